@@ -1,0 +1,3174 @@
+//! The reference interpreter: evaluates a [`Graph`] with `ndarray`, node by node.
+//!
+//! It is the independent oracle that every numeric test compares generated code
+//! against, so it is written straight from the PyTorch / ONNX definition of each op and
+//! shares nothing with the code generator. It is deliberately simple: one obvious loop
+//! (or one `ndarray` call) per op, no fusion, no layout tricks. Sums that can be long
+//! (matmul, linear, convolution, reductions, normalization statistics) are accumulated
+//! in `f64`, and elementwise functions are evaluated in `f64`, so the oracle is closer
+//! to the exact answer than an `f32` implementation can be.
+//!
+//! ```text
+//!   inputs, params --> [ node 0 ] --> [ node 1 ] --> ... --> outputs
+//!                      eval_op       eval_op                 (shapes checked at every step)
+//! ```
+
+use crate::ir::{
+    BinaryOp, Conv2d, ConvTranspose2d, Graph, Op, PadMode, Pool2d, ReduceKind, ResizeMode, UnaryOp,
+    Value, ValueId,
+};
+use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice, Zip};
+use std::fmt;
+
+/// Error of the interpreter (bad operand count, shape mismatch it detected, non-integer
+/// gather index...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InterpError {
+    /// What went wrong, with the node and op when known.
+    pub message: String,
+}
+
+impl InterpError {
+    fn new(message: impl Into<String>) -> Self {
+        InterpError {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for InterpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for InterpError {}
+
+type Result<T> = std::result::Result<T, InterpError>;
+
+/// Shorthand for an `Err` with a message.
+fn fail<T>(message: impl Into<String>) -> Result<T> {
+    Err(InterpError::new(message))
+}
+
+// ---------------------------------------------------------------------------------------
+// Graph evaluation
+// ---------------------------------------------------------------------------------------
+
+/// Evaluates every node in order. `inputs[i]` is the value of `graph.inputs[i]`;
+/// `params[i]` the value of `graph.params[i]`. Returns one array per `graph.outputs`
+/// entry.
+///
+/// Input and parameter arrays must have their declared shapes, and the result of every
+/// node must have the shape recorded for its output value; anything else is an error.
+pub fn interpret(
+    graph: &Graph,
+    inputs: &[ArrayD<f32>],
+    params: &[ArrayD<f32>],
+) -> Result<Vec<ArrayD<f32>>> {
+    if inputs.len() != graph.inputs.len() {
+        return fail(format!(
+            "the graph has {} inputs, {} arrays were given",
+            graph.inputs.len(),
+            inputs.len()
+        ));
+    }
+    if params.len() != graph.params.len() {
+        return fail(format!(
+            "the graph has {} parameters, {} arrays were given",
+            graph.params.len(),
+            params.len()
+        ));
+    }
+    let mut env: Vec<Option<ArrayD<f32>>> = vec![None; graph.values.len()];
+
+    for (position, (&id, array)) in graph.inputs.iter().zip(inputs).enumerate() {
+        let value = value_of(graph, id)?;
+        if array.shape() != value.shape.as_slice() {
+            return fail(format!(
+                "input {position} (`{}`) has shape {:?}, declared {:?}",
+                value.name,
+                array.shape(),
+                value.shape
+            ));
+        }
+        define(&mut env, id, array.clone())?;
+    }
+
+    for (index, (param, array)) in graph.params.iter().zip(params).enumerate() {
+        let value = value_of(graph, param.value)?;
+        if array.shape() != param.shape.as_slice() || array.shape() != value.shape.as_slice() {
+            return fail(format!(
+                "parameter {index} (`{}`) has shape {:?}, declared {:?}",
+                param.key,
+                array.shape(),
+                param.shape
+            ));
+        }
+        define(&mut env, param.value, array.clone())?;
+    }
+
+    for (index, node) in graph.nodes.iter().enumerate() {
+        let out = value_of(graph, node.output)?;
+        let context = |message: &str| {
+            InterpError::new(format!(
+                "node {index} ({}, output `{}`): {message}",
+                node.op.name(),
+                out.name
+            ))
+        };
+        let operands = node
+            .inputs
+            .iter()
+            .map(|&id| {
+                env.get(id)
+                    .and_then(Option::as_ref)
+                    .ok_or_else(|| context(&format!("operand value {id} has not been computed")))
+            })
+            .collect::<Result<Vec<&ArrayD<f32>>>>()?;
+        let result = eval_refs(&node.op, &operands, &out.shape).map_err(|e| context(&e.message))?;
+        if result.shape() != out.shape.as_slice() {
+            return Err(context(&format!(
+                "result has shape {:?}, the graph records {:?}",
+                result.shape(),
+                out.shape
+            )));
+        }
+        define(&mut env, node.output, result)?;
+    }
+
+    graph
+        .outputs
+        .iter()
+        .map(|&id| {
+            env.get(id)
+                .and_then(Option::as_ref)
+                .cloned()
+                .ok_or_else(|| InterpError::new(format!("output value {id} was never computed")))
+        })
+        .collect()
+}
+
+/// The value with this id.
+fn value_of(graph: &Graph, id: ValueId) -> Result<&Value> {
+    graph
+        .values
+        .get(id)
+        .ok_or_else(|| InterpError::new(format!("value {id} does not exist")))
+}
+
+/// Records the array of a value; a value is defined once.
+fn define(env: &mut [Option<ArrayD<f32>>], id: ValueId, array: ArrayD<f32>) -> Result<()> {
+    match env.get_mut(id) {
+        Some(slot @ None) => {
+            *slot = Some(array);
+            Ok(())
+        }
+        Some(Some(_)) => fail(format!("value {id} is defined twice")),
+        None => fail(format!("value {id} does not exist")),
+    }
+}
+
+/// Evaluates a single op on operand arrays; `out_shape` is the output value's shape
+/// (needed by Reshape, Expand, Resize; ignored by the other ops, which derive their
+/// output shape from the operands). The result is in standard (row-major) layout.
+pub fn eval_op(op: &Op, operands: &[ArrayD<f32>], out_shape: &[usize]) -> Result<ArrayD<f32>> {
+    let refs: Vec<&ArrayD<f32>> = operands.iter().collect();
+    eval_refs(op, &refs, out_shape)
+}
+
+/// [`eval_op`] on borrowed operands.
+fn eval_refs(op: &Op, xs: &[&ArrayD<f32>], out_shape: &[usize]) -> Result<ArrayD<f32>> {
+    let result = match op {
+        Op::Unary(u) => {
+            let [x] = exactly(xs)?;
+            x.mapv(|v| unary(*u, v))
+        }
+        Op::Binary(b) => {
+            let [a, c] = exactly(xs)?;
+            binary_broadcast(*b, a, c)?
+        }
+        Op::Where => {
+            let [cond, a, b] = exactly(xs)?;
+            where_op(cond, a, b)?
+        }
+        Op::Prelu => {
+            let [x, slope] = exactly(xs)?;
+            prelu(x, slope)?
+        }
+        Op::Linear => {
+            let (x, w, b) = two_or_three(xs)?;
+            linear(x, w, b)?
+        }
+        Op::MatMul => {
+            let [a, b] = exactly(xs)?;
+            matmul(a, b)?
+        }
+        Op::Conv2d(attrs) => {
+            let (x, w, b) = two_or_three(xs)?;
+            conv2d(attrs, x, w, b)?
+        }
+        Op::ConvTranspose2d(attrs) => {
+            let (x, w, b) = two_or_three(xs)?;
+            conv_transpose2d(attrs, x, w, b)?
+        }
+        Op::MaxPool2d(attrs) => {
+            let [x] = exactly(xs)?;
+            max_pool2d(attrs, x)?
+        }
+        Op::AvgPool2d(attrs) => {
+            let [x] = exactly(xs)?;
+            avg_pool2d(attrs, x)?
+        }
+        Op::GlobalAvgPool => {
+            let [x] = exactly(xs)?;
+            global_pool(x, false)?
+        }
+        Op::GlobalMaxPool => {
+            let [x] = exactly(xs)?;
+            global_pool(x, true)?
+        }
+        Op::Reduce {
+            kind,
+            axes,
+            keepdims,
+        } => {
+            let [x] = exactly(xs)?;
+            reduce(*kind, axes, *keepdims, x)?
+        }
+        Op::Softmax { axis } => {
+            let [x] = exactly(xs)?;
+            softmax(x, *axis, false)?
+        }
+        Op::LogSoftmax { axis } => {
+            let [x] = exactly(xs)?;
+            softmax(x, *axis, true)?
+        }
+        Op::LayerNorm { dims, eps } => {
+            let (x, w, b) = affine_operands(xs)?;
+            layer_norm(x, *dims, *eps, w, b)?
+        }
+        Op::BatchNorm { eps } => {
+            let [x, w, b, mean, var] = exactly(xs)?;
+            batch_norm(x, w, b, mean, var, *eps)?
+        }
+        Op::GroupNorm { groups, eps } => {
+            let (x, w, b) = affine_operands(xs)?;
+            group_norm(x, *groups, *eps, w, b)?
+        }
+        Op::InstanceNorm { eps } => {
+            let (x, w, b) = affine_operands(xs)?;
+            let channels = dim(x.shape(), 1)?;
+            group_norm(x, channels, *eps, w, b)?
+        }
+        Op::Reshape(_) => {
+            let [x] = exactly(xs)?;
+            reshape(x, out_shape)?
+        }
+        Op::Transpose { perm } => {
+            let [x] = exactly(xs)?;
+            transpose(x, perm)?
+        }
+        Op::Concat { axis } => concat(xs, *axis)?,
+        Op::Slice {
+            starts,
+            ends,
+            steps,
+        } => {
+            let [x] = exactly(xs)?;
+            slice(x, starts, ends, steps)?
+        }
+        Op::Pad { pads, mode } => {
+            let [x] = exactly(xs)?;
+            pad(x, pads, *mode)?
+        }
+        Op::Gather { axis } => {
+            let [x, indices] = exactly(xs)?;
+            gather(x, indices, *axis)?
+        }
+        Op::Expand => {
+            let [x] = exactly(xs)?;
+            broadcast_to(x, out_shape)?.to_owned()
+        }
+        Op::Resize(mode) => {
+            let [x] = exactly(xs)?;
+            resize(x, *mode, out_shape)?
+        }
+        Op::Cumsum {
+            axis,
+            exclusive,
+            reverse,
+        } => {
+            let [x] = exactly(xs)?;
+            cumsum(x, *axis, *exclusive, *reverse)?
+        }
+    };
+    Ok(standard_layout(result))
+}
+
+// ---------------------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------------------
+
+/// Exactly `K` operands.
+fn exactly<'a, const K: usize>(xs: &[&'a ArrayD<f32>]) -> Result<[&'a ArrayD<f32>; K]> {
+    <[&ArrayD<f32>; K]>::try_from(xs)
+        .map_err(|_| InterpError::new(format!("expected {K} operands, got {}", xs.len())))
+}
+
+/// `[x, w]` or `[x, w, bias]`.
+type WeightedOperands<'a> = (&'a ArrayD<f32>, &'a ArrayD<f32>, Option<&'a ArrayD<f32>>);
+
+/// Operands of linear and convolutions: `[x, weight]` or `[x, weight, bias]`.
+fn two_or_three<'a>(xs: &[&'a ArrayD<f32>]) -> Result<WeightedOperands<'a>> {
+    match *xs {
+        [x, w] => Ok((x, w, None)),
+        [x, w, b] => Ok((x, w, Some(b))),
+        _ => fail(format!("expected 2 or 3 operands, got {}", xs.len())),
+    }
+}
+
+/// `[x]`, `[x, weight]` or `[x, weight, bias]`.
+type AffineOperands<'a> = (
+    &'a ArrayD<f32>,
+    Option<&'a ArrayD<f32>>,
+    Option<&'a ArrayD<f32>>,
+);
+
+/// Operands of the normalizations with an optional affine part.
+fn affine_operands<'a>(xs: &[&'a ArrayD<f32>]) -> Result<AffineOperands<'a>> {
+    match *xs {
+        [x] => Ok((x, None, None)),
+        [x, w] => Ok((x, Some(w), None)),
+        [x, w, b] => Ok((x, Some(w), Some(b))),
+        _ => fail(format!("expected 1 to 3 operands, got {}", xs.len())),
+    }
+}
+
+/// The elements in row-major order (whatever the memory layout).
+fn row_major(x: &ArrayD<f32>) -> Vec<f32> {
+    x.iter().copied().collect()
+}
+
+/// An array of this shape from row-major data.
+fn from_vec(shape: &[usize], data: Vec<f32>) -> Result<ArrayD<f32>> {
+    ArrayD::from_shape_vec(IxDyn(shape), data)
+        .map_err(|e| InterpError::new(format!("cannot build an array of shape {shape:?}: {e}")))
+}
+
+/// The same array in standard (C-contiguous) layout.
+fn standard_layout(a: ArrayD<f32>) -> ArrayD<f32> {
+    if a.is_standard_layout() {
+        a
+    } else {
+        a.as_standard_layout().into_owned()
+    }
+}
+
+/// Product of the dimensions (1 for none).
+fn product(dims: &[usize]) -> usize {
+    dims.iter().product()
+}
+
+/// Length of axis `axis`.
+fn dim(shape: &[usize], axis: usize) -> Result<usize> {
+    shape
+        .get(axis)
+        .copied()
+        .ok_or_else(|| InterpError::new(format!("shape {shape:?} has no axis {axis}")))
+}
+
+/// Dimensions from `axis` on (empty past the end).
+fn dims_from(shape: &[usize], axis: usize) -> &[usize] {
+    shape.get(axis..).unwrap_or(&[])
+}
+
+/// Dimensions before `axis` (all of them past the end).
+fn dims_before(shape: &[usize], axis: usize) -> &[usize] {
+    shape.get(..axis).unwrap_or(shape)
+}
+
+/// The shape as exactly four dimensions.
+fn dims4(a: &ArrayD<f32>, what: &str) -> Result<[usize; 4]> {
+    <[usize; 4]>::try_from(a.shape()).map_err(|_| {
+        InterpError::new(format!(
+            "{what} must have rank 4, has shape {:?}",
+            a.shape()
+        ))
+    })
+}
+
+/// Element `i` of row-major data; `i` is in range by construction, checked anyway.
+fn at(data: &[f32], i: usize) -> Result<f32> {
+    data.get(i)
+        .copied()
+        .ok_or_else(|| InterpError::new(format!("internal: index {i} out of {}", data.len())))
+}
+
+/// Mutable element `i` of an accumulator; `i` is in range by construction.
+fn at_mut(data: &mut [f64], i: usize) -> Result<&mut f64> {
+    let len = data.len();
+    data.get_mut(i)
+        .ok_or_else(|| InterpError::new(format!("internal: index {i} out of {len}")))
+}
+
+/// `len` elements of row-major data from `start`.
+fn run(data: &[f32], start: usize, len: usize) -> Result<&[f32]> {
+    data.get(start..start + len).ok_or_else(|| {
+        InterpError::new(format!(
+            "internal: run {start}..{} out of {}",
+            start + len,
+            data.len()
+        ))
+    })
+}
+
+/// A per-channel parameter vector: shape must be exactly `[channels]`.
+fn channel_vector(p: &ArrayD<f32>, channels: usize, what: &str) -> Result<Vec<f32>> {
+    if p.shape() != [channels] {
+        return fail(format!(
+            "{what} must have shape [{channels}], has {:?}",
+            p.shape()
+        ));
+    }
+    Ok(row_major(p))
+}
+
+/// `pos` as an index into an axis of length `len`, if it lies inside.
+fn inside(pos: i64, len: usize) -> Option<usize> {
+    usize::try_from(pos).ok().filter(|&p| p < len)
+}
+
+/// Max that propagates NaN (like numpy's `maximum` and PyTorch's `max`).
+fn max_nan(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+/// Min that propagates NaN.
+fn min_nan(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.min(b)
+    }
+}
+
+/// Calls `f` with every multi-index of `shape`, in row-major order.
+fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize]) -> Result<()>) -> Result<()> {
+    if shape.contains(&0) {
+        return Ok(());
+    }
+    let mut index = vec![0usize; shape.len()];
+    loop {
+        f(&index)?;
+        // Odometer increment, last axis fastest.
+        let mut axis = shape.len();
+        loop {
+            if axis == 0 {
+                return Ok(());
+            }
+            axis -= 1;
+            let (Some(i), Some(&d)) = (index.get_mut(axis), shape.get(axis)) else {
+                return fail("internal: odometer out of range");
+            };
+            *i += 1;
+            if *i < d {
+                break;
+            }
+            *i = 0;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Elementwise
+// ---------------------------------------------------------------------------------------
+
+/// SELU scale (Klambauer et al.).
+const SELU_SCALE: f64 = 1.050_700_987_355_480_5;
+/// SELU alpha (Klambauer et al.).
+const SELU_ALPHA: f64 = 1.673_263_242_354_377_3;
+
+/// One unary function, evaluated in f64.
+fn unary(op: UnaryOp, v: f32) -> f32 {
+    let x = f64::from(v);
+    let y = match op {
+        UnaryOp::Neg => -x,
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Exp => x.exp(),
+        UnaryOp::Log => x.ln(),
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Rsqrt => 1.0 / x.sqrt(),
+        UnaryOp::Recip => 1.0 / x,
+        UnaryOp::Square => x * x,
+        UnaryOp::Relu => clip(x, 0.0, f64::INFINITY),
+        UnaryOp::Relu6 => clip(x, 0.0, 6.0),
+        UnaryOp::LeakyRelu(alpha) => {
+            if x > 0.0 {
+                x
+            } else {
+                f64::from(alpha) * x
+            }
+        }
+        UnaryOp::Elu(alpha) => {
+            if x > 0.0 {
+                x
+            } else {
+                f64::from(alpha) * x.exp_m1()
+            }
+        }
+        UnaryOp::Selu => SELU_SCALE * if x > 0.0 { x } else { SELU_ALPHA * x.exp_m1() },
+        UnaryOp::Sigmoid => sigmoid(x),
+        UnaryOp::Tanh => x.tanh(),
+        // 0.5 x (1 + erf(x / sqrt 2)), written with erfc so large negative x keep digits.
+        UnaryOp::Gelu => 0.5 * x * erfc(-x / std::f64::consts::SQRT_2),
+        UnaryOp::GeluTanh => {
+            let k = (2.0 / std::f64::consts::PI).sqrt();
+            0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh())
+        }
+        UnaryOp::Silu => x * sigmoid(x),
+        UnaryOp::HardSigmoid { alpha, beta } => {
+            clip(f64::from(alpha) * x + f64::from(beta), 0.0, 1.0)
+        }
+        UnaryOp::HardSwish => x * clip(x + 3.0, 0.0, 6.0) / 6.0,
+        UnaryOp::Mish => x * softplus(x).tanh(),
+        UnaryOp::Softplus => softplus(x),
+        UnaryOp::Erf => erf(x),
+        UnaryOp::Sin => x.sin(),
+        UnaryOp::Cos => x.cos(),
+        UnaryOp::Floor => x.floor(),
+        UnaryOp::Ceil => x.ceil(),
+        UnaryOp::Round => x.round_ties_even(),
+        UnaryOp::Clip { min, max } => clip(x, f64::from(min), f64::from(max)),
+        UnaryOp::PowScalar(c) => x.powf(f64::from(c)),
+        UnaryOp::AddScalar(c) => x + f64::from(c),
+        UnaryOp::SubScalar(c) => x - f64::from(c),
+        UnaryOp::ScalarSub(c) => f64::from(c) - x,
+        UnaryOp::MulScalar(c) => x * f64::from(c),
+        UnaryOp::DivScalar(c) => x / f64::from(c),
+        UnaryOp::ScalarDiv(c) => f64::from(c) / x,
+    };
+    y as f32
+}
+
+/// `min(max(x, lo), hi)`, NaN stays NaN (`max` wins when `lo > hi`, as numpy's clip).
+fn clip(x: f64, lo: f64, hi: f64) -> f64 {
+    if x.is_nan() {
+        x
+    } else {
+        x.max(lo).min(hi)
+    }
+}
+
+/// `1 / (1 + e^-x)`.
+fn sigmoid(x: f64) -> f64 {
+    1.0 / (1.0 + (-x).exp())
+}
+
+/// `ln(1 + e^x)` without overflow: `max(x, 0) + ln(1 + e^-|x|)`.
+fn softplus(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+/// The error function.
+fn erf(x: f64) -> f64 {
+    cody_erf(x, false)
+}
+
+/// The complementary error function `1 - erf(x)`.
+fn erfc(x: f64) -> f64 {
+    cody_erf(x, true)
+}
+
+// W. J. Cody, "Rational Chebyshev approximations for the error function", Math. Comp. 23
+// (1969), as in his SPECFUN routine CALERF (relative error below 1e-15 or so).
+// The digits are the published ones, more than an f64 holds.
+#[allow(clippy::excessive_precision)]
+const CODY_A: [f64; 5] = [
+    3.16112374387056560e00,
+    1.13864154151050156e02,
+    3.77485237685302021e02,
+    3.20937758913846947e03,
+    1.85777706184603153e-1,
+];
+#[allow(clippy::excessive_precision)]
+const CODY_B: [f64; 4] = [
+    2.36012909523441209e01,
+    2.44024637934444173e02,
+    1.28261652607737228e03,
+    2.84423683343917062e03,
+];
+#[allow(clippy::excessive_precision)]
+const CODY_C: [f64; 9] = [
+    5.64188496988670089e-1,
+    8.88314979438837594e00,
+    6.61191906371416295e01,
+    2.98635138197400131e02,
+    8.81952221241769090e02,
+    1.71204761263407058e03,
+    2.05107837782607147e03,
+    1.23033935479799725e03,
+    2.15311535474403846e-8,
+];
+#[allow(clippy::excessive_precision)]
+const CODY_D: [f64; 8] = [
+    1.57449261107098347e01,
+    1.17693950891312499e02,
+    5.37181101862009858e02,
+    1.62138957456669019e03,
+    3.29079923573345963e03,
+    4.36261909014324716e03,
+    3.43936767414372164e03,
+    1.23033935480374942e03,
+];
+#[allow(clippy::excessive_precision)]
+const CODY_P: [f64; 6] = [
+    3.05326634961232344e-1,
+    3.60344899949804439e-1,
+    1.25781726111229246e-1,
+    1.60837851487422766e-2,
+    6.58749161529837803e-4,
+    1.63153871373020978e-2,
+];
+#[allow(clippy::excessive_precision)]
+const CODY_Q: [f64; 5] = [
+    2.56852019228982242e00,
+    1.87295284992346047e00,
+    5.27905102951428412e-1,
+    6.05183413124413191e-2,
+    2.33520497626869185e-3,
+];
+
+/// Cody's CALERF: `erf(x)`, or `erfc(x)` when `complement`.
+fn cody_erf(x: f64, complement: bool) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    let y = x.abs();
+    if y <= 0.46875 {
+        // erf(x) = x * R(x^2) near zero.
+        let z = if y > 1.11e-16 { y * y } else { 0.0 };
+        let [.., a3, a4] = CODY_A;
+        let [.., b3] = CODY_B;
+        let mut num = a4 * z;
+        let mut den = z;
+        for (a, b) in CODY_A.iter().zip(&CODY_B).take(3) {
+            num = (num + a) * z;
+            den = (den + b) * z;
+        }
+        let erf = x * (num + a3) / (den + b3);
+        return if complement { 1.0 - erf } else { erf };
+    }
+    // erfc(|x|) = exp(-x^2) * R(|x|).
+    let erfc_y = if y <= 4.0 {
+        let [.., c7, c8] = CODY_C;
+        let [.., d7] = CODY_D;
+        let mut num = c8 * y;
+        let mut den = y;
+        for (c, d) in CODY_C.iter().zip(&CODY_D).take(7) {
+            num = (num + c) * y;
+            den = (den + d) * y;
+        }
+        exp_minus_square(y) * ((num + c7) / (den + d7))
+    } else if y < 26.543 {
+        let z = 1.0 / (y * y);
+        let [.., p4, p5] = CODY_P;
+        let [.., q4] = CODY_Q;
+        let mut num = p5 * z;
+        let mut den = z;
+        for (p, q) in CODY_P.iter().zip(&CODY_Q).take(4) {
+            num = (num + p) * z;
+            den = (den + q) * z;
+        }
+        let r = z * (num + p4) / (den + q4);
+        let frac_1_sqrt_pi = 0.5 * std::f64::consts::FRAC_2_SQRT_PI;
+        exp_minus_square(y) * ((frac_1_sqrt_pi - r) / y)
+    } else {
+        0.0
+    };
+    match (complement, x < 0.0) {
+        (true, false) => erfc_y,
+        (true, true) => 2.0 - erfc_y,
+        (false, false) => (0.5 - erfc_y) + 0.5,
+        (false, true) => -((0.5 - erfc_y) + 0.5),
+    }
+}
+
+/// `exp(-y^2)` split as in CALERF to keep the rounding error of `y^2` out of the exponent.
+fn exp_minus_square(y: f64) -> f64 {
+    let head = (y * 16.0).trunc() / 16.0;
+    let delta = (y - head) * (y + head);
+    (-head * head).exp() * (-delta).exp()
+}
+
+/// One binary function, evaluated in f64.
+fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
+    let (x, y) = (f64::from(a), f64::from(b));
+    let r = match op {
+        BinaryOp::Add => x + y,
+        BinaryOp::Sub => x - y,
+        BinaryOp::Mul => x * y,
+        BinaryOp::Div => x / y,
+        BinaryOp::Max => max_nan(x, y),
+        BinaryOp::Min => min_nan(x, y),
+        BinaryOp::Pow => x.powf(y),
+    };
+    r as f32
+}
+
+/// The numpy broadcast of two shapes (trailing axes aligned, length 1 stretches).
+fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let mut out = Vec::with_capacity(rank);
+    for k in 1..=rank {
+        // k-th axis from the end; a missing axis counts as length 1.
+        let da = a
+            .len()
+            .checked_sub(k)
+            .and_then(|i| a.get(i))
+            .copied()
+            .unwrap_or(1);
+        let db = b
+            .len()
+            .checked_sub(k)
+            .and_then(|i| b.get(i))
+            .copied()
+            .unwrap_or(1);
+        let d = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            return fail(format!("shapes {a:?} and {b:?} do not broadcast"));
+        };
+        out.push(d);
+    }
+    out.reverse();
+    Ok(out)
+}
+
+/// A broadcast view of `x` with this shape.
+fn broadcast_to<'a>(x: &'a ArrayD<f32>, shape: &[usize]) -> Result<ArrayViewD<'a, f32>> {
+    x.broadcast(IxDyn(shape)).ok_or_else(|| {
+        InterpError::new(format!(
+            "shape {:?} does not broadcast to {shape:?}",
+            x.shape()
+        ))
+    })
+}
+
+/// `op(a, b)` with numpy broadcasting.
+fn binary_broadcast(op: BinaryOp, a: &ArrayD<f32>, b: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    let shape = broadcast_shape(a.shape(), b.shape())?;
+    let av = broadcast_to(a, &shape)?;
+    let bv = broadcast_to(b, &shape)?;
+    Ok(Zip::from(&av)
+        .and(&bv)
+        .map_collect(|&x, &y| binary(op, x, y)))
+}
+
+/// `a` where `cond != 0`, else `b`; all three broadcast.
+fn where_op(cond: &ArrayD<f32>, a: &ArrayD<f32>, b: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    let shape = broadcast_shape(&broadcast_shape(cond.shape(), a.shape())?, b.shape())?;
+    let cv = broadcast_to(cond, &shape)?;
+    let av = broadcast_to(a, &shape)?;
+    let bv = broadcast_to(b, &shape)?;
+    Ok(Zip::from(&cv)
+        .and(&av)
+        .and(&bv)
+        .map_collect(|&c, &x, &y| if c != 0.0 { x } else { y }))
+}
+
+/// `x` if positive else `slope[c] * x`, `c` the index along axis 1 (or one slope for all).
+fn prelu(x: &ArrayD<f32>, slope: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    let slopes = row_major(slope);
+    let (channels, inner) = if slopes.len() == 1 {
+        (1, 1)
+    } else {
+        let c = dim(x.shape(), 1)?;
+        if slopes.len() != c {
+            return fail(format!(
+                "slope has {} elements, the input has {c} channels (shape {:?})",
+                slopes.len(),
+                x.shape()
+            ));
+        }
+        (c, product(dims_from(x.shape(), 2)))
+    };
+    let data = x
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let s = at(&slopes, (i / inner) % channels)?;
+            Ok(if v > 0.0 { v } else { s * v })
+        })
+        .collect::<Result<Vec<f32>>>()?;
+    from_vec(x.shape(), data)
+}
+
+// ---------------------------------------------------------------------------------------
+// Matrix products and convolutions
+// ---------------------------------------------------------------------------------------
+
+/// `y[..., o] = sum_i x[..., i] * w[o, i] + b[o]`.
+fn linear(x: &ArrayD<f32>, w: &ArrayD<f32>, bias: Option<&ArrayD<f32>>) -> Result<ArrayD<f32>> {
+    let xs = x.shape();
+    let Some((&in_features, lead)) = xs.split_last() else {
+        return fail("the input of linear must have rank >= 1");
+    };
+    let [out_features, w_in] = <[usize; 2]>::try_from(w.shape())
+        .map_err(|_| InterpError::new(format!("weight must have rank 2, has {:?}", w.shape())))?;
+    if w_in != in_features {
+        return fail(format!(
+            "weight {:?} does not match input {xs:?}",
+            w.shape()
+        ));
+    }
+    let b = match bias {
+        Some(b) => channel_vector(b, out_features, "bias")?,
+        None => vec![0.0; out_features],
+    };
+    let xd = row_major(x);
+    let wd = row_major(w);
+    let rows = product(lead);
+    let mut out = Vec::with_capacity(rows * out_features);
+    for r in 0..rows {
+        let xrow = run(&xd, r * in_features, in_features)?;
+        for (o, &bo) in b.iter().enumerate() {
+            let wrow = run(&wd, o * in_features, in_features)?;
+            let dot: f64 = xrow
+                .iter()
+                .zip(wrow)
+                .map(|(&p, &q)| f64::from(p) * f64::from(q))
+                .sum();
+            out.push((dot + f64::from(bo)) as f32);
+        }
+    }
+    let mut shape = lead.to_vec();
+    shape.push(out_features);
+    from_vec(&shape, out)
+}
+
+/// numpy `matmul` for operands of rank >= 2: batch axes broadcast.
+fn matmul(a: &ArrayD<f32>, b: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    let (Some((a_batch, &[m, k])), Some((b_batch, &[k2, n]))) =
+        (split_matrix(a.shape()), split_matrix(b.shape()))
+    else {
+        return fail(format!(
+            "matmul needs operands of rank >= 2, got {:?} and {:?}",
+            a.shape(),
+            b.shape()
+        ));
+    };
+    if k != k2 {
+        return fail(format!(
+            "inner dimensions differ: {:?} @ {:?}",
+            a.shape(),
+            b.shape()
+        ));
+    }
+    let batch = broadcast_shape(a_batch, b_batch)?;
+    let a_full: Vec<f32> = broadcast_to(a, &[batch.as_slice(), &[m, k]].concat())?
+        .iter()
+        .copied()
+        .collect();
+    let b_full: Vec<f32> = broadcast_to(b, &[batch.as_slice(), &[k, n]].concat())?
+        .iter()
+        .copied()
+        .collect();
+    let batches = product(&batch);
+    let mut out = Vec::with_capacity(batches * m * n);
+    for t in 0..batches {
+        for i in 0..m {
+            // out[t, i, :] = sum_p a[t, i, p] * b[t, p, :]
+            let arow = run(&a_full, (t * m + i) * k, k)?;
+            let mut acc = vec![0.0f64; n];
+            for (p, &av) in arow.iter().enumerate() {
+                let brow = run(&b_full, (t * k + p) * n, n)?;
+                for (sum, &bv) in acc.iter_mut().zip(brow) {
+                    *sum += f64::from(av) * f64::from(bv);
+                }
+            }
+            out.extend(acc.iter().map(|&v| v as f32));
+        }
+    }
+    from_vec(&[batch.as_slice(), &[m, n]].concat(), out)
+}
+
+/// `(batch dims, [rows, cols])` of a shape of rank >= 2.
+fn split_matrix(shape: &[usize]) -> Option<(&[usize], &[usize; 2])> {
+    let split = shape.len().checked_sub(2)?;
+    let (batch, matrix) = shape.split_at_checked(split)?;
+    Some((batch, <&[usize; 2]>::try_from(matrix).ok()?))
+}
+
+/// Output length of a convolution or pooling window sweep, floor rounding.
+fn conv_out_len(
+    size: usize,
+    pad: usize,
+    kernel: usize,
+    dilation: usize,
+    stride: usize,
+) -> Result<usize> {
+    if kernel == 0 || dilation == 0 || stride == 0 {
+        return fail("kernel, dilation and stride must be positive");
+    }
+    let span = dilation * (kernel - 1) + 1;
+    let num = (size + pad).checked_sub(span).ok_or_else(|| {
+        InterpError::new(format!(
+            "window of extent {span} is larger than the padded input {}",
+            size + pad
+        ))
+    })?;
+    Ok(num / stride + 1)
+}
+
+/// PyTorch `conv2d`: weight `[out, in / groups, kh, kw]`, zero padding
+/// `[top, left, bottom, right]`.
+fn conv2d(
+    attrs: &Conv2d,
+    x: &ArrayD<f32>,
+    w: &ArrayD<f32>,
+    bias: Option<&ArrayD<f32>>,
+) -> Result<ArrayD<f32>> {
+    let [n, c, h, wi] = dims4(x, "input")?;
+    let [o, cpg, kh, kw] = dims4(w, "weight")?;
+    if [kh, kw] != attrs.kernel {
+        return fail(format!(
+            "weight {:?} does not match kernel {:?}",
+            w.shape(),
+            attrs.kernel
+        ));
+    }
+    let g = attrs.groups;
+    if g == 0 || c % g != 0 || o % g != 0 || cpg != c / g {
+        return fail(format!(
+            "groups {g} do not fit input {:?} and weight {:?}",
+            x.shape(),
+            w.shape()
+        ));
+    }
+    let [sh, sw] = attrs.stride;
+    let [dh, dw] = attrs.dilation;
+    let [pt, pl, pb, pr] = attrs.padding;
+    let oh = conv_out_len(h, pt + pb, kh, dh, sh)?;
+    let ow = conv_out_len(wi, pl + pr, kw, dw, sw)?;
+    let b = match bias {
+        Some(b) => channel_vector(b, o, "bias")?,
+        None => vec![0.0; o],
+    };
+    let xd = row_major(x);
+    let wd = row_major(w);
+    let opg = o / g;
+    let mut out = Vec::with_capacity(n * o * oh * ow);
+    for ni in 0..n {
+        for (oc, &bo) in b.iter().enumerate() {
+            let group = oc / opg;
+            for y in 0..oh {
+                for xo in 0..ow {
+                    let mut acc = f64::from(bo);
+                    for icl in 0..cpg {
+                        let ic = group * cpg + icl;
+                        for ky in 0..kh {
+                            let pos = (y * sh + ky * dh) as i64 - pt as i64;
+                            let Some(iy) = inside(pos, h) else { continue };
+                            // x[ni, ic, iy, :] and w[oc, icl, ky, :]
+                            let xrow = run(&xd, ((ni * c + ic) * h + iy) * wi, wi)?;
+                            let wrow = run(&wd, ((oc * cpg + icl) * kh + ky) * kw, kw)?;
+                            for (kx, &wv) in wrow.iter().enumerate() {
+                                let pos = (xo * sw + kx * dw) as i64 - pl as i64;
+                                let Some(ix) = inside(pos, wi) else { continue };
+                                acc += f64::from(at(xrow, ix)?) * f64::from(wv);
+                            }
+                        }
+                    }
+                    out.push(acc as f32);
+                }
+            }
+        }
+    }
+    from_vec(&[n, o, oh, ow], out)
+}
+
+/// PyTorch `conv_transpose2d`: weight `[in, out / groups, kh, kw]`; every input element
+/// scatters `x * w` into the output at `in_pos * stride + k * dilation - padding`.
+fn conv_transpose2d(
+    attrs: &ConvTranspose2d,
+    x: &ArrayD<f32>,
+    w: &ArrayD<f32>,
+    bias: Option<&ArrayD<f32>>,
+) -> Result<ArrayD<f32>> {
+    let [n, cin, h, wi] = dims4(x, "input")?;
+    let [wc, opg, kh, kw] = dims4(w, "weight")?;
+    if [kh, kw] != attrs.kernel {
+        return fail(format!(
+            "weight {:?} does not match kernel {:?}",
+            w.shape(),
+            attrs.kernel
+        ));
+    }
+    let g = attrs.groups;
+    if wc != cin || g == 0 || cin % g != 0 {
+        return fail(format!(
+            "groups {g} do not fit input {:?} and weight {:?}",
+            x.shape(),
+            w.shape()
+        ));
+    }
+    let ipg = cin / g;
+    let cout = opg * g;
+    let [sh, sw] = attrs.stride;
+    let [dh, dw] = attrs.dilation;
+    let [ph, pw] = attrs.padding;
+    let [oph, opw] = attrs.output_padding;
+    if sh == 0 || sw == 0 || dh == 0 || dw == 0 || kh == 0 || kw == 0 || h == 0 || wi == 0 {
+        return fail("stride, dilation, kernel and input extent must be positive");
+    }
+    let full_h = (h - 1) * sh + dh * (kh - 1) + oph + 1;
+    let full_w = (wi - 1) * sw + dw * (kw - 1) + opw + 1;
+    let (Some(oh), Some(ow)) = (full_h.checked_sub(2 * ph), full_w.checked_sub(2 * pw)) else {
+        return fail("padding removes more than the whole output");
+    };
+    let b = match bias {
+        Some(b) => channel_vector(b, cout, "bias")?,
+        None => vec![0.0; cout],
+    };
+    let xd = row_major(x);
+    let wd = row_major(w);
+    let mut acc = vec![0.0f64; n * cout * oh * ow];
+    for ni in 0..n {
+        for ic in 0..cin {
+            let group = ic / ipg;
+            for iy in 0..h {
+                for ix in 0..wi {
+                    let xv = f64::from(at(&xd, ((ni * cin + ic) * h + iy) * wi + ix)?);
+                    for ocl in 0..opg {
+                        let oc = group * opg + ocl;
+                        for ky in 0..kh {
+                            let pos = (iy * sh + ky * dh) as i64 - ph as i64;
+                            let Some(oy) = inside(pos, oh) else { continue };
+                            for kx in 0..kw {
+                                let pos = (ix * sw + kx * dw) as i64 - pw as i64;
+                                let Some(ox) = inside(pos, ow) else { continue };
+                                let wv = at(&wd, ((ic * opg + ocl) * kh + ky) * kw + kx)?;
+                                *at_mut(&mut acc, ((ni * cout + oc) * oh + oy) * ow + ox)? +=
+                                    xv * f64::from(wv);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let plane = oh * ow;
+    let out = acc
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| Ok((v + f64::from(at(&b, (i / plane) % cout)?)) as f32))
+        .collect::<Result<Vec<f32>>>()?;
+    from_vec(&[n, cout, oh, ow], out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Pooling
+// ---------------------------------------------------------------------------------------
+
+/// Output length of a pooling sweep with PyTorch's `ceil_mode` rule: with ceil rounding,
+/// a last window that would start inside the right padding is dropped.
+fn pool_out_len(
+    size: usize,
+    pad_begin: usize,
+    pad_end: usize,
+    kernel: usize,
+    dilation: usize,
+    stride: usize,
+    ceil_mode: bool,
+) -> Result<usize> {
+    let floor = conv_out_len(size, pad_begin + pad_end, kernel, dilation, stride)?;
+    if !ceil_mode {
+        return Ok(floor);
+    }
+    let num = size + pad_begin + pad_end - (dilation * (kernel - 1) + 1);
+    let mut out = num.div_ceil(stride) + 1;
+    if (out - 1) * stride >= size + pad_begin {
+        out -= 1;
+    }
+    Ok(out)
+}
+
+/// The window geometry of a 2-d pooling over `[N, C, H, W]`.
+struct PoolGeometry {
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+}
+
+/// Checks a pooling input and computes its output extent.
+fn pool_geometry(attrs: &Pool2d, x: &ArrayD<f32>) -> Result<PoolGeometry> {
+    let [n, c, h, w] = dims4(x, "input")?;
+    let [kh, kw] = attrs.kernel;
+    let [sh, sw] = attrs.stride;
+    let [dh, dw] = attrs.dilation;
+    let [pt, pl, pb, pr] = attrs.padding;
+    let oh = pool_out_len(h, pt, pb, kh, dh, sh, attrs.ceil_mode)?;
+    let ow = pool_out_len(w, pl, pr, kw, dw, sw, attrs.ceil_mode)?;
+    Ok(PoolGeometry { n, c, h, w, oh, ow })
+}
+
+/// Max over each window; padding never wins, NaN does.
+fn max_pool2d(attrs: &Pool2d, x: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    let PoolGeometry { n, c, h, w, oh, ow } = pool_geometry(attrs, x)?;
+    let [kh, kw] = attrs.kernel;
+    let [sh, sw] = attrs.stride;
+    let [dh, dw] = attrs.dilation;
+    let [pt, pl, _, _] = attrs.padding;
+    let xd = row_major(x);
+    let mut out = Vec::with_capacity(n * c * oh * ow);
+    for plane in 0..n * c {
+        for y in 0..oh {
+            for xo in 0..ow {
+                let mut m = f32::NEG_INFINITY;
+                for ky in 0..kh {
+                    let Some(iy) = inside((y * sh + ky * dh) as i64 - pt as i64, h) else {
+                        continue;
+                    };
+                    for kx in 0..kw {
+                        let Some(ix) = inside((xo * sw + kx * dw) as i64 - pl as i64, w) else {
+                            continue;
+                        };
+                        let v = at(&xd, (plane * h + iy) * w + ix)?;
+                        if v > m || v.is_nan() {
+                            m = v;
+                        }
+                        if m.is_nan() {
+                            break;
+                        }
+                    }
+                }
+                out.push(m);
+            }
+        }
+    }
+    from_vec(&[n, c, oh, ow], out)
+}
+
+/// Mean over each window. The sum covers real input elements only; the divisor counts
+/// the window positions inside the padded extent (`count_include_pad`) or inside the
+/// input.
+fn avg_pool2d(attrs: &Pool2d, x: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    let PoolGeometry { n, c, h, w, oh, ow } = pool_geometry(attrs, x)?;
+    let [kh, kw] = attrs.kernel;
+    let [sh, sw] = attrs.stride;
+    let [dh, dw] = attrs.dilation;
+    let [pt, pl, pb, pr] = attrs.padding;
+    let xd = row_major(x);
+    let mut out = Vec::with_capacity(n * c * oh * ow);
+    for plane in 0..n * c {
+        for y in 0..oh {
+            for xo in 0..ow {
+                let mut sum = 0.0f64;
+                let mut real = 0usize;
+                let mut padded = 0usize;
+                for ky in 0..kh {
+                    // Position relative to the top of the padded input.
+                    let py = y * sh + ky * dh;
+                    let in_padded_y = py < pt + h + pb;
+                    let iy = inside(py as i64 - pt as i64, h);
+                    for kx in 0..kw {
+                        let px = xo * sw + kx * dw;
+                        let in_padded_x = px < pl + w + pr;
+                        if in_padded_y && in_padded_x {
+                            padded += 1;
+                        }
+                        let ix = inside(px as i64 - pl as i64, w);
+                        if let (Some(iy), Some(ix)) = (iy, ix) {
+                            real += 1;
+                            sum += f64::from(at(&xd, (plane * h + iy) * w + ix)?);
+                        }
+                    }
+                }
+                let divisor = if attrs.count_include_pad {
+                    padded
+                } else {
+                    real
+                };
+                out.push((sum / divisor as f64) as f32);
+            }
+        }
+    }
+    from_vec(&[n, c, oh, ow], out)
+}
+
+/// Mean (or max) over axes `2..` of `[N, C, ...]`, keeping them with length 1.
+fn global_pool(x: &ArrayD<f32>, max: bool) -> Result<ArrayD<f32>> {
+    let shape = x.shape();
+    if shape.len() < 2 {
+        return fail(format!("global pooling needs [N, C, ...], got {shape:?}"));
+    }
+    let outer = product(dims_before(shape, 2));
+    let inner = product(dims_from(shape, 2));
+    let xd = row_major(x);
+    let mut out = Vec::with_capacity(outer);
+    for p in 0..outer {
+        let values = run(&xd, p * inner, inner)?;
+        let r = if max {
+            values
+                .iter()
+                .fold(f64::NEG_INFINITY, |m, &v| max_nan(m, f64::from(v)))
+        } else {
+            values.iter().map(|&v| f64::from(v)).sum::<f64>() / inner as f64
+        };
+        out.push(r as f32);
+    }
+    let out_shape: Vec<usize> = shape
+        .iter()
+        .enumerate()
+        .map(|(axis, &d)| if axis < 2 { d } else { 1 })
+        .collect();
+    from_vec(&out_shape, out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Reductions and normalizations
+// ---------------------------------------------------------------------------------------
+
+/// Reduces `axes` (sorted, distinct) in f64, one axis at a time.
+fn reduce(
+    kind: ReduceKind,
+    axes: &[usize],
+    keepdims: bool,
+    x: &ArrayD<f32>,
+) -> Result<ArrayD<f32>> {
+    let rank = x.ndim();
+    let sorted = axes.windows(2).all(|p| matches!(p, [a, b] if a < b));
+    if !sorted || axes.iter().any(|&a| a >= rank) {
+        return fail(format!(
+            "axes {axes:?} must be sorted, distinct and below rank {rank}"
+        ));
+    }
+    let mut acc: ArrayD<f64> = x.mapv(f64::from);
+    let mut count = 1usize;
+    // From the last axis down, so the remaining axis numbers stay valid.
+    for &axis in axes.iter().rev() {
+        count *= acc.len_of(Axis(axis));
+        acc = match kind {
+            ReduceKind::Sum | ReduceKind::Mean => acc.fold_axis(Axis(axis), 0.0, |s, &v| s + v),
+            ReduceKind::Prod => acc.fold_axis(Axis(axis), 1.0, |s, &v| s * v),
+            ReduceKind::Max => acc.fold_axis(Axis(axis), f64::NEG_INFINITY, |s, &v| max_nan(*s, v)),
+            ReduceKind::Min => acc.fold_axis(Axis(axis), f64::INFINITY, |s, &v| min_nan(*s, v)),
+        };
+    }
+    if kind == ReduceKind::Mean {
+        let count = count as f64;
+        acc.mapv_inplace(|v| v / count);
+    }
+    if keepdims {
+        for &axis in axes {
+            acc = acc.insert_axis(Axis(axis));
+        }
+    }
+    Ok(acc.mapv(|v| v as f32))
+}
+
+/// Softmax (or log-softmax) along `axis`, max subtracted first.
+fn softmax(x: &ArrayD<f32>, axis: usize, log: bool) -> Result<ArrayD<f32>> {
+    if axis >= x.ndim() {
+        return fail(format!("axis {axis} out of rank {}", x.ndim()));
+    }
+    let mut y: ArrayD<f64> = x.mapv(f64::from);
+    for mut lane in y.lanes_mut(Axis(axis)) {
+        let m = lane.fold(f64::NEG_INFINITY, |m, &v| max_nan(m, v));
+        let sum: f64 = lane.iter().map(|&v| (v - m).exp()).sum();
+        if log {
+            let log_sum = sum.ln();
+            lane.mapv_inplace(|v| v - m - log_sum);
+        } else {
+            lane.mapv_inplace(|v| (v - m).exp() / sum);
+        }
+    }
+    Ok(y.mapv(|v| v as f32))
+}
+
+/// Mean and biased variance of a run of values, in f64 (two passes).
+fn mean_var(values: &[f32]) -> (f64, f64) {
+    let count = values.len() as f64;
+    let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / count;
+    let var = values
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / count;
+    (mean, var)
+}
+
+/// An optional affine parameter of this exact shape, or `fill` repeated.
+fn affine_param(
+    p: Option<&ArrayD<f32>>,
+    shape: &[usize],
+    fill: f32,
+    what: &str,
+) -> Result<Vec<f32>> {
+    match p {
+        Some(p) if p.shape() == shape => Ok(row_major(p)),
+        Some(p) => fail(format!(
+            "{what} must have shape {shape:?}, has {:?}",
+            p.shape()
+        )),
+        None => Ok(vec![fill; product(shape)]),
+    }
+}
+
+/// Normalizes over the last `dims` axes, then `* weight + bias`.
+fn layer_norm(
+    x: &ArrayD<f32>,
+    dims: usize,
+    eps: f32,
+    weight: Option<&ArrayD<f32>>,
+    bias: Option<&ArrayD<f32>>,
+) -> Result<ArrayD<f32>> {
+    let shape = x.shape();
+    let Some(split) = shape.len().checked_sub(dims) else {
+        return fail(format!("cannot normalize {dims} axes of shape {shape:?}"));
+    };
+    let norm_shape = dims_from(shape, split);
+    let w = affine_param(weight, norm_shape, 1.0, "weight")?;
+    let b = affine_param(bias, norm_shape, 0.0, "bias")?;
+    let inner = product(norm_shape);
+    let rows = product(dims_before(shape, split));
+    let eps = f64::from(eps);
+    let xd = row_major(x);
+    let mut out = Vec::with_capacity(xd.len());
+    for r in 0..rows {
+        let values = run(&xd, r * inner, inner)?;
+        let (mean, var) = mean_var(values);
+        let inv_std = 1.0 / (var + eps).sqrt();
+        for ((&v, &wj), &bj) in values.iter().zip(&w).zip(&b) {
+            out.push(((f64::from(v) - mean) * inv_std * f64::from(wj) + f64::from(bj)) as f32);
+        }
+    }
+    from_vec(shape, out)
+}
+
+/// Inference batch norm, channels on axis 1.
+fn batch_norm(
+    x: &ArrayD<f32>,
+    weight: &ArrayD<f32>,
+    bias: &ArrayD<f32>,
+    mean: &ArrayD<f32>,
+    var: &ArrayD<f32>,
+    eps: f32,
+) -> Result<ArrayD<f32>> {
+    let channels = dim(x.shape(), 1)?;
+    let inner = product(dims_from(x.shape(), 2));
+    let w = channel_vector(weight, channels, "weight")?;
+    let b = channel_vector(bias, channels, "bias")?;
+    let m = channel_vector(mean, channels, "running_mean")?;
+    let v = channel_vector(var, channels, "running_var")?;
+    let eps = f64::from(eps);
+    let data = x
+        .iter()
+        .enumerate()
+        .map(|(i, &xv)| {
+            let ch = (i / inner) % channels;
+            let norm =
+                (f64::from(xv) - f64::from(at(&m, ch)?)) / (f64::from(at(&v, ch)?) + eps).sqrt();
+            Ok((norm * f64::from(at(&w, ch)?) + f64::from(at(&b, ch)?)) as f32)
+        })
+        .collect::<Result<Vec<f32>>>()?;
+    from_vec(x.shape(), data)
+}
+
+/// Normalizes each group of `C / groups` consecutive channels of each sample (over
+/// those channels and all positions), then `* weight[c] + bias[c]`. Instance norm is
+/// the case `groups == C`.
+fn group_norm(
+    x: &ArrayD<f32>,
+    groups: usize,
+    eps: f32,
+    weight: Option<&ArrayD<f32>>,
+    bias: Option<&ArrayD<f32>>,
+) -> Result<ArrayD<f32>> {
+    let shape = x.shape();
+    let n = dim(shape, 0)?;
+    let channels = dim(shape, 1)?;
+    if groups == 0 || channels % groups != 0 {
+        return fail(format!("{groups} groups do not divide {channels} channels"));
+    }
+    let w = affine_param(weight, &[channels], 1.0, "weight")?;
+    let b = affine_param(bias, &[channels], 0.0, "bias")?;
+    let inner = product(dims_from(shape, 2));
+    let per_group = channels / groups;
+    let block = per_group * inner;
+    let eps = f64::from(eps);
+    let xd = row_major(x);
+    let mut out = Vec::with_capacity(xd.len());
+    for s in 0..n {
+        for g in 0..groups {
+            let values = run(&xd, (s * groups + g) * block, block)?;
+            let (mean, var) = mean_var(values);
+            let inv_std = 1.0 / (var + eps).sqrt();
+            for (j, &v) in values.iter().enumerate() {
+                let ch = g * per_group + j / inner;
+                let y = (f64::from(v) - mean) * inv_std * f64::from(at(&w, ch)?)
+                    + f64::from(at(&b, ch)?);
+                out.push(y as f32);
+            }
+        }
+    }
+    from_vec(shape, out)
+}
+
+// ---------------------------------------------------------------------------------------
+// Data movement
+// ---------------------------------------------------------------------------------------
+
+/// Same elements in row-major order, new shape.
+fn reshape(x: &ArrayD<f32>, out_shape: &[usize]) -> Result<ArrayD<f32>> {
+    if product(out_shape) != x.len() {
+        return fail(format!(
+            "cannot reshape {:?} ({} elements) to {out_shape:?}",
+            x.shape(),
+            x.len()
+        ));
+    }
+    from_vec(out_shape, row_major(x))
+}
+
+/// Output axis `i` is input axis `perm[i]`.
+fn transpose(x: &ArrayD<f32>, perm: &[usize]) -> Result<ArrayD<f32>> {
+    let mut seen = vec![false; x.ndim()];
+    let valid = perm.len() == x.ndim()
+        && perm
+            .iter()
+            .all(|&p| seen.get_mut(p).is_some_and(|s| !std::mem::replace(s, true)));
+    if !valid {
+        return fail(format!(
+            "{perm:?} is not a permutation of the axes of {:?}",
+            x.shape()
+        ));
+    }
+    Ok(x.view().permuted_axes(IxDyn(perm)).to_owned())
+}
+
+/// All operands joined along `axis`.
+fn concat(xs: &[&ArrayD<f32>], axis: usize) -> Result<ArrayD<f32>> {
+    let Some(first) = xs.first() else {
+        return fail("concat needs at least one operand");
+    };
+    if axis >= first.ndim() || xs.iter().any(|a| a.ndim() != first.ndim()) {
+        return fail(format!(
+            "cannot join shapes {:?} along axis {axis}",
+            xs.iter().map(|a| a.shape()).collect::<Vec<_>>()
+        ));
+    }
+    let views: Vec<ArrayViewD<f32>> = xs.iter().map(|a| a.view()).collect();
+    ndarray::concatenate(Axis(axis), &views).map_err(|e| {
+        InterpError::new(format!(
+            "cannot join shapes {:?} along axis {axis}: {e}",
+            xs.iter().map(|a| a.shape()).collect::<Vec<_>>()
+        ))
+    })
+}
+
+/// Per axis, indices `start, start + step, ...` below `end` (both clamped to the axis).
+fn slice(
+    x: &ArrayD<f32>,
+    starts: &[usize],
+    ends: &[usize],
+    steps: &[usize],
+) -> Result<ArrayD<f32>> {
+    let rank = x.ndim();
+    if starts.len() != rank || ends.len() != rank || steps.len() != rank || steps.contains(&0) {
+        return fail(format!(
+            "slice of {:?} needs one start, end and positive step per axis, \
+             got {starts:?} {ends:?} {steps:?}",
+            x.shape()
+        ));
+    }
+    let to_isize = |v: usize| {
+        isize::try_from(v).map_err(|_| InterpError::new(format!("slice bound {v} too large")))
+    };
+    let mut view = x.view();
+    for (axis, ((&start, &end), &step)) in starts.iter().zip(ends).zip(steps).enumerate() {
+        let len = view.len_of(Axis(axis));
+        let start = start.min(len);
+        let end = end.min(len).max(start);
+        view.slice_axis_inplace(
+            Axis(axis),
+            Slice::new(to_isize(start)?, Some(to_isize(end)?), to_isize(step)?),
+        );
+    }
+    Ok(view.to_owned())
+}
+
+/// Input coordinate of output coordinate `j - before` along an axis of length `len`,
+/// `None` for a constant fill.
+fn pad_source(pos: i64, len: usize, mode: PadMode) -> Result<Option<usize>> {
+    if let Some(i) = inside(pos, len) {
+        return Ok(Some(i));
+    }
+    let last = len as i64 - 1;
+    match mode {
+        PadMode::Constant(_) => Ok(None),
+        _ if len == 0 => fail("cannot reflect or extend an empty axis"),
+        PadMode::Edge => Ok(Some(pos.clamp(0, last) as usize)),
+        PadMode::Reflect if len == 1 => Ok(Some(0)),
+        PadMode::Reflect => {
+            // numpy 'reflect': period 2 (len - 1), the edge is not repeated.
+            let period = 2 * last;
+            let r = pos.rem_euclid(period);
+            Ok(Some((if r > last { period - r } else { r }) as usize))
+        }
+    }
+}
+
+/// Adds `(before, after)` elements per axis.
+fn pad(x: &ArrayD<f32>, pads: &[(usize, usize)], mode: PadMode) -> Result<ArrayD<f32>> {
+    let shape = x.shape();
+    if pads.len() != shape.len() {
+        return fail(format!("{} pads for rank {}", pads.len(), shape.len()));
+    }
+    let fill = match mode {
+        PadMode::Constant(v) => v,
+        _ => 0.0,
+    };
+    // For every axis, the input coordinate of each output coordinate.
+    let mut tables = Vec::with_capacity(shape.len());
+    let mut out_shape = Vec::with_capacity(shape.len());
+    for (&len, &(before, after)) in shape.iter().zip(pads) {
+        let out_len = before + len + after;
+        let table = (0..out_len)
+            .map(|j| pad_source(j as i64 - before as i64, len, mode))
+            .collect::<Result<Vec<Option<usize>>>>()?;
+        tables.push(table);
+        out_shape.push(out_len);
+    }
+    let strides: Vec<usize> = (0..shape.len())
+        .map(|axis| product(dims_from(shape, axis + 1)))
+        .collect();
+    let xd = row_major(x);
+    let mut out = Vec::with_capacity(product(&out_shape));
+    for_each_index(&out_shape, |index| {
+        let mut flat = Some(0usize);
+        for ((&j, table), &stride) in index.iter().zip(&tables).zip(&strides) {
+            let source = table.get(j).copied().flatten();
+            flat = flat.zip(source).map(|(f, s)| f + s * stride);
+        }
+        out.push(match flat {
+            Some(f) => at(&xd, f)?,
+            None => fill,
+        });
+        Ok(())
+    })?;
+    from_vec(&out_shape, out)
+}
+
+/// ONNX Gather: `x.shape[..axis] ++ indices.shape ++ x.shape[axis + 1..]`.
+fn gather(x: &ArrayD<f32>, indices: &ArrayD<f32>, axis: usize) -> Result<ArrayD<f32>> {
+    let shape = x.shape();
+    let len = dim(shape, axis)?;
+    let picks = indices
+        .iter()
+        .map(|&v| {
+            if !v.is_finite() || v.fract() != 0.0 {
+                return fail(format!("gather index {v} is not a whole number"));
+            }
+            let i = v as i64;
+            let i = if i < 0 { i + len as i64 } else { i };
+            inside(i, len).ok_or_else(|| {
+                InterpError::new(format!("gather index {v} out of range for length {len}"))
+            })
+        })
+        .collect::<Result<Vec<usize>>>()?;
+    let outer = product(dims_before(shape, axis));
+    let inner = product(dims_from(shape, axis + 1));
+    let xd = row_major(x);
+    let mut out = Vec::with_capacity(outer * picks.len() * inner);
+    for o in 0..outer {
+        for &p in &picks {
+            out.extend_from_slice(run(&xd, (o * len + p) * inner, inner)?);
+        }
+    }
+    let out_shape = [
+        dims_before(shape, axis),
+        indices.shape(),
+        dims_from(shape, axis + 1),
+    ]
+    .concat();
+    from_vec(&out_shape, out)
+}
+
+/// Sampling position along one axis for bilinear resize: `(i0, i1, lambda)`.
+fn bilinear_source(
+    o: usize,
+    in_len: usize,
+    out_len: usize,
+    align_corners: bool,
+) -> (usize, usize, f64) {
+    let src = if align_corners {
+        if out_len > 1 {
+            o as f64 * (in_len as f64 - 1.0) / (out_len as f64 - 1.0)
+        } else {
+            0.0
+        }
+    } else {
+        ((o as f64 + 0.5) * in_len as f64 / out_len as f64 - 0.5).max(0.0)
+    };
+    let i0 = (src.floor() as usize).min(in_len - 1);
+    let i1 = (i0 + 1).min(in_len - 1);
+    (i0, i1, src - i0 as f64)
+}
+
+/// Resamples the last two axes to those of `out_shape`.
+fn resize(x: &ArrayD<f32>, mode: ResizeMode, out_shape: &[usize]) -> Result<ArrayD<f32>> {
+    let shape = x.shape();
+    let rank = shape.len();
+    let lead = rank.checked_sub(2);
+    let same_lead = lead.is_some_and(|l| {
+        out_shape.len() == rank && dims_before(shape, l) == dims_before(out_shape, l)
+    });
+    let (Some(l), true) = (lead, same_lead) else {
+        return fail(format!("cannot resize {shape:?} to {out_shape:?}"));
+    };
+    let (ih, iw, oh, ow) = (
+        dim(shape, l)?,
+        dim(shape, l + 1)?,
+        dim(out_shape, l)?,
+        dim(out_shape, l + 1)?,
+    );
+    if (ih == 0 || iw == 0) && oh * ow > 0 {
+        return fail(format!("cannot resize empty {shape:?} to {out_shape:?}"));
+    }
+    let planes = product(dims_before(shape, l));
+    let xd = row_major(x);
+    let mut out = Vec::with_capacity(planes * oh * ow);
+    match mode {
+        ResizeMode::Nearest => {
+            // floor(o * in / out), exact in integers.
+            let rows: Vec<usize> = (0..oh).map(|o| (o * ih / oh).min(ih - 1)).collect();
+            let cols: Vec<usize> = (0..ow).map(|o| (o * iw / ow).min(iw - 1)).collect();
+            for p in 0..planes {
+                for &r in &rows {
+                    for &c in &cols {
+                        out.push(at(&xd, (p * ih + r) * iw + c)?);
+                    }
+                }
+            }
+        }
+        ResizeMode::Bilinear { align_corners } => {
+            let rows: Vec<_> = (0..oh)
+                .map(|o| bilinear_source(o, ih, oh, align_corners))
+                .collect();
+            let cols: Vec<_> = (0..ow)
+                .map(|o| bilinear_source(o, iw, ow, align_corners))
+                .collect();
+            for p in 0..planes {
+                let px = |r: usize, c: usize| at(&xd, (p * ih + r) * iw + c).map(f64::from);
+                for &(r0, r1, ly) in &rows {
+                    for &(c0, c1, lx) in &cols {
+                        let top = (1.0 - lx) * px(r0, c0)? + lx * px(r0, c1)?;
+                        let bottom = (1.0 - lx) * px(r1, c0)? + lx * px(r1, c1)?;
+                        out.push(((1.0 - ly) * top + ly * bottom) as f32);
+                    }
+                }
+            }
+        }
+    }
+    from_vec(out_shape, out)
+}
+
+/// ONNX CumSum along `axis`.
+fn cumsum(x: &ArrayD<f32>, axis: usize, exclusive: bool, reverse: bool) -> Result<ArrayD<f32>> {
+    let shape = x.shape();
+    let len = dim(shape, axis)?;
+    let outer = product(dims_before(shape, axis));
+    let inner = product(dims_from(shape, axis + 1));
+    let xd = row_major(x);
+    let mut out = vec![0.0f64; xd.len()];
+    for o in 0..outer {
+        for i in 0..inner {
+            let mut running = 0.0f64;
+            for step in 0..len {
+                let k = if reverse { len - 1 - step } else { step };
+                let flat = (o * len + k) * inner + i;
+                let v = f64::from(at(&xd, flat)?);
+                if exclusive {
+                    *at_mut(&mut out, flat)? = running;
+                    running += v;
+                } else {
+                    running += v;
+                    *at_mut(&mut out, flat)? = running;
+                }
+            }
+        }
+    }
+    from_vec(shape, out.into_iter().map(|v| v as f32).collect())
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::excessive_precision
+)]
+mod tests {
+    use super::*;
+    use crate::ir::{Node, Param, ReshapeKind, ValueKind};
+    use ndarray::{s, Array2, Array4};
+    use proc_macro2::Span;
+
+    /// An array from a shape and row-major data.
+    fn t(shape: &[usize], data: &[f32]) -> ArrayD<f32> {
+        ArrayD::from_shape_vec(IxDyn(shape), data.to_vec()).unwrap()
+    }
+
+    /// 0, 1, 2, ... in row-major order.
+    fn seq(shape: &[usize]) -> ArrayD<f32> {
+        let n: usize = shape.iter().product();
+        t(shape, &(0..n).map(|v| v as f32).collect::<Vec<_>>())
+    }
+
+    /// Deterministic pseudo-random values in [-1, 1).
+    fn rand(shape: &[usize], seed: u64) -> ArrayD<f32> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect();
+        t(shape, &data)
+    }
+
+    fn eval(op: Op, xs: &[ArrayD<f32>], out_shape: &[usize]) -> ArrayD<f32> {
+        eval_op(&op, xs, out_shape).unwrap_or_else(|e| panic!("{op:?}: {e}"))
+    }
+
+    fn eval1(op: Op, x: &ArrayD<f32>) -> ArrayD<f32> {
+        eval(op, std::slice::from_ref(x), &[])
+    }
+
+    #[track_caller]
+    fn assert_close(got: &ArrayD<f32>, want: &ArrayD<f32>, tol: f32) {
+        assert_eq!(got.shape(), want.shape(), "shapes differ");
+        for (i, (&g, &w)) in got.iter().zip(want.iter()).enumerate() {
+            let ok = (g - w).abs() <= tol * (1.0 + w.abs()) || (g.is_nan() && w.is_nan());
+            assert!(
+                ok,
+                "element {i}: got {g}, want {w}\ngot  {got}\nwant {want}"
+            );
+        }
+    }
+
+    // ----- elementwise ---------------------------------------------------------------
+
+    #[test]
+    fn erf_and_erfc_match_reference_values() {
+        // Python's math.erf / math.erfc.
+        let table: [(f64, f64, f64); 17] = [
+            (-6.0, -1.0, 2.0),
+            (-3.2, -0.9999939742388483, 1.9999939742388482),
+            (-1.5, -0.9661051464753108, 1.9661051464753108),
+            (-0.5, -0.5204998778130465, 1.5204998778130465),
+            (-0.1, -0.1124629160182849, 1.1124629160182848),
+            (0.0, 0.0, 1.0),
+            (1e-20, 1.1283791670955125e-20, 1.0),
+            (0.2, 0.22270258921047847, 0.7772974107895215),
+            (0.46875, 0.49261347321793797, 0.507386526782062),
+            (0.5, 0.5204998778130465, 0.4795001221869535),
+            (1.0, 0.8427007929497149, 0.15729920705028513),
+            (2.0, 0.9953222650189527, 0.004677734981047265),
+            (3.9, 0.9999999652077514, 3.479224859723177e-08),
+            (4.1, 0.9999999932999724, 6.700027654084918e-09),
+            (5.0, 0.9999999999984626, 1.5374597944280351e-12),
+            (10.0, 1.0, 2.088487583762545e-45),
+            (27.0, 1.0, 5.23705e-319),
+        ];
+        for (x, want_erf, want_erfc) in table {
+            let e = erf(x);
+            assert!(
+                (e - want_erf).abs() <= 1e-15 * want_erf.abs().max(1e-300),
+                "erf({x}) = {e}, want {want_erf}"
+            );
+            let c = erfc(x);
+            assert!(
+                (c - want_erfc).abs() <= 1e-13 * want_erfc.abs() + 1e-300,
+                "erfc({x}) = {c}, want {want_erfc}"
+            );
+        }
+    }
+
+    #[test]
+    fn erf_matches_its_taylor_series() {
+        // erf(x) = 2/sqrt(pi) * sum_n (-1)^n x^(2n+1) / (n! (2n+1)), fine in f64 for |x| <= 2.
+        for i in -200..=200 {
+            let x = f64::from(i) / 100.0;
+            let mut term = x; // (-1)^n x^(2n+1) / n!
+            let mut sum = 0.0;
+            for n in 0..60 {
+                sum += term / f64::from(2 * n + 1);
+                term *= -x * x / f64::from(n + 1);
+            }
+            let series = sum * std::f64::consts::FRAC_2_SQRT_PI;
+            assert!(
+                (erf(x) - series).abs() < 1e-14,
+                "erf({x}) = {}, series {series}",
+                erf(x)
+            );
+        }
+    }
+
+    #[test]
+    fn unary_functions_match_their_definitions() {
+        use UnaryOp as U;
+        let e = std::f32::consts::E;
+        let cases: Vec<(UnaryOp, f32, f32)> = vec![
+            (U::Neg, 2.0, -2.0),
+            (U::Abs, -2.5, 2.5),
+            (U::Exp, 1.0, e),
+            (U::Log, e, 1.0),
+            (U::Sqrt, 9.0, 3.0),
+            (U::Rsqrt, 4.0, 0.5),
+            (U::Recip, 4.0, 0.25),
+            (U::Square, -3.0, 9.0),
+            (U::Relu, -1.0, 0.0),
+            (U::Relu, 2.0, 2.0),
+            (U::Relu6, 7.0, 6.0),
+            (U::Relu6, 3.0, 3.0),
+            (U::Relu6, -3.0, 0.0),
+            (U::LeakyRelu(0.1), -2.0, -0.2),
+            (U::LeakyRelu(0.1), 2.0, 2.0),
+            (U::Elu(1.0), -1.0, -0.6321205588285577),
+            (U::Elu(2.0), 3.0, 3.0),
+            (U::Selu, -1.0, -1.1113307378125625),
+            (U::Selu, 2.0, 2.101401974710961),
+            (U::Sigmoid, 0.0, 0.5),
+            (U::Sigmoid, -200.0, 0.0),
+            (U::Tanh, 0.5, 0.46211715726000974),
+            (U::Gelu, 1.0, 0.8413447460685429),
+            (U::Gelu, -3.0, -0.00404969409489031),
+            (U::Gelu, -10.0, -7.619853024160593e-23),
+            (U::GeluTanh, 1.0, 0.8411919906082768),
+            (U::GeluTanh, -2.0, -0.04540230591222494),
+            (U::Silu, 1.0, 0.7310585786300049),
+            (U::Silu, -2.0, -0.2384058440442351),
+            (
+                U::HardSigmoid {
+                    alpha: 0.2,
+                    beta: 0.5,
+                },
+                1.0,
+                0.7,
+            ),
+            (
+                U::HardSigmoid {
+                    alpha: 0.2,
+                    beta: 0.5,
+                },
+                10.0,
+                1.0,
+            ),
+            (
+                U::HardSigmoid {
+                    alpha: 0.2,
+                    beta: 0.5,
+                },
+                -10.0,
+                0.0,
+            ),
+            (U::HardSwish, -4.0, 0.0),
+            (U::HardSwish, 1.0, 2.0 / 3.0),
+            (U::HardSwish, 4.0, 4.0),
+            (U::Mish, 1.0, 0.8650983882673103),
+            (U::Mish, -2.0, -0.2525014826957089),
+            (U::Softplus, 0.0, std::f32::consts::LN_2),
+            (U::Softplus, 3.0, 3.048587351573742),
+            (U::Softplus, -3.0, 0.04858735157374206),
+            (U::Softplus, 100.0, 100.0),
+            (U::Softplus, 1000.0, 1000.0),
+            (U::Erf, 0.5, 0.5204998778130465),
+            (U::Sin, std::f32::consts::FRAC_PI_2, 1.0),
+            (U::Cos, 0.0, 1.0),
+            (U::Floor, -1.5, -2.0),
+            (U::Ceil, -1.5, -1.0),
+            (
+                U::Clip {
+                    min: -1.0,
+                    max: 2.0,
+                },
+                -3.0,
+                -1.0,
+            ),
+            (
+                U::Clip {
+                    min: -1.0,
+                    max: 2.0,
+                },
+                5.0,
+                2.0,
+            ),
+            (
+                U::Clip {
+                    min: -1.0,
+                    max: 2.0,
+                },
+                0.5,
+                0.5,
+            ),
+            (U::PowScalar(2.0), 3.0, 9.0),
+            (U::PowScalar(0.5), 16.0, 4.0),
+            (U::AddScalar(2.0), 1.0, 3.0),
+            (U::SubScalar(2.0), 1.0, -1.0),
+            (U::ScalarSub(2.0), 1.0, 1.0),
+            (U::MulScalar(3.0), 2.0, 6.0),
+            (U::DivScalar(4.0), 2.0, 0.5),
+            (U::ScalarDiv(4.0), 2.0, 2.0),
+        ];
+        for (op, x, want) in cases {
+            let got = eval1(Op::Unary(op), &t(&[1], &[x]))[[0]];
+            let ok = (got - want).abs() <= 1e-6 * (1.0 + want.abs())
+                && (want.abs() > 1e-20 || (got - want).abs() <= 1e-3 * want.abs());
+            assert!(ok, "{op:?}({x}) = {got}, want {want}");
+        }
+        // Tiny but nonzero for very negative softplus input (no cancellation to 0 or NaN).
+        let sp = eval1(Op::Unary(U::Softplus), &t(&[1], &[-60.0]))[[0]];
+        assert!(
+            sp > 0.0 && (sp - (-60.0f32).exp()).abs() < 1e-30,
+            "softplus(-60) = {sp}"
+        );
+    }
+
+    #[test]
+    fn round_is_half_to_even() {
+        let x = t(&[8], &[0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 2.4, 2.6]);
+        let want = t(&[8], &[0.0, 2.0, 2.0, -0.0, -2.0, -2.0, 2.0, 3.0]);
+        assert_eq!(eval1(Op::Unary(UnaryOp::Round), &x), want);
+    }
+
+    #[test]
+    fn unary_keeps_shape_and_propagates_nan() {
+        let x = t(&[2, 1, 2], &[f32::NAN, -1.0, 0.0, 1.0]);
+        let y = eval1(Op::Unary(UnaryOp::Relu), &x);
+        assert_eq!(y.shape(), &[2, 1, 2]);
+        assert!(y[[0, 0, 0]].is_nan());
+        assert_eq!(
+            y.iter().skip(1).copied().collect::<Vec<_>>(),
+            vec![0.0, 0.0, 1.0]
+        );
+    }
+
+    #[test]
+    fn broadcast_shapes_follow_numpy_rules() {
+        // Examples of the numpy broadcasting documentation.
+        assert_eq!(
+            broadcast_shape(&[256, 256, 3], &[3]).unwrap(),
+            vec![256, 256, 3]
+        );
+        assert_eq!(
+            broadcast_shape(&[8, 1, 6, 1], &[7, 1, 5]).unwrap(),
+            vec![8, 7, 6, 5]
+        );
+        assert_eq!(broadcast_shape(&[5, 4], &[1]).unwrap(), vec![5, 4]);
+        assert_eq!(
+            broadcast_shape(&[15, 3, 5], &[15, 1, 5]).unwrap(),
+            vec![15, 3, 5]
+        );
+        assert_eq!(broadcast_shape(&[], &[2, 3]).unwrap(), vec![2, 3]);
+        assert!(broadcast_shape(&[3], &[4]).is_err());
+        assert!(broadcast_shape(&[2, 1], &[8, 4, 3]).is_err());
+    }
+
+    #[test]
+    fn binary_ops_broadcast() {
+        // numpy docs: a[:, newaxis] + b.
+        let a = t(&[4, 1], &[0.0, 10.0, 20.0, 30.0]);
+        let b = t(&[3], &[1.0, 2.0, 3.0]);
+        let sum = eval(Op::Binary(BinaryOp::Add), &[a.clone(), b.clone()], &[]);
+        let want = t(
+            &[4, 3],
+            &[
+                1.0, 2.0, 3.0, 11.0, 12.0, 13.0, 21.0, 22.0, 23.0, 31.0, 32.0, 33.0,
+            ],
+        );
+        assert_eq!(sum, want);
+        let diff = eval(Op::Binary(BinaryOp::Sub), &[b.clone(), a.clone()], &[]);
+        assert_eq!(diff, want.mapv(|v| -v + 2.0 * (v % 10.0)));
+        let x = t(&[2, 2], &[1.0, 4.0, -2.0, 9.0]);
+        let y = t(&[2], &[2.0, 0.5]);
+        assert_eq!(
+            eval(Op::Binary(BinaryOp::Mul), &[x.clone(), y.clone()], &[]),
+            t(&[2, 2], &[2.0, 2.0, -4.0, 4.5])
+        );
+        assert_eq!(
+            eval(Op::Binary(BinaryOp::Div), &[x.clone(), y.clone()], &[]),
+            t(&[2, 2], &[0.5, 8.0, -1.0, 18.0])
+        );
+        assert_eq!(
+            eval(Op::Binary(BinaryOp::Max), &[x.clone(), y.clone()], &[]),
+            t(&[2, 2], &[2.0, 4.0, 2.0, 9.0])
+        );
+        assert_eq!(
+            eval(Op::Binary(BinaryOp::Min), &[x.clone(), y.clone()], &[]),
+            t(&[2, 2], &[1.0, 0.5, -2.0, 0.5])
+        );
+        assert_eq!(
+            eval(Op::Binary(BinaryOp::Pow), &[x, y], &[]),
+            t(&[2, 2], &[1.0, 2.0, 4.0, 3.0])
+        );
+        // A scalar (rank 0) operand.
+        let s = t(&[], &[10.0]);
+        assert_eq!(
+            eval(Op::Binary(BinaryOp::Sub), &[s, b.clone()], &[]),
+            t(&[3], &[9.0, 8.0, 7.0])
+        );
+        let bad = eval_op(
+            &Op::Binary(BinaryOp::Add),
+            &[t(&[3], &[0.0; 3]), t(&[4], &[0.0; 4])],
+            &[],
+        );
+        assert!(bad.is_err());
+        let nan = eval(
+            Op::Binary(BinaryOp::Max),
+            &[t(&[1], &[f32::NAN]), t(&[1], &[1.0])],
+            &[],
+        );
+        assert!(nan[[0]].is_nan());
+    }
+
+    #[test]
+    fn where_selects_and_broadcasts() {
+        let cond = t(&[3, 1], &[1.0, 0.0, -2.0]);
+        let a = t(&[1, 4], &[1.0, 2.0, 3.0, 4.0]);
+        let b = t(&[], &[-1.0]);
+        let y = eval(Op::Where, &[cond, a, b], &[]);
+        let want = t(
+            &[3, 4],
+            &[
+                1.0, 2.0, 3.0, 4.0, -1.0, -1.0, -1.0, -1.0, 1.0, 2.0, 3.0, 4.0,
+            ],
+        );
+        assert_eq!(y, want);
+    }
+
+    #[test]
+    fn prelu_uses_one_or_per_channel_slopes() {
+        let x = t(&[1, 2, 2, 1], &[-1.0, 2.0, -3.0, -4.0]);
+        let one = eval(Op::Prelu, &[x.clone(), t(&[1], &[0.5])], &[]);
+        assert_eq!(one, t(&[1, 2, 2, 1], &[-0.5, 2.0, -1.5, -2.0]));
+        let per = eval(Op::Prelu, &[x.clone(), t(&[2], &[0.1, 2.0])], &[]);
+        assert_close(&per, &t(&[1, 2, 2, 1], &[-0.1, 2.0, -6.0, -8.0]), 1e-7);
+        assert!(eval_op(&Op::Prelu, &[x, t(&[3], &[0.0; 3])], &[]).is_err());
+    }
+
+    // ----- linear / matmul -----------------------------------------------------------
+
+    #[test]
+    fn linear_matches_hand_computation() {
+        let x = t(&[2, 1, 3], &[1.0, 2.0, 3.0, -1.0, 0.0, 1.0]);
+        let w = t(&[2, 3], &[1.0, 0.0, -1.0, 0.5, 0.5, 0.5]);
+        let b = t(&[2], &[10.0, 20.0]);
+        let y = eval(Op::Linear, &[x.clone(), w.clone(), b], &[]);
+        assert_eq!(y, t(&[2, 1, 2], &[8.0, 23.0, 8.0, 20.0]));
+        let y = eval(Op::Linear, &[x.clone(), w], &[]);
+        assert_eq!(y, t(&[2, 1, 2], &[-2.0, 3.0, -2.0, 0.0]));
+        assert!(eval_op(&Op::Linear, &[x, t(&[2, 4], &[0.0; 8])], &[]).is_err());
+    }
+
+    #[test]
+    fn matmul_broadcasts_batches_like_numpy() {
+        let a = rand(&[2, 1, 2, 3], 1);
+        let b = rand(&[3, 3, 4], 2);
+        let y = eval(Op::MatMul, &[a.clone(), b.clone()], &[]);
+        assert_eq!(y.shape(), &[2, 3, 2, 4]);
+        for i in 0..2 {
+            for j in 0..3 {
+                let a2 = a
+                    .slice(s![i, 0, .., ..])
+                    .into_dimensionality::<ndarray::Ix2>()
+                    .unwrap();
+                let b2 = b
+                    .slice(s![j, .., ..])
+                    .into_dimensionality::<ndarray::Ix2>()
+                    .unwrap();
+                let want = a2.dot(&b2).into_dyn();
+                assert_close(
+                    &y.slice(s![i, j, .., ..]).to_owned().into_dyn(),
+                    &want,
+                    1e-6,
+                );
+            }
+        }
+        let small = eval(
+            Op::MatMul,
+            &[t(&[2, 2], &[1.0, 2.0, 3.0, 4.0]), t(&[2, 1], &[5.0, 6.0])],
+            &[],
+        );
+        assert_eq!(small, t(&[2, 1], &[17.0, 39.0]));
+        assert!(eval_op(
+            &Op::MatMul,
+            &[t(&[2, 3], &[0.0; 6]), t(&[2, 3], &[0.0; 6])],
+            &[]
+        )
+        .is_err());
+        assert!(eval_op(
+            &Op::MatMul,
+            &[t(&[3], &[0.0; 3]), t(&[3, 1], &[0.0; 3])],
+            &[]
+        )
+        .is_err());
+    }
+
+    // ----- convolutions --------------------------------------------------------------
+
+    /// Convolution by explicit zero padding, im2col with strided ndarray slices, and
+    /// ndarray's matrix product.
+    fn conv_im2col(x: &ArrayD<f32>, w: &ArrayD<f32>, b: &[f32], a: &Conv2d) -> ArrayD<f32> {
+        let x = x.clone().into_dimensionality::<ndarray::Ix4>().unwrap();
+        let w = w.clone().into_dimensionality::<ndarray::Ix4>().unwrap();
+        let (n, c, h, wi) = x.dim();
+        let (o, cpg, kh, kw) = w.dim();
+        let [pt, pl, pb, pr] = a.padding;
+        let [sh, sw] = a.stride;
+        let [dh, dw] = a.dilation;
+        let mut xp = Array4::<f32>::zeros((n, c, h + pt + pb, wi + pl + pr));
+        xp.slice_mut(s![.., .., pt..pt + h, pl..pl + wi]).assign(&x);
+        let oh = (h + pt + pb - dh * (kh - 1) - 1) / sh + 1;
+        let ow = (wi + pl + pr - dw * (kw - 1) - 1) / sw + 1;
+        let g = a.groups;
+        let opg = o / g;
+        let mut out = Array4::<f32>::zeros((n, o, oh, ow));
+        for ni in 0..n {
+            for gi in 0..g {
+                let mut cols = Array2::<f32>::zeros((cpg * kh * kw, oh * ow));
+                for icl in 0..cpg {
+                    for ky in 0..kh {
+                        for kx in 0..kw {
+                            let (y0, x0) = (ky * dh, kx * dw);
+                            let patch = xp.slice(s![
+                                ni,
+                                gi * cpg + icl,
+                                y0..y0 + (oh - 1) * sh + 1;sh,
+                                x0..x0 + (ow - 1) * sw + 1;sw
+                            ]);
+                            let row: Vec<f32> = patch.iter().copied().collect();
+                            cols.row_mut((icl * kh + ky) * kw + kx)
+                                .assign(&ndarray::Array1::from(row));
+                        }
+                    }
+                }
+                let wmat = w
+                    .slice(s![gi * opg..(gi + 1) * opg, .., .., ..])
+                    .to_owned()
+                    .into_shape_with_order((opg, cpg * kh * kw))
+                    .unwrap();
+                let res = wmat.dot(&cols);
+                for ocl in 0..opg {
+                    let oc = gi * opg + ocl;
+                    let plane = res
+                        .row(ocl)
+                        .to_owned()
+                        .into_shape_with_order((oh, ow))
+                        .unwrap();
+                    out.slice_mut(s![ni, oc, .., ..])
+                        .assign(&plane.mapv(|v| v + b[oc]));
+                }
+            }
+        }
+        out.into_dyn()
+    }
+
+    #[test]
+    fn conv2d_hand_example() {
+        let x = t(
+            &[1, 1, 3, 3],
+            &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0],
+        );
+        let w = t(&[1, 1, 2, 2], &[1.0, 1.0, 1.0, 1.0]);
+        let attrs = Conv2d {
+            kernel: [2, 2],
+            stride: [1, 1],
+            padding: [0; 4],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        let y = eval(Op::Conv2d(attrs), &[x.clone(), w.clone()], &[]);
+        assert_eq!(y, t(&[1, 1, 2, 2], &[12.0, 16.0, 24.0, 28.0]));
+        // Padding 1 all round, stride 2: corners see one 2x2 window each.
+        let attrs = Conv2d {
+            stride: [2, 2],
+            padding: [1; 4],
+            ..attrs
+        };
+        let y = eval(Op::Conv2d(attrs), &[x, w, t(&[1], &[0.5])], &[]);
+        assert_eq!(y, t(&[1, 1, 2, 2], &[1.5, 5.5, 11.5, 28.5]));
+    }
+
+    #[test]
+    fn conv2d_matches_im2col() {
+        let configs = [
+            // (n, c, h, w, o, k, stride, padding, dilation, groups)
+            (1, 3, 7, 6, 4, [3, 3], [1, 1], [1, 1, 1, 1], [1, 1], 1),
+            (2, 4, 9, 8, 6, [3, 2], [2, 1], [0, 1, 2, 0], [1, 1], 2),
+            (1, 4, 10, 10, 4, [3, 3], [1, 2], [2, 2, 2, 2], [2, 2], 4),
+            (1, 2, 5, 7, 3, [1, 1], [2, 2], [0, 0, 0, 0], [1, 1], 1),
+            (1, 6, 8, 8, 4, [5, 3], [3, 2], [2, 1, 1, 2], [1, 2], 2),
+        ];
+        for (seed, (n, c, h, wi, o, k, stride, padding, dilation, groups)) in
+            configs.into_iter().enumerate()
+        {
+            let attrs = Conv2d {
+                kernel: k,
+                stride,
+                padding,
+                dilation,
+                groups,
+            };
+            let x = rand(&[n, c, h, wi], seed as u64 * 3);
+            let w = rand(&[o, c / groups, k[0], k[1]], seed as u64 * 3 + 1);
+            let b = rand(&[o], seed as u64 * 3 + 2);
+            let y = eval(Op::Conv2d(attrs), &[x.clone(), w.clone(), b.clone()], &[]);
+            let want = conv_im2col(&x, &w, b.as_slice().unwrap(), &attrs);
+            assert_close(&y, &want, 1e-5);
+        }
+    }
+
+    #[test]
+    fn conv2d_rejects_bad_shapes() {
+        let attrs = Conv2d {
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [0; 4],
+            dilation: [1, 1],
+            groups: 2,
+        };
+        let x = rand(&[1, 4, 5, 5], 1);
+        // weight in-channels must be C / groups = 2
+        assert!(eval_op(
+            &Op::Conv2d(attrs),
+            &[x.clone(), rand(&[2, 4, 3, 3], 2)],
+            &[]
+        )
+        .is_err());
+        // kernel larger than the input
+        let big = Conv2d {
+            kernel: [7, 7],
+            groups: 1,
+            ..attrs
+        };
+        assert!(eval_op(&Op::Conv2d(big), &[x, rand(&[2, 4, 7, 7], 2)], &[]).is_err());
+    }
+
+    #[test]
+    fn conv_transpose2d_hand_examples() {
+        let x = t(&[1, 1, 2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let w = t(&[1, 1, 2, 2], &[1.0, 1.0, 1.0, 1.0]);
+        let base = ConvTranspose2d {
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+            output_padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        let y = eval(Op::ConvTranspose2d(base), &[x.clone(), w.clone()], &[]);
+        let want = t(
+            &[1, 1, 4, 4],
+            &[
+                1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 3.0, 3.0, 4.0, 4.0,
+            ],
+        );
+        assert_eq!(y, want);
+        let s1 = ConvTranspose2d {
+            stride: [1, 1],
+            ..base
+        };
+        let y = eval(
+            Op::ConvTranspose2d(s1),
+            &[x.clone(), w.clone(), t(&[1], &[1.0])],
+            &[],
+        );
+        assert_eq!(
+            y,
+            t(
+                &[1, 1, 3, 3],
+                &[2.0, 4.0, 3.0, 5.0, 11.0, 7.0, 4.0, 8.0, 5.0]
+            )
+        );
+        // padding 1 crops one row/column from each side of the 4x4 result; output
+        // padding 1 adds a bottom row and right column (which receive nothing here).
+        let cropped = ConvTranspose2d {
+            padding: [1, 1],
+            output_padding: [1, 1],
+            ..base
+        };
+        let y = eval(Op::ConvTranspose2d(cropped), &[x, w], &[]);
+        let want = t(
+            &[1, 1, 3, 3],
+            &[1.0, 2.0, 2.0, 3.0, 4.0, 4.0, 3.0, 4.0, 4.0],
+        );
+        assert_eq!(y, want);
+    }
+
+    #[test]
+    fn conv_transpose2d_is_the_adjoint_of_conv2d() {
+        // <conv(x), z> == <x, conv_transpose(z)> with the same weight tensor.
+        let configs = [
+            // (c, h, w, o, k, stride, pad, dilation, groups)
+            (2, 7, 6, 3, [3, 3], [2, 2], [1, 1], [1, 1], 1),
+            (4, 9, 8, 6, [3, 2], [2, 3], [1, 0], [2, 1], 2),
+            (3, 5, 5, 3, [1, 1], [1, 1], [0, 0], [1, 1], 3),
+            (2, 8, 9, 4, [4, 3], [3, 2], [2, 1], [1, 2], 1),
+        ];
+        for (seed, (c, h, wi, o, k, stride, pad, dilation, groups)) in
+            configs.into_iter().enumerate()
+        {
+            let seed = seed as u64 * 5;
+            let conv = Conv2d {
+                kernel: k,
+                stride,
+                padding: [pad[0], pad[1], pad[0], pad[1]],
+                dilation,
+                groups,
+            };
+            let x = rand(&[2, c, h, wi], seed);
+            let w = rand(&[o, c / groups, k[0], k[1]], seed + 1);
+            let y = eval(Op::Conv2d(conv), &[x.clone(), w.clone()], &[]);
+            let z = rand(y.shape(), seed + 2);
+            let (oh, ow) = (y.shape()[2], y.shape()[3]);
+            // Output padding that gives back exactly h x w.
+            let out_pad = [
+                (h + 2 * pad[0] - dilation[0] * (k[0] - 1) - 1) % stride[0],
+                (wi + 2 * pad[1] - dilation[1] * (k[1] - 1) - 1) % stride[1],
+            ];
+            let tconv = ConvTranspose2d {
+                kernel: k,
+                stride,
+                padding: pad,
+                output_padding: out_pad,
+                dilation,
+                groups,
+            };
+            let xt = eval(Op::ConvTranspose2d(tconv), &[z.clone(), w], &[]);
+            assert_eq!(xt.shape(), x.shape(), "from {oh}x{ow}");
+            let lhs: f64 = y
+                .iter()
+                .zip(z.iter())
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum();
+            let rhs: f64 = x
+                .iter()
+                .zip(xt.iter())
+                .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                .sum();
+            assert!(
+                (lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()),
+                "{lhs} vs {rhs}"
+            );
+        }
+    }
+
+    // ----- pooling -------------------------------------------------------------------
+
+    fn pool(
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> Pool2d {
+        Pool2d {
+            kernel: [kernel; 2],
+            stride: [stride; 2],
+            padding: [padding; 4],
+            dilation: [1, 1],
+            ceil_mode,
+            count_include_pad,
+        }
+    }
+
+    #[test]
+    fn max_pool2d_hand_examples() {
+        let x = seq(&[1, 1, 4, 4]); // x[i][j] = 4 i + j
+        let y = eval1(Op::MaxPool2d(pool(2, 2, 0, false, false)), &x);
+        assert_eq!(y, t(&[1, 1, 2, 2], &[5.0, 7.0, 13.0, 15.0]));
+        let y = eval1(Op::MaxPool2d(pool(3, 2, 1, false, false)), &x);
+        assert_eq!(y, t(&[1, 1, 2, 2], &[5.0, 7.0, 13.0, 15.0]));
+        let y = eval1(Op::MaxPool2d(pool(3, 2, 1, true, false)), &x);
+        assert_eq!(
+            y,
+            t(
+                &[1, 1, 3, 3],
+                &[5.0, 7.0, 7.0, 13.0, 15.0, 15.0, 13.0, 15.0, 15.0]
+            )
+        );
+        // Padding never wins, even against negative values.
+        let neg = x.mapv(|v| -v - 1.0);
+        let y = eval1(Op::MaxPool2d(pool(3, 1, 1, false, false)), &neg);
+        assert_eq!(y[[0, 0, 0, 0]], -1.0);
+        assert!(y.iter().all(|&v| v < 0.0));
+        // Dilation 2 along w: windows {0, 2}, {1, 3}, {2, 4}.
+        let row = t(&[1, 1, 1, 5], &[1.0, 5.0, 2.0, 4.0, 3.0]);
+        let dil = Pool2d {
+            kernel: [1, 2],
+            stride: [1, 1],
+            padding: [0; 4],
+            dilation: [1, 2],
+            ceil_mode: false,
+            count_include_pad: false,
+        };
+        assert_eq!(
+            eval1(Op::MaxPool2d(dil), &row),
+            t(&[1, 1, 1, 3], &[2.0, 5.0, 3.0])
+        );
+    }
+
+    #[test]
+    fn pooling_dilation_along_h_and_nan() {
+        // Same windows as the dilated row examples, along h: {0, 2}, {1, 3}, {2, 4}.
+        let col = t(&[1, 1, 5, 1], &[1.0, 5.0, 2.0, 4.0, 3.0]);
+        let dil = Pool2d {
+            kernel: [2, 1],
+            stride: [1, 1],
+            padding: [0; 4],
+            dilation: [2, 1],
+            ceil_mode: false,
+            count_include_pad: false,
+        };
+        let max = eval1(Op::MaxPool2d(dil), &col);
+        assert_eq!(max, t(&[1, 1, 3, 1], &[2.0, 5.0, 3.0]));
+        let avg = eval1(Op::AvgPool2d(dil), &col);
+        assert_eq!(avg, t(&[1, 1, 3, 1], &[1.5, 4.5, 2.5]));
+        // A NaN in a window wins the max (PyTorch propagates it).
+        let x = t(&[1, 1, 2, 2], &[1.0, f32::NAN, 3.0, 2.0]);
+        let y = eval1(Op::MaxPool2d(pool(2, 2, 0, false, false)), &x);
+        assert!(y[[0, 0, 0, 0]].is_nan());
+    }
+
+    #[test]
+    fn pool_output_size_rules() {
+        // (H, k, s, pad, ceil) -> out, PyTorch's formula.
+        let cases = [
+            (4, 2, 2, 0, false, 2),
+            (5, 2, 2, 0, false, 2),
+            (5, 2, 2, 0, true, 3),
+            (4, 3, 2, 1, true, 3),
+            // ceil would give 3, but the last window would start in the right padding.
+            (4, 2, 3, 1, true, 2),
+            // ceil gives 4; the last window would start exactly at the right padding.
+            (5, 2, 2, 1, true, 3),
+            (6, 3, 3, 1, true, 3),
+            (112, 3, 2, 1, false, 56),
+        ];
+        for (h, k, s, p, ceil, want) in cases {
+            let x = seq(&[1, 1, h, h]);
+            let y = eval1(Op::MaxPool2d(pool(k, s, p, ceil, false)), &x);
+            assert_eq!(
+                y.shape(),
+                &[1, 1, want, want],
+                "H={h} k={k} s={s} p={p} ceil={ceil}"
+            );
+        }
+    }
+
+    #[test]
+    fn avg_pool2d_divisors() {
+        let x = seq(&[1, 1, 4, 4]);
+        let incl = eval1(Op::AvgPool2d(pool(3, 2, 1, false, true)), &x);
+        assert_close(
+            &incl,
+            &t(&[1, 1, 2, 2], &[10.0 / 9.0, 24.0 / 9.0, 51.0 / 9.0, 10.0]),
+            1e-6,
+        );
+        let excl = eval1(Op::AvgPool2d(pool(3, 2, 1, false, false)), &x);
+        assert_close(&excl, &t(&[1, 1, 2, 2], &[2.5, 4.0, 8.5, 10.0]), 1e-6);
+        // ceil_mode: the last windows hang past the padding; PyTorch clips their divisor
+        // at the padded border.
+        let incl = eval1(Op::AvgPool2d(pool(3, 2, 1, true, true)), &x);
+        assert_eq!(incl.shape(), &[1, 1, 3, 3]);
+        assert_close(
+            &incl.slice(s![0, 0, 2, ..]).to_owned().into_dyn(),
+            &t(&[3], &[25.0 / 6.0, 42.0 / 6.0, 15.0 / 4.0]),
+            1e-6,
+        );
+        let excl = eval1(Op::AvgPool2d(pool(3, 2, 1, true, false)), &x);
+        assert_close(
+            &excl.slice(s![0, 0, 2, ..]).to_owned().into_dyn(),
+            &t(&[3], &[12.5, 14.0, 15.0]),
+            1e-6,
+        );
+        // Dilated average (ONNX): windows {0, 2}, {1, 3}, {2, 4}.
+        let row = t(&[1, 1, 1, 5], &[1.0, 2.0, 3.0, 4.0, 5.0]);
+        let dil = Pool2d {
+            kernel: [1, 2],
+            stride: [1, 1],
+            padding: [0; 4],
+            dilation: [1, 2],
+            ceil_mode: false,
+            count_include_pad: false,
+        };
+        assert_eq!(
+            eval1(Op::AvgPool2d(dil), &row),
+            t(&[1, 1, 1, 3], &[2.0, 3.0, 4.0])
+        );
+        // Asymmetric padding: only left padding 1, kernel 2, stride 2 on width 3.
+        let asym = Pool2d {
+            kernel: [1, 2],
+            stride: [1, 2],
+            padding: [0, 1, 0, 0],
+            dilation: [1, 1],
+            ceil_mode: false,
+            count_include_pad: true,
+        };
+        let r3 = t(&[1, 1, 1, 3], &[2.0, 4.0, 6.0]);
+        assert_eq!(
+            eval1(Op::AvgPool2d(asym), &r3),
+            t(&[1, 1, 1, 2], &[1.0, 5.0])
+        );
+    }
+
+    #[test]
+    fn global_pools_keep_rank() {
+        let x = t(&[1, 2, 2, 2], &[1.0, 2.0, 3.0, 6.0, -1.0, -2.0, -3.0, -4.0]);
+        assert_eq!(eval1(Op::GlobalAvgPool, &x), t(&[1, 2, 1, 1], &[3.0, -2.5]));
+        assert_eq!(eval1(Op::GlobalMaxPool, &x), t(&[1, 2, 1, 1], &[6.0, -1.0]));
+    }
+
+    // ----- reductions and normalizations ---------------------------------------------
+
+    #[test]
+    fn reduce_matches_loops() {
+        let x = rand(&[2, 3, 4], 9);
+        let mut sum = vec![0.0f32; 8]; // over axis 1 -> [2, 4]
+        let mut mean02 = [0.0f32; 3]; // over axes 0 and 2 -> [3]
+        let mut max02 = [f32::NEG_INFINITY; 3];
+        let mut min1 = vec![f32::INFINITY; 8];
+        let mut prod2 = vec![1.0f32; 6];
+        for i in 0..2 {
+            for j in 0..3 {
+                for k in 0..4 {
+                    let v = x[[i, j, k]];
+                    sum[i * 4 + k] += v;
+                    mean02[j] += v / 8.0;
+                    max02[j] = max02[j].max(v);
+                    min1[i * 4 + k] = min1[i * 4 + k].min(v);
+                    prod2[i * 3 + j] *= v;
+                }
+            }
+        }
+        let red = |kind, axes: &[usize], keepdims| {
+            eval1(
+                Op::Reduce {
+                    kind,
+                    axes: axes.to_vec(),
+                    keepdims,
+                },
+                &x,
+            )
+        };
+        assert_close(&red(ReduceKind::Sum, &[1], false), &t(&[2, 4], &sum), 1e-6);
+        assert_close(
+            &red(ReduceKind::Sum, &[1], true),
+            &t(&[2, 1, 4], &sum),
+            1e-6,
+        );
+        assert_close(
+            &red(ReduceKind::Mean, &[0, 2], false),
+            &t(&[3], &mean02),
+            1e-6,
+        );
+        assert_close(
+            &red(ReduceKind::Mean, &[0, 2], true),
+            &t(&[1, 3, 1], &mean02),
+            1e-6,
+        );
+        assert_close(&red(ReduceKind::Max, &[0, 2], false), &t(&[3], &max02), 0.0);
+        assert_close(&red(ReduceKind::Min, &[1], false), &t(&[2, 4], &min1), 0.0);
+        assert_close(
+            &red(ReduceKind::Prod, &[2], false),
+            &t(&[2, 3], &prod2),
+            1e-6,
+        );
+        let all = red(ReduceKind::Sum, &[0, 1, 2], false);
+        assert_eq!(all.shape(), &[] as &[usize]);
+        assert!((all[[]] - sum.iter().sum::<f32>()).abs() < 1e-5);
+        assert!(eval_op(
+            &Op::Reduce {
+                kind: ReduceKind::Sum,
+                axes: vec![2, 1],
+                keepdims: false
+            },
+            std::slice::from_ref(&x),
+            &[]
+        )
+        .is_err());
+        assert!(eval_op(
+            &Op::Reduce {
+                kind: ReduceKind::Sum,
+                axes: vec![3],
+                keepdims: false
+            },
+            &[x],
+            &[]
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn softmax_is_normalized_and_stable() {
+        let x = rand(&[3, 5], 4).mapv(|v| v * 4.0);
+        let y = eval1(Op::Softmax { axis: 1 }, &x);
+        for i in 0..3 {
+            let denom: f32 = (0..5).map(|j| x[[i, j]].exp()).sum();
+            let row_sum: f32 = (0..5).map(|j| y[[i, j]]).sum();
+            assert!((row_sum - 1.0).abs() < 1e-6);
+            for j in 0..5 {
+                assert!((y[[i, j]] - x[[i, j]].exp() / denom).abs() < 1e-6);
+            }
+        }
+        // Along axis 0, columns sum to 1.
+        let y0 = eval1(Op::Softmax { axis: 0 }, &x);
+        for j in 0..5 {
+            assert!(((0..3).map(|i| y0[[i, j]]).sum::<f32>() - 1.0).abs() < 1e-6);
+        }
+        // Huge logits: same result as the shifted ones, no overflow.
+        let big = eval1(Op::Softmax { axis: 0 }, &t(&[3], &[1000.0, 1001.0, 1002.0]));
+        let small = eval1(Op::Softmax { axis: 0 }, &t(&[3], &[0.0, 1.0, 2.0]));
+        assert_close(&big, &small, 1e-6);
+        assert!((small[[2]] - 2f32.exp() / (1.0 + 1f32.exp() + 2f32.exp())).abs() < 1e-6);
+        let log = eval1(Op::LogSoftmax { axis: 1 }, &x);
+        assert_close(&log, &y.mapv(f32::ln), 1e-5);
+        let log_big = eval1(Op::LogSoftmax { axis: 0 }, &t(&[2], &[1000.0, 0.0]));
+        assert_close(&log_big, &t(&[2], &[0.0, -1000.0]), 1e-6);
+    }
+
+    #[test]
+    fn layer_norm_hand_example() {
+        let x = t(&[2, 4], &[1.0, 2.0, 3.0, 4.0, 2.0, 2.0, 2.0, 2.0]);
+        let eps = 1e-5f32;
+        let sd = (1.25f32 + eps).sqrt();
+        let plain = eval1(Op::LayerNorm { dims: 1, eps }, &x);
+        let want = t(
+            &[2, 4],
+            &[-1.5 / sd, -0.5 / sd, 0.5 / sd, 1.5 / sd, 0.0, 0.0, 0.0, 0.0],
+        );
+        assert_close(&plain, &want, 1e-6);
+        let w = t(&[4], &[1.0, 2.0, 3.0, 4.0]);
+        let b = t(&[4], &[0.0, 1.0, 0.0, -1.0]);
+        let affine = eval(Op::LayerNorm { dims: 1, eps }, &[x.clone(), w, b], &[]);
+        let want = t(
+            &[2, 4],
+            &[
+                -1.5 / sd,
+                -1.0 / sd + 1.0,
+                1.5 / sd,
+                6.0 / sd - 1.0,
+                0.0,
+                1.0,
+                0.0,
+                -1.0,
+            ],
+        );
+        assert_close(&affine, &want, 1e-6);
+        // Two trailing axes: each sample normalized as a whole.
+        let x3 = rand(&[2, 3, 4], 7);
+        let y3 = eval1(Op::LayerNorm { dims: 2, eps: 0.0 }, &x3);
+        for i in 0..2 {
+            let s = y3.slice(s![i, .., ..]);
+            let mean: f32 = s.iter().sum::<f32>() / 12.0;
+            let var: f32 = s.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / 12.0;
+            assert!(
+                mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-5,
+                "{mean} {var}"
+            );
+        }
+        assert!(eval_op(
+            &Op::LayerNorm { dims: 1, eps },
+            &[x, t(&[3], &[1.0; 3]), t(&[3], &[0.0; 3])],
+            &[]
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn batch_norm_hand_example() {
+        let x = t(&[1, 2, 1, 2], &[1.0, 3.0, 10.0, 20.0]);
+        let w = t(&[2], &[2.0, 1.0]);
+        let b = t(&[2], &[1.0, -1.0]);
+        let mean = t(&[2], &[1.0, 10.0]);
+        let var = t(&[2], &[4.0, 25.0]);
+        let y = eval(Op::BatchNorm { eps: 0.0 }, &[x, w, b, mean, var], &[]);
+        // channel 0: (x - 1) / 2 * 2 + 1; channel 1: (x - 10) / 5 - 1
+        assert_close(&y, &t(&[1, 2, 1, 2], &[1.0, 3.0, -1.0, 1.0]), 1e-7);
+    }
+
+    #[test]
+    fn group_norm_matches_direct_statistics() {
+        let (n, c, h, w, groups) = (2, 6, 2, 3, 3);
+        let x = rand(&[n, c, h, w], 11);
+        let gamma = rand(&[c], 12);
+        let beta = rand(&[c], 13);
+        let eps = 1e-5;
+        let y = eval(
+            Op::GroupNorm { groups, eps },
+            &[x.clone(), gamma.clone(), beta.clone()],
+            &[],
+        );
+        let per = c / groups;
+        for s in 0..n {
+            for g in 0..groups {
+                let block = x.slice(s![s, g * per..(g + 1) * per, .., ..]);
+                let count = block.len() as f64;
+                let mean = block.iter().map(|&v| f64::from(v)).sum::<f64>() / count;
+                let var = block
+                    .iter()
+                    .map(|&v| (f64::from(v) - mean).powi(2))
+                    .sum::<f64>()
+                    / count;
+                for ch in g * per..(g + 1) * per {
+                    for i in 0..h {
+                        for j in 0..w {
+                            let want = (f64::from(x[[s, ch, i, j]]) - mean)
+                                / (var + f64::from(eps)).sqrt()
+                                * f64::from(gamma[[ch]])
+                                + f64::from(beta[[ch]]);
+                            assert!((f64::from(y[[s, ch, i, j]]) - want).abs() < 1e-5);
+                        }
+                    }
+                }
+            }
+        }
+        // One group is layer norm over [C, H, W] without affine.
+        let one = eval1(Op::GroupNorm { groups: 1, eps }, &x);
+        let ln = eval1(Op::LayerNorm { dims: 3, eps }, &x);
+        assert_close(&one, &ln, 1e-6);
+        assert!(eval_op(&Op::GroupNorm { groups: 4, eps }, &[x], &[]).is_err());
+    }
+
+    #[test]
+    fn instance_norm_normalizes_each_channel() {
+        let x = t(&[1, 2, 1, 3], &[1.0, 2.0, 3.0, 10.0, 10.0, 40.0]);
+        let y = eval(
+            Op::InstanceNorm { eps: 0.0 },
+            &[x, t(&[2], &[1.0, 2.0]), t(&[2], &[0.0, 5.0])],
+            &[],
+        );
+        let a = (2.0f32 / 3.0).sqrt(); // std of [1, 2, 3]
+        let b = 200f32.sqrt(); // std of [10, 10, 40] (mean 20, var 200)
+        let want = t(
+            &[1, 2, 1, 3],
+            &[
+                -1.0 / a,
+                0.0,
+                1.0 / a,
+                2.0 * -10.0 / b + 5.0,
+                2.0 * -10.0 / b + 5.0,
+                2.0 * 20.0 / b + 5.0,
+            ],
+        );
+        assert_close(&y, &want, 1e-6);
+    }
+
+    // ----- data movement -------------------------------------------------------------
+
+    #[test]
+    fn reshape_keeps_row_major_order() {
+        let x = seq(&[2, 3]);
+        let y = eval(
+            Op::Reshape(ReshapeKind::Flatten),
+            std::slice::from_ref(&x),
+            &[3, 1, 2],
+        );
+        assert_eq!(y, seq(&[3, 1, 2]));
+        // A transposed (non-standard layout) input still reshapes in logical order.
+        let xt = x.clone().reversed_axes();
+        let y = eval(Op::Reshape(ReshapeKind::Reshape), &[xt], &[6]);
+        assert_eq!(y, t(&[6], &[0.0, 3.0, 1.0, 4.0, 2.0, 5.0]));
+        assert!(eval_op(&Op::Reshape(ReshapeKind::Reshape), &[x], &[4]).is_err());
+    }
+
+    #[test]
+    fn transpose_moves_axes_and_round_trips() {
+        let x = rand(&[2, 3, 4], 3);
+        let y = eval1(
+            Op::Transpose {
+                perm: vec![2, 0, 1],
+            },
+            &x,
+        );
+        assert_eq!(y.shape(), &[4, 2, 3]);
+        assert!(y.is_standard_layout());
+        for i in 0..2 {
+            for j in 0..3 {
+                for k in 0..4 {
+                    assert_eq!(y[[k, i, j]], x[[i, j, k]]);
+                }
+            }
+        }
+        let back = eval1(
+            Op::Transpose {
+                perm: vec![1, 2, 0],
+            },
+            &y,
+        );
+        assert_eq!(back, x);
+        assert!(eval_op(
+            &Op::Transpose {
+                perm: vec![0, 0, 1]
+            },
+            std::slice::from_ref(&x),
+            &[]
+        )
+        .is_err());
+        assert!(eval_op(&Op::Transpose { perm: vec![0, 1] }, &[x], &[]).is_err());
+    }
+
+    #[test]
+    fn concat_joins_along_axis() {
+        let a = seq(&[2, 1]);
+        let b = t(&[2, 2], &[10.0, 11.0, 12.0, 13.0]);
+        let y = eval(Op::Concat { axis: 1 }, &[a.clone(), b.clone()], &[]);
+        assert_eq!(y, t(&[2, 3], &[0.0, 10.0, 11.0, 1.0, 12.0, 13.0]));
+        let y = eval(Op::Concat { axis: 0 }, &[b.clone(), b.clone()], &[]);
+        assert_eq!(y.shape(), &[4, 2]);
+        assert!(eval_op(&Op::Concat { axis: 0 }, &[a, b], &[]).is_err());
+    }
+
+    #[test]
+    fn slice_with_steps() {
+        let x = seq(&[4, 5]);
+        let op = Op::Slice {
+            starts: vec![1, 0],
+            ends: vec![4, 100],
+            steps: vec![2, 2],
+        };
+        let y = eval1(op, &x);
+        assert_eq!(y, t(&[2, 3], &[5.0, 7.0, 9.0, 15.0, 17.0, 19.0]));
+        let op = Op::Slice {
+            starts: vec![3, 1],
+            ends: vec![4, 3],
+            steps: vec![1, 1],
+        };
+        assert_eq!(eval1(op, &x), t(&[1, 2], &[16.0, 17.0]));
+        let empty = Op::Slice {
+            starts: vec![3, 0],
+            ends: vec![2, 5],
+            steps: vec![1, 1],
+        };
+        assert_eq!(eval1(empty, &x).shape(), &[0, 5]);
+    }
+
+    #[test]
+    fn pad_modes_match_numpy() {
+        let x = t(&[5], &[1.0, 2.0, 3.0, 4.0, 5.0]);
+        let pad1 = |mode| {
+            eval1(
+                Op::Pad {
+                    pads: vec![(2, 3)],
+                    mode,
+                },
+                &x,
+            )
+        };
+        // numpy.pad documentation examples.
+        assert_eq!(
+            pad1(PadMode::Constant(4.0)),
+            t(&[10], &[4.0, 4.0, 1.0, 2.0, 3.0, 4.0, 5.0, 4.0, 4.0, 4.0])
+        );
+        assert_eq!(
+            pad1(PadMode::Edge),
+            t(&[10], &[1.0, 1.0, 1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 5.0, 5.0])
+        );
+        assert_eq!(
+            pad1(PadMode::Reflect),
+            t(&[10], &[3.0, 2.0, 1.0, 2.0, 3.0, 4.0, 5.0, 4.0, 3.0, 2.0])
+        );
+        let m = t(&[2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let y = eval1(
+            Op::Pad {
+                pads: vec![(1, 1), (1, 1)],
+                mode: PadMode::Reflect,
+            },
+            &m,
+        );
+        let want = t(
+            &[4, 4],
+            &[
+                4.0, 3.0, 4.0, 3.0, 2.0, 1.0, 2.0, 1.0, 4.0, 3.0, 4.0, 3.0, 2.0, 1.0, 2.0, 1.0,
+            ],
+        );
+        assert_eq!(y, want);
+        let y = eval1(
+            Op::Pad {
+                pads: vec![(0, 1), (2, 0)],
+                mode: PadMode::Constant(0.0),
+            },
+            &m,
+        );
+        assert_eq!(
+            y,
+            t(
+                &[3, 4],
+                &[0.0, 0.0, 1.0, 2.0, 0.0, 0.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0]
+            )
+        );
+        assert!(eval_op(
+            &Op::Pad {
+                pads: vec![(1, 1)],
+                mode: PadMode::Edge
+            },
+            &[m],
+            &[]
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn gather_follows_onnx() {
+        // ONNX Gather examples.
+        let x = t(&[3, 2], &[1.0, 1.2, 2.3, 3.4, 4.5, 5.7]);
+        let idx = t(&[2, 2], &[0.0, 1.0, 1.0, 2.0]);
+        let y = eval(Op::Gather { axis: 0 }, &[x, idx], &[]);
+        assert_eq!(y, t(&[2, 2, 2], &[1.0, 1.2, 2.3, 3.4, 2.3, 3.4, 4.5, 5.7]));
+        let x = t(&[3, 3], &[1.0, 1.2, 1.9, 2.3, 3.4, 3.9, 4.5, 5.7, 5.9]);
+        let idx = t(&[1, 2], &[0.0, 2.0]);
+        let y = eval(Op::Gather { axis: 1 }, &[x.clone(), idx], &[]);
+        assert_eq!(y, t(&[3, 1, 2], &[1.0, 1.9, 2.3, 3.9, 4.5, 5.9]));
+        let y = eval(Op::Gather { axis: 0 }, &[x.clone(), t(&[], &[-1.0])], &[]);
+        assert_eq!(y, t(&[3], &[4.5, 5.7, 5.9]));
+        for bad in [0.5, 3.0, -4.0, f32::NAN] {
+            assert!(
+                eval_op(&Op::Gather { axis: 0 }, &[x.clone(), t(&[1], &[bad])], &[]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn expand_broadcasts_to_output_shape() {
+        let x = t(&[3, 1], &[1.0, 2.0, 3.0]);
+        let y = eval(Op::Expand, std::slice::from_ref(&x), &[2, 3, 2]);
+        assert_eq!(
+            y,
+            t(
+                &[2, 3, 2],
+                &[1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]
+            )
+        );
+        assert!(eval_op(&Op::Expand, &[x], &[2, 2]).is_err());
+    }
+
+    #[test]
+    fn resize_nearest() {
+        let x = t(&[1, 1, 2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let up = eval(Op::Resize(ResizeMode::Nearest), &[x], &[1, 1, 4, 4]);
+        let want = t(
+            &[1, 1, 4, 4],
+            &[
+                1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 3.0, 3.0, 4.0, 4.0,
+            ],
+        );
+        assert_eq!(up, want);
+        let down = eval(
+            Op::Resize(ResizeMode::Nearest),
+            &[seq(&[1, 1, 4, 4])],
+            &[1, 1, 2, 2],
+        );
+        assert_eq!(down, t(&[1, 1, 2, 2], &[0.0, 2.0, 8.0, 10.0]));
+        // 3 -> 5 columns: floor(o * 3 / 5) = 0, 0, 1, 1, 2.
+        let odd = eval(
+            Op::Resize(ResizeMode::Nearest),
+            &[seq(&[1, 1, 1, 3])],
+            &[1, 1, 1, 5],
+        );
+        assert_eq!(odd, t(&[1, 1, 1, 5], &[0.0, 0.0, 1.0, 1.0, 2.0]));
+    }
+
+    #[test]
+    fn resize_bilinear_matches_pytorch() {
+        let x = t(&[1, 1, 2, 2], &[1.0, 2.0, 3.0, 4.0]);
+        let half = eval(
+            Op::Resize(ResizeMode::Bilinear {
+                align_corners: false,
+            }),
+            std::slice::from_ref(&x),
+            &[1, 1, 4, 4],
+        );
+        // F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        let want = t(
+            &[1, 1, 4, 4],
+            &[
+                1.0, 1.25, 1.75, 2.0, 1.5, 1.75, 2.25, 2.5, 2.5, 2.75, 3.25, 3.5, 3.0, 3.25, 3.75,
+                4.0,
+            ],
+        );
+        assert_close(&half, &want, 1e-6);
+        let corners = eval(
+            Op::Resize(ResizeMode::Bilinear {
+                align_corners: true,
+            }),
+            &[x],
+            &[1, 1, 4, 4],
+        );
+        // align_corners=True: rows 1, 5/3, 7/3, 3 then + 0, 1/3, 2/3, 1 along w.
+        let mut want = Vec::new();
+        for r in 0..4 {
+            for c in 0..4 {
+                want.push(1.0 + 2.0 * r as f32 / 3.0 + c as f32 / 3.0);
+            }
+        }
+        assert_close(&corners, &t(&[1, 1, 4, 4], &want), 1e-6);
+        // Downsampling by 2 without align_corners averages each 2x2 block.
+        let down = eval(
+            Op::Resize(ResizeMode::Bilinear {
+                align_corners: false,
+            }),
+            &[seq(&[1, 1, 4, 4])],
+            &[1, 1, 2, 2],
+        );
+        assert_close(&down, &t(&[1, 1, 2, 2], &[2.5, 4.5, 10.5, 12.5]), 1e-6);
+    }
+
+    #[test]
+    fn cumsum_onnx_examples() {
+        let x = t(&[5], &[1.0, 2.0, 3.0, 4.0, 5.0]);
+        let cs = |exclusive, reverse| {
+            eval1(
+                Op::Cumsum {
+                    axis: 0,
+                    exclusive,
+                    reverse,
+                },
+                &x,
+            )
+        };
+        assert_eq!(cs(false, false), t(&[5], &[1.0, 3.0, 6.0, 10.0, 15.0]));
+        assert_eq!(cs(true, false), t(&[5], &[0.0, 1.0, 3.0, 6.0, 10.0]));
+        assert_eq!(cs(false, true), t(&[5], &[15.0, 14.0, 12.0, 9.0, 5.0]));
+        assert_eq!(cs(true, true), t(&[5], &[14.0, 12.0, 9.0, 5.0, 0.0]));
+        let m = seq(&[2, 3]);
+        let y = eval1(
+            Op::Cumsum {
+                axis: 0,
+                exclusive: false,
+                reverse: false,
+            },
+            &m,
+        );
+        assert_eq!(y, t(&[2, 3], &[0.0, 1.0, 2.0, 3.0, 5.0, 7.0]));
+        let y = eval1(
+            Op::Cumsum {
+                axis: 1,
+                exclusive: false,
+                reverse: false,
+            },
+            &m,
+        );
+        assert_eq!(y, t(&[2, 3], &[0.0, 1.0, 3.0, 3.0, 7.0, 12.0]));
+    }
+
+    #[test]
+    fn operand_counts_are_checked() {
+        let x = t(&[1], &[1.0]);
+        assert!(eval_op(&Op::Unary(UnaryOp::Relu), &[x.clone(), x.clone()], &[]).is_err());
+        assert!(eval_op(&Op::Binary(BinaryOp::Add), std::slice::from_ref(&x), &[]).is_err());
+        assert!(eval_op(&Op::BatchNorm { eps: 0.0 }, std::slice::from_ref(&x), &[]).is_err());
+        assert!(eval_op(&Op::Concat { axis: 0 }, &[], &[]).is_err());
+        let e = eval_op(&Op::Linear, &[x], &[]).unwrap_err();
+        assert!(e.to_string().contains("operands"), "{e}");
+    }
+
+    // ----- whole graphs --------------------------------------------------------------
+
+    /// x:[1,3] -> linear(fc) -> relu -> y:[1,2]
+    fn small_graph() -> Graph {
+        let mut g = Graph::default();
+        let x = g.add_value("x".into(), vec![1, 3], ValueKind::Input(0));
+        let w = g.add_value("fc.weight".into(), vec![2, 3], ValueKind::Param(0));
+        let b = g.add_value("fc.bias".into(), vec![2], ValueKind::Param(1));
+        let h = g.add_value("h".into(), vec![1, 2], ValueKind::Node(0));
+        let y = g.add_value("y".into(), vec![1, 2], ValueKind::Node(1));
+        g.params = vec![
+            Param {
+                key: "fc.weight".into(),
+                shape: vec![2, 3],
+                value: w,
+            },
+            Param {
+                key: "fc.bias".into(),
+                shape: vec![2],
+                value: b,
+            },
+        ];
+        g.nodes = vec![
+            Node {
+                op: Op::Linear,
+                inputs: vec![x, w, b],
+                output: h,
+                span: Span::call_site(),
+            },
+            Node {
+                op: Op::Unary(UnaryOp::Relu),
+                inputs: vec![h],
+                output: y,
+                span: Span::call_site(),
+            },
+        ];
+        g.inputs = vec![x];
+        g.outputs = vec![y, h];
+        g
+    }
+
+    #[test]
+    fn interpret_runs_a_graph() {
+        let g = small_graph();
+        let params = [
+            t(&[2, 3], &[1.0, 1.0, 1.0, -1.0, 0.0, 0.0]),
+            t(&[2], &[0.5, 0.0]),
+        ];
+        let out = interpret(&g, &[t(&[1, 3], &[1.0, 2.0, 3.0])], &params).unwrap();
+        assert_eq!(out, vec![t(&[1, 2], &[6.5, 0.0]), t(&[1, 2], &[6.5, -1.0])]);
+    }
+
+    #[test]
+    fn interpret_checks_shapes() {
+        let g = small_graph();
+        let params = [t(&[2, 3], &[0.0; 6]), t(&[2], &[0.0; 2])];
+        // Wrong input shape.
+        assert!(interpret(&g, &[t(&[3], &[0.0; 3])], &params).is_err());
+        // Wrong parameter shape.
+        assert!(interpret(
+            &g,
+            &[t(&[1, 3], &[0.0; 3])],
+            &[t(&[3, 2], &[0.0; 6]), t(&[2], &[0.0; 2])]
+        )
+        .is_err());
+        // Wrong number of inputs.
+        assert!(interpret(&g, &[], &params).is_err());
+        // A node whose result disagrees with the recorded shape.
+        let mut bad = g.clone();
+        bad.values[3].shape = vec![2, 1];
+        let e = interpret(&bad, &[t(&[1, 3], &[0.0; 3])], &params).unwrap_err();
+        assert!(e.message.contains("node 0"), "{e}");
+        // An operand that is never computed.
+        let mut bad = g;
+        bad.nodes[1].inputs = vec![4];
+        assert!(interpret(&bad, &[t(&[1, 3], &[0.0; 3])], &params).is_err());
+    }
+}

@@ -1,0 +1,537 @@
+//! The graph every stage after `lower` works on.
+//!
+//! A [`Graph`] is a list of [`Value`]s (model inputs, parameters, node outputs) and a
+//! list of [`Node`]s in execution order. Every value has a static shape; every node has
+//! one output. Tensors are f32, row-major (C order), NCHW for images.
+//!
+//! ```text
+//!   x:[1,784] --linear(fc1)--> fc1:[1,512] --relu--> h:[1,512]
+//!                 ^   ^
+//!   fc1.weight:[512,784]  fc1.bias:[512]      (parameters are values too)
+//! ```
+
+use proc_macro2::Span;
+
+/// Index of a value in [`Graph::values`].
+pub type ValueId = usize;
+
+/// Where a value comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ValueKind {
+    /// The model input with this position.
+    Input(usize),
+    /// The parameter with this index in [`Graph::params`].
+    Param(usize),
+    /// The output of the node with this index in [`Graph::nodes`].
+    Node(usize),
+}
+
+/// A tensor of the graph.
+#[derive(Clone, Debug)]
+pub struct Value {
+    /// The binding it came from (`fc1`), made unique by `lower`.
+    pub name: String,
+    /// Static shape; `[]` is a scalar.
+    pub shape: Vec<usize>,
+    /// Where it comes from.
+    pub kind: ValueKind,
+}
+
+impl Value {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// True when the tensor has no element.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A learned tensor, loaded by name from a weights file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    /// The safetensors key (`conv1.weight`).
+    pub key: String,
+    /// Static shape.
+    pub shape: Vec<usize>,
+    /// The value it holds.
+    pub value: ValueId,
+}
+
+/// One operation; its output is [`Node::output`].
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// What it computes.
+    pub op: Op,
+    /// Operands, in the order the op documents.
+    pub inputs: Vec<ValueId>,
+    /// The value it writes.
+    pub output: ValueId,
+    /// Where the user wrote it.
+    pub span: Span,
+}
+
+/// A whole model after lowering and checking.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    /// Every tensor.
+    pub values: Vec<Value>,
+    /// Every operation, in an order where operands come first.
+    pub nodes: Vec<Node>,
+    /// Model inputs, in declaration order.
+    pub inputs: Vec<ValueId>,
+    /// Model outputs, in declaration order.
+    pub outputs: Vec<ValueId>,
+    /// Learned tensors.
+    pub params: Vec<Param>,
+}
+
+impl Graph {
+    /// Shape of a value.
+    pub fn shape(&self, value: ValueId) -> &[usize] {
+        self.values.get(value).map_or(&[], |v| v.shape.as_slice())
+    }
+
+    /// Adds a value and returns its id.
+    pub fn add_value(&mut self, name: String, shape: Vec<usize>, kind: ValueKind) -> ValueId {
+        self.values.push(Value { name, shape, kind });
+        self.values.len() - 1
+    }
+
+    /// Number of nodes that read each value.
+    pub fn consumer_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.values.len()];
+        for node in &self.nodes {
+            for &input in &node.inputs {
+                if let Some(c) = counts.get_mut(input) {
+                    *c += 1;
+                }
+            }
+        }
+        counts
+    }
+}
+
+/// One-input elementwise functions. Scalar operands are folded in as fields.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    /// `-x`
+    Neg,
+    /// `|x|`
+    Abs,
+    /// `e^x`
+    Exp,
+    /// natural logarithm
+    Log,
+    /// square root
+    Sqrt,
+    /// `1 / sqrt(x)`
+    Rsqrt,
+    /// `1 / x`
+    Recip,
+    /// `x * x`
+    Square,
+    /// `max(x, 0)`
+    Relu,
+    /// `min(max(x, 0), 6)`
+    Relu6,
+    /// `x` if positive else `alpha * x`
+    LeakyRelu(f32),
+    /// `x` if positive else `alpha * (e^x - 1)`
+    Elu(f32),
+    /// scaled ELU with the fixed constants of Klambauer et al.
+    Selu,
+    /// `1 / (1 + e^-x)`
+    Sigmoid,
+    /// hyperbolic tangent
+    Tanh,
+    /// `x * Phi(x)` with the exact erf
+    Gelu,
+    /// GELU with the tanh approximation
+    GeluTanh,
+    /// `x * sigmoid(x)`
+    Silu,
+    /// `clamp(alpha * x + beta, 0, 1)`
+    HardSigmoid {
+        /// slope
+        alpha: f32,
+        /// offset
+        beta: f32,
+    },
+    /// `x * relu6(x + 3) / 6`
+    HardSwish,
+    /// `x * tanh(softplus(x))`
+    Mish,
+    /// `ln(1 + e^x)`
+    Softplus,
+    /// error function
+    Erf,
+    /// sine
+    Sin,
+    /// cosine
+    Cos,
+    /// round down
+    Floor,
+    /// round up
+    Ceil,
+    /// round half to even
+    Round,
+    /// `clamp(x, min, max)`
+    Clip {
+        /// lower bound
+        min: f32,
+        /// upper bound
+        max: f32,
+    },
+    /// `x ^ c`
+    PowScalar(f32),
+    /// `x + c`
+    AddScalar(f32),
+    /// `x - c`
+    SubScalar(f32),
+    /// `c - x`
+    ScalarSub(f32),
+    /// `x * c`
+    MulScalar(f32),
+    /// `x / c`
+    DivScalar(f32),
+    /// `c / x`
+    ScalarDiv(f32),
+}
+
+/// Two-input elementwise functions with numpy broadcasting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    /// `a + b`
+    Add,
+    /// `a - b`
+    Sub,
+    /// `a * b`
+    Mul,
+    /// `a / b`
+    Div,
+    /// `max(a, b)`
+    Max,
+    /// `min(a, b)`
+    Min,
+    /// `a ^ b`
+    Pow,
+}
+
+/// Reduction functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceKind {
+    /// sum
+    Sum,
+    /// arithmetic mean
+    Mean,
+    /// maximum
+    Max,
+    /// minimum
+    Min,
+    /// product
+    Prod,
+}
+
+/// Attributes of `conv2d`. Weight `[out, in / groups, kh, kw]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    /// kernel height and width
+    pub kernel: [usize; 2],
+    /// stride along h and w
+    pub stride: [usize; 2],
+    /// zero padding: top, left, bottom, right
+    pub padding: [usize; 4],
+    /// dilation along h and w
+    pub dilation: [usize; 2],
+    /// channel groups (`groups == in == out` is depthwise)
+    pub groups: usize,
+}
+
+/// Attributes of `conv_transpose2d`. Weight `[in, out / groups, kh, kw]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConvTranspose2d {
+    /// kernel height and width
+    pub kernel: [usize; 2],
+    /// stride along h and w
+    pub stride: [usize; 2],
+    /// implicit padding removed from each side, along h and w
+    pub padding: [usize; 2],
+    /// extra rows/columns added at the bottom/right of the output
+    pub output_padding: [usize; 2],
+    /// dilation along h and w
+    pub dilation: [usize; 2],
+    /// channel groups
+    pub groups: usize,
+}
+
+/// Attributes of the 2-d pooling ops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2d {
+    /// window height and width
+    pub kernel: [usize; 2],
+    /// stride along h and w
+    pub stride: [usize; 2],
+    /// padding: top, left, bottom, right (ignored by max, zero for average)
+    pub padding: [usize; 4],
+    /// dilation along h and w (max pooling only)
+    pub dilation: [usize; 2],
+    /// output size rounds up (a window must still start inside the input or left padding)
+    pub ceil_mode: bool,
+    /// average pooling divides by the whole window, padding included
+    pub count_include_pad: bool,
+}
+
+/// How `pad` fills the border.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PadMode {
+    /// a constant value
+    Constant(f32),
+    /// mirror without repeating the edge
+    Reflect,
+    /// repeat the edge value
+    Edge,
+}
+
+/// How `resize` samples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResizeMode {
+    /// nearest neighbour, PyTorch's `mode="nearest"` (`floor(out_idx * in / out)`)
+    Nearest,
+    /// bilinear on the last two axes
+    Bilinear {
+        /// corners of input and output grids coincide
+        align_corners: bool,
+    },
+}
+
+/// An operation of the graph. The operand list of each variant is in its doc.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// `[x]`, elementwise.
+    Unary(UnaryOp),
+    /// `[a, b]`, elementwise with numpy broadcasting.
+    Binary(BinaryOp),
+    /// `[cond, a, b]`: `a` where `cond != 0`, else `b`; all broadcast.
+    Where,
+    /// `[x, slope]`: `x` if positive else `slope[c] * x`, slope along axis 1 (or 1 element).
+    Prelu,
+    /// `[x, weight [out, in], bias [out]?]`: `x @ weight^T + bias` on the last axis.
+    Linear,
+    /// `[a, b]`: matrix product over the last two axes, batch axes broadcast.
+    MatMul,
+    /// `[x, weight, bias?]`, NCHW.
+    Conv2d(Conv2d),
+    /// `[x, weight, bias?]`, NCHW.
+    ConvTranspose2d(ConvTranspose2d),
+    /// `[x]`, NCHW; padding counts as minus infinity.
+    MaxPool2d(Pool2d),
+    /// `[x]`, NCHW.
+    AvgPool2d(Pool2d),
+    /// `[x]`, NCHW -> `[N, C, 1, 1]`: mean over h and w.
+    GlobalAvgPool,
+    /// `[x]`, NCHW -> `[N, C, 1, 1]`: max over h and w.
+    GlobalMaxPool,
+    /// `[x]`: reduce over `axes` (sorted, distinct).
+    Reduce {
+        /// the function
+        kind: ReduceKind,
+        /// reduced axes, sorted
+        axes: Vec<usize>,
+        /// reduced axes stay with length 1
+        keepdims: bool,
+    },
+    /// `[x]`: softmax along `axis`.
+    Softmax {
+        /// normalized axis
+        axis: usize,
+    },
+    /// `[x]`: log of softmax along `axis`.
+    LogSoftmax {
+        /// normalized axis
+        axis: usize,
+    },
+    /// `[x, weight?, bias?]`: normalize over the last `dims` axes; weight/bias have that shape.
+    LayerNorm {
+        /// how many trailing axes are normalized
+        dims: usize,
+        /// added to the variance
+        eps: f32,
+    },
+    /// `[x, weight, bias, running_mean, running_var]`, inference mode, channels on axis 1.
+    BatchNorm {
+        /// added to the variance
+        eps: f32,
+    },
+    /// `[x, weight?, bias?]`: normalize each of `groups` channel groups per sample (axis 1).
+    GroupNorm {
+        /// channel groups
+        groups: usize,
+        /// added to the variance
+        eps: f32,
+    },
+    /// `[x, weight?, bias?]`: normalize each channel of each sample over the spatial axes.
+    InstanceNorm {
+        /// added to the variance
+        eps: f32,
+    },
+    /// `[x]`: same data, the output value's shape (also flatten, squeeze, unsqueeze).
+    Reshape(ReshapeKind),
+    /// `[x]`: output axis `i` is input axis `perm[i]`.
+    Transpose {
+        /// the permutation
+        perm: Vec<usize>,
+    },
+    /// `[x0, x1, ...]` joined along `axis`.
+    Concat {
+        /// the joined axis
+        axis: usize,
+    },
+    /// `[x]`: per axis, elements `start, start + step, ...` below `end` (steps are positive).
+    Slice {
+        /// first index per axis
+        starts: Vec<usize>,
+        /// one past the last index per axis
+        ends: Vec<usize>,
+        /// step per axis
+        steps: Vec<usize>,
+    },
+    /// `[x]`: per axis, `(before, after)` elements added.
+    Pad {
+        /// padding per axis
+        pads: Vec<(usize, usize)>,
+        /// border fill
+        mode: PadMode,
+    },
+    /// `[x, indices]`: `indices` holds whole numbers (as f32) indexing `axis` of `x`; the
+    /// output shape is `x.shape[..axis] ++ indices.shape ++ x.shape[axis + 1..]`.
+    Gather {
+        /// the indexed axis
+        axis: usize,
+    },
+    /// `[x]`: broadcast to the output shape.
+    Expand,
+    /// `[x]`: NCHW resampled to the output value's h and w.
+    Resize(ResizeMode),
+    /// `[x]`: running sum along `axis`.
+    Cumsum {
+        /// the summed axis
+        axis: usize,
+        /// each output excludes its own element
+        exclusive: bool,
+        /// sum from the end
+        reverse: bool,
+    },
+}
+
+/// Which DSL op a [`Op::Reshape`] came from (they compute the same thing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReshapeKind {
+    /// `reshape`
+    Reshape,
+    /// `flatten`
+    Flatten,
+    /// `squeeze`
+    Squeeze,
+    /// `unsqueeze`
+    Unsqueeze,
+}
+
+impl Op {
+    /// The DSL name of the op (`conv2d`, `relu`, `add`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Unary(u) => u.name(),
+            Op::Binary(b) => match b {
+                BinaryOp::Add => "add",
+                BinaryOp::Sub => "sub",
+                BinaryOp::Mul => "mul",
+                BinaryOp::Div => "div",
+                BinaryOp::Max => "maximum",
+                BinaryOp::Min => "minimum",
+                BinaryOp::Pow => "pow",
+            },
+            Op::Where => "where",
+            Op::Prelu => "prelu",
+            Op::Linear => "linear",
+            Op::MatMul => "matmul",
+            Op::Conv2d(_) => "conv2d",
+            Op::ConvTranspose2d(_) => "conv_transpose2d",
+            Op::MaxPool2d(_) => "max_pool2d",
+            Op::AvgPool2d(_) => "avg_pool2d",
+            Op::GlobalAvgPool => "global_avg_pool2d",
+            Op::GlobalMaxPool => "global_max_pool2d",
+            Op::Reduce { kind, .. } => match kind {
+                ReduceKind::Sum => "reduce_sum",
+                ReduceKind::Mean => "reduce_mean",
+                ReduceKind::Max => "reduce_max",
+                ReduceKind::Min => "reduce_min",
+                ReduceKind::Prod => "reduce_prod",
+            },
+            Op::Softmax { .. } => "softmax",
+            Op::LogSoftmax { .. } => "log_softmax",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::BatchNorm { .. } => "batch_norm",
+            Op::GroupNorm { .. } => "group_norm",
+            Op::InstanceNorm { .. } => "instance_norm",
+            Op::Reshape(kind) => match kind {
+                ReshapeKind::Reshape => "reshape",
+                ReshapeKind::Flatten => "flatten",
+                ReshapeKind::Squeeze => "squeeze",
+                ReshapeKind::Unsqueeze => "unsqueeze",
+            },
+            Op::Transpose { .. } => "transpose",
+            Op::Concat { .. } => "concat",
+            Op::Slice { .. } => "slice",
+            Op::Pad { .. } => "pad",
+            Op::Gather { .. } => "gather",
+            Op::Expand => "expand",
+            Op::Resize(_) => "resize",
+            Op::Cumsum { .. } => "cumsum",
+        }
+    }
+}
+
+impl UnaryOp {
+    /// The DSL name of the function.
+    pub fn name(&self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Log => "log",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Rsqrt => "rsqrt",
+            UnaryOp::Recip => "reciprocal",
+            UnaryOp::Square => "square",
+            UnaryOp::Relu => "relu",
+            UnaryOp::Relu6 => "relu6",
+            UnaryOp::LeakyRelu(_) => "leaky_relu",
+            UnaryOp::Elu(_) => "elu",
+            UnaryOp::Selu => "selu",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Gelu => "gelu",
+            UnaryOp::GeluTanh => "gelu_tanh",
+            UnaryOp::Silu => "silu",
+            UnaryOp::HardSigmoid { .. } => "hard_sigmoid",
+            UnaryOp::HardSwish => "hard_swish",
+            UnaryOp::Mish => "mish",
+            UnaryOp::Softplus => "softplus",
+            UnaryOp::Erf => "erf",
+            UnaryOp::Sin => "sin",
+            UnaryOp::Cos => "cos",
+            UnaryOp::Floor => "floor",
+            UnaryOp::Ceil => "ceil",
+            UnaryOp::Round => "round",
+            UnaryOp::Clip { .. } => "clip",
+            UnaryOp::PowScalar(_) => "pow",
+            UnaryOp::AddScalar(_) => "add",
+            UnaryOp::SubScalar(_) | UnaryOp::ScalarSub(_) => "sub",
+            UnaryOp::MulScalar(_) => "mul",
+            UnaryOp::DivScalar(_) | UnaryOp::ScalarDiv(_) => "div",
+        }
+    }
+}

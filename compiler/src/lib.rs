@@ -1,0 +1,121 @@
+//! The dnnfusion compiler: everything `dnn!` does, as an ordinary library.
+//!
+//! The macro crate is a thin shell over [`expand`]; tests, the examples and tools call
+//! the stages directly. The pipeline (see [`compile`]):
+//!
+//! ```text
+//! tokens -> parse -> lower (+ check) -> plan -> codegen -> tokens
+//! ```
+//!
+//! Rewriting, classification and fusion are later stages of the design (DESIGN.md §2);
+//! this version generates one kernel call per op.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+
+pub mod check;
+pub mod codegen;
+pub mod diag;
+pub mod ir;
+pub mod lower;
+pub mod ops;
+pub mod parse;
+pub mod plan;
+
+#[cfg(feature = "interp")]
+pub mod interp;
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+pub use diag::Diagnostics;
+pub use lower::ModelIr;
+
+/// Highest tensor rank the DSL accepts (the runtime's strided kernels are sized for it).
+pub const MAX_RANK: usize = 8;
+
+/// One compiled model: its lowered graph, its memory plan and its generated items.
+#[derive(Debug)]
+pub struct CompiledModel {
+    /// The lowered, checked model.
+    pub model: ModelIr,
+    /// Where each value lives.
+    pub memory: plan::MemoryPlan,
+    /// The generated Rust items.
+    pub tokens: TokenStream,
+}
+
+/// Runs the whole pipeline on the tokens of a `dnn!` invocation.
+pub fn compile(tokens: TokenStream) -> Result<Vec<CompiledModel>, syn::Error> {
+    let ast = parse::parse(tokens)?;
+    let mut diags = Diagnostics::default();
+    let models = lower::lower(&ast, &mut diags);
+    if let Some(error) = diags.into_error() {
+        return Err(error);
+    }
+    Ok(models
+        .into_iter()
+        .map(|model| {
+            let memory = plan::plan(&model.graph);
+            let tokens = codegen::codegen(&model, &memory);
+            CompiledModel { model, memory, tokens }
+        })
+        .collect())
+}
+
+/// Lowers DSL source text to models (for tests and tools that start from text).
+pub fn lower_str(source: &str) -> Result<Vec<ModelIr>, Vec<String>> {
+    let tokens: TokenStream = source.parse().map_err(|e: proc_macro2::LexError| vec![e.to_string()])?;
+    let ast = parse::parse(tokens).map_err(|e| e.into_iter().map(|m| m.to_string()).collect::<Vec<_>>())?;
+    let mut diags = Diagnostics::default();
+    let models = lower::lower(&ast, &mut diags);
+    if !diags.is_empty() {
+        return Err(diags.messages());
+    }
+    Ok(models)
+}
+
+/// The `dnn!` macro: generated items, or `compile_error!`s plus stub types so that code
+/// using the model reports nothing else.
+pub fn expand(tokens: TokenStream) -> TokenStream {
+    let stubs = stub_types(&tokens);
+    match compile(tokens) {
+        Ok(models) => models.into_iter().map(|m| m.tokens).collect(),
+        Err(error) => {
+            let errors = error.to_compile_error();
+            quote! { #errors #stubs }
+        }
+    }
+}
+
+/// Stub `struct Name<'p>` items for every model header that parses, so a failed model
+/// leaves only our diagnostics.
+fn stub_types(tokens: &TokenStream) -> TokenStream {
+    let mut out = TokenStream::new();
+    let mut iter = tokens.clone().into_iter().peekable();
+    let mut vis = TokenStream::new();
+    while let Some(tt) = iter.next() {
+        match &tt {
+            proc_macro2::TokenTree::Ident(i) if i == "pub" => {
+                vis = quote!(pub);
+                if let Some(proc_macro2::TokenTree::Group(g)) = iter.peek() {
+                    if g.delimiter() == proc_macro2::Delimiter::Parenthesis {
+                        vis = quote!(pub #g);
+                        iter.next();
+                    }
+                }
+                continue;
+            }
+            proc_macro2::TokenTree::Ident(i) if i == "model" => {
+                if let Some(proc_macro2::TokenTree::Ident(name)) = iter.peek() {
+                    out.extend(quote! {
+                        #[allow(dead_code)]
+                        #vis struct #name<'p>(::core::marker::PhantomData<&'p ()>);
+                    });
+                }
+            }
+            _ => {}
+        }
+        vis = TokenStream::new();
+    }
+    out
+}

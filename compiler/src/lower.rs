@@ -1,0 +1,803 @@
+//! Stage 2, `lower`: [`Ast`] -> one [`Graph`] per model.
+//!
+//! Resolves names, evaluates integer and float expressions at compile time, unrolls `for`
+//! loops, inlines block calls (each with its own parameter prefix), names parameters after
+//! their binding, and asks `check` for every op's result shape, so every error points at
+//! the token at fault.
+//!
+//! ```text
+//!   let fc1 = linear(x, 512);      ->  fc1.weight:[512, 784]  fc1.bias:[512]
+//!                                      fc1 = linear(x, fc1.weight, fc1.bias) : [1, 512]
+//! ```
+//!
+//! A statement that fails binds its names to a poisoned value: later uses of it are
+//! skipped silently, so one mistake gives one error.
+
+use std::collections::HashMap;
+
+use proc_macro2::Span;
+use syn::{Attribute, Ident, Visibility};
+
+use crate::check::{self, fmt_shape, ShapeError};
+use crate::diag::Diagnostics;
+use crate::ir::*;
+use crate::parse::{Arg, Ast, BinOp, BlockDecl, Body, Expr, Item, ModelDecl, Stmt};
+
+/// A lowered model: its graph plus what codegen needs from the declaration.
+#[derive(Debug)]
+pub struct ModelIr {
+    /// The generated type's name.
+    pub name: Ident,
+    /// Its visibility.
+    pub vis: Visibility,
+    /// `///` docs, carried over.
+    pub docs: Vec<Attribute>,
+    /// Options from `#[...]` attributes.
+    pub options: ModelOptions,
+    /// The checked graph.
+    pub graph: Graph,
+    /// Input names, in order.
+    pub input_names: Vec<Ident>,
+    /// Output names, in order.
+    pub output_names: Vec<Ident>,
+}
+
+/// Options given as attributes on a model.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelOptions {}
+
+/// Largest number of iterations a `for` loop may unroll to.
+pub const MAX_LOOP_ITERATIONS: i64 = 4096;
+/// Deepest nesting of block calls (catches recursion).
+pub const MAX_CALL_DEPTH: usize = 32;
+
+/// Lowers every model of the input; errors go to `diags`.
+pub fn lower(ast: &Ast, diags: &mut Diagnostics) -> Vec<ModelIr> {
+    let mut blocks: HashMap<String, &BlockDecl> = HashMap::new();
+    for item in &ast.items {
+        if let Item::Block(block) = item {
+            let name = block.name.to_string();
+            if blocks.contains_key(&name) || crate::ops::is_op(&name) {
+                diags.push(syn::Error::new(
+                    block.name.span(),
+                    format!("block `{name}` is already defined (as a block or a built-in op); pick another name"),
+                ));
+                continue;
+            }
+            blocks.insert(name, block);
+        }
+    }
+    let mut seen_models: HashMap<String, Span> = HashMap::new();
+    let mut models = Vec::new();
+    for item in &ast.items {
+        if let Item::Model(model) = item {
+            let name = model.name.to_string();
+            if seen_models.insert(name.clone(), model.name.span()).is_some() {
+                diags.push(syn::Error::new(model.name.span(), format!("model `{name}` is declared twice")));
+                continue;
+            }
+            if let Some(ir) = lower_model(model, &blocks, diags) {
+                models.push(ir);
+            }
+        }
+    }
+    models
+}
+
+/// A compile-time value.
+#[derive(Clone, Debug)]
+pub(crate) enum Val {
+    Tensor(ValueId),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bool(bool),
+    List(Vec<(Val, Span)>),
+    Tuple(Vec<ValueId>),
+    /// The binding failed earlier; uses are skipped without a new error.
+    Poison,
+}
+
+impl Val {
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Val::Tensor(_) => "a tensor",
+            Val::Int(_) => "an integer",
+            Val::Float(_) => "a float",
+            Val::Str(_) => "a string",
+            Val::Bool(_) => "a boolean",
+            Val::List(_) => "a list",
+            Val::Tuple(_) => "a tuple of tensors",
+            Val::Poison => "an earlier error",
+        }
+    }
+}
+
+/// An error already reported (or a poisoned operand): stop evaluating this statement.
+#[derive(Debug)]
+pub(crate) struct Reported;
+
+pub(crate) type Eval<T> = Result<T, Reported>;
+
+/// Names visible in a body: a stack of frames (one per loop body).
+#[derive(Default)]
+struct Env {
+    frames: Vec<HashMap<String, Val>>,
+}
+
+impl Env {
+    fn get(&self, name: &str) -> Option<&Val> {
+        self.frames.iter().rev().find_map(|f| f.get(name))
+    }
+    fn bind(&mut self, name: String, val: Val) {
+        if let Some(frame) = self.frames.last_mut() {
+            frame.insert(name, val);
+        }
+    }
+    fn assign(&mut self, name: &str, val: Val) -> bool {
+        for frame in self.frames.iter_mut().rev() {
+            if let Some(slot) = frame.get_mut(name) {
+                *slot = val;
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// The state of lowering one model.
+pub(crate) struct Lowerer<'a> {
+    pub(crate) graph: Graph,
+    blocks: &'a HashMap<String, &'a BlockDecl>,
+    pub(crate) diags: &'a mut Diagnostics,
+    /// Key prefix of the block call being lowered (`layers.0`).
+    prefix: Vec<String>,
+    /// Key of the statement being lowered (its `#[key]` or binding name).
+    stmt_key: Option<String>,
+    /// Used parameter keys and where.
+    keys: HashMap<String, Span>,
+    /// Value names already used, for unique naming.
+    names: HashMap<String, usize>,
+    /// Block call stack, for recursion errors.
+    call_stack: Vec<String>,
+}
+
+fn lower_model(model: &ModelDecl, blocks: &HashMap<String, &BlockDecl>, diags: &mut Diagnostics) -> Option<ModelIr> {
+    let mut docs = Vec::new();
+    let options = ModelOptions::default();
+    for attr in &model.attrs {
+        if attr.path().is_ident("doc") {
+            docs.push(attr.clone());
+        } else {
+            diags.push(syn::Error::new_spanned(
+                attr.path(),
+                "unknown model attribute; a model takes `///` docs only",
+            ));
+        }
+    }
+    let errors_before = diags.len();
+    let mut lw = Lowerer {
+        graph: Graph::default(),
+        blocks,
+        diags,
+        prefix: Vec::new(),
+        stmt_key: None,
+        keys: HashMap::new(),
+        names: HashMap::new(),
+        call_stack: Vec::new(),
+    };
+    let mut env = Env { frames: vec![HashMap::new()] };
+    let mut input_names = Vec::new();
+    for (position, decl) in model.inputs.iter().enumerate() {
+        let name = decl.name.to_string();
+        if env.get(&name).is_some() {
+            lw.error(decl.name.span(), format!("input `{name}` is declared twice"));
+            continue;
+        }
+        let shape = lw.eval_shape(&decl.shape, &env, decl.shape_span, "input");
+        let Some(shape) = shape else {
+            env.bind(name, Val::Poison);
+            continue;
+        };
+        let unique = lw.unique_name(&name);
+        let id = lw.graph.add_value(unique, shape, ValueKind::Input(position));
+        lw.graph.inputs.push(id);
+        input_names.push(decl.name.clone());
+        env.bind(name, Val::Tensor(id));
+    }
+    let mut declared_outputs = Vec::new();
+    for out in &model.outputs {
+        declared_outputs.push(lw.eval_shape(&out.shape, &env, out.shape_span, "output"));
+    }
+    let result = lw.lower_body(&model.body, &mut env);
+    let result_tensors: Vec<(ValueId, Span)> = match result {
+        Ok((Val::Tensor(id), span)) => vec![(id, span)],
+        Ok((Val::Tuple(ids), span)) => ids.into_iter().map(|id| (id, span)).collect(),
+        Ok((other, span)) => {
+            lw.error(span, format!("a model's result must be a tensor, found {}", other.kind()));
+            Vec::new()
+        }
+        Err(Reported) => Vec::new(),
+    };
+    if lw.diags.len() > errors_before {
+        return None;
+    }
+    if result_tensors.len() != model.outputs.len() {
+        lw.error(
+            model.body.close_span,
+            format!(
+                "model `{}` declares {} output(s) but its body gives {}",
+                model.name,
+                model.outputs.len(),
+                result_tensors.len()
+            ),
+        );
+        return None;
+    }
+    let mut output_names = Vec::new();
+    for (i, ((id, span), (decl, declared))) in result_tensors.iter().zip(model.outputs.iter().zip(&declared_outputs)).enumerate() {
+        let found = lw.graph.shape(*id).to_vec();
+        if let Some(declared) = declared {
+            if *declared != found {
+                lw.error(
+                    *span,
+                    format!(
+                        "output {i} of `{}` is declared {} but the body computes {}; fix the declaration after `->` or the body",
+                        model.name,
+                        fmt_shape(declared),
+                        fmt_shape(&found)
+                    ),
+                );
+            }
+        }
+        let name = match &decl.name {
+            Some(n) => n.clone(),
+            None if model.outputs.len() == 1 => Ident::new("output", model.name.span()),
+            None => Ident::new(&format!("output{i}"), model.name.span()),
+        };
+        output_names.push(name);
+        lw.graph.outputs.push(*id);
+    }
+    if lw.diags.len() > errors_before {
+        return None;
+    }
+    if let Err(message) = check::check(&lw.graph) {
+        lw.error(Span::call_site(), format!("internal error in `lower`: {message}; please report"));
+        return None;
+    }
+    Some(ModelIr {
+        name: model.name.clone(),
+        vis: model.vis.clone(),
+        docs,
+        options,
+        graph: lw.graph,
+        input_names,
+        output_names,
+    })
+}
+
+impl Lowerer<'_> {
+    pub(crate) fn error(&mut self, span: Span, message: impl Into<String>) {
+        self.diags.push(syn::Error::new(span, message.into()));
+    }
+
+    /// Reports `message` at `span` and returns the error marker.
+    pub(crate) fn fail<T>(&mut self, span: Span, message: impl Into<String>) -> Eval<T> {
+        self.error(span, message);
+        Err(Reported)
+    }
+
+    fn unique_name(&mut self, base: &str) -> String {
+        let count = self.names.entry(base.to_string()).or_insert(0);
+        *count += 1;
+        if *count == 1 {
+            base.to_string()
+        } else {
+            format!("{base}_{}", *count - 1)
+        }
+    }
+
+    fn eval_shape(&mut self, dims: &[Expr], env: &Env, span: Span, what: &str) -> Option<Vec<usize>> {
+        let mut shape = Vec::new();
+        let mut ok = true;
+        for d in dims {
+            match self.eval(d, &mut Env { frames: env.frames.clone() }) {
+                Ok((Val::Int(n), _)) if n >= 1 => shape.push(n as usize),
+                Ok((Val::Int(n), s)) => {
+                    self.error(s, format!("{what} dimensions must be at least 1, found {n}"));
+                    ok = false;
+                }
+                Ok((other, s)) => {
+                    self.error(s, format!("{what} dimensions must be integers, found {}", other.kind()));
+                    ok = false;
+                }
+                Err(Reported) => ok = false,
+            }
+        }
+        if ok && shape.len() > crate::MAX_RANK {
+            self.error(span, format!("{what} rank {} is above the supported maximum of {}", shape.len(), crate::MAX_RANK));
+            ok = false;
+        }
+        ok.then_some(shape)
+    }
+
+    fn lower_body(&mut self, body: &Body, env: &mut Env) -> Eval<(Val, Span)> {
+        self.lower_stmts(&body.stmts, env);
+        match &body.result {
+            Some(expr) => {
+                self.stmt_key = None;
+                self.eval(expr, env)
+            }
+            None => self.fail(body.close_span, "missing result: end the body with the expression it computes (no `;` after it)"),
+        }
+    }
+
+    fn key_for(&mut self, key: &Option<syn::LitStr>, default: &Ident, env: &Env) -> Option<String> {
+        match key {
+            Some(lit) => match self.format_key(lit, env) {
+                Ok(k) => Some(k),
+                Err(Reported) => None,
+            },
+            None => Some(default.to_string()),
+        }
+    }
+
+    /// Substitutes `{i}` with integers in scope.
+    fn format_key(&mut self, lit: &syn::LitStr, env: &Env) -> Eval<String> {
+        let text = lit.value();
+        let mut out = String::new();
+        let mut rest = text.as_str();
+        while let Some(open) = rest.find('{') {
+            out.push_str(rest.get(..open).unwrap_or(""));
+            let after = rest.get(open + 1..).unwrap_or("");
+            let Some(close) = after.find('}') else {
+                return self.fail(lit.span(), "unclosed `{` in key");
+            };
+            let name = after.get(..close).unwrap_or("").trim();
+            match env.get(name) {
+                Some(Val::Int(n)) => out.push_str(&n.to_string()),
+                Some(other) => {
+                    let kind = other.kind();
+                    return self.fail(lit.span(), format!("`{{{name}}}` in a key must be an integer, found {kind}"));
+                }
+                None => return self.fail(lit.span(), format!("`{{{name}}}` in the key is not a name in scope")),
+            }
+            rest = after.get(close + 1..).unwrap_or("");
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    fn lower_stmts(&mut self, stmts: &[Stmt], env: &mut Env) {
+        for stmt in stmts {
+            match stmt {
+                Stmt::Let { key, names, tuple, value } => {
+                    let Some(first) = names.first() else { continue };
+                    self.stmt_key = self.key_for(key, first, env);
+                    let result = self.eval(value, env);
+                    self.bind_result(names, *tuple, result, env);
+                }
+                Stmt::Assign { key, name, value } => {
+                    if env.get(&name.to_string()).is_none() {
+                        self.error(name.span(), format!("cannot assign to `{name}`: it is not bound yet; use `let {name} = ...`"));
+                        continue;
+                    }
+                    self.stmt_key = self.key_for(key, name, env);
+                    let val = match self.eval(value, env) {
+                        Ok((v, _)) => v,
+                        Err(Reported) => Val::Poison,
+                    };
+                    env.assign(&name.to_string(), val);
+                }
+                Stmt::For { var, start, end, body, span } => {
+                    let range = (self.eval(start, env), self.eval(end, env));
+                    let (start, end) = match range {
+                        (Ok((Val::Int(a), _)), Ok((Val::Int(b), _))) => (a, b),
+                        (Ok((a, sa)), Ok((b, _))) => {
+                            let kinds = format!("{} and {}", a.kind(), b.kind());
+                            self.error(sa, format!("a `for` range needs integer bounds, found {kinds}"));
+                            continue;
+                        }
+                        _ => continue,
+                    };
+                    if end - start > MAX_LOOP_ITERATIONS {
+                        self.error(*span, format!("this loop unrolls {} times; the limit is {MAX_LOOP_ITERATIONS}", end - start));
+                        continue;
+                    }
+                    for i in start..end {
+                        env.frames.push(HashMap::new());
+                        env.bind(var.to_string(), Val::Int(i));
+                        self.lower_stmts(body, env);
+                        env.frames.pop();
+                    }
+                }
+            }
+        }
+        self.stmt_key = None;
+    }
+
+    fn bind_result(&mut self, names: &[Ident], tuple: bool, result: Eval<(Val, Span)>, env: &mut Env) {
+        match (result, tuple) {
+            (Ok((val, _)), false) => {
+                if let (Some(name), Val::Tensor(id)) = (names.first(), &val) {
+                    self.rename(*id, &name.to_string());
+                }
+                if let Some(name) = names.first() {
+                    env.bind(name.to_string(), val);
+                }
+            }
+            (Ok((Val::Tuple(ids), span)), true) => {
+                if ids.len() != names.len() {
+                    self.error(span, format!("the right side gives {} tensors but the pattern has {} names", ids.len(), names.len()));
+                    for name in names {
+                        env.bind(name.to_string(), Val::Poison);
+                    }
+                    return;
+                }
+                for (name, id) in names.iter().zip(ids) {
+                    self.rename(id, &name.to_string());
+                    env.bind(name.to_string(), Val::Tensor(id));
+                }
+            }
+            (Ok((other, span)), true) => {
+                self.error(span, format!("a tuple pattern needs several tensors (from `split` or a block), found {}", other.kind()));
+                for name in names {
+                    env.bind(name.to_string(), Val::Poison);
+                }
+            }
+            (Err(Reported), _) => {
+                for name in names {
+                    env.bind(name.to_string(), Val::Poison);
+                }
+            }
+        }
+    }
+
+    /// Names a node output after the binding that holds it (first binding wins).
+    fn rename(&mut self, id: ValueId, name: &str) {
+        let is_fresh_node = self
+            .graph
+            .values
+            .get(id)
+            .is_some_and(|v| matches!(v.kind, ValueKind::Node(_)) && v.name.starts_with('%'));
+        if is_fresh_node {
+            let base = match self.prefix.is_empty() {
+                true => name.to_string(),
+                false => format!("{}_{name}", self.prefix.join("_").replace('.', "_")),
+            };
+            let unique = self.unique_name(&base);
+            if let Some(v) = self.graph.values.get_mut(id) {
+                v.name = unique;
+            }
+        }
+    }
+
+    fn eval(&mut self, expr: &Expr, env: &mut Env) -> Eval<(Val, Span)> {
+        let span = expr.span();
+        let val = match expr {
+            Expr::Name(ident) => match env.get(&ident.to_string()) {
+                Some(Val::Poison) => return Err(Reported),
+                Some(v) => v.clone(),
+                None => {
+                    let name = ident.to_string();
+                    let hint = if crate::ops::is_op(&name) || self.blocks.contains_key(&name) {
+                        format!("; `{name}` is an op: call it, as in `{name}(x)`")
+                    } else {
+                        String::new()
+                    };
+                    return self.fail(ident.span(), format!("cannot find `{name}` in this scope{hint}"));
+                }
+            },
+            Expr::Int(lit) => match lit.base10_parse::<i64>() {
+                Ok(n) => Val::Int(n),
+                Err(e) => return self.fail(lit.span(), e.to_string()),
+            },
+            Expr::Float(lit) => match lit.base10_parse::<f64>() {
+                Ok(x) => Val::Float(x),
+                Err(e) => return self.fail(lit.span(), e.to_string()),
+            },
+            Expr::Str(lit) => Val::Str(lit.value()),
+            Expr::Bool(b, _) => Val::Bool(*b),
+            Expr::List(items, _) => {
+                let mut vals = Vec::new();
+                for item in items {
+                    vals.push(self.eval(item, env)?);
+                }
+                Val::List(vals)
+            }
+            Expr::Tuple(items, _) => {
+                let mut ids = Vec::new();
+                for item in items {
+                    match self.eval(item, env)? {
+                        (Val::Tensor(id), _) => ids.push(id),
+                        (other, s) => return self.fail(s, format!("a tuple holds tensors, found {}", other.kind())),
+                    }
+                }
+                Val::Tuple(ids)
+            }
+            Expr::Neg(inner, minus) => {
+                let (v, s) = self.eval(inner, env)?;
+                match v {
+                    Val::Int(n) => Val::Int(-n),
+                    Val::Float(x) => Val::Float(-x),
+                    Val::Tensor(id) => Val::Tensor(self.push_node(Op::Unary(UnaryOp::Neg), vec![id], self.graph.shape(id).to_vec(), *minus)),
+                    other => return self.fail(s, format!("cannot negate {}", other.kind())),
+                }
+            }
+            Expr::Binary { op, op_span, lhs, rhs } => {
+                let l = self.eval(lhs, env)?;
+                let r = self.eval(rhs, env)?;
+                self.binary(*op, *op_span, l, r)?
+            }
+            Expr::Call { func, args, .. } => return self.call(func, args, env, span),
+        };
+        Ok((val, span))
+    }
+
+    fn binary(&mut self, op: BinOp, op_span: Span, (l, ls): (Val, Span), (r, rs): (Val, Span)) -> Eval<Val> {
+        let sym = match op {
+            BinOp::Add => "+",
+            BinOp::Sub => "-",
+            BinOp::Mul => "*",
+            BinOp::Div => "/",
+            BinOp::Rem => "%",
+        };
+        match (l, r) {
+            (Val::Int(a), Val::Int(b)) => {
+                let v = match op {
+                    BinOp::Add => a.checked_add(b),
+                    BinOp::Sub => a.checked_sub(b),
+                    BinOp::Mul => a.checked_mul(b),
+                    BinOp::Div | BinOp::Rem if b == 0 => return self.fail(rs, format!("integer `{sym}` by zero")),
+                    BinOp::Div if a % b != 0 => return Ok(Val::Float(a as f64 / b as f64)),
+                    BinOp::Div => a.checked_div(b),
+                    BinOp::Rem => a.checked_rem(b),
+                };
+                match v {
+                    Some(v) => Ok(Val::Int(v)),
+                    None => self.fail(op_span, "integer overflow"),
+                }
+            }
+            (Val::Int(_) | Val::Float(_), Val::Int(_) | Val::Float(_)) if op == BinOp::Rem => {
+                self.fail(op_span, "`%` takes integers only")
+            }
+            (a @ (Val::Int(_) | Val::Float(_)), b @ (Val::Int(_) | Val::Float(_))) => {
+                let (a, b) = (as_f64(&a), as_f64(&b));
+                Ok(Val::Float(match op {
+                    BinOp::Add => a + b,
+                    BinOp::Sub => a - b,
+                    BinOp::Mul => a * b,
+                    BinOp::Div => a / b,
+                    BinOp::Rem => a % b,
+                }))
+            }
+            (Val::Tensor(t), s @ (Val::Int(_) | Val::Float(_))) => {
+                let c = as_f64(&s) as f32;
+                let unary = match op {
+                    BinOp::Add => UnaryOp::AddScalar(c),
+                    BinOp::Sub => UnaryOp::SubScalar(c),
+                    BinOp::Mul => UnaryOp::MulScalar(c),
+                    BinOp::Div => UnaryOp::DivScalar(c),
+                    BinOp::Rem => return self.fail(op_span, "`%` takes integers only"),
+                };
+                Ok(Val::Tensor(self.push_node(Op::Unary(unary), vec![t], self.graph.shape(t).to_vec(), op_span)))
+            }
+            (s @ (Val::Int(_) | Val::Float(_)), Val::Tensor(t)) => {
+                let c = as_f64(&s) as f32;
+                let unary = match op {
+                    BinOp::Add => UnaryOp::AddScalar(c),
+                    BinOp::Sub => UnaryOp::ScalarSub(c),
+                    BinOp::Mul => UnaryOp::MulScalar(c),
+                    BinOp::Div => UnaryOp::ScalarDiv(c),
+                    BinOp::Rem => return self.fail(op_span, "`%` takes integers only"),
+                };
+                Ok(Val::Tensor(self.push_node(Op::Unary(unary), vec![t], self.graph.shape(t).to_vec(), op_span)))
+            }
+            (Val::Tensor(a), Val::Tensor(b)) => {
+                let bop = match op {
+                    BinOp::Add => BinaryOp::Add,
+                    BinOp::Sub => BinaryOp::Sub,
+                    BinOp::Mul => BinaryOp::Mul,
+                    BinOp::Div => BinaryOp::Div,
+                    BinOp::Rem => return self.fail(op_span, "`%` takes integers only"),
+                };
+                self.binary_op(bop, op_span, (a, ls), (b, rs)).map(Val::Tensor)
+            }
+            (a, b) => {
+                let (ak, bk) = (a.kind(), b.kind());
+                self.fail(op_span, format!("cannot apply `{sym}` to {ak} and {bk}"))
+            }
+        }
+    }
+
+    pub(crate) fn binary_op(&mut self, op: BinaryOp, span: Span, (a, _as): (ValueId, Span), (b, bs): (ValueId, Span)) -> Eval<ValueId> {
+        let name = Op::Binary(op).name();
+        match check::broadcast(name, self.graph.shape(a), self.graph.shape(b)) {
+            Ok(shape) => Ok(self.push_node(Op::Binary(op), vec![a, b], shape, span)),
+            Err(e) => self.fail(bs, e.message),
+        }
+    }
+
+    /// Appends a node and returns its output value.
+    pub(crate) fn push_node(&mut self, op: Op, inputs: Vec<ValueId>, shape: Vec<usize>, span: Span) -> ValueId {
+        let index = self.graph.nodes.len();
+        let name = format!("%{index}");
+        let output = self.graph.add_value(name, shape, ValueKind::Node(index));
+        self.graph.nodes.push(Node { op, inputs, output, span });
+        output
+    }
+
+    /// Reports a shape rule's error at the operand at fault (or the call).
+    pub(crate) fn shape_fail<T>(&mut self, e: ShapeError, operand_spans: &[Span], call: Span) -> Eval<T> {
+        let span = e.operand.and_then(|i| operand_spans.get(i).copied()).unwrap_or(call);
+        self.fail(span, e.message)
+    }
+
+    /// The key of the statement being lowered.
+    pub(crate) fn stmt_key_value(&self) -> Option<String> {
+        self.stmt_key.clone()
+    }
+
+    /// Declares a learned tensor `<prefix>.<stmt key>.<suffix>` (or `<key>.<suffix>` when the
+    /// op was given `key = ...`).
+    pub(crate) fn param(&mut self, key_override: Option<String>, suffix: &str, shape: Vec<usize>, span: Span, op: &str) -> Eval<ValueId> {
+        let base = match key_override.or_else(|| self.stmt_key.clone()) {
+            Some(k) => k,
+            None => {
+                return self.fail(
+                    span,
+                    format!("`{op}` has parameters but no name: bind it with `let name = {op}(...)` or give `key = \"...\"`"),
+                )
+            }
+        };
+        let key = if base.is_empty() { suffix.to_string() } else { format!("{base}.{suffix}") };
+        self.param_exact(key, shape, span)
+    }
+
+    /// Declares a learned tensor named `<prefix>.<key>`.
+    pub(crate) fn param_exact(&mut self, key: String, shape: Vec<usize>, span: Span) -> Eval<ValueId> {
+        let mut parts = self.prefix.clone();
+        parts.push(key);
+        let key = parts.join(".");
+        if self.keys.contains_key(&key) {
+            return self.fail(
+                span,
+                format!("parameter `{key}` is already used by another op; give this op its own binding name or `#[key = \"...\"]`"),
+            );
+        }
+        self.keys.insert(key.clone(), span);
+        let index = self.graph.params.len();
+        let value_name = key.replace('.', "_");
+        let id = self.graph.add_value(value_name, shape.clone(), ValueKind::Param(index));
+        self.graph.params.push(Param { key, shape, value: id });
+        Ok(id)
+    }
+
+    fn call(&mut self, func: &Ident, args: &[Arg], env: &mut Env, span: Span) -> Eval<(Val, Span)> {
+        let mut evaluated = Vec::new();
+        let mut failed = false;
+        for arg in args {
+            match self.eval(&arg.value, env) {
+                Ok((v, s)) => evaluated.push((arg.name.clone(), v, s)),
+                Err(Reported) => failed = true,
+            }
+        }
+        if failed {
+            return Err(Reported);
+        }
+        let name = func.to_string();
+        if let Some(block) = self.blocks.get(&name).copied() {
+            return self.call_block(block, func, evaluated, span).map(|v| (v, span));
+        }
+        let call = crate::ops::CallArgs::new(&name, func.span(), span, evaluated);
+        crate::ops::lower_op(self, call).map(|v| (v, span))
+    }
+
+    fn call_block(&mut self, block: &BlockDecl, func: &Ident, args: Vec<(Option<Ident>, Val, Span)>, _span: Span) -> Eval<Val> {
+        let name = block.name.to_string();
+        if self.call_stack.len() >= MAX_CALL_DEPTH || self.call_stack.contains(&name) {
+            return self.fail(func.span(), format!("block `{name}` calls itself (directly or through other blocks); blocks cannot recurse"));
+        }
+        let mut frame: HashMap<String, Val> = HashMap::new();
+        let mut given: Vec<Option<(Val, Span)>> = vec![None; block.params.len()];
+        let mut positional = 0usize;
+        for (kw, val, s) in args {
+            let slot = match &kw {
+                Some(k) => match block.params.iter().position(|p| p.name == *k) {
+                    Some(i) => i,
+                    None => {
+                        let names: Vec<String> = block.params.iter().map(|p| p.name.to_string()).collect();
+                        return self.fail(k.span(), format!("block `{name}` has no parameter `{k}`; its parameters are: {}", names.join(", ")));
+                    }
+                },
+                None => {
+                    let i = positional;
+                    positional += 1;
+                    if i >= block.params.len() {
+                        return self.fail(s, format!("block `{name}` takes {} argument(s), this is one too many", block.params.len()));
+                    }
+                    i
+                }
+            };
+            match given.get_mut(slot) {
+                Some(g @ None) => *g = Some((val, s)),
+                _ => return self.fail(s, "this parameter is given twice"),
+            }
+        }
+        // defaults are evaluated in the block's scope, after the earlier parameters
+        for (param, given) in block.params.iter().zip(given) {
+            let pname = param.name.to_string();
+            let (val, vspan) = match (given, &param.default) {
+                (Some(v), _) => v,
+                (None, Some(default)) => {
+                    let mut scope = Env { frames: vec![frame.clone()] };
+                    self.eval(default, &mut scope)?
+                }
+                (None, None) => return self.fail(func.span(), format!("block `{name}` needs argument `{pname}`")),
+            };
+            if let Some(pattern) = &param.shape {
+                let Val::Tensor(id) = val else {
+                    return self.fail(vspan, format!("parameter `{pname}` of block `{name}` is a tensor, found {}", val.kind()));
+                };
+                let shape = self.graph.shape(id).to_vec();
+                if pattern.len() != shape.len() {
+                    return self.fail(
+                        vspan,
+                        format!("block `{name}` expects `{pname}` of rank {}, found shape {}", pattern.len(), fmt_shape(&shape)),
+                    );
+                }
+                for (dim_expr, &dim) in pattern.iter().zip(&shape) {
+                    if let Expr::Name(dim_name) = dim_expr {
+                        let key = dim_name.to_string();
+                        match frame.get(&key) {
+                            Some(Val::Int(bound)) if *bound as usize != dim => {
+                                return self.fail(
+                                    vspan,
+                                    format!("block `{name}`: `{key}` is {bound} from an earlier parameter but `{pname}` has {dim} there (shape {})", fmt_shape(&shape)),
+                                )
+                            }
+                            Some(_) => {}
+                            None => {
+                                frame.insert(key, Val::Int(dim as i64));
+                            }
+                        }
+                    } else {
+                        let mut scope = Env { frames: vec![frame.clone()] };
+                        match self.eval(dim_expr, &mut scope)? {
+                            (Val::Int(n), _) if n as usize == dim => {}
+                            (v, _) => {
+                                let kind = match v {
+                                    Val::Int(n) => n.to_string(),
+                                    other => other.kind().to_string(),
+                                };
+                                return self.fail(vspan, format!("block `{name}` expects `{pname}` with {kind} there, found shape {}", fmt_shape(&shape)));
+                            }
+                        }
+                    }
+                }
+            }
+            frame.insert(pname, val);
+        }
+        let key = self.stmt_key.take();
+        let pushed = key.is_some();
+        if let Some(k) = key {
+            self.prefix.push(k);
+        }
+        self.call_stack.push(name);
+        let mut env = Env { frames: vec![frame] };
+        let result = self.lower_body(&block.body, &mut env);
+        self.call_stack.pop();
+        if pushed {
+            self.prefix.pop();
+        }
+        result.map(|(v, _)| v)
+    }
+}
+
+pub(crate) fn as_f64(v: &Val) -> f64 {
+    match v {
+        Val::Int(n) => *n as f64,
+        Val::Float(x) => *x,
+        _ => f64::NAN,
+    }
+}

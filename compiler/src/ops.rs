@@ -1,0 +1,1079 @@
+//! The DSL's built-in ops: argument binding and lowering of each call to graph nodes.
+//!
+//! Part of the `lower` stage. Every op takes positional arguments in the order of its
+//! signature in [`OPS`], or keywords; attribute defaults follow PyTorch.
+
+use proc_macro2::Span;
+use syn::Ident;
+
+use crate::check::{self, fmt_shape};
+use crate::ir::*;
+use crate::lower::{as_f64, Eval, Lowerer, Reported, Val};
+
+/// One built-in op of the DSL: its name and signature, for errors and docs.
+pub struct OpSignature {
+    /// The name users call.
+    pub name: &'static str,
+    /// The arguments, `name = default` for optional ones.
+    pub signature: &'static str,
+}
+
+macro_rules! signatures {
+    ($($name:literal => $sig:literal,)*) => {
+        /// Every built-in op with its signature (the README's op list is checked against this).
+        pub const OPS: &[OpSignature] = &[$(OpSignature { name: $name, signature: $sig },)*];
+    };
+}
+
+signatures! {
+    "neg" => "x", "abs" => "x", "exp" => "x", "log" => "x", "sqrt" => "x", "rsqrt" => "x",
+    "reciprocal" => "x", "square" => "x", "relu" => "x", "relu6" => "x",
+    "leaky_relu" => "x, negative_slope = 0.01", "elu" => "x, alpha = 1.0", "selu" => "x",
+    "sigmoid" => "x", "tanh" => "x", "gelu" => "x, approximate = \"none\"", "gelu_tanh" => "x",
+    "silu" => "x", "hard_sigmoid" => "x, alpha = 1/6, beta = 0.5", "hard_swish" => "x",
+    "mish" => "x", "softplus" => "x", "erf" => "x", "sin" => "x", "cos" => "x",
+    "floor" => "x", "ceil" => "x", "round" => "x", "clip" => "x, min = -inf, max = inf",
+    "add" => "a, b", "sub" => "a, b", "mul" => "a, b", "div" => "a, b",
+    "maximum" => "a, b", "minimum" => "a, b", "pow" => "a, b",
+    "where" => "cond, a, b", "prelu" => "x, num_parameters = 1",
+    "linear" => "x, out_features, bias = true",
+    "matmul" => "a, b",
+    "conv2d" => "x, out_channels, kernel, stride = 1, padding = 0, dilation = 1, groups = 1, bias = true",
+    "conv_transpose2d" => "x, out_channels, kernel, stride = 1, padding = 0, output_padding = 0, dilation = 1, groups = 1, bias = true",
+    "max_pool2d" => "x, kernel, stride = kernel, padding = 0, dilation = 1, ceil_mode = false",
+    "avg_pool2d" => "x, kernel, stride = kernel, padding = 0, ceil_mode = false, count_include_pad = true",
+    "global_avg_pool2d" => "x", "global_max_pool2d" => "x",
+    "reduce_sum" => "x, axes = all, keepdims = false", "reduce_mean" => "x, axes = all, keepdims = false",
+    "reduce_max" => "x, axes = all, keepdims = false", "reduce_min" => "x, axes = all, keepdims = false",
+    "reduce_prod" => "x, axes = all, keepdims = false",
+    "softmax" => "x, axis = -1", "log_softmax" => "x, axis = -1",
+    "layer_norm" => "x, dims = 1, eps = 1e-5, affine = true",
+    "batch_norm" => "x, eps = 1e-5",
+    "group_norm" => "x, groups, eps = 1e-5, affine = true",
+    "instance_norm" => "x, eps = 1e-5, affine = false",
+    "reshape" => "x, shape", "flatten" => "x, start = 1, end = -1",
+    "squeeze" => "x, axes = all length-1 axes", "unsqueeze" => "x, axis",
+    "transpose" => "x, axis0, axis1", "permute" => "x, perm",
+    "concat" => "tensors, axis = 0", "slice" => "x, axis, start, end, step = 1",
+    "split" => "x, sizes_or_count, axis = 0",
+    "pad" => "x, pads, mode = \"constant\", value = 0.0",
+    "gather" => "x, indices, axis = 0", "embedding" => "indices, num_embeddings, embedding_dim",
+    "expand" => "x, shape", "resize" => "x, size = [h, w] | scale = s, mode = \"nearest\", align_corners = false",
+    "cumsum" => "x, axis, exclusive = false, reverse = false",
+    "param" => "shape",
+}
+
+/// True when `name` is a built-in op.
+pub fn is_op(name: &str) -> bool {
+    OPS.iter().any(|op| op.name == name)
+}
+
+/// The arguments of one call, consumed by name as an op binds them.
+pub(crate) struct CallArgs {
+    op: String,
+    func_span: Span,
+    call_span: Span,
+    positional: std::collections::VecDeque<(Val, Span)>,
+    named: Vec<(Ident, Val, Span, bool)>,
+    /// `key = "..."` given to the call.
+    key: Option<(String, Span)>,
+}
+
+impl CallArgs {
+    pub(crate) fn new(op: &str, func_span: Span, call_span: Span, args: Vec<(Option<Ident>, Val, Span)>) -> Self {
+        let mut positional = std::collections::VecDeque::new();
+        let mut named = Vec::new();
+        let mut key = None;
+        for (name, val, span) in args {
+            match name {
+                Some(n) if n == "key" => {
+                    if let Val::Str(s) = &val {
+                        key = Some((s.clone(), span));
+                    } else {
+                        named.push((n, val, span, false));
+                    }
+                }
+                Some(n) => named.push((n, val, span, false)),
+                None => positional.push_back((val, span)),
+            }
+        }
+        CallArgs { op: op.to_string(), func_span, call_span, positional, named, key }
+    }
+
+    /// The next argument called `name`: by keyword if given, else the next positional one.
+    fn take(&mut self, name: &str) -> Option<(Val, Span)> {
+        if let Some(slot) = self.named.iter_mut().find(|(n, _, _, used)| n == name && !*used) {
+            slot.3 = true;
+            return Some((slot.1.clone(), slot.2));
+        }
+        self.positional.pop_front()
+    }
+
+    fn signature(&self) -> String {
+        let sig = OPS.iter().find(|o| o.name == self.op).map_or("", |o| o.signature);
+        format!("{}({sig})", self.op)
+    }
+}
+
+/// Binds one call's arguments, reporting mistakes through the lowerer.
+struct Bind<'l, 'a> {
+    lw: &'l mut Lowerer<'a>,
+    args: CallArgs,
+}
+
+impl Bind<'_, '_> {
+    fn missing<T>(&mut self, name: &str) -> Eval<T> {
+        let sig = self.args.signature();
+        let span = self.args.func_span;
+        self.lw.fail(span, format!("`{}` needs argument `{name}`: {sig}", self.args.op))
+    }
+
+    fn wrong<T>(&mut self, name: &str, expected: &str, found: &Val, span: Span) -> Eval<T> {
+        let msg = format!("`{}` argument `{name}` must be {expected}, found {}", self.args.op, found.kind());
+        self.lw.fail(span, msg)
+    }
+
+    fn tensor(&mut self, name: &str) -> Eval<(ValueId, Span)> {
+        match self.args.take(name) {
+            Some((Val::Tensor(id), s)) => Ok((id, s)),
+            Some((Val::Poison, _)) => Err(Reported),
+            Some((other, s)) => self.wrong(name, "a tensor", &other, s),
+            None => self.missing(name),
+        }
+    }
+
+    fn tensors(&mut self, name: &str) -> Eval<Vec<(ValueId, Span)>> {
+        match self.args.take(name) {
+            Some((Val::List(items), _)) => {
+                let mut out = Vec::new();
+                for (v, s) in items {
+                    match v {
+                        Val::Tensor(id) => out.push((id, s)),
+                        other => return self.wrong(name, "a list of tensors", &other, s),
+                    }
+                }
+                Ok(out)
+            }
+            Some((Val::Tuple(ids), s)) => Ok(ids.into_iter().map(|id| (id, s)).collect()),
+            Some((other, s)) => self.wrong(name, "a list of tensors `[a, b]`", &other, s),
+            None => self.missing(name),
+        }
+    }
+
+    fn int(&mut self, name: &str, default: Option<i64>) -> Eval<(i64, Span)> {
+        match self.args.take(name) {
+            Some((Val::Int(n), s)) => Ok((n, s)),
+            Some((other, s)) => self.wrong(name, "an integer", &other, s),
+            None => match default {
+                Some(d) => Ok((d, self.args.func_span)),
+                None => self.missing(name),
+            },
+        }
+    }
+
+    fn positive(&mut self, name: &str, default: Option<i64>) -> Eval<(usize, Span)> {
+        let (n, s) = self.int(name, default)?;
+        if n < 1 {
+            let op = self.args.op.clone();
+            return self.lw.fail(s, format!("`{op}` argument `{name}` must be at least 1, found {n}"));
+        }
+        Ok((n as usize, s))
+    }
+
+    fn float(&mut self, name: &str, default: Option<f64>) -> Eval<f64> {
+        match self.args.take(name) {
+            Some((v @ (Val::Int(_) | Val::Float(_)), _)) => Ok(as_f64(&v)),
+            Some((other, s)) => self.wrong(name, "a number", &other, s),
+            None => match default {
+                Some(d) => Ok(d),
+                None => self.missing(name),
+            },
+        }
+    }
+
+    fn boolean(&mut self, name: &str, default: bool) -> Eval<bool> {
+        match self.args.take(name) {
+            Some((Val::Bool(b), _)) => Ok(b),
+            Some((other, s)) => self.wrong(name, "`true` or `false`", &other, s),
+            None => Ok(default),
+        }
+    }
+
+    fn string(&mut self, name: &str, default: &str, allowed: &[&str]) -> Eval<(String, Span)> {
+        let (value, span) = match self.args.take(name) {
+            Some((Val::Str(s), span)) => (s, span),
+            Some((other, s)) => return self.wrong(name, "a string", &other, s),
+            None => (default.to_string(), self.args.func_span),
+        };
+        if !allowed.contains(&value.as_str()) {
+            let op = self.args.op.clone();
+            let list: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
+            return self.lw.fail(span, format!("`{op}` argument `{name}` must be one of {}, found \"{value}\"", list.join(", ")));
+        }
+        Ok((value, span))
+    }
+
+    /// An integer or a list of integers; `None` when absent.
+    fn ints(&mut self, name: &str) -> Eval<Option<(Vec<i64>, Span)>> {
+        match self.args.take(name) {
+            Some((Val::Int(n), s)) => Ok(Some((vec![n], s))),
+            Some((Val::List(items), s)) => {
+                let mut out = Vec::new();
+                for (v, is) in items {
+                    match v {
+                        Val::Int(n) => out.push(n),
+                        other => return self.wrong(name, "a list of integers", &other, is),
+                    }
+                }
+                Ok(Some((out, s)))
+            }
+            Some((other, s)) => self.wrong(name, "an integer or a list of integers", &other, s),
+            None => Ok(None),
+        }
+    }
+
+    /// A per-axis pair (`3` or `[3, 5]`) of non-negative integers, at least `min`.
+    fn pair(&mut self, name: &str, default: Option<[usize; 2]>, min: i64) -> Eval<[usize; 2]> {
+        let op = self.args.op.clone();
+        match self.ints(name)? {
+            None => match default {
+                Some(d) => Ok(d),
+                None => self.missing(name),
+            },
+            Some((v, s)) => {
+                if v.iter().any(|&n| n < min) {
+                    return self.lw.fail(s, format!("`{op}` argument `{name}` must be at least {min}"));
+                }
+                match v.as_slice() {
+                    [a] => Ok([*a as usize, *a as usize]),
+                    [a, b] => Ok([*a as usize, *b as usize]),
+                    _ => self.lw.fail(s, format!("`{op}` argument `{name}` takes one integer or two (height, width), found {}", v.len())),
+                }
+            }
+        }
+    }
+
+    /// The parameter key given as `key = "..."`.
+    fn key(&mut self) -> Option<String> {
+        self.args.key.as_ref().map(|(k, _)| k.clone())
+    }
+
+    /// Reports arguments that no binding consumed.
+    fn finish(&mut self) -> Eval<()> {
+        let op = self.args.op.clone();
+        if let Some((_, s)) = self.args.positional.pop_front() {
+            let sig = self.args.signature();
+            return self.lw.fail(s, format!("too many arguments to `{op}`: {sig}"));
+        }
+        if let Some((name, _, _, _)) = self.args.named.iter().find(|(_, _, _, used)| !*used) {
+            let span = name.span();
+            let sig = self.args.signature();
+            return self.lw.fail(span, format!("`{op}` has no argument `{name}`: {sig}"));
+        }
+        Ok(())
+    }
+
+    fn shape(&self, id: ValueId) -> Vec<usize> {
+        self.lw.graph.shape(id).to_vec()
+    }
+
+    fn axis(&mut self, axis: i64, rank: usize, span: Span) -> Eval<usize> {
+        let op = self.args.op.clone();
+        match check::normalize_axis(&op, axis, rank) {
+            Ok(a) => Ok(a),
+            Err(e) => self.lw.fail(span, e.message),
+        }
+    }
+
+    fn node(&mut self, op: Op, inputs: Vec<ValueId>, shape: Vec<usize>) -> Eval<Val> {
+        let span = self.args.call_span;
+        Ok(Val::Tensor(self.lw.push_node(op, inputs, shape, span)))
+    }
+
+    fn param(&mut self, key: &Option<String>, suffix: &str, shape: Vec<usize>) -> Eval<ValueId> {
+        let span = self.args.call_span;
+        let op = self.args.op.clone();
+        self.lw.param(key.clone(), suffix, shape, span, &op)
+    }
+}
+
+fn unary_of(name: &str) -> Option<UnaryOp> {
+    Some(match name {
+        "neg" => UnaryOp::Neg,
+        "abs" => UnaryOp::Abs,
+        "exp" => UnaryOp::Exp,
+        "log" => UnaryOp::Log,
+        "sqrt" => UnaryOp::Sqrt,
+        "rsqrt" => UnaryOp::Rsqrt,
+        "reciprocal" => UnaryOp::Recip,
+        "square" => UnaryOp::Square,
+        "relu" => UnaryOp::Relu,
+        "relu6" => UnaryOp::Relu6,
+        "selu" => UnaryOp::Selu,
+        "sigmoid" => UnaryOp::Sigmoid,
+        "tanh" => UnaryOp::Tanh,
+        "gelu_tanh" => UnaryOp::GeluTanh,
+        "silu" => UnaryOp::Silu,
+        "hard_swish" => UnaryOp::HardSwish,
+        "mish" => UnaryOp::Mish,
+        "softplus" => UnaryOp::Softplus,
+        "erf" => UnaryOp::Erf,
+        "sin" => UnaryOp::Sin,
+        "cos" => UnaryOp::Cos,
+        "floor" => UnaryOp::Floor,
+        "ceil" => UnaryOp::Ceil,
+        "round" => UnaryOp::Round,
+        _ => return None,
+    })
+}
+
+/// Folds a unary function of a compile-time number.
+fn fold_unary(op: UnaryOp, x: f64) -> Option<f64> {
+    Some(match op {
+        UnaryOp::Neg => -x,
+        UnaryOp::Abs => x.abs(),
+        UnaryOp::Exp => x.exp(),
+        UnaryOp::Log => x.ln(),
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Rsqrt => 1.0 / x.sqrt(),
+        UnaryOp::Recip => 1.0 / x,
+        UnaryOp::Square => x * x,
+        UnaryOp::Tanh => x.tanh(),
+        UnaryOp::Sin => x.sin(),
+        UnaryOp::Cos => x.cos(),
+        UnaryOp::Floor => x.floor(),
+        UnaryOp::Ceil => x.ceil(),
+        _ => return None,
+    })
+}
+
+/// Lowers one built-in op call.
+pub(crate) fn lower_op(lw: &mut Lowerer<'_>, args: CallArgs) -> Eval<Val> {
+    let name = args.op.clone();
+    let func_span = args.func_span;
+    let mut b = Bind { lw, args };
+    let result = lower_named(&mut b, &name);
+    if result.is_ok() {
+        b.finish()?;
+    }
+    match result {
+        Err(Unknown) => {
+            let hint = closest(&name).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default();
+            b.lw.fail(func_span, format!("unknown op `{name}`{hint} (the README lists the supported ops; blocks must be declared in the same dnn!)"))
+        }
+        Ok(v) => Ok(v),
+        Err(Failed) => Err(Reported),
+    }
+}
+
+enum LowerError {
+    Unknown,
+    Failed,
+}
+use LowerError::{Failed, Unknown};
+
+impl From<Reported> for LowerError {
+    fn from(_: Reported) -> Self {
+        Failed
+    }
+}
+
+fn closest(name: &str) -> Option<&'static str> {
+    OPS.iter()
+        .map(|o| (edit_distance(name, o.name), o.name))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, n)| n)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev.get(j).copied().unwrap_or(0) + usize::from(ca != *cb);
+            let del = prev.get(j + 1).copied().unwrap_or(0) + 1;
+            let ins = cur.get(j).copied().unwrap_or(0) + 1;
+            cur.push(sub.min(del).min(ins));
+        }
+        prev = cur;
+    }
+    prev.last().copied().unwrap_or(0)
+}
+
+fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
+    if let Some(u) = unary_of(name) {
+        return unary(b, u);
+    }
+    let val = match name {
+        "leaky_relu" => {
+            let alpha = peek_float(b, "negative_slope", 0.01)?;
+            return unary(b, UnaryOp::LeakyRelu(alpha));
+        }
+        "elu" => {
+            let alpha = peek_float(b, "alpha", 1.0)?;
+            return unary(b, UnaryOp::Elu(alpha));
+        }
+        "hard_sigmoid" => {
+            let x = b.tensor("x")?;
+            let alpha = b.float("alpha", Some(1.0 / 6.0))? as f32;
+            let beta = b.float("beta", Some(0.5))? as f32;
+            let shape = b.shape(x.0);
+            b.node(Op::Unary(UnaryOp::HardSigmoid { alpha, beta }), vec![x.0], shape)?
+        }
+        "gelu" => {
+            let x = b.tensor("x")?;
+            let (approx, _) = b.string("approximate", "none", &["none", "tanh"])?;
+            let op = if approx == "tanh" { UnaryOp::GeluTanh } else { UnaryOp::Gelu };
+            let shape = b.shape(x.0);
+            b.node(Op::Unary(op), vec![x.0], shape)?
+        }
+        "clip" | "clamp" => {
+            let x = b.tensor("x")?;
+            let min = b.float("min", Some(f64::NEG_INFINITY))? as f32;
+            let max = b.float("max", Some(f64::INFINITY))? as f32;
+            let shape = b.shape(x.0);
+            b.node(Op::Unary(UnaryOp::Clip { min, max }), vec![x.0], shape)?
+        }
+        "add" | "sub" | "mul" | "div" | "maximum" | "minimum" | "pow" => {
+            let op = match name {
+                "add" => BinaryOp::Add,
+                "sub" => BinaryOp::Sub,
+                "mul" => BinaryOp::Mul,
+                "div" => BinaryOp::Div,
+                "maximum" => BinaryOp::Max,
+                "minimum" => BinaryOp::Min,
+                _ => BinaryOp::Pow,
+            };
+            let a = b.tensor("a")?;
+            let span = b.args.call_span;
+            match b.args.take("b") {
+                Some((Val::Tensor(t), s)) => Val::Tensor(b.lw.binary_op(op, span, a, (t, s))?),
+                Some((v @ (Val::Int(_) | Val::Float(_)), _)) => {
+                    let c = as_f64(&v) as f32;
+                    let u = match op {
+                        BinaryOp::Add => UnaryOp::AddScalar(c),
+                        BinaryOp::Sub => UnaryOp::SubScalar(c),
+                        BinaryOp::Mul => UnaryOp::MulScalar(c),
+                        BinaryOp::Div => UnaryOp::DivScalar(c),
+                        BinaryOp::Max => UnaryOp::Clip { min: c, max: f32::INFINITY },
+                        BinaryOp::Min => UnaryOp::Clip { min: f32::NEG_INFINITY, max: c },
+                        BinaryOp::Pow => UnaryOp::PowScalar(c),
+                    };
+                    let shape = b.shape(a.0);
+                    b.node(Op::Unary(u), vec![a.0], shape)?
+                }
+                Some((other, s)) => return Ok(b.wrong("b", "a tensor or a number", &other, s)?),
+                None => return Ok(b.missing("b")?),
+            }
+        }
+        "where" => {
+            let c = b.tensor("cond")?;
+            let x = b.tensor("a")?;
+            let y = b.tensor("b")?;
+            let s1 = match check::broadcast("where", &b.shape(c.0), &b.shape(x.0)) {
+                Ok(s) => s,
+                Err(e) => return Ok(b.lw.fail(x.1, e.message)?),
+            };
+            let shape = match check::broadcast("where", &s1, &b.shape(y.0)) {
+                Ok(s) => s,
+                Err(e) => return Ok(b.lw.fail(y.1, e.message)?),
+            };
+            b.node(Op::Where, vec![c.0, x.0, y.0], shape)?
+        }
+        "prelu" => {
+            let x = b.tensor("x")?;
+            let (n, ns) = b.positive("num_parameters", Some(1))?;
+            let shape = b.shape(x.0);
+            if n != 1 && shape.get(1) != Some(&n) {
+                return Ok(b.lw.fail(ns, format!("prelu: num_parameters ({n}) must be 1 or the channel count (axis 1 of {})", fmt_shape(&shape)))?);
+            }
+            let key = b.key();
+            let w = b.param(&key, "weight", vec![n])?;
+            b.node(Op::Prelu, vec![x.0, w], shape)?
+        }
+        "linear" => {
+            let x = b.tensor("x")?;
+            let (out, _) = b.positive("out_features", None)?;
+            let bias = b.boolean("bias", true)?;
+            let mut shape = b.shape(x.0);
+            let Some(last) = shape.last_mut() else {
+                return Ok(b.lw.fail(x.1, "linear: the input must be at least 1-d, found a scalar".to_string())?);
+            };
+            let in_features = *last;
+            *last = out;
+            let key = b.key();
+            let w = b.param(&key, "weight", vec![out, in_features])?;
+            let mut inputs = vec![x.0, w];
+            if bias {
+                inputs.push(b.param(&key, "bias", vec![out])?);
+            }
+            b.node(Op::Linear, inputs, shape)?
+        }
+        "matmul" => {
+            let x = b.tensor("a")?;
+            let y = b.tensor("b")?;
+            match check::matmul(&b.shape(x.0), &b.shape(y.0)) {
+                Ok(shape) => b.node(Op::MatMul, vec![x.0, y.0], shape)?,
+                Err(e) => return Ok(b.lw.shape_fail(e, &[x.1, y.1], b.args.call_span)?),
+            }
+        }
+        "conv2d" => {
+            let x = b.tensor("x")?;
+            let (out, _) = b.positive("out_channels", None)?;
+            let kernel = b.pair("kernel", None, 1)?;
+            let stride = b.pair("stride", Some([1, 1]), 1)?;
+            let padding = padding4(b, kernel, stride)?;
+            let dilation = b.pair("dilation", Some([1, 1]), 1)?;
+            let (groups, _) = b.positive("groups", Some(1))?;
+            let bias = b.boolean("bias", true)?;
+            let attrs = Conv2d { kernel, stride, padding, dilation, groups };
+            let shape = match check::conv2d(&b.shape(x.0), &attrs, out) {
+                Ok(s) => s,
+                Err(e) => return Ok(b.lw.shape_fail(e, &[x.1], b.args.call_span)?),
+            };
+            let cin = b.shape(x.0).get(1).copied().unwrap_or(1);
+            let key = b.key();
+            let w = b.param(&key, "weight", vec![out, cin / groups, kernel[0], kernel[1]])?;
+            let mut inputs = vec![x.0, w];
+            if bias {
+                inputs.push(b.param(&key, "bias", vec![out])?);
+            }
+            b.node(Op::Conv2d(attrs), inputs, shape)?
+        }
+        "conv_transpose2d" => {
+            let x = b.tensor("x")?;
+            let (out, _) = b.positive("out_channels", None)?;
+            let kernel = b.pair("kernel", None, 1)?;
+            let stride = b.pair("stride", Some([1, 1]), 1)?;
+            let padding = b.pair("padding", Some([0, 0]), 0)?;
+            let output_padding = b.pair("output_padding", Some([0, 0]), 0)?;
+            let dilation = b.pair("dilation", Some([1, 1]), 1)?;
+            let (groups, _) = b.positive("groups", Some(1))?;
+            let bias = b.boolean("bias", true)?;
+            let attrs = ConvTranspose2d { kernel, stride, padding, output_padding, dilation, groups };
+            let shape = match check::conv_transpose2d(&b.shape(x.0), &attrs, out) {
+                Ok(s) => s,
+                Err(e) => return Ok(b.lw.shape_fail(e, &[x.1], b.args.call_span)?),
+            };
+            let cin = b.shape(x.0).get(1).copied().unwrap_or(1);
+            let key = b.key();
+            let w = b.param(&key, "weight", vec![cin, out / groups, kernel[0], kernel[1]])?;
+            let mut inputs = vec![x.0, w];
+            if bias {
+                inputs.push(b.param(&key, "bias", vec![out])?);
+            }
+            b.node(Op::ConvTranspose2d(attrs), inputs, shape)?
+        }
+        "max_pool2d" | "avg_pool2d" => {
+            let x = b.tensor("x")?;
+            let kernel = b.pair("kernel", None, 1)?;
+            let stride = b.pair("stride", Some(kernel), 1)?;
+            let padding = padding4(b, kernel, stride)?;
+            let dilation = if name == "max_pool2d" { b.pair("dilation", Some([1, 1]), 1)? } else { [1, 1] };
+            let ceil_mode = b.boolean("ceil_mode", false)?;
+            let count_include_pad = if name == "avg_pool2d" { b.boolean("count_include_pad", true)? } else { false };
+            let attrs = Pool2d { kernel, stride, padding, dilation, ceil_mode, count_include_pad };
+            let shape = match check::pool2d(name, &b.shape(x.0), &attrs) {
+                Ok(s) => s,
+                Err(e) => return Ok(b.lw.shape_fail(e, &[x.1], b.args.call_span)?),
+            };
+            let op = if name == "max_pool2d" { Op::MaxPool2d(attrs) } else { Op::AvgPool2d(attrs) };
+            b.node(op, vec![x.0], shape)?
+        }
+        "global_avg_pool2d" | "global_max_pool2d" => {
+            let x = b.tensor("x")?;
+            let mut shape = b.shape(x.0);
+            if shape.len() < 3 {
+                return Ok(b.lw.fail(x.1, format!("{name}: the input must be [N, C, H, W] (at least 3-d), found {}", fmt_shape(&shape)))?);
+            }
+            for d in shape.iter_mut().skip(2) {
+                *d = 1;
+            }
+            let op = if name == "global_avg_pool2d" { Op::GlobalAvgPool } else { Op::GlobalMaxPool };
+            b.node(op, vec![x.0], shape)?
+        }
+        "reduce_sum" | "reduce_mean" | "reduce_max" | "reduce_min" | "reduce_prod" => {
+            let kind = match name {
+                "reduce_sum" => ReduceKind::Sum,
+                "reduce_mean" => ReduceKind::Mean,
+                "reduce_max" => ReduceKind::Max,
+                "reduce_min" => ReduceKind::Min,
+                _ => ReduceKind::Prod,
+            };
+            let x = b.tensor("x")?;
+            let shape = b.shape(x.0);
+            let axes_arg = b.ints("axes")?;
+            let keepdims = b.boolean("keepdims", false)?;
+            let axes = match axes_arg {
+                None => (0..shape.len()).collect(),
+                Some((list, s)) => {
+                    let mut axes = Vec::new();
+                    for a in list {
+                        let a = b.axis(a, shape.len(), s)?;
+                        if axes.contains(&a) {
+                            return Ok(b.lw.fail(s, format!("{name}: axis {a} is listed twice"))?);
+                        }
+                        axes.push(a);
+                    }
+                    axes.sort_unstable();
+                    axes
+                }
+            };
+            let out: Vec<usize> = shape
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &d)| match (axes.contains(&i), keepdims) {
+                    (true, true) => Some(1),
+                    (true, false) => None,
+                    (false, _) => Some(d),
+                })
+                .collect();
+            b.node(Op::Reduce { kind, axes, keepdims }, vec![x.0], out)?
+        }
+        "softmax" | "log_softmax" => {
+            let x = b.tensor("x")?;
+            let (axis, s) = b.int("axis", Some(-1))?;
+            let shape = b.shape(x.0);
+            let axis = b.axis(axis, shape.len(), s)?;
+            let op = if name == "softmax" { Op::Softmax { axis } } else { Op::LogSoftmax { axis } };
+            b.node(op, vec![x.0], shape)?
+        }
+        "layer_norm" => {
+            let x = b.tensor("x")?;
+            let (dims, ds) = b.positive("dims", Some(1))?;
+            let eps = b.float("eps", Some(1e-5))? as f32;
+            let affine = b.boolean("affine", true)?;
+            let shape = b.shape(x.0);
+            if dims > shape.len() {
+                return Ok(b.lw.fail(ds, format!("layer_norm: dims = {dims} but the input {} has only {} axes", fmt_shape(&shape), shape.len()))?);
+            }
+            let norm_shape = shape.get(shape.len() - dims..).unwrap_or(&[]).to_vec();
+            let mut inputs = vec![x.0];
+            if affine {
+                let key = b.key();
+                inputs.push(b.param(&key, "weight", norm_shape.clone())?);
+                inputs.push(b.param(&key, "bias", norm_shape)?);
+            }
+            b.node(Op::LayerNorm { dims, eps }, inputs, shape)?
+        }
+        "batch_norm" | "group_norm" | "instance_norm" => {
+            let x = b.tensor("x")?;
+            let shape = b.shape(x.0);
+            if shape.len() < 2 {
+                return Ok(b.lw.fail(x.1, format!("{name}: the input must be [N, C, ...] (at least 2-d), found {}", fmt_shape(&shape)))?);
+            }
+            let c = shape.get(1).copied().unwrap_or(1);
+            let groups = if name == "group_norm" {
+                let (g, gs) = b.positive("groups", None)?;
+                if c % g != 0 {
+                    return Ok(b.lw.fail(gs, format!("group_norm: groups = {g} must divide the {c} channels of {}", fmt_shape(&shape)))?);
+                }
+                g
+            } else {
+                c
+            };
+            let eps = b.float("eps", Some(1e-5))? as f32;
+            let affine = match name {
+                "batch_norm" => true,
+                "group_norm" => b.boolean("affine", true)?,
+                _ => b.boolean("affine", false)?,
+            };
+            let key = b.key();
+            let mut inputs = vec![x.0];
+            if affine {
+                inputs.push(b.param(&key, "weight", vec![c])?);
+                inputs.push(b.param(&key, "bias", vec![c])?);
+            }
+            let op = match name {
+                "batch_norm" => {
+                    inputs.push(b.param(&key, "running_mean", vec![c])?);
+                    inputs.push(b.param(&key, "running_var", vec![c])?);
+                    Op::BatchNorm { eps }
+                }
+                "group_norm" => Op::GroupNorm { groups, eps },
+                _ => Op::InstanceNorm { eps },
+            };
+            b.node(op, inputs, shape)?
+        }
+        "reshape" => {
+            let x = b.tensor("x")?;
+            let Some((target, s)) = b.ints("shape")? else { return Ok(b.missing("shape")?) };
+            match check::reshape(&b.shape(x.0), &target) {
+                Ok(shape) => b.node(Op::Reshape(ReshapeKind::Reshape), vec![x.0], shape)?,
+                Err(e) => return Ok(b.lw.fail(s, e.message)?),
+            }
+        }
+        "flatten" => {
+            let x = b.tensor("x")?;
+            let shape = b.shape(x.0);
+            let (start, ss) = b.int("start", Some(1))?;
+            let (end, es) = b.int("end", Some(-1))?;
+            let rank = shape.len().max(1);
+            let start = b.axis(start, rank, ss)?;
+            let end = b.axis(end, rank, es)?;
+            if start > end {
+                return Ok(b.lw.fail(ss, format!("flatten: start axis {start} is after end axis {end}"))?);
+            }
+            let mut out: Vec<usize> = shape.get(..start).unwrap_or(&[]).to_vec();
+            out.push(shape.get(start..=end).unwrap_or(&[]).iter().product());
+            out.extend(shape.get(end + 1..).unwrap_or(&[]));
+            b.node(Op::Reshape(ReshapeKind::Flatten), vec![x.0], out)?
+        }
+        "squeeze" => {
+            let x = b.tensor("x")?;
+            let shape = b.shape(x.0);
+            let axes = match b.ints("axes")? {
+                None => (0..shape.len()).filter(|&i| shape.get(i) == Some(&1)).collect::<Vec<_>>(),
+                Some((list, s)) => {
+                    let mut axes = Vec::new();
+                    for a in list {
+                        let a = b.axis(a, shape.len(), s)?;
+                        if shape.get(a) != Some(&1) {
+                            return Ok(b.lw.fail(s, format!("squeeze: axis {a} of {} has length {}, not 1", fmt_shape(&shape), shape.get(a).copied().unwrap_or(0)))?);
+                        }
+                        axes.push(a);
+                    }
+                    axes
+                }
+            };
+            let out: Vec<usize> = shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect();
+            b.node(Op::Reshape(ReshapeKind::Squeeze), vec![x.0], out)?
+        }
+        "unsqueeze" => {
+            let x = b.tensor("x")?;
+            let mut shape = b.shape(x.0);
+            let (axis, s) = b.int("axis", None)?;
+            let axis = b.axis(axis, shape.len() + 1, s)?;
+            shape.insert(axis, 1);
+            b.node(Op::Reshape(ReshapeKind::Unsqueeze), vec![x.0], shape)?
+        }
+        "transpose" | "permute" => {
+            let x = b.tensor("x")?;
+            let shape = b.shape(x.0);
+            let perm: Vec<usize> = if name == "transpose" {
+                let (a0, s0) = b.int("axis0", None)?;
+                let (a1, s1) = b.int("axis1", None)?;
+                let a0 = b.axis(a0, shape.len(), s0)?;
+                let a1 = b.axis(a1, shape.len(), s1)?;
+                let mut perm: Vec<usize> = (0..shape.len()).collect();
+                perm.swap(a0, a1);
+                perm
+            } else {
+                let Some((list, s)) = b.ints("perm")? else { return Ok(b.missing("perm")?) };
+                let mut perm = Vec::new();
+                for a in &list {
+                    perm.push(b.axis(*a, shape.len(), s)?);
+                }
+                let mut sorted = perm.clone();
+                sorted.sort_unstable();
+                if sorted != (0..shape.len()).collect::<Vec<_>>() {
+                    return Ok(b.lw.fail(s, format!("permute: {list:?} is not a permutation of the {} axes of {}", shape.len(), fmt_shape(&shape)))?);
+                }
+                perm
+            };
+            let out: Vec<usize> = perm.iter().map(|&p| shape.get(p).copied().unwrap_or(0)).collect();
+            b.node(Op::Transpose { perm }, vec![x.0], out)?
+        }
+        "concat" => {
+            let xs = b.tensors("tensors")?;
+            let (axis, s) = b.int("axis", Some(0))?;
+            let Some(first) = xs.first().copied() else {
+                return Ok(b.lw.fail(b.args.call_span, "concat: needs at least one tensor".to_string())?);
+            };
+            let first_shape = b.shape(first.0);
+            let axis = b.axis(axis, first_shape.len(), s)?;
+            let mut out = first_shape.clone();
+            for &(id, span) in xs.iter().skip(1) {
+                let sh = b.shape(id);
+                let same_rest = sh.len() == first_shape.len()
+                    && sh.iter().zip(&first_shape).enumerate().all(|(i, (a, c))| i == axis || a == c);
+                if !same_rest {
+                    return Ok(b.lw.fail(
+                        span,
+                        format!("concat: along axis {axis}, every tensor must match {} on the other axes, found {}", fmt_shape(&first_shape), fmt_shape(&sh)),
+                    )?);
+                }
+                if let (Some(o), Some(d)) = (out.get_mut(axis), sh.get(axis)) {
+                    *o += d;
+                }
+            }
+            b.node(Op::Concat { axis }, xs.iter().map(|x| x.0).collect(), out)?
+        }
+        "slice" => {
+            let x = b.tensor("x")?;
+            let shape = b.shape(x.0);
+            let (axis, axs) = b.int("axis", None)?;
+            let axis = b.axis(axis, shape.len(), axs)?;
+            let len = shape.get(axis).copied().unwrap_or(0) as i64;
+            let (start, ss) = b.int("start", None)?;
+            let (end, es) = b.int("end", Some(i64::MAX))?;
+            let (step, _) = b.positive("step", Some(1))?;
+            let clamp = |v: i64| if v < 0 { (v + len).max(0) } else { v.min(len) };
+            let (s0, e0) = (clamp(start), clamp(end));
+            if s0 >= e0 {
+                return Ok(b.lw.fail(ss.join(es).unwrap_or(ss), format!("slice: range {start}..{end} of axis {axis} (length {len}) is empty"))?);
+            }
+            let mut starts = vec![0; shape.len()];
+            let mut ends = shape.clone();
+            let mut steps = vec![1; shape.len()];
+            let mut out = shape.clone();
+            if let (Some(a), Some(e), Some(st), Some(o)) = (starts.get_mut(axis), ends.get_mut(axis), steps.get_mut(axis), out.get_mut(axis)) {
+                *a = s0 as usize;
+                *e = e0 as usize;
+                *st = step;
+                *o = ((e0 - s0) as usize).div_ceil(step);
+            }
+            b.node(Op::Slice { starts, ends, steps }, vec![x.0], out)?
+        }
+        "split" => {
+            let x = b.tensor("x")?;
+            let shape = b.shape(x.0);
+            let parts = b.args.take("sizes_or_count");
+            let (axis, axs) = b.int("axis", Some(0))?;
+            let axis = b.axis(axis, shape.len(), axs)?;
+            let len = shape.get(axis).copied().unwrap_or(0);
+            let sizes: Vec<usize> = match parts {
+                None => return Ok(b.missing("sizes_or_count")?),
+                Some((Val::Int(n), s)) => {
+                    if n < 1 || len % n as usize != 0 {
+                        return Ok(b.lw.fail(s, format!("split: axis {axis} of length {len} does not split into {n} equal parts"))?);
+                    }
+                    vec![len / n as usize; n as usize]
+                }
+                Some((Val::List(items), s)) => {
+                    let sizes: Vec<i64> = items.iter().map(|(v, _)| if let Val::Int(n) = v { *n } else { -1 }).collect();
+                    if sizes.iter().any(|&v| v < 1) || sizes.iter().sum::<i64>() != len as i64 {
+                        return Ok(b.lw.fail(s, format!("split: sizes {sizes:?} must be positive integers adding up to {len} (axis {axis} of {})", fmt_shape(&shape)))?);
+                    }
+                    sizes.iter().map(|&v| v as usize).collect()
+                }
+                Some((other, s)) => return Ok(b.wrong("sizes_or_count", "a count or a list of sizes", &other, s)?),
+            };
+            let mut ids = Vec::new();
+            let mut offset = 0;
+            for size in sizes {
+                let mut starts = vec![0; shape.len()];
+                let mut ends = shape.clone();
+                let mut out = shape.clone();
+                if let (Some(a), Some(e), Some(o)) = (starts.get_mut(axis), ends.get_mut(axis), out.get_mut(axis)) {
+                    *a = offset;
+                    *e = offset + size;
+                    *o = size;
+                }
+                offset += size;
+                let steps = vec![1; shape.len()];
+                let span = b.args.call_span;
+                ids.push(b.lw.push_node(Op::Slice { starts, ends, steps }, vec![x.0], out, span));
+            }
+            Val::Tuple(ids)
+        }
+        "pad" => {
+            let x = b.tensor("x")?;
+            let shape = b.shape(x.0);
+            let Some((list, s)) = b.ints("pads")? else { return Ok(b.missing("pads")?) };
+            if list.len() % 2 != 0 || list.len() / 2 > shape.len() || list.iter().any(|&p| p < 0) {
+                return Ok(b.lw.fail(
+                    s,
+                    format!("pad: pads are non-negative (before, after) pairs starting from the last axis, at most {} pairs for {}, found {list:?}", shape.len(), fmt_shape(&shape)),
+                )?);
+            }
+            let (mode, ms) = b.string("mode", "constant", &["constant", "reflect", "replicate"])?;
+            let value = b.float("value", Some(0.0))? as f32;
+            let mut pads = vec![(0usize, 0usize); shape.len()];
+            for (k, pair) in list.chunks(2).enumerate() {
+                let axis = shape.len() - 1 - k;
+                if let (Some(slot), [a, c]) = (pads.get_mut(axis), pair) {
+                    *slot = (*a as usize, *c as usize);
+                }
+            }
+            let mode = match mode.as_str() {
+                "reflect" => {
+                    if pads.iter().zip(&shape).any(|((a, c), &d)| *a >= d || *c >= d) {
+                        return Ok(b.lw.fail(ms, format!("pad: reflect padding must be smaller than the axis it pads ({})", fmt_shape(&shape)))?);
+                    }
+                    PadMode::Reflect
+                }
+                "replicate" => PadMode::Edge,
+                _ => PadMode::Constant(value),
+            };
+            let out: Vec<usize> = shape.iter().zip(&pads).map(|(d, (a, c))| d + a + c).collect();
+            b.node(Op::Pad { pads, mode }, vec![x.0], out)?
+        }
+        "gather" => {
+            let x = b.tensor("x")?;
+            let idx = b.tensor("indices")?;
+            let (axis, s) = b.int("axis", Some(0))?;
+            let shape = b.shape(x.0);
+            let axis = b.axis(axis, shape.len(), s)?;
+            let mut out: Vec<usize> = shape.get(..axis).unwrap_or(&[]).to_vec();
+            out.extend(b.shape(idx.0));
+            out.extend(shape.get(axis + 1..).unwrap_or(&[]));
+            b.node(Op::Gather { axis }, vec![x.0, idx.0], out)?
+        }
+        "embedding" => {
+            let idx = b.tensor("indices")?;
+            let (num, _) = b.positive("num_embeddings", None)?;
+            let (dim, _) = b.positive("embedding_dim", None)?;
+            let key = b.key();
+            let w = b.param(&key, "weight", vec![num, dim])?;
+            let mut out = b.shape(idx.0);
+            out.push(dim);
+            b.node(Op::Gather { axis: 0 }, vec![w, idx.0], out)?
+        }
+        "expand" => {
+            let x = b.tensor("x")?;
+            let Some((target, s)) = b.ints("shape")? else { return Ok(b.missing("shape")?) };
+            let shape = b.shape(x.0);
+            if target.len() < shape.len() {
+                return Ok(b.lw.fail(s, format!("expand: the target has fewer axes than {}", fmt_shape(&shape)))?);
+            }
+            let offset = target.len() - shape.len();
+            let mut out = Vec::new();
+            for (i, &t) in target.iter().enumerate() {
+                let own = if i >= offset { shape.get(i - offset).copied() } else { None };
+                let d = match (t, own) {
+                    (-1, Some(d)) => d,
+                    (t, _) if t < 1 => return Ok(b.lw.fail(s, format!("expand: dimension {t} is invalid (use -1 to keep an axis)"))?),
+                    (t, Some(d)) if d != 1 && d as i64 != t => {
+                        return Ok(b.lw.fail(s, format!("expand: axis {i} has length {d}, which cannot expand to {t} (only length-1 axes expand)"))?)
+                    }
+                    (t, _) => t as usize,
+                };
+                out.push(d);
+            }
+            b.node(Op::Expand, vec![x.0], out)?
+        }
+        "resize" => {
+            let x = b.tensor("x")?;
+            let shape = b.shape(x.0);
+            if shape.len() != 4 {
+                return Ok(b.lw.fail(x.1, format!("resize: the input must be [N, C, H, W], found {}", fmt_shape(&shape)))?);
+            }
+            let size = b.ints("size")?;
+            let scale = match b.args.take("scale") {
+                Some((v @ (Val::Int(_) | Val::Float(_)), s)) => Some((as_f64(&v), s)),
+                Some((other, s)) => return Ok(b.wrong("scale", "a number", &other, s)?),
+                None => None,
+            };
+            let (mode, _) = b.string("mode", "nearest", &["nearest", "bilinear"])?;
+            let align_corners = b.boolean("align_corners", false)?;
+            let (h, w) = (shape.get(2).copied().unwrap_or(1), shape.get(3).copied().unwrap_or(1));
+            let (oh, ow) = match (size, scale) {
+                (Some((list, s)), None) => match list.as_slice() {
+                    [a, c] if *a >= 1 && *c >= 1 => (*a as usize, *c as usize),
+                    _ => return Ok(b.lw.fail(s, "resize: `size` is [height, width], both at least 1".to_string())?),
+                },
+                (None, Some((f, s))) => {
+                    let (oh, ow) = ((h as f64 * f).floor(), (w as f64 * f).floor());
+                    if oh < 1.0 || ow < 1.0 || !f.is_finite() {
+                        return Ok(b.lw.fail(s, format!("resize: scale {f} gives an empty output"))?);
+                    }
+                    (oh as usize, ow as usize)
+                }
+                _ => return Ok(b.lw.fail(b.args.func_span, "resize: give exactly one of `size = [h, w]` or `scale = s`".to_string())?),
+            };
+            let mode = if mode == "bilinear" { ResizeMode::Bilinear { align_corners } } else { ResizeMode::Nearest };
+            let out = vec![shape.first().copied().unwrap_or(1), shape.get(1).copied().unwrap_or(1), oh, ow];
+            b.node(Op::Resize(mode), vec![x.0], out)?
+        }
+        "cumsum" => {
+            let x = b.tensor("x")?;
+            let shape = b.shape(x.0);
+            let (axis, s) = b.int("axis", None)?;
+            let axis = b.axis(axis, shape.len(), s)?;
+            let exclusive = b.boolean("exclusive", false)?;
+            let reverse = b.boolean("reverse", false)?;
+            b.node(Op::Cumsum { axis, exclusive, reverse }, vec![x.0], shape)?
+        }
+        "param" => {
+            let Some((list, s)) = b.ints("shape")? else { return Ok(b.missing("shape")?) };
+            if list.iter().any(|&d| d < 1) || list.len() > crate::MAX_RANK {
+                return Ok(b.lw.fail(s, format!("param: shape {list:?} must have 0 to {} positive dimensions", crate::MAX_RANK))?);
+            }
+            let key = b.key();
+            let shape: Vec<usize> = list.iter().map(|&d| d as usize).collect();
+            let span = b.args.call_span;
+            let base = match key {
+                Some(k) => k,
+                None => match b.lw_stmt_key() {
+                    Some(k) => k,
+                    None => return Ok(b.lw.fail(span, "`param` needs a name: bind it with `let name = param(...)`".to_string())?),
+                },
+            };
+            // a bare `param` owns the key itself, not `<key>.weight`
+            Val::Tensor(b.lw.param_exact(base, shape, span)?)
+        }
+        _ => return Err(Unknown),
+    };
+    Ok(val)
+}
+
+impl Bind<'_, '_> {
+    fn lw_stmt_key(&self) -> Option<String> {
+        self.lw.stmt_key_value()
+    }
+}
+
+fn peek_float(b: &mut Bind<'_, '_>, name: &str, default: f64) -> Result<f32, LowerError> {
+    // the scalar is the second argument; take the tensor first to keep positions right
+    let x = b.args.positional.pop_front();
+    let v = b.float(name, Some(default));
+    if let Some(x) = x {
+        b.args.positional.push_front(x);
+    }
+    Ok(v? as f32)
+}
+
+fn unary(b: &mut Bind<'_, '_>, op: UnaryOp) -> Result<Val, LowerError> {
+    match b.args.take("x") {
+        Some((Val::Tensor(id), _)) => {
+            let shape = b.shape(id);
+            Ok(b.node(Op::Unary(op), vec![id], shape)?)
+        }
+        Some((v @ (Val::Int(_) | Val::Float(_)), s)) => match fold_unary(op, as_f64(&v)) {
+            Some(r) => Ok(Val::Float(r)),
+            None => Ok(b.lw.fail(s, format!("`{}` of a number is not folded at compile time; apply it to a tensor", op.name()))?),
+        },
+        Some((Val::Poison, _)) => Err(Failed),
+        Some((other, s)) => Ok(b.wrong("x", "a tensor", &other, s)?),
+        None => Ok(b.missing("x")?),
+    }
+}
+
+/// `padding = p | [ph, pw] | [t, l, b, r] | "same" | "valid"`, as [top, left, bottom, right].
+fn padding4(b: &mut Bind<'_, '_>, kernel: [usize; 2], stride: [usize; 2]) -> Result<[usize; 4], LowerError> {
+    let op = b.args.op.clone();
+    match b.args.take("padding") {
+        None => Ok([0; 4]),
+        Some((Val::Str(s), span)) => match s.as_str() {
+            "valid" => Ok([0; 4]),
+            "same" => {
+                if stride != [1, 1] {
+                    return Ok(b.lw.fail(span, format!("{op}: padding = \"same\" needs stride 1 (as in PyTorch)"))?);
+                }
+                let (th, tw) = (kernel[0] - 1, kernel[1] - 1);
+                Ok([th / 2, tw / 2, th - th / 2, tw - tw / 2])
+            }
+            other => Ok(b.lw.fail(span, format!("{op}: padding \"{other}\" is not one of \"same\", \"valid\"; or give numbers"))?),
+        },
+        Some((v, span)) => {
+            let list: Vec<i64> = match v {
+                Val::Int(n) => vec![n],
+                Val::List(items) => items.iter().map(|(v, _)| if let Val::Int(n) = v { *n } else { -1 }).collect(),
+                other => return Ok(b.wrong("padding", "an integer, a list or \"same\"", &other, span)?),
+            };
+            if list.iter().any(|&p| p < 0) {
+                return Ok(b.lw.fail(span, format!("{op}: padding must be non-negative integers"))?);
+            }
+            let u: Vec<usize> = list.iter().map(|&p| p as usize).collect();
+            match u.as_slice() {
+                [p] => Ok([*p; 4]),
+                [h, w] => Ok([*h, *w, *h, *w]),
+                [t, l, bo, r] => Ok([*t, *l, *bo, *r]),
+                _ => Ok(b.lw.fail(span, format!("{op}: padding takes 1, 2 (h, w) or 4 (top, left, bottom, right) integers, found {}", u.len()))?),
+            }
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Stage 7, `plan`: where every tensor lives while `run` executes.
+//!
+//! Input: a checked [`Graph`]; output: a [`MemoryPlan`] giving each value a [`Slot`].
+//! Model inputs and outputs live in the caller's buffers, parameters in the model's flat
+//! parameter buffer (in declaration order), and every intermediate in one arena, at an
+//! offset chosen from liveness: a value's space is reused once its last reader has run.
+//!
+//! ```text
+//!   node:     0      1      2      3
+//!   a = ...   [======]                  a: offset 0
+//!   b = ...          [======]           b: offset 64
+//!   c = ...                 [======]    c: offset 0 (a is dead by then)
+//! ```
+
+use crate::ir::{Graph, ValueId, ValueKind};
+
+/// Offsets are rounded up to this many floats (64 bytes, one cache line).
+pub const ALIGN_FLOATS: usize = 16;
+
+/// Where one value is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// The caller's input with this position.
+    Input(usize),
+    /// A range of the flat parameter buffer.
+    Param {
+        /// first float
+        offset: usize,
+        /// number of floats
+        len: usize,
+    },
+    /// A range of the arena.
+    Arena {
+        /// first float
+        offset: usize,
+        /// number of floats
+        len: usize,
+    },
+    /// The caller's output buffer with this position.
+    Output(usize),
+}
+
+/// The storage decision for every value of a graph.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// One slot per value of the graph.
+    pub slots: Vec<Slot>,
+    /// Floats of arena the plan needs.
+    pub arena_len: usize,
+    /// Floats of parameters.
+    pub param_len: usize,
+    /// Outputs that must be copied at the end: (output position, source value).
+    pub output_copies: Vec<(usize, ValueId)>,
+    /// Bytes of intermediates written to memory (arena values), for the fusion report.
+    pub intermediate_bytes: usize,
+}
+
+/// Assigns storage to every value.
+pub fn plan(graph: &Graph) -> MemoryPlan {
+    let n = graph.values.len();
+    let mut slots: Vec<Option<Slot>> = vec![None; n];
+    let mut param_len = 0;
+    for param in &graph.params {
+        let len: usize = param.shape.iter().product();
+        if let Some(slot) = slots.get_mut(param.value) {
+            *slot = Some(Slot::Param { offset: param_len, len });
+        }
+        param_len += len;
+    }
+    for (position, &input) in graph.inputs.iter().enumerate() {
+        if let Some(slot) = slots.get_mut(input) {
+            *slot = Some(Slot::Input(position));
+        }
+    }
+    let mut output_copies = Vec::new();
+    for (position, &out) in graph.outputs.iter().enumerate() {
+        let is_node = matches!(graph.values.get(out).map(|v| &v.kind), Some(ValueKind::Node(_)));
+        match slots.get_mut(out) {
+            Some(slot @ None) if is_node => *slot = Some(Slot::Output(position)),
+            _ => output_copies.push((position, out)),
+        }
+    }
+    // last node reading each value
+    let mut last_use = vec![0usize; n];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        for &v in &node.inputs {
+            if let Some(l) = last_use.get_mut(v) {
+                *l = i;
+            }
+        }
+    }
+    for &(_, v) in &output_copies {
+        if let Some(l) = last_use.get_mut(v) {
+            *l = usize::MAX;
+        }
+    }
+    // (offset, len, last use) of live arena blocks
+    let mut live: Vec<(usize, usize, usize)> = Vec::new();
+    let mut arena_len = 0;
+    let mut intermediate_bytes = 0;
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let v = node.output;
+        if !matches!(slots.get(v), Some(None)) {
+            continue;
+        }
+        live.retain(|&(_, _, end)| end >= i);
+        let len = graph.values.get(v).map_or(0, |v| v.len());
+        let end = last_use.get(v).copied().unwrap_or(i).max(i);
+        let offset = first_fit(&mut live, len);
+        live.push((offset, len, end));
+        arena_len = arena_len.max(offset + len);
+        intermediate_bytes += len * 4;
+        if let Some(slot) = slots.get_mut(v) {
+            *slot = Some(Slot::Arena { offset, len });
+        }
+    }
+    let slots = slots.into_iter().map(|s| s.unwrap_or(Slot::Arena { offset: 0, len: 0 })).collect();
+    MemoryPlan { slots, arena_len, param_len, output_copies, intermediate_bytes }
+}
+
+/// Lowest aligned offset where `len` floats fit between live blocks.
+fn first_fit(live: &mut [(usize, usize, usize)], len: usize) -> usize {
+    live.sort_unstable();
+    let mut candidate = 0;
+    for &(offset, size, _) in live.iter() {
+        if candidate + len <= offset {
+            return candidate;
+        }
+        candidate = candidate.max((offset + size).next_multiple_of(ALIGN_FLOATS));
+    }
+    candidate
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Node, Op, UnaryOp};
+
+    fn chain(len: usize, count: usize) -> Graph {
+        let mut g = Graph::default();
+        let mut prev = g.add_value("x".into(), vec![len], ValueKind::Input(0));
+        g.inputs.push(prev);
+        for i in 0..count {
+            let out = g.add_value(format!("v{i}"), vec![len], ValueKind::Node(i));
+            g.nodes.push(Node { op: Op::Unary(UnaryOp::Relu), inputs: vec![prev], output: out, span: proc_macro2::Span::call_site() });
+            prev = out;
+        }
+        g.outputs.push(prev);
+        g
+    }
+
+    #[test]
+    fn a_chain_ping_pongs_between_two_buffers() {
+        let plan = plan(&chain(100, 5));
+        // 4 intermediates, the 5th is the output; two live at a time
+        assert_eq!(plan.arena_len, 112 + 100);
+        let offsets: Vec<usize> = plan.slots.iter().filter_map(|s| match s { Slot::Arena { offset, .. } => Some(*offset), _ => None }).collect();
+        assert_eq!(offsets, vec![0, 112, 0, 112]);
+        assert_eq!(plan.slots.last(), Some(&Slot::Output(0)));
+    }
+
+    #[test]
+    fn an_input_returned_as_output_is_copied() {
+        let plan = plan(&chain(4, 0));
+        assert_eq!(plan.output_copies, vec![(0, 0)]);
+        assert_eq!(plan.arena_len, 0);
+    }
+}

@@ -1,0 +1,43 @@
+//! The dnnfusion model zoo: networks declared with `dnn!`.
+//!
+//! The reference models (`mlp`, `lenet`, `bert_tiny`, `unet_small`) are the PyTorch
+//! models of `reference/<name>/` (weights, input and PyTorch outputs shipped beside
+//! them), written in the DSL with PyTorch's `state_dict` names, so their weights load
+//! unchanged.
+
+pub mod reference;
+
+/// Weights, input and PyTorch outputs of one reference model, embedded in the binary.
+pub struct ReferenceData {
+    /// Model name as used by reports and benches (`lenet`).
+    pub name: &'static str,
+    /// `weights.safetensors`
+    pub weights: &'static [u8],
+    /// `input.npy`
+    pub input: &'static [u8],
+    /// `output.npy`, PyTorch float32 eager output
+    pub output: &'static [u8],
+    /// `output_fp64.npy`, the same model in float64
+    pub output_fp64: &'static [u8],
+}
+
+macro_rules! reference_data {
+    ($name:literal) => {
+        ReferenceData {
+            name: $name,
+            weights: include_bytes!(concat!("../reference/", $name, "/weights.safetensors")),
+            input: include_bytes!(concat!("../reference/", $name, "/input.npy")),
+            output: include_bytes!(concat!("../reference/", $name, "/output.npy")),
+            output_fp64: include_bytes!(concat!("../reference/", $name, "/output_fp64.npy")),
+        }
+    };
+}
+
+/// Reference data of `mlp`.
+pub const MLP_DATA: ReferenceData = reference_data!("mlp");
+/// Reference data of `lenet`.
+pub const LENET_DATA: ReferenceData = reference_data!("lenet");
+/// Reference data of `bert_tiny`.
+pub const BERT_TINY_DATA: ReferenceData = reference_data!("bert_tiny");
+/// Reference data of `unet_small`.
+pub const UNET_SMALL_DATA: ReferenceData = reference_data!("unet_small");

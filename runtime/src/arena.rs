@@ -1,0 +1,45 @@
+//! Safe, disjoint views of the arena for one op: its operands and its output.
+//!
+//! The memory plan never places an op's output over one of its live operands, so the
+//! output range can be split off mutably and the operands read from what is left.
+
+/// Borrows the `reads` ranges immutably and the `write` range mutably.
+///
+/// Ranges are `(offset, len)` in floats. Precondition (guaranteed by the planner): no read
+/// range overlaps the write range, and all lie inside the arena.
+pub fn regions<'a, const N: usize>(arena: &'a mut [f32], reads: [(usize, usize); N], write: (usize, usize)) -> ([&'a [f32]; N], &'a mut [f32]) {
+    let (offset, len) = write;
+    let (before, rest) = arena.split_at_mut(offset);
+    let (out, after) = rest.split_at_mut(len);
+    let (before, after): (&'a [f32], &'a [f32]) = (before, after);
+    let views = reads.map(|(o, l)| {
+        if o + l <= offset {
+            &before[o..o + l]
+        } else {
+            debug_assert!(o >= offset + len, "arena read overlaps the write");
+            let start = o - (offset + len);
+            &after[start..start + l]
+        }
+    });
+    (views, out)
+}
+
+/// Borrows the `reads` ranges immutably (the op writes outside the arena).
+pub fn reads<const N: usize>(arena: &[f32], reads: [(usize, usize); N]) -> [&[f32]; N] {
+    reads.map(|(o, l)| &arena[o..o + l])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_land_on_both_sides_of_the_write() {
+        let mut arena: [f32; 10] = core::array::from_fn(|i| i as f32);
+        let ([a, b], out) = regions(&mut arena, [(0, 2), (7, 3)], (3, 4));
+        assert_eq!(a, &[0.0, 1.0]);
+        assert_eq!(b, &[7.0, 8.0, 9.0]);
+        out.fill(-1.0);
+        assert_eq!(arena[3..7], [-1.0; 4]);
+    }
+}

@@ -1,0 +1,741 @@
+//! Kernels: one function per op family, called by generated code with literal shapes.
+//!
+//! This is the portable scalar path: plain loops written so LLVM can vectorize the inner
+//! ones (contiguous, constant trip counts once inlined). Preconditions on slice lengths
+//! are the generated code's duty and are `debug_assert!`ed.
+
+use crate::math;
+
+/// Highest rank the strided kernels handle.
+pub const MAX_RANK: usize = 8;
+
+/// `out[i] = f(x[i])`
+#[inline]
+pub fn map(x: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32) {
+    debug_assert_eq!(x.len(), out.len());
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = f(v);
+    }
+}
+
+/// `out[i] = f(a[i], b[i])` for same-shape operands.
+#[inline]
+pub fn zip(a: &[f32], b: &[f32], out: &mut [f32], f: impl Fn(f32, f32) -> f32) {
+    debug_assert!(a.len() == out.len() && b.len() == out.len());
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = f(x, y);
+    }
+}
+
+/// Visits every index of `dims` in row-major order, passing the flat output position and
+/// the offset of each operand (sum of index times stride).
+#[inline]
+fn walk<const K: usize>(dims: &[usize], strides: [&[usize]; K], mut f: impl FnMut(usize, [usize; K])) {
+    let rank = dims.len();
+    debug_assert!(rank <= MAX_RANK && strides.iter().all(|s| s.len() == rank));
+    let total: usize = dims.iter().product();
+    if total == 0 {
+        return;
+    }
+    if rank == 0 {
+        f(0, [0; K]);
+        return;
+    }
+    let last = rank - 1;
+    let inner = dims[last];
+    let inner_strides: [usize; K] = core::array::from_fn(|k| strides[k][last]);
+    let mut idx = [0usize; MAX_RANK];
+    let mut base = [0usize; K];
+    let mut flat = 0;
+    loop {
+        for i in 0..inner {
+            f(flat + i, core::array::from_fn(|k| base[k] + i * inner_strides[k]));
+        }
+        flat += inner;
+        // advance the outer axes
+        let mut axis = last;
+        loop {
+            if axis == 0 {
+                return;
+            }
+            axis -= 1;
+            idx[axis] += 1;
+            for k in 0..K {
+                base[k] += strides[k][axis];
+            }
+            if idx[axis] < dims[axis] {
+                break;
+            }
+            for k in 0..K {
+                base[k] -= strides[k][axis] * dims[axis];
+            }
+            idx[axis] = 0;
+        }
+    }
+}
+
+/// `out = f(a, b)` with numpy broadcasting: `sa`, `sb` are the operands' strides over
+/// the output dims `dims` (0 on broadcast axes).
+pub fn zip_broadcast(a: &[f32], sa: &[usize], b: &[f32], sb: &[usize], out: &mut [f32], dims: &[usize], f: impl Fn(f32, f32) -> f32) {
+    walk(dims, [sa, sb], |i, [ia, ib]| out[i] = f(a[ia], b[ib]));
+}
+
+/// `out = a where cond != 0 else b`, all broadcast over `dims`.
+#[allow(clippy::too_many_arguments)]
+pub fn select(cond: &[f32], sc: &[usize], a: &[f32], sa: &[usize], b: &[f32], sb: &[usize], out: &mut [f32], dims: &[usize]) {
+    walk(dims, [sc, sa, sb], |i, [ic, ia, ib]| out[i] = if cond[ic] != 0.0 { a[ia] } else { b[ib] });
+}
+
+/// Copies `x[offset + sum(idx * strides)]` for every index of `dims` (transpose, slice,
+/// expand).
+pub fn strided_copy(x: &[f32], offset: usize, strides: &[usize], out: &mut [f32], dims: &[usize]) {
+    walk(dims, [strides], |i, [ix]| out[i] = x[offset + ix]);
+}
+
+/// `out = x` if positive else `slope[c] * x`; `channels` is 1 or the size of axis 1,
+/// `inner` the product of the axes after it.
+pub fn prelu(x: &[f32], slope: &[f32], out: &mut [f32], channels: usize, inner: usize) {
+    for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
+        let c = (i / inner) % channels;
+        *o = if v < 0.0 { slope[c] * v } else { v };
+    }
+}
+
+/// Dot product with eight partial sums (lets LLVM vectorize).
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ac, ar) = a.split_at(a.len() / 8 * 8);
+    let (bc, br) = b.split_at(ac.len());
+    for (x, y) in ac.chunks_exact(8).zip(bc.chunks_exact(8)) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut sum = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (x, y) in ar.iter().zip(br) {
+        sum += x * y;
+    }
+    sum
+}
+
+/// `out[r, o] = bias[o] + sum_i x[r, i] * w[o, i]` (PyTorch `Linear`, weight `[out, in]`).
+pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], rows: usize, in_features: usize, out_features: usize) {
+    debug_assert!(x.len() == rows * in_features && w.len() == out_features * in_features && out.len() == rows * out_features);
+    for r in 0..rows {
+        let xr = &x[r * in_features..(r + 1) * in_features];
+        let or = &mut out[r * out_features..(r + 1) * out_features];
+        for (o, slot) in or.iter_mut().enumerate() {
+            let b = bias.map_or(0.0, |b| b[o]);
+            *slot = b + dot(xr, &w[o * in_features..(o + 1) * in_features]);
+        }
+    }
+}
+
+/// Shapes of a batched matrix product: `batch` is the output's batch dims; the operand
+/// batch strides are in floats (0 on broadcast axes).
+#[derive(Clone, Copy, Debug)]
+pub struct MatMulGeom<'a> {
+    /// output batch dims
+    pub batch: &'a [usize],
+    /// left operand's stride per batch axis
+    pub a_batch_strides: &'a [usize],
+    /// right operand's stride per batch axis
+    pub b_batch_strides: &'a [usize],
+    /// rows of the left operand and the output
+    pub m: usize,
+    /// the contracted length
+    pub k: usize,
+    /// columns of the right operand and the output
+    pub n: usize,
+}
+
+/// `out[.., i, j] = sum_k a[.., i, k] * b[.., k, j]` with broadcast batch axes.
+pub fn matmul(a: &[f32], b: &[f32], out: &mut [f32], g: &MatMulGeom<'_>) {
+    let (m, k, n) = (g.m, g.k, g.n);
+    walk(g.batch, [g.a_batch_strides, g.b_batch_strides], |batch, [ia, ib]| {
+        let o = &mut out[batch * m * n..(batch + 1) * m * n];
+        let a = &a[ia..ia + m * k];
+        let b = &b[ib..ib + k * n];
+        o.fill(0.0);
+        for i in 0..m {
+            let row = &mut o[i * n..(i + 1) * n];
+            for kk in 0..k {
+                let av = a[i * k + kk];
+                for (slot, &bv) in row.iter_mut().zip(&b[kk * n..(kk + 1) * n]) {
+                    *slot += av * bv;
+                }
+            }
+        }
+    });
+}
+
+/// Geometry of a 2-d convolution (and of its transpose, read the other way).
+#[derive(Clone, Copy, Debug)]
+pub struct Conv2dGeom {
+    /// batch
+    pub n: usize,
+    /// input channels
+    pub c_in: usize,
+    /// input height
+    pub h: usize,
+    /// input width
+    pub w: usize,
+    /// output channels
+    pub c_out: usize,
+    /// output height
+    pub oh: usize,
+    /// output width
+    pub ow: usize,
+    /// kernel height
+    pub kh: usize,
+    /// kernel width
+    pub kw: usize,
+    /// vertical stride
+    pub stride_h: usize,
+    /// horizontal stride
+    pub stride_w: usize,
+    /// top padding (transpose: padding removed per side)
+    pub pad_top: usize,
+    /// left padding (transpose: padding removed per side)
+    pub pad_left: usize,
+    /// vertical dilation
+    pub dilation_h: usize,
+    /// horizontal dilation
+    pub dilation_w: usize,
+    /// channel groups
+    pub groups: usize,
+}
+
+/// The output positions `o` in `0..out_len` whose input `o * stride - pad + k * dilation`
+/// lies in `0..in_len`, as a range.
+#[inline]
+fn valid_range(out_len: usize, in_len: usize, stride: usize, pad: usize, tap: usize) -> (usize, usize) {
+    // need o * stride + tap >= pad  and  o * stride + tap < in_len + pad
+    let lo = if tap >= pad { 0 } else { (pad - tap).div_ceil(stride) };
+    let hi = if in_len + pad > tap { ((in_len + pad - tap - 1) / stride + 1).min(out_len) } else { 0 };
+    (lo, hi.max(lo))
+}
+
+/// 2-d convolution, NCHW, weight `[c_out, c_in / groups, kh, kw]`, zero padding.
+pub fn conv2d(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Conv2dGeom) {
+    let cin_g = g.c_in / g.groups;
+    let cout_g = g.c_out / g.groups;
+    let plane = g.oh * g.ow;
+    for n in 0..g.n {
+        for oc in 0..g.c_out {
+            let group = oc / cout_g;
+            let o = &mut out[(n * g.c_out + oc) * plane..(n * g.c_out + oc + 1) * plane];
+            o.fill(bias.map_or(0.0, |b| b[oc]));
+            for icg in 0..cin_g {
+                let ic = group * cin_g + icg;
+                let xp = &x[(n * g.c_in + ic) * g.h * g.w..(n * g.c_in + ic + 1) * g.h * g.w];
+                for ky in 0..g.kh {
+                    let (y0, y1) = valid_range(g.oh, g.h, g.stride_h, g.pad_top, ky * g.dilation_h);
+                    for kx in 0..g.kw {
+                        let wv = w[((oc * cin_g + icg) * g.kh + ky) * g.kw + kx];
+                        let (x0, x1) = valid_range(g.ow, g.w, g.stride_w, g.pad_left, kx * g.dilation_w);
+                        for oy in y0..y1 {
+                            let iy = oy * g.stride_h + ky * g.dilation_h - g.pad_top;
+                            let xrow = &xp[iy * g.w..(iy + 1) * g.w];
+                            let orow = &mut o[oy * g.ow..(oy + 1) * g.ow];
+                            if g.stride_w == 1 {
+                                let ix0 = x0 + kx * g.dilation_w - g.pad_left;
+                                for (slot, &xv) in orow[x0..x1].iter_mut().zip(&xrow[ix0..ix0 + (x1 - x0)]) {
+                                    *slot += wv * xv;
+                                }
+                            } else {
+                                for ox in x0..x1 {
+                                    let ix = ox * g.stride_w + kx * g.dilation_w - g.pad_left;
+                                    orow[ox] += wv * xrow[ix];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Transposed 2-d convolution, NCHW, weight `[c_in, c_out / groups, kh, kw]`; `g.h`/`g.w`
+/// are the input's, `g.oh`/`g.ow` the output's, `pad_*` the padding removed per side.
+pub fn conv_transpose2d(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Conv2dGeom) {
+    let cin_g = g.c_in / g.groups;
+    let cout_g = g.c_out / g.groups;
+    let plane = g.oh * g.ow;
+    for n in 0..g.n {
+        for oc in 0..g.c_out {
+            out[(n * g.c_out + oc) * plane..(n * g.c_out + oc + 1) * plane].fill(bias.map_or(0.0, |b| b[oc]));
+        }
+        for ic in 0..g.c_in {
+            let group = ic / cin_g;
+            let xp = &x[(n * g.c_in + ic) * g.h * g.w..(n * g.c_in + ic + 1) * g.h * g.w];
+            for ocg in 0..cout_g {
+                let oc = group * cout_g + ocg;
+                let o = &mut out[(n * g.c_out + oc) * plane..(n * g.c_out + oc + 1) * plane];
+                for ky in 0..g.kh {
+                    for kx in 0..g.kw {
+                        let wv = w[((ic * cout_g + ocg) * g.kh + ky) * g.kw + kx];
+                        for iy in 0..g.h {
+                            let oy = iy * g.stride_h + ky * g.dilation_h;
+                            if oy < g.pad_top || oy - g.pad_top >= g.oh {
+                                continue;
+                            }
+                            let oy = oy - g.pad_top;
+                            for ix in 0..g.w {
+                                let ox = ix * g.stride_w + kx * g.dilation_w;
+                                if ox < g.pad_left || ox - g.pad_left >= g.ow {
+                                    continue;
+                                }
+                                o[oy * g.ow + ox - g.pad_left] += wv * xp[iy * g.w + ix];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Geometry of 2-d pooling over `planes` independent `h x w` planes.
+#[derive(Clone, Copy, Debug)]
+pub struct Pool2dGeom {
+    /// batch times channels
+    pub planes: usize,
+    /// input height
+    pub h: usize,
+    /// input width
+    pub w: usize,
+    /// output height
+    pub oh: usize,
+    /// output width
+    pub ow: usize,
+    /// window height
+    pub kh: usize,
+    /// window width
+    pub kw: usize,
+    /// vertical stride
+    pub stride_h: usize,
+    /// horizontal stride
+    pub stride_w: usize,
+    /// top padding
+    pub pad_top: usize,
+    /// left padding
+    pub pad_left: usize,
+    /// bottom padding
+    pub pad_bottom: usize,
+    /// right padding
+    pub pad_right: usize,
+    /// vertical dilation
+    pub dilation_h: usize,
+    /// horizontal dilation
+    pub dilation_w: usize,
+}
+
+/// Max pooling; padding never wins.
+pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom) {
+    for p in 0..g.planes {
+        let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
+        let op = &mut out[p * g.oh * g.ow..(p + 1) * g.oh * g.ow];
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                let mut best = f32::NEG_INFINITY;
+                for ky in 0..g.kh {
+                    let iy = (oy * g.stride_h + ky * g.dilation_h) as isize - g.pad_top as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    for kx in 0..g.kw {
+                        let ix = (ox * g.stride_w + kx * g.dilation_w) as isize - g.pad_left as isize;
+                        if ix < 0 || ix >= g.w as isize {
+                            continue;
+                        }
+                        let v = xp[iy as usize * g.w + ix as usize];
+                        if v > best || v.is_nan() {
+                            best = v;
+                        }
+                    }
+                }
+                op[oy * g.ow + ox] = best;
+            }
+        }
+    }
+}
+
+/// Average pooling. With `count_include_pad` the divisor is the window clipped to the
+/// padded input (PyTorch); otherwise the number of real input elements in the window.
+pub fn avg_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, count_include_pad: bool) {
+    for p in 0..g.planes {
+        let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
+        let op = &mut out[p * g.oh * g.ow..(p + 1) * g.oh * g.ow];
+        for oy in 0..g.oh {
+            let y_start = (oy * g.stride_h) as isize - g.pad_top as isize;
+            let y_end_padded = (y_start + ((g.kh - 1) * g.dilation_h + 1) as isize).min((g.h + g.pad_bottom) as isize);
+            for ox in 0..g.ow {
+                let x_start = (ox * g.stride_w) as isize - g.pad_left as isize;
+                let x_end_padded = (x_start + ((g.kw - 1) * g.dilation_w + 1) as isize).min((g.w + g.pad_right) as isize);
+                let mut sum = 0.0f32;
+                let mut count = 0usize;
+                let mut padded_count = 0usize;
+                for ky in 0..g.kh {
+                    let iy = y_start + (ky * g.dilation_h) as isize;
+                    if iy >= y_end_padded {
+                        continue;
+                    }
+                    for kx in 0..g.kw {
+                        let ix = x_start + (kx * g.dilation_w) as isize;
+                        if ix >= x_end_padded {
+                            continue;
+                        }
+                        padded_count += 1;
+                        if iy < 0 || iy >= g.h as isize || ix < 0 || ix >= g.w as isize {
+                            continue;
+                        }
+                        sum += xp[iy as usize * g.w + ix as usize];
+                        count += 1;
+                    }
+                }
+                let divisor = if count_include_pad { padded_count } else { count };
+                op[oy * g.ow + ox] = sum / divisor.max(1) as f32;
+            }
+        }
+    }
+}
+
+/// Mean of each of `planes` planes of `plane` floats.
+pub fn global_avg_pool(x: &[f32], out: &mut [f32], planes: usize, plane: usize) {
+    for p in 0..planes {
+        let s: f32 = x[p * plane..(p + 1) * plane].iter().sum();
+        out[p] = s / plane as f32;
+    }
+}
+
+/// Max of each of `planes` planes of `plane` floats.
+pub fn global_max_pool(x: &[f32], out: &mut [f32], planes: usize, plane: usize) {
+    for p in 0..planes {
+        out[p] = x[p * plane..(p + 1) * plane].iter().fold(f32::NEG_INFINITY, |m, &v| math::max(m, v));
+    }
+}
+
+/// What [`reduce`] computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reduction {
+    /// sum
+    Sum,
+    /// mean
+    Mean,
+    /// maximum
+    Max,
+    /// minimum
+    Min,
+    /// product
+    Prod,
+}
+
+/// Reduces over the `red_*` axes for every index of the kept axes (strides are the
+/// input's).
+pub fn reduce(x: &[f32], out: &mut [f32], kept_dims: &[usize], kept_strides: &[usize], red_dims: &[usize], red_strides: &[usize], kind: Reduction) {
+    let count: usize = red_dims.iter().product();
+    walk(kept_dims, [kept_strides], |i, [base]| {
+        let mut acc = match kind {
+            Reduction::Sum | Reduction::Mean => 0.0,
+            Reduction::Prod => 1.0,
+            Reduction::Max => f32::NEG_INFINITY,
+            Reduction::Min => f32::INFINITY,
+        };
+        walk(red_dims, [red_strides], |_, [r]| {
+            let v = x[base + r];
+            acc = match kind {
+                Reduction::Sum | Reduction::Mean => acc + v,
+                Reduction::Prod => acc * v,
+                Reduction::Max => math::max(acc, v),
+                Reduction::Min => math::min(acc, v),
+            };
+        });
+        out[i] = if kind == Reduction::Mean { acc / count as f32 } else { acc };
+    });
+}
+
+/// Softmax along an axis of length `len`, for `outer * inner` rows with stride `inner`.
+pub fn softmax(x: &[f32], out: &mut [f32], outer: usize, len: usize, inner: usize) {
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |k: usize| (o * len + k) * inner + i;
+            let mut m = f32::NEG_INFINITY;
+            for k in 0..len {
+                m = math::max(m, x[at(k)]);
+            }
+            let mut sum = 0.0;
+            for k in 0..len {
+                let e = math::exp(x[at(k)] - m);
+                out[at(k)] = e;
+                sum += e;
+            }
+            let inv = 1.0 / sum;
+            for k in 0..len {
+                out[at(k)] *= inv;
+            }
+        }
+    }
+}
+
+/// `log(softmax(x))` along an axis, computed as `x - max - log(sum(exp(x - max)))`.
+pub fn log_softmax(x: &[f32], out: &mut [f32], outer: usize, len: usize, inner: usize) {
+    for o in 0..outer {
+        for i in 0..inner {
+            let at = |k: usize| (o * len + k) * inner + i;
+            let mut m = f32::NEG_INFINITY;
+            for k in 0..len {
+                m = math::max(m, x[at(k)]);
+            }
+            let mut sum = 0.0;
+            for k in 0..len {
+                sum += math::exp(x[at(k)] - m);
+            }
+            let shift = m + math::ln(sum);
+            for k in 0..len {
+                out[at(k)] = x[at(k)] - shift;
+            }
+        }
+    }
+}
+
+/// Mean and biased variance of a slice (two passes).
+#[inline]
+fn moments(v: &[f32]) -> (f32, f32) {
+    let n = v.len().max(1) as f32;
+    let mean = v.iter().sum::<f32>() / n;
+    let var = v.iter().map(|&x| (x - mean) * (x - mean)).sum::<f32>() / n;
+    (mean, var)
+}
+
+/// Layer normalization of `rows` rows of `cols` floats, with optional affine.
+pub fn layer_norm(x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, out: &mut [f32], rows: usize, cols: usize, eps: f32) {
+    for r in 0..rows {
+        let xr = &x[r * cols..(r + 1) * cols];
+        let (mean, var) = moments(xr);
+        let inv = 1.0 / math::sqrt(var + eps);
+        let or = &mut out[r * cols..(r + 1) * cols];
+        for (c, (o, &v)) in or.iter_mut().zip(xr).enumerate() {
+            let mut y = (v - mean) * inv;
+            if let Some(w) = w {
+                y *= w[c];
+            }
+            if let Some(b) = b {
+                y += b[c];
+            }
+            *o = y;
+        }
+    }
+}
+
+/// Inference batch normalization over `[n, c, inner]`.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm(x: &[f32], w: &[f32], b: &[f32], mean: &[f32], var: &[f32], out: &mut [f32], n: usize, c: usize, inner: usize, eps: f32) {
+    for ch in 0..c {
+        let scale = w[ch] / math::sqrt(var[ch] + eps);
+        let shift = b[ch] - mean[ch] * scale;
+        for s in 0..n {
+            let at = (s * c + ch) * inner;
+            for (o, &v) in out[at..at + inner].iter_mut().zip(&x[at..at + inner]) {
+                *o = v * scale + shift;
+            }
+        }
+    }
+}
+
+/// Group normalization over `[n, c, inner]` with `groups` channel groups (instance norm
+/// is `groups == c`), optional per-channel affine.
+#[allow(clippy::too_many_arguments)]
+pub fn group_norm(x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, out: &mut [f32], n: usize, c: usize, inner: usize, groups: usize, eps: f32) {
+    let per_group = c / groups * inner;
+    for s in 0..n {
+        for g in 0..groups {
+            let at = (s * groups + g) * per_group;
+            let (mean, var) = moments(&x[at..at + per_group]);
+            let inv = 1.0 / math::sqrt(var + eps);
+            for (k, (o, &v)) in out[at..at + per_group].iter_mut().zip(&x[at..at + per_group]).enumerate() {
+                let ch = g * (c / groups) + k / inner;
+                let mut y = (v - mean) * inv;
+                if let Some(w) = w {
+                    y *= w[ch];
+                }
+                if let Some(b) = b {
+                    y += b[ch];
+                }
+                *o = y;
+            }
+        }
+    }
+}
+
+/// Joins `parts` along an axis: for each of `outer` rows, part `i` contributes `chunks[i]`
+/// contiguous floats.
+pub fn concat(parts: &[&[f32]], chunks: &[usize], out: &mut [f32], outer: usize) {
+    let row: usize = chunks.iter().sum();
+    for o in 0..outer {
+        let mut at = o * row;
+        for (part, &chunk) in parts.iter().zip(chunks) {
+            out[at..at + chunk].copy_from_slice(&part[o * chunk..(o + 1) * chunk]);
+            at += chunk;
+        }
+    }
+}
+
+/// How [`pad`] fills the border.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PadMode {
+    /// a constant
+    Constant(f32),
+    /// mirror without repeating the edge
+    Reflect,
+    /// repeat the edge
+    Edge,
+}
+
+/// Pads `x` (shape `in_dims`) with `before[axis]` elements before each axis into `out`.
+pub fn pad(x: &[f32], in_dims: &[usize], before: &[usize], out: &mut [f32], out_dims: &[usize], mode: PadMode) {
+    let rank = in_dims.len();
+    let mut in_strides = [0usize; MAX_RANK];
+    let mut acc = 1;
+    for a in (0..rank).rev() {
+        in_strides[a] = acc;
+        acc *= in_dims[a];
+    }
+    let mut idx = [0usize; MAX_RANK];
+    for slot in out.iter_mut() {
+        let mut offset = 0;
+        let mut inside = true;
+        for a in 0..rank {
+            let d = in_dims[a] as isize;
+            let mut j = idx[a] as isize - before[a] as isize;
+            if j < 0 || j >= d {
+                match mode {
+                    PadMode::Constant(_) => inside = false,
+                    PadMode::Reflect => {
+                        j = if j < 0 { -j } else { 2 * (d - 1) - j };
+                    }
+                    PadMode::Edge => j = j.clamp(0, d - 1),
+                }
+            }
+            offset += j.max(0) as usize * in_strides[a];
+        }
+        *slot = match (inside, mode) {
+            (false, PadMode::Constant(v)) => v,
+            _ => x[offset],
+        };
+        // next output index
+        for a in (0..rank).rev() {
+            idx[a] += 1;
+            if idx[a] < out_dims[a] {
+                break;
+            }
+            idx[a] = 0;
+        }
+    }
+}
+
+/// Gathers rows along an axis: `x` is `[outer, len, inner]`, `indices` hold whole numbers
+/// (negative ones count from the end). An index that is not a whole number in range
+/// yields a row of NaN instead of a panic.
+pub fn gather(x: &[f32], indices: &[f32], out: &mut [f32], outer: usize, len: usize, inner: usize) {
+    let count = indices.len();
+    for o in 0..outer {
+        for (j, &raw) in indices.iter().enumerate() {
+            let dst = &mut out[(o * count + j) * inner..(o * count + j + 1) * inner];
+            let index = if raw < 0.0 { raw + len as f32 } else { raw };
+            if index.fract() != 0.0 || !(0.0..len as f32).contains(&index) {
+                dst.fill(f32::NAN);
+                continue;
+            }
+            let i = index as usize;
+            dst.copy_from_slice(&x[(o * len + i) * inner..(o * len + i + 1) * inner]);
+        }
+    }
+}
+
+/// Nearest-neighbour resize of `planes` planes (PyTorch `nearest`: `floor(o * in / out)`).
+#[allow(clippy::too_many_arguments)]
+pub fn resize_nearest(x: &[f32], out: &mut [f32], planes: usize, h: usize, w: usize, oh: usize, ow: usize) {
+    for p in 0..planes {
+        for oy in 0..oh {
+            let iy = ((oy * h) / oh).min(h - 1);
+            for ox in 0..ow {
+                let ix = ((ox * w) / ow).min(w - 1);
+                out[(p * oh + oy) * ow + ox] = x[(p * h + iy) * w + ix];
+            }
+        }
+    }
+}
+
+/// Source coordinate and weights of bilinear sampling along one axis (PyTorch rules).
+#[inline]
+fn bilinear_tap(o: usize, in_len: usize, out_len: usize, align_corners: bool) -> (usize, usize, f32) {
+    let src = if align_corners {
+        if out_len > 1 { o as f32 * (in_len - 1) as f32 / (out_len - 1) as f32 } else { 0.0 }
+    } else {
+        ((o as f32 + 0.5) * in_len as f32 / out_len as f32 - 0.5).max(0.0)
+    };
+    let i0 = (src as usize).min(in_len - 1);
+    let i1 = (i0 + 1).min(in_len - 1);
+    (i0, i1, src - i0 as f32)
+}
+
+/// Bilinear resize of `planes` planes on the last two axes.
+#[allow(clippy::too_many_arguments)]
+pub fn resize_bilinear(x: &[f32], out: &mut [f32], planes: usize, h: usize, w: usize, oh: usize, ow: usize, align_corners: bool) {
+    for p in 0..planes {
+        let xp = &x[p * h * w..(p + 1) * h * w];
+        for oy in 0..oh {
+            let (y0, y1, ly) = bilinear_tap(oy, h, oh, align_corners);
+            for ox in 0..ow {
+                let (x0, x1, lx) = bilinear_tap(ox, w, ow, align_corners);
+                let top = xp[y0 * w + x0] * (1.0 - lx) + xp[y0 * w + x1] * lx;
+                let bottom = xp[y1 * w + x0] * (1.0 - lx) + xp[y1 * w + x1] * lx;
+                out[(p * oh + oy) * ow + ox] = top * (1.0 - ly) + bottom * ly;
+            }
+        }
+    }
+}
+
+/// Running sum along an axis of `[outer, len, inner]` (ONNX `CumSum`).
+#[allow(clippy::too_many_arguments)]
+pub fn cumsum(x: &[f32], out: &mut [f32], outer: usize, len: usize, inner: usize, exclusive: bool, reverse: bool) {
+    for o in 0..outer {
+        for i in 0..inner {
+            let mut acc = 0.0f32;
+            for step in 0..len {
+                let k = if reverse { len - 1 - step } else { step };
+                let at = (o * len + k) * inner + i;
+                if exclusive {
+                    out[at] = acc;
+                    acc += x[at];
+                } else {
+                    acc += x[at];
+                    out[at] = acc;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walk_visits_broadcast_offsets() {
+        // [2, 3] output, left operand [2, 1] (stride 1 on axis 0, 0 on axis 1)
+        let mut seen = [(0usize, 0usize); 6];
+        walk(&[2, 3], [&[1, 0]], |i, [a]| seen[i] = (i, a));
+        assert_eq!(seen, [(0, 0), (1, 0), (2, 0), (3, 1), (4, 1), (5, 1)]);
+    }
+
+    #[test]
+    fn conv_valid_ranges_cover_exactly_the_inside() {
+        // in 5, stride 2, pad 1, tap 0: o*2 - 1 in [0, 5) -> o in 1..3
+        assert_eq!(valid_range(3, 5, 2, 1, 0), (1, 3));
+        assert_eq!(valid_range(3, 5, 2, 1, 2), (0, 2));
+    }
+}

@@ -1,0 +1,331 @@
+//! The API every generated model shares.
+
+use core::fmt;
+
+/// A parameter of a model: its key in the weights file, its shape and where it sits in
+/// the flat parameter buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParamSpec {
+    /// The safetensors key (`conv1.weight`).
+    pub name: &'static str,
+    /// Its shape.
+    pub shape: &'static [usize],
+    /// Offset in floats in the flat buffer.
+    pub offset: usize,
+}
+
+impl ParamSpec {
+    /// Number of floats.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// True for a parameter without elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The flat parameter buffer of a model: borrowed (no allocator needed) or owned.
+pub struct Params<'p>(Storage<'p>);
+
+enum Storage<'p> {
+    Borrowed(&'p [f32]),
+    #[cfg(feature = "alloc")]
+    Owned(alloc::vec::Vec<f32>),
+}
+
+impl<'p> Params<'p> {
+    /// Borrows a buffer (a `static`, or memory the caller owns).
+    pub fn borrowed(data: &'p [f32]) -> Self {
+        Params(Storage::Borrowed(data))
+    }
+
+    /// The floats.
+    pub fn as_slice(&self) -> &[f32] {
+        match &self.0 {
+            Storage::Borrowed(d) => d,
+            #[cfg(feature = "alloc")]
+            Storage::Owned(v) => v,
+        }
+    }
+
+    /// Checks that the buffer holds exactly `expected` floats.
+    pub fn check_len(&self, expected: usize) -> Result<(), LoadError> {
+        let found = self.as_slice().len();
+        if found != expected {
+            return Err(LoadError::BufferLength { expected, found });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(feature = "alloc")]
+impl Params<'static> {
+    /// Takes ownership of a buffer.
+    pub fn owned(data: alloc::vec::Vec<f32>) -> Self {
+        Params(Storage::Owned(data))
+    }
+}
+
+impl fmt::Debug for Params<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Params({} floats)", self.as_slice().len())
+    }
+}
+
+/// Why weights could not be loaded. Every variant that concerns a tensor names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoadError {
+    /// The file is not a well-formed safetensors file.
+    Malformed {
+        /// what is wrong
+        reason: &'static str,
+    },
+    /// The file ends before the data it declares.
+    Truncated {
+        /// the tensor whose bytes are missing (empty for the header)
+        tensor: TensorName,
+        /// bytes needed
+        needed: usize,
+        /// bytes present
+        found: usize,
+    },
+    /// The model needs a tensor that the file does not have.
+    MissingTensor {
+        /// its key
+        tensor: &'static str,
+    },
+    /// The file has a tensor the model does not use.
+    UnexpectedTensor {
+        /// its key
+        tensor: TensorName,
+    },
+    /// A tensor is not float32.
+    WrongDtype {
+        /// its key
+        tensor: &'static str,
+        /// the dtype in the file
+        found: TensorName,
+    },
+    /// A tensor's shape differs from the declaration.
+    WrongShape {
+        /// its key
+        tensor: &'static str,
+        /// the declared shape
+        expected: &'static [usize],
+        /// the shape in the file (first dims, up to 8)
+        found: [usize; 8],
+        /// the rank in the file
+        found_rank: usize,
+    },
+    /// A flat parameter buffer has the wrong length.
+    BufferLength {
+        /// floats the model needs
+        expected: usize,
+        /// floats given
+        found: usize,
+    },
+}
+
+/// A short name copied out of the file without allocating (truncated at 64 bytes).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TensorName {
+    bytes: [u8; 64],
+    len: usize,
+}
+
+impl TensorName {
+    /// Copies up to 64 bytes of `s`.
+    pub fn new(s: &str) -> Self {
+        let mut bytes = [0u8; 64];
+        let mut len = s.len().min(64);
+        while !s.is_char_boundary(len) {
+            len -= 1;
+        }
+        bytes[..len].copy_from_slice(&s.as_bytes()[..len]);
+        TensorName { bytes, len }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.bytes[..self.len]).unwrap_or("")
+    }
+}
+
+impl fmt::Debug for TensorName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+impl fmt::Display for TensorName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Malformed { reason } => write!(f, "malformed safetensors file: {reason}"),
+            LoadError::Truncated { tensor, needed, found } => {
+                if tensor.as_str().is_empty() {
+                    write!(f, "truncated safetensors file: the header needs {needed} bytes, the file has {found}")
+                } else {
+                    write!(f, "truncated safetensors file: tensor `{tensor}` needs bytes up to {needed}, the data has {found}")
+                }
+            }
+            LoadError::MissingTensor { tensor } => write!(f, "tensor `{tensor}` is missing from the weights"),
+            LoadError::UnexpectedTensor { tensor } => write!(f, "tensor `{tensor}` is in the weights but not in the model"),
+            LoadError::WrongDtype { tensor, found } => write!(f, "tensor `{tensor}` is {found}, expected F32"),
+            LoadError::WrongShape { tensor, expected, found, found_rank } => {
+                write!(f, "tensor `{tensor}` has shape {:?}, expected {:?}", &found[..(*found_rank).min(8)], expected)
+            }
+            LoadError::BufferLength { expected, found } => {
+                write!(f, "parameter buffer holds {found} floats, the model needs {expected}")
+            }
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+extern crate std;
+
+#[cfg(feature = "std")]
+impl std::error::Error for LoadError {}
+
+/// Why a dynamically-checked run could not start (the typed `run` cannot fail).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunError {
+    /// Wrong number of inputs.
+    InputCount {
+        /// inputs the model takes
+        expected: usize,
+        /// inputs given
+        found: usize,
+    },
+    /// Wrong number of outputs.
+    OutputCount {
+        /// outputs the model gives
+        expected: usize,
+        /// output buffers given
+        found: usize,
+    },
+    /// An input buffer has the wrong length.
+    InputLength {
+        /// its position
+        index: usize,
+        /// floats expected
+        expected: usize,
+        /// floats given
+        found: usize,
+    },
+    /// An output buffer has the wrong length.
+    OutputLength {
+        /// its position
+        index: usize,
+        /// floats expected
+        expected: usize,
+        /// floats given
+        found: usize,
+    },
+    /// The arena has the wrong length.
+    ArenaLength {
+        /// floats expected
+        expected: usize,
+        /// floats given
+        found: usize,
+    },
+}
+
+impl RunError {
+    /// Checks the numbers of inputs and outputs.
+    pub fn check_counts(inputs: usize, outputs: usize, expected_inputs: usize, expected_outputs: usize) -> Result<(), RunError> {
+        if inputs != expected_inputs {
+            return Err(RunError::InputCount { expected: expected_inputs, found: inputs });
+        }
+        if outputs != expected_outputs {
+            return Err(RunError::OutputCount { expected: expected_outputs, found: outputs });
+        }
+        Ok(())
+    }
+
+    /// Input `index` as a fixed-size array.
+    pub fn input<'a, const N: usize>(inputs: &[&'a [f32]], index: usize) -> Result<&'a [f32; N], RunError> {
+        let slice: &'a [f32] = inputs.get(index).copied().unwrap_or(&[]);
+        slice.try_into().map_err(|_| RunError::InputLength { index, expected: N, found: slice.len() })
+    }
+
+    /// An output buffer as a fixed-size array.
+    pub fn output<'a, const N: usize>(buffer: &'a mut &mut [f32], index: usize) -> Result<&'a mut [f32; N], RunError> {
+        let found = buffer.len();
+        (&mut **buffer).try_into().map_err(|_| RunError::OutputLength { index, expected: N, found })
+    }
+
+    /// The arena as a fixed-size array.
+    pub fn arena<const N: usize>(arena: &mut [f32]) -> Result<&mut [f32; N], RunError> {
+        let found = arena.len();
+        arena.try_into().map_err(|_| RunError::ArenaLength { expected: N, found })
+    }
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::InputCount { expected, found } => write!(f, "the model takes {expected} input(s), {found} given"),
+            RunError::OutputCount { expected, found } => write!(f, "the model gives {expected} output(s), {found} buffer(s) given"),
+            RunError::InputLength { index, expected, found } => write!(f, "input {index} needs {expected} floats, {found} given"),
+            RunError::OutputLength { index, expected, found } => write!(f, "output {index} needs {expected} floats, {found} given"),
+            RunError::ArenaLength { expected, found } => write!(f, "the arena needs {expected} floats, {found} given"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for RunError {}
+
+/// What every generated model implements: its shapes, sizes and a dynamically checked run.
+pub trait Model: Sized {
+    /// The model's name.
+    const NAME: &'static str;
+    /// Shapes of the inputs.
+    const INPUT_SHAPES: &'static [&'static [usize]];
+    /// Shapes of the outputs.
+    const OUTPUT_SHAPES: &'static [&'static [usize]];
+    /// Floats of arena `run` needs.
+    const ARENA_LEN: usize;
+    /// Floats of parameters.
+    const PARAM_LEN: usize;
+    /// The parameters.
+    const PARAMS: &'static [ParamSpec];
+    /// Number of ops executed.
+    const OP_COUNT: usize;
+
+    /// Builds the model around a parameter buffer of `PARAM_LEN` floats.
+    fn from_static_params(params: Params<'static>) -> Result<Self, LoadError>;
+
+    /// Runs with length-checked slices.
+    fn run_slices(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], arena: &mut [f32]) -> Result<(), RunError>;
+}
+
+/// Loads a safetensors file into a fresh owned buffer and builds the model.
+#[cfg(feature = "alloc")]
+pub fn load_safetensors<M: Model>(bytes: &[u8]) -> Result<M, LoadError> {
+    let mut buffer = alloc::vec![0.0f32; M::PARAM_LEN];
+    crate::safetensors::load_into(bytes, M::PARAMS, &mut buffer)?;
+    M::from_static_params(Params::owned(buffer))
+}
+
+/// Runs a model on slices, allocating the arena and the outputs.
+#[cfg(feature = "alloc")]
+pub fn infer<M: Model>(model: &M, inputs: &[&[f32]]) -> Result<alloc::vec::Vec<alloc::vec::Vec<f32>>, RunError> {
+    use alloc::vec::Vec;
+    let mut outputs: Vec<Vec<f32>> = M::OUTPUT_SHAPES.iter().map(|s| alloc::vec![0.0; s.iter().product()]).collect();
+    let mut arena = alloc::vec![0.0f32; M::ARENA_LEN];
+    {
+        let mut views: Vec<&mut [f32]> = outputs.iter_mut().map(|o| o.as_mut_slice()).collect();
+        model.run_slices(inputs, &mut views, &mut arena)?;
+    }
+    Ok(outputs)
+}

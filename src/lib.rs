@@ -1,0 +1,98 @@
+//! # dnnfusion
+//!
+//! A compile-time compiler for deep neural networks. A network declared inside
+//! [`dnn!`] is shape-checked, planned and expanded into plain Rust loops while rustc
+//! builds your crate; nothing of the graph is left at run time. The generated code
+//! runs on `#![no_std]` targets without an allocator.
+//!
+//! ```
+//! dnnfusion::dnn! {
+//!     /// A two-layer perceptron.
+//!     pub model Tiny(x: [1, 4]) -> [1, 2] {
+//!         let fc1 = linear(x, 8);
+//!         let fc2 = linear(relu(fc1), 2);
+//!         softmax(fc2, axis = -1)
+//!     }
+//! }
+//!
+//! // parameters: flat buffer laid out as `Tiny::PARAMS` says (here all 0.1)
+//! static PARAMS: [f32; Tiny::PARAM_LEN] = [0.1; Tiny::PARAM_LEN];
+//! let model = Tiny::from_params(dnnfusion::Params::borrowed(&PARAMS)).unwrap();
+//! let mut arena = [0.0; Tiny::ARENA_LEN];
+//! let mut y = [0.0; 2];
+//! model.run(&[1.0, 2.0, 3.0, 4.0], &mut y, &mut arena);
+//! assert!((y[0] + y[1] - 1.0).abs() < 1e-6);
+//! assert_eq!(Tiny::PARAMS[0].name, "fc1.weight");
+//! ```
+//!
+//! The DSL is described on [`dnn!`]; the README has a tour and the op list.
+//!
+//! Features: `alloc` adds `Model::from_safetensors` (owned weights) and [`infer`];
+//! `std` adds ndarray interop ([`ModelExt`]) and [`npy`].
+#![no_std]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+/// Compiles network declarations into Rust items.
+///
+/// # Grammar
+///
+/// ```text
+/// dnn! { item* }
+/// item   := attrs vis? "model" Name "(" (input ":" "[" dims "]"),* ")" "->" outputs "{" body "}"
+///         | attrs "block" name "(" (param (":" "[" pattern "]")? ("=" default)?),* ")" "{" body "}"
+/// outputs := "[" dims "]" | "(" (name ":")? "[" dims "]",* ")"
+/// body   := stmt* result
+/// stmt   := ("#[key = \"prefix\"]")? "let" "mut"? name "=" expr ";"
+///         | ("#[key = \"prefix\"]")? "let" "(" name,* ")" "=" expr ";"
+///         | ("#[key = \"prefix\"]")? name "=" expr ";"            // rebinds (loops)
+///         | "for" i "in" start ".." end "{" stmt* "}"            // unrolled
+/// expr   := expr ("+" | "-" | "*" | "/" | "%") expr | "-" expr | "(" expr ")"
+///         | op "(" args ")" | block "(" args ")" | name | number | "string" | "[" expr,* "]"
+/// args   := positional first, then `keyword = value`, as in Python
+/// ```
+///
+/// - Tensors are f32. Integers and floats are evaluated at compile time (`D / heads`,
+///   `1.0 / sqrt(64)`); `tensor op number` is an elementwise op, `tensor op tensor`
+///   broadcasts like numpy. An integer division that is not exact gives a float.
+/// - Parameters are named after the `let` binding: `let conv1 = conv2d(x, 6, kernel = 5)`
+///   owns `conv1.weight` and `conv1.bias`. `#[key = "features.0"]` on the statement, or
+///   `key = "..."` in the call, uses another name. A block call pushes its binding (or
+///   key) as a prefix for everything inside, so `#[key = "layers.{i}"] h = layer(h);` in
+///   a loop names `layers.0.query.weight`, ... like a PyTorch `state_dict`.
+/// - A block's tensor parameters may carry a shape pattern (`x: [B, S, D]`): names bind
+///   to the caller's dimensions and can be used as integers in the body.
+/// - Attribute defaults follow PyTorch (`stride = 1`, `padding = 0`, `eps = 1e-5`,
+///   `max_pool2d` stride = kernel, `flatten` from axis 1).
+///
+/// Each model becomes `struct Name<'p>` with consts `INPUT_SHAPES`, `OUTPUT_SHAPES`,
+/// `ARENA_LEN`, `PARAM_LEN`, `PARAMS`, `OP_COUNT`, constructors `from_params`,
+/// `from_safetensors_in` (no allocation) and, with `alloc`, `from_safetensors`, and
+/// `run(&self, inputs.., outputs.., arena)` taking fixed-size arrays, which neither
+/// allocates nor panics. It also implements [`Model`].
+///
+/// Every mistake is a compile error at the token at fault, for example:
+///
+/// ```compile_fail
+/// dnnfusion::dnn! {
+///     pub model Bad(x: [1, 3]) -> [1, 3] {
+///         x + reshape(x, [3, 2])   // cannot reshape [1, 3] (3 elements) into [3, 2]
+///     }
+/// }
+/// ```
+pub use dnnfusion_macros::dnn;
+
+pub use dnnfusion_runtime as runtime;
+pub use dnnfusion_runtime::{LoadError, Model, ParamSpec, Params, RunError};
+
+#[cfg(feature = "alloc")]
+pub use dnnfusion_runtime::infer;
+
+#[cfg(feature = "std")]
+pub mod npy;
+
+#[cfg(feature = "std")]
+mod interop;
+#[cfg(feature = "std")]
+pub use interop::ModelExt;
