@@ -645,7 +645,7 @@ pub fn gather(x: &[f32], indices: &[f32], out: &mut [f32], outer: usize, len: us
         for (j, &raw) in indices.iter().enumerate() {
             let dst = &mut out[(o * count + j) * inner..(o * count + j + 1) * inner];
             let index = if raw < 0.0 { raw + len as f32 } else { raw };
-            if index.fract() != 0.0 || !(0.0..len as f32).contains(&index) {
+            if math::floor(index) != index || !(0.0..len as f32).contains(&index) {
                 dst.fill(f32::NAN);
                 continue;
             }
