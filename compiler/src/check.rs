@@ -18,12 +18,19 @@ use crate::ir::{Conv2d, ConvTranspose2d, Graph, Op, Pool2d, ResizeMode, ValueKin
 pub struct ShapeError {
     /// Index of the operand at fault, or `None` when it is an attribute or the op itself.
     pub operand: Option<usize>,
+    /// The attribute at fault (`"kernel"`, `"groups"`, ...), when it is one.
+    pub attr: Option<&'static str>,
     /// Lowercase message naming the op, the expected and the found shapes.
     pub message: String,
 }
 
 fn err<T>(operand: Option<usize>, message: String) -> Result<T, ShapeError> {
-    Err(ShapeError { operand, message })
+    Err(ShapeError { operand, attr: None, message })
+}
+
+/// An error whose cause is the attribute `attr` of the call.
+fn attr_err<T>(attr: &'static str, message: String) -> Result<T, ShapeError> {
+    Err(ShapeError { operand: None, attr: Some(attr), message })
 }
 
 /// Formats a shape as `[1, 3, 224, 224]`.
@@ -109,13 +116,13 @@ fn window_out(op: &str, axis: &str, len: usize, pad: usize, kernel: usize, strid
         return err(None, format!("{op}: kernel and dilation must be at least 1"));
     }
     if span > padded {
-        return err(
-            None,
+        return attr_err(
+            "kernel",
             format!("{op}: the {axis} window ({span} with dilation) is larger than the padded input ({padded}); use a smaller kernel or more padding"),
         );
     }
     if stride == 0 {
-        return err(None, format!("{op}: stride must be at least 1"));
+        return attr_err("stride", format!("{op}: stride must be at least 1"));
     }
     Ok((padded - span) / stride + 1)
 }
@@ -125,8 +132,8 @@ pub fn conv2d(x: &[usize], attrs: &Conv2d, out_channels: usize) -> Result<Vec<us
     expect_rank("conv2d", "the input", x, 4, 0)?;
     let [n, c, h, w] = dims4(x);
     if attrs.groups == 0 || c % attrs.groups != 0 || out_channels % attrs.groups != 0 {
-        return err(
-            None,
+        return attr_err(
+            "groups",
             format!(
                 "conv2d: groups = {} must divide both the input channels ({c}) and the output channels ({out_channels})",
                 attrs.groups
@@ -144,8 +151,8 @@ pub fn conv_transpose2d(x: &[usize], attrs: &ConvTranspose2d, out_channels: usiz
     expect_rank("conv_transpose2d", "the input", x, 4, 0)?;
     let [n, c, h, w] = dims4(x);
     if attrs.groups == 0 || c % attrs.groups != 0 || out_channels % attrs.groups != 0 {
-        return err(
-            None,
+        return attr_err(
+            "groups",
             format!(
                 "conv_transpose2d: groups = {} must divide both the input channels ({c}) and the output channels ({out_channels})",
                 attrs.groups
@@ -163,11 +170,11 @@ pub fn conv_transpose2d(x: &[usize], attrs: &ConvTranspose2d, out_channels: usiz
             return err(None, "conv_transpose2d: kernel, stride and dilation must be at least 1".to_string());
         }
         if op >= s && op >= d {
-            return err(None, format!("conv_transpose2d: output_padding ({op}) must be smaller than the stride ({s}) or the dilation ({d})"));
+            return attr_err("output_padding", format!("conv_transpose2d: output_padding ({op}) must be smaller than the stride ({s}) or the dilation ({d})"));
         }
         let full = (len - 1) * s + d * (k - 1) + op + 1;
         if 2 * p >= full {
-            return err(None, format!("conv_transpose2d: padding {p} removes the whole output (size {full} before padding)"));
+            return attr_err("padding", format!("conv_transpose2d: padding {p} removes the whole output (size {full} before padding)"));
         }
         *slot = full - 2 * p;
     }
@@ -181,7 +188,7 @@ pub fn pool2d(op: &str, x: &[usize], attrs: &Pool2d) -> Result<Vec<usize>, Shape
     let [pt, pl, pb, pr] = attrs.padding;
     for (k, p) in [(attrs.kernel[0], pt.max(pb)), (attrs.kernel[1], pl.max(pr))] {
         if p * 2 > k {
-            return err(None, format!("{op}: padding ({p}) must be at most half the kernel ({k})"));
+            return attr_err("padding", format!("{op}: padding ({p}) must be at most half the kernel ({k})"));
         }
     }
     let oh = pool_out(op, "height", h, pt, pb, attrs.kernel[0], attrs.stride[0], attrs.dilation[0], attrs.ceil_mode)?;

@@ -146,6 +146,12 @@ pub fn codegen(model: &ModelIr, plan: &MemoryPlan) -> TokenStream {
             }
         }
 
+        impl ::core::fmt::Debug for #name<'_> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_struct(#name_str).field("params", &self.params).finish()
+            }
+        }
+
         impl<'p> ::dnnfusion::runtime::Model for #name<'p> {
             const NAME: &'static str = #name_str;
             const INPUT_SHAPES: &'static [&'static [usize]] = Self::INPUT_SHAPES;

@@ -1646,7 +1646,7 @@ fn resize(x: &ArrayD<f32>, mode: ResizeMode, out_shape: &[usize]) -> Result<Arra
         dim(out_shape, l)?,
         dim(out_shape, l + 1)?,
     );
-    if (ih == 0 || iw == 0) && oh * ow > 0 {
+    if (ih == 0 && oh > 0) || (iw == 0 && ow > 0) {
         return fail(format!("cannot resize empty {shape:?} to {out_shape:?}"));
     }
     let planes = product(dims_before(shape, l));
@@ -2998,6 +2998,16 @@ mod tests {
             &[1, 1, 1, 5],
         );
         assert_eq!(odd, t(&[1, 1, 1, 5], &[0.0, 0.0, 1.0, 1.0, 2.0]));
+        // Nothing to sample from: an error, not a panic.
+        for mode in [
+            ResizeMode::Nearest,
+            ResizeMode::Bilinear {
+                align_corners: false,
+            },
+        ] {
+            let empty = t(&[1, 1, 0, 2], &[]);
+            assert!(eval_op(&Op::Resize(mode), &[empty], &[1, 1, 2, 0]).is_err());
+        }
     }
 
     #[test]

@@ -91,6 +91,8 @@ pub fn expand(tokens: TokenStream) -> TokenStream {
 /// leaves only our diagnostics.
 fn stub_types(tokens: &TokenStream) -> TokenStream {
     let mut out = TokenStream::new();
+    // one stub per name: a model declared twice is our error, not rustc's E0428
+    let mut seen: Vec<String> = Vec::new();
     let mut iter = tokens.clone().into_iter().peekable();
     let mut vis = TokenStream::new();
     while let Some(tt) = iter.next() {
@@ -107,9 +109,42 @@ fn stub_types(tokens: &TokenStream) -> TokenStream {
             }
             proc_macro2::TokenTree::Ident(i) if i == "model" => {
                 if let Some(proc_macro2::TokenTree::Ident(name)) = iter.peek() {
+                    let text = name.to_string();
+                    // skip keywords and `_` (`model fn`): a stub would only add a rustc error
+                    if seen.contains(&text) || syn::parse2::<syn::Ident>(quote!(#name)).is_err() {
+                        vis = TokenStream::new();
+                        continue;
+                    }
+                    seen.push(text);
                     out.extend(quote! {
                         #[allow(dead_code)]
                         #vis struct #name<'p>(::core::marker::PhantomData<&'p ()>);
+
+                        #[allow(dead_code)]
+                        impl<'p> #name<'p> {
+                            pub const INPUT_SHAPES: &'static [&'static [usize]] = &[];
+                            pub const OUTPUT_SHAPES: &'static [&'static [usize]] = &[];
+                            pub const ARENA_LEN: usize = 0;
+                            pub const PARAM_LEN: usize = 0;
+                            pub const PARAMS: &'static [::dnnfusion::runtime::ParamSpec] = &[];
+                            pub const OP_COUNT: usize = 0;
+                        }
+
+                        impl<'p> ::dnnfusion::runtime::Model for #name<'p> {
+                            const NAME: &'static str = "";
+                            const INPUT_SHAPES: &'static [&'static [usize]] = &[];
+                            const OUTPUT_SHAPES: &'static [&'static [usize]] = &[];
+                            const ARENA_LEN: usize = 0;
+                            const PARAM_LEN: usize = 0;
+                            const PARAMS: &'static [::dnnfusion::runtime::ParamSpec] = &[];
+                            const OP_COUNT: usize = 0;
+                            fn from_static_params(_: ::dnnfusion::runtime::Params<'static>) -> ::core::result::Result<Self, ::dnnfusion::runtime::LoadError> {
+                                ::core::result::Result::Err(::dnnfusion::runtime::LoadError::Malformed { reason: "the model did not compile" })
+                            }
+                            fn run_slices(&self, _: &[&[f32]], _: &mut [&mut [f32]], _: &mut [f32]) -> ::core::result::Result<(), ::dnnfusion::runtime::RunError> {
+                                ::core::result::Result::Ok(())
+                            }
+                        }
                     });
                 }
             }

@@ -73,7 +73,7 @@ pub fn lower(ast: &Ast, diags: &mut Diagnostics) -> Vec<ModelIr> {
         if let Item::Model(model) = item {
             let name = model.name.to_string();
             if seen_models.insert(name.clone(), model.name.span()).is_some() {
-                diags.push(syn::Error::new(model.name.span(), format!("model `{name}` is declared twice")));
+                diags.push(syn::Error::new(model.name.span(), format!("model `{name}` is declared twice; give each model its own name")));
                 continue;
             }
             if let Some(ir) = lower_model(model, &blocks, diags) {
@@ -191,7 +191,7 @@ fn lower_model(model: &ModelDecl, blocks: &HashMap<String, &BlockDecl>, diags: &
     for (position, decl) in model.inputs.iter().enumerate() {
         let name = decl.name.to_string();
         if env.get(&name).is_some() {
-            lw.error(decl.name.span(), format!("input `{name}` is declared twice"));
+            lw.error(decl.name.span(), format!("input `{name}` is declared twice; give each input its own name"));
             continue;
         }
         let shape = lw.eval_shape(&decl.shape, &env, decl.shape_span, "input");
@@ -210,6 +210,10 @@ fn lower_model(model: &ModelDecl, blocks: &HashMap<String, &BlockDecl>, diags: &
         declared_outputs.push(lw.eval_shape(&out.shape, &env, out.shape_span, "output"));
     }
     let result = lw.lower_body(&model.body, &mut env);
+    let result_span = match &result {
+        Ok((_, span)) => *span,
+        Err(Reported) => model.body.close_span,
+    };
     let result_tensors: Vec<(ValueId, Span)> = match result {
         Ok((Val::Tensor(id), span)) => vec![(id, span)],
         Ok((Val::Tuple(ids), span)) => ids.into_iter().map(|id| (id, span)).collect(),
@@ -223,10 +227,11 @@ fn lower_model(model: &ModelDecl, blocks: &HashMap<String, &BlockDecl>, diags: &
         return None;
     }
     if result_tensors.len() != model.outputs.len() {
+        let span = if result_tensors.is_empty() { model.body.close_span } else { result_span };
         lw.error(
-            model.body.close_span,
+            span,
             format!(
-                "model `{}` declares {} output(s) but its body gives {}",
+                "model `{}` declares {} output(s) but its body gives {}; return a tuple `(a, b)` with one tensor per declared output",
                 model.name,
                 model.outputs.len(),
                 result_tensors.len()
@@ -374,7 +379,8 @@ impl Lowerer<'_> {
                 Stmt::Let { key, names, tuple, value } => {
                     let Some(first) = names.first() else { continue };
                     self.stmt_key = self.key_for(key, first, env);
-                    let result = self.eval(value, env);
+                    // a bad `#[key]` was reported: skip the statement (no follow-on errors)
+                    let result = if self.stmt_key.is_some() { self.eval(value, env) } else { Err(Reported) };
                     self.bind_result(names, *tuple, result, env);
                 }
                 Stmt::Assign { key, name, value } => {
@@ -383,25 +389,28 @@ impl Lowerer<'_> {
                         continue;
                     }
                     self.stmt_key = self.key_for(key, name, env);
-                    let val = match self.eval(value, env) {
-                        Ok((v, _)) => v,
-                        Err(Reported) => Val::Poison,
+                    let val = match self.stmt_key.is_some().then(|| self.eval(value, env)) {
+                        Some(Ok((v, _))) => v,
+                        Some(Err(Reported)) | None => Val::Poison,
                     };
                     env.assign(&name.to_string(), val);
                 }
-                Stmt::For { var, start, end, body, span } => {
+                Stmt::For { var, start, end, body, .. } => {
                     let range = (self.eval(start, env), self.eval(end, env));
-                    let (start, end) = match range {
-                        (Ok((Val::Int(a), _)), Ok((Val::Int(b), _))) => (a, b),
-                        (Ok((a, sa)), Ok((b, _))) => {
+                    let (start, end, end_span) = match range {
+                        (Ok((Val::Int(a), _)), Ok((Val::Int(b), eb))) => (a, b, eb),
+                        (Ok((a, sa)), Ok((b, sb))) => {
                             let kinds = format!("{} and {}", a.kind(), b.kind());
-                            self.error(sa, format!("a `for` range needs integer bounds, found {kinds}"));
+                            // point at the bound that is not an integer
+                            let at = if matches!(a, Val::Int(_)) { sb } else { sa };
+                            self.error(at, format!("a `for` range needs integer bounds, found {kinds}"));
                             continue;
                         }
                         _ => continue,
                     };
-                    if end - start > MAX_LOOP_ITERATIONS {
-                        self.error(*span, format!("this loop unrolls {} times; the limit is {MAX_LOOP_ITERATIONS}", end - start));
+                    let count = i128::from(end) - i128::from(start);
+                    if count > i128::from(MAX_LOOP_ITERATIONS) {
+                        self.error(end_span, format!("this loop unrolls {count} times; the limit is {MAX_LOOP_ITERATIONS}"));
                         continue;
                     }
                     for i in start..end {
@@ -518,7 +527,10 @@ impl Lowerer<'_> {
             Expr::Neg(inner, minus) => {
                 let (v, s) = self.eval(inner, env)?;
                 match v {
-                    Val::Int(n) => Val::Int(-n),
+                    Val::Int(n) => match n.checked_neg() {
+                        Some(v) => Val::Int(v),
+                        None => return self.fail(*minus, "integer overflow: the result does not fit in 64 bits"),
+                    },
                     Val::Float(x) => Val::Float(-x),
                     Val::Tensor(id) => Val::Tensor(self.push_node(Op::Unary(UnaryOp::Neg), vec![id], self.graph.shape(id).to_vec(), *minus)),
                     other => return self.fail(s, format!("cannot negate {}", other.kind())),
@@ -548,14 +560,14 @@ impl Lowerer<'_> {
                     BinOp::Add => a.checked_add(b),
                     BinOp::Sub => a.checked_sub(b),
                     BinOp::Mul => a.checked_mul(b),
-                    BinOp::Div | BinOp::Rem if b == 0 => return self.fail(rs, format!("integer `{sym}` by zero")),
+                    BinOp::Div | BinOp::Rem if b == 0 => return self.fail(rs, format!("integer `{sym}` by zero; the right side must not be 0")),
                     BinOp::Div if a % b != 0 => return Ok(Val::Float(a as f64 / b as f64)),
                     BinOp::Div => a.checked_div(b),
                     BinOp::Rem => a.checked_rem(b),
                 };
                 match v {
                     Some(v) => Ok(Val::Int(v)),
-                    None => self.fail(op_span, "integer overflow"),
+                    None => self.fail(op_span, "integer overflow: the result does not fit in 64 bits"),
                 }
             }
             (Val::Int(_) | Val::Float(_), Val::Int(_) | Val::Float(_)) if op == BinOp::Rem => {
@@ -605,7 +617,7 @@ impl Lowerer<'_> {
             }
             (a, b) => {
                 let (ak, bk) = (a.kind(), b.kind());
-                self.fail(op_span, format!("cannot apply `{sym}` to {ak} and {bk}"))
+                self.fail(op_span, format!("cannot apply `{sym}` to {ak} and {bk}; arithmetic takes tensors and numbers"))
             }
         }
     }
@@ -721,7 +733,10 @@ impl Lowerer<'_> {
             };
             match given.get_mut(slot) {
                 Some(g @ None) => *g = Some((val, s)),
-                _ => return self.fail(s, "this parameter is given twice"),
+                _ => {
+                    let pname = block.params.get(slot).map(|p| p.name.to_string()).unwrap_or_default();
+                    return self.fail(s, format!("parameter `{pname}` of block `{name}` is given twice; give it either by position or by keyword"));
+                }
             }
         }
         // defaults are evaluated in the block's scope, after the earlier parameters
@@ -746,14 +761,14 @@ impl Lowerer<'_> {
                         format!("block `{name}` expects `{pname}` of rank {}, found shape {}", pattern.len(), fmt_shape(&shape)),
                     );
                 }
-                for (dim_expr, &dim) in pattern.iter().zip(&shape) {
+                for (axis, (dim_expr, &dim)) in pattern.iter().zip(&shape).enumerate() {
                     if let Expr::Name(dim_name) = dim_expr {
                         let key = dim_name.to_string();
                         match frame.get(&key) {
                             Some(Val::Int(bound)) if *bound as usize != dim => {
                                 return self.fail(
                                     vspan,
-                                    format!("block `{name}`: `{key}` is {bound} from an earlier parameter but `{pname}` has {dim} there (shape {})", fmt_shape(&shape)),
+                                    format!("block `{name}`: `{key}` is {bound} from an earlier parameter but `{pname}` has {dim} at axis {axis} (shape {})", fmt_shape(&shape)),
                                 )
                             }
                             Some(_) => {}
@@ -770,7 +785,7 @@ impl Lowerer<'_> {
                                     Val::Int(n) => n.to_string(),
                                     other => other.kind().to_string(),
                                 };
-                                return self.fail(vspan, format!("block `{name}` expects `{pname}` with {kind} there, found shape {}", fmt_shape(&shape)));
+                                return self.fail(vspan, format!("block `{name}` expects `{pname}` to have {kind} at axis {axis}, found shape {}", fmt_shape(&shape)));
                             }
                         }
                     }

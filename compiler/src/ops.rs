@@ -77,6 +77,8 @@ pub(crate) struct CallArgs {
     named: Vec<(Ident, Val, Span, bool)>,
     /// `key = "..."` given to the call.
     key: Option<(String, Span)>,
+    /// Arguments taken so far, by the name they were bound to, for errors about them.
+    taken: Vec<(String, Span)>,
 }
 
 impl CallArgs {
@@ -97,16 +99,27 @@ impl CallArgs {
                 None => positional.push_back((val, span)),
             }
         }
-        CallArgs { op: op.to_string(), func_span, call_span, positional, named, key }
+        CallArgs { op: op.to_string(), func_span, call_span, positional, named, key, taken: Vec::new() }
     }
 
     /// The next argument called `name`: by keyword if given, else the next positional one.
     fn take(&mut self, name: &str) -> Option<(Val, Span)> {
-        if let Some(slot) = self.named.iter_mut().find(|(n, _, _, used)| n == name && !*used) {
-            slot.3 = true;
-            return Some((slot.1.clone(), slot.2));
+        let found = match self.named.iter_mut().find(|(n, _, _, used)| n == name && !*used) {
+            Some(slot) => {
+                slot.3 = true;
+                Some((slot.1.clone(), slot.2))
+            }
+            None => self.positional.pop_front(),
+        };
+        if let Some((_, span)) = &found {
+            self.taken.push((name.to_string(), *span));
         }
-        self.positional.pop_front()
+        found
+    }
+
+    /// Where the argument bound to `name` was written, if it was given.
+    fn span_of(&self, name: &str) -> Option<Span> {
+        self.taken.iter().find(|(n, _)| n == name).map(|(_, s)| *s)
     }
 
     fn signature(&self) -> String {
@@ -277,6 +290,12 @@ impl Bind<'_, '_> {
         self.lw.graph.shape(id).to_vec()
     }
 
+    /// Reports a shape rule's error at the operand or attribute at fault (or the call).
+    fn shape_fail<T>(&mut self, e: check::ShapeError, operands: &[Span]) -> Eval<T> {
+        let fallback = e.attr.and_then(|a| self.args.span_of(a)).unwrap_or(self.args.call_span);
+        self.lw.shape_fail(e, operands, fallback)
+    }
+
     fn axis(&mut self, axis: i64, rank: usize, span: Span) -> Eval<usize> {
         let op = self.args.op.clone();
         match check::normalize_axis(&op, axis, rank) {
@@ -291,7 +310,8 @@ impl Bind<'_, '_> {
     }
 
     fn param(&mut self, key: &Option<String>, suffix: &str, shape: Vec<usize>) -> Eval<ValueId> {
-        let span = self.args.call_span;
+        // a clash is the fault of `key = "..."` when the call gave one
+        let span = self.args.key.as_ref().map_or(self.args.call_span, |(_, s)| *s);
         let op = self.args.op.clone();
         self.lw.param(key.clone(), suffix, shape, span, &op)
     }
@@ -516,7 +536,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let y = b.tensor("b")?;
             match check::matmul(&b.shape(x.0), &b.shape(y.0)) {
                 Ok(shape) => b.node(Op::MatMul, vec![x.0, y.0], shape)?,
-                Err(e) => return Ok(b.lw.shape_fail(e, &[x.1, y.1], b.args.call_span)?),
+                Err(e) => return Ok(b.shape_fail(e, &[x.1, y.1])?),
             }
         }
         "conv2d" => {
@@ -531,7 +551,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let attrs = Conv2d { kernel, stride, padding, dilation, groups };
             let shape = match check::conv2d(&b.shape(x.0), &attrs, out) {
                 Ok(s) => s,
-                Err(e) => return Ok(b.lw.shape_fail(e, &[x.1], b.args.call_span)?),
+                Err(e) => return Ok(b.shape_fail(e, &[x.1])?),
             };
             let cin = b.shape(x.0).get(1).copied().unwrap_or(1);
             let key = b.key();
@@ -555,7 +575,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let attrs = ConvTranspose2d { kernel, stride, padding, output_padding, dilation, groups };
             let shape = match check::conv_transpose2d(&b.shape(x.0), &attrs, out) {
                 Ok(s) => s,
-                Err(e) => return Ok(b.lw.shape_fail(e, &[x.1], b.args.call_span)?),
+                Err(e) => return Ok(b.shape_fail(e, &[x.1])?),
             };
             let cin = b.shape(x.0).get(1).copied().unwrap_or(1);
             let key = b.key();
@@ -577,7 +597,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let attrs = Pool2d { kernel, stride, padding, dilation, ceil_mode, count_include_pad };
             let shape = match check::pool2d(name, &b.shape(x.0), &attrs) {
                 Ok(s) => s,
-                Err(e) => return Ok(b.lw.shape_fail(e, &[x.1], b.args.call_span)?),
+                Err(e) => return Ok(b.shape_fail(e, &[x.1])?),
             };
             let op = if name == "max_pool2d" { Op::MaxPool2d(attrs) } else { Op::AvgPool2d(attrs) };
             b.node(op, vec![x.0], shape)?
@@ -972,7 +992,8 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                     }
                     (oh as usize, ow as usize)
                 }
-                _ => return Ok(b.lw.fail(b.args.func_span, "resize: give exactly one of `size = [h, w]` or `scale = s`".to_string())?),
+                (Some(_), Some((_, s))) => return Ok(b.lw.fail(s, "resize: `size` and `scale` are both given; give exactly one of `size = [h, w]` or `scale = s`".to_string())?),
+                (None, None) => return Ok(b.lw.fail(b.args.func_span, "resize: give exactly one of `size = [h, w]` or `scale = s`".to_string())?),
             };
             let mode = if mode == "bilinear" { ResizeMode::Bilinear { align_corners } } else { ResizeMode::Nearest };
             let out = vec![shape.first().copied().unwrap_or(1), shape.get(1).copied().unwrap_or(1), oh, ow];

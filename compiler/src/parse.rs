@@ -448,6 +448,12 @@ fn parse_stmts(input: ParseStream, allow_result: bool) -> syn::Result<(Vec<Stmt>
             if input.is_empty() {
                 return Err(syn::Error::new(expr.span(), "a loop body has no value: bind this with `let` or assign it to a name"));
             }
+            if input.peek(Token![;]) {
+                return Err(syn::Error::new(
+                    expr.span(),
+                    "this expression's value is unused: bind it with `let name = ...;`, or make it the last expression of the body (no `;` after it)",
+                ));
+            }
             return Err(input.error("expected `;`: only the last expression of a body is its value, and other expressions must be bound with `let`"));
         }
     }

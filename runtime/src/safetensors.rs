@@ -367,9 +367,13 @@ mod tests {
         let missing = r#"{"a.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#;
         let (b, l) = file(missing, &floats);
         assert_eq!(load_into(&b[..l], SPECS, &mut dest), Err(LoadError::MissingTensor { tensor: "a.bias" }));
-        let extra = GOOD.replace("}}}", "}},\"c\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}");
-        let extra = extra.replacen("}}}", "}}", 0);
-        let (b, l) = file(&extra, &floats);
+        let mut extra = [0u8; 256];
+        let tail = br#","c":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+        let body = &GOOD.as_bytes()[..GOOD.len() - 1];
+        extra[..body.len()].copy_from_slice(body);
+        extra[body.len()..body.len() + tail.len()].copy_from_slice(tail);
+        let extra = core::str::from_utf8(&extra[..body.len() + tail.len()]).unwrap();
+        let (b, l) = file(extra, &floats);
         assert!(matches!(load_into(&b[..l], SPECS, &mut dest), Err(LoadError::UnexpectedTensor { tensor }) if tensor.as_str() == "c"));
         let (b, l) = file(&GOOD.replace("\"F32\",\"shape\":[2]", "\"F16\",\"shape\":[2]"), &floats);
         assert!(matches!(load_into(&b[..l], SPECS, &mut dest), Err(LoadError::WrongDtype { tensor: "a.bias", .. })));

@@ -1,0 +1,108 @@
+//! The four reference models, declared with `dnn!` and loaded from PyTorch's safetensors,
+//! against PyTorch's outputs (and the reference interpreter on the same graph).
+//!
+//! Tolerance (from `models/reference/README`-style guidance of the data's authors): the
+//! max absolute error must stay within `1e-5 * max(1, max |expected|)`, which allows
+//! fp32 implementations with a different summation order.
+
+use dnnfusion::{npy, Model, ModelExt};
+use dnnfusion_compiler::{interp, lower_str};
+use dnnfusion_models::{reference, ReferenceData};
+use ndarray::{ArrayD, IxDyn};
+
+fn tolerance(expected: &ArrayD<f32>) -> f32 {
+    1e-5 * expected.iter().fold(1.0f32, |m, v| m.max(v.abs()))
+}
+
+fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// Runs the generated model on the reference input and checks it against PyTorch (fp32)
+/// and the float64 reference.
+fn check_against_pytorch<M: Model + ModelExt>(model: &M, data: &ReferenceData) -> ArrayD<f32> {
+    let input = npy::read_f32(data.input).unwrap();
+    let expected = npy::read_f32(data.output).unwrap();
+    let exact = npy::read_f32(data.output_fp64).unwrap();
+    let outputs = model.infer_arrays(&[input.view()]).unwrap();
+    let got = &outputs[0];
+    let tol = tolerance(&expected);
+    let err = max_abs_diff(got, &expected);
+    let err64 = max_abs_diff(got, &exact);
+    println!("{}: max |dnnfusion - torch fp32| = {err:.3e}, vs fp64 = {err64:.3e}, tolerance {tol:.3e}", data.name);
+    assert!(err <= tol, "{}: error {err} above {tol}", data.name);
+    assert!(err64 <= tol, "{}: error vs fp64 {err64} above {tol}", data.name);
+    got.clone()
+}
+
+/// Evaluates the same declaration with the reference interpreter, on the same weights.
+fn interpret(model_name: &str, data: &ReferenceData, params: &[f32]) -> ArrayD<f32> {
+    let models = lower_str(reference::SOURCE).unwrap();
+    let model = models.iter().find(|m| m.name == model_name).unwrap();
+    let graph = &model.graph;
+    let mut offset = 0;
+    let param_arrays: Vec<ArrayD<f32>> = graph
+        .params
+        .iter()
+        .map(|p| {
+            let len: usize = p.shape.iter().product();
+            let a = ArrayD::from_shape_vec(IxDyn(&p.shape), params[offset..offset + len].to_vec()).unwrap();
+            offset += len;
+            a
+        })
+        .collect();
+    let input = npy::read_f32(data.input).unwrap();
+    let mut out = interp::interpret(graph, &[input], &param_arrays).unwrap();
+    out.remove(0)
+}
+
+fn check<M: Model + ModelExt>(model: M, params: &[f32], name: &str, data: &ReferenceData) {
+    let got = check_against_pytorch(&model, data);
+    let expected = npy::read_f32(data.output).unwrap();
+    let reference = interpret(name, data, params);
+    let err = max_abs_diff(&got, &reference);
+    let tol = tolerance(&expected);
+    println!("{}: max |dnnfusion - interpreter| = {err:.3e}", data.name);
+    assert!(err <= tol, "{}: generated code differs from the interpreter by {err}", data.name);
+    let interp_err = max_abs_diff(&reference, &expected);
+    assert!(interp_err <= tol, "{}: the interpreter differs from PyTorch by {interp_err}", data.name);
+}
+
+#[test]
+fn mlp_matches_pytorch() {
+    let data = &dnnfusion_models::MLP_DATA;
+    let model = reference::Mlp::from_safetensors(data.weights).unwrap();
+    let params = model.params().to_vec();
+    check(model, &params, "Mlp", data);
+}
+
+#[test]
+fn lenet_matches_pytorch() {
+    let data = &dnnfusion_models::LENET_DATA;
+    let model = reference::LeNet::from_safetensors(data.weights).unwrap();
+    let params = model.params().to_vec();
+    check(model, &params, "LeNet", data);
+}
+
+#[test]
+fn bert_tiny_matches_pytorch() {
+    let data = &dnnfusion_models::BERT_TINY_DATA;
+    let model = reference::BertTiny::from_safetensors(data.weights).unwrap();
+    let params = model.params().to_vec();
+    check(model, &params, "BertTiny", data);
+}
+
+#[test]
+fn unet_small_matches_pytorch() {
+    let data = &dnnfusion_models::UNET_SMALL_DATA;
+    let model = reference::UNetSmall::from_safetensors(data.weights).unwrap();
+    let params = model.params().to_vec();
+    check(model, &params, "UNetSmall", data);
+}
+
+#[test]
+fn weights_of_another_model_are_refused_by_name() {
+    let err = reference::LeNet::from_safetensors(dnnfusion_models::MLP_DATA.weights).unwrap_err();
+    assert!(err.to_string().contains("conv1.bias") || err.to_string().contains("fc1"), "{err}");
+}
