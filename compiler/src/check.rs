@@ -33,6 +33,14 @@ fn attr_err<T>(attr: &'static str, message: String) -> Result<T, ShapeError> {
     Err(ShapeError { operand: None, attr: Some(attr), message })
 }
 
+/// The number of elements of `shape`, or `None` when it is above [`crate::MAX_ELEMENTS`].
+pub fn elements(shape: &[usize]) -> Option<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= crate::MAX_ELEMENTS)
+}
+
 /// Formats a shape as `[1, 3, 224, 224]`.
 pub fn fmt_shape(shape: &[usize]) -> String {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
@@ -110,8 +118,9 @@ fn dims4(shape: &[usize]) -> [usize; 4] {
 /// the window does not fit in the padded input.
 #[allow(clippy::too_many_arguments)]
 fn window_out(op: &str, axis: &str, len: usize, pad: usize, kernel: usize, stride: usize, dilation: usize) -> Result<usize, ShapeError> {
-    let span = dilation * kernel.saturating_sub(1) + 1;
-    let padded = len + pad;
+    // saturating: absurd attributes give "window too large", not an overflow
+    let span = dilation.saturating_mul(kernel.saturating_sub(1)).saturating_add(1);
+    let padded = len.saturating_add(pad);
     if kernel == 0 || dilation == 0 {
         return err(None, format!("{op}: kernel and dilation must be at least 1"));
     }
@@ -141,8 +150,8 @@ pub fn conv2d(x: &[usize], attrs: &Conv2d, out_channels: usize) -> Result<Vec<us
         );
     }
     let [pt, pl, pb, pr] = attrs.padding;
-    let oh = window_out("conv2d", "height", h, pt + pb, attrs.kernel[0], attrs.stride[0], attrs.dilation[0])?;
-    let ow = window_out("conv2d", "width", w, pl + pr, attrs.kernel[1], attrs.stride[1], attrs.dilation[1])?;
+    let oh = window_out("conv2d", "height", h, pt.saturating_add(pb), attrs.kernel[0], attrs.stride[0], attrs.dilation[0])?;
+    let ow = window_out("conv2d", "width", w, pl.saturating_add(pr), attrs.kernel[1], attrs.stride[1], attrs.dilation[1])?;
     Ok(vec![n, out_channels, oh, ow])
 }
 
@@ -172,8 +181,15 @@ pub fn conv_transpose2d(x: &[usize], attrs: &ConvTranspose2d, out_channels: usiz
         if op >= s && op >= d {
             return attr_err("output_padding", format!("conv_transpose2d: output_padding ({op}) must be smaller than the stride ({s}) or the dilation ({d})"));
         }
-        let full = (len - 1) * s + d * (k - 1) + op + 1;
-        if 2 * p >= full {
+        let full = len
+            .saturating_sub(1)
+            .checked_mul(s)
+            .and_then(|n| n.checked_add(d.checked_mul(k - 1)?))
+            .and_then(|n| n.checked_add(op)?.checked_add(1));
+        let Some(full) = full.filter(|&n| n <= crate::MAX_ELEMENTS) else {
+            return err(None, format!("conv_transpose2d: the output is too large (above {} along one axis); use a smaller kernel, stride or dilation", crate::MAX_ELEMENTS));
+        };
+        if p.saturating_mul(2) >= full {
             return attr_err("padding", format!("conv_transpose2d: padding {p} removes the whole output (size {full} before padding)"));
         }
         *slot = full - 2 * p;
@@ -187,7 +203,7 @@ pub fn pool2d(op: &str, x: &[usize], attrs: &Pool2d) -> Result<Vec<usize>, Shape
     let [n, c, h, w] = dims4(x);
     let [pt, pl, pb, pr] = attrs.padding;
     for (k, p) in [(attrs.kernel[0], pt.max(pb)), (attrs.kernel[1], pl.max(pr))] {
-        if p * 2 > k {
+        if p.saturating_mul(2) > k {
             return attr_err("padding", format!("{op}: padding ({p}) must be at most half the kernel ({k})"));
         }
     }
@@ -200,14 +216,15 @@ pub fn pool2d(op: &str, x: &[usize], attrs: &Pool2d) -> Result<Vec<usize>, Shape
 /// input or the begin padding).
 #[allow(clippy::too_many_arguments)]
 pub fn pool_out(op: &str, axis: &str, len: usize, begin: usize, end: usize, kernel: usize, stride: usize, dilation: usize, ceil: bool) -> Result<usize, ShapeError> {
-    let out = window_out(op, axis, len, begin + end, kernel, stride, dilation)?;
+    let out = window_out(op, axis, len, begin.saturating_add(end), kernel, stride, dilation)?;
     if !ceil {
         return Ok(out);
     }
-    let span = dilation * (kernel - 1) + 1;
-    let num = len + begin + end - span;
-    let mut out = num.div_ceil(stride) + 1;
-    if (out - 1) * stride >= len + begin {
+    // window_out accepted these, so the window fits in the padded input
+    let span = dilation.saturating_mul(kernel.saturating_sub(1)).saturating_add(1);
+    let num = len.saturating_add(begin).saturating_add(end).saturating_sub(span);
+    let mut out = num.div_ceil(stride.max(1)).saturating_add(1);
+    if (out - 1).saturating_mul(stride) >= len.saturating_add(begin) {
         out -= 1;
     }
     Ok(out)
@@ -256,7 +273,14 @@ pub fn reshape(x: &[usize], target: &[i64]) -> Result<Vec<usize>, ShapeError> {
         } else if d < 0 {
             return err(None, format!("reshape: dimension {d} is negative (only -1, meaning \"the rest\", is allowed)"));
         } else {
-            known *= d as usize;
+            let Some(k) = known.checked_mul(d as usize).filter(|&k| k <= crate::MAX_ELEMENTS) else {
+                let shown: Vec<String> = target.iter().map(|d| d.to_string()).collect();
+                return err(
+                    None,
+                    format!("reshape: cannot reshape {} ({total} elements) into [{}] (more than {} elements)", fmt_shape(x), shown.join(", "), crate::MAX_ELEMENTS),
+                );
+            };
+            known = k;
             out.push(d as usize);
         }
     }

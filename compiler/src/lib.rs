@@ -33,6 +33,10 @@ pub use lower::ModelIr;
 /// Highest tensor rank the DSL accepts (the runtime's strided kernels are sized for it).
 pub const MAX_RANK: usize = 8;
 
+/// Most elements one tensor may hold (2^32: 16 GiB of f32). Keeps every size the compiler
+/// computes (element counts, arena offsets, parameter totals) far from overflow.
+pub const MAX_ELEMENTS: usize = 1 << 32;
+
 /// One compiled model: its lowered graph, its memory plan and its generated items.
 #[derive(Debug)]
 pub struct CompiledModel {

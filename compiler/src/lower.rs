@@ -322,6 +322,9 @@ impl Lowerer<'_> {
         if ok && shape.len() > crate::MAX_RANK {
             self.error(span, format!("{what} rank {} is above the supported maximum of {}", shape.len(), crate::MAX_RANK));
             ok = false;
+        } else if ok && check::elements(&shape).is_none() {
+            self.error(span, format!("{what} shape {} has more than {} elements, the supported maximum", fmt_shape(&shape), crate::MAX_ELEMENTS));
+            ok = false;
         }
         ok.then_some(shape)
     }
@@ -561,7 +564,7 @@ impl Lowerer<'_> {
                     BinOp::Sub => a.checked_sub(b),
                     BinOp::Mul => a.checked_mul(b),
                     BinOp::Div | BinOp::Rem if b == 0 => return self.fail(rs, format!("integer `{sym}` by zero; the right side must not be 0")),
-                    BinOp::Div if a % b != 0 => return Ok(Val::Float(a as f64 / b as f64)),
+                    BinOp::Div if a.checked_rem(b).is_some_and(|r| r != 0) => return Ok(Val::Float(a as f64 / b as f64)),
                     BinOp::Div => a.checked_div(b),
                     BinOp::Rem => a.checked_rem(b),
                 };
@@ -625,6 +628,10 @@ impl Lowerer<'_> {
     pub(crate) fn binary_op(&mut self, op: BinaryOp, span: Span, (a, _as): (ValueId, Span), (b, bs): (ValueId, Span)) -> Eval<ValueId> {
         let name = Op::Binary(op).name();
         match check::broadcast(name, self.graph.shape(a), self.graph.shape(b)) {
+            Ok(shape) if check::elements(&shape).is_none() => self.fail(
+                bs,
+                format!("{name}: the broadcast result {} has more than {} elements, the supported maximum", fmt_shape(&shape), crate::MAX_ELEMENTS),
+            ),
             Ok(shape) => Ok(self.push_node(Op::Binary(op), vec![a, b], shape, span)),
             Err(e) => self.fail(bs, e.message),
         }
@@ -671,6 +678,12 @@ impl Lowerer<'_> {
         let mut parts = self.prefix.clone();
         parts.push(key);
         let key = parts.join(".");
+        if check::elements(&shape).is_none() {
+            return self.fail(
+                span,
+                format!("parameter `{key}` of shape {} has more than {} elements, the supported maximum", fmt_shape(&shape), crate::MAX_ELEMENTS),
+            );
+        }
         if self.keys.contains_key(&key) {
             return self.fail(
                 span,

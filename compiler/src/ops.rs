@@ -306,6 +306,13 @@ impl Bind<'_, '_> {
 
     fn node(&mut self, op: Op, inputs: Vec<ValueId>, shape: Vec<usize>) -> Eval<Val> {
         let span = self.args.call_span;
+        let name = self.args.op.clone();
+        if shape.len() > crate::MAX_RANK {
+            return self.lw.fail(span, format!("{name}: the result {} has rank {}, above the supported maximum of {}", fmt_shape(&shape), shape.len(), crate::MAX_RANK));
+        }
+        if check::elements(&shape).is_none() {
+            return self.lw.fail(span, format!("{name}: the result {} has more than {} elements, the supported maximum", fmt_shape(&shape), crate::MAX_ELEMENTS));
+        }
         Ok(Val::Tensor(self.lw.push_node(op, inputs, shape, span)))
     }
 
@@ -864,7 +871,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 }
                 Some((Val::List(items), s)) => {
                     let sizes: Vec<i64> = items.iter().map(|(v, _)| if let Val::Int(n) = v { *n } else { -1 }).collect();
-                    if sizes.iter().any(|&v| v < 1) || sizes.iter().sum::<i64>() != len as i64 {
+                    if sizes.iter().any(|&v| v < 1) || sizes.iter().map(|&v| i128::from(v)).sum::<i128>() != len as i128 {
                         return Ok(b.lw.fail(s, format!("split: sizes {sizes:?} must be positive integers adding up to {len} (axis {axis} of {})", fmt_shape(&shape)))?);
                     }
                     sizes.iter().map(|&v| v as usize).collect()
@@ -918,7 +925,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 "replicate" => PadMode::Edge,
                 _ => PadMode::Constant(value),
             };
-            let out: Vec<usize> = shape.iter().zip(&pads).map(|(d, (a, c))| d + a + c).collect();
+            let out: Vec<usize> = shape.iter().zip(&pads).map(|(d, (a, c))| d.saturating_add(*a).saturating_add(*c)).collect();
             b.node(Op::Pad { pads, mode }, vec![x.0], out)?
         }
         "gather" => {

@@ -1,0 +1,11 @@
+fn main() {}
+
+dnnfusion::dnn! {
+    pub model M(x: [1, 4]) -> [1, 4] {
+        x
+    }
+
+    pub model M(x: [1, 4]) -> [1, 4] {
+        relu(x)
+    }
+}

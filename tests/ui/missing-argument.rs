@@ -1,0 +1,8 @@
+fn main() {}
+
+dnnfusion::dnn! {
+    pub model M(x: [1, 4]) -> [1, 8] {
+        let fc = linear(x);
+        fc
+    }
+}

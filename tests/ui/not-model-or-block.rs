@@ -1,0 +1,7 @@
+fn main() {}
+
+dnnfusion::dnn! {
+    struct M(x: [1, 4]) -> [1, 4] {
+        x
+    }
+}
