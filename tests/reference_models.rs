@@ -106,3 +106,16 @@ fn weights_of_another_model_are_refused_by_name() {
     let err = reference::LeNet::from_safetensors(dnnfusion_models::MLP_DATA.weights).unwrap_err();
     assert!(err.to_string().contains("conv1.bias") || err.to_string().contains("fc1"), "{err}");
 }
+
+#[test]
+fn unfused_models_match_pytorch_too() {
+    use dnnfusion_models::reference::unfused;
+    let data = &dnnfusion_models::LENET_DATA;
+    check_against_pytorch(&unfused::LeNet::from_safetensors(data.weights).unwrap(), data);
+    let data = &dnnfusion_models::MLP_DATA;
+    check_against_pytorch(&unfused::Mlp::from_safetensors(data.weights).unwrap(), data);
+    let data = &dnnfusion_models::BERT_TINY_DATA;
+    check_against_pytorch(&unfused::BertTiny::from_safetensors(data.weights).unwrap(), data);
+    let data = &dnnfusion_models::UNET_SMALL_DATA;
+    check_against_pytorch(&unfused::UNetSmall::from_safetensors(data.weights).unwrap(), data);
+}

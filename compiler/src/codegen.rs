@@ -17,10 +17,12 @@ use quote::{format_ident, quote};
 
 use crate::ir::*;
 use crate::lower::ModelIr;
+use crate::element::{self, ElementProgram, Ex, Ix};
+use crate::fuse::{Block, FusionPlan};
 use crate::plan::{MemoryPlan, Slot};
 
 /// Generates the items of one model.
-pub fn codegen(model: &ModelIr, plan: &MemoryPlan) -> TokenStream {
+pub fn codegen(model: &ModelIr, fusion: &FusionPlan, plan: &MemoryPlan, report: &crate::report::FusionReport) -> TokenStream {
     let name = &model.name;
     let vis = &model.vis;
     let docs = &model.docs;
@@ -64,9 +66,60 @@ pub fn codegen(model: &ModelIr, plan: &MemoryPlan) -> TokenStream {
 
     let names = value_idents(model);
     let mut body = Vec::new();
-    for node in &graph.nodes {
-        body.push(node_call(model, plan, &names, node));
+    let mut block_fns: Vec<(BlockFn, Vec<String>)> = Vec::new();
+    for (index, block) in fusion.blocks.iter().enumerate() {
+        let sink = block.sink();
+        let Some(sink_node) = graph.nodes.get(sink) else { continue };
+        if let (Some(Slot::Alias(_)), [_]) = (plan.slots.get(sink_node.output), block.nodes.as_slice()) {
+            // a reshape whose result shares its operand's memory: nothing to run
+            continue;
+        }
+        if let [only] = block.nodes.as_slice() {
+            if let Some(node) = graph.nodes.get(*only) {
+                body.push(node_call(model, plan, &names, node));
+            }
+            continue;
+        }
+        let Some(f) = block_fn(model, block, index) else {
+            let msg = format!("internal error in `codegen`: block {index} of `{name_str}` cannot be generated; please report");
+            return quote! { ::core::compile_error!(#msg); };
+        };
+        // identical blocks (same ops, same shapes) share one function
+        let key = f.body.to_string().replacen(&f.name.to_string(), "", 1);
+        let call_name = match block_fns.iter_mut().find(|(g, _)| g.body.to_string().replacen(&g.name.to_string(), "", 1) == key) {
+            Some((shared, sites)) => {
+                sites.push(describe_block(model, block));
+                shared.name.clone()
+            }
+            None => {
+                let n = f.name.clone();
+                block_fns.push((f, vec![describe_block(model, block)]));
+                n
+            }
+        };
+        let operands = block_fns.iter().find(|(g, _)| g.name == call_name).map(|(g, _)| g.operands.clone()).unwrap_or_default();
+        // the operands of *this* call site, in the shared function's parameter order
+        let own = match block_fn(model, block, index) {
+            Some(own) => own.operands,
+            None => operands,
+        };
+        let (bind, idents, out_name) = bind_step(model, plan, &names, &own, sink_node.output);
+        body.push(quote! {
+            {
+                #bind
+                Self::#call_name(#(#idents,)* #out_name);
+            }
+        });
     }
+    let fn_items = block_fns.iter().map(|(f, sites)| {
+        let mut doc = String::from("A fused block, one loop nest. Call sites and ops:");
+        for site in sites {
+            doc.push_str(&format!("\n- {site}"));
+        }
+        let body = &f.body;
+        quote! { #[doc = #doc] #body }
+    });
+    let report_tokens = report.tokens();
     for &(position, value) in &plan.output_copies {
         let dst = output_idents.get(position).cloned().unwrap_or_else(|| format_ident!("output"));
         let src = read_expr(model, plan, &names, value);
@@ -117,8 +170,10 @@ pub fn codegen(model: &ModelIr, plan: &MemoryPlan) -> TokenStream {
             pub const PARAM_LEN: usize = #param_len;
             /// Every parameter: its key, shape and offset in the flat buffer.
             pub const PARAMS: &'static [::dnnfusion::runtime::ParamSpec] = &[#(#param_specs),*];
-            /// Number of ops `run` executes.
+            /// Number of ops after lowering.
             pub const OP_COUNT: usize = #op_count;
+            /// What the compiler did: ops, fused blocks, intermediate bytes before/after.
+            pub const FUSION_REPORT: ::dnnfusion::runtime::FusionReport = #report_tokens;
 
             /// Wraps a flat parameter buffer of [`Self::PARAM_LEN`] floats laid out as [`Self::PARAMS`] says.
             pub fn from_params(params: ::dnnfusion::runtime::Params<'p>) -> ::core::result::Result<Self, ::dnnfusion::runtime::LoadError> {
@@ -144,6 +199,10 @@ pub fn codegen(model: &ModelIr, plan: &MemoryPlan) -> TokenStream {
                 #arena_binding
                 #(#body)*
             }
+        }
+
+        impl<'p> #name<'p> {
+            #(#fn_items)*
         }
 
         impl ::core::fmt::Debug for #name<'_> {
@@ -233,7 +292,7 @@ fn value_idents(model: &ModelIr) -> Vec<Ident> {
 
 /// An expression of type `&[f32]` reading a value.
 fn read_expr(model: &ModelIr, plan: &MemoryPlan, names: &[Ident], value: ValueId) -> TokenStream {
-    match plan.slots.get(value) {
+    match plan.storage(value) {
         Some(Slot::Input(pos)) => {
             let ident = model.input_names.get(*pos).cloned().unwrap_or_else(|| format_ident!("input"));
             quote! { &#ident[..] }
@@ -251,21 +310,20 @@ fn read_expr(model: &ModelIr, plan: &MemoryPlan, names: &[Ident], value: ValueId
             let _ = names;
             quote! { &arena[#offset..#end] }
         }
-        None => quote! { &[] },
+        Some(Slot::Fused | Slot::Alias(_)) | None => quote! { &[] },
     }
 }
 
-/// One node: bind its operands and output, then call its kernel.
-fn node_call(model: &ModelIr, plan: &MemoryPlan, names: &[Ident], node: &Node) -> TokenStream {
-    let graph = &model.graph;
-    let out_name = names.get(node.output).cloned().unwrap_or_else(|| format_ident!("out"));
-    // operands living in the arena are read through `regions`, the others directly
+/// Binds the operands of one step (reading the arena through `regions`, the rest
+/// directly) as `in0, in1, ...` and its output as `out_name`.
+fn bind_step(model: &ModelIr, plan: &MemoryPlan, names: &[Ident], operands: &[ValueId], output: ValueId) -> (TokenStream, Vec<Ident>, Ident) {
+    let out_name = names.get(output).cloned().unwrap_or_else(|| format_ident!("out"));
     let mut arena_reads = Vec::new();
     let mut operand_idents = Vec::new();
     let mut direct = Vec::new();
-    for (i, &v) in node.inputs.iter().enumerate() {
+    for (i, &v) in operands.iter().enumerate() {
         let ident = format_ident!("in{}", i);
-        match plan.slots.get(v) {
+        match plan.storage(v) {
             Some(Slot::Arena { offset, len }) => arena_reads.push((ident.clone(), *offset, *len)),
             _ => {
                 let expr = read_expr(model, plan, names, v);
@@ -276,7 +334,7 @@ fn node_call(model: &ModelIr, plan: &MemoryPlan, names: &[Ident], node: &Node) -
     }
     let read_idents: Vec<&Ident> = arena_reads.iter().map(|(i, _, _)| i).collect();
     let read_ranges: Vec<TokenStream> = arena_reads.iter().map(|(_, o, l)| quote! { (#o, #l) }).collect();
-    let bind = match plan.slots.get(node.output) {
+    let bind = match plan.slots.get(output) {
         Some(Slot::Output(pos)) => {
             let ident = model.output_names.get(*pos).cloned().unwrap_or_else(|| format_ident!("output"));
             if arena_reads.is_empty() {
@@ -293,16 +351,207 @@ fn node_call(model: &ModelIr, plan: &MemoryPlan, names: &[Ident], node: &Node) -
         },
         _ => quote! { let #out_name: &mut [f32] = &mut []; },
     };
+    (quote! { #(#direct)* #bind }, operand_idents, out_name)
+}
+
+/// One node on its own: bind its operands and output, then call its kernel.
+fn node_call(model: &ModelIr, plan: &MemoryPlan, names: &[Ident], node: &Node) -> TokenStream {
+    let graph = &model.graph;
+    let (bind, operand_idents, out_name) = bind_step(model, plan, names, &node.inputs, node.output);
     let shapes: Vec<&[usize]> = node.inputs.iter().map(|&v| graph.shape(v)).collect();
     let out_shape = graph.shape(node.output);
-    let call = kernel_call(&node.op, &operand_idents, &shapes, &out_name, out_shape);
+    let store = quote! { ::dnnfusion::runtime::kernels::store };
+    let call = kernel_call(&node.op, &operand_idents, &shapes, &out_name, out_shape, &store);
     quote! {
         {
-            #(#direct)*
             #bind
             #call
         }
     }
+}
+
+/// The generated function of a fused block: its parameters are the anchor's operands,
+/// then the values the element program loads, then `out`.
+struct BlockFn {
+    /// `blk03_conv2d_batch_norm_relu`
+    name: Ident,
+    /// Values passed, in parameter order.
+    operands: Vec<ValueId>,
+    /// The function item (without its doc).
+    body: TokenStream,
+}
+
+/// Builds the function of a multi-node block; `None` when the block is not expressible
+/// (the planner only makes expressible blocks, so this is an internal error).
+fn block_fn(model: &ModelIr, block: &Block, index: usize) -> Option<BlockFn> {
+    let graph = &model.graph;
+    let program = element::build(graph, block)?;
+    let mut operands = Vec::new();
+    let mut params = Vec::new();
+    let mut stmts = Vec::new();
+    let names: Vec<&str> = block.nodes.iter().filter_map(|&n| graph.nodes.get(n).map(|n| n.op.name())).collect();
+    let name = format_ident!("blk{:02}_{}", index, names.join("_"));
+    let out = format_ident!("out");
+    let loads: Vec<Ident> = (0..program.operands.len()).map(|k| format_ident!("e{}", k)).collect();
+    if let Some(anchor) = block.anchor {
+        let node = graph.nodes.get(anchor)?;
+        let ins: Vec<Ident> = (0..node.inputs.len()).map(|k| format_ident!("in{}", k)).collect();
+        operands.extend(node.inputs.iter().copied());
+        params.extend(ins.iter().map(|i| quote! { #i: &[f32] }));
+        params.extend(loads.iter().map(|i| quote! { #i: &[f32] }));
+        operands.extend(program.operands.iter().copied());
+        let shapes: Vec<&[usize]> = node.inputs.iter().map(|&v| graph.shape(v)).collect();
+        let epilogue = epilogue_closure(&program);
+        stmts.push(kernel_call(&node.op, &ins, &shapes, &out, graph.shape(node.output), &epilogue));
+    } else {
+        params.extend(loads.iter().map(|i| quote! { #i: &[f32] }));
+        operands.extend(program.operands.iter().copied());
+        stmts.push(element_loops(&program));
+    }
+    let body = quote! {
+        #[allow(unused_variables, clippy::too_many_arguments, clippy::identity_op, clippy::erasing_op)]
+        fn #name(#(#params,)* #out: &mut [f32]) {
+            #(#stmts)*
+        }
+    };
+    Some(BlockFn { name, operands, body })
+}
+
+fn ix_tokens(ix: &Ix) -> TokenStream {
+    match ix {
+        Ix::Var(k) => {
+            let v = format_ident!("i{}", k);
+            quote! { #v }
+        }
+        Ix::Const(c) => quote! { #c },
+        Ix::Add(a, b) => {
+            let (a, b) = (ix_tokens(a), ix_tokens(b));
+            quote! { (#a + #b) }
+        }
+        Ix::Mul(a, c) => {
+            let a = ix_tokens(a);
+            quote! { (#a * #c) }
+        }
+        Ix::Div(a, c) => {
+            let a = ix_tokens(a);
+            quote! { (#a / #c) }
+        }
+        Ix::Rem(a, c) => {
+            let a = ix_tokens(a);
+            quote! { (#a % #c) }
+        }
+        Ix::Sub(a, c) => {
+            let a = ix_tokens(a);
+            quote! { (#a - #c) }
+        }
+        Ix::Reflect { index, before, len } => {
+            let a = ix_tokens(index);
+            quote! { ::dnnfusion::runtime::kernels::reflect_index(#a, #before, #len) }
+        }
+        Ix::Clamp { index, before, len } => {
+            let a = ix_tokens(index);
+            quote! { ::dnnfusion::runtime::kernels::clamp_index(#a, #before, #len) }
+        }
+    }
+}
+
+fn ex_tokens(ex: &Ex) -> TokenStream {
+    match ex {
+        Ex::Load(k, ix) => {
+            let e = format_ident!("e{}", k);
+            let i = ix_tokens(ix);
+            quote! { #e[#i] }
+        }
+        Ex::Anchor => quote! { acc },
+        Ex::Const(c) => f32_lit(*c),
+        Ex::Unary(op, a) => {
+            let a = ex_tokens(a);
+            let body = unary_expr(*op);
+            quote! { { let v: f32 = #a; #body } }
+        }
+        Ex::Binary(op, a, b) => {
+            let (a, b) = (ex_tokens(a), ex_tokens(b));
+            let body = binary_expr(*op);
+            quote! { { let a: f32 = #a; let b: f32 = #b; #body } }
+        }
+        Ex::Select(c, a, b) => {
+            let (c, a, b) = (ex_tokens(c), ex_tokens(a), ex_tokens(b));
+            quote! { if #c != 0.0 { #a } else { #b } }
+        }
+        Ex::Prelu(x, s) => {
+            let (x, s) = (ex_tokens(x), ex_tokens(s));
+            quote! { { let v: f32 = #x; if v < 0.0 { #s * v } else { v } } }
+        }
+        Ex::InRange { index, lo, hi, then, otherwise } => {
+            let i = ix_tokens(index);
+            let (t, o) = (ex_tokens(then), ex_tokens(otherwise));
+            if *lo == 0 {
+                quote! { if #i < #hi { #t } else { #o } }
+            } else {
+                quote! { if #i >= #lo && #i < #hi { #t } else { #o } }
+            }
+        }
+        Ex::Let(k) => {
+            let t = format_ident!("t{}", k);
+            quote! { #t }
+        }
+    }
+}
+
+/// `let t0 = ...; let t1 = ...; value`
+fn element_value(program: &ElementProgram) -> TokenStream {
+    let lets = program.lets.iter().enumerate().map(|(k, e)| {
+        let t = format_ident!("t{}", k);
+        let e = ex_tokens(e);
+        quote! { let #t: f32 = #e; }
+    });
+    let value = ex_tokens(&program.value);
+    quote! { #(#lets)* #value }
+}
+
+/// The epilogue closure of an anchor block: recovers the output index from the flat
+/// position, then evaluates the element program with the anchor's value as `acc`.
+fn epilogue_closure(program: &ElementProgram) -> TokenStream {
+    let shape = &program.shape;
+    let mut strides = vec![1usize; shape.len()];
+    let mut acc = 1;
+    for k in (0..shape.len()).rev() {
+        if let Some(s) = strides.get_mut(k) {
+            *s = acc;
+        }
+        acc *= shape.get(k).copied().unwrap_or(1);
+    }
+    let vars = shape.iter().zip(&strides).enumerate().map(|(k, (&d, &s))| {
+        let v = format_ident!("i{}", k);
+        if k == 0 {
+            quote! { let #v = o / #s; }
+        } else {
+            quote! { let #v = o / #s % #d; }
+        }
+    });
+    let value = element_value(program);
+    quote! { |o: usize, acc: f32| -> f32 { #(#vars)* #value } }
+}
+
+/// One loop per output axis (literal bounds), the element program in the innermost.
+fn element_loops(program: &ElementProgram) -> TokenStream {
+    let value = element_value(program);
+    let mut inner = quote! { out[o] = { #value }; o += 1; };
+    for (k, &d) in program.shape.iter().enumerate().rev() {
+        let v = format_ident!("i{}", k);
+        inner = quote! { for #v in 0..#d { #inner } };
+    }
+    quote! {
+        let mut o = 0usize;
+        #inner
+        let _ = o;
+    }
+}
+
+/// `value = op(...) -> op(...)` for a block's doc.
+fn describe_block(model: &ModelIr, block: &Block) -> String {
+    let parts: Vec<String> = block.nodes.iter().filter_map(|&n| model.graph.nodes.get(n)).map(|n| describe(model, n)).collect();
+    parts.join("; ")
 }
 
 /// A one-line description of a node, kept as a doc string in the generated code.
@@ -461,7 +710,7 @@ fn product(shape: &[usize]) -> usize {
 }
 
 /// The kernel call of one op; operands are bound to `ins`, the output to `out`.
-fn kernel_call(op: &Op, ins: &[Ident], shapes: &[&[usize]], out: &Ident, out_shape: &[usize]) -> TokenStream {
+fn kernel_call(op: &Op, ins: &[Ident], shapes: &[&[usize]], out: &Ident, out_shape: &[usize], epi: &TokenStream) -> TokenStream {
     let k = quote! { ::dnnfusion::runtime::kernels };
     let in0 = ins.first().cloned().unwrap_or_else(|| format_ident!("in0"));
     let s0: &[usize] = shapes.first().copied().unwrap_or(&[]);
@@ -505,7 +754,7 @@ fn kernel_call(op: &Op, ins: &[Ident], shapes: &[&[usize]], out: &Ident, out_sha
             let in_f = s0.last().copied().unwrap_or(1);
             let out_f = out_shape.last().copied().unwrap_or(1);
             let rows = product(s0) / in_f.max(1);
-            quote! { #k::linear(#in0, #in1, #bias, #out, #rows, #in_f, #out_f); }
+            quote! { #k::linear(#in0, #in1, #bias, #out, #rows, #in_f, #out_f, #epi); }
         }
         Op::MatMul => {
             let in1 = ins.get(1).cloned();
@@ -523,7 +772,7 @@ fn kernel_call(op: &Op, ins: &[Ident], shapes: &[&[usize]], out: &Ident, out_sha
                 #k::matmul(#in0, #in1, #out, &#k::MatMulGeom {
                     batch: &[#(#batch),*], a_batch_strides: &[#(#a_batch),*], b_batch_strides: &[#(#b_batch),*],
                     m: #m, k: #kk, n: #n,
-                });
+                }, #epi);
             }
         }
         Op::Conv2d(c) => {
@@ -541,7 +790,7 @@ fn kernel_call(op: &Op, ins: &[Ident], shapes: &[&[usize]], out: &Ident, out_sha
                     n: #n, c_in: #cin, h: #h, w: #w, c_out: #cout, oh: #oh, ow: #ow,
                     kh: #kh, kw: #kw, stride_h: #sh, stride_w: #sw, pad_top: #pt, pad_left: #pl,
                     dilation_h: #dh, dilation_w: #dw, groups: #groups,
-                });
+                }, #epi);
             }
         }
         Op::ConvTranspose2d(c) => {
@@ -559,7 +808,7 @@ fn kernel_call(op: &Op, ins: &[Ident], shapes: &[&[usize]], out: &Ident, out_sha
                     n: #n, c_in: #cin, h: #h, w: #w, c_out: #cout, oh: #oh, ow: #ow,
                     kh: #kh, kw: #kw, stride_h: #sh, stride_w: #sw, pad_top: #ph, pad_left: #pw,
                     dilation_h: #dh, dilation_w: #dw, groups: #groups,
-                });
+                }, #epi);
             }
         }
         Op::MaxPool2d(p) | Op::AvgPool2d(p) => {
@@ -578,19 +827,19 @@ fn kernel_call(op: &Op, ins: &[Ident], shapes: &[&[usize]], out: &Ident, out_sha
                 }
             };
             if matches!(op, Op::MaxPool2d(_)) {
-                quote! { #k::max_pool2d(#in0, #out, #geom); }
+                quote! { #k::max_pool2d(#in0, #out, #geom, #epi); }
             } else {
                 let cip = p.count_include_pad;
-                quote! { #k::avg_pool2d(#in0, #out, #geom, #cip); }
+                quote! { #k::avg_pool2d(#in0, #out, #geom, #cip, #epi); }
             }
         }
         Op::GlobalAvgPool | Op::GlobalMaxPool => {
             let planes = dim(s0, 0) * dim(s0, 1);
             let plane = product(s0.get(2..).unwrap_or(&[]));
             if matches!(op, Op::GlobalAvgPool) {
-                quote! { #k::global_avg_pool(#in0, #out, #planes, #plane); }
+                quote! { #k::global_avg_pool(#in0, #out, #planes, #plane, #epi); }
             } else {
-                quote! { #k::global_max_pool(#in0, #out, #planes, #plane); }
+                quote! { #k::global_max_pool(#in0, #out, #planes, #plane, #epi); }
             }
         }
         Op::Reduce { kind, axes, .. } => {
@@ -613,7 +862,7 @@ fn kernel_call(op: &Op, ins: &[Ident], shapes: &[&[usize]], out: &Ident, out_sha
                 ReduceKind::Prod => quote! { Prod },
             };
             quote! {
-                #k::reduce(#in0, #out, &[#(#kept_dims),*], &[#(#kept_strides),*], &[#(#red_dims),*], &[#(#red_strides),*], #k::Reduction::#kind);
+                #k::reduce(#in0, #out, &[#(#kept_dims),*], &[#(#kept_strides),*], &[#(#red_dims),*], &[#(#red_strides),*], #k::Reduction::#kind, #epi);
             }
         }
         Op::Softmax { axis } | Op::LogSoftmax { axis } => {
@@ -621,9 +870,9 @@ fn kernel_call(op: &Op, ins: &[Ident], shapes: &[&[usize]], out: &Ident, out_sha
             let len = dim(s0, *axis);
             let inner = product(s0.get(axis + 1..).unwrap_or(&[]));
             if matches!(op, Op::Softmax { .. }) {
-                quote! { #k::softmax(#in0, #out, #outer, #len, #inner); }
+                quote! { #k::softmax(#in0, #out, #outer, #len, #inner, #epi); }
             } else {
-                quote! { #k::log_softmax(#in0, #out, #outer, #len, #inner); }
+                quote! { #k::log_softmax(#in0, #out, #outer, #len, #inner, #epi); }
             }
         }
         Op::LayerNorm { dims, eps } => {
@@ -631,7 +880,7 @@ fn kernel_call(op: &Op, ins: &[Ident], shapes: &[&[usize]], out: &Ident, out_sha
             let rows = product(s0) / cols.max(1);
             let (w, b) = (opt(1), opt(2));
             let eps = f32_lit(*eps);
-            quote! { #k::layer_norm(#in0, #w, #b, #out, #rows, #cols, #eps); }
+            quote! { #k::layer_norm(#in0, #w, #b, #out, #rows, #cols, #eps, #epi); }
         }
         Op::BatchNorm { eps } => {
             let (w, b, mean, var) = (ins.get(1).cloned(), ins.get(2).cloned(), ins.get(3).cloned(), ins.get(4).cloned());
@@ -652,7 +901,7 @@ fn kernel_call(op: &Op, ins: &[Ident], shapes: &[&[usize]], out: &Ident, out_sha
             let c = dim(s0, 1);
             let inner = product(s0.get(2..).unwrap_or(&[]));
             let eps = f32_lit(eps);
-            quote! { #k::group_norm(#in0, #w, #b, #out, #n, #c, #inner, #groups, #eps); }
+            quote! { #k::group_norm(#in0, #w, #b, #out, #n, #c, #inner, #groups, #eps, #epi); }
         }
         Op::Reshape(_) => quote! { #out.copy_from_slice(#in0); },
         Op::Transpose { perm } => {

@@ -4,22 +4,25 @@
 //! the stages directly. The pipeline (see [`compile`]):
 //!
 //! ```text
-//! tokens -> parse -> lower (+ check) -> plan -> codegen -> tokens
+//! tokens -> parse -> lower (+ check) -> fuse (classify) -> plan -> codegen -> tokens
 //! ```
 //!
-//! Rewriting, classification and fusion are later stages of the design (DESIGN.md §2);
-//! this version generates one kernel call per op.
+//! Rewriting (DESIGN.md §5) is the one stage of the design not built yet.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
 pub mod check;
 pub mod codegen;
 pub mod diag;
+pub mod element;
+pub mod fuse;
 pub mod ir;
 pub mod lower;
 pub mod ops;
 pub mod parse;
 pub mod plan;
+pub mod report;
+pub mod tables;
 
 #[cfg(feature = "interp")]
 pub mod interp;
@@ -42,8 +45,12 @@ pub const MAX_ELEMENTS: usize = 1 << 32;
 pub struct CompiledModel {
     /// The lowered, checked model.
     pub model: ModelIr,
+    /// The fused blocks.
+    pub fusion: fuse::FusionPlan,
     /// Where each value lives.
     pub memory: plan::MemoryPlan,
+    /// The numbers of the fusion report.
+    pub report: report::FusionReport,
     /// The generated Rust items.
     pub tokens: TokenStream,
 }
@@ -56,14 +63,18 @@ pub fn compile(tokens: TokenStream) -> Result<Vec<CompiledModel>, syn::Error> {
     if let Some(error) = diags.into_error() {
         return Err(error);
     }
-    Ok(models
-        .into_iter()
-        .map(|model| {
-            let memory = plan::plan(&model.graph);
-            let tokens = codegen::codegen(&model, &memory);
-            CompiledModel { model, memory, tokens }
-        })
-        .collect())
+    Ok(models.into_iter().map(compile_model).collect())
+}
+
+/// The stages after lowering, for one model: fuse, plan memory, report, generate.
+pub fn compile_model(model: ModelIr) -> CompiledModel {
+    let unfused = fuse::FusionPlan::unfused(&model.graph);
+    let fusion = if model.options.fusion_off { unfused.clone() } else { fuse::fuse(&model.graph) };
+    let memory = plan::plan(&model.graph, &fusion);
+    let unfused_memory = plan::plan(&model.graph, &unfused);
+    let report = report::FusionReport::new(&model.name.to_string(), &model.graph, &fusion, &memory, &unfused_memory, !model.options.fusion_off);
+    let tokens = codegen::codegen(&model, &fusion, &memory, &report);
+    CompiledModel { model, fusion, memory, report, tokens }
 }
 
 /// Lowers DSL source text to models (for tests and tools that start from text).

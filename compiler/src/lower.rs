@@ -44,7 +44,27 @@ pub struct ModelIr {
 
 /// Options given as attributes on a model.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ModelOptions {}
+pub struct ModelOptions {
+    /// `#[fusion(off)]`: one kernel call per op, for side-by-side measurement.
+    pub fusion_off: bool,
+}
+
+/// Reads `fusion(off)` / `fusion(on)`; `Err` with a message for anything else.
+fn fusion_option(attr: &Attribute) -> Result<bool, syn::Error> {
+    let mut off = None;
+    attr.parse_nested_meta(|meta| {
+        if meta.path.is_ident("off") {
+            off = Some(true);
+            Ok(())
+        } else if meta.path.is_ident("on") {
+            off = Some(false);
+            Ok(())
+        } else {
+            Err(meta.error("expected `fusion(off)` or `fusion(on)`"))
+        }
+    })?;
+    off.ok_or_else(|| syn::Error::new_spanned(attr, "expected `fusion(off)` or `fusion(on)`"))
+}
 
 /// Largest number of iterations a `for` loop may unroll to.
 pub const MAX_LOOP_ITERATIONS: i64 = 4096;
@@ -53,6 +73,17 @@ pub const MAX_CALL_DEPTH: usize = 32;
 
 /// Lowers every model of the input; errors go to `diags`.
 pub fn lower(ast: &Ast, diags: &mut Diagnostics) -> Vec<ModelIr> {
+    let mut defaults = ModelOptions::default();
+    for attr in &ast.inner_attrs {
+        if attr.path().is_ident("fusion") {
+            match fusion_option(attr) {
+                Ok(off) => defaults.fusion_off = off,
+                Err(e) => diags.push(e),
+            }
+        } else {
+            diags.push(syn::Error::new_spanned(attr.path(), "unknown option; the only `#![...]` option is `#![fusion(off)]`"));
+        }
+    }
     let mut blocks: HashMap<String, &BlockDecl> = HashMap::new();
     for item in &ast.items {
         if let Item::Block(block) = item {
@@ -76,7 +107,7 @@ pub fn lower(ast: &Ast, diags: &mut Diagnostics) -> Vec<ModelIr> {
                 diags.push(syn::Error::new(model.name.span(), format!("model `{name}` is declared twice; give each model its own name")));
                 continue;
             }
-            if let Some(ir) = lower_model(model, &blocks, diags) {
+            if let Some(ir) = lower_model(model, &blocks, &defaults, diags) {
                 models.push(ir);
             }
         }
@@ -162,16 +193,21 @@ pub(crate) struct Lowerer<'a> {
     call_stack: Vec<String>,
 }
 
-fn lower_model(model: &ModelDecl, blocks: &HashMap<String, &BlockDecl>, diags: &mut Diagnostics) -> Option<ModelIr> {
+fn lower_model(model: &ModelDecl, blocks: &HashMap<String, &BlockDecl>, defaults: &ModelOptions, diags: &mut Diagnostics) -> Option<ModelIr> {
     let mut docs = Vec::new();
-    let options = ModelOptions::default();
+    let mut options = defaults.clone();
     for attr in &model.attrs {
         if attr.path().is_ident("doc") {
             docs.push(attr.clone());
+        } else if attr.path().is_ident("fusion") {
+            match fusion_option(attr) {
+                Ok(off) => options.fusion_off = off,
+                Err(e) => diags.push(e),
+            }
         } else {
             diags.push(syn::Error::new_spanned(
                 attr.path(),
-                "unknown model attribute; a model takes `///` docs only",
+                "unknown model attribute; a model takes `///` docs and `#[fusion(off)]`",
             ));
         }
     }

@@ -26,6 +26,8 @@ use syn::{bracketed, parenthesized, braced, token, Attribute, Ident, LitFloat, L
 /// Everything inside one `dnn! { ... }`.
 #[derive(Debug)]
 pub struct Ast {
+    /// `#![...]` options for every model of the invocation (`#![fusion(off)]`).
+    pub inner_attrs: Vec<Attribute>,
     /// Models and blocks, in source order.
     pub items: Vec<Item>,
 }
@@ -238,11 +240,12 @@ pub fn parse(tokens: proc_macro2::TokenStream) -> syn::Result<Ast> {
 
 impl Parse for Ast {
     fn parse(input: ParseStream) -> syn::Result<Self> {
+        let inner_attrs = input.call(Attribute::parse_inner)?;
         let mut items = Vec::new();
         while !input.is_empty() {
             items.push(input.parse()?);
         }
-        Ok(Ast { items })
+        Ok(Ast { inner_attrs, items })
     }
 }
 

@@ -12,7 +12,8 @@
 //!   c = ...                 [======]    c: offset 0 (a is dead by then)
 //! ```
 
-use crate::ir::{Graph, ValueId, ValueKind};
+use crate::fuse::FusionPlan;
+use crate::ir::{Graph, Op, ValueId, ValueKind};
 
 /// Offsets are rounded up to this many floats (64 bytes, one cache line).
 pub const ALIGN_FLOATS: usize = 16;
@@ -38,6 +39,10 @@ pub enum Slot {
     },
     /// The caller's output buffer with this position.
     Output(usize),
+    /// Never written: a value that lives only inside a fused block.
+    Fused,
+    /// The same memory as another value (a reshape of it); readers use that value's slot.
+    Alias(ValueId),
 }
 
 /// The storage decision for every value of a graph.
@@ -55,8 +60,22 @@ pub struct MemoryPlan {
     pub intermediate_bytes: usize,
 }
 
-/// Assigns storage to every value.
-pub fn plan(graph: &Graph) -> MemoryPlan {
+impl MemoryPlan {
+    /// The slot that holds a value's data, following aliases.
+    pub fn storage(&self, value: ValueId) -> Option<&Slot> {
+        let mut v = value;
+        for _ in 0..self.slots.len() + 1 {
+            match self.slots.get(v) {
+                Some(Slot::Alias(root)) => v = *root,
+                other => return other,
+            }
+        }
+        None
+    }
+}
+
+/// Assigns storage to every value, executing `fusion`'s blocks in order.
+pub fn plan(graph: &Graph, fusion: &FusionPlan) -> MemoryPlan {
     let n = graph.values.len();
     let mut slots: Vec<Option<Slot>> = vec![None; n];
     let mut param_len = 0;
@@ -80,17 +99,52 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
             _ => output_copies.push((position, out)),
         }
     }
-    // last node reading each value
+    // values computed inside a block and never stored
+    let mut sinks = vec![false; n];
+    for block in &fusion.blocks {
+        for &m in &block.nodes {
+            let Some(node) = graph.nodes.get(m) else { continue };
+            if m == block.sink() {
+                if let Some(s) = sinks.get_mut(node.output) {
+                    *s = true;
+                }
+            } else if let Some(slot) = slots.get_mut(node.output) {
+                *slot = Some(Slot::Fused);
+            }
+        }
+    }
+    // a lone reshape of a stored value shares its memory
+    let mut root: Vec<ValueId> = (0..n).collect();
+    for block in &fusion.blocks {
+        let [only] = block.nodes.as_slice() else { continue };
+        let Some(node) = graph.nodes.get(*only) else { continue };
+        let (Op::Reshape(_), [input]) = (&node.op, node.inputs.as_slice()) else { continue };
+        if matches!(slots.get(node.output), Some(None)) {
+            let r = root.get(*input).copied().unwrap_or(*input);
+            if let Some(slot) = slots.get_mut(node.output) {
+                *slot = Some(Slot::Alias(*input));
+            }
+            if let Some(x) = root.get_mut(node.output) {
+                *x = r;
+            }
+        }
+    }
+    // last block reading each stored value (aliases extend their root)
     let mut last_use = vec![0usize; n];
-    for (i, node) in graph.nodes.iter().enumerate() {
-        for &v in &node.inputs {
-            if let Some(l) = last_use.get_mut(v) {
-                *l = i;
+    for (b, block) in fusion.blocks.iter().enumerate() {
+        for &m in &block.nodes {
+            let Some(node) = graph.nodes.get(m) else { continue };
+            for &v in &node.inputs {
+                let r = root.get(v).copied().unwrap_or(v);
+                if let Some(l) = last_use.get_mut(r) {
+                    *l = (*l).max(b);
+                }
             }
         }
     }
     for &(_, v) in &output_copies {
-        if let Some(l) = last_use.get_mut(v) {
+        let r = root.get(v).copied().unwrap_or(v);
+        if let Some(l) = last_use.get_mut(r) {
             *l = usize::MAX;
         }
     }
@@ -98,14 +152,15 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
     let mut live: Vec<(usize, usize, usize)> = Vec::new();
     let mut arena_len = 0;
     let mut intermediate_bytes = 0;
-    for (i, node) in graph.nodes.iter().enumerate() {
+    for (b, block) in fusion.blocks.iter().enumerate() {
+        let Some(node) = graph.nodes.get(block.sink()) else { continue };
         let v = node.output;
-        if !matches!(slots.get(v), Some(None)) {
+        if !matches!(slots.get(v), Some(None)) || !sinks.get(v).copied().unwrap_or(false) {
             continue;
         }
-        live.retain(|&(_, _, end)| end >= i);
+        live.retain(|&(_, _, end)| end >= b);
         let len = graph.values.get(v).map_or(0, |v| v.len());
-        let end = last_use.get(v).copied().unwrap_or(i).max(i);
+        let end = last_use.get(v).copied().unwrap_or(b).max(b);
         let offset = first_fit(&mut live, len);
         live.push((offset, len, end));
         arena_len = arena_len.max(offset + len);
@@ -114,7 +169,7 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
             *slot = Some(Slot::Arena { offset, len });
         }
     }
-    let slots = slots.into_iter().map(|s| s.unwrap_or(Slot::Arena { offset: 0, len: 0 })).collect();
+    let slots = slots.into_iter().map(|s| s.unwrap_or(Slot::Fused)).collect();
     MemoryPlan { slots, arena_len, param_len, output_copies, intermediate_bytes }
 }
 
@@ -151,7 +206,8 @@ mod tests {
 
     #[test]
     fn a_chain_ping_pongs_between_two_buffers() {
-        let plan = plan(&chain(100, 5));
+        let g = chain(100, 5);
+        let plan = plan(&g, &FusionPlan::unfused(&g));
         // 4 intermediates, the 5th is the output; two live at a time
         assert_eq!(plan.arena_len, 112 + 100);
         let offsets: Vec<usize> = plan.slots.iter().filter_map(|s| match s { Slot::Arena { offset, .. } => Some(*offset), _ => None }).collect();
@@ -161,7 +217,8 @@ mod tests {
 
     #[test]
     fn an_input_returned_as_output_is_copied() {
-        let plan = plan(&chain(4, 0));
+        let g = chain(4, 0);
+        let plan = plan(&g, &FusionPlan::unfused(&g));
         assert_eq!(plan.output_copies, vec![(0, 0)]);
         assert_eq!(plan.arena_len, 0);
     }

@@ -41,3 +41,14 @@ pub const LENET_DATA: ReferenceData = reference_data!("lenet");
 pub const BERT_TINY_DATA: ReferenceData = reference_data!("bert_tiny");
 /// Reference data of `unet_small`.
 pub const UNET_SMALL_DATA: ReferenceData = reference_data!("unet_small");
+
+/// The fusion reports of every model in the zoo, fused then with fusion off.
+pub fn fusion_reports() -> Vec<(dnnfusion::runtime::FusionReport, dnnfusion::runtime::FusionReport)> {
+    use reference::*;
+    vec![
+        (Mlp::FUSION_REPORT, unfused::Mlp::FUSION_REPORT),
+        (LeNet::FUSION_REPORT, unfused::LeNet::FUSION_REPORT),
+        (BertTiny::FUSION_REPORT, unfused::BertTiny::FUSION_REPORT),
+        (UNetSmall::FUSION_REPORT, unfused::UNetSmall::FUSION_REPORT),
+    ]
+}

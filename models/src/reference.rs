@@ -7,6 +7,12 @@ macro_rules! declare {
         dnnfusion::dnn! { $($tokens)* }
         /// The DSL source of the models in this module.
         pub const SOURCE: &str = stringify!($($tokens)*);
+
+        /// The same models with fusion off (one kernel call per op), for side-by-side
+        /// measurement and checks.
+        pub mod unfused {
+            dnnfusion::dnn! { #![fusion(off)] $($tokens)* }
+        }
     };
 }
 

@@ -6,8 +6,37 @@
 
 use crate::math;
 
+/// `i - before` mirrored into `0..len` (numpy `reflect` padding), for fused index code.
+#[inline(always)]
+pub fn reflect_index(i: usize, before: usize, len: usize) -> usize {
+    let j = i as isize - before as isize;
+    let last = len as isize - 1;
+    let r = if j < 0 { -j } else if j > last { 2 * last - j } else { j };
+    r.clamp(0, last.max(0)) as usize
+}
+
+/// `i - before` clamped into `0..len` (numpy `edge` padding), for fused index code.
+#[inline(always)]
+pub fn clamp_index(i: usize, before: usize, len: usize) -> usize {
+    i.saturating_sub(before).min(len.saturating_sub(1))
+}
+
 /// Highest rank the strided kernels handle.
 pub const MAX_RANK: usize = 8;
+
+/// The identity epilogue, for a kernel whose result is stored as computed.
+#[inline(always)]
+pub fn store(_index: usize, value: f32) -> f32 {
+    value
+}
+
+/// Applies an epilogue to a just-computed chunk of the output starting at flat `base`.
+#[inline(always)]
+fn finish(chunk: &mut [f32], base: usize, epi: &impl Fn(usize, f32) -> f32) {
+    for (k, o) in chunk.iter_mut().enumerate() {
+        *o = epi(base + k, *o);
+    }
+}
 
 /// `out[i] = f(x[i])`
 #[inline]
@@ -120,14 +149,19 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `out[r, o] = bias[o] + sum_i x[r, i] * w[o, i]` (PyTorch `Linear`, weight `[out, in]`).
-pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], rows: usize, in_features: usize, out_features: usize) {
+///
+/// Every kernel of a Many-to-Many op takes an epilogue `epi(flat_index, value)` applied to
+/// each output element before it is stored (fused One-to-One successors); pass [`store`]
+/// for none.
+#[allow(clippy::too_many_arguments)]
+pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], rows: usize, in_features: usize, out_features: usize, epi: impl Fn(usize, f32) -> f32) {
     debug_assert!(x.len() == rows * in_features && w.len() == out_features * in_features && out.len() == rows * out_features);
     for r in 0..rows {
         let xr = &x[r * in_features..(r + 1) * in_features];
         let or = &mut out[r * out_features..(r + 1) * out_features];
         for (o, slot) in or.iter_mut().enumerate() {
             let b = bias.map_or(0.0, |b| b[o]);
-            *slot = b + dot(xr, &w[o * in_features..(o + 1) * in_features]);
+            *slot = epi(r * out_features + o, b + dot(xr, &w[o * in_features..(o + 1) * in_features]));
         }
     }
 }
@@ -151,7 +185,7 @@ pub struct MatMulGeom<'a> {
 }
 
 /// `out[.., i, j] = sum_k a[.., i, k] * b[.., k, j]` with broadcast batch axes.
-pub fn matmul(a: &[f32], b: &[f32], out: &mut [f32], g: &MatMulGeom<'_>) {
+pub fn matmul(a: &[f32], b: &[f32], out: &mut [f32], g: &MatMulGeom<'_>, epi: impl Fn(usize, f32) -> f32) {
     let (m, k, n) = (g.m, g.k, g.n);
     walk(g.batch, [g.a_batch_strides, g.b_batch_strides], |batch, [ia, ib]| {
         let o = &mut out[batch * m * n..(batch + 1) * m * n];
@@ -166,6 +200,7 @@ pub fn matmul(a: &[f32], b: &[f32], out: &mut [f32], g: &MatMulGeom<'_>) {
                     *slot += av * bv;
                 }
             }
+            finish(row, (batch * m + i) * n, &epi);
         }
     });
 }
@@ -218,7 +253,7 @@ fn valid_range(out_len: usize, in_len: usize, stride: usize, pad: usize, tap: us
 }
 
 /// 2-d convolution, NCHW, weight `[c_out, c_in / groups, kh, kw]`, zero padding.
-pub fn conv2d(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Conv2dGeom) {
+pub fn conv2d(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Conv2dGeom, epi: impl Fn(usize, f32) -> f32) {
     let cin_g = g.c_in / g.groups;
     let cout_g = g.c_out / g.groups;
     let plane = g.oh * g.ow;
@@ -254,13 +289,14 @@ pub fn conv2d(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &C
                     }
                 }
             }
+            finish(o, (n * g.c_out + oc) * plane, &epi);
         }
     }
 }
 
 /// Transposed 2-d convolution, NCHW, weight `[c_in, c_out / groups, kh, kw]`; `g.h`/`g.w`
 /// are the input's, `g.oh`/`g.ow` the output's, `pad_*` the padding removed per side.
-pub fn conv_transpose2d(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Conv2dGeom) {
+pub fn conv_transpose2d(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Conv2dGeom, epi: impl Fn(usize, f32) -> f32) {
     let cin_g = g.c_in / g.groups;
     let cout_g = g.c_out / g.groups;
     let plane = g.oh * g.ow;
@@ -295,6 +331,8 @@ pub fn conv_transpose2d(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f
                 }
             }
         }
+        let sample = g.c_out * plane;
+        finish(&mut out[n * sample..(n + 1) * sample], n * sample, &epi);
     }
 }
 
@@ -334,7 +372,7 @@ pub struct Pool2dGeom {
 }
 
 /// Max pooling; padding never wins.
-pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom) {
+pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: impl Fn(usize, f32) -> f32) {
     for p in 0..g.planes {
         let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
         let op = &mut out[p * g.oh * g.ow..(p + 1) * g.oh * g.ow];
@@ -357,7 +395,7 @@ pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom) {
                         }
                     }
                 }
-                op[oy * g.ow + ox] = best;
+                op[oy * g.ow + ox] = epi((p * g.oh + oy) * g.ow + ox, best);
             }
         }
     }
@@ -365,7 +403,7 @@ pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom) {
 
 /// Average pooling. With `count_include_pad` the divisor is the window clipped to the
 /// padded input (PyTorch); otherwise the number of real input elements in the window.
-pub fn avg_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, count_include_pad: bool) {
+pub fn avg_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, count_include_pad: bool, epi: impl Fn(usize, f32) -> f32) {
     for p in 0..g.planes {
         let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
         let op = &mut out[p * g.oh * g.ow..(p + 1) * g.oh * g.ow];
@@ -397,24 +435,24 @@ pub fn avg_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, count_include_pad:
                     }
                 }
                 let divisor = if count_include_pad { padded_count } else { count };
-                op[oy * g.ow + ox] = sum / divisor.max(1) as f32;
+                op[oy * g.ow + ox] = epi((p * g.oh + oy) * g.ow + ox, sum / divisor.max(1) as f32);
             }
         }
     }
 }
 
 /// Mean of each of `planes` planes of `plane` floats.
-pub fn global_avg_pool(x: &[f32], out: &mut [f32], planes: usize, plane: usize) {
+pub fn global_avg_pool(x: &[f32], out: &mut [f32], planes: usize, plane: usize, epi: impl Fn(usize, f32) -> f32) {
     for p in 0..planes {
         let s: f32 = x[p * plane..(p + 1) * plane].iter().sum();
-        out[p] = s / plane as f32;
+        out[p] = epi(p, s / plane as f32);
     }
 }
 
 /// Max of each of `planes` planes of `plane` floats.
-pub fn global_max_pool(x: &[f32], out: &mut [f32], planes: usize, plane: usize) {
+pub fn global_max_pool(x: &[f32], out: &mut [f32], planes: usize, plane: usize, epi: impl Fn(usize, f32) -> f32) {
     for p in 0..planes {
-        out[p] = x[p * plane..(p + 1) * plane].iter().fold(f32::NEG_INFINITY, |m, &v| math::max(m, v));
+        out[p] = epi(p, x[p * plane..(p + 1) * plane].iter().fold(f32::NEG_INFINITY, |m, &v| math::max(m, v)));
     }
 }
 
@@ -435,7 +473,8 @@ pub enum Reduction {
 
 /// Reduces over the `red_*` axes for every index of the kept axes (strides are the
 /// input's).
-pub fn reduce(x: &[f32], out: &mut [f32], kept_dims: &[usize], kept_strides: &[usize], red_dims: &[usize], red_strides: &[usize], kind: Reduction) {
+#[allow(clippy::too_many_arguments)]
+pub fn reduce(x: &[f32], out: &mut [f32], kept_dims: &[usize], kept_strides: &[usize], red_dims: &[usize], red_strides: &[usize], kind: Reduction, epi: impl Fn(usize, f32) -> f32) {
     let count: usize = red_dims.iter().product();
     walk(kept_dims, [kept_strides], |i, [base]| {
         let mut acc = match kind {
@@ -453,12 +492,12 @@ pub fn reduce(x: &[f32], out: &mut [f32], kept_dims: &[usize], kept_strides: &[u
                 Reduction::Min => math::min(acc, v),
             };
         });
-        out[i] = if kind == Reduction::Mean { acc / count as f32 } else { acc };
+        out[i] = epi(i, if kind == Reduction::Mean { acc / count as f32 } else { acc });
     });
 }
 
 /// Softmax along an axis of length `len`, for `outer * inner` rows with stride `inner`.
-pub fn softmax(x: &[f32], out: &mut [f32], outer: usize, len: usize, inner: usize) {
+pub fn softmax(x: &[f32], out: &mut [f32], outer: usize, len: usize, inner: usize, epi: impl Fn(usize, f32) -> f32) {
     for o in 0..outer {
         for i in 0..inner {
             let at = |k: usize| (o * len + k) * inner + i;
@@ -474,14 +513,14 @@ pub fn softmax(x: &[f32], out: &mut [f32], outer: usize, len: usize, inner: usiz
             }
             let inv = 1.0 / sum;
             for k in 0..len {
-                out[at(k)] *= inv;
+                out[at(k)] = epi(at(k), out[at(k)] * inv);
             }
         }
     }
 }
 
 /// `log(softmax(x))` along an axis, computed as `x - max - log(sum(exp(x - max)))`.
-pub fn log_softmax(x: &[f32], out: &mut [f32], outer: usize, len: usize, inner: usize) {
+pub fn log_softmax(x: &[f32], out: &mut [f32], outer: usize, len: usize, inner: usize, epi: impl Fn(usize, f32) -> f32) {
     for o in 0..outer {
         for i in 0..inner {
             let at = |k: usize| (o * len + k) * inner + i;
@@ -495,7 +534,7 @@ pub fn log_softmax(x: &[f32], out: &mut [f32], outer: usize, len: usize, inner: 
             }
             let shift = m + math::ln(sum);
             for k in 0..len {
-                out[at(k)] = x[at(k)] - shift;
+                out[at(k)] = epi(at(k), x[at(k)] - shift);
             }
         }
     }
@@ -511,7 +550,8 @@ fn moments(v: &[f32]) -> (f32, f32) {
 }
 
 /// Layer normalization of `rows` rows of `cols` floats, with optional affine.
-pub fn layer_norm(x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, out: &mut [f32], rows: usize, cols: usize, eps: f32) {
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm(x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, out: &mut [f32], rows: usize, cols: usize, eps: f32, epi: impl Fn(usize, f32) -> f32) {
     for r in 0..rows {
         let xr = &x[r * cols..(r + 1) * cols];
         let (mean, var) = moments(xr);
@@ -525,7 +565,7 @@ pub fn layer_norm(x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, out: &mut [f3
             if let Some(b) = b {
                 y += b[c];
             }
-            *o = y;
+            *o = epi(r * cols + c, y);
         }
     }
 }
@@ -548,7 +588,7 @@ pub fn batch_norm(x: &[f32], w: &[f32], b: &[f32], mean: &[f32], var: &[f32], ou
 /// Group normalization over `[n, c, inner]` with `groups` channel groups (instance norm
 /// is `groups == c`), optional per-channel affine.
 #[allow(clippy::too_many_arguments)]
-pub fn group_norm(x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, out: &mut [f32], n: usize, c: usize, inner: usize, groups: usize, eps: f32) {
+pub fn group_norm(x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, out: &mut [f32], n: usize, c: usize, inner: usize, groups: usize, eps: f32, epi: impl Fn(usize, f32) -> f32) {
     let per_group = c / groups * inner;
     for s in 0..n {
         for g in 0..groups {
@@ -564,7 +604,7 @@ pub fn group_norm(x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, out: &mut [f3
                 if let Some(b) = b {
                     y += b[ch];
                 }
-                *o = y;
+                *o = epi(at + k, y);
             }
         }
     }

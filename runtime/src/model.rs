@@ -329,3 +329,66 @@ pub fn infer<M: Model>(model: &M, inputs: &[&[f32]]) -> Result<alloc::vec::Vec<a
     }
     Ok(outputs)
 }
+
+/// One fused block of a [`FusionReport`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockReport {
+    /// Op names joined by `+`.
+    pub ops: &'static str,
+    /// The block's mapping type (`many-to-many`, ...).
+    pub mapping: &'static str,
+}
+
+/// What the compiler did to a model (every generated model has one as `FUSION_REPORT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FusionReport {
+    /// Model name.
+    pub model: &'static str,
+    /// Ops after lowering.
+    pub ops: usize,
+    /// Ops after rewriting.
+    pub ops_after_rewrite: usize,
+    /// Blocks executed (fused kernels).
+    pub blocks: usize,
+    /// Whether fusion was on.
+    pub fusion: bool,
+    /// Bytes of intermediates written to memory without fusion.
+    pub irs_bytes_before: usize,
+    /// Bytes of intermediates written to memory with fusion.
+    pub irs_bytes_after: usize,
+    /// Bytes of arena.
+    pub arena_bytes: usize,
+    /// The blocks, in execution order.
+    pub block_list: &'static [BlockReport],
+}
+
+impl FusionReport {
+    /// Ops per block (the paper's Table 5 fusion rate).
+    pub fn fusion_rate(&self) -> f64 {
+        self.ops_after_rewrite as f64 / self.blocks.max(1) as f64
+    }
+
+    /// Writes the report as one JSON object (no trailing newline).
+    pub fn write_json(&self, w: &mut impl fmt::Write) -> fmt::Result {
+        write!(
+            w,
+            "{{\"model\":\"{}\",\"ops\":{},\"ops_after_rewrite\":{},\"blocks\":{},\"fusion_rate\":{:.2},\"fusion\":{},\"irs_bytes_before\":{},\"irs_bytes_after\":{},\"arena_bytes\":{},\"block_ops\":[",
+            self.model,
+            self.ops,
+            self.ops_after_rewrite,
+            self.blocks,
+            self.fusion_rate(),
+            self.fusion,
+            self.irs_bytes_before,
+            self.irs_bytes_after,
+            self.arena_bytes
+        )?;
+        for (i, b) in self.block_list.iter().enumerate() {
+            if i > 0 {
+                w.write_str(",")?;
+            }
+            write!(w, "{{\"ops\":\"{}\",\"mapping\":\"{}\"}}", b.ops, b.mapping)?;
+        }
+        w.write_str("]}")
+    }
+}

@@ -1,7 +1,7 @@
 fn main() {}
 
 dnnfusion::dnn! {
-    #[fusion(off)]
+    #[inline]
     pub model M(x: [1, 4]) -> [1, 4] {
         relu(x)
     }

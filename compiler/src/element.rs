@@ -1,0 +1,568 @@
+//! Element expressions: what one output element of a fused block computes, as data.
+//!
+//! `fuse` decides which nodes form a block; this module turns a block into an
+//! [`ElementProgram`]: index expressions ([`Ix`]) over the sink's output index, and value
+//! expressions ([`Ex`]) that load external operands through those indices. Reorganize,
+//! Shuffle, slice, concat, pad, expand and broadcasting become index arithmetic, never
+//! copies. Values read twice at the same index are computed once (`lets`).
+//!
+//! ```text
+//!   t = transpose(x, 0, 1) : [3, 2]     out[i0, i1] = relu(x[i1 * 3 + i0])
+//!   out = relu(t)
+//! ```
+//!
+//! `codegen` prints a program as Rust; [`ElementProgram::eval`] evaluates it on numbers,
+//! so plans can be checked against the interpreter without rustc.
+
+use std::collections::HashMap;
+
+use crate::fuse::Block;
+use crate::ir::{BinaryOp, Graph, Op, PadMode, ResizeMode, UnaryOp, ValueId, ValueKind};
+
+/// An index expression over the output index variables `i0, i1, ...`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Ix {
+    /// Output axis `k`'s index.
+    Var(usize),
+    /// A constant.
+    Const(usize),
+    /// Sum.
+    Add(Box<Ix>, Box<Ix>),
+    /// Product with a constant.
+    Mul(Box<Ix>, usize),
+    /// Integer division by a constant.
+    Div(Box<Ix>, usize),
+    /// Remainder by a constant.
+    Rem(Box<Ix>, usize),
+    /// `a - c`, only where `a >= c` is guaranteed by an enclosing range test.
+    Sub(Box<Ix>, usize),
+    /// numpy `reflect` padding: `j = a - before`, mirrored into `0..len`.
+    Reflect {
+        /// the padded index
+        index: Box<Ix>,
+        /// padding before the axis
+        before: usize,
+        /// the axis length
+        len: usize,
+    },
+    /// numpy `edge` padding: `a - before` clamped into `0..len`.
+    Clamp {
+        /// the padded index
+        index: Box<Ix>,
+        /// padding before the axis
+        before: usize,
+        /// the axis length
+        len: usize,
+    },
+}
+
+impl Ix {
+    fn add(a: Ix, b: Ix) -> Ix {
+        match (a, b) {
+            (Ix::Const(0), x) | (x, Ix::Const(0)) => x,
+            (Ix::Const(x), Ix::Const(y)) => Ix::Const(x + y),
+            (x, y) => Ix::Add(Box::new(x), Box::new(y)),
+        }
+    }
+    fn mul(a: Ix, c: usize) -> Ix {
+        match (a, c) {
+            (_, 0) => Ix::Const(0),
+            (x, 1) => x,
+            (Ix::Const(x), c) => Ix::Const(x * c),
+            (x, c) => Ix::Mul(Box::new(x), c),
+        }
+    }
+    fn div(a: Ix, c: usize) -> Ix {
+        match (a, c) {
+            (x, 1) => x,
+            (Ix::Const(x), c) => Ix::Const(x / c.max(1)),
+            (x, c) => Ix::Div(Box::new(x), c),
+        }
+    }
+    fn rem(a: Ix, c: usize) -> Ix {
+        match (a, c) {
+            (_, 1) => Ix::Const(0),
+            (Ix::Const(x), c) => Ix::Const(x % c.max(1)),
+            (x, c) => Ix::Rem(Box::new(x), c),
+        }
+    }
+    fn sub(a: Ix, c: usize) -> Ix {
+        match (a, c) {
+            (x, 0) => x,
+            (Ix::Const(x), c) => Ix::Const(x.saturating_sub(c)),
+            (x, c) => Ix::Sub(Box::new(x), c),
+        }
+    }
+
+    /// Evaluates at the output index `vars`.
+    pub fn eval(&self, vars: &[usize]) -> usize {
+        match self {
+            Ix::Var(k) => vars.get(*k).copied().unwrap_or(0),
+            Ix::Const(c) => *c,
+            Ix::Add(a, b) => a.eval(vars) + b.eval(vars),
+            Ix::Mul(a, c) => a.eval(vars) * c,
+            Ix::Div(a, c) => a.eval(vars) / (*c).max(1),
+            Ix::Rem(a, c) => a.eval(vars) % (*c).max(1),
+            Ix::Sub(a, c) => a.eval(vars).saturating_sub(*c),
+            Ix::Reflect { index, before, len } => reflect(index.eval(vars), *before, *len),
+            Ix::Clamp { index, before, len } => clamp(index.eval(vars), *before, *len),
+        }
+    }
+}
+
+/// `i - before` mirrored into `0..len` (numpy `reflect`, pads shorter than the axis).
+pub fn reflect(i: usize, before: usize, len: usize) -> usize {
+    let j = i as isize - before as isize;
+    let last = len as isize - 1;
+    let r = if j < 0 { -j } else if j > last { 2 * last - j } else { j };
+    r.clamp(0, last.max(0)) as usize
+}
+
+/// `i - before` clamped into `0..len` (numpy `edge`).
+pub fn clamp(i: usize, before: usize, len: usize) -> usize {
+    i.saturating_sub(before).min(len.saturating_sub(1))
+}
+
+/// A value expression for one element.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ex {
+    /// Operand `k` of the block at a flat offset.
+    Load(usize, Ix),
+    /// The anchor's value at the current index (epilogues only).
+    Anchor,
+    /// A constant.
+    Const(f32),
+    /// A unary function.
+    Unary(UnaryOp, Box<Ex>),
+    /// A binary function.
+    Binary(BinaryOp, Box<Ex>, Box<Ex>),
+    /// `a` where `cond != 0`, else `b`.
+    Select(Box<Ex>, Box<Ex>, Box<Ex>),
+    /// `x` if positive else `slope * x`.
+    Prelu(Box<Ex>, Box<Ex>),
+    /// `then` when `lo <= index < hi`, else `otherwise`.
+    InRange {
+        /// the tested index
+        index: Ix,
+        /// inclusive lower bound
+        lo: usize,
+        /// exclusive upper bound
+        hi: usize,
+        /// value inside
+        then: Box<Ex>,
+        /// value outside
+        otherwise: Box<Ex>,
+    },
+    /// The `k`-th shared subexpression.
+    Let(usize),
+}
+
+/// One fused block, element by element.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ElementProgram {
+    /// The values the block reads, in order of first use: operand `k` is `operands[k]`.
+    pub operands: Vec<ValueId>,
+    /// Shape of the output (the sink's shape).
+    pub shape: Vec<usize>,
+    /// Shared subexpressions, each may use earlier ones.
+    pub lets: Vec<Ex>,
+    /// The output element.
+    pub value: Ex,
+}
+
+/// Builds the element program of a block. `anchor` is the block's Many-to-Many node,
+/// whose value is [`Ex::Anchor`]; `None` on failure (an op that cannot be translated).
+pub fn build(graph: &Graph, block: &Block) -> Option<ElementProgram> {
+    let sink = block.sink();
+    let node = graph.nodes.get(sink)?;
+    let shape = graph.shape(node.output).to_vec();
+    let mut uses: HashMap<usize, usize> = HashMap::new();
+    for &m in &block.nodes {
+        for &v in &graph.nodes.get(m)?.inputs {
+            if let Some(ValueKind::Node(p)) = graph.values.get(v).map(|v| &v.kind) {
+                if block.nodes.contains(p) {
+                    *uses.entry(*p).or_insert(0) += 1;
+                }
+            }
+        }
+    }
+    let mut builder = Builder { graph, block, operands: Vec::new(), lets: Vec::new(), memo: HashMap::new(), uses };
+    let vars: Vec<Ix> = (0..shape.len()).map(Ix::Var).collect();
+    let value = builder.node_value(sink, &vars)?;
+    Some(ElementProgram { operands: builder.operands, shape, lets: builder.lets, value })
+}
+
+struct Builder<'a> {
+    graph: &'a Graph,
+    block: &'a Block,
+    operands: Vec<ValueId>,
+    lets: Vec<Ex>,
+    memo: HashMap<(usize, Vec<Ix>), usize>,
+    uses: HashMap<usize, usize>,
+}
+
+fn row_major_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![1; shape.len()];
+    let mut acc = 1;
+    for i in (0..shape.len()).rev() {
+        if let Some(s) = strides.get_mut(i) {
+            *s = acc;
+        }
+        acc *= shape.get(i).copied().unwrap_or(1);
+    }
+    strides
+}
+
+/// Flat offset of `idx` in a row-major tensor of `shape`.
+fn flat(idx: &[Ix], shape: &[usize]) -> Ix {
+    let strides = row_major_strides(shape);
+    idx.iter().zip(&strides).fold(Ix::Const(0), |acc, (i, &s)| Ix::add(acc, Ix::mul(i.clone(), s)))
+}
+
+/// The index of an operand of shape `shape` broadcast into an output index `idx`.
+fn broadcast_index(idx: &[Ix], shape: &[usize]) -> Vec<Ix> {
+    let offset = idx.len().saturating_sub(shape.len());
+    shape
+        .iter()
+        .enumerate()
+        .map(|(k, &d)| if d == 1 { Ix::Const(0) } else { idx.get(offset + k).cloned().unwrap_or(Ix::Const(0)) })
+        .collect()
+}
+
+impl Builder<'_> {
+    /// The value `v` at index `idx` (in `v`'s own shape).
+    fn value(&mut self, v: ValueId, idx: &[Ix]) -> Option<Ex> {
+        if let Some(ValueKind::Node(p)) = self.graph.values.get(v).map(|v| &v.kind) {
+            if self.block.nodes.contains(p) {
+                return self.node_value(*p, idx);
+            }
+        }
+        let k = match self.operands.iter().position(|&o| o == v) {
+            Some(k) => k,
+            None => {
+                self.operands.push(v);
+                self.operands.len() - 1
+            }
+        };
+        Some(Ex::Load(k, flat(idx, self.graph.shape(v))))
+    }
+
+    fn node_value(&mut self, node: usize, idx: &[Ix]) -> Option<Ex> {
+        if Some(node) == self.block.anchor {
+            return Some(Ex::Anchor);
+        }
+        let key = (node, idx.to_vec());
+        if let Some(&k) = self.memo.get(&key) {
+            return Some(Ex::Let(k));
+        }
+        let ex = self.compute(node, idx)?;
+        if self.uses.get(&node).copied().unwrap_or(0) > 1 && !matches!(ex, Ex::Load(..) | Ex::Const(_) | Ex::Anchor) {
+            self.lets.push(ex);
+            let k = self.lets.len() - 1;
+            self.memo.insert(key, k);
+            return Some(Ex::Let(k));
+        }
+        Some(ex)
+    }
+
+    fn compute(&mut self, node: usize, idx: &[Ix]) -> Option<Ex> {
+        let graph = self.graph;
+        let n = graph.nodes.get(node)?;
+        let out_shape = graph.shape(n.output).to_vec();
+        let input = |i: usize| n.inputs.get(i).copied();
+        let shape_of = |i: usize| n.inputs.get(i).map(|&v| graph.shape(v).to_vec()).unwrap_or_default();
+        Some(match &n.op {
+            Op::Unary(u) => Ex::Unary(*u, Box::new(self.value(input(0)?, idx)?)),
+            Op::Binary(b) => {
+                let a = self.value(input(0)?, &broadcast_index(idx, &shape_of(0)))?;
+                let c = self.value(input(1)?, &broadcast_index(idx, &shape_of(1)))?;
+                Ex::Binary(*b, Box::new(a), Box::new(c))
+            }
+            Op::Where => {
+                let c = self.value(input(0)?, &broadcast_index(idx, &shape_of(0)))?;
+                let a = self.value(input(1)?, &broadcast_index(idx, &shape_of(1)))?;
+                let b = self.value(input(2)?, &broadcast_index(idx, &shape_of(2)))?;
+                Ex::Select(Box::new(c), Box::new(a), Box::new(b))
+            }
+            Op::Prelu => {
+                let x = self.value(input(0)?, idx)?;
+                let channel = if shape_of(1).iter().product::<usize>() > 1 { idx.get(1).cloned()? } else { Ix::Const(0) };
+                let s = self.value(input(1)?, &[channel])?;
+                Ex::Prelu(Box::new(x), Box::new(s))
+            }
+            Op::BatchNorm { eps } => {
+                // (x - mean) * (w / sqrt(var + eps)) + b, per channel (axis 1)
+                let c = [idx.get(1).cloned()?];
+                let x = self.value(input(0)?, idx)?;
+                let w = self.value(input(1)?, &c)?;
+                let b = self.value(input(2)?, &c)?;
+                let mean = self.value(input(3)?, &c)?;
+                let var = self.value(input(4)?, &c)?;
+                let inv = Ex::Unary(UnaryOp::Rsqrt, Box::new(Ex::Unary(UnaryOp::AddScalar(*eps), Box::new(var))));
+                let scale = Ex::Binary(BinaryOp::Mul, Box::new(w), Box::new(inv));
+                let centred = Ex::Binary(BinaryOp::Sub, Box::new(x), Box::new(mean));
+                Ex::Binary(BinaryOp::Add, Box::new(Ex::Binary(BinaryOp::Mul, Box::new(centred), Box::new(scale))), Box::new(b))
+            }
+            Op::Reshape(_) => {
+                let in_shape = shape_of(0);
+                let in_idx = reshape_index(idx, &out_shape, &in_shape);
+                self.value(input(0)?, &in_idx)?
+            }
+            Op::Transpose { perm } => {
+                let mut in_idx = vec![Ix::Const(0); perm.len()];
+                for (i, &p) in perm.iter().enumerate() {
+                    *in_idx.get_mut(p)? = idx.get(i)?.clone();
+                }
+                self.value(input(0)?, &in_idx)?
+            }
+            Op::Slice { starts, steps, .. } => {
+                let in_idx: Vec<Ix> = idx
+                    .iter()
+                    .zip(starts.iter().zip(steps))
+                    .map(|(i, (&s, &st))| Ix::add(Ix::mul(i.clone(), st), Ix::Const(s)))
+                    .collect();
+                self.value(input(0)?, &in_idx)?
+            }
+            Op::Expand => self.value(input(0)?, &broadcast_index(idx, &shape_of(0)))?,
+            Op::Concat { axis } => {
+                let axis = *axis;
+                let mut offsets = Vec::new();
+                let mut at = 0;
+                for i in 0..n.inputs.len() {
+                    let len = shape_of(i).get(axis).copied().unwrap_or(0);
+                    offsets.push((at, len));
+                    at += len;
+                }
+                let axis_ix = idx.get(axis)?.clone();
+                let mut result: Option<Ex> = None;
+                for (i, &(start, len)) in offsets.iter().enumerate().rev() {
+                    let mut in_idx = idx.to_vec();
+                    *in_idx.get_mut(axis)? = Ix::sub(axis_ix.clone(), start);
+                    let part = self.value(input(i)?, &in_idx)?;
+                    result = Some(match result {
+                        None => part,
+                        Some(rest) => Ex::InRange { index: axis_ix.clone(), lo: start, hi: start + len, then: Box::new(part), otherwise: Box::new(rest) },
+                    });
+                }
+                result?
+            }
+            Op::Pad { pads, mode } => {
+                let in_shape = shape_of(0);
+                let mut in_idx = Vec::new();
+                let mut tests = Vec::new();
+                for (k, (&(before, after), &d)) in pads.iter().zip(&in_shape).enumerate() {
+                    let i = idx.get(k)?.clone();
+                    if before == 0 && after == 0 {
+                        in_idx.push(i);
+                        continue;
+                    }
+                    match mode {
+                        PadMode::Constant(_) => {
+                            tests.push((i.clone(), before, before + d));
+                            in_idx.push(Ix::sub(i, before));
+                        }
+                        PadMode::Reflect => in_idx.push(Ix::Reflect { index: Box::new(i), before, len: d }),
+                        PadMode::Edge => in_idx.push(Ix::Clamp { index: Box::new(i), before, len: d }),
+                    }
+                }
+                let mut value = self.value(input(0)?, &in_idx)?;
+                if let PadMode::Constant(c) = mode {
+                    for (index, lo, hi) in tests.into_iter().rev() {
+                        value = Ex::InRange { index, lo, hi, then: Box::new(value), otherwise: Box::new(Ex::Const(*c)) };
+                    }
+                }
+                value
+            }
+            Op::Resize(ResizeMode::Nearest) => {
+                let in_shape = shape_of(0);
+                let in_idx: Vec<Ix> = idx
+                    .iter()
+                    .enumerate()
+                    .map(|(k, i)| {
+                        let (a, b) = (in_shape.get(k).copied().unwrap_or(1), out_shape.get(k).copied().unwrap_or(1));
+                        if a == b {
+                            i.clone()
+                        } else {
+                            Ix::div(Ix::mul(i.clone(), a), b)
+                        }
+                    })
+                    .collect();
+                self.value(input(0)?, &in_idx)?
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// The input index of a reshape: shared leading and trailing axes map directly, the rest
+/// goes through the flat offset.
+fn reshape_index(idx: &[Ix], out_shape: &[usize], in_shape: &[usize]) -> Vec<Ix> {
+    // drop unit axes on both sides and compare what is left
+    let out_non_unit: Vec<(usize, usize)> = out_shape.iter().copied().enumerate().filter(|&(_, d)| d != 1).collect();
+    let in_non_unit: Vec<(usize, usize)> = in_shape.iter().copied().enumerate().filter(|&(_, d)| d != 1).collect();
+    if out_non_unit.iter().map(|p| p.1).eq(in_non_unit.iter().map(|p| p.1)) {
+        let mut in_idx = vec![Ix::Const(0); in_shape.len()];
+        for ((oi, _), (ii, _)) in out_non_unit.iter().zip(&in_non_unit) {
+            if let (Some(slot), Some(i)) = (in_idx.get_mut(*ii), idx.get(*oi)) {
+                *slot = i.clone();
+            }
+        }
+        return in_idx;
+    }
+    let flat_ix = flat(idx, out_shape);
+    let strides = row_major_strides(in_shape);
+    in_shape
+        .iter()
+        .zip(&strides)
+        .enumerate()
+        .map(|(k, (&d, &s))| if k == 0 { Ix::div(flat_ix.clone(), s) } else { Ix::rem(Ix::div(flat_ix.clone(), s), d) })
+        .collect()
+}
+
+impl ElementProgram {
+    /// Evaluates the whole output: `operands[k]` holds the data of operand `k`, `anchor` the
+    /// anchor's output (for epilogue blocks).
+    pub fn eval(&self, operands: &[&[f32]], anchor: Option<&[f32]>) -> Vec<f32> {
+        let total: usize = self.shape.iter().product();
+        let strides = row_major_strides(&self.shape);
+        let mut out = vec![0.0f32; total];
+        let mut vars = vec![0usize; self.shape.len()];
+        let mut lets = vec![0.0f32; self.lets.len()];
+        for (o, slot) in out.iter_mut().enumerate() {
+            for (k, (v, &s)) in vars.iter_mut().zip(&strides).enumerate() {
+                *v = (o / s) % self.shape.get(k).copied().unwrap_or(1).max(1);
+            }
+            let a = anchor.and_then(|a| a.get(o)).copied().unwrap_or(f32::NAN);
+            for k in 0..self.lets.len() {
+                let value = self.lets.get(k).map_or(f32::NAN, |e| eval_ex(e, &vars, operands, a, &lets));
+                if let Some(l) = lets.get_mut(k) {
+                    *l = value;
+                }
+            }
+            *slot = eval_ex(&self.value, &vars, operands, a, &lets);
+        }
+        out
+    }
+}
+
+fn eval_ex(e: &Ex, vars: &[usize], operands: &[&[f32]], anchor: f32, lets: &[f32]) -> f32 {
+    match e {
+        Ex::Load(k, ix) => operands.get(*k).and_then(|o| o.get(ix.eval(vars))).copied().unwrap_or(f32::NAN),
+        Ex::Anchor => anchor,
+        Ex::Const(c) => *c,
+        Ex::Unary(op, a) => unary_value(*op, eval_ex(a, vars, operands, anchor, lets)),
+        Ex::Binary(op, a, b) => {
+            let (x, y) = (eval_ex(a, vars, operands, anchor, lets), eval_ex(b, vars, operands, anchor, lets));
+            match op {
+                BinaryOp::Add => x + y,
+                BinaryOp::Sub => x - y,
+                BinaryOp::Mul => x * y,
+                BinaryOp::Div => x / y,
+                BinaryOp::Max => if x.is_nan() || y.is_nan() { f32::NAN } else { x.max(y) },
+                BinaryOp::Min => if x.is_nan() || y.is_nan() { f32::NAN } else { x.min(y) },
+                BinaryOp::Pow => x.powf(y),
+            }
+        }
+        Ex::Select(c, a, b) => {
+            if eval_ex(c, vars, operands, anchor, lets) != 0.0 {
+                eval_ex(a, vars, operands, anchor, lets)
+            } else {
+                eval_ex(b, vars, operands, anchor, lets)
+            }
+        }
+        Ex::Prelu(x, s) => {
+            let v = eval_ex(x, vars, operands, anchor, lets);
+            if v < 0.0 { eval_ex(s, vars, operands, anchor, lets) * v } else { v }
+        }
+        Ex::InRange { index, lo, hi, then, otherwise } => {
+            let i = index.eval(vars);
+            if *lo <= i && i < *hi {
+                eval_ex(then, vars, operands, anchor, lets)
+            } else {
+                eval_ex(otherwise, vars, operands, anchor, lets)
+            }
+        }
+        Ex::Let(k) => lets.get(*k).copied().unwrap_or(f32::NAN),
+    }
+}
+
+/// f32 value of a unary op (the numeric twin of the generated code, for plan checks).
+pub fn unary_value(op: UnaryOp, x: f32) -> f32 {
+    let x64 = x as f64;
+    let r = match op {
+        UnaryOp::Neg => -x64,
+        UnaryOp::Abs => x64.abs(),
+        UnaryOp::Exp => x64.exp(),
+        UnaryOp::Log => x64.ln(),
+        UnaryOp::Sqrt => x64.sqrt(),
+        UnaryOp::Rsqrt => 1.0 / x64.sqrt(),
+        UnaryOp::Recip => 1.0 / x64,
+        UnaryOp::Square => x64 * x64,
+        UnaryOp::Relu => if x64 < 0.0 { 0.0 } else { x64 },
+        UnaryOp::Relu6 => x64.clamp(0.0, 6.0),
+        UnaryOp::LeakyRelu(a) => if x64 < 0.0 { a as f64 * x64 } else { x64 },
+        UnaryOp::Elu(a) => if x64 > 0.0 { x64 } else { a as f64 * x64.exp_m1() },
+        UnaryOp::Selu => 1.050_700_987_355_480_5 * if x64 > 0.0 { x64 } else { 1.673_263_242_354_377_3 * x64.exp_m1() },
+        UnaryOp::Sigmoid => 1.0 / (1.0 + (-x64).exp()),
+        UnaryOp::Tanh => x64.tanh(),
+        UnaryOp::Gelu => 0.5 * x64 * (1.0 + libm_erf(x64 / std::f64::consts::SQRT_2)),
+        UnaryOp::GeluTanh => 0.5 * x64 * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x64 + 0.044715 * x64.powi(3))).tanh()),
+        UnaryOp::Silu => x64 / (1.0 + (-x64).exp()),
+        UnaryOp::HardSigmoid { alpha, beta } => (alpha as f64 * x64 + beta as f64).clamp(0.0, 1.0),
+        UnaryOp::HardSwish => x64 * (x64 + 3.0).clamp(0.0, 6.0) / 6.0,
+        UnaryOp::Mish => x64 * (x64.exp().ln_1p()).tanh(),
+        UnaryOp::Softplus => x64.exp().ln_1p(),
+        UnaryOp::Erf => libm_erf(x64),
+        UnaryOp::Sin => x64.sin(),
+        UnaryOp::Cos => x64.cos(),
+        UnaryOp::Floor => x64.floor(),
+        UnaryOp::Ceil => x64.ceil(),
+        UnaryOp::Round => x64.round_ties_even(),
+        UnaryOp::Clip { min, max } => {
+            if x64 < min as f64 { min as f64 } else if x64 > max as f64 { max as f64 } else { x64 }
+        }
+        UnaryOp::PowScalar(c) => x64.powf(c as f64),
+        UnaryOp::AddScalar(c) => x64 + c as f64,
+        UnaryOp::SubScalar(c) => x64 - c as f64,
+        UnaryOp::ScalarSub(c) => c as f64 - x64,
+        UnaryOp::MulScalar(c) => x64 * c as f64,
+        UnaryOp::DivScalar(c) => x64 / c as f64,
+        UnaryOp::ScalarDiv(c) => c as f64 / x64,
+    };
+    r as f32
+}
+
+/// erf by its Maclaurin series (small |x|) and continued fraction (large |x|); accurate
+/// to well below f32 precision, enough for plan checks.
+fn libm_erf(x: f64) -> f64 {
+    if x.abs() < 2.5 {
+        let mut sum = 0.0f64;
+        let mut term = x;
+        let mut n = 0.0;
+        while term.abs() > 1e-17 * sum.abs().max(1e-300) && n < 200.0 {
+            sum += term / (2.0 * n + 1.0);
+            n += 1.0;
+            term *= -x * x / n;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        // erfc continued fraction (Lentz)
+        let z = x.abs();
+        let mut f = z;
+        let mut c = z;
+        let mut d = 0.0;
+        for k in 1..200 {
+            let a = k as f64 / 2.0;
+            d = z + a * d;
+            d = 1.0 / d;
+            c = z + a / c;
+            let delta = c * d;
+            f *= delta;
+            if (delta - 1.0).abs() < 1e-16 {
+                break;
+            }
+        }
+        let erfc = (-z * z).exp() / (f * std::f64::consts::PI.sqrt());
+        (1.0 - erfc).copysign(x)
+    }
+}

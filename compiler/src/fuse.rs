@@ -1,0 +1,521 @@
+//! Stage 6, `fuse`: a checked [`Graph`] -> a [`FusionPlan`] (paper §4.3, Listing 1).
+//!
+//! Seeds are One-to-One ops, smallest intermediate first. A block grows through its
+//! sink's consumer (successors), then through the producers of its operands
+//! (predecessors). Each edge asks the Table-3 lattice ([`crate::tables`]): red stops,
+//! green proceeds, yellow asks the analytic cost model (`yellow_pays`). Constraints stop a
+//! block that would be too big or that codegen cannot express as one loop nest.
+//!
+//! ```text
+//!        x                      block 0: conv2d --> batch_norm --> relu   (anchor conv2d,
+//!        |                               epilogue batch_norm, relu: one store)
+//!     conv2d   <- anchor (M2M)
+//!        |
+//!    batch_norm                 block 1: max_pool2d (M2M -> M2M is red)
+//!        |
+//!      relu     <- seed (O2O, smallest intermediate)
+//!        |
+//!    max_pool2d
+//! ```
+//!
+//! Every block has one materialized output, its *sink*; every other value of the block is
+//! read only inside it and disappears (`IR_removable`). A block holds at most one
+//! Many-to-Many op, its *anchor*, which comes first: the other ops are its epilogue (on
+//! the anchor's values, at the same index) or side computations feeding the epilogue.
+//! Reorganize, Shuffle, slice, concat, pad and broadcasting ops inside a block are index
+//! translations, never copies (see [`crate::element`]).
+
+use crate::ir::{Graph, Op, ResizeMode, ValueKind};
+use crate::tables::{classify, fusion_cell, Colour, MappingType};
+
+/// Largest number of ops in one block (keeps register pressure and code size bounded).
+pub const MAX_BLOCK_OPS: usize = 24;
+
+/// A group of nodes executed as one loop nest (or one anchor kernel with an epilogue).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Block {
+    /// Node indices in execution order; the last one is the sink.
+    pub nodes: Vec<usize>,
+    /// The Many-to-Many node whose kernel the block runs, if any.
+    pub anchor: Option<usize>,
+    /// The mapping type of the fused block (the lattice's result).
+    pub mapping: MappingType,
+}
+
+impl Block {
+    /// The node whose output the block writes.
+    pub fn sink(&self) -> usize {
+        self.nodes.last().copied().unwrap_or(0)
+    }
+}
+
+/// The fusion decision for a whole graph.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FusionPlan {
+    /// Blocks in execution order.
+    pub blocks: Vec<Block>,
+}
+
+impl FusionPlan {
+    /// One block per node: the unfused plan (`#[fusion(off)]`).
+    pub fn unfused(graph: &Graph) -> FusionPlan {
+        FusionPlan {
+            blocks: graph
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, node)| Block {
+                    nodes: vec![i],
+                    anchor: (classify(graph, node) == MappingType::ManyToMany).then_some(i),
+                    mapping: classify(graph, node),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// True when codegen can evaluate the op element by element through index translation.
+pub fn is_translatable(op: &Op) -> bool {
+    match op {
+        Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Where
+        | Op::Prelu
+        | Op::BatchNorm { .. }
+        | Op::Reshape(_)
+        | Op::Transpose { .. }
+        | Op::Slice { .. }
+        | Op::Expand
+        | Op::Concat { .. }
+        | Op::Pad { .. }
+        | Op::Resize(ResizeMode::Nearest) => true,
+        Op::Resize(ResizeMode::Bilinear { .. })
+        | Op::Gather { .. }
+        | Op::Linear
+        | Op::MatMul
+        | Op::Conv2d(_)
+        | Op::ConvTranspose2d(_)
+        | Op::MaxPool2d(_)
+        | Op::AvgPool2d(_)
+        | Op::GlobalAvgPool
+        | Op::GlobalMaxPool
+        | Op::Reduce { .. }
+        | Op::Softmax { .. }
+        | Op::LogSoftmax { .. }
+        | Op::LayerNorm { .. }
+        | Op::GroupNorm { .. }
+        | Op::InstanceNorm { .. }
+        | Op::Cumsum { .. } => false,
+    }
+}
+
+/// True when the op's kernel takes an epilogue applied before its store.
+pub fn takes_epilogue(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Linear
+            | Op::MatMul
+            | Op::Conv2d(_)
+            | Op::ConvTranspose2d(_)
+            | Op::MaxPool2d(_)
+            | Op::AvgPool2d(_)
+            | Op::GlobalAvgPool
+            | Op::GlobalMaxPool
+            | Op::Reduce { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::LayerNorm { .. }
+            | Op::GroupNorm { .. }
+            | Op::InstanceNorm { .. }
+    )
+}
+
+/// True for the ops whose element at an index reads their main operand at the same index.
+fn is_index_preserving(op: &Op) -> bool {
+    matches!(op, Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Prelu | Op::BatchNorm { .. })
+}
+
+/// Facts about the graph the planner keeps asking.
+struct Facts<'g> {
+    graph: &'g Graph,
+    types: Vec<MappingType>,
+    /// Nodes reading each value.
+    consumers: Vec<Vec<usize>>,
+    /// Values that are model outputs.
+    is_output: Vec<bool>,
+}
+
+impl<'g> Facts<'g> {
+    fn new(graph: &'g Graph) -> Self {
+        let mut consumers = vec![Vec::new(); graph.values.len()];
+        for (i, node) in graph.nodes.iter().enumerate() {
+            for &v in &node.inputs {
+                if let Some(c) = consumers.get_mut(v) {
+                    if !c.contains(&i) {
+                        c.push(i);
+                    }
+                }
+            }
+        }
+        let mut is_output = vec![false; graph.values.len()];
+        for &o in &graph.outputs {
+            if let Some(slot) = is_output.get_mut(o) {
+                *slot = true;
+            }
+        }
+        Facts { graph, types: graph.nodes.iter().map(|n| classify(graph, n)).collect(), consumers, is_output }
+    }
+
+    fn output_of(&self, node: usize) -> usize {
+        self.graph.nodes.get(node).map_or(0, |n| n.output)
+    }
+
+    fn consumers_of_node(&self, node: usize) -> &[usize] {
+        self.consumers.get(self.output_of(node)).map_or(&[], |c| c.as_slice())
+    }
+
+    /// Nodes producing the (non-parameter, non-input) operands of `node`.
+    fn producers(&self, node: usize) -> Vec<usize> {
+        let Some(n) = self.graph.nodes.get(node) else { return Vec::new() };
+        n.inputs
+            .iter()
+            .filter_map(|&v| match self.graph.values.get(v).map(|v| &v.kind) {
+                Some(ValueKind::Node(p)) => Some(*p),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn len_of(&self, node: usize) -> usize {
+        self.graph.values.get(self.output_of(node)).map_or(0, |v| v.len())
+    }
+
+    fn ty(&self, node: usize) -> MappingType {
+        self.types.get(node).copied().unwrap_or(MappingType::ManyToMany)
+    }
+
+    fn op(&self, node: usize) -> Option<&Op> {
+        self.graph.nodes.get(node).map(|n| &n.op)
+    }
+}
+
+/// Generates the fusion plan of a graph.
+pub fn fuse(graph: &Graph) -> FusionPlan {
+    let facts = Facts::new(graph);
+    let n = graph.nodes.len();
+    let mut assigned = vec![false; n];
+    let mut blocks: Vec<Block> = Vec::new();
+
+    let mut seeds: Vec<usize> = (0..n).filter(|&i| facts.ty(i) == MappingType::OneToOne).collect();
+    seeds.sort_by_key(|&i| (facts.len_of(i), i));
+    for seed in seeds {
+        if assigned.get(seed).copied().unwrap_or(true) {
+            continue;
+        }
+        let mut members = vec![seed];
+        let mut mapping = facts.ty(seed);
+        grow_successors(&facts, &assigned, &mut members, &mut mapping);
+        grow_predecessors(&facts, &assigned, &mut members, &mut mapping);
+        for &m in &members {
+            if let Some(a) = assigned.get_mut(m) {
+                *a = true;
+            }
+        }
+        blocks.push(make_block(&facts, members, mapping));
+    }
+    for i in 0..n {
+        if !assigned.get(i).copied().unwrap_or(true) {
+            blocks.push(make_block(&facts, vec![i], facts.ty(i)));
+        }
+    }
+    merge_blocks(&facts, &mut blocks);
+    blocks.sort_by_key(|b| b.sink());
+    FusionPlan { blocks }
+}
+
+/// A block whose whole output is read by one other block joins it when the lattice and
+/// the constraints allow (this completes diamonds whose top was an earlier seed: the
+/// seed could not grow through its several consumers one at a time).
+fn merge_blocks(facts: &Facts<'_>, blocks: &mut Vec<Block>) {
+    loop {
+        let mut merge: Option<(usize, usize, Block)> = None;
+        'search: for (bi, b) in blocks.iter().enumerate() {
+            for (ai, a) in blocks.iter().enumerate() {
+                if ai == bi {
+                    continue;
+                }
+                let sink = a.sink();
+                if facts.is_output.get(facts.output_of(sink)).copied().unwrap_or(true) {
+                    continue;
+                }
+                let consumers = facts.consumers_of_node(sink);
+                if consumers.is_empty() || !consumers.iter().all(|c| b.nodes.contains(c)) {
+                    continue;
+                }
+                let cell = fusion_cell(a.mapping, b.mapping);
+                let Some(result) = cell.result else { continue };
+                if cell.colour == Colour::Yellow && !yellow_pays(facts, &b.nodes, sink) {
+                    continue;
+                }
+                let mut union: Vec<usize> = a.nodes.iter().chain(&b.nodes).copied().collect();
+                union.sort_unstable();
+                if !fits(facts, &union) {
+                    continue;
+                }
+                merge = Some((ai, bi, make_block(facts, union, result)));
+                break 'search;
+            }
+        }
+        let Some((ai, bi, block)) = merge else { return };
+        if let Some(slot) = blocks.get_mut(bi) {
+            *slot = block;
+        }
+        blocks.remove(ai);
+    }
+}
+
+fn make_block(facts: &Facts<'_>, mut members: Vec<usize>, mapping: MappingType) -> Block {
+    members.sort_unstable();
+    let anchor = members.iter().copied().find(|&m| facts.ty(m) == MappingType::ManyToMany);
+    Block { nodes: members, anchor, mapping }
+}
+
+/// Step II: follow the sink's single consumer while the lattice and constraints allow.
+fn grow_successors(facts: &Facts<'_>, assigned: &[bool], members: &mut Vec<usize>, mapping: &mut MappingType) {
+    loop {
+        let Some(&sink) = members.iter().max() else { return };
+        if facts.is_output.get(facts.output_of(sink)).copied().unwrap_or(true) {
+            return;
+        }
+        let consumers = facts.consumers_of_node(sink);
+        let [next] = consumers else { return };
+        let next = *next;
+        if assigned.get(next).copied().unwrap_or(true) || members.contains(&next) {
+            return;
+        }
+        let cell = fusion_cell(*mapping, facts.ty(next));
+        let Some(result) = cell.result else { return };
+        if cell.colour == Colour::Yellow && !yellow_pays(facts, members, next) {
+            return;
+        }
+        let mut candidate = members.clone();
+        candidate.push(next);
+        if !fits(facts, &candidate) {
+            return;
+        }
+        *members = candidate;
+        *mapping = result;
+    }
+}
+
+/// Step III: pull in producers of the block's operands when all their consumers are in
+/// the block (some predecessors may fuse and others not).
+fn grow_predecessors(facts: &Facts<'_>, assigned: &[bool], members: &mut Vec<usize>, mapping: &mut MappingType) {
+    let mut frontier: Vec<usize> = members.clone();
+    while let Some(node) = frontier.pop() {
+        for p in facts.producers(node) {
+            if members.contains(&p) || assigned.get(p).copied().unwrap_or(true) {
+                continue;
+            }
+            if facts.is_output.get(facts.output_of(p)).copied().unwrap_or(true) {
+                continue;
+            }
+            if !facts.consumers_of_node(p).iter().all(|c| members.contains(c)) {
+                continue;
+            }
+            let cell = fusion_cell(facts.ty(p), *mapping);
+            let Some(result) = cell.result else { continue };
+            if cell.colour == Colour::Yellow && !yellow_pays(facts, members, p) {
+                continue;
+            }
+            let mut candidate = members.clone();
+            candidate.push(p);
+            if !fits(facts, &candidate) {
+                continue;
+            }
+            *members = candidate;
+            *mapping = result;
+            frontier.push(p);
+        }
+    }
+}
+
+/// The analytic cost model for yellow cells: fuse when the bytes saved by not writing and
+/// re-reading the intermediate outweigh the values recomputed (an op evaluated per output
+/// element of the block instead of once per own element) and the loss of contiguous reads
+/// (a shuffle read through a transposed index).
+fn yellow_pays(facts: &Facts<'_>, members: &[usize], candidate: usize) -> bool {
+    let Some(&sink) = members.iter().chain([&candidate]).max() else { return false };
+    let out_len = facts.len_of(sink) as f64;
+    let cand_len = facts.len_of(candidate).max(1) as f64;
+    // bytes of the intermediate between candidate and block, written once and read once
+    let saved = 8.0 * cand_len;
+    // ops upstream of the candidate that would be evaluated per block output element
+    let upstream = if candidate < sink { 1.0 } else { members.len() as f64 };
+    let recompute = (out_len / cand_len - 1.0).max(0.0) * cand_len * upstream;
+    let shuffle_penalty = if facts.ty(candidate) == MappingType::Shuffle { 4.0 * cand_len } else { 0.0 };
+    recompute + shuffle_penalty <= saved
+}
+
+/// Constraint check: can the block be generated as one loop nest (or one anchor kernel
+/// with an epilogue)?
+fn fits(facts: &Facts<'_>, members: &[usize]) -> bool {
+    if members.len() > MAX_BLOCK_OPS {
+        return false;
+    }
+    let anchors: Vec<usize> = members.iter().copied().filter(|&m| facts.ty(m) == MappingType::ManyToMany).collect();
+    if anchors.len() > 1 {
+        return false;
+    }
+    let Some(&sink) = members.iter().max() else { return false };
+    // single sink: every other member is read only inside the block
+    for &m in members {
+        if m == sink {
+            continue;
+        }
+        if facts.is_output.get(facts.output_of(m)).copied().unwrap_or(true) {
+            return false;
+        }
+        if !facts.consumers_of_node(m).iter().all(|c| members.contains(c)) {
+            return false;
+        }
+    }
+    if !is_convex(facts, members) {
+        return false;
+    }
+    match anchors.first() {
+        None => members.iter().all(|&m| facts.op(m).is_some_and(is_translatable)),
+        Some(&anchor) => {
+            if !facts.op(anchor).is_some_and(takes_epilogue) {
+                return false;
+            }
+            // no prologue: nothing of the block feeds the anchor
+            if facts.producers(anchor).iter().any(|p| members.contains(p)) {
+                return false;
+            }
+            let anchor_shape = facts.graph.shape(facts.output_of(anchor));
+            let depends = depends_on(facts, members, anchor);
+            members.iter().all(|&m| {
+                if m == anchor {
+                    return true;
+                }
+                let Some(op) = facts.op(m) else { return false };
+                if depends.contains(&m) {
+                    is_index_preserving(op) && facts.graph.shape(facts.output_of(m)) == anchor_shape
+                } else {
+                    is_translatable(op)
+                }
+            })
+        }
+    }
+}
+
+/// Members that (transitively) read the anchor's output.
+fn depends_on(facts: &Facts<'_>, members: &[usize], anchor: usize) -> Vec<usize> {
+    let mut out = vec![anchor];
+    let mut sorted = members.to_vec();
+    sorted.sort_unstable();
+    for &m in &sorted {
+        if m != anchor && facts.producers(m).iter().any(|p| out.contains(p)) {
+            out.push(m);
+        }
+    }
+    out
+}
+
+/// No path leaves the block and comes back (else it could not run as one step).
+fn is_convex(facts: &Facts<'_>, members: &[usize]) -> bool {
+    let Some(&lo) = members.iter().min() else { return true };
+    let Some(&hi) = members.iter().max() else { return true };
+    // nodes outside the block, between lo and hi, reachable from the block
+    let mut reached = vec![false; facts.graph.nodes.len()];
+    for i in lo..=hi {
+        let from_block = facts.producers(i).iter().any(|&p| members.contains(&p) || reached.get(p).copied().unwrap_or(false));
+        if members.contains(&i) {
+            if facts.producers(i).iter().any(|&p| !members.contains(&p) && reached.get(p).copied().unwrap_or(false)) {
+                return false;
+            }
+        } else if from_block {
+            if let Some(r) = reached.get_mut(i) {
+                *r = true;
+            }
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan_of(src: &str) -> (Graph, FusionPlan) {
+        let models = crate::lower_str(src).unwrap();
+        let g = models.into_iter().next().unwrap().graph;
+        let p = fuse(&g);
+        (g, p)
+    }
+
+    fn names(g: &Graph, p: &FusionPlan) -> Vec<Vec<&'static str>> {
+        p.blocks.iter().map(|b| b.nodes.iter().map(|&n| g.nodes[n].op.name()).collect()).collect()
+    }
+
+    #[test]
+    fn conv_bn_relu_fuse_and_pool_stays_apart() {
+        let (g, p) = plan_of(
+            "model M(x: [1, 3, 8, 8]) -> [1, 4, 4, 4] {
+                let c = conv2d(x, 4, kernel = 3, padding = 1, bias = false);
+                let b = batch_norm(c);
+                max_pool2d(relu(b), 2)
+            }",
+        );
+        assert_eq!(names(&g, &p), vec![vec!["conv2d", "batch_norm", "relu"], vec!["max_pool2d"]]);
+        assert_eq!(p.blocks[0].anchor, Some(0));
+        assert_eq!(p.blocks[0].mapping, MappingType::ManyToMany);
+    }
+
+    #[test]
+    fn a_value_read_outside_the_block_is_a_sink() {
+        // r feeds both the add and the output: it must be materialized
+        let (g, p) = plan_of(
+            "model M(x: [4, 4]) -> (a: [4, 4], b: [4, 4]) {
+                let r = relu(x);
+                (r, sigmoid(r) + 1.0)
+            }",
+        );
+        assert_eq!(names(&g, &p), vec![vec!["relu"], vec!["sigmoid", "add"]]);
+    }
+
+    #[test]
+    fn two_many_to_many_ops_never_share_a_block() {
+        let (g, p) = plan_of(
+            "model M(x: [2, 8]) -> [2, 8] {
+                let a = linear(x, 8);
+                let b = linear(relu(a), 8);
+                softmax(b)
+            }",
+        );
+        assert_eq!(names(&g, &p), vec![vec!["linear", "relu"], vec!["linear"], vec!["softmax"]]);
+    }
+
+    #[test]
+    fn diamonds_fuse_with_one_sink() {
+        let (g, p) = plan_of(
+            "model M(x: [4, 4]) -> [4, 4] {
+                let e = exp(x);
+                sigmoid(e) * tanh(e)
+            }",
+        );
+        assert_eq!(names(&g, &p), vec![vec!["exp", "sigmoid", "tanh", "mul"]]);
+    }
+
+    #[test]
+    fn transposes_and_concats_become_index_translation() {
+        let (g, p) = plan_of(
+            "model M(x: [2, 3], y: [3, 2]) -> [3, 4] {
+                let t = transpose(x, 0, 1);
+                concat([relu(t), y], axis = 1)
+            }",
+        );
+        assert_eq!(p.blocks.len(), 1, "{:?}", names(&g, &p));
+    }
+}

@@ -1,0 +1,98 @@
+//! The fusion report: what the compiler did to a model, as numbers (the paper's Table 5
+//! metrics). Every model carries it as `FUSION_REPORT`; the `fusion_report` example
+//! prints it as a table or JSON lines.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use crate::fuse::FusionPlan;
+use crate::ir::Graph;
+use crate::plan::MemoryPlan;
+
+/// One block of the report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockSummary {
+    /// Op names joined by `+` (`conv2d+batch_norm+relu`).
+    pub ops: String,
+    /// The block's mapping type.
+    pub mapping: &'static str,
+}
+
+/// The numbers of one compiled model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FusionReport {
+    /// Model name.
+    pub model: String,
+    /// Ops after lowering.
+    pub ops: usize,
+    /// Ops after rewriting (no rewrite stage yet: equal to `ops`).
+    pub ops_after_rewrite: usize,
+    /// Blocks the plan executes (fused kernels; lone reshapes that only alias memory are
+    /// not counted).
+    pub blocks: usize,
+    /// Whether fusion was on.
+    pub fusion: bool,
+    /// Bytes of intermediate tensors written to memory without fusion.
+    pub irs_bytes_before: usize,
+    /// Bytes of intermediate tensors written to memory with this plan.
+    pub irs_bytes_after: usize,
+    /// Bytes of the arena.
+    pub arena_bytes: usize,
+    /// The blocks.
+    pub block_list: Vec<BlockSummary>,
+}
+
+impl FusionReport {
+    /// Builds the report of a plan; `unfused` is the memory plan of the same graph
+    /// without fusion (for the "before" column).
+    pub fn new(model: &str, graph: &Graph, fusion: &FusionPlan, memory: &MemoryPlan, unfused: &MemoryPlan, fusion_on: bool) -> Self {
+        let block_list: Vec<BlockSummary> = fusion
+            .blocks
+            .iter()
+            .filter(|b| {
+                // a lone reshape that aliases its operand runs no code
+                !matches!(
+                    (b.nodes.as_slice(), graph.nodes.get(b.sink()).and_then(|n| memory.slots.get(n.output))),
+                    ([_], Some(crate::plan::Slot::Alias(_)))
+                )
+            })
+            .map(|b| BlockSummary {
+                ops: b.nodes.iter().filter_map(|&n| graph.nodes.get(n)).map(|n| n.op.name()).collect::<Vec<_>>().join("+"),
+                mapping: b.mapping.name(),
+            })
+            .collect();
+        FusionReport {
+            model: model.to_string(),
+            ops: graph.nodes.len(),
+            ops_after_rewrite: graph.nodes.len(),
+            blocks: block_list.len(),
+            fusion: fusion_on,
+            irs_bytes_before: unfused.intermediate_bytes,
+            irs_bytes_after: memory.intermediate_bytes,
+            arena_bytes: memory.arena_len * 4,
+            block_list,
+        }
+    }
+
+    /// The report as a `::dnnfusion::runtime::FusionReport` constant expression.
+    pub fn tokens(&self) -> TokenStream {
+        let FusionReport { model, ops, ops_after_rewrite, blocks, fusion, irs_bytes_before, irs_bytes_after, arena_bytes, block_list } = self;
+        let block_items = block_list.iter().map(|b| {
+            let (ops, mapping) = (&b.ops, b.mapping);
+            quote! { ::dnnfusion::runtime::BlockReport { ops: #ops, mapping: #mapping } }
+        });
+        quote! {
+            ::dnnfusion::runtime::FusionReport {
+                model: #model,
+                ops: #ops,
+                ops_after_rewrite: #ops_after_rewrite,
+                blocks: #blocks,
+                fusion: #fusion,
+                irs_bytes_before: #irs_bytes_before,
+                irs_bytes_after: #irs_bytes_after,
+                arena_bytes: #arena_bytes,
+                block_list: &[#(#block_items),*],
+            }
+        }
+    }
+}

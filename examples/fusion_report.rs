@@ -1,0 +1,102 @@
+//! Prints the fusion report of every model in the repo.
+//!
+//! `cargo run --release --example fusion_report` prints a table;
+//! `-- --json` prints one JSON object per line (keys: model, ops, ops_after_rewrite,
+//! blocks, fusion_rate, irs_bytes_before, irs_bytes_after, arena_bytes, block_ops);
+//! `-- --explain <model>` lists the blocks of one model with their mapping types, and
+//! `-- --dot <model>` prints them as Graphviz (blocks coloured by mapping type).
+
+use dnnfusion::runtime::FusionReport;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let reports = dnnfusion_models::fusion_reports();
+    let find = |name: &str| reports.iter().map(|r| &r.0).find(|r| r.model.eq_ignore_ascii_case(name) || snake(r.model) == name);
+    match args.first().map(String::as_str) {
+        Some("--json") => {
+            for (fused, _) in &reports {
+                let mut line = String::new();
+                fused.write_json(&mut line).expect("writing to a String cannot fail");
+                println!("{line}");
+            }
+        }
+        Some("--explain") | Some("--dot") => {
+            let Some(name) = args.get(1) else {
+                eprintln!("usage: fusion_report {} <model>", args[0]);
+                std::process::exit(2);
+            };
+            let Some(report) = find(name) else {
+                let names: Vec<String> = reports.iter().map(|r| snake(r.0.model)).collect();
+                eprintln!("unknown model `{name}`; the models are: {}", names.join(", "));
+                std::process::exit(2);
+            };
+            if args[0] == "--dot" { dot(report) } else { explain(report) }
+        }
+        Some(other) => {
+            eprintln!("unknown option `{other}`; use --json, --explain <model> or --dot <model>");
+            std::process::exit(2);
+        }
+        None => table(&reports),
+    }
+}
+
+/// `BertTiny` -> `bert_tiny`
+fn snake(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 && !name[..i].ends_with(|p: char| p.is_ascii_uppercase()) {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out.replace("le_net", "lenet").replace("u_net", "unet")
+}
+
+fn table(reports: &[(FusionReport, FusionReport)]) {
+    println!(
+        "{:<12} {:>5} {:>7} {:>12} {:>14} {:>14} {:>12}",
+        "model", "ops", "blocks", "fusion rate", "IRS before", "IRS after", "arena"
+    );
+    for (r, _) in reports {
+        println!(
+            "{:<12} {:>5} {:>7} {:>12.2} {:>12} B {:>12} B {:>10} B",
+            snake(r.model),
+            r.ops,
+            r.blocks,
+            r.fusion_rate(),
+            r.irs_bytes_before,
+            r.irs_bytes_after,
+            r.arena_bytes
+        );
+    }
+}
+
+fn explain(r: &FusionReport) {
+    println!("{}: {} ops in {} blocks (fusion rate {:.2})", snake(r.model), r.ops, r.blocks, r.fusion_rate());
+    for (i, b) in r.block_list.iter().enumerate() {
+        println!("  blk{i:02}  {:<13} {}", b.mapping, b.ops);
+    }
+}
+
+fn dot(r: &FusionReport) {
+    let colour = |m: &str| match m {
+        "one-to-one" => "palegreen",
+        "one-to-many" => "lightskyblue",
+        "many-to-many" => "salmon",
+        "reorganize" => "khaki",
+        _ => "plum",
+    };
+    println!("digraph {} {{", snake(r.model));
+    println!("  rankdir=TB; node [shape=box, style=filled, fontname=\"monospace\"];");
+    for (i, b) in r.block_list.iter().enumerate() {
+        println!("  b{i} [label=\"blk{i:02}\\n{}\\n({})\", fillcolor={}];", b.ops.replace('+', "\\n"), b.mapping, colour(b.mapping));
+        if i > 0 {
+            println!("  b{} -> b{i};", i - 1);
+        }
+    }
+    println!("}}");
+}
