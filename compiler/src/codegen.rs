@@ -120,6 +120,7 @@ pub fn codegen(model: &ModelIr, fusion: &FusionPlan, plan: &MemoryPlan, report: 
         quote! { #[doc = #doc] #body }
     });
     let report_tokens = report.tokens();
+    let fused_functions = block_fns.len();
     for &(position, value) in &plan.output_copies {
         let dst = output_idents.get(position).cloned().unwrap_or_else(|| format_ident!("output"));
         let src = read_expr(model, plan, &names, value);
@@ -174,6 +175,8 @@ pub fn codegen(model: &ModelIr, fusion: &FusionPlan, plan: &MemoryPlan, report: 
             pub const OP_COUNT: usize = #op_count;
             /// What the compiler did: ops, fused blocks, intermediate bytes before/after.
             pub const FUSION_REPORT: ::dnnfusion::runtime::FusionReport = #report_tokens;
+            /// Distinct functions generated for fused blocks (identical blocks share one).
+            pub const FUSED_FUNCTIONS: usize = #fused_functions;
 
             /// Wraps a flat parameter buffer of [`Self::PARAM_LEN`] floats laid out as [`Self::PARAMS`] says.
             pub fn from_params(params: ::dnnfusion::runtime::Params<'p>) -> ::core::result::Result<Self, ::dnnfusion::runtime::LoadError> {

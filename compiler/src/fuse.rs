@@ -201,10 +201,132 @@ impl<'g> Facts<'g> {
 
 /// Generates the fusion plan of a graph.
 pub fn fuse(graph: &Graph) -> FusionPlan {
+    fuse_with_groups(graph, &[])
+}
+
+/// Why a `fuse { ... }` group cannot be one block: the node at fault and the message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupError {
+    /// The node the error points at.
+    pub node: usize,
+    /// Lowercase message naming the ops and their mapping types.
+    pub message: String,
+}
+
+/// Checks that explicitly grouped nodes can fuse: connected, no red pair of Table 3
+/// along the group's data paths, and expressible as one block.
+pub fn check_group(graph: &Graph, nodes: &[usize]) -> Result<(), GroupError> {
+    let facts = Facts::new(graph);
+    let name = |n: usize| graph.nodes.get(n).map_or("?", |n| n.op.name());
+    let describe = |n: usize| format!("`{}` ({})", name(n), facts.ty(n).name());
+    let Some(&first) = nodes.first() else { return Ok(()) };
+    // reachability inside the group, in node order (nodes are topologically ordered)
+    let mut sorted = nodes.to_vec();
+    sorted.sort_unstable();
+    let mut reaches: Vec<Vec<usize>> = Vec::new(); // reaches[k]: group nodes with a path to sorted[k]
+    for (k, &n) in sorted.iter().enumerate() {
+        let mut from = Vec::new();
+        for p in facts.producers(n) {
+            if let Some(pk) = sorted.iter().position(|&m| m == p) {
+                from.push(p);
+                if let Some(r) = reaches.get(pk) {
+                    from.extend(r.iter().copied());
+                }
+            }
+        }
+        from.sort_unstable();
+        from.dedup();
+        let _ = k;
+        reaches.push(from);
+    }
+    // a path from `a` to `b` inside the group whose lattice composition is red
+    for (k, &b) in sorted.iter().enumerate() {
+        for &a in reaches.get(k).map_or(&[][..], |r| r.as_slice()) {
+            let (ta, tb) = (facts.ty(a), facts.ty(b));
+            let red = fusion_cell(ta, tb).colour == Colour::Red
+                || (ta == MappingType::ManyToMany && tb == MappingType::ManyToMany);
+            if red {
+                return Err(GroupError {
+                    node: b,
+                    message: format!(
+                        "cannot fuse {} with {}: the fusion table forbids {} then {}; split the `fuse` group between them",
+                        describe(a),
+                        describe(b),
+                        ta.name(),
+                        tb.name()
+                    ),
+                });
+            }
+        }
+    }
+    // two many-to-many ops on separate paths
+    let m2m: Vec<usize> = sorted.iter().copied().filter(|&n| facts.ty(n) == MappingType::ManyToMany).collect();
+    if let [a, b, ..] = m2m.as_slice() {
+        return Err(GroupError {
+            node: *b,
+            message: format!("cannot fuse {} with {}: a block holds one many-to-many op; split the `fuse` group", describe(*a), describe(*b)),
+        });
+    }
+    // connected (undirected) through data edges inside the group
+    let mut component = vec![first];
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for &n in &sorted {
+            if component.contains(&n) {
+                continue;
+            }
+            let linked = facts.producers(n).iter().any(|p| component.contains(p))
+                || component.iter().any(|&c| facts.producers(c).contains(&n));
+            if linked {
+                component.push(n);
+                changed = true;
+            }
+        }
+    }
+    if let Some(&stray) = sorted.iter().find(|n| !component.contains(n)) {
+        return Err(GroupError {
+            node: stray,
+            message: format!(
+                "cannot fuse {} with {}: they are not connected by data inside the `fuse` group; fuse only ops that feed each other",
+                describe(first),
+                describe(stray)
+            ),
+        });
+    }
+    if !fits(&facts, &sorted) {
+        let sink = sorted.iter().copied().max().unwrap_or(first);
+        let reason = if sorted.iter().any(|&n| facts.ty(n) == MappingType::ManyToMany) {
+            "a many-to-many op must come first in its block, with only elementwise ops after it that keep its shape, and every value but the last must be used only inside the group"
+        } else {
+            "every value but the last must be used only inside the group, and every op must be expressible by index translation"
+        };
+        return Err(GroupError { node: sink, message: format!("this `fuse` group cannot be generated as one block: {reason}") });
+    }
+    Ok(())
+}
+
+/// Generates the fusion plan, starting from explicit groups (already checked with
+/// [`check_group`]) that must each be one block.
+pub fn fuse_with_groups(graph: &Graph, groups: &[Vec<usize>]) -> FusionPlan {
     let facts = Facts::new(graph);
     let n = graph.nodes.len();
     let mut assigned = vec![false; n];
     let mut blocks: Vec<Block> = Vec::new();
+    for group in groups {
+        let mut members = group.clone();
+        members.sort_unstable();
+        let mapping = members.iter().fold(None, |acc: Option<MappingType>, &m| match acc {
+            None => Some(facts.ty(m)),
+            Some(t) => Some(fusion_cell(t, facts.ty(m)).result.unwrap_or(t.max(facts.ty(m)))),
+        });
+        for &m in &members {
+            if let Some(a) = assigned.get_mut(m) {
+                *a = true;
+            }
+        }
+        blocks.push(make_block(&facts, members, mapping.unwrap_or(MappingType::OneToOne)));
+    }
 
     let mut seeds: Vec<usize> = (0..n).filter(|&i| facts.ty(i) == MappingType::OneToOne).collect();
     seeds.sort_by_key(|&i| (facts.len_of(i), i));

@@ -169,6 +169,181 @@ fn define(env: &mut [Option<ArrayD<f32>>], id: ValueId, array: ArrayD<f32>) -> R
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Fusion plan execution
+// ---------------------------------------------------------------------------------------
+
+/// Executes a fusion plan block by block, the way the generated code does, and returns
+/// one array per `graph.outputs` entry; compare it with [`interpret`] to check a plan.
+///
+/// - a block with one node: [`eval_op`] on its operands (as the unfused kernel call);
+/// - a block with an anchor and other nodes: [`eval_op`] for the anchor (its kernel), then
+///   [`crate::element::build`] and [`crate::element::ElementProgram::eval`] with the
+///   anchor's output as the epilogue's `acc`;
+/// - a block without anchor and several nodes: [`crate::element::build`] +
+///   [`crate::element::ElementProgram::eval`] (one loop nest).
+///
+/// Only a block's *sink* is stored: the values of the other nodes of a block live inside
+/// it and are invisible to later blocks, exactly as in generated code (their memory slot
+/// is `Fused`). So a plan bug (a block member read outside its block, blocks in the wrong
+/// order, a member feeding the anchor) surfaces here as an error instead of as silently
+/// right numbers. Besides the inputs of [`interpret`], it checks and reports as an error:
+///
+/// - a node outside `0..graph.nodes.len()`, a node in two blocks, or in no block;
+/// - an anchor that is not a member of its block, or whose shape differs from the sink's
+///   (the epilogue reads the anchor at the sink's flat position);
+/// - a block reading a value that is neither a model input, a parameter, nor the sink of
+///   an earlier block (this includes block members feeding the anchor: a prologue);
+/// - a multi-node block `element::build` cannot express (it returns `None`);
+/// - a result whose shape differs from the sink's recorded shape;
+/// - a model output that no block stored.
+pub fn run_plan(
+    graph: &Graph,
+    plan: &crate::fuse::FusionPlan,
+    inputs: &[ArrayD<f32>],
+    params: &[ArrayD<f32>],
+) -> Result<Vec<ArrayD<f32>>> {
+    if inputs.len() != graph.inputs.len() {
+        return fail(format!(
+            "the graph has {} inputs, {} arrays were given",
+            graph.inputs.len(),
+            inputs.len()
+        ));
+    }
+    if params.len() != graph.params.len() {
+        return fail(format!(
+            "the graph has {} parameters, {} arrays were given",
+            graph.params.len(),
+            params.len()
+        ));
+    }
+    let mut env: Vec<Option<ArrayD<f32>>> = vec![None; graph.values.len()];
+    for (position, (&id, array)) in graph.inputs.iter().zip(inputs).enumerate() {
+        let value = value_of(graph, id)?;
+        if array.shape() != value.shape.as_slice() {
+            return fail(format!(
+                "input {position} (`{}`) has shape {:?}, declared {:?}",
+                value.name,
+                array.shape(),
+                value.shape
+            ));
+        }
+        define(&mut env, id, standard_layout(array.clone()))?;
+    }
+    for (index, (param, array)) in graph.params.iter().zip(params).enumerate() {
+        let value = value_of(graph, param.value)?;
+        if array.shape() != value.shape.as_slice() {
+            return fail(format!(
+                "parameter {index} (`{}`) has shape {:?}, declared {:?}",
+                param.key,
+                array.shape(),
+                value.shape
+            ));
+        }
+        define(&mut env, param.value, standard_layout(array.clone()))?;
+    }
+
+    let mut executed = vec![false; graph.nodes.len()];
+    for (b, block) in plan.blocks.iter().enumerate() {
+        for &m in &block.nodes {
+            match executed.get_mut(m) {
+                Some(done @ false) => *done = true,
+                Some(true) => return fail(format!("block {b}: node {m} is in two blocks")),
+                None => return fail(format!("block {b}: node {m} does not exist")),
+            }
+        }
+        let sink = block.sink();
+        let sink_node = graph
+            .nodes
+            .get(sink)
+            .ok_or_else(|| InterpError::new(format!("block {b} has no node")))?;
+        let out = value_of(graph, sink_node.output)?;
+        let context = |message: &str| {
+            InterpError::new(format!(
+                "block {b} (nodes {:?}, sink {} `{}`): {message}",
+                block.nodes,
+                sink_node.op.name(),
+                out.name
+            ))
+        };
+        // the stored value of an operand; block members are deliberately not in `env`
+        let stored = |v: ValueId| -> Result<&ArrayD<f32>> {
+            env.get(v).and_then(Option::as_ref).ok_or_else(|| {
+                let name = graph.values.get(v).map_or("?", |v| v.name.as_str());
+                context(&format!(
+                    "reads value {v} (`{name}`), which is neither an input, a parameter nor the sink of an earlier block"
+                ))
+            })
+        };
+        let run_node = |node: usize| -> Result<ArrayD<f32>> {
+            let n = graph.nodes.get(node).ok_or_else(|| context(&format!("node {node} does not exist")))?;
+            let operands = n.inputs.iter().map(|&v| stored(v)).collect::<Result<Vec<_>>>()?;
+            let shape = graph.shape(n.output);
+            let result = eval_refs(&n.op, &operands, shape)
+                .map_err(|e| context(&format!("node {node} ({}): {}", n.op.name(), e.message)))?;
+            if result.shape() != shape {
+                return Err(context(&format!(
+                    "node {node} ({}) has shape {:?}, the graph records {shape:?}",
+                    n.op.name(),
+                    result.shape()
+                )));
+            }
+            Ok(result)
+        };
+        let result = if let [only] = block.nodes.as_slice() {
+            run_node(*only)?
+        } else {
+            let anchor_out = match block.anchor {
+                Some(anchor) => {
+                    if !block.nodes.contains(&anchor) {
+                        return Err(context(&format!("the anchor {anchor} is not a member of the block")));
+                    }
+                    let a = run_node(anchor)?;
+                    if a.shape() != out.shape.as_slice() {
+                        return Err(context(&format!(
+                            "the anchor's shape {:?} differs from the sink's {:?} (the epilogue reads the anchor at the sink's position)",
+                            a.shape(),
+                            out.shape
+                        )));
+                    }
+                    Some(row_major(&a))
+                }
+                None => None,
+            };
+            let program = crate::element::build(graph, block)
+                .ok_or_else(|| context("element::build cannot express the block"))?;
+            if program.shape != out.shape {
+                return Err(context(&format!(
+                    "the element program has shape {:?}, the sink {:?}",
+                    program.shape, out.shape
+                )));
+            }
+            let loads = program
+                .operands
+                .iter()
+                .map(|&v| stored(v).map(row_major))
+                .collect::<Result<Vec<Vec<f32>>>>()?;
+            let slices: Vec<&[f32]> = loads.iter().map(Vec::as_slice).collect();
+            let data = program.eval(&slices, anchor_out.as_deref());
+            from_vec(&out.shape, data).map_err(|e| context(&e.message))?
+        };
+        define(&mut env, sink_node.output, result).map_err(|e| context(&e.message))?;
+    }
+    if let Some(missing) = executed.iter().position(|done| !done) {
+        return fail(format!("node {missing} is in no block"));
+    }
+    graph
+        .outputs
+        .iter()
+        .map(|&id| {
+            env.get(id).and_then(Option::as_ref).cloned().ok_or_else(|| {
+                let name = graph.values.get(id).map_or("?", |v| v.name.as_str());
+                InterpError::new(format!("output value {id} (`{name}`) is not the sink of any block"))
+            })
+        })
+        .collect()
+}
+
 /// Evaluates a single op on operand arrays; `out_shape` is the output value's shape
 /// (needed by Reshape, Expand, Resize; ignored by the other ops, which derive their
 /// output shape from the operands). The result is in standard (row-major) layout.
@@ -3180,5 +3355,75 @@ mod tests {
         let mut bad = g;
         bad.nodes[1].inputs = vec![4];
         assert!(interpret(&bad, &[t(&[1, 3], &[0.0; 3])], &params).is_err());
+    }
+
+    // ----- run_plan -----------------------------------------------------------------
+
+    fn lowered(src: &str) -> (Graph, Vec<ArrayD<f32>>, Vec<ArrayD<f32>>) {
+        let g = crate::lower_str(src).unwrap().remove(0).graph;
+        let inputs = g.inputs.iter().enumerate().map(|(i, &v)| rand(&g.values[v].shape, i as u64)).collect();
+        let params = g.params.iter().enumerate().map(|(i, p)| rand(&p.shape, 100 + i as u64).mapv(f32::abs)).collect();
+        (g, inputs, params)
+    }
+
+    #[test]
+    fn run_plan_matches_interpret_fused_and_unfused() {
+        let sources = [
+            // an anchor with an epilogue: conv2d + batch_norm + relu
+            "model M(x: [1, 2, 6, 6]) -> [1, 3, 3, 3] {
+                let c = conv2d(x, 3, kernel = 3, padding = 1);
+                let bn = batch_norm(c);
+                max_pool2d(relu(bn), 2)
+            }",
+            // index translation: transpose, broadcast, a diamond
+            "model M(x: [1, 2, 4, 4], y: [4, 1]) -> [1, 2, 4, 4] {
+                let t = transpose(relu(x), 2, 3) + y;
+                sigmoid(t) * tanh(t)
+            }",
+        ];
+        for src in sources {
+            let (g, inputs, params) = lowered(src);
+            let want = interpret(&g, &inputs, &params).unwrap();
+            let fused = crate::fuse::fuse(&g);
+            assert!(fused.blocks.iter().any(|b| b.nodes.len() > 1), "{fused:?}");
+            for plan in [fused, crate::fuse::FusionPlan::unfused(&g)] {
+                let got = run_plan(&g, &plan, &inputs, &params).unwrap();
+                assert_close(&got[0], &want[0], 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn run_plan_rejects_broken_plans() {
+        use crate::fuse::{Block, FusionPlan};
+        use crate::tables::MappingType;
+        let (g, inputs, params) = lowered(
+            "model M(x: [3, 4]) -> [3, 4] {
+                let a = relu(x);
+                let b = exp(a);
+                b + a
+            }",
+        );
+        let block = |nodes: Vec<usize>| Block { nodes, anchor: None, mapping: MappingType::OneToOne };
+        // `a` lives inside block 0 but block 1 reads it
+        let leaky = FusionPlan { blocks: vec![block(vec![0, 1]), block(vec![2])] };
+        let e = run_plan(&g, &leaky, &inputs, &params).unwrap_err();
+        assert!(e.message.contains("neither an input"), "{e}");
+        // blocks out of order
+        let reversed = FusionPlan { blocks: vec![block(vec![1]), block(vec![0]), block(vec![2])] };
+        assert!(run_plan(&g, &reversed, &inputs, &params).is_err());
+        // a node in no block / in two blocks
+        let missing = FusionPlan { blocks: vec![block(vec![0]), block(vec![2])] };
+        assert!(run_plan(&g, &missing, &inputs, &params).is_err());
+        let twice = FusionPlan { blocks: vec![block(vec![0]), block(vec![0, 1]), block(vec![2])] };
+        assert!(run_plan(&g, &twice, &inputs, &params).is_err());
+        // a whole-graph block is fine
+        let whole = FusionPlan { blocks: vec![block(vec![0, 1, 2])] };
+        let want = interpret(&g, &inputs, &params).unwrap();
+        assert_close(&run_plan(&g, &whole, &inputs, &params).unwrap()[0], &want[0], 1e-6);
+        // a block member feeding the anchor (a prologue) is reported
+        let (g, inputs, params) = lowered("model M(x: [2, 4]) -> [2, 3] { let fc = linear(relu(x), 3); fc }");
+        let prologue = FusionPlan { blocks: vec![Block { nodes: vec![0, 1], anchor: Some(1), mapping: MappingType::ManyToMany }] };
+        assert!(run_plan(&g, &prologue, &inputs, &params).is_err());
     }
 }

@@ -60,6 +60,14 @@ pub fn compile(tokens: TokenStream) -> Result<Vec<CompiledModel>, syn::Error> {
     let ast = parse::parse(tokens)?;
     let mut diags = Diagnostics::default();
     let models = lower::lower(&ast, &mut diags);
+    for model in &models {
+        for group in &model.fuse_groups {
+            if let Err(e) = fuse::check_group(&model.graph, &group.nodes) {
+                let span = model.graph.nodes.get(e.node).map_or(group.span, |n| n.span);
+                diags.push(syn::Error::new(span, e.message));
+            }
+        }
+    }
     if let Some(error) = diags.into_error() {
         return Err(error);
     }
@@ -69,7 +77,8 @@ pub fn compile(tokens: TokenStream) -> Result<Vec<CompiledModel>, syn::Error> {
 /// The stages after lowering, for one model: fuse, plan memory, report, generate.
 pub fn compile_model(model: ModelIr) -> CompiledModel {
     let unfused = fuse::FusionPlan::unfused(&model.graph);
-    let fusion = if model.options.fusion_off { unfused.clone() } else { fuse::fuse(&model.graph) };
+    let groups: Vec<Vec<usize>> = model.fuse_groups.iter().map(|g| g.nodes.clone()).collect();
+    let fusion = if model.options.fusion_off { unfused.clone() } else { fuse::fuse_with_groups(&model.graph, &groups) };
     let memory = plan::plan(&model.graph, &fusion);
     let unfused_memory = plan::plan(&model.graph, &unfused);
     let report = report::FusionReport::new(&model.name.to_string(), &model.graph, &fusion, &memory, &unfused_memory, !model.options.fusion_off);

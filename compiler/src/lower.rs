@@ -40,6 +40,17 @@ pub struct ModelIr {
     pub input_names: Vec<Ident>,
     /// Output names, in order.
     pub output_names: Vec<Ident>,
+    /// `fuse { ... }` groups: the nodes each must put in one block, and where.
+    pub fuse_groups: Vec<FuseGroup>,
+}
+
+/// The nodes created by the statements of one `fuse { ... }`.
+#[derive(Clone, Debug)]
+pub struct FuseGroup {
+    /// Node indices, in order.
+    pub nodes: Vec<usize>,
+    /// The `fuse` keyword.
+    pub span: Span,
 }
 
 /// Options given as attributes on a model.
@@ -191,6 +202,8 @@ pub(crate) struct Lowerer<'a> {
     names: HashMap<String, usize>,
     /// Block call stack, for recursion errors.
     call_stack: Vec<String>,
+    /// `fuse { ... }` groups seen so far.
+    fuse_groups: Vec<FuseGroup>,
 }
 
 fn lower_model(model: &ModelDecl, blocks: &HashMap<String, &BlockDecl>, defaults: &ModelOptions, diags: &mut Diagnostics) -> Option<ModelIr> {
@@ -221,6 +234,7 @@ fn lower_model(model: &ModelDecl, blocks: &HashMap<String, &BlockDecl>, defaults
         keys: HashMap::new(),
         names: HashMap::new(),
         call_stack: Vec::new(),
+        fuse_groups: Vec::new(),
     };
     let mut env = Env { frames: vec![HashMap::new()] };
     let mut input_names = Vec::new();
@@ -314,6 +328,7 @@ fn lower_model(model: &ModelDecl, blocks: &HashMap<String, &BlockDecl>, defaults
         graph: lw.graph,
         input_names,
         output_names,
+        fuse_groups: lw.fuse_groups,
     })
 }
 
@@ -433,6 +448,16 @@ impl Lowerer<'_> {
                         Some(Err(Reported)) | None => Val::Poison,
                     };
                     env.assign(&name.to_string(), val);
+                }
+                Stmt::Fuse { body, span } => {
+                    let first = self.graph.nodes.len();
+                    self.lower_stmts(body, env);
+                    let nodes: Vec<usize> = (first..self.graph.nodes.len()).collect();
+                    if nodes.is_empty() {
+                        self.error(*span, "this `fuse` group has no op; put the `let` statements of the ops to fuse inside it");
+                    } else {
+                        self.fuse_groups.push(FuseGroup { nodes, span: *span });
+                    }
                 }
                 Stmt::For { var, start, end, body, .. } => {
                     let range = (self.eval(start, env), self.eval(end, env));

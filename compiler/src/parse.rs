@@ -14,6 +14,7 @@
 //! stmt    := attr* "let" "mut"? (IDENT | "(" IDENT,* ")") "=" expr ";"
 //!          | attr* IDENT "=" expr ";"
 //!          | "for" IDENT "in" expr ".." expr "{" stmt* "}"
+//!          | "fuse" "{" stmt* "}"
 //! expr    := the usual + - * / % with unary -, calls f(a, key = b), [lists], literals
 //! ```
 
@@ -149,6 +150,13 @@ pub enum Stmt {
         /// The loop body's statements.
         body: Vec<Stmt>,
         /// The `for` keyword.
+        span: Span,
+    },
+    /// `fuse { ... }`: the ops of these statements must run as one fused block.
+    Fuse {
+        /// The grouped statements (their bindings stay visible after the group).
+        body: Vec<Stmt>,
+        /// The `fuse` keyword.
         span: Span,
     },
 }
@@ -414,6 +422,14 @@ fn parse_stmts(input: ParseStream, allow_result: bool) -> syn::Result<(Vec<Stmt>
             braced!(content in input);
             let (body, _) = parse_stmts(&content, false)?;
             stmts.push(Stmt::For { var, start, end, body, span: for_token.span });
+            continue;
+        }
+        if input.peek(Ident) && input.peek2(token::Brace) && input.fork().parse::<Ident>().is_ok_and(|i| i == "fuse") {
+            let keyword: Ident = input.parse()?;
+            let content;
+            braced!(content in input);
+            let (body, _) = parse_stmts(&content, false)?;
+            stmts.push(Stmt::Fuse { body, span: keyword.span() });
             continue;
         }
         let key = parse_key_attr(input)?;

@@ -1,0 +1,83 @@
+//! Fusion as a user sees it: explicit `fuse { ... }` groups become one block, the report
+//! counts blocks, and fused code equals the interpreter.
+//!
+//! Tolerance: max |generated - interpreter| <= 1e-5 * max(1, max |interpreter|).
+
+use dnnfusion::{Model, Params};
+use dnnfusion_compiler::{interp, lower_str};
+use ndarray::{ArrayD, IxDyn};
+
+macro_rules! model_with_source {
+    ($($tokens:tt)*) => {
+        dnnfusion::dnn! { $($tokens)* }
+        const SOURCE: &str = stringify!($($tokens)*);
+    };
+}
+
+model_with_source! {
+    model Grouped(x: [1, 3, 6, 6]) -> [1, 4, 6, 6] {
+        fuse {
+            let conv = conv2d(x, 4, kernel = 3, padding = 1);
+            let y = relu(conv + 1.0) * 0.5;
+        }
+        y
+    }
+}
+
+/// Runs a model on `x` with parameters `0.01 * (i % 17) - 0.08` and compares with the
+/// interpreter on the same graph.
+fn compare_with_interpreter<M: Model>(source: &str, x: Vec<f32>) {
+    let graph = lower_str(source).unwrap().remove(0).graph;
+    let mut params = Vec::new();
+    let mut arrays = Vec::new();
+    for p in &graph.params {
+        let len: usize = p.shape.iter().product();
+        let data: Vec<f32> = (0..len).map(|i| 0.01 * (i % 17) as f32 - 0.08).collect();
+        arrays.push(ArrayD::from_shape_vec(IxDyn(&p.shape), data.clone()).unwrap());
+        params.extend(data);
+    }
+    let input = ArrayD::from_shape_vec(IxDyn(graph.shape(graph.inputs[0])), x.clone()).unwrap();
+    let expected = interp::interpret(&graph, &[input], &arrays).unwrap().remove(0);
+    let model = M::from_static_params(Params::owned(params)).unwrap();
+    let got = dnnfusion::infer(&model, &[&x]).unwrap().remove(0);
+    let tol = 1e-5 * expected.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    for (g, e) in got.iter().zip(expected.iter()) {
+        assert!((g - e).abs() <= tol, "generated {g}, interpreter {e}");
+    }
+}
+
+#[test]
+fn an_explicit_group_is_one_block_and_computes_the_same() {
+    let blocks: Vec<&str> = Grouped::FUSION_REPORT.block_list.iter().map(|b| b.ops).collect();
+    assert_eq!(blocks, vec!["conv2d+add+relu+mul"]);
+    assert_eq!(Grouped::FUSION_REPORT.block_list[0].mapping, "many-to-many");
+    let x: Vec<f32> = (0..108).map(|i| ((i * 7) % 13) as f32 / 6.0 - 1.0).collect();
+    compare_with_interpreter::<Grouped>(SOURCE, x);
+}
+
+#[test]
+fn fusion_reports_count_fewer_blocks_and_bytes_than_ops() {
+    for (fused, unfused) in dnnfusion_models::fusion_reports() {
+        assert!(fused.fusion && !unfused.fusion);
+        assert_eq!(fused.ops, unfused.ops);
+        assert!(fused.blocks < unfused.blocks, "{}: {} blocks fused vs {} unfused", fused.model, fused.blocks, unfused.blocks);
+        assert!(fused.irs_bytes_after < fused.irs_bytes_before, "{}", fused.model);
+        assert_eq!(unfused.irs_bytes_after, unfused.irs_bytes_before);
+        assert!(fused.fusion_rate() > 1.0);
+    }
+}
+
+#[test]
+fn layers_with_the_same_shapes_share_generated_code() {
+    // bert_tiny's two encoder layers give the same block sequence
+    let report = dnnfusion_models::reference::BertTiny::FUSION_REPORT;
+    let half = report.block_list.len() / 2;
+    let first: Vec<&str> = report.block_list[..half].iter().map(|b| b.ops).collect();
+    let second: Vec<&str> = report.block_list[half..].iter().map(|b| b.ops).collect();
+    assert_eq!(first, second);
+    // one function per distinct multi-op block of one layer, not two
+    let mut kinds: Vec<&str> = first.iter().copied().filter(|ops| ops.contains('+')).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    assert_eq!(dnnfusion_models::reference::BertTiny::FUSED_FUNCTIONS, kinds.len());
+}
