@@ -8,25 +8,45 @@ use dnnfusion_compiler::{interp, lower_str};
 use ndarray::{ArrayD, IxDyn};
 
 macro_rules! model_with_source {
-    ($($tokens:tt)*) => {
-        dnnfusion::dnn! { $($tokens)* }
-        const SOURCE: &str = stringify!($($tokens)*);
+    ($module:ident { $($tokens:tt)* }) => {
+        mod $module {
+            dnnfusion::dnn! { $($tokens)* }
+            pub const SOURCE: &str = stringify!($($tokens)*);
+        }
     };
 }
 
 model_with_source! {
-    model Grouped(x: [1, 3, 6, 6]) -> [1, 4, 6, 6] {
-        fuse {
-            let conv = conv2d(x, 4, kernel = 3, padding = 1);
-            let y = relu(conv + 1.0) * 0.5;
+    grouped {
+        pub model Grouped(x: [1, 3, 6, 6]) -> [1, 4, 6, 6] {
+            fuse {
+                let conv = conv2d(x, 4, kernel = 3, padding = 1);
+                let y = relu(conv + 1.0) * 0.5;
+            }
+            y
         }
-        y
     }
 }
 
-/// Runs a model on `x` with parameters `0.01 * (i % 17) - 0.08` and compares with the
-/// interpreter on the same graph.
-fn compare_with_interpreter<M: Model>(source: &str, x: Vec<f32>) {
+model_with_source! {
+    prologues {
+        /// Prologues: a scaled, masked softmax (a mask of the scores' shape: a broadcast
+        /// mask is one-to-many, which Table 3 keeps out of a many-to-many block); a
+        /// residual add into layer_norm; a zero pad absorbed into a conv; an exp into a
+        /// reduction.
+        pub model Prologues(x: [2, 3, 6, 6], mask: [2, 3, 6, 6]) -> (a: [2, 3, 6, 6], b: [2, 3, 6, 6], c: [2, 4, 6, 6], d: [2, 3]) {
+            let a = softmax(x * 0.125 + mask, axis = -1);
+            let b = layer_norm(x + sigmoid(x), eps = 1e-5) * 2.0;
+            let conv = conv2d(pad(x, [1, 1, 1, 1]), 4, kernel = 3);
+            let d = reduce_sum(exp(x * 0.5), axes = [2, 3]);
+            (a, b, relu(conv), d)
+        }
+    }
+}
+
+/// Runs a model on `inputs` with parameters `0.01 * (i % 17) - 0.08` and compares every
+/// output with the interpreter on the same graph.
+fn compare_with_interpreter<M: Model>(source: &str, inputs: &[Vec<f32>]) {
     let graph = lower_str(source).unwrap().remove(0).graph;
     let mut params = Vec::new();
     let mut arrays = Vec::new();
@@ -36,23 +56,44 @@ fn compare_with_interpreter<M: Model>(source: &str, x: Vec<f32>) {
         arrays.push(ArrayD::from_shape_vec(IxDyn(&p.shape), data.clone()).unwrap());
         params.extend(data);
     }
-    let input = ArrayD::from_shape_vec(IxDyn(graph.shape(graph.inputs[0])), x.clone()).unwrap();
-    let expected = interp::interpret(&graph, &[input], &arrays).unwrap().remove(0);
+    let arrays_in: Vec<ArrayD<f32>> = inputs
+        .iter()
+        .zip(&graph.inputs)
+        .map(|(x, &v)| ArrayD::from_shape_vec(IxDyn(graph.shape(v)), x.clone()).unwrap())
+        .collect();
+    let expected = interp::interpret(&graph, &arrays_in, &arrays).unwrap();
     let model = M::from_static_params(Params::owned(params)).unwrap();
-    let got = dnnfusion::infer(&model, &[&x]).unwrap().remove(0);
-    let tol = 1e-5 * expected.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    for (g, e) in got.iter().zip(expected.iter()) {
-        assert!((g - e).abs() <= tol, "generated {g}, interpreter {e}");
+    let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
+    let got = dnnfusion::infer(&model, &refs).unwrap();
+    for (got, expected) in got.iter().zip(&expected) {
+        let tol = 1e-5 * expected.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+        for (g, e) in got.iter().zip(expected.iter()) {
+            assert!((g - e).abs() <= tol, "generated {g}, interpreter {e}");
+        }
     }
 }
 
 #[test]
 fn an_explicit_group_is_one_block_and_computes_the_same() {
+    use grouped::Grouped;
     let blocks: Vec<&str> = Grouped::FUSION_REPORT.block_list.iter().map(|b| b.ops).collect();
     assert_eq!(blocks, vec!["conv2d+add+relu+mul"]);
     assert_eq!(Grouped::FUSION_REPORT.block_list[0].mapping, "many-to-many");
     let x: Vec<f32> = (0..108).map(|i| ((i * 7) % 13) as f32 / 6.0 - 1.0).collect();
-    compare_with_interpreter::<Grouped>(SOURCE, x);
+    compare_with_interpreter::<Grouped>(grouped::SOURCE, &[x]);
+}
+
+#[test]
+fn prologues_fuse_into_row_kernels_and_pads_into_convs() {
+    use prologues::Prologues;
+    let blocks: Vec<&str> = Prologues::FUSION_REPORT.block_list.iter().map(|b| b.ops).collect();
+    assert!(blocks.contains(&"mul+add+softmax"), "{blocks:?}");
+    assert!(blocks.contains(&"sigmoid+add+layer_norm+mul"), "{blocks:?}");
+    assert!(blocks.contains(&"pad+conv2d+relu"), "{blocks:?}");
+    assert!(blocks.contains(&"mul+exp+reduce_sum"), "{blocks:?}");
+    let x: Vec<f32> = (0..216).map(|i| ((i * 7) % 13) as f32 / 3.0 - 2.0).collect();
+    let mask: Vec<f32> = (0..216).map(|i| if i % 5 == 0 { -1e4 } else { 0.0 }).collect();
+    compare_with_interpreter::<Prologues>(prologues::SOURCE, &[x, mask]);
 }
 
 #[test]

@@ -18,7 +18,7 @@ use quote::{format_ident, quote};
 use crate::ir::*;
 use crate::lower::ModelIr;
 use crate::element::{self, ElementProgram, Ex, Ix};
-use crate::fuse::{Block, FusionPlan};
+use crate::fuse::{self, Block, FusionPlan};
 use crate::plan::{MemoryPlan, Slot};
 
 /// Generates the items of one model.
@@ -400,13 +400,44 @@ fn block_fn(model: &ModelIr, block: &Block, index: usize) -> Option<BlockFn> {
     if let Some(anchor) = block.anchor {
         let node = graph.nodes.get(anchor)?;
         let ins: Vec<Ident> = (0..node.inputs.len()).map(|k| format_ident!("in{}", k)).collect();
-        operands.extend(node.inputs.iter().copied());
-        params.extend(ins.iter().map(|i| quote! { #i: &[f32] }));
+        let mut shapes: Vec<&[usize]> = node.inputs.iter().map(|&v| graph.shape(v)).collect();
+        let mut op = node.op.clone();
+        let prologue = fuse::prologue_nodes(graph, block);
+        match prologue.as_slice() {
+            [] => {
+                operands.extend(node.inputs.iter().copied());
+                params.extend(ins.iter().map(|i| quote! { #i: &[f32] }));
+            }
+            [pad] if matches!(node.op, Op::Conv2d(_)) => {
+                // conv2d(pad(x)) reads x with the pad added to its own padding
+                let pad_node = graph.nodes.get(*pad)?;
+                let (Op::Pad { pads, .. }, Op::Conv2d(mut attrs)) = (&pad_node.op, &node.op) else { return None };
+                let (h, w) = (pads.get(2)?, pads.get(3)?);
+                attrs.padding = [attrs.padding[0] + h.0, attrs.padding[1] + w.0, attrs.padding[2] + h.1, attrs.padding[3] + w.1];
+                op = Op::Conv2d(attrs);
+                let x = *pad_node.inputs.first()?;
+                *shapes.first_mut()? = graph.shape(x);
+                operands.push(x);
+                operands.extend(node.inputs.iter().skip(1).copied());
+                params.extend(ins.iter().map(|i| quote! { #i: &[f32] }));
+            }
+            feeds => {
+                let sub = Block { nodes: feeds.to_vec(), anchor: None, mapping: block.mapping };
+                let pro = element::build(graph, &sub)?;
+                let in0 = ins.first()?;
+                let source = prologue_source(&pro);
+                let pro_loads: Vec<Ident> = (0..pro.operands.len()).map(|k| format_ident!("p{}", k)).collect();
+                operands.extend(node.inputs.iter().skip(1).copied());
+                params.extend(ins.iter().skip(1).map(|i| quote! { #i: &[f32] }));
+                operands.extend(pro.operands.iter().copied());
+                params.extend(pro_loads.iter().map(|i| quote! { #i: &[f32] }));
+                stmts.push(quote! { let #in0 = #source; });
+            }
+        }
         params.extend(loads.iter().map(|i| quote! { #i: &[f32] }));
         operands.extend(program.operands.iter().copied());
-        let shapes: Vec<&[usize]> = node.inputs.iter().map(|&v| graph.shape(v)).collect();
         let epilogue = epilogue_closure(&program);
-        stmts.push(kernel_call(&node.op, &ins, &shapes, &out, graph.shape(node.output), &epilogue));
+        stmts.push(kernel_call(&op, &ins, &shapes, &out, graph.shape(node.output), &epilogue));
     } else {
         params.extend(loads.iter().map(|i| quote! { #i: &[f32] }));
         operands.extend(program.operands.iter().copied());
@@ -459,10 +490,11 @@ fn ix_tokens(ix: &Ix) -> TokenStream {
     }
 }
 
-fn ex_tokens(ex: &Ex) -> TokenStream {
+fn ex_tokens(ex: &Ex, prefix: &str) -> TokenStream {
+    let ex_tokens = |e: &Ex| ex_tokens(e, prefix);
     match ex {
         Ex::Load(k, ix) => {
-            let e = format_ident!("e{}", k);
+            let e = format_ident!("{}{}", prefix, k);
             let i = ix_tokens(ix);
             quote! { #e[#i] }
         }
@@ -502,21 +534,34 @@ fn ex_tokens(ex: &Ex) -> TokenStream {
     }
 }
 
-/// `let t0 = ...; let t1 = ...; value`
-fn element_value(program: &ElementProgram) -> TokenStream {
+/// `let t0 = ...; let t1 = ...; value`, loading operand `k` from `<prefix>k`.
+fn element_value(program: &ElementProgram, prefix: &str) -> TokenStream {
     let lets = program.lets.iter().enumerate().map(|(k, e)| {
         let t = format_ident!("t{}", k);
-        let e = ex_tokens(e);
+        let e = ex_tokens(e, prefix);
         quote! { let #t: f32 = #e; }
     });
-    let value = ex_tokens(&program.value);
+    let value = ex_tokens(&program.value, prefix);
     quote! { #(#lets)* #value }
 }
 
 /// The epilogue closure of an anchor block: recovers the output index from the flat
 /// position, then evaluates the element program with the anchor's value as `acc`.
 fn epilogue_closure(program: &ElementProgram) -> TokenStream {
-    let shape = &program.shape;
+    let value = element_value(program, "e");
+    let vars = index_vars(&program.shape);
+    quote! { |o: usize, acc: f32| -> f32 { #vars #value } }
+}
+
+/// The prologue of an anchor block: element `o` of the anchor's main operand.
+fn prologue_source(program: &ElementProgram) -> TokenStream {
+    let value = element_value(program, "p");
+    let vars = index_vars(&program.shape);
+    quote! { ::dnnfusion::runtime::kernels::Computed(|o: usize| -> f32 { #vars #value }) }
+}
+
+/// `let i0 = o / s0; let i1 = o / s1 % d1; ...`: the index of flat position `o`.
+fn index_vars(shape: &[usize]) -> TokenStream {
     let mut strides = vec![1usize; shape.len()];
     let mut acc = 1;
     for k in (0..shape.len()).rev() {
@@ -533,13 +578,12 @@ fn epilogue_closure(program: &ElementProgram) -> TokenStream {
             quote! { let #v = o / #s % #d; }
         }
     });
-    let value = element_value(program);
-    quote! { |o: usize, acc: f32| -> f32 { #(#vars)* #value } }
+    quote! { #(#vars)* }
 }
 
 /// One loop per output axis (literal bounds), the element program in the innermost.
 fn element_loops(program: &ElementProgram) -> TokenStream {
-    let value = element_value(program);
+    let value = element_value(program, "e");
     let mut inner = quote! { out[o] = { #value }; o += 1; };
     for (k, &d) in program.shape.iter().enumerate().rev() {
         let v = format_ident!("i{}", k);

@@ -26,7 +26,7 @@
 //! translations, never copies (see [`crate::element`]).
 
 use crate::ir::{Graph, Op, ResizeMode, ValueKind};
-use crate::tables::{classify, fusion_cell, Colour, MappingType};
+use crate::tables::{classify, fusion_cell, Colour, FusionCell, MappingType};
 
 /// Largest number of ops in one block (keeps register pressure and code size bounded).
 pub const MAX_BLOCK_OPS: usize = 24;
@@ -243,8 +243,9 @@ pub fn check_group(graph: &Graph, nodes: &[usize]) -> Result<(), GroupError> {
     for (k, &b) in sorted.iter().enumerate() {
         for &a in reaches.get(k).map_or(&[][..], |r| r.as_slice()) {
             let (ta, tb) = (facts.ty(a), facts.ty(b));
-            let red = fusion_cell(ta, tb).colour == Colour::Red
-                || (ta == MappingType::ManyToMany && tb == MappingType::ManyToMany);
+            let pad_into_conv = matches!((facts.op(a), facts.op(b)), (Some(pa), Some(pb)) if is_conv_pad(graph, pa, pb));
+            let red = !pad_into_conv
+                && (fusion_cell(ta, tb).colour == Colour::Red || (ta == MappingType::ManyToMany && tb == MappingType::ManyToMany));
             if red {
                 return Err(GroupError {
                     node: b,
@@ -297,7 +298,7 @@ pub fn check_group(graph: &Graph, nodes: &[usize]) -> Result<(), GroupError> {
     if !fits(&facts, &sorted) {
         let sink = sorted.iter().copied().max().unwrap_or(first);
         let reason = if sorted.iter().any(|&n| facts.ty(n) == MappingType::ManyToMany) {
-            "a many-to-many op must come first in its block, with only elementwise ops after it that keep its shape, and every value but the last must be used only inside the group"
+            "after a many-to-many op come only elementwise ops that keep its shape; before it only an elementwise prologue of softmax, log_softmax, layer_norm, reductions and global pools (or a zero pad of a conv2d); and every value but the last must be used only inside the group"
         } else {
             "every value but the last must be used only inside the group, and every op must be expressible by index translation"
         };
@@ -445,7 +446,7 @@ fn grow_predecessors(facts: &Facts<'_>, assigned: &[bool], members: &mut Vec<usi
             if !facts.consumers_of_node(p).iter().all(|c| members.contains(c)) {
                 continue;
             }
-            let cell = fusion_cell(facts.ty(p), *mapping);
+            let cell = if absorbs_pad(facts, members, p) { FusionCell { colour: Colour::Green, result: Some(*mapping) } } else { fusion_cell(facts.ty(p), *mapping) };
             let Some(result) = cell.result else { continue };
             if cell.colour == Colour::Yellow && !yellow_pays(facts, members, p) {
                 continue;
@@ -460,6 +461,19 @@ fn grow_predecessors(facts: &Facts<'_>, assigned: &[bool], members: &mut Vec<usi
             frontier.push(p);
         }
     }
+}
+
+/// True when `p` is a zero pad read only by a `conv2d` of the block: the conv absorbs it
+/// into its own padding. Our choice beside Table 3, whose red One-to-Many -> Many-to-Many
+/// cell is about the anchor losing contiguous reads, which does not happen here.
+fn absorbs_pad(facts: &Facts<'_>, members: &[usize], p: usize) -> bool {
+    let consumers = facts.consumers_of_node(p);
+    let [conv] = consumers else { return false };
+    members.contains(conv)
+        && match (facts.op(p), facts.op(*conv)) {
+            (Some(pad), Some(conv_op)) => is_conv_pad(facts.graph, pad, conv_op),
+            _ => false,
+        }
 }
 
 /// The analytic cost model for yellow cells: fuse when the bytes saved by not writing and
@@ -511,8 +525,8 @@ fn fits(facts: &Facts<'_>, members: &[usize]) -> bool {
             if !facts.op(anchor).is_some_and(takes_epilogue) {
                 return false;
             }
-            // no prologue: nothing of the block feeds the anchor
-            if facts.producers(anchor).iter().any(|p| members.contains(p)) {
+            let feeds = feeds_anchor(facts, members, anchor);
+            if !feeds.is_empty() && !prologue_fits(facts, members, anchor, &feeds) {
                 return false;
             }
             let anchor_shape = facts.graph.shape(facts.output_of(anchor));
@@ -522,7 +536,9 @@ fn fits(facts: &Facts<'_>, members: &[usize]) -> bool {
                     return true;
                 }
                 let Some(op) = facts.op(m) else { return false };
-                if depends.contains(&m) {
+                if feeds.contains(&m) {
+                    true
+                } else if depends.contains(&m) {
                     is_index_preserving(op) && facts.graph.shape(facts.output_of(m)) == anchor_shape
                 } else {
                     is_translatable(op)
@@ -530,6 +546,82 @@ fn fits(facts: &Facts<'_>, members: &[usize]) -> bool {
             })
         }
     }
+}
+
+/// True when the anchor's kernel reads its main operand through a [`prologue`]: row-wise
+/// Many-to-Many ops read each element once, so computing it on the fly costs nothing.
+///
+/// [`prologue`]: crate::element
+pub fn takes_prologue(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Softmax { .. } | Op::LogSoftmax { .. } | Op::LayerNorm { .. } | Op::Reduce { .. } | Op::GlobalAvgPool | Op::GlobalMaxPool
+    )
+}
+
+/// A zero `pad` of the two spatial axes feeding a `conv2d`: absorbed into the conv's own
+/// padding (the pad's prologue form for convolutions).
+pub fn is_conv_pad(graph: &Graph, pad: &Op, conv: &Op) -> bool {
+    let _ = graph;
+    matches!(
+        (pad, conv),
+        (Op::Pad { pads, mode: crate::ir::PadMode::Constant(c) }, Op::Conv2d(_))
+            if *c == 0.0 && pads.len() == 4 && pads.iter().take(2).all(|p| *p == (0, 0))
+    )
+}
+
+/// Members with a path to the anchor inside the block (its prologue).
+fn feeds_anchor(facts: &Facts<'_>, members: &[usize], anchor: usize) -> Vec<usize> {
+    let mut out: Vec<usize> = Vec::new();
+    let mut frontier = vec![anchor];
+    while let Some(n) = frontier.pop() {
+        for p in facts.producers(n) {
+            if members.contains(&p) && !out.contains(&p) {
+                out.push(p);
+                frontier.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The prologue may only feed the anchor's main operand, be read nowhere else, and be
+/// expressible for this anchor.
+fn prologue_fits(facts: &Facts<'_>, members: &[usize], anchor: usize, feeds: &[usize]) -> bool {
+    let Some(anchor_node) = facts.graph.nodes.get(anchor) else { return false };
+    // only operand 0 may come from the block
+    for (k, &v) in anchor_node.inputs.iter().enumerate() {
+        if let Some(ValueKind::Node(p)) = facts.graph.values.get(v).map(|v| &v.kind) {
+            if k > 0 && members.contains(p) {
+                return false;
+            }
+        }
+    }
+    // prologue values are read only by the prologue or the anchor
+    for &f in feeds {
+        if !facts.consumers_of_node(f).iter().all(|c| *c == anchor || feeds.contains(c)) {
+            return false;
+        }
+    }
+    if takes_prologue(&anchor_node.op) {
+        return feeds.iter().all(|&f| facts.op(f).is_some_and(is_translatable));
+    }
+    match feeds {
+        [pad] => facts.op(*pad).is_some_and(|op| is_conv_pad(facts.graph, op, &anchor_node.op)) && {
+            // the pad's own operand is stored, not computed in the block
+            facts.producers(*pad).iter().all(|p| !members.contains(p))
+        },
+        _ => false,
+    }
+}
+
+/// The prologue of a block: its members computed before (and read only by) the anchor.
+pub fn prologue_nodes(graph: &Graph, block: &Block) -> Vec<usize> {
+    let Some(anchor) = block.anchor else { return Vec::new() };
+    let facts = Facts::new(graph);
+    let mut feeds = feeds_anchor(&facts, &block.nodes, anchor);
+    feeds.sort_unstable();
+    feeds
 }
 
 /// Members that (transitively) read the anchor's output.

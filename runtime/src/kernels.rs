@@ -24,6 +24,30 @@ pub fn clamp_index(i: usize, before: usize, len: usize) -> usize {
 /// Highest rank the strided kernels handle.
 pub const MAX_RANK: usize = 8;
 
+/// Where a kernel reads its main operand: a slice, or a fused prologue ([`Computed`]).
+pub trait Source {
+    /// Element `i` (flat, row-major).
+    fn at(&self, i: usize) -> f32;
+}
+
+impl Source for &[f32] {
+    #[inline(always)]
+    fn at(&self, i: usize) -> f32 {
+        self[i]
+    }
+}
+
+/// A fused prologue: each element of the operand computed on the fly from its flat index.
+/// Kernels taking a [`Source`] read every element once.
+pub struct Computed<F>(pub F);
+
+impl<F: Fn(usize) -> f32> Source for Computed<F> {
+    #[inline(always)]
+    fn at(&self, i: usize) -> f32 {
+        (self.0)(i)
+    }
+}
+
 /// The identity epilogue, for a kernel whose result is stored as computed.
 #[inline(always)]
 pub fn store(_index: usize, value: f32) -> f32 {
@@ -442,17 +466,17 @@ pub fn avg_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, count_include_pad:
 }
 
 /// Mean of each of `planes` planes of `plane` floats.
-pub fn global_avg_pool(x: &[f32], out: &mut [f32], planes: usize, plane: usize, epi: impl Fn(usize, f32) -> f32) {
+pub fn global_avg_pool(x: impl Source, out: &mut [f32], planes: usize, plane: usize, epi: impl Fn(usize, f32) -> f32) {
     for p in 0..planes {
-        let s: f32 = x[p * plane..(p + 1) * plane].iter().sum();
+        let s: f32 = (p * plane..(p + 1) * plane).map(|i| x.at(i)).sum();
         out[p] = epi(p, s / plane as f32);
     }
 }
 
 /// Max of each of `planes` planes of `plane` floats.
-pub fn global_max_pool(x: &[f32], out: &mut [f32], planes: usize, plane: usize, epi: impl Fn(usize, f32) -> f32) {
+pub fn global_max_pool(x: impl Source, out: &mut [f32], planes: usize, plane: usize, epi: impl Fn(usize, f32) -> f32) {
     for p in 0..planes {
-        out[p] = epi(p, x[p * plane..(p + 1) * plane].iter().fold(f32::NEG_INFINITY, |m, &v| math::max(m, v)));
+        out[p] = epi(p, (p * plane..(p + 1) * plane).fold(f32::NEG_INFINITY, |m, i| math::max(m, x.at(i))));
     }
 }
 
@@ -474,7 +498,7 @@ pub enum Reduction {
 /// Reduces over the `red_*` axes for every index of the kept axes (strides are the
 /// input's).
 #[allow(clippy::too_many_arguments)]
-pub fn reduce(x: &[f32], out: &mut [f32], kept_dims: &[usize], kept_strides: &[usize], red_dims: &[usize], red_strides: &[usize], kind: Reduction, epi: impl Fn(usize, f32) -> f32) {
+pub fn reduce(x: impl Source, out: &mut [f32], kept_dims: &[usize], kept_strides: &[usize], red_dims: &[usize], red_strides: &[usize], kind: Reduction, epi: impl Fn(usize, f32) -> f32) {
     let count: usize = red_dims.iter().product();
     walk(kept_dims, [kept_strides], |i, [base]| {
         let mut acc = match kind {
@@ -484,7 +508,7 @@ pub fn reduce(x: &[f32], out: &mut [f32], kept_dims: &[usize], kept_strides: &[u
             Reduction::Min => f32::INFINITY,
         };
         walk(red_dims, [red_strides], |_, [r]| {
-            let v = x[base + r];
+            let v = x.at(base + r);
             acc = match kind {
                 Reduction::Sum | Reduction::Mean => acc + v,
                 Reduction::Prod => acc * v,
@@ -497,17 +521,20 @@ pub fn reduce(x: &[f32], out: &mut [f32], kept_dims: &[usize], kept_strides: &[u
 }
 
 /// Softmax along an axis of length `len`, for `outer * inner` rows with stride `inner`.
-pub fn softmax(x: &[f32], out: &mut [f32], outer: usize, len: usize, inner: usize, epi: impl Fn(usize, f32) -> f32) {
+/// Reads each element of `x` once (into `out`), then works in place.
+pub fn softmax(x: impl Source, out: &mut [f32], outer: usize, len: usize, inner: usize, epi: impl Fn(usize, f32) -> f32) {
     for o in 0..outer {
         for i in 0..inner {
             let at = |k: usize| (o * len + k) * inner + i;
             let mut m = f32::NEG_INFINITY;
             for k in 0..len {
-                m = math::max(m, x[at(k)]);
+                let v = x.at(at(k));
+                out[at(k)] = v;
+                m = math::max(m, v);
             }
             let mut sum = 0.0;
             for k in 0..len {
-                let e = math::exp(x[at(k)] - m);
+                let e = math::exp(out[at(k)] - m);
                 out[at(k)] = e;
                 sum += e;
             }
@@ -520,21 +547,23 @@ pub fn softmax(x: &[f32], out: &mut [f32], outer: usize, len: usize, inner: usiz
 }
 
 /// `log(softmax(x))` along an axis, computed as `x - max - log(sum(exp(x - max)))`.
-pub fn log_softmax(x: &[f32], out: &mut [f32], outer: usize, len: usize, inner: usize, epi: impl Fn(usize, f32) -> f32) {
+pub fn log_softmax(x: impl Source, out: &mut [f32], outer: usize, len: usize, inner: usize, epi: impl Fn(usize, f32) -> f32) {
     for o in 0..outer {
         for i in 0..inner {
             let at = |k: usize| (o * len + k) * inner + i;
             let mut m = f32::NEG_INFINITY;
             for k in 0..len {
-                m = math::max(m, x[at(k)]);
+                let v = x.at(at(k));
+                out[at(k)] = v;
+                m = math::max(m, v);
             }
             let mut sum = 0.0;
             for k in 0..len {
-                sum += math::exp(x[at(k)] - m);
+                sum += math::exp(out[at(k)] - m);
             }
             let shift = m + math::ln(sum);
             for k in 0..len {
-                out[at(k)] = epi(at(k), x[at(k)] - shift);
+                out[at(k)] = epi(at(k), out[at(k)] - shift);
             }
         }
     }
@@ -549,16 +578,19 @@ fn moments(v: &[f32]) -> (f32, f32) {
     (mean, var)
 }
 
-/// Layer normalization of `rows` rows of `cols` floats, with optional affine.
+/// Layer normalization of `rows` rows of `cols` floats, with optional affine. Reads each
+/// element of `x` once (into `out`), then normalizes in place.
 #[allow(clippy::too_many_arguments)]
-pub fn layer_norm(x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, out: &mut [f32], rows: usize, cols: usize, eps: f32, epi: impl Fn(usize, f32) -> f32) {
+pub fn layer_norm(x: impl Source, w: Option<&[f32]>, b: Option<&[f32]>, out: &mut [f32], rows: usize, cols: usize, eps: f32, epi: impl Fn(usize, f32) -> f32) {
     for r in 0..rows {
-        let xr = &x[r * cols..(r + 1) * cols];
-        let (mean, var) = moments(xr);
-        let inv = 1.0 / math::sqrt(var + eps);
         let or = &mut out[r * cols..(r + 1) * cols];
-        for (c, (o, &v)) in or.iter_mut().zip(xr).enumerate() {
-            let mut y = (v - mean) * inv;
+        for (c, o) in or.iter_mut().enumerate() {
+            *o = x.at(r * cols + c);
+        }
+        let (mean, var) = moments(or);
+        let inv = 1.0 / math::sqrt(var + eps);
+        for (c, o) in or.iter_mut().enumerate() {
+            let mut y = (*o - mean) * inv;
             if let Some(w) = w {
                 y *= w[c];
             }
