@@ -529,7 +529,6 @@ fn fits(facts: &Facts<'_>, members: &[usize]) -> bool {
             if !feeds.is_empty() && !prologue_fits(facts, members, anchor, &feeds) {
                 return false;
             }
-            let anchor_shape = facts.graph.shape(facts.output_of(anchor));
             let depends = depends_on(facts, members, anchor);
             members.iter().all(|&m| {
                 if m == anchor {
@@ -539,7 +538,7 @@ fn fits(facts: &Facts<'_>, members: &[usize]) -> bool {
                 if feeds.contains(&m) {
                     true
                 } else if depends.contains(&m) {
-                    is_index_preserving(op) && facts.graph.shape(facts.output_of(m)) == anchor_shape
+                    keeps_flat_position(facts, m, &depends)
                 } else {
                     is_translatable(op)
                 }
@@ -622,6 +621,24 @@ pub fn prologue_nodes(graph: &Graph, block: &Block) -> Vec<usize> {
     let mut feeds = feeds_anchor(&facts, &block.nodes, anchor);
     feeds.sort_unstable();
     feeds
+}
+
+/// An epilogue op must leave every value of the anchor at its flat position, so the
+/// kernel's store index is the block's output index: elementwise ops whose operands on the
+/// anchor's path have the op's own shape (no broadcast), and reshapes.
+fn keeps_flat_position(facts: &Facts<'_>, node: usize, depends: &[usize]) -> bool {
+    let Some(n) = facts.graph.nodes.get(node) else { return false };
+    if matches!(n.op, Op::Reshape(_)) {
+        return true;
+    }
+    if !is_index_preserving(&n.op) {
+        return false;
+    }
+    let out = facts.graph.shape(n.output);
+    n.inputs.iter().all(|&v| match facts.graph.values.get(v).map(|v| &v.kind) {
+        Some(ValueKind::Node(p)) if depends.contains(p) => facts.graph.shape(v) == out,
+        _ => true,
+    })
 }
 
 /// Members that (transitively) read the anchor's output.
