@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release --example fusion_report` prints a table;
 //! `-- --json` prints one JSON object per line (keys: model, ops, ops_after_rewrite,
-//! blocks, fusion_rate, irs_bytes_before, irs_bytes_after, arena_bytes, block_ops);
+//! blocks, fusion_rate, irs_bytes_before, irs_bytes_after, arena_bytes, block_ops, rewrites);
 //! `-- --explain <model>` lists the blocks of one model with their mapping types, and
 //! `-- --dot <model>` prints them as Graphviz (blocks coloured by mapping type).
 
@@ -58,14 +58,15 @@ fn snake(name: &str) -> String {
 
 fn table(reports: &[(FusionReport, FusionReport)]) {
     println!(
-        "{:<12} {:>5} {:>7} {:>12} {:>14} {:>14} {:>12}",
-        "model", "ops", "blocks", "fusion rate", "IRS before", "IRS after", "arena"
+        "{:<12} {:>5} {:>9} {:>7} {:>12} {:>14} {:>14} {:>12}",
+        "model", "ops", "rewritten", "blocks", "fusion rate", "IRS before", "IRS after", "arena"
     );
     for (r, _) in reports {
         println!(
-            "{:<12} {:>5} {:>7} {:>12.2} {:>12} B {:>12} B {:>10} B",
+            "{:<12} {:>5} {:>9} {:>7} {:>12.2} {:>12} B {:>12} B {:>10} B",
             snake(r.model),
             r.ops,
+            r.ops_after_rewrite,
             r.blocks,
             r.fusion_rate(),
             r.irs_bytes_before,
@@ -76,7 +77,17 @@ fn table(reports: &[(FusionReport, FusionReport)]) {
 }
 
 fn explain(r: &FusionReport) {
-    println!("{}: {} ops in {} blocks (fusion rate {:.2})", snake(r.model), r.ops, r.blocks, r.fusion_rate());
+    println!(
+        "{}: {} ops, {} after rewriting, in {} blocks (fusion rate {:.2})",
+        snake(r.model),
+        r.ops,
+        r.ops_after_rewrite,
+        r.blocks,
+        r.fusion_rate()
+    );
+    if !r.rewrites.is_empty() {
+        println!("  rewrites: {}", r.rewrites.join(", "));
+    }
     for (i, b) in r.block_list.iter().enumerate() {
         println!("  blk{i:02}  {:<13} {}", b.mapping, b.ops);
     }

@@ -63,6 +63,11 @@ extern crate std;
 ///   a loop names `layers.0.query.weight`, ... like a PyTorch `state_dict`.
 /// - A block's tensor parameters may carry a shape pattern (`x: [B, S, D]`): names bind
 ///   to the caller's dimensions and can be used as integers in the body.
+/// - Options go first, as inner attributes for every model (`#![fusion(off)]`,
+///   `#![rewrite(off)]`, `#![rewrite(fast_math)]`) or as outer attributes on one model
+///   (`#[fusion(off)]`, ...). Rewriting by mathematical properties is on by default with
+///   the exact rules only; `fast_math` adds the rules that may change results beyond
+///   rounding (README, "Floating-point policy").
 /// - Attribute defaults follow PyTorch (`stride = 1`, `padding = 0`, `eps = 1e-5`,
 ///   `max_pool2d` stride = kernel, `flatten` from axis 1).
 ///

@@ -5,90 +5,14 @@
 //! Each case is declared once: the tokens go to `dnn!` and, as text, to the compiler for
 //! the interpreter. Input naming conventions pick the random distribution: `pos*` are
 //! positive (log, sqrt, pow), `idx*` hold whole numbers in `0..4` (gather), `cond*` hold
-//! 0 or 1 (where); everything else is uniform in [-2, 2].
+//! 0 or 1 (where); everything else is uniform in [-2, 2] (`common::random_input`).
 //!
 //! Tolerance: max |generated - interpreter| <= 2e-5 * max(1, max |interpreter|) (the
 //! interpreter sums in f64, the kernels in f32; 2e-5 covers the longest sums here).
 
-use dnnfusion::{Model, Params};
-use dnnfusion_compiler::{interp, lower_str};
-use ndarray::{ArrayD, IxDyn};
+mod common;
 
-/// xorshift64*: small, seeded, good enough for test data.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
-        bits as f32 / (1u64 << 24) as f32
-    }
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * self.next()
-    }
-}
-
-fn random_input(name: &str, len: usize, rng: &mut Rng) -> Vec<f32> {
-    (0..len)
-        .map(|_| {
-            if name.starts_with("pos") {
-                rng.uniform(0.1, 3.0)
-            } else if name.starts_with("idx") {
-                (rng.next() * 4.0).floor().min(3.0)
-            } else if name.starts_with("cond") {
-                (rng.next() * 2.0).floor().min(1.0)
-            } else {
-                rng.uniform(-2.0, 2.0)
-            }
-        })
-        .collect()
-}
-
-fn check<M: Model>(source: &str) {
-    let models = lower_str(source).unwrap_or_else(|e| panic!("{e:?}"));
-    let graph = &models[0].graph;
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let mut params = Vec::new();
-    let mut param_arrays = Vec::new();
-    for p in &graph.params {
-        let len: usize = p.shape.iter().product();
-        let data: Vec<f32> = if p.key.ends_with("running_var") {
-            (0..len).map(|_| rng.uniform(0.5, 1.5)).collect()
-        } else {
-            (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect()
-        };
-        param_arrays.push(ArrayD::from_shape_vec(IxDyn(&p.shape), data.clone()).unwrap());
-        params.extend(data);
-    }
-    let mut inputs = Vec::new();
-    let mut input_arrays = Vec::new();
-    for &v in &graph.inputs {
-        let value = &graph.values[v];
-        let data = random_input(&value.name, value.len(), &mut rng);
-        input_arrays.push(ArrayD::from_shape_vec(IxDyn(&value.shape), data.clone()).unwrap());
-        inputs.push(data);
-    }
-    let expected = interp::interpret(graph, &input_arrays, &param_arrays).unwrap_or_else(|e| panic!("interpreter: {e:?}"));
-
-    let model = M::from_static_params(Params::owned(params)).unwrap();
-    let mut outputs: Vec<Vec<f32>> = M::OUTPUT_SHAPES.iter().map(|s| vec![f32::NAN; s.iter().product()]).collect();
-    let mut arena = vec![f32::NAN; M::ARENA_LEN];
-    let input_refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
-    let mut output_refs: Vec<&mut [f32]> = outputs.iter_mut().map(|v| v.as_mut_slice()).collect();
-    model.run_slices(&input_refs, &mut output_refs, &mut arena).unwrap();
-
-    for (i, (got, want)) in outputs.iter().zip(&expected).enumerate() {
-        assert_eq!(got.len(), want.len(), "output {i} length");
-        let scale = want.iter().fold(1.0f32, |m, v| if v.is_finite() { m.max(v.abs()) } else { m });
-        let tol = 2e-5 * scale;
-        for (j, (g, w)) in got.iter().zip(want.iter()).enumerate() {
-            let same_special = (g.is_nan() && w.is_nan()) || (g.is_infinite() && g == w);
-            assert!(same_special || (g - w).abs() <= tol, "output {i}[{j}]: generated {g}, interpreter {w} (tolerance {tol})\n{source}");
-        }
-    }
-}
+use common::check;
 
 macro_rules! op_cases {
     ($($name:ident { $($dsl:tt)* })*) => {
@@ -307,6 +231,46 @@ op_cases! {
     cumsum_modes {
         model Case(x: [3, 4]) -> (a: [3, 4], b: [3, 4], c: [3, 4]) {
             (cumsum(x, 1), cumsum(x, 0, exclusive = true), cumsum(x, -1, reverse = true, exclusive = true))
+        }
+    }
+    reductions_onnx {
+        model Case(x: [2, 3, 4], pos: [2, 3, 4]) -> (a: [2, 4], b: [2, 1, 1], c: [3], d: [], e: [2, 3, 1]) {
+            (reduce_l1(x, axes = 1), reduce_l2(x, axes = [1, 2], keepdims = true), reduce_sum_square(x, axes = [0, -1]), reduce_log_sum(pos), reduce_log_sum_exp(x * 30.0, axes = -1, keepdims = true))
+        }
+    }
+    tile_and_depth_space {
+        model Case(x: [1, 8, 2, 3], y: [2, 3]) -> (a: [1, 2, 4, 6], b: [1, 2, 4, 6], c: [1, 32, 1, 1], d: [4, 9], e: [1, 8, 2, 3]) {
+            let a = depth_to_space(x, 2);
+            let b = depth_to_space(x, 2, mode = "CRD");
+            let c = space_to_depth(slice(a, 3, 0, 4), 2, mode = "CRD");
+            let d = tile(y, [2, 3]);
+            (a, b, reshape(c, [1, 32, 1, 1]), d, space_to_depth(a, 2) + x)
+        }
+    }
+    slice_negative_steps_and_empty {
+        model Case(x: [5, 6], e: [0, 3]) -> (a: [5, 3], b: [2, 6], c: [0, 6], d: [1, 3]) {
+            let a = slice(x, 1, -1, step = -2);
+            let b = slice(x, 0, 3, 0, step = -2);
+            let c = slice(x, 0, 4, 2);
+            let d = reduce_sum(e, axes = 0, keepdims = true);
+            (a, b, c, d)
+        }
+    }
+    avg_pool_dilation_and_wide_padding {
+        model Case(x: [1, 2, 9, 9]) -> (a: [1, 2, 7, 7], b: [1, 2, 11, 11]) {
+            let a = avg_pool2d(x, 2, stride = 1, dilation = 2, count_include_pad = false);
+            let b = max_pool2d(x, 3, stride = 1, padding = 2) + avg_pool2d(x, 3, stride = 1, padding = 2, count_include_pad = false);
+            (a, b)
+        }
+    }
+    resize_onnx_modes {
+        model Case(x: [1, 2, 4, 5]) -> (a: [1, 2, 8, 3], b: [1, 2, 3, 7], c: [1, 2, 6, 6], d: [1, 2, 3, 3], e: [2, 2, 4, 2]) {
+            let a = resize(x, sizes = [1, 2, 8, 3], mode = "nearest", nearest_mode = "round_prefer_ceil", coordinate_transformation_mode = "asymmetric");
+            let b = resize(x, sizes = [1, 2, 3, 7], mode = "linear", coordinate_transformation_mode = "align_corners");
+            let c = resize(x, scales = [1.0, 1.0, 1.5, 1.25], mode = "cubic", cubic_coeff_a = -0.5, exclude_outside = true);
+            let d = resize(x, sizes = [1, 2, 3, 3], mode = "linear", antialias = true);
+            let e = resize(x, sizes = [2, 2, 4, 2], mode = "linear", coordinate_transformation_mode = "tf_crop_and_resize", roi = [0, 0, 0.2, 0.1, 1, 1, 1.1, 0.7], extrapolation_value = 9.0);
+            (a, b, c, d, e)
         }
     }
     explicit_param_and_blocks {

@@ -202,9 +202,12 @@ pub fn pool2d(op: &str, x: &[usize], attrs: &Pool2d) -> Result<Vec<usize>, Shape
     expect_rank(op, "the input", x, 4, 0)?;
     let [n, c, h, w] = dims4(x);
     let [pt, pl, pb, pr] = attrs.padding;
-    for (k, p) in [(attrs.kernel[0], pt.max(pb)), (attrs.kernel[1], pl.max(pr))] {
-        if p.saturating_mul(2) > k {
-            return attr_err("padding", format!("{op}: padding ({p}) must be at most half the kernel ({k})"));
+    // every window must overlap the input (ONNX allows more padding than PyTorch's
+    // "at most half the kernel", so the DSL does too)
+    for (k, d, p) in [(attrs.kernel[0], attrs.dilation[0], pt.max(pb)), (attrs.kernel[1], attrs.dilation[1], pl.max(pr))] {
+        let span = d.saturating_mul(k.saturating_sub(1)).saturating_add(1);
+        if p >= span {
+            return attr_err("padding", format!("{op}: padding ({p}) must be smaller than the window ({span} with dilation)"));
         }
     }
     let oh = pool_out(op, "height", h, pt, pb, attrs.kernel[0], attrs.stride[0], attrs.dilation[0], attrs.ceil_mode)?;
@@ -328,7 +331,7 @@ pub fn check(graph: &Graph) -> Result<(), String> {
         let arity_ok = match &node.op {
             Op::Unary(_) | Op::MaxPool2d(_) | Op::AvgPool2d(_) | Op::GlobalAvgPool | Op::GlobalMaxPool
             | Op::Reduce { .. } | Op::Softmax { .. } | Op::LogSoftmax { .. } | Op::Reshape(_) | Op::Transpose { .. }
-            | Op::Slice { .. } | Op::Pad { .. } | Op::Expand | Op::Resize(_) | Op::Cumsum { .. } => shapes.len() == 1,
+            | Op::Slice { .. } | Op::Pad { .. } | Op::Expand | Op::Resize(_) | Op::Resample(_) | Op::Cumsum { .. } => shapes.len() == 1,
             Op::Binary(_) | Op::Prelu | Op::MatMul | Op::Gather { .. } => shapes.len() == 2,
             Op::Where => shapes.len() == 3,
             Op::Linear | Op::Conv2d(_) | Op::ConvTranspose2d(_) => matches!(shapes.len(), 2 | 3),

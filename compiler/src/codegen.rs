@@ -572,10 +572,12 @@ fn index_vars(shape: &[usize]) -> TokenStream {
     }
     let vars = shape.iter().zip(&strides).enumerate().map(|(k, (&d, &s))| {
         let v = format_ident!("i{}", k);
-        if k == 0 {
-            quote! { let #v = o / #s; }
-        } else {
-            quote! { let #v = o / #s % #d; }
+        match (k, d, s) {
+            (_, 1, _) => quote! { let #v = 0usize; },
+            (0, _, 1) => quote! { let #v = o; },
+            (0, _, _) => quote! { let #v = o / #s; },
+            (_, _, 1) => quote! { let #v = o % #d; },
+            _ => quote! { let #v = o / #s % #d; },
         }
     });
     quote! { #(#vars)* }
@@ -908,6 +910,11 @@ fn kernel_call(op: &Op, ins: &[Ident], shapes: &[&[usize]], out: &Ident, out_sha
                 ReduceKind::Max => quote! { Max },
                 ReduceKind::Min => quote! { Min },
                 ReduceKind::Prod => quote! { Prod },
+                ReduceKind::L1 => quote! { L1 },
+                ReduceKind::L2 => quote! { L2 },
+                ReduceKind::SumSquare => quote! { SumSquare },
+                ReduceKind::LogSum => quote! { LogSum },
+                ReduceKind::LogSumExp => quote! { LogSumExp },
             };
             quote! {
                 #k::reduce(#in0, #out, &[#(#kept_dims),*], &[#(#kept_strides),*], &[#(#red_dims),*], &[#(#red_strides),*], #k::Reduction::#kind, #epi);
@@ -1002,6 +1009,24 @@ fn kernel_call(op: &Op, ins: &[Ident], shapes: &[&[usize]], out: &Ident, out_sha
                     quote! { #k::resize_bilinear(#in0, #out, #planes, #h, #w, #oh, #ow, #align_corners); }
                 }
             }
+        }
+        Op::Resample(spec) => {
+            let mut axes = Vec::new();
+            for (a, (&len, &out_len)) in s0.iter().zip(out_shape).enumerate() {
+                let (mut start, mut index, mut weight, mut outside) = (vec![0usize], Vec::new(), Vec::new(), Vec::new());
+                for t in spec.axis_taps(a, len, out_len) {
+                    for (i, w) in t.taps {
+                        index.push(i);
+                        weight.push(f32_lit(w as f32));
+                    }
+                    start.push(index.len());
+                    outside.push(t.outside);
+                }
+                let outside = if outside.contains(&true) { quote! { &[#(#outside),*] } } else { quote! { &[] } };
+                axes.push(quote! { #k::ResampleAxis { start: &[#(#start),*], index: &[#(#index),*], weight: &[#(#weight),*], outside: #outside } });
+            }
+            let e = f32_lit(spec.extrapolation);
+            quote! { #k::resample(#in0, &[#(#s0),*], #out, &[#(#out_shape),*], &[#(#axes),*], #e); }
         }
         Op::Cumsum { axis, exclusive, reverse } => {
             let outer = product(s0.get(..*axis).unwrap_or(&[]));

@@ -186,7 +186,7 @@ pub fn build(graph: &Graph, block: &Block) -> Option<ElementProgram> {
             }
         }
     }
-    let mut builder = Builder { graph, block, operands: Vec::new(), lets: Vec::new(), memo: HashMap::new(), uses };
+    let mut builder = Builder { graph, block, operands: Vec::new(), lets: Vec::new(), memo: HashMap::new(), uses, guarded: 0 };
     let vars: Vec<Ix> = (0..shape.len()).map(Ix::Var).collect();
     let value = builder.node_value(sink, &vars)?;
     Some(ElementProgram { operands: builder.operands, shape, lets: builder.lets, value })
@@ -199,6 +199,10 @@ struct Builder<'a> {
     lets: Vec<Ex>,
     memo: HashMap<(usize, Vec<Ix>), usize>,
     uses: HashMap<usize, usize>,
+    /// How many range tests (concat parts, constant pads) enclose the value being built:
+    /// an index there is only valid inside its test, so nothing built there may become a
+    /// `let` (lets are computed for every element).
+    guarded: usize,
 }
 
 fn row_major_strides(shape: &[usize]) -> Vec<usize> {
@@ -253,10 +257,11 @@ impl Builder<'_> {
         }
         let key = (node, idx.to_vec());
         if let Some(&k) = self.memo.get(&key) {
+            // lets are only made outside range tests, so they are valid everywhere
             return Some(Ex::Let(k));
         }
         let ex = self.compute(node, idx)?;
-        if self.uses.get(&node).copied().unwrap_or(0) > 1 && !matches!(ex, Ex::Load(..) | Ex::Const(_) | Ex::Anchor) {
+        if self.guarded == 0 && self.uses.get(&node).copied().unwrap_or(0) > 1 && !matches!(ex, Ex::Load(..) | Ex::Const(_) | Ex::Anchor) {
             self.lets.push(ex);
             let k = self.lets.len() - 1;
             self.memo.insert(key, k);
@@ -338,7 +343,10 @@ impl Builder<'_> {
                 for (i, &(start, len)) in offsets.iter().enumerate().rev() {
                     let mut in_idx = idx.to_vec();
                     *in_idx.get_mut(axis)? = Ix::sub(axis_ix.clone(), start);
-                    let part = self.value(input(i)?, &in_idx)?;
+                    self.guarded += 1;
+                    let part = self.value(input(i)?, &in_idx);
+                    self.guarded -= 1;
+                    let part = part?;
                     result = Some(match result {
                         None => part,
                         Some(rest) => Ex::InRange { index: axis_ix.clone(), lo: start, hi: start + len, then: Box::new(part), otherwise: Box::new(rest) },
@@ -365,7 +373,11 @@ impl Builder<'_> {
                         PadMode::Edge => in_idx.push(Ix::Clamp { index: Box::new(i), before, len: d }),
                     }
                 }
-                let mut value = self.value(input(0)?, &in_idx)?;
+                let guard = usize::from(!tests.is_empty());
+                self.guarded += guard;
+                let value = self.value(input(0)?, &in_idx);
+                self.guarded -= guard;
+                let mut value = value?;
                 if let PadMode::Constant(c) = mode {
                     for (index, lo, hi) in tests.into_iter().rev() {
                         value = Ex::InRange { index, lo, hi, then: Box::new(value), otherwise: Box::new(Ex::Const(*c)) };
@@ -511,7 +523,7 @@ pub fn unary_value(op: UnaryOp, x: f32) -> f32 {
         UnaryOp::HardSigmoid { alpha, beta } => (alpha as f64 * x64 + beta as f64).clamp(0.0, 1.0),
         UnaryOp::HardSwish => x64 * (x64 + 3.0).clamp(0.0, 6.0) / 6.0,
         UnaryOp::Mish => x64 * (x64.exp().ln_1p()).tanh(),
-        UnaryOp::Softplus => x64.exp().ln_1p(),
+        UnaryOp::Softplus => if x64 > 20.0 { x64 } else { x64.exp().ln_1p() },
         UnaryOp::Erf => libm_erf(x64),
         UnaryOp::Sin => x64.sin(),
         UnaryOp::Cos => x64.cos(),
@@ -519,7 +531,8 @@ pub fn unary_value(op: UnaryOp, x: f32) -> f32 {
         UnaryOp::Ceil => x64.ceil(),
         UnaryOp::Round => x64.round_ties_even(),
         UnaryOp::Clip { min, max } => {
-            if x64 < min as f64 { min as f64 } else if x64 > max as f64 { max as f64 } else { x64 }
+            let y = if x64 < min as f64 { min as f64 } else { x64 };
+            if y > max as f64 { max as f64 } else { y }
         }
         UnaryOp::PowScalar(c) => x64.powf(c as f64),
         UnaryOp::AddScalar(c) => x64 + c as f64,

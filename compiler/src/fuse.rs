@@ -90,6 +90,7 @@ pub fn is_translatable(op: &Op) -> bool {
         | Op::Pad { .. }
         | Op::Resize(ResizeMode::Nearest) => true,
         Op::Resize(ResizeMode::Bilinear { .. })
+        | Op::Resample(_)
         | Op::Gather { .. }
         | Op::Linear
         | Op::MatMul

@@ -14,8 +14,8 @@
 //! ```
 
 use crate::ir::{
-    BinaryOp, Conv2d, ConvTranspose2d, Graph, Op, PadMode, Pool2d, ReduceKind, ResizeMode, UnaryOp,
-    Value, ValueId,
+    BinaryOp, Conv2d, ConvTranspose2d, CoordMode, Graph, Interpolation, NearestMode, Op, PadMode, Pool2d, ReduceKind, Resample,
+    ResizeMode, UnaryOp, Value, ValueId,
 };
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice, Zip};
 use std::fmt;
@@ -183,18 +183,34 @@ fn define(env: &mut [Option<ArrayD<f32>>], id: ValueId, array: ArrayD<f32>) -> R
 /// - a block without anchor and several nodes: [`crate::element::build`] +
 ///   [`crate::element::ElementProgram::eval`] (one loop nest).
 ///
+/// The members with a path to the anchor are its *prologue*, computed as the kernel reads
+/// them, as codegen does: a lone `pad` before a `conv2d` is added to the conv's padding
+/// (the conv reads the pad's operand), any other prologue is the element program of the
+/// prologue nodes (a block of its own, sink last) and must compute the anchor's operand 0;
+/// the other operands of the anchor are read from memory.
+///
 /// Only a block's *sink* is stored: the values of the other nodes of a block live inside
 /// it and are invisible to later blocks, exactly as in generated code (their memory slot
 /// is `Fused`). So a plan bug (a block member read outside its block, blocks in the wrong
-/// order, a member feeding the anchor) surfaces here as an error instead of as silently
-/// right numbers. Besides the inputs of [`interpret`], it checks and reports as an error:
+/// order, a member feeding an anchor operand the kernel reads from memory) surfaces here
+/// as an error instead of as silently right numbers, and a wrong fusion (an op that does
+/// not commute with the index translation, a pad folded into a conv that it does not
+/// match) as numbers that differ from [`interpret`]'s. Besides the checks of
+/// [`interpret`], it reports as an error:
 ///
 /// - a node outside `0..graph.nodes.len()`, a node in two blocks, or in no block;
-/// - an anchor that is not a member of its block, or whose shape differs from the sink's
-///   (the epilogue reads the anchor at the sink's flat position);
+/// - an anchor that is not a member of its block, or whose size differs from the sink's
+///   (the kernel stores its element `o` through the epilogue at flat position `o` of the
+///   sink, so only flat-position-keeping ops such as reshapes may change the shape);
 /// - a block reading a value that is neither a model input, a parameter, nor the sink of
-///   an earlier block (this includes block members feeding the anchor: a prologue);
-/// - a multi-node block `element::build` cannot express (it returns `None`);
+///   an earlier block;
+/// - a prologue that does not end in the anchor's operand 0, or a `conv2d` prologue that
+///   is not one `pad`;
+/// - a multi-node block (or prologue) `element::build` cannot express (`None`);
+/// - an element program that would fail as generated code although
+///   `ElementProgram::eval` (which saturates) computes numbers: an index subtraction
+///   that goes below zero or a load out of bounds, for any output element, in a shared
+///   subexpression (computed for every element) or a branch that is taken;
 /// - a result whose shape differs from the sink's recorded shape;
 /// - a model output that no block stored.
 pub fn run_plan(
@@ -270,14 +286,14 @@ pub fn run_plan(
         let stored = |v: ValueId| -> Result<&ArrayD<f32>> {
             env.get(v).and_then(Option::as_ref).ok_or_else(|| {
                 let name = graph.values.get(v).map_or("?", |v| v.name.as_str());
-                context(&format!(
+                InterpError::new(format!(
                     "reads value {v} (`{name}`), which is neither an input, a parameter nor the sink of an earlier block"
                 ))
             })
         };
         let run_node = |node: usize| -> Result<ArrayD<f32>> {
             let n = graph.nodes.get(node).ok_or_else(|| context(&format!("node {node} does not exist")))?;
-            let operands = n.inputs.iter().map(|&v| stored(v)).collect::<Result<Vec<_>>>()?;
+            let operands = n.inputs.iter().map(|&v| stored(v)).collect::<Result<Vec<_>>>().map_err(|e| context(&e.message))?;
             let shape = graph.shape(n.output);
             let result = eval_refs(&n.op, &operands, shape)
                 .map_err(|e| context(&format!("node {node} ({}): {}", n.op.name(), e.message)))?;
@@ -298,10 +314,10 @@ pub fn run_plan(
                     if !block.nodes.contains(&anchor) {
                         return Err(context(&format!("the anchor {anchor} is not a member of the block")));
                     }
-                    let a = run_node(anchor)?;
-                    if a.shape() != out.shape.as_slice() {
+                    let a = run_anchor(graph, block, anchor, &stored).map_err(|e| context(&e.message))?;
+                    if a.len() != out.len() {
                         return Err(context(&format!(
-                            "the anchor's shape {:?} differs from the sink's {:?} (the epilogue reads the anchor at the sink's position)",
+                            "the anchor's shape {:?} and the sink's {:?} differ in size (the epilogue reads the anchor at the sink's flat position)",
                             a.shape(),
                             out.shape
                         )));
@@ -322,8 +338,11 @@ pub fn run_plan(
                 .operands
                 .iter()
                 .map(|&v| stored(v).map(row_major))
-                .collect::<Result<Vec<Vec<f32>>>>()?;
+                .collect::<Result<Vec<Vec<f32>>>>()
+                .map_err(|e| context(&e.message))?;
             let slices: Vec<&[f32]> = loads.iter().map(Vec::as_slice).collect();
+            check_program(&program, &slices, anchor_out.as_deref())
+                .map_err(|e| context(&format!("the generated loop would fail: {}", e.message)))?;
             let data = program.eval(&slices, anchor_out.as_deref());
             from_vec(&out.shape, data).map_err(|e| context(&e.message))?
         };
@@ -342,6 +361,211 @@ pub fn run_plan(
             })
         })
         .collect()
+}
+
+/// Runs an element program the way the generated loop runs it and reports what would
+/// panic (or read garbage) there but is hidden by [`crate::element::ElementProgram::eval`]
+/// (which saturates index subtractions and turns out-of-bounds loads into NaN): shared
+/// subexpressions (`lets`) are computed for every output element, the branches of
+/// `InRange`, `Select` and `Prelu` only when taken, index arithmetic is `usize` and must
+/// not wrap, and every load must be inside its operand.
+fn check_program(program: &crate::element::ElementProgram, operands: &[&[f32]], anchor: Option<&[f32]>) -> Result<()> {
+    use crate::element::{Ex, Ix};
+
+    fn ix(e: &Ix, vars: &[usize]) -> Result<usize> {
+        let wrap = |what: &str| InterpError::new(format!("index expression {e:?} {what} at output index {vars:?}"));
+        Ok(match e {
+            Ix::Var(k) => vars.get(*k).copied().ok_or_else(|| wrap("names a missing axis"))?,
+            Ix::Const(c) => *c,
+            Ix::Add(a, b) => ix(a, vars)?.checked_add(ix(b, vars)?).ok_or_else(|| wrap("overflows"))?,
+            Ix::Mul(a, c) => ix(a, vars)?.checked_mul(*c).ok_or_else(|| wrap("overflows"))?,
+            Ix::Div(a, c) => ix(a, vars)?.checked_div(*c).ok_or_else(|| wrap("divides by 0"))?,
+            Ix::Rem(a, c) => ix(a, vars)?.checked_rem(*c).ok_or_else(|| wrap("divides by 0"))?,
+            Ix::Sub(a, c) => ix(a, vars)?.checked_sub(*c).ok_or_else(|| wrap("goes below 0 (usize underflow)"))?,
+            Ix::Reflect { index, before, len } => crate::element::reflect(ix(index, vars)?, *before, *len),
+            Ix::Clamp { index, before, len } => crate::element::clamp(ix(index, vars)?, *before, *len),
+        })
+    }
+
+    struct Env<'a> {
+        operands: &'a [&'a [f32]],
+        anchor: f32,
+        lets: Vec<f32>,
+    }
+
+    fn ex(e: &Ex, vars: &[usize], env: &Env<'_>) -> Result<f32> {
+        Ok(match e {
+            Ex::Load(k, i) => {
+                let at = ix(i, vars)?;
+                let data = env
+                    .operands
+                    .get(*k)
+                    .ok_or_else(|| InterpError::new(format!("load of operand {k}, which the block does not have")))?;
+                *data.get(at).ok_or_else(|| {
+                    InterpError::new(format!(
+                        "load of element {at} of operand {k} ({} elements) at output index {vars:?}",
+                        data.len()
+                    ))
+                })?
+            }
+            Ex::Anchor => env.anchor,
+            Ex::Const(c) => *c,
+            Ex::Unary(op, a) => crate::element::unary_value(*op, ex(a, vars, env)?),
+            Ex::Binary(op, a, b) => {
+                let (x, y) = (ex(a, vars, env)?, ex(b, vars, env)?);
+                binary(*op, x, y)
+            }
+            Ex::Select(c, a, b) => {
+                if ex(c, vars, env)? != 0.0 {
+                    ex(a, vars, env)?
+                } else {
+                    ex(b, vars, env)?
+                }
+            }
+            Ex::Prelu(x, slope) => {
+                let v = ex(x, vars, env)?;
+                if v < 0.0 {
+                    ex(slope, vars, env)? * v
+                } else {
+                    v
+                }
+            }
+            Ex::InRange { index, lo, hi, then, otherwise } => {
+                let i = ix(index, vars)?;
+                if *lo <= i && i < *hi {
+                    ex(then, vars, env)?
+                } else {
+                    ex(otherwise, vars, env)?
+                }
+            }
+            Ex::Let(k) => *env
+                .lets
+                .get(*k)
+                .ok_or_else(|| InterpError::new(format!("let {k} is used before it is defined")))?,
+        })
+    }
+
+    let total: usize = program.shape.iter().product();
+    let mut vars = vec![0usize; program.shape.len()];
+    for o in 0..total {
+        let mut rest = o;
+        for (v, &d) in vars.iter_mut().zip(&program.shape).rev() {
+            *v = rest % d.max(1);
+            rest /= d.max(1);
+        }
+        let a = anchor.and_then(|a| a.get(o)).copied().unwrap_or(f32::NAN);
+        let mut env = Env { operands, anchor: a, lets: Vec::with_capacity(program.lets.len()) };
+        for (k, e) in program.lets.iter().enumerate() {
+            let value = ex(e, &vars, &env).map_err(|err| InterpError::new(format!("let {k}: {}", err.message)))?;
+            env.lets.push(value);
+        }
+        ex(&program.value, &vars, &env)?;
+    }
+    Ok(())
+}
+
+/// The anchor of a multi-node block, with its prologue (see [`run_plan`]); `stored` gives
+/// the values in memory.
+fn run_anchor<'a>(
+    graph: &Graph,
+    block: &crate::fuse::Block,
+    anchor: usize,
+    stored: &dyn Fn(ValueId) -> Result<&'a ArrayD<f32>>,
+) -> Result<ArrayD<f32>> {
+    let node = graph
+        .nodes
+        .get(anchor)
+        .ok_or_else(|| InterpError::new(format!("anchor {anchor} does not exist")))?;
+    let out_shape = graph.shape(node.output);
+    let producer = |v: ValueId| match graph.values.get(v).map(|v| &v.kind) {
+        Some(crate::ir::ValueKind::Node(p)) => Some(*p),
+        _ => None,
+    };
+    // members with a path to the anchor inside the block
+    let mut feeds: Vec<usize> = Vec::new();
+    let mut frontier = vec![anchor];
+    while let Some(n) = frontier.pop() {
+        for &v in graph.nodes.get(n).map_or(&[][..], |n| n.inputs.as_slice()) {
+            if let Some(p) = producer(v).filter(|p| block.nodes.contains(p) && !feeds.contains(p)) {
+                feeds.push(p);
+                frontier.push(p);
+            }
+        }
+    }
+    feeds.sort_unstable();
+    let (op, operands): (Op, Vec<ArrayD<f32>>) = match (feeds.as_slice(), &node.op) {
+        ([], _) => {
+            let operands = node.inputs.iter().map(|&v| stored(v).cloned()).collect::<Result<_>>()?;
+            (node.op.clone(), operands)
+        }
+        ([pad], Op::Conv2d(attrs)) => {
+            // conv2d(pad(x)): x read with the pad's h and w added to the conv's padding
+            let pad_node = graph
+                .nodes
+                .get(*pad)
+                .ok_or_else(|| InterpError::new(format!("node {pad} does not exist")))?;
+            let Op::Pad { pads, .. } = &pad_node.op else {
+                return fail(format!(
+                    "the prologue of conv2d {anchor} is `{}`, codegen only folds a `pad` into a conv",
+                    pad_node.op.name()
+                ));
+            };
+            let (Some(h), Some(w)) = (pads.get(2), pads.get(3)) else {
+                return fail(format!("the pad {pad} before conv2d {anchor} is not 4-d"));
+            };
+            let mut attrs = *attrs;
+            let [t, l, b, r] = attrs.padding;
+            attrs.padding = [t + h.0, l + w.0, b + h.1, r + w.1];
+            let x = pad_node
+                .inputs
+                .first()
+                .ok_or_else(|| InterpError::new(format!("the pad {pad} has no operand")))?;
+            let mut operands = vec![stored(*x)?.clone()];
+            for &v in node.inputs.iter().skip(1) {
+                operands.push(stored(v)?.clone());
+            }
+            (Op::Conv2d(attrs), operands)
+        }
+        (_, Op::Conv2d(_)) => {
+            return fail(format!(
+                "the prologue {feeds:?} of conv2d {anchor} is not one pad (codegen only folds a pad into a conv)"
+            ))
+        }
+        (_, op) => {
+            let sub = crate::fuse::Block { nodes: feeds.clone(), anchor: None, mapping: block.mapping };
+            let main = node.inputs.first().copied();
+            let sink_output = graph.nodes.get(sub.sink()).map(|n| n.output);
+            if main.is_none() || main != sink_output {
+                return fail(format!(
+                    "the prologue {feeds:?} of anchor {anchor} does not end in the anchor's operand 0 (the only operand a kernel computes on the fly)"
+                ));
+            }
+            let program = crate::element::build(graph, &sub)
+                .ok_or_else(|| InterpError::new(format!("element::build cannot express the prologue {feeds:?}")))?;
+            let main_shape = main.map_or(&[][..], |v| graph.shape(v));
+            if program.shape != main_shape {
+                return fail(format!(
+                    "the prologue program has shape {:?}, the anchor's operand 0 {main_shape:?}",
+                    program.shape
+                ));
+            }
+            let loads = program.operands.iter().map(|&v| stored(v).map(row_major)).collect::<Result<Vec<Vec<f32>>>>()?;
+            let slices: Vec<&[f32]> = loads.iter().map(Vec::as_slice).collect();
+            check_program(&program, &slices, None)
+                .map_err(|e| InterpError::new(format!("the generated prologue would fail: {}", e.message)))?;
+            let mut operands = vec![from_vec(main_shape, program.eval(&slices, None))?];
+            for &v in node.inputs.iter().skip(1) {
+                operands.push(stored(v)?.clone());
+            }
+            (op.clone(), operands)
+        }
+    };
+    let result = eval_op(&op, &operands, out_shape)
+        .map_err(|e| InterpError::new(format!("anchor {anchor} ({}): {}", node.op.name(), e.message)))?;
+    if result.shape() != out_shape {
+        return fail(format!("anchor {anchor} ({}) has shape {:?}, the graph records {out_shape:?}", node.op.name(), result.shape()));
+    }
+    Ok(result)
 }
 
 /// Evaluates a single op on operand arrays; `out_shape` is the output value's shape
@@ -468,6 +692,10 @@ fn eval_refs(op: &Op, xs: &[&ArrayD<f32>], out_shape: &[usize]) -> Result<ArrayD
         Op::Resize(mode) => {
             let [x] = exactly(xs)?;
             resize(x, *mode, out_shape)?
+        }
+        Op::Resample(spec) => {
+            let [x] = exactly(xs)?;
+            resample(spec, x, out_shape)?
         }
         Op::Cumsum {
             axis,
@@ -1431,22 +1659,59 @@ fn reduce(
             "axes {axes:?} must be sorted, distinct and below rank {rank}"
         ));
     }
-    let mut acc: ArrayD<f64> = x.mapv(f64::from);
+    if kind == ReduceKind::LogSumExp {
+        // max + ln(sum(exp(x - max))): no overflow; an empty set gives -inf
+        let m = reduce(ReduceKind::Max, axes, true, x)?.mapv(f64::from);
+        let shift = m.mapv(|v| if v.is_finite() { v } else { 0.0 });
+        let e = (&x.mapv(f64::from) - &shift).mapv(f64::exp);
+        let sums = reduce_f64(&e, axes, 0.0, |s, v| s + v);
+        let mut out = sums.mapv(f64::ln);
+        let shift = shift.into_shape_with_order(out.shape().to_vec()).map_err(|e| InterpError::new(e.to_string()))?;
+        out = out + shift;
+        return finish_reduce(out, axes, keepdims);
+    }
+    let pre: fn(f64) -> f64 = match kind {
+        ReduceKind::L1 => f64::abs,
+        ReduceKind::L2 | ReduceKind::SumSquare => |v| v * v,
+        _ => |v| v,
+    };
+    let mut acc: ArrayD<f64> = x.mapv(|v| pre(f64::from(v)));
     let mut count = 1usize;
     // From the last axis down, so the remaining axis numbers stay valid.
     for &axis in axes.iter().rev() {
         count *= acc.len_of(Axis(axis));
         acc = match kind {
-            ReduceKind::Sum | ReduceKind::Mean => acc.fold_axis(Axis(axis), 0.0, |s, &v| s + v),
+            ReduceKind::Sum | ReduceKind::Mean | ReduceKind::L1 | ReduceKind::L2 | ReduceKind::SumSquare | ReduceKind::LogSum | ReduceKind::LogSumExp => {
+                acc.fold_axis(Axis(axis), 0.0, |s, &v| s + v)
+            }
             ReduceKind::Prod => acc.fold_axis(Axis(axis), 1.0, |s, &v| s * v),
             ReduceKind::Max => acc.fold_axis(Axis(axis), f64::NEG_INFINITY, |s, &v| max_nan(*s, v)),
             ReduceKind::Min => acc.fold_axis(Axis(axis), f64::INFINITY, |s, &v| min_nan(*s, v)),
         };
     }
-    if kind == ReduceKind::Mean {
-        let count = count as f64;
-        acc.mapv_inplace(|v| v / count);
+    match kind {
+        ReduceKind::Mean => {
+            let count = count as f64;
+            acc.mapv_inplace(|v| v / count);
+        }
+        ReduceKind::L2 => acc.mapv_inplace(f64::sqrt),
+        ReduceKind::LogSum => acc.mapv_inplace(f64::ln),
+        _ => {}
     }
+    finish_reduce(acc, axes, keepdims)
+}
+
+/// Sums (or folds) `x` over `axes` (sorted), dropping them.
+fn reduce_f64(x: &ArrayD<f64>, axes: &[usize], init: f64, f: impl Fn(f64, f64) -> f64 + Copy) -> ArrayD<f64> {
+    let mut acc = x.clone();
+    for &axis in axes.iter().rev() {
+        acc = acc.fold_axis(Axis(axis), init, |s, &v| f(*s, v));
+    }
+    acc
+}
+
+/// Re-inserts the reduced axes (with `keepdims`) and rounds to f32.
+fn finish_reduce(mut acc: ArrayD<f64>, axes: &[usize], keepdims: bool) -> Result<ArrayD<f32>> {
     if keepdims {
         for &axis in axes {
             acc = acc.insert_axis(Axis(axis));
@@ -1802,6 +2067,141 @@ fn bilinear_source(
     let i0 = (src.floor() as usize).min(in_len - 1);
     let i1 = (i0 + 1).min(in_len - 1);
     (i0, i1, src - i0 as f64)
+}
+
+/// ONNX `Resize`, as ONNX's reference evaluator computes it: each output element
+/// interpolates, along the first axis, values that are themselves interpolations of the
+/// remaining axes (in f64), each 1-d step taking the `n` input neighbours nearest to the
+/// output's input coordinate (found by sorting, edge-padded) with the mode's weights.
+fn resample(spec: &Resample, x: &ArrayD<f32>, out_shape: &[usize]) -> Result<ArrayD<f32>> {
+    let in_shape = x.shape().to_vec();
+    if in_shape.len() != out_shape.len() || spec.scales.len() != in_shape.len() || spec.roi.len() != in_shape.len() {
+        return fail(format!("resize: input {in_shape:?}, output {out_shape:?} and {} scales disagree", spec.scales.len()));
+    }
+    let data: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    let mut out = Vec::with_capacity(product(out_shape));
+    for_each_index(out_shape, |o| {
+        out.push(resample_at(spec, &data, &in_shape, out_shape, 0, o)? as f32);
+        Ok(())
+    })?;
+    from_vec(out_shape, out)
+}
+
+/// The value at output index `o` of the sub-tensor `data` (shape `shape`, whose first
+/// axis is axis `axis` of the input).
+fn resample_at(spec: &Resample, data: &[f64], shape: &[usize], out_shape: &[usize], axis: usize, o: &[usize]) -> Result<f64> {
+    let (Some(&len), Some(&x), Some(&out_len)) = (shape.first(), o.first(), out_shape.get(axis)) else {
+        return data.first().copied().ok_or_else(|| InterpError::new("resize: empty input"));
+    };
+    let inner: usize = product(shape.get(1..).unwrap_or(&[]));
+    let weights = match resample_weights(spec, axis, len, out_len, x) {
+        None => return Ok(f64::from(spec.extrapolation)),
+        Some(w) => w,
+    };
+    let mut sum = 0.0;
+    for (i, w) in weights {
+        let sub = data.get(i * inner..(i + 1) * inner).ok_or_else(|| InterpError::new("resize: index out of range"))?;
+        let v = resample_at(spec, sub, shape.get(1..).unwrap_or(&[]), out_shape, axis + 1, o.get(1..).unwrap_or(&[]))?;
+        sum += w * v;
+    }
+    Ok(sum)
+}
+
+/// The `(input index, weight)` pairs of output coordinate `x` along `axis` (length
+/// `len`), or `None` for an output outside the region of interest.
+fn resample_weights(spec: &Resample, axis: usize, len: usize, out_len: usize, x: usize) -> Option<Vec<(usize, f64)>> {
+    let scale = spec.scales.get(axis).copied().unwrap_or(1.0);
+    let (r0, r1) = spec.roi.get(axis).copied().unwrap_or((0.0, 1.0));
+    let input_width = len as f64;
+    let output_width = scale * input_width;
+    let x = x as f64;
+    let x_ori = match spec.coord {
+        CoordMode::AlignCorners if output_width == 1.0 => 0.0,
+        CoordMode::AlignCorners => x * (input_width - 1.0) / (output_width - 1.0),
+        CoordMode::Asymmetric => x / scale,
+        CoordMode::TfCropAndResize => {
+            let x_ori = if output_width == 1.0 {
+                (r1 - r0) * (input_width - 1.0) / 2.0
+            } else {
+                x * (r1 - r0) * (input_width - 1.0) / (output_width - 1.0)
+            } + r0 * (input_width - 1.0);
+            if x_ori < 0.0 || x_ori > input_width - 1.0 {
+                return None;
+            }
+            x_ori
+        }
+        CoordMode::PytorchHalfPixel if output_width == 1.0 => -0.5,
+        CoordMode::PytorchHalfPixel | CoordMode::HalfPixel => (x + 0.5) / scale - 0.5,
+        CoordMode::HalfPixelSymmetric => {
+            // the output length actually produced, against the ideal `scale * len`
+            let adjustment = out_len as f64 / output_width;
+            input_width / 2.0 * (1.0 - adjustment) + (x + 0.5) / scale - 0.5
+        }
+    };
+    let ratio = if x_ori.fract() == 0.0 { 1.0 } else { x_ori - x_ori.floor() };
+    let mut coeffs: Vec<f64> = match spec.interpolation {
+        Interpolation::Nearest(mode) => {
+            let right = ratio == 1.0
+                || match mode {
+                    NearestMode::RoundPreferFloor => ratio > 0.5,
+                    NearestMode::RoundPreferCeil => ratio >= 0.5,
+                    NearestMode::Floor => false,
+                    NearestMode::Ceil => true,
+                };
+            vec![f64::from(u8::from(!right)), f64::from(u8::from(right))]
+        }
+        Interpolation::Linear if spec.antialias => {
+            let s = scale.min(1.0);
+            let start = (-1.0 / s).floor() as i64 + 1;
+            let footprint = 2 - 2 * start;
+            let c: Vec<f64> = (start..start + footprint).map(|i| (1.0 - ((i as f64 - ratio) * s).abs()).clamp(0.0, 1.0)).collect();
+            let total: f64 = c.iter().sum();
+            c.iter().map(|v| v / total).collect()
+        }
+        Interpolation::Linear => vec![1.0 - ratio, ratio],
+        Interpolation::Cubic { a } => {
+            let a = f64::from(a);
+            let keys = |d: f64| {
+                let d = d.abs();
+                if d <= 1.0 {
+                    (a + 2.0) * d.powi(3) - (a + 3.0) * d * d + 1.0
+                } else if d < 2.0 {
+                    a * d.powi(3) - 5.0 * a * d * d + 8.0 * a * d - 4.0 * a
+                } else {
+                    0.0
+                }
+            };
+            if spec.antialias {
+                let s = scale.min(1.0);
+                let start = (-2.0 / s).floor() as i64 + 1;
+                let c: Vec<f64> = (start..2 - start).map(|i| keys(s * (i as f64 - ratio))).collect();
+                let total: f64 = c.iter().sum();
+                c.iter().map(|v| v / total).collect()
+            } else {
+                vec![keys(ratio + 1.0), keys(ratio), keys(1.0 - ratio), keys(2.0 - ratio)]
+            }
+        }
+    };
+    // the n nearest indices to x_ori in the edge-padded axis, ties to the smaller one
+    let n = coeffs.len();
+    let pad = n.div_ceil(2) as i64;
+    let mut candidates: Vec<i64> = (-pad..len as i64 + pad).collect();
+    candidates.sort_by(|&p, &q| {
+        let (dp, dq) = ((x_ori - p as f64).abs(), (x_ori - q as f64).abs());
+        dp.total_cmp(&dq).then(p.cmp(&q))
+    });
+    let mut neighbours: Vec<i64> = candidates.into_iter().take(n).collect();
+    neighbours.sort_unstable();
+    if spec.exclude_outside {
+        for (c, &i) in coeffs.iter_mut().zip(&neighbours) {
+            if i < 0 || i >= len as i64 {
+                *c = 0.0;
+            }
+        }
+        let total: f64 = coeffs.iter().sum();
+        coeffs.iter_mut().for_each(|c| *c /= total);
+    }
+    Some(neighbours.iter().zip(coeffs).map(|(&i, c)| (i.clamp(0, len as i64 - 1) as usize, c)).collect())
 }
 
 /// Resamples the last two axes to those of `out_shape`.
@@ -3359,6 +3759,26 @@ mod tests {
 
     // ----- run_plan -----------------------------------------------------------------
 
+    #[test]
+    fn check_program_finds_what_generated_code_would_trip_on() {
+        use crate::element::{ElementProgram, Ex, Ix};
+        // out[i0] = t0 where t0 = x[i0 - 1] is computed for every i0 (a shared
+        // subexpression), though only used under `1 <= i0`: i0 = 0 underflows
+        let load = Ex::Load(0, Ix::Sub(Box::new(Ix::Var(0)), 1));
+        let guarded = |value: Ex| Ex::InRange { index: Ix::Var(0), lo: 1, hi: 3, then: Box::new(value), otherwise: Box::new(Ex::Const(0.0)) };
+        let hoisted = ElementProgram { operands: vec![0], shape: vec![3], lets: vec![load.clone()], value: guarded(Ex::Let(0)) };
+        let x = [1.0f32, 2.0];
+        let e = check_program(&hoisted, &[&x], None).unwrap_err();
+        assert!(e.message.contains("underflow"), "{e}");
+        // the same load inside the guard is fine
+        let inline = ElementProgram { operands: vec![0], shape: vec![3], lets: vec![], value: guarded(load) };
+        check_program(&inline, &[&x], None).unwrap();
+        // a load past the end
+        let past = ElementProgram { operands: vec![0], shape: vec![3], lets: vec![], value: Ex::Load(0, Ix::Var(0)) };
+        assert!(check_program(&past, &[&x], None).unwrap_err().message.contains("load of element 2"));
+    }
+
+
     fn lowered(src: &str) -> (Graph, Vec<ArrayD<f32>>, Vec<ArrayD<f32>>) {
         let g = crate::lower_str(src).unwrap().remove(0).graph;
         let inputs = g.inputs.iter().enumerate().map(|(i, &v)| rand(&g.values[v].shape, i as u64)).collect();
@@ -3421,9 +3841,24 @@ mod tests {
         let whole = FusionPlan { blocks: vec![block(vec![0, 1, 2])] };
         let want = interpret(&g, &inputs, &params).unwrap();
         assert_close(&run_plan(&g, &whole, &inputs, &params).unwrap()[0], &want[0], 1e-6);
-        // a block member feeding the anchor (a prologue) is reported
+        // a prologue computes the anchor's operand 0 on the fly, as codegen does
         let (g, inputs, params) = lowered("model M(x: [2, 4]) -> [2, 3] { let fc = linear(relu(x), 3); fc }");
         let prologue = FusionPlan { blocks: vec![Block { nodes: vec![0, 1], anchor: Some(1), mapping: MappingType::ManyToMany }] };
-        assert!(run_plan(&g, &prologue, &inputs, &params).is_err());
+        let want = interpret(&g, &inputs, &params).unwrap();
+        assert_close(&run_plan(&g, &prologue, &inputs, &params).unwrap()[0], &want[0], 1e-6);
+        // a block member feeding another operand of the anchor is read from memory: an error
+        let (g, inputs, params) = lowered("model M(x: [2, 4], y: [4, 3]) -> [2, 3] { matmul(x, relu(y)) }");
+        let second = FusionPlan { blocks: vec![Block { nodes: vec![0, 1], anchor: Some(1), mapping: MappingType::ManyToMany }] };
+        let e = run_plan(&g, &second, &inputs, &params).unwrap_err();
+        assert!(e.message.contains("operand 0"), "{e}");
+        // a conv2d prologue other than one pad is not what codegen generates
+        let (g, inputs, params) = lowered("model M(x: [1, 1, 4, 4]) -> [1, 1, 4, 4] { let c = conv2d(relu(x), 1, kernel = 1); c }");
+        let conv = FusionPlan { blocks: vec![Block { nodes: vec![0, 1], anchor: Some(1), mapping: MappingType::ManyToMany }] };
+        assert!(run_plan(&g, &conv, &inputs, &params).is_err());
+        // a zero pad folded into the conv's padding
+        let (g, inputs, params) = lowered("model M(x: [1, 2, 4, 4]) -> [1, 1, 6, 6] { let c = conv2d(pad(x, [1, 2, 0, 1]), 1, kernel = 2, padding = [1, 0]); c }");
+        let folded = FusionPlan { blocks: vec![Block { nodes: vec![0, 1], anchor: Some(1), mapping: MappingType::ManyToMany }] };
+        let want = interpret(&g, &inputs, &params).unwrap();
+        assert_close(&run_plan(&g, &folded, &inputs, &params).unwrap()[0], &want[0], 1e-6);
     }
 }

@@ -233,6 +233,16 @@ pub enum ReduceKind {
     Min,
     /// product
     Prod,
+    /// sum of absolute values
+    L1,
+    /// square root of the sum of squares
+    L2,
+    /// sum of squares
+    SumSquare,
+    /// natural log of the sum
+    LogSum,
+    /// natural log of the sum of exponentials (computed without overflow)
+    LogSumExp,
 }
 
 /// Attributes of `conv2d`. Weight `[out, in / groups, kh, kw]`.
@@ -305,6 +315,217 @@ pub enum ResizeMode {
         /// corners of input and output grids coincide
         align_corners: bool,
     },
+}
+
+/// How ONNX `Resize` maps an output coordinate to an input coordinate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CoordMode {
+    /// `(x + 0.5) / scale - 0.5`
+    HalfPixel,
+    /// `half_pixel`, shifted to keep the image centred when `in * scale` is fractional
+    HalfPixelSymmetric,
+    /// `half_pixel`, but 0 when the output has length 1
+    PytorchHalfPixel,
+    /// `x * (in - 1) / (out - 1)`
+    AlignCorners,
+    /// `x / scale`
+    Asymmetric,
+    /// within the region of interest; outside it, the extrapolation value
+    TfCropAndResize,
+}
+
+/// How `nearest` resampling rounds a fractional input coordinate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NearestMode {
+    /// round half down
+    RoundPreferFloor,
+    /// round half up
+    RoundPreferCeil,
+    /// down
+    Floor,
+    /// up
+    Ceil,
+}
+
+/// The interpolation of [`Resample`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Interpolation {
+    /// the nearest input element
+    Nearest(NearestMode),
+    /// (multi)linear, two taps per axis
+    Linear,
+    /// Keys cubic convolution with coefficient `a`, four taps per axis
+    Cubic {
+        /// -0.75 (PyTorch) or -0.5 (TensorFlow)
+        a: f32,
+    },
+}
+
+/// Attributes of ONNX-style resampling ([`Op::Resample`]): separable along every axis.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resample {
+    /// nearest, linear or cubic
+    pub interpolation: Interpolation,
+    /// output to input coordinates
+    pub coord: CoordMode,
+    /// taps outside the input get weight 0 (and the rest are renormalized)
+    pub exclude_outside: bool,
+    /// widen linear/cubic kernels by `1 / scale` when downscaling
+    pub antialias: bool,
+    /// the value of outputs outside the region of interest (`TfCropAndResize`)
+    pub extrapolation: f32,
+    /// per axis, the scale used in the coordinate formulas
+    pub scales: Vec<f64>,
+    /// per axis, the region of interest `(start, end)` in normalized coordinates
+    pub roi: Vec<(f64, f64)>,
+}
+
+/// The input taps of one output index along one axis of a [`Resample`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct AxisTaps {
+    /// The output lies outside the region of interest: it is the extrapolation value.
+    pub outside: bool,
+    /// `(input index, weight)`, indices clamped into the input, zero weights dropped.
+    pub taps: Vec<(usize, f64)>,
+}
+
+impl Resample {
+    /// The taps of every output index along `axis`, from `in_len` inputs to `out_len`
+    /// outputs (ONNX's reference: the coordinate of each output, the `n` nearest input
+    /// neighbours, edge-padded, and the interpolation weights of its fractional part).
+    pub fn axis_taps(&self, axis: usize, in_len: usize, out_len: usize) -> Vec<AxisTaps> {
+        let scale = self.scales.get(axis).copied().unwrap_or(1.0);
+        let (roi_start, roi_end) = self.roi.get(axis).copied().unwrap_or((0.0, 1.0));
+        let len = in_len as f64;
+        let out_f = scale * len;
+        (0..out_len)
+            .map(|o| {
+                let x = o as f64;
+                let x_in = match self.coord {
+                    CoordMode::HalfPixel => (x + 0.5) / scale - 0.5,
+                    CoordMode::HalfPixelSymmetric => {
+                        let adjustment = out_len as f64 / out_f;
+                        len / 2.0 * (1.0 - adjustment) + (x + 0.5) / scale - 0.5
+                    }
+                    CoordMode::PytorchHalfPixel => {
+                        if out_f == 1.0 {
+                            -0.5
+                        } else {
+                            (x + 0.5) / scale - 0.5
+                        }
+                    }
+                    CoordMode::AlignCorners => {
+                        if out_f == 1.0 {
+                            0.0
+                        } else {
+                            x * (len - 1.0) / (out_f - 1.0)
+                        }
+                    }
+                    CoordMode::Asymmetric => x / scale,
+                    CoordMode::TfCropAndResize => {
+                        let x_in = if out_f == 1.0 {
+                            (roi_end - roi_start) * (len - 1.0) / 2.0
+                        } else {
+                            x * (roi_end - roi_start) * (len - 1.0) / (out_f - 1.0)
+                        };
+                        x_in + roi_start * (len - 1.0)
+                    }
+                };
+                if self.coord == CoordMode::TfCropAndResize && (x_in < 0.0 || x_in > len - 1.0) {
+                    return AxisTaps { outside: true, taps: Vec::new() };
+                }
+                AxisTaps { outside: false, taps: self.taps_at(x_in, scale, in_len) }
+            })
+            .collect()
+    }
+
+    /// The weights around input coordinate `x_in`.
+    fn taps_at(&self, x_in: f64, scale: f64, in_len: usize) -> Vec<(usize, f64)> {
+        if in_len == 0 {
+            return Vec::new();
+        }
+        // the left neighbour is the last index strictly below x_in, so ratio is in (0, 1]
+        let left = x_in.ceil() - 1.0;
+        let ratio = x_in - left;
+        let coeffs: Vec<f64> = match self.interpolation {
+            Interpolation::Nearest(mode) => {
+                let right = match mode {
+                    _ if ratio == 1.0 => true,
+                    NearestMode::RoundPreferFloor => ratio > 0.5,
+                    NearestMode::RoundPreferCeil => ratio >= 0.5,
+                    NearestMode::Floor => false,
+                    NearestMode::Ceil => true,
+                };
+                if right { vec![0.0, 1.0] } else { vec![1.0, 0.0] }
+            }
+            Interpolation::Linear if self.antialias => {
+                let s = scale.min(1.0);
+                let start = (-1.0 / s).floor() + 1.0;
+                let n = (2.0 - 2.0 * start) as usize;
+                (0..n).map(|k| (1.0 - ((start + k as f64 - ratio) * s).abs()).clamp(0.0, 1.0)).collect()
+            }
+            Interpolation::Linear => vec![1.0 - ratio, ratio],
+            Interpolation::Cubic { a } if self.antialias => {
+                let s = scale.min(1.0);
+                let start = (-2.0 / s).floor() + 1.0;
+                let n = (2.0 - 2.0 * start) as usize;
+                (0..n).map(|k| cubic_kernel(f64::from(a), s * (start + k as f64 - ratio))).collect()
+            }
+            Interpolation::Cubic { a } => {
+                let a = f64::from(a);
+                vec![cubic_kernel(a, ratio + 1.0), cubic_kernel(a, ratio), cubic_kernel(a, 1.0 - ratio), cubic_kernel(a, 2.0 - ratio)]
+            }
+        };
+        let n = coeffs.len() as i64;
+        // the n nearest indices of the edge-padded axis (ties go to the smaller index):
+        // left - n/2 + 1 ..= left + n/2, shifted to stay inside the padding
+        let pad = (n + 1) / 2;
+        let first = (left as i64 - n / 2 + 1).clamp(-pad, in_len as i64 + pad - n);
+        let mut weights = coeffs;
+        if self.antialias {
+            // the widened kernels are normalized to sum 1
+            let sum: f64 = weights.iter().sum();
+            if sum != 0.0 {
+                weights.iter_mut().for_each(|w| *w /= sum);
+            }
+        }
+        if self.exclude_outside {
+            for (k, w) in weights.iter_mut().enumerate() {
+                let idx = first + k as i64;
+                if idx < 0 || idx >= in_len as i64 {
+                    *w = 0.0;
+                }
+            }
+            let sum: f64 = weights.iter().sum();
+            if sum != 0.0 {
+                weights.iter_mut().for_each(|w| *w /= sum);
+            }
+        }
+        let mut taps: Vec<(usize, f64)> = Vec::new();
+        for (k, &w) in weights.iter().enumerate() {
+            if w == 0.0 {
+                continue;
+            }
+            let idx = (first + k as i64).clamp(0, in_len as i64 - 1).max(0) as usize;
+            match taps.iter_mut().find(|(i, _)| *i == idx) {
+                Some(t) => t.1 += w,
+                None => taps.push((idx, w)),
+            }
+        }
+        taps
+    }
+}
+
+/// Keys' cubic convolution kernel at distance `x` with coefficient `a`.
+fn cubic_kernel(a: f64, x: f64) -> f64 {
+    let x = x.abs();
+    if x <= 1.0 {
+        ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a
+    } else {
+        0.0
+    }
 }
 
 /// An operation of the graph. The operand list of each variant is in its doc.
@@ -415,6 +636,8 @@ pub enum Op {
     Expand,
     /// `[x]`: NCHW resampled to the output value's h and w.
     Resize(ResizeMode),
+    /// `[x]`: ONNX `Resize` on any axes (output lengths are the output value's shape).
+    Resample(Box<Resample>),
     /// `[x]`: running sum along `axis`.
     Cumsum {
         /// the summed axis
@@ -469,6 +692,11 @@ impl Op {
                 ReduceKind::Max => "reduce_max",
                 ReduceKind::Min => "reduce_min",
                 ReduceKind::Prod => "reduce_prod",
+                ReduceKind::L1 => "reduce_l1",
+                ReduceKind::L2 => "reduce_l2",
+                ReduceKind::SumSquare => "reduce_sum_square",
+                ReduceKind::LogSum => "reduce_log_sum",
+                ReduceKind::LogSumExp => "reduce_log_sum_exp",
             },
             Op::Softmax { .. } => "softmax",
             Op::LogSoftmax { .. } => "log_softmax",
@@ -488,7 +716,7 @@ impl Op {
             Op::Pad { .. } => "pad",
             Op::Gather { .. } => "gather",
             Op::Expand => "expand",
-            Op::Resize(_) => "resize",
+            Op::Resize(_) | Op::Resample(_) => "resize",
             Op::Cumsum { .. } => "cumsum",
         }
     }

@@ -4,10 +4,8 @@
 //! the stages directly. The pipeline (see [`compile`]):
 //!
 //! ```text
-//! tokens -> parse -> lower (+ check) -> fuse (classify) -> plan -> codegen -> tokens
+//! tokens -> parse -> lower (+ check) -> rewrite -> fuse (classify) -> plan -> codegen -> tokens
 //! ```
-//!
-//! Rewriting (DESIGN.md §5) is the one stage of the design not built yet.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
 
@@ -18,10 +16,12 @@ pub mod element;
 pub mod fuse;
 pub mod ir;
 pub mod lower;
+pub mod onnx;
 pub mod ops;
 pub mod parse;
 pub mod plan;
 pub mod report;
+pub mod rewrite;
 pub mod tables;
 
 #[cfg(feature = "interp")]
@@ -74,16 +74,38 @@ pub fn compile(tokens: TokenStream) -> Result<Vec<CompiledModel>, syn::Error> {
     Ok(models.into_iter().map(compile_model).collect())
 }
 
-/// The stages after lowering, for one model: fuse, plan memory, report, generate.
-pub fn compile_model(model: ModelIr) -> CompiledModel {
+/// The stages after lowering, for one model: rewrite, fuse, plan memory, report, generate.
+pub fn compile_model(mut model: ModelIr) -> CompiledModel {
+    let ops_lowered = model.graph.nodes.len();
+    let rewrites = rewrite_model(&mut model);
     let unfused = fuse::FusionPlan::unfused(&model.graph);
     let groups: Vec<Vec<usize>> = model.fuse_groups.iter().map(|g| g.nodes.clone()).collect();
     let fusion = if model.options.fusion_off { unfused.clone() } else { fuse::fuse_with_groups(&model.graph, &groups) };
     let memory = plan::plan(&model.graph, &fusion);
     let unfused_memory = plan::plan(&model.graph, &unfused);
-    let report = report::FusionReport::new(&model.name.to_string(), &model.graph, &fusion, &memory, &unfused_memory, !model.options.fusion_off);
+    let report = report::FusionReport::new(&model.name.to_string(), &model.graph, &fusion, &memory, &unfused_memory, !model.options.fusion_off)
+        .with_rewrites(ops_lowered, rewrites);
     let tokens = codegen::codegen(&model, &fusion, &memory, &report);
     CompiledModel { model, fusion, memory, report, tokens }
+}
+
+/// Rewrites the model's graph in place (unless `#![rewrite(off)]`) and returns the names
+/// of the applied rules. Nodes of `fuse { }` groups are kept and renumbered.
+pub fn rewrite_model(model: &mut ModelIr) -> Vec<&'static str> {
+    if model.options.rewrite == lower::RewriteMode::Off {
+        return Vec::new();
+    }
+    let options = rewrite::RewriteOptions {
+        fast_math: model.options.rewrite == lower::RewriteMode::FastMath,
+        frozen: model.fuse_groups.iter().flat_map(|g| g.nodes.iter().copied()).collect(),
+        ..rewrite::RewriteOptions::default()
+    };
+    let rewritten = rewrite::rewrite(&model.graph, &options);
+    for group in &mut model.fuse_groups {
+        group.nodes = group.nodes.iter().filter_map(|&n| rewritten.node_map.get(n).copied().flatten()).collect();
+    }
+    model.graph = rewritten.graph;
+    rewritten.applied
 }
 
 /// Lowers DSL source text to models (for tests and tools that start from text).

@@ -58,6 +58,42 @@ pub struct FuseGroup {
 pub struct ModelOptions {
     /// `#[fusion(off)]`: one kernel call per op, for side-by-side measurement.
     pub fusion_off: bool,
+    /// `#[rewrite(off)]`, `#[rewrite(on)]` (the default) or `#[rewrite(fast_math)]`.
+    pub rewrite: RewriteMode,
+}
+
+/// Which rewrite rules run on a model (README "Floating-point policy").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RewriteMode {
+    /// `rewrite(off)`: the graph is compiled as declared.
+    Off,
+    /// `rewrite(on)`, the default: the exact rules (results change by rounding only).
+    #[default]
+    Exact,
+    /// `rewrite(fast_math)`: the value-changing rules too.
+    FastMath,
+}
+
+/// Reads `rewrite(off)` / `rewrite(on)` / `rewrite(fast_math)`; `Err` with a message for
+/// anything else.
+fn rewrite_option(attr: &Attribute) -> Result<RewriteMode, syn::Error> {
+    const EXPECTED: &str = "expected `rewrite(off)`, `rewrite(on)` or `rewrite(fast_math)`";
+    let mut mode = None;
+    attr.parse_nested_meta(|meta| {
+        if meta.path.is_ident("off") {
+            mode = Some(RewriteMode::Off);
+            Ok(())
+        } else if meta.path.is_ident("on") {
+            mode = Some(RewriteMode::Exact);
+            Ok(())
+        } else if meta.path.is_ident("fast_math") {
+            mode = Some(RewriteMode::FastMath);
+            Ok(())
+        } else {
+            Err(meta.error(EXPECTED))
+        }
+    })?;
+    mode.ok_or_else(|| syn::Error::new_spanned(attr, EXPECTED))
 }
 
 /// Reads `fusion(off)` / `fusion(on)`; `Err` with a message for anything else.
@@ -91,8 +127,16 @@ pub fn lower(ast: &Ast, diags: &mut Diagnostics) -> Vec<ModelIr> {
                 Ok(off) => defaults.fusion_off = off,
                 Err(e) => diags.push(e),
             }
+        } else if attr.path().is_ident("rewrite") {
+            match rewrite_option(attr) {
+                Ok(mode) => defaults.rewrite = mode,
+                Err(e) => diags.push(e),
+            }
         } else {
-            diags.push(syn::Error::new_spanned(attr.path(), "unknown option; the only `#![...]` option is `#![fusion(off)]`"));
+            diags.push(syn::Error::new_spanned(
+                attr.path(),
+                "unknown option; the `#![...]` options are `#![fusion(off)]` and `#![rewrite(off)]` / `#![rewrite(fast_math)]`",
+            ));
         }
     }
     let mut blocks: HashMap<String, &BlockDecl> = HashMap::new();
@@ -217,10 +261,15 @@ fn lower_model(model: &ModelDecl, blocks: &HashMap<String, &BlockDecl>, defaults
                 Ok(off) => options.fusion_off = off,
                 Err(e) => diags.push(e),
             }
+        } else if attr.path().is_ident("rewrite") {
+            match rewrite_option(attr) {
+                Ok(mode) => options.rewrite = mode,
+                Err(e) => diags.push(e),
+            }
         } else {
             diags.push(syn::Error::new_spanned(
                 attr.path(),
-                "unknown model attribute; a model takes `///` docs and `#[fusion(off)]`",
+                "unknown model attribute; a model takes `///` docs, `#[fusion(off)]` and `#[rewrite(off | fast_math)]`",
             ));
         }
     }
@@ -358,9 +407,10 @@ impl Lowerer<'_> {
         let mut ok = true;
         for d in dims {
             match self.eval(d, &mut Env { frames: env.frames.clone() }) {
-                Ok((Val::Int(n), _)) if n >= 1 => shape.push(n as usize),
+                // 0 is allowed: an empty tensor (ONNX has them)
+                Ok((Val::Int(n), _)) if n >= 0 => shape.push(n as usize),
                 Ok((Val::Int(n), s)) => {
-                    self.error(s, format!("{what} dimensions must be at least 1, found {n}"));
+                    self.error(s, format!("{what} dimensions must be non-negative, found {n}"));
                     ok = false;
                 }
                 Ok((other, s)) => {

@@ -41,11 +41,14 @@ signatures! {
     "conv2d" => "x, out_channels, kernel, stride = 1, padding = 0, dilation = 1, groups = 1, bias = true",
     "conv_transpose2d" => "x, out_channels, kernel, stride = 1, padding = 0, output_padding = 0, dilation = 1, groups = 1, bias = true",
     "max_pool2d" => "x, kernel, stride = kernel, padding = 0, dilation = 1, ceil_mode = false",
-    "avg_pool2d" => "x, kernel, stride = kernel, padding = 0, ceil_mode = false, count_include_pad = true",
+    "avg_pool2d" => "x, kernel, stride = kernel, padding = 0, dilation = 1, ceil_mode = false, count_include_pad = true",
     "global_avg_pool2d" => "x", "global_max_pool2d" => "x",
     "reduce_sum" => "x, axes = all, keepdims = false", "reduce_mean" => "x, axes = all, keepdims = false",
     "reduce_max" => "x, axes = all, keepdims = false", "reduce_min" => "x, axes = all, keepdims = false",
     "reduce_prod" => "x, axes = all, keepdims = false",
+    "reduce_l1" => "x, axes = all, keepdims = false", "reduce_l2" => "x, axes = all, keepdims = false",
+    "reduce_sum_square" => "x, axes = all, keepdims = false", "reduce_log_sum" => "x, axes = all, keepdims = false",
+    "reduce_log_sum_exp" => "x, axes = all, keepdims = false",
     "softmax" => "x, axis = -1", "log_softmax" => "x, axis = -1",
     "layer_norm" => "x, dims = 1, eps = 1e-5, affine = true",
     "batch_norm" => "x, eps = 1e-5",
@@ -54,11 +57,12 @@ signatures! {
     "reshape" => "x, shape", "flatten" => "x, start = 1, end = -1",
     "squeeze" => "x, axes = all length-1 axes", "unsqueeze" => "x, axis",
     "transpose" => "x, axis0, axis1", "permute" => "x, perm",
-    "concat" => "tensors, axis = 0", "slice" => "x, axis, start, end, step = 1",
+    "concat" => "tensors, axis = 0", "slice" => "x, axis, start, end = to the end, step = 1",
     "split" => "x, sizes_or_count, axis = 0",
     "pad" => "x, pads, mode = \"constant\", value = 0.0",
     "gather" => "x, indices, axis = 0", "embedding" => "indices, num_embeddings, embedding_dim",
-    "expand" => "x, shape", "resize" => "x, size = [h, w] | scale = s, mode = \"nearest\", align_corners = false",
+    "expand" => "x, shape", "tile" => "x, repeats",
+    "depth_to_space" => "x, blocksize, mode = \"DCR\"", "space_to_depth" => "x, blocksize, mode = \"DCR\"", "resize" => "x, size = [h, w] | scale = s, mode = \"nearest\", align_corners = false; or (ONNX) x, sizes = [per axis] and/or scales = [per axis], mode = \"nearest\" | \"linear\" | \"cubic\", coordinate_transformation_mode = \"half_pixel\", nearest_mode = \"round_prefer_floor\", cubic_coeff_a = -0.75, exclude_outside = false, antialias = false, roi = [starts, ends], extrapolation_value = 0.0",
     "cumsum" => "x, axis, exclusive = false, reverse = false",
     "param" => "shape",
 }
@@ -241,6 +245,25 @@ impl Bind<'_, '_> {
                 Ok(Some((out, s)))
             }
             Some((other, s)) => self.wrong(name, "an integer or a list of integers", &other, s),
+            None => Ok(None),
+        }
+    }
+
+    /// A number or a list of numbers; `None` when absent.
+    fn floats(&mut self, name: &str) -> Eval<Option<(Vec<f64>, Span)>> {
+        match self.args.take(name) {
+            Some((v @ (Val::Int(_) | Val::Float(_)), s)) => Ok(Some((vec![as_f64(&v)], s))),
+            Some((Val::List(items), s)) => {
+                let mut out = Vec::new();
+                for (v, is) in items {
+                    match v {
+                        Val::Int(_) | Val::Float(_) => out.push(as_f64(&v)),
+                        other => return self.wrong(name, "a list of numbers", &other, is),
+                    }
+                }
+                Ok(Some((out, s)))
+            }
+            Some((other, s)) => self.wrong(name, "a number or a list of numbers", &other, s),
             None => Ok(None),
         }
     }
@@ -598,7 +621,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let kernel = b.pair("kernel", None, 1)?;
             let stride = b.pair("stride", Some(kernel), 1)?;
             let padding = padding4(b, kernel, stride)?;
-            let dilation = if name == "max_pool2d" { b.pair("dilation", Some([1, 1]), 1)? } else { [1, 1] };
+            let dilation = b.pair("dilation", Some([1, 1]), 1)?;
             let ceil_mode = b.boolean("ceil_mode", false)?;
             let count_include_pad = if name == "avg_pool2d" { b.boolean("count_include_pad", true)? } else { false };
             let attrs = Pool2d { kernel, stride, padding, dilation, ceil_mode, count_include_pad };
@@ -621,12 +644,18 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let op = if name == "global_avg_pool2d" { Op::GlobalAvgPool } else { Op::GlobalMaxPool };
             b.node(op, vec![x.0], shape)?
         }
-        "reduce_sum" | "reduce_mean" | "reduce_max" | "reduce_min" | "reduce_prod" => {
+        "reduce_sum" | "reduce_mean" | "reduce_max" | "reduce_min" | "reduce_prod" | "reduce_l1" | "reduce_l2" | "reduce_sum_square"
+        | "reduce_log_sum" | "reduce_log_sum_exp" => {
             let kind = match name {
                 "reduce_sum" => ReduceKind::Sum,
                 "reduce_mean" => ReduceKind::Mean,
                 "reduce_max" => ReduceKind::Max,
                 "reduce_min" => ReduceKind::Min,
+                "reduce_l1" => ReduceKind::L1,
+                "reduce_l2" => ReduceKind::L2,
+                "reduce_sum_square" => ReduceKind::SumSquare,
+                "reduce_log_sum" => ReduceKind::LogSum,
+                "reduce_log_sum_exp" => ReduceKind::LogSumExp,
                 _ => ReduceKind::Prod,
             };
             let x = b.tensor("x")?;
@@ -834,14 +863,41 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let (axis, axs) = b.int("axis", None)?;
             let axis = b.axis(axis, shape.len(), axs)?;
             let len = shape.get(axis).copied().unwrap_or(0) as i64;
-            let (start, ss) = b.int("start", None)?;
-            let (end, es) = b.int("end", Some(i64::MAX))?;
-            let (step, _) = b.positive("step", Some(1))?;
-            let clamp = |v: i64| if v < 0 { (v + len).max(0) } else { v.min(len) };
-            let (s0, e0) = (clamp(start), clamp(end));
-            if s0 >= e0 {
-                return Ok(b.lw.fail(ss.join(es).unwrap_or(ss), format!("slice: range {start}..{end} of axis {axis} (length {len}) is empty"))?);
+            let (start, _) = b.int("start", None)?;
+            let end = match b.args.take("end") {
+                Some((Val::Int(n), _)) => Some(n),
+                Some((other, s)) => return Ok(b.wrong("end", "an integer", &other, s)?),
+                None => None,
+            };
+            let (step, sts) = b.int("step", Some(1))?;
+            if step == 0 {
+                return Ok(b.lw.fail(sts, "slice: step must not be 0".to_string())?);
             }
+            // Python's rules: negative bounds count from the end, then clamp; the range
+            // may be empty (a zero-length axis)
+            let resolve = |v: i64| if v < 0 { v.saturating_add(len) } else { v };
+            let stride = step.unsigned_abs() as usize;
+            let mut source = x.0;
+            let (s0, e0) = if step > 0 {
+                let s0 = resolve(start).clamp(0, len);
+                (s0, resolve(end.unwrap_or(len)).clamp(s0, len))
+            } else {
+                // a negative step walks down from `start` to above `end`: slice the axis
+                // reversed (a reflect pad of len - 1 before it holds x[len-1], ..., x[0])
+                let s = resolve(start).clamp(-1, len - 1);
+                let e = end.map_or(-1, |e| resolve(e).clamp(-1, len - 1)).min(s);
+                if len > 1 {
+                    let mut pads = vec![(0usize, 0usize); shape.len()];
+                    let mut padded = shape.clone();
+                    if let (Some(p), Some(d)) = (pads.get_mut(axis), padded.get_mut(axis)) {
+                        *p = (len as usize - 1, 0);
+                        *d = 2 * len as usize - 1;
+                    }
+                    let span = b.args.call_span;
+                    source = b.lw.push_node(Op::Pad { pads, mode: PadMode::Reflect }, vec![x.0], padded, span);
+                }
+                (len - 1 - s, len - 1 - e)
+            };
             let mut starts = vec![0; shape.len()];
             let mut ends = shape.clone();
             let mut steps = vec![1; shape.len()];
@@ -849,10 +905,10 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             if let (Some(a), Some(e), Some(st), Some(o)) = (starts.get_mut(axis), ends.get_mut(axis), steps.get_mut(axis), out.get_mut(axis)) {
                 *a = s0 as usize;
                 *e = e0 as usize;
-                *st = step;
-                *o = ((e0 - s0) as usize).div_ceil(step);
+                *st = stride;
+                *o = ((e0 - s0) as usize).div_ceil(stride);
             }
-            b.node(Op::Slice { starts, ends, steps }, vec![x.0], out)?
+            b.node(Op::Slice { starts, ends, steps }, vec![source], out)?
         }
         "split" => {
             let x = b.tensor("x")?;
@@ -871,8 +927,8 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 }
                 Some((Val::List(items), s)) => {
                     let sizes: Vec<i64> = items.iter().map(|(v, _)| if let Val::Int(n) = v { *n } else { -1 }).collect();
-                    if sizes.iter().any(|&v| v < 1) || sizes.iter().map(|&v| i128::from(v)).sum::<i128>() != len as i128 {
-                        return Ok(b.lw.fail(s, format!("split: sizes {sizes:?} must be positive integers adding up to {len} (axis {axis} of {})", fmt_shape(&shape)))?);
+                    if sizes.iter().any(|&v| v < 0) || sizes.iter().map(|&v| i128::from(v)).sum::<i128>() != len as i128 {
+                        return Ok(b.lw.fail(s, format!("split: sizes {sizes:?} must be non-negative integers adding up to {len} (axis {axis} of {})", fmt_shape(&shape)))?);
                     }
                     sizes.iter().map(|&v| v as usize).collect()
                 }
@@ -972,8 +1028,74 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             }
             b.node(Op::Expand, vec![x.0], out)?
         }
+        "tile" => {
+            let x = b.tensor("x")?;
+            let shape = b.shape(x.0);
+            let Some((repeats, s)) = b.ints("repeats")? else { return Ok(b.missing("repeats")?) };
+            if repeats.len() != shape.len() || repeats.iter().any(|&r| r < 1) {
+                return Ok(b.lw.fail(s, format!("tile: repeats {repeats:?} must be {} positive integers, one per axis of {}", shape.len(), fmt_shape(&shape)))?);
+            }
+            // x [.., d, ..] -> reshape [.., 1, d, ..] -> expand [.., r, d, ..] -> reshape [.., r * d, ..]
+            let mut lifted = Vec::new();
+            let mut expanded = Vec::new();
+            let mut out = Vec::new();
+            for (&d, &r) in shape.iter().zip(&repeats) {
+                let r = r as usize;
+                if r > 1 {
+                    lifted.push(1);
+                    expanded.push(r);
+                }
+                lifted.push(d);
+                expanded.push(d);
+                out.push(d * r);
+            }
+            if lifted.len() > crate::MAX_RANK {
+                return Ok(b.lw.fail(s, format!("tile: repeating {} axes of {} needs rank {}, above the supported maximum of {}", lifted.len() - shape.len(), fmt_shape(&shape), lifted.len(), crate::MAX_RANK))?);
+            }
+            let span = b.args.call_span;
+            let r = b.lw.push_node(Op::Reshape(ReshapeKind::Reshape), vec![x.0], lifted, span);
+            let e = b.lw.push_node(Op::Expand, vec![r], expanded, span);
+            b.node(Op::Reshape(ReshapeKind::Reshape), vec![e], out)?
+        }
+        "depth_to_space" | "space_to_depth" => {
+            let x = b.tensor("x")?;
+            let shape = b.shape(x.0);
+            let (bs, bss) = b.positive("blocksize", None)?;
+            let (mode, _) = b.string("mode", "DCR", &["DCR", "CRD"])?;
+            let [n, c, h, w] = match shape.as_slice() {
+                [n, c, h, w] => [*n, *c, *h, *w],
+                _ => return Ok(b.lw.fail(x.1, format!("{name}: the input must be [N, C, H, W], found {}", fmt_shape(&shape)))?),
+            };
+            // both are a reshape to 6-d, a permutation and a reshape back (ONNX's definition)
+            let (six, perm, out) = if name == "depth_to_space" {
+                if c % (bs * bs) != 0 {
+                    return Ok(b.lw.fail(bss, format!("depth_to_space: blocksize {bs} squared must divide the {c} channels of {}", fmt_shape(&shape)))?);
+                }
+                let cc = c / (bs * bs);
+                if mode == "DCR" {
+                    (vec![n, bs, bs, cc, h, w], vec![0, 3, 4, 1, 5, 2], vec![n, cc, h * bs, w * bs])
+                } else {
+                    (vec![n, cc, bs, bs, h, w], vec![0, 1, 4, 2, 5, 3], vec![n, cc, h * bs, w * bs])
+                }
+            } else {
+                if h % bs != 0 || w % bs != 0 {
+                    return Ok(b.lw.fail(bss, format!("space_to_depth: blocksize {bs} must divide the height and width of {}", fmt_shape(&shape)))?);
+                }
+                let six = vec![n, c, h / bs, bs, w / bs, bs];
+                let perm = if mode == "DCR" { vec![0, 3, 5, 1, 2, 4] } else { vec![0, 1, 3, 5, 2, 4] };
+                (six, perm, vec![n, c * bs * bs, h / bs, w / bs])
+            };
+            let permuted: Vec<usize> = perm.iter().map(|&p| six.get(p).copied().unwrap_or(1)).collect();
+            let span = b.args.call_span;
+            let r = b.lw.push_node(Op::Reshape(ReshapeKind::Reshape), vec![x.0], six, span);
+            let t = b.lw.push_node(Op::Transpose { perm }, vec![r], permuted, span);
+            b.node(Op::Reshape(ReshapeKind::Reshape), vec![t], out)?
+        }
         "resize" => {
             let x = b.tensor("x")?;
+            if b.args.named.iter().any(|(n, ..)| n == "sizes" || n == "scales") {
+                return resize_nd(b, x);
+            }
             let shape = b.shape(x.0);
             if shape.len() != 4 {
                 return Ok(b.lw.fail(x.1, format!("resize: the input must be [N, C, H, W], found {}", fmt_shape(&shape)))?);
@@ -1042,6 +1164,88 @@ impl Bind<'_, '_> {
     fn lw_stmt_key(&self) -> Option<String> {
         self.lw.stmt_key_value()
     }
+}
+
+/// The ONNX form of `resize`: per-axis `sizes` and/or `scales` and ONNX's options.
+fn resize_nd(b: &mut Bind<'_, '_>, x: (ValueId, Span)) -> Result<Val, LowerError> {
+    let shape = b.shape(x.0);
+    let rank = shape.len();
+    let sizes = b.ints("sizes")?;
+    let scales = b.floats("scales")?;
+    let (mode, _) = b.string("mode", "nearest", &["nearest", "linear", "cubic"])?;
+    let coords = ["half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_crop_and_resize"];
+    let (coord, _) = b.string("coordinate_transformation_mode", "half_pixel", &coords)?;
+    let (nearest, _) = b.string("nearest_mode", "round_prefer_floor", &["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"])?;
+    let a = b.float("cubic_coeff_a", Some(-0.75))? as f32;
+    let exclude_outside = b.boolean("exclude_outside", false)?;
+    let antialias = b.boolean("antialias", false)?;
+    let roi = b.floats("roi")?;
+    let extrapolation = b.float("extrapolation_value", Some(0.0))? as f32;
+    let call = b.args.call_span;
+    let roi: Vec<(f64, f64)> = match roi {
+        None => vec![(0.0, 1.0); rank],
+        Some((r, _)) if r.len() == 2 * rank => (0..rank).map(|i| (r.get(i).copied().unwrap_or(0.0), r.get(i + rank).copied().unwrap_or(1.0))).collect(),
+        Some((r, s)) => return Ok(b.lw.fail(s, format!("resize: roi holds {} starts then {} ends, found {} values", rank, rank, r.len()))?),
+    };
+    let tf_crop = coord == "tf_crop_and_resize";
+    let (out, scales): (Vec<usize>, Vec<f64>) = match (sizes, scales) {
+        (Some((sz, s)), sc) => {
+            if sz.len() != rank || sz.iter().any(|&d| d < 0) {
+                return Ok(b.lw.fail(s, format!("resize: sizes must be {rank} non-negative lengths, one per axis of {}", fmt_shape(&shape)))?);
+            }
+            let out: Vec<usize> = sz.iter().map(|&d| d as usize).collect();
+            let scales = match sc {
+                Some((v, vs)) if v.len() != rank => return Ok(b.lw.fail(vs, format!("resize: scales must hold {rank} values, one per axis"))?),
+                Some((v, _)) => v,
+                None => out.iter().zip(&shape).map(|(&o, &i)| o as f64 / i.max(1) as f64).collect(),
+            };
+            (out, scales)
+        }
+        (None, Some((v, vs))) => {
+            if v.len() != rank {
+                return Ok(b.lw.fail(vs, format!("resize: scales must hold {rank} values, one per axis of {}", fmt_shape(&shape)))?);
+            }
+            let out = shape
+                .iter()
+                .zip(&v)
+                .zip(&roi)
+                .map(|((&d, &s), &(r0, r1))| (d as f64 * s * if tf_crop { r1 - r0 } else { 1.0 }).floor().max(0.0) as usize)
+                .collect();
+            (out, v)
+        }
+        (None, None) => return Ok(b.lw.fail(call, "resize: give `sizes` or `scales`".to_string())?),
+    };
+    if scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+        return Ok(b.lw.fail(call, format!("resize: scales {scales:?} must be positive"))?);
+    }
+    if shape.iter().zip(&out).any(|(&i, &o)| i == 0 && o > 0) {
+        return Ok(b.lw.fail(call, format!("resize: cannot resize an empty axis of {} to a non-empty one", fmt_shape(&shape)))?);
+    }
+    let interpolation = match mode.as_str() {
+        "linear" => Interpolation::Linear,
+        "cubic" => Interpolation::Cubic { a },
+        _ => {
+            if antialias {
+                return Ok(b.lw.fail(call, "resize: antialias applies to linear and cubic modes".to_string())?);
+            }
+            Interpolation::Nearest(match nearest.as_str() {
+                "round_prefer_ceil" => NearestMode::RoundPreferCeil,
+                "floor" => NearestMode::Floor,
+                "ceil" => NearestMode::Ceil,
+                _ => NearestMode::RoundPreferFloor,
+            })
+        }
+    };
+    let coord = match coord.as_str() {
+        "half_pixel_symmetric" => CoordMode::HalfPixelSymmetric,
+        "pytorch_half_pixel" => CoordMode::PytorchHalfPixel,
+        "align_corners" => CoordMode::AlignCorners,
+        "asymmetric" => CoordMode::Asymmetric,
+        "tf_crop_and_resize" => CoordMode::TfCropAndResize,
+        _ => CoordMode::HalfPixel,
+    };
+    let spec = Resample { interpolation, coord, exclude_outside, antialias, extrapolation, scales, roi };
+    Ok(b.node(Op::Resample(Box::new(spec)), vec![x.0], out)?)
 }
 
 fn peek_float(b: &mut Bind<'_, '_>, name: &str, default: f64) -> Result<f32, LowerError> {

@@ -25,8 +25,10 @@ pub struct FusionReport {
     pub model: String,
     /// Ops after lowering.
     pub ops: usize,
-    /// Ops after rewriting (no rewrite stage yet: equal to `ops`).
+    /// Ops after rewriting.
     pub ops_after_rewrite: usize,
+    /// The rewrite rules applied, in order.
+    pub rewrites: Vec<&'static str>,
     /// Blocks the plan executes (fused kernels; lone reshapes that only alias memory are
     /// not counted).
     pub blocks: usize,
@@ -65,6 +67,7 @@ impl FusionReport {
             model: model.to_string(),
             ops: graph.nodes.len(),
             ops_after_rewrite: graph.nodes.len(),
+            rewrites: Vec::new(),
             blocks: block_list.len(),
             fusion: fusion_on,
             irs_bytes_before: unfused.intermediate_bytes,
@@ -74,9 +77,17 @@ impl FusionReport {
         }
     }
 
+    /// Records the rewrite stage: `ops` becomes the op count after lowering (`graph` was the
+    /// rewritten graph) and `rewrites` the applied rules.
+    pub fn with_rewrites(mut self, ops_lowered: usize, rewrites: Vec<&'static str>) -> Self {
+        self.ops = ops_lowered;
+        self.rewrites = rewrites;
+        self
+    }
+
     /// The report as a `::dnnfusion::runtime::FusionReport` constant expression.
     pub fn tokens(&self) -> TokenStream {
-        let FusionReport { model, ops, ops_after_rewrite, blocks, fusion, irs_bytes_before, irs_bytes_after, arena_bytes, block_list } = self;
+        let FusionReport { model, ops, ops_after_rewrite, rewrites, blocks, fusion, irs_bytes_before, irs_bytes_after, arena_bytes, block_list } = self;
         let block_items = block_list.iter().map(|b| {
             let (ops, mapping) = (&b.ops, b.mapping);
             quote! { ::dnnfusion::runtime::BlockReport { ops: #ops, mapping: #mapping } }
@@ -86,6 +97,7 @@ impl FusionReport {
                 model: #model,
                 ops: #ops,
                 ops_after_rewrite: #ops_after_rewrite,
+                rewrites: &[#(#rewrites),*],
                 blocks: #blocks,
                 fusion: #fusion,
                 irs_bytes_before: #irs_bytes_before,

@@ -1,10 +1,12 @@
 //! The facts of the paper, as data, in one place: the mapping type of every op
-//! (Table 2, DESIGN.md §3) and the fusion lattice (Table 3, DESIGN.md §4).
+//! (Table 2, DESIGN.md §3), the fusion lattice (Table 3, DESIGN.md §4), the ops with
+//! algebraic properties and the rewrite-rule registry (§4.2, DESIGN.md §5).
 //!
-//! The planner (`fuse`), the report and the docs read these tables; nothing else
-//! encodes them again.
+//! The planner (`fuse`), the rewriter (`rewrite`), the report and the docs read these
+//! tables; nothing else encodes them again.
 
 use crate::ir::{Graph, Node, Op};
+use crate::rewrite::Patch;
 
 /// How the elements of an op's output depend on the elements of its inputs (paper §3.1).
 /// The order is the complexity order used when an op has several inputs.
@@ -83,7 +85,7 @@ pub fn classify_op(op: &Op, same_shape: bool) -> MappingType {
                 OneToMany
             }
         }
-        Op::Expand | Op::Gather { .. } | Op::Resize(_) | Op::Pad { .. } => OneToMany,
+        Op::Expand | Op::Gather { .. } | Op::Resize(_) | Op::Resample(_) | Op::Pad { .. } => OneToMany,
         Op::Linear
         | Op::MatMul
         | Op::Conv2d(_)
@@ -160,6 +162,254 @@ pub fn fusion_cell(first: MappingType, second: MappingType) -> FusionCell {
         .and_then(|row| row.get(second.index()))
         .copied()
         .unwrap_or(RED)
+}
+
+/// Whether an op has one of the associative, commutative or distributive properties (or
+/// commutes with them: elementwise functions and pure data movement). The rewriter cuts
+/// the graph into partitions at the ops that do not (paper §4.2). Which ops count is our
+/// reading of the paper, which names only "One-to-One" ops and "several reduction
+/// operators". One `match`, no `_` arm.
+pub fn algebraic(op: &Op) -> bool {
+    match op {
+        Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Where
+        | Op::Reduce { .. }
+        | Op::MatMul
+        | Op::Linear
+        | Op::Reshape(_)
+        | Op::Transpose { .. }
+        | Op::Slice { .. }
+        | Op::Concat { .. }
+        | Op::Expand
+        | Op::Gather { .. }
+        | Op::Resize(_)
+        | Op::MaxPool2d(_)
+        | Op::AvgPool2d(_)
+        | Op::GlobalAvgPool
+        | Op::GlobalMaxPool => true,
+        Op::Prelu
+        | Op::Conv2d(_)
+        | Op::ConvTranspose2d(_)
+        | Op::Softmax { .. }
+        | Op::LogSoftmax { .. }
+        | Op::LayerNorm { .. }
+        | Op::BatchNorm { .. }
+        | Op::GroupNorm { .. }
+        | Op::InstanceNorm { .. }
+        | Op::Pad { .. }
+        | Op::Resample(_)
+        | Op::Cumsum { .. } => false,
+    }
+}
+
+/// The family of a rewrite rule: the paper's three properties plus what every compiler has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// Regroups products and quotients (paper: 45 rules).
+    Associative,
+    /// Factors common operands out of sums (paper: 38 rules).
+    Distributive,
+    /// Swaps operands or moves ops past each other (paper: 66 rules).
+    Commutative,
+    /// Combines scalar constants.
+    Folding,
+    /// Removes ops that do nothing, pairs that cancel, pairs that compose into one.
+    Identity,
+    /// Replaces an op or a pattern by a cheaper one with the same value.
+    Strength,
+    /// Common-subexpression elimination.
+    Cse,
+}
+
+impl Family {
+    /// All families, in registry order.
+    pub const ALL: [Family; 7] = [
+        Family::Identity,
+        Family::Cse,
+        Family::Folding,
+        Family::Strength,
+        Family::Associative,
+        Family::Distributive,
+        Family::Commutative,
+    ];
+
+    /// Lowercase name (`associative`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Associative => "associative",
+            Family::Distributive => "distributive",
+            Family::Commutative => "commutative",
+            Family::Folding => "folding",
+            Family::Identity => "identity",
+            Family::Strength => "strength",
+            Family::Cse => "cse",
+        }
+    }
+}
+
+/// One rewrite rule. `apply` matches a pattern rooted at a node and proposes a
+/// [`Patch`]; the engine prices it (FLOPs, loads, ops before and after) and decides.
+#[derive(Clone, Copy, Debug)]
+pub struct Rule {
+    /// `<family>_<effect>`; also the name of its test in `compiler/tests/rewrite_rules.rs`.
+    pub name: &'static str,
+    /// Its family.
+    pub family: Family,
+    /// Results differ by ordinary rounding only (README "Floating-point policy"); a
+    /// value-changing rule runs only with `#![rewrite(fast_math)]`.
+    pub exact: bool,
+    /// What it rewrites, `before -> after`.
+    pub doc: &'static str,
+    /// The matcher and builder.
+    pub apply: fn(&Graph, usize) -> Option<Patch>,
+}
+
+macro_rules! rules {
+    ($($name:ident: $family:ident, $exact:literal, $doc:literal;)*) => {
+        /// Every rewrite rule, in priority order (on equal gains the earlier rule wins).
+        pub static RULES: &[Rule] = &[
+            $(Rule { name: stringify!($name), family: Family::$family, exact: $exact, doc: $doc, apply: crate::rewrite::rules::$name },)*
+        ];
+    };
+}
+
+rules! {
+    identity_mul_one: Identity, true, "x * 1 -> x";
+    identity_div_one: Identity, true, "x / 1 -> x";
+    identity_add_zero: Identity, true, "x + 0 -> x (a -0 input gives -0 instead of +0)";
+    identity_sub_zero: Identity, true, "x - 0 -> x";
+    identity_pow_one: Identity, true, "pow(x, 1) -> x";
+    identity_leaky_relu_one: Identity, true, "leaky_relu(x, 1) -> x";
+    identity_clip_unbounded: Identity, true, "clip(x, -inf, inf) -> x";
+    identity_neg_neg: Identity, true, "-(-x) -> x";
+    identity_abs_abs: Identity, true, "abs(abs(x)) -> abs(x)";
+    identity_relu_relu: Identity, true, "relu(relu(x)) -> relu(x)";
+    identity_recip_recip: Identity, true, "1 / (1 / x) -> x (differs only for subnormal x, where 1 / x overflows)";
+    identity_abs_of_neg: Identity, true, "abs(-x) -> abs(x)";
+    identity_abs_of_nonneg: Identity, true, "abs(y) -> y for y >= 0 by construction (relu, exp, square, ...)";
+    identity_relu_of_nonneg: Identity, true, "relu(y) -> y for y >= 0 by construction";
+    identity_square_of_neg: Identity, true, "square(-x) -> square(x), square(abs(x)) -> square(x)";
+    identity_rounding_of_integral: Identity, true, "floor/ceil/round(y) -> y for y already floor/ceil/round";
+    identity_max_self: Identity, true, "maximum(x, x) -> x";
+    identity_min_self: Identity, true, "minimum(x, x) -> x";
+    identity_where_same: Identity, true, "where(c, a, a) -> a";
+    identity_reshape_noop: Identity, true, "reshape(x) to its own shape -> x";
+    identity_reshape_pair_cancel: Identity, true, "reshape(reshape(x)) back to x's shape -> x (squeeze(unsqueeze(x)), ...)";
+    identity_reshape_reshape: Identity, true, "reshape(reshape(x)) -> reshape(x)";
+    identity_transpose_noop: Identity, true, "transpose(x) by the identity permutation -> x";
+    identity_transpose_pair_cancel: Identity, true, "transpose(transpose(x)) that restores x -> x";
+    identity_transpose_transpose: Identity, true, "transpose(transpose(x)) -> transpose(x) with the composed permutation";
+    identity_transpose_to_reshape: Identity, true, "transpose(x) moving only length-1 axes -> reshape(x)";
+    identity_slice_full: Identity, true, "slice(x) taking all of x -> x";
+    identity_slice_slice: Identity, true, "slice(slice(x)) -> slice(x)";
+    identity_slice_of_concat: Identity, true, "slice(concat(a, b)) inside one operand -> slice(that operand)";
+    identity_concat_adjacent_slices: Identity, true, "concat(slice(x, a..b), slice(x, b..c)) -> slice(x, a..c)";
+    identity_concat_single: Identity, true, "concat(x) -> x";
+    identity_concat_of_concat: Identity, true, "concat(a, concat(b, c)) -> concat(a, b, c)";
+    identity_expand_noop: Identity, true, "expand(x) to its own shape -> x";
+    identity_pad_zero: Identity, true, "pad(x) by zero -> x";
+    identity_reduce_unit_axes: Identity, true, "reduce_*(x) over length-1 axes -> x (reshaped)";
+    identity_pool_unit_window: Identity, true, "max_pool2d / avg_pool2d with a 1x1 window, stride 1 -> x";
+    identity_global_pool_unit: Identity, true, "global pooling of a 1x1 image -> x";
+    identity_resize_same: Identity, true, "resize(x) (nearest) to its own size -> x";
+    identity_cumsum_unit_axis: Identity, true, "cumsum(x) along a length-1 axis -> x";
+    cse_identical: Cse, true, "a node equal to an earlier one (op, operands, shape) -> the earlier one";
+    cse_commuted: Cse, true, "b + a after a + b (also *, maximum, minimum) -> the earlier one";
+    folding_mul_mul: Folding, true, "(x * a) * b -> x * (a * b)";
+    folding_div_div: Folding, true, "(x / a) / b -> x / (a * b)";
+    folding_mul_div: Folding, true, "(x * a) / b -> x * (a / b)";
+    folding_div_mul: Folding, true, "(x / a) * b -> x * (b / a)";
+    folding_neg_of_scale: Folding, true, "-(x * c) -> x * -c, -(x / c) -> x / -c";
+    folding_scale_of_neg: Folding, true, "(-x) * c -> x * -c, (-x) / c -> x / -c, c / (-x) -> -c / x";
+    folding_neg_of_shift: Folding, true, "-(x + c) -> (-c) - x, -(x - c) -> c - x, -(c - x) -> x - c";
+    folding_shift_of_neg: Folding, true, "(-x) + c -> c - x, (-x) - c -> (-c) - x, c - (-x) -> x + c";
+    folding_shift_shift: Folding, false, "(x + a) + b -> x + (a + b) (reassociates a sum: cancellation)";
+    folding_affine_chain: Folding, false, "(x * a + b) * c + d (3+ scalar ops) -> x * m + k (reassociates sums)";
+    folding_clamp_clamp: Folding, true, "clip(clip(x, a, b), c, d) -> clip(x, max(a, c), min(b, d)) (relu, relu6 are clips)";
+    folding_leaky_relu_chain: Folding, true, "leaky_relu(leaky_relu(x, a), b) -> leaky_relu(x, a * b) for a, b > 0";
+    folding_pow_pow_integer: Folding, true, "pow(pow(x, a), b) -> pow(x, a * b) for whole a, b";
+    folding_scalar_div_scale: Folding, true, "c / (x * a) -> (c / a) / x, (c / x) * a -> (c * a) / x, ...";
+    strength_div_pow2: Strength, true, "x / 2^k -> x * 2^-k (bit for bit)";
+    strength_div_to_mul: Strength, true, "x / c -> x * (1 / c) (one more rounding, below 1.5 ulp)";
+    strength_pow_two: Strength, true, "pow(x, 2) -> square(x)";
+    strength_pow_three: Strength, true, "pow(x, 3) -> x * square(x)";
+    strength_pow_half: Strength, true, "pow(x, 0.5) -> sqrt(x) (differs at x = -inf)";
+    strength_pow_neg_one: Strength, true, "pow(x, -1) -> reciprocal(x)";
+    strength_pow_neg_two: Strength, true, "pow(x, -2) -> reciprocal(square(x))";
+    strength_pow_neg_half: Strength, false, "pow(x, -0.5) -> rsqrt(x) (-0 gives -inf instead of +inf)";
+    strength_mul_self_to_square: Strength, true, "x * x -> square(x) (one load)";
+    strength_add_self_to_double: Strength, true, "x + x -> x * 2";
+    strength_sqrt_times_sqrt_nonneg: Strength, true, "sqrt(x) * sqrt(x) -> x for x >= 0 by construction";
+    strength_sqrt_times_sqrt: Strength, false, "sqrt(x) * sqrt(x) -> x (NaN becomes x for x < 0)";
+    strength_square_of_sqrt_nonneg: Strength, true, "square(sqrt(x)) -> x for x >= 0 by construction";
+    strength_square_of_sqrt: Strength, false, "square(sqrt(x)) -> x (NaN becomes x for x < 0)";
+    strength_sqrt_of_square: Strength, true, "sqrt(square(x)) -> abs(x)";
+    strength_exp_times_exp: Strength, false, "exp(a) * exp(b) -> exp(a + b) (overflow moves; the rounding of a + b is amplified)";
+    strength_exp_over_exp: Strength, false, "exp(a) / exp(b) -> exp(a - b)";
+    strength_log_plus_log: Strength, false, "log(a) + log(b) -> log(a * b) (a * b can overflow; two negatives give a number)";
+    strength_log_minus_log: Strength, false, "log(a) - log(b) -> log(a / b)";
+    strength_log_of_exp: Strength, false, "log(exp(x)) -> x (inf becomes x for x > 88)";
+    strength_exp_of_log: Strength, false, "exp(log(x)) -> x (NaN becomes x for x < 0)";
+    strength_recip_of_sqrt: Strength, true, "1 / sqrt(x) -> rsqrt(x)";
+    strength_div_by_sqrt: Strength, true, "a / sqrt(b) -> a * rsqrt(b)";
+    strength_mul_by_recip: Strength, true, "a * reciprocal(b) -> a / b";
+    strength_div_by_recip: Strength, true, "a / reciprocal(b) -> a * b";
+    strength_reciprocal_scalar_div: Strength, true, "c / reciprocal(x) -> x * c, reciprocal(c / x) -> x / c";
+    strength_sigmoid_pattern: Strength, true, "1 / (1 + exp(-x)) -> sigmoid(x)";
+    strength_silu_pattern: Strength, true, "x * sigmoid(x) -> silu(x)";
+    strength_softplus_pattern: Strength, false, "log(1 + exp(x)) -> softplus(x) (inf becomes x for x > 88)";
+    strength_neg_times_neg: Strength, true, "(-a) * (-b) -> a * b";
+    strength_add_of_neg: Strength, true, "a + (-b) -> a - b";
+    strength_sub_of_neg: Strength, true, "a - (-b) -> a + b";
+    associative_abs_product: Associative, true, "abs(a) * abs(b) -> abs(a * b)";
+    associative_recip_product: Associative, true, "reciprocal(a) * reciprocal(b) -> reciprocal(a * b)";
+    associative_square_product: Associative, true, "square(a) * square(b) -> square(a * b)";
+    associative_recip_square: Associative, true, "Recip(A) * Recip(A * B) -> Square(Recip(A)) * Recip(B) (paper, Table 4)";
+    associative_sqrt_product_nonneg: Associative, true, "sqrt(a) * sqrt(b) -> sqrt(a * b) for a, b >= 0 by construction";
+    associative_sqrt_product: Associative, false, "sqrt(a) * sqrt(b) -> sqrt(a * b) (two negatives give a number)";
+    associative_rsqrt_product_nonneg: Associative, true, "rsqrt(a) * rsqrt(b) -> rsqrt(a * b) for a, b >= 0 by construction";
+    associative_sqrt_pair_nonneg: Associative, true, "(A * sqrt(B)) * (sqrt(B) * C) -> (A * B) * C for B >= 0 by construction (paper, Table 4)";
+    associative_sqrt_pair: Associative, false, "(A * sqrt(B)) * (sqrt(B) * C) -> (A * B) * C (paper; B < 0 gives a number)";
+    associative_shared_factor: Associative, true, "(A * R) * (R * C) -> (A * C) * square(R) (paper, Table 4, with R = ReduceSum(B))";
+    associative_div_div: Associative, true, "(A / B) / C -> A / (B * C)";
+    associative_div_of_div: Associative, true, "A / (B / C) -> (A * C) / B";
+    associative_recip_of_div: Associative, true, "reciprocal(A / B) -> B / A";
+    associative_recip_div: Associative, true, "reciprocal(A) / B -> reciprocal(A * B)";
+    associative_scaled_product: Associative, true, "(A * a) * (B * b) -> (A * B) * (a * b)";
+    associative_max_absorb: Associative, true, "maximum(maximum(A, B), B) -> maximum(A, B)";
+    associative_min_absorb: Associative, true, "minimum(minimum(A, B), B) -> minimum(A, B)";
+    distributive_factor_mul_add: Distributive, true, "A * B + A * C -> A * (B + C) (paper, Fig. 2b)";
+    distributive_factor_mul_sub: Distributive, true, "A * B - A * C -> A * (B - C)";
+    distributive_factor_div_add: Distributive, false, "A / C + B / C -> (A + B) / C (C = 0 turns inf - inf = NaN into inf)";
+    distributive_factor_div_sub: Distributive, false, "A / C - B / C -> (A - B) / C (C = 0 turns inf - inf = NaN into inf)";
+    distributive_add_self_product: Distributive, true, "A + A * B -> A * (B + 1) (paper, Table 4)";
+    distributive_sub_self_product: Distributive, true, "A - A * B -> A * (1 - B), A * B - A -> A * (B - 1)";
+    distributive_square_minus_product: Distributive, true, "Square(S) - S * C -> S * (S - C) (paper, Table 4, S = A + B; also +)";
+    distributive_scalar_factor: Distributive, true, "x * a + x * b -> x * (a + b) (also x * a + x, x - x * b, ...)";
+    distributive_common_scale: Distributive, true, "A * c + B * c -> (A + B) * c (also -, / c)";
+    distributive_neg_sum: Distributive, true, "(-A) + (-B) -> -(A + B), (-A) - (-B) -> B - A";
+    distributive_matmul_left: Distributive, false, "A @ B + A @ C -> A @ (B + C) (regroups long sums)";
+    distributive_matmul_right: Distributive, false, "A @ C + B @ C -> (A + B) @ C (regroups long sums)";
+    distributive_linear_shared_input: Distributive, false, "linear(x, W1, b1) + linear(x, W2, b2) -> linear(x, W1 + W2, b1 + b2) (regroups long sums)";
+    commutative_swap_product: Commutative, true, "(X * B) * C -> (X * C) * B, only when it enables another rule (paper: Abs(A) * B * Abs(C))";
+    commutative_transpose_past_unary: Commutative, true, "u(transpose(x)) -> transpose(u(x)), only when it enables another rule";
+    commutative_reshape_past_unary: Commutative, true, "u(reshape(x)) -> reshape(u(x)), only when it enables another rule";
+    commutative_slice_past_unary: Commutative, true, "slice(u(x)) -> u(slice(x))";
+    commutative_slice_past_binary: Commutative, true, "slice(a op b) -> slice(a) op slice(b)";
+    commutative_unary_past_expand: Commutative, true, "u(expand(x)) -> expand(u(x))";
+    commutative_unary_past_resize: Commutative, true, "u(resize(x)) (nearest) -> resize(u(x))";
+    commutative_unary_before_gather: Commutative, true, "u(gather(x, i)) -> gather(u(x), i) when x is the smaller";
+    commutative_concat_of_unary: Commutative, true, "concat(u(a), u(b)) -> u(concat(a, b))";
+    commutative_reduce_sum_of_scale: Commutative, true, "reduce_sum(x * c) -> reduce_sum(x) * c (also mean, / c, -x)";
+    commutative_reduce_extreme_of_increasing: Commutative, true, "reduce_max(f(x)) -> f(reduce_max(x)) for nondecreasing f (also min)";
+    commutative_reduce_extreme_of_decreasing: Commutative, true, "reduce_max(f(x)) -> f(reduce_min(x)) for nonincreasing f (also min)";
+    commutative_max_pool_of_increasing: Commutative, true, "max_pool2d(f(x)) -> f(max_pool2d(x)) for nondecreasing f (relu)";
+    commutative_global_max_pool_of_increasing: Commutative, true, "global_max_pool2d(f(x)) -> f(global_max_pool2d(x)) for nondecreasing f";
+    commutative_avg_pool_of_scale: Commutative, true, "avg_pool2d(x * c) -> avg_pool2d(x) * c (also global, / c, -x)";
+    commutative_matmul_of_scale: Commutative, true, "(A * c) @ B -> (A @ B) * c (also A @ (B * c), / c, -)";
+    commutative_scale_into_matmul: Commutative, true, "(A @ B) * c -> (A * c) @ B (also / c, -) when A is smaller than the product";
+    commutative_reduce_prod_of_exp: Commutative, false, "ReduceProd(Exp(A)) -> Exp(ReduceSum(A)) (paper, Table 4; overflow moves)";
 }
 
 #[cfg(test)]

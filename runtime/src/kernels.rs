@@ -493,6 +493,16 @@ pub enum Reduction {
     Min,
     /// product
     Prod,
+    /// sum of absolute values
+    L1,
+    /// square root of the sum of squares
+    L2,
+    /// sum of squares
+    SumSquare,
+    /// natural log of the sum
+    LogSum,
+    /// natural log of the sum of exponentials, one pass with a running maximum
+    LogSumExp,
 }
 
 /// Reduces over the `red_*` axes for every index of the kept axes (strides are the
@@ -501,23 +511,56 @@ pub enum Reduction {
 pub fn reduce(x: impl Source, out: &mut [f32], kept_dims: &[usize], kept_strides: &[usize], red_dims: &[usize], red_strides: &[usize], kind: Reduction, epi: impl Fn(usize, f32) -> f32) {
     let count: usize = red_dims.iter().product();
     walk(kept_dims, [kept_strides], |i, [base]| {
-        let mut acc = match kind {
-            Reduction::Sum | Reduction::Mean => 0.0,
-            Reduction::Prod => 1.0,
-            Reduction::Max => f32::NEG_INFINITY,
-            Reduction::Min => f32::INFINITY,
-        };
-        walk(red_dims, [red_strides], |_, [r]| {
-            let v = x.at(base + r);
-            acc = match kind {
-                Reduction::Sum | Reduction::Mean => acc + v,
-                Reduction::Prod => acc * v,
-                Reduction::Max => math::max(acc, v),
-                Reduction::Min => math::min(acc, v),
+        let value = if kind == Reduction::LogSumExp {
+            log_sum_exp(&x, base, red_dims, red_strides)
+        } else {
+            let mut acc = match kind {
+                Reduction::Prod => 1.0,
+                Reduction::Max => f32::NEG_INFINITY,
+                Reduction::Min => f32::INFINITY,
+                _ => 0.0,
             };
-        });
-        out[i] = epi(i, if kind == Reduction::Mean { acc / count as f32 } else { acc });
+            walk(red_dims, [red_strides], |_, [r]| {
+                let v = x.at(base + r);
+                acc = match kind {
+                    Reduction::Sum | Reduction::Mean | Reduction::LogSum => acc + v,
+                    Reduction::L1 => acc + math::abs(v),
+                    Reduction::L2 | Reduction::SumSquare => acc + v * v,
+                    Reduction::Prod => acc * v,
+                    Reduction::Max => math::max(acc, v),
+                    Reduction::Min => math::min(acc, v),
+                    Reduction::LogSumExp => acc,
+                };
+            });
+            match kind {
+                Reduction::Mean => acc / count as f32,
+                Reduction::L2 => math::sqrt(acc),
+                Reduction::LogSum => math::ln(acc),
+                _ => acc,
+            }
+        };
+        out[i] = epi(i, value);
     });
+}
+
+/// `ln(sum(exp(x)))` over one reduced set, in one pass: the sum is kept relative to the
+/// running maximum, so large inputs do not overflow; an empty set gives minus infinity.
+fn log_sum_exp(x: &impl Source, base: usize, red_dims: &[usize], red_strides: &[usize]) -> f32 {
+    let (mut m, mut s) = (f32::NEG_INFINITY, 0.0f32);
+    walk(red_dims, [red_strides], |_, [r]| {
+        let v = x.at(base + r);
+        if v.is_nan() || m.is_nan() {
+            m = f32::NAN;
+        } else if v > m {
+            s = s * math::exp(m - v) + 1.0;
+            m = v;
+        } else if v == m {
+            s += 1.0;
+        } else {
+            s += math::exp(v - m);
+        }
+    });
+    if m.is_infinite() { m } else { m + math::ln(s) }
 }
 
 /// Softmax along an axis of length `len`, for `outer * inner` rows with stride `inner`.
@@ -767,6 +810,90 @@ pub fn resize_bilinear(x: &[f32], out: &mut [f32], planes: usize, h: usize, w: u
                 let bottom = xp[y1 * w + x0] * (1.0 - lx) + xp[y1 * w + x1] * lx;
                 out[(p * oh + oy) * ow + ox] = top * (1.0 - ly) + bottom * ly;
             }
+        }
+    }
+}
+
+/// The taps of one axis of [`resample`]: output index `o` reads input indices
+/// `index[start[o]..start[o + 1]]` with `weight[..]` (same range), or is the extrapolation
+/// value when `outside[o]` (an empty `outside` means never).
+#[derive(Clone, Copy, Debug)]
+pub struct ResampleAxis<'a> {
+    /// first tap of each output index, plus one past the last
+    pub start: &'a [usize],
+    /// input index of each tap
+    pub index: &'a [usize],
+    /// weight of each tap
+    pub weight: &'a [f32],
+    /// outputs outside the region of interest
+    pub outside: &'a [bool],
+}
+
+/// Separable resampling (ONNX `Resize`): every output element is the sum, over one tap
+/// per axis, of the product of the tap weights times the input element at the tap
+/// indices; an output outside the region of interest on any axis is `extrapolation`.
+pub fn resample(x: &[f32], in_dims: &[usize], out: &mut [f32], out_dims: &[usize], axes: &[ResampleAxis<'_>], extrapolation: f32) {
+    let rank = out_dims.len();
+    debug_assert!(rank <= MAX_RANK && in_dims.len() == rank && axes.len() == rank);
+    let mut in_strides = [0usize; MAX_RANK];
+    let mut acc = 1;
+    for a in (0..rank).rev() {
+        in_strides[a] = acc;
+        acc *= in_dims[a];
+    }
+    let mut idx = [0usize; MAX_RANK];
+    for slot in out.iter_mut() {
+        let outside = (0..rank).any(|a| axes[a].outside.get(idx[a]).copied().unwrap_or(false));
+        *slot = if outside {
+            extrapolation
+        } else {
+            // odometer over one tap per axis (an axis without taps contributes nothing)
+            if (0..rank).any(|a| axes[a].start[idx[a]] == axes[a].start[idx[a] + 1]) {
+                *slot = 0.0;
+                for a in (0..rank).rev() {
+                    idx[a] += 1;
+                    if idx[a] < out_dims[a] {
+                        break;
+                    }
+                    idx[a] = 0;
+                }
+                continue;
+            }
+            let mut tap = [0usize; MAX_RANK];
+            for a in 0..rank {
+                tap[a] = axes[a].start[idx[a]];
+            }
+            let mut sum = 0.0f32;
+            'taps: loop {
+                let mut w = 1.0f32;
+                let mut offset = 0;
+                for a in 0..rank {
+                    w *= axes[a].weight[tap[a]];
+                    offset += axes[a].index[tap[a]] * in_strides[a];
+                }
+                sum += w * x[offset];
+                let mut a = rank;
+                loop {
+                    if a == 0 {
+                        break 'taps;
+                    }
+                    a -= 1;
+                    tap[a] += 1;
+                    if tap[a] < axes[a].start[idx[a] + 1] {
+                        break;
+                    }
+                    tap[a] = axes[a].start[idx[a]];
+                }
+            }
+            sum
+        };
+        // next output index
+        for a in (0..rank).rev() {
+            idx[a] += 1;
+            if idx[a] < out_dims[a] {
+                break;
+            }
+            idx[a] = 0;
         }
     }
 }

@@ -12,12 +12,12 @@ pub fn relu(x: f32) -> f32 {
 /// `x` clamped to `[lo, hi]`; NaN stays NaN.
 #[inline(always)]
 pub fn clip(x: f32, lo: f32, hi: f32) -> f32 {
-    if x < lo {
-        lo
-    } else if x > hi {
+    // max first, then min: with lo > hi every value clips to hi (ONNX `Clip`, numpy)
+    let y = if x < lo { lo } else { x };
+    if y > hi {
         hi
     } else {
-        x
+        y
     }
 }
 

@@ -348,6 +348,8 @@ pub struct FusionReport {
     pub ops: usize,
     /// Ops after rewriting.
     pub ops_after_rewrite: usize,
+    /// The rewrite rules applied, in order (`compiler/src/tables.rs` lists them all).
+    pub rewrites: &'static [&'static str],
     /// Blocks executed (fused kernels).
     pub blocks: usize,
     /// Whether fusion was on.
@@ -388,6 +390,13 @@ impl FusionReport {
                 w.write_str(",")?;
             }
             write!(w, "{{\"ops\":\"{}\",\"mapping\":\"{}\"}}", b.ops, b.mapping)?;
+        }
+        w.write_str("],\"rewrites\":[")?;
+        for (i, r) in self.rewrites.iter().enumerate() {
+            if i > 0 {
+                w.write_str(",")?;
+            }
+            write!(w, "\"{r}\"")?;
         }
         w.write_str("]}")
     }

@@ -1,0 +1,27 @@
+//! The ONNX conformance run as a test: no case may fail (unsupported ones are allowed and
+//! printed), and the committed generated models must be what the generator writes.
+
+use dnnfusion_conformance::{data_dir, gen, generated_path, report, run_all, Outcome};
+
+#[test]
+fn no_onnx_case_fails() {
+    let rows = run_all().unwrap();
+    let text = report(&rows);
+    println!("{text}");
+    let failing: Vec<String> = rows
+        .iter()
+        .filter(|r| matches!(r.interp, Outcome::Fail(_)) || matches!(r.compiled, Outcome::Fail(_)))
+        .map(|r| r.to_json())
+        .collect();
+    assert!(failing.is_empty(), "{} failing cases:\n{}", failing.len(), failing.join("\n"));
+}
+
+#[test]
+fn generated_models_are_current() {
+    let want = gen::generate(&data_dir()).unwrap();
+    let have = std::fs::read_to_string(generated_path()).unwrap();
+    assert!(
+        want == have,
+        "conformance/src/generated.rs is stale; regenerate it with\n  cargo run -p dnnfusion-compiler --example onnx_gen"
+    );
+}

@@ -1,0 +1,181 @@
+//! Golden fusion plans of the reference models: what `dnn!` decides for each model of
+//! `models/src/reference.rs` (blocks, mapping types, anchors, prologues, ops with their
+//! values and shapes, and where each block's sink is stored), as text, compared with
+//! `tests/golden/<model>.plan`. A change of the planner shows up as a readable diff.
+//!
+//! ```sh
+//! cargo test --test golden_plans                      # compare
+//! DNNFUSION_BLESS=1 cargo test --test golden_plans    # rewrite the files, then review them
+//! ```
+//!
+//! The plans are those of `dnnfusion_compiler::compile_model`, the stage `dnn!` runs
+//! (explicit `fuse { }` groups and `#![fusion(off)]` included).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use dnnfusion_compiler::ir::{Graph, ValueId, ValueKind};
+use dnnfusion_compiler::plan::{MemoryPlan, Slot};
+use dnnfusion_compiler::{compile_model, lower_str, CompiledModel};
+
+/// File stem of a model's golden plan (the names of `models/reference/`).
+fn file_stem(model: &str) -> String {
+    match model {
+        "Mlp" => "mlp".to_string(),
+        "LeNet" => "lenet".to_string(),
+        "BertTiny" => "bert_tiny".to_string(),
+        "UNetSmall" => "unet_small".to_string(),
+        other => other.to_lowercase(),
+    }
+}
+
+fn fmt_shape(shape: &[usize]) -> String {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", dims.join(", "))
+}
+
+fn value_name(graph: &Graph, v: ValueId) -> String {
+    graph.values.get(v).map_or_else(|| format!("?{v}"), |v| v.name.clone())
+}
+
+fn slot_text(graph: &Graph, memory: &MemoryPlan, v: ValueId) -> String {
+    match memory.slots.get(v) {
+        Some(Slot::Input(i)) => format!("input {i}"),
+        Some(Slot::Output(i)) => format!("output {i}"),
+        Some(Slot::Param { offset, len }) => format!("params {offset}+{len}"),
+        Some(Slot::Arena { offset, len }) => format!("arena {offset}+{len}"),
+        Some(Slot::Fused) => "fused (never stored)".to_string(),
+        Some(Slot::Alias(root)) => format!("alias of {}", value_name(graph, *root)),
+        None => "no slot".to_string(),
+    }
+}
+
+/// The plan of one model, one line per block:
+/// `block <i> <mapping> anchor <op#node|-> [prologue <op#node,..>] | <op#node> <value> <shape>; ... -> <slot of the sink>`.
+fn plan_text(compiled: &CompiledModel) -> String {
+    let graph = &compiled.model.graph;
+    let fusion = &compiled.fusion;
+    let memory = &compiled.memory;
+    let mut s = String::new();
+    let fused = fusion.blocks.iter().filter(|b| b.nodes.len() > 1).count();
+    let _ = writeln!(
+        s,
+        "# {}: {} nodes, {} blocks ({} with several nodes), arena {} floats, params {} floats",
+        compiled.model.name,
+        graph.nodes.len(),
+        fusion.blocks.len(),
+        fused,
+        memory.arena_len,
+        memory.param_len
+    );
+    for (i, block) in fusion.blocks.iter().enumerate() {
+        let op_at = |n: usize| format!("{}#{n}", graph.nodes[n].op.name());
+        let anchor = block.anchor.map_or_else(|| "-".to_string(), op_at);
+        // members with a path to the anchor inside the block
+        let mut prologue: Vec<usize> = Vec::new();
+        if let Some(a) = block.anchor {
+            let mut frontier = vec![a];
+            while let Some(n) = frontier.pop() {
+                for &v in &graph.nodes[n].inputs {
+                    if let ValueKind::Node(p) = graph.values[v].kind {
+                        if block.nodes.contains(&p) && !prologue.contains(&p) {
+                            prologue.push(p);
+                            frontier.push(p);
+                        }
+                    }
+                }
+            }
+            prologue.sort_unstable();
+        }
+        let prologue_text = if prologue.is_empty() {
+            String::new()
+        } else {
+            format!(" prologue {}", prologue.iter().map(|&n| op_at(n)).collect::<Vec<_>>().join(","))
+        };
+        let nodes: Vec<String> = block
+            .nodes
+            .iter()
+            .map(|&n| {
+                let out = graph.nodes[n].output;
+                format!("{} {} {}", op_at(n), value_name(graph, out), fmt_shape(graph.shape(out)))
+            })
+            .collect();
+        let sink = graph.nodes[block.sink()].output;
+        let _ = writeln!(
+            s,
+            "block {i:>2} {:<12} anchor {anchor}{prologue_text} | {} -> {}",
+            block.mapping.name(),
+            nodes.join("; "),
+            slot_text(graph, memory, sink)
+        );
+    }
+    for &(position, v) in &memory.output_copies {
+        let _ = writeln!(s, "copy {} -> output {position}", value_name(graph, v));
+    }
+    s
+}
+
+/// `- old` / `+ new` lines of a longest-common-subsequence diff (unchanged lines left out).
+fn line_diff(old: &str, new: &str) -> String {
+    let (a, b): (Vec<&str>, Vec<&str>) = (old.lines().collect(), new.lines().collect());
+    // lcs[i][j]: length of the LCS of a[i..] and b[j..]
+    let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for i in (0..a.len()).rev() {
+        for j in (0..b.len()).rev() {
+            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, String::new());
+    while i < a.len() || j < b.len() {
+        if i < a.len() && j < b.len() && a[i] == b[j] {
+            i += 1;
+            j += 1;
+        } else if i < a.len() && (j == b.len() || lcs[i + 1][j] >= lcs[i][j + 1]) {
+            let _ = writeln!(out, "  - {}", a[i]);
+            i += 1;
+        } else {
+            let _ = writeln!(out, "  + {}", b[j]);
+            j += 1;
+        }
+    }
+    out
+}
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("golden")
+}
+
+#[test]
+fn reference_model_plans_match_the_golden_files() {
+    let models = lower_str(dnnfusion_models::reference::SOURCE).unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(models.len() >= 4, "the reference source declares {} models", models.len());
+    let bless = std::env::var_os("DNNFUSION_BLESS").is_some_and(|v| v != "0");
+    let dir = golden_dir();
+    let mut problems = Vec::new();
+    for model in models {
+        let compiled = compile_model(model);
+        let name = compiled.model.name.to_string();
+        let text = plan_text(&compiled);
+        let path = dir.join(format!("{}.plan", file_stem(&name)));
+        if bless {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &text).unwrap();
+            continue;
+        }
+        let Ok(golden) = std::fs::read_to_string(&path) else {
+            problems.push(format!(
+                "{}: missing; create it with `DNNFUSION_BLESS=1 cargo test --test golden_plans` and review it",
+                path.display()
+            ));
+            continue;
+        };
+        if golden != text {
+            let diff = line_diff(&golden, &text);
+            problems.push(format!(
+                "{}: the plan of {name} changed (golden -, now +):\n{diff}if the change is intended, rewrite the file with `DNNFUSION_BLESS=1 cargo test --test golden_plans` and review the diff",
+                path.display()
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}

@@ -1,0 +1,47 @@
+//! The README's op lists cannot drift: the "Supported ops" table names exactly the ops of
+//! `ops::OPS`, and the ONNX table is what `onnx::readme_table()` generates from
+//! `onnx::ONNX_OPS` (`DNNFUSION_BLESS=1` rewrites it).
+
+use std::collections::BTreeSet;
+
+const START: &str = "<!-- onnx-ops:start";
+const END: &str = "<!-- onnx-ops:end -->";
+
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
+}
+
+#[test]
+fn supported_ops_table_lists_exactly_the_dsl_ops() {
+    let text = readme();
+    let section = text.split("## Supported ops").nth(1).unwrap().split("\n## ").next().unwrap();
+    let mut listed = BTreeSet::new();
+    for row in section.lines().filter(|l| l.starts_with('|')) {
+        for (i, span) in row.split('`').enumerate() {
+            if i % 2 == 1 {
+                listed.extend(span.split_whitespace().map(str::to_string));
+            }
+        }
+    }
+    let ops: BTreeSet<String> = dnnfusion_compiler::ops::OPS.iter().map(|o| o.name.to_string()).collect();
+    let missing: Vec<&String> = ops.difference(&listed).collect();
+    let unknown: Vec<&String> = listed.difference(&ops).collect();
+    assert!(missing.is_empty() && unknown.is_empty(), "README \"Supported ops\": missing {missing:?}, not ops {unknown:?}");
+}
+
+#[test]
+fn onnx_table_is_generated_from_the_mapping() {
+    let text = readme();
+    let start = text.find(START).expect("README has no ONNX table start marker");
+    let body_start = start + text[start..].find("-->\n").unwrap() + 4;
+    let end = text.find(END).expect("README has no ONNX table end marker");
+    let want = dnnfusion_compiler::onnx::readme_table();
+    if text[body_start..end] != want {
+        if std::env::var_os("DNNFUSION_BLESS").is_some() {
+            let updated = format!("{}{want}{}", &text[..body_start], &text[end..]);
+            std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"), updated).unwrap();
+        } else {
+            panic!("README's ONNX table differs from onnx::ONNX_OPS; rewrite it with\n  DNNFUSION_BLESS=1 cargo test --test readme");
+        }
+    }
+}
