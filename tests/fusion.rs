@@ -44,6 +44,19 @@ model_with_source! {
     }
 }
 
+model_with_source! {
+    layouts {
+        /// Epilogues that change the layout: the kernel stores each value where the
+        /// transpose (and reshape) put it.
+        pub model Layouts(x: [2, 5, 8], y: [2, 8, 6]) -> (a: [2, 6, 5], b: [2, 4, 5, 3]) {
+            let a = transpose(matmul(x, y) * 0.5, 1, 2);
+            let q = linear(x, 12);
+            let b = transpose(reshape(q, [2, 5, 4, 3]), 1, 2);
+            (a, b)
+        }
+    }
+}
+
 /// Runs a model on `inputs` with parameters `0.01 * (i % 17) - 0.08` and compares every
 /// output with the interpreter on the same graph.
 fn compare_with_interpreter<M: Model>(source: &str, inputs: &[Vec<f32>]) {
@@ -121,4 +134,15 @@ fn layers_with_the_same_shapes_share_generated_code() {
     let first_layer_fused = first.iter().filter(|ops| ops.contains('+')).count();
     let functions = dnnfusion_models::reference::BertTiny::FUSED_FUNCTIONS;
     assert!(functions < first_layer_fused, "{functions} functions for {first_layer_fused} fused blocks per layer");
+}
+
+#[test]
+fn transposes_after_matmul_and_linear_become_store_maps() {
+    use layouts::Layouts;
+    let blocks: Vec<&str> = Layouts::FUSION_REPORT.block_list.iter().map(|b| b.ops).collect();
+    assert!(blocks.contains(&"matmul+mul+transpose"), "{blocks:?}");
+    assert!(blocks.contains(&"linear+reshape+transpose"), "{blocks:?}");
+    let x: Vec<f32> = (0..80).map(|i| ((i * 5) % 11) as f32 / 4.0 - 1.0).collect();
+    let y: Vec<f32> = (0..96).map(|i| ((i * 3) % 7) as f32 / 3.0 - 1.0).collect();
+    compare_with_interpreter::<Layouts>(layouts::SOURCE, &[x, y]);
 }

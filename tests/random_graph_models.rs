@@ -161,12 +161,19 @@ graph_cases! {
             v16
         }
     }
-    seed_20 {
-        model Case(x0: [1], x1: [1]) -> [3] {
-            let v0 = squeeze(x1);
-            let v1 = linear(x1, 3);
-            let v2 = v1 + v1;
-            v2
+    seed_19 {
+        model Case(x0: [1, 3, 4, 4], x1: [1, 3, 4, 4]) -> [3, 5, 1, 4] {
+            let (v0, v1) = split(x0, 2, axis = 2);
+            let v2 = x1 - x0;
+            let v3 = linear(v2, 5, bias = false);
+            let v4 = maximum(v3, v3);
+            let v5 = minimum(x1, v2);
+            let v6 = transpose(v5, 3, 1);
+            let v7 = reduce_sum(v6, axes = 1, keepdims = true);
+            let v8 = v7 - v6;
+            let v9 = transpose(v8, 3, 0);
+            let v10 = permute(v4, [1, 3, 0, 2]);
+            v10
         }
     }
     seed_59 {

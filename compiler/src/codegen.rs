@@ -364,7 +364,7 @@ fn node_call(model: &ModelIr, plan: &MemoryPlan, names: &[Ident], node: &Node) -
     let (bind, operand_idents, out_name) = bind_step(model, plan, names, &node.inputs, node.output);
     let shapes: Vec<&[usize]> = node.inputs.iter().map(|&v| graph.shape(v)).collect();
     let out_shape = graph.shape(node.output);
-    let store = quote! { ::dnnfusion::runtime::kernels::store };
+    let store = Epilogue { apply: quote! { ::dnnfusion::runtime::kernels::store }, store: None };
     let call = kernel_call(&node.op, &operand_idents, &shapes, &out_name, out_shape, &store);
     quote! {
         {
@@ -389,7 +389,14 @@ struct BlockFn {
 /// (the planner only makes expressible blocks, so this is an internal error).
 fn block_fn(model: &ModelIr, block: &Block, index: usize) -> Option<BlockFn> {
     let graph = &model.graph;
-    let program = element::build(graph, block)?;
+    let chain = fuse::store_chain_nodes(graph, block);
+    let program = if chain.is_empty() {
+        element::build(graph, block)?
+    } else {
+        // the epilogue ends before the layout change; the change becomes the store map
+        let nodes: Vec<usize> = block.nodes.iter().copied().filter(|n| !chain.contains(n)).collect();
+        element::build(graph, &Block { nodes, anchor: block.anchor, mapping: block.mapping })?
+    };
     let mut operands = Vec::new();
     let mut params = Vec::new();
     let mut stmts = Vec::new();
@@ -437,7 +444,15 @@ fn block_fn(model: &ModelIr, block: &Block, index: usize) -> Option<BlockFn> {
         params.extend(loads.iter().map(|i| quote! { #i: &[f32] }));
         operands.extend(program.operands.iter().copied());
         let epilogue = epilogue_closure(&program);
-        stmts.push(kernel_call(&op, &ins, &shapes, &out, graph.shape(node.output), &epilogue));
+        let store = if chain.is_empty() {
+            None
+        } else {
+            let map = element::store_map(graph, &chain, &program.shape)?;
+            let vars = index_vars(&program.shape);
+            let target = ix_tokens(&map);
+            Some(quote! { |o: usize| -> usize { #vars #target } })
+        };
+        stmts.push(kernel_call(&op, &ins, &shapes, &out, graph.shape(node.output), &Epilogue { apply: epilogue, store }));
     } else {
         params.extend(loads.iter().map(|i| quote! { #i: &[f32] }));
         operands.extend(program.operands.iter().copied());
@@ -760,7 +775,15 @@ fn product(shape: &[usize]) -> usize {
 }
 
 /// The kernel call of one op; operands are bound to `ins`, the output to `out`.
-fn kernel_call(op: &Op, ins: &[Ident], shapes: &[&[usize]], out: &Ident, out_shape: &[usize], epi: &TokenStream) -> TokenStream {
+/// What a kernel does with each result: `apply` maps it before the store, `store` (when
+/// set) translates the store index (only `matmul` and `linear` take one).
+struct Epilogue {
+    apply: TokenStream,
+    store: Option<TokenStream>,
+}
+
+fn kernel_call(op: &Op, ins: &[Ident], shapes: &[&[usize]], out: &Ident, out_shape: &[usize], epilogue: &Epilogue) -> TokenStream {
+    let epi = &epilogue.apply;
     let k = quote! { ::dnnfusion::runtime::kernels };
     let in0 = ins.first().cloned().unwrap_or_else(|| format_ident!("in0"));
     let s0: &[usize] = shapes.first().copied().unwrap_or(&[]);
@@ -804,7 +827,10 @@ fn kernel_call(op: &Op, ins: &[Ident], shapes: &[&[usize]], out: &Ident, out_sha
             let in_f = s0.last().copied().unwrap_or(1);
             let out_f = out_shape.last().copied().unwrap_or(1);
             let rows = product(s0) / in_f.max(1);
-            quote! { #k::linear(#in0, #in1, #bias, #out, #rows, #in_f, #out_f, #epi); }
+            match &epilogue.store {
+                None => quote! { #k::linear(#in0, #in1, #bias, #out, #rows, #in_f, #out_f, #epi); },
+                Some(store) => quote! { #k::linear_to(#in0, #in1, #bias, #out, #rows, #in_f, #out_f, #epi, #store); },
+            }
         }
         Op::MatMul => {
             let in1 = ins.get(1).cloned();
@@ -818,11 +844,15 @@ fn kernel_call(op: &Op, ins: &[Ident], shapes: &[&[usize]], out: &Ident, out_sha
             let b_batch = broadcast_strides(s1.get(..s1.len().saturating_sub(2)).unwrap_or(&[]), batch);
             let a_batch: Vec<usize> = a_batch.iter().map(|s| s * m * kk).collect();
             let b_batch: Vec<usize> = b_batch.iter().map(|s| s * kk * n).collect();
-            quote! {
-                #k::matmul(#in0, #in1, #out, &#k::MatMulGeom {
+            let geom = quote! {
+                &#k::MatMulGeom {
                     batch: &[#(#batch),*], a_batch_strides: &[#(#a_batch),*], b_batch_strides: &[#(#b_batch),*],
                     m: #m, k: #kk, n: #n,
-                }, #epi);
+                }
+            };
+            match &epilogue.store {
+                None => quote! { #k::matmul(#in0, #in1, #out, #geom, #epi); },
+                Some(store) => quote! { #k::matmul_to(#in0, #in1, #out, #geom, #epi, #store); },
             }
         }
         Op::Conv2d(c) => {

@@ -406,6 +406,42 @@ impl Builder<'_> {
     }
 }
 
+/// The flat position in the last node's output where the value at index `i0, i1, ...` of
+/// `shape` lands after the transposes and reshapes of `chain` (nodes in order): the store
+/// map of an anchor block whose epilogue ends in a layout change.
+pub fn store_map(graph: &Graph, chain: &[usize], shape: &[usize]) -> Option<Ix> {
+    // a reshape keeps the flat position: keep it flat until a transpose needs axes
+    let mut idx: Vec<Ix> = (0..shape.len()).map(Ix::Var).collect();
+    let mut flat_pos: Option<Ix> = None;
+    let mut current = shape.to_vec();
+    for &c in chain {
+        let node = graph.nodes.get(c)?;
+        let out = graph.shape(node.output).to_vec();
+        match &node.op {
+            Op::Transpose { perm } => {
+                if let Some(f) = flat_pos.take() {
+                    let strides = row_major_strides(&current);
+                    idx = current
+                        .iter()
+                        .zip(&strides)
+                        .enumerate()
+                        .map(|(k, (&d, &s))| if k == 0 { Ix::div(f.clone(), s) } else { Ix::rem(Ix::div(f.clone(), s), d) })
+                        .collect();
+                }
+                idx = perm.iter().map(|&p| idx.get(p).cloned()).collect::<Option<Vec<Ix>>>()?;
+            }
+            Op::Reshape(_) => {
+                if flat_pos.is_none() {
+                    flat_pos = Some(flat(&idx, &current));
+                }
+            }
+            _ => return None,
+        }
+        current = out;
+    }
+    Some(flat_pos.unwrap_or_else(|| flat(&idx, &current)))
+}
+
 /// The input index of a reshape: shared leading and trailing axes map directly, the rest
 /// goes through the flat offset.
 fn reshape_index(idx: &[Ix], out_shape: &[usize], in_shape: &[usize]) -> Vec<Ix> {

@@ -531,8 +531,9 @@ fn fits(facts: &Facts<'_>, members: &[usize]) -> bool {
                 return false;
             }
             let depends = depends_on(facts, members, anchor);
+            let Some(chain) = store_chain(facts, members, anchor, &depends) else { return false };
             members.iter().all(|&m| {
-                if m == anchor {
+                if m == anchor || chain.contains(&m) {
                     return true;
                 }
                 let Some(op) = facts.op(m) else { return false };
@@ -622,6 +623,64 @@ pub fn prologue_nodes(graph: &Graph, block: &Block) -> Vec<usize> {
     let mut feeds = feeds_anchor(&facts, &block.nodes, anchor);
     feeds.sort_unstable();
     feeds
+}
+
+/// True when the anchor's kernel can store each value at a translated position (a
+/// transpose into the consumer's layout).
+pub fn takes_store_map(op: &Op) -> bool {
+    matches!(op, Op::MatMul | Op::Linear)
+}
+
+/// The *store chain* of an anchor block: the transposes (and the reshapes after them) at
+/// the end of the epilogue, applied as a translation of the kernel's store index. `Some`
+/// (possibly empty) when the block's epilogue is expressible, `None` otherwise: the chain
+/// must be a path ending at the sink, come after every elementwise epilogue op, and the
+/// anchor must take a store map.
+fn store_chain(facts: &Facts<'_>, members: &[usize], anchor: usize, depends: &[usize]) -> Option<Vec<usize>> {
+    let mut sorted: Vec<usize> = depends.iter().copied().filter(|&d| d != anchor).collect();
+    sorted.sort_unstable();
+    let mut chain: Vec<usize> = Vec::new();
+    for &d in &sorted {
+        let op = facts.op(d)?;
+        let after_transpose = facts.producers(d).iter().any(|p| chain.contains(p));
+        if matches!(op, Op::Transpose { .. }) || (after_transpose && matches!(op, Op::Reshape(_))) {
+            chain.push(d);
+        } else if after_transpose {
+            return None;
+        }
+    }
+    if chain.is_empty() {
+        return Some(chain);
+    }
+    if !facts.op(anchor).is_some_and(takes_store_map) {
+        return None;
+    }
+    let sink = *members.iter().max()?;
+    // a path: each link has one block operand and one consumer, the last is the sink
+    for (k, &c) in chain.iter().enumerate() {
+        let consumers = facts.consumers_of_node(c);
+        match chain.get(k + 1) {
+            Some(next) => {
+                if consumers != [*next] {
+                    return None;
+                }
+            }
+            None => {
+                if c != sink {
+                    return None;
+                }
+            }
+        }
+    }
+    Some(chain)
+}
+
+/// The store chain of a planned block (see [`store_chain`]); empty for most blocks.
+pub fn store_chain_nodes(graph: &Graph, block: &Block) -> Vec<usize> {
+    let Some(anchor) = block.anchor else { return Vec::new() };
+    let facts = Facts::new(graph);
+    let depends = depends_on(&facts, &block.nodes, anchor);
+    store_chain(&facts, &block.nodes, anchor, &depends).unwrap_or_default()
 }
 
 /// An epilogue op must leave every value of the anchor at its flat position, so the

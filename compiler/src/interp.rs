@@ -326,9 +326,23 @@ pub fn run_plan(
                 }
                 None => None,
             };
-            let program = crate::element::build(graph, block)
-                .ok_or_else(|| context("element::build cannot express the block"))?;
-            if program.shape != out.shape {
+            // a store chain (transposes at the end of an anchor's epilogue) is not part of
+            // the element program: the kernel stores through its map instead
+            let chain = crate::fuse::store_chain_nodes(graph, block);
+            let program = if chain.is_empty() {
+                crate::element::build(graph, block)
+            } else {
+                let nodes: Vec<usize> = block.nodes.iter().copied().filter(|n| !chain.contains(n)).collect();
+                crate::element::build(graph, &crate::fuse::Block { nodes, anchor: block.anchor, mapping: block.mapping })
+            }
+            .ok_or_else(|| context("element::build cannot express the block"))?;
+            let store_map = if chain.is_empty() {
+                None
+            } else {
+                Some(crate::element::store_map(graph, &chain, &program.shape).ok_or_else(|| context("the store chain has no store map"))?)
+            };
+            let expected_shape: Vec<usize> = if store_map.is_some() { program.shape.clone() } else { out.shape.clone() };
+            if program.shape != expected_shape || program.shape.iter().product::<usize>() != out.shape.iter().product::<usize>() {
                 return Err(context(&format!(
                     "the element program has shape {:?}, the sink {:?}",
                     program.shape, out.shape
@@ -343,7 +357,29 @@ pub fn run_plan(
             let slices: Vec<&[f32]> = loads.iter().map(Vec::as_slice).collect();
             check_program(&program, &slices, anchor_out.as_deref())
                 .map_err(|e| context(&format!("the generated loop would fail: {}", e.message)))?;
-            let data = program.eval(&slices, anchor_out.as_deref());
+            let mut data = program.eval(&slices, anchor_out.as_deref());
+            if let Some(map) = &store_map {
+                // scatter as the kernel does: value at position o lands at map(o)
+                let mut stored_data = vec![f32::NAN; data.len()];
+                let mut strides: Vec<usize> = program
+                    .shape
+                    .iter()
+                    .rev()
+                    .scan(1usize, |acc, &d| {
+                        let s = *acc;
+                        *acc *= d;
+                        Some(s)
+                    })
+                    .collect();
+                strides.reverse();
+                for (o, &v) in data.iter().enumerate() {
+                    let vars: Vec<usize> = strides.iter().zip(&program.shape).map(|(&s, &d)| (o / s) % d.max(1)).collect();
+                    let target = map.eval(&vars);
+                    let slot = stored_data.get_mut(target).ok_or_else(|| context(&format!("the store map sends {o} to {target}, outside the output")))?;
+                    *slot = v;
+                }
+                data = stored_data;
+            }
             from_vec(&out.shape, data).map_err(|e| context(&e.message))?
         };
         define(&mut env, sink_node.output, result).map_err(|e| context(&e.message))?;

@@ -77,14 +77,17 @@ pub fn compile(tokens: TokenStream) -> Result<Vec<CompiledModel>, syn::Error> {
 /// The stages after lowering, for one model: rewrite, fuse, plan memory, report, generate.
 pub fn compile_model(mut model: ModelIr) -> CompiledModel {
     let ops_lowered = model.graph.nodes.len();
+    let flops_before = rewrite::graph_cost(&model.graph).flops;
     let rewrites = rewrite_model(&mut model);
+    let flops_after = rewrite::graph_cost(&model.graph).flops;
     let unfused = fuse::FusionPlan::unfused(&model.graph);
     let groups: Vec<Vec<usize>> = model.fuse_groups.iter().map(|g| g.nodes.clone()).collect();
     let fusion = if model.options.fusion_off { unfused.clone() } else { fuse::fuse_with_groups(&model.graph, &groups) };
     let memory = plan::plan(&model.graph, &fusion);
     let unfused_memory = plan::plan(&model.graph, &unfused);
     let report = report::FusionReport::new(&model.name.to_string(), &model.graph, &fusion, &memory, &unfused_memory, !model.options.fusion_off)
-        .with_rewrites(ops_lowered, rewrites);
+        .with_rewrites(ops_lowered, rewrites)
+        .with_flops(flops_before, flops_after);
     let tokens = codegen::codegen(&model, &fusion, &memory, &report);
     CompiledModel { model, fusion, memory, report, tokens }
 }

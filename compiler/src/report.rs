@@ -29,6 +29,10 @@ pub struct FusionReport {
     pub ops_after_rewrite: usize,
     /// The rewrite rules applied, in order.
     pub rewrites: Vec<&'static str>,
+    /// Weighted FLOPs of the graph as declared (`rewrite::graph_cost`).
+    pub flops_before: u64,
+    /// Weighted FLOPs after rewriting.
+    pub flops_after: u64,
     /// Blocks the plan executes (fused kernels; lone reshapes that only alias memory are
     /// not counted).
     pub blocks: usize,
@@ -68,6 +72,8 @@ impl FusionReport {
             ops: graph.nodes.len(),
             ops_after_rewrite: graph.nodes.len(),
             rewrites: Vec::new(),
+            flops_before: 0,
+            flops_after: 0,
             blocks: block_list.len(),
             fusion: fusion_on,
             irs_bytes_before: unfused.intermediate_bytes,
@@ -85,9 +91,16 @@ impl FusionReport {
         self
     }
 
+    /// Records the weighted FLOPs of the graph before and after rewriting.
+    pub fn with_flops(mut self, before: u64, after: u64) -> Self {
+        self.flops_before = before;
+        self.flops_after = after;
+        self
+    }
+
     /// The report as a `::dnnfusion::runtime::FusionReport` constant expression.
     pub fn tokens(&self) -> TokenStream {
-        let FusionReport { model, ops, ops_after_rewrite, rewrites, blocks, fusion, irs_bytes_before, irs_bytes_after, arena_bytes, block_list } = self;
+        let FusionReport { model, ops, ops_after_rewrite, rewrites, flops_before, flops_after, blocks, fusion, irs_bytes_before, irs_bytes_after, arena_bytes, block_list } = self;
         let block_items = block_list.iter().map(|b| {
             let (ops, mapping) = (&b.ops, b.mapping);
             quote! { ::dnnfusion::runtime::BlockReport { ops: #ops, mapping: #mapping } }
@@ -98,6 +111,8 @@ impl FusionReport {
                 ops: #ops,
                 ops_after_rewrite: #ops_after_rewrite,
                 rewrites: &[#(#rewrites),*],
+                flops_before: #flops_before,
+                flops_after: #flops_after,
                 blocks: #blocks,
                 fusion: #fusion,
                 irs_bytes_before: #irs_bytes_before,

@@ -229,6 +229,60 @@ pub fn matmul(a: &[f32], b: &[f32], out: &mut [f32], g: &MatMulGeom<'_>, epi: im
     });
 }
 
+/// [`matmul`] storing each result at `out[store(i)]` instead of `out[i]` (a fused
+/// transpose into the consumer's layout). Rows are accumulated in a stack buffer, so each
+/// output is written once.
+pub fn matmul_to(a: &[f32], b: &[f32], out: &mut [f32], g: &MatMulGeom<'_>, epi: impl Fn(usize, f32) -> f32, store: impl Fn(usize) -> usize) {
+    const CHUNK: usize = 64;
+    let (m, k, n) = (g.m, g.k, g.n);
+    walk(g.batch, [g.a_batch_strides, g.b_batch_strides], |batch, [ia, ib]| {
+        let a = &a[ia..ia + m * k];
+        let b = &b[ib..ib + k * n];
+        for i in 0..m {
+            let mut j0 = 0;
+            while j0 < n {
+                let width = CHUNK.min(n - j0);
+                let mut acc = [0.0f32; CHUNK];
+                for kk in 0..k {
+                    let av = a[i * k + kk];
+                    for (slot, &bv) in acc[..width].iter_mut().zip(&b[kk * n + j0..kk * n + j0 + width]) {
+                        *slot += av * bv;
+                    }
+                }
+                for (j, &v) in acc[..width].iter().enumerate() {
+                    let o = (batch * m + i) * n + j0 + j;
+                    out[store(o)] = epi(o, v);
+                }
+                j0 += width;
+            }
+        }
+    });
+}
+
+/// [`linear`] storing each result at `out[store(i)]` (a fused transpose into the
+/// consumer's layout).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_to(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    rows: usize,
+    in_features: usize,
+    out_features: usize,
+    epi: impl Fn(usize, f32) -> f32,
+    store: impl Fn(usize) -> usize,
+) {
+    for r in 0..rows {
+        let xr = &x[r * in_features..(r + 1) * in_features];
+        for o in 0..out_features {
+            let b = bias.map_or(0.0, |b| b[o]);
+            let i = r * out_features + o;
+            out[store(i)] = epi(i, b + dot(xr, &w[o * in_features..(o + 1) * in_features]));
+        }
+    }
+}
+
 /// Geometry of a 2-d convolution (and of its transpose, read the other way).
 #[derive(Clone, Copy, Debug)]
 pub struct Conv2dGeom {

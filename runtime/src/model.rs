@@ -350,6 +350,10 @@ pub struct FusionReport {
     pub ops_after_rewrite: usize,
     /// The rewrite rules applied, in order (`compiler/src/tables.rs` lists them all).
     pub rewrites: &'static [&'static str],
+    /// Weighted FLOPs of the graph as declared.
+    pub flops_before: u64,
+    /// Weighted FLOPs after rewriting.
+    pub flops_after: u64,
     /// Blocks executed (fused kernels).
     pub blocks: usize,
     /// Whether fusion was on.
@@ -374,10 +378,12 @@ impl FusionReport {
     pub fn write_json(&self, w: &mut impl fmt::Write) -> fmt::Result {
         write!(
             w,
-            "{{\"model\":\"{}\",\"ops\":{},\"ops_after_rewrite\":{},\"blocks\":{},\"fusion_rate\":{:.2},\"fusion\":{},\"irs_bytes_before\":{},\"irs_bytes_after\":{},\"arena_bytes\":{},\"block_ops\":[",
+            "{{\"model\":\"{}\",\"ops\":{},\"ops_after_rewrite\":{},\"flops_before\":{},\"flops_after\":{},\"blocks\":{},\"fusion_rate\":{:.2},\"fusion\":{},\"irs_bytes_before\":{},\"irs_bytes_after\":{},\"arena_bytes\":{},\"block_ops\":[",
             self.model,
             self.ops,
             self.ops_after_rewrite,
+            self.flops_before,
+            self.flops_after,
             self.blocks,
             self.fusion_rate(),
             self.fusion,
