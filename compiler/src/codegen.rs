@@ -397,6 +397,9 @@ fn block_fn(model: &ModelIr, block: &Block, index: usize) -> Option<BlockFn> {
         let nodes: Vec<usize> = block.nodes.iter().copied().filter(|n| !chain.contains(n)).collect();
         element::build(graph, &Block { nodes, anchor: block.anchor, mapping: block.mapping })?
     };
+    let mut program = program;
+    let first_table = program.operands.len();
+    let tables = hoist(&mut program);
     let mut operands = Vec::new();
     let mut params = Vec::new();
     let mut stmts = Vec::new();
@@ -430,7 +433,10 @@ fn block_fn(model: &ModelIr, block: &Block, index: usize) -> Option<BlockFn> {
             }
             feeds => {
                 let sub = Block { nodes: feeds.to_vec(), anchor: None, mapping: block.mapping };
-                let pro = element::build(graph, &sub)?;
+                let mut pro = element::build(graph, &sub)?;
+                let pro_first = pro.operands.len();
+                let pro_tables = hoist(&mut pro);
+                stmts.push(table_stmts(&pro_tables, pro_first, "p"));
                 let in0 = ins.first()?;
                 let source = prologue_source(&pro);
                 let pro_loads: Vec<Ident> = (0..pro.operands.len()).map(|k| format_ident!("p{}", k)).collect();
@@ -443,6 +449,7 @@ fn block_fn(model: &ModelIr, block: &Block, index: usize) -> Option<BlockFn> {
         }
         params.extend(loads.iter().map(|i| quote! { #i: &[f32] }));
         operands.extend(program.operands.iter().copied());
+        stmts.push(table_stmts(&tables, first_table, "e"));
         let epilogue = epilogue_closure(&program);
         let store = if chain.is_empty() {
             None
@@ -456,6 +463,7 @@ fn block_fn(model: &ModelIr, block: &Block, index: usize) -> Option<BlockFn> {
     } else {
         params.extend(loads.iter().map(|i| quote! { #i: &[f32] }));
         operands.extend(program.operands.iter().copied());
+        stmts.push(table_stmts(&tables, first_table, "e"));
         stmts.push(element_loops(&program));
     }
     let body = quote! {
@@ -547,6 +555,84 @@ fn ex_tokens(ex: &Ex, prefix: &str) -> TokenStream {
             quote! { #t }
         }
     }
+}
+
+/// Per-axis tables hoisted out of the element loop: a subexpression that reads only
+/// operands indexed by one output axis (a batch norm's `w / sqrt(var + eps)` per channel)
+/// is computed once per index of that axis, into a local array, instead of once per
+/// element. The program is rewritten to load the table like an operand: table `t` becomes
+/// operand `operands.len() + t`, so it prints as `<prefix><k>` like the others.
+struct Hoisted {
+    /// (axis, length, expression over `Var(axis)`) per table.
+    tables: Vec<(usize, usize, Ex)>,
+}
+
+/// Largest axis a table is made for (keeps the stack arrays small).
+const MAX_TABLE_LEN: usize = 4096;
+
+fn hoist(program: &mut ElementProgram) -> Hoisted {
+    let first = program.operands.len();
+    let mut hoisted = Hoisted { tables: Vec::new() };
+    let shape = program.shape.clone();
+    for e in program.lets.iter_mut().chain(std::iter::once(&mut program.value)) {
+        hoist_ex(e, &shape, first, &mut hoisted);
+    }
+    hoisted
+}
+
+/// The single axis all loads of `e` are indexed by, when `e` reads only such loads and
+/// constants (no anchor, no shared values, no other index arithmetic).
+fn single_axis(e: &Ex) -> Option<Option<usize>> {
+    match e {
+        Ex::Load(_, Ix::Var(j)) => Some(Some(*j)),
+        Ex::Const(_) => Some(None),
+        Ex::Unary(_, a) => single_axis(a),
+        Ex::Binary(_, a, b) => match (single_axis(a)?, single_axis(b)?) {
+            (Some(x), Some(y)) if x != y => None,
+            (x, y) => Some(x.or(y)),
+        },
+        _ => None,
+    }
+}
+
+fn hoist_ex(e: &mut Ex, shape: &[usize], first: usize, hoisted: &mut Hoisted) {
+    if matches!(e, Ex::Unary(..) | Ex::Binary(..)) {
+        if let Some(Some(axis)) = single_axis(e) {
+            let len = shape.get(axis).copied().unwrap_or(0);
+            if len > 0 && len <= MAX_TABLE_LEN {
+                let k = first + hoisted.tables.len();
+                let table = std::mem::replace(e, Ex::Load(k, Ix::Var(axis)));
+                hoisted.tables.push((axis, len, table));
+                return;
+            }
+        }
+    }
+    match e {
+        Ex::Unary(_, a) => hoist_ex(a, shape, first, hoisted),
+        Ex::Binary(_, a, b) | Ex::Prelu(a, b) => {
+            hoist_ex(a, shape, first, hoisted);
+            hoist_ex(b, shape, first, hoisted);
+        }
+        Ex::Select(c, a, b) => {
+            hoist_ex(c, shape, first, hoisted);
+            hoist_ex(a, shape, first, hoisted);
+            hoist_ex(b, shape, first, hoisted);
+        }
+        // an index inside a range test is only valid inside it: a table over the whole
+        // axis could read out of bounds
+        Ex::InRange { .. } | Ex::Load(..) | Ex::Anchor | Ex::Const(_) | Ex::Let(_) => {}
+    }
+}
+
+/// `let <prefix><k>: [f32; len] = from_fn(|i<axis>| ...);` for each table.
+fn table_stmts(hoisted: &Hoisted, first: usize, prefix: &str) -> TokenStream {
+    let stmts = hoisted.tables.iter().enumerate().map(|(t, (axis, len, e))| {
+        let name = format_ident!("{}{}", prefix, first + t);
+        let var = format_ident!("i{}", axis);
+        let body = ex_tokens(e, prefix);
+        quote! { let #name: [f32; #len] = ::core::array::from_fn(|#var: usize| -> f32 { #body }); }
+    });
+    quote! { #(#stmts)* }
 }
 
 /// `let t0 = ...; let t1 = ...; value`, loading operand `k` from `<prefix>k`.
