@@ -185,8 +185,11 @@ pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], rows:
         let or = &mut out[r * out_features..(r + 1) * out_features];
         for (o, slot) in or.iter_mut().enumerate() {
             let b = bias.map_or(0.0, |b| b[o]);
-            *slot = epi(r * out_features + o, b + dot(xr, &w[o * in_features..(o + 1) * in_features]));
+            *slot = b + dot(xr, &w[o * in_features..(o + 1) * in_features]);
         }
+        // the epilogue runs over the finished row, still in cache (keeping it out of the
+        // dot-product loop lets that loop compile as it does without one)
+        finish(or, r * out_features, &epi);
     }
 }
 
@@ -273,12 +276,22 @@ pub fn linear_to(
     epi: impl Fn(usize, f32) -> f32,
     store: impl Fn(usize) -> usize,
 ) {
+    const CHUNK: usize = 64;
     for r in 0..rows {
         let xr = &x[r * in_features..(r + 1) * in_features];
-        for o in 0..out_features {
-            let b = bias.map_or(0.0, |b| b[o]);
-            let i = r * out_features + o;
-            out[store(i)] = epi(i, b + dot(xr, &w[o * in_features..(o + 1) * in_features]));
+        let mut o0 = 0;
+        while o0 < out_features {
+            let width = CHUNK.min(out_features - o0);
+            let mut acc = [0.0f32; CHUNK];
+            for (j, slot) in acc[..width].iter_mut().enumerate() {
+                let o = o0 + j;
+                *slot = bias.map_or(0.0, |b| b[o]) + dot(xr, &w[o * in_features..(o + 1) * in_features]);
+            }
+            for (j, &v) in acc[..width].iter().enumerate() {
+                let i = r * out_features + o0 + j;
+                out[store(i)] = epi(i, v);
+            }
+            o0 += width;
         }
     }
 }
