@@ -17,7 +17,7 @@ use quote::{format_ident, quote};
 
 use crate::ir::*;
 use crate::lower::ModelIr;
-use crate::element::{self, ElementProgram, Ex, Ix};
+use crate::element::{self, row_major_strides, ElementProgram, Ex, Ix};
 use crate::fuse::{self, Block, FusionPlan};
 use crate::plan::{MemoryPlan, Slot};
 
@@ -663,14 +663,7 @@ fn prologue_source(program: &ElementProgram) -> TokenStream {
 
 /// `let i0 = o / s0; let i1 = o / s1 % d1; ...`: the index of flat position `o`.
 fn index_vars(shape: &[usize]) -> TokenStream {
-    let mut strides = vec![1usize; shape.len()];
-    let mut acc = 1;
-    for k in (0..shape.len()).rev() {
-        if let Some(s) = strides.get_mut(k) {
-            *s = acc;
-        }
-        acc *= shape.get(k).copied().unwrap_or(1);
-    }
+    let strides = row_major_strides(shape);
     let vars = shape.iter().zip(&strides).enumerate().map(|(k, (&d, &s))| {
         let v = format_ident!("i{}", k);
         match (k, d, s) {
@@ -717,18 +710,6 @@ fn describe(model: &ModelIr, node: &Node) -> String {
         args.join(", "),
         crate::check::fmt_shape(g.shape(node.output))
     )
-}
-
-fn row_major_strides(shape: &[usize]) -> Vec<usize> {
-    let mut strides = vec![1; shape.len()];
-    let mut acc = 1;
-    for i in (0..shape.len()).rev() {
-        if let Some(s) = strides.get_mut(i) {
-            *s = acc;
-        }
-        acc *= shape.get(i).copied().unwrap_or(1);
-    }
-    strides
 }
 
 /// Strides of `shape` broadcast into `out` (0 on broadcast axes).

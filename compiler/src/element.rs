@@ -205,7 +205,8 @@ struct Builder<'a> {
     guarded: usize,
 }
 
-fn row_major_strides(shape: &[usize]) -> Vec<usize> {
+/// Row-major strides of a shape (the last axis has stride 1).
+pub fn row_major_strides(shape: &[usize]) -> Vec<usize> {
     let mut strides = vec![1; shape.len()];
     let mut acc = 1;
     for i in (0..shape.len()).rev() {
