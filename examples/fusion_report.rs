@@ -105,8 +105,8 @@ fn dot(r: &FusionReport) {
     println!("  rankdir=TB; node [shape=box, style=filled, fontname=\"monospace\"];");
     for (i, b) in r.block_list.iter().enumerate() {
         println!("  b{i} [label=\"blk{i:02}\\n{}\\n({})\", fillcolor={}];", b.ops.replace('+', "\\n"), b.mapping, colour(b.mapping));
-        if i > 0 {
-            println!("  b{} -> b{i};", i - 1);
+        for from in b.inputs {
+            println!("  b{from} -> b{i};");
         }
     }
     println!("}}");

@@ -16,6 +16,8 @@ pub struct BlockSummary {
     pub ops: String,
     /// The block's mapping type.
     pub mapping: &'static str,
+    /// Indices (in the report) of the blocks whose outputs this block reads.
+    pub inputs: Vec<usize>,
 }
 
 /// The numbers of one compiled model.
@@ -52,21 +54,57 @@ impl FusionReport {
     /// Builds the report of a plan; `unfused` is the memory plan of the same graph
     /// without fusion (for the "before" column).
     pub fn new(model: &str, graph: &Graph, fusion: &FusionPlan, memory: &MemoryPlan, unfused: &MemoryPlan, fusion_on: bool) -> Self {
-        let block_list: Vec<BlockSummary> = fusion
-            .blocks
-            .iter()
-            .filter(|b| {
-                // a lone reshape that aliases its operand runs no code
-                !matches!(
-                    (b.nodes.as_slice(), graph.nodes.get(b.sink()).and_then(|n| memory.slots.get(n.output))),
-                    ([_], Some(crate::plan::Slot::Alias(_)))
-                )
-            })
-            .map(|b| BlockSummary {
+        // a lone reshape that aliases its operand runs no code: it is not reported, and
+        // readers of its output read its operand's block
+        let is_alias = |b: &crate::fuse::Block| {
+            matches!(
+                (b.nodes.as_slice(), graph.nodes.get(b.sink()).and_then(|n| memory.slots.get(n.output))),
+                ([_], Some(crate::plan::Slot::Alias(_)))
+            )
+        };
+        let mut reported_block_of_node: Vec<Option<usize>> = vec![None; graph.nodes.len()];
+        let mut block_list: Vec<BlockSummary> = Vec::new();
+        for b in &fusion.blocks {
+            let sink_input = |n: usize| -> Option<usize> {
+                match graph.nodes.get(n)?.inputs.first().and_then(|&v| graph.values.get(v)).map(|v| &v.kind) {
+                    Some(crate::ir::ValueKind::Node(p)) => reported_block_of_node.get(*p).copied().flatten(),
+                    _ => None,
+                }
+            };
+            if is_alias(b) {
+                let via = sink_input(b.sink());
+                if let Some(slot) = reported_block_of_node.get_mut(b.sink()) {
+                    *slot = via;
+                }
+                continue;
+            }
+            let index = block_list.len();
+            let mut inputs: Vec<usize> = Vec::new();
+            for &n in &b.nodes {
+                for &v in graph.nodes.get(n).map_or(&[][..], |n| n.inputs.as_slice()) {
+                    if let Some(crate::ir::ValueKind::Node(p)) = graph.values.get(v).map(|v| &v.kind) {
+                        if b.nodes.contains(p) {
+                            continue;
+                        }
+                        if let Some(Some(from)) = reported_block_of_node.get(*p) {
+                            if !inputs.contains(from) {
+                                inputs.push(*from);
+                            }
+                        }
+                    }
+                }
+            }
+            for &n in &b.nodes {
+                if let Some(slot) = reported_block_of_node.get_mut(n) {
+                    *slot = Some(index);
+                }
+            }
+            block_list.push(BlockSummary {
                 ops: b.nodes.iter().filter_map(|&n| graph.nodes.get(n)).map(|n| n.op.name()).collect::<Vec<_>>().join("+"),
                 mapping: b.mapping.name(),
-            })
-            .collect();
+                inputs,
+            });
+        }
         FusionReport {
             model: model.to_string(),
             ops: graph.nodes.len(),
@@ -102,8 +140,8 @@ impl FusionReport {
     pub fn tokens(&self) -> TokenStream {
         let FusionReport { model, ops, ops_after_rewrite, rewrites, flops_before, flops_after, blocks, fusion, irs_bytes_before, irs_bytes_after, arena_bytes, block_list } = self;
         let block_items = block_list.iter().map(|b| {
-            let (ops, mapping) = (&b.ops, b.mapping);
-            quote! { ::dnnfusion::runtime::BlockReport { ops: #ops, mapping: #mapping } }
+            let (ops, mapping, inputs) = (&b.ops, b.mapping, &b.inputs);
+            quote! { ::dnnfusion::runtime::BlockReport { ops: #ops, mapping: #mapping, inputs: &[#(#inputs),*] } }
         });
         quote! {
             ::dnnfusion::runtime::FusionReport {

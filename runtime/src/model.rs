@@ -337,6 +337,8 @@ pub struct BlockReport {
     pub ops: &'static str,
     /// The block's mapping type (`many-to-many`, ...).
     pub mapping: &'static str,
+    /// Indices of the blocks whose outputs it reads (the data-flow edges).
+    pub inputs: &'static [usize],
 }
 
 /// What the compiler did to a model (every generated model has one as `FUSION_REPORT`).
@@ -395,7 +397,14 @@ impl FusionReport {
             if i > 0 {
                 w.write_str(",")?;
             }
-            write!(w, "{{\"ops\":\"{}\",\"mapping\":\"{}\"}}", b.ops, b.mapping)?;
+            write!(w, "{{\"ops\":\"{}\",\"mapping\":\"{}\",\"inputs\":[", b.ops, b.mapping)?;
+            for (k, from) in b.inputs.iter().enumerate() {
+                if k > 0 {
+                    w.write_str(",")?;
+                }
+                write!(w, "{from}")?;
+            }
+            w.write_str("]}")?;
         }
         w.write_str("],\"rewrites\":[")?;
         for (i, r) in self.rewrites.iter().enumerate() {
