@@ -119,3 +119,19 @@ fn unfused_models_match_pytorch_too() {
     let data = &dnnfusion_models::UNET_SMALL_DATA;
     check_against_pytorch(&unfused::UNetSmall::from_safetensors(data.weights).unwrap(), data);
 }
+
+/// The zoo with the value-changing rules on (`#![rewrite(fast_math)]`): in unet_small every
+/// batch norm folds into the convolution before it.
+mod fast_math {
+    dnnfusion_models::reference_models!(dnnfusion::dnn; #![rewrite(fast_math)]);
+}
+
+#[test]
+fn batch_norm_folded_into_convs_still_matches_pytorch() {
+    let report = fast_math::UNetSmall::FUSION_REPORT;
+    let folds = report.rewrites.iter().filter(|r| **r == "folding_batch_norm_into_conv").count();
+    assert_eq!(folds, 10, "{:?}", report.rewrites);
+    assert!(!report.block_list.iter().any(|b| b.ops.contains("batch_norm")));
+    let data = &dnnfusion_models::UNET_SMALL_DATA;
+    check_against_pytorch(&fast_math::UNetSmall::from_safetensors(data.weights).unwrap(), data);
+}

@@ -481,6 +481,12 @@ fn cse_commuted() {
 // ---------------------------------------------------------------------------------------
 
 #[test]
+fn folding_batch_norm_into_conv() {
+    check("folding_batch_norm_into_conv", "(x: [1, 3, 6, 6]) -> [1, 4, 6, 6] { let c = conv2d(x, 4, kernel = 3, padding = 1); let bn = batch_norm(c); bn }");
+    check("folding_batch_norm_into_conv", "(x: [2, 2, 5, 5]) -> [2, 4, 3, 3] { let c = conv2d(x, 4, kernel = 3, bias = false); let bn = batch_norm(c, eps = 1e-3); bn }");
+}
+
+#[test]
 fn folding_mul_mul() {
     check("folding_mul_mul", "(x: [2, 3]) -> [2, 3] { (x * 3.0) * 5.0 }");
 }

@@ -1933,3 +1933,45 @@ pub fn commutative_scale_into_matmul(g: &Graph, n: usize) -> Option<Patch> {
     let r = p.push(Op::MatMul, inputs, out_shape(g, n));
     p.done(r)
 }
+
+// ---------------------------------------------------------------------------------------
+// Folding: batch norm into the convolution before it
+// ---------------------------------------------------------------------------------------
+
+/// `batch_norm(conv2d(x, w, b)) -> conv2d(x, w * s, (b - mean) * s + beta)` with
+/// `s = gamma / sqrt(var + eps)` per output channel. The folded weights are computed from
+/// the parameters by small per-channel ops (cheap beside the convolution), so the
+/// parameters keep their names and shapes. Value-changing: the per-channel scale moves
+/// inside the convolution's sum, so with a tiny `var + eps` the scaled weights can overflow
+/// (and cancel to NaN) where the unfolded output is finite; it runs with `fast_math`.
+pub fn folding_batch_norm_into_conv(g: &Graph, n: usize) -> Option<Patch> {
+    let node = at(g, n)?;
+    let (Op::BatchNorm { eps }, [c, gamma, beta, mean, var]) = (&node.op, node.inputs.as_slice()) else { return None };
+    let conv = def(g, *c)?;
+    let Op::Conv2d(attrs) = &conv.op else { return None };
+    let (x, w, bias) = match conv.inputs.as_slice() {
+        [x, w] => (*x, *w, None),
+        [x, w, b] => (*x, *w, Some(*b)),
+        _ => return None,
+    };
+    let channels = *g.shape(*gamma).first()?;
+    let mut p = Patch::default();
+    let shifted = p.unary(g, UnaryOp::AddScalar(*eps), Old(*var));
+    let inv = p.unary(g, UnaryOp::Rsqrt, shifted);
+    let scale = p.binary(g, BinaryOp::Mul, Old(*gamma), inv)?;
+    let scale4 = p.push(Op::Reshape(ReshapeKind::Reshape), vec![scale], vec![channels, 1, 1, 1]);
+    let weight = p.binary(g, BinaryOp::Mul, Old(w), scale4)?;
+    let bias = match bias {
+        Some(b) => {
+            let centred = p.binary(g, BinaryOp::Sub, Old(b), Old(*mean))?;
+            let scaled = p.binary(g, BinaryOp::Mul, centred, scale)?;
+            p.binary(g, BinaryOp::Add, scaled, Old(*beta))?
+        }
+        None => {
+            let moved = p.binary(g, BinaryOp::Mul, Old(*mean), scale)?;
+            p.binary(g, BinaryOp::Sub, Old(*beta), moved)?
+        }
+    };
+    let folded = p.push(Op::Conv2d(*attrs), vec![Old(x), weight, bias], out_shape(g, n));
+    p.done(folded)
+}
