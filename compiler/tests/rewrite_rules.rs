@@ -487,6 +487,12 @@ fn folding_batch_norm_into_conv() {
 }
 
 #[test]
+fn folding_batch_norm_into_linear() {
+    check("folding_batch_norm_into_linear", "(x: [64, 5]) -> [64, 4] { let l = linear(x, 4); let bn = batch_norm(l); bn }");
+    check("folding_batch_norm_into_linear", "(x: [48, 6]) -> [48, 3] { let l = linear(x, 3, bias = false); let bn = batch_norm(l, eps = 1e-3); bn }");
+}
+
+#[test]
 fn folding_mul_mul() {
     check("folding_mul_mul", "(x: [2, 3]) -> [2, 3] { (x * 3.0) * 5.0 }");
 }

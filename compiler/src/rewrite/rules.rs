@@ -1975,3 +1975,41 @@ pub fn folding_batch_norm_into_conv(g: &Graph, n: usize) -> Option<Patch> {
     let folded = p.push(Op::Conv2d(*attrs), vec![Old(x), weight, bias], out_shape(g, n));
     p.done(folded)
 }
+
+/// `batch_norm(linear(x, w, b)) -> linear(x, w * s, (b - mean) * s + beta)` for a 2-d
+/// `[N, C]` linear output (the batch norm's channels are the linear's output features),
+/// `s = gamma / sqrt(var + eps)`. Value-changing for the same reason as
+/// [`folding_batch_norm_into_conv`].
+pub fn folding_batch_norm_into_linear(g: &Graph, n: usize) -> Option<Patch> {
+    let node = at(g, n)?;
+    let (Op::BatchNorm { eps }, [l, gamma, beta, mean, var]) = (&node.op, node.inputs.as_slice()) else { return None };
+    let linear = def(g, *l)?;
+    if !matches!(linear.op, Op::Linear) || g.shape(*l).len() != 2 {
+        return None;
+    }
+    let (x, w, bias) = match linear.inputs.as_slice() {
+        [x, w] => (*x, *w, None),
+        [x, w, b] => (*x, *w, Some(*b)),
+        _ => return None,
+    };
+    let channels = *g.shape(*gamma).first()?;
+    let mut p = Patch::default();
+    let shifted = p.unary(g, UnaryOp::AddScalar(*eps), Old(*var));
+    let inv = p.unary(g, UnaryOp::Rsqrt, shifted);
+    let scale = p.binary(g, BinaryOp::Mul, Old(*gamma), inv)?;
+    let column = p.push(Op::Reshape(ReshapeKind::Reshape), vec![scale], vec![channels, 1]);
+    let weight = p.binary(g, BinaryOp::Mul, Old(w), column)?;
+    let bias = match bias {
+        Some(b) => {
+            let centred = p.binary(g, BinaryOp::Sub, Old(b), Old(*mean))?;
+            let scaled = p.binary(g, BinaryOp::Mul, centred, scale)?;
+            p.binary(g, BinaryOp::Add, scaled, Old(*beta))?
+        }
+        None => {
+            let moved = p.binary(g, BinaryOp::Mul, Old(*mean), scale)?;
+            p.binary(g, BinaryOp::Sub, Old(*beta), moved)?
+        }
+    };
+    let folded = p.push(Op::Linear, vec![Old(x), weight, bias], out_shape(g, n));
+    p.done(folded)
+}
