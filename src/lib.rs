@@ -48,6 +48,7 @@ extern crate std;
 ///         | ("#[key = \"prefix\"]")? "let" "(" name,* ")" "=" expr ";"
 ///         | ("#[key = \"prefix\"]")? name "=" expr ";"            // rebinds (loops)
 ///         | "for" i "in" start ".." end "{" stmt* "}"            // unrolled
+///         | "fuse" "{" stmt* "}"                                 // these ops form one block
 /// expr   := expr ("+" | "-" | "*" | "/" | "%") expr | "-" expr | "(" expr ")"
 ///         | op "(" args ")" | block "(" args ")" | name | number | "string" | "[" expr,* "]"
 /// args   := positional first, then `keyword = value`, as in Python
@@ -68,11 +69,15 @@ extern crate std;
 ///   (`#[fusion(off)]`, ...). Rewriting by mathematical properties is on by default with
 ///   the exact rules only; `fast_math` adds the rules that may change results beyond
 ///   rounding (README, "Floating-point policy").
+/// - `fuse { ... }` makes the ops of its statements one fused block (their bindings stay
+///   visible after it); a group the fusion table forbids is a compile error naming both
+///   ops and their mapping types.
 /// - Attribute defaults follow PyTorch (`stride = 1`, `padding = 0`, `eps = 1e-5`,
 ///   `max_pool2d` stride = kernel, `flatten` from axis 1).
 ///
 /// Each model becomes `struct Name<'p>` with consts `INPUT_SHAPES`, `OUTPUT_SHAPES`,
-/// `ARENA_LEN`, `PARAM_LEN`, `PARAMS`, `OP_COUNT`, constructors `from_params`,
+/// `ARENA_LEN`, `PARAM_LEN`, `PARAMS`, `OP_COUNT`, `FUSION_REPORT`, `FUSED_FUNCTIONS`,
+/// constructors `from_params`,
 /// `from_safetensors_in` (no allocation) and, with `alloc`, `from_safetensors`, and
 /// `run(&self, inputs.., outputs.., arena)` taking fixed-size arrays, which neither
 /// allocates nor panics. It also implements [`Model`].
