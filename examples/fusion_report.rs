@@ -11,12 +11,19 @@ use dnnfusion::runtime::FusionReport;
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let reports = dnnfusion_models::fusion_reports();
-    let find = |name: &str| reports.iter().map(|r| &r.0).find(|r| r.model.eq_ignore_ascii_case(name) || snake(r.model) == name);
+    let find = |name: &str| {
+        reports
+            .iter()
+            .map(|r| &r.0)
+            .find(|r| r.model.eq_ignore_ascii_case(name) || snake(r.model) == name)
+    };
     match args.first().map(String::as_str) {
         Some("--json") => {
             for (fused, _) in &reports {
                 let mut line = String::new();
-                fused.write_json(&mut line).expect("writing to a String cannot fail");
+                fused
+                    .write_json(&mut line)
+                    .expect("writing to a String cannot fail");
                 println!("{line}");
             }
         }
@@ -27,10 +34,17 @@ fn main() {
             };
             let Some(report) = find(name) else {
                 let names: Vec<String> = reports.iter().map(|r| snake(r.0.model)).collect();
-                eprintln!("unknown model `{name}`; the models are: {}", names.join(", "));
+                eprintln!(
+                    "unknown model `{name}`; the models are: {}",
+                    names.join(", ")
+                );
                 std::process::exit(2);
             };
-            if args[0] == "--dot" { dot(report) } else { explain(report) }
+            if args[0] == "--dot" {
+                dot(report)
+            } else {
+                explain(report)
+            }
         }
         Some(other) => {
             eprintln!("unknown option `{other}`; use --json, --explain <model> or --dot <model>");
@@ -104,7 +118,12 @@ fn dot(r: &FusionReport) {
     println!("digraph {} {{", snake(r.model));
     println!("  rankdir=TB; node [shape=box, style=filled, fontname=\"monospace\"];");
     for (i, b) in r.block_list.iter().enumerate() {
-        println!("  b{i} [label=\"blk{i:02}\\n{}\\n({})\", fillcolor={}];", b.ops.replace('+', "\\n"), b.mapping, colour(b.mapping));
+        println!(
+            "  b{i} [label=\"blk{i:02}\\n{}\\n({})\", fillcolor={}];",
+            b.ops.replace('+', "\\n"),
+            b.mapping,
+            colour(b.mapping)
+        );
         for from in b.inputs {
             println!("  b{from} -> b{i};");
         }

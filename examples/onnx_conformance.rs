@@ -24,7 +24,9 @@ fn main() {
     } else {
         print!("{}", dnnfusion_conformance::report(&rows));
     }
-    let failed = rows.iter().any(|r| r.interp.label() == "fail" || r.compiled.label() == "fail");
+    let failed = rows
+        .iter()
+        .any(|r| r.interp.label() == "fail" || r.compiled.label() == "fail");
     if failed {
         std::process::exit(1)
     }

@@ -24,7 +24,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = LeNet::from_safetensors(weights)?;
 
     let input = npy::read_f32(include_bytes!("../models/reference/lenet/input.npy"))?;
-    let x: &[f32; 784] = input.as_slice().ok_or("input is not contiguous")?.try_into()?;
+    let x: &[f32; 784] = input
+        .as_slice()
+        .ok_or("input is not contiguous")?
+        .try_into()?;
 
     let mut logits = [0.0f32; 10];
     let mut arena = vec![0.0f32; LeNet::ARENA_LEN];
@@ -33,13 +36,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (class, score) = logits
         .iter()
         .enumerate()
-        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| if v > best.1 { (i, v) } else { best });
-    println!("model      : {} ({} ops, {} parameters, arena {} floats)", LeNet::NAME, LeNet::OP_COUNT, LeNet::PARAM_LEN, LeNet::ARENA_LEN);
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        });
+    println!(
+        "model      : {} ({} ops, {} parameters, arena {} floats)",
+        LeNet::NAME,
+        LeNet::OP_COUNT,
+        LeNet::PARAM_LEN,
+        LeNet::ARENA_LEN
+    );
     println!("logits     : {logits:?}");
     println!("prediction : class {class} (logit {score:.4})");
 
     let expected = npy::read_f32(include_bytes!("../models/reference/lenet/output.npy"))?;
-    let max_err = expected.iter().zip(&logits).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let max_err = expected
+        .iter()
+        .zip(&logits)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     println!("PyTorch    : max |difference| = {max_err:.2e}");
     Ok(())
 }

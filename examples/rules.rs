@@ -12,7 +12,9 @@ use dnnfusion_compiler::tables::{Family, RULES};
 const TESTS: &str = include_str!("../compiler/tests/rewrite_rules.rs");
 
 fn test_of(name: &str) -> Option<String> {
-    TESTS.contains(&format!("fn {name}()")).then(|| format!("compiler/tests/rewrite_rules.rs::{name}"))
+    TESTS
+        .contains(&format!("fn {name}()"))
+        .then(|| format!("compiler/tests/rewrite_rules.rs::{name}"))
 }
 
 fn json_string(s: &str) -> String {
@@ -52,16 +54,37 @@ fn main() {
         None => {
             println!("{:<42} {:<13} {:<6} rewrites", "rule", "family", "exact");
             for r in RULES {
-                let mark = if test_of(r.name).is_some() { "" } else { "  (no test!)" };
-                println!("{:<42} {:<13} {:<6} {}{mark}", r.name, r.family.name(), if r.exact { "yes" } else { "no" }, r.doc);
+                let mark = if test_of(r.name).is_some() {
+                    ""
+                } else {
+                    "  (no test!)"
+                };
+                println!(
+                    "{:<42} {:<13} {:<6} {}{mark}",
+                    r.name,
+                    r.family.name(),
+                    if r.exact { "yes" } else { "no" },
+                    r.doc
+                );
             }
             println!();
             let counts: Vec<String> = Family::ALL
                 .iter()
-                .map(|f| format!("{} {}", RULES.iter().filter(|r| r.family == *f).count(), f.name()))
+                .map(|f| {
+                    format!(
+                        "{} {}",
+                        RULES.iter().filter(|r| r.family == *f).count(),
+                        f.name()
+                    )
+                })
                 .collect();
             let exact = RULES.iter().filter(|r| r.exact).count();
-            println!("{} rules: {}; {exact} exact, {} value-changing (fast_math)", RULES.len(), counts.join(", "), RULES.len() - exact);
+            println!(
+                "{} rules: {}; {exact} exact, {} value-changing (fast_math)",
+                RULES.len(),
+                counts.join(", "),
+                RULES.len() - exact
+            );
         }
     }
 }

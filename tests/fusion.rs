@@ -89,23 +89,37 @@ fn compare_with_interpreter<M: Model>(source: &str, inputs: &[Vec<f32>]) {
 #[test]
 fn an_explicit_group_is_one_block_and_computes_the_same() {
     use grouped::Grouped;
-    let blocks: Vec<&str> = Grouped::FUSION_REPORT.block_list.iter().map(|b| b.ops).collect();
+    let blocks: Vec<&str> = Grouped::FUSION_REPORT
+        .block_list
+        .iter()
+        .map(|b| b.ops)
+        .collect();
     assert_eq!(blocks, vec!["conv2d+add+relu+mul"]);
     assert_eq!(Grouped::FUSION_REPORT.block_list[0].mapping, "many-to-many");
-    let x: Vec<f32> = (0..108).map(|i| ((i * 7) % 13) as f32 / 6.0 - 1.0).collect();
+    let x: Vec<f32> = (0..108)
+        .map(|i| ((i * 7) % 13) as f32 / 6.0 - 1.0)
+        .collect();
     compare_with_interpreter::<Grouped>(grouped::SOURCE, &[x]);
 }
 
 #[test]
 fn prologues_fuse_into_row_kernels_and_pads_into_convs() {
     use prologues::Prologues;
-    let blocks: Vec<&str> = Prologues::FUSION_REPORT.block_list.iter().map(|b| b.ops).collect();
+    let blocks: Vec<&str> = Prologues::FUSION_REPORT
+        .block_list
+        .iter()
+        .map(|b| b.ops)
+        .collect();
     assert!(blocks.contains(&"mul+add+softmax"), "{blocks:?}");
     assert!(blocks.contains(&"sigmoid+add+layer_norm+mul"), "{blocks:?}");
     assert!(blocks.contains(&"pad+conv2d+relu"), "{blocks:?}");
     assert!(blocks.contains(&"mul+exp+reduce_sum"), "{blocks:?}");
-    let x: Vec<f32> = (0..216).map(|i| ((i * 7) % 13) as f32 / 3.0 - 2.0).collect();
-    let mask: Vec<f32> = (0..216).map(|i| if i % 5 == 0 { -1e4 } else { 0.0 }).collect();
+    let x: Vec<f32> = (0..216)
+        .map(|i| ((i * 7) % 13) as f32 / 3.0 - 2.0)
+        .collect();
+    let mask: Vec<f32> = (0..216)
+        .map(|i| if i % 5 == 0 { -1e4 } else { 0.0 })
+        .collect();
     compare_with_interpreter::<Prologues>(prologues::SOURCE, &[x, mask]);
 }
 
@@ -114,8 +128,18 @@ fn fusion_reports_count_fewer_blocks_and_bytes_than_ops() {
     for (fused, unfused) in dnnfusion_models::fusion_reports() {
         assert!(fused.fusion && !unfused.fusion);
         assert_eq!(fused.ops, unfused.ops);
-        assert!(fused.blocks < unfused.blocks, "{}: {} blocks fused vs {} unfused", fused.model, fused.blocks, unfused.blocks);
-        assert!(fused.irs_bytes_after < fused.irs_bytes_before, "{}", fused.model);
+        assert!(
+            fused.blocks < unfused.blocks,
+            "{}: {} blocks fused vs {} unfused",
+            fused.model,
+            fused.blocks,
+            unfused.blocks
+        );
+        assert!(
+            fused.irs_bytes_after < fused.irs_bytes_before,
+            "{}",
+            fused.model
+        );
         assert_eq!(unfused.irs_bytes_after, unfused.irs_bytes_before);
         assert!(fused.fusion_rate() > 1.0);
     }
@@ -133,13 +157,20 @@ fn layers_with_the_same_shapes_share_generated_code() {
     // layer, like the query and key head splits, share one too)
     let first_layer_fused = first.iter().filter(|ops| ops.contains('+')).count();
     let functions = dnnfusion_models::reference::BertTiny::FUSED_FUNCTIONS;
-    assert!(functions < first_layer_fused, "{functions} functions for {first_layer_fused} fused blocks per layer");
+    assert!(
+        functions < first_layer_fused,
+        "{functions} functions for {first_layer_fused} fused blocks per layer"
+    );
 }
 
 #[test]
 fn transposes_after_matmul_and_linear_become_store_maps() {
     use layouts::Layouts;
-    let blocks: Vec<&str> = Layouts::FUSION_REPORT.block_list.iter().map(|b| b.ops).collect();
+    let blocks: Vec<&str> = Layouts::FUSION_REPORT
+        .block_list
+        .iter()
+        .map(|b| b.ops)
+        .collect();
     assert!(blocks.contains(&"matmul+mul+transpose"), "{blocks:?}");
     assert!(blocks.contains(&"linear+reshape+transpose"), "{blocks:?}");
     let x: Vec<f32> = (0..80).map(|i| ((i * 5) % 11) as f32 / 4.0 - 1.0).collect();

@@ -35,7 +35,10 @@ fn fmt_shape(shape: &[usize]) -> String {
 }
 
 fn value_name(graph: &Graph, v: ValueId) -> String {
-    graph.values.get(v).map_or_else(|| format!("?{v}"), |v| v.name.clone())
+    graph
+        .values
+        .get(v)
+        .map_or_else(|| format!("?{v}"), |v| v.name.clone())
 }
 
 fn slot_text(graph: &Graph, memory: &MemoryPlan, v: ValueId) -> String {
@@ -90,14 +93,26 @@ fn plan_text(compiled: &CompiledModel) -> String {
         let prologue_text = if prologue.is_empty() {
             String::new()
         } else {
-            format!(" prologue {}", prologue.iter().map(|&n| op_at(n)).collect::<Vec<_>>().join(","))
+            format!(
+                " prologue {}",
+                prologue
+                    .iter()
+                    .map(|&n| op_at(n))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
         };
         let nodes: Vec<String> = block
             .nodes
             .iter()
             .map(|&n| {
                 let out = graph.nodes[n].output;
-                format!("{} {} {}", op_at(n), value_name(graph, out), fmt_shape(graph.shape(out)))
+                format!(
+                    "{} {} {}",
+                    op_at(n),
+                    value_name(graph, out),
+                    fmt_shape(graph.shape(out))
+                )
             })
             .collect();
         let sink = graph.nodes[block.sink()].output;
@@ -122,7 +137,11 @@ fn line_diff(old: &str, new: &str) -> String {
     let mut lcs = vec![vec![0usize; b.len() + 1]; a.len() + 1];
     for i in (0..a.len()).rev() {
         for j in (0..b.len()).rev() {
-            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
         }
     }
     let (mut i, mut j, mut out) = (0, 0, String::new());
@@ -142,13 +161,19 @@ fn line_diff(old: &str, new: &str) -> String {
 }
 
 fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("golden")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("golden")
 }
 
 #[test]
 fn reference_model_plans_match_the_golden_files() {
     let models = lower_str(dnnfusion_models::reference::SOURCE).unwrap_or_else(|e| panic!("{e:?}"));
-    assert!(models.len() >= 4, "the reference source declares {} models", models.len());
+    assert!(
+        models.len() >= 4,
+        "the reference source declares {} models",
+        models.len()
+    );
     let bless = std::env::var_os("DNNFUSION_BLESS").is_some_and(|v| v != "0");
     let dir = golden_dir();
     let mut problems = Vec::new();

@@ -14,7 +14,13 @@ fn readme() -> String {
 #[test]
 fn supported_ops_table_lists_exactly_the_dsl_ops() {
     let text = readme();
-    let section = text.split("## Supported ops").nth(1).unwrap().split("\n## ").next().unwrap();
+    let section = text
+        .split("## Supported ops")
+        .nth(1)
+        .unwrap()
+        .split("\n## ")
+        .next()
+        .unwrap();
     let mut listed = BTreeSet::new();
     for row in section.lines().filter(|l| l.starts_with('|')) {
         for (i, span) in row.split('`').enumerate() {
@@ -23,16 +29,24 @@ fn supported_ops_table_lists_exactly_the_dsl_ops() {
             }
         }
     }
-    let ops: BTreeSet<String> = dnnfusion_compiler::ops::OPS.iter().map(|o| o.name.to_string()).collect();
+    let ops: BTreeSet<String> = dnnfusion_compiler::ops::OPS
+        .iter()
+        .map(|o| o.name.to_string())
+        .collect();
     let missing: Vec<&String> = ops.difference(&listed).collect();
     let unknown: Vec<&String> = listed.difference(&ops).collect();
-    assert!(missing.is_empty() && unknown.is_empty(), "README \"Supported ops\": missing {missing:?}, not ops {unknown:?}");
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "README \"Supported ops\": missing {missing:?}, not ops {unknown:?}"
+    );
 }
 
 #[test]
 fn onnx_table_is_generated_from_the_mapping() {
     let text = readme();
-    let start = text.find(START).expect("README has no ONNX table start marker");
+    let start = text
+        .find(START)
+        .expect("README has no ONNX table start marker");
     let body_start = start + text[start..].find("-->\n").unwrap() + 4;
     let end = text.find(END).expect("README has no ONNX table end marker");
     let want = dnnfusion_compiler::onnx::readme_table();

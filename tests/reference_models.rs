@@ -16,7 +16,10 @@ fn tolerance(expected: &ArrayD<f32>) -> f32 {
 
 fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
     assert_eq!(a.shape(), b.shape());
-    a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Runs the generated model on the reference input and checks it against PyTorch (fp32)
@@ -30,9 +33,16 @@ fn check_against_pytorch<M: Model + ModelExt>(model: &M, data: &ReferenceData) -
     let tol = tolerance(&expected);
     let err = max_abs_diff(got, &expected);
     let err64 = max_abs_diff(got, &exact);
-    println!("{}: max |dnnfusion - torch fp32| = {err:.3e}, vs fp64 = {err64:.3e}, tolerance {tol:.3e}", data.name);
+    println!(
+        "{}: max |dnnfusion - torch fp32| = {err:.3e}, vs fp64 = {err64:.3e}, tolerance {tol:.3e}",
+        data.name
+    );
     assert!(err <= tol, "{}: error {err} above {tol}", data.name);
-    assert!(err64 <= tol, "{}: error vs fp64 {err64} above {tol}", data.name);
+    assert!(
+        err64 <= tol,
+        "{}: error vs fp64 {err64} above {tol}",
+        data.name
+    );
     got.clone()
 }
 
@@ -47,7 +57,8 @@ fn interpret(model_name: &str, data: &ReferenceData, params: &[f32]) -> ArrayD<f
         .iter()
         .map(|p| {
             let len: usize = p.shape.iter().product();
-            let a = ArrayD::from_shape_vec(IxDyn(&p.shape), params[offset..offset + len].to_vec()).unwrap();
+            let a = ArrayD::from_shape_vec(IxDyn(&p.shape), params[offset..offset + len].to_vec())
+                .unwrap();
             offset += len;
             a
         })
@@ -64,9 +75,17 @@ fn check<M: Model + ModelExt>(model: M, params: &[f32], name: &str, data: &Refer
     let err = max_abs_diff(&got, &reference);
     let tol = tolerance(&expected);
     println!("{}: max |dnnfusion - interpreter| = {err:.3e}", data.name);
-    assert!(err <= tol, "{}: generated code differs from the interpreter by {err}", data.name);
+    assert!(
+        err <= tol,
+        "{}: generated code differs from the interpreter by {err}",
+        data.name
+    );
     let interp_err = max_abs_diff(&reference, &expected);
-    assert!(interp_err <= tol, "{}: the interpreter differs from PyTorch by {interp_err}", data.name);
+    assert!(
+        interp_err <= tol,
+        "{}: the interpreter differs from PyTorch by {interp_err}",
+        data.name
+    );
 }
 
 #[test]
@@ -104,20 +123,32 @@ fn unet_small_matches_pytorch() {
 #[test]
 fn weights_of_another_model_are_refused_by_name() {
     let err = reference::LeNet::from_safetensors(dnnfusion_models::MLP_DATA.weights).unwrap_err();
-    assert!(err.to_string().contains("conv1.bias") || err.to_string().contains("fc1"), "{err}");
+    assert!(
+        err.to_string().contains("conv1.bias") || err.to_string().contains("fc1"),
+        "{err}"
+    );
 }
 
 #[test]
 fn unfused_models_match_pytorch_too() {
     use dnnfusion_models::reference::unfused;
     let data = &dnnfusion_models::LENET_DATA;
-    check_against_pytorch(&unfused::LeNet::from_safetensors(data.weights).unwrap(), data);
+    check_against_pytorch(
+        &unfused::LeNet::from_safetensors(data.weights).unwrap(),
+        data,
+    );
     let data = &dnnfusion_models::MLP_DATA;
     check_against_pytorch(&unfused::Mlp::from_safetensors(data.weights).unwrap(), data);
     let data = &dnnfusion_models::BERT_TINY_DATA;
-    check_against_pytorch(&unfused::BertTiny::from_safetensors(data.weights).unwrap(), data);
+    check_against_pytorch(
+        &unfused::BertTiny::from_safetensors(data.weights).unwrap(),
+        data,
+    );
     let data = &dnnfusion_models::UNET_SMALL_DATA;
-    check_against_pytorch(&unfused::UNetSmall::from_safetensors(data.weights).unwrap(), data);
+    check_against_pytorch(
+        &unfused::UNetSmall::from_safetensors(data.weights).unwrap(),
+        data,
+    );
 }
 
 /// The zoo with the value-changing rules on (`#![rewrite(fast_math)]`): in unet_small every
@@ -129,9 +160,19 @@ mod fast_math {
 #[test]
 fn batch_norm_folded_into_convs_still_matches_pytorch() {
     let report = fast_math::UNetSmall::FUSION_REPORT;
-    let folds = report.rewrites.iter().filter(|r| **r == "folding_batch_norm_into_conv").count();
+    let folds = report
+        .rewrites
+        .iter()
+        .filter(|r| **r == "folding_batch_norm_into_conv")
+        .count();
     assert_eq!(folds, 10, "{:?}", report.rewrites);
-    assert!(!report.block_list.iter().any(|b| b.ops.contains("batch_norm")));
+    assert!(!report
+        .block_list
+        .iter()
+        .any(|b| b.ops.contains("batch_norm")));
     let data = &dnnfusion_models::UNET_SMALL_DATA;
-    check_against_pytorch(&fast_math::UNetSmall::from_safetensors(data.weights).unwrap(), data);
+    check_against_pytorch(
+        &fast_math::UNetSmall::from_safetensors(data.weights).unwrap(),
+        data,
+    );
 }

@@ -16,7 +16,9 @@ mod gen;
 use std::path::Path;
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("conformance");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("conformance");
     let text = match gen::generate(&root.join("onnx-node")) {
         Ok(t) => t,
         Err(e) => {

@@ -25,12 +25,20 @@ pub struct ShapeError {
 }
 
 fn err<T>(operand: Option<usize>, message: String) -> Result<T, ShapeError> {
-    Err(ShapeError { operand, attr: None, message })
+    Err(ShapeError {
+        operand,
+        attr: None,
+        message,
+    })
 }
 
 /// An error whose cause is the attribute `attr` of the call.
 fn attr_err<T>(attr: &'static str, message: String) -> Result<T, ShapeError> {
-    Err(ShapeError { operand: None, attr: Some(attr), message })
+    Err(ShapeError {
+        operand: None,
+        attr: Some(attr),
+        message,
+    })
 }
 
 /// The number of elements of `shape`, or `None` when it is above [`crate::MAX_ELEMENTS`].
@@ -89,17 +97,31 @@ pub fn normalize_axis(op: &str, axis: i64, rank: usize) -> Result<usize, ShapeEr
     if resolved < 0 || resolved >= r {
         return err(
             None,
-            format!("{op}: axis {axis} is out of range for a tensor of rank {rank} (valid: {} to {})", -r, r - 1),
+            format!(
+                "{op}: axis {axis} is out of range for a tensor of rank {rank} (valid: {} to {})",
+                -r,
+                r - 1
+            ),
         );
     }
     Ok(resolved as usize)
 }
 
-fn expect_rank(op: &str, what: &str, shape: &[usize], rank: usize, operand: usize) -> Result<(), ShapeError> {
+fn expect_rank(
+    op: &str,
+    what: &str,
+    shape: &[usize],
+    rank: usize,
+    operand: usize,
+) -> Result<(), ShapeError> {
     if shape.len() != rank {
         return err(
             Some(operand),
-            format!("{op}: {what} must be {rank}-d, found {}-d shape {}", shape.len(), fmt_shape(shape)),
+            format!(
+                "{op}: {what} must be {rank}-d, found {}-d shape {}",
+                shape.len(),
+                fmt_shape(shape)
+            ),
         );
     }
     Ok(())
@@ -117,12 +139,25 @@ fn dims4(shape: &[usize]) -> [usize; 4] {
 /// Output length of a strided window along one axis (rounding down), or an error when
 /// the window does not fit in the padded input.
 #[allow(clippy::too_many_arguments)]
-fn window_out(op: &str, axis: &str, len: usize, pad: usize, kernel: usize, stride: usize, dilation: usize) -> Result<usize, ShapeError> {
+fn window_out(
+    op: &str,
+    axis: &str,
+    len: usize,
+    pad: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+) -> Result<usize, ShapeError> {
     // saturating: absurd attributes give "window too large", not an overflow
-    let span = dilation.saturating_mul(kernel.saturating_sub(1)).saturating_add(1);
+    let span = dilation
+        .saturating_mul(kernel.saturating_sub(1))
+        .saturating_add(1);
     let padded = len.saturating_add(pad);
     if kernel == 0 || dilation == 0 {
-        return err(None, format!("{op}: kernel and dilation must be at least 1"));
+        return err(
+            None,
+            format!("{op}: kernel and dilation must be at least 1"),
+        );
     }
     if span > padded {
         return attr_err(
@@ -150,13 +185,33 @@ pub fn conv2d(x: &[usize], attrs: &Conv2d, out_channels: usize) -> Result<Vec<us
         );
     }
     let [pt, pl, pb, pr] = attrs.padding;
-    let oh = window_out("conv2d", "height", h, pt.saturating_add(pb), attrs.kernel[0], attrs.stride[0], attrs.dilation[0])?;
-    let ow = window_out("conv2d", "width", w, pl.saturating_add(pr), attrs.kernel[1], attrs.stride[1], attrs.dilation[1])?;
+    let oh = window_out(
+        "conv2d",
+        "height",
+        h,
+        pt.saturating_add(pb),
+        attrs.kernel[0],
+        attrs.stride[0],
+        attrs.dilation[0],
+    )?;
+    let ow = window_out(
+        "conv2d",
+        "width",
+        w,
+        pl.saturating_add(pr),
+        attrs.kernel[1],
+        attrs.stride[1],
+        attrs.dilation[1],
+    )?;
     Ok(vec![n, out_channels, oh, ow])
 }
 
 /// Output shape of `conv_transpose2d` for input `[N, C, H, W]`.
-pub fn conv_transpose2d(x: &[usize], attrs: &ConvTranspose2d, out_channels: usize) -> Result<Vec<usize>, ShapeError> {
+pub fn conv_transpose2d(
+    x: &[usize],
+    attrs: &ConvTranspose2d,
+    out_channels: usize,
+) -> Result<Vec<usize>, ShapeError> {
     expect_rank("conv_transpose2d", "the input", x, 4, 0)?;
     let [n, c, h, w] = dims4(x);
     if attrs.groups == 0 || c % attrs.groups != 0 || out_channels % attrs.groups != 0 {
@@ -176,7 +231,10 @@ pub fn conv_transpose2d(x: &[usize], attrs: &ConvTranspose2d, out_channels: usiz
         let k = attrs.kernel.get(i).copied().unwrap_or(1);
         let op = attrs.output_padding.get(i).copied().unwrap_or(0);
         if s == 0 || d == 0 || k == 0 {
-            return err(None, "conv_transpose2d: kernel, stride and dilation must be at least 1".to_string());
+            return err(
+                None,
+                "conv_transpose2d: kernel, stride and dilation must be at least 1".to_string(),
+            );
         }
         if op >= s && op >= d {
             return attr_err("output_padding", format!("conv_transpose2d: output_padding ({op}) must be smaller than the stride ({s}) or the dilation ({d})"));
@@ -204,28 +262,79 @@ pub fn pool2d(op: &str, x: &[usize], attrs: &Pool2d) -> Result<Vec<usize>, Shape
     let [pt, pl, pb, pr] = attrs.padding;
     // every window must overlap the input (ONNX allows more padding than PyTorch's
     // "at most half the kernel", so the DSL does too)
-    for (k, d, p) in [(attrs.kernel[0], attrs.dilation[0], pt.max(pb)), (attrs.kernel[1], attrs.dilation[1], pl.max(pr))] {
+    for (k, d, p) in [
+        (attrs.kernel[0], attrs.dilation[0], pt.max(pb)),
+        (attrs.kernel[1], attrs.dilation[1], pl.max(pr)),
+    ] {
         let span = d.saturating_mul(k.saturating_sub(1)).saturating_add(1);
         if p >= span {
-            return attr_err("padding", format!("{op}: padding ({p}) must be smaller than the window ({span} with dilation)"));
+            return attr_err(
+                "padding",
+                format!(
+                    "{op}: padding ({p}) must be smaller than the window ({span} with dilation)"
+                ),
+            );
         }
     }
-    let oh = pool_out(op, "height", h, pt, pb, attrs.kernel[0], attrs.stride[0], attrs.dilation[0], attrs.ceil_mode)?;
-    let ow = pool_out(op, "width", w, pl, pr, attrs.kernel[1], attrs.stride[1], attrs.dilation[1], attrs.ceil_mode)?;
+    let oh = pool_out(
+        op,
+        "height",
+        h,
+        pt,
+        pb,
+        attrs.kernel[0],
+        attrs.stride[0],
+        attrs.dilation[0],
+        attrs.ceil_mode,
+    )?;
+    let ow = pool_out(
+        op,
+        "width",
+        w,
+        pl,
+        pr,
+        attrs.kernel[1],
+        attrs.stride[1],
+        attrs.dilation[1],
+        attrs.ceil_mode,
+    )?;
     Ok(vec![n, c, oh, ow])
 }
 
 /// Pooling output length with PyTorch's ceil-mode rule (the last window starts inside the
 /// input or the begin padding).
 #[allow(clippy::too_many_arguments)]
-pub fn pool_out(op: &str, axis: &str, len: usize, begin: usize, end: usize, kernel: usize, stride: usize, dilation: usize, ceil: bool) -> Result<usize, ShapeError> {
-    let out = window_out(op, axis, len, begin.saturating_add(end), kernel, stride, dilation)?;
+pub fn pool_out(
+    op: &str,
+    axis: &str,
+    len: usize,
+    begin: usize,
+    end: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+    ceil: bool,
+) -> Result<usize, ShapeError> {
+    let out = window_out(
+        op,
+        axis,
+        len,
+        begin.saturating_add(end),
+        kernel,
+        stride,
+        dilation,
+    )?;
     if !ceil {
         return Ok(out);
     }
     // window_out accepted these, so the window fits in the padded input
-    let span = dilation.saturating_mul(kernel.saturating_sub(1)).saturating_add(1);
-    let num = len.saturating_add(begin).saturating_add(end).saturating_sub(span);
+    let span = dilation
+        .saturating_mul(kernel.saturating_sub(1))
+        .saturating_add(1);
+    let num = len
+        .saturating_add(begin)
+        .saturating_add(end)
+        .saturating_sub(span);
     let mut out = num.div_ceil(stride.max(1)).saturating_add(1);
     if (out - 1).saturating_mul(stride) >= len.saturating_add(begin) {
         out -= 1;
@@ -236,15 +345,33 @@ pub fn pool_out(op: &str, axis: &str, len: usize, begin: usize, end: usize, kern
 /// Output shape of `matmul` (batched, batch axes broadcast).
 pub fn matmul(a: &[usize], b: &[usize]) -> Result<Vec<usize>, ShapeError> {
     if a.len() < 2 {
-        return err(Some(0), format!("matmul: operands must be at least 2-d, found {}", fmt_shape(a)));
+        return err(
+            Some(0),
+            format!(
+                "matmul: operands must be at least 2-d, found {}",
+                fmt_shape(a)
+            ),
+        );
     }
     if b.len() < 2 {
-        return err(Some(1), format!("matmul: operands must be at least 2-d, found {}", fmt_shape(b)));
+        return err(
+            Some(1),
+            format!(
+                "matmul: operands must be at least 2-d, found {}",
+                fmt_shape(b)
+            ),
+        );
     }
     let (ab, am) = a.split_at(a.len() - 2);
     let (bb, bm) = b.split_at(b.len() - 2);
-    let (m, k) = (am.first().copied().unwrap_or(0), am.get(1).copied().unwrap_or(0));
-    let (k2, n) = (bm.first().copied().unwrap_or(0), bm.get(1).copied().unwrap_or(0));
+    let (m, k) = (
+        am.first().copied().unwrap_or(0),
+        am.get(1).copied().unwrap_or(0),
+    );
+    let (k2, n) = (
+        bm.first().copied().unwrap_or(0),
+        bm.get(1).copied().unwrap_or(0),
+    );
     if k != k2 {
         return err(
             Some(1),
@@ -276,7 +403,10 @@ pub fn reshape(x: &[usize], target: &[i64]) -> Result<Vec<usize>, ShapeError> {
         } else if d < 0 {
             return err(None, format!("reshape: dimension {d} is negative (only -1, meaning \"the rest\", is allowed)"));
         } else {
-            let Some(k) = known.checked_mul(d as usize).filter(|&k| k <= crate::MAX_ELEMENTS) else {
+            let Some(k) = known
+                .checked_mul(d as usize)
+                .filter(|&k| k <= crate::MAX_ELEMENTS)
+            else {
                 let shown: Vec<String> = target.iter().map(|d| d.to_string()).collect();
                 return err(
                     None,
@@ -292,7 +422,11 @@ pub fn reshape(x: &[usize], target: &[i64]) -> Result<Vec<usize>, ShapeError> {
         if known == 0 || total % known != 0 {
             return err(
                 None,
-                format!("reshape: cannot reshape {} ({total} elements) into [{}]", fmt_shape(x), shown.join(", ")),
+                format!(
+                    "reshape: cannot reshape {} ({total} elements) into [{}]",
+                    fmt_shape(x),
+                    shown.join(", ")
+                ),
             );
         }
         if let Some(slot) = out.get_mut(i) {
@@ -318,24 +452,49 @@ pub fn check(graph: &Graph) -> Result<(), String> {
         let shapes: Vec<&[usize]> = node.inputs.iter().map(|&v| graph.shape(v)).collect();
         let out = graph.shape(node.output);
         let name = node.op.name();
-        if node.output >= graph.values.len() || graph.values.get(node.output).map(|v| &v.kind) != Some(&ValueKind::Node(i)) {
+        if node.output >= graph.values.len()
+            || graph.values.get(node.output).map(|v| &v.kind) != Some(&ValueKind::Node(i))
+        {
             return Err(format!("node {i} ({name}) does not own its output value"));
         }
         for &v in &node.inputs {
             match graph.values.get(v).map(|v| &v.kind) {
-                Some(ValueKind::Node(j)) if *j >= i => return Err(format!("node {i} ({name}) reads the output of a later node {j}")),
-                None => return Err(format!("node {i} ({name}) reads a value that does not exist")),
+                Some(ValueKind::Node(j)) if *j >= i => {
+                    return Err(format!(
+                        "node {i} ({name}) reads the output of a later node {j}"
+                    ))
+                }
+                None => {
+                    return Err(format!(
+                        "node {i} ({name}) reads a value that does not exist"
+                    ))
+                }
                 _ => {}
             }
         }
         let arity_ok = match &node.op {
-            Op::Unary(_) | Op::MaxPool2d(_) | Op::AvgPool2d(_) | Op::GlobalAvgPool | Op::GlobalMaxPool
-            | Op::Reduce { .. } | Op::Softmax { .. } | Op::LogSoftmax { .. } | Op::Reshape(_) | Op::Transpose { .. }
-            | Op::Slice { .. } | Op::Pad { .. } | Op::Expand | Op::Resize(_) | Op::Resample(_) | Op::Cumsum { .. } => shapes.len() == 1,
+            Op::Unary(_)
+            | Op::MaxPool2d(_)
+            | Op::AvgPool2d(_)
+            | Op::GlobalAvgPool
+            | Op::GlobalMaxPool
+            | Op::Reduce { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::Reshape(_)
+            | Op::Transpose { .. }
+            | Op::Slice { .. }
+            | Op::Pad { .. }
+            | Op::Expand
+            | Op::Resize(_)
+            | Op::Resample(_)
+            | Op::Cumsum { .. } => shapes.len() == 1,
             Op::Binary(_) | Op::Prelu | Op::MatMul | Op::Gather { .. } => shapes.len() == 2,
             Op::Where => shapes.len() == 3,
             Op::Linear | Op::Conv2d(_) | Op::ConvTranspose2d(_) => matches!(shapes.len(), 2 | 3),
-            Op::LayerNorm { .. } | Op::GroupNorm { .. } | Op::InstanceNorm { .. } => matches!(shapes.len(), 1 | 3),
+            Op::LayerNorm { .. } | Op::GroupNorm { .. } | Op::InstanceNorm { .. } => {
+                matches!(shapes.len(), 1 | 3)
+            }
             Op::BatchNorm { .. } => shapes.len() == 5,
             Op::Concat { .. } => !shapes.is_empty(),
         };
@@ -345,8 +504,15 @@ pub fn check(graph: &Graph) -> Result<(), String> {
         let in_len: usize = shapes.first().map_or(0, |s| s.iter().product());
         let out_len: usize = out.iter().product();
         let consistent = match &node.op {
-            Op::Unary(_) | Op::Softmax { .. } | Op::LogSoftmax { .. } | Op::Cumsum { .. } | Op::LayerNorm { .. }
-            | Op::BatchNorm { .. } | Op::GroupNorm { .. } | Op::InstanceNorm { .. } | Op::Prelu => shapes.first() == Some(&out),
+            Op::Unary(_)
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::Cumsum { .. }
+            | Op::LayerNorm { .. }
+            | Op::BatchNorm { .. }
+            | Op::GroupNorm { .. }
+            | Op::InstanceNorm { .. }
+            | Op::Prelu => shapes.first() == Some(&out),
             Op::Reshape(_) | Op::Transpose { .. } => in_len == out_len,
             Op::Binary(_) => match (shapes.first(), shapes.get(1)) {
                 (Some(a), Some(b)) => broadcast(name, a, b).is_ok_and(|s| s == out),
@@ -356,14 +522,24 @@ pub fn check(graph: &Graph) -> Result<(), String> {
                 (Some(a), Some(b)) => matmul(a, b).is_ok_and(|s| s == out),
                 _ => false,
             },
-            Op::Conv2d(attrs) => shapes.first().is_some_and(|x| conv2d(x, attrs, out.get(1).copied().unwrap_or(0)).is_ok_and(|s| s == out)),
-            Op::MaxPool2d(attrs) | Op::AvgPool2d(attrs) => shapes.first().is_some_and(|x| pool2d(name, x, attrs).is_ok_and(|s| s == out)),
-            Op::Resize(ResizeMode::Nearest | ResizeMode::Bilinear { .. }) => shapes.first().is_some_and(|x| x.len() == out.len() && x.len() >= 3),
+            Op::Conv2d(attrs) => shapes.first().is_some_and(|x| {
+                conv2d(x, attrs, out.get(1).copied().unwrap_or(0)).is_ok_and(|s| s == out)
+            }),
+            Op::MaxPool2d(attrs) | Op::AvgPool2d(attrs) => shapes
+                .first()
+                .is_some_and(|x| pool2d(name, x, attrs).is_ok_and(|s| s == out)),
+            Op::Resize(ResizeMode::Nearest | ResizeMode::Bilinear { .. }) => shapes
+                .first()
+                .is_some_and(|x| x.len() == out.len() && x.len() >= 3),
             _ => true,
         };
         if !consistent {
             let found: Vec<String> = shapes.iter().map(|s| fmt_shape(s)).collect();
-            return Err(format!("node {i} ({name}) has operands {} but result {}", found.join(", "), fmt_shape(out)));
+            return Err(format!(
+                "node {i} ({name}) has operands {} but result {}",
+                found.join(", "),
+                fmt_shape(out)
+            ));
         }
     }
     for &o in &graph.outputs {
@@ -387,19 +563,61 @@ mod tests {
 
     #[test]
     fn conv_and_pool_sizes_match_pytorch() {
-        let c = Conv2d { kernel: [5, 5], stride: [1, 1], padding: [0; 4], dilation: [1, 1], groups: 1 };
+        let c = Conv2d {
+            kernel: [5, 5],
+            stride: [1, 1],
+            padding: [0; 4],
+            dilation: [1, 1],
+            groups: 1,
+        };
         assert_eq!(conv2d(&[1, 1, 28, 28], &c, 6), Ok(vec![1, 6, 24, 24]));
-        let c = Conv2d { kernel: [3, 3], stride: [2, 2], padding: [1; 4], dilation: [1, 1], groups: 1 };
+        let c = Conv2d {
+            kernel: [3, 3],
+            stride: [2, 2],
+            padding: [1; 4],
+            dilation: [1, 1],
+            groups: 1,
+        };
         assert_eq!(conv2d(&[1, 3, 224, 224], &c, 32), Ok(vec![1, 32, 112, 112]));
         // torch.nn.MaxPool2d(3, 2, ceil_mode=True) on 6x6 gives 3x3 (floor would give 2x2)
-        let p = Pool2d { kernel: [3, 3], stride: [2, 2], padding: [0; 4], dilation: [1, 1], ceil_mode: true, count_include_pad: true };
-        assert_eq!(pool2d("max_pool2d", &[1, 1, 6, 6], &p), Ok(vec![1, 1, 3, 3]));
+        let p = Pool2d {
+            kernel: [3, 3],
+            stride: [2, 2],
+            padding: [0; 4],
+            dilation: [1, 1],
+            ceil_mode: true,
+            count_include_pad: true,
+        };
+        assert_eq!(
+            pool2d("max_pool2d", &[1, 1, 6, 6], &p),
+            Ok(vec![1, 1, 3, 3])
+        );
         // ceil_mode with padding 1, kernel 2, stride 2 on 5: floor gives 3, ceil gives 4, and
         // the 4th window starts at 6 - 1 = 5 >= 5 + 1? no: (4-1)*2 = 6 >= 6 -> 3
-        let p = Pool2d { kernel: [2, 2], stride: [2, 2], padding: [1; 4], dilation: [1, 1], ceil_mode: true, count_include_pad: true };
-        assert_eq!(pool2d("max_pool2d", &[1, 1, 5, 5], &p), Ok(vec![1, 1, 3, 3]));
-        let t = ConvTranspose2d { kernel: [2, 2], stride: [2, 2], padding: [0, 0], output_padding: [0, 0], dilation: [1, 1], groups: 1 };
-        assert_eq!(conv_transpose2d(&[1, 64, 32, 32], &t, 32), Ok(vec![1, 32, 64, 64]));
+        let p = Pool2d {
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [1; 4],
+            dilation: [1, 1],
+            ceil_mode: true,
+            count_include_pad: true,
+        };
+        assert_eq!(
+            pool2d("max_pool2d", &[1, 1, 5, 5], &p),
+            Ok(vec![1, 1, 3, 3])
+        );
+        let t = ConvTranspose2d {
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+            output_padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        };
+        assert_eq!(
+            conv_transpose2d(&[1, 64, 32, 32], &t, 32),
+            Ok(vec![1, 32, 64, 64])
+        );
     }
 
     #[test]

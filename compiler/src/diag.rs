@@ -35,6 +35,9 @@ impl Diagnostics {
 
     /// The messages, in order (handy in tests).
     pub fn messages(&self) -> Vec<String> {
-        self.errors.iter().flat_map(|e| e.clone().into_iter().map(|m| m.to_string())).collect()
+        self.errors
+            .iter()
+            .flat_map(|e| e.clone().into_iter().map(|m| m.to_string()))
+            .collect()
     }
 }

@@ -114,7 +114,13 @@ impl Ix {
 pub fn reflect(i: usize, before: usize, len: usize) -> usize {
     let j = i as isize - before as isize;
     let last = len as isize - 1;
-    let r = if j < 0 { -j } else if j > last { 2 * last - j } else { j };
+    let r = if j < 0 {
+        -j
+    } else if j > last {
+        2 * last - j
+    } else {
+        j
+    };
     r.clamp(0, last.max(0)) as usize
 }
 
@@ -186,10 +192,23 @@ pub fn build(graph: &Graph, block: &Block) -> Option<ElementProgram> {
             }
         }
     }
-    let mut builder = Builder { graph, block, operands: Vec::new(), lets: Vec::new(), memo: HashMap::new(), uses, guarded: 0 };
+    let mut builder = Builder {
+        graph,
+        block,
+        operands: Vec::new(),
+        lets: Vec::new(),
+        memo: HashMap::new(),
+        uses,
+        guarded: 0,
+    };
     let vars: Vec<Ix> = (0..shape.len()).map(Ix::Var).collect();
     let value = builder.node_value(sink, &vars)?;
-    Some(ElementProgram { operands: builder.operands, shape, lets: builder.lets, value })
+    Some(ElementProgram {
+        operands: builder.operands,
+        shape,
+        lets: builder.lets,
+        value,
+    })
 }
 
 struct Builder<'a> {
@@ -221,7 +240,9 @@ pub fn row_major_strides(shape: &[usize]) -> Vec<usize> {
 /// Flat offset of `idx` in a row-major tensor of `shape`.
 fn flat(idx: &[Ix], shape: &[usize]) -> Ix {
     let strides = row_major_strides(shape);
-    idx.iter().zip(&strides).fold(Ix::Const(0), |acc, (i, &s)| Ix::add(acc, Ix::mul(i.clone(), s)))
+    idx.iter().zip(&strides).fold(Ix::Const(0), |acc, (i, &s)| {
+        Ix::add(acc, Ix::mul(i.clone(), s))
+    })
 }
 
 /// The index of an operand of shape `shape` broadcast into an output index `idx`.
@@ -230,7 +251,13 @@ fn broadcast_index(idx: &[Ix], shape: &[usize]) -> Vec<Ix> {
     shape
         .iter()
         .enumerate()
-        .map(|(k, &d)| if d == 1 { Ix::Const(0) } else { idx.get(offset + k).cloned().unwrap_or(Ix::Const(0)) })
+        .map(|(k, &d)| {
+            if d == 1 {
+                Ix::Const(0)
+            } else {
+                idx.get(offset + k).cloned().unwrap_or(Ix::Const(0))
+            }
+        })
         .collect()
 }
 
@@ -262,7 +289,10 @@ impl Builder<'_> {
             return Some(Ex::Let(k));
         }
         let ex = self.compute(node, idx)?;
-        if self.guarded == 0 && self.uses.get(&node).copied().unwrap_or(0) > 1 && !matches!(ex, Ex::Load(..) | Ex::Const(_) | Ex::Anchor) {
+        if self.guarded == 0
+            && self.uses.get(&node).copied().unwrap_or(0) > 1
+            && !matches!(ex, Ex::Load(..) | Ex::Const(_) | Ex::Anchor)
+        {
             self.lets.push(ex);
             let k = self.lets.len() - 1;
             self.memo.insert(key, k);
@@ -276,7 +306,12 @@ impl Builder<'_> {
         let n = graph.nodes.get(node)?;
         let out_shape = graph.shape(n.output).to_vec();
         let input = |i: usize| n.inputs.get(i).copied();
-        let shape_of = |i: usize| n.inputs.get(i).map(|&v| graph.shape(v).to_vec()).unwrap_or_default();
+        let shape_of = |i: usize| {
+            n.inputs
+                .get(i)
+                .map(|&v| graph.shape(v).to_vec())
+                .unwrap_or_default()
+        };
         Some(match &n.op {
             Op::Unary(u) => Ex::Unary(*u, Box::new(self.value(input(0)?, idx)?)),
             Op::Binary(b) => {
@@ -292,7 +327,11 @@ impl Builder<'_> {
             }
             Op::Prelu => {
                 let x = self.value(input(0)?, idx)?;
-                let channel = if shape_of(1).iter().product::<usize>() > 1 { idx.get(1).cloned()? } else { Ix::Const(0) };
+                let channel = if shape_of(1).iter().product::<usize>() > 1 {
+                    idx.get(1).cloned()?
+                } else {
+                    Ix::Const(0)
+                };
                 let s = self.value(input(1)?, &[channel])?;
                 Ex::Prelu(Box::new(x), Box::new(s))
             }
@@ -304,10 +343,21 @@ impl Builder<'_> {
                 let b = self.value(input(2)?, &c)?;
                 let mean = self.value(input(3)?, &c)?;
                 let var = self.value(input(4)?, &c)?;
-                let inv = Ex::Unary(UnaryOp::Rsqrt, Box::new(Ex::Unary(UnaryOp::AddScalar(*eps), Box::new(var))));
+                let inv = Ex::Unary(
+                    UnaryOp::Rsqrt,
+                    Box::new(Ex::Unary(UnaryOp::AddScalar(*eps), Box::new(var))),
+                );
                 let scale = Ex::Binary(BinaryOp::Mul, Box::new(w), Box::new(inv));
                 let centred = Ex::Binary(BinaryOp::Sub, Box::new(x), Box::new(mean));
-                Ex::Binary(BinaryOp::Add, Box::new(Ex::Binary(BinaryOp::Mul, Box::new(centred), Box::new(scale))), Box::new(b))
+                Ex::Binary(
+                    BinaryOp::Add,
+                    Box::new(Ex::Binary(
+                        BinaryOp::Mul,
+                        Box::new(centred),
+                        Box::new(scale),
+                    )),
+                    Box::new(b),
+                )
             }
             Op::Reshape(_) => {
                 let in_shape = shape_of(0);
@@ -350,7 +400,13 @@ impl Builder<'_> {
                     let part = part?;
                     result = Some(match result {
                         None => part,
-                        Some(rest) => Ex::InRange { index: axis_ix.clone(), lo: start, hi: start + len, then: Box::new(part), otherwise: Box::new(rest) },
+                        Some(rest) => Ex::InRange {
+                            index: axis_ix.clone(),
+                            lo: start,
+                            hi: start + len,
+                            then: Box::new(part),
+                            otherwise: Box::new(rest),
+                        },
                     });
                 }
                 result?
@@ -370,8 +426,16 @@ impl Builder<'_> {
                             tests.push((i.clone(), before, before + d));
                             in_idx.push(Ix::sub(i, before));
                         }
-                        PadMode::Reflect => in_idx.push(Ix::Reflect { index: Box::new(i), before, len: d }),
-                        PadMode::Edge => in_idx.push(Ix::Clamp { index: Box::new(i), before, len: d }),
+                        PadMode::Reflect => in_idx.push(Ix::Reflect {
+                            index: Box::new(i),
+                            before,
+                            len: d,
+                        }),
+                        PadMode::Edge => in_idx.push(Ix::Clamp {
+                            index: Box::new(i),
+                            before,
+                            len: d,
+                        }),
                     }
                 }
                 let guard = usize::from(!tests.is_empty());
@@ -381,7 +445,13 @@ impl Builder<'_> {
                 let mut value = value?;
                 if let PadMode::Constant(c) = mode {
                     for (index, lo, hi) in tests.into_iter().rev() {
-                        value = Ex::InRange { index, lo, hi, then: Box::new(value), otherwise: Box::new(Ex::Const(*c)) };
+                        value = Ex::InRange {
+                            index,
+                            lo,
+                            hi,
+                            then: Box::new(value),
+                            otherwise: Box::new(Ex::Const(*c)),
+                        };
                     }
                 }
                 value
@@ -392,7 +462,10 @@ impl Builder<'_> {
                     .iter()
                     .enumerate()
                     .map(|(k, i)| {
-                        let (a, b) = (in_shape.get(k).copied().unwrap_or(1), out_shape.get(k).copied().unwrap_or(1));
+                        let (a, b) = (
+                            in_shape.get(k).copied().unwrap_or(1),
+                            out_shape.get(k).copied().unwrap_or(1),
+                        );
                         if a == b {
                             i.clone()
                         } else {
@@ -426,10 +499,19 @@ pub fn store_map(graph: &Graph, chain: &[usize], shape: &[usize]) -> Option<Ix> 
                         .iter()
                         .zip(&strides)
                         .enumerate()
-                        .map(|(k, (&d, &s))| if k == 0 { Ix::div(f.clone(), s) } else { Ix::rem(Ix::div(f.clone(), s), d) })
+                        .map(|(k, (&d, &s))| {
+                            if k == 0 {
+                                Ix::div(f.clone(), s)
+                            } else {
+                                Ix::rem(Ix::div(f.clone(), s), d)
+                            }
+                        })
                         .collect();
                 }
-                idx = perm.iter().map(|&p| idx.get(p).cloned()).collect::<Option<Vec<Ix>>>()?;
+                idx = perm
+                    .iter()
+                    .map(|&p| idx.get(p).cloned())
+                    .collect::<Option<Vec<Ix>>>()?;
             }
             Op::Reshape(_) => {
                 if flat_pos.is_none() {
@@ -447,9 +529,23 @@ pub fn store_map(graph: &Graph, chain: &[usize], shape: &[usize]) -> Option<Ix> 
 /// goes through the flat offset.
 fn reshape_index(idx: &[Ix], out_shape: &[usize], in_shape: &[usize]) -> Vec<Ix> {
     // drop unit axes on both sides and compare what is left
-    let out_non_unit: Vec<(usize, usize)> = out_shape.iter().copied().enumerate().filter(|&(_, d)| d != 1).collect();
-    let in_non_unit: Vec<(usize, usize)> = in_shape.iter().copied().enumerate().filter(|&(_, d)| d != 1).collect();
-    if out_non_unit.iter().map(|p| p.1).eq(in_non_unit.iter().map(|p| p.1)) {
+    let out_non_unit: Vec<(usize, usize)> = out_shape
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|&(_, d)| d != 1)
+        .collect();
+    let in_non_unit: Vec<(usize, usize)> = in_shape
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|&(_, d)| d != 1)
+        .collect();
+    if out_non_unit
+        .iter()
+        .map(|p| p.1)
+        .eq(in_non_unit.iter().map(|p| p.1))
+    {
         let mut in_idx = vec![Ix::Const(0); in_shape.len()];
         for ((oi, _), (ii, _)) in out_non_unit.iter().zip(&in_non_unit) {
             if let (Some(slot), Some(i)) = (in_idx.get_mut(*ii), idx.get(*oi)) {
@@ -464,7 +560,13 @@ fn reshape_index(idx: &[Ix], out_shape: &[usize], in_shape: &[usize]) -> Vec<Ix>
         .iter()
         .zip(&strides)
         .enumerate()
-        .map(|(k, (&d, &s))| if k == 0 { Ix::div(flat_ix.clone(), s) } else { Ix::rem(Ix::div(flat_ix.clone(), s), d) })
+        .map(|(k, (&d, &s))| {
+            if k == 0 {
+                Ix::div(flat_ix.clone(), s)
+            } else {
+                Ix::rem(Ix::div(flat_ix.clone(), s), d)
+            }
+        })
         .collect()
 }
 
@@ -483,7 +585,10 @@ impl ElementProgram {
             }
             let a = anchor.and_then(|a| a.get(o)).copied().unwrap_or(f32::NAN);
             for k in 0..self.lets.len() {
-                let value = self.lets.get(k).map_or(f32::NAN, |e| eval_ex(e, &vars, operands, a, &lets));
+                let value = self
+                    .lets
+                    .get(k)
+                    .map_or(f32::NAN, |e| eval_ex(e, &vars, operands, a, &lets));
                 if let Some(l) = lets.get_mut(k) {
                     *l = value;
                 }
@@ -496,19 +601,38 @@ impl ElementProgram {
 
 fn eval_ex(e: &Ex, vars: &[usize], operands: &[&[f32]], anchor: f32, lets: &[f32]) -> f32 {
     match e {
-        Ex::Load(k, ix) => operands.get(*k).and_then(|o| o.get(ix.eval(vars))).copied().unwrap_or(f32::NAN),
+        Ex::Load(k, ix) => operands
+            .get(*k)
+            .and_then(|o| o.get(ix.eval(vars)))
+            .copied()
+            .unwrap_or(f32::NAN),
         Ex::Anchor => anchor,
         Ex::Const(c) => *c,
         Ex::Unary(op, a) => unary_value(*op, eval_ex(a, vars, operands, anchor, lets)),
         Ex::Binary(op, a, b) => {
-            let (x, y) = (eval_ex(a, vars, operands, anchor, lets), eval_ex(b, vars, operands, anchor, lets));
+            let (x, y) = (
+                eval_ex(a, vars, operands, anchor, lets),
+                eval_ex(b, vars, operands, anchor, lets),
+            );
             match op {
                 BinaryOp::Add => x + y,
                 BinaryOp::Sub => x - y,
                 BinaryOp::Mul => x * y,
                 BinaryOp::Div => x / y,
-                BinaryOp::Max => if x.is_nan() || y.is_nan() { f32::NAN } else { x.max(y) },
-                BinaryOp::Min => if x.is_nan() || y.is_nan() { f32::NAN } else { x.min(y) },
+                BinaryOp::Max => {
+                    if x.is_nan() || y.is_nan() {
+                        f32::NAN
+                    } else {
+                        x.max(y)
+                    }
+                }
+                BinaryOp::Min => {
+                    if x.is_nan() || y.is_nan() {
+                        f32::NAN
+                    } else {
+                        x.min(y)
+                    }
+                }
                 BinaryOp::Pow => x.powf(y),
             }
         }
@@ -521,9 +645,19 @@ fn eval_ex(e: &Ex, vars: &[usize], operands: &[&[f32]], anchor: f32, lets: &[f32
         }
         Ex::Prelu(x, s) => {
             let v = eval_ex(x, vars, operands, anchor, lets);
-            if v < 0.0 { eval_ex(s, vars, operands, anchor, lets) * v } else { v }
+            if v < 0.0 {
+                eval_ex(s, vars, operands, anchor, lets) * v
+            } else {
+                v
+            }
         }
-        Ex::InRange { index, lo, hi, then, otherwise } => {
+        Ex::InRange {
+            index,
+            lo,
+            hi,
+            then,
+            otherwise,
+        } => {
             let i = index.eval(vars);
             if *lo <= i && i < *hi {
                 eval_ex(then, vars, operands, anchor, lets)
@@ -547,20 +681,55 @@ pub fn unary_value(op: UnaryOp, x: f32) -> f32 {
         UnaryOp::Rsqrt => 1.0 / x64.sqrt(),
         UnaryOp::Recip => 1.0 / x64,
         UnaryOp::Square => x64 * x64,
-        UnaryOp::Relu => if x64 < 0.0 { 0.0 } else { x64 },
+        UnaryOp::Relu => {
+            if x64 < 0.0 {
+                0.0
+            } else {
+                x64
+            }
+        }
         UnaryOp::Relu6 => x64.clamp(0.0, 6.0),
-        UnaryOp::LeakyRelu(a) => if x64 < 0.0 { a as f64 * x64 } else { x64 },
-        UnaryOp::Elu(a) => if x64 > 0.0 { x64 } else { a as f64 * x64.exp_m1() },
-        UnaryOp::Selu => 1.050_700_987_355_480_5 * if x64 > 0.0 { x64 } else { 1.673_263_242_354_377_3 * x64.exp_m1() },
+        UnaryOp::LeakyRelu(a) => {
+            if x64 < 0.0 {
+                a as f64 * x64
+            } else {
+                x64
+            }
+        }
+        UnaryOp::Elu(a) => {
+            if x64 > 0.0 {
+                x64
+            } else {
+                a as f64 * x64.exp_m1()
+            }
+        }
+        UnaryOp::Selu => {
+            1.050_700_987_355_480_5
+                * if x64 > 0.0 {
+                    x64
+                } else {
+                    1.673_263_242_354_377_3 * x64.exp_m1()
+                }
+        }
         UnaryOp::Sigmoid => 1.0 / (1.0 + (-x64).exp()),
         UnaryOp::Tanh => x64.tanh(),
         UnaryOp::Gelu => 0.5 * x64 * (1.0 + libm_erf(x64 / std::f64::consts::SQRT_2)),
-        UnaryOp::GeluTanh => 0.5 * x64 * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x64 + 0.044715 * x64.powi(3))).tanh()),
+        UnaryOp::GeluTanh => {
+            0.5 * x64
+                * (1.0
+                    + ((2.0 / std::f64::consts::PI).sqrt() * (x64 + 0.044715 * x64.powi(3))).tanh())
+        }
         UnaryOp::Silu => x64 / (1.0 + (-x64).exp()),
         UnaryOp::HardSigmoid { alpha, beta } => (alpha as f64 * x64 + beta as f64).clamp(0.0, 1.0),
         UnaryOp::HardSwish => x64 * (x64 + 3.0).clamp(0.0, 6.0) / 6.0,
         UnaryOp::Mish => x64 * (x64.exp().ln_1p()).tanh(),
-        UnaryOp::Softplus => if x64 > 20.0 { x64 } else { x64.exp().ln_1p() },
+        UnaryOp::Softplus => {
+            if x64 > 20.0 {
+                x64
+            } else {
+                x64.exp().ln_1p()
+            }
+        }
         UnaryOp::Erf => libm_erf(x64),
         UnaryOp::Sin => x64.sin(),
         UnaryOp::Cos => x64.cos(),
@@ -569,7 +738,11 @@ pub fn unary_value(op: UnaryOp, x: f32) -> f32 {
         UnaryOp::Round => x64.round_ties_even(),
         UnaryOp::Clip { min, max } => {
             let y = if x64 < min as f64 { min as f64 } else { x64 };
-            if y > max as f64 { max as f64 } else { y }
+            if y > max as f64 {
+                max as f64
+            } else {
+                y
+            }
         }
         UnaryOp::PowScalar(c) => x64.powf(c as f64),
         UnaryOp::AddScalar(c) => x64 + c as f64,

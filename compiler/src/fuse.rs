@@ -133,7 +133,10 @@ pub fn takes_epilogue(op: &Op) -> bool {
 
 /// True for the ops whose element at an index reads their main operand at the same index.
 fn is_index_preserving(op: &Op) -> bool {
-    matches!(op, Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Prelu | Op::BatchNorm { .. })
+    matches!(
+        op,
+        Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Prelu | Op::BatchNorm { .. }
+    )
 }
 
 /// Facts about the graph the planner keeps asking.
@@ -164,7 +167,12 @@ impl<'g> Facts<'g> {
                 *slot = true;
             }
         }
-        Facts { graph, types: graph.nodes.iter().map(|n| classify(graph, n)).collect(), consumers, is_output }
+        Facts {
+            graph,
+            types: graph.nodes.iter().map(|n| classify(graph, n)).collect(),
+            consumers,
+            is_output,
+        }
     }
 
     fn output_of(&self, node: usize) -> usize {
@@ -172,12 +180,16 @@ impl<'g> Facts<'g> {
     }
 
     fn consumers_of_node(&self, node: usize) -> &[usize] {
-        self.consumers.get(self.output_of(node)).map_or(&[], |c| c.as_slice())
+        self.consumers
+            .get(self.output_of(node))
+            .map_or(&[], |c| c.as_slice())
     }
 
     /// Nodes producing the (non-parameter, non-input) operands of `node`.
     fn producers(&self, node: usize) -> Vec<usize> {
-        let Some(n) = self.graph.nodes.get(node) else { return Vec::new() };
+        let Some(n) = self.graph.nodes.get(node) else {
+            return Vec::new();
+        };
         n.inputs
             .iter()
             .filter_map(|&v| match self.graph.values.get(v).map(|v| &v.kind) {
@@ -188,11 +200,17 @@ impl<'g> Facts<'g> {
     }
 
     fn len_of(&self, node: usize) -> usize {
-        self.graph.values.get(self.output_of(node)).map_or(0, |v| v.len())
+        self.graph
+            .values
+            .get(self.output_of(node))
+            .map_or(0, |v| v.len())
     }
 
     fn ty(&self, node: usize) -> MappingType {
-        self.types.get(node).copied().unwrap_or(MappingType::ManyToMany)
+        self.types
+            .get(node)
+            .copied()
+            .unwrap_or(MappingType::ManyToMany)
     }
 
     fn op(&self, node: usize) -> Option<&Op> {
@@ -220,7 +238,9 @@ pub fn check_group(graph: &Graph, nodes: &[usize]) -> Result<(), GroupError> {
     let facts = Facts::new(graph);
     let name = |n: usize| graph.nodes.get(n).map_or("?", |n| n.op.name());
     let describe = |n: usize| format!("`{}` ({})", name(n), facts.ty(n).name());
-    let Some(&first) = nodes.first() else { return Ok(()) };
+    let Some(&first) = nodes.first() else {
+        return Ok(());
+    };
     // reachability inside the group, in node order (nodes are topologically ordered)
     let mut sorted = nodes.to_vec();
     sorted.sort_unstable();
@@ -246,7 +266,8 @@ pub fn check_group(graph: &Graph, nodes: &[usize]) -> Result<(), GroupError> {
             let (ta, tb) = (facts.ty(a), facts.ty(b));
             let pad_into_conv = matches!((facts.op(a), facts.op(b)), (Some(pa), Some(pb)) if is_conv_pad(graph, pa, pb));
             let red = !pad_into_conv
-                && (fusion_cell(ta, tb).colour == Colour::Red || (ta == MappingType::ManyToMany && tb == MappingType::ManyToMany));
+                && (fusion_cell(ta, tb).colour == Colour::Red
+                    || (ta == MappingType::ManyToMany && tb == MappingType::ManyToMany));
             if red {
                 return Err(GroupError {
                     node: b,
@@ -262,11 +283,19 @@ pub fn check_group(graph: &Graph, nodes: &[usize]) -> Result<(), GroupError> {
         }
     }
     // two many-to-many ops on separate paths
-    let m2m: Vec<usize> = sorted.iter().copied().filter(|&n| facts.ty(n) == MappingType::ManyToMany).collect();
+    let m2m: Vec<usize> = sorted
+        .iter()
+        .copied()
+        .filter(|&n| facts.ty(n) == MappingType::ManyToMany)
+        .collect();
     if let [a, b, ..] = m2m.as_slice() {
         return Err(GroupError {
             node: *b,
-            message: format!("cannot fuse {} with {}: a block holds one many-to-many op; split the `fuse` group", describe(*a), describe(*b)),
+            message: format!(
+                "cannot fuse {} with {}: a block holds one many-to-many op; split the `fuse` group",
+                describe(*a),
+                describe(*b)
+            ),
         });
     }
     // connected (undirected) through data edges inside the group
@@ -298,12 +327,18 @@ pub fn check_group(graph: &Graph, nodes: &[usize]) -> Result<(), GroupError> {
     }
     if !fits(&facts, &sorted) {
         let sink = sorted.iter().copied().max().unwrap_or(first);
-        let reason = if sorted.iter().any(|&n| facts.ty(n) == MappingType::ManyToMany) {
+        let reason = if sorted
+            .iter()
+            .any(|&n| facts.ty(n) == MappingType::ManyToMany)
+        {
             "after a many-to-many op come only elementwise ops that keep its shape; before it only an elementwise prologue of softmax, log_softmax, layer_norm, reductions and global pools (or a zero pad of a conv2d); and every value but the last must be used only inside the group"
         } else {
             "every value but the last must be used only inside the group, and every op must be expressible by index translation"
         };
-        return Err(GroupError { node: sink, message: format!("this `fuse` group cannot be generated as one block: {reason}") });
+        return Err(GroupError {
+            node: sink,
+            message: format!("this `fuse` group cannot be generated as one block: {reason}"),
+        });
     }
     Ok(())
 }
@@ -318,19 +353,31 @@ pub fn fuse_with_groups(graph: &Graph, groups: &[Vec<usize>]) -> FusionPlan {
     for group in groups {
         let mut members = group.clone();
         members.sort_unstable();
-        let mapping = members.iter().fold(None, |acc: Option<MappingType>, &m| match acc {
-            None => Some(facts.ty(m)),
-            Some(t) => Some(fusion_cell(t, facts.ty(m)).result.unwrap_or(t.max(facts.ty(m)))),
-        });
+        let mapping = members
+            .iter()
+            .fold(None, |acc: Option<MappingType>, &m| match acc {
+                None => Some(facts.ty(m)),
+                Some(t) => Some(
+                    fusion_cell(t, facts.ty(m))
+                        .result
+                        .unwrap_or(t.max(facts.ty(m))),
+                ),
+            });
         for &m in &members {
             if let Some(a) = assigned.get_mut(m) {
                 *a = true;
             }
         }
-        blocks.push(make_block(&facts, members, mapping.unwrap_or(MappingType::OneToOne)));
+        blocks.push(make_block(
+            &facts,
+            members,
+            mapping.unwrap_or(MappingType::OneToOne),
+        ));
     }
 
-    let mut seeds: Vec<usize> = (0..n).filter(|&i| facts.ty(i) == MappingType::OneToOne).collect();
+    let mut seeds: Vec<usize> = (0..n)
+        .filter(|&i| facts.ty(i) == MappingType::OneToOne)
+        .collect();
     seeds.sort_by_key(|&i| (facts.len_of(i), i));
     for seed in seeds {
         if assigned.get(seed).copied().unwrap_or(true) {
@@ -369,7 +416,12 @@ fn merge_blocks(facts: &Facts<'_>, blocks: &mut Vec<Block>) {
                     continue;
                 }
                 let sink = a.sink();
-                if facts.is_output.get(facts.output_of(sink)).copied().unwrap_or(true) {
+                if facts
+                    .is_output
+                    .get(facts.output_of(sink))
+                    .copied()
+                    .unwrap_or(true)
+                {
                     continue;
                 }
                 let consumers = facts.consumers_of_node(sink);
@@ -400,15 +452,34 @@ fn merge_blocks(facts: &Facts<'_>, blocks: &mut Vec<Block>) {
 
 fn make_block(facts: &Facts<'_>, mut members: Vec<usize>, mapping: MappingType) -> Block {
     members.sort_unstable();
-    let anchor = members.iter().copied().find(|&m| facts.ty(m) == MappingType::ManyToMany);
-    Block { nodes: members, anchor, mapping }
+    let anchor = members
+        .iter()
+        .copied()
+        .find(|&m| facts.ty(m) == MappingType::ManyToMany);
+    Block {
+        nodes: members,
+        anchor,
+        mapping,
+    }
 }
 
 /// Step II: follow the sink's single consumer while the lattice and constraints allow.
-fn grow_successors(facts: &Facts<'_>, assigned: &[bool], members: &mut Vec<usize>, mapping: &mut MappingType) {
+fn grow_successors(
+    facts: &Facts<'_>,
+    assigned: &[bool],
+    members: &mut Vec<usize>,
+    mapping: &mut MappingType,
+) {
     loop {
-        let Some(&sink) = members.iter().max() else { return };
-        if facts.is_output.get(facts.output_of(sink)).copied().unwrap_or(true) {
+        let Some(&sink) = members.iter().max() else {
+            return;
+        };
+        if facts
+            .is_output
+            .get(facts.output_of(sink))
+            .copied()
+            .unwrap_or(true)
+        {
             return;
         }
         let consumers = facts.consumers_of_node(sink);
@@ -434,20 +505,41 @@ fn grow_successors(facts: &Facts<'_>, assigned: &[bool], members: &mut Vec<usize
 
 /// Step III: pull in producers of the block's operands when all their consumers are in
 /// the block (some predecessors may fuse and others not).
-fn grow_predecessors(facts: &Facts<'_>, assigned: &[bool], members: &mut Vec<usize>, mapping: &mut MappingType) {
+fn grow_predecessors(
+    facts: &Facts<'_>,
+    assigned: &[bool],
+    members: &mut Vec<usize>,
+    mapping: &mut MappingType,
+) {
     let mut frontier: Vec<usize> = members.clone();
     while let Some(node) = frontier.pop() {
         for p in facts.producers(node) {
             if members.contains(&p) || assigned.get(p).copied().unwrap_or(true) {
                 continue;
             }
-            if facts.is_output.get(facts.output_of(p)).copied().unwrap_or(true) {
+            if facts
+                .is_output
+                .get(facts.output_of(p))
+                .copied()
+                .unwrap_or(true)
+            {
                 continue;
             }
-            if !facts.consumers_of_node(p).iter().all(|c| members.contains(c)) {
+            if !facts
+                .consumers_of_node(p)
+                .iter()
+                .all(|c| members.contains(c))
+            {
                 continue;
             }
-            let cell = if absorbs_pad(facts, members, p) { FusionCell { colour: Colour::Green, result: Some(*mapping) } } else { fusion_cell(facts.ty(p), *mapping) };
+            let cell = if absorbs_pad(facts, members, p) {
+                FusionCell {
+                    colour: Colour::Green,
+                    result: Some(*mapping),
+                }
+            } else {
+                fusion_cell(facts.ty(p), *mapping)
+            };
             let Some(result) = cell.result else { continue };
             if cell.colour == Colour::Yellow && !yellow_pays(facts, members, p) {
                 continue;
@@ -482,15 +574,25 @@ fn absorbs_pad(facts: &Facts<'_>, members: &[usize], p: usize) -> bool {
 /// element of the block instead of once per own element) and the loss of contiguous reads
 /// (a shuffle read through a transposed index).
 fn yellow_pays(facts: &Facts<'_>, members: &[usize], candidate: usize) -> bool {
-    let Some(&sink) = members.iter().chain([&candidate]).max() else { return false };
+    let Some(&sink) = members.iter().chain([&candidate]).max() else {
+        return false;
+    };
     let out_len = facts.len_of(sink) as f64;
     let cand_len = facts.len_of(candidate).max(1) as f64;
     // bytes of the intermediate between candidate and block, written once and read once
     let saved = 8.0 * cand_len;
     // ops upstream of the candidate that would be evaluated per block output element
-    let upstream = if candidate < sink { 1.0 } else { members.len() as f64 };
+    let upstream = if candidate < sink {
+        1.0
+    } else {
+        members.len() as f64
+    };
     let recompute = (out_len / cand_len - 1.0).max(0.0) * cand_len * upstream;
-    let shuffle_penalty = if facts.ty(candidate) == MappingType::Shuffle { 4.0 * cand_len } else { 0.0 };
+    let shuffle_penalty = if facts.ty(candidate) == MappingType::Shuffle {
+        4.0 * cand_len
+    } else {
+        0.0
+    };
     recompute + shuffle_penalty <= saved
 }
 
@@ -500,20 +602,35 @@ fn fits(facts: &Facts<'_>, members: &[usize]) -> bool {
     if members.len() > MAX_BLOCK_OPS {
         return false;
     }
-    let anchors: Vec<usize> = members.iter().copied().filter(|&m| facts.ty(m) == MappingType::ManyToMany).collect();
+    let anchors: Vec<usize> = members
+        .iter()
+        .copied()
+        .filter(|&m| facts.ty(m) == MappingType::ManyToMany)
+        .collect();
     if anchors.len() > 1 {
         return false;
     }
-    let Some(&sink) = members.iter().max() else { return false };
+    let Some(&sink) = members.iter().max() else {
+        return false;
+    };
     // single sink: every other member is read only inside the block
     for &m in members {
         if m == sink {
             continue;
         }
-        if facts.is_output.get(facts.output_of(m)).copied().unwrap_or(true) {
+        if facts
+            .is_output
+            .get(facts.output_of(m))
+            .copied()
+            .unwrap_or(true)
+        {
             return false;
         }
-        if !facts.consumers_of_node(m).iter().all(|c| members.contains(c)) {
+        if !facts
+            .consumers_of_node(m)
+            .iter()
+            .all(|c| members.contains(c))
+        {
             return false;
         }
     }
@@ -521,7 +638,9 @@ fn fits(facts: &Facts<'_>, members: &[usize]) -> bool {
         return false;
     }
     match anchors.first() {
-        None => members.iter().all(|&m| facts.op(m).is_some_and(is_translatable)),
+        None => members
+            .iter()
+            .all(|&m| facts.op(m).is_some_and(is_translatable)),
         Some(&anchor) => {
             if !facts.op(anchor).is_some_and(takes_epilogue) {
                 return false;
@@ -531,7 +650,9 @@ fn fits(facts: &Facts<'_>, members: &[usize]) -> bool {
                 return false;
             }
             let depends = depends_on(facts, members, anchor);
-            let Some(chain) = store_chain(facts, members, anchor, &depends) else { return false };
+            let Some(chain) = store_chain(facts, members, anchor, &depends) else {
+                return false;
+            };
             members.iter().all(|&m| {
                 if m == anchor || chain.contains(&m) {
                     return true;
@@ -556,7 +677,12 @@ fn fits(facts: &Facts<'_>, members: &[usize]) -> bool {
 pub fn takes_prologue(op: &Op) -> bool {
     matches!(
         op,
-        Op::Softmax { .. } | Op::LogSoftmax { .. } | Op::LayerNorm { .. } | Op::Reduce { .. } | Op::GlobalAvgPool | Op::GlobalMaxPool
+        Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::LayerNorm { .. }
+            | Op::Reduce { .. }
+            | Op::GlobalAvgPool
+            | Op::GlobalMaxPool
     )
 }
 
@@ -589,7 +715,9 @@ fn feeds_anchor(facts: &Facts<'_>, members: &[usize], anchor: usize) -> Vec<usiz
 /// The prologue may only feed the anchor's main operand, be read nowhere else, and be
 /// expressible for this anchor.
 fn prologue_fits(facts: &Facts<'_>, members: &[usize], anchor: usize, feeds: &[usize]) -> bool {
-    let Some(anchor_node) = facts.graph.nodes.get(anchor) else { return false };
+    let Some(anchor_node) = facts.graph.nodes.get(anchor) else {
+        return false;
+    };
     // only operand 0 may come from the block
     for (k, &v) in anchor_node.inputs.iter().enumerate() {
         if let Some(ValueKind::Node(p)) = facts.graph.values.get(v).map(|v| &v.kind) {
@@ -600,25 +728,38 @@ fn prologue_fits(facts: &Facts<'_>, members: &[usize], anchor: usize, feeds: &[u
     }
     // prologue values are read only by the prologue or the anchor
     for &f in feeds {
-        if !facts.consumers_of_node(f).iter().all(|c| *c == anchor || feeds.contains(c)) {
+        if !facts
+            .consumers_of_node(f)
+            .iter()
+            .all(|c| *c == anchor || feeds.contains(c))
+        {
             return false;
         }
     }
     if takes_prologue(&anchor_node.op) {
-        return feeds.iter().all(|&f| facts.op(f).is_some_and(is_translatable));
+        return feeds
+            .iter()
+            .all(|&f| facts.op(f).is_some_and(is_translatable));
     }
     match feeds {
-        [pad] => facts.op(*pad).is_some_and(|op| is_conv_pad(facts.graph, op, &anchor_node.op)) && {
-            // the pad's own operand is stored, not computed in the block
-            facts.producers(*pad).iter().all(|p| !members.contains(p))
-        },
+        [pad] => {
+            facts
+                .op(*pad)
+                .is_some_and(|op| is_conv_pad(facts.graph, op, &anchor_node.op))
+                && {
+                    // the pad's own operand is stored, not computed in the block
+                    facts.producers(*pad).iter().all(|p| !members.contains(p))
+                }
+        }
         _ => false,
     }
 }
 
 /// The prologue of a block: its members computed before (and read only by) the anchor.
 pub fn prologue_nodes(graph: &Graph, block: &Block) -> Vec<usize> {
-    let Some(anchor) = block.anchor else { return Vec::new() };
+    let Some(anchor) = block.anchor else {
+        return Vec::new();
+    };
     let facts = Facts::new(graph);
     let mut feeds = feeds_anchor(&facts, &block.nodes, anchor);
     feeds.sort_unstable();
@@ -636,7 +777,12 @@ pub fn takes_store_map(op: &Op) -> bool {
 /// (possibly empty) when the block's epilogue is expressible, `None` otherwise: the chain
 /// must be a path ending at the sink, come after every elementwise epilogue op, and the
 /// anchor must take a store map.
-fn store_chain(facts: &Facts<'_>, members: &[usize], anchor: usize, depends: &[usize]) -> Option<Vec<usize>> {
+fn store_chain(
+    facts: &Facts<'_>,
+    members: &[usize],
+    anchor: usize,
+    depends: &[usize],
+) -> Option<Vec<usize>> {
     let mut sorted: Vec<usize> = depends.iter().copied().filter(|&d| d != anchor).collect();
     sorted.sort_unstable();
     let mut chain: Vec<usize> = Vec::new();
@@ -677,7 +823,9 @@ fn store_chain(facts: &Facts<'_>, members: &[usize], anchor: usize, depends: &[u
 
 /// The store chain of a planned block (see [`store_chain`]); empty for most blocks.
 pub fn store_chain_nodes(graph: &Graph, block: &Block) -> Vec<usize> {
-    let Some(anchor) = block.anchor else { return Vec::new() };
+    let Some(anchor) = block.anchor else {
+        return Vec::new();
+    };
     let facts = Facts::new(graph);
     let depends = depends_on(&facts, &block.nodes, anchor);
     store_chain(&facts, &block.nodes, anchor, &depends).unwrap_or_default()
@@ -687,7 +835,9 @@ pub fn store_chain_nodes(graph: &Graph, block: &Block) -> Vec<usize> {
 /// kernel's store index is the block's output index: elementwise ops whose operands on the
 /// anchor's path have the op's own shape (no broadcast), and reshapes.
 fn keeps_flat_position(facts: &Facts<'_>, node: usize, depends: &[usize]) -> bool {
-    let Some(n) = facts.graph.nodes.get(node) else { return false };
+    let Some(n) = facts.graph.nodes.get(node) else {
+        return false;
+    };
     if matches!(n.op, Op::Reshape(_)) {
         return true;
     }
@@ -695,10 +845,12 @@ fn keeps_flat_position(facts: &Facts<'_>, node: usize, depends: &[usize]) -> boo
         return false;
     }
     let out = facts.graph.shape(n.output);
-    n.inputs.iter().all(|&v| match facts.graph.values.get(v).map(|v| &v.kind) {
-        Some(ValueKind::Node(p)) if depends.contains(p) => facts.graph.shape(v) == out,
-        _ => true,
-    })
+    n.inputs
+        .iter()
+        .all(|&v| match facts.graph.values.get(v).map(|v| &v.kind) {
+            Some(ValueKind::Node(p)) if depends.contains(p) => facts.graph.shape(v) == out,
+            _ => true,
+        })
 }
 
 /// Members that (transitively) read the anchor's output.
@@ -716,14 +868,25 @@ fn depends_on(facts: &Facts<'_>, members: &[usize], anchor: usize) -> Vec<usize>
 
 /// No path leaves the block and comes back (else it could not run as one step).
 fn is_convex(facts: &Facts<'_>, members: &[usize]) -> bool {
-    let Some(&lo) = members.iter().min() else { return true };
-    let Some(&hi) = members.iter().max() else { return true };
+    let Some(&lo) = members.iter().min() else {
+        return true;
+    };
+    let Some(&hi) = members.iter().max() else {
+        return true;
+    };
     // nodes outside the block, between lo and hi, reachable from the block
     let mut reached = vec![false; facts.graph.nodes.len()];
     for i in lo..=hi {
-        let from_block = facts.producers(i).iter().any(|&p| members.contains(&p) || reached.get(p).copied().unwrap_or(false));
+        let from_block = facts
+            .producers(i)
+            .iter()
+            .any(|&p| members.contains(&p) || reached.get(p).copied().unwrap_or(false));
         if members.contains(&i) {
-            if facts.producers(i).iter().any(|&p| !members.contains(&p) && reached.get(p).copied().unwrap_or(false)) {
+            if facts
+                .producers(i)
+                .iter()
+                .any(|&p| !members.contains(&p) && reached.get(p).copied().unwrap_or(false))
+            {
                 return false;
             }
         } else if from_block {
@@ -747,7 +910,10 @@ mod tests {
     }
 
     fn names(g: &Graph, p: &FusionPlan) -> Vec<Vec<&'static str>> {
-        p.blocks.iter().map(|b| b.nodes.iter().map(|&n| g.nodes[n].op.name()).collect()).collect()
+        p.blocks
+            .iter()
+            .map(|b| b.nodes.iter().map(|&n| g.nodes[n].op.name()).collect())
+            .collect()
     }
 
     #[test]
@@ -759,7 +925,10 @@ mod tests {
                 max_pool2d(relu(b), 2)
             }",
         );
-        assert_eq!(names(&g, &p), vec![vec!["conv2d", "batch_norm", "relu"], vec!["max_pool2d"]]);
+        assert_eq!(
+            names(&g, &p),
+            vec![vec!["conv2d", "batch_norm", "relu"], vec!["max_pool2d"]]
+        );
         assert_eq!(p.blocks[0].anchor, Some(0));
         assert_eq!(p.blocks[0].mapping, MappingType::ManyToMany);
     }
@@ -785,7 +954,10 @@ mod tests {
                 softmax(b)
             }",
         );
-        assert_eq!(names(&g, &p), vec![vec!["linear", "relu"], vec!["linear"], vec!["softmax"]]);
+        assert_eq!(
+            names(&g, &p),
+            vec![vec!["linear", "relu"], vec!["linear"], vec!["softmax"]]
+        );
     }
 
     #[test]

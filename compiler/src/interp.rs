@@ -14,8 +14,8 @@
 //! ```
 
 use crate::ir::{
-    BinaryOp, Conv2d, ConvTranspose2d, CoordMode, Graph, Interpolation, NearestMode, Op, PadMode, Pool2d, ReduceKind, Resample,
-    ResizeMode, UnaryOp, Value, ValueId,
+    BinaryOp, Conv2d, ConvTranspose2d, CoordMode, Graph, Interpolation, NearestMode, Op, PadMode,
+    Pool2d, ReduceKind, Resample, ResizeMode, UnaryOp, Value, ValueId,
 };
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice, Zip};
 use std::fmt;
@@ -292,8 +292,16 @@ pub fn run_plan(
             })
         };
         let run_node = |node: usize| -> Result<ArrayD<f32>> {
-            let n = graph.nodes.get(node).ok_or_else(|| context(&format!("node {node} does not exist")))?;
-            let operands = n.inputs.iter().map(|&v| stored(v)).collect::<Result<Vec<_>>>().map_err(|e| context(&e.message))?;
+            let n = graph
+                .nodes
+                .get(node)
+                .ok_or_else(|| context(&format!("node {node} does not exist")))?;
+            let operands = n
+                .inputs
+                .iter()
+                .map(|&v| stored(v))
+                .collect::<Result<Vec<_>>>()
+                .map_err(|e| context(&e.message))?;
             let shape = graph.shape(n.output);
             let result = eval_refs(&n.op, &operands, shape)
                 .map_err(|e| context(&format!("node {node} ({}): {}", n.op.name(), e.message)))?;
@@ -312,9 +320,12 @@ pub fn run_plan(
             let anchor_out = match block.anchor {
                 Some(anchor) => {
                     if !block.nodes.contains(&anchor) {
-                        return Err(context(&format!("the anchor {anchor} is not a member of the block")));
+                        return Err(context(&format!(
+                            "the anchor {anchor} is not a member of the block"
+                        )));
                     }
-                    let a = run_anchor(graph, block, anchor, &stored).map_err(|e| context(&e.message))?;
+                    let a = run_anchor(graph, block, anchor, &stored)
+                        .map_err(|e| context(&e.message))?;
                     if a.len() != out.len() {
                         return Err(context(&format!(
                             "the anchor's shape {:?} and the sink's {:?} differ in size (the epilogue reads the anchor at the sink's flat position)",
@@ -332,17 +343,38 @@ pub fn run_plan(
             let program = if chain.is_empty() {
                 crate::element::build(graph, block)
             } else {
-                let nodes: Vec<usize> = block.nodes.iter().copied().filter(|n| !chain.contains(n)).collect();
-                crate::element::build(graph, &crate::fuse::Block { nodes, anchor: block.anchor, mapping: block.mapping })
+                let nodes: Vec<usize> = block
+                    .nodes
+                    .iter()
+                    .copied()
+                    .filter(|n| !chain.contains(n))
+                    .collect();
+                crate::element::build(
+                    graph,
+                    &crate::fuse::Block {
+                        nodes,
+                        anchor: block.anchor,
+                        mapping: block.mapping,
+                    },
+                )
             }
             .ok_or_else(|| context("element::build cannot express the block"))?;
             let store_map = if chain.is_empty() {
                 None
             } else {
-                Some(crate::element::store_map(graph, &chain, &program.shape).ok_or_else(|| context("the store chain has no store map"))?)
+                Some(
+                    crate::element::store_map(graph, &chain, &program.shape)
+                        .ok_or_else(|| context("the store chain has no store map"))?,
+                )
             };
-            let expected_shape: Vec<usize> = if store_map.is_some() { program.shape.clone() } else { out.shape.clone() };
-            if program.shape != expected_shape || program.shape.iter().product::<usize>() != out.shape.iter().product::<usize>() {
+            let expected_shape: Vec<usize> = if store_map.is_some() {
+                program.shape.clone()
+            } else {
+                out.shape.clone()
+            };
+            if program.shape != expected_shape
+                || program.shape.iter().product::<usize>() != out.shape.iter().product::<usize>()
+            {
                 return Err(context(&format!(
                     "the element program has shape {:?}, the sink {:?}",
                     program.shape, out.shape
@@ -373,9 +405,17 @@ pub fn run_plan(
                     .collect();
                 strides.reverse();
                 for (o, &v) in data.iter().enumerate() {
-                    let vars: Vec<usize> = strides.iter().zip(&program.shape).map(|(&s, &d)| (o / s) % d.max(1)).collect();
+                    let vars: Vec<usize> = strides
+                        .iter()
+                        .zip(&program.shape)
+                        .map(|(&s, &d)| (o / s) % d.max(1))
+                        .collect();
                     let target = map.eval(&vars);
-                    let slot = stored_data.get_mut(target).ok_or_else(|| context(&format!("the store map sends {o} to {target}, outside the output")))?;
+                    let slot = stored_data.get_mut(target).ok_or_else(|| {
+                        context(&format!(
+                            "the store map sends {o} to {target}, outside the output"
+                        ))
+                    })?;
                     *slot = v;
                 }
                 data = stored_data;
@@ -391,10 +431,15 @@ pub fn run_plan(
         .outputs
         .iter()
         .map(|&id| {
-            env.get(id).and_then(Option::as_ref).cloned().ok_or_else(|| {
-                let name = graph.values.get(id).map_or("?", |v| v.name.as_str());
-                InterpError::new(format!("output value {id} (`{name}`) is not the sink of any block"))
-            })
+            env.get(id)
+                .and_then(Option::as_ref)
+                .cloned()
+                .ok_or_else(|| {
+                    let name = graph.values.get(id).map_or("?", |v| v.name.as_str());
+                    InterpError::new(format!(
+                        "output value {id} (`{name}`) is not the sink of any block"
+                    ))
+                })
         })
         .collect()
 }
@@ -405,21 +450,46 @@ pub fn run_plan(
 /// subexpressions (`lets`) are computed for every output element, the branches of
 /// `InRange`, `Select` and `Prelu` only when taken, index arithmetic is `usize` and must
 /// not wrap, and every load must be inside its operand.
-fn check_program(program: &crate::element::ElementProgram, operands: &[&[f32]], anchor: Option<&[f32]>) -> Result<()> {
+fn check_program(
+    program: &crate::element::ElementProgram,
+    operands: &[&[f32]],
+    anchor: Option<&[f32]>,
+) -> Result<()> {
     use crate::element::{Ex, Ix};
 
     fn ix(e: &Ix, vars: &[usize]) -> Result<usize> {
-        let wrap = |what: &str| InterpError::new(format!("index expression {e:?} {what} at output index {vars:?}"));
+        let wrap = |what: &str| {
+            InterpError::new(format!(
+                "index expression {e:?} {what} at output index {vars:?}"
+            ))
+        };
         Ok(match e {
-            Ix::Var(k) => vars.get(*k).copied().ok_or_else(|| wrap("names a missing axis"))?,
+            Ix::Var(k) => vars
+                .get(*k)
+                .copied()
+                .ok_or_else(|| wrap("names a missing axis"))?,
             Ix::Const(c) => *c,
-            Ix::Add(a, b) => ix(a, vars)?.checked_add(ix(b, vars)?).ok_or_else(|| wrap("overflows"))?,
-            Ix::Mul(a, c) => ix(a, vars)?.checked_mul(*c).ok_or_else(|| wrap("overflows"))?,
-            Ix::Div(a, c) => ix(a, vars)?.checked_div(*c).ok_or_else(|| wrap("divides by 0"))?,
-            Ix::Rem(a, c) => ix(a, vars)?.checked_rem(*c).ok_or_else(|| wrap("divides by 0"))?,
-            Ix::Sub(a, c) => ix(a, vars)?.checked_sub(*c).ok_or_else(|| wrap("goes below 0 (usize underflow)"))?,
-            Ix::Reflect { index, before, len } => crate::element::reflect(ix(index, vars)?, *before, *len),
-            Ix::Clamp { index, before, len } => crate::element::clamp(ix(index, vars)?, *before, *len),
+            Ix::Add(a, b) => ix(a, vars)?
+                .checked_add(ix(b, vars)?)
+                .ok_or_else(|| wrap("overflows"))?,
+            Ix::Mul(a, c) => ix(a, vars)?
+                .checked_mul(*c)
+                .ok_or_else(|| wrap("overflows"))?,
+            Ix::Div(a, c) => ix(a, vars)?
+                .checked_div(*c)
+                .ok_or_else(|| wrap("divides by 0"))?,
+            Ix::Rem(a, c) => ix(a, vars)?
+                .checked_rem(*c)
+                .ok_or_else(|| wrap("divides by 0"))?,
+            Ix::Sub(a, c) => ix(a, vars)?
+                .checked_sub(*c)
+                .ok_or_else(|| wrap("goes below 0 (usize underflow)"))?,
+            Ix::Reflect { index, before, len } => {
+                crate::element::reflect(ix(index, vars)?, *before, *len)
+            }
+            Ix::Clamp { index, before, len } => {
+                crate::element::clamp(ix(index, vars)?, *before, *len)
+            }
         })
     }
 
@@ -433,10 +503,11 @@ fn check_program(program: &crate::element::ElementProgram, operands: &[&[f32]], 
         Ok(match e {
             Ex::Load(k, i) => {
                 let at = ix(i, vars)?;
-                let data = env
-                    .operands
-                    .get(*k)
-                    .ok_or_else(|| InterpError::new(format!("load of operand {k}, which the block does not have")))?;
+                let data = env.operands.get(*k).ok_or_else(|| {
+                    InterpError::new(format!(
+                        "load of operand {k}, which the block does not have"
+                    ))
+                })?;
                 *data.get(at).ok_or_else(|| {
                     InterpError::new(format!(
                         "load of element {at} of operand {k} ({} elements) at output index {vars:?}",
@@ -466,7 +537,13 @@ fn check_program(program: &crate::element::ElementProgram, operands: &[&[f32]], 
                     v
                 }
             }
-            Ex::InRange { index, lo, hi, then, otherwise } => {
+            Ex::InRange {
+                index,
+                lo,
+                hi,
+                then,
+                otherwise,
+            } => {
                 let i = ix(index, vars)?;
                 if *lo <= i && i < *hi {
                     ex(then, vars, env)?
@@ -490,9 +567,14 @@ fn check_program(program: &crate::element::ElementProgram, operands: &[&[f32]], 
             rest /= d.max(1);
         }
         let a = anchor.and_then(|a| a.get(o)).copied().unwrap_or(f32::NAN);
-        let mut env = Env { operands, anchor: a, lets: Vec::with_capacity(program.lets.len()) };
+        let mut env = Env {
+            operands,
+            anchor: a,
+            lets: Vec::with_capacity(program.lets.len()),
+        };
         for (k, e) in program.lets.iter().enumerate() {
-            let value = ex(e, &vars, &env).map_err(|err| InterpError::new(format!("let {k}: {}", err.message)))?;
+            let value = ex(e, &vars, &env)
+                .map_err(|err| InterpError::new(format!("let {k}: {}", err.message)))?;
             env.lets.push(value);
         }
         ex(&program.value, &vars, &env)?;
@@ -596,10 +678,19 @@ fn run_anchor<'a>(
             (op.clone(), operands)
         }
     };
-    let result = eval_op(&op, &operands, out_shape)
-        .map_err(|e| InterpError::new(format!("anchor {anchor} ({}): {}", node.op.name(), e.message)))?;
+    let result = eval_op(&op, &operands, out_shape).map_err(|e| {
+        InterpError::new(format!(
+            "anchor {anchor} ({}): {}",
+            node.op.name(),
+            e.message
+        ))
+    })?;
     if result.shape() != out_shape {
-        return fail(format!("anchor {anchor} ({}) has shape {:?}, the graph records {out_shape:?}", node.op.name(), result.shape()));
+        return fail(format!(
+            "anchor {anchor} ({}) has shape {:?}, the graph records {out_shape:?}",
+            node.op.name(),
+            result.shape()
+        ));
     }
     Ok(result)
 }
@@ -1702,7 +1793,9 @@ fn reduce(
         let e = (&x.mapv(f64::from) - &shift).mapv(f64::exp);
         let sums = reduce_f64(&e, axes, 0.0, |s, v| s + v);
         let mut out = sums.mapv(f64::ln);
-        let shift = shift.into_shape_with_order(out.shape().to_vec()).map_err(|e| InterpError::new(e.to_string()))?;
+        let shift = shift
+            .into_shape_with_order(out.shape().to_vec())
+            .map_err(|e| InterpError::new(e.to_string()))?;
         out = out + shift;
         return finish_reduce(out, axes, keepdims);
     }
@@ -1717,9 +1810,13 @@ fn reduce(
     for &axis in axes.iter().rev() {
         count *= acc.len_of(Axis(axis));
         acc = match kind {
-            ReduceKind::Sum | ReduceKind::Mean | ReduceKind::L1 | ReduceKind::L2 | ReduceKind::SumSquare | ReduceKind::LogSum | ReduceKind::LogSumExp => {
-                acc.fold_axis(Axis(axis), 0.0, |s, &v| s + v)
-            }
+            ReduceKind::Sum
+            | ReduceKind::Mean
+            | ReduceKind::L1
+            | ReduceKind::L2
+            | ReduceKind::SumSquare
+            | ReduceKind::LogSum
+            | ReduceKind::LogSumExp => acc.fold_axis(Axis(axis), 0.0, |s, &v| s + v),
             ReduceKind::Prod => acc.fold_axis(Axis(axis), 1.0, |s, &v| s * v),
             ReduceKind::Max => acc.fold_axis(Axis(axis), f64::NEG_INFINITY, |s, &v| max_nan(*s, v)),
             ReduceKind::Min => acc.fold_axis(Axis(axis), f64::INFINITY, |s, &v| min_nan(*s, v)),
@@ -1738,7 +1835,12 @@ fn reduce(
 }
 
 /// Sums (or folds) `x` over `axes` (sorted), dropping them.
-fn reduce_f64(x: &ArrayD<f64>, axes: &[usize], init: f64, f: impl Fn(f64, f64) -> f64 + Copy) -> ArrayD<f64> {
+fn reduce_f64(
+    x: &ArrayD<f64>,
+    axes: &[usize],
+    init: f64,
+    f: impl Fn(f64, f64) -> f64 + Copy,
+) -> ArrayD<f64> {
     let mut acc = x.clone();
     for &axis in axes.iter().rev() {
         acc = acc.fold_axis(Axis(axis), init, |s, &v| f(*s, v));
@@ -2111,8 +2213,14 @@ fn bilinear_source(
 /// output's input coordinate (found by sorting, edge-padded) with the mode's weights.
 fn resample(spec: &Resample, x: &ArrayD<f32>, out_shape: &[usize]) -> Result<ArrayD<f32>> {
     let in_shape = x.shape().to_vec();
-    if in_shape.len() != out_shape.len() || spec.scales.len() != in_shape.len() || spec.roi.len() != in_shape.len() {
-        return fail(format!("resize: input {in_shape:?}, output {out_shape:?} and {} scales disagree", spec.scales.len()));
+    if in_shape.len() != out_shape.len()
+        || spec.scales.len() != in_shape.len()
+        || spec.roi.len() != in_shape.len()
+    {
+        return fail(format!(
+            "resize: input {in_shape:?}, output {out_shape:?} and {} scales disagree",
+            spec.scales.len()
+        ));
     }
     let data: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
     let mut out = Vec::with_capacity(product(out_shape));
@@ -2125,9 +2233,20 @@ fn resample(spec: &Resample, x: &ArrayD<f32>, out_shape: &[usize]) -> Result<Arr
 
 /// The value at output index `o` of the sub-tensor `data` (shape `shape`, whose first
 /// axis is axis `axis` of the input).
-fn resample_at(spec: &Resample, data: &[f64], shape: &[usize], out_shape: &[usize], axis: usize, o: &[usize]) -> Result<f64> {
-    let (Some(&len), Some(&x), Some(&out_len)) = (shape.first(), o.first(), out_shape.get(axis)) else {
-        return data.first().copied().ok_or_else(|| InterpError::new("resize: empty input"));
+fn resample_at(
+    spec: &Resample,
+    data: &[f64],
+    shape: &[usize],
+    out_shape: &[usize],
+    axis: usize,
+    o: &[usize],
+) -> Result<f64> {
+    let (Some(&len), Some(&x), Some(&out_len)) = (shape.first(), o.first(), out_shape.get(axis))
+    else {
+        return data
+            .first()
+            .copied()
+            .ok_or_else(|| InterpError::new("resize: empty input"));
     };
     let inner: usize = product(shape.get(1..).unwrap_or(&[]));
     let weights = match resample_weights(spec, axis, len, out_len, x) {
@@ -2136,8 +2255,17 @@ fn resample_at(spec: &Resample, data: &[f64], shape: &[usize], out_shape: &[usiz
     };
     let mut sum = 0.0;
     for (i, w) in weights {
-        let sub = data.get(i * inner..(i + 1) * inner).ok_or_else(|| InterpError::new("resize: index out of range"))?;
-        let v = resample_at(spec, sub, shape.get(1..).unwrap_or(&[]), out_shape, axis + 1, o.get(1..).unwrap_or(&[]))?;
+        let sub = data
+            .get(i * inner..(i + 1) * inner)
+            .ok_or_else(|| InterpError::new("resize: index out of range"))?;
+        let v = resample_at(
+            spec,
+            sub,
+            shape.get(1..).unwrap_or(&[]),
+            out_shape,
+            axis + 1,
+            o.get(1..).unwrap_or(&[]),
+        )?;
         sum += w * v;
     }
     Ok(sum)
@@ -2145,7 +2273,13 @@ fn resample_at(spec: &Resample, data: &[f64], shape: &[usize], out_shape: &[usiz
 
 /// The `(input index, weight)` pairs of output coordinate `x` along `axis` (length
 /// `len`), or `None` for an output outside the region of interest.
-fn resample_weights(spec: &Resample, axis: usize, len: usize, out_len: usize, x: usize) -> Option<Vec<(usize, f64)>> {
+fn resample_weights(
+    spec: &Resample,
+    axis: usize,
+    len: usize,
+    out_len: usize,
+    x: usize,
+) -> Option<Vec<(usize, f64)>> {
     let scale = spec.scales.get(axis).copied().unwrap_or(1.0);
     let (r0, r1) = spec.roi.get(axis).copied().unwrap_or((0.0, 1.0));
     let input_width = len as f64;
@@ -2174,7 +2308,11 @@ fn resample_weights(spec: &Resample, axis: usize, len: usize, out_len: usize, x:
             input_width / 2.0 * (1.0 - adjustment) + (x + 0.5) / scale - 0.5
         }
     };
-    let ratio = if x_ori.fract() == 0.0 { 1.0 } else { x_ori - x_ori.floor() };
+    let ratio = if x_ori.fract() == 0.0 {
+        1.0
+    } else {
+        x_ori - x_ori.floor()
+    };
     let mut coeffs: Vec<f64> = match spec.interpolation {
         Interpolation::Nearest(mode) => {
             let right = ratio == 1.0
@@ -2190,7 +2328,9 @@ fn resample_weights(spec: &Resample, axis: usize, len: usize, out_len: usize, x:
             let s = scale.min(1.0);
             let start = (-1.0 / s).floor() as i64 + 1;
             let footprint = 2 - 2 * start;
-            let c: Vec<f64> = (start..start + footprint).map(|i| (1.0 - ((i as f64 - ratio) * s).abs()).clamp(0.0, 1.0)).collect();
+            let c: Vec<f64> = (start..start + footprint)
+                .map(|i| (1.0 - ((i as f64 - ratio) * s).abs()).clamp(0.0, 1.0))
+                .collect();
             let total: f64 = c.iter().sum();
             c.iter().map(|v| v / total).collect()
         }
@@ -2210,11 +2350,18 @@ fn resample_weights(spec: &Resample, axis: usize, len: usize, out_len: usize, x:
             if spec.antialias {
                 let s = scale.min(1.0);
                 let start = (-2.0 / s).floor() as i64 + 1;
-                let c: Vec<f64> = (start..2 - start).map(|i| keys(s * (i as f64 - ratio))).collect();
+                let c: Vec<f64> = (start..2 - start)
+                    .map(|i| keys(s * (i as f64 - ratio)))
+                    .collect();
                 let total: f64 = c.iter().sum();
                 c.iter().map(|v| v / total).collect()
             } else {
-                vec![keys(ratio + 1.0), keys(ratio), keys(1.0 - ratio), keys(2.0 - ratio)]
+                vec![
+                    keys(ratio + 1.0),
+                    keys(ratio),
+                    keys(1.0 - ratio),
+                    keys(2.0 - ratio),
+                ]
             }
         }
     };
@@ -2237,7 +2384,13 @@ fn resample_weights(spec: &Resample, axis: usize, len: usize, out_len: usize, x:
         let total: f64 = coeffs.iter().sum();
         coeffs.iter_mut().for_each(|c| *c /= total);
     }
-    Some(neighbours.iter().zip(coeffs).map(|(&i, c)| (i.clamp(0, len as i64 - 1) as usize, c)).collect())
+    Some(
+        neighbours
+            .iter()
+            .zip(coeffs)
+            .map(|(&i, c)| (i.clamp(0, len as i64 - 1) as usize, c))
+            .collect(),
+    )
 }
 
 /// Resamples the last two axes to those of `out_shape`.
@@ -3801,24 +3954,57 @@ mod tests {
         // out[i0] = t0 where t0 = x[i0 - 1] is computed for every i0 (a shared
         // subexpression), though only used under `1 <= i0`: i0 = 0 underflows
         let load = Ex::Load(0, Ix::Sub(Box::new(Ix::Var(0)), 1));
-        let guarded = |value: Ex| Ex::InRange { index: Ix::Var(0), lo: 1, hi: 3, then: Box::new(value), otherwise: Box::new(Ex::Const(0.0)) };
-        let hoisted = ElementProgram { operands: vec![0], shape: vec![3], lets: vec![load.clone()], value: guarded(Ex::Let(0)) };
+        let guarded = |value: Ex| Ex::InRange {
+            index: Ix::Var(0),
+            lo: 1,
+            hi: 3,
+            then: Box::new(value),
+            otherwise: Box::new(Ex::Const(0.0)),
+        };
+        let hoisted = ElementProgram {
+            operands: vec![0],
+            shape: vec![3],
+            lets: vec![load.clone()],
+            value: guarded(Ex::Let(0)),
+        };
         let x = [1.0f32, 2.0];
         let e = check_program(&hoisted, &[&x], None).unwrap_err();
         assert!(e.message.contains("underflow"), "{e}");
         // the same load inside the guard is fine
-        let inline = ElementProgram { operands: vec![0], shape: vec![3], lets: vec![], value: guarded(load) };
+        let inline = ElementProgram {
+            operands: vec![0],
+            shape: vec![3],
+            lets: vec![],
+            value: guarded(load),
+        };
         check_program(&inline, &[&x], None).unwrap();
         // a load past the end
-        let past = ElementProgram { operands: vec![0], shape: vec![3], lets: vec![], value: Ex::Load(0, Ix::Var(0)) };
-        assert!(check_program(&past, &[&x], None).unwrap_err().message.contains("load of element 2"));
+        let past = ElementProgram {
+            operands: vec![0],
+            shape: vec![3],
+            lets: vec![],
+            value: Ex::Load(0, Ix::Var(0)),
+        };
+        assert!(check_program(&past, &[&x], None)
+            .unwrap_err()
+            .message
+            .contains("load of element 2"));
     }
-
 
     fn lowered(src: &str) -> (Graph, Vec<ArrayD<f32>>, Vec<ArrayD<f32>>) {
         let g = crate::lower_str(src).unwrap().remove(0).graph;
-        let inputs = g.inputs.iter().enumerate().map(|(i, &v)| rand(&g.values[v].shape, i as u64)).collect();
-        let params = g.params.iter().enumerate().map(|(i, p)| rand(&p.shape, 100 + i as u64).mapv(f32::abs)).collect();
+        let inputs = g
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| rand(&g.values[v].shape, i as u64))
+            .collect();
+        let params = g
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, p)| rand(&p.shape, 100 + i as u64).mapv(f32::abs))
+            .collect();
         (g, inputs, params)
     }
 
@@ -3860,41 +4046,93 @@ mod tests {
                 b + a
             }",
         );
-        let block = |nodes: Vec<usize>| Block { nodes, anchor: None, mapping: MappingType::OneToOne };
+        let block = |nodes: Vec<usize>| Block {
+            nodes,
+            anchor: None,
+            mapping: MappingType::OneToOne,
+        };
         // `a` lives inside block 0 but block 1 reads it
-        let leaky = FusionPlan { blocks: vec![block(vec![0, 1]), block(vec![2])] };
+        let leaky = FusionPlan {
+            blocks: vec![block(vec![0, 1]), block(vec![2])],
+        };
         let e = run_plan(&g, &leaky, &inputs, &params).unwrap_err();
         assert!(e.message.contains("neither an input"), "{e}");
         // blocks out of order
-        let reversed = FusionPlan { blocks: vec![block(vec![1]), block(vec![0]), block(vec![2])] };
+        let reversed = FusionPlan {
+            blocks: vec![block(vec![1]), block(vec![0]), block(vec![2])],
+        };
         assert!(run_plan(&g, &reversed, &inputs, &params).is_err());
         // a node in no block / in two blocks
-        let missing = FusionPlan { blocks: vec![block(vec![0]), block(vec![2])] };
+        let missing = FusionPlan {
+            blocks: vec![block(vec![0]), block(vec![2])],
+        };
         assert!(run_plan(&g, &missing, &inputs, &params).is_err());
-        let twice = FusionPlan { blocks: vec![block(vec![0]), block(vec![0, 1]), block(vec![2])] };
+        let twice = FusionPlan {
+            blocks: vec![block(vec![0]), block(vec![0, 1]), block(vec![2])],
+        };
         assert!(run_plan(&g, &twice, &inputs, &params).is_err());
         // a whole-graph block is fine
-        let whole = FusionPlan { blocks: vec![block(vec![0, 1, 2])] };
+        let whole = FusionPlan {
+            blocks: vec![block(vec![0, 1, 2])],
+        };
         let want = interpret(&g, &inputs, &params).unwrap();
-        assert_close(&run_plan(&g, &whole, &inputs, &params).unwrap()[0], &want[0], 1e-6);
+        assert_close(
+            &run_plan(&g, &whole, &inputs, &params).unwrap()[0],
+            &want[0],
+            1e-6,
+        );
         // a prologue computes the anchor's operand 0 on the fly, as codegen does
-        let (g, inputs, params) = lowered("model M(x: [2, 4]) -> [2, 3] { let fc = linear(relu(x), 3); fc }");
-        let prologue = FusionPlan { blocks: vec![Block { nodes: vec![0, 1], anchor: Some(1), mapping: MappingType::ManyToMany }] };
+        let (g, inputs, params) =
+            lowered("model M(x: [2, 4]) -> [2, 3] { let fc = linear(relu(x), 3); fc }");
+        let prologue = FusionPlan {
+            blocks: vec![Block {
+                nodes: vec![0, 1],
+                anchor: Some(1),
+                mapping: MappingType::ManyToMany,
+            }],
+        };
         let want = interpret(&g, &inputs, &params).unwrap();
-        assert_close(&run_plan(&g, &prologue, &inputs, &params).unwrap()[0], &want[0], 1e-6);
+        assert_close(
+            &run_plan(&g, &prologue, &inputs, &params).unwrap()[0],
+            &want[0],
+            1e-6,
+        );
         // a block member feeding another operand of the anchor is read from memory: an error
-        let (g, inputs, params) = lowered("model M(x: [2, 4], y: [4, 3]) -> [2, 3] { matmul(x, relu(y)) }");
-        let second = FusionPlan { blocks: vec![Block { nodes: vec![0, 1], anchor: Some(1), mapping: MappingType::ManyToMany }] };
+        let (g, inputs, params) =
+            lowered("model M(x: [2, 4], y: [4, 3]) -> [2, 3] { matmul(x, relu(y)) }");
+        let second = FusionPlan {
+            blocks: vec![Block {
+                nodes: vec![0, 1],
+                anchor: Some(1),
+                mapping: MappingType::ManyToMany,
+            }],
+        };
         let e = run_plan(&g, &second, &inputs, &params).unwrap_err();
         assert!(e.message.contains("operand 0"), "{e}");
         // a conv2d prologue other than one pad is not what codegen generates
         let (g, inputs, params) = lowered("model M(x: [1, 1, 4, 4]) -> [1, 1, 4, 4] { let c = conv2d(relu(x), 1, kernel = 1); c }");
-        let conv = FusionPlan { blocks: vec![Block { nodes: vec![0, 1], anchor: Some(1), mapping: MappingType::ManyToMany }] };
+        let conv = FusionPlan {
+            blocks: vec![Block {
+                nodes: vec![0, 1],
+                anchor: Some(1),
+                mapping: MappingType::ManyToMany,
+            }],
+        };
         assert!(run_plan(&g, &conv, &inputs, &params).is_err());
         // a zero pad folded into the conv's padding
         let (g, inputs, params) = lowered("model M(x: [1, 2, 4, 4]) -> [1, 1, 6, 6] { let c = conv2d(pad(x, [1, 2, 0, 1]), 1, kernel = 2, padding = [1, 0]); c }");
-        let folded = FusionPlan { blocks: vec![Block { nodes: vec![0, 1], anchor: Some(1), mapping: MappingType::ManyToMany }] };
+        let folded = FusionPlan {
+            blocks: vec![Block {
+                nodes: vec![0, 1],
+                anchor: Some(1),
+                mapping: MappingType::ManyToMany,
+            }],
+        };
         let want = interpret(&g, &inputs, &params).unwrap();
-        assert_close(&run_plan(&g, &folded, &inputs, &params).unwrap()[0], &want[0], 1e-6);
+        assert_close(
+            &run_plan(&g, &folded, &inputs, &params).unwrap()[0],
+            &want[0],
+            1e-6,
+        );
     }
 }

@@ -432,9 +432,15 @@ impl Resample {
                     }
                 };
                 if self.coord == CoordMode::TfCropAndResize && (x_in < 0.0 || x_in > len - 1.0) {
-                    return AxisTaps { outside: true, taps: Vec::new() };
+                    return AxisTaps {
+                        outside: true,
+                        taps: Vec::new(),
+                    };
                 }
-                AxisTaps { outside: false, taps: self.taps_at(x_in, scale, in_len) }
+                AxisTaps {
+                    outside: false,
+                    taps: self.taps_at(x_in, scale, in_len),
+                }
             })
             .collect()
     }
@@ -456,24 +462,37 @@ impl Resample {
                     NearestMode::Floor => false,
                     NearestMode::Ceil => true,
                 };
-                if right { vec![0.0, 1.0] } else { vec![1.0, 0.0] }
+                if right {
+                    vec![0.0, 1.0]
+                } else {
+                    vec![1.0, 0.0]
+                }
             }
             Interpolation::Linear if self.antialias => {
                 let s = scale.min(1.0);
                 let start = (-1.0 / s).floor() + 1.0;
                 let n = (2.0 - 2.0 * start) as usize;
-                (0..n).map(|k| (1.0 - ((start + k as f64 - ratio) * s).abs()).clamp(0.0, 1.0)).collect()
+                (0..n)
+                    .map(|k| (1.0 - ((start + k as f64 - ratio) * s).abs()).clamp(0.0, 1.0))
+                    .collect()
             }
             Interpolation::Linear => vec![1.0 - ratio, ratio],
             Interpolation::Cubic { a } if self.antialias => {
                 let s = scale.min(1.0);
                 let start = (-2.0 / s).floor() + 1.0;
                 let n = (2.0 - 2.0 * start) as usize;
-                (0..n).map(|k| cubic_kernel(f64::from(a), s * (start + k as f64 - ratio))).collect()
+                (0..n)
+                    .map(|k| cubic_kernel(f64::from(a), s * (start + k as f64 - ratio)))
+                    .collect()
             }
             Interpolation::Cubic { a } => {
                 let a = f64::from(a);
-                vec![cubic_kernel(a, ratio + 1.0), cubic_kernel(a, ratio), cubic_kernel(a, 1.0 - ratio), cubic_kernel(a, 2.0 - ratio)]
+                vec![
+                    cubic_kernel(a, ratio + 1.0),
+                    cubic_kernel(a, ratio),
+                    cubic_kernel(a, 1.0 - ratio),
+                    cubic_kernel(a, 2.0 - ratio),
+                ]
             }
         };
         let n = coeffs.len() as i64;

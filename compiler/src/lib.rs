@@ -6,8 +6,21 @@
 //! ```text
 //! tokens -> parse -> lower (+ check) -> rewrite -> fuse (classify) -> plan -> codegen -> tokens
 //! ```
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing))]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
 
 pub mod check;
 pub mod codegen;
@@ -82,14 +95,31 @@ pub fn compile_model(mut model: ModelIr) -> CompiledModel {
     let flops_after = rewrite::graph_cost(&model.graph).flops;
     let unfused = fuse::FusionPlan::unfused(&model.graph);
     let groups: Vec<Vec<usize>> = model.fuse_groups.iter().map(|g| g.nodes.clone()).collect();
-    let fusion = if model.options.fusion_off { unfused.clone() } else { fuse::fuse_with_groups(&model.graph, &groups) };
+    let fusion = if model.options.fusion_off {
+        unfused.clone()
+    } else {
+        fuse::fuse_with_groups(&model.graph, &groups)
+    };
     let memory = plan::plan(&model.graph, &fusion);
     let unfused_memory = plan::plan(&model.graph, &unfused);
-    let report = report::FusionReport::new(&model.name.to_string(), &model.graph, &fusion, &memory, &unfused_memory, !model.options.fusion_off)
-        .with_rewrites(ops_lowered, rewrites)
-        .with_flops(flops_before, flops_after);
+    let report = report::FusionReport::new(
+        &model.name.to_string(),
+        &model.graph,
+        &fusion,
+        &memory,
+        &unfused_memory,
+        !model.options.fusion_off,
+    )
+    .with_rewrites(ops_lowered, rewrites)
+    .with_flops(flops_before, flops_after);
     let tokens = codegen::codegen(&model, &fusion, &memory, &report);
-    CompiledModel { model, fusion, memory, report, tokens }
+    CompiledModel {
+        model,
+        fusion,
+        memory,
+        report,
+        tokens,
+    }
 }
 
 /// Rewrites the model's graph in place (unless `#![rewrite(off)]`) and returns the names
@@ -100,12 +130,20 @@ pub fn rewrite_model(model: &mut ModelIr) -> Vec<&'static str> {
     }
     let options = rewrite::RewriteOptions {
         fast_math: model.options.rewrite == lower::RewriteMode::FastMath,
-        frozen: model.fuse_groups.iter().flat_map(|g| g.nodes.iter().copied()).collect(),
+        frozen: model
+            .fuse_groups
+            .iter()
+            .flat_map(|g| g.nodes.iter().copied())
+            .collect(),
         ..rewrite::RewriteOptions::default()
     };
     let rewritten = rewrite::rewrite(&model.graph, &options);
     for group in &mut model.fuse_groups {
-        group.nodes = group.nodes.iter().filter_map(|&n| rewritten.node_map.get(n).copied().flatten()).collect();
+        group.nodes = group
+            .nodes
+            .iter()
+            .filter_map(|&n| rewritten.node_map.get(n).copied().flatten())
+            .collect();
     }
     model.graph = rewritten.graph;
     rewritten.applied
@@ -113,8 +151,11 @@ pub fn rewrite_model(model: &mut ModelIr) -> Vec<&'static str> {
 
 /// Lowers DSL source text to models (for tests and tools that start from text).
 pub fn lower_str(source: &str) -> Result<Vec<ModelIr>, Vec<String>> {
-    let tokens: TokenStream = source.parse().map_err(|e: proc_macro2::LexError| vec![e.to_string()])?;
-    let ast = parse::parse(tokens).map_err(|e| e.into_iter().map(|m| m.to_string()).collect::<Vec<_>>())?;
+    let tokens: TokenStream = source
+        .parse()
+        .map_err(|e: proc_macro2::LexError| vec![e.to_string()])?;
+    let ast = parse::parse(tokens)
+        .map_err(|e| e.into_iter().map(|m| m.to_string()).collect::<Vec<_>>())?;
     let mut diags = Diagnostics::default();
     let models = lower::lower(&ast, &mut diags);
     if !diags.is_empty() {

@@ -158,8 +158,14 @@ pub fn lower(ast: &Ast, diags: &mut Diagnostics) -> Vec<ModelIr> {
     for item in &ast.items {
         if let Item::Model(model) = item {
             let name = model.name.to_string();
-            if seen_models.insert(name.clone(), model.name.span()).is_some() {
-                diags.push(syn::Error::new(model.name.span(), format!("model `{name}` is declared twice; give each model its own name")));
+            if seen_models
+                .insert(name.clone(), model.name.span())
+                .is_some()
+            {
+                diags.push(syn::Error::new(
+                    model.name.span(),
+                    format!("model `{name}` is declared twice; give each model its own name"),
+                ));
                 continue;
             }
             if let Some(ir) = lower_model(model, &blocks, &defaults, diags) {
@@ -250,7 +256,12 @@ pub(crate) struct Lowerer<'a> {
     fuse_groups: Vec<FuseGroup>,
 }
 
-fn lower_model(model: &ModelDecl, blocks: &HashMap<String, &BlockDecl>, defaults: &ModelOptions, diags: &mut Diagnostics) -> Option<ModelIr> {
+fn lower_model(
+    model: &ModelDecl,
+    blocks: &HashMap<String, &BlockDecl>,
+    defaults: &ModelOptions,
+    diags: &mut Diagnostics,
+) -> Option<ModelIr> {
     let mut docs = Vec::new();
     let mut options = defaults.clone();
     for attr in &model.attrs {
@@ -285,12 +296,17 @@ fn lower_model(model: &ModelDecl, blocks: &HashMap<String, &BlockDecl>, defaults
         call_stack: Vec::new(),
         fuse_groups: Vec::new(),
     };
-    let mut env = Env { frames: vec![HashMap::new()] };
+    let mut env = Env {
+        frames: vec![HashMap::new()],
+    };
     let mut input_names = Vec::new();
     for (position, decl) in model.inputs.iter().enumerate() {
         let name = decl.name.to_string();
         if env.get(&name).is_some() {
-            lw.error(decl.name.span(), format!("input `{name}` is declared twice; give each input its own name"));
+            lw.error(
+                decl.name.span(),
+                format!("input `{name}` is declared twice; give each input its own name"),
+            );
             continue;
         }
         let shape = lw.eval_shape(&decl.shape, &env, decl.shape_span, "input");
@@ -299,7 +315,9 @@ fn lower_model(model: &ModelDecl, blocks: &HashMap<String, &BlockDecl>, defaults
             continue;
         };
         let unique = lw.unique_name(&name);
-        let id = lw.graph.add_value(unique, shape, ValueKind::Input(position));
+        let id = lw
+            .graph
+            .add_value(unique, shape, ValueKind::Input(position));
         lw.graph.inputs.push(id);
         input_names.push(decl.name.clone());
         env.bind(name, Val::Tensor(id));
@@ -317,7 +335,10 @@ fn lower_model(model: &ModelDecl, blocks: &HashMap<String, &BlockDecl>, defaults
         Ok((Val::Tensor(id), span)) => vec![(id, span)],
         Ok((Val::Tuple(ids), span)) => ids.into_iter().map(|id| (id, span)).collect(),
         Ok((other, span)) => {
-            lw.error(span, format!("a model's result must be a tensor, found {}", other.kind()));
+            lw.error(
+                span,
+                format!("a model's result must be a tensor, found {}", other.kind()),
+            );
             Vec::new()
         }
         Err(Reported) => Vec::new(),
@@ -326,7 +347,11 @@ fn lower_model(model: &ModelDecl, blocks: &HashMap<String, &BlockDecl>, defaults
         return None;
     }
     if result_tensors.len() != model.outputs.len() {
-        let span = if result_tensors.is_empty() { model.body.close_span } else { result_span };
+        let span = if result_tensors.is_empty() {
+            model.body.close_span
+        } else {
+            result_span
+        };
         lw.error(
             span,
             format!(
@@ -339,7 +364,11 @@ fn lower_model(model: &ModelDecl, blocks: &HashMap<String, &BlockDecl>, defaults
         return None;
     }
     let mut output_names = Vec::new();
-    for (i, ((id, span), (decl, declared))) in result_tensors.iter().zip(model.outputs.iter().zip(&declared_outputs)).enumerate() {
+    for (i, ((id, span), (decl, declared))) in result_tensors
+        .iter()
+        .zip(model.outputs.iter().zip(&declared_outputs))
+        .enumerate()
+    {
         let found = lw.graph.shape(*id).to_vec();
         if let Some(declared) = declared {
             if *declared != found {
@@ -366,7 +395,10 @@ fn lower_model(model: &ModelDecl, blocks: &HashMap<String, &BlockDecl>, defaults
         return None;
     }
     if let Err(message) = check::check(&lw.graph) {
-        lw.error(Span::call_site(), format!("internal error in `lower`: {message}; please report"));
+        lw.error(
+            Span::call_site(),
+            format!("internal error in `lower`: {message}; please report"),
+        );
         return None;
     }
     Some(ModelIr {
@@ -402,29 +434,60 @@ impl Lowerer<'_> {
         }
     }
 
-    fn eval_shape(&mut self, dims: &[Expr], env: &Env, span: Span, what: &str) -> Option<Vec<usize>> {
+    fn eval_shape(
+        &mut self,
+        dims: &[Expr],
+        env: &Env,
+        span: Span,
+        what: &str,
+    ) -> Option<Vec<usize>> {
         let mut shape = Vec::new();
         let mut ok = true;
         for d in dims {
-            match self.eval(d, &mut Env { frames: env.frames.clone() }) {
+            match self.eval(
+                d,
+                &mut Env {
+                    frames: env.frames.clone(),
+                },
+            ) {
                 // 0 is allowed: an empty tensor (ONNX has them)
                 Ok((Val::Int(n), _)) if n >= 0 => shape.push(n as usize),
                 Ok((Val::Int(n), s)) => {
-                    self.error(s, format!("{what} dimensions must be non-negative, found {n}"));
+                    self.error(
+                        s,
+                        format!("{what} dimensions must be non-negative, found {n}"),
+                    );
                     ok = false;
                 }
                 Ok((other, s)) => {
-                    self.error(s, format!("{what} dimensions must be integers, found {}", other.kind()));
+                    self.error(
+                        s,
+                        format!("{what} dimensions must be integers, found {}", other.kind()),
+                    );
                     ok = false;
                 }
                 Err(Reported) => ok = false,
             }
         }
         if ok && shape.len() > crate::MAX_RANK {
-            self.error(span, format!("{what} rank {} is above the supported maximum of {}", shape.len(), crate::MAX_RANK));
+            self.error(
+                span,
+                format!(
+                    "{what} rank {} is above the supported maximum of {}",
+                    shape.len(),
+                    crate::MAX_RANK
+                ),
+            );
             ok = false;
         } else if ok && check::elements(&shape).is_none() {
-            self.error(span, format!("{what} shape {} has more than {} elements, the supported maximum", fmt_shape(&shape), crate::MAX_ELEMENTS));
+            self.error(
+                span,
+                format!(
+                    "{what} shape {} has more than {} elements, the supported maximum",
+                    fmt_shape(&shape),
+                    crate::MAX_ELEMENTS
+                ),
+            );
             ok = false;
         }
         ok.then_some(shape)
@@ -437,7 +500,10 @@ impl Lowerer<'_> {
                 self.stmt_key = None;
                 self.eval(expr, env)
             }
-            None => self.fail(body.close_span, "missing result: end the body with the expression it computes (no `;` after it)"),
+            None => self.fail(
+                body.close_span,
+                "missing result: end the body with the expression it computes (no `;` after it)",
+            ),
         }
     }
 
@@ -467,9 +533,17 @@ impl Lowerer<'_> {
                 Some(Val::Int(n)) => out.push_str(&n.to_string()),
                 Some(other) => {
                     let kind = other.kind();
-                    return self.fail(lit.span(), format!("`{{{name}}}` in a key must be an integer, found {kind}"));
+                    return self.fail(
+                        lit.span(),
+                        format!("`{{{name}}}` in a key must be an integer, found {kind}"),
+                    );
                 }
-                None => return self.fail(lit.span(), format!("`{{{name}}}` in the key is not a name in scope")),
+                None => {
+                    return self.fail(
+                        lit.span(),
+                        format!("`{{{name}}}` in the key is not a name in scope"),
+                    )
+                }
             }
             rest = after.get(close + 1..).unwrap_or("");
         }
@@ -480,11 +554,20 @@ impl Lowerer<'_> {
     fn lower_stmts(&mut self, stmts: &[Stmt], env: &mut Env) {
         for stmt in stmts {
             match stmt {
-                Stmt::Let { key, names, tuple, value } => {
+                Stmt::Let {
+                    key,
+                    names,
+                    tuple,
+                    value,
+                } => {
                     let Some(first) = names.first() else { continue };
                     self.stmt_key = self.key_for(key, first, env);
                     // a bad `#[key]` was reported: skip the statement (no follow-on errors)
-                    let result = if self.stmt_key.is_some() { self.eval(value, env) } else { Err(Reported) };
+                    let result = if self.stmt_key.is_some() {
+                        self.eval(value, env)
+                    } else {
+                        Err(Reported)
+                    };
                     self.bind_result(names, *tuple, result, env);
                 }
                 Stmt::Assign { key, name, value } => {
@@ -509,7 +592,13 @@ impl Lowerer<'_> {
                         self.fuse_groups.push(FuseGroup { nodes, span: *span });
                     }
                 }
-                Stmt::For { var, start, end, body, .. } => {
+                Stmt::For {
+                    var,
+                    start,
+                    end,
+                    body,
+                    ..
+                } => {
                     let range = (self.eval(start, env), self.eval(end, env));
                     let (start, end, end_span) = match range {
                         (Ok((Val::Int(a), _)), Ok((Val::Int(b), eb))) => (a, b, eb),
@@ -517,7 +606,10 @@ impl Lowerer<'_> {
                             let kinds = format!("{} and {}", a.kind(), b.kind());
                             // point at the bound that is not an integer
                             let at = if matches!(a, Val::Int(_)) { sb } else { sa };
-                            self.error(at, format!("a `for` range needs integer bounds, found {kinds}"));
+                            self.error(
+                                at,
+                                format!("a `for` range needs integer bounds, found {kinds}"),
+                            );
                             continue;
                         }
                         _ => continue,
@@ -539,7 +631,13 @@ impl Lowerer<'_> {
         self.stmt_key = None;
     }
 
-    fn bind_result(&mut self, names: &[Ident], tuple: bool, result: Eval<(Val, Span)>, env: &mut Env) {
+    fn bind_result(
+        &mut self,
+        names: &[Ident],
+        tuple: bool,
+        result: Eval<(Val, Span)>,
+        env: &mut Env,
+    ) {
         match (result, tuple) {
             (Ok((val, _)), false) => {
                 if let (Some(name), Val::Tensor(id)) = (names.first(), &val) {
@@ -551,7 +649,14 @@ impl Lowerer<'_> {
             }
             (Ok((Val::Tuple(ids), span)), true) => {
                 if ids.len() != names.len() {
-                    self.error(span, format!("the right side gives {} tensors but the pattern has {} names", ids.len(), names.len()));
+                    self.error(
+                        span,
+                        format!(
+                            "the right side gives {} tensors but the pattern has {} names",
+                            ids.len(),
+                            names.len()
+                        ),
+                    );
                     for name in names {
                         env.bind(name.to_string(), Val::Poison);
                     }
@@ -563,7 +668,13 @@ impl Lowerer<'_> {
                 }
             }
             (Ok((other, span)), true) => {
-                self.error(span, format!("a tuple pattern needs several tensors (from `split` or a block), found {}", other.kind()));
+                self.error(
+                    span,
+                    format!(
+                        "a tuple pattern needs several tensors (from `split` or a block), found {}",
+                        other.kind()
+                    ),
+                );
                 for name in names {
                     env.bind(name.to_string(), Val::Poison);
                 }
@@ -608,7 +719,10 @@ impl Lowerer<'_> {
                     } else {
                         String::new()
                     };
-                    return self.fail(ident.span(), format!("cannot find `{name}` in this scope{hint}"));
+                    return self.fail(
+                        ident.span(),
+                        format!("cannot find `{name}` in this scope{hint}"),
+                    );
                 }
             },
             Expr::Int(lit) => match lit.base10_parse::<i64>() {
@@ -633,7 +747,10 @@ impl Lowerer<'_> {
                 for item in items {
                     match self.eval(item, env)? {
                         (Val::Tensor(id), _) => ids.push(id),
-                        (other, s) => return self.fail(s, format!("a tuple holds tensors, found {}", other.kind())),
+                        (other, s) => {
+                            return self
+                                .fail(s, format!("a tuple holds tensors, found {}", other.kind()))
+                        }
                     }
                 }
                 Val::Tuple(ids)
@@ -643,14 +760,29 @@ impl Lowerer<'_> {
                 match v {
                     Val::Int(n) => match n.checked_neg() {
                         Some(v) => Val::Int(v),
-                        None => return self.fail(*minus, "integer overflow: the result does not fit in 64 bits"),
+                        None => {
+                            return self.fail(
+                                *minus,
+                                "integer overflow: the result does not fit in 64 bits",
+                            )
+                        }
                     },
                     Val::Float(x) => Val::Float(-x),
-                    Val::Tensor(id) => Val::Tensor(self.push_node(Op::Unary(UnaryOp::Neg), vec![id], self.graph.shape(id).to_vec(), *minus)),
+                    Val::Tensor(id) => Val::Tensor(self.push_node(
+                        Op::Unary(UnaryOp::Neg),
+                        vec![id],
+                        self.graph.shape(id).to_vec(),
+                        *minus,
+                    )),
                     other => return self.fail(s, format!("cannot negate {}", other.kind())),
                 }
             }
-            Expr::Binary { op, op_span, lhs, rhs } => {
+            Expr::Binary {
+                op,
+                op_span,
+                lhs,
+                rhs,
+            } => {
                 let l = self.eval(lhs, env)?;
                 let r = self.eval(rhs, env)?;
                 self.binary(*op, *op_span, l, r)?
@@ -660,7 +792,13 @@ impl Lowerer<'_> {
         Ok((val, span))
     }
 
-    fn binary(&mut self, op: BinOp, op_span: Span, (l, ls): (Val, Span), (r, rs): (Val, Span)) -> Eval<Val> {
+    fn binary(
+        &mut self,
+        op: BinOp,
+        op_span: Span,
+        (l, ls): (Val, Span),
+        (r, rs): (Val, Span),
+    ) -> Eval<Val> {
         let sym = match op {
             BinOp::Add => "+",
             BinOp::Sub => "-",
@@ -674,14 +812,24 @@ impl Lowerer<'_> {
                     BinOp::Add => a.checked_add(b),
                     BinOp::Sub => a.checked_sub(b),
                     BinOp::Mul => a.checked_mul(b),
-                    BinOp::Div | BinOp::Rem if b == 0 => return self.fail(rs, format!("integer `{sym}` by zero; the right side must not be 0")),
-                    BinOp::Div if a.checked_rem(b).is_some_and(|r| r != 0) => return Ok(Val::Float(a as f64 / b as f64)),
+                    BinOp::Div | BinOp::Rem if b == 0 => {
+                        return self.fail(
+                            rs,
+                            format!("integer `{sym}` by zero; the right side must not be 0"),
+                        )
+                    }
+                    BinOp::Div if a.checked_rem(b).is_some_and(|r| r != 0) => {
+                        return Ok(Val::Float(a as f64 / b as f64))
+                    }
                     BinOp::Div => a.checked_div(b),
                     BinOp::Rem => a.checked_rem(b),
                 };
                 match v {
                     Some(v) => Ok(Val::Int(v)),
-                    None => self.fail(op_span, "integer overflow: the result does not fit in 64 bits"),
+                    None => self.fail(
+                        op_span,
+                        "integer overflow: the result does not fit in 64 bits",
+                    ),
                 }
             }
             (Val::Int(_) | Val::Float(_), Val::Int(_) | Val::Float(_)) if op == BinOp::Rem => {
@@ -706,7 +854,12 @@ impl Lowerer<'_> {
                     BinOp::Div => UnaryOp::DivScalar(c),
                     BinOp::Rem => return self.fail(op_span, "`%` takes integers only"),
                 };
-                Ok(Val::Tensor(self.push_node(Op::Unary(unary), vec![t], self.graph.shape(t).to_vec(), op_span)))
+                Ok(Val::Tensor(self.push_node(
+                    Op::Unary(unary),
+                    vec![t],
+                    self.graph.shape(t).to_vec(),
+                    op_span,
+                )))
             }
             (s @ (Val::Int(_) | Val::Float(_)), Val::Tensor(t)) => {
                 let c = as_f64(&s) as f32;
@@ -717,7 +870,12 @@ impl Lowerer<'_> {
                     BinOp::Div => UnaryOp::ScalarDiv(c),
                     BinOp::Rem => return self.fail(op_span, "`%` takes integers only"),
                 };
-                Ok(Val::Tensor(self.push_node(Op::Unary(unary), vec![t], self.graph.shape(t).to_vec(), op_span)))
+                Ok(Val::Tensor(self.push_node(
+                    Op::Unary(unary),
+                    vec![t],
+                    self.graph.shape(t).to_vec(),
+                    op_span,
+                )))
             }
             (Val::Tensor(a), Val::Tensor(b)) => {
                 let bop = match op {
@@ -727,7 +885,8 @@ impl Lowerer<'_> {
                     BinOp::Div => BinaryOp::Div,
                     BinOp::Rem => return self.fail(op_span, "`%` takes integers only"),
                 };
-                self.binary_op(bop, op_span, (a, ls), (b, rs)).map(Val::Tensor)
+                self.binary_op(bop, op_span, (a, ls), (b, rs))
+                    .map(Val::Tensor)
             }
             (a, b) => {
                 let (ak, bk) = (a.kind(), b.kind());
@@ -736,7 +895,13 @@ impl Lowerer<'_> {
         }
     }
 
-    pub(crate) fn binary_op(&mut self, op: BinaryOp, span: Span, (a, _as): (ValueId, Span), (b, bs): (ValueId, Span)) -> Eval<ValueId> {
+    pub(crate) fn binary_op(
+        &mut self,
+        op: BinaryOp,
+        span: Span,
+        (a, _as): (ValueId, Span),
+        (b, bs): (ValueId, Span),
+    ) -> Eval<ValueId> {
         let name = Op::Binary(op).name();
         match check::broadcast(name, self.graph.shape(a), self.graph.shape(b)) {
             Ok(shape) if check::elements(&shape).is_none() => self.fail(
@@ -749,17 +914,36 @@ impl Lowerer<'_> {
     }
 
     /// Appends a node and returns its output value.
-    pub(crate) fn push_node(&mut self, op: Op, inputs: Vec<ValueId>, shape: Vec<usize>, span: Span) -> ValueId {
+    pub(crate) fn push_node(
+        &mut self,
+        op: Op,
+        inputs: Vec<ValueId>,
+        shape: Vec<usize>,
+        span: Span,
+    ) -> ValueId {
         let index = self.graph.nodes.len();
         let name = format!("%{index}");
         let output = self.graph.add_value(name, shape, ValueKind::Node(index));
-        self.graph.nodes.push(Node { op, inputs, output, span });
+        self.graph.nodes.push(Node {
+            op,
+            inputs,
+            output,
+            span,
+        });
         output
     }
 
     /// Reports a shape rule's error at the operand at fault (or the call).
-    pub(crate) fn shape_fail<T>(&mut self, e: ShapeError, operand_spans: &[Span], call: Span) -> Eval<T> {
-        let span = e.operand.and_then(|i| operand_spans.get(i).copied()).unwrap_or(call);
+    pub(crate) fn shape_fail<T>(
+        &mut self,
+        e: ShapeError,
+        operand_spans: &[Span],
+        call: Span,
+    ) -> Eval<T> {
+        let span = e
+            .operand
+            .and_then(|i| operand_spans.get(i).copied())
+            .unwrap_or(call);
         self.fail(span, e.message)
     }
 
@@ -770,7 +954,14 @@ impl Lowerer<'_> {
 
     /// Declares a learned tensor `<prefix>.<stmt key>.<suffix>` (or `<key>.<suffix>` when the
     /// op was given `key = ...`).
-    pub(crate) fn param(&mut self, key_override: Option<String>, suffix: &str, shape: Vec<usize>, span: Span, op: &str) -> Eval<ValueId> {
+    pub(crate) fn param(
+        &mut self,
+        key_override: Option<String>,
+        suffix: &str,
+        shape: Vec<usize>,
+        span: Span,
+        op: &str,
+    ) -> Eval<ValueId> {
         let base = match key_override.or_else(|| self.stmt_key.clone()) {
             Some(k) => k,
             None => {
@@ -780,12 +971,21 @@ impl Lowerer<'_> {
                 )
             }
         };
-        let key = if base.is_empty() { suffix.to_string() } else { format!("{base}.{suffix}") };
+        let key = if base.is_empty() {
+            suffix.to_string()
+        } else {
+            format!("{base}.{suffix}")
+        };
         self.param_exact(key, shape, span)
     }
 
     /// Declares a learned tensor named `<prefix>.<key>`.
-    pub(crate) fn param_exact(&mut self, key: String, shape: Vec<usize>, span: Span) -> Eval<ValueId> {
+    pub(crate) fn param_exact(
+        &mut self,
+        key: String,
+        shape: Vec<usize>,
+        span: Span,
+    ) -> Eval<ValueId> {
         let mut parts = self.prefix.clone();
         parts.push(key);
         let key = parts.join(".");
@@ -804,8 +1004,14 @@ impl Lowerer<'_> {
         self.keys.insert(key.clone(), span);
         let index = self.graph.params.len();
         let value_name = key.replace('.', "_");
-        let id = self.graph.add_value(value_name, shape.clone(), ValueKind::Param(index));
-        self.graph.params.push(Param { key, shape, value: id });
+        let id = self
+            .graph
+            .add_value(value_name, shape.clone(), ValueKind::Param(index));
+        self.graph.params.push(Param {
+            key,
+            shape,
+            value: id,
+        });
         Ok(id)
     }
 
@@ -823,13 +1029,21 @@ impl Lowerer<'_> {
         }
         let name = func.to_string();
         if let Some(block) = self.blocks.get(&name).copied() {
-            return self.call_block(block, func, evaluated, span).map(|v| (v, span));
+            return self
+                .call_block(block, func, evaluated, span)
+                .map(|v| (v, span));
         }
         let call = crate::ops::CallArgs::new(&name, func.span(), span, evaluated);
         crate::ops::lower_op(self, call).map(|v| (v, span))
     }
 
-    fn call_block(&mut self, block: &BlockDecl, func: &Ident, args: Vec<(Option<Ident>, Val, Span)>, _span: Span) -> Eval<Val> {
+    fn call_block(
+        &mut self,
+        block: &BlockDecl,
+        func: &Ident,
+        args: Vec<(Option<Ident>, Val, Span)>,
+        _span: Span,
+    ) -> Eval<Val> {
         let name = block.name.to_string();
         if self.call_stack.len() >= MAX_CALL_DEPTH || self.call_stack.contains(&name) {
             return self.fail(func.span(), format!("block `{name}` calls itself (directly or through other blocks); blocks cannot recurse"));
@@ -842,15 +1056,28 @@ impl Lowerer<'_> {
                 Some(k) => match block.params.iter().position(|p| p.name == *k) {
                     Some(i) => i,
                     None => {
-                        let names: Vec<String> = block.params.iter().map(|p| p.name.to_string()).collect();
-                        return self.fail(k.span(), format!("block `{name}` has no parameter `{k}`; its parameters are: {}", names.join(", ")));
+                        let names: Vec<String> =
+                            block.params.iter().map(|p| p.name.to_string()).collect();
+                        return self.fail(
+                            k.span(),
+                            format!(
+                                "block `{name}` has no parameter `{k}`; its parameters are: {}",
+                                names.join(", ")
+                            ),
+                        );
                     }
                 },
                 None => {
                     let i = positional;
                     positional += 1;
                     if i >= block.params.len() {
-                        return self.fail(s, format!("block `{name}` takes {} argument(s), this is one too many", block.params.len()));
+                        return self.fail(
+                            s,
+                            format!(
+                                "block `{name}` takes {} argument(s), this is one too many",
+                                block.params.len()
+                            ),
+                        );
                     }
                     i
                 }
@@ -858,7 +1085,11 @@ impl Lowerer<'_> {
             match given.get_mut(slot) {
                 Some(g @ None) => *g = Some((val, s)),
                 _ => {
-                    let pname = block.params.get(slot).map(|p| p.name.to_string()).unwrap_or_default();
+                    let pname = block
+                        .params
+                        .get(slot)
+                        .map(|p| p.name.to_string())
+                        .unwrap_or_default();
                     return self.fail(s, format!("parameter `{pname}` of block `{name}` is given twice; give it either by position or by keyword"));
                 }
             }
@@ -869,20 +1100,37 @@ impl Lowerer<'_> {
             let (val, vspan) = match (given, &param.default) {
                 (Some(v), _) => v,
                 (None, Some(default)) => {
-                    let mut scope = Env { frames: vec![frame.clone()] };
+                    let mut scope = Env {
+                        frames: vec![frame.clone()],
+                    };
                     self.eval(default, &mut scope)?
                 }
-                (None, None) => return self.fail(func.span(), format!("block `{name}` needs argument `{pname}`")),
+                (None, None) => {
+                    return self.fail(
+                        func.span(),
+                        format!("block `{name}` needs argument `{pname}`"),
+                    )
+                }
             };
             if let Some(pattern) = &param.shape {
                 let Val::Tensor(id) = val else {
-                    return self.fail(vspan, format!("parameter `{pname}` of block `{name}` is a tensor, found {}", val.kind()));
+                    return self.fail(
+                        vspan,
+                        format!(
+                            "parameter `{pname}` of block `{name}` is a tensor, found {}",
+                            val.kind()
+                        ),
+                    );
                 };
                 let shape = self.graph.shape(id).to_vec();
                 if pattern.len() != shape.len() {
                     return self.fail(
                         vspan,
-                        format!("block `{name}` expects `{pname}` of rank {}, found shape {}", pattern.len(), fmt_shape(&shape)),
+                        format!(
+                            "block `{name}` expects `{pname}` of rank {}, found shape {}",
+                            pattern.len(),
+                            fmt_shape(&shape)
+                        ),
                     );
                 }
                 for (axis, (dim_expr, &dim)) in pattern.iter().zip(&shape).enumerate() {
@@ -901,7 +1149,9 @@ impl Lowerer<'_> {
                             }
                         }
                     } else {
-                        let mut scope = Env { frames: vec![frame.clone()] };
+                        let mut scope = Env {
+                            frames: vec![frame.clone()],
+                        };
                         match self.eval(dim_expr, &mut scope)? {
                             (Val::Int(n), _) if n as usize == dim => {}
                             (v, _) => {
@@ -923,7 +1173,9 @@ impl Lowerer<'_> {
             self.prefix.push(k);
         }
         self.call_stack.push(name);
-        let mut env = Env { frames: vec![frame] };
+        let mut env = Env {
+            frames: vec![frame],
+        };
         let result = self.lower_body(&block.body, &mut env);
         self.call_stack.pop();
         if pushed {

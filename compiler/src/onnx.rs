@@ -172,7 +172,14 @@ pub fn readme_table() -> String {
     for op in ONNX_OPS {
         let dsl: Vec<String> = op.dsl.split(", ").map(|d| format!("`{d}`")).collect();
         let attrs: Vec<String> = op.attributes.iter().map(|a| format!("`{a}`")).collect();
-        let _ = writeln!(s, "| `{}` | {} | {} | {} |", op.op_type, dsl.join(" "), attrs.join(" "), op.notes);
+        let _ = writeln!(
+            s,
+            "| `{}` | {} | {} | {} |",
+            op.op_type,
+            dsl.join(" "),
+            attrs.join(" "),
+            op.notes
+        );
     }
     s
 }
@@ -180,13 +187,17 @@ pub fn readme_table() -> String {
 /// Maps one node to a one-op model, or says why it cannot.
 pub fn map(node: &Node) -> Mapping {
     let Some(spec) = ONNX_OPS.iter().find(|o| o.op_type == node.op_type) else {
-        return Mapping::Unsupported { reason: format!("{}: the op is not supported", node.op_type) };
+        return Mapping::Unsupported {
+            reason: format!("{}: the op is not supported", node.op_type),
+        };
     };
     let mut ctx = Ctx::new(node, spec);
     let result = (spec.map)(&mut ctx).and_then(|outs| ctx.finish(outs));
     match result {
         Ok(model) => Mapping::Model(model),
-        Err(msg) => Mapping::Unsupported { reason: format!("{}: {msg}", node.op_type) },
+        Err(msg) => Mapping::Unsupported {
+            reason: format!("{}: {msg}", node.op_type),
+        },
     }
 }
 
@@ -227,10 +238,17 @@ impl<'n> Ctx<'n> {
     /// The attribute as set, else its schema default; marks it handled.
     fn attr(&mut self, name: &'static str) -> R<Option<Attr>> {
         if !self.spec.attributes.contains(&name) {
-            return Err(format!("internal error: attribute `{name}` is read but not listed in ONNX_OPS"));
+            return Err(format!(
+                "internal error: attribute `{name}` is read but not listed in ONNX_OPS"
+            ));
         }
         self.attrs_read.push(name);
-        let found = self.node.attributes.iter().chain(&self.node.defaults).find(|(n, _)| n == name);
+        let found = self
+            .node
+            .attributes
+            .iter()
+            .chain(&self.node.defaults)
+            .find(|(n, _)| n == name);
         Ok(found.map(|(_, a)| a.clone()))
     }
 
@@ -238,7 +256,9 @@ impl<'n> Ctx<'n> {
         match self.attr(name)? {
             None => Ok(default),
             Some(Attr::Int(v)) => Ok(v),
-            Some(other) => Err(format!("attribute `{name}` must be an integer, found {other:?}")),
+            Some(other) => Err(format!(
+                "attribute `{name}` must be an integer, found {other:?}"
+            )),
         }
     }
 
@@ -247,7 +267,9 @@ impl<'n> Ctx<'n> {
             None => Ok(default),
             Some(Attr::Float(v)) => Ok(v),
             Some(Attr::Int(v)) => Ok(v as f32),
-            Some(other) => Err(format!("attribute `{name}` must be a float, found {other:?}")),
+            Some(other) => Err(format!(
+                "attribute `{name}` must be a float, found {other:?}"
+            )),
         }
     }
 
@@ -255,7 +277,9 @@ impl<'n> Ctx<'n> {
         match self.attr(name)? {
             None => Ok(default.to_string()),
             Some(Attr::Str(v)) => Ok(v),
-            Some(other) => Err(format!("attribute `{name}` must be a string, found {other:?}")),
+            Some(other) => Err(format!(
+                "attribute `{name}` must be a string, found {other:?}"
+            )),
         }
     }
 
@@ -264,7 +288,9 @@ impl<'n> Ctx<'n> {
             None => Ok(None),
             Some(Attr::Ints(v)) => Ok(Some(v)),
             Some(Attr::Int(v)) => Ok(Some(vec![v])),
-            Some(other) => Err(format!("attribute `{name}` must be a list of integers, found {other:?}")),
+            Some(other) => Err(format!(
+                "attribute `{name}` must be a list of integers, found {other:?}"
+            )),
         }
     }
 
@@ -300,9 +326,14 @@ impl<'n> Ctx<'n> {
 
     /// The input as a model input (data); returns its DSL name.
     fn data(&mut self, slot: usize) -> R<String> {
-        let Some(input) = self.input(slot) else { return Err(format!("input {slot} is missing")) };
+        let Some(input) = self.input(slot) else {
+            return Err(format!("input {slot} is missing"));
+        };
         if input.dtype != "float32" && input.dtype != "int64" {
-            return Err(format!("input `{}` has dtype {}; only float32 data is supported", input.name, input.dtype));
+            return Err(format!(
+                "input `{}` has dtype {}; only float32 data is supported",
+                input.name, input.dtype
+            ));
         }
         if !self.model_inputs.contains(&slot) {
             self.model_inputs.push(slot);
@@ -314,7 +345,10 @@ impl<'n> Ctx<'n> {
     fn float_data(&mut self, slot: usize) -> R<String> {
         let name = self.data(slot)?;
         match self.node.inputs.get(slot).and_then(Option::as_ref) {
-            Some(i) if i.dtype != "float32" => Err(format!("input `{}` has dtype {}; only float32 data is supported", i.name, i.dtype)),
+            Some(i) if i.dtype != "float32" => Err(format!(
+                "input `{}` has dtype {}; only float32 data is supported",
+                i.name, i.dtype
+            )),
             _ => Ok(name),
         }
     }
@@ -325,7 +359,10 @@ impl<'n> Ctx<'n> {
             None => Ok(None),
             Some(i) => match &i.value {
                 Some(t) => Ok(Some(t)),
-                None => Err(format!("input `{}` must be a constant (its value known when the model is generated)", i.name)),
+                None => Err(format!(
+                    "input `{}` must be a constant (its value known when the model is generated)",
+                    i.name
+                )),
             },
         }
     }
@@ -344,18 +381,29 @@ impl<'n> Ctx<'n> {
             None => Ok(None),
             Some(v) => match v.as_slice() {
                 [x] => Ok(Some(*x as f32)),
-                _ => Err(format!("input {slot} must be a scalar, found {} values", v.len())),
+                _ => Err(format!(
+                    "input {slot} must be a scalar, found {} values",
+                    v.len()
+                )),
             },
         }
     }
 
     /// Declares the input as the values of the DSL parameter `key`; returns its shape.
     fn param(&mut self, slot: usize, key: &str) -> R<Vec<usize>> {
-        let Some(input) = self.input(slot) else { return Err(format!("input {slot} is missing")) };
+        let Some(input) = self.input(slot) else {
+            return Err(format!("input {slot} is missing"));
+        };
         if input.dtype != "float32" {
-            return Err(format!("input `{}` has dtype {}; weights must be float32", input.name, input.dtype));
+            return Err(format!(
+                "input `{}` has dtype {}; weights must be float32",
+                input.name, input.dtype
+            ));
         }
-        self.params.push(ParamSource { key: key.to_string(), input: slot });
+        self.params.push(ParamSource {
+            key: key.to_string(),
+            input: slot,
+        });
         Ok(input.shape.clone())
     }
 
@@ -391,8 +439,17 @@ impl<'n> Ctx<'n> {
     fn finish(&mut self, outs: Vec<String>) -> R<OneOpModel> {
         for (name, _) in self.node.attributes.iter().chain(&self.node.defaults) {
             if !self.attrs_read.iter().any(|r| r == name) {
-                let value = self.node.attributes.iter().chain(&self.node.defaults).find(|(n, _)| n == name).map(|(_, a)| a);
-                return Err(format!("attribute `{name}`{} is not supported", value.map(fmt_attr).unwrap_or_default()));
+                let value = self
+                    .node
+                    .attributes
+                    .iter()
+                    .chain(&self.node.defaults)
+                    .find(|(n, _)| n == name)
+                    .map(|(_, a)| a);
+                return Err(format!(
+                    "attribute `{name}`{} is not supported",
+                    value.map(fmt_attr).unwrap_or_default()
+                ));
             }
         }
         for (slot, input) in self.node.inputs.iter().enumerate() {
@@ -401,9 +458,15 @@ impl<'n> Ctx<'n> {
                 return Err(format!("input {slot} (`{name}`) is not supported"));
             }
         }
-        let out_slots: Vec<usize> = (0..self.node.outputs.len()).filter(|&i| self.wants_output(i)).collect();
+        let out_slots: Vec<usize> = (0..self.node.outputs.len())
+            .filter(|&i| self.wants_output(i))
+            .collect();
         if out_slots.len() != outs.len() {
-            return Err(format!("internal error: {} outputs mapped for {} requested", outs.len(), out_slots.len()));
+            return Err(format!(
+                "internal error: {} outputs mapped for {} requested",
+                outs.len(),
+                out_slots.len()
+            ));
         }
         let mut dsl = String::from("model Case(");
         let mut inputs: Vec<usize> = self.model_inputs.clone();
@@ -417,17 +480,29 @@ impl<'n> Ctx<'n> {
         if let [slot] = out_slots.as_slice() {
             dsl.push_str(&fmt_dims(&self.out_shape(*slot)?));
         } else {
-            let decls: Vec<String> = out_slots.iter().map(|&s| Ok(format!("y{s}: {}", fmt_dims(&self.out_shape(s)?)))).collect::<R<_>>()?;
+            let decls: Vec<String> = out_slots
+                .iter()
+                .map(|&s| Ok(format!("y{s}: {}", fmt_dims(&self.out_shape(s)?))))
+                .collect::<R<_>>()?;
             let _ = write!(dsl, "({})", decls.join(", "));
         }
         dsl.push_str(" {\n");
         for s in &self.stmts {
             let _ = writeln!(dsl, "    {s}");
         }
-        let result = if let [one] = outs.as_slice() { one.clone() } else { format!("({})", outs.join(", ")) };
+        let result = if let [one] = outs.as_slice() {
+            one.clone()
+        } else {
+            format!("({})", outs.join(", "))
+        };
         let _ = writeln!(dsl, "    {result}");
         dsl.push('}');
-        Ok(OneOpModel { dsl, inputs, params: self.params.clone(), outputs: out_slots })
+        Ok(OneOpModel {
+            dsl,
+            inputs,
+            params: self.params.clone(),
+            outputs: out_slots,
+        })
     }
 }
 
@@ -506,7 +581,10 @@ fn pow(c: &mut Ctx<'_>) -> R<Vec<String>> {
 fn leaky_relu(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let alpha = c.float("alpha", 0.01)?;
     let x = c.float_data(0)?;
-    Ok(vec![format!("leaky_relu({x}, negative_slope = {})", flt(alpha))])
+    Ok(vec![format!(
+        "leaky_relu({x}, negative_slope = {})",
+        flt(alpha)
+    )])
 }
 
 fn elu(c: &mut Ctx<'_>) -> R<Vec<String>> {
@@ -527,7 +605,11 @@ fn selu(c: &mut Ctx<'_>) -> R<Vec<String>> {
         Ok(vec![format!("selu({x})")])
     } else {
         // gamma * (x > 0 ? x : alpha * (e^x - 1)) is gamma * elu(x, alpha), exactly
-        Ok(vec![format!("elu({x}, alpha = {}) * {}", flt(alpha), flt(gamma))])
+        Ok(vec![format!(
+            "elu({x}, alpha = {}) * {}",
+            flt(alpha),
+            flt(gamma)
+        )])
     }
 }
 
@@ -535,7 +617,11 @@ fn hard_sigmoid(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let alpha = c.float("alpha", 0.2)?;
     let beta = c.float("beta", 0.5)?;
     let x = c.float_data(0)?;
-    Ok(vec![format!("hard_sigmoid({x}, alpha = {}, beta = {})", flt(alpha), flt(beta))])
+    Ok(vec![format!(
+        "hard_sigmoid({x}, alpha = {}, beta = {})",
+        flt(alpha),
+        flt(beta)
+    )])
 }
 
 fn gelu(c: &mut Ctx<'_>) -> R<Vec<String>> {
@@ -552,7 +638,10 @@ fn clip(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let (min, max) = if c.opset() < 11 {
         let min = c.float("min", f32::NEG_INFINITY)?;
         let max = c.float("max", f32::INFINITY)?;
-        (Some(min).filter(|m| m.is_finite()), Some(max).filter(|m| m.is_finite()))
+        (
+            Some(min).filter(|m| m.is_finite()),
+            Some(max).filter(|m| m.is_finite()),
+        )
     } else {
         (c.const_scalar(1)?, c.const_scalar(2)?)
     };
@@ -563,7 +652,11 @@ fn clip(c: &mut Ctx<'_>) -> R<Vec<String>> {
             Some(v) if v.is_finite() => args.push(format!("{name} = {}", flt(v))),
             // an infinite bound is no bound, the default
             Some(v) if (name == "min") == (v < 0.0) => {}
-            Some(_) => return Err(format!("{name} is an infinity that clips everything; not supported")),
+            Some(_) => {
+                return Err(format!(
+                    "{name} is an infinity that clips everything; not supported"
+                ))
+            }
             None => {}
         }
     }
@@ -579,11 +672,17 @@ fn prelu(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let offset = xs.len().saturating_sub(slope.len());
     let per_channel = xs.len() >= 2
         && slope.len() <= xs.len()
-        && slope.iter().enumerate().all(|(j, &d)| d == 1 || offset + j == 1)
+        && slope
+            .iter()
+            .enumerate()
+            .all(|(j, &d)| d == 1 || offset + j == 1)
         && (n == 1 || n == dim(&xs, 1));
     if per_channel {
         c.param(1, "prelu.weight")?;
-        Ok(vec![c.bind_named("prelu", format!("prelu({x}, num_parameters = {n})"))])
+        Ok(vec![c.bind_named(
+            "prelu",
+            format!("prelu({x}, num_parameters = {n})"),
+        )])
     } else {
         // any other broadcast: relu(x) - slope * relu(-x) is exact
         c.param(1, "slope")?;
@@ -606,10 +705,18 @@ fn batch_norm(c: &mut Ctx<'_>) -> R<Vec<String>> {
         return Err("the running mean/var outputs (training mode) are not supported".to_string());
     }
     let x = c.float_data(0)?;
-    for (slot, key) in [(1, "bn.weight"), (2, "bn.bias"), (3, "bn.running_mean"), (4, "bn.running_var")] {
+    for (slot, key) in [
+        (1, "bn.weight"),
+        (2, "bn.bias"),
+        (3, "bn.running_mean"),
+        (4, "bn.running_var"),
+    ] {
         c.param(slot, key)?;
     }
-    Ok(vec![c.bind_named("bn", format!("batch_norm({x}, eps = {})", flt(eps)))])
+    Ok(vec![c.bind_named(
+        "bn",
+        format!("batch_norm({x}, eps = {})", flt(eps)),
+    )])
 }
 
 fn instance_norm(c: &mut Ctx<'_>) -> R<Vec<String>> {
@@ -617,7 +724,10 @@ fn instance_norm(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let x = c.float_data(0)?;
     c.param(1, "norm.weight")?;
     c.param(2, "norm.bias")?;
-    Ok(vec![c.bind_named("norm", format!("instance_norm({x}, eps = {}, affine = true)", flt(eps)))])
+    Ok(vec![c.bind_named(
+        "norm",
+        format!("instance_norm({x}, eps = {}, affine = true)", flt(eps)),
+    )])
 }
 
 fn group_norm(c: &mut Ctx<'_>) -> R<Vec<String>> {
@@ -632,7 +742,10 @@ fn group_norm(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let x = c.float_data(0)?;
     c.param(1, "norm.weight")?;
     c.param(2, "norm.bias")?;
-    Ok(vec![c.bind_named("norm", format!("group_norm({x}, {groups}, eps = {})", flt(eps)))])
+    Ok(vec![c.bind_named(
+        "norm",
+        format!("group_norm({x}, {groups}, eps = {})", flt(eps)),
+    )])
 }
 
 fn layer_norm(c: &mut Ctx<'_>) -> R<Vec<String>> {
@@ -653,12 +766,18 @@ fn layer_norm(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let y = if exact && has_bias {
         c.param(1, "ln.weight")?;
         c.param(2, "ln.bias")?;
-        c.bind_named("ln", format!("layer_norm({x}, dims = {dims}, eps = {})", flt(eps)))
+        c.bind_named(
+            "ln",
+            format!("layer_norm({x}, dims = {dims}, eps = {})", flt(eps)),
+        )
     } else {
         // Scale and B broadcast to the normalized shape
         c.param(1, "scale")?;
         c.bind_named("scale", format!("param({})", fmt_dims(&scale)));
-        let mut y = format!("layer_norm({x}, dims = {dims}, eps = {}, affine = false) * scale", flt(eps));
+        let mut y = format!(
+            "layer_norm({x}, dims = {dims}, eps = {}, affine = false) * scale",
+            flt(eps)
+        );
         if has_bias {
             let b = c.shape(2)?;
             c.param(2, "bias")?;
@@ -670,12 +789,18 @@ fn layer_norm(c: &mut Ctx<'_>) -> R<Vec<String>> {
     outs.push(y);
     if c.wants_output(1) || c.wants_output(2) {
         let axes: Vec<i64> = (axis as i64..xs.len() as i64).collect();
-        let mean = c.bind(format!("reduce_mean({x}, axes = {}, keepdims = true)", fmt_ints(&axes)));
+        let mean = c.bind(format!(
+            "reduce_mean({x}, axes = {}, keepdims = true)",
+            fmt_ints(&axes)
+        ));
         if c.wants_output(1) {
             outs.push(mean.clone());
         }
         if c.wants_output(2) {
-            let var = c.bind(format!("reduce_mean(square({x} - {mean}), axes = {}, keepdims = true)", fmt_ints(&axes)));
+            let var = c.bind(format!(
+                "reduce_mean(square({x} - {mean}), axes = {}, keepdims = true)",
+                fmt_ints(&axes)
+            ));
             outs.push(c.bind(format!("rsqrt({var} + {})", flt(eps))));
         }
     }
@@ -692,7 +817,11 @@ fn softmax(c: &mut Ctx<'_>, dsl: &str) -> R<Vec<String>> {
     } else {
         // before opset 13 the input is flattened to 2-d at `axis`
         let axis = c.int("axis", 1)?;
-        let axis = if axis == xs.len() as i64 { xs.len() } else { norm_axis(axis, xs.len())? };
+        let axis = if axis == xs.len() as i64 {
+            xs.len()
+        } else {
+            norm_axis(axis, xs.len())?
+        };
         let outer: usize = xs.get(..axis).unwrap_or(&[]).iter().product();
         let inner: usize = xs.get(axis..).unwrap_or(&[]).iter().product();
         let flat = c.bind(format!("reshape({x}, [{outer}, {inner}])"));
@@ -710,7 +839,12 @@ struct Window {
 }
 
 /// Reads kernel_shape (or `kernel` from W), strides, dilations, pads and auto_pad.
-fn window(c: &mut Ctx<'_>, spatial: &[usize], kernel_from_w: Option<Vec<usize>>, is_pool: bool) -> R<Window> {
+fn window(
+    c: &mut Ctx<'_>,
+    spatial: &[usize],
+    kernel_from_w: Option<Vec<usize>>,
+    is_pool: bool,
+) -> R<Window> {
     let k = spatial.len();
     let kernel: Vec<usize> = match (c.ints("kernel_shape")?, kernel_from_w) {
         (Some(ks), Some(w)) => {
@@ -725,39 +859,71 @@ fn window(c: &mut Ctx<'_>, spatial: &[usize], kernel_from_w: Option<Vec<usize>>,
         (None, None) => return Err("kernel_shape is required".to_string()),
     };
     let strides = positive_list(c.ints("strides")?, k, "strides")?;
-    let dilations = if is_pool && c.opset() < 10 { vec![1; k] } else { positive_list(c.ints("dilations")?, k, "dilations")? };
+    let dilations = if is_pool && c.opset() < 10 {
+        vec![1; k]
+    } else {
+        positive_list(c.ints("dilations")?, k, "dilations")?
+    };
     if kernel.len() != k || kernel.contains(&0) {
-        return Err(format!("kernel_shape {kernel:?} does not match the {k} spatial axes"));
+        return Err(format!(
+            "kernel_shape {kernel:?} does not match the {k} spatial axes"
+        ));
     }
     let auto_pad = c.string("auto_pad", "NOTSET")?;
     let pads_attr = c.ints("pads")?;
     let pads: Vec<(usize, usize)> = match auto_pad.as_str() {
         "NOTSET" => match pads_attr {
             None => vec![(0, 0); k],
-            Some(p) if p.len() == 2 * k && p.iter().all(|&v| v >= 0) => {
-                (0..k).map(|i| (p.get(i).copied().unwrap_or(0) as usize, p.get(i + k).copied().unwrap_or(0) as usize)).collect()
+            Some(p) if p.len() == 2 * k && p.iter().all(|&v| v >= 0) => (0..k)
+                .map(|i| {
+                    (
+                        p.get(i).copied().unwrap_or(0) as usize,
+                        p.get(i + k).copied().unwrap_or(0) as usize,
+                    )
+                })
+                .collect(),
+            Some(p) => {
+                return Err(format!(
+                    "pads {p:?} must be {} non-negative integers",
+                    2 * k
+                ))
             }
-            Some(p) => return Err(format!("pads {p:?} must be {} non-negative integers", 2 * k)),
         },
         "VALID" => vec![(0, 0); k],
         "SAME_UPPER" | "SAME_LOWER" => (0..k)
             .map(|i| {
-                let (len, s, d, kk) = (dim(spatial, i), dim(&strides, i), dim(&dilations, i), dim(&kernel, i));
+                let (len, s, d, kk) = (
+                    dim(spatial, i),
+                    dim(&strides, i),
+                    dim(&dilations, i),
+                    dim(&kernel, i),
+                );
                 let out = len.div_ceil(s);
                 let total = ((out.saturating_sub(1)) * s + (kk - 1) * d + 1).saturating_sub(len);
                 let small = total / 2;
-                if auto_pad == "SAME_UPPER" { (small, total - small) } else { (total - small, small) }
+                if auto_pad == "SAME_UPPER" {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                }
             })
             .collect(),
         other => return Err(format!("auto_pad=\"{other}\" is not supported")),
     };
-    Ok(Window { kernel, strides, dilations, pads })
+    Ok(Window {
+        kernel,
+        strides,
+        dilations,
+        pads,
+    })
 }
 
 fn positive_list(v: Option<Vec<i64>>, k: usize, name: &str) -> R<Vec<usize>> {
     match v {
         None => Ok(vec![1; k]),
-        Some(v) if v.len() == k && v.iter().all(|&s| s >= 1) => Ok(v.iter().map(|&s| s as usize).collect()),
+        Some(v) if v.len() == k && v.iter().all(|&s| s >= 1) => {
+            Ok(v.iter().map(|&s| s as usize).collect())
+        }
         Some(v) => Err(format!("{name} {v:?} must be {k} positive integers")),
     }
 }
@@ -767,14 +933,24 @@ fn conv(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let xs = c.shape(0)?;
     let ws = c.shape(1)?;
     if xs.len() < 3 || ws.len() != xs.len() {
-        return Err(format!("input {xs:?} and weight {ws:?} must be [N, C, ...] and [M, C/group, ...]"));
+        return Err(format!(
+            "input {xs:?} and weight {ws:?} must be [N, C, ...] and [M, C/group, ...]"
+        ));
     }
     let spatial = xs.get(2..).unwrap_or(&[]).to_vec();
     if spatial.len() > 2 {
-        return Err(format!("{}-d convolution is not supported (1-d and 2-d are)", spatial.len()));
+        return Err(format!(
+            "{}-d convolution is not supported (1-d and 2-d are)",
+            spatial.len()
+        ));
     }
     let group = c.int("group", 1)?;
-    let w = window(c, &spatial, Some(ws.get(2..).unwrap_or(&[]).to_vec()), false)?;
+    let w = window(
+        c,
+        &spatial,
+        Some(ws.get(2..).unwrap_or(&[]).to_vec()),
+        false,
+    )?;
     let m = dim(&ws, 0);
     c.param(1, "conv.weight")?;
     let bias = c.has_input(2);
@@ -783,13 +959,32 @@ fn conv(c: &mut Ctx<'_>) -> R<Vec<String>> {
     }
     // 1-d runs as 2-d over a height of 1
     let one_d = spatial.len() == 1;
-    let lift = |v: &[usize], fill: usize| if one_d { vec![fill, dim(v, 0)] } else { v.to_vec() };
+    let lift = |v: &[usize], fill: usize| {
+        if one_d {
+            vec![fill, dim(v, 0)]
+        } else {
+            v.to_vec()
+        }
+    };
     let kernel = lift(&w.kernel, 1);
     let stride = lift(&w.strides, 1);
     let dilation = lift(&w.dilations, 1);
-    let pads = if one_d { vec![(0, 0), w.pads.first().copied().unwrap_or((0, 0))] } else { w.pads.clone() };
-    let padding = [pads.first().map_or(0, |p| p.0), pads.get(1).map_or(0, |p| p.0), pads.first().map_or(0, |p| p.1), pads.get(1).map_or(0, |p| p.1)];
-    let input = if one_d { c.bind(format!("unsqueeze({x}, 2)")) } else { x };
+    let pads = if one_d {
+        vec![(0, 0), w.pads.first().copied().unwrap_or((0, 0))]
+    } else {
+        w.pads.clone()
+    };
+    let padding = [
+        pads.first().map_or(0, |p| p.0),
+        pads.get(1).map_or(0, |p| p.0),
+        pads.first().map_or(0, |p| p.1),
+        pads.get(1).map_or(0, |p| p.1),
+    ];
+    let input = if one_d {
+        c.bind(format!("unsqueeze({x}, 2)"))
+    } else {
+        x
+    };
     let y = c.bind_named(
         "conv",
         format!(
@@ -800,7 +995,11 @@ fn conv(c: &mut Ctx<'_>) -> R<Vec<String>> {
             fmt_dims(&dilation)
         ),
     );
-    Ok(vec![if one_d { format!("squeeze({y}, axes = 2)") } else { y }])
+    Ok(vec![if one_d {
+        format!("squeeze({y}, axes = 2)")
+    } else {
+        y
+    }])
 }
 
 fn conv_transpose(c: &mut Ctx<'_>) -> R<Vec<String>> {
@@ -808,12 +1007,16 @@ fn conv_transpose(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let xs = c.shape(0)?;
     let ws = c.shape(1)?;
     if xs.len() < 3 || ws.len() != xs.len() {
-        return Err(format!("input {xs:?} and weight {ws:?} must be [N, C, ...] and [C, M/group, ...]"));
+        return Err(format!(
+            "input {xs:?} and weight {ws:?} must be [N, C, ...] and [C, M/group, ...]"
+        ));
     }
     let spatial = xs.get(2..).unwrap_or(&[]).to_vec();
     let k = spatial.len();
     if k > 3 {
-        return Err(format!("{k}-d transposed convolution is not supported (1-d to 3-d are)"));
+        return Err(format!(
+            "{k}-d transposed convolution is not supported (1-d to 3-d are)"
+        ));
     }
     let group = c.int("group", 1)?.max(1) as usize;
     let wk = ws.get(2..).unwrap_or(&[]).to_vec();
@@ -831,22 +1034,43 @@ fn conv_transpose(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let dilations = positive_list(c.ints("dilations")?, k, "dilations")?;
     let output_padding: Vec<usize> = match c.ints("output_padding")? {
         None => vec![0; k],
-        Some(v) if v.len() == k && v.iter().all(|&p| p >= 0) => v.iter().map(|&p| p as usize).collect(),
-        Some(v) => return Err(format!("output_padding {v:?} must be {k} non-negative integers")),
+        Some(v) if v.len() == k && v.iter().all(|&p| p >= 0) => {
+            v.iter().map(|&p| p as usize).collect()
+        }
+        Some(v) => {
+            return Err(format!(
+                "output_padding {v:?} must be {k} non-negative integers"
+            ))
+        }
     };
     let auto_pad = c.string("auto_pad", "NOTSET")?;
     let pads_attr = c.ints("pads")?;
     let output_shape = c.ints("output_shape")?;
     // the full output before padding is removed
     let full: Vec<usize> = (0..k)
-        .map(|i| dim(&strides, i) * (dim(&spatial, i).saturating_sub(1)) + dim(&output_padding, i) + (dim(&kernel, i) - 1) * dim(&dilations, i) + 1)
+        .map(|i| {
+            dim(&strides, i) * (dim(&spatial, i).saturating_sub(1))
+                + dim(&output_padding, i)
+                + (dim(&kernel, i) - 1) * dim(&dilations, i)
+                + 1
+        })
         .collect();
     let target: Option<Vec<usize>> = match (&output_shape, auto_pad.as_str()) {
         (Some(os), _) => {
-            let os: Vec<usize> = os.iter().rev().take(k).rev().map(|&v| v.max(0) as usize).collect();
+            let os: Vec<usize> = os
+                .iter()
+                .rev()
+                .take(k)
+                .rev()
+                .map(|&v| v.max(0) as usize)
+                .collect();
             Some(os)
         }
-        (None, "SAME_UPPER" | "SAME_LOWER") => Some((0..k).map(|i| dim(&spatial, i) * dim(&strides, i)).collect()),
+        (None, "SAME_UPPER" | "SAME_LOWER") => Some(
+            (0..k)
+                .map(|i| dim(&spatial, i) * dim(&strides, i))
+                .collect(),
+        ),
         _ => None,
     };
     let mut output_padding = output_padding;
@@ -857,10 +1081,16 @@ fn conv_transpose(c: &mut Ctx<'_>) -> R<Vec<String>> {
                 let total = dim(&full, i) as i64 - dim(&t, i) as i64;
                 let small = total.div_euclid(2);
                 // SAME_UPPER puts the extra at the end, anything else at the beginning
-                let (b, e) = if auto_pad == "SAME_UPPER" { (small, total - small) } else { (total - small, small) };
+                let (b, e) = if auto_pad == "SAME_UPPER" {
+                    (small, total - small)
+                } else {
+                    (total - small, small)
+                };
                 // a negative end pad lengthens the output: more output padding
                 if b < 0 {
-                    return Err(format!("output_shape {t:?} needs negative padding at the start"));
+                    return Err(format!(
+                        "output_shape {t:?} needs negative padding at the start"
+                    ));
                 }
                 if e < 0 {
                     if let Some(p) = output_padding.get_mut(i) {
@@ -873,20 +1103,47 @@ fn conv_transpose(c: &mut Ctx<'_>) -> R<Vec<String>> {
         }
         None => match (auto_pad.as_str(), pads_attr) {
             ("NOTSET", None) | ("VALID", _) => vec![(0, 0); k],
-            ("NOTSET", Some(p)) if p.len() == 2 * k && p.iter().all(|&v| v >= 0) => {
-                (0..k).map(|i| (p.get(i).copied().unwrap_or(0) as usize, p.get(i + k).copied().unwrap_or(0) as usize)).collect()
+            ("NOTSET", Some(p)) if p.len() == 2 * k && p.iter().all(|&v| v >= 0) => (0..k)
+                .map(|i| {
+                    (
+                        p.get(i).copied().unwrap_or(0) as usize,
+                        p.get(i + k).copied().unwrap_or(0) as usize,
+                    )
+                })
+                .collect(),
+            ("NOTSET", Some(p)) => {
+                return Err(format!(
+                    "pads {p:?} must be {} non-negative integers",
+                    2 * k
+                ))
             }
-            ("NOTSET", Some(p)) => return Err(format!("pads {p:?} must be {} non-negative integers", 2 * k)),
             (other, _) => return Err(format!("auto_pad=\"{other}\" is not supported")),
         },
     };
     // the full output before padding is removed, with the final output padding
     let full: Vec<usize> = (0..k)
-        .map(|i| dim(&strides, i) * (dim(&spatial, i).saturating_sub(1)) + dim(&output_padding, i) + (dim(&kernel, i) - 1) * dim(&dilations, i) + 1)
+        .map(|i| {
+            dim(&strides, i) * (dim(&spatial, i).saturating_sub(1))
+                + dim(&output_padding, i)
+                + (dim(&kernel, i) - 1) * dim(&dilations, i)
+                + 1
+        })
         .collect();
     let m = dim(&ws, 1) * group;
     if k == 3 {
-        return conv_transpose3d(c, &x, &xs, m, group, &kernel, &strides, &dilations, &pads, &output_padding, &full);
+        return conv_transpose3d(
+            c,
+            &x,
+            &xs,
+            m,
+            group,
+            &kernel,
+            &strides,
+            &dilations,
+            &pads,
+            &output_padding,
+            &full,
+        );
     }
     c.param(1, "deconv.weight")?;
     let bias = c.has_input(2);
@@ -894,9 +1151,24 @@ fn conv_transpose(c: &mut Ctx<'_>) -> R<Vec<String>> {
         c.param(2, "deconv.bias")?;
     }
     let one_d = k == 1;
-    let lift = |v: &[usize], fill: usize| if one_d { vec![fill, dim(v, 0)] } else { v.to_vec() };
-    let input = if one_d { c.bind(format!("unsqueeze({x}, 2)")) } else { x };
-    let plane = |c: &mut Ctx<'_>, input: &str, out_channels: usize, bias: bool, first_axis: usize| -> String {
+    let lift = |v: &[usize], fill: usize| {
+        if one_d {
+            vec![fill, dim(v, 0)]
+        } else {
+            v.to_vec()
+        }
+    };
+    let input = if one_d {
+        c.bind(format!("unsqueeze({x}, 2)"))
+    } else {
+        x
+    };
+    let plane = |c: &mut Ctx<'_>,
+                 input: &str,
+                 out_channels: usize,
+                 bias: bool,
+                 first_axis: usize|
+     -> String {
         // the DSL pads symmetrically: pad by the smaller side, slice the rest off
         let hw = if one_d { 0 } else { k - 2 };
         let sym: Vec<usize> = pads.iter().skip(hw).map(|&(b, e)| b.min(e)).collect();
@@ -923,7 +1195,11 @@ fn conv_transpose(c: &mut Ctx<'_>) -> R<Vec<String>> {
         y
     };
     let y = plane(c, &input, m, bias, 2);
-    Ok(vec![if one_d { format!("squeeze({y}, axes = 2)") } else { y }])
+    Ok(vec![if one_d {
+        format!("squeeze({y}, axes = 2)")
+    } else {
+        y
+    }])
 }
 
 /// 3-d ConvTranspose from the 2-d one: the depth taps of W become output channels
@@ -950,7 +1226,12 @@ fn conv_transpose3d(
     let fd = dim(full, 0);
     let (bd, ed) = pads.first().copied().unwrap_or((0, 0));
     c.param(1, "deconv.weight")?;
-    let slices = c.bind(format!("reshape(permute({x}, [0, 2, 1, 3, 4]), [{}, {ch}, {}, {}])", n * d, dim(xs, 3), dim(xs, 4)));
+    let slices = c.bind(format!(
+        "reshape(permute({x}, [0, 2, 1, 3, 4]), [{}, {ch}, {}, {}])",
+        n * d,
+        dim(xs, 3),
+        dim(xs, 4)
+    ));
     let sym: Vec<usize> = pads.iter().skip(1).map(|&(b, e)| b.min(e)).collect();
     let mut y = c.bind_named(
         "deconv",
@@ -982,14 +1263,20 @@ fn conv_transpose3d(
         let spread = if sd > 1 {
             let moved = c.bind(format!("permute({one}, [0, 1, 3, 2, 4, 5])"));
             let padded = c.bind(format!("pad({moved}, [0, 0, 0, 0, 0, 0, 0, {}])", sd - 1));
-            c.bind(format!("reshape({padded}, [{n}, {}, {m}, {oh}, {ow}])", d * sd))
+            c.bind(format!(
+                "reshape({padded}, [{n}, {}, {m}, {oh}, {ow}])",
+                d * sd
+            ))
         } else {
             c.bind(format!("reshape({one}, [{n}, {d}, {m}, {oh}, {ow}])"))
         };
         let shift = t * dd;
         let len = d * sd + shift;
         let placed = if len <= fd {
-            c.bind(format!("pad({spread}, [0, 0, 0, 0, 0, 0, {shift}, {}])", fd - len))
+            c.bind(format!(
+                "pad({spread}, [0, 0, 0, 0, 0, 0, {shift}, {}])",
+                fd - len
+            ))
         } else {
             // what lies past the full depth is the stride's zeros
             let shifted = c.bind(format!("pad({spread}, [0, 0, 0, 0, 0, 0, {shift}, 0])"));
@@ -998,7 +1285,11 @@ fn conv_transpose3d(
         terms.push(placed);
     }
     let sum = c.bind(terms.join(" + "));
-    let cropped = if bd > 0 || ed > 0 { c.bind(format!("slice({sum}, 1, {bd}, {})", fd - ed)) } else { sum };
+    let cropped = if bd > 0 || ed > 0 {
+        c.bind(format!("slice({sum}, 1, {bd}, {})", fd - ed))
+    } else {
+        sum
+    };
     let mut out = c.bind(format!("permute({cropped}, [0, 2, 1, 3, 4])"));
     if c.has_input(2) {
         c.param(2, "bias")?;
@@ -1020,7 +1311,11 @@ fn pool(c: &mut Ctx<'_>, max: bool) -> R<Vec<String>> {
         return Err(format!("{k}-d pooling is not supported (1-d to 3-d are)"));
     }
     let ceil = c.flag("ceil_mode", false)?;
-    let count_include_pad = if max { false } else { c.flag("count_include_pad", false)? };
+    let count_include_pad = if max {
+        false
+    } else {
+        c.flag("count_include_pad", false)?
+    };
     if max {
         // storage_order only concerns the Indices output, refused below
         c.int("storage_order", 0)?;
@@ -1031,12 +1326,34 @@ fn pool(c: &mut Ctx<'_>, max: bool) -> R<Vec<String>> {
     let w = window(c, &spatial, None, true)?;
     let op = if max { "max_pool2d" } else { "avg_pool2d" };
     let call = |input: &str, axes: &[usize]| -> String {
-        let pick = |v: &[usize], fill: usize| -> Vec<usize> { axes.iter().map(|&a| if a == usize::MAX { fill } else { dim(v, a) }).collect() };
+        let pick = |v: &[usize], fill: usize| -> Vec<usize> {
+            axes.iter()
+                .map(|&a| if a == usize::MAX { fill } else { dim(v, a) })
+                .collect()
+        };
         let kernel = pick(&w.kernel, 1);
         let stride = pick(&w.strides, 1);
         let dilation = pick(&w.dilations, 1);
-        let pb: Vec<usize> = axes.iter().map(|&a| if a == usize::MAX { 0 } else { w.pads.get(a).map_or(0, |p| p.0) }).collect();
-        let pe: Vec<usize> = axes.iter().map(|&a| if a == usize::MAX { 0 } else { w.pads.get(a).map_or(0, |p| p.1) }).collect();
+        let pb: Vec<usize> = axes
+            .iter()
+            .map(|&a| {
+                if a == usize::MAX {
+                    0
+                } else {
+                    w.pads.get(a).map_or(0, |p| p.0)
+                }
+            })
+            .collect();
+        let pe: Vec<usize> = axes
+            .iter()
+            .map(|&a| {
+                if a == usize::MAX {
+                    0
+                } else {
+                    w.pads.get(a).map_or(0, |p| p.1)
+                }
+            })
+            .collect();
         let padding = [dim(&pb, 0), dim(&pb, 1), dim(&pe, 0), dim(&pe, 1)];
         let mut s = format!(
             "{op}({input}, kernel = {}, stride = {}, padding = {}, dilation = {}, ceil_mode = {ceil}",
@@ -1091,8 +1408,16 @@ fn gemm(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let a = c.float_data(0)?;
     let bs = c.param(1, "b")?;
     c.bind_named("b", format!("param({})", fmt_dims(&bs)));
-    let a = if trans_a { c.bind(format!("transpose({a}, 0, 1)")) } else { a };
-    let b = if trans_b { c.bind("transpose(b, 0, 1)".to_string()) } else { "b".to_string() };
+    let a = if trans_a {
+        c.bind(format!("transpose({a}, 0, 1)"))
+    } else {
+        a
+    };
+    let b = if trans_b {
+        c.bind("transpose(b, 0, 1)".to_string())
+    } else {
+        "b".to_string()
+    };
     let mut y = c.bind(format!("matmul({a}, {b})"));
     if alpha != 1.0 {
         y = c.bind(format!("{y} * {}", flt(alpha)));
@@ -1100,7 +1425,11 @@ fn gemm(c: &mut Ctx<'_>) -> R<Vec<String>> {
     if c.has_input(2) {
         let cs = c.param(2, "c")?;
         c.bind_named("c", format!("param({})", fmt_dims(&cs)));
-        let term = if beta == 1.0 { "c".to_string() } else { format!("c * {}", flt(beta)) };
+        let term = if beta == 1.0 {
+            "c".to_string()
+        } else {
+            format!("c * {}", flt(beta))
+        };
         y = c.bind(format!("{y} + {term}"));
     }
     Ok(vec![y])
@@ -1110,12 +1439,23 @@ fn matmul(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let a = c.float_data(0)?;
     let b = c.float_data(1)?;
     let (sa, sb) = (c.shape(0)?, c.shape(1)?);
-    let a2 = if sa.len() == 1 { c.bind(format!("unsqueeze({a}, 0)")) } else { a };
-    let b2 = if sb.len() == 1 { c.bind(format!("unsqueeze({b}, 1)")) } else { b };
+    let a2 = if sa.len() == 1 {
+        c.bind(format!("unsqueeze({a}, 0)"))
+    } else {
+        a
+    };
+    let b2 = if sb.len() == 1 {
+        c.bind(format!("unsqueeze({b}, 1)"))
+    } else {
+        b
+    };
     let y = c.bind(format!("matmul({a2}, {b2})"));
     if sa.len() == 1 || sb.len() == 1 {
         // numpy drops the axes it added to 1-d operands
-        Ok(vec![format!("reshape({y}, {})", fmt_dims(&c.out_shape(0)?))])
+        Ok(vec![format!(
+            "reshape({y}, {})",
+            fmt_dims(&c.out_shape(0)?)
+        )])
     } else {
         Ok(vec![y])
     }
@@ -1139,7 +1479,10 @@ fn reduce(c: &mut Ctx<'_>, dsl: &str, axes_input_from: i64) -> R<Vec<String>> {
     }
     let mut args = format!("{dsl}({x}");
     if !axes.is_empty() {
-        let norm: Vec<i64> = axes.iter().map(|&a| norm_axis(a, xs.len()).map(|a| a as i64)).collect::<R<_>>()?;
+        let norm: Vec<i64> = axes
+            .iter()
+            .map(|&a| norm_axis(a, xs.len()).map(|a| a as i64))
+            .collect::<R<_>>()?;
         let _ = write!(args, ", axes = {}", fmt_ints(&norm));
     }
     let _ = write!(args, ", keepdims = {keepdims})");
@@ -1161,11 +1504,18 @@ fn slice(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let x = c.float_data(0)?;
     let xs = c.shape(0)?;
     let (starts, ends, axes, steps) = if c.opset() >= 10 {
-        (c.const_ints(1)?, c.const_ints(2)?, c.const_ints(3)?, c.const_ints(4)?)
+        (
+            c.const_ints(1)?,
+            c.const_ints(2)?,
+            c.const_ints(3)?,
+            c.const_ints(4)?,
+        )
     } else {
         (c.ints("starts")?, c.ints("ends")?, c.ints("axes")?, None)
     };
-    let (Some(starts), Some(ends)) = (starts, ends) else { return Err("starts and ends are required".to_string()) };
+    let (Some(starts), Some(ends)) = (starts, ends) else {
+        return Err("starts and ends are required".to_string());
+    };
     let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
     let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
     if ends.len() != starts.len() || axes.len() != starts.len() || steps.len() != starts.len() {
@@ -1185,15 +1535,26 @@ fn slice(c: &mut Ctx<'_>) -> R<Vec<String>> {
             if s == 0 && e == len && st == 1 {
                 continue;
             }
-            y = c.bind(format!("slice({y}, {axis}, {s}, {}, step = {st})", e.max(s)));
+            y = c.bind(format!(
+                "slice({y}, {axis}, {s}, {}, step = {st})",
+                e.max(s)
+            ));
         } else {
             // clamped as ONNX does for negative steps; `end = -1` is "through index 0"
             let (s, e) = (s.clamp(0, len - 1), e.clamp(-1, len - 1));
-            let end = if e < 0 { String::new() } else { format!(", end = {e}") };
+            let end = if e < 0 {
+                String::new()
+            } else {
+                format!(", end = {e}")
+            };
             y = c.bind(format!("slice({y}, {axis}, {s}{end}, step = {st})"));
         }
     }
-    Ok(vec![if c.fresh == 0 { format!("reshape({y}, {})", fmt_dims(&xs)) } else { y }])
+    Ok(vec![if c.fresh == 0 {
+        format!("reshape({y}, {})", fmt_dims(&xs))
+    } else {
+        y
+    }])
 }
 
 fn split(c: &mut Ctx<'_>) -> R<Vec<String>> {
@@ -1203,8 +1564,17 @@ fn split(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let axis = norm_axis(axis, xs.len())?;
     let len = dim(&xs, axis);
     let n_out = c.node.outputs.len();
-    let given = if c.opset() >= 13 { c.const_ints(1)? } else { c.ints("split")? };
-    let num_outputs = if c.opset() >= 18 { c.attr("num_outputs")?.and_then(|a| if let Attr::Int(v) = a { Some(v) } else { None }) } else { None };
+    let given = if c.opset() >= 13 {
+        c.const_ints(1)?
+    } else {
+        c.ints("split")?
+    };
+    let num_outputs = if c.opset() >= 18 {
+        c.attr("num_outputs")?
+            .and_then(|a| if let Attr::Int(v) = a { Some(v) } else { None })
+    } else {
+        None
+    };
     let sizes: Vec<usize> = match (given, num_outputs) {
         (Some(s), None) => s.iter().map(|&v| v.max(0) as usize).collect(),
         (None, Some(n)) => {
@@ -1226,28 +1596,45 @@ fn split(c: &mut Ctx<'_>) -> R<Vec<String>> {
         (Some(_), Some(_)) => return Err("both split and num_outputs are given".to_string()),
     };
     if sizes.len() != n_out || sizes.iter().sum::<usize>() != len {
-        return Err(format!("split sizes {sizes:?} do not cover axis {axis} ({len}) with {n_out} outputs"));
+        return Err(format!(
+            "split sizes {sizes:?} do not cover axis {axis} ({len}) with {n_out} outputs"
+        ));
     }
     if n_out == 1 {
         return Ok(vec![format!("reshape({x}, {})", fmt_dims(&xs))]);
     }
     let names: Vec<String> = (0..n_out).map(|i| format!("s{i}")).collect();
     let list: Vec<String> = sizes.iter().map(|s| s.to_string()).collect();
-    c.stmts.push(format!("let ({}) = split({x}, [{}], axis = {axis});", names.join(", "), list.join(", ")));
+    c.stmts.push(format!(
+        "let ({}) = split({x}, [{}], axis = {axis});",
+        names.join(", "),
+        list.join(", ")
+    ));
     Ok(names)
 }
 
 fn expand(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let x = c.float_data(0)?;
     let xs = c.shape(0)?;
-    let Some(shape) = c.const_ints(1)? else { return Err("shape is required".to_string()) };
+    let Some(shape) = c.const_ints(1)? else {
+        return Err("shape is required".to_string());
+    };
     // bidirectional: the result is broadcast(input, shape)
     let rank = xs.len().max(shape.len());
     let mut out = Vec::new();
     for i in 0..rank {
-        let a = if i + xs.len() >= rank { dim(&xs, i + xs.len() - rank) } else { 1 };
-        let b = if i + shape.len() >= rank { shape.get(i + shape.len() - rank).copied().unwrap_or(1) } else { 1 };
-        let b = usize::try_from(b).map_err(|_| format!("shape {shape:?} has a negative dimension"))?;
+        let a = if i + xs.len() >= rank {
+            dim(&xs, i + xs.len() - rank)
+        } else {
+            1
+        };
+        let b = if i + shape.len() >= rank {
+            shape.get(i + shape.len() - rank).copied().unwrap_or(1)
+        } else {
+            1
+        };
+        let b =
+            usize::try_from(b).map_err(|_| format!("shape {shape:?} has a negative dimension"))?;
         out.push(match (a, b) {
             (a, b) if a == b => a,
             (1, b) => b,
@@ -1281,7 +1668,9 @@ fn pad(c: &mut Ctx<'_>) -> R<Vec<String>> {
     } else {
         (c.ints("pads")?, c.float("value", 0.0)?, None)
     };
-    let Some(pads) = pads else { return Err("pads is required".to_string()) };
+    let Some(pads) = pads else {
+        return Err("pads is required".to_string());
+    };
     let axes: Vec<usize> = match axes {
         None => (0..rank).collect(),
         Some(a) => a.iter().map(|&v| norm_axis(v, rank)).collect::<R<_>>()?,
@@ -1292,7 +1681,10 @@ fn pad(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let mut per_axis = vec![(0i64, 0i64); rank];
     for (i, &a) in axes.iter().enumerate() {
         if let Some(slot) = per_axis.get_mut(a) {
-            *slot = (pads.get(i).copied().unwrap_or(0), pads.get(i + axes.len()).copied().unwrap_or(0));
+            *slot = (
+                pads.get(i).copied().unwrap_or(0),
+                pads.get(i + axes.len()).copied().unwrap_or(0),
+            );
         }
     }
     let mode_arg = match mode.as_str() {
@@ -1320,14 +1712,24 @@ fn pad(c: &mut Ctx<'_>) -> R<Vec<String>> {
             y = c.bind(format!("slice({y}, {a}, {start}, {end})"));
         }
     }
-    Ok(vec![if c.fresh == 0 { format!("reshape({y}, {})", fmt_dims(&xs)) } else { y }])
+    Ok(vec![if c.fresh == 0 {
+        format!("reshape({y}, {})", fmt_dims(&xs))
+    } else {
+        y
+    }])
 }
 
 fn reshape(c: &mut Ctx<'_>) -> R<Vec<String>> {
-    let allowzero = if c.opset() >= 14 { c.flag("allowzero", false)? } else { false };
+    let allowzero = if c.opset() >= 14 {
+        c.flag("allowzero", false)?
+    } else {
+        false
+    };
     let x = c.float_data(0)?;
     let xs = c.shape(0)?;
-    let Some(target) = c.const_ints(1)? else { return Err("shape is required".to_string()) };
+    let Some(target) = c.const_ints(1)? else {
+        return Err("shape is required".to_string());
+    };
     let total: usize = xs.iter().product();
     let mut out: Vec<Option<usize>> = Vec::new();
     for (i, &d) in target.iter().enumerate() {
@@ -1341,7 +1743,9 @@ fn reshape(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let known: usize = out.iter().flatten().product();
     let dims: Vec<usize> = match out.iter().filter(|d| d.is_none()).count() {
         0 => out.iter().flatten().copied().collect(),
-        1 if known > 0 && total % known == 0 => out.iter().map(|d| d.unwrap_or(total / known)).collect(),
+        1 if known > 0 && total % known == 0 => {
+            out.iter().map(|d| d.unwrap_or(total / known)).collect()
+        }
         _ => return Err(format!("cannot reshape {xs:?} to {target:?}")),
     };
     Ok(vec![format!("reshape({x}, {})", fmt_dims(&dims))])
@@ -1364,11 +1768,18 @@ fn flatten(c: &mut Ctx<'_>) -> R<Vec<String>> {
 fn squeeze(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let x = c.float_data(0)?;
     let xs = c.shape(0)?;
-    let axes = if c.opset() >= 13 { c.const_ints(1)? } else { c.ints("axes")? };
+    let axes = if c.opset() >= 13 {
+        c.const_ints(1)?
+    } else {
+        c.ints("axes")?
+    };
     match axes {
         None => Ok(vec![format!("squeeze({x})")]),
         Some(a) => {
-            let norm: Vec<i64> = a.iter().map(|&v| norm_axis(v, xs.len()).map(|v| v as i64)).collect::<R<_>>()?;
+            let norm: Vec<i64> = a
+                .iter()
+                .map(|&v| norm_axis(v, xs.len()).map(|v| v as i64))
+                .collect::<R<_>>()?;
             Ok(vec![format!("squeeze({x}, axes = {})", fmt_ints(&norm))])
         }
     }
@@ -1377,10 +1788,19 @@ fn squeeze(c: &mut Ctx<'_>) -> R<Vec<String>> {
 fn unsqueeze(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let x = c.float_data(0)?;
     let xs = c.shape(0)?;
-    let axes = if c.opset() >= 13 { c.const_ints(1)? } else { c.ints("axes")? };
-    let Some(axes) = axes else { return Err("axes is required".to_string()) };
+    let axes = if c.opset() >= 13 {
+        c.const_ints(1)?
+    } else {
+        c.ints("axes")?
+    };
+    let Some(axes) = axes else {
+        return Err("axes is required".to_string());
+    };
     let out_rank = xs.len() + axes.len();
-    let mut norm: Vec<usize> = axes.iter().map(|&a| norm_axis(a, out_rank)).collect::<R<_>>()?;
+    let mut norm: Vec<usize> = axes
+        .iter()
+        .map(|&a| norm_axis(a, out_rank))
+        .collect::<R<_>>()?;
     norm.sort_unstable();
     norm.dedup();
     if norm.len() != axes.len() {
@@ -1405,7 +1825,11 @@ fn transpose(c: &mut Ctx<'_>) -> R<Vec<String>> {
 fn depth_space(c: &mut Ctx<'_>, dsl: &str) -> R<Vec<String>> {
     let blocksize = c.int("blocksize", 0)?;
     // SpaceToDepth has `mode` from opset 28 only
-    let mode = if dsl == "depth_to_space" || c.opset() >= 28 { c.string("mode", "DCR")? } else { "DCR".to_string() };
+    let mode = if dsl == "depth_to_space" || c.opset() >= 28 {
+        c.string("mode", "DCR")?
+    } else {
+        "DCR".to_string()
+    };
     if mode != "DCR" && mode != "CRD" {
         return Err(format!("mode=\"{mode}\" is not supported"));
     }
@@ -1421,7 +1845,9 @@ fn identity(c: &mut Ctx<'_>) -> R<Vec<String>> {
 
 fn tile(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let x = c.float_data(0)?;
-    let Some(repeats) = c.const_ints(1)? else { return Err("repeats is required".to_string()) };
+    let Some(repeats) = c.const_ints(1)? else {
+        return Err("repeats is required".to_string());
+    };
     if repeats.iter().any(|&r| r < 0) {
         return Err(format!("repeats {repeats:?} must be non-negative"));
     }
@@ -1432,9 +1858,15 @@ fn cumsum(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let exclusive = c.flag("exclusive", false)?;
     let reverse = c.flag("reverse", false)?;
     let x = c.float_data(0)?;
-    let Some(axis) = c.const_ints(1)? else { return Err("axis is required".to_string()) };
-    let [axis] = axis.as_slice() else { return Err("axis must be a scalar".to_string()) };
-    Ok(vec![format!("cumsum({x}, {axis}, exclusive = {exclusive}, reverse = {reverse})")])
+    let Some(axis) = c.const_ints(1)? else {
+        return Err("axis is required".to_string());
+    };
+    let [axis] = axis.as_slice() else {
+        return Err("axis must be a scalar".to_string());
+    };
+    Ok(vec![format!(
+        "cumsum({x}, {axis}, exclusive = {exclusive}, reverse = {reverse})"
+    )])
 }
 
 fn where_op(c: &mut Ctx<'_>) -> R<Vec<String>> {
@@ -1454,7 +1886,9 @@ fn cast(c: &mut Ctx<'_>) -> R<Vec<String>> {
     }
     let x = c.float_data(0)?;
     if to != 1 {
-        return Err(format!("to={to} is not supported (only float32 -> float32)"));
+        return Err(format!(
+            "to={to} is not supported (only float32 -> float32)"
+        ));
     }
     let xs = c.shape(0)?;
     Ok(vec![format!("reshape({x}, {})", fmt_dims(&xs))])
@@ -1468,7 +1902,19 @@ fn resize(c: &mut Ctx<'_>, upsample: bool) -> R<Vec<String>> {
     let rank = xs.len();
     let out = c.out_shape(0)?;
     let mode = c.string("mode", "nearest")?;
-    let (coord, nearest_mode, cubic_a, exclude_outside, antialias, extrapolation, policy, axes, roi, scales, sizes);
+    let (
+        coord,
+        nearest_mode,
+        cubic_a,
+        exclude_outside,
+        antialias,
+        extrapolation,
+        policy,
+        axes,
+        roi,
+        scales,
+        sizes,
+    );
     if upsample {
         // the reference evaluates Upsample's nearest mode as floor(x / scale)
         coord = "asymmetric".to_string();
@@ -1477,7 +1923,17 @@ fn resize(c: &mut Ctx<'_>, upsample: bool) -> R<Vec<String>> {
         policy = "stretch".to_string();
         axes = None;
         roi = None;
-        scales = if c.opset() >= 9 { c.const_floats(1)? } else { c.attr("scales")?.and_then(|a| if let Attr::Floats(v) = a { Some(v.iter().map(|&s| f64::from(s)).collect()) } else { None }) };
+        scales = if c.opset() >= 9 {
+            c.const_floats(1)?
+        } else {
+            c.attr("scales")?.and_then(|a| {
+                if let Attr::Floats(v) = a {
+                    Some(v.iter().map(|&s| f64::from(s)).collect())
+                } else {
+                    None
+                }
+            })
+        };
         sizes = None;
     } else {
         if c.opset() < 11 {
@@ -1488,9 +1944,21 @@ fn resize(c: &mut Ctx<'_>, upsample: bool) -> R<Vec<String>> {
         cubic_a = c.float("cubic_coeff_a", -0.75)?;
         exclude_outside = c.flag("exclude_outside", false)?;
         extrapolation = c.float("extrapolation_value", 0.0)?;
-        antialias = if c.opset() >= 18 { c.flag("antialias", false)? } else { false };
-        policy = if c.opset() >= 18 { c.string("keep_aspect_ratio_policy", "stretch")? } else { "stretch".to_string() };
-        axes = if c.opset() >= 18 { c.ints("axes")? } else { None };
+        antialias = if c.opset() >= 18 {
+            c.flag("antialias", false)?
+        } else {
+            false
+        };
+        policy = if c.opset() >= 18 {
+            c.string("keep_aspect_ratio_policy", "stretch")?
+        } else {
+            "stretch".to_string()
+        };
+        axes = if c.opset() >= 18 {
+            c.ints("axes")?
+        } else {
+            None
+        };
         roi = c.const_floats(1)?.filter(|r| !r.is_empty());
         scales = c.const_floats(2)?.filter(|s| !s.is_empty());
         sizes = c.const_ints(3)?.filter(|s| !s.is_empty());
@@ -1530,7 +1998,12 @@ fn resize(c: &mut Ctx<'_>, upsample: bool) -> R<Vec<String>> {
                 }
                 if let Some(slot) = full_sizes.get_mut(a) {
                     // tf_crop_and_resize scales the roi's extent
-                    let extent = if coord == "tf_crop_and_resize" { full_roi.get(a + rank).copied().unwrap_or(1.0) - full_roi.get(a).copied().unwrap_or(0.0) } else { 1.0 };
+                    let extent = if coord == "tf_crop_and_resize" {
+                        full_roi.get(a + rank).copied().unwrap_or(1.0)
+                            - full_roi.get(a).copied().unwrap_or(0.0)
+                    } else {
+                        1.0
+                    };
                     *slot = (dim(&xs, a) as f64 * scale * extent).floor().max(0.0) as usize;
                 }
             }
@@ -1539,16 +2012,27 @@ fn resize(c: &mut Ctx<'_>, upsample: bool) -> R<Vec<String>> {
             if sz.len() != axes.len() {
                 return Err(format!("sizes {sz:?} must hold {} values", axes.len()));
             }
-            let ratios: Vec<f64> = axes.iter().zip(&sz).map(|(&a, &s)| s as f64 / dim(&xs, a) as f64).collect();
+            let ratios: Vec<f64> = axes
+                .iter()
+                .zip(&sz)
+                .map(|(&a, &s)| s as f64 / dim(&xs, a) as f64)
+                .collect();
             let common = match policy.as_str() {
                 "stretch" => None,
                 "not_larger" => ratios.iter().copied().reduce(f64::min),
                 "not_smaller" => ratios.iter().copied().reduce(f64::max),
-                other => return Err(format!("keep_aspect_ratio_policy=\"{other}\" is not supported")),
+                other => {
+                    return Err(format!(
+                        "keep_aspect_ratio_policy=\"{other}\" is not supported"
+                    ))
+                }
             };
             for (i, &a) in axes.iter().enumerate() {
                 let (scale, size) = match common {
-                    None => (ratios.get(i).copied().unwrap_or(1.0), sz.get(i).copied().unwrap_or(0).max(0) as usize),
+                    None => (
+                        ratios.get(i).copied().unwrap_or(1.0),
+                        sz.get(i).copied().unwrap_or(0).max(0) as usize,
+                    ),
                     // round half up, as the reference does
                     Some(s) => (s, (s * dim(&xs, a) as f64 + 0.5).floor() as usize),
                 };
@@ -1564,11 +2048,15 @@ fn resize(c: &mut Ctx<'_>, upsample: bool) -> R<Vec<String>> {
         (None, None) => return Err("one of scales or sizes is required".to_string()),
     }
     if full_sizes != out {
-        return Err(format!("internal error: computed output {full_sizes:?}, the node declares {out:?}"));
+        return Err(format!(
+            "internal error: computed output {full_sizes:?}, the node declares {out:?}"
+        ));
     }
     let interp = match mode.as_str() {
         "nearest" => {
-            if !["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"].contains(&nearest_mode.as_str()) {
+            if !["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]
+                .contains(&nearest_mode.as_str())
+            {
                 return Err(format!("nearest_mode=\"{nearest_mode}\" is not supported"));
             }
             if antialias {
@@ -1580,9 +2068,18 @@ fn resize(c: &mut Ctx<'_>, upsample: bool) -> R<Vec<String>> {
         "cubic" => format!("mode = \"cubic\", cubic_coeff_a = {}", flt(cubic_a)),
         other => return Err(format!("mode=\"{other}\" is not supported")),
     };
-    const COORDS: [&str; 6] = ["half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_crop_and_resize"];
+    const COORDS: [&str; 6] = [
+        "half_pixel",
+        "half_pixel_symmetric",
+        "pytorch_half_pixel",
+        "align_corners",
+        "asymmetric",
+        "tf_crop_and_resize",
+    ];
     if !COORDS.contains(&coord.as_str()) {
-        return Err(format!("coordinate_transformation_mode=\"{coord}\" is not supported"));
+        return Err(format!(
+            "coordinate_transformation_mode=\"{coord}\" is not supported"
+        ));
     }
     let scales_text: Vec<String> = full_scales.iter().map(|&s| flt64(s)).collect();
     let mut call = format!(
@@ -1598,7 +2095,12 @@ fn resize(c: &mut Ctx<'_>, upsample: bool) -> R<Vec<String>> {
     }
     if coord == "tf_crop_and_resize" {
         let roi_text: Vec<String> = full_roi.iter().map(|&v| flt64(v)).collect();
-        let _ = write!(call, ", roi = [{}], extrapolation_value = {}", roi_text.join(", "), flt(extrapolation));
+        let _ = write!(
+            call,
+            ", roi = [{}], extrapolation_value = {}",
+            roi_text.join(", "),
+            flt(extrapolation)
+        );
     }
     call.push(')');
     Ok(vec![call])
@@ -1692,7 +2194,12 @@ onnx_ops! {
 mod tests {
     use super::*;
 
-    fn node(op: &str, attrs: Vec<(&str, Attr)>, inputs: Vec<(&str, Vec<usize>)>, out: Vec<usize>) -> Node {
+    fn node(
+        op: &str,
+        attrs: Vec<(&str, Attr)>,
+        inputs: Vec<(&str, Vec<usize>)>,
+        out: Vec<usize>,
+    ) -> Node {
         Node {
             op_type: op.to_string(),
             opset: 22,
@@ -1700,7 +2207,14 @@ mod tests {
             defaults: Vec::new(),
             inputs: inputs
                 .into_iter()
-                .map(|(n, s)| Some(NodeInput { name: n.to_string(), dtype: "float32".to_string(), shape: s, value: None }))
+                .map(|(n, s)| {
+                    Some(NodeInput {
+                        name: n.to_string(),
+                        dtype: "float32".to_string(),
+                        shape: s,
+                        value: None,
+                    })
+                })
                 .collect(),
             outputs: vec![Some(out)],
         }
@@ -1708,72 +2222,155 @@ mod tests {
 
     #[test]
     fn conv_maps_to_conv2d_with_its_weight_as_a_parameter() {
-        let n = node("Conv", vec![("pads", Attr::Ints(vec![1, 1, 1, 1]))], vec![("x", vec![1, 1, 5, 5]), ("W", vec![1, 1, 3, 3])], vec![1, 1, 5, 5]);
-        let Mapping::Model(m) = map(&n) else { panic!("{:?}", map(&n)) };
+        let n = node(
+            "Conv",
+            vec![("pads", Attr::Ints(vec![1, 1, 1, 1]))],
+            vec![("x", vec![1, 1, 5, 5]), ("W", vec![1, 1, 3, 3])],
+            vec![1, 1, 5, 5],
+        );
+        let Mapping::Model(m) = map(&n) else {
+            panic!("{:?}", map(&n))
+        };
         assert!(m.dsl.contains("conv2d(x0, 1, kernel = [3, 3]"), "{}", m.dsl);
-        assert_eq!(m.params, vec![ParamSource { key: "conv.weight".to_string(), input: 1 }]);
+        assert_eq!(
+            m.params,
+            vec![ParamSource {
+                key: "conv.weight".to_string(),
+                input: 1
+            }]
+        );
         assert_eq!(m.inputs, vec![0]);
     }
 
     #[test]
     fn an_unknown_attribute_is_refused_by_name() {
-        let n = node("Relu", vec![("flavour", Attr::Int(1))], vec![("x", vec![3])], vec![3]);
-        assert_eq!(map(&n), Mapping::Unsupported { reason: "Relu: attribute `flavour`=1 is not supported".to_string() });
+        let n = node(
+            "Relu",
+            vec![("flavour", Attr::Int(1))],
+            vec![("x", vec![3])],
+            vec![3],
+        );
+        assert_eq!(
+            map(&n),
+            Mapping::Unsupported {
+                reason: "Relu: attribute `flavour`=1 is not supported".to_string()
+            }
+        );
     }
 
     #[test]
     fn an_unsupported_value_is_refused_with_the_attribute() {
-        let n = node("Gelu", vec![("approximate", Attr::Str("fast".to_string()))], vec![("x", vec![3])], vec![3]);
-        assert_eq!(map(&n), Mapping::Unsupported { reason: "Gelu: approximate=\"fast\" is not supported".to_string() });
+        let n = node(
+            "Gelu",
+            vec![("approximate", Attr::Str("fast".to_string()))],
+            vec![("x", vec![3])],
+            vec![3],
+        );
+        assert_eq!(
+            map(&n),
+            Mapping::Unsupported {
+                reason: "Gelu: approximate=\"fast\" is not supported".to_string()
+            }
+        );
     }
 
     #[test]
     fn an_unknown_op_is_refused() {
         let n = node("Einsum", vec![], vec![("x", vec![3])], vec![3]);
-        assert!(matches!(map(&n), Mapping::Unsupported { reason } if reason == "Einsum: the op is not supported"));
+        assert!(
+            matches!(map(&n), Mapping::Unsupported { reason } if reason == "Einsum: the op is not supported")
+        );
     }
 
     #[test]
     fn an_unread_default_is_refused_too() {
         let mut n = node("Relu", vec![], vec![("x", vec![3])], vec![3]);
-        n.defaults.push(("flavour".to_string(), Attr::Str("plain".to_string())));
-        assert_eq!(map(&n), Mapping::Unsupported { reason: "Relu: attribute `flavour`=\"plain\" is not supported".to_string() });
+        n.defaults
+            .push(("flavour".to_string(), Attr::Str("plain".to_string())));
+        assert_eq!(
+            map(&n),
+            Mapping::Unsupported {
+                reason: "Relu: attribute `flavour`=\"plain\" is not supported".to_string()
+            }
+        );
     }
 
     #[test]
     fn a_constant_input_must_have_its_value() {
-        let n = node("Reshape", vec![], vec![("data", vec![2, 3]), ("shape", vec![1])], vec![6]);
+        let n = node(
+            "Reshape",
+            vec![],
+            vec![("data", vec![2, 3]), ("shape", vec![1])],
+            vec![6],
+        );
         assert_eq!(map(&n), Mapping::Unsupported { reason: "Reshape: input `shape` must be a constant (its value known when the model is generated)".to_string() });
     }
 
     #[test]
     fn constant_inputs_become_compile_time_arguments() {
-        let mut n = node("Slice", vec![], vec![("x", vec![20, 10]), ("starts", vec![1]), ("ends", vec![1]), ("axes", vec![1]), ("steps", vec![1])], vec![20, 4]);
+        let mut n = node(
+            "Slice",
+            vec![],
+            vec![
+                ("x", vec![20, 10]),
+                ("starts", vec![1]),
+                ("ends", vec![1]),
+                ("axes", vec![1]),
+                ("steps", vec![1]),
+            ],
+            vec![20, 4],
+        );
         for (slot, v) in [(1, 8), (2, 0), (3, -1), (4, -2)] {
             if let Some(Some(i)) = n.inputs.get_mut(slot) {
                 i.dtype = "int64".to_string();
-                i.value = Some(Tensor { shape: vec![1], data: TensorData::I64(vec![v]) });
+                i.value = Some(Tensor {
+                    shape: vec![1],
+                    data: TensorData::I64(vec![v]),
+                });
             }
         }
-        let Mapping::Model(m) = map(&n) else { panic!("{:?}", map(&n)) };
-        assert!(m.dsl.contains("slice(x0, 1, 8, end = 0, step = -2)"), "{}", m.dsl);
+        let Mapping::Model(m) = map(&n) else {
+            panic!("{:?}", map(&n))
+        };
+        assert!(
+            m.dsl.contains("slice(x0, 1, 8, end = 0, step = -2)"),
+            "{}",
+            m.dsl
+        );
         assert_eq!(m.inputs, vec![0]);
     }
 
     #[test]
     fn pad_wrap_is_refused_by_value() {
-        let mut n = node("Pad", vec![("mode", Attr::Str("wrap".to_string()))], vec![("x", vec![2]), ("pads", vec![2])], vec![4]);
+        let mut n = node(
+            "Pad",
+            vec![("mode", Attr::Str("wrap".to_string()))],
+            vec![("x", vec![2]), ("pads", vec![2])],
+            vec![4],
+        );
         if let Some(Some(i)) = n.inputs.get_mut(1) {
-            i.value = Some(Tensor { shape: vec![2], data: TensorData::I64(vec![1, 1]) });
+            i.value = Some(Tensor {
+                shape: vec![2],
+                data: TensorData::I64(vec![1, 1]),
+            });
         }
-        assert_eq!(map(&n), Mapping::Unsupported { reason: "Pad: mode=\"wrap\" is not supported".to_string() });
+        assert_eq!(
+            map(&n),
+            Mapping::Unsupported {
+                reason: "Pad: mode=\"wrap\" is not supported".to_string()
+            }
+        );
     }
 
     #[test]
     fn every_listed_op_appears_in_the_readme_table() {
         let table = readme_table();
         for op in ONNX_OPS {
-            assert!(table.contains(&format!("| `{}` |", op.op_type)), "{}", op.op_type);
+            assert!(
+                table.contains(&format!("| `{}` |", op.op_type)),
+                "{}",
+                op.op_type
+            );
         }
     }
 

@@ -86,7 +86,12 @@ pub(crate) struct CallArgs {
 }
 
 impl CallArgs {
-    pub(crate) fn new(op: &str, func_span: Span, call_span: Span, args: Vec<(Option<Ident>, Val, Span)>) -> Self {
+    pub(crate) fn new(
+        op: &str,
+        func_span: Span,
+        call_span: Span,
+        args: Vec<(Option<Ident>, Val, Span)>,
+    ) -> Self {
         let mut positional = std::collections::VecDeque::new();
         let mut named = Vec::new();
         let mut key = None;
@@ -103,12 +108,24 @@ impl CallArgs {
                 None => positional.push_back((val, span)),
             }
         }
-        CallArgs { op: op.to_string(), func_span, call_span, positional, named, key, taken: Vec::new() }
+        CallArgs {
+            op: op.to_string(),
+            func_span,
+            call_span,
+            positional,
+            named,
+            key,
+            taken: Vec::new(),
+        }
     }
 
     /// The next argument called `name`: by keyword if given, else the next positional one.
     fn take(&mut self, name: &str) -> Option<(Val, Span)> {
-        let found = match self.named.iter_mut().find(|(n, _, _, used)| n == name && !*used) {
+        let found = match self
+            .named
+            .iter_mut()
+            .find(|(n, _, _, used)| n == name && !*used)
+        {
             Some(slot) => {
                 slot.3 = true;
                 Some((slot.1.clone(), slot.2))
@@ -127,7 +144,10 @@ impl CallArgs {
     }
 
     fn signature(&self) -> String {
-        let sig = OPS.iter().find(|o| o.name == self.op).map_or("", |o| o.signature);
+        let sig = OPS
+            .iter()
+            .find(|o| o.name == self.op)
+            .map_or("", |o| o.signature);
         format!("{}({sig})", self.op)
     }
 }
@@ -142,11 +162,18 @@ impl Bind<'_, '_> {
     fn missing<T>(&mut self, name: &str) -> Eval<T> {
         let sig = self.args.signature();
         let span = self.args.func_span;
-        self.lw.fail(span, format!("`{}` needs argument `{name}`: {sig}", self.args.op))
+        self.lw.fail(
+            span,
+            format!("`{}` needs argument `{name}`: {sig}", self.args.op),
+        )
     }
 
     fn wrong<T>(&mut self, name: &str, expected: &str, found: &Val, span: Span) -> Eval<T> {
-        let msg = format!("`{}` argument `{name}` must be {expected}, found {}", self.args.op, found.kind());
+        let msg = format!(
+            "`{}` argument `{name}` must be {expected}, found {}",
+            self.args.op,
+            found.kind()
+        );
         self.lw.fail(span, msg)
     }
 
@@ -192,7 +219,10 @@ impl Bind<'_, '_> {
         let (n, s) = self.int(name, default)?;
         if n < 1 {
             let op = self.args.op.clone();
-            return self.lw.fail(s, format!("`{op}` argument `{name}` must be at least 1, found {n}"));
+            return self.lw.fail(
+                s,
+                format!("`{op}` argument `{name}` must be at least 1, found {n}"),
+            );
         }
         Ok((n as usize, s))
     }
@@ -225,7 +255,13 @@ impl Bind<'_, '_> {
         if !allowed.contains(&value.as_str()) {
             let op = self.args.op.clone();
             let list: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
-            return self.lw.fail(span, format!("`{op}` argument `{name}` must be one of {}, found \"{value}\"", list.join(", ")));
+            return self.lw.fail(
+                span,
+                format!(
+                    "`{op}` argument `{name}` must be one of {}, found \"{value}\"",
+                    list.join(", ")
+                ),
+            );
         }
         Ok((value, span))
     }
@@ -278,7 +314,10 @@ impl Bind<'_, '_> {
             },
             Some((v, s)) => {
                 if v.iter().any(|&n| n < min) {
-                    return self.lw.fail(s, format!("`{op}` argument `{name}` must be at least {min}"));
+                    return self.lw.fail(
+                        s,
+                        format!("`{op}` argument `{name}` must be at least {min}"),
+                    );
                 }
                 match v.as_slice() {
                     [a] => Ok([*a as usize, *a as usize]),
@@ -299,12 +338,16 @@ impl Bind<'_, '_> {
         let op = self.args.op.clone();
         if let Some((_, s)) = self.args.positional.pop_front() {
             let sig = self.args.signature();
-            return self.lw.fail(s, format!("too many arguments to `{op}`: {sig}"));
+            return self
+                .lw
+                .fail(s, format!("too many arguments to `{op}`: {sig}"));
         }
         if let Some((name, _, _, _)) = self.args.named.iter().find(|(_, _, _, used)| !*used) {
             let span = name.span();
             let sig = self.args.signature();
-            return self.lw.fail(span, format!("`{op}` has no argument `{name}`: {sig}"));
+            return self
+                .lw
+                .fail(span, format!("`{op}` has no argument `{name}`: {sig}"));
         }
         Ok(())
     }
@@ -315,7 +358,10 @@ impl Bind<'_, '_> {
 
     /// Reports a shape rule's error at the operand or attribute at fault (or the call).
     fn shape_fail<T>(&mut self, e: check::ShapeError, operands: &[Span]) -> Eval<T> {
-        let fallback = e.attr.and_then(|a| self.args.span_of(a)).unwrap_or(self.args.call_span);
+        let fallback = e
+            .attr
+            .and_then(|a| self.args.span_of(a))
+            .unwrap_or(self.args.call_span);
         self.lw.shape_fail(e, operands, fallback)
     }
 
@@ -331,17 +377,36 @@ impl Bind<'_, '_> {
         let span = self.args.call_span;
         let name = self.args.op.clone();
         if shape.len() > crate::MAX_RANK {
-            return self.lw.fail(span, format!("{name}: the result {} has rank {}, above the supported maximum of {}", fmt_shape(&shape), shape.len(), crate::MAX_RANK));
+            return self.lw.fail(
+                span,
+                format!(
+                    "{name}: the result {} has rank {}, above the supported maximum of {}",
+                    fmt_shape(&shape),
+                    shape.len(),
+                    crate::MAX_RANK
+                ),
+            );
         }
         if check::elements(&shape).is_none() {
-            return self.lw.fail(span, format!("{name}: the result {} has more than {} elements, the supported maximum", fmt_shape(&shape), crate::MAX_ELEMENTS));
+            return self.lw.fail(
+                span,
+                format!(
+                    "{name}: the result {} has more than {} elements, the supported maximum",
+                    fmt_shape(&shape),
+                    crate::MAX_ELEMENTS
+                ),
+            );
         }
         Ok(Val::Tensor(self.lw.push_node(op, inputs, shape, span)))
     }
 
     fn param(&mut self, key: &Option<String>, suffix: &str, shape: Vec<usize>) -> Eval<ValueId> {
         // a clash is the fault of `key = "..."` when the call gave one
-        let span = self.args.key.as_ref().map_or(self.args.call_span, |(_, s)| *s);
+        let span = self
+            .args
+            .key
+            .as_ref()
+            .map_or(self.args.call_span, |(_, s)| *s);
         let op = self.args.op.clone();
         self.lw.param(key.clone(), suffix, shape, span, &op)
     }
@@ -408,7 +473,9 @@ pub(crate) fn lower_op(lw: &mut Lowerer<'_>, args: CallArgs) -> Eval<Val> {
     }
     match result {
         Err(Unknown) => {
-            let hint = closest(&name).map(|c| format!("; did you mean `{c}`?")).unwrap_or_default();
+            let hint = closest(&name)
+                .map(|c| format!("; did you mean `{c}`?"))
+                .unwrap_or_default();
             b.lw.fail(func_span, format!("unknown op `{name}`{hint} (the README lists the supported ops; blocks must be declared in the same dnn!)"))
         }
         Ok(v) => Ok(v),
@@ -470,12 +537,20 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let alpha = b.float("alpha", Some(1.0 / 6.0))? as f32;
             let beta = b.float("beta", Some(0.5))? as f32;
             let shape = b.shape(x.0);
-            b.node(Op::Unary(UnaryOp::HardSigmoid { alpha, beta }), vec![x.0], shape)?
+            b.node(
+                Op::Unary(UnaryOp::HardSigmoid { alpha, beta }),
+                vec![x.0],
+                shape,
+            )?
         }
         "gelu" => {
             let x = b.tensor("x")?;
             let (approx, _) = b.string("approximate", "none", &["none", "tanh"])?;
-            let op = if approx == "tanh" { UnaryOp::GeluTanh } else { UnaryOp::Gelu };
+            let op = if approx == "tanh" {
+                UnaryOp::GeluTanh
+            } else {
+                UnaryOp::Gelu
+            };
             let shape = b.shape(x.0);
             b.node(Op::Unary(op), vec![x.0], shape)?
         }
@@ -507,8 +582,14 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                         BinaryOp::Sub => UnaryOp::SubScalar(c),
                         BinaryOp::Mul => UnaryOp::MulScalar(c),
                         BinaryOp::Div => UnaryOp::DivScalar(c),
-                        BinaryOp::Max => UnaryOp::Clip { min: c, max: f32::INFINITY },
-                        BinaryOp::Min => UnaryOp::Clip { min: f32::NEG_INFINITY, max: c },
+                        BinaryOp::Max => UnaryOp::Clip {
+                            min: c,
+                            max: f32::INFINITY,
+                        },
+                        BinaryOp::Min => UnaryOp::Clip {
+                            min: f32::NEG_INFINITY,
+                            max: c,
+                        },
                         BinaryOp::Pow => UnaryOp::PowScalar(c),
                     };
                     let shape = b.shape(a.0);
@@ -537,7 +618,13 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let (n, ns) = b.positive("num_parameters", Some(1))?;
             let shape = b.shape(x.0);
             if n != 1 && shape.get(1) != Some(&n) {
-                return Ok(b.lw.fail(ns, format!("prelu: num_parameters ({n}) must be 1 or the channel count (axis 1 of {})", fmt_shape(&shape)))?);
+                return Ok(b.lw.fail(
+                    ns,
+                    format!(
+                        "prelu: num_parameters ({n}) must be 1 or the channel count (axis 1 of {})",
+                        fmt_shape(&shape)
+                    ),
+                )?);
             }
             let key = b.key();
             let w = b.param(&key, "weight", vec![n])?;
@@ -549,7 +636,10 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let bias = b.boolean("bias", true)?;
             let mut shape = b.shape(x.0);
             let Some(last) = shape.last_mut() else {
-                return Ok(b.lw.fail(x.1, "linear: the input must be at least 1-d, found a scalar".to_string())?);
+                return Ok(b.lw.fail(
+                    x.1,
+                    "linear: the input must be at least 1-d, found a scalar".to_string(),
+                )?);
             };
             let in_features = *last;
             *last = out;
@@ -578,14 +668,24 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let dilation = b.pair("dilation", Some([1, 1]), 1)?;
             let (groups, _) = b.positive("groups", Some(1))?;
             let bias = b.boolean("bias", true)?;
-            let attrs = Conv2d { kernel, stride, padding, dilation, groups };
+            let attrs = Conv2d {
+                kernel,
+                stride,
+                padding,
+                dilation,
+                groups,
+            };
             let shape = match check::conv2d(&b.shape(x.0), &attrs, out) {
                 Ok(s) => s,
                 Err(e) => return Ok(b.shape_fail(e, &[x.1])?),
             };
             let cin = b.shape(x.0).get(1).copied().unwrap_or(1);
             let key = b.key();
-            let w = b.param(&key, "weight", vec![out, cin / groups, kernel[0], kernel[1]])?;
+            let w = b.param(
+                &key,
+                "weight",
+                vec![out, cin / groups, kernel[0], kernel[1]],
+            )?;
             let mut inputs = vec![x.0, w];
             if bias {
                 inputs.push(b.param(&key, "bias", vec![out])?);
@@ -602,14 +702,25 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let dilation = b.pair("dilation", Some([1, 1]), 1)?;
             let (groups, _) = b.positive("groups", Some(1))?;
             let bias = b.boolean("bias", true)?;
-            let attrs = ConvTranspose2d { kernel, stride, padding, output_padding, dilation, groups };
+            let attrs = ConvTranspose2d {
+                kernel,
+                stride,
+                padding,
+                output_padding,
+                dilation,
+                groups,
+            };
             let shape = match check::conv_transpose2d(&b.shape(x.0), &attrs, out) {
                 Ok(s) => s,
                 Err(e) => return Ok(b.shape_fail(e, &[x.1])?),
             };
             let cin = b.shape(x.0).get(1).copied().unwrap_or(1);
             let key = b.key();
-            let w = b.param(&key, "weight", vec![cin, out / groups, kernel[0], kernel[1]])?;
+            let w = b.param(
+                &key,
+                "weight",
+                vec![cin, out / groups, kernel[0], kernel[1]],
+            )?;
             let mut inputs = vec![x.0, w];
             if bias {
                 inputs.push(b.param(&key, "bias", vec![out])?);
@@ -623,29 +734,55 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let padding = padding4(b, kernel, stride)?;
             let dilation = b.pair("dilation", Some([1, 1]), 1)?;
             let ceil_mode = b.boolean("ceil_mode", false)?;
-            let count_include_pad = if name == "avg_pool2d" { b.boolean("count_include_pad", true)? } else { false };
-            let attrs = Pool2d { kernel, stride, padding, dilation, ceil_mode, count_include_pad };
+            let count_include_pad = if name == "avg_pool2d" {
+                b.boolean("count_include_pad", true)?
+            } else {
+                false
+            };
+            let attrs = Pool2d {
+                kernel,
+                stride,
+                padding,
+                dilation,
+                ceil_mode,
+                count_include_pad,
+            };
             let shape = match check::pool2d(name, &b.shape(x.0), &attrs) {
                 Ok(s) => s,
                 Err(e) => return Ok(b.shape_fail(e, &[x.1])?),
             };
-            let op = if name == "max_pool2d" { Op::MaxPool2d(attrs) } else { Op::AvgPool2d(attrs) };
+            let op = if name == "max_pool2d" {
+                Op::MaxPool2d(attrs)
+            } else {
+                Op::AvgPool2d(attrs)
+            };
             b.node(op, vec![x.0], shape)?
         }
         "global_avg_pool2d" | "global_max_pool2d" => {
             let x = b.tensor("x")?;
             let mut shape = b.shape(x.0);
             if shape.len() < 3 {
-                return Ok(b.lw.fail(x.1, format!("{name}: the input must be [N, C, H, W] (at least 3-d), found {}", fmt_shape(&shape)))?);
+                return Ok(b.lw.fail(
+                    x.1,
+                    format!(
+                        "{name}: the input must be [N, C, H, W] (at least 3-d), found {}",
+                        fmt_shape(&shape)
+                    ),
+                )?);
             }
             for d in shape.iter_mut().skip(2) {
                 *d = 1;
             }
-            let op = if name == "global_avg_pool2d" { Op::GlobalAvgPool } else { Op::GlobalMaxPool };
+            let op = if name == "global_avg_pool2d" {
+                Op::GlobalAvgPool
+            } else {
+                Op::GlobalMaxPool
+            };
             b.node(op, vec![x.0], shape)?
         }
-        "reduce_sum" | "reduce_mean" | "reduce_max" | "reduce_min" | "reduce_prod" | "reduce_l1" | "reduce_l2" | "reduce_sum_square"
-        | "reduce_log_sum" | "reduce_log_sum_exp" => {
+        "reduce_sum" | "reduce_mean" | "reduce_max" | "reduce_min" | "reduce_prod"
+        | "reduce_l1" | "reduce_l2" | "reduce_sum_square" | "reduce_log_sum"
+        | "reduce_log_sum_exp" => {
             let kind = match name {
                 "reduce_sum" => ReduceKind::Sum,
                 "reduce_mean" => ReduceKind::Mean,
@@ -669,7 +806,9 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                     for a in list {
                         let a = b.axis(a, shape.len(), s)?;
                         if axes.contains(&a) {
-                            return Ok(b.lw.fail(s, format!("{name}: axis {a} is listed twice"))?);
+                            return Ok(b
+                                .lw
+                                .fail(s, format!("{name}: axis {a} is listed twice"))?);
                         }
                         axes.push(a);
                     }
@@ -686,14 +825,26 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                     (false, _) => Some(d),
                 })
                 .collect();
-            b.node(Op::Reduce { kind, axes, keepdims }, vec![x.0], out)?
+            b.node(
+                Op::Reduce {
+                    kind,
+                    axes,
+                    keepdims,
+                },
+                vec![x.0],
+                out,
+            )?
         }
         "softmax" | "log_softmax" => {
             let x = b.tensor("x")?;
             let (axis, s) = b.int("axis", Some(-1))?;
             let shape = b.shape(x.0);
             let axis = b.axis(axis, shape.len(), s)?;
-            let op = if name == "softmax" { Op::Softmax { axis } } else { Op::LogSoftmax { axis } };
+            let op = if name == "softmax" {
+                Op::Softmax { axis }
+            } else {
+                Op::LogSoftmax { axis }
+            };
             b.node(op, vec![x.0], shape)?
         }
         "layer_norm" => {
@@ -703,7 +854,14 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let affine = b.boolean("affine", true)?;
             let shape = b.shape(x.0);
             if dims > shape.len() {
-                return Ok(b.lw.fail(ds, format!("layer_norm: dims = {dims} but the input {} has only {} axes", fmt_shape(&shape), shape.len()))?);
+                return Ok(b.lw.fail(
+                    ds,
+                    format!(
+                        "layer_norm: dims = {dims} but the input {} has only {} axes",
+                        fmt_shape(&shape),
+                        shape.len()
+                    ),
+                )?);
             }
             let norm_shape = shape.get(shape.len() - dims..).unwrap_or(&[]).to_vec();
             let mut inputs = vec![x.0];
@@ -718,13 +876,25 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let x = b.tensor("x")?;
             let shape = b.shape(x.0);
             if shape.len() < 2 {
-                return Ok(b.lw.fail(x.1, format!("{name}: the input must be [N, C, ...] (at least 2-d), found {}", fmt_shape(&shape)))?);
+                return Ok(b.lw.fail(
+                    x.1,
+                    format!(
+                        "{name}: the input must be [N, C, ...] (at least 2-d), found {}",
+                        fmt_shape(&shape)
+                    ),
+                )?);
             }
             let c = shape.get(1).copied().unwrap_or(1);
             let groups = if name == "group_norm" {
                 let (g, gs) = b.positive("groups", None)?;
                 if c % g != 0 {
-                    return Ok(b.lw.fail(gs, format!("group_norm: groups = {g} must divide the {c} channels of {}", fmt_shape(&shape)))?);
+                    return Ok(b.lw.fail(
+                        gs,
+                        format!(
+                            "group_norm: groups = {g} must divide the {c} channels of {}",
+                            fmt_shape(&shape)
+                        ),
+                    )?);
                 }
                 g
             } else {
@@ -755,7 +925,9 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
         }
         "reshape" => {
             let x = b.tensor("x")?;
-            let Some((target, s)) = b.ints("shape")? else { return Ok(b.missing("shape")?) };
+            let Some((target, s)) = b.ints("shape")? else {
+                return Ok(b.missing("shape")?);
+            };
             match check::reshape(&b.shape(x.0), &target) {
                 Ok(shape) => b.node(Op::Reshape(ReshapeKind::Reshape), vec![x.0], shape)?,
                 Err(e) => return Ok(b.lw.fail(s, e.message)?),
@@ -770,7 +942,10 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let start = b.axis(start, rank, ss)?;
             let end = b.axis(end, rank, es)?;
             if start > end {
-                return Ok(b.lw.fail(ss, format!("flatten: start axis {start} is after end axis {end}"))?);
+                return Ok(b.lw.fail(
+                    ss,
+                    format!("flatten: start axis {start} is after end axis {end}"),
+                )?);
             }
             let mut out: Vec<usize> = shape.get(..start).unwrap_or(&[]).to_vec();
             out.push(shape.get(start..=end).unwrap_or(&[]).iter().product());
@@ -781,20 +956,34 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let x = b.tensor("x")?;
             let shape = b.shape(x.0);
             let axes = match b.ints("axes")? {
-                None => (0..shape.len()).filter(|&i| shape.get(i) == Some(&1)).collect::<Vec<_>>(),
+                None => (0..shape.len())
+                    .filter(|&i| shape.get(i) == Some(&1))
+                    .collect::<Vec<_>>(),
                 Some((list, s)) => {
                     let mut axes = Vec::new();
                     for a in list {
                         let a = b.axis(a, shape.len(), s)?;
                         if shape.get(a) != Some(&1) {
-                            return Ok(b.lw.fail(s, format!("squeeze: axis {a} of {} has length {}, not 1", fmt_shape(&shape), shape.get(a).copied().unwrap_or(0)))?);
+                            return Ok(b.lw.fail(
+                                s,
+                                format!(
+                                    "squeeze: axis {a} of {} has length {}, not 1",
+                                    fmt_shape(&shape),
+                                    shape.get(a).copied().unwrap_or(0)
+                                ),
+                            )?);
                         }
                         axes.push(a);
                     }
                     axes
                 }
             };
-            let out: Vec<usize> = shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect();
+            let out: Vec<usize> = shape
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !axes.contains(i))
+                .map(|(_, &d)| d)
+                .collect();
             b.node(Op::Reshape(ReshapeKind::Squeeze), vec![x.0], out)?
         }
         "unsqueeze" => {
@@ -817,7 +1006,9 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 perm.swap(a0, a1);
                 perm
             } else {
-                let Some((list, s)) = b.ints("perm")? else { return Ok(b.missing("perm")?) };
+                let Some((list, s)) = b.ints("perm")? else {
+                    return Ok(b.missing("perm")?);
+                };
                 let mut perm = Vec::new();
                 for a in &list {
                     perm.push(b.axis(*a, shape.len(), s)?);
@@ -825,18 +1016,31 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 let mut sorted = perm.clone();
                 sorted.sort_unstable();
                 if sorted != (0..shape.len()).collect::<Vec<_>>() {
-                    return Ok(b.lw.fail(s, format!("permute: {list:?} is not a permutation of the {} axes of {}", shape.len(), fmt_shape(&shape)))?);
+                    return Ok(b.lw.fail(
+                        s,
+                        format!(
+                            "permute: {list:?} is not a permutation of the {} axes of {}",
+                            shape.len(),
+                            fmt_shape(&shape)
+                        ),
+                    )?);
                 }
                 perm
             };
-            let out: Vec<usize> = perm.iter().map(|&p| shape.get(p).copied().unwrap_or(0)).collect();
+            let out: Vec<usize> = perm
+                .iter()
+                .map(|&p| shape.get(p).copied().unwrap_or(0))
+                .collect();
             b.node(Op::Transpose { perm }, vec![x.0], out)?
         }
         "concat" => {
             let xs = b.tensors("tensors")?;
             let (axis, s) = b.int("axis", Some(0))?;
             let Some(first) = xs.first().copied() else {
-                return Ok(b.lw.fail(b.args.call_span, "concat: needs at least one tensor".to_string())?);
+                return Ok(b.lw.fail(
+                    b.args.call_span,
+                    "concat: needs at least one tensor".to_string(),
+                )?);
             };
             let first_shape = b.shape(first.0);
             let axis = b.axis(axis, first_shape.len(), s)?;
@@ -844,7 +1048,11 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             for &(id, span) in xs.iter().skip(1) {
                 let sh = b.shape(id);
                 let same_rest = sh.len() == first_shape.len()
-                    && sh.iter().zip(&first_shape).enumerate().all(|(i, (a, c))| i == axis || a == c);
+                    && sh
+                        .iter()
+                        .zip(&first_shape)
+                        .enumerate()
+                        .all(|(i, (a, c))| i == axis || a == c);
                 if !same_rest {
                     return Ok(b.lw.fail(
                         span,
@@ -894,7 +1102,15 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                         *d = 2 * len as usize - 1;
                     }
                     let span = b.args.call_span;
-                    source = b.lw.push_node(Op::Pad { pads, mode: PadMode::Reflect }, vec![x.0], padded, span);
+                    source = b.lw.push_node(
+                        Op::Pad {
+                            pads,
+                            mode: PadMode::Reflect,
+                        },
+                        vec![x.0],
+                        padded,
+                        span,
+                    );
                 }
                 (len - 1 - s, len - 1 - e)
             };
@@ -902,13 +1118,26 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let mut ends = shape.clone();
             let mut steps = vec![1; shape.len()];
             let mut out = shape.clone();
-            if let (Some(a), Some(e), Some(st), Some(o)) = (starts.get_mut(axis), ends.get_mut(axis), steps.get_mut(axis), out.get_mut(axis)) {
+            if let (Some(a), Some(e), Some(st), Some(o)) = (
+                starts.get_mut(axis),
+                ends.get_mut(axis),
+                steps.get_mut(axis),
+                out.get_mut(axis),
+            ) {
                 *a = s0 as usize;
                 *e = e0 as usize;
                 *st = stride;
                 *o = ((e0 - s0) as usize).div_ceil(stride);
             }
-            b.node(Op::Slice { starts, ends, steps }, vec![source], out)?
+            b.node(
+                Op::Slice {
+                    starts,
+                    ends,
+                    steps,
+                },
+                vec![source],
+                out,
+            )?
         }
         "split" => {
             let x = b.tensor("x")?;
@@ -926,13 +1155,25 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                     vec![len / n as usize; n as usize]
                 }
                 Some((Val::List(items), s)) => {
-                    let sizes: Vec<i64> = items.iter().map(|(v, _)| if let Val::Int(n) = v { *n } else { -1 }).collect();
-                    if sizes.iter().any(|&v| v < 0) || sizes.iter().map(|&v| i128::from(v)).sum::<i128>() != len as i128 {
+                    let sizes: Vec<i64> = items
+                        .iter()
+                        .map(|(v, _)| if let Val::Int(n) = v { *n } else { -1 })
+                        .collect();
+                    if sizes.iter().any(|&v| v < 0)
+                        || sizes.iter().map(|&v| i128::from(v)).sum::<i128>() != len as i128
+                    {
                         return Ok(b.lw.fail(s, format!("split: sizes {sizes:?} must be non-negative integers adding up to {len} (axis {axis} of {})", fmt_shape(&shape)))?);
                     }
                     sizes.iter().map(|&v| v as usize).collect()
                 }
-                Some((other, s)) => return Ok(b.wrong("sizes_or_count", "a count or a list of sizes", &other, s)?),
+                Some((other, s)) => {
+                    return Ok(b.wrong(
+                        "sizes_or_count",
+                        "a count or a list of sizes",
+                        &other,
+                        s,
+                    )?)
+                }
             };
             let mut ids = Vec::new();
             let mut offset = 0;
@@ -940,7 +1181,9 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 let mut starts = vec![0; shape.len()];
                 let mut ends = shape.clone();
                 let mut out = shape.clone();
-                if let (Some(a), Some(e), Some(o)) = (starts.get_mut(axis), ends.get_mut(axis), out.get_mut(axis)) {
+                if let (Some(a), Some(e), Some(o)) =
+                    (starts.get_mut(axis), ends.get_mut(axis), out.get_mut(axis))
+                {
                     *a = offset;
                     *e = offset + size;
                     *o = size;
@@ -948,14 +1191,25 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 offset += size;
                 let steps = vec![1; shape.len()];
                 let span = b.args.call_span;
-                ids.push(b.lw.push_node(Op::Slice { starts, ends, steps }, vec![x.0], out, span));
+                ids.push(b.lw.push_node(
+                    Op::Slice {
+                        starts,
+                        ends,
+                        steps,
+                    },
+                    vec![x.0],
+                    out,
+                    span,
+                ));
             }
             Val::Tuple(ids)
         }
         "pad" => {
             let x = b.tensor("x")?;
             let shape = b.shape(x.0);
-            let Some((list, s)) = b.ints("pads")? else { return Ok(b.missing("pads")?) };
+            let Some((list, s)) = b.ints("pads")? else {
+                return Ok(b.missing("pads")?);
+            };
             if list.len() % 2 != 0 || list.len() / 2 > shape.len() || list.iter().any(|&p| p < 0) {
                 return Ok(b.lw.fail(
                     s,
@@ -973,15 +1227,29 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             }
             let mode = match mode.as_str() {
                 "reflect" => {
-                    if pads.iter().zip(&shape).any(|((a, c), &d)| *a >= d || *c >= d) {
-                        return Ok(b.lw.fail(ms, format!("pad: reflect padding must be smaller than the axis it pads ({})", fmt_shape(&shape)))?);
+                    if pads
+                        .iter()
+                        .zip(&shape)
+                        .any(|((a, c), &d)| *a >= d || *c >= d)
+                    {
+                        return Ok(b.lw.fail(
+                            ms,
+                            format!(
+                                "pad: reflect padding must be smaller than the axis it pads ({})",
+                                fmt_shape(&shape)
+                            ),
+                        )?);
                     }
                     PadMode::Reflect
                 }
                 "replicate" => PadMode::Edge,
                 _ => PadMode::Constant(value),
             };
-            let out: Vec<usize> = shape.iter().zip(&pads).map(|(d, (a, c))| d.saturating_add(*a).saturating_add(*c)).collect();
+            let out: Vec<usize> = shape
+                .iter()
+                .zip(&pads)
+                .map(|(d, (a, c))| d.saturating_add(*a).saturating_add(*c))
+                .collect();
             b.node(Op::Pad { pads, mode }, vec![x.0], out)?
         }
         "gather" => {
@@ -1007,15 +1275,27 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
         }
         "expand" => {
             let x = b.tensor("x")?;
-            let Some((target, s)) = b.ints("shape")? else { return Ok(b.missing("shape")?) };
+            let Some((target, s)) = b.ints("shape")? else {
+                return Ok(b.missing("shape")?);
+            };
             let shape = b.shape(x.0);
             if target.len() < shape.len() {
-                return Ok(b.lw.fail(s, format!("expand: the target has fewer axes than {}", fmt_shape(&shape)))?);
+                return Ok(b.lw.fail(
+                    s,
+                    format!(
+                        "expand: the target has fewer axes than {}",
+                        fmt_shape(&shape)
+                    ),
+                )?);
             }
             let offset = target.len() - shape.len();
             let mut out = Vec::new();
             for (i, &t) in target.iter().enumerate() {
-                let own = if i >= offset { shape.get(i - offset).copied() } else { None };
+                let own = if i >= offset {
+                    shape.get(i - offset).copied()
+                } else {
+                    None
+                };
                 let d = match (t, own) {
                     (-1, Some(d)) => d,
                     (t, _) if t < 1 => return Ok(b.lw.fail(s, format!("expand: dimension {t} is invalid (use -1 to keep an axis)"))?),
@@ -1031,7 +1311,9 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
         "tile" => {
             let x = b.tensor("x")?;
             let shape = b.shape(x.0);
-            let Some((repeats, s)) = b.ints("repeats")? else { return Ok(b.missing("repeats")?) };
+            let Some((repeats, s)) = b.ints("repeats")? else {
+                return Ok(b.missing("repeats")?);
+            };
             if repeats.len() != shape.len() || repeats.iter().any(|&r| r < 1) {
                 return Ok(b.lw.fail(s, format!("tile: repeats {repeats:?} must be {} positive integers, one per axis of {}", shape.len(), fmt_shape(&shape)))?);
             }
@@ -1053,7 +1335,8 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 return Ok(b.lw.fail(s, format!("tile: repeating {} axes of {} needs rank {}, above the supported maximum of {}", lifted.len() - shape.len(), fmt_shape(&shape), lifted.len(), crate::MAX_RANK))?);
             }
             let span = b.args.call_span;
-            let r = b.lw.push_node(Op::Reshape(ReshapeKind::Reshape), vec![x.0], lifted, span);
+            let r =
+                b.lw.push_node(Op::Reshape(ReshapeKind::Reshape), vec![x.0], lifted, span);
             let e = b.lw.push_node(Op::Expand, vec![r], expanded, span);
             b.node(Op::Reshape(ReshapeKind::Reshape), vec![e], out)?
         }
@@ -1064,7 +1347,15 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let (mode, _) = b.string("mode", "DCR", &["DCR", "CRD"])?;
             let [n, c, h, w] = match shape.as_slice() {
                 [n, c, h, w] => [*n, *c, *h, *w],
-                _ => return Ok(b.lw.fail(x.1, format!("{name}: the input must be [N, C, H, W], found {}", fmt_shape(&shape)))?),
+                _ => {
+                    return Ok(b.lw.fail(
+                        x.1,
+                        format!(
+                            "{name}: the input must be [N, C, H, W], found {}",
+                            fmt_shape(&shape)
+                        ),
+                    )?)
+                }
             };
             // both are a reshape to 6-d, a permutation and a reshape back (ONNX's definition)
             let (six, perm, out) = if name == "depth_to_space" {
@@ -1073,32 +1364,65 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 }
                 let cc = c / (bs * bs);
                 if mode == "DCR" {
-                    (vec![n, bs, bs, cc, h, w], vec![0, 3, 4, 1, 5, 2], vec![n, cc, h * bs, w * bs])
+                    (
+                        vec![n, bs, bs, cc, h, w],
+                        vec![0, 3, 4, 1, 5, 2],
+                        vec![n, cc, h * bs, w * bs],
+                    )
                 } else {
-                    (vec![n, cc, bs, bs, h, w], vec![0, 1, 4, 2, 5, 3], vec![n, cc, h * bs, w * bs])
+                    (
+                        vec![n, cc, bs, bs, h, w],
+                        vec![0, 1, 4, 2, 5, 3],
+                        vec![n, cc, h * bs, w * bs],
+                    )
                 }
             } else {
                 if h % bs != 0 || w % bs != 0 {
-                    return Ok(b.lw.fail(bss, format!("space_to_depth: blocksize {bs} must divide the height and width of {}", fmt_shape(&shape)))?);
+                    return Ok(b.lw.fail(
+                        bss,
+                        format!(
+                            "space_to_depth: blocksize {bs} must divide the height and width of {}",
+                            fmt_shape(&shape)
+                        ),
+                    )?);
                 }
                 let six = vec![n, c, h / bs, bs, w / bs, bs];
-                let perm = if mode == "DCR" { vec![0, 3, 5, 1, 2, 4] } else { vec![0, 1, 3, 5, 2, 4] };
+                let perm = if mode == "DCR" {
+                    vec![0, 3, 5, 1, 2, 4]
+                } else {
+                    vec![0, 1, 3, 5, 2, 4]
+                };
                 (six, perm, vec![n, c * bs * bs, h / bs, w / bs])
             };
-            let permuted: Vec<usize> = perm.iter().map(|&p| six.get(p).copied().unwrap_or(1)).collect();
+            let permuted: Vec<usize> = perm
+                .iter()
+                .map(|&p| six.get(p).copied().unwrap_or(1))
+                .collect();
             let span = b.args.call_span;
-            let r = b.lw.push_node(Op::Reshape(ReshapeKind::Reshape), vec![x.0], six, span);
-            let t = b.lw.push_node(Op::Transpose { perm }, vec![r], permuted, span);
+            let r =
+                b.lw.push_node(Op::Reshape(ReshapeKind::Reshape), vec![x.0], six, span);
+            let t =
+                b.lw.push_node(Op::Transpose { perm }, vec![r], permuted, span);
             b.node(Op::Reshape(ReshapeKind::Reshape), vec![t], out)?
         }
         "resize" => {
             let x = b.tensor("x")?;
-            if b.args.named.iter().any(|(n, ..)| n == "sizes" || n == "scales") {
+            if b.args
+                .named
+                .iter()
+                .any(|(n, ..)| n == "sizes" || n == "scales")
+            {
                 return resize_nd(b, x);
             }
             let shape = b.shape(x.0);
             if shape.len() != 4 {
-                return Ok(b.lw.fail(x.1, format!("resize: the input must be [N, C, H, W], found {}", fmt_shape(&shape)))?);
+                return Ok(b.lw.fail(
+                    x.1,
+                    format!(
+                        "resize: the input must be [N, C, H, W], found {}",
+                        fmt_shape(&shape)
+                    ),
+                )?);
             }
             let size = b.ints("size")?;
             let scale = match b.args.take("scale") {
@@ -1108,7 +1432,10 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             };
             let (mode, _) = b.string("mode", "nearest", &["nearest", "bilinear"])?;
             let align_corners = b.boolean("align_corners", false)?;
-            let (h, w) = (shape.get(2).copied().unwrap_or(1), shape.get(3).copied().unwrap_or(1));
+            let (h, w) = (
+                shape.get(2).copied().unwrap_or(1),
+                shape.get(3).copied().unwrap_or(1),
+            );
             let (oh, ow) = match (size, scale) {
                 (Some((list, s)), None) => match list.as_slice() {
                     [a, c] if *a >= 1 && *c >= 1 => (*a as usize, *c as usize),
@@ -1124,8 +1451,17 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 (Some(_), Some((_, s))) => return Ok(b.lw.fail(s, "resize: `size` and `scale` are both given; give exactly one of `size = [h, w]` or `scale = s`".to_string())?),
                 (None, None) => return Ok(b.lw.fail(b.args.func_span, "resize: give exactly one of `size = [h, w]` or `scale = s`".to_string())?),
             };
-            let mode = if mode == "bilinear" { ResizeMode::Bilinear { align_corners } } else { ResizeMode::Nearest };
-            let out = vec![shape.first().copied().unwrap_or(1), shape.get(1).copied().unwrap_or(1), oh, ow];
+            let mode = if mode == "bilinear" {
+                ResizeMode::Bilinear { align_corners }
+            } else {
+                ResizeMode::Nearest
+            };
+            let out = vec![
+                shape.first().copied().unwrap_or(1),
+                shape.get(1).copied().unwrap_or(1),
+                oh,
+                ow,
+            ];
             b.node(Op::Resize(mode), vec![x.0], out)?
         }
         "cumsum" => {
@@ -1135,12 +1471,28 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let axis = b.axis(axis, shape.len(), s)?;
             let exclusive = b.boolean("exclusive", false)?;
             let reverse = b.boolean("reverse", false)?;
-            b.node(Op::Cumsum { axis, exclusive, reverse }, vec![x.0], shape)?
+            b.node(
+                Op::Cumsum {
+                    axis,
+                    exclusive,
+                    reverse,
+                },
+                vec![x.0],
+                shape,
+            )?
         }
         "param" => {
-            let Some((list, s)) = b.ints("shape")? else { return Ok(b.missing("shape")?) };
+            let Some((list, s)) = b.ints("shape")? else {
+                return Ok(b.missing("shape")?);
+            };
             if list.iter().any(|&d| d < 1) || list.len() > crate::MAX_RANK {
-                return Ok(b.lw.fail(s, format!("param: shape {list:?} must have 0 to {} positive dimensions", crate::MAX_RANK))?);
+                return Ok(b.lw.fail(
+                    s,
+                    format!(
+                        "param: shape {list:?} must have 0 to {} positive dimensions",
+                        crate::MAX_RANK
+                    ),
+                )?);
             }
             let key = b.key();
             let shape: Vec<usize> = list.iter().map(|&d| d as usize).collect();
@@ -1149,7 +1501,13 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 Some(k) => k,
                 None => match b.lw_stmt_key() {
                     Some(k) => k,
-                    None => return Ok(b.lw.fail(span, "`param` needs a name: bind it with `let name = param(...)`".to_string())?),
+                    None => {
+                        return Ok(b.lw.fail(
+                            span,
+                            "`param` needs a name: bind it with `let name = param(...)`"
+                                .to_string(),
+                        )?)
+                    }
                 },
             };
             // a bare `param` owns the key itself, not `<key>.weight`
@@ -1173,9 +1531,20 @@ fn resize_nd(b: &mut Bind<'_, '_>, x: (ValueId, Span)) -> Result<Val, LowerError
     let sizes = b.ints("sizes")?;
     let scales = b.floats("scales")?;
     let (mode, _) = b.string("mode", "nearest", &["nearest", "linear", "cubic"])?;
-    let coords = ["half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_crop_and_resize"];
+    let coords = [
+        "half_pixel",
+        "half_pixel_symmetric",
+        "pytorch_half_pixel",
+        "align_corners",
+        "asymmetric",
+        "tf_crop_and_resize",
+    ];
     let (coord, _) = b.string("coordinate_transformation_mode", "half_pixel", &coords)?;
-    let (nearest, _) = b.string("nearest_mode", "round_prefer_floor", &["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"])?;
+    let (nearest, _) = b.string(
+        "nearest_mode",
+        "round_prefer_floor",
+        &["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"],
+    )?;
     let a = b.float("cubic_coeff_a", Some(-0.75))? as f32;
     let exclude_outside = b.boolean("exclude_outside", false)?;
     let antialias = b.boolean("antialias", false)?;
@@ -1184,49 +1553,106 @@ fn resize_nd(b: &mut Bind<'_, '_>, x: (ValueId, Span)) -> Result<Val, LowerError
     let call = b.args.call_span;
     let roi: Vec<(f64, f64)> = match roi {
         None => vec![(0.0, 1.0); rank],
-        Some((r, _)) if r.len() == 2 * rank => (0..rank).map(|i| (r.get(i).copied().unwrap_or(0.0), r.get(i + rank).copied().unwrap_or(1.0))).collect(),
-        Some((r, s)) => return Ok(b.lw.fail(s, format!("resize: roi holds {} starts then {} ends, found {} values", rank, rank, r.len()))?),
+        Some((r, _)) if r.len() == 2 * rank => (0..rank)
+            .map(|i| {
+                (
+                    r.get(i).copied().unwrap_or(0.0),
+                    r.get(i + rank).copied().unwrap_or(1.0),
+                )
+            })
+            .collect(),
+        Some((r, s)) => {
+            return Ok(b.lw.fail(
+                s,
+                format!(
+                    "resize: roi holds {} starts then {} ends, found {} values",
+                    rank,
+                    rank,
+                    r.len()
+                ),
+            )?)
+        }
     };
     let tf_crop = coord == "tf_crop_and_resize";
     let (out, scales): (Vec<usize>, Vec<f64>) = match (sizes, scales) {
         (Some((sz, s)), sc) => {
             if sz.len() != rank || sz.iter().any(|&d| d < 0) {
-                return Ok(b.lw.fail(s, format!("resize: sizes must be {rank} non-negative lengths, one per axis of {}", fmt_shape(&shape)))?);
+                return Ok(b.lw.fail(
+                    s,
+                    format!(
+                        "resize: sizes must be {rank} non-negative lengths, one per axis of {}",
+                        fmt_shape(&shape)
+                    ),
+                )?);
             }
             let out: Vec<usize> = sz.iter().map(|&d| d as usize).collect();
             let scales = match sc {
-                Some((v, vs)) if v.len() != rank => return Ok(b.lw.fail(vs, format!("resize: scales must hold {rank} values, one per axis"))?),
+                Some((v, vs)) if v.len() != rank => {
+                    return Ok(b.lw.fail(
+                        vs,
+                        format!("resize: scales must hold {rank} values, one per axis"),
+                    )?)
+                }
                 Some((v, _)) => v,
-                None => out.iter().zip(&shape).map(|(&o, &i)| o as f64 / i.max(1) as f64).collect(),
+                None => out
+                    .iter()
+                    .zip(&shape)
+                    .map(|(&o, &i)| o as f64 / i.max(1) as f64)
+                    .collect(),
             };
             (out, scales)
         }
         (None, Some((v, vs))) => {
             if v.len() != rank {
-                return Ok(b.lw.fail(vs, format!("resize: scales must hold {rank} values, one per axis of {}", fmt_shape(&shape)))?);
+                return Ok(b.lw.fail(
+                    vs,
+                    format!(
+                        "resize: scales must hold {rank} values, one per axis of {}",
+                        fmt_shape(&shape)
+                    ),
+                )?);
             }
             let out = shape
                 .iter()
                 .zip(&v)
                 .zip(&roi)
-                .map(|((&d, &s), &(r0, r1))| (d as f64 * s * if tf_crop { r1 - r0 } else { 1.0 }).floor().max(0.0) as usize)
+                .map(|((&d, &s), &(r0, r1))| {
+                    (d as f64 * s * if tf_crop { r1 - r0 } else { 1.0 })
+                        .floor()
+                        .max(0.0) as usize
+                })
                 .collect();
             (out, v)
         }
-        (None, None) => return Ok(b.lw.fail(call, "resize: give `sizes` or `scales`".to_string())?),
+        (None, None) => {
+            return Ok(b
+                .lw
+                .fail(call, "resize: give `sizes` or `scales`".to_string())?)
+        }
     };
     if scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
-        return Ok(b.lw.fail(call, format!("resize: scales {scales:?} must be positive"))?);
+        return Ok(b
+            .lw
+            .fail(call, format!("resize: scales {scales:?} must be positive"))?);
     }
     if shape.iter().zip(&out).any(|(&i, &o)| i == 0 && o > 0) {
-        return Ok(b.lw.fail(call, format!("resize: cannot resize an empty axis of {} to a non-empty one", fmt_shape(&shape)))?);
+        return Ok(b.lw.fail(
+            call,
+            format!(
+                "resize: cannot resize an empty axis of {} to a non-empty one",
+                fmt_shape(&shape)
+            ),
+        )?);
     }
     let interpolation = match mode.as_str() {
         "linear" => Interpolation::Linear,
         "cubic" => Interpolation::Cubic { a },
         _ => {
             if antialias {
-                return Ok(b.lw.fail(call, "resize: antialias applies to linear and cubic modes".to_string())?);
+                return Ok(b.lw.fail(
+                    call,
+                    "resize: antialias applies to linear and cubic modes".to_string(),
+                )?);
             }
             Interpolation::Nearest(match nearest.as_str() {
                 "round_prefer_ceil" => NearestMode::RoundPreferCeil,
@@ -1244,7 +1670,15 @@ fn resize_nd(b: &mut Bind<'_, '_>, x: (ValueId, Span)) -> Result<Val, LowerError
         "tf_crop_and_resize" => CoordMode::TfCropAndResize,
         _ => CoordMode::HalfPixel,
     };
-    let spec = Resample { interpolation, coord, exclude_outside, antialias, extrapolation, scales, roi };
+    let spec = Resample {
+        interpolation,
+        coord,
+        exclude_outside,
+        antialias,
+        extrapolation,
+        scales,
+        roi,
+    };
     Ok(b.node(Op::Resample(Box::new(spec)), vec![x.0], out)?)
 }
 
@@ -1266,7 +1700,13 @@ fn unary(b: &mut Bind<'_, '_>, op: UnaryOp) -> Result<Val, LowerError> {
         }
         Some((v @ (Val::Int(_) | Val::Float(_)), s)) => match fold_unary(op, as_f64(&v)) {
             Some(r) => Ok(Val::Float(r)),
-            None => Ok(b.lw.fail(s, format!("`{}` of a number is not folded at compile time; apply it to a tensor", op.name()))?),
+            None => Ok(b.lw.fail(
+                s,
+                format!(
+                    "`{}` of a number is not folded at compile time; apply it to a tensor",
+                    op.name()
+                ),
+            )?),
         },
         Some((Val::Poison, _)) => Err(Failed),
         Some((other, s)) => Ok(b.wrong("x", "a tensor", &other, s)?),
@@ -1275,7 +1715,11 @@ fn unary(b: &mut Bind<'_, '_>, op: UnaryOp) -> Result<Val, LowerError> {
 }
 
 /// `padding = p | [ph, pw] | [t, l, b, r] | "same" | "valid"`, as [top, left, bottom, right].
-fn padding4(b: &mut Bind<'_, '_>, kernel: [usize; 2], stride: [usize; 2]) -> Result<[usize; 4], LowerError> {
+fn padding4(
+    b: &mut Bind<'_, '_>,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+) -> Result<[usize; 4], LowerError> {
     let op = b.args.op.clone();
     match b.args.take("padding") {
         None => Ok([0; 4]),
@@ -1283,21 +1727,41 @@ fn padding4(b: &mut Bind<'_, '_>, kernel: [usize; 2], stride: [usize; 2]) -> Res
             "valid" => Ok([0; 4]),
             "same" => {
                 if stride != [1, 1] {
-                    return Ok(b.lw.fail(span, format!("{op}: padding = \"same\" needs stride 1 (as in PyTorch)"))?);
+                    return Ok(b.lw.fail(
+                        span,
+                        format!("{op}: padding = \"same\" needs stride 1 (as in PyTorch)"),
+                    )?);
                 }
                 let (th, tw) = (kernel[0] - 1, kernel[1] - 1);
                 Ok([th / 2, tw / 2, th - th / 2, tw - tw / 2])
             }
-            other => Ok(b.lw.fail(span, format!("{op}: padding \"{other}\" is not one of \"same\", \"valid\"; or give numbers"))?),
+            other => Ok(b.lw.fail(
+                span,
+                format!(
+                    "{op}: padding \"{other}\" is not one of \"same\", \"valid\"; or give numbers"
+                ),
+            )?),
         },
         Some((v, span)) => {
             let list: Vec<i64> = match v {
                 Val::Int(n) => vec![n],
-                Val::List(items) => items.iter().map(|(v, _)| if let Val::Int(n) = v { *n } else { -1 }).collect(),
-                other => return Ok(b.wrong("padding", "an integer, a list or \"same\"", &other, span)?),
+                Val::List(items) => items
+                    .iter()
+                    .map(|(v, _)| if let Val::Int(n) = v { *n } else { -1 })
+                    .collect(),
+                other => {
+                    return Ok(b.wrong(
+                        "padding",
+                        "an integer, a list or \"same\"",
+                        &other,
+                        span,
+                    )?)
+                }
             };
             if list.iter().any(|&p| p < 0) {
-                return Ok(b.lw.fail(span, format!("{op}: padding must be non-negative integers"))?);
+                return Ok(b
+                    .lw
+                    .fail(span, format!("{op}: padding must be non-negative integers"))?);
             }
             let u: Vec<usize> = list.iter().map(|&p| p as usize).collect();
             match u.as_slice() {

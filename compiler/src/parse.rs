@@ -22,7 +22,10 @@ use proc_macro2::{Delimiter, Span};
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
-use syn::{bracketed, parenthesized, braced, token, Attribute, Ident, LitFloat, LitInt, LitStr, Token, Visibility};
+use syn::{
+    braced, bracketed, parenthesized, token, Attribute, Ident, LitFloat, LitInt, LitStr, Token,
+    Visibility,
+};
 
 /// Everything inside one `dnn! { ... }`.
 #[derive(Debug)]
@@ -226,7 +229,9 @@ impl Expr {
             Expr::Float(l) => l.span(),
             Expr::Str(l) => l.span(),
             Expr::Bool(_, s) | Expr::List(_, s) | Expr::Neg(_, s) | Expr::Tuple(_, s) => *s,
-            Expr::Call { func, paren_span, .. } => func.span().join(*paren_span).unwrap_or(func.span()),
+            Expr::Call {
+                func, paren_span, ..
+            } => func.span().join(*paren_span).unwrap_or(func.span()),
             Expr::Binary { lhs, rhs, .. } => lhs.span().join(rhs.span()).unwrap_or(lhs.span()),
         }
     }
@@ -262,7 +267,10 @@ impl Parse for Item {
         let attrs = input.call(Attribute::parse_outer)?;
         let vis: Visibility = input.parse()?;
         let keyword: Ident = input.call(Ident::parse_any).map_err(|e| {
-            syn::Error::new(e.span(), "expected `model` or `block` (a dnn! input holds model and block declarations)")
+            syn::Error::new(
+                e.span(),
+                "expected `model` or `block` (a dnn! input holds model and block declarations)",
+            )
         })?;
         match keyword.to_string().as_str() {
             "model" => {
@@ -276,22 +284,39 @@ impl Parse for Item {
                         syn::Error::new(e.span(), format!("expected `:` and a shape after input `{name}`, as in `{name}: [1, 3, 32, 32]`"))
                     })?;
                     let (shape, shape_span) = parse_shape(&content)?;
-                    inputs.push(TensorDecl { name, shape, shape_span });
+                    inputs.push(TensorDecl {
+                        name,
+                        shape,
+                        shape_span,
+                    });
                     if content.is_empty() {
                         break;
                     }
                     content.parse::<Token![,]>()?;
                 }
                 input.parse::<Token![->]>().map_err(|e| {
-                    syn::Error::new(e.span(), "expected `->` and the output shape, as in `-> [1, 10]`")
+                    syn::Error::new(
+                        e.span(),
+                        "expected `->` and the output shape, as in `-> [1, 10]`",
+                    )
                 })?;
                 let outputs = parse_outputs(input)?;
                 let body = input.parse()?;
-                Ok(Item::Model(ModelDecl { attrs, vis, name, inputs, outputs, body }))
+                Ok(Item::Model(ModelDecl {
+                    attrs,
+                    vis,
+                    name,
+                    inputs,
+                    outputs,
+                    body,
+                }))
             }
             "block" => {
                 if !matches!(vis, Visibility::Inherited) {
-                    return Err(syn::Error::new(vis.span(), "a block is not a type: remove the visibility"));
+                    return Err(syn::Error::new(
+                        vis.span(),
+                        "a block is not a type: remove the visibility",
+                    ));
                 }
                 let name: Ident = input.parse()?;
                 let content;
@@ -311,14 +336,23 @@ impl Parse for Item {
                     } else {
                         None
                     };
-                    params.push(BlockParam { name, shape, default });
+                    params.push(BlockParam {
+                        name,
+                        shape,
+                        default,
+                    });
                     if content.is_empty() {
                         break;
                     }
                     content.parse::<Token![,]>()?;
                 }
                 let body = input.parse()?;
-                Ok(Item::Block(BlockDecl { attrs, name, params, body }))
+                Ok(Item::Block(BlockDecl {
+                    attrs,
+                    name,
+                    params,
+                    body,
+                }))
             }
             other => Err(syn::Error::new(
                 keyword.span(),
@@ -352,7 +386,11 @@ fn parse_outputs(input: ParseStream) -> syn::Result<Vec<OutputDecl>> {
                 None
             };
             let (shape, shape_span) = parse_shape(&content)?;
-            outputs.push(OutputDecl { name, shape, shape_span });
+            outputs.push(OutputDecl {
+                name,
+                shape,
+                shape_span,
+            });
             if content.is_empty() {
                 break;
             }
@@ -364,7 +402,11 @@ fn parse_outputs(input: ParseStream) -> syn::Result<Vec<OutputDecl>> {
         Ok(outputs)
     } else {
         let (shape, shape_span) = parse_shape(input)?;
-        Ok(vec![OutputDecl { name: None, shape, shape_span }])
+        Ok(vec![OutputDecl {
+            name: None,
+            shape,
+            shape_span,
+        }])
     }
 }
 
@@ -373,7 +415,11 @@ impl Parse for Body {
         let content;
         let brace = braced!(content in input);
         let (stmts, result) = parse_stmts(&content, true)?;
-        Ok(Body { stmts, result, close_span: brace.span.close() })
+        Ok(Body {
+            stmts,
+            result,
+            close_span: brace.span.close(),
+        })
     }
 }
 
@@ -384,7 +430,10 @@ fn parse_key_attr(input: ParseStream) -> syn::Result<Option<LitStr>> {
         if attr.path().is_ident("key") {
             let value = match &attr.meta {
                 syn::Meta::NameValue(nv) => match &nv.value {
-                    syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => s.clone(),
+                    syn::Expr::Lit(syn::ExprLit {
+                        lit: syn::Lit::Str(s),
+                        ..
+                    }) => s.clone(),
                     other => {
                         return Err(syn::Error::new(
                             other.span(),
@@ -416,20 +465,34 @@ fn parse_stmts(input: ParseStream, allow_result: bool) -> syn::Result<(Vec<Stmt>
             let var: Ident = input.parse()?;
             input.parse::<Token![in]>()?;
             let start = parse_binary(input, 0)?;
-            input.parse::<Token![..]>().map_err(|e| syn::Error::new(e.span(), "expected a range `start..end`"))?;
+            input
+                .parse::<Token![..]>()
+                .map_err(|e| syn::Error::new(e.span(), "expected a range `start..end`"))?;
             let end = parse_binary(input, 0)?;
             let content;
             braced!(content in input);
             let (body, _) = parse_stmts(&content, false)?;
-            stmts.push(Stmt::For { var, start, end, body, span: for_token.span });
+            stmts.push(Stmt::For {
+                var,
+                start,
+                end,
+                body,
+                span: for_token.span,
+            });
             continue;
         }
-        if input.peek(Ident) && input.peek2(token::Brace) && input.fork().parse::<Ident>().is_ok_and(|i| i == "fuse") {
+        if input.peek(Ident)
+            && input.peek2(token::Brace)
+            && input.fork().parse::<Ident>().is_ok_and(|i| i == "fuse")
+        {
             let keyword: Ident = input.parse()?;
             let content;
             braced!(content in input);
             let (body, _) = parse_stmts(&content, false)?;
-            stmts.push(Stmt::Fuse { body, span: keyword.span() });
+            stmts.push(Stmt::Fuse {
+                body,
+                span: keyword.span(),
+            });
             continue;
         }
         let key = parse_key_attr(input)?;
@@ -448,8 +511,15 @@ fn parse_stmts(input: ParseStream, allow_result: bool) -> syn::Result<(Vec<Stmt>
             };
             input.parse::<Token![=]>()?;
             let value = input.parse()?;
-            input.parse::<Token![;]>().map_err(|e| syn::Error::new(e.span(), "expected `;` after the `let` statement"))?;
-            stmts.push(Stmt::Let { key, names, tuple, value });
+            input
+                .parse::<Token![;]>()
+                .map_err(|e| syn::Error::new(e.span(), "expected `;` after the `let` statement"))?;
+            stmts.push(Stmt::Let {
+                key,
+                names,
+                tuple,
+                value,
+            });
         } else if input.peek(Ident) && input.peek2(Token![=]) && !input.peek2(Token![==]) {
             let name: Ident = input.parse()?;
             input.parse::<Token![=]>()?;
@@ -465,7 +535,10 @@ fn parse_stmts(input: ParseStream, allow_result: bool) -> syn::Result<(Vec<Stmt>
                 return Ok((stmts, Some(expr)));
             }
             if input.is_empty() {
-                return Err(syn::Error::new(expr.span(), "a loop body has no value: bind this with `let` or assign it to a name"));
+                return Err(syn::Error::new(
+                    expr.span(),
+                    "a loop body has no value: bind this with `let` or assign it to a name",
+                ));
             }
             if input.peek(Token![;]) {
                 return Err(syn::Error::new(
@@ -512,7 +585,12 @@ fn parse_binary(input: ParseStream, min: u8) -> syn::Result<Expr> {
         // one punctuation token for each operator
         let _: proc_macro2::Punct = input.parse()?;
         let rhs = parse_binary(input, prec + 1)?;
-        lhs = Expr::Binary { op, op_span, lhs: Box::new(lhs), rhs: Box::new(rhs) };
+        lhs = Expr::Binary {
+            op,
+            op_span,
+            lhs: Box::new(lhs),
+            rhs: Box::new(rhs),
+        };
     }
     Ok(lhs)
 }
@@ -545,7 +623,10 @@ fn parse_atom(input: ParseStream) -> syn::Result<Expr> {
         let paren = parenthesized!(content in input);
         let items = content.parse_terminated(Expr::parse, Token![,])?;
         if items.len() == 1 && !items.trailing_punct() {
-            return Ok(items.into_iter().next().ok_or_else(|| content.error("expected an expression"))?);
+            return Ok(items
+                .into_iter()
+                .next()
+                .ok_or_else(|| content.error("expected an expression"))?);
         }
         return Ok(Expr::Tuple(items.into_iter().collect(), paren.span.join()));
     }
@@ -562,7 +643,10 @@ fn parse_atom(input: ParseStream) -> syn::Result<Expr> {
             let paren = parenthesized!(content in input);
             let mut args = Vec::new();
             while !content.is_empty() {
-                let name = if content.peek(Ident) && content.peek2(Token![=]) && !content.peek2(Token![==]) {
+                let name = if content.peek(Ident)
+                    && content.peek2(Token![=])
+                    && !content.peek2(Token![==])
+                {
                     let name: Ident = content.parse()?;
                     content.parse::<Token![=]>()?;
                     Some(name)
@@ -576,14 +660,23 @@ fn parse_atom(input: ParseStream) -> syn::Result<Expr> {
                 }
                 content.parse::<Token![,]>()?;
             }
-            return Ok(Expr::Call { func: name, args, paren_span: paren.span.join() });
+            return Ok(Expr::Call {
+                func: name,
+                args,
+                paren_span: paren.span.join(),
+            });
         }
         return Ok(Expr::Name(name));
     }
     if let Some((group, _, _)) = input.cursor().group(Delimiter::Brace) {
-        return Err(syn::Error::new(group.span(), "expected an expression; blocks `{ ... }` are not expressions in dnn!"));
+        return Err(syn::Error::new(
+            group.span(),
+            "expected an expression; blocks `{ ... }` are not expressions in dnn!",
+        ));
     }
-    Err(input.error("expected an expression: a name, a number, a call such as `relu(x)`, or a list `[1, 2]`"))
+    Err(input.error(
+        "expected an expression: a name, a number, a call such as `relu(x)`, or a list `[1, 2]`",
+    ))
 }
 
 #[cfg(test)]
@@ -604,7 +697,9 @@ mod tests {
         })
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ast.items.len(), 2);
-        let Item::Model(m) = &ast.items[0] else { panic!("not a model") };
+        let Item::Model(m) = &ast.items[0] else {
+            panic!("not a model")
+        };
         assert_eq!(m.name.to_string(), "M");
         assert_eq!(m.body.stmts.len(), 2);
         assert!(m.body.result.is_some());
@@ -614,14 +709,32 @@ mod tests {
     fn precedence_is_arithmetic() {
         let e: Expr = syn::parse2(quote!(1 + 2 * 3 - 4)).unwrap_or_else(|e| panic!("{e}"));
         // ((1 + (2 * 3)) - 4)
-        let Expr::Binary { op: BinOp::Sub, lhs, .. } = e else { panic!("top is not sub") };
-        let Expr::Binary { op: BinOp::Add, rhs, .. } = *lhs else { panic!("left is not add") };
+        let Expr::Binary {
+            op: BinOp::Sub,
+            lhs,
+            ..
+        } = e
+        else {
+            panic!("top is not sub")
+        };
+        let Expr::Binary {
+            op: BinOp::Add,
+            rhs,
+            ..
+        } = *lhs
+        else {
+            panic!("left is not add")
+        };
         assert!(matches!(*rhs, Expr::Binary { op: BinOp::Mul, .. }));
     }
 
     #[test]
     fn rejects_unknown_items() {
-        let err = parse(quote!(struct S;)).err().map(|e| e.to_string());
+        let err = parse(quote!(
+            struct S;
+        ))
+        .err()
+        .map(|e| e.to_string());
         assert!(err.is_some_and(|m| m.contains("expected `model` or `block`")));
     }
 }

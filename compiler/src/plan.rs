@@ -82,7 +82,10 @@ pub fn plan(graph: &Graph, fusion: &FusionPlan) -> MemoryPlan {
     for param in &graph.params {
         let len: usize = param.shape.iter().product();
         if let Some(slot) = slots.get_mut(param.value) {
-            *slot = Some(Slot::Param { offset: param_len, len });
+            *slot = Some(Slot::Param {
+                offset: param_len,
+                len,
+            });
         }
         param_len += len;
     }
@@ -93,7 +96,10 @@ pub fn plan(graph: &Graph, fusion: &FusionPlan) -> MemoryPlan {
     }
     let mut output_copies = Vec::new();
     for (position, &out) in graph.outputs.iter().enumerate() {
-        let is_node = matches!(graph.values.get(out).map(|v| &v.kind), Some(ValueKind::Node(_)));
+        let is_node = matches!(
+            graph.values.get(out).map(|v| &v.kind),
+            Some(ValueKind::Node(_))
+        );
         match slots.get_mut(out) {
             Some(slot @ None) if is_node => *slot = Some(Slot::Output(position)),
             _ => output_copies.push((position, out)),
@@ -103,7 +109,9 @@ pub fn plan(graph: &Graph, fusion: &FusionPlan) -> MemoryPlan {
     let mut sinks = vec![false; n];
     for block in &fusion.blocks {
         for &m in &block.nodes {
-            let Some(node) = graph.nodes.get(m) else { continue };
+            let Some(node) = graph.nodes.get(m) else {
+                continue;
+            };
             if m == block.sink() {
                 if let Some(s) = sinks.get_mut(node.output) {
                     *s = true;
@@ -116,9 +124,15 @@ pub fn plan(graph: &Graph, fusion: &FusionPlan) -> MemoryPlan {
     // a lone reshape of a stored value shares its memory
     let mut root: Vec<ValueId> = (0..n).collect();
     for block in &fusion.blocks {
-        let [only] = block.nodes.as_slice() else { continue };
-        let Some(node) = graph.nodes.get(*only) else { continue };
-        let (Op::Reshape(_), [input]) = (&node.op, node.inputs.as_slice()) else { continue };
+        let [only] = block.nodes.as_slice() else {
+            continue;
+        };
+        let Some(node) = graph.nodes.get(*only) else {
+            continue;
+        };
+        let (Op::Reshape(_), [input]) = (&node.op, node.inputs.as_slice()) else {
+            continue;
+        };
         if matches!(slots.get(node.output), Some(None)) {
             let r = root.get(*input).copied().unwrap_or(*input);
             if let Some(slot) = slots.get_mut(node.output) {
@@ -133,7 +147,9 @@ pub fn plan(graph: &Graph, fusion: &FusionPlan) -> MemoryPlan {
     let mut last_use = vec![0usize; n];
     for (b, block) in fusion.blocks.iter().enumerate() {
         for &m in &block.nodes {
-            let Some(node) = graph.nodes.get(m) else { continue };
+            let Some(node) = graph.nodes.get(m) else {
+                continue;
+            };
             for &v in &node.inputs {
                 let r = root.get(v).copied().unwrap_or(v);
                 if let Some(l) = last_use.get_mut(r) {
@@ -153,7 +169,9 @@ pub fn plan(graph: &Graph, fusion: &FusionPlan) -> MemoryPlan {
     let mut arena_len = 0;
     let mut intermediate_bytes = 0;
     for (b, block) in fusion.blocks.iter().enumerate() {
-        let Some(node) = graph.nodes.get(block.sink()) else { continue };
+        let Some(node) = graph.nodes.get(block.sink()) else {
+            continue;
+        };
         let v = node.output;
         if !matches!(slots.get(v), Some(None)) || !sinks.get(v).copied().unwrap_or(false) {
             continue;
@@ -169,8 +187,17 @@ pub fn plan(graph: &Graph, fusion: &FusionPlan) -> MemoryPlan {
             *slot = Some(Slot::Arena { offset, len });
         }
     }
-    let slots = slots.into_iter().map(|s| s.unwrap_or(Slot::Fused)).collect();
-    MemoryPlan { slots, arena_len, param_len, output_copies, intermediate_bytes }
+    let slots = slots
+        .into_iter()
+        .map(|s| s.unwrap_or(Slot::Fused))
+        .collect();
+    MemoryPlan {
+        slots,
+        arena_len,
+        param_len,
+        output_copies,
+        intermediate_bytes,
+    }
 }
 
 /// Lowest aligned offset where `len` floats fit between live blocks.
@@ -197,7 +224,12 @@ mod tests {
         g.inputs.push(prev);
         for i in 0..count {
             let out = g.add_value(format!("v{i}"), vec![len], ValueKind::Node(i));
-            g.nodes.push(Node { op: Op::Unary(UnaryOp::Relu), inputs: vec![prev], output: out, span: proc_macro2::Span::call_site() });
+            g.nodes.push(Node {
+                op: Op::Unary(UnaryOp::Relu),
+                inputs: vec![prev],
+                output: out,
+                span: proc_macro2::Span::call_site(),
+            });
             prev = out;
         }
         g.outputs.push(prev);
@@ -210,7 +242,14 @@ mod tests {
         let plan = plan(&g, &FusionPlan::unfused(&g));
         // 4 intermediates, the 5th is the output; two live at a time
         assert_eq!(plan.arena_len, 112 + 100);
-        let offsets: Vec<usize> = plan.slots.iter().filter_map(|s| match s { Slot::Arena { offset, .. } => Some(*offset), _ => None }).collect();
+        let offsets: Vec<usize> = plan
+            .slots
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Arena { offset, .. } => Some(*offset),
+                _ => None,
+            })
+            .collect();
         assert_eq!(offsets, vec![0, 112, 0, 112]);
         assert_eq!(plan.slots.last(), Some(&Slot::Output(0)));
     }

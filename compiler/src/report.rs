@@ -53,12 +53,25 @@ pub struct FusionReport {
 impl FusionReport {
     /// Builds the report of a plan; `unfused` is the memory plan of the same graph
     /// without fusion (for the "before" column).
-    pub fn new(model: &str, graph: &Graph, fusion: &FusionPlan, memory: &MemoryPlan, unfused: &MemoryPlan, fusion_on: bool) -> Self {
+    pub fn new(
+        model: &str,
+        graph: &Graph,
+        fusion: &FusionPlan,
+        memory: &MemoryPlan,
+        unfused: &MemoryPlan,
+        fusion_on: bool,
+    ) -> Self {
         // a lone reshape that aliases its operand runs no code: it is not reported, and
         // readers of its output read its operand's block
         let is_alias = |b: &crate::fuse::Block| {
             matches!(
-                (b.nodes.as_slice(), graph.nodes.get(b.sink()).and_then(|n| memory.slots.get(n.output))),
+                (
+                    b.nodes.as_slice(),
+                    graph
+                        .nodes
+                        .get(b.sink())
+                        .and_then(|n| memory.slots.get(n.output))
+                ),
                 ([_], Some(crate::plan::Slot::Alias(_)))
             )
         };
@@ -66,8 +79,17 @@ impl FusionReport {
         let mut block_list: Vec<BlockSummary> = Vec::new();
         for b in &fusion.blocks {
             let sink_input = |n: usize| -> Option<usize> {
-                match graph.nodes.get(n)?.inputs.first().and_then(|&v| graph.values.get(v)).map(|v| &v.kind) {
-                    Some(crate::ir::ValueKind::Node(p)) => reported_block_of_node.get(*p).copied().flatten(),
+                match graph
+                    .nodes
+                    .get(n)?
+                    .inputs
+                    .first()
+                    .and_then(|&v| graph.values.get(v))
+                    .map(|v| &v.kind)
+                {
+                    Some(crate::ir::ValueKind::Node(p)) => {
+                        reported_block_of_node.get(*p).copied().flatten()
+                    }
                     _ => None,
                 }
             };
@@ -82,7 +104,9 @@ impl FusionReport {
             let mut inputs: Vec<usize> = Vec::new();
             for &n in &b.nodes {
                 for &v in graph.nodes.get(n).map_or(&[][..], |n| n.inputs.as_slice()) {
-                    if let Some(crate::ir::ValueKind::Node(p)) = graph.values.get(v).map(|v| &v.kind) {
+                    if let Some(crate::ir::ValueKind::Node(p)) =
+                        graph.values.get(v).map(|v| &v.kind)
+                    {
                         if b.nodes.contains(p) {
                             continue;
                         }
@@ -100,7 +124,13 @@ impl FusionReport {
                 }
             }
             block_list.push(BlockSummary {
-                ops: b.nodes.iter().filter_map(|&n| graph.nodes.get(n)).map(|n| n.op.name()).collect::<Vec<_>>().join("+"),
+                ops: b
+                    .nodes
+                    .iter()
+                    .filter_map(|&n| graph.nodes.get(n))
+                    .map(|n| n.op.name())
+                    .collect::<Vec<_>>()
+                    .join("+"),
                 mapping: b.mapping.name(),
                 inputs,
             });
@@ -138,7 +168,20 @@ impl FusionReport {
 
     /// The report as a `::dnnfusion::runtime::FusionReport` constant expression.
     pub fn tokens(&self) -> TokenStream {
-        let FusionReport { model, ops, ops_after_rewrite, rewrites, flops_before, flops_after, blocks, fusion, irs_bytes_before, irs_bytes_after, arena_bytes, block_list } = self;
+        let FusionReport {
+            model,
+            ops,
+            ops_after_rewrite,
+            rewrites,
+            flops_before,
+            flops_after,
+            blocks,
+            fusion,
+            irs_bytes_before,
+            irs_bytes_after,
+            arena_bytes,
+            block_list,
+        } = self;
         let block_items = block_list.iter().map(|b| {
             let (ops, mapping, inputs) = (&b.ops, b.mapping, &b.inputs);
             quote! { ::dnnfusion::runtime::BlockReport { ops: #ops, mapping: #mapping, inputs: &[#(#inputs),*] } }

@@ -82,7 +82,10 @@ pub struct Patch {
 impl Patch {
     /// A patch that adds no node: the matched value becomes `value`.
     pub fn alias(value: ValueId) -> Patch {
-        Patch { nodes: Vec::new(), result: Some(Operand::Old(value)) }
+        Patch {
+            nodes: Vec::new(),
+            result: Some(Operand::Old(value)),
+        }
     }
 
     /// The shape of an operand.
@@ -106,8 +109,15 @@ impl Patch {
     }
 
     /// Adds a broadcasting binary op; `None` when the shapes do not broadcast.
-    pub fn binary(&mut self, graph: &Graph, op: crate::ir::BinaryOp, a: Operand, b: Operand) -> Option<Operand> {
-        let shape = crate::check::broadcast("rewrite", self.shape(graph, a), self.shape(graph, b)).ok()?;
+    pub fn binary(
+        &mut self,
+        graph: &Graph,
+        op: crate::ir::BinaryOp,
+        a: Operand,
+        b: Operand,
+    ) -> Option<Operand> {
+        let shape =
+            crate::check::broadcast("rewrite", self.shape(graph, a), self.shape(graph, b)).ok()?;
         Some(self.push(Op::Binary(op), vec![a, b], shape))
     }
 
@@ -133,7 +143,12 @@ pub struct RewriteOptions {
 
 impl Default for RewriteOptions {
     fn default() -> Self {
-        RewriteOptions { fast_math: false, max_rewrites: 10_000, only: None, frozen: Vec::new() }
+        RewriteOptions {
+            fast_math: false,
+            max_rewrites: 10_000,
+            only: None,
+            frozen: Vec::new(),
+        }
     }
 }
 
@@ -190,8 +205,14 @@ pub struct Gain {
 impl Gain {
     /// `before - after`.
     pub fn between(before: Cost, after: Cost) -> Gain {
-        let d = |a: u64, b: u64| (a as i128 - b as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64;
-        Gain { flops: d(before.flops, after.flops), loads: d(before.loads, after.loads), nodes: d(before.nodes, after.nodes) }
+        let d = |a: u64, b: u64| {
+            (a as i128 - b as i128).clamp(i64::MIN as i128, i64::MAX as i128) as i64
+        };
+        Gain {
+            flops: d(before.flops, after.flops),
+            loads: d(before.loads, after.loads),
+            nodes: d(before.nodes, after.nodes),
+        }
     }
 
     /// Lexicographically above zero.
@@ -229,7 +250,12 @@ pub fn flops_per_element(op: UnaryOp) -> u64 {
         | UnaryOp::SubScalar(_)
         | UnaryOp::ScalarSub(_)
         | UnaryOp::MulScalar(_) => 1,
-        UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Recip | UnaryOp::DivScalar(_) | UnaryOp::ScalarDiv(_) | UnaryOp::HardSwish => 4,
+        UnaryOp::Sqrt
+        | UnaryOp::Rsqrt
+        | UnaryOp::Recip
+        | UnaryOp::DivScalar(_)
+        | UnaryOp::ScalarDiv(_)
+        | UnaryOp::HardSwish => 4,
         UnaryOp::Exp
         | UnaryOp::Log
         | UnaryOp::Elu(_)
@@ -255,7 +281,10 @@ fn elements(shape: &[usize]) -> u64 {
 pub fn op_cost(op: &Op, inputs: &[&[usize]], out: &[usize]) -> Cost {
     let n = elements(out);
     let first = inputs.first().map_or(0, |s| elements(s));
-    let read: u64 = inputs.iter().map(|s| elements(s)).fold(0, u64::saturating_add);
+    let read: u64 = inputs
+        .iter()
+        .map(|s| elements(s))
+        .fold(0, u64::saturating_add);
     let flops = match op {
         Op::Unary(u) => n.saturating_mul(flops_per_element(*u)),
         Op::Binary(b) => n.saturating_mul(match b {
@@ -266,7 +295,9 @@ pub fn op_cost(op: &Op, inputs: &[&[usize]], out: &[usize]) -> Cost {
         Op::Where | Op::Prelu => n,
         Op::Linear => {
             let k = inputs.first().and_then(|s| s.last()).copied().unwrap_or(0) as u64;
-            n.saturating_mul(2).saturating_mul(k).saturating_add(if inputs.len() > 2 { n } else { 0 })
+            n.saturating_mul(2)
+                .saturating_mul(k)
+                .saturating_add(if inputs.len() > 2 { n } else { 0 })
         }
         Op::MatMul => {
             let k = inputs.first().and_then(|s| s.last()).copied().unwrap_or(0) as u64;
@@ -274,19 +305,25 @@ pub fn op_cost(op: &Op, inputs: &[&[usize]], out: &[usize]) -> Cost {
         }
         Op::Conv2d(c) => {
             let cin = inputs.first().and_then(|s| s.get(1)).copied().unwrap_or(0) as u64;
-            let per = (cin / c.groups.max(1) as u64).saturating_mul((c.kernel[0] * c.kernel[1]) as u64);
+            let per =
+                (cin / c.groups.max(1) as u64).saturating_mul((c.kernel[0] * c.kernel[1]) as u64);
             n.saturating_mul(2).saturating_mul(per)
         }
         Op::ConvTranspose2d(c) => {
             let cout = out.get(1).copied().unwrap_or(0) as u64;
-            let per = (cout / c.groups.max(1) as u64).saturating_mul((c.kernel[0] * c.kernel[1]) as u64);
+            let per =
+                (cout / c.groups.max(1) as u64).saturating_mul((c.kernel[0] * c.kernel[1]) as u64);
             first.saturating_mul(2).saturating_mul(per)
         }
         Op::MaxPool2d(p) | Op::AvgPool2d(p) => n.saturating_mul((p.kernel[0] * p.kernel[1]) as u64),
         Op::GlobalAvgPool | Op::GlobalMaxPool | Op::Cumsum { .. } => first,
-        Op::Reduce { kind, .. } => first.saturating_add(if *kind == ReduceKind::Mean { n } else { 0 }),
+        Op::Reduce { kind, .. } => {
+            first.saturating_add(if *kind == ReduceKind::Mean { n } else { 0 })
+        }
         Op::Softmax { .. } | Op::LogSoftmax { .. } => n.saturating_mul(12),
-        Op::LayerNorm { .. } | Op::GroupNorm { .. } | Op::InstanceNorm { .. } => n.saturating_mul(8),
+        Op::LayerNorm { .. } | Op::GroupNorm { .. } | Op::InstanceNorm { .. } => {
+            n.saturating_mul(8)
+        }
         Op::BatchNorm { .. } => n.saturating_mul(2),
         Op::Resize(ResizeMode::Bilinear { .. }) => n.saturating_mul(4),
         // per output: one multiply-add per tap combination; 4 is the bilinear case
@@ -301,8 +338,16 @@ pub fn op_cost(op: &Op, inputs: &[&[usize]], out: &[usize]) -> Cost {
         | Op::Expand => 0,
     };
     // a reshape moves no data: it aliases its operand's memory
-    let loads = if matches!(op, Op::Reshape(_)) { 0 } else { read.saturating_add(n) };
-    Cost { flops, loads, nodes: 1 }
+    let loads = if matches!(op, Op::Reshape(_)) {
+        0
+    } else {
+        read.saturating_add(n)
+    };
+    Cost {
+        flops,
+        loads,
+        nodes: 1,
+    }
 }
 
 /// The cost of some nodes of a graph.
@@ -335,7 +380,12 @@ pub fn rewrite(graph: &Graph, options: &RewriteOptions) -> Rewritten {
     let rules: Vec<&'static Rule> = RULES
         .iter()
         .filter(|r| r.exact || options.fast_math)
-        .filter(|r| options.only.as_ref().is_none_or(|only| only.iter().any(|n| n == r.name)))
+        .filter(|r| {
+            options
+                .only
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|n| n == r.name))
+        })
         .collect();
     let mut frozen = vec![false; graph.nodes.len()];
     for &f in &options.frozen {
@@ -343,7 +393,13 @@ pub fn rewrite(graph: &Graph, options: &RewriteOptions) -> Rewritten {
             *x = true;
         }
     }
-    let mut state = State { graph: graph.clone(), frozen, map: (0..graph.nodes.len()).map(Some).collect(), fresh: 0, created: Vec::new() };
+    let mut state = State {
+        graph: graph.clone(),
+        frozen,
+        map: (0..graph.nodes.len()).map(Some).collect(),
+        fresh: 0,
+        created: Vec::new(),
+    };
     // dead nodes go first (not a rule: nothing reads them)
     state.apply(&[]);
     let mut applied = Vec::new();
@@ -353,7 +409,12 @@ pub fn rewrite(graph: &Graph, options: &RewriteOptions) -> Rewritten {
     let mut single = false;
     while applied.len() < options.max_rewrites {
         let left = options.max_rewrites - applied.len();
-        let mut batch = vec![round(&state, &rules, &blocked, if single { 1 } else { left })];
+        let mut batch = vec![round(
+            &state,
+            &rules,
+            &blocked,
+            if single { 1 } else { left },
+        )];
         let pair = batch.iter().all(Vec::is_empty);
         if pair {
             match best_enabling(&state, &rules, &blocked) {
@@ -389,7 +450,12 @@ pub fn rewrite(graph: &Graph, options: &RewriteOptions) -> Rewritten {
         blocked.clear();
         single = false;
     }
-    Rewritten { graph: state.graph, applied, node_map: state.map, errors }
+    Rewritten {
+        graph: state.graph,
+        applied,
+        node_map: state.map,
+        errors,
+    }
 }
 
 /// A rule that matched, with its patch, its gain and the nodes it touches.
@@ -482,7 +548,8 @@ impl State {
             for &v in &dn.inputs {
                 let l = lost.entry(v).or_insert(0);
                 *l += 1;
-                let left = readers.get(v).copied().unwrap_or(0) + extra.get(&v).copied().unwrap_or(0);
+                let left =
+                    readers.get(v).copied().unwrap_or(0) + extra.get(&v).copied().unwrap_or(0);
                 if left == *l {
                     if let Some(p) = producer(g, v) {
                         if !dead.contains(&p) {
@@ -513,25 +580,50 @@ impl State {
         // per root node: the new nodes to insert before it
         let mut inserts: HashMap<usize, Vec<Node>> = HashMap::new();
         for c in batch {
-            let Some(root) = g.nodes.get(c.node) else { return false };
-            let base = g.values.get(root.output).map_or_else(|| "v".to_string(), |v| v.name.clone());
+            let Some(root) = g.nodes.get(c.node) else {
+                return false;
+            };
+            let base = g
+                .values
+                .get(root.output)
+                .map_or_else(|| "v".to_string(), |v| v.name.clone());
             let mut new_ids = Vec::with_capacity(c.patch.nodes.len());
             for n in &c.patch.nodes {
                 self.fresh += 1;
-                values.push(crate::ir::Value { name: format!("{base}_r{}", self.fresh), shape: n.shape.clone(), kind: ValueKind::Node(usize::MAX) });
+                values.push(crate::ir::Value {
+                    name: format!("{base}_r{}", self.fresh),
+                    shape: n.shape.clone(),
+                    kind: ValueKind::Node(usize::MAX),
+                });
                 new_ids.push(values.len() - 1);
             }
             let resolve = |o: Operand| match o {
                 Operand::Old(v) => Some(v),
                 Operand::New(i) => new_ids.get(i).copied(),
             };
-            let Some(result) = c.patch.result.and_then(resolve) else { return false };
+            let Some(result) = c.patch.result.and_then(resolve) else {
+                return false;
+            };
             let mut nodes = Vec::with_capacity(c.patch.nodes.len());
             for (nn, &output) in c.patch.nodes.iter().zip(&new_ids) {
-                let Some(inputs) = nn.inputs.iter().map(|&o| resolve(o)).collect::<Option<Vec<_>>>() else { return false };
-                nodes.push(Node { op: nn.op.clone(), inputs, output, span: root.span });
+                let Some(inputs) = nn
+                    .inputs
+                    .iter()
+                    .map(|&o| resolve(o))
+                    .collect::<Option<Vec<_>>>()
+                else {
+                    return false;
+                };
+                nodes.push(Node {
+                    op: nn.op.clone(),
+                    inputs,
+                    output,
+                    span: root.span,
+                });
             }
-            if inserts.insert(c.node, nodes).is_some() || redirect.insert(root.output, result).is_some() {
+            if inserts.insert(c.node, nodes).is_some()
+                || redirect.insert(root.output, result).is_some()
+            {
                 return false;
             }
         }
@@ -553,9 +645,19 @@ impl State {
         }
         let mut outputs = g.outputs.clone();
         outputs.iter_mut().for_each(follow);
-        let mut graph = Graph { values, nodes: Vec::new(), inputs: g.inputs.clone(), outputs, params: g.params.clone() };
+        let mut graph = Graph {
+            values,
+            nodes: Vec::new(),
+            inputs: g.inputs.clone(),
+            outputs,
+            params: g.params.clone(),
+        };
         let frozen_old = &self.frozen;
-        let kept = rebuild(&mut graph, order, |origin| origin.and_then(|i| frozen_old.get(i).copied()).unwrap_or(false));
+        let kept = rebuild(&mut graph, order, |origin| {
+            origin
+                .and_then(|i| frozen_old.get(i).copied())
+                .unwrap_or(false)
+        });
         self.finish(graph, kept);
         true
     }
@@ -577,7 +679,12 @@ impl State {
         for m in &mut self.map {
             *m = m.and_then(|i| old_to_new.get(i).copied().flatten());
         }
-        self.created = kept.iter().enumerate().filter(|(_, o)| o.is_none()).map(|(i, _)| i).collect();
+        self.created = kept
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.is_none())
+            .map(|(i, _)| i)
+            .collect();
         self.frozen = frozen;
         self.graph = graph;
     }
@@ -586,7 +693,11 @@ impl State {
 /// Fills `graph.nodes` from `order` (topological), dropping nodes nobody reads (unless
 /// `keep` says so), and renumbers the values: inputs and parameters first, in their old
 /// order, then node outputs in node order. Returns the origin of every kept node.
-fn rebuild(graph: &mut Graph, order: Vec<(Node, Option<usize>)>, keep: impl Fn(Option<usize>) -> bool) -> Vec<Option<usize>> {
+fn rebuild(
+    graph: &mut Graph,
+    order: Vec<(Node, Option<usize>)>,
+    keep: impl Fn(Option<usize>) -> bool,
+) -> Vec<Option<usize>> {
     let mut live = vec![false; graph.values.len()];
     for &o in &graph.outputs {
         if let Some(l) = live.get_mut(o) {
@@ -678,7 +789,11 @@ fn partitions(graph: &Graph) -> Vec<usize> {
         }
         for &v in &node.inputs {
             if let Some(p) = producer(graph, v) {
-                if graph.nodes.get(p).is_some_and(|pn| crate::tables::algebraic(&pn.op)) {
+                if graph
+                    .nodes
+                    .get(p)
+                    .is_some_and(|pn| crate::tables::algebraic(&pn.op))
+                {
                     let (a, b) = (find(&mut parent, i), find(&mut parent, p));
                     if let Some(slot) = parent.get_mut(a.max(b)) {
                         *slot = a.min(b);
@@ -691,7 +806,12 @@ fn partitions(graph: &Graph) -> Vec<usize> {
 }
 
 /// Every candidate of `rules` at `nodes` (all nodes when `None`), with its gain.
-fn candidates(state: &State, rules: &[&'static Rule], blocked: &[(usize, &'static str)], nodes: Option<&[usize]>) -> Vec<Candidate> {
+fn candidates(
+    state: &State,
+    rules: &[&'static Rule],
+    blocked: &[(usize, &'static str)],
+    nodes: Option<&[usize]>,
+) -> Vec<Candidate> {
     let g = &state.graph;
     let readers = readers(g);
     let all: Vec<usize> = (0..g.nodes.len()).collect();
@@ -701,9 +821,19 @@ fn candidates(state: &State, rules: &[&'static Rule], blocked: &[(usize, &'stati
             if blocked.contains(&(node, rule.name)) {
                 continue;
             }
-            let Some(patch) = (rule.apply)(g, node) else { continue };
-            let Some((gain, footprint)) = state.price(node, &patch, &readers) else { continue };
-            out.push(Candidate { rule, node, patch, gain, footprint });
+            let Some(patch) = (rule.apply)(g, node) else {
+                continue;
+            };
+            let Some((gain, footprint)) = state.price(node, &patch, &readers) else {
+                continue;
+            };
+            out.push(Candidate {
+                rule,
+                node,
+                patch,
+                gain,
+                footprint,
+            });
         }
     }
     out
@@ -713,9 +843,17 @@ fn candidates(state: &State, rules: &[&'static Rule], blocked: &[(usize, &'stati
 /// largest gain; the earlier node, then the earlier rule, on ties), then every other
 /// candidate by decreasing gain, keeping only candidates whose footprints do not overlap
 /// (so applying them together is applying them one after the other), at most `room`.
-fn round(state: &State, rules: &[&'static Rule], blocked: &[(usize, &'static str)], room: usize) -> Vec<Candidate> {
+fn round(
+    state: &State,
+    rules: &[&'static Rule],
+    blocked: &[(usize, &'static str)],
+    room: usize,
+) -> Vec<Candidate> {
     let parts = partitions(&state.graph);
-    let mut all: Vec<Candidate> = candidates(state, rules, blocked, None).into_iter().filter(|c| c.gain.positive()).collect();
+    let mut all: Vec<Candidate> = candidates(state, rules, blocked, None)
+        .into_iter()
+        .filter(|c| c.gain.positive())
+        .collect();
     // stable: on equal gains the earlier node, then the earlier rule, comes first
     all.sort_by_key(|c| std::cmp::Reverse(c.gain));
     let mut first_of_part = std::collections::HashSet::new();
@@ -745,12 +883,23 @@ fn round(state: &State, rules: &[&'static Rule], blocked: &[(usize, &'static str
 
 /// A commutative move with no gain of its own, and the best rule it enables, when the
 /// pair lowers the cost (tried only when no other rule applies).
-fn best_enabling(state: &State, rules: &[&'static Rule], blocked: &[(usize, &'static str)]) -> Option<(Candidate, Candidate)> {
-    let movers: Vec<&'static Rule> = rules.iter().copied().filter(|r| r.family == Family::Commutative).collect();
+fn best_enabling(
+    state: &State,
+    rules: &[&'static Rule],
+    blocked: &[(usize, &'static str)],
+) -> Option<(Candidate, Candidate)> {
+    let movers: Vec<&'static Rule> = rules
+        .iter()
+        .copied()
+        .filter(|r| r.family == Family::Commutative)
+        .collect();
     if movers.is_empty() {
         return None;
     }
-    let tries = candidates(state, &movers, blocked, None).into_iter().filter(|c| !c.gain.positive()).take(ENABLING_TRIALS);
+    let tries = candidates(state, &movers, blocked, None)
+        .into_iter()
+        .filter(|c| !c.gain.positive())
+        .take(ENABLING_TRIALS);
     for first in tries {
         let mut trial = state.clone();
         if !trial.apply(std::slice::from_ref(&first)) {
@@ -759,7 +908,10 @@ fn best_enabling(state: &State, rules: &[&'static Rule], blocked: &[(usize, &'st
         // the nodes the move created, and their readers
         let mut near = trial.created.clone();
         for (i, n) in trial.graph.nodes.iter().enumerate() {
-            let reads_new = n.inputs.iter().any(|&v| producer(&trial.graph, v).is_some_and(|p| trial.created.contains(&p)));
+            let reads_new = n
+                .inputs
+                .iter()
+                .any(|&v| producer(&trial.graph, v).is_some_and(|p| trial.created.contains(&p)));
             if reads_new && !near.contains(&i) {
                 near.push(i);
             }
@@ -780,7 +932,10 @@ mod tests {
     use super::*;
 
     fn graph(body: &str) -> Graph {
-        crate::lower_str(&format!("pub model M{body}")).unwrap().remove(0).graph
+        crate::lower_str(&format!("pub model M{body}"))
+            .unwrap()
+            .remove(0)
+            .graph
     }
 
     fn ops(g: &Graph) -> Vec<&'static str> {
@@ -793,7 +948,11 @@ mod tests {
         let mul = op_cost(&Op::Unary(UnaryOp::MulScalar(3.0)), &[&[10]], &[10]);
         assert_eq!((div.flops, div.loads, div.nodes), (40, 20, 1));
         assert!(mul < div);
-        let reshape = op_cost(&Op::Reshape(crate::ir::ReshapeKind::Reshape), &[&[10]], &[2, 5]);
+        let reshape = op_cost(
+            &Op::Reshape(crate::ir::ReshapeKind::Reshape),
+            &[&[10]],
+            &[2, 5],
+        );
         assert_eq!((reshape.flops, reshape.loads), (0, 0));
         assert!(Gain::between(div, mul).positive());
         assert!(!Gain::between(mul, mul).positive());
@@ -805,7 +964,13 @@ mod tests {
         assert_eq!(g.nodes.len(), 6);
         let r = rewrite(&g, &RewriteOptions::default());
         assert_eq!(ops(&r.graph), vec!["relu"]);
-        assert!(r.applied.iter().all(|a| ["identity_relu_relu", "identity_neg_neg"].contains(a)), "{:?}", r.applied);
+        assert!(
+            r.applied
+                .iter()
+                .all(|a| ["identity_relu_relu", "identity_neg_neg"].contains(a)),
+            "{:?}",
+            r.applied
+        );
         assert!(crate::check::check(&r.graph).is_ok());
         // the relu kept is one of the original nodes
         assert_eq!(r.node_map.iter().flatten().count(), 1);
@@ -816,9 +981,21 @@ mod tests {
         let g = graph("(x: [2, 3]) -> [2, 3] { relu(relu(relu(relu(relu(x))))) * 1.0 }");
         let all = rewrite(&g, &RewriteOptions::default());
         assert!(all.applied.len() >= 2);
-        let one = rewrite(&g, &RewriteOptions { max_rewrites: 1, ..RewriteOptions::default() });
+        let one = rewrite(
+            &g,
+            &RewriteOptions {
+                max_rewrites: 1,
+                ..RewriteOptions::default()
+            },
+        );
         assert_eq!(one.applied.len(), 1);
-        let none = rewrite(&g, &RewriteOptions { max_rewrites: 0, ..RewriteOptions::default() });
+        let none = rewrite(
+            &g,
+            &RewriteOptions {
+                max_rewrites: 0,
+                ..RewriteOptions::default()
+            },
+        );
         assert!(none.applied.is_empty());
         assert_eq!(none.graph.nodes.len(), g.nodes.len());
     }
@@ -826,11 +1003,27 @@ mod tests {
     #[test]
     fn frozen_nodes_survive() {
         let g = graph("(x: [2, 3]) -> [2, 3] { -(-x) }");
-        let r = rewrite(&g, &RewriteOptions { frozen: vec![0], ..RewriteOptions::default() });
+        let r = rewrite(
+            &g,
+            &RewriteOptions {
+                frozen: vec![0],
+                ..RewriteOptions::default()
+            },
+        );
         assert!(r.applied.is_empty(), "{:?}", r.applied);
         assert_eq!(r.node_map, vec![Some(0), Some(1)]);
-        let r = rewrite(&g, &RewriteOptions { frozen: vec![1], ..RewriteOptions::default() });
-        assert!(r.applied.is_empty(), "the root of the pattern is frozen: {:?}", r.applied);
+        let r = rewrite(
+            &g,
+            &RewriteOptions {
+                frozen: vec![1],
+                ..RewriteOptions::default()
+            },
+        );
+        assert!(
+            r.applied.is_empty(),
+            "the root of the pattern is frozen: {:?}",
+            r.applied
+        );
     }
 
     #[test]
@@ -845,7 +1038,9 @@ mod tests {
 
     #[test]
     fn partitions_split_at_ops_without_properties() {
-        let g = graph("(x: [2, 3]) -> [2, 3] { let a = exp(x) * 2.0; let s = softmax(a); relu(s) + 1.0 }");
+        let g = graph(
+            "(x: [2, 3]) -> [2, 3] { let a = exp(x) * 2.0; let s = softmax(a); relu(s) + 1.0 }",
+        );
         let parts = partitions(&g);
         let names = ops(&g);
         let softmax = names.iter().position(|&n| n == "softmax").unwrap();
@@ -859,10 +1054,21 @@ mod tests {
     fn a_commutative_move_needs_a_rule_to_enable() {
         // alone, the swap gains nothing and is not applied
         let g = graph("(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { abs(x) * y * abs(z) }");
-        let only = |names: &[&str]| RewriteOptions { only: Some(names.iter().map(|s| s.to_string()).collect()), ..RewriteOptions::default() };
-        assert!(rewrite(&g, &only(&["commutative_swap_product"])).applied.is_empty());
-        let r = rewrite(&g, &only(&["commutative_swap_product", "associative_abs_product"]));
-        assert_eq!(r.applied, vec!["commutative_swap_product", "associative_abs_product"]);
+        let only = |names: &[&str]| RewriteOptions {
+            only: Some(names.iter().map(|s| s.to_string()).collect()),
+            ..RewriteOptions::default()
+        };
+        assert!(rewrite(&g, &only(&["commutative_swap_product"]))
+            .applied
+            .is_empty());
+        let r = rewrite(
+            &g,
+            &only(&["commutative_swap_product", "associative_abs_product"]),
+        );
+        assert_eq!(
+            r.applied,
+            vec!["commutative_swap_product", "associative_abs_product"]
+        );
         assert!(graph_cost(&r.graph) < graph_cost(&g));
     }
 }

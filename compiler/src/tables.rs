@@ -67,7 +67,12 @@ pub fn classify(graph: &Graph, node: &Node) -> MappingType {
     let data_operands_match = node
         .inputs
         .iter()
-        .filter(|&&v| !matches!(graph.values.get(v).map(|v| &v.kind), Some(crate::ir::ValueKind::Param(_))))
+        .filter(|&&v| {
+            !matches!(
+                graph.values.get(v).map(|v| &v.kind),
+                Some(crate::ir::ValueKind::Param(_))
+            )
+        })
         .all(|&v| graph.shape(v) == out);
     classify_op(&node.op, data_operands_match)
 }
@@ -77,7 +82,9 @@ pub fn classify(graph: &Graph, node: &Node) -> MappingType {
 pub fn classify_op(op: &Op, same_shape: bool) -> MappingType {
     use MappingType::*;
     match op {
-        Op::Unary(_) | Op::Prelu | Op::BatchNorm { .. } | Op::Concat { .. } | Op::Slice { .. } => OneToOne,
+        Op::Unary(_) | Op::Prelu | Op::BatchNorm { .. } | Op::Concat { .. } | Op::Slice { .. } => {
+            OneToOne
+        }
         Op::Binary(_) | Op::Where => {
             if same_shape {
                 OneToOne
@@ -85,7 +92,9 @@ pub fn classify_op(op: &Op, same_shape: bool) -> MappingType {
                 OneToMany
             }
         }
-        Op::Expand | Op::Gather { .. } | Op::Resize(_) | Op::Resample(_) | Op::Pad { .. } => OneToMany,
+        Op::Expand | Op::Gather { .. } | Op::Resize(_) | Op::Resample(_) | Op::Pad { .. } => {
+            OneToMany
+        }
         Op::Linear
         | Op::MatMul
         | Op::Conv2d(_)
@@ -127,10 +136,16 @@ pub struct FusionCell {
 }
 
 const fn cell(colour: Colour, result: MappingType) -> FusionCell {
-    FusionCell { colour, result: Some(result) }
+    FusionCell {
+        colour,
+        result: Some(result),
+    }
 }
 
-const RED: FusionCell = FusionCell { colour: Colour::Red, result: None };
+const RED: FusionCell = FusionCell {
+    colour: Colour::Red,
+    result: None,
+};
 
 /// Table 3: `FUSION_TABLE[first][second]` for `first -> second`, rows and columns in
 /// [`MappingType::ALL`] order (O2O, O2M, M2M, Reorg, Shuffle).
@@ -143,15 +158,45 @@ pub const FUSION_TABLE: [[FusionCell; 5]; 5] = {
     use MappingType::*;
     [
         // first = One-to-One
-        [cell(Green, OneToOne), cell(Green, OneToMany), cell(Green, ManyToMany), cell(Green, Reorganize), cell(Green, Shuffle)],
+        [
+            cell(Green, OneToOne),
+            cell(Green, OneToMany),
+            cell(Green, ManyToMany),
+            cell(Green, Reorganize),
+            cell(Green, Shuffle),
+        ],
         // first = One-to-Many  (O2M -> O2M yellow: our choice)
-        [cell(Green, OneToMany), cell(Yellow, OneToMany), RED, cell(Yellow, OneToMany), cell(Yellow, OneToMany)],
+        [
+            cell(Green, OneToMany),
+            cell(Yellow, OneToMany),
+            RED,
+            cell(Yellow, OneToMany),
+            cell(Yellow, OneToMany),
+        ],
         // first = Many-to-Many
-        [cell(Green, ManyToMany), cell(Yellow, ManyToMany), RED, cell(Yellow, ManyToMany), cell(Yellow, ManyToMany)],
+        [
+            cell(Green, ManyToMany),
+            cell(Yellow, ManyToMany),
+            RED,
+            cell(Yellow, ManyToMany),
+            cell(Yellow, ManyToMany),
+        ],
         // first = Reorganize  (-> Reorg and -> Shuffle green: our choice)
-        [cell(Green, Reorganize), cell(Yellow, OneToMany), cell(Yellow, ManyToMany), cell(Green, Reorganize), cell(Green, Reorganize)],
+        [
+            cell(Green, Reorganize),
+            cell(Yellow, OneToMany),
+            cell(Yellow, ManyToMany),
+            cell(Green, Reorganize),
+            cell(Green, Reorganize),
+        ],
         // first = Shuffle  (-> Reorg and -> Shuffle green: our choice)
-        [cell(Green, Shuffle), cell(Yellow, OneToMany), cell(Yellow, ManyToMany), cell(Green, Reorganize), cell(Green, Shuffle)],
+        [
+            cell(Green, Shuffle),
+            cell(Yellow, OneToMany),
+            cell(Yellow, ManyToMany),
+            cell(Green, Reorganize),
+            cell(Green, Shuffle),
+        ],
     ]
 };
 
@@ -420,40 +465,130 @@ mod tests {
     use Colour::*;
     use MappingType::*;
 
-    fn assert_cell(first: MappingType, second: MappingType, colour: Colour, result: Option<MappingType>) {
-        assert_eq!(fusion_cell(first, second), FusionCell { colour, result }, "{} -> {}", first.name(), second.name());
+    fn assert_cell(
+        first: MappingType,
+        second: MappingType,
+        colour: Colour,
+        result: Option<MappingType>,
+    ) {
+        assert_eq!(
+            fusion_cell(first, second),
+            FusionCell { colour, result },
+            "{} -> {}",
+            first.name(),
+            second.name()
+        );
     }
 
     // One test per cell of Table 3 (DESIGN.md §4).
-    #[test] fn o2o_o2o() { assert_cell(OneToOne, OneToOne, Green, Some(OneToOne)); }
-    #[test] fn o2o_o2m() { assert_cell(OneToOne, OneToMany, Green, Some(OneToMany)); }
-    #[test] fn o2o_m2m() { assert_cell(OneToOne, ManyToMany, Green, Some(ManyToMany)); }
-    #[test] fn o2o_reorg() { assert_cell(OneToOne, Reorganize, Green, Some(Reorganize)); }
-    #[test] fn o2o_shuffle() { assert_cell(OneToOne, Shuffle, Green, Some(Shuffle)); }
-    #[test] fn o2m_o2o() { assert_cell(OneToMany, OneToOne, Green, Some(OneToMany)); }
-    #[test] fn o2m_o2m() { assert_cell(OneToMany, OneToMany, Yellow, Some(OneToMany)); }
-    #[test] fn o2m_m2m() { assert_cell(OneToMany, ManyToMany, Red, None); }
-    #[test] fn o2m_reorg() { assert_cell(OneToMany, Reorganize, Yellow, Some(OneToMany)); }
-    #[test] fn o2m_shuffle() { assert_cell(OneToMany, Shuffle, Yellow, Some(OneToMany)); }
-    #[test] fn m2m_o2o() { assert_cell(ManyToMany, OneToOne, Green, Some(ManyToMany)); }
-    #[test] fn m2m_o2m() { assert_cell(ManyToMany, OneToMany, Yellow, Some(ManyToMany)); }
-    #[test] fn m2m_m2m() { assert_cell(ManyToMany, ManyToMany, Red, None); }
-    #[test] fn m2m_reorg() { assert_cell(ManyToMany, Reorganize, Yellow, Some(ManyToMany)); }
-    #[test] fn m2m_shuffle() { assert_cell(ManyToMany, Shuffle, Yellow, Some(ManyToMany)); }
-    #[test] fn reorg_o2o() { assert_cell(Reorganize, OneToOne, Green, Some(Reorganize)); }
-    #[test] fn reorg_o2m() { assert_cell(Reorganize, OneToMany, Yellow, Some(OneToMany)); }
-    #[test] fn reorg_m2m() { assert_cell(Reorganize, ManyToMany, Yellow, Some(ManyToMany)); }
-    #[test] fn reorg_reorg() { assert_cell(Reorganize, Reorganize, Green, Some(Reorganize)); }
-    #[test] fn reorg_shuffle() { assert_cell(Reorganize, Shuffle, Green, Some(Reorganize)); }
-    #[test] fn shuffle_o2o() { assert_cell(Shuffle, OneToOne, Green, Some(Shuffle)); }
-    #[test] fn shuffle_o2m() { assert_cell(Shuffle, OneToMany, Yellow, Some(OneToMany)); }
-    #[test] fn shuffle_m2m() { assert_cell(Shuffle, ManyToMany, Yellow, Some(ManyToMany)); }
-    #[test] fn shuffle_reorg() { assert_cell(Shuffle, Reorganize, Green, Some(Reorganize)); }
-    #[test] fn shuffle_shuffle() { assert_cell(Shuffle, Shuffle, Green, Some(Shuffle)); }
+    #[test]
+    fn o2o_o2o() {
+        assert_cell(OneToOne, OneToOne, Green, Some(OneToOne));
+    }
+    #[test]
+    fn o2o_o2m() {
+        assert_cell(OneToOne, OneToMany, Green, Some(OneToMany));
+    }
+    #[test]
+    fn o2o_m2m() {
+        assert_cell(OneToOne, ManyToMany, Green, Some(ManyToMany));
+    }
+    #[test]
+    fn o2o_reorg() {
+        assert_cell(OneToOne, Reorganize, Green, Some(Reorganize));
+    }
+    #[test]
+    fn o2o_shuffle() {
+        assert_cell(OneToOne, Shuffle, Green, Some(Shuffle));
+    }
+    #[test]
+    fn o2m_o2o() {
+        assert_cell(OneToMany, OneToOne, Green, Some(OneToMany));
+    }
+    #[test]
+    fn o2m_o2m() {
+        assert_cell(OneToMany, OneToMany, Yellow, Some(OneToMany));
+    }
+    #[test]
+    fn o2m_m2m() {
+        assert_cell(OneToMany, ManyToMany, Red, None);
+    }
+    #[test]
+    fn o2m_reorg() {
+        assert_cell(OneToMany, Reorganize, Yellow, Some(OneToMany));
+    }
+    #[test]
+    fn o2m_shuffle() {
+        assert_cell(OneToMany, Shuffle, Yellow, Some(OneToMany));
+    }
+    #[test]
+    fn m2m_o2o() {
+        assert_cell(ManyToMany, OneToOne, Green, Some(ManyToMany));
+    }
+    #[test]
+    fn m2m_o2m() {
+        assert_cell(ManyToMany, OneToMany, Yellow, Some(ManyToMany));
+    }
+    #[test]
+    fn m2m_m2m() {
+        assert_cell(ManyToMany, ManyToMany, Red, None);
+    }
+    #[test]
+    fn m2m_reorg() {
+        assert_cell(ManyToMany, Reorganize, Yellow, Some(ManyToMany));
+    }
+    #[test]
+    fn m2m_shuffle() {
+        assert_cell(ManyToMany, Shuffle, Yellow, Some(ManyToMany));
+    }
+    #[test]
+    fn reorg_o2o() {
+        assert_cell(Reorganize, OneToOne, Green, Some(Reorganize));
+    }
+    #[test]
+    fn reorg_o2m() {
+        assert_cell(Reorganize, OneToMany, Yellow, Some(OneToMany));
+    }
+    #[test]
+    fn reorg_m2m() {
+        assert_cell(Reorganize, ManyToMany, Yellow, Some(ManyToMany));
+    }
+    #[test]
+    fn reorg_reorg() {
+        assert_cell(Reorganize, Reorganize, Green, Some(Reorganize));
+    }
+    #[test]
+    fn reorg_shuffle() {
+        assert_cell(Reorganize, Shuffle, Green, Some(Reorganize));
+    }
+    #[test]
+    fn shuffle_o2o() {
+        assert_cell(Shuffle, OneToOne, Green, Some(Shuffle));
+    }
+    #[test]
+    fn shuffle_o2m() {
+        assert_cell(Shuffle, OneToMany, Yellow, Some(OneToMany));
+    }
+    #[test]
+    fn shuffle_m2m() {
+        assert_cell(Shuffle, ManyToMany, Yellow, Some(ManyToMany));
+    }
+    #[test]
+    fn shuffle_reorg() {
+        assert_cell(Shuffle, Reorganize, Green, Some(Reorganize));
+    }
+    #[test]
+    fn shuffle_shuffle() {
+        assert_cell(Shuffle, Shuffle, Green, Some(Shuffle));
+    }
 
     #[test]
     fn exactly_two_red_cells_as_the_paper_counts() {
-        let red = FUSION_TABLE.iter().flatten().filter(|c| c.colour == Red).count();
+        let red = FUSION_TABLE
+            .iter()
+            .flatten()
+            .filter(|c| c.colour == Red)
+            .count();
         assert_eq!(red, 2);
     }
 }

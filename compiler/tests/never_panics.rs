@@ -127,7 +127,10 @@ fn rebuild(flat: &[Flat]) -> TokenStream {
     while stack.len() > 1 {
         close(&mut stack);
     }
-    stack.pop().map(|(_, tts)| tts.into_iter().collect()).unwrap_or_default()
+    stack
+        .pop()
+        .map(|(_, tts)| tts.into_iter().collect())
+        .unwrap_or_default()
 }
 
 fn close(stack: &mut Vec<(Delimiter, Vec<TokenTree>)>) {
@@ -200,7 +203,11 @@ fn mutate(base: &[Flat], rng: &mut Rng) -> Vec<Flat> {
                 v.insert(i, t);
             }
             2 => {
-                let j = if rng.below(2) == 0 { (i + 1).min(v.len() - 1) } else { rng.below(v.len()) };
+                let j = if rng.below(2) == 0 {
+                    (i + 1).min(v.len() - 1)
+                } else {
+                    rng.below(v.len())
+                };
                 v.swap(i, j);
             }
             _ => {
@@ -222,7 +229,8 @@ fn compile_errors(out: &TokenStream) -> Vec<String> {
     for (i, tt) in tts.iter().enumerate() {
         if let TokenTree::Ident(id) = tt {
             if id == "compile_error" {
-                let bang = matches!(tts.get(i + 1), Some(TokenTree::Punct(p)) if p.as_char() == '!');
+                let bang =
+                    matches!(tts.get(i + 1), Some(TokenTree::Punct(p)) if p.as_char() == '!');
                 let arg = match tts.get(i + 2) {
                     Some(TokenTree::Group(g)) => g.stream().into_iter().next(),
                     _ => None,
@@ -241,7 +249,9 @@ fn compile_errors(out: &TokenStream) -> Vec<String> {
 /// Runs `expand` on one input: no panic, and either code (`Ok(true)`) or well-formed
 /// errors (`Ok(false)`).
 fn check_one(input: TokenStream, what: &str) -> Result<bool, String> {
-    let result = catch_unwind(AssertUnwindSafe(|| dnnfusion_compiler::expand(input.clone())));
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        dnnfusion_compiler::expand(input.clone())
+    }));
     let out = match result {
         Ok(out) => out,
         Err(payload) => {
@@ -257,9 +267,14 @@ fn check_one(input: TokenStream, what: &str) -> Result<bool, String> {
         .map_err(|_| format!("malformed compile_error! on {what}:\n{out}"))?;
     if errors.is_empty() {
         // code: the same input must compile without errors
-        let ok = catch_unwind(AssertUnwindSafe(|| dnnfusion_compiler::compile(input.clone()).is_ok())).unwrap_or(false);
+        let ok = catch_unwind(AssertUnwindSafe(|| {
+            dnnfusion_compiler::compile(input.clone()).is_ok()
+        }))
+        .unwrap_or(false);
         if !ok {
-            return Err(format!("expand gave code without compile_error! but compile failed on {what}:\n{input}"));
+            return Err(format!(
+                "expand gave code without compile_error! but compile failed on {what}:\n{input}"
+            ));
         }
         return Ok(true);
     }
@@ -270,7 +285,9 @@ fn check_one(input: TokenStream, what: &str) -> Result<bool, String> {
             return Err(format!("empty error message on {what}: {m}"));
         }
         if text.starts_with(|c: char| c.is_uppercase()) {
-            return Err(format!("error message is not lowercase on {what}: {m}\ninput: {input}"));
+            return Err(format!(
+                "error message is not lowercase on {what}: {m}\ninput: {input}"
+            ));
         }
     }
     Ok(false)
@@ -290,7 +307,10 @@ fn reference_tokens() -> Vec<Flat> {
 #[test]
 fn the_reference_source_compiles() {
     let flat = reference_tokens();
-    assert!(expand_checked(rebuild(&flat), "the whole source"), "the reference models must compile");
+    assert!(
+        expand_checked(rebuild(&flat), "the whole source"),
+        "the reference models must compile"
+    );
 }
 
 #[test]
@@ -302,8 +322,14 @@ fn every_prefix_gives_code_or_errors() {
             errors += 1;
         }
     }
-    assert!(errors > flat.len() / 2, "most prefixes are incomplete and must fail");
-    assert!(errors < flat.len() + 1, "the prefixes ending after a complete item compile");
+    assert!(
+        errors > flat.len() / 2,
+        "most prefixes are incomplete and must fail"
+    );
+    assert!(
+        errors < flat.len() + 1,
+        "the prefixes ending after a complete item compile"
+    );
 }
 
 #[test]
@@ -398,5 +424,10 @@ fn hostile_inputs_give_code_or_errors() {
             check_one(tokens, source).err()
         })
         .collect();
-    assert!(failures.is_empty(), "{} failure(s):\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failure(s):\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }

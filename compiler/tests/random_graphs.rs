@@ -35,8 +35,8 @@ use std::fmt::Write as _;
 use dnnfusion_compiler::fuse::{self, FusionPlan};
 use dnnfusion_compiler::interp;
 use dnnfusion_compiler::ir::{Graph, Op, PadMode, ValueKind};
-use dnnfusion_compiler::{compile_model, lower_str, ModelIr};
 use dnnfusion_compiler::tables::{classify, fusion_cell, Colour, MappingType};
+use dnnfusion_compiler::{compile_model, lower_str, ModelIr};
 use ndarray::{ArrayD, IxDyn};
 
 /// Graphs checked by `random_graphs_fuse_correctly` (seeds `0..GRAPHS`). For longer hunts
@@ -184,7 +184,13 @@ impl Gen {
     fn emit(&mut self, expr: String, shape: Vec<usize>, pos: bool, bounded: bool) -> T {
         let name = self.fresh();
         self.lines.push(format!("let {name} = {expr};"));
-        let t = T { name, shape, pos, bounded, exact: false };
+        let t = T {
+            name,
+            shape,
+            pos,
+            bounded,
+            exact: false,
+        };
         self.pool.push(t.clone());
         t
     }
@@ -202,7 +208,10 @@ impl Gen {
     /// values with several consumers).
     fn operand(&mut self) -> T {
         if self.rng.chance(0.5) {
-            self.pool.last().cloned().unwrap_or_else(|| self.inputs[0].clone())
+            self.pool
+                .last()
+                .cloned()
+                .unwrap_or_else(|| self.inputs[0].clone())
         } else {
             self.rng.pick(&self.pool).clone()
         }
@@ -330,24 +339,63 @@ impl Gen {
         }
         let &(template, pos, bounded) = self.rng.pick(&table);
         let expr = template.replace('A', &a.name);
-        let t = self.emit(expr, a.shape.clone(), pos.unwrap_or(a.pos), bounded.unwrap_or(a.bounded));
-        let exact_op = ["relu(", "neg(", "abs(", "clip(", "maximum(", "minimum("].iter().any(|f| template.starts_with(f));
+        let t = self.emit(
+            expr,
+            a.shape.clone(),
+            pos.unwrap_or(a.pos),
+            bounded.unwrap_or(a.bounded),
+        );
+        let exact_op = ["relu(", "neg(", "abs(", "clip(", "maximum(", "minimum("]
+            .iter()
+            .any(|f| template.starts_with(f));
         Some(if exact_op { self.exact_if(t, &[a]) } else { t })
     }
 
     fn same_shape_binary(&mut self, a: &T) -> Option<T> {
-        let b = self.operand_where(|t| t.shape == a.shape).unwrap_or_else(|| a.clone());
+        let b = self
+            .operand_where(|t| t.shape == a.shape)
+            .unwrap_or_else(|| a.clone());
         let (expr, pos, bounded) = match self.rng.below(8) {
-            0 => (format!("{} + {}", a.name, b.name), a.pos && b.pos, a.bounded && b.bounded),
-            1 => (format!("{} - {}", a.name, b.name), false, a.bounded && b.bounded),
-            2 => (format!("{} * {}", a.name, b.name), a.pos && b.pos, a.bounded && b.bounded),
-            3 => (format!("maximum({}, {})", a.name, b.name), a.pos || b.pos, a.bounded && b.bounded),
-            4 => (format!("minimum({}, {})", a.name, b.name), a.pos && b.pos, a.bounded && b.bounded),
+            0 => (
+                format!("{} + {}", a.name, b.name),
+                a.pos && b.pos,
+                a.bounded && b.bounded,
+            ),
+            1 => (
+                format!("{} - {}", a.name, b.name),
+                false,
+                a.bounded && b.bounded,
+            ),
+            2 => (
+                format!("{} * {}", a.name, b.name),
+                a.pos && b.pos,
+                a.bounded && b.bounded,
+            ),
+            3 => (
+                format!("maximum({}, {})", a.name, b.name),
+                a.pos || b.pos,
+                a.bounded && b.bounded,
+            ),
+            4 => (
+                format!("minimum({}, {})", a.name, b.name),
+                a.pos && b.pos,
+                a.bounded && b.bounded,
+            ),
             5 if b.pos && b.bounded => (format!("{} / {}", a.name, b.name), a.pos, false),
-            6 if a.pos && a.bounded && b.bounded => (format!("pow({}, {})", a.name, b.name), true, false),
+            6 if a.pos && a.bounded && b.bounded => {
+                (format!("pow({}, {})", a.name, b.name), true, false)
+            }
             _ => match self.operand_where(|t| t.shape == a.shape && t.exact) {
-                Some(c) => (format!("where({}, {}, {})", c.name, a.name, b.name), a.pos && b.pos, a.bounded && b.bounded),
-                None => (format!("{} + {}", a.name, b.name), a.pos && b.pos, a.bounded && b.bounded),
+                Some(c) => (
+                    format!("where({}, {}, {})", c.name, a.name, b.name),
+                    a.pos && b.pos,
+                    a.bounded && b.bounded,
+                ),
+                None => (
+                    format!("{} + {}", a.name, b.name),
+                    a.pos && b.pos,
+                    a.bounded && b.bounded,
+                ),
             },
         };
         Some(self.emit(expr, a.shape.clone(), pos, bounded))
@@ -372,7 +420,14 @@ impl Gen {
         }
         let rank = a.shape.len();
         let axis = self.rng.below(rank);
-        let compatible = |t: &T| t.shape.len() == rank && t.shape.iter().zip(&a.shape).enumerate().all(|(i, (x, y))| i == axis || x == y);
+        let compatible = |t: &T| {
+            t.shape.len() == rank
+                && t.shape
+                    .iter()
+                    .zip(&a.shape)
+                    .enumerate()
+                    .all(|(i, (x, y))| i == axis || x == y)
+        };
         let mut parts = vec![a.clone()];
         for _ in 0..self.rng.range(1, 2) {
             let b = self.operand_where(compatible).unwrap_or_else(|| a.clone());
@@ -387,7 +442,11 @@ impl Gen {
             return None;
         }
         let names: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
-        let axis_text = if self.rng.chance(0.3) { axis as i64 - rank as i64 } else { axis as i64 };
+        let axis_text = if self.rng.chance(0.3) {
+            axis as i64 - rank as i64
+        } else {
+            axis as i64
+        };
         let expr = format!("concat([{}], axis = {axis_text})", names.join(", "));
         let pos = parts.iter().all(|p| p.pos);
         let bounded = parts.iter().all(|p| p.bounded);
@@ -408,7 +467,11 @@ impl Gen {
         let step = if self.rng.chance(0.3) { 2 } else { 1 };
         let mut shape = a.shape.clone();
         shape[axis] = (end - start).div_ceil(step);
-        let start_text = if self.rng.chance(0.25) { start as i64 - len as i64 } else { start as i64 };
+        let start_text = if self.rng.chance(0.25) {
+            start as i64 - len as i64
+        } else {
+            start as i64
+        };
         let mut expr = format!("slice({}, {axis}, {start_text}", a.name);
         if end != len || self.rng.chance(0.5) {
             let _ = write!(expr, ", {end}");
@@ -422,7 +485,9 @@ impl Gen {
     }
 
     fn split(&mut self, a: &T) -> Option<T> {
-        let axes: Vec<usize> = (0..a.shape.len()).filter(|&k| a.shape[k] >= 2 && a.shape[k] % 2 == 0).collect();
+        let axes: Vec<usize> = (0..a.shape.len())
+            .filter(|&k| a.shape[k] >= 2 && a.shape[k] % 2 == 0)
+            .collect();
         if axes.is_empty() {
             return self.slice(a);
         }
@@ -430,9 +495,24 @@ impl Gen {
         let mut shape = a.shape.clone();
         shape[axis] /= 2;
         let (p, q) = (self.fresh(), self.fresh());
-        self.lines.push(format!("let ({p}, {q}) = split({}, 2, axis = {axis});", a.name));
-        let first = T { name: p, shape: shape.clone(), pos: a.pos, bounded: a.bounded, exact: a.exact };
-        let second = T { name: q, shape, pos: a.pos, bounded: a.bounded, exact: a.exact };
+        self.lines.push(format!(
+            "let ({p}, {q}) = split({}, 2, axis = {axis});",
+            a.name
+        ));
+        let first = T {
+            name: p,
+            shape: shape.clone(),
+            pos: a.pos,
+            bounded: a.bounded,
+            exact: a.exact,
+        };
+        let second = T {
+            name: q,
+            shape,
+            pos: a.pos,
+            bounded: a.bounded,
+            exact: a.exact,
+        };
         self.pool.push(first);
         self.pool.push(second.clone());
         Some(second)
@@ -442,7 +522,9 @@ impl Gen {
 
     fn broadcast_binary(&mut self, a: &T) -> Option<T> {
         let partner = |t: &T| {
-            t.shape != a.shape && broadcast(&a.shape, &t.shape).is_some_and(|s| elems(&s) <= MAX_ELEMS && s.len() <= 5)
+            t.shape != a.shape
+                && broadcast(&a.shape, &t.shape)
+                    .is_some_and(|s| elems(&s) <= MAX_ELEMS && s.len() <= 5)
         };
         let b = match self.operand_where(partner) {
             Some(b) => b,
@@ -457,22 +539,60 @@ impl Gen {
                 shape[axis] = 1;
                 if self.rng.chance(0.5) {
                     let i = self.rng.below(a.shape[axis]);
-                    self.emit(format!("slice({}, {axis}, {i}, {})", a.name, i + 1), shape, a.pos, a.bounded)
+                    self.emit(
+                        format!("slice({}, {axis}, {i}, {})", a.name, i + 1),
+                        shape,
+                        a.pos,
+                        a.bounded,
+                    )
                 } else {
                     let kind = *self.rng.pick(&["reduce_mean", "reduce_max", "reduce_sum"]);
-                    self.emit(format!("{kind}({}, axes = {axis}, keepdims = true)", a.name), shape, a.pos, false)
+                    self.emit(
+                        format!("{kind}({}, axes = {axis}, keepdims = true)", a.name),
+                        shape,
+                        a.pos,
+                        false,
+                    )
                 }
             }
         };
         let shape = broadcast(&a.shape, &b.shape)?;
-        let (x, y) = if self.rng.chance(0.5) { (a, &b) } else { (&b, a) };
+        let (x, y) = if self.rng.chance(0.5) {
+            (a, &b)
+        } else {
+            (&b, a)
+        };
         let (expr, pos, bounded) = match self.rng.below(6) {
-            0 | 1 => (format!("{} + {}", x.name, y.name), x.pos && y.pos, x.bounded && y.bounded),
-            2 => (format!("{} - {}", x.name, y.name), false, x.bounded && y.bounded),
-            3 => (format!("{} * {}", x.name, y.name), x.pos && y.pos, x.bounded && y.bounded),
-            4 => (format!("maximum({}, {})", x.name, y.name), x.pos || y.pos, x.bounded && y.bounded),
-            _ if y.exact => (format!("where({}, {}, {})", y.name, x.name, y.name), x.pos && y.pos, x.bounded && y.bounded),
-            _ => (format!("minimum({}, {})", x.name, y.name), x.pos && y.pos, x.bounded && y.bounded),
+            0 | 1 => (
+                format!("{} + {}", x.name, y.name),
+                x.pos && y.pos,
+                x.bounded && y.bounded,
+            ),
+            2 => (
+                format!("{} - {}", x.name, y.name),
+                false,
+                x.bounded && y.bounded,
+            ),
+            3 => (
+                format!("{} * {}", x.name, y.name),
+                x.pos && y.pos,
+                x.bounded && y.bounded,
+            ),
+            4 => (
+                format!("maximum({}, {})", x.name, y.name),
+                x.pos || y.pos,
+                x.bounded && y.bounded,
+            ),
+            _ if y.exact => (
+                format!("where({}, {}, {})", y.name, x.name, y.name),
+                x.pos && y.pos,
+                x.bounded && y.bounded,
+            ),
+            _ => (
+                format!("minimum({}, {})", x.name, y.name),
+                x.pos && y.pos,
+                x.bounded && y.bounded,
+            ),
         };
         Some(self.emit(expr, shape, pos, bounded))
     }
@@ -492,14 +612,23 @@ impl Gen {
                 target.push(n.to_string());
                 shape.push(n);
             } else {
-                target.push(if self.rng.chance(0.5) { "-1".to_string() } else { d.to_string() });
+                target.push(if self.rng.chance(0.5) {
+                    "-1".to_string()
+                } else {
+                    d.to_string()
+                });
                 shape.push(d);
             }
         }
         if shape == a.shape || elems(&shape) > MAX_ELEMS {
             return None;
         }
-        let t = self.emit(format!("expand({}, [{}])", a.name, target.join(", ")), shape, a.pos, a.bounded);
+        let t = self.emit(
+            format!("expand({}, [{}])", a.name, target.join(", ")),
+            shape,
+            a.pos,
+            a.bounded,
+        );
         Some(self.exact_if(t, &[a]))
     }
 
@@ -514,7 +643,11 @@ impl Gen {
         let mut list = Vec::new();
         for k in 0..pairs {
             let axis = rank - 1 - k;
-            let limit = if mode == 1 { a.shape[axis].saturating_sub(1).min(2) } else { 2 };
+            let limit = if mode == 1 {
+                a.shape[axis].saturating_sub(1).min(2)
+            } else {
+                2
+            };
             let (before, after) = (self.rng.range(0, limit), self.rng.range(0, limit));
             list.push(before.to_string());
             list.push(after.to_string());
@@ -526,8 +659,14 @@ impl Gen {
         let pads = list.join(", ");
         let (expr, pos) = match mode {
             0 => (format!("pad({}, [{pads}])", a.name), false),
-            1 => (format!("pad({}, [{pads}], mode = \"reflect\")", a.name), a.pos),
-            2 => (format!("pad({}, [{pads}], mode = \"replicate\")", a.name), a.pos),
+            1 => (
+                format!("pad({}, [{pads}], mode = \"reflect\")", a.name),
+                a.pos,
+            ),
+            2 => (
+                format!("pad({}, [{pads}], mode = \"replicate\")", a.name),
+                a.pos,
+            ),
             _ => (format!("pad({}, [{pads}], value = 0.5)", a.name), a.pos),
         };
         Some(self.emit(expr, shape, pos, a.bounded))
@@ -539,13 +678,21 @@ impl Gen {
         }
         let (h, w) = (a.shape[2], a.shape[3]);
         let bilinear = self.rng.chance(0.2);
-        let mode = if bilinear { ", mode = \"bilinear\"" } else { "" };
+        let mode = if bilinear {
+            ", mode = \"bilinear\""
+        } else {
+            ""
+        };
         let (expr, oh, ow) = if self.rng.chance(0.4) && elems(&a.shape) * 4 <= MAX_ELEMS {
             (format!("resize({}, scale = 2{mode})", a.name), 2 * h, 2 * w)
         } else {
             let oh = self.rng.range(1, 2 * h);
             let ow = self.rng.range(1, 2 * w);
-            (format!("resize({}, size = [{oh}, {ow}]{mode})", a.name), oh, ow)
+            (
+                format!("resize({}, size = [{oh}, {ow}]{mode})", a.name),
+                oh,
+                ow,
+            )
         };
         let shape = vec![a.shape[0], a.shape[1], oh, ow];
         if elems(&shape) > MAX_ELEMS {
@@ -561,7 +708,12 @@ impl Gen {
             let dim = self.rng.range(2, 4);
             let mut shape = idx.shape.clone();
             shape.push(dim);
-            return Some(self.emit(format!("embedding({}, 4, {dim})", idx.name), shape, false, true));
+            return Some(self.emit(
+                format!("embedding({}, 4, {dim})", idx.name),
+                shape,
+                false,
+                true,
+            ));
         }
         // indices are in 0..4 (the convention of tests/common/mod.rs)
         let axes: Vec<usize> = (0..a.shape.len()).filter(|&k| a.shape[k] >= 4).collect();
@@ -575,7 +727,12 @@ impl Gen {
         if elems(&shape) > MAX_ELEMS || shape.len() > 6 {
             return None;
         }
-        Some(self.emit(format!("gather({}, {}, axis = {axis})", a.name, idx.name), shape, a.pos, a.bounded))
+        Some(self.emit(
+            format!("gather({}, {}, axis = {axis})", a.name, idx.name),
+            shape,
+            a.pos,
+            a.bounded,
+        ))
     }
 
     // ----- Many-to-Many ----------------------------------------------------------------
@@ -590,8 +747,17 @@ impl Gen {
         if elems(&shape) > MAX_ELEMS {
             return None;
         }
-        let bias = if self.rng.chance(0.25) { ", bias = false" } else { "" };
-        Some(self.emit(format!("linear({}, {out}{bias})", a.name), shape, false, a.bounded))
+        let bias = if self.rng.chance(0.25) {
+            ", bias = false"
+        } else {
+            ""
+        };
+        Some(self.emit(
+            format!("linear({}, {out}{bias})", a.name),
+            shape,
+            false,
+            a.bounded,
+        ))
     }
 
     fn matmul(&mut self, a: &T) -> Option<T> {
@@ -617,7 +783,12 @@ impl Gen {
                 // a @ a^T, or a^T @ a: a shuffle feeding a Many-to-Many op
                 let mut shape = a.shape.clone();
                 shape.swap(r - 1, r - 2);
-                let t = self.emit(format!("transpose({}, -1, -2)", a.name), shape, a.pos, a.bounded);
+                let t = self.emit(
+                    format!("transpose({}, -1, -2)", a.name),
+                    shape,
+                    a.pos,
+                    a.bounded,
+                );
                 if self.rng.chance(0.5) {
                     (a.clone(), t)
                 } else {
@@ -636,7 +807,12 @@ impl Gen {
         if elems(&shape) > MAX_ELEMS {
             return None;
         }
-        Some(self.emit(format!("matmul({}, {})", lhs.name, rhs.name), shape, false, lhs.bounded && rhs.bounded))
+        Some(self.emit(
+            format!("matmul({}, {})", lhs.name, rhs.name),
+            shape,
+            false,
+            lhs.bounded && rhs.bounded,
+        ))
     }
 
     fn softmax(&mut self, a: &T) -> Option<T> {
@@ -645,11 +821,24 @@ impl Gen {
         }
         let rank = a.shape.len();
         let axis = self.rng.below(rank);
-        let axis_text = if self.rng.chance(0.5) { axis as i64 - rank as i64 } else { axis as i64 };
+        let axis_text = if self.rng.chance(0.5) {
+            axis as i64 - rank as i64
+        } else {
+            axis as i64
+        };
         if self.rng.chance(0.25) {
-            return Some(self.emit(format!("log_softmax({}, axis = {axis_text})", a.name), a.shape.clone(), false, false));
+            return Some(self.emit(
+                format!("log_softmax({}, axis = {axis_text})", a.name),
+                a.shape.clone(),
+                false,
+                false,
+            ));
         }
-        let expr = if axis == rank - 1 && self.rng.chance(0.5) { format!("softmax({})", a.name) } else { format!("softmax({}, axis = {axis_text})", a.name) };
+        let expr = if axis == rank - 1 && self.rng.chance(0.5) {
+            format!("softmax({})", a.name)
+        } else {
+            format!("softmax({}, axis = {axis_text})", a.name)
+        };
         Some(self.emit(expr, a.shape.clone(), true, true))
     }
 
@@ -676,13 +865,30 @@ impl Gen {
             kinds.push("reduce_prod");
         }
         let kind = *self.rng.pick(&kinds);
-        let shape: Vec<usize> = (0..rank).filter_map(|k| if axes.contains(&k) { keepdims.then_some(1) } else { Some(a.shape[k]) }).collect();
+        let shape: Vec<usize> = (0..rank)
+            .filter_map(|k| {
+                if axes.contains(&k) {
+                    keepdims.then_some(1)
+                } else {
+                    Some(a.shape[k])
+                }
+            })
+            .collect();
         let mut expr = format!("{kind}({}", a.name);
         if !all {
             if axes.len() == 1 && self.rng.chance(0.5) {
                 let _ = write!(expr, ", axes = {}", axes[0]);
             } else {
-                let list: Vec<String> = axes.iter().map(|&k| if self.rng.chance(0.3) { (k as i64 - rank as i64).to_string() } else { k.to_string() }).collect();
+                let list: Vec<String> = axes
+                    .iter()
+                    .map(|&k| {
+                        if self.rng.chance(0.3) {
+                            (k as i64 - rank as i64).to_string()
+                        } else {
+                            k.to_string()
+                        }
+                    })
+                    .collect();
                 let _ = write!(expr, ", axes = [{}]", list.join(", "));
             }
         }
@@ -723,7 +929,12 @@ impl Gen {
             if elems(&shape) > MAX_ELEMS {
                 return None;
             }
-            return Some(self.emit(format!("conv_transpose2d({}, {oc}, kernel = 2, stride = 2)", a.name), shape, false, a.bounded));
+            return Some(self.emit(
+                format!("conv_transpose2d({}, {oc}, kernel = 2, stride = 2)", a.name),
+                shape,
+                false,
+                a.bounded,
+            ));
         }
         let kernel = self.rng.range(1, 3);
         let padding = self.rng.range(0, kernel / 2 + usize::from(kernel > 1));
@@ -765,10 +976,26 @@ impl Gen {
         }
         let [n, c, h, w] = [a.shape[0], a.shape[1], a.shape[2], a.shape[3]];
         let (expr, shape, pos) = match self.rng.below(4) {
-            0 if h >= 2 && w >= 2 => (format!("max_pool2d({}, 2)", a.name), vec![n, c, h / 2, w / 2], a.pos),
-            1 if h >= 2 && w >= 2 => (format!("avg_pool2d({}, 2)", a.name), vec![n, c, h / 2, w / 2], a.pos),
-            2 => (format!("max_pool2d({}, 3, stride = 1, padding = 1)", a.name), vec![n, c, h, w], a.pos),
-            _ => (format!("global_avg_pool2d({})", a.name), vec![n, c, 1, 1], a.pos),
+            0 if h >= 2 && w >= 2 => (
+                format!("max_pool2d({}, 2)", a.name),
+                vec![n, c, h / 2, w / 2],
+                a.pos,
+            ),
+            1 if h >= 2 && w >= 2 => (
+                format!("avg_pool2d({}, 2)", a.name),
+                vec![n, c, h / 2, w / 2],
+                a.pos,
+            ),
+            2 => (
+                format!("max_pool2d({}, 3, stride = 1, padding = 1)", a.name),
+                vec![n, c, h, w],
+                a.pos,
+            ),
+            _ => (
+                format!("global_avg_pool2d({})", a.name),
+                vec![n, c, 1, 1],
+                a.pos,
+            ),
         };
         Some(self.emit(expr, shape, pos, a.bounded))
     }
@@ -783,7 +1010,12 @@ impl Gen {
             1 => format!("instance_norm({})", a.name),
             _ => {
                 let axis = self.rng.below(a.shape.len());
-                return Some(self.emit(format!("cumsum({}, {axis})", a.name), a.shape.clone(), a.pos, false));
+                return Some(self.emit(
+                    format!("cumsum({}, {axis})", a.name),
+                    a.shape.clone(),
+                    a.pos,
+                    false,
+                ));
             }
         };
         Some(self.emit(expr, a.shape.clone(), false, true))
@@ -804,9 +1036,28 @@ impl Gen {
         }
         dims.push(rest);
         self.rng.shuffle(&mut dims);
-        let infer = if self.rng.chance(0.3) { Some(self.rng.below(dims.len())) } else { None };
-        let text: Vec<String> = dims.iter().enumerate().map(|(i, d)| if Some(i) == infer { "-1".to_string() } else { d.to_string() }).collect();
-        let t = self.emit(format!("reshape({}, [{}])", a.name, text.join(", ")), dims, a.pos, a.bounded);
+        let infer = if self.rng.chance(0.3) {
+            Some(self.rng.below(dims.len()))
+        } else {
+            None
+        };
+        let text: Vec<String> = dims
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                if Some(i) == infer {
+                    "-1".to_string()
+                } else {
+                    d.to_string()
+                }
+            })
+            .collect();
+        let t = self.emit(
+            format!("reshape({}, [{}])", a.name, text.join(", ")),
+            dims,
+            a.pos,
+            a.bounded,
+        );
         Some(self.exact_if(t, &[a]))
     }
 
@@ -843,15 +1094,28 @@ impl Gen {
         let axis = self.rng.range(0, rank);
         let mut shape = a.shape.clone();
         shape.insert(axis, 1);
-        let text = if self.rng.chance(0.3) { axis as i64 - (rank as i64 + 1) } else { axis as i64 };
-        let t = self.emit(format!("unsqueeze({}, {text})", a.name), shape, a.pos, a.bounded);
+        let text = if self.rng.chance(0.3) {
+            axis as i64 - (rank as i64 + 1)
+        } else {
+            axis as i64
+        };
+        let t = self.emit(
+            format!("unsqueeze({}, {text})", a.name),
+            shape,
+            a.pos,
+            a.bounded,
+        );
         Some(self.exact_if(t, &[a]))
     }
 
     fn squeeze(&mut self, a: &T) -> Option<T> {
         let ones: Vec<usize> = (0..a.shape.len()).filter(|&k| a.shape[k] == 1).collect();
         if ones.is_empty() {
-            return if a.shape.len() < 5 { self.unsqueeze(a) } else { None };
+            return if a.shape.len() < 5 {
+                self.unsqueeze(a)
+            } else {
+                None
+            };
         }
         if self.rng.chance(0.5) {
             let shape: Vec<usize> = a.shape.iter().copied().filter(|&d| d != 1).collect();
@@ -861,7 +1125,12 @@ impl Gen {
         let axis = *self.rng.pick(&ones);
         let mut shape = a.shape.clone();
         shape.remove(axis);
-        let t = self.emit(format!("squeeze({}, axes = {axis})", a.name), shape, a.pos, a.bounded);
+        let t = self.emit(
+            format!("squeeze({}, axes = {axis})", a.name),
+            shape,
+            a.pos,
+            a.bounded,
+        );
         Some(self.exact_if(t, &[a]))
     }
 
@@ -880,7 +1149,11 @@ impl Gen {
                 j += 1;
             }
             perm.swap(i, j);
-            let jt = if self.rng.chance(0.3) { j as i64 - rank as i64 } else { j as i64 };
+            let jt = if self.rng.chance(0.3) {
+                j as i64 - rank as i64
+            } else {
+                j as i64
+            };
             format!("transpose({}, {i}, {jt})", a.name)
         } else {
             while perm.iter().enumerate().all(|(i, &p)| i == p) {
@@ -898,7 +1171,9 @@ impl Gen {
 fn random_shape(rng: &mut Rng, max: usize) -> Vec<usize> {
     loop {
         let rank = rng.range(1, 3);
-        let shape: Vec<usize> = (0..rank).map(|_| if rng.chance(0.15) { 1 } else { rng.range(2, 6) }).collect();
+        let shape: Vec<usize> = (0..rank)
+            .map(|_| if rng.chance(0.15) { 1 } else { rng.range(2, 6) })
+            .collect();
         if elems(&shape) <= max {
             return shape;
         }
@@ -911,7 +1186,12 @@ fn generate(seed: u64) -> Generated {
     // the first input: an image (conv, pooling, resize apply) or a small tensor
     let x0 = if rng.chance(0.45) {
         loop {
-            let s = vec![rng.range(1, 2), rng.range(1, 4), rng.range(2, 6), rng.range(2, 6)];
+            let s = vec![
+                rng.range(1, 2),
+                rng.range(1, 4),
+                rng.range(2, 6),
+                rng.range(2, 6),
+            ];
             if elems(&s) <= 200 {
                 break s;
             }
@@ -926,7 +1206,10 @@ fn generate(seed: u64) -> Generated {
             1 => {
                 // broadcasts against x0: a suffix, some axes set to 1
                 let skip = rng.below(x0.len());
-                let s: Vec<usize> = x0[skip..].iter().map(|&d| if rng.chance(0.4) { 1 } else { d }).collect();
+                let s: Vec<usize> = x0[skip..]
+                    .iter()
+                    .map(|&d| if rng.chance(0.4) { 1 } else { d })
+                    .collect();
                 if s.is_empty() {
                     vec![1]
                 } else {
@@ -937,12 +1220,35 @@ fn generate(seed: u64) -> Generated {
         };
         shapes.push(s);
     }
-    let inputs: Vec<T> = shapes.iter().enumerate().map(|(i, s)| T { name: format!("x{i}"), shape: s.clone(), pos: false, bounded: true, exact: true }).collect();
+    let inputs: Vec<T> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| T {
+            name: format!("x{i}"),
+            shape: s.clone(),
+            pos: false,
+            bounded: true,
+            exact: true,
+        })
+        .collect();
     let idx = rng.chance(0.15).then(|| {
         let shape = rng.pick(&[vec![2], vec![3], vec![2, 2]]).clone();
-        T { name: "idx0".to_string(), shape, pos: false, bounded: true, exact: true }
+        T {
+            name: "idx0".to_string(),
+            shape,
+            pos: false,
+            bounded: true,
+            exact: true,
+        }
     });
-    let mut gen = Gen { rng, inputs: inputs.clone(), idx: idx.clone(), lines: Vec::new(), pool: inputs.clone(), count: 0 };
+    let mut gen = Gen {
+        rng,
+        inputs: inputs.clone(),
+        idx: idx.clone(),
+        lines: Vec::new(),
+        pool: inputs.clone(),
+        count: 0,
+    };
     let target = gen.rng.range(3, 16);
     let mut made = 0;
     let mut attempts = 0;
@@ -960,9 +1266,18 @@ fn generate(seed: u64) -> Generated {
     });
     // outputs: the last value, sometimes others too (values also read inside the graph)
     let mut outputs = vec![last.clone()];
-    let extra = if gen.rng.chance(0.35) { gen.rng.range(1, 2) } else { 0 };
+    let extra = if gen.rng.chance(0.35) {
+        gen.rng.range(1, 2)
+    } else {
+        0
+    };
     for _ in 0..extra {
-        let candidates: Vec<T> = gen.pool.iter().filter(|t| t.name.starts_with('v') || gen.rng.chance(0.05)).cloned().collect();
+        let candidates: Vec<T> = gen
+            .pool
+            .iter()
+            .filter(|t| t.name.starts_with('v') || gen.rng.chance(0.05))
+            .cloned()
+            .collect();
         if candidates.is_empty() {
             break;
         }
@@ -972,7 +1287,10 @@ fn generate(seed: u64) -> Generated {
         }
         outputs.push(t);
     }
-    let mut params: Vec<String> = inputs.iter().map(|t| format!("{}: {}", t.name, fmt_shape(&t.shape))).collect();
+    let mut params: Vec<String> = inputs
+        .iter()
+        .map(|t| format!("{}: {}", t.name, fmt_shape(&t.shape)))
+        .collect();
     if let Some(idx) = &idx {
         params.push(format!("{}: {}", idx.name, fmt_shape(&idx.shape)));
     }
@@ -981,7 +1299,11 @@ fn generate(seed: u64) -> Generated {
     if outputs.len() == 1 {
         let _ = writeln!(source, " -> {} {{", fmt_shape(&outputs[0].shape));
     } else {
-        let decl: Vec<String> = outputs.iter().enumerate().map(|(i, o)| format!("o{i}: {}", fmt_shape(&o.shape))).collect();
+        let decl: Vec<String> = outputs
+            .iter()
+            .enumerate()
+            .map(|(i, o)| format!("o{i}: {}", fmt_shape(&o.shape)))
+            .collect();
         let _ = writeln!(source, " -> ({}) {{", decl.join(", "));
     }
     for line in &gen.lines {
@@ -1001,7 +1323,10 @@ fn generate(seed: u64) -> Generated {
 fn lower_model(seed: u64, source: &str) -> ModelIr {
     match lower_str(source) {
         Ok(mut models) => models.remove(0),
-        Err(errors) => panic!("seed {seed}: the generator wrote an invalid model (a generator bug):\n{}\n{source}", errors.join("\n")),
+        Err(errors) => panic!(
+            "seed {seed}: the generator wrote an invalid model (a generator bug):\n{}\n{source}",
+            errors.join("\n")
+        ),
     }
 }
 
@@ -1021,7 +1346,13 @@ fn producer(graph: &Graph, value: usize) -> Option<usize> {
 /// spatial axes read by a `conv2d`, folded into the conv's own padding.
 fn is_zero_spatial_pad_into_conv(graph: &Graph, pad: usize, conv: usize) -> bool {
     match (&graph.nodes[pad].op, &graph.nodes[conv].op) {
-        (Op::Pad { pads, mode: PadMode::Constant(c) }, Op::Conv2d(_)) => *c == 0.0 && pads.len() == 4 && pads[..2].iter().all(|&p| p == (0, 0)),
+        (
+            Op::Pad {
+                pads,
+                mode: PadMode::Constant(c),
+            },
+            Op::Conv2d(_),
+        ) => *c == 0.0 && pads.len() == 4 && pads[..2].iter().all(|&p| p == (0, 0)),
         _ => false,
     }
 }
@@ -1041,14 +1372,21 @@ fn is_zero_spatial_pad_into_conv(graph: &Graph, pad: usize, conv: usize) -> bool
 ///   spatial pad into a conv2d (see [`is_zero_spatial_pad_into_conv`]).
 fn check_invariants(graph: &Graph, plan: &FusionPlan) -> Result<(), String> {
     let n = graph.nodes.len();
-    let types: Vec<MappingType> = graph.nodes.iter().map(|node| classify(graph, node)).collect();
+    let types: Vec<MappingType> = graph
+        .nodes
+        .iter()
+        .map(|node| classify(graph, node))
+        .collect();
     let mut block_of = vec![None; n];
     for (b, block) in plan.blocks.iter().enumerate() {
         if block.nodes.is_empty() {
             return Err(format!("block {b} is empty"));
         }
         if !block.nodes.windows(2).all(|w| w[0] < w[1]) {
-            return Err(format!("block {b}: nodes {:?} are not in increasing order", block.nodes));
+            return Err(format!(
+                "block {b}: nodes {:?} are not in increasing order",
+                block.nodes
+            ));
         }
         for &m in &block.nodes {
             if m >= n {
@@ -1078,7 +1416,9 @@ fn check_invariants(graph: &Graph, plan: &FusionPlan) -> Result<(), String> {
             let out = graph.nodes[m].output;
             if m != sink {
                 if graph.outputs.contains(&out) {
-                    return Err(format!("block {b}: member {m} (not the sink) is a model output"));
+                    return Err(format!(
+                        "block {b}: member {m} (not the sink) is a model output"
+                    ));
                 }
                 if let Some(c) = consumers[out].iter().find(|c| !block.nodes.contains(c)) {
                     return Err(format!("block {b}: member {m} (not the sink) is read by node {c} outside the block"));
@@ -1088,17 +1428,29 @@ fn check_invariants(graph: &Graph, plan: &FusionPlan) -> Result<(), String> {
                 if let Some(p) = producer(graph, v).filter(|p| block.nodes.contains(p)) {
                     let cell = fusion_cell(types[p], types[m]);
                     if cell.colour == Colour::Red && !is_zero_spatial_pad_into_conv(graph, p, m) {
-                        return Err(format!("block {b}: edge {p} -> {m} ({} -> {}) is a red cell", types[p].name(), types[m].name()));
+                        return Err(format!(
+                            "block {b}: edge {p} -> {m} ({} -> {}) is a red cell",
+                            types[p].name(),
+                            types[m].name()
+                        ));
                     }
                 }
             }
         }
-        let m2m: Vec<usize> = block.nodes.iter().copied().filter(|&m| types[m] == MappingType::ManyToMany).collect();
+        let m2m: Vec<usize> = block
+            .nodes
+            .iter()
+            .copied()
+            .filter(|&m| types[m] == MappingType::ManyToMany)
+            .collect();
         if m2m.len() > 1 {
             return Err(format!("block {b}: several Many-to-Many nodes {m2m:?}"));
         }
         if block.nodes.len() > 1 && block.anchor != m2m.first().copied() {
-            return Err(format!("block {b}: anchor {:?}, Many-to-Many members {m2m:?}", block.anchor));
+            return Err(format!(
+                "block {b}: anchor {:?}, Many-to-Many members {m2m:?}",
+                block.anchor
+            ));
         }
         if let Some(anchor) = block.anchor {
             // the prologue: members with a path to the anchor
@@ -1106,7 +1458,9 @@ fn check_invariants(graph: &Graph, plan: &FusionPlan) -> Result<(), String> {
             let mut frontier = vec![anchor];
             while let Some(x) = frontier.pop() {
                 for &v in &graph.nodes[x].inputs {
-                    if let Some(p) = producer(graph, v).filter(|p| block.nodes.contains(p) && !prologue.contains(p)) {
+                    if let Some(p) = producer(graph, v)
+                        .filter(|p| block.nodes.contains(p) && !prologue.contains(p))
+                    {
                         prologue.push(p);
                         frontier.push(p);
                     }
@@ -1119,7 +1473,10 @@ fn check_invariants(graph: &Graph, plan: &FusionPlan) -> Result<(), String> {
             }
             for &p in &prologue {
                 let out = graph.nodes[p].output;
-                if let Some(c) = consumers[out].iter().find(|&&c| c != anchor && !prologue.contains(&c)) {
+                if let Some(c) = consumers[out]
+                    .iter()
+                    .find(|&&c| c != anchor && !prologue.contains(&c))
+                {
                     return Err(format!("block {b}: prologue member {p} of anchor {anchor} is also read by node {c}"));
                 }
             }
@@ -1139,7 +1496,13 @@ fn random_data(graph: &Graph, seed: u64) -> (Vec<ArrayD<f32>>, Vec<ArrayD<f32>>)
         .map(|&v| {
             let value = &graph.values[v];
             let data: Vec<f32> = (0..value.len())
-                .map(|_| if value.name.starts_with("idx") { rng.below(4) as f32 } else { rng.uniform(-2.0, 2.0) })
+                .map(|_| {
+                    if value.name.starts_with("idx") {
+                        rng.below(4) as f32
+                    } else {
+                        rng.uniform(-2.0, 2.0)
+                    }
+                })
                 .collect();
             ArrayD::from_shape_vec(IxDyn(&value.shape), data).unwrap()
         })
@@ -1167,16 +1530,25 @@ fn compare(got: &[ArrayD<f32>], want: &[ArrayD<f32>]) -> Result<(), String> {
     }
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         if g.shape() != w.shape() {
-            return Err(format!("output {i}: shape {:?}, expected {:?}", g.shape(), w.shape()));
+            return Err(format!(
+                "output {i}: shape {:?}, expected {:?}",
+                g.shape(),
+                w.shape()
+            ));
         }
-        let scale = w.iter().fold(1.0f32, |m, v| if v.is_finite() { m.max(v.abs()) } else { m });
+        let scale = w.iter().fold(
+            1.0f32,
+            |m, v| if v.is_finite() { m.max(v.abs()) } else { m },
+        );
         let tol = TOLERANCE * scale;
         for (j, (a, b)) in g.iter().zip(w.iter()).enumerate() {
             let same_special = (a.is_nan() && b.is_nan()) || (a.is_infinite() && a == b);
             // a NaN difference is not within tolerance
             let close = (a - b).abs() <= tol;
             if !same_special && !close {
-                return Err(format!("output {i}[{j}]: plan {a}, interpreter {b} (tolerance {tol})"));
+                return Err(format!(
+                    "output {i}[{j}]: plan {a}, interpreter {b} (tolerance {tol})"
+                ));
             }
         }
     }
@@ -1186,8 +1558,18 @@ fn compare(got: &[ArrayD<f32>], want: &[ArrayD<f32>]) -> Result<(), String> {
 fn describe(graph: &Graph, plan: &FusionPlan) -> String {
     let mut s = String::new();
     for (b, block) in plan.blocks.iter().enumerate() {
-        let ops: Vec<String> = block.nodes.iter().map(|&m| format!("{}#{m}", graph.nodes[m].op.name())).collect();
-        let _ = writeln!(s, "  block {b} {} anchor {:?}: {}", block.mapping.name(), block.anchor, ops.join(" "));
+        let ops: Vec<String> = block
+            .nodes
+            .iter()
+            .map(|&m| format!("{}#{m}", graph.nodes[m].op.name()))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  block {b} {} anchor {:?}: {}",
+            block.mapping.name(),
+            block.anchor,
+            ops.join(" ")
+        );
     }
     s
 }
@@ -1217,7 +1599,13 @@ fn check_seed(seed: u64, stats: &mut Stats) -> Vec<String> {
     let generated = generate(seed);
     let model = lower_model(seed, &generated.source);
     let graph = model.graph.clone();
-    let failure = |what: String, graph: &Graph, plan: &FusionPlan| format!("seed {seed}: {what}\n{}\nplan:\n{}", generated.source, describe(graph, plan));
+    let failure = |what: String, graph: &Graph, plan: &FusionPlan| {
+        format!(
+            "seed {seed}: {what}\n{}\nplan:\n{}",
+            generated.source,
+            describe(graph, plan)
+        )
+    };
     let (inputs, params) = random_data(&graph, seed);
     let unfused = FusionPlan::unfused(&graph);
     let want = match interp::interpret(&graph, &inputs, &params) {
@@ -1231,8 +1619,14 @@ fn check_seed(seed: u64, stats: &mut Stats) -> Vec<String> {
     for (name, plan) in [("fused", &fused), ("unfused", &unfused)] {
         let outcome = check_invariants(&graph, plan)
             .map_err(|e| format!("{name} plan invariant: {e}"))
-            .and_then(|()| interp::run_plan(&graph, plan, &inputs, &params).map_err(|e| format!("run_plan ({name}): {e}")))
-            .and_then(|got| compare(&got, &want).map_err(|e| format!("{name} plan differs from the interpreter: {e}")));
+            .and_then(|()| {
+                interp::run_plan(&graph, plan, &inputs, &params)
+                    .map_err(|e| format!("run_plan ({name}): {e}"))
+            })
+            .and_then(|got| {
+                compare(&got, &want)
+                    .map_err(|e| format!("{name} plan differs from the interpreter: {e}"))
+            });
         if let Err(e) = outcome {
             failures.push(failure(e, &graph, plan));
         }
@@ -1250,31 +1644,51 @@ fn check_seed(seed: u64, stats: &mut Stats) -> Vec<String> {
         failures.push(failure(e, rewritten, plan));
     }
     if compiled.tokens.to_string().contains("compile_error") {
-        failures.push(failure("codegen reported an internal error (compile_error!)".to_string(), rewritten, plan));
+        failures.push(failure(
+            "codegen reported an internal error (compile_error!)".to_string(),
+            rewritten,
+            plan,
+        ));
     }
     if !failures.is_empty() {
         return failures;
     }
-    stats.rewritten += usize::from(rewritten.nodes.len() != graph.nodes.len() || rewritten.nodes.iter().zip(&graph.nodes).any(|(a, b)| a.op != b.op));
+    stats.rewritten += usize::from(
+        rewritten.nodes.len() != graph.nodes.len()
+            || rewritten
+                .nodes
+                .iter()
+                .zip(&graph.nodes)
+                .any(|(a, b)| a.op != b.op),
+    );
     stats.pipeline_multi += plan.blocks.iter().filter(|b| b.nodes.len() > 1).count();
 
     stats.graphs += 1;
     stats.nodes += graph.nodes.len();
     for node in &graph.nodes {
-        *stats.nodes_by_type.entry(classify(&graph, node).name()).or_default() += 1;
+        *stats
+            .nodes_by_type
+            .entry(classify(&graph, node).name())
+            .or_default() += 1;
         *stats.ops.entry(node.op.name()).or_default() += 1;
     }
     stats.blocks += fused.blocks.len();
     let mut any_multi = false;
     for block in &fused.blocks {
-        *stats.blocks_by_type.entry(block.mapping.name()).or_default() += 1;
+        *stats
+            .blocks_by_type
+            .entry(block.mapping.name())
+            .or_default() += 1;
         if block.nodes.len() > 1 {
             any_multi = true;
             stats.multi += 1;
             stats.largest = stats.largest.max(block.nodes.len());
             *stats.multi_by_type.entry(block.mapping.name()).or_default() += 1;
             if let Some(anchor) = block.anchor {
-                let feeds_anchor = graph.nodes[anchor].inputs.iter().any(|&v| producer(&graph, v).is_some_and(|p| block.nodes.contains(&p)));
+                let feeds_anchor = graph.nodes[anchor]
+                    .inputs
+                    .iter()
+                    .any(|&v| producer(&graph, v).is_some_and(|p| block.nodes.contains(&p)));
                 if feeds_anchor {
                     stats.prologues += 1;
                 }
@@ -1293,8 +1707,14 @@ fn random_graphs_fuse_correctly() {
     let start = std::time::Instant::now();
     let mut stats = Stats::default();
     let mut failures = Vec::new();
-    let graphs = std::env::var("DNNFUSION_RANDOM_GRAPHS").ok().and_then(|s| s.parse().ok()).unwrap_or(GRAPHS);
-    let first = std::env::var("DNNFUSION_RANDOM_FIRST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0u64);
+    let graphs = std::env::var("DNNFUSION_RANDOM_GRAPHS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(GRAPHS);
+    let first = std::env::var("DNNFUSION_RANDOM_FIRST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0u64);
     let mut failed = 0;
     for seed in first..first + graphs {
         let errors = check_seed(seed, &mut stats);
@@ -1314,7 +1734,10 @@ fn random_graphs_fuse_correctly() {
         "  blocks with more than one node: {} ({} with an anchor and an epilogue, {} with a prologue, largest {} nodes), by mapping type {:?}",
         stats.multi, stats.epilogues, stats.prologues, stats.largest, stats.multi_by_type
     );
-    println!("  graphs with a multi-node block: {} of the {} graphs that passed", stats.graphs_with_multi, stats.graphs);
+    println!(
+        "  graphs with a multi-node block: {} of the {} graphs that passed",
+        stats.graphs_with_multi, stats.graphs
+    );
     println!("  dnn! pipeline: {} graphs changed by rewrites (dead nodes removed included), {} multi-node blocks", stats.rewritten, stats.pipeline_multi);
     println!("  ops: {:?}", stats.ops);
     if std::env::var_os("DNNFUSION_RANDOM_GRAPHS_ALL").is_some() {
@@ -1323,11 +1746,29 @@ fn random_graphs_fuse_correctly() {
         }
     }
     if !failures.is_empty() {
-        panic!("{failed} of {graphs} graphs failed ({} checks); the first ones:\n\n{}", failures.len(), failures.iter().take(3).cloned().collect::<Vec<_>>().join("\n\n"));
+        panic!(
+            "{failed} of {graphs} graphs failed ({} checks); the first ones:\n\n{}",
+            failures.len(),
+            failures
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n\n")
+        );
     }
     // the test must not pass vacuously: fusion really happens, every mapping type occurs
-    assert!(stats.graphs_with_multi * 5 >= stats.graphs, "only {} of {} graphs have a multi-node block", stats.graphs_with_multi, stats.graphs);
-    assert!(stats.epilogues >= 20, "only {} anchor blocks with an epilogue", stats.epilogues);
+    assert!(
+        stats.graphs_with_multi * 5 >= stats.graphs,
+        "only {} of {} graphs have a multi-node block",
+        stats.graphs_with_multi,
+        stats.graphs
+    );
+    assert!(
+        stats.epilogues >= 20,
+        "only {} anchor blocks with an epilogue",
+        stats.epilogues
+    );
     for ty in MappingType::ALL {
         let count = stats.nodes_by_type.get(ty.name()).copied().unwrap_or(0);
         assert!(count >= 50, "only {count} {} nodes", ty.name());
@@ -1363,7 +1804,12 @@ fn sample_seeds() -> Vec<u64> {
             continue;
         }
         let prologue = multi.iter().any(|b| {
-            b.anchor.is_some_and(|a| graph.nodes[a].inputs.iter().any(|&v| producer(graph, v).is_some_and(|p| b.nodes.contains(&p))))
+            b.anchor.is_some_and(|a| {
+                graph.nodes[a]
+                    .inputs
+                    .iter()
+                    .any(|&v| producer(graph, v).is_some_and(|p| b.nodes.contains(&p)))
+            })
         });
         let kind = if prologue {
             0

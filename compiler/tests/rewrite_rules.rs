@@ -59,7 +59,22 @@ impl Rng {
 }
 
 /// Values every input position takes in turn.
-const EDGES: &[f32] = &[0.0, -0.0, 1.0, -1.0, 0.5, -2.0, 3.0, 1e-12, -1e-12, 1e12, -1e12, f32::NAN, 7.5, -0.25];
+const EDGES: &[f32] = &[
+    0.0,
+    -0.0,
+    1.0,
+    -1.0,
+    0.5,
+    -2.0,
+    3.0,
+    1e-12,
+    -1e-12,
+    1e12,
+    -1e12,
+    f32::NAN,
+    7.5,
+    -0.25,
+];
 
 /// Where a rule is tested.
 #[derive(Clone, Copy, PartialEq)]
@@ -93,20 +108,38 @@ struct Spec {
     helpers: &'static [&'static str],
 }
 
-const ANY: Spec = Spec { domain: Domain::Any, helpers: &[] };
-const POSITIVE: Spec = Spec { domain: Domain::Positive, helpers: &[] };
-const MODERATE: Spec = Spec { domain: Domain::Moderate, helpers: &[] };
-const NONZERO: Spec = Spec { domain: Domain::NonZero, helpers: &[] };
+const ANY: Spec = Spec {
+    domain: Domain::Any,
+    helpers: &[],
+};
+const POSITIVE: Spec = Spec {
+    domain: Domain::Positive,
+    helpers: &[],
+};
+const MODERATE: Spec = Spec {
+    domain: Domain::Moderate,
+    helpers: &[],
+};
+const NONZERO: Spec = Spec {
+    domain: Domain::NonZero,
+    helpers: &[],
+};
 
 /// The graph of the first model of `source`.
 fn graph_of(source: &str) -> Graph {
-    let mut models = lower_str(source).unwrap_or_else(|e| panic!("{source}\ndoes not lower: {e:?}"));
+    let mut models =
+        lower_str(source).unwrap_or_else(|e| panic!("{source}\ndoes not lower: {e:?}"));
     models.remove(0).graph
 }
 
 /// Input and parameter arrays: random (`edge = None`) or edge values rotated by `edge`.
 /// An input named `idx` holds whole numbers in `0..3` (gather indices).
-fn arrays(graph: &Graph, rng: &mut Rng, edge: Option<usize>, domain: Domain) -> (Vec<ArrayD<f32>>, Vec<ArrayD<f32>>) {
+fn arrays(
+    graph: &Graph,
+    rng: &mut Rng,
+    edge: Option<usize>,
+    domain: Domain,
+) -> (Vec<ArrayD<f32>>, Vec<ArrayD<f32>>) {
     let mut k = 0;
     let mut fill = |id: usize, rng: &mut Rng| {
         let value = &graph.values[id];
@@ -154,7 +187,10 @@ fn scale(shape: &[usize], values: &[ArrayD<f32>]) -> ArrayD<f32> {
                 }
             });
         } else {
-            let top = v.iter().filter(|x| x.is_finite()).fold(0.0f32, |m, x| m.max(x.abs()));
+            let top = v
+                .iter()
+                .filter(|x| x.is_finite())
+                .fold(0.0f32, |m, x| m.max(x.abs()));
             s.mapv_inplace(|m| m.max(top));
         }
     }
@@ -177,8 +213,10 @@ fn compare(label: &str, before: &Graph, after: &Graph, domain: Domain, rtol: f32
     let trials = (0..24).map(|_| None).chain((0..EDGES.len()).map(Some));
     for (trial, edge) in trials.enumerate() {
         let (inputs, params) = arrays(before, &mut rng, edge, domain);
-        let want = interp::interpret(before, &inputs, &params).unwrap_or_else(|e| panic!("{label}: before: {e}"));
-        let got = interp::interpret(after, &inputs, &params).unwrap_or_else(|e| panic!("{label}: after: {e}"));
+        let want = interp::interpret(before, &inputs, &params)
+            .unwrap_or_else(|e| panic!("{label}: before: {e}"));
+        let got = interp::interpret(after, &inputs, &params)
+            .unwrap_or_else(|e| panic!("{label}: after: {e}"));
         let mut values = all_values(before, &inputs, &params);
         values.extend(all_values(after, &inputs, &params));
         for (o, (w, g)) in want.iter().zip(&got).enumerate() {
@@ -196,39 +234,86 @@ fn compare(label: &str, before: &Graph, after: &Graph, domain: Domain, rtol: f32
 }
 
 fn options(fast_math: bool, only: &[&str]) -> RewriteOptions {
-    RewriteOptions { fast_math, only: Some(only.iter().map(|s| s.to_string()).collect()), ..RewriteOptions::default() }
+    RewriteOptions {
+        fast_math,
+        only: Some(only.iter().map(|s| s.to_string()).collect()),
+        ..RewriteOptions::default()
+    }
 }
 
 /// The test of one rule (see the module doc).
 fn check_rule(rule: &str, source: &str, spec: Spec) {
-    let def = RULES.iter().find(|r| r.name == rule).unwrap_or_else(|| panic!("no rule {rule}"));
+    let def = RULES
+        .iter()
+        .find(|r| r.name == rule)
+        .unwrap_or_else(|| panic!("no rule {rule}"));
     let source = format!("pub model M{source}");
     let before = graph_of(&source);
     let mut only = vec![rule];
     only.extend(spec.helpers);
     let r = rewrite(&before, &options(!def.exact, &only));
-    assert!(r.applied.contains(&rule), "{rule} did not fire (applied {:?}) on\n{source}", r.applied);
+    assert!(
+        r.applied.contains(&rule),
+        "{rule} did not fire (applied {:?}) on\n{source}",
+        r.applied
+    );
     assert!(r.errors.is_empty(), "{rule}: {:?}", r.errors);
     check::check(&r.graph).unwrap_or_else(|e| panic!("{rule}: the rewritten graph is broken: {e}"));
     let after = &r.graph;
     assert_eq!(before.inputs.len(), after.inputs.len());
-    let params = |g: &Graph| g.params.iter().map(|p| (p.key.clone(), p.shape.clone())).collect::<Vec<_>>();
-    assert_eq!(params(&before), params(after), "{rule}: the parameters changed");
-    let shapes = |g: &Graph| g.outputs.iter().map(|&o| g.shape(o).to_vec()).collect::<Vec<_>>();
-    assert_eq!(shapes(&before), shapes(after), "{rule}: output shapes changed");
+    let params = |g: &Graph| {
+        g.params
+            .iter()
+            .map(|p| (p.key.clone(), p.shape.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        params(&before),
+        params(after),
+        "{rule}: the parameters changed"
+    );
+    let shapes = |g: &Graph| {
+        g.outputs
+            .iter()
+            .map(|&o| g.shape(o).to_vec())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        shapes(&before),
+        shapes(after),
+        "{rule}: output shapes changed"
+    );
     let (cb, ca) = (graph_cost(&before), graph_cost(after));
-    assert!(ca.flops <= cb.flops && (ca.flops < cb.flops || ca.loads <= cb.loads) && ca < cb, "{rule}: cost rose: {cb:?} -> {ca:?}");
+    assert!(
+        ca.flops <= cb.flops && (ca.flops < cb.flops || ca.loads <= cb.loads) && ca < cb,
+        "{rule}: cost rose: {cb:?} -> {ca:?}"
+    );
     if !def.exact {
         let plain = rewrite(&before, &options(false, &[rule]));
-        assert!(!plain.applied.contains(&rule), "{rule} is value-changing but fired without fast_math");
+        assert!(
+            !plain.applied.contains(&rule),
+            "{rule} is value-changing but fired without fast_math"
+        );
     }
     let rtol = if def.exact { 1e-5 } else { 1e-4 };
     compare(rule, &before, after, spec.domain, rtol);
     // the whole rewriter on the same graph
-    let full = rewrite(&before, &RewriteOptions { fast_math: !def.exact, ..RewriteOptions::default() });
+    let full = rewrite(
+        &before,
+        &RewriteOptions {
+            fast_math: !def.exact,
+            ..RewriteOptions::default()
+        },
+    );
     assert!(full.errors.is_empty(), "{rule}: {:?}", full.errors);
     check::check(&full.graph).unwrap();
-    compare(&format!("{rule} (all rules: {:?})", full.applied), &before, &full.graph, spec.domain, rtol);
+    compare(
+        &format!("{rule} (all rules: {:?})", full.applied),
+        &before,
+        &full.graph,
+        spec.domain,
+        rtol,
+    );
 }
 
 fn check(rule: &str, source: &str) {
@@ -243,7 +328,11 @@ fn check(rule: &str, source: &str) {
 fn every_rule_has_a_test() {
     let source = include_str!("rewrite_rules.rs");
     for rule in RULES {
-        assert!(source.contains(&format!("fn {}()", rule.name)), "rule {} has no test named after it", rule.name);
+        assert!(
+            source.contains(&format!("fn {}()", rule.name)),
+            "rule {} has no test named after it",
+            rule.name
+        );
     }
 }
 
@@ -255,11 +344,19 @@ fn the_registry_has_sixty_rules_with_unique_names_across_the_families() {
     names.dedup();
     assert_eq!(names.len(), RULES.len(), "duplicate rule names");
     for rule in RULES {
-        assert!(rule.name.starts_with(&format!("{}_", rule.family.name())), "{} is not named <family>_<effect>", rule.name);
+        assert!(
+            rule.name.starts_with(&format!("{}_", rule.family.name())),
+            "{} is not named <family>_<effect>",
+            rule.name
+        );
         assert!(!rule.doc.is_empty());
     }
     for family in Family::ALL {
-        assert!(RULES.iter().any(|r| r.family == family), "no {} rule", family.name());
+        assert!(
+            RULES.iter().any(|r| r.family == family),
+            "no {} rule",
+            family.name()
+        );
     }
 }
 
@@ -279,7 +376,10 @@ fn identity_div_one() {
 
 #[test]
 fn identity_add_zero() {
-    check("identity_add_zero", "(x: [2, 3]) -> [2, 3] { exp(x) + 0.0 }");
+    check(
+        "identity_add_zero",
+        "(x: [2, 3]) -> [2, 3] { exp(x) + 0.0 }",
+    );
 }
 
 #[test]
@@ -294,12 +394,18 @@ fn identity_pow_one() {
 
 #[test]
 fn identity_leaky_relu_one() {
-    check("identity_leaky_relu_one", "(x: [2, 3]) -> [2, 3] { leaky_relu(x, negative_slope = 1.0) }");
+    check(
+        "identity_leaky_relu_one",
+        "(x: [2, 3]) -> [2, 3] { leaky_relu(x, negative_slope = 1.0) }",
+    );
 }
 
 #[test]
 fn identity_clip_unbounded() {
-    check("identity_clip_unbounded", "(x: [2, 3]) -> [2, 3] { clip(x) }");
+    check(
+        "identity_clip_unbounded",
+        "(x: [2, 3]) -> [2, 3] { clip(x) }",
+    );
 }
 
 #[test]
@@ -314,12 +420,18 @@ fn identity_abs_abs() {
 
 #[test]
 fn identity_relu_relu() {
-    check("identity_relu_relu", "(x: [2, 3]) -> [2, 3] { relu(relu(x)) }");
+    check(
+        "identity_relu_relu",
+        "(x: [2, 3]) -> [2, 3] { relu(relu(x)) }",
+    );
 }
 
 #[test]
 fn identity_recip_recip() {
-    check("identity_recip_recip", "(x: [2, 3]) -> [2, 3] { reciprocal(reciprocal(x)) }");
+    check(
+        "identity_recip_recip",
+        "(x: [2, 3]) -> [2, 3] { reciprocal(reciprocal(x)) }",
+    );
 }
 
 #[test]
@@ -329,87 +441,138 @@ fn identity_abs_of_neg() {
 
 #[test]
 fn identity_abs_of_nonneg() {
-    check("identity_abs_of_nonneg", "(x: [2, 3]) -> [2, 3] { abs(exp(x)) + abs(relu6(x)) }");
+    check(
+        "identity_abs_of_nonneg",
+        "(x: [2, 3]) -> [2, 3] { abs(exp(x)) + abs(relu6(x)) }",
+    );
 }
 
 #[test]
 fn identity_relu_of_nonneg() {
-    check("identity_relu_of_nonneg", "(x: [2, 3]) -> [2, 3] { relu(sigmoid(x)) * relu(square(x) + 1.0) }");
+    check(
+        "identity_relu_of_nonneg",
+        "(x: [2, 3]) -> [2, 3] { relu(sigmoid(x)) * relu(square(x) + 1.0) }",
+    );
 }
 
 #[test]
 fn identity_square_of_neg() {
-    check("identity_square_of_neg", "(x: [2, 3], y: [2, 3]) -> [2, 3] { square(-x) + square(abs(y)) }");
+    check(
+        "identity_square_of_neg",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { square(-x) + square(abs(y)) }",
+    );
 }
 
 #[test]
 fn identity_rounding_of_integral() {
-    check("identity_rounding_of_integral", "(x: [2, 3]) -> [2, 3] { floor(ceil(x * 2.5)) + round(floor(x)) }");
+    check(
+        "identity_rounding_of_integral",
+        "(x: [2, 3]) -> [2, 3] { floor(ceil(x * 2.5)) + round(floor(x)) }",
+    );
 }
 
 #[test]
 fn identity_max_self() {
-    check("identity_max_self", "(x: [2, 3]) -> [2, 3] { let r = exp(x); maximum(r, r) }");
+    check(
+        "identity_max_self",
+        "(x: [2, 3]) -> [2, 3] { let r = exp(x); maximum(r, r) }",
+    );
 }
 
 #[test]
 fn identity_min_self() {
-    check("identity_min_self", "(x: [2, 3]) -> [2, 3] { let r = exp(x); minimum(r, r) }");
+    check(
+        "identity_min_self",
+        "(x: [2, 3]) -> [2, 3] { let r = exp(x); minimum(r, r) }",
+    );
 }
 
 #[test]
 fn identity_where_same() {
-    check("identity_where_same", "(c: [2, 3], x: [2, 3]) -> [2, 3] { let a = exp(x); where(c, a, a) }");
+    check(
+        "identity_where_same",
+        "(c: [2, 3], x: [2, 3]) -> [2, 3] { let a = exp(x); where(c, a, a) }",
+    );
 }
 
 #[test]
 fn identity_reshape_noop() {
-    check("identity_reshape_noop", "(x: [2, 3]) -> [2, 3] { exp(reshape(x, [2, 3])) }");
+    check(
+        "identity_reshape_noop",
+        "(x: [2, 3]) -> [2, 3] { exp(reshape(x, [2, 3])) }",
+    );
 }
 
 #[test]
 fn identity_reshape_pair_cancel() {
-    check("identity_reshape_pair_cancel", "(x: [2, 3]) -> [2, 3] { exp(squeeze(unsqueeze(x, 0))) }");
+    check(
+        "identity_reshape_pair_cancel",
+        "(x: [2, 3]) -> [2, 3] { exp(squeeze(unsqueeze(x, 0))) }",
+    );
 }
 
 #[test]
 fn identity_reshape_reshape() {
-    check("identity_reshape_reshape", "(x: [2, 3]) -> [3, 2] { reshape(flatten(exp(x), start = 0), [3, 2]) }");
+    check(
+        "identity_reshape_reshape",
+        "(x: [2, 3]) -> [3, 2] { reshape(flatten(exp(x), start = 0), [3, 2]) }",
+    );
 }
 
 #[test]
 fn identity_transpose_noop() {
-    check("identity_transpose_noop", "(x: [2, 3]) -> [2, 3] { exp(permute(x, [0, 1])) }");
+    check(
+        "identity_transpose_noop",
+        "(x: [2, 3]) -> [2, 3] { exp(permute(x, [0, 1])) }",
+    );
 }
 
 #[test]
 fn identity_transpose_pair_cancel() {
-    check("identity_transpose_pair_cancel", "(x: [2, 3]) -> [2, 3] { exp(transpose(transpose(x, 0, 1), 0, 1)) }");
+    check(
+        "identity_transpose_pair_cancel",
+        "(x: [2, 3]) -> [2, 3] { exp(transpose(transpose(x, 0, 1), 0, 1)) }",
+    );
 }
 
 #[test]
 fn identity_transpose_transpose() {
-    check("identity_transpose_transpose", "(x: [2, 3, 4]) -> [4, 2, 3] { permute(permute(exp(x), [1, 2, 0]), [1, 2, 0]) }");
+    check(
+        "identity_transpose_transpose",
+        "(x: [2, 3, 4]) -> [4, 2, 3] { permute(permute(exp(x), [1, 2, 0]), [1, 2, 0]) }",
+    );
 }
 
 #[test]
 fn identity_transpose_to_reshape() {
-    check("identity_transpose_to_reshape", "(x: [2, 1, 3]) -> [1, 2, 3] { transpose(exp(x), 0, 1) }");
+    check(
+        "identity_transpose_to_reshape",
+        "(x: [2, 1, 3]) -> [1, 2, 3] { transpose(exp(x), 0, 1) }",
+    );
 }
 
 #[test]
 fn identity_slice_full() {
-    check("identity_slice_full", "(x: [2, 3]) -> [2, 3] { exp(slice(x, 1, 0, 3)) }");
+    check(
+        "identity_slice_full",
+        "(x: [2, 3]) -> [2, 3] { exp(slice(x, 1, 0, 3)) }",
+    );
 }
 
 #[test]
 fn identity_slice_slice() {
-    check("identity_slice_slice", "(x: [2, 8]) -> [2, 3] { slice(slice(exp(x), 1, 1, 8, step = 2), 1, 1, 4) }");
+    check(
+        "identity_slice_slice",
+        "(x: [2, 8]) -> [2, 3] { slice(slice(exp(x), 1, 1, 8, step = 2), 1, 1, 4) }",
+    );
 }
 
 #[test]
 fn identity_slice_of_concat() {
-    check("identity_slice_of_concat", "(x: [2, 3], y: [2, 3]) -> [2, 2] { slice(concat([exp(x), exp(y)], axis = 1), 1, 3, 5) }");
+    check(
+        "identity_slice_of_concat",
+        "(x: [2, 3], y: [2, 3]) -> [2, 2] { slice(concat([exp(x), exp(y)], axis = 1), 1, 3, 5) }",
+    );
 }
 
 #[test]
@@ -419,7 +582,10 @@ fn identity_concat_adjacent_slices() {
 
 #[test]
 fn identity_concat_single() {
-    check("identity_concat_single", "(x: [2, 3]) -> [2, 3] { concat([exp(x)], axis = 0) }");
+    check(
+        "identity_concat_single",
+        "(x: [2, 3]) -> [2, 3] { concat([exp(x)], axis = 0) }",
+    );
 }
 
 #[test]
@@ -429,37 +595,58 @@ fn identity_concat_of_concat() {
 
 #[test]
 fn identity_expand_noop() {
-    check("identity_expand_noop", "(x: [2, 3]) -> [2, 3] { exp(expand(x, [2, 3])) }");
+    check(
+        "identity_expand_noop",
+        "(x: [2, 3]) -> [2, 3] { exp(expand(x, [2, 3])) }",
+    );
 }
 
 #[test]
 fn identity_pad_zero() {
-    check("identity_pad_zero", "(x: [2, 3]) -> [2, 3] { exp(pad(x, [0, 0])) }");
+    check(
+        "identity_pad_zero",
+        "(x: [2, 3]) -> [2, 3] { exp(pad(x, [0, 0])) }",
+    );
 }
 
 #[test]
 fn identity_reduce_unit_axes() {
-    check("identity_reduce_unit_axes", "(x: [2, 1, 3]) -> [2, 3] { reduce_mean(exp(x), axes = [1]) + reduce_max(x, axes = [1]) }");
+    check(
+        "identity_reduce_unit_axes",
+        "(x: [2, 1, 3]) -> [2, 3] { reduce_mean(exp(x), axes = [1]) + reduce_max(x, axes = [1]) }",
+    );
 }
 
 #[test]
 fn identity_pool_unit_window() {
-    check("identity_pool_unit_window", "(x: [1, 2, 3, 3]) -> [1, 2, 3, 3] { max_pool2d(exp(x), 1) + avg_pool2d(x, 1) }");
+    check(
+        "identity_pool_unit_window",
+        "(x: [1, 2, 3, 3]) -> [1, 2, 3, 3] { max_pool2d(exp(x), 1) + avg_pool2d(x, 1) }",
+    );
 }
 
 #[test]
 fn identity_global_pool_unit() {
-    check("identity_global_pool_unit", "(x: [1, 2, 1, 1]) -> [1, 2, 1, 1] { global_avg_pool2d(exp(x)) }");
+    check(
+        "identity_global_pool_unit",
+        "(x: [1, 2, 1, 1]) -> [1, 2, 1, 1] { global_avg_pool2d(exp(x)) }",
+    );
 }
 
 #[test]
 fn identity_resize_same() {
-    check("identity_resize_same", "(x: [1, 2, 3, 3]) -> [1, 2, 3, 3] { resize(exp(x), size = [3, 3]) }");
+    check(
+        "identity_resize_same",
+        "(x: [1, 2, 3, 3]) -> [1, 2, 3, 3] { resize(exp(x), size = [3, 3]) }",
+    );
 }
 
 #[test]
 fn identity_cumsum_unit_axis() {
-    check("identity_cumsum_unit_axis", "(x: [2, 1, 3]) -> [2, 1, 3] { cumsum(exp(x), 1) }");
+    check(
+        "identity_cumsum_unit_axis",
+        "(x: [2, 1, 3]) -> [2, 1, 3] { cumsum(exp(x), 1) }",
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -473,7 +660,10 @@ fn cse_identical() {
 
 #[test]
 fn cse_commuted() {
-    check("cse_commuted", "(x: [2, 3], y: [2, 3]) -> [2, 3] { (x * y) - (y * x) + maximum(x, y) * maximum(y, x) }");
+    check(
+        "cse_commuted",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { (x * y) - (y * x) + maximum(x, y) * maximum(y, x) }",
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -488,43 +678,67 @@ fn folding_batch_norm_into_conv() {
 
 #[test]
 fn folding_batch_norm_into_linear() {
-    check("folding_batch_norm_into_linear", "(x: [64, 5]) -> [64, 4] { let l = linear(x, 4); let bn = batch_norm(l); bn }");
+    check(
+        "folding_batch_norm_into_linear",
+        "(x: [64, 5]) -> [64, 4] { let l = linear(x, 4); let bn = batch_norm(l); bn }",
+    );
     check("folding_batch_norm_into_linear", "(x: [48, 6]) -> [48, 3] { let l = linear(x, 3, bias = false); let bn = batch_norm(l, eps = 1e-3); bn }");
 }
 
 #[test]
 fn folding_mul_mul() {
-    check("folding_mul_mul", "(x: [2, 3]) -> [2, 3] { (x * 3.0) * 5.0 }");
+    check(
+        "folding_mul_mul",
+        "(x: [2, 3]) -> [2, 3] { (x * 3.0) * 5.0 }",
+    );
 }
 
 #[test]
 fn folding_div_div() {
-    check("folding_div_div", "(x: [2, 3]) -> [2, 3] { (x / 3.0) / 5.0 }");
+    check(
+        "folding_div_div",
+        "(x: [2, 3]) -> [2, 3] { (x / 3.0) / 5.0 }",
+    );
 }
 
 #[test]
 fn folding_mul_div() {
-    check("folding_mul_div", "(x: [2, 3]) -> [2, 3] { (x * 3.0) / 5.0 }");
+    check(
+        "folding_mul_div",
+        "(x: [2, 3]) -> [2, 3] { (x * 3.0) / 5.0 }",
+    );
 }
 
 #[test]
 fn folding_div_mul() {
-    check("folding_div_mul", "(x: [2, 3]) -> [2, 3] { (x / 3.0) * 5.0 }");
+    check(
+        "folding_div_mul",
+        "(x: [2, 3]) -> [2, 3] { (x / 3.0) * 5.0 }",
+    );
 }
 
 #[test]
 fn folding_neg_of_scale() {
-    check("folding_neg_of_scale", "(x: [2, 3], y: [2, 3]) -> [2, 3] { -(x * 3.0) + -(y / 5.0) }");
+    check(
+        "folding_neg_of_scale",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { -(x * 3.0) + -(y / 5.0) }",
+    );
 }
 
 #[test]
 fn folding_scale_of_neg() {
-    check("folding_scale_of_neg", "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { (-x) * 3.0 + (-y) / 5.0 + 2.0 / (-z) }");
+    check(
+        "folding_scale_of_neg",
+        "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { (-x) * 3.0 + (-y) / 5.0 + 2.0 / (-z) }",
+    );
 }
 
 #[test]
 fn folding_neg_of_shift() {
-    check("folding_neg_of_shift", "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { -(x + 3.0) * -(y - 2.0) * -(4.0 - z) }");
+    check(
+        "folding_neg_of_shift",
+        "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { -(x + 3.0) * -(y - 2.0) * -(4.0 - z) }",
+    );
 }
 
 #[test]
@@ -534,17 +748,26 @@ fn folding_shift_of_neg() {
 
 #[test]
 fn folding_shift_shift() {
-    check("folding_shift_shift", "(x: [2, 3], y: [2, 3]) -> [2, 3] { (x + 3.0) - 5.0 + (2.0 - (y - 1.5)) }");
+    check(
+        "folding_shift_shift",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { (x + 3.0) - 5.0 + (2.0 - (y - 1.5)) }",
+    );
 }
 
 #[test]
 fn folding_affine_chain() {
-    check("folding_affine_chain", "(x: [2, 3]) -> [2, 3] { ((x * 2.0 + 1.0) * 3.0) - 4.0 }");
+    check(
+        "folding_affine_chain",
+        "(x: [2, 3]) -> [2, 3] { ((x * 2.0 + 1.0) * 3.0) - 4.0 }",
+    );
 }
 
 #[test]
 fn folding_clamp_clamp() {
-    check("folding_clamp_clamp", "(x: [2, 3], y: [2, 3]) -> [2, 3] { clip(relu(x), -1.0, 2.0) + relu6(clip(y, 1.0, 9.0)) }");
+    check(
+        "folding_clamp_clamp",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { clip(relu(x), -1.0, 2.0) + relu6(clip(y, 1.0, 9.0)) }",
+    );
 }
 
 #[test]
@@ -554,12 +777,18 @@ fn folding_leaky_relu_chain() {
 
 #[test]
 fn folding_pow_pow_integer() {
-    check("folding_pow_pow_integer", "(x: [2, 3]) -> [2, 3] { pow(pow(x, 2), 3) + pow(pow(x, -1), 3) }");
+    check(
+        "folding_pow_pow_integer",
+        "(x: [2, 3]) -> [2, 3] { pow(pow(x, 2), 3) + pow(pow(x, -1), 3) }",
+    );
 }
 
 #[test]
 fn folding_scalar_div_scale() {
-    check("folding_scalar_div_scale", "(x: [2, 3], y: [2, 3]) -> [2, 3] { 2.0 / (x * 4.0) + (3.0 / y) / 5.0 }");
+    check(
+        "folding_scalar_div_scale",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { 2.0 / (x * 4.0) + (3.0 / y) / 5.0 }",
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -593,137 +822,228 @@ fn strength_pow_half() {
 
 #[test]
 fn strength_pow_neg_one() {
-    check("strength_pow_neg_one", "(x: [2, 3]) -> [2, 3] { pow(x, -1) }");
+    check(
+        "strength_pow_neg_one",
+        "(x: [2, 3]) -> [2, 3] { pow(x, -1) }",
+    );
 }
 
 #[test]
 fn strength_pow_neg_two() {
-    check("strength_pow_neg_two", "(x: [2, 3]) -> [2, 3] { pow(x, -2) }");
+    check(
+        "strength_pow_neg_two",
+        "(x: [2, 3]) -> [2, 3] { pow(x, -2) }",
+    );
 }
 
 #[test]
 fn strength_pow_neg_half() {
-    check_rule("strength_pow_neg_half", "(x: [2, 3]) -> [2, 3] { pow(x, -0.5) }", POSITIVE);
+    check_rule(
+        "strength_pow_neg_half",
+        "(x: [2, 3]) -> [2, 3] { pow(x, -0.5) }",
+        POSITIVE,
+    );
 }
 
 #[test]
 fn strength_mul_self_to_square() {
-    check("strength_mul_self_to_square", "(x: [2, 3]) -> [2, 3] { x * x }");
+    check(
+        "strength_mul_self_to_square",
+        "(x: [2, 3]) -> [2, 3] { x * x }",
+    );
 }
 
 #[test]
 fn strength_add_self_to_double() {
-    check("strength_add_self_to_double", "(x: [2, 3]) -> [2, 3] { x + x }");
+    check(
+        "strength_add_self_to_double",
+        "(x: [2, 3]) -> [2, 3] { x + x }",
+    );
 }
 
 #[test]
 fn strength_sqrt_times_sqrt_nonneg() {
-    check("strength_sqrt_times_sqrt_nonneg", "(x: [2, 3]) -> [2, 3] { let r = relu(x); sqrt(r) * sqrt(r) }");
+    check(
+        "strength_sqrt_times_sqrt_nonneg",
+        "(x: [2, 3]) -> [2, 3] { let r = relu(x); sqrt(r) * sqrt(r) }",
+    );
 }
 
 #[test]
 fn strength_sqrt_times_sqrt() {
-    check_rule("strength_sqrt_times_sqrt", "(x: [2, 3]) -> [2, 3] { sqrt(x) * sqrt(x) }", POSITIVE);
+    check_rule(
+        "strength_sqrt_times_sqrt",
+        "(x: [2, 3]) -> [2, 3] { sqrt(x) * sqrt(x) }",
+        POSITIVE,
+    );
 }
 
 #[test]
 fn strength_square_of_sqrt_nonneg() {
-    check("strength_square_of_sqrt_nonneg", "(x: [2, 3]) -> [2, 3] { square(sqrt(abs(x))) }");
+    check(
+        "strength_square_of_sqrt_nonneg",
+        "(x: [2, 3]) -> [2, 3] { square(sqrt(abs(x))) }",
+    );
 }
 
 #[test]
 fn strength_square_of_sqrt() {
-    check_rule("strength_square_of_sqrt", "(x: [2, 3]) -> [2, 3] { square(sqrt(x)) }", POSITIVE);
+    check_rule(
+        "strength_square_of_sqrt",
+        "(x: [2, 3]) -> [2, 3] { square(sqrt(x)) }",
+        POSITIVE,
+    );
 }
 
 #[test]
 fn strength_sqrt_of_square() {
-    check("strength_sqrt_of_square", "(x: [2, 3]) -> [2, 3] { sqrt(square(x)) }");
+    check(
+        "strength_sqrt_of_square",
+        "(x: [2, 3]) -> [2, 3] { sqrt(square(x)) }",
+    );
 }
 
 #[test]
 fn strength_exp_times_exp() {
-    check_rule("strength_exp_times_exp", "(x: [2, 3], y: [2, 3]) -> [2, 3] { exp(x) * exp(y) }", MODERATE);
+    check_rule(
+        "strength_exp_times_exp",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { exp(x) * exp(y) }",
+        MODERATE,
+    );
 }
 
 #[test]
 fn strength_exp_over_exp() {
-    check_rule("strength_exp_over_exp", "(x: [2, 3], y: [2, 3]) -> [2, 3] { exp(x) / exp(y) }", MODERATE);
+    check_rule(
+        "strength_exp_over_exp",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { exp(x) / exp(y) }",
+        MODERATE,
+    );
 }
 
 #[test]
 fn strength_log_plus_log() {
-    check_rule("strength_log_plus_log", "(x: [2, 3], y: [2, 3]) -> [2, 3] { log(x) + log(y) }", POSITIVE);
+    check_rule(
+        "strength_log_plus_log",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { log(x) + log(y) }",
+        POSITIVE,
+    );
 }
 
 #[test]
 fn strength_log_minus_log() {
-    check_rule("strength_log_minus_log", "(x: [2, 3], y: [2, 3]) -> [2, 3] { log(x) - log(y) }", POSITIVE);
+    check_rule(
+        "strength_log_minus_log",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { log(x) - log(y) }",
+        POSITIVE,
+    );
 }
 
 #[test]
 fn strength_log_of_exp() {
-    check_rule("strength_log_of_exp", "(x: [2, 3]) -> [2, 3] { log(exp(x)) }", MODERATE);
+    check_rule(
+        "strength_log_of_exp",
+        "(x: [2, 3]) -> [2, 3] { log(exp(x)) }",
+        MODERATE,
+    );
 }
 
 #[test]
 fn strength_exp_of_log() {
-    check_rule("strength_exp_of_log", "(x: [2, 3]) -> [2, 3] { exp(log(x)) }", POSITIVE);
+    check_rule(
+        "strength_exp_of_log",
+        "(x: [2, 3]) -> [2, 3] { exp(log(x)) }",
+        POSITIVE,
+    );
 }
 
 #[test]
 fn strength_recip_of_sqrt() {
-    check("strength_recip_of_sqrt", "(x: [2, 3], y: [2, 3]) -> [2, 3] { 1.0 / sqrt(x) + reciprocal(sqrt(y)) }");
+    check(
+        "strength_recip_of_sqrt",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { 1.0 / sqrt(x) + reciprocal(sqrt(y)) }",
+    );
 }
 
 #[test]
 fn strength_div_by_sqrt() {
-    check("strength_div_by_sqrt", "(x: [2, 3], y: [2, 3]) -> [2, 3] { y / sqrt(x) }");
+    check(
+        "strength_div_by_sqrt",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { y / sqrt(x) }",
+    );
 }
 
 #[test]
 fn strength_mul_by_recip() {
-    check("strength_mul_by_recip", "(x: [2, 3], y: [2, 3]) -> [2, 3] { y * reciprocal(x) }");
+    check(
+        "strength_mul_by_recip",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { y * reciprocal(x) }",
+    );
 }
 
 #[test]
 fn strength_div_by_recip() {
-    check("strength_div_by_recip", "(x: [2, 3], y: [2, 3]) -> [2, 3] { y / reciprocal(x) }");
+    check(
+        "strength_div_by_recip",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { y / reciprocal(x) }",
+    );
 }
 
 #[test]
 fn strength_reciprocal_scalar_div() {
-    check("strength_reciprocal_scalar_div", "(x: [2, 3], y: [2, 3]) -> [2, 3] { 3.0 / reciprocal(x) + reciprocal(2.0 / y) }");
+    check(
+        "strength_reciprocal_scalar_div",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { 3.0 / reciprocal(x) + reciprocal(2.0 / y) }",
+    );
 }
 
 #[test]
 fn strength_sigmoid_pattern() {
-    check("strength_sigmoid_pattern", "(x: [2, 3]) -> [2, 3] { 1.0 / (1.0 + exp(-x)) }");
+    check(
+        "strength_sigmoid_pattern",
+        "(x: [2, 3]) -> [2, 3] { 1.0 / (1.0 + exp(-x)) }",
+    );
 }
 
 #[test]
 fn strength_silu_pattern() {
-    check("strength_silu_pattern", "(x: [2, 3]) -> [2, 3] { x * sigmoid(x) }");
+    check(
+        "strength_silu_pattern",
+        "(x: [2, 3]) -> [2, 3] { x * sigmoid(x) }",
+    );
 }
 
 #[test]
 fn strength_softplus_pattern() {
-    check_rule("strength_softplus_pattern", "(x: [2, 3]) -> [2, 3] { log(1.0 + exp(x)) }", MODERATE);
+    check_rule(
+        "strength_softplus_pattern",
+        "(x: [2, 3]) -> [2, 3] { log(1.0 + exp(x)) }",
+        MODERATE,
+    );
 }
 
 #[test]
 fn strength_neg_times_neg() {
-    check("strength_neg_times_neg", "(x: [2, 3], y: [2, 3]) -> [2, 3] { (-x) * (-y) }");
+    check(
+        "strength_neg_times_neg",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { (-x) * (-y) }",
+    );
 }
 
 #[test]
 fn strength_add_of_neg() {
-    check("strength_add_of_neg", "(x: [2, 3], y: [2, 3]) -> [2, 3] { x + (-y) }");
+    check(
+        "strength_add_of_neg",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { x + (-y) }",
+    );
 }
 
 #[test]
 fn strength_sub_of_neg() {
-    check("strength_sub_of_neg", "(x: [2, 3], y: [2, 3]) -> [2, 3] { x - (-y) }");
+    check(
+        "strength_sub_of_neg",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { x - (-y) }",
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -732,47 +1052,76 @@ fn strength_sub_of_neg() {
 
 #[test]
 fn associative_abs_product() {
-    check("associative_abs_product", "(x: [2, 3], y: [2, 3]) -> [2, 3] { abs(x) * abs(y) }");
+    check(
+        "associative_abs_product",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { abs(x) * abs(y) }",
+    );
 }
 
 #[test]
 fn associative_recip_product() {
-    check("associative_recip_product", "(x: [2, 3], y: [2, 3]) -> [2, 3] { reciprocal(x) * reciprocal(y) }");
+    check(
+        "associative_recip_product",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { reciprocal(x) * reciprocal(y) }",
+    );
 }
 
 #[test]
 fn associative_square_product() {
-    check("associative_square_product", "(x: [2, 3], y: [2, 3]) -> [2, 3] { square(x) * square(y) }");
+    check(
+        "associative_square_product",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { square(x) * square(y) }",
+    );
 }
 
 #[test]
 fn associative_recip_square() {
-    check("associative_recip_square", "(x: [2, 3], y: [2, 3]) -> [2, 3] { reciprocal(x) * reciprocal(x * y) }");
+    check(
+        "associative_recip_square",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { reciprocal(x) * reciprocal(x * y) }",
+    );
 }
 
 #[test]
 fn associative_sqrt_product_nonneg() {
-    check("associative_sqrt_product_nonneg", "(x: [2, 3], y: [2, 3]) -> [2, 3] { sqrt(exp(x)) * sqrt(relu(y)) }");
+    check(
+        "associative_sqrt_product_nonneg",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { sqrt(exp(x)) * sqrt(relu(y)) }",
+    );
 }
 
 #[test]
 fn associative_sqrt_product() {
-    check_rule("associative_sqrt_product", "(x: [2, 3], y: [2, 3]) -> [2, 3] { sqrt(x) * sqrt(y) }", POSITIVE);
+    check_rule(
+        "associative_sqrt_product",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { sqrt(x) * sqrt(y) }",
+        POSITIVE,
+    );
 }
 
 #[test]
 fn associative_rsqrt_product_nonneg() {
-    check("associative_rsqrt_product_nonneg", "(x: [2, 3], y: [2, 3]) -> [2, 3] { rsqrt(exp(x)) * rsqrt(square(y) + 1.0) }");
+    check(
+        "associative_rsqrt_product_nonneg",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { rsqrt(exp(x)) * rsqrt(square(y) + 1.0) }",
+    );
 }
 
 #[test]
 fn associative_sqrt_pair_nonneg() {
-    check("associative_sqrt_pair_nonneg", "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { let s = sqrt(exp(z)); (x * s) * (s * y) }");
+    check(
+        "associative_sqrt_pair_nonneg",
+        "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { let s = sqrt(exp(z)); (x * s) * (s * y) }",
+    );
 }
 
 #[test]
 fn associative_sqrt_pair() {
-    check_rule("associative_sqrt_pair", "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { let s = sqrt(z); (x * s) * (s * y) }", POSITIVE);
+    check_rule(
+        "associative_sqrt_pair",
+        "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { let s = sqrt(z); (x * s) * (s * y) }",
+        POSITIVE,
+    );
 }
 
 #[test]
@@ -786,37 +1135,58 @@ fn associative_shared_factor() {
 
 #[test]
 fn associative_div_div() {
-    check("associative_div_div", "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { (x / y) / z }");
+    check(
+        "associative_div_div",
+        "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { (x / y) / z }",
+    );
 }
 
 #[test]
 fn associative_div_of_div() {
-    check("associative_div_of_div", "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { x / (y / z) }");
+    check(
+        "associative_div_of_div",
+        "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { x / (y / z) }",
+    );
 }
 
 #[test]
 fn associative_recip_of_div() {
-    check("associative_recip_of_div", "(x: [2, 3], y: [2, 3]) -> [2, 3] { reciprocal(x / y) }");
+    check(
+        "associative_recip_of_div",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { reciprocal(x / y) }",
+    );
 }
 
 #[test]
 fn associative_recip_div() {
-    check("associative_recip_div", "(x: [2, 3], y: [2, 3]) -> [2, 3] { reciprocal(x) / y }");
+    check(
+        "associative_recip_div",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { reciprocal(x) / y }",
+    );
 }
 
 #[test]
 fn associative_scaled_product() {
-    check("associative_scaled_product", "(x: [2, 3], y: [2, 3]) -> [2, 3] { (x * 2.0) * (y * 3.0) }");
+    check(
+        "associative_scaled_product",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { (x * 2.0) * (y * 3.0) }",
+    );
 }
 
 #[test]
 fn associative_max_absorb() {
-    check("associative_max_absorb", "(x: [2, 3], y: [2, 3]) -> [2, 3] { maximum(maximum(x, y), y) }");
+    check(
+        "associative_max_absorb",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { maximum(maximum(x, y), y) }",
+    );
 }
 
 #[test]
 fn associative_min_absorb() {
-    check("associative_min_absorb", "(x: [2, 3], y: [2, 3]) -> [2, 3] { minimum(x, minimum(x, y)) }");
+    check(
+        "associative_min_absorb",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { minimum(x, minimum(x, y)) }",
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -825,67 +1195,108 @@ fn associative_min_absorb() {
 
 #[test]
 fn distributive_factor_mul_add() {
-    check("distributive_factor_mul_add", "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { x * y + z * x }");
+    check(
+        "distributive_factor_mul_add",
+        "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { x * y + z * x }",
+    );
 }
 
 #[test]
 fn distributive_factor_mul_sub() {
-    check("distributive_factor_mul_sub", "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { y * x - x * z }");
+    check(
+        "distributive_factor_mul_sub",
+        "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { y * x - x * z }",
+    );
 }
 
 #[test]
 fn distributive_factor_div_add() {
-    check_rule("distributive_factor_div_add", "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { x / z + y / z }", NONZERO);
+    check_rule(
+        "distributive_factor_div_add",
+        "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { x / z + y / z }",
+        NONZERO,
+    );
 }
 
 #[test]
 fn distributive_factor_div_sub() {
-    check_rule("distributive_factor_div_sub", "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { x / z - y / z }", NONZERO);
+    check_rule(
+        "distributive_factor_div_sub",
+        "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { x / z - y / z }",
+        NONZERO,
+    );
 }
 
 #[test]
 fn distributive_add_self_product() {
-    check("distributive_add_self_product", "(x: [2, 3], y: [2, 3]) -> [2, 3] { x + x * y }");
+    check(
+        "distributive_add_self_product",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { x + x * y }",
+    );
 }
 
 #[test]
 fn distributive_sub_self_product() {
-    check("distributive_sub_self_product", "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { (x - x * y) * (z * y - z) }");
+    check(
+        "distributive_sub_self_product",
+        "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { (x - x * y) * (z * y - z) }",
+    );
 }
 
 #[test]
 fn distributive_square_minus_product() {
-    check("distributive_square_minus_product", "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { let s = x + y; square(s) - s * z }");
+    check(
+        "distributive_square_minus_product",
+        "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { let s = x + y; square(s) - s * z }",
+    );
 }
 
 #[test]
 fn distributive_scalar_factor() {
-    check("distributive_scalar_factor", "(x: [2, 3], y: [2, 3]) -> [2, 3] { (x * 3.0 + x * 5.0) * (y - y * 0.25) }");
+    check(
+        "distributive_scalar_factor",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { (x * 3.0 + x * 5.0) * (y - y * 0.25) }",
+    );
 }
 
 #[test]
 fn distributive_common_scale() {
-    check("distributive_common_scale", "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { x * 3.0 + y * 3.0 - z / 3.0 }");
+    check(
+        "distributive_common_scale",
+        "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { x * 3.0 + y * 3.0 - z / 3.0 }",
+    );
 }
 
 #[test]
 fn distributive_neg_sum() {
-    check("distributive_neg_sum", "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { ((-x) + (-y)) * ((-y) - (-z)) }");
+    check(
+        "distributive_neg_sum",
+        "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { ((-x) + (-y)) * ((-y) - (-z)) }",
+    );
 }
 
 #[test]
 fn distributive_matmul_left() {
-    check("distributive_matmul_left", "(a: [2, 3], b: [3, 4], c: [3, 4]) -> [2, 4] { matmul(a, b) + matmul(a, c) }");
+    check(
+        "distributive_matmul_left",
+        "(a: [2, 3], b: [3, 4], c: [3, 4]) -> [2, 4] { matmul(a, b) + matmul(a, c) }",
+    );
 }
 
 #[test]
 fn distributive_matmul_right() {
-    check("distributive_matmul_right", "(a: [2, 3], b: [2, 3], c: [3, 4]) -> [2, 4] { matmul(a, c) - matmul(b, c) }");
+    check(
+        "distributive_matmul_right",
+        "(a: [2, 3], b: [2, 3], c: [3, 4]) -> [2, 4] { matmul(a, c) - matmul(b, c) }",
+    );
 }
 
 #[test]
 fn distributive_linear_shared_input() {
-    check("distributive_linear_shared_input", "(x: [2, 3]) -> [2, 4] { let p = linear(x, 4); let q = linear(x, 4); p + q }");
+    check(
+        "distributive_linear_shared_input",
+        "(x: [2, 3]) -> [2, 4] { let p = linear(x, 4); let q = linear(x, 4); p + q }",
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -895,95 +1306,162 @@ fn distributive_linear_shared_input() {
 #[test]
 fn commutative_swap_product() {
     // the paper's Abs(A) * B * Abs(C) -> Abs(A * C) * B: swap, then associate
-    let spec = Spec { helpers: &["associative_abs_product"], ..ANY };
-    check_rule("commutative_swap_product", "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { abs(x) * y * abs(z) }", spec);
+    let spec = Spec {
+        helpers: &["associative_abs_product"],
+        ..ANY
+    };
+    check_rule(
+        "commutative_swap_product",
+        "(x: [2, 3], y: [2, 3], z: [2, 3]) -> [2, 3] { abs(x) * y * abs(z) }",
+        spec,
+    );
 }
 
 #[test]
 fn commutative_transpose_past_unary() {
-    let spec = Spec { helpers: &["identity_transpose_pair_cancel"], ..ANY };
-    check_rule("commutative_transpose_past_unary", "(x: [2, 3]) -> [2, 3] { transpose(relu(transpose(x, 0, 1)), 0, 1) }", spec);
+    let spec = Spec {
+        helpers: &["identity_transpose_pair_cancel"],
+        ..ANY
+    };
+    check_rule(
+        "commutative_transpose_past_unary",
+        "(x: [2, 3]) -> [2, 3] { transpose(relu(transpose(x, 0, 1)), 0, 1) }",
+        spec,
+    );
 }
 
 #[test]
 fn commutative_reshape_past_unary() {
-    let spec = Spec { helpers: &["identity_reshape_pair_cancel"], ..ANY };
-    check_rule("commutative_reshape_past_unary", "(x: [2, 3]) -> [2, 3] { reshape(exp(flatten(x, start = 0)), [2, 3]) }", spec);
+    let spec = Spec {
+        helpers: &["identity_reshape_pair_cancel"],
+        ..ANY
+    };
+    check_rule(
+        "commutative_reshape_past_unary",
+        "(x: [2, 3]) -> [2, 3] { reshape(exp(flatten(x, start = 0)), [2, 3]) }",
+        spec,
+    );
 }
 
 #[test]
 fn commutative_slice_past_unary() {
-    check("commutative_slice_past_unary", "(x: [2, 8]) -> [2, 2] { slice(exp(x), 1, 0, 2) }");
+    check(
+        "commutative_slice_past_unary",
+        "(x: [2, 8]) -> [2, 2] { slice(exp(x), 1, 0, 2) }",
+    );
 }
 
 #[test]
 fn commutative_slice_past_binary() {
-    check("commutative_slice_past_binary", "(x: [2, 8], y: [2, 8]) -> [2, 2] { slice(x * y, 1, 0, 2) }");
+    check(
+        "commutative_slice_past_binary",
+        "(x: [2, 8], y: [2, 8]) -> [2, 2] { slice(x * y, 1, 0, 2) }",
+    );
 }
 
 #[test]
 fn commutative_unary_past_expand() {
-    check("commutative_unary_past_expand", "(x: [1, 3]) -> [4, 3] { exp(expand(x, [4, 3])) }");
+    check(
+        "commutative_unary_past_expand",
+        "(x: [1, 3]) -> [4, 3] { exp(expand(x, [4, 3])) }",
+    );
 }
 
 #[test]
 fn commutative_unary_past_resize() {
-    check("commutative_unary_past_resize", "(x: [1, 1, 2, 2]) -> [1, 1, 4, 4] { exp(resize(x, size = [4, 4])) }");
+    check(
+        "commutative_unary_past_resize",
+        "(x: [1, 1, 2, 2]) -> [1, 1, 4, 4] { exp(resize(x, size = [4, 4])) }",
+    );
 }
 
 #[test]
 fn commutative_unary_before_gather() {
-    check("commutative_unary_before_gather", "(x: [3, 2], idx: [2, 4]) -> [2, 4, 2] { exp(gather(x, idx)) }");
+    check(
+        "commutative_unary_before_gather",
+        "(x: [3, 2], idx: [2, 4]) -> [2, 4, 2] { exp(gather(x, idx)) }",
+    );
 }
 
 #[test]
 fn commutative_concat_of_unary() {
-    check("commutative_concat_of_unary", "(x: [2, 3], y: [2, 3]) -> [4, 3] { concat([exp(x), exp(y)], axis = 0) }");
+    check(
+        "commutative_concat_of_unary",
+        "(x: [2, 3], y: [2, 3]) -> [4, 3] { concat([exp(x), exp(y)], axis = 0) }",
+    );
 }
 
 #[test]
 fn commutative_reduce_sum_of_scale() {
-    check("commutative_reduce_sum_of_scale", "(x: [2, 3]) -> [2] { reduce_sum(x * 3.0, axes = [1]) + reduce_mean(-x, axes = [1]) }");
+    check(
+        "commutative_reduce_sum_of_scale",
+        "(x: [2, 3]) -> [2] { reduce_sum(x * 3.0, axes = [1]) + reduce_mean(-x, axes = [1]) }",
+    );
 }
 
 #[test]
 fn commutative_reduce_extreme_of_increasing() {
-    check("commutative_reduce_extreme_of_increasing", "(x: [2, 3]) -> [2] { reduce_max(relu(x), axes = [1]) + reduce_min(exp(x), axes = [1]) }");
+    check(
+        "commutative_reduce_extreme_of_increasing",
+        "(x: [2, 3]) -> [2] { reduce_max(relu(x), axes = [1]) + reduce_min(exp(x), axes = [1]) }",
+    );
 }
 
 #[test]
 fn commutative_reduce_extreme_of_decreasing() {
-    check("commutative_reduce_extreme_of_decreasing", "(x: [2, 3]) -> [2] { reduce_max(-x, axes = [1]) + reduce_min(2.0 - x, axes = [1]) }");
+    check(
+        "commutative_reduce_extreme_of_decreasing",
+        "(x: [2, 3]) -> [2] { reduce_max(-x, axes = [1]) + reduce_min(2.0 - x, axes = [1]) }",
+    );
 }
 
 #[test]
 fn commutative_max_pool_of_increasing() {
-    check("commutative_max_pool_of_increasing", "(x: [1, 2, 4, 4]) -> [1, 2, 2, 2] { max_pool2d(relu(x), 2) }");
+    check(
+        "commutative_max_pool_of_increasing",
+        "(x: [1, 2, 4, 4]) -> [1, 2, 2, 2] { max_pool2d(relu(x), 2) }",
+    );
 }
 
 #[test]
 fn commutative_global_max_pool_of_increasing() {
-    check("commutative_global_max_pool_of_increasing", "(x: [1, 2, 4, 4]) -> [1, 2, 1, 1] { global_max_pool2d(sigmoid(x)) }");
+    check(
+        "commutative_global_max_pool_of_increasing",
+        "(x: [1, 2, 4, 4]) -> [1, 2, 1, 1] { global_max_pool2d(sigmoid(x)) }",
+    );
 }
 
 #[test]
 fn commutative_avg_pool_of_scale() {
-    check("commutative_avg_pool_of_scale", "(x: [1, 2, 4, 4]) -> [1, 2, 2, 2] { avg_pool2d(x * 3.0, 2) }");
+    check(
+        "commutative_avg_pool_of_scale",
+        "(x: [1, 2, 4, 4]) -> [1, 2, 2, 2] { avg_pool2d(x * 3.0, 2) }",
+    );
 }
 
 #[test]
 fn commutative_matmul_of_scale() {
-    check("commutative_matmul_of_scale", "(a: [4, 8], b: [8, 2]) -> [4, 2] { matmul(a * 3.0, b) }");
+    check(
+        "commutative_matmul_of_scale",
+        "(a: [4, 8], b: [8, 2]) -> [4, 2] { matmul(a * 3.0, b) }",
+    );
 }
 
 #[test]
 fn commutative_scale_into_matmul() {
-    check("commutative_scale_into_matmul", "(a: [2, 3], b: [3, 8]) -> [2, 8] { matmul(a, b) / 3.0 }");
+    check(
+        "commutative_scale_into_matmul",
+        "(a: [2, 3], b: [3, 8]) -> [2, 8] { matmul(a, b) / 3.0 }",
+    );
 }
 
 #[test]
 fn commutative_reduce_prod_of_exp() {
-    check_rule("commutative_reduce_prod_of_exp", "(x: [2, 3]) -> [2] { reduce_prod(exp(x), axes = [1]) }", MODERATE);
+    check_rule(
+        "commutative_reduce_prod_of_exp",
+        "(x: [2, 3]) -> [2] { reduce_prod(exp(x), axes = [1]) }",
+        MODERATE,
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -992,18 +1470,31 @@ fn commutative_reduce_prod_of_exp() {
 
 fn compile_one(source: &str) -> dnnfusion_compiler::CompiledModel {
     let tokens: proc_macro2::TokenStream = source.parse().unwrap();
-    dnnfusion_compiler::compile(tokens).unwrap_or_else(|e| panic!("{e}")).remove(0)
+    dnnfusion_compiler::compile(tokens)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .remove(0)
 }
 
 #[test]
 fn value_changing_rules_run_only_with_fast_math() {
     let body = "pub model M(x: [2, 3], y: [2, 3]) -> [2, 3] { exp(x) * exp(y) }";
     let plain = compile_one(body);
-    assert!(!plain.report.rewrites.contains(&"strength_exp_times_exp"), "{:?}", plain.report.rewrites);
+    assert!(
+        !plain.report.rewrites.contains(&"strength_exp_times_exp"),
+        "{:?}",
+        plain.report.rewrites
+    );
     assert_eq!(plain.report.ops_after_rewrite, 3);
-    for opt_in in [format!("#![rewrite(fast_math)] {body}"), body.replace("pub model", "#[rewrite(fast_math)] pub model")] {
+    for opt_in in [
+        format!("#![rewrite(fast_math)] {body}"),
+        body.replace("pub model", "#[rewrite(fast_math)] pub model"),
+    ] {
         let fast = compile_one(&opt_in);
-        assert_eq!(fast.report.rewrites, vec!["strength_exp_times_exp"], "{opt_in}");
+        assert_eq!(
+            fast.report.rewrites,
+            vec!["strength_exp_times_exp"],
+            "{opt_in}"
+        );
         assert_eq!((fast.report.ops, fast.report.ops_after_rewrite), (3, 2));
     }
 }
@@ -1012,24 +1503,47 @@ fn value_changing_rules_run_only_with_fast_math() {
 fn rewrite_off_compiles_the_graph_as_declared() {
     let body = "pub model M(x: [2, 3]) -> [2, 3] { relu(relu(x * 1.0)) }";
     let on = compile_one(body);
-    assert_eq!(on.report.rewrites, vec!["identity_mul_one", "identity_relu_relu"]);
+    assert_eq!(
+        on.report.rewrites,
+        vec!["identity_mul_one", "identity_relu_relu"]
+    );
     assert_eq!((on.report.ops, on.report.ops_after_rewrite), (3, 1));
-    for off in [format!("#![rewrite(off)] {body}"), body.replace("pub model", "#[rewrite(off)] pub model")] {
+    for off in [
+        format!("#![rewrite(off)] {body}"),
+        body.replace("pub model", "#[rewrite(off)] pub model"),
+    ] {
         let off = compile_one(&off);
         assert!(off.report.rewrites.is_empty());
         assert_eq!((off.report.ops, off.report.ops_after_rewrite), (3, 3));
     }
     // the model attribute overrides the invocation's default
-    let both = compile_one(&format!("#![rewrite(off)] {}", body.replace("pub model", "#[rewrite(on)] pub model")));
+    let both = compile_one(&format!(
+        "#![rewrite(off)] {}",
+        body.replace("pub model", "#[rewrite(on)] pub model")
+    ));
     assert_eq!(both.report.ops_after_rewrite, 1);
 }
 
 #[test]
 fn unknown_rewrite_options_are_errors() {
-    for bad in ["#![rewrite(fast)]", "#![rewrite]", "#![rewrite(off, bogus)]", "#[rewrite(fastmath)]"] {
-        let tokens: proc_macro2::TokenStream = format!("{bad} pub model M(x: [2]) -> [2] {{ relu(x) }}").parse().unwrap();
-        let err = dnnfusion_compiler::compile(tokens).map(|_| ()).unwrap_err().to_string();
-        assert!(err.contains("rewrite(fast_math)") || err.contains("#![rewrite(...)]"), "{bad}: {err}");
+    for bad in [
+        "#![rewrite(fast)]",
+        "#![rewrite]",
+        "#![rewrite(off, bogus)]",
+        "#[rewrite(fastmath)]",
+    ] {
+        let tokens: proc_macro2::TokenStream =
+            format!("{bad} pub model M(x: [2]) -> [2] {{ relu(x) }}")
+                .parse()
+                .unwrap();
+        let err = dnnfusion_compiler::compile(tokens)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("rewrite(fast_math)") || err.contains("#![rewrite(...)]"),
+            "{bad}: {err}"
+        );
     }
 }
 
@@ -1046,7 +1560,10 @@ fn fuse_groups_keep_their_nodes() {
     // inside the group nothing is rewritten; outside, -(-y) goes
     assert_eq!(m.report.rewrites, vec!["identity_neg_neg"]);
     let group = &m.model.fuse_groups[0].nodes;
-    let ops: Vec<&str> = group.iter().map(|&n| m.model.graph.nodes[n].op.name()).collect();
+    let ops: Vec<&str> = group
+        .iter()
+        .map(|&n| m.model.graph.nodes[n].op.name())
+        .collect();
     assert_eq!(ops, vec!["conv2d", "mul", "relu", "relu"]);
     assert_eq!(m.fusion.blocks.len(), 1);
 }
@@ -1063,7 +1580,8 @@ fn fuse_groups_keep_their_nodes() {
 fn random_model(seed: u64) -> String {
     let mut rng = Rng::new(seed);
     // (name, shape, bound on |value|)
-    let mut pool: Vec<(String, [usize; 2], f32)> = (0..3).map(|i| (format!("x{i}"), [2, 3], 2.0)).collect();
+    let mut pool: Vec<(String, [usize; 2], f32)> =
+        (0..3).map(|i| (format!("x{i}"), [2, 3], 2.0)).collect();
     let mut body = String::new();
     let constants = [0.5f32, 2.0, 3.0, -1.5, 1.0, 0.0, 0.25];
     let statements = 6 + rng.below(12);
@@ -1071,19 +1589,32 @@ fn random_model(seed: u64) -> String {
         // prefer recent values, so chains form
         let pick = |rng: &mut Rng, pool: &[(String, [usize; 2], f32)]| {
             let n = pool.len();
-            let i = if rng.below(3) > 0 { n - 1 - rng.below(n.min(3)) } else { rng.below(n) };
+            let i = if rng.below(3) > 0 {
+                n - 1 - rng.below(n.min(3))
+            } else {
+                rng.below(n)
+            };
             pool[i].clone()
         };
         let (a, sa, ba) = pick(&mut rng, &pool);
         let c = constants[rng.below(constants.len())];
-        let same: Vec<(String, [usize; 2], f32)> = pool.iter().filter(|p| p.1 == sa || p.1 == [sa[0], 1]).cloned().collect();
+        let same: Vec<(String, [usize; 2], f32)> = pool
+            .iter()
+            .filter(|p| p.1 == sa || p.1 == [sa[0], 1])
+            .cloned()
+            .collect();
         let (b, _, bb) = same[rng.below(same.len())].clone();
-        let exact: Vec<(String, [usize; 2], f32)> = pool.iter().filter(|p| p.1 == sa).cloned().collect();
+        let exact: Vec<(String, [usize; 2], f32)> =
+            pool.iter().filter(|p| p.1 == sa).cloned().collect();
         let (e, _, be) = exact[rng.below(exact.len())].clone();
         let (expr, shape, bound): (String, [usize; 2], f32) = match rng.below(26) {
             0 => (format!("-{a}"), sa, ba),
             1 => (format!("{a} * {c:?}"), sa, ba * c.abs()),
-            2 => (format!("{a} / {:?}", if c == 0.0 { 4.0 } else { c }), sa, ba * 4.0),
+            2 => (
+                format!("{a} / {:?}", if c == 0.0 { 4.0 } else { c }),
+                sa,
+                ba * 4.0,
+            ),
             3 => (format!("{a} + {c:?}"), sa, ba + c.abs()),
             4 => (format!("{c:?} - {a}"), sa, ba + c.abs()),
             5 => (format!("abs({a})"), sa, ba),
@@ -1099,20 +1630,51 @@ fn random_model(seed: u64) -> String {
             15 => (format!("{a} * {a}"), sa, ba * ba),
             16 => (format!("{a} / (abs({b}) + 1.0)"), sa, ba),
             17 => (format!("reciprocal(abs({a}) + 1.0)"), sa, 1.0),
-            18 if sa == [2, 3] => (format!("reduce_sum({a}, axes = [1], keepdims = true)"), [2, 1], ba * 3.0),
+            18 if sa == [2, 3] => (
+                format!("reduce_sum({a}, axes = [1], keepdims = true)"),
+                [2, 1],
+                ba * 3.0,
+            ),
             19 if sa == [2, 3] => (format!("transpose(transpose({a}, 0, 1), 0, 1)"), sa, ba),
             20 if sa == [2, 3] => (format!("reshape(reshape({a}, [3, 2]), [2, 3])"), sa, ba),
             21 if sa == [2, 3] => {
                 let start = [0, 1, 3][rng.below(3)];
-                (format!("slice(concat([{a}, {e}], axis = 1), 1, {start}, {})", start + 3), sa, ba.max(be))
+                (
+                    format!(
+                        "slice(concat([{a}, {e}], axis = 1), 1, {start}, {})",
+                        start + 3
+                    ),
+                    sa,
+                    ba.max(be),
+                )
             }
-            22 if sa == [2, 3] => (format!("concat([slice({a}, 1, 0, 1), slice({a}, 1, 1, 3)], axis = 1)"), sa, ba),
-            23 if sa == [2, 3] => (format!("matmul({a}, transpose({e}, 0, 1))"), [2, 2], 3.0 * ba * be),
-            24 => (format!("reduce_max(relu({a}), axes = [1], keepdims = true)"), [sa[0], 1], ba),
-            25 => (format!("{a} * 2.0 * 0.5 + {a} * {c:?}"), sa, ba * (1.0 + c.abs())),
+            22 if sa == [2, 3] => (
+                format!("concat([slice({a}, 1, 0, 1), slice({a}, 1, 1, 3)], axis = 1)"),
+                sa,
+                ba,
+            ),
+            23 if sa == [2, 3] => (
+                format!("matmul({a}, transpose({e}, 0, 1))"),
+                [2, 2],
+                3.0 * ba * be,
+            ),
+            24 => (
+                format!("reduce_max(relu({a}), axes = [1], keepdims = true)"),
+                [sa[0], 1],
+                ba,
+            ),
+            25 => (
+                format!("{a} * 2.0 * 0.5 + {a} * {c:?}"),
+                sa,
+                ba * (1.0 + c.abs()),
+            ),
             _ => (format!("tanh({a})"), sa, 1.0),
         };
-        let (expr, bound) = if bound > 1e4 { (format!("tanh({a})"), 1.0) } else { (expr, bound) };
+        let (expr, bound) = if bound > 1e4 {
+            (format!("tanh({a})"), 1.0)
+        } else {
+            (expr, bound)
+        };
         let shape = if expr.starts_with("tanh(") { sa } else { shape };
         let name = format!("v{s}");
         body.push_str(&format!("        let {name} = {expr};\n"));
@@ -1134,16 +1696,29 @@ fn random_graphs(fast_math: bool, rtol: f32) {
     for seed in 0..300 {
         let source = random_model(seed);
         let before = graph_of(&source);
-        let options = RewriteOptions { fast_math, ..RewriteOptions::default() };
+        let options = RewriteOptions {
+            fast_math,
+            ..RewriteOptions::default()
+        };
         let r = rewrite(&before, &options);
         let label = format!("seed {seed}: {:?}\n{source}", r.applied);
         assert!(r.errors.is_empty(), "{label}: {:?}", r.errors);
-        assert!(r.applied.len() < options.max_rewrites, "{label}: did not terminate");
+        assert!(
+            r.applied.len() < options.max_rewrites,
+            "{label}: did not terminate"
+        );
         check::check(&r.graph).unwrap_or_else(|e| panic!("{label}: {e}"));
-        assert!(graph_cost(&r.graph) <= graph_cost(&before), "{label}: the cost rose");
+        assert!(
+            graph_cost(&r.graph) <= graph_cost(&before),
+            "{label}: the cost rose"
+        );
         // a fixed point: nothing applies any more
         let again = rewrite(&r.graph, &options);
-        assert!(again.applied.is_empty(), "{label}: not a fixed point, then {:?}", again.applied);
+        assert!(
+            again.applied.is_empty(),
+            "{label}: not a fixed point, then {:?}",
+            again.applied
+        );
         let mut rng = Rng::new(seed);
         for _ in 0..4 {
             let (inputs, params) = arrays(&before, &mut rng, None, Domain::Any);
@@ -1154,7 +1729,10 @@ fn random_graphs(fast_math: bool, rtol: f32) {
             for (w, g) in want.iter().zip(&got) {
                 let s = scale(w.shape(), &values);
                 for ((&a, &b), &sc) in w.iter().zip(g.iter()).zip(s.iter()) {
-                    assert!(agree(a, b, sc, rtol), "{label}: before {a:e}, after {b:e} (scale {sc:e})");
+                    assert!(
+                        agree(a, b, sc, rtol),
+                        "{label}: before {a:e}, after {b:e} (scale {sc:e})"
+                    );
                 }
             }
         }
@@ -1163,7 +1741,11 @@ fn random_graphs(fast_math: bool, rtol: f32) {
         }
     }
     println!("rules fired on 300 random graphs (fast_math = {fast_math}): {fired:?}");
-    assert!(fired.len() >= 25, "only {} distinct rules fired", fired.len());
+    assert!(
+        fired.len() >= 25,
+        "only {} distinct rules fired",
+        fired.len()
+    );
 }
 
 #[test]
@@ -1178,7 +1760,8 @@ fn random_graphs_with_fast_math_keep_their_results() {
 
 #[test]
 fn the_readme_counts_the_rules() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     let flat = readme.split_whitespace().collect::<Vec<_>>().join(" ");
     let count = |f: Family| RULES.iter().filter(|r| r.family == f).count();
     let want = format!(
@@ -1192,5 +1775,8 @@ fn the_readme_counts_the_rules() {
         count(Family::Distributive),
         count(Family::Commutative)
     );
-    assert!(flat.contains(&want), "README \"Graph rewriting\" should say {want}");
+    assert!(
+        flat.contains(&want),
+        "README \"Graph rewriting\" should say {want}"
+    );
 }

@@ -40,11 +40,23 @@ pub fn case_dirs(dir: &Path) -> Result<Vec<PathBuf>, String> {
 
 /// Reads one case folder.
 pub fn load(dir: &Path) -> Result<Case, String> {
-    let text = std::fs::read_to_string(dir.join("case.json")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let text = std::fs::read_to_string(dir.join("case.json"))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     let json = Json::parse(&text).map_err(|e| format!("{}/case.json: {e}", dir.display()))?;
-    let name = json.get("test").and_then(Json::as_str).ok_or("case.json: no `test`")?.to_string();
-    let op_type = json.get("op_type").and_then(Json::as_str).ok_or("case.json: no `op_type`")?.to_string();
-    let opset = json.get("opset").and_then(Json::as_i64).ok_or("case.json: no `opset`")?;
+    let name = json
+        .get("test")
+        .and_then(Json::as_str)
+        .ok_or("case.json: no `test`")?
+        .to_string();
+    let op_type = json
+        .get("op_type")
+        .and_then(Json::as_str)
+        .ok_or("case.json: no `op_type`")?
+        .to_string();
+    let opset = json
+        .get("opset")
+        .and_then(Json::as_i64)
+        .ok_or("case.json: no `opset`")?;
     let attributes = attrs(json.get("attributes"))?;
     let defaults = attrs(json.get("attribute_defaults"))?;
     let mut node_inputs = Vec::new();
@@ -57,9 +69,17 @@ pub fn load(dir: &Path) -> Result<Case, String> {
             }
             Some(file) => {
                 let tensor = read_npy(&dir.join(file))?;
-                let dtype = slot.get("dtype").and_then(Json::as_str).unwrap_or("").to_string();
+                let dtype = slot
+                    .get("dtype")
+                    .and_then(Json::as_str)
+                    .unwrap_or("")
+                    .to_string();
                 node_inputs.push(Some(onnx::NodeInput {
-                    name: slot.get("name").and_then(Json::as_str).unwrap_or("").to_string(),
+                    name: slot
+                        .get("name")
+                        .and_then(Json::as_str)
+                        .unwrap_or("")
+                        .to_string(),
                     dtype,
                     shape: tensor.shape.clone(),
                     value: Some(tensor.clone()),
@@ -85,13 +105,37 @@ pub fn load(dir: &Path) -> Result<Case, String> {
     }
     let rtol = json.get("rtol").and_then(Json::as_f64).unwrap_or(1e-3);
     let atol = json.get("atol").and_then(Json::as_f64).unwrap_or(1e-7);
-    let node = onnx::Node { op_type, opset, attributes, defaults, inputs: node_inputs, outputs: node_outputs };
-    Ok(Case { name, node, inputs, outputs, rtol, atol })
+    let node = onnx::Node {
+        op_type,
+        opset,
+        attributes,
+        defaults,
+        inputs: node_inputs,
+        outputs: node_outputs,
+    };
+    Ok(Case {
+        name,
+        node,
+        inputs,
+        outputs,
+        rtol,
+        atol,
+    })
 }
 
 fn attrs(json: Option<&Json>) -> Result<Vec<(String, Attr)>, String> {
-    let Some(Json::Obj(fields)) = json else { return Ok(Vec::new()) };
-    fields.iter().map(|(k, v)| Ok((k.clone(), attr(v).map_err(|e| format!("attribute `{k}`: {e}"))?))).collect()
+    let Some(Json::Obj(fields)) = json else {
+        return Ok(Vec::new());
+    };
+    fields
+        .iter()
+        .map(|(k, v)| {
+            Ok((
+                k.clone(),
+                attr(v).map_err(|e| format!("attribute `{k}`: {e}"))?,
+            ))
+        })
+        .collect()
 }
 
 fn attr(v: &Json) -> Result<Attr, String> {
@@ -102,18 +146,44 @@ fn attr(v: &Json) -> Result<Attr, String> {
         Json::Arr(items) if items.iter().all(|i| matches!(i, Json::Num(r) if is_int(r))) => {
             Attr::Ints(items.iter().filter_map(Json::as_i64).collect())
         }
-        Json::Arr(items) if items.iter().all(|i| matches!(i, Json::Num(_))) => {
-            Attr::Floats(items.iter().map(|i| if let Json::Num(r) = i { r.parse().unwrap_or(f32::NAN) } else { f32::NAN }).collect())
-        }
-        Json::Arr(items) => Attr::Strs(items.iter().map(|i| i.as_str().unwrap_or("").to_string()).collect()),
+        Json::Arr(items) if items.iter().all(|i| matches!(i, Json::Num(_))) => Attr::Floats(
+            items
+                .iter()
+                .map(|i| {
+                    if let Json::Num(r) = i {
+                        r.parse().unwrap_or(f32::NAN)
+                    } else {
+                        f32::NAN
+                    }
+                })
+                .collect(),
+        ),
+        Json::Arr(items) => Attr::Strs(
+            items
+                .iter()
+                .map(|i| i.as_str().unwrap_or("").to_string())
+                .collect(),
+        ),
         Json::Obj(_) => {
-            let shape: Vec<usize> = v.get("shape").and_then(Json::as_array).unwrap_or(&[]).iter().filter_map(Json::as_i64).map(|d| d as usize).collect();
+            let shape: Vec<usize> = v
+                .get("shape")
+                .and_then(Json::as_array)
+                .unwrap_or(&[])
+                .iter()
+                .filter_map(Json::as_i64)
+                .map(|d| d as usize)
+                .collect();
             let data = v.get("data").and_then(Json::as_array).unwrap_or(&[]);
             let dtype = v.get("dtype").and_then(Json::as_str).unwrap_or("");
             let data = if dtype.starts_with("int") {
                 TensorData::I64(data.iter().filter_map(Json::as_i64).collect())
             } else {
-                TensorData::F32(data.iter().filter_map(Json::as_f64).map(|x| x as f32).collect())
+                TensorData::F32(
+                    data.iter()
+                        .filter_map(Json::as_f64)
+                        .map(|x| x as f32)
+                        .collect(),
+                )
             };
             Attr::Tensor(Tensor { shape, data })
         }
@@ -122,7 +192,10 @@ fn attr(v: &Json) -> Result<Attr, String> {
 }
 
 fn is_int(raw: &str) -> bool {
-    !raw.contains(['.', 'e', 'E']) && !raw.contains("inf") && !raw.contains("nan") && !raw.contains("NaN")
+    !raw.contains(['.', 'e', 'E'])
+        && !raw.contains("inf")
+        && !raw.contains("nan")
+        && !raw.contains("NaN")
 }
 
 /// Reads an `.npy` file (version 1.0, C order, `<f4` or `<i8`).
@@ -133,25 +206,63 @@ pub fn read_npy(path: &Path) -> Result<Tensor, String> {
         return Err(fail("not an npy file"));
     }
     let (header_len, header_start) = match bytes.get(6) {
-        Some(1) => (usize::from(u16::from_le_bytes([bytes.get(8).copied().unwrap_or(0), bytes.get(9).copied().unwrap_or(0)])), 10),
+        Some(1) => (
+            usize::from(u16::from_le_bytes([
+                bytes.get(8).copied().unwrap_or(0),
+                bytes.get(9).copied().unwrap_or(0),
+            ])),
+            10,
+        ),
         Some(2 | 3) => {
-            let b: [u8; 4] = bytes.get(8..12).and_then(|s| s.try_into().ok()).ok_or_else(|| fail("truncated header"))?;
+            let b: [u8; 4] = bytes
+                .get(8..12)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| fail("truncated header"))?;
             (u32::from_le_bytes(b) as usize, 12)
         }
         _ => return Err(fail("unknown npy version")),
     };
-    let header = std::str::from_utf8(bytes.get(header_start..header_start + header_len).ok_or_else(|| fail("truncated header"))?).map_err(|_| fail("header is not text"))?;
-    let descr = header.split("'descr':").nth(1).and_then(|s| s.split('\'').nth(1)).ok_or_else(|| fail("no descr"))?;
+    let header = std::str::from_utf8(
+        bytes
+            .get(header_start..header_start + header_len)
+            .ok_or_else(|| fail("truncated header"))?,
+    )
+    .map_err(|_| fail("header is not text"))?;
+    let descr = header
+        .split("'descr':")
+        .nth(1)
+        .and_then(|s| s.split('\'').nth(1))
+        .ok_or_else(|| fail("no descr"))?;
     if header.contains("'fortran_order': True") {
         return Err(fail("Fortran order is not supported"));
     }
-    let shape_text = header.split("'shape':").nth(1).and_then(|s| s.split('(').nth(1)).and_then(|s| s.split(')').next()).ok_or_else(|| fail("no shape"))?;
-    let shape: Vec<usize> = shape_text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse().map_err(|_| fail("bad shape"))).collect::<Result<_, _>>()?;
+    let shape_text = header
+        .split("'shape':")
+        .nth(1)
+        .and_then(|s| s.split('(').nth(1))
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| fail("no shape"))?;
+    let shape: Vec<usize> = shape_text
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| fail("bad shape")))
+        .collect::<Result<_, _>>()?;
     let count: usize = shape.iter().product();
     let data = bytes.get(header_start + header_len..).unwrap_or(&[]);
     let data = match descr {
-        "<f4" => TensorData::F32(data.chunks_exact(4).take(count).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()),
-        "<i8" => TensorData::I64(data.chunks_exact(8).take(count).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect()),
+        "<f4" => TensorData::F32(
+            data.chunks_exact(4)
+                .take(count)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        "<i8" => TensorData::I64(
+            data.chunks_exact(8)
+                .take(count)
+                .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect(),
+        ),
         other => return Err(fail(&format!("dtype {other} is not supported"))),
     };
     let len = match &data {
@@ -184,7 +295,10 @@ pub enum Json {
 impl Json {
     /// Parses a whole document.
     pub fn parse(text: &str) -> Result<Json, String> {
-        let mut p = Parser { s: text.as_bytes(), at: 0 };
+        let mut p = Parser {
+            s: text.as_bytes(),
+            at: 0,
+        };
         let v = p.value()?;
         p.ws();
         if p.at != p.s.len() {
@@ -203,22 +317,38 @@ impl Json {
 
     /// The string, if it is one.
     pub fn as_str(&self) -> Option<&str> {
-        if let Json::Str(s) = self { Some(s) } else { None }
+        if let Json::Str(s) = self {
+            Some(s)
+        } else {
+            None
+        }
     }
 
     /// The elements, if it is an array.
     pub fn as_array(&self) -> Option<&[Json]> {
-        if let Json::Arr(v) = self { Some(v) } else { None }
+        if let Json::Arr(v) = self {
+            Some(v)
+        } else {
+            None
+        }
     }
 
     /// The integer, if it is one.
     pub fn as_i64(&self) -> Option<i64> {
-        if let Json::Num(r) = self { r.parse().ok() } else { None }
+        if let Json::Num(r) = self {
+            r.parse().ok()
+        } else {
+            None
+        }
     }
 
     /// The number as f64.
     pub fn as_f64(&self) -> Option<f64> {
-        if let Json::Num(r) = self { r.parse().ok() } else { None }
+        if let Json::Num(r) = self {
+            r.parse().ok()
+        } else {
+            None
+        }
     }
 }
 
@@ -258,7 +388,9 @@ impl Parser<'_> {
                     return Ok(Json::Obj(fields));
                 }
                 loop {
-                    let Json::Str(key) = self.value()? else { return Err(format!("expected a key at byte {}", self.at)) };
+                    let Json::Str(key) = self.value()? else {
+                        return Err(format!("expected a key at byte {}", self.at));
+                    };
                     self.expect(b':')?;
                     fields.push((key, self.value()?));
                     match self.peek() {
@@ -308,8 +440,12 @@ impl Parser<'_> {
                                 b'b' => out.push('\u{8}'),
                                 b'f' => out.push('\u{c}'),
                                 b'u' => {
-                                    let hex = std::str::from_utf8(self.s.get(self.at..self.at + 4).ok_or("bad \\u escape")?).map_err(|_| "bad \\u escape")?;
-                                    let code = u32::from_str_radix(hex, 16).map_err(|_| "bad \\u escape")?;
+                                    let hex = std::str::from_utf8(
+                                        self.s.get(self.at..self.at + 4).ok_or("bad \\u escape")?,
+                                    )
+                                    .map_err(|_| "bad \\u escape")?;
+                                    let code = u32::from_str_radix(hex, 16)
+                                        .map_err(|_| "bad \\u escape")?;
                                     out.push(char::from_u32(code).unwrap_or('\u{fffd}'));
                                     self.at += 4;
                                 }
@@ -323,7 +459,10 @@ impl Parser<'_> {
                             while self.s.get(end).is_some_and(|b| b & 0xC0 == 0x80) {
                                 end += 1;
                             }
-                            out.push_str(std::str::from_utf8(self.s.get(start..end).unwrap_or(&[])).map_err(|_| "bad UTF-8")?);
+                            out.push_str(
+                                std::str::from_utf8(self.s.get(start..end).unwrap_or(&[]))
+                                    .map_err(|_| "bad UTF-8")?,
+                            );
                             self.at = end;
                         }
                     }
@@ -343,10 +482,15 @@ impl Parser<'_> {
             }
             Some(c) if c == b'-' || c.is_ascii_digit() || c == b'N' || c == b'I' => {
                 let start = self.at;
-                while self.s.get(self.at).is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'+' | b'.')) {
+                while self
+                    .s
+                    .get(self.at)
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'+' | b'.'))
+                {
                     self.at += 1;
                 }
-                let raw = std::str::from_utf8(self.s.get(start..self.at).unwrap_or(&[])).map_err(|_| "bad number")?;
+                let raw = std::str::from_utf8(self.s.get(start..self.at).unwrap_or(&[]))
+                    .map_err(|_| "bad number")?;
                 Ok(Json::Num(raw.to_string()))
             }
             _ => Err(format!("unexpected input at byte {}", self.at)),
@@ -360,9 +504,20 @@ mod tests {
 
     #[test]
     fn parses_the_case_format() {
-        let j = Json::parse(r#"{"a": [1, 2.5, -3e-2], "b": {"c": "x\"y"}, "d": null, "e": true}"#).unwrap();
-        assert_eq!(j.get("a"), Some(&Json::Arr(vec![Json::Num("1".into()), Json::Num("2.5".into()), Json::Num("-3e-2".into())])));
-        assert_eq!(j.get("b").and_then(|b| b.get("c")).and_then(Json::as_str), Some("x\"y"));
+        let j = Json::parse(r#"{"a": [1, 2.5, -3e-2], "b": {"c": "x\"y"}, "d": null, "e": true}"#)
+            .unwrap();
+        assert_eq!(
+            j.get("a"),
+            Some(&Json::Arr(vec![
+                Json::Num("1".into()),
+                Json::Num("2.5".into()),
+                Json::Num("-3e-2".into())
+            ]))
+        );
+        assert_eq!(
+            j.get("b").and_then(|b| b.get("c")).and_then(Json::as_str),
+            Some("x\"y")
+        );
         assert_eq!(j.get("d"), Some(&Json::Null));
         assert!(Json::parse("[1, 2").is_err());
     }
@@ -371,6 +526,9 @@ mod tests {
     fn ints_and_floats_stay_apart() {
         assert_eq!(attr(&Json::parse("2").unwrap()), Ok(Attr::Int(2)));
         assert_eq!(attr(&Json::parse("2.0").unwrap()), Ok(Attr::Float(2.0)));
-        assert_eq!(attr(&Json::parse("[0.1, 1]").unwrap()), Ok(Attr::Floats(vec![0.1, 1.0])));
+        assert_eq!(
+            attr(&Json::parse("[0.1, 1]").unwrap()),
+            Ok(Attr::Floats(vec![0.1, 1.0]))
+        );
     }
 }

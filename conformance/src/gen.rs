@@ -18,10 +18,14 @@ pub fn generate(dir: &Path) -> Result<String, String> {
     let mut arms = String::new();
     for case_dir in cases::case_dirs(dir)? {
         let case = cases::load(&case_dir)?;
-        let Mapping::Model(model) = onnx::map(&case.node) else { continue };
+        let Mapping::Model(model) = onnx::map(&case.node) else {
+            continue;
+        };
         // only what the whole pipeline accepts: a model the compiler rejects is reported
         // as a failure by the interpreter column, not as a broken build
-        let Ok(tokens) = model.dsl.parse::<proc_macro2::TokenStream>() else { continue };
+        let Ok(tokens) = model.dsl.parse::<proc_macro2::TokenStream>() else {
+            continue;
+        };
         if dnnfusion_compiler::compile(tokens).is_err() {
             continue;
         }
@@ -31,7 +35,11 @@ pub fn generate(dir: &Path) -> Result<String, String> {
             let _ = writeln!(models, "        {line}");
         }
         let _ = writeln!(models, "    }}\n}}\n");
-        let _ = writeln!(arms, "        \"{0}\" => crate::run_model::<{0}::Case>(inputs, params),", case.name);
+        let _ = writeln!(
+            arms,
+            "        \"{0}\" => crate::run_model::<{0}::Case>(inputs, params),",
+            case.name
+        );
     }
     let mut out = String::new();
     out.push_str(

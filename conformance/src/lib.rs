@@ -20,6 +20,7 @@ pub mod cases;
 pub mod gen;
 // generated code: clippy lints about it belong to codegen, not to this crate
 #[allow(missing_docs, non_snake_case, clippy::all)]
+#[rustfmt::skip]
 pub mod generated;
 
 pub use cases::Case;
@@ -31,7 +32,9 @@ pub fn data_dir() -> PathBuf {
 
 /// Where the generated models live.
 pub fn generated_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join("generated.rs")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src")
+        .join("generated.rs")
 }
 
 /// The outcome of one column for one case.
@@ -80,7 +83,13 @@ pub struct Row {
 impl Row {
     /// The row as one JSON object.
     pub fn to_json(&self) -> String {
-        let mut s = format!("{{\"case\":{},\"op\":{},\"interp\":\"{}\",\"compiled\":\"{}\"", json_str(&self.case), json_str(&self.op), self.interp.label(), self.compiled.label());
+        let mut s = format!(
+            "{{\"case\":{},\"op\":{},\"interp\":\"{}\",\"compiled\":\"{}\"",
+            json_str(&self.case),
+            json_str(&self.op),
+            self.interp.label(),
+            self.compiled.label()
+        );
         if let Some(r) = self.interp.reason() {
             s.push_str(&format!(",\"interp_reason\":{}", json_str(r)));
         }
@@ -122,10 +131,20 @@ pub fn run_all() -> Result<Vec<Row>, String> {
 
 /// Runs one case through both columns.
 pub fn run_case(case: &Case) -> Row {
-    let row = |interp, compiled| Row { case: case.name.clone(), op: case.node.op_type.clone(), interp, compiled };
+    let row = |interp, compiled| Row {
+        case: case.name.clone(),
+        op: case.node.op_type.clone(),
+        interp,
+        compiled,
+    };
     let model = match onnx::map(&case.node) {
         Mapping::Model(m) => m,
-        Mapping::Unsupported { reason } => return row(Outcome::Unsupported(reason.clone()), Outcome::Unsupported(reason)),
+        Mapping::Unsupported { reason } => {
+            return row(
+                Outcome::Unsupported(reason.clone()),
+                Outcome::Unsupported(reason),
+            )
+        }
     };
     let interp = run_interp(case, &model);
     let compiled = run_compiled(case, &model);
@@ -151,7 +170,13 @@ fn model_inputs(case: &Case, model: &OneOpModel) -> Result<Vec<Tensor>, String> 
     model
         .inputs
         .iter()
-        .map(|&slot| case.inputs.get(slot).and_then(Option::as_ref).cloned().ok_or_else(|| format!("input {slot} has no data")))
+        .map(|&slot| {
+            case.inputs
+                .get(slot)
+                .and_then(Option::as_ref)
+                .cloned()
+                .ok_or_else(|| format!("input {slot} has no data"))
+        })
         .collect()
 }
 
@@ -159,7 +184,13 @@ fn run_interp(case: &Case, model: &OneOpModel) -> Outcome {
     let graph = match dnnfusion_compiler::lower_str(&model.dsl) {
         Ok(mut models) if !models.is_empty() => models.swap_remove(0).graph,
         Ok(_) => return Outcome::Fail("no model lowered".to_string()),
-        Err(e) => return Outcome::Fail(format!("the DSL rejects the mapped model: {}\n{}", e.join("; "), model.dsl)),
+        Err(e) => {
+            return Outcome::Fail(format!(
+                "the DSL rejects the mapped model: {}\n{}",
+                e.join("; "),
+                model.dsl
+            ))
+        }
     };
     let inputs = match model_inputs(case, model) {
         Ok(v) => v,
@@ -174,7 +205,9 @@ fn run_interp(case: &Case, model: &OneOpModel) -> Outcome {
     }
     let mut param_arrays = Vec::new();
     for p in &graph.params {
-        let Some(values) = param_values(case, model, &p.key) else { return Outcome::Fail(format!("no values for parameter `{}`", p.key)) };
+        let Some(values) = param_values(case, model, &p.key) else {
+            return Outcome::Fail(format!("no values for parameter `{}`", p.key));
+        };
         match ArrayD::from_shape_vec(IxDyn(&p.shape), values) {
             Ok(a) => param_arrays.push(a),
             Err(e) => return Outcome::Fail(format!("parameter `{}`: {e}", p.key)),
@@ -182,7 +215,10 @@ fn run_interp(case: &Case, model: &OneOpModel) -> Outcome {
     }
     match dnnfusion_compiler::interp::interpret(&graph, &input_arrays, &param_arrays) {
         Ok(outs) => {
-            let got: Outputs = outs.iter().map(|a| (a.shape().to_vec(), a.iter().copied().collect())).collect();
+            let got: Outputs = outs
+                .iter()
+                .map(|a| (a.shape().to_vec(), a.iter().copied().collect()))
+                .collect();
             compare(case, model, &got)
         }
         Err(e) => Outcome::Fail(format!("interpreter: {e}")),
@@ -207,35 +243,65 @@ pub type Outputs = Vec<(Vec<usize>, Vec<f32>)>;
 
 /// Runs a generated model: inputs in order, parameters looked up by key (called by the
 /// generated dispatch). Returns each output with the shape the model declares.
-pub fn run_model<M: Model>(inputs: &[Vec<f32>], params: &dyn Fn(&str) -> Option<Vec<f32>>) -> Result<Outputs, String> {
+pub fn run_model<M: Model>(
+    inputs: &[Vec<f32>],
+    params: &dyn Fn(&str) -> Option<Vec<f32>>,
+) -> Result<Outputs, String> {
     let mut flat = vec![0.0f32; M::PARAM_LEN];
     for spec in M::PARAMS {
-        let values = params(spec.name).ok_or_else(|| format!("no values for parameter `{}`", spec.name))?;
-        let slot = flat.get_mut(spec.offset..spec.offset + spec.len()).ok_or("parameter layout")?;
+        let values =
+            params(spec.name).ok_or_else(|| format!("no values for parameter `{}`", spec.name))?;
+        let slot = flat
+            .get_mut(spec.offset..spec.offset + spec.len())
+            .ok_or("parameter layout")?;
         if values.len() != slot.len() {
-            return Err(format!("parameter `{}` has {} values, the model wants {}", spec.name, values.len(), slot.len()));
+            return Err(format!(
+                "parameter `{}` has {} values, the model wants {}",
+                spec.name,
+                values.len(),
+                slot.len()
+            ));
         }
         slot.copy_from_slice(&values);
     }
-    let model = M::from_static_params(Params::owned(flat)).map_err(|e| format!("loading parameters: {e:?}"))?;
-    let mut outputs: Vec<Vec<f32>> = M::OUTPUT_SHAPES.iter().map(|s| vec![f32::NAN; s.iter().product()]).collect();
+    let model = M::from_static_params(Params::owned(flat))
+        .map_err(|e| format!("loading parameters: {e:?}"))?;
+    let mut outputs: Vec<Vec<f32>> = M::OUTPUT_SHAPES
+        .iter()
+        .map(|s| vec![f32::NAN; s.iter().product()])
+        .collect();
     let mut arena = vec![f32::NAN; M::ARENA_LEN];
     let input_refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
     let mut output_refs: Vec<&mut [f32]> = outputs.iter_mut().map(Vec::as_mut_slice).collect();
-    model.run_slices(&input_refs, &mut output_refs, &mut arena).map_err(|e| format!("run: {e:?}"))?;
-    Ok(M::OUTPUT_SHAPES.iter().map(|s| s.to_vec()).zip(outputs).collect())
+    model
+        .run_slices(&input_refs, &mut output_refs, &mut arena)
+        .map_err(|e| format!("run: {e:?}"))?;
+    Ok(M::OUTPUT_SHAPES
+        .iter()
+        .map(|s| s.to_vec())
+        .zip(outputs)
+        .collect())
 }
 
 /// ONNX's rule, elementwise: `|got - want| <= atol + rtol * |want|`, NaN where NaN is
 /// expected, infinities exactly.
 fn compare(case: &Case, model: &OneOpModel, got: &Outputs) -> Outcome {
     if got.len() != model.outputs.len() {
-        return Outcome::Fail(format!("{} outputs, expected {}", got.len(), model.outputs.len()));
+        return Outcome::Fail(format!(
+            "{} outputs, expected {}",
+            got.len(),
+            model.outputs.len()
+        ));
     }
     for ((shape, values), &slot) in got.iter().zip(&model.outputs) {
-        let Some(want) = case.outputs.get(slot).and_then(Option::as_ref) else { return Outcome::Fail(format!("output {slot} has no expected data")) };
+        let Some(want) = case.outputs.get(slot).and_then(Option::as_ref) else {
+            return Outcome::Fail(format!("output {slot} has no expected data"));
+        };
         if *shape != want.shape {
-            return Outcome::Fail(format!("output {slot}: shape {shape:?}, expected {:?}", want.shape));
+            return Outcome::Fail(format!(
+                "output {slot}: shape {shape:?}, expected {:?}",
+                want.shape
+            ));
         }
         let want = f32s(want);
         for (i, (&g, &w)) in values.iter().zip(&want).enumerate() {
@@ -247,7 +313,10 @@ fn compare(case: &Case, model: &OneOpModel, got: &Outputs) -> Outcome {
                 (f64::from(g) - f64::from(w)).abs() <= case.atol + case.rtol * f64::from(w).abs()
             };
             if !ok {
-                return Outcome::Fail(format!("output {slot}[{i}]: got {g}, expected {w} (rtol {}, atol {})", case.rtol, case.atol));
+                return Outcome::Fail(format!(
+                    "output {slot}[{i}]: got {g}, expected {w} (rtol {}, atol {})",
+                    case.rtol, case.atol
+                ));
             }
         }
     }
@@ -283,7 +352,10 @@ pub fn summarize(rows: &[Row]) -> Vec<OpSummary> {
         let i = match ops.iter().position(|o| o.op == r.op) {
             Some(i) => i,
             None => {
-                ops.push(OpSummary { op: r.op.clone(), ..OpSummary::default() });
+                ops.push(OpSummary {
+                    op: r.op.clone(),
+                    ..OpSummary::default()
+                });
                 ops.len() - 1
             }
         };
@@ -291,7 +363,9 @@ pub fn summarize(rows: &[Row]) -> Vec<OpSummary> {
             o.cases += 1;
             o.interp_pass += usize::from(r.interp == Outcome::Pass);
             o.compiled_pass += usize::from(r.compiled == Outcome::Pass);
-            o.fail += usize::from(matches!(r.interp, Outcome::Fail(_)) || matches!(r.compiled, Outcome::Fail(_)));
+            o.fail += usize::from(
+                matches!(r.interp, Outcome::Fail(_)) || matches!(r.compiled, Outcome::Fail(_)),
+            );
         }
     }
     ops.sort_by(|a, b| a.op.cmp(&b.op));
@@ -302,24 +376,56 @@ pub fn summarize(rows: &[Row]) -> Vec<OpSummary> {
 pub fn report(rows: &[Row]) -> String {
     let ops = summarize(rows);
     let mut s = String::new();
-    s.push_str(&format!("{:<24} {:>5} {:>7} {:>9}  status\n", "op", "cases", "interp", "compiled"));
+    s.push_str(&format!(
+        "{:<24} {:>5} {:>7} {:>9}  status\n",
+        "op", "cases", "interp", "compiled"
+    ));
     for o in &ops {
-        let status = if o.fully_passing() { "pass" } else if o.fail > 0 { "FAIL" } else { "partial" };
-        s.push_str(&format!("{:<24} {:>5} {:>7} {:>9}  {status}\n", o.op, o.cases, o.interp_pass, o.compiled_pass));
+        let status = if o.fully_passing() {
+            "pass"
+        } else if o.fail > 0 {
+            "FAIL"
+        } else {
+            "partial"
+        };
+        s.push_str(&format!(
+            "{:<24} {:>5} {:>7} {:>9}  {status}\n",
+            o.op, o.cases, o.interp_pass, o.compiled_pass
+        ));
     }
-    let unsupported: Vec<&Row> = rows.iter().filter(|r| matches!(r.interp, Outcome::Unsupported(_))).collect();
+    let unsupported: Vec<&Row> = rows
+        .iter()
+        .filter(|r| matches!(r.interp, Outcome::Unsupported(_)))
+        .collect();
     if !unsupported.is_empty() {
         s.push_str("\nunsupported:\n");
         for r in &unsupported {
-            s.push_str(&format!("  {:<56} {}\n", r.case, r.interp.reason().unwrap_or("")));
+            s.push_str(&format!(
+                "  {:<56} {}\n",
+                r.case,
+                r.interp.reason().unwrap_or("")
+            ));
         }
     }
-    let failing: Vec<&Row> = rows.iter().filter(|r| matches!(r.interp, Outcome::Fail(_)) || matches!(r.compiled, Outcome::Fail(_))).collect();
+    let failing: Vec<&Row> = rows
+        .iter()
+        .filter(|r| matches!(r.interp, Outcome::Fail(_)) || matches!(r.compiled, Outcome::Fail(_)))
+        .collect();
     if !failing.is_empty() {
         s.push_str("\nfailing:\n");
         for r in &failing {
-            let reason = if matches!(r.interp, Outcome::Fail(_)) { r.interp.reason() } else { r.compiled.reason() };
-            s.push_str(&format!("  {:<56} interp {}, compiled {}: {}\n", r.case, r.interp.label(), r.compiled.label(), reason.unwrap_or("").lines().next().unwrap_or("")));
+            let reason = if matches!(r.interp, Outcome::Fail(_)) {
+                r.interp.reason()
+            } else {
+                r.compiled.reason()
+            };
+            s.push_str(&format!(
+                "  {:<56} interp {}, compiled {}: {}\n",
+                r.case,
+                r.interp.label(),
+                r.compiled.label(),
+                reason.unwrap_or("").lines().next().unwrap_or("")
+            ));
         }
     }
     let full = ops.iter().filter(|o| o.fully_passing()).count();
@@ -343,25 +449,48 @@ mod tests {
     use super::*;
 
     fn row(interp: Outcome, compiled: Outcome) -> Row {
-        Row { case: "test_x".to_string(), op: "X".to_string(), interp, compiled }
+        Row {
+            case: "test_x".to_string(),
+            op: "X".to_string(),
+            interp,
+            compiled,
+        }
     }
 
     #[test]
     fn json_lines_carry_the_reasons() {
-        let r = row(Outcome::Unsupported("X: mode=\"cubic\" is not supported".to_string()), Outcome::Unsupported("same".to_string()));
+        let r = row(
+            Outcome::Unsupported("X: mode=\"cubic\" is not supported".to_string()),
+            Outcome::Unsupported("same".to_string()),
+        );
         assert_eq!(
             r.to_json(),
             r#"{"case":"test_x","op":"X","interp":"unsupported","compiled":"unsupported","interp_reason":"X: mode=\"cubic\" is not supported","compiled_reason":"same","reason":"X: mode=\"cubic\" is not supported"}"#
         );
-        assert_eq!(row(Outcome::Pass, Outcome::Pass).to_json(), r#"{"case":"test_x","op":"X","interp":"pass","compiled":"pass"}"#);
+        assert_eq!(
+            row(Outcome::Pass, Outcome::Pass).to_json(),
+            r#"{"case":"test_x","op":"X","interp":"pass","compiled":"pass"}"#
+        );
     }
 
     #[test]
     fn the_report_lists_unsupported_and_failing_cases() {
-        let rows = vec![row(Outcome::Pass, Outcome::Fail("output 0[1]: got 2, expected 1".to_string())), row(Outcome::Unsupported("why".to_string()), Outcome::Unsupported("why".to_string()))];
+        let rows = vec![
+            row(
+                Outcome::Pass,
+                Outcome::Fail("output 0[1]: got 2, expected 1".to_string()),
+            ),
+            row(
+                Outcome::Unsupported("why".to_string()),
+                Outcome::Unsupported("why".to_string()),
+            ),
+        ];
         let text = report(&rows);
         assert!(text.contains("unsupported:\n  test_x"), "{text}");
         assert!(text.contains("failing:\n  test_x"), "{text}");
-        assert!(text.contains("0 of 1 ops pass every case in both columns"), "{text}");
+        assert!(
+            text.contains("0 of 1 ops pass every case in both columns"),
+            "{text}"
+        );
     }
 }

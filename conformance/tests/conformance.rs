@@ -13,7 +13,12 @@ fn no_onnx_case_fails() {
         .filter(|r| matches!(r.interp, Outcome::Fail(_)) || matches!(r.compiled, Outcome::Fail(_)))
         .map(|r| r.to_json())
         .collect();
-    assert!(failing.is_empty(), "{} failing cases:\n{}", failing.len(), failing.join("\n"));
+    assert!(
+        failing.is_empty(),
+        "{} failing cases:\n{}",
+        failing.len(),
+        failing.join("\n")
+    );
 }
 
 #[test]

@@ -43,7 +43,10 @@ pub const BERT_TINY_DATA: ReferenceData = reference_data!("bert_tiny");
 pub const UNET_SMALL_DATA: ReferenceData = reference_data!("unet_small");
 
 /// The fusion reports of every model in the zoo, fused then with fusion off.
-pub fn fusion_reports() -> Vec<(dnnfusion::runtime::FusionReport, dnnfusion::runtime::FusionReport)> {
+pub fn fusion_reports() -> Vec<(
+    dnnfusion::runtime::FusionReport,
+    dnnfusion::runtime::FusionReport,
+)> {
     use reference::*;
     vec![
         (Mlp::FUSION_REPORT, unfused::Mlp::FUSION_REPORT),

@@ -7,7 +7,11 @@
 ///
 /// Ranges are `(offset, len)` in floats. Precondition (guaranteed by the planner): no read
 /// range overlaps the write range, and all lie inside the arena.
-pub fn regions<'a, const N: usize>(arena: &'a mut [f32], reads: [(usize, usize); N], write: (usize, usize)) -> ([&'a [f32]; N], &'a mut [f32]) {
+pub fn regions<'a, const N: usize>(
+    arena: &'a mut [f32],
+    reads: [(usize, usize); N],
+    write: (usize, usize),
+) -> ([&'a [f32]; N], &'a mut [f32]) {
     let (offset, len) = write;
     let (before, rest) = arena.split_at_mut(offset);
     let (out, after) = rest.split_at_mut(len);

@@ -11,7 +11,13 @@ use crate::math;
 pub fn reflect_index(i: usize, before: usize, len: usize) -> usize {
     let j = i as isize - before as isize;
     let last = len as isize - 1;
-    let r = if j < 0 { -j } else if j > last { 2 * last - j } else { j };
+    let r = if j < 0 {
+        -j
+    } else if j > last {
+        2 * last - j
+    } else {
+        j
+    };
     r.clamp(0, last.max(0)) as usize
 }
 
@@ -83,7 +89,11 @@ pub fn zip(a: &[f32], b: &[f32], out: &mut [f32], f: impl Fn(f32, f32) -> f32) {
 /// Visits every index of `dims` in row-major order, passing the flat output position and
 /// the offset of each operand (sum of index times stride).
 #[inline]
-fn walk<const K: usize>(dims: &[usize], strides: [&[usize]; K], mut f: impl FnMut(usize, [usize; K])) {
+fn walk<const K: usize>(
+    dims: &[usize],
+    strides: [&[usize]; K],
+    mut f: impl FnMut(usize, [usize; K]),
+) {
     let rank = dims.len();
     debug_assert!(rank <= MAX_RANK && strides.iter().all(|s| s.len() == rank));
     let total: usize = dims.iter().product();
@@ -102,7 +112,10 @@ fn walk<const K: usize>(dims: &[usize], strides: [&[usize]; K], mut f: impl FnMu
     let mut flat = 0;
     loop {
         for i in 0..inner {
-            f(flat + i, core::array::from_fn(|k| base[k] + i * inner_strides[k]));
+            f(
+                flat + i,
+                core::array::from_fn(|k| base[k] + i * inner_strides[k]),
+            );
         }
         flat += inner;
         // advance the outer axes
@@ -129,14 +142,33 @@ fn walk<const K: usize>(dims: &[usize], strides: [&[usize]; K], mut f: impl FnMu
 
 /// `out = f(a, b)` with numpy broadcasting: `sa`, `sb` are the operands' strides over
 /// the output dims `dims` (0 on broadcast axes).
-pub fn zip_broadcast(a: &[f32], sa: &[usize], b: &[f32], sb: &[usize], out: &mut [f32], dims: &[usize], f: impl Fn(f32, f32) -> f32) {
+pub fn zip_broadcast(
+    a: &[f32],
+    sa: &[usize],
+    b: &[f32],
+    sb: &[usize],
+    out: &mut [f32],
+    dims: &[usize],
+    f: impl Fn(f32, f32) -> f32,
+) {
     walk(dims, [sa, sb], |i, [ia, ib]| out[i] = f(a[ia], b[ib]));
 }
 
 /// `out = a where cond != 0 else b`, all broadcast over `dims`.
 #[allow(clippy::too_many_arguments)]
-pub fn select(cond: &[f32], sc: &[usize], a: &[f32], sa: &[usize], b: &[f32], sb: &[usize], out: &mut [f32], dims: &[usize]) {
-    walk(dims, [sc, sa, sb], |i, [ic, ia, ib]| out[i] = if cond[ic] != 0.0 { a[ia] } else { b[ib] });
+pub fn select(
+    cond: &[f32],
+    sc: &[usize],
+    a: &[f32],
+    sa: &[usize],
+    b: &[f32],
+    sb: &[usize],
+    out: &mut [f32],
+    dims: &[usize],
+) {
+    walk(dims, [sc, sa, sb], |i, [ic, ia, ib]| {
+        out[i] = if cond[ic] != 0.0 { a[ia] } else { b[ib] }
+    });
 }
 
 /// Copies `x[offset + sum(idx * strides)]` for every index of `dims` (transpose, slice,
@@ -178,8 +210,21 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// each output element before it is stored (fused One-to-One successors); pass [`store`]
 /// for none.
 #[allow(clippy::too_many_arguments)]
-pub fn linear(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], rows: usize, in_features: usize, out_features: usize, epi: impl Fn(usize, f32) -> f32) {
-    debug_assert!(x.len() == rows * in_features && w.len() == out_features * in_features && out.len() == rows * out_features);
+pub fn linear(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    rows: usize,
+    in_features: usize,
+    out_features: usize,
+    epi: impl Fn(usize, f32) -> f32,
+) {
+    debug_assert!(
+        x.len() == rows * in_features
+            && w.len() == out_features * in_features
+            && out.len() == rows * out_features
+    );
     for r in 0..rows {
         let xr = &x[r * in_features..(r + 1) * in_features];
         let or = &mut out[r * out_features..(r + 1) * out_features];
@@ -212,54 +257,78 @@ pub struct MatMulGeom<'a> {
 }
 
 /// `out[.., i, j] = sum_k a[.., i, k] * b[.., k, j]` with broadcast batch axes.
-pub fn matmul(a: &[f32], b: &[f32], out: &mut [f32], g: &MatMulGeom<'_>, epi: impl Fn(usize, f32) -> f32) {
+pub fn matmul(
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    g: &MatMulGeom<'_>,
+    epi: impl Fn(usize, f32) -> f32,
+) {
     let (m, k, n) = (g.m, g.k, g.n);
-    walk(g.batch, [g.a_batch_strides, g.b_batch_strides], |batch, [ia, ib]| {
-        let o = &mut out[batch * m * n..(batch + 1) * m * n];
-        let a = &a[ia..ia + m * k];
-        let b = &b[ib..ib + k * n];
-        o.fill(0.0);
-        for i in 0..m {
-            let row = &mut o[i * n..(i + 1) * n];
-            for kk in 0..k {
-                let av = a[i * k + kk];
-                for (slot, &bv) in row.iter_mut().zip(&b[kk * n..(kk + 1) * n]) {
-                    *slot += av * bv;
+    walk(
+        g.batch,
+        [g.a_batch_strides, g.b_batch_strides],
+        |batch, [ia, ib]| {
+            let o = &mut out[batch * m * n..(batch + 1) * m * n];
+            let a = &a[ia..ia + m * k];
+            let b = &b[ib..ib + k * n];
+            o.fill(0.0);
+            for i in 0..m {
+                let row = &mut o[i * n..(i + 1) * n];
+                for kk in 0..k {
+                    let av = a[i * k + kk];
+                    for (slot, &bv) in row.iter_mut().zip(&b[kk * n..(kk + 1) * n]) {
+                        *slot += av * bv;
+                    }
                 }
+                finish(row, (batch * m + i) * n, &epi);
             }
-            finish(row, (batch * m + i) * n, &epi);
-        }
-    });
+        },
+    );
 }
 
 /// [`matmul`] storing each result at `out[store(i)]` instead of `out[i]` (a fused
 /// transpose into the consumer's layout). Rows are accumulated in a stack buffer, so each
 /// output is written once.
-pub fn matmul_to(a: &[f32], b: &[f32], out: &mut [f32], g: &MatMulGeom<'_>, epi: impl Fn(usize, f32) -> f32, store: impl Fn(usize) -> usize) {
+pub fn matmul_to(
+    a: &[f32],
+    b: &[f32],
+    out: &mut [f32],
+    g: &MatMulGeom<'_>,
+    epi: impl Fn(usize, f32) -> f32,
+    store: impl Fn(usize) -> usize,
+) {
     const CHUNK: usize = 64;
     let (m, k, n) = (g.m, g.k, g.n);
-    walk(g.batch, [g.a_batch_strides, g.b_batch_strides], |batch, [ia, ib]| {
-        let a = &a[ia..ia + m * k];
-        let b = &b[ib..ib + k * n];
-        for i in 0..m {
-            let mut j0 = 0;
-            while j0 < n {
-                let width = CHUNK.min(n - j0);
-                let mut acc = [0.0f32; CHUNK];
-                for kk in 0..k {
-                    let av = a[i * k + kk];
-                    for (slot, &bv) in acc[..width].iter_mut().zip(&b[kk * n + j0..kk * n + j0 + width]) {
-                        *slot += av * bv;
+    walk(
+        g.batch,
+        [g.a_batch_strides, g.b_batch_strides],
+        |batch, [ia, ib]| {
+            let a = &a[ia..ia + m * k];
+            let b = &b[ib..ib + k * n];
+            for i in 0..m {
+                let mut j0 = 0;
+                while j0 < n {
+                    let width = CHUNK.min(n - j0);
+                    let mut acc = [0.0f32; CHUNK];
+                    for kk in 0..k {
+                        let av = a[i * k + kk];
+                        for (slot, &bv) in acc[..width]
+                            .iter_mut()
+                            .zip(&b[kk * n + j0..kk * n + j0 + width])
+                        {
+                            *slot += av * bv;
+                        }
                     }
+                    for (j, &v) in acc[..width].iter().enumerate() {
+                        let o = (batch * m + i) * n + j0 + j;
+                        out[store(o)] = epi(o, v);
+                    }
+                    j0 += width;
                 }
-                for (j, &v) in acc[..width].iter().enumerate() {
-                    let o = (batch * m + i) * n + j0 + j;
-                    out[store(o)] = epi(o, v);
-                }
-                j0 += width;
             }
-        }
-    });
+        },
+    );
 }
 
 /// [`linear`] storing each result at `out[store(i)]` (a fused transpose into the
@@ -285,7 +354,8 @@ pub fn linear_to(
             let mut acc = [0.0f32; CHUNK];
             for (j, slot) in acc[..width].iter_mut().enumerate() {
                 let o = o0 + j;
-                *slot = bias.map_or(0.0, |b| b[o]) + dot(xr, &w[o * in_features..(o + 1) * in_features]);
+                *slot = bias.map_or(0.0, |b| b[o])
+                    + dot(xr, &w[o * in_features..(o + 1) * in_features]);
             }
             for (j, &v) in acc[..width].iter().enumerate() {
                 let i = r * out_features + o0 + j;
@@ -336,15 +406,36 @@ pub struct Conv2dGeom {
 /// The output positions `o` in `0..out_len` whose input `o * stride - pad + k * dilation`
 /// lies in `0..in_len`, as a range.
 #[inline]
-fn valid_range(out_len: usize, in_len: usize, stride: usize, pad: usize, tap: usize) -> (usize, usize) {
+fn valid_range(
+    out_len: usize,
+    in_len: usize,
+    stride: usize,
+    pad: usize,
+    tap: usize,
+) -> (usize, usize) {
     // need o * stride + tap >= pad  and  o * stride + tap < in_len + pad
-    let lo = if tap >= pad { 0 } else { (pad - tap).div_ceil(stride) };
-    let hi = if in_len + pad > tap { ((in_len + pad - tap - 1) / stride + 1).min(out_len) } else { 0 };
+    let lo = if tap >= pad {
+        0
+    } else {
+        (pad - tap).div_ceil(stride)
+    };
+    let hi = if in_len + pad > tap {
+        ((in_len + pad - tap - 1) / stride + 1).min(out_len)
+    } else {
+        0
+    };
     (lo, hi.max(lo))
 }
 
 /// 2-d convolution, NCHW, weight `[c_out, c_in / groups, kh, kw]`, zero padding.
-pub fn conv2d(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Conv2dGeom, epi: impl Fn(usize, f32) -> f32) {
+pub fn conv2d(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &Conv2dGeom,
+    epi: impl Fn(usize, f32) -> f32,
+) {
     let cin_g = g.c_in / g.groups;
     let cout_g = g.c_out / g.groups;
     let plane = g.oh * g.ow;
@@ -360,14 +451,17 @@ pub fn conv2d(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &C
                     let (y0, y1) = valid_range(g.oh, g.h, g.stride_h, g.pad_top, ky * g.dilation_h);
                     for kx in 0..g.kw {
                         let wv = w[((oc * cin_g + icg) * g.kh + ky) * g.kw + kx];
-                        let (x0, x1) = valid_range(g.ow, g.w, g.stride_w, g.pad_left, kx * g.dilation_w);
+                        let (x0, x1) =
+                            valid_range(g.ow, g.w, g.stride_w, g.pad_left, kx * g.dilation_w);
                         for oy in y0..y1 {
                             let iy = oy * g.stride_h + ky * g.dilation_h - g.pad_top;
                             let xrow = &xp[iy * g.w..(iy + 1) * g.w];
                             let orow = &mut o[oy * g.ow..(oy + 1) * g.ow];
                             if g.stride_w == 1 {
                                 let ix0 = x0 + kx * g.dilation_w - g.pad_left;
-                                for (slot, &xv) in orow[x0..x1].iter_mut().zip(&xrow[ix0..ix0 + (x1 - x0)]) {
+                                for (slot, &xv) in
+                                    orow[x0..x1].iter_mut().zip(&xrow[ix0..ix0 + (x1 - x0)])
+                                {
                                     *slot += wv * xv;
                                 }
                             } else {
@@ -387,13 +481,21 @@ pub fn conv2d(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &C
 
 /// Transposed 2-d convolution, NCHW, weight `[c_in, c_out / groups, kh, kw]`; `g.h`/`g.w`
 /// are the input's, `g.oh`/`g.ow` the output's, `pad_*` the padding removed per side.
-pub fn conv_transpose2d(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Conv2dGeom, epi: impl Fn(usize, f32) -> f32) {
+pub fn conv_transpose2d(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &Conv2dGeom,
+    epi: impl Fn(usize, f32) -> f32,
+) {
     let cin_g = g.c_in / g.groups;
     let cout_g = g.c_out / g.groups;
     let plane = g.oh * g.ow;
     for n in 0..g.n {
         for oc in 0..g.c_out {
-            out[(n * g.c_out + oc) * plane..(n * g.c_out + oc + 1) * plane].fill(bias.map_or(0.0, |b| b[oc]));
+            out[(n * g.c_out + oc) * plane..(n * g.c_out + oc + 1) * plane]
+                .fill(bias.map_or(0.0, |b| b[oc]));
         }
         for ic in 0..g.c_in {
             let group = ic / cin_g;
@@ -476,7 +578,8 @@ pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: impl Fn(usize
                         continue;
                     }
                     for kx in 0..g.kw {
-                        let ix = (ox * g.stride_w + kx * g.dilation_w) as isize - g.pad_left as isize;
+                        let ix =
+                            (ox * g.stride_w + kx * g.dilation_w) as isize - g.pad_left as isize;
                         if ix < 0 || ix >= g.w as isize {
                             continue;
                         }
@@ -494,16 +597,24 @@ pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: impl Fn(usize
 
 /// Average pooling. With `count_include_pad` the divisor is the window clipped to the
 /// padded input (PyTorch); otherwise the number of real input elements in the window.
-pub fn avg_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, count_include_pad: bool, epi: impl Fn(usize, f32) -> f32) {
+pub fn avg_pool2d(
+    x: &[f32],
+    out: &mut [f32],
+    g: &Pool2dGeom,
+    count_include_pad: bool,
+    epi: impl Fn(usize, f32) -> f32,
+) {
     for p in 0..g.planes {
         let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
         let op = &mut out[p * g.oh * g.ow..(p + 1) * g.oh * g.ow];
         for oy in 0..g.oh {
             let y_start = (oy * g.stride_h) as isize - g.pad_top as isize;
-            let y_end_padded = (y_start + ((g.kh - 1) * g.dilation_h + 1) as isize).min((g.h + g.pad_bottom) as isize);
+            let y_end_padded = (y_start + ((g.kh - 1) * g.dilation_h + 1) as isize)
+                .min((g.h + g.pad_bottom) as isize);
             for ox in 0..g.ow {
                 let x_start = (ox * g.stride_w) as isize - g.pad_left as isize;
-                let x_end_padded = (x_start + ((g.kw - 1) * g.dilation_w + 1) as isize).min((g.w + g.pad_right) as isize);
+                let x_end_padded = (x_start + ((g.kw - 1) * g.dilation_w + 1) as isize)
+                    .min((g.w + g.pad_right) as isize);
                 let mut sum = 0.0f32;
                 let mut count = 0usize;
                 let mut padded_count = 0usize;
@@ -525,7 +636,11 @@ pub fn avg_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, count_include_pad:
                         count += 1;
                     }
                 }
-                let divisor = if count_include_pad { padded_count } else { count };
+                let divisor = if count_include_pad {
+                    padded_count
+                } else {
+                    count
+                };
                 op[oy * g.ow + ox] = epi((p * g.oh + oy) * g.ow + ox, sum / divisor.max(1) as f32);
             }
         }
@@ -533,7 +648,13 @@ pub fn avg_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, count_include_pad:
 }
 
 /// Mean of each of `planes` planes of `plane` floats.
-pub fn global_avg_pool(x: impl Source, out: &mut [f32], planes: usize, plane: usize, epi: impl Fn(usize, f32) -> f32) {
+pub fn global_avg_pool(
+    x: impl Source,
+    out: &mut [f32],
+    planes: usize,
+    plane: usize,
+    epi: impl Fn(usize, f32) -> f32,
+) {
     for p in 0..planes {
         let s: f32 = (p * plane..(p + 1) * plane).map(|i| x.at(i)).sum();
         out[p] = epi(p, s / plane as f32);
@@ -541,9 +662,18 @@ pub fn global_avg_pool(x: impl Source, out: &mut [f32], planes: usize, plane: us
 }
 
 /// Max of each of `planes` planes of `plane` floats.
-pub fn global_max_pool(x: impl Source, out: &mut [f32], planes: usize, plane: usize, epi: impl Fn(usize, f32) -> f32) {
+pub fn global_max_pool(
+    x: impl Source,
+    out: &mut [f32],
+    planes: usize,
+    plane: usize,
+    epi: impl Fn(usize, f32) -> f32,
+) {
     for p in 0..planes {
-        out[p] = epi(p, (p * plane..(p + 1) * plane).fold(f32::NEG_INFINITY, |m, i| math::max(m, x.at(i))));
+        out[p] = epi(
+            p,
+            (p * plane..(p + 1) * plane).fold(f32::NEG_INFINITY, |m, i| math::max(m, x.at(i))),
+        );
     }
 }
 
@@ -575,7 +705,16 @@ pub enum Reduction {
 /// Reduces over the `red_*` axes for every index of the kept axes (strides are the
 /// input's).
 #[allow(clippy::too_many_arguments)]
-pub fn reduce(x: impl Source, out: &mut [f32], kept_dims: &[usize], kept_strides: &[usize], red_dims: &[usize], red_strides: &[usize], kind: Reduction, epi: impl Fn(usize, f32) -> f32) {
+pub fn reduce(
+    x: impl Source,
+    out: &mut [f32],
+    kept_dims: &[usize],
+    kept_strides: &[usize],
+    red_dims: &[usize],
+    red_strides: &[usize],
+    kind: Reduction,
+    epi: impl Fn(usize, f32) -> f32,
+) {
     let count: usize = red_dims.iter().product();
     walk(kept_dims, [kept_strides], |i, [base]| {
         let value = if kind == Reduction::LogSumExp {
@@ -627,12 +766,23 @@ fn log_sum_exp(x: &impl Source, base: usize, red_dims: &[usize], red_strides: &[
             s += math::exp(v - m);
         }
     });
-    if m.is_infinite() { m } else { m + math::ln(s) }
+    if m.is_infinite() {
+        m
+    } else {
+        m + math::ln(s)
+    }
 }
 
 /// Softmax along an axis of length `len`, for `outer * inner` rows with stride `inner`.
 /// Reads each element of `x` once (into `out`), then works in place.
-pub fn softmax(x: impl Source, out: &mut [f32], outer: usize, len: usize, inner: usize, epi: impl Fn(usize, f32) -> f32) {
+pub fn softmax(
+    x: impl Source,
+    out: &mut [f32],
+    outer: usize,
+    len: usize,
+    inner: usize,
+    epi: impl Fn(usize, f32) -> f32,
+) {
     for o in 0..outer {
         for i in 0..inner {
             let at = |k: usize| (o * len + k) * inner + i;
@@ -657,7 +807,14 @@ pub fn softmax(x: impl Source, out: &mut [f32], outer: usize, len: usize, inner:
 }
 
 /// `log(softmax(x))` along an axis, computed as `x - max - log(sum(exp(x - max)))`.
-pub fn log_softmax(x: impl Source, out: &mut [f32], outer: usize, len: usize, inner: usize, epi: impl Fn(usize, f32) -> f32) {
+pub fn log_softmax(
+    x: impl Source,
+    out: &mut [f32],
+    outer: usize,
+    len: usize,
+    inner: usize,
+    epi: impl Fn(usize, f32) -> f32,
+) {
     for o in 0..outer {
         for i in 0..inner {
             let at = |k: usize| (o * len + k) * inner + i;
@@ -691,7 +848,16 @@ fn moments(v: &[f32]) -> (f32, f32) {
 /// Layer normalization of `rows` rows of `cols` floats, with optional affine. Reads each
 /// element of `x` once (into `out`), then normalizes in place.
 #[allow(clippy::too_many_arguments)]
-pub fn layer_norm(x: impl Source, w: Option<&[f32]>, b: Option<&[f32]>, out: &mut [f32], rows: usize, cols: usize, eps: f32, epi: impl Fn(usize, f32) -> f32) {
+pub fn layer_norm(
+    x: impl Source,
+    w: Option<&[f32]>,
+    b: Option<&[f32]>,
+    out: &mut [f32],
+    rows: usize,
+    cols: usize,
+    eps: f32,
+    epi: impl Fn(usize, f32) -> f32,
+) {
     for r in 0..rows {
         let or = &mut out[r * cols..(r + 1) * cols];
         for (c, o) in or.iter_mut().enumerate() {
@@ -714,7 +880,18 @@ pub fn layer_norm(x: impl Source, w: Option<&[f32]>, b: Option<&[f32]>, out: &mu
 
 /// Inference batch normalization over `[n, c, inner]`.
 #[allow(clippy::too_many_arguments)]
-pub fn batch_norm(x: &[f32], w: &[f32], b: &[f32], mean: &[f32], var: &[f32], out: &mut [f32], n: usize, c: usize, inner: usize, eps: f32) {
+pub fn batch_norm(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    out: &mut [f32],
+    n: usize,
+    c: usize,
+    inner: usize,
+    eps: f32,
+) {
     for ch in 0..c {
         let scale = w[ch] / math::sqrt(var[ch] + eps);
         let shift = b[ch] - mean[ch] * scale;
@@ -730,14 +907,29 @@ pub fn batch_norm(x: &[f32], w: &[f32], b: &[f32], mean: &[f32], var: &[f32], ou
 /// Group normalization over `[n, c, inner]` with `groups` channel groups (instance norm
 /// is `groups == c`), optional per-channel affine.
 #[allow(clippy::too_many_arguments)]
-pub fn group_norm(x: &[f32], w: Option<&[f32]>, b: Option<&[f32]>, out: &mut [f32], n: usize, c: usize, inner: usize, groups: usize, eps: f32, epi: impl Fn(usize, f32) -> f32) {
+pub fn group_norm(
+    x: &[f32],
+    w: Option<&[f32]>,
+    b: Option<&[f32]>,
+    out: &mut [f32],
+    n: usize,
+    c: usize,
+    inner: usize,
+    groups: usize,
+    eps: f32,
+    epi: impl Fn(usize, f32) -> f32,
+) {
     let per_group = c / groups * inner;
     for s in 0..n {
         for g in 0..groups {
             let at = (s * groups + g) * per_group;
             let (mean, var) = moments(&x[at..at + per_group]);
             let inv = 1.0 / math::sqrt(var + eps);
-            for (k, (o, &v)) in out[at..at + per_group].iter_mut().zip(&x[at..at + per_group]).enumerate() {
+            for (k, (o, &v)) in out[at..at + per_group]
+                .iter_mut()
+                .zip(&x[at..at + per_group])
+                .enumerate()
+            {
                 let ch = g * (c / groups) + k / inner;
                 let mut y = (v - mean) * inv;
                 if let Some(w) = w {
@@ -777,7 +969,14 @@ pub enum PadMode {
 }
 
 /// Pads `x` (shape `in_dims`) with `before[axis]` elements before each axis into `out`.
-pub fn pad(x: &[f32], in_dims: &[usize], before: &[usize], out: &mut [f32], out_dims: &[usize], mode: PadMode) {
+pub fn pad(
+    x: &[f32],
+    in_dims: &[usize],
+    before: &[usize],
+    out: &mut [f32],
+    out_dims: &[usize],
+    mode: PadMode,
+) {
     let rank = in_dims.len();
     let mut in_strides = [0usize; MAX_RANK];
     let mut acc = 1;
@@ -839,7 +1038,15 @@ pub fn gather(x: &[f32], indices: &[f32], out: &mut [f32], outer: usize, len: us
 
 /// Nearest-neighbour resize of `planes` planes (PyTorch `nearest`: `floor(o * in / out)`).
 #[allow(clippy::too_many_arguments)]
-pub fn resize_nearest(x: &[f32], out: &mut [f32], planes: usize, h: usize, w: usize, oh: usize, ow: usize) {
+pub fn resize_nearest(
+    x: &[f32],
+    out: &mut [f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+) {
     for p in 0..planes {
         for oy in 0..oh {
             let iy = ((oy * h) / oh).min(h - 1);
@@ -853,9 +1060,18 @@ pub fn resize_nearest(x: &[f32], out: &mut [f32], planes: usize, h: usize, w: us
 
 /// Source coordinate and weights of bilinear sampling along one axis (PyTorch rules).
 #[inline]
-fn bilinear_tap(o: usize, in_len: usize, out_len: usize, align_corners: bool) -> (usize, usize, f32) {
+fn bilinear_tap(
+    o: usize,
+    in_len: usize,
+    out_len: usize,
+    align_corners: bool,
+) -> (usize, usize, f32) {
     let src = if align_corners {
-        if out_len > 1 { o as f32 * (in_len - 1) as f32 / (out_len - 1) as f32 } else { 0.0 }
+        if out_len > 1 {
+            o as f32 * (in_len - 1) as f32 / (out_len - 1) as f32
+        } else {
+            0.0
+        }
     } else {
         ((o as f32 + 0.5) * in_len as f32 / out_len as f32 - 0.5).max(0.0)
     };
@@ -866,7 +1082,16 @@ fn bilinear_tap(o: usize, in_len: usize, out_len: usize, align_corners: bool) ->
 
 /// Bilinear resize of `planes` planes on the last two axes.
 #[allow(clippy::too_many_arguments)]
-pub fn resize_bilinear(x: &[f32], out: &mut [f32], planes: usize, h: usize, w: usize, oh: usize, ow: usize, align_corners: bool) {
+pub fn resize_bilinear(
+    x: &[f32],
+    out: &mut [f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    align_corners: bool,
+) {
     for p in 0..planes {
         let xp = &x[p * h * w..(p + 1) * h * w];
         for oy in 0..oh {
@@ -899,7 +1124,14 @@ pub struct ResampleAxis<'a> {
 /// Separable resampling (ONNX `Resize`): every output element is the sum, over one tap
 /// per axis, of the product of the tap weights times the input element at the tap
 /// indices; an output outside the region of interest on any axis is `extrapolation`.
-pub fn resample(x: &[f32], in_dims: &[usize], out: &mut [f32], out_dims: &[usize], axes: &[ResampleAxis<'_>], extrapolation: f32) {
+pub fn resample(
+    x: &[f32],
+    in_dims: &[usize],
+    out: &mut [f32],
+    out_dims: &[usize],
+    axes: &[ResampleAxis<'_>],
+    extrapolation: f32,
+) {
     let rank = out_dims.len();
     debug_assert!(rank <= MAX_RANK && in_dims.len() == rank && axes.len() == rank);
     let mut in_strides = [0usize; MAX_RANK];
@@ -967,7 +1199,15 @@ pub fn resample(x: &[f32], in_dims: &[usize], out: &mut [f32], out_dims: &[usize
 
 /// Running sum along an axis of `[outer, len, inner]` (ONNX `CumSum`).
 #[allow(clippy::too_many_arguments)]
-pub fn cumsum(x: &[f32], out: &mut [f32], outer: usize, len: usize, inner: usize, exclusive: bool, reverse: bool) {
+pub fn cumsum(
+    x: &[f32],
+    out: &mut [f32],
+    outer: usize,
+    len: usize,
+    inner: usize,
+    exclusive: bool,
+    reverse: bool,
+) {
     for o in 0..outer {
         for i in 0..inner {
             let mut acc = 0.0f32;

@@ -6,7 +6,11 @@
 /// `max(x, 0)`; NaN stays NaN.
 #[inline(always)]
 pub fn relu(x: f32) -> f32 {
-    if x < 0.0 { 0.0 } else { x }
+    if x < 0.0 {
+        0.0
+    } else {
+        x
+    }
 }
 
 /// `x` clamped to `[lo, hi]`; NaN stays NaN.
@@ -24,13 +28,25 @@ pub fn clip(x: f32, lo: f32, hi: f32) -> f32 {
 /// Larger of two values (NaN if either is NaN, as numpy's `maximum`).
 #[inline(always)]
 pub fn max(a: f32, b: f32) -> f32 {
-    if a.is_nan() || b.is_nan() { f32::NAN } else if a > b { a } else { b }
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else if a > b {
+        a
+    } else {
+        b
+    }
 }
 
 /// Smaller of two values (NaN if either is NaN, as numpy's `minimum`).
 #[inline(always)]
 pub fn min(a: f32, b: f32) -> f32 {
-    if a.is_nan() || b.is_nan() { f32::NAN } else if a < b { a } else { b }
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else if a < b {
+        a
+    } else {
+        b
+    }
 }
 
 /// `|x|`
@@ -119,13 +135,21 @@ pub fn sigmoid(x: f32) -> f32 {
 /// `x` if positive, else `alpha * x`
 #[inline(always)]
 pub fn leaky_relu(x: f32, alpha: f32) -> f32 {
-    if x < 0.0 { alpha * x } else { x }
+    if x < 0.0 {
+        alpha * x
+    } else {
+        x
+    }
 }
 
 /// `x` if positive, else `alpha * (e^x - 1)`
 #[inline(always)]
 pub fn elu(x: f32, alpha: f32) -> f32 {
-    if x > 0.0 { x } else { alpha * libm::expm1f(x) }
+    if x > 0.0 {
+        x
+    } else {
+        alpha * libm::expm1f(x)
+    }
 }
 
 /// scaled ELU (Klambauer et al. 2017)
@@ -164,7 +188,11 @@ pub fn hard_swish(x: f32) -> f32 {
 /// `ln(1 + e^x)`, stable for large |x|
 #[inline(always)]
 pub fn softplus(x: f32) -> f32 {
-    if x > 20.0 { x } else { libm::log1pf(exp(x)) }
+    if x > 20.0 {
+        x
+    } else {
+        libm::log1pf(exp(x))
+    }
 }
 
 /// `x * tanh(softplus(x))`

@@ -169,21 +169,45 @@ impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LoadError::Malformed { reason } => write!(f, "malformed safetensors file: {reason}"),
-            LoadError::Truncated { tensor, needed, found } => {
+            LoadError::Truncated {
+                tensor,
+                needed,
+                found,
+            } => {
                 if tensor.as_str().is_empty() {
                     write!(f, "truncated safetensors file: the header needs {needed} bytes, the file has {found}")
                 } else {
                     write!(f, "truncated safetensors file: tensor `{tensor}` needs bytes up to {needed}, the data has {found}")
                 }
             }
-            LoadError::MissingTensor { tensor } => write!(f, "tensor `{tensor}` is missing from the weights"),
-            LoadError::UnexpectedTensor { tensor } => write!(f, "tensor `{tensor}` is in the weights but not in the model"),
-            LoadError::WrongDtype { tensor, found } => write!(f, "tensor `{tensor}` is {found}, expected F32"),
-            LoadError::WrongShape { tensor, expected, found, found_rank } => {
-                write!(f, "tensor `{tensor}` has shape {:?}, expected {:?}", &found[..(*found_rank).min(8)], expected)
+            LoadError::MissingTensor { tensor } => {
+                write!(f, "tensor `{tensor}` is missing from the weights")
+            }
+            LoadError::UnexpectedTensor { tensor } => write!(
+                f,
+                "tensor `{tensor}` is in the weights but not in the model"
+            ),
+            LoadError::WrongDtype { tensor, found } => {
+                write!(f, "tensor `{tensor}` is {found}, expected F32")
+            }
+            LoadError::WrongShape {
+                tensor,
+                expected,
+                found,
+                found_rank,
+            } => {
+                write!(
+                    f,
+                    "tensor `{tensor}` has shape {:?}, expected {:?}",
+                    &found[..(*found_rank).min(8)],
+                    expected
+                )
             }
             LoadError::BufferLength { expected, found } => {
-                write!(f, "parameter buffer holds {found} floats, the model needs {expected}")
+                write!(
+                    f,
+                    "parameter buffer holds {found} floats, the model needs {expected}"
+                )
             }
         }
     }
@@ -241,43 +265,87 @@ pub enum RunError {
 
 impl RunError {
     /// Checks the numbers of inputs and outputs.
-    pub fn check_counts(inputs: usize, outputs: usize, expected_inputs: usize, expected_outputs: usize) -> Result<(), RunError> {
+    pub fn check_counts(
+        inputs: usize,
+        outputs: usize,
+        expected_inputs: usize,
+        expected_outputs: usize,
+    ) -> Result<(), RunError> {
         if inputs != expected_inputs {
-            return Err(RunError::InputCount { expected: expected_inputs, found: inputs });
+            return Err(RunError::InputCount {
+                expected: expected_inputs,
+                found: inputs,
+            });
         }
         if outputs != expected_outputs {
-            return Err(RunError::OutputCount { expected: expected_outputs, found: outputs });
+            return Err(RunError::OutputCount {
+                expected: expected_outputs,
+                found: outputs,
+            });
         }
         Ok(())
     }
 
     /// Input `index` as a fixed-size array.
-    pub fn input<'a, const N: usize>(inputs: &[&'a [f32]], index: usize) -> Result<&'a [f32; N], RunError> {
+    pub fn input<'a, const N: usize>(
+        inputs: &[&'a [f32]],
+        index: usize,
+    ) -> Result<&'a [f32; N], RunError> {
         let slice: &'a [f32] = inputs.get(index).copied().unwrap_or(&[]);
-        slice.try_into().map_err(|_| RunError::InputLength { index, expected: N, found: slice.len() })
+        slice.try_into().map_err(|_| RunError::InputLength {
+            index,
+            expected: N,
+            found: slice.len(),
+        })
     }
 
     /// An output buffer as a fixed-size array.
-    pub fn output<'a, const N: usize>(buffer: &'a mut &mut [f32], index: usize) -> Result<&'a mut [f32; N], RunError> {
+    pub fn output<'a, const N: usize>(
+        buffer: &'a mut &mut [f32],
+        index: usize,
+    ) -> Result<&'a mut [f32; N], RunError> {
         let found = buffer.len();
-        (&mut **buffer).try_into().map_err(|_| RunError::OutputLength { index, expected: N, found })
+        (&mut **buffer)
+            .try_into()
+            .map_err(|_| RunError::OutputLength {
+                index,
+                expected: N,
+                found,
+            })
     }
 
     /// The arena as a fixed-size array.
     pub fn arena<const N: usize>(arena: &mut [f32]) -> Result<&mut [f32; N], RunError> {
         let found = arena.len();
-        arena.try_into().map_err(|_| RunError::ArenaLength { expected: N, found })
+        arena
+            .try_into()
+            .map_err(|_| RunError::ArenaLength { expected: N, found })
     }
 }
 
 impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RunError::InputCount { expected, found } => write!(f, "the model takes {expected} input(s), {found} given"),
-            RunError::OutputCount { expected, found } => write!(f, "the model gives {expected} output(s), {found} buffer(s) given"),
-            RunError::InputLength { index, expected, found } => write!(f, "input {index} needs {expected} floats, {found} given"),
-            RunError::OutputLength { index, expected, found } => write!(f, "output {index} needs {expected} floats, {found} given"),
-            RunError::ArenaLength { expected, found } => write!(f, "the arena needs {expected} floats, {found} given"),
+            RunError::InputCount { expected, found } => {
+                write!(f, "the model takes {expected} input(s), {found} given")
+            }
+            RunError::OutputCount { expected, found } => write!(
+                f,
+                "the model gives {expected} output(s), {found} buffer(s) given"
+            ),
+            RunError::InputLength {
+                index,
+                expected,
+                found,
+            } => write!(f, "input {index} needs {expected} floats, {found} given"),
+            RunError::OutputLength {
+                index,
+                expected,
+                found,
+            } => write!(f, "output {index} needs {expected} floats, {found} given"),
+            RunError::ArenaLength { expected, found } => {
+                write!(f, "the arena needs {expected} floats, {found} given")
+            }
         }
     }
 }
@@ -306,7 +374,12 @@ pub trait Model: Sized {
     fn from_static_params(params: Params<'static>) -> Result<Self, LoadError>;
 
     /// Runs with length-checked slices.
-    fn run_slices(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], arena: &mut [f32]) -> Result<(), RunError>;
+    fn run_slices(
+        &self,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+        arena: &mut [f32],
+    ) -> Result<(), RunError>;
 }
 
 /// Loads a safetensors file into a fresh owned buffer and builds the model.
@@ -319,9 +392,15 @@ pub fn load_safetensors<M: Model>(bytes: &[u8]) -> Result<M, LoadError> {
 
 /// Runs a model on slices, allocating the arena and the outputs.
 #[cfg(feature = "alloc")]
-pub fn infer<M: Model>(model: &M, inputs: &[&[f32]]) -> Result<alloc::vec::Vec<alloc::vec::Vec<f32>>, RunError> {
+pub fn infer<M: Model>(
+    model: &M,
+    inputs: &[&[f32]],
+) -> Result<alloc::vec::Vec<alloc::vec::Vec<f32>>, RunError> {
     use alloc::vec::Vec;
-    let mut outputs: Vec<Vec<f32>> = M::OUTPUT_SHAPES.iter().map(|s| alloc::vec![0.0; s.iter().product()]).collect();
+    let mut outputs: Vec<Vec<f32>> = M::OUTPUT_SHAPES
+        .iter()
+        .map(|s| alloc::vec![0.0; s.iter().product()])
+        .collect();
     let mut arena = alloc::vec![0.0f32; M::ARENA_LEN];
     {
         let mut views: Vec<&mut [f32]> = outputs.iter_mut().map(|o| o.as_mut_slice()).collect();
@@ -397,7 +476,11 @@ impl FusionReport {
             if i > 0 {
                 w.write_str(",")?;
             }
-            write!(w, "{{\"ops\":\"{}\",\"mapping\":\"{}\",\"inputs\":[", b.ops, b.mapping)?;
+            write!(
+                w,
+                "{{\"ops\":\"{}\",\"mapping\":\"{}\",\"inputs\":[",
+                b.ops, b.mapping
+            )?;
             for (k, from) in b.inputs.iter().enumerate() {
                 if k > 0 {
                     w.write_str(",")?;

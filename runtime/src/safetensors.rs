@@ -27,13 +27,19 @@ struct Entry<'a> {
 pub fn load_into(bytes: &[u8], specs: &[ParamSpec], dest: &mut [f32]) -> Result<(), LoadError> {
     let needed: usize = specs.iter().map(|s| s.offset + s.len()).max().unwrap_or(0);
     if dest.len() < needed {
-        return Err(LoadError::BufferLength { expected: needed, found: dest.len() });
+        return Err(LoadError::BufferLength {
+            expected: needed,
+            found: dest.len(),
+        });
     }
     let (header, data) = split(bytes)?;
     // every entry must be a model tensor, well formed, and in bounds
     let mut count = 0usize;
     let mut scratch = [0u8; MAX_NAME];
-    let mut cursor = Cursor { bytes: header, at: 0 };
+    let mut cursor = Cursor {
+        bytes: header,
+        at: 0,
+    };
     cursor.expect(b'{')?;
     if !cursor.eat(b'}') {
         loop {
@@ -41,7 +47,9 @@ pub fn load_into(bytes: &[u8], specs: &[ParamSpec], dest: &mut [f32]) -> Result<
             if let Some(entry) = entry {
                 count += 1;
                 let Some(spec) = specs.iter().find(|s| s.name == entry.name) else {
-                    return Err(LoadError::UnexpectedTensor { tensor: TensorName::new(entry.name) });
+                    return Err(LoadError::UnexpectedTensor {
+                        tensor: TensorName::new(entry.name),
+                    });
                 };
                 copy(&entry, spec, data, dest)?;
             }
@@ -54,7 +62,9 @@ pub fn load_into(bytes: &[u8], specs: &[ParamSpec], dest: &mut [f32]) -> Result<
     }
     cursor.skip_ws();
     if cursor.at != header.len() {
-        return Err(LoadError::Malformed { reason: "trailing bytes after the header object" });
+        return Err(LoadError::Malformed {
+            reason: "trailing bytes after the header object",
+        });
     }
     if count != specs.len() {
         // a duplicate or a missing name: find the first spec the header lacks
@@ -63,40 +73,77 @@ pub fn load_into(bytes: &[u8], specs: &[ParamSpec], dest: &mut [f32]) -> Result<
                 return Err(LoadError::MissingTensor { tensor: spec.name });
             }
         }
-        return Err(LoadError::Malformed { reason: "a tensor name appears twice in the header" });
+        return Err(LoadError::Malformed {
+            reason: "a tensor name appears twice in the header",
+        });
     }
     Ok(())
 }
 
 fn split(bytes: &[u8]) -> Result<(&[u8], &[u8]), LoadError> {
     let Some(len_bytes) = bytes.get(..8) else {
-        return Err(LoadError::Truncated { tensor: TensorName::new(""), needed: 8, found: bytes.len() });
+        return Err(LoadError::Truncated {
+            tensor: TensorName::new(""),
+            needed: 8,
+            found: bytes.len(),
+        });
     };
     let mut raw = [0u8; 8];
     raw.copy_from_slice(len_bytes);
     let n = u64::from_le_bytes(raw);
-    let end = usize::try_from(n).ok().and_then(|n| n.checked_add(8)).ok_or(LoadError::Malformed { reason: "header length overflows" })?;
-    let header = bytes.get(8..end).ok_or(LoadError::Truncated { tensor: TensorName::new(""), needed: end, found: bytes.len() })?;
+    let end = usize::try_from(n)
+        .ok()
+        .and_then(|n| n.checked_add(8))
+        .ok_or(LoadError::Malformed {
+            reason: "header length overflows",
+        })?;
+    let header = bytes.get(8..end).ok_or(LoadError::Truncated {
+        tensor: TensorName::new(""),
+        needed: end,
+        found: bytes.len(),
+    })?;
     let data = bytes.get(end..).unwrap_or(&[]);
     Ok((header, data))
 }
 
-fn copy(entry: &Entry<'_>, spec: &ParamSpec, data: &[u8], dest: &mut [f32]) -> Result<(), LoadError> {
+fn copy(
+    entry: &Entry<'_>,
+    spec: &ParamSpec,
+    data: &[u8],
+    dest: &mut [f32],
+) -> Result<(), LoadError> {
     if entry.dtype.as_str() != "F32" {
-        return Err(LoadError::WrongDtype { tensor: spec.name, found: entry.dtype });
+        return Err(LoadError::WrongDtype {
+            tensor: spec.name,
+            found: entry.dtype,
+        });
     }
     if entry.rank != spec.shape.len() || entry.shape.get(..entry.rank) != Some(spec.shape) {
-        return Err(LoadError::WrongShape { tensor: spec.name, expected: spec.shape, found: entry.shape, found_rank: entry.rank });
+        return Err(LoadError::WrongShape {
+            tensor: spec.name,
+            expected: spec.shape,
+            found: entry.shape,
+            found_rank: entry.rank,
+        });
     }
     let len = spec.len();
     if entry.end < entry.begin || entry.end - entry.begin != len * 4 {
-        return Err(LoadError::Malformed { reason: "data_offsets do not match the tensor's shape and dtype" });
+        return Err(LoadError::Malformed {
+            reason: "data_offsets do not match the tensor's shape and dtype",
+        });
     }
     let Some(src) = data.get(entry.begin..entry.end) else {
-        return Err(LoadError::Truncated { tensor: TensorName::new(spec.name), needed: entry.end, found: data.len() });
+        return Err(LoadError::Truncated {
+            tensor: TensorName::new(spec.name),
+            needed: entry.end,
+            found: data.len(),
+        });
     };
     let Some(dst) = dest.get_mut(spec.offset..spec.offset + len) else {
-        return Err(LoadError::BufferLength { expected: spec.offset + len, found: dest.len() });
+        return Err(LoadError::BufferLength {
+            expected: spec.offset + len,
+            found: dest.len(),
+        });
     };
     for (d, chunk) in dst.iter_mut().zip(src.chunks_exact(4)) {
         *d = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
@@ -107,7 +154,10 @@ fn copy(entry: &Entry<'_>, spec: &ParamSpec, data: &[u8], dest: &mut [f32]) -> R
 /// True when the header has a tensor called `name`.
 fn header_has(header: &[u8], name: &str) -> Result<bool, LoadError> {
     let mut scratch = [0u8; MAX_NAME];
-    let mut cursor = Cursor { bytes: header, at: 0 };
+    let mut cursor = Cursor {
+        bytes: header,
+        at: 0,
+    };
     cursor.expect(b'{')?;
     if cursor.eat(b'}') {
         return Ok(false);
@@ -130,7 +180,9 @@ struct Cursor<'a> {
     at: usize,
 }
 
-const BAD: LoadError = LoadError::Malformed { reason: "the header is not the JSON safetensors expects" };
+const BAD: LoadError = LoadError::Malformed {
+    reason: "the header is not the JSON safetensors expects",
+};
 
 impl<'a> Cursor<'a> {
     fn skip_ws(&mut self) {
@@ -150,7 +202,11 @@ impl<'a> Cursor<'a> {
     }
 
     fn expect(&mut self, b: u8) -> Result<(), LoadError> {
-        if self.eat(b) { Ok(()) } else { Err(BAD) }
+        if self.eat(b) {
+            Ok(())
+        } else {
+            Err(BAD)
+        }
     }
 
     /// A JSON string, decoded into `buf`.
@@ -183,7 +239,9 @@ impl<'a> Cursor<'a> {
                             let c = char::from_u32(code).ok_or(BAD)?;
                             let mut utf8 = [0u8; 4];
                             for &u in c.encode_utf8(&mut utf8).as_bytes() {
-                                *buf.get_mut(len).ok_or(LoadError::Malformed { reason: "a name is longer than 256 bytes" })? = u;
+                                *buf.get_mut(len).ok_or(LoadError::Malformed {
+                                    reason: "a name is longer than 256 bytes",
+                                })? = u;
                                 len += 1;
                             }
                             continue;
@@ -194,7 +252,9 @@ impl<'a> Cursor<'a> {
                 c if c < 0x20 => return Err(BAD),
                 c => c,
             };
-            *buf.get_mut(len).ok_or(LoadError::Malformed { reason: "a name is longer than 256 bytes" })? = decoded;
+            *buf.get_mut(len).ok_or(LoadError::Malformed {
+                reason: "a name is longer than 256 bytes",
+            })? = decoded;
             len += 1;
         }
         core::str::from_utf8(buf.get(..len).ok_or(BAD)?).map_err(|_| BAD)
@@ -205,10 +265,17 @@ impl<'a> Cursor<'a> {
         let start = self.at;
         let mut value: usize = 0;
         while let Some(&d @ b'0'..=b'9') = self.bytes.get(self.at) {
-            value = value.checked_mul(10).and_then(|v| v.checked_add((d - b'0') as usize)).ok_or(BAD)?;
+            value = value
+                .checked_mul(10)
+                .and_then(|v| v.checked_add((d - b'0') as usize))
+                .ok_or(BAD)?;
             self.at += 1;
         }
-        if self.at == start { Err(BAD) } else { Ok(value) }
+        if self.at == start {
+            Err(BAD)
+        } else {
+            Ok(value)
+        }
     }
 
     /// Skips any JSON value (for `__metadata__` and unknown fields).
@@ -237,7 +304,11 @@ impl<'a> Cursor<'a> {
                 Ok(())
             }
             Some(b'{') | Some(b'[') => {
-                let close = if self.bytes.get(self.at) == Some(&b'{') { b'}' } else { b']' };
+                let close = if self.bytes.get(self.at) == Some(&b'{') {
+                    b'}'
+                } else {
+                    b']'
+                };
                 self.at += 1;
                 if self.eat(close) {
                     return Ok(());
@@ -255,7 +326,10 @@ impl<'a> Cursor<'a> {
                 }
             }
             Some(_) => {
-                while matches!(self.bytes.get(self.at), Some(b'-' | b'+' | b'.' | b'0'..=b'9' | b'a'..=b'z' | b'E')) {
+                while matches!(
+                    self.bytes.get(self.at),
+                    Some(b'-' | b'+' | b'.' | b'0'..=b'9' | b'a'..=b'z' | b'E')
+                ) {
                     self.at += 1;
                 }
                 Ok(())
@@ -265,7 +339,10 @@ impl<'a> Cursor<'a> {
     }
 
     /// `"name": {...}`; `None` for `__metadata__`.
-    fn entry<'b>(&mut self, scratch: &'b mut [u8; MAX_NAME]) -> Result<Option<Entry<'b>>, LoadError> {
+    fn entry<'b>(
+        &mut self,
+        scratch: &'b mut [u8; MAX_NAME],
+    ) -> Result<Option<Entry<'b>>, LoadError> {
         let name = self.string(scratch)?;
         self.expect(b':')?;
         if name == "__metadata__" {
@@ -293,7 +370,9 @@ impl<'a> Cursor<'a> {
                         if !self.eat(b']') {
                             loop {
                                 let d = self.number()?;
-                                *dims.get_mut(rank).ok_or(LoadError::Malformed { reason: "a tensor has more than 8 dimensions" })? = d;
+                                *dims.get_mut(rank).ok_or(LoadError::Malformed {
+                                    reason: "a tensor has more than 8 dimensions",
+                                })? = d;
                                 rank += 1;
                                 if self.eat(b',') {
                                     continue;
@@ -322,8 +401,17 @@ impl<'a> Cursor<'a> {
             }
         }
         match (dtype, shape, offsets) {
-            (Some(dtype), Some((shape, rank)), Some((begin, end))) => Ok(Some(Entry { name, dtype, shape, rank, begin, end })),
-            _ => Err(LoadError::Malformed { reason: "a tensor entry lacks dtype, shape or data_offsets" }),
+            (Some(dtype), Some((shape, rank)), Some((begin, end))) => Ok(Some(Entry {
+                name,
+                dtype,
+                shape,
+                rank,
+                begin,
+                end,
+            })),
+            _ => Err(LoadError::Malformed {
+                reason: "a tensor entry lacks dtype, shape or data_offsets",
+            }),
         }
     }
 }
@@ -333,8 +421,16 @@ mod tests {
     use super::*;
 
     const SPECS: &[ParamSpec] = &[
-        ParamSpec { name: "a.weight", shape: &[2, 2], offset: 0 },
-        ParamSpec { name: "a.bias", shape: &[2], offset: 4 },
+        ParamSpec {
+            name: "a.weight",
+            shape: &[2, 2],
+            offset: 0,
+        },
+        ParamSpec {
+            name: "a.bias",
+            shape: &[2],
+            offset: 4,
+        },
     ];
 
     fn file(header: &str, floats: &[f32]) -> ([u8; 512], usize) {
@@ -366,7 +462,10 @@ mod tests {
         let floats = [0.0; 6];
         let missing = r#"{"a.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#;
         let (b, l) = file(missing, &floats);
-        assert_eq!(load_into(&b[..l], SPECS, &mut dest), Err(LoadError::MissingTensor { tensor: "a.bias" }));
+        assert_eq!(
+            load_into(&b[..l], SPECS, &mut dest),
+            Err(LoadError::MissingTensor { tensor: "a.bias" })
+        );
         let mut extra = [0u8; 256];
         let tail = br#","c":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
         let body = &GOOD.as_bytes()[..GOOD.len() - 1];
@@ -374,16 +473,42 @@ mod tests {
         extra[body.len()..body.len() + tail.len()].copy_from_slice(tail);
         let extra = core::str::from_utf8(&extra[..body.len() + tail.len()]).unwrap();
         let (b, l) = file(extra, &floats);
-        assert!(matches!(load_into(&b[..l], SPECS, &mut dest), Err(LoadError::UnexpectedTensor { tensor }) if tensor.as_str() == "c"));
-        let (b, l) = file(&GOOD.replace("\"F32\",\"shape\":[2]", "\"F16\",\"shape\":[2]"), &floats);
-        assert!(matches!(load_into(&b[..l], SPECS, &mut dest), Err(LoadError::WrongDtype { tensor: "a.bias", .. })));
+        assert!(
+            matches!(load_into(&b[..l], SPECS, &mut dest), Err(LoadError::UnexpectedTensor { tensor }) if tensor.as_str() == "c")
+        );
+        let (b, l) = file(
+            &GOOD.replace("\"F32\",\"shape\":[2]", "\"F16\",\"shape\":[2]"),
+            &floats,
+        );
+        assert!(matches!(
+            load_into(&b[..l], SPECS, &mut dest),
+            Err(LoadError::WrongDtype {
+                tensor: "a.bias",
+                ..
+            })
+        ));
         let (b, l) = file(&GOOD.replace("[2,2]", "[4,1]"), &floats);
-        assert!(matches!(load_into(&b[..l], SPECS, &mut dest), Err(LoadError::WrongShape { tensor: "a.weight", .. })));
+        assert!(matches!(
+            load_into(&b[..l], SPECS, &mut dest),
+            Err(LoadError::WrongShape {
+                tensor: "a.weight",
+                ..
+            })
+        ));
         let (b, l) = file(GOOD, &floats[..5]);
-        assert!(matches!(load_into(&b[..l], SPECS, &mut dest), Err(LoadError::Truncated { .. })));
+        assert!(matches!(
+            load_into(&b[..l], SPECS, &mut dest),
+            Err(LoadError::Truncated { .. })
+        ));
         let (b, l) = file("{\"a.weight\": [", &floats);
-        assert!(matches!(load_into(&b[..l], SPECS, &mut dest), Err(LoadError::Malformed { .. })));
-        assert!(matches!(load_into(&[1, 2, 3], SPECS, &mut dest), Err(LoadError::Truncated { .. })));
+        assert!(matches!(
+            load_into(&b[..l], SPECS, &mut dest),
+            Err(LoadError::Malformed { .. })
+        ));
+        assert!(matches!(
+            load_into(&[1, 2, 3], SPECS, &mut dest),
+            Err(LoadError::Truncated { .. })
+        ));
     }
 
     #[test]

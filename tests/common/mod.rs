@@ -78,22 +78,34 @@ pub fn check_with<M: Model>(source: &str, tolerance: f32) {
         input_arrays.push(ArrayD::from_shape_vec(IxDyn(&value.shape), data.clone()).unwrap());
         inputs.push(data);
     }
-    let expected = interp::interpret(graph, &input_arrays, &param_arrays).unwrap_or_else(|e| panic!("interpreter: {e:?}"));
+    let expected = interp::interpret(graph, &input_arrays, &param_arrays)
+        .unwrap_or_else(|e| panic!("interpreter: {e:?}"));
 
     let model = M::from_static_params(Params::owned(params)).unwrap();
-    let mut outputs: Vec<Vec<f32>> = M::OUTPUT_SHAPES.iter().map(|s| vec![f32::NAN; s.iter().product()]).collect();
+    let mut outputs: Vec<Vec<f32>> = M::OUTPUT_SHAPES
+        .iter()
+        .map(|s| vec![f32::NAN; s.iter().product()])
+        .collect();
     let mut arena = vec![f32::NAN; M::ARENA_LEN];
     let input_refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
     let mut output_refs: Vec<&mut [f32]> = outputs.iter_mut().map(|v| v.as_mut_slice()).collect();
-    model.run_slices(&input_refs, &mut output_refs, &mut arena).unwrap();
+    model
+        .run_slices(&input_refs, &mut output_refs, &mut arena)
+        .unwrap();
 
     for (i, (got, want)) in outputs.iter().zip(&expected).enumerate() {
         assert_eq!(got.len(), want.len(), "output {i} length");
-        let scale = want.iter().fold(1.0f32, |m, v| if v.is_finite() { m.max(v.abs()) } else { m });
+        let scale = want.iter().fold(
+            1.0f32,
+            |m, v| if v.is_finite() { m.max(v.abs()) } else { m },
+        );
         let tol = tolerance * scale;
         for (j, (g, w)) in got.iter().zip(want.iter()).enumerate() {
             let same_special = (g.is_nan() && w.is_nan()) || (g.is_infinite() && g == w);
-            assert!(same_special || (g - w).abs() <= tol, "output {i}[{j}]: generated {g}, interpreter {w} (tolerance {tol})\n{source}");
+            assert!(
+                same_special || (g - w).abs() <= tol,
+                "output {i}[{j}]: generated {g}, interpreter {w} (tolerance {tol})\n{source}"
+            );
         }
     }
 }

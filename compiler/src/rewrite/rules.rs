@@ -7,7 +7,9 @@
 //! ops; constants are combined in f64 and rounded once to f32.
 
 use super::{Operand, Operand::Old, Patch};
-use crate::ir::{BinaryOp, Graph, Node, Op, ReduceKind, ReshapeKind, ResizeMode, UnaryOp, ValueId, ValueKind};
+use crate::ir::{
+    BinaryOp, Graph, Node, Op, ReduceKind, ReshapeKind, ResizeMode, UnaryOp, ValueId, ValueKind,
+};
 
 // ---------------------------------------------------------------------------------------
 // Matching helpers
@@ -41,7 +43,9 @@ fn bin(g: &Graph, v: ValueId) -> Option<(BinaryOp, ValueId, ValueId)> {
 
 /// `v = op(a, b)` for one given binary op: `(a, b)`.
 fn bin_of(g: &Graph, v: ValueId, op: BinaryOp) -> Option<(ValueId, ValueId)> {
-    bin(g, v).filter(|(o, _, _)| *o == op).map(|(_, a, b)| (a, b))
+    bin(g, v)
+        .filter(|(o, _, _)| *o == op)
+        .map(|(_, a, b)| (a, b))
 }
 
 /// `v = u(x)` for one given unary op: `x`.
@@ -110,12 +114,23 @@ pub fn nonneg(g: &Graph, v: ValueId, depth: usize) -> bool {
     let first = |n: &Node| n.inputs.first().is_some_and(|&x| nonneg(g, x, depth - 1));
     match &n.op {
         Op::Unary(u) => match u {
-            UnaryOp::Abs | UnaryOp::Relu | UnaryOp::Relu6 | UnaryOp::Exp | UnaryOp::Sqrt | UnaryOp::Square | UnaryOp::Sigmoid | UnaryOp::Softplus => true,
+            UnaryOp::Abs
+            | UnaryOp::Relu
+            | UnaryOp::Relu6
+            | UnaryOp::Exp
+            | UnaryOp::Sqrt
+            | UnaryOp::Square
+            | UnaryOp::Sigmoid
+            | UnaryOp::Softplus => true,
             UnaryOp::HardSigmoid { .. } => true,
             UnaryOp::Clip { min, .. } => *min >= 0.0,
             UnaryOp::PowScalar(c) => (c.fract() == 0.0 && (*c as i64) % 2 == 0) || first(n),
-            UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Round | UnaryOp::Tanh | UnaryOp::Erf => first(n),
-            UnaryOp::MulScalar(c) | UnaryOp::DivScalar(c) | UnaryOp::AddScalar(c) => *c >= 0.0 && first(n),
+            UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Round | UnaryOp::Tanh | UnaryOp::Erf => {
+                first(n)
+            }
+            UnaryOp::MulScalar(c) | UnaryOp::DivScalar(c) | UnaryOp::AddScalar(c) => {
+                *c >= 0.0 && first(n)
+            }
             UnaryOp::LeakyRelu(a) | UnaryOp::Elu(a) => *a >= 0.0 && first(n),
             // 1 / -0 is -inf: a zero's sign matters here
             UnaryOp::Recip
@@ -137,7 +152,15 @@ pub fn nonneg(g: &Graph, v: ValueId, depth: usize) -> bool {
         Op::Softmax { .. } => true,
         Op::Binary(BinaryOp::Add | BinaryOp::Mul | BinaryOp::Min) => all(n),
         Op::Binary(BinaryOp::Max) => n.inputs.iter().any(|&x| nonneg(g, x, depth - 1)),
-        Op::Reduce { kind: ReduceKind::Sum | ReduceKind::Mean | ReduceKind::Max | ReduceKind::Min | ReduceKind::Prod, .. }
+        Op::Reduce {
+            kind:
+                ReduceKind::Sum
+                | ReduceKind::Mean
+                | ReduceKind::Max
+                | ReduceKind::Min
+                | ReduceKind::Prod,
+            ..
+        }
         | Op::Reshape(_)
         | Op::Transpose { .. }
         | Op::Slice { .. }
@@ -149,7 +172,10 @@ pub fn nonneg(g: &Graph, v: ValueId, depth: usize) -> bool {
         | Op::Resize(ResizeMode::Nearest)
         | Op::Gather { .. } => first(n),
         Op::Concat { .. } => all(n),
-        Op::Where => n.inputs.get(1..).is_some_and(|xs| xs.iter().all(|&x| nonneg(g, x, depth - 1))),
+        Op::Where => n
+            .inputs
+            .get(1..)
+            .is_some_and(|xs| xs.iter().all(|&x| nonneg(g, x, depth - 1))),
         _ => false,
     }
 }
@@ -189,7 +215,10 @@ fn decreasing(u: UnaryOp) -> bool {
 
 /// A scalar scale: `x * c`, `x / c` or `-x` (commutes with sums, means and products).
 fn scale(u: UnaryOp) -> bool {
-    matches!(u, UnaryOp::MulScalar(_) | UnaryOp::DivScalar(_) | UnaryOp::Neg)
+    matches!(
+        u,
+        UnaryOp::MulScalar(_) | UnaryOp::DivScalar(_) | UnaryOp::Neg
+    )
 }
 
 /// A slice as (starts, ends, steps).
@@ -197,7 +226,11 @@ type SliceSpec = (Vec<usize>, Vec<usize>, Vec<usize>);
 
 fn slice_of(n: &Node) -> Option<SliceSpec> {
     match &n.op {
-        Op::Slice { starts, ends, steps } => Some((starts.clone(), ends.clone(), steps.clone())),
+        Op::Slice {
+            starts,
+            ends,
+            steps,
+        } => Some((starts.clone(), ends.clone(), steps.clone())),
         _ => None,
     }
 }
@@ -212,7 +245,15 @@ fn make_slice(p: &mut Patch, g: &Graph, x: Operand, spec: SliceSpec, shape: Vec<
         return x;
     }
     let (starts, ends, steps) = spec;
-    p.push(Op::Slice { starts, ends, steps }, vec![x], shape)
+    p.push(
+        Op::Slice {
+            starts,
+            ends,
+            steps,
+        },
+        vec![x],
+        shape,
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -270,7 +311,9 @@ pub fn identity_leaky_relu_one(g: &Graph, n: usize) -> Option<Patch> {
 /// `clip(x, -inf, inf) -> x`
 pub fn identity_clip_unbounded(g: &Graph, n: usize) -> Option<Patch> {
     match root_un(g, n)? {
-        (UnaryOp::Clip { min, max }, x) if min == f32::NEG_INFINITY && max == f32::INFINITY => Some(Patch::alias(x)),
+        (UnaryOp::Clip { min, max }, x) if min == f32::NEG_INFINITY && max == f32::INFINITY => {
+            Some(Patch::alias(x))
+        }
         _ => None,
     }
 }
@@ -297,7 +340,11 @@ pub fn identity_relu_relu(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `1 / (1 / x) -> x`
 pub fn identity_recip_recip(g: &Graph, n: usize) -> Option<Patch> {
-    let x = un_of(g, un_of(g, at(g, n)?.output, UnaryOp::Recip)?, UnaryOp::Recip)?;
+    let x = un_of(
+        g,
+        un_of(g, at(g, n)?.output, UnaryOp::Recip)?,
+        UnaryOp::Recip,
+    )?;
     Some(Patch::alias(x))
 }
 
@@ -369,14 +416,18 @@ pub fn identity_where_same(g: &Graph, n: usize) -> Option<Patch> {
 /// `reshape(x)` to its own shape `-> x`
 pub fn identity_reshape_noop(g: &Graph, n: usize) -> Option<Patch> {
     let (node, x) = root_single(g, n)?;
-    (matches!(node.op, Op::Reshape(_)) && g.shape(x) == g.shape(node.output)).then(|| Patch::alias(x))
+    (matches!(node.op, Op::Reshape(_)) && g.shape(x) == g.shape(node.output))
+        .then(|| Patch::alias(x))
 }
 
 /// `reshape(reshape(x))` back to the shape of `x` `-> x` (`squeeze(unsqueeze(x))`, ...)
 pub fn identity_reshape_pair_cancel(g: &Graph, n: usize) -> Option<Patch> {
     let (node, y) = root_single(g, n)?;
     let inner = def(g, y)?;
-    let (Op::Reshape(_), Op::Reshape(_), [x]) = (&node.op, &inner.op, inner.inputs.as_slice()) else { return None };
+    let (Op::Reshape(_), Op::Reshape(_), [x]) = (&node.op, &inner.op, inner.inputs.as_slice())
+    else {
+        return None;
+    };
     (g.shape(*x) == g.shape(node.output)).then(|| Patch::alias(*x))
 }
 
@@ -384,7 +435,10 @@ pub fn identity_reshape_pair_cancel(g: &Graph, n: usize) -> Option<Patch> {
 pub fn identity_reshape_reshape(g: &Graph, n: usize) -> Option<Patch> {
     let (node, y) = root_single(g, n)?;
     let inner = def(g, y)?;
-    let (Op::Reshape(kind), Op::Reshape(_), [x]) = (&node.op, &inner.op, inner.inputs.as_slice()) else { return None };
+    let (Op::Reshape(kind), Op::Reshape(_), [x]) = (&node.op, &inner.op, inner.inputs.as_slice())
+    else {
+        return None;
+    };
     if g.shape(*x) == g.shape(node.output) {
         return None;
     }
@@ -419,7 +473,10 @@ fn compose(outer: &[usize], inner: &[usize]) -> Option<Vec<usize>> {
 pub fn identity_transpose_pair_cancel(g: &Graph, n: usize) -> Option<Patch> {
     let (node, y) = root_single(g, n)?;
     let inner = def(g, y)?;
-    let (outer, inner_perm, [x]) = (perm_of(node)?, perm_of(inner)?, inner.inputs.as_slice()) else { return None };
+    let (outer, inner_perm, [x]) = (perm_of(node)?, perm_of(inner)?, inner.inputs.as_slice())
+    else {
+        return None;
+    };
     is_identity(&compose(outer, inner_perm)?).then(|| Patch::alias(*x))
 }
 
@@ -427,7 +484,10 @@ pub fn identity_transpose_pair_cancel(g: &Graph, n: usize) -> Option<Patch> {
 pub fn identity_transpose_transpose(g: &Graph, n: usize) -> Option<Patch> {
     let (node, y) = root_single(g, n)?;
     let inner = def(g, y)?;
-    let (outer, inner_perm, [x]) = (perm_of(node)?, perm_of(inner)?, inner.inputs.as_slice()) else { return None };
+    let (outer, inner_perm, [x]) = (perm_of(node)?, perm_of(inner)?, inner.inputs.as_slice())
+    else {
+        return None;
+    };
     let perm = compose(outer, inner_perm)?;
     if is_identity(&perm) {
         return None;
@@ -445,12 +505,20 @@ pub fn identity_transpose_to_reshape(g: &Graph, n: usize) -> Option<Patch> {
         return None;
     }
     let shape = g.shape(x);
-    let moved: Vec<usize> = perm.iter().copied().filter(|&a| shape.get(a).copied().unwrap_or(1) != 1).collect();
+    let moved: Vec<usize> = perm
+        .iter()
+        .copied()
+        .filter(|&a| shape.get(a).copied().unwrap_or(1) != 1)
+        .collect();
     if !moved.windows(2).all(|w| matches!(w, [a, b] if a < b)) {
         return None;
     }
     let mut p = Patch::default();
-    let r = p.push(Op::Reshape(ReshapeKind::Reshape), vec![Old(x)], out_shape(g, n));
+    let r = p.push(
+        Op::Reshape(ReshapeKind::Reshape),
+        vec![Old(x)],
+        out_shape(g, n),
+    );
     p.done(r)
 }
 
@@ -465,7 +533,9 @@ pub fn identity_slice_full(g: &Graph, n: usize) -> Option<Patch> {
 pub fn identity_slice_slice(g: &Graph, n: usize) -> Option<Patch> {
     let (node, y) = root_single(g, n)?;
     let inner = def(g, y)?;
-    let [x] = inner.inputs.as_slice() else { return None };
+    let [x] = inner.inputs.as_slice() else {
+        return None;
+    };
     let (s2, _, st2) = slice_of(node)?;
     let (s1, _, st1) = slice_of(inner)?;
     let out = out_shape(g, n);
@@ -474,7 +544,9 @@ pub fn identity_slice_slice(g: &Graph, n: usize) -> Option<Patch> {
         let (a, b, c, d) = (s1.get(axis)?, st1.get(axis)?, s2.get(axis)?, st2.get(axis)?);
         let start = a.checked_add(c.checked_mul(*b)?)?;
         let step = b.checked_mul(*d)?;
-        let end = start.checked_add(len.checked_sub(1)?.checked_mul(step)?)?.checked_add(1)?;
+        let end = start
+            .checked_add(len.checked_sub(1)?.checked_mul(step)?)?
+            .checked_add(1)?;
         spec.0.push(start);
         spec.1.push(end);
         spec.2.push(step);
@@ -489,7 +561,9 @@ pub fn identity_slice_of_concat(g: &Graph, n: usize) -> Option<Patch> {
     let (node, y) = root_single(g, n)?;
     let (mut starts, mut ends, steps) = slice_of(node)?;
     let cat = def(g, y)?;
-    let Op::Concat { axis } = cat.op else { return None };
+    let Op::Concat { axis } = cat.op else {
+        return None;
+    };
     let out = out_shape(g, n);
     let first = *starts.get(axis)?;
     let last = first + out.get(axis)?.checked_sub(1)? * steps.get(axis)?;
@@ -511,7 +585,9 @@ pub fn identity_slice_of_concat(g: &Graph, n: usize) -> Option<Patch> {
 /// `concat(slice(x, a..b), slice(x, b..c))` along the sliced axis `-> slice(x, a..c)`
 pub fn identity_concat_adjacent_slices(g: &Graph, n: usize) -> Option<Patch> {
     let node = at(g, n)?;
-    let Op::Concat { axis } = node.op else { return None };
+    let Op::Concat { axis } = node.op else {
+        return None;
+    };
     if node.inputs.len() < 2 {
         return None;
     }
@@ -520,7 +596,9 @@ pub fn identity_concat_adjacent_slices(g: &Graph, n: usize) -> Option<Patch> {
     let mut next = 0;
     for &part in &node.inputs {
         let s = def(g, part)?;
-        let [x] = s.inputs.as_slice() else { return None };
+        let [x] = s.inputs.as_slice() else {
+            return None;
+        };
         let (starts, ends, steps) = slice_of(s)?;
         let len = *g.shape(part).get(axis)?;
         if *steps.get(axis)? != 1 || source.is_some_and(|src| src != *x) {
@@ -533,7 +611,11 @@ pub fn identity_concat_adjacent_slices(g: &Graph, n: usize) -> Option<Patch> {
                 source = Some(*x);
             }
             Some((s0, e0, st0)) => {
-                let same_elsewhere = (0..s0.len()).filter(|&a| a != axis).all(|a| s0.get(a) == starts.get(a) && e0.get(a) == ends.get(a) && st0.get(a) == steps.get(a));
+                let same_elsewhere = (0..s0.len()).filter(|&a| a != axis).all(|a| {
+                    s0.get(a) == starts.get(a)
+                        && e0.get(a) == ends.get(a)
+                        && st0.get(a) == steps.get(a)
+                });
                 if !same_elsewhere || *starts.get(axis)? != next {
                     return None;
                 }
@@ -559,7 +641,9 @@ pub fn identity_concat_single(g: &Graph, n: usize) -> Option<Patch> {
 /// `concat(a, concat(b, c), d) -> concat(a, b, c, d)` along one axis
 pub fn identity_concat_of_concat(g: &Graph, n: usize) -> Option<Patch> {
     let node = at(g, n)?;
-    let Op::Concat { axis } = node.op else { return None };
+    let Op::Concat { axis } = node.op else {
+        return None;
+    };
     let mut flat = Vec::new();
     let mut changed = false;
     for &part in &node.inputs {
@@ -588,15 +672,25 @@ pub fn identity_expand_noop(g: &Graph, n: usize) -> Option<Patch> {
 /// `pad(x)` by zero everywhere `-> x`
 pub fn identity_pad_zero(g: &Graph, n: usize) -> Option<Patch> {
     let (node, x) = root_single(g, n)?;
-    let Op::Pad { pads, .. } = &node.op else { return None };
-    pads.iter().all(|&(a, b)| a == 0 && b == 0).then(|| Patch::alias(x))
+    let Op::Pad { pads, .. } = &node.op else {
+        return None;
+    };
+    pads.iter()
+        .all(|&(a, b)| a == 0 && b == 0)
+        .then(|| Patch::alias(x))
 }
 
 /// `reduce_*(x)` over length-1 axes only `-> x` (reshaped when the axes are dropped)
 pub fn identity_reduce_unit_axes(g: &Graph, n: usize) -> Option<Patch> {
     let (node, x) = root_single(g, n)?;
     // an L1 or L2 norm, a sum of squares or a log of one element is not the element
-    let Op::Reduce { kind: ReduceKind::Sum | ReduceKind::Mean | ReduceKind::Max | ReduceKind::Min | ReduceKind::Prod, axes, .. } = &node.op else {
+    let Op::Reduce {
+        kind:
+            ReduceKind::Sum | ReduceKind::Mean | ReduceKind::Max | ReduceKind::Min | ReduceKind::Prod,
+        axes,
+        ..
+    } = &node.op
+    else {
         return None;
     };
     let shape = g.shape(x);
@@ -607,33 +701,52 @@ pub fn identity_reduce_unit_axes(g: &Graph, n: usize) -> Option<Patch> {
         return Some(Patch::alias(x));
     }
     let mut p = Patch::default();
-    let r = p.push(Op::Reshape(ReshapeKind::Squeeze), vec![Old(x)], out_shape(g, n));
+    let r = p.push(
+        Op::Reshape(ReshapeKind::Squeeze),
+        vec![Old(x)],
+        out_shape(g, n),
+    );
     p.done(r)
 }
 
 /// `max_pool2d(x, 1)` / `avg_pool2d(x, 1)` (stride 1, no padding) `-> x`
 pub fn identity_pool_unit_window(g: &Graph, n: usize) -> Option<Patch> {
     let (node, x) = root_single(g, n)?;
-    let (Op::MaxPool2d(p) | Op::AvgPool2d(p)) = &node.op else { return None };
-    (p.kernel == [1, 1] && p.stride == [1, 1] && p.padding == [0; 4] && g.shape(x) == g.shape(node.output)).then(|| Patch::alias(x))
+    let (Op::MaxPool2d(p) | Op::AvgPool2d(p)) = &node.op else {
+        return None;
+    };
+    (p.kernel == [1, 1]
+        && p.stride == [1, 1]
+        && p.padding == [0; 4]
+        && g.shape(x) == g.shape(node.output))
+    .then(|| Patch::alias(x))
 }
 
 /// `global_*_pool2d(x)` of a 1x1 image `-> x`
 pub fn identity_global_pool_unit(g: &Graph, n: usize) -> Option<Patch> {
     let (node, x) = root_single(g, n)?;
-    (matches!(node.op, Op::GlobalAvgPool | Op::GlobalMaxPool) && g.shape(x) == g.shape(node.output)).then(|| Patch::alias(x))
+    (matches!(node.op, Op::GlobalAvgPool | Op::GlobalMaxPool) && g.shape(x) == g.shape(node.output))
+        .then(|| Patch::alias(x))
 }
 
 /// `resize(x)` (nearest) to its own size `-> x`
 pub fn identity_resize_same(g: &Graph, n: usize) -> Option<Patch> {
     let (node, x) = root_single(g, n)?;
-    (node.op == Op::Resize(ResizeMode::Nearest) && g.shape(x) == g.shape(node.output)).then(|| Patch::alias(x))
+    (node.op == Op::Resize(ResizeMode::Nearest) && g.shape(x) == g.shape(node.output))
+        .then(|| Patch::alias(x))
 }
 
 /// `cumsum(x)` (inclusive) along a length-1 axis `-> x`
 pub fn identity_cumsum_unit_axis(g: &Graph, n: usize) -> Option<Patch> {
     let (node, x) = root_single(g, n)?;
-    let Op::Cumsum { axis, exclusive: false, .. } = node.op else { return None };
+    let Op::Cumsum {
+        axis,
+        exclusive: false,
+        ..
+    } = node.op
+    else {
+        return None;
+    };
     (g.shape(x).get(axis) == Some(&1)).then(|| Patch::alias(x))
 }
 
@@ -673,10 +786,16 @@ pub fn cse_identical(g: &Graph, n: usize) -> Option<Patch> {
 /// `b + a` after `a + b` (also `*`, `maximum`, `minimum`) `->` the earlier one
 pub fn cse_commuted(g: &Graph, n: usize) -> Option<Patch> {
     let (op, a, b) = root_bin(g, n)?;
-    if !matches!(op, BinaryOp::Add | BinaryOp::Mul | BinaryOp::Max | BinaryOp::Min) || a == b {
+    if !matches!(
+        op,
+        BinaryOp::Add | BinaryOp::Mul | BinaryOp::Max | BinaryOp::Min
+    ) || a == b
+    {
         return None;
     }
-    earlier(g, n).find(|m| m.op == Op::Binary(op) && m.inputs == [b, a]).map(|m| Patch::alias(m.output))
+    earlier(g, n)
+        .find(|m| m.op == Op::Binary(op) && m.inputs == [b, a])
+        .map(|m| Patch::alias(m.output))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -685,8 +804,12 @@ pub fn cse_commuted(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `(x * a) * b -> x * (a * b)`
 pub fn folding_mul_mul(g: &Graph, n: usize) -> Option<Patch> {
-    let (UnaryOp::MulScalar(b), y) = root_un(g, n)? else { return None };
-    let (UnaryOp::MulScalar(a), x) = un(g, y)? else { return None };
+    let (UnaryOp::MulScalar(b), y) = root_un(g, n)? else {
+        return None;
+    };
+    let (UnaryOp::MulScalar(a), x) = un(g, y)? else {
+        return None;
+    };
     let c = normal(f64::from(a) * f64::from(b))?;
     let mut p = Patch::default();
     let r = p.unary(g, UnaryOp::MulScalar(c), Old(x));
@@ -695,8 +818,12 @@ pub fn folding_mul_mul(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `(x / a) / b -> x / (a * b)`
 pub fn folding_div_div(g: &Graph, n: usize) -> Option<Patch> {
-    let (UnaryOp::DivScalar(b), y) = root_un(g, n)? else { return None };
-    let (UnaryOp::DivScalar(a), x) = un(g, y)? else { return None };
+    let (UnaryOp::DivScalar(b), y) = root_un(g, n)? else {
+        return None;
+    };
+    let (UnaryOp::DivScalar(a), x) = un(g, y)? else {
+        return None;
+    };
     let c = normal(f64::from(a) * f64::from(b))?;
     let mut p = Patch::default();
     let r = p.unary(g, UnaryOp::DivScalar(c), Old(x));
@@ -705,8 +832,12 @@ pub fn folding_div_div(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `(x * a) / b -> x * (a / b)`
 pub fn folding_mul_div(g: &Graph, n: usize) -> Option<Patch> {
-    let (UnaryOp::DivScalar(b), y) = root_un(g, n)? else { return None };
-    let (UnaryOp::MulScalar(a), x) = un(g, y)? else { return None };
+    let (UnaryOp::DivScalar(b), y) = root_un(g, n)? else {
+        return None;
+    };
+    let (UnaryOp::MulScalar(a), x) = un(g, y)? else {
+        return None;
+    };
     let c = normal(f64::from(a) / f64::from(b))?;
     let mut p = Patch::default();
     let r = p.unary(g, UnaryOp::MulScalar(c), Old(x));
@@ -715,8 +846,12 @@ pub fn folding_mul_div(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `(x / a) * b -> x * (b / a)`
 pub fn folding_div_mul(g: &Graph, n: usize) -> Option<Patch> {
-    let (UnaryOp::MulScalar(b), y) = root_un(g, n)? else { return None };
-    let (UnaryOp::DivScalar(a), x) = un(g, y)? else { return None };
+    let (UnaryOp::MulScalar(b), y) = root_un(g, n)? else {
+        return None;
+    };
+    let (UnaryOp::DivScalar(a), x) = un(g, y)? else {
+        return None;
+    };
     let c = normal(f64::from(b) / f64::from(a))?;
     let mut p = Patch::default();
     let r = p.unary(g, UnaryOp::MulScalar(c), Old(x));
@@ -796,7 +931,11 @@ fn shift_op(s: f64, c: f64) -> Option<UnaryOp> {
     if !k.is_finite() {
         return None;
     }
-    Some(if s > 0.0 { UnaryOp::AddScalar(k) } else { UnaryOp::ScalarSub(k) })
+    Some(if s > 0.0 {
+        UnaryOp::AddScalar(k)
+    } else {
+        UnaryOp::ScalarSub(k)
+    })
 }
 
 /// `(x + a) + b -> x + (a + b)` (any mix of `x + c`, `x - c`, `c - x`)
@@ -844,8 +983,16 @@ pub fn folding_affine_chain(g: &Graph, n: usize) -> Option<Patch> {
         return None;
     }
     let mut p = Patch::default();
-    let scaled = if mf == 1.0 { Old(v) } else { p.unary(g, UnaryOp::MulScalar(mf), Old(v)) };
-    let r = if kf == 0.0 { scaled } else { p.unary(g, UnaryOp::AddScalar(kf), scaled) };
+    let scaled = if mf == 1.0 {
+        Old(v)
+    } else {
+        p.unary(g, UnaryOp::MulScalar(mf), Old(v))
+    };
+    let r = if kf == 0.0 {
+        scaled
+    } else {
+        p.unary(g, UnaryOp::AddScalar(kf), scaled)
+    };
     p.done(r)
 }
 
@@ -880,8 +1027,12 @@ pub fn folding_clamp_clamp(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `leaky_relu(leaky_relu(x, a), b) -> leaky_relu(x, a * b)` for `a, b > 0`
 pub fn folding_leaky_relu_chain(g: &Graph, n: usize) -> Option<Patch> {
-    let (UnaryOp::LeakyRelu(b), y) = root_un(g, n)? else { return None };
-    let (UnaryOp::LeakyRelu(a), x) = un(g, y)? else { return None };
+    let (UnaryOp::LeakyRelu(b), y) = root_un(g, n)? else {
+        return None;
+    };
+    let (UnaryOp::LeakyRelu(a), x) = un(g, y)? else {
+        return None;
+    };
     if !(a > 0.0 && b > 0.0) {
         return None;
     }
@@ -893,8 +1044,12 @@ pub fn folding_leaky_relu_chain(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `pow(pow(x, a), b) -> pow(x, a * b)` for whole `a`, `b` with `|a * b| <= 64`
 pub fn folding_pow_pow_integer(g: &Graph, n: usize) -> Option<Patch> {
-    let (UnaryOp::PowScalar(b), y) = root_un(g, n)? else { return None };
-    let (UnaryOp::PowScalar(a), x) = un(g, y)? else { return None };
+    let (UnaryOp::PowScalar(b), y) = root_un(g, n)? else {
+        return None;
+    };
+    let (UnaryOp::PowScalar(a), x) = un(g, y)? else {
+        return None;
+    };
     let e = small_integer(a)?.checked_mul(small_integer(b)?)?;
     if e.abs() > 64 {
         return None;
@@ -930,7 +1085,9 @@ pub fn folding_scalar_div_scale(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `x / 2^k -> x * 2^-k` (bit for bit)
 pub fn strength_div_pow2(g: &Graph, n: usize) -> Option<Patch> {
-    let (UnaryOp::DivScalar(c), x) = root_un(g, n)? else { return None };
+    let (UnaryOp::DivScalar(c), x) = root_un(g, n)? else {
+        return None;
+    };
     if !power_of_two(c) {
         return None;
     }
@@ -942,7 +1099,9 @@ pub fn strength_div_pow2(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `x / c -> x * (1 / c)` (one more rounding: within 1.5 ulp)
 pub fn strength_div_to_mul(g: &Graph, n: usize) -> Option<Patch> {
-    let (UnaryOp::DivScalar(c), x) = root_un(g, n)? else { return None };
+    let (UnaryOp::DivScalar(c), x) = root_un(g, n)? else {
+        return None;
+    };
     if power_of_two(c) || !c.is_normal() {
         return None;
     }
@@ -1011,7 +1170,9 @@ pub fn strength_pow_neg_half(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `x * x -> square(x)` (one load instead of two)
 pub fn strength_mul_self_to_square(g: &Graph, n: usize) -> Option<Patch> {
-    let (BinaryOp::Mul, a, b) = root_bin(g, n)? else { return None };
+    let (BinaryOp::Mul, a, b) = root_bin(g, n)? else {
+        return None;
+    };
     if a != b {
         return None;
     }
@@ -1022,7 +1183,9 @@ pub fn strength_mul_self_to_square(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `x + x -> x * 2` (bit for bit)
 pub fn strength_add_self_to_double(g: &Graph, n: usize) -> Option<Patch> {
-    let (BinaryOp::Add, a, b) = root_bin(g, n)? else { return None };
+    let (BinaryOp::Add, a, b) = root_bin(g, n)? else {
+        return None;
+    };
     if a != b {
         return None;
     }
@@ -1033,7 +1196,9 @@ pub fn strength_add_self_to_double(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `sqrt(a) * sqrt(b)` with `a == b`: `x`.
 fn sqrt_times_sqrt(g: &Graph, n: usize) -> Option<ValueId> {
-    let (BinaryOp::Mul, a, b) = root_bin(g, n)? else { return None };
+    let (BinaryOp::Mul, a, b) = root_bin(g, n)? else {
+        return None;
+    };
     let (xa, xb) = (un_of(g, a, UnaryOp::Sqrt)?, un_of(g, b, UnaryOp::Sqrt)?);
     (xa == xb).then_some(xa)
 }
@@ -1051,19 +1216,31 @@ pub fn strength_sqrt_times_sqrt(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `square(sqrt(x)) -> x` when `x >= 0` by construction
 pub fn strength_square_of_sqrt_nonneg(g: &Graph, n: usize) -> Option<Patch> {
-    let x = un_of(g, un_of(g, at(g, n)?.output, UnaryOp::Square)?, UnaryOp::Sqrt)?;
+    let x = un_of(
+        g,
+        un_of(g, at(g, n)?.output, UnaryOp::Square)?,
+        UnaryOp::Sqrt,
+    )?;
     nonneg(g, x, 8).then(|| Patch::alias(x))
 }
 
 /// `square(sqrt(x)) -> x` (value-changing: NaN becomes `x` for `x < 0`)
 pub fn strength_square_of_sqrt(g: &Graph, n: usize) -> Option<Patch> {
-    let x = un_of(g, un_of(g, at(g, n)?.output, UnaryOp::Square)?, UnaryOp::Sqrt)?;
+    let x = un_of(
+        g,
+        un_of(g, at(g, n)?.output, UnaryOp::Square)?,
+        UnaryOp::Sqrt,
+    )?;
     Some(Patch::alias(x))
 }
 
 /// `sqrt(square(x)) -> abs(x)`
 pub fn strength_sqrt_of_square(g: &Graph, n: usize) -> Option<Patch> {
-    let x = un_of(g, un_of(g, at(g, n)?.output, UnaryOp::Sqrt)?, UnaryOp::Square)?;
+    let x = un_of(
+        g,
+        un_of(g, at(g, n)?.output, UnaryOp::Sqrt)?,
+        UnaryOp::Square,
+    )?;
     let mut p = Patch::default();
     let r = p.unary(g, UnaryOp::Abs, Old(x));
     p.done(r)
@@ -1084,22 +1261,42 @@ fn wrap(g: &Graph, (a, b): (ValueId, ValueId), inner: BinaryOp, outer: UnaryOp) 
 
 /// `exp(a) * exp(b) -> exp(a + b)` (value-changing: overflow and rounding of `a + b`)
 pub fn strength_exp_times_exp(g: &Graph, n: usize) -> Option<Patch> {
-    wrap(g, through(g, n, BinaryOp::Mul, UnaryOp::Exp)?, BinaryOp::Add, UnaryOp::Exp)
+    wrap(
+        g,
+        through(g, n, BinaryOp::Mul, UnaryOp::Exp)?,
+        BinaryOp::Add,
+        UnaryOp::Exp,
+    )
 }
 
 /// `exp(a) / exp(b) -> exp(a - b)` (value-changing)
 pub fn strength_exp_over_exp(g: &Graph, n: usize) -> Option<Patch> {
-    wrap(g, through(g, n, BinaryOp::Div, UnaryOp::Exp)?, BinaryOp::Sub, UnaryOp::Exp)
+    wrap(
+        g,
+        through(g, n, BinaryOp::Div, UnaryOp::Exp)?,
+        BinaryOp::Sub,
+        UnaryOp::Exp,
+    )
 }
 
 /// `log(a) + log(b) -> log(a * b)` (value-changing: `a * b` can overflow; negative pairs)
 pub fn strength_log_plus_log(g: &Graph, n: usize) -> Option<Patch> {
-    wrap(g, through(g, n, BinaryOp::Add, UnaryOp::Log)?, BinaryOp::Mul, UnaryOp::Log)
+    wrap(
+        g,
+        through(g, n, BinaryOp::Add, UnaryOp::Log)?,
+        BinaryOp::Mul,
+        UnaryOp::Log,
+    )
 }
 
 /// `log(a) - log(b) -> log(a / b)` (value-changing)
 pub fn strength_log_minus_log(g: &Graph, n: usize) -> Option<Patch> {
-    wrap(g, through(g, n, BinaryOp::Sub, UnaryOp::Log)?, BinaryOp::Div, UnaryOp::Log)
+    wrap(
+        g,
+        through(g, n, BinaryOp::Sub, UnaryOp::Log)?,
+        BinaryOp::Div,
+        UnaryOp::Log,
+    )
 }
 
 /// `log(exp(x)) -> x` (value-changing: `exp` overflows for `x > 88`)
@@ -1128,7 +1325,9 @@ pub fn strength_recip_of_sqrt(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `a / sqrt(b) -> a * rsqrt(b)`
 pub fn strength_div_by_sqrt(g: &Graph, n: usize) -> Option<Patch> {
-    let (BinaryOp::Div, a, s) = root_bin(g, n)? else { return None };
+    let (BinaryOp::Div, a, s) = root_bin(g, n)? else {
+        return None;
+    };
     let b = un_of(g, s, UnaryOp::Sqrt)?;
     let mut p = Patch::default();
     let rs = p.unary(g, UnaryOp::Rsqrt, Old(b));
@@ -1138,7 +1337,9 @@ pub fn strength_div_by_sqrt(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `a * reciprocal(b) -> a / b`
 pub fn strength_mul_by_recip(g: &Graph, n: usize) -> Option<Patch> {
-    let (BinaryOp::Mul, x, y) = root_bin(g, n)? else { return None };
+    let (BinaryOp::Mul, x, y) = root_bin(g, n)? else {
+        return None;
+    };
     for (a, r) in orders(x, y) {
         if let Some(b) = un_of(g, r, UnaryOp::Recip) {
             let mut p = Patch::default();
@@ -1151,7 +1352,9 @@ pub fn strength_mul_by_recip(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `a / reciprocal(b) -> a * b`
 pub fn strength_div_by_recip(g: &Graph, n: usize) -> Option<Patch> {
-    let (BinaryOp::Div, a, r) = root_bin(g, n)? else { return None };
+    let (BinaryOp::Div, a, r) = root_bin(g, n)? else {
+        return None;
+    };
     let b = un_of(g, r, UnaryOp::Recip)?;
     let mut p = Patch::default();
     let q = p.binary(g, BinaryOp::Mul, Old(a), Old(b))?;
@@ -1192,7 +1395,9 @@ pub fn strength_sigmoid_pattern(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `x * sigmoid(x) -> silu(x)`
 pub fn strength_silu_pattern(g: &Graph, n: usize) -> Option<Patch> {
-    let (BinaryOp::Mul, a, b) = root_bin(g, n)? else { return None };
+    let (BinaryOp::Mul, a, b) = root_bin(g, n)? else {
+        return None;
+    };
     for (x, s) in orders(a, b) {
         if un_of(g, s, UnaryOp::Sigmoid) == Some(x) {
             let mut p = Patch::default();
@@ -1222,7 +1427,9 @@ pub fn strength_neg_times_neg(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `a + (-b) -> a - b`, `(-b) + a -> a - b`
 pub fn strength_add_of_neg(g: &Graph, n: usize) -> Option<Patch> {
-    let (BinaryOp::Add, x, y) = root_bin(g, n)? else { return None };
+    let (BinaryOp::Add, x, y) = root_bin(g, n)? else {
+        return None;
+    };
     for (a, nb) in orders(x, y) {
         if let Some(b) = un_of(g, nb, UnaryOp::Neg) {
             let mut p = Patch::default();
@@ -1235,7 +1442,9 @@ pub fn strength_add_of_neg(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `a - (-b) -> a + b`
 pub fn strength_sub_of_neg(g: &Graph, n: usize) -> Option<Patch> {
-    let (BinaryOp::Sub, a, nb) = root_bin(g, n)? else { return None };
+    let (BinaryOp::Sub, a, nb) = root_bin(g, n)? else {
+        return None;
+    };
     let b = un_of(g, nb, UnaryOp::Neg)?;
     let mut p = Patch::default();
     let r = p.binary(g, BinaryOp::Add, Old(a), Old(b))?;
@@ -1248,26 +1457,49 @@ pub fn strength_sub_of_neg(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `abs(a) * abs(b) -> abs(a * b)`
 pub fn associative_abs_product(g: &Graph, n: usize) -> Option<Patch> {
-    wrap(g, through(g, n, BinaryOp::Mul, UnaryOp::Abs)?, BinaryOp::Mul, UnaryOp::Abs)
+    wrap(
+        g,
+        through(g, n, BinaryOp::Mul, UnaryOp::Abs)?,
+        BinaryOp::Mul,
+        UnaryOp::Abs,
+    )
 }
 
 /// `reciprocal(a) * reciprocal(b) -> reciprocal(a * b)`
 pub fn associative_recip_product(g: &Graph, n: usize) -> Option<Patch> {
-    wrap(g, through(g, n, BinaryOp::Mul, UnaryOp::Recip)?, BinaryOp::Mul, UnaryOp::Recip)
+    wrap(
+        g,
+        through(g, n, BinaryOp::Mul, UnaryOp::Recip)?,
+        BinaryOp::Mul,
+        UnaryOp::Recip,
+    )
 }
 
 /// `square(a) * square(b) -> square(a * b)`
 pub fn associative_square_product(g: &Graph, n: usize) -> Option<Patch> {
-    wrap(g, through(g, n, BinaryOp::Mul, UnaryOp::Square)?, BinaryOp::Mul, UnaryOp::Square)
+    wrap(
+        g,
+        through(g, n, BinaryOp::Mul, UnaryOp::Square)?,
+        BinaryOp::Mul,
+        UnaryOp::Square,
+    )
 }
 
 /// `Recip(A) * Recip(A * B) -> Square(Recip(A)) * Recip(B)` (paper, Table 4: loads `A` once)
 pub fn associative_recip_square(g: &Graph, n: usize) -> Option<Patch> {
-    let (BinaryOp::Mul, x, y) = root_bin(g, n)? else { return None };
+    let (BinaryOp::Mul, x, y) = root_bin(g, n)? else {
+        return None;
+    };
     for (ra, rab) in orders(x, y) {
-        let Some(a) = un_of(g, ra, UnaryOp::Recip) else { continue };
-        let Some(ab) = un_of(g, rab, UnaryOp::Recip) else { continue };
-        let Some((p1, p2)) = bin_of(g, ab, BinaryOp::Mul) else { continue };
+        let Some(a) = un_of(g, ra, UnaryOp::Recip) else {
+            continue;
+        };
+        let Some(ab) = un_of(g, rab, UnaryOp::Recip) else {
+            continue;
+        };
+        let Some((p1, p2)) = bin_of(g, ab, BinaryOp::Mul) else {
+            continue;
+        };
         let b = if p1 == a {
             p2
         } else if p2 == a {
@@ -1313,7 +1545,9 @@ pub fn associative_rsqrt_product_nonneg(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `(X * R) * (R * Y)`: `(X, R, Y)`, `R` shared, products in any order.
 fn shared_factor(g: &Graph, n: usize) -> Option<(ValueId, ValueId, ValueId)> {
-    let (BinaryOp::Mul, l, r) = root_bin(g, n)? else { return None };
+    let (BinaryOp::Mul, l, r) = root_bin(g, n)? else {
+        return None;
+    };
     let (l1, l2) = bin_of(g, l, BinaryOp::Mul)?;
     let (r1, r2) = bin_of(g, r, BinaryOp::Mul)?;
     for (x, f) in orders(l1, l2) {
@@ -1362,7 +1596,9 @@ pub fn associative_shared_factor(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `(A / B) / C -> A / (B * C)`
 pub fn associative_div_div(g: &Graph, n: usize) -> Option<Patch> {
-    let (BinaryOp::Div, ab, c) = root_bin(g, n)? else { return None };
+    let (BinaryOp::Div, ab, c) = root_bin(g, n)? else {
+        return None;
+    };
     let (a, b) = bin_of(g, ab, BinaryOp::Div)?;
     let mut p = Patch::default();
     let bc = p.binary(g, BinaryOp::Mul, Old(b), Old(c))?;
@@ -1372,7 +1608,9 @@ pub fn associative_div_div(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `A / (B / C) -> (A * C) / B`
 pub fn associative_div_of_div(g: &Graph, n: usize) -> Option<Patch> {
-    let (BinaryOp::Div, a, bc) = root_bin(g, n)? else { return None };
+    let (BinaryOp::Div, a, bc) = root_bin(g, n)? else {
+        return None;
+    };
     let (b, c) = bin_of(g, bc, BinaryOp::Div)?;
     let mut p = Patch::default();
     let ac = p.binary(g, BinaryOp::Mul, Old(a), Old(c))?;
@@ -1391,16 +1629,24 @@ pub fn associative_recip_of_div(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `reciprocal(A) / B -> reciprocal(A * B)`
 pub fn associative_recip_div(g: &Graph, n: usize) -> Option<Patch> {
-    let (BinaryOp::Div, ra, b) = root_bin(g, n)? else { return None };
+    let (BinaryOp::Div, ra, b) = root_bin(g, n)? else {
+        return None;
+    };
     let a = un_of(g, ra, UnaryOp::Recip)?;
     wrap(g, (a, b), BinaryOp::Mul, UnaryOp::Recip)
 }
 
 /// `(A * a) * (B * b) -> (A * B) * (a * b)`
 pub fn associative_scaled_product(g: &Graph, n: usize) -> Option<Patch> {
-    let (BinaryOp::Mul, x, y) = root_bin(g, n)? else { return None };
-    let (UnaryOp::MulScalar(a), xa) = un(g, x)? else { return None };
-    let (UnaryOp::MulScalar(b), yb) = un(g, y)? else { return None };
+    let (BinaryOp::Mul, x, y) = root_bin(g, n)? else {
+        return None;
+    };
+    let (UnaryOp::MulScalar(a), xa) = un(g, x)? else {
+        return None;
+    };
+    let (UnaryOp::MulScalar(b), yb) = un(g, y)? else {
+        return None;
+    };
     let c = normal(f64::from(a) * f64::from(b))?;
     let mut p = Patch::default();
     let m = p.binary(g, BinaryOp::Mul, Old(xa), Old(yb))?;
@@ -1496,9 +1742,13 @@ pub fn distributive_factor_div_sub(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `A + A * B -> A * (B + 1)` (paper, Table 4: loads `A` once)
 pub fn distributive_add_self_product(g: &Graph, n: usize) -> Option<Patch> {
-    let (BinaryOp::Add, x, y) = root_bin(g, n)? else { return None };
+    let (BinaryOp::Add, x, y) = root_bin(g, n)? else {
+        return None;
+    };
     for (a, ab) in orders(x, y) {
-        let Some((p1, p2)) = bin_of(g, ab, BinaryOp::Mul) else { continue };
+        let Some((p1, p2)) = bin_of(g, ab, BinaryOp::Mul) else {
+            continue;
+        };
         for (a2, b) in orders(p1, p2) {
             if a2 == a {
                 let mut p = Patch::default();
@@ -1513,13 +1763,21 @@ pub fn distributive_add_self_product(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `A - A * B -> A * (1 - B)`, `A * B - A -> A * (B - 1)`
 pub fn distributive_sub_self_product(g: &Graph, n: usize) -> Option<Patch> {
-    let (BinaryOp::Sub, x, y) = root_bin(g, n)? else { return None };
+    let (BinaryOp::Sub, x, y) = root_bin(g, n)? else {
+        return None;
+    };
     for (a, ab, left) in [(x, y, true), (y, x, false)] {
-        let Some((p1, p2)) = bin_of(g, ab, BinaryOp::Mul) else { continue };
+        let Some((p1, p2)) = bin_of(g, ab, BinaryOp::Mul) else {
+            continue;
+        };
         for (a2, b) in orders(p1, p2) {
             if a2 == a {
                 let mut p = Patch::default();
-                let u = if left { UnaryOp::ScalarSub(1.0) } else { UnaryOp::SubScalar(1.0) };
+                let u = if left {
+                    UnaryOp::ScalarSub(1.0)
+                } else {
+                    UnaryOp::SubScalar(1.0)
+                };
                 let b1 = p.unary(g, u, Old(b));
                 let r = p.binary(g, BinaryOp::Mul, Old(a), b1)?;
                 return p.done(r);
@@ -1655,7 +1913,9 @@ pub fn distributive_matmul_right(g: &Graph, n: usize) -> Option<Patch> {
 /// `linear(x, W1, b1) + linear(x, W2, b2) -> linear(x, W1 + W2, b1 + b2)` (value-changing:
 /// regroups the long sums)
 pub fn distributive_linear_shared_input(g: &Graph, n: usize) -> Option<Patch> {
-    let (BinaryOp::Add, l, r) = root_bin(g, n)? else { return None };
+    let (BinaryOp::Add, l, r) = root_bin(g, n)? else {
+        return None;
+    };
     let (ln, rn) = (def(g, l)?, def(g, r)?);
     if ln.op != Op::Linear || rn.op != Op::Linear || g.shape(l) != g.shape(r) {
         return None;
@@ -1684,11 +1944,17 @@ pub fn distributive_linear_shared_input(g: &Graph, n: usize) -> Option<Patch> {
 /// `(X * B) * C -> (X * C) * B` (no gain alone: kept only when it enables another rule,
 /// e.g. `abs(A) * B * abs(C) -> abs(A * C) * B`)
 pub fn commutative_swap_product(g: &Graph, n: usize) -> Option<Patch> {
-    let (BinaryOp::Mul, inner, c) = root_bin(g, n)? else { return None };
+    let (BinaryOp::Mul, inner, c) = root_bin(g, n)? else {
+        return None;
+    };
     let (x, b) = bin_of(g, inner, BinaryOp::Mul)?;
     // pair like with like: keep next to C the operand made by the same op
     let op_of = |v: ValueId| def(g, v).map(|d| d.op.clone());
-    let (keep, out) = if op_of(x).is_some() && op_of(x) == op_of(c) { (x, b) } else { (b, x) };
+    let (keep, out) = if op_of(x).is_some() && op_of(x) == op_of(c) {
+        (x, b)
+    } else {
+        (b, x)
+    };
     let mut p = Patch::default();
     let kc = p.binary(g, BinaryOp::Mul, Old(keep), Old(c))?;
     let r = p.binary(g, BinaryOp::Mul, kc, Old(out))?;
@@ -1700,10 +1966,16 @@ pub fn commutative_swap_product(g: &Graph, n: usize) -> Option<Patch> {
 pub fn commutative_transpose_past_unary(g: &Graph, n: usize) -> Option<Patch> {
     let (u, t) = root_un(g, n)?;
     let tn = def(g, t)?;
-    let (Op::Transpose { perm }, [x]) = (&tn.op, tn.inputs.as_slice()) else { return None };
+    let (Op::Transpose { perm }, [x]) = (&tn.op, tn.inputs.as_slice()) else {
+        return None;
+    };
     let mut p = Patch::default();
     let y = p.unary(g, u, Old(*x));
-    let r = p.push(Op::Transpose { perm: perm.clone() }, vec![y], out_shape(g, n));
+    let r = p.push(
+        Op::Transpose { perm: perm.clone() },
+        vec![y],
+        out_shape(g, n),
+    );
     p.done(r)
 }
 
@@ -1712,7 +1984,9 @@ pub fn commutative_transpose_past_unary(g: &Graph, n: usize) -> Option<Patch> {
 pub fn commutative_reshape_past_unary(g: &Graph, n: usize) -> Option<Patch> {
     let (u, t) = root_un(g, n)?;
     let tn = def(g, t)?;
-    let (Op::Reshape(kind), [x]) = (&tn.op, tn.inputs.as_slice()) else { return None };
+    let (Op::Reshape(kind), [x]) = (&tn.op, tn.inputs.as_slice()) else {
+        return None;
+    };
     let mut p = Patch::default();
     let y = p.unary(g, u, Old(*x));
     let r = p.push(Op::Reshape(*kind), vec![y], out_shape(g, n));
@@ -1741,7 +2015,11 @@ pub fn commutative_slice_past_binary(g: &Graph, n: usize) -> Option<Patch> {
     let out = out_shape(g, n);
     let mut p = Patch::default();
     let sa = make_slice(&mut p, g, Old(a), spec.clone(), out.clone());
-    let sb = if a == b { sa } else { make_slice(&mut p, g, Old(b), spec, out) };
+    let sb = if a == b {
+        sa
+    } else {
+        make_slice(&mut p, g, Old(b), spec, out)
+    };
     let r = p.binary(g, op, sa, sb)?;
     p.done(r)
 }
@@ -1750,7 +2028,9 @@ pub fn commutative_slice_past_binary(g: &Graph, n: usize) -> Option<Patch> {
 pub fn commutative_unary_past_expand(g: &Graph, n: usize) -> Option<Patch> {
     let (u, e) = root_un(g, n)?;
     let en = def(g, e)?;
-    let (Op::Expand, [x]) = (&en.op, en.inputs.as_slice()) else { return None };
+    let (Op::Expand, [x]) = (&en.op, en.inputs.as_slice()) else {
+        return None;
+    };
     let mut p = Patch::default();
     let y = p.unary(g, u, Old(*x));
     let r = p.push(Op::Expand, vec![y], out_shape(g, n));
@@ -1761,7 +2041,9 @@ pub fn commutative_unary_past_expand(g: &Graph, n: usize) -> Option<Patch> {
 pub fn commutative_unary_past_resize(g: &Graph, n: usize) -> Option<Patch> {
     let (u, e) = root_un(g, n)?;
     let en = def(g, e)?;
-    let (Op::Resize(ResizeMode::Nearest), [x]) = (&en.op, en.inputs.as_slice()) else { return None };
+    let (Op::Resize(ResizeMode::Nearest), [x]) = (&en.op, en.inputs.as_slice()) else {
+        return None;
+    };
     let mut p = Patch::default();
     let y = p.unary(g, u, Old(*x));
     let r = p.push(Op::Resize(ResizeMode::Nearest), vec![y], out_shape(g, n));
@@ -1772,27 +2054,43 @@ pub fn commutative_unary_past_resize(g: &Graph, n: usize) -> Option<Patch> {
 pub fn commutative_unary_before_gather(g: &Graph, n: usize) -> Option<Patch> {
     let (u, e) = root_un(g, n)?;
     let en = def(g, e)?;
-    let (Op::Gather { axis }, [x, idx]) = (&en.op, en.inputs.as_slice()) else { return None };
+    let (Op::Gather { axis }, [x, idx]) = (&en.op, en.inputs.as_slice()) else {
+        return None;
+    };
     let mut p = Patch::default();
     let y = p.unary(g, u, Old(*x));
-    let r = p.push(Op::Gather { axis: *axis }, vec![y, Old(*idx)], out_shape(g, n));
+    let r = p.push(
+        Op::Gather { axis: *axis },
+        vec![y, Old(*idx)],
+        out_shape(g, n),
+    );
     p.done(r)
 }
 
 /// `concat(u(a), u(b), ...) -> u(concat(a, b, ...))`: one op instead of several
 pub fn commutative_concat_of_unary(g: &Graph, n: usize) -> Option<Patch> {
     let node = at(g, n)?;
-    let Op::Concat { axis } = node.op else { return None };
+    let Op::Concat { axis } = node.op else {
+        return None;
+    };
     if node.inputs.len() < 2 {
         return None;
     }
-    let parts: Vec<(UnaryOp, ValueId)> = node.inputs.iter().map(|&v| un(g, v)).collect::<Option<_>>()?;
+    let parts: Vec<(UnaryOp, ValueId)> = node
+        .inputs
+        .iter()
+        .map(|&v| un(g, v))
+        .collect::<Option<_>>()?;
     let u = parts.first()?.0;
     if parts.iter().any(|(v, _)| *v != u) {
         return None;
     }
     let mut p = Patch::default();
-    let c = p.push(Op::Concat { axis }, parts.iter().map(|(_, x)| Old(*x)).collect(), out_shape(g, n));
+    let c = p.push(
+        Op::Concat { axis },
+        parts.iter().map(|(_, x)| Old(*x)).collect(),
+        out_shape(g, n),
+    );
     let r = p.unary(g, u, c);
     p.done(r)
 }
@@ -1800,7 +2098,13 @@ pub fn commutative_concat_of_unary(g: &Graph, n: usize) -> Option<Patch> {
 /// `reduce_sum(x * c) -> reduce_sum(x) * c` (also mean, `x / c`, `-x`)
 pub fn commutative_reduce_sum_of_scale(g: &Graph, n: usize) -> Option<Patch> {
     let (node, y) = root_single(g, n)?;
-    let Op::Reduce { kind: ReduceKind::Sum | ReduceKind::Mean, .. } = node.op else { return None };
+    let Op::Reduce {
+        kind: ReduceKind::Sum | ReduceKind::Mean,
+        ..
+    } = node.op
+    else {
+        return None;
+    };
     let (u, x) = un(g, y)?;
     if !scale(u) {
         return None;
@@ -1814,7 +2118,13 @@ pub fn commutative_reduce_sum_of_scale(g: &Graph, n: usize) -> Option<Patch> {
 /// `reduce_max(f(x)) -> f(reduce_max(x))` (also min) for a nondecreasing `f`
 pub fn commutative_reduce_extreme_of_increasing(g: &Graph, n: usize) -> Option<Patch> {
     let (node, y) = root_single(g, n)?;
-    let Op::Reduce { kind: ReduceKind::Max | ReduceKind::Min, .. } = node.op else { return None };
+    let Op::Reduce {
+        kind: ReduceKind::Max | ReduceKind::Min,
+        ..
+    } = node.op
+    else {
+        return None;
+    };
     let (u, x) = un(g, y)?;
     if !increasing(u) {
         return None;
@@ -1828,7 +2138,14 @@ pub fn commutative_reduce_extreme_of_increasing(g: &Graph, n: usize) -> Option<P
 /// `reduce_max(f(x)) -> f(reduce_min(x))` (and min of max) for a nonincreasing `f` (`-x`, `c - x`)
 pub fn commutative_reduce_extreme_of_decreasing(g: &Graph, n: usize) -> Option<Patch> {
     let (node, y) = root_single(g, n)?;
-    let Op::Reduce { kind, axes, keepdims } = &node.op else { return None };
+    let Op::Reduce {
+        kind,
+        axes,
+        keepdims,
+    } = &node.op
+    else {
+        return None;
+    };
     let flipped = match kind {
         ReduceKind::Max => ReduceKind::Min,
         ReduceKind::Min => ReduceKind::Max,
@@ -1839,7 +2156,15 @@ pub fn commutative_reduce_extreme_of_decreasing(g: &Graph, n: usize) -> Option<P
         return None;
     }
     let mut p = Patch::default();
-    let red = p.push(Op::Reduce { kind: flipped, axes: axes.clone(), keepdims: *keepdims }, vec![Old(x)], out_shape(g, n));
+    let red = p.push(
+        Op::Reduce {
+            kind: flipped,
+            axes: axes.clone(),
+            keepdims: *keepdims,
+        },
+        vec![Old(x)],
+        out_shape(g, n),
+    );
     let r = p.unary(g, u, red);
     p.done(r)
 }
@@ -1848,7 +2173,9 @@ pub fn commutative_reduce_extreme_of_decreasing(g: &Graph, n: usize) -> Option<P
 /// touches a quarter of the elements)
 pub fn commutative_max_pool_of_increasing(g: &Graph, n: usize) -> Option<Patch> {
     let (node, y) = root_single(g, n)?;
-    let Op::MaxPool2d(_) = node.op else { return None };
+    let Op::MaxPool2d(_) = node.op else {
+        return None;
+    };
     let (u, x) = un(g, y)?;
     if !increasing(u) {
         return None;
@@ -1862,7 +2189,9 @@ pub fn commutative_max_pool_of_increasing(g: &Graph, n: usize) -> Option<Patch> 
 /// `global_max_pool2d(f(x)) -> f(global_max_pool2d(x))` for a nondecreasing `f`
 pub fn commutative_global_max_pool_of_increasing(g: &Graph, n: usize) -> Option<Patch> {
     let (node, y) = root_single(g, n)?;
-    let Op::GlobalMaxPool = node.op else { return None };
+    let Op::GlobalMaxPool = node.op else {
+        return None;
+    };
     let (u, x) = un(g, y)?;
     if !increasing(u) {
         return None;
@@ -1907,10 +2236,25 @@ pub fn commutative_matmul_of_scale(g: &Graph, n: usize) -> Option<Patch> {
 /// `reduce_prod(exp(A)) -> exp(reduce_sum(A))` (paper; value-changing: overflow moves)
 pub fn commutative_reduce_prod_of_exp(g: &Graph, n: usize) -> Option<Patch> {
     let (node, y) = root_single(g, n)?;
-    let Op::Reduce { kind: ReduceKind::Prod, axes, keepdims } = &node.op else { return None };
+    let Op::Reduce {
+        kind: ReduceKind::Prod,
+        axes,
+        keepdims,
+    } = &node.op
+    else {
+        return None;
+    };
     let x = un_of(g, y, UnaryOp::Exp)?;
     let mut p = Patch::default();
-    let red = p.push(Op::Reduce { kind: ReduceKind::Sum, axes: axes.clone(), keepdims: *keepdims }, vec![Old(x)], out_shape(g, n));
+    let red = p.push(
+        Op::Reduce {
+            kind: ReduceKind::Sum,
+            axes: axes.clone(),
+            keepdims: *keepdims,
+        },
+        vec![Old(x)],
+        out_shape(g, n),
+    );
     let r = p.unary(g, UnaryOp::Exp, red);
     p.done(r)
 }
@@ -1946,9 +2290,14 @@ pub fn commutative_scale_into_matmul(g: &Graph, n: usize) -> Option<Patch> {
 /// (and cancel to NaN) where the unfolded output is finite; it runs with `fast_math`.
 pub fn folding_batch_norm_into_conv(g: &Graph, n: usize) -> Option<Patch> {
     let node = at(g, n)?;
-    let (Op::BatchNorm { eps }, [c, gamma, beta, mean, var]) = (&node.op, node.inputs.as_slice()) else { return None };
+    let (Op::BatchNorm { eps }, [c, gamma, beta, mean, var]) = (&node.op, node.inputs.as_slice())
+    else {
+        return None;
+    };
     let conv = def(g, *c)?;
-    let Op::Conv2d(attrs) = &conv.op else { return None };
+    let Op::Conv2d(attrs) = &conv.op else {
+        return None;
+    };
     let (x, w, bias) = match conv.inputs.as_slice() {
         [x, w] => (*x, *w, None),
         [x, w, b] => (*x, *w, Some(*b)),
@@ -1959,7 +2308,11 @@ pub fn folding_batch_norm_into_conv(g: &Graph, n: usize) -> Option<Patch> {
     let shifted = p.unary(g, UnaryOp::AddScalar(*eps), Old(*var));
     let inv = p.unary(g, UnaryOp::Rsqrt, shifted);
     let scale = p.binary(g, BinaryOp::Mul, Old(*gamma), inv)?;
-    let scale4 = p.push(Op::Reshape(ReshapeKind::Reshape), vec![scale], vec![channels, 1, 1, 1]);
+    let scale4 = p.push(
+        Op::Reshape(ReshapeKind::Reshape),
+        vec![scale],
+        vec![channels, 1, 1, 1],
+    );
     let weight = p.binary(g, BinaryOp::Mul, Old(w), scale4)?;
     let bias = match bias {
         Some(b) => {
@@ -1972,7 +2325,11 @@ pub fn folding_batch_norm_into_conv(g: &Graph, n: usize) -> Option<Patch> {
             p.binary(g, BinaryOp::Sub, Old(*beta), moved)?
         }
     };
-    let folded = p.push(Op::Conv2d(*attrs), vec![Old(x), weight, bias], out_shape(g, n));
+    let folded = p.push(
+        Op::Conv2d(*attrs),
+        vec![Old(x), weight, bias],
+        out_shape(g, n),
+    );
     p.done(folded)
 }
 
@@ -1982,7 +2339,10 @@ pub fn folding_batch_norm_into_conv(g: &Graph, n: usize) -> Option<Patch> {
 /// [`folding_batch_norm_into_conv`].
 pub fn folding_batch_norm_into_linear(g: &Graph, n: usize) -> Option<Patch> {
     let node = at(g, n)?;
-    let (Op::BatchNorm { eps }, [l, gamma, beta, mean, var]) = (&node.op, node.inputs.as_slice()) else { return None };
+    let (Op::BatchNorm { eps }, [l, gamma, beta, mean, var]) = (&node.op, node.inputs.as_slice())
+    else {
+        return None;
+    };
     let linear = def(g, *l)?;
     if !matches!(linear.op, Op::Linear) || g.shape(*l).len() != 2 {
         return None;
@@ -1997,7 +2357,11 @@ pub fn folding_batch_norm_into_linear(g: &Graph, n: usize) -> Option<Patch> {
     let shifted = p.unary(g, UnaryOp::AddScalar(*eps), Old(*var));
     let inv = p.unary(g, UnaryOp::Rsqrt, shifted);
     let scale = p.binary(g, BinaryOp::Mul, Old(*gamma), inv)?;
-    let column = p.push(Op::Reshape(ReshapeKind::Reshape), vec![scale], vec![channels, 1]);
+    let column = p.push(
+        Op::Reshape(ReshapeKind::Reshape),
+        vec![scale],
+        vec![channels, 1],
+    );
     let weight = p.binary(g, BinaryOp::Mul, Old(w), column)?;
     let bias = match bias {
         Some(b) => {
