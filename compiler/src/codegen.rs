@@ -71,7 +71,7 @@ pub fn codegen(
 
     let names = value_idents(model);
     let mut body = Vec::new();
-    let mut block_fns: Vec<(BlockFn, Vec<String>)> = Vec::new();
+    let mut block_fns: Vec<(BlockFn, String, Vec<String>)> = Vec::new();
     for (index, block) in fusion.blocks.iter().enumerate() {
         let sink = block.sink();
         let Some(sink_node) = graph.nodes.get(sink) else {
@@ -93,31 +93,20 @@ pub fn codegen(
             let msg = format!("internal error in `codegen`: block {index} of `{name_str}` cannot be generated; please report");
             return quote! { ::core::compile_error!(#msg); };
         };
-        // identical blocks (same ops, same shapes) share one function
+        // identical blocks (same ops, same shapes) share one function: compare bodies
+        // without the function's name; this call site's operands come in the same order
         let key = f.body.to_string().replacen(&f.name.to_string(), "", 1);
-        let call_name = match block_fns
-            .iter_mut()
-            .find(|(g, _)| g.body.to_string().replacen(&g.name.to_string(), "", 1) == key)
-        {
-            Some((shared, sites)) => {
+        let own = f.operands.clone();
+        let call_name = match block_fns.iter_mut().find(|(_, k, _)| *k == key) {
+            Some((shared, _, sites)) => {
                 sites.push(describe_block(model, block));
                 shared.name.clone()
             }
             None => {
                 let n = f.name.clone();
-                block_fns.push((f, vec![describe_block(model, block)]));
+                block_fns.push((f, key, vec![describe_block(model, block)]));
                 n
             }
-        };
-        let operands = block_fns
-            .iter()
-            .find(|(g, _)| g.name == call_name)
-            .map(|(g, _)| g.operands.clone())
-            .unwrap_or_default();
-        // the operands of *this* call site, in the shared function's parameter order
-        let own = match block_fn(model, block, index) {
-            Some(own) => own.operands,
-            None => operands,
         };
         let (bind, idents, out_name) = bind_step(model, plan, &names, &own, sink_node.output);
         body.push(quote! {
@@ -127,7 +116,7 @@ pub fn codegen(
             }
         });
     }
-    let fn_items = block_fns.iter().map(|(f, sites)| {
+    let fn_items = block_fns.iter().map(|(f, _, sites)| {
         let mut doc = String::from("A fused block, one loop nest. Call sites and ops:");
         for site in sites {
             doc.push_str(&format!("\n- {site}"));

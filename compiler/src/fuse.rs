@@ -26,7 +26,7 @@
 //! translations, never copies (see [`crate::element`]).
 
 use crate::ir::{Graph, Op, ResizeMode, ValueKind};
-use crate::tables::{classify, fusion_cell, Colour, FusionCell, MappingType};
+use crate::tables::{classify, classify_op, fusion_cell, Colour, FusionCell, MappingType};
 
 /// Largest number of ops in one block (keeps register pressure and code size bounded).
 pub const MAX_BLOCK_OPS: usize = 24;
@@ -75,60 +75,33 @@ impl FusionPlan {
 }
 
 /// True when codegen can evaluate the op element by element through index translation.
+/// Many-to-Many ops never are (they run their kernel); neither are the index-data ops
+/// (gather), multi-tap resampling, nor an op added without a translation here.
 pub fn is_translatable(op: &Op) -> bool {
-    match op {
-        Op::Unary(_)
-        | Op::Binary(_)
-        | Op::Where
-        | Op::Prelu
-        | Op::BatchNorm { .. }
-        | Op::Reshape(_)
-        | Op::Transpose { .. }
-        | Op::Slice { .. }
-        | Op::Expand
-        | Op::Concat { .. }
-        | Op::Pad { .. }
-        | Op::Resize(ResizeMode::Nearest) => true,
-        Op::Resize(ResizeMode::Bilinear { .. })
-        | Op::Resample(_)
-        | Op::Gather { .. }
-        | Op::Linear
-        | Op::MatMul
-        | Op::Conv2d(_)
-        | Op::ConvTranspose2d(_)
-        | Op::MaxPool2d(_)
-        | Op::AvgPool2d(_)
-        | Op::GlobalAvgPool
-        | Op::GlobalMaxPool
-        | Op::Reduce { .. }
-        | Op::Softmax { .. }
-        | Op::LogSoftmax { .. }
-        | Op::LayerNorm { .. }
-        | Op::GroupNorm { .. }
-        | Op::InstanceNorm { .. }
-        | Op::Cumsum { .. } => false,
+    if classify_op(op, true) == MappingType::ManyToMany {
+        return false;
     }
-}
-
-/// True when the op's kernel takes an epilogue applied before its store.
-pub fn takes_epilogue(op: &Op) -> bool {
     matches!(
         op,
-        Op::Linear
-            | Op::MatMul
-            | Op::Conv2d(_)
-            | Op::ConvTranspose2d(_)
-            | Op::MaxPool2d(_)
-            | Op::AvgPool2d(_)
-            | Op::GlobalAvgPool
-            | Op::GlobalMaxPool
-            | Op::Reduce { .. }
-            | Op::Softmax { .. }
-            | Op::LogSoftmax { .. }
-            | Op::LayerNorm { .. }
-            | Op::GroupNorm { .. }
-            | Op::InstanceNorm { .. }
+        Op::Unary(_)
+            | Op::Binary(_)
+            | Op::Where
+            | Op::Prelu
+            | Op::BatchNorm { .. }
+            | Op::Reshape(_)
+            | Op::Transpose { .. }
+            | Op::Slice { .. }
+            | Op::Expand
+            | Op::Concat { .. }
+            | Op::Pad { .. }
+            | Op::Resize(ResizeMode::Nearest)
     )
+}
+
+/// True when the op's kernel takes an epilogue applied before its store: every
+/// Many-to-Many op of the mapping-type table except `cumsum` (its kernel scans in place).
+pub fn takes_epilogue(op: &Op) -> bool {
+    classify_op(op, true) == MappingType::ManyToMany && !matches!(op, Op::Cumsum { .. })
 }
 
 /// True for the ops whose element at an index reads their main operand at the same index.

@@ -55,17 +55,13 @@ fn fail<T>(message: impl Into<String>) -> Result<T> {
 // Graph evaluation
 // ---------------------------------------------------------------------------------------
 
-/// Evaluates every node in order. `inputs[i]` is the value of `graph.inputs[i]`;
-/// `params[i]` the value of `graph.params[i]`. Returns one array per `graph.outputs`
-/// entry.
-///
-/// Input and parameter arrays must have their declared shapes, and the result of every
-/// node must have the shape recorded for its output value; anything else is an error.
-pub fn interpret(
+/// Checks the input and parameter arrays against the graph and returns the value table
+/// with them defined (in standard layout); every other value is still undefined.
+fn bind_operands(
     graph: &Graph,
     inputs: &[ArrayD<f32>],
     params: &[ArrayD<f32>],
-) -> Result<Vec<ArrayD<f32>>> {
+) -> Result<Vec<Option<ArrayD<f32>>>> {
     if inputs.len() != graph.inputs.len() {
         return fail(format!(
             "the graph has {} inputs, {} arrays were given",
@@ -81,7 +77,6 @@ pub fn interpret(
         ));
     }
     let mut env: Vec<Option<ArrayD<f32>>> = vec![None; graph.values.len()];
-
     for (position, (&id, array)) in graph.inputs.iter().zip(inputs).enumerate() {
         let value = value_of(graph, id)?;
         if array.shape() != value.shape.as_slice() {
@@ -92,9 +87,8 @@ pub fn interpret(
                 value.shape
             ));
         }
-        define(&mut env, id, array.clone())?;
+        define(&mut env, id, standard_layout(array.clone()))?;
     }
-
     for (index, (param, array)) in graph.params.iter().zip(params).enumerate() {
         let value = value_of(graph, param.value)?;
         if array.shape() != param.shape.as_slice() || array.shape() != value.shape.as_slice() {
@@ -105,8 +99,23 @@ pub fn interpret(
                 param.shape
             ));
         }
-        define(&mut env, param.value, array.clone())?;
+        define(&mut env, param.value, standard_layout(array.clone()))?;
     }
+    Ok(env)
+}
+
+/// Evaluates every node in order. `inputs[i]` is the value of `graph.inputs[i]`;
+/// `params[i]` the value of `graph.params[i]`. Returns one array per `graph.outputs`
+/// entry.
+///
+/// Input and parameter arrays must have their declared shapes, and the result of every
+/// node must have the shape recorded for its output value; anything else is an error.
+pub fn interpret(
+    graph: &Graph,
+    inputs: &[ArrayD<f32>],
+    params: &[ArrayD<f32>],
+) -> Result<Vec<ArrayD<f32>>> {
+    let mut env = bind_operands(graph, inputs, params)?;
 
     for (index, node) in graph.nodes.iter().enumerate() {
         let out = value_of(graph, node.output)?;
@@ -219,45 +228,7 @@ pub fn run_plan(
     inputs: &[ArrayD<f32>],
     params: &[ArrayD<f32>],
 ) -> Result<Vec<ArrayD<f32>>> {
-    if inputs.len() != graph.inputs.len() {
-        return fail(format!(
-            "the graph has {} inputs, {} arrays were given",
-            graph.inputs.len(),
-            inputs.len()
-        ));
-    }
-    if params.len() != graph.params.len() {
-        return fail(format!(
-            "the graph has {} parameters, {} arrays were given",
-            graph.params.len(),
-            params.len()
-        ));
-    }
-    let mut env: Vec<Option<ArrayD<f32>>> = vec![None; graph.values.len()];
-    for (position, (&id, array)) in graph.inputs.iter().zip(inputs).enumerate() {
-        let value = value_of(graph, id)?;
-        if array.shape() != value.shape.as_slice() {
-            return fail(format!(
-                "input {position} (`{}`) has shape {:?}, declared {:?}",
-                value.name,
-                array.shape(),
-                value.shape
-            ));
-        }
-        define(&mut env, id, standard_layout(array.clone()))?;
-    }
-    for (index, (param, array)) in graph.params.iter().zip(params).enumerate() {
-        let value = value_of(graph, param.value)?;
-        if array.shape() != value.shape.as_slice() {
-            return fail(format!(
-                "parameter {index} (`{}`) has shape {:?}, declared {:?}",
-                param.key,
-                array.shape(),
-                value.shape
-            ));
-        }
-        define(&mut env, param.value, standard_layout(array.clone()))?;
-    }
+    let mut env = bind_operands(graph, inputs, params)?;
 
     let mut executed = vec![false; graph.nodes.len()];
     for (b, block) in plan.blocks.iter().enumerate() {
