@@ -2,7 +2,7 @@
 //!
 //! `cargo run --release --example fusion_report` prints a table;
 //! `-- --json` prints one JSON object per line (keys: model, ops, ops_after_rewrite,
-//! blocks, fusion_rate, irs_bytes_before, irs_bytes_after, arena_bytes, block_ops, rewrites);
+//! ops_at_load, flops_before, flops_after, blocks, fusion_rate, irs_bytes_before, irs_bytes_after, arena_bytes, block_ops, rewrites);
 //! `-- --explain <model>` lists the blocks of one model with their mapping types, and
 //! `-- --dot <model>` prints them as Graphviz (blocks coloured by mapping type).
 
@@ -72,15 +72,24 @@ fn snake(name: &str) -> String {
 
 fn table(reports: &[(FusionReport, FusionReport)]) {
     println!(
-        "{:<12} {:>5} {:>9} {:>7} {:>12} {:>14} {:>14} {:>12}",
-        "model", "ops", "rewritten", "blocks", "fusion rate", "IRS before", "IRS after", "arena"
+        "{:<12} {:>5} {:>9} {:>7} {:>7} {:>12} {:>14} {:>14} {:>12}",
+        "model",
+        "ops",
+        "rewritten",
+        "at load",
+        "blocks",
+        "fusion rate",
+        "IRS before",
+        "IRS after",
+        "arena"
     );
     for (r, _) in reports {
         println!(
-            "{:<12} {:>5} {:>9} {:>7} {:>12.2} {:>12} B {:>12} B {:>10} B",
+            "{:<12} {:>5} {:>9} {:>7} {:>7} {:>12.2} {:>12} B {:>12} B {:>10} B",
             snake(r.model),
             r.ops,
             r.ops_after_rewrite,
+            r.ops_at_load,
             r.blocks,
             r.fusion_rate(),
             r.irs_bytes_before,
@@ -92,10 +101,11 @@ fn table(reports: &[(FusionReport, FusionReport)]) {
 
 fn explain(r: &FusionReport) {
     println!(
-        "{}: {} ops, {} after rewriting, in {} blocks (fusion rate {:.2})",
+        "{}: {} ops, {} after rewriting ({} of them run at load time), in {} blocks (fusion rate {:.2})",
         snake(r.model),
         r.ops,
         r.ops_after_rewrite,
+        r.ops_at_load,
         r.blocks,
         r.fusion_rate()
     );

@@ -76,9 +76,11 @@ extern crate std;
 ///   `max_pool2d` stride = kernel, `flatten` from axis 1).
 ///
 /// Each model becomes `struct Name<'p>` with consts `INPUT_SHAPES`, `OUTPUT_SHAPES`,
-/// `ARENA_LEN`, `PARAM_LEN`, `PARAMS`, `OP_COUNT`, `FUSION_REPORT`, `FUSED_FUNCTIONS`,
-/// constructors `from_params`,
-/// `from_safetensors_in` (no allocation) and, with `alloc`, `from_safetensors`, and
+/// `ARENA_LEN`, `PARAM_LEN`, `LOADED_LEN`, `PARAMS`, `OP_COUNT`, `FUSION_REPORT`,
+/// `FUSED_FUNCTIONS`, constructors `from_params`, `from_safetensors_in` (no allocation)
+/// and, with `alloc`, `from_safetensors`; `prepare(buffer)`, which computes the ops that
+/// read only parameters once, into the parameter buffer after the loaded parameters (see
+/// [`Params`]); and
 /// `run(&self, inputs.., outputs.., arena)` taking fixed-size arrays, which neither
 /// allocates nor panics. It also implements [`Model`].
 ///

@@ -75,6 +75,8 @@ fn compare_with_interpreter<M: Model>(source: &str, inputs: &[Vec<f32>]) {
         .map(|(x, &v)| ArrayD::from_shape_vec(IxDyn(graph.shape(v)), x.clone()).unwrap())
         .collect();
     let expected = interp::interpret(&graph, &arrays_in, &arrays).unwrap();
+    // the buffer: the loaded parameters, then room for what `prepare` computes from them
+    params.resize(M::PARAM_LEN, f32::NAN);
     let model = M::from_static_params(Params::owned(params)).unwrap();
     let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
     let got = dnnfusion::infer(&model, &refs).unwrap();

@@ -104,6 +104,17 @@ fn bind_operands(
     Ok(env)
 }
 
+/// The parameters a compiled model's run graph reads: `params` (the loaded ones, in
+/// order), then the outputs of its load-time graph (`CompiledModel::load`) evaluated on
+/// them, as the generated `prepare` computes them.
+pub fn with_derived(load: Option<&Graph>, params: &[ArrayD<f32>]) -> Result<Vec<ArrayD<f32>>> {
+    let mut all = params.to_vec();
+    if let Some(load) = load {
+        all.extend(interpret(load, &[], params)?);
+    }
+    Ok(all)
+}
+
 /// Evaluates every node in order. `inputs[i]` is the value of `graph.inputs[i]`;
 /// `params[i]` the value of `graph.params[i]`. Returns one array per `graph.outputs`
 /// entry.

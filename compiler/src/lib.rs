@@ -4,7 +4,8 @@
 //! the stages directly. The pipeline (see [`compile`]):
 //!
 //! ```text
-//! tokens -> parse -> lower (+ check) -> rewrite -> fuse (classify) -> plan -> codegen -> tokens
+//! tokens -> parse -> lower (+ check) -> rewrite -> prepare -> fuse (classify) -> plan -> codegen -> tokens
+//!                                                  \-> (load-time graph) fuse -> plan -/
 //! ```
 #![deny(
     clippy::unwrap_used,
@@ -33,6 +34,7 @@ pub mod onnx;
 pub mod ops;
 pub mod parse;
 pub mod plan;
+pub mod prepare;
 pub mod report;
 pub mod rewrite;
 pub mod tables;
@@ -62,10 +64,25 @@ pub struct CompiledModel {
     pub fusion: fuse::FusionPlan,
     /// Where each value lives.
     pub memory: plan::MemoryPlan,
+    /// The ops that run once at load time (parameter-only subgraphs), if any.
+    pub load: Option<LoadStage>,
+    /// How many of the run graph's parameters are loaded (the rest are computed by `load`).
+    pub loaded_params: usize,
     /// The numbers of the fusion report.
     pub report: report::FusionReport,
     /// The generated Rust items.
     pub tokens: TokenStream,
+}
+
+/// The graph the generated `prepare` runs over the loaded parameters, fused and planned.
+#[derive(Debug)]
+pub struct LoadStage {
+    /// No inputs; the loaded parameters; the derived values as outputs.
+    pub graph: ir::Graph,
+    /// Its fused blocks.
+    pub fusion: fuse::FusionPlan,
+    /// Where each of its values lives (its arena is scratch after the derived values).
+    pub memory: plan::MemoryPlan,
 }
 
 /// Runs the whole pipeline on the tokens of a `dnn!` invocation.
@@ -87,12 +104,34 @@ pub fn compile(tokens: TokenStream) -> Result<Vec<CompiledModel>, syn::Error> {
     Ok(models.into_iter().map(compile_model).collect())
 }
 
-/// The stages after lowering, for one model: rewrite, fuse, plan memory, report, generate.
+/// The stages after lowering, for one model: rewrite, move parameter-only ops to load
+/// time, fuse, plan memory, report, generate.
 pub fn compile_model(mut model: ModelIr) -> CompiledModel {
     let ops_lowered = model.graph.nodes.len();
     let flops_before = rewrite::graph_cost(&model.graph).flops;
     let rewrites = rewrite_model(&mut model);
     let flops_after = rewrite::graph_cost(&model.graph).flops;
+    let kept: Vec<usize> = model
+        .fuse_groups
+        .iter()
+        .flat_map(|g| g.nodes.iter().copied())
+        .collect();
+    let split = prepare::split(&model.graph, &kept);
+    renumber_fuse_groups(&mut model, &split.node_map);
+    model.graph = split.run;
+    let load = split.load.map(|graph| {
+        let fusion = if model.options.fusion_off {
+            fuse::FusionPlan::unfused(&graph)
+        } else {
+            fuse::fuse(&graph)
+        };
+        let memory = plan::plan(&graph, &fusion);
+        LoadStage {
+            graph,
+            fusion,
+            memory,
+        }
+    });
     let unfused = fuse::FusionPlan::unfused(&model.graph);
     let groups: Vec<Vec<usize>> = model.fuse_groups.iter().map(|g| g.nodes.clone()).collect();
     let fusion = if model.options.fusion_off {
@@ -111,12 +150,22 @@ pub fn compile_model(mut model: ModelIr) -> CompiledModel {
         !model.options.fusion_off,
     )
     .with_rewrites(ops_lowered, rewrites)
-    .with_flops(flops_before, flops_after);
-    let tokens = codegen::codegen(&model, &fusion, &memory, &report);
+    .with_flops(flops_before, flops_after)
+    .with_load_ops(load.as_ref().map_or(0, |l| l.graph.nodes.len()));
+    let tokens = codegen::codegen(
+        &model,
+        &fusion,
+        &memory,
+        &report,
+        load.as_ref(),
+        split.loaded_params,
+    );
     CompiledModel {
         model,
         fusion,
         memory,
+        load,
+        loaded_params: split.loaded_params,
         report,
         tokens,
     }
@@ -138,15 +187,21 @@ pub fn rewrite_model(model: &mut ModelIr) -> Vec<&'static str> {
         ..rewrite::RewriteOptions::default()
     };
     let rewritten = rewrite::rewrite(&model.graph, &options);
+    renumber_fuse_groups(model, &rewritten.node_map);
+    model.graph = rewritten.graph;
+    rewritten.applied
+}
+
+/// Renumbers the nodes of the model's `fuse { }` groups after a stage rebuilt the graph
+/// (`node_map[old]` is the new index, `None` for a node that left it).
+fn renumber_fuse_groups(model: &mut ModelIr, node_map: &[Option<usize>]) {
     for group in &mut model.fuse_groups {
         group.nodes = group
             .nodes
             .iter()
-            .filter_map(|&n| rewritten.node_map.get(n).copied().flatten())
+            .filter_map(|&n| node_map.get(n).copied().flatten())
             .collect();
     }
-    model.graph = rewritten.graph;
-    rewritten.applied
 }
 
 /// Lowers DSL source text to models (for tests and tools that start from text).
@@ -216,6 +271,7 @@ fn stub_types(tokens: &TokenStream) -> TokenStream {
                             pub const OUTPUT_SHAPES: &'static [&'static [usize]] = &[];
                             pub const ARENA_LEN: usize = 0;
                             pub const PARAM_LEN: usize = 0;
+                            pub const LOADED_LEN: usize = 0;
                             pub const PARAMS: &'static [::dnnfusion::runtime::ParamSpec] = &[];
                             pub const OP_COUNT: usize = 0;
                         }
@@ -226,9 +282,13 @@ fn stub_types(tokens: &TokenStream) -> TokenStream {
                             const OUTPUT_SHAPES: &'static [&'static [usize]] = &[];
                             const ARENA_LEN: usize = 0;
                             const PARAM_LEN: usize = 0;
+                            const LOADED_LEN: usize = 0;
                             const PARAMS: &'static [::dnnfusion::runtime::ParamSpec] = &[];
                             const OP_COUNT: usize = 0;
                             fn from_static_params(_: ::dnnfusion::runtime::Params<'static>) -> ::core::result::Result<Self, ::dnnfusion::runtime::LoadError> {
+                                ::core::result::Result::Err(::dnnfusion::runtime::LoadError::Malformed { reason: "the model did not compile" })
+                            }
+                            fn prepare(_: &mut [f32]) -> ::core::result::Result<(), ::dnnfusion::runtime::LoadError> {
                                 ::core::result::Result::Err(::dnnfusion::runtime::LoadError::Malformed { reason: "the model did not compile" })
                             }
                             fn run_slices(&self, _: &[&[f32]], _: &mut [&mut [f32]], _: &mut [f32]) -> ::core::result::Result<(), ::dnnfusion::runtime::RunError> {

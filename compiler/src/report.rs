@@ -27,8 +27,10 @@ pub struct FusionReport {
     pub model: String,
     /// Ops after lowering.
     pub ops: usize,
-    /// Ops after rewriting.
+    /// Ops after rewriting (those run per inference plus those run at load time).
     pub ops_after_rewrite: usize,
+    /// Ops that read only parameters, run once when the weights load (stage `prepare`).
+    pub ops_at_load: usize,
     /// The rewrite rules applied, in order.
     pub rewrites: Vec<&'static str>,
     /// Weighted FLOPs of the graph as declared (`rewrite::graph_cost`).
@@ -139,6 +141,7 @@ impl FusionReport {
             model: model.to_string(),
             ops: graph.nodes.len(),
             ops_after_rewrite: graph.nodes.len(),
+            ops_at_load: 0,
             rewrites: Vec::new(),
             flops_before: 0,
             flops_after: 0,
@@ -166,12 +169,20 @@ impl FusionReport {
         self
     }
 
+    /// Records the ops moved to load time (`graph` was the per-inference graph).
+    pub fn with_load_ops(mut self, ops_at_load: usize) -> Self {
+        self.ops_at_load = ops_at_load;
+        self.ops_after_rewrite += ops_at_load;
+        self
+    }
+
     /// The report as a `::dnnfusion::runtime::FusionReport` constant expression.
     pub fn tokens(&self) -> TokenStream {
         let FusionReport {
             model,
             ops,
             ops_after_rewrite,
+            ops_at_load,
             rewrites,
             flops_before,
             flops_after,
@@ -191,6 +202,7 @@ impl FusionReport {
                 model: #model,
                 ops: #ops,
                 ops_after_rewrite: #ops_after_rewrite,
+                ops_at_load: #ops_at_load,
                 rewrites: &[#(#rewrites),*],
                 flops_before: #flops_before,
                 flops_after: #flops_after,

@@ -1590,6 +1590,7 @@ struct Stats {
     largest: usize,
     rewritten: usize,
     pipeline_multi: usize,
+    load_ops: usize,
 }
 
 /// Checks one seed; `Err` describes the failure with the model and its plan.
@@ -1634,11 +1635,19 @@ fn check_seed(seed: u64, stats: &mut Stats) -> Vec<String> {
 
     // what dnn! compiles: rewrites (which keep inputs and parameters), fusion, codegen;
     // checked against the interpreter on the graph as written
+    // the parameter-only ops run at load time: their results are parameters of the rest
     let compiled = compile_model(model);
     let (rewritten, plan) = (&compiled.model.graph, &compiled.fusion);
+    let load = compiled.load.as_ref();
+    stats.load_ops += load.map_or(0, |l| l.graph.nodes.len());
     let outcome = check_invariants(rewritten, plan)
         .map_err(|e| format!("dnn! plan invariant (rewritten graph): {e}"))
-        .and_then(|()| interp::run_plan(rewritten, plan, &inputs, &params).map_err(|e| format!("run_plan (dnn! plan of the rewritten graph): {e}")))
+        .and_then(|()| {
+            let load_plan = load.map_or(Ok(()), |l| check_invariants(&l.graph, &l.fusion));
+            load_plan.map_err(|e| format!("dnn! plan invariant (load-time graph): {e}"))
+        })
+        .and_then(|()| interp::with_derived(load.map(|l| &l.graph), &params).map_err(|e| format!("load-time graph: {e}")))
+        .and_then(|all_params| interp::run_plan(rewritten, plan, &inputs, &all_params).map_err(|e| format!("run_plan (dnn! plan of the rewritten graph): {e}")))
         .and_then(|got| compare(&got, &want).map_err(|e| format!("dnn! plan of the rewritten graph differs from the interpreter on the written graph: {e}")));
     if let Err(e) = outcome {
         failures.push(failure(e, rewritten, plan));
@@ -1738,7 +1747,7 @@ fn random_graphs_fuse_correctly() {
         "  graphs with a multi-node block: {} of the {} graphs that passed",
         stats.graphs_with_multi, stats.graphs
     );
-    println!("  dnn! pipeline: {} graphs changed by rewrites (dead nodes removed included), {} multi-node blocks", stats.rewritten, stats.pipeline_multi);
+    println!("  dnn! pipeline: {} graphs changed by rewrites (dead nodes removed included), {} multi-node blocks, {} ops moved to load time", stats.rewritten, stats.pipeline_multi, stats.load_ops);
     println!("  ops: {:?}", stats.ops);
     if std::env::var_os("DNNFUSION_RANDOM_GRAPHS_ALL").is_some() {
         for f in &failures {

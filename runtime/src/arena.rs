@@ -1,4 +1,5 @@
-//! Safe, disjoint views of the arena for one op: its operands and its output.
+//! Safe, disjoint views of the arena for one op: its operands and its output (and of the
+//! parameter buffer's derived tensors, for `prepare`).
 //!
 //! The memory plan never places an op's output over one of its live operands, so the
 //! output range can be split off mutably and the operands read from what is left.
@@ -33,6 +34,26 @@ pub fn reads<const N: usize>(arena: &[f32], reads: [(usize, usize); N]) -> [&[f3
     reads.map(|(o, l)| &arena[o..o + l])
 }
 
+/// Borrows `N` disjoint ranges mutably, given in increasing order of offset.
+///
+/// Ranges are `(offset, len)` in floats. Precondition (guaranteed by the generated code):
+/// they do not overlap, come in increasing order and lie inside `buffer`.
+pub fn disjoint<const N: usize>(
+    buffer: &mut [f32],
+    ranges: [(usize, usize); N],
+) -> [&mut [f32]; N] {
+    let mut rest = buffer;
+    let mut at = 0;
+    ranges.map(|(offset, len)| {
+        let tail = core::mem::take(&mut rest);
+        let (_, tail) = tail.split_at_mut(offset - at);
+        let (view, tail) = tail.split_at_mut(len);
+        rest = tail;
+        at = offset + len;
+        view
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +66,14 @@ mod tests {
         assert_eq!(b, &[7.0, 8.0, 9.0]);
         out.fill(-1.0);
         assert_eq!(arena[3..7], [-1.0; 4]);
+    }
+
+    #[test]
+    fn disjoint_views_cover_their_ranges() {
+        let mut buffer = [0.0f32; 10];
+        let [a, b] = disjoint(&mut buffer, [(1, 2), (6, 3)]);
+        a.fill(1.0);
+        b.fill(2.0);
+        assert_eq!(buffer, [0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 2.0, 2.0, 2.0, 0.0]);
     }
 }

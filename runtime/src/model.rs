@@ -27,26 +27,52 @@ impl ParamSpec {
 }
 
 /// The flat parameter buffer of a model: borrowed (no allocator needed) or owned.
+///
+/// The buffer holds the loaded parameters (laid out as the model's `PARAMS` say), then
+/// the tensors the model's `prepare` computes from them once (weights folded at load
+/// time), then `prepare`'s scratch: `PARAM_LEN` floats in all. A model built from a
+/// mutable or owned buffer runs `prepare` itself; a read-only buffer is taken as it is,
+/// so it must come from `prepare` already (a `static` written by a build step, for
+/// example). For a model whose `LOADED_LEN` equals its `PARAM_LEN`, `prepare` does
+/// nothing and any loaded buffer will do.
 pub struct Params<'p>(Storage<'p>);
 
 enum Storage<'p> {
     Borrowed(&'p [f32]),
+    BorrowedMut(&'p mut [f32]),
     #[cfg(feature = "alloc")]
     Owned(alloc::vec::Vec<f32>),
 }
 
 impl<'p> Params<'p> {
-    /// Borrows a buffer (a `static`, or memory the caller owns).
+    /// Borrows a buffer read-only (a `static`, or memory the caller owns), as the
+    /// model's `prepare` left it.
     pub fn borrowed(data: &'p [f32]) -> Self {
         Params(Storage::Borrowed(data))
+    }
+
+    /// Borrows a buffer holding the loaded parameters; the model fills in the rest.
+    pub fn borrowed_mut(data: &'p mut [f32]) -> Self {
+        Params(Storage::BorrowedMut(data))
     }
 
     /// The floats.
     pub fn as_slice(&self) -> &[f32] {
         match &self.0 {
             Storage::Borrowed(d) => d,
+            Storage::BorrowedMut(d) => d,
             #[cfg(feature = "alloc")]
             Storage::Owned(v) => v,
+        }
+    }
+
+    /// The floats, when the buffer may be written (`None` for [`Params::borrowed`]).
+    pub fn as_mut_slice(&mut self) -> Option<&mut [f32]> {
+        match &mut self.0 {
+            Storage::Borrowed(_) => None,
+            Storage::BorrowedMut(d) => Some(d),
+            #[cfg(feature = "alloc")]
+            Storage::Owned(v) => Some(v),
         }
     }
 
@@ -363,15 +389,20 @@ pub trait Model: Sized {
     const OUTPUT_SHAPES: &'static [&'static [usize]];
     /// Floats of arena `run` needs.
     const ARENA_LEN: usize;
-    /// Floats of parameters.
+    /// Floats of the parameter buffer (see [`Params`]).
     const PARAM_LEN: usize;
-    /// The parameters.
+    /// Floats of the loaded parameters, at the start of the buffer.
+    const LOADED_LEN: usize;
+    /// The parameters loaded from a weights file.
     const PARAMS: &'static [ParamSpec];
     /// Number of ops executed.
     const OP_COUNT: usize;
 
     /// Builds the model around a parameter buffer of `PARAM_LEN` floats.
     fn from_static_params(params: Params<'static>) -> Result<Self, LoadError>;
+
+    /// Computes the load-time part of the buffer from the loaded parameters at its start.
+    fn prepare(buffer: &mut [f32]) -> Result<(), LoadError>;
 
     /// Runs with length-checked slices.
     fn run_slices(
@@ -427,8 +458,10 @@ pub struct FusionReport {
     pub model: &'static str,
     /// Ops after lowering.
     pub ops: usize,
-    /// Ops after rewriting.
+    /// Ops after rewriting (those run per inference plus those run at load time).
     pub ops_after_rewrite: usize,
+    /// Ops that read only parameters, run once when the weights load (`prepare`).
+    pub ops_at_load: usize,
     /// The rewrite rules applied, in order (`compiler/src/tables.rs` lists them all).
     pub rewrites: &'static [&'static str],
     /// Weighted FLOPs of the graph as declared.
@@ -450,19 +483,25 @@ pub struct FusionReport {
 }
 
 impl FusionReport {
-    /// Ops per block (the paper's Table 5 fusion rate).
+    /// Ops run per inference.
+    pub fn ops_per_run(&self) -> usize {
+        self.ops_after_rewrite - self.ops_at_load
+    }
+
+    /// Ops per block, of those run per inference (the paper's Table 5 fusion rate).
     pub fn fusion_rate(&self) -> f64 {
-        self.ops_after_rewrite as f64 / self.blocks.max(1) as f64
+        self.ops_per_run() as f64 / self.blocks.max(1) as f64
     }
 
     /// Writes the report as one JSON object (no trailing newline).
     pub fn write_json(&self, w: &mut impl fmt::Write) -> fmt::Result {
         write!(
             w,
-            "{{\"model\":\"{}\",\"ops\":{},\"ops_after_rewrite\":{},\"flops_before\":{},\"flops_after\":{},\"blocks\":{},\"fusion_rate\":{:.2},\"fusion\":{},\"irs_bytes_before\":{},\"irs_bytes_after\":{},\"arena_bytes\":{},\"block_ops\":[",
+            "{{\"model\":\"{}\",\"ops\":{},\"ops_after_rewrite\":{},\"ops_at_load\":{},\"flops_before\":{},\"flops_after\":{},\"blocks\":{},\"fusion_rate\":{:.2},\"fusion\":{},\"irs_bytes_before\":{},\"irs_bytes_after\":{},\"arena_bytes\":{},\"block_ops\":[",
             self.model,
             self.ops,
             self.ops_after_rewrite,
+            self.ops_at_load,
             self.flops_before,
             self.flops_after,
             self.blocks,

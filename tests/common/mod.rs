@@ -81,6 +81,8 @@ pub fn check_with<M: Model>(source: &str, tolerance: f32) {
     let expected = interp::interpret(graph, &input_arrays, &param_arrays)
         .unwrap_or_else(|e| panic!("interpreter: {e:?}"));
 
+    // the buffer: the loaded parameters, then room for what `prepare` computes from them
+    params.resize(M::PARAM_LEN, f32::NAN);
     let model = M::from_static_params(Params::owned(params)).unwrap();
     let mut outputs: Vec<Vec<f32>> = M::OUTPUT_SHAPES
         .iter()

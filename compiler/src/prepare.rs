@@ -1,0 +1,353 @@
+//! Stage 5, `prepare`: the ops that read only parameters run once, when the weights load.
+//!
+//! Input: the rewritten [`Graph`]; output: a [`LoadSplit`], the graph `run` executes and
+//! the graph the generated `prepare` executes over the loaded parameters. A value
+//! computed from parameters alone is the same on every inference (a `batch_norm` folded
+//! into a conv's weights, `w * gamma / sqrt(var + eps)`; a transposed weight; a sum of
+//! biases), so it is computed once and stored after the loaded parameters, where `run`
+//! reads it as one more parameter.
+//!
+//! ```text
+//!   parameter buffer:  | loaded (PARAMS) | derived: prepare's outputs | prepare's scratch |
+//!                        read by run       read by run                  used while loading
+//! ```
+//!
+//! Two kinds of parameter-only op stay in `run`, where they cost less: a reshape (there it
+//! aliases its operand; at load time it would copy the weight), and an op whose result
+//! is larger than its largest operand (an `expand` of a bias: fused into its consumer it
+//! is index arithmetic; stored, it would be a tensor of broadcast copies).
+
+use crate::ir::{Graph, Node, Op, Param, ValueId, ValueKind};
+
+/// The graph split at the values computed from parameters alone.
+#[derive(Clone, Debug)]
+pub struct LoadSplit {
+    /// What `run` executes: the original graph without the load-time ops. Its parameters
+    /// are the loaded ones (same order), then one per value of `load.outputs`.
+    pub run: Graph,
+    /// What `prepare` executes once: no inputs, the loaded parameters (same order, so the
+    /// same offsets), and as outputs the derived values `run` reads, in the order of
+    /// `run`'s derived parameters. `None` when no op moves.
+    pub load: Option<Graph>,
+    /// For each node of the original graph, its index in `run` (`None`: moved to load).
+    pub node_map: Vec<Option<usize>>,
+    /// How many of `run.params` are loaded from the weights file (the rest are derived).
+    pub loaded_params: usize,
+}
+
+/// Splits `graph` into the load-time part and the per-inference part. Nodes listed in
+/// `keep` (those of `fuse { }` groups) always stay in `run`.
+pub fn split(graph: &Graph, keep: &[usize]) -> LoadSplit {
+    let moves = load_time_nodes(graph, keep);
+    let loaded_params = graph.params.len();
+    if !moves.iter().any(|&m| m) {
+        return LoadSplit {
+            run: graph.clone(),
+            load: None,
+            node_map: (0..graph.nodes.len()).map(Some).collect(),
+            loaded_params,
+        };
+    }
+    let produced_at_load = produced_by(graph, &moves);
+    // the load-time values `run` needs: read by a run-time node or returned
+    let mut derived: Vec<ValueId> = Vec::new();
+    let mut need = |v: ValueId| {
+        if produced_at_load.get(v).copied().unwrap_or(false) && !derived.contains(&v) {
+            derived.push(v);
+        }
+    };
+    for (n, node) in graph.nodes.iter().enumerate() {
+        if !moves.get(n).copied().unwrap_or(false) {
+            node.inputs.iter().for_each(|&v| need(v));
+        }
+    }
+    graph.outputs.iter().for_each(|&v| need(v));
+
+    // the load graph: the loaded parameters, the moved nodes, the derived values as outputs
+    let mut load = Graph::default();
+    let mut load_ids: Vec<Option<ValueId>> = vec![None; graph.values.len()];
+    copy_params(graph, &mut load, &mut load_ids);
+    for (n, node) in graph.nodes.iter().enumerate() {
+        if moves.get(n).copied().unwrap_or(false) {
+            copy_node(graph, node, &mut load, &mut load_ids);
+        }
+    }
+    load.outputs = derived
+        .iter()
+        .filter_map(|&v| load_ids.get(v).copied().flatten())
+        .collect();
+
+    // the run graph: inputs, loaded parameters, derived parameters, the other nodes
+    let mut run = Graph::default();
+    let mut run_ids: Vec<Option<ValueId>> = vec![None; graph.values.len()];
+    for &input in &graph.inputs {
+        if let Some(v) = graph.values.get(input) {
+            let id = run.add_value(v.name.clone(), v.shape.clone(), v.kind.clone());
+            run.inputs.push(id);
+            if let Some(slot) = run_ids.get_mut(input) {
+                *slot = Some(id);
+            }
+        }
+    }
+    copy_params(graph, &mut run, &mut run_ids);
+    for &v in &derived {
+        let Some(value) = graph.values.get(v) else {
+            continue;
+        };
+        let key = format!("{} (computed at load)", value.name);
+        let id = add_param(&mut run, &value.name, &value.shape, key);
+        if let Some(slot) = run_ids.get_mut(v) {
+            *slot = Some(id);
+        }
+    }
+    let mut node_map = vec![None; graph.nodes.len()];
+    for (n, node) in graph.nodes.iter().enumerate() {
+        if !moves.get(n).copied().unwrap_or(false) {
+            if let Some(slot) = node_map.get_mut(n) {
+                *slot = Some(run.nodes.len());
+            }
+            copy_node(graph, node, &mut run, &mut run_ids);
+        }
+    }
+    run.outputs = graph
+        .outputs
+        .iter()
+        .filter_map(|&v| run_ids.get(v).copied().flatten())
+        .collect();
+    LoadSplit {
+        run,
+        load: Some(load),
+        node_map,
+        loaded_params,
+    }
+}
+
+/// Which nodes move to load time: those whose operands are all parameters or results of
+/// moved nodes, less the ones cheaper at run time (see the module doc).
+fn load_time_nodes(graph: &Graph, keep: &[usize]) -> Vec<bool> {
+    let mut moves = vec![false; graph.nodes.len()];
+    let mut param_only: Vec<bool> = graph
+        .values
+        .iter()
+        .map(|v| matches!(v.kind, ValueKind::Param(_)))
+        .collect();
+    for (n, node) in graph.nodes.iter().enumerate() {
+        let from_params = !node.inputs.is_empty()
+            && node
+                .inputs
+                .iter()
+                .all(|&v| param_only.get(v).copied().unwrap_or(false));
+        if from_params && !keep.contains(&n) {
+            if let Some(m) = moves.get_mut(n) {
+                *m = true;
+            }
+            if let Some(p) = param_only.get_mut(node.output) {
+                *p = true;
+            }
+        }
+    }
+    // give back the boundary ops that are cheaper per inference, until none is left
+    loop {
+        let produced_at_load = produced_by(graph, &moves);
+        let mut needed = vec![false; graph.values.len()];
+        for (n, node) in graph.nodes.iter().enumerate() {
+            if !moves.get(n).copied().unwrap_or(false) {
+                for &v in &node.inputs {
+                    if let Some(x) = needed.get_mut(v) {
+                        *x = true;
+                    }
+                }
+            }
+        }
+        for &v in &graph.outputs {
+            if let Some(x) = needed.get_mut(v) {
+                *x = true;
+            }
+        }
+        let mut changed = false;
+        for (n, node) in graph.nodes.iter().enumerate() {
+            let boundary = needed.get(node.output).copied().unwrap_or(false)
+                && produced_at_load.get(node.output).copied().unwrap_or(false);
+            if boundary && cheaper_at_run_time(graph, node) {
+                if let Some(m) = moves.get_mut(n) {
+                    *m = false;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            return moves;
+        }
+    }
+}
+
+/// A reshape (free at run time), or an op whose result outgrows its operands.
+fn cheaper_at_run_time(graph: &Graph, node: &Node) -> bool {
+    let out = graph.values.get(node.output).map_or(0, |v| v.len());
+    let largest_operand = node
+        .inputs
+        .iter()
+        .filter_map(|&v| graph.values.get(v))
+        .map(|v| v.len())
+        .max()
+        .unwrap_or(0);
+    matches!(node.op, Op::Reshape(_)) || out > largest_operand
+}
+
+/// For each value: is it the output of a node marked in `moves`?
+fn produced_by(graph: &Graph, moves: &[bool]) -> Vec<bool> {
+    let mut produced = vec![false; graph.values.len()];
+    for (n, node) in graph.nodes.iter().enumerate() {
+        if moves.get(n).copied().unwrap_or(false) {
+            if let Some(p) = produced.get_mut(node.output) {
+                *p = true;
+            }
+        }
+    }
+    produced
+}
+
+/// Adds every parameter of `from` to `to`, in order, recording the new ids.
+fn copy_params(from: &Graph, to: &mut Graph, ids: &mut [Option<ValueId>]) {
+    for param in &from.params {
+        let Some(v) = from.values.get(param.value) else {
+            continue;
+        };
+        let id = add_param(to, &v.name, &param.shape, param.key.clone());
+        if let Some(slot) = ids.get_mut(param.value) {
+            *slot = Some(id);
+        }
+    }
+}
+
+/// Adds a parameter value to `to` and returns its id.
+fn add_param(to: &mut Graph, name: &str, shape: &[usize], key: String) -> ValueId {
+    let id = to.add_value(
+        name.to_string(),
+        shape.to_vec(),
+        ValueKind::Param(to.params.len()),
+    );
+    to.params.push(Param {
+        key,
+        shape: shape.to_vec(),
+        value: id,
+    });
+    id
+}
+
+/// Adds a copy of `node` (operands already copied) to `to`, recording its output's id.
+fn copy_node(from: &Graph, node: &Node, to: &mut Graph, ids: &mut [Option<ValueId>]) {
+    let Some(out) = from.values.get(node.output) else {
+        return;
+    };
+    let inputs = node
+        .inputs
+        .iter()
+        .filter_map(|&v| ids.get(v).copied().flatten())
+        .collect();
+    let id = to.add_value(
+        out.name.clone(),
+        out.shape.clone(),
+        ValueKind::Node(to.nodes.len()),
+    );
+    to.nodes.push(Node {
+        op: node.op.clone(),
+        inputs,
+        output: id,
+        span: node.span,
+    });
+    if let Some(slot) = ids.get_mut(node.output) {
+        *slot = Some(id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{BinaryOp, ReshapeKind, UnaryOp};
+
+    fn node(g: &mut Graph, op: Op, inputs: Vec<ValueId>, shape: Vec<usize>) -> ValueId {
+        let out = g.add_value(
+            format!("v{}", g.values.len()),
+            shape,
+            ValueKind::Node(g.nodes.len()),
+        );
+        g.nodes.push(Node {
+            op,
+            inputs,
+            output: out,
+            span: proc_macro2::Span::call_site(),
+        });
+        out
+    }
+
+    fn param(g: &mut Graph, key: &str, shape: Vec<usize>) -> ValueId {
+        let v = g.add_value(key.into(), shape.clone(), ValueKind::Param(g.params.len()));
+        g.params.push(Param {
+            key: key.into(),
+            shape,
+            value: v,
+        });
+        v
+    }
+
+    /// `x * exp(w) + reshape(b)`: exp moves, the reshape stays.
+    fn sample() -> Graph {
+        let mut g = Graph::default();
+        let x = g.add_value("x".into(), vec![2, 3], ValueKind::Input(0));
+        g.inputs.push(x);
+        let w = param(&mut g, "w", vec![2, 3]);
+        let b = param(&mut g, "b", vec![3]);
+        let e = node(&mut g, Op::Unary(UnaryOp::Exp), vec![w], vec![2, 3]);
+        let m = node(&mut g, Op::Binary(BinaryOp::Mul), vec![x, e], vec![2, 3]);
+        let r = node(
+            &mut g,
+            Op::Reshape(ReshapeKind::Reshape),
+            vec![b],
+            vec![1, 3],
+        );
+        let y = node(&mut g, Op::Binary(BinaryOp::Add), vec![m, r], vec![2, 3]);
+        g.outputs.push(y);
+        g
+    }
+
+    #[test]
+    fn parameter_only_ops_move_and_reshapes_stay() {
+        let split = split(&sample(), &[]);
+        let load = split.load.as_ref().unwrap();
+        assert_eq!(load.nodes.len(), 1);
+        assert_eq!(load.nodes[0].op, Op::Unary(UnaryOp::Exp));
+        assert_eq!(
+            load.params.len(),
+            2,
+            "every loaded parameter, for the same offsets"
+        );
+        assert_eq!(load.outputs.len(), 1);
+        assert_eq!(split.run.nodes.len(), 3);
+        assert_eq!(split.run.params.len(), 3);
+        assert_eq!(split.loaded_params, 2);
+        assert_eq!(split.node_map, vec![None, Some(0), Some(1), Some(2)]);
+        // run reads the derived parameter where it read exp(w)
+        let derived = split.run.params[2].value;
+        assert_eq!(split.run.nodes[0].inputs[1], derived);
+    }
+
+    #[test]
+    fn kept_nodes_and_broadcasts_stay() {
+        let g = sample();
+        assert!(split(&g, &[0]).load.is_none());
+        let mut g = Graph::default();
+        let x = g.add_value("x".into(), vec![4, 3], ValueKind::Input(0));
+        g.inputs.push(x);
+        let b = param(&mut g, "b", vec![3]);
+        let neg = node(&mut g, Op::Unary(UnaryOp::Neg), vec![b], vec![3]);
+        let wide = node(&mut g, Op::Expand, vec![neg], vec![4, 3]);
+        let y = node(&mut g, Op::Binary(BinaryOp::Add), vec![x, wide], vec![4, 3]);
+        g.outputs.push(y);
+        let split = split(&g, &[]);
+        // neg moves, the expand of its result stays
+        assert_eq!(split.load.as_ref().unwrap().nodes.len(), 1);
+        assert_eq!(split.run.nodes.len(), 2);
+        assert_eq!(split.run.nodes[0].op, Op::Expand);
+    }
+}
