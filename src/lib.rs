@@ -68,7 +68,8 @@ extern crate std;
 ///   `#![rewrite(off)]`, `#![rewrite(fast_math)]`) or as outer attributes on one model
 ///   (`#[fusion(off)]`, ...). Rewriting by mathematical properties is on by default with
 ///   the exact rules only; `fast_math` adds the rules that may change results beyond
-///   rounding (README, "Floating-point policy").
+///   rounding (README, "Floating-point policy"); `rewrite(max_rewrites = N)` stops after
+///   N rewrites (to find the one that changes a result).
 /// - `fuse { ... }` makes the ops of its statements one fused block (their bindings stay
 ///   visible after it); a group the fusion table forbids is a compile error naming both
 ///   ops and their mapping types.

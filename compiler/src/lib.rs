@@ -177,7 +177,7 @@ pub fn rewrite_model(model: &mut ModelIr) -> Vec<&'static str> {
     if model.options.rewrite == lower::RewriteMode::Off {
         return Vec::new();
     }
-    let options = rewrite::RewriteOptions {
+    let mut options = rewrite::RewriteOptions {
         fast_math: model.options.rewrite == lower::RewriteMode::FastMath,
         frozen: model
             .fuse_groups
@@ -186,6 +186,9 @@ pub fn rewrite_model(model: &mut ModelIr) -> Vec<&'static str> {
             .collect(),
         ..rewrite::RewriteOptions::default()
     };
+    if let Some(limit) = model.options.max_rewrites {
+        options.max_rewrites = limit;
+    }
     let rewritten = rewrite::rewrite(&model.graph, &options);
     renumber_fuse_groups(model, &rewritten.node_map);
     model.graph = rewritten.graph;

@@ -60,6 +60,8 @@ pub struct ModelOptions {
     pub fusion_off: bool,
     /// `#[rewrite(off)]`, `#[rewrite(on)]` (the default) or `#[rewrite(fast_math)]`.
     pub rewrite: RewriteMode,
+    /// `#[rewrite(max_rewrites = N)]`: stop after N rewrites (to bisect a rewrite).
+    pub max_rewrites: Option<usize>,
 }
 
 /// Which rewrite rules run on a model (README "Floating-point policy").
@@ -74,26 +76,46 @@ pub enum RewriteMode {
     FastMath,
 }
 
-/// Reads `rewrite(off)` / `rewrite(on)` / `rewrite(fast_math)`; `Err` with a message for
-/// anything else.
-fn rewrite_option(attr: &Attribute) -> Result<RewriteMode, syn::Error> {
-    const EXPECTED: &str = "expected `rewrite(off)`, `rewrite(on)` or `rewrite(fast_math)`";
-    let mut mode = None;
+/// Reads `rewrite(...)`: a mode (`off`, `on`, `fast_math`) and/or `max_rewrites = N`,
+/// into `options`; `Err` with a message for anything else.
+fn rewrite_option(attr: &Attribute, options: &mut ModelOptions) -> Result<(), syn::Error> {
+    const EXPECTED: &str = "expected `rewrite(off)`, `rewrite(on)`, `rewrite(fast_math)` or `rewrite(max_rewrites = N)`";
+    let mut any = false;
     attr.parse_nested_meta(|meta| {
+        any = true;
         if meta.path.is_ident("off") {
-            mode = Some(RewriteMode::Off);
+            options.rewrite = RewriteMode::Off;
             Ok(())
         } else if meta.path.is_ident("on") {
-            mode = Some(RewriteMode::Exact);
+            options.rewrite = RewriteMode::Exact;
             Ok(())
         } else if meta.path.is_ident("fast_math") {
-            mode = Some(RewriteMode::FastMath);
+            options.rewrite = RewriteMode::FastMath;
             Ok(())
+        } else if meta.path.is_ident("max_rewrites") {
+            let value = meta.value()?;
+            let limit = match value.parse::<syn::Lit>() {
+                Ok(syn::Lit::Int(n)) => n.base10_parse::<usize>().ok(),
+                _ => None,
+            };
+            match limit {
+                Some(n) => {
+                    options.max_rewrites = Some(n);
+                    Ok(())
+                }
+                None => Err(meta.error(
+                    "`max_rewrites` takes a whole number of rewrites, e.g. `rewrite(max_rewrites = 10)`",
+                )),
+            }
         } else {
             Err(meta.error(EXPECTED))
         }
     })?;
-    mode.ok_or_else(|| syn::Error::new_spanned(attr, EXPECTED))
+    if any {
+        Ok(())
+    } else {
+        Err(syn::Error::new_spanned(attr, EXPECTED))
+    }
 }
 
 /// Reads `fusion(off)` / `fusion(on)`; `Err` with a message for anything else.
@@ -128,9 +150,8 @@ pub fn lower(ast: &Ast, diags: &mut Diagnostics) -> Vec<ModelIr> {
                 Err(e) => diags.push(e),
             }
         } else if attr.path().is_ident("rewrite") {
-            match rewrite_option(attr) {
-                Ok(mode) => defaults.rewrite = mode,
-                Err(e) => diags.push(e),
+            if let Err(e) = rewrite_option(attr, &mut defaults) {
+                diags.push(e);
             }
         } else {
             diags.push(syn::Error::new_spanned(
@@ -273,14 +294,13 @@ fn lower_model(
                 Err(e) => diags.push(e),
             }
         } else if attr.path().is_ident("rewrite") {
-            match rewrite_option(attr) {
-                Ok(mode) => options.rewrite = mode,
-                Err(e) => diags.push(e),
+            if let Err(e) = rewrite_option(attr, &mut options) {
+                diags.push(e);
             }
         } else {
             diags.push(syn::Error::new_spanned(
                 attr.path(),
-                "unknown model attribute; a model takes `///` docs, `#[fusion(off)]` and `#[rewrite(off | fast_math)]`",
+                "unknown model attribute; a model takes `///` docs, `#[fusion(off)]` and `#[rewrite(off | on | fast_math, max_rewrites = N)]`",
             ));
         }
     }

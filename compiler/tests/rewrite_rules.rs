@@ -1525,12 +1525,41 @@ fn rewrite_off_compiles_the_graph_as_declared() {
 }
 
 #[test]
+fn max_rewrites_stops_the_rewriter() {
+    let body = "pub model M(x: [2, 3]) -> [2, 3] { relu(relu(x * 1.0)) }";
+    let all = compile_one(body);
+    assert_eq!(all.report.rewrites.len(), 2);
+    for (limit, applied) in [(0, 0), (1, 1), (2, 2), (5, 2)] {
+        for source in [
+            format!("#![rewrite(max_rewrites = {limit})] {body}"),
+            body.replace(
+                "pub model",
+                &format!("#[rewrite(on, max_rewrites = {limit})] pub model"),
+            ),
+        ] {
+            let m = compile_one(&source);
+            assert_eq!(m.report.rewrites.len(), applied, "{source}");
+            assert_eq!(m.report.ops_after_rewrite, 3 - applied, "{source}");
+        }
+    }
+    // with a mode in the same attribute, and the limit kept from the invocation's default
+    let fast = compile_one(&format!(
+        "#![rewrite(max_rewrites = 1)] {}",
+        body.replace("pub model", "#[rewrite(fast_math)] pub model")
+    ));
+    assert_eq!(fast.report.rewrites.len(), 1);
+}
+
+#[test]
 fn unknown_rewrite_options_are_errors() {
     for bad in [
         "#![rewrite(fast)]",
         "#![rewrite]",
         "#![rewrite(off, bogus)]",
         "#[rewrite(fastmath)]",
+        "#[rewrite(max_rewrites = -1)]",
+        "#[rewrite(max_rewrites = 1.5)]",
+        "#[rewrite(max_rewrites)]",
     ] {
         let tokens: proc_macro2::TokenStream =
             format!("{bad} pub model M(x: [2]) -> [2] {{ relu(x) }}")
@@ -1541,7 +1570,10 @@ fn unknown_rewrite_options_are_errors() {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("rewrite(fast_math)") || err.contains("#![rewrite(...)]"),
+            err.contains("rewrite(fast_math)")
+                || err.contains("#![rewrite(...)]")
+                || err.contains("rewrite(max_rewrites = 10)")
+                || err.contains("expected `=`"),
             "{bad}: {err}"
         );
     }
