@@ -123,54 +123,41 @@ pub fn split(graph: &Graph, keep: &[usize]) -> LoadSplit {
 }
 
 /// Which nodes move to load time: those whose operands are all parameters or results of
-/// moved nodes, less the ones cheaper at run time (see the module doc).
+/// moved nodes, less the ones cheaper at run time (see the module doc) and, since their
+/// results are then computed at run time, the nodes that read those.
 fn load_time_nodes(graph: &Graph, keep: &[usize]) -> Vec<bool> {
-    let mut moves = vec![false; graph.nodes.len()];
-    let mut param_only: Vec<bool> = graph
-        .values
-        .iter()
-        .map(|v| matches!(v.kind, ValueKind::Param(_)))
-        .collect();
-    for (n, node) in graph.nodes.iter().enumerate() {
-        let from_params = !node.inputs.is_empty()
-            && node
-                .inputs
-                .iter()
-                .all(|&v| param_only.get(v).copied().unwrap_or(false));
-        if from_params && !keep.contains(&n) {
-            if let Some(m) = moves.get_mut(n) {
-                *m = true;
-            }
-            if let Some(p) = param_only.get_mut(node.output) {
-                *p = true;
-            }
+    let mut blocked = vec![false; graph.nodes.len()];
+    for &k in keep {
+        if let Some(b) = blocked.get_mut(k) {
+            *b = true;
         }
     }
-    // give back the boundary ops that are cheaper per inference, until none is left
     loop {
-        let produced_at_load = produced_by(graph, &moves);
+        let param_only = computed_from_params(graph, &blocked);
+        let moves: Vec<bool> = graph
+            .nodes
+            .iter()
+            .map(|node| param_only.get(node.output).copied().unwrap_or(false))
+            .collect();
         let mut needed = vec![false; graph.values.len()];
-        for (n, node) in graph.nodes.iter().enumerate() {
-            if !moves.get(n).copied().unwrap_or(false) {
-                for &v in &node.inputs {
-                    if let Some(x) = needed.get_mut(v) {
-                        *x = true;
-                    }
-                }
-            }
-        }
-        for &v in &graph.outputs {
+        let run_time_reads = graph
+            .nodes
+            .iter()
+            .zip(&moves)
+            .filter(|(_, &moved)| !moved)
+            .flat_map(|(node, _)| node.inputs.iter());
+        for &v in run_time_reads.chain(&graph.outputs) {
             if let Some(x) = needed.get_mut(v) {
                 *x = true;
             }
         }
         let mut changed = false;
         for (n, node) in graph.nodes.iter().enumerate() {
-            let boundary = needed.get(node.output).copied().unwrap_or(false)
-                && produced_at_load.get(node.output).copied().unwrap_or(false);
+            let boundary = moves.get(n).copied().unwrap_or(false)
+                && needed.get(node.output).copied().unwrap_or(false);
             if boundary && cheaper_at_run_time(graph, node) {
-                if let Some(m) = moves.get_mut(n) {
-                    *m = false;
+                if let Some(b) = blocked.get_mut(n) {
+                    *b = true;
                     changed = true;
                 }
             }
@@ -179,6 +166,39 @@ fn load_time_nodes(graph: &Graph, keep: &[usize]) -> Vec<bool> {
             return moves;
         }
     }
+}
+
+/// For each value: a parameter, or computed from parameters alone (a node with operands,
+/// all of them such values). The rewrite stage prices these nodes at zero: they run once,
+/// at load time.
+pub fn parameter_only(graph: &Graph) -> Vec<bool> {
+    computed_from_params(graph, &[])
+}
+
+/// [`parameter_only`], where the nodes marked in `blocked` count as run-time nodes.
+fn computed_from_params(graph: &Graph, blocked: &[bool]) -> Vec<bool> {
+    let mut param_only: Vec<bool> = graph
+        .values
+        .iter()
+        .map(|v| matches!(v.kind, ValueKind::Param(_)))
+        .collect();
+    for (n, node) in graph.nodes.iter().enumerate() {
+        if !blocked.get(n).copied().unwrap_or(false) && reads_only(node, &param_only) {
+            if let Some(p) = param_only.get_mut(node.output) {
+                *p = true;
+            }
+        }
+    }
+    param_only
+}
+
+/// `node` has operands, and every one is marked in `marked`.
+fn reads_only(node: &Node, marked: &[bool]) -> bool {
+    !node.inputs.is_empty()
+        && node
+            .inputs
+            .iter()
+            .all(|&v| marked.get(v).copied().unwrap_or(false))
 }
 
 /// A reshape (free at run time), or an op whose result outgrows its operands.
@@ -330,6 +350,37 @@ mod tests {
         // run reads the derived parameter where it read exp(w)
         let derived = split.run.params[2].value;
         assert_eq!(split.run.nodes[0].inputs[1], derived);
+    }
+
+    #[test]
+    fn readers_of_a_kept_reshape_stay_too() {
+        // cumsum(reshape(neg(w))) with the reshape also returned: the reshape stays in
+        // run, so the cumsum that reads it must stay as well; neg still moves
+        let mut g = Graph::default();
+        let w = param(&mut g, "w", vec![2, 3]);
+        let neg = node(&mut g, Op::Unary(UnaryOp::Neg), vec![w], vec![2, 3]);
+        let r = node(
+            &mut g,
+            Op::Reshape(ReshapeKind::Reshape),
+            vec![neg],
+            vec![6],
+        );
+        let c = node(
+            &mut g,
+            Op::Cumsum {
+                axis: 0,
+                exclusive: false,
+                reverse: false,
+            },
+            vec![r],
+            vec![6],
+        );
+        g.outputs = vec![c, r];
+        let split = split(&g, &[]);
+        assert_eq!(split.node_map, vec![None, Some(0), Some(1)]);
+        let load = split.load.unwrap();
+        assert_eq!(load.nodes.len(), 1);
+        assert!(split.run.nodes.iter().all(|n| n.inputs.len() == 1));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!
 //! - **cost**: a patch is priced generically ([`Cost`]: FLOPs, then loads, then node
 //!   count) by the nodes it makes dead against the nodes it adds; a rule never states its
-//!   own gain;
+//!   own gain. The cost is per inference: a node computed from parameters alone costs
+//!   nothing, since stage `prepare` runs it once at load time (so moving a scale into a
+//!   conv's weights pays);
 //! - **choice** (the paper's greedy scheme): the graph is cut into partitions at ops with
 //!   none of the associative, commutative or distributive properties
 //!   ([`crate::tables::algebraic`]); in each partition the candidate removing the most
@@ -350,11 +352,14 @@ pub fn op_cost(op: &Op, inputs: &[&[usize]], out: &[usize]) -> Cost {
     }
 }
 
-/// The cost of some nodes of a graph.
+/// The per-inference cost of some nodes of a graph: a node computed from parameters alone
+/// costs nothing, since stage `prepare` runs it once, at load time.
 pub fn cost(graph: &Graph, nodes: &[usize]) -> Cost {
+    let param_only = crate::prepare::parameter_only(graph);
     nodes
         .iter()
         .filter_map(|&i| graph.nodes.get(i))
+        .filter(|n| !param_only.get(n.output).copied().unwrap_or(false))
         .map(|n| node_cost(graph, n))
         .fold(Cost::default(), |a, b| a + b)
 }
@@ -523,18 +528,30 @@ impl State {
         }
         let mut extra: HashMap<ValueId, usize> = HashMap::new();
         let mut after = Cost::default();
+        // new nodes computed from parameters alone run at load time: free per inference
+        let param_only = crate::prepare::parameter_only(g);
+        let mut new_param_only = Vec::with_capacity(patch.nodes.len());
         for (i, n) in patch.nodes.iter().enumerate() {
             let mut shapes = Vec::with_capacity(n.inputs.len());
+            let mut from_params = !n.inputs.is_empty();
             for &input in &n.inputs {
                 match input {
                     Operand::Old(v) if v == r || v >= g.values.len() => return None,
-                    Operand::Old(v) => *extra.entry(v).or_insert(0) += 1,
+                    Operand::Old(v) => {
+                        *extra.entry(v).or_insert(0) += 1;
+                        from_params &= param_only.get(v).copied().unwrap_or(false);
+                    }
                     Operand::New(j) if j >= i => return None,
-                    Operand::New(_) => {}
+                    Operand::New(j) => {
+                        from_params &= new_param_only.get(j).copied().unwrap_or(false);
+                    }
                 }
                 shapes.push(patch.shape(g, input));
             }
-            after = after + op_cost(&n.op, &shapes, &n.shape);
+            new_param_only.push(from_params);
+            if !from_params {
+                after = after + op_cost(&n.op, &shapes, &n.shape);
+            }
         }
         if let Operand::Old(v) = result {
             *extra.entry(v).or_insert(0) += 1;

@@ -426,6 +426,17 @@ rules! {
     associative_scaled_product: Associative, true, "(A * a) * (B * b) -> (A * B) * (a * b)";
     associative_max_absorb: Associative, true, "maximum(maximum(A, B), B) -> maximum(A, B)";
     associative_min_absorb: Associative, true, "minimum(minimum(A, B), B) -> minimum(A, B)";
+    associative_add_sub_cancel: Associative, false, "(A + B) - B -> A (B = inf gives NaN before; cancellation)";
+    associative_sub_add_cancel: Associative, false, "(A - B) + B -> A (B = inf gives NaN before; cancellation)";
+    associative_mul_div_cancel: Associative, false, "(A * B) / B -> A (B = 0 or inf gives NaN before)";
+    associative_div_mul_cancel: Associative, false, "(A / B) * B -> A (B = 0 or inf gives NaN before)";
+    associative_abs_quotient: Associative, true, "abs(a) / abs(b) -> abs(a / b)";
+    associative_square_quotient: Associative, true, "square(a) / square(b) -> square(a / b)";
+    associative_sqrt_quotient_nonneg: Associative, true, "sqrt(a) / sqrt(b) -> sqrt(a / b) for a, b >= 0 by construction";
+    associative_sqrt_quotient: Associative, false, "sqrt(a) / sqrt(b) -> sqrt(a / b) (two negatives give a number)";
+    associative_scaled_quotient: Associative, true, "(A * a) / (B * b) -> (A / B) * (a / b)";
+    associative_shift_into_bias: Associative, false, "conv2d(x, W, b) + c -> conv2d(x, W, b + c) (also conv_transpose2d, linear, - c; regroups a sum)";
+    associative_reduce_extreme_chain: Associative, true, "reduce_max(reduce_max(x, A, keepdims), B) -> reduce_max(x, A + B) (also min)";
     distributive_factor_mul_add: Distributive, true, "A * B + A * C -> A * (B + C) (paper, Fig. 2b)";
     distributive_factor_mul_sub: Distributive, true, "A * B - A * C -> A * (B - C)";
     distributive_factor_div_add: Distributive, false, "A / C + B / C -> (A + B) / C (C = 0 turns inf - inf = NaN into inf)";
@@ -439,6 +450,13 @@ rules! {
     distributive_matmul_left: Distributive, false, "A @ B + A @ C -> A @ (B + C) (regroups long sums)";
     distributive_matmul_right: Distributive, false, "A @ C + B @ C -> (A + B) @ C (regroups long sums)";
     distributive_linear_shared_input: Distributive, false, "linear(x, W1, b1) + linear(x, W2, b2) -> linear(x, W1 + W2, b1 + b2) (regroups long sums)";
+    distributive_neg_of_difference: Distributive, true, "-(A - B) -> B - A";
+    distributive_where_common_operand: Distributive, true, "where(c, A op X, B op X) -> where(c, A, B) op X (op: + - * /)";
+    distributive_extreme_of_shifted: Distributive, true, "maximum(A + C, B + C) -> maximum(A, B) + C (also minimum, - C)";
+    distributive_extreme_of_scaled: Distributive, true, "maximum(A * c, B * c) -> maximum(A, B) * c for c > 0, minimum for c < 0 (also / c)";
+    distributive_reduce_of_sum: Distributive, false, "reduce_sum(A) + reduce_sum(B) -> reduce_sum(A + B) (also mean, -; regroups sums)";
+    distributive_conv_shared_input: Distributive, false, "conv2d(x, W1, b1) + conv2d(x, W2, b2) -> conv2d(x, W1 + W2, b1 + b2) (regroups sums)";
+    distributive_scale_into_weights: Distributive, false, "conv2d(x, W, b) * c -> conv2d(x, W * c, b * c) (also conv_transpose2d, linear, / c, -; the scale moves inside the sum)";
     commutative_swap_product: Commutative, true, "(X * B) * C -> (X * C) * B, only when it enables another rule (paper: Abs(A) * B * Abs(C))";
     commutative_transpose_past_unary: Commutative, true, "u(transpose(x)) -> transpose(u(x)), only when it enables another rule";
     commutative_reshape_past_unary: Commutative, true, "u(reshape(x)) -> reshape(u(x)), only when it enables another rule";
@@ -457,6 +475,10 @@ rules! {
     commutative_matmul_of_scale: Commutative, true, "(A * c) @ B -> (A @ B) * c (also A @ (B * c), / c, -)";
     commutative_scale_into_matmul: Commutative, true, "(A @ B) * c -> (A * c) @ B (also / c, -) when A is smaller than the product";
     commutative_reduce_prod_of_exp: Commutative, false, "ReduceProd(Exp(A)) -> Exp(ReduceSum(A)) (paper, Table 4; overflow moves)";
+    commutative_unary_past_where: Commutative, true, "where(c, u(a), u(b)) -> u(where(c, a, b))";
+    commutative_unary_past_pad: Commutative, true, "u(pad(x, v)) -> pad(u(x), u(v)) (edge and reflect borders: any u)";
+    commutative_scale_past_resize: Commutative, true, "resize(x) * c -> resize(x * c) (bilinear; also / c, -x)";
+    commutative_scale_into_conv_transpose: Commutative, true, "conv_transpose2d(x, W) * c -> conv_transpose2d(x * c, W) without bias (also / c, -x)";
 }
 
 #[cfg(test)]

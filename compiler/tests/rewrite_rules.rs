@@ -87,6 +87,8 @@ enum Domain {
     Moderate,
     /// Zeros replaced by 1 (for value-changing rules that divide by a tensor).
     NonZero,
+    /// Zeros and NaNs replaced by 1 (for rules that cancel an operand: `(a * b) / b`).
+    FiniteNonZero,
 }
 
 impl Domain {
@@ -97,6 +99,8 @@ impl Domain {
             Domain::Moderate => v.clamp(-10.0, 10.0),
             Domain::NonZero if v == 0.0 => 1.0,
             Domain::NonZero => v,
+            Domain::FiniteNonZero if v == 0.0 || v.is_nan() => 1.0,
+            Domain::FiniteNonZero => v,
         }
     }
 }
@@ -122,6 +126,10 @@ const MODERATE: Spec = Spec {
 };
 const NONZERO: Spec = Spec {
     domain: Domain::NonZero,
+    helpers: &[],
+};
+const FINITE_NONZERO: Spec = Spec {
+    domain: Domain::FiniteNonZero,
     helpers: &[],
 };
 
@@ -339,6 +347,19 @@ fn every_rule_has_a_test() {
 #[test]
 fn the_registry_has_sixty_rules_with_unique_names_across_the_families() {
     assert!(RULES.len() >= 60, "{} rules", RULES.len());
+    let algebraic = RULES
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.family,
+                Family::Associative | Family::Distributive | Family::Commutative
+            )
+        })
+        .count();
+    assert!(
+        algebraic >= 60,
+        "{algebraic} associative, distributive and commutative rules"
+    );
     let mut names: Vec<&str> = RULES.iter().map(|r| r.name).collect();
     names.sort_unstable();
     names.dedup();
@@ -1189,6 +1210,99 @@ fn associative_min_absorb() {
     );
 }
 
+#[test]
+fn associative_add_sub_cancel() {
+    check_rule(
+        "associative_add_sub_cancel",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { (x + y) - y + ((y + x) - y) * 2.0 }",
+        FINITE_NONZERO,
+    );
+}
+
+#[test]
+fn associative_sub_add_cancel() {
+    check_rule(
+        "associative_sub_add_cancel",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { (x - y) + y }",
+        FINITE_NONZERO,
+    );
+}
+
+#[test]
+fn associative_mul_div_cancel() {
+    check_rule(
+        "associative_mul_div_cancel",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { (y * x) / y }",
+        FINITE_NONZERO,
+    );
+}
+
+#[test]
+fn associative_div_mul_cancel() {
+    check_rule(
+        "associative_div_mul_cancel",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { y * (x / y) }",
+        FINITE_NONZERO,
+    );
+}
+
+#[test]
+fn associative_abs_quotient() {
+    check(
+        "associative_abs_quotient",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { abs(x) / abs(y) }",
+    );
+}
+
+#[test]
+fn associative_square_quotient() {
+    check(
+        "associative_square_quotient",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { square(x) / square(y) }",
+    );
+}
+
+#[test]
+fn associative_sqrt_quotient_nonneg() {
+    check(
+        "associative_sqrt_quotient_nonneg",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { sqrt(exp(x)) / sqrt(square(y)) }",
+    );
+}
+
+#[test]
+fn associative_sqrt_quotient() {
+    check_rule(
+        "associative_sqrt_quotient",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { sqrt(x) / sqrt(y) }",
+        POSITIVE,
+    );
+}
+
+#[test]
+fn associative_scaled_quotient() {
+    check(
+        "associative_scaled_quotient",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { (x * 3.0) / (y * 0.5) }",
+    );
+}
+
+#[test]
+fn associative_shift_into_bias() {
+    check(
+        "associative_shift_into_bias",
+        "(x: [1, 2, 5, 5], v: [3, 4]) -> (a: [1, 3, 3, 3], b: [3, 2]) { let conv = conv2d(x, 3, kernel = 3); let fc = linear(v, 2); (conv + 0.5, fc - 2.0) }",
+    );
+}
+
+#[test]
+fn associative_reduce_extreme_chain() {
+    check(
+        "associative_reduce_extreme_chain",
+        "(x: [2, 3, 4]) -> (a: [2, 1, 1], b: [2]) { let m = reduce_max(x, axes = [1], keepdims = true); let n = reduce_min(x, axes = [2], keepdims = true); (reduce_max(m, axes = [2], keepdims = true), reduce_min(n, axes = [1, 2])) }",
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Distributive
 // ---------------------------------------------------------------------------------------
@@ -1299,9 +1413,97 @@ fn distributive_linear_shared_input() {
     );
 }
 
+#[test]
+fn distributive_neg_of_difference() {
+    check(
+        "distributive_neg_of_difference",
+        "(x: [2, 3], y: [1, 3]) -> [2, 3] { -(x - y) }",
+    );
+}
+
+#[test]
+fn distributive_where_common_operand() {
+    check(
+        "distributive_where_common_operand",
+        "(c: [2, 3], x: [2, 3], y: [2, 3], z: [2, 3]) -> (a: [2, 3], b: [2, 3]) { (where(c, x * z, y * z), where(c, z - x, z - y)) }",
+    );
+}
+
+#[test]
+fn distributive_extreme_of_shifted() {
+    check(
+        "distributive_extreme_of_shifted",
+        "(x: [2, 3], y: [2, 3], z: [2, 3]) -> (a: [2, 3], b: [2, 3]) { (maximum(x + z, z + y), minimum(x - z, y - z)) }",
+    );
+}
+
+#[test]
+fn distributive_extreme_of_scaled() {
+    check(
+        "distributive_extreme_of_scaled",
+        "(x: [2, 3], y: [2, 3]) -> (a: [2, 3], b: [2, 3]) { (maximum(x * 2.0, y * 2.0), minimum(x / -3.0, y / -3.0)) }",
+    );
+}
+
+#[test]
+fn distributive_reduce_of_sum() {
+    check(
+        "distributive_reduce_of_sum",
+        "(x: [2, 3], y: [2, 3]) -> (a: [2], b: [3]) { (reduce_sum(x, axes = [1]) + reduce_sum(y, axes = [1]), reduce_mean(x, axes = [0]) - reduce_mean(y, axes = [0])) }",
+    );
+}
+
+#[test]
+fn distributive_conv_shared_input() {
+    check(
+        "distributive_conv_shared_input",
+        "(x: [1, 2, 5, 5]) -> [1, 3, 3, 3] { let p = conv2d(x, 3, kernel = 3); let q = conv2d(x, 3, kernel = 3, bias = false); p + q }",
+    );
+}
+
+#[test]
+fn distributive_scale_into_weights() {
+    check(
+        "distributive_scale_into_weights",
+        "(x: [1, 2, 5, 5], v: [3, 4], t: [1, 2, 2, 2]) -> (a: [1, 3, 3, 3], b: [3, 2], c: [1, 2, 4, 4]) { let conv = conv2d(x, 3, kernel = 3); let fc = linear(v, 2, bias = false); let up = conv_transpose2d(t, 2, kernel = 2, stride = 2); (conv * 0.5, -fc, up / 4.0) }",
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Commutative
 // ---------------------------------------------------------------------------------------
+
+#[test]
+fn commutative_unary_past_where() {
+    check(
+        "commutative_unary_past_where",
+        "(c: [2, 3], x: [2, 3], y: [2, 3]) -> [2, 3] { where(c, exp(x), exp(y)) }",
+    );
+}
+
+#[test]
+fn commutative_unary_past_pad() {
+    check(
+        "commutative_unary_past_pad",
+        "(x: [1, 2, 3, 3]) -> (a: [1, 2, 5, 5], b: [1, 2, 5, 5]) { (pad(x, [1, 1, 1, 1], value = 2.0) * 3.0, exp(pad(x, [1, 1, 1, 1], mode = \"reflect\"))) }",
+    );
+}
+
+#[test]
+fn commutative_scale_past_resize() {
+    check(
+        "commutative_scale_past_resize",
+        "(x: [1, 1, 2, 2]) -> [1, 1, 4, 4] { resize(x, size = [4, 4], mode = \"bilinear\") * 0.5 }",
+    );
+}
+
+#[test]
+fn commutative_scale_into_conv_transpose() {
+    check(
+        "commutative_scale_into_conv_transpose",
+        "(x: [1, 2, 3, 3]) -> [1, 2, 6, 6] { let up = conv_transpose2d(x, 2, kernel = 2, stride = 2, bias = false); -up }",
+    );
+}
 
 #[test]
 fn commutative_swap_product() {

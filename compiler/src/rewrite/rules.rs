@@ -1618,13 +1618,18 @@ pub fn associative_div_of_div(g: &Graph, n: usize) -> Option<Patch> {
     p.done(r)
 }
 
+/// `u(A op B) -> B op A` (`reciprocal(A / B)`, `-(A - B)`).
+fn swapped_operands(g: &Graph, n: usize, u: UnaryOp, op: BinaryOp) -> Option<Patch> {
+    let ab = un_of(g, at(g, n)?.output, u)?;
+    let (a, b) = bin_of(g, ab, op)?;
+    let mut p = Patch::default();
+    let r = p.binary(g, op, Old(b), Old(a))?;
+    p.done(r)
+}
+
 /// `reciprocal(A / B) -> B / A`
 pub fn associative_recip_of_div(g: &Graph, n: usize) -> Option<Patch> {
-    let ab = un_of(g, at(g, n)?.output, UnaryOp::Recip)?;
-    let (a, b) = bin_of(g, ab, BinaryOp::Div)?;
-    let mut p = Patch::default();
-    let r = p.binary(g, BinaryOp::Div, Old(b), Old(a))?;
-    p.done(r)
+    swapped_operands(g, n, UnaryOp::Recip, BinaryOp::Div)
 }
 
 /// `reciprocal(A) / B -> reciprocal(A * B)`
@@ -1678,6 +1683,184 @@ pub fn associative_max_absorb(g: &Graph, n: usize) -> Option<Patch> {
 /// `minimum(minimum(A, B), B) -> minimum(A, B)`
 pub fn associative_min_absorb(g: &Graph, n: usize) -> Option<Patch> {
     absorb(g, n, BinaryOp::Min)
+}
+
+/// `(A op B) inv B -> A` for a pair of inverse ops, `B` on either side of a commutative
+/// `op` (value-changing: `B = inf` or `0` gives NaN before, `A` after).
+fn cancel(g: &Graph, n: usize, inv: BinaryOp, op: BinaryOp) -> Option<Patch> {
+    let (o, l, r) = root_bin(g, n)?;
+    if o != inv {
+        return None;
+    }
+    let commutes = |op: BinaryOp| matches!(op, BinaryOp::Add | BinaryOp::Mul);
+    let pairs: &[(ValueId, ValueId)] = if commutes(inv) {
+        &[(l, r), (r, l)]
+    } else {
+        &[(l, r)]
+    };
+    for &(ab, b) in pairs {
+        let Some((x, y)) = bin_of(g, ab, op) else {
+            continue;
+        };
+        let a = if y == b {
+            x
+        } else if commutes(op) && x == b {
+            y
+        } else {
+            continue;
+        };
+        // the result keeps the matched value's shape (no broadcast hidden in `op`)
+        if g.shape(a) == out_shape(g, n).as_slice() {
+            return Some(Patch::alias(a));
+        }
+    }
+    None
+}
+
+/// `(A + B) - B -> A`
+pub fn associative_add_sub_cancel(g: &Graph, n: usize) -> Option<Patch> {
+    cancel(g, n, BinaryOp::Sub, BinaryOp::Add)
+}
+
+/// `(A - B) + B -> A`
+pub fn associative_sub_add_cancel(g: &Graph, n: usize) -> Option<Patch> {
+    cancel(g, n, BinaryOp::Add, BinaryOp::Sub)
+}
+
+/// `(A * B) / B -> A`
+pub fn associative_mul_div_cancel(g: &Graph, n: usize) -> Option<Patch> {
+    cancel(g, n, BinaryOp::Div, BinaryOp::Mul)
+}
+
+/// `(A / B) * B -> A`
+pub fn associative_div_mul_cancel(g: &Graph, n: usize) -> Option<Patch> {
+    cancel(g, n, BinaryOp::Mul, BinaryOp::Div)
+}
+
+/// `u(A) / u(B) -> u(A / B)` for `u` in `abs`, `square` (and `sqrt` with `guard`).
+fn quotient(g: &Graph, n: usize, u: UnaryOp, guard: bool) -> Option<Patch> {
+    let (BinaryOp::Div, l, r) = root_bin(g, n)? else {
+        return None;
+    };
+    let (a, b) = (un_of(g, l, u)?, un_of(g, r, u)?);
+    if guard && !(nonneg(g, a, 4) && nonneg(g, b, 4)) {
+        return None;
+    }
+    wrap(g, (a, b), BinaryOp::Div, u)
+}
+
+/// `abs(a) / abs(b) -> abs(a / b)`
+pub fn associative_abs_quotient(g: &Graph, n: usize) -> Option<Patch> {
+    quotient(g, n, UnaryOp::Abs, false)
+}
+
+/// `square(a) / square(b) -> square(a / b)`
+pub fn associative_square_quotient(g: &Graph, n: usize) -> Option<Patch> {
+    quotient(g, n, UnaryOp::Square, false)
+}
+
+/// `sqrt(a) / sqrt(b) -> sqrt(a / b)` for `a, b >= 0` by construction
+pub fn associative_sqrt_quotient_nonneg(g: &Graph, n: usize) -> Option<Patch> {
+    quotient(g, n, UnaryOp::Sqrt, true)
+}
+
+/// `sqrt(a) / sqrt(b) -> sqrt(a / b)` (value-changing: two negatives give a number)
+pub fn associative_sqrt_quotient(g: &Graph, n: usize) -> Option<Patch> {
+    quotient(g, n, UnaryOp::Sqrt, false)
+}
+
+/// `(A * a) / (B * b) -> (A / B) * (a / b)`
+pub fn associative_scaled_quotient(g: &Graph, n: usize) -> Option<Patch> {
+    let (BinaryOp::Div, x, y) = root_bin(g, n)? else {
+        return None;
+    };
+    let (UnaryOp::MulScalar(a), xa) = un(g, x)? else {
+        return None;
+    };
+    let (UnaryOp::MulScalar(b), yb) = un(g, y)? else {
+        return None;
+    };
+    let c = normal(f64::from(a) / f64::from(b))?;
+    let mut p = Patch::default();
+    let q = p.binary(g, BinaryOp::Div, Old(xa), Old(yb))?;
+    let r = p.unary(g, UnaryOp::MulScalar(c), q);
+    p.done(r)
+}
+
+/// `reduce_max(reduce_max(x, A), B) -> reduce_max(x, A + B)` (also min): one pass
+pub fn associative_reduce_extreme_chain(g: &Graph, n: usize) -> Option<Patch> {
+    let (outer, y) = root_single(g, n)?;
+    let Op::Reduce {
+        kind: kind @ (ReduceKind::Max | ReduceKind::Min),
+        axes: outer_axes,
+        keepdims,
+    } = &outer.op
+    else {
+        return None;
+    };
+    let inner = def(g, y)?;
+    let (
+        Op::Reduce {
+            kind: inner_kind,
+            axes: inner_axes,
+            keepdims: true,
+        },
+        [x],
+    ) = (&inner.op, inner.inputs.as_slice())
+    else {
+        return None;
+    };
+    if inner_kind != kind {
+        return None;
+    }
+    // with keepdims the inner reduction keeps every axis, so both name axes of x
+    let mut axes = inner_axes.clone();
+    axes.extend(outer_axes.iter().copied());
+    axes.sort_unstable();
+    axes.dedup();
+    let kept_shape: Vec<usize> = g
+        .shape(*x)
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
+        .collect();
+    let mut p = Patch::default();
+    let op = Op::Reduce {
+        kind: *kind,
+        axes,
+        keepdims: true,
+    };
+    let kept = p.push(op, vec![Old(*x)], kept_shape);
+    if *keepdims {
+        return p.done(kept);
+    }
+    // the axes the inner reduction kept at length 1 stay; the outer ones go
+    let r = p.push(
+        Op::Reshape(ReshapeKind::Reshape),
+        vec![kept],
+        out_shape(g, n),
+    );
+    p.done(r)
+}
+
+/// `conv2d(x, W, b) + c -> conv2d(x, W, b + c)` (also `conv_transpose2d`, `linear`,
+/// `- c`): the shift joins
+/// the bias, computed once at load time (value-changing: regroups a sum)
+pub fn associative_shift_into_bias(g: &Graph, n: usize) -> Option<Patch> {
+    let (u @ (UnaryOp::AddScalar(_) | UnaryOp::SubScalar(_)), y) = root_un(g, n)? else {
+        return None;
+    };
+    let (node, x, w, Some(b)) = weighted(g, y)? else {
+        return None;
+    };
+    let mut p = Patch::default();
+    let shifted = p.unary(g, u, Old(b));
+    let q = p.push(
+        node.op.clone(),
+        vec![Old(x), Old(w), shifted],
+        out_shape(g, n),
+    );
+    p.done(q)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1837,17 +2020,20 @@ pub fn distributive_scalar_factor(g: &Graph, n: usize) -> Option<Patch> {
     p.done(q)
 }
 
+/// `l = a * c` and `r = b * c` (or both `/ c`) with the same `c`: `(the scale, a, b)`.
+fn same_scale(g: &Graph, l: ValueId, r: ValueId) -> Option<(UnaryOp, ValueId, ValueId)> {
+    let (ul, a) = un(g, l)?;
+    let (ur, b) = un(g, r)?;
+    (ul == ur && matches!(ul, UnaryOp::MulScalar(_) | UnaryOp::DivScalar(_))).then_some((ul, a, b))
+}
+
 /// `A * c op B * c -> (A op B) * c`, `A / c op B / c -> (A op B) / c`
 pub fn distributive_common_scale(g: &Graph, n: usize) -> Option<Patch> {
     let (op, l, r) = root_bin(g, n)?;
     if !matches!(op, BinaryOp::Add | BinaryOp::Sub) {
         return None;
     }
-    let (ul, a) = un(g, l)?;
-    let (ur, b) = un(g, r)?;
-    if ul != ur || !matches!(ul, UnaryOp::MulScalar(_) | UnaryOp::DivScalar(_)) {
-        return None;
-    }
+    let (ul, a, b) = same_scale(g, l, r)?;
     let mut p = Patch::default();
     let s = p.binary(g, op, Old(a), Old(b))?;
     let q = p.unary(g, ul, s);
@@ -1913,33 +2099,227 @@ pub fn distributive_matmul_right(g: &Graph, n: usize) -> Option<Patch> {
 /// `linear(x, W1, b1) + linear(x, W2, b2) -> linear(x, W1 + W2, b1 + b2)` (value-changing:
 /// regroups the long sums)
 pub fn distributive_linear_shared_input(g: &Graph, n: usize) -> Option<Patch> {
-    let (BinaryOp::Add, l, r) = root_bin(g, n)? else {
+    shared_input(g, n, |op| *op == Op::Linear)
+}
+
+/// `-(A - B) -> B - A`
+pub fn distributive_neg_of_difference(g: &Graph, n: usize) -> Option<Patch> {
+    swapped_operands(g, n, UnaryOp::Neg, BinaryOp::Sub)
+}
+
+/// `where(c, A op X, B op X) -> where(c, A, B) op X` (`X` on the same side of both)
+pub fn distributive_where_common_operand(g: &Graph, n: usize) -> Option<Patch> {
+    let node = at(g, n)?;
+    let (Op::Where, [c, l, r]) = (&node.op, node.inputs.as_slice()) else {
         return None;
     };
-    let (ln, rn) = (def(g, l)?, def(g, r)?);
-    if ln.op != Op::Linear || rn.op != Op::Linear || g.shape(l) != g.shape(r) {
+    let (op, l1, l2) = bin(g, *l)?;
+    let (op2, r1, r2) = bin(g, *r)?;
+    if op != op2
+        || !matches!(
+            op,
+            BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div
+        )
+    {
         return None;
     }
-    let (lx, lw) = (*ln.inputs.first()?, *ln.inputs.get(1)?);
-    let (rx, rw) = (*rn.inputs.first()?, *rn.inputs.get(1)?);
-    if lx != rx || g.shape(lw) != g.shape(rw) {
+    let shape = out_shape(g, n);
+    let (a, b, x, x_right) = if l2 == r2 {
+        (l1, r1, l2, true)
+    } else if l1 == r1 {
+        (l2, r2, l1, false)
+    } else {
+        return None;
+    };
+    let mut p = Patch::default();
+    let sel_shape = crate::check::broadcast(
+        "rewrite",
+        g.shape(*c),
+        &crate::check::broadcast("rewrite", g.shape(a), g.shape(b)).ok()?,
+    )
+    .ok()?;
+    let sel = p.push(Op::Where, vec![Old(*c), Old(a), Old(b)], sel_shape);
+    let q = if x_right {
+        p.binary(g, op, sel, Old(x))?
+    } else {
+        p.binary(g, op, Old(x), sel)?
+    };
+    (p.shape(g, q) == shape.as_slice()).then_some(())?;
+    p.done(q)
+}
+
+/// `maximum(A + C, B + C) -> maximum(A, B) + C` (also minimum, `- C`): rounding is monotone
+pub fn distributive_extreme_of_shifted(g: &Graph, n: usize) -> Option<Patch> {
+    let (m, l, r) = root_bin(g, n)?;
+    if !matches!(m, BinaryOp::Max | BinaryOp::Min) {
+        return None;
+    }
+    let (op, l1, l2) = bin(g, l)?;
+    let (op2, r1, r2) = bin(g, r)?;
+    if op != op2 || !matches!(op, BinaryOp::Add | BinaryOp::Sub) {
+        return None;
+    }
+    let (a, b, c) = if l2 == r2 {
+        (l1, r1, l2)
+    } else if op == BinaryOp::Add && l1 == r1 {
+        (l2, r2, l1)
+    } else if op == BinaryOp::Add && l1 == r2 {
+        (l2, r1, l1)
+    } else if op == BinaryOp::Add && l2 == r1 {
+        (l1, r2, l2)
+    } else {
+        return None;
+    };
+    let mut p = Patch::default();
+    let e = p.binary(g, m, Old(a), Old(b))?;
+    let q = p.binary(g, op, e, Old(c))?;
+    (p.shape(g, q) == out_shape(g, n).as_slice()).then_some(())?;
+    p.done(q)
+}
+
+/// `maximum(A * c, B * c) -> maximum(A, B) * c` for `c > 0`, `-> minimum(A, B) * c` for
+/// `c < 0` (also minimum, `/ c`): rounding is monotone
+pub fn distributive_extreme_of_scaled(g: &Graph, n: usize) -> Option<Patch> {
+    let (m, l, r) = root_bin(g, n)?;
+    if !matches!(m, BinaryOp::Max | BinaryOp::Min) {
+        return None;
+    }
+    let (ul, a, b) = same_scale(g, l, r)?;
+    let (UnaryOp::MulScalar(c) | UnaryOp::DivScalar(c)) = ul else {
+        return None;
+    };
+    if !c.is_normal() {
+        return None;
+    }
+    let m = match (m, c > 0.0) {
+        (_, true) => m,
+        (BinaryOp::Max, false) => BinaryOp::Min,
+        _ => BinaryOp::Max,
+    };
+    wrap(g, (a, b), m, ul)
+}
+
+/// `reduce_sum(A) + reduce_sum(B) -> reduce_sum(A + B)` over the same axes (also mean, `-`)
+/// (value-changing: regroups the sums)
+pub fn distributive_reduce_of_sum(g: &Graph, n: usize) -> Option<Patch> {
+    let (op, l, r) = root_bin(g, n)?;
+    if !matches!(op, BinaryOp::Add | BinaryOp::Sub) {
+        return None;
+    }
+    let (ln, rn) = (def(g, l)?, def(g, r)?);
+    let (
+        Op::Reduce {
+            kind: ReduceKind::Sum | ReduceKind::Mean,
+            ..
+        },
+        [a],
+        [b],
+    ) = (&ln.op, ln.inputs.as_slice(), rn.inputs.as_slice())
+    else {
+        return None;
+    };
+    if ln.op != rn.op || g.shape(*a) != g.shape(*b) || g.shape(l) != g.shape(r) {
         return None;
     }
     let mut p = Patch::default();
-    let w = p.binary(g, BinaryOp::Add, Old(lw), Old(rw))?;
-    let mut inputs = vec![Old(lx), w];
-    match (ln.inputs.get(2), rn.inputs.get(2)) {
-        (Some(&a), Some(&b)) => inputs.push(p.binary(g, BinaryOp::Add, Old(a), Old(b))?),
-        (Some(&a), None) | (None, Some(&a)) => inputs.push(Old(a)),
-        (None, None) => {}
+    let s = p.binary(g, op, Old(*a), Old(*b))?;
+    let q = p.push(ln.op.clone(), vec![s], out_shape(g, n));
+    p.done(q)
+}
+
+/// `v = op(x, w, bias)` for an op linear in its weights and bias (`conv2d`,
+/// `conv_transpose2d`, `linear`): `(node, x, w, bias)`.
+fn weighted(g: &Graph, v: ValueId) -> Option<(&Node, ValueId, ValueId, Option<ValueId>)> {
+    let node = def(g, v)?;
+    if !matches!(node.op, Op::Conv2d(_) | Op::ConvTranspose2d(_) | Op::Linear) {
+        return None;
     }
-    let q = p.push(Op::Linear, inputs, out_shape(g, n));
+    match node.inputs.as_slice() {
+        [x, w] => Some((node, *x, *w, None)),
+        [x, w, b] => Some((node, *x, *w, Some(*b))),
+        _ => None,
+    }
+}
+
+/// The sum of two optional biases, as an operand list tail.
+fn bias_sum(
+    p: &mut Patch,
+    g: &Graph,
+    a: Option<ValueId>,
+    b: Option<ValueId>,
+) -> Option<Vec<Operand>> {
+    Some(match (a, b) {
+        (Some(a), Some(b)) => vec![p.binary(g, BinaryOp::Add, Old(a), Old(b))?],
+        (Some(a), None) | (None, Some(a)) => vec![Old(a)],
+        (None, None) => Vec::new(),
+    })
+}
+
+/// `conv2d(x, W1, b1) + conv2d(x, W2, b2) -> conv2d(x, W1 + W2, b1 + b2)` (same geometry;
+/// the weight sum runs at load time) (value-changing: regroups the sums)
+pub fn distributive_conv_shared_input(g: &Graph, n: usize) -> Option<Patch> {
+    shared_input(g, n, |op| matches!(op, Op::Conv2d(_)))
+}
+
+/// `op(x, W1, b1) + op(x, W2, b2) -> op(x, W1 + W2, b1 + b2)` for the same `op` (same
+/// attributes) where `is_op(op)`.
+fn shared_input(g: &Graph, n: usize, is_op: impl Fn(&Op) -> bool) -> Option<Patch> {
+    let (BinaryOp::Add, l, r) = root_bin(g, n)? else {
+        return None;
+    };
+    let ((ln, lx, lw, lb), (rn, rx, rw, rb)) = (weighted(g, l)?, weighted(g, r)?);
+    if !is_op(&ln.op) || ln.op != rn.op || lx != rx {
+        return None;
+    }
+    if g.shape(lw) != g.shape(rw) || g.shape(l) != g.shape(r) {
+        return None;
+    }
+    let mut p = Patch::default();
+    let mut inputs = vec![Old(lx), p.binary(g, BinaryOp::Add, Old(lw), Old(rw))?];
+    inputs.extend(bias_sum(&mut p, g, lb, rb)?);
+    let q = p.push(ln.op.clone(), inputs, out_shape(g, n));
+    p.done(q)
+}
+
+/// `conv2d(x, W, b) * c -> conv2d(x, W * c, b * c)` (also `conv_transpose2d`, `linear`,
+/// `/ c`, `-`): the scale
+/// moves into the weights, computed once at load time (value-changing, as batch norm
+/// folding: the scale moves inside the sum)
+pub fn distributive_scale_into_weights(g: &Graph, n: usize) -> Option<Patch> {
+    let (u, y) = root_un(g, n)?;
+    if !scale(u) {
+        return None;
+    }
+    let (node, x, w, b) = weighted(g, y)?;
+    let mut p = Patch::default();
+    let mut inputs = vec![Old(x), p.unary(g, u, Old(w))];
+    if let Some(b) = b {
+        inputs.push(p.unary(g, u, Old(b)));
+    }
+    let q = p.push(node.op.clone(), inputs, out_shape(g, n));
     p.done(q)
 }
 
 // ---------------------------------------------------------------------------------------
 // Commutative: swap operands, move ops past each other
 // ---------------------------------------------------------------------------------------
+
+/// `u(op(x, rest..)) -> op(u(x), rest..)` when `accept(op, u)`: the matched unary moves
+/// onto the first operand of the op that produces its operand.
+fn unary_inside(g: &Graph, n: usize, accept: impl Fn(&Op, UnaryOp) -> bool) -> Option<Patch> {
+    let (u, e) = root_un(g, n)?;
+    let inner = def(g, e)?;
+    let (x, rest) = inner.inputs.split_first()?;
+    if !accept(&inner.op, u) {
+        return None;
+    }
+    let mut p = Patch::default();
+    let y = p.unary(g, u, Old(*x));
+    let mut inputs = vec![y];
+    inputs.extend(rest.iter().map(|&v| Old(v)));
+    let r = p.push(inner.op.clone(), inputs, out_shape(g, n));
+    p.done(r)
+}
 
 /// `(X * B) * C -> (X * C) * B` (no gain alone: kept only when it enables another rule,
 /// e.g. `abs(A) * B * abs(C) -> abs(A * C) * B`)
@@ -1982,15 +2362,7 @@ pub fn commutative_transpose_past_unary(g: &Graph, n: usize) -> Option<Patch> {
 /// `u(reshape(x)) -> reshape(u(x))` for an elementwise `u` (kept only when it enables
 /// another rule)
 pub fn commutative_reshape_past_unary(g: &Graph, n: usize) -> Option<Patch> {
-    let (u, t) = root_un(g, n)?;
-    let tn = def(g, t)?;
-    let (Op::Reshape(kind), [x]) = (&tn.op, tn.inputs.as_slice()) else {
-        return None;
-    };
-    let mut p = Patch::default();
-    let y = p.unary(g, u, Old(*x));
-    let r = p.push(Op::Reshape(*kind), vec![y], out_shape(g, n));
-    p.done(r)
+    unary_inside(g, n, |op, _| matches!(op, Op::Reshape(_)))
 }
 
 /// `slice(u(x)) -> u(slice(x))`: the function runs on the kept elements only
@@ -2026,45 +2398,17 @@ pub fn commutative_slice_past_binary(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `u(expand(x)) -> expand(u(x))`: the function runs before the broadcast
 pub fn commutative_unary_past_expand(g: &Graph, n: usize) -> Option<Patch> {
-    let (u, e) = root_un(g, n)?;
-    let en = def(g, e)?;
-    let (Op::Expand, [x]) = (&en.op, en.inputs.as_slice()) else {
-        return None;
-    };
-    let mut p = Patch::default();
-    let y = p.unary(g, u, Old(*x));
-    let r = p.push(Op::Expand, vec![y], out_shape(g, n));
-    p.done(r)
+    unary_inside(g, n, |op, _| *op == Op::Expand)
 }
 
 /// `u(resize(x))` (nearest) `-> resize(u(x))`: the function runs before the upsampling
 pub fn commutative_unary_past_resize(g: &Graph, n: usize) -> Option<Patch> {
-    let (u, e) = root_un(g, n)?;
-    let en = def(g, e)?;
-    let (Op::Resize(ResizeMode::Nearest), [x]) = (&en.op, en.inputs.as_slice()) else {
-        return None;
-    };
-    let mut p = Patch::default();
-    let y = p.unary(g, u, Old(*x));
-    let r = p.push(Op::Resize(ResizeMode::Nearest), vec![y], out_shape(g, n));
-    p.done(r)
+    unary_inside(g, n, |op, _| *op == Op::Resize(ResizeMode::Nearest))
 }
 
 /// `u(gather(x, i)) -> gather(u(x), i)` (pays when `x` is smaller than the gathered result)
 pub fn commutative_unary_before_gather(g: &Graph, n: usize) -> Option<Patch> {
-    let (u, e) = root_un(g, n)?;
-    let en = def(g, e)?;
-    let (Op::Gather { axis }, [x, idx]) = (&en.op, en.inputs.as_slice()) else {
-        return None;
-    };
-    let mut p = Patch::default();
-    let y = p.unary(g, u, Old(*x));
-    let r = p.push(
-        Op::Gather { axis: *axis },
-        vec![y, Old(*idx)],
-        out_shape(g, n),
-    );
-    p.done(r)
+    unary_inside(g, n, |op, _| matches!(op, Op::Gather { .. }))
 }
 
 /// `concat(u(a), u(b), ...) -> u(concat(a, b, ...))`: one op instead of several
@@ -2278,14 +2622,97 @@ pub fn commutative_scale_into_matmul(g: &Graph, n: usize) -> Option<Patch> {
     p.done(r)
 }
 
+/// `where(c, u(a), u(b)) -> u(where(c, a, b))` for the same elementwise `u`
+pub fn commutative_unary_past_where(g: &Graph, n: usize) -> Option<Patch> {
+    let node = at(g, n)?;
+    let (Op::Where, [c, l, r]) = (&node.op, node.inputs.as_slice()) else {
+        return None;
+    };
+    let ((ul, a), (ur, b)) = (un(g, *l)?, un(g, *r)?);
+    if ul != ur || g.shape(a) != g.shape(*l) || g.shape(b) != g.shape(*r) {
+        return None;
+    }
+    let mut p = Patch::default();
+    let sel = p.push(Op::Where, vec![Old(*c), Old(a), Old(b)], out_shape(g, n));
+    let q = p.unary(g, ul, sel);
+    p.done(q)
+}
+
+/// `u(v)` for the functions the compiler evaluates exactly as the generated code does.
+fn eval_simple(u: UnaryOp, v: f32) -> Option<f32> {
+    Some(match u {
+        UnaryOp::Neg => -v,
+        UnaryOp::Abs => v.abs(),
+        UnaryOp::Relu => v.max(0.0),
+        UnaryOp::Square => v * v,
+        UnaryOp::MulScalar(c) => v * c,
+        UnaryOp::DivScalar(c) => v / c,
+        UnaryOp::AddScalar(c) => v + c,
+        UnaryOp::SubScalar(c) => v - c,
+        UnaryOp::ScalarSub(c) => c - v,
+        _ => return None,
+    })
+}
+
+/// `u(pad(x)) -> pad(u(x))`: the function runs on the smaller tensor (a constant border
+/// `v` becomes `u(v)`; edge and reflect borders copy values, so any `u` moves)
+pub fn commutative_unary_past_pad(g: &Graph, n: usize) -> Option<Patch> {
+    let (u, e) = root_un(g, n)?;
+    let en = def(g, e)?;
+    let (Op::Pad { pads, mode }, [x]) = (&en.op, en.inputs.as_slice()) else {
+        return None;
+    };
+    let mode = match mode {
+        crate::ir::PadMode::Constant(v) => {
+            let w = eval_simple(u, *v)?;
+            if v.is_nan() || w.is_nan() {
+                return None;
+            }
+            crate::ir::PadMode::Constant(w)
+        }
+        other => *other,
+    };
+    let mut p = Patch::default();
+    let y = p.unary(g, u, Old(*x));
+    let r = p.push(
+        Op::Pad {
+            pads: pads.clone(),
+            mode,
+        },
+        vec![y],
+        out_shape(g, n),
+    );
+    p.done(r)
+}
+
+/// `resize(x) * c -> resize(x * c)` (bilinear, also `/ c`, `-x`): interpolation is
+/// linear, so the scale runs before the upsampling, on the smaller tensor
+pub fn commutative_scale_past_resize(g: &Graph, n: usize) -> Option<Patch> {
+    unary_inside(g, n, |op, u| {
+        scale(u) && matches!(op, Op::Resize(ResizeMode::Bilinear { .. }))
+    })
+}
+
+/// `conv_transpose2d(x, W) * c -> conv_transpose2d(x * c, W)` without bias (also `/ c`,
+/// `-x`): the scale runs on the smaller input
+pub fn commutative_scale_into_conv_transpose(g: &Graph, n: usize) -> Option<Patch> {
+    let (_, e) = root_un(g, n)?;
+    if def(g, e)?.inputs.len() != 2 {
+        return None; // with a bias, the scale would apply to it too
+    }
+    unary_inside(g, n, |op, u| {
+        scale(u) && matches!(op, Op::ConvTranspose2d(_))
+    })
+}
+
 // ---------------------------------------------------------------------------------------
 // Folding: batch norm into the convolution before it
 // ---------------------------------------------------------------------------------------
 
 /// `batch_norm(conv2d(x, w, b)) -> conv2d(x, w * s, (b - mean) * s + beta)` with
 /// `s = gamma / sqrt(var + eps)` per output channel. The folded weights are computed from
-/// the parameters by small per-channel ops (cheap beside the convolution), so the
-/// parameters keep their names and shapes. Value-changing: the per-channel scale moves
+/// the parameters by small per-channel ops, which stage `prepare` runs once at load time,
+/// so the parameters keep their names and shapes. Value-changing: the per-channel scale moves
 /// inside the convolution's sum, so with a tiny `var + eps` the scaled weights can overflow
 /// (and cancel to NaN) where the unfolded output is finite; it runs with `fast_math`.
 pub fn folding_batch_norm_into_conv(g: &Graph, n: usize) -> Option<Patch> {
