@@ -114,3 +114,30 @@ fn buffers_of_the_wrong_length_are_refused() {
     let mut long = vec![0.0; expected + 1];
     assert!(<Case as Model>::prepare(&mut long).is_err());
 }
+
+mod figure_2a {
+    dnnfusion::dnn! {
+        /// The paper's Figure 2a: `(A ⊛ B)⁻¹ ⊙ ((A ⊛ B) ⊙ C)⁻¹ -> (A ⊛ B)⁻² ⊙ C⁻¹`, with `C`
+        /// a weight: after the rewrite, `C⁻¹` is computed once, at load time.
+        pub model Case(x: [1, 2, 6, 6]) -> [1, 4, 6, 6] {
+            let conv = conv2d(x, 4, kernel = 3, padding = 1);
+            let c = param([1, 4, 6, 6]);
+            reciprocal(conv) * reciprocal(conv * c)
+        }
+    }
+    pub const SOURCE: &str = "pub model Case(x: [1, 2, 6, 6]) -> [1, 4, 6, 6] {
+        let conv = conv2d(x, 4, kernel = 3, padding = 1);
+        let c = param([1, 4, 6, 6]);
+        reciprocal(conv) * reciprocal(conv * c)
+    }";
+}
+
+#[test]
+fn the_papers_figure_2a_computes_the_weight_reciprocal_at_load() {
+    let r = figure_2a::Case::FUSION_REPORT;
+    assert_eq!(r.rewrites, ["associative_recip_square"], "{r:?}");
+    assert_eq!(r.ops_at_load, 1, "reciprocal(c): {r:?}");
+    // per inference: the conv with reciprocal, square and the product in its epilogue
+    assert_eq!(r.blocks, 1, "{r:?}");
+    common::check::<figure_2a::Case>(figure_2a::SOURCE);
+}
