@@ -5,12 +5,21 @@
 //! ops_at_load, flops_before, flops_after, blocks, fusion_rate, irs_bytes_before, irs_bytes_after, arena_bytes, block_ops, rewrites);
 //! `-- --explain <model>` lists the blocks of one model with their mapping types, and
 //! `-- --dot <model>` prints them as Graphviz (blocks coloured by mapping type).
+//! `--fast-math` first (`-- --fast-math --json`) reports the models compiled with
+//! `#![rewrite(fast_math)]`.
 
 use dnnfusion::runtime::FusionReport;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let reports = dnnfusion_models::fusion_reports();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let reports = if args.first().map(String::as_str) == Some("--fast-math") {
+        args.remove(0);
+        let fast = dnnfusion_models::fast_math_reports();
+        let unfused = dnnfusion_models::fusion_reports().into_iter().map(|r| r.1);
+        fast.into_iter().zip(unfused).collect()
+    } else {
+        dnnfusion_models::fusion_reports()
+    };
     let find = |name: &str| {
         reports
             .iter()

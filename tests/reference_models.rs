@@ -153,8 +153,25 @@ fn unfused_models_match_pytorch_too() {
 
 /// The zoo with the value-changing rules on (`#![rewrite(fast_math)]`): in unet_small every
 /// batch norm folds into the convolution before it.
-mod fast_math {
-    dnnfusion_models::reference_models!(dnnfusion::dnn; #![rewrite(fast_math)]);
+use dnnfusion_models::reference::fast_math;
+
+#[test]
+fn fast_math_models_match_pytorch_too() {
+    let data = &dnnfusion_models::MLP_DATA;
+    check_against_pytorch(
+        &fast_math::Mlp::from_safetensors(data.weights).unwrap(),
+        data,
+    );
+    let data = &dnnfusion_models::LENET_DATA;
+    check_against_pytorch(
+        &fast_math::LeNet::from_safetensors(data.weights).unwrap(),
+        data,
+    );
+    let data = &dnnfusion_models::BERT_TINY_DATA;
+    check_against_pytorch(
+        &fast_math::BertTiny::from_safetensors(data.weights).unwrap(),
+        data,
+    );
 }
 
 #[test]

@@ -42,6 +42,17 @@ pub const BERT_TINY_DATA: ReferenceData = reference_data!("bert_tiny");
 /// Reference data of `unet_small`.
 pub const UNET_SMALL_DATA: ReferenceData = reference_data!("unet_small");
 
+/// The fusion reports of every model in the zoo with `#![rewrite(fast_math)]`.
+pub fn fast_math_reports() -> Vec<dnnfusion::runtime::FusionReport> {
+    use reference::fast_math::*;
+    vec![
+        Mlp::FUSION_REPORT,
+        LeNet::FUSION_REPORT,
+        BertTiny::FUSION_REPORT,
+        UNetSmall::FUSION_REPORT,
+    ]
+}
+
 /// The fusion reports of every model in the zoo, fused then with fusion off.
 pub fn fusion_reports() -> Vec<(
     dnnfusion::runtime::FusionReport,

@@ -13,6 +13,13 @@ macro_rules! declare {
         pub mod unfused {
             dnnfusion::dnn! { #![fusion(off)] $($tokens)* }
         }
+
+        /// The same models with the value-changing rewrite rules on
+        /// (`#![rewrite(fast_math)]`): unet_small's batch norms fold into its convolutions,
+        /// the folded weights computed at load time.
+        pub mod fast_math {
+            dnnfusion::dnn! { #![rewrite(fast_math)] $($tokens)* }
+        }
     };
 }
 
