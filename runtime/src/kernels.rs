@@ -62,7 +62,7 @@ pub fn store(_index: usize, value: f32) -> f32 {
 
 /// Applies an epilogue to a just-computed chunk of the output starting at flat `base`.
 #[inline(always)]
-fn finish(chunk: &mut [f32], base: usize, epi: &impl Fn(usize, f32) -> f32) {
+pub(crate) fn finish(chunk: &mut [f32], base: usize, epi: &impl Fn(usize, f32) -> f32) {
     for (k, o) in chunk.iter_mut().enumerate() {
         *o = epi(base + k, *o);
     }
@@ -403,10 +403,11 @@ pub struct Conv2dGeom {
     pub groups: usize,
 }
 
-/// The output positions `o` in `0..out_len` whose input `o * stride - pad + k * dilation`
-/// lies in `0..in_len`, as a range.
+/// The output positions `o` in `0..out_len` whose input `o * stride + tap - pad` lies in
+/// `0..in_len`, as a range (also read the other ways: the kernel rows of one output row,
+/// the input columns of a transposed convolution's tap).
 #[inline]
-fn valid_range(
+pub(crate) fn valid_range(
     out_len: usize,
     in_len: usize,
     stride: usize,
@@ -428,6 +429,10 @@ fn valid_range(
 }
 
 /// 2-d convolution, NCHW, weight `[c_out, c_in / groups, kh, kw]`, zero padding.
+///
+/// On x86_64 with AVX2 and FMA, a convolution with unit horizontal stride and at least four
+/// output channels per group runs register-tiled (`simd::conv2d_avx2`); everything else
+/// (and every other CPU) runs the portable loop.
 pub fn conv2d(
     x: &[f32],
     w: &[f32],
@@ -436,11 +441,37 @@ pub fn conv2d(
     g: &Conv2dGeom,
     epi: impl Fn(usize, f32) -> f32,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::conv2d_avx2_fits(g) && crate::simd::avx2_fma() {
+        // SAFETY: `conv2d_avx2` needs AVX2 and FMA, and `avx2_fma` has just checked that
+        // this CPU has both.
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::simd::conv2d_avx2(x, w, bias, out, g, &epi)
+        };
+        return;
+    }
+    conv2d_direct(x, w, bias, out, g, &epi, 0..g.n, 0..g.c_out);
+}
+
+/// [`conv2d`] for the images in `images` and the output channels in `channels`, one
+/// channel at a time, accumulating each tap into the output plane: any geometry; the
+/// portable path.
+pub(crate) fn conv2d_direct(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &Conv2dGeom,
+    epi: &impl Fn(usize, f32) -> f32,
+    images: core::ops::Range<usize>,
+    channels: core::ops::Range<usize>,
+) {
     let cin_g = g.c_in / g.groups;
     let cout_g = g.c_out / g.groups;
     let plane = g.oh * g.ow;
-    for n in 0..g.n {
-        for oc in 0..g.c_out {
+    for n in images {
+        for oc in channels.clone() {
             let group = oc / cout_g;
             let o = &mut out[(n * g.c_out + oc) * plane..(n * g.c_out + oc + 1) * plane];
             o.fill(bias.map_or(0.0, |b| b[oc]));
@@ -474,7 +505,7 @@ pub fn conv2d(
                     }
                 }
             }
-            finish(o, (n * g.c_out + oc) * plane, &epi);
+            finish(o, (n * g.c_out + oc) * plane, epi);
         }
     }
 }
@@ -488,6 +519,85 @@ pub fn conv_transpose2d(
     out: &mut [f32],
     g: &Conv2dGeom,
     epi: impl Fn(usize, f32) -> f32,
+) {
+    if g.w > TRANSPOSE_TMP {
+        conv_transpose2d_scatter(x, w, bias, out, g, &epi);
+        return;
+    }
+    let cin_g = g.c_in / g.groups;
+    let cout_g = g.c_out / g.groups;
+    let plane = g.oh * g.ow;
+    let in_plane = g.h * g.w;
+    // input rows per chunk: the chunk's products fit the stack buffer
+    let chunk_rows = (TRANSPOSE_TMP / g.w).max(1);
+    let mut tmp = [0.0f32; TRANSPOSE_TMP];
+    for n in 0..g.n {
+        for oc in 0..g.c_out {
+            let (group, ocg) = (oc / cout_g, oc % cout_g);
+            let o = &mut out[(n * g.c_out + oc) * plane..(n * g.c_out + oc + 1) * plane];
+            o.fill(bias.map_or(0.0, |b| b[oc]));
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    // input columns whose output column ox = ix * s + kx * d - pad lies
+                    // inside (`valid_range` read the other way)
+                    let (ix0, ix1) =
+                        valid_range(g.w, g.ow, g.stride_w, g.pad_left, kx * g.dilation_w);
+                    let mut r0 = 0;
+                    while r0 < g.h {
+                        let r1 = (r0 + chunk_rows).min(g.h);
+                        let len = (r1 - r0) * g.w;
+                        let acc = &mut tmp[..len];
+                        acc.fill(0.0);
+                        // the products of this tap for every input pixel of the chunk:
+                        // contiguous multiply-adds over the input planes
+                        for icg in 0..cin_g {
+                            let ic = group * cin_g + icg;
+                            let wv = w[((ic * cout_g + ocg) * g.kh + ky) * g.kw + kx];
+                            let base = (n * g.c_in + ic) * in_plane;
+                            let xs = &x[base + r0 * g.w..base + r1 * g.w];
+                            for (a, &xv) in acc.iter_mut().zip(xs) {
+                                *a += wv * xv;
+                            }
+                        }
+                        // each input pixel adds to one output pixel
+                        for iy in r0..r1 {
+                            let Some(oy) =
+                                (iy * g.stride_h + ky * g.dilation_h).checked_sub(g.pad_top)
+                            else {
+                                continue;
+                            };
+                            if oy >= g.oh || ix0 >= ix1 {
+                                continue;
+                            }
+                            let ox0 = ix0 * g.stride_w + kx * g.dilation_w - g.pad_left;
+                            let row = &mut o[oy * g.ow + ox0..(oy + 1) * g.ow];
+                            let src = &acc[(iy - r0) * g.w + ix0..(iy - r0) * g.w + ix1];
+                            for (slot, &v) in row.iter_mut().step_by(g.stride_w).zip(src) {
+                                *slot += v;
+                            }
+                        }
+                        r0 = r1;
+                    }
+                }
+            }
+        }
+        let sample = g.c_out * plane;
+        finish(&mut out[n * sample..(n + 1) * sample], n * sample, &epi);
+    }
+}
+
+/// Floats of the stack buffer [`conv_transpose2d`] accumulates one tap's products in.
+const TRANSPOSE_TMP: usize = 4096;
+
+/// [`conv_transpose2d`] by scattering each input pixel's products (rows wider than the
+/// stack buffer).
+fn conv_transpose2d_scatter(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &Conv2dGeom,
+    epi: &impl Fn(usize, f32) -> f32,
 ) {
     let cin_g = g.c_in / g.groups;
     let cout_g = g.c_out / g.groups;
@@ -525,7 +635,7 @@ pub fn conv_transpose2d(
             }
         }
         let sample = g.c_out * plane;
-        finish(&mut out[n * sample..(n + 1) * sample], n * sample, &epi);
+        finish(&mut out[n * sample..(n + 1) * sample], n * sample, epi);
     }
 }
 
@@ -1236,6 +1346,266 @@ mod tests {
         let mut seen = [(0usize, 0usize); 6];
         walk(&[2, 3], [&[1, 0]], |i, [a]| seen[i] = (i, a));
         assert_eq!(seen, [(0, 0), (1, 0), (2, 0), (3, 1), (4, 1), (5, 1)]);
+    }
+
+    extern crate std;
+    use std::vec::Vec;
+
+    /// Seeded values in [-1, 1).
+    fn data(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s >> 12;
+                s ^= s << 25;
+                s ^= s >> 27;
+                ((s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32) * 2.0
+                    - 1.0
+            })
+            .collect()
+    }
+
+    /// The convolution by its definition, in f64: per output, its value and the sum of
+    /// the magnitudes of its terms (what f32 rounding error scales with).
+    fn conv2d_reference(x: &[f32], w: &[f32], bias: &[f32], g: &Conv2dGeom) -> Vec<(f32, f32)> {
+        let (cin_g, cout_g) = (g.c_in / g.groups, g.c_out / g.groups);
+        let mut out = Vec::new();
+        for n in 0..g.n {
+            for oc in 0..g.c_out {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let mut acc = f64::from(bias[oc]);
+                        let mut size = acc.abs();
+                        for icg in 0..cin_g {
+                            let ic = oc / cout_g * cin_g + icg;
+                            for ky in 0..g.kh {
+                                for kx in 0..g.kw {
+                                    let iy = (oy * g.stride_h + ky * g.dilation_h) as isize
+                                        - g.pad_top as isize;
+                                    let ix = (ox * g.stride_w + kx * g.dilation_w) as isize
+                                        - g.pad_left as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xv = x[((n * g.c_in + ic) * g.h + iy as usize) * g.w
+                                        + ix as usize];
+                                    let wv = w[((oc * cin_g + icg) * g.kh + ky) * g.kw + kx];
+                                    acc += f64::from(xv) * f64::from(wv);
+                                    size += (f64::from(xv) * f64::from(wv)).abs();
+                                }
+                            }
+                        }
+                        out.push((acc as f32, size as f32));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn geom(
+        n: usize,
+        (c_in, h, w): (usize, usize, usize),
+        c_out: usize,
+        k: usize,
+        stride: [usize; 2],
+        pad: usize,
+        dilation: usize,
+        groups: usize,
+    ) -> Conv2dGeom {
+        let out_len = |len: usize, s: usize| (len + 2 * pad - dilation * (k - 1) - 1) / s + 1;
+        Conv2dGeom {
+            n,
+            c_in,
+            h,
+            w,
+            c_out,
+            oh: out_len(h, stride[0]),
+            ow: out_len(w, stride[1]),
+            kh: k,
+            kw: k,
+            stride_h: stride[0],
+            stride_w: stride[1],
+            pad_top: pad,
+            pad_left: pad,
+            dilation_h: dilation,
+            dilation_w: dilation,
+            groups,
+        }
+    }
+
+    /// Every conv2d path (the dispatched one, the AVX2 tiles when the CPU has them, the
+    /// portable loop) against
+    /// the definition, on geometries that exercise full tiles, channel and column tails,
+    /// padding on both sides, dilation, groups, strides and chunks of input channels. The
+    /// epilogue depends on the index, so a value stored at the wrong place shows.
+    /// Tolerance: 1e-5 * max(1, |y|) + n * f32::EPSILON * sum of |terms|, with n the
+    /// terms per output (the textbook bound for a sum of n terms in f32, in any order).
+    #[test]
+    fn conv2d_paths_match_the_definition() {
+        let cases = [
+            geom(1, (3, 7, 13), 9, 3, [1, 1], 1, 1, 1),
+            geom(2, (4, 6, 20), 8, 3, [1, 1], 1, 2, 2),
+            geom(1, (2, 9, 11), 5, 5, [2, 1], 2, 1, 1),
+            geom(1, (2, 9, 11), 4, 3, [2, 2], 1, 1, 1),
+            geom(1, (1, 4, 3), 4, 5, [1, 1], 2, 1, 1),
+            geom(1, (8, 5, 17), 8, 1, [1, 1], 0, 1, 8),
+            geom(1, (3, 16, 16), 16, 3, [1, 1], 1, 1, 1),
+            geom(2, (5, 9, 40), 6, 3, [2, 1], 1, 1, 1),
+            geom(1, (2, 6, 30), 4, 5, [1, 1], 0, 1, 1),
+            // 200 input channels: several channel chunks per row (3 rows of 1030 floats)
+            geom(1, (200, 4, 1028), 5, 3, [1, 1], 1, 1, 1),
+        ];
+        for (case, g) in cases.iter().enumerate() {
+            let x = data(g.n * g.c_in * g.h * g.w, 1 + case as u64);
+            let w = data(g.c_out * g.c_in / g.groups * g.kh * g.kw, 100 + case as u64);
+            let b = data(g.c_out, 200 + case as u64);
+            let want: Vec<(f32, f32)> = conv2d_reference(&x, &w, &b, g)
+                .iter()
+                .enumerate()
+                .map(|(i, &(v, size))| (v * 2.0 + i as f32 * 1e-3, size * 2.0))
+                .collect();
+            let epi = |i: usize, v: f32| v * 2.0 + i as f32 * 1e-3;
+            let len = g.n * g.c_out * g.oh * g.ow;
+            let mut paths: Vec<(&str, Vec<f32>)> = Vec::new();
+            let mut out = std::vec![f32::NAN; len];
+            conv2d(&x, &w, Some(&b), &mut out, g, epi);
+            paths.push(("conv2d", out));
+            #[cfg(target_arch = "x86_64")]
+            if crate::simd::avx2_fma() && crate::simd::conv2d_avx2_fits(g) {
+                let mut out = std::vec![f32::NAN; len];
+                // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                #[allow(unsafe_code)]
+                unsafe {
+                    crate::simd::conv2d_avx2(&x, &w, Some(&b), &mut out, g, &epi)
+                };
+                paths.push(("avx2", out));
+            }
+            let mut out = std::vec![f32::NAN; len];
+            conv2d_direct(&x, &w, Some(&b), &mut out, g, &epi, 0..g.n, 0..g.c_out);
+            paths.push(("direct", out));
+            let terms = (g.c_in / g.groups * g.kh * g.kw) as f32;
+            for (path, got) in &paths {
+                for (i, (a, (e, size))) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - e).abs() <= 1e-5 * e.abs().max(1.0) + terms * f32::EPSILON * size,
+                        "case {case} {path}: element {i}: {a} vs {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The transposed convolution by its definition, in f64: every input pixel adds
+    /// `x * w` to the output pixel `i * stride + k * dilation - pad`.
+    fn conv_transpose2d_reference(x: &[f32], w: &[f32], bias: &[f32], g: &Conv2dGeom) -> Vec<f32> {
+        let (cin_g, cout_g) = (g.c_in / g.groups, g.c_out / g.groups);
+        let plane = g.oh * g.ow;
+        let mut out: Vec<f64> = (0..g.n * g.c_out * plane)
+            .map(|i| f64::from(bias[i / plane % g.c_out]))
+            .collect();
+        for n in 0..g.n {
+            for ic in 0..g.c_in {
+                for ocg in 0..cout_g {
+                    let oc = ic / cin_g * cout_g + ocg;
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            let wv = f64::from(w[((ic * cout_g + ocg) * g.kh + ky) * g.kw + kx]);
+                            for iy in 0..g.h {
+                                for ix in 0..g.w {
+                                    let oy = (iy * g.stride_h + ky * g.dilation_h) as isize
+                                        - g.pad_top as isize;
+                                    let ox = (ix * g.stride_w + kx * g.dilation_w) as isize
+                                        - g.pad_left as isize;
+                                    if oy < 0
+                                        || ox < 0
+                                        || oy >= g.oh as isize
+                                        || ox >= g.ow as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xv =
+                                        f64::from(x[((n * g.c_in + ic) * g.h + iy) * g.w + ix]);
+                                    out[(n * g.c_out + oc) * plane
+                                        + oy as usize * g.ow
+                                        + ox as usize] += wv * xv;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        out.iter().map(|&v| v as f32).collect()
+    }
+
+    /// Both conv_transpose2d paths (per tap over whole input planes, and the per-pixel
+    /// scatter) against the definition: stride 2 kernel 2 (UNet upsampling), kernel 3 with
+    /// padding and an extra output row, dilation, groups, a batch of two. Tolerance 1e-5 *
+    /// max(1, |y|); the epilogue depends on the index.
+    #[test]
+    fn conv_transpose2d_paths_match_the_definition() {
+        let transpose = |n,
+                         (c_in, h, w),
+                         c_out,
+                         k: usize,
+                         s: usize,
+                         pad: usize,
+                         d: usize,
+                         extra: usize,
+                         groups| {
+            let out_len = |len: usize| (len - 1) * s + d * (k - 1) + 1 + extra - 2 * pad;
+            Conv2dGeom {
+                n,
+                c_in,
+                h,
+                w,
+                c_out,
+                oh: out_len(h),
+                ow: out_len(w),
+                kh: k,
+                kw: k,
+                stride_h: s,
+                stride_w: s,
+                pad_top: pad,
+                pad_left: pad,
+                dilation_h: d,
+                dilation_w: d,
+                groups,
+            }
+        };
+        let cases = [
+            transpose(1, (4, 5, 7), 3, 2, 2, 0, 1, 0, 1),
+            transpose(2, (2, 4, 6), 4, 3, 2, 1, 1, 1, 2),
+            transpose(1, (3, 3, 5), 2, 3, 1, 1, 2, 0, 1),
+            transpose(1, (2, 6, 3), 2, 4, 3, 2, 1, 0, 1),
+        ];
+        for (case, g) in cases.iter().enumerate() {
+            let x = data(g.n * g.c_in * g.h * g.w, 300 + case as u64);
+            let w = data(g.c_in * g.c_out / g.groups * g.kh * g.kw, 400 + case as u64);
+            let b = data(g.c_out, 500 + case as u64);
+            let epi = |i: usize, v: f32| v * 2.0 + i as f32 * 1e-3;
+            let want: Vec<f32> = conv_transpose2d_reference(&x, &w, &b, g)
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| epi(i, v))
+                .collect();
+            let len = g.n * g.c_out * g.oh * g.ow;
+            let mut planes = std::vec![f32::NAN; len];
+            conv_transpose2d(&x, &w, Some(&b), &mut planes, g, epi);
+            let mut scatter = std::vec![f32::NAN; len];
+            conv_transpose2d_scatter(&x, &w, Some(&b), &mut scatter, g, &epi);
+            for (path, got) in [("planes", &planes), ("scatter", &scatter)] {
+                for (i, (a, e)) in got.iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - e).abs() <= 1e-5 * e.abs().max(1.0),
+                        "case {case} {path}: element {i}: {a} vs {e}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
