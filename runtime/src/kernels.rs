@@ -225,6 +225,20 @@ pub fn linear(
             && w.len() == out_features * in_features
             && out.len() == rows * out_features
     );
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::linear_avx2_fits(rows, out_features) && crate::simd::avx2_fma() {
+        let sink = |r: usize, o: usize, v: f32| {
+            let i = r * out_features + o;
+            out[i] = epi(i, bias.map_or(0.0, |b| b[o]) + v);
+        };
+        // SAFETY: `linear_avx2` needs AVX2 and FMA, which `avx2_fma` has just checked,
+        // and a tile's worth of rows and outputs, which `linear_avx2_fits` has.
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::simd::linear_avx2(x, w, (rows, in_features, out_features), sink)
+        };
+        return;
+    }
     for r in 0..rows {
         let xr = &x[r * in_features..(r + 1) * in_features];
         let or = &mut out[r * out_features..(r + 1) * out_features];
@@ -272,6 +286,24 @@ pub fn matmul(
             let o = &mut out[batch * m * n..(batch + 1) * m * n];
             let a = &a[ia..ia + m * k];
             let b = &b[ib..ib + k * n];
+            #[cfg(target_arch = "x86_64")]
+            if crate::simd::matmul_avx2_fits(m, n) && crate::simd::avx2_fma() {
+                let sink = |i: usize, j0: usize, values: &[f32; 16]| {
+                    let at = i * n + j0;
+                    let base = batch * m * n + at;
+                    for (t, (slot, &v)) in o[at..at + 16].iter_mut().zip(values).enumerate() {
+                        *slot = epi(base + t, v);
+                    }
+                };
+                // SAFETY: `matmul_avx2` needs AVX2 and FMA, which `avx2_fma` has just
+                // checked, and a tile's worth of rows and columns, which
+                // `matmul_avx2_fits` has.
+                #[allow(unsafe_code)]
+                unsafe {
+                    crate::simd::matmul_avx2(a, b, (m, k, n), sink)
+                };
+                return;
+            }
             o.fill(0.0);
             for i in 0..m {
                 let row = &mut o[i * n..(i + 1) * n];
@@ -306,6 +338,21 @@ pub fn matmul_to(
         |batch, [ia, ib]| {
             let a = &a[ia..ia + m * k];
             let b = &b[ib..ib + k * n];
+            #[cfg(target_arch = "x86_64")]
+            if crate::simd::matmul_avx2_fits(m, n) && crate::simd::avx2_fma() {
+                let sink = |i: usize, j0: usize, values: &[f32; 16]| {
+                    for (t, &v) in values.iter().enumerate() {
+                        let o = (batch * m + i) * n + j0 + t;
+                        out[store(o)] = epi(o, v);
+                    }
+                };
+                // SAFETY: as in `matmul`.
+                #[allow(unsafe_code)]
+                unsafe {
+                    crate::simd::matmul_avx2(a, b, (m, k, n), sink)
+                };
+                return;
+            }
             for i in 0..m {
                 let mut j0 = 0;
                 while j0 < n {
@@ -345,6 +392,19 @@ pub fn linear_to(
     epi: impl Fn(usize, f32) -> f32,
     store: impl Fn(usize) -> usize,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::linear_avx2_fits(rows, out_features) && crate::simd::avx2_fma() {
+        let sink = |r: usize, o: usize, v: f32| {
+            let i = r * out_features + o;
+            out[store(i)] = epi(i, bias.map_or(0.0, |b| b[o]) + v);
+        };
+        // SAFETY: as in `linear`.
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::simd::linear_avx2(x, w, (rows, in_features, out_features), sink)
+        };
+        return;
+    }
     const CHUNK: usize = 64;
     for r in 0..rows {
         let xr = &x[r * in_features..(r + 1) * in_features];
@@ -1473,6 +1533,9 @@ mod tests {
             let mut out = std::vec![f32::NAN; len];
             conv2d(&x, &w, Some(&b), &mut out, g, epi);
             paths.push(("conv2d", out));
+            let mut out = std::vec![f32::NAN; len];
+            crate::simd::portable(|| conv2d(&x, &w, Some(&b), &mut out, g, epi));
+            paths.push(("conv2d portable", out));
             #[cfg(target_arch = "x86_64")]
             if crate::simd::avx2_fma() && crate::simd::conv2d_avx2_fits(g) {
                 let mut out = std::vec![f32::NAN; len];
@@ -1604,6 +1667,119 @@ mod tests {
                         "case {case} {path}: element {i}: {a} vs {e}"
                     );
                 }
+            }
+        }
+    }
+
+    /// `a[m, k] @ b[k, n]` by its definition, in f64, with the sum of |terms| per output.
+    fn matmul_reference(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<(f32, f32)> {
+        let mut out = Vec::new();
+        for i in 0..m {
+            for j in 0..n {
+                let terms = (0..k).map(|t| f64::from(a[i * k + t]) * f64::from(b[t * n + j]));
+                let (sum, size) = terms.fold((0.0, 0.0), |(s, z), v: f64| (s + v, z + v.abs()));
+                out.push((sum as f32, size as f32));
+            }
+        }
+        out
+    }
+
+    fn assert_close(label: &str, got: &[f32], want: &[(f32, f32)], terms: usize) {
+        assert_eq!(got.len(), want.len(), "{label}");
+        for (i, (a, &(e, size))) in got.iter().zip(want).enumerate() {
+            assert!(
+                (a - e).abs() <= 1e-5 * e.abs().max(1.0) + terms as f32 * f32::EPSILON * size,
+                "{label}: element {i}: {a} vs {e}"
+            );
+        }
+    }
+
+    /// matmul, matmul_to, linear and linear_to, on the SIMD path (when the CPU has it) and
+    /// the portable one, against the definition, on shapes that exercise one tile, several,
+    /// overlapping edge tiles, sizes below a tile, a `k` that is not a multiple of eight,
+    /// and a batch. The epilogue depends on the index and `*_to` store transposed, so a
+    /// value computed or stored at the wrong place shows. Tolerance as for conv2d.
+    #[test]
+    fn matrix_products_match_the_definition() {
+        let shapes = [
+            (1, 5, 3),
+            (4, 8, 16),
+            (7, 13, 21),
+            (9, 1, 40),
+            (3, 64, 4),
+            (5, 17, 5),
+        ];
+        for (case, &(m, k, n)) in shapes.iter().enumerate() {
+            let a = data(2 * m * k, 600 + case as u64);
+            let b = data(2 * k * n, 700 + case as u64);
+            let bias = data(n, 800 + case as u64);
+            let epi = |i: usize, v: f32| v * 2.0 + i as f32 * 1e-3;
+            // two batches of a @ b
+            let mut want = Vec::new();
+            for batch in 0..2 {
+                want.extend(matmul_reference(
+                    &a[batch * m * k..][..m * k],
+                    &b[batch * k * n..][..k * n],
+                    m,
+                    k,
+                    n,
+                ));
+            }
+            let want: Vec<(f32, f32)> = want
+                .iter()
+                .enumerate()
+                .map(|(i, &(v, z))| (epi(i, v), 2.0 * z))
+                .collect();
+            // linear: x = a (first batch) [m, k], w[n, k] = b^T
+            let w: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
+            let lin_want: Vec<(f32, f32)> = matmul_reference(&a[..m * k], &b[..k * n], m, k, n)
+                .iter()
+                .enumerate()
+                .map(|(i, &(v, z))| (epi(i, v + bias[i % n]), 2.0 * (z + bias[i % n].abs())))
+                .collect();
+            // the `*_to` kernels store row-major [i, j] at [j, i] (per batch for matmul)
+            let transposed = |o: usize| {
+                let (batch, ij) = (o / (m * n), o % (m * n));
+                batch * m * n + (ij % n) * m + ij / n
+            };
+            let geom = MatMulGeom {
+                batch: &[2],
+                a_batch_strides: &[m * k],
+                b_batch_strides: &[k * n],
+                m,
+                k,
+                n,
+            };
+            for simd in [true, false] {
+                let run = |f: &mut dyn FnMut()| if simd { f() } else { crate::simd::portable(f) };
+                let label = |what: &str| std::format!("case {case} {what} (simd {simd})");
+                let mut out = std::vec![f32::NAN; 2 * m * n];
+                run(&mut || matmul(&a, &b, &mut out, &geom, epi));
+                assert_close(&label("matmul"), &out, &want, k);
+                let mut out_t = std::vec![f32::NAN; 2 * m * n];
+                run(&mut || matmul_to(&a, &b, &mut out_t, &geom, epi, transposed));
+                let back: Vec<f32> = (0..2 * m * n).map(|o| out_t[transposed(o)]).collect();
+                assert_close(&label("matmul_to"), &back, &want, k);
+                let mut lin = std::vec![f32::NAN; m * n];
+                run(&mut || linear(&a[..m * k], &w, Some(&bias), &mut lin, m, k, n, epi));
+                assert_close(&label("linear"), &lin, &lin_want, k + 1);
+                let store = |o: usize| (o % n) * m + o / n;
+                let mut lin_t = std::vec![f32::NAN; m * n];
+                run(&mut || {
+                    linear_to(
+                        &a[..m * k],
+                        &w,
+                        Some(&bias),
+                        &mut lin_t,
+                        m,
+                        k,
+                        n,
+                        epi,
+                        store,
+                    )
+                });
+                let back: Vec<f32> = (0..m * n).map(|o| lin_t[store(o)]).collect();
+                assert_close(&label("linear_to"), &back, &lin_want, k + 1);
             }
         }
     }

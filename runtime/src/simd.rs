@@ -8,12 +8,31 @@
 //! This is the only module with `unsafe`: the vector loads and stores, each reading or
 //! writing a range that a checked slice of exactly that length proves in bounds.
 
-#[cfg(all(target_arch = "x86_64", feature = "std"))]
+#[cfg(any(test, all(target_arch = "x86_64", feature = "std")))]
 extern crate std;
 
-/// True when the AVX2 + FMA copies of the kernels may run on this CPU.
+#[cfg(test)]
+std::thread_local! {
+    /// Set by [`portable`]: this thread's kernels take the portable path.
+    static FORCE_PORTABLE: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the SIMD kernels off on this thread (tests compare both paths).
+#[cfg(test)]
+pub fn portable<R>(f: impl FnOnce() -> R) -> R {
+    FORCE_PORTABLE.set(true);
+    let result = f();
+    FORCE_PORTABLE.set(false);
+    result
+}
+
+/// True when the AVX2 + FMA kernels may run on this CPU.
 #[inline]
 pub fn avx2_fma() -> bool {
+    #[cfg(test)]
+    if FORCE_PORTABLE.get() {
+        return false;
+    }
     #[cfg(all(target_arch = "x86_64", feature = "std"))]
     {
         std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
@@ -242,5 +261,182 @@ fn madd(
     (
         _mm256_fmadd_ps(v, x.0, acc.0),
         _mm256_fmadd_ps(v, x.1, acc.1),
+    )
+}
+
+/// Rows of one register tile of [`matmul_avx2`].
+const MM_ROWS: usize = 4;
+/// Columns of one register tile of [`matmul_avx2`] (two vectors of eight).
+const MM_COLS: usize = 16;
+
+/// True when [`matmul_avx2`] can compute an `m x n` product (a tile fits in each way).
+pub fn matmul_avx2_fits(m: usize, n: usize) -> bool {
+    m >= MM_ROWS && n >= MM_COLS
+}
+
+/// `a[m, k] @ b[k, n]` in register tiles of [`MM_ROWS`] rows by [`MM_COLS`] columns: per
+/// step along `k`, two vector loads of `b` and four broadcasts of `a` feed eight fused
+/// multiply-adds. Each finished tile row goes to `sink(i, j0, values)` (columns
+/// `j0..j0 + 16` of row `i`). Tiles at the bottom and right edges end at the edge and
+/// overlap the tiles before them: those values are computed, and sunk, twice, alike.
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA, and [`matmul_avx2_fits`]`(m, n)`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn matmul_avx2(
+    a: &[f32],
+    b: &[f32],
+    (m, k, n): (usize, usize, usize),
+    mut sink: impl FnMut(usize, usize, &[f32; MM_COLS]),
+) {
+    use core::arch::x86_64::*;
+    let row_starts = (0..m - MM_ROWS)
+        .step_by(MM_ROWS)
+        .chain(core::iter::once(m - MM_ROWS));
+    for i0 in row_starts {
+        let rows: [&[f32]; MM_ROWS] = core::array::from_fn(|r| &a[(i0 + r) * k..(i0 + r + 1) * k]);
+        let col_starts = (0..n - MM_COLS)
+            .step_by(MM_COLS)
+            .chain(core::iter::once(n - MM_COLS));
+        for j0 in col_starts {
+            let zero = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            // eight accumulators, named so that they live in registers
+            let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
+            for kk in 0..k {
+                let bs = &b[kk * n + j0..kk * n + j0 + MM_COLS];
+                // SAFETY: `bs` holds exactly 16 floats (a checked slice of that length):
+                // both 8-float loads read inside it.
+                let bv = unsafe {
+                    (
+                        _mm256_loadu_ps(bs.as_ptr()),
+                        _mm256_loadu_ps(bs.as_ptr().add(8)),
+                    )
+                };
+                a0 = madd(rows[0][kk], bv, a0);
+                a1 = madd(rows[1][kk], bv, a1);
+                a2 = madd(rows[2][kk], bv, a2);
+                a3 = madd(rows[3][kk], bv, a3);
+            }
+            for (r, acc) in [a0, a1, a2, a3].into_iter().enumerate() {
+                let mut values = [0.0f32; MM_COLS];
+                // SAFETY: `values` is an array of 16 floats: both 8-float stores write
+                // inside it.
+                unsafe {
+                    _mm256_storeu_ps(values.as_mut_ptr(), acc.0);
+                    _mm256_storeu_ps(values.as_mut_ptr().add(8), acc.1);
+                }
+                sink(i0 + r, j0, &values);
+            }
+        }
+    }
+}
+
+/// Rows of one register tile of [`linear_avx2`].
+const LIN_ROWS: usize = 3;
+/// Outputs of one register tile of [`linear_avx2`].
+const LIN_OUTS: usize = 4;
+
+/// True when [`linear_avx2`] can compute `rows x out_features` outputs.
+pub fn linear_avx2_fits(rows: usize, out_features: usize) -> bool {
+    rows >= LIN_ROWS && out_features >= LIN_OUTS
+}
+
+/// `x[rows, k] @ w[outs, k]^T` (PyTorch `Linear`, both operands contiguous along `k`) in
+/// register tiles of [`LIN_ROWS`] rows by [`LIN_OUTS`] outputs: per step of eight along
+/// `k`, seven vector loads feed twelve fused multiply-adds into twelve vector partial
+/// sums, added across at the end (the last `k % 8` terms one by one). Each finished value
+/// goes to `sink(row, output, value)`. Tiles at the edges end at the edge and overlap the
+/// tiles before them, as in [`matmul_avx2`].
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA, and [`linear_avx2_fits`]`(rows, outs)`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn linear_avx2(
+    x: &[f32],
+    w: &[f32],
+    (rows, k, outs): (usize, usize, usize),
+    mut sink: impl FnMut(usize, usize, f32),
+) {
+    use core::arch::x86_64::*;
+    let main = k / 8 * 8;
+    let row_starts = (0..rows - LIN_ROWS)
+        .step_by(LIN_ROWS)
+        .chain(core::iter::once(rows - LIN_ROWS));
+    for r0 in row_starts {
+        let xr: [&[f32]; LIN_ROWS] = core::array::from_fn(|r| &x[(r0 + r) * k..(r0 + r + 1) * k]);
+        let out_starts = (0..outs - LIN_OUTS)
+            .step_by(LIN_OUTS)
+            .chain(core::iter::once(outs - LIN_OUTS));
+        for o0 in out_starts {
+            let wr: [&[f32]; LIN_OUTS] =
+                core::array::from_fn(|o| &w[(o0 + o) * k..(o0 + o + 1) * k]);
+            let zero = (
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+                _mm256_setzero_ps(),
+            );
+            // twelve accumulators (per output, one per row), named so that they live in
+            // registers
+            let (mut c0, mut c1, mut c2, mut c3) = (zero, zero, zero, zero);
+            for i in (0..main).step_by(8) {
+                // SAFETY: every slice loaded holds exactly 8 floats (a checked slice of
+                // that length): each 8-float load reads inside one.
+                let load = |s: &[f32]| unsafe { _mm256_loadu_ps(s[i..i + 8].as_ptr()) };
+                let xv = (load(xr[0]), load(xr[1]), load(xr[2]));
+                c0 = madd3(xv, load(wr[0]), c0);
+                c1 = madd3(xv, load(wr[1]), c1);
+                c2 = madd3(xv, load(wr[2]), c2);
+                c3 = madd3(xv, load(wr[3]), c3);
+            }
+            let per_output = [c0, c1, c2, c3];
+            for (o, c) in per_output.into_iter().enumerate() {
+                for (r, v) in [c.0, c.1, c.2].into_iter().enumerate() {
+                    let mut lanes = [0.0f32; 8];
+                    // SAFETY: `lanes` is an array of 8 floats: the store writes inside it.
+                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), v) };
+                    let mut sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+                        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+                    for (xv, wv) in xr[r][main..].iter().zip(&wr[o][main..]) {
+                        sum += xv * wv;
+                    }
+                    sink(r0 + r, o0 + o, sum);
+                }
+            }
+        }
+    }
+}
+
+/// Three rows' `acc + x * w` against one weight vector.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+fn madd3(
+    x: (
+        core::arch::x86_64::__m256,
+        core::arch::x86_64::__m256,
+        core::arch::x86_64::__m256,
+    ),
+    w: core::arch::x86_64::__m256,
+    acc: (
+        core::arch::x86_64::__m256,
+        core::arch::x86_64::__m256,
+        core::arch::x86_64::__m256,
+    ),
+) -> (
+    core::arch::x86_64::__m256,
+    core::arch::x86_64::__m256,
+    core::arch::x86_64::__m256,
+) {
+    use core::arch::x86_64::*;
+    (
+        _mm256_fmadd_ps(x.0, w, acc.0),
+        _mm256_fmadd_ps(x.1, w, acc.1),
+        _mm256_fmadd_ps(x.2, w, acc.2),
     )
 }
