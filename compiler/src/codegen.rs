@@ -564,6 +564,7 @@ fn node_call(model: &ModelIr, plan: &MemoryPlan, names: &[Ident], node: &Node) -
     let store = Epilogue {
         apply: quote! { ::dnnfusion::runtime::kernels::store },
         store: None,
+        rows: Some(quote! { ::dnnfusion::runtime::kernels::store_rows }),
     };
     let call = kernel_call(
         &node.op,
@@ -699,6 +700,14 @@ fn block_fn(model: &ModelIr, block: &Block, prefix: &str, index: usize) -> Optio
             let target = ix_tokens(&map);
             Some(quote! { |o: usize| -> usize { #vars #target } })
         };
+        // a conv2d hands its epilogue whole output rows (`ow` values of one channel)
+        let rows = match &op {
+            Op::Conv2d(_) => graph
+                .shape(node.output)
+                .last()
+                .and_then(|&ow| epilogue_row_closure(&program, ow)),
+            _ => None,
+        };
         stmts.push(kernel_call(
             &op,
             &ins,
@@ -708,6 +717,7 @@ fn block_fn(model: &ModelIr, block: &Block, prefix: &str, index: usize) -> Optio
             &Epilogue {
                 apply: epilogue,
                 store,
+                rows,
             },
         ));
     } else {
@@ -918,6 +928,35 @@ fn epilogue_closure(program: &ElementProgram) -> TokenStream {
     quote! { |o: usize, acc: f32| -> f32 { #vars #value } }
 }
 
+/// The epilogue over one finished row of `row_len` outputs (the kernel's rows start at
+/// multiples of `row_len`): the indices of every axis but the last are computed once, from
+/// the row's first position, so per-channel values are read once per row and the loop
+/// over the row vectorizes. `None` when a row could cross the last axis of the
+/// epilogue's index space (a reshape in the epilogue whose last axis `row_len` does not
+/// divide): then the per-element closure is used.
+fn epilogue_row_closure(program: &ElementProgram, row_len: usize) -> Option<TokenStream> {
+    let (&last_len, _) = program.shape.split_last()?;
+    if row_len == 0 || last_len % row_len != 0 {
+        return None;
+    }
+    let last = format_ident!("i{}", program.shape.len() - 1);
+    let value = element_value(program, "e");
+    let vars = index_vars(&program.shape);
+    Some(quote! {
+        |base: usize, row: &mut [f32]| {
+            let o = base;
+            #vars
+            let first = #last;
+            for (k, slot) in row.iter_mut().enumerate() {
+                let o = base + k;
+                let #last = first + k;
+                let acc: f32 = *slot;
+                *slot = { #value };
+            }
+        }
+    })
+}
+
 /// The prologue of an anchor block: element `o` of the anchor's main operand.
 fn prologue_source(program: &ElementProgram) -> TokenStream {
     let value = element_value(program, "p");
@@ -1112,10 +1151,13 @@ fn product(shape: &[usize]) -> usize {
 
 /// The kernel call of one op; operands are bound to `ins`, the output to `out`.
 /// What a kernel does with each result: `apply` maps it before the store, `store` (when
-/// set) translates the store index (only `matmul` and `linear` take one).
+/// set) translates the store index (only `matmul` and `linear` take one), and `rows`
+/// (when set) is the same map over a finished output row, for the kernels that take a
+/// row epilogue (`conv2d`); without it, `apply` is called per element of the row.
 struct Epilogue {
     apply: TokenStream,
     store: Option<TokenStream>,
+    rows: Option<TokenStream>,
 }
 
 fn kernel_call(
@@ -1212,12 +1254,22 @@ fn kernel_call(
             let [pt, pl, _, _] = c.padding;
             let [dh, dw] = c.dilation;
             let groups = c.groups;
+            let rows = epilogue.rows.clone().unwrap_or_else(|| {
+                quote! {
+                    |base: usize, row: &mut [f32]| {
+                        let apply = #epi;
+                        for (k, slot) in row.iter_mut().enumerate() {
+                            *slot = apply(base + k, *slot);
+                        }
+                    }
+                }
+            });
             quote! {
                 #k::conv2d(#in0, #in1, #bias, #out, &#k::Conv2dGeom {
                     n: #n, c_in: #cin, h: #h, w: #w, c_out: #cout, oh: #oh, ow: #ow,
                     kh: #kh, kw: #kw, stride_h: #sh, stride_w: #sw, pad_top: #pt, pad_left: #pl,
                     dilation_h: #dh, dilation_w: #dw, groups: #groups,
-                }, #epi);
+                }, #rows);
             }
         }
         Op::ConvTranspose2d(c) => {

@@ -60,6 +60,10 @@ pub fn store(_index: usize, value: f32) -> f32 {
     value
 }
 
+/// The identity row epilogue, for a kernel that takes one per row ([`conv2d`]).
+#[inline(always)]
+pub fn store_rows(_base: usize, _row: &mut [f32]) {}
+
 /// Applies an epilogue to a just-computed chunk of the output starting at flat `base`.
 #[inline(always)]
 pub(crate) fn finish(chunk: &mut [f32], base: usize, epi: &impl Fn(usize, f32) -> f32) {
@@ -490,6 +494,10 @@ pub(crate) fn valid_range(
 
 /// 2-d convolution, NCHW, weight `[c_out, c_in / groups, kh, kw]`, zero padding.
 ///
+/// Its epilogue takes whole rows: `epi(base, row)` maps each finished output row (the `ow`
+/// values of one channel and output row, starting at flat index `base`) in place before
+/// the next row is computed; pass [`store_rows`] for none.
+///
 /// On x86_64 with AVX2 and FMA, a convolution with unit horizontal stride and at least four
 /// output channels per group runs register-tiled (`simd::conv2d_avx2`); everything else
 /// (and every other CPU) runs the portable loop.
@@ -499,7 +507,7 @@ pub fn conv2d(
     bias: Option<&[f32]>,
     out: &mut [f32],
     g: &Conv2dGeom,
-    epi: impl Fn(usize, f32) -> f32,
+    epi: impl Fn(usize, &mut [f32]),
 ) {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::conv2d_avx2_fits(g) && crate::simd::avx2_fma() {
@@ -523,7 +531,7 @@ pub(crate) fn conv2d_direct(
     bias: Option<&[f32]>,
     out: &mut [f32],
     g: &Conv2dGeom,
-    epi: &impl Fn(usize, f32) -> f32,
+    epi: &impl Fn(usize, &mut [f32]),
     images: core::ops::Range<usize>,
     channels: core::ops::Range<usize>,
 ) {
@@ -565,7 +573,9 @@ pub(crate) fn conv2d_direct(
                     }
                 }
             }
-            finish(o, (n * g.c_out + oc) * plane, epi);
+            for (oy, row) in o.chunks_exact_mut(g.ow.max(1)).enumerate() {
+                epi((n * g.c_out + oc) * plane + oy * g.ow, row);
+            }
         }
     }
 }
@@ -1531,7 +1541,11 @@ mod tests {
                 .enumerate()
                 .map(|(i, &(v, size))| (v * 2.0 + i as f32 * 1e-3, size * 2.0))
                 .collect();
-            let epi = |i: usize, v: f32| v * 2.0 + i as f32 * 1e-3;
+            let epi = |base: usize, row: &mut [f32]| {
+                for (k, v) in row.iter_mut().enumerate() {
+                    *v = *v * 2.0 + (base + k) as f32 * 1e-3;
+                }
+            };
             let len = g.n * g.c_out * g.oh * g.ow;
             let mut paths: Vec<(&str, Vec<f32>)> = Vec::new();
             let mut out = std::vec![f32::NAN; len];

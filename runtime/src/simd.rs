@@ -92,7 +92,7 @@ pub unsafe fn conv2d_avx2(
     bias: Option<&[f32]>,
     out: &mut [f32],
     g: &crate::kernels::Conv2dGeom,
-    epi: &impl Fn(usize, f32) -> f32,
+    epi: &impl Fn(usize, &mut [f32]),
 ) {
     use core::arch::x86_64::*;
     let (cin_g, cout_g) = (g.c_in / g.groups, g.c_out / g.groups);
@@ -228,7 +228,7 @@ pub unsafe fn conv2d_avx2(
                 }
                 for oc in first..first + tiled {
                     let at = (n * g.c_out + oc) * plane + oy * g.ow;
-                    crate::kernels::finish(&mut out[at..at + g.ow], at, epi);
+                    epi(at, &mut out[at..at + g.ow]);
                 }
             }
             if tiled < cout_g {
