@@ -232,8 +232,7 @@ pub fn linear(
     #[cfg(target_arch = "x86_64")]
     if crate::simd::linear_avx2_fits(rows, out_features) && crate::simd::avx2_fma() {
         let sink = |r: usize, o: usize, v: f32| {
-            let i = r * out_features + o;
-            out[i] = epi(i, bias.map_or(0.0, |b| b[o]) + v);
+            out[r * out_features + o] = bias.map_or(0.0, |b| b[o]) + v;
         };
         // SAFETY: `linear_avx2` needs AVX2 and FMA, which `avx2_fma` has just checked,
         // and a tile's worth of rows and outputs, which `linear_avx2_fits` has.
@@ -241,6 +240,11 @@ pub fn linear(
         unsafe {
             crate::simd::linear_avx2(x, w, (rows, in_features, out_features), sink)
         };
+        // the epilogue in a loop of its own, over each finished row (inlined into the
+        // tile loop, a long one such as GELU would crowd out the accumulators)
+        for (r, row) in out.chunks_exact_mut(out_features.max(1)).enumerate() {
+            finish(row, r * out_features, &epi);
+        }
         return;
     }
     for r in 0..rows {
@@ -294,10 +298,7 @@ pub fn matmul(
             if crate::simd::matmul_avx2_fits(m, n) && crate::simd::avx2_fma() {
                 let sink = |i: usize, j0: usize, values: &[f32; 16]| {
                     let at = i * n + j0;
-                    let base = batch * m * n + at;
-                    for (t, (slot, &v)) in o[at..at + 16].iter_mut().zip(values).enumerate() {
-                        *slot = epi(base + t, v);
-                    }
+                    o[at..at + 16].copy_from_slice(values);
                 };
                 // SAFETY: `matmul_avx2` needs AVX2 and FMA, which `avx2_fma` has just
                 // checked, and a tile's worth of rows and columns, which
@@ -306,6 +307,8 @@ pub fn matmul(
                 unsafe {
                     crate::simd::matmul_avx2(a, b, (m, k, n), sink)
                 };
+                // the epilogue in a loop of its own (see `linear`)
+                finish(o, batch * m * n, &epi);
                 return;
             }
             o.fill(0.0);
