@@ -341,7 +341,7 @@ const LIN_OUTS: usize = 4;
 
 /// True when [`linear_avx2`] can compute `rows x out_features` outputs.
 pub fn linear_avx2_fits(rows: usize, out_features: usize) -> bool {
-    rows >= LIN_ROWS && out_features >= LIN_OUTS
+    rows >= 1 && out_features >= LIN_OUTS
 }
 
 /// `x[rows, k] @ w[outs, k]^T` (PyTorch `Linear`, both operands contiguous along `k`) in
@@ -349,7 +349,9 @@ pub fn linear_avx2_fits(rows: usize, out_features: usize) -> bool {
 /// `k`, seven vector loads feed twelve fused multiply-adds into twelve vector partial
 /// sums, added across at the end (the last `k % 8` terms one by one). Each finished value
 /// goes to `sink(row, output, value)`. Tiles at the edges end at the edge and overlap the
-/// tiles before them, as in [`matmul_avx2`].
+/// tiles before them, as in [`matmul_avx2`]; with fewer than [`LIN_ROWS`] rows (a
+/// matrix-vector product) the tile repeats the last row, which costs nothing there: the
+/// weights' loads, not the multiply-adds, set the pace.
 ///
 /// # Safety
 ///
@@ -365,11 +367,15 @@ pub unsafe fn linear_avx2(
 ) {
     use core::arch::x86_64::*;
     let main = k / 8 * 8;
-    let row_starts = (0..rows - LIN_ROWS)
+    let last_start = rows.saturating_sub(LIN_ROWS);
+    let row_starts = (0..last_start)
         .step_by(LIN_ROWS)
-        .chain(core::iter::once(rows - LIN_ROWS));
+        .chain(core::iter::once(last_start));
+    // the row a tile's `r`-th row computes (the last one again past the end)
+    let row_of = |r0: usize, r: usize| (r0 + r).min(rows - 1);
     for r0 in row_starts {
-        let xr: [&[f32]; LIN_ROWS] = core::array::from_fn(|r| &x[(r0 + r) * k..(r0 + r + 1) * k]);
+        let xr: [&[f32]; LIN_ROWS] =
+            core::array::from_fn(|r| &x[row_of(r0, r) * k..(row_of(r0, r) + 1) * k]);
         let out_starts = (0..outs - LIN_OUTS)
             .step_by(LIN_OUTS)
             .chain(core::iter::once(outs - LIN_OUTS));
@@ -405,7 +411,7 @@ pub unsafe fn linear_avx2(
                     for (xv, wv) in xr[r][main..].iter().zip(&wr[o][main..]) {
                         sum += xv * wv;
                     }
-                    sink(r0 + r, o0 + o, sum);
+                    sink(row_of(r0, r), o0 + o, sum);
                 }
             }
         }
