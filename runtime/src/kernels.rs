@@ -1717,8 +1717,8 @@ mod tests {
 
     /// matmul, matmul_to, linear and linear_to, on the SIMD path (when the CPU has it) and
     /// the portable one, against the definition, on shapes that exercise one tile, several,
-    /// overlapping edge tiles, sizes below a tile, a `k` that is not a multiple of eight,
-    /// and a batch. The epilogue depends on the index and `*_to` store transposed, so a
+    /// overlapping edge tiles, sizes below a tile, fewer rows than a tile (matrix-vector
+    /// products), a `k` that is not a multiple of eight, and a batch. The epilogue depends on the index and `*_to` store transposed, so a
     /// value computed or stored at the wrong place shows. Tolerance as for conv2d.
     #[test]
     fn matrix_products_match_the_definition() {
@@ -1729,6 +1729,8 @@ mod tests {
             (9, 1, 40),
             (3, 64, 4),
             (5, 17, 5),
+            (1, 20, 7),
+            (2, 9, 4),
         ];
         for (case, &(m, k, n)) in shapes.iter().enumerate() {
             let a = data(2 * m * k, 600 + case as u64);
