@@ -1530,6 +1530,10 @@ mod tests {
             geom(1, (2, 6, 30), 4, 5, [1, 1], 0, 1, 1),
             // 200 input channels: several channel chunks per row (3 rows of 1030 floats)
             geom(1, (200, 4, 1028), 5, 3, [1, 1], 1, 1, 1),
+            // LeNet's second convolution: rows 8 wide, 16 channels; and 6 channels (a
+            // block and an overlapping one), 11 columns
+            geom(1, (6, 12, 12), 16, 5, [1, 1], 0, 1, 1),
+            geom(2, (3, 11, 11), 6, 3, [1, 1], 1, 1, 1),
         ];
         for (case, g) in cases.iter().enumerate() {
             // miri interprets: the many-channel case takes minutes there

@@ -57,14 +57,14 @@ const CONV_OX: usize = 16;
 const PACK_LEN: usize = 8192;
 
 /// True when [`conv2d_avx2`] can run `g`: unit horizontal stride, at least [`CONV_OC`]
-/// output channels per group, rows at least [`CONV_OX`] wide, and one input channel's
-/// rows of one output row's window fit the pack buffer.
+/// output channels per group, rows at least half a tile ([`CONV_OX`] / 2) wide, and one
+/// input channel's rows of one output row's window fit the pack buffer.
 pub fn conv2d_avx2_fits(g: &crate::kernels::Conv2dGeom) -> bool {
     let reach = (g.kw - 1) * g.dilation_w;
     g.stride_w == 1
         && g.c_out / g.groups >= CONV_OC
-        && g.ow >= CONV_OX
-        && g.kh * (g.ow + reach) <= PACK_LEN
+        && g.ow >= CONV_OX / 2
+        && g.kh * (g.ow.max(CONV_OX) + reach) <= PACK_LEN
 }
 
 /// [`crate::kernels::conv2d`] for geometries [`conv2d_avx2_fits`] accepts.
@@ -77,8 +77,10 @@ pub fn conv2d_avx2_fits(g: &crate::kernels::Conv2dGeom) -> bool {
 /// loads feed eight fused multiply-adds, and the sums stay in registers until the tile is
 /// stored (the first channel chunk starts from the bias, later ones from the stored sums).
 /// When the row width is not a multiple of [`CONV_OX`], the last tile ends at the row's
-/// end and overlaps the one before. The channels left over by the blocks take the
-/// portable path.
+/// end and overlaps the one before; a row narrower than a tile is computed by one tile
+/// over zero-padded input, of which the row's columns are stored. Likewise when the
+/// channel count is not a multiple of [`CONV_OC`], the last block ends at the last
+/// channel and stores only the channels the block before did not.
 ///
 /// # Safety
 ///
@@ -96,12 +98,16 @@ pub unsafe fn conv2d_avx2(
 ) {
     use core::arch::x86_64::*;
     let (cin_g, cout_g) = (g.c_in / g.groups, g.c_out / g.groups);
-    let tiled = cout_g / CONV_OC * CONV_OC;
     let plane = g.oh * g.ow;
     let in_plane = g.h * g.w;
     let taps = cin_g * g.kh * g.kw;
-    let wp = g.ow + (g.kw - 1) * g.dilation_w;
-    let last = g.ow - CONV_OX;
+    // packed rows are at least a tile wide (zero beyond the input)
+    let wp = g.ow.max(CONV_OX) + (g.kw - 1) * g.dilation_w;
+    let last = g.ow.saturating_sub(CONV_OX);
+    // the columns a tile at `ox` stores
+    let width = |ox: usize| CONV_OX.min(g.ow - ox);
+    // channel blocks: the last one ends at the last channel
+    let last_block = cout_g - CONV_OC;
     let mut pack = [0.0f32; PACK_LEN];
     for n in 0..g.n {
         for grp in 0..g.groups {
@@ -137,7 +143,14 @@ pub unsafe fn conv2d_avx2(
                             dst[start + len..].fill(0.0);
                         }
                     }
-                    for oc0 in (first..first + tiled).step_by(CONV_OC) {
+                    let blocks = (0..last_block)
+                        .step_by(CONV_OC)
+                        .chain(core::iter::once(last_block));
+                    let mut done = 0usize; // channels of the group stored by earlier blocks
+                    for block in blocks {
+                        let oc0 = first + block;
+                        let fresh = done.saturating_sub(block); // first channel to store
+                        done = block + CONV_OC;
                         let row_base = |c: usize| (n * g.c_out + oc0 + c) * plane + oy * g.ow;
                         let weights: [&[f32]; CONV_OC] =
                             core::array::from_fn(|c| &w[(oc0 + c) * taps..(oc0 + c + 1) * taps]);
@@ -145,13 +158,22 @@ pub unsafe fn conv2d_avx2(
                         // last tile's taken now, before the tile it overlaps is stored)
                         let biases: [f32; CONV_OC] =
                             core::array::from_fn(|c| bias.map_or(0.0, |b| b[oc0 + c]));
-                        let tail: [[f32; CONV_OX]; CONV_OC] = core::array::from_fn(|c| {
-                            let mut t = [biases[c]; CONV_OX];
-                            if c0 > 0 {
-                                let at = row_base(c) + last;
+                        let sums_at = |out: &[f32], c: usize, ox: usize| {
+                            let mut t = [0.0; CONV_OX];
+                            let at = row_base(c) + ox;
+                            if width(ox) == CONV_OX {
                                 t.copy_from_slice(&out[at..at + CONV_OX]);
+                            } else {
+                                t[..width(ox)].copy_from_slice(&out[at..at + width(ox)]);
                             }
                             t
+                        };
+                        let tail: [[f32; CONV_OX]; CONV_OC] = core::array::from_fn(|c| {
+                            if c0 > 0 {
+                                sums_at(out, c, last)
+                            } else {
+                                [biases[c]; CONV_OX]
+                            }
                         });
                         let [w0, w1, w2, w3] = weights;
                         let starts = (0..last).step_by(CONV_OX).chain(core::iter::once(last));
@@ -160,10 +182,7 @@ pub unsafe fn conv2d_avx2(
                                 if ox == last {
                                     tail[c]
                                 } else if c0 > 0 {
-                                    let at = row_base(c) + ox;
-                                    let mut t = [0.0; CONV_OX];
-                                    t.copy_from_slice(&out[at..at + CONV_OX]);
-                                    t
+                                    sums_at(out, c, ox)
                                 } else {
                                     [biases[c]; CONV_OX]
                                 }
@@ -210,13 +229,29 @@ pub unsafe fn conv2d_avx2(
                             }
                             let sums = [a0, a1, a2, a3];
                             for (c, (low, high)) in sums.into_iter().enumerate() {
+                                if c < fresh {
+                                    continue; // stored by the block before
+                                }
                                 let at = row_base(c) + ox;
-                                let dst = &mut out[at..at + CONV_OX];
-                                // SAFETY: `dst` holds exactly 16 floats (a checked slice
-                                // of that length): both 8-float stores write inside it.
-                                unsafe {
-                                    _mm256_storeu_ps(dst.as_mut_ptr(), low);
-                                    _mm256_storeu_ps(dst.as_mut_ptr().add(8), high);
+                                if width(ox) == CONV_OX {
+                                    let dst = &mut out[at..at + CONV_OX];
+                                    // SAFETY: `dst` holds exactly 16 floats (a checked
+                                    // slice of that length): both 8-float stores write
+                                    // inside it.
+                                    unsafe {
+                                        _mm256_storeu_ps(dst.as_mut_ptr(), low);
+                                        _mm256_storeu_ps(dst.as_mut_ptr().add(8), high);
+                                    }
+                                } else {
+                                    let mut values = [0.0f32; CONV_OX];
+                                    // SAFETY: `values` is an array of 16 floats: both
+                                    // 8-float stores write inside it.
+                                    unsafe {
+                                        _mm256_storeu_ps(values.as_mut_ptr(), low);
+                                        _mm256_storeu_ps(values.as_mut_ptr().add(8), high);
+                                    }
+                                    let w = width(ox);
+                                    out[at..at + w].copy_from_slice(&values[..w]);
                                 }
                             }
                         }
@@ -226,22 +261,10 @@ pub unsafe fn conv2d_avx2(
                     }
                     c0 = c1;
                 }
-                for oc in first..first + tiled {
+                for oc in first..first + cout_g {
                     let at = (n * g.c_out + oc) * plane + oy * g.ow;
                     epi(at, &mut out[at..at + g.ow]);
                 }
-            }
-            if tiled < cout_g {
-                crate::kernels::conv2d_direct(
-                    x,
-                    w,
-                    bias,
-                    out,
-                    g,
-                    epi,
-                    n..n + 1,
-                    first + tiled..first + cout_g,
-                );
             }
         }
     }
