@@ -749,6 +749,18 @@ pub struct Pool2dGeom {
 
 /// Max pooling; padding never wins.
 pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: impl Fn(usize, f32) -> f32) {
+    let inside = g.pad_top == 0
+        && g.pad_left == 0
+        && g.dilation_h == 1
+        && g.dilation_w == 1
+        && g.oh > 0
+        && g.ow > 0
+        && (g.oh - 1) * g.stride_h + g.kh <= g.h
+        && (g.ow - 1) * g.stride_w + g.kw <= g.w;
+    if inside {
+        max_pool2d_inside(x, out, g, &epi);
+        return;
+    }
     for p in 0..g.planes {
         let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
         let op = &mut out[p * g.oh * g.ow..(p + 1) * g.oh * g.ow];
@@ -774,6 +786,32 @@ pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: impl Fn(usize
                 }
                 op[oy * g.ow + ox] = epi((p * g.oh + oy) * g.ow + ox, best);
             }
+        }
+    }
+}
+
+/// [`max_pool2d`] when every window lies inside the input (no padding, no dilation): a
+/// whole output row at a time, one window tap after another, so the loops vectorize.
+fn max_pool2d_inside(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: &impl Fn(usize, f32) -> f32) {
+    for p in 0..g.planes {
+        let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
+        for oy in 0..g.oh {
+            let base = (p * g.oh + oy) * g.ow;
+            let row = &mut out[base..base + g.ow];
+            row.fill(f32::NEG_INFINITY);
+            for ky in 0..g.kh {
+                let iy = oy * g.stride_h + ky;
+                let xrow = &xp[iy * g.w..(iy + 1) * g.w];
+                for kx in 0..g.kw {
+                    let taps = xrow[kx..].iter().step_by(g.stride_w);
+                    for (best, &v) in row.iter_mut().zip(taps) {
+                        if v > *best || v.is_nan() {
+                            *best = v;
+                        }
+                    }
+                }
+            }
+            finish(row, base, epi);
         }
     }
 }
@@ -1807,6 +1845,67 @@ mod tests {
                 });
                 let back: Vec<f32> = (0..m * n).map(|o| lin_t[store(o)]).collect();
                 assert_close(&label("linear_to"), &back, &lin_want, k + 1);
+            }
+        }
+    }
+
+    /// max_pool2d on windows inside the input (the row-at-a-time path) and with padding
+    /// (the general one) against the definition, a NaN included (it wins its windows).
+    #[test]
+    fn max_pool2d_matches_the_definition() {
+        for (case, (k, s, pad, h, w)) in [(2, 2, 0, 6, 9), (3, 2, 0, 7, 7), (3, 1, 1, 5, 6)]
+            .into_iter()
+            .enumerate()
+        {
+            let out_len = |len: usize| (len + 2 * pad - k) / s + 1;
+            let g = Pool2dGeom {
+                planes: 3,
+                h,
+                w,
+                oh: out_len(h),
+                ow: out_len(w),
+                kh: k,
+                kw: k,
+                stride_h: s,
+                stride_w: s,
+                pad_top: pad,
+                pad_left: pad,
+                pad_bottom: pad,
+                pad_right: pad,
+                dilation_h: 1,
+                dilation_w: 1,
+            };
+            let mut x = data(3 * h * w, 900 + case as u64);
+            x[h * w + 4] = f32::NAN;
+            let mut out = std::vec![0.0; 3 * g.oh * g.ow];
+            // exact, and index-dependent: a value stored at the wrong place shows
+            let epi = |i: usize, v: f32| if i % 2 == 0 { v * 2.0 } else { -v };
+            max_pool2d(&x, &mut out, &g, epi);
+            for p in 0..3 {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let mut want = f32::NEG_INFINITY;
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let (iy, ix) = (oy * s + ky, ox * s + kx);
+                                if iy < pad || ix < pad || iy - pad >= h || ix - pad >= w {
+                                    continue;
+                                }
+                                let v = x[(p * h + iy - pad) * w + ix - pad];
+                                if v.is_nan() || v > want {
+                                    want = if want.is_nan() { want } else { v };
+                                }
+                            }
+                        }
+                        let i = (p * g.oh + oy) * g.ow + ox;
+                        let got = out[i];
+                        let want = epi(i, want);
+                        assert!(
+                            got == want || (got.is_nan() && want.is_nan()),
+                            "case {case}: plane {p} ({oy}, {ox}): {got} vs {want}"
+                        );
+                    }
+                }
             }
         }
     }
