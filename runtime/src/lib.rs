@@ -23,6 +23,7 @@ pub mod kernels;
 pub mod math;
 mod model;
 pub mod safetensors;
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod simd;
 
 pub use model::*;
