@@ -167,7 +167,7 @@ pub fn codegen(
             pub const LOADED_LEN: usize = #loaded_len;
             /// Every loaded parameter: its key, shape and offset in the flat buffer.
             pub const PARAMS: &'static [::dnnfusion::runtime::ParamSpec] = &[#(#param_specs),*];
-            /// Number of ops after lowering.
+            /// Ops `run` executes (after rewriting, without the ones `prepare` runs at load).
             pub const OP_COUNT: usize = #op_count;
             /// What the compiler did: ops, fused blocks, intermediate bytes before/after.
             pub const FUSION_REPORT: ::dnnfusion::runtime::FusionReport = #report_tokens;
