@@ -700,12 +700,13 @@ fn block_fn(model: &ModelIr, block: &Block, prefix: &str, index: usize) -> Optio
             let target = ix_tokens(&map);
             Some(quote! { |o: usize| -> usize { #vars #target } })
         };
-        // a conv2d hands its epilogue whole output rows (`ow` values of one channel)
+        // conv2d, matmul and linear hand their epilogue whole output rows (the last
+        // axis of their result)
         let rows = match &op {
-            Op::Conv2d(_) => graph
+            Op::Conv2d(_) | Op::MatMul | Op::Linear => graph
                 .shape(node.output)
                 .last()
-                .and_then(|&ow| epilogue_row_closure(&program, ow)),
+                .and_then(|&len| epilogue_row_closure(&program, len)),
             _ => None,
         };
         stmts.push(kernel_call(
@@ -1153,11 +1154,28 @@ fn product(shape: &[usize]) -> usize {
 /// What a kernel does with each result: `apply` maps it before the store, `store` (when
 /// set) translates the store index (only `matmul` and `linear` take one), and `rows`
 /// (when set) is the same map over a finished output row, for the kernels that take a
-/// row epilogue (`conv2d`); without it, `apply` is called per element of the row.
+/// row epilogue (`conv2d`, and `matmul` and `linear` without a store map); without it,
+/// `apply` is called per element of the row.
 struct Epilogue {
     apply: TokenStream,
     store: Option<TokenStream>,
     rows: Option<TokenStream>,
+}
+
+/// The row form of an epilogue (for the kernels that hand theirs whole output rows):
+/// the generated one, or `apply` called per element.
+fn row_epilogue(epilogue: &Epilogue) -> TokenStream {
+    let apply = &epilogue.apply;
+    epilogue.rows.clone().unwrap_or_else(|| {
+        quote! {
+            |base: usize, row: &mut [f32]| {
+                let apply = #apply;
+                for (k, slot) in row.iter_mut().enumerate() {
+                    *slot = apply(base + k, *slot);
+                }
+            }
+        }
+    })
 }
 
 fn kernel_call(
@@ -1213,7 +1231,10 @@ fn kernel_call(
             let out_f = out_shape.last().copied().unwrap_or(1);
             let rows = product(s0) / in_f.max(1);
             match &epilogue.store {
-                None => quote! { #k::linear(#in0, #in1, #bias, #out, #rows, #in_f, #out_f, #epi); },
+                None => {
+                    let rows_epi = row_epilogue(epilogue);
+                    quote! { #k::linear(#in0, #in1, #bias, #out, #rows, #in_f, #out_f, #rows_epi); }
+                }
                 Some(store) => {
                     quote! { #k::linear_to(#in0, #in1, #bias, #out, #rows, #in_f, #out_f, #epi, #store); }
                 }
@@ -1240,7 +1261,10 @@ fn kernel_call(
                 }
             };
             match &epilogue.store {
-                None => quote! { #k::matmul(#in0, #in1, #out, #geom, #epi); },
+                None => {
+                    let rows_epi = row_epilogue(epilogue);
+                    quote! { #k::matmul(#in0, #in1, #out, #geom, #rows_epi); }
+                }
                 Some(store) => quote! { #k::matmul_to(#in0, #in1, #out, #geom, #epi, #store); },
             }
         }
@@ -1254,16 +1278,7 @@ fn kernel_call(
             let [pt, pl, _, _] = c.padding;
             let [dh, dw] = c.dilation;
             let groups = c.groups;
-            let rows = epilogue.rows.clone().unwrap_or_else(|| {
-                quote! {
-                    |base: usize, row: &mut [f32]| {
-                        let apply = #epi;
-                        for (k, slot) in row.iter_mut().enumerate() {
-                            *slot = apply(base + k, *slot);
-                        }
-                    }
-                }
-            });
+            let rows = row_epilogue(epilogue);
             quote! {
                 #k::conv2d(#in0, #in1, #bias, #out, &#k::Conv2dGeom {
                     n: #n, c_in: #cin, h: #h, w: #w, c_out: #cout, oh: #oh, ow: #ow,

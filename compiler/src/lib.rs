@@ -116,6 +116,14 @@ pub fn compile_model(mut model: ModelIr) -> CompiledModel {
         .iter()
         .flat_map(|g| g.nodes.iter().copied())
         .collect();
+    let (packed, packed_map) = prepare::pack_weights(&model.graph, &kept);
+    renumber_fuse_groups(&mut model, &packed_map);
+    model.graph = packed;
+    let kept: Vec<usize> = model
+        .fuse_groups
+        .iter()
+        .flat_map(|g| g.nodes.iter().copied())
+        .collect();
     let split = prepare::split(&model.graph, &kept);
     renumber_fuse_groups(&mut model, &split.node_map);
     model.graph = split.run;

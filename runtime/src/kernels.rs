@@ -60,7 +60,8 @@ pub fn store(_index: usize, value: f32) -> f32 {
     value
 }
 
-/// The identity row epilogue, for a kernel that takes one per row ([`conv2d`]).
+/// The identity row epilogue, for the kernels that take one per row ([`conv2d`],
+/// [`matmul`], [`linear`]).
 #[inline(always)]
 pub fn store_rows(_base: usize, _row: &mut [f32]) {}
 
@@ -210,9 +211,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// `out[r, o] = bias[o] + sum_i x[r, i] * w[o, i]` (PyTorch `Linear`, weight `[out, in]`).
 ///
-/// Every kernel of a Many-to-Many op takes an epilogue `epi(flat_index, value)` applied to
-/// each output element before it is stored (fused One-to-One successors); pass [`store`]
-/// for none.
+/// Every kernel of a Many-to-Many op takes an epilogue applied to each output element
+/// before it is stored (fused One-to-One successors): `epi(flat_index, value)`, [`store`]
+/// for none; this one, [`matmul`] and [`conv2d`] take it a row at a time, `epi(base, row)`
+/// over each finished output row (the last axis), [`store_rows`] for none.
 #[allow(clippy::too_many_arguments)]
 pub fn linear(
     x: &[f32],
@@ -222,7 +224,7 @@ pub fn linear(
     rows: usize,
     in_features: usize,
     out_features: usize,
-    epi: impl Fn(usize, f32) -> f32,
+    epi: impl Fn(usize, &mut [f32]),
 ) {
     debug_assert!(
         x.len() == rows * in_features
@@ -243,7 +245,7 @@ pub fn linear(
         // the epilogue in a loop of its own, over each finished row (inlined into the
         // tile loop, a long one such as GELU would crowd out the accumulators)
         for (r, row) in out.chunks_exact_mut(out_features.max(1)).enumerate() {
-            finish(row, r * out_features, &epi);
+            epi(r * out_features, row);
         }
         return;
     }
@@ -256,7 +258,7 @@ pub fn linear(
         }
         // the epilogue runs over the finished row, still in cache (keeping it out of the
         // dot-product loop lets that loop compile as it does without one)
-        finish(or, r * out_features, &epi);
+        epi(r * out_features, or);
     }
 }
 
@@ -284,7 +286,7 @@ pub fn matmul(
     b: &[f32],
     out: &mut [f32],
     g: &MatMulGeom<'_>,
-    epi: impl Fn(usize, f32) -> f32,
+    epi: impl Fn(usize, &mut [f32]),
 ) {
     let (m, k, n) = (g.m, g.k, g.n);
     walk(
@@ -307,8 +309,10 @@ pub fn matmul(
                 unsafe {
                     crate::simd::matmul_avx2(a, b, (m, k, n), sink)
                 };
-                // the epilogue in a loop of its own (see `linear`)
-                finish(o, batch * m * n, &epi);
+                // the epilogue in a loop of its own (see `linear`), a row at a time
+                for (i, row) in o.chunks_exact_mut(n.max(1)).enumerate() {
+                    epi((batch * m + i) * n, row);
+                }
                 return;
             }
             o.fill(0.0);
@@ -320,11 +324,16 @@ pub fn matmul(
                         *slot += av * bv;
                     }
                 }
-                finish(row, (batch * m + i) * n, &epi);
+                epi((batch * m + i) * n, row);
             }
         },
     );
 }
+
+/// Rows [`matmul_to`] computes at a time on the SIMD path (one register tile's).
+const MM_BLOCK_ROWS: usize = 4;
+/// Floats of [`matmul_to`]'s stack buffer for those rows (16 KiB).
+const MM_BLOCK_LEN: usize = 4096;
 
 /// [`matmul`] storing each result at `out[store(i)]` instead of `out[i]` (a fused
 /// transpose into the consumer's layout). Rows are accumulated in a stack buffer, so each
@@ -346,18 +355,33 @@ pub fn matmul_to(
             let a = &a[ia..ia + m * k];
             let b = &b[ib..ib + k * n];
             #[cfg(target_arch = "x86_64")]
-            if crate::simd::matmul_avx2_fits(m, n) && crate::simd::avx2_fma() {
-                let sink = |i: usize, j0: usize, values: &[f32; 16]| {
-                    for (t, &v) in values.iter().enumerate() {
-                        let o = (batch * m + i) * n + j0 + t;
-                        out[store(o)] = epi(o, v);
+            if crate::simd::matmul_avx2_fits(m, n)
+                && MM_BLOCK_ROWS * n <= MM_BLOCK_LEN
+                && crate::simd::avx2_fma()
+            {
+                // four rows at a time into a stack buffer, then the epilogue and the
+                // scattered stores in a loop of their own (kept out of the tile loop); the
+                // last block ends at the last row and overlaps the one before
+                let mut block = [0.0f32; MM_BLOCK_LEN];
+                let last = m - MM_BLOCK_ROWS;
+                for i0 in (0..last)
+                    .step_by(MM_BLOCK_ROWS)
+                    .chain(core::iter::once(last))
+                {
+                    let rows = &a[i0 * k..(i0 + MM_BLOCK_ROWS) * k];
+                    let sink = |i: usize, j0: usize, values: &[f32; 16]| {
+                        block[i * n + j0..i * n + j0 + 16].copy_from_slice(values);
+                    };
+                    // SAFETY: as in `matmul` (a block has MM_BLOCK_ROWS = 4 rows, a tile's).
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        crate::simd::matmul_avx2(rows, b, (MM_BLOCK_ROWS, k, n), sink)
+                    };
+                    let base = (batch * m + i0) * n;
+                    for (t, &v) in block[..MM_BLOCK_ROWS * n].iter().enumerate() {
+                        out[store(base + t)] = epi(base + t, v);
                     }
-                };
-                // SAFETY: as in `matmul`.
-                #[allow(unsafe_code)]
-                unsafe {
-                    crate::simd::matmul_avx2(a, b, (m, k, n), sink)
-                };
+                }
                 return;
             }
             for i in 0..m {
@@ -1747,6 +1771,15 @@ mod tests {
         out
     }
 
+    /// An element epilogue as a row one.
+    fn rows_of(epi: impl Fn(usize, f32) -> f32) -> impl Fn(usize, &mut [f32]) {
+        move |base, row| {
+            for (k, v) in row.iter_mut().enumerate() {
+                *v = epi(base + k, *v);
+            }
+        }
+    }
+
     fn assert_close(label: &str, got: &[f32], want: &[(f32, f32)], terms: usize) {
         assert_eq!(got.len(), want.len(), "{label}");
         for (i, (a, &(e, size))) in got.iter().zip(want).enumerate() {
@@ -1819,14 +1852,25 @@ mod tests {
                 let run = |f: &mut dyn FnMut()| if simd { f() } else { crate::simd::portable(f) };
                 let label = |what: &str| std::format!("case {case} {what} (simd {simd})");
                 let mut out = std::vec![f32::NAN; 2 * m * n];
-                run(&mut || matmul(&a, &b, &mut out, &geom, epi));
+                run(&mut || matmul(&a, &b, &mut out, &geom, rows_of(epi)));
                 assert_close(&label("matmul"), &out, &want, k);
                 let mut out_t = std::vec![f32::NAN; 2 * m * n];
                 run(&mut || matmul_to(&a, &b, &mut out_t, &geom, epi, transposed));
                 let back: Vec<f32> = (0..2 * m * n).map(|o| out_t[transposed(o)]).collect();
                 assert_close(&label("matmul_to"), &back, &want, k);
                 let mut lin = std::vec![f32::NAN; m * n];
-                run(&mut || linear(&a[..m * k], &w, Some(&bias), &mut lin, m, k, n, epi));
+                run(&mut || {
+                    linear(
+                        &a[..m * k],
+                        &w,
+                        Some(&bias),
+                        &mut lin,
+                        m,
+                        k,
+                        n,
+                        rows_of(epi),
+                    )
+                });
                 assert_close(&label("linear"), &lin, &lin_want, k + 1);
                 let store = |o: usize| (o % n) * m + o / n;
                 let mut lin_t = std::vec![f32::NAN; m * n];
