@@ -111,19 +111,11 @@ pub fn compile_model(mut model: ModelIr) -> CompiledModel {
     let flops_before = rewrite::graph_cost(&model.graph).flops;
     let rewrites = rewrite_model(&mut model);
     let flops_after = rewrite::graph_cost(&model.graph).flops;
-    let kept: Vec<usize> = model
-        .fuse_groups
-        .iter()
-        .flat_map(|g| g.nodes.iter().copied())
-        .collect();
+    let kept = fuse_group_nodes(&model);
     let (packed, packed_map) = prepare::pack_weights(&model.graph, &kept);
     renumber_fuse_groups(&mut model, &packed_map);
     model.graph = packed;
-    let kept: Vec<usize> = model
-        .fuse_groups
-        .iter()
-        .flat_map(|g| g.nodes.iter().copied())
-        .collect();
+    let kept = fuse_group_nodes(&model);
     let split = prepare::split(&model.graph, &kept);
     renumber_fuse_groups(&mut model, &split.node_map);
     model.graph = split.run;
@@ -187,11 +179,7 @@ pub fn rewrite_model(model: &mut ModelIr) -> Vec<&'static str> {
     }
     let mut options = rewrite::RewriteOptions {
         fast_math: model.options.rewrite == lower::RewriteMode::FastMath,
-        frozen: model
-            .fuse_groups
-            .iter()
-            .flat_map(|g| g.nodes.iter().copied())
-            .collect(),
+        frozen: fuse_group_nodes(model),
         ..rewrite::RewriteOptions::default()
     };
     if let Some(limit) = model.options.max_rewrites {
@@ -201,6 +189,16 @@ pub fn rewrite_model(model: &mut ModelIr) -> Vec<&'static str> {
     renumber_fuse_groups(model, &rewritten.node_map);
     model.graph = rewritten.graph;
     rewritten.applied
+}
+
+/// Every node of the model's `fuse { }` groups (the stages after lowering leave them as
+/// written).
+fn fuse_group_nodes(model: &ModelIr) -> Vec<usize> {
+    model
+        .fuse_groups
+        .iter()
+        .flat_map(|g| g.nodes.iter().copied())
+        .collect()
 }
 
 /// Renumbers the nodes of the model's `fuse { }` groups after a stage rebuilt the graph

@@ -67,7 +67,7 @@ pub fn store_rows(_base: usize, _row: &mut [f32]) {}
 
 /// Applies an epilogue to a just-computed chunk of the output starting at flat `base`.
 #[inline(always)]
-pub(crate) fn finish(chunk: &mut [f32], base: usize, epi: &impl Fn(usize, f32) -> f32) {
+fn finish(chunk: &mut [f32], base: usize, epi: &impl Fn(usize, f32) -> f32) {
     for (k, o) in chunk.iter_mut().enumerate() {
         *o = epi(base + k, *o);
     }
@@ -363,11 +363,7 @@ pub fn matmul_to(
                 // scattered stores in a loop of their own (kept out of the tile loop); the
                 // last block ends at the last row and overlaps the one before
                 let mut block = [0.0f32; MM_BLOCK_LEN];
-                let last = m - MM_BLOCK_ROWS;
-                for i0 in (0..last)
-                    .step_by(MM_BLOCK_ROWS)
-                    .chain(core::iter::once(last))
-                {
+                for i0 in crate::simd::tile_starts(m, MM_BLOCK_ROWS) {
                     let rows = &a[i0 * k..(i0 + MM_BLOCK_ROWS) * k];
                     let sink = |i: usize, j0: usize, values: &[f32; 16]| {
                         block[i * n + j0..i * n + j0 + 16].copy_from_slice(values);
@@ -552,7 +548,7 @@ pub fn conv2d(
 /// [`conv2d`] for the images in `images` and the output channels in `channels`, one
 /// channel at a time, accumulating each tap into the output plane: any geometry; the
 /// portable path.
-pub(crate) fn conv2d_direct(
+fn conv2d_direct(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,

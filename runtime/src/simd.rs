@@ -47,6 +47,14 @@ pub fn avx2_fma() -> bool {
     }
 }
 
+/// The starts of tiles of `tile` covering `0..len` (`len >= tile`): every `tile`, and a
+/// last one flush with the end, which overlaps the one before when `tile` does not divide
+/// `len` (its values are computed twice, alike).
+pub(crate) fn tile_starts(len: usize, tile: usize) -> impl Iterator<Item = usize> {
+    let last = len.saturating_sub(tile);
+    (0..last).step_by(tile.max(1)).chain(core::iter::once(last))
+}
+
 /// Output channels one register tile of [`conv2d_avx2`] computes (the tile code names
 /// its four rows).
 pub const CONV_OC: usize = 4;
@@ -106,8 +114,6 @@ pub unsafe fn conv2d_avx2(
     let last = g.ow.saturating_sub(CONV_OX);
     // the columns a tile at `ox` stores
     let width = |ox: usize| CONV_OX.min(g.ow - ox);
-    // channel blocks: the last one ends at the last channel
-    let last_block = cout_g - CONV_OC;
     let mut pack = [0.0f32; PACK_LEN];
     for n in 0..g.n {
         for grp in 0..g.groups {
@@ -143,9 +149,7 @@ pub unsafe fn conv2d_avx2(
                             dst[start + len..].fill(0.0);
                         }
                     }
-                    let blocks = (0..last_block)
-                        .step_by(CONV_OC)
-                        .chain(core::iter::once(last_block));
+                    let blocks = tile_starts(cout_g, CONV_OC);
                     let mut done = 0usize; // channels of the group stored by earlier blocks
                     for block in blocks {
                         let oc0 = first + block;
@@ -176,8 +180,7 @@ pub unsafe fn conv2d_avx2(
                             }
                         });
                         let [w0, w1, w2, w3] = weights;
-                        let starts = (0..last).step_by(CONV_OX).chain(core::iter::once(last));
-                        for ox in starts {
+                        for ox in tile_starts(g.ow, CONV_OX) {
                             let init: [[f32; CONV_OX]; CONV_OC] = core::array::from_fn(|c| {
                                 if ox == last {
                                     tail[c]
@@ -316,15 +319,9 @@ pub unsafe fn matmul_avx2(
     mut sink: impl FnMut(usize, usize, &[f32; MM_COLS]),
 ) {
     use core::arch::x86_64::*;
-    let row_starts = (0..m - MM_ROWS)
-        .step_by(MM_ROWS)
-        .chain(core::iter::once(m - MM_ROWS));
-    for i0 in row_starts {
+    for i0 in tile_starts(m, MM_ROWS) {
         let rows: [&[f32]; MM_ROWS] = core::array::from_fn(|r| &a[(i0 + r) * k..(i0 + r + 1) * k]);
-        let col_starts = (0..n - MM_COLS)
-            .step_by(MM_COLS)
-            .chain(core::iter::once(n - MM_COLS));
-        for j0 in col_starts {
+        for j0 in tile_starts(n, MM_COLS) {
             let zero = (_mm256_setzero_ps(), _mm256_setzero_ps());
             // eight accumulators, named so that they live in registers
             let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
@@ -390,19 +387,12 @@ pub unsafe fn linear_avx2(
 ) {
     use core::arch::x86_64::*;
     let main = k / 8 * 8;
-    let last_start = rows.saturating_sub(LIN_ROWS);
-    let row_starts = (0..last_start)
-        .step_by(LIN_ROWS)
-        .chain(core::iter::once(last_start));
     // the row a tile's `r`-th row computes (the last one again past the end)
     let row_of = |r0: usize, r: usize| (r0 + r).min(rows - 1);
-    for r0 in row_starts {
+    for r0 in tile_starts(rows, LIN_ROWS) {
         let xr: [&[f32]; LIN_ROWS] =
             core::array::from_fn(|r| &x[row_of(r0, r) * k..(row_of(r0, r) + 1) * k]);
-        let out_starts = (0..outs - LIN_OUTS)
-            .step_by(LIN_OUTS)
-            .chain(core::iter::once(outs - LIN_OUTS));
-        for o0 in out_starts {
+        for o0 in tile_starts(outs, LIN_OUTS) {
             let wr: [&[f32]; LIN_OUTS] =
                 core::array::from_fn(|o| &w[(o0 + o) * k..(o0 + o + 1) * k]);
             let zero = (
