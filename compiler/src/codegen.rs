@@ -52,9 +52,27 @@ pub fn codegen(
         .inputs
         .iter()
         .zip(&model.input_names)
-        .map(|(&v, ident)| {
+        .zip(input_types(model))
+        .map(|((&v, ident), ty)| {
             let len = graph.values.get(v).map_or(0, |v| v.len());
-            quote! { #ident: &[f32; #len] }
+            quote! { #ident: &[#ty; #len] }
+        })
+        .collect();
+    // integer indices become f32 on entry (exact up to 2^24; beyond, NaN, which `gather`
+    // turns into NaN rows rather than a wrong row)
+    let index_inputs: Vec<TokenStream> = model
+        .input_names
+        .iter()
+        .zip(&model.input_dtypes)
+        .filter(|(_, d)| **d != crate::lower::InputDtype::F32)
+        .map(|(ident, _)| quote! { let #ident = &::dnnfusion::runtime::indices_to_f32(#ident); })
+        .collect();
+    let slice_inputs: Vec<TokenStream> = model
+        .input_dtypes
+        .iter()
+        .map(|d| match d {
+            crate::lower::InputDtype::F32 => quote! { input },
+            _ => quote! { input_indices },
         })
         .collect();
     let output_args: Vec<TokenStream> = graph
@@ -209,6 +227,7 @@ pub fn codegen(
             #[doc = #run_doc]
             #[allow(unused_variables, clippy::too_many_arguments)]
             pub fn run(&self, #(#input_args,)* #(#output_args,)* arena: &mut [f32; #arena_len]) {
+                #(#index_inputs)*
                 #params_binding
                 #arena_binding
                 #(#body)*
@@ -246,7 +265,7 @@ pub fn codegen(
             fn run_slices(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], arena: &mut [f32]) -> ::core::result::Result<(), ::dnnfusion::runtime::RunError> {
                 ::dnnfusion::runtime::RunError::check_counts(inputs.len(), outputs.len(), Self::INPUT_SHAPES.len(), Self::OUTPUT_SHAPES.len())?;
                 #(
-                    let #input_idents = ::dnnfusion::runtime::RunError::input(inputs, #input_positions)?;
+                    let #input_idents = &::dnnfusion::runtime::RunError::#slice_inputs(inputs, #input_positions)?;
                 )*
                 let [#(#output_idents),*] = outputs else {
                     return ::core::result::Result::Err(::dnnfusion::runtime::RunError::OutputCount { expected: Self::OUTPUT_SHAPES.len(), found: 0 });
@@ -356,6 +375,7 @@ fn load_model(model: &ModelIr, stage: &crate::LoadStage) -> ModelIr {
         options: model.options.clone(),
         graph: stage.graph.clone(),
         input_names: Vec::new(),
+        input_dtypes: Vec::new(),
         output_names: (0..stage.graph.outputs.len())
             .map(|k| format_ident!("derived{}", k))
             .collect(),
@@ -414,6 +434,19 @@ fn prepare_steps(
         loaded_len,
         param_len,
     ))
+}
+
+/// The element type of each input in `run`'s signature.
+fn input_types(model: &ModelIr) -> Vec<TokenStream> {
+    model
+        .input_dtypes
+        .iter()
+        .map(|d| match d {
+            crate::lower::InputDtype::F32 => quote! { f32 },
+            crate::lower::InputDtype::I64 => quote! { i64 },
+            crate::lower::InputDtype::I32 => quote! { i32 },
+        })
+        .collect()
 }
 
 fn shape_tokens(shape: &[usize]) -> TokenStream {

@@ -21,7 +21,7 @@ use syn::{Attribute, Ident, Visibility};
 use crate::check::{self, fmt_shape, ShapeError};
 use crate::diag::Diagnostics;
 use crate::ir::*;
-use crate::parse::{Arg, Ast, BinOp, BlockDecl, Body, Expr, Item, ModelDecl, Stmt};
+use crate::parse::{Arg, Ast, BinOp, BlockDecl, Body, CondOp, Expr, Item, ModelDecl, Stmt};
 
 /// A lowered model: its graph plus what codegen needs from the declaration.
 #[derive(Debug)]
@@ -38,10 +38,23 @@ pub struct ModelIr {
     pub graph: Graph,
     /// Input names, in order.
     pub input_names: Vec<Ident>,
+    /// The element type the caller passes for each input (integers become f32 on entry).
+    pub input_dtypes: Vec<InputDtype>,
     /// Output names, in order.
     pub output_names: Vec<Ident>,
     /// `fuse { ... }` groups: the nodes each must put in one block, and where.
     pub fuse_groups: Vec<FuseGroup>,
+}
+
+/// What a caller passes for an input: f32 data, or integer indices (token ids).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputDtype {
+    /// `x: [..]`
+    F32,
+    /// `ids: i64[..]`
+    I64,
+    /// `ids: i32[..]`
+    I32,
 }
 
 /// The nodes created by the statements of one `fuse { ... }`.
@@ -320,7 +333,21 @@ fn lower_model(
         frames: vec![HashMap::new()],
     };
     let mut input_names = Vec::new();
+    let mut input_dtypes = Vec::new();
     for (position, decl) in model.inputs.iter().enumerate() {
+        let dtype = match decl.dtype.as_ref().map(|d| (d.to_string(), d.span())) {
+            None => InputDtype::F32,
+            Some((d, _)) if d == "f32" => InputDtype::F32,
+            Some((d, _)) if d == "i64" => InputDtype::I64,
+            Some((d, _)) if d == "i32" => InputDtype::I32,
+            Some((d, span)) => {
+                lw.error(
+                    span,
+                    format!("unknown input type `{d}`: inputs are f32 (`x: [1, 3]`), or integer indices `i64` / `i32` (`ids: i64[1, 128]`)"),
+                );
+                InputDtype::F32
+            }
+        };
         let name = decl.name.to_string();
         if env.get(&name).is_some() {
             lw.error(
@@ -340,6 +367,7 @@ fn lower_model(
             .add_value(unique, shape, ValueKind::Input(position));
         lw.graph.inputs.push(id);
         input_names.push(decl.name.clone());
+        input_dtypes.push(dtype);
         env.bind(name, Val::Tensor(id));
     }
     let mut declared_outputs = Vec::new();
@@ -428,6 +456,7 @@ fn lower_model(
         options,
         graph: lw.graph,
         input_names,
+        input_dtypes,
         output_names,
         fuse_groups: lw.fuse_groups,
     })
@@ -602,6 +631,42 @@ impl Lowerer<'_> {
                     };
                     env.assign(&name.to_string(), val);
                 }
+                Stmt::If {
+                    branches,
+                    otherwise,
+                    ..
+                } => {
+                    let mut taken = None;
+                    for (cond, body) in branches {
+                        match self.eval(cond, env) {
+                            Ok((Val::Bool(true), _)) => {
+                                taken = Some(body);
+                                break;
+                            }
+                            Ok((Val::Bool(false), _)) => {}
+                            Ok((other, s)) => {
+                                let msg = format!(
+                                    "an `if` condition must be a boolean decided at compile time (`stride != 1 || c != planes`), found {}",
+                                    other.kind()
+                                );
+                                self.error(s, msg);
+                                taken = None;
+                                break;
+                            }
+                            // reported; lower neither branch (no follow-on errors)
+                            Err(Reported) => {
+                                taken = None;
+                                break;
+                            }
+                        }
+                        taken = otherwise.as_ref();
+                    }
+                    if let Some(body) = taken {
+                        env.frames.push(HashMap::new());
+                        self.lower_stmts(body, env);
+                        env.frames.pop();
+                    }
+                }
                 Stmt::Fuse { body, span } => {
                     let first = self.graph.nodes.len();
                     self.lower_stmts(body, env);
@@ -775,6 +840,22 @@ impl Lowerer<'_> {
                 }
                 Val::Tuple(ids)
             }
+            Expr::Not(inner, _) => match self.eval(inner, env)? {
+                (Val::Bool(b), _) => Val::Bool(!b),
+                (other, s) => {
+                    return self.fail(s, format!("`!` takes a boolean, found {}", other.kind()));
+                }
+            },
+            Expr::Cond {
+                op,
+                op_span,
+                lhs,
+                rhs,
+            } => {
+                let l = self.eval(lhs, env)?;
+                let r = self.eval(rhs, env)?;
+                Val::Bool(self.condition(*op, *op_span, l, r)?)
+            }
             Expr::Neg(inner, minus) => {
                 let (v, s) = self.eval(inner, env)?;
                 match v {
@@ -810,6 +891,62 @@ impl Lowerer<'_> {
             Expr::Call { func, args, .. } => return self.call(func, args, env, span),
         };
         Ok((val, span))
+    }
+
+    /// A comparison or logic operator, evaluated at compile time.
+    fn condition(
+        &mut self,
+        op: CondOp,
+        op_span: Span,
+        (l, _): (Val, Span),
+        (r, _): (Val, Span),
+    ) -> Eval<bool> {
+        use std::cmp::Ordering;
+        let sym = op.symbol();
+        let order = match (&l, &r) {
+            (Val::Int(a), Val::Int(b)) => Some(a.cmp(b)),
+            (a @ (Val::Int(_) | Val::Float(_)), b @ (Val::Int(_) | Val::Float(_))) => {
+                as_f64(a).partial_cmp(&as_f64(b))
+            }
+            (Val::Str(a), Val::Str(b)) if matches!(op, CondOp::Eq | CondOp::Ne) => Some(a.cmp(b)),
+            (Val::Bool(a), Val::Bool(b)) => match op {
+                CondOp::And => return Ok(*a && *b),
+                CondOp::Or => return Ok(*a || *b),
+                CondOp::Eq | CondOp::Ne => Some(a.cmp(b)),
+                _ => None,
+            },
+            _ => None,
+        };
+        let comparable = matches!(
+            (&l, &r),
+            (Val::Int(_) | Val::Float(_), Val::Int(_) | Val::Float(_))
+                | (Val::Str(_), Val::Str(_))
+                | (Val::Bool(_), Val::Bool(_))
+        ) && !matches!(op, CondOp::And | CondOp::Or);
+        if !comparable {
+            let (lk, rk) = (l.kind(), r.kind());
+            let what = if matches!(op, CondOp::And | CondOp::Or) {
+                "booleans"
+            } else {
+                "numbers, strings (`==`, `!=`) or booleans (`==`, `!=`), known at compile time"
+            };
+            return self.fail(
+                op_span,
+                format!("cannot apply `{sym}` to {lk} and {rk}; it takes {what}"),
+            );
+        }
+        Ok(match (op, order) {
+            // a NaN compares unequal to everything
+            (CondOp::Ne, None) => true,
+            (_, None) => false,
+            (CondOp::Eq, Some(o)) => o == Ordering::Equal,
+            (CondOp::Ne, Some(o)) => o != Ordering::Equal,
+            (CondOp::Lt, Some(o)) => o == Ordering::Less,
+            (CondOp::Le, Some(o)) => o != Ordering::Greater,
+            (CondOp::Gt, Some(o)) => o == Ordering::Greater,
+            (CondOp::Ge, Some(o)) => o != Ordering::Less,
+            (CondOp::And | CondOp::Or, Some(_)) => false,
+        })
     }
 
     fn binary(

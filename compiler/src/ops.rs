@@ -30,7 +30,7 @@ signatures! {
     "reciprocal" => "x", "square" => "x", "relu" => "x", "relu6" => "x",
     "leaky_relu" => "x, negative_slope = 0.01", "elu" => "x, alpha = 1.0", "selu" => "x",
     "sigmoid" => "x", "tanh" => "x", "gelu" => "x, approximate = \"none\"", "gelu_tanh" => "x",
-    "silu" => "x", "hard_sigmoid" => "x, alpha = 1/6, beta = 0.5", "hard_swish" => "x",
+    "silu" => "x", "hard_sigmoid" => "x, *, alpha = 1/6, beta = 0.5", "hard_swish" => "x",
     "mish" => "x", "softplus" => "x", "erf" => "x", "sin" => "x", "cos" => "x",
     "floor" => "x", "ceil" => "x", "round" => "x", "clip" => "x, min = -inf, max = inf",
     "add" => "a, b", "sub" => "a, b", "mul" => "a, b", "div" => "a, b",
@@ -39,10 +39,11 @@ signatures! {
     "linear" => "x, out_features, bias = true",
     "matmul" => "a, b",
     "conv2d" => "x, out_channels, kernel, stride = 1, padding = 0, dilation = 1, groups = 1, bias = true",
-    "conv_transpose2d" => "x, out_channels, kernel, stride = 1, padding = 0, output_padding = 0, dilation = 1, groups = 1, bias = true",
+    "conv_transpose2d" => "x, out_channels, kernel, stride = 1, padding = 0, output_padding = 0, groups = 1, bias = true, dilation = 1",
     "max_pool2d" => "x, kernel, stride = kernel, padding = 0, dilation = 1, ceil_mode = false",
-    "avg_pool2d" => "x, kernel, stride = kernel, padding = 0, dilation = 1, ceil_mode = false, count_include_pad = true",
+    "avg_pool2d" => "x, kernel, stride = kernel, padding = 0, ceil_mode = false, count_include_pad = true, *, dilation = 1",
     "global_avg_pool2d" => "x", "global_max_pool2d" => "x",
+    "adaptive_avg_pool2d" => "x, output_size",
     "reduce_sum" => "x, axes = all, keepdims = false", "reduce_mean" => "x, axes = all, keepdims = false",
     "reduce_max" => "x, axes = all, keepdims = false", "reduce_min" => "x, axes = all, keepdims = false",
     "reduce_prod" => "x, axes = all, keepdims = false",
@@ -50,21 +51,22 @@ signatures! {
     "reduce_sum_square" => "x, axes = all, keepdims = false", "reduce_log_sum" => "x, axes = all, keepdims = false",
     "reduce_log_sum_exp" => "x, axes = all, keepdims = false",
     "softmax" => "x, axis = -1", "log_softmax" => "x, axis = -1",
-    "layer_norm" => "x, dims = 1, eps = 1e-5, affine = true",
-    "batch_norm" => "x, eps = 1e-5",
-    "group_norm" => "x, groups, eps = 1e-5, affine = true",
-    "instance_norm" => "x, eps = 1e-5, affine = false",
+    "layer_norm" => "x, normalized_shape = the last axis, *, dims = 1, eps = 1e-5, affine = true",
+    "batch_norm" => "x, num_features = channels, *, eps = 1e-5, momentum = 0.1, affine = true, track_running_stats = true",
+    "group_norm" => "x, num_groups, num_channels = channels, *, eps = 1e-5, affine = true",
+    "instance_norm" => "x, num_features = channels, *, eps = 1e-5, momentum = 0.1, affine = false, track_running_stats = false",
     "reshape" => "x, shape", "flatten" => "x, start = 1, end = -1",
     "squeeze" => "x, axes = all length-1 axes", "unsqueeze" => "x, axis",
     "transpose" => "x, axis0, axis1", "permute" => "x, perm",
     "concat" => "tensors, axis = 0", "slice" => "x, axis, start, end = to the end, step = 1",
-    "split" => "x, sizes_or_count, axis = 0",
+    "split" => "x, sizes = [a, b, ...], axis = 0, *, chunks = n | split_size = n",
     "pad" => "x, pads, mode = \"constant\", value = 0.0",
     "gather" => "x, indices, axis = 0", "embedding" => "indices, num_embeddings, embedding_dim",
     "expand" => "x, shape", "tile" => "x, repeats",
     "depth_to_space" => "x, blocksize, mode = \"DCR\"", "space_to_depth" => "x, blocksize, mode = \"DCR\"", "resize" => "x, size = [h, w] | scale = s, mode = \"nearest\", align_corners = false; or (ONNX) x, sizes = [per axis] and/or scales = [per axis], mode = \"nearest\" | \"linear\" | \"cubic\", coordinate_transformation_mode = \"half_pixel\", nearest_mode = \"round_prefer_floor\", cubic_coeff_a = -0.75, exclude_outside = false, antialias = false, roi = [starts, ends], extrapolation_value = 0.0",
     "cumsum" => "x, axis, exclusive = false, reverse = false",
     "param" => "shape",
+    "dropout" => "x, p = 0.5, *, training = false, inplace = false", "identity" => "x",
 }
 
 /// True when `name` is a built-in op.
@@ -83,7 +85,25 @@ pub(crate) struct CallArgs {
     key: Option<(String, Span)>,
     /// Arguments taken so far, by the name they were bound to, for errors about them.
     taken: Vec<(String, Span)>,
+    /// Set once the op has bound its positional arguments: the rest are keyword-only
+    /// (`eps`, `momentum`, ...), so a stray number cannot silently land in them.
+    keywords_only: bool,
 }
+
+/// Other names users write for a keyword (PyTorch's spelling first): `(alias, name)`.
+const KEYWORD_ALIASES: &[(&str, &str)] = &[
+    ("kernel_size", "kernel"),
+    ("dim", "axis"),
+    ("dim", "axes"),
+    ("keepdim", "keepdims"),
+    ("dim0", "axis0"),
+    ("dim1", "axis1"),
+    ("start_dim", "start"),
+    ("end_dim", "end"),
+    ("scale_factor", "scale"),
+    ("elementwise_affine", "affine"),
+    ("groups", "num_groups"),
+];
 
 impl CallArgs {
     pub(crate) fn new(
@@ -116,20 +136,28 @@ impl CallArgs {
             named,
             key,
             taken: Vec::new(),
+            keywords_only: false,
         }
     }
 
     /// The next argument called `name`: by keyword if given, else the next positional one.
     fn take(&mut self, name: &str) -> Option<(Val, Span)> {
+        let is_name = |n: &Ident| {
+            n == name
+                || KEYWORD_ALIASES
+                    .iter()
+                    .any(|(alias, canonical)| *canonical == name && n == alias)
+        };
         let found = match self
             .named
             .iter_mut()
-            .find(|(n, _, _, used)| n == name && !*used)
+            .find(|(n, _, _, used)| is_name(n) && !*used)
         {
             Some(slot) => {
                 slot.3 = true;
                 Some((slot.1.clone(), slot.2))
             }
+            None if self.keywords_only => None,
             None => self.positional.pop_front(),
         };
         if let Some((_, span)) = &found {
@@ -160,12 +188,44 @@ struct Bind<'l, 'a> {
 
 impl Bind<'_, '_> {
     fn missing<T>(&mut self, name: &str) -> Eval<T> {
+        // a misspelled keyword is the likely cause: point at it rather than at the op
+        if let Some((span, msg)) = self.unknown_keyword() {
+            return self.lw.fail(span, msg);
+        }
         let sig = self.args.signature();
         let span = self.args.func_span;
         self.lw.fail(
             span,
             format!("`{}` needs argument `{name}`: {sig}", self.args.op),
         )
+    }
+
+    /// The first keyword given that the op does not have, with the closest one it has.
+    fn unknown_keyword(&self) -> Option<(Span, String)> {
+        let op = &self.args.op;
+        let known = argument_names(op);
+        let (name, _, _, _) = self.args.named.iter().find(|(n, _, _, used)| {
+            let n = n.to_string();
+            !used
+                && !known.contains(&n.as_str())
+                && !KEYWORD_ALIASES
+                    .iter()
+                    .any(|(alias, canonical)| *alias == n && known.contains(canonical))
+        })?;
+        let written = name.to_string();
+        let aliases = KEYWORD_ALIASES
+            .iter()
+            .filter(|(_, canonical)| known.contains(canonical))
+            .map(|(alias, _)| *alias);
+        let candidates = known.iter().copied().chain(aliases);
+        let hint = closest_of(&written, candidates)
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
+        let sig = self.args.signature();
+        Some((
+            name.span(),
+            format!("`{op}` has no argument `{written}`{hint} {sig}"),
+        ))
     }
 
     fn wrong<T>(&mut self, name: &str, expected: &str, found: &Val, span: Span) -> Eval<T> {
@@ -328,6 +388,11 @@ impl Bind<'_, '_> {
         }
     }
 
+    /// From here on, arguments bind by keyword only (the `*` in a signature).
+    fn keywords_only(&mut self) {
+        self.args.keywords_only = true;
+    }
+
     /// The parameter key given as `key = "..."`.
     fn key(&mut self) -> Option<String> {
         self.args.key.as_ref().map(|(k, _)| k.clone())
@@ -338,16 +403,26 @@ impl Bind<'_, '_> {
         let op = self.args.op.clone();
         if let Some((_, s)) = self.args.positional.pop_front() {
             let sig = self.args.signature();
-            return self
-                .lw
-                .fail(s, format!("too many arguments to `{op}`: {sig}"));
+            let why = if self.args.keywords_only {
+                "; the options after `*` are keyword-only (`eps = 1e-3`), so a number cannot silently land in the wrong one"
+            } else {
+                ""
+            };
+            return self.lw.fail(
+                s,
+                format!("too many positional arguments to `{op}`{why}: {sig}"),
+            );
+        }
+        if let Some((span, msg)) = self.unknown_keyword() {
+            return self.lw.fail(span, msg);
         }
         if let Some((name, _, _, _)) = self.args.named.iter().find(|(_, _, _, used)| !*used) {
             let span = name.span();
             let sig = self.args.signature();
-            return self
-                .lw
-                .fail(span, format!("`{op}` has no argument `{name}`: {sig}"));
+            return self.lw.fail(
+                span,
+                format!("`{op}` argument `{name}` is given twice (or under two names): {sig}"),
+            );
         }
         Ok(())
     }
@@ -496,27 +571,86 @@ impl From<Reported> for LowerError {
 }
 
 fn closest(name: &str) -> Option<&'static str> {
-    OPS.iter()
-        .map(|o| (edit_distance(name, o.name), o.name))
-        .filter(|(d, _)| *d <= 2)
-        .min()
-        .map(|(_, n)| n)
+    closest_of(name, OPS.iter().map(|o| o.name))
 }
 
+/// The candidate nearest to `name` by edit distance (with transpositions), if it is near
+/// enough to be a typo: at most 2 edits, and fewer than half the letters.
+fn closest_of<'c>(name: &str, candidates: impl Iterator<Item = &'c str>) -> Option<&'c str> {
+    let limit = (name.chars().count() / 2).clamp(1, 2);
+    candidates
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// Optimal string alignment distance: insertions, deletions, substitutions and swaps of
+/// two neighbouring letters each count 1 (`rleu` is 1 from `relu`, 2 from `elu`).
 fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev.get(j).copied().unwrap_or(0) + usize::from(ca != *cb);
-            let del = prev.get(j + 1).copied().unwrap_or(0) + 1;
-            let ins = cur.get(j).copied().unwrap_or(0) + 1;
-            cur.push(sub.min(del).min(ins));
+    let width = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * width];
+    let at = |i: usize, j: usize| i * width + j;
+    for i in 0..=a.len() {
+        if let Some(x) = d.get_mut(at(i, 0)) {
+            *x = i;
         }
-        prev = cur;
     }
-    prev.last().copied().unwrap_or(0)
+    for j in 0..=b.len() {
+        if let Some(x) = d.get_mut(at(0, j)) {
+            *x = j;
+        }
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let get = |i: usize, j: usize| d.get(at(i, j)).copied().unwrap_or(usize::MAX / 2);
+            let (ca, cb) = (a.get(i - 1), b.get(j - 1));
+            let mut best = (get(i - 1, j) + 1)
+                .min(get(i, j - 1) + 1)
+                .min(get(i - 1, j - 1) + usize::from(ca != cb));
+            if i > 1 && j > 1 && ca == b.get(j - 2) && a.get(i - 2) == cb {
+                best = best.min(get(i - 2, j - 2) + 1);
+            }
+            if let Some(x) = d.get_mut(at(i, j)) {
+                *x = best;
+            }
+        }
+    }
+    d.last().copied().unwrap_or(0)
+}
+
+/// The argument names in an op's signature (`conv2d`: `x`, `out_channels`, `kernel`, ...).
+pub fn argument_names(op: &str) -> Vec<&'static str> {
+    let Some(sig) = OPS.iter().find(|o| o.name == op).map(|o| o.signature) else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0usize;
+    for (i, c) in sig.char_indices() {
+        match c {
+            '[' | '(' => depth += 1,
+            ']' | ')' => depth = depth.saturating_sub(1),
+            ',' | ';' | '|' if depth == 0 => {
+                names.extend(leading_name(sig.get(start..i).unwrap_or("")));
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    names.extend(leading_name(sig.get(start..).unwrap_or("")));
+    names
+}
+
+fn leading_name(part: &str) -> Option<&str> {
+    let part = part.trim();
+    let end = part
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(part.len());
+    let name = part.get(..end)?;
+    (!name.is_empty() && name != "or").then_some(name)
 }
 
 fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
@@ -534,6 +668,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
         }
         "hard_sigmoid" => {
             let x = b.tensor("x")?;
+            b.keywords_only();
             let alpha = b.float("alpha", Some(1.0 / 6.0))? as f32;
             let beta = b.float("beta", Some(0.5))? as f32;
             let shape = b.shape(x.0);
@@ -699,9 +834,10 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let stride = b.pair("stride", Some([1, 1]), 1)?;
             let padding = b.pair("padding", Some([0, 0]), 0)?;
             let output_padding = b.pair("output_padding", Some([0, 0]), 0)?;
-            let dilation = b.pair("dilation", Some([1, 1]), 1)?;
+            // PyTorch's order: groups, bias, then dilation
             let (groups, _) = b.positive("groups", Some(1))?;
             let bias = b.boolean("bias", true)?;
+            let dilation = b.pair("dilation", Some([1, 1]), 1)?;
             let attrs = ConvTranspose2d {
                 kernel,
                 stride,
@@ -732,12 +868,17 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let kernel = b.pair("kernel", None, 1)?;
             let stride = b.pair("stride", Some(kernel), 1)?;
             let padding = padding4(b, kernel, stride)?;
-            let dilation = b.pair("dilation", Some([1, 1]), 1)?;
-            let ceil_mode = b.boolean("ceil_mode", false)?;
-            let count_include_pad = if name == "avg_pool2d" {
-                b.boolean("count_include_pad", true)?
+            // PyTorch's orders: max_pool2d(x, kernel, stride, padding, dilation, ceil_mode),
+            // avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad)
+            let (dilation, ceil_mode, count_include_pad) = if name == "avg_pool2d" {
+                let ceil_mode = b.boolean("ceil_mode", false)?;
+                let count_include_pad = b.boolean("count_include_pad", true)?;
+                b.keywords_only();
+                let dilation = b.pair("dilation", Some([1, 1]), 1)?;
+                (dilation, ceil_mode, count_include_pad)
             } else {
-                false
+                let dilation = b.pair("dilation", Some([1, 1]), 1)?;
+                (dilation, b.boolean("ceil_mode", false)?, false)
             };
             let attrs = Pool2d {
                 kernel,
@@ -757,6 +898,32 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 Op::AvgPool2d(attrs)
             };
             b.node(op, vec![x.0], shape)?
+        }
+        "dropout" | "identity" => {
+            // no-ops at inference (PyTorch's `eval()` mode), accepted so pasted code compiles
+            let x = b.tensor("x")?;
+            if name == "dropout" {
+                let p = b.float("p", Some(0.5))?;
+                if !(0.0..=1.0).contains(&p) {
+                    let span = b.args.span_of("p").unwrap_or(b.args.call_span);
+                    return Ok(b
+                        .lw
+                        .fail(span, format!("dropout: p must be in [0, 1], found {p}"))?);
+                }
+                b.keywords_only();
+                if b.boolean("training", false)? {
+                    let span = b.args.span_of("training").unwrap_or(b.args.call_span);
+                    return Ok(b.lw.fail(span, "dropout: training = true is not supported: the compiled model runs inference, where dropout passes its input through".to_string())?);
+                }
+                b.boolean("inplace", false)?;
+            }
+            Val::Tensor(x.0)
+        }
+        "adaptive_avg_pool2d" => {
+            let x = b.tensor("x")?;
+            let shape = b.shape(x.0);
+            let size = b.pair("output_size", None, 1)?;
+            adaptive_avg_pool2d(b, x, &shape, size)?
         }
         "global_avg_pool2d" | "global_max_pool2d" => {
             let x = b.tensor("x")?;
@@ -849,10 +1016,47 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
         }
         "layer_norm" => {
             let x = b.tensor("x")?;
-            let (dims, ds) = b.positive("dims", Some(1))?;
+            let shape = b.shape(x.0);
+            let normalized = b.ints("normalized_shape")?;
+            b.keywords_only();
+            let dims_arg = b.ints("dims")?;
             let eps = b.float("eps", Some(1e-5))? as f32;
             let affine = b.boolean("affine", true)?;
-            let shape = b.shape(x.0);
+            let (dims, ds) = match (normalized, dims_arg) {
+                (Some(_), Some((_, ds))) => {
+                    return Ok(b.lw.fail(
+                        ds,
+                        "layer_norm: give `normalized_shape` (PyTorch's form) or `dims`, not both"
+                            .to_string(),
+                    )?)
+                }
+                (Some((want, ns)), None) => {
+                    let tail = shape.get(shape.len().saturating_sub(want.len())..).unwrap_or(&[]);
+                    let matches = want.len() <= shape.len()
+                        && !want.is_empty()
+                        && tail.iter().zip(&want).all(|(&d, &w)| i64::try_from(d) == Ok(w));
+                    if !matches {
+                        return Ok(b.lw.fail(
+                            ns,
+                            format!(
+                                "layer_norm: normalized_shape {want:?} is not the trailing axes of the input {}; write the last axes' sizes (as PyTorch's LayerNorm), or `dims = N` to normalize over the last N axes",
+                                fmt_shape(&shape)
+                            ),
+                        )?);
+                    }
+                    (want.len(), ns)
+                }
+                (None, Some((d, ds))) => match d.as_slice() {
+                    [n] if *n >= 1 => (*n as usize, ds),
+                    _ => {
+                        return Ok(b.lw.fail(
+                            ds,
+                            format!("layer_norm: `dims` must be one integer of at least 1, found {d:?}"),
+                        )?)
+                    }
+                },
+                (None, None) => (1, b.args.func_span),
+            };
             if dims > shape.len() {
                 return Ok(b.lw.fail(
                     ds,
@@ -886,7 +1090,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             }
             let c = shape.get(1).copied().unwrap_or(1);
             let groups = if name == "group_norm" {
-                let (g, gs) = b.positive("groups", None)?;
+                let (g, gs) = b.positive("num_groups", None)?;
                 if c % g != 0 {
                     return Ok(b.lw.fail(
                         gs,
@@ -900,12 +1104,62 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             } else {
                 c
             };
-            let eps = b.float("eps", Some(1e-5))? as f32;
-            let affine = match name {
-                "batch_norm" => true,
-                "group_norm" => b.boolean("affine", true)?,
-                _ => b.boolean("affine", false)?,
+            // PyTorch's second argument is the channel count (`BatchNorm2d(64)`,
+            // `GroupNorm(4, 64)`): checked, never taken as `eps`
+            let channels_arg = if name == "group_norm" {
+                "num_channels"
+            } else {
+                "num_features"
             };
+            match b.args.take(channels_arg) {
+                None | Some((Val::Poison, _)) => {}
+                Some((Val::Int(n), _)) if i64::try_from(c) == Ok(n) => {}
+                Some((Val::Int(n), s)) => {
+                    return Ok(b.lw.fail(
+                        s,
+                        format!(
+                            "{name}: {channels_arg} = {n} but the input {} has {c} channels (axis 1)",
+                            fmt_shape(&shape)
+                        ),
+                    )?)
+                }
+                Some((other, s)) => {
+                    let hint = if matches!(other, Val::Float(_)) {
+                        "; `eps` is keyword-only: write `eps = ...`"
+                    } else {
+                        ""
+                    };
+                    let msg = format!(
+                        "`{name}` argument `{channels_arg}` must be an integer (the channel count), found {}{hint}",
+                        other.kind()
+                    );
+                    return Ok(b.lw.fail(s, msg)?);
+                }
+            }
+            b.keywords_only();
+            let eps = b.float("eps", Some(1e-5))? as f32;
+            if name != "group_norm" {
+                // the running statistics' update rate: no effect at inference
+                b.float("momentum", Some(0.1))?;
+            }
+            let (affine, track_stats) = match name {
+                "batch_norm" => (b.boolean("affine", true)?, b.boolean("track_running_stats", true)?),
+                "group_norm" => (b.boolean("affine", true)?, false),
+                _ => (b.boolean("affine", false)?, b.boolean("track_running_stats", false)?),
+            };
+            let unsupported = match name {
+                "batch_norm" if !affine => Some(("affine", "false", "batch_norm without `weight` and `bias`: give affine = true and load ones and zeros")),
+                "batch_norm" if !track_stats => Some(("track_running_stats", "false", "batch_norm normalizes with its running statistics at inference")),
+                "instance_norm" if track_stats => Some(("track_running_stats", "true", "instance_norm normalizes each instance by its own statistics")),
+                _ => None,
+            };
+            if let Some((arg, value, why)) = unsupported {
+                let span = b.args.span_of(arg).unwrap_or(b.args.call_span);
+                return Ok(b.lw.fail(
+                    span,
+                    format!("{name}: {arg} = {value} is not supported ({why})"),
+                )?);
+            }
             let key = b.key();
             let mut inputs = vec![x.0];
             if affine {
@@ -1142,12 +1396,51 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
         "split" => {
             let x = b.tensor("x")?;
             let shape = b.shape(x.0);
-            let parts = b.args.take("sizes_or_count");
+            let parts = b.args.take("sizes");
             let (axis, axs) = b.int("axis", Some(0))?;
+            b.keywords_only();
+            let chunks = b.args.take("chunks");
+            let split_size = b.args.take("split_size");
             let axis = b.axis(axis, shape.len(), axs)?;
             let len = shape.get(axis).copied().unwrap_or(0);
+            let parts = match (parts, chunks, split_size) {
+                (Some((Val::Int(n), s)), None, None) => {
+                    return Ok(b.lw.fail(
+                        s,
+                        format!("split: a single integer is ambiguous (PyTorch's torch.split takes it as the size of each part, ONNX as the number of parts): write `chunks = {n}` for {n} equal parts, `split_size = {n}` for parts of {n}, or a list of sizes"),
+                    )?)
+                }
+                (Some(p), None, None) => Some(p),
+                (None, Some((Val::Int(n), s)), None) => Some((Val::Int(n), s)),
+                (None, None, Some((Val::Int(n), s))) => {
+                    if n < 1 {
+                        return Ok(b.lw.fail(s, format!("split: split_size must be at least 1, found {n}"))?);
+                    }
+                    // torch.split: parts of `n`, the last one smaller when `n` does not divide
+                    let n = n as usize;
+                    let mut sizes = vec![(Val::Int(n as i64), s); len / n];
+                    if len % n != 0 || len == 0 {
+                        sizes.push((Val::Int((len % n) as i64), s));
+                    }
+                    Some((Val::List(sizes), s))
+                }
+                (None, Some((other, s)), None) => {
+                    return Ok(b.wrong("chunks", "an integer", &other, s)?)
+                }
+                (None, None, Some((other, s))) => {
+                    return Ok(b.wrong("split_size", "an integer", &other, s)?)
+                }
+                (None, None, None) => None,
+                (_, _, Some((_, s))) | (_, Some((_, s)), _) => {
+                    return Ok(b.lw.fail(
+                        s,
+                        "split: give one of a list of sizes, `chunks = n` or `split_size = n`"
+                            .to_string(),
+                    )?)
+                }
+            };
             let sizes: Vec<usize> = match parts {
-                None => return Ok(b.missing("sizes_or_count")?),
+                None => return Ok(b.missing("sizes")?),
                 Some((Val::Int(n), s)) => {
                     if n < 1 || len % n as usize != 0 {
                         return Ok(b.lw.fail(s, format!("split: axis {axis} of length {len} does not split into {n} equal parts"))?);
@@ -1168,8 +1461,8 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 }
                 Some((other, s)) => {
                     return Ok(b.wrong(
-                        "sizes_or_count",
-                        "a count or a list of sizes",
+                        "sizes",
+                        "a list of sizes",
                         &other,
                         s,
                     )?)
@@ -1680,6 +1973,111 @@ fn resize_nd(b: &mut Bind<'_, '_>, x: (ValueId, Span)) -> Result<Val, LowerError
         roi,
     };
     Ok(b.node(Op::Resample(Box::new(spec)), vec![x.0], out)?)
+}
+
+/// PyTorch's adaptive average pooling: output cell `i` of an axis of length `n` averages
+/// input `floor(i * n / out) .. ceil((i + 1) * n / out)`. As a global pool when the output
+/// is 1x1, an `avg_pool2d` when the sizes divide, else per axis: a `reduce_mean` of each
+/// window's slice, joined by `concat` (the windows of one axis share their size along the
+/// other, so the mean of row means is the window mean).
+fn adaptive_avg_pool2d(
+    b: &mut Bind<'_, '_>,
+    x: (ValueId, Span),
+    shape: &[usize],
+    size: [usize; 2],
+) -> Result<Val, LowerError> {
+    let [n, c, h, w] = shape else {
+        return Ok(b.lw.fail(
+            x.1,
+            format!(
+                "adaptive_avg_pool2d: the input must be [N, C, H, W], found {}",
+                fmt_shape(shape)
+            ),
+        )?);
+    };
+    let (n, c, h, w) = (*n, *c, *h, *w);
+    if h == 0 || w == 0 {
+        return Ok(b.lw.fail(
+            x.1,
+            format!(
+                "adaptive_avg_pool2d: the input {} has no pixels to average",
+                fmt_shape(shape)
+            ),
+        )?);
+    }
+    let [oh, ow] = size;
+    if [oh, ow] == [1, 1] {
+        return Ok(b.node(Op::GlobalAvgPool, vec![x.0], vec![n, c, 1, 1])?);
+    }
+    if h % oh == 0 && w % ow == 0 {
+        let kernel = [h / oh, w / ow];
+        let attrs = Pool2d {
+            kernel,
+            stride: kernel,
+            padding: [0; 4],
+            dilation: [1, 1],
+            ceil_mode: false,
+            count_include_pad: true,
+        };
+        return Ok(b.node(Op::AvgPool2d(attrs), vec![x.0], vec![n, c, oh, ow])?);
+    }
+    let span = b.args.call_span;
+    let mut current = x.0;
+    let mut current_shape = shape.to_vec();
+    for (axis, out) in [(2usize, oh), (3usize, ow)] {
+        let len = current_shape.get(axis).copied().unwrap_or(1);
+        if len == out {
+            continue;
+        }
+        let mut parts = Vec::new();
+        for i in 0..out {
+            let start = i * len / out;
+            let end = ((i + 1) * len).div_ceil(out);
+            let mut starts = vec![0; 4];
+            let mut ends = current_shape.clone();
+            let mut sliced = current_shape.clone();
+            if let (Some(a), Some(e), Some(o)) = (
+                starts.get_mut(axis),
+                ends.get_mut(axis),
+                sliced.get_mut(axis),
+            ) {
+                *a = start;
+                *e = end;
+                *o = end - start;
+            }
+            let window = b.lw.push_node(
+                Op::Slice {
+                    starts,
+                    ends,
+                    steps: vec![1; 4],
+                },
+                vec![current],
+                sliced.clone(),
+                span,
+            );
+            let mut reduced = sliced;
+            if let Some(o) = reduced.get_mut(axis) {
+                *o = 1;
+            }
+            parts.push(b.lw.push_node(
+                Op::Reduce {
+                    kind: ReduceKind::Mean,
+                    axes: vec![axis],
+                    keepdims: true,
+                },
+                vec![window],
+                reduced,
+                span,
+            ));
+        }
+        if let Some(o) = current_shape.get_mut(axis) {
+            *o = out;
+        }
+        current = b
+            .lw
+            .push_node(Op::Concat { axis }, parts, current_shape.clone(), span);
+    }
+    Ok(Val::Tensor(current))
 }
 
 fn peek_float(b: &mut Bind<'_, '_>, name: &str, default: f64) -> Result<f32, LowerError> {

@@ -62,11 +62,14 @@ pub struct ModelDecl {
     pub body: Body,
 }
 
-/// `x: [1, 3, 224, 224]`
+/// `x: [1, 3, 224, 224]`, or `ids: i64[1, 128]` for integer indices.
 #[derive(Debug)]
 pub struct TensorDecl {
     /// The name.
     pub name: Ident,
+    /// `i64` or `i32` before the shape: the caller passes integers (token ids for
+    /// `embedding`/`gather`); absent for f32.
+    pub dtype: Option<Ident>,
     /// The dimensions, as integer expressions.
     pub shape: Vec<Expr>,
     /// The bracket span, for shape errors.
@@ -155,6 +158,17 @@ pub enum Stmt {
         /// The `for` keyword.
         span: Span,
     },
+    /// `if cond { ... } else if cond { ... } else { ... }`, decided at compile time: only
+    /// the taken branch is lowered; its `let` bindings end with it (assign to a name bound
+    /// before the `if` to pass a value out).
+    If {
+        /// Each condition with its statements, in order.
+        branches: Vec<(Expr, Vec<Stmt>)>,
+        /// The `else` statements.
+        otherwise: Option<Vec<Stmt>>,
+        /// The `if` keyword.
+        span: Span,
+    },
     /// `fuse { ... }`: the ops of these statements must run as one fused block.
     Fuse {
         /// The grouped statements (their bindings stay visible after the group).
@@ -177,6 +191,43 @@ pub enum BinOp {
     Div,
     /// `%` (integers only)
     Rem,
+}
+
+/// Comparison and logic operators of compile-time conditions (`stride != 1 || c != d`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CondOp {
+    /// `==`
+    Eq,
+    /// `!=`
+    Ne,
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `>`
+    Gt,
+    /// `>=`
+    Ge,
+    /// `&&`
+    And,
+    /// `||`
+    Or,
+}
+
+impl CondOp {
+    /// The operator as written.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            CondOp::Eq => "==",
+            CondOp::Ne => "!=",
+            CondOp::Lt => "<",
+            CondOp::Le => "<=",
+            CondOp::Gt => ">",
+            CondOp::Ge => ">=",
+            CondOp::And => "&&",
+            CondOp::Or => "||",
+        }
+    }
 }
 
 /// An expression.
@@ -216,6 +267,19 @@ pub enum Expr {
     },
     /// `-a`
     Neg(Box<Expr>, Span),
+    /// `a == b`, `a && b` etc.: compile-time conditions, giving a boolean.
+    Cond {
+        /// The operator.
+        op: CondOp,
+        /// The operator token's span.
+        op_span: Span,
+        /// Left operand.
+        lhs: Box<Expr>,
+        /// Right operand.
+        rhs: Box<Expr>,
+    },
+    /// `!a` on a boolean.
+    Not(Box<Expr>, Span),
     /// `(a, b)`: several tensors, as the result of a body.
     Tuple(Vec<Expr>, Span),
 }
@@ -228,11 +292,17 @@ impl Expr {
             Expr::Int(l) => l.span(),
             Expr::Float(l) => l.span(),
             Expr::Str(l) => l.span(),
-            Expr::Bool(_, s) | Expr::List(_, s) | Expr::Neg(_, s) | Expr::Tuple(_, s) => *s,
+            Expr::Bool(_, s)
+            | Expr::List(_, s)
+            | Expr::Neg(_, s)
+            | Expr::Not(_, s)
+            | Expr::Tuple(_, s) => *s,
             Expr::Call {
                 func, paren_span, ..
             } => func.span().join(*paren_span).unwrap_or(func.span()),
-            Expr::Binary { lhs, rhs, .. } => lhs.span().join(rhs.span()).unwrap_or(lhs.span()),
+            Expr::Binary { lhs, rhs, .. } | Expr::Cond { lhs, rhs, .. } => {
+                lhs.span().join(rhs.span()).unwrap_or(lhs.span())
+            }
         }
     }
 }
@@ -283,9 +353,15 @@ impl Parse for Item {
                     content.parse::<Token![:]>().map_err(|e| {
                         syn::Error::new(e.span(), format!("expected `:` and a shape after input `{name}`, as in `{name}: [1, 3, 32, 32]`"))
                     })?;
+                    let dtype = if content.peek(Ident) {
+                        Some(content.parse::<Ident>()?)
+                    } else {
+                        None
+                    };
                     let (shape, shape_span) = parse_shape(&content)?;
                     inputs.push(TensorDecl {
                         name,
+                        dtype,
                         shape,
                         shape_span,
                     });
@@ -460,6 +536,10 @@ fn parse_key_attr(input: ParseStream) -> syn::Result<Option<LitStr>> {
 fn parse_stmts(input: ParseStream, allow_result: bool) -> syn::Result<(Vec<Stmt>, Option<Expr>)> {
     let mut stmts = Vec::new();
     while !input.is_empty() {
+        if input.peek(Token![if]) {
+            stmts.push(parse_if(input)?);
+            continue;
+        }
         if input.peek(Token![for]) {
             let for_token: Token![for] = input.parse()?;
             let var: Ident = input.parse()?;
@@ -552,50 +632,121 @@ fn parse_stmts(input: ParseStream, allow_result: bool) -> syn::Result<(Vec<Stmt>
     Ok((stmts, None))
 }
 
+/// `if cond { ... } (else if cond { ... })* (else { ... })?`
+fn parse_if(input: ParseStream) -> syn::Result<Stmt> {
+    let if_token: Token![if] = input.parse()?;
+    let mut branches = Vec::new();
+    let mut otherwise = None;
+    loop {
+        let cond = parse_binary(input, 0)?;
+        let content;
+        braced!(content in input);
+        let (body, _) = parse_stmts(&content, false)?;
+        branches.push((cond, body));
+        if !input.peek(Token![else]) {
+            break;
+        }
+        input.parse::<Token![else]>()?;
+        if input.peek(Token![if]) {
+            input.parse::<Token![if]>()?;
+            continue;
+        }
+        let content;
+        braced!(content in input);
+        let (body, _) = parse_stmts(&content, false)?;
+        otherwise = Some(body);
+        break;
+    }
+    Ok(Stmt::If {
+        branches,
+        otherwise,
+        span: if_token.span,
+    })
+}
+
 impl Parse for Expr {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         parse_binary(input, 0)
     }
 }
 
-fn peek_binop(input: ParseStream) -> Option<(BinOp, u8)> {
-    if input.peek(Token![+]) && !input.peek(Token![+=]) {
-        Some((BinOp::Add, 1))
+/// An infix operator: arithmetic, or a comparison or logic operator of a condition.
+enum Infix {
+    Arith(BinOp),
+    Cond(CondOp),
+}
+
+/// The next infix operator, its precedence and its width in punctuation tokens.
+fn peek_infix(input: ParseStream) -> Option<(Infix, u8, usize)> {
+    use Infix::{Arith, Cond};
+    Some(if input.peek(Token![||]) {
+        (Cond(CondOp::Or), 1, 2)
+    } else if input.peek(Token![&&]) {
+        (Cond(CondOp::And), 2, 2)
+    } else if input.peek(Token![==]) {
+        (Cond(CondOp::Eq), 3, 2)
+    } else if input.peek(Token![!=]) {
+        (Cond(CondOp::Ne), 3, 2)
+    } else if input.peek(Token![<=]) {
+        (Cond(CondOp::Le), 3, 2)
+    } else if input.peek(Token![>=]) {
+        (Cond(CondOp::Ge), 3, 2)
+    } else if input.peek(Token![<]) && !input.peek(Token![<<]) {
+        (Cond(CondOp::Lt), 3, 1)
+    } else if input.peek(Token![>]) && !input.peek(Token![>>]) {
+        (Cond(CondOp::Gt), 3, 1)
+    } else if input.peek(Token![+]) && !input.peek(Token![+=]) {
+        (Arith(BinOp::Add), 4, 1)
     } else if input.peek(Token![-]) && !input.peek(Token![->]) && !input.peek(Token![-=]) {
-        Some((BinOp::Sub, 1))
+        (Arith(BinOp::Sub), 4, 1)
     } else if input.peek(Token![*]) && !input.peek(Token![*=]) {
-        Some((BinOp::Mul, 2))
+        (Arith(BinOp::Mul), 5, 1)
     } else if input.peek(Token![/]) && !input.peek(Token![/=]) {
-        Some((BinOp::Div, 2))
+        (Arith(BinOp::Div), 5, 1)
     } else if input.peek(Token![%]) && !input.peek(Token![%=]) {
-        Some((BinOp::Rem, 2))
+        (Arith(BinOp::Rem), 5, 1)
     } else {
-        None
-    }
+        return None;
+    })
 }
 
 /// Precedence climbing: `min` is the lowest precedence accepted at this level.
 fn parse_binary(input: ParseStream, min: u8) -> syn::Result<Expr> {
     let mut lhs = parse_unary(input)?;
-    while let Some((op, prec)) = peek_binop(input) {
+    while let Some((infix, prec, width)) = peek_infix(input) {
         if prec < min {
             break;
         }
         let op_span = input.span();
-        // one punctuation token for each operator
-        let _: proc_macro2::Punct = input.parse()?;
+        for _ in 0..width {
+            let _: proc_macro2::Punct = input.parse()?;
+        }
         let rhs = parse_binary(input, prec + 1)?;
-        lhs = Expr::Binary {
-            op,
-            op_span,
-            lhs: Box::new(lhs),
-            rhs: Box::new(rhs),
+        let (lhs_box, rhs_box) = (Box::new(lhs), Box::new(rhs));
+        lhs = match infix {
+            Infix::Arith(op) => Expr::Binary {
+                op,
+                op_span,
+                lhs: lhs_box,
+                rhs: rhs_box,
+            },
+            Infix::Cond(op) => Expr::Cond {
+                op,
+                op_span,
+                lhs: lhs_box,
+                rhs: rhs_box,
+            },
         };
     }
     Ok(lhs)
 }
 
 fn parse_unary(input: ParseStream) -> syn::Result<Expr> {
+    if input.peek(Token![!]) && !input.peek(Token![!=]) {
+        let bang: Token![!] = input.parse()?;
+        let inner = parse_unary(input)?;
+        return Ok(Expr::Not(Box::new(inner), bang.span));
+    }
     if input.peek(Token![-]) {
         let minus: Token![-] = input.parse()?;
         let inner = parse_unary(input)?;

@@ -19,6 +19,7 @@
 extern crate alloc;
 
 pub mod arena;
+pub mod indices;
 pub mod kernels;
 pub mod math;
 mod model;
@@ -26,6 +27,7 @@ pub mod safetensors;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod simd;
 
+pub use indices::indices_to_f32;
 pub use model::*;
 
 /// Expands its input only when the runtime's `alloc` feature is on (generated code

@@ -280,6 +280,13 @@ pub enum RunError {
         /// floats given
         found: usize,
     },
+    /// An input of integer indices holds a value that is not a whole number in range.
+    InputNotIndex {
+        /// its position
+        index: usize,
+        /// the element
+        element: usize,
+    },
     /// The arena has the wrong length.
     ArenaLength {
         /// floats expected
@@ -323,6 +330,17 @@ impl RunError {
             expected: N,
             found: slice.len(),
         })
+    }
+
+    /// Input `index`, declared with integer indices (`ids: i64[..]`), from f32 values
+    /// that must be whole numbers.
+    pub fn input_indices<T: crate::indices::Index, const N: usize>(
+        inputs: &[&[f32]],
+        index: usize,
+    ) -> Result<[T; N], RunError> {
+        let values: &[f32; N] = Self::input(inputs, index)?;
+        crate::indices::f32_to_indices(values)
+            .map_err(|element| RunError::InputNotIndex { index, element })
     }
 
     /// An output buffer as a fixed-size array.
@@ -369,6 +387,10 @@ impl fmt::Display for RunError {
                 expected,
                 found,
             } => write!(f, "output {index} needs {expected} floats, {found} given"),
+            RunError::InputNotIndex { index, element } => write!(
+                f,
+                "input {index} takes integer indices, but element {element} is not a whole number in range"
+            ),
             RunError::ArenaLength { expected, found } => {
                 write!(f, "the arena needs {expected} floats, {found} given")
             }
