@@ -138,7 +138,10 @@ fn if_else_picks_the_block_variant_at_compile_time() {
     use blocks::*;
     let names = |m: &[dnnfusion::ParamSpec]| m.iter().map(|p| p.name).collect::<Vec<_>>();
     assert_eq!(names(Same::PARAMS), ["body.weight"]);
-    assert_eq!(names(Projected::PARAMS), ["body.weight", "downsample.weight"]);
+    assert_eq!(
+        names(Projected::PARAMS),
+        ["body.weight", "downsample.weight"]
+    );
 
     // identity shortcut: relu(w * x + x) with a 1x1 conv of weight w = identity * 2
     let w: Vec<f32> = vec![2.0, 0.0, 0.0, 2.0];
@@ -173,7 +176,14 @@ mod pools {
 
 /// PyTorch's definition: cell i of n over an axis of length len averages
 /// floor(i * len / n) .. ceil((i + 1) * len / n).
-fn adaptive_reference(x: &[f32], planes: usize, h: usize, w: usize, oh: usize, ow: usize) -> Vec<f64> {
+fn adaptive_reference(
+    x: &[f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+) -> Vec<f64> {
     let mut out = Vec::new();
     for p in 0..planes {
         for i in 0..oh {
@@ -196,7 +206,9 @@ fn adaptive_reference(x: &[f32], planes: usize, h: usize, w: usize, oh: usize, o
 #[test]
 fn adaptive_avg_pool2d_matches_pytorchs_definition() {
     use pools::*;
-    let x: Vec<f32> = (0..70).map(|i| ((i * 37) % 11) as f32 * 0.5 - 2.0).collect();
+    let x: Vec<f32> = (0..70)
+        .map(|i| ((i * 37) % 11) as f32 * 0.5 - 2.0)
+        .collect();
     let m = Uneven::from_params(Params::owned(vec![])).unwrap();
     close(&run1(&m, &x), &adaptive_reference(&x, 2, 5, 7, 3, 4));
     let m = Global::from_params(Params::owned(vec![])).unwrap();
@@ -205,7 +217,10 @@ fn adaptive_avg_pool2d_matches_pytorchs_definition() {
     let x48 = &x[..48];
     close(&run1(&m, x48), &adaptive_reference(x48, 2, 6, 4, 3, 2));
     let m = Larger::from_params(Params::owned(vec![])).unwrap();
-    close(&run1(&m, &x[..6]), &adaptive_reference(&x[..6], 1, 2, 3, 3, 4));
+    close(
+        &run1(&m, &x[..6]),
+        &adaptive_reference(&x[..6], 1, 2, 3, 3, 4),
+    );
 }
 
 mod ids {
@@ -245,7 +260,13 @@ fn token_ids_are_integers_in_the_signature() {
     let got = dnnfusion::infer(&model, &[&[1.0, 3.0, 3.0]]).unwrap();
     assert_eq!(got[0], out);
     let err = dnnfusion::infer(&model, &[&[1.0, 2.5, 3.0]]).unwrap_err();
-    assert_eq!(err, RunError::InputNotIndex { index: 0, element: 1 });
+    assert_eq!(
+        err,
+        RunError::InputNotIndex {
+            index: 0,
+            element: 1
+        }
+    );
 }
 
 mod splits {

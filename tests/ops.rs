@@ -194,7 +194,7 @@ op_cases! {
             let s = slice(c, -1, 1, 4, step = 2);
             let s2 = slice(s, 1, 3, 100);
             let (p, q) = split(c, [2, 9], axis = 1);
-            let (r, _r2) = split(a, 2);
+            let (r, _r2) = split(a, chunks = 2);
             (c, slice(s, 1, 0, 3), s2, p, q, r)
         }
     }

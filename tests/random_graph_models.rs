@@ -145,7 +145,7 @@ graph_cases! {
             let v0 = concat([x0, x0], axis = -3);
             let v1 = squeeze(v0, axes = 0);
             let v2 = transpose(v1, 0, 1);
-            let (v3, v4) = split(v2, 2, axis = 1);
+            let (v3, v4) = split(v2, chunks = 2, axis = 1);
             let v5 = instance_norm(v4);
             let v6 = flatten(v4);
             let v7 = v0 - v0;
@@ -163,7 +163,7 @@ graph_cases! {
     }
     seed_19 {
         model Case(x0: [1, 3, 4, 4], x1: [1, 3, 4, 4]) -> [3, 5, 1, 4] {
-            let (v0, v1) = split(x0, 2, axis = 2);
+            let (v0, v1) = split(x0, chunks = 2, axis = 2);
             let v2 = x1 - x0;
             let v3 = linear(v2, 5, bias = false);
             let v4 = maximum(v3, v3);

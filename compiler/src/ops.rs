@@ -219,12 +219,12 @@ impl Bind<'_, '_> {
             .map(|(alias, _)| *alias);
         let candidates = known.iter().copied().chain(aliases);
         let hint = closest_of(&written, candidates)
-            .map(|c| format!("; did you mean `{c}`?"))
+            .map(|c| format!(" (did you mean `{c}`?)"))
             .unwrap_or_default();
         let sig = self.args.signature();
         Some((
             name.span(),
-            format!("`{op}` has no argument `{written}`{hint} {sig}"),
+            format!("`{op}` has no argument `{written}`{hint}: {sig}"),
         ))
     }
 
@@ -1031,10 +1031,15 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                     )?)
                 }
                 (Some((want, ns)), None) => {
-                    let tail = shape.get(shape.len().saturating_sub(want.len())..).unwrap_or(&[]);
+                    let tail = shape
+                        .get(shape.len().saturating_sub(want.len())..)
+                        .unwrap_or(&[]);
                     let matches = want.len() <= shape.len()
                         && !want.is_empty()
-                        && tail.iter().zip(&want).all(|(&d, &w)| i64::try_from(d) == Ok(w));
+                        && tail
+                            .iter()
+                            .zip(&want)
+                            .all(|(&d, &w)| i64::try_from(d) == Ok(w));
                     if !matches {
                         return Ok(b.lw.fail(
                             ns,
@@ -1046,15 +1051,17 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                     }
                     (want.len(), ns)
                 }
-                (None, Some((d, ds))) => match d.as_slice() {
-                    [n] if *n >= 1 => (*n as usize, ds),
-                    _ => {
-                        return Ok(b.lw.fail(
+                (None, Some((d, ds))) => {
+                    match d.as_slice() {
+                        [n] if *n >= 1 => (*n as usize, ds),
+                        _ => return Ok(b.lw.fail(
                             ds,
-                            format!("layer_norm: `dims` must be one integer of at least 1, found {d:?}"),
-                        )?)
+                            format!(
+                                "layer_norm: `dims` must be one integer of at least 1, found {d:?}"
+                            ),
+                        )?),
                     }
-                },
+                }
                 (None, None) => (1, b.args.func_span),
             };
             if dims > shape.len() {
@@ -1114,15 +1121,13 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             match b.args.take(channels_arg) {
                 None | Some((Val::Poison, _)) => {}
                 Some((Val::Int(n), _)) if i64::try_from(c) == Ok(n) => {}
-                Some((Val::Int(n), s)) => {
-                    return Ok(b.lw.fail(
-                        s,
-                        format!(
-                            "{name}: {channels_arg} = {n} but the input {} has {c} channels (axis 1)",
-                            fmt_shape(&shape)
-                        ),
-                    )?)
-                }
+                Some((Val::Int(n), s)) => return Ok(b.lw.fail(
+                    s,
+                    format!(
+                        "{name}: {channels_arg} = {n} but the input {} has {c} channels (axis 1)",
+                        fmt_shape(&shape)
+                    ),
+                )?),
                 Some((other, s)) => {
                     let hint = if matches!(other, Val::Float(_)) {
                         "; `eps` is keyword-only: write `eps = ...`"
@@ -1143,9 +1148,15 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 b.float("momentum", Some(0.1))?;
             }
             let (affine, track_stats) = match name {
-                "batch_norm" => (b.boolean("affine", true)?, b.boolean("track_running_stats", true)?),
+                "batch_norm" => (
+                    b.boolean("affine", true)?,
+                    b.boolean("track_running_stats", true)?,
+                ),
                 "group_norm" => (b.boolean("affine", true)?, false),
-                _ => (b.boolean("affine", false)?, b.boolean("track_running_stats", false)?),
+                _ => (
+                    b.boolean("affine", false)?,
+                    b.boolean("track_running_stats", false)?,
+                ),
             };
             let unsupported = match name {
                 "batch_norm" if !affine => Some(("affine", "false", "batch_norm without `weight` and `bias`: give affine = true and load ones and zeros")),
@@ -1459,14 +1470,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                     }
                     sizes.iter().map(|&v| v as usize).collect()
                 }
-                Some((other, s)) => {
-                    return Ok(b.wrong(
-                        "sizes",
-                        "a list of sizes",
-                        &other,
-                        s,
-                    )?)
-                }
+                Some((other, s)) => return Ok(b.wrong("sizes", "a list of sizes", &other, s)?),
             };
             let mut ids = Vec::new();
             let mut offset = 0;
@@ -2073,9 +2077,8 @@ fn adaptive_avg_pool2d(
         if let Some(o) = current_shape.get_mut(axis) {
             *o = out;
         }
-        current = b
-            .lw
-            .push_node(Op::Concat { axis }, parts, current_shape.clone(), span);
+        current =
+            b.lw.push_node(Op::Concat { axis }, parts, current_shape.clone(), span);
     }
     Ok(Val::Tensor(current))
 }

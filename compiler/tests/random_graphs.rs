@@ -496,7 +496,7 @@ impl Gen {
         shape[axis] /= 2;
         let (p, q) = (self.fresh(), self.fresh());
         self.lines.push(format!(
-            "let ({p}, {q}) = split({}, 2, axis = {axis});",
+            "let ({p}, {q}) = split({}, chunks = 2, axis = {axis});",
             a.name
         ));
         let first = T {

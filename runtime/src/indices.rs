@@ -81,7 +81,10 @@ mod tests {
 
     #[test]
     fn floats_back_to_indices() {
-        assert_eq!(f32_to_indices::<i64, 3>(&[1.0, -2.0, 30522.0]), Ok([1, -2, 30522]));
+        assert_eq!(
+            f32_to_indices::<i64, 3>(&[1.0, -2.0, 30522.0]),
+            Ok([1, -2, 30522])
+        );
         assert_eq!(f32_to_indices::<i32, 3>(&[1.0, 2.5, 3.0]), Err(1));
         assert_eq!(f32_to_indices::<i64, 2>(&[f32::NAN, 1.0]), Err(0));
         assert_eq!(f32_to_indices::<i64, 1>(&[1e10]), Err(0));

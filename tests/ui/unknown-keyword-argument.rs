@@ -2,6 +2,6 @@ fn main() {}
 
 dnnfusion::dnn! {
     pub model M(x: [1, 4]) -> [1, 4] {
-        softmax(x, dim = -1)
+        softmax(x, axes = -1)
     }
 }

@@ -1,0 +1,7 @@
+fn main() {}
+
+dnnfusion::dnn! {
+    pub model M(x: [1, 4]) -> [1, 4] {
+        rleu(x)
+    }
+}
