@@ -109,3 +109,56 @@ fn value_changing_rules_fire_only_with_the_opt_in() {
         );
     }
 }
+
+/// A BERT-base-style encoder at hidden 384, 12 heads, FFN 1536, 128 tokens, post-LN: the
+/// shape where moving `1/sqrt(d)` from the scores onto `Q` split the `Q` projection into
+/// two blocks.
+const BERT_384: &str = "
+    block layer(x: [B, S, D], heads = 12, ffn = 1536) {
+        let query = linear(x, D);
+        let key = linear(x, D);
+        let value = linear(x, D);
+        let q = transpose(reshape(query, [B, S, heads, D / heads]), 1, 2);
+        let k = transpose(reshape(key, [B, S, heads, D / heads]), 1, 2);
+        let v = transpose(reshape(value, [B, S, heads, D / heads]), 1, 2);
+        let probs = softmax(matmul(q, transpose(k, -1, -2)) / sqrt(D / heads));
+        let ctx = reshape(transpose(matmul(probs, v), 1, 2), [B, S, D]);
+        let ln1 = layer_norm(x + linear(ctx, D, key = \"attn_out\"), eps = 1e-12);
+        let ffn_out = linear(gelu(linear(ln1, ffn, key = \"ffn_in\")), D);
+        layer_norm(ln1 + ffn_out, eps = 1e-12, key = \"ln2\")
+    }
+    pub model Bert384(input: [1, 128, 384]) -> [1, 128, 384] {
+        let mut h = input;
+        for i in 0..2 {
+            #[key = \"layers.{i}\"]
+            h = layer(h);
+        }
+        h
+    }";
+
+/// The fused plan of every model, rewritten, against the same model with
+/// `#![rewrite(off)]`: never more blocks per inference, never more intermediate bytes.
+#[test]
+fn rewriting_never_fuses_worse_on_the_zoo_and_bert() {
+    use dnnfusion_compiler::{compile_model, lower::RewriteMode, lower_str};
+    for source in [dnnfusion_models::reference::SOURCE, BERT_384] {
+        let models = lower_str(source).unwrap();
+        for model in models {
+            let mut declared = model.clone();
+            declared.options.rewrite = RewriteMode::Off;
+            let rewritten = compile_model(model).report;
+            let declared = compile_model(declared).report;
+            assert!(
+                rewritten.blocks <= declared.blocks
+                    && rewritten.irs_bytes_after <= declared.irs_bytes_after,
+                "{}: {} blocks / {} bytes rewritten against {} / {} as declared; rules {:?}",
+                rewritten.model,
+                rewritten.blocks,
+                rewritten.irs_bytes_after,
+                declared.blocks,
+                declared.irs_bytes_after,
+                rewritten.rewrites
+            );
+        }
+    }
+}

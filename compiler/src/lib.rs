@@ -109,15 +109,65 @@ pub fn compile(tokens: TokenStream) -> Result<Vec<CompiledModel>, syn::Error> {
 pub fn compile_model(mut model: ModelIr) -> CompiledModel {
     let ops_lowered = model.graph.nodes.len();
     let flops_before = rewrite::graph_cost(&model.graph).flops;
-    let rewrites = rewrite_model(&mut model);
+    let rewrites = rewrite_model_guarded(&mut model);
     let flops_after = rewrite::graph_cost(&model.graph).flops;
-    let kept = fuse_group_nodes(&model);
+    let planned = plan_model(&mut model);
+    let report = planned
+        .report(&model)
+        .with_rewrites(ops_lowered, rewrites)
+        .with_flops(flops_before, flops_after)
+        .with_load_ops(planned.load.as_ref().map_or(0, |l| l.graph.nodes.len()));
+    let tokens = codegen::codegen(
+        &model,
+        &planned.fusion,
+        &planned.memory,
+        &report,
+        planned.load.as_ref(),
+        planned.loaded_params,
+    );
+    CompiledModel {
+        model,
+        fusion: planned.fusion,
+        memory: planned.memory,
+        load: planned.load,
+        loaded_params: planned.loaded_params,
+        report,
+        tokens,
+    }
+}
+
+/// A rewritten model after weight packing, the load-time split, fusion and memory planning.
+struct Planned {
+    fusion: fuse::FusionPlan,
+    memory: plan::MemoryPlan,
+    unfused_memory: plan::MemoryPlan,
+    load: Option<LoadStage>,
+    loaded_params: usize,
+}
+
+impl Planned {
+    fn report(&self, model: &ModelIr) -> report::FusionReport {
+        report::FusionReport::new(
+            &model.name.to_string(),
+            &model.graph,
+            &self.fusion,
+            &self.memory,
+            &self.unfused_memory,
+            !model.options.fusion_off,
+        )
+    }
+}
+
+/// Packs weights, moves parameter-only ops to load time (both change `model.graph`),
+/// fuses and plans memory.
+fn plan_model(model: &mut ModelIr) -> Planned {
+    let kept = fuse_group_nodes(model);
     let (packed, packed_map) = prepare::pack_weights(&model.graph, &kept);
-    renumber_fuse_groups(&mut model, &packed_map);
+    renumber_fuse_groups(model, &packed_map);
     model.graph = packed;
-    let kept = fuse_group_nodes(&model);
+    let kept = fuse_group_nodes(model);
     let split = prepare::split(&model.graph, &kept);
-    renumber_fuse_groups(&mut model, &split.node_map);
+    renumber_fuse_groups(model, &split.node_map);
     model.graph = split.run;
     let load = split.load.map(|graph| {
         let fusion = if model.options.fusion_off {
@@ -141,45 +191,90 @@ pub fn compile_model(mut model: ModelIr) -> CompiledModel {
     };
     let memory = plan::plan(&model.graph, &fusion);
     let unfused_memory = plan::plan(&model.graph, &unfused);
-    let report = report::FusionReport::new(
-        &model.name.to_string(),
-        &model.graph,
-        &fusion,
-        &memory,
-        &unfused_memory,
-        !model.options.fusion_off,
-    )
-    .with_rewrites(ops_lowered, rewrites)
-    .with_flops(flops_before, flops_after)
-    .with_load_ops(load.as_ref().map_or(0, |l| l.graph.nodes.len()));
-    let tokens = codegen::codegen(
-        &model,
-        &fusion,
-        &memory,
-        &report,
-        load.as_ref(),
-        split.loaded_params,
-    );
-    CompiledModel {
-        model,
+    Planned {
         fusion,
         memory,
+        unfused_memory,
         load,
         loaded_params: split.loaded_params,
-        report,
-        tokens,
+    }
+}
+
+/// What a rewrite must not make worse: the fused blocks run per inference and the bytes
+/// of intermediates they write.
+fn fused_cost(model: &ModelIr) -> (usize, usize) {
+    let mut model = model.clone();
+    let planned = plan_model(&mut model);
+    let report = planned.report(&model);
+    (report.blocks, report.irs_bytes_after)
+}
+
+/// Rewrites the model (see [`rewrite_model`]), but never into a graph that fuses worse
+/// than the one declared: when the fused plan of the result has more blocks or more
+/// intermediate bytes, the applied rules are turned off one at a time, latest first, until
+/// it no longer does (a rule can help FLOPs and still split a block: moving `1/sqrt(d)`
+/// from attention scores onto `Q` costs BERT one block and one intermediate per layer).
+pub fn rewrite_model_guarded(model: &mut ModelIr) -> Vec<&'static str> {
+    let declared = model.clone();
+    let mut excluded: Vec<&'static str> = Vec::new();
+    let mut applied = rewrite_model_excluding(model, &excluded);
+    if applied.is_empty() || model.options.fusion_off {
+        return applied;
+    }
+    let (blocks, bytes) = fused_cost(&declared);
+    loop {
+        let (now_blocks, now_bytes) = fused_cost(model);
+        if now_blocks <= blocks && now_bytes <= bytes {
+            return applied;
+        }
+        let mut distinct: Vec<&'static str> = Vec::new();
+        for name in applied.iter().rev() {
+            if !distinct.contains(name) {
+                distinct.push(name);
+            }
+        }
+        // the latest rule whose removal alone gives a plan as good as declared, else the
+        // latest applied rule
+        let mut chosen = distinct.first().copied();
+        for name in &distinct {
+            let mut trial = declared.clone();
+            let mut trial_excluded = excluded.clone();
+            trial_excluded.push(name);
+            rewrite_model_excluding(&mut trial, &trial_excluded);
+            let (b, y) = fused_cost(&trial);
+            if b <= blocks && y <= bytes {
+                chosen = Some(name);
+                break;
+            }
+        }
+        let Some(rule) = chosen else {
+            *model = declared;
+            return Vec::new();
+        };
+        excluded.push(rule);
+        *model = declared.clone();
+        applied = rewrite_model_excluding(model, &excluded);
+        if applied.is_empty() {
+            return applied;
+        }
     }
 }
 
 /// Rewrites the model's graph in place (unless `#![rewrite(off)]`) and returns the names
 /// of the applied rules. Nodes of `fuse { }` groups are kept and renumbered.
 pub fn rewrite_model(model: &mut ModelIr) -> Vec<&'static str> {
+    rewrite_model_excluding(model, &[])
+}
+
+/// [`rewrite_model`] without the rules named in `excluded`.
+fn rewrite_model_excluding(model: &mut ModelIr, excluded: &[&'static str]) -> Vec<&'static str> {
     if model.options.rewrite == lower::RewriteMode::Off {
         return Vec::new();
     }
     let mut options = rewrite::RewriteOptions {
         fast_math: model.options.rewrite == lower::RewriteMode::FastMath,
         frozen: fuse_group_nodes(model),
+        excluded: excluded.to_vec(),
         ..rewrite::RewriteOptions::default()
     };
     if let Some(limit) = model.options.max_rewrites {

@@ -24,7 +24,7 @@ use crate::ir::*;
 use crate::parse::{Arg, Ast, BinOp, BlockDecl, Body, CondOp, Expr, Item, ModelDecl, Stmt};
 
 /// A lowered model: its graph plus what codegen needs from the declaration.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct ModelIr {
     /// The generated type's name.
     pub name: Ident,

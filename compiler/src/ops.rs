@@ -1051,17 +1051,17 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                     }
                     (want.len(), ns)
                 }
-                (None, Some((d, ds))) => {
-                    match d.as_slice() {
-                        [n] if *n >= 1 => (*n as usize, ds),
-                        _ => return Ok(b.lw.fail(
+                (None, Some((d, ds))) => match d.as_slice() {
+                    [n] if *n >= 1 => (*n as usize, ds),
+                    _ => {
+                        return Ok(b.lw.fail(
                             ds,
                             format!(
                                 "layer_norm: `dims` must be one integer of at least 1, found {d:?}"
                             ),
-                        )?),
+                        )?)
                     }
-                }
+                },
                 (None, None) => (1, b.args.func_span),
             };
             if dims > shape.len() {
@@ -1121,13 +1121,15 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             match b.args.take(channels_arg) {
                 None | Some((Val::Poison, _)) => {}
                 Some((Val::Int(n), _)) if i64::try_from(c) == Ok(n) => {}
-                Some((Val::Int(n), s)) => return Ok(b.lw.fail(
-                    s,
-                    format!(
+                Some((Val::Int(n), s)) => {
+                    return Ok(b.lw.fail(
+                        s,
+                        format!(
                         "{name}: {channels_arg} = {n} but the input {} has {c} channels (axis 1)",
                         fmt_shape(&shape)
                     ),
-                )?),
+                    )?)
+                }
                 Some((other, s)) => {
                     let hint = if matches!(other, Val::Float(_)) {
                         "; `eps` is keyword-only: write `eps = ...`"

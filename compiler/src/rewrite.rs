@@ -141,6 +141,9 @@ pub struct RewriteOptions {
     pub only: Option<Vec<String>>,
     /// Nodes that must survive unchanged (members of `fuse { }` groups).
     pub frozen: Vec<usize>,
+    /// Rules never to apply (the fusion guard in `compile_model` turns off a rule whose
+    /// result fuses worse).
+    pub excluded: Vec<&'static str>,
 }
 
 impl Default for RewriteOptions {
@@ -150,6 +153,7 @@ impl Default for RewriteOptions {
             max_rewrites: 10_000,
             only: None,
             frozen: Vec::new(),
+            excluded: Vec::new(),
         }
     }
 }
@@ -391,6 +395,7 @@ pub fn rewrite(graph: &Graph, options: &RewriteOptions) -> Rewritten {
                 .as_ref()
                 .is_none_or(|only| only.iter().any(|n| n == r.name))
         })
+        .filter(|r| !options.excluded.contains(&r.name))
         .collect();
     let mut frozen = vec![false; graph.nodes.len()];
     for &f in &options.frozen {
