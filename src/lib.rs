@@ -25,6 +25,29 @@
 //! assert_eq!(Tiny::PARAMS[0].name, "fc1.weight");
 //! ```
 //!
+//! A model that computes part of its parameter buffer at load time (`LOADED_LEN <
+//! PARAM_LEN`: here the linear stores its weight transposed) prepares a mutable or owned
+//! buffer itself. A read-only buffer must have gone through `prepare` for that model
+//! ([`Prepared`]); loaded parameters borrowed read-only are refused, since the model
+//! would run on whatever the rest of the buffer holds:
+//!
+//! ```
+//! # dnnfusion::dnn! { pub model Wide(x: [4, 8]) -> [4, 16] { let fc = linear(x, 16); fc } }
+//! use dnnfusion::{LoadError, Params, Prepared};
+//! let mut buffer = vec![0.5; Wide::PARAM_LEN]; // loaded parameters first
+//! assert!(Wide::LOADED_LEN < Wide::PARAM_LEN);
+//! assert!(matches!(
+//!     Wide::from_params(Params::borrowed(&buffer)),
+//!     Err(LoadError::NotPrepared { .. })
+//! ));
+//! let prepared = Prepared::new::<Wide>(&mut buffer)?;
+//! let model = Wide::from_params(Params::prepared(prepared))?;
+//! let mut y = [0.0; 64];
+//! model.run(&[1.0; 32], &mut y, &mut [0.0; Wide::ARENA_LEN]);
+//! assert_eq!(y[0], 8.0 * 0.5 + 0.5);
+//! # Ok::<(), LoadError>(())
+//! ```
+//!
 //! The DSL is described on [`dnn!`]; the README has a tour and the op list.
 //!
 //! Features: `alloc` adds `Model::from_safetensors` (owned weights) and [`infer`];
@@ -97,7 +120,7 @@ extern crate std;
 pub use dnnfusion_macros::dnn;
 
 pub use dnnfusion_runtime as runtime;
-pub use dnnfusion_runtime::{LoadError, Model, ParamSpec, Params, RunError};
+pub use dnnfusion_runtime::{LoadError, Model, ParamSpec, Params, Prepared, RunError};
 
 #[cfg(feature = "alloc")]
 pub use dnnfusion_runtime::infer;
