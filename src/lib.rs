@@ -50,6 +50,13 @@
 //!
 //! The DSL is described on [`dnn!`]; the README has a tour and the op list.
 //!
+//! Weights load from safetensors files as PyTorch writes them: F32, F16, BF16 (exact)
+//! and F64 (rounded) tensors become f32, batch-norm `num_batches_tracked` counters are
+//! ignored, and a lenient load ([`LoadOptions::LENIENT`], PyTorch's `strict=False`)
+//! skips the tensors the model does not use and names them
+//! ([`load_safetensors_with`], or [`runtime::safetensors::load_into_with`] without an
+//! allocator).
+//!
 //! Features: `alloc` adds `Model::from_safetensors` (owned weights) and [`infer`];
 //! `std` adds ndarray interop ([`ModelExt`]) and [`npy`].
 #![no_std]
@@ -122,8 +129,10 @@ pub use dnnfusion_macros::dnn;
 pub use dnnfusion_runtime as runtime;
 pub use dnnfusion_runtime::{LoadError, Model, ParamSpec, Params, Prepared, RunError};
 
+pub use dnnfusion_runtime::LoadOptions;
+
 #[cfg(feature = "alloc")]
-pub use dnnfusion_runtime::infer;
+pub use dnnfusion_runtime::{infer, load_safetensors_with, LoadReport};
 
 #[cfg(feature = "std")]
 pub mod npy;

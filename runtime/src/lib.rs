@@ -27,6 +27,7 @@ pub mod safetensors;
 mod simd;
 
 pub use model::*;
+pub use safetensors::LoadOptions;
 
 /// Expands its input only when the runtime's `alloc` feature is on (generated code
 /// wraps the allocating API in it, since the macro cannot see features).
