@@ -64,6 +64,10 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+// lets this crate's unit tests expand `dnn!`, whose paths start with `::dnnfusion`
+#[cfg(test)]
+extern crate self as dnnfusion;
+
 /// Compiles network declarations into Rust items.
 ///
 /// # Grammar
@@ -133,6 +137,11 @@ pub use dnnfusion_runtime::LoadOptions;
 
 #[cfg(feature = "alloc")]
 pub use dnnfusion_runtime::{infer, load_safetensors_with, LoadReport};
+
+/// The ndarray crate (feature `std`) that [`ModelExt`] and [`npy`] take and return, so
+/// you can name its types without depending on the same version yourself.
+#[cfg(feature = "std")]
+pub use ndarray;
 
 #[cfg(feature = "std")]
 pub mod npy;

@@ -392,6 +392,17 @@ pub enum RunError {
         /// floats given
         found: usize,
     },
+    /// An input array has the wrong shape (ndarray interop).
+    InputShape {
+        /// its position
+        index: usize,
+        /// the shape the model takes
+        expected: &'static [usize],
+        /// the shape given (first dims, up to 8)
+        found: [usize; 8],
+        /// the rank given
+        found_rank: usize,
+    },
     /// An output buffer has the wrong length.
     OutputLength {
         /// its position
@@ -485,6 +496,20 @@ impl fmt::Display for RunError {
                 expected,
                 found,
             } => write!(f, "input {index} needs {expected} floats, {found} given"),
+            RunError::InputShape {
+                index,
+                expected,
+                found,
+                found_rank,
+            } => {
+                write!(f, "input {index} has shape ")?;
+                write_dims(f, found.get(..*found_rank).unwrap_or(found))?;
+                if *found_rank > found.len() {
+                    write!(f, " (rank {found_rank}, first {} dims shown)", found.len())?;
+                }
+                f.write_str(", the model takes ")?;
+                write_dims(f, expected)
+            }
             RunError::OutputLength {
                 index,
                 expected,
@@ -493,6 +518,34 @@ impl fmt::Display for RunError {
             RunError::ArenaLength { expected, found } => {
                 write!(f, "the arena needs {expected} floats, {found} given")
             }
+        }
+    }
+}
+
+/// Writes `[1, 3]`.
+fn write_dims(f: &mut fmt::Formatter<'_>, dims: &[usize]) -> fmt::Result {
+    f.write_str("[")?;
+    for (i, d) in dims.iter().enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        write!(f, "{d}")?;
+    }
+    f.write_str("]")
+}
+
+impl RunError {
+    /// An [`RunError::InputShape`] for input `index` given with shape `found`.
+    pub fn input_shape(index: usize, expected: &'static [usize], found: &[usize]) -> RunError {
+        let mut dims = [0usize; 8];
+        for (d, f) in dims.iter_mut().zip(found) {
+            *d = *f;
+        }
+        RunError::InputShape {
+            index,
+            expected,
+            found: dims,
+            found_rank: found.len(),
         }
     }
 }
