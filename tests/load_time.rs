@@ -235,3 +235,92 @@ fn the_papers_figure_2a_computes_the_weight_reciprocal_at_load() {
     assert_eq!(r.blocks, 1, "{r:?}");
     common::check::<figure_2a::Case>(figure_2a::SOURCE);
 }
+
+/// A safetensors file of `(name, dtype, shape, bytes)` entries, in order.
+fn safetensors(entries: &[(&str, &str, &[usize], Vec<u8>)]) -> Vec<u8> {
+    let mut header = String::from("{");
+    let mut data = Vec::new();
+    for (i, (name, dtype, shape, bytes)) in entries.iter().enumerate() {
+        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+        if i > 0 {
+            header.push(',');
+        }
+        header.push_str(&format!(
+            "\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
+            dims.join(","),
+            data.len(),
+            data.len() + bytes.len()
+        ));
+        data.extend_from_slice(bytes);
+    }
+    header.push('}');
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    file.extend_from_slice(&data);
+    file
+}
+
+mod checkpoint {
+    dnnfusion::dnn! {
+        pub model Net(x: [1, 2, 4, 4]) -> [1, 2, 4, 4] {
+            let bn = batch_norm(x);
+            let conv = conv2d(bn, 2, kernel = 1);
+            conv
+        }
+    }
+}
+
+#[test]
+fn a_pytorch_checkpoint_loads_leniently_with_half_precision_weights() {
+    use checkpoint::Net;
+    use dnnfusion::LoadOptions;
+    let names: Vec<&str> = Net::PARAMS.iter().map(|p| p.name).collect();
+    assert!(names.contains(&"bn.running_var"), "{names:?}");
+    // every weight 1.0 as f16 (0x3c00), as PyTorch's `model.half()` saves it
+    let mut entries: Vec<(&str, &str, &[usize], Vec<u8>)> = Net::PARAMS
+        .iter()
+        .map(|p| (p.name, "F16", p.shape, [0x00, 0x3c].repeat(p.len())))
+        .collect();
+    entries.push((
+        "bn.num_batches_tracked",
+        "I64",
+        &[],
+        7i64.to_le_bytes().to_vec(),
+    ));
+    let strict = safetensors(&entries);
+    let (model, report) =
+        dnnfusion::load_safetensors_with::<Net>(&strict, LoadOptions::STRICT).unwrap();
+    assert!(report.skipped.is_empty());
+    assert!(model.params()[..Net::LOADED_LEN].iter().all(|&v| v == 1.0));
+
+    entries.push(("optimizer.step", "I64", &[], 3i64.to_le_bytes().to_vec()));
+    entries.push(("head.mask", "BOOL", &[2], vec![1, 0]));
+    let extra = safetensors(&entries);
+    assert!(matches!(
+        Net::from_safetensors(&extra),
+        Err(LoadError::UnexpectedTensor { tensor }) if tensor.as_str() == "optimizer.step"
+    ));
+    let (model, report) =
+        dnnfusion::load_safetensors_with::<Net>(&extra, LoadOptions::LENIENT).unwrap();
+    assert_eq!(report.skipped, ["optimizer.step", "head.mask"]);
+    let mut out = [0.0; 32];
+    let mut arena = [0.0; Net::ARENA_LEN];
+    model.run(&[2.0; 32], &mut out, &mut arena);
+    // batch norm: (2 - 1) / sqrt(1 + eps) + 1 = 2 per channel; conv: 2 + 2 + 1
+    assert!(out.iter().all(|v| (v - 5.0).abs() < 1e-4), "{out:?}");
+    let (lenient, _) =
+        dnnfusion::load_safetensors_with::<Net>(&strict, LoadOptions::LENIENT).unwrap();
+    let mut again = [0.0; 32];
+    lenient.run(&[2.0; 32], &mut again, &mut arena);
+    assert_eq!(out, again);
+
+    // a weight the model needs is still required, lenient or not
+    entries.retain(|e| e.0 != "conv.weight");
+    assert_eq!(
+        dnnfusion::load_safetensors_with::<Net>(&safetensors(&entries), LoadOptions::LENIENT)
+            .unwrap_err(),
+        LoadError::MissingTensor {
+            tensor: "conv.weight"
+        }
+    );
+}
