@@ -1,5 +1,6 @@
 //! A safetensors reader for `no_std`: validates names, dtypes, shapes and offsets and
-//! copies the floats into a caller's buffer. Never allocates, never panics on bad bytes.
+//! copies the floats (converted to f32) into a caller's buffer. Never allocates, never
+//! panics on bad bytes.
 //!
 //! Format: 8 bytes little-endian header length `n`, `n` bytes of JSON
 //! (`{"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...}` with an
@@ -856,7 +857,7 @@ mod tests {
             (0x0000, 0.0),
             (0x3c00, 1.0),
             (0xc000, -2.0),
-            (0x3555, 0.333_251_95),
+            (0x3555, 1365.0 / 4096.0),
             (0x7bff, 65504.0),
             (0x0400, 6.103_515_6e-5), // smallest normal, 2^-14
             (0x0001, 5.960_464_5e-8), // smallest subnormal, 2^-24
