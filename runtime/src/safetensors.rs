@@ -859,9 +859,9 @@ mod tests {
             (0xc000, -2.0),
             (0x3555, 1365.0 / 4096.0),
             (0x7bff, 65504.0),
-            (0x0400, 6.103_515_6e-5), // smallest normal, 2^-14
-            (0x0001, 5.960_464_5e-8), // smallest subnormal, 2^-24
-            (0x03ff, 6.097_555_2e-5), // largest subnormal, 1023 * 2^-24
+            (0x0400, 6.103_515_6e-5),          // smallest normal, 2^-14
+            (0x0001, 5.960_464_5e-8),          // smallest subnormal, 2^-24
+            (0x03ff, 1023.0 * 5.960_464_5e-8), // largest subnormal, 1023 * 2^-24
             (0x8001, -5.960_464_5e-8),
             (0x7c00, f32::INFINITY),
             (0xfc00, f32::NEG_INFINITY),
