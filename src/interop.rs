@@ -19,11 +19,7 @@ pub trait ModelExt: Model {
         let mut owned: Vec<Vec<f32>> = Vec::new();
         for (index, (input, shape)) in inputs.iter().zip(Self::INPUT_SHAPES).enumerate() {
             if input.shape() != *shape {
-                return Err(RunError::InputLength {
-                    index,
-                    expected: shape.iter().product(),
-                    found: input.len(),
-                });
+                return Err(RunError::input_shape(index, shape, input.shape()));
             }
             owned.push(input.iter().copied().collect());
         }
@@ -41,3 +37,37 @@ pub trait ModelExt: Model {
 }
 
 impl<M: Model> ModelExt for M {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+    use std::string::ToString;
+
+    crate::dnn! {
+        pub model Column(x: [3, 1]) -> [3, 1] {
+            relu(x)
+        }
+    }
+
+    #[test]
+    fn a_shape_mismatch_states_both_shapes() {
+        let model = Column::from_params(crate::Params::borrowed(&[])).unwrap();
+        let row = Array2::<f32>::zeros((1, 3)).into_dyn();
+        let err = model.infer_arrays(&[row.view()]).unwrap_err();
+        assert_eq!(err, RunError::input_shape(0, &[3, 1], &[1, 3]));
+        assert_eq!(
+            err.to_string(),
+            "input 0 has shape [1, 3], the model takes [3, 1]"
+        );
+        let deep = ArrayD::<f32>::zeros(IxDyn(&[1; 9]));
+        let err = model.infer_arrays(&[deep.view()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "input 0 has shape [1, 1, 1, 1, 1, 1, 1, 1] (rank 9, first 8 dims shown), the model takes [3, 1]"
+        );
+        let column = Array2::<f32>::from_elem((3, 1), -1.0).into_dyn();
+        let out = model.infer_arrays(&[column.view()]).unwrap();
+        assert_eq!(out[0].shape(), &[3, 1]);
+    }
+}

@@ -25,7 +25,37 @@
 //! assert_eq!(Tiny::PARAMS[0].name, "fc1.weight");
 //! ```
 //!
+//! A model that computes part of its parameter buffer at load time (`LOADED_LEN <
+//! PARAM_LEN`: here the linear stores its weight transposed) prepares a mutable or owned
+//! buffer itself. A read-only buffer must have gone through `prepare` for that model
+//! ([`Prepared`]); loaded parameters borrowed read-only are refused, since the model
+//! would run on whatever the rest of the buffer holds:
+//!
+//! ```
+//! # dnnfusion::dnn! { pub model Wide(x: [4, 8]) -> [4, 16] { let fc = linear(x, 16); fc } }
+//! use dnnfusion::{LoadError, Params, Prepared};
+//! let mut buffer = vec![0.5; Wide::PARAM_LEN]; // loaded parameters first
+//! assert!(Wide::LOADED_LEN < Wide::PARAM_LEN);
+//! assert!(matches!(
+//!     Wide::from_params(Params::borrowed(&buffer)),
+//!     Err(LoadError::NotPrepared { .. })
+//! ));
+//! let prepared = Prepared::new::<Wide>(&mut buffer)?;
+//! let model = Wide::from_params(Params::prepared(prepared))?;
+//! let mut y = [0.0; 64];
+//! model.run(&[1.0; 32], &mut y, &mut [0.0; Wide::ARENA_LEN]);
+//! assert_eq!(y[0], 8.0 * 0.5 + 0.5);
+//! # Ok::<(), LoadError>(())
+//! ```
+//!
 //! The DSL is described on [`dnn!`]; the README has a tour and the op list.
+//!
+//! Weights load from safetensors files as PyTorch writes them: F32, F16, BF16 (exact)
+//! and F64 (rounded) tensors become f32, batch-norm `num_batches_tracked` counters are
+//! ignored, and a lenient load ([`LoadOptions::LENIENT`], PyTorch's `strict=False`)
+//! skips the tensors the model does not use and names them
+//! ([`load_safetensors_with`], or [`runtime::safetensors::load_into_with`] without an
+//! allocator).
 //!
 //! Features: `alloc` adds `Model::from_safetensors` (owned weights) and [`infer`];
 //! `std` adds ndarray interop ([`ModelExt`]) and [`npy`].
@@ -33,6 +63,10 @@
 
 #[cfg(feature = "std")]
 extern crate std;
+
+// lets this crate's unit tests expand `dnn!`, whose paths start with `::dnnfusion`
+#[cfg(test)]
+extern crate self as dnnfusion;
 
 /// Compiles network declarations into Rust items.
 ///
@@ -97,10 +131,17 @@ extern crate std;
 pub use dnnfusion_macros::dnn;
 
 pub use dnnfusion_runtime as runtime;
-pub use dnnfusion_runtime::{LoadError, Model, ParamSpec, Params, RunError};
+pub use dnnfusion_runtime::{LoadError, Model, ParamSpec, Params, Prepared, RunError};
+
+pub use dnnfusion_runtime::LoadOptions;
 
 #[cfg(feature = "alloc")]
-pub use dnnfusion_runtime::infer;
+pub use dnnfusion_runtime::{infer, load_safetensors_with, LoadReport};
+
+/// The ndarray crate (feature `std`) that [`ModelExt`] and [`npy`] take and return, so
+/// you can name its types without depending on the same version yourself.
+#[cfg(feature = "std")]
+pub use ndarray;
 
 #[cfg(feature = "std")]
 pub mod npy;

@@ -14,7 +14,7 @@ pub fn read_f32(bytes: &[u8]) -> Result<ArrayD<f32>, String> {
         return Err("not a .npy file (bad magic)".to_string());
     }
     let major = *bytes.get(6).ok_or("truncated .npy header")?;
-    let (header_len, start) = match major {
+    let (header_len, start): (usize, usize) = match major {
         1 => (
             u16::from_le_bytes([
                 bytes.get(8).copied().unwrap_or(0),
@@ -28,8 +28,9 @@ pub fn read_f32(bytes: &[u8]) -> Result<ArrayD<f32>, String> {
         }
         v => return Err(format!("unsupported .npy version {v}")),
     };
-    let header = bytes
-        .get(start..start + header_len)
+    let header = start
+        .checked_add(header_len)
+        .and_then(|end| bytes.get(start..end))
         .ok_or("truncated .npy header")?;
     let header = std::str::from_utf8(header).map_err(|_| "the .npy header is not text")?;
     let descr = field(header, "descr").ok_or("the .npy header has no descr")?;
@@ -37,40 +38,59 @@ pub fn read_f32(bytes: &[u8]) -> Result<ArrayD<f32>, String> {
         return Err("Fortran-order .npy files are not supported".to_string());
     }
     let shape_text = field(header, "shape").ok_or("the .npy header has no shape")?;
-    let inside = shape_text
-        .trim_start_matches('(')
-        .split(')')
-        .next()
-        .unwrap_or("");
+    let Some(inside) = shape_text
+        .strip_prefix('(')
+        .and_then(|rest| rest.split(')').next())
+    else {
+        return Err(format!("bad .npy shape `{}`", shape_text.trim_end()));
+    };
     let shape: Vec<usize> = inside
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse::<usize>()
-                .map_err(|_| format!("bad .npy shape `{shape_text}`"))
+                .map_err(|_| format!("bad .npy shape `({inside})`: `{s}` is not a dimension"))
         })
         .collect::<Result<_, _>>()?;
     let data = bytes.get(start + header_len..).unwrap_or(&[]);
-    let count: usize = shape.iter().product();
-    let values: Vec<f32> = if descr.starts_with("'<f4'") {
-        if data.len() < count * 4 {
-            return Err("truncated .npy data".to_string());
+    let count = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .ok_or_else(|| format!("the .npy shape {shape:?} has too many elements"))?;
+    // the dtype string, without its quotes (`<f4`)
+    let dtype = descr
+        .strip_prefix('\'')
+        .and_then(|d| d.split('\'').next())
+        .unwrap_or("");
+    let size = match dtype {
+        "<f4" => 4,
+        "<f8" => 8,
+        _ => {
+            return Err(format!(
+                "unsupported .npy dtype `{dtype}`: expected float32 (`<f4`) or float64 (`<f8`)"
+            ))
         }
+    };
+    let needed = count
+        .checked_mul(size)
+        .ok_or_else(|| format!("the .npy shape {shape:?} has too many elements"))?;
+    if data.len() < needed {
+        return Err(format!(
+            "truncated .npy data: shape {shape:?} needs {needed} bytes, the file has {}",
+            data.len()
+        ));
+    }
+    let values: Vec<f32> = if size == 4 {
         data.chunks_exact(4)
             .take(count)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect()
-    } else if descr.starts_with("'<f8'") {
-        if data.len() < count * 8 {
-            return Err("truncated .npy data".to_string());
-        }
+    } else {
         data.chunks_exact(8)
             .take(count)
             .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
             .collect()
-    } else {
-        return Err(format!("unsupported .npy dtype {descr}"));
     };
     ArrayD::from_shape_vec(IxDyn(&shape), values).map_err(|e| e.to_string())
 }
@@ -115,5 +135,80 @@ mod tests {
             ArrayD::from_shape_vec(IxDyn(&[2, 3]), vec![1.0, 2.0, 3.0, 4.0, 5.0, -6.5]).unwrap();
         assert_eq!(read_f32(&write_f32(&a)).unwrap(), a);
         assert!(read_f32(b"garbage").is_err());
+    }
+
+    /// A version-1 file with `header` and `data`; `header_len` overrides the length field.
+    fn npy(header: &str, header_len: Option<u16>, data: &[u8]) -> Vec<u8> {
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        let len = header_len.unwrap_or(header.len() as u16);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+
+    #[test]
+    fn hostile_headers_are_errors_not_panics() {
+        let data = [0u8; 64];
+        let cases: &[(&str, Option<u16>, &str)] = &[
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (1000000000000, 1000000000000), }",
+                None,
+                "too many elements",
+            ),
+            (
+                "{'descr': '<f8', 'fortran_order': False, 'shape': (4611686018427387904,), }",
+                None,
+                "too many elements",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (4611686018427387904,), }",
+                None,
+                "too many elements",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (2, -3), }",
+                None,
+                "`-3` is not a dimension",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (2, x), }",
+                None,
+                "`x` is not a dimension",
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': 7, }",
+                None,
+                "bad .npy shape",
+            ),
+            ("{'descr': '<f4', 'shape': (2,), }", Some(u16::MAX), "truncated .npy header"),
+            ("{'fortran_order': False, 'shape': (2,), }", None, "no descr"),
+            ("{'descr': '<f4', 'fortran_order': False, }", None, "no shape"),
+            ("{'descr': '<f4', 'shape': (100,), }", None, "truncated .npy data"),
+            ("{'descr", None, "no descr"),
+        ];
+        for (header, len, want) in cases {
+            let err = read_f32(&npy(header, *len, &data)).unwrap_err();
+            assert!(err.contains(want), "{header}: {err}");
+        }
+        // a version-2 header length past the end of the file
+        let mut v2 = b"\x93NUMPY\x02\x00".to_vec();
+        v2.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(read_f32(&v2).unwrap_err().contains("truncated"));
+        // every prefix of a good file
+        let good = write_f32(&ArrayD::from_shape_vec(IxDyn(&[2]), vec![1.0, 2.0]).unwrap());
+        for cut in 0..good.len() {
+            assert!(read_f32(&good[..cut]).is_err(), "{cut}");
+        }
+    }
+
+    #[test]
+    fn a_dtype_error_names_the_dtype_not_the_header() {
+        let header = "{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }          \n";
+        let err = read_f32(&npy(header, None, &[0; 16])).unwrap_err();
+        assert_eq!(
+            err,
+            "unsupported .npy dtype `<i8`: expected float32 (`<f4`) or float64 (`<f8`)"
+        );
     }
 }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use dnnfusion::{LoadError, Model, Params};
+use dnnfusion::{LoadError, Model, Params, Prepared};
 
 mod case {
     dnnfusion::dnn! {
@@ -75,22 +75,116 @@ fn every_way_to_build_the_model_gives_the_same_outputs() {
     );
     assert_eq!(from_owned, from_mut);
 
-    // prepared once, then borrowed read-only (as a `static` would be)
+    // prepared once, then borrowed read-only (as a `static` would be), twice
     let mut prepared = loaded();
     prepared.resize(Case::PARAM_LEN, f32::NAN);
-    Case::prepare(&mut prepared).unwrap();
-    let from_prepared = run(&Case::from_params(Params::borrowed(&prepared)).unwrap(), &x);
+    let prepared = Prepared::new::<Case>(&mut prepared).unwrap();
+    let from_prepared = run(&Case::from_params(Params::prepared(prepared)).unwrap(), &x);
     assert_eq!(from_owned, from_prepared);
+    let again = run(&Case::from_params(Params::prepared(prepared)).unwrap(), &x);
+    assert_eq!(from_owned, again);
     assert!(from_owned.iter().all(|v| v.is_finite()));
 
-    // what is read-only is not prepared again: an unprepared buffer gives other numbers
+    // a buffer a build step prepared, taken on trust
+    let trusted = Prepared::trusted::<Case>(prepared.as_slice());
+    let from_trusted = run(&Case::from_params(Params::prepared(trusted)).unwrap(), &x);
+    assert_eq!(from_owned, from_trusted);
+}
+
+#[test]
+fn a_read_only_buffer_that_was_not_prepared_is_refused() {
+    // the old mistake: loaded parameters borrowed read-only ran with zeros in the
+    // load-time part of the buffer (a linear returned only its bias)
     let mut unprepared = loaded();
     unprepared.resize(Case::PARAM_LEN, 0.0);
-    let stale = run(
-        &Case::from_params(Params::borrowed(&unprepared)).unwrap(),
-        &x,
+    let err = Case::from_params(Params::borrowed(&unprepared)).unwrap_err();
+    assert_eq!(
+        err,
+        LoadError::NotPrepared {
+            model: "Case",
+            loaded_len: Case::LOADED_LEN,
+            param_len: Case::PARAM_LEN,
+        }
     );
-    assert_ne!(from_owned, stale);
+    let message = err.to_string();
+    assert!(message.contains("Params::borrowed_mut"), "{message}");
+    assert!(message.contains("Prepared::new::<Case>"), "{message}");
+
+    // a linear with >= 4 rows and >= 16 outputs stores its weight transposed, at load
+    assert!(packed::Packed::LOADED_LEN < packed::Packed::PARAM_LEN);
+    let weights = vec![0.5; packed::Packed::PARAM_LEN];
+    assert!(matches!(
+        packed::Packed::from_params(Params::borrowed(&weights)),
+        Err(LoadError::NotPrepared {
+            model: "Packed",
+            ..
+        })
+    ));
+    let mut weights = weights;
+    let model = packed::Packed::from_params(Params::borrowed_mut(&mut weights)).unwrap();
+    let mut out = [0.0; 64];
+    let mut arena = [0.0; packed::Packed::ARENA_LEN];
+    model.run(&[1.0; 32], &mut out, &mut arena);
+    assert!(out.iter().all(|&v| v == 0.5 * 8.0 + 0.5), "{out:?}");
+}
+
+#[test]
+fn a_buffer_prepared_for_another_model_is_refused() {
+    let mut buffer = vec![0.25; figure_2a::Case::PARAM_LEN];
+    let prepared = Prepared::new::<figure_2a::Case>(&mut buffer).unwrap();
+    // same name `Case`, another model: the length check comes first
+    assert!(matches!(
+        Case::from_params(Params::prepared(prepared)),
+        Err(LoadError::BufferLength { .. })
+    ));
+    let mut buffer = vec![0.25; Case::PARAM_LEN];
+    let prepared = Prepared::trusted::<twin::Case>(&mut buffer);
+    let err = Case::from_params(Params::prepared(prepared)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LoadError::PreparedForOtherModel { model, prepared_for }
+                if model.ends_with("case::Case") && prepared_for.ends_with("twin::Case")
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_model_without_load_time_ops_takes_a_read_only_buffer() {
+    assert_eq!(twin::Plain::LOADED_LEN, twin::Plain::PARAM_LEN);
+    let weights = vec![1.0; twin::Plain::PARAM_LEN];
+    let model = twin::Plain::from_params(Params::borrowed(&weights)).unwrap();
+    let mut out = [0.0; 2];
+    let mut arena = [0.0; twin::Plain::ARENA_LEN];
+    model.run(&[1.0; 4], &mut out, &mut arena);
+    assert_eq!(out, [5.0, 5.0]);
+}
+
+mod packed {
+    dnnfusion::dnn! {
+        pub model Packed(x: [4, 8]) -> [4, 16] {
+            let fc = linear(x, 16);
+            fc
+        }
+    }
+}
+
+mod twin {
+    dnnfusion::dnn! {
+        /// Same name and layout as `case::Case`, another model.
+        pub model Case(x: [3, 8]) -> [3, 4] {
+            let w = param([4, 8]);
+            let b = param([4]);
+            let y = matmul(x, transpose(w * 0.5 + 1.0, 0, 1)) + exp(b);
+            y * reshape(b, [1, 4])
+        }
+
+        pub model Plain(x: [1, 4]) -> [1, 2] {
+            let fc = linear(x, 2);
+            fc
+        }
+    }
 }
 
 #[test]
@@ -140,4 +234,93 @@ fn the_papers_figure_2a_computes_the_weight_reciprocal_at_load() {
     // per inference: the conv with reciprocal, square and the product in its epilogue
     assert_eq!(r.blocks, 1, "{r:?}");
     common::check::<figure_2a::Case>(figure_2a::SOURCE);
+}
+
+/// A safetensors file of `(name, dtype, shape, bytes)` entries, in order.
+fn safetensors(entries: &[(&str, &str, &[usize], Vec<u8>)]) -> Vec<u8> {
+    let mut header = String::from("{");
+    let mut data = Vec::new();
+    for (i, (name, dtype, shape, bytes)) in entries.iter().enumerate() {
+        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+        if i > 0 {
+            header.push(',');
+        }
+        header.push_str(&format!(
+            "\"{name}\":{{\"dtype\":\"{dtype}\",\"shape\":[{}],\"data_offsets\":[{},{}]}}",
+            dims.join(","),
+            data.len(),
+            data.len() + bytes.len()
+        ));
+        data.extend_from_slice(bytes);
+    }
+    header.push('}');
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    file.extend_from_slice(&data);
+    file
+}
+
+mod checkpoint {
+    dnnfusion::dnn! {
+        pub model Net(x: [1, 2, 4, 4]) -> [1, 2, 4, 4] {
+            let bn = batch_norm(x);
+            let conv = conv2d(bn, 2, kernel = 1);
+            conv
+        }
+    }
+}
+
+#[test]
+fn a_pytorch_checkpoint_loads_leniently_with_half_precision_weights() {
+    use checkpoint::Net;
+    use dnnfusion::LoadOptions;
+    let names: Vec<&str> = Net::PARAMS.iter().map(|p| p.name).collect();
+    assert!(names.contains(&"bn.running_var"), "{names:?}");
+    // every weight 1.0 as f16 (0x3c00), as PyTorch's `model.half()` saves it
+    let mut entries: Vec<(&str, &str, &[usize], Vec<u8>)> = Net::PARAMS
+        .iter()
+        .map(|p| (p.name, "F16", p.shape, [0x00, 0x3c].repeat(p.len())))
+        .collect();
+    entries.push((
+        "bn.num_batches_tracked",
+        "I64",
+        &[],
+        7i64.to_le_bytes().to_vec(),
+    ));
+    let strict = safetensors(&entries);
+    let (model, report) =
+        dnnfusion::load_safetensors_with::<Net>(&strict, LoadOptions::STRICT).unwrap();
+    assert!(report.skipped.is_empty());
+    assert!(model.params()[..Net::LOADED_LEN].iter().all(|&v| v == 1.0));
+
+    entries.push(("optimizer.step", "I64", &[], 3i64.to_le_bytes().to_vec()));
+    entries.push(("head.mask", "BOOL", &[2], vec![1, 0]));
+    let extra = safetensors(&entries);
+    assert!(matches!(
+        Net::from_safetensors(&extra),
+        Err(LoadError::UnexpectedTensor { tensor }) if tensor.as_str() == "optimizer.step"
+    ));
+    let (model, report) =
+        dnnfusion::load_safetensors_with::<Net>(&extra, LoadOptions::LENIENT).unwrap();
+    assert_eq!(report.skipped, ["optimizer.step", "head.mask"]);
+    let mut out = [0.0; 32];
+    let mut arena = [0.0; Net::ARENA_LEN];
+    model.run(&[2.0; 32], &mut out, &mut arena);
+    // batch norm: (2 - 1) / sqrt(1 + eps) + 1 = 2 per channel; conv: 2 + 2 + 1
+    assert!(out.iter().all(|v| (v - 5.0).abs() < 1e-4), "{out:?}");
+    let (lenient, _) =
+        dnnfusion::load_safetensors_with::<Net>(&strict, LoadOptions::LENIENT).unwrap();
+    let mut again = [0.0; 32];
+    lenient.run(&[2.0; 32], &mut again, &mut arena);
+    assert_eq!(out, again);
+
+    // a weight the model needs is still required, lenient or not
+    entries.retain(|e| e.0 != "conv.weight");
+    assert_eq!(
+        dnnfusion::load_safetensors_with::<Net>(&safetensors(&entries), LoadOptions::LENIENT)
+            .unwrap_err(),
+        LoadError::MissingTensor {
+            tensor: "conv.weight"
+        }
+    );
 }

@@ -148,7 +148,8 @@ pub fn codegen(
             "Computes the load-time part of the parameter buffer from the loaded parameters at \
              its start (floats `0..{loaded_len}`): the results of the {ops} ops that read only \
              parameters, which `run` reads as parameters. `from_params` calls it on a mutable \
-             or owned buffer; call it yourself to make a buffer you then borrow read-only. \
+             or owned buffer; `Prepared::new` calls it to make a buffer you then borrow \
+             read-only (`Params::prepared`). \
              Errors when `buffer` does not hold exactly `PARAM_LEN` floats. The ops, in order:\n"
         );
         let load_model = load_model(model, stage);
@@ -193,11 +194,16 @@ pub fn codegen(
             pub const FUSED_FUNCTIONS: usize = #fused_functions;
 
             /// Wraps a flat parameter buffer of [`Self::PARAM_LEN`] floats laid out as
-            /// [`Self::PARAMS`] says; runs [`Self::prepare`] on it unless it is borrowed read-only.
+            /// [`Self::PARAMS`] says; runs [`Self::prepare`] on a mutable or owned buffer.
+            /// A read-only buffer must come prepared for this model
+            /// ([`::dnnfusion::runtime::Params::prepared`]) unless the model has nothing to
+            /// prepare (`LOADED_LEN == PARAM_LEN`); otherwise the error is `NotPrepared`.
             pub fn from_params(mut params: ::dnnfusion::runtime::Params<'p>) -> ::core::result::Result<Self, ::dnnfusion::runtime::LoadError> {
                 params.check_len(Self::PARAM_LEN)?;
                 if let ::core::option::Option::Some(buffer) = params.as_mut_slice() {
                     Self::prepare(buffer)?;
+                } else {
+                    params.check_prepared::<Self>()?;
                 }
                 ::core::result::Result::Ok(Self { params })
             }

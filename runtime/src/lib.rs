@@ -8,9 +8,11 @@
 //!   convolution runs register-tiled SIMD code from the private `simd` module (detected at
 //!   run time with `std`, chosen at compile time without), the only place with `unsafe`.
 //! - [`math`]: the elementwise functions (through `libm`, so they work without std).
-//! - [`safetensors`]: a validating safetensors reader that never panics or allocates.
+//! - [`safetensors`]: a validating safetensors reader that never panics or allocates;
+//!   F16, BF16 and F64 tensors become f32, and [`LoadOptions`] makes it lenient.
 //! - [`arena`]: safe disjoint views of the scratch arena.
-//! - [`Model`], [`Params`], [`ParamSpec`], [`LoadError`], [`RunError`]: the generated API.
+//! - [`Model`], [`Params`], [`Prepared`], [`ParamSpec`], [`LoadError`], [`RunError`]: the
+//!   generated API.
 #![no_std]
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
@@ -29,6 +31,7 @@ mod simd;
 
 pub use indices::indices_to_f32;
 pub use model::*;
+pub use safetensors::LoadOptions;
 
 /// Expands its input only when the runtime's `alloc` feature is on (generated code
 /// wraps the allocating API in it, since the macro cannot see features).

@@ -31,24 +31,34 @@ impl ParamSpec {
 /// The buffer holds the loaded parameters (laid out as the model's `PARAMS` say), then
 /// the tensors the model's `prepare` computes from them once (weights folded at load
 /// time), then `prepare`'s scratch: `PARAM_LEN` floats in all. A model built from a
-/// mutable or owned buffer runs `prepare` itself; a read-only buffer is taken as it is,
-/// so it must come from `prepare` already (a `static` written by a build step, for
-/// example). For a model whose `LOADED_LEN` equals its `PARAM_LEN`, `prepare` does
-/// nothing and any loaded buffer will do.
+/// mutable or owned buffer runs `prepare` itself. A read-only buffer cannot be prepared,
+/// so the model takes it from [`Params::borrowed`] only when it has nothing to prepare
+/// (`LOADED_LEN == PARAM_LEN`) and otherwise refuses it with
+/// [`LoadError::NotPrepared`]; a read-only buffer that did go through `prepare` comes
+/// as [`Params::prepared`] (see [`Prepared`]).
 pub struct Params<'p>(Storage<'p>);
 
 enum Storage<'p> {
     Borrowed(&'p [f32]),
+    Prepared(Prepared<'p>),
     BorrowedMut(&'p mut [f32]),
     #[cfg(feature = "alloc")]
     Owned(alloc::vec::Vec<f32>),
 }
 
 impl<'p> Params<'p> {
-    /// Borrows a buffer read-only (a `static`, or memory the caller owns), as the
-    /// model's `prepare` left it.
+    /// Borrows read-only a buffer of loaded parameters (a `static`, or memory the caller
+    /// owns). Only a model without load-time ops (`LOADED_LEN == PARAM_LEN`) accepts it;
+    /// for the others use [`Params::borrowed_mut`], [`Params::owned`] or
+    /// [`Params::prepared`].
     pub fn borrowed(data: &'p [f32]) -> Self {
         Params(Storage::Borrowed(data))
+    }
+
+    /// Borrows read-only a buffer that went through a model's `prepare`; only that model
+    /// accepts it.
+    pub fn prepared(prepared: Prepared<'p>) -> Self {
+        Params(Storage::Prepared(prepared))
     }
 
     /// Borrows a buffer holding the loaded parameters; the model fills in the rest.
@@ -60,16 +70,18 @@ impl<'p> Params<'p> {
     pub fn as_slice(&self) -> &[f32] {
         match &self.0 {
             Storage::Borrowed(d) => d,
+            Storage::Prepared(p) => p.data,
             Storage::BorrowedMut(d) => d,
             #[cfg(feature = "alloc")]
             Storage::Owned(v) => v,
         }
     }
 
-    /// The floats, when the buffer may be written (`None` for [`Params::borrowed`]).
+    /// The floats, when the buffer may be written (`None` for [`Params::borrowed`] and
+    /// [`Params::prepared`]).
     pub fn as_mut_slice(&mut self) -> Option<&mut [f32]> {
         match &mut self.0 {
-            Storage::Borrowed(_) => None,
+            Storage::Borrowed(_) | Storage::Prepared(_) => None,
             Storage::BorrowedMut(d) => Some(d),
             #[cfg(feature = "alloc")]
             Storage::Owned(v) => Some(v),
@@ -83,6 +95,76 @@ impl<'p> Params<'p> {
             return Err(LoadError::BufferLength { expected, found });
         }
         Ok(())
+    }
+
+    /// Checks that model `M` may run on a read-only buffer as it is: the buffer was
+    /// prepared for `M`, or `M` has nothing to prepare. Mutable and owned buffers pass
+    /// (the model prepares them).
+    pub fn check_prepared<M: Model>(&self) -> Result<(), LoadError> {
+        match &self.0 {
+            Storage::Borrowed(_) if M::LOADED_LEN < M::PARAM_LEN => Err(LoadError::NotPrepared {
+                model: M::NAME,
+                loaded_len: M::LOADED_LEN,
+                param_len: M::PARAM_LEN,
+            }),
+            Storage::Prepared(p) if p.model != model_id::<M>() => {
+                Err(LoadError::PreparedForOtherModel {
+                    model: model_id::<M>(),
+                    prepared_for: p.model,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Identifies a model type (its path, such as `my_crate::nets::LeNet`) for [`Prepared`].
+fn model_id<M: Model>() -> &'static str {
+    let name = core::any::type_name::<M>();
+    // generated models carry only a lifetime, which the name shows as `<'_>`
+    name.strip_suffix("<'_>").unwrap_or(name)
+}
+
+/// A read-only parameter buffer that went through the `prepare` of one model, which
+/// alone accepts it (as [`Params::prepared`]). [`Prepared::new`] runs `prepare`;
+/// [`Prepared::trusted`] takes the caller's word for it. Copy it to build the model
+/// several times from one buffer (the facade crate's docs show it).
+#[derive(Clone, Copy)]
+pub struct Prepared<'p> {
+    data: &'p [f32],
+    model: &'static str,
+}
+
+impl<'p> Prepared<'p> {
+    /// Runs `M::prepare` on `buffer` (loaded parameters at its start, `PARAM_LEN` floats
+    /// in all) and borrows the result read-only.
+    pub fn new<M: Model>(buffer: &'p mut [f32]) -> Result<Self, LoadError> {
+        M::prepare(buffer)?;
+        Ok(Prepared {
+            data: buffer,
+            model: model_id::<M>(),
+        })
+    }
+
+    /// Takes `data` as prepared for `M` without checking, for a buffer `M::prepare` wrote
+    /// earlier (a `static` a build step generated, for example). A buffer that was not
+    /// prepared gives wrong outputs (never a panic).
+    pub fn trusted<M: Model>(data: &'p [f32]) -> Self {
+        Prepared {
+            data,
+            model: model_id::<M>(),
+        }
+    }
+
+    /// The floats.
+    pub fn as_slice(&self) -> &'p [f32] {
+        self.data
+    }
+}
+
+impl fmt::Debug for Prepared<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Prepared({} floats for {})", self.data.len(), self.model)
     }
 }
 
@@ -127,7 +209,8 @@ pub enum LoadError {
         /// its key
         tensor: TensorName,
     },
-    /// A tensor is not float32.
+    /// A tensor the model needs is not of a float dtype the loader converts (F32, F16,
+    /// BF16, F64).
     WrongDtype {
         /// its key
         tensor: &'static str,
@@ -144,6 +227,24 @@ pub enum LoadError {
         found: [usize; 8],
         /// the rank in the file
         found_rank: usize,
+    },
+    /// A read-only buffer of loaded parameters was given to a model that computes part
+    /// of its buffer at load time (`LOADED_LEN < PARAM_LEN`): it would run on whatever
+    /// the rest of the buffer holds.
+    NotPrepared {
+        /// the model's name
+        model: &'static str,
+        /// floats of loaded parameters
+        loaded_len: usize,
+        /// floats of the whole buffer
+        param_len: usize,
+    },
+    /// A buffer prepared for one model was given to another.
+    PreparedForOtherModel {
+        /// the model given the buffer (its type path)
+        model: &'static str,
+        /// the model the buffer was prepared for
+        prepared_for: &'static str,
     },
     /// A flat parameter buffer has the wrong length.
     BufferLength {
@@ -214,7 +315,10 @@ impl fmt::Display for LoadError {
                 "tensor `{tensor}` is in the weights but not in the model"
             ),
             LoadError::WrongDtype { tensor, found } => {
-                write!(f, "tensor `{tensor}` is {found}, expected F32")
+                write!(
+                    f,
+                    "tensor `{tensor}` is {found}, expected a float dtype (F32, F16, BF16 or F64)"
+                )
             }
             LoadError::WrongShape {
                 tensor,
@@ -229,6 +333,23 @@ impl fmt::Display for LoadError {
                     expected
                 )
             }
+            LoadError::NotPrepared {
+                model,
+                loaded_len,
+                param_len,
+            } => write!(
+                f,
+                "model `{model}` computes floats {loaded_len}..{param_len} of its parameter buffer at load time, \
+                 but the read-only buffer given was not prepared: pass it with `Params::borrowed_mut` or \
+                 `Params::owned` so the model prepares it, or as `Params::prepared(Prepared::new::<{model}>(&mut buffer)?)`"
+            ),
+            LoadError::PreparedForOtherModel {
+                model,
+                prepared_for,
+            } => write!(
+                f,
+                "the parameter buffer was prepared for model `{prepared_for}`, not `{model}`"
+            ),
             LoadError::BufferLength { expected, found } => {
                 write!(
                     f,
@@ -270,6 +391,17 @@ pub enum RunError {
         expected: usize,
         /// floats given
         found: usize,
+    },
+    /// An input array has the wrong shape (ndarray interop).
+    InputShape {
+        /// its position
+        index: usize,
+        /// the shape the model takes
+        expected: &'static [usize],
+        /// the shape given (first dims, up to 8)
+        found: [usize; 8],
+        /// the rank given
+        found_rank: usize,
     },
     /// An output buffer has the wrong length.
     OutputLength {
@@ -382,6 +514,20 @@ impl fmt::Display for RunError {
                 expected,
                 found,
             } => write!(f, "input {index} needs {expected} floats, {found} given"),
+            RunError::InputShape {
+                index,
+                expected,
+                found,
+                found_rank,
+            } => {
+                write!(f, "input {index} has shape ")?;
+                write_dims(f, found.get(..*found_rank).unwrap_or(found))?;
+                if *found_rank > found.len() {
+                    write!(f, " (rank {found_rank}, first {} dims shown)", found.len())?;
+                }
+                f.write_str(", the model takes ")?;
+                write_dims(f, expected)
+            }
             RunError::OutputLength {
                 index,
                 expected,
@@ -394,6 +540,34 @@ impl fmt::Display for RunError {
             RunError::ArenaLength { expected, found } => {
                 write!(f, "the arena needs {expected} floats, {found} given")
             }
+        }
+    }
+}
+
+/// Writes `[1, 3]`.
+fn write_dims(f: &mut fmt::Formatter<'_>, dims: &[usize]) -> fmt::Result {
+    f.write_str("[")?;
+    for (i, d) in dims.iter().enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        write!(f, "{d}")?;
+    }
+    f.write_str("]")
+}
+
+impl RunError {
+    /// An [`RunError::InputShape`] for input `index` given with shape `found`.
+    pub fn input_shape(index: usize, expected: &'static [usize], found: &[usize]) -> RunError {
+        let mut dims = [0usize; 8];
+        for (d, f) in dims.iter_mut().zip(found) {
+            *d = *f;
+        }
+        RunError::InputShape {
+            index,
+            expected,
+            found: dims,
+            found_rank: found.len(),
         }
     }
 }
@@ -441,6 +615,34 @@ pub fn load_safetensors<M: Model>(bytes: &[u8]) -> Result<M, LoadError> {
     let mut buffer = alloc::vec![0.0f32; M::PARAM_LEN];
     crate::safetensors::load_into(bytes, M::PARAMS, &mut buffer)?;
     M::from_static_params(Params::owned(buffer))
+}
+
+/// What [`load_safetensors_with`] left out of the model.
+#[cfg(feature = "alloc")]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Tensors of the file the model does not use, in file order (only a lenient load
+    /// skips any; batch-norm `num_batches_tracked` counters are not listed).
+    pub skipped: alloc::vec::Vec<alloc::string::String>,
+}
+
+/// Loads a safetensors file with `options` into a fresh owned buffer and builds the
+/// model; with [`LoadOptions::LENIENT`](crate::LoadOptions::LENIENT) the report names
+/// the tensors skipped. See [`safetensors::load_into_with`](crate::safetensors::load_into_with)
+/// for the dtypes converted; without an allocator call that function, then the model's
+/// `from_params`.
+#[cfg(feature = "alloc")]
+pub fn load_safetensors_with<M: Model>(
+    bytes: &[u8],
+    options: crate::LoadOptions,
+) -> Result<(M, LoadReport), LoadError> {
+    use alloc::string::ToString;
+    let mut buffer = alloc::vec![0.0f32; M::PARAM_LEN];
+    let mut report = LoadReport::default();
+    crate::safetensors::load_into_with(bytes, M::PARAMS, &mut buffer, options, |name| {
+        report.skipped.push(name.to_string())
+    })?;
+    Ok((M::from_static_params(Params::owned(buffer))?, report))
 }
 
 /// Runs a model on slices, allocating the arena and the outputs.

@@ -1,5 +1,6 @@
 //! A safetensors reader for `no_std`: validates names, dtypes, shapes and offsets and
-//! copies the floats into a caller's buffer. Never allocates, never panics on bad bytes.
+//! copies the floats (converted to f32) into a caller's buffer. Never allocates, never
+//! panics on bad bytes.
 //!
 //! Format: 8 bytes little-endian header length `n`, `n` bytes of JSON
 //! (`{"name": {"dtype": "F32", "shape": [..], "data_offsets": [begin, end]}, ...}` with an
@@ -22,9 +23,54 @@ struct Entry<'a> {
     end: usize,
 }
 
+/// How [`load_into_with`] treats the tensors of a file that the model does not use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Refuse such a tensor with [`LoadError::UnexpectedTensor`] (PyTorch's
+    /// `strict=True`, the default); when false, skip it whatever its dtype and report
+    /// its name. A tensor the model needs but the file lacks is an error either way.
+    pub strict: bool,
+}
+
+impl LoadOptions {
+    /// Every tensor of the file must belong to the model (the default).
+    pub const STRICT: LoadOptions = LoadOptions { strict: true };
+    /// Tensors the model does not use are skipped (PyTorch's `strict=False`).
+    pub const LENIENT: LoadOptions = LoadOptions { strict: false };
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions::STRICT
+    }
+}
+
 /// Fills `dest` from the file: every tensor of `specs` must be present exactly, with
-/// dtype F32 and the declared shape, and the file may hold no other tensor.
+/// the declared shape and a float dtype, and the file may hold no other tensor (see
+/// [`load_into_with`] for the dtypes, batch-norm counters and a lenient mode).
 pub fn load_into(bytes: &[u8], specs: &[ParamSpec], dest: &mut [f32]) -> Result<(), LoadError> {
+    load_into_with(bytes, specs, dest, LoadOptions::STRICT, |_| {}).map(|_| ())
+}
+
+/// Fills `dest` from the file as [`load_into`] does, with `options`; returns how many
+/// tensors were skipped and passes each one's name to `skipped` as it meets it (before
+/// the rest of the file is checked, so an error may follow).
+///
+/// - Dtypes: F32 is copied; F16 and BF16 are converted to f32 exactly (subnormals,
+///   infinities and NaN included); F64 is rounded to the nearest f32. Any other dtype of
+///   a tensor the model needs is [`LoadError::WrongDtype`].
+/// - `<prefix>.num_batches_tracked` (a PyTorch batch-norm counter, any dtype) is ignored
+///   whenever the model has `<prefix>.running_mean` and `<prefix>.running_var`; it is
+///   not reported as skipped.
+/// - A tensor the model does not use is [`LoadError::UnexpectedTensor`] when
+///   `options.strict`, else skipped (its data must still lie inside the file).
+pub fn load_into_with(
+    bytes: &[u8],
+    specs: &[ParamSpec],
+    dest: &mut [f32],
+    options: LoadOptions,
+    mut skipped: impl FnMut(&str),
+) -> Result<usize, LoadError> {
     let needed: usize = specs.iter().map(|s| s.offset + s.len()).max().unwrap_or(0);
     if dest.len() < needed {
         return Err(LoadError::BufferLength {
@@ -33,8 +79,10 @@ pub fn load_into(bytes: &[u8], specs: &[ParamSpec], dest: &mut [f32]) -> Result<
         });
     }
     let (header, data) = split(bytes)?;
-    // every entry must be a model tensor, well formed, and in bounds
-    let mut count = 0usize;
+    // which specs were loaded: a bit each for the first SEEN_BITS, a header scan beyond
+    let mut seen = [0u64; SEEN_BITS / 64];
+    let mut loaded = 0usize;
+    let mut skipped_count = 0usize;
     let mut scratch = [0u8; MAX_NAME];
     let mut cursor = Cursor {
         bytes: header,
@@ -45,13 +93,34 @@ pub fn load_into(bytes: &[u8], specs: &[ParamSpec], dest: &mut [f32]) -> Result<
         loop {
             let entry = cursor.entry(&mut scratch)?;
             if let Some(entry) = entry {
-                count += 1;
-                let Some(spec) = specs.iter().find(|s| s.name == entry.name) else {
+                if let Some((index, spec)) =
+                    specs.iter().enumerate().find(|(_, s)| s.name == entry.name)
+                {
+                    let twice = match seen.get_mut(index / 64) {
+                        Some(word) => {
+                            let bit = 1u64 << (index % 64);
+                            let twice = *word & bit != 0;
+                            *word |= bit;
+                            twice
+                        }
+                        None => header_count(header, spec.name)? > 1,
+                    };
+                    if twice {
+                        return Err(DUPLICATE);
+                    }
+                    copy(&entry, spec, data, dest)?;
+                    loaded += 1;
+                } else if is_batch_norm_counter(entry.name, specs) {
+                    check_bounds(&entry, data)?;
+                } else if options.strict {
                     return Err(LoadError::UnexpectedTensor {
                         tensor: TensorName::new(entry.name),
                     });
-                };
-                copy(&entry, spec, data, dest)?;
+                } else {
+                    check_bounds(&entry, data)?;
+                    skipped_count += 1;
+                    skipped(entry.name);
+                }
             }
             if cursor.eat(b',') {
                 continue;
@@ -66,15 +135,53 @@ pub fn load_into(bytes: &[u8], specs: &[ParamSpec], dest: &mut [f32]) -> Result<
             reason: "trailing bytes after the header object",
         });
     }
-    if count != specs.len() {
-        // a duplicate or a missing name: find the first spec the header lacks
+    if loaded != specs.len() {
         for spec in specs {
-            if !header_has(header, spec.name)? {
+            if header_count(header, spec.name)? == 0 {
                 return Err(LoadError::MissingTensor { tensor: spec.name });
             }
         }
+        return Err(DUPLICATE);
+    }
+    Ok(skipped_count)
+}
+
+/// Specs whose duplicates are found with a bit set (beyond, by scanning the header).
+const SEEN_BITS: usize = 4096;
+
+const DUPLICATE: LoadError = LoadError::Malformed {
+    reason: "a tensor name appears twice in the header",
+};
+
+/// True for `<prefix>.num_batches_tracked` when the model has `<prefix>.running_mean`
+/// and `<prefix>.running_var` (PyTorch saves the counter with every batch norm).
+fn is_batch_norm_counter(name: &str, specs: &[ParamSpec]) -> bool {
+    let Some(prefix) = name.strip_suffix(".num_batches_tracked") else {
+        return false;
+    };
+    let has = |field: &str| {
+        specs.iter().any(|s| {
+            s.name
+                .strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix('.'))
+                == Some(field)
+        })
+    };
+    has("running_mean") && has("running_var")
+}
+
+/// Checks that a tensor the model does not read lies inside the data.
+fn check_bounds(entry: &Entry<'_>, data: &[u8]) -> Result<(), LoadError> {
+    if entry.end < entry.begin {
         return Err(LoadError::Malformed {
-            reason: "a tensor name appears twice in the header",
+            reason: "data_offsets end before they begin",
+        });
+    }
+    if entry.end > data.len() {
+        return Err(LoadError::Truncated {
+            tensor: TensorName::new(entry.name),
+            needed: entry.end,
+            found: data.len(),
         });
     }
     Ok(())
@@ -112,12 +219,18 @@ fn copy(
     data: &[u8],
     dest: &mut [f32],
 ) -> Result<(), LoadError> {
-    if entry.dtype.as_str() != "F32" {
-        return Err(LoadError::WrongDtype {
-            tensor: spec.name,
-            found: entry.dtype,
-        });
-    }
+    let dtype = match entry.dtype.as_str() {
+        "F32" => Dtype::F32,
+        "F16" => Dtype::F16,
+        "BF16" => Dtype::BF16,
+        "F64" => Dtype::F64,
+        _ => {
+            return Err(LoadError::WrongDtype {
+                tensor: spec.name,
+                found: entry.dtype,
+            })
+        }
+    };
     if entry.rank != spec.shape.len() || entry.shape.get(..entry.rank) != Some(spec.shape) {
         return Err(LoadError::WrongShape {
             tensor: spec.name,
@@ -127,7 +240,8 @@ fn copy(
         });
     }
     let len = spec.len();
-    if entry.end < entry.begin || entry.end - entry.begin != len * 4 {
+    let size = dtype.size();
+    if entry.end < entry.begin || Some(entry.end - entry.begin) != len.checked_mul(size) {
         return Err(LoadError::Malformed {
             reason: "data_offsets do not match the tensor's shape and dtype",
         });
@@ -145,14 +259,80 @@ fn copy(
             found: dest.len(),
         });
     };
-    for (d, chunk) in dst.iter_mut().zip(src.chunks_exact(4)) {
-        *d = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+    match dtype {
+        Dtype::F32 => {
+            for (d, chunk) in dst.iter_mut().zip(src.chunks_exact(4)) {
+                let mut raw = [0u8; 4];
+                raw.copy_from_slice(chunk);
+                *d = f32::from_le_bytes(raw);
+            }
+        }
+        Dtype::F16 | Dtype::BF16 => {
+            for (d, chunk) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                let mut raw = [0u8; 2];
+                raw.copy_from_slice(chunk);
+                let bits = u16::from_le_bytes(raw);
+                *d = if dtype == Dtype::F16 {
+                    f16_to_f32(bits)
+                } else {
+                    bf16_to_f32(bits)
+                };
+            }
+        }
+        Dtype::F64 => {
+            for (d, chunk) in dst.iter_mut().zip(src.chunks_exact(8)) {
+                let mut raw = [0u8; 8];
+                raw.copy_from_slice(chunk);
+                *d = f64::from_le_bytes(raw) as f32;
+            }
+        }
     }
     Ok(())
 }
 
-/// True when the header has a tensor called `name`.
-fn header_has(header: &[u8], name: &str) -> Result<bool, LoadError> {
+/// The float dtypes the reader converts to f32.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Dtype {
+    F32,
+    F16,
+    BF16,
+    F64,
+}
+
+impl Dtype {
+    /// Bytes per element.
+    fn size(self) -> usize {
+        match self {
+            Dtype::F16 | Dtype::BF16 => 2,
+            Dtype::F32 => 4,
+            Dtype::F64 => 8,
+        }
+    }
+}
+
+/// IEEE half precision to f32, exactly (every f16 is an f32).
+pub fn f16_to_f32(bits: u16) -> f32 {
+    let sign = u32::from(bits >> 15) << 31;
+    let exponent = u32::from((bits >> 10) & 0x1f);
+    let mantissa = u32::from(bits & 0x3ff);
+    let magnitude = match exponent {
+        // zero and subnormals: mantissa * 2^-24, exact in f32
+        0 => (mantissa as f32 * f32::from_bits(0x3380_0000)).to_bits(),
+        // infinities and NaN, payload kept
+        0x1f => 0x7f80_0000 | (mantissa << 13),
+        // normal: rebias the exponent from 15 to 127
+        _ => ((exponent + 112) << 23) | (mantissa << 13),
+    };
+    f32::from_bits(sign | magnitude)
+}
+
+/// bfloat16 to f32, exactly (bf16 is the upper half of an f32).
+pub fn bf16_to_f32(bits: u16) -> f32 {
+    f32::from_bits(u32::from(bits) << 16)
+}
+
+/// How many tensors of the header are called `name`.
+fn header_count(header: &[u8], name: &str) -> Result<usize, LoadError> {
     let mut scratch = [0u8; MAX_NAME];
     let mut cursor = Cursor {
         bytes: header,
@@ -160,16 +340,17 @@ fn header_has(header: &[u8], name: &str) -> Result<bool, LoadError> {
     };
     cursor.expect(b'{')?;
     if cursor.eat(b'}') {
-        return Ok(false);
+        return Ok(0);
     }
+    let mut count = 0;
     loop {
         if let Some(entry) = cursor.entry(&mut scratch)? {
             if entry.name == name {
-                return Ok(true);
+                count += 1;
             }
         }
         if !cursor.eat(b',') {
-            return Ok(false);
+            return Ok(count);
         }
     }
 }
@@ -477,7 +658,7 @@ mod tests {
             matches!(load_into(&b[..l], SPECS, &mut dest), Err(LoadError::UnexpectedTensor { tensor }) if tensor.as_str() == "c")
         );
         let (b, l) = file(
-            &GOOD.replace("\"F32\",\"shape\":[2]", "\"F16\",\"shape\":[2]"),
+            &GOOD.replace("\"F32\",\"shape\":[2]", "\"I64\",\"shape\":[2]"),
             &floats,
         );
         assert!(matches!(
@@ -511,19 +692,292 @@ mod tests {
         ));
     }
 
+    fn raw_file(header: &str, data: &[u8]) -> ([u8; 512], usize) {
+        let mut out = [0u8; 512];
+        let h = header.as_bytes();
+        out[..8].copy_from_slice(&(h.len() as u64).to_le_bytes());
+        out[8..8 + h.len()].copy_from_slice(h);
+        out[8 + h.len()..8 + h.len() + data.len()].copy_from_slice(data);
+        (out, 8 + h.len() + data.len())
+    }
+
+    const BN_SPECS: &[ParamSpec] = &[
+        ParamSpec {
+            name: "bn.weight",
+            shape: &[1],
+            offset: 0,
+        },
+        ParamSpec {
+            name: "bn.bias",
+            shape: &[1],
+            offset: 1,
+        },
+        ParamSpec {
+            name: "bn.running_mean",
+            shape: &[1],
+            offset: 2,
+        },
+        ParamSpec {
+            name: "bn.running_var",
+            shape: &[1],
+            offset: 3,
+        },
+    ];
+
+    /// The four batch-norm floats 1..=4, then `extra` header entries with 8 bytes each
+    /// (an int64 7) after them.
+    fn bn_file(extra: &[&str]) -> ([u8; 512], usize) {
+        let mut header = [0u8; 400];
+        let mut at = 0;
+        let mut push = |s: &str| {
+            header[at..at + s.len()].copy_from_slice(s.as_bytes());
+            at += s.len();
+        };
+        push(
+            r#"{"bn.weight":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"bn.bias":{"dtype":"F32","shape":[1],"data_offsets":[4,8]},"bn.running_mean":{"dtype":"F32","shape":[1],"data_offsets":[8,12]},"bn.running_var":{"dtype":"F32","shape":[1],"data_offsets":[12,16]}"#,
+        );
+        for e in extra {
+            push(",");
+            push(e);
+        }
+        push("}");
+        let mut data = [0u8; 16 + 8 * 4];
+        for (i, v) in [1.0f32, 2.0, 3.0, 4.0].iter().enumerate() {
+            data[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        for i in 0..extra.len() {
+            data[16 + i * 8..24 + i * 8].copy_from_slice(&7i64.to_le_bytes());
+        }
+        let header = core::str::from_utf8(&header[..at]).unwrap();
+        raw_file(header, &data[..16 + 8 * extra.len()])
+    }
+
+    #[test]
+    fn a_batch_norm_counter_is_ignored_only_next_to_its_batch_norm() {
+        let counter =
+            r#""bn.num_batches_tracked":{"dtype":"I64","shape":[],"data_offsets":[16,24]}"#;
+        for extra in [&[][..], &[counter][..]] {
+            let (b, l) = bn_file(extra);
+            let mut dest = [0.0; 4];
+            assert_eq!(load_into(&b[..l], BN_SPECS, &mut dest), Ok(()), "{extra:?}");
+            assert_eq!(dest, [1.0, 2.0, 3.0, 4.0]);
+            let mut names = 0;
+            let skipped =
+                load_into_with(&b[..l], BN_SPECS, &mut dest, LoadOptions::LENIENT, |_| {
+                    names += 1
+                });
+            assert_eq!((skipped, names), (Ok(0), 0), "a counter is not reported");
+        }
+        // a counter without its batch norm is a tensor the model does not use
+        let stray =
+            r#""bn2.num_batches_tracked":{"dtype":"I64","shape":[],"data_offsets":[16,24]}"#;
+        let (b, l) = bn_file(&[stray]);
+        let mut dest = [0.0; 4];
+        assert!(matches!(
+            load_into(&b[..l], BN_SPECS, &mut dest),
+            Err(LoadError::UnexpectedTensor { tensor }) if tensor.as_str() == "bn2.num_batches_tracked"
+        ));
+        let (specs, _) = BN_SPECS.split_at(3); // no running_var
+        let (b, l) = bn_file(&[counter]);
+        let mut dest = [0.0; 3];
+        let fewer = &[specs[0], specs[1], specs[2]];
+        assert!(matches!(
+            load_into(&b[..l], fewer, &mut dest),
+            Err(LoadError::UnexpectedTensor { .. })
+        ));
+        // its data must still be in the file
+        let (b, l) = bn_file(&[counter]);
+        assert!(matches!(
+            load_into(&b[..l - 1], BN_SPECS, &mut [0.0; 4]),
+            Err(LoadError::Truncated { tensor, .. }) if tensor.as_str() == "bn.num_batches_tracked"
+        ));
+    }
+
+    #[test]
+    fn a_lenient_load_skips_and_names_the_tensors_the_model_does_not_use() {
+        let steps = r#""steps":{"dtype":"I64","shape":[],"data_offsets":[16,24]}"#;
+        let mask = r#""head.mask":{"dtype":"BOOL","shape":[8],"data_offsets":[24,32]}"#;
+        let (b, l) = bn_file(&[steps, mask]);
+        let mut dest = [0.0; 4];
+        assert!(matches!(
+            load_into(&b[..l], BN_SPECS, &mut dest),
+            Err(LoadError::UnexpectedTensor { tensor }) if tensor.as_str() == "steps"
+        ));
+        let mut names = [TensorName::new(""); 2];
+        let mut n = 0;
+        let skipped = load_into_with(&b[..l], BN_SPECS, &mut dest, LoadOptions::LENIENT, |name| {
+            names[n] = TensorName::new(name);
+            n += 1;
+        });
+        assert_eq!(skipped, Ok(2));
+        assert_eq!(
+            [names[0].as_str(), names[1].as_str()],
+            ["steps", "head.mask"]
+        );
+        assert_eq!(dest, [1.0, 2.0, 3.0, 4.0]);
+        // a missing tensor is still an error
+        let more = &[
+            BN_SPECS[0],
+            BN_SPECS[1],
+            BN_SPECS[2],
+            BN_SPECS[3],
+            ParamSpec {
+                name: "fc.weight",
+                shape: &[1],
+                offset: 4,
+            },
+        ];
+        assert_eq!(
+            load_into_with(&b[..l], more, &mut [0.0; 5], LoadOptions::LENIENT, |_| {}),
+            Err(LoadError::MissingTensor {
+                tensor: "fc.weight"
+            })
+        );
+        // and so is a skipped tensor whose data is not in the file
+        assert!(matches!(
+            load_into_with(&b[..l - 1], BN_SPECS, &mut dest, LoadOptions::LENIENT, |_| {}),
+            Err(LoadError::Truncated { tensor, .. }) if tensor.as_str() == "head.mask"
+        ));
+        assert_eq!(LoadOptions::default(), LoadOptions::STRICT);
+    }
+
+    #[test]
+    fn a_name_twice_is_refused_even_when_the_count_matches() {
+        let twice = r#"{"a.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"a.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}"#;
+        let (b, l) = file(twice, &[1.0; 4]);
+        assert!(matches!(
+            load_into(&b[..l], SPECS, &mut [0.0; 6]),
+            Err(LoadError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn half_precision_converts_exactly() {
+        let cases: [(u16, f32); 12] = [
+            (0x0000, 0.0),
+            (0x3c00, 1.0),
+            (0xc000, -2.0),
+            (0x3555, 1365.0 / 4096.0),
+            (0x7bff, 65504.0),
+            (0x0400, 6.103_515_6e-5),          // smallest normal, 2^-14
+            (0x0001, 5.960_464_5e-8),          // smallest subnormal, 2^-24
+            (0x03ff, 1023.0 * 5.960_464_5e-8), // largest subnormal, 1023 * 2^-24
+            (0x8001, -5.960_464_5e-8),
+            (0x7c00, f32::INFINITY),
+            (0xfc00, f32::NEG_INFINITY),
+            (0x3800, 0.5),
+        ];
+        for (bits, want) in cases {
+            assert_eq!(f16_to_f32(bits).to_bits(), want.to_bits(), "{bits:#06x}");
+        }
+        assert_eq!(f16_to_f32(0x8000).to_bits(), (-0.0f32).to_bits());
+        assert!(f16_to_f32(0x7e00).is_nan() && f16_to_f32(0xfe01).is_nan());
+        assert_eq!(
+            f16_to_f32(0x7c01).to_bits(),
+            0x7f80_2000,
+            "NaN payload kept"
+        );
+        // every finite positive half maps to a value above the previous one, with the
+        // spacing of its binade: 2^(e-25) for exponent e (2^-24 for subnormals)
+        for bits in 0u16..0x7bff {
+            let (a, b) = (f16_to_f32(bits), f16_to_f32(bits + 1));
+            let e = i32::from(bits >> 10).max(1);
+            assert_eq!(b - a, 2f32.powi(e - 25), "{bits:#06x}");
+            assert_eq!(f16_to_f32(bits | 0x8000), -a);
+        }
+        assert_eq!(bf16_to_f32(0x3f80), 1.0);
+        assert_eq!(bf16_to_f32(0xc049), -3.140_625);
+        assert_eq!(bf16_to_f32(0x0001).to_bits(), 0x0001_0000, "subnormal");
+        assert_eq!(bf16_to_f32(0xff80), f32::NEG_INFINITY);
+        assert!(bf16_to_f32(0x7fc1).is_nan());
+    }
+
+    const HALF: &str = r#"{"a.weight":{"dtype":"F16","shape":[2,2],"data_offsets":[0,8]},"a.bias":{"dtype":"BF16","shape":[2],"data_offsets":[8,12]}}"#;
+
+    fn half_data() -> [u8; 12] {
+        let mut data = [0u8; 12];
+        for (i, h) in [0x3c00u16, 0xc000, 0x0001, 0x7c00, 0x3f80, 0xc049]
+            .iter()
+            .enumerate()
+        {
+            data[i * 2..i * 2 + 2].copy_from_slice(&h.to_le_bytes());
+        }
+        data
+    }
+
+    #[test]
+    fn f16_bf16_and_f64_tensors_load_as_f32() {
+        let (b, l) = raw_file(HALF, &half_data());
+        let mut dest = [0.0; 6];
+        assert_eq!(load_into(&b[..l], SPECS, &mut dest), Ok(()));
+        assert_eq!(
+            dest,
+            [1.0, -2.0, 5.960_464_5e-8, f32::INFINITY, 1.0, -3.140_625]
+        );
+        let double = r#"{"a.weight":{"dtype":"F64","shape":[2,2],"data_offsets":[0,32]},"a.bias":{"dtype":"F32","shape":[2],"data_offsets":[32,40]}}"#;
+        let mut data = [0u8; 40];
+        for (i, v) in [0.1f64, -1e300, 1e-50, 2.5].iter().enumerate() {
+            data[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        data[32..36].copy_from_slice(&7.0f32.to_le_bytes());
+        data[36..40].copy_from_slice(&8.0f32.to_le_bytes());
+        let (b, l) = raw_file(double, &data);
+        assert_eq!(load_into(&b[..l], SPECS, &mut dest), Ok(()));
+        assert_eq!(dest, [0.1, f32::NEG_INFINITY, 0.0, 2.5, 7.0, 8.0]);
+    }
+
+    #[test]
+    fn faults_in_half_precision_files_have_their_own_errors() {
+        let data = half_data();
+        let mut dest = [0.0; 6];
+        // the data stops inside the BF16 bias
+        let (b, l) = raw_file(HALF, &data[..11]);
+        assert!(matches!(
+            load_into(&b[..l], SPECS, &mut dest),
+            Err(LoadError::Truncated { tensor, needed: 12, found: 11 }) if tensor.as_str() == "a.bias"
+        ));
+        // offsets sized for F32 on an F16 tensor
+        let (b, l) = raw_file(&HALF.replace("[0,8]", "[0,16]"), &[0; 24]);
+        assert!(matches!(
+            load_into(&b[..l], SPECS, &mut dest),
+            Err(LoadError::Malformed { .. })
+        ));
+        // integer weights are not converted
+        let (b, l) = raw_file(&HALF.replace("\"F16\"", "\"I16\""), &data);
+        let err = load_into(&b[..l], SPECS, &mut dest).unwrap_err();
+        assert!(matches!(
+            err,
+            LoadError::WrongDtype { tensor: "a.weight", found } if found.as_str() == "I16"
+        ));
+    }
+
     #[test]
     fn never_panics_on_any_prefix_or_byte_flip() {
-        let (bytes, len) = file(GOOD, &[1.0; 6]);
+        let counter =
+            r#""bn.num_batches_tracked":{"dtype":"I64","shape":[],"data_offsets":[16,24]}"#;
+        let extra = r#""x":{"dtype":"BOOL","shape":[8],"data_offsets":[24,32]}"#;
+        let files = [
+            (file(GOOD, &[1.0; 6]), SPECS),
+            (raw_file(HALF, &half_data()), SPECS),
+            (bn_file(&[counter, extra]), BN_SPECS),
+        ];
         let mut dest = [0.0; 6];
-        for cut in 0..len {
-            let _ = load_into(&bytes[..cut], SPECS, &mut dest);
-        }
-        let mut copy = bytes;
-        for i in 0..len {
-            for flip in [0x01u8, 0x20, 0x80, 0xff] {
-                copy[i] ^= flip;
-                let _ = load_into(&copy[..len], SPECS, &mut dest);
-                copy[i] ^= flip;
+        for ((bytes, len), specs) in files {
+            for options in [LoadOptions::STRICT, LoadOptions::LENIENT] {
+                let load = |b: &[u8], dest: &mut [f32]| {
+                    let _ = load_into_with(b, specs, dest, options, |_| {});
+                };
+                for cut in 0..len {
+                    load(&bytes[..cut], &mut dest);
+                }
+                let mut copy = bytes;
+                for i in 0..len {
+                    for flip in [0x01u8, 0x20, 0x80, 0xff] {
+                        copy[i] ^= flip;
+                        load(&copy[..len], &mut dest);
+                        copy[i] ^= flip;
+                    }
+                }
             }
         }
     }
