@@ -126,9 +126,9 @@ fn model_id<M: Model>() -> &'static str {
 }
 
 /// A read-only parameter buffer that went through the `prepare` of one model, which
-/// alone accepts it (as [`Params::prepared`]). [`Prepared::new`] runs `prepare`;
-/// [`Prepared::trusted`] takes the caller's word for it. Copy it to build the model
-/// several times from one buffer (the facade crate's docs show it).
+/// alone accepts it (as [`Params::prepared`]). Only [`Prepared::new`], which runs
+/// `prepare`, makes one, so an unprepared buffer cannot pass for a prepared one. Copy it
+/// to build the model several times from one buffer (the facade crate's docs show it).
 #[derive(Clone, Copy)]
 pub struct Prepared<'p> {
     data: &'p [f32],
@@ -144,16 +144,6 @@ impl<'p> Prepared<'p> {
             data: buffer,
             model: model_id::<M>(),
         })
-    }
-
-    /// Takes `data` as prepared for `M` without checking, for a buffer `M::prepare` wrote
-    /// earlier (a `static` a build step generated, for example). A buffer that was not
-    /// prepared gives wrong outputs (never a panic).
-    pub fn trusted<M: Model>(data: &'p [f32]) -> Self {
-        Prepared {
-            data,
-            model: model_id::<M>(),
-        }
     }
 
     /// The floats.
