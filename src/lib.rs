@@ -74,7 +74,7 @@ extern crate self as dnnfusion;
 ///
 /// ```text
 /// dnn! { item* }
-/// item   := attrs vis? "model" Name "(" (input ":" "[" dims "]"),* ")" "->" outputs "{" body "}"
+/// item   := attrs vis? "model" Name "(" (input ":" ("i64" | "i32")? "[" dims "]"),* ")" "->" outputs "{" body "}"
 ///         | attrs "block" name "(" (param (":" "[" pattern "]")? ("=" default)?),* ")" "{" body "}"
 /// outputs := "[" dims "]" | "(" (name ":")? "[" dims "]",* ")"
 /// body   := stmt* result
@@ -83,8 +83,10 @@ extern crate self as dnnfusion;
 ///         | ("#[key = \"prefix\"]")? name "=" expr ";"            // rebinds (loops)
 ///         | "for" i "in" start ".." end "{" stmt* "}"            // unrolled
 ///         | "fuse" "{" stmt* "}"                                 // these ops form one block
+///         | "if" cond "{" stmt* "}" ("else" "if" cond "{" stmt* "}")* ("else" "{" stmt* "}")?
 /// expr   := expr ("+" | "-" | "*" | "/" | "%") expr | "-" expr | "(" expr ")"
 ///         | op "(" args ")" | block "(" args ")" | name | number | "string" | "[" expr,* "]"
+/// cond   := expr ("==" | "!=" | "<" | "<=" | ">" | ">=") expr | cond ("&&" | "||") cond | "!" cond
 /// args   := positional first, then `keyword = value`, as in Python
 /// ```
 ///
@@ -109,6 +111,12 @@ extern crate self as dnnfusion;
 ///   ops and their mapping types.
 /// - Attribute defaults follow PyTorch (`stride = 1`, `padding = 0`, `eps = 1e-5`,
 ///   `max_pool2d` stride = kernel, `flatten` from axis 1).
+/// - `if`/`else` is decided at compile time on integers, floats, strings and booleans
+///   (block parameters, dims of a shape pattern, loop variables): only the taken branch
+///   is compiled, and its `let` bindings end with it; assign to a name bound before the
+///   `if` to pass a tensor out (`if stride != 1 || C != planes { shortcut = ...; }`).
+/// - Inputs are f32 unless declared `ids: i64[1, 128]` (or `i32`): integer indices for
+///   `embedding` and `gather`, which `run` takes as `&[i64; N]`.
 ///
 /// Each model becomes `struct Name<'p>` with consts `INPUT_SHAPES`, `OUTPUT_SHAPES`,
 /// `ARENA_LEN`, `PARAM_LEN`, `LOADED_LEN`, `PARAMS`, `OP_COUNT`, `FUSION_REPORT`,
@@ -128,6 +136,8 @@ extern crate self as dnnfusion;
 ///     }
 /// }
 /// ```
+#[doc = ""]
+#[doc = include_str!("op_reference.md")]
 pub use dnnfusion_macros::dnn;
 
 pub use dnnfusion_runtime as runtime;

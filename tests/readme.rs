@@ -1,6 +1,8 @@
 //! The README's op lists cannot drift: the "Supported ops" table names exactly the ops of
 //! `ops::OPS`, and the ONNX table is what `onnx::readme_table()` generates from
-//! `onnx::ONNX_OPS` (`DNNFUSION_BLESS=1` rewrites it).
+//! `onnx::ONNX_OPS`, and the op reference (README and `src/op_reference.md`, which the
+//! rustdoc of `dnn!` includes) is what `ops::reference_markdown()` generates from
+//! `ops::OPS` (`DNNFUSION_BLESS=1` rewrites both).
 
 use std::collections::BTreeSet;
 
@@ -57,5 +59,40 @@ fn onnx_table_is_generated_from_the_mapping() {
         } else {
             panic!("README's ONNX table differs from onnx::ONNX_OPS; rewrite it with\n  DNNFUSION_BLESS=1 cargo test --test readme");
         }
+    }
+}
+
+/// Replaces what lies between the line holding `start` and `end` in `path` by `want`, or
+/// fails, unless `DNNFUSION_BLESS` is set (then it rewrites the file).
+fn check_generated(path: &str, start: &str, end: &str, want: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    let begin = text
+        .find(start)
+        .unwrap_or_else(|| panic!("{path} has no `{start}` marker"));
+    let body_start = begin + text[begin..].find("-->\n").unwrap() + 4;
+    let stop = text
+        .find(end)
+        .unwrap_or_else(|| panic!("{path} has no `{end}` marker"));
+    if text[body_start..stop] != *want {
+        if std::env::var_os("DNNFUSION_BLESS").is_some() {
+            let updated = format!("{}{want}{}", &text[..body_start], &text[stop..]);
+            std::fs::write(path, updated).unwrap();
+        } else {
+            panic!("{path}: the op reference differs from ops::OPS; rewrite it with\n  DNNFUSION_BLESS=1 cargo test --test readme");
+        }
+    }
+}
+
+#[test]
+fn op_reference_is_generated_from_the_op_definitions() {
+    let want = dnnfusion_compiler::ops::reference_markdown();
+    for file in ["README.md", "src/op_reference.md"] {
+        let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+        check_generated(
+            &path,
+            "<!-- op-reference:start",
+            "<!-- op-reference:end -->",
+            &want,
+        );
     }
 }

@@ -10,18 +10,28 @@ use crate::check::{self, fmt_shape};
 use crate::ir::*;
 use crate::lower::{as_f64, Eval, Lowerer, Reported, Val};
 
-/// One built-in op of the DSL: its name and signature, for errors and docs.
+/// One built-in op of the DSL: its name, signature and the parameters it creates, for
+/// errors and for the op reference ([`reference_markdown`]).
 pub struct OpSignature {
     /// The name users call.
     pub name: &'static str,
-    /// The arguments, `name = default` for optional ones.
+    /// The arguments in order, `name = default` for optional ones; those after `*` are
+    /// keyword-only.
     pub signature: &'static str,
+    /// The learned tensors a call creates, named `<binding>.<suffix>`, with their shapes
+    /// (empty when it creates none).
+    pub params: &'static str,
 }
 
 macro_rules! signatures {
-    ($($name:literal => $sig:literal,)*) => {
-        /// Every built-in op with its signature (the README's op list is checked against this).
-        pub const OPS: &[OpSignature] = &[$(OpSignature { name: $name, signature: $sig },)*];
+    ($($name:literal => $sig:literal $(; params $params:literal)?,)*) => {
+        /// Every built-in op with its signature (the README's op list and op reference are
+        /// checked against this).
+        pub const OPS: &[OpSignature] = &[$(OpSignature {
+            name: $name,
+            signature: $sig,
+            params: concat!("" $(, $params)?),
+        },)*];
     };
 }
 
@@ -35,11 +45,11 @@ signatures! {
     "floor" => "x", "ceil" => "x", "round" => "x", "clip" => "x, min = -inf, max = inf",
     "add" => "a, b", "sub" => "a, b", "mul" => "a, b", "div" => "a, b",
     "maximum" => "a, b", "minimum" => "a, b", "pow" => "a, b",
-    "where" => "cond, a, b", "prelu" => "x, num_parameters = 1",
-    "linear" => "x, out_features, bias = true",
+    "where" => "cond, a, b", "prelu" => "x, num_parameters = 1"; params "weight [num_parameters]",
+    "linear" => "x, out_features, bias = true"; params "weight [out_features, in_features], bias [out_features]",
     "matmul" => "a, b",
-    "conv2d" => "x, out_channels, kernel, stride = 1, padding = 0, dilation = 1, groups = 1, bias = true",
-    "conv_transpose2d" => "x, out_channels, kernel, stride = 1, padding = 0, output_padding = 0, groups = 1, bias = true, dilation = 1",
+    "conv2d" => "x, out_channels, kernel, stride = 1, padding = 0, dilation = 1, groups = 1, bias = true"; params "weight [out_channels, in_channels / groups, kh, kw], bias [out_channels]",
+    "conv_transpose2d" => "x, out_channels, kernel, stride = 1, padding = 0, output_padding = 0, groups = 1, bias = true, dilation = 1"; params "weight [in_channels, out_channels / groups, kh, kw], bias [out_channels]",
     "max_pool2d" => "x, kernel, stride = kernel, padding = 0, dilation = 1, ceil_mode = false",
     "avg_pool2d" => "x, kernel, stride = kernel, padding = 0, ceil_mode = false, count_include_pad = true, *, dilation = 1",
     "global_avg_pool2d" => "x", "global_max_pool2d" => "x",
@@ -51,22 +61,51 @@ signatures! {
     "reduce_sum_square" => "x, axes = all, keepdims = false", "reduce_log_sum" => "x, axes = all, keepdims = false",
     "reduce_log_sum_exp" => "x, axes = all, keepdims = false",
     "softmax" => "x, axis = -1", "log_softmax" => "x, axis = -1",
-    "layer_norm" => "x, normalized_shape = the last axis, *, dims = 1, eps = 1e-5, affine = true",
-    "batch_norm" => "x, num_features = channels, *, eps = 1e-5, momentum = 0.1, affine = true, track_running_stats = true",
-    "group_norm" => "x, num_groups, num_channels = channels, *, eps = 1e-5, affine = true",
-    "instance_norm" => "x, num_features = channels, *, eps = 1e-5, momentum = 0.1, affine = false, track_running_stats = false",
+    "layer_norm" => "x, normalized_shape = the last axis, *, dims = 1, eps = 1e-5, affine = true"; params "weight [normalized_shape], bias [normalized_shape] (affine)",
+    "batch_norm" => "x, num_features = channels, *, eps = 1e-5, momentum = 0.1, affine = true, track_running_stats = true"; params "weight [C], bias [C], running_mean [C], running_var [C] (a `num_batches_tracked` in the weights is ignored)",
+    "group_norm" => "x, num_groups, num_channels = channels, *, eps = 1e-5, affine = true"; params "weight [C], bias [C] (affine)",
+    "instance_norm" => "x, num_features = channels, *, eps = 1e-5, momentum = 0.1, affine = false, track_running_stats = false"; params "weight [C], bias [C] (affine)",
     "reshape" => "x, shape", "flatten" => "x, start = 1, end = -1",
     "squeeze" => "x, axes = all length-1 axes", "unsqueeze" => "x, axis",
     "transpose" => "x, axis0, axis1", "permute" => "x, perm",
     "concat" => "tensors, axis = 0", "slice" => "x, axis, start, end = to the end, step = 1",
     "split" => "x, sizes = [a, b, ...], axis = 0, *, chunks = n | split_size = n",
     "pad" => "x, pads, mode = \"constant\", value = 0.0",
-    "gather" => "x, indices, axis = 0", "embedding" => "indices, num_embeddings, embedding_dim",
+    "gather" => "x, indices, axis = 0",
+    "embedding" => "indices, num_embeddings, embedding_dim"; params "weight [num_embeddings, embedding_dim]",
     "expand" => "x, shape", "tile" => "x, repeats",
     "depth_to_space" => "x, blocksize, mode = \"DCR\"", "space_to_depth" => "x, blocksize, mode = \"DCR\"", "resize" => "x, size = [h, w] | scale = s, mode = \"nearest\", align_corners = false; or (ONNX) x, sizes = [per axis] and/or scales = [per axis], mode = \"nearest\" | \"linear\" | \"cubic\", coordinate_transformation_mode = \"half_pixel\", nearest_mode = \"round_prefer_floor\", cubic_coeff_a = -0.75, exclude_outside = false, antialias = false, roi = [starts, ends], extrapolation_value = 0.0",
     "cumsum" => "x, axis, exclusive = false, reverse = false",
-    "param" => "shape",
+    "param" => "shape"; params "the binding's name itself, of `shape`",
     "dropout" => "x, p = 0.5, *, training = false, inplace = false", "identity" => "x",
+}
+
+/// The op reference: one row per op of [`OPS`] with its signature, the parameters it
+/// creates and the other spellings its keywords accept (the README and the rustdoc of
+/// `dnn!` include it; a test keeps them current).
+pub fn reference_markdown() -> String {
+    let mut out = String::from(
+        "| op | arguments (after `*`: keyword only) | parameters it creates |\n|---|---|---|\n",
+    );
+    for op in OPS {
+        let names = argument_names(op.name);
+        let aliases: Vec<String> = KEYWORD_ALIASES
+            .iter()
+            .filter(|(_, canonical)| names.contains(canonical))
+            .map(|(alias, canonical)| format!("`{alias}` for `{canonical}`"))
+            .collect();
+        let mut args = format!("`{}`", op.signature.replace('|', "\\|"));
+        if !aliases.is_empty() {
+            args.push_str(&format!(" (also {})", aliases.join(", ")));
+        }
+        let params = if op.params.is_empty() {
+            String::new()
+        } else {
+            op.params.replace('|', "\\|")
+        };
+        out.push_str(&format!("| `{}` | {args} | {params} |\n", op.name));
+    }
+    out
 }
 
 /// True when `name` is a built-in op.
