@@ -532,8 +532,24 @@ pub fn conv2d(
     g: &Conv2dGeom,
     epi: impl Fn(usize, &mut [f32]),
 ) {
+    let simd = crate::simd::avx2_fma();
+    if g.c_in == g.groups && g.c_out == g.groups {
+        // depthwise: one input channel per output channel
+        #[cfg(target_arch = "x86_64")]
+        if simd {
+            // SAFETY: `depthwise_conv2d_avx2` needs AVX2 and FMA, and `avx2_fma` has just
+            // checked that this CPU has both.
+            #[allow(unsafe_code)]
+            unsafe {
+                crate::simd::depthwise_conv2d_avx2(x, w, bias, out, g, &epi)
+            };
+            return;
+        }
+        depthwise_rows(x, w, bias, out, g, &epi);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::conv2d_avx2_fits(g) && crate::simd::avx2_fma() {
+    if simd && conv2d_direct_wins(g) {
         // SAFETY: `conv2d_avx2` needs AVX2 and FMA, and `avx2_fma` has just checked that
         // this CPU has both.
         #[allow(unsafe_code)]
@@ -542,62 +558,349 @@ pub fn conv2d(
         };
         return;
     }
-    conv2d_direct(x, w, bias, out, g, &epi, 0..g.n, 0..g.c_out);
+    conv2d_gemm(x, w, bias, out, g, &epi, simd);
 }
 
-/// [`conv2d`] for the images in `images` and the output channels in `channels`, one
-/// channel at a time, accumulating each tap into the output plane: any geometry; the
-/// portable path.
-fn conv2d_direct(
+/// True when the direct register-tiled convolution (`simd::conv2d_avx2`) beats the
+/// implicit GEMM on `g` (measured per shape class: BENCHMARKS.md, "Convolution paths").
+#[cfg(target_arch = "x86_64")]
+fn conv2d_direct_wins(g: &Conv2dGeom) -> bool {
+    crate::simd::conv2d_avx2_fits(g) && g.kh * g.kw > 1 && g.ow >= 16
+}
+
+/// Columns of one packed panel of the implicit GEMM: the register tile's width.
+const PANEL: usize = crate::simd::GEMM_NR;
+/// Rows of the register tile.
+const TILE_ROWS: usize = crate::simd::GEMM_MR;
+/// Depth of one packed panel (`PANEL * PANEL_DEPTH` floats: 16 KiB on desktop CPUs, which
+/// stay in L1; 2 KiB where stacks are small).
+const PANEL_DEPTH: usize = if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+    256
+} else {
+    32
+};
+
+/// [`conv2d`] as an implicit GEMM, for any geometry: per image and group, output
+/// `[c_out / groups, oh * ow]` = weight `[c_out / groups, k]` x patches `[k, oh * ow]` with
+/// `k = c_in / groups * kh * kw`. The patches are never stored whole: for each panel of
+/// [`PANEL`] output pixels, [`PANEL_DEPTH`] rows at a time are gathered from the input
+/// (zero padding, stride and dilation applied) into a stack buffer, and every block of
+/// [`TILE_ROWS`] output channels runs a register tile over it (`simd::gemm_tile_avx2`
+/// when `simd`, else its portable twin). The row epilogue runs once each output plane of
+/// the group is complete.
+fn conv2d_gemm(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
     out: &mut [f32],
     g: &Conv2dGeom,
     epi: &impl Fn(usize, &mut [f32]),
-    images: core::ops::Range<usize>,
-    channels: core::ops::Range<usize>,
+    simd: bool,
 ) {
-    let cin_g = g.c_in / g.groups;
-    let cout_g = g.c_out / g.groups;
-    let plane = g.oh * g.ow;
-    for n in images {
-        for oc in channels.clone() {
-            let group = oc / cout_g;
-            let o = &mut out[(n * g.c_out + oc) * plane..(n * g.c_out + oc + 1) * plane];
-            o.fill(bias.map_or(0.0, |b| b[oc]));
-            for icg in 0..cin_g {
-                let ic = group * cin_g + icg;
-                let xp = &x[(n * g.c_in + ic) * g.h * g.w..(n * g.c_in + ic + 1) * g.h * g.w];
-                for ky in 0..g.kh {
-                    let (y0, y1) = valid_range(g.oh, g.h, g.stride_h, g.pad_top, ky * g.dilation_h);
-                    for kx in 0..g.kw {
-                        let wv = w[((oc * cin_g + icg) * g.kh + ky) * g.kw + kx];
-                        let (x0, x1) =
-                            valid_range(g.ow, g.w, g.stride_w, g.pad_left, kx * g.dilation_w);
-                        for oy in y0..y1 {
-                            let iy = oy * g.stride_h + ky * g.dilation_h - g.pad_top;
-                            let xrow = &xp[iy * g.w..(iy + 1) * g.w];
-                            let orow = &mut o[oy * g.ow..(oy + 1) * g.ow];
-                            if g.stride_w == 1 {
-                                let ix0 = x0 + kx * g.dilation_w - g.pad_left;
-                                for (slot, &xv) in
-                                    orow[x0..x1].iter_mut().zip(&xrow[ix0..ix0 + (x1 - x0)])
-                                {
-                                    *slot += wv * xv;
-                                }
-                            } else {
-                                for ox in x0..x1 {
-                                    let ix = ox * g.stride_w + kx * g.dilation_w - g.pad_left;
-                                    orow[ox] += wv * xrow[ix];
-                                }
+    let (cin_g, cout_g) = (g.c_in / g.groups, g.c_out / g.groups);
+    let depth = cin_g * g.kh * g.kw;
+    let pixels = g.oh * g.ow;
+    let in_plane = g.h * g.w;
+    if pixels == 0 || cout_g == 0 {
+        return;
+    }
+    let zeros = [0.0f32; TILE_ROWS];
+    let mut panel = [0.0f32; PANEL * PANEL_DEPTH];
+    let mut edge = [0.0f32; TILE_ROWS * PANEL];
+    for n in 0..g.n {
+        for grp in 0..g.groups {
+            let wg = &w[grp * cout_g * depth..(grp + 1) * cout_g * depth];
+            let xg = &x[(n * g.c_in + grp * cin_g) * in_plane
+                ..(n * g.c_in + (grp + 1) * cin_g) * in_plane];
+            let first = n * g.c_out + grp * cout_g;
+            let og = &mut out[first * pixels..(first + cout_g) * pixels];
+            for p0 in (0..pixels).step_by(PANEL) {
+                let cols = PANEL.min(pixels - p0);
+                for k0 in (0..depth).step_by(PANEL_DEPTH) {
+                    let kc = PANEL_DEPTH.min(depth - k0);
+                    pack_patches(xg, g, p0, cols, k0, kc, &mut panel);
+                    for m0 in (0..cout_g).step_by(TILE_ROWS) {
+                        let rows = TILE_ROWS.min(cout_g - m0);
+                        let a = &wg[m0 * depth + k0..];
+                        let init = (k0 == 0).then(|| match bias {
+                            Some(b) => &b[grp * cout_g + m0..grp * cout_g + m0 + rows],
+                            None => &zeros[..rows],
+                        });
+                        if cols == PANEL {
+                            let c = &mut og[m0 * pixels + p0..];
+                            gemm_tile(simd, kc, a, depth, rows, &panel, PANEL, c, pixels, init);
+                        } else {
+                            // a last, narrower panel: through a full-width tile buffer
+                            for i in 0..rows {
+                                let src =
+                                    &og[(m0 + i) * pixels + p0..(m0 + i) * pixels + p0 + cols];
+                                edge[i * PANEL..i * PANEL + cols].copy_from_slice(src);
+                            }
+                            gemm_tile(
+                                simd, kc, a, depth, rows, &panel, PANEL, &mut edge, PANEL, init,
+                            );
+                            for i in 0..rows {
+                                let dst =
+                                    &mut og[(m0 + i) * pixels + p0..(m0 + i) * pixels + p0 + cols];
+                                dst.copy_from_slice(&edge[i * PANEL..i * PANEL + cols]);
                             }
                         }
                     }
                 }
             }
-            for (oy, row) in o.chunks_exact_mut(g.ow.max(1)).enumerate() {
-                epi((n * g.c_out + oc) * plane + oy * g.ow, row);
+            for (r, row) in og.chunks_exact_mut(g.ow).enumerate() {
+                epi(first * pixels + r * g.ow, row);
+            }
+        }
+    }
+}
+
+/// Gathers rows `k0..k0 + kc` of the patch matrix (row `(ic, ky, kx)`, column = output
+/// pixel) for pixels `p0..p0 + cols` into `panel`, [`PANEL`] floats a row, zero beyond
+/// `cols` and in the padding.
+#[allow(clippy::too_many_arguments)]
+fn pack_patches(
+    xg: &[f32],
+    g: &Conv2dGeom,
+    p0: usize,
+    cols: usize,
+    k0: usize,
+    kc: usize,
+    panel: &mut [f32; PANEL * PANEL_DEPTH],
+) {
+    let in_plane = g.h * g.w;
+    let taps = g.kh * g.kw;
+    // top-left input position of each pixel's window (may be negative: padding)
+    let mut top = [0isize; PANEL];
+    let mut left = [0isize; PANEL];
+    for j in 0..cols {
+        let (oy, ox) = ((p0 + j) / g.ow, (p0 + j) % g.ow);
+        top[j] = (oy * g.stride_h) as isize - g.pad_top as isize;
+        left[j] = (ox * g.stride_w) as isize - g.pad_left as isize;
+    }
+    // a panel inside one output row, unit stride: each patch row is a contiguous run
+    let one_row = g.stride_w == 1 && cols == PANEL && top[0] == top[PANEL - 1];
+    let (h, w) = (g.h as isize, g.w as isize);
+    for r in 0..kc {
+        let k = k0 + r;
+        let (ic, tap) = (k / taps, k % taps);
+        let (dy, dx) = (
+            ((tap / g.kw) * g.dilation_h) as isize,
+            ((tap % g.kw) * g.dilation_w) as isize,
+        );
+        let plane = &xg[ic * in_plane..(ic + 1) * in_plane];
+        let dst = &mut panel[r * PANEL..(r + 1) * PANEL];
+        if one_row {
+            let (iy, ix) = (top[0] + dy, left[0] + dx);
+            if iy < 0 || iy >= h {
+                dst.fill(0.0);
+                continue;
+            }
+            if ix >= 0 && ix + PANEL as isize <= w {
+                let at = (iy * w + ix) as usize;
+                dst.copy_from_slice(&plane[at..at + PANEL]);
+                continue;
+            }
+        }
+        for j in 0..PANEL {
+            let (iy, ix) = (top[j] + dy, left[j] + dx);
+            dst[j] = if j < cols && iy >= 0 && iy < h && ix >= 0 && ix < w {
+                plane[(iy * w + ix) as usize]
+            } else {
+                0.0
+            };
+        }
+    }
+}
+
+/// One register tile of the implicit GEMM (see `simd::gemm_tile_avx2` for the contract):
+/// the AVX2 kernel when `simd`, else the same sums in portable code.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn gemm_tile(
+    simd: bool,
+    kc: usize,
+    a: &[f32],
+    lda: usize,
+    rows: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    init: Option<&[f32]>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: `simd` is true only when `avx2_fma` found AVX2 and FMA on this CPU.
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::simd::gemm_tile_avx2(kc, a, lda, rows, b, ldb, c, ldc, init)
+        };
+        return;
+    }
+    let _ = simd;
+    for i in 0..rows {
+        let mut sums = [0.0f32; PANEL];
+        for k in 0..kc {
+            let av = a[i * lda + k];
+            for (s, &bv) in sums.iter_mut().zip(&b[k * ldb..k * ldb + PANEL]) {
+                *s += av * bv;
+            }
+        }
+        let dst = &mut c[i * ldc..i * ldc + PANEL];
+        for (j, (d, s)) in dst.iter_mut().zip(sums).enumerate() {
+            let start = match init {
+                Some(v) => v[i],
+                None => *d,
+            };
+            let _ = j;
+            *d = start + s;
+        }
+    }
+}
+
+/// Floats of the stack buffers the convolutions use: large on desktop CPUs, small where
+/// a stack may be a few kilobytes (microcontrollers).
+const CONV_STACK: usize = if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+    20480
+} else {
+    1024
+};
+
+/// Depthwise 2-d convolution (`groups == c_in == c_out`).
+///
+/// When a channel fits [`CONV_STACK`], its input is copied once, zero padding included,
+/// into `stride x stride` phase planes (plane `(qy, qx)` holds the padded pixels
+/// `(r * stride + qy, c * stride + qx)`), so that for every tap the whole output plane,
+/// laid out with the phase planes' row pitch, is one contiguous multiply-add run
+/// (`out[i] += w * phase[offset + i]`): long loops that vectorize whatever the stride and
+/// map size; the extra columns of that layout are dropped when the rows are stored.
+/// Wider channels go row by row. Public within the crate so the AVX2 build
+/// (`simd::depthwise_conv2d_avx2`) compiles the same code with wider vectors.
+#[inline(always)]
+pub(crate) fn depthwise_rows(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &Conv2dGeom,
+    epi: &impl Fn(usize, &mut [f32]),
+) {
+    let plane = g.oh * g.ow;
+    let in_plane = g.h * g.w;
+    let taps = g.kh * g.kw;
+    let s = g.stride_h.max(1);
+    if plane == 0 {
+        return;
+    }
+    // the padded extent the output reads, in phase planes of `rows x pitch`
+    let extent_h = (g.oh - 1) * g.stride_h + (g.kh - 1) * g.dilation_h + 1;
+    let extent_w = (g.ow - 1) * g.stride_w + (g.kw - 1) * g.dilation_w + 1;
+    let (rows, pitch) = (extent_h.div_ceil(s), extent_w.div_ceil(s));
+    let phase = rows * pitch;
+    // phase planes, one pitch of slack (the dropped columns read past the last plane),
+    // then the wide output plane
+    let needed = s * s * phase + pitch + g.oh * pitch;
+    if g.stride_h != g.stride_w || needed > CONV_STACK {
+        depthwise_by_rows(x, w, bias, out, g, epi);
+        return;
+    }
+    let mut buffer = [0.0f32; CONV_STACK];
+    let (phases, wide) = buffer.split_at_mut(s * s * phase + pitch);
+    let wide = &mut wide[..g.oh * pitch];
+    for n in 0..g.n {
+        for c in 0..g.c_out {
+            let xp = &x[(n * g.c_in + c) * in_plane..(n * g.c_in + c + 1) * in_plane];
+            for qy in 0..s {
+                for qx in 0..s {
+                    let dst = &mut phases[(qy * s + qx) * phase..(qy * s + qx + 1) * phase];
+                    for (r, drow) in dst.chunks_exact_mut(pitch).enumerate() {
+                        let iy = (r * s + qy).wrapping_sub(g.pad_top);
+                        if iy >= g.h {
+                            drow.fill(0.0);
+                            continue;
+                        }
+                        let xrow = &xp[iy * g.w..(iy + 1) * g.w];
+                        // the columns whose input `col * s + qx - pad_left` is inside
+                        let (c0, c1) = valid_range(pitch, g.w, s, g.pad_left, qx);
+                        drow[..c0].fill(0.0);
+                        drow[c1..].fill(0.0);
+                        if s == 1 {
+                            let ix0 = c0 + qx - g.pad_left;
+                            drow[c0..c1].copy_from_slice(&xrow[ix0..ix0 + (c1 - c0)]);
+                        } else {
+                            for (col, d) in drow[c0..c1].iter_mut().enumerate() {
+                                *d = xrow[(c0 + col) * s + qx - g.pad_left];
+                            }
+                        }
+                    }
+                }
+            }
+            wide.fill(bias.map_or(0.0, |b| b[c]));
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let wv = w[c * taps + ky * g.kw + kx];
+                    let (dy, dx) = (ky * g.dilation_h, kx * g.dilation_w);
+                    let at = ((dy % s) * s + dx % s) * phase + (dy / s) * pitch + dx / s;
+                    let src = &phases[at..at + wide.len()];
+                    for (o, &v) in wide.iter_mut().zip(src) {
+                        *o += wv * v;
+                    }
+                }
+            }
+            let base = (n * g.c_out + c) * plane;
+            for oy in 0..g.oh {
+                let row = &mut out[base + oy * g.ow..base + (oy + 1) * g.ow];
+                row.copy_from_slice(&wide[oy * pitch..oy * pitch + g.ow]);
+                epi(base + oy * g.ow, row);
+            }
+        }
+    }
+}
+
+/// [`depthwise_rows`] for channels too wide for its buffer: per output row, each tap
+/// adds `weight * input` along the row.
+#[inline(always)]
+fn depthwise_by_rows(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &Conv2dGeom,
+    epi: &impl Fn(usize, &mut [f32]),
+) {
+    let plane = g.oh * g.ow;
+    let in_plane = g.h * g.w;
+    let taps = g.kh * g.kw;
+    for n in 0..g.n {
+        for c in 0..g.c_out {
+            let xp = &x[(n * g.c_in + c) * in_plane..(n * g.c_in + c + 1) * in_plane];
+            let base = (n * g.c_out + c) * plane;
+            for oy in 0..g.oh {
+                let row = &mut out[base + oy * g.ow..base + (oy + 1) * g.ow];
+                row.fill(bias.map_or(0.0, |b| b[c]));
+                let (ky0, ky1) = valid_range(g.kh, g.h, g.dilation_h, g.pad_top, oy * g.stride_h);
+                for ky in ky0..ky1 {
+                    let iy = oy * g.stride_h + ky * g.dilation_h - g.pad_top;
+                    let xrow = &xp[iy * g.w..(iy + 1) * g.w];
+                    for kx in 0..g.kw {
+                        let wv = w[c * taps + ky * g.kw + kx];
+                        let (x0, x1) =
+                            valid_range(g.ow, g.w, g.stride_w, g.pad_left, kx * g.dilation_w);
+                        if g.stride_w == 1 {
+                            let ix0 = x0 + kx * g.dilation_w - g.pad_left;
+                            for (o, &v) in row[x0..x1].iter_mut().zip(&xrow[ix0..]) {
+                                *o += wv * v;
+                            }
+                        } else {
+                            for ox in x0..x1 {
+                                let ix = ox * g.stride_w + kx * g.dilation_w - g.pad_left;
+                                row[ox] += wv * xrow[ix];
+                            }
+                        }
+                    }
+                }
+                epi(base + oy * g.ow, row);
             }
         }
     }
@@ -1592,6 +1895,24 @@ mod tests {
             // block and an overlapping one), 11 columns
             geom(1, (6, 12, 12), 16, 5, [1, 1], 0, 1, 1),
             geom(2, (3, 11, 11), 6, 3, [1, 1], 1, 1, 1),
+            // the shape classes of resnet18 and mobilenet_v2, scaled down: the 7x7 stride-2
+            // stem, 3x3 stride 2, 1x1 stride 2 downsample, 1x1 pointwise, maps down to 1x1,
+            // depthwise 3x3 stride 1 and 2, a wide depthwise row (past the stack buffer),
+            // groups 2, dilation 2, kernel 7 stride 1, channel counts not a multiple of 6
+            geom(1, (3, 23, 23), 8, 7, [2, 2], 3, 1, 1),
+            geom(1, (16, 14, 14), 32, 3, [2, 2], 1, 1, 1),
+            geom(1, (16, 14, 14), 32, 1, [2, 2], 0, 1, 1),
+            geom(1, (24, 7, 7), 13, 1, [1, 1], 0, 1, 1),
+            geom(1, (32, 7, 7), 32, 3, [1, 1], 1, 1, 1),
+            geom(1, (32, 2, 2), 20, 3, [1, 1], 1, 1, 1),
+            geom(1, (7, 1, 1), 9, 1, [1, 1], 0, 1, 1),
+            geom(1, (12, 9, 9), 12, 3, [1, 1], 1, 1, 12),
+            geom(2, (10, 15, 17), 10, 3, [2, 2], 1, 1, 10),
+            geom(1, (2, 3, 4200), 2, 3, [1, 2], 1, 1, 2),
+            geom(1, (6, 10, 10), 8, 3, [1, 1], 1, 1, 2),
+            geom(1, (4, 12, 12), 5, 3, [1, 1], 2, 2, 1),
+            geom(1, (3, 12, 12), 4, 7, [1, 1], 3, 1, 1),
+            geom(1, (6, 8, 8), 6, 5, [3, 3], 2, 1, 6),
         ];
         for (case, g) in cases.iter().enumerate() {
             // miri interprets: the many-channel case takes minutes there
@@ -1629,9 +1950,17 @@ mod tests {
                 };
                 paths.push(("avx2", out));
             }
-            let mut out = std::vec![f32::NAN; len];
-            conv2d_direct(&x, &w, Some(&b), &mut out, g, &epi, 0..g.n, 0..g.c_out);
-            paths.push(("direct", out));
+            // the implicit GEMM on every geometry (dispatch may pick another path)
+            if g.c_in != g.groups || g.c_out != g.groups {
+                let mut out = std::vec![f32::NAN; len];
+                conv2d_gemm(&x, &w, Some(&b), &mut out, g, &epi, false);
+                paths.push(("gemm portable", out));
+                if crate::simd::avx2_fma() {
+                    let mut out = std::vec![f32::NAN; len];
+                    conv2d_gemm(&x, &w, Some(&b), &mut out, g, &epi, true);
+                    paths.push(("gemm avx2", out));
+                }
+            }
             let terms = (g.c_in / g.groups * g.kh * g.kw) as f32;
             for (path, got) in &paths {
                 for (i, (a, (e, size))) in got.iter().zip(&want).enumerate() {

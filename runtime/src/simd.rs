@@ -459,3 +459,114 @@ fn madd3(
         _mm256_fmadd_ps(x.2, w, acc.2),
     )
 }
+
+/// Rows of the GEMM register tile ([`gemm_tile_avx2`]): six rows by [`GEMM_NR`] columns are
+/// twelve accumulators of the sixteen ymm registers, leaving two for `b` and one for `a`.
+pub const GEMM_MR: usize = 6;
+/// Columns of the GEMM register tile (two vectors of eight).
+pub const GEMM_NR: usize = 16;
+
+/// One register tile of a matrix product: for `i < rows` (at most [`GEMM_MR`]) and
+/// `j < GEMM_NR`,
+/// `c[i * ldc + j] = start_i + sum over k < kc of a[i * lda + k] * b[k * ldb + j]`, where
+/// `start_i` is `init[i]` when `init` is given, else `c[i * ldc + j]` (accumulating over
+/// blocks of `k`). Per step along `k`: two vector loads of `b`, six broadcasts of `a`,
+/// twelve fused multiply-adds; the sums stay in registers until the single store. Rows
+/// past `rows` repeat the last row's loads and are not stored.
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA. The slices are checked (a short one panics).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(unsafe_code, clippy::too_many_arguments)]
+pub unsafe fn gemm_tile_avx2(
+    kc: usize,
+    a: &[f32],
+    lda: usize,
+    rows: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    init: Option<&[f32]>,
+) {
+    use core::arch::x86_64::*;
+    assert!((1..=GEMM_MR).contains(&rows) && kc > 0);
+    assert!(a.len() >= (rows - 1) * lda + kc);
+    assert!(b.len() >= (kc - 1) * ldb + GEMM_NR);
+    assert!(c.len() >= (rows - 1) * ldc + GEMM_NR);
+    assert!(init.is_none_or(|s| s.len() >= rows));
+    let row = |i: usize| a.as_ptr().add(i.min(rows - 1) * lda);
+    let (r0, r1, r2, r3, r4, r5) = (row(0), row(1), row(2), row(3), row(4), row(5));
+    let bp = b.as_ptr();
+    let z = _mm256_setzero_ps();
+    let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
+    let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
+    for k in 0..kc {
+        // SAFETY: k < kc, so `b[k * ldb .. k * ldb + 16]` and `a[i * lda + k]` for
+        // i < rows are inside the slices (asserted above).
+        let b0 = _mm256_loadu_ps(bp.add(k * ldb));
+        let b1 = _mm256_loadu_ps(bp.add(k * ldb + 8));
+        let x = _mm256_broadcast_ss(&*r0.add(k));
+        c00 = _mm256_fmadd_ps(x, b0, c00);
+        c01 = _mm256_fmadd_ps(x, b1, c01);
+        let x = _mm256_broadcast_ss(&*r1.add(k));
+        c10 = _mm256_fmadd_ps(x, b0, c10);
+        c11 = _mm256_fmadd_ps(x, b1, c11);
+        let x = _mm256_broadcast_ss(&*r2.add(k));
+        c20 = _mm256_fmadd_ps(x, b0, c20);
+        c21 = _mm256_fmadd_ps(x, b1, c21);
+        let x = _mm256_broadcast_ss(&*r3.add(k));
+        c30 = _mm256_fmadd_ps(x, b0, c30);
+        c31 = _mm256_fmadd_ps(x, b1, c31);
+        let x = _mm256_broadcast_ss(&*r4.add(k));
+        c40 = _mm256_fmadd_ps(x, b0, c40);
+        c41 = _mm256_fmadd_ps(x, b1, c41);
+        let x = _mm256_broadcast_ss(&*r5.add(k));
+        c50 = _mm256_fmadd_ps(x, b0, c50);
+        c51 = _mm256_fmadd_ps(x, b1, c51);
+    }
+    let sums = [
+        [c00, c01],
+        [c10, c11],
+        [c20, c21],
+        [c30, c31],
+        [c40, c41],
+        [c50, c51],
+    ];
+    for (i, [s0, s1]) in sums.into_iter().enumerate().take(rows) {
+        let dst = &mut c[i * ldc..i * ldc + GEMM_NR];
+        let (start0, start1) = match init {
+            Some(v) => (_mm256_set1_ps(v[i]), _mm256_set1_ps(v[i])),
+            // SAFETY: `dst` holds exactly 16 floats (a checked slice of that length)
+            None => (
+                _mm256_loadu_ps(dst.as_ptr()),
+                _mm256_loadu_ps(dst.as_ptr().add(8)),
+            ),
+        };
+        // SAFETY: as above, 16 floats
+        _mm256_storeu_ps(dst.as_mut_ptr(), _mm256_add_ps(start0, s0));
+        _mm256_storeu_ps(dst.as_mut_ptr().add(8), _mm256_add_ps(start1, s1));
+    }
+}
+
+/// [`crate::kernels::depthwise_conv2d`] compiled for AVX2 and FMA, so its row loops
+/// vectorize eight wide (the same code as the portable path).
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn depthwise_conv2d_avx2(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &crate::kernels::Conv2dGeom,
+    epi: &impl Fn(usize, &mut [f32]),
+) {
+    crate::kernels::depthwise_rows(x, w, bias, out, g, epi);
+}

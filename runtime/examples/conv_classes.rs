@@ -1,0 +1,106 @@
+//! GFLOP/s of `kernels::conv2d` on every convolution shape class of torchvision's
+//! resnet18 and mobilenet_v2 at 224x224, batch 1, one thread; depthwise convolutions
+//! (memory-bound) also in GB/s of input read plus output written.
+//!
+//! Run: `cargo run --release -p dnnfusion-runtime --features std --example conv_classes`
+//! (`-- --json` for one JSON object per line).
+
+use std::time::Instant;
+
+use dnnfusion_runtime::kernels::{conv2d, store_rows, Conv2dGeom};
+
+/// (name, c_in, size, c_out, kernel, stride, groups)
+const CLASSES: &[(&str, usize, usize, usize, usize, usize, usize)] = &[
+    ("resnet18 stem 7x7 s2", 3, 224, 64, 7, 2, 1),
+    ("resnet18 3x3 s1 64@56", 64, 56, 64, 3, 1, 1),
+    ("resnet18 3x3 s2 64->128@56", 64, 56, 128, 3, 2, 1),
+    ("resnet18 3x3 s1 128@28", 128, 28, 128, 3, 1, 1),
+    ("resnet18 1x1 s2 64->128@56", 64, 56, 128, 1, 2, 1),
+    ("resnet18 3x3 s2 128->256@28", 128, 28, 256, 3, 2, 1),
+    ("resnet18 3x3 s1 256@14", 256, 14, 256, 3, 1, 1),
+    ("resnet18 1x1 s2 128->256@28", 128, 28, 256, 1, 2, 1),
+    ("resnet18 3x3 s2 256->512@14", 256, 14, 512, 3, 2, 1),
+    ("resnet18 3x3 s1 512@7", 512, 7, 512, 3, 1, 1),
+    ("resnet18 1x1 s2 256->512@14", 256, 14, 512, 1, 2, 1),
+    ("mobilenet_v2 stem 3x3 s2", 3, 224, 32, 3, 2, 1),
+    ("mobilenet_v2 1x1 16->96@112", 16, 112, 96, 1, 1, 1),
+    ("mobilenet_v2 1x1 96->24@56", 96, 56, 24, 1, 1, 1),
+    ("mobilenet_v2 1x1 24->144@56", 24, 56, 144, 1, 1, 1),
+    ("mobilenet_v2 1x1 32->192@28", 32, 28, 192, 1, 1, 1),
+    ("mobilenet_v2 1x1 384->64@14", 384, 14, 64, 1, 1, 1),
+    ("mobilenet_v2 1x1 96->576@14", 96, 14, 576, 1, 1, 1),
+    ("mobilenet_v2 1x1 960->320@7", 960, 7, 320, 1, 1, 1),
+    ("mobilenet_v2 1x1 320->1280@7", 320, 7, 1280, 1, 1, 1),
+    ("mobilenet_v2 dw 3x3 s1 32@112", 32, 112, 32, 3, 1, 32),
+    ("mobilenet_v2 dw 3x3 s2 96@112", 96, 112, 96, 3, 2, 96),
+    ("mobilenet_v2 dw 3x3 s1 144@56", 144, 56, 144, 3, 1, 144),
+    ("mobilenet_v2 dw 3x3 s2 192@28", 192, 28, 192, 3, 2, 192),
+    ("mobilenet_v2 dw 3x3 s1 576@14", 576, 14, 576, 3, 1, 576),
+    ("mobilenet_v2 dw 3x3 s1 960@7", 960, 7, 960, 3, 1, 960),
+];
+
+fn main() {
+    let json = std::env::args().any(|a| a == "--json");
+    for &(name, c_in, size, c_out, k, stride, groups) in CLASSES {
+        let pad = k / 2;
+        let o = (size + 2 * pad - k) / stride + 1;
+        let g = Conv2dGeom {
+            n: 1,
+            c_in,
+            h: size,
+            w: size,
+            c_out,
+            oh: o,
+            ow: o,
+            kh: k,
+            kw: k,
+            stride_h: stride,
+            stride_w: stride,
+            pad_top: pad,
+            pad_left: pad,
+            dilation_h: 1,
+            dilation_w: 1,
+            groups,
+        };
+        let x: Vec<f32> = (0..c_in * size * size)
+            .map(|i| (i % 13) as f32 * 0.1)
+            .collect();
+        let w: Vec<f32> = (0..c_out * c_in / groups * k * k)
+            .map(|i| (i % 7) as f32 * 0.01)
+            .collect();
+        let b = vec![0.5f32; c_out];
+        let mut out = vec![0.0f32; c_out * o * o];
+        let flops = 2.0 * (c_out * o * o * c_in / groups * k * k) as f64;
+        let bytes = 4.0 * (c_in * size * size + c_out * o * o) as f64;
+        // warm up, then runs for at least 0.3 s; median
+        conv2d(&x, &w, Some(&b), &mut out, &g, store_rows);
+        let mut times = Vec::new();
+        let start = Instant::now();
+        while times.len() < 5 || start.elapsed().as_secs_f64() < 0.3 {
+            let t = Instant::now();
+            conv2d(&x, &w, Some(&b), &mut out, &g, store_rows);
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(f64::total_cmp);
+        let median = times[times.len() / 2];
+        let gflops = flops / median / 1e9;
+        let gbs = bytes / median / 1e9;
+        if json {
+            println!(
+                "{{\"class\":\"{name}\",\"ms\":{:.4},\"gflops\":{gflops:.2},\"gbs\":{gbs:.2},\"depthwise\":{}}}",
+                median * 1e3,
+                groups == c_in
+            );
+        } else {
+            let extra = if groups == c_in && groups > 1 {
+                format!("  {gbs:6.1} GB/s")
+            } else {
+                String::new()
+            };
+            println!(
+                "{name:32} {:9.3} ms {gflops:7.1} GFLOP/s{extra}",
+                median * 1e3
+            );
+        }
+    }
+}
