@@ -6,6 +6,7 @@
 //! unchanged.
 
 pub mod reference;
+pub mod torchvision;
 
 /// Weights, input and PyTorch outputs of one reference model, embedded in the binary.
 pub struct ReferenceData {
