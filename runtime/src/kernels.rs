@@ -604,6 +604,16 @@ fn conv2d_gemm(
     if pixels == 0 || cout_g == 0 {
         return;
     }
+    // a 1x1 convolution with unit stride and no padding multiplies by the input itself:
+    // its full panels read the input planes in place (row `ic`, pitch `pixels`)
+    let pointwise = g.kh == 1
+        && g.kw == 1
+        && g.stride_h == 1
+        && g.stride_w == 1
+        && g.pad_top == 0
+        && g.pad_left == 0
+        && g.oh == g.h
+        && g.ow == g.w;
     let zeros = [0.0f32; TILE_ROWS];
     let mut panel = [0.0f32; PANEL * PANEL_DEPTH];
     let mut edge = [0.0f32; TILE_ROWS * PANEL];
@@ -618,7 +628,13 @@ fn conv2d_gemm(
                 let cols = PANEL.min(pixels - p0);
                 for k0 in (0..depth).step_by(PANEL_DEPTH) {
                     let kc = PANEL_DEPTH.min(depth - k0);
-                    pack_patches(xg, g, p0, cols, k0, kc, &mut panel);
+                    let in_place = pointwise && cols == PANEL;
+                    let (b, ldb): (&[f32], usize) = if in_place {
+                        (&xg[k0 * pixels + p0..], pixels)
+                    } else {
+                        pack_patches(xg, g, p0, cols, k0, kc, &mut panel);
+                        (&panel, PANEL)
+                    };
                     for m0 in (0..cout_g).step_by(TILE_ROWS) {
                         let rows = TILE_ROWS.min(cout_g - m0);
                         let a = &wg[m0 * depth + k0..];
@@ -628,7 +644,7 @@ fn conv2d_gemm(
                         });
                         if cols == PANEL {
                             let c = &mut og[m0 * pixels + p0..];
-                            gemm_tile(simd, kc, a, depth, rows, &panel, PANEL, c, pixels, init);
+                            gemm_tile(simd, kc, a, depth, rows, b, ldb, c, pixels, init);
                         } else {
                             // a last, narrower panel: through a full-width tile buffer
                             for i in 0..rows {
@@ -637,7 +653,7 @@ fn conv2d_gemm(
                                 edge[i * PANEL..i * PANEL + cols].copy_from_slice(src);
                             }
                             gemm_tile(
-                                simd, kc, a, depth, rows, &panel, PANEL, &mut edge, PANEL, init,
+                                simd, kc, a, depth, rows, b, ldb, &mut edge, PANEL, init,
                             );
                             for i in 0..rows {
                                 let dst =

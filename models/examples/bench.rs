@@ -1,0 +1,172 @@
+//! Latency of one zoo model, batch 1, f32, as `../shared/tools/peers/bench.py` measures
+//! its peers: warm-up for at least 1 s and 10 calls, then at least 30 timed calls and
+//! 3 s, each call timed on its own; prints the median, min and max.
+//!
+//! ```sh
+//! cargo run --release -p dnnfusion-models --example bench -- --model resnet18 --json
+//! cargo run --release -p dnnfusion-models --example bench -- --model bert_tiny --unfused
+//! ```
+//!
+//! Models: mlp, lenet, bert_tiny, unet_small (weights embedded), resnet18, mobilenet_v2
+//! (weights read from `../shared/reference/<name>/`). `--threads` takes 1: the kernels
+//! are single-threaded today.
+
+use std::time::Instant;
+
+use dnnfusion::{npy, Model};
+use dnnfusion_models::{reference, torchvision, ReferenceData};
+
+struct Options {
+    model: String,
+    threads: usize,
+    json: bool,
+    unfused: bool,
+}
+
+fn parse() -> Result<Options, String> {
+    let mut options = Options {
+        model: String::new(),
+        threads: 1,
+        json: false,
+        unfused: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--model" => options.model = args.next().ok_or("--model needs a name")?,
+            "--threads" => {
+                let n = args.next().ok_or("--threads needs a number")?;
+                options.threads = n
+                    .parse()
+                    .map_err(|_| format!("--threads takes a number, found `{n}`"))?;
+            }
+            "--json" => options.json = true,
+            "--unfused" => options.unfused = true,
+            other => return Err(format!("unknown option `{other}`; options: --model NAME --threads N --json --unfused")),
+        }
+    }
+    if options.model.is_empty() {
+        return Err("--model NAME is required (mlp, lenet, bert_tiny, unet_small, resnet18, mobilenet_v2)".into());
+    }
+    if options.threads != 1 {
+        return Err(format!(
+            "--threads {}: the kernels are single-threaded today; only --threads 1 is measured",
+            options.threads
+        ));
+    }
+    Ok(options)
+}
+
+/// Weights and input of a model: embedded for the four small ones, read from
+/// `../shared/reference/<name>/` for the torchvision ones.
+fn data(name: &str) -> Result<(Vec<u8>, Vec<f32>), String> {
+    let embedded: Option<&ReferenceData> = match name {
+        "mlp" => Some(&dnnfusion_models::MLP_DATA),
+        "lenet" => Some(&dnnfusion_models::LENET_DATA),
+        "bert_tiny" => Some(&dnnfusion_models::BERT_TINY_DATA),
+        "unet_small" => Some(&dnnfusion_models::UNET_SMALL_DATA),
+        _ => None,
+    };
+    let (weights, input) = match embedded {
+        Some(d) => (d.weights.to_vec(), d.input.to_vec()),
+        None => {
+            let dir = torchvision::reference_dir(name);
+            let read = |file: &str| {
+                std::fs::read(dir.join(file))
+                    .map_err(|e| format!("{}: {e}", dir.join(file).display()))
+            };
+            (read("weights.safetensors")?, read("input.npy")?)
+        }
+    };
+    let input = npy::read_f32(&input)?.iter().copied().collect();
+    Ok((weights, input))
+}
+
+fn measure<M: Model>(model: &M, input: &[f32]) -> Vec<f64> {
+    let mut outputs: Vec<Vec<f32>> = M::OUTPUT_SHAPES
+        .iter()
+        .map(|s| vec![0.0; s.iter().product()])
+        .collect();
+    let mut arena = vec![0.0f32; M::ARENA_LEN];
+    let mut call = || {
+        let mut views: Vec<&mut [f32]> = outputs.iter_mut().map(|o| o.as_mut_slice()).collect();
+        model
+            .run_slices(&[input], &mut views, &mut arena)
+            .expect("shapes checked by the model's consts");
+    };
+    let start = Instant::now();
+    let mut warmup = 0;
+    while warmup < 10 || start.elapsed().as_secs_f64() < 1.0 {
+        call();
+        warmup += 1;
+    }
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < 30 || start.elapsed().as_secs_f64() < 3.0 {
+        let t = Instant::now();
+        call();
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times
+}
+
+fn run<M: Model>(weights: &[u8], input: &[f32]) -> Result<Vec<f64>, String> {
+    let model = dnnfusion::runtime::load_safetensors::<M>(weights).map_err(|e| e.to_string())?;
+    Ok(measure(&model, input))
+}
+
+fn main() {
+    let options = match parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    let result = data(&options.model).and_then(|(weights, input)| {
+        use reference::{unfused as ru, BertTiny, LeNet, Mlp, UNetSmall};
+        use torchvision::{unfused as tu, MobileNetV2, ResNet18};
+        match (options.model.as_str(), options.unfused) {
+            ("mlp", false) => run::<Mlp>(&weights, &input),
+            ("mlp", true) => run::<ru::Mlp>(&weights, &input),
+            ("lenet", false) => run::<LeNet>(&weights, &input),
+            ("lenet", true) => run::<ru::LeNet>(&weights, &input),
+            ("bert_tiny", false) => run::<BertTiny>(&weights, &input),
+            ("bert_tiny", true) => run::<ru::BertTiny>(&weights, &input),
+            ("unet_small", false) => run::<UNetSmall>(&weights, &input),
+            ("unet_small", true) => run::<ru::UNetSmall>(&weights, &input),
+            ("resnet18", false) => run::<ResNet18>(&weights, &input),
+            ("resnet18", true) => run::<tu::ResNet18>(&weights, &input),
+            ("mobilenet_v2", false) => run::<MobileNetV2>(&weights, &input),
+            ("mobilenet_v2", true) => run::<tu::MobileNetV2>(&weights, &input),
+            (other, _) => Err(format!("unknown model `{other}`")),
+        }
+    });
+    let mut times = match result {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("bench: {}: {e}", options.model);
+            std::process::exit(1);
+        }
+    };
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let (min, max) = (times[0], times[times.len() - 1]);
+    if options.json {
+        println!(
+            "{{\"model\":\"{}\",\"runtime\":\"dnnfusion\",\"fused\":{},\"threads\":{},\"median_ms\":{median:.4},\"min_ms\":{min:.4},\"max_ms\":{max:.4},\"runs\":{}}}",
+            options.model,
+            !options.unfused,
+            options.threads,
+            times.len()
+        );
+    } else {
+        println!(
+            "{} ({}), {} thread: median {median:.3} ms, min {min:.3}, max {max:.3}, {} runs",
+            options.model,
+            if options.unfused { "fusion off" } else { "fused" },
+            options.threads,
+            times.len()
+        );
+    }
+}
