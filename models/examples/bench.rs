@@ -42,11 +42,18 @@ fn parse() -> Result<Options, String> {
             }
             "--json" => options.json = true,
             "--unfused" => options.unfused = true,
-            other => return Err(format!("unknown option `{other}`; options: --model NAME --threads N --json --unfused")),
+            other => {
+                return Err(format!(
+                    "unknown option `{other}`; options: --model NAME --threads N --json --unfused"
+                ))
+            }
         }
     }
     if options.model.is_empty() {
-        return Err("--model NAME is required (mlp, lenet, bert_tiny, unet_small, resnet18, mobilenet_v2)".into());
+        return Err(
+            "--model NAME is required (mlp, lenet, bert_tiny, unet_small, resnet18, mobilenet_v2)"
+                .into(),
+        );
     }
     if options.threads != 1 {
         return Err(format!(
@@ -164,7 +171,11 @@ fn main() {
         println!(
             "{} ({}), {} thread: median {median:.3} ms, min {min:.3}, max {max:.3}, {} runs",
             options.model,
-            if options.unfused { "fusion off" } else { "fused" },
+            if options.unfused {
+                "fusion off"
+            } else {
+                "fused"
+            },
             options.threads,
             times.len()
         );

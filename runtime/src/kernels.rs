@@ -565,7 +565,7 @@ pub fn conv2d(
 /// implicit GEMM on `g` (measured per shape class: BENCHMARKS.md, "Convolution paths").
 #[cfg(target_arch = "x86_64")]
 fn conv2d_direct_wins(g: &Conv2dGeom) -> bool {
-    crate::simd::conv2d_avx2_fits(g) && g.kh * g.kw > 1 && g.ow >= 16
+    crate::simd::conv2d_avx2_fits(g) && g.kh * g.kw > 1 && g.ow % PANEL != 0 && g.ow < 2 * PANEL
 }
 
 /// Columns of one packed panel of the implicit GEMM: the register tile's width.
@@ -652,9 +652,7 @@ fn conv2d_gemm(
                                     &og[(m0 + i) * pixels + p0..(m0 + i) * pixels + p0 + cols];
                                 edge[i * PANEL..i * PANEL + cols].copy_from_slice(src);
                             }
-                            gemm_tile(
-                                simd, kc, a, depth, rows, b, ldb, &mut edge, PANEL, init,
-                            );
+                            gemm_tile(simd, kc, a, depth, rows, b, ldb, &mut edge, PANEL, init);
                             for i in 0..rows {
                                 let dst =
                                     &mut og[(m0 + i) * pixels + p0..(m0 + i) * pixels + p0 + cols];
@@ -694,8 +692,9 @@ fn pack_patches(
         top[j] = (oy * g.stride_h) as isize - g.pad_top as isize;
         left[j] = (ox * g.stride_w) as isize - g.pad_left as isize;
     }
-    // a panel inside one output row, unit stride: each patch row is a contiguous run
-    let one_row = g.stride_w == 1 && cols == PANEL && top[0] == top[PANEL - 1];
+    // a panel inside one output row: each patch row is a run of `stride_w` steps
+    let one_row = cols == PANEL && top[0] == top[PANEL - 1];
+    let sw = g.stride_w as isize;
     let (h, w) = (g.h as isize, g.w as isize);
     for r in 0..kc {
         let k = k0 + r;
@@ -712,9 +711,16 @@ fn pack_patches(
                 dst.fill(0.0);
                 continue;
             }
-            if ix >= 0 && ix + PANEL as isize <= w {
+            if ix >= 0 && ix + (PANEL as isize - 1) * sw < w {
                 let at = (iy * w + ix) as usize;
-                dst.copy_from_slice(&plane[at..at + PANEL]);
+                if sw == 1 {
+                    dst.copy_from_slice(&plane[at..at + PANEL]);
+                } else {
+                    let run = &plane[at..at + (PANEL - 1) * g.stride_w + 1];
+                    for (j, d) in dst.iter_mut().enumerate() {
+                        *d = run[j * g.stride_w];
+                    }
+                }
                 continue;
             }
         }
