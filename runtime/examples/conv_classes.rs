@@ -1,13 +1,14 @@
 //! GFLOP/s of `kernels::conv2d` on every convolution shape class of torchvision's
 //! resnet18 and mobilenet_v2 at 224x224, batch 1, one thread; depthwise convolutions
-//! (memory-bound) also in GB/s of input read plus output written.
+//! (memory-bound) also in GB/s of input read plus output written; then `kernels::matmul`
+//! at 512x512x512 (sgemm) and at the BERT-384 projection shapes.
 //!
 //! Run: `cargo run --release -p dnnfusion-runtime --features std --example conv_classes`
 //! (`-- --json` for one JSON object per line).
 
 use std::time::Instant;
 
-use dnnfusion_runtime::kernels::{conv2d, store_rows, Conv2dGeom};
+use dnnfusion_runtime::kernels::{conv2d, matmul, store_rows, Conv2dGeom, MatMulGeom};
 
 /// (name, c_in, size, c_out, kernel, stride, groups)
 const CLASSES: &[(&str, usize, usize, usize, usize, usize, usize)] = &[
@@ -38,6 +39,20 @@ const CLASSES: &[(&str, usize, usize, usize, usize, usize, usize)] = &[
     ("mobilenet_v2 dw 3x3 s1 576@14", 576, 14, 576, 3, 1, 576),
     ("mobilenet_v2 dw 3x3 s1 960@7", 960, 7, 960, 3, 1, 960),
 ];
+
+/// Median seconds of `f` over at least 5 calls and 0.3 s, after one warm-up call.
+fn median_time(mut f: impl FnMut()) -> f64 {
+    f();
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while times.len() < 5 || start.elapsed().as_secs_f64() < 0.3 {
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
 
 fn main() {
     let json = std::env::args().any(|a| a == "--json");
@@ -72,17 +87,7 @@ fn main() {
         let mut out = vec![0.0f32; c_out * o * o];
         let flops = 2.0 * (c_out * o * o * c_in / groups * k * k) as f64;
         let bytes = 4.0 * (c_in * size * size + c_out * o * o) as f64;
-        // warm up, then runs for at least 0.3 s; median
-        conv2d(&x, &w, Some(&b), &mut out, &g, store_rows);
-        let mut times = Vec::new();
-        let start = Instant::now();
-        while times.len() < 5 || start.elapsed().as_secs_f64() < 0.3 {
-            let t = Instant::now();
-            conv2d(&x, &w, Some(&b), &mut out, &g, store_rows);
-            times.push(t.elapsed().as_secs_f64());
-        }
-        times.sort_by(f64::total_cmp);
-        let median = times[times.len() / 2];
+        let median = median_time(|| conv2d(&x, &w, Some(&b), &mut out, &g, store_rows));
         let gflops = flops / median / 1e9;
         let gbs = bytes / median / 1e9;
         if json {
@@ -101,6 +106,34 @@ fn main() {
                 "{name:32} {:9.3} ms {gflops:7.1} GFLOP/s{extra}",
                 median * 1e3
             );
+        }
+    }
+    for (name, m, k, n) in [
+        ("sgemm 512x512x512", 512, 512, 512),
+        ("bert-384 projection 128x384x384", 128, 384, 384),
+        ("bert-384 ffn in 128x384x1536", 128, 384, 1536),
+        ("bert-384 ffn out 128x1536x384", 128, 1536, 384),
+    ] {
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.01).collect();
+        let mut c = vec![0.0f32; m * n];
+        let g = MatMulGeom {
+            batch: &[],
+            a_batch_strides: &[],
+            b_batch_strides: &[],
+            m,
+            k,
+            n,
+        };
+        let median = median_time(|| matmul(&a, &b, &mut c, &g, store_rows));
+        let gflops = 2.0 * (m * k * n) as f64 / median / 1e9;
+        if json {
+            println!(
+                "{{\"class\":\"{name}\",\"ms\":{:.4},\"gflops\":{gflops:.2}}}",
+                median * 1e3
+            );
+        } else {
+            println!("{name:32} {:9.3} ms {gflops:7.1} GFLOP/s", median * 1e3);
         }
     }
 }

@@ -296,19 +296,8 @@ pub fn matmul(
             let o = &mut out[batch * m * n..(batch + 1) * m * n];
             let a = &a[ia..ia + m * k];
             let b = &b[ib..ib + k * n];
-            #[cfg(target_arch = "x86_64")]
-            if crate::simd::matmul_avx2_fits(m, n) && crate::simd::avx2_fma() {
-                let sink = |i: usize, j0: usize, values: &[f32; 16]| {
-                    let at = i * n + j0;
-                    o[at..at + 16].copy_from_slice(values);
-                };
-                // SAFETY: `matmul_avx2` needs AVX2 and FMA, which `avx2_fma` has just
-                // checked, and a tile's worth of rows and columns, which
-                // `matmul_avx2_fits` has.
-                #[allow(unsafe_code)]
-                unsafe {
-                    crate::simd::matmul_avx2(a, b, (m, k, n), sink)
-                };
+            if crate::simd::avx2_fma() {
+                gemm(true, a, b, o, (m, k, n));
                 // the epilogue in a loop of its own (see `linear`), a row at a time
                 for (i, row) in o.chunks_exact_mut(n.max(1)).enumerate() {
                     epi((batch * m + i) * n, row);
@@ -614,9 +603,7 @@ fn conv2d_gemm(
         && g.pad_left == 0
         && g.oh == g.h
         && g.ow == g.w;
-    let zeros = [0.0f32; TILE_ROWS];
     let mut panel = [0.0f32; PANEL * PANEL_DEPTH];
-    let mut edge = [0.0f32; TILE_ROWS * PANEL];
     for n in 0..g.n {
         for grp in 0..g.groups {
             let wg = &w[grp * cout_g * depth..(grp + 1) * cout_g * depth];
@@ -635,36 +622,117 @@ fn conv2d_gemm(
                         pack_patches(xg, g, p0, cols, k0, kc, &mut panel);
                         (&panel, PANEL)
                     };
-                    for m0 in (0..cout_g).step_by(TILE_ROWS) {
-                        let rows = TILE_ROWS.min(cout_g - m0);
-                        let a = &wg[m0 * depth + k0..];
-                        let init = (k0 == 0).then(|| match bias {
-                            Some(b) => &b[grp * cout_g + m0..grp * cout_g + m0 + rows],
-                            None => &zeros[..rows],
-                        });
-                        if cols == PANEL {
-                            let c = &mut og[m0 * pixels + p0..];
-                            gemm_tile(simd, kc, a, depth, rows, b, ldb, c, pixels, init);
-                        } else {
-                            // a last, narrower panel: through a full-width tile buffer
-                            for i in 0..rows {
-                                let src =
-                                    &og[(m0 + i) * pixels + p0..(m0 + i) * pixels + p0 + cols];
-                                edge[i * PANEL..i * PANEL + cols].copy_from_slice(src);
-                            }
-                            gemm_tile(simd, kc, a, depth, rows, b, ldb, &mut edge, PANEL, init);
-                            for i in 0..rows {
-                                let dst =
-                                    &mut og[(m0 + i) * pixels + p0..(m0 + i) * pixels + p0 + cols];
-                                dst.copy_from_slice(&edge[i * PANEL..i * PANEL + cols]);
-                            }
-                        }
-                    }
+                    let start = match (k0, bias) {
+                        (0, Some(b)) => Start::Bias(&b[grp * cout_g..(grp + 1) * cout_g]),
+                        (0, None) => Start::Zero,
+                        _ => Start::Accumulate,
+                    };
+                    let a = &wg[k0..];
+                    let c = &mut og[p0..];
+                    tile_panel(
+                        simd,
+                        (cout_g, kc, cols),
+                        (a, depth),
+                        (b, ldb),
+                        (c, pixels),
+                        start,
+                    );
                 }
             }
             for (r, row) in og.chunks_exact_mut(g.ow).enumerate() {
                 epi(first * pixels + r * g.ow, row);
             }
+        }
+    }
+}
+
+/// Where the sums of a register tile start.
+#[derive(Clone, Copy)]
+enum Start<'a> {
+    /// from zero
+    Zero,
+    /// from one value per row (a bias)
+    Bias(&'a [f32]),
+    /// from what `c` holds (a later block along `k`)
+    Accumulate,
+}
+
+/// One panel of a matrix product: `c[i, j] = start_i + sum over k < kc of a[i, k] *
+/// b[k, j]` for `i < m`, `j < cols` (at most [`PANEL`]), given as `(slice, row pitch)`, in
+/// register tiles of [`TILE_ROWS`] rows. A panel narrower than [`PANEL`] goes through a
+/// full-width buffer (its `b` must still hold [`PANEL`] readable columns: a packed panel).
+fn tile_panel(
+    simd: bool,
+    (m, kc, cols): (usize, usize, usize),
+    (a, lda): (&[f32], usize),
+    (b, ldb): (&[f32], usize),
+    (c, ldc): (&mut [f32], usize),
+    start: Start<'_>,
+) {
+    let zeros = [0.0f32; TILE_ROWS];
+    let mut edge = [0.0f32; TILE_ROWS * PANEL];
+    for m0 in (0..m).step_by(TILE_ROWS) {
+        let rows = TILE_ROWS.min(m - m0);
+        let at = &a[m0 * lda..];
+        let init = match start {
+            Start::Zero => Some(&zeros[..rows]),
+            Start::Bias(v) => Some(&v[m0..m0 + rows]),
+            Start::Accumulate => None,
+        };
+        if cols == PANEL {
+            let tile = &mut c[m0 * ldc..];
+            gemm_tile(simd, kc, at, lda, rows, b, ldb, tile, ldc, init);
+            continue;
+        }
+        for i in 0..rows {
+            let src = &c[(m0 + i) * ldc..(m0 + i) * ldc + cols];
+            edge[i * PANEL..i * PANEL + cols].copy_from_slice(src);
+        }
+        gemm_tile(simd, kc, at, lda, rows, b, ldb, &mut edge, PANEL, init);
+        for i in 0..rows {
+            let dst = &mut c[(m0 + i) * ldc..(m0 + i) * ldc + cols];
+            dst.copy_from_slice(&edge[i * PANEL..i * PANEL + cols]);
+        }
+    }
+}
+
+/// `c = a @ b` for row-major `a [m, k]`, `b [k, n]`, `c [m, n]`: panels of [`PANEL`]
+/// columns of `b` read in place ([`PANEL_DEPTH`] rows at a time, accumulating in `c`), the
+/// last narrower panel packed with zero columns; register tiles by [`tile_panel`].
+fn gemm(simd: bool, a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, usize)) {
+    if k == 0 {
+        c[..m * n].fill(0.0);
+        return;
+    }
+    let mut panel = [0.0f32; PANEL * PANEL_DEPTH];
+    for j0 in (0..n).step_by(PANEL) {
+        let cols = PANEL.min(n - j0);
+        for k0 in (0..k).step_by(PANEL_DEPTH) {
+            let kc = PANEL_DEPTH.min(k - k0);
+            let (bp, ldb): (&[f32], usize) = if cols == PANEL {
+                (&b[k0 * n + j0..], n)
+            } else {
+                for r in 0..kc {
+                    let row = &mut panel[r * PANEL..(r + 1) * PANEL];
+                    let src = &b[(k0 + r) * n + j0..(k0 + r) * n + j0 + cols];
+                    row[..cols].copy_from_slice(src);
+                    row[cols..].fill(0.0);
+                }
+                (&panel, PANEL)
+            };
+            let start = if k0 == 0 {
+                Start::Zero
+            } else {
+                Start::Accumulate
+            };
+            tile_panel(
+                simd,
+                (m, kc, cols),
+                (&a[k0..], k),
+                (bp, ldb),
+                (&mut c[j0..], n),
+                start,
+            );
         }
     }
 }
@@ -1094,69 +1162,34 @@ pub struct Pool2dGeom {
 
 /// Max pooling; padding never wins.
 pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: impl Fn(usize, f32) -> f32) {
-    let inside = g.pad_top == 0
-        && g.pad_left == 0
-        && g.dilation_h == 1
-        && g.dilation_w == 1
-        && g.oh > 0
-        && g.ow > 0
-        && (g.oh - 1) * g.stride_h + g.kh <= g.h
-        && (g.ow - 1) * g.stride_w + g.kw <= g.w;
-    if inside {
-        max_pool2d_inside(x, out, g, &epi);
-        return;
-    }
-    for p in 0..g.planes {
-        let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
-        let op = &mut out[p * g.oh * g.ow..(p + 1) * g.oh * g.ow];
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                let mut best = f32::NEG_INFINITY;
-                for ky in 0..g.kh {
-                    let iy = (oy * g.stride_h + ky * g.dilation_h) as isize - g.pad_top as isize;
-                    if iy < 0 || iy >= g.h as isize {
-                        continue;
-                    }
-                    for kx in 0..g.kw {
-                        let ix =
-                            (ox * g.stride_w + kx * g.dilation_w) as isize - g.pad_left as isize;
-                        if ix < 0 || ix >= g.w as isize {
-                            continue;
-                        }
-                        let v = xp[iy as usize * g.w + ix as usize];
-                        if v > best || v.is_nan() {
-                            best = v;
-                        }
-                    }
-                }
-                op[oy * g.ow + ox] = epi((p * g.oh + oy) * g.ow + ox, best);
-            }
-        }
-    }
-}
-
-/// [`max_pool2d`] when every window lies inside the input (no padding, no dilation): a
-/// whole output row at a time, one window tap after another, so the loops vectorize.
-fn max_pool2d_inside(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: &impl Fn(usize, f32) -> f32) {
+    // a whole output row at a time, one window tap after another over the columns whose
+    // tap lies inside the input (padding never wins), so the loops vectorize
     for p in 0..g.planes {
         let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
         for oy in 0..g.oh {
             let base = (p * g.oh + oy) * g.ow;
             let row = &mut out[base..base + g.ow];
             row.fill(f32::NEG_INFINITY);
-            for ky in 0..g.kh {
-                let iy = oy * g.stride_h + ky;
+            let (ky0, ky1) = valid_range(g.kh, g.h, g.dilation_h, g.pad_top, oy * g.stride_h);
+            for ky in ky0..ky1 {
+                let iy = oy * g.stride_h + ky * g.dilation_h - g.pad_top;
                 let xrow = &xp[iy * g.w..(iy + 1) * g.w];
                 for kx in 0..g.kw {
-                    let taps = xrow[kx..].iter().step_by(g.stride_w);
-                    for (best, &v) in row.iter_mut().zip(taps) {
+                    let (x0, x1) =
+                        valid_range(g.ow, g.w, g.stride_w, g.pad_left, kx * g.dilation_w);
+                    if x0 >= x1 {
+                        continue;
+                    }
+                    let first = x0 * g.stride_w + kx * g.dilation_w - g.pad_left;
+                    let taps = xrow[first..].iter().step_by(g.stride_w);
+                    for (best, &v) in row[x0..x1].iter_mut().zip(taps) {
                         if v > *best || v.is_nan() {
                             *best = v;
                         }
                     }
                 }
             }
-            finish(row, base, epi);
+            finish(row, base, &epi);
         }
     }
 }
@@ -2153,6 +2186,10 @@ mod tests {
             (5, 17, 5),
             (1, 20, 7),
             (2, 9, 4),
+            // several blocks along k (256 deep), rows not a multiple of six, edge panels
+            (13, 300, 50),
+            (6, 513, 33),
+            (12, 40, 64),
         ];
         for (case, &(m, k, n)) in shapes.iter().enumerate() {
             let a = data(2 * m * k, 600 + case as u64);
