@@ -1,6 +1,6 @@
 //! Prints the fusion report of every model in the repo.
 //!
-//! `cargo run --release --example fusion_report` prints a table;
+//! `cargo run --release -p dnnfusion-models --example fusion_report` prints a table;
 //! `-- --json` prints one JSON object per line (keys: model, ops, ops_after_rewrite,
 //! ops_at_load, flops_before, flops_after, blocks, fusion_rate, irs_bytes_before, irs_bytes_after, arena_bytes, block_ops, rewrites);
 //! `-- --explain <model>` lists the blocks of one model with their mapping types, and
