@@ -66,15 +66,17 @@ fn main() {
 /// `BertTiny` -> `bert_tiny`
 fn snake(name: &str) -> String {
     let mut out = String::new();
-    for (i, c) in name.chars().enumerate() {
+    let mut prev: Option<char> = None;
+    for c in name.chars() {
         if c.is_ascii_uppercase() {
-            if i > 0 && !name[..i].ends_with(|p: char| p.is_ascii_uppercase()) {
+            if prev.is_some_and(|p| !p.is_ascii_uppercase()) {
                 out.push('_');
             }
             out.push(c.to_ascii_lowercase());
         } else {
             out.push(c);
         }
+        prev = Some(c);
     }
     out.replace("le_net", "lenet").replace("u_net", "unet")
 }

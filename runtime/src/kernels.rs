@@ -548,6 +548,7 @@ pub fn conv2d(
 /// [`conv2d`] for the images in `images` and the output channels in `channels`, one
 /// channel at a time, accumulating each tap into the output plane: any geometry; the
 /// portable path.
+#[allow(clippy::too_many_arguments)] // conv2d's arguments plus the tile: a struct would only rename them
 fn conv2d_direct(
     x: &[f32],
     w: &[f32],
@@ -587,9 +588,9 @@ fn conv2d_direct(
                                     *slot += wv * xv;
                                 }
                             } else {
-                                for ox in x0..x1 {
+                                for (ox, slot) in (x0..x1).zip(&mut orow[x0..x1]) {
                                     let ix = ox * g.stride_w + kx * g.dilation_w - g.pad_left;
-                                    orow[ox] += wv * xrow[ix];
+                                    *slot += wv * xrow[ix];
                                 }
                             }
                         }
@@ -896,9 +897,9 @@ pub fn global_avg_pool(
     plane: usize,
     epi: impl Fn(usize, f32) -> f32,
 ) {
-    for p in 0..planes {
+    for (p, slot) in out[..planes].iter_mut().enumerate() {
         let s: f32 = (p * plane..(p + 1) * plane).map(|i| x.at(i)).sum();
-        out[p] = epi(p, s / plane as f32);
+        *slot = epi(p, s / plane as f32);
     }
 }
 
@@ -910,8 +911,8 @@ pub fn global_max_pool(
     plane: usize,
     epi: impl Fn(usize, f32) -> f32,
 ) {
-    for p in 0..planes {
-        out[p] = epi(
+    for (p, slot) in out[..planes].iter_mut().enumerate() {
+        *slot = epi(
             p,
             (p * plane..(p + 1) * plane).fold(f32::NEG_INFINITY, |m, i| math::max(m, x.at(i))),
         );
