@@ -1,5 +1,10 @@
-//! Declares LeNet-5 with `dnn!`, loads real weights (a PyTorch `state_dict` saved as
-//! safetensors), classifies the reference input and prints the prediction.
+//! Declares LeNet-5 with `dnn!`, loads a PyTorch `state_dict` saved as safetensors, runs
+//! the reference input through it and compares the logits with PyTorch's.
+//!
+//! The weights are PyTorch's default initialization after `torch.manual_seed(0)`
+//! (untrained) and the input is `torch.randn` noise (seed 1), so the "prediction" is the
+//! argmax of arbitrary logits: what the example shows is that the generated code computes
+//! what PyTorch computes (`models/reference/lenet/meta.json` records the seeds).
 //!
 //! Run: `cargo run --release --example quickstart`
 
@@ -51,7 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         LeNet::ARENA_LEN
     );
     println!("logits     : {logits:?}");
-    println!("prediction : class {class} (logit {score:.4})");
+    println!("argmax     : class {class} (logit {score:.4}; untrained weights, noise input)");
 
     let expected = npy::read_f32(include_bytes!("../models/reference/lenet/output.npy"))?;
     let max_err = expected

@@ -9,13 +9,23 @@ set -euo pipefail
 dir="$(cd "$(dirname "$0")" && pwd)"
 manifest="$dir/Cargo.toml"
 
-if ! cargo build --release --manifest-path "$manifest"; then
+# The binary's path comes from cargo (CARGO_TARGET_DIR, .cargo/config.toml and
+# --target-dir may all move the target directory): the `executable` of the program's
+# compiler-artifact message. Diagnostics still go to stderr, rendered as usual.
+if ! messages="$(cargo build --release --manifest-path "$manifest" --message-format=json-render-diagnostics)"; then
     echo "nostd: FAIL: the no_std build failed (errors above)" >&2
+    exit 1
+fi
+exe="$(grep '"reason":"compiler-artifact"' <<<"$messages" \
+    | grep '"name":"dnnfusion-nostd","src_path"' \
+    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)"
+if [ -z "$exe" ] || [ ! -x "$exe" ]; then
+    echo "nostd: FAIL: cargo reported no executable for dnnfusion-nostd (got '$exe')" >&2
     exit 1
 fi
 
 status=0
-"$dir/target/release/dnnfusion-nostd" || status=$?
+"$exe" || status=$?
 case "$status" in
     0)   meaning="logits match PyTorch" ;;
     2)   meaning="weights failed to load" ;;

@@ -4,8 +4,8 @@
 //! `tests/golden/<model>.plan`. A change of the planner shows up as a readable diff.
 //!
 //! ```sh
-//! cargo test --test golden_plans                      # compare
-//! DNNFUSION_BLESS=1 cargo test --test golden_plans    # rewrite the files, then review them
+//! cargo test -p dnnfusion-tests --test golden_plans                    # compare
+//! DNNFUSION_BLESS=1 cargo test -p dnnfusion-tests --test golden_plans  # rewrite the files, then review them
 //! ```
 //!
 //! The plans are those of `dnnfusion_compiler::compile_model`, the stage `dnn!` runs
@@ -160,10 +160,9 @@ fn line_diff(old: &str, new: &str) -> String {
     out
 }
 
+/// `tests/golden/`: the manifest of these tests is `tests/Cargo.toml`.
 fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("golden")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden")
 }
 
 #[test]
@@ -189,7 +188,7 @@ fn reference_model_plans_match_the_golden_files() {
         }
         let Ok(golden) = std::fs::read_to_string(&path) else {
             problems.push(format!(
-                "{}: missing; create it with `DNNFUSION_BLESS=1 cargo test --test golden_plans` and review it",
+                "{}: missing; create it with `DNNFUSION_BLESS=1 cargo test -p dnnfusion-tests --test golden_plans` and review it",
                 path.display()
             ));
             continue;
@@ -197,7 +196,7 @@ fn reference_model_plans_match_the_golden_files() {
         if golden != text {
             let diff = line_diff(&golden, &text);
             problems.push(format!(
-                "{}: the plan of {name} changed (golden -, now +):\n{diff}if the change is intended, rewrite the file with `DNNFUSION_BLESS=1 cargo test --test golden_plans` and review the diff",
+                "{}: the plan of {name} changed (golden -, now +):\n{diff}if the change is intended, rewrite the file with `DNNFUSION_BLESS=1 cargo test -p dnnfusion-tests --test golden_plans` and review the diff",
                 path.display()
             ));
         }

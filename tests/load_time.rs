@@ -53,7 +53,7 @@ fn parameter_only_ops_run_at_load_and_the_result_matches_the_interpreter() {
         "matmul, add, reshape, mul run per inference"
     );
     assert_eq!(Case::LOADED_LEN, 4 * 8 + 4);
-    assert!(Case::PARAM_LEN >= Case::LOADED_LEN + 8 * 4 + 4);
+    const { assert!(Case::PARAM_LEN >= Case::LOADED_LEN + 8 * 4 + 4) };
     assert_eq!(Case::PARAMS.len(), 2, "only loaded parameters are listed");
     common::check::<Case>(case::SOURCE);
 }

@@ -8,9 +8,11 @@ use std::collections::BTreeSet;
 
 const START: &str = "<!-- onnx-ops:start";
 const END: &str = "<!-- onnx-ops:end -->";
+/// The repository's README (the manifest of these tests is `tests/Cargo.toml`).
+const README: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md");
 
 fn readme() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
+    std::fs::read_to_string(README).unwrap()
 }
 
 #[test]
@@ -55,9 +57,9 @@ fn onnx_table_is_generated_from_the_mapping() {
     if text[body_start..end] != want {
         if std::env::var_os("DNNFUSION_BLESS").is_some() {
             let updated = format!("{}{want}{}", &text[..body_start], &text[end..]);
-            std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"), updated).unwrap();
+            std::fs::write(README, updated).unwrap();
         } else {
-            panic!("README's ONNX table differs from onnx::ONNX_OPS; rewrite it with\n  DNNFUSION_BLESS=1 cargo test --test readme");
+            panic!("README's ONNX table differs from onnx::ONNX_OPS; rewrite it with\n  DNNFUSION_BLESS=1 cargo test -p dnnfusion-tests --test readme");
         }
     }
 }

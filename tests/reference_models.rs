@@ -190,7 +190,7 @@ fn batch_norm_folded_into_convs_still_matches_pytorch() {
     // the folded weights are computed once, when the weights load: per conv, the scale
     // (add, rsqrt, mul and its reshape), the scaled weight, and the bias (sub, mul, add)
     assert_eq!(report.ops_at_load, 10 * 7, "{report:?}");
-    assert!(fast_math::UNetSmall::PARAM_LEN > fast_math::UNetSmall::LOADED_LEN);
+    const { assert!(fast_math::UNetSmall::PARAM_LEN > fast_math::UNetSmall::LOADED_LEN) };
     assert_eq!(
         fast_math::UNetSmall::LOADED_LEN,
         dnnfusion_models::reference::UNetSmall::PARAM_LEN

@@ -857,7 +857,7 @@ fn ex_tokens(ex: &Ex, prefix: &str) -> TokenStream {
             if *lo == 0 {
                 quote! { if #i < #hi { #t } else { #o } }
             } else {
-                quote! { if #i >= #lo && #i < #hi { #t } else { #o } }
+                quote! { if (#lo..#hi).contains(&#i) { #t } else { #o } }
             }
         }
         Ex::Let(k) => {

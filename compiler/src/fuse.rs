@@ -794,7 +794,7 @@ fn store_chain(
     Some(chain)
 }
 
-/// The store chain of a planned block (see [`store_chain`]); empty for most blocks.
+/// The store chain of a planned block (see `store_chain`); empty for most blocks.
 pub fn store_chain_nodes(graph: &Graph, block: &Block) -> Vec<usize> {
     let Some(anchor) = block.anchor else {
         return Vec::new();

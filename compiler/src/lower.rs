@@ -558,10 +558,7 @@ impl Lowerer<'_> {
 
     fn key_for(&mut self, key: &Option<syn::LitStr>, default: &Ident, env: &Env) -> Option<String> {
         match key {
-            Some(lit) => match self.format_key(lit, env) {
-                Ok(k) => Some(k),
-                Err(Reported) => None,
-            },
+            Some(lit) => self.format_key(lit, env).ok(),
             None => Some(default.to_string()),
         }
     }

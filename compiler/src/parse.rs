@@ -774,10 +774,10 @@ fn parse_atom(input: ParseStream) -> syn::Result<Expr> {
         let paren = parenthesized!(content in input);
         let items = content.parse_terminated(Expr::parse, Token![,])?;
         if items.len() == 1 && !items.trailing_punct() {
-            return Ok(items
+            return items
                 .into_iter()
                 .next()
-                .ok_or_else(|| content.error("expected an expression"))?);
+                .ok_or_else(|| content.error("expected an expression"));
         }
         return Ok(Expr::Tuple(items.into_iter().collect(), paren.span.join()));
     }

@@ -1,6 +1,6 @@
 //! The fusion report: what the compiler did to a model, as numbers (the paper's Table 5
-//! metrics). Every model carries it as `FUSION_REPORT`; the `fusion_report` example
-//! prints it as a table or JSON lines.
+//! metrics). Every model carries it as `FUSION_REPORT`; the `fusion_report` example of
+//! `dnnfusion-models` prints it as a table or JSON lines.
 
 use proc_macro2::TokenStream;
 use quote::quote;

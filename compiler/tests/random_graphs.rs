@@ -1785,7 +1785,7 @@ fn random_graphs_fuse_correctly() {
 }
 
 // ---------------------------------------------------------------------------------------
-// The dnn! sample (tests/random_graph_models.rs in the root package)
+// The dnn! sample (tests/random_graph_models.rs, a test of the dnnfusion-tests package)
 // ---------------------------------------------------------------------------------------
 
 const SAMPLE_PATH: &str = "../tests/random_graph_models.rs";

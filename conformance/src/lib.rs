@@ -8,7 +8,8 @@
 //!   `cargo run -p dnnfusion-compiler --example onnx_gen`) and run.
 //!
 //! Each column is `pass`, `fail` or `unsupported` (the mapping refused the node, with its
-//! reason). `cargo run --release --example onnx_conformance` prints the table.
+//! reason). `cargo run --release -p dnnfusion-conformance --example onnx_conformance`
+//! prints the table.
 
 use std::path::{Path, PathBuf};
 

@@ -1,4 +1,7 @@
-//! The four reference models, as in `../shared/tools/peers/models.py`.
+//! The four reference models, as defined in PyTorch by `models.py` of the peer tools
+//! (`tools/peers/` of the project's shared folder, `../shared/tools/peers/models.py` from
+//! the repository root: it is not part of this repository). Its `gen_models.py` wrote
+//! `models/reference/<name>/` (seeded, untrained weights; `meta.json` records the seeds).
 
 /// Declares the models with `dnn!` and keeps their source text in [`SOURCE`], so tests
 /// can lower the same declaration for the reference interpreter.

@@ -14,8 +14,8 @@
 //! 4 a logit differs, 101 panic.
 //!
 //! Run: `bash nostd/run.sh`, or
-//! `cargo build --release --manifest-path nostd/Cargo.toml && nostd/target/release/dnnfusion-nostd; echo $?`
-//! (x86_64 Linux only: `_start` and the syscalls are written for it).
+//! `cargo run --release --manifest-path nostd/Cargo.toml; echo $?` (x86_64 Linux only:
+//! `_start` and the syscalls are written for it).
 #![no_std]
 #![no_main]
 

@@ -1254,9 +1254,9 @@ pub fn global_avg_pool(
     plane: usize,
     epi: impl Fn(usize, f32) -> f32,
 ) {
-    for p in 0..planes {
+    for (p, slot) in out[..planes].iter_mut().enumerate() {
         let s: f32 = (p * plane..(p + 1) * plane).map(|i| x.at(i)).sum();
-        out[p] = epi(p, s / plane as f32);
+        *slot = epi(p, s / plane as f32);
     }
 }
 
@@ -1268,8 +1268,8 @@ pub fn global_max_pool(
     plane: usize,
     epi: impl Fn(usize, f32) -> f32,
 ) {
-    for p in 0..planes {
-        out[p] = epi(
+    for (p, slot) in out[..planes].iter_mut().enumerate() {
+        *slot = epi(
             p,
             (p * plane..(p + 1) * plane).fold(f32::NEG_INFINITY, |m, i| math::max(m, x.at(i))),
         );

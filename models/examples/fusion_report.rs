@@ -1,6 +1,6 @@
 //! Prints the fusion report of every model in the repo.
 //!
-//! `cargo run --release --example fusion_report` prints a table;
+//! `cargo run --release -p dnnfusion-models --example fusion_report` prints a table;
 //! `-- --json` prints one JSON object per line (keys: model, ops, ops_after_rewrite,
 //! ops_at_load, flops_before, flops_after, blocks, fusion_rate, irs_bytes_before, irs_bytes_after, arena_bytes, block_ops, rewrites);
 //! `-- --explain <model>` lists the blocks of one model with their mapping types, and
@@ -66,15 +66,17 @@ fn main() {
 /// `BertTiny` -> `bert_tiny`
 fn snake(name: &str) -> String {
     let mut out = String::new();
-    for (i, c) in name.chars().enumerate() {
+    let mut prev: Option<char> = None;
+    for c in name.chars() {
         if c.is_ascii_uppercase() {
-            if i > 0 && !name[..i].ends_with(|p: char| p.is_ascii_uppercase()) {
+            if prev.is_some_and(|p| !p.is_ascii_uppercase()) {
                 out.push('_');
             }
             out.push(c.to_ascii_lowercase());
         } else {
             out.push(c);
         }
+        prev = Some(c);
     }
     out.replace("le_net", "lenet").replace("u_net", "unet")
 }

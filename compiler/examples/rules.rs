@@ -1,15 +1,15 @@
 //! Lists the rewrite rules of the compiler (`tables::RULES`).
 //!
-//! `cargo run --release --example rules` prints a table; `-- --json` prints one JSON object
-//! per line with `name`, `family` (associative, distributive, commutative, folding,
-//! identity, strength, cse), `exact` (false: runs only with `#![rewrite(fast_math)]`),
-//! `test` (the test that covers it, in `compiler/tests/rewrite_rules.rs`, or null) and
-//! `doc`.
+//! `cargo run --release -p dnnfusion-compiler --example rules` prints a table; `-- --json`
+//! prints one JSON object per line with `name`, `family` (associative, distributive,
+//! commutative, folding, identity, strength, cse), `exact` (false: runs only with
+//! `#![rewrite(fast_math)]`), `test` (the test that covers it, in
+//! `compiler/tests/rewrite_rules.rs`, or null) and `doc`.
 
 use dnnfusion_compiler::tables::{Family, RULES};
 
 /// The rule tests, to name the test of each rule only when it exists.
-const TESTS: &str = include_str!("../compiler/tests/rewrite_rules.rs");
+const TESTS: &str = include_str!("../tests/rewrite_rules.rs");
 
 fn test_of(name: &str) -> Option<String> {
     TESTS
