@@ -106,7 +106,7 @@ fn a_read_only_buffer_that_was_not_prepared_is_refused() {
     assert!(message.contains("Prepared::new::<Case>"), "{message}");
 
     // a linear with >= 4 rows and >= 16 outputs stores its weight transposed, at load
-    assert!(packed::Packed::LOADED_LEN < packed::Packed::PARAM_LEN);
+    const { assert!(packed::Packed::LOADED_LEN < packed::Packed::PARAM_LEN) };
     let weights = vec![0.5; packed::Packed::PARAM_LEN];
     assert!(matches!(
         packed::Packed::from_params(Params::borrowed(&weights)),

@@ -89,7 +89,7 @@ fn check_generated(path: &str, start: &str, end: &str, want: &str) {
 fn op_reference_is_generated_from_the_op_definitions() {
     let want = dnnfusion_compiler::ops::reference_markdown();
     for file in ["README.md", "src/op_reference.md"] {
-        let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+        let path = format!("{}/../{file}", env!("CARGO_MANIFEST_DIR"));
         check_generated(
             &path,
             "<!-- op-reference:start",

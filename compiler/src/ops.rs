@@ -101,7 +101,11 @@ pub fn reference_markdown() -> String {
         let params = if op.params.is_empty() {
             String::new()
         } else {
-            op.params.replace('|', "\\|")
+            // brackets escaped: rustdoc would read `[out_features]` as a link
+            op.params
+                .replace('|', "\\|")
+                .replace('[', "\\[")
+                .replace(']', "\\]")
         };
         out.push_str(&format!("| `{}` | {args} | {params} |\n", op.name));
     }

@@ -983,9 +983,10 @@ fn depthwise_by_rows(
                                 *o += wv * v;
                             }
                         } else {
-                            for ox in x0..x1 {
-                                let ix = ox * g.stride_w + kx * g.dilation_w - g.pad_left;
-                                row[ox] += wv * xrow[ix];
+                            let first = x0 * g.stride_w + kx * g.dilation_w - g.pad_left;
+                            let taps = xrow[first..].iter().step_by(g.stride_w);
+                            for (o, &v) in row[x0..x1].iter_mut().zip(taps) {
+                                *o += wv * v;
                             }
                         }
                     }
