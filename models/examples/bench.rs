@@ -8,8 +8,8 @@
 //! ```
 //!
 //! Models: mlp, lenet, bert_tiny, unet_small (weights embedded), resnet18, mobilenet_v2
-//! (weights read from `../shared/reference/<name>/`). `--threads` takes 1: the kernels
-//! are single-threaded today.
+//! (weights read from `../shared/reference/<name>/`). `--threads N` runs the model
+//! inside `dnnfusion::runtime::threads::with_threads(N, ..)`.
 
 use std::time::Instant;
 
@@ -55,11 +55,8 @@ fn parse() -> Result<Options, String> {
                 .into(),
         );
     }
-    if options.threads != 1 {
-        return Err(format!(
-            "--threads {}: the kernels are single-threaded today; only --threads 1 is measured",
-            options.threads
-        ));
+    if options.threads == 0 {
+        return Err("--threads takes 1 or more".into());
     }
     Ok(options)
 }
@@ -89,7 +86,11 @@ fn data(name: &str) -> Result<(Vec<u8>, Vec<f32>), String> {
     Ok((weights, input))
 }
 
-fn measure<M: Model>(model: &M, input: &[f32]) -> Vec<f64> {
+fn measure<M: Model>(model: &M, input: &[f32], threads: usize) -> Vec<f64> {
+    dnnfusion::runtime::threads::with_threads(threads, || measure_here(model, input))
+}
+
+fn measure_here<M: Model>(model: &M, input: &[f32]) -> Vec<f64> {
     let mut outputs: Vec<Vec<f32>> = M::OUTPUT_SHAPES
         .iter()
         .map(|s| vec![0.0; s.iter().product()])
@@ -117,9 +118,9 @@ fn measure<M: Model>(model: &M, input: &[f32]) -> Vec<f64> {
     times
 }
 
-fn run<M: Model>(weights: &[u8], input: &[f32]) -> Result<Vec<f64>, String> {
+fn run<M: Model>(weights: &[u8], input: &[f32], threads: usize) -> Result<Vec<f64>, String> {
     let model = dnnfusion::runtime::load_safetensors::<M>(weights).map_err(|e| e.to_string())?;
-    Ok(measure(&model, input))
+    Ok(measure(&model, input, threads))
 }
 
 fn main() {
@@ -130,22 +131,24 @@ fn main() {
             std::process::exit(2);
         }
     };
+    // the kernels split their work over `--threads` threads (a persistent pool)
+    let threads = options.threads;
     let result = data(&options.model).and_then(|(weights, input)| {
         use reference::{unfused as ru, BertTiny, LeNet, Mlp, UNetSmall};
         use torchvision::{unfused as tu, MobileNetV2, ResNet18};
         match (options.model.as_str(), options.unfused) {
-            ("mlp", false) => run::<Mlp>(&weights, &input),
-            ("mlp", true) => run::<ru::Mlp>(&weights, &input),
-            ("lenet", false) => run::<LeNet>(&weights, &input),
-            ("lenet", true) => run::<ru::LeNet>(&weights, &input),
-            ("bert_tiny", false) => run::<BertTiny>(&weights, &input),
-            ("bert_tiny", true) => run::<ru::BertTiny>(&weights, &input),
-            ("unet_small", false) => run::<UNetSmall>(&weights, &input),
-            ("unet_small", true) => run::<ru::UNetSmall>(&weights, &input),
-            ("resnet18", false) => run::<ResNet18>(&weights, &input),
-            ("resnet18", true) => run::<tu::ResNet18>(&weights, &input),
-            ("mobilenet_v2", false) => run::<MobileNetV2>(&weights, &input),
-            ("mobilenet_v2", true) => run::<tu::MobileNetV2>(&weights, &input),
+            ("mlp", false) => run::<Mlp>(&weights, &input, threads),
+            ("mlp", true) => run::<ru::Mlp>(&weights, &input, threads),
+            ("lenet", false) => run::<LeNet>(&weights, &input, threads),
+            ("lenet", true) => run::<ru::LeNet>(&weights, &input, threads),
+            ("bert_tiny", false) => run::<BertTiny>(&weights, &input, threads),
+            ("bert_tiny", true) => run::<ru::BertTiny>(&weights, &input, threads),
+            ("unet_small", false) => run::<UNetSmall>(&weights, &input, threads),
+            ("unet_small", true) => run::<ru::UNetSmall>(&weights, &input, threads),
+            ("resnet18", false) => run::<ResNet18>(&weights, &input, threads),
+            ("resnet18", true) => run::<tu::ResNet18>(&weights, &input, threads),
+            ("mobilenet_v2", false) => run::<MobileNetV2>(&weights, &input, threads),
+            ("mobilenet_v2", true) => run::<tu::MobileNetV2>(&weights, &input, threads),
             (other, _) => Err(format!("unknown model `{other}`")),
         }
     });

@@ -297,7 +297,16 @@ pub fn matmul(
             let a = &a[ia..ia + m * k];
             let b = &b[ib..ib + k * n];
             if crate::simd::avx2_fma() {
-                gemm(true, a, b, o, (m, k, n));
+                let threads = crate::threads::current();
+                let rows = if threads > 1 && m * k * n >= PARALLEL_MIN_MACS {
+                    m.div_ceil(threads).div_ceil(TILE_ROWS) * TILE_ROWS
+                } else {
+                    m
+                };
+                crate::threads::for_each_chunk(o, rows * n, |i, oc| {
+                    let a = &a[i * rows * k..];
+                    gemm(true, a, b, oc, (oc.len() / n.max(1), k, n));
+                });
                 // the epilogue in a loop of its own (see `linear`), a row at a time
                 for (i, row) in o.chunks_exact_mut(n.max(1)).enumerate() {
                     epi((batch * m + i) * n, row);
@@ -524,6 +533,15 @@ pub fn conv2d(
     let simd = crate::simd::avx2_fma();
     if g.c_in == g.groups && g.c_out == g.groups {
         // depthwise: one input channel per output channel
+        let threads = crate::threads::current();
+        let plane = g.oh * g.ow;
+        if threads > 1 && g.c_out * plane * g.kh * g.kw >= PARALLEL_MIN_MACS && plane > 0 {
+            depthwise_threaded(x, w, bias, out, g, simd, threads);
+            for (r, row) in out.chunks_exact_mut(g.ow).enumerate() {
+                epi(r * g.ow, row);
+            }
+            return;
+        }
         #[cfg(target_arch = "x86_64")]
         if simd {
             // SAFETY: `depthwise_conv2d_avx2` needs AVX2 and FMA, and `avx2_fma` has just
@@ -550,6 +568,48 @@ pub fn conv2d(
     conv2d_gemm(x, w, bias, out, g, &epi, simd);
 }
 
+/// A depthwise convolution with its channels split over `threads` threads, without the
+/// epilogue (the caller runs it once the planes are complete).
+fn depthwise_threaded(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &Conv2dGeom,
+    simd: bool,
+    threads: usize,
+) {
+    let (plane, in_plane, taps) = (g.oh * g.ow, g.h * g.w, g.kh * g.kw);
+    let per_chunk = g.c_out.div_ceil(threads);
+    for n in 0..g.n {
+        let on = &mut out[n * g.c_out * plane..(n + 1) * g.c_out * plane];
+        crate::threads::for_each_chunk(on, per_chunk * plane, |i, oc| {
+            let (c0, count) = (i * per_chunk, oc.len() / plane);
+            let sub = Conv2dGeom {
+                n: 1,
+                c_in: count,
+                c_out: count,
+                groups: count,
+                ..*g
+            };
+            let xs = &x[(n * g.c_in + c0) * in_plane..(n * g.c_in + c0 + count) * in_plane];
+            let ws = &w[c0 * taps..(c0 + count) * taps];
+            let bs = bias.map(|b| &b[c0..c0 + count]);
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: `simd` is true only when `avx2_fma` found AVX2 and FMA.
+                #[allow(unsafe_code)]
+                unsafe {
+                    crate::simd::depthwise_conv2d_avx2(xs, ws, bs, oc, &sub, &store_rows)
+                };
+                return;
+            }
+            let _ = simd;
+            depthwise_rows(xs, ws, bs, oc, &sub, &store_rows);
+        });
+    }
+}
+
 /// True when the direct register-tiled convolution (`simd::conv2d_avx2`) beats the
 /// implicit GEMM on `g` (measured per shape class: BENCHMARKS.md, "Convolution paths").
 #[cfg(target_arch = "x86_64")]
@@ -561,6 +621,10 @@ fn conv2d_direct_wins(g: &Conv2dGeom) -> bool {
 const PANEL: usize = crate::simd::GEMM_NR;
 /// Rows of the register tile.
 const TILE_ROWS: usize = crate::simd::GEMM_MR;
+/// Multiply-adds below which a kernel does not split its work over threads (the hand-off
+/// costs a few microseconds).
+const PARALLEL_MIN_MACS: usize = 1 << 20;
+
 /// Depth of one packed panel (`PANEL * PANEL_DEPTH` floats: 16 KiB on desktop CPUs, which
 /// stay in L1; 2 KiB where stacks are small).
 const PANEL_DEPTH: usize = if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
@@ -603,7 +667,14 @@ fn conv2d_gemm(
         && g.pad_left == 0
         && g.oh == g.h
         && g.ow == g.w;
-    let mut panel = [0.0f32; PANEL * PANEL_DEPTH];
+    // output channels split over the threads (`threads::with_threads`), in whole tiles
+    let threads = crate::threads::current();
+    let worth_splitting = cout_g * depth * pixels >= PARALLEL_MIN_MACS;
+    let chunk_rows = if threads > 1 && worth_splitting {
+        cout_g.div_ceil(threads).div_ceil(TILE_ROWS) * TILE_ROWS
+    } else {
+        cout_g
+    };
     for n in 0..g.n {
         for grp in 0..g.groups {
             let wg = &w[grp * cout_g * depth..(grp + 1) * cout_g * depth];
@@ -611,34 +682,40 @@ fn conv2d_gemm(
                 ..(n * g.c_in + (grp + 1) * cin_g) * in_plane];
             let first = n * g.c_out + grp * cout_g;
             let og = &mut out[first * pixels..(first + cout_g) * pixels];
-            for p0 in (0..pixels).step_by(PANEL) {
-                let cols = PANEL.min(pixels - p0);
-                for k0 in (0..depth).step_by(PANEL_DEPTH) {
-                    let kc = PANEL_DEPTH.min(depth - k0);
-                    let in_place = pointwise && cols == PANEL;
-                    let (b, ldb): (&[f32], usize) = if in_place {
-                        (&xg[k0 * pixels + p0..], pixels)
-                    } else {
-                        pack_patches(xg, g, p0, cols, k0, kc, &mut panel);
-                        (&panel, PANEL)
-                    };
-                    let start = match (k0, bias) {
-                        (0, Some(b)) => Start::Bias(&b[grp * cout_g..(grp + 1) * cout_g]),
-                        (0, None) => Start::Zero,
-                        _ => Start::Accumulate,
-                    };
-                    let a = &wg[k0..];
-                    let c = &mut og[p0..];
-                    tile_panel(
-                        simd,
-                        (cout_g, kc, cols),
-                        (a, depth),
-                        (b, ldb),
-                        (c, pixels),
-                        start,
-                    );
+            let bg = bias.map(|b| &b[grp * cout_g..(grp + 1) * cout_g]);
+            crate::threads::for_each_chunk(og, chunk_rows * pixels, |i, oc| {
+                let m0 = i * chunk_rows;
+                let rows = oc.len() / pixels;
+                let mut panel = [0.0f32; PANEL * PANEL_DEPTH];
+                for p0 in (0..pixels).step_by(PANEL) {
+                    let cols = PANEL.min(pixels - p0);
+                    for k0 in (0..depth).step_by(PANEL_DEPTH) {
+                        let kc = PANEL_DEPTH.min(depth - k0);
+                        let in_place = pointwise && cols == PANEL;
+                        let (b, ldb): (&[f32], usize) = if in_place {
+                            (&xg[k0 * pixels + p0..], pixels)
+                        } else {
+                            pack_patches(xg, g, p0, cols, k0, kc, &mut panel);
+                            (&panel, PANEL)
+                        };
+                        let start = match (k0, bg) {
+                            (0, Some(b)) => Start::Bias(&b[m0..m0 + rows]),
+                            (0, None) => Start::Zero,
+                            _ => Start::Accumulate,
+                        };
+                        let a = &wg[m0 * depth + k0..];
+                        let c = &mut oc[p0..];
+                        tile_panel(
+                            simd,
+                            (rows, kc, cols),
+                            (a, depth),
+                            (b, ldb),
+                            (c, pixels),
+                            start,
+                        );
+                    }
                 }
-            }
+            });
             for (r, row) in og.chunks_exact_mut(g.ow).enumerate() {
                 epi(first * pixels + r * g.ow, row);
             }
@@ -2027,6 +2104,55 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// With threads (feature `threads`), convolutions (GEMM, depthwise) and matrix
+    /// products give exactly the one-thread results: each output is summed by one thread
+    /// in the same order.
+    #[cfg(feature = "threads")]
+    #[test]
+    fn threaded_kernels_equal_one_thread() {
+        let cases = [
+            geom(1, (32, 20, 20), 70, 3, [1, 1], 1, 1, 1),
+            geom(2, (64, 30, 30), 96, 1, [2, 2], 0, 1, 1),
+            geom(1, (64, 80, 80), 64, 3, [1, 1], 1, 1, 64),
+        ];
+        for (case, g) in cases.iter().enumerate() {
+            let x = data(g.n * g.c_in * g.h * g.w, 1 + case as u64);
+            let w = data(g.c_out * g.c_in / g.groups * g.kh * g.kw, 100 + case as u64);
+            let b = data(g.c_out, 200 + case as u64);
+            let epi = |base: usize, row: &mut [f32]| {
+                for (k, v) in row.iter_mut().enumerate() {
+                    *v = *v * 2.0 + (base + k) as f32 * 1e-3;
+                }
+            };
+            let len = g.n * g.c_out * g.oh * g.ow;
+            let mut one = std::vec![f32::NAN; len];
+            conv2d(&x, &w, Some(&b), &mut one, g, epi);
+            for threads in [2, 3] {
+                let mut many = std::vec![f32::NAN; len];
+                crate::threads::with_threads(threads, || {
+                    conv2d(&x, &w, Some(&b), &mut many, g, epi)
+                });
+                assert_eq!(one, many, "conv case {case}, {threads} threads");
+            }
+        }
+        let (m, k, n) = (200, 300, 130);
+        let a = data(m * k, 5);
+        let b = data(k * n, 6);
+        let geom = MatMulGeom {
+            batch: &[],
+            a_batch_strides: &[],
+            b_batch_strides: &[],
+            m,
+            k,
+            n,
+        };
+        let mut one = std::vec![f32::NAN; m * n];
+        matmul(&a, &b, &mut one, &geom, store_rows);
+        let mut two = std::vec![f32::NAN; m * n];
+        crate::threads::with_threads(2, || matmul(&a, &b, &mut two, &geom, store_rows));
+        assert_eq!(one, two);
     }
 
     /// The transposed convolution by its definition, in f64: every input pixel adds

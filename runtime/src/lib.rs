@@ -28,6 +28,7 @@ mod model;
 pub mod safetensors;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod simd;
+pub mod threads;
 
 pub use indices::indices_to_f32;
 pub use model::*;
