@@ -8,13 +8,14 @@
 //! ```
 //!
 //! Models: mlp, lenet, bert_tiny, unet_small (weights embedded), resnet18, mobilenet_v2
-//! (weights read from `../shared/reference/<name>/`). `--threads N` runs the model
-//! inside `dnnfusion::runtime::threads::with_threads(N, ..)`.
+//! (weights read from `../shared/reference/<name>/`), bert6 (weights read from
+//! `dnnfusion_models::bert6::reference_dir()`, made by `bash models/bert6/setup.sh`).
+//! `--threads N` runs the model inside `dnnfusion::runtime::threads::with_threads(N, ..)`.
 
 use std::time::Instant;
 
 use dnnfusion::{npy, Model};
-use dnnfusion_models::{reference, torchvision, ReferenceData};
+use dnnfusion_models::{bert6, reference, torchvision, ReferenceData};
 
 struct Options {
     model: String,
@@ -50,10 +51,9 @@ fn parse() -> Result<Options, String> {
         }
     }
     if options.model.is_empty() {
-        return Err(
-            "--model NAME is required (mlp, lenet, bert_tiny, unet_small, resnet18, mobilenet_v2)"
-                .into(),
-        );
+        return Err("--model NAME is required \
+             (mlp, lenet, bert_tiny, unet_small, resnet18, mobilenet_v2, bert6)"
+            .into());
     }
     if options.threads == 0 {
         return Err("--threads takes 1 or more".into());
@@ -62,7 +62,8 @@ fn parse() -> Result<Options, String> {
 }
 
 /// Weights and input of a model: embedded for the four small ones, read from
-/// `../shared/reference/<name>/` for the torchvision ones.
+/// `../shared/reference/<name>/` for the torchvision ones and from
+/// [`bert6::reference_dir`] for bert6.
 fn data(name: &str) -> Result<(Vec<u8>, Vec<f32>), String> {
     let embedded: Option<&ReferenceData> = match name {
         "mlp" => Some(&dnnfusion_models::MLP_DATA),
@@ -74,7 +75,10 @@ fn data(name: &str) -> Result<(Vec<u8>, Vec<f32>), String> {
     let (weights, input) = match embedded {
         Some(d) => (d.weights.to_vec(), d.input.to_vec()),
         None => {
-            let dir = torchvision::reference_dir(name);
+            let dir = match name {
+                "bert6" => bert6::reference_dir(),
+                _ => torchvision::reference_dir(name),
+            };
             let read = |file: &str| {
                 std::fs::read(dir.join(file))
                     .map_err(|e| format!("{}: {e}", dir.join(file).display()))
@@ -149,6 +153,8 @@ fn main() {
             ("resnet18", true) => run::<tu::ResNet18>(&weights, &input, threads),
             ("mobilenet_v2", false) => run::<MobileNetV2>(&weights, &input, threads),
             ("mobilenet_v2", true) => run::<tu::MobileNetV2>(&weights, &input, threads),
+            ("bert6", false) => run::<bert6::Bert6>(&weights, &input, threads),
+            ("bert6", true) => run::<bert6::unfused::Bert6>(&weights, &input, threads),
             (other, _) => Err(format!("unknown model `{other}`")),
         }
     });

@@ -5,6 +5,7 @@
 //! them), written in the DSL with PyTorch's `state_dict` names, so their weights load
 //! unchanged.
 
+pub mod bert6;
 pub mod reference;
 pub mod torchvision;
 

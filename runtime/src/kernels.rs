@@ -65,6 +65,44 @@ pub fn store(_index: usize, value: f32) -> f32 {
 #[inline(always)]
 pub fn store_rows(_base: usize, _row: &mut [f32]) {}
 
+/// Runs a row epilogue over `data` (rows of `width` floats, the first at flat `base`):
+/// `epi(base + r * width, row)`. With `simd`, from code compiled for AVX2 and FMA
+/// (`simd::each_row_avx2`), so a fused epilogue (GELU, batch norm, ...) inlined there
+/// vectorizes eight wide.
+#[inline]
+pub(crate) fn each_row(
+    simd: bool,
+    data: &mut [f32],
+    width: usize,
+    base: usize,
+    epi: &impl Fn(usize, &mut [f32]),
+) {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: callers pass `simd` true only when `avx2_fma` found AVX2 and FMA.
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::simd::each_row_avx2(data, width, base, epi)
+        };
+        return;
+    }
+    let _ = simd;
+    each_row_here(data, width, base, epi);
+}
+
+/// [`each_row`]'s loop.
+#[inline(always)]
+pub(crate) fn each_row_here(
+    data: &mut [f32],
+    width: usize,
+    base: usize,
+    epi: &impl Fn(usize, &mut [f32]),
+) {
+    for (r, row) in data.chunks_exact_mut(width.max(1)).enumerate() {
+        epi(base + r * width, row);
+    }
+}
+
 /// Applies an epilogue to a just-computed chunk of the output starting at flat `base`.
 #[inline(always)]
 fn finish(chunk: &mut [f32], base: usize, epi: &impl Fn(usize, f32) -> f32) {
@@ -244,9 +282,7 @@ pub fn linear(
         };
         // the epilogue in a loop of its own, over each finished row (inlined into the
         // tile loop, a long one such as GELU would crowd out the accumulators)
-        for (r, row) in out.chunks_exact_mut(out_features.max(1)).enumerate() {
-            epi(r * out_features, row);
-        }
+        each_row(true, out, out_features, 0, &epi);
         return;
     }
     for r in 0..rows {
@@ -308,9 +344,7 @@ pub fn matmul(
                     gemm(true, a, b, oc, (oc.len() / n.max(1), k, n));
                 });
                 // the epilogue in a loop of its own (see `linear`), a row at a time
-                for (i, row) in o.chunks_exact_mut(n.max(1)).enumerate() {
-                    epi((batch * m + i) * n, row);
-                }
+                each_row(true, o, n, batch * m * n, &epi);
                 return;
             }
             o.fill(0.0);
@@ -537,9 +571,7 @@ pub fn conv2d(
         let plane = g.oh * g.ow;
         if threads > 1 && g.c_out * plane * g.kh * g.kw >= PARALLEL_MIN_MACS && plane > 0 {
             depthwise_threaded(x, w, bias, out, g, simd, threads);
-            for (r, row) in out.chunks_exact_mut(g.ow).enumerate() {
-                epi(r * g.ow, row);
-            }
+            each_row(simd, out, g.ow, 0, &epi);
             return;
         }
         #[cfg(target_arch = "x86_64")]
@@ -614,7 +646,12 @@ fn depthwise_threaded(
 /// implicit GEMM on `g` (measured per shape class: BENCHMARKS.md, "Convolution paths").
 #[cfg(target_arch = "x86_64")]
 fn conv2d_direct_wins(g: &Conv2dGeom) -> bool {
-    crate::simd::conv2d_avx2_fits(g) && g.kh * g.kw > 1 && g.ow % PANEL != 0 && g.ow < 2 * PANEL
+    // the GEMM packs each patch panel once for all output channels: with few channels
+    // the packing costs as much as the products
+    let few_channels = g.c_out / g.groups < 48;
+    crate::simd::conv2d_avx2_fits(g)
+        && g.kh * g.kw > 1
+        && (few_channels || (g.ow % PANEL != 0 && g.ow < 2 * PANEL))
 }
 
 /// Columns of one packed panel of the implicit GEMM: the register tile's width.
@@ -716,9 +753,7 @@ fn conv2d_gemm(
                     }
                 }
             });
-            for (r, row) in og.chunks_exact_mut(g.ow).enumerate() {
-                epi(first * pixels + r * g.ow, row);
-            }
+            each_row(simd, og, g.ow, first * pixels, &epi);
         }
     }
 }
@@ -1460,6 +1495,20 @@ pub fn softmax(
     inner: usize,
     epi: impl Fn(usize, f32) -> f32,
 ) {
+    if inner == 1 {
+        // along the last axis: contiguous rows
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::avx2_fma() {
+            // SAFETY: `avx2_fma` has just found AVX2 and FMA on this CPU.
+            #[allow(unsafe_code)]
+            unsafe {
+                crate::simd::softmax_rows_avx2(&x, out, outer, len, &epi)
+            };
+            return;
+        }
+        softmax_rows(&x, out, outer, len, &epi);
+        return;
+    }
     for o in 0..outer {
         for i in 0..inner {
             let at = |k: usize| (o * len + k) * inner + i;
@@ -1481,6 +1530,52 @@ pub fn softmax(
             }
         }
     }
+}
+
+/// [`softmax`] along contiguous rows of `len`: the maximum and the sum in eight partial
+/// lanes (so the loops vectorize; the sum's order differs from a left-to-right one by
+/// rounding only), `exp` in a loop of its own.
+#[inline(always)]
+pub(crate) fn softmax_rows(
+    x: &impl Source,
+    out: &mut [f32],
+    outer: usize,
+    len: usize,
+    epi: &impl Fn(usize, f32) -> f32,
+) {
+    for o in 0..outer {
+        let base = o * len;
+        let row = &mut out[base..base + len];
+        for (k, slot) in row.iter_mut().enumerate() {
+            *slot = x.at(base + k);
+        }
+        let m = lanes(row, f32::NEG_INFINITY, math::max);
+        for v in row.iter_mut() {
+            *v = math::exp(*v - m);
+        }
+        let inv = 1.0 / lanes(row, 0.0, |a, b| a + b);
+        for (k, v) in row.iter_mut().enumerate() {
+            *v = epi(base + k, *v * inv);
+        }
+    }
+}
+
+/// Folds `values` with `f` in eight interleaved lanes, then the lanes together.
+#[inline(always)]
+fn lanes(values: &[f32], start: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut acc = [start; 8];
+    let chunks = values.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = f(*a, v);
+        }
+    }
+    let mut total = start;
+    for &v in rest {
+        total = f(total, v);
+    }
+    acc.iter().fold(total, |t, &a| f(t, a))
 }
 
 /// `log(softmax(x))` along an axis, computed as `x - max - log(sum(exp(x - max)))`.

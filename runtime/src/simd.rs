@@ -570,3 +570,40 @@ pub unsafe fn depthwise_conv2d_avx2(
 ) {
     crate::kernels::depthwise_rows(x, w, bias, out, g, epi);
 }
+
+/// [`crate::kernels::each_row_here`] compiled for AVX2 and FMA: the row epilogue closure,
+/// inlined here, vectorizes eight wide.
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn each_row_avx2(
+    data: &mut [f32],
+    width: usize,
+    base: usize,
+    epi: &impl Fn(usize, &mut [f32]),
+) {
+    crate::kernels::each_row_here(data, width, base, epi);
+}
+
+/// [`crate::kernels::softmax_rows`] compiled for AVX2 and FMA (the same code; its loops
+/// and a fused prologue or epilogue inlined into them vectorize eight wide).
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn softmax_rows_avx2(
+    x: &impl crate::kernels::Source,
+    out: &mut [f32],
+    outer: usize,
+    len: usize,
+    epi: &impl Fn(usize, f32) -> f32,
+) {
+    crate::kernels::softmax_rows(x, out, outer, len, epi);
+}
