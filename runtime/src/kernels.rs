@@ -808,14 +808,120 @@ fn tile_panel(
     }
 }
 
-/// `c = a @ b` for row-major `a [m, k]`, `b [k, n]`, `c [m, n]`: panels of [`PANEL`]
-/// columns of `b` read in place ([`PANEL_DEPTH`] rows at a time, accumulating in `c`), the
-/// last narrower panel packed with zero columns; register tiles by [`tile_panel`].
+/// Rows of `a` packed at a time by [`gemm`] (tiles of [`TILE_ROWS`]).
+const GEMM_MC: usize = if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+    12 * TILE_ROWS
+} else {
+    TILE_ROWS
+};
+
+/// `c = a @ b` for row-major `a [m, k]`, `b [k, n]`, `c [m, n]`, blocked and packed as
+/// BLIS does ([`gemm_packed`]: every register tile reads both operands front to back);
+/// later blocks along `k` accumulate in `c`. Without `simd`, the portable tiles of
+/// [`tile_panel`] on `b` in place.
 fn gemm(simd: bool, a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, usize)) {
     if k == 0 {
         c[..m * n].fill(0.0);
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        gemm_packed(a, b, c, (m, k, n));
+        return;
+    }
+    gemm_in_place(simd, a, b, c, (m, k, n));
+}
+
+/// [`gemm`] on AVX2 and FMA (tiles of 6 x 16), packed: per block of [`PANEL_DEPTH`]
+/// along `k` and [`GEMM_MC`] rows of `a`, the rows are packed once into tiles of `MR`
+/// interleaved rows (a strided gather, the costly copy), then each panel of `NR` columns
+/// of `b` is copied into a contiguous buffer (row runs, cheap) and multiplied by every
+/// tile. (No AVX-512 kernel: the machine this was measured on has no AVX-512.)
+#[cfg(target_arch = "x86_64")]
+fn gemm_packed(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, usize)) {
+    const MR: usize = TILE_ROWS;
+    const NR: usize = PANEL;
+    let mut bpack = [0.0f32; PANEL_DEPTH * PANEL];
+    let mut apack = [0.0f32; PANEL_DEPTH * GEMM_MC];
+    let mut edge = [0.0f32; MR * NR];
+    let zeros = [0.0f32; MR];
+    for k0 in (0..k).step_by(PANEL_DEPTH) {
+        let kc = PANEL_DEPTH.min(k - k0);
+        let init = (k0 == 0).then_some(&zeros[..]);
+        for i0 in (0..m).step_by(GEMM_MC) {
+            let mc = GEMM_MC.min(m - i0);
+            let tiles = mc.div_ceil(MR);
+            for (t, packed) in apack.chunks_exact_mut(kc * MR).take(tiles).enumerate() {
+                let rows = MR.min(mc - t * MR);
+                for i in 0..MR {
+                    let src = (i < rows).then(|| {
+                        let at = (i0 + t * MR + i) * k + k0;
+                        &a[at..at + kc]
+                    });
+                    for r in 0..kc {
+                        packed[r * MR + i] = src.map_or(0.0, |s| s[r]);
+                    }
+                }
+            }
+            for j0 in (0..n).step_by(NR) {
+                let cols = NR.min(n - j0);
+                let bp = &mut bpack[..kc * NR];
+                for (r, row) in bp.chunks_exact_mut(NR).enumerate() {
+                    let at = (k0 + r) * n + j0;
+                    row[..cols].copy_from_slice(&b[at..at + cols]);
+                    row[cols..].fill(0.0);
+                }
+                let bp = &bpack[..kc * NR];
+                for t in 0..tiles {
+                    let rows = MR.min(mc - t * MR);
+                    let ap = &apack[t * kc * MR..(t + 1) * kc * MR];
+                    let at = (i0 + t * MR) * n + j0;
+                    let init = init.map(|z| &z[..rows]);
+                    if cols == NR {
+                        // SAFETY: `gemm_packed` runs only when `avx2_fma` found AVX2 and
+                        // FMA (the `simd` argument of `gemm`).
+                        #[allow(unsafe_code)]
+                        unsafe {
+                            crate::simd::gemm_tile_packed_avx2(
+                                kc,
+                                ap,
+                                bp,
+                                rows,
+                                &mut c[at..],
+                                n,
+                                init,
+                            )
+                        };
+                        continue;
+                    }
+                    for i in 0..rows {
+                        edge[i * NR..i * NR + cols]
+                            .copy_from_slice(&c[at + i * n..at + i * n + cols]);
+                    }
+                    // SAFETY: as above.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        crate::simd::gemm_tile_packed_avx2(kc, ap, bp, rows, &mut edge, NR, init)
+                    };
+                    for i in 0..rows {
+                        c[at + i * n..at + i * n + cols]
+                            .copy_from_slice(&edge[i * NR..i * NR + cols]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`gemm`] with `b`'s panels read in place (the last narrower one packed with zero
+/// columns) and register tiles by [`tile_panel`].
+fn gemm_in_place(
+    simd: bool,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+) {
     let mut panel = [0.0f32; PANEL * PANEL_DEPTH];
     for j0 in (0..n).step_by(PANEL) {
         let cols = PANEL.min(n - j0);

@@ -535,20 +535,7 @@ pub unsafe fn gemm_tile_avx2(
         [c40, c41],
         [c50, c51],
     ];
-    for (i, [s0, s1]) in sums.into_iter().enumerate().take(rows) {
-        let dst = &mut c[i * ldc..i * ldc + GEMM_NR];
-        let (start0, start1) = match init {
-            Some(v) => (_mm256_set1_ps(v[i]), _mm256_set1_ps(v[i])),
-            // SAFETY: `dst` holds exactly 16 floats (a checked slice of that length)
-            None => (
-                _mm256_loadu_ps(dst.as_ptr()),
-                _mm256_loadu_ps(dst.as_ptr().add(8)),
-            ),
-        };
-        // SAFETY: as above, 16 floats
-        _mm256_storeu_ps(dst.as_mut_ptr(), _mm256_add_ps(start0, s0));
-        _mm256_storeu_ps(dst.as_mut_ptr().add(8), _mm256_add_ps(start1, s1));
-    }
+    store_tile(sums, rows, c, ldc, init);
 }
 
 /// [`crate::kernels::depthwise_conv2d`] compiled for AVX2 and FMA, so its row loops
@@ -606,4 +593,98 @@ pub unsafe fn softmax_rows_avx2(
     epi: &impl Fn(usize, f32) -> f32,
 ) {
     crate::kernels::softmax_rows(x, out, outer, len, epi);
+}
+
+/// [`gemm_tile_avx2`] on packed operands, as BLIS lays them out: `a` holds the tile's
+/// [`GEMM_MR`] rows interleaved (`a[k * GEMM_MR + i]`, rows past `rows` zero), `b` a panel
+/// of [`GEMM_NR`] columns (`b[k * GEMM_NR + j]`), both read front to back.
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA. The slices are checked (a short one panics).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn gemm_tile_packed_avx2(
+    kc: usize,
+    a: &[f32],
+    b: &[f32],
+    rows: usize,
+    c: &mut [f32],
+    ldc: usize,
+    init: Option<&[f32]>,
+) {
+    use core::arch::x86_64::*;
+    assert!((1..=GEMM_MR).contains(&rows));
+    assert!(a.len() >= kc * GEMM_MR && b.len() >= kc * GEMM_NR);
+    assert!(c.len() >= (rows - 1) * ldc + GEMM_NR);
+    assert!(init.is_none_or(|s| s.len() >= rows));
+    let (ap, bp) = (a.as_ptr(), b.as_ptr());
+    let z = _mm256_setzero_ps();
+    let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
+    let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
+    for k in 0..kc {
+        // SAFETY: k < kc: `b[k * 16 .. k * 16 + 16]` and `a[k * 6 .. k * 6 + 6]` are
+        // inside the slices (asserted above).
+        let (bk, ak) = (bp.add(k * GEMM_NR), ap.add(k * GEMM_MR));
+        let b0 = _mm256_loadu_ps(bk);
+        let b1 = _mm256_loadu_ps(bk.add(8));
+        let x = _mm256_broadcast_ss(&*ak);
+        c00 = _mm256_fmadd_ps(x, b0, c00);
+        c01 = _mm256_fmadd_ps(x, b1, c01);
+        let x = _mm256_broadcast_ss(&*ak.add(1));
+        c10 = _mm256_fmadd_ps(x, b0, c10);
+        c11 = _mm256_fmadd_ps(x, b1, c11);
+        let x = _mm256_broadcast_ss(&*ak.add(2));
+        c20 = _mm256_fmadd_ps(x, b0, c20);
+        c21 = _mm256_fmadd_ps(x, b1, c21);
+        let x = _mm256_broadcast_ss(&*ak.add(3));
+        c30 = _mm256_fmadd_ps(x, b0, c30);
+        c31 = _mm256_fmadd_ps(x, b1, c31);
+        let x = _mm256_broadcast_ss(&*ak.add(4));
+        c40 = _mm256_fmadd_ps(x, b0, c40);
+        c41 = _mm256_fmadd_ps(x, b1, c41);
+        let x = _mm256_broadcast_ss(&*ak.add(5));
+        c50 = _mm256_fmadd_ps(x, b0, c50);
+        c51 = _mm256_fmadd_ps(x, b1, c51);
+    }
+    let sums = [
+        [c00, c01],
+        [c10, c11],
+        [c20, c21],
+        [c30, c31],
+        [c40, c41],
+        [c50, c51],
+    ];
+    store_tile(sums, rows, c, ldc, init);
+}
+
+/// Adds a register tile's sums to its start (`init[i]`, or what `c` holds) and stores
+/// rows `0..rows` of it at `c[i * ldc ..]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+#[allow(unsafe_code)]
+unsafe fn store_tile(
+    sums: [[core::arch::x86_64::__m256; 2]; GEMM_MR],
+    rows: usize,
+    c: &mut [f32],
+    ldc: usize,
+    init: Option<&[f32]>,
+) {
+    use core::arch::x86_64::*;
+    for (i, [s0, s1]) in sums.into_iter().enumerate().take(rows) {
+        let dst = &mut c[i * ldc..i * ldc + GEMM_NR];
+        let (start0, start1) = match init {
+            Some(v) => (_mm256_set1_ps(v[i]), _mm256_set1_ps(v[i])),
+            // SAFETY: `dst` holds exactly 16 floats (a checked slice of that length)
+            None => (
+                _mm256_loadu_ps(dst.as_ptr()),
+                _mm256_loadu_ps(dst.as_ptr().add(8)),
+            ),
+        };
+        // SAFETY: as above, 16 floats
+        _mm256_storeu_ps(dst.as_mut_ptr(), _mm256_add_ps(start0, s0));
+        _mm256_storeu_ps(dst.as_mut_ptr().add(8), _mm256_add_ps(start1, s1));
+    }
 }
