@@ -362,10 +362,8 @@ pub fn matmul(
     );
 }
 
-/// Rows [`matmul_to`] computes at a time on the SIMD path (one register tile's).
-const MM_BLOCK_ROWS: usize = 4;
-/// Floats of [`matmul_to`]'s stack buffer for those rows (16 KiB).
-const MM_BLOCK_LEN: usize = 4096;
+/// Floats of [`matmul_to`]'s stack buffer for the rows it computes at a time (32 KiB).
+const MM_BLOCK_LEN: usize = 8192;
 
 /// [`matmul`] storing each result at `out[store(i)]` instead of `out[i]` (a fused
 /// transpose into the consumer's layout). Rows are accumulated in a stack buffer, so each
@@ -386,27 +384,17 @@ pub fn matmul_to(
         |batch, [ia, ib]| {
             let a = &a[ia..ia + m * k];
             let b = &b[ib..ib + k * n];
-            #[cfg(target_arch = "x86_64")]
-            if crate::simd::matmul_avx2_fits(m, n)
-                && MM_BLOCK_ROWS * n <= MM_BLOCK_LEN
-                && crate::simd::avx2_fma()
-            {
-                // four rows at a time into a stack buffer, then the epilogue and the
-                // scattered stores in a loop of their own (kept out of the tile loop); the
-                // last block ends at the last row and overlaps the one before
+            if n > 0 && n <= MM_BLOCK_LEN && crate::simd::avx2_fma() {
+                // as many rows as fit the stack buffer at a time through the packed GEMM,
+                // then the epilogue and the scattered stores in a loop of their own
                 let mut block = [0.0f32; MM_BLOCK_LEN];
-                for i0 in crate::simd::tile_starts(m, MM_BLOCK_ROWS) {
-                    let rows = &a[i0 * k..(i0 + MM_BLOCK_ROWS) * k];
-                    let sink = |i: usize, j0: usize, values: &[f32; 16]| {
-                        block[i * n + j0..i * n + j0 + 16].copy_from_slice(values);
-                    };
-                    // SAFETY: as in `matmul` (a block has MM_BLOCK_ROWS = 4 rows, a tile's).
-                    #[allow(unsafe_code)]
-                    unsafe {
-                        crate::simd::matmul_avx2(rows, b, (MM_BLOCK_ROWS, k, n), sink)
-                    };
+                let rows = (MM_BLOCK_LEN / n).min(m.max(1));
+                for i0 in (0..m).step_by(rows) {
+                    let count = rows.min(m - i0);
+                    let part = &mut block[..count * n];
+                    gemm(true, &a[i0 * k..(i0 + count) * k], b, part, (count, k, n));
                     let base = (batch * m + i0) * n;
-                    for (t, &v) in block[..MM_BLOCK_ROWS * n].iter().enumerate() {
+                    for (t, &v) in part.iter().enumerate() {
                         out[store(base + t)] = epi(base + t, v);
                     }
                 }

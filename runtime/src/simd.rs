@@ -290,70 +290,6 @@ fn madd(
     )
 }
 
-/// Rows of one register tile of [`matmul_avx2`].
-const MM_ROWS: usize = 4;
-/// Columns of one register tile of [`matmul_avx2`] (two vectors of eight).
-const MM_COLS: usize = 16;
-
-/// True when [`matmul_avx2`] can compute an `m x n` product (a tile fits in each way).
-pub fn matmul_avx2_fits(m: usize, n: usize) -> bool {
-    m >= MM_ROWS && n >= MM_COLS
-}
-
-/// `a[m, k] @ b[k, n]` in register tiles of [`MM_ROWS`] rows by [`MM_COLS`] columns: per
-/// step along `k`, two vector loads of `b` and four broadcasts of `a` feed eight fused
-/// multiply-adds. Each finished tile row goes to `sink(i, j0, values)` (columns
-/// `j0..j0 + 16` of row `i`). Tiles at the bottom and right edges end at the edge and
-/// overlap the tiles before them: those values are computed, and sunk, twice, alike.
-///
-/// # Safety
-///
-/// The CPU must support AVX2 and FMA, and [`matmul_avx2_fits`]`(m, n)`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(unsafe_code)]
-pub unsafe fn matmul_avx2(
-    a: &[f32],
-    b: &[f32],
-    (m, k, n): (usize, usize, usize),
-    mut sink: impl FnMut(usize, usize, &[f32; MM_COLS]),
-) {
-    use core::arch::x86_64::*;
-    for i0 in tile_starts(m, MM_ROWS) {
-        let rows: [&[f32]; MM_ROWS] = core::array::from_fn(|r| &a[(i0 + r) * k..(i0 + r + 1) * k]);
-        for j0 in tile_starts(n, MM_COLS) {
-            let zero = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            // eight accumulators, named so that they live in registers
-            let (mut a0, mut a1, mut a2, mut a3) = (zero, zero, zero, zero);
-            for kk in 0..k {
-                let bs = &b[kk * n + j0..kk * n + j0 + MM_COLS];
-                // SAFETY: `bs` holds exactly 16 floats (a checked slice of that length):
-                // both 8-float loads read inside it.
-                let bv = unsafe {
-                    (
-                        _mm256_loadu_ps(bs.as_ptr()),
-                        _mm256_loadu_ps(bs.as_ptr().add(8)),
-                    )
-                };
-                a0 = madd(rows[0][kk], bv, a0);
-                a1 = madd(rows[1][kk], bv, a1);
-                a2 = madd(rows[2][kk], bv, a2);
-                a3 = madd(rows[3][kk], bv, a3);
-            }
-            for (r, acc) in [a0, a1, a2, a3].into_iter().enumerate() {
-                let mut values = [0.0f32; MM_COLS];
-                // SAFETY: `values` is an array of 16 floats: both 8-float stores write
-                // inside it.
-                unsafe {
-                    _mm256_storeu_ps(values.as_mut_ptr(), acc.0);
-                    _mm256_storeu_ps(values.as_mut_ptr().add(8), acc.1);
-                }
-                sink(i0 + r, j0, &values);
-            }
-        }
-    }
-}
-
 /// Rows of one register tile of [`linear_avx2`].
 const LIN_ROWS: usize = 3;
 /// Outputs of one register tile of [`linear_avx2`].
@@ -369,7 +305,7 @@ pub fn linear_avx2_fits(rows: usize, out_features: usize) -> bool {
 /// `k`, seven vector loads feed twelve fused multiply-adds into twelve vector partial
 /// sums, added across at the end (the last `k % 8` terms one by one). Each finished value
 /// goes to `sink(row, output, value)`. Tiles at the edges end at the edge and overlap the
-/// tiles before them, as in [`matmul_avx2`]; with fewer than [`LIN_ROWS`] rows (a
+/// tiles before them; with fewer than [`LIN_ROWS`] rows (a
 /// matrix-vector product) the tile repeats the last row, which costs nothing there: the
 /// weights' loads, not the multiply-adds, set the pace.
 ///
