@@ -58,7 +58,8 @@
 //! allocator).
 //!
 //! Features: `alloc` adds `Model::from_safetensors` (owned weights) and [`infer`];
-//! `std` adds ndarray interop ([`ModelExt`]) and [`npy`].
+//! `std` adds ndarray interop ([`ModelExt`]) and [`npy`]; `threads` lets the kernels
+//! split their work over a persistent pool (`runtime::threads::with_threads`).
 #![no_std]
 
 #[cfg(feature = "std")]
