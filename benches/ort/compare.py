@@ -47,19 +47,28 @@ def peers_dir():
     src = os.path.join(SHARED, "tools", "peers")
     with open(os.path.join(src, "bench.py")) as f, open(os.path.join(d, "bench.py"), "w") as g:
         g.write(f.read())
-    link = os.path.join(d, "onnx")
-    if not os.path.exists(link):
-        os.symlink(os.path.join(src, "onnx"), link)
-    for m in os.listdir(os.path.join(SHARED, "reference")):
-        link = os.path.join(d, "reference", m)
-        if not os.path.exists(link):
-            os.symlink(os.path.join(SHARED, "reference", m), link)
+    os.makedirs(os.path.join(d, "onnx"), exist_ok=True)
+    models = {m: os.path.join(SHARED, "reference", m)
+              for m in os.listdir(os.path.join(SHARED, "reference"))}
+    onnx = {m: os.path.join(src, "onnx", f"{m}.onnx") for m in models}
+    # the 6-layer BERT's data and ONNX twin come from models/bert6/setup.sh
+    bert6 = os.environ.get("DNNFUSION_BERT6_DIR", os.path.join(REPO, "models", "bert6", "data"))
+    models["bert6"], onnx["bert6"] = bert6, os.path.join(bert6, "bert6.onnx")
+    for m, path in list(models.items()) + [(None, None)]:
+        if m is None:
+            break
+        for link, target in [(os.path.join(d, "reference", m), path),
+                             (os.path.join(d, "onnx", f"{m}.onnx"), onnx[m])]:
+            if os.path.lexists(link):
+                os.remove(link)
+            if os.path.exists(target):
+                os.symlink(target, link)
     return d
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--models", default="mlp,lenet,bert_tiny,unet_small,mobilenet_v2,resnet18")
+    p.add_argument("--models", default="mlp,lenet,bert_tiny,unet_small,mobilenet_v2,resnet18,bert6")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--unfused", action="store_true", help="also time ours with fusion off")

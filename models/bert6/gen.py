@@ -248,6 +248,10 @@ def main():
         "output_shape": [BATCH, SEQ, HIDDEN],
         "dtype": "float32",
         "params": int(sum(t.size for t in weights.values())),
+        # multiply-adds per inference: four projections and the FFN, plus Q K^T and P V
+        "macs": BATCH * LAYERS * (
+            SEQ * HIDDEN * HIDDEN * 4 + SEQ * HIDDEN * FFN * 2 + 2 * HEADS * SEQ * SEQ * HEAD_DIM
+        ),
         "opset": OPSET,
         "seeds": {"weights": WEIGHT_SEED, "input": INPUT_SEED},
         "weight_init": "linear weight and bias 0.02 N(0,1); LayerNorm weight 1 + 0.1 N(0,1), "

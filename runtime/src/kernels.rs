@@ -856,8 +856,21 @@ fn gemm_packed(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, us
                 let bp = &mut bpack[..kc * NR];
                 for (r, row) in bp.chunks_exact_mut(NR).enumerate() {
                     let at = (k0 + r) * n + j0;
-                    row[..cols].copy_from_slice(&b[at..at + cols]);
-                    row[cols..].fill(0.0);
+                    let full: Result<&mut [f32; NR], _> = row.try_into();
+                    match (full, b.get(at..at + NR)) {
+                        // a whole row of the panel: a fixed-size copy (vector moves, not a
+                        // call to memmove per 64 bytes)
+                        (Ok(dst), Some(src)) if cols == NR => {
+                            if let Ok(src) = <&[f32; NR]>::try_from(src) {
+                                *dst = *src;
+                            }
+                        }
+                        (Ok(dst), _) => {
+                            dst[..cols].copy_from_slice(&b[at..at + cols]);
+                            dst[cols..].fill(0.0);
+                        }
+                        (Err(_), _) => {}
+                    }
                 }
                 let bp = &bpack[..kc * NR];
                 for t in 0..tiles {
