@@ -4,7 +4,8 @@
 //! at 512x512x512 (sgemm) and at the BERT-384 projection shapes.
 //!
 //! Run: `cargo run --release -p dnnfusion-runtime --features std --example conv_classes`
-//! (`-- --json` for one JSON object per line).
+//! (`-- --json` for one JSON object per line; with `--features threads`, `-- --threads N`
+//! runs every kernel inside `threads::with_threads(N, ..)`).
 
 use std::time::Instant;
 
@@ -55,7 +56,27 @@ fn median_time(mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
-    let json = std::env::args().any(|a| a == "--json");
+    let args: Vec<String> = std::env::args().collect();
+    let threads: usize = args
+        .iter()
+        .position(|a| a == "--threads")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1);
+    #[cfg(feature = "threads")]
+    dnnfusion_runtime::threads::with_threads(threads, || run(&args));
+    #[cfg(not(feature = "threads"))]
+    {
+        if threads != 1 {
+            eprintln!("conv_classes: --threads needs `--features threads`");
+            std::process::exit(2);
+        }
+        run(&args);
+    }
+}
+
+fn run(args: &[String]) {
+    let json = args.iter().any(|a| a == "--json");
     for &(name, c_in, size, c_out, k, stride, groups) in CLASSES {
         let pad = k / 2;
         let o = (size + 2 * pad - k) / stride + 1;
