@@ -362,8 +362,13 @@ pub fn matmul(
     );
 }
 
-/// Floats of [`matmul_to`]'s stack buffer for the rows it computes at a time (32 KiB).
-const MM_BLOCK_LEN: usize = 8192;
+/// Floats of [`matmul_to`]'s stack buffer for the rows it computes at a time (32 KiB on
+/// desktop CPUs, 2 KiB where stacks are small).
+const MM_BLOCK_LEN: usize = if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+    8192
+} else {
+    512
+};
 
 /// [`matmul`] storing each result at `out[store(i)]` instead of `out[i]` (a fused
 /// transpose into the consumer's layout). Rows are accumulated in a stack buffer, so each
@@ -577,6 +582,13 @@ pub fn conv2d(
     }
     #[cfg(target_arch = "x86_64")]
     if simd && conv2d_direct_wins(g) {
+        let threads = crate::threads::current();
+        let work = g.c_out * g.oh * g.ow * g.c_in / g.groups * g.kh * g.kw;
+        if threads > 1 && g.groups == 1 && work >= PARALLEL_MIN_MACS {
+            conv2d_direct_threaded(x, w, bias, out, g, threads);
+            each_row(simd, out, g.ow, 0, &epi);
+            return;
+        }
         // SAFETY: `conv2d_avx2` needs AVX2 and FMA, and `avx2_fma` has just checked that
         // this CPU has both.
         #[allow(unsafe_code)]
@@ -586,6 +598,47 @@ pub fn conv2d(
         return;
     }
     conv2d_gemm(x, w, bias, out, g, &epi, simd);
+}
+
+/// The direct AVX2 convolution (one group) with its output channels split over `threads`
+/// threads in blocks of whole register tiles, without the epilogue (the caller runs it
+/// once the planes are complete).
+#[cfg(target_arch = "x86_64")]
+fn conv2d_direct_threaded(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &Conv2dGeom,
+    threads: usize,
+) {
+    let (plane, in_image, taps) = (g.oh * g.ow, g.c_in * g.h * g.w, g.c_in * g.kh * g.kw);
+    let tile = crate::simd::CONV_OC;
+    // at least a tile per chunk: the direct kernel needs that many channels
+    let per_chunk = g.c_out.div_ceil(threads).div_ceil(tile).max(1) * tile;
+    for n in 0..g.n {
+        let xn = &x[n * in_image..(n + 1) * in_image];
+        let on = &mut out[n * g.c_out * plane..(n + 1) * g.c_out * plane];
+        crate::threads::for_each_chunk(on, per_chunk * plane, |i, oc| {
+            let (c0, count) = (i * per_chunk, oc.len() / plane);
+            let sub = Conv2dGeom {
+                n: 1,
+                c_out: count,
+                ..*g
+            };
+            let ws = &w[c0 * taps..(c0 + count) * taps];
+            let bs = bias.map(|b| &b[c0..c0 + count]);
+            if crate::simd::conv2d_avx2_fits(&sub) {
+                // SAFETY: the caller runs this only when `avx2_fma` found AVX2 and FMA.
+                #[allow(unsafe_code)]
+                unsafe {
+                    crate::simd::conv2d_avx2(xn, ws, bs, oc, &sub, &store_rows)
+                };
+            } else {
+                conv2d_gemm(xn, ws, bs, oc, &sub, &store_rows, true);
+            }
+        });
+    }
 }
 
 /// A depthwise convolution with its channels split over `threads` threads, without the
@@ -2316,6 +2369,9 @@ mod tests {
     fn threaded_kernels_equal_one_thread() {
         let cases = [
             geom(1, (32, 20, 20), 70, 3, [1, 1], 1, 1, 1),
+            // the direct AVX2 tiles (fewer than 48 channels), 2 images, 30 channels: the
+            // last chunk is not a whole tile block
+            geom(2, (16, 40, 40), 30, 3, [1, 1], 1, 1, 1),
             geom(2, (64, 30, 30), 96, 1, [2, 2], 0, 1, 1),
             geom(1, (64, 80, 80), 64, 3, [1, 1], 1, 1, 64),
         ];
