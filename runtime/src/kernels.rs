@@ -936,11 +936,12 @@ fn gemm_packed(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, us
                         // FMA (the `simd` argument of `gemm`).
                         #[allow(unsafe_code)]
                         unsafe {
-                            crate::simd::gemm_tile_packed_avx2(
+                            crate::simd::gemm_tile_avx2(
                                 kc,
-                                ap,
-                                bp,
+                                (ap, 1, MR),
                                 rows,
+                                bp,
+                                NR,
                                 &mut c[at..],
                                 n,
                                 init,
@@ -955,7 +956,16 @@ fn gemm_packed(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, us
                     // SAFETY: as above.
                     #[allow(unsafe_code)]
                     unsafe {
-                        crate::simd::gemm_tile_packed_avx2(kc, ap, bp, rows, &mut edge, NR, init)
+                        crate::simd::gemm_tile_avx2(
+                            kc,
+                            (ap, 1, MR),
+                            rows,
+                            bp,
+                            NR,
+                            &mut edge,
+                            NR,
+                            init,
+                        )
                     };
                     for i in 0..rows {
                         c[at + i * n..at + i * n + cols]
@@ -1096,7 +1106,7 @@ fn gemm_tile(
         // SAFETY: `simd` is true only when `avx2_fma` found AVX2 and FMA on this CPU.
         #[allow(unsafe_code)]
         unsafe {
-            crate::simd::gemm_tile_avx2(kc, a, lda, rows, b, ldb, c, ldc, init)
+            crate::simd::gemm_tile_avx2(kc, (a, lda, 1), rows, b, ldb, c, ldc, init)
         };
         return;
     }

@@ -404,11 +404,13 @@ pub const GEMM_NR: usize = 16;
 
 /// One register tile of a matrix product: for `i < rows` (at most [`GEMM_MR`]) and
 /// `j < GEMM_NR`,
-/// `c[i * ldc + j] = start_i + sum over k < kc of a[i * lda + k] * b[k * ldb + j]`, where
-/// `start_i` is `init[i]` when `init` is given, else `c[i * ldc + j]` (accumulating over
-/// blocks of `k`). Per step along `k`: two vector loads of `b`, six broadcasts of `a`,
-/// twelve fused multiply-adds; the sums stay in registers until the single store. Rows
-/// past `rows` repeat the last row's loads and are not stored.
+/// `c[i * ldc + j] = start_i + sum over k < kc of a[i * a_row + k * a_k] * b[k * ldb + j]`,
+/// where `start_i` is `init[i]` when `init` is given, else `c[i * ldc + j]` (accumulating
+/// over blocks of `k`). `a` is a row-major block (`a_row` = its pitch, `a_k` = 1) or a
+/// packed tile of interleaved rows (`a_row` = 1, `a_k` = [`GEMM_MR`]). Per step along `k`:
+/// two vector loads of `b`, six broadcasts of `a`, twelve fused multiply-adds; the sums
+/// stay in registers until the single store. Rows past `rows` repeat the last row's loads
+/// and are not stored.
 ///
 /// # Safety
 ///
@@ -418,8 +420,7 @@ pub const GEMM_NR: usize = 16;
 #[allow(unsafe_code, clippy::too_many_arguments)]
 pub unsafe fn gemm_tile_avx2(
     kc: usize,
-    a: &[f32],
-    lda: usize,
+    (a, a_row, a_k): (&[f32], usize, usize),
     rows: usize,
     b: &[f32],
     ldb: usize,
@@ -429,37 +430,38 @@ pub unsafe fn gemm_tile_avx2(
 ) {
     use core::arch::x86_64::*;
     assert!((1..=GEMM_MR).contains(&rows) && kc > 0);
-    assert!(a.len() >= (rows - 1) * lda + kc);
+    assert!(a.len() > (rows - 1) * a_row + (kc - 1) * a_k);
     assert!(b.len() >= (kc - 1) * ldb + GEMM_NR);
     assert!(c.len() >= (rows - 1) * ldc + GEMM_NR);
     assert!(init.is_none_or(|s| s.len() >= rows));
-    let row = |i: usize| a.as_ptr().add(i.min(rows - 1) * lda);
+    let row = |i: usize| a.as_ptr().add(i.min(rows - 1) * a_row);
     let (r0, r1, r2, r3, r4, r5) = (row(0), row(1), row(2), row(3), row(4), row(5));
     let bp = b.as_ptr();
     let z = _mm256_setzero_ps();
     let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
     let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
     for k in 0..kc {
-        // SAFETY: k < kc, so `b[k * ldb .. k * ldb + 16]` and `a[i * lda + k]` for
-        // i < rows are inside the slices (asserted above).
-        let b0 = _mm256_loadu_ps(bp.add(k * ldb));
-        let b1 = _mm256_loadu_ps(bp.add(k * ldb + 8));
-        let x = _mm256_broadcast_ss(&*r0.add(k));
+        // SAFETY: k < kc, so `b[k * ldb .. k * ldb + 16]` and `a[i * a_row + k * a_k]`
+        // for i < rows are inside the slices (asserted above).
+        let (bk, ak) = (bp.add(k * ldb), k * a_k);
+        let b0 = _mm256_loadu_ps(bk);
+        let b1 = _mm256_loadu_ps(bk.add(8));
+        let x = _mm256_broadcast_ss(&*r0.add(ak));
         c00 = _mm256_fmadd_ps(x, b0, c00);
         c01 = _mm256_fmadd_ps(x, b1, c01);
-        let x = _mm256_broadcast_ss(&*r1.add(k));
+        let x = _mm256_broadcast_ss(&*r1.add(ak));
         c10 = _mm256_fmadd_ps(x, b0, c10);
         c11 = _mm256_fmadd_ps(x, b1, c11);
-        let x = _mm256_broadcast_ss(&*r2.add(k));
+        let x = _mm256_broadcast_ss(&*r2.add(ak));
         c20 = _mm256_fmadd_ps(x, b0, c20);
         c21 = _mm256_fmadd_ps(x, b1, c21);
-        let x = _mm256_broadcast_ss(&*r3.add(k));
+        let x = _mm256_broadcast_ss(&*r3.add(ak));
         c30 = _mm256_fmadd_ps(x, b0, c30);
         c31 = _mm256_fmadd_ps(x, b1, c31);
-        let x = _mm256_broadcast_ss(&*r4.add(k));
+        let x = _mm256_broadcast_ss(&*r4.add(ak));
         c40 = _mm256_fmadd_ps(x, b0, c40);
         c41 = _mm256_fmadd_ps(x, b1, c41);
-        let x = _mm256_broadcast_ss(&*r5.add(k));
+        let x = _mm256_broadcast_ss(&*r5.add(ak));
         c50 = _mm256_fmadd_ps(x, b0, c50);
         c51 = _mm256_fmadd_ps(x, b1, c51);
     }
@@ -529,70 +531,6 @@ pub unsafe fn softmax_rows_avx2(
     epi: &impl Fn(usize, f32) -> f32,
 ) {
     crate::kernels::softmax_rows(x, out, outer, len, epi);
-}
-
-/// [`gemm_tile_avx2`] on packed operands, as BLIS lays them out: `a` holds the tile's
-/// [`GEMM_MR`] rows interleaved (`a[k * GEMM_MR + i]`, rows past `rows` zero), `b` a panel
-/// of [`GEMM_NR`] columns (`b[k * GEMM_NR + j]`), both read front to back.
-///
-/// # Safety
-///
-/// The CPU must support AVX2 and FMA. The slices are checked (a short one panics).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-#[allow(unsafe_code)]
-pub unsafe fn gemm_tile_packed_avx2(
-    kc: usize,
-    a: &[f32],
-    b: &[f32],
-    rows: usize,
-    c: &mut [f32],
-    ldc: usize,
-    init: Option<&[f32]>,
-) {
-    use core::arch::x86_64::*;
-    assert!((1..=GEMM_MR).contains(&rows));
-    assert!(a.len() >= kc * GEMM_MR && b.len() >= kc * GEMM_NR);
-    assert!(c.len() >= (rows - 1) * ldc + GEMM_NR);
-    assert!(init.is_none_or(|s| s.len() >= rows));
-    let (ap, bp) = (a.as_ptr(), b.as_ptr());
-    let z = _mm256_setzero_ps();
-    let (mut c00, mut c01, mut c10, mut c11, mut c20, mut c21) = (z, z, z, z, z, z);
-    let (mut c30, mut c31, mut c40, mut c41, mut c50, mut c51) = (z, z, z, z, z, z);
-    for k in 0..kc {
-        // SAFETY: k < kc: `b[k * 16 .. k * 16 + 16]` and `a[k * 6 .. k * 6 + 6]` are
-        // inside the slices (asserted above).
-        let (bk, ak) = (bp.add(k * GEMM_NR), ap.add(k * GEMM_MR));
-        let b0 = _mm256_loadu_ps(bk);
-        let b1 = _mm256_loadu_ps(bk.add(8));
-        let x = _mm256_broadcast_ss(&*ak);
-        c00 = _mm256_fmadd_ps(x, b0, c00);
-        c01 = _mm256_fmadd_ps(x, b1, c01);
-        let x = _mm256_broadcast_ss(&*ak.add(1));
-        c10 = _mm256_fmadd_ps(x, b0, c10);
-        c11 = _mm256_fmadd_ps(x, b1, c11);
-        let x = _mm256_broadcast_ss(&*ak.add(2));
-        c20 = _mm256_fmadd_ps(x, b0, c20);
-        c21 = _mm256_fmadd_ps(x, b1, c21);
-        let x = _mm256_broadcast_ss(&*ak.add(3));
-        c30 = _mm256_fmadd_ps(x, b0, c30);
-        c31 = _mm256_fmadd_ps(x, b1, c31);
-        let x = _mm256_broadcast_ss(&*ak.add(4));
-        c40 = _mm256_fmadd_ps(x, b0, c40);
-        c41 = _mm256_fmadd_ps(x, b1, c41);
-        let x = _mm256_broadcast_ss(&*ak.add(5));
-        c50 = _mm256_fmadd_ps(x, b0, c50);
-        c51 = _mm256_fmadd_ps(x, b1, c51);
-    }
-    let sums = [
-        [c00, c01],
-        [c10, c11],
-        [c20, c21],
-        [c30, c31],
-        [c40, c41],
-        [c50, c51],
-    ];
-    store_tile(sums, rows, c, ldc, init);
 }
 
 /// Adds a register tile's sums to its start (`init[i]`, or what `c` holds) and stores
