@@ -14,21 +14,7 @@
 
 use std::path::PathBuf;
 
-/// Declares the model and keeps its source text in [`SOURCE`].
-macro_rules! declare {
-    ($($tokens:tt)*) => {
-        dnnfusion::dnn! { $($tokens)* }
-        /// The DSL source of the model in this module.
-        pub const SOURCE: &str = stringify!($($tokens)*);
-
-        /// The same model with fusion off (one kernel call per op).
-        pub mod unfused {
-            dnnfusion::dnn! { #![fusion(off)] $($tokens)* }
-        }
-    };
-}
-
-declare! {
+declare_with_unfused! {
     /// A post-LN BERT encoder layer: self-attention with `heads` heads, residual and
     /// LayerNorm (`ln1`), a GELU feed-forward of width `ffn`, residual and LayerNorm (`ln2`).
     block bert_layer(x: [B, S, D], heads, ffn) {

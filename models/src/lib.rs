@@ -5,6 +5,21 @@
 //! them), written in the DSL with PyTorch's `state_dict` names, so their weights load
 //! unchanged.
 
+/// Declares models with `dnn!` in the calling module, keeps their source text in `SOURCE`
+/// and declares them again with fusion off in a module `unfused` (one kernel call per op).
+macro_rules! declare_with_unfused {
+    ($($tokens:tt)*) => {
+        dnnfusion::dnn! { $($tokens)* }
+        /// The DSL source of the models in this module.
+        pub const SOURCE: &str = stringify!($($tokens)*);
+
+        /// The same models with fusion off (one kernel call per op).
+        pub mod unfused {
+            dnnfusion::dnn! { #![fusion(off)] $($tokens)* }
+        }
+    };
+}
+
 pub mod bert6;
 pub mod reference;
 pub mod torchvision;

@@ -3,21 +3,7 @@
 //! reference data (seeded weights, input, PyTorch outputs; 47 MB for resnet18) stay in
 //! `../shared/reference/<name>/` and are read at run time ([`reference_dir`]).
 
-/// Declares the models and keeps their source text in [`SOURCE`].
-macro_rules! declare {
-    ($($tokens:tt)*) => {
-        dnnfusion::dnn! { $($tokens)* }
-        /// The DSL source of the models in this module.
-        pub const SOURCE: &str = stringify!($($tokens)*);
-
-        /// The same models with fusion off (one kernel call per op).
-        pub mod unfused {
-            dnnfusion::dnn! { #![fusion(off)] $($tokens)* }
-        }
-    };
-}
-
-declare! {
+declare_with_unfused! {
     /// torchvision's `BasicBlock`: two 3x3 conv + batch norm, a projection shortcut
     /// (`downsample.0` conv, `downsample.1` batch norm) when the shape changes.
     block basic_block(x: [N, C, H, W], planes, stride = 1) {
