@@ -1,7 +1,8 @@
 //! GFLOP/s of `kernels::conv2d` on every convolution shape class of torchvision's
 //! resnet18 and mobilenet_v2 at 224x224, batch 1, one thread; depthwise convolutions
-//! (memory-bound) also in GB/s of input read plus output written; then `kernels::matmul`
-//! at 512x512x512 (sgemm) and at the BERT-384 projection shapes.
+//! (memory-bound) also in GB/s of input read plus output written; then
+//! `kernels::conv_transpose2d` on unet_small's upsamplings and two wider ones, and
+//! `kernels::matmul` at 512x512x512 (sgemm) and at the BERT-384 projection shapes.
 //!
 //! Run: `cargo run --release -p dnnfusion-runtime --features std --example conv_classes`
 //! (`-- --json` for one JSON object per line; with `--features threads`, `-- --threads N`
@@ -9,7 +10,9 @@
 
 use std::time::Instant;
 
-use dnnfusion_runtime::kernels::{conv2d, matmul, store_rows, Conv2dGeom, MatMulGeom};
+use dnnfusion_runtime::kernels::{
+    conv2d, conv_transpose2d, matmul, store, store_rows, Conv2dGeom, MatMulGeom,
+};
 
 /// (name, c_in, size, c_out, kernel, stride, groups)
 const CLASSES: &[(&str, usize, usize, usize, usize, usize, usize)] = &[
@@ -39,6 +42,14 @@ const CLASSES: &[(&str, usize, usize, usize, usize, usize, usize)] = &[
     ("mobilenet_v2 dw 3x3 s2 192@28", 192, 28, 192, 3, 2, 192),
     ("mobilenet_v2 dw 3x3 s1 576@14", 576, 14, 576, 3, 1, 576),
     ("mobilenet_v2 dw 3x3 s1 960@7", 960, 7, 960, 3, 1, 960),
+];
+
+/// Transposed convolutions: (name, c_in, size, c_out, kernel, stride, padding)
+const TRANSPOSED: &[(&str, usize, usize, usize, usize, usize, usize)] = &[
+    ("unet_small up 2x2 s2 64->32@32", 64, 32, 32, 2, 2, 0),
+    ("unet_small up 2x2 s2 32->16@64", 32, 64, 16, 2, 2, 0),
+    ("unet up 2x2 s2 256->128@28", 256, 28, 128, 2, 2, 0),
+    ("dcgan up 4x4 s2 p1 128->64@16", 128, 16, 64, 4, 2, 1),
 ];
 
 /// Median seconds of `f` over at least 5 calls and 0.3 s, after one warm-up call.
@@ -129,6 +140,38 @@ fn run(args: &[String]) {
             );
         }
     }
+    for &(name, c_in, size, c_out, k, stride, pad) in TRANSPOSED {
+        let o = (size - 1) * stride + k - 2 * pad;
+        let g = Conv2dGeom {
+            n: 1,
+            c_in,
+            h: size,
+            w: size,
+            c_out,
+            oh: o,
+            ow: o,
+            kh: k,
+            kw: k,
+            stride_h: stride,
+            stride_w: stride,
+            pad_top: pad,
+            pad_left: pad,
+            dilation_h: 1,
+            dilation_w: 1,
+            groups: 1,
+        };
+        let x: Vec<f32> = (0..c_in * size * size)
+            .map(|i| (i % 13) as f32 * 0.1)
+            .collect();
+        let w: Vec<f32> = (0..c_in * c_out * k * k)
+            .map(|i| (i % 7) as f32 * 0.01)
+            .collect();
+        let b = vec![0.5f32; c_out];
+        let mut out = vec![0.0f32; c_out * o * o];
+        let flops = 2.0 * (c_in * size * size * c_out * k * k) as f64;
+        let median = median_time(|| conv_transpose2d(&x, &w, Some(&b), &mut out, &g, store));
+        report(json, name, median, flops / median / 1e9);
+    }
     for (name, m, k, n) in [
         ("sgemm 512x512x512", 512, 512, 512),
         ("bert-384 projection 128x384x384", 128, 384, 384),
@@ -147,14 +190,18 @@ fn run(args: &[String]) {
             n,
         };
         let median = median_time(|| matmul(&a, &b, &mut c, &g, store_rows));
-        let gflops = 2.0 * (m * k * n) as f64 / median / 1e9;
-        if json {
-            println!(
-                "{{\"class\":\"{name}\",\"ms\":{:.4},\"gflops\":{gflops:.2}}}",
-                median * 1e3
-            );
-        } else {
-            println!("{name:32} {:9.3} ms {gflops:7.1} GFLOP/s", median * 1e3);
-        }
+        report(json, name, median, 2.0 * (m * k * n) as f64 / median / 1e9);
+    }
+}
+
+/// Prints one kernel's time and rate (a JSON object with `--json`).
+fn report(json: bool, name: &str, median: f64, gflops: f64) {
+    if json {
+        println!(
+            "{{\"class\":\"{name}\",\"ms\":{:.4},\"gflops\":{gflops:.2}}}",
+            median * 1e3
+        );
+    } else {
+        println!("{name:32} {:9.3} ms {gflops:7.1} GFLOP/s", median * 1e3);
     }
 }
