@@ -11,7 +11,7 @@
 //!   add([2, 1, 4], [3, 1])                       ->  [2, 3, 4]   (numpy broadcasting)
 //! ```
 
-use crate::ir::{Conv2d, ConvTranspose2d, Graph, Op, Pool2d, ResizeMode, ValueKind};
+use crate::ir::{Conv2d, ConvTranspose2d, Graph, Op, Pool2d, ResizeMode, ValueKind, WEIGHT_PANEL};
 
 /// A rule's complaint: what went wrong and which operand is at fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -488,8 +488,13 @@ pub fn check(graph: &Graph) -> Result<(), String> {
             | Op::Expand
             | Op::Resize(_)
             | Op::Resample(_)
+            | Op::PackPanels
             | Op::Cumsum { .. } => shapes.len() == 1,
-            Op::Binary(_) | Op::Prelu | Op::MatMul | Op::Gather { .. } => shapes.len() == 2,
+            Op::Binary(_)
+            | Op::Prelu
+            | Op::MatMul
+            | Op::MatMulPanels { .. }
+            | Op::Gather { .. } => shapes.len() == 2,
             Op::Where => shapes.len() == 3,
             Op::Linear | Op::Conv2d(_) | Op::ConvTranspose2d(_) => matches!(shapes.len(), 2 | 3),
             Op::LayerNorm { .. } | Op::GroupNorm { .. } | Op::InstanceNorm { .. } => {
@@ -522,6 +527,22 @@ pub fn check(graph: &Graph) -> Result<(), String> {
                 (Some(a), Some(b)) => matmul(a, b).is_ok_and(|s| s == out),
                 _ => false,
             },
+            Op::MatMulPanels { n } => match (shapes.first(), shapes.get(1)) {
+                (Some(a), Some(p)) => {
+                    let k = a.last().copied();
+                    let mut want = a.to_vec();
+                    if let Some(last) = want.last_mut() {
+                        *last = *n;
+                    }
+                    let panels = [n.div_ceil(WEIGHT_PANEL), k.unwrap_or(0), WEIGHT_PANEL];
+                    a.len() >= 2 && p[..] == panels && want[..] == out[..]
+                }
+                _ => false,
+            },
+            Op::PackPanels => shapes.first().is_some_and(|w| match w[..] {
+                [n, k] => out[..] == [n.div_ceil(WEIGHT_PANEL), k, WEIGHT_PANEL],
+                _ => false,
+            }),
             Op::Conv2d(attrs) => shapes.first().is_some_and(|x| {
                 conv2d(x, attrs, out.get(1).copied().unwrap_or(0)).is_ok_and(|s| s == out)
             }),

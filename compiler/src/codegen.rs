@@ -742,7 +742,7 @@ fn block_fn(model: &ModelIr, block: &Block, prefix: &str, index: usize) -> Optio
         // conv2d, matmul and linear hand their epilogue whole output rows (the last
         // axis of their result)
         let rows = match &op {
-            Op::Conv2d(_) | Op::MatMul | Op::Linear => graph
+            Op::Conv2d(_) | Op::MatMul | Op::MatMulPanels { .. } | Op::Linear => graph
                 .shape(node.output)
                 .last()
                 .and_then(|&len| epilogue_row_closure(&program, len)),
@@ -1305,6 +1305,27 @@ fn kernel_call(
                     quote! { #k::matmul(#in0, #in1, #out, #geom, #rows_epi); }
                 }
                 Some(store) => quote! { #k::matmul_to(#in0, #in1, #out, #geom, #epi, #store); },
+            }
+        }
+        Op::MatMulPanels { n } => {
+            let in1 = ins.get(1).cloned();
+            let kk = s0.last().copied().unwrap_or(1);
+            let m = product(s0) / kk.max(1);
+            match &epilogue.store {
+                None => {
+                    let rows_epi = row_epilogue(epilogue);
+                    quote! { #k::matmul_panels(#in0, #in1, #out, (#m, #kk, #n), #rows_epi); }
+                }
+                Some(store) => {
+                    quote! { #k::matmul_panels_to(#in0, #in1, #out, (#m, #kk, #n), #epi, #store); }
+                }
+            }
+        }
+        Op::PackPanels => {
+            let (n, kk) = (dim(s0, 0), dim(s0, 1));
+            quote! {
+                const _: () = ::core::assert!(#k::WEIGHT_PANEL == #WEIGHT_PANEL);
+                #k::pack_panels(#in0, #out, #n, #kk);
             }
         }
         Op::Conv2d(c) => {

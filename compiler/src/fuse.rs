@@ -742,7 +742,7 @@ pub fn prologue_nodes(graph: &Graph, block: &Block) -> Vec<usize> {
 /// True when the anchor's kernel can store each value at a translated position (a
 /// transpose into the consumer's layout).
 pub fn takes_store_map(op: &Op) -> bool {
-    matches!(op, Op::MatMul | Op::Linear)
+    matches!(op, Op::MatMul | Op::MatMulPanels { .. } | Op::Linear)
 }
 
 /// The *store chain* of an anchor block: the transposes (and the reshapes after them) at

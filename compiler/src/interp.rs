@@ -15,7 +15,7 @@
 
 use crate::ir::{
     BinaryOp, Conv2d, ConvTranspose2d, CoordMode, Graph, Interpolation, NearestMode, Op, PadMode,
-    Pool2d, ReduceKind, Resample, ResizeMode, UnaryOp, Value, ValueId,
+    Pool2d, ReduceKind, Resample, ResizeMode, UnaryOp, Value, ValueId, WEIGHT_PANEL,
 };
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice, Zip};
 use std::fmt;
@@ -711,6 +711,14 @@ fn eval_refs(op: &Op, xs: &[&ArrayD<f32>], out_shape: &[usize]) -> Result<ArrayD
         Op::MatMul => {
             let [a, b] = exactly(xs)?;
             matmul(a, b)?
+        }
+        Op::MatMulPanels { n } => {
+            let [a, panels] = exactly(xs)?;
+            matmul(a, &unpack_panels(panels, *n)?)?
+        }
+        Op::PackPanels => {
+            let [w] = exactly(xs)?;
+            pack_panels(w)?
         }
         Op::Conv2d(attrs) => {
             let (x, w, b) = two_or_three(xs)?;
@@ -1412,6 +1420,57 @@ fn matmul(a: &ArrayD<f32>, b: &ArrayD<f32>) -> Result<ArrayD<f32>> {
         }
     }
     from_vec(&[batch.as_slice(), &[m, n]].concat(), out)
+}
+
+/// `w [n, k]` as `[n / 16 rounded up, k, 16]` panels: `p[j / 16, kk, j % 16] = w[j, kk]`,
+/// zero past `n` (what `Op::PackPanels` stores at load time).
+fn pack_panels(w: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    let &[n, k] = w.shape() else {
+        return fail(format!(
+            "pack_panels needs a 2-d weight, got {:?}",
+            w.shape()
+        ));
+    };
+    let panels = n.div_ceil(WEIGHT_PANEL);
+    let w: Vec<f32> = w.iter().copied().collect();
+    let mut out = vec![0.0f32; panels * k * WEIGHT_PANEL];
+    for (j, row) in w.chunks_exact(k.max(1)).enumerate().take(n) {
+        for (kk, &v) in row.iter().enumerate() {
+            if let Some(slot) =
+                out.get_mut(((j / WEIGHT_PANEL) * k + kk) * WEIGHT_PANEL + j % WEIGHT_PANEL)
+            {
+                *slot = v;
+            }
+        }
+    }
+    from_vec(&[panels, k, WEIGHT_PANEL], out)
+}
+
+/// The `[k, n]` matrix that `[n / 16 rounded up, k, 16]` panels hold.
+fn unpack_panels(p: &ArrayD<f32>, n: usize) -> Result<ArrayD<f32>> {
+    let &[panels, k, width] = p.shape() else {
+        return fail(format!(
+            "matmul_panels needs 3-d panels, got {:?}",
+            p.shape()
+        ));
+    };
+    if width != WEIGHT_PANEL || panels != n.div_ceil(WEIGHT_PANEL) {
+        return fail(format!(
+            "matmul_panels: panels {:?} do not hold {n} columns",
+            p.shape()
+        ));
+    }
+    let p: Vec<f32> = p.iter().copied().collect();
+    let mut out = Vec::with_capacity(k * n);
+    for kk in 0..k {
+        for j in 0..n {
+            out.push(at(
+                &p,
+                ((j / WEIGHT_PANEL) * k + kk) * WEIGHT_PANEL + j % WEIGHT_PANEL,
+            )?);
+        }
+    }
+    from_vec(&[k, n], out)
 }
 
 /// `(batch dims, [rows, cols])` of a shape of rank >= 2.

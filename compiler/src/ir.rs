@@ -547,6 +547,10 @@ fn cubic_kernel(a: f64, x: f64) -> f64 {
     }
 }
 
+/// Columns of one panel of [`Op::PackPanels`]: the width of the runtime's matrix-product
+/// register tile (`kernels::WEIGHT_PANEL`; the generated code asserts they agree).
+pub const WEIGHT_PANEL: usize = 16;
+
 /// An operation of the graph. The operand list of each variant is in its doc.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -562,6 +566,16 @@ pub enum Op {
     Linear,
     /// `[a, b]`: matrix product over the last two axes, batch axes broadcast.
     MatMul,
+    /// `[a [.., m, k], panels [n / 16 rounded up, k, 16]]` -> `[.., m, n]`: the matrix
+    /// product of `a` by a `[k, n]` matrix stored as [`Op::PackPanels`] leaves it.
+    MatMulPanels {
+        /// columns of the product
+        n: usize,
+    },
+    /// `[w [n, k]]` -> `[n / 16 rounded up, k, 16]`: a `linear`'s weight in the layout the
+    /// matrix-product tiles read (panel `p`, row `k` holds `w[16 p + j, k]` for `j < 16`,
+    /// zero past `n`). Computed once, when the weights load (stage `prepare`).
+    PackPanels,
     /// `[x, weight, bias?]`, NCHW.
     Conv2d(Conv2d),
     /// `[x, weight, bias?]`, NCHW.
@@ -699,6 +713,8 @@ impl Op {
             Op::Prelu => "prelu",
             Op::Linear => "linear",
             Op::MatMul => "matmul",
+            Op::MatMulPanels { .. } => "matmul_panels",
+            Op::PackPanels => "pack_panels",
             Op::Conv2d(_) => "conv2d",
             Op::ConvTranspose2d(_) => "conv_transpose2d",
             Op::MaxPool2d(_) => "max_pool2d",

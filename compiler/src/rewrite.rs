@@ -305,7 +305,7 @@ pub fn op_cost(op: &Op, inputs: &[&[usize]], out: &[usize]) -> Cost {
                 .saturating_mul(k)
                 .saturating_add(if inputs.len() > 2 { n } else { 0 })
         }
-        Op::MatMul => {
+        Op::MatMul | Op::MatMulPanels { .. } => {
             let k = inputs.first().and_then(|s| s.last()).copied().unwrap_or(0) as u64;
             n.saturating_mul(2).saturating_mul(k)
         }
@@ -337,6 +337,7 @@ pub fn op_cost(op: &Op, inputs: &[&[usize]], out: &[usize]) -> Cost {
         Op::Resize(ResizeMode::Nearest)
         | Op::Reshape(_)
         | Op::Transpose { .. }
+        | Op::PackPanels
         | Op::Concat { .. }
         | Op::Slice { .. }
         | Op::Pad { .. }

@@ -97,6 +97,7 @@ pub fn classify_op(op: &Op, same_shape: bool) -> MappingType {
         }
         Op::Linear
         | Op::MatMul
+        | Op::MatMulPanels { .. }
         | Op::Conv2d(_)
         | Op::ConvTranspose2d(_)
         | Op::MaxPool2d(_)
@@ -111,7 +112,7 @@ pub fn classify_op(op: &Op, same_shape: bool) -> MappingType {
         | Op::InstanceNorm { .. }
         | Op::Cumsum { .. } => ManyToMany,
         Op::Reshape(_) => Reorganize,
-        Op::Transpose { .. } => Shuffle,
+        Op::Transpose { .. } | Op::PackPanels => Shuffle,
     }
 }
 
@@ -244,7 +245,11 @@ pub fn algebraic(op: &Op) -> bool {
         | Op::InstanceNorm { .. }
         | Op::Pad { .. }
         | Op::Resample(_)
-        | Op::Cumsum { .. } => false,
+        | Op::Cumsum { .. }
+        // load-time weight layout and its product: made after the rewrites (stage
+        // `prepare`); no rule knows them
+        | Op::MatMulPanels { .. }
+        | Op::PackPanels => false,
     }
 }
 

@@ -362,6 +362,132 @@ pub fn matmul(
     );
 }
 
+/// Columns of one panel of packed weights ([`pack_panels`]): the register tile's width.
+/// The compiler lays weights out with the same width (`ir::WEIGHT_PANEL`), and the
+/// generated code asserts that the two agree.
+pub const WEIGHT_PANEL: usize = PANEL;
+
+/// Packs a `linear`'s weight `w [n, k]` once, at load time, into the layout the matrix
+/// product's register tiles read: `out [n / WEIGHT_PANEL rounded up, k, WEIGHT_PANEL]`,
+/// panel `p`, row `kk` holding `w[p * WEIGHT_PANEL + j, kk]` for each `j`, zero past `n`.
+/// [`matmul_panels`] then multiplies by `wᵀ` without packing anything per call.
+pub fn pack_panels(w: &[f32], out: &mut [f32], n: usize, k: usize) {
+    for (p, panel) in out.chunks_exact_mut(k.max(1) * PANEL).enumerate() {
+        for (kk, row) in panel.chunks_exact_mut(PANEL).enumerate() {
+            for (j, slot) in row.iter_mut().enumerate() {
+                let col = p * PANEL + j;
+                *slot = if col < n { w[col * k + kk] } else { 0.0 };
+            }
+        }
+    }
+}
+
+/// `out [rows, n] = a [rows, k] @ b` for `b [k, n]` packed by [`pack_panels`] (its
+/// transpose); the row epilogue `epi(base, row)` runs over each finished output row.
+/// Rows split over the threads ([`crate::threads::with_threads`]).
+pub fn matmul_panels(
+    a: &[f32],
+    panels: &[f32],
+    out: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+    epi: impl Fn(usize, &mut [f32]),
+) {
+    let simd = crate::simd::avx2_fma();
+    let out = &mut out[..m * n];
+    let threads = crate::threads::current();
+    let rows = if threads > 1 && m * k * n >= PARALLEL_MIN_MACS {
+        m.div_ceil(threads).div_ceil(TILE_ROWS) * TILE_ROWS
+    } else {
+        m.max(1)
+    };
+    crate::threads::for_each_chunk(out, rows * n.max(1), |i, oc| {
+        let count = oc.len() / n.max(1);
+        gemm_panels(simd, &a[i * rows * k..], panels, oc, (count, k, n));
+    });
+    each_row(simd, out, n, 0, &epi);
+}
+
+/// [`matmul_panels`] storing each result at `out[store(i)]` after `epi(i, value)` (a
+/// fused transpose into the consumer's layout): rows are computed a stack buffer at a
+/// time, so each output is written once.
+pub fn matmul_panels_to(
+    a: &[f32],
+    panels: &[f32],
+    out: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+    epi: impl Fn(usize, f32) -> f32,
+    store: impl Fn(usize) -> usize,
+) {
+    let simd = crate::simd::avx2_fma();
+    let mut block = [0.0f32; MM_BLOCK_LEN];
+    // at least one row at a time: a row wider than the buffer goes a panel at a time
+    let rows = (MM_BLOCK_LEN / n.max(1)).clamp(1, m.max(1));
+    if n > MM_BLOCK_LEN {
+        for i in 0..m {
+            for j0 in (0..n).step_by(MM_BLOCK_LEN) {
+                let width = MM_BLOCK_LEN.min(n - j0);
+                let part = &mut block[..width];
+                let first = j0 / PANEL;
+                let sub = &panels[first * k * PANEL..];
+                gemm_panels(simd, &a[i * k..(i + 1) * k], sub, part, (1, k, width));
+                let base = i * n + j0;
+                for (t, &v) in part.iter().enumerate() {
+                    out[store(base + t)] = epi(base + t, v);
+                }
+            }
+        }
+        return;
+    }
+    for i0 in (0..m).step_by(rows) {
+        let count = rows.min(m - i0);
+        let part = &mut block[..count * n];
+        gemm_panels(
+            simd,
+            &a[i0 * k..(i0 + count) * k],
+            panels,
+            part,
+            (count, k, n),
+        );
+        let base = i0 * n;
+        for (t, &v) in part.iter().enumerate() {
+            out[store(base + t)] = epi(base + t, v);
+        }
+    }
+}
+
+/// `c [m, n] = a [m, k] @ b` for `b` packed by [`pack_panels`]: per block of
+/// [`PANEL_DEPTH`] along `k` and [`GEMM_MC`] rows of `a` (read in place), every panel of
+/// `b` (contiguous, zero-padded to [`PANEL`] columns) multiplied by the block's register
+/// tiles (AVX2 when `simd`, else portable). Nothing is packed per call.
+fn gemm_panels(simd: bool, a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, usize)) {
+    if k == 0 {
+        c[..m * n].fill(0.0);
+        return;
+    }
+    for k0 in (0..k).step_by(PANEL_DEPTH) {
+        let kc = PANEL_DEPTH.min(k - k0);
+        let start = if k0 == 0 {
+            Start::Zero
+        } else {
+            Start::Accumulate
+        };
+        for i0 in (0..m).step_by(GEMM_MC) {
+            let mc = GEMM_MC.min(m - i0);
+            for (p, j0) in (0..n).step_by(PANEL).enumerate() {
+                let cols = PANEL.min(n - j0);
+                tile_panel(
+                    simd,
+                    (mc, kc, cols),
+                    (&a[i0 * k + k0..], k, 1),
+                    (&b[(p * k + k0) * PANEL..], PANEL),
+                    (&mut c[i0 * n + j0..], n),
+                    start,
+                );
+            }
+        }
+    }
+}
+
 /// Floats of [`matmul_to`]'s stack buffer for the rows it computes at a time (32 KiB on
 /// desktop CPUs, 2 KiB where stacks are small).
 const MM_BLOCK_LEN: usize = if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
@@ -2446,6 +2572,15 @@ mod tests {
         let mut two = std::vec![f32::NAN; m * n];
         crate::threads::with_threads(2, || matmul(&a, &b, &mut two, &geom, store_rows));
         assert_eq!(one, two);
+        let mut panels = std::vec![0.0; n.div_ceil(WEIGHT_PANEL) * k * WEIGHT_PANEL];
+        pack_panels(&b, &mut panels, n, k);
+        let mut one = std::vec![f32::NAN; m * n];
+        matmul_panels(&a, &panels, &mut one, (m, k, n), store_rows);
+        let mut two = std::vec![f32::NAN; m * n];
+        crate::threads::with_threads(2, || {
+            matmul_panels(&a, &panels, &mut two, (m, k, n), store_rows)
+        });
+        assert_eq!(one, two);
         // a transposed convolution: 2x upsampling, 64 -> 33 channels on 24x24
         let g = Conv2dGeom {
             n: 1,
@@ -2666,6 +2801,8 @@ mod tests {
             (13, 300, 50),
             (6, 513, 33),
             (12, 40, 64),
+            // rows wider than the `*_to` kernels' stack buffer
+            (2, 3, MM_BLOCK_LEN + 40),
         ];
         for (case, &(m, k, n)) in shapes.iter().enumerate() {
             let a = data(2 * m * k, 600 + case as u64);
@@ -2749,6 +2886,33 @@ mod tests {
                 });
                 let back: Vec<f32> = (0..m * n).map(|o| lin_t[store(o)]).collect();
                 assert_close(&label("linear_to"), &back, &lin_want, k + 1);
+                // the weight packed at load time: both batches of `a` as rows against
+                // the first batch's `b` (a linear's packed weight is not batched)
+                let mut panels = std::vec![f32::NAN; n.div_ceil(WEIGHT_PANEL) * k * WEIGHT_PANEL];
+                pack_panels(&w, &mut panels, n, k);
+                let mut rows_want = Vec::new();
+                for batch in 0..2 {
+                    rows_want.extend(matmul_reference(
+                        &a[batch * m * k..][..m * k],
+                        &b[..k * n],
+                        m,
+                        k,
+                        n,
+                    ));
+                }
+                let rows_want: Vec<(f32, f32)> = rows_want
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(v, z))| (epi(i, v), 2.0 * z))
+                    .collect();
+                let mut out = std::vec![f32::NAN; 2 * m * n];
+                run(&mut || matmul_panels(&a, &panels, &mut out, (2 * m, k, n), rows_of(epi)));
+                assert_close(&label("matmul_panels"), &out, &rows_want, k);
+                let store = |o: usize| (o % n) * 2 * m + o / n;
+                let mut out_t = std::vec![f32::NAN; 2 * m * n];
+                run(&mut || matmul_panels_to(&a, &panels, &mut out_t, (2 * m, k, n), epi, store));
+                let back: Vec<f32> = (0..2 * m * n).map(|o| out_t[store(o)]).collect();
+                assert_close(&label("matmul_panels_to"), &back, &rows_want, k);
             }
         }
     }
