@@ -123,6 +123,54 @@ fn a_read_only_buffer_that_was_not_prepared_is_refused() {
     assert!(out.iter().all(|&v| v == 0.5 * 8.0 + 0.5), "{out:?}");
 }
 
+/// Once prepared, a buffer keeps only what `run` reads: the packed weight replaces the
+/// loaded one, and the model's buffer is `RUN_LEN` floats. A second `prepare` of the same
+/// buffer (its loaded weight is gone) is an error, not a model on the wrong numbers, until
+/// a loader writes fresh weights into it.
+#[test]
+fn a_prepared_buffer_keeps_what_run_reads_and_cannot_be_prepared_twice() {
+    use packed::Packed;
+    // the weight (16 x 8) is packed into panels and dropped; the bias stays
+    assert_eq!(Packed::LOADED_LEN, 16 * 8 + 16);
+    assert_eq!(Packed::RUN_LEN, 16 + 16 * 8);
+    const { assert!(Packed::RUN_LEN < Packed::PARAM_LEN) };
+    let mut buffer = vec![0.5; Packed::PARAM_LEN];
+    let model = Packed::from_params(Params::borrowed_mut(&mut buffer)).unwrap();
+    assert_eq!(model.params().len(), Packed::RUN_LEN);
+    let mut first = [0.0; 64];
+    model.run(&[1.0; 32], &mut first, &mut [0.0; Packed::ARENA_LEN]);
+    let owned = Packed::from_params(Params::owned(vec![0.5; Packed::PARAM_LEN])).unwrap();
+    assert_eq!(owned.params().len(), Packed::RUN_LEN);
+    let mut again = [0.0; 64];
+    owned.run(&[1.0; 32], &mut again, &mut [0.0; Packed::ARENA_LEN]);
+    assert_eq!(first, again);
+
+    let error = Packed::from_params(Params::borrowed_mut(&mut buffer)).unwrap_err();
+    assert_eq!(error, LoadError::AlreadyPrepared { model: "Packed" });
+    assert!(
+        error.to_string().contains("load the weights into it again"),
+        "{error}"
+    );
+    assert!(matches!(
+        Prepared::new::<Packed>(&mut buffer),
+        Err(LoadError::AlreadyPrepared { .. })
+    ));
+    // fresh weights through a loader: the buffer may be prepared again
+    let file = safetensors(&[
+        (
+            "fc.weight",
+            "F32",
+            &[16, 8],
+            0.5f32.to_le_bytes().repeat(128),
+        ),
+        ("fc.bias", "F32", &[16], 0.5f32.to_le_bytes().repeat(16)),
+    ]);
+    let reloaded = Packed::from_safetensors_in(&file, &mut buffer).unwrap();
+    let mut third = [0.0; 64];
+    reloaded.run(&[1.0; 32], &mut third, &mut [0.0; Packed::ARENA_LEN]);
+    assert_eq!(first, third);
+}
+
 #[test]
 fn a_buffer_prepared_for_another_model_is_refused() {
     let mut buffer = vec![0.25; figure_2a::Case::PARAM_LEN];
@@ -286,7 +334,19 @@ fn a_pytorch_checkpoint_loads_leniently_with_half_precision_weights() {
     let (model, report) =
         dnnfusion::load_safetensors_with::<Net>(&strict, LoadOptions::STRICT).unwrap();
     assert!(report.skipped.is_empty());
-    assert!(model.params()[..Net::LOADED_LEN].iter().all(|&v| v == 1.0));
+    // every loaded value is the file's 1.0 (read again into a buffer of its own: the
+    // model's buffer is the layout `run` reads)
+    assert_eq!(model.params().len(), Net::RUN_LEN);
+    let mut loaded = vec![0.0; Net::PARAM_LEN];
+    dnnfusion::runtime::safetensors::load_into_with(
+        &strict,
+        Net::PARAMS,
+        &mut loaded,
+        LoadOptions::STRICT,
+        |_| {},
+    )
+    .unwrap();
+    assert!(loaded[..Net::LOADED_LEN].iter().all(|&v| v == 1.0));
 
     entries.push(("optimizer.step", "I64", &[], 3i64.to_le_bytes().to_vec()));
     entries.push(("head.mask", "BOOL", &[2], vec![1, 0]));

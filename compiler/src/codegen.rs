@@ -41,11 +41,14 @@ pub fn codegen(
 
     let input_shapes = graph.inputs.iter().map(|&v| shape_tokens(graph.shape(v)));
     let output_shapes = graph.outputs.iter().map(|&v| shape_tokens(graph.shape(v)));
-    let param_specs = graph.params.iter().take(loaded_params).filter_map(|p| {
-        let Some(Slot::Param { offset, .. }) = plan.slots.get(p.value) else { return None };
+    // where the loaded parameters go while loading: one after another, in declaration
+    // order (`run` may read them elsewhere once `prepare` has compacted the buffer)
+    let param_specs = graph.params.iter().take(loaded_params).scan(0usize, |offset, p| {
+        let at = *offset;
+        *offset += p.shape.iter().product::<usize>();
         let key = &p.key;
         let shape = shape_tokens(&p.shape);
-        Some(quote! { ::dnnfusion::runtime::ParamSpec { name: #key, shape: #shape, offset: #offset } })
+        Some(quote! { ::dnnfusion::runtime::ParamSpec { name: #key, shape: #shape, offset: #at } })
     });
 
     let input_args: Vec<TokenStream> = graph
@@ -101,6 +104,7 @@ pub fn codegen(
         },
         None => (quote! { let _ = buffer; }, param_len, param_len),
     };
+    let run_len = load.map_or(param_len, |stage| stage.layout.run_len());
     let fn_items = block_fns.iter().map(|(f, _, sites)| {
         let mut doc = String::from("A fused block, one loop nest. Call sites and ops:");
         for site in sites {
@@ -145,11 +149,13 @@ pub fn codegen(
             " {ops} ops read only parameters and run once, at load time (`prepare`)."
         ));
         prepare_doc = format!(
-            "Computes the load-time part of the parameter buffer from the loaded parameters at \
-             its start (floats `0..{loaded_len}`): the results of the {ops} ops that read only \
-             parameters, which `run` reads as parameters. `from_params` calls it on a mutable \
-             or owned buffer; `Prepared::new` calls it to make a buffer you then borrow \
-             read-only (`Params::prepared`). \
+            "Computes the load-time part of the parameter buffer from the loaded parameters \
+             (where `PARAMS` places them): the results of the {ops} ops that read only \
+             parameters, which `run` reads as parameters, written at the buffer's start. \
+             `run` reads only the first `RUN_LEN` floats afterwards (an owned buffer is cut to \
+             that length). `from_params` calls it on a mutable or owned buffer; \
+             `Prepared::new` calls it to make a buffer you then borrow read-only \
+             (`Params::prepared`). \
              Errors when `buffer` does not hold exactly `PARAM_LEN` floats. The ops, in order:\n"
         );
         let load_model = load_model(model, stage);
@@ -179,11 +185,13 @@ pub fn codegen(
             pub const OUTPUT_SHAPES: &'static [&'static [usize]] = &[#(#output_shapes),*];
             /// Floats of scratch memory `run` needs.
             pub const ARENA_LEN: usize = #arena_len;
-            /// Floats of the parameter buffer: the loaded parameters, then what
-            /// [`Self::prepare`] computes from them (see [`::dnnfusion::runtime::Params`]).
+            /// Floats of the parameter buffer while it loads: what [`Self::prepare`]
+            /// computes, the loaded parameters, scratch (see [`::dnnfusion::runtime::Params`]).
             pub const PARAM_LEN: usize = #param_len;
-            /// Floats of the loaded parameters, at the start of the parameter buffer.
+            /// Floats of the loaded parameters.
             pub const LOADED_LEN: usize = #loaded_len;
+            /// Floats `run` reads, at the start of the parameter buffer, once prepared.
+            pub const RUN_LEN: usize = #run_len;
             /// Every loaded parameter: its key, shape and offset in the flat buffer.
             pub const PARAMS: &'static [::dnnfusion::runtime::ParamSpec] = &[#(#param_specs),*];
             /// Ops `run` executes (after rewriting, without the ones `prepare` runs at load).
@@ -202,6 +210,7 @@ pub fn codegen(
                 params.check_len(Self::PARAM_LEN)?;
                 if let ::core::option::Option::Some(buffer) = params.as_mut_slice() {
                     Self::prepare(buffer)?;
+                    params.keep_first(Self::RUN_LEN);
                 } else {
                     params.check_prepared::<Self>()?;
                 }
@@ -257,6 +266,7 @@ pub fn codegen(
             const ARENA_LEN: usize = #arena_len;
             const PARAM_LEN: usize = #param_len;
             const LOADED_LEN: usize = #loaded_len;
+            const RUN_LEN: usize = #run_len;
             const PARAMS: &'static [::dnnfusion::runtime::ParamSpec] = Self::PARAMS;
             const OP_COUNT: usize = #op_count;
 
@@ -390,8 +400,9 @@ fn load_model(model: &ModelIr, stage: &crate::LoadStage) -> ModelIr {
 }
 
 /// The body of `prepare`: split the buffer into the loaded parameters (`p`), the derived
-/// tensors (one `&mut` each, where `run_plan` placed them) and scratch (`arena`), then run
-/// the load-time graph. Also returns the loaded length and the whole buffer's length.
+/// tensors (one `&mut` each, in the order `layout_params` gave them) and scratch
+/// (`arena`), run the load-time graph, then compact the buffer to `run`'s layout. Also
+/// returns the loaded length and the whole buffer's length.
 fn prepare_steps(
     model: &ModelIr,
     run_plan: &MemoryPlan,
@@ -400,14 +411,10 @@ fn prepare_steps(
     block_fns: &mut Vec<SharedFn>,
 ) -> Result<(TokenStream, usize, usize), TokenStream> {
     let graph = &model.graph;
-    let loaded_len: usize = graph
-        .params
-        .iter()
-        .take(loaded_params)
-        .map(|p| p.shape.iter().product::<usize>())
-        .sum();
-    let derived_len = run_plan.param_len - loaded_len;
-    let param_len = run_plan.param_len + stage.memory.arena_len;
+    let layout = &stage.layout;
+    let (loaded_len, derived_len, live_len) =
+        (layout.loaded_len, layout.derived_len, layout.live_len);
+    let param_len = loaded_len + derived_len + stage.memory.arena_len;
     let mut ranges = Vec::new();
     for param in graph.params.iter().skip(loaded_params) {
         let Some(Slot::Param { offset, len }) = run_plan.slots.get(param.value) else {
@@ -417,7 +424,7 @@ fn prepare_steps(
             );
             return Err(quote! { ::core::compile_error!(#msg); });
         };
-        let start = offset - loaded_len;
+        let start = offset - live_len;
         ranges.push(quote! { (#start, #len) });
     }
     let load_model = load_model(model, stage);
@@ -428,14 +435,38 @@ fn prepare_steps(
     } else {
         quote! { let _ = arena; }
     };
+    let moves = layout
+        .moves
+        .iter()
+        .filter(|(from, to, _)| from != to)
+        .map(|(from, to, len)| quote! { (#from, #to, #len) });
+    let compacts = layout.run_len() < param_len;
+    let (check, compact) = if compacts {
+        (
+            quote! { ::dnnfusion::runtime::prepare::check_unprepared(buffer, Self::NAME)?; },
+            quote! {
+                ::dnnfusion::runtime::prepare::compact(
+                    buffer,
+                    &[#(#moves),*],
+                    (#loaded_len, #derived_len, #live_len),
+                );
+            },
+        )
+    } else {
+        (quote! {}, quote! {})
+    };
     Ok((
         quote! {
-            let (p, derived) = buffer.split_at_mut(#loaded_len);
-            let p: &[f32] = p;
-            let (derived, arena) = derived.split_at_mut(#derived_len);
-            let [#(#outputs),*] = ::dnnfusion::runtime::arena::disjoint(derived, [#(#ranges),*]);
-            #arena_binding
-            #(#body)*
+            #check
+            {
+                let (p, derived) = buffer.split_at_mut(#loaded_len);
+                let p: &[f32] = p;
+                let (derived, arena) = derived.split_at_mut(#derived_len);
+                let [#(#outputs),*] = ::dnnfusion::runtime::arena::disjoint(derived, [#(#ranges),*]);
+                #arena_binding
+                #(#body)*
+            }
+            #compact
         },
         loaded_len,
         param_len,

@@ -81,8 +81,10 @@ pub struct LoadStage {
     pub graph: ir::Graph,
     /// Its fused blocks.
     pub fusion: fuse::FusionPlan,
-    /// Where each of its values lives (its arena is scratch after the derived values).
+    /// Where each of its values lives (its arena is scratch after the loaded parameters).
     pub memory: plan::MemoryPlan,
+    /// How the parameter buffer is laid out around it.
+    pub layout: plan::ParamLayout,
 }
 
 /// Runs the whole pipeline on the tokens of a `dnn!` invocation.
@@ -180,6 +182,7 @@ fn plan_model(model: &mut ModelIr) -> Planned {
             graph,
             fusion,
             memory,
+            layout: plan::ParamLayout::default(),
         }
     });
     let unfused = fuse::FusionPlan::unfused(&model.graph);
@@ -189,8 +192,12 @@ fn plan_model(model: &mut ModelIr) -> Planned {
     } else {
         fuse::fuse_with_groups(&model.graph, &groups)
     };
-    let memory = plan::plan(&model.graph, &fusion);
+    let mut memory = plan::plan(&model.graph, &fusion);
     let unfused_memory = plan::plan(&model.graph, &unfused);
+    let mut load = load;
+    if let Some(stage) = load.as_mut() {
+        stage.layout = plan::layout_params(&model.graph, split.loaded_params, &mut memory);
+    }
     Planned {
         fusion,
         memory,
@@ -376,6 +383,7 @@ fn stub_types(tokens: &TokenStream) -> TokenStream {
                             pub const ARENA_LEN: usize = 0;
                             pub const PARAM_LEN: usize = 0;
                             pub const LOADED_LEN: usize = 0;
+                            pub const RUN_LEN: usize = 0;
                             pub const PARAMS: &'static [::dnnfusion::runtime::ParamSpec] = &[];
                             pub const OP_COUNT: usize = 0;
                         }
@@ -387,6 +395,7 @@ fn stub_types(tokens: &TokenStream) -> TokenStream {
                             const ARENA_LEN: usize = 0;
                             const PARAM_LEN: usize = 0;
                             const LOADED_LEN: usize = 0;
+                            const RUN_LEN: usize = 0;
                             const PARAMS: &'static [::dnnfusion::runtime::ParamSpec] = &[];
                             const OP_COUNT: usize = 0;
                             fn from_static_params(_: ::dnnfusion::runtime::Params<'static>) -> ::core::result::Result<Self, ::dnnfusion::runtime::LoadError> {

@@ -262,3 +262,76 @@ mod tests {
         assert_eq!(plan.arena_len, 0);
     }
 }
+
+/// How a model with load-time ops lays out its parameter buffer (see [`layout_params`]).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ParamLayout {
+    /// Floats of all loaded parameters, at the start while loading (declaration order).
+    pub loaded_len: usize,
+    /// Floats of the derived parameters (`prepare`'s outputs).
+    pub derived_len: usize,
+    /// Floats of the loaded parameters `run` reads.
+    pub live_len: usize,
+    /// The loaded parameters `run` reads, as `(offset while loading, offset for run,
+    /// len)`, in order: `prepare` moves each from the first place to the second.
+    pub moves: Vec<(usize, usize, usize)>,
+}
+
+impl ParamLayout {
+    /// Floats `run` reads, at the start of the buffer once prepared.
+    pub fn run_len(&self) -> usize {
+        self.live_len + self.derived_len
+    }
+}
+
+/// Lays out the parameter buffer of a model whose `prepare` computes derived parameters
+/// (`run.params` = the loaded ones, then the derived ones). While loading, the loaded
+/// parameters come first in declaration order (where a file's tensors are copied), then
+/// the derived ones, then scratch. At its end `prepare` compacts the buffer to what `run`
+/// reads, dropping the loaded parameters only `prepare` needed (a weight it packed or
+/// folded), so the owner can free the tail:
+///
+/// ```text
+///   loading:  | w1 (packed) | b1 | w2 (folded) | b2 | derived | scratch |
+///   run:      | b1 | b2 | derived |             RUN_LEN floats; the rest is free
+/// ```
+///
+/// Rewrites the `Param` slots of the run plan to the run layout; returns the moves.
+pub fn layout_params(
+    run: &Graph,
+    loaded_params: usize,
+    run_memory: &mut MemoryPlan,
+) -> ParamLayout {
+    let mut read_by_run = vec![false; run.values.len()];
+    for &v in run.nodes.iter().flat_map(|n| &n.inputs).chain(&run.outputs) {
+        if let Some(r) = read_by_run.get_mut(v) {
+            *r = true;
+        }
+    }
+    let len = |p: &crate::ir::Param| -> usize { p.shape.iter().product() };
+    let mut layout = ParamLayout::default();
+    let (mut load_offset, mut run_offset) = (0, 0);
+    for param in run.params.get(..loaded_params).unwrap_or(&[]) {
+        if read_by_run.get(param.value).copied().unwrap_or(false) {
+            layout.moves.push((load_offset, run_offset, len(param)));
+            set_param(run_memory, param.value, run_offset, len(param));
+            run_offset += len(param);
+        }
+        load_offset += len(param);
+    }
+    layout.loaded_len = load_offset;
+    layout.live_len = run_offset;
+    for param in run.params.get(loaded_params..).unwrap_or(&[]) {
+        set_param(run_memory, param.value, run_offset, len(param));
+        run_offset += len(param);
+    }
+    layout.derived_len = run_offset - layout.live_len;
+    layout
+}
+
+/// Points a parameter's slot at `offset`.
+fn set_param(memory: &mut MemoryPlan, value: ValueId, offset: usize, len: usize) {
+    if let Some(slot) = memory.slots.get_mut(value) {
+        *slot = Slot::Param { offset, len };
+    }
+}

@@ -1410,7 +1410,7 @@ fn depthwise_by_rows(
 ///
 /// A matrix product and a scatter (`col2im`), per image and group: the products
 /// `cols [c_out / groups * kh * kw, h * w] = wᵀ [.., c_in / groups] x x [c_in / groups, h * w]`
-/// are computed a panel of [`PANEL`] input pixels at a time into a stack buffer, by the
+/// are computed a panel of [`WEIGHT_PANEL`] input pixels at a time into a stack buffer, by the
 /// register tiles of the implicit GEMM (the weight read transposed in place), and every
 /// value is then added to the output pixel its tap reaches,
 /// `(iy * stride + ky * dilation - pad, ix * stride + kx * dilation - pad)`. Output

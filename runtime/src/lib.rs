@@ -25,6 +25,7 @@ pub mod indices;
 pub mod kernels;
 pub mod math;
 mod model;
+pub mod prepare;
 pub mod safetensors;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 mod simd;

@@ -88,6 +88,24 @@ impl<'p> Params<'p> {
         }
     }
 
+    /// After `prepare`: keeps only the first `len` floats, what `run` reads (an owned
+    /// buffer gives the rest back to the allocator).
+    pub fn keep_first(&mut self, len: usize) {
+        match &mut self.0 {
+            Storage::Borrowed(_) | Storage::Prepared(_) => {}
+            Storage::BorrowedMut(d) => {
+                let whole = core::mem::take(d);
+                let end = len.min(whole.len());
+                *d = &mut whole[..end];
+            }
+            #[cfg(feature = "alloc")]
+            Storage::Owned(v) => {
+                v.truncate(len);
+                v.shrink_to_fit();
+            }
+        }
+    }
+
     /// Checks that the buffer holds exactly `expected` floats.
     pub fn check_len(&self, expected: usize) -> Result<(), LoadError> {
         let found = self.as_slice().len();
@@ -229,6 +247,12 @@ pub enum LoadError {
         /// floats of the whole buffer
         param_len: usize,
     },
+    /// `prepare` was given a buffer it had already prepared: its loaded parameters were
+    /// overwritten when it was compacted to the layout `run` reads.
+    AlreadyPrepared {
+        /// the model's name
+        model: &'static str,
+    },
     /// A buffer prepared for one model was given to another.
     PreparedForOtherModel {
         /// the model given the buffer (its type path)
@@ -332,6 +356,12 @@ impl fmt::Display for LoadError {
                 "model `{model}` computes floats {loaded_len}..{param_len} of its parameter buffer at load time, \
                  but the read-only buffer given was not prepared: pass it with `Params::borrowed_mut` or \
                  `Params::owned` so the model prepares it, or as `Params::prepared(Prepared::new::<{model}>(&mut buffer)?)`"
+            ),
+            LoadError::AlreadyPrepared { model } => write!(
+                f,
+                "model `{model}` was given a parameter buffer its `prepare` has already run on \
+                 (compacted to the layout `run` reads): load the weights into it again, or keep \
+                 the model built the first time"
             ),
             LoadError::PreparedForOtherModel {
                 model,
@@ -577,8 +607,10 @@ pub trait Model: Sized {
     const ARENA_LEN: usize;
     /// Floats of the parameter buffer (see [`Params`]).
     const PARAM_LEN: usize;
-    /// Floats of the loaded parameters, at the start of the buffer.
+    /// Floats of the loaded parameters, at the start of the buffer while it loads.
     const LOADED_LEN: usize;
+    /// Floats `run` reads, at the start of the buffer once prepared.
+    const RUN_LEN: usize;
     /// The parameters loaded from a weights file.
     const PARAMS: &'static [ParamSpec];
     /// Number of ops executed.

@@ -79,6 +79,8 @@ pub fn load_into_with(
         });
     }
     let (header, data) = split(bytes)?;
+    // fresh parameters: the buffer may be prepared again
+    crate::prepare::clear_mark(dest);
     // which specs were loaded: a bit each for the first SEEN_BITS, a header scan beyond
     let mut seen = [0u64; SEEN_BITS / 64];
     let mut loaded = 0usize;
