@@ -30,7 +30,6 @@ pub mod element;
 pub mod fuse;
 pub mod ir;
 pub mod lower;
-pub mod onnx;
 pub mod ops;
 pub mod parse;
 pub mod plan;
@@ -46,7 +45,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 pub use diag::Diagnostics;
-pub use lower::ModelIr;
+pub use lower::{ModelIr, ShapeSession};
 
 /// Highest tensor rank the DSL accepts (the runtime's strided kernels are sized for it).
 pub const MAX_RANK: usize = 8;
