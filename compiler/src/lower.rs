@@ -190,6 +190,12 @@ pub fn lower(ast: &Ast, diags: &mut Diagnostics) -> Vec<ModelIr> {
     let mut seen_models: HashMap<String, Span> = HashMap::new();
     let mut models = Vec::new();
     for item in &ast.items {
+        if let Item::Onnx(decl) = item {
+            diags.push(syn::Error::new_spanned(
+                &decl.call,
+                "`onnx(...)` is not imported here: only the `dnn!` macro (with the `onnx` feature) and `compile_with` import ONNX files",
+            ));
+        }
         if let Item::Model(model) = item {
             let name = model.name.to_string();
             if seen_models
