@@ -173,7 +173,7 @@ pub fn fold(
             let known: usize = dims.iter().flatten().product();
             let shape: Vec<usize> = dims
                 .iter()
-                .map(|d| d.unwrap_or(if known == 0 { 0 } else { total / known }))
+                .map(|d| d.unwrap_or(total.checked_div(known).unwrap_or(0)))
                 .collect();
             reshaped(x, shape)?
         }
@@ -392,11 +392,7 @@ fn source_index(flat: usize, out: &[usize], shape: &[usize]) -> usize {
     let offset = out.len() - shape.len();
     let mut idx = 0;
     for (i, (&stride, &len)) in os.iter().zip(out).enumerate() {
-        let coord = if stride == 0 {
-            0
-        } else {
-            (flat / stride) % len.max(1)
-        };
+        let coord = flat.checked_div(stride).unwrap_or(0) % len.max(1);
         if i >= offset {
             let j = i - offset;
             if shape.get(j).copied().unwrap_or(1) != 1 {
@@ -676,11 +672,7 @@ fn slice(
                 .zip(&os)
                 .zip(&xs)
                 .map(|((k, &o), &s)| {
-                    let c = if o == 0 {
-                        0
-                    } else {
-                        (flat / o) % k.len().max(1)
-                    };
+                    let c = flat.checked_div(o).unwrap_or(0) % k.len().max(1);
                     k.get(c).copied().unwrap_or(0) * s
                 })
                 .sum()

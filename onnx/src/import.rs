@@ -613,7 +613,7 @@ pub fn tensor_of(t: &TensorProto) -> Result<Tensor, String> {
     let data = match (code, raw) {
         (data_type::FLOAT, Some(r)) => TensorData::F32(
             r.chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .map(|c| f32::from_le_bytes(word4(c)))
                 .collect(),
         ),
         (data_type::FLOAT, None) => TensorData::F32(t.float_data.clone()),
@@ -641,7 +641,7 @@ pub fn tensor_of(t: &TensorProto) -> Result<Tensor, String> {
         (data_type::INT64, None) => TensorData::I64(t.int64_data.clone()),
         (data_type::INT32, Some(r)) => TensorData::I64(
             r.chunks_exact(4)
-                .map(|c| i64::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                .map(|c| i64::from(i32::from_le_bytes(word4(c))))
                 .collect(),
         ),
         (data_type::INT8, Some(r)) => {
@@ -651,6 +651,15 @@ pub fn tensor_of(t: &TensorProto) -> Result<Tensor, String> {
         (_, None) => TensorData::I64(t.int32_data.iter().map(|&v| i64::from(v)).collect()),
     };
     Ok(Tensor { shape, data })
+}
+
+/// The first four bytes of a chunk (`chunks_exact(4)` gives exactly four).
+fn word4(c: &[u8]) -> [u8; 4] {
+    let mut b = [0u8; 4];
+    if let Some(src) = c.get(..4) {
+        b.copy_from_slice(src);
+    }
+    b
 }
 
 /// `[1, 3, 224, 224]`

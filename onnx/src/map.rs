@@ -547,7 +547,7 @@ impl<'n> Ctx<'n> {
             self.stmts.push(format!("let {name} = {expr};"));
             return name.to_string();
         };
-        let binding = if self.bound.iter().any(|b| *b == scope.base) {
+        let binding = if self.bound.contains(&scope.base) {
             format!("{}_{name}", scope.base)
         } else {
             scope.base.clone()
