@@ -29,7 +29,7 @@
 //!   parameters, filled at run time from the input named in [`ParamSource`];
 //! - everything else is a model input (f32; integer index inputs are passed as f32).
 //!
-//! The importer ([`crate::import`]) applies the same mapping node by node; there the
+//! The importer ([`import`](mod@crate::import)) applies the same mapping node by node; there the
 //! weights are the file's initializers, named by `key = "..."` / `keys = [...]`.
 
 use std::fmt::Write as _;
