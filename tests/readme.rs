@@ -53,7 +53,7 @@ fn onnx_table_is_generated_from_the_mapping() {
         .expect("README has no ONNX table start marker");
     let body_start = start + text[start..].find("-->\n").unwrap() + 4;
     let end = text.find(END).expect("README has no ONNX table end marker");
-    let want = dnnfusion_compiler::onnx::readme_table();
+    let want = dnnfusion_onnx::readme_table();
     if text[body_start..end] != want {
         if std::env::var_os("DNNFUSION_BLESS").is_some() {
             let updated = format!("{}{want}{}", &text[..body_start], &text[end..]);

@@ -224,6 +224,13 @@ pub fn codegen(
                 Self::from_params(::dnnfusion::runtime::Params::borrowed_mut(buffer))
             }
 
+            /// Reads the initializers of an ONNX file (the model's parameters, by name) into
+            /// `buffer` of [`Self::PARAM_LEN`] floats (no allocation), prepares it and borrows it.
+            pub fn from_onnx_in(bytes: &[u8], buffer: &'p mut [f32]) -> ::core::result::Result<Self, ::dnnfusion::runtime::LoadError> {
+                ::dnnfusion::runtime::onnx_weights::load_into(bytes, Self::PARAMS, buffer)?;
+                Self::from_params(::dnnfusion::runtime::Params::borrowed_mut(buffer))
+            }
+
             #[doc = #prepare_doc]
             #[allow(unused_variables)]
             pub fn prepare(buffer: &mut [f32]) -> ::core::result::Result<(), ::dnnfusion::runtime::LoadError> {
@@ -300,6 +307,12 @@ pub fn codegen(
                 /// Loads and validates a safetensors file (PyTorch `state_dict` names).
                 pub fn from_safetensors(bytes: &[u8]) -> ::core::result::Result<Self, ::dnnfusion::runtime::LoadError> {
                     ::dnnfusion::runtime::load_safetensors(bytes)
+                }
+
+                /// Loads and validates the initializers of an ONNX file (a model imported
+                /// with `onnx("...")` names its parameters after them).
+                pub fn from_onnx(bytes: &[u8]) -> ::core::result::Result<Self, ::dnnfusion::runtime::LoadError> {
+                    ::dnnfusion::runtime::load_onnx(bytes)
                 }
             }
         }

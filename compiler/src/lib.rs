@@ -30,7 +30,6 @@ pub mod element;
 pub mod fuse;
 pub mod ir;
 pub mod lower;
-pub mod onnx;
 pub mod ops;
 pub mod parse;
 pub mod plan;
@@ -46,7 +45,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 pub use diag::Diagnostics;
-pub use lower::ModelIr;
+pub use lower::{ModelIr, ShapeSession};
 
 /// Highest tensor rank the DSL accepts (the runtime's strided kernels are sized for it).
 pub const MAX_RANK: usize = 8;
@@ -89,7 +88,129 @@ pub struct LoadStage {
 
 /// Runs the whole pipeline on the tokens of a `dnn!` invocation.
 pub fn compile(tokens: TokenStream) -> Result<Vec<CompiledModel>, syn::Error> {
-    let ast = parse::parse(tokens)?;
+    compile_with(tokens, None).map(|(models, _)| models)
+}
+
+/// One `model Name = onnx("file.onnx", batch = 1);` to import.
+#[derive(Clone, Copy, Debug)]
+pub struct OnnxRequest<'a> {
+    /// The file as written (relative to the declaring crate's `CARGO_MANIFEST_DIR`).
+    pub path: &'a str,
+    /// Sizes of dynamic dimensions, by name.
+    pub pins: &'a [(String, usize)],
+    /// The model's type name.
+    pub name: &'a str,
+}
+
+/// What an importer gives for one [`OnnxRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImportedSource {
+    /// The model as DSL text, `model Name(...) -> ... { ... }`.
+    pub dsl: String,
+    /// The file it read (absolute), included with `include_bytes!` so that editing it
+    /// rebuilds the crate.
+    pub tracked: Option<String>,
+}
+
+/// Reads ONNX files for `onnx("...")` declarations; the macro crate passes one when its
+/// `onnx` feature is on (the compiler itself has no ONNX reader).
+pub type OnnxImporter<'a> = &'a dyn Fn(&OnnxRequest<'_>) -> Result<ImportedSource, String>;
+
+/// Replaces every `onnx("...")` declaration by the model it imports; returns the
+/// `include_bytes!` items that track the files.
+fn resolve_onnx(
+    ast: &mut parse::Ast,
+    importer: Option<OnnxImporter<'_>>,
+) -> Result<TokenStream, syn::Error> {
+    let mut diags = Diagnostics::default();
+    let mut tracking = TokenStream::new();
+    for item in &mut ast.items {
+        let parse::Item::Onnx(decl) = item else {
+            continue;
+        };
+        let Some(importer) = importer else {
+            diags.push(syn::Error::new_spanned(
+                &decl.call,
+                "`onnx(...)` needs the `onnx` feature: enable it on `dnnfusion` (`features = [\"onnx\"]`)",
+            ));
+            continue;
+        };
+        let pins: Vec<(String, usize)> =
+            decl.pins.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+        let name = decl.name.to_string();
+        let request = OnnxRequest {
+            path: &decl.path.value(),
+            pins: &pins,
+            name: &name,
+        };
+        let imported = match importer(&request) {
+            Ok(i) => i,
+            Err(message) => {
+                diags.push(syn::Error::new_spanned(&decl.call, message));
+                continue;
+            }
+        };
+        if let Some(path) = &imported.tracked {
+            tracking.extend(quote! { const _: &[u8] = ::core::include_bytes!(#path); });
+        }
+        let parsed = imported
+            .dsl
+            .parse::<TokenStream>()
+            .map_err(|e| e.to_string())
+            .map(|t| respan(t, decl.span))
+            .and_then(|t| syn::parse2::<parse::Item>(t).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(parse::Item::Model(mut model)) => {
+                let mut attrs = std::mem::take(&mut decl.attrs);
+                attrs.append(&mut model.attrs);
+                model.attrs = attrs;
+                model.vis = decl.vis.clone();
+                model.name = decl.name.clone();
+                *item = parse::Item::Model(model);
+            }
+            Ok(_) => diags.push(syn::Error::new_spanned(
+                &decl.call,
+                "internal error: the importer gave something other than a model; please report",
+            )),
+            Err(e) => diags.push(syn::Error::new_spanned(
+                &decl.call,
+                format!("internal error: the imported model does not parse ({e}); please report"),
+            )),
+        }
+    }
+    match diags.into_error() {
+        Some(e) => Err(e),
+        None => Ok(tracking),
+    }
+}
+
+/// The same tokens, every one at `span` (an imported model's errors point at its
+/// `onnx(...)`).
+fn respan(tokens: TokenStream, span: proc_macro2::Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|tt| match tt {
+            proc_macro2::TokenTree::Group(g) => {
+                let mut group = proc_macro2::Group::new(g.delimiter(), respan(g.stream(), span));
+                group.set_span(span);
+                proc_macro2::TokenTree::Group(group)
+            }
+            mut other => {
+                other.set_span(span);
+                other
+            }
+        })
+        .collect()
+}
+
+/// [`compile`], with an importer for `onnx("...")` declarations; also returns the items
+/// that track the imported files.
+pub fn compile_with(
+    tokens: TokenStream,
+    importer: Option<OnnxImporter<'_>>,
+) -> Result<(Vec<CompiledModel>, TokenStream), syn::Error> {
+    let mut ast = parse::parse(tokens)?;
+    let tracking = resolve_onnx(&mut ast, importer)?;
     let mut diags = Diagnostics::default();
     let models = lower::lower(&ast, &mut diags);
     for model in &models {
@@ -103,7 +224,7 @@ pub fn compile(tokens: TokenStream) -> Result<Vec<CompiledModel>, syn::Error> {
     if let Some(error) = diags.into_error() {
         return Err(error);
     }
-    Ok(models.into_iter().map(compile_model).collect())
+    Ok((models.into_iter().map(compile_model).collect(), tracking))
 }
 
 /// The stages after lowering, for one model: rewrite, move parameter-only ops to load
@@ -333,9 +454,19 @@ pub fn lower_str(source: &str) -> Result<Vec<ModelIr>, Vec<String>> {
 /// The `dnn!` macro: generated items, or `compile_error!`s plus stub types so that code
 /// using the model reports nothing else.
 pub fn expand(tokens: TokenStream) -> TokenStream {
+    expand_with(tokens, None)
+}
+
+/// [`expand`], with an importer for `onnx("...")` declarations (the macro crate's
+/// `onnx` feature).
+pub fn expand_with(tokens: TokenStream, importer: Option<OnnxImporter<'_>>) -> TokenStream {
     let stubs = stub_types(&tokens);
-    match compile(tokens) {
-        Ok(models) => models.into_iter().map(|m| m.tokens).collect(),
+    match compile_with(tokens, importer) {
+        Ok((models, tracking)) => {
+            let mut out = tracking;
+            out.extend(models.into_iter().map(|m| m.tokens));
+            out
+        }
         Err(error) => {
             let errors = error.to_compile_error();
             quote! { #errors #stubs }

@@ -190,6 +190,12 @@ pub fn lower(ast: &Ast, diags: &mut Diagnostics) -> Vec<ModelIr> {
     let mut seen_models: HashMap<String, Span> = HashMap::new();
     let mut models = Vec::new();
     for item in &ast.items {
+        if let Item::Onnx(decl) = item {
+            diags.push(syn::Error::new_spanned(
+                &decl.call,
+                "`onnx(...)` is not imported here: only the `dnn!` macro (with the `onnx` feature) and `compile_with` import ONNX files",
+            ));
+        }
         if let Item::Model(model) = item {
             let name = model.name.to_string();
             if seen_models
@@ -208,6 +214,85 @@ pub fn lower(ast: &Ast, diags: &mut Diagnostics) -> Vec<ModelIr> {
         }
     }
     models
+}
+
+/// Lowers a model body a few statements at a time and answers the shape of each binding:
+/// the shape inference of the ONNX importer, which so follows the DSL's own shape rules.
+///
+/// ```text
+///   ShapeSession::new(&[("x", [1, 8])])  .push("let y = linear(x, 4);")  .shape("y") == [1, 4]
+/// ```
+#[derive(Default)]
+pub struct ShapeSession {
+    graph: Graph,
+    keys: HashMap<String, Span>,
+    names: HashMap<String, usize>,
+    env: Env,
+}
+
+impl ShapeSession {
+    /// A session whose body sees these inputs.
+    pub fn new(inputs: &[(String, Vec<usize>)]) -> Self {
+        let mut session = ShapeSession {
+            env: Env {
+                frames: vec![HashMap::new()],
+            },
+            ..ShapeSession::default()
+        };
+        for (position, (name, shape)) in inputs.iter().enumerate() {
+            let id =
+                session
+                    .graph
+                    .add_value(name.clone(), shape.clone(), ValueKind::Input(position));
+            session.graph.inputs.push(id);
+            session.names.insert(name.clone(), 1);
+            session.env.bind(name.clone(), Val::Tensor(id));
+        }
+        session
+    }
+
+    /// Lowers `stmts` (statements as written in a model body) after the earlier ones;
+    /// on error, the messages (the session keeps what lowered before the error).
+    pub fn push(&mut self, stmts: &str) -> Result<(), Vec<String>> {
+        let text = format!("model Session() -> [1] {{ {stmts} 0 }}");
+        let tokens: proc_macro2::TokenStream = text
+            .parse()
+            .map_err(|e: proc_macro2::LexError| vec![e.to_string()])?;
+        let ast = crate::parse::parse(tokens).map_err(|e| vec![e.to_string()])?;
+        let Some(Item::Model(model)) = ast.items.first() else {
+            return Err(vec!["statements did not parse as a model body".to_string()]);
+        };
+        let blocks = HashMap::new();
+        let mut diags = Diagnostics::default();
+        let mut lw = Lowerer {
+            graph: std::mem::take(&mut self.graph),
+            blocks: &blocks,
+            diags: &mut diags,
+            prefix: Vec::new(),
+            stmt_key: None,
+            keys: std::mem::take(&mut self.keys),
+            names: std::mem::take(&mut self.names),
+            call_stack: Vec::new(),
+            fuse_groups: Vec::new(),
+        };
+        lw.lower_stmts(&model.body.stmts, &mut self.env);
+        self.graph = lw.graph;
+        self.keys = lw.keys;
+        self.names = lw.names;
+        if diags.is_empty() {
+            Ok(())
+        } else {
+            Err(diags.messages())
+        }
+    }
+
+    /// The shape of the tensor bound to `name`, if one is.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        match self.env.get(name)? {
+            Val::Tensor(id) => Some(self.graph.shape(*id).to_vec()),
+            _ => None,
+        }
+    }
 }
 
 /// A compile-time value.

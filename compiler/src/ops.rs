@@ -126,6 +126,9 @@ pub(crate) struct CallArgs {
     named: Vec<(Ident, Val, Span, bool)>,
     /// `key = "..."` given to the call.
     key: Option<(String, Span)>,
+    /// `keys = ["...", ...]` given to the call: the exact name of each parameter the op
+    /// creates, in order (ONNX initializer names), and how many were taken.
+    keys: Option<(Vec<String>, Span, usize)>,
     /// Arguments taken so far, by the name they were bound to, for errors about them.
     taken: Vec<(String, Span)>,
     /// Set once the op has bound its positional arguments: the rest are keyword-only
@@ -158,6 +161,7 @@ impl CallArgs {
         let mut positional = std::collections::VecDeque::new();
         let mut named = Vec::new();
         let mut key = None;
+        let mut keys = None;
         for (name, val, span) in args {
             match name {
                 Some(n) if n == "key" => {
@@ -167,6 +171,10 @@ impl CallArgs {
                         named.push((n, val, span, false));
                     }
                 }
+                Some(n) if n == "keys" => match string_list(&val) {
+                    Some(list) => keys = Some((list, span, 0)),
+                    None => named.push((n, val, span, false)),
+                },
                 Some(n) => named.push((n, val, span, false)),
                 None => positional.push_back((val, span)),
             }
@@ -178,6 +186,7 @@ impl CallArgs {
             positional,
             named,
             key,
+            keys,
             taken: Vec::new(),
             keywords_only: false,
         }
@@ -459,6 +468,15 @@ impl Bind<'_, '_> {
         if let Some((span, msg)) = self.unknown_keyword() {
             return self.lw.fail(span, msg);
         }
+        if let Some((names, span, taken)) = &self.args.keys {
+            if *taken != names.len() {
+                let (span, given) = (*span, names.len());
+                return self.lw.fail(
+                    span,
+                    format!("`keys` names {given} parameter(s) but `{op}` creates {taken}; give one name per parameter, in order"),
+                );
+            }
+        }
         if let Some((name, _, _, _)) = self.args.named.iter().find(|(_, _, _, used)| !*used) {
             let span = name.span();
             let sig = self.args.signature();
@@ -519,6 +537,20 @@ impl Bind<'_, '_> {
     }
 
     fn param(&mut self, key: &Option<String>, suffix: &str, shape: Vec<usize>) -> Eval<ValueId> {
+        // `keys = [...]`: the next exact name
+        if let Some((names, span, taken)) = &mut self.args.keys {
+            let span = *span;
+            let Some(name) = names.get(*taken).cloned() else {
+                let given = names.len();
+                let op = self.args.op.clone();
+                return self.lw.fail(
+                    span,
+                    format!("`keys` names {given} parameter(s) but `{op}` creates more (`{suffix}` has no name); give one name per parameter, in order"),
+                );
+            };
+            *taken += 1;
+            return self.lw.param_exact(name, shape, span);
+        }
         // a clash is the fault of `key = "..."` when the call gave one
         let span = self
             .args
@@ -578,6 +610,18 @@ fn fold_unary(op: UnaryOp, x: f64) -> Option<f64> {
         UnaryOp::Ceil => x.ceil(),
         _ => return None,
     })
+}
+
+/// The strings of a list value (`["a", "b"]`), or `None` when it is anything else.
+fn string_list(val: &Val) -> Option<Vec<String>> {
+    let Val::List(items) = val else { return None };
+    items
+        .iter()
+        .map(|(v, _)| match v {
+            Val::Str(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Lowers one built-in op call.

@@ -43,6 +43,28 @@ pub enum Item {
     Model(ModelDecl),
     /// `block name(...) { ... }`
     Block(BlockDecl),
+    /// `model Name = onnx("file.onnx", batch = 1);`, replaced by the imported model
+    /// before lowering (see [`crate::expand_with`]).
+    Onnx(OnnxDecl),
+}
+
+/// `pub model ResNet18 = onnx("resnet18.onnx", batch = 1);`
+#[derive(Debug)]
+pub struct OnnxDecl {
+    /// Outer attributes, carried over to the imported model.
+    pub attrs: Vec<Attribute>,
+    /// Visibility of the generated type.
+    pub vis: Visibility,
+    /// Name of the generated type.
+    pub name: Ident,
+    /// The file, relative to the declaring crate's `CARGO_MANIFEST_DIR`.
+    pub path: LitStr,
+    /// Sizes of the graph's dynamic dimensions, by name.
+    pub pins: Vec<(Ident, usize)>,
+    /// The `onnx` token: the span the imported model's tokens get.
+    pub span: Span,
+    /// `onnx(...)`, for errors that underline the whole call.
+    pub call: proc_macro2::TokenStream,
 }
 
 /// `pub model Name(x: [1, 3]) -> [1, 2] { ... }`
@@ -332,6 +354,83 @@ impl Parse for Ast {
     }
 }
 
+/// The part after `model Name =`: `onnx("file.onnx", name = size, ...);`
+fn parse_onnx(
+    input: ParseStream,
+    attrs: Vec<Attribute>,
+    vis: Visibility,
+    name: Ident,
+) -> syn::Result<OnnxDecl> {
+    let func: Ident = input.parse()?;
+    if func != "onnx" {
+        return Err(syn::Error::new(
+            func.span(),
+            "expected `onnx(\"file.onnx\")` after `=`: a model is declared with a body, or imported from an ONNX file",
+        ));
+    }
+    let group: proc_macro2::Group = input.parse()?;
+    if group.delimiter() != proc_macro2::Delimiter::Parenthesis {
+        return Err(syn::Error::new(group.span(), "expected `(` after `onnx`"));
+    }
+    let (path, pins) = syn::parse::Parser::parse2(parse_onnx_args, group.stream())?;
+    input
+        .parse::<Token![;]>()
+        .map_err(|e| syn::Error::new(e.span(), "expected `;` after `onnx(...)`"))?;
+    let span = func.span();
+    let call = quote::quote!(#func #group);
+    Ok(OnnxDecl {
+        attrs,
+        vis,
+        name,
+        path,
+        pins,
+        span,
+        call,
+    })
+}
+
+/// `"file.onnx", name = size, ...`
+fn parse_onnx_args(content: ParseStream) -> syn::Result<(LitStr, Vec<(Ident, usize)>)> {
+    let path: LitStr = content.parse().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "expected the file as a string literal: `onnx(\"model.onnx\")`",
+        )
+    })?;
+    let mut pins: Vec<(Ident, usize)> = Vec::new();
+    while !content.is_empty() {
+        content.parse::<Token![,]>()?;
+        if content.is_empty() {
+            break;
+        }
+        let dim: Ident = content.call(Ident::parse_any)?;
+        content.parse::<Token![=]>().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                format!(
+                    "expected `= size` after `{dim}`: dynamic dimensions are pinned as `{dim} = 1`"
+                ),
+            )
+        })?;
+        let size: LitInt = content.parse()?;
+        let value: usize = size.base10_parse()?;
+        if value == 0 {
+            return Err(syn::Error::new(
+                size.span(),
+                format!("`{dim}` must be at least 1"),
+            ));
+        }
+        if pins.iter().any(|(p, _)| *p == dim) {
+            return Err(syn::Error::new(
+                dim.span(),
+                format!("`{dim}` is pinned twice"),
+            ));
+        }
+        pins.push((dim, value));
+    }
+    Ok((path, pins))
+}
+
 impl Parse for Item {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let attrs = input.call(Attribute::parse_outer)?;
@@ -345,6 +444,10 @@ impl Parse for Item {
         match keyword.to_string().as_str() {
             "model" => {
                 let name: Ident = input.parse()?;
+                if input.peek(Token![=]) {
+                    input.parse::<Token![=]>()?;
+                    return parse_onnx(input, attrs, vis, name).map(Item::Onnx);
+                }
                 let content;
                 parenthesized!(content in input);
                 let mut inputs = Vec::new();

@@ -1,13 +1,13 @@
 //! Reading the ONNX node tests: `case.json` (a small JSON parser) and `.npy` files, into
 //! an [`onnx::Node`] plus the input and expected output tensors.
 //!
-//! Self-contained (std and `dnnfusion_compiler::onnx` only): the generator example in the
-//! compiler crate includes this file with `#[path]`, so it builds even when the
+//! Self-contained (std and `dnnfusion_onnx` only): the generator example in the
+//! dnnfusion-onnx crate includes this file with `#[path]`, so it builds even when the
 //! generated models do not.
 
 use std::path::{Path, PathBuf};
 
-use dnnfusion_compiler::onnx::{self, Attr, Tensor, TensorData};
+use dnnfusion_onnx::{self as onnx, Attr, Tensor, TensorData};
 
 /// One ONNX node test.
 #[derive(Clone, Debug)]

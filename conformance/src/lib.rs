@@ -1,11 +1,11 @@
 //! ONNX conformance: every ONNX node test (`onnx-node/`, a copy of ONNX 1.23.2's backend
 //! node tests as `case.json` + `.npy`) mapped to a one-op model by
-//! `dnnfusion_compiler::onnx::map`, then run two ways and compared with ONNX's expected
+//! `dnnfusion_onnx::map`, then run two ways and compared with ONNX's expected
 //! outputs at ONNX's tolerance:
 //!
 //! - `interp`: the model lowered from text and evaluated by the reference interpreter;
 //! - `compiled`: the same model compiled by `dnn!` (the `generated` module, written by
-//!   `cargo run -p dnnfusion-compiler --example onnx_gen`) and run.
+//!   `cargo run -p dnnfusion-onnx --example onnx_gen`) and run.
 //!
 //! Each column is `pass`, `fail` or `unsupported` (the mapping refused the node, with its
 //! reason). `cargo run --release -p dnnfusion-conformance --example onnx_conformance`
@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use dnnfusion::{Model, Params};
-use dnnfusion_compiler::onnx::{self, Mapping, OneOpModel, Tensor, TensorData};
+use dnnfusion_onnx::{self as onnx, Mapping, OneOpModel, Tensor, TensorData};
 use ndarray::{ArrayD, IxDyn};
 
 pub mod cases;

@@ -51,6 +51,6 @@ fn generated_models_are_current() {
     let have = std::fs::read_to_string(generated_path()).unwrap();
     assert!(
         want == have,
-        "conformance/src/generated.rs is stale; regenerate it with\n  cargo run -p dnnfusion-compiler --example onnx_gen"
+        "conformance/src/generated.rs is stale; regenerate it with\n  cargo run -p dnnfusion-onnx --example onnx_gen"
     );
 }

@@ -10,6 +10,8 @@
 //! - [`math`]: the elementwise functions (through `libm`, so they work without std).
 //! - [`safetensors`]: a validating safetensors reader that never panics or allocates;
 //!   F16, BF16 and F64 tensors become f32, and [`LoadOptions`] makes it lenient.
+//! - [`onnx_weights`]: the initializers of an `.onnx` file by name (a protobuf walker
+//!   that never panics or allocates), for models imported with `onnx("...")`.
 //! - [`arena`]: safe disjoint views of the scratch arena.
 //! - [`Model`], [`Params`], [`Prepared`], [`ParamSpec`], [`LoadError`], [`RunError`]: the
 //!   generated API.
@@ -25,6 +27,7 @@ pub mod indices;
 pub mod kernels;
 pub mod math;
 mod model;
+pub mod onnx_weights;
 pub mod prepare;
 pub mod safetensors;
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]

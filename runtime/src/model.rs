@@ -260,6 +260,14 @@ pub enum LoadError {
         /// the model the buffer was prepared for
         prepared_for: &'static str,
     },
+    /// The bytes are not a well-formed ONNX file, or a tensor in it is not readable
+    /// (external data, data of the wrong length).
+    MalformedOnnx {
+        /// the tensor at fault (empty when the fault is outside a tensor)
+        tensor: TensorName,
+        /// what is wrong
+        reason: &'static str,
+    },
     /// A flat parameter buffer has the wrong length.
     BufferLength {
         /// floats the model needs
@@ -370,6 +378,13 @@ impl fmt::Display for LoadError {
                 f,
                 "the parameter buffer was prepared for model `{prepared_for}`, not `{model}`"
             ),
+            LoadError::MalformedOnnx { tensor, reason } => {
+                if tensor.as_str().is_empty() {
+                    write!(f, "malformed ONNX file: {reason}")
+                } else {
+                    write!(f, "malformed ONNX file: tensor `{tensor}`: {reason}")
+                }
+            }
             LoadError::BufferLength { expected, found } => {
                 write!(
                     f,
@@ -636,6 +651,15 @@ pub trait Model: Sized {
 pub fn load_safetensors<M: Model>(bytes: &[u8]) -> Result<M, LoadError> {
     let mut buffer = alloc::vec![0.0f32; M::PARAM_LEN];
     crate::safetensors::load_into(bytes, M::PARAMS, &mut buffer)?;
+    M::from_static_params(Params::owned(buffer))
+}
+
+/// Loads the initializers of an ONNX file into a fresh owned buffer and builds the model
+/// (see [`onnx_weights::load_into`](crate::onnx_weights::load_into)).
+#[cfg(feature = "alloc")]
+pub fn load_onnx<M: Model>(bytes: &[u8]) -> Result<M, LoadError> {
+    let mut buffer = alloc::vec![0.0f32; M::PARAM_LEN];
+    crate::onnx_weights::load_into(bytes, M::PARAMS, &mut buffer)?;
     M::from_static_params(Params::owned(buffer))
 }
 

@@ -1,4 +1,6 @@
-//! ONNX -> DSL: one ONNX node becomes a one-op `dnn!` model, or a clear refusal.
+//! ONNX -> DSL: one ONNX node becomes DSL statements (a one-op `dnn!` model with
+//! [`map`], statements inside a whole imported model with [`map_in_graph`]), or a clear
+//! refusal.
 //!
 //! Input: a parsed node ([`Node`]: op type, opset, attributes with their schema
 //! defaults, input shapes and the values of the inputs known when the model is
@@ -27,7 +29,8 @@
 //!   parameters, filled at run time from the input named in [`ParamSource`];
 //! - everything else is a model input (f32; integer index inputs are passed as f32).
 //!
-//! This is the seed of an ONNX importer: the same mapping, applied node by node.
+//! The importer ([`import`](mod@crate::import)) applies the same mapping node by node; there the
+//! weights are the file's initializers, named by `key = "..."` / `keys = [...]`.
 
 use std::fmt::Write as _;
 
@@ -203,6 +206,49 @@ pub fn map(node: &Node) -> Mapping {
 
 type R<T> = Result<T, String>;
 
+/// How a node's values are named when it is mapped inside a whole graph (see
+/// [`map_in_graph`]); the importer fills it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GraphScope {
+    /// The stem of every binding the node writes (`layer1_0_conv1`); unique in the model,
+    /// and no other binding starts with it followed by `_`.
+    pub base: String,
+    /// The DSL expression of each input slot when used as a tensor: a binding, the
+    /// binding of an initializer's `param`, or a float literal; `None` when it cannot be.
+    pub inputs: Vec<Option<String>>,
+    /// The initializer name of each input slot that is one.
+    pub initializers: Vec<Option<String>>,
+    /// Whether each output's shape in [`Node::outputs`] is known before mapping (from the
+    /// file's `value_info`).
+    pub output_shapes_known: Vec<bool>,
+}
+
+/// A node mapped inside a whole graph: statements of a model body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStatements {
+    /// `let ... = ...;` statements, in order.
+    pub stmts: Vec<String>,
+    /// The binding of each output slot (`None` for a skipped optional output).
+    pub outputs: Vec<Option<String>>,
+    /// The input slots used as tensors (their [`GraphScope::inputs`] names appear in
+    /// the statements; an initializer among them must be declared before).
+    pub data_inputs: Vec<usize>,
+}
+
+/// Maps one node of a graph to statements, naming values as `scope` says: the same
+/// mapping as [`map`], with initializers as the parameters the ops own (`keys = [...]`
+/// names them) and the node's inputs as earlier bindings. The error names the op and
+/// the attribute or input at fault.
+pub fn map_in_graph(node: &Node, scope: &GraphScope) -> Result<NodeStatements, String> {
+    let Some(spec) = ONNX_OPS.iter().find(|o| o.op_type == node.op_type) else {
+        return Err(format!("{}: the op is not supported", node.op_type));
+    };
+    let mut ctx = Ctx::new(node, spec);
+    ctx.scope = Some(scope);
+    let result = (spec.map)(&mut ctx).and_then(|outs| ctx.finish_in_graph(outs));
+    result.map_err(|msg| format!("{}: {msg}", node.op_type))
+}
+
 /// The state of one mapping: what was read, and the DSL statements written so far.
 struct Ctx<'n> {
     node: &'n Node,
@@ -213,6 +259,13 @@ struct Ctx<'n> {
     params: Vec<ParamSource>,
     stmts: Vec<String>,
     fresh: usize,
+    /// Set when mapping inside a graph.
+    scope: Option<&'n GraphScope>,
+    /// Graph mode: parameters declared by [`Ctx::param`] and not yet given to their op,
+    /// as (DSL key, initializer name).
+    owned: Vec<(String, String)>,
+    /// Graph mode: the names this node bound.
+    bound: Vec<String>,
 }
 
 impl<'n> Ctx<'n> {
@@ -226,6 +279,9 @@ impl<'n> Ctx<'n> {
             params: Vec::new(),
             stmts: Vec::new(),
             fresh: 0,
+            scope: None,
+            owned: Vec::new(),
+            bound: Vec::new(),
         }
     }
 
@@ -338,7 +394,15 @@ impl<'n> Ctx<'n> {
         if !self.model_inputs.contains(&slot) {
             self.model_inputs.push(slot);
         }
-        Ok(format!("x{slot}"))
+        match self.scope {
+            None => Ok(format!("x{slot}")),
+            Some(scope) => scope.inputs.get(slot).cloned().flatten().ok_or_else(|| {
+                format!(
+                    "input `{}` is a constant the DSL cannot hold as a tensor",
+                    input.name
+                )
+            }),
+        }
     }
 
     /// The float32 input as a model input; integer data is refused.
@@ -404,7 +468,36 @@ impl<'n> Ctx<'n> {
             key: key.to_string(),
             input: slot,
         });
+        if let Some(scope) = self.scope {
+            let Some(init) = scope.initializers.get(slot).cloned().flatten() else {
+                return Err(format!(
+                    "input `{}` must be an initializer (a weight stored in the file): the op it maps to owns its weights",
+                    input.name
+                ));
+            };
+            self.owned.push((key.to_string(), init));
+        }
         Ok(input.shape.clone())
+    }
+
+    /// The input as a learned tensor, for ops that take their weight as an operand
+    /// (`matmul(a, b)`): a `let stem = param([..]);` of its own in a one-op model, the
+    /// tensor the input names inside a graph. Returns its DSL name.
+    fn param_tensor(&mut self, slot: usize, stem: &str) -> R<String> {
+        if self.scope.is_some() {
+            let input = self.input(slot);
+            if let Some(i) = input {
+                if i.dtype != "float32" {
+                    return Err(format!(
+                        "input `{}` has dtype {}; weights must be float32",
+                        i.name, i.dtype
+                    ));
+                }
+            }
+            return self.data(slot);
+        }
+        let shape = self.param(slot, stem)?;
+        Ok(self.bind_named(stem, format!("param({})", fmt_dims(&shape))))
     }
 
     // ---- outputs ------------------------------------------------------------------
@@ -414,6 +507,18 @@ impl<'n> Ctx<'n> {
     }
 
     fn out_shape(&self, slot: usize) -> R<Vec<usize>> {
+        if let Some(scope) = self.scope {
+            if !scope
+                .output_shapes_known
+                .get(slot)
+                .copied()
+                .unwrap_or(false)
+            {
+                return Err(format!(
+                    "the shape of output {slot} is needed and the file does not give it (value_info)"
+                ));
+            }
+        }
         match self.node.outputs.get(slot).and_then(Option::as_ref) {
             Some(s) => Ok(s.clone()),
             None => Err(format!("output {slot} is missing")),
@@ -424,19 +529,56 @@ impl<'n> Ctx<'n> {
 
     /// `let tN = expr;`, returning `tN`.
     fn bind(&mut self, expr: String) -> String {
-        let name = format!("t{}", self.fresh);
+        let name = match self.scope {
+            None => format!("t{}", self.fresh),
+            Some(scope) => format!("{}_t{}", scope.base, self.fresh),
+        };
         self.fresh += 1;
         self.stmts.push(format!("let {name} = {expr};"));
+        self.bound.push(name.clone());
         name
     }
 
-    /// `let name = expr;` (the binding names the parameters the op owns).
+    /// `let name = expr;` (the binding names the parameters the op owns). Inside a graph
+    /// the binding is the node's own name and the parameters declared for `name.*` are
+    /// named after their initializers (`key = "conv1"`, or `keys = [...]`).
     fn bind_named(&mut self, name: &str, expr: String) -> String {
-        self.stmts.push(format!("let {name} = {expr};"));
-        name.to_string()
+        let Some(scope) = self.scope else {
+            self.stmts.push(format!("let {name} = {expr};"));
+            return name.to_string();
+        };
+        let binding = if self.bound.contains(&scope.base) {
+            format!("{}_{name}", scope.base)
+        } else {
+            scope.base.clone()
+        };
+        let prefix = format!("{name}.");
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.owned)
+            .into_iter()
+            .partition(|(key, _)| key.starts_with(&prefix));
+        self.owned = rest;
+        let expr = if mine.is_empty() {
+            expr
+        } else {
+            with_keys(&expr, name, &mine)
+        };
+        self.stmts.push(format!("let {binding} = {expr};"));
+        self.bound.push(binding.clone());
+        binding
     }
 
-    fn finish(&mut self, outs: Vec<String>) -> R<OneOpModel> {
+    /// Names for `n` bindings of one statement (`let (s0, s1) = split(...)`).
+    fn tuple_names(&mut self, n: usize) -> Vec<String> {
+        let names: Vec<String> = match self.scope {
+            None => (0..n).map(|i| format!("s{i}")).collect(),
+            Some(scope) => (0..n).map(|i| format!("{}_s{i}", scope.base)).collect(),
+        };
+        self.bound.extend(names.iter().cloned());
+        names
+    }
+
+    /// Every attribute and input the node gives was read by the mapping.
+    fn check_all_read(&self) -> R<()> {
         for (name, _) in self.node.attributes.iter().chain(&self.node.defaults) {
             if !self.attrs_read.iter().any(|r| r == name) {
                 let value = self
@@ -458,6 +600,56 @@ impl<'n> Ctx<'n> {
                 return Err(format!("input {slot} (`{name}`) is not supported"));
             }
         }
+        Ok(())
+    }
+
+    /// Graph mode: binds each requested output (an expression that is not yet a binding
+    /// of this node gets one).
+    fn finish_in_graph(&mut self, outs: Vec<String>) -> R<NodeStatements> {
+        self.check_all_read()?;
+        if let Some((key, _)) = self.owned.first() {
+            return Err(format!(
+                "internal error: parameter `{key}` was declared but no op took it"
+            ));
+        }
+        let base = self.scope.map(|s| s.base.clone()).unwrap_or_default();
+        let mut outs = outs.into_iter();
+        let mut outputs = Vec::new();
+        for slot in 0..self.node.outputs.len() {
+            if !self.wants_output(slot) {
+                outputs.push(None);
+                continue;
+            }
+            let Some(expr) = outs.next() else {
+                return Err("internal error: fewer outputs mapped than requested".to_string());
+            };
+            if self.bound.contains(&expr) {
+                outputs.push(Some(expr));
+                continue;
+            }
+            let name = if self.bound.contains(&base) {
+                format!("{base}_out{slot}")
+            } else {
+                base.clone()
+            };
+            self.stmts.push(format!("let {name} = {expr};"));
+            self.bound.push(name.clone());
+            outputs.push(Some(name));
+        }
+        if outs.next().is_some() {
+            return Err("internal error: more outputs mapped than requested".to_string());
+        }
+        let mut data_inputs = self.model_inputs.clone();
+        data_inputs.sort_unstable();
+        Ok(NodeStatements {
+            stmts: std::mem::take(&mut self.stmts),
+            outputs,
+            data_inputs,
+        })
+    }
+
+    fn finish(&mut self, outs: Vec<String>) -> R<OneOpModel> {
+        self.check_all_read()?;
         let out_slots: Vec<usize> = (0..self.node.outputs.len())
             .filter(|&i| self.wants_output(i))
             .collect();
@@ -503,6 +695,39 @@ impl<'n> Ctx<'n> {
             params: self.params.clone(),
             outputs: out_slots,
         })
+    }
+}
+
+/// `op(args)` with the names of the parameters it creates appended: `key = "conv1"` when
+/// the initializers are `conv1.weight`, `conv1.bias` as the op would name them, else
+/// `keys = ["onnx::Conv_193", ...]` in the order the op creates them.
+fn with_keys(expr: &str, stem: &str, params: &[(String, String)]) -> String {
+    let suffixes: Vec<&str> = params
+        .iter()
+        .map(|(key, _)| key.get(stem.len() + 1..).unwrap_or(""))
+        .collect();
+    let common = params.first().and_then(|(_, init)| {
+        let suffix = suffixes.first()?;
+        init.strip_suffix(suffix)?.strip_suffix('.')
+    });
+    let arg = match common {
+        Some(p)
+            if !p.is_empty()
+                && params
+                    .iter()
+                    .zip(&suffixes)
+                    .all(|((_, init), suffix)| *init == format!("{p}.{suffix}")) =>
+        {
+            format!("key = {p:?}")
+        }
+        _ => {
+            let names: Vec<String> = params.iter().map(|(_, init)| format!("{init:?}")).collect();
+            format!("keys = [{}]", names.join(", "))
+        }
+    };
+    match expr.strip_suffix(')') {
+        Some(head) => format!("{head}, {arg})"),
+        None => expr.to_string(),
     }
 }
 
@@ -685,9 +910,8 @@ fn prelu(c: &mut Ctx<'_>) -> R<Vec<String>> {
         )])
     } else {
         // any other broadcast: relu(x) - slope * relu(-x) is exact
-        c.param(1, "slope")?;
-        c.bind_named("slope", format!("param({})", fmt_dims(&slope)));
-        Ok(vec![format!("relu({x}) - slope * relu(neg({x}))")])
+        let slope = c.param_tensor(1, "slope")?;
+        Ok(vec![format!("relu({x}) - {slope} * relu(neg({x}))")])
     }
 }
 
@@ -772,17 +996,14 @@ fn layer_norm(c: &mut Ctx<'_>) -> R<Vec<String>> {
         )
     } else {
         // Scale and B broadcast to the normalized shape
-        c.param(1, "scale")?;
-        c.bind_named("scale", format!("param({})", fmt_dims(&scale)));
+        let scale = c.param_tensor(1, "scale")?;
         let mut y = format!(
-            "layer_norm({x}, dims = {dims}, eps = {}, affine = false) * scale",
+            "layer_norm({x}, dims = {dims}, eps = {}, affine = false) * {scale}",
             flt(eps)
         );
         if has_bias {
-            let b = c.shape(2)?;
-            c.param(2, "bias")?;
-            c.bind_named("bias", format!("param({})", fmt_dims(&b)));
-            y.push_str(" + bias");
+            let bias = c.param_tensor(2, "bias")?;
+            let _ = write!(y, " + {bias}");
         }
         c.bind(y)
     };
@@ -1292,9 +1513,15 @@ fn conv_transpose3d(
     };
     let mut out = c.bind(format!("permute({cropped}, [0, 2, 1, 3, 4])"));
     if c.has_input(2) {
-        c.param(2, "bias")?;
-        c.bind_named("bias", format!("param([{m}, 1, 1, 1])"));
-        out = c.bind(format!("{out} + bias"));
+        // the bias [M] broadcast over [N, M, D, H, W]
+        let bias = if c.scope.is_some() {
+            let bias = c.param_tensor(2, "bias")?;
+            c.bind(format!("reshape({bias}, [{m}, 1, 1, 1])"))
+        } else {
+            c.param(2, "bias")?;
+            c.bind_named("bias", format!("param([{m}, 1, 1, 1])"))
+        };
+        out = c.bind(format!("{out} + {bias}"));
     }
     Ok(vec![out])
 }
@@ -1406,29 +1633,53 @@ fn gemm(c: &mut Ctx<'_>) -> R<Vec<String>> {
         c.int("broadcast", 0)?;
     }
     let a = c.float_data(0)?;
-    let bs = c.param(1, "b")?;
-    c.bind_named("b", format!("param({})", fmt_dims(&bs)));
+    // inside a graph, PyTorch's `nn.Linear` export (B [N, K] transposed, C [N]) is the
+    // DSL's `linear`, whose weight the compiler lays out for its kernel at load time
+    let (bs, cs) = (
+        c.shape(1)?,
+        if c.has_input(2) {
+            Some(c.shape(2)?)
+        } else {
+            None
+        },
+    );
+    let plain = !trans_a && trans_b && alpha == 1.0 && beta == 1.0;
+    if c.scope.is_some()
+        && plain
+        && bs.len() == 2
+        && cs.as_ref().is_none_or(|s| *s == [dim(&bs, 0)])
+    {
+        c.param(1, "fc.weight")?;
+        if cs.is_some() {
+            c.param(2, "fc.bias")?;
+        }
+        let n = dim(&bs, 0);
+        return Ok(vec![c.bind_named(
+            "fc",
+            format!("linear({a}, {n}, bias = {})", cs.is_some()),
+        )]);
+    }
+    let b = c.param_tensor(1, "b")?;
     let a = if trans_a {
         c.bind(format!("transpose({a}, 0, 1)"))
     } else {
         a
     };
     let b = if trans_b {
-        c.bind("transpose(b, 0, 1)".to_string())
+        c.bind(format!("transpose({b}, 0, 1)"))
     } else {
-        "b".to_string()
+        b
     };
     let mut y = c.bind(format!("matmul({a}, {b})"));
     if alpha != 1.0 {
         y = c.bind(format!("{y} * {}", flt(alpha)));
     }
     if c.has_input(2) {
-        let cs = c.param(2, "c")?;
-        c.bind_named("c", format!("param({})", fmt_dims(&cs)));
+        let cname = c.param_tensor(2, "c")?;
         let term = if beta == 1.0 {
-            "c".to_string()
+            cname
         } else {
-            format!("c * {}", flt(beta))
+            format!("{cname} * {}", flt(beta))
         };
         y = c.bind(format!("{y} + {term}"));
     }
@@ -1454,11 +1705,56 @@ fn matmul(c: &mut Ctx<'_>) -> R<Vec<String>> {
         // numpy drops the axes it added to 1-d operands
         Ok(vec![format!(
             "reshape({y}, {})",
-            fmt_dims(&c.out_shape(0)?)
+            fmt_dims(&matmul_shape(&sa, &sb)?)
         )])
     } else {
         Ok(vec![y])
     }
+}
+
+/// numpy's `matmul` result shape (1-d operands promoted, then their axis dropped).
+fn matmul_shape(sa: &[usize], sb: &[usize]) -> R<Vec<usize>> {
+    let a: Vec<usize> = if sa.len() == 1 {
+        [&[1], sa].concat()
+    } else {
+        sa.to_vec()
+    };
+    let b: Vec<usize> = if sb.len() == 1 {
+        [sb, &[1]].concat()
+    } else {
+        sb.to_vec()
+    };
+    let (ba, bb) = (
+        a.get(..a.len().saturating_sub(2)).unwrap_or(&[]),
+        b.get(..b.len().saturating_sub(2)).unwrap_or(&[]),
+    );
+    let rank = ba.len().max(bb.len());
+    let mut out = Vec::new();
+    for i in 0..rank {
+        let da = if i + ba.len() >= rank {
+            dim(ba, i + ba.len() - rank)
+        } else {
+            1
+        };
+        let db = if i + bb.len() >= rank {
+            dim(bb, i + bb.len() - rank)
+        } else {
+            1
+        };
+        out.push(match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => return Err(format!("{sa:?} @ {sb:?} do not broadcast")),
+        });
+    }
+    if sa.len() != 1 {
+        out.push(dim(&a, a.len().saturating_sub(2)));
+    }
+    if sb.len() != 1 {
+        out.push(dim(&b, b.len().saturating_sub(1)));
+    }
+    Ok(out)
 }
 
 /// `keepdims` and the reduced axes of a reduce op (an input from opset 13 for ReduceSum
@@ -1603,7 +1899,7 @@ fn split(c: &mut Ctx<'_>) -> R<Vec<String>> {
     if n_out == 1 {
         return Ok(vec![format!("reshape({x}, {})", fmt_dims(&xs))]);
     }
-    let names: Vec<String> = (0..n_out).map(|i| format!("s{i}")).collect();
+    let names = c.tuple_names(n_out);
     let list: Vec<String> = sizes.iter().map(|s| s.to_string()).collect();
     c.stmts.push(format!(
         "let ({}) = split({x}, [{}], axis = {axis});",

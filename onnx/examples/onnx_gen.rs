@@ -1,7 +1,7 @@
 //! Writes `conformance/src/generated.rs`: one `dnn!` model per ONNX node test that the
-//! ONNX mapping (`dnnfusion_compiler::onnx`) supports.
+//! ONNX mapping (`dnnfusion_onnx`) supports.
 //!
-//! `cargo run -p dnnfusion-compiler --example onnx_gen`
+//! `cargo run -p dnnfusion-onnx --example onnx_gen`
 //!
 //! The generator lives outside the conformance crate (it includes that crate's case
 //! reader and generator with `#[path]`), so it runs even when the committed file is

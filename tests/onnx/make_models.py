@@ -1,0 +1,50 @@
+"""Writes the small .onnx files of tests/onnx_refusals.rs, one refusal each.
+
+    python3 -m venv /tmp/onnxvenv && /tmp/onnxvenv/bin/pip install onnx==1.17.0 numpy
+    /tmp/onnxvenv/bin/python tests/onnx/make_models.py
+
+Each file is a few hundred bytes; they are committed, so the tests need no Python.
+"""
+
+import os
+
+import onnx
+from onnx import TensorProto, helper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def save(name, nodes, inputs, outputs, opset=17, initializers=()):
+    graph = helper.make_graph(nodes, name, inputs, outputs, list(initializers))
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="make_models.py"
+    )
+    model.ir_version = 8
+    path = os.path.join(HERE, name + ".onnx")
+    onnx.save_model(model, path)
+    return path
+
+
+def f32(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+# Hardmax: a real ONNX op the importer does not support
+save("unknown_op", [helper.make_node("Hardmax", ["x"], ["y"], name="pick")],
+     [f32("x", [1, 4])], [f32("y", [1, 4])])
+
+# Gelu (opset 20) with an approximation the DSL does not have
+save("bad_attribute", [helper.make_node("Gelu", ["x"], ["y"], name="act", approximate="fast")],
+     [f32("x", [1, 4])], [f32("y", [1, 4])], opset=20)
+
+# a dynamic batch dimension, to be pinned with `batch = 1`
+save("dynamic_dim", [helper.make_node("Relu", ["x"], ["y"], name="relu")],
+     [f32("x", ["batch", 4])], [f32("y", ["batch", 4])])
+
+# the first bytes of a valid model: a field cut in the middle
+path = save("corrupt", [helper.make_node("Relu", ["x"], ["y"], name="relu")],
+            [f32("x", [1, 4])], [f32("y", [1, 4])])
+with open(path, "rb") as f:
+    data = f.read()
+with open(path, "wb") as f:
+    f.write(data[: len(data) // 2])
