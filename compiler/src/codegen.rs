@@ -781,7 +781,8 @@ fn block_fn(model: &ModelIr, block: &Block, prefix: &str, index: usize) -> Optio
             let map = element::store_map(graph, &chain, &program.shape)?;
             let vars = index_vars(&program.shape);
             let target = ix_tokens(&map);
-            Some(quote! { |o: usize| -> usize { #vars #target } })
+            let run = element::contiguous_run(&map, &program.shape);
+            Some((quote! { |o: usize| -> usize { #vars #target } }, run))
         };
         // conv2d, matmul and linear hand their epilogue whole output rows (the last
         // axis of their result)
@@ -1241,7 +1242,8 @@ fn product(shape: &[usize]) -> usize {
 /// `apply` is called per element of the row.
 struct Epilogue {
     apply: TokenStream,
-    store: Option<TokenStream>,
+    /// the store map and how many values it keeps contiguous from each multiple of that
+    store: Option<(TokenStream, usize)>,
     rows: Option<TokenStream>,
 }
 
@@ -1318,7 +1320,7 @@ fn kernel_call(
                     let rows_epi = row_epilogue(epilogue);
                     quote! { #k::linear(#in0, #in1, #bias, #out, #rows, #in_f, #out_f, #rows_epi); }
                 }
-                Some(store) => {
+                Some((store, _)) => {
                     quote! { #k::linear_to(#in0, #in1, #bias, #out, #rows, #in_f, #out_f, #epi, #store); }
                 }
             }
@@ -1348,7 +1350,9 @@ fn kernel_call(
                     let rows_epi = row_epilogue(epilogue);
                     quote! { #k::matmul(#in0, #in1, #out, #geom, #rows_epi); }
                 }
-                Some(store) => quote! { #k::matmul_to(#in0, #in1, #out, #geom, #epi, #store); },
+                Some((store, run)) => {
+                    quote! { #k::matmul_to(#in0, #in1, #out, #geom, #epi, (#store, #run)); }
+                }
             }
         }
         Op::MatMulPanels { n } => {
@@ -1360,8 +1364,8 @@ fn kernel_call(
                     let rows_epi = row_epilogue(epilogue);
                     quote! { #k::matmul_panels(#in0, #in1, #out, (#m, #kk, #n), #rows_epi); }
                 }
-                Some(store) => {
-                    quote! { #k::matmul_panels_to(#in0, #in1, #out, (#m, #kk, #n), #epi, #store); }
+                Some((store, run)) => {
+                    quote! { #k::matmul_panels_to(#in0, #in1, #out, (#m, #kk, #n), #epi, (#store, #run)); }
                 }
             }
         }

@@ -480,6 +480,43 @@ impl Builder<'_> {
     }
 }
 
+/// How many consecutive outputs a store map keeps contiguous: the largest `run` dividing
+/// the last axis's length such that `map(o + 1) == map(o) + 1` whenever `o + 1` is not a
+/// multiple of `run` (a transpose that keeps the last axis moves whole runs of it, and the
+/// kernel then asks the map once per run). 1 for shapes over 2^22 elements (not checked).
+pub fn contiguous_run(map: &Ix, shape: &[usize]) -> usize {
+    let total: usize = shape.iter().product();
+    let last = shape.last().copied().unwrap_or(1);
+    if total == 0 || last <= 1 || total > 1 << 22 {
+        return 1;
+    }
+    let strides = row_major_strides(shape);
+    let at = |o: usize| -> usize {
+        let vars: Vec<usize> = strides
+            .iter()
+            .zip(shape)
+            .map(|(&s, &d)| o / s.max(1) % d.max(1))
+            .collect();
+        map.eval(&vars)
+    };
+    let gcd = |mut a: usize, mut b: usize| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    let mut run = last;
+    let mut prev = at(0);
+    for o in 1..total {
+        let here = at(o);
+        if o % run != 0 && here != prev.wrapping_add(1) {
+            run = gcd(run, o % last);
+        }
+        prev = here;
+    }
+    run.max(1)
+}
+
 /// The flat position in the last node's output where the value at index `i0, i1, ...` of
 /// `shape` lands after the transposes and reshapes of `chain` (nodes in order): the store
 /// map of an anchor block whose epilogue ends in a layout change.
@@ -787,5 +824,30 @@ fn libm_erf(x: f64) -> f64 {
         }
         let erfc = (-z * z).exp() / (f * std::f64::consts::PI.sqrt());
         (1.0 - erfc).copysign(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contiguous_runs_follow_the_last_axis() {
+        let v = Ix::Var;
+        // [2, 3, 4] stored as [3, 2, 4]: runs of the 4 values of the last axis
+        let swap = Ix::add(Ix::add(Ix::mul(v(1), 8), Ix::mul(v(0), 4)), v(2));
+        assert_eq!(contiguous_run(&swap, &[2, 3, 4]), 4);
+        // the identity keeps whole rows
+        let flat = Ix::add(Ix::add(Ix::mul(v(0), 12), Ix::mul(v(1), 4)), v(2));
+        assert_eq!(contiguous_run(&flat, &[2, 3, 4]), 4);
+        // [2, 4] stored transposed: no run
+        let transposed = Ix::add(Ix::mul(v(1), 2), v(0));
+        assert_eq!(contiguous_run(&transposed, &[2, 4]), 1);
+        // [1, 6] as two halves of 3, swapped: runs of 3
+        let halves = Ix::add(
+            Ix::mul(Ix::rem(Ix::add(Ix::div(v(1), 3), Ix::Const(1)), 2), 3),
+            Ix::rem(v(1), 3),
+        );
+        assert_eq!(contiguous_run(&halves, &[1, 6]), 3);
     }
 }

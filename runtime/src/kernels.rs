@@ -409,14 +409,16 @@ pub fn matmul_panels(
 
 /// [`matmul_panels`] storing each result at `out[store(i)]` after `epi(i, value)` (a
 /// fused transpose into the consumer's layout): rows are computed a stack buffer at a
-/// time, so each output is written once.
+/// time, so each output is written once. `store` is asked only at multiples of `run`
+/// (which divides `n`): the `run` results from such an `i` land at `store(i)` onwards,
+/// contiguous (a transpose that keeps the last axis moves whole runs of it).
 pub fn matmul_panels_to(
     a: &[f32],
     panels: &[f32],
     out: &mut [f32],
     (m, k, n): (usize, usize, usize),
     epi: impl Fn(usize, f32) -> f32,
-    store: impl Fn(usize) -> usize,
+    (store, run): (impl Fn(usize) -> usize, usize),
 ) {
     let simd = crate::simd::avx2_fma();
     let mut block = [0.0f32; MM_BLOCK_LEN];
@@ -430,10 +432,7 @@ pub fn matmul_panels_to(
                 let first = j0 / PANEL;
                 let sub = &panels[first * k * PANEL..];
                 gemm_panels(simd, &a[i * k..(i + 1) * k], sub, part, (1, k, width));
-                let base = i * n + j0;
-                for (t, &v) in part.iter().enumerate() {
-                    out[store(base + t)] = epi(base + t, v);
-                }
+                store_runs(part, i * n + j0, out, &epi, (&store, run));
             }
         }
         return;
@@ -448,10 +447,32 @@ pub fn matmul_panels_to(
             part,
             (count, k, n),
         );
-        let base = i0 * n;
-        for (t, &v) in part.iter().enumerate() {
-            out[store(base + t)] = epi(base + t, v);
+        store_runs(part, i0 * n, out, &epi, (&store, run));
+    }
+}
+
+/// Stores `values` (outputs `base..`) through `epi` at `out[store(i)]`, asking `store`
+/// only at multiples of `run` (the `run` values from there land contiguous); a run of 1
+/// asks it for every value.
+fn store_runs(
+    values: &[f32],
+    base: usize,
+    out: &mut [f32],
+    epi: &impl Fn(usize, f32) -> f32,
+    (store, run): (&impl Fn(usize) -> usize, usize),
+) {
+    let run = run.max(1);
+    let (mut o, mut done) = (base, 0);
+    while done < values.len() {
+        let into = o % run;
+        let len = (run - into).min(values.len() - done);
+        let at = store(o - into) + into;
+        let dst = &mut out[at..at + len];
+        for (t, (slot, &v)) in dst.iter_mut().zip(&values[done..done + len]).enumerate() {
+            *slot = epi(o + t, v);
         }
+        o += len;
+        done += len;
     }
 }
 
@@ -498,14 +519,15 @@ const MM_BLOCK_LEN: usize = if cfg!(any(target_arch = "x86_64", target_arch = "a
 
 /// [`matmul`] storing each result at `out[store(i)]` instead of `out[i]` (a fused
 /// transpose into the consumer's layout). Rows are accumulated in a stack buffer, so each
-/// output is written once.
+/// output is written once. As in [`matmul_panels_to`], the `run` values from a multiple of
+/// `run` land contiguous from `store(i)` on.
 pub fn matmul_to(
     a: &[f32],
     b: &[f32],
     out: &mut [f32],
     g: &MatMulGeom<'_>,
     epi: impl Fn(usize, f32) -> f32,
-    store: impl Fn(usize) -> usize,
+    (store, run): (impl Fn(usize) -> usize, usize),
 ) {
     const CHUNK: usize = 64;
     let (m, k, n) = (g.m, g.k, g.n);
@@ -524,13 +546,11 @@ pub fn matmul_to(
                     let count = rows.min(m - i0);
                     let part = &mut block[..count * n];
                     gemm(true, &a[i0 * k..(i0 + count) * k], b, part, (count, k, n));
-                    let base = (batch * m + i0) * n;
-                    for (t, &v) in part.iter().enumerate() {
-                        out[store(base + t)] = epi(base + t, v);
-                    }
+                    store_runs(part, (batch * m + i0) * n, out, &epi, (&store, run));
                 }
                 return;
             }
+            let mut at = 0;
             for i in 0..m {
                 let mut j0 = 0;
                 while j0 < n {
@@ -547,7 +567,13 @@ pub fn matmul_to(
                     }
                     for (j, &v) in acc[..width].iter().enumerate() {
                         let o = (batch * m + i) * n + j0 + j;
-                        out[store(o)] = epi(o, v);
+                        // `store` once per run, the run's next values after it
+                        at = if o % run.max(1) == 0 {
+                            store(o)
+                        } else {
+                            at + 1
+                        };
+                        out[at] = epi(o, v);
                     }
                     j0 += width;
                 }
@@ -2864,9 +2890,20 @@ mod tests {
                 run(&mut || matmul(&a, &b, &mut out, &geom, rows_of(epi)));
                 assert_close(&label("matmul"), &out, &want, k);
                 let mut out_t = std::vec![f32::NAN; 2 * m * n];
-                run(&mut || matmul_to(&a, &b, &mut out_t, &geom, epi, transposed));
+                run(&mut || matmul_to(&a, &b, &mut out_t, &geom, epi, (transposed, 1)));
                 let back: Vec<f32> = (0..2 * m * n).map(|o| out_t[transposed(o)]).collect();
                 assert_close(&label("matmul_to"), &back, &want, k);
+                // whole rows stored in reverse order, one `store` call per row
+                let reversed = |o: usize| {
+                    assert!(o % n == 0, "store asked inside a run");
+                    (2 * m - 1 - o / n) * n
+                };
+                let mut out_r = std::vec![f32::NAN; 2 * m * n];
+                run(&mut || matmul_to(&a, &b, &mut out_r, &geom, epi, (reversed, n)));
+                let back: Vec<f32> = (0..2 * m * n)
+                    .map(|o| out_r[(2 * m - 1 - o / n) * n + o % n])
+                    .collect();
+                assert_close(&label("matmul_to runs"), &back, &want, k);
                 let mut lin = std::vec![f32::NAN; m * n];
                 run(&mut || {
                     linear(
@@ -2922,9 +2959,25 @@ mod tests {
                 assert_close(&label("matmul_panels"), &out, &rows_want, k);
                 let store = |o: usize| (o % n) * 2 * m + o / n;
                 let mut out_t = std::vec![f32::NAN; 2 * m * n];
-                run(&mut || matmul_panels_to(&a, &panels, &mut out_t, (2 * m, k, n), epi, store));
+                run(&mut || {
+                    matmul_panels_to(&a, &panels, &mut out_t, (2 * m, k, n), epi, (store, 1))
+                });
                 let back: Vec<f32> = (0..2 * m * n).map(|o| out_t[store(o)]).collect();
                 assert_close(&label("matmul_panels_to"), &back, &rows_want, k);
+                // whole rows stored in reverse order: runs of `n`, one `store` call each
+                // (a store that is asked inside a run returns a wrong place)
+                let reversed = |o: usize| {
+                    assert!(o % n == 0, "store asked inside a run");
+                    (2 * m - 1 - o / n) * n
+                };
+                let mut out_r = std::vec![f32::NAN; 2 * m * n];
+                run(&mut || {
+                    matmul_panels_to(&a, &panels, &mut out_r, (2 * m, k, n), epi, (reversed, n))
+                });
+                let back: Vec<f32> = (0..2 * m * n)
+                    .map(|o| out_r[(2 * m - 1 - o / n) * n + o % n])
+                    .collect();
+                assert_close(&label("matmul_panels_to runs"), &back, &rows_want, k);
             }
         }
     }
