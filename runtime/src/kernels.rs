@@ -976,10 +976,12 @@ fn tile_panel(
     (c, ldc): (&mut [f32], usize),
     start: Start<'_>,
 ) {
-    let zeros = [0.0f32; TILE_ROWS];
-    let mut edge = [0.0f32; TILE_ROWS * PANEL];
-    for m0 in (0..m).step_by(TILE_ROWS) {
-        let rows = TILE_ROWS.min(m - m0);
+    let isa = Isa::of(simd);
+    let tile_rows = isa.tile_rows();
+    let zeros = [0.0f32; MAX_TILE_ROWS];
+    let mut edge = [0.0f32; MAX_TILE_ROWS * PANEL];
+    for m0 in (0..m).step_by(tile_rows) {
+        let rows = tile_rows.min(m - m0);
         let at = (&a[m0 * a_row..], a_row, a_k);
         let init = match start {
             Start::Zero => Some(&zeros[..rows]),
@@ -988,14 +990,14 @@ fn tile_panel(
         };
         if cols == PANEL {
             let tile = &mut c[m0 * ldc..];
-            gemm_tile(simd, kc, at, rows, b, ldb, tile, ldc, init);
+            gemm_tile(isa, kc, at, rows, b, ldb, tile, ldc, init);
             continue;
         }
         for i in 0..rows {
             let src = &c[(m0 + i) * ldc..(m0 + i) * ldc + cols];
             edge[i * PANEL..i * PANEL + cols].copy_from_slice(src);
         }
-        gemm_tile(simd, kc, at, rows, b, ldb, &mut edge, PANEL, init);
+        gemm_tile(isa, kc, at, rows, b, ldb, &mut edge, PANEL, init);
         for i in 0..rows {
             let dst = &mut c[(m0 + i) * ldc..(m0 + i) * ldc + cols];
             dst.copy_from_slice(&edge[i * PANEL..i * PANEL + cols]);
@@ -1003,9 +1005,9 @@ fn tile_panel(
     }
 }
 
-/// Rows of `a` packed at a time by [`gemm`] (tiles of [`TILE_ROWS`]).
+/// Rows of `a` packed at a time by [`gemm`] (a multiple of every tile's rows: 6 and 16).
 const GEMM_MC: usize = if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
-    12 * TILE_ROWS
+    96
 } else {
     TILE_ROWS
 };
@@ -1027,34 +1029,35 @@ fn gemm(simd: bool, a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usiz
     gemm_in_place(simd, a, b, c, (m, k, n));
 }
 
-/// [`gemm`] on AVX2 and FMA (tiles of 6 x 16), packed: per block of [`PANEL_DEPTH`]
-/// along `k` and [`GEMM_MC`] rows of `a`, the rows are packed once into tiles of `MR`
-/// interleaved rows (a strided gather, the costly copy), then each panel of `NR` columns
-/// of `b` is copied into a contiguous buffer (row runs, cheap) and multiplied by every
-/// tile. (No AVX-512 kernel: the machine this was measured on has no AVX-512.)
+/// [`gemm`] on AVX-512 (tiles of 16 x 16) or AVX2 and FMA (6 x 16), packed: per block of
+/// [`PANEL_DEPTH`] along `k` and [`GEMM_MC`] rows of `a`, the rows are packed once into
+/// tiles of interleaved rows (a strided gather, the costly copy), then each panel of `NR`
+/// columns of `b` is copied into a contiguous buffer (row runs, cheap) and multiplied by
+/// every tile.
 #[cfg(target_arch = "x86_64")]
 fn gemm_packed(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, usize)) {
-    const MR: usize = TILE_ROWS;
     const NR: usize = PANEL;
+    let isa = Isa::of(true);
+    let mr = isa.tile_rows();
     let mut bpack = [0.0f32; PANEL_DEPTH * PANEL];
     let mut apack = [0.0f32; PANEL_DEPTH * GEMM_MC];
-    let mut edge = [0.0f32; MR * NR];
-    let zeros = [0.0f32; MR];
+    let mut edge = [0.0f32; MAX_TILE_ROWS * NR];
+    let zeros = [0.0f32; MAX_TILE_ROWS];
     for k0 in (0..k).step_by(PANEL_DEPTH) {
         let kc = PANEL_DEPTH.min(k - k0);
         let init = (k0 == 0).then_some(&zeros[..]);
         for i0 in (0..m).step_by(GEMM_MC) {
             let mc = GEMM_MC.min(m - i0);
-            let tiles = mc.div_ceil(MR);
-            for (t, packed) in apack.chunks_exact_mut(kc * MR).take(tiles).enumerate() {
-                let rows = MR.min(mc - t * MR);
-                for i in 0..MR {
+            let tiles = mc.div_ceil(mr);
+            for (t, packed) in apack.chunks_exact_mut(kc * mr).take(tiles).enumerate() {
+                let rows = mr.min(mc - t * mr);
+                for i in 0..mr {
                     let src = (i < rows).then(|| {
-                        let at = (i0 + t * MR + i) * k + k0;
+                        let at = (i0 + t * mr + i) * k + k0;
                         &a[at..at + kc]
                     });
                     for r in 0..kc {
-                        packed[r * MR + i] = src.map_or(0.0, |s| s[r]);
+                        packed[r * mr + i] = src.map_or(0.0, |s| s[r]);
                     }
                 }
             }
@@ -1081,46 +1084,19 @@ fn gemm_packed(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, us
                 }
                 let bp = &bpack[..kc * NR];
                 for t in 0..tiles {
-                    let rows = MR.min(mc - t * MR);
-                    let ap = &apack[t * kc * MR..(t + 1) * kc * MR];
-                    let at = (i0 + t * MR) * n + j0;
+                    let rows = mr.min(mc - t * mr);
+                    let ap = &apack[t * kc * mr..(t + 1) * kc * mr];
+                    let at = (i0 + t * mr) * n + j0;
                     let init = init.map(|z| &z[..rows]);
                     if cols == NR {
-                        // SAFETY: `gemm_packed` runs only when `avx2_fma` found AVX2 and
-                        // FMA (the `simd` argument of `gemm`).
-                        #[allow(unsafe_code)]
-                        unsafe {
-                            crate::simd::gemm_tile_avx2(
-                                kc,
-                                (ap, 1, MR),
-                                rows,
-                                bp,
-                                NR,
-                                &mut c[at..],
-                                n,
-                                init,
-                            )
-                        };
+                        gemm_tile(isa, kc, (ap, 1, mr), rows, bp, NR, &mut c[at..], n, init);
                         continue;
                     }
                     for i in 0..rows {
                         edge[i * NR..i * NR + cols]
                             .copy_from_slice(&c[at + i * n..at + i * n + cols]);
                     }
-                    // SAFETY: as above.
-                    #[allow(unsafe_code)]
-                    unsafe {
-                        crate::simd::gemm_tile_avx2(
-                            kc,
-                            (ap, 1, MR),
-                            rows,
-                            bp,
-                            NR,
-                            &mut edge,
-                            NR,
-                            init,
-                        )
-                    };
+                    gemm_tile(isa, kc, (ap, 1, mr), rows, bp, NR, &mut edge, NR, init);
                     for i in 0..rows {
                         c[at + i * n..at + i * n + cols]
                             .copy_from_slice(&edge[i * NR..i * NR + cols]);
@@ -1239,12 +1215,46 @@ fn pack_patches(
     }
 }
 
-/// One register tile of the implicit GEMM (see `simd::gemm_tile_avx2` for the contract):
-/// the AVX2 kernel when `simd`, else the same sums in portable code.
+/// The register tile [`tile_panel`] runs: chosen once per panel from what the CPU has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isa {
+    /// portable code (other CPUs, miri, tests)
+    Portable,
+    /// 6 x 16 tiles in ymm registers (`simd::gemm_tile_avx2`)
+    Avx2,
+    /// 16 x 16 tiles in zmm registers (`simd::gemm_tile_avx512`)
+    Avx512,
+}
+
+/// Rows of the largest register tile.
+const MAX_TILE_ROWS: usize = crate::simd::GEMM_MR_AVX512;
+
+impl Isa {
+    /// The best tile when `simd` (the CPU has AVX2 and FMA), else the portable one.
+    fn of(simd: bool) -> Isa {
+        match (simd, crate::simd::avx512()) {
+            (false, _) => Isa::Portable,
+            (true, false) => Isa::Avx2,
+            (true, true) => Isa::Avx512,
+        }
+    }
+
+    /// Rows of its register tile.
+    fn tile_rows(self) -> usize {
+        match self {
+            Isa::Portable | Isa::Avx2 => TILE_ROWS,
+            Isa::Avx512 => crate::simd::GEMM_MR_AVX512,
+        }
+    }
+}
+
+/// One register tile of the implicit GEMM (see `simd::gemm_tile_avx2` for the contract),
+/// at most `isa.tile_rows()` rows: the AVX-512 or AVX2 kernel, or the same sums in
+/// portable code.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 fn gemm_tile(
-    simd: bool,
+    isa: Isa,
     kc: usize,
     (a, a_row, a_k): (&[f32], usize, usize),
     rows: usize,
@@ -1255,15 +1265,27 @@ fn gemm_tile(
     init: Option<&[f32]>,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if simd {
-        // SAFETY: `simd` is true only when `avx2_fma` found AVX2 and FMA on this CPU.
-        #[allow(unsafe_code)]
-        unsafe {
-            crate::simd::gemm_tile_avx2(kc, (a, a_row, a_k), rows, b, ldb, c, ldc, init)
-        };
-        return;
+    match isa {
+        Isa::Avx512 => {
+            // SAFETY: `Isa::Avx512` is chosen only when `avx512` found AVX-512F (and AVX2
+            // and FMA) on this CPU.
+            #[allow(unsafe_code)]
+            unsafe {
+                crate::simd::gemm_tile_avx512(kc, (a, a_row, a_k), rows, b, ldb, c, ldc, init)
+            };
+            return;
+        }
+        Isa::Avx2 => {
+            // SAFETY: `Isa::Avx2` is chosen only when `avx2_fma` found AVX2 and FMA.
+            #[allow(unsafe_code)]
+            unsafe {
+                crate::simd::gemm_tile_avx2(kc, (a, a_row, a_k), rows, b, ldb, c, ldc, init)
+            };
+            return;
+        }
+        Isa::Portable => {}
     }
-    let _ = simd;
+    let _ = isa;
     for i in 0..rows {
         let mut sums = [0.0f32; PANEL];
         for k in 0..kc {
@@ -2539,6 +2561,11 @@ mod tests {
                 if crate::simd::avx2_fma() {
                     let mut out = std::vec![f32::NAN; len];
                     conv2d_gemm(&x, &w, Some(&b), &mut out, g, &epi, true);
+                    paths.push(("gemm simd", out));
+                    let mut out = std::vec![f32::NAN; len];
+                    crate::simd::avx2_only(|| {
+                        conv2d_gemm(&x, &w, Some(&b), &mut out, g, &epi, true)
+                    });
                     paths.push(("gemm avx2", out));
                 }
             }
@@ -2768,8 +2795,13 @@ mod tests {
             conv_transpose2d_with(false, &x, &w, Some(&b), &mut portable, g, &epi);
             let mut paths = std::vec![("dispatched", dispatched), ("portable", portable)];
             if crate::simd::avx2_fma() {
+                let mut simd = std::vec![f32::NAN; len];
+                conv_transpose2d_with(true, &x, &w, Some(&b), &mut simd, g, &epi);
+                paths.push(("simd", simd));
                 let mut avx2 = std::vec![f32::NAN; len];
-                conv_transpose2d_with(true, &x, &w, Some(&b), &mut avx2, g, &epi);
+                crate::simd::avx2_only(|| {
+                    conv_transpose2d_with(true, &x, &w, Some(&b), &mut avx2, g, &epi)
+                });
                 paths.push(("avx2", avx2));
             }
             let terms = (g.c_in / g.groups * g.kh * g.kw) as f32;
@@ -2883,9 +2915,14 @@ mod tests {
                 k,
                 n,
             };
-            for simd in [true, false] {
-                let run = |f: &mut dyn FnMut()| if simd { f() } else { crate::simd::portable(f) };
-                let label = |what: &str| std::format!("case {case} {what} (simd {simd})");
+            // every path: the best this CPU has, AVX2 only, portable
+            for path in ["best", "avx2", "portable"] {
+                let run = |f: &mut dyn FnMut()| match path {
+                    "avx2" => crate::simd::avx2_only(f),
+                    "portable" => crate::simd::portable(f),
+                    _ => f(),
+                };
+                let label = |what: &str| std::format!("case {case} {what} ({path})");
                 let mut out = std::vec![f32::NAN; 2 * m * n];
                 run(&mut || matmul(&a, &b, &mut out, &geom, rows_of(epi)));
                 assert_close(&label("matmul"), &out, &want, k);

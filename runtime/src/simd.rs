@@ -17,6 +17,21 @@ std::thread_local! {
     static FORCE_PORTABLE: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
 }
 
+#[cfg(test)]
+std::thread_local! {
+    /// Set by [`avx2_only`]: this thread's kernels do not take the AVX-512 paths.
+    static FORCE_AVX2: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the AVX-512 kernels off on this thread (tests compare every path).
+#[cfg(test)]
+pub fn avx2_only<R>(f: impl FnOnce() -> R) -> R {
+    FORCE_AVX2.set(true);
+    let result = f();
+    FORCE_AVX2.set(false);
+    result
+}
+
 /// Runs `f` with the SIMD kernels off on this thread (tests compare both paths).
 #[cfg(test)]
 pub fn portable<R>(f: impl FnOnce() -> R) -> R {
@@ -474,6 +489,130 @@ pub unsafe fn gemm_tile_avx2(
         [c50, c51],
     ];
     store_tile(sums, rows, c, ldc, init);
+}
+
+/// Rows of the AVX-512 GEMM register tile ([`gemm_tile_avx512`]): sixteen rows of one
+/// 16-float vector each are sixteen accumulators of the thirty-two zmm registers.
+pub const GEMM_MR_AVX512: usize = 16;
+
+/// True when the AVX-512 register tile may run on this CPU (AVX-512F; asked at run time
+/// with `std`, else fixed at compile time).
+#[inline]
+pub fn avx512() -> bool {
+    #[cfg(test)]
+    if FORCE_PORTABLE.get() || FORCE_AVX2.get() {
+        return false;
+    }
+    #[cfg(all(target_arch = "x86_64", feature = "std"))]
+    {
+        std::is_x86_feature_detected!("avx512f") && avx2_fma()
+    }
+    #[cfg(not(all(target_arch = "x86_64", feature = "std")))]
+    {
+        cfg!(all(target_arch = "x86_64", target_feature = "avx512f")) && avx2_fma()
+    }
+}
+
+/// [`gemm_tile_avx2`] on AVX-512F: up to [`GEMM_MR_AVX512`] rows (instead of six) by
+/// [`GEMM_NR`] columns, one zmm accumulator per row. Per step along `k`: one vector load
+/// of `b`, sixteen broadcasts of `a` folded into sixteen fused multiply-adds. Rows past
+/// `rows` repeat the last row's loads and are not stored.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F. The slices are checked (a short one panics).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(unsafe_code, clippy::too_many_arguments)]
+pub unsafe fn gemm_tile_avx512(
+    kc: usize,
+    (a, a_row, a_k): (&[f32], usize, usize),
+    rows: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    init: Option<&[f32]>,
+) {
+    use core::arch::x86_64::*;
+    assert!((1..=GEMM_MR_AVX512).contains(&rows) && kc > 0);
+    assert!(a.len() > (rows - 1) * a_row + (kc - 1) * a_k);
+    assert!(b.len() >= (kc - 1) * ldb + GEMM_NR);
+    assert!(c.len() >= (rows - 1) * ldc + GEMM_NR);
+    assert!(init.is_none_or(|s| s.len() >= rows));
+    let row = |i: usize| a.as_ptr().add(i.min(rows - 1) * a_row);
+    let (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15) = (
+        row(0),
+        row(1),
+        row(2),
+        row(3),
+        row(4),
+        row(5),
+        row(6),
+        row(7),
+        row(8),
+        row(9),
+        row(10),
+        row(11),
+        row(12),
+        row(13),
+        row(14),
+        row(15),
+    );
+    let bp = b.as_ptr();
+    let z = _mm512_setzero_ps();
+    let (
+        mut c0,
+        mut c1,
+        mut c2,
+        mut c3,
+        mut c4,
+        mut c5,
+        mut c6,
+        mut c7,
+        mut c8,
+        mut c9,
+        mut c10,
+        mut c11,
+        mut c12,
+        mut c13,
+        mut c14,
+        mut c15,
+    ) = (z, z, z, z, z, z, z, z, z, z, z, z, z, z, z, z);
+    for k in 0..kc {
+        // SAFETY: k < kc, so `b[k * ldb .. k * ldb + 16]` and `a[i * a_row + k * a_k]`
+        // for i < rows are inside the slices (asserted above).
+        let (bk, ak) = (_mm512_loadu_ps(bp.add(k * ldb)), k * a_k);
+        c0 = _mm512_fmadd_ps(_mm512_set1_ps(*r0.add(ak)), bk, c0);
+        c1 = _mm512_fmadd_ps(_mm512_set1_ps(*r1.add(ak)), bk, c1);
+        c2 = _mm512_fmadd_ps(_mm512_set1_ps(*r2.add(ak)), bk, c2);
+        c3 = _mm512_fmadd_ps(_mm512_set1_ps(*r3.add(ak)), bk, c3);
+        c4 = _mm512_fmadd_ps(_mm512_set1_ps(*r4.add(ak)), bk, c4);
+        c5 = _mm512_fmadd_ps(_mm512_set1_ps(*r5.add(ak)), bk, c5);
+        c6 = _mm512_fmadd_ps(_mm512_set1_ps(*r6.add(ak)), bk, c6);
+        c7 = _mm512_fmadd_ps(_mm512_set1_ps(*r7.add(ak)), bk, c7);
+        c8 = _mm512_fmadd_ps(_mm512_set1_ps(*r8.add(ak)), bk, c8);
+        c9 = _mm512_fmadd_ps(_mm512_set1_ps(*r9.add(ak)), bk, c9);
+        c10 = _mm512_fmadd_ps(_mm512_set1_ps(*r10.add(ak)), bk, c10);
+        c11 = _mm512_fmadd_ps(_mm512_set1_ps(*r11.add(ak)), bk, c11);
+        c12 = _mm512_fmadd_ps(_mm512_set1_ps(*r12.add(ak)), bk, c12);
+        c13 = _mm512_fmadd_ps(_mm512_set1_ps(*r13.add(ak)), bk, c13);
+        c14 = _mm512_fmadd_ps(_mm512_set1_ps(*r14.add(ak)), bk, c14);
+        c15 = _mm512_fmadd_ps(_mm512_set1_ps(*r15.add(ak)), bk, c15);
+    }
+    let sums = [
+        c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15,
+    ];
+    for (i, sum) in sums.into_iter().enumerate().take(rows) {
+        let dst = &mut c[i * ldc..i * ldc + GEMM_NR];
+        let start = match init {
+            Some(v) => _mm512_set1_ps(v[i]),
+            // SAFETY: `dst` holds exactly 16 floats (a checked slice of that length)
+            None => _mm512_loadu_ps(dst.as_ptr()),
+        };
+        // SAFETY: as above, 16 floats
+        _mm512_storeu_ps(dst.as_mut_ptr(), _mm512_add_ps(start, sum));
+    }
 }
 
 /// [`crate::kernels::depthwise_conv2d`] compiled for AVX2 and FMA, so its row loops
