@@ -175,7 +175,7 @@ fn window_out(
 pub fn conv2d(x: &[usize], attrs: &Conv2d, out_channels: usize) -> Result<Vec<usize>, ShapeError> {
     expect_rank("conv2d", "the input", x, 4, 0)?;
     let [n, c, h, w] = dims4(x);
-    if attrs.groups == 0 || c % attrs.groups != 0 || out_channels % attrs.groups != 0 {
+    if attrs.groups == 0 || c % attrs.groups != 0 || !out_channels.is_multiple_of(attrs.groups) {
         return attr_err(
             "groups",
             format!(
@@ -214,7 +214,7 @@ pub fn conv_transpose2d(
 ) -> Result<Vec<usize>, ShapeError> {
     expect_rank("conv_transpose2d", "the input", x, 4, 0)?;
     let [n, c, h, w] = dims4(x);
-    if attrs.groups == 0 || c % attrs.groups != 0 || out_channels % attrs.groups != 0 {
+    if attrs.groups == 0 || c % attrs.groups != 0 || !out_channels.is_multiple_of(attrs.groups) {
         return attr_err(
             "groups",
             format!(
@@ -419,7 +419,7 @@ pub fn reshape(x: &[usize], target: &[i64]) -> Result<Vec<usize>, ShapeError> {
     }
     let shown: Vec<String> = target.iter().map(|d| d.to_string()).collect();
     if let Some(i) = infer {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return err(
                 None,
                 format!(

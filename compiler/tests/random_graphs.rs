@@ -486,7 +486,7 @@ impl Gen {
 
     fn split(&mut self, a: &T) -> Option<T> {
         let axes: Vec<usize> = (0..a.shape.len())
-            .filter(|&k| a.shape[k] >= 2 && a.shape[k] % 2 == 0)
+            .filter(|&k| a.shape[k] >= 2 && a.shape[k].is_multiple_of(2))
             .collect();
         if axes.is_empty() {
             return self.slice(a);
@@ -1006,7 +1006,7 @@ impl Gen {
         }
         let c = a.shape[1];
         let expr = match self.rng.below(3) {
-            0 if c % 2 == 0 => format!("group_norm({}, 2)", a.name),
+            0 if c.is_multiple_of(2) => format!("group_norm({}, 2)", a.name),
             1 => format!("instance_norm({})", a.name),
             _ => {
                 let axis = self.rng.below(a.shape.len());
@@ -1029,7 +1029,7 @@ impl Gen {
         let mut dims = Vec::new();
         let mut rest = total;
         for _ in 0..rank - 1 {
-            let divisors: Vec<usize> = (1..=rest).filter(|d| rest % d == 0).collect();
+            let divisors: Vec<usize> = (1..=rest).filter(|d| rest.is_multiple_of(*d)).collect();
             let d = *self.rng.pick(&divisors);
             dims.push(d);
             rest /= d;

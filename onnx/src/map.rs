@@ -1884,7 +1884,7 @@ fn split(c: &mut Ctx<'_>) -> R<Vec<String>> {
             v
         }
         (None, None) => {
-            if n_out == 0 || len % n_out != 0 {
+            if n_out == 0 || !len.is_multiple_of(n_out) {
                 return Err(format!("{len} does not split into {n_out} equal parts"));
             }
             vec![len / n_out; n_out]
@@ -2039,7 +2039,7 @@ fn reshape(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let known: usize = out.iter().flatten().product();
     let dims: Vec<usize> = match out.iter().filter(|d| d.is_none()).count() {
         0 => out.iter().flatten().copied().collect(),
-        1 if known > 0 && total % known == 0 => {
+        1 if known > 0 && total.is_multiple_of(known) => {
             out.iter().map(|d| d.unwrap_or(total / known)).collect()
         }
         _ => return Err(format!("cannot reshape {xs:?} to {target:?}")),

@@ -844,7 +844,7 @@ fn conv2d_direct_wins(g: &Conv2dGeom) -> bool {
     let few_channels = g.c_out / g.groups < 48;
     crate::simd::conv2d_avx2_fits(g)
         && g.kh * g.kw > 1
-        && (few_channels || (g.ow % PANEL != 0 && g.ow < 2 * PANEL))
+        && (few_channels || (!g.ow.is_multiple_of(PANEL) && g.ow < 2 * PANEL))
 }
 
 /// Columns of one packed panel of the implicit GEMM: the register tile's width.
@@ -2932,7 +2932,7 @@ mod tests {
                 assert_close(&label("matmul_to"), &back, &want, k);
                 // whole rows stored in reverse order, one `store` call per row
                 let reversed = |o: usize| {
-                    assert!(o % n == 0, "store asked inside a run");
+                    assert!(o.is_multiple_of(n), "store asked inside a run");
                     (2 * m - 1 - o / n) * n
                 };
                 let mut out_r = std::vec![f32::NAN; 2 * m * n];
@@ -3004,7 +3004,7 @@ mod tests {
                 // whole rows stored in reverse order: runs of `n`, one `store` call each
                 // (a store that is asked inside a run returns a wrong place)
                 let reversed = |o: usize| {
-                    assert!(o % n == 0, "store asked inside a run");
+                    assert!(o.is_multiple_of(n), "store asked inside a run");
                     (2 * m - 1 - o / n) * n
                 };
                 let mut out_r = std::vec![f32::NAN; 2 * m * n];
@@ -3049,7 +3049,7 @@ mod tests {
             x[h * w + 4] = f32::NAN;
             let mut out = std::vec![0.0; 3 * g.oh * g.ow];
             // exact, and index-dependent: a value stored at the wrong place shows
-            let epi = |i: usize, v: f32| if i % 2 == 0 { v * 2.0 } else { -v };
+            let epi = |i: usize, v: f32| if i.is_multiple_of(2) { v * 2.0 } else { -v };
             max_pool2d(&x, &mut out, &g, epi);
             for p in 0..3 {
                 for oy in 0..g.oh {
