@@ -174,6 +174,15 @@ pub fn import(bytes: &[u8], options: &ImportOptions) -> Result<Imported, String>
             ));
         }
     }
+    // the static shapes the file declares for intermediate values and outputs (a mapping
+    // that needs an output's shape in advance reads it; every node's computed shapes are
+    // checked against them)
+    let declared_shapes: HashMap<String, Vec<usize>> = graph
+        .value_info
+        .iter()
+        .chain(&graph.output)
+        .filter_map(|v| Some((v.name.clone()?, static_shape(v)?)))
+        .collect();
     let mut session = ShapeSession::new(&session_inputs);
     let mut body: Vec<String> = Vec::new();
     // initializer name -> binding of its `param(...)` statement
@@ -324,7 +333,11 @@ pub fn import(bytes: &[u8], options: &ImportOptions) -> Result<Imported, String>
             &node_name
         }));
         scope.base = base;
-        scope.output_shapes_known = vec![false; node.output.len()];
+        scope.output_shapes_known = node
+            .output
+            .iter()
+            .map(|o| declared_shapes.contains_key(o))
+            .collect();
         let mapped_node = Node {
             op_type: op.clone(),
             opset,
@@ -334,7 +347,9 @@ pub fn import(bytes: &[u8], options: &ImportOptions) -> Result<Imported, String>
             outputs: node
                 .output
                 .iter()
-                .map(|o| (!o.is_empty()).then(Vec::new))
+                .map(|o| {
+                    (!o.is_empty()).then(|| declared_shapes.get(o).cloned().unwrap_or_default())
+                })
                 .collect(),
         };
         let mapped = map_in_graph(&mapped_node, &scope).map_err(|e| {
@@ -391,6 +406,13 @@ pub fn import(bytes: &[u8], options: &ImportOptions) -> Result<Imported, String>
                     "internal error: output `{binding}` has no shape; please report"
                 ))
             })?;
+            if let Some(declared) = declared_shapes.get(name) {
+                if *declared != shape {
+                    return Err(at(format!(
+                        "output `{name}` has shape {shape:?} here, the file declares {declared:?}"
+                    )));
+                }
+            }
             values.insert(
                 name.clone(),
                 Value::Tensor {
@@ -466,6 +488,22 @@ pub fn import(bytes: &[u8], options: &ImportOptions) -> Result<Imported, String>
         folded,
         params,
     })
+}
+
+/// The shape a value's type declares, when every dimension is a number (a dynamic
+/// dimension, pinned or not, makes it unknown here: the computed shape is used).
+fn static_shape(v: &proto::ValueInfoProto) -> Option<Vec<usize>> {
+    let tensor = v.r#type.as_ref()?.tensor_type.as_ref()?;
+    tensor
+        .shape
+        .as_ref()?
+        .dim
+        .iter()
+        .map(|d| match (d.dim_value, d.dim_param.as_deref()) {
+            (Some(v), None | Some("")) if v >= 0 => usize::try_from(v).ok(),
+            _ => None,
+        })
+        .collect()
 }
 
 /// True when `init` appears as a key of one of the statements (an op owns it).
@@ -801,6 +839,128 @@ mod tests {
         assert_eq!(sanitize("/fc1/Gemm_output_0"), "fc1_gemm");
         assert_eq!(sanitize("0"), "v0");
         assert_eq!(sanitize("input"), "input");
+    }
+
+    use prost::Message as _;
+
+    fn value(name: &str, dims: Option<&[i64]>) -> proto::ValueInfoProto {
+        proto::ValueInfoProto {
+            name: Some(name.to_string()),
+            r#type: Some(proto::TypeProto {
+                tensor_type: Some(proto::TypeProtoTensor {
+                    elem_type: Some(data_type::FLOAT),
+                    shape: dims.map(|d| proto::TensorShapeProto {
+                        dim: d
+                            .iter()
+                            .map(|&v| proto::Dimension {
+                                dim_value: Some(v),
+                                dim_param: None,
+                            })
+                            .collect(),
+                    }),
+                }),
+            }),
+        }
+    }
+
+    fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> proto::NodeProto {
+        proto::NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            name: Some(format!("{}_node", op.to_lowercase())),
+            op_type: Some(op.to_string()),
+            ..Default::default()
+        }
+    }
+
+    fn floats(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
+        TensorProto {
+            name: Some(name.to_string()),
+            dims: dims.to_vec(),
+            data_type: Some(data_type::FLOAT),
+            float_data: v.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn model_bytes(
+        nodes: Vec<proto::NodeProto>,
+        inputs: Vec<proto::ValueInfoProto>,
+        outputs: Vec<proto::ValueInfoProto>,
+        initializer: Vec<TensorProto>,
+        value_info: Vec<proto::ValueInfoProto>,
+    ) -> Vec<u8> {
+        proto::ModelProto {
+            ir_version: Some(8),
+            opset_import: vec![proto::OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(17),
+            }],
+            producer_name: None,
+            graph: Some(proto::GraphProto {
+                node: nodes,
+                name: Some("g".to_string()),
+                initializer,
+                input: inputs,
+                output: outputs,
+                value_info,
+            }),
+        }
+        .encode_to_vec()
+    }
+
+    fn options() -> ImportOptions {
+        ImportOptions {
+            name: "M".to_string(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn resize_without_value_info_takes_its_shape_from_the_scales() {
+        let bytes = model_bytes(
+            vec![node("Resize", &["x", "", "scales"], &["y"])],
+            vec![value("x", Some(&[1, 2, 3, 3]))],
+            vec![value("y", None)],
+            vec![floats("scales", &[4], &[1.0, 1.0, 2.0, 2.0])],
+            vec![],
+        );
+        let m = import(&bytes, &options()).unwrap();
+        assert!(m.dsl.contains("-> [1, 2, 6, 6]"), "{}", m.dsl);
+        assert!(m.dsl.contains("resize("), "{}", m.dsl);
+    }
+
+    #[test]
+    fn a_3d_pool_without_value_info_computes_its_output() {
+        let mut pool = node("MaxPool", &["x"], &["y"]);
+        pool.attribute = vec![proto::AttributeProto {
+            name: Some("kernel_shape".to_string()),
+            r#type: Some(attribute_type::INTS),
+            ints: vec![2, 2, 2],
+            ..Default::default()
+        }];
+        let bytes = model_bytes(
+            vec![pool],
+            vec![value("x", Some(&[1, 2, 4, 5, 6]))],
+            vec![value("y", None)],
+            vec![],
+            vec![],
+        );
+        let m = import(&bytes, &options()).unwrap();
+        assert!(m.dsl.contains("-> [1, 2, 3, 4, 5]"), "{}", m.dsl);
+    }
+
+    #[test]
+    fn a_declared_shape_that_differs_is_refused_by_name() {
+        let bytes = model_bytes(
+            vec![node("Relu", &["x"], &["h"]), node("Relu", &["h"], &["y"])],
+            vec![value("x", Some(&[1, 4]))],
+            vec![value("y", None)],
+            vec![],
+            vec![value("h", Some(&[1, 5]))],
+        );
+        let err = import(&bytes, &options()).unwrap_err();
+        assert!(err.contains("relu_node") && err.contains("[1, 5]"), "{err}");
     }
 
     #[test]

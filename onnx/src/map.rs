@@ -506,6 +506,23 @@ impl<'n> Ctx<'n> {
         self.node.outputs.get(slot).is_some_and(Option::is_some)
     }
 
+    /// The shape of an output when it is known before mapping: always for a one-op
+    /// model (the test gives it), inside a graph when the file's `value_info` or graph
+    /// outputs give it.
+    fn known_out_shape(&self, slot: usize) -> Option<Vec<usize>> {
+        if let Some(scope) = self.scope {
+            if !scope
+                .output_shapes_known
+                .get(slot)
+                .copied()
+                .unwrap_or(false)
+            {
+                return None;
+            }
+        }
+        self.node.outputs.get(slot).cloned().flatten()
+    }
+
     fn out_shape(&self, slot: usize) -> R<Vec<usize>> {
         if let Some(scope) = self.scope {
             if !scope
@@ -1607,7 +1624,23 @@ fn pool(c: &mut Ctx<'_>, max: bool) -> R<Vec<String>> {
             // 3-d pooling is separable: pool (h, w) on [N, C*D, H, W], then d on
             // [N, C, D, OH*OW]. Max of maxes is the max; for the average, the divisor of
             // a box (real or padded-range taps) is the product of its per-axis counts.
-            let out = c.out_shape(0)?;
+            let out = match c.known_out_shape(0) {
+                Some(out) => out,
+                None => {
+                    let mut out = vec![n, ch];
+                    for a in 0..k {
+                        out.push(pool_out_len(
+                            dim(&spatial, a),
+                            w.pads.get(a).copied().unwrap_or((0, 0)),
+                            dim(&w.kernel, a),
+                            dim(&w.dilations, a),
+                            dim(&w.strides, a),
+                            ceil,
+                        )?);
+                    }
+                    out
+                }
+            };
             let (d, h, wd) = (dim(&spatial, 0), dim(&spatial, 1), dim(&spatial, 2));
             let (od, oh, ow) = (dim(&out, 2), dim(&out, 3), dim(&out, 4));
             let planes = c.bind(format!("reshape({x}, [{n}, {}, {h}, {wd}])", ch * d));
@@ -1617,6 +1650,37 @@ fn pool(c: &mut Ctx<'_>, max: bool) -> R<Vec<String>> {
             Ok(vec![format!("reshape({y}, [{n}, {ch}, {od}, {oh}, {ow}])")])
         }
     }
+}
+
+/// Output length of a pooling sweep (the DSL's rule, PyTorch's: with ceil rounding, a
+/// last window that would start inside the end padding is dropped).
+fn pool_out_len(
+    size: usize,
+    (pad_begin, pad_end): (usize, usize),
+    kernel: usize,
+    dilation: usize,
+    stride: usize,
+    ceil: bool,
+) -> R<usize> {
+    let span = dilation
+        .checked_mul(kernel.saturating_sub(1))
+        .and_then(|v| v.checked_add(1))
+        .ok_or("the pooling window is too large")?;
+    let padded = size + pad_begin + pad_end;
+    let Some(num) = padded.checked_sub(span) else {
+        return Err(format!(
+            "the pooling window ({span}) is larger than the padded input ({padded})"
+        ));
+    };
+    let stride = stride.max(1);
+    if !ceil {
+        return Ok(num / stride + 1);
+    }
+    let mut out = num.div_ceil(stride) + 1;
+    if (out - 1) * stride >= size + pad_begin {
+        out -= 1;
+    }
+    Ok(out)
 }
 
 fn global_pool(c: &mut Ctx<'_>, dsl: &str) -> R<Vec<String>> {
@@ -2196,7 +2260,6 @@ fn resize(c: &mut Ctx<'_>, upsample: bool) -> R<Vec<String>> {
     let x = c.float_data(0)?;
     let xs = c.shape(0)?;
     let rank = xs.len();
-    let out = c.out_shape(0)?;
     let mode = c.string("mode", "nearest")?;
     let (
         coord,
@@ -2343,10 +2406,14 @@ fn resize(c: &mut Ctx<'_>, upsample: bool) -> R<Vec<String>> {
         (Some(_), Some(_)) => return Err("both scales and sizes are given".to_string()),
         (None, None) => return Err("one of scales or sizes is required".to_string()),
     }
-    if full_sizes != out {
-        return Err(format!(
-            "internal error: computed output {full_sizes:?}, the node declares {out:?}"
-        ));
+    // inside a graph the file may not say the output's shape: the one computed from
+    // scales or sizes is then the shape
+    if let Some(out) = c.known_out_shape(0) {
+        if full_sizes != out {
+            return Err(format!(
+                "computed output {full_sizes:?} from the scales or sizes, the file declares {out:?}"
+            ));
+        }
     }
     let interp = match mode.as_str() {
         "nearest" => {
