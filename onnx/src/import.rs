@@ -22,7 +22,12 @@
 //!   its outputs (the DSL's own shape rules, so import and compilation agree);
 //! - initializers are parameters named by their initializer names: owned by the op
 //!   (`conv2d(..., keys = ["w", "b"])`) or declared with `param([..], key = "w")` when
-//!   used as a plain tensor.
+//!   used as a plain tensor;
+//! - a float tensor of a `Constant` node (its `value` attribute) used as data is a
+//!   parameter too, named after the node's output (`from_onnx` reads it from the node);
+//!   a float scalar next to a tensor operand of `Add`/`Sub`/`Mul`/`Div`/`Pow` is a number
+//!   in the text instead. Float tensors computed from constants at import are refused
+//!   when used as data (the DSL has no literal tensors).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -183,6 +188,9 @@ pub fn import(bytes: &[u8], options: &ImportOptions) -> Result<Imported, String>
         .chain(&graph.output)
         .filter_map(|v| Some((v.name.clone()?, static_shape(v)?)))
         .collect();
+    // float tensors of `Constant` nodes (their `value` attribute): used as data they are
+    // parameters named after the node's output, which `from_onnx` reads from the node
+    let mut constant_tensors: HashSet<String> = HashSet::new();
     let mut session = ShapeSession::new(&session_inputs);
     let mut body: Vec<String> = Vec::new();
     // initializer name -> binding of its `param(...)` statement
@@ -259,6 +267,19 @@ pub fn import(bytes: &[u8], options: &ImportOptions) -> Result<Imported, String>
                     let expr = (dtype == data_type::FLOAT).then_some(binding);
                     (shape, dtype, known, expr, Some(input_name.clone()))
                 }
+                Value::Const(t) if constant_tensors.contains(input_name) => {
+                    let binding = match declared.get(input_name) {
+                        Some(b) => b.clone(),
+                        None => names.peek(&sanitize(input_name)),
+                    };
+                    (
+                        t.shape.clone(),
+                        data_type::FLOAT,
+                        Some(t.clone()),
+                        Some(binding),
+                        Some(input_name.clone()),
+                    )
+                }
                 Value::Const(t) => {
                     let dtype = match t.data {
                         TensorData::F32(_) => data_type::FLOAT,
@@ -294,6 +315,9 @@ pub fn import(bytes: &[u8], options: &ImportOptions) -> Result<Imported, String>
             })
             .collect();
         if let Some(outs) = fold(&op, opset, &attributes, &fold_inputs).map_err(at)? {
+            if op == "Constant" && float_value(node) {
+                constant_tensors.extend(node.output.first().cloned());
+            }
             for (name, t) in node.output.iter().zip(outs) {
                 values.insert(name.clone(), Value::Const(t));
             }
@@ -487,6 +511,20 @@ pub fn import(bytes: &[u8], options: &ImportOptions) -> Result<Imported, String>
         nodes: graph.node.len(),
         folded,
         params,
+    })
+}
+
+/// True when the node's `value` attribute is a float32 or float64 tensor (what
+/// `from_onnx` can load as a parameter).
+fn float_value(node: &proto::NodeProto) -> bool {
+    node.attribute.iter().any(|a| {
+        a.name.as_deref() == Some("value")
+            && a.t.as_ref().is_some_and(|t| {
+                matches!(
+                    t.data_type,
+                    Some(data_type::FLOAT) | Some(data_type::DOUBLE)
+                )
+            })
     })
 }
 
