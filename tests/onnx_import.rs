@@ -151,7 +151,7 @@ fn constant_tensors_are_parameters_read_from_their_nodes() {
     let want = [
         (1.0 + 0.5) * 2.0,
         (2.0 - 1.0) * 3.0,
-        (3.0 + 2.0) * -1.0,
+        -(3.0 + 2.0),
         (4.0 + 0.25) * 0.5,
     ];
     assert_eq!(got.iter().copied().collect::<Vec<f32>>(), want);
