@@ -233,6 +233,13 @@ pub fn import_model(
             .map(attribute)
             .collect::<Result<Vec<_>, _>>()
             .map_err(at)?;
+        // the stem the node's bindings will have if it is mapped (reserved below, after
+        // folding): the names peeked for its initializers must avoid it already
+        let future_base = names.peek(&sanitize(if node_name.is_empty() {
+            node.output.first().map_or("node", String::as_str)
+        } else {
+            &node_name
+        }));
         // the inputs as the mapping and the folder see them
         let mut inputs: Vec<Option<NodeInput>> = Vec::new();
         let mut scope = GraphScope::default();
@@ -271,7 +278,7 @@ pub fn import_model(
                     };
                     let binding = match declared.get(input_name) {
                         Some(b) => b.clone(),
-                        None => names.peek(&sanitize(input_name)),
+                        None => names.peek_avoiding(&sanitize(input_name), &future_base),
                     };
                     let expr = (dtype == data_type::FLOAT).then_some(binding);
                     (shape, dtype, known, expr, Some(input_name.clone()))
@@ -279,7 +286,7 @@ pub fn import_model(
                 Value::Const(t) if constant_tensors.contains(input_name) => {
                     let binding = match declared.get(input_name) {
                         Some(b) => b.clone(),
-                        None => names.peek(&sanitize(input_name)),
+                        None => names.peek_avoiding(&sanitize(input_name), &future_base),
                     };
                     (
                         t.shape.clone(),
@@ -837,6 +844,24 @@ impl Names {
             .unwrap_or_else(|| want.to_string())
     }
 
+    /// What [`Names::peek`] gives once `stem` is reserved too (what [`Names::single`]
+    /// gives after the node's stem is reserved).
+    fn peek_avoiding(&self, want: &str, stem: &str) -> String {
+        let free = |c: &str| {
+            c != stem
+                && !stem.starts_with(&format!("{c}_"))
+                && !self.used.contains(c)
+                && !self.used.iter().any(|u| u.starts_with(&format!("{c}_")))
+        };
+        if free(want) {
+            return want.to_string();
+        }
+        (2..)
+            .map(|i| format!("{want}_{i}"))
+            .find(|c| free(c))
+            .unwrap_or_else(|| want.to_string())
+    }
+
     /// Reserves a name for one binding.
     fn single(&mut self, want: &str) -> String {
         let name = self.peek(want);
@@ -1008,6 +1033,16 @@ mod tests {
         );
         let err = import(&bytes, &options()).unwrap_err();
         assert!(err.contains("relu_node") && err.contains("[1, 5]"), "{err}");
+    }
+
+    #[test]
+    fn an_initializer_named_like_its_node_keeps_one_name() {
+        // `wte` feeds the node `wte.gather` (stem `wte_gather`): the name the mapping
+        // uses and the `param` declared for it agree
+        let mut n = Names::default();
+        let peeked = n.peek_avoiding("wte", "wte_gather");
+        assert_eq!(n.base("wte_gather"), "wte_gather");
+        assert_eq!(n.single("wte"), peeked);
     }
 
     #[test]

@@ -405,6 +405,21 @@ impl<'n> Ctx<'n> {
         }
     }
 
+    /// Inside a graph: the input's value is known and no tensor expression names it (a
+    /// constant folded at import).
+    fn constant_without_tensor(&self, slot: usize) -> bool {
+        let Some(scope) = self.scope else {
+            return false;
+        };
+        scope.inputs.get(slot).is_some_and(Option::is_none)
+            && self
+                .node
+                .inputs
+                .get(slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|i| i.value.is_some())
+    }
+
     /// The float32 input as a model input; integer data is refused.
     fn float_data(&mut self, slot: usize) -> R<String> {
         let name = self.data(slot)?;
@@ -2010,6 +2025,43 @@ fn gather(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let x = c.float_data(0)?;
     let rank = c.shape(0)?.len();
     let axis = norm_axis(axis, rank)?;
+    // inside a graph, constant indices (positions from a Range, say) have no tensor to
+    // name: an evenly spaced run of them is a slice, reshaped to the indices' shape
+    if c.constant_without_tensor(1) {
+        let xs = c.shape(0)?;
+        let len = dim(&xs, axis) as i64;
+        let Some(idx) = c.const_ints(1)? else {
+            return Err("indices are missing".to_string());
+        };
+        let idx_shape = c.shape(1)?;
+        let norm: Vec<i64> = idx
+            .iter()
+            .map(|&i| if i < 0 { i + len } else { i })
+            .collect();
+        if norm.iter().any(|&i| i < 0 || i >= len) {
+            return Err(format!("indices {idx:?} are out of range for length {len}"));
+        }
+        let step = match norm.as_slice() {
+            [a, b, ..] => b - a,
+            _ => 1,
+        };
+        if step < 1
+            || norm
+                .windows(2)
+                .any(|w| w.get(1).zip(w.first()).is_none_or(|(b, a)| b - a != step))
+        {
+            return Err(format!(
+                "constant indices {idx:?} are not evenly increasing; only such runs are supported (as a slice)"
+            ));
+        }
+        let start = norm.first().copied().unwrap_or(0);
+        let end = start + step * norm.len() as i64;
+        let sliced = c.bind(format!("slice({x}, {axis}, {start}, {end}, {step})"));
+        let mut out: Vec<usize> = xs.get(..axis).unwrap_or(&[]).to_vec();
+        out.extend(&idx_shape);
+        out.extend(xs.get(axis + 1..).unwrap_or(&[]));
+        return Ok(vec![format!("reshape({sliced}, {})", fmt_dims(&out))]);
+    }
     // indices travel as f32: exact for magnitudes below 2^24
     let idx = c.data(1)?;
     Ok(vec![format!("gather({x}, {idx}, axis = {axis})")])
