@@ -18,6 +18,8 @@ mod imported {
         pub model UNetSmall = onnx("../../shared/tools/peers/onnx/unet_small.onnx");
         pub model MobileNetV2 = onnx("../../shared/tools/peers/onnx/mobilenet_v2.onnx");
         pub model ResNet18 = onnx("../../shared/tools/peers/onnx/resnet18.onnx");
+        pub model ConstantTensor = onnx("onnx/constant_tensor.onnx");
+        pub model ResizeNoShape = onnx("onnx/resize_no_shape.onnx");
     }
 }
 
@@ -127,4 +129,49 @@ fn corrupt_weights_are_an_error_never_a_panic() {
         bytes[i] ^= 0x5a;
         let _ = imported::LeNet::from_onnx(&bytes);
     }
+}
+
+/// `tests/onnx/constant_tensor.onnx`: y = (x + c) * d with `c` and `d` float tensors of
+/// `Constant` nodes (float_data and raw_data); they are parameters named after the
+/// nodes' outputs and `from_onnx` reads them from the nodes.
+#[test]
+fn constant_tensors_are_parameters_read_from_their_nodes() {
+    let names: Vec<&str> = imported::ConstantTensor::PARAMS
+        .iter()
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(names, ["shift", "scale"]);
+    let onnx = read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/onnx/constant_tensor.onnx"
+    ));
+    let model = imported::ConstantTensor::from_onnx(&onnx).unwrap();
+    let x = ndarray::arr2(&[[1.0f32, 2.0, 3.0, 4.0]]).into_dyn();
+    let got = model.infer_arrays(&[x.view()]).unwrap().remove(0);
+    let want = [
+        (1.0 + 0.5) * 2.0,
+        (2.0 - 1.0) * 3.0,
+        -(3.0 + 2.0),
+        (4.0 + 0.25) * 0.5,
+    ];
+    assert_eq!(got.iter().copied().collect::<Vec<f32>>(), want);
+}
+
+/// `tests/onnx/resize_no_shape.onnx`: nearest Resize x2 whose output has no shape in
+/// the file; the importer takes it from the scales.
+#[test]
+fn resize_takes_its_output_shape_from_the_scales() {
+    let onnx = read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/onnx/resize_no_shape.onnx"
+    ));
+    let model = imported::ResizeNoShape::from_onnx(&onnx).unwrap();
+    let x = ndarray::Array::from_shape_vec(vec![1, 1, 2, 2], vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
+    let got = model.infer_arrays(&[x.view()]).unwrap().remove(0);
+    assert_eq!(got.shape(), [1, 1, 4, 4]);
+    let rows: Vec<f32> = got.iter().copied().collect();
+    assert_eq!(
+        rows,
+        [1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.]
+    );
 }

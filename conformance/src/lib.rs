@@ -17,12 +17,18 @@ use dnnfusion::{Model, Params};
 use dnnfusion_onnx::{self as onnx, Mapping, OneOpModel, Tensor, TensorData};
 use ndarray::{ArrayD, IxDyn};
 
+pub mod backend;
+pub mod backend_cases;
 pub mod cases;
 pub mod gen;
+pub mod gen_backend;
 // generated code: clippy lints about it belong to codegen, not to this crate
 #[allow(missing_docs, non_snake_case, clippy::all)]
 #[rustfmt::skip]
 pub mod generated;
+#[allow(missing_docs, non_snake_case, clippy::all)]
+#[rustfmt::skip]
+pub mod generated_backend;
 
 pub use cases::Case;
 

@@ -22,7 +22,12 @@
 //!   its outputs (the DSL's own shape rules, so import and compilation agree);
 //! - initializers are parameters named by their initializer names: owned by the op
 //!   (`conv2d(..., keys = ["w", "b"])`) or declared with `param([..], key = "w")` when
-//!   used as a plain tensor.
+//!   used as a plain tensor;
+//! - a float tensor of a `Constant` node (its `value` attribute) used as data is a
+//!   parameter too, named after the node's output (`from_onnx` reads it from the node);
+//!   a float scalar next to a tensor operand of `Add`/`Sub`/`Mul`/`Div`/`Pow` is a number
+//!   in the text instead. Float tensors computed from constants at import are refused
+//!   when used as data (the DSL has no literal tensors).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -33,8 +38,10 @@ use crate::fold::{fold, FoldInput};
 use crate::map::{map_in_graph, Attr, GraphScope, Node, NodeInput, Tensor, TensorData};
 use crate::proto::{self, attribute_type, data_type, TensorProto};
 
-/// Lowest and highest default-domain opset the importer accepts.
-pub const OPSETS: std::ops::RangeInclusive<i64> = 11..=21;
+/// Lowest and highest default-domain opset the importer accepts: 28 is the newest of
+/// onnx 1.23, whose node tests the mapping passes (`conformance/`); a newer opset's new
+/// attribute is refused by name when set.
+pub const OPSETS: std::ops::RangeInclusive<i64> = 11..=28;
 
 /// Initializers with at most this many elements are decoded at import, so a mapping can
 /// read them as compile-time arguments (Clip bounds, Resize scales).
@@ -83,8 +90,15 @@ enum Value {
 
 /// Imports a whole `.onnx` file.
 pub fn import(bytes: &[u8], options: &ImportOptions) -> Result<Imported, String> {
-    let model = proto::decode_model(bytes)?;
-    let opset = default_opset(&model)?;
+    import_model(&proto::decode_model(bytes)?, options)
+}
+
+/// Imports a decoded model (what [`import`] does after decoding the bytes).
+pub fn import_model(
+    model: &proto::ModelProto,
+    options: &ImportOptions,
+) -> Result<Imported, String> {
+    let opset = default_opset(model)?;
     let Some(graph) = model.graph.as_ref() else {
         return Err("the file has no graph".to_string());
     };
@@ -174,6 +188,18 @@ pub fn import(bytes: &[u8], options: &ImportOptions) -> Result<Imported, String>
             ));
         }
     }
+    // the static shapes the file declares for intermediate values and outputs (a mapping
+    // that needs an output's shape in advance reads it; every node's computed shapes are
+    // checked against them)
+    let declared_shapes: HashMap<String, Vec<usize>> = graph
+        .value_info
+        .iter()
+        .chain(&graph.output)
+        .filter_map(|v| Some((v.name.clone()?, static_shape(v)?)))
+        .collect();
+    // float tensors of `Constant` nodes (their `value` attribute): used as data they are
+    // parameters named after the node's output, which `from_onnx` reads from the node
+    let mut constant_tensors: HashSet<String> = HashSet::new();
     let mut session = ShapeSession::new(&session_inputs);
     let mut body: Vec<String> = Vec::new();
     // initializer name -> binding of its `param(...)` statement
@@ -207,6 +233,13 @@ pub fn import(bytes: &[u8], options: &ImportOptions) -> Result<Imported, String>
             .map(attribute)
             .collect::<Result<Vec<_>, _>>()
             .map_err(at)?;
+        // the stem the node's bindings will have if it is mapped (reserved below, after
+        // folding): the names peeked for its initializers must avoid it already
+        let future_base = names.peek(&sanitize(if node_name.is_empty() {
+            node.output.first().map_or("node", String::as_str)
+        } else {
+            &node_name
+        }));
         // the inputs as the mapping and the folder see them
         let mut inputs: Vec<Option<NodeInput>> = Vec::new();
         let mut scope = GraphScope::default();
@@ -245,10 +278,23 @@ pub fn import(bytes: &[u8], options: &ImportOptions) -> Result<Imported, String>
                     };
                     let binding = match declared.get(input_name) {
                         Some(b) => b.clone(),
-                        None => names.peek(&sanitize(input_name)),
+                        None => names.peek_avoiding(&sanitize(input_name), &future_base),
                     };
                     let expr = (dtype == data_type::FLOAT).then_some(binding);
                     (shape, dtype, known, expr, Some(input_name.clone()))
+                }
+                Value::Const(t) if constant_tensors.contains(input_name) => {
+                    let binding = match declared.get(input_name) {
+                        Some(b) => b.clone(),
+                        None => names.peek_avoiding(&sanitize(input_name), &future_base),
+                    };
+                    (
+                        t.shape.clone(),
+                        data_type::FLOAT,
+                        Some(t.clone()),
+                        Some(binding),
+                        Some(input_name.clone()),
+                    )
                 }
                 Value::Const(t) => {
                     let dtype = match t.data {
@@ -285,6 +331,9 @@ pub fn import(bytes: &[u8], options: &ImportOptions) -> Result<Imported, String>
             })
             .collect();
         if let Some(outs) = fold(&op, opset, &attributes, &fold_inputs).map_err(at)? {
+            if op == "Constant" && float_value(node) {
+                constant_tensors.extend(node.output.first().cloned());
+            }
             for (name, t) in node.output.iter().zip(outs) {
                 values.insert(name.clone(), Value::Const(t));
             }
@@ -324,7 +373,11 @@ pub fn import(bytes: &[u8], options: &ImportOptions) -> Result<Imported, String>
             &node_name
         }));
         scope.base = base;
-        scope.output_shapes_known = vec![false; node.output.len()];
+        scope.output_shapes_known = node
+            .output
+            .iter()
+            .map(|o| declared_shapes.contains_key(o))
+            .collect();
         let mapped_node = Node {
             op_type: op.clone(),
             opset,
@@ -334,7 +387,9 @@ pub fn import(bytes: &[u8], options: &ImportOptions) -> Result<Imported, String>
             outputs: node
                 .output
                 .iter()
-                .map(|o| (!o.is_empty()).then(Vec::new))
+                .map(|o| {
+                    (!o.is_empty()).then(|| declared_shapes.get(o).cloned().unwrap_or_default())
+                })
                 .collect(),
         };
         let mapped = map_in_graph(&mapped_node, &scope).map_err(|e| {
@@ -391,6 +446,13 @@ pub fn import(bytes: &[u8], options: &ImportOptions) -> Result<Imported, String>
                     "internal error: output `{binding}` has no shape; please report"
                 ))
             })?;
+            if let Some(declared) = declared_shapes.get(name) {
+                if *declared != shape {
+                    return Err(at(format!(
+                        "output `{name}` has shape {shape:?} here, the file declares {declared:?}"
+                    )));
+                }
+            }
             values.insert(
                 name.clone(),
                 Value::Tensor {
@@ -466,6 +528,36 @@ pub fn import(bytes: &[u8], options: &ImportOptions) -> Result<Imported, String>
         folded,
         params,
     })
+}
+
+/// True when the node's `value` attribute is a float32 or float64 tensor (what
+/// `from_onnx` can load as a parameter).
+fn float_value(node: &proto::NodeProto) -> bool {
+    node.attribute.iter().any(|a| {
+        a.name.as_deref() == Some("value")
+            && a.t.as_ref().is_some_and(|t| {
+                matches!(
+                    t.data_type,
+                    Some(data_type::FLOAT) | Some(data_type::DOUBLE)
+                )
+            })
+    })
+}
+
+/// The shape a value's type declares, when every dimension is a number (a dynamic
+/// dimension, pinned or not, makes it unknown here: the computed shape is used).
+fn static_shape(v: &proto::ValueInfoProto) -> Option<Vec<usize>> {
+    let tensor = v.r#type.as_ref()?.tensor_type.as_ref()?;
+    tensor
+        .shape
+        .as_ref()?
+        .dim
+        .iter()
+        .map(|d| match (d.dim_value, d.dim_param.as_deref()) {
+            (Some(v), None | Some("")) if v >= 0 => usize::try_from(v).ok(),
+            _ => None,
+        })
+        .collect()
 }
 
 /// True when `init` appears as a key of one of the statements (an op owns it).
@@ -752,6 +844,24 @@ impl Names {
             .unwrap_or_else(|| want.to_string())
     }
 
+    /// What [`Names::peek`] gives once `stem` is reserved too (what [`Names::single`]
+    /// gives after the node's stem is reserved).
+    fn peek_avoiding(&self, want: &str, stem: &str) -> String {
+        let free = |c: &str| {
+            c != stem
+                && !stem.starts_with(&format!("{c}_"))
+                && !self.used.contains(c)
+                && !self.used.iter().any(|u| u.starts_with(&format!("{c}_")))
+        };
+        if free(want) {
+            return want.to_string();
+        }
+        (2..)
+            .map(|i| format!("{want}_{i}"))
+            .find(|c| free(c))
+            .unwrap_or_else(|| want.to_string())
+    }
+
     /// Reserves a name for one binding.
     fn single(&mut self, want: &str) -> String {
         let name = self.peek(want);
@@ -801,6 +911,138 @@ mod tests {
         assert_eq!(sanitize("/fc1/Gemm_output_0"), "fc1_gemm");
         assert_eq!(sanitize("0"), "v0");
         assert_eq!(sanitize("input"), "input");
+    }
+
+    use prost::Message as _;
+
+    fn value(name: &str, dims: Option<&[i64]>) -> proto::ValueInfoProto {
+        proto::ValueInfoProto {
+            name: Some(name.to_string()),
+            r#type: Some(proto::TypeProto {
+                tensor_type: Some(proto::TypeProtoTensor {
+                    elem_type: Some(data_type::FLOAT),
+                    shape: dims.map(|d| proto::TensorShapeProto {
+                        dim: d
+                            .iter()
+                            .map(|&v| proto::Dimension {
+                                dim_value: Some(v),
+                                dim_param: None,
+                            })
+                            .collect(),
+                    }),
+                }),
+            }),
+        }
+    }
+
+    fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> proto::NodeProto {
+        proto::NodeProto {
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            name: Some(format!("{}_node", op.to_lowercase())),
+            op_type: Some(op.to_string()),
+            ..Default::default()
+        }
+    }
+
+    fn floats(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
+        TensorProto {
+            name: Some(name.to_string()),
+            dims: dims.to_vec(),
+            data_type: Some(data_type::FLOAT),
+            float_data: v.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn model_bytes(
+        nodes: Vec<proto::NodeProto>,
+        inputs: Vec<proto::ValueInfoProto>,
+        outputs: Vec<proto::ValueInfoProto>,
+        initializer: Vec<TensorProto>,
+        value_info: Vec<proto::ValueInfoProto>,
+    ) -> Vec<u8> {
+        proto::ModelProto {
+            ir_version: Some(8),
+            opset_import: vec![proto::OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(17),
+            }],
+            producer_name: None,
+            graph: Some(proto::GraphProto {
+                node: nodes,
+                name: Some("g".to_string()),
+                initializer,
+                input: inputs,
+                output: outputs,
+                value_info,
+            }),
+        }
+        .encode_to_vec()
+    }
+
+    fn options() -> ImportOptions {
+        ImportOptions {
+            name: "M".to_string(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn resize_without_value_info_takes_its_shape_from_the_scales() {
+        let bytes = model_bytes(
+            vec![node("Resize", &["x", "", "scales"], &["y"])],
+            vec![value("x", Some(&[1, 2, 3, 3]))],
+            vec![value("y", None)],
+            vec![floats("scales", &[4], &[1.0, 1.0, 2.0, 2.0])],
+            vec![],
+        );
+        let m = import(&bytes, &options()).unwrap();
+        assert!(m.dsl.contains("-> [1, 2, 6, 6]"), "{}", m.dsl);
+        assert!(m.dsl.contains("resize("), "{}", m.dsl);
+    }
+
+    #[test]
+    fn a_3d_pool_without_value_info_computes_its_output() {
+        let mut pool = node("MaxPool", &["x"], &["y"]);
+        pool.attribute = vec![proto::AttributeProto {
+            name: Some("kernel_shape".to_string()),
+            r#type: Some(attribute_type::INTS),
+            ints: vec![2, 2, 2],
+            ..Default::default()
+        }];
+        let bytes = model_bytes(
+            vec![pool],
+            vec![value("x", Some(&[1, 2, 4, 5, 6]))],
+            vec![value("y", None)],
+            vec![],
+            vec![],
+        );
+        let m = import(&bytes, &options()).unwrap();
+        assert!(m.dsl.contains("-> [1, 2, 3, 4, 5]"), "{}", m.dsl);
+    }
+
+    #[test]
+    fn a_declared_shape_that_differs_is_refused_by_name() {
+        let bytes = model_bytes(
+            vec![node("Relu", &["x"], &["h"]), node("Relu", &["h"], &["y"])],
+            vec![value("x", Some(&[1, 4]))],
+            vec![value("y", None)],
+            vec![],
+            vec![value("h", Some(&[1, 5]))],
+        );
+        let err = import(&bytes, &options()).unwrap_err();
+        assert!(err.contains("relu_node") && err.contains("[1, 5]"), "{err}");
+    }
+
+    #[test]
+    fn an_initializer_named_like_its_node_keeps_one_name() {
+        // `wte` feeds the node `wte.gather` (stem `wte_gather`): the name the mapping
+        // uses and the `param` declared for it agree
+        let mut n = Names::default();
+        let peeked = n.peek_avoiding("wte", "wte_gather");
+        assert_eq!(n.base("wte_gather"), "wte_gather");
+        assert_eq!(n.single("wte"), peeked);
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub mod import;
 pub mod map;
 pub mod proto;
 
-pub use import::{import, ImportOptions, Imported};
+pub use import::{import, import_model, ImportOptions, Imported};
 pub use map::*;
 
 /// The importer `dnn!` uses for `model Name = onnx("file.onnx", batch = 1);` (the macro

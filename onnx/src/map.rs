@@ -405,6 +405,21 @@ impl<'n> Ctx<'n> {
         }
     }
 
+    /// Inside a graph: the input's value is known and no tensor expression names it (a
+    /// constant folded at import).
+    fn constant_without_tensor(&self, slot: usize) -> bool {
+        let Some(scope) = self.scope else {
+            return false;
+        };
+        scope.inputs.get(slot).is_some_and(Option::is_none)
+            && self
+                .node
+                .inputs
+                .get(slot)
+                .and_then(Option::as_ref)
+                .is_some_and(|i| i.value.is_some())
+    }
+
     /// The float32 input as a model input; integer data is refused.
     fn float_data(&mut self, slot: usize) -> R<String> {
         let name = self.data(slot)?;
@@ -504,6 +519,23 @@ impl<'n> Ctx<'n> {
 
     fn wants_output(&self, slot: usize) -> bool {
         self.node.outputs.get(slot).is_some_and(Option::is_some)
+    }
+
+    /// The shape of an output when it is known before mapping: always for a one-op
+    /// model (the test gives it), inside a graph when the file's `value_info` or graph
+    /// outputs give it.
+    fn known_out_shape(&self, slot: usize) -> Option<Vec<usize>> {
+        if let Some(scope) = self.scope {
+            if !scope
+                .output_shapes_known
+                .get(slot)
+                .copied()
+                .unwrap_or(false)
+            {
+                return None;
+            }
+        }
+        self.node.outputs.get(slot).cloned().flatten()
     }
 
     fn out_shape(&self, slot: usize) -> R<Vec<usize>> {
@@ -1607,7 +1639,23 @@ fn pool(c: &mut Ctx<'_>, max: bool) -> R<Vec<String>> {
             // 3-d pooling is separable: pool (h, w) on [N, C*D, H, W], then d on
             // [N, C, D, OH*OW]. Max of maxes is the max; for the average, the divisor of
             // a box (real or padded-range taps) is the product of its per-axis counts.
-            let out = c.out_shape(0)?;
+            let out = match c.known_out_shape(0) {
+                Some(out) => out,
+                None => {
+                    let mut out = vec![n, ch];
+                    for a in 0..k {
+                        out.push(pool_out_len(
+                            dim(&spatial, a),
+                            w.pads.get(a).copied().unwrap_or((0, 0)),
+                            dim(&w.kernel, a),
+                            dim(&w.dilations, a),
+                            dim(&w.strides, a),
+                            ceil,
+                        )?);
+                    }
+                    out
+                }
+            };
             let (d, h, wd) = (dim(&spatial, 0), dim(&spatial, 1), dim(&spatial, 2));
             let (od, oh, ow) = (dim(&out, 2), dim(&out, 3), dim(&out, 4));
             let planes = c.bind(format!("reshape({x}, [{n}, {}, {h}, {wd}])", ch * d));
@@ -1617,6 +1665,37 @@ fn pool(c: &mut Ctx<'_>, max: bool) -> R<Vec<String>> {
             Ok(vec![format!("reshape({y}, [{n}, {ch}, {od}, {oh}, {ow}])")])
         }
     }
+}
+
+/// Output length of a pooling sweep (the DSL's rule, PyTorch's: with ceil rounding, a
+/// last window that would start inside the end padding is dropped).
+fn pool_out_len(
+    size: usize,
+    (pad_begin, pad_end): (usize, usize),
+    kernel: usize,
+    dilation: usize,
+    stride: usize,
+    ceil: bool,
+) -> R<usize> {
+    let span = dilation
+        .checked_mul(kernel.saturating_sub(1))
+        .and_then(|v| v.checked_add(1))
+        .ok_or("the pooling window is too large")?;
+    let padded = size + pad_begin + pad_end;
+    let Some(num) = padded.checked_sub(span) else {
+        return Err(format!(
+            "the pooling window ({span}) is larger than the padded input ({padded})"
+        ));
+    };
+    let stride = stride.max(1);
+    if !ceil {
+        return Ok(num / stride + 1);
+    }
+    let mut out = num.div_ceil(stride) + 1;
+    if (out - 1) * stride >= size + pad_begin {
+        out -= 1;
+    }
+    Ok(out)
 }
 
 fn global_pool(c: &mut Ctx<'_>, dsl: &str) -> R<Vec<String>> {
@@ -1946,6 +2025,43 @@ fn gather(c: &mut Ctx<'_>) -> R<Vec<String>> {
     let x = c.float_data(0)?;
     let rank = c.shape(0)?.len();
     let axis = norm_axis(axis, rank)?;
+    // inside a graph, constant indices (positions from a Range, say) have no tensor to
+    // name: an evenly spaced run of them is a slice, reshaped to the indices' shape
+    if c.constant_without_tensor(1) {
+        let xs = c.shape(0)?;
+        let len = dim(&xs, axis) as i64;
+        let Some(idx) = c.const_ints(1)? else {
+            return Err("indices are missing".to_string());
+        };
+        let idx_shape = c.shape(1)?;
+        let norm: Vec<i64> = idx
+            .iter()
+            .map(|&i| if i < 0 { i + len } else { i })
+            .collect();
+        if norm.iter().any(|&i| i < 0 || i >= len) {
+            return Err(format!("indices {idx:?} are out of range for length {len}"));
+        }
+        let step = match norm.as_slice() {
+            [a, b, ..] => b - a,
+            _ => 1,
+        };
+        if step < 1
+            || norm
+                .windows(2)
+                .any(|w| w.get(1).zip(w.first()).is_none_or(|(b, a)| b - a != step))
+        {
+            return Err(format!(
+                "constant indices {idx:?} are not evenly increasing; only such runs are supported (as a slice)"
+            ));
+        }
+        let start = norm.first().copied().unwrap_or(0);
+        let end = start + step * norm.len() as i64;
+        let sliced = c.bind(format!("slice({x}, {axis}, {start}, {end}, {step})"));
+        let mut out: Vec<usize> = xs.get(..axis).unwrap_or(&[]).to_vec();
+        out.extend(&idx_shape);
+        out.extend(xs.get(axis + 1..).unwrap_or(&[]));
+        return Ok(vec![format!("reshape({sliced}, {})", fmt_dims(&out))]);
+    }
     // indices travel as f32: exact for magnitudes below 2^24
     let idx = c.data(1)?;
     Ok(vec![format!("gather({x}, {idx}, axis = {axis})")])
@@ -2196,7 +2312,6 @@ fn resize(c: &mut Ctx<'_>, upsample: bool) -> R<Vec<String>> {
     let x = c.float_data(0)?;
     let xs = c.shape(0)?;
     let rank = xs.len();
-    let out = c.out_shape(0)?;
     let mode = c.string("mode", "nearest")?;
     let (
         coord,
@@ -2343,10 +2458,14 @@ fn resize(c: &mut Ctx<'_>, upsample: bool) -> R<Vec<String>> {
         (Some(_), Some(_)) => return Err("both scales and sizes are given".to_string()),
         (None, None) => return Err("one of scales or sizes is required".to_string()),
     }
-    if full_sizes != out {
-        return Err(format!(
-            "internal error: computed output {full_sizes:?}, the node declares {out:?}"
-        ));
+    // inside a graph the file may not say the output's shape: the one computed from
+    // scales or sizes is then the shape
+    if let Some(out) = c.known_out_shape(0) {
+        if full_sizes != out {
+            return Err(format!(
+                "computed output {full_sizes:?} from the scales or sizes, the file declares {out:?}"
+            ));
+        }
     }
     let interp = match mode.as_str() {
         "nearest" => {

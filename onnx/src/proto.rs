@@ -290,6 +290,12 @@ pub fn decode_model(bytes: &[u8]) -> Result<ModelProto, String> {
         .map_err(|e| format!("the file is not a valid ONNX model (protobuf decoding failed: {e})"))
 }
 
+/// Decodes one `TensorProto` (a `.pb` file of ONNX's test data sets).
+pub fn decode_tensor(bytes: &[u8]) -> Result<TensorProto, String> {
+    TensorProto::decode(bytes)
+        .map_err(|e| format!("not a valid TensorProto (protobuf decoding failed: {e})"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

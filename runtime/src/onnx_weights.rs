@@ -13,7 +13,10 @@
 //!
 //! Initializers the model does not declare are skipped (an imported model reads some of
 //! them at compile time, shapes for example); a declared one that is missing, of another
-//! shape or of a non-float type is an error naming it.
+//! shape or of a non-float type is an error naming it. The `value` tensor of a
+//! `Constant` node (`GraphProto` field 1, `NodeProto` output 2, op_type 4, attribute 5;
+//! `AttributeProto` name 1, t 5) is read as an initializer named after the node's first
+//! output: the importer declares a float constant used as data as that parameter.
 
 use crate::{LoadError, ParamSpec, TensorName};
 
@@ -210,7 +213,43 @@ fn push_dim(t: &mut TensorView<'_>, d: u64, too_deep: &mut bool) -> Result<(), L
     Ok(())
 }
 
-/// Calls `f` with each initializer of the file's graph.
+/// The tensor of a `Constant` node (its `value` attribute), named after the node's first
+/// output; `None` for any other node.
+fn constant_tensor(node: &[u8]) -> Result<Option<TensorView<'_>>, LoadError> {
+    let (mut output, mut op_type, mut value) = (None, None, None);
+    let mut w = Wire::new(node);
+    while let Some((number, field)) = w.next()? {
+        match (number, field) {
+            (2, Field::Bytes(name)) if output.is_none() => output = Some(name),
+            (4, Field::Bytes(op)) => op_type = Some(op),
+            (5, Field::Bytes(attribute)) => {
+                let (mut name, mut t) = (None, None);
+                let mut a = Wire::new(attribute);
+                while let Some((number, field)) = a.next()? {
+                    match (number, field) {
+                        (1, Field::Bytes(n)) => name = Some(n),
+                        (5, Field::Bytes(tensor)) => t = Some(tensor),
+                        _ => {}
+                    }
+                }
+                if name == Some(b"value".as_slice()) {
+                    value = t;
+                }
+            }
+            _ => {}
+        }
+    }
+    let (Some(b"Constant"), Some(output), Some(value)) = (op_type, output, value) else {
+        return Ok(None);
+    };
+    let mut t = tensor(value)?;
+    t.name = core::str::from_utf8(output).map_err(|_| malformed("a value name is not UTF-8"))?;
+    Ok(Some(t))
+}
+
+/// Calls `f` with each initializer of the file's graph, and with the tensor of each
+/// `Constant` node (named after its output: the importer makes a float constant used as
+/// data a parameter of that name).
 fn for_each_initializer<'a>(
     bytes: &'a [u8],
     mut f: impl FnMut(TensorView<'a>) -> Result<(), LoadError>,
@@ -224,8 +263,14 @@ fn for_each_initializer<'a>(
         graphs += 1;
         let mut g = Wire::new(graph);
         while let Some((number, field)) = g.next()? {
-            if let (5, Field::Bytes(t)) = (number, field) {
-                f(tensor(t)?)?;
+            match (number, field) {
+                (5, Field::Bytes(t)) => f(tensor(t)?)?,
+                (1, Field::Bytes(node)) => {
+                    if let Some(t) = constant_tensor(node)? {
+                        f(t)?;
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -448,6 +493,44 @@ mod tests {
         let mut at = 0;
         field(7, &g[..gn], out, &mut at);
         at
+    }
+
+    #[test]
+    fn a_constant_nodes_tensor_loads_by_its_output_name() {
+        // the initializer `w` of `model`, moved into a Constant node with output `c`
+        let mut t = [0u8; 64];
+        let mut n = 0;
+        varint(1 << 3 | VARINT, &mut t, &mut n);
+        varint(2, &mut t, &mut n);
+        varint(2 << 3 | VARINT, &mut t, &mut n);
+        varint(FLOAT, &mut t, &mut n);
+        let mut raw = [0u8; 8];
+        raw[..4].copy_from_slice(&1.5f32.to_le_bytes());
+        raw[4..].copy_from_slice(&(-2.0f32).to_le_bytes());
+        field(9, &raw, &mut t, &mut n);
+        let mut a = [0u8; 96];
+        let mut an = 0;
+        field(1, b"value", &mut a, &mut an);
+        field(5, &t[..n], &mut a, &mut an);
+        let mut node = [0u8; 128];
+        let mut nn = 0;
+        field(2, b"c", &mut node, &mut nn);
+        field(4, b"Constant", &mut node, &mut nn);
+        field(5, &a[..an], &mut node, &mut nn);
+        let mut g = [0u8; 160];
+        let mut gn = 0;
+        field(1, &node[..nn], &mut g, &mut gn);
+        let mut bytes = [0u8; 192];
+        let mut at = 0;
+        field(7, &g[..gn], &mut bytes, &mut at);
+        let specs = [ParamSpec {
+            name: "c",
+            shape: &[2],
+            offset: 0,
+        }];
+        let mut dest = [0.0f32; 2];
+        load_into(&bytes[..at], &specs, &mut dest).unwrap();
+        assert_eq!(dest, [1.5, -2.0]);
     }
 
     const SPECS: &[ParamSpec] = &[ParamSpec {

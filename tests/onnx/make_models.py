@@ -1,6 +1,6 @@
 """Writes the small .onnx files of tests/onnx_refusals.rs, one refusal each.
 
-    python3 -m venv /tmp/onnxvenv && /tmp/onnxvenv/bin/pip install onnx==1.17.0 numpy
+    python3 -m venv /tmp/onnxvenv && /tmp/onnxvenv/bin/pip install onnx==1.23.2 numpy==2.4.6
     /tmp/onnxvenv/bin/python tests/onnx/make_models.py
 
 Each file is a few hundred bytes; they are committed, so the tests need no Python.
@@ -8,6 +8,7 @@ Each file is a few hundred bytes; they are committed, so the tests need no Pytho
 
 import os
 
+import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
@@ -48,3 +49,22 @@ with open(path, "rb") as f:
     data = f.read()
 with open(path, "wb") as f:
     f.write(data[: len(data) // 2])
+
+# float Constant tensors used as data (parameters named after the Constant's output,
+# loaded by from_onnx from the node): y = (x + c) * d, c from `value` in float_data,
+# d in raw_data
+c = helper.make_tensor("c", TensorProto.FLOAT, [1, 4], [0.5, -1.0, 2.0, 0.25])
+d = helper.make_tensor("d", TensorProto.FLOAT, [4],
+                       np.array([2.0, 3.0, -1.0, 0.5], dtype=np.float32).tobytes(), raw=True)
+save("constant_tensor", [
+    helper.make_node("Constant", [], ["shift"], name="shift_const", value=c),
+    helper.make_node("Constant", [], ["scale"], name="scale_const", value=d),
+    helper.make_node("Add", ["x", "shift"], ["h"], name="add"),
+    helper.make_node("Mul", ["h", "scale"], ["y"], name="mul"),
+], [f32("x", [1, 4])], [f32("y", [1, 4])])
+
+# Resize (nearest, scales from an initializer) with no shape given for its output
+save("resize_no_shape", [
+    helper.make_node("Resize", ["x", "", "scales"], ["y"], name="up", mode="nearest"),
+], [f32("x", [1, 1, 2, 2])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    initializers=[helper.make_tensor("scales", TensorProto.FLOAT, [4], [1.0, 1.0, 2.0, 2.0])])
