@@ -842,9 +842,10 @@ fn conv2d_direct_wins(g: &Conv2dGeom) -> bool {
     // the GEMM packs each patch panel once for all output channels: with few channels
     // the packing costs as much as the products
     let few_channels = g.c_out / g.groups < 48;
-    crate::simd::conv2d_avx2_fits(g)
-        && g.kh * g.kw > 1
-        && (few_channels || (!g.ow.is_multiple_of(PANEL) && g.ow < 2 * PANEL))
+    // rows of 17 to 31 columns waste part of the GEMM's last panel; with the AVX-512 tile
+    // the GEMM wins anyway
+    let ragged_rows = !g.ow.is_multiple_of(PANEL) && g.ow < 2 * PANEL && !crate::simd::avx512();
+    crate::simd::conv2d_avx2_fits(g) && g.kh * g.kw > 1 && (few_channels || ragged_rows)
 }
 
 /// Columns of one packed panel of the implicit GEMM: the register tile's width.
