@@ -1152,7 +1152,9 @@ fn gemm_in_place(
 
 /// Gathers rows `k0..k0 + kc` of the patch matrix (row `(ic, ky, kx)`, column = output
 /// pixel) for pixels `p0..p0 + cols` into `panel`, [`PANEL`] floats a row, zero beyond
-/// `cols` and in the padding.
+/// `cols` and in the padding. The panel's pixels are cut into runs along output rows
+/// (one run when the panel lies in one row, several on narrow maps); a run whose taps lie
+/// inside the input is a contiguous copy (unit stride) or a strided one.
 #[allow(clippy::too_many_arguments)]
 fn pack_patches(
     xg: &[f32],
@@ -1165,17 +1167,25 @@ fn pack_patches(
 ) {
     let in_plane = g.h * g.w;
     let taps = g.kh * g.kw;
-    // top-left input position of each pixel's window (may be negative: padding)
-    let mut top = [0isize; PANEL];
-    let mut left = [0isize; PANEL];
-    for j in 0..cols {
+    // runs of the panel along output rows: (first column, length, top input row, left
+    // input column of the run's first window; both may be negative: padding)
+    let mut runs = [(0usize, 0usize, 0isize, 0isize); PANEL];
+    let mut run_count = 0;
+    let mut j = 0;
+    while j < cols {
         let (oy, ox) = ((p0 + j) / g.ow, (p0 + j) % g.ow);
-        top[j] = (oy * g.stride_h) as isize - g.pad_top as isize;
-        left[j] = (ox * g.stride_w) as isize - g.pad_left as isize;
+        let len = (g.ow - ox).min(cols - j);
+        runs[run_count] = (
+            j,
+            len,
+            (oy * g.stride_h) as isize - g.pad_top as isize,
+            (ox * g.stride_w) as isize - g.pad_left as isize,
+        );
+        run_count += 1;
+        j += len;
     }
-    // a panel inside one output row: each patch row is a run of `stride_w` steps
-    let one_row = cols == PANEL && top[0] == top[PANEL - 1];
-    let sw = g.stride_w as isize;
+    let runs = &runs[..run_count];
+    let sw = g.stride_w;
     let (h, w) = (g.h as isize, g.w as isize);
     for r in 0..kc {
         let k = k0 + r;
@@ -1186,32 +1196,43 @@ fn pack_patches(
         );
         let plane = &xg[ic * in_plane..(ic + 1) * in_plane];
         let dst = &mut panel[r * PANEL..(r + 1) * PANEL];
-        if one_row {
-            let (iy, ix) = (top[0] + dy, left[0] + dx);
+        dst[cols..].fill(0.0);
+        for &(j0, len, top, left) in runs {
+            let out = &mut dst[j0..j0 + len];
+            let (iy, ix) = (top + dy, left + dx);
             if iy < 0 || iy >= h {
-                dst.fill(0.0);
+                out.fill(0.0);
                 continue;
             }
-            if ix >= 0 && ix + (PANEL as isize - 1) * sw < w {
-                let at = (iy * w + ix) as usize;
+            let row = &plane[(iy * w) as usize..((iy + 1) * w) as usize];
+            let last = ix + ((len - 1) * sw) as isize;
+            if ix >= 0 && last < w {
+                let run = &row[ix as usize..=last as usize];
                 if sw == 1 {
-                    dst.copy_from_slice(&plane[at..at + PANEL]);
+                    match (
+                        <&mut [f32; PANEL]>::try_from(&mut *out),
+                        <&[f32; PANEL]>::try_from(run),
+                    ) {
+                        // a whole panel in one row: a fixed-size copy (vector moves, not a
+                        // call to memmove)
+                        (Ok(d), Ok(src)) => *d = *src,
+                        _ => out.copy_from_slice(run),
+                    }
                 } else {
-                    let run = &plane[at..at + (PANEL - 1) * g.stride_w + 1];
-                    for (j, d) in dst.iter_mut().enumerate() {
-                        *d = run[j * g.stride_w];
+                    for (o, &v) in out.iter_mut().zip(run.iter().step_by(sw)) {
+                        *o = v;
                     }
                 }
                 continue;
             }
-        }
-        for j in 0..PANEL {
-            let (iy, ix) = (top[j] + dy, left[j] + dx);
-            dst[j] = if j < cols && iy >= 0 && iy < h && ix >= 0 && ix < w {
-                plane[(iy * w + ix) as usize]
-            } else {
-                0.0
-            };
+            for (t, o) in out.iter_mut().enumerate() {
+                let c = ix + (t * sw) as isize;
+                *o = if c >= 0 && c < w {
+                    row[c as usize]
+                } else {
+                    0.0
+                };
+            }
         }
     }
 }
@@ -1645,8 +1666,43 @@ pub struct Pool2dGeom {
 
 /// Max pooling; padding never wins.
 pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: impl Fn(usize, f32) -> f32) {
-    // a whole output row at a time, one window tap after another over the columns whose
-    // tap lies inside the input (padding never wins), so the loops vectorize
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx2_fma() {
+        // SAFETY: `max_pool2d_avx2` needs AVX2 and FMA, and `avx2_fma` has just checked
+        // that this CPU has both.
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::simd::max_pool2d_avx2(x, out, g, &epi)
+        };
+        return;
+    }
+    max_pool2d_rows(x, out, g, &epi);
+}
+
+/// Input columns [`max_pool2d_rows`] splits into phase rows on the stack.
+const POOL_ROW: usize = if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+    4096
+} else {
+    256
+};
+
+/// [`max_pool2d`], a whole output row at a time: each input row the window reaches is
+/// split once into `stride` phase rows (phase `q` holds columns `q, q + stride, ...`), so
+/// that every window tap is one contiguous run of compare-and-selects over the output
+/// row, which vectorizes whatever the stride. Rows wider than [`POOL_ROW`] read the input
+/// with a stride. Public within the crate so the AVX2 build (`simd::max_pool2d_avx2`)
+/// compiles the same code with wider vectors.
+#[inline(always)]
+pub(crate) fn max_pool2d_rows(
+    x: &[f32],
+    out: &mut [f32],
+    g: &Pool2dGeom,
+    epi: &impl Fn(usize, f32) -> f32,
+) {
+    let s = g.stride_w.max(1);
+    let phase_len = g.w.div_ceil(s);
+    let split = g.w <= POOL_ROW;
+    let mut phases = [0.0f32; POOL_ROW];
     for p in 0..g.planes {
         let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
         for oy in 0..g.oh {
@@ -1657,22 +1713,35 @@ pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: impl Fn(usize
             for ky in ky0..ky1 {
                 let iy = oy * g.stride_h + ky * g.dilation_h - g.pad_top;
                 let xrow = &xp[iy * g.w..(iy + 1) * g.w];
+                if split {
+                    for (c, &v) in xrow.iter().enumerate() {
+                        phases[(c % s) * phase_len + c / s] = v;
+                    }
+                }
                 for kx in 0..g.kw {
                     let (x0, x1) =
                         valid_range(g.ow, g.w, g.stride_w, g.pad_left, kx * g.dilation_w);
                     if x0 >= x1 {
                         continue;
                     }
-                    let first = x0 * g.stride_w + kx * g.dilation_w - g.pad_left;
-                    let taps = xrow[first..].iter().step_by(g.stride_w);
-                    for (best, &v) in row[x0..x1].iter_mut().zip(taps) {
-                        if v > *best || v.is_nan() {
-                            *best = v;
+                    // input column of output column `ox`: `ox * s + first - x0 * s`
+                    let first = x0 * s + kx * g.dilation_w - g.pad_left;
+                    let best = &mut row[x0..x1];
+                    if split {
+                        let at = (first % s) * phase_len + first / s;
+                        let taps = &phases[at..at + best.len()];
+                        for (b, &v) in best.iter_mut().zip(taps) {
+                            *b = if v > *b || v.is_nan() { v } else { *b };
+                        }
+                    } else {
+                        let taps = xrow[first..].iter().step_by(s);
+                        for (b, &v) in best.iter_mut().zip(taps) {
+                            *b = if v > *b || v.is_nan() { v } else { *b };
                         }
                     }
                 }
             }
-            finish(row, base, &epi);
+            finish(row, base, epi);
         }
     }
 }
@@ -3024,10 +3093,17 @@ mod tests {
     /// (the general one) against the definition, a NaN included (it wins its windows).
     #[test]
     fn max_pool2d_matches_the_definition() {
-        for (case, (k, s, pad, h, w)) in [(2, 2, 0, 6, 9), (3, 2, 0, 7, 7), (3, 1, 1, 5, 6)]
-            .into_iter()
-            .enumerate()
-        {
+        // resnet18's 3x3 stride 2 with padding, stride 3, and rows wider than the phase
+        // buffer (read with a stride)
+        let cases = [
+            (2, 2, 0, 6, 9),
+            (3, 2, 0, 7, 7),
+            (3, 1, 1, 5, 6),
+            (3, 2, 1, 9, 11),
+            (3, 3, 1, 10, 10),
+            (2, 2, 0, 2, POOL_ROW + 6),
+        ];
+        for (case, (k, s, pad, h, w)) in cases.into_iter().enumerate() {
             let out_len = |len: usize| (len + 2 * pad - k) / s + 1;
             let g = Pool2dGeom {
                 planes: 3,
@@ -3052,6 +3128,14 @@ mod tests {
             // exact, and index-dependent: a value stored at the wrong place shows
             let epi = |i: usize, v: f32| if i.is_multiple_of(2) { v * 2.0 } else { -v };
             max_pool2d(&x, &mut out, &g, epi);
+            let mut portable = std::vec![0.0; 3 * g.oh * g.ow];
+            crate::simd::portable(|| max_pool2d(&x, &mut portable, &g, epi));
+            for (i, (a, b)) in out.iter().zip(&portable).enumerate() {
+                assert!(
+                    a == b || (a.is_nan() && b.is_nan()),
+                    "case {case}: {i}: {a} vs {b}"
+                );
+            }
             for p in 0..3 {
                 for oy in 0..g.oh {
                     for ox in 0..g.ow {

@@ -635,6 +635,24 @@ pub unsafe fn depthwise_conv2d_avx2(
     crate::kernels::depthwise_rows(x, w, bias, out, g, epi);
 }
 
+/// [`crate::kernels::max_pool2d_rows`] compiled for AVX2 and FMA, so its
+/// compare-and-select runs vectorize eight wide (the same code as the portable path).
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn max_pool2d_avx2(
+    x: &[f32],
+    out: &mut [f32],
+    g: &crate::kernels::Pool2dGeom,
+    epi: &impl Fn(usize, f32) -> f32,
+) {
+    crate::kernels::max_pool2d_rows(x, out, g, epi);
+}
+
 /// [`crate::kernels::each_row_here`] compiled for AVX2 and FMA: the row epilogue closure,
 /// inlined here, vectorizes eight wide.
 ///
