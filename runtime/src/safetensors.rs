@@ -874,11 +874,17 @@ mod tests {
         }
         assert_eq!(f16_to_f32(0x8000).to_bits(), (-0.0f32).to_bits());
         assert!(f16_to_f32(0x7e00).is_nan() && f16_to_f32(0xfe01).is_nan());
-        assert_eq!(
-            f16_to_f32(0x7c01).to_bits(),
-            0x7f80_2000,
-            "NaN payload kept"
-        );
+        // (miri does not keep the payload of a signaling NaN that crosses a function
+        // return: there only NaN-ness is checked)
+        if cfg!(miri) {
+            assert!(f16_to_f32(0x7c01).is_nan());
+        } else {
+            assert_eq!(
+                f16_to_f32(0x7c01).to_bits(),
+                0x7f80_2000,
+                "NaN payload kept"
+            );
+        }
         // every finite positive half maps to a value above the previous one, with the
         // spacing of its binade: 2^(e-25) for exponent e (2^-24 for subnormals)
         for bits in 0u16..0x7bff {
