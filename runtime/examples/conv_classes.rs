@@ -91,27 +91,8 @@ fn run(args: &[String]) {
     for &(name, c_in, size, c_out, k, stride, groups) in CLASSES {
         let pad = k / 2;
         let o = (size + 2 * pad - k) / stride + 1;
-        let g = Conv2dGeom {
-            n: 1,
-            c_in,
-            h: size,
-            w: size,
-            c_out,
-            oh: o,
-            ow: o,
-            kh: k,
-            kw: k,
-            stride_h: stride,
-            stride_w: stride,
-            pad_top: pad,
-            pad_left: pad,
-            dilation_h: 1,
-            dilation_w: 1,
-            groups,
-        };
-        let x: Vec<f32> = (0..c_in * size * size)
-            .map(|i| (i % 13) as f32 * 0.1)
-            .collect();
+        let g = square(c_in, (size, o), c_out, (k, stride, pad), groups);
+        let x = input(c_in * size * size);
         let w: Vec<f32> = (0..c_out * c_in / groups * k * k)
             .map(|i| (i % 7) as f32 * 0.01)
             .collect();
@@ -142,27 +123,8 @@ fn run(args: &[String]) {
     }
     for &(name, c_in, size, c_out, k, stride, pad) in TRANSPOSED {
         let o = (size - 1) * stride + k - 2 * pad;
-        let g = Conv2dGeom {
-            n: 1,
-            c_in,
-            h: size,
-            w: size,
-            c_out,
-            oh: o,
-            ow: o,
-            kh: k,
-            kw: k,
-            stride_h: stride,
-            stride_w: stride,
-            pad_top: pad,
-            pad_left: pad,
-            dilation_h: 1,
-            dilation_w: 1,
-            groups: 1,
-        };
-        let x: Vec<f32> = (0..c_in * size * size)
-            .map(|i| (i % 13) as f32 * 0.1)
-            .collect();
+        let g = square(c_in, (size, o), c_out, (k, stride, pad), 1);
+        let x = input(c_in * size * size);
         let w: Vec<f32> = (0..c_in * c_out * k * k)
             .map(|i| (i % 7) as f32 * 0.01)
             .collect();
@@ -192,6 +154,40 @@ fn run(args: &[String]) {
         let median = median_time(|| matmul(&a, &b, &mut c, &g, store_rows));
         report(json, name, median, 2.0 * (m * k * n) as f64 / median / 1e9);
     }
+}
+
+/// A square convolution geometry, batch 1: `(input, output)` sizes, `(kernel, stride,
+/// padding)`.
+fn square(
+    c_in: usize,
+    (size, o): (usize, usize),
+    c_out: usize,
+    (k, stride, pad): (usize, usize, usize),
+    groups: usize,
+) -> Conv2dGeom {
+    Conv2dGeom {
+        n: 1,
+        c_in,
+        h: size,
+        w: size,
+        c_out,
+        oh: o,
+        ow: o,
+        kh: k,
+        kw: k,
+        stride_h: stride,
+        stride_w: stride,
+        pad_top: pad,
+        pad_left: pad,
+        dilation_h: 1,
+        dilation_w: 1,
+        groups,
+    }
+}
+
+/// Input values (a repeating ramp).
+fn input(len: usize) -> Vec<f32> {
+    (0..len).map(|i| (i % 13) as f32 * 0.1).collect()
 }
 
 /// Prints one kernel's time and rate (a JSON object with `--json`).

@@ -509,13 +509,19 @@ fn gemm_panels(simd: bool, a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usiz
     }
 }
 
+/// A stack buffer's size: `desktop` floats on x86_64 and aarch64, whose threads have
+/// stacks of megabytes, `small` elsewhere (microcontrollers, a few kilobytes of stack).
+const fn stack_floats(desktop: usize, small: usize) -> usize {
+    if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        desktop
+    } else {
+        small
+    }
+}
+
 /// Floats of [`matmul_to`]'s stack buffer for the rows it computes at a time (32 KiB on
 /// desktop CPUs, 2 KiB where stacks are small).
-const MM_BLOCK_LEN: usize = if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
-    8192
-} else {
-    512
-};
+const MM_BLOCK_LEN: usize = stack_floats(8192, 512);
 
 /// [`matmul`] storing each result at `out[store(i)]` instead of `out[i]` (a fused
 /// transpose into the consumer's layout). Rows are accumulated in a stack buffer, so each
@@ -858,11 +864,7 @@ const PARALLEL_MIN_MACS: usize = 1 << 20;
 
 /// Depth of one packed panel (`PANEL * PANEL_DEPTH` floats: 16 KiB on desktop CPUs, which
 /// stay in L1; 2 KiB where stacks are small).
-const PANEL_DEPTH: usize = if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
-    256
-} else {
-    32
-};
+const PANEL_DEPTH: usize = stack_floats(256, 32);
 
 /// [`conv2d`] as an implicit GEMM, for any geometry: per image and group, output
 /// `[c_out / groups, oh * ow]` = weight `[c_out / groups, k]` x patches `[k, oh * ow]` with
@@ -1007,11 +1009,7 @@ fn tile_panel(
 }
 
 /// Rows of `a` packed at a time by [`gemm`] (a multiple of every tile's rows: 6 and 16).
-const GEMM_MC: usize = if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
-    96
-} else {
-    TILE_ROWS
-};
+const GEMM_MC: usize = stack_floats(96, TILE_ROWS);
 
 /// `c = a @ b` for row-major `a [m, k]`, `b [k, n]`, `c [m, n]`, blocked and packed as
 /// BLIS does ([`gemm_packed`]: every register tile reads both operands front to back);
@@ -1329,11 +1327,7 @@ fn gemm_tile(
 
 /// Floats of the stack buffers the convolutions use: large on desktop CPUs, small where
 /// a stack may be a few kilobytes (microcontrollers).
-const CONV_STACK: usize = if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
-    20480
-} else {
-    1024
-};
+const CONV_STACK: usize = stack_floats(20480, 1024);
 
 /// Depthwise 2-d convolution (`groups == c_in == c_out`).
 ///
@@ -1680,11 +1674,7 @@ pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: impl Fn(usize
 }
 
 /// Input columns [`max_pool2d_rows`] splits into phase rows on the stack.
-const POOL_ROW: usize = if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
-    4096
-} else {
-    256
-};
+const POOL_ROW: usize = stack_floats(4096, 256);
 
 /// [`max_pool2d`], a whole output row at a time: each input row the window reaches is
 /// split once into `stride` phase rows (phase `q` holds columns `q, q + stride, ...`), so
