@@ -578,10 +578,12 @@ mod tests {
         let mut bytes = [0u8; 128];
         let n = model(&mut bytes);
         let mut dest = [0.0f32; 2];
-        for cut in 0..n {
+        // every byte natively; under miri (which interprets) every 13th
+        let step = if cfg!(miri) { 13 } else { 1 };
+        for cut in (0..n).step_by(step) {
             assert!(load_into(&bytes[..cut], SPECS, &mut dest).is_err(), "{cut}");
         }
-        for i in 0..n {
+        for i in (0..n).step_by(step) {
             for v in [0u8, 0x7f, 0x80, 0xff] {
                 let mut b = bytes;
                 b[i] = v;
