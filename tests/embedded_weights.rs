@@ -59,7 +59,10 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())
-        .fold(0.0, |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) })
+        .fold(
+            0.0,
+            |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+        )
 }
 
 /// Runs `model` on the reference input of `data`; checks it against PyTorch and
@@ -73,7 +76,10 @@ fn check_against_pytorch<M: Model + ModelExt>(
     let got = model.infer_arrays(&[input.view()]).unwrap().remove(0);
     let tol = 1e-5 * expected.iter().fold(1.0f32, |m, v| m.max(v.abs()));
     let err = max_abs_diff(got.as_slice().unwrap(), expected.as_slice().unwrap());
-    println!("{}: max |embedded - torch| = {err:.3e}, tolerance {tol:.3e}", data.name);
+    println!(
+        "{}: max |embedded - torch| = {err:.3e}, tolerance {tol:.3e}",
+        data.name
+    );
     assert!(err <= tol, "{}: error {err} above {tol}", data.name);
     got
 }
@@ -121,8 +127,14 @@ fn unet_small_with_batch_norms_folded_at_compile_time_matches_pytorch_and_run_ti
     // folded in f64 by the interpreter vs in f32 by `prepare`: rounding apart
     let params_err = max_abs_diff(model.params(), loaded.params());
     let scale = loaded.params().iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    assert!(params_err <= 1e-6 * scale, "folded weights differ by {params_err}");
+    assert!(
+        params_err <= 1e-6 * scale,
+        "folded weights differ by {params_err}"
+    );
     let at_run_time = check_against_pytorch(&loaded, data);
-    let err = max_abs_diff(embedded.as_slice().unwrap(), at_run_time.as_slice().unwrap());
+    let err = max_abs_diff(
+        embedded.as_slice().unwrap(),
+        at_run_time.as_slice().unwrap(),
+    );
     println!("unet_small: max |embedded - folded at run time| = {err:.3e}");
 }

@@ -1612,7 +1612,12 @@ fn kernel_call(
 /// `Name::embedded()`: the model on its parameter buffer `run` (prepared at compile time
 /// from `path`), compiled in as one aligned byte string; plus the item that makes
 /// editing the file (`tracked`) rebuild the crate.
-pub fn embedded_weights(name: &Ident, path: &str, run: &[f32], tracked: Option<&str>) -> TokenStream {
+pub fn embedded_weights(
+    name: &Ident,
+    path: &str,
+    run: &[f32],
+    tracked: Option<&str>,
+) -> TokenStream {
     let bytes: Vec<u8> = run.iter().flat_map(|v| v.to_le_bytes()).collect();
     let len = bytes.len();
     let floats = run.len();

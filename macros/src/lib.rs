@@ -53,15 +53,28 @@ mod weights {
             })
             .collect();
         let mut floats = vec![0.0f32; request.loaded_len];
-        let onnx = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+        let onnx = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
         let loaded = if onnx {
             onnx_weights::load_into(&bytes, &specs, &mut floats)
         } else {
             safetensors::load_into(&bytes, &specs, &mut floats)
         };
-        loaded.map_err(|e| WeightsError {
-            tensor: e.tensor().map(str::to_string),
-            message: e.to_string(),
+        loaded.map_err(|e| {
+            let hint = match e {
+                dnnfusion_runtime::LoadError::MissingTensor { .. } => {
+                    "; the file must hold every parameter of the model, keyed by the `let` name or `key = \"...\"` of the op that owns it"
+                }
+                dnnfusion_runtime::LoadError::UnexpectedTensor { .. } => {
+                    "; no op of the model owns it: check its key, or remove it from the file"
+                }
+                _ => "",
+            };
+            WeightsError {
+                tensor: e.tensor().map(str::to_string),
+                message: format!("{e}{hint}"),
+            }
         })?;
         Ok(ReadWeights {
             floats,
