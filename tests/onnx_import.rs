@@ -1,8 +1,9 @@
 //! ONNX import end to end: the six ONNX files of `../shared/tools/peers/onnx` (PyTorch
 //! exports, opset 17) imported by `dnn!` with `model X = onnx("...")`, their weights
 //! loaded with `from_onnx` from the same bytes, and their outputs compared with PyTorch's
-//! (`../shared/reference/<model>/output.npy`), plus the text `dnnfusion import` prints for
-//! LeNet pasted below and compiled as a hand-written declaration.
+//! (`../shared/reference/<model>/output.npy`), plus the texts `dnnfusion import` prints for
+//! LeNet, bert_tiny and resnet18 (repeated layers as blocks), compiled as hand-written
+//! declarations.
 //!
 //! Tolerance, as in `reference_models.rs`: max |got - expected| <= 1e-5 * max(1,
 //! max |expected|) (fp32 with another summation order; the ONNX files also have batch
@@ -23,10 +24,13 @@ mod imported {
     }
 }
 
-/// What `dnnfusion import ../shared/tools/peers/onnx/lenet.onnx --name LenetFromCli`
-/// prints (the CLI's tests check that it still does).
+/// What `dnnfusion import ../shared/tools/peers/onnx/<model>.onnx --name <Name>` prints
+/// for three models (the CLI's tests check that it still does); bert_tiny's two encoder
+/// layers and resnet18's two identical first-stage blocks are written as `block`s.
 mod from_cli {
     include!("onnx/lenet_cli.rs");
+    include!("onnx/bert_tiny_cli.rs");
+    include!("onnx/resnet18_cli.rs");
 }
 
 const SHARED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared");
@@ -98,6 +102,22 @@ fn the_cli_text_compiles_to_the_same_model() {
         imported::LeNet::PARAMS,
         "same parameters, same layout"
     );
+}
+
+#[test]
+fn the_cli_texts_with_blocks_match_pytorch() {
+    let blocked = check("bert_tiny", from_cli::BertTinyFromCli::from_onnx);
+    let macro_import = check("bert_tiny", imported::BertTiny::from_onnx);
+    assert_eq!(blocked, macro_import, "the same ops in the same order");
+    check("resnet18", from_cli::ResNet18FromCli::from_onnx);
+    let mut names: Vec<&str> = from_cli::ResNet18FromCli::PARAMS
+        .iter()
+        .map(|p| p.name)
+        .collect();
+    let mut expected: Vec<&str> = imported::ResNet18::PARAMS.iter().map(|p| p.name).collect();
+    names.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(names, expected, "the blocks read the file's keys");
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! dnnfusion import model.onnx [--pin batch=1] [--name ResNet18]   # the equivalent dnn! text
+//!                                  [--flat]                       # (without blocks)
 //! dnnfusion explain model.onnx                                    # fused blocks, mapping types
 //! dnnfusion report model.onnx --json                              # the fusion report line
 //! dnnfusion dot model.onnx | dot -Tsvg > blocks.svg                # the block graph
@@ -44,10 +45,13 @@ struct Source {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Prints the equivalent `dnn!` declaration.
+    /// Prints the equivalent `dnn!` declaration (repeated layers as blocks).
     Import {
         #[command(flatten)]
         source: Source,
+        /// Every statement in the model: no blocks for repeated layers.
+        #[arg(long)]
+        flat: bool,
     },
     /// Prints the fused blocks with their mapping types.
     Explain {
@@ -99,17 +103,23 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<String, String> {
     match command {
-        Command::Import { source } => {
+        Command::Import { source, flat } => {
             let imported = import(&source)?;
+            let dsl = if flat {
+                imported.dsl.clone()
+            } else {
+                dnnfusion_onnx::blocks::with_blocks(&imported.dsl)
+            };
+            let blocks = dsl.lines().filter(|l| l.starts_with("block ")).count();
             eprintln!(
-                "imported {}: {} nodes ({} evaluated at import), opset {}, {} parameters",
+                "imported {}: {} nodes ({} evaluated at import), opset {}, {} parameters, {blocks} blocks for repeated layers",
                 source.file.display(),
                 imported.nodes,
                 imported.folded,
                 imported.opset,
                 imported.params.len()
             );
-            Ok(format!("dnnfusion::dnn! {{\n{}}}\n", indent(&imported.dsl)))
+            Ok(format!("dnnfusion::dnn! {{\n{}}}\n", indent(&dsl)))
         }
         Command::Explain { source } => Ok(explain(&compile(&source)?)),
         Command::Report { source, json } => {
@@ -186,7 +196,15 @@ fn type_name(path: &Path) -> String {
 }
 
 fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("    {l}\n")).collect()
+    text.lines()
+        .map(|l| {
+            if l.is_empty() {
+                "\n".to_string()
+            } else {
+                format!("    {l}\n")
+            }
+        })
+        .collect()
 }
 
 fn ops_per_run(r: &FusionReport) -> usize {

@@ -1,5 +1,6 @@
-//! The `dnnfusion` command on the six peer ONNX files: `import` prints dnn! text (LeNet's
-//! is the one `tests/onnx/lenet_cli.rs` compiles and checks against PyTorch), `explain`,
+//! The `dnnfusion` command on the six peer ONNX files: `import` prints dnn! text, with
+//! blocks for repeated layers (LeNet's, bert_tiny's and resnet18's are the ones
+//! `tests/onnx/*_cli.rs` hold and tests/onnx_import.rs checks against PyTorch), `explain`,
 //! `report --json` and `dot` print from the compiled model, and mistakes exit non-zero
 //! with a plain message.
 
@@ -44,20 +45,51 @@ fn import_prints_text_that_compiles() {
 }
 
 #[test]
-fn the_lenet_text_is_the_one_the_tests_compile() {
-    let file = format!("{PEERS}/lenet.onnx");
-    let (code, out, err) = dnnfusion(&["import", &file, "--name", "LenetFromCli"]);
-    assert_eq!(code, 0, "{err}");
-    let committed = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/onnx/lenet_cli.rs"
-    ))
-    .unwrap();
-    let body = committed.split_once('\n').map_or("", |(_, rest)| rest);
-    assert_eq!(
-        body, out,
-        "tests/onnx/lenet_cli.rs is stale: regenerate it with the command on its first line"
-    );
+fn the_committed_texts_are_what_import_prints() {
+    // (file, --name, committed text): tests/onnx_import.rs compiles each and checks it
+    // against PyTorch; bert_tiny's and resnet18's repeated layers are blocks
+    for (model, name, committed) in [
+        ("lenet", "LenetFromCli", "lenet_cli.rs"),
+        ("bert_tiny", "BertTinyFromCli", "bert_tiny_cli.rs"),
+        ("resnet18", "ResNet18FromCli", "resnet18_cli.rs"),
+    ] {
+        let file = format!("{PEERS}/{model}.onnx");
+        let (code, out, err) = dnnfusion(&["import", &file, "--name", name]);
+        assert_eq!(code, 0, "{err}");
+        let path = format!("{}/../tests/onnx/{committed}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let body = text.split_once('\n').map_or("", |(_, rest)| rest);
+        assert_eq!(
+            body, out,
+            "tests/onnx/{committed} is stale: regenerate it with the command on its first line"
+        );
+    }
+}
+
+#[test]
+fn repeated_layers_become_blocks_and_flat_keeps_every_statement() {
+    for (model, blocks) in [
+        ("bert_tiny", 1),
+        ("resnet18", 1),
+        ("mobilenet_v2", 4),
+        ("lenet", 0),
+    ] {
+        let file = format!("{PEERS}/{model}.onnx");
+        let (code, out, err) = dnnfusion(&["import", &file]);
+        assert_eq!(code, 0, "{err}");
+        let found = out
+            .lines()
+            .filter(|l| l.trim_start().starts_with("block "))
+            .count();
+        assert_eq!(found, blocks, "{model}: {out}");
+        assert!(
+            err.contains(&format!("{blocks} blocks for repeated layers")),
+            "{err}"
+        );
+        let (code, flat, _) = dnnfusion(&["import", &file, "--flat"]);
+        assert_eq!(code, 0);
+        assert!(!flat.contains("block "), "{model}: {flat}");
+    }
 }
 
 #[test]

@@ -1433,7 +1433,9 @@ impl Lowerer<'_> {
             }
             frame.insert(pname, val);
         }
-        let key = self.stmt_key.take();
+        // `#[key = ""]` on the call adds no prefix: the block's keys are its own (an
+        // imported block passes the file's keys in as strings)
+        let key = self.stmt_key.take().filter(|k| !k.is_empty());
         let pushed = key.is_some();
         if let Some(k) = key {
             self.prefix.push(k);

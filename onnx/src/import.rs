@@ -771,7 +771,7 @@ fn literal(v: f32) -> String {
 }
 
 /// Words a binding may not be: Rust keywords, the DSL's literals and op names.
-fn reserved(name: &str) -> bool {
+pub(crate) fn reserved(name: &str) -> bool {
     const WORDS: &[&str] = &[
         "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn",
         "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref",

@@ -10,6 +10,7 @@
 //! - [`map`](mod@map): the per-node mapping (op type, opset, attributes -> DSL), also used
 //!   by the conformance crate on ONNX's node tests.
 //! - [`import`](mod@import): a whole graph to one `model` declaration.
+//! - [`blocks`]: repeated layers of that declaration as `block`s (`dnnfusion import`).
 #![deny(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -26,6 +27,7 @@
     )
 )]
 
+pub mod blocks;
 pub mod fold;
 pub mod import;
 pub mod map;
