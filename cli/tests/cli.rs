@@ -1,6 +1,7 @@
 //! The `dnnfusion` command on the six peer ONNX files: `import` prints dnn! text, with
 //! blocks for repeated layers (LeNet's, bert_tiny's and resnet18's are the ones
-//! `tests/onnx/*_cli.rs` hold and tests/onnx_import.rs checks against PyTorch), `explain`,
+//! `tests/onnx/*_cli.rs` hold and tests/onnx_import.rs checks against PyTorch; all six
+//! run in the reference interpreter against PyTorch here), `explain`,
 //! `report --json` and `dot` print from the compiled model, and mistakes exit non-zero
 //! with a plain message.
 
@@ -63,6 +64,79 @@ fn the_committed_texts_are_what_import_prints() {
             body, out,
             "tests/onnx/{committed} is stale: regenerate it with the command on its first line"
         );
+    }
+}
+
+/// Runs the text `dnnfusion import` prints for `model` in the reference interpreter, on
+/// the weights `from_onnx` would read from the same file, and returns the max abs error
+/// against PyTorch's output after checking it against the tolerance
+/// `1e-5 * max(1, max |expected|)` (as tests/onnx_import.rs).
+fn interpret_imported_text(model: &str) -> f32 {
+    use dnnfusion::runtime::{onnx_weights, ParamSpec};
+    let file = format!("{PEERS}/{model}.onnx");
+    let (code, out, err) = dnnfusion(&["import", &file]);
+    assert_eq!(code, 0, "{model}: {err}");
+    let inner = out
+        .strip_prefix("dnnfusion::dnn! {\n")
+        .and_then(|s| s.strip_suffix("}\n"))
+        .unwrap();
+    let models = dnnfusion_compiler::lower_str(inner).unwrap();
+    let graph = &models[0].graph;
+    let mut offset = 0;
+    let specs: Vec<ParamSpec> = graph
+        .params
+        .iter()
+        .map(|p| {
+            let spec = ParamSpec {
+                name: Box::leak(p.key.clone().into_boxed_str()),
+                shape: Box::leak(p.shape.clone().into_boxed_slice()),
+                offset,
+            };
+            offset += spec.len();
+            spec
+        })
+        .collect();
+    let mut buffer = vec![0.0f32; offset];
+    onnx_weights::load_into(&std::fs::read(&file).unwrap(), &specs, &mut buffer).unwrap();
+    let params: Vec<ndarray::ArrayD<f32>> = specs
+        .iter()
+        .map(|s| {
+            let data = buffer[s.offset..s.offset + s.len()].to_vec();
+            ndarray::ArrayD::from_shape_vec(s.shape.to_vec(), data).unwrap()
+        })
+        .collect();
+    let reference = format!("{PEERS}/../../../reference/{model}");
+    let read = |f: &str| {
+        dnnfusion::npy::read_f32(&std::fs::read(format!("{reference}/{f}")).unwrap()).unwrap()
+    };
+    let input = read("input.npy");
+    let expected = read("output.npy");
+    let got = dnnfusion_compiler::interp::interpret(graph, &[input], &params)
+        .unwrap()
+        .remove(0);
+    assert_eq!(got.shape(), expected.shape(), "{model}");
+    let err = got
+        .iter()
+        .zip(expected.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    let tol = 1e-5 * expected.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    println!("{model}: max |interpreted import text - torch| = {err:.3e} (tolerance {tol:.3e})");
+    assert!(err <= tol, "{model}: {err:.3e} above {tol:.3e}");
+    err
+}
+
+#[test]
+fn the_imported_texts_of_the_six_models_match_pytorch_in_the_interpreter() {
+    for model in [
+        "mlp",
+        "lenet",
+        "bert_tiny",
+        "unet_small",
+        "mobilenet_v2",
+        "resnet18",
+    ] {
+        interpret_imported_text(model);
     }
 }
 
