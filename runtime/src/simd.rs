@@ -62,6 +62,41 @@ pub fn avx2_fma() -> bool {
     }
 }
 
+/// Square root of an f32, correctly rounded (IEEE 754), for [`crate::math::sqrt`].
+///
+/// On 32-bit ARM with the hard-float ABI (Cortex-M4F, M7, M33, R, A: every FPU of those
+/// targets has `vsqrt.f32`), the FPU's instruction: libm's `sqrtf` computes it in software
+/// there. Stable Rust does not report ARM's FPU features to `cfg` or let inline assembly
+/// take an `s` register operand, so the value goes through a core register into `s15`,
+/// declared clobbered (two `vmov`s around a 14-cycle instruction). Elsewhere, libm's
+/// `sqrtf` (SSE's `sqrtss` on x86_64).
+#[inline(always)]
+pub fn sqrt_f32(x: f32) -> f32 {
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    {
+        let bits: u32;
+        // SAFETY: `vsqrt.f32` exists on every FPU a hard-float ARM target has; the asm
+        // reads and writes only the core register holding the operand and `s15`, which
+        // is declared clobbered, and touches no memory.
+        #[allow(unsafe_code)]
+        unsafe {
+            core::arch::asm!(
+                "vmov s15, {0}",
+                "vsqrt.f32 s15, s15",
+                "vmov {0}, s15",
+                inlateout(reg) x.to_bits() => bits,
+                out("s15") _,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        }
+        f32::from_bits(bits)
+    }
+    #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
+    {
+        libm::sqrtf(x)
+    }
+}
+
 /// The starts of tiles of `tile` covering `0..len` (`len >= tile`): every `tile`, and a
 /// last one flush with the end, which overlaps the one before when `tile` does not divide
 /// `len` (its values are computed twice, alike).
