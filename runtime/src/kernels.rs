@@ -247,6 +247,87 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
+/// `sink(o, sum over i of x[i] * w[o * n + i])` for every `o < outputs` (`n = x.len()`):
+/// the register-blocked form of [`dot`] (see `simd::register_blocked`). Four outputs at a
+/// time, each sum in its own register: one load of `x[i]` feeds four multiply-adds, and no
+/// partial sums are stored; each sum starts from 0 and runs in order of `i`.
+fn dots_blocked(x: &[f32], w: &[f32], outputs: usize, mut sink: impl FnMut(usize, f32)) {
+    let n = x.len();
+    let mut o = 0;
+    while o + 4 <= outputs {
+        let rows = &w[o * n..(o + 4) * n];
+        let (r0, rest) = rows.split_at(n);
+        let (r1, rest) = rest.split_at(n);
+        let (r2, r3) = rest.split_at(n);
+        let sums = dot_4rows(x, [r0, r1, r2, r3]);
+        for (j, v) in sums.into_iter().enumerate() {
+            sink(o + j, v);
+        }
+        o += 4;
+    }
+    while o < outputs {
+        sink(o, dot_1row(x, &w[o * n..(o + 1) * n]));
+        o += 1;
+    }
+}
+
+/// The dot products of `x` with four rows, in four registers, `x` read four floats at a
+/// time (written out: at opt-level "s" LLVM would not unroll loops over the rows, and
+/// sums in an array would live in memory).
+#[inline(always)]
+fn dot_4rows(x: &[f32], [w0, w1, w2, w3]: [&[f32]; 4]) -> [f32; 4] {
+    let (xc, xt) = x.as_chunks::<4>();
+    let (c0, t0) = w0.as_chunks::<4>();
+    let (c1, t1) = w1.as_chunks::<4>();
+    let (c2, t2) = w2.as_chunks::<4>();
+    let (c3, t3) = w3.as_chunks::<4>();
+    let [mut s0, mut s1, mut s2, mut s3] = [0.0f32; 4];
+    for ((((xs, a), b), c), d) in xc.iter().zip(c0).zip(c1).zip(c2).zip(c3) {
+        let [x0, x1, x2, x3] = *xs;
+        s0 += x0 * a[0];
+        s0 += x1 * a[1];
+        s0 += x2 * a[2];
+        s0 += x3 * a[3];
+        s1 += x0 * b[0];
+        s1 += x1 * b[1];
+        s1 += x2 * b[2];
+        s1 += x3 * b[3];
+        s2 += x0 * c[0];
+        s2 += x1 * c[1];
+        s2 += x2 * c[2];
+        s2 += x3 * c[3];
+        s3 += x0 * d[0];
+        s3 += x1 * d[1];
+        s3 += x2 * d[2];
+        s3 += x3 * d[3];
+    }
+    for ((((&xv, a), b), c), d) in xt.iter().zip(t0).zip(t1).zip(t2).zip(t3) {
+        s0 += xv * a;
+        s1 += xv * b;
+        s2 += xv * c;
+        s3 += xv * d;
+    }
+    [s0, s1, s2, s3]
+}
+
+/// The dot product of `x` and `w`, one sum in order (the outputs [`dot_4rows`] leaves).
+#[inline(always)]
+fn dot_1row(x: &[f32], w: &[f32]) -> f32 {
+    let (xc, xt) = x.as_chunks::<4>();
+    let (wc, wt) = w.as_chunks::<4>();
+    let mut s = 0.0f32;
+    for (xs, ws) in xc.iter().zip(wc) {
+        s += xs[0] * ws[0];
+        s += xs[1] * ws[1];
+        s += xs[2] * ws[2];
+        s += xs[3] * ws[3];
+    }
+    for (xv, wv) in xt.iter().zip(wt) {
+        s += xv * wv;
+    }
+    s
+}
+
 /// `out[r, o] = bias[o] + sum_i x[r, i] * w[o, i]` (PyTorch `Linear`, weight `[out, in]`).
 ///
 /// Every kernel of a Many-to-Many op takes an epilogue applied to each output element
@@ -288,6 +369,13 @@ pub fn linear(
     for r in 0..rows {
         let xr = &x[r * in_features..(r + 1) * in_features];
         let or = &mut out[r * out_features..(r + 1) * out_features];
+        if crate::simd::register_blocked() {
+            dots_blocked(xr, w, out_features, |o, v| {
+                or[o] = bias.map_or(0.0, |b| b[o]) + v;
+            });
+            epi(r * out_features, or);
+            continue;
+        }
         for (o, slot) in or.iter_mut().enumerate() {
             let b = bias.map_or(0.0, |b| b[o]);
             *slot = b + dot(xr, &w[o * in_features..(o + 1) * in_features]);
@@ -613,6 +701,16 @@ pub fn linear_to(
         unsafe {
             crate::simd::linear_avx2(x, w, (rows, in_features, out_features), sink)
         };
+        return;
+    }
+    if crate::simd::register_blocked() {
+        for r in 0..rows {
+            let xr = &x[r * in_features..(r + 1) * in_features];
+            dots_blocked(xr, w, out_features, |o, v| {
+                let i = r * out_features + o;
+                out[store(i)] = epi(i, bias.map_or(0.0, |b| b[o]) + v);
+            });
+        }
         return;
     }
     const CHUNK: usize = 64;
@@ -981,13 +1079,11 @@ fn tile_panel(
 ) {
     let isa = Isa::of(simd);
     let tile_rows = isa.tile_rows();
-    let zeros = [0.0f32; MAX_TILE_ROWS];
-    let mut edge = [0.0f32; MAX_TILE_ROWS * PANEL];
     for m0 in (0..m).step_by(tile_rows) {
         let rows = tile_rows.min(m - m0);
         let at = (&a[m0 * a_row..], a_row, a_k);
         let init = match start {
-            Start::Zero => Some(&zeros[..rows]),
+            Start::Zero => Some(&ZEROS[..rows]),
             Start::Bias(v) => Some(&v[m0..m0 + rows]),
             Start::Accumulate => None,
         };
@@ -996,15 +1092,49 @@ fn tile_panel(
             gemm_tile(isa, kc, at, rows, b, ldb, tile, ldc, init);
             continue;
         }
-        for i in 0..rows {
-            let src = &c[(m0 + i) * ldc..(m0 + i) * ldc + cols];
-            edge[i * PANEL..i * PANEL + cols].copy_from_slice(src);
-        }
-        gemm_tile(isa, kc, at, rows, b, ldb, &mut edge, PANEL, init);
-        for i in 0..rows {
-            let dst = &mut c[(m0 + i) * ldc..(m0 + i) * ldc + cols];
-            dst.copy_from_slice(&edge[i * PANEL..i * PANEL + cols]);
-        }
+        edge_tile(
+            isa,
+            kc,
+            at,
+            rows,
+            (b, ldb),
+            (&mut c[m0 * ldc..], ldc),
+            cols,
+            init,
+        );
+    }
+}
+
+/// Zeros for the tiles whose sums start from zero (a constant: no stack array to clear
+/// per call).
+const ZEROS: [f32; MAX_TILE_ROWS] = [0.0; MAX_TILE_ROWS];
+
+/// Floats of [`edge_tile`]'s buffer: the largest tile this CPU may run.
+const EDGE_LEN: usize = stack_floats(MAX_TILE_ROWS * PANEL, TILE_ROWS * PANEL);
+
+/// A register tile of [`tile_panel`] whose panel is `cols < PANEL` wide: through a
+/// full-width buffer (a function of its own, so that only edge panels clear it).
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn edge_tile(
+    isa: Isa,
+    kc: usize,
+    at: (&[f32], usize, usize),
+    rows: usize,
+    (b, ldb): (&[f32], usize),
+    (c, ldc): (&mut [f32], usize),
+    cols: usize,
+    init: Option<&[f32]>,
+) {
+    let mut edge = [0.0f32; EDGE_LEN];
+    for i in 0..rows {
+        let src = &c[i * ldc..i * ldc + cols];
+        edge[i * PANEL..i * PANEL + cols].copy_from_slice(src);
+    }
+    gemm_tile(isa, kc, at, rows, b, ldb, &mut edge, PANEL, init);
+    for i in 0..rows {
+        let dst = &mut c[i * ldc..i * ldc + cols];
+        dst.copy_from_slice(&edge[i * PANEL..i * PANEL + cols]);
     }
 }
 
@@ -1306,6 +1436,20 @@ fn gemm_tile(
         Isa::Portable => {}
     }
     let _ = isa;
+    if a_k == 1 && crate::simd::register_blocked() {
+        // rows of `a` contiguous (every portable caller): tiles of 3 rows by 4 columns
+        let mut i = 0;
+        while i < rows {
+            let (a, c, init) = (&a[i * a_row..], &mut c[i * ldc..], init.map(|v| &v[i..]));
+            let step = match rows - i {
+                1 => micro_rows::<1>(kc, (a, a_row), (b, ldb), (c, ldc), init, tile_1x4),
+                2 => micro_rows::<2>(kc, (a, a_row), (b, ldb), (c, ldc), init, tile_2x4),
+                _ => micro_rows::<3>(kc, (a, a_row), (b, ldb), (c, ldc), init, tile_3x4),
+            };
+            i += step;
+        }
+        return;
+    }
     for i in 0..rows {
         let mut sums = [0.0f32; PANEL];
         for k in 0..kc {
@@ -1323,6 +1467,123 @@ fn gemm_tile(
             *d = start + s;
         }
     }
+}
+
+/// Columns of a register-blocked portable tile ([`tile_3x4`]).
+const MICRO_COLS: usize = 4;
+
+/// A register tile of `R` rows by [`MICRO_COLS`] columns: `sums[r][j] = sum over k of
+/// a[r][k] * b[k * ldb + j]` for `k < a[r].len()` (all alike).
+type MicroTile<const R: usize> = fn([&[f32]; R], (&[f32], usize)) -> [[f32; MICRO_COLS]; R];
+
+/// `R` rows of [`gemm_tile`]'s contract by `tile`, [`MICRO_COLS`] columns at a time;
+/// `a`'s rows are contiguous, `a_row` apart. Returns `R`.
+#[inline(always)]
+fn micro_rows<const R: usize>(
+    kc: usize,
+    (a, a_row): (&[f32], usize),
+    (b, ldb): (&[f32], usize),
+    (c, ldc): (&mut [f32], usize),
+    init: Option<&[f32]>,
+    tile: MicroTile<R>,
+) -> usize {
+    let rows: [&[f32]; R] = core::array::from_fn(|r| &a[r * a_row..r * a_row + kc]);
+    for j0 in (0..PANEL).step_by(MICRO_COLS) {
+        let sums = tile(rows, (&b[j0..], ldb));
+        for (r, row) in sums.iter().enumerate() {
+            let dst = &mut c[r * ldc + j0..r * ldc + j0 + MICRO_COLS];
+            for (d, &s) in dst.iter_mut().zip(row) {
+                let start = match init {
+                    Some(v) => v[r],
+                    None => *d,
+                };
+                *d = start + s;
+            }
+        }
+    }
+    R
+}
+
+/// The register-blocked portable tile ([`MicroTile`]) of three rows: twelve sums in
+/// registers, and per step of `k` seven loads feed twelve multiply-adds. Each sum starts
+/// from 0 and runs in order of `k`, so the results are those of the plain loop, bit for
+/// bit. Written out, as are [`tile_2x4`] and [`tile_1x4`]: at opt-level "s" LLVM would
+/// not unroll loops over rows and columns, and sums in an array would live in memory.
+#[inline(always)]
+fn tile_3x4([a0, a1, a2]: [&[f32]; 3], (b, ldb): (&[f32], usize)) -> [[f32; 4]; 3] {
+    let kc = a0.len();
+    let (a1, a2) = (&a1[..kc], &a2[..kc]);
+    let [mut s00, mut s01, mut s02, mut s03] = [0.0f32; 4];
+    let [mut s10, mut s11, mut s12, mut s13] = [0.0f32; 4];
+    let [mut s20, mut s21, mut s22, mut s23] = [0.0f32; 4];
+    let mut at = 0;
+    for k in 0..kc {
+        let bk = &b[at..at + 4];
+        at += ldb;
+        let (b0, b1, b2, b3) = (bk[0], bk[1], bk[2], bk[3]);
+        let x = a0[k];
+        s00 += x * b0;
+        s01 += x * b1;
+        s02 += x * b2;
+        s03 += x * b3;
+        let x = a1[k];
+        s10 += x * b0;
+        s11 += x * b1;
+        s12 += x * b2;
+        s13 += x * b3;
+        let x = a2[k];
+        s20 += x * b0;
+        s21 += x * b1;
+        s22 += x * b2;
+        s23 += x * b3;
+    }
+    [
+        [s00, s01, s02, s03],
+        [s10, s11, s12, s13],
+        [s20, s21, s22, s23],
+    ]
+}
+
+/// [`tile_3x4`] for two rows.
+#[inline(always)]
+fn tile_2x4([a0, a1]: [&[f32]; 2], (b, ldb): (&[f32], usize)) -> [[f32; 4]; 2] {
+    let kc = a0.len();
+    let a1 = &a1[..kc];
+    let [mut s00, mut s01, mut s02, mut s03] = [0.0f32; 4];
+    let [mut s10, mut s11, mut s12, mut s13] = [0.0f32; 4];
+    let mut at = 0;
+    for k in 0..kc {
+        let bk = &b[at..at + 4];
+        at += ldb;
+        let (b0, b1, b2, b3) = (bk[0], bk[1], bk[2], bk[3]);
+        let x = a0[k];
+        s00 += x * b0;
+        s01 += x * b1;
+        s02 += x * b2;
+        s03 += x * b3;
+        let x = a1[k];
+        s10 += x * b0;
+        s11 += x * b1;
+        s12 += x * b2;
+        s13 += x * b3;
+    }
+    [[s00, s01, s02, s03], [s10, s11, s12, s13]]
+}
+
+/// [`tile_3x4`] for one row.
+#[inline(always)]
+fn tile_1x4([a0]: [&[f32]; 1], (b, ldb): (&[f32], usize)) -> [[f32; 4]; 1] {
+    let [mut s0, mut s1, mut s2, mut s3] = [0.0f32; 4];
+    let mut at = 0;
+    for &x in a0 {
+        let bk = &b[at..at + 4];
+        at += ldb;
+        s0 += x * bk[0];
+        s1 += x * bk[1];
+        s2 += x * bk[2];
+        s3 += x * bk[3];
+    }
+    [[s0, s1, s2, s3]]
 }
 
 /// Floats of the stack buffers the convolutions use: large on desktop CPUs, small where
@@ -2603,6 +2864,11 @@ mod tests {
             let mut out = std::vec![f32::NAN; len];
             crate::simd::portable(|| conv2d(&x, &w, Some(&b), &mut out, g, epi));
             paths.push(("conv2d portable", out));
+            let mut out = std::vec![f32::NAN; len];
+            crate::simd::portable(|| {
+                crate::simd::blocked(|| conv2d(&x, &w, Some(&b), &mut out, g, epi))
+            });
+            paths.push(("conv2d portable register-blocked", out));
             #[cfg(target_arch = "x86_64")]
             if crate::simd::avx2_fma() && crate::simd::conv2d_avx2_fits(g) {
                 let mut out = std::vec![f32::NAN; len];
@@ -2617,6 +2883,17 @@ mod tests {
             if g.c_in != g.groups || g.c_out != g.groups {
                 let mut out = std::vec![f32::NAN; len];
                 conv2d_gemm(&x, &w, Some(&b), &mut out, g, &epi, false);
+                // the register-blocked tiles sum in the plain loop's order: equal bits
+                let mut blocked = std::vec![f32::NAN; len];
+                crate::simd::blocked(|| {
+                    conv2d_gemm(&x, &w, Some(&b), &mut blocked, g, &epi, false)
+                });
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&blocked),
+                    bits(&out),
+                    "case {case}: blocked vs plain tile"
+                );
                 paths.push(("gemm portable", out));
                 if crate::simd::avx2_fma() {
                     let mut out = std::vec![f32::NAN; len];
@@ -2975,11 +3252,13 @@ mod tests {
                 k,
                 n,
             };
-            // every path: the best this CPU has, AVX2 only, portable
-            for path in ["best", "avx2", "portable"] {
+            // every path: the best this CPU has, AVX2 only, portable (lane-parallel and
+            // register-blocked)
+            for path in ["best", "avx2", "portable", "blocked"] {
                 let run = |f: &mut dyn FnMut()| match path {
                     "avx2" => crate::simd::avx2_only(f),
                     "portable" => crate::simd::portable(f),
+                    "blocked" => crate::simd::portable(|| crate::simd::blocked(f)),
                     _ => f(),
                 };
                 let label = |what: &str| std::format!("case {case} {what} ({path})");

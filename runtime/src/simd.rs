@@ -23,6 +23,38 @@ std::thread_local! {
     static FORCE_AVX2: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
 }
 
+#[cfg(test)]
+std::thread_local! {
+    /// Set by [`blocked`]: this thread's portable kernels take their register-blocked forms.
+    static FORCE_BLOCKED: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the portable kernels in their register-blocked forms on this thread,
+/// whatever the CPU (tests check both forms everywhere, and miri runs them).
+#[cfg(test)]
+pub fn blocked<R>(f: impl FnOnce() -> R) -> R {
+    FORCE_BLOCKED.set(true);
+    let result = f();
+    FORCE_BLOCKED.set(false);
+    result
+}
+
+/// True when the portable kernels take their register-blocked scalar forms: on CPUs
+/// whose compilers do not vectorize the lane-parallel loops (32-bit ARM such as the
+/// Cortex-M4F, RISC-V, ...: scalar FPUs with 16 to 32 registers), where a sum kept in
+/// a stack array costs a load and a store per multiply-add. There the products run in
+/// tiles of a few rows by a few columns whose sums stay in registers, and one load feeds
+/// several multiply-adds. On x86_64 and aarch64 the lane-parallel loops vectorize (SSE,
+/// NEON) and stay.
+#[inline]
+pub fn register_blocked() -> bool {
+    #[cfg(test)]
+    if FORCE_BLOCKED.get() {
+        return true;
+    }
+    !cfg!(any(target_arch = "x86_64", target_arch = "aarch64"))
+}
+
 /// Runs `f` with the AVX-512 kernels off on this thread (tests compare every path).
 #[cfg(test)]
 pub fn avx2_only<R>(f: impl FnOnce() -> R) -> R {
