@@ -3,9 +3,9 @@
 //! node (its name and op type), the attribute or the dimension and the reason, and points
 //! at the `onnx(...)` call. The small files come from `tests/onnx/make_models.py`.
 //!
-//! These are not trybuild cases: trybuild compiles its cases in a crate under the target
-//! directory, so a path relative to `CARGO_MANIFEST_DIR` would depend on where the target
-//! directory is (`tests/ui/onnx_without_feature.rs` is a trybuild case: it needs no file).
+//! The same refusals as rustc shows them (each one's span and text) are trybuild cases in
+//! `tests/with-files/ui/onnx-*.rs`; these tests check the messages' every kind and
+//! variant without a build per case.
 
 use dnnfusion_compiler::compile_with;
 

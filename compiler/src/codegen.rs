@@ -1608,3 +1608,39 @@ fn kernel_call(
         }
     }
 }
+
+/// `Name::embedded()`: the model on its parameter buffer `run` (prepared at compile time
+/// from `path`), compiled in as one aligned byte string; plus the item that makes
+/// editing the file (`tracked`) rebuild the crate.
+pub fn embedded_weights(
+    name: &Ident,
+    path: &str,
+    run: &[f32],
+    tracked: Option<&str>,
+) -> TokenStream {
+    let bytes: Vec<u8> = run.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let len = bytes.len();
+    let floats = run.len();
+    let literal = proc_macro2::Literal::byte_string(&bytes);
+    let doc = format!(
+        "The model on the weights of `{path}`, checked, prepared and compiled in at build \
+         time: {floats} floats ({len} bytes) of `static` data (flash on a microcontroller), \
+         read in place. Nothing is loaded, parsed or copied at run time; `run` needs only an \
+         arena of [`Self::ARENA_LEN`] floats. Usable in a `static` or `const`."
+    );
+    let tracking = tracked.map(|file| quote! { const _: &[u8] = ::core::include_bytes!(#file); });
+    quote! {
+        #tracking
+
+        impl #name<'static> {
+            #[doc = #doc]
+            pub const fn embedded() -> Self {
+                static WEIGHTS: ::dnnfusion::runtime::EmbeddedWeights<#len> =
+                    ::dnnfusion::runtime::EmbeddedWeights(*#literal);
+                Self {
+                    params: ::dnnfusion::runtime::Params::borrowed(WEIGHTS.floats()),
+                }
+            }
+        }
+    }
+}

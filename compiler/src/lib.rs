@@ -27,6 +27,7 @@ pub mod check;
 pub mod codegen;
 pub mod diag;
 pub mod element;
+pub mod embed;
 pub mod fuse;
 pub mod ir;
 pub mod lower;
@@ -45,6 +46,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 pub use diag::Diagnostics;
+pub use embed::{ReadWeights, WeightsError, WeightsParam, WeightsReader, WeightsRequest};
 pub use lower::{ModelIr, ShapeSession};
 
 /// Highest tensor rank the DSL accepts (the runtime's strided kernels are sized for it).
@@ -115,6 +117,32 @@ pub struct ImportedSource {
 /// Reads ONNX files for `onnx("...")` declarations; the macro crate passes one when its
 /// `onnx` feature is on (the compiler itself has no ONNX reader).
 pub type OnnxImporter<'a> = &'a dyn Fn(&OnnxRequest<'_>) -> Result<ImportedSource, String>;
+
+/// What the compiler cannot do alone and the macro crate supplies, by feature: read ONNX
+/// files (`onnx`) and weights files (`embed`).
+#[derive(Clone, Copy, Default)]
+pub struct Hooks<'a> {
+    /// Imports `model Name = onnx("file.onnx")` declarations.
+    pub onnx: Option<OnnxImporter<'a>>,
+    /// Reads `#[weights = "file.safetensors"]` files.
+    pub weights: Option<WeightsReader<'a>>,
+}
+
+/// Environment variable that, when set, replaces `CARGO_MANIFEST_DIR` as the directory
+/// `onnx("...")` and `#[weights = "..."]` paths are relative to (compile-fail tests set
+/// it: trybuild builds each case in a crate of its own).
+pub const MANIFEST_DIR_OVERRIDE: &str = "DNNFUSION_MANIFEST_DIR";
+
+/// `relative` resolved against the declaring crate's directory ([`MANIFEST_DIR_OVERRIDE`],
+/// else `CARGO_MANIFEST_DIR`).
+pub fn manifest_path(relative: &str) -> Result<std::path::PathBuf, String> {
+    let dir = std::env::var_os(MANIFEST_DIR_OVERRIDE)
+        .or_else(|| std::env::var_os("CARGO_MANIFEST_DIR"))
+        .ok_or_else(|| {
+            "CARGO_MANIFEST_DIR is not set: file paths in `dnn!` are relative to the crate's Cargo.toml, so the crate must be built by cargo".to_string()
+        })?;
+    Ok(std::path::Path::new(&dir).join(relative))
+}
 
 /// Replaces every `onnx("...")` declaration by the model it imports; returns the
 /// `include_bytes!` items that track the files.
@@ -209,8 +237,23 @@ pub fn compile_with(
     tokens: TokenStream,
     importer: Option<OnnxImporter<'_>>,
 ) -> Result<(Vec<CompiledModel>, TokenStream), syn::Error> {
+    compile_hooked(
+        tokens,
+        Hooks {
+            onnx: importer,
+            weights: None,
+        },
+    )
+}
+
+/// [`compile`], with the macro crate's [`Hooks`]; also returns the items that track the
+/// files read and the `embedded()` constructors of models with `#[weights = "..."]`.
+pub fn compile_hooked(
+    tokens: TokenStream,
+    hooks: Hooks<'_>,
+) -> Result<(Vec<CompiledModel>, TokenStream), syn::Error> {
     let mut ast = parse::parse(tokens)?;
-    let tracking = resolve_onnx(&mut ast, importer)?;
+    let mut extra = resolve_onnx(&mut ast, hooks.onnx)?;
     let mut diags = Diagnostics::default();
     let models = lower::lower(&ast, &mut diags);
     for model in &models {
@@ -224,7 +267,30 @@ pub fn compile_with(
     if let Some(error) = diags.into_error() {
         return Err(error);
     }
-    Ok((models.into_iter().map(compile_model).collect(), tracking))
+    let mut diags = Diagnostics::default();
+    let mut compiled = Vec::with_capacity(models.len());
+    for model in models {
+        let weights = model.options.weights.clone();
+        let owners = weights.as_ref().map(|_| embed::param_owners(&model.graph));
+        let model = compile_model(model);
+        if let (Some(file), Some(owners)) = (weights, owners) {
+            match hooks.weights {
+                Some(reader) => match embed::embed(&model, &file, &owners, reader) {
+                    Ok(tokens) => extra.extend(tokens),
+                    Err(e) => diags.push(e),
+                },
+                None => diags.push(syn::Error::new(
+                    file.span(),
+                    "`#[weights = \"...\"]` needs the `embed` feature: enable it on `dnnfusion` (`features = [\"embed\"]`)",
+                )),
+            }
+        }
+        compiled.push(model);
+    }
+    match diags.into_error() {
+        Some(error) => Err(error),
+        None => Ok((compiled, extra)),
+    }
 }
 
 /// The stages after lowering, for one model: rewrite, move parameter-only ops to load
@@ -460,8 +526,19 @@ pub fn expand(tokens: TokenStream) -> TokenStream {
 /// [`expand`], with an importer for `onnx("...")` declarations (the macro crate's
 /// `onnx` feature).
 pub fn expand_with(tokens: TokenStream, importer: Option<OnnxImporter<'_>>) -> TokenStream {
+    expand_hooked(
+        tokens,
+        Hooks {
+            onnx: importer,
+            weights: None,
+        },
+    )
+}
+
+/// [`expand`], with the macro crate's [`Hooks`].
+pub fn expand_hooked(tokens: TokenStream, hooks: Hooks<'_>) -> TokenStream {
     let stubs = stub_types(&tokens);
-    match compile_with(tokens, importer) {
+    match compile_hooked(tokens, hooks) {
         Ok((models, tracking)) => {
             let mut out = tracking;
             out.extend(models.into_iter().map(|m| m.tokens));
@@ -517,6 +594,9 @@ fn stub_types(tokens: &TokenStream) -> TokenStream {
                             pub const RUN_LEN: usize = 0;
                             pub const PARAMS: &'static [::dnnfusion::runtime::ParamSpec] = &[];
                             pub const OP_COUNT: usize = 0;
+                            pub const fn embedded() -> Self {
+                                Self(::core::marker::PhantomData)
+                            }
                         }
 
                         impl<'p> ::dnnfusion::runtime::Model for #name<'p> {

@@ -75,6 +75,9 @@ pub struct ModelOptions {
     pub rewrite: RewriteMode,
     /// `#[rewrite(max_rewrites = N)]`: stop after N rewrites (to bisect a rewrite).
     pub max_rewrites: Option<usize>,
+    /// `#[weights = "file.safetensors"]`: the parameters, read and prepared at compile
+    /// time and compiled into the program (see [`crate::embed`]).
+    pub weights: Option<syn::LitStr>,
 }
 
 /// Which rewrite rules run on a model (README "Floating-point policy").
@@ -146,6 +149,21 @@ fn fusion_option(attr: &Attribute) -> Result<bool, syn::Error> {
         }
     })?;
     off.ok_or_else(|| syn::Error::new_spanned(attr, "expected `fusion(off)` or `fusion(on)`"))
+}
+
+/// Reads `weights = "file.safetensors"` (or a `.onnx` file); `Err` for anything else.
+fn weights_option(attr: &Attribute) -> Result<syn::LitStr, syn::Error> {
+    const EXPECTED: &str = "expected `#[weights = \"file.safetensors\"]`: the weights file (safetensors or ONNX), relative to the crate's Cargo.toml";
+    match &attr.meta {
+        syn::Meta::NameValue(nv) => match &nv.value {
+            syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(path),
+                ..
+            }) => Ok(path.clone()),
+            other => Err(syn::Error::new_spanned(other, EXPECTED)),
+        },
+        other => Err(syn::Error::new_spanned(other, EXPECTED)),
+    }
 }
 
 /// Largest number of iterations a `for` loop may unroll to.
@@ -395,10 +413,19 @@ fn lower_model(
             if let Err(e) = rewrite_option(attr, &mut options) {
                 diags.push(e);
             }
+        } else if attr.path().is_ident("weights") {
+            match weights_option(attr) {
+                Ok(path) if options.weights.is_some() => diags.push(syn::Error::new_spanned(
+                    path,
+                    "a model takes one `#[weights = \"...\"]` file",
+                )),
+                Ok(path) => options.weights = Some(path),
+                Err(e) => diags.push(e),
+            }
         } else {
             diags.push(syn::Error::new_spanned(
                 attr.path(),
-                "unknown model attribute; a model takes `///` docs, `#[fusion(off)]` and `#[rewrite(off | on | fast_math, max_rewrites = N)]`",
+                "unknown model attribute; a model takes `///` docs, `#[fusion(off)]`, `#[rewrite(off | on | fast_math, max_rewrites = N)]` and `#[weights = \"file.safetensors\"]`",
             ));
         }
     }

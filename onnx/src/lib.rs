@@ -36,14 +36,11 @@ pub use map::*;
 
 /// The importer `dnn!` uses for `model Name = onnx("file.onnx", batch = 1);` (the macro
 /// crate's `onnx` feature): reads the file relative to the declaring crate's
-/// `CARGO_MANIFEST_DIR`, imports it, and asks the compiler to track the file.
+/// `CARGO_MANIFEST_DIR` ([`dnnfusion_compiler::manifest_path`]), imports it, and asks the compiler to track the file.
 pub fn import_for_macro(
     request: &dnnfusion_compiler::OnnxRequest<'_>,
 ) -> Result<dnnfusion_compiler::ImportedSource, String> {
-    let dir = std::env::var("CARGO_MANIFEST_DIR").map_err(|_| {
-        "CARGO_MANIFEST_DIR is not set: `onnx(...)` paths are relative to the crate's Cargo.toml, so the crate must be built by cargo".to_string()
-    })?;
-    let path = std::path::Path::new(&dir).join(request.path);
+    let path = dnnfusion_compiler::manifest_path(request.path)?;
     let bytes = std::fs::read(&path).map_err(|e| {
         format!(
             "cannot read `{}` (relative to the crate's Cargo.toml): {e}",

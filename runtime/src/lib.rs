@@ -6,13 +6,15 @@
 //!
 //! - [`kernels`]: one function per op family, portable; on x86_64 with AVX2 and FMA the
 //!   convolution runs register-tiled SIMD code from the private `simd` module (detected at
-//!   run time with `std`, chosen at compile time without), the only place with `unsafe`.
+//!   run time with `std`, chosen at compile time without), the only place with `unsafe` besides
+//!   the one cast in [`embedded`].
 //! - [`math`]: the elementwise functions (through `libm`, so they work without std).
 //! - [`safetensors`]: a validating safetensors reader that never panics or allocates;
 //!   F16, BF16 and F64 tensors become f32, and [`LoadOptions`] makes it lenient.
 //! - [`onnx_weights`]: the initializers of an `.onnx` file by name (a protobuf walker
 //!   that never panics or allocates), for models imported with `onnx("...")`.
 //! - [`arena`]: safe disjoint views of the scratch arena.
+//! - [`embedded`]: parameter buffers compiled into the program (`#[weights = "file"]`).
 //! - [`Model`], [`Params`], [`Prepared`], [`ParamSpec`], [`LoadError`], [`RunError`]: the
 //!   generated API.
 #![no_std]
@@ -23,6 +25,7 @@
 extern crate alloc;
 
 pub mod arena;
+pub mod embedded;
 pub mod indices;
 pub mod kernels;
 pub mod math;
@@ -34,6 +37,7 @@ pub mod safetensors;
 mod simd;
 pub mod threads;
 
+pub use embedded::EmbeddedWeights;
 pub use indices::indices_to_f32;
 pub use model::*;
 pub use safetensors::LoadOptions;

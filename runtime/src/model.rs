@@ -51,7 +51,7 @@ impl<'p> Params<'p> {
     /// owns). Only a model without load-time ops (`LOADED_LEN == PARAM_LEN`) accepts it;
     /// for the others use [`Params::borrowed_mut`], [`Params::owned`] or
     /// [`Params::prepared`].
-    pub fn borrowed(data: &'p [f32]) -> Self {
+    pub const fn borrowed(data: &'p [f32]) -> Self {
         Params(Storage::Borrowed(data))
     }
 
@@ -275,6 +275,26 @@ pub enum LoadError {
         /// floats given
         found: usize,
     },
+}
+
+impl LoadError {
+    /// The key of the tensor at fault, when the error concerns one.
+    pub fn tensor(&self) -> Option<&str> {
+        let name = match self {
+            LoadError::MissingTensor { tensor }
+            | LoadError::WrongDtype { tensor, .. }
+            | LoadError::WrongShape { tensor, .. } => tensor,
+            LoadError::Truncated { tensor, .. }
+            | LoadError::UnexpectedTensor { tensor }
+            | LoadError::MalformedOnnx { tensor, .. } => tensor.as_str(),
+            LoadError::Malformed { .. }
+            | LoadError::NotPrepared { .. }
+            | LoadError::AlreadyPrepared { .. }
+            | LoadError::PreparedForOtherModel { .. }
+            | LoadError::BufferLength { .. } => "",
+        };
+        (!name.is_empty()).then_some(name)
+    }
 }
 
 /// A short name copied out of the file without allocating (truncated at 64 bytes).

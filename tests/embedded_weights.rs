@@ -1,0 +1,140 @@
+//! `#[weights = "file"]`: weights checked, prepared and compiled in at build time.
+//!
+//! Each embedded model is checked against PyTorch's output (tolerance
+//! `1e-5 * max(1, max |expected|)`, as in reference_models.rs) and against the same
+//! declaration loaded at run time from the same file.
+
+use dnnfusion::{dnn, npy, Model, ModelExt};
+use ndarray::ArrayD;
+
+dnn! {
+    /// LeNet-5 (the reference declaration), its weights compiled in.
+    #[weights = "../models/reference/lenet/weights.safetensors"]
+    pub model LeNet(input: [1, 1, 28, 28]) -> [1, 10] {
+        let conv1 = conv2d(input, 6, kernel = 5);
+        let p1 = max_pool2d(relu(conv1), 2);
+        let conv2 = conv2d(p1, 16, kernel = 5);
+        let p2 = max_pool2d(relu(conv2), 2);
+        let fc1 = linear(flatten(p2), 120);
+        let fc2 = linear(relu(fc1), 84);
+        let fc3 = linear(relu(fc2), 10);
+        fc3
+    }
+
+    /// 3x3 conv without bias, batch norm, ReLU (PyTorch `Sequential` keys 0 and 1).
+    block conv_bn_relu(x, channels) {
+        #[key = "0"] let conv = conv2d(x, channels, kernel = 3, padding = 1, bias = false);
+        #[key = "1"] let bn = batch_norm(conv);
+        relu(bn)
+    }
+
+    /// Two conv-bn-relu stages, keys `a` and `b`.
+    block double_conv(x, channels) {
+        let a = conv_bn_relu(x, channels);
+        let b = conv_bn_relu(a, channels);
+        b
+    }
+
+    /// The reference UNet with its batch norms folded into the convolutions
+    /// (`fast_math`): the folding runs at compile time.
+    #[weights = "../models/reference/unet_small/weights.safetensors"]
+    #[rewrite(fast_math)]
+    pub model UNetSmall(input: [1, 3, 128, 128]) -> [1, 2, 128, 128] {
+        let enc1 = double_conv(input, 16);
+        let enc2 = double_conv(max_pool2d(enc1, 2), 32);
+        let mid = double_conv(max_pool2d(enc2, 2), 64);
+        let up2 = conv_transpose2d(mid, 32, kernel = 2, stride = 2);
+        let dec2 = double_conv(concat([up2, enc2], axis = 1), 32);
+        let up1 = conv_transpose2d(dec2, 16, kernel = 2, stride = 2);
+        let dec1 = double_conv(concat([up1, enc1], axis = 1), 16);
+        conv2d(dec1, 2, kernel = 1, key = "head")
+    }
+}
+
+/// A model in a `static`: nothing runs before `main`, nothing is loaded.
+static LENET: LeNet<'static> = LeNet::embedded();
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(
+            0.0,
+            |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
+        )
+}
+
+/// Runs `model` on the reference input of `data`; checks it against PyTorch and
+/// returns the output.
+fn check_against_pytorch<M: Model + ModelExt>(
+    model: &M,
+    data: &dnnfusion_models::ReferenceData,
+) -> ArrayD<f32> {
+    let input = npy::read_f32(data.input).unwrap();
+    let expected = npy::read_f32(data.output).unwrap();
+    let got = model.infer_arrays(&[input.view()]).unwrap().remove(0);
+    let tol = 1e-5 * expected.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let err = max_abs_diff(got.as_slice().unwrap(), expected.as_slice().unwrap());
+    println!(
+        "{}: max |embedded - torch| = {err:.3e}, tolerance {tol:.3e}",
+        data.name
+    );
+    assert!(err <= tol, "{}: error {err} above {tol}", data.name);
+    got
+}
+
+#[test]
+fn lenet_with_embedded_weights_matches_pytorch_and_the_loaded_model_bit_for_bit() {
+    let data = &dnnfusion_models::LENET_DATA;
+    let embedded = check_against_pytorch(&LENET, data);
+    assert_eq!(LENET.params().len(), LeNet::RUN_LEN);
+    // the same declaration (the zoo's), loaded at run time: LeNet's load-time ops only
+    // pack weights, so both buffers hold the same floats
+    let loaded = dnnfusion_models::reference::LeNet::from_safetensors(data.weights).unwrap();
+    assert_eq!(LENET.params(), loaded.params());
+    let at_run_time = loaded
+        .infer_arrays(&[npy::read_f32(data.input).unwrap().view()])
+        .unwrap()
+        .remove(0);
+    assert_eq!(embedded, at_run_time);
+}
+
+#[test]
+fn lenet_runs_from_a_static_on_a_stack_arena_without_allocating() {
+    let input = npy::read_f32(dnnfusion_models::LENET_DATA.input).unwrap();
+    let expected = npy::read_f32(dnnfusion_models::LENET_DATA.output).unwrap();
+    let x: &[f32; 784] = input.as_slice().unwrap().try_into().unwrap();
+    let mut logits = [0.0f32; 10];
+    let mut arena = [0.0f32; LeNet::ARENA_LEN];
+    LENET.run(x, &mut logits, &mut arena);
+    let err = max_abs_diff(&logits, expected.as_slice().unwrap());
+    assert!(err <= 1e-5 * 16.0, "error {err}");
+}
+
+#[test]
+fn unet_small_with_batch_norms_folded_at_compile_time_matches_pytorch_and_run_time_folding() {
+    let data = &dnnfusion_models::UNET_SMALL_DATA;
+    let model = UNetSmall::embedded();
+    assert!(
+        UNetSmall::LOADED_LEN < UNetSmall::PARAM_LEN,
+        "the test needs load-time ops"
+    );
+    let embedded = check_against_pytorch(&model, data);
+    let loaded =
+        dnnfusion_models::reference::fast_math::UNetSmall::from_safetensors(data.weights).unwrap();
+    assert_eq!(model.params().len(), loaded.params().len());
+    // folded in f64 by the interpreter vs in f32 by `prepare`: rounding apart
+    let params_err = max_abs_diff(model.params(), loaded.params());
+    let scale = loaded.params().iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    assert!(
+        params_err <= 1e-6 * scale,
+        "folded weights differ by {params_err}"
+    );
+    let at_run_time = check_against_pytorch(&loaded, data);
+    let err = max_abs_diff(
+        embedded.as_slice().unwrap(),
+        at_run_time.as_slice().unwrap(),
+    );
+    println!("unet_small: max |embedded - folded at run time| = {err:.3e}");
+}

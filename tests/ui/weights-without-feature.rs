@@ -1,0 +1,12 @@
+use dnnfusion::dnn;
+
+dnn! {
+    #[weights = "lenet.safetensors"]
+    model Tiny(x: [1, 4]) -> [1, 2] {
+        linear(x, 2, key = "fc")
+    }
+}
+
+fn main() {
+    let _ = Tiny::embedded();
+}

@@ -1,0 +1,7 @@
+use dnnfusion::dnn;
+
+dnn! {
+    model Imported = onnx("../onnx/unknown_op.onnx");
+}
+
+fn main() {}

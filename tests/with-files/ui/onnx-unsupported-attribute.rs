@@ -1,0 +1,7 @@
+use dnnfusion::dnn;
+
+dnn! {
+    model Imported = onnx("../onnx/bad_attribute.onnx");
+}
+
+fn main() {}

@@ -1,0 +1,13 @@
+use dnnfusion::dnn;
+
+dnn! {
+    #[weights = "weights/absent.safetensors"]
+    model Tiny(x: [1, 4]) -> [1, 2] {
+        let hidden = relu(x);
+        linear(hidden, 2, key = "fc")
+    }
+}
+
+fn main() {
+    let _ = Tiny::embedded();
+}
