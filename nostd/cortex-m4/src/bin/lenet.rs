@@ -3,12 +3,13 @@
 #![no_std]
 #![no_main]
 
-use board::{EXIT_LOAD, EXIT_MISMATCH, EXIT_NPY, EXIT_OK};
+use board::{EXIT_MISMATCH, EXIT_NPY, EXIT_OK};
 use core::ptr::addr_of_mut;
 use dnnfusion::dnn;
 
 dnn! {
     /// LeNet-5 on 28x28 digits (same declaration as examples/quickstart.rs).
+    #[weights = "../../models/reference/lenet/weights.safetensors"]
     pub model LeNet(x: [1, 1, 28, 28]) -> [1, 10] {
         let conv1 = conv2d(x, 6, kernel = 5);
         let p1 = max_pool2d(relu(conv1), 2);
@@ -21,22 +22,18 @@ dnn! {
     }
 }
 
-static WEIGHTS: &[u8] = include_bytes!("../../../../models/reference/lenet/weights.safetensors");
 static INPUT_NPY: &[u8] = include_bytes!("../../../../models/reference/lenet/input.npy");
 static OUTPUT_NPY: &[u8] = include_bytes!("../../../../models/reference/lenet/output.npy");
 
-/// The flat parameter buffer `from_safetensors_in` fills (in .bss, no allocator).
-static mut PARAMS: [f32; LeNet::PARAM_LEN] = [0.0; LeNet::PARAM_LEN];
+/// The model, its weights compiled in (flash): nothing is loaded at run time.
+static MODEL: LeNet<'static> = LeNet::embedded();
 /// The scratch arena `run` works in.
 static mut ARENA: [f32; LeNet::ARENA_LEN] = [0.0; LeNet::ARENA_LEN];
 
 fn lenet() -> i32 {
-    // SAFETY: the program is single-threaded and `lenet` runs once, so these are the only
-    // references ever taken to PARAMS and ARENA: they cannot alias.
-    let (params, arena) = unsafe { (&mut *addr_of_mut!(PARAMS), &mut *addr_of_mut!(ARENA)) };
-    let Ok(model) = LeNet::from_safetensors_in(WEIGHTS, params) else {
-        return EXIT_LOAD;
-    };
+    // SAFETY: the program is single-threaded and `lenet` runs once, so this is the only
+    // reference ever taken to ARENA: it cannot alias.
+    let arena = unsafe { &mut *addr_of_mut!(ARENA) };
     let mut x = [0.0f32; 784];
     let mut expected = [0.0f32; 10];
     if board::read_npy_f32(INPUT_NPY, &mut x).is_none()
@@ -46,7 +43,7 @@ fn lenet() -> i32 {
     }
     let mut logits = [0.0f32; 10];
     let ticks = board::Ticks::start();
-    model.run(&x, &mut logits, arena);
+    MODEL.run(&x, &mut logits, arena);
     let ticks = ticks.elapsed();
     let stack = board::stack_high_water();
     // the fused f32 kernels sum in another order than PyTorch: 1e-5 of the largest logit

@@ -4,12 +4,13 @@
 #![no_std]
 #![no_main]
 
-use board::{EXIT_LOAD, EXIT_MISMATCH, EXIT_NPY, EXIT_OK};
+use board::{EXIT_MISMATCH, EXIT_NPY, EXIT_OK};
 use core::ptr::addr_of_mut;
 use dnnfusion::dnn;
 
 dnn! {
     /// An MLP 1-16-16-1 with ReLU, fitted to sin(x) on [0, 2 pi].
+    #[weights = "../../models/reference/sine/weights.safetensors"]
     pub model Sine(x: [1, 1]) -> [1, 1] {
         let fc1 = linear(x, 16);
         let fc2 = linear(relu(fc1), 16);
@@ -18,25 +19,21 @@ dnn! {
     }
 }
 
-static WEIGHTS: &[u8] = include_bytes!("../../../../models/reference/sine/weights.safetensors");
 static INPUT_NPY: &[u8] = include_bytes!("../../../../models/reference/sine/input.npy");
 static OUTPUT_NPY: &[u8] = include_bytes!("../../../../models/reference/sine/output.npy");
 
 /// Inputs in input.npy: one inference each.
 const POINTS: usize = 8;
 
-/// The flat parameter buffer `from_safetensors_in` fills (in .bss, no allocator).
-static mut PARAMS: [f32; Sine::PARAM_LEN] = [0.0; Sine::PARAM_LEN];
+/// The model, its weights compiled in (flash): nothing is loaded at run time.
+static MODEL: Sine<'static> = Sine::embedded();
 /// The scratch arena `run` works in.
 static mut ARENA: [f32; Sine::ARENA_LEN] = [0.0; Sine::ARENA_LEN];
 
 fn sine() -> i32 {
-    // SAFETY: the program is single-threaded and `sine` runs once, so these are the only
-    // references ever taken to PARAMS and ARENA: they cannot alias.
-    let (params, arena) = unsafe { (&mut *addr_of_mut!(PARAMS), &mut *addr_of_mut!(ARENA)) };
-    let Ok(model) = Sine::from_safetensors_in(WEIGHTS, params) else {
-        return EXIT_LOAD;
-    };
+    // SAFETY: the program is single-threaded and `sine` runs once, so this is the only
+    // reference ever taken to ARENA: it cannot alias.
+    let arena = unsafe { &mut *addr_of_mut!(ARENA) };
     let mut xs = [0.0f32; POINTS];
     let mut expected = [0.0f32; POINTS];
     if board::read_npy_f32(INPUT_NPY, &mut xs).is_none()
@@ -48,7 +45,7 @@ fn sine() -> i32 {
     let ticks = board::Ticks::start();
     for (x, y) in xs.iter().zip(ys.iter_mut()) {
         let mut out = [0.0f32; 1];
-        model.run(&[*x], &mut out, arena);
+        MODEL.run(&[*x], &mut out, arena);
         *y = out[0];
     }
     let ticks = ticks.elapsed();

@@ -4,7 +4,7 @@
 #![no_std]
 #![no_main]
 
-use board::{EXIT_LOAD, EXIT_MISMATCH, EXIT_NPY, EXIT_OK};
+use board::{EXIT_MISMATCH, EXIT_NPY, EXIT_OK};
 use core::ptr::addr_of_mut;
 use dnnfusion::dnn;
 
@@ -12,6 +12,7 @@ dnn! {
     /// A 49x40 spectrogram, an 8-filter 10x8 convolution with stride 2 and TensorFlow's
     /// "SAME" padding (4 rows above, 5 below, 3 columns each side: 25x20 out), ReLU, a
     /// fully connected layer to 4 classes, softmax.
+    #[weights = "../../models/reference/tinyconv/weights.safetensors"]
     pub model TinyConv(x: [1, 1, 49, 40]) -> (logits: [1, 4], probs: [1, 4]) {
         let conv = conv2d(x, 8, kernel = [10, 8], stride = 2, padding = [4, 3, 5, 3]);
         let fc = linear(flatten(relu(conv)), 4);
@@ -19,12 +20,11 @@ dnn! {
     }
 }
 
-static WEIGHTS: &[u8] = include_bytes!("../../../../models/reference/tinyconv/weights.safetensors");
 static INPUT_NPY: &[u8] = include_bytes!("../../../../models/reference/tinyconv/input.npy");
 static OUTPUT_NPY: &[u8] = include_bytes!("../../../../models/reference/tinyconv/output.npy");
 
-/// The flat parameter buffer `from_safetensors_in` fills (in .bss, no allocator).
-static mut PARAMS: [f32; TinyConv::PARAM_LEN] = [0.0; TinyConv::PARAM_LEN];
+/// The model, its weights compiled in (flash): nothing is loaded at run time.
+static MODEL: TinyConv<'static> = TinyConv::embedded();
 /// The scratch arena `run` works in.
 static mut ARENA: [f32; TinyConv::ARENA_LEN] = [0.0; TinyConv::ARENA_LEN];
 /// The input spectrogram (too large for a comfortable stack frame).
@@ -32,17 +32,8 @@ static mut INPUT: [f32; 49 * 40] = [0.0; 49 * 40];
 
 fn tinyconv() -> i32 {
     // SAFETY: the program is single-threaded and `tinyconv` runs once, so these are the
-    // only references ever taken to PARAMS, ARENA and INPUT: they cannot alias.
-    let (params, arena, x) = unsafe {
-        (
-            &mut *addr_of_mut!(PARAMS),
-            &mut *addr_of_mut!(ARENA),
-            &mut *addr_of_mut!(INPUT),
-        )
-    };
-    let Ok(model) = TinyConv::from_safetensors_in(WEIGHTS, params) else {
-        return EXIT_LOAD;
-    };
+    // only references ever taken to ARENA and INPUT: they cannot alias.
+    let (arena, x) = unsafe { (&mut *addr_of_mut!(ARENA), &mut *addr_of_mut!(INPUT)) };
     // output.npy: the 4 logits, then the 4 probabilities
     let mut expected = [0.0f32; 8];
     if board::read_npy_f32(INPUT_NPY, x).is_none()
@@ -52,7 +43,7 @@ fn tinyconv() -> i32 {
     }
     let (mut logits, mut probs) = ([0.0f32; 4], [0.0f32; 4]);
     let ticks = board::Ticks::start();
-    model.run(x, &mut logits, &mut probs, arena);
+    MODEL.run(x, &mut logits, &mut probs, arena);
     let ticks = ticks.elapsed();
     let stack = board::stack_high_water();
     let ok = board::matches(&logits, &expected[..4], 1e-5)
