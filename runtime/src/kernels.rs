@@ -833,7 +833,7 @@ pub fn conv2d(
             };
             return;
         }
-        depthwise_rows(x, w, bias, out, g, &epi);
+        depthwise_portable(x, w, bias, out, g, &epi);
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -854,6 +854,20 @@ pub fn conv2d(
         return;
     }
     conv2d_gemm(x, w, bias, out, g, &epi, simd);
+}
+
+/// [`depthwise_rows`] kept out of line: its stack buffer (4 KiB on a microcontroller)
+/// then exists only while a depthwise convolution runs, not in every caller's frame.
+#[inline(never)]
+fn depthwise_portable(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &Conv2dGeom,
+    epi: &impl Fn(usize, &mut [f32]),
+) {
+    depthwise_rows(x, w, bias, out, g, epi);
 }
 
 /// The direct AVX2 convolution (one group) with its output channels split over `threads`
@@ -971,7 +985,9 @@ const PANEL_DEPTH: usize = stack_floats(256, 32);
 /// (zero padding, stride and dilation applied) into a stack buffer, and every block of
 /// [`TILE_ROWS`] output channels runs a register tile over it (`simd::gemm_tile_avx2`
 /// when `simd`, else its portable twin). The row epilogue runs once each output plane of
-/// the group is complete.
+/// the group is complete. Out of line, so that its panel buffer is on the stack only
+/// while it runs.
+#[inline(never)]
 fn conv2d_gemm(
     x: &[f32],
     w: &[f32],

@@ -13,7 +13,7 @@
 //!   QEMU retires one instruction per virtual nanosecond, so one tick is exactly 40
 //!   instructions) and [`stack_high_water`] (the deepest word of the painted stack that
 //!   was overwritten);
-//! - checking: [`read_npy_f32`] and [`matches`].
+//! - checking: [`Npy`] and [`matches`].
 //!
 //! A program defines `fn program() -> i32` through [`program!`]; its value becomes QEMU's
 //! exit status. The panic handler and the fault handlers exit with their own codes.
@@ -128,7 +128,7 @@ static EXCEPTIONS: [Option<extern "C" fn() -> !>; 14] = [
 ];
 
 extern "C" fn fault() -> ! {
-    Line::new().str("fault exception\n").print();
+    print_cstr(b"fault exception\n\0");
     exit(EXIT_FAULT)
 }
 
@@ -160,7 +160,7 @@ macro_rules! program {
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
     // The message is ignored on purpose: formatting it would link core::fmt.
-    Line::new().str("panic\n").print();
+    print_cstr(b"panic\n\0");
     exit(EXIT_PANIC)
 }
 
@@ -174,6 +174,14 @@ fn semihost(op: u32, arg: usize) -> usize {
         asm!("bkpt 0xAB", inout("r0") op as usize => ret, in("r1") arg, options(nostack));
     }
     ret
+}
+
+/// Writes a NUL-terminated string to the host's console (SYS_WRITE0).
+fn print_cstr(s: &[u8]) {
+    const SYS_WRITE0: u32 = 0x04;
+    if s.last() == Some(&0) {
+        semihost(SYS_WRITE0, s.as_ptr() as usize);
+    }
 }
 
 /// Ends the run: semihosting SYS_EXIT_EXTENDED with ADP_Stopped_ApplicationExit and
@@ -213,8 +221,12 @@ impl Line {
     }
 
     /// Appends `s`.
-    pub fn str(mut self, s: &str) -> Self {
-        for &b in s.as_bytes() {
+    pub fn str(&mut self, s: &str) -> &mut Self {
+        self.bytes(s.as_bytes())
+    }
+
+    fn bytes(&mut self, s: &[u8]) -> &mut Self {
+        for &b in s {
             if self.len < self.buf.len() - 1 {
                 self.buf[self.len] = b;
                 self.len += 1;
@@ -224,7 +236,7 @@ impl Line {
     }
 
     /// Appends `n` in decimal.
-    pub fn num(self, mut n: u32) -> Self {
+    pub fn num(&mut self, mut n: u32) -> &mut Self {
         let mut digits = [0u8; 10];
         let mut i = digits.len();
         loop {
@@ -235,15 +247,13 @@ impl Line {
                 break;
             }
         }
-        // digits are ASCII
-        self.str(core::str::from_utf8(&digits[i..]).unwrap_or("?"))
+        self.bytes(&digits[i..])
     }
 
-    /// Writes the line to the host's console (SYS_WRITE0, a NUL-terminated string).
-    pub fn print(mut self) {
-        const SYS_WRITE0: u32 = 0x04;
+    /// Writes the line to the host's console.
+    pub fn print(&mut self) {
         self.buf[self.len] = 0;
-        semihost(SYS_WRITE0, self.buf.as_ptr() as usize);
+        print_cstr(&self.buf[..=self.len]);
     }
 }
 
@@ -314,32 +324,61 @@ pub fn static_ram() -> u32 {
     (core::ptr::addr_of!(__ebss) as usize - core::ptr::addr_of!(__sdata) as usize) as u32
 }
 
-/// Reads a version-1 `.npy` file of little-endian f32 (`'<f4'`) with exactly
-/// `out.len()` elements into `out`. `None` when it is anything else.
-pub fn read_npy_f32(bytes: &[u8], out: &mut [f32]) -> Option<()> {
-    // magic "\x93NUMPY", version 1.0, header length (u16 LE) at bytes 8..10
-    if bytes.get(..8)? != b"\x93NUMPY\x01\x00" {
-        return None;
+/// The data of a version-1 `.npy` file of little-endian f32 (`'<f4'`, C order), read in
+/// place: values are decoded as they are asked for, so no copy loop (and no `memcpy`) is
+/// linked unless a program copies.
+pub struct Npy<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> Npy<'a> {
+    /// The file's data when it holds exactly `len` f32s; `None` when it is anything else.
+    pub fn parse(bytes: &'a [u8], len: usize) -> Option<Self> {
+        // magic "\x93NUMPY", version 1.0, header length (u16 LE) at bytes 8..10
+        if bytes.get(..8)? != b"\x93NUMPY\x01\x00" {
+            return None;
+        }
+        let header_len = u16::from_le_bytes([*bytes.get(8)?, *bytes.get(9)?]) as usize;
+        let header = bytes.get(10..10 + header_len)?;
+        let data = bytes.get(10 + header_len..)?;
+        let has = |s: &[u8]| header.windows(s.len()).any(|w| w == s);
+        if !has(b"'descr': '<f4'") || !has(b"'fortran_order': False") || data.len() != len * 4 {
+            return None;
+        }
+        Some(Npy { data })
     }
-    let header_len = u16::from_le_bytes([*bytes.get(8)?, *bytes.get(9)?]) as usize;
-    let header = bytes.get(10..10 + header_len)?;
-    let data = bytes.get(10 + header_len..)?;
-    let has = |s: &[u8]| header.windows(s.len()).any(|w| w == s);
-    if !has(b"'descr': '<f4'") || !has(b"'fortran_order': False") || data.len() != out.len() * 4 {
-        return None;
+
+    /// Value `i` (0.0 past the end).
+    pub fn get(&self, i: usize) -> f32 {
+        match self.data.get(4 * i..4 * i + 4) {
+            Some(b) => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            None => 0.0,
+        }
     }
-    for (v, chunk) in out.iter_mut().zip(data.chunks_exact(4)) {
-        *v = f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+
+    /// Copies the values into `out` (as long as both are).
+    pub fn copy_to(&self, out: &mut [f32]) {
+        for (i, v) in out.iter_mut().enumerate() {
+            *v = self.get(i);
+        }
     }
-    Some(())
 }
 
 /// True when every `got[i]` is within `rel * max(1, max |expected|)` of `expected[i]`
-/// (a NaN never matches).
-pub fn matches(got: &[f32], expected: &[f32], rel: f32) -> bool {
-    let scale = expected.iter().fold(1.0f32, |m, e| m.max(e.abs()));
+/// (a NaN never matches), `expected` from `first` on.
+pub fn matches(got: &[f32], expected: &Npy<'_>, first: usize, rel: f32) -> bool {
+    let mut scale = 1.0f32;
+    for i in 0..got.len() {
+        let e = expected.get(first + i).abs();
+        if e > scale {
+            scale = e;
+        }
+    }
     let tol = rel * scale;
-    got.len() == expected.len() && got.iter().zip(expected).all(|(y, e)| (y - e).abs() <= tol)
+    got.iter().enumerate().all(|(i, y)| {
+        let close = (y - expected.get(first + i)).abs() <= tol;
+        close
+    })
 }
 
 /// Prints the run's figures as one line: `name: ok|MISMATCH, N instructions per

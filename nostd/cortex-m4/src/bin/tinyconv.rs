@@ -35,19 +35,20 @@ fn tinyconv() -> i32 {
     // only references ever taken to ARENA and INPUT: they cannot alias.
     let (arena, x) = unsafe { (&mut *addr_of_mut!(ARENA), &mut *addr_of_mut!(INPUT)) };
     // output.npy: the 4 logits, then the 4 probabilities
-    let mut expected = [0.0f32; 8];
-    if board::read_npy_f32(INPUT_NPY, x).is_none()
-        || board::read_npy_f32(OUTPUT_NPY, &mut expected).is_none()
-    {
+    let (Some(input), Some(expected)) = (
+        board::Npy::parse(INPUT_NPY, 49 * 40),
+        board::Npy::parse(OUTPUT_NPY, 8),
+    ) else {
         return EXIT_NPY;
-    }
+    };
+    input.copy_to(x);
     let (mut logits, mut probs) = ([0.0f32; 4], [0.0f32; 4]);
     let ticks = board::Ticks::start();
     MODEL.run(x, &mut logits, &mut probs, arena);
     let ticks = ticks.elapsed();
     let stack = board::stack_high_water();
-    let ok = board::matches(&logits, &expected[..4], 1e-5)
-        && board::matches(&probs, &expected[4..], 1e-5);
+    let ok =
+        board::matches(&logits, &expected, 0, 1e-5) && board::matches(&probs, &expected, 4, 1e-5);
     board::report("tinyconv", ok, ticks, 1, stack);
     if ok {
         EXIT_OK
