@@ -15,7 +15,7 @@ impl<const N: usize> EmbeddedWeights<N> {
     /// Panics (at compile time when used in a `const` or `static`) when `N` is not a
     /// multiple of 4 or the target is big-endian (the bytes are little-endian).
     pub const fn floats(&'static self) -> &'static [f32] {
-        assert!(N % 4 == 0, "embedded weights hold whole f32s");
+        assert!(N.is_multiple_of(4), "embedded weights hold whole f32s");
         assert!(
             cfg!(target_endian = "little"),
             "embedded weights are little-endian f32s; this target is big-endian"

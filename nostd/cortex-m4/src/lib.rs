@@ -375,10 +375,9 @@ pub fn matches(got: &[f32], expected: &Npy<'_>, first: usize, rel: f32) -> bool 
         }
     }
     let tol = rel * scale;
-    got.iter().enumerate().all(|(i, y)| {
-        let close = (y - expected.get(first + i)).abs() <= tol;
-        close
-    })
+    got.iter()
+        .enumerate()
+        .all(|(i, y)| (y - expected.get(first + i)).abs() <= tol)
 }
 
 /// Prints the run's figures as one line: `name: ok|MISMATCH, N instructions per
