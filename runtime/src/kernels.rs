@@ -1458,9 +1458,30 @@ fn gemm_tile(
         while i < rows {
             let (a, c, init) = (&a[i * a_row..], &mut c[i * ldc..], init.map(|v| &v[i..]));
             let step = match rows - i {
-                1 => micro_rows::<1>(kc, (a, a_row), (b, ldb), (c, ldc), init, tile_1x4),
-                2 => micro_rows::<2>(kc, (a, a_row), (b, ldb), (c, ldc), init, tile_2x4),
-                _ => micro_rows::<3>(kc, (a, a_row), (b, ldb), (c, ldc), init, tile_3x4),
+                1 => micro_rows::<1>(
+                    kc,
+                    (a, a_row),
+                    (b, ldb),
+                    (c, ldc),
+                    init,
+                    crate::simd::tile_1x4,
+                ),
+                2 => micro_rows::<2>(
+                    kc,
+                    (a, a_row),
+                    (b, ldb),
+                    (c, ldc),
+                    init,
+                    crate::simd::tile_2x4,
+                ),
+                _ => micro_rows::<3>(
+                    kc,
+                    (a, a_row),
+                    (b, ldb),
+                    (c, ldc),
+                    init,
+                    crate::simd::tile_3x4,
+                ),
             };
             i += step;
         }
@@ -1485,7 +1506,7 @@ fn gemm_tile(
     }
 }
 
-/// Columns of a register-blocked portable tile ([`tile_3x4`]).
+/// Columns of a register-blocked portable tile (`simd::tile_3x4`).
 const MICRO_COLS: usize = 4;
 
 /// A register tile of `R` rows by [`MICRO_COLS`] columns: `sums[r][j] = sum over k of
@@ -1518,88 +1539,6 @@ fn micro_rows<const R: usize>(
         }
     }
     R
-}
-
-/// The register-blocked portable tile ([`MicroTile`]) of three rows: twelve sums in
-/// registers, and per step of `k` seven loads feed twelve multiply-adds. Each sum starts
-/// from 0 and runs in order of `k`, so the results are those of the plain loop, bit for
-/// bit. Written out, as are [`tile_2x4`] and [`tile_1x4`]: at opt-level "s" LLVM would
-/// not unroll loops over rows and columns, and sums in an array would live in memory.
-#[inline(always)]
-fn tile_3x4([a0, a1, a2]: [&[f32]; 3], (b, ldb): (&[f32], usize)) -> [[f32; 4]; 3] {
-    let kc = a0.len();
-    let (a1, a2) = (&a1[..kc], &a2[..kc]);
-    let [mut s00, mut s01, mut s02, mut s03] = [0.0f32; 4];
-    let [mut s10, mut s11, mut s12, mut s13] = [0.0f32; 4];
-    let [mut s20, mut s21, mut s22, mut s23] = [0.0f32; 4];
-    let mut at = 0;
-    for k in 0..kc {
-        let bk = &b[at..at + 4];
-        at += ldb;
-        let (b0, b1, b2, b3) = (bk[0], bk[1], bk[2], bk[3]);
-        let x = a0[k];
-        s00 += x * b0;
-        s01 += x * b1;
-        s02 += x * b2;
-        s03 += x * b3;
-        let x = a1[k];
-        s10 += x * b0;
-        s11 += x * b1;
-        s12 += x * b2;
-        s13 += x * b3;
-        let x = a2[k];
-        s20 += x * b0;
-        s21 += x * b1;
-        s22 += x * b2;
-        s23 += x * b3;
-    }
-    [
-        [s00, s01, s02, s03],
-        [s10, s11, s12, s13],
-        [s20, s21, s22, s23],
-    ]
-}
-
-/// [`tile_3x4`] for two rows.
-#[inline(always)]
-fn tile_2x4([a0, a1]: [&[f32]; 2], (b, ldb): (&[f32], usize)) -> [[f32; 4]; 2] {
-    let kc = a0.len();
-    let a1 = &a1[..kc];
-    let [mut s00, mut s01, mut s02, mut s03] = [0.0f32; 4];
-    let [mut s10, mut s11, mut s12, mut s13] = [0.0f32; 4];
-    let mut at = 0;
-    for k in 0..kc {
-        let bk = &b[at..at + 4];
-        at += ldb;
-        let (b0, b1, b2, b3) = (bk[0], bk[1], bk[2], bk[3]);
-        let x = a0[k];
-        s00 += x * b0;
-        s01 += x * b1;
-        s02 += x * b2;
-        s03 += x * b3;
-        let x = a1[k];
-        s10 += x * b0;
-        s11 += x * b1;
-        s12 += x * b2;
-        s13 += x * b3;
-    }
-    [[s00, s01, s02, s03], [s10, s11, s12, s13]]
-}
-
-/// [`tile_3x4`] for one row.
-#[inline(always)]
-fn tile_1x4([a0]: [&[f32]; 1], (b, ldb): (&[f32], usize)) -> [[f32; 4]; 1] {
-    let [mut s0, mut s1, mut s2, mut s3] = [0.0f32; 4];
-    let mut at = 0;
-    for &x in a0 {
-        let bk = &b[at..at + 4];
-        at += ldb;
-        s0 += x * bk[0];
-        s1 += x * bk[1];
-        s2 += x * bk[2];
-        s3 += x * bk[3];
-    }
-    [[s0, s1, s2, s3]]
 }
 
 /// Floats of the stack buffers the convolutions use: large on desktop CPUs, small where

@@ -129,6 +129,133 @@ pub fn sqrt_f32(x: f32) -> f32 {
     }
 }
 
+/// `b` cut to the rows of four floats `b[k * ldb..k * ldb + 4]`, `k < rows`, that the
+/// register-blocked tiles read ([`quad`] then reads each without a bounds check: one
+/// check here, not one per multiply-add step). Panics when the last row is not inside
+/// `b` (a precondition of the kernels).
+#[inline(always)]
+fn quad_rows(b: &[f32], ldb: usize, rows: usize) -> &[f32] {
+    let need = match rows.checked_sub(1) {
+        None => 0,
+        Some(last) => last
+            .checked_mul(ldb)
+            .and_then(|v| v.checked_add(4))
+            .unwrap_or(usize::MAX),
+    };
+    &b[..need]
+}
+
+/// `b[at..at + 4]`, without a bounds check.
+///
+/// # Safety
+///
+/// `at + 4 <= b.len()`: true for `b` from [`quad_rows`] and `at = k * ldb` with `k <
+/// rows`, since then `at + 3 < (rows - 1) * ldb + 4 = b.len()` (that sum was computed
+/// without overflow, or the cut panicked).
+#[inline(always)]
+#[allow(unsafe_code)]
+unsafe fn quad(b: &[f32], at: usize) -> [f32; 4] {
+    debug_assert!(at + 4 <= b.len());
+    // SAFETY: the caller promises `at + 4 <= b.len()`.
+    unsafe {
+        [
+            *b.get_unchecked(at),
+            *b.get_unchecked(at + 1),
+            *b.get_unchecked(at + 2),
+            *b.get_unchecked(at + 3),
+        ]
+    }
+}
+
+/// The register-blocked portable tile (`kernels::MicroTile`) of three rows: twelve sums in
+/// registers, and per step of `k` seven loads feed twelve multiply-adds. Each sum starts
+/// from 0 and runs in order of `k`, so the results are those of the plain loop, bit for
+/// bit. Written out, as are [`tile_2x4`] and [`tile_1x4`]: at opt-level "s" LLVM would
+/// not unroll loops over rows and columns, and sums in an array would live in memory.
+#[inline(always)]
+pub(crate) fn tile_3x4([a0, a1, a2]: [&[f32]; 3], (b, ldb): (&[f32], usize)) -> [[f32; 4]; 3] {
+    let kc = a0.len();
+    let (a1, a2) = (&a1[..kc], &a2[..kc]);
+    let b = quad_rows(b, ldb, kc);
+    let [mut s00, mut s01, mut s02, mut s03] = [0.0f32; 4];
+    let [mut s10, mut s11, mut s12, mut s13] = [0.0f32; 4];
+    let [mut s20, mut s21, mut s22, mut s23] = [0.0f32; 4];
+    let mut at = 0;
+    for k in 0..kc {
+        // SAFETY: `at = k * ldb` with `k < kc`, and `quad_rows` cut `b` to `kc` rows.
+        #[allow(unsafe_code)]
+        let [b0, b1, b2, b3] = unsafe { quad(b, at) };
+        at += ldb;
+        let x = a0[k];
+        s00 += x * b0;
+        s01 += x * b1;
+        s02 += x * b2;
+        s03 += x * b3;
+        let x = a1[k];
+        s10 += x * b0;
+        s11 += x * b1;
+        s12 += x * b2;
+        s13 += x * b3;
+        let x = a2[k];
+        s20 += x * b0;
+        s21 += x * b1;
+        s22 += x * b2;
+        s23 += x * b3;
+    }
+    [
+        [s00, s01, s02, s03],
+        [s10, s11, s12, s13],
+        [s20, s21, s22, s23],
+    ]
+}
+
+/// [`tile_3x4`] for two rows.
+#[inline(always)]
+pub(crate) fn tile_2x4([a0, a1]: [&[f32]; 2], (b, ldb): (&[f32], usize)) -> [[f32; 4]; 2] {
+    let kc = a0.len();
+    let a1 = &a1[..kc];
+    let b = quad_rows(b, ldb, kc);
+    let [mut s00, mut s01, mut s02, mut s03] = [0.0f32; 4];
+    let [mut s10, mut s11, mut s12, mut s13] = [0.0f32; 4];
+    let mut at = 0;
+    for k in 0..kc {
+        // SAFETY: `at = k * ldb` with `k < kc`, and `quad_rows` cut `b` to `kc` rows.
+        #[allow(unsafe_code)]
+        let [b0, b1, b2, b3] = unsafe { quad(b, at) };
+        at += ldb;
+        let x = a0[k];
+        s00 += x * b0;
+        s01 += x * b1;
+        s02 += x * b2;
+        s03 += x * b3;
+        let x = a1[k];
+        s10 += x * b0;
+        s11 += x * b1;
+        s12 += x * b2;
+        s13 += x * b3;
+    }
+    [[s00, s01, s02, s03], [s10, s11, s12, s13]]
+}
+
+/// [`tile_3x4`] for one row.
+#[inline(always)]
+pub(crate) fn tile_1x4([a0]: [&[f32]; 1], (b, ldb): (&[f32], usize)) -> [[f32; 4]; 1] {
+    let b = quad_rows(b, ldb, a0.len());
+    let [mut s0, mut s1, mut s2, mut s3] = [0.0f32; 4];
+    let mut at = 0;
+    for &x in a0 {
+        // SAFETY: `at = k * ldb` with `k < kc`, and `quad_rows` cut `b` to `kc` rows.
+        #[allow(unsafe_code)]
+        let [b0, b1, b2, b3] = unsafe { quad(b, at) };
+        at += ldb;
+        s0 += x * b0;
+        s1 += x * b1;
+        s2 += x * b2;
+        s3 += x * b3;
+    }
+    [[s0, s1, s2, s3]]
+}
+
 /// The starts of tiles of `tile` covering `0..len` (`len >= tile`): every `tile`, and a
 /// last one flush with the end, which overlaps the one before when `tile` does not divide
 /// `len` (its values are computed twice, alike).
