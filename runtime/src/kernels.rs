@@ -853,7 +853,127 @@ pub fn conv2d(
         };
         return;
     }
+    if !simd && crate::simd::register_blocked() && conv2d_blocked_fits(g) {
+        conv2d_blocked(x, w, bias, out, g, &epi);
+        return;
+    }
     conv2d_gemm(x, w, bias, out, g, &epi, simd);
+}
+
+/// Floats of [`conv2d_blocked`]'s row buffer (3 KiB on a microcontroller).
+const BLOCKED_ROWS_LEN: usize = stack_floats(4096, 768);
+
+/// The width of [`conv2d_blocked`]'s packed rows: every column an output row reads, from
+/// `-pad_left` on, plus what a last register tile of 4 columns reads past the row's end.
+fn blocked_row_width(g: &Conv2dGeom) -> usize {
+    (g.ow + 3) * g.stride_w + (g.kw - 1) * g.dilation_w + 1
+}
+
+/// True when [`conv2d_blocked`] can run `g`: one input channel's window rows fit its
+/// buffer.
+fn conv2d_blocked_fits(g: &Conv2dGeom) -> bool {
+    g.kh * blocked_row_width(g) <= BLOCKED_ROWS_LEN && g.ow > 0 && g.c_out > 0
+}
+
+/// [`conv2d`] as a direct convolution in register tiles, for CPUs with scalar FPUs (see
+/// `simd::register_blocked`): nothing is packed but the input rows each output row reads.
+///
+/// Per image, group and output row: the input rows its window reads (only those inside
+/// the input: the kernel rows are cut to them) are copied, horizontal zero padding
+/// included, into a stack buffer, as many input channels at a time as fit. Then output
+/// channels go in blocks of three and columns in blocks of four (`simd::conv_tile_3x4`:
+/// per tap, three weights and four inputs feed twelve multiply-adds into sums kept in
+/// registers); a last block of fewer channels repeats its last one, and of fewer columns
+/// reads zeros; only real outputs are stored. The first channel chunk starts from the
+/// bias, later ones from the stored sums. Each output row gets the epilogue once its
+/// sums are complete. (An output row whose window lies wholly in the padding gets the
+/// bias: one pass over zero packed rows.)
+fn conv2d_blocked(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &Conv2dGeom,
+    epi: &impl Fn(usize, &mut [f32]),
+) {
+    let (cin_g, cout_g) = (g.c_in / g.groups, g.c_out / g.groups);
+    let (plane, in_plane) = (g.oh * g.ow, g.h * g.w);
+    let taps = cin_g * g.kh * g.kw;
+    let wp = blocked_row_width(g);
+    let mut buf = [0.0f32; BLOCKED_ROWS_LEN];
+    for n in 0..g.n {
+        for grp in 0..g.groups {
+            let xg = &x[(n * g.c_in + grp * cin_g) * in_plane..][..cin_g * in_plane];
+            let first = n * g.c_out + grp * cout_g;
+            for oy in 0..g.oh {
+                let top = oy * g.stride_h;
+                let (ky0, ky1) = valid_range(g.kh, g.h, g.dilation_h, g.pad_top, top);
+                let rows = ky1 - ky0;
+                let chunk = (BLOCKED_ROWS_LEN / (rows * wp).max(1)).clamp(1, cin_g.max(1));
+                let mut c0 = 0;
+                while c0 < cin_g {
+                    let count = chunk.min(cin_g - c0);
+                    // buf[(k * rows + r) * wp + p] = x[c0 + k, iy(ky0 + r), p - pad_left]
+                    for k in 0..count {
+                        for r in 0..rows {
+                            let iy = top + (ky0 + r) * g.dilation_h - g.pad_top;
+                            let src = &xg[(c0 + k) * in_plane + iy * g.w..][..g.w];
+                            let dst = &mut buf[(k * rows + r) * wp..][..wp];
+                            let start = g.pad_left.min(wp);
+                            let len = g.w.min(wp - start);
+                            dst[..start].fill(0.0);
+                            dst[start..start + len].copy_from_slice(&src[..len]);
+                            dst[start + len..].fill(0.0);
+                        }
+                    }
+                    let packed = &buf[..count * rows * wp];
+                    let mut oc = 0;
+                    while oc < cout_g {
+                        let real = 3.min(cout_g - oc);
+                        let weights: [&[f32]; 3] = core::array::from_fn(|c| {
+                            let ch = grp * cout_g + oc + c.min(real - 1);
+                            &w[ch * taps..(ch + 1) * taps]
+                        });
+                        let shape = crate::simd::ConvTile {
+                            c0,
+                            count,
+                            ky0,
+                            rows,
+                            kh: g.kh,
+                            kw: g.kw,
+                            wp,
+                            dilation: g.dilation_w,
+                            stride: g.stride_w,
+                        };
+                        for ox0 in (0..g.ow).step_by(4) {
+                            let sums = crate::simd::conv_tile_3x4(weights, packed, &shape, ox0);
+                            let cols = 4.min(g.ow - ox0);
+                            for (c, row) in sums.iter().enumerate().take(real) {
+                                let at = (first + oc + c) * plane + oy * g.ow + ox0;
+                                let dst = &mut out[at..at + cols];
+                                if c0 == 0 {
+                                    let b = bias.map_or(0.0, |b| b[grp * cout_g + oc + c]);
+                                    for (d, &s) in dst.iter_mut().zip(row) {
+                                        *d = b + s;
+                                    }
+                                } else {
+                                    for (d, &s) in dst.iter_mut().zip(row) {
+                                        *d += s;
+                                    }
+                                }
+                            }
+                        }
+                        oc += real;
+                    }
+                    c0 += count;
+                }
+                for oc in 0..cout_g {
+                    let base = (first + oc) * plane + oy * g.ow;
+                    epi(base, &mut out[base..base + g.ow]);
+                }
+            }
+        }
+    }
 }
 
 /// [`depthwise_rows`] kept out of line: its stack buffer (4 KiB on a microcontroller)

@@ -256,6 +256,189 @@ pub(crate) fn tile_1x4([a0]: [&[f32]; 1], (b, ldb): (&[f32], usize)) -> [[f32; 4
     [[s0, s1, s2, s3]]
 }
 
+/// Where [`conv_tile_3x4`] reads: input channels `c0..c0 + count` (packed as `count`
+/// blocks of `rows` rows of `wp` floats), kernel rows `ky0..ky0 + rows` of `kh`, `kw`
+/// taps a row, `dilation` and `stride` along the row.
+pub(crate) struct ConvTile {
+    /// first input channel of the packed rows
+    pub c0: usize,
+    /// input channels packed
+    pub count: usize,
+    /// first kernel row packed
+    pub ky0: usize,
+    /// kernel rows packed per channel
+    pub rows: usize,
+    /// kernel height
+    pub kh: usize,
+    /// kernel width
+    pub kw: usize,
+    /// floats per packed row
+    pub wp: usize,
+    /// horizontal dilation
+    pub dilation: usize,
+    /// horizontal stride
+    pub stride: usize,
+}
+
+/// The register tile of `kernels::conv2d_blocked`: for three output channels (weights
+/// `w[c]`, `[c_in / groups, kh, kw]` each) and four output columns from `ox0`, the sums
+/// over the packed taps, `sums[c][j] = sum of w[c][(ic, ky, kx)] * packed[(ic - c0, ky -
+/// ky0) row][(ox0 + j) * stride + kx * dilation]`, in twelve registers: per tap, three
+/// weight loads and four input loads feed twelve multiply-adds. Each sum runs in order of
+/// the taps from 0. The packed rows are checked once to hold the last value read, then
+/// read without bounds checks.
+#[inline(never)]
+pub(crate) fn conv_tile_3x4(
+    w: [&[f32]; 3],
+    packed: &[f32],
+    t: &ConvTile,
+    ox0: usize,
+) -> [[f32; 4]; 3] {
+    let mut s = [[0.0f32; 4]; 3];
+    if t.count == 0 || t.rows == 0 || t.kw == 0 {
+        return s;
+    }
+    // the last input read: row (count - 1, rows - 1), column (ox0 + 3) * stride + (kw - 1)
+    // * dilation; all arithmetic checked, so the cut proves every read in bounds
+    let last = (t.count * t.rows - 1)
+        .checked_mul(t.wp)
+        .and_then(|v| v.checked_add(ox0.checked_add(3)?.checked_mul(t.stride)?))
+        .and_then(|v| v.checked_add((t.kw - 1).checked_mul(t.dilation)?))
+        .unwrap_or(usize::MAX);
+    let packed = &packed[..last.saturating_add(1)];
+    let [w0, w1, w2] = w;
+    let (sw, dw) = (t.stride, t.dilation);
+    let [[mut s00, mut s01, mut s02, mut s03], [mut s10, mut s11, mut s12, mut s13], [mut s20, mut s21, mut s22, mut s23]] =
+        s;
+    if t.rows == t.kh {
+        // every kernel row (ky0 = 0): packed row q = ic * kh + ky reads weights q * kw
+        // on, so one loop runs over all rows of all channels, its weights contiguous
+        let span = t.count * t.kh * t.kw;
+        let from = t.c0 * t.kh * t.kw;
+        let rows = [
+            &w0[from..from + span],
+            &w1[from..from + span],
+            &w2[from..from + span],
+        ];
+        let sums = if sw == 1 && dw == 1 {
+            // the common case, in its own copy: constant offsets let the four input
+            // loads share one address
+            full_rows::<true>(rows, packed, t, ox0)
+        } else {
+            full_rows::<false>(rows, packed, t, ox0)
+        };
+        return sums;
+    }
+    for ic in 0..t.count {
+        for r in 0..t.rows {
+            let wat = ((t.c0 + ic) * t.kh + t.ky0 + r) * t.kw;
+            let (r0, r1, r2) = (
+                &w0[wat..wat + t.kw],
+                &w1[wat..wat + t.kw],
+                &w2[wat..wat + t.kw],
+            );
+            let mut at = (ic * t.rows + r) * t.wp + ox0 * sw;
+            for kx in 0..t.kw {
+                // SAFETY: `at = row * wp + ox0 * stride + kx * dilation` with row <= count *
+                // rows - 1 and kx <= kw - 1, so `at + 3 * stride <= last < packed.len()`
+                // (checked above).
+                #[allow(unsafe_code)]
+                let (x0, x1, x2, x3) = unsafe {
+                    (
+                        *packed.get_unchecked(at),
+                        *packed.get_unchecked(at + sw),
+                        *packed.get_unchecked(at + 2 * sw),
+                        *packed.get_unchecked(at + 3 * sw),
+                    )
+                };
+                at += dw;
+                let a = r0[kx];
+                s00 += a * x0;
+                s01 += a * x1;
+                s02 += a * x2;
+                s03 += a * x3;
+                let a = r1[kx];
+                s10 += a * x0;
+                s11 += a * x1;
+                s12 += a * x2;
+                s13 += a * x3;
+                let a = r2[kx];
+                s20 += a * x0;
+                s21 += a * x1;
+                s22 += a * x2;
+                s23 += a * x3;
+            }
+        }
+    }
+    s = [
+        [s00, s01, s02, s03],
+        [s10, s11, s12, s13],
+        [s20, s21, s22, s23],
+    ];
+    s
+}
+
+/// [`conv_tile_3x4`] when every kernel row is packed (`rows == kh`): one loop over the
+/// packed rows of all channels, the weights `rows[c]` (`count * kh * kw` floats each)
+/// contiguous. `UNIT`: stride and dilation 1 (the caller checked).
+#[inline(always)]
+fn full_rows<const UNIT: bool>(
+    [r0, r1, r2]: [&[f32]; 3],
+    packed: &[f32],
+    t: &ConvTile,
+    ox0: usize,
+) -> [[f32; 4]; 3] {
+    let (sw, dw) = if UNIT { (1, 1) } else { (t.stride, t.dilation) };
+    let [mut s00, mut s01, mut s02, mut s03] = [0.0f32; 4];
+    let [mut s10, mut s11, mut s12, mut s13] = [0.0f32; 4];
+    let [mut s20, mut s21, mut s22, mut s23] = [0.0f32; 4];
+    let span = t.count * t.kh * t.kw;
+    let (r0, r1, r2) = (&r0[..span], &r1[..span], &r2[..span]);
+    let mut wat = 0;
+    let mut row = ox0 * sw;
+    for _ in 0..t.count * t.kh {
+        let mut at = row;
+        for kx in 0..t.kw {
+            // SAFETY: `at = q * wp + ox0 * stride + kx * dilation` for the packed row q <=
+            // count * kh - 1 and kx <= kw - 1, so `at + 3 * stride <= last <
+            // packed.len()` (checked by `conv_tile_3x4`, which cut `packed` there); `wat +
+            // kx = q * kw + kx < count * kh * kw = span`, the length of the weight slices.
+            #[allow(unsafe_code)]
+            let (x0, x1, x2, x3, a0, a1, a2) = unsafe {
+                (
+                    *packed.get_unchecked(at),
+                    *packed.get_unchecked(at + sw),
+                    *packed.get_unchecked(at + 2 * sw),
+                    *packed.get_unchecked(at + 3 * sw),
+                    *r0.get_unchecked(wat + kx),
+                    *r1.get_unchecked(wat + kx),
+                    *r2.get_unchecked(wat + kx),
+                )
+            };
+            at += dw;
+            s00 += a0 * x0;
+            s01 += a0 * x1;
+            s02 += a0 * x2;
+            s03 += a0 * x3;
+            s10 += a1 * x0;
+            s11 += a1 * x1;
+            s12 += a1 * x2;
+            s13 += a1 * x3;
+            s20 += a2 * x0;
+            s21 += a2 * x1;
+            s22 += a2 * x2;
+            s23 += a2 * x3;
+        }
+        wat += t.kw;
+        row += t.wp;
+    }
+    [
+        [s00, s01, s02, s03],
+        [s10, s11, s12, s13],
+        [s20, s21, s22, s23],
+    ]
+}
+
 /// The starts of tiles of `tile` covering `0..len` (`len >= tile`): every `tile`, and a
 /// last one flush with the end, which overlaps the one before when `tile` does not divide
 /// `len` (its values are computed twice, alike).
