@@ -380,8 +380,9 @@ pub(crate) fn conv_tile_3x4(
 
 /// [`conv_tile_3x4`] when every kernel row is packed (`rows == kh`): one loop over the
 /// packed rows of all channels, the weights `rows[c]` (`count * kh * kw` floats each)
-/// contiguous. `UNIT`: stride and dilation 1 (the caller checked).
-#[inline(always)]
+/// contiguous. `UNIT`: stride and dilation 1 (the caller checked). Out of line: each
+/// copy gets the registers to itself.
+#[inline(never)]
 fn full_rows<const UNIT: bool>(
     [r0, r1, r2]: [&[f32]; 3],
     packed: &[f32],
