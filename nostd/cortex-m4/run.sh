@@ -58,9 +58,11 @@ for name in sine lenet tinyconv probe; do
 done
 
 failed=0
+declare -A said
 for name in sine lenet tinyconv probe; do
     status=0
-    timeout 120 "${qemu[@]}" -kernel "${exe[$name]}" || status=$?
+    said[$name]="$(timeout 120 "${qemu[@]}" -kernel "${exe[$name]}" 2>&1)" || status=$?
+    printf '%s\n' "${said[$name]}"
     case "$status" in
         0)   meaning="outputs match the reference" ;;
         1)   meaning="QEMU failed, or the program stopped without an application exit" ;;
@@ -117,4 +119,34 @@ if [ "$failed" -ne 0 ]; then
     echo "cortex-m4: FAIL" >&2
     exit 1
 fi
+
+# Footprint: flash = vector table + .text + .rodata + .data (its initial values), split
+# into the compiled-in weights (the model's `embedded::WEIGHTS` symbol), the test vectors
+# (the .npy files, included whole) and code (the rest: model, runtime, startup,
+# semihosting, checking); RAM = .data + .bss (arena, input buffer) + the stack's
+# high-water mark; instructions from the program's own count (-icount shift=0).
+echo
+echo "| model | flash total | code | weights | test vectors | RAM total | arena | input | stack | instructions / inference | MACs | instructions / MAC |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+repo="$(cd "$dir/../.." && pwd)"
+for name in sine lenet tinyconv; do
+    elf="${exe[$name]}"
+    read -r flash ram < <(arm-none-eabi-size -A "$elf" | awk '
+        /^\.(vector_table|text|rodata|data) /{f+=$2} /^\.(data|bss) /{r+=$2} END{print f, r}')
+    sym() { # size in bytes of the first symbol whose name matches $1 (0 if none)
+        local hex
+        hex="$(arm-none-eabi-nm -S -C "$elf" | awk -v s="$1" '$4 ~ s {print $2; exit}')"
+        echo $((16#${hex:-0}))
+    }
+    weights="$(sym 'embedded::WEIGHTS$')"
+    arena="$(sym '::ARENA$')"
+    input="$(sym '::INPUT$')"
+    vectors=$(( $(stat -c %s "$repo/models/reference/$name/input.npy") + $(stat -c %s "$repo/models/reference/$name/output.npy") ))
+    stack="$(sed -n 's/.*, stack \([0-9]*\) B.*/\1/p' <<<"${said[$name]}")"
+    insns="$(sed -n 's/.*instructions per inference \([0-9]*\).*/\1/p' <<<"${said[$name]}")"
+    macs="$(sed -n 's/.*"macs": \([0-9]*\).*/\1/p' "$repo/models/reference/$name/meta.json")"
+    per_mac="$(awk -v i="$insns" -v m="$macs" 'BEGIN{printf "%.2f", i / m}')"
+    echo "| $name | $flash | $((flash - ${weights:-0} - vectors)) | ${weights:-0} | $vectors | $((ram + stack)) | ${arena:-0} | ${input:-0} | $stack | $insns | $macs | $per_mac |"
+done
+echo
 echo "cortex-m4: PASS"
