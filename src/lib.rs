@@ -107,6 +107,11 @@ extern crate self as dnnfusion;
 ///   the exact rules only; `fast_math` adds the rules that may change results beyond
 ///   rounding (README, "Floating-point policy"); `rewrite(max_rewrites = N)` stops after
 ///   N rewrites (to find the one that changes a result).
+/// - `#[weights = "file.safetensors"]` on a model (feature `embed`; path relative to the
+///   crate's Cargo.toml) reads, checks and prepares the weights at compile time and
+///   compiles them in as static data: the model gets `const fn embedded()`, with nothing
+///   to load at run time. A mismatched file is a compile error on the op owning the
+///   tensor.
 /// - `fuse { ... }` makes the ops of its statements one fused block (their bindings stay
 ///   visible after it); a group the fusion table forbids is a compile error naming both
 ///   ops and their mapping types.

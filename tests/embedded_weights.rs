@@ -116,10 +116,12 @@ fn lenet_runs_from_a_static_on_a_stack_arena_without_allocating() {
 fn unet_small_with_batch_norms_folded_at_compile_time_matches_pytorch_and_run_time_folding() {
     let data = &dnnfusion_models::UNET_SMALL_DATA;
     let model = UNetSmall::embedded();
-    assert!(
-        UNetSmall::LOADED_LEN < UNetSmall::PARAM_LEN,
-        "the test needs load-time ops"
-    );
+    const {
+        assert!(
+            UNetSmall::LOADED_LEN < UNetSmall::PARAM_LEN,
+            "the test needs load-time ops"
+        )
+    };
     let embedded = check_against_pytorch(&model, data);
     let loaded =
         dnnfusion_models::reference::fast_math::UNetSmall::from_safetensors(data.weights).unwrap();
@@ -137,4 +139,41 @@ fn unet_small_with_batch_norms_folded_at_compile_time_matches_pytorch_and_run_ti
         at_run_time.as_slice().unwrap(),
     );
     println!("unet_small: max |embedded - folded at run time| = {err:.3e}");
+}
+
+#[test]
+fn a_file_written_in_declaration_order_is_read_in_place_and_others_are_refused_by_name() {
+    let data = &dnnfusion_models::LENET_DATA;
+    type Zoo<'p> = dnnfusion_models::reference::LeNet<'p>;
+    assert_eq!(
+        Zoo::LOADED_LEN,
+        Zoo::PARAM_LEN,
+        "LeNet has nothing to prepare"
+    );
+    let mut buffer = vec![0.0; Zoo::PARAM_LEN];
+    dnnfusion::runtime::safetensors::load_into(data.weights, Zoo::PARAMS, &mut buffer).unwrap();
+    let file = dnnfusion::runtime::safetensors::write_in_order(Zoo::PARAMS, &buffer).unwrap();
+    // the data starts 8 + (a multiple of 8) bytes into the file: place the file at a
+    // 4-byte aligned address, then one byte further
+    let mut room = vec![0u8; file.len() + 4];
+    let aligned = (4 - room.as_ptr() as usize % 4) % 4;
+    room[aligned..aligned + file.len()].copy_from_slice(&file);
+    let bytes = &room[aligned..aligned + file.len()];
+    let model = Zoo::from_safetensors_in_place(bytes).unwrap();
+    let data_start = file.len() - buffer.len() * 4;
+    assert_eq!(
+        model.params().as_ptr().cast::<u8>(),
+        bytes[data_start..].as_ptr()
+    );
+    assert_eq!(model.params(), &buffer[..]);
+    check_against_pytorch(&model, data);
+    // PyTorch's file stores the tensors sorted by name (conv1.bias first), not in
+    // declaration order
+    let err = Zoo::from_safetensors_in_place(data.weights).unwrap_err();
+    assert!(err.to_string().contains("cannot be read in place"), "{err}");
+    assert!(err.to_string().contains("tensor `conv1.bias`"), "{err}");
+    room.copy_within(aligned..aligned + file.len(), aligned + 1);
+    let err =
+        Zoo::from_safetensors_in_place(&room[aligned + 1..aligned + 1 + file.len()]).unwrap_err();
+    assert!(err.to_string().contains("aligned"), "{err}");
 }

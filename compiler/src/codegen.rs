@@ -231,6 +231,15 @@ pub fn codegen(
                 Self::from_params(::dnnfusion::runtime::Params::borrowed_mut(buffer))
             }
 
+            /// Reads the parameters in place from a safetensors file kept in memory (a
+            /// `static`, flash): no copy, no buffer. Only for a model with nothing to
+            /// prepare, and a file whose F32 tensors lie in declaration order at an aligned
+            /// address (see `runtime::safetensors::in_place`); otherwise an error says why.
+            pub fn from_safetensors_in_place(bytes: &'p [u8]) -> ::core::result::Result<Self, ::dnnfusion::runtime::LoadError> {
+                let floats = ::dnnfusion::runtime::safetensors::in_place(bytes, Self::PARAMS)?;
+                Self::from_params(::dnnfusion::runtime::Params::borrowed(floats))
+            }
+
             #[doc = #prepare_doc]
             #[allow(unused_variables)]
             pub fn prepare(buffer: &mut [f32]) -> ::core::result::Result<(), ::dnnfusion::runtime::LoadError> {

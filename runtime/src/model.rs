@@ -268,6 +268,14 @@ pub enum LoadError {
         /// what is wrong
         reason: &'static str,
     },
+    /// A weights file cannot be read in place (`safetensors::in_place`): a tensor is
+    /// not F32 or not where the model's layout puts it, or the data is misaligned.
+    NotInPlace {
+        /// the tensor at fault (empty when the fault is the data's address)
+        tensor: TensorName,
+        /// what is wrong
+        reason: &'static str,
+    },
     /// A flat parameter buffer has the wrong length.
     BufferLength {
         /// floats the model needs
@@ -286,7 +294,8 @@ impl LoadError {
             | LoadError::WrongShape { tensor, .. } => tensor,
             LoadError::Truncated { tensor, .. }
             | LoadError::UnexpectedTensor { tensor }
-            | LoadError::MalformedOnnx { tensor, .. } => tensor.as_str(),
+            | LoadError::MalformedOnnx { tensor, .. }
+            | LoadError::NotInPlace { tensor, .. } => tensor.as_str(),
             LoadError::Malformed { .. }
             | LoadError::NotPrepared { .. }
             | LoadError::AlreadyPrepared { .. }
@@ -410,6 +419,13 @@ impl fmt::Display for LoadError {
                     f,
                     "parameter buffer holds {found} floats, the model needs {expected}"
                 )
+            }
+            LoadError::NotInPlace { tensor, reason } => {
+                if tensor.as_str().is_empty() {
+                    write!(f, "the weights cannot be read in place: {reason}; copy them with `from_safetensors_in`")
+                } else {
+                    write!(f, "the weights cannot be read in place: tensor `{tensor}`: {reason}; copy them with `from_safetensors_in`, or write the file with `safetensors::write_in_order`")
+                }
             }
         }
     }

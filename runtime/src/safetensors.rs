@@ -69,7 +69,7 @@ pub fn load_into_with(
     specs: &[ParamSpec],
     dest: &mut [f32],
     options: LoadOptions,
-    mut skipped: impl FnMut(&str),
+    skipped: impl FnMut(&str),
 ) -> Result<usize, LoadError> {
     let needed: usize = specs.iter().map(|s| s.offset + s.len()).max().unwrap_or(0);
     if dest.len() < needed {
@@ -78,9 +78,72 @@ pub fn load_into_with(
             found: dest.len(),
         });
     }
-    let (header, data) = split(bytes)?;
     // fresh parameters: the buffer may be prepared again
     crate::prepare::clear_mark(dest);
+    walk(bytes, specs, options, skipped, |entry, spec, data| {
+        copy(entry, spec, data, dest)
+    })
+    .map(|(skipped, _)| skipped)
+}
+
+/// The loaded parameters of `specs` read in place from the file's data, without copying:
+/// a read-only buffer for `Params::borrowed` (so only for a model with nothing to prepare,
+/// `LOADED_LEN == PARAM_LEN`). The file must hold exactly the model's tensors (a
+/// `num_batches_tracked` counter aside, as in [`load_into`]), all F32, stored in the
+/// order and at the offsets of `specs` (declaration order, back to back from the start
+/// of the data, as [`write_in_order`] writes them), and its data must start 4-byte
+/// aligned in memory (`include_bytes!` aligns to 1: wrap it in a `#[repr(align(4))]`
+/// struct; files padded their header to a multiple of 8 bytes). Anything else is
+/// [`LoadError::NotInPlace`] naming the first tensor that does not fit, or the error
+/// [`load_into`] would give.
+pub fn in_place<'a>(bytes: &'a [u8], specs: &[ParamSpec]) -> Result<&'a [f32], LoadError> {
+    let loaded: usize = specs.iter().map(|s| s.offset + s.len()).max().unwrap_or(0);
+    let (_, data) = walk(
+        bytes,
+        specs,
+        LoadOptions::STRICT,
+        |_| {},
+        |entry, spec, data| {
+            let not_in_place = |reason| LoadError::NotInPlace {
+                tensor: TensorName::new(spec.name),
+                reason,
+            };
+            check_entry(entry, spec, data)?;
+            if entry.dtype.as_str() != "F32" {
+                return Err(not_in_place("it is not F32"));
+            }
+            if entry.begin != spec.offset * 4 {
+                return Err(not_in_place(
+                "it is not where the model's layout puts it (tensors in declaration order, back to back)",
+            ));
+            }
+            Ok(())
+        },
+    )?;
+    let Some(floats) = data.get(..loaded * 4) else {
+        return Err(LoadError::Truncated {
+            tensor: TensorName::new(""),
+            needed: loaded * 4,
+            found: data.len(),
+        });
+    };
+    crate::embedded::floats_in_place(floats).ok_or(LoadError::NotInPlace {
+        tensor: TensorName::new(""),
+        reason: "the data does not start at a 4-byte aligned address (or the target is big-endian)",
+    })
+}
+
+/// Walks the header: every tensor of `specs` must be present exactly once (`on_param`
+/// sees each with its spec and the file's data), other tensors as [`load_into_with`]
+/// says. Returns how many were skipped, and the data.
+fn walk<'a>(
+    bytes: &'a [u8],
+    specs: &[ParamSpec],
+    options: LoadOptions,
+    mut skipped: impl FnMut(&str),
+    mut on_param: impl FnMut(&Entry<'_>, &ParamSpec, &[u8]) -> Result<(), LoadError>,
+) -> Result<(usize, &'a [u8]), LoadError> {
+    let (header, data) = split(bytes)?;
     // which specs were loaded: a bit each for the first SEEN_BITS, a header scan beyond
     let mut seen = [0u64; SEEN_BITS / 64];
     let mut loaded = 0usize;
@@ -110,7 +173,7 @@ pub fn load_into_with(
                     if twice {
                         return Err(DUPLICATE);
                     }
-                    copy(&entry, spec, data, dest)?;
+                    on_param(&entry, spec, data)?;
                     loaded += 1;
                 } else if is_batch_norm_counter(entry.name, specs) {
                     check_bounds(&entry, data)?;
@@ -145,7 +208,7 @@ pub fn load_into_with(
         }
         return Err(DUPLICATE);
     }
-    Ok(skipped_count)
+    Ok((skipped_count, data))
 }
 
 /// Specs whose duplicates are found with a bit set (beyond, by scanning the header).
@@ -215,12 +278,13 @@ fn split(bytes: &[u8]) -> Result<(&[u8], &[u8]), LoadError> {
     Ok((header, data))
 }
 
-fn copy(
+/// Checks a tensor of the model: a float dtype, the declared shape, offsets that match
+/// them and lie inside the data. Returns the dtype and its bytes.
+fn check_entry<'d>(
     entry: &Entry<'_>,
     spec: &ParamSpec,
-    data: &[u8],
-    dest: &mut [f32],
-) -> Result<(), LoadError> {
+    data: &'d [u8],
+) -> Result<(Dtype, &'d [u8]), LoadError> {
     let dtype = match entry.dtype.as_str() {
         "F32" => Dtype::F32,
         "F16" => Dtype::F16,
@@ -242,8 +306,7 @@ fn copy(
         });
     }
     let len = spec.len();
-    let size = dtype.size();
-    if entry.end < entry.begin || Some(entry.end - entry.begin) != len.checked_mul(size) {
+    if entry.end < entry.begin || Some(entry.end - entry.begin) != len.checked_mul(dtype.size()) {
         return Err(LoadError::Malformed {
             reason: "data_offsets do not match the tensor's shape and dtype",
         });
@@ -255,6 +318,17 @@ fn copy(
             found: data.len(),
         });
     };
+    Ok((dtype, src))
+}
+
+fn copy(
+    entry: &Entry<'_>,
+    spec: &ParamSpec,
+    data: &[u8],
+    dest: &mut [f32],
+) -> Result<(), LoadError> {
+    let (dtype, src) = check_entry(entry, spec, data)?;
+    let len = spec.len();
     let Some(dst) = dest.get_mut(spec.offset..spec.offset + len) else {
         return Err(LoadError::BufferLength {
             expected: spec.offset + len,
@@ -290,6 +364,61 @@ fn copy(
         }
     }
     Ok(())
+}
+
+/// A safetensors file of the parameters in `buffer` (laid out as `specs` say), all F32,
+/// stored in declaration order back to back: the layout [`in_place`] reads without
+/// copying. The header is padded to a multiple of 8 bytes.
+#[cfg(feature = "alloc")]
+pub fn write_in_order(
+    specs: &[ParamSpec],
+    buffer: &[f32],
+) -> Result<alloc::vec::Vec<u8>, LoadError> {
+    use alloc::{format, string::String, vec::Vec};
+    let mut header = String::from("{");
+    let mut data: Vec<u8> = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let floats =
+            buffer
+                .get(spec.offset..spec.offset + spec.len())
+                .ok_or(LoadError::BufferLength {
+                    expected: spec.offset + spec.len(),
+                    found: buffer.len(),
+                })?;
+        if spec.offset * 4 != data.len() {
+            return Err(LoadError::NotInPlace {
+                tensor: TensorName::new(spec.name),
+                reason: "the specs do not lie back to back in declaration order",
+            });
+        }
+        let begin = data.len();
+        data.extend(floats.iter().flat_map(|v| v.to_le_bytes()));
+        let shape: Vec<String> = spec.shape.iter().map(|d| format!("{d}")).collect();
+        let mut name = String::new();
+        for c in spec.name.chars() {
+            match c {
+                '"' => name.push_str("\\\""),
+                '\\' => name.push_str("\\\\"),
+                c if (c as u32) < 0x20 => name.push_str(&format!("\\u{:04x}", c as u32)),
+                c => name.push(c),
+            }
+        }
+        header.push_str(&format!(
+            "{}\"{name}\":{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[{begin},{}]}}",
+            if i == 0 { "" } else { "," },
+            shape.join(","),
+            data.len()
+        ));
+    }
+    header.push('}');
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut file = Vec::with_capacity(8 + header.len() + data.len());
+    file.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    file.extend_from_slice(header.as_bytes());
+    file.extend_from_slice(&data);
+    Ok(file)
 }
 
 /// The float dtypes the reader converts to f32.
