@@ -882,8 +882,8 @@ fn conv2d_blocked_fits(g: &Conv2dGeom) -> bool {
 /// Per image, group and output row: the input rows its window reads (only those inside
 /// the input: the kernel rows are cut to them) are copied, horizontal zero padding
 /// included, into a stack buffer, as many input channels at a time as fit. Then output
-/// channels go in blocks of three and columns in blocks of four (`simd::conv_tile_3x4`:
-/// per tap, three weights and four inputs feed twelve multiply-adds into sums kept in
+/// channels go in blocks of four and columns in blocks of four (`simd::conv_tile_4x4`:
+/// per tap, four weights and four inputs feed sixteen multiply-adds into sums kept in
 /// registers); a last block of fewer channels repeats its last one, and of fewer columns
 /// reads zeros; only real outputs are stored. The first channel chunk starts from the
 /// bias, later ones from the stored sums. Each output row gets the epilogue once its
@@ -930,8 +930,8 @@ fn conv2d_blocked(
                     let packed = &buf[..count * rows * wp];
                     let mut oc = 0;
                     while oc < cout_g {
-                        let real = 3.min(cout_g - oc);
-                        let weights: [&[f32]; 3] = core::array::from_fn(|c| {
+                        let real = 4.min(cout_g - oc);
+                        let weights: [&[f32]; 4] = core::array::from_fn(|c| {
                             let ch = grp * cout_g + oc + c.min(real - 1);
                             &w[ch * taps..(ch + 1) * taps]
                         });
@@ -947,7 +947,7 @@ fn conv2d_blocked(
                             stride: g.stride_w,
                         };
                         for ox0 in (0..g.ow).step_by(4) {
-                            let sums = crate::simd::conv_tile_3x4(weights, packed, &shape, ox0);
+                            let sums = crate::simd::conv_tile_4x4(weights, packed, &shape, ox0);
                             let cols = 4.min(g.ow - ox0);
                             for (c, row) in sums.iter().enumerate().take(real) {
                                 let at = (first + oc + c) * plane + oy * g.ow + ox0;

@@ -256,7 +256,7 @@ pub(crate) fn tile_1x4([a0]: [&[f32]; 1], (b, ldb): (&[f32], usize)) -> [[f32; 4
     [[s0, s1, s2, s3]]
 }
 
-/// Where [`conv_tile_3x4`] reads: input channels `c0..c0 + count` (packed as `count`
+/// Where [`conv_tile_4x4`] reads: input channels `c0..c0 + count` (packed as `count`
 /// blocks of `rows` rows of `wp` floats), kernel rows `ky0..ky0 + rows` of `kh`, `kw`
 /// taps a row, `dilation` and `stride` along the row.
 pub(crate) struct ConvTile {
@@ -280,21 +280,21 @@ pub(crate) struct ConvTile {
     pub stride: usize,
 }
 
-/// The register tile of `kernels::conv2d_blocked`: for three output channels (weights
+/// The register tile of `kernels::conv2d_blocked`: for four output channels (weights
 /// `w[c]`, `[c_in / groups, kh, kw]` each) and four output columns from `ox0`, the sums
 /// over the packed taps, `sums[c][j] = sum of w[c][(ic, ky, kx)] * packed[(ic - c0, ky -
-/// ky0) row][(ox0 + j) * stride + kx * dilation]`, in twelve registers: per tap, three
-/// weight loads and four input loads feed twelve multiply-adds. Each sum runs in order of
+/// ky0) row][(ox0 + j) * stride + kx * dilation]`, in sixteen registers: per tap, four
+/// weight loads and four input loads feed sixteen multiply-adds. Each sum runs in order of
 /// the taps from 0. The packed rows are checked once to hold the last value read, then
 /// read without bounds checks.
 #[inline(never)]
-pub(crate) fn conv_tile_3x4(
-    w: [&[f32]; 3],
+pub(crate) fn conv_tile_4x4(
+    w: [&[f32]; 4],
     packed: &[f32],
     t: &ConvTile,
     ox0: usize,
-) -> [[f32; 4]; 3] {
-    let mut s = [[0.0f32; 4]; 3];
+) -> [[f32; 4]; 4] {
+    let mut s = [[0.0f32; 4]; 4];
     if t.count == 0 || t.rows == 0 || t.kw == 0 {
         return s;
     }
@@ -306,9 +306,9 @@ pub(crate) fn conv_tile_3x4(
         .and_then(|v| v.checked_add((t.kw - 1).checked_mul(t.dilation)?))
         .unwrap_or(usize::MAX);
     let packed = &packed[..last.saturating_add(1)];
-    let [w0, w1, w2] = w;
+    let [w0, w1, w2, w3] = w;
     let (sw, dw) = (t.stride, t.dilation);
-    let [[mut s00, mut s01, mut s02, mut s03], [mut s10, mut s11, mut s12, mut s13], [mut s20, mut s21, mut s22, mut s23]] =
+    let [[mut s00, mut s01, mut s02, mut s03], [mut s10, mut s11, mut s12, mut s13], [mut s20, mut s21, mut s22, mut s23], [mut s30, mut s31, mut s32, mut s33]] =
         s;
     if t.rows == t.kh {
         // every kernel row (ky0 = 0): packed row q = ic * kh + ky reads weights q * kw
@@ -319,6 +319,7 @@ pub(crate) fn conv_tile_3x4(
             &w0[from..from + span],
             &w1[from..from + span],
             &w2[from..from + span],
+            &w3[from..from + span],
         ];
         let sums = if sw == 1 && dw == 1 {
             // the common case, in its own copy: constant offsets let the four input
@@ -332,10 +333,11 @@ pub(crate) fn conv_tile_3x4(
     for ic in 0..t.count {
         for r in 0..t.rows {
             let wat = ((t.c0 + ic) * t.kh + t.ky0 + r) * t.kw;
-            let (r0, r1, r2) = (
+            let (r0, r1, r2, r3) = (
                 &w0[wat..wat + t.kw],
                 &w1[wat..wat + t.kw],
                 &w2[wat..wat + t.kw],
+                &w3[wat..wat + t.kw],
             );
             let mut at = (ic * t.rows + r) * t.wp + ox0 * sw;
             for kx in 0..t.kw {
@@ -367,6 +369,11 @@ pub(crate) fn conv_tile_3x4(
                 s21 += a * x1;
                 s22 += a * x2;
                 s23 += a * x3;
+                let a = r3[kx];
+                s30 += a * x0;
+                s31 += a * x1;
+                s32 += a * x2;
+                s33 += a * x3;
             }
         }
     }
@@ -374,27 +381,29 @@ pub(crate) fn conv_tile_3x4(
         [s00, s01, s02, s03],
         [s10, s11, s12, s13],
         [s20, s21, s22, s23],
+        [s30, s31, s32, s33],
     ];
     s
 }
 
-/// [`conv_tile_3x4`] when every kernel row is packed (`rows == kh`): one loop over the
+/// [`conv_tile_4x4`] when every kernel row is packed (`rows == kh`): one loop over the
 /// packed rows of all channels, the weights `rows[c]` (`count * kh * kw` floats each)
 /// contiguous. `UNIT`: stride and dilation 1 (the caller checked). Out of line: each
 /// copy gets the registers to itself.
 #[inline(never)]
 fn full_rows<const UNIT: bool>(
-    [r0, r1, r2]: [&[f32]; 3],
+    [r0, r1, r2, r3]: [&[f32]; 4],
     packed: &[f32],
     t: &ConvTile,
     ox0: usize,
-) -> [[f32; 4]; 3] {
+) -> [[f32; 4]; 4] {
     let (sw, dw) = if UNIT { (1, 1) } else { (t.stride, t.dilation) };
     let [mut s00, mut s01, mut s02, mut s03] = [0.0f32; 4];
     let [mut s10, mut s11, mut s12, mut s13] = [0.0f32; 4];
     let [mut s20, mut s21, mut s22, mut s23] = [0.0f32; 4];
+    let [mut s30, mut s31, mut s32, mut s33] = [0.0f32; 4];
     let span = t.count * t.kh * t.kw;
-    let (r0, r1, r2) = (&r0[..span], &r1[..span], &r2[..span]);
+    let (r0, r1, r2, r3) = (&r0[..span], &r1[..span], &r2[..span], &r3[..span]);
     let mut wat = 0;
     let mut row = ox0 * sw;
     for _ in 0..t.count * t.kh {
@@ -402,10 +411,10 @@ fn full_rows<const UNIT: bool>(
         for kx in 0..t.kw {
             // SAFETY: `at = q * wp + ox0 * stride + kx * dilation` for the packed row q <=
             // count * kh - 1 and kx <= kw - 1, so `at + 3 * stride <= last <
-            // packed.len()` (checked by `conv_tile_3x4`, which cut `packed` there); `wat +
+            // packed.len()` (checked by `conv_tile_4x4`, which cut `packed` there); `wat +
             // kx = q * kw + kx < count * kh * kw = span`, the length of the weight slices.
             #[allow(unsafe_code)]
-            let (x0, x1, x2, x3, a0, a1, a2) = unsafe {
+            let (x0, x1, x2, x3, a0, a1, a2, a3) = unsafe {
                 (
                     *packed.get_unchecked(at),
                     *packed.get_unchecked(at + sw),
@@ -414,6 +423,7 @@ fn full_rows<const UNIT: bool>(
                     *r0.get_unchecked(wat + kx),
                     *r1.get_unchecked(wat + kx),
                     *r2.get_unchecked(wat + kx),
+                    *r3.get_unchecked(wat + kx),
                 )
             };
             at += dw;
@@ -429,6 +439,10 @@ fn full_rows<const UNIT: bool>(
             s21 += a2 * x1;
             s22 += a2 * x2;
             s23 += a2 * x3;
+            s30 += a3 * x0;
+            s31 += a3 * x1;
+            s32 += a3 * x2;
+            s33 += a3 * x3;
         }
         wat += t.kw;
         row += t.wp;
@@ -437,6 +451,7 @@ fn full_rows<const UNIT: bool>(
         [s00, s01, s02, s03],
         [s10, s11, s12, s13],
         [s20, s21, s22, s23],
+        [s30, s31, s32, s33],
     ]
 }
 
