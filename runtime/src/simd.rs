@@ -5,8 +5,15 @@
 //! has a portable counterpart in [`crate::kernels`], which other CPUs, and miri, run; the
 //! two agree within rounding (a fused multiply-add rounds once).
 //!
+//! It also holds what CPUs without vector units run instead (see [`register_blocked`]):
+//! the register-blocked scalar tiles of the matrix product and of the direct convolution
+//! (sums in registers, operands read without a bounds check per multiply-add after one
+//! check per tile), and the FPU's square root on hard-float ARM ([`sqrt_f32`]).
+//!
 //! This is the only module with `unsafe`: the vector loads and stores, each reading or
-//! writing a range that a checked slice of exactly that length proves in bounds.
+//! writing a range that a checked slice of exactly that length proves in bounds; the
+//! scalar tiles' unchecked loads, each inside a slice cut once to the last index the
+//! tile reads; and `vsqrt.f32`.
 
 #[cfg(any(test, all(target_arch = "x86_64", feature = "std")))]
 extern crate std;
