@@ -44,6 +44,11 @@ pub const CORE_CLOCK_HZ: u32 = 25_000_000;
 /// nanosecond, 40 ns per tick at 25 MHz).
 pub const INSTRUCTIONS_PER_TICK: u32 = 1_000_000_000 / CORE_CLOCK_HZ;
 
+// SAFETY: `Reset` runs first and alone (interrupts are never enabled); it writes only
+// what the linker script gives it (.data from its load image, .bss, the stack between
+// __stack_limit and SP, all word-aligned) and CPACR, and enters Rust code once RAM holds
+// what Rust expects of statics and the FPU is on.
+//
 // Reset: runs from the reset vector with SP = __stack_top (the vector table's first word)
 // and touches no stack until every word below SP is painted. Then the FPU is enabled
 // (CPACR.CP10 and CP11 full access, then DSB and ISB as the architecture asks before the
