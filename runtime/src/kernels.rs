@@ -247,6 +247,87 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
+/// `sink(o, sum over i of x[i] * w[o * n + i])` for every `o < outputs` (`n = x.len()`):
+/// the register-blocked form of [`dot`] (see `simd::register_blocked`). Four outputs at a
+/// time, each sum in its own register: one load of `x[i]` feeds four multiply-adds, and no
+/// partial sums are stored; each sum starts from 0 and runs in order of `i`.
+fn dots_blocked(x: &[f32], w: &[f32], outputs: usize, mut sink: impl FnMut(usize, f32)) {
+    let n = x.len();
+    let mut o = 0;
+    while o + 4 <= outputs {
+        let rows = &w[o * n..(o + 4) * n];
+        let (r0, rest) = rows.split_at(n);
+        let (r1, rest) = rest.split_at(n);
+        let (r2, r3) = rest.split_at(n);
+        let sums = dot_4rows(x, [r0, r1, r2, r3]);
+        for (j, v) in sums.into_iter().enumerate() {
+            sink(o + j, v);
+        }
+        o += 4;
+    }
+    while o < outputs {
+        sink(o, dot_1row(x, &w[o * n..(o + 1) * n]));
+        o += 1;
+    }
+}
+
+/// The dot products of `x` with four rows, in four registers, `x` read four floats at a
+/// time (written out: at opt-level "s" LLVM would not unroll loops over the rows, and
+/// sums in an array would live in memory).
+#[inline(always)]
+fn dot_4rows(x: &[f32], [w0, w1, w2, w3]: [&[f32]; 4]) -> [f32; 4] {
+    let (xc, xt) = x.as_chunks::<4>();
+    let (c0, t0) = w0.as_chunks::<4>();
+    let (c1, t1) = w1.as_chunks::<4>();
+    let (c2, t2) = w2.as_chunks::<4>();
+    let (c3, t3) = w3.as_chunks::<4>();
+    let [mut s0, mut s1, mut s2, mut s3] = [0.0f32; 4];
+    for ((((xs, a), b), c), d) in xc.iter().zip(c0).zip(c1).zip(c2).zip(c3) {
+        let [x0, x1, x2, x3] = *xs;
+        s0 += x0 * a[0];
+        s0 += x1 * a[1];
+        s0 += x2 * a[2];
+        s0 += x3 * a[3];
+        s1 += x0 * b[0];
+        s1 += x1 * b[1];
+        s1 += x2 * b[2];
+        s1 += x3 * b[3];
+        s2 += x0 * c[0];
+        s2 += x1 * c[1];
+        s2 += x2 * c[2];
+        s2 += x3 * c[3];
+        s3 += x0 * d[0];
+        s3 += x1 * d[1];
+        s3 += x2 * d[2];
+        s3 += x3 * d[3];
+    }
+    for ((((&xv, a), b), c), d) in xt.iter().zip(t0).zip(t1).zip(t2).zip(t3) {
+        s0 += xv * a;
+        s1 += xv * b;
+        s2 += xv * c;
+        s3 += xv * d;
+    }
+    [s0, s1, s2, s3]
+}
+
+/// The dot product of `x` and `w`, one sum in order (the outputs [`dot_4rows`] leaves).
+#[inline(always)]
+fn dot_1row(x: &[f32], w: &[f32]) -> f32 {
+    let (xc, xt) = x.as_chunks::<4>();
+    let (wc, wt) = w.as_chunks::<4>();
+    let mut s = 0.0f32;
+    for (xs, ws) in xc.iter().zip(wc) {
+        s += xs[0] * ws[0];
+        s += xs[1] * ws[1];
+        s += xs[2] * ws[2];
+        s += xs[3] * ws[3];
+    }
+    for (xv, wv) in xt.iter().zip(wt) {
+        s += xv * wv;
+    }
+    s
+}
+
 /// `out[r, o] = bias[o] + sum_i x[r, i] * w[o, i]` (PyTorch `Linear`, weight `[out, in]`).
 ///
 /// Every kernel of a Many-to-Many op takes an epilogue applied to each output element
@@ -288,6 +369,13 @@ pub fn linear(
     for r in 0..rows {
         let xr = &x[r * in_features..(r + 1) * in_features];
         let or = &mut out[r * out_features..(r + 1) * out_features];
+        if crate::simd::register_blocked() {
+            dots_blocked(xr, w, out_features, |o, v| {
+                or[o] = bias.map_or(0.0, |b| b[o]) + v;
+            });
+            epi(r * out_features, or);
+            continue;
+        }
         for (o, slot) in or.iter_mut().enumerate() {
             let b = bias.map_or(0.0, |b| b[o]);
             *slot = b + dot(xr, &w[o * in_features..(o + 1) * in_features]);
@@ -615,6 +703,16 @@ pub fn linear_to(
         };
         return;
     }
+    if crate::simd::register_blocked() {
+        for r in 0..rows {
+            let xr = &x[r * in_features..(r + 1) * in_features];
+            dots_blocked(xr, w, out_features, |o, v| {
+                let i = r * out_features + o;
+                out[store(i)] = epi(i, bias.map_or(0.0, |b| b[o]) + v);
+            });
+        }
+        return;
+    }
     const CHUNK: usize = 64;
     for r in 0..rows {
         let xr = &x[r * in_features..(r + 1) * in_features];
@@ -735,7 +833,7 @@ pub fn conv2d(
             };
             return;
         }
-        depthwise_rows(x, w, bias, out, g, &epi);
+        depthwise_portable(x, w, bias, out, g, &epi);
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -755,7 +853,142 @@ pub fn conv2d(
         };
         return;
     }
+    if !simd && crate::simd::register_blocked() && conv2d_blocked_fits(g) {
+        conv2d_blocked(x, w, bias, out, g, &epi);
+        return;
+    }
     conv2d_gemm(x, w, bias, out, g, &epi, simd);
+}
+
+/// Floats of [`conv2d_blocked`]'s row buffer (2.25 KiB on a microcontroller: the 10 rows
+/// of 54 floats a keyword-spotting convolution reads fit).
+const BLOCKED_ROWS_LEN: usize = stack_floats(4096, 576);
+
+/// The width of [`conv2d_blocked`]'s packed rows: every column an output row reads, from
+/// `-pad_left` on, plus what a last register tile of 4 columns reads past the row's end.
+fn blocked_row_width(g: &Conv2dGeom) -> usize {
+    (g.ow + 3) * g.stride_w + (g.kw - 1) * g.dilation_w + 1
+}
+
+/// True when [`conv2d_blocked`] can run `g`: one input channel's window rows fit its
+/// buffer.
+fn conv2d_blocked_fits(g: &Conv2dGeom) -> bool {
+    g.kh * blocked_row_width(g) <= BLOCKED_ROWS_LEN && g.ow > 0 && g.c_out > 0
+}
+
+/// [`conv2d`] as a direct convolution in register tiles, for CPUs with scalar FPUs (see
+/// `simd::register_blocked`): nothing is packed but the input rows each output row reads.
+///
+/// Per image, group and output row: the input rows its window reads (only those inside
+/// the input: the kernel rows are cut to them) are copied, horizontal zero padding
+/// included, into a stack buffer, as many input channels at a time as fit. Then output
+/// channels go in blocks of four and columns in blocks of four (`simd::conv_tile_4x4`:
+/// per tap, four weights and four inputs feed sixteen multiply-adds into sums kept in
+/// registers); a last block of fewer channels repeats its last one, and of fewer columns
+/// reads zeros; only real outputs are stored. The first channel chunk starts from the
+/// bias, later ones from the stored sums. Each output row gets the epilogue once its
+/// sums are complete. (An output row whose window lies wholly in the padding gets the
+/// bias: one pass over zero packed rows.)
+fn conv2d_blocked(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &Conv2dGeom,
+    epi: &impl Fn(usize, &mut [f32]),
+) {
+    let (cin_g, cout_g) = (g.c_in / g.groups, g.c_out / g.groups);
+    let (plane, in_plane) = (g.oh * g.ow, g.h * g.w);
+    let taps = cin_g * g.kh * g.kw;
+    let wp = blocked_row_width(g);
+    let mut buf = [0.0f32; BLOCKED_ROWS_LEN];
+    for n in 0..g.n {
+        for grp in 0..g.groups {
+            let xg = &x[(n * g.c_in + grp * cin_g) * in_plane..][..cin_g * in_plane];
+            let first = n * g.c_out + grp * cout_g;
+            for oy in 0..g.oh {
+                let top = oy * g.stride_h;
+                let (ky0, ky1) = valid_range(g.kh, g.h, g.dilation_h, g.pad_top, top);
+                let rows = ky1 - ky0;
+                let chunk = (BLOCKED_ROWS_LEN / (rows * wp).max(1)).clamp(1, cin_g.max(1));
+                let mut c0 = 0;
+                while c0 < cin_g {
+                    let count = chunk.min(cin_g - c0);
+                    // buf[(k * rows + r) * wp + p] = x[c0 + k, iy(ky0 + r), p - pad_left]
+                    for k in 0..count {
+                        for r in 0..rows {
+                            let iy = top + (ky0 + r) * g.dilation_h - g.pad_top;
+                            let src = &xg[(c0 + k) * in_plane + iy * g.w..][..g.w];
+                            let dst = &mut buf[(k * rows + r) * wp..][..wp];
+                            let start = g.pad_left.min(wp);
+                            let len = g.w.min(wp - start);
+                            dst[..start].fill(0.0);
+                            dst[start..start + len].copy_from_slice(&src[..len]);
+                            dst[start + len..].fill(0.0);
+                        }
+                    }
+                    let packed = &buf[..count * rows * wp];
+                    let mut oc = 0;
+                    while oc < cout_g {
+                        let real = 4.min(cout_g - oc);
+                        let weights: [&[f32]; 4] = core::array::from_fn(|c| {
+                            let ch = grp * cout_g + oc + c.min(real - 1);
+                            &w[ch * taps..(ch + 1) * taps]
+                        });
+                        let shape = crate::simd::ConvTile {
+                            c0,
+                            count,
+                            ky0,
+                            rows,
+                            kh: g.kh,
+                            kw: g.kw,
+                            wp,
+                            dilation: g.dilation_w,
+                            stride: g.stride_w,
+                        };
+                        for ox0 in (0..g.ow).step_by(4) {
+                            let sums = crate::simd::conv_tile_4x4(weights, packed, &shape, ox0);
+                            let cols = 4.min(g.ow - ox0);
+                            for (c, row) in sums.iter().enumerate().take(real) {
+                                let at = (first + oc + c) * plane + oy * g.ow + ox0;
+                                let dst = &mut out[at..at + cols];
+                                if c0 == 0 {
+                                    let b = bias.map_or(0.0, |b| b[grp * cout_g + oc + c]);
+                                    for (d, &s) in dst.iter_mut().zip(row) {
+                                        *d = b + s;
+                                    }
+                                } else {
+                                    for (d, &s) in dst.iter_mut().zip(row) {
+                                        *d += s;
+                                    }
+                                }
+                            }
+                        }
+                        oc += real;
+                    }
+                    c0 += count;
+                }
+                for oc in 0..cout_g {
+                    let base = (first + oc) * plane + oy * g.ow;
+                    epi(base, &mut out[base..base + g.ow]);
+                }
+            }
+        }
+    }
+}
+
+/// [`depthwise_rows`] kept out of line: its stack buffer (4 KiB on a microcontroller)
+/// then exists only while a depthwise convolution runs, not in every caller's frame.
+#[inline(never)]
+fn depthwise_portable(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &Conv2dGeom,
+    epi: &impl Fn(usize, &mut [f32]),
+) {
+    depthwise_rows(x, w, bias, out, g, epi);
 }
 
 /// The direct AVX2 convolution (one group) with its output channels split over `threads`
@@ -873,7 +1106,9 @@ const PANEL_DEPTH: usize = stack_floats(256, 32);
 /// (zero padding, stride and dilation applied) into a stack buffer, and every block of
 /// [`TILE_ROWS`] output channels runs a register tile over it (`simd::gemm_tile_avx2`
 /// when `simd`, else its portable twin). The row epilogue runs once each output plane of
-/// the group is complete.
+/// the group is complete. Out of line, so that its panel buffer is on the stack only
+/// while it runs.
+#[inline(never)]
 fn conv2d_gemm(
     x: &[f32],
     w: &[f32],
@@ -981,13 +1216,11 @@ fn tile_panel(
 ) {
     let isa = Isa::of(simd);
     let tile_rows = isa.tile_rows();
-    let zeros = [0.0f32; MAX_TILE_ROWS];
-    let mut edge = [0.0f32; MAX_TILE_ROWS * PANEL];
     for m0 in (0..m).step_by(tile_rows) {
         let rows = tile_rows.min(m - m0);
         let at = (&a[m0 * a_row..], a_row, a_k);
         let init = match start {
-            Start::Zero => Some(&zeros[..rows]),
+            Start::Zero => Some(&ZEROS[..rows]),
             Start::Bias(v) => Some(&v[m0..m0 + rows]),
             Start::Accumulate => None,
         };
@@ -996,15 +1229,49 @@ fn tile_panel(
             gemm_tile(isa, kc, at, rows, b, ldb, tile, ldc, init);
             continue;
         }
-        for i in 0..rows {
-            let src = &c[(m0 + i) * ldc..(m0 + i) * ldc + cols];
-            edge[i * PANEL..i * PANEL + cols].copy_from_slice(src);
-        }
-        gemm_tile(isa, kc, at, rows, b, ldb, &mut edge, PANEL, init);
-        for i in 0..rows {
-            let dst = &mut c[(m0 + i) * ldc..(m0 + i) * ldc + cols];
-            dst.copy_from_slice(&edge[i * PANEL..i * PANEL + cols]);
-        }
+        edge_tile(
+            isa,
+            kc,
+            at,
+            rows,
+            (b, ldb),
+            (&mut c[m0 * ldc..], ldc),
+            cols,
+            init,
+        );
+    }
+}
+
+/// Zeros for the tiles whose sums start from zero (a constant: no stack array to clear
+/// per call).
+const ZEROS: [f32; MAX_TILE_ROWS] = [0.0; MAX_TILE_ROWS];
+
+/// Floats of [`edge_tile`]'s buffer: the largest tile this CPU may run.
+const EDGE_LEN: usize = stack_floats(MAX_TILE_ROWS * PANEL, TILE_ROWS * PANEL);
+
+/// A register tile of [`tile_panel`] whose panel is `cols < PANEL` wide: through a
+/// full-width buffer (a function of its own, so that only edge panels clear it).
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn edge_tile(
+    isa: Isa,
+    kc: usize,
+    at: (&[f32], usize, usize),
+    rows: usize,
+    (b, ldb): (&[f32], usize),
+    (c, ldc): (&mut [f32], usize),
+    cols: usize,
+    init: Option<&[f32]>,
+) {
+    let mut edge = [0.0f32; EDGE_LEN];
+    for i in 0..rows {
+        let src = &c[i * ldc..i * ldc + cols];
+        edge[i * PANEL..i * PANEL + cols].copy_from_slice(src);
+    }
+    gemm_tile(isa, kc, at, rows, b, ldb, &mut edge, PANEL, init);
+    for i in 0..rows {
+        let dst = &mut c[i * ldc..i * ldc + cols];
+        dst.copy_from_slice(&edge[i * PANEL..i * PANEL + cols]);
     }
 }
 
@@ -1306,6 +1573,41 @@ fn gemm_tile(
         Isa::Portable => {}
     }
     let _ = isa;
+    if a_k == 1 && crate::simd::register_blocked() {
+        // rows of `a` contiguous (every portable caller): tiles of 3 rows by 4 columns
+        let mut i = 0;
+        while i < rows {
+            let (a, c, init) = (&a[i * a_row..], &mut c[i * ldc..], init.map(|v| &v[i..]));
+            let step = match rows - i {
+                1 => micro_rows::<1>(
+                    kc,
+                    (a, a_row),
+                    (b, ldb),
+                    (c, ldc),
+                    init,
+                    crate::simd::tile_1x4,
+                ),
+                2 => micro_rows::<2>(
+                    kc,
+                    (a, a_row),
+                    (b, ldb),
+                    (c, ldc),
+                    init,
+                    crate::simd::tile_2x4,
+                ),
+                _ => micro_rows::<3>(
+                    kc,
+                    (a, a_row),
+                    (b, ldb),
+                    (c, ldc),
+                    init,
+                    crate::simd::tile_3x4,
+                ),
+            };
+            i += step;
+        }
+        return;
+    }
     for i in 0..rows {
         let mut sums = [0.0f32; PANEL];
         for k in 0..kc {
@@ -1323,6 +1625,41 @@ fn gemm_tile(
             *d = start + s;
         }
     }
+}
+
+/// Columns of a register-blocked portable tile (`simd::tile_3x4`).
+const MICRO_COLS: usize = 4;
+
+/// A register tile of `R` rows by [`MICRO_COLS`] columns: `sums[r][j] = sum over k of
+/// a[r][k] * b[k * ldb + j]` for `k < a[r].len()` (all alike).
+type MicroTile<const R: usize> = fn([&[f32]; R], (&[f32], usize)) -> [[f32; MICRO_COLS]; R];
+
+/// `R` rows of [`gemm_tile`]'s contract by `tile`, [`MICRO_COLS`] columns at a time;
+/// `a`'s rows are contiguous, `a_row` apart. Returns `R`.
+#[inline(always)]
+fn micro_rows<const R: usize>(
+    kc: usize,
+    (a, a_row): (&[f32], usize),
+    (b, ldb): (&[f32], usize),
+    (c, ldc): (&mut [f32], usize),
+    init: Option<&[f32]>,
+    tile: MicroTile<R>,
+) -> usize {
+    let rows: [&[f32]; R] = core::array::from_fn(|r| &a[r * a_row..r * a_row + kc]);
+    for j0 in (0..PANEL).step_by(MICRO_COLS) {
+        let sums = tile(rows, (&b[j0..], ldb));
+        for (r, row) in sums.iter().enumerate() {
+            let dst = &mut c[r * ldc + j0..r * ldc + j0 + MICRO_COLS];
+            for (d, &s) in dst.iter_mut().zip(row) {
+                let start = match init {
+                    Some(v) => v[r],
+                    None => *d,
+                };
+                *d = start + s;
+            }
+        }
+    }
+    R
 }
 
 /// Floats of the stack buffers the convolutions use: large on desktop CPUs, small where
@@ -2603,6 +2940,11 @@ mod tests {
             let mut out = std::vec![f32::NAN; len];
             crate::simd::portable(|| conv2d(&x, &w, Some(&b), &mut out, g, epi));
             paths.push(("conv2d portable", out));
+            let mut out = std::vec![f32::NAN; len];
+            crate::simd::portable(|| {
+                crate::simd::blocked(|| conv2d(&x, &w, Some(&b), &mut out, g, epi))
+            });
+            paths.push(("conv2d portable register-blocked", out));
             #[cfg(target_arch = "x86_64")]
             if crate::simd::avx2_fma() && crate::simd::conv2d_avx2_fits(g) {
                 let mut out = std::vec![f32::NAN; len];
@@ -2617,6 +2959,17 @@ mod tests {
             if g.c_in != g.groups || g.c_out != g.groups {
                 let mut out = std::vec![f32::NAN; len];
                 conv2d_gemm(&x, &w, Some(&b), &mut out, g, &epi, false);
+                // the register-blocked tiles sum in the plain loop's order: equal bits
+                let mut blocked = std::vec![f32::NAN; len];
+                crate::simd::blocked(|| {
+                    conv2d_gemm(&x, &w, Some(&b), &mut blocked, g, &epi, false)
+                });
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&blocked),
+                    bits(&out),
+                    "case {case}: blocked vs plain tile"
+                );
                 paths.push(("gemm portable", out));
                 if crate::simd::avx2_fma() {
                     let mut out = std::vec![f32::NAN; len];
@@ -2975,11 +3328,13 @@ mod tests {
                 k,
                 n,
             };
-            // every path: the best this CPU has, AVX2 only, portable
-            for path in ["best", "avx2", "portable"] {
+            // every path: the best this CPU has, AVX2 only, portable (lane-parallel and
+            // register-blocked)
+            for path in ["best", "avx2", "portable", "blocked"] {
                 let run = |f: &mut dyn FnMut()| match path {
                     "avx2" => crate::simd::avx2_only(f),
                     "portable" => crate::simd::portable(f),
+                    "blocked" => crate::simd::portable(|| crate::simd::blocked(f)),
                     _ => f(),
                 };
                 let label = |what: &str| std::format!("case {case} {what} ({path})");

@@ -7,7 +7,9 @@
 //! - [`kernels`]: one function per op family, portable; on x86_64 with AVX2 and FMA the
 //!   convolution runs register-tiled SIMD code from the private `simd` module (detected at
 //!   run time with `std`, chosen at compile time without), the only place with `unsafe` besides
-//!   the one cast in [`embedded`].
+//!   the one cast in [`embedded`]; on CPUs without vector units (Cortex-M and other
+//!   32-bit ARM, RISC-V) the products and convolutions run register-blocked scalar tiles
+//!   from the same module.
 //! - [`math`]: the elementwise functions (through `libm`, so they work without std).
 //! - [`safetensors`]: a validating safetensors reader that never panics or allocates;
 //!   F16, BF16 and F64 tensors become f32, and [`LoadOptions`] makes it lenient.

@@ -4,8 +4,12 @@
 //! vectorize (softmax, GELU): `exp` within 2 ulp of the exact value for results in the
 //! normal range (results below `f32::MIN_POSITIVE`, for `x < -87.33`, flush to 0), `erf`
 //! within 4e-7 of the exact value everywhere (an absolute bound; relative, 2e-6). Both are
-//! checked against f64 references on a sweep of inputs in this module's tests. `ln`,
-//! `tanh`, `sin`, `cos` are libm's (within 1-2 ulp); the composite functions (gelu, silu,
+//! checked against f64 references on a sweep of inputs in this module's tests. `sin` and
+//! `cos` are this module's own too ([`sin_cos`]), in f32 and integer arithmetic only, so
+//! that a single-precision FPU needs no software double-precision routine (libm's use
+//! f64 inside): within 2 ulp of the exact value on the tests' sweeps (all exponents, and
+//! the floats nearest the first 20 000 multiples of pi/2; the worst found is 1.53 ulp). `sqrt` is correctly rounded (the FPU's instruction on hard-float ARM). `ln`,
+//! `tanh` are libm's (within 1-2 ulp); the composite functions (gelu, silu,
 //! mish, ...) follow their definitions literally.
 
 /// `max(x, 0)`; NaN stays NaN.
@@ -102,10 +106,11 @@ pub fn ln(x: f32) -> f32 {
     libm::logf(x)
 }
 
-/// square root
+/// square root, correctly rounded (the FPU's instruction where there is one: see
+/// `simd::sqrt_f32`)
 #[inline(always)]
 pub fn sqrt(x: f32) -> f32 {
-    libm::sqrtf(x)
+    crate::simd::sqrt_f32(x)
 }
 
 /// `a ^ b`
@@ -151,16 +156,111 @@ pub fn erf(x: f32) -> f32 {
     }
 }
 
-/// sine
-#[inline(always)]
+/// sine (see [`sin_cos`] for how, and the module doc for its accuracy)
+#[inline]
 pub fn sin(x: f32) -> f32 {
-    libm::sinf(x)
+    sin_cos(x).0
 }
 
-/// cosine
-#[inline(always)]
+/// cosine (see [`sin_cos`])
+#[inline]
 pub fn cos(x: f32) -> f32 {
-    libm::cosf(x)
+    sin_cos(x).1
+}
+
+/// The bits of 2/pi after the binary point, behind 32 zero bits (so that a window may
+/// start before the point): `TWO_OVER_PI[1..]` is `floor(2^224 * 2 / pi)`, computed from
+/// pi by Machin's formula in exact integer arithmetic.
+const TWO_OVER_PI: [u32; 8] = [
+    0x0000_0000,
+    0xA2F9_836E,
+    0x4E44_1529,
+    0xFC27_57D1,
+    0xF534_DDC0,
+    0xDB62_9599,
+    0x3C43_9041,
+    0xFE51_63AB,
+];
+
+/// `(sin x, cos x)` in f32 arithmetic only: no double-precision operation, so a
+/// single-precision FPU (Cortex-M4F) runs it in hardware.
+///
+/// `|x| = n pi/2 + r` with `|r| <= pi/4`, found exactly in integer arithmetic
+/// (Payne-Hanek): `x = m 2^(e-23)` with a 24-bit `m`, and `x 2/pi mod 4` is `m` times the
+/// 96 bits of 2/pi that start where `m`'s product leaves the integers below 4 (the bits
+/// before it only add multiples of 4); of the product, bits 94-95 are `n mod 4` and the 62
+/// below them the fraction, so even the `x` closest to a multiple of pi/2 keeps more than
+/// 30 significant bits. `r` = fraction x pi/2, also in integers, rounded to f32 once. Then
+/// the Taylor polynomials of sin and cos to degree 9 and 10 on `r` (truncation below
+/// 2e-9) and the quadrant's signs. NaN and infinities give NaN.
+pub fn sin_cos(x: f32) -> (f32, f32) {
+    const FRAC_PI_4: f32 = core::f32::consts::FRAC_PI_4;
+    let a = x.abs();
+    if a.is_nan() || a.is_infinite() {
+        return (f32::NAN, f32::NAN);
+    }
+    let (n, r) = if a <= FRAC_PI_4 {
+        (0, a)
+    } else {
+        reduce_half_pi(a.to_bits())
+    };
+    let z = r * r;
+    let s =
+        r + r * z * (-1.0 / 6.0 + z * (1.0 / 120.0 + z * (-1.0 / 5040.0 + z * (1.0 / 362_880.0))));
+    let c = 1.0 - 0.5 * z
+        + z * z
+            * (1.0 / 24.0 + z * (-1.0 / 720.0 + z * (1.0 / 40_320.0 + z * (-1.0 / 3_628_800.0))));
+    let (sin, cos) = match n & 3 {
+        0 => (s, c),
+        1 => (c, -s),
+        2 => (-s, -c),
+        _ => (-c, s),
+    };
+    // sin is odd (and keeps the sign of a zero), cos even
+    (if x.is_sign_negative() { -sin } else { sin }, cos)
+}
+
+/// For a finite `a > pi/4` given by its bits: `(n mod 4, r)` with `a = n pi/2 + r`,
+/// `|r| <= pi/4` (see [`sin_cos`]).
+fn reduce_half_pi(bits: u32) -> (u32, f32) {
+    let m = u64::from((bits & 0x007F_FFFF) | 0x0080_0000);
+    // a = m 2^(e - 23); the window of 2/pi starts at bit e - 24 after the point, which is
+    // bit e + 7 of TWO_OVER_PI (e >= -1 here, e + 7 <= 134, and 134 + 96 < 256)
+    let start = (bits >> 23) as usize - 120;
+    let (word, shift) = (start / 32, start % 32);
+    let bits_at = |i: usize| {
+        let pair = (u64::from(TWO_OVER_PI[word + i]) << 32) | u64::from(TWO_OVER_PI[word + i + 1]);
+        (pair << shift >> 32) as u32
+    };
+    let (w0, w1, w2) = (
+        u64::from(bits_at(0)),
+        u64::from(bits_at(1)),
+        u64::from(bits_at(2)),
+    );
+    // bits 32..96 of m * (w0 w1 w2): quadrant in the top 2, fraction in the 62 below
+    let p = ((m * w0) << 32)
+        .wrapping_add(m * w1)
+        .wrapping_add((m * w2) >> 32);
+    // round to the nearest quadrant; the fraction is then in [-1/2, 1/2) quarter turns
+    let n = (p.wrapping_add(1 << 61) >> 62) as u32;
+    let frac = p.wrapping_sub(u64::from(n) << 62) as i64;
+    let mag = frac.unsigned_abs();
+    if mag == 0 {
+        return (n, 0.0);
+    }
+    // r = frac 2^-62 pi/2: the top 32 bits of the fraction times pi/2 in 2.30 fixed
+    // point (0x6487ED51 = round(2^30 pi / 2)), whose top 32 bits become an f32 once
+    const HALF_PI_Q30: u64 = 0x6487_ED51;
+    let lz = mag.leading_zeros();
+    let top = (mag << lz) >> 32; // in [2^31, 2^32)
+    let prod = top * HALF_PI_Q30; // in [2^61, 2^63)
+    let lz2 = prod.leading_zeros();
+    let top2 = ((prod << lz2) >> 32) as u32;
+    // mag = top 2^(32 - lz), top pi/2 = prod 2^-30, prod = top2 2^(32 - lz2), so
+    // r = mag 2^-62 pi/2 = top2 2^(-28 - lz - lz2), a normal power of two (lz <= 63)
+    let scale = f32::from_bits((127 - 28 - lz - lz2) << 23);
+    let r = top2 as f32 * scale;
+    (n, if frac < 0 { -r } else { r })
 }
 
 /// round down
@@ -323,6 +423,71 @@ mod tests {
         assert_eq!(erf(f32::INFINITY), 1.0);
         assert!(erf(f32::NAN).is_nan());
         assert!((erf(1e-20) as f64 - 1.128_379_167e-20).abs() < 1e-26);
+    }
+
+    /// `sin` and `cos` against f64's on a dense sweep of [-10, 10], on 65 536 bit
+    /// patterns spread over every exponent (both signs), on the floats nearest to the
+    /// first 20 000 multiples of pi/2 (where the results are smallest, so an inexact
+    /// reduction would show), and on the special values.
+    #[test]
+    fn sin_cos_are_within_two_ulp() {
+        let mut worst = (0.0f64, 0.0f32);
+        let mut check = |x: f32| {
+            let (s, c) = sin_cos(x);
+            assert_eq!(
+                (s.to_bits(), c.to_bits()),
+                (sin(x).to_bits(), cos(x).to_bits())
+            );
+            let err = ulps(s, f64::from(x).sin()).max(ulps(c, f64::from(x).cos()));
+            if err > worst.0 {
+                worst = (err, x);
+            }
+        };
+        for i in (0..=200_000).step_by(SWEEP_STEP) {
+            check(-10.0 + 20.0 * i as f32 / 200_000.0);
+        }
+        for bits in (0..0x7F80_0000u32).step_by(32_640 * SWEEP_STEP) {
+            check(f32::from_bits(bits));
+            check(-f32::from_bits(bits));
+        }
+        for k in (1..20_000).step_by(SWEEP_STEP) {
+            let x = (f64::from(k) * core::f64::consts::FRAC_PI_2) as f32;
+            for near in [
+                x,
+                f32::from_bits(x.to_bits() + 1),
+                f32::from_bits(x.to_bits() - 1),
+            ] {
+                check(near);
+            }
+        }
+        check(f32::MAX);
+        check(f32::MIN_POSITIVE);
+        let (err, at) = worst;
+        assert!(err <= 2.0, "sin/cos: {err} ulp at {at:e}");
+        assert_eq!(sin(0.0).to_bits(), 0.0f32.to_bits());
+        assert_eq!(sin(-0.0).to_bits(), (-0.0f32).to_bits());
+        assert_eq!(cos(0.0), 1.0);
+        for x in [f32::INFINITY, f32::NEG_INFINITY, f32::NAN] {
+            assert!(sin(x).is_nan() && cos(x).is_nan());
+        }
+    }
+
+    /// `sqrt` is correctly rounded: the f64 square root (itself correctly rounded, and
+    /// fine enough that rounding it to f32 again changes nothing) rounded to f32, on
+    /// bit patterns over the whole range, and the special values.
+    #[test]
+    fn sqrt_is_correctly_rounded() {
+        for bits in (0..0x7F80_0000u32).step_by(4_093 * SWEEP_STEP) {
+            let x = f32::from_bits(bits);
+            assert_eq!(
+                sqrt(x).to_bits(),
+                (f64::from(x).sqrt() as f32).to_bits(),
+                "sqrt({x:e})"
+            );
+        }
+        assert_eq!(sqrt(f32::INFINITY), f32::INFINITY);
+        assert_eq!(sqrt(-0.0).to_bits(), (-0.0f32).to_bits());
+        assert!(sqrt(-1.0).is_nan() && sqrt(f32::NAN).is_nan());
     }
 
     #[test]

@@ -5,8 +5,15 @@
 //! has a portable counterpart in [`crate::kernels`], which other CPUs, and miri, run; the
 //! two agree within rounding (a fused multiply-add rounds once).
 //!
+//! It also holds what CPUs without vector units run instead (see [`register_blocked`]):
+//! the register-blocked scalar tiles of the matrix product and of the direct convolution
+//! (sums in registers, operands read without a bounds check per multiply-add after one
+//! check per tile), and the FPU's square root on hard-float ARM ([`sqrt_f32`]).
+//!
 //! This is the only module with `unsafe`: the vector loads and stores, each reading or
-//! writing a range that a checked slice of exactly that length proves in bounds.
+//! writing a range that a checked slice of exactly that length proves in bounds; the
+//! scalar tiles' unchecked loads, each inside a slice cut once to the last index the
+//! tile reads; and `vsqrt.f32`.
 
 #[cfg(any(test, all(target_arch = "x86_64", feature = "std")))]
 extern crate std;
@@ -21,6 +28,38 @@ std::thread_local! {
 std::thread_local! {
     /// Set by [`avx2_only`]: this thread's kernels do not take the AVX-512 paths.
     static FORCE_AVX2: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+#[cfg(test)]
+std::thread_local! {
+    /// Set by [`blocked`]: this thread's portable kernels take their register-blocked forms.
+    static FORCE_BLOCKED: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the portable kernels in their register-blocked forms on this thread,
+/// whatever the CPU (tests check both forms everywhere, and miri runs them).
+#[cfg(test)]
+pub fn blocked<R>(f: impl FnOnce() -> R) -> R {
+    FORCE_BLOCKED.set(true);
+    let result = f();
+    FORCE_BLOCKED.set(false);
+    result
+}
+
+/// True when the portable kernels take their register-blocked scalar forms: on CPUs
+/// whose compilers do not vectorize the lane-parallel loops (32-bit ARM such as the
+/// Cortex-M4F, RISC-V, ...: scalar FPUs with 16 to 32 registers), where a sum kept in
+/// a stack array costs a load and a store per multiply-add. There the products run in
+/// tiles of a few rows by a few columns whose sums stay in registers, and one load feeds
+/// several multiply-adds. On x86_64 and aarch64 the lane-parallel loops vectorize (SSE,
+/// NEON) and stay.
+#[inline]
+pub fn register_blocked() -> bool {
+    #[cfg(test)]
+    if FORCE_BLOCKED.get() {
+        return true;
+    }
+    !cfg!(any(target_arch = "x86_64", target_arch = "aarch64"))
 }
 
 /// Runs `f` with the AVX-512 kernels off on this thread (tests compare every path).
@@ -60,6 +99,367 @@ pub fn avx2_fma() -> bool {
             target_feature = "fma"
         ))
     }
+}
+
+/// Square root of an f32, correctly rounded (IEEE 754), for [`crate::math::sqrt`].
+///
+/// On 32-bit ARM with the hard-float ABI (Cortex-M4F, M7, M33, R, A: every FPU of those
+/// targets has `vsqrt.f32`), the FPU's instruction: libm's `sqrtf` computes it in software
+/// there. Stable Rust does not report ARM's FPU features to `cfg` or let inline assembly
+/// take an `s` register operand, so the value goes through a core register into `s15`,
+/// declared clobbered (two `vmov`s around a 14-cycle instruction). Elsewhere, libm's
+/// `sqrtf` (SSE's `sqrtss` on x86_64).
+#[inline(always)]
+pub fn sqrt_f32(x: f32) -> f32 {
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    {
+        let bits: u32;
+        // SAFETY: `vsqrt.f32` exists on every FPU a hard-float ARM target has; the asm
+        // reads and writes only the core register holding the operand and `s15`, which
+        // is declared clobbered, and touches no memory.
+        #[allow(unsafe_code)]
+        unsafe {
+            core::arch::asm!(
+                "vmov s15, {0}",
+                "vsqrt.f32 s15, s15",
+                "vmov {0}, s15",
+                inlateout(reg) x.to_bits() => bits,
+                out("s15") _,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        }
+        f32::from_bits(bits)
+    }
+    #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
+    {
+        libm::sqrtf(x)
+    }
+}
+
+/// `b` cut to the rows of four floats `b[k * ldb..k * ldb + 4]`, `k < rows`, that the
+/// register-blocked tiles read ([`quad`] then reads each without a bounds check: one
+/// check here, not one per multiply-add step). Panics when the last row is not inside
+/// `b` (a precondition of the kernels).
+#[inline(always)]
+fn quad_rows(b: &[f32], ldb: usize, rows: usize) -> &[f32] {
+    let need = match rows.checked_sub(1) {
+        None => 0,
+        Some(last) => last
+            .checked_mul(ldb)
+            .and_then(|v| v.checked_add(4))
+            .unwrap_or(usize::MAX),
+    };
+    &b[..need]
+}
+
+/// `b[at..at + 4]`, without a bounds check.
+///
+/// # Safety
+///
+/// `at + 4 <= b.len()`: true for `b` from [`quad_rows`] and `at = k * ldb` with `k <
+/// rows`, since then `at + 3 < (rows - 1) * ldb + 4 = b.len()` (that sum was computed
+/// without overflow, or the cut panicked).
+#[inline(always)]
+#[allow(unsafe_code)]
+unsafe fn quad(b: &[f32], at: usize) -> [f32; 4] {
+    debug_assert!(at + 4 <= b.len());
+    // SAFETY: the caller promises `at + 4 <= b.len()`.
+    unsafe {
+        [
+            *b.get_unchecked(at),
+            *b.get_unchecked(at + 1),
+            *b.get_unchecked(at + 2),
+            *b.get_unchecked(at + 3),
+        ]
+    }
+}
+
+/// The register-blocked portable tile (`kernels::MicroTile`) of three rows: twelve sums in
+/// registers, and per step of `k` seven loads feed twelve multiply-adds. Each sum starts
+/// from 0 and runs in order of `k`, so the results are those of the plain loop, bit for
+/// bit. Written out, as are [`tile_2x4`] and [`tile_1x4`]: at opt-level "s" LLVM would
+/// not unroll loops over rows and columns, and sums in an array would live in memory.
+#[inline(always)]
+pub(crate) fn tile_3x4([a0, a1, a2]: [&[f32]; 3], (b, ldb): (&[f32], usize)) -> [[f32; 4]; 3] {
+    let kc = a0.len();
+    let (a1, a2) = (&a1[..kc], &a2[..kc]);
+    let b = quad_rows(b, ldb, kc);
+    let [mut s00, mut s01, mut s02, mut s03] = [0.0f32; 4];
+    let [mut s10, mut s11, mut s12, mut s13] = [0.0f32; 4];
+    let [mut s20, mut s21, mut s22, mut s23] = [0.0f32; 4];
+    let mut at = 0;
+    for k in 0..kc {
+        // SAFETY: `at = k * ldb` with `k < kc`, and `quad_rows` cut `b` to `kc` rows.
+        #[allow(unsafe_code)]
+        let [b0, b1, b2, b3] = unsafe { quad(b, at) };
+        at += ldb;
+        let x = a0[k];
+        s00 += x * b0;
+        s01 += x * b1;
+        s02 += x * b2;
+        s03 += x * b3;
+        let x = a1[k];
+        s10 += x * b0;
+        s11 += x * b1;
+        s12 += x * b2;
+        s13 += x * b3;
+        let x = a2[k];
+        s20 += x * b0;
+        s21 += x * b1;
+        s22 += x * b2;
+        s23 += x * b3;
+    }
+    [
+        [s00, s01, s02, s03],
+        [s10, s11, s12, s13],
+        [s20, s21, s22, s23],
+    ]
+}
+
+/// [`tile_3x4`] for two rows.
+#[inline(always)]
+pub(crate) fn tile_2x4([a0, a1]: [&[f32]; 2], (b, ldb): (&[f32], usize)) -> [[f32; 4]; 2] {
+    let kc = a0.len();
+    let a1 = &a1[..kc];
+    let b = quad_rows(b, ldb, kc);
+    let [mut s00, mut s01, mut s02, mut s03] = [0.0f32; 4];
+    let [mut s10, mut s11, mut s12, mut s13] = [0.0f32; 4];
+    let mut at = 0;
+    for k in 0..kc {
+        // SAFETY: `at = k * ldb` with `k < kc`, and `quad_rows` cut `b` to `kc` rows.
+        #[allow(unsafe_code)]
+        let [b0, b1, b2, b3] = unsafe { quad(b, at) };
+        at += ldb;
+        let x = a0[k];
+        s00 += x * b0;
+        s01 += x * b1;
+        s02 += x * b2;
+        s03 += x * b3;
+        let x = a1[k];
+        s10 += x * b0;
+        s11 += x * b1;
+        s12 += x * b2;
+        s13 += x * b3;
+    }
+    [[s00, s01, s02, s03], [s10, s11, s12, s13]]
+}
+
+/// [`tile_3x4`] for one row.
+#[inline(always)]
+pub(crate) fn tile_1x4([a0]: [&[f32]; 1], (b, ldb): (&[f32], usize)) -> [[f32; 4]; 1] {
+    let b = quad_rows(b, ldb, a0.len());
+    let [mut s0, mut s1, mut s2, mut s3] = [0.0f32; 4];
+    let mut at = 0;
+    for &x in a0 {
+        // SAFETY: `at = k * ldb` with `k < kc`, and `quad_rows` cut `b` to `kc` rows.
+        #[allow(unsafe_code)]
+        let [b0, b1, b2, b3] = unsafe { quad(b, at) };
+        at += ldb;
+        s0 += x * b0;
+        s1 += x * b1;
+        s2 += x * b2;
+        s3 += x * b3;
+    }
+    [[s0, s1, s2, s3]]
+}
+
+/// Where [`conv_tile_4x4`] reads: input channels `c0..c0 + count` (packed as `count`
+/// blocks of `rows` rows of `wp` floats), kernel rows `ky0..ky0 + rows` of `kh`, `kw`
+/// taps a row, `dilation` and `stride` along the row.
+pub(crate) struct ConvTile {
+    /// first input channel of the packed rows
+    pub c0: usize,
+    /// input channels packed
+    pub count: usize,
+    /// first kernel row packed
+    pub ky0: usize,
+    /// kernel rows packed per channel
+    pub rows: usize,
+    /// kernel height
+    pub kh: usize,
+    /// kernel width
+    pub kw: usize,
+    /// floats per packed row
+    pub wp: usize,
+    /// horizontal dilation
+    pub dilation: usize,
+    /// horizontal stride
+    pub stride: usize,
+}
+
+/// The register tile of `kernels::conv2d_blocked`: for four output channels (weights
+/// `w[c]`, `[c_in / groups, kh, kw]` each) and four output columns from `ox0`, the sums
+/// over the packed taps, `sums[c][j] = sum of w[c][(ic, ky, kx)] * packed[(ic - c0, ky -
+/// ky0) row][(ox0 + j) * stride + kx * dilation]`, in sixteen registers: per tap, four
+/// weight loads and four input loads feed sixteen multiply-adds. Each sum runs in order of
+/// the taps from 0. The packed rows are checked once to hold the last value read, then
+/// read without bounds checks.
+#[inline(never)]
+pub(crate) fn conv_tile_4x4(
+    w: [&[f32]; 4],
+    packed: &[f32],
+    t: &ConvTile,
+    ox0: usize,
+) -> [[f32; 4]; 4] {
+    let mut s = [[0.0f32; 4]; 4];
+    if t.count == 0 || t.rows == 0 || t.kw == 0 {
+        return s;
+    }
+    // the last input read: row (count - 1, rows - 1), column (ox0 + 3) * stride + (kw - 1)
+    // * dilation; all arithmetic checked, so the cut proves every read in bounds
+    let last = (t.count * t.rows - 1)
+        .checked_mul(t.wp)
+        .and_then(|v| v.checked_add(ox0.checked_add(3)?.checked_mul(t.stride)?))
+        .and_then(|v| v.checked_add((t.kw - 1).checked_mul(t.dilation)?))
+        .unwrap_or(usize::MAX);
+    let packed = &packed[..last.saturating_add(1)];
+    let [w0, w1, w2, w3] = w;
+    let (sw, dw) = (t.stride, t.dilation);
+    let [[mut s00, mut s01, mut s02, mut s03], [mut s10, mut s11, mut s12, mut s13], [mut s20, mut s21, mut s22, mut s23], [mut s30, mut s31, mut s32, mut s33]] =
+        s;
+    if t.rows == t.kh {
+        // every kernel row (ky0 = 0): packed row q = ic * kh + ky reads weights q * kw
+        // on, so one loop runs over all rows of all channels, its weights contiguous
+        let span = t.count * t.kh * t.kw;
+        let from = t.c0 * t.kh * t.kw;
+        let rows = [
+            &w0[from..from + span],
+            &w1[from..from + span],
+            &w2[from..from + span],
+            &w3[from..from + span],
+        ];
+        let sums = if sw == 1 && dw == 1 {
+            // the common case, in its own copy: constant offsets let the four input
+            // loads share one address
+            full_rows::<true>(rows, packed, t, ox0)
+        } else {
+            full_rows::<false>(rows, packed, t, ox0)
+        };
+        return sums;
+    }
+    for ic in 0..t.count {
+        for r in 0..t.rows {
+            let wat = ((t.c0 + ic) * t.kh + t.ky0 + r) * t.kw;
+            let (r0, r1, r2, r3) = (
+                &w0[wat..wat + t.kw],
+                &w1[wat..wat + t.kw],
+                &w2[wat..wat + t.kw],
+                &w3[wat..wat + t.kw],
+            );
+            let mut at = (ic * t.rows + r) * t.wp + ox0 * sw;
+            for kx in 0..t.kw {
+                // SAFETY: `at = row * wp + ox0 * stride + kx * dilation` with row <= count *
+                // rows - 1 and kx <= kw - 1, so `at + 3 * stride <= last < packed.len()`
+                // (checked above).
+                #[allow(unsafe_code)]
+                let (x0, x1, x2, x3) = unsafe {
+                    (
+                        *packed.get_unchecked(at),
+                        *packed.get_unchecked(at + sw),
+                        *packed.get_unchecked(at + 2 * sw),
+                        *packed.get_unchecked(at + 3 * sw),
+                    )
+                };
+                at += dw;
+                let a = r0[kx];
+                s00 += a * x0;
+                s01 += a * x1;
+                s02 += a * x2;
+                s03 += a * x3;
+                let a = r1[kx];
+                s10 += a * x0;
+                s11 += a * x1;
+                s12 += a * x2;
+                s13 += a * x3;
+                let a = r2[kx];
+                s20 += a * x0;
+                s21 += a * x1;
+                s22 += a * x2;
+                s23 += a * x3;
+                let a = r3[kx];
+                s30 += a * x0;
+                s31 += a * x1;
+                s32 += a * x2;
+                s33 += a * x3;
+            }
+        }
+    }
+    s = [
+        [s00, s01, s02, s03],
+        [s10, s11, s12, s13],
+        [s20, s21, s22, s23],
+        [s30, s31, s32, s33],
+    ];
+    s
+}
+
+/// [`conv_tile_4x4`] when every kernel row is packed (`rows == kh`): one loop over the
+/// packed rows of all channels, the weights `rows[c]` (`count * kh * kw` floats each)
+/// contiguous. `UNIT`: stride and dilation 1 (the caller checked). Out of line: each
+/// copy gets the registers to itself.
+#[inline(never)]
+fn full_rows<const UNIT: bool>(
+    [r0, r1, r2, r3]: [&[f32]; 4],
+    packed: &[f32],
+    t: &ConvTile,
+    ox0: usize,
+) -> [[f32; 4]; 4] {
+    let (sw, dw) = if UNIT { (1, 1) } else { (t.stride, t.dilation) };
+    let [mut s00, mut s01, mut s02, mut s03] = [0.0f32; 4];
+    let [mut s10, mut s11, mut s12, mut s13] = [0.0f32; 4];
+    let [mut s20, mut s21, mut s22, mut s23] = [0.0f32; 4];
+    let [mut s30, mut s31, mut s32, mut s33] = [0.0f32; 4];
+    let span = t.count * t.kh * t.kw;
+    let (r0, r1, r2, r3) = (&r0[..span], &r1[..span], &r2[..span], &r3[..span]);
+    let mut wat = 0;
+    let mut row = ox0 * sw;
+    for _ in 0..t.count * t.kh {
+        let mut at = row;
+        for kx in 0..t.kw {
+            // SAFETY: `at = q * wp + ox0 * stride + kx * dilation` for the packed row q <=
+            // count * kh - 1 and kx <= kw - 1, so `at + 3 * stride <= last <
+            // packed.len()` (checked by `conv_tile_4x4`, which cut `packed` there); `wat +
+            // kx = q * kw + kx < count * kh * kw = span`, the length of the weight slices.
+            #[allow(unsafe_code)]
+            let (x0, x1, x2, x3, a0, a1, a2, a3) = unsafe {
+                (
+                    *packed.get_unchecked(at),
+                    *packed.get_unchecked(at + sw),
+                    *packed.get_unchecked(at + 2 * sw),
+                    *packed.get_unchecked(at + 3 * sw),
+                    *r0.get_unchecked(wat + kx),
+                    *r1.get_unchecked(wat + kx),
+                    *r2.get_unchecked(wat + kx),
+                    *r3.get_unchecked(wat + kx),
+                )
+            };
+            at += dw;
+            s00 += a0 * x0;
+            s01 += a0 * x1;
+            s02 += a0 * x2;
+            s03 += a0 * x3;
+            s10 += a1 * x0;
+            s11 += a1 * x1;
+            s12 += a1 * x2;
+            s13 += a1 * x3;
+            s20 += a2 * x0;
+            s21 += a2 * x1;
+            s22 += a2 * x2;
+            s23 += a2 * x3;
+            s30 += a3 * x0;
+            s31 += a3 * x1;
+            s32 += a3 * x2;
+            s33 += a3 * x3;
+        }
+        wat += t.kw;
+        row += t.wp;
+    }
+    [
+        [s00, s01, s02, s03],
+        [s10, s11, s12, s13],
+        [s20, s21, s22, s23],
+        [s30, s31, s32, s33],
+    ]
 }
 
 /// The starts of tiles of `tile` covering `0..len` (`len >= tile`): every `tile`, and a
