@@ -472,7 +472,7 @@ pub fn pack_panels(w: &[f32], out: &mut [f32], n: usize, k: usize) {
 
 /// `out [rows, n] = a [rows, k] @ b` for `b [k, n]` packed by [`pack_panels`] (its
 /// transpose); the row epilogue `epi(base, row)` runs over each finished output row.
-/// Rows split over the threads ([`crate::threads::with_threads`]).
+/// Rows split over the threads (`threads::with_threads`, feature `threads`).
 pub fn matmul_panels(
     a: &[f32],
     panels: &[f32],
@@ -1815,7 +1815,7 @@ fn depthwise_by_rows(
 /// register tiles of the implicit GEMM (the weight read transposed in place), and every
 /// value is then added to the output pixel its tap reaches,
 /// `(iy * stride + ky * dilation - pad, ix * stride + kx * dilation - pad)`. Output
-/// channels split over the threads ([`crate::threads::with_threads`]).
+/// channels split over the threads (`threads::with_threads`, feature `threads`).
 pub fn conv_transpose2d(
     x: &[f32],
     w: &[f32],

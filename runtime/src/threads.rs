@@ -1,4 +1,4 @@
-//! Threads for the kernels (feature `threads`, which needs `std`): [`with_threads`] runs a
+//! Threads for the kernels (feature `threads`, which needs `std`): `with_threads` runs a
 //! closure, typically a model's `run`, with the heavy kernels (convolutions, matrix
 //! products) splitting their output rows over a persistent pool of that many threads,
 //! kept alive between calls (rayon's). Without the feature, or with one thread, every
@@ -74,7 +74,7 @@ pub fn with_threads<R>(threads: usize, f: impl FnOnce() -> R) -> R {
     pool::with_threads(threads, f)
 }
 
-/// The threads the kernels called on this thread may use (1 outside [`with_threads`]).
+/// The threads the kernels called on this thread may use (1 outside `with_threads`).
 pub fn current() -> usize {
     #[cfg(feature = "threads")]
     return pool::current();
