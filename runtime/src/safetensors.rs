@@ -91,7 +91,7 @@ pub fn load_into_with(
 /// `LOADED_LEN == PARAM_LEN`). The file must hold exactly the model's tensors (a
 /// `num_batches_tracked` counter aside, as in [`load_into`]), all F32, stored in the
 /// order and at the offsets of `specs` (declaration order, back to back from the start
-/// of the data, as [`write_in_order`] writes them), and its data must start 4-byte
+/// of the data, as `write_in_order` (feature `alloc`) writes them), and its data must start 4-byte
 /// aligned in memory (`include_bytes!` aligns to 1: wrap it in a `#[repr(align(4))]`
 /// struct; files padded their header to a multiple of 8 bytes). Anything else is
 /// [`LoadError::NotInPlace`] naming the first tensor that does not fit, or the error
