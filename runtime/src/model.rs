@@ -49,7 +49,7 @@ enum Storage<'p> {
 impl<'p> Params<'p> {
     /// Borrows read-only a buffer of loaded parameters (a `static`, or memory the caller
     /// owns). Only a model without load-time ops (`LOADED_LEN == PARAM_LEN`) accepts it;
-    /// for the others use [`Params::borrowed_mut`], [`Params::owned`] or
+    /// for the others use [`Params::borrowed_mut`], `Params::owned` (feature `alloc`) or
     /// [`Params::prepared`].
     pub const fn borrowed(data: &'p [f32]) -> Self {
         Params(Storage::Borrowed(data))
