@@ -12,6 +12,7 @@
 //! against the float64 reference (`output_fp64.npy`) 4.3e-6 fused, 3.3e-6 unfused and
 //! 3.3e-6 for ORT itself: more than 10x inside the bound, which holds against float64 too.
 
+mod common;
 use std::path::Path;
 
 use dnnfusion::{npy, Model, ModelExt};
@@ -54,16 +55,13 @@ fn data() -> Data {
 
 fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
     assert_eq!(a.shape(), b.shape());
-    a.iter()
-        .zip(b.iter())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    common::max_abs_diff(a.as_slice().unwrap(), b.as_slice().unwrap())
 }
 
 fn check<M: Model + ModelExt>(label: &str, model: M, data: &Data) {
     let got = model.infer_arrays(&[data.input.view()]).unwrap().remove(0);
     assert_eq!(got.shape(), &[1, 128, 384]);
-    let tol = 1e-5 * data.expected.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let tol = common::reference_tolerance(data.expected.as_slice().unwrap());
     let err = max_abs_diff(&got, &data.expected);
     let err64 = max_abs_diff(&got, &data.exact);
     let ort64 = max_abs_diff(&data.expected, &data.exact);

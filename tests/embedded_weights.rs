@@ -4,6 +4,7 @@
 //! `1e-5 * max(1, max |expected|)`, as in reference_models.rs) and against the same
 //! declaration loaded at run time from the same file.
 
+mod common;
 use dnnfusion::{dnn, npy, Model, ModelExt};
 use ndarray::ArrayD;
 
@@ -54,16 +55,7 @@ dnn! {
 /// A model in a `static`: nothing runs before `main`, nothing is loaded.
 static LENET: LeNet<'static> = LeNet::embedded();
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(
-            0.0,
-            |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) },
-        )
-}
+use common::max_abs_diff;
 
 /// Runs `model` on the reference input of `data`; checks it against PyTorch and
 /// returns the output.
@@ -74,13 +66,11 @@ fn check_against_pytorch<M: Model + ModelExt>(
     let input = npy::read_f32(data.input).unwrap();
     let expected = npy::read_f32(data.output).unwrap();
     let got = model.infer_arrays(&[input.view()]).unwrap().remove(0);
-    let tol = 1e-5 * expected.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    let err = max_abs_diff(got.as_slice().unwrap(), expected.as_slice().unwrap());
-    println!(
-        "{}: max |embedded - torch| = {err:.3e}, tolerance {tol:.3e}",
-        data.name
+    common::assert_matches_reference(
+        &format!("{} (embedded vs torch)", data.name),
+        &got,
+        &expected,
     );
-    assert!(err <= tol, "{}: error {err} above {tol}", data.name);
     got
 }
 

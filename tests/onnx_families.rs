@@ -15,6 +15,7 @@
 //! Tolerance: max |ours - ORT| <= 1e-5 * max(1, max |expected|), the bound of the
 //! reference-model tests (fp32 on both sides, other summation orders and exp/tanh).
 
+mod common;
 use dnnfusion::{npy, Model, ModelExt};
 
 mod imported {
@@ -41,16 +42,7 @@ fn check<M: Model + ModelExt>(
     let input = npy::read_f32(&read(&format!("{name}.input.npy"))).unwrap();
     let expected = npy::read_f32(&read(&format!("{name}.output.npy"))).unwrap();
     let got = model.infer_arrays(&[input.view()]).unwrap().remove(0);
-    assert_eq!(got.shape(), expected.shape(), "{name}");
-    let err = got
-        .iter()
-        .zip(expected.iter())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    let tol = 1e-5 * expected.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    println!("{name}: max |imported ONNX - ORT| = {err:.3e} (tolerance {tol:.3e})");
-    assert!(err <= tol, "{name}: error {err:.3e} above {tol:.3e}");
-    err
+    common::assert_matches_reference(&format!("{name} (imported ONNX vs ORT)"), &got, &expected)
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! max |expected|) (fp32 with another summation order; the ONNX files also have batch
 //! norm folded into the convolutions by the exporter, another rounding).
 
+mod common;
 use dnnfusion::{npy, Model, ModelExt};
 
 mod imported {
@@ -50,16 +51,11 @@ fn check<M: Model + ModelExt>(
     let input = npy::read_f32(&read(&format!("{SHARED}/reference/{name}/input.npy"))).unwrap();
     let expected = npy::read_f32(&read(&format!("{SHARED}/reference/{name}/output.npy"))).unwrap();
     let got = model.infer_arrays(&[input.view()]).unwrap().remove(0);
-    assert_eq!(got.shape(), expected.shape(), "{name}");
-    let err = got
-        .iter()
-        .zip(expected.iter())
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    let tol = 1e-5 * expected.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    println!("{name}: max |imported ONNX - torch fp32| = {err:.3e} (tolerance {tol:.3e})");
-    assert!(err <= tol, "{name}: error {err:.3e} above {tol:.3e}");
-    err
+    common::assert_matches_reference(
+        &format!("{name} (imported ONNX vs torch fp32)"),
+        &got,
+        &expected,
+    )
 }
 
 #[test]

@@ -5,21 +5,19 @@
 //! max absolute error must stay within `1e-5 * max(1, max |expected|)`, which allows
 //! fp32 implementations with a different summation order.
 
+mod common;
 use dnnfusion::{npy, Model, ModelExt};
 use dnnfusion_compiler::{interp, lower_str};
 use dnnfusion_models::{reference, ReferenceData};
 use ndarray::{ArrayD, IxDyn};
 
 fn tolerance(expected: &ArrayD<f32>) -> f32 {
-    1e-5 * expected.iter().fold(1.0f32, |m, v| m.max(v.abs()))
+    common::reference_tolerance(expected.as_slice().unwrap())
 }
 
 fn max_abs_diff(a: &ArrayD<f32>, b: &ArrayD<f32>) -> f32 {
     assert_eq!(a.shape(), b.shape());
-    a.iter()
-        .zip(b.iter())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    common::max_abs_diff(a.as_slice().unwrap(), b.as_slice().unwrap())
 }
 
 /// Runs the generated model on the reference input and checks it against PyTorch (fp32)

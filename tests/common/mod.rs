@@ -111,3 +111,38 @@ pub fn check_with<M: Model>(source: &str, tolerance: f32) {
         }
     }
 }
+
+/// The tolerance of every comparison with a reference run (PyTorch, ONNX Runtime, an f64
+/// computation) on a whole model: `1e-5 * max(1, max |expected|)` on the largest
+/// absolute error, room for f32 arithmetic that sums in another order.
+pub fn reference_tolerance(expected: &[f32]) -> f32 {
+    1e-5 * expected.iter().fold(1.0f32, |m, v| m.max(v.abs()))
+}
+
+/// The largest |a - b| (a NaN on either side counts as infinite).
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter().zip(b).fold(0.0f32, |m, (x, y)| {
+        let d = (x - y).abs();
+        if d.is_nan() {
+            f32::INFINITY
+        } else {
+            m.max(d)
+        }
+    })
+}
+
+/// Checks a model's output against a reference output (same shape, largest error within
+/// [`reference_tolerance`]), prints the error and returns it.
+pub fn assert_matches_reference(label: &str, got: &ArrayD<f32>, expected: &ArrayD<f32>) -> f32 {
+    assert_eq!(got.shape(), expected.shape(), "{label}: shapes differ");
+    let (got, expected) = (
+        got.iter().copied().collect::<Vec<f32>>(),
+        expected.iter().copied().collect::<Vec<f32>>(),
+    );
+    let err = max_abs_diff(&got, &expected);
+    let tol = reference_tolerance(&expected);
+    println!("{label}: max |got - reference| = {err:.3e} (tolerance {tol:.3e})");
+    assert!(err <= tol, "{label}: error {err:.3e} above {tol:.3e}");
+    err
+}
