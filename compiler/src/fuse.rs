@@ -114,8 +114,10 @@ fn is_index_preserving(op: &Op) -> bool {
     )
 }
 
-/// Facts about the graph the planner keeps asking.
-struct Facts<'g> {
+/// Facts about the graph the planner keeps asking (mapping types, consumers, outputs),
+/// computed once per graph: build one and pass it to [`store_chain_in`] and
+/// [`prologue_in`] when asking about many blocks of the same graph.
+pub struct Facts<'g> {
     graph: &'g Graph,
     types: Vec<MappingType>,
     /// Nodes reading each value.
@@ -125,7 +127,8 @@ struct Facts<'g> {
 }
 
 impl<'g> Facts<'g> {
-    fn new(graph: &'g Graph) -> Self {
+    /// Computes the facts of `graph` (linear in its size).
+    pub fn new(graph: &'g Graph) -> Self {
         let mut consumers = vec![Vec::new(); graph.values.len()];
         for (i, node) in graph.nodes.iter().enumerate() {
             for &v in &node.inputs {
@@ -829,11 +832,15 @@ fn prologue_fits(facts: &Facts<'_>, members: &[usize], anchor: usize, feeds: &[u
 
 /// The prologue of a block: its members computed before (and read only by) the anchor.
 pub fn prologue_nodes(graph: &Graph, block: &Block) -> Vec<usize> {
+    prologue_in(&Facts::new(graph), block)
+}
+
+/// [`prologue_nodes`] with the graph's facts already computed.
+pub fn prologue_in(facts: &Facts<'_>, block: &Block) -> Vec<usize> {
     let Some(anchor) = block.anchor else {
         return Vec::new();
     };
-    let facts = Facts::new(graph);
-    let mut feeds = feeds_anchor(&facts, &block.nodes, anchor);
+    let mut feeds = feeds_anchor(facts, &block.nodes, anchor);
     feeds.sort_unstable();
     feeds
 }
@@ -895,12 +902,16 @@ fn store_chain(
 
 /// The store chain of a planned block (see `store_chain`); empty for most blocks.
 pub fn store_chain_nodes(graph: &Graph, block: &Block) -> Vec<usize> {
+    store_chain_in(&Facts::new(graph), block)
+}
+
+/// [`store_chain_nodes`] with the graph's facts already computed.
+pub fn store_chain_in(facts: &Facts<'_>, block: &Block) -> Vec<usize> {
     let Some(anchor) = block.anchor else {
         return Vec::new();
     };
-    let facts = Facts::new(graph);
-    let depends = depends_on(&facts, &block.nodes, anchor);
-    store_chain(&facts, &block.nodes, anchor, &depends).unwrap_or_default()
+    let depends = depends_on(facts, &block.nodes, anchor);
+    store_chain(facts, &block.nodes, anchor, &depends).unwrap_or_default()
 }
 
 /// An epilogue op must leave every value of the anchor at its flat position, so the

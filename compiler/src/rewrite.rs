@@ -360,7 +360,12 @@ pub fn op_cost(op: &Op, inputs: &[&[usize]], out: &[usize]) -> Cost {
 /// The per-inference cost of some nodes of a graph: a node computed from parameters alone
 /// costs nothing, since stage `prepare` runs it once, at load time.
 pub fn cost(graph: &Graph, nodes: &[usize]) -> Cost {
-    let param_only = crate::prepare::parameter_only(graph);
+    cost_given(graph, nodes, &crate::prepare::parameter_only(graph))
+}
+
+/// [`cost`] with the graph's [`parameter_only`](crate::prepare::parameter_only) values
+/// already known (pricing a candidate must not walk the whole graph).
+fn cost_given(graph: &Graph, nodes: &[usize], param_only: &[bool]) -> Cost {
     nodes
         .iter()
         .filter_map(|&i| graph.nodes.get(i))
@@ -515,8 +520,15 @@ fn producer(graph: &Graph, v: ValueId) -> Option<usize> {
 
 impl State {
     /// The gain and footprint of `patch` at `node`, or `None` when the patch is malformed
-    /// or would remove a frozen node.
-    fn price(&self, node: usize, patch: &Patch, readers: &[usize]) -> Option<(Gain, Vec<usize>)> {
+    /// or would remove a frozen node. `readers` and `param_only` are the graph's (see
+    /// [`readers`] and [`crate::prepare::parameter_only`]).
+    fn price(
+        &self,
+        node: usize,
+        patch: &Patch,
+        readers: &[usize],
+        param_only: &[bool],
+    ) -> Option<(Gain, Vec<usize>)> {
         let g = &self.graph;
         let root = g.nodes.get(node)?;
         let r = root.output;
@@ -535,7 +547,6 @@ impl State {
         let mut extra: HashMap<ValueId, usize> = HashMap::new();
         let mut after = Cost::default();
         // new nodes computed from parameters alone run at load time: free per inference
-        let param_only = crate::prepare::parameter_only(g);
         let mut new_param_only = Vec::with_capacity(patch.nodes.len());
         for (i, n) in patch.nodes.iter().enumerate() {
             let mut shapes = Vec::with_capacity(n.inputs.len());
@@ -586,7 +597,7 @@ impl State {
                 }
             }
         }
-        let gain = Gain::between(cost(g, &dead), after);
+        let gain = Gain::between(cost_given(g, &dead, param_only), after);
         let mut footprint = dead;
         footprint.extend(extra.keys().filter_map(|&v| producer(g, v)));
         footprint.sort_unstable();
@@ -837,6 +848,7 @@ fn candidates(
 ) -> Vec<Candidate> {
     let g = &state.graph;
     let readers = readers(g);
+    let param_only = crate::prepare::parameter_only(g);
     let all: Vec<usize> = (0..g.nodes.len()).collect();
     let mut out = Vec::new();
     for &node in nodes.unwrap_or(&all) {
@@ -847,7 +859,7 @@ fn candidates(
             let Some(patch) = (rule.apply)(g, node) else {
                 continue;
             };
-            let Some((gain, footprint)) = state.price(node, &patch, &readers) else {
+            let Some((gain, footprint)) = state.price(node, &patch, &readers, &param_only) else {
                 continue;
             };
             out.push(Candidate {
