@@ -22,6 +22,7 @@ use crate::fuse::{self, Block, FusionPlan};
 use crate::ir::*;
 use crate::lower::ModelIr;
 use crate::plan::{MemoryPlan, Slot};
+use crate::work::{self, Stage};
 
 /// Generates the items of one model.
 pub fn codegen(
@@ -336,6 +337,7 @@ fn steps(
 ) -> Result<Vec<TokenStream>, TokenStream> {
     let graph = &model.graph;
     let names = value_idents(model);
+    work::add(Stage::Codegen, graph.nodes.len() + graph.values.len());
     let mut body = Vec::new();
     let mut context = BlockContext {
         facts: fuse::Facts::new(graph),
@@ -374,6 +376,7 @@ fn steps(
         // identical blocks (same ops, same shapes) share one function: compare bodies
         // without the function's name; this call site's operands come in the same order
         let key = f.body.to_string().replacen(&f.name.to_string(), "", 1);
+        work::add(Stage::Codegen, block.nodes.len() + key.len());
         let own = f.operands.clone();
         let found = shared.get(&key).and_then(|&k| block_fns.get_mut(k));
         let call_name = match found {

@@ -507,6 +507,7 @@ pub fn contiguous_run(map: &Ix, shape: &[usize]) -> usize {
         }
         a
     };
+    crate::work::add(crate::work::Stage::Codegen, total);
     let mut run = last;
     let mut prev = map.eval(&vars);
     for o in 1..total {

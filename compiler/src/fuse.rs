@@ -29,6 +29,7 @@ use std::collections::BTreeSet;
 
 use crate::ir::{Graph, Op, ResizeMode, ValueKind};
 use crate::tables::{classify, classify_op, fusion_cell, Colour, FusionCell, MappingType};
+use crate::work::{self, Stage};
 
 /// Largest number of ops in one block (keeps register pressure and code size bounded).
 pub const MAX_BLOCK_OPS: usize = 24;
@@ -129,6 +130,7 @@ pub struct Facts<'g> {
 impl<'g> Facts<'g> {
     /// Computes the facts of `graph` (linear in its size).
     pub fn new(graph: &'g Graph) -> Self {
+        work::add(Stage::Fuse, graph.nodes.len() + graph.values.len());
         let mut consumers = vec![Vec::new(); graph.values.len()];
         for (i, node) in graph.nodes.iter().enumerate() {
             for &v in &node.inputs {
@@ -326,6 +328,7 @@ pub fn check_group(graph: &Graph, nodes: &[usize]) -> Result<(), GroupError> {
 pub fn fuse_with_groups(graph: &Graph, groups: &[Vec<usize>]) -> FusionPlan {
     let facts = Facts::new(graph);
     let n = graph.nodes.len();
+    work::add(Stage::Fuse, n);
     let mut assigned = vec![false; n];
     let mut blocks: Vec<Block> = Vec::new();
     for group in groups {
@@ -422,7 +425,9 @@ fn merge_blocks(facts: &Facts<'_>, blocks: &mut Vec<Block>) {
         let Some(Some(block)) = slots.get(a) else {
             return;
         };
-        for b in merge_targets(facts, holders, a, block) {
+        let targets = merge_targets(facts, holders, a, block);
+        work::add(Stage::Fuse, 1 + targets.len());
+        for b in targets {
             let Some(Some(target)) = slots.get(b) else {
                 continue;
             };
@@ -458,6 +463,7 @@ fn merge_blocks(facts: &Facts<'_>, blocks: &mut Vec<Block>) {
         }
         examine(ai, &slots, &holders, &mut ready, &mut ready_as_producer);
         // blocks whose sink feeds the merged block may now merge into it (or no longer)
+        work::add(Stage::Fuse, block.nodes.len());
         let mut producers: Vec<usize> = Vec::new();
         for &m in &block.nodes {
             for p in facts.producers(m) {
@@ -546,6 +552,7 @@ fn grow_successors(
     mapping: &mut MappingType,
 ) {
     loop {
+        work::add(Stage::Fuse, members.len());
         let Some(&sink) = members.iter().max() else {
             return;
         };
@@ -588,6 +595,7 @@ fn grow_predecessors(
 ) {
     let mut frontier: Vec<usize> = members.clone();
     while let Some(node) = frontier.pop() {
+        work::add(Stage::Fuse, members.len());
         for p in facts.producers(node) {
             if members.contains(&p) || assigned.get(p).copied().unwrap_or(true) {
                 continue;
@@ -674,6 +682,7 @@ fn yellow_pays(facts: &Facts<'_>, members: &[usize], candidate: usize) -> bool {
 /// Constraint check: can the block be generated as one loop nest (or one anchor kernel
 /// with an epilogue)?
 fn fits(facts: &Facts<'_>, members: &[usize]) -> bool {
+    work::add(Stage::Fuse, members.len());
     if members.len() > MAX_BLOCK_OPS {
         return false;
     }
@@ -959,6 +968,7 @@ fn is_convex(facts: &Facts<'_>, members: &[usize]) -> bool {
     };
     // nodes outside the block, between lo and hi, reachable from the block (`reached[i -
     // lo]`: only that range can be, and scanning it keeps the test as small as the block)
+    work::add(Stage::Fuse, hi - lo + 1);
     let mut reached = vec![false; hi - lo + 1];
     let was_reached = |reached: &[bool], p: usize| {
         p.checked_sub(lo)
