@@ -35,7 +35,7 @@ fn main() {
     };
     let source = match (bert, args.first()) {
         (Some(layers), _) => bert_source(layers),
-        (None, Some(path)) => std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        (None, Some(path)) => std::fs::read_to_string(path).unwrap_or_else(|e| {
             eprintln!("cannot read {path}: {e}");
             std::process::exit(2)
         }),

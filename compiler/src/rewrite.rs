@@ -639,9 +639,7 @@ impl State {
         // per root node: the new nodes to insert before it
         let mut inserts: HashMap<usize, Vec<Node>> = HashMap::new();
         for c in batch {
-            let Some(root) = g.nodes.get(c.node) else {
-                return None;
-            };
+            let root = g.nodes.get(c.node)?;
             let base = g
                 .values
                 .get(root.output)
@@ -660,19 +658,14 @@ impl State {
                 Operand::Old(v) => Some(v),
                 Operand::New(i) => new_ids.get(i).copied(),
             };
-            let Some(result) = c.patch.result.and_then(resolve) else {
-                return None;
-            };
+            let result = c.patch.result.and_then(resolve)?;
             let mut nodes = Vec::with_capacity(c.patch.nodes.len());
             for (nn, &output) in c.patch.nodes.iter().zip(&new_ids) {
-                let Some(inputs) = nn
+                let inputs = nn
                     .inputs
                     .iter()
                     .map(|&o| resolve(o))
-                    .collect::<Option<Vec<_>>>()
-                else {
-                    return None;
-                };
+                    .collect::<Option<Vec<_>>>()?;
                 nodes.push(Node {
                     op: nn.op.clone(),
                     inputs,
