@@ -448,6 +448,7 @@ pub fn reshape(x: &[usize], target: &[i64]) -> Result<Vec<usize>, ShapeError> {
 /// Re-validates every node of a finished graph: operand counts and result shapes. A
 /// failure here is an internal error of the pass that produced the graph.
 pub fn check(graph: &Graph) -> Result<(), String> {
+    crate::work::add(crate::work::Stage::Check, graph.nodes.len());
     for (i, node) in graph.nodes.iter().enumerate() {
         let shapes: Vec<&[usize]> = node.inputs.iter().map(|&v| graph.shape(v)).collect();
         let out = graph.shape(node.output);

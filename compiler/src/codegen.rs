@@ -12,6 +12,8 @@
 //!
 //! Codegen reports no user errors: everything it sees was checked.
 
+use std::collections::HashMap;
+
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote};
 
@@ -20,6 +22,7 @@ use crate::fuse::{self, Block, FusionPlan};
 use crate::ir::*;
 use crate::lower::ModelIr;
 use crate::plan::{MemoryPlan, Slot};
+use crate::work::{self, Stage};
 
 /// Generates the items of one model.
 pub fn codegen(
@@ -343,7 +346,18 @@ fn steps(
 ) -> Result<Vec<TokenStream>, TokenStream> {
     let graph = &model.graph;
     let names = value_idents(model);
+    work::add(Stage::Codegen, graph.nodes.len() + graph.values.len());
     let mut body = Vec::new();
+    let mut context = BlockContext {
+        facts: fuse::Facts::new(graph),
+        runs: HashMap::new(),
+    };
+    // the shared functions by key, so that finding one does not scan them all
+    let mut shared: HashMap<String, usize> = block_fns
+        .iter()
+        .enumerate()
+        .map(|(k, (_, key, _))| (key.clone(), k))
+        .collect();
     for (index, block) in fusion.blocks.iter().enumerate() {
         let sink = block.sink();
         let Some(sink_node) = graph.nodes.get(sink) else {
@@ -361,7 +375,7 @@ fn steps(
             }
             continue;
         }
-        let Some(f) = block_fn(model, block, prefix, index) else {
+        let Some(f) = block_fn(model, block, prefix, index, &mut context) else {
             let msg = format!(
                 "internal error in `codegen`: block {index} of `{}` cannot be generated; please report",
                 model.name
@@ -371,14 +385,17 @@ fn steps(
         // identical blocks (same ops, same shapes) share one function: compare bodies
         // without the function's name; this call site's operands come in the same order
         let key = f.body.to_string().replacen(&f.name.to_string(), "", 1);
+        work::add(Stage::Codegen, block.nodes.len() + key.len());
         let own = f.operands.clone();
-        let call_name = match block_fns.iter_mut().find(|(_, k, _)| *k == key) {
-            Some((shared, _, sites)) => {
+        let found = shared.get(&key).and_then(|&k| block_fns.get_mut(k));
+        let call_name = match found {
+            Some((function, _, sites)) => {
                 sites.push(describe_block(model, block));
-                shared.name.clone()
+                function.name.clone()
             }
             None => {
                 let n = f.name.clone();
+                shared.insert(key.clone(), block_fns.len());
                 block_fns.push((f, key, vec![describe_block(model, block)]));
                 n
             }
@@ -685,11 +702,26 @@ struct BlockFn {
     body: TokenStream,
 }
 
+/// What [`block_fn`] reuses from one block to the next of the same graph.
+struct BlockContext<'g> {
+    /// The graph's consumers and mapping types, computed once.
+    facts: fuse::Facts<'g>,
+    /// [`element::contiguous_run`] of each store map and shape met so far: it walks every
+    /// element, and the layers of a deep model repeat the same few maps.
+    runs: HashMap<(Ix, Vec<usize>), usize>,
+}
+
 /// Builds the function of a multi-node block; `None` when the block is not expressible
 /// (the planner only makes expressible blocks, so this is an internal error).
-fn block_fn(model: &ModelIr, block: &Block, prefix: &str, index: usize) -> Option<BlockFn> {
+fn block_fn(
+    model: &ModelIr,
+    block: &Block,
+    prefix: &str,
+    index: usize,
+    context: &mut BlockContext<'_>,
+) -> Option<BlockFn> {
     let graph = &model.graph;
-    let chain = fuse::store_chain_nodes(graph, block);
+    let chain = fuse::store_chain_in(&context.facts, block);
     let program = if chain.is_empty() {
         element::build(graph, block)?
     } else {
@@ -732,7 +764,7 @@ fn block_fn(model: &ModelIr, block: &Block, prefix: &str, index: usize) -> Optio
             .collect();
         let mut shapes: Vec<&[usize]> = node.inputs.iter().map(|&v| graph.shape(v)).collect();
         let mut op = node.op.clone();
-        let prologue = fuse::prologue_nodes(graph, block);
+        let prologue = fuse::prologue_in(&context.facts, block);
         match prologue.as_slice() {
             [] => {
                 operands.extend(node.inputs.iter().copied());
@@ -790,7 +822,10 @@ fn block_fn(model: &ModelIr, block: &Block, prefix: &str, index: usize) -> Optio
             let map = element::store_map(graph, &chain, &program.shape)?;
             let vars = index_vars(&program.shape);
             let target = ix_tokens(&map);
-            let run = element::contiguous_run(&map, &program.shape);
+            let run = *context
+                .runs
+                .entry((map.clone(), program.shape.clone()))
+                .or_insert_with(|| element::contiguous_run(&map, &program.shape));
             Some((quote! { |o: usize| -> usize { #vars #target } }, run))
         };
         // conv2d, matmul and linear hand their epilogue whole output rows (the last

@@ -490,14 +490,16 @@ pub fn contiguous_run(map: &Ix, shape: &[usize]) -> usize {
     if total == 0 || last <= 1 || total > 1 << 22 {
         return 1;
     }
-    let strides = row_major_strides(shape);
-    let at = |o: usize| -> usize {
-        let vars: Vec<usize> = strides
-            .iter()
-            .zip(shape)
-            .map(|(&s, &d)| o / s.max(1) % d.max(1))
-            .collect();
-        map.eval(&vars)
+    // the index of flat position `o`, advanced one position at a time
+    let mut vars = vec![0usize; shape.len()];
+    let advance = |vars: &mut [usize]| {
+        for (v, &d) in vars.iter_mut().zip(shape).rev() {
+            *v += 1;
+            if *v < d {
+                return;
+            }
+            *v = 0;
+        }
     };
     let gcd = |mut a: usize, mut b: usize| {
         while b != 0 {
@@ -505,10 +507,12 @@ pub fn contiguous_run(map: &Ix, shape: &[usize]) -> usize {
         }
         a
     };
+    crate::work::add(crate::work::Stage::Codegen, total);
     let mut run = last;
-    let mut prev = at(0);
+    let mut prev = map.eval(&vars);
     for o in 1..total {
-        let here = at(o);
+        advance(&mut vars);
+        let here = map.eval(&vars);
         if o % run != 0 && here != prev.wrapping_add(1) {
             run = gcd(run, o % last);
         }

@@ -25,8 +25,11 @@
 //! Reorganize, Shuffle, slice, concat, pad and broadcasting ops inside a block are index
 //! translations, never copies (see [`crate::element`]).
 
+use std::collections::BTreeSet;
+
 use crate::ir::{Graph, Op, ResizeMode, ValueKind};
 use crate::tables::{classify, classify_op, fusion_cell, Colour, FusionCell, MappingType};
+use crate::work::{self, Stage};
 
 /// Largest number of ops in one block (keeps register pressure and code size bounded).
 pub const MAX_BLOCK_OPS: usize = 24;
@@ -112,8 +115,10 @@ fn is_index_preserving(op: &Op) -> bool {
     )
 }
 
-/// Facts about the graph the planner keeps asking.
-struct Facts<'g> {
+/// Facts about the graph the planner keeps asking (mapping types, consumers, outputs),
+/// computed once per graph: build one and pass it to [`store_chain_in`] and
+/// [`prologue_in`] when asking about many blocks of the same graph.
+pub struct Facts<'g> {
     graph: &'g Graph,
     types: Vec<MappingType>,
     /// Nodes reading each value.
@@ -123,7 +128,9 @@ struct Facts<'g> {
 }
 
 impl<'g> Facts<'g> {
-    fn new(graph: &'g Graph) -> Self {
+    /// Computes the facts of `graph` (linear in its size).
+    pub fn new(graph: &'g Graph) -> Self {
+        work::add(Stage::Fuse, graph.nodes.len() + graph.values.len());
         let mut consumers = vec![Vec::new(); graph.values.len()];
         for (i, node) in graph.nodes.iter().enumerate() {
             for &v in &node.inputs {
@@ -321,6 +328,7 @@ pub fn check_group(graph: &Graph, nodes: &[usize]) -> Result<(), GroupError> {
 pub fn fuse_with_groups(graph: &Graph, groups: &[Vec<usize>]) -> FusionPlan {
     let facts = Facts::new(graph);
     let n = graph.nodes.len();
+    work::add(Stage::Fuse, n);
     let mut assigned = vec![false; n];
     let mut blocks: Vec<Block> = Vec::new();
     for group in groups {
@@ -380,47 +388,147 @@ pub fn fuse_with_groups(graph: &Graph, groups: &[Vec<usize>]) -> FusionPlan {
 /// A block whose whole output is read by one other block joins it when the lattice and
 /// the constraints allow (this completes diamonds whose top was an earlier seed: the
 /// seed could not grow through its several consumers one at a time).
+///
+/// Merges happen one at a time, always the pair `(consumer block, producer block)` that
+/// comes first in block order (the consumer's position, then the producer's; a merged
+/// block takes its consumer's position). Whether a pair may merge depends only on the two
+/// blocks, so after a merge only the pairs touching the merged block are examined again:
+/// the producers of its operands, and itself as a producer. Each merge costs work bounded
+/// by the size of the blocks involved, not by the size of the graph.
 fn merge_blocks(facts: &Facts<'_>, blocks: &mut Vec<Block>) {
-    loop {
-        let mut merge: Option<(usize, usize, Block)> = None;
-        'search: for (bi, b) in blocks.iter().enumerate() {
-            for (ai, a) in blocks.iter().enumerate() {
-                if ai == bi {
-                    continue;
+    let mut slots: Vec<Option<Block>> = blocks.drain(..).map(Some).collect();
+    // the live blocks holding each node (one, unless explicit groups overlap)
+    let mut holders: Vec<Vec<usize>> = vec![Vec::new(); facts.graph.nodes.len()];
+    for (id, block) in slots.iter().enumerate() {
+        for &n in block.iter().flat_map(|b| &b.nodes) {
+            if let Some(h) = holders.get_mut(n) {
+                if !h.contains(&id) {
+                    h.push(id);
                 }
-                let sink = a.sink();
-                if facts
-                    .is_output
-                    .get(facts.output_of(sink))
-                    .copied()
-                    .unwrap_or(true)
-                {
-                    continue;
-                }
-                let consumers = facts.consumers_of_node(sink);
-                if consumers.is_empty() || !consumers.iter().all(|c| b.nodes.contains(c)) {
-                    continue;
-                }
-                let cell = fusion_cell(a.mapping, b.mapping);
-                let Some(result) = cell.result else { continue };
-                if cell.colour == Colour::Yellow && !yellow_pays(facts, &b.nodes, sink) {
-                    continue;
-                }
-                let mut union: Vec<usize> = a.nodes.iter().chain(&b.nodes).copied().collect();
-                union.sort_unstable();
-                if !fits(facts, &union) {
-                    continue;
-                }
-                merge = Some((ai, bi, make_block(facts, union, result)));
-                break 'search;
             }
         }
-        let Some((ai, bi, block)) = merge else { return };
-        if let Some(slot) = blocks.get_mut(bi) {
-            *slot = block;
-        }
-        blocks.remove(ai);
     }
+    // every mergeable pair, as (consumer id, producer id); ids are block positions
+    let mut ready: BTreeSet<(usize, usize)> = BTreeSet::new();
+    // the pairs in `ready` with each block as producer
+    let mut ready_as_producer: Vec<Vec<usize>> = vec![Vec::new(); slots.len()];
+    let examine = |a: usize,
+                   slots: &[Option<Block>],
+                   holders: &[Vec<usize>],
+                   ready: &mut BTreeSet<(usize, usize)>,
+                   ready_as_producer: &mut [Vec<usize>]| {
+        if let Some(old) = ready_as_producer.get_mut(a) {
+            for b in old.drain(..) {
+                ready.remove(&(b, a));
+            }
+        }
+        let Some(Some(block)) = slots.get(a) else {
+            return;
+        };
+        let targets = merge_targets(facts, holders, a, block);
+        work::add(Stage::Fuse, 1 + targets.len());
+        for b in targets {
+            let Some(Some(target)) = slots.get(b) else {
+                continue;
+            };
+            if merged(facts, block, target).is_some() {
+                ready.insert((b, a));
+                if let Some(list) = ready_as_producer.get_mut(a) {
+                    list.push(b);
+                }
+            }
+        }
+    };
+    for a in 0..slots.len() {
+        examine(a, &slots, &holders, &mut ready, &mut ready_as_producer);
+    }
+    while let Some((bi, ai)) = ready.pop_first() {
+        let (Some(Some(a)), Some(Some(b))) = (slots.get(ai), slots.get(bi)) else {
+            continue;
+        };
+        let Some(block) = merged(facts, a, b) else {
+            continue;
+        };
+        if let Some(slot) = slots.get_mut(ai) {
+            if let Some(gone) = slot.take() {
+                for n in gone.nodes {
+                    if let Some(h) = holders.get_mut(n) {
+                        h.retain(|&id| id != ai);
+                        if !h.contains(&bi) {
+                            h.push(bi);
+                        }
+                    }
+                }
+            }
+        }
+        examine(ai, &slots, &holders, &mut ready, &mut ready_as_producer);
+        // blocks whose sink feeds the merged block may now merge into it (or no longer)
+        work::add(Stage::Fuse, block.nodes.len());
+        let mut producers: Vec<usize> = Vec::new();
+        for &m in &block.nodes {
+            for p in facts.producers(m) {
+                for &x in holders.get(p).map_or(&[][..], |h| h.as_slice()) {
+                    let is_sink = slots
+                        .get(x)
+                        .and_then(|s| s.as_ref())
+                        .is_some_and(|s| s.sink() == p);
+                    if x != bi && is_sink && !producers.contains(&x) {
+                        producers.push(x);
+                    }
+                }
+            }
+        }
+        if let Some(slot) = slots.get_mut(bi) {
+            *slot = Some(block);
+        }
+        examine(bi, &slots, &holders, &mut ready, &mut ready_as_producer);
+        for x in producers {
+            examine(x, &slots, &holders, &mut ready, &mut ready_as_producer);
+        }
+    }
+    blocks.extend(slots.into_iter().flatten());
+}
+
+/// The blocks `a` may merge into: those holding every consumer of its sink, when the sink
+/// is not a model output.
+fn merge_targets(facts: &Facts<'_>, holders: &[Vec<usize>], a: usize, block: &Block) -> Vec<usize> {
+    let sink = block.sink();
+    if facts
+        .is_output
+        .get(facts.output_of(sink))
+        .copied()
+        .unwrap_or(true)
+    {
+        return Vec::new();
+    }
+    let consumers = facts.consumers_of_node(sink);
+    let Some(first) = consumers.first() else {
+        return Vec::new();
+    };
+    let holds = |b: usize, c: &usize| holders.get(*c).is_some_and(|h| h.contains(&b));
+    holders
+        .get(*first)
+        .map_or(&[][..], |h| h.as_slice())
+        .iter()
+        .copied()
+        .filter(|&b| b != a && consumers.iter().all(|c| holds(b, c)))
+        .collect()
+}
+
+/// Block `a` merged into block `b`, which reads all of `a`'s output, when the lattice and
+/// the constraints allow.
+fn merged(facts: &Facts<'_>, a: &Block, b: &Block) -> Option<Block> {
+    let cell = fusion_cell(a.mapping, b.mapping);
+    let result = cell.result?;
+    if cell.colour == Colour::Yellow && !yellow_pays(facts, &b.nodes, a.sink()) {
+        return None;
+    }
+    let mut union: Vec<usize> = a.nodes.iter().chain(&b.nodes).copied().collect();
+    union.sort_unstable();
+    if !fits(facts, &union) {
+        return None;
+    }
+    Some(make_block(facts, union, result))
 }
 
 fn make_block(facts: &Facts<'_>, mut members: Vec<usize>, mapping: MappingType) -> Block {
@@ -444,6 +552,7 @@ fn grow_successors(
     mapping: &mut MappingType,
 ) {
     loop {
+        work::add(Stage::Fuse, members.len());
         let Some(&sink) = members.iter().max() else {
             return;
         };
@@ -486,6 +595,7 @@ fn grow_predecessors(
 ) {
     let mut frontier: Vec<usize> = members.clone();
     while let Some(node) = frontier.pop() {
+        work::add(Stage::Fuse, members.len());
         for p in facts.producers(node) {
             if members.contains(&p) || assigned.get(p).copied().unwrap_or(true) {
                 continue;
@@ -572,6 +682,7 @@ fn yellow_pays(facts: &Facts<'_>, members: &[usize], candidate: usize) -> bool {
 /// Constraint check: can the block be generated as one loop nest (or one anchor kernel
 /// with an epilogue)?
 fn fits(facts: &Facts<'_>, members: &[usize]) -> bool {
+    work::add(Stage::Fuse, members.len());
     if members.len() > MAX_BLOCK_OPS {
         return false;
     }
@@ -730,11 +841,15 @@ fn prologue_fits(facts: &Facts<'_>, members: &[usize], anchor: usize, feeds: &[u
 
 /// The prologue of a block: its members computed before (and read only by) the anchor.
 pub fn prologue_nodes(graph: &Graph, block: &Block) -> Vec<usize> {
+    prologue_in(&Facts::new(graph), block)
+}
+
+/// [`prologue_nodes`] with the graph's facts already computed.
+pub fn prologue_in(facts: &Facts<'_>, block: &Block) -> Vec<usize> {
     let Some(anchor) = block.anchor else {
         return Vec::new();
     };
-    let facts = Facts::new(graph);
-    let mut feeds = feeds_anchor(&facts, &block.nodes, anchor);
+    let mut feeds = feeds_anchor(facts, &block.nodes, anchor);
     feeds.sort_unstable();
     feeds
 }
@@ -796,12 +911,16 @@ fn store_chain(
 
 /// The store chain of a planned block (see `store_chain`); empty for most blocks.
 pub fn store_chain_nodes(graph: &Graph, block: &Block) -> Vec<usize> {
+    store_chain_in(&Facts::new(graph), block)
+}
+
+/// [`store_chain_nodes`] with the graph's facts already computed.
+pub fn store_chain_in(facts: &Facts<'_>, block: &Block) -> Vec<usize> {
     let Some(anchor) = block.anchor else {
         return Vec::new();
     };
-    let facts = Facts::new(graph);
-    let depends = depends_on(&facts, &block.nodes, anchor);
-    store_chain(&facts, &block.nodes, anchor, &depends).unwrap_or_default()
+    let depends = depends_on(facts, &block.nodes, anchor);
+    store_chain(facts, &block.nodes, anchor, &depends).unwrap_or_default()
 }
 
 /// An epilogue op must leave every value of the anchor at its flat position, so the
@@ -847,23 +966,30 @@ fn is_convex(facts: &Facts<'_>, members: &[usize]) -> bool {
     let Some(&hi) = members.iter().max() else {
         return true;
     };
-    // nodes outside the block, between lo and hi, reachable from the block
-    let mut reached = vec![false; facts.graph.nodes.len()];
+    // nodes outside the block, between lo and hi, reachable from the block (`reached[i -
+    // lo]`: only that range can be, and scanning it keeps the test as small as the block)
+    work::add(Stage::Fuse, hi - lo + 1);
+    let mut reached = vec![false; hi - lo + 1];
+    let was_reached = |reached: &[bool], p: usize| {
+        p.checked_sub(lo)
+            .and_then(|k| reached.get(k))
+            .copied()
+            .unwrap_or(false)
+    };
     for i in lo..=hi {
-        let from_block = facts
-            .producers(i)
-            .iter()
-            .any(|&p| members.contains(&p) || reached.get(p).copied().unwrap_or(false));
+        let producers = facts.producers(i);
         if members.contains(&i) {
-            if facts
-                .producers(i)
+            if producers
                 .iter()
-                .any(|&p| !members.contains(&p) && reached.get(p).copied().unwrap_or(false))
+                .any(|&p| !members.contains(&p) && was_reached(&reached, p))
             {
                 return false;
             }
-        } else if from_block {
-            if let Some(r) = reached.get_mut(i) {
+        } else if producers
+            .iter()
+            .any(|&p| members.contains(&p) || was_reached(&reached, p))
+        {
+            if let Some(r) = reached.get_mut(i - lo) {
                 *r = true;
             }
         }

@@ -242,6 +242,7 @@ pub fn run_plan(
     let mut env = bind_operands(graph, inputs, params)?;
 
     let mut executed = vec![false; graph.nodes.len()];
+    let facts = crate::fuse::Facts::new(graph);
     for (b, block) in plan.blocks.iter().enumerate() {
         for &m in &block.nodes {
             match executed.get_mut(m) {
@@ -321,7 +322,7 @@ pub fn run_plan(
             };
             // a store chain (transposes at the end of an anchor's epilogue) is not part of
             // the element program: the kernel stores through its map instead
-            let chain = crate::fuse::store_chain_nodes(graph, block);
+            let chain = crate::fuse::store_chain_in(&facts, block);
             let program = if chain.is_empty() {
                 crate::element::build(graph, block)
             } else {

@@ -38,6 +38,7 @@ pub mod prepare;
 pub mod report;
 pub mod rewrite;
 pub mod tables;
+pub mod work;
 
 #[cfg(feature = "interp")]
 pub mod interp;
@@ -397,10 +398,19 @@ fn plan_model(model: &mut ModelIr) -> Planned {
 /// What a rewrite must not make worse: the fused blocks run per inference and the bytes
 /// of intermediates they write.
 fn fused_cost(model: &ModelIr) -> (usize, usize) {
-    let mut model = model.clone();
+    let mut model = counted_clone(model);
     let planned = plan_model(&mut model);
     let report = planned.report(&model);
     (report.blocks, report.irs_bytes_after)
+}
+
+/// A copy of the model, counted as rewrite work (see [`work`]).
+fn counted_clone(model: &ModelIr) -> ModelIr {
+    work::add(
+        work::Stage::Rewrite,
+        model.graph.nodes.len() + model.graph.values.len(),
+    );
+    model.clone()
 }
 
 /// Rewrites the model (see [`rewrite_model`]), but never into a graph that fuses worse
@@ -409,7 +419,7 @@ fn fused_cost(model: &ModelIr) -> (usize, usize) {
 /// it no longer does (a rule can help FLOPs and still split a block: moving `1/sqrt(d)`
 /// from attention scores onto `Q` costs BERT one block and one intermediate per layer).
 pub fn rewrite_model_guarded(model: &mut ModelIr) -> Vec<&'static str> {
-    let declared = model.clone();
+    let declared = counted_clone(model);
     let mut excluded: Vec<&'static str> = Vec::new();
     let mut applied = rewrite_model_excluding(model, &excluded);
     if applied.is_empty() || model.options.fusion_off {
@@ -431,7 +441,7 @@ pub fn rewrite_model_guarded(model: &mut ModelIr) -> Vec<&'static str> {
         // latest applied rule
         let mut chosen = distinct.first().copied();
         for name in &distinct {
-            let mut trial = declared.clone();
+            let mut trial = counted_clone(&declared);
             let mut trial_excluded = excluded.clone();
             trial_excluded.push(name);
             rewrite_model_excluding(&mut trial, &trial_excluded);
@@ -446,7 +456,7 @@ pub fn rewrite_model_guarded(model: &mut ModelIr) -> Vec<&'static str> {
             return Vec::new();
         };
         excluded.push(rule);
-        *model = declared.clone();
+        *model = counted_clone(&declared);
         applied = rewrite_model_excluding(model, &excluded);
         if applied.is_empty() {
             return applied;

@@ -14,6 +14,7 @@
 
 use crate::fuse::FusionPlan;
 use crate::ir::{Graph, Op, ValueId, ValueKind};
+use crate::work::{self, Stage};
 
 /// Offsets are rounded up to this many floats (64 bytes, one cache line).
 pub const ALIGN_FLOATS: usize = 16;
@@ -77,6 +78,7 @@ impl MemoryPlan {
 /// Assigns storage to every value, executing `fusion`'s blocks in order.
 pub fn plan(graph: &Graph, fusion: &FusionPlan) -> MemoryPlan {
     let n = graph.values.len();
+    work::add(Stage::Plan, n + graph.nodes.len());
     let mut slots: Vec<Option<Slot>> = vec![None; n];
     let mut param_len = 0;
     for param in &graph.params {
@@ -176,6 +178,7 @@ pub fn plan(graph: &Graph, fusion: &FusionPlan) -> MemoryPlan {
         if !matches!(slots.get(v), Some(None)) || !sinks.get(v).copied().unwrap_or(false) {
             continue;
         }
+        work::add(Stage::Plan, live.len());
         live.retain(|&(_, _, end)| end >= b);
         let len = graph.values.get(v).map_or(0, |v| v.len());
         let end = last_use.get(v).copied().unwrap_or(b).max(b);

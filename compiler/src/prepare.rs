@@ -18,6 +18,7 @@
 //! is index arithmetic; stored, it would be a tensor of broadcast copies).
 
 use crate::ir::{BinaryOp, Graph, Node, Op, Param, ValueId, ValueKind, WEIGHT_PANEL};
+use crate::work::{self, Stage};
 
 /// Fewest rows of a `linear` whose weight is packed (see [`pack_weights`]).
 const PACK_MIN_ROWS: usize = 4;
@@ -34,6 +35,13 @@ const PACK_MIN_OUTPUTS: usize = 16;
 /// `keep`. Returns the new graph and, per node of `graph`, its index there (the product).
 pub fn pack_weights(graph: &Graph, keep: &[usize]) -> (Graph, Vec<Option<usize>>) {
     let param_only = parameter_only(graph);
+    work::add(Stage::Prepare, graph.nodes.len() + graph.values.len());
+    let mut kept = vec![false; graph.nodes.len()];
+    for &k in keep {
+        if let Some(x) = kept.get_mut(k) {
+            *x = true;
+        }
+    }
     let packs = |n: usize, node: &Node| -> bool {
         let (Op::Linear, [x, w, ..]) = (&node.op, node.inputs.as_slice()) else {
             return false;
@@ -41,7 +49,7 @@ pub fn pack_weights(graph: &Graph, keep: &[usize]) -> (Graph, Vec<Option<usize>>
         let xs = graph.shape(*x);
         let rows: usize = xs.iter().take(xs.len().saturating_sub(1)).product();
         let outs = graph.shape(*w).first().copied().unwrap_or(0);
-        !keep.contains(&n)
+        !kept.get(n).copied().unwrap_or(false)
             && xs.len() >= 2
             && rows >= PACK_MIN_ROWS
             && outs >= PACK_MIN_OUTPUTS
@@ -160,6 +168,7 @@ pub struct LoadSplit {
 pub fn split(graph: &Graph, keep: &[usize]) -> LoadSplit {
     let moves = load_time_nodes(graph, keep);
     let loaded_params = graph.params.len();
+    work::add(Stage::Prepare, graph.nodes.len() + graph.values.len());
     if !moves.iter().any(|&m| m) {
         return LoadSplit {
             run: graph.clone(),
@@ -171,9 +180,13 @@ pub fn split(graph: &Graph, keep: &[usize]) -> LoadSplit {
     let produced_at_load = produced_by(graph, &moves);
     // the load-time values `run` needs: read by a run-time node or returned
     let mut derived: Vec<ValueId> = Vec::new();
+    let mut is_derived = vec![false; graph.values.len()];
     let mut need = |v: ValueId| {
-        if produced_at_load.get(v).copied().unwrap_or(false) && !derived.contains(&v) {
-            derived.push(v);
+        if produced_at_load.get(v).copied().unwrap_or(false) {
+            if let Some(d @ false) = is_derived.get_mut(v) {
+                *d = true;
+                derived.push(v);
+            }
         }
     };
     for (n, node) in graph.nodes.iter().enumerate() {
@@ -297,6 +310,7 @@ pub fn parameter_only(graph: &Graph) -> Vec<bool> {
 
 /// [`parameter_only`], where the nodes marked in `blocked` count as run-time nodes.
 fn computed_from_params(graph: &Graph, blocked: &[bool]) -> Vec<bool> {
+    work::add(Stage::Prepare, graph.nodes.len() + graph.values.len());
     let mut param_only: Vec<bool> = graph
         .values
         .iter()

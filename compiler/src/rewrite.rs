@@ -48,6 +48,7 @@ use std::collections::HashMap;
 
 use crate::ir::{Graph, Node, Op, ReduceKind, ResizeMode, UnaryOp, ValueId, ValueKind};
 use crate::tables::{Family, Rule, RULES};
+use crate::work::{self, Stage};
 
 /// An operand of a node a patch adds: a value of the graph, or an earlier new node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -360,7 +361,12 @@ pub fn op_cost(op: &Op, inputs: &[&[usize]], out: &[usize]) -> Cost {
 /// The per-inference cost of some nodes of a graph: a node computed from parameters alone
 /// costs nothing, since stage `prepare` runs it once, at load time.
 pub fn cost(graph: &Graph, nodes: &[usize]) -> Cost {
-    let param_only = crate::prepare::parameter_only(graph);
+    cost_given(graph, nodes, &crate::prepare::parameter_only(graph))
+}
+
+/// [`cost`] with the graph's [`parameter_only`](crate::prepare::parameter_only) values
+/// already known (pricing a candidate must not walk the whole graph).
+fn cost_given(graph: &Graph, nodes: &[usize], param_only: &[bool]) -> Cost {
     nodes
         .iter()
         .filter_map(|&i| graph.nodes.get(i))
@@ -434,28 +440,37 @@ pub fn rewrite(graph: &Graph, options: &RewriteOptions) -> Rewritten {
             }
         }
         // the enabling pair is applied in two steps (the follow-up is priced on the
-        // graph the move made); a round's batch in one
-        let before = state.clone();
+        // graph the move made); a round's batch in one. `state` stays as it was until the
+        // result is known to be good.
+        let mut next: Option<State> = None;
         let mut ok = true;
         let mut names = Vec::new();
         for step in &batch {
-            ok = ok && state.apply(step);
+            if ok {
+                match next.as_ref().unwrap_or(&state).applied(step) {
+                    Some(s) => next = Some(s),
+                    None => ok = false,
+                }
+            }
             names.extend(step.iter().map(|c| c.rule.name));
         }
         if ok && cfg!(debug_assertions) {
-            if let Err(message) = crate::check::check(&state.graph) {
+            let graph = next.as_ref().map_or(&state.graph, |s| &s.graph);
+            if let Err(message) = crate::check::check(graph) {
                 errors.push(format!("rules {names:?} broke the graph: {message}"));
                 ok = false;
             }
         }
         if !ok {
-            state = before;
             if names.len() > 1 && !pair && !single {
                 single = true;
             } else if let Some(c) = batch.first().and_then(|b| b.first()) {
                 blocked.push((c.node, c.rule.name));
             }
             continue;
+        }
+        if let Some(s) = next {
+            state = s;
         }
         applied.extend(names);
         blocked.clear();
@@ -515,8 +530,15 @@ fn producer(graph: &Graph, v: ValueId) -> Option<usize> {
 
 impl State {
     /// The gain and footprint of `patch` at `node`, or `None` when the patch is malformed
-    /// or would remove a frozen node.
-    fn price(&self, node: usize, patch: &Patch, readers: &[usize]) -> Option<(Gain, Vec<usize>)> {
+    /// or would remove a frozen node. `readers` and `param_only` are the graph's (see
+    /// [`readers`] and [`crate::prepare::parameter_only`]).
+    fn price(
+        &self,
+        node: usize,
+        patch: &Patch,
+        readers: &[usize],
+        param_only: &[bool],
+    ) -> Option<(Gain, Vec<usize>)> {
         let g = &self.graph;
         let root = g.nodes.get(node)?;
         let r = root.output;
@@ -535,7 +557,6 @@ impl State {
         let mut extra: HashMap<ValueId, usize> = HashMap::new();
         let mut after = Cost::default();
         // new nodes computed from parameters alone run at load time: free per inference
-        let param_only = crate::prepare::parameter_only(g);
         let mut new_param_only = Vec::with_capacity(patch.nodes.len());
         for (i, n) in patch.nodes.iter().enumerate() {
             let mut shapes = Vec::with_capacity(n.inputs.len());
@@ -586,7 +607,8 @@ impl State {
                 }
             }
         }
-        let gain = Gain::between(cost(g, &dead), after);
+        work::add(Stage::Rewrite, dead.len() + patch.nodes.len());
+        let gain = Gain::between(cost_given(g, &dead, param_only), after);
         let mut footprint = dead;
         footprint.extend(extra.keys().filter_map(|&v| producer(g, v)));
         footprint.sort_unstable();
@@ -595,26 +617,38 @@ impl State {
     }
 
     /// Applies candidates with disjoint footprints in one rebuild (none: only removes
-    /// dead nodes); false if a patch does not fit (the state is then unusable).
+    /// dead nodes); false (and the state unchanged) if a patch does not fit.
     fn apply(&mut self, batch: &[Candidate]) -> bool {
+        match self.applied(batch) {
+            Some(next) => {
+                *self = next;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The state after [`State::apply`], leaving this one as it is (no copy of the graph
+    /// is made: the rebuild writes a new one); `None` if a patch does not fit.
+    fn applied(&self, batch: &[Candidate]) -> Option<State> {
         let g = &self.graph;
+        let mut fresh = self.fresh;
+        work::add(Stage::Rewrite, g.nodes.len() + g.values.len());
         let mut values = g.values.clone();
         let mut redirect: HashMap<ValueId, ValueId> = HashMap::new();
         // per root node: the new nodes to insert before it
         let mut inserts: HashMap<usize, Vec<Node>> = HashMap::new();
         for c in batch {
-            let Some(root) = g.nodes.get(c.node) else {
-                return false;
-            };
+            let root = g.nodes.get(c.node)?;
             let base = g
                 .values
                 .get(root.output)
                 .map_or_else(|| "v".to_string(), |v| v.name.clone());
             let mut new_ids = Vec::with_capacity(c.patch.nodes.len());
             for n in &c.patch.nodes {
-                self.fresh += 1;
+                fresh += 1;
                 values.push(crate::ir::Value {
-                    name: format!("{base}_r{}", self.fresh),
+                    name: format!("{base}_r{fresh}"),
                     shape: n.shape.clone(),
                     kind: ValueKind::Node(usize::MAX),
                 });
@@ -624,19 +658,14 @@ impl State {
                 Operand::Old(v) => Some(v),
                 Operand::New(i) => new_ids.get(i).copied(),
             };
-            let Some(result) = c.patch.result.and_then(resolve) else {
-                return false;
-            };
+            let result = c.patch.result.and_then(resolve)?;
             let mut nodes = Vec::with_capacity(c.patch.nodes.len());
             for (nn, &output) in c.patch.nodes.iter().zip(&new_ids) {
-                let Some(inputs) = nn
+                let inputs = nn
                     .inputs
                     .iter()
                     .map(|&o| resolve(o))
-                    .collect::<Option<Vec<_>>>()
-                else {
-                    return false;
-                };
+                    .collect::<Option<Vec<_>>>()?;
                 nodes.push(Node {
                     op: nn.op.clone(),
                     inputs,
@@ -647,7 +676,7 @@ impl State {
             if inserts.insert(c.node, nodes).is_some()
                 || redirect.insert(root.output, result).is_some()
             {
-                return false;
+                return None;
             }
         }
         // (node, origin): origin is the old index, or None for a new node
@@ -681,12 +710,12 @@ impl State {
                 .and_then(|i| frozen_old.get(i).copied())
                 .unwrap_or(false)
         });
-        self.finish(graph, kept);
-        true
+        Some(self.finish(graph, kept, fresh))
     }
 
-    /// Installs a rebuilt graph; `kept[i]` is the origin (old index) of new node `i`.
-    fn finish(&mut self, graph: Graph, kept: Vec<Option<usize>>) {
+    /// The state holding a rebuilt graph; `kept[i]` is the origin (old index) of new node
+    /// `i`, `fresh` the counter after naming its new values.
+    fn finish(&self, graph: Graph, kept: Vec<Option<usize>>, fresh: usize) -> State {
         let mut old_to_new = vec![None; self.graph.nodes.len()];
         let mut frozen = vec![false; graph.nodes.len()];
         for (new, origin) in kept.iter().enumerate() {
@@ -699,17 +728,24 @@ impl State {
                 }
             }
         }
-        for m in &mut self.map {
-            *m = m.and_then(|i| old_to_new.get(i).copied().flatten());
-        }
-        self.created = kept
+        let map = self
+            .map
+            .iter()
+            .map(|m| m.and_then(|i| old_to_new.get(i).copied().flatten()))
+            .collect();
+        let created = kept
             .iter()
             .enumerate()
             .filter(|(_, o)| o.is_none())
             .map(|(i, _)| i)
             .collect();
-        self.frozen = frozen;
-        self.graph = graph;
+        State {
+            graph,
+            frozen,
+            map,
+            fresh,
+            created,
+        }
     }
 }
 
@@ -792,6 +828,7 @@ fn rebuild(
 /// every other node alone. Returned as a representative node per node.
 fn partitions(graph: &Graph) -> Vec<usize> {
     let n = graph.nodes.len();
+    work::add(Stage::Rewrite, n);
     let mut parent: Vec<usize> = (0..n).collect();
     fn find(parent: &mut [usize], mut x: usize) -> usize {
         while let Some(&p) = parent.get(x) {
@@ -836,8 +873,11 @@ fn candidates(
     nodes: Option<&[usize]>,
 ) -> Vec<Candidate> {
     let g = &state.graph;
-    let readers = readers(g);
     let all: Vec<usize> = (0..g.nodes.len()).collect();
+    work::add(Stage::Rewrite, nodes.unwrap_or(&all).len() * rules.len());
+    // the whole-graph facts pricing needs, computed when a rule first matches (trying the
+    // few nodes near a move usually matches nothing)
+    let mut facts: Option<(Vec<usize>, Vec<bool>)> = None;
     let mut out = Vec::new();
     for &node in nodes.unwrap_or(&all) {
         for &rule in rules {
@@ -847,7 +887,11 @@ fn candidates(
             let Some(patch) = (rule.apply)(g, node) else {
                 continue;
             };
-            let Some((gain, footprint)) = state.price(node, &patch, &readers) else {
+            let (readers, param_only) = facts.get_or_insert_with(|| {
+                work::add(Stage::Rewrite, g.values.len());
+                (readers(g), crate::prepare::parameter_only(g))
+            });
+            let Some((gain, footprint)) = state.price(node, &patch, readers, param_only) else {
                 continue;
             };
             out.push(Candidate {
@@ -924,11 +968,11 @@ fn best_enabling(
         .filter(|c| !c.gain.positive())
         .take(ENABLING_TRIALS);
     for first in tries {
-        let mut trial = state.clone();
-        if !trial.apply(std::slice::from_ref(&first)) {
+        let Some(trial) = state.applied(std::slice::from_ref(&first)) else {
             continue;
-        }
+        };
         // the nodes the move created, and their readers
+        work::add(Stage::Rewrite, trial.graph.nodes.len());
         let mut near = trial.created.clone();
         for (i, n) in trial.graph.nodes.iter().enumerate() {
             let reads_new = n
