@@ -1460,3 +1460,36 @@ pub(crate) fn as_f64(v: &Val) -> f64 {
         _ => f64::NAN,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_empty_key_on_a_block_call_adds_no_prefix_and_strings_pass_keys_in() {
+        let source = r#"
+            block layer(x, k) { layer_norm(x, key = k) }
+            model M(x: [2, 4]) -> [2, 4] {
+                #[key = ""] let a = layer(x, "first.ln");
+                #[key = "second"] let b = layer(a, "ln");
+                let c = layer(b, "ln");
+                c
+            }"#;
+        let models = crate::lower_str(source).unwrap();
+        let keys: Vec<&str> = models[0]
+            .graph
+            .params
+            .iter()
+            .map(|p| p.key.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "first.ln.weight",
+                "first.ln.bias",
+                "second.ln.weight",
+                "second.ln.bias",
+                "c.ln.weight",
+                "c.ln.bias"
+            ]
+        );
+    }
+}
