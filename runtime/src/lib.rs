@@ -26,6 +26,10 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+// Under miri (tests only) the float methods of std stand in for libm's inline assembly.
+#[cfg(miri)]
+extern crate std;
+
 pub mod arena;
 pub mod embedded;
 pub mod indices;
