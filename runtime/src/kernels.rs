@@ -1143,6 +1143,7 @@ fn conv2d_gemm(
     } else {
         cout_g
     };
+    let banded = BandPlan::new(g);
     for n in 0..g.n {
         for grp in 0..g.groups {
             let wg = &w[grp * cout_g * depth..(grp + 1) * cout_g * depth];
@@ -1154,6 +1155,12 @@ fn conv2d_gemm(
             crate::threads::for_each_chunk(og, chunk_rows * pixels, |i, oc| {
                 let m0 = i * chunk_rows;
                 let rows = oc.len() / pixels;
+                let a = &wg[m0 * depth..];
+                let bias = bg.map(|b| &b[m0..m0 + rows]);
+                if let (Some(plan), false) = (&banded, pointwise) {
+                    gemm_banded(xg, g, plan, (a, depth), bias, oc, simd);
+                    return;
+                }
                 let mut panel = [0.0f32; PANEL * PANEL_DEPTH];
                 for p0 in (0..pixels).step_by(PANEL) {
                     let cols = PANEL.min(pixels - p0);
@@ -1166,17 +1173,12 @@ fn conv2d_gemm(
                             pack_patches(xg, g, p0, cols, k0, kc, &mut panel);
                             (&panel, PANEL)
                         };
-                        let start = match (k0, bg) {
-                            (0, Some(b)) => Start::Bias(&b[m0..m0 + rows]),
-                            (0, None) => Start::Zero,
-                            _ => Start::Accumulate,
-                        };
-                        let a = &wg[m0 * depth + k0..];
+                        let start = Start::of(k0, bias);
                         let c = &mut oc[p0..];
                         tile_panel(
                             simd,
                             (rows, kc, cols),
-                            (a, depth, 1),
+                            (&a[k0..], depth, 1),
                             (b, ldb),
                             (c, pixels),
                             start,
@@ -1198,6 +1200,18 @@ enum Start<'a> {
     Bias(&'a [f32]),
     /// from what `c` holds (a later block along `k`)
     Accumulate,
+}
+
+impl<'a> Start<'a> {
+    /// The start of a block of sums whose depth begins at `k0`: the bias (or zero) for the
+    /// first block along `k`, what `c` holds for later ones.
+    fn of(k0: usize, bias: Option<&'a [f32]>) -> Start<'a> {
+        match (k0, bias) {
+            (0, Some(b)) => Start::Bias(b),
+            (0, None) => Start::Zero,
+            _ => Start::Accumulate,
+        }
+    }
 }
 
 /// One panel of a matrix product: `c[i, j] = start_i + sum over k < kc of a[i, k] *
@@ -1411,6 +1425,281 @@ fn gemm_in_place(
                 (&mut c[j0..], n),
                 start,
             );
+        }
+    }
+}
+
+/// Floats of [`conv2d_gemm`]'s input band (96 KiB on desktop CPUs, 4 KiB where stacks
+/// are small).
+const BAND_LEN: usize = stack_floats(24576, 1024);
+
+/// Kernel sides (height or width) up to which a convolution can run banded.
+const BAND_MAX_SIDE: usize = 16;
+
+/// Taps (`kh * kw`) up to which a convolution can run banded.
+const BAND_MAX_TAPS: usize = 64;
+
+/// Output pixels of one band at most: its sums, for a whole chunk of output channels, are
+/// revisited once per block along `k`, so they should stay in L2.
+const BAND_MAX_PIXELS: usize = 16 * PANEL;
+
+/// How [`gemm_banded`] lays out a band of the input: per input channel, one zero-padded
+/// plane per stride phase `(py, px)` the kernel's taps use, `rows` by `cols`, holding the
+/// padded input pixels `((oy0 + r) * stride_h + py, c * stride_w + px)`. Output pixel
+/// `(oy, ox)` and tap `(ky, kx)` then read element `(oy - oy0 + qy, ox + qx)` of phase
+/// `((ky * dilation_h) % stride_h, (kx * dilation_w) % stride_w)`, where `qy = ky *
+/// dilation_h / stride_h` (likewise `qx`): every patch row of a run of output pixels
+/// along one output row is a contiguous run of the band, whatever the stride, dilation or
+/// padding.
+struct BandPlan {
+    /// output pixels of one band (a multiple of [`PANEL`])
+    pixels: usize,
+    /// rows of a phase plane: the output rows a band touches plus the taps' reach
+    rows: usize,
+    /// columns of a phase plane: the output width plus the taps' reach
+    cols: usize,
+    /// the phases along y the taps use (`(ky * dilation_h) % stride_h`), in first use
+    phases_y: [usize; BAND_MAX_SIDE],
+    /// how many of `phases_y` there are
+    count_y: usize,
+    /// the phases along x the taps use
+    phases_x: [usize; BAND_MAX_SIDE],
+    /// how many of `phases_x` there are
+    count_x: usize,
+    /// per tap `ky * kw + kx`: its offset within one input channel's planes
+    tap_offset: [usize; BAND_MAX_TAPS],
+    /// floats of one input channel's planes
+    channel_len: usize,
+}
+
+impl BandPlan {
+    /// The plan for `g`, or `None` when its kernel is larger than the tables here or not
+    /// even one panel's band fits [`BAND_LEN`] (then the patches are gathered from the
+    /// input itself, [`pack_patches`]).
+    fn new(g: &Conv2dGeom) -> Option<BandPlan> {
+        let taps = g.kh * g.kw;
+        if g.kh > BAND_MAX_SIDE || g.kw > BAND_MAX_SIDE || taps > BAND_MAX_TAPS || taps == 0 {
+            return None;
+        }
+        let cin_g = g.c_in / g.groups;
+        let (phases_y, count_y, qy_of) = Self::phases(g.kh, g.dilation_h, g.stride_h);
+        let (phases_x, count_x, qx_of) = Self::phases(g.kw, g.dilation_w, g.stride_w);
+        let reach_y = (g.kh - 1) * g.dilation_h / g.stride_h;
+        let cols = g.ow + (g.kw - 1) * g.dilation_w / g.stride_w;
+        // input channels one block of `PANEL_DEPTH` patch rows reads
+        let channels = cin_g.min((PANEL_DEPTH - 1) / taps + 2);
+        let per_row = channels * count_y * count_x * cols;
+        let span = (BAND_LEN / per_row.max(1)).checked_sub(reach_y)?;
+        let whole = g.oh * g.ow;
+        let pixels = if span >= g.oh {
+            whole.div_ceil(PANEL) * PANEL
+        } else {
+            // a band of `p <= (span - 1) * ow + 1` pixels touches at most `span` rows
+            ((span.checked_sub(1)? * g.ow + 1) / PANEL) * PANEL
+        }
+        .min(BAND_MAX_PIXELS);
+        if pixels == 0 {
+            return None;
+        }
+        // a band starting anywhere in a row touches at most this many output rows
+        let rows = ((pixels + g.ow - 2) / g.ow + 1).min(g.oh) + reach_y;
+        let mut tap_offset = [0; BAND_MAX_TAPS];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let (iy, qy) = qy_of[ky];
+                let (ix, qx) = qx_of[kx];
+                let phase = iy * count_x + ix;
+                tap_offset[ky * g.kw + kx] = (phase * rows + qy) * cols + qx;
+            }
+        }
+        Some(BandPlan {
+            pixels,
+            rows,
+            cols,
+            phases_y,
+            count_y,
+            phases_x,
+            count_x,
+            tap_offset,
+            channel_len: count_y * count_x * rows * cols,
+        })
+    }
+
+    /// The stride phases `(t * dilation) % stride` that taps `t < side` use, in order of
+    /// first use, how many there are, and per tap its phase's index and `t * dilation /
+    /// stride`.
+    #[allow(clippy::type_complexity)]
+    fn phases(
+        side: usize,
+        dilation: usize,
+        stride: usize,
+    ) -> (
+        [usize; BAND_MAX_SIDE],
+        usize,
+        [(usize, usize); BAND_MAX_SIDE],
+    ) {
+        let mut phases = [0; BAND_MAX_SIDE];
+        let mut count = 0;
+        let mut of_tap = [(0, 0); BAND_MAX_SIDE];
+        for (t, slot) in of_tap.iter_mut().enumerate().take(side) {
+            let phase = t * dilation % stride;
+            let index = match phases[..count].iter().position(|&p| p == phase) {
+                Some(i) => i,
+                None => {
+                    phases[count] = phase;
+                    count += 1;
+                    count - 1
+                }
+            };
+            *slot = (index, t * dilation / stride);
+        }
+        (phases, count, of_tap)
+    }
+}
+
+/// One chunk of output channels of [`conv2d_gemm`] (weights `a` with row pitch `depth`,
+/// sums into `out`, `[rows, oh * ow]`), band by band: per band of `plan.pixels` output
+/// pixels and block of [`PANEL_DEPTH`] patch rows, the input channels the block reads are
+/// copied once into a [`BandPlan`] band (zero padding and stride phases applied), then
+/// each panel of [`PANEL`] pixels is packed from it (one contiguous run per patch row and
+/// output row) and multiplied by every register tile. The patches' gather, once per
+/// patch row and panel from the input, becomes a copy of the input (about
+/// `1 + reach / rows` times) plus contiguous panel copies.
+fn gemm_banded(
+    xg: &[f32],
+    g: &Conv2dGeom,
+    plan: &BandPlan,
+    (a, depth): (&[f32], usize),
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    simd: bool,
+) {
+    let pixels = g.oh * g.ow;
+    let rows = out.len() / pixels;
+    let taps = g.kh * g.kw;
+    let mut band = [0.0f32; BAND_LEN];
+    let mut panel = [0.0f32; PANEL * PANEL_DEPTH];
+    for b0 in (0..pixels).step_by(plan.pixels) {
+        let b1 = pixels.min(b0 + plan.pixels);
+        let oy0 = b0 / g.ow;
+        for k0 in (0..depth).step_by(PANEL_DEPTH) {
+            let kc = PANEL_DEPTH.min(depth - k0);
+            let channels = (k0 / taps, (k0 + kc - 1) / taps + 1);
+            fill_band(xg, g, plan, oy0, channels, &mut band);
+            let start = Start::of(k0, bias);
+            for p0 in (b0..b1).step_by(PANEL) {
+                let cols = PANEL.min(b1 - p0);
+                pack_band(&band, g, plan, (p0, cols, oy0), (k0, kc), &mut panel);
+                tile_panel(
+                    simd,
+                    (rows, kc, cols),
+                    (&a[k0..], depth, 1),
+                    (&panel, PANEL),
+                    (&mut out[p0..], pixels),
+                    start,
+                );
+            }
+        }
+    }
+}
+
+/// Copies input channels `first..end` (of the group `xg`) into `band`, laid out as `plan`
+/// says for the band whose first output row is `oy0`.
+fn fill_band(
+    xg: &[f32],
+    g: &Conv2dGeom,
+    plan: &BandPlan,
+    oy0: usize,
+    (first, end): (usize, usize),
+    band: &mut [f32; BAND_LEN],
+) {
+    let in_plane = g.h * g.w;
+    let (sh, sw) = (g.stride_h, g.stride_w);
+    debug_assert!((end - first) * plan.channel_len <= BAND_LEN);
+    for (ic, planes) in (first..end).zip(band.chunks_exact_mut(plan.channel_len)) {
+        let input = &xg[ic * in_plane..(ic + 1) * in_plane];
+        let mut phase_planes = planes.chunks_exact_mut(plan.rows * plan.cols);
+        for &py in &plan.phases_y[..plan.count_y] {
+            for &px in &plan.phases_x[..plan.count_x] {
+                let Some(phase) = phase_planes.next() else {
+                    return;
+                };
+                // the columns `c` whose input column `c * sw + px - pad_left` exists
+                let (lo, hi) = valid_range(plan.cols, g.w, sw, g.pad_left, px);
+                for (r, dst) in phase.chunks_exact_mut(plan.cols).enumerate() {
+                    let iy = ((oy0 + r) * sh + py).checked_sub(g.pad_top);
+                    let Some(row) = iy.and_then(|iy| input.get(iy * g.w..(iy + 1) * g.w)) else {
+                        dst.fill(0.0);
+                        continue;
+                    };
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    if lo >= hi {
+                        continue;
+                    }
+                    let from = lo * sw + px - g.pad_left;
+                    if sw == 1 {
+                        dst[lo..hi].copy_from_slice(&row[from..from + hi - lo]);
+                    } else {
+                        let src = row[from..].iter().step_by(sw);
+                        for (d, &v) in dst[lo..hi].iter_mut().zip(src) {
+                            *d = v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Packs patch rows `k0..k0 + kc` of output pixels `p0..p0 + cols` (at most [`PANEL`];
+/// the band's first output row is `oy0`) from `band` into `panel`, [`PANEL`] floats a
+/// row, zero beyond `cols`: per patch row, one contiguous copy per output row the panel
+/// touches.
+fn pack_band(
+    band: &[f32; BAND_LEN],
+    g: &Conv2dGeom,
+    plan: &BandPlan,
+    (p0, cols, oy0): (usize, usize, usize),
+    (k0, kc): (usize, usize),
+    panel: &mut [f32; PANEL * PANEL_DEPTH],
+) {
+    let taps = g.kh * g.kw;
+    // runs of the panel along output rows: (first column, length, offset in the band)
+    let mut runs = [(0usize, 0usize, 0usize); PANEL];
+    let mut count = 0;
+    let mut j = 0;
+    while j < cols {
+        let (oy, ox) = ((p0 + j) / g.ow, (p0 + j) % g.ow);
+        let len = (g.ow - ox).min(cols - j);
+        runs[count] = (j, len, (oy - oy0) * plan.cols + ox);
+        count += 1;
+        j += len;
+    }
+    // `ic` counts the band's channels, the first being the one patch row `k0` reads
+    let (mut ic, mut tap) = (0, k0 % taps);
+    for row in panel.chunks_exact_mut(PANEL).take(kc) {
+        let at = ic * plan.channel_len + plan.tap_offset[tap];
+        match (count, <&mut [f32; PANEL]>::try_from(&mut *row)) {
+            // the whole panel in one output row: a fixed-size copy (vector moves)
+            (1, Ok(dst)) if cols == PANEL => {
+                let from = at + runs[0].2;
+                if let Ok(src) = <&[f32; PANEL]>::try_from(&band[from..from + PANEL]) {
+                    *dst = *src;
+                }
+            }
+            _ => {
+                for &(j, len, offset) in &runs[..count] {
+                    let from = at + offset;
+                    row[j..j + len].copy_from_slice(&band[from..from + len]);
+                }
+                row[cols..].fill(0.0);
+            }
+        }
+        tap += 1;
+        if tap == taps {
+            tap = 0;
+            ic += 1;
         }
     }
 }
@@ -2913,6 +3202,13 @@ mod tests {
             geom(1, (4, 12, 12), 5, 3, [1, 1], 2, 2, 1),
             geom(1, (3, 12, 12), 4, 7, [1, 1], 3, 1, 1),
             geom(1, (6, 8, 8), 6, 5, [3, 3], 2, 1, 6),
+            // rows too wide for a band (the patches gathered from the input), a stride-2
+            // 7x7 stem, a 1x1 stride-2 downsample, dilation 2 with stride 2, a 1x1 map
+            geom(1, (8, 4, 1500), 8, 3, [1, 1], 1, 1, 1),
+            geom(1, (3, 30, 30), 16, 7, [2, 2], 3, 1, 1),
+            geom(1, (16, 13, 13), 24, 1, [2, 2], 0, 1, 1),
+            geom(1, (8, 17, 19), 20, 3, [2, 2], 2, 2, 1),
+            geom(1, (40, 1, 1), 20, 3, [1, 1], 1, 1, 1),
         ];
         for (case, g) in cases.iter().enumerate() {
             // miri interprets: only the small cases there
