@@ -90,7 +90,7 @@ fn data(name: &str) -> Result<(Vec<u8>, Vec<f32>), String> {
     Ok((weights, input))
 }
 
-fn measure<M: Model>(model: &M, input: &[f32], threads: usize) -> Vec<f64> {
+fn measure<M: Model + Sync>(model: &M, input: &[f32], threads: usize) -> Vec<f64> {
     dnnfusion::runtime::threads::with_threads(threads, || measure_here(model, input))
 }
 
@@ -122,7 +122,7 @@ fn measure_here<M: Model>(model: &M, input: &[f32]) -> Vec<f64> {
     times
 }
 
-fn run<M: Model>(weights: &[u8], input: &[f32], threads: usize) -> Result<Vec<f64>, String> {
+fn run<M: Model + Sync>(weights: &[u8], input: &[f32], threads: usize) -> Result<Vec<f64>, String> {
     let model = dnnfusion::runtime::load_safetensors::<M>(weights).map_err(|e| e.to_string())?;
     Ok(measure(&model, input, threads))
 }

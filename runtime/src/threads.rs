@@ -38,7 +38,19 @@ mod pool {
         Some(leaked)
     }
 
-    pub fn with_threads<R>(threads: usize, f: impl FnOnce() -> R) -> R {
+    pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+        match pool(threads) {
+            // the whole closure runs on a pool thread: the kernels' splits then hand part
+            // of their work to the pool's other threads without waking the caller, and the
+            // pool's idle threads never compete with the caller for a core while it runs
+            // the parts that do not split
+            Some(p) if threads > 1 => p.install(move || with_count(threads, f)),
+            _ => with_count(threads, f),
+        }
+    }
+
+    /// Runs `f` with this thread's count of threads set to `threads`.
+    fn with_count<R>(threads: usize, f: impl FnOnce() -> R) -> R {
         let before = THREADS.replace(threads.max(1));
         let result = f();
         THREADS.set(before);
@@ -65,12 +77,14 @@ mod pool {
     }
 }
 
-/// Runs `f` with the kernels it calls on this thread splitting their work over
-/// `threads` threads (a persistent pool per count, built on first use). Results are the
-/// same as on one thread, bit for bit: each output element is summed by one thread in
-/// the same order.
+/// Runs `f` with the kernels it calls splitting their work over `threads` threads: with
+/// more than one, `f` itself runs on a thread of a persistent pool of that many (one pool
+/// per count, built on first use and kept), which takes its share of each split while the
+/// calling thread waits; the pool's other threads sleep between the kernels' splits
+/// instead of competing for a core. Results are the same as on one thread, bit for bit:
+/// each output element is summed by one thread in the same order.
 #[cfg(feature = "threads")]
-pub fn with_threads<R>(threads: usize, f: impl FnOnce() -> R) -> R {
+pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
     pool::with_threads(threads, f)
 }
 
