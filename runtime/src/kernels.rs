@@ -1637,15 +1637,7 @@ fn fill_band(
                     if lo >= hi {
                         continue;
                     }
-                    let from = lo * sw + px - g.pad_left;
-                    if sw == 1 {
-                        dst[lo..hi].copy_from_slice(&row[from..from + hi - lo]);
-                    } else {
-                        let src = row[from..].iter().step_by(sw);
-                        for (d, &v) in dst[lo..hi].iter_mut().zip(src) {
-                            *d = v;
-                        }
-                    }
+                    gather_strided(&mut dst[lo..hi], &row[lo * sw + px - g.pad_left..], sw);
                 }
             }
         }
@@ -1700,6 +1692,34 @@ fn pack_band(
         if tap == taps {
             tap = 0;
             ic += 1;
+        }
+    }
+}
+
+/// `dst[i] = src[i * stride]` for every `i < dst.len()` (`src` must hold them): a copy for
+/// stride 1, pairs for stride 2 (loops the compiler vectorizes), a strided walk else.
+#[inline(always)]
+fn gather_strided(dst: &mut [f32], src: &[f32], stride: usize) {
+    let n = dst.len();
+    assert!(
+        n == 0 || src.len() > (n - 1) * stride,
+        "gather past the source"
+    );
+    match stride {
+        1 => dst.copy_from_slice(&src[..n]),
+        2 => {
+            let pairs = (src.len() / 2).min(n);
+            for (d, pair) in dst.iter_mut().zip(src.chunks_exact(2)) {
+                *d = pair[0];
+            }
+            if pairs < n {
+                dst[pairs] = src[2 * pairs];
+            }
+        }
+        _ => {
+            for (d, &v) in dst.iter_mut().zip(src.iter().step_by(stride)) {
+                *d = v;
+            }
         }
     }
 }
@@ -1993,6 +2013,11 @@ pub(crate) fn depthwise_rows(
         depthwise_by_rows(x, w, bias, out, g, epi);
         return;
     }
+    // where each tap reads in the phase planes (kernels of up to DEPTHWISE_TAPS taps)
+    let mut tap_at = [0usize; DEPTHWISE_TAPS];
+    for (slot, at) in tap_at.iter_mut().zip(tap_offsets(g, s, phase, pitch)) {
+        *slot = at;
+    }
     let mut buffer = [0.0f32; CONV_STACK];
     let (phases, wide) = buffer.split_at_mut(s * s * phase + pitch);
     let wide = &mut wide[..g.oh * pitch];
@@ -2013,26 +2038,23 @@ pub(crate) fn depthwise_rows(
                         let (c0, c1) = valid_range(pitch, g.w, s, g.pad_left, qx);
                         drow[..c0].fill(0.0);
                         drow[c1..].fill(0.0);
-                        if s == 1 {
-                            let ix0 = c0 + qx - g.pad_left;
-                            drow[c0..c1].copy_from_slice(&xrow[ix0..ix0 + (c1 - c0)]);
-                        } else {
-                            for (col, d) in drow[c0..c1].iter_mut().enumerate() {
-                                *d = xrow[(c0 + col) * s + qx - g.pad_left];
-                            }
+                        if c0 < c1 {
+                            gather_strided(&mut drow[c0..c1], &xrow[c0 * s + qx - g.pad_left..], s);
                         }
                     }
                 }
             }
-            wide.fill(bias.map_or(0.0, |b| b[c]));
-            for ky in 0..g.kh {
-                for kx in 0..g.kw {
-                    let wv = w[c * taps + ky * g.kw + kx];
-                    let (dy, dx) = (ky * g.dilation_h, kx * g.dilation_w);
-                    let at = ((dy % s) * s + dx % s) * phase + (dy / s) * pitch + dx / s;
-                    let src = &phases[at..at + wide.len()];
-                    for (o, &v) in wide.iter_mut().zip(src) {
-                        *o += wv * v;
+            let start = bias.map_or(0.0, |b| b[c]);
+            let weights = &w[c * taps..(c + 1) * taps];
+            match tap_at.get(..taps) {
+                Some(tap_at) => depthwise_taps(phases, weights, tap_at, start, wide),
+                None => {
+                    wide.fill(start);
+                    for (&wv, at) in weights.iter().zip(tap_offsets(g, s, phase, pitch)) {
+                        let src = &phases[at..at + wide.len()];
+                        for (o, &v) in wide.iter_mut().zip(src) {
+                            *o += wv * v;
+                        }
                     }
                 }
             }
@@ -2042,6 +2064,53 @@ pub(crate) fn depthwise_rows(
                 row.copy_from_slice(&wide[oy * pitch..oy * pitch + g.ow]);
                 epi(base + oy * g.ow, row);
             }
+        }
+    }
+}
+
+/// Taps of the largest depthwise kernel whose sums [`depthwise_taps`] keeps in registers.
+const DEPTHWISE_TAPS: usize = 64;
+
+/// Output values [`depthwise_taps`] sums at a time: four vectors of eight, four chains
+/// of additions in flight (one chain per tap would wait on each addition's latency).
+const DEPTHWISE_RUN: usize = 32;
+
+/// Per tap `(ky, kx)` in order, where it reads in [`depthwise_rows`]'s phase planes.
+fn tap_offsets(
+    g: &Conv2dGeom,
+    s: usize,
+    phase: usize,
+    pitch: usize,
+) -> impl Iterator<Item = usize> + '_ {
+    (0..g.kh * g.kw).map(move |t| {
+        let (dy, dx) = ((t / g.kw) * g.dilation_h, (t % g.kw) * g.dilation_w);
+        ((dy % s) * s + dx % s) * phase + (dy / s) * pitch + dx / s
+    })
+}
+
+/// `wide[i] = start + sum over taps t of weights[t] * phases[tap_at[t] + i]`, summed in
+/// tap order (the same bits as one pass per tap), [`DEPTHWISE_RUN`] outputs at a time with
+/// the sums in registers: each output is stored once instead of once per tap.
+#[inline(always)]
+fn depthwise_taps(phases: &[f32], weights: &[f32], tap_at: &[usize], start: f32, wide: &mut [f32]) {
+    let mut runs = wide.chunks_exact_mut(DEPTHWISE_RUN);
+    let mut i = 0;
+    for run in &mut runs {
+        let mut sums = [start; DEPTHWISE_RUN];
+        for (&wv, &at) in weights.iter().zip(tap_at) {
+            let src = &phases[at + i..at + i + DEPTHWISE_RUN];
+            for (s, &v) in sums.iter_mut().zip(src) {
+                *s += wv * v;
+            }
+        }
+        run.copy_from_slice(&sums);
+        i += DEPTHWISE_RUN;
+    }
+    let rest = runs.into_remainder();
+    rest.fill(start);
+    for (&wv, &at) in weights.iter().zip(tap_at) {
+        for (o, &v) in rest.iter_mut().zip(&phases[at + i..]) {
+            *o += wv * v;
         }
     }
 }
@@ -3209,6 +3278,8 @@ mod tests {
             geom(1, (16, 13, 13), 24, 1, [2, 2], 0, 1, 1),
             geom(1, (8, 17, 19), 20, 3, [2, 2], 2, 2, 1),
             geom(1, (40, 1, 1), 20, 3, [1, 1], 1, 1, 1),
+            // a depthwise kernel of more taps than its register-summed form takes
+            geom(1, (4, 12, 12), 4, 9, [1, 1], 4, 1, 4),
         ];
         for (case, g) in cases.iter().enumerate() {
             // miri interprets: only the small cases there
