@@ -1076,14 +1076,19 @@ fn depthwise_threaded(
 
 /// True when the direct register-tiled convolution (`simd::conv2d_avx2`) beats the
 /// implicit GEMM on `g` (measured per shape class: BENCHMARKS.md, "Convolution paths").
+/// With the AVX-512 tile and patches packed from input bands the GEMM wins everywhere
+/// (unet_small, whose convolutions have 16 and 32 output channels: fastest calls 20.0 ->
+/// 16.8 ms); on AVX2 alone the direct tiles keep the shapes they won before the bands.
 #[cfg(target_arch = "x86_64")]
 fn conv2d_direct_wins(g: &Conv2dGeom) -> bool {
+    if crate::simd::avx512() {
+        return false;
+    }
     // the GEMM packs each patch panel once for all output channels: with few channels
     // the packing costs as much as the products
     let few_channels = g.c_out / g.groups < 48;
-    // rows of 17 to 31 columns waste part of the GEMM's last panel; with the AVX-512 tile
-    // the GEMM wins anyway
-    let ragged_rows = !g.ow.is_multiple_of(PANEL) && g.ow < 2 * PANEL && !crate::simd::avx512();
+    // rows of 17 to 31 columns waste part of the GEMM's last panel
+    let ragged_rows = !g.ow.is_multiple_of(PANEL) && g.ow < 2 * PANEL;
     crate::simd::conv2d_avx2_fits(g) && g.kh * g.kw > 1 && (few_channels || ragged_rows)
 }
 
