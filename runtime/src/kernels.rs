@@ -1157,13 +1157,31 @@ fn conv2d_gemm(
             let first = n * g.c_out + grp * cout_g;
             let og = &mut out[first * pixels..(first + cout_g) * pixels];
             let bg = bias.map(|b| &b[grp * cout_g..(grp + 1) * cout_g]);
+            // too few output channels to split in whole tiles: split the pixels
+            #[cfg(feature = "threads")]
+            if let (Some(plan), false) = (&banded, pointwise) {
+                if threads > 1 && worth_splitting && cout_g < 2 * threads * MAX_TILE_ROWS {
+                    gemm_banded_split(xg, g, plan, (wg, depth), bg, og, simd);
+                    each_row(simd, og, g.ow, first * pixels, &epi);
+                    continue;
+                }
+            }
             crate::threads::for_each_chunk(og, chunk_rows * pixels, |i, oc| {
                 let m0 = i * chunk_rows;
                 let rows = oc.len() / pixels;
                 let a = &wg[m0 * depth..];
                 let bias = bg.map(|b| &b[m0..m0 + rows]);
                 if let (Some(plan), false) = (&banded, pointwise) {
-                    gemm_banded(xg, g, plan, (a, depth), bias, oc, simd);
+                    gemm_banded(
+                        xg,
+                        g,
+                        plan,
+                        (a, depth),
+                        bias,
+                        (0, pixels),
+                        (oc, pixels),
+                        simd,
+                    );
                     return;
                 }
                 let mut panel = [0.0f32; PANEL * PANEL_DEPTH];
@@ -1562,15 +1580,13 @@ impl BandPlan {
     }
 }
 
-/// One chunk of output channels of [`conv2d_gemm`] (weights `a` with row pitch `depth`,
-/// sums into `out`, `[rows, oh * ow]`), band by band: per band of `plan.pixels` output
-/// pixels and block of [`PANEL_DEPTH`] patch rows, the input channels the block reads are
-/// copied once into a [`BandPlan`] band (zero padding and stride phases applied), then
-/// each panel of [`PANEL`] pixels is packed from it (one contiguous run per patch row and
-/// output row) and multiplied by every register tile. The patches' gather, once per
-/// patch row and panel from the input, becomes a copy of the input (about
-/// `1 + reach / rows` times) plus contiguous panel copies.
-fn gemm_banded(
+/// [`gemm_banded`] for all output channels of a group with the output pixels split over
+/// the threads, whole bands each: each thread sums its pixels of every channel into a
+/// buffer of its own, copied into `out` (`[channels, oh * ow]`) once all are done. The
+/// same panels and sums as on one thread, so the same bits.
+#[cfg(feature = "threads")]
+#[allow(clippy::too_many_arguments)]
+fn gemm_banded_split(
     xg: &[f32],
     g: &Conv2dGeom,
     plan: &BandPlan,
@@ -1581,11 +1597,59 @@ fn gemm_banded(
 ) {
     let pixels = g.oh * g.ow;
     let rows = out.len() / pixels;
+    let bands = pixels.div_ceil(plan.pixels);
+    let threads = crate::threads::current().clamp(1, bands);
+    let per_part = bands.div_ceil(threads) * plan.pixels;
+    let range = |i: usize| (i * per_part, pixels.min((i + 1) * per_part));
+    let parts = crate::threads::map_parts(pixels.div_ceil(per_part), |i| {
+        let (lo, hi) = range(i);
+        let mut part = alloc::vec![0.0f32; rows * (hi - lo)];
+        gemm_banded(
+            xg,
+            g,
+            plan,
+            (a, depth),
+            bias,
+            (lo, hi),
+            (&mut part, hi - lo),
+            simd,
+        );
+        part
+    });
+    for (i, part) in parts.iter().enumerate() {
+        let (lo, hi) = range(i);
+        for (dst, src) in out.chunks_exact_mut(pixels).zip(part.chunks_exact(hi - lo)) {
+            dst[lo..hi].copy_from_slice(src);
+        }
+    }
+}
+
+/// Output pixels `lo..hi` of a chunk of output channels of [`conv2d_gemm`] (weights `a`
+/// with row pitch `depth`), summed into `out` (`[rows, ldc]`, pixel `lo` in column 0),
+/// band by band: per band of `plan.pixels` output
+/// pixels and block of [`PANEL_DEPTH`] patch rows, the input channels the block reads are
+/// copied once into a [`BandPlan`] band (zero padding and stride phases applied), then
+/// each panel of [`PANEL`] pixels is packed from it (one contiguous run per patch row and
+/// output row) and multiplied by every register tile. The patches' gather, once per
+/// patch row and panel from the input, becomes a copy of the input (about
+/// `1 + reach / rows` times) plus contiguous panel copies.
+#[allow(clippy::too_many_arguments)]
+fn gemm_banded(
+    xg: &[f32],
+    g: &Conv2dGeom,
+    plan: &BandPlan,
+    (a, depth): (&[f32], usize),
+    bias: Option<&[f32]>,
+    (lo, hi): (usize, usize),
+    (out, ldc): (&mut [f32], usize),
+    simd: bool,
+) {
+    let rows = out.len() / ldc;
     let taps = g.kh * g.kw;
     let mut band = [0.0f32; BAND_LEN];
     let mut panel = [0.0f32; PANEL * PANEL_DEPTH];
-    for b0 in (0..pixels).step_by(plan.pixels) {
-        let b1 = pixels.min(b0 + plan.pixels);
+    for b0 in (lo..hi).step_by(plan.pixels) {
+        let b1 = hi.min(b0 + plan.pixels);
         let oy0 = b0 / g.ow;
         for k0 in (0..depth).step_by(PANEL_DEPTH) {
             let kc = PANEL_DEPTH.min(depth - k0);
@@ -1600,7 +1664,7 @@ fn gemm_banded(
                     (rows, kc, cols),
                     (&a[k0..], depth, 1),
                     (&panel, PANEL),
-                    (&mut out[p0..], pixels),
+                    (&mut out[p0 - lo..], ldc),
                     start,
                 );
             }
@@ -3377,6 +3441,9 @@ mod tests {
             // the direct AVX2 tiles (fewer than 48 channels), 2 images, 30 channels: the
             // last chunk is not a whole tile block
             geom(2, (16, 40, 40), 30, 3, [1, 1], 1, 1, 1),
+            // 16 output channels, 2 groups: pixels split over the threads on AVX-512
+            geom(1, (16, 64, 64), 16, 3, [1, 1], 1, 1, 1),
+            geom(1, (16, 33, 35), 32, 3, [2, 2], 1, 1, 2),
             geom(2, (64, 30, 30), 96, 1, [2, 2], 0, 1, 1),
             geom(1, (64, 80, 80), 64, 3, [1, 1], 1, 1, 64),
         ];

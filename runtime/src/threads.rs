@@ -61,6 +61,16 @@ mod pool {
         THREADS.get()
     }
 
+    pub fn map_parts<T: Send>(parts: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+        let threads = THREADS.get();
+        match pool(threads) {
+            Some(p) if threads > 1 && parts > 1 => {
+                p.install(|| (0..parts).into_par_iter().map(&f).collect())
+            }
+            _ => (0..parts).map(f).collect(),
+        }
+    }
+
     pub fn for_each_chunk(data: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
         let threads = THREADS.get();
         match pool(threads) {
@@ -106,4 +116,14 @@ pub(crate) fn for_each_chunk(data: &mut [f32], chunk: usize, f: impl Fn(usize, &
     data.chunks_mut(chunk)
         .enumerate()
         .for_each(|(i, c)| f(i, c));
+}
+
+/// `f(i)` for every `i < parts`, on the pool when [`current`] is above 1; the results in
+/// order of `i`.
+#[cfg(feature = "threads")]
+pub(crate) fn map_parts<T: Send>(
+    parts: usize,
+    f: impl Fn(usize) -> T + Sync,
+) -> alloc::vec::Vec<T> {
+    pool::map_parts(parts, f)
 }
