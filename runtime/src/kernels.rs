@@ -802,9 +802,12 @@ pub(crate) fn valid_range(
 /// values of one channel and output row, starting at flat index `base`) in place before
 /// the next row is computed; pass [`store_rows`] for none.
 ///
-/// On x86_64 with AVX2 and FMA, a convolution with unit horizontal stride and at least four
-/// output channels per group runs register-tiled (`simd::conv2d_avx2`); everything else
-/// (and every other CPU) runs the portable loop.
+/// Paths: depthwise convolutions their own kernel (phase planes, sums of every tap in
+/// registers); on CPUs with AVX-512F every other convolution runs the implicit GEMM
+/// ([`conv2d_gemm`]: AVX-512 register tiles over patches packed from input bands); with
+/// AVX2 and FMA alone, the direct AVX2 tiles (`simd::conv2d_avx2`) take the shapes they
+/// win (few output channels, rows of 17-31 columns) and the GEMM the rest; CPUs with
+/// scalar FPUs run register-blocked direct tiles, other CPUs the GEMM's portable tiles.
 pub fn conv2d(
     x: &[f32],
     w: &[f32],
@@ -1107,12 +1110,15 @@ const PANEL_DEPTH: usize = stack_floats(256, 32);
 /// [`conv2d`] as an implicit GEMM, for any geometry: per image and group, output
 /// `[c_out / groups, oh * ow]` = weight `[c_out / groups, k]` x patches `[k, oh * ow]` with
 /// `k = c_in / groups * kh * kw`. The patches are never stored whole: for each panel of
-/// [`PANEL`] output pixels, [`PANEL_DEPTH`] rows at a time are gathered from the input
-/// (zero padding, stride and dilation applied) into a stack buffer, and every block of
-/// [`TILE_ROWS`] output channels runs a register tile over it (`simd::gemm_tile_avx2`
-/// when `simd`, else its portable twin). The row epilogue runs once each output plane of
-/// the group is complete. Out of line, so that its panel buffer is on the stack only
-/// while it runs.
+/// [`PANEL`] output pixels, [`PANEL_DEPTH`] rows at a time are packed into a stack buffer
+/// (from an input band, [`gemm_banded`], or, when no band fits, gathered from the input
+/// itself, [`pack_patches`]; zero padding, stride and dilation applied), and every block
+/// of output channels runs a register tile over it (`simd::gemm_tile_avx512` or
+/// `simd::gemm_tile_avx2` when `simd`, else their portable twin). A 1x1 convolution with
+/// unit stride and no padding reads its input in place. With threads, output channels
+/// split in whole tiles, or output pixels when there are too few channels. The row
+/// epilogue runs once each output plane of the group is complete. Out of line, so that
+/// its buffers are on the stack only while it runs.
 #[inline(never)]
 fn conv2d_gemm(
     x: &[f32],

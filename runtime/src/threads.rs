@@ -8,15 +8,19 @@
 mod pool {
     extern crate std;
 
-    use rayon::prelude::*;
     use std::boxed::Box;
-    use std::cell::Cell;
-    use std::sync::{Mutex, OnceLock};
+    use std::cell::{Cell, UnsafeCell};
+    use std::hint::spin_loop;
+    use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+    use std::sync::{Mutex, OnceLock, PoisonError};
     use std::vec::Vec;
 
     std::thread_local! {
         /// The threads the kernels called on this thread may use.
         static THREADS: Cell<usize> = const { Cell::new(1) };
+        /// The team this thread leads inside `with_threads` (null outside).
+        static TEAM: Cell<*const Team> = const { Cell::new(core::ptr::null()) };
     }
 
     /// One pool per thread count asked for, built on first use and kept.
@@ -38,13 +42,162 @@ mod pool {
         Some(leaked)
     }
 
+    /// A split's work, `f(part)`, its lifetime erased: valid only while the split that
+    /// posted it waits (see [`Team::split`]).
+    type Job = *const (dyn Fn(usize) + Sync + 'static);
+
+    /// The threads of one `with_threads` call: the leader runs the closure; the others
+    /// spin, waiting for the leader's splits, and take parts of each as it is posted. No
+    /// thread sleeps while the closure runs (on a virtual machine, waking a sleeping
+    /// core costs more than a small kernel).
+    struct Team {
+        /// the posted split (written by the leader only while no helper is `busy`)
+        job: UnsafeCell<Option<(Job, usize)>>,
+        /// odd while the leader writes a split, even once it is posted
+        generation: AtomicUsize,
+        /// the next part to take
+        next_part: AtomicUsize,
+        /// parts finished
+        done_parts: AtomicUsize,
+        /// helpers that may read `job`: registered for a posted split, not yet left
+        busy: AtomicUsize,
+        /// a part panicked on a helper
+        panicked: AtomicBool,
+        /// the closure has returned: helpers leave
+        stop: AtomicBool,
+    }
+
+    // SAFETY: `job` is written by the leader only while `generation` is odd and no helper
+    // is `busy` (see `split`); a helper reads it only after it saw the even generation
+    // that follows the write and registered as `busy` with the generation unchanged
+    // (see `help`); every other field is atomic. The job itself is `Sync`.
+    #[allow(unsafe_code)]
+    unsafe impl Sync for Team {}
+
+    impl Team {
+        fn new() -> Team {
+            Team {
+                job: UnsafeCell::new(None),
+                generation: AtomicUsize::new(0),
+                next_part: AtomicUsize::new(0),
+                done_parts: AtomicUsize::new(0),
+                busy: AtomicUsize::new(0),
+                panicked: AtomicBool::new(false),
+                stop: AtomicBool::new(false),
+            }
+        }
+
+        /// A helper's loop: take parts of each posted split until `stop`.
+        fn help(&self) {
+            let mut seen = 0;
+            while !self.stop.load(SeqCst) {
+                let generation = self.generation.load(SeqCst);
+                // odd: the leader is writing a split; `seen`: this one's parts are taken
+                if generation == seen || generation % 2 == 1 {
+                    spin_loop();
+                    continue;
+                }
+                self.busy.fetch_add(1, SeqCst);
+                // the leader marks a write (odd) before it checks `busy`: unchanged here,
+                // it will wait for this helper before writing again
+                if self.generation.load(SeqCst) == generation {
+                    seen = generation;
+                    // SAFETY: the split was written before `generation` became even (seen
+                    // above), and is not written again while this helper is `busy`.
+                    #[allow(unsafe_code)]
+                    let posted = unsafe { *self.job.get() };
+                    if let Some((job, parts)) = posted {
+                        let taken = catch_unwind(AssertUnwindSafe(|| self.take_parts(job, parts)));
+                        if taken.is_err() {
+                            self.panicked.store(true, SeqCst);
+                        }
+                    }
+                }
+                self.busy.fetch_sub(1, SeqCst);
+            }
+        }
+
+        /// Runs parts of `job` until none is left.
+        fn take_parts(&self, job: Job, parts: usize) {
+            loop {
+                let part = self.next_part.fetch_add(1, SeqCst);
+                if part >= parts {
+                    return;
+                }
+                // a part that panics is still counted, so the leader never waits forever
+                let _done = Done(&self.done_parts);
+                // SAFETY: `job` points to the closure of the split that posted it, which
+                // waits until every part is done and no helper is `busy` before it
+                // returns: the closure is alive here.
+                #[allow(unsafe_code)]
+                unsafe {
+                    (*job)(part)
+                };
+            }
+        }
+
+        /// `f(part)` for every `part < parts`, shared with the helpers; returns when all
+        /// are done and no helper still holds `f`.
+        fn split(&self, parts: usize, f: &(dyn Fn(usize) + Sync)) {
+            // an odd generation marks the write; then no helper reads `job` until it is
+            // even again (helpers that registered before the mark are waited for)
+            let generation = self.generation.load(SeqCst);
+            self.generation.store(generation + 1, SeqCst);
+            while self.busy.load(SeqCst) != 0 {
+                spin_loop();
+            }
+            // SAFETY: only the lifetime is erased; `f` outlives every use of `job`, since
+            // this function does not return before no helper holds it (below).
+            #[allow(unsafe_code)]
+            let job: Job =
+                unsafe { core::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), Job>(f) };
+            // SAFETY: the generation is odd and no helper is `busy`: none reads `job`.
+            #[allow(unsafe_code)]
+            unsafe {
+                *self.job.get() = Some((job, parts))
+            };
+            self.next_part.store(0, SeqCst);
+            self.done_parts.store(0, SeqCst);
+            self.generation.store(generation + 2, SeqCst);
+            let mine = catch_unwind(AssertUnwindSafe(|| self.take_parts(job, parts)));
+            while self.done_parts.load(SeqCst) < parts || self.busy.load(SeqCst) != 0 {
+                spin_loop();
+            }
+            if let Err(payload) = mine {
+                resume_unwind(payload);
+            }
+            if self.panicked.swap(false, SeqCst) {
+                panic!("a kernel panicked on a pool thread");
+            }
+        }
+    }
+
+    /// Counts a part as done when dropped (also when it panics).
+    struct Done<'a>(&'a AtomicUsize);
+
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+
     pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
         match pool(threads) {
-            // the whole closure runs on a pool thread: the kernels' splits then hand part
-            // of their work to the pool's other threads without waking the caller, and the
-            // pool's idle threads never compete with the caller for a core while it runs
-            // the parts that do not split
-            Some(p) if threads > 1 => p.install(move || with_count(threads, f)),
+            // the closure runs on a pool thread, the pool's other threads spin beside it
+            // as its team until it returns
+            Some(p) if threads > 1 => p.install(move || {
+                let team = Team::new();
+                rayon::scope(|s| {
+                    for _ in 1..threads {
+                        s.spawn(|_| team.help());
+                    }
+                    let before = TEAM.replace(&team);
+                    let result = catch_unwind(AssertUnwindSafe(|| with_count(threads, f)));
+                    TEAM.set(before);
+                    team.stop.store(true, SeqCst);
+                    result.unwrap_or_else(|payload| resume_unwind(payload))
+                })
+            }),
             _ => with_count(threads, f),
         }
     }
@@ -61,38 +214,57 @@ mod pool {
         THREADS.get()
     }
 
-    pub fn map_parts<T: Send>(parts: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-        let threads = THREADS.get();
-        match pool(threads) {
-            Some(p) if threads > 1 && parts > 1 => {
-                p.install(|| (0..parts).into_par_iter().map(&f).collect())
-            }
-            _ => (0..parts).map(f).collect(),
+    /// `f(part)` for every `part < parts`: shared with this thread's team when it leads
+    /// one, else here in order.
+    fn run_parts(parts: usize, f: &(dyn Fn(usize) + Sync)) {
+        let team = TEAM.get();
+        if team.is_null() || parts <= 1 {
+            (0..parts).for_each(f);
+            return;
         }
+        // SAFETY: TEAM is set only while `with_threads` runs its closure on this thread,
+        // and the team lives until that closure returns.
+        #[allow(unsafe_code)]
+        let team = unsafe { &*team };
+        team.split(parts, f);
+    }
+
+    pub fn map_parts<T: Send>(parts: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+        let results: Vec<Mutex<Option<T>>> = (0..parts).map(|_| Mutex::new(None)).collect();
+        run_parts(parts, &|i| {
+            let value = f(i);
+            *results[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
+        });
+        results
+            .into_iter()
+            .map(|r| r.into_inner().unwrap_or_else(PoisonError::into_inner))
+            .map(|r| r.unwrap_or_else(|| unreachable!("every part ran")))
+            .collect()
     }
 
     pub fn for_each_chunk(data: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
-        let threads = THREADS.get();
-        match pool(threads) {
-            Some(p) if threads > 1 && data.len() > chunk => p.install(|| {
-                data.par_chunks_mut(chunk)
-                    .enumerate()
-                    .for_each(|(i, c)| f(i, c))
-            }),
-            _ => data
-                .chunks_mut(chunk)
-                .enumerate()
-                .for_each(|(i, c)| f(i, c)),
-        }
+        let chunks: Vec<Mutex<Option<&mut [f32]>>> = data
+            .chunks_mut(chunk)
+            .map(|c| Mutex::new(Some(c)))
+            .collect();
+        run_parts(chunks.len(), &|i| {
+            let taken = chunks[i]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(c) = taken {
+                f(i, c);
+            }
+        });
     }
 }
 
 /// Runs `f` with the kernels it calls splitting their work over `threads` threads: with
 /// more than one, `f` itself runs on a thread of a persistent pool of that many (one pool
-/// per count, built on first use and kept), which takes its share of each split while the
-/// calling thread waits; the pool's other threads sleep between the kernels' splits
-/// instead of competing for a core. Results are the same as on one thread, bit for bit:
-/// each output element is summed by one thread in the same order.
+/// per count, built on first use and kept) while the calling thread waits, and the pool's
+/// other threads spin until `f` returns, each taking parts of every split as soon as it
+/// is posted (no thread sleeps and wakes per kernel). Results are the same as on one
+/// thread, bit for bit: each output element is summed by one thread in the same order.
 #[cfg(feature = "threads")]
 pub fn with_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
     pool::with_threads(threads, f)
@@ -126,4 +298,55 @@ pub(crate) fn map_parts<T: Send>(
     f: impl Fn(usize) -> T + Sync,
 ) -> alloc::vec::Vec<T> {
     pool::map_parts(parts, f)
+}
+
+#[cfg(all(test, feature = "threads"))]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Many splits in a row, of every size, each part run exactly once, results in order;
+    /// chunks handed out whole and disjoint.
+    #[test]
+    fn splits_run_every_part_once_in_order() {
+        let splits = if cfg!(miri) { 20 } else { 2000 };
+        with_threads(2, || {
+            for n in 0..splits {
+                let parts = n % 5;
+                let calls = AtomicUsize::new(0);
+                let got = map_parts(parts, |i| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    i * 3 + n
+                });
+                let want: std::vec::Vec<usize> = (0..parts).map(|i| i * 3 + n).collect();
+                assert_eq!(got, want);
+                assert_eq!(calls.load(Ordering::SeqCst), parts);
+                let mut data = std::vec![0.0f32; 10 + n % 7];
+                for_each_chunk(&mut data, 3, |i, chunk| chunk.fill(i as f32 + 1.0));
+                let want: std::vec::Vec<f32> =
+                    (0..data.len()).map(|k| (k / 3) as f32 + 1.0).collect();
+                assert_eq!(data, want);
+            }
+        });
+    }
+
+    /// A part that panics, on whichever thread, makes the split panic (never a wait
+    /// forever), and the team keeps working afterwards.
+    #[test]
+    fn a_panicking_part_panics_the_split_and_the_team_goes_on() {
+        with_threads(2, || {
+            for bad in 0..4 {
+                let caught = std::panic::catch_unwind(|| {
+                    map_parts(4, |i| {
+                        assert!(i != bad, "part {i} fails");
+                        i
+                    })
+                });
+                assert!(caught.is_err(), "part {bad} panicked, the split must too");
+                assert_eq!(map_parts(3, |i| i), [0, 1, 2]);
+            }
+        });
+    }
 }
