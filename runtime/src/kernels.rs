@@ -804,7 +804,7 @@ pub(crate) fn valid_range(
 ///
 /// Paths: depthwise convolutions their own kernel (phase planes, sums of every tap in
 /// registers); on CPUs with AVX-512F every other convolution runs the implicit GEMM
-/// ([`conv2d_gemm`]: AVX-512 register tiles over patches packed from input bands); with
+/// (`conv2d_gemm`: AVX-512 register tiles over patches packed from input bands); with
 /// AVX2 and FMA alone, the direct AVX2 tiles (`simd::conv2d_avx2`) take the shapes they
 /// win (few output channels, rows of 17-31 columns) and the GEMM the rest; CPUs with
 /// scalar FPUs run register-blocked direct tiles, other CPUs the GEMM's portable tiles.
