@@ -1719,6 +1719,27 @@ fn fill_band(
     }
 }
 
+/// The runs along output rows of the panel of output pixels `p0..p0 + cols` (at most
+/// [`PANEL`]) on a map `ow` wide: `(first column in the panel, length, at(oy, ox) of the
+/// run's first pixel)` each, and how many there are.
+fn panel_runs<T: Copy + Default>(
+    ow: usize,
+    p0: usize,
+    cols: usize,
+    at: impl Fn(usize, usize) -> T,
+) -> ([(usize, usize, T); PANEL], usize) {
+    let mut runs = [(0, 0, T::default()); PANEL];
+    let (mut count, mut j) = (0, 0);
+    while j < cols {
+        let (oy, ox) = ((p0 + j) / ow, (p0 + j) % ow);
+        let len = (ow - ox).min(cols - j);
+        runs[count] = (j, len, at(oy, ox));
+        count += 1;
+        j += len;
+    }
+    (runs, count)
+}
+
 /// Packs patch rows `k0..k0 + kc` of output pixels `p0..p0 + cols` (at most [`PANEL`];
 /// the band's first output row is `oy0`) from `band` into `panel`, [`PANEL`] floats a
 /// row, zero beyond `cols`: per patch row, one contiguous copy per output row the panel
@@ -1733,16 +1754,7 @@ fn pack_band(
 ) {
     let taps = g.kh * g.kw;
     // runs of the panel along output rows: (first column, length, offset in the band)
-    let mut runs = [(0usize, 0usize, 0usize); PANEL];
-    let mut count = 0;
-    let mut j = 0;
-    while j < cols {
-        let (oy, ox) = ((p0 + j) / g.ow, (p0 + j) % g.ow);
-        let len = (g.ow - ox).min(cols - j);
-        runs[count] = (j, len, (oy - oy0) * plan.cols + ox);
-        count += 1;
-        j += len;
-    }
+    let (runs, count) = panel_runs(g.ow, p0, cols, |oy, ox| (oy - oy0) * plan.cols + ox);
     // `ic` counts the band's channels, the first being the one patch row `k0` reads
     let (mut ic, mut tap) = (0, k0 % taps);
     for row in panel.chunks_exact_mut(PANEL).take(kc) {
@@ -1816,23 +1828,14 @@ fn pack_patches(
 ) {
     let in_plane = g.h * g.w;
     let taps = g.kh * g.kw;
-    // runs of the panel along output rows: (first column, length, top input row, left
-    // input column of the run's first window; both may be negative: padding)
-    let mut runs = [(0usize, 0usize, 0isize, 0isize); PANEL];
-    let mut run_count = 0;
-    let mut j = 0;
-    while j < cols {
-        let (oy, ox) = ((p0 + j) / g.ow, (p0 + j) % g.ow);
-        let len = (g.ow - ox).min(cols - j);
-        runs[run_count] = (
-            j,
-            len,
+    // runs of the panel along output rows: (first column, length, (top input row, left
+    // input column of the run's first window; both may be negative: padding))
+    let (runs, run_count) = panel_runs(g.ow, p0, cols, |oy, ox| {
+        (
             (oy * g.stride_h) as isize - g.pad_top as isize,
             (ox * g.stride_w) as isize - g.pad_left as isize,
-        );
-        run_count += 1;
-        j += len;
-    }
+        )
+    });
     let runs = &runs[..run_count];
     let sw = g.stride_w;
     let (h, w) = (g.h as isize, g.w as isize);
@@ -1846,7 +1849,7 @@ fn pack_patches(
         let plane = &xg[ic * in_plane..(ic + 1) * in_plane];
         let dst = &mut panel[r * PANEL..(r + 1) * PANEL];
         dst[cols..].fill(0.0);
-        for &(j0, len, top, left) in runs {
+        for &(j0, len, (top, left)) in runs {
             let out = &mut dst[j0..j0 + len];
             let (iy, ix) = (top + dy, left + dx);
             if iy < 0 || iy >= h {
