@@ -1462,6 +1462,10 @@ fn gemm_in_place(
 /// are small).
 const BAND_LEN: usize = stack_floats(24576, 1024);
 
+/// Floats of the band buffer for convolutions whose bands are small (LeNet's): clearing
+/// [`BAND_LEN`] floats would cost more than their products.
+const SMALL_BAND_LEN: usize = stack_floats(4096, 1024);
+
 /// Kernel sides (height or width) up to which a convolution can run banded.
 const BAND_MAX_SIDE: usize = 16;
 
@@ -1499,6 +1503,8 @@ struct BandPlan {
     tap_offset: [usize; BAND_MAX_TAPS],
     /// floats of one input channel's planes
     channel_len: usize,
+    /// floats of the largest band (the most channels one block of patch rows reads)
+    len: usize,
 }
 
 impl BandPlan {
@@ -1551,6 +1557,7 @@ impl BandPlan {
             count_x,
             tap_offset,
             channel_len: count_y * count_x * rows * cols,
+            len: channels * count_y * count_x * rows * cols,
         })
     }
 
@@ -1650,9 +1657,52 @@ fn gemm_banded(
     (out, ldc): (&mut [f32], usize),
     simd: bool,
 ) {
+    // a band buffer no larger than needed: it is cleared on every call
+    if plan.len <= SMALL_BAND_LEN {
+        let band = &mut [0.0f32; SMALL_BAND_LEN];
+        banded_products(
+            band,
+            xg,
+            g,
+            plan,
+            (a, depth),
+            bias,
+            (lo, hi),
+            (out, ldc),
+            simd,
+        );
+    } else {
+        let band = &mut [0.0f32; BAND_LEN];
+        banded_products(
+            band,
+            xg,
+            g,
+            plan,
+            (a, depth),
+            bias,
+            (lo, hi),
+            (out, ldc),
+            simd,
+        );
+    }
+}
+
+/// [`gemm_banded`]'s loops, on a band buffer of at least `plan.len` floats.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn banded_products(
+    band: &mut [f32],
+    xg: &[f32],
+    g: &Conv2dGeom,
+    plan: &BandPlan,
+    (a, depth): (&[f32], usize),
+    bias: Option<&[f32]>,
+    (lo, hi): (usize, usize),
+    (out, ldc): (&mut [f32], usize),
+    simd: bool,
+) {
     let rows = out.len() / ldc;
     let taps = g.kh * g.kw;
-    let mut band = [0.0f32; BAND_LEN];
     let mut panel = [0.0f32; PANEL * PANEL_DEPTH];
     for b0 in (lo..hi).step_by(plan.pixels) {
         let b1 = hi.min(b0 + plan.pixels);
@@ -1660,11 +1710,11 @@ fn gemm_banded(
         for k0 in (0..depth).step_by(PANEL_DEPTH) {
             let kc = PANEL_DEPTH.min(depth - k0);
             let channels = (k0 / taps, (k0 + kc - 1) / taps + 1);
-            fill_band(xg, g, plan, oy0, channels, &mut band);
+            fill_band(xg, g, plan, oy0, channels, band);
             let start = Start::of(k0, bias);
             for p0 in (b0..b1).step_by(PANEL) {
                 let cols = PANEL.min(b1 - p0);
-                pack_band(&band, g, plan, (p0, cols, oy0), (k0, kc), &mut panel);
+                pack_band(band, g, plan, (p0, cols, oy0), (k0, kc), &mut panel);
                 tile_panel(
                     simd,
                     (rows, kc, cols),
@@ -1686,11 +1736,11 @@ fn fill_band(
     plan: &BandPlan,
     oy0: usize,
     (first, end): (usize, usize),
-    band: &mut [f32; BAND_LEN],
+    band: &mut [f32],
 ) {
     let in_plane = g.h * g.w;
     let (sh, sw) = (g.stride_h, g.stride_w);
-    debug_assert!((end - first) * plan.channel_len <= BAND_LEN);
+    debug_assert!((end - first) * plan.channel_len <= band.len());
     for (ic, planes) in (first..end).zip(band.chunks_exact_mut(plan.channel_len)) {
         let input = &xg[ic * in_plane..(ic + 1) * in_plane];
         let mut phase_planes = planes.chunks_exact_mut(plan.rows * plan.cols);
@@ -1745,7 +1795,7 @@ fn panel_runs<T: Copy + Default>(
 /// row, zero beyond `cols`: per patch row, one contiguous copy per output row the panel
 /// touches.
 fn pack_band(
-    band: &[f32; BAND_LEN],
+    band: &[f32],
     g: &Conv2dGeom,
     plan: &BandPlan,
     (p0, cols, oy0): (usize, usize, usize),
@@ -2464,7 +2514,7 @@ pub(crate) fn max_pool2d_rows(
 ) {
     let s = g.stride_w.max(1);
     let phase_len = g.w.div_ceil(s);
-    let split = g.w <= POOL_ROW;
+    let split = s * phase_len <= POOL_ROW;
     let mut phases = [0.0f32; POOL_ROW];
     for p in 0..g.planes {
         let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
@@ -2477,8 +2527,10 @@ pub(crate) fn max_pool2d_rows(
                 let iy = oy * g.stride_h + ky * g.dilation_h - g.pad_top;
                 let xrow = &xp[iy * g.w..(iy + 1) * g.w];
                 if split {
-                    for (c, &v) in xrow.iter().enumerate() {
-                        phases[(c % s) * phase_len + c / s] = v;
+                    // phase `q`: columns `q, q + s, ...` (no division per column)
+                    for (q, phase) in phases.chunks_exact_mut(phase_len).take(s).enumerate() {
+                        let len = g.w.saturating_sub(q).div_ceil(s);
+                        gather_strided(&mut phase[..len], &xrow[q.min(g.w)..], s);
                     }
                 }
                 for kx in 0..g.kw {
@@ -3895,6 +3947,8 @@ mod tests {
             (3, 2, 1, 9, 11),
             (3, 3, 1, 10, 10),
             (2, 2, 0, 2, POOL_ROW + 6),
+            // a row that fits the buffer but whose stride phases would not
+            (3, 3, 0, 3, POOL_ROW),
         ];
         for (case, (k, s, pad, h, w)) in cases.into_iter().enumerate() {
             let out_len = |len: usize| (len + 2 * pad - k) / s + 1;
