@@ -2285,7 +2285,17 @@ pub struct Pool2dGeom {
 }
 
 /// Max pooling; padding never wins.
+///
+/// In place when `x` is empty: `out` then holds the input (`planes * h * w` floats) and
+/// receives the output at its start (see [`pool2d_in_place`] for when that is possible).
 pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: impl Fn(usize, f32) -> f32) {
+    if x.is_empty() {
+        let mut phases = [0.0f32; POOL_ROW];
+        pool2d_in_place(out, g, &epi, |xp, oy, row| {
+            max_pool2d_row(xp, g, oy, row, &mut phases)
+        });
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if crate::simd::avx2_fma() {
         // SAFETY: `max_pool2d_avx2` needs AVX2 and FMA, and `avx2_fma` has just checked
@@ -2302,6 +2312,44 @@ pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: impl Fn(usize
 /// Input columns [`max_pool2d_rows`] splits into phase rows on the stack.
 const POOL_ROW: usize = stack_floats(4096, 256);
 
+/// Widest output row a pooling computes in place ([`pool2d_in_place`] keeps one on the
+/// stack); the compiler plans a pooling in place only up to this width.
+pub const IN_PLACE_POOL_ROW: usize = 256;
+
+/// Runs a 2-d pooling whose output overwrites its input, in `buf`: the input's
+/// `planes * h * w` floats on entry, the output's `planes * oh * ow` at its start on
+/// return. Output rows are computed in order, each by `row_of(input plane, oy, row)` into
+/// a stack row (at most [`IN_PLACE_POOL_ROW`] wide), then stored. That is correct when
+/// no stored row reaches input a later row reads: with `first(oy) = min(h, max(0, oy *
+/// stride_h - pad_top))` the first input row output row `oy` can read, output row `oy`
+/// of plane 0 must end at or before `first(oy + 1) * w`, and `oh * ow <= h * w` (then
+/// every later plane has more room than plane 0). The memory plan checks exactly this
+/// before it gives a pooling its input's place (`plan::pools_in_place`).
+///
+/// Never inlined: its stack row (and the caller's phase rows) then live in its own frame,
+/// not beside the convolutions' buffers in an inlining caller's.
+#[inline(never)]
+fn pool2d_in_place(
+    buf: &mut [f32],
+    g: &Pool2dGeom,
+    epi: &impl Fn(usize, f32) -> f32,
+    mut row_of: impl FnMut(&[f32], usize, &mut [f32]),
+) {
+    debug_assert!(g.ow <= IN_PLACE_POOL_ROW, "an output row too wide to pool in place");
+    debug_assert!(buf.len() >= g.planes * g.h * g.w);
+    let mut row = [0.0f32; IN_PLACE_POOL_ROW];
+    let row = &mut row[..g.ow];
+    let in_plane = g.h * g.w;
+    for p in 0..g.planes {
+        for oy in 0..g.oh {
+            row_of(&buf[p * in_plane..(p + 1) * in_plane], oy, row);
+            let base = (p * g.oh + oy) * g.ow;
+            finish(row, base, epi);
+            buf[base..base + g.ow].copy_from_slice(row);
+        }
+    }
+}
+
 /// [`max_pool2d`], a whole output row at a time: each input row the window reaches is
 /// split once into `stride` phase rows (phase `q` holds columns `q, q + stride, ...`), so
 /// that every window tap is one contiguous run of compare-and-selects over the output
@@ -2315,55 +2363,69 @@ pub(crate) fn max_pool2d_rows(
     g: &Pool2dGeom,
     epi: &impl Fn(usize, f32) -> f32,
 ) {
-    let s = g.stride_w.max(1);
-    let phase_len = g.w.div_ceil(s);
-    let split = g.w <= POOL_ROW;
     let mut phases = [0.0f32; POOL_ROW];
     for p in 0..g.planes {
         let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
         for oy in 0..g.oh {
             let base = (p * g.oh + oy) * g.ow;
             let row = &mut out[base..base + g.ow];
-            row.fill(f32::NEG_INFINITY);
-            let (ky0, ky1) = valid_range(g.kh, g.h, g.dilation_h, g.pad_top, oy * g.stride_h);
-            for ky in ky0..ky1 {
-                let iy = oy * g.stride_h + ky * g.dilation_h - g.pad_top;
-                let xrow = &xp[iy * g.w..(iy + 1) * g.w];
-                if split {
-                    for (c, &v) in xrow.iter().enumerate() {
-                        phases[(c % s) * phase_len + c / s] = v;
-                    }
+            max_pool2d_row(xp, g, oy, row, &mut phases);
+            finish(row, base, epi);
+        }
+    }
+}
+
+/// Output row `oy` of max pooling one input plane `xp` (see [`max_pool2d_rows`]), with
+/// `phases` as the phase rows' buffer.
+#[inline(always)]
+fn max_pool2d_row(
+    xp: &[f32],
+    g: &Pool2dGeom,
+    oy: usize,
+    row: &mut [f32],
+    phases: &mut [f32; POOL_ROW],
+) {
+    let s = g.stride_w.max(1);
+    let phase_len = g.w.div_ceil(s);
+    let split = g.w <= POOL_ROW;
+    row.fill(f32::NEG_INFINITY);
+    let (ky0, ky1) = valid_range(g.kh, g.h, g.dilation_h, g.pad_top, oy * g.stride_h);
+    for ky in ky0..ky1 {
+        let iy = oy * g.stride_h + ky * g.dilation_h - g.pad_top;
+        let xrow = &xp[iy * g.w..(iy + 1) * g.w];
+        if split {
+            for (c, &v) in xrow.iter().enumerate() {
+                phases[(c % s) * phase_len + c / s] = v;
+            }
+        }
+        for kx in 0..g.kw {
+            let (x0, x1) = valid_range(g.ow, g.w, g.stride_w, g.pad_left, kx * g.dilation_w);
+            if x0 >= x1 {
+                continue;
+            }
+            // input column of output column `ox`: `ox * s + first - x0 * s`
+            let first = x0 * s + kx * g.dilation_w - g.pad_left;
+            let best = &mut row[x0..x1];
+            if split {
+                let at = (first % s) * phase_len + first / s;
+                let taps = &phases[at..at + best.len()];
+                for (b, &v) in best.iter_mut().zip(taps) {
+                    *b = if v > *b || v.is_nan() { v } else { *b };
                 }
-                for kx in 0..g.kw {
-                    let (x0, x1) =
-                        valid_range(g.ow, g.w, g.stride_w, g.pad_left, kx * g.dilation_w);
-                    if x0 >= x1 {
-                        continue;
-                    }
-                    // input column of output column `ox`: `ox * s + first - x0 * s`
-                    let first = x0 * s + kx * g.dilation_w - g.pad_left;
-                    let best = &mut row[x0..x1];
-                    if split {
-                        let at = (first % s) * phase_len + first / s;
-                        let taps = &phases[at..at + best.len()];
-                        for (b, &v) in best.iter_mut().zip(taps) {
-                            *b = if v > *b || v.is_nan() { v } else { *b };
-                        }
-                    } else {
-                        let taps = xrow[first..].iter().step_by(s);
-                        for (b, &v) in best.iter_mut().zip(taps) {
-                            *b = if v > *b || v.is_nan() { v } else { *b };
-                        }
-                    }
+            } else {
+                let taps = xrow[first..].iter().step_by(s);
+                for (b, &v) in best.iter_mut().zip(taps) {
+                    *b = if v > *b || v.is_nan() { v } else { *b };
                 }
             }
-            finish(row, base, epi);
         }
     }
 }
 
 /// Average pooling. With `count_include_pad` the divisor is the window clipped to the
 /// padded input (PyTorch); otherwise the number of real input elements in the window.
+///
+/// In place when `x` is empty, as [`max_pool2d`].
 pub fn avg_pool2d(
     x: &[f32],
     out: &mut [f32],
@@ -2371,46 +2433,60 @@ pub fn avg_pool2d(
     count_include_pad: bool,
     epi: impl Fn(usize, f32) -> f32,
 ) {
+    if x.is_empty() {
+        pool2d_in_place(out, g, &epi, |xp, oy, row| {
+            avg_pool2d_row(xp, g, oy, count_include_pad, row)
+        });
+        return;
+    }
+    let in_plane = g.h * g.w;
     for p in 0..g.planes {
-        let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
-        let op = &mut out[p * g.oh * g.ow..(p + 1) * g.oh * g.ow];
+        let xp = &x[p * in_plane..(p + 1) * in_plane];
         for oy in 0..g.oh {
-            let y_start = (oy * g.stride_h) as isize - g.pad_top as isize;
-            let y_end_padded = (y_start + ((g.kh - 1) * g.dilation_h + 1) as isize)
-                .min((g.h + g.pad_bottom) as isize);
-            for ox in 0..g.ow {
-                let x_start = (ox * g.stride_w) as isize - g.pad_left as isize;
-                let x_end_padded = (x_start + ((g.kw - 1) * g.dilation_w + 1) as isize)
-                    .min((g.w + g.pad_right) as isize);
-                let mut sum = 0.0f32;
-                let mut count = 0usize;
-                let mut padded_count = 0usize;
-                for ky in 0..g.kh {
-                    let iy = y_start + (ky * g.dilation_h) as isize;
-                    if iy >= y_end_padded {
-                        continue;
-                    }
-                    for kx in 0..g.kw {
-                        let ix = x_start + (kx * g.dilation_w) as isize;
-                        if ix >= x_end_padded {
-                            continue;
-                        }
-                        padded_count += 1;
-                        if iy < 0 || iy >= g.h as isize || ix < 0 || ix >= g.w as isize {
-                            continue;
-                        }
-                        sum += xp[iy as usize * g.w + ix as usize];
-                        count += 1;
-                    }
+            let base = (p * g.oh + oy) * g.ow;
+            let row = &mut out[base..base + g.ow];
+            avg_pool2d_row(xp, g, oy, count_include_pad, row);
+            finish(row, base, &epi);
+        }
+    }
+}
+
+/// Output row `oy` of average pooling one input plane `xp` (see [`avg_pool2d`]).
+fn avg_pool2d_row(xp: &[f32], g: &Pool2dGeom, oy: usize, count_include_pad: bool, row: &mut [f32]) {
+    let y_start = (oy * g.stride_h) as isize - g.pad_top as isize;
+    let y_end_padded = (y_start + ((g.kh - 1) * g.dilation_h + 1) as isize)
+        .min((g.h + g.pad_bottom) as isize);
+    for (ox, o) in row.iter_mut().enumerate() {
+        let x_start = (ox * g.stride_w) as isize - g.pad_left as isize;
+        let x_end_padded = (x_start + ((g.kw - 1) * g.dilation_w + 1) as isize)
+            .min((g.w + g.pad_right) as isize);
+        let mut sum = 0.0f32;
+        let mut count = 0usize;
+        let mut padded_count = 0usize;
+        for ky in 0..g.kh {
+            let iy = y_start + (ky * g.dilation_h) as isize;
+            if iy >= y_end_padded {
+                continue;
+            }
+            for kx in 0..g.kw {
+                let ix = x_start + (kx * g.dilation_w) as isize;
+                if ix >= x_end_padded {
+                    continue;
                 }
-                let divisor = if count_include_pad {
-                    padded_count
-                } else {
-                    count
-                };
-                op[oy * g.ow + ox] = epi((p * g.oh + oy) * g.ow + ox, sum / divisor.max(1) as f32);
+                padded_count += 1;
+                if iy < 0 || iy >= g.h as isize || ix < 0 || ix >= g.w as isize {
+                    continue;
+                }
+                sum += xp[iy as usize * g.w + ix as usize];
+                count += 1;
             }
         }
+        let divisor = if count_include_pad {
+            padded_count
+        } else {
+            count
+        };
+        *o = sum / divisor.max(1) as f32;
     }
 }
 
@@ -3802,6 +3878,56 @@ mod tests {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// Pooling in place (an empty `x`, the input in `out`) gives what pooling into another
+    /// buffer gives, for max and average pooling, on geometries the memory plan lets run
+    /// in place: LeNet's 2x2 stride 2, overlapping 2x2 stride 1 windows, resnet18's 3x3
+    /// stride 2 with padding, two batches.
+    #[test]
+    fn pooling_in_place_matches_pooling_out_of_place() {
+        // (n * c, h, w, k, s, pad)
+        let cases = [
+            (6, 24, 24, 2, 2, 0),
+            (3, 7, 9, 2, 1, 0),
+            (4, 11, 10, 3, 2, 1),
+            (2, 5, 5, 5, 5, 0),
+        ];
+        for (case, (planes, h, w, k, s, pad)) in cases.into_iter().enumerate() {
+            let out_len = |len: usize| (len + 2 * pad - k) / s + 1;
+            let g = Pool2dGeom {
+                planes,
+                h,
+                w,
+                oh: out_len(h),
+                ow: out_len(w),
+                kh: k,
+                kw: k,
+                stride_h: s,
+                stride_w: s,
+                pad_top: pad,
+                pad_left: pad,
+                pad_bottom: pad,
+                pad_right: pad,
+                dilation_h: 1,
+                dilation_w: 1,
+            };
+            let x = data(planes * h * w, 1700 + case as u64);
+            let n_out = planes * g.oh * g.ow;
+            let epi = |i: usize, v: f32| if i.is_multiple_of(3) { v * 2.0 } else { v - 1.0 };
+            for average in [false, true] {
+                let mut want = std::vec![0.0; n_out];
+                let mut buf = x.clone();
+                if average {
+                    avg_pool2d(&x, &mut want, &g, true, epi);
+                    avg_pool2d(&[], &mut buf, &g, true, epi);
+                } else {
+                    max_pool2d(&x, &mut want, &g, epi);
+                    max_pool2d(&[], &mut buf, &g, epi);
+                }
+                assert_eq!(buf[..n_out], want[..], "case {case}, average {average}");
             }
         }
     }
