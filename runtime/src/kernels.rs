@@ -2290,10 +2290,7 @@ pub struct Pool2dGeom {
 /// receives the output at its start (see [`pool2d_in_place`] for when that is possible).
 pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: impl Fn(usize, f32) -> f32) {
     if x.is_empty() {
-        let mut phases = [0.0f32; POOL_ROW];
-        pool2d_in_place(out, g, &epi, |xp, oy, row| {
-            max_pool2d_row(xp, g, oy, row, &mut phases)
-        });
+        max_pool2d_in_place(out, g, &epi);
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -2306,7 +2303,30 @@ pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: impl Fn(usize
         };
         return;
     }
-    max_pool2d_rows(x, out, g, &epi);
+    max_pool2d_portable(x, out, g, &epi);
+}
+
+/// [`max_pool2d_rows`] kept out of line: its phase rows (1 KiB on a microcontroller) then
+/// exist only while a pooling runs, not in every caller's frame (under the convolutions'
+/// buffers when the caller goes on to run one).
+#[inline(never)]
+fn max_pool2d_portable(
+    x: &[f32],
+    out: &mut [f32],
+    g: &Pool2dGeom,
+    epi: &impl Fn(usize, f32) -> f32,
+) {
+    max_pool2d_rows(x, out, g, epi);
+}
+
+/// [`max_pool2d`] in place (see [`pool2d_in_place`]), out of line as
+/// [`max_pool2d_portable`].
+#[inline(never)]
+fn max_pool2d_in_place(buf: &mut [f32], g: &Pool2dGeom, epi: &impl Fn(usize, f32) -> f32) {
+    let mut phases = [0.0f32; POOL_ROW];
+    pool2d_in_place(buf, g, epi, |xp, oy, row| {
+        max_pool2d_row(xp, g, oy, row, &mut phases)
+    });
 }
 
 /// Input columns [`max_pool2d_rows`] splits into phase rows on the stack.
@@ -2326,9 +2346,9 @@ pub const IN_PLACE_POOL_ROW: usize = 256;
 /// every later plane has more room than plane 0). The memory plan checks exactly this
 /// before it gives a pooling its input's place (`plan::pools_in_place`).
 ///
-/// Never inlined: its stack row (and the caller's phase rows) then live in its own frame,
-/// not beside the convolutions' buffers in an inlining caller's.
-#[inline(never)]
+/// Its callers are kept out of line, so that its stack row lives only while a pooling
+/// runs, not beside the convolutions' buffers in an inlining caller's frame.
+#[inline(always)]
 fn pool2d_in_place(
     buf: &mut [f32],
     g: &Pool2dGeom,
@@ -2434,9 +2454,7 @@ pub fn avg_pool2d(
     epi: impl Fn(usize, f32) -> f32,
 ) {
     if x.is_empty() {
-        pool2d_in_place(out, g, &epi, |xp, oy, row| {
-            avg_pool2d_row(xp, g, oy, count_include_pad, row)
-        });
+        avg_pool2d_in_place(out, g, count_include_pad, &epi);
         return;
     }
     let in_plane = g.h * g.w;
@@ -2449,6 +2467,20 @@ pub fn avg_pool2d(
             finish(row, base, &epi);
         }
     }
+}
+
+/// [`avg_pool2d`] in place (see [`pool2d_in_place`]), out of line as
+/// [`max_pool2d_portable`].
+#[inline(never)]
+fn avg_pool2d_in_place(
+    buf: &mut [f32],
+    g: &Pool2dGeom,
+    count_include_pad: bool,
+    epi: &impl Fn(usize, f32) -> f32,
+) {
+    pool2d_in_place(buf, g, epi, |xp, oy, row| {
+        avg_pool2d_row(xp, g, oy, count_include_pad, row)
+    });
 }
 
 /// Output row `oy` of average pooling one input plane `xp` (see [`avg_pool2d`]).
