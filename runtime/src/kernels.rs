@@ -2355,7 +2355,10 @@ fn pool2d_in_place(
     epi: &impl Fn(usize, f32) -> f32,
     mut row_of: impl FnMut(&[f32], usize, &mut [f32]),
 ) {
-    debug_assert!(g.ow <= IN_PLACE_POOL_ROW, "an output row too wide to pool in place");
+    debug_assert!(
+        g.ow <= IN_PLACE_POOL_ROW,
+        "an output row too wide to pool in place"
+    );
     debug_assert!(buf.len() >= g.planes * g.h * g.w);
     let mut row = [0.0f32; IN_PLACE_POOL_ROW];
     let row = &mut row[..g.ow];
@@ -2486,12 +2489,12 @@ fn avg_pool2d_in_place(
 /// Output row `oy` of average pooling one input plane `xp` (see [`avg_pool2d`]).
 fn avg_pool2d_row(xp: &[f32], g: &Pool2dGeom, oy: usize, count_include_pad: bool, row: &mut [f32]) {
     let y_start = (oy * g.stride_h) as isize - g.pad_top as isize;
-    let y_end_padded = (y_start + ((g.kh - 1) * g.dilation_h + 1) as isize)
-        .min((g.h + g.pad_bottom) as isize);
+    let y_end_padded =
+        (y_start + ((g.kh - 1) * g.dilation_h + 1) as isize).min((g.h + g.pad_bottom) as isize);
     for (ox, o) in row.iter_mut().enumerate() {
         let x_start = (ox * g.stride_w) as isize - g.pad_left as isize;
-        let x_end_padded = (x_start + ((g.kw - 1) * g.dilation_w + 1) as isize)
-            .min((g.w + g.pad_right) as isize);
+        let x_end_padded =
+            (x_start + ((g.kw - 1) * g.dilation_w + 1) as isize).min((g.w + g.pad_right) as isize);
         let mut sum = 0.0f32;
         let mut count = 0usize;
         let mut padded_count = 0usize;
@@ -3948,7 +3951,13 @@ mod tests {
             };
             let x = data(planes * h * w, 1700 + case as u64);
             let n_out = planes * g.oh * g.ow;
-            let epi = |i: usize, v: f32| if i.is_multiple_of(3) { v * 2.0 } else { v - 1.0 };
+            let epi = |i: usize, v: f32| {
+                if i.is_multiple_of(3) {
+                    v * 2.0
+                } else {
+                    v - 1.0
+                }
+            };
             for average in [false, true] {
                 let mut want = std::vec![0.0; n_out];
                 let mut buf = x.clone();

@@ -26,8 +26,9 @@ dnn! {
 /// The test image's .npy file (a 128-byte header, then 784 little-endian f32s), aligned
 /// so that `run` reads the image where it lies, in flash. A camera would write its frame
 /// into RAM instead: 784 floats, 3,136 B more than the RAM this program reports.
-static INPUT_NPY: EmbeddedWeights<{ 128 + 784 * 4 }> =
-    EmbeddedWeights(*include_bytes!("../../../../models/reference/lenet/input.npy"));
+static INPUT_NPY: EmbeddedWeights<{ 128 + 784 * 4 }> = EmbeddedWeights(*include_bytes!(
+    "../../../../models/reference/lenet/input.npy"
+));
 static OUTPUT_NPY: &[u8] = include_bytes!("../../../../models/reference/lenet/output.npy");
 
 /// The model, its weights compiled in (flash): nothing is loaded at run time.
@@ -47,7 +48,10 @@ fn lenet() -> i32 {
     };
     // the image: the file's last 784 floats (`parse` checked that they are its data)
     let floats = INPUT_NPY.floats();
-    let Some(Ok(x)) = floats.get(floats.len() - 784..).map(<&[f32; 784]>::try_from) else {
+    let Some(Ok(x)) = floats
+        .get(floats.len() - 784..)
+        .map(<&[f32; 784]>::try_from)
+    else {
         return EXIT_NPY;
     };
     let mut logits = [0.0f32; 10];
