@@ -3841,6 +3841,36 @@ mod tests {
         }
     }
 
+    /// The geometry of pooling `planes` `h x w` planes with a `k x k` window, stride `s`
+    /// and padding `pad` on every side.
+    fn square_pool(
+        planes: usize,
+        h: usize,
+        w: usize,
+        k: usize,
+        s: usize,
+        pad: usize,
+    ) -> Pool2dGeom {
+        let out_len = |len: usize| (len + 2 * pad - k) / s + 1;
+        Pool2dGeom {
+            planes,
+            h,
+            w,
+            oh: out_len(h),
+            ow: out_len(w),
+            kh: k,
+            kw: k,
+            stride_h: s,
+            stride_w: s,
+            pad_top: pad,
+            pad_left: pad,
+            pad_bottom: pad,
+            pad_right: pad,
+            dilation_h: 1,
+            dilation_w: 1,
+        }
+    }
+
     /// max_pool2d on windows inside the input (the row-at-a-time path) and with padding
     /// (the general one) against the definition, a NaN included (it wins its windows).
     #[test]
@@ -3856,24 +3886,7 @@ mod tests {
             (2, 2, 0, 2, POOL_ROW + 6),
         ];
         for (case, (k, s, pad, h, w)) in cases.into_iter().enumerate() {
-            let out_len = |len: usize| (len + 2 * pad - k) / s + 1;
-            let g = Pool2dGeom {
-                planes: 3,
-                h,
-                w,
-                oh: out_len(h),
-                ow: out_len(w),
-                kh: k,
-                kw: k,
-                stride_h: s,
-                stride_w: s,
-                pad_top: pad,
-                pad_left: pad,
-                pad_bottom: pad,
-                pad_right: pad,
-                dilation_h: 1,
-                dilation_w: 1,
-            };
+            let g = square_pool(3, h, w, k, s, pad);
             let mut x = data(3 * h * w, 900 + case as u64);
             x[h * w + 4] = f32::NAN;
             let mut out = std::vec![0.0; 3 * g.oh * g.ow];
@@ -3931,24 +3944,7 @@ mod tests {
             (2, 5, 5, 5, 5, 0),
         ];
         for (case, (planes, h, w, k, s, pad)) in cases.into_iter().enumerate() {
-            let out_len = |len: usize| (len + 2 * pad - k) / s + 1;
-            let g = Pool2dGeom {
-                planes,
-                h,
-                w,
-                oh: out_len(h),
-                ow: out_len(w),
-                kh: k,
-                kw: k,
-                stride_h: s,
-                stride_w: s,
-                pad_top: pad,
-                pad_left: pad,
-                pad_bottom: pad,
-                pad_right: pad,
-                dilation_h: 1,
-                dilation_w: 1,
-            };
+            let g = square_pool(planes, h, w, k, s, pad);
             let x = data(planes * h * w, 1700 + case as u64);
             let n_out = planes * g.oh * g.ow;
             let epi = |i: usize, v: f32| {
