@@ -57,6 +57,29 @@ model_with_source! {
     }
 }
 
+model_with_source! {
+    pools {
+        /// Poolings the memory plan runs over their input (`a`'s max pool with a residual
+        /// add, `b`'s average pool with padding) and ones it must not: overlapping rows
+        /// that reach back (`c`), an input read again later (`d`).
+        pub model Pools(x: [2, 3, 10, 10]) -> (a: [2, 4, 5, 5], b: [2, 4, 5, 5], c: [2, 4, 10, 10], d: [2, 4, 1, 1]) {
+            let conv_a = conv2d(x, 4, kernel = 3, padding = 1);
+            let conv_e = conv2d(x, 4, kernel = 3, padding = 1);
+            let pooled_a = relu(max_pool2d(conv_a, 2)) + avg_pool2d(conv_e, 2);
+            let a = conv2d(pooled_a, 4, kernel = 1);
+            let conv_b = conv2d(x, 4, kernel = 3, padding = 1);
+            let pooled_b = avg_pool2d(conv_b, 3, stride = 2, padding = 1) * 2.0;
+            let b = conv2d(pooled_b, 4, kernel = 1);
+            let conv_c = conv2d(x, 4, kernel = 3, padding = 1);
+            let pooled_c = max_pool2d(conv_c, 3, stride = 1, padding = 1);
+            let c = conv2d(pooled_c, 4, kernel = 1);
+            let conv_d = conv2d(x, 4, kernel = 3, padding = 1);
+            let d = global_avg_pool2d(avg_pool2d(conv_d, 2)) + global_max_pool2d(conv_d);
+            (a, b, c, d)
+        }
+    }
+}
+
 /// Runs a model on `inputs` with parameters `0.01 * (i % 17) - 0.08` and compares every
 /// output with the interpreter on the same graph.
 fn compare_with_interpreter<M: Model>(source: &str, inputs: &[Vec<f32>]) {
@@ -178,4 +201,35 @@ fn transposes_after_matmul_and_linear_become_store_maps() {
     let x: Vec<f32> = (0..80).map(|i| ((i * 5) % 11) as f32 / 4.0 - 1.0).collect();
     let y: Vec<f32> = (0..96).map(|i| ((i * 3) % 7) as f32 / 3.0 - 1.0).collect();
     compare_with_interpreter::<Layouts>(layouts::SOURCE, &[x, y]);
+}
+
+#[test]
+fn poolings_planned_in_place_compute_the_same() {
+    let model = lower_str(pools::SOURCE).unwrap().remove(0);
+    let compiled = dnnfusion_compiler::compile_model(model);
+    let graph = &compiled.model.graph;
+    let overwritten: Vec<&str> = compiled
+        .memory
+        .in_place
+        .iter()
+        .filter_map(|&(_, operand)| graph.values.get(operand).map(|v| v.name.as_str()))
+        .collect();
+    for name in ["conv_a", "conv_b"] {
+        assert!(overwritten.contains(&name), "{overwritten:?}");
+    }
+    for name in ["conv_c", "conv_d"] {
+        assert!(!overwritten.contains(&name), "{overwritten:?}");
+    }
+    let x: Vec<f32> = (0..600)
+        .map(|i| ((i * 7) % 13) as f32 / 3.0 - 2.0)
+        .collect();
+    compare_with_interpreter::<pools::Pools>(pools::SOURCE, &[x]);
+}
+
+#[test]
+fn the_planner_and_the_kernels_agree_on_the_widest_in_place_pooling_row() {
+    assert_eq!(
+        dnnfusion_compiler::plan::IN_PLACE_POOL_ROW,
+        dnnfusion::runtime::kernels::IN_PLACE_POOL_ROW
+    );
 }

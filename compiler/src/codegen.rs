@@ -609,7 +609,9 @@ fn read_expr(model: &ModelIr, plan: &MemoryPlan, names: &[Ident], value: ValueId
 }
 
 /// Binds the operands of one step (reading the arena through `regions`, the rest
-/// directly) as `in0, in1, ...` and its output as `out_name`.
+/// directly) as `in0, in1, ...` and its output as `out_name`. A pooling planned in place
+/// gets its input as an empty slice and, as its output, the input's whole range, which
+/// the kernels read as "in place".
 fn bind_step(
     model: &ModelIr,
     plan: &MemoryPlan,
@@ -624,9 +626,11 @@ fn bind_step(
     let mut arena_reads = Vec::new();
     let mut operand_idents = Vec::new();
     let mut direct = Vec::new();
+    let overwritten = plan.overwrites(output);
     for (i, &v) in operands.iter().enumerate() {
         let ident = format_ident!("in{}", i);
         match plan.storage(v) {
+            _ if overwritten == Some(v) => direct.push(quote! { let #ident: &[f32] = &[]; }),
             Some(Slot::Arena { offset, len }) => arena_reads.push((ident.clone(), *offset, *len)),
             _ => {
                 let expr = read_expr(model, plan, names, v);
@@ -656,9 +660,15 @@ fn bind_step(
                 }
             }
         }
-        Some(Slot::Arena { offset, len }) => quote! {
-            let ([#(#read_idents),*], #out_name) = ::dnnfusion::runtime::arena::regions(arena, [#(#read_ranges),*], (#offset, #len));
-        },
+        Some(Slot::Arena { offset, len }) => {
+            let (offset, len) = match overwritten.and_then(|v| plan.storage(v)) {
+                Some(Slot::Arena { offset, len }) => (offset, len),
+                _ => (offset, len),
+            };
+            quote! {
+                let ([#(#read_idents),*], #out_name) = ::dnnfusion::runtime::arena::regions(arena, [#(#read_ranges),*], (#offset, #len));
+            }
+        }
         _ => quote! { let #out_name: &mut [f32] = &mut []; },
     };
     (quote! { #(#direct)* #bind }, operand_idents, out_name)

@@ -59,6 +59,9 @@ pub struct MemoryPlan {
     pub output_copies: Vec<(usize, ValueId)>,
     /// Bytes of intermediates written to memory (arena values), for the fusion report.
     pub intermediate_bytes: usize,
+    /// Poolings computed in place: (stored value, operand whose arena range it
+    /// overwrites, starting at the same offset); see [`pools_in_place`].
+    pub in_place: Vec<(ValueId, ValueId)>,
 }
 
 impl MemoryPlan {
@@ -72,6 +75,15 @@ impl MemoryPlan {
             }
         }
         None
+    }
+
+    /// The operand `value` is computed over, in place (its slot starts where the operand's
+    /// did), if any.
+    pub fn overwrites(&self, value: ValueId) -> Option<ValueId> {
+        self.in_place
+            .iter()
+            .find(|&&(v, _)| v == value)
+            .map(|&(_, operand)| operand)
     }
 }
 
@@ -170,6 +182,7 @@ pub fn plan(graph: &Graph, fusion: &FusionPlan) -> MemoryPlan {
     let mut live: Vec<(usize, usize, usize)> = Vec::new();
     let mut arena_len = 0;
     let mut intermediate_bytes = 0;
+    let mut in_place = Vec::new();
     for (b, block) in fusion.blocks.iter().enumerate() {
         let Some(node) = graph.nodes.get(block.sink()) else {
             continue;
@@ -182,7 +195,14 @@ pub fn plan(graph: &Graph, fusion: &FusionPlan) -> MemoryPlan {
         live.retain(|&(_, _, end)| end >= b);
         let len = graph.values.get(v).map_or(0, |v| v.len());
         let end = last_use.get(v).copied().unwrap_or(b).max(b);
-        let offset = first_fit(&mut live, len);
+        let overwritten = pools_in_place(graph, block, b, &slots, &root, &last_use);
+        let offset = match overwritten {
+            Some((operand, offset)) => {
+                in_place.push((v, operand));
+                offset
+            }
+            None => first_fit(&mut live, len),
+        };
         live.push((offset, len, end));
         arena_len = arena_len.max(offset + len);
         intermediate_bytes += len * 4;
@@ -200,7 +220,74 @@ pub fn plan(graph: &Graph, fusion: &FusionPlan) -> MemoryPlan {
         param_len,
         output_copies,
         intermediate_bytes,
+        in_place,
     }
+}
+
+/// Widest output row a pooling is planned in place for: the row the runtime's in-place
+/// kernel keeps on the stack (`runtime::kernels::IN_PLACE_POOL_ROW`, equal by a test).
+pub const IN_PLACE_POOL_ROW: usize = 256;
+
+/// The operand block `b` may overwrite with its result, and that operand's offset: when
+/// the block's anchor is a `max_pool2d` or `avg_pool2d` whose input is an arena value
+/// read by nothing else (no later block, no other op of this block), whose epilogue keeps
+/// every value at its flat position, and whose geometry lets the kernel work in place.
+///
+/// The kernel (`runtime::kernels::pool2d_in_place`) computes output row `oy` of each
+/// plane into a stack row, after reading input rows from `first(oy) = min(h, max(0, oy *
+/// stride - pad_top))` on, and only then stores it. A stored row must not reach input a
+/// later row reads: for plane `p`, row `oy` ends at `(p * oh + oy + 1) * ow` and the next
+/// row reads from `p * h * w + first(oy + 1) * w` (the next plane from `(p + 1) * h * w`).
+/// Both sides grow with `p`, the right one faster when `oh * ow <= h * w`, so plane 0
+/// is the one to check:
+///
+/// ```text
+///   LeNet's 2x2 stride 2 on 24x24: output row oy ends at 12 (oy + 1),
+///   the next reads from 24 * 2 (oy + 1): in place
+///   3x3 stride 1 padding 1 on 8x8: output row 0 ends at 8, row 1 reads from 0: not
+/// ```
+fn pools_in_place(
+    graph: &Graph,
+    block: &crate::fuse::Block,
+    b: usize,
+    slots: &[Option<Slot>],
+    root: &[ValueId],
+    last_use: &[usize],
+) -> Option<(ValueId, usize)> {
+    let anchor = graph.nodes.get(block.anchor?)?;
+    let (Op::MaxPool2d(attrs) | Op::AvgPool2d(attrs)) = &anchor.op else {
+        return None;
+    };
+    let x = *anchor.inputs.first()?;
+    let Some(Some(Slot::Arena { offset, .. })) = slots.get(x) else {
+        return None;
+    };
+    let reads = block
+        .nodes
+        .iter()
+        .filter_map(|&m| graph.nodes.get(m))
+        .flat_map(|n| &n.inputs)
+        .filter(|&&v| root.get(v).copied().unwrap_or(v) == x)
+        .count();
+    let sink = graph.nodes.get(block.sink())?;
+    let stored_len = graph.values.get(sink.output)?.len();
+    let out_len = graph.values.get(anchor.output)?.len();
+    if last_use.get(x) != Some(&b)
+        || reads != 1
+        || stored_len != out_len
+        || !crate::fuse::store_chain_nodes(graph, block).is_empty()
+    {
+        return None;
+    }
+    let (&[_, _, h, w], &[_, _, oh, ow]) = (graph.shape(x), graph.shape(anchor.output)) else {
+        return None;
+    };
+    let (stride, pad_top) = (attrs.stride[0], attrs.padding[0]);
+    let first = |oy: usize| (oy * stride).saturating_sub(pad_top).min(h);
+    let fits = ow <= IN_PLACE_POOL_ROW
+        && oh * ow <= h * w
+        && (1..oh).all(|next| next * ow <= first(next) * w);
+    fits.then_some((x, *offset))
 }
 
 /// Lowest aligned offset where `len` floats fit between live blocks.
@@ -255,6 +342,72 @@ mod tests {
             .collect();
         assert_eq!(offsets, vec![0, 112, 0, 112]);
         assert_eq!(plan.slots.last(), Some(&Slot::Output(0)));
+    }
+
+    /// The memory plan `dnn!` makes of one model declaration.
+    fn planned(src: &str) -> (Graph, MemoryPlan) {
+        let mut models = crate::lower_str(src).unwrap();
+        let compiled = crate::compile_model(models.remove(0));
+        (compiled.model.graph, compiled.memory)
+    }
+
+    /// The arena slot of the value named `name`.
+    fn arena_of(graph: &Graph, memory: &MemoryPlan, name: &str) -> Option<(usize, usize)> {
+        let v = graph.values.iter().position(|v| v.name == name)?;
+        match memory.slots.get(v)? {
+            Slot::Arena { offset, len } => Some((*offset, *len)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_pooling_that_reads_ahead_of_its_writes_overwrites_its_input() {
+        // LeNet's first layers: the pooled copy takes the convolution's place
+        let (graph, memory) = planned(
+            "model M(x: [1, 1, 28, 28]) -> [1, 16, 8, 8] {
+                let c = conv2d(x, 6, kernel = 5);
+                let p = max_pool2d(c, 2);
+                let d = conv2d(p, 16, kernel = 5);
+                d
+            }",
+        );
+        assert_eq!(arena_of(&graph, &memory, "c"), Some((0, 3456)));
+        assert_eq!(arena_of(&graph, &memory, "p"), Some((0, 864)));
+        assert_eq!(memory.in_place.len(), 1);
+        assert_eq!(memory.arena_len, 3456);
+    }
+
+    #[test]
+    fn a_pooling_whose_rows_reach_back_gets_its_own_place() {
+        // 3x3 stride 1 padding 1 on 6x6: output row 0 ends at 6, row 1 reads input from 0
+        let (graph, memory) = planned(
+            "model M(x: [1, 1, 8, 8]) -> [1, 2, 6, 6] {
+                let c = conv2d(x, 2, kernel = 3);
+                let p = max_pool2d(c, 3, stride = 1, padding = 1);
+                let d = conv2d(p, 2, kernel = 1);
+                d
+            }",
+        );
+        assert!(memory.in_place.is_empty());
+        let (c, p) = (
+            arena_of(&graph, &memory, "c"),
+            arena_of(&graph, &memory, "p"),
+        );
+        assert!(matches!((c, p), (Some((a, _)), Some((b, _))) if a != b));
+    }
+
+    #[test]
+    fn a_pooling_whose_input_is_read_again_gets_its_own_place() {
+        // `c` is still read after the pooling: overwriting it would change `d`
+        let (_, memory) = planned(
+            "model M(x: [1, 1, 12, 12]) -> [1, 2, 1, 1] {
+                let c = conv2d(x, 2, kernel = 3);
+                let p = avg_pool2d(c, 2);
+                let d = global_avg_pool2d(c);
+                global_avg_pool2d(p) + d
+            }",
+        );
+        assert!(memory.in_place.is_empty());
     }
 
     #[test]

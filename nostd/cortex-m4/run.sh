@@ -124,7 +124,9 @@ fi
 # into the compiled-in weights (the model's `embedded::WEIGHTS` symbol), the test vectors
 # (the .npy files, included whole) and code (the rest: model, runtime, startup,
 # semihosting, checking); RAM = .data + .bss (arena, input buffer) + the stack's
-# high-water mark; instructions from the program's own count (-icount shift=0).
+# high-water mark; instructions from the program's own count (-icount shift=0). LeNet
+# reads its test image where it lies, in flash (input 0): a camera's frame buffer in RAM
+# would add 784 floats (3,136 B).
 echo
 echo "| model | flash total | code | weights | test vectors | RAM total | arena | input | stack | instructions / inference | MACs | instructions / MAC |"
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"

@@ -2482,7 +2482,14 @@ pub struct Pool2dGeom {
 }
 
 /// Max pooling; padding never wins.
+///
+/// In place when `x` is empty: `out` then holds the input (`planes * h * w` floats) and
+/// receives the output at its start (see [`pool2d_in_place`] for when that is possible).
 pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: impl Fn(usize, f32) -> f32) {
+    if x.is_empty() {
+        max_pool2d_in_place(out, g, &epi);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if crate::simd::avx2_fma() {
         // SAFETY: `max_pool2d_avx2` needs AVX2 and FMA, and `avx2_fma` has just checked
@@ -2493,11 +2500,75 @@ pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: impl Fn(usize
         };
         return;
     }
-    max_pool2d_rows(x, out, g, &epi);
+    max_pool2d_portable(x, out, g, &epi);
+}
+
+/// [`max_pool2d_rows`] kept out of line: its phase rows (1 KiB on a microcontroller) then
+/// exist only while a pooling runs, not in every caller's frame (under the convolutions'
+/// buffers when the caller goes on to run one).
+#[inline(never)]
+fn max_pool2d_portable(
+    x: &[f32],
+    out: &mut [f32],
+    g: &Pool2dGeom,
+    epi: &impl Fn(usize, f32) -> f32,
+) {
+    max_pool2d_rows(x, out, g, epi);
+}
+
+/// [`max_pool2d`] in place (see [`pool2d_in_place`]), out of line as
+/// [`max_pool2d_portable`].
+#[inline(never)]
+fn max_pool2d_in_place(buf: &mut [f32], g: &Pool2dGeom, epi: &impl Fn(usize, f32) -> f32) {
+    let mut phases = [0.0f32; POOL_ROW];
+    pool2d_in_place(buf, g, epi, |xp, oy, row| {
+        max_pool2d_row(xp, g, oy, row, &mut phases)
+    });
 }
 
 /// Input columns [`max_pool2d_rows`] splits into phase rows on the stack.
 const POOL_ROW: usize = stack_floats(4096, 256);
+
+/// Widest output row a pooling computes in place ([`pool2d_in_place`] keeps one on the
+/// stack); the compiler plans a pooling in place only up to this width.
+pub const IN_PLACE_POOL_ROW: usize = 256;
+
+/// Runs a 2-d pooling whose output overwrites its input, in `buf`: the input's
+/// `planes * h * w` floats on entry, the output's `planes * oh * ow` at its start on
+/// return. Output rows are computed in order, each by `row_of(input plane, oy, row)` into
+/// a stack row (at most [`IN_PLACE_POOL_ROW`] wide), then stored. That is correct when
+/// no stored row reaches input a later row reads: with `first(oy) = min(h, max(0, oy *
+/// stride_h - pad_top))` the first input row output row `oy` can read, output row `oy`
+/// of plane 0 must end at or before `first(oy + 1) * w`, and `oh * ow <= h * w` (then
+/// every later plane has more room than plane 0). The memory plan checks exactly this
+/// before it gives a pooling its input's place (`plan::pools_in_place`).
+///
+/// Its callers are kept out of line, so that its stack row lives only while a pooling
+/// runs, not beside the convolutions' buffers in an inlining caller's frame.
+#[inline(always)]
+fn pool2d_in_place(
+    buf: &mut [f32],
+    g: &Pool2dGeom,
+    epi: &impl Fn(usize, f32) -> f32,
+    mut row_of: impl FnMut(&[f32], usize, &mut [f32]),
+) {
+    debug_assert!(
+        g.ow <= IN_PLACE_POOL_ROW,
+        "an output row too wide to pool in place"
+    );
+    debug_assert!(buf.len() >= g.planes * g.h * g.w);
+    let mut row = [0.0f32; IN_PLACE_POOL_ROW];
+    let row = &mut row[..g.ow];
+    let in_plane = g.h * g.w;
+    for p in 0..g.planes {
+        for oy in 0..g.oh {
+            row_of(&buf[p * in_plane..(p + 1) * in_plane], oy, row);
+            let base = (p * g.oh + oy) * g.ow;
+            finish(row, base, epi);
+            buf[base..base + g.ow].copy_from_slice(row);
+        }
+    }
+}
 
 /// [`max_pool2d`], a whole output row at a time: each input row the window reaches is
 /// split once into `stride` phase rows (phase `q` holds columns `q, q + stride, ...`), so
@@ -2512,57 +2583,93 @@ pub(crate) fn max_pool2d_rows(
     g: &Pool2dGeom,
     epi: &impl Fn(usize, f32) -> f32,
 ) {
-    let s = g.stride_w.max(1);
-    let phase_len = g.w.div_ceil(s);
-    let split = s * phase_len <= POOL_ROW;
     let mut phases = [0.0f32; POOL_ROW];
     for p in 0..g.planes {
         let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
         for oy in 0..g.oh {
             let base = (p * g.oh + oy) * g.ow;
             let row = &mut out[base..base + g.ow];
-            row.fill(f32::NEG_INFINITY);
-            let (ky0, ky1) = valid_range(g.kh, g.h, g.dilation_h, g.pad_top, oy * g.stride_h);
-            for ky in ky0..ky1 {
-                let iy = oy * g.stride_h + ky * g.dilation_h - g.pad_top;
-                let xrow = &xp[iy * g.w..(iy + 1) * g.w];
-                if split {
-                    // phase `q`: columns `q, q + s, ...` (no division per column)
-                    for (q, phase) in phases.chunks_exact_mut(phase_len).take(s).enumerate() {
-                        let len = g.w.saturating_sub(q).div_ceil(s);
-                        gather_strided(&mut phase[..len], &xrow[q.min(g.w)..], s);
-                    }
-                }
-                for kx in 0..g.kw {
-                    let (x0, x1) =
-                        valid_range(g.ow, g.w, g.stride_w, g.pad_left, kx * g.dilation_w);
-                    if x0 >= x1 {
-                        continue;
-                    }
-                    // input column of output column `ox`: `ox * s + first - x0 * s`
-                    let first = x0 * s + kx * g.dilation_w - g.pad_left;
-                    let best = &mut row[x0..x1];
-                    if split {
-                        let at = (first % s) * phase_len + first / s;
-                        let taps = &phases[at..at + best.len()];
-                        for (b, &v) in best.iter_mut().zip(taps) {
-                            *b = if v > *b || v.is_nan() { v } else { *b };
-                        }
-                    } else {
-                        let taps = xrow[first..].iter().step_by(s);
-                        for (b, &v) in best.iter_mut().zip(taps) {
-                            *b = if v > *b || v.is_nan() { v } else { *b };
-                        }
-                    }
+            max_pool2d_row(xp, g, oy, row, &mut phases);
+            finish(row, base, epi);
+        }
+    }
+}
+
+/// Output row `oy` of max pooling one input plane `xp` (see [`max_pool2d_rows`]), with
+/// `phases` as the phase rows' buffer.
+#[inline(always)]
+fn max_pool2d_row(
+    xp: &[f32],
+    g: &Pool2dGeom,
+    oy: usize,
+    row: &mut [f32],
+    phases: &mut [f32; POOL_ROW],
+) {
+    let top = oy * g.stride_h;
+    let inside = g.pad_top == 0
+        && g.pad_left == 0
+        && g.dilation_h == 1
+        && g.dilation_w == 1
+        && top + g.kh <= g.h
+        && (g.ow.max(1) - 1) * g.stride_w + g.kw <= g.w;
+    if inside && crate::simd::register_blocked() {
+        // a scalar FPU: each window read where it lies (no phase rows to split, no pass
+        // per tap over the output row); taps in the same order as below
+        for (ox, o) in row.iter_mut().enumerate() {
+            let mut best = f32::NEG_INFINITY;
+            for ky in 0..g.kh {
+                let at = (top + ky) * g.w + ox * g.stride_w;
+                for &v in &xp[at..at + g.kw] {
+                    best = if v > best || v.is_nan() { v } else { best };
                 }
             }
-            finish(row, base, epi);
+            *o = best;
+        }
+        return;
+    }
+    let s = g.stride_w.max(1);
+    let phase_len = g.w.div_ceil(s);
+    let split = s * phase_len <= POOL_ROW;
+    row.fill(f32::NEG_INFINITY);
+    let (ky0, ky1) = valid_range(g.kh, g.h, g.dilation_h, g.pad_top, oy * g.stride_h);
+    for ky in ky0..ky1 {
+        let iy = oy * g.stride_h + ky * g.dilation_h - g.pad_top;
+        let xrow = &xp[iy * g.w..(iy + 1) * g.w];
+        if split {
+            // phase `q`: columns `q, q + s, ...` (no division per column)
+            for (q, phase) in phases.chunks_exact_mut(phase_len).take(s).enumerate() {
+                let len = g.w.saturating_sub(q).div_ceil(s);
+                gather_strided(&mut phase[..len], &xrow[q.min(g.w)..], s);
+            }
+        }
+        for kx in 0..g.kw {
+            let (x0, x1) = valid_range(g.ow, g.w, g.stride_w, g.pad_left, kx * g.dilation_w);
+            if x0 >= x1 {
+                continue;
+            }
+            // input column of output column `ox`: `ox * s + first - x0 * s`
+            let first = x0 * s + kx * g.dilation_w - g.pad_left;
+            let best = &mut row[x0..x1];
+            if split {
+                let at = (first % s) * phase_len + first / s;
+                let taps = &phases[at..at + best.len()];
+                for (b, &v) in best.iter_mut().zip(taps) {
+                    *b = if v > *b || v.is_nan() { v } else { *b };
+                }
+            } else {
+                let taps = xrow[first..].iter().step_by(s);
+                for (b, &v) in best.iter_mut().zip(taps) {
+                    *b = if v > *b || v.is_nan() { v } else { *b };
+                }
+            }
         }
     }
 }
 
 /// Average pooling. With `count_include_pad` the divisor is the window clipped to the
 /// padded input (PyTorch); otherwise the number of real input elements in the window.
+///
+/// In place when `x` is empty, as [`max_pool2d`].
 pub fn avg_pool2d(
     x: &[f32],
     out: &mut [f32],
@@ -2570,46 +2677,72 @@ pub fn avg_pool2d(
     count_include_pad: bool,
     epi: impl Fn(usize, f32) -> f32,
 ) {
+    if x.is_empty() {
+        avg_pool2d_in_place(out, g, count_include_pad, &epi);
+        return;
+    }
+    let in_plane = g.h * g.w;
     for p in 0..g.planes {
-        let xp = &x[p * g.h * g.w..(p + 1) * g.h * g.w];
-        let op = &mut out[p * g.oh * g.ow..(p + 1) * g.oh * g.ow];
+        let xp = &x[p * in_plane..(p + 1) * in_plane];
         for oy in 0..g.oh {
-            let y_start = (oy * g.stride_h) as isize - g.pad_top as isize;
-            let y_end_padded = (y_start + ((g.kh - 1) * g.dilation_h + 1) as isize)
-                .min((g.h + g.pad_bottom) as isize);
-            for ox in 0..g.ow {
-                let x_start = (ox * g.stride_w) as isize - g.pad_left as isize;
-                let x_end_padded = (x_start + ((g.kw - 1) * g.dilation_w + 1) as isize)
-                    .min((g.w + g.pad_right) as isize);
-                let mut sum = 0.0f32;
-                let mut count = 0usize;
-                let mut padded_count = 0usize;
-                for ky in 0..g.kh {
-                    let iy = y_start + (ky * g.dilation_h) as isize;
-                    if iy >= y_end_padded {
-                        continue;
-                    }
-                    for kx in 0..g.kw {
-                        let ix = x_start + (kx * g.dilation_w) as isize;
-                        if ix >= x_end_padded {
-                            continue;
-                        }
-                        padded_count += 1;
-                        if iy < 0 || iy >= g.h as isize || ix < 0 || ix >= g.w as isize {
-                            continue;
-                        }
-                        sum += xp[iy as usize * g.w + ix as usize];
-                        count += 1;
-                    }
+            let base = (p * g.oh + oy) * g.ow;
+            let row = &mut out[base..base + g.ow];
+            avg_pool2d_row(xp, g, oy, count_include_pad, row);
+            finish(row, base, &epi);
+        }
+    }
+}
+
+/// [`avg_pool2d`] in place (see [`pool2d_in_place`]), out of line as
+/// [`max_pool2d_portable`].
+#[inline(never)]
+fn avg_pool2d_in_place(
+    buf: &mut [f32],
+    g: &Pool2dGeom,
+    count_include_pad: bool,
+    epi: &impl Fn(usize, f32) -> f32,
+) {
+    pool2d_in_place(buf, g, epi, |xp, oy, row| {
+        avg_pool2d_row(xp, g, oy, count_include_pad, row)
+    });
+}
+
+/// Output row `oy` of average pooling one input plane `xp` (see [`avg_pool2d`]).
+fn avg_pool2d_row(xp: &[f32], g: &Pool2dGeom, oy: usize, count_include_pad: bool, row: &mut [f32]) {
+    let y_start = (oy * g.stride_h) as isize - g.pad_top as isize;
+    let y_end_padded =
+        (y_start + ((g.kh - 1) * g.dilation_h + 1) as isize).min((g.h + g.pad_bottom) as isize);
+    for (ox, o) in row.iter_mut().enumerate() {
+        let x_start = (ox * g.stride_w) as isize - g.pad_left as isize;
+        let x_end_padded =
+            (x_start + ((g.kw - 1) * g.dilation_w + 1) as isize).min((g.w + g.pad_right) as isize);
+        let mut sum = 0.0f32;
+        let mut count = 0usize;
+        let mut padded_count = 0usize;
+        for ky in 0..g.kh {
+            let iy = y_start + (ky * g.dilation_h) as isize;
+            if iy >= y_end_padded {
+                continue;
+            }
+            for kx in 0..g.kw {
+                let ix = x_start + (kx * g.dilation_w) as isize;
+                if ix >= x_end_padded {
+                    continue;
                 }
-                let divisor = if count_include_pad {
-                    padded_count
-                } else {
-                    count
-                };
-                op[oy * g.ow + ox] = epi((p * g.oh + oy) * g.ow + ox, sum / divisor.max(1) as f32);
+                padded_count += 1;
+                if iy < 0 || iy >= g.h as isize || ix < 0 || ix >= g.w as isize {
+                    continue;
+                }
+                sum += xp[iy as usize * g.w + ix as usize];
+                count += 1;
             }
         }
+        let divisor = if count_include_pad {
+            padded_count
+        } else {
+            count
+        };
+        *o = sum / divisor.max(1) as f32;
     }
 }
 
@@ -3934,6 +4067,36 @@ mod tests {
         }
     }
 
+    /// The geometry of pooling `planes` `h x w` planes with a `k x k` window, stride `s`
+    /// and padding `pad` on every side.
+    fn square_pool(
+        planes: usize,
+        h: usize,
+        w: usize,
+        k: usize,
+        s: usize,
+        pad: usize,
+    ) -> Pool2dGeom {
+        let out_len = |len: usize| (len + 2 * pad - k) / s + 1;
+        Pool2dGeom {
+            planes,
+            h,
+            w,
+            oh: out_len(h),
+            ow: out_len(w),
+            kh: k,
+            kw: k,
+            stride_h: s,
+            stride_w: s,
+            pad_top: pad,
+            pad_left: pad,
+            pad_bottom: pad,
+            pad_right: pad,
+            dilation_h: 1,
+            dilation_w: 1,
+        }
+    }
+
     /// max_pool2d on windows inside the input (the row-at-a-time path) and with padding
     /// (the general one) against the definition, a NaN included (it wins its windows).
     #[test]
@@ -3951,24 +4114,7 @@ mod tests {
             (3, 3, 0, 3, POOL_ROW),
         ];
         for (case, (k, s, pad, h, w)) in cases.into_iter().enumerate() {
-            let out_len = |len: usize| (len + 2 * pad - k) / s + 1;
-            let g = Pool2dGeom {
-                planes: 3,
-                h,
-                w,
-                oh: out_len(h),
-                ow: out_len(w),
-                kh: k,
-                kw: k,
-                stride_h: s,
-                stride_w: s,
-                pad_top: pad,
-                pad_left: pad,
-                pad_bottom: pad,
-                pad_right: pad,
-                dilation_h: 1,
-                dilation_w: 1,
-            };
+            let g = square_pool(3, h, w, k, s, pad);
             let mut x = data(3 * h * w, 900 + case as u64);
             x[h * w + 4] = f32::NAN;
             let mut out = std::vec![0.0; 3 * g.oh * g.ow];
@@ -3977,10 +4123,15 @@ mod tests {
             max_pool2d(&x, &mut out, &g, epi);
             let mut portable = std::vec![0.0; 3 * g.oh * g.ow];
             crate::simd::portable(|| max_pool2d(&x, &mut portable, &g, epi));
-            for (i, (a, b)) in out.iter().zip(&portable).enumerate() {
+            let mut blocked = std::vec![0.0; 3 * g.oh * g.ow];
+            crate::simd::blocked(|| {
+                crate::simd::portable(|| max_pool2d(&x, &mut blocked, &g, epi))
+            });
+            for (i, ((a, b), c)) in out.iter().zip(&portable).zip(&blocked).enumerate() {
                 assert!(
-                    a == b || (a.is_nan() && b.is_nan()),
-                    "case {case}: {i}: {a} vs {b}"
+                    (a == b || (a.is_nan() && b.is_nan()))
+                        && (a == c || (a.is_nan() && c.is_nan())),
+                    "case {case}: {i}: {a} vs {b} vs {c}"
                 );
             }
             for p in 0..3 {
@@ -4007,6 +4158,50 @@ mod tests {
                             "case {case}: plane {p} ({oy}, {ox}): {got} vs {want}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// Pooling in place (an empty `x`, the input in `out`) gives what pooling into another
+    /// buffer gives, for max and average pooling, on geometries the memory plan lets run
+    /// in place: LeNet's 2x2 stride 2, overlapping 2x2 stride 1 windows, resnet18's 3x3
+    /// stride 2 with padding, two batches.
+    #[test]
+    fn pooling_in_place_matches_pooling_out_of_place() {
+        // (n * c, h, w, k, s, pad)
+        let cases = [
+            (6, 24, 24, 2, 2, 0),
+            (3, 7, 9, 2, 1, 0),
+            (4, 11, 10, 3, 2, 1),
+            (2, 5, 5, 5, 5, 0),
+        ];
+        for (case, (planes, h, w, k, s, pad)) in cases.into_iter().enumerate() {
+            let g = square_pool(planes, h, w, k, s, pad);
+            let x = data(planes * h * w, 1700 + case as u64);
+            let n_out = planes * g.oh * g.ow;
+            let epi = |i: usize, v: f32| {
+                if i.is_multiple_of(3) {
+                    v * 2.0
+                } else {
+                    v - 1.0
+                }
+            };
+            for average in [false, true] {
+                let mut want = std::vec![0.0; n_out];
+                let mut buf = x.clone();
+                if average {
+                    avg_pool2d(&x, &mut want, &g, true, epi);
+                    avg_pool2d(&[], &mut buf, &g, true, epi);
+                } else {
+                    max_pool2d(&x, &mut want, &g, epi);
+                    max_pool2d(&[], &mut buf, &g, epi);
+                }
+                assert_eq!(buf[..n_out], want[..], "case {case}, average {average}");
+                if !average {
+                    let mut buf = x.clone();
+                    crate::simd::blocked(|| max_pool2d(&[], &mut buf, &g, epi));
+                    assert_eq!(buf[..n_out], want[..], "case {case}, register-blocked");
                 }
             }
         }

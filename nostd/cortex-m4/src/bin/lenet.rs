@@ -6,6 +6,7 @@
 use board::{EXIT_MISMATCH, EXIT_NPY, EXIT_OK};
 use core::ptr::addr_of_mut;
 use dnnfusion::dnn;
+use dnnfusion::runtime::embedded::EmbeddedWeights;
 
 dnn! {
     /// LeNet-5 on 28x28 digits (same declaration as examples/quickstart.rs).
@@ -22,27 +23,37 @@ dnn! {
     }
 }
 
-static INPUT_NPY: &[u8] = include_bytes!("../../../../models/reference/lenet/input.npy");
+/// The test image's .npy file (a 128-byte header, then 784 little-endian f32s), aligned
+/// so that `run` reads the image where it lies, in flash. A camera would write its frame
+/// into RAM instead: 784 floats, 3,136 B more than the RAM this program reports.
+static INPUT_NPY: EmbeddedWeights<{ 128 + 784 * 4 }> = EmbeddedWeights(*include_bytes!(
+    "../../../../models/reference/lenet/input.npy"
+));
 static OUTPUT_NPY: &[u8] = include_bytes!("../../../../models/reference/lenet/output.npy");
 
 /// The model, its weights compiled in (flash): nothing is loaded at run time.
 static MODEL: LeNet<'static> = LeNet::embedded();
 /// The scratch arena `run` works in.
 static mut ARENA: [f32; LeNet::ARENA_LEN] = [0.0; LeNet::ARENA_LEN];
-/// The input image (where a camera would write it).
-static mut INPUT: [f32; 784] = [0.0; 784];
 
 fn lenet() -> i32 {
-    // SAFETY: the program is single-threaded and `lenet` runs once, so these are the only
-    // references ever taken to ARENA and INPUT: they cannot alias.
-    let (arena, x) = unsafe { (&mut *addr_of_mut!(ARENA), &mut *addr_of_mut!(INPUT)) };
-    let (Some(input), Some(expected)) = (
-        board::Npy::parse(INPUT_NPY, 784),
+    // SAFETY: the program is single-threaded and `lenet` runs once, so this is the only
+    // reference ever taken to ARENA: it cannot alias.
+    let arena = unsafe { &mut *addr_of_mut!(ARENA) };
+    let (Some(_), Some(expected)) = (
+        board::Npy::parse(&INPUT_NPY.0, 784),
         board::Npy::parse(OUTPUT_NPY, 10),
     ) else {
         return EXIT_NPY;
     };
-    input.copy_to(x);
+    // the image: the file's last 784 floats (`parse` checked that they are its data)
+    let floats = INPUT_NPY.floats();
+    let Some(Ok(x)) = floats
+        .get(floats.len() - 784..)
+        .map(<&[f32; 784]>::try_from)
+    else {
+        return EXIT_NPY;
+    };
     let mut logits = [0.0f32; 10];
     let ticks = board::Ticks::start();
     MODEL.run(x, &mut logits, arena);
