@@ -5,7 +5,7 @@
 //!
 //! Golden expansions: the Rust `dnn!` generates for LeNet and for one BERT encoder layer
 //! (`encoder_layer` of the same source), formatted by `rustfmt`, in
-//! `tests/golden/<model>.expanded.rs`. A change of the generated code shows up as a diff.
+//! `tests/golden/<model>.expansion`. A change of the generated code shows up as a diff.
 //! They are compared as tokens, so only blessing needs `rustfmt`.
 //!
 //! ```sh
@@ -174,6 +174,21 @@ fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden")
 }
 
+/// The command that rewrites the golden files.
+const BLESS: &str = "DNNFUSION_BLESS=1 cargo test -p dnnfusion-tests --test golden_plans";
+
+/// The golden file at `path`; `None`, with the problem noted, when it is missing.
+fn read_golden(path: &std::path::Path, problems: &mut Vec<String>) -> Option<String> {
+    let found = std::fs::read_to_string(path).ok();
+    if found.is_none() {
+        problems.push(format!(
+            "{}: missing; create it with `{BLESS}` and review it",
+            path.display()
+        ));
+    }
+    found
+}
+
 /// `DNNFUSION_BLESS=1`: rewrite the golden files instead of comparing.
 fn blessing() -> bool {
     std::env::var_os("DNNFUSION_BLESS").is_some_and(|v| v != "0")
@@ -200,17 +215,13 @@ fn reference_model_plans_match_the_golden_files() {
             std::fs::write(&path, &text).unwrap();
             continue;
         }
-        let Ok(golden) = std::fs::read_to_string(&path) else {
-            problems.push(format!(
-                "{}: missing; create it with `DNNFUSION_BLESS=1 cargo test -p dnnfusion-tests --test golden_plans` and review it",
-                path.display()
-            ));
+        let Some(golden) = read_golden(&path, &mut problems) else {
             continue;
         };
         if golden != text {
             let diff = line_diff(&golden, &text);
             problems.push(format!(
-                "{}: the plan of {name} changed (golden -, now +):\n{diff}if the change is intended, rewrite the file with `DNNFUSION_BLESS=1 cargo test -p dnnfusion-tests --test golden_plans` and review the diff",
+                "{}: the plan of {name} changed (golden -, now +):\n{diff}if the change is intended, rewrite the file with `{BLESS}` and review the diff",
                 path.display()
             ));
         }
@@ -312,21 +323,17 @@ fn reference_expansions_match_the_golden_files() {
             _ => continue,
         };
         let code = compile_model(model).tokens.to_string();
-        let path = dir.join(format!("{stem}.expanded.rs"));
+        let path = dir.join(format!("{stem}.expansion"));
         let header = format!(
             "// The code `dnn!` generates for `{name}` (tests/golden_plans.rs), formatted by rustfmt.\n\
-             // Rewrite with `DNNFUSION_BLESS=1 cargo test -p dnnfusion-tests --test golden_plans`.\n\n"
+             // Rewrite with `{BLESS}`.\n\n"
         );
         if bless {
             let formatted = rustfmt(&code).unwrap_or_else(|e| panic!("blessing {stem}: {e}"));
             std::fs::write(&path, format!("{header}{formatted}")).unwrap();
             continue;
         }
-        let Ok(golden) = std::fs::read_to_string(&path) else {
-            problems.push(format!(
-                "{}: missing; create it with `DNNFUSION_BLESS=1 cargo test -p dnnfusion-tests --test golden_plans` and review it",
-                path.display()
-            ));
+        let Some(golden) = read_golden(&path, &mut problems) else {
             continue;
         };
         if canonical(&golden) != canonical(&code) {
@@ -334,7 +341,7 @@ fn reference_expansions_match_the_golden_files() {
             let now = rustfmt(&code).map_or(code, |f| format!("{header}{f}"));
             let diff = line_diff(&golden, &now);
             problems.push(format!(
-                "{}: the generated code of {name} changed (golden -, now +):\n{diff}if the change is intended, rewrite the file with `DNNFUSION_BLESS=1 cargo test -p dnnfusion-tests --test golden_plans` and review the diff",
+                "{}: the generated code of {name} changed (golden -, now +):\n{diff}if the change is intended, rewrite the file with `{BLESS}` and review the diff",
                 path.display()
             ));
         }
