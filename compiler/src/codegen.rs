@@ -1037,6 +1037,7 @@ fn ex_tokens(ex: &Ex, prefix: &str) -> TokenStream {
             if from_zero {
                 quote! { if #i < #hi { #t } else { #o } }
             } else {
+                let i = index::operand_tokens(index);
                 quote! { if (#lo..#hi).contains(&#i) { #t } else { #o } }
             }
         }
@@ -2133,7 +2134,7 @@ mod tests {
                 for block in model.fusion.blocks.iter().filter(|b| b.nodes.len() > 1) {
                     let (epilogue, _) = block_program(graph, block, &facts).unwrap();
                     let prologue = fuse::prologue_in(&facts, block);
-                    let prologue = (!prologue.is_empty()).then(|| Block {
+                    let prologue = (!prologue.is_empty()).then_some(Block {
                         nodes: prologue,
                         anchor: None,
                         mapping: block.mapping,

@@ -203,7 +203,7 @@ impl Affine {
     /// Back to an index: largest coefficients first (the outer axes), the constant last.
     fn into_ix(mut self) -> Ix {
         self.terms.retain(|(_, c)| *c != 0);
-        self.terms.sort_by(|a, b| b.1.cmp(&a.1));
+        self.terms.sort_by_key(|(_, c)| std::cmp::Reverse(*c));
         let mut ix: Option<Ix> = None;
         for (term, c) in self.terms {
             let term = if c == 1 {
@@ -311,6 +311,17 @@ fn level(ix: &Ix) -> u8 {
     }
 }
 
+/// `ix` as the operand of a prefix operator (`&`): parenthesized unless it is a name,
+/// a constant or a call.
+pub(super) fn operand_tokens(ix: &Ix) -> TokenStream {
+    let t = tokens(ix);
+    if level(ix) < 3 {
+        quote! { (#t) }
+    } else {
+        t
+    }
+}
+
 /// `ix` as Rust, parenthesized only where precedence needs it (`i1 * 64 + i3`).
 pub(super) fn tokens(ix: &Ix) -> TokenStream {
     // the left operand keeps its own level, the right needs a stronger one
@@ -403,6 +414,14 @@ mod tests {
         assert_eq!(tokens(&simplify(&ix, &[1, 9])).to_string(), "i1 * 3 + 6");
         let ix = Ix::Mul(Box::new(Ix::Rem(Box::new(var(0)), 3)), 4);
         assert_eq!(tokens(&simplify(&ix, &[9])).to_string(), "i0 % 3 * 4");
+    }
+
+    #[test]
+    fn a_borrowed_sum_keeps_its_parentheses() {
+        // `&i1 * 4 + i2` would borrow `i1` alone
+        let sum = add(mul(var(1), 4), var(2));
+        assert_eq!(operand_tokens(&sum).to_string(), "(i1 * 4 + i2)");
+        assert_eq!(operand_tokens(&var(1)).to_string(), "i1");
     }
 
     /// A random index expression over `vars` variables (xorshift, seeded).
