@@ -3,6 +3,11 @@
 //! values and shapes, and where each block's sink is stored), as text, compared with
 //! `tests/golden/<model>.plan`. A change of the planner shows up as a readable diff.
 //!
+//! Golden expansions: the Rust `dnn!` generates for LeNet and for one BERT encoder layer
+//! (`encoder_layer` of the same source), formatted by `rustfmt`, in
+//! `tests/golden/<model>.expansion`. A change of the generated code shows up as a diff.
+//! They are compared as tokens, so only blessing needs `rustfmt`.
+//!
 //! ```sh
 //! cargo test -p dnnfusion-tests --test golden_plans                    # compare
 //! DNNFUSION_BLESS=1 cargo test -p dnnfusion-tests --test golden_plans  # rewrite the files, then review them
@@ -12,7 +17,11 @@
 //! (explicit `fuse { }` groups and `#![fusion(off)]` included).
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use proc_macro2::{Delimiter, TokenTree};
 
 use dnnfusion_compiler::ir::{Graph, ValueId, ValueKind};
 use dnnfusion_compiler::plan::{MemoryPlan, Slot};
@@ -165,6 +174,26 @@ fn golden_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("golden")
 }
 
+/// The command that rewrites the golden files.
+const BLESS: &str = "DNNFUSION_BLESS=1 cargo test -p dnnfusion-tests --test golden_plans";
+
+/// The golden file at `path`; `None`, with the problem noted, when it is missing.
+fn read_golden(path: &std::path::Path, problems: &mut Vec<String>) -> Option<String> {
+    let found = std::fs::read_to_string(path).ok();
+    if found.is_none() {
+        problems.push(format!(
+            "{}: missing; create it with `{BLESS}` and review it",
+            path.display()
+        ));
+    }
+    found
+}
+
+/// `DNNFUSION_BLESS=1`: rewrite the golden files instead of comparing.
+fn blessing() -> bool {
+    std::env::var_os("DNNFUSION_BLESS").is_some_and(|v| v != "0")
+}
+
 #[test]
 fn reference_model_plans_match_the_golden_files() {
     let models = lower_str(dnnfusion_models::reference::SOURCE).unwrap_or_else(|e| panic!("{e:?}"));
@@ -173,7 +202,7 @@ fn reference_model_plans_match_the_golden_files() {
         "the reference source declares {} models",
         models.len()
     );
-    let bless = std::env::var_os("DNNFUSION_BLESS").is_some_and(|v| v != "0");
+    let bless = blessing();
     let dir = golden_dir();
     let mut problems = Vec::new();
     for model in models {
@@ -186,17 +215,133 @@ fn reference_model_plans_match_the_golden_files() {
             std::fs::write(&path, &text).unwrap();
             continue;
         }
-        let Ok(golden) = std::fs::read_to_string(&path) else {
-            problems.push(format!(
-                "{}: missing; create it with `DNNFUSION_BLESS=1 cargo test -p dnnfusion-tests --test golden_plans` and review it",
-                path.display()
-            ));
+        let Some(golden) = read_golden(&path, &mut problems) else {
             continue;
         };
         if golden != text {
             let diff = line_diff(&golden, &text);
             problems.push(format!(
-                "{}: the plan of {name} changed (golden -, now +):\n{diff}if the change is intended, rewrite the file with `DNNFUSION_BLESS=1 cargo test -p dnnfusion-tests --test golden_plans` and review the diff",
+                "{}: the plan of {name} changed (golden -, now +):\n{diff}if the change is intended, rewrite the file with `{BLESS}` and review the diff",
+                path.display()
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+/// One encoder layer of `BertTiny`, declared after the reference models so that it uses
+/// their `encoder_layer` block.
+const ENCODER_LAYER: &str = r#"
+    /// One post-LN BERT encoder layer (the layer `BertTiny` repeats).
+    pub model EncoderLayer(input: [1, 128, 128]) -> [1, 128, 128] {
+        #[key = "layer"]
+        let h = encoder_layer(input);
+        h
+    }
+"#;
+
+/// `code` formatted by `rustfmt` (edition 2021); `Err` says why not.
+fn rustfmt(code: &str) -> Result<String, String> {
+    let mut child = Command::new("rustfmt")
+        .args(["--edition", "2021", "--emit", "stdout"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run rustfmt: {e}"))?;
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(code.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    String::from_utf8(out.stdout).map_err(|e| e.to_string())
+}
+
+/// Code as a canonical token string: formatting and comments do not count, nor the
+/// trailing commas `rustfmt` adds, and a negative literal reads the same as `-` and the
+/// literal.
+fn canonical(code: &str) -> String {
+    fn walk(tokens: proc_macro2::TokenStream, out: &mut String) {
+        let trees: Vec<TokenTree> = tokens.into_iter().collect();
+        let last = trees.len().saturating_sub(1);
+        for (k, tree) in trees.into_iter().enumerate() {
+            match tree {
+                TokenTree::Group(g) => {
+                    let (open, close) = match g.delimiter() {
+                        Delimiter::Parenthesis => ("(", ")"),
+                        Delimiter::Brace => ("{", "}"),
+                        Delimiter::Bracket => ("[", "]"),
+                        Delimiter::None => ("", ""),
+                    };
+                    out.push_str(open);
+                    walk(g.stream(), out);
+                    out.push_str(close);
+                }
+                TokenTree::Punct(p) if p.as_char() == ',' && k == last => {}
+                TokenTree::Literal(l) => {
+                    let text = l.to_string();
+                    match text.strip_prefix('-') {
+                        Some(digits) => {
+                            let _ = write!(out, "- {digits} ");
+                        }
+                        None => {
+                            let _ = write!(out, "{text} ");
+                        }
+                    }
+                }
+                other => {
+                    let _ = write!(out, "{other} ");
+                }
+            }
+        }
+    }
+    let tokens: proc_macro2::TokenStream = code
+        .parse()
+        .unwrap_or_else(|e| panic!("not Rust tokens: {e}"));
+    let mut out = String::new();
+    walk(tokens, &mut out);
+    out
+}
+
+#[test]
+fn reference_expansions_match_the_golden_files() {
+    let source = format!("{}{ENCODER_LAYER}", dnnfusion_models::reference::SOURCE);
+    let models = lower_str(&source).unwrap_or_else(|e| panic!("{e:?}"));
+    let bless = blessing();
+    let dir = golden_dir();
+    let mut problems = Vec::new();
+    for model in models {
+        let name = model.name.to_string();
+        let stem = match name.as_str() {
+            "LeNet" => "lenet",
+            "EncoderLayer" => "encoder_layer",
+            _ => continue,
+        };
+        let code = compile_model(model).tokens.to_string();
+        let path = dir.join(format!("{stem}.expansion"));
+        let header = format!(
+            "// The code `dnn!` generates for `{name}` (tests/golden_plans.rs), formatted by rustfmt.\n\
+             // Rewrite with `{BLESS}`.\n\n"
+        );
+        if bless {
+            let formatted = rustfmt(&code).unwrap_or_else(|e| panic!("blessing {stem}: {e}"));
+            std::fs::write(&path, format!("{header}{formatted}")).unwrap();
+            continue;
+        }
+        let Some(golden) = read_golden(&path, &mut problems) else {
+            continue;
+        };
+        if canonical(&golden) != canonical(&code) {
+            // show the change formatted like the file when rustfmt is there
+            let now = rustfmt(&code).map_or(code, |f| format!("{header}{f}"));
+            let diff = line_diff(&golden, &now);
+            problems.push(format!(
+                "{}: the generated code of {name} changed (golden -, now +):\n{diff}if the change is intended, rewrite the file with `{BLESS}` and review the diff",
                 path.display()
             ));
         }

@@ -10,7 +10,21 @@
 //!                                        Some(&p[401408..401920]), fc1, 1, 784, 512);
 //! ```
 //!
+//! A fused block becomes one function taking arrays of their exact lengths, its indices
+//! folded over the loop ranges ([`index`]), so its loops carry no bounds checks; call
+//! sites bind their operands under the function's parameter names:
+//!
+//! ```text
+//!   let s = relu(x + y);   ->   fn blk00_add_relu(e0: &[f32; 24], e1: &[f32; 4], out: &mut [f32; 24]) {
+//!   x: [1, 2, 3, 4]                 for i1 in 0..2 { for i2 in 0..3 { for i3 in 0..4 {
+//!   y: [4]                              out[i1 * 12 + i2 * 4 + i3] = relu(e0[i1 * 12 + i2 * 4 + i3] + e1[i3]);
+//!                                   } } }
+//!                               }
+//! ```
+//!
 //! Codegen reports no user errors: everything it sees was checked.
+
+mod index;
 
 use std::collections::HashMap;
 
@@ -66,12 +80,29 @@ pub fn codegen(
         .collect();
     // integer indices become f32 on entry (exact up to 2^24; beyond, NaN, which `gather`
     // turns into NaN rows rather than a wrong row)
-    let index_inputs: Vec<TokenStream> = model
+    // an input the graph does not read (rewriting can drop its last use) stays in the
+    // signature, explicitly ignored
+    let read = |position: usize| {
+        let is_it = |v: &ValueId| {
+            graph.values.get(*v).map(|v| &v.kind) == Some(&ValueKind::Input(position))
+        };
+        graph.nodes.iter().any(|n| n.inputs.iter().any(is_it))
+            || plan.output_copies.iter().any(|(_, v)| is_it(v))
+    };
+    let input_bindings: Vec<TokenStream> = model
         .input_names
         .iter()
         .zip(&model.input_dtypes)
-        .filter(|(_, d)| **d != crate::lower::InputDtype::F32)
-        .map(|(ident, _)| quote! { let #ident = &::dnnfusion::runtime::indices_to_f32(#ident); })
+        .enumerate()
+        .filter_map(|(position, (ident, dtype))| {
+            if !read(position) {
+                Some(quote! { let _ = #ident; })
+            } else if *dtype != crate::lower::InputDtype::F32 {
+                Some(quote! { let #ident = &::dnnfusion::runtime::indices_to_f32(#ident); })
+            } else {
+                None
+            }
+        })
         .collect();
     let slice_inputs: Vec<TokenStream> = model
         .input_dtypes
@@ -109,7 +140,11 @@ pub fn codegen(
     };
     let run_len = load.map_or(param_len, |stage| stage.layout.run_len());
     let fn_items = block_fns.iter().map(|(f, _, sites)| {
-        let mut doc = String::from("A fused block, one loop nest. Call sites and ops:");
+        let mut doc = format!(
+            "{}\n\nCalled {}: the ops, what each parameter reads, where the result goes.",
+            f.summary,
+            plural(sites.len(), "time")
+        );
         for site in sites {
             doc.push_str(&format!("\n- {site}"));
         }
@@ -244,7 +279,6 @@ pub fn codegen(
             }
 
             #[doc = #prepare_doc]
-            #[allow(unused_variables)]
             pub fn prepare(buffer: &mut [f32]) -> ::core::result::Result<(), ::dnnfusion::runtime::LoadError> {
                 if buffer.len() != Self::PARAM_LEN {
                     return ::core::result::Result::Err(::dnnfusion::runtime::LoadError::BufferLength { expected: Self::PARAM_LEN, found: buffer.len() });
@@ -259,9 +293,9 @@ pub fn codegen(
             }
 
             #[doc = #run_doc]
-            #[allow(unused_variables, clippy::too_many_arguments)]
+            #[allow(clippy::too_many_arguments)]
             pub fn run(&self, #(#input_args,)* #(#output_args,)* arena: &mut [f32; #arena_len]) {
-                #(#index_inputs)*
+                #(#input_bindings)*
                 #params_binding
                 #arena_binding
                 #(#body)*
@@ -375,7 +409,10 @@ fn steps(
             }
             continue;
         }
-        let Some(f) = block_fn(model, block, prefix, index, &mut context) else {
+        // a pooling planned in place reads and writes one range of the arena: its operand
+        // and result are slices of the input's length, not arrays of their own
+        let in_place = plan.overwrites(sink_node.output);
+        let Some(f) = block_fn(model, block, (prefix, index), in_place, &mut context) else {
             let msg = format!(
                 "internal error in `codegen`: block {index} of `{}` cannot be generated; please report",
                 model.name
@@ -386,25 +423,39 @@ fn steps(
         // without the function's name; this call site's operands come in the same order
         let key = f.body.to_string().replacen(&f.name.to_string(), "", 1);
         work::add(Stage::Codegen, block.nodes.len() + key.len());
-        let own = f.operands.clone();
+        let (own, params) = (f.operands.clone(), f.params.clone());
+        let site = describe_site(model, plan, block, (&own, &params));
         let found = shared.get(&key).and_then(|&k| block_fns.get_mut(k));
         let call_name = match found {
             Some((function, _, sites)) => {
-                sites.push(describe_block(model, block));
+                sites.push(site);
                 function.name.clone()
             }
             None => {
                 let n = f.name.clone();
                 shared.insert(key.clone(), block_fns.len());
-                block_fns.push((f, key, vec![describe_block(model, block)]));
+                block_fns.push((f, key, vec![site]));
                 n
             }
         };
-        let (bind, idents, out_name) = bind_step(model, plan, &names, &own, sink_node.output);
+        let (bind, idents, out_name) =
+            bind_step(model, plan, &names, (&own, &params), sink_node.output);
+        // the function takes arrays of the exact lengths: `fixed` states them once here
+        let args = idents.iter().zip(&own).map(|(ident, &v)| {
+            if in_place == Some(v) {
+                quote! { #ident }
+            } else {
+                quote! { ::dnnfusion::runtime::arena::fixed(#ident) }
+            }
+        });
+        let out_arg = match in_place {
+            Some(_) => quote! { #out_name },
+            None => quote! { ::dnnfusion::runtime::arena::fixed_mut(#out_name) },
+        };
         body.push(quote! {
             {
                 #bind
-                Self::#call_name(#(#idents,)* #out_name);
+                Self::#call_name(#(#args,)* #out_arg);
             }
         });
     }
@@ -609,14 +660,14 @@ fn read_expr(model: &ModelIr, plan: &MemoryPlan, names: &[Ident], value: ValueId
 }
 
 /// Binds the operands of one step (reading the arena through `regions`, the rest
-/// directly) as `in0, in1, ...` and its output as `out_name`. A pooling planned in place
-/// gets its input as an empty slice and, as its output, the input's whole range, which
-/// the kernels read as "in place".
+/// directly) under `operand_names` (the callee's parameter names) and its output as
+/// `out_name`. A pooling planned in place gets its input as an empty slice and, as its
+/// output, the input's whole range, which the kernels read as "in place".
 fn bind_step(
     model: &ModelIr,
     plan: &MemoryPlan,
     names: &[Ident],
-    operands: &[ValueId],
+    (operands, operand_names): (&[ValueId], &[Ident]),
     output: ValueId,
 ) -> (TokenStream, Vec<Ident>, Ident) {
     let out_name = names
@@ -627,8 +678,8 @@ fn bind_step(
     let mut operand_idents = Vec::new();
     let mut direct = Vec::new();
     let overwritten = plan.overwrites(output);
-    for (i, &v) in operands.iter().enumerate() {
-        let ident = format_ident!("in{}", i);
+    for (&v, ident) in operands.iter().zip(operand_names) {
+        let ident = ident.clone();
         match plan.storage(v) {
             _ if overwritten == Some(v) => direct.push(quote! { let #ident: &[f32] = &[]; }),
             Some(Slot::Arena { offset, len }) => arena_reads.push((ident.clone(), *offset, *len)),
@@ -677,7 +728,11 @@ fn bind_step(
 /// One node on its own: bind its operands and output, then call its kernel.
 fn node_call(model: &ModelIr, plan: &MemoryPlan, names: &[Ident], node: &Node) -> TokenStream {
     let graph = &model.graph;
-    let (bind, operand_idents, out_name) = bind_step(model, plan, names, &node.inputs, node.output);
+    let ins: Vec<Ident> = (0..node.inputs.len())
+        .map(|k| format_ident!("in{}", k))
+        .collect();
+    let (bind, operand_idents, out_name) =
+        bind_step(model, plan, names, (&node.inputs, &ins), node.output);
     let shapes: Vec<&[usize]> = node.inputs.iter().map(|&v| graph.shape(v)).collect();
     let out_shape = graph.shape(node.output);
     let store = Epilogue {
@@ -702,12 +757,18 @@ fn node_call(model: &ModelIr, plan: &MemoryPlan, names: &[Ident], node: &Node) -
 }
 
 /// The generated function of a fused block: its parameters are the anchor's operands,
-/// then the values the element program loads, then `out`.
+/// then the values the element program loads, then `out`, each an array of its exact
+/// length.
 struct BlockFn {
     /// `blk03_conv2d_batch_norm_relu`
     name: Ident,
     /// Values passed, in parameter order.
     operands: Vec<ValueId>,
+    /// The parameter receiving each operand (`in0`, `p0`, `e0`, ...); call sites bind
+    /// their operands under the same names.
+    params: Vec<Ident>,
+    /// What the function does, for its doc.
+    summary: String,
     /// The function item (without its doc).
     body: TokenStream,
 }
@@ -721,17 +782,14 @@ struct BlockContext<'g> {
     runs: HashMap<(Ix, Vec<usize>), usize>,
 }
 
-/// Builds the function of a multi-node block; `None` when the block is not expressible
-/// (the planner only makes expressible blocks, so this is an internal error).
-fn block_fn(
-    model: &ModelIr,
+/// The element program of a multi-node block, and its store chain (the layout ops after
+/// the anchor that become the kernel's store map, not part of the program).
+fn block_program(
+    graph: &Graph,
     block: &Block,
-    prefix: &str,
-    index: usize,
-    context: &mut BlockContext<'_>,
-) -> Option<BlockFn> {
-    let graph = &model.graph;
-    let chain = fuse::store_chain_in(&context.facts, block);
+    facts: &fuse::Facts<'_>,
+) -> Option<(ElementProgram, Vec<usize>)> {
+    let chain = fuse::store_chain_in(facts, block);
     let program = if chain.is_empty() {
         element::build(graph, block)?
     } else {
@@ -751,11 +809,26 @@ fn block_fn(
             },
         )?
     };
+    Some((program, chain))
+}
+
+/// Builds the function of a multi-node block; `None` when the block is not expressible
+/// (the planner only makes expressible blocks, so this is an internal error).
+fn block_fn(
+    model: &ModelIr,
+    block: &Block,
+    (prefix, index): (&str, usize),
+    in_place: Option<ValueId>,
+    context: &mut BlockContext<'_>,
+) -> Option<BlockFn> {
+    let graph = &model.graph;
+    let (program, chain) = block_program(graph, block, &context.facts)?;
     let mut program = program;
     let first_table = program.operands.len();
-    let tables = hoist(&mut program);
-    let mut operands = Vec::new();
-    let mut params = Vec::new();
+    let mut tables = hoist(&mut program);
+    simplify_program(&mut program, &mut tables);
+    // (parameter name, value) in parameter order
+    let mut params: Vec<(Ident, ValueId)> = Vec::new();
     let mut stmts = Vec::new();
     let names: Vec<&str> = block
         .nodes
@@ -764,9 +837,13 @@ fn block_fn(
         .collect();
     let name = format_ident!("{}{:02}_{}", prefix, index, names.join("_"));
     let out = format_ident!("out");
-    let loads: Vec<Ident> = (0..program.operands.len())
-        .map(|k| format_ident!("e{}", k))
-        .collect();
+    let loads = program
+        .operands
+        .iter()
+        .enumerate()
+        .map(|(k, &v)| (format_ident!("e{}", k), v));
+    let epilogue_ops = block.nodes.len() - 1 - chain.len();
+    let summary;
     if let Some(anchor) = block.anchor {
         let node = graph.nodes.get(anchor)?;
         let ins: Vec<Ident> = (0..node.inputs.len())
@@ -777,8 +854,7 @@ fn block_fn(
         let prologue = fuse::prologue_in(&context.facts, block);
         match prologue.as_slice() {
             [] => {
-                operands.extend(node.inputs.iter().copied());
-                params.extend(ins.iter().map(|i| quote! { #i: &[f32] }));
+                params.extend(ins.iter().cloned().zip(node.inputs.iter().copied()));
             }
             [pad] if matches!(node.op, Op::Conv2d(_)) => {
                 // conv2d(pad(x)) reads x with the pad added to its own padding
@@ -796,9 +872,8 @@ fn block_fn(
                 op = Op::Conv2d(attrs);
                 let x = *pad_node.inputs.first()?;
                 *shapes.first_mut()? = graph.shape(x);
-                operands.push(x);
-                operands.extend(node.inputs.iter().skip(1).copied());
-                params.extend(ins.iter().map(|i| quote! { #i: &[f32] }));
+                let inputs = std::iter::once(x).chain(node.inputs.iter().skip(1).copied());
+                params.extend(ins.iter().cloned().zip(inputs));
             }
             feeds => {
                 let sub = Block {
@@ -808,35 +883,39 @@ fn block_fn(
                 };
                 let mut pro = element::build(graph, &sub)?;
                 let pro_first = pro.operands.len();
-                let pro_tables = hoist(&mut pro);
+                let mut pro_tables = hoist(&mut pro);
+                simplify_program(&mut pro, &mut pro_tables);
                 stmts.push(table_stmts(&pro_tables, pro_first, "p"));
                 let in0 = ins.first()?;
                 let source = prologue_source(&pro);
-                let pro_loads: Vec<Ident> = (0..pro.operands.len())
-                    .map(|k| format_ident!("p{}", k))
-                    .collect();
-                operands.extend(node.inputs.iter().skip(1).copied());
-                params.extend(ins.iter().skip(1).map(|i| quote! { #i: &[f32] }));
-                operands.extend(pro.operands.iter().copied());
-                params.extend(pro_loads.iter().map(|i| quote! { #i: &[f32] }));
+                params.extend(ins.iter().cloned().zip(node.inputs.iter().copied()).skip(1));
+                params.extend(
+                    pro.operands
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &v)| (format_ident!("p{}", k), v)),
+                );
                 stmts.push(quote! { let #in0 = #source; });
             }
         }
-        params.extend(loads.iter().map(|i| quote! { #i: &[f32] }));
-        operands.extend(program.operands.iter().copied());
+        params.extend(loads);
         stmts.push(table_stmts(&tables, first_table, "e"));
         let epilogue = epilogue_closure(&program);
         let store = if chain.is_empty() {
             None
         } else {
             let map = element::store_map(graph, &chain, &program.shape)?;
-            let vars = index_vars(&program.shape);
-            let target = ix_tokens(&map);
             let run = *context
                 .runs
                 .entry((map.clone(), program.shape.clone()))
                 .or_insert_with(|| element::contiguous_run(&map, &program.shape));
-            Some((quote! { |o: usize| -> usize { #vars #target } }, run))
+            let map = index::simplify(&map, &program.shape);
+            let mut used = vec![false; program.shape.len()];
+            index::mark_vars(&map, &mut used);
+            let vars = index_vars(&program.shape, &used, "o");
+            let target = index::tokens(&map);
+            let o = binding("o", used.contains(&true));
+            Some((quote! { |#o: usize| -> usize { #vars #target } }, run))
         };
         // conv2d, matmul and linear hand their epilogue whole output rows (the last
         // axis of their result)
@@ -847,6 +926,35 @@ fn block_fn(
                 .and_then(|&len| epilogue_row_closure(&program, len)),
             _ => None,
         };
+        let mut parts = Vec::new();
+        if !prologue.is_empty() {
+            parts.push(format!(
+                "a fused prologue of {}",
+                plural(prologue.len(), "op")
+            ));
+        }
+        if epilogue_ops > prologue.len() {
+            let kind = if rows.is_some() {
+                "row epilogue"
+            } else {
+                "epilogue"
+            };
+            let ops = plural(epilogue_ops - prologue.len(), "op");
+            parts.push(format!("a fused {kind} of {ops}"));
+        }
+        if !chain.is_empty() {
+            parts.push(format!(
+                "a store map for {}",
+                plural(chain.len(), "layout op")
+            ));
+        }
+        summary = format!(
+            "One call of the `{}` kernel (the anchor, {}){}{}.",
+            node.op.name(),
+            crate::tables::classify(graph, node).name(),
+            if parts.is_empty() { "" } else { " with " },
+            parts.join(", ")
+        );
         stmts.push(kernel_call(
             &op,
             &ins,
@@ -860,88 +968,85 @@ fn block_fn(
             },
         ));
     } else {
-        params.extend(loads.iter().map(|i| quote! { #i: &[f32] }));
-        operands.extend(program.operands.iter().copied());
+        params.extend(loads);
         stmts.push(table_stmts(&tables, first_table, "e"));
         stmts.push(element_loops(&program));
+        summary = format!(
+            "One loop nest over {} (no anchor): each element of the result computed once, \
+             layout ops as index arithmetic.",
+            crate::check::fmt_shape(&program.shape)
+        );
     }
+    let len = |v: ValueId| graph.values.get(v).map_or(0, |v| v.len());
+    let out_len = graph
+        .nodes
+        .get(block.sink())
+        .map_or(0, |sink| len(sink.output));
+    let param_tokens = params.iter().map(|(ident, v)| {
+        let n = proc_macro2::Literal::usize_unsuffixed(len(*v));
+        if in_place == Some(*v) {
+            quote! { #ident: &[f32] }
+        } else {
+            quote! { #ident: &[f32; #n] }
+        }
+    });
+    let out_len = proc_macro2::Literal::usize_unsuffixed(out_len);
+    let out_type = match in_place {
+        Some(_) => quote! { &mut [f32] },
+        None => quote! { &mut [f32; #out_len] },
+    };
+    // `out` is a parameter too
+    let allow = if params.len() + 1 > 7 {
+        quote! { #[allow(clippy::too_many_arguments)] }
+    } else {
+        quote! {}
+    };
     let body = quote! {
-        #[allow(unused_variables, clippy::too_many_arguments, clippy::identity_op, clippy::erasing_op)]
-        fn #name(#(#params,)* #out: &mut [f32]) {
+        #allow
+        fn #name(#(#param_tokens,)* #out: #out_type) {
             #(#stmts)*
         }
     };
+    let (params, operands) = params.into_iter().unzip();
     Some(BlockFn {
         name,
         operands,
+        params,
+        summary: format!(
+            "{summary} Mapping type of the block: {}.",
+            block.mapping.name()
+        ),
         body,
     })
 }
 
-fn ix_tokens(ix: &Ix) -> TokenStream {
-    match ix {
-        Ix::Var(k) => {
-            let v = format_ident!("i{}", k);
-            quote! { #v }
-        }
-        Ix::Const(c) => quote! { #c },
-        Ix::Add(a, b) => {
-            let (a, b) = (ix_tokens(a), ix_tokens(b));
-            quote! { (#a + #b) }
-        }
-        Ix::Mul(a, c) => {
-            let a = ix_tokens(a);
-            quote! { (#a * #c) }
-        }
-        Ix::Div(a, c) => {
-            let a = ix_tokens(a);
-            quote! { (#a / #c) }
-        }
-        Ix::Rem(a, c) => {
-            let a = ix_tokens(a);
-            quote! { (#a % #c) }
-        }
-        Ix::Sub(a, c) => {
-            let a = ix_tokens(a);
-            quote! { (#a - #c) }
-        }
-        Ix::Reflect { index, before, len } => {
-            let a = ix_tokens(index);
-            quote! { ::dnnfusion::runtime::kernels::reflect_index(#a, #before, #len) }
-        }
-        Ix::Clamp { index, before, len } => {
-            let a = ix_tokens(index);
-            quote! { ::dnnfusion::runtime::kernels::clamp_index(#a, #before, #len) }
-        }
-    }
-}
-
+/// `ex` as Rust, loading operand `k` from `<prefix>k`.
 fn ex_tokens(ex: &Ex, prefix: &str) -> TokenStream {
     let ex_tokens = |e: &Ex| ex_tokens(e, prefix);
     match ex {
         Ex::Load(k, ix) => {
             let e = format_ident!("{}{}", prefix, k);
-            let i = ix_tokens(ix);
+            let i = index::tokens(ix);
             quote! { #e[#i] }
         }
         Ex::Anchor => quote! { acc },
         Ex::Const(c) => f32_lit(*c),
-        Ex::Unary(op, a) => {
+        // `v * v` reads its operand twice: name it once
+        Ex::Unary(UnaryOp::Square, a) => {
             let a = ex_tokens(a);
-            let body = unary_expr(*op);
-            quote! { { let v: f32 = #a; #body } }
+            quote! { { let v: f32 = #a; v * v } }
         }
+        Ex::Unary(op, a) => unary_expr(*op, &operand(a, prefix, unary_operand_level(*op))),
         Ex::Binary(op, a, b) => {
-            let (a, b) = (ex_tokens(a), ex_tokens(b));
-            let body = binary_expr(*op);
-            quote! { { let a: f32 = #a; let b: f32 = #b; #body } }
+            let (left, right) = binary_operand_levels(*op);
+            binary_expr(*op, &operand(a, prefix, left), &operand(b, prefix, right))
         }
         Ex::Select(c, a, b) => {
-            let (c, a, b) = (ex_tokens(c), ex_tokens(a), ex_tokens(b));
+            let (c, a, b) = (operand(c, prefix, 1), ex_tokens(a), ex_tokens(b));
             quote! { if #c != 0.0 { #a } else { #b } }
         }
         Ex::Prelu(x, s) => {
-            let (x, s) = (ex_tokens(x), ex_tokens(s));
+            let (x, s) = (ex_tokens(x), operand(s, prefix, 2));
             quote! { { let v: f32 = #x; if v < 0.0 { #s * v } else { v } } }
         }
         Ex::InRange {
@@ -951,11 +1056,17 @@ fn ex_tokens(ex: &Ex, prefix: &str) -> TokenStream {
             then,
             otherwise,
         } => {
-            let i = ix_tokens(index);
+            let i = index::tokens(index);
             let (t, o) = (ex_tokens(then), ex_tokens(otherwise));
-            if *lo == 0 {
+            let from_zero = *lo == 0;
+            let (lo, hi) = (
+                proc_macro2::Literal::usize_unsuffixed(*lo),
+                proc_macro2::Literal::usize_unsuffixed(*hi),
+            );
+            if from_zero {
                 quote! { if #i < #hi { #t } else { #o } }
             } else {
+                let i = index::operand_tokens(index);
                 quote! { if (#lo..#hi).contains(&#i) { #t } else { #o } }
             }
         }
@@ -963,6 +1074,62 @@ fn ex_tokens(ex: &Ex, prefix: &str) -> TokenStream {
             let t = format_ident!("t{}", k);
             quote! { #t }
         }
+    }
+}
+
+/// How tightly `ex` binds as Rust: 1 for `+` and `-`, 2 for `*` and `/`, 3 for a
+/// negation, 9 for a name, literal, element read or call; 0 for a block or an `if`
+/// (always parenthesized as an operand).
+fn level(ex: &Ex) -> u8 {
+    match ex {
+        Ex::Load(..) | Ex::Anchor | Ex::Const(_) | Ex::Let(_) => 9,
+        Ex::Binary(BinaryOp::Add | BinaryOp::Sub, ..) => 1,
+        Ex::Binary(BinaryOp::Mul | BinaryOp::Div, ..) => 2,
+        Ex::Binary(BinaryOp::Max | BinaryOp::Min | BinaryOp::Pow, ..) => 9,
+        Ex::Unary(op, _) => match op {
+            UnaryOp::AddScalar(_) | UnaryOp::SubScalar(_) | UnaryOp::ScalarSub(_) => 1,
+            UnaryOp::MulScalar(_)
+            | UnaryOp::DivScalar(_)
+            | UnaryOp::ScalarDiv(_)
+            | UnaryOp::Recip
+            | UnaryOp::Rsqrt => 2,
+            UnaryOp::Neg => 3,
+            UnaryOp::Square => 0,
+            _ => 9,
+        },
+        Ex::Select(..) | Ex::Prelu(..) | Ex::InRange { .. } => 0,
+    }
+}
+
+/// `ex` where an operand must bind at least as tightly as `at_least` (see [`level`]),
+/// parenthesized when it does not.
+fn operand(ex: &Ex, prefix: &str, at_least: u8) -> TokenStream {
+    let tokens = ex_tokens(ex, prefix);
+    if level(ex) < at_least {
+        quote! { (#tokens) }
+    } else {
+        tokens
+    }
+}
+
+/// The binding `unary_expr` needs of its operand: a left operand of `+` needs 1, a right
+/// one 2, and so on; a call argument needs nothing.
+fn unary_operand_level(op: UnaryOp) -> u8 {
+    match op {
+        UnaryOp::AddScalar(_) | UnaryOp::SubScalar(_) => 1,
+        UnaryOp::MulScalar(_) | UnaryOp::DivScalar(_) | UnaryOp::ScalarSub(_) => 2,
+        UnaryOp::ScalarDiv(_) | UnaryOp::Recip | UnaryOp::HardSigmoid { .. } | UnaryOp::Neg => 3,
+        _ => 0,
+    }
+}
+
+/// The binding `binary_expr` needs of its (left, right) operands: floating-point `+` and
+/// `*` do not associate, so a right operand of the same level keeps its parentheses.
+fn binary_operand_levels(op: BinaryOp) -> (u8, u8) {
+    match op {
+        BinaryOp::Add | BinaryOp::Sub => (1, 2),
+        BinaryOp::Mul | BinaryOp::Div => (2, 3),
+        BinaryOp::Max | BinaryOp::Min | BinaryOp::Pow => (0, 0),
     }
 }
 
@@ -1041,14 +1208,53 @@ fn hoist_ex(e: &mut Ex, shape: &[usize], first: usize, hoisted: &mut Hoisted) {
 fn table_stmts(hoisted: &Hoisted, first: usize, prefix: &str) -> TokenStream {
     let stmts = hoisted.tables.iter().enumerate().map(|(t, (axis, len, e))| {
         let name = format_ident!("{}{}", prefix, first + t);
-        let var = format_ident!("i{}", axis);
+        let mut used = vec![false; axis + 1];
+        index::mark_ex(e, &mut used);
+        let var = if used.get(*axis) == Some(&true) {
+            format_ident!("i{}", axis)
+        } else {
+            format_ident!("_")
+        };
         let body = ex_tokens(e, prefix);
         quote! { let #name: [f32; #len] = ::core::array::from_fn(|#var: usize| -> f32 { #body }); }
     });
     quote! { #(#stmts)* }
 }
 
-/// `let t0 = ...; let t1 = ...; value`, loading operand `k` from `<prefix>k`.
+/// Simplifies every index of `program` over its own shape (see [`index`]), and of the
+/// tables hoisted from it.
+fn simplify_program(program: &mut ElementProgram, hoisted: &mut Hoisted) {
+    let shape = program.shape.clone();
+    for e in program
+        .lets
+        .iter_mut()
+        .chain(std::iter::once(&mut program.value))
+    {
+        index::simplify_ex(e, &shape);
+    }
+    for (_, _, e) in &mut hoisted.tables {
+        index::simplify_ex(e, &shape);
+    }
+}
+
+/// Which output axes `program` reads (by index variable), and whether it reads the
+/// anchor's value.
+fn reads(program: &ElementProgram) -> (Vec<bool>, bool) {
+    let mut used = vec![false; program.shape.len()];
+    let mut anchor = false;
+    for e in program.lets.iter().chain(std::iter::once(&program.value)) {
+        anchor |= index::mark_ex(e, &mut used);
+    }
+    (used, anchor)
+}
+
+/// Whether the program is the anchor's value unchanged.
+fn is_identity(program: &ElementProgram) -> bool {
+    program.lets.is_empty() && program.value == Ex::Anchor
+}
+
+/// `{ let t0 = ...; let t1 = ...; value }` (the value alone without shared values),
+/// loading operand `k` from `<prefix>k`.
 fn element_value(program: &ElementProgram, prefix: &str) -> TokenStream {
     let lets = program.lets.iter().enumerate().map(|(k, e)| {
         let t = format_ident!("t{}", k);
@@ -1056,41 +1262,100 @@ fn element_value(program: &ElementProgram, prefix: &str) -> TokenStream {
         quote! { let #t: f32 = #e; }
     });
     let value = ex_tokens(&program.value, prefix);
-    quote! { #(#lets)* #value }
+    if program.lets.is_empty() {
+        value
+    } else {
+        quote! { { #(#lets)* #value } }
+    }
+}
+
+/// `name` when used, else `_`.
+fn binding(name: &str, used: bool) -> Ident {
+    if used {
+        format_ident!("{}", name)
+    } else {
+        format_ident!("_")
+    }
 }
 
 /// The epilogue closure of an anchor block: recovers the output index from the flat
-/// position, then evaluates the element program with the anchor's value as `acc`.
+/// position, then evaluates the element program with the anchor's value as `acc`
+/// (the runtime's `store` when the block stores the anchor's value unchanged).
 fn epilogue_closure(program: &ElementProgram) -> TokenStream {
+    if is_identity(program) {
+        return quote! { ::dnnfusion::runtime::kernels::store };
+    }
+    let (used, reads_acc) = reads(program);
     let value = element_value(program, "e");
-    let vars = index_vars(&program.shape);
-    quote! { |o: usize, acc: f32| -> f32 { #vars #value } }
+    let vars = index_vars(&program.shape, &used, "o");
+    let (o, acc) = (
+        binding("o", used.contains(&true)),
+        binding("acc", reads_acc),
+    );
+    quote! { |#o: usize, #acc: f32| -> f32 { #vars #value } }
 }
 
 /// The epilogue over one finished row of `row_len` outputs (the kernel's rows start at
 /// multiples of `row_len`): the indices of every axis but the last are computed once, from
 /// the row's first position, so per-channel values are read once per row and the loop
-/// over the row vectorizes. `None` when a row could cross the last axis of the
-/// epilogue's index space (a reshape in the epilogue whose last axis `row_len` does not
-/// divide): then the per-element closure is used.
+/// over the row vectorizes. The row is cut to `row_len` before the loop, so that the
+/// compiler sees the last index stay below it (no bounds checks inside). `None` when a row
+/// could cross the last axis of the epilogue's index space (a reshape in the epilogue
+/// whose last axis `row_len` does not divide): then the per-element closure is used.
 fn epilogue_row_closure(program: &ElementProgram, row_len: usize) -> Option<TokenStream> {
     let (&last_len, _) = program.shape.split_last()?;
     if row_len == 0 || last_len % row_len != 0 {
         return None;
     }
-    let last = format_ident!("i{}", program.shape.len() - 1);
+    if is_identity(program) {
+        return Some(quote! { ::dnnfusion::runtime::kernels::store_rows });
+    }
+    let (mut used, reads_acc) = reads(program);
+    let last_axis = program.shape.len() - 1;
+    let reads_last = used.get(last_axis) == Some(&true);
+    if let Some(u) = used.get_mut(last_axis) {
+        *u = false;
+    }
     let value = element_value(program, "e");
-    let vars = index_vars(&program.shape);
+    let last = format_ident!("i{}", last_axis);
+    let read_acc = if reads_acc {
+        quote! { let acc: f32 = *slot; }
+    } else {
+        quote! {}
+    };
+    // rows start at multiples of `row_len`: a row is a whole last axis, or a part of one
+    // starting at `base % last_len`
+    let whole_axis = last_len == row_len;
+    let (row_len, last_len) = (
+        proc_macro2::Literal::usize_unsuffixed(row_len),
+        proc_macro2::Literal::usize_unsuffixed(last_len),
+    );
+    let (first, row_loop) = match (reads_last, whole_axis) {
+        (false, _) => (quote! {}, quote! { for slot in row.iter_mut() }),
+        (true, true) => (
+            quote! {},
+            quote! { for (#last, slot) in row[..#row_len].iter_mut().enumerate() },
+        ),
+        (true, false) => (
+            quote! { let first = base % #last_len; },
+            quote! { for (k, slot) in row[..#row_len].iter_mut().enumerate() },
+        ),
+    };
+    let offset = if reads_last && !whole_axis {
+        quote! { let #last = first + k; }
+    } else {
+        quote! {}
+    };
+    let vars = index_vars(&program.shape, &used, "base");
+    let base = binding("base", used.contains(&true) || (reads_last && !whole_axis));
     Some(quote! {
-        |base: usize, row: &mut [f32]| {
-            let o = base;
+        |#base: usize, row: &mut [f32]| {
             #vars
-            let first = #last;
-            for (k, slot) in row.iter_mut().enumerate() {
-                let o = base + k;
-                let #last = first + k;
-                let acc: f32 = *slot;
-                *slot = { #value };
+            #first
+            #row_loop {
+                #offset
+                #read_acc
+                *slot = #value;
             }
         }
     })
@@ -1098,51 +1363,126 @@ fn epilogue_row_closure(program: &ElementProgram, row_len: usize) -> Option<Toke
 
 /// The prologue of an anchor block: element `o` of the anchor's main operand.
 fn prologue_source(program: &ElementProgram) -> TokenStream {
+    let (used, _) = reads(program);
     let value = element_value(program, "p");
-    let vars = index_vars(&program.shape);
-    quote! { ::dnnfusion::runtime::kernels::Computed(|o: usize| -> f32 { #vars #value }) }
+    let vars = index_vars(&program.shape, &used, "o");
+    let o = binding("o", used.contains(&true));
+    quote! { ::dnnfusion::runtime::kernels::Computed(|#o: usize| -> f32 { #vars #value }) }
 }
 
-/// `let i0 = o / s0; let i1 = o / s1 % d1; ...`: the index of flat position `o`.
-fn index_vars(shape: &[usize]) -> TokenStream {
+/// `let i1 = o / s1 % d1; ...`: the index of flat position `flat` on each axis `used`
+/// marks (an axis of extent 1 is never read: its index is the constant 0).
+fn index_vars(shape: &[usize], used: &[bool], flat: &str) -> TokenStream {
+    let flat = format_ident!("{}", flat);
     let strides = row_major_strides(shape);
-    let vars = shape.iter().zip(&strides).enumerate().map(|(k, (&d, &s))| {
-        let v = format_ident!("i{}", k);
-        match (k, d, s) {
-            (_, 1, _) => quote! { let #v = 0usize; },
-            (0, _, 1) => quote! { let #v = o; },
-            (0, _, _) => quote! { let #v = o / #s; },
-            (_, _, 1) => quote! { let #v = o % #d; },
-            _ => quote! { let #v = o / #s % #d; },
-        }
-    });
+    let vars = shape
+        .iter()
+        .zip(&strides)
+        .enumerate()
+        .filter_map(|(k, (&d, &s))| {
+            if used.get(k) != Some(&true) {
+                return None;
+            }
+            let v = format_ident!("i{}", k);
+            let (s, d) = (
+                proc_macro2::Literal::usize_unsuffixed(s),
+                proc_macro2::Literal::usize_unsuffixed(d),
+            );
+            // `% d` keeps every index visibly below its extent (no bounds checks on reads)
+            Some(match (k == 0, strides.get(k) == Some(&1)) {
+                (true, true) => quote! { let #v = #flat; },
+                (true, false) => quote! { let #v = #flat / #s; },
+                (false, true) => quote! { let #v = #flat % #d; },
+                (false, false) => quote! { let #v = #flat / #s % #d; },
+            })
+        });
     quote! { #(#vars)* }
 }
 
-/// One loop per output axis (literal bounds), the element program in the innermost.
+/// One loop per output axis of extent above 1 (literal bounds), the element program in
+/// the innermost, storing at the output position the indices make.
 fn element_loops(program: &ElementProgram) -> TokenStream {
     let value = element_value(program, "e");
-    let mut inner = quote! { out[o] = { #value }; o += 1; };
+    let strides = row_major_strides(&program.shape);
+    let flat = strides
+        .iter()
+        .enumerate()
+        .fold(Ix::Const(0), |sum, (k, &s)| {
+            Ix::Add(Box::new(sum), Box::new(Ix::Mul(Box::new(Ix::Var(k)), s)))
+        });
+    let at = index::tokens(&index::simplify(&flat, &program.shape));
+    let mut inner = quote! { out[#at] = #value; };
     for (k, &d) in program.shape.iter().enumerate().rev() {
-        let v = format_ident!("i{}", k);
-        inner = quote! { for #v in 0..#d { #inner } };
+        if d != 1 {
+            let v = format_ident!("i{}", k);
+            let d = proc_macro2::Literal::usize_unsuffixed(d);
+            inner = quote! { for #v in 0..#d { #inner } };
+        }
     }
-    quote! {
-        let mut o = 0usize;
-        #inner
-        let _ = o;
+    inner
+}
+
+/// One call site of a block function for its doc: the ops (with their mapping types,
+/// the anchor marked), where each parameter reads from and where the result goes.
+fn describe_site(
+    model: &ModelIr,
+    plan: &MemoryPlan,
+    block: &Block,
+    (operands, params): (&[ValueId], &[Ident]),
+) -> String {
+    let graph = &model.graph;
+    let ops: Vec<String> = block
+        .nodes
+        .iter()
+        .filter_map(|&n| Some((n, graph.nodes.get(n)?)))
+        .map(|(n, node)| {
+            let anchor = if block.anchor == Some(n) {
+                ", anchor"
+            } else {
+                ""
+            };
+            let mapping = crate::tables::classify(graph, node).name();
+            format!("`{}` ({mapping}{anchor})", describe(model, node))
+        })
+        .collect();
+    let reads: Vec<String> = params
+        .iter()
+        .zip(operands)
+        .map(|(param, &v)| format!("`{param}` = {}", describe_slot(model, plan, v)))
+        .collect();
+    let sink = graph.nodes.get(block.sink()).map(|n| n.output);
+    let writes = sink.map_or_else(String::new, |v| describe_slot(model, plan, v));
+    format!(
+        "{}; reads {}; writes {writes}",
+        ops.join(", "),
+        reads.join(", ")
+    )
+}
+
+/// `1 op`, `2 ops`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
-/// `value = op(...) -> op(...)` for a block's doc.
-fn describe_block(model: &ModelIr, block: &Block) -> String {
-    let parts: Vec<String> = block
-        .nodes
-        .iter()
-        .filter_map(|&n| model.graph.nodes.get(n))
-        .map(|n| describe(model, n))
-        .collect();
-    parts.join("; ")
+/// `` `conv1` (arena[0..3456]) ``: a value and where it lives.
+fn describe_slot(model: &ModelIr, plan: &MemoryPlan, value: ValueId) -> String {
+    let name = model
+        .graph
+        .values
+        .get(value)
+        .map_or("?", |v| v.name.as_str());
+    let place = match plan.storage(value) {
+        Some(Slot::Input(k)) => format!("input {k}"),
+        Some(Slot::Output(k)) => format!("output {k}"),
+        Some(Slot::Param { offset, len }) => format!("params[{offset}..{}]", offset + len),
+        Some(Slot::Arena { offset, len }) => format!("arena[{offset}..{}]", offset + len),
+        Some(Slot::Fused | Slot::Alias(_)) | None => "not stored".to_string(),
+    };
+    format!("`{name}` ({place})")
 }
 
 /// A one-line description of a node, kept as a doc string in the generated code.
@@ -1191,92 +1531,95 @@ fn f32_lit(x: f32) -> TokenStream {
     }
 }
 
-/// The closure body of a unary op applied to `v`.
-fn unary_expr(op: UnaryOp) -> TokenStream {
+/// A unary op applied to the operand `v` (parenthesized as [`unary_operand_level`]
+/// asks). `Square` reads it twice: pass a name there.
+fn unary_expr(op: UnaryOp, v: &TokenStream) -> TokenStream {
     let m = quote! { ::dnnfusion::runtime::math };
     match op {
-        UnaryOp::Neg => quote! { -v },
-        UnaryOp::Abs => quote! { #m::abs(v) },
-        UnaryOp::Exp => quote! { #m::exp(v) },
-        UnaryOp::Log => quote! { #m::ln(v) },
-        UnaryOp::Sqrt => quote! { #m::sqrt(v) },
-        UnaryOp::Rsqrt => quote! { 1.0f32 / #m::sqrt(v) },
-        UnaryOp::Recip => quote! { 1.0f32 / v },
-        UnaryOp::Square => quote! { v * v },
-        UnaryOp::Relu => quote! { #m::relu(v) },
-        UnaryOp::Relu6 => quote! { #m::clip(v, 0.0, 6.0) },
+        UnaryOp::Neg => quote! { -#v },
+        UnaryOp::Abs => quote! { #m::abs(#v) },
+        UnaryOp::Exp => quote! { #m::exp(#v) },
+        UnaryOp::Log => quote! { #m::ln(#v) },
+        UnaryOp::Sqrt => quote! { #m::sqrt(#v) },
+        UnaryOp::Rsqrt => quote! { 1.0f32 / #m::sqrt(#v) },
+        UnaryOp::Recip => quote! { 1.0f32 / #v },
+        UnaryOp::Square => quote! { #v * #v },
+        UnaryOp::Relu => quote! { #m::relu(#v) },
+        UnaryOp::Relu6 => quote! { #m::clip(#v, 0.0, 6.0) },
         UnaryOp::LeakyRelu(a) => {
             let a = f32_lit(a);
-            quote! { #m::leaky_relu(v, #a) }
+            quote! { #m::leaky_relu(#v, #a) }
         }
         UnaryOp::Elu(a) => {
             let a = f32_lit(a);
-            quote! { #m::elu(v, #a) }
+            quote! { #m::elu(#v, #a) }
         }
-        UnaryOp::Selu => quote! { #m::selu(v) },
-        UnaryOp::Sigmoid => quote! { #m::sigmoid(v) },
-        UnaryOp::Tanh => quote! { #m::tanh(v) },
-        UnaryOp::Gelu => quote! { #m::gelu(v) },
-        UnaryOp::GeluTanh => quote! { #m::gelu_tanh(v) },
-        UnaryOp::Silu => quote! { #m::silu(v) },
+        UnaryOp::Selu => quote! { #m::selu(#v) },
+        UnaryOp::Sigmoid => quote! { #m::sigmoid(#v) },
+        UnaryOp::Tanh => quote! { #m::tanh(#v) },
+        UnaryOp::Gelu => quote! { #m::gelu(#v) },
+        UnaryOp::GeluTanh => quote! { #m::gelu_tanh(#v) },
+        UnaryOp::Silu => quote! { #m::silu(#v) },
         UnaryOp::HardSigmoid { alpha, beta } => {
             let (a, b) = (f32_lit(alpha), f32_lit(beta));
-            quote! { #m::clip(#a * v + #b, 0.0, 1.0) }
+            quote! { #m::clip(#a * #v + #b, 0.0, 1.0) }
         }
-        UnaryOp::HardSwish => quote! { #m::hard_swish(v) },
-        UnaryOp::Mish => quote! { #m::mish(v) },
-        UnaryOp::Softplus => quote! { #m::softplus(v) },
-        UnaryOp::Erf => quote! { #m::erf(v) },
-        UnaryOp::Sin => quote! { #m::sin(v) },
-        UnaryOp::Cos => quote! { #m::cos(v) },
-        UnaryOp::Floor => quote! { #m::floor(v) },
-        UnaryOp::Ceil => quote! { #m::ceil(v) },
-        UnaryOp::Round => quote! { #m::round_half_even(v) },
+        UnaryOp::HardSwish => quote! { #m::hard_swish(#v) },
+        UnaryOp::Mish => quote! { #m::mish(#v) },
+        UnaryOp::Softplus => quote! { #m::softplus(#v) },
+        UnaryOp::Erf => quote! { #m::erf(#v) },
+        UnaryOp::Sin => quote! { #m::sin(#v) },
+        UnaryOp::Cos => quote! { #m::cos(#v) },
+        UnaryOp::Floor => quote! { #m::floor(#v) },
+        UnaryOp::Ceil => quote! { #m::ceil(#v) },
+        UnaryOp::Round => quote! { #m::round_half_even(#v) },
         UnaryOp::Clip { min, max } => {
             let (a, b) = (f32_lit(min), f32_lit(max));
-            quote! { #m::clip(v, #a, #b) }
+            quote! { #m::clip(#v, #a, #b) }
         }
         UnaryOp::PowScalar(c) => {
             let c = f32_lit(c);
-            quote! { #m::pow(v, #c) }
+            quote! { #m::pow(#v, #c) }
         }
         UnaryOp::AddScalar(c) => {
             let c = f32_lit(c);
-            quote! { v + #c }
+            quote! { #v + #c }
         }
         UnaryOp::SubScalar(c) => {
             let c = f32_lit(c);
-            quote! { v - #c }
+            quote! { #v - #c }
         }
         UnaryOp::ScalarSub(c) => {
             let c = f32_lit(c);
-            quote! { #c - v }
+            quote! { #c - #v }
         }
         UnaryOp::MulScalar(c) => {
             let c = f32_lit(c);
-            quote! { v * #c }
+            quote! { #v * #c }
         }
         UnaryOp::DivScalar(c) => {
             let c = f32_lit(c);
-            quote! { v / #c }
+            quote! { #v / #c }
         }
         UnaryOp::ScalarDiv(c) => {
             let c = f32_lit(c);
-            quote! { #c / v }
+            quote! { #c / #v }
         }
     }
 }
 
-fn binary_expr(op: BinaryOp) -> TokenStream {
+/// A binary op on the operands `a` and `b` (parenthesized as [`binary_operand_levels`]
+/// asks).
+fn binary_expr(op: BinaryOp, a: &TokenStream, b: &TokenStream) -> TokenStream {
     let m = quote! { ::dnnfusion::runtime::math };
     match op {
-        BinaryOp::Add => quote! { a + b },
-        BinaryOp::Sub => quote! { a - b },
-        BinaryOp::Mul => quote! { a * b },
-        BinaryOp::Div => quote! { a / b },
-        BinaryOp::Max => quote! { #m::max(a, b) },
-        BinaryOp::Min => quote! { #m::min(a, b) },
-        BinaryOp::Pow => quote! { #m::pow(a, b) },
+        BinaryOp::Add => quote! { #a + #b },
+        BinaryOp::Sub => quote! { #a - #b },
+        BinaryOp::Mul => quote! { #a * #b },
+        BinaryOp::Div => quote! { #a / #b },
+        BinaryOp::Max => quote! { #m::max(#a, #b) },
+        BinaryOp::Min => quote! { #m::min(#a, #b) },
+        BinaryOp::Pow => quote! { #m::pow(#a, #b) },
     }
 }
 
@@ -1335,11 +1678,11 @@ fn kernel_call(
     };
     match op {
         Op::Unary(u) => {
-            let body = unary_expr(*u);
+            let body = unary_expr(*u, &quote! { v });
             quote! { #k::map(#in0, #out, |v| #body); }
         }
         Op::Binary(b) => {
-            let body = binary_expr(*b);
+            let body = binary_expr(*b, &quote! { a }, &quote! { b });
             let in1 = ins.get(1).cloned().unwrap_or_else(|| format_ident!("in1"));
             let s1: &[usize] = shapes.get(1).copied().unwrap_or(&[]);
             if s0 == out_shape && s1 == out_shape {
@@ -1696,5 +2039,160 @@ pub fn embedded_weights(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The 24-element block of issue 13: broadcast add, ReLU, square, subtract.
+    const ELEMENTWISE: &str = "pub model Ew(x: [1, 2, 3, 4], y: [4]) -> [1, 2, 3, 4] {
+        let s = relu(x + y);
+        s * s - 2.0
+    }";
+
+    /// A conv with batch norm and ReLU (a row epilogue), a pooled, flattened head (a
+    /// store through a reshape) and one BERT layer (store maps, prologues, tables).
+    fn references() -> Vec<String> {
+        let conv = "pub model Conv(x: [1, 3, 16, 16]) -> [1, 10] {
+            let conv = conv2d(x, 8, kernel = 3, padding = 1, bias = false);
+            let bn = batch_norm(conv);
+            let p = max_pool2d(relu(bn), 2);
+            let head = linear(flatten(relu(p)), 10);
+            head
+        }";
+        let bert = include_str!("../examples/bert_stack.dnn").replace("LAYERS", "1");
+        vec![ELEMENTWISE.to_string(), conv.to_string(), bert]
+    }
+
+    fn compiled(source: &str) -> Vec<crate::CompiledModel> {
+        let models = crate::lower_str(source).unwrap_or_else(|e| panic!("{e:?}"));
+        models.into_iter().map(crate::compile_model).collect()
+    }
+
+    /// The generated code without whitespace, for matching.
+    fn squeezed(tokens: &TokenStream) -> String {
+        tokens.to_string().split_whitespace().collect()
+    }
+
+    #[test]
+    fn a_loop_nest_reads_exact_length_arrays_at_folded_indices() {
+        let code = squeezed(&compiled(ELEMENTWISE)[0].tokens);
+        for expected in [
+            // fixed-size arrays, so the compiler sees every index below the length
+            "fnblk00_add_relu_square_sub(e0:&[f32;24],e1:&[f32;4],out:&mut[f32;24]){",
+            // no loop over the batch axis of extent 1, no `* 1`, `+ 0` or `%`
+            "fori1in0..2{fori2in0..3{fori3in0..4{out[i1*12+i2*4+i3]=",
+            "::dnnfusion::runtime::math::relu(e0[i1*12+i2*4+i3]+e1[i3])",
+            // the call site binds its operands under the callee's parameter names
+            "Self::blk00_add_relu_square_sub(::dnnfusion::runtime::arena::fixed(e0),::dnnfusion::runtime::arena::fixed(e1),::dnnfusion::runtime::arena::fixed_mut(",
+        ] {
+            assert!(code.contains(expected), "`{expected}` missing from\n{code}");
+        }
+    }
+
+    #[test]
+    fn block_functions_bind_nothing_they_do_not_use() {
+        for source in references() {
+            for model in compiled(&source) {
+                let code = squeezed(&model.tokens);
+                let name = &model.model.name;
+                for fragment in [
+                    "unused_variables)]fn",
+                    "unused_variables,",
+                    "identity_op",
+                    "erasing_op",
+                    "leti0=0",
+                    "*1]",
+                    "+0]",
+                    "letmuto",
+                ] {
+                    assert!(!code.contains(fragment), "{name}: `{fragment}` in\n{code}");
+                }
+                let functions = code.split("fnblk").skip(1);
+                for function in functions {
+                    let signature = function.split_once('{').map_or("", |(s, _)| s);
+                    let params = signature
+                        .split_once('(')
+                        .and_then(|(_, p)| p.strip_suffix(')'))
+                        .unwrap_or("");
+                    for param in params.split(',') {
+                        let (_, ty) = param.split_once(':').unwrap_or(("", param));
+                        let exact = (ty.starts_with("&[f32;") || ty.starts_with("&mut[f32;"))
+                            && ty.ends_with(']');
+                        assert!(
+                            exact,
+                            "{name}: parameter `{param}` is not an array of exact length"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The largest index of every read of `ex` outside a range test, with the operand it
+    /// reads (a read inside a test is only valid where the test holds, which these ranges
+    /// do not know).
+    fn reads_of(ex: &Ex, shape: &[usize], out: &mut Vec<(usize, usize)>) {
+        match ex {
+            Ex::Load(k, ix) => out.push((*k, index::max(ix, shape))),
+            Ex::Unary(_, a) => reads_of(a, shape, out),
+            Ex::Binary(_, a, b) | Ex::Prelu(a, b) => {
+                reads_of(a, shape, out);
+                reads_of(b, shape, out);
+            }
+            Ex::Select(c, a, b) => {
+                reads_of(c, shape, out);
+                reads_of(a, shape, out);
+                reads_of(b, shape, out);
+            }
+            Ex::InRange { .. } | Ex::Anchor | Ex::Const(_) | Ex::Let(_) => {}
+        }
+    }
+
+    #[test]
+    fn every_read_of_a_fused_block_is_provably_in_bounds() {
+        // what lets the compiler drop the bounds checks: with arrays of exact length, an
+        // index whose range stays below the length needs no check
+        let mut checked = 0;
+        for source in references() {
+            for model in compiled(&source) {
+                let graph = &model.model.graph;
+                let facts = fuse::Facts::new(graph);
+                for block in model.fusion.blocks.iter().filter(|b| b.nodes.len() > 1) {
+                    let (epilogue, _) = block_program(graph, block, &facts).unwrap();
+                    let prologue = fuse::prologue_in(&facts, block);
+                    let prologue = (!prologue.is_empty()).then_some(Block {
+                        nodes: prologue,
+                        anchor: None,
+                        mapping: block.mapping,
+                    });
+                    let prologue = prologue.and_then(|b| element::build(graph, &b));
+                    for mut program in std::iter::once(epilogue).chain(prologue) {
+                        let first_table = program.operands.len();
+                        let mut tables = hoist(&mut program);
+                        simplify_program(&mut program, &mut tables);
+                        let mut reads = Vec::new();
+                        for e in program.lets.iter().chain(std::iter::once(&program.value)) {
+                            reads_of(e, &program.shape, &mut reads);
+                        }
+                        for (k, top) in reads {
+                            let len = match program.operands.get(k) {
+                                Some(&v) => graph.values[v].len(),
+                                None => tables.tables[k - first_table].1,
+                            };
+                            assert!(
+                                top < len,
+                                "{}: a read of operand {k} reaches {top}, its length is {len}",
+                                model.model.name
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked >= 12, "only {checked} reads checked");
     }
 }

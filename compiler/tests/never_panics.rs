@@ -7,6 +7,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use dnnfusion_test_support::Rng;
 use proc_macro2::{Delimiter, Group, Literal, Punct, Spacing, TokenStream, TokenTree};
 
 /// A copy of the DSL text of `models/src/reference.rs`.
@@ -142,21 +143,6 @@ fn close(stack: &mut Vec<(Delimiter, Vec<TokenTree>)>) {
     }
 }
 
-/// Deterministic xorshift64* generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 fn is_number(f: &Flat) -> bool {
     matches!(f, Flat::Leaf(TokenTree::Literal(l)) if l.to_string().starts_with(|c: char| c.is_ascii_digit()))
 }
@@ -212,7 +198,8 @@ fn mutate(base: &[Flat], rng: &mut Rng) -> Vec<Flat> {
             }
             _ => {
                 let numbers: Vec<usize> = (0..v.len()).filter(|&k| is_number(&v[k])).collect();
-                if let Some(&k) = numbers.get(rng.below(numbers.len())) {
+                // a draw even when there is no number, as the seeded stream always had
+                if let Some(&k) = numbers.get(rng.below(numbers.len().max(1))) {
                     let r = replacement(rng);
                     v.splice(k..=k, r);
                 }

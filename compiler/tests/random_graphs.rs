@@ -37,6 +37,7 @@ use dnnfusion_compiler::interp;
 use dnnfusion_compiler::ir::{Graph, Op, PadMode, ValueKind};
 use dnnfusion_compiler::tables::{classify, fusion_cell, Colour, MappingType};
 use dnnfusion_compiler::{compile_model, lower_str, ModelIr};
+use dnnfusion_test_support::{first_mismatch, Rng};
 use ndarray::{ArrayD, IxDyn};
 
 /// Graphs checked by `random_graphs_fuse_correctly` (seeds `0..GRAPHS`). For longer hunts
@@ -48,62 +49,6 @@ const GRAPHS: u64 = 2000;
 const MAX_ELEMS: usize = 480;
 /// Relative tolerance of the comparison with the interpreter (see the module doc).
 const TOLERANCE: f32 = 1e-4;
-
-// ---------------------------------------------------------------------------------------
-// Random numbers
-// ---------------------------------------------------------------------------------------
-
-/// xorshift64*, seeded.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03);
-        if r.0 == 0 {
-            r.0 = 1;
-        }
-        for _ in 0..4 {
-            r.next_u64();
-        }
-        r
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Uniform in `0..n` (0 when `n == 0`).
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next_u64() % n as u64) as usize
-        }
-    }
-    /// Uniform in `lo..=hi`.
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi.saturating_sub(lo) + 1)
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        self.unit() < p
-    }
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * self.unit() as f32
-    }
-    fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
-        &xs[self.below(xs.len())]
-    }
-    fn shuffle<T>(&mut self, xs: &mut [T]) {
-        for i in (1..xs.len()).rev() {
-            let j = self.below(i + 1);
-            xs.swap(i, j);
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // The generator
@@ -1536,20 +1481,11 @@ fn compare(got: &[ArrayD<f32>], want: &[ArrayD<f32>]) -> Result<(), String> {
                 w.shape()
             ));
         }
-        let scale = w.iter().fold(
-            1.0f32,
-            |m, v| if v.is_finite() { m.max(v.abs()) } else { m },
-        );
-        let tol = TOLERANCE * scale;
-        for (j, (a, b)) in g.iter().zip(w.iter()).enumerate() {
-            let same_special = (a.is_nan() && b.is_nan()) || (a.is_infinite() && a == b);
-            // a NaN difference is not within tolerance
-            let close = (a - b).abs() <= tol;
-            if !same_special && !close {
-                return Err(format!(
-                    "output {i}[{j}]: plan {a}, interpreter {b} (tolerance {tol})"
-                ));
-            }
+        if let Some(m) = first_mismatch(g.iter(), w.iter(), TOLERANCE) {
+            return Err(format!(
+                "output {i}[{}]: plan {}, interpreter {} (tolerance {})",
+                m.index, m.got, m.want, m.tolerance
+            ));
         }
     }
     Ok(())

@@ -29,33 +29,17 @@ use dnnfusion_compiler::ir::Graph;
 use dnnfusion_compiler::lower_str;
 use dnnfusion_compiler::rewrite::{graph_cost, rewrite, RewriteOptions};
 use dnnfusion_compiler::tables::{Family, RULES};
+use dnnfusion_test_support::Rng;
 use ndarray::{ArrayD, IxDyn};
 
 // ---------------------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------------------
 
-/// xorshift64*, seeded.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    /// Uniform in `[lo, hi)`.
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-        lo + (hi - lo) * unit
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
+/// The shared generator, seeded the way these tests always were (their streams stay the
+/// same).
+fn seeded(seed: u64) -> Rng {
+    Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
 }
 
 /// Values every input position takes in turn.
@@ -217,7 +201,7 @@ fn agree(a: f32, b: f32, scale: f32, rtol: f32) -> bool {
 
 /// Evaluates both graphs on random and edge inputs and compares every output.
 fn compare(label: &str, before: &Graph, after: &Graph, domain: Domain, rtol: f32) {
-    let mut rng = Rng::new(0x5eed);
+    let mut rng = seeded(0x5eed);
     let trials = (0..24).map(|_| None).chain((0..EDGES.len()).map(Some));
     for (trial, edge) in trials.enumerate() {
         let (inputs, params) = arrays(before, &mut rng, edge, domain);
@@ -1812,7 +1796,7 @@ fn fuse_groups_keep_their_nodes() {
 /// frequent. Magnitudes are tracked and kept below 1e4 (a `tanh` bounds a value that
 /// would grow past it), so the comparison is not about overflow.
 fn random_model(seed: u64) -> String {
-    let mut rng = Rng::new(seed);
+    let mut rng = seeded(seed);
     // (name, shape, bound on |value|)
     let mut pool: Vec<(String, [usize; 2], f32)> =
         (0..3).map(|i| (format!("x{i}"), [2, 3], 2.0)).collect();
@@ -1953,7 +1937,7 @@ fn random_graphs(fast_math: bool, rtol: f32) {
             "{label}: not a fixed point, then {:?}",
             again.applied
         );
-        let mut rng = Rng::new(seed);
+        let mut rng = seeded(seed);
         for _ in 0..4 {
             let (inputs, params) = arrays(&before, &mut rng, None, Domain::Any);
             let want = interp::interpret(&before, &inputs, &params).unwrap();

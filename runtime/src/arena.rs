@@ -54,6 +54,36 @@ pub fn disjoint<const N: usize>(
     })
 }
 
+/// `view` as the array of exactly `N` floats a fused block takes: the length is checked
+/// once here, so the block's loops index the array without bounds checks.
+///
+/// Precondition (guaranteed by the generated code): `view.len() == N`.
+#[inline(always)]
+#[track_caller]
+pub fn fixed<const N: usize>(view: &[f32]) -> &[f32; N] {
+    match view.try_into() {
+        Ok(array) => array,
+        Err(_) => length_mismatch(view.len(), N),
+    }
+}
+
+/// [`fixed`] for the view a block writes.
+#[inline(always)]
+#[track_caller]
+pub fn fixed_mut<const N: usize>(view: &mut [f32]) -> &mut [f32; N] {
+    let len = view.len();
+    match view.try_into() {
+        Ok(array) => array,
+        Err(_) => length_mismatch(len, N),
+    }
+}
+
+#[cold]
+#[track_caller]
+fn length_mismatch(found: usize, expected: usize) -> ! {
+    panic!("a fused block got a view of {found} floats where it takes {expected}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,6 +96,23 @@ mod tests {
         assert_eq!(b, &[7.0, 8.0, 9.0]);
         out.fill(-1.0);
         assert_eq!(arena[3..7], [-1.0; 4]);
+    }
+
+    #[test]
+    fn fixed_views_keep_their_data() {
+        let mut buffer = [1.0f32, 2.0, 3.0];
+        let a: &[f32; 2] = fixed(&buffer[1..]);
+        assert_eq!(a, &[2.0, 3.0]);
+        let b: &mut [f32; 3] = fixed_mut(&mut buffer[..]);
+        b[0] = 5.0;
+        assert_eq!(buffer[0], 5.0);
+    }
+
+    #[test]
+    #[should_panic(expected = "of 2 floats where it takes 3")]
+    fn a_view_of_another_length_is_refused() {
+        let buffer = [0.0f32; 2];
+        let _: &[f32; 3] = fixed(&buffer[..]);
     }
 
     #[test]

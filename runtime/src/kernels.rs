@@ -43,6 +43,13 @@ impl Source for &[f32] {
     }
 }
 
+impl<const N: usize> Source for &[f32; N] {
+    #[inline(always)]
+    fn at(&self, i: usize) -> f32 {
+        self[i]
+    }
+}
+
 /// A fused prologue: each element of the operand computed on the fly from its flat index.
 /// Kernels taking a [`Source`] read every element once.
 pub struct Computed<F>(pub F);

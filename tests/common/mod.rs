@@ -12,21 +12,7 @@ use dnnfusion::{Model, Params};
 use dnnfusion_compiler::{interp, lower_str};
 use ndarray::{ArrayD, IxDyn};
 
-/// xorshift64*: small, seeded, good enough for test data.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
-        bits as f32 / (1u64 << 24) as f32
-    }
-    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * self.next()
-    }
-}
+pub use dnnfusion_test_support::{first_mismatch, max_abs_diff, reference_tolerance, Rng};
 
 /// Seeded data of one input, its distribution chosen by the name (see the module doc).
 pub fn random_input(name: &str, len: usize, rng: &mut Rng) -> Vec<f32> {
@@ -35,9 +21,9 @@ pub fn random_input(name: &str, len: usize, rng: &mut Rng) -> Vec<f32> {
             if name.starts_with("pos") {
                 rng.uniform(0.1, 3.0)
             } else if name.starts_with("idx") {
-                (rng.next() * 4.0).floor().min(3.0)
+                (rng.unit_f32() * 4.0).floor().min(3.0)
             } else if name.starts_with("cond") {
-                (rng.next() * 2.0).floor().min(1.0)
+                (rng.unit_f32() * 2.0).floor().min(1.0)
             } else {
                 rng.uniform(-2.0, 2.0)
             }
@@ -97,39 +83,13 @@ pub fn check_with<M: Model>(source: &str, tolerance: f32) {
 
     for (i, (got, want)) in outputs.iter().zip(&expected).enumerate() {
         assert_eq!(got.len(), want.len(), "output {i} length");
-        let scale = want.iter().fold(
-            1.0f32,
-            |m, v| if v.is_finite() { m.max(v.abs()) } else { m },
-        );
-        let tol = tolerance * scale;
-        for (j, (g, w)) in got.iter().zip(want.iter()).enumerate() {
-            let same_special = (g.is_nan() && w.is_nan()) || (g.is_infinite() && g == w);
-            assert!(
-                same_special || (g - w).abs() <= tol,
-                "output {i}[{j}]: generated {g}, interpreter {w} (tolerance {tol})\n{source}"
+        if let Some(m) = first_mismatch(got.iter(), want.iter(), tolerance) {
+            panic!(
+                "output {i}[{}]: generated {}, interpreter {} (tolerance {})\n{source}",
+                m.index, m.got, m.want, m.tolerance
             );
         }
     }
-}
-
-/// The tolerance of every comparison with a reference run (PyTorch, ONNX Runtime, an f64
-/// computation) on a whole model: `1e-5 * max(1, max |expected|)` on the largest
-/// absolute error, room for f32 arithmetic that sums in another order.
-pub fn reference_tolerance(expected: &[f32]) -> f32 {
-    1e-5 * expected.iter().fold(1.0f32, |m, v| m.max(v.abs()))
-}
-
-/// The largest |a - b| (a NaN on either side counts as infinite).
-pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter().zip(b).fold(0.0f32, |m, (x, y)| {
-        let d = (x - y).abs();
-        if d.is_nan() {
-            f32::INFINITY
-        } else {
-            m.max(d)
-        }
-    })
 }
 
 /// Checks a model's output against a reference output (same shape, largest error within
