@@ -2121,8 +2121,11 @@ mod tests {
                         let (_, ty) = param.split_once(':').unwrap_or(("", param));
                         let exact = (ty.starts_with("&[f32;") || ty.starts_with("&mut[f32;"))
                             && ty.ends_with(']');
+                        // a pooling planned in place reads and writes one range: slices
+                        let in_place = signature.contains("pool2d")
+                            && (ty == "&[f32]" || ty == "&mut[f32]");
                         assert!(
-                            exact,
+                            exact || in_place,
                             "{name}: parameter `{param}` is not an array of exact length"
                         );
                     }
