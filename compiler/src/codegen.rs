@@ -2122,8 +2122,8 @@ mod tests {
                         let exact = (ty.starts_with("&[f32;") || ty.starts_with("&mut[f32;"))
                             && ty.ends_with(']');
                         // a pooling planned in place reads and writes one range: slices
-                        let in_place = signature.contains("pool2d")
-                            && (ty == "&[f32]" || ty == "&mut[f32]");
+                        let in_place =
+                            signature.contains("pool2d") && (ty == "&[f32]" || ty == "&mut[f32]");
                         assert!(
                             exact || in_place,
                             "{name}: parameter `{param}` is not an array of exact length"

@@ -1665,33 +1665,16 @@ fn gemm_banded(
     simd: bool,
 ) {
     // a band buffer no larger than needed: it is cleared on every call
-    if plan.len <= SMALL_BAND_LEN {
-        let band = &mut [0.0f32; SMALL_BAND_LEN];
-        banded_products(
-            band,
-            xg,
-            g,
-            plan,
-            (a, depth),
-            bias,
-            (lo, hi),
-            (out, ldc),
-            simd,
-        );
+    let (mut small, mut large);
+    let band: &mut [f32] = if plan.len <= SMALL_BAND_LEN {
+        small = [0.0f32; SMALL_BAND_LEN];
+        &mut small
     } else {
-        let band = &mut [0.0f32; BAND_LEN];
-        banded_products(
-            band,
-            xg,
-            g,
-            plan,
-            (a, depth),
-            bias,
-            (lo, hi),
-            (out, ldc),
-            simd,
-        );
-    }
+        large = [0.0f32; BAND_LEN];
+        &mut large
+    };
+    let operands = ((a, depth), bias);
+    banded_products(band, xg, g, plan, operands, (lo, hi), (out, ldc), simd);
 }
 
 /// [`gemm_banded`]'s loops, on a band buffer of at least `plan.len` floats.
@@ -1702,8 +1685,7 @@ fn banded_products(
     xg: &[f32],
     g: &Conv2dGeom,
     plan: &BandPlan,
-    (a, depth): (&[f32], usize),
-    bias: Option<&[f32]>,
+    ((a, depth), bias): ((&[f32], usize), Option<&[f32]>),
     (lo, hi): (usize, usize),
     (out, ldc): (&mut [f32], usize),
     simd: bool,
