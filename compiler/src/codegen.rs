@@ -11,7 +11,7 @@
 //! ```
 //!
 //! A fused block becomes one function taking arrays of their exact lengths, its indices
-//! folded over the loop ranges ([`index`]), so its loops carry no bounds checks; call
+//! folded over the loop ranges (the `index` module), so its loops carry no bounds checks; call
 //! sites bind their operands under the function's parameter names:
 //!
 //! ```text

@@ -60,7 +60,7 @@ pub struct MemoryPlan {
     /// Bytes of intermediates written to memory (arena values), for the fusion report.
     pub intermediate_bytes: usize,
     /// Poolings computed in place: (stored value, operand whose arena range it
-    /// overwrites, starting at the same offset); see [`pools_in_place`].
+    /// overwrites, starting at the same offset); see `pools_in_place`.
     pub in_place: Vec<(ValueId, ValueId)>,
 }
 

@@ -2473,7 +2473,7 @@ pub struct Pool2dGeom {
 /// Max pooling; padding never wins.
 ///
 /// In place when `x` is empty: `out` then holds the input (`planes * h * w` floats) and
-/// receives the output at its start (see [`pool2d_in_place`] for when that is possible).
+/// receives the output at its start (see `pool2d_in_place` for when that is possible).
 pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: impl Fn(usize, f32) -> f32) {
     if x.is_empty() {
         max_pool2d_in_place(out, g, &epi);
@@ -2518,7 +2518,7 @@ fn max_pool2d_in_place(buf: &mut [f32], g: &Pool2dGeom, epi: &impl Fn(usize, f32
 /// Input columns [`max_pool2d_rows`] splits into phase rows on the stack.
 const POOL_ROW: usize = stack_floats(4096, 256);
 
-/// Widest output row a pooling computes in place ([`pool2d_in_place`] keeps one on the
+/// Widest output row a pooling computes in place (`pool2d_in_place` keeps one on the
 /// stack); the compiler plans a pooling in place only up to this width.
 pub const IN_PLACE_POOL_ROW: usize = 256;
 
