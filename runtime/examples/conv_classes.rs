@@ -1,6 +1,7 @@
 //! GFLOP/s of `kernels::conv2d` on every convolution shape class of torchvision's
 //! resnet18 and mobilenet_v2 at 224x224, batch 1, one thread; depthwise convolutions
-//! (memory-bound) also in GB/s of input read plus output written; then
+//! (memory-bound) also in GB/s of input read plus output written, the others also on
+//! weights laid out by `tile_conv2d_weights` (`conv2d_tiled`, what models run); then
 //! `kernels::conv_transpose2d` on unet_small's upsamplings and two wider ones, and
 //! `kernels::matmul` at 512x512x512 (sgemm) and at the BERT-384 projection shapes.
 //!
@@ -11,7 +12,8 @@
 use std::time::Instant;
 
 use dnnfusion_runtime::kernels::{
-    conv2d, conv_transpose2d, matmul, store, store_rows, Conv2dGeom, MatMulGeom,
+    conv2d, conv2d_tiled, conv_transpose2d, matmul, store, store_rows, tile_conv2d_weights,
+    Conv2dGeom, MatMulGeom,
 };
 
 /// (name, c_in, size, c_out, kernel, stride, groups)
@@ -103,17 +105,25 @@ fn run(args: &[String]) {
         let median = median_time(|| conv2d(&x, &w, Some(&b), &mut out, &g, store_rows));
         let gflops = flops / median / 1e9;
         let gbs = bytes / median / 1e9;
+        let depthwise = groups == c_in && groups == c_out;
+        // the weights as a model's `prepare` lays them out (all but depthwise)
+        let tiled = (!depthwise).then(|| {
+            let mut tiled = vec![0.0f32; w.len()];
+            tile_conv2d_weights(&w, &mut tiled, &g);
+            let median =
+                median_time(|| conv2d_tiled(&x, &tiled, Some(&b), &mut out, &g, store_rows));
+            flops / median / 1e9
+        });
         if json {
+            let tiled = tiled.map_or("null".to_string(), |t| format!("{t:.2}"));
             println!(
-                "{{\"class\":\"{name}\",\"ms\":{:.4},\"gflops\":{gflops:.2},\"gbs\":{gbs:.2},\"depthwise\":{}}}",
+                "{{\"class\":\"{name}\",\"ms\":{:.4},\"gflops\":{gflops:.2},\"tiled_gflops\":{tiled},\"gbs\":{gbs:.2},\"depthwise\":{depthwise}}}",
                 median * 1e3,
-                groups == c_in
             );
         } else {
-            let extra = if groups == c_in && groups > 1 {
-                format!("  {gbs:6.1} GB/s")
-            } else {
-                String::new()
+            let extra = match tiled {
+                Some(t) => format!("  tiled weights {t:6.1} GFLOP/s"),
+                None => format!("  {gbs:6.1} GB/s"),
             };
             println!(
                 "{name:32} {:9.3} ms {gflops:7.1} GFLOP/s{extra}",

@@ -594,7 +594,7 @@ fn gemm_panels(simd: bool, a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usiz
                 tile_panel(
                     simd,
                     (mc, kc, cols),
-                    (&a[i0 * k + k0..], k, 1),
+                    Lhs::Strided(&a[i0 * k + k0..], k, 1),
                     (&b[(p * k + k0) * PANEL..], PANEL),
                     (&mut c[i0 * n + j0..], n),
                     start,
@@ -1126,10 +1126,26 @@ const PANEL_DEPTH: usize = stack_floats(256, 32);
 /// split in whole tiles, or output pixels when there are too few channels. The row
 /// epilogue runs once each output plane of the group is complete. Out of line, so that
 /// its buffers are on the stack only while it runs.
-#[inline(never)]
 fn conv2d_gemm(
     x: &[f32],
     w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &Conv2dGeom,
+    epi: &impl Fn(usize, &mut [f32]),
+    simd: bool,
+) {
+    conv2d_gemm_with(x, w, false, bias, out, g, epi, simd);
+}
+
+/// [`conv2d_gemm`] on row-major weights, or (`tiled`) on weights laid out by
+/// [`tile_conv2d_weights`].
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn conv2d_gemm_with(
+    x: &[f32],
+    w: &[f32],
+    tiled: bool,
     bias: Option<&[f32]>,
     out: &mut [f32],
     g: &Conv2dGeom,
@@ -1156,8 +1172,10 @@ fn conv2d_gemm(
     // output channels split over the threads (`threads::with_threads`), in whole tiles
     let threads = crate::threads::current();
     let worth_splitting = cout_g * depth * pixels >= PARALLEL_MIN_MACS;
+    // (tiled weights split at their tiles' edges)
+    let step = if tiled { WEIGHT_TILE_ROWS } else { TILE_ROWS };
     let chunk_rows = if threads > 1 && worth_splitting {
-        cout_g.div_ceil(threads).div_ceil(TILE_ROWS) * TILE_ROWS
+        cout_g.div_ceil(threads).div_ceil(step) * step
     } else {
         cout_g
     };
@@ -1165,6 +1183,7 @@ fn conv2d_gemm(
     for n in 0..g.n {
         for grp in 0..g.groups {
             let wg = &w[grp * cout_g * depth..(grp + 1) * cout_g * depth];
+            let wg = Lhs::weights(wg, depth, cout_g, tiled);
             let xg = &x[(n * g.c_in + grp * cin_g) * in_plane
                 ..(n * g.c_in + (grp + 1) * cin_g) * in_plane];
             let first = n * g.c_out + grp * cout_g;
@@ -1182,7 +1201,7 @@ fn conv2d_gemm(
             crate::threads::for_each_chunk(og, chunk_rows * pixels, |i, oc| {
                 let m0 = i * chunk_rows;
                 let rows = oc.len() / pixels;
-                let a = &wg[m0 * depth..];
+                let a = wg.from_row(m0);
                 let bias = bg.map(|b| &b[m0..m0 + rows]);
                 if let (Some(plan), false) = (&banded, pointwise) {
                     gemm_banded(
@@ -1214,7 +1233,7 @@ fn conv2d_gemm(
                         tile_panel(
                             simd,
                             (rows, kc, cols),
-                            (&a[k0..], depth, 1),
+                            a.from_column(k0),
                             (b, ldb),
                             (c, pixels),
                             start,
@@ -1250,25 +1269,173 @@ impl<'a> Start<'a> {
     }
 }
 
+/// Rows of one tile of convolution weights laid out by [`tile_conv2d_weights`].
+pub const WEIGHT_TILE_ROWS: usize = MAX_TILE_ROWS;
+
+/// The left operand of [`tile_panel`], from its first row and depth on.
+#[derive(Clone, Copy)]
+enum Lhs<'a> {
+    /// row `i`, column `k` at `a[i * row_step + k * k_step]` (a row-major matrix read in
+    /// place, or a transposed one)
+    Strided(&'a [f32], usize, usize),
+    /// convolution weights laid out by [`tile_conv2d_weights`] (rows of `depth` floats),
+    /// read from column `k0` on: the first `tiled` rows in interleaved tiles of
+    /// [`WEIGHT_TILE_ROWS`] rows, the rest row-major after them
+    Tiled {
+        w: &'a [f32],
+        depth: usize,
+        tiled: usize,
+        k0: usize,
+    },
+}
+
+impl<'a> Lhs<'a> {
+    /// Row-major weights with rows `depth` floats long (`tiled` when laid out by
+    /// [`tile_conv2d_weights`]).
+    fn weights(w: &'a [f32], depth: usize, rows: usize, tiled: bool) -> Lhs<'a> {
+        if tiled {
+            let tiled = rows / WEIGHT_TILE_ROWS * WEIGHT_TILE_ROWS;
+            Lhs::Tiled {
+                w,
+                depth,
+                tiled,
+                k0: 0,
+            }
+        } else {
+            Lhs::Strided(w, depth, 1)
+        }
+    }
+
+    /// The operand from row `m0` on (inside the tiles, `m0` must start one).
+    fn from_row(self, m0: usize) -> Lhs<'a> {
+        match self {
+            Lhs::Strided(a, row, k) => Lhs::Strided(&a[m0 * row..], row, k),
+            Lhs::Tiled {
+                w,
+                depth,
+                tiled,
+                k0,
+            } => {
+                debug_assert!(m0 >= tiled || m0.is_multiple_of(WEIGHT_TILE_ROWS));
+                Lhs::Tiled {
+                    w: &w[m0 * depth..],
+                    depth,
+                    tiled: tiled.saturating_sub(m0),
+                    k0,
+                }
+            }
+        }
+    }
+
+    /// The operand from column `k` on.
+    fn from_column(self, k: usize) -> Lhs<'a> {
+        match self {
+            Lhs::Strided(a, row, step) => Lhs::Strided(&a[k * step..], row, step),
+            Lhs::Tiled {
+                w,
+                depth,
+                tiled,
+                k0,
+            } => Lhs::Tiled {
+                w,
+                depth,
+                tiled,
+                k0: k0 + k,
+            },
+        }
+    }
+
+    /// Rows `m0..` as `(slice, row step, column step)`, and how many of them (at most
+    /// `want`) that form reaches: to the end of an interleaved tile.
+    fn rows_at(self, m0: usize, want: usize) -> ((&'a [f32], usize, usize), usize) {
+        match self {
+            Lhs::Strided(a, row, k) => ((&a[m0 * row..], row, k), want),
+            Lhs::Tiled {
+                w,
+                depth,
+                tiled,
+                k0,
+            } if m0 < tiled => {
+                let (tile, within) = (m0 / WEIGHT_TILE_ROWS, m0 % WEIGHT_TILE_ROWS);
+                let at = tile * WEIGHT_TILE_ROWS * depth + k0 * WEIGHT_TILE_ROWS + within;
+                let reach = want.min(WEIGHT_TILE_ROWS - within);
+                ((&w[at..], 1, WEIGHT_TILE_ROWS), reach)
+            }
+            Lhs::Tiled { w, depth, k0, .. } => ((&w[m0 * depth + k0..], depth, 1), want),
+        }
+    }
+}
+
+/// Lays out the weights of a convolution (`w`, `[c_out, c_in / groups, kh, kw]`) as
+/// [`conv2d_tiled`] reads them, in `out` (as long as `w`): per group, each block of
+/// [`WEIGHT_TILE_ROWS`] output channels interleaved (`tile[k * 16 + i]` is channel `i`
+/// at patch row `k`), so that a register tile's broadcasts at one step along the patch
+/// read one cache line; the group's last `c_out / groups % 16` channels stay row-major
+/// after its tiles. Done once, at load time (the generated `prepare`).
+pub fn tile_conv2d_weights(w: &[f32], out: &mut [f32], g: &Conv2dGeom) {
+    let cout_g = g.c_out / g.groups.max(1);
+    let depth = g.c_in / g.groups.max(1) * g.kh * g.kw;
+    let group_len = cout_g * depth;
+    let tiled = cout_g / WEIGHT_TILE_ROWS * WEIGHT_TILE_ROWS;
+    for (src, dst) in w
+        .chunks_exact(group_len.max(1))
+        .zip(out.chunks_exact_mut(group_len.max(1)))
+    {
+        let tiles = tiled * depth;
+        for (t, tile) in dst[..tiles]
+            .chunks_exact_mut(WEIGHT_TILE_ROWS * depth)
+            .enumerate()
+        {
+            for (k, step) in tile.chunks_exact_mut(WEIGHT_TILE_ROWS).enumerate() {
+                for (i, slot) in step.iter_mut().enumerate() {
+                    *slot = src[(t * WEIGHT_TILE_ROWS + i) * depth + k];
+                }
+            }
+        }
+        dst[tiles..].copy_from_slice(&src[tiles..]);
+    }
+}
+
+/// [`conv2d`] on weights laid out by [`tile_conv2d_weights`] (depthwise convolutions
+/// excepted: they must use [`conv2d`]): always the implicit GEMM, whose AVX-512 tiles then
+/// read each step's sixteen weights from one cache line (the row-major weights need
+/// sixteen row pointers, more than the general registers). The same sums in the same
+/// order as [`conv2d`]'s GEMM.
+pub fn conv2d_tiled(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &Conv2dGeom,
+    epi: impl Fn(usize, &mut [f32]),
+) {
+    assert!(
+        !(g.c_in == g.groups && g.c_out == g.groups),
+        "conv2d_tiled: a depthwise convolution's weights are not tiled"
+    );
+    let simd = crate::simd::avx2_fma();
+    conv2d_gemm_with(x, w, true, bias, out, g, &epi, simd);
+}
+
 /// One panel of a matrix product: `c[i, j] = start_i + sum over k < kc of a[i, k] *
-/// b[k, j]` for `i < m`, `j < cols` (at most [`PANEL`]); `a` is given as `(slice, row
-/// step, column step)` (so a transposed matrix is read in place), `b` and `c` as `(slice,
+/// b[k, j]` for `i < m`, `j < cols` (at most [`PANEL`]); `a` is given as an [`Lhs`]
+/// (a transposed matrix or tiled weights are read in place), `b` and `c` as `(slice,
 /// row pitch)`; register tiles of [`TILE_ROWS`] rows. A panel narrower than [`PANEL`]
 /// goes through a full-width buffer (its `b` must still hold [`PANEL`] readable columns:
 /// a packed panel).
 fn tile_panel(
     simd: bool,
     (m, kc, cols): (usize, usize, usize),
-    (a, a_row, a_k): (&[f32], usize, usize),
+    a: Lhs<'_>,
     (b, ldb): (&[f32], usize),
     (c, ldc): (&mut [f32], usize),
     start: Start<'_>,
 ) {
     let isa = Isa::of(simd);
     let tile_rows = isa.tile_rows();
-    for m0 in (0..m).step_by(tile_rows) {
-        let rows = tile_rows.min(m - m0);
-        let at = (&a[m0 * a_row..], a_row, a_k);
+    let mut m0 = 0;
+    while m0 < m {
+        let (at, rows) = a.rows_at(m0, tile_rows.min(m - m0));
         let init = match start {
             Start::Zero => Some(&ZEROS[..rows]),
             Start::Bias(v) => Some(&v[m0..m0 + rows]),
@@ -1277,18 +1444,19 @@ fn tile_panel(
         if cols == PANEL {
             let tile = &mut c[m0 * ldc..];
             gemm_tile(isa, kc, at, rows, b, ldb, tile, ldc, init);
-            continue;
+        } else {
+            edge_tile(
+                isa,
+                kc,
+                at,
+                rows,
+                (b, ldb),
+                (&mut c[m0 * ldc..], ldc),
+                cols,
+                init,
+            );
         }
-        edge_tile(
-            isa,
-            kc,
-            at,
-            rows,
-            (b, ldb),
-            (&mut c[m0 * ldc..], ldc),
-            cols,
-            init,
-        );
+        m0 += rows;
     }
 }
 
@@ -1456,7 +1624,7 @@ fn gemm_in_place(
             tile_panel(
                 simd,
                 (m, kc, cols),
-                (&a[k0..], k, 1),
+                Lhs::Strided(&a[k0..], k, 1),
                 (bp, ldb),
                 (&mut c[j0..], n),
                 start,
@@ -1610,7 +1778,7 @@ fn gemm_banded_split(
     xg: &[f32],
     g: &Conv2dGeom,
     plan: &BandPlan,
-    (a, depth): (&[f32], usize),
+    (a, depth): (Lhs<'_>, usize),
     bias: Option<&[f32]>,
     out: &mut [f32],
     simd: bool,
@@ -1658,7 +1826,7 @@ fn gemm_banded(
     xg: &[f32],
     g: &Conv2dGeom,
     plan: &BandPlan,
-    (a, depth): (&[f32], usize),
+    (a, depth): (Lhs<'_>, usize),
     bias: Option<&[f32]>,
     (lo, hi): (usize, usize),
     (out, ldc): (&mut [f32], usize),
@@ -1685,7 +1853,7 @@ fn banded_products(
     xg: &[f32],
     g: &Conv2dGeom,
     plan: &BandPlan,
-    ((a, depth), bias): ((&[f32], usize), Option<&[f32]>),
+    ((a, depth), bias): ((Lhs<'_>, usize), Option<&[f32]>),
     (lo, hi): (usize, usize),
     (out, ldc): (&mut [f32], usize),
     simd: bool,
@@ -1707,7 +1875,7 @@ fn banded_products(
                 tile_panel(
                     simd,
                     (rows, kc, cols),
-                    (&a[k0..], depth, 1),
+                    a.from_column(k0),
                     (&panel, PANEL),
                     (&mut out[p0 - lo..], ldc),
                     start,
@@ -2402,7 +2570,7 @@ fn transpose_products(
                 tile_panel(
                     simd,
                     (rows, kc, PANEL),
-                    (&wg[k0 * m + b0..], 1, m),
+                    Lhs::Strided(&wg[k0 * m + b0..], 1, m),
                     (b, ldb),
                     (&mut products, PANEL),
                     start,
@@ -3532,6 +3700,9 @@ mod tests {
             geom(1, (40, 1, 1), 20, 3, [1, 1], 1, 1, 1),
             // a depthwise kernel of more taps than its register-summed form takes
             geom(1, (4, 12, 12), 4, 9, [1, 1], 4, 1, 4),
+            // tiled weights: two tiles and 8 row-major channels; per group one tile and 4
+            geom(1, (12, 9, 11), 40, 3, [1, 1], 1, 1, 1),
+            geom(1, (8, 10, 10), 40, 3, [2, 2], 1, 1, 2),
         ];
         for (case, g) in cases.iter().enumerate() {
             // miri interprets: only the small cases there
@@ -3600,6 +3771,32 @@ mod tests {
                     });
                     paths.push(("gemm avx2", out));
                 }
+                // tiled weights: the same sums in the same order on every path
+                let mut tiled = std::vec![f32::NAN; w.len()];
+                tile_conv2d_weights(&w, &mut tiled, g);
+                let gemm = |weights: &[f32], is_tiled: bool, simd: bool| {
+                    let mut out = std::vec![f32::NAN; len];
+                    conv2d_gemm_with(&x, weights, is_tiled, Some(&b), &mut out, g, &epi, simd);
+                    bits(&out)
+                };
+                let simd_paths: &[bool] = if crate::simd::avx2_fma() {
+                    &[false, true]
+                } else {
+                    &[false]
+                };
+                for &simd in simd_paths {
+                    let plain = gemm(&w, false, simd);
+                    assert_eq!(
+                        gemm(&tiled, true, simd),
+                        plain,
+                        "case {case}: tiled, simd {simd}"
+                    );
+                    let avx2 = crate::simd::avx2_only(|| gemm(&tiled, true, simd));
+                    assert_eq!(avx2, crate::simd::avx2_only(|| gemm(&w, false, simd)));
+                }
+                let mut out = std::vec![f32::NAN; len];
+                conv2d_tiled(&x, &tiled, Some(&b), &mut out, g, epi);
+                paths.push(("conv2d_tiled", out));
             }
             let terms = (g.c_in / g.groups * g.kh * g.kw) as f32;
             for (path, got) in &paths {
@@ -3648,6 +3845,21 @@ mod tests {
                     conv2d(&x, &w, Some(&b), &mut many, g, epi)
                 });
                 assert_eq!(one, many, "conv case {case}, {threads} threads");
+            }
+            if g.c_in == g.groups && g.c_out == g.groups {
+                continue;
+            }
+            // tiled weights: the threads split at tile edges, the sums stay the same
+            let mut tiled = std::vec![f32::NAN; w.len()];
+            tile_conv2d_weights(&w, &mut tiled, g);
+            let mut one = std::vec![f32::NAN; len];
+            conv2d_tiled(&x, &tiled, Some(&b), &mut one, g, epi);
+            for threads in [2, 3] {
+                let mut many = std::vec![f32::NAN; len];
+                crate::threads::with_threads(threads, || {
+                    conv2d_tiled(&x, &tiled, Some(&b), &mut many, g, epi)
+                });
+                assert_eq!(one, many, "tiled conv case {case}, {threads} threads");
             }
         }
         let (m, k, n) = (200, 300, 130);

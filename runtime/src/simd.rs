@@ -945,6 +945,14 @@ pub unsafe fn gemm_tile_avx512(
     assert!(b.len() >= (kc - 1) * ldb + GEMM_NR);
     assert!(c.len() >= (rows - 1) * ldc + GEMM_NR);
     assert!(init.is_none_or(|s| s.len() >= rows));
+    let bp = b.as_ptr();
+    if a_row == 1 && a_k == GEMM_MR_AVX512 && a.len() >= kc * GEMM_MR_AVX512 {
+        // SAFETY: the interleaved tile holds `kc` steps of 16 floats (just checked), `b`
+        // holds `kc` rows (asserted above)
+        let sums = interleaved_sums_avx512(kc, a.as_ptr(), bp, ldb);
+        store_tile_avx512(sums, rows, c, ldc, init);
+        return;
+    }
     let row = |i: usize| a.as_ptr().add(i.min(rows - 1) * a_row);
     let (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15) = (
         row(0),
@@ -964,7 +972,6 @@ pub unsafe fn gemm_tile_avx512(
         row(14),
         row(15),
     );
-    let bp = b.as_ptr();
     let z = _mm512_setzero_ps();
     let (
         mut c0,
@@ -1008,6 +1015,52 @@ pub unsafe fn gemm_tile_avx512(
     let sums = [
         c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15,
     ];
+    store_tile_avx512(sums, rows, c, ldc, init);
+}
+
+/// The sums of [`gemm_tile_avx512`] over an interleaved tile (`a[k * 16 + i]` is row `i`
+/// at step `k`): the sixteen broadcasts of a step read one cache line at constant offsets
+/// from one pointer, so the loop keeps no row pointers (the strided form needs sixteen,
+/// more than the general registers, and reloads some from the stack at every step).
+///
+/// # Safety
+///
+/// AVX-512F; `a` must hold `kc * 16` floats and `b` must hold `(kc - 1) * ldb + 16`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+#[allow(unsafe_code)]
+unsafe fn interleaved_sums_avx512(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    ldb: usize,
+) -> [core::arch::x86_64::__m512; GEMM_MR_AVX512] {
+    use core::arch::x86_64::*;
+    let mut sums = [_mm512_setzero_ps(); GEMM_MR_AVX512];
+    for k in 0..kc {
+        // SAFETY: k < kc: inside both operands (the caller's contract)
+        let (bk, ak) = (_mm512_loadu_ps(b.add(k * ldb)), a.add(k * GEMM_MR_AVX512));
+        for (i, sum) in sums.iter_mut().enumerate() {
+            *sum = _mm512_fmadd_ps(_mm512_set1_ps(*ak.add(i)), bk, *sum);
+        }
+    }
+    sums
+}
+
+/// Stores the first `rows` sums of an AVX-512 tile as [`gemm_tile_avx512`] says.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+#[allow(unsafe_code)]
+unsafe fn store_tile_avx512(
+    sums: [core::arch::x86_64::__m512; GEMM_MR_AVX512],
+    rows: usize,
+    c: &mut [f32],
+    ldc: usize,
+    init: Option<&[f32]>,
+) {
+    use core::arch::x86_64::*;
     for (i, sum) in sums.into_iter().enumerate().take(rows) {
         let dst = &mut c[i * ldc..i * ldc + GEMM_NR];
         let start = match init {
