@@ -1201,7 +1201,7 @@ fn conv2d_gemm_with(
             crate::threads::for_each_chunk(og, chunk_rows * pixels, |i, oc| {
                 let m0 = i * chunk_rows;
                 let rows = oc.len() / pixels;
-                let a = wg.from_row(m0);
+                let a = wg.skip_rows(m0);
                 let bias = bg.map(|b| &b[m0..m0 + rows]);
                 if let (Some(plan), false) = (&banded, pointwise) {
                     gemm_banded(
@@ -1233,7 +1233,7 @@ fn conv2d_gemm_with(
                         tile_panel(
                             simd,
                             (rows, kc, cols),
-                            a.from_column(k0),
+                            a.skip_columns(k0),
                             (b, ldb),
                             (c, pixels),
                             start,
@@ -1307,7 +1307,7 @@ impl<'a> Lhs<'a> {
     }
 
     /// The operand from row `m0` on (inside the tiles, `m0` must start one).
-    fn from_row(self, m0: usize) -> Lhs<'a> {
+    fn skip_rows(self, m0: usize) -> Lhs<'a> {
         match self {
             Lhs::Strided(a, row, k) => Lhs::Strided(&a[m0 * row..], row, k),
             Lhs::Tiled {
@@ -1328,7 +1328,7 @@ impl<'a> Lhs<'a> {
     }
 
     /// The operand from column `k` on.
-    fn from_column(self, k: usize) -> Lhs<'a> {
+    fn skip_columns(self, k: usize) -> Lhs<'a> {
         match self {
             Lhs::Strided(a, row, step) => Lhs::Strided(&a[k * step..], row, step),
             Lhs::Tiled {
@@ -1875,7 +1875,7 @@ fn banded_products(
                 tile_panel(
                     simd,
                     (rows, kc, cols),
-                    a.from_column(k0),
+                    a.skip_columns(k0),
                     (&panel, PANEL),
                     (&mut out[p0 - lo..], ldc),
                     start,
