@@ -490,6 +490,7 @@ pub fn check(graph: &Graph) -> Result<(), String> {
             | Op::Resize(_)
             | Op::Resample(_)
             | Op::PackPanels
+            | Op::TileConvWeights { .. }
             | Op::Cumsum { .. } => shapes.len() == 1,
             Op::Binary(_)
             | Op::Prelu
@@ -544,6 +545,9 @@ pub fn check(graph: &Graph) -> Result<(), String> {
                 [n, k] => out[..] == [n.div_ceil(WEIGHT_PANEL), k, WEIGHT_PANEL],
                 _ => false,
             }),
+            Op::TileConvWeights { groups } => shapes.first().is_some_and(|w| {
+                w.len() == 4 && w[..] == out[..] && *groups > 0 && w[0] % groups == 0
+            }),
             Op::Conv2d(attrs) => shapes.first().is_some_and(|x| {
                 conv2d(x, attrs, out.get(1).copied().unwrap_or(0)).is_ok_and(|s| s == out)
             }),
@@ -591,6 +595,7 @@ mod tests {
             padding: [0; 4],
             dilation: [1, 1],
             groups: 1,
+            tiled: false,
         };
         assert_eq!(conv2d(&[1, 1, 28, 28], &c, 6), Ok(vec![1, 6, 24, 24]));
         let c = Conv2d {
@@ -599,6 +604,7 @@ mod tests {
             padding: [1; 4],
             dilation: [1, 1],
             groups: 1,
+            tiled: false,
         };
         assert_eq!(conv2d(&[1, 3, 224, 224], &c, 32), Ok(vec![1, 32, 112, 112]));
         // torch.nn.MaxPool2d(3, 2, ceil_mode=True) on 6x6 gives 3x3 (floor would give 2x2)

@@ -1773,6 +1773,13 @@ fn kernel_call(
                 #k::pack_panels(#in0, #out, #n, #kk);
             }
         }
+        Op::TileConvWeights { groups } => {
+            let c_out = dim(s0, 0);
+            quote! {
+                const _: () = ::core::assert!(#k::WEIGHT_TILE_ROWS == #WEIGHT_TILE_ROWS);
+                #k::tile_conv2d_weights(#in0, #out, #c_out, #groups);
+            }
+        }
         Op::Conv2d(c) => {
             let in1 = ins.get(1).cloned();
             let bias = opt(2);
@@ -1784,8 +1791,13 @@ fn kernel_call(
             let [dh, dw] = c.dilation;
             let groups = c.groups;
             let rows = row_epilogue(epilogue);
+            let kernel = if c.tiled {
+                quote! { conv2d_tiled }
+            } else {
+                quote! { conv2d }
+            };
             quote! {
-                #k::conv2d(#in0, #in1, #bias, #out, &#k::Conv2dGeom {
+                #k::#kernel(#in0, #in1, #bias, #out, &#k::Conv2dGeom {
                     n: #n, c_in: #cin, h: #h, w: #w, c_out: #cout, oh: #oh, ow: #ow,
                     kh: #kh, kw: #kw, stride_h: #sh, stride_w: #sw, pad_top: #pt, pad_left: #pl,
                     dilation_h: #dh, dilation_w: #dw, groups: #groups,

@@ -16,6 +16,7 @@
 use crate::ir::{
     BinaryOp, Conv2d, ConvTranspose2d, CoordMode, Graph, Interpolation, NearestMode, Op, PadMode,
     Pool2d, ReduceKind, Resample, ResizeMode, UnaryOp, Value, ValueId, WEIGHT_PANEL,
+    WEIGHT_TILE_ROWS,
 };
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice, Zip};
 use std::fmt;
@@ -720,6 +721,18 @@ fn eval_refs(op: &Op, xs: &[&ArrayD<f32>], out_shape: &[usize]) -> Result<ArrayD
         Op::PackPanels => {
             let [w] = exactly(xs)?;
             pack_panels(w)?
+        }
+        Op::TileConvWeights { groups } => {
+            let [w] = exactly(xs)?;
+            conv_weight_tiles(w, *groups, true)?
+        }
+        Op::Conv2d(attrs) if attrs.tiled => {
+            let (x, w, b) = two_or_three(xs)?;
+            let plain = Conv2d {
+                tiled: false,
+                ..*attrs
+            };
+            conv2d(&plain, x, &conv_weight_tiles(w, attrs.groups, false)?, b)?
         }
         Op::Conv2d(attrs) => {
             let (x, w, b) = two_or_three(xs)?;
@@ -1445,6 +1458,45 @@ fn pack_panels(w: &ArrayD<f32>) -> Result<ArrayD<f32>> {
         }
     }
     from_vec(&[panels, k, WEIGHT_PANEL], out)
+}
+
+/// A convolution weight `[out, in / groups, kh, kw]` laid out as `Op::TileConvWeights`
+/// stores it (`tile`), or back (`!tile`): per group, output channel `i` of tile `t` at
+/// patch row `k` is at `(t * depth + k) * 16 + i`, the group's channels past its last
+/// whole tile row-major after the tiles.
+fn conv_weight_tiles(w: &ArrayD<f32>, groups: usize, tile: bool) -> Result<ArrayD<f32>> {
+    let &[out_channels, ..] = w.shape() else {
+        return fail(format!("a convolution weight is 4-d, got {:?}", w.shape()));
+    };
+    if w.ndim() != 4 || groups == 0 || out_channels % groups != 0 {
+        return fail(format!(
+            "weight {:?} does not split into {groups} groups",
+            w.shape()
+        ));
+    }
+    let per_group = out_channels / groups;
+    let depth: usize = w.shape()[1..].iter().product();
+    let tiled_rows = per_group / WEIGHT_TILE_ROWS * WEIGHT_TILE_ROWS;
+    let flat: Vec<f32> = w.iter().copied().collect();
+    let mut out = vec![0.0f32; flat.len()];
+    for o in 0..out_channels {
+        let (group, row) = (o / per_group, o % per_group);
+        let base = group * per_group * depth;
+        for k in 0..depth {
+            let plain = o * depth + k;
+            let tiled = if row < tiled_rows {
+                let (t, i) = (row / WEIGHT_TILE_ROWS, row % WEIGHT_TILE_ROWS);
+                base + (t * depth + k) * WEIGHT_TILE_ROWS + i
+            } else {
+                plain
+            };
+            let (from, to) = if tile { (plain, tiled) } else { (tiled, plain) };
+            if let Some(slot) = out.get_mut(to) {
+                *slot = at(&flat, from)?;
+            }
+        }
+    }
+    from_vec(w.shape(), out)
 }
 
 /// The `[k, n]` matrix that `[n / 16 rounded up, k, 16]` panels hold.
@@ -3013,6 +3065,7 @@ mod tests {
             padding: [0; 4],
             dilation: [1, 1],
             groups: 1,
+            tiled: false,
         };
         let y = eval(Op::Conv2d(attrs), &[x.clone(), w.clone()], &[]);
         assert_eq!(y, t(&[1, 1, 2, 2], &[12.0, 16.0, 24.0, 28.0]));
@@ -3045,6 +3098,7 @@ mod tests {
                 padding,
                 dilation,
                 groups,
+                tiled: false,
             };
             let x = rand(&[n, c, h, wi], seed as u64 * 3);
             let w = rand(&[o, c / groups, k[0], k[1]], seed as u64 * 3 + 1);
@@ -3063,6 +3117,7 @@ mod tests {
             padding: [0; 4],
             dilation: [1, 1],
             groups: 2,
+            tiled: false,
         };
         let x = rand(&[1, 4, 5, 5], 1);
         // weight in-channels must be C / groups = 2
@@ -3152,6 +3207,7 @@ mod tests {
                 padding: [pad[0], pad[1], pad[0], pad[1]],
                 dilation,
                 groups,
+                tiled: false,
             };
             let x = rand(&[2, c, h, wi], seed);
             let w = rand(&[o, c / groups, k[0], k[1]], seed + 1);

@@ -258,6 +258,8 @@ pub struct Conv2d {
     pub dilation: [usize; 2],
     /// channel groups (`groups == in == out` is depthwise)
     pub groups: usize,
+    /// the weight is laid out by [`Op::TileConvWeights`] (set by stage `prepare`)
+    pub tiled: bool,
 }
 
 /// Attributes of `conv_transpose2d`. Weight `[in, out / groups, kh, kw]`.
@@ -551,6 +553,10 @@ fn cubic_kernel(a: f64, x: f64) -> f64 {
 /// register tile (`kernels::WEIGHT_PANEL`; the generated code asserts they agree).
 pub const WEIGHT_PANEL: usize = 16;
 
+/// Output channels per tile of [`Op::TileConvWeights`] (`kernels::WEIGHT_TILE_ROWS`; the
+/// generated code asserts they agree).
+pub const WEIGHT_TILE_ROWS: usize = 16;
+
 /// An operation of the graph. The operand list of each variant is in its doc.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -576,6 +582,15 @@ pub enum Op {
     /// matrix-product tiles read (panel `p`, row `k` holds `w[16 p + j, k]` for `j < 16`,
     /// zero past `n`). Computed once, when the weights load (stage `prepare`).
     PackPanels,
+    /// `[w [out, in / groups, kh, kw]]` -> the same shape: a convolution's weight laid out
+    /// as the runtime's `kernels::tile_conv2d_weights` lays it (per group, blocks of
+    /// [`WEIGHT_TILE_ROWS`] output channels interleaved along the patch, the remaining
+    /// channels row-major after them), read by a [`Conv2d`] with `tiled` set. Computed
+    /// once, when the weights load (stage `prepare`).
+    TileConvWeights {
+        /// channel groups of the convolution
+        groups: usize,
+    },
     /// `[x, weight, bias?]`, NCHW.
     Conv2d(Conv2d),
     /// `[x, weight, bias?]`, NCHW.
@@ -715,6 +730,7 @@ impl Op {
             Op::MatMul => "matmul",
             Op::MatMulPanels { .. } => "matmul_panels",
             Op::PackPanels => "pack_panels",
+            Op::TileConvWeights { .. } => "tile_conv_weights",
             Op::Conv2d(_) => "conv2d",
             Op::ConvTranspose2d(_) => "conv_transpose2d",
             Op::MaxPool2d(_) => "max_pool2d",

@@ -339,6 +339,7 @@ pub fn op_cost(op: &Op, inputs: &[&[usize]], out: &[usize]) -> Cost {
         | Op::Reshape(_)
         | Op::Transpose { .. }
         | Op::PackPanels
+        | Op::TileConvWeights { .. }
         | Op::Concat { .. }
         | Op::Slice { .. }
         | Op::Pad { .. }

@@ -112,7 +112,7 @@ pub fn classify_op(op: &Op, same_shape: bool) -> MappingType {
         | Op::InstanceNorm { .. }
         | Op::Cumsum { .. } => ManyToMany,
         Op::Reshape(_) => Reorganize,
-        Op::Transpose { .. } | Op::PackPanels => Shuffle,
+        Op::Transpose { .. } | Op::PackPanels | Op::TileConvWeights { .. } => Shuffle,
     }
 }
 
@@ -249,7 +249,8 @@ pub fn algebraic(op: &Op) -> bool {
         // load-time weight layout and its product: made after the rewrites (stage
         // `prepare`); no rule knows them
         | Op::MatMulPanels { .. }
-        | Op::PackPanels => false,
+        | Op::PackPanels
+        | Op::TileConvWeights { .. } => false,
     }
 }
 

@@ -109,7 +109,7 @@ fn run(args: &[String]) {
         // the weights as a model's `prepare` lays them out (all but depthwise)
         let tiled = (!depthwise).then(|| {
             let mut tiled = vec![0.0f32; w.len()];
-            tile_conv2d_weights(&w, &mut tiled, &g);
+            tile_conv2d_weights(&w, &mut tiled, c_out, groups);
             let median =
                 median_time(|| conv2d_tiled(&x, &tiled, Some(&b), &mut out, &g, store_rows));
             flops / median / 1e9

@@ -1366,15 +1366,22 @@ impl<'a> Lhs<'a> {
     }
 }
 
-/// Lays out the weights of a convolution (`w`, `[c_out, c_in / groups, kh, kw]`) as
-/// [`conv2d_tiled`] reads them, in `out` (as long as `w`): per group, each block of
+/// Lays out the weights of a convolution (`w`, `[c_out, c_in / groups, kh, kw]`, `groups`
+/// dividing `c_out`) as [`conv2d_tiled`] reads them, in `out` (as long as `w`): per
+/// group, each block of
 /// [`WEIGHT_TILE_ROWS`] output channels interleaved (`tile[k * 16 + i]` is channel `i`
 /// at patch row `k`), so that a register tile's broadcasts at one step along the patch
 /// read one cache line; the group's last `c_out / groups % 16` channels stay row-major
 /// after its tiles. Done once, at load time (the generated `prepare`).
-pub fn tile_conv2d_weights(w: &[f32], out: &mut [f32], g: &Conv2dGeom) {
-    let cout_g = g.c_out / g.groups.max(1);
-    let depth = g.c_in / g.groups.max(1) * g.kh * g.kw;
+pub fn tile_conv2d_weights(w: &[f32], out: &mut [f32], c_out: usize, groups: usize) {
+    assert!(
+        out.len() == w.len() && groups > 0 && c_out.is_multiple_of(groups),
+        "tile_conv2d_weights: {} floats into {}, {c_out} channels in {groups} groups",
+        w.len(),
+        out.len()
+    );
+    let cout_g = c_out / groups;
+    let depth = w.len() / c_out.max(1);
     let group_len = cout_g * depth;
     let tiled = cout_g / WEIGHT_TILE_ROWS * WEIGHT_TILE_ROWS;
     for (src, dst) in w
@@ -3773,7 +3780,7 @@ mod tests {
                 }
                 // tiled weights: the same sums in the same order on every path
                 let mut tiled = std::vec![f32::NAN; w.len()];
-                tile_conv2d_weights(&w, &mut tiled, g);
+                tile_conv2d_weights(&w, &mut tiled, g.c_out, g.groups);
                 let gemm = |weights: &[f32], is_tiled: bool, simd: bool| {
                     let mut out = std::vec![f32::NAN; len];
                     conv2d_gemm_with(&x, weights, is_tiled, Some(&b), &mut out, g, &epi, simd);
@@ -3851,7 +3858,7 @@ mod tests {
             }
             // tiled weights: the threads split at tile edges, the sums stay the same
             let mut tiled = std::vec![f32::NAN; w.len()];
-            tile_conv2d_weights(&w, &mut tiled, g);
+            tile_conv2d_weights(&w, &mut tiled, g.c_out, g.groups);
             let mut one = std::vec![f32::NAN; len];
             conv2d_tiled(&x, &tiled, Some(&b), &mut one, g, epi);
             for threads in [2, 3] {
