@@ -572,14 +572,17 @@ fn store_runs(
 }
 
 /// `c [m, n] = a [m, k] @ b` for `b` packed by [`pack_panels`]: per block of
-/// [`PANEL_DEPTH`] along `k` and [`GEMM_MC`] rows of `a` (read in place), every panel of
-/// `b` (contiguous, zero-padded to [`PANEL`] columns) multiplied by the block's register
-/// tiles (AVX2 when `simd`, else portable). Nothing is packed per call.
+/// [`PANEL_DEPTH`] along `k` and [`GEMM_MC`] rows of `a`, every panel of `b`
+/// (contiguous, zero-padded to [`PANEL`] columns) multiplied by the block's register
+/// tiles (AVX2 or AVX-512 when `simd`, else portable). With `simd` the block of `a` is
+/// first copied into interleaved tiles ([`pack_row_tiles`]: one cache line per step of a
+/// tile, read by as many tiles as `b` has panels); without, it is read in place.
 fn gemm_panels(simd: bool, a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, usize)) {
     if k == 0 {
         c[..m * n].fill(0.0);
         return;
     }
+    let mut tiles = [0.0f32; A_TILES_LEN];
     for k0 in (0..k).step_by(PANEL_DEPTH) {
         let kc = PANEL_DEPTH.min(k - k0);
         let start = if k0 == 0 {
@@ -589,16 +592,54 @@ fn gemm_panels(simd: bool, a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usiz
         };
         for i0 in (0..m).step_by(GEMM_MC) {
             let mc = GEMM_MC.min(m - i0);
+            let lhs = if simd {
+                let rows = (&a[i0 * k + k0..], k);
+                pack_row_tiles(rows, (mc, kc), WEIGHT_TILE_ROWS, &mut tiles);
+                Lhs::Tiled {
+                    w: &tiles,
+                    depth: kc,
+                    tiled: mc.next_multiple_of(WEIGHT_TILE_ROWS),
+                    k0: 0,
+                }
+            } else {
+                Lhs::Strided(&a[i0 * k + k0..], k, 1)
+            };
             for (p, j0) in (0..n).step_by(PANEL).enumerate() {
                 let cols = PANEL.min(n - j0);
                 tile_panel(
                     simd,
                     (mc, kc, cols),
-                    Lhs::Strided(&a[i0 * k + k0..], k, 1),
+                    lhs,
                     (&b[(p * k + k0) * PANEL..], PANEL),
                     (&mut c[i0 * n + j0..], n),
                     start,
                 );
+            }
+        }
+    }
+}
+
+/// Floats of the interleaved tiles [`gemm_panels`] copies a block of `a` into (only
+/// with `simd`: x86_64 CPUs; none elsewhere).
+const A_TILES_LEN: usize =
+    stack_floats(GEMM_MC.next_multiple_of(WEIGHT_TILE_ROWS) * PANEL_DEPTH, 0);
+
+/// Copies `rows` rows of `kc` floats (`a`, rows `lda` apart) into `out` as interleaved
+/// tiles of `tile_rows` rows (`out[(t * kc + kk) * tile_rows + i]` = row `t * tile_rows +
+/// i`, column `kk`), the last tile's missing rows zero.
+fn pack_row_tiles(
+    (a, lda): (&[f32], usize),
+    (rows, kc): (usize, usize),
+    tile_rows: usize,
+    out: &mut [f32],
+) {
+    let tiles = rows.div_ceil(tile_rows);
+    for (t, packed) in out.chunks_exact_mut(kc * tile_rows).take(tiles).enumerate() {
+        for i in 0..tile_rows {
+            let row = t * tile_rows + i;
+            let src = (row < rows).then(|| &a[row * lda..row * lda + kc]);
+            for (kk, slot) in packed.iter_mut().skip(i).step_by(tile_rows).enumerate() {
+                *slot = src.map_or(0.0, |s| s[kk]);
             }
         }
     }
@@ -1540,18 +1581,7 @@ fn gemm_packed(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, us
         for i0 in (0..m).step_by(GEMM_MC) {
             let mc = GEMM_MC.min(m - i0);
             let tiles = mc.div_ceil(mr);
-            for (t, packed) in apack.chunks_exact_mut(kc * mr).take(tiles).enumerate() {
-                let rows = mr.min(mc - t * mr);
-                for i in 0..mr {
-                    let src = (i < rows).then(|| {
-                        let at = (i0 + t * mr + i) * k + k0;
-                        &a[at..at + kc]
-                    });
-                    for r in 0..kc {
-                        packed[r * mr + i] = src.map_or(0.0, |s| s[r]);
-                    }
-                }
-            }
+            pack_row_tiles((&a[i0 * k + k0..], k), (mc, kc), mr, &mut apack);
             for j0 in (0..n).step_by(NR) {
                 let cols = NR.min(n - j0);
                 let bp = &mut bpack[..kc * NR];
@@ -4122,6 +4152,8 @@ mod tests {
             (13, 300, 50),
             (6, 513, 33),
             (12, 40, 64),
+            // two blocks of rows (96 and 4: a partial interleaved tile)
+            (100, 30, 20),
             // rows wider than the `*_to` kernels' stack buffer
             (2, 3, MM_BLOCK_LEN + 40),
         ];
