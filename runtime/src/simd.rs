@@ -1177,3 +1177,95 @@ unsafe fn store_tile(
         _mm256_storeu_ps(dst.as_mut_ptr().add(8), _mm256_add_ps(start1, s1));
     }
 }
+
+/// Pixels of one register tile of [`conv_rows_avx512`] (rows times pixels per row).
+pub const DIRECT_PIXELS: usize = 14;
+
+/// Where each patch row of a convolution reads its input, relative to a tile's first
+/// pixel in an input band (`crate::kernels`' phase planes), with the largest offset kept
+/// for [`conv_rows_avx512`]'s bounds check.
+pub struct PatchOffsets<'a> {
+    offsets: &'a [u32],
+    max: usize,
+}
+
+impl<'a> PatchOffsets<'a> {
+    /// The offsets of patch rows `0..offsets.len()`.
+    pub fn new(offsets: &'a [u32]) -> PatchOffsets<'a> {
+        let max = offsets.iter().copied().max().unwrap_or(0) as usize;
+        PatchOffsets { offsets, max }
+    }
+}
+
+/// A direct convolution's register tile on AVX-512F: `O` blocks of 16 output channels by
+/// `R` rows of `P` output pixels (at most 14 pixels and 28 accumulators). For block `o`,
+/// row `r` and pixel `p`, lane `i` of `sums[(o * R + r) * P + p]` becomes `init[o][i] +
+/// sum over patch rows k of weights[o][k * 16 + i] * band[base + r * pitch +
+/// offsets[k] + p]`: per patch row, `O` vector loads of tiled weights (sixteen channels
+/// of one tap) and `R * P` broadcasts of input values, each feeding `O` fused
+/// multiply-adds. No patch is packed: the pixels of a row are contiguous in the band.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F. The slices are checked (a short one panics).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+// index loops, not iterator adapters: a closure here is not compiled with AVX-512 and
+// not inlined, and the accumulators would then live on the stack
+#[allow(unsafe_code, clippy::needless_range_loop)]
+pub unsafe fn conv_rows_avx512<const O: usize, const R: usize, const P: usize>(
+    weights: [&[f32]; O],
+    init: [&[f32; 16]; O],
+    band: &[f32],
+    (base, pitch): (usize, usize),
+    offsets: &PatchOffsets<'_>,
+    sums: &mut [[f32; 16]],
+) {
+    use core::arch::x86_64::*;
+    let depth = offsets.offsets.len();
+    let mut w = [core::ptr::null::<f32>(); O];
+    for o in 0..O {
+        assert!(weights[o].len() >= depth * 16);
+        w[o] = weights[o].as_ptr();
+    }
+    assert!(depth == 0 || base + (R - 1) * pitch + offsets.max + P <= band.len());
+    assert!(sums.len() >= O * R * P);
+    let mut acc = [[[_mm512_setzero_ps(); P]; R]; O];
+    for o in 0..O {
+        // SAFETY: `init[o]` is 16 floats
+        let v = _mm512_loadu_ps(init[o].as_ptr());
+        for r in 0..R {
+            for p in 0..P {
+                acc[o][r][p] = v;
+            }
+        }
+    }
+    let x = band.as_ptr().add(base);
+    let offs = offsets.offsets.as_ptr();
+    for k in 0..depth {
+        // SAFETY: `k < depth`; `offsets[k] <= max` and the band holds `base + (R - 1) *
+        // pitch + max + P` floats, the weights `depth * 16` (asserted above)
+        let xk = x.add(*offs.add(k) as usize);
+        let mut wk = [_mm512_setzero_ps(); O];
+        for o in 0..O {
+            wk[o] = _mm512_loadu_ps(w[o].add(k * 16));
+        }
+        for r in 0..R {
+            let xr = xk.add(r * pitch);
+            for p in 0..P {
+                let v = _mm512_set1_ps(*xr.add(p));
+                for o in 0..O {
+                    acc[o][r][p] = _mm512_fmadd_ps(wk[o], v, acc[o][r][p]);
+                }
+            }
+        }
+    }
+    for o in 0..O {
+        for r in 0..R {
+            for p in 0..P {
+                // SAFETY: a 16-float array
+                _mm512_storeu_ps(sums[(o * R + r) * P + p].as_mut_ptr(), acc[o][r][p]);
+            }
+        }
+    }
+}
