@@ -1221,57 +1221,15 @@ fn conv2d_gemm_with(
         cout_g
     };
     let banded = BandPlan::new(g);
-    // tiled weights on AVX-512: the direct register tiles, for every whole tile
-    let direct = match (&banded, Isa::of(simd)) {
-        (Some(_), Isa::Avx512) if tiled && direct_tiles_fit(g) => {
-            BandPlan::whole_rows(g, DIRECT_BAND_ROWS)
-        }
-        _ => None,
-    };
     for n in 0..g.n {
         for grp in 0..g.groups {
             let wg = &w[grp * cout_g * depth..(grp + 1) * cout_g * depth];
+            let wg = Lhs::weights(wg, depth, cout_g, tiled);
             let xg = &x[(n * g.c_in + grp * cin_g) * in_plane
                 ..(n * g.c_in + (grp + 1) * cin_g) * in_plane];
             let first = n * g.c_out + grp * cout_g;
             let og = &mut out[first * pixels..(first + cout_g) * pixels];
             let bg = bias.map(|b| &b[grp * cout_g..(grp + 1) * cout_g]);
-            #[cfg(target_arch = "x86_64")]
-            if let (Some(plan), Some(banded)) = (&direct, &banded) {
-                let whole = cout_g / WEIGHT_TILE_ROWS * WEIGHT_TILE_ROWS;
-                let (head, tail) = og.split_at_mut(whole * pixels);
-                // output channels split over the threads in pairs of tiles
-                let pair = 2 * WEIGHT_TILE_ROWS;
-                let per = if threads > 1 && worth_splitting {
-                    whole.div_ceil(threads).div_ceil(pair) * pair
-                } else {
-                    whole
-                };
-                crate::threads::for_each_chunk(head, per * pixels, |i, oc| {
-                    let (m0, rows) = (i * per, oc.len() / pixels);
-                    let weights = &wg[m0 * depth..(m0 + rows) * depth];
-                    let bias = bg.map(|b| &b[m0..m0 + rows]);
-                    conv2d_direct_tiles(xg, g, plan, weights, bias, oc);
-                });
-                if !tail.is_empty() {
-                    // the channels after the last whole tile, row-major: the GEMM
-                    let a = Lhs::Strided(&wg[whole * depth..], depth, 1);
-                    let bias = bg.map(|b| &b[whole..]);
-                    gemm_banded(
-                        xg,
-                        g,
-                        banded,
-                        (a, depth),
-                        bias,
-                        (0, pixels),
-                        (tail, pixels),
-                        simd,
-                    );
-                }
-                each_row(simd, og, g.ow, first * pixels, &epi);
-                continue;
-            }
-            let wg = Lhs::weights(wg, depth, cout_g, tiled);
             // too few output channels to split in whole tiles: split the pixels
             #[cfg(feature = "threads")]
             if let (Some(plan), false) = (&banded, pointwise) {
@@ -1505,167 +1463,6 @@ pub fn conv2d_tiled(
     );
     let simd = crate::simd::avx2_fma();
     conv2d_gemm_with(x, w, true, bias, out, g, &epi, simd);
-}
-
-/// Output rows of one band of [`conv2d_direct_tiles`] at most.
-const DIRECT_BAND_ROWS: usize = 8;
-
-/// Patch rows up to which [`conv2d_direct_tiles`] runs (its offset table is on the
-/// stack).
-const DIRECT_MAX_DEPTH: usize = stack_floats(8192, 0);
-
-/// The direct register tile for bands of `band_rows` output rows `ow` wide: `(rows,
-/// pixels per row)`, one row of [`crate::simd::DIRECT_PIXELS`] pixels or one or two rows
-/// of 7; `None` for rows narrower than 7.
-fn direct_tile_shape(band_rows: usize, ow: usize) -> Option<(usize, usize)> {
-    const HALF: usize = crate::simd::DIRECT_PIXELS / 2;
-    match (band_rows, ow) {
-        (_, w) if w >= crate::simd::DIRECT_PIXELS => Some((1, crate::simd::DIRECT_PIXELS)),
-        (1, w) if w >= HALF => Some((1, HALF)),
-        (_, w) if w >= HALF => Some((2, HALF)),
-        _ => None,
-    }
-}
-
-/// Whether [`conv2d_direct_tiles`] can run `g` (given a [`BandPlan::whole_rows`]): rows
-/// at least 7 wide, at most [`DIRECT_MAX_DEPTH`] patch rows, a whole tile of channels.
-fn direct_tiles_fit(g: &Conv2dGeom) -> bool {
-    let depth = g.c_in / g.groups * g.kh * g.kw;
-    direct_tile_shape(g.oh, g.ow).is_some()
-        && depth <= DIRECT_MAX_DEPTH
-        && g.c_out / g.groups >= WEIGHT_TILE_ROWS
-}
-
-/// Output channels `0..rows` (whole tiles) of one group of a convolution on tiled
-/// weights (`weights`, those rows' tiles), summed over the whole patch without packing
-/// it: per band of whole output rows (`plan`, every input channel), per pair of tiles
-/// (32 channels), per 14 output pixels (one row, or two rows of 7), the AVX-512 tile
-/// [`crate::simd::conv_rows_avx512`] broadcasts each input value from the band and
-/// multiplies it by the tap's 16 or 32 weights; its sums (bias included) are then
-/// stored into `out` (`[rows, oh * ow]`). A last band, row or run of pixels that would
-/// pass the edge starts earlier instead, recomputing a few outputs: each is stored
-/// whole, so twice is the same.
-#[cfg(target_arch = "x86_64")]
-fn conv2d_direct_tiles(
-    xg: &[f32],
-    g: &Conv2dGeom,
-    plan: &BandPlan,
-    weights: &[f32],
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-) {
-    use crate::simd::{conv_rows_avx512, PatchOffsets, DIRECT_PIXELS};
-    let pixels = g.oh * g.ow;
-    let rows = out.len() / pixels;
-    let taps = g.kh * g.kw;
-    let depth = g.c_in / g.groups * taps;
-    let mut table = [0u32; DIRECT_MAX_DEPTH];
-    for (k, slot) in table.iter_mut().enumerate().take(depth) {
-        *slot = (k / taps * plan.channel_len + plan.tap_offset[k % taps]) as u32;
-    }
-    let offsets = PatchOffsets::new(&table[..depth]);
-    let band_rows = plan.pixels / g.ow;
-    let Some((tile_rows, tile_pixels)) = direct_tile_shape(band_rows, g.ow) else {
-        return;
-    };
-    let mut band = [0.0f32; BAND_LEN];
-    let mut sums = [[0.0f32; 16]; 2 * DIRECT_PIXELS];
-    let zeros = [0.0f32; WEIGHT_TILE_ROWS];
-    let tile_len = WEIGHT_TILE_ROWS * depth;
-    for start in (0..g.oh).step_by(band_rows) {
-        let oy0 = start.min(g.oh - band_rows);
-        fill_band(xg, g, plan, oy0, (0, depth / taps), &mut band);
-        for t0 in (0..rows).step_by(2 * WEIGHT_TILE_ROWS) {
-            let blocks = if rows - t0 >= 2 * WEIGHT_TILE_ROWS {
-                2
-            } else {
-                1
-            };
-            let tile = |o: usize| &weights[(t0 / WEIGHT_TILE_ROWS + o) * tile_len..][..tile_len];
-            let init = |o: usize| -> &[f32; 16] {
-                let at = t0 + o * WEIGHT_TILE_ROWS;
-                bias.and_then(|b| b.get(at..at + 16))
-                    .and_then(|b| b.try_into().ok())
-                    .unwrap_or(&zeros)
-            };
-            for r_start in (0..band_rows).step_by(tile_rows) {
-                let r = r_start.min(band_rows - tile_rows);
-                for x_start in (0..g.ow).step_by(tile_pixels) {
-                    let x = x_start.min(g.ow - tile_pixels);
-                    let at = (r * plan.cols + x, plan.cols);
-                    // SAFETY: `Isa::Avx512` chose this path: the CPU has AVX-512F
-                    #[allow(unsafe_code)]
-                    unsafe {
-                        match (blocks, tile_rows, tile_pixels) {
-                            (2, 1, DIRECT_PIXELS) => conv_rows_avx512::<2, 1, DIRECT_PIXELS>(
-                                [tile(0), tile(1)],
-                                [init(0), init(1)],
-                                &band,
-                                at,
-                                &offsets,
-                                &mut sums,
-                            ),
-                            (2, 2, _) => conv_rows_avx512::<2, 2, 7>(
-                                [tile(0), tile(1)],
-                                [init(0), init(1)],
-                                &band,
-                                at,
-                                &offsets,
-                                &mut sums,
-                            ),
-                            (2, _, _) => conv_rows_avx512::<2, 1, 7>(
-                                [tile(0), tile(1)],
-                                [init(0), init(1)],
-                                &band,
-                                at,
-                                &offsets,
-                                &mut sums,
-                            ),
-                            (_, 1, DIRECT_PIXELS) => conv_rows_avx512::<1, 1, DIRECT_PIXELS>(
-                                [tile(0)],
-                                [init(0)],
-                                &band,
-                                at,
-                                &offsets,
-                                &mut sums,
-                            ),
-                            (_, 2, _) => conv_rows_avx512::<1, 2, 7>(
-                                [tile(0)],
-                                [init(0)],
-                                &band,
-                                at,
-                                &offsets,
-                                &mut sums,
-                            ),
-                            _ => conv_rows_avx512::<1, 1, 7>(
-                                [tile(0)],
-                                [init(0)],
-                                &band,
-                                at,
-                                &offsets,
-                                &mut sums,
-                            ),
-                        }
-                    }
-                    // the sums, 16 channels per pixel, into the channels' planes
-                    for o in 0..blocks {
-                        for rr in 0..tile_rows {
-                            let pixel = (oy0 + r + rr) * g.ow + x;
-                            let first = (o * tile_rows + rr) * tile_pixels;
-                            let group = &sums[first..first + tile_pixels];
-                            for i in 0..WEIGHT_TILE_ROWS {
-                                let channel = t0 + o * WEIGHT_TILE_ROWS + i;
-                                let dst = &mut out[channel * pixels + pixel..][..tile_pixels];
-                                for (d, s) in dst.iter_mut().zip(group) {
-                                    *d = s[i];
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// One panel of a matrix product: `c[i, j] = start_i + sum over k < kc of a[i, k] *
@@ -1932,8 +1729,8 @@ impl BandPlan {
             return None;
         }
         let cin_g = g.c_in / g.groups;
-        let count_y = Self::phases(g.kh, g.dilation_h, g.stride_h).1;
-        let count_x = Self::phases(g.kw, g.dilation_w, g.stride_w).1;
+        let (phases_y, count_y, qy_of) = Self::phases(g.kh, g.dilation_h, g.stride_h);
+        let (phases_x, count_x, qx_of) = Self::phases(g.kw, g.dilation_w, g.stride_w);
         let reach_y = (g.kh - 1) * g.dilation_h / g.stride_h;
         let cols = g.ow + (g.kw - 1) * g.dilation_w / g.stride_w;
         // input channels one block of `PANEL_DEPTH` patch rows reads
@@ -1952,37 +1749,7 @@ impl BandPlan {
             return None;
         }
         // a band starting anywhere in a row touches at most this many output rows
-        let out_rows = ((pixels + g.ow - 2) / g.ow + 1).min(g.oh);
-        Some(Self::layout(g, channels, out_rows, pixels))
-    }
-
-    /// The plan of bands of `out_rows` whole output rows holding every input channel of a
-    /// group (what [`conv2d_direct_tiles`] reads), the most rows up to `out_rows` that fit
-    /// [`BAND_LEN`]; `None` when not one row does or the kernel is larger than the tables.
-    fn whole_rows(g: &Conv2dGeom, out_rows: usize) -> Option<BandPlan> {
-        let taps = g.kh * g.kw;
-        if g.kh > BAND_MAX_SIDE || g.kw > BAND_MAX_SIDE || taps > BAND_MAX_TAPS || taps == 0 {
-            return None;
-        }
-        let cin_g = g.c_in / g.groups;
-        let count_y = Self::phases(g.kh, g.dilation_h, g.stride_h).1;
-        let count_x = Self::phases(g.kw, g.dilation_w, g.stride_w).1;
-        let reach_y = (g.kh - 1) * g.dilation_h / g.stride_h;
-        let cols = g.ow + (g.kw - 1) * g.dilation_w / g.stride_w;
-        let per_row = cin_g * count_y * count_x * cols;
-        let fit = (BAND_LEN / per_row.max(1)).checked_sub(reach_y)?;
-        let out_rows = out_rows.min(fit).min(g.oh);
-        (out_rows > 0).then(|| Self::layout(g, cin_g, out_rows, out_rows * g.ow))
-    }
-
-    /// The layout of bands of `out_rows` output rows (`pixels` output pixels) holding
-    /// `channels` input channels.
-    fn layout(g: &Conv2dGeom, channels: usize, out_rows: usize, pixels: usize) -> BandPlan {
-        let (phases_y, count_y, qy_of) = Self::phases(g.kh, g.dilation_h, g.stride_h);
-        let (phases_x, count_x, qx_of) = Self::phases(g.kw, g.dilation_w, g.stride_w);
-        let reach_y = (g.kh - 1) * g.dilation_h / g.stride_h;
-        let cols = g.ow + (g.kw - 1) * g.dilation_w / g.stride_w;
-        let rows = out_rows + reach_y;
+        let rows = ((pixels + g.ow - 2) / g.ow + 1).min(g.oh) + reach_y;
         let mut tap_offset = [0; BAND_MAX_TAPS];
         for ky in 0..g.kh {
             for kx in 0..g.kw {
@@ -1992,7 +1759,7 @@ impl BandPlan {
                 tap_offset[ky * g.kw + kx] = (phase * rows + qy) * cols + qx;
             }
         }
-        BandPlan {
+        Some(BandPlan {
             pixels,
             rows,
             cols,
@@ -2003,7 +1770,7 @@ impl BandPlan {
             tap_offset,
             channel_len: count_y * count_x * rows * cols,
             len: channels * count_y * count_x * rows * cols,
-        }
+        })
     }
 
     /// The stride phases `(t * dilation) % stride` that taps `t < side` use, in order of
@@ -3973,15 +3740,6 @@ mod tests {
             // tiled weights: two tiles and 8 row-major channels; per group one tile and 4
             geom(1, (12, 9, 11), 40, 3, [1, 1], 1, 1, 1),
             geom(1, (8, 10, 10), 40, 3, [2, 2], 1, 1, 2),
-            // the direct tiles on tiled weights: rows of 14 and more (a last run that
-            // starts earlier), stride 2 to rows of 7 to 13 (pairs of rows, an odd count),
-            // one output row, a 1x1 pointwise, dilation 2, a pair of tiles and a single one
-            geom(1, (6, 9, 20), 48, 3, [1, 1], 1, 1, 1),
-            geom(1, (5, 15, 19), 32, 3, [2, 2], 1, 1, 1),
-            geom(1, (7, 1, 9), 16, 1, [1, 1], 0, 1, 1),
-            geom(1, (20, 16, 16), 64, 1, [1, 1], 0, 1, 1),
-            geom(1, (4, 12, 23), 16, 3, [1, 1], 2, 2, 1),
-            geom(2, (6, 8, 8), 64, 3, [1, 1], 1, 1, 2),
         ];
         for (case, g) in cases.iter().enumerate() {
             // miri interprets: only the small cases there
@@ -4063,15 +3821,15 @@ mod tests {
                 } else {
                     &[false]
                 };
-                // (the AVX-512 direct tiles sum in another order: `conv2d_tiled` is
-                // checked against the definition below)
                 for &simd in simd_paths {
-                    let avx2 = crate::simd::avx2_only(|| gemm(&tiled, true, simd));
+                    let plain = gemm(&w, false, simd);
                     assert_eq!(
-                        avx2,
-                        crate::simd::avx2_only(|| gemm(&w, false, simd)),
+                        gemm(&tiled, true, simd),
+                        plain,
                         "case {case}: tiled, simd {simd}"
                     );
+                    let avx2 = crate::simd::avx2_only(|| gemm(&tiled, true, simd));
+                    assert_eq!(avx2, crate::simd::avx2_only(|| gemm(&w, false, simd)));
                 }
                 let mut out = std::vec![f32::NAN; len];
                 conv2d_tiled(&x, &tiled, Some(&b), &mut out, g, epi);
