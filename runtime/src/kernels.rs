@@ -635,12 +635,18 @@ fn pack_row_tiles(
 ) {
     let tiles = rows.div_ceil(tile_rows);
     for (t, packed) in out.chunks_exact_mut(kc * tile_rows).take(tiles).enumerate() {
-        for i in 0..tile_rows {
-            let row = t * tile_rows + i;
-            let src = (row < rows).then(|| &a[row * lda..row * lda + kc]);
-            for (kk, slot) in packed.iter_mut().skip(i).step_by(tile_rows).enumerate() {
-                *slot = src.map_or(0.0, |s| s[kk]);
+        // the tile's rows, read front to back together; each step written whole
+        let mut src: [&[f32]; MAX_TILE_ROWS] = [&[]; MAX_TILE_ROWS];
+        let present = tile_rows.min(rows - t * tile_rows);
+        for (i, slot) in src.iter_mut().enumerate().take(present) {
+            let at = (t * tile_rows + i) * lda;
+            *slot = &a[at..at + kc];
+        }
+        for (kk, step) in packed.chunks_exact_mut(tile_rows).enumerate() {
+            for (slot, row) in step.iter_mut().zip(&src[..present]) {
+                *slot = row[kk];
             }
+            step[present..].fill(0.0);
         }
     }
 }
@@ -908,8 +914,21 @@ pub fn conv2d(
         conv2d_blocked(x, w, bias, out, g, &epi);
         return;
     }
+    // small weights (those a model's `prepare` leaves row-major) tiled per call on
+    // AVX-512: a copy of at most 64 KiB, against the sixteen row pointers of the
+    // row-major tile at every step
+    if simd && crate::simd::avx512() && w.len() <= CALL_TILES_LEN && g.c_out / g.groups >= 16 {
+        let mut tiles = [0.0f32; CALL_TILES_LEN];
+        let tiles = &mut tiles[..w.len()];
+        tile_conv2d_weights(w, tiles, g.c_out, g.groups);
+        conv2d_gemm_with(x, tiles, true, bias, out, g, &epi, simd);
+        return;
+    }
     conv2d_gemm(x, w, bias, out, g, &epi, simd);
 }
+
+/// Weights up to which [`conv2d`] tiles them per call on AVX-512 (64 KiB on desktop CPUs).
+const CALL_TILES_LEN: usize = stack_floats(16384, 0);
 
 /// Floats of [`conv2d_blocked`]'s row buffer (2.25 KiB on a microcontroller: the 10 rows
 /// of 54 floats a keyword-spotting convolution reads fit).
@@ -1541,20 +1560,24 @@ fn edge_tile(
     }
 }
 
+/// Panels of `b` up to which [`gemm`] reads `a` in place rather than packing it.
+const PACK_MIN_PANELS: usize = 4;
+
 /// Rows of `a` packed at a time by [`gemm`] (a multiple of every tile's rows: 6 and 16).
 const GEMM_MC: usize = stack_floats(96, TILE_ROWS);
 
 /// `c = a @ b` for row-major `a [m, k]`, `b [k, n]`, `c [m, n]`, blocked and packed as
 /// BLIS does ([`gemm_packed`]: every register tile reads both operands front to back);
-/// later blocks along `k` accumulate in `c`. Without `simd`, the portable tiles of
-/// [`tile_panel`] on `b` in place.
+/// later blocks along `k` accumulate in `c`. Without `simd`, or when `b` has at most
+/// [`PACK_MIN_PANELS`] panels (each packed row of `a` would serve too few of them: the
+/// products of attention heads), the tiles of [`tile_panel`] on `a` and `b` in place.
 fn gemm(simd: bool, a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, usize)) {
     if k == 0 {
         c[..m * n].fill(0.0);
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if simd {
+    if simd && n > PACK_MIN_PANELS * PANEL {
         gemm_packed(a, b, c, (m, k, n));
         return;
     }
