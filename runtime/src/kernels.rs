@@ -1707,8 +1707,9 @@ const BAND_MAX_SIDE: usize = 16;
 /// Taps (`kh * kw`) up to which a convolution can run banded.
 const BAND_MAX_TAPS: usize = 64;
 
-/// Output pixels of one band at most: its sums, for a whole chunk of output channels, are
-/// revisited once per block along `k`, so they should stay in L2.
+/// Output pixels of one band at most when the patch has several blocks along `k`: its
+/// sums, for a whole chunk of output channels, are revisited once per block, so they
+/// should stay in L2.
 const BAND_MAX_PIXELS: usize = 16 * PANEL;
 
 /// How [`gemm_banded`] lays out a band of the input: per input channel, one zero-padded
@@ -1767,7 +1768,12 @@ impl BandPlan {
             // a band of `p <= (span - 1) * ow + 1` pixels touches at most `span` rows
             ((span.checked_sub(1)? * g.ow + 1) / PANEL) * PANEL
         }
-        .min(BAND_MAX_PIXELS);
+        // (one block along `k`: the sums are never revisited, the band may be larger)
+        .min(if cin_g * taps > PANEL_DEPTH {
+            BAND_MAX_PIXELS
+        } else {
+            usize::MAX
+        });
         if pixels == 0 {
             return None;
         }
@@ -1921,6 +1927,11 @@ fn banded_products(
     let rows = out.len() / ldc;
     let taps = g.kh * g.kw;
     let mut panel = [0.0f32; PANEL * PANEL_DEPTH];
+    // every row in whole interleaved tiles on AVX-512: a panel inside one output row is
+    // read straight from the band (`indirect_panel`), not packed
+    let indirect =
+        matches!((a, Isa::of(simd)), (Lhs::Tiled { tiled, .. }, Isa::Avx512) if tiled >= rows);
+    let mut offsets = [0u32; PANEL_DEPTH];
     for b0 in (lo..hi).step_by(plan.pixels) {
         let b1 = hi.min(b0 + plan.pixels);
         let oy0 = b0 / g.ow;
@@ -1929,8 +1940,24 @@ fn banded_products(
             let channels = (k0 / taps, (k0 + kc - 1) / taps + 1);
             fill_band(xg, g, plan, oy0, channels, band);
             let start = Start::of(k0, bias);
+            // where patch row `k0 + k` of a pixel starts in the band, from that pixel's
+            let first = k0 / taps;
+            for (k, slot) in offsets.iter_mut().enumerate().take(kc) {
+                let (ic, tap) = ((k0 + k) / taps - first, (k0 + k) % taps);
+                *slot = (ic * plan.channel_len + plan.tap_offset[tap]) as u32;
+            }
             for p0 in (b0..b1).step_by(PANEL) {
                 let cols = PANEL.min(b1 - p0);
+                let (oy, ox) = (p0 / g.ow, p0 % g.ow);
+                #[cfg(target_arch = "x86_64")]
+                if indirect && cols == PANEL && ox + PANEL <= g.ow {
+                    let pixel = (oy - oy0) * plan.cols + ox;
+                    let b = (&*band, (&offsets[..kc], pixel));
+                    let c = (&mut out[p0 - lo..], ldc);
+                    indirect_panel(a.skip_columns(k0), rows, b, c, start);
+                    continue;
+                }
+                let _ = (oy, ox, indirect);
                 pack_band(band, g, plan, (p0, cols, oy0), (k0, kc), &mut panel);
                 tile_panel(
                     simd,
@@ -1942,6 +1969,42 @@ fn banded_products(
                 );
             }
         }
+    }
+}
+
+/// The register tiles of one panel of [`banded_products`] whose `b` is read from the band
+/// (`b[offsets[k] + pixel..][..16]` is its row `k`), on interleaved tiles of `a` covering
+/// all `rows` (AVX-512).
+#[cfg(target_arch = "x86_64")]
+fn indirect_panel(
+    a: Lhs<'_>,
+    rows: usize,
+    (band, (offsets, pixel)): (&[f32], (&[u32], usize)),
+    (c, ldc): (&mut [f32], usize),
+    start: Start<'_>,
+) {
+    let offsets = crate::simd::RowOffsets::new(offsets);
+    for m0 in (0..rows).step_by(WEIGHT_TILE_ROWS) {
+        let ((tile, _, _), count) = a.rows_at(m0, WEIGHT_TILE_ROWS.min(rows - m0));
+        let init = match start {
+            Start::Zero => Some(&ZEROS[..count]),
+            Start::Bias(v) => Some(&v[m0..m0 + count]),
+            Start::Accumulate => None,
+        };
+        // SAFETY: callers run this only on `Isa::Avx512`, chosen when `avx512` found
+        // AVX-512F on this CPU
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::simd::gemm_tile_avx512_indirect(
+                tile,
+                count,
+                band,
+                (&offsets, pixel),
+                &mut c[m0 * ldc..],
+                ldc,
+                init,
+            )
+        };
     }
 }
 
@@ -3763,6 +3826,11 @@ mod tests {
             // tiled weights: two tiles and 8 row-major channels; per group one tile and 4
             geom(1, (12, 9, 11), 40, 3, [1, 1], 1, 1, 1),
             geom(1, (8, 10, 10), 40, 3, [2, 2], 1, 1, 2),
+            // panels read straight from the band (rows of 32 and 16, two blocks along k,
+            // stride 2), next to panels that cross output rows
+            geom(1, (40, 6, 32), 32, 3, [1, 1], 1, 1, 1),
+            geom(1, (6, 21, 33), 16, 3, [2, 2], 1, 1, 1),
+            geom(1, (5, 9, 24), 48, 3, [1, 1], 1, 1, 1),
         ];
         for (case, g) in cases.iter().enumerate() {
             // miri interprets: only the small cases there

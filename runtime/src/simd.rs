@@ -1177,3 +1177,61 @@ unsafe fn store_tile(
         _mm256_storeu_ps(dst.as_mut_ptr().add(8), _mm256_add_ps(start1, s1));
     }
 }
+
+/// Where each step along `k` of an indirect register tile reads its row of `b` (offsets
+/// into one buffer), with the largest kept for [`gemm_tile_avx512_indirect`]'s bounds
+/// check.
+pub struct RowOffsets<'a> {
+    offsets: &'a [u32],
+    max: usize,
+}
+
+impl<'a> RowOffsets<'a> {
+    /// The offsets of steps `0..offsets.len()`.
+    pub fn new(offsets: &'a [u32]) -> RowOffsets<'a> {
+        let max = offsets.iter().copied().max().unwrap_or(0) as usize;
+        RowOffsets { offsets, max }
+    }
+}
+
+/// [`gemm_tile_avx512`] on an interleaved tile of `a` (`a[k * 16 + i]`, sixteen rows
+/// present) whose step `k` reads its sixteen columns of `b` at `b[base + offsets[k]..]`
+/// instead of a packed panel: a convolution's patch row read straight from the input
+/// band, where its sixteen pixels are contiguous. Per step: one offset, one vector of
+/// `b`, sixteen broadcasts of `a`, sixteen fused multiply-adds.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F. The slices are checked (a short one panics).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(unsafe_code, clippy::too_many_arguments)]
+pub unsafe fn gemm_tile_avx512_indirect(
+    a: &[f32],
+    rows: usize,
+    b: &[f32],
+    (offsets, base): (&RowOffsets<'_>, usize),
+    c: &mut [f32],
+    ldc: usize,
+    init: Option<&[f32]>,
+) {
+    use core::arch::x86_64::*;
+    let kc = offsets.offsets.len();
+    assert!((1..=GEMM_MR_AVX512).contains(&rows) && kc > 0);
+    assert!(a.len() >= kc * GEMM_MR_AVX512);
+    assert!(base + offsets.max + GEMM_NR <= b.len());
+    assert!(c.len() >= (rows - 1) * ldc + GEMM_NR);
+    assert!(init.is_none_or(|s| s.len() >= rows));
+    let (ap, bp, offs) = (a.as_ptr(), b.as_ptr().add(base), offsets.offsets.as_ptr());
+    let mut sums = [_mm512_setzero_ps(); GEMM_MR_AVX512];
+    for k in 0..kc {
+        // SAFETY: k < kc: `offsets[k] <= max`, and `b` holds `base + max + 16` floats, `a`
+        // holds `kc * 16` (asserted above)
+        let bk = _mm512_loadu_ps(bp.add(*offs.add(k) as usize));
+        let ak = ap.add(k * GEMM_MR_AVX512);
+        for (i, sum) in sums.iter_mut().enumerate() {
+            *sum = _mm512_fmadd_ps(_mm512_set1_ps(*ak.add(i)), bk, *sum);
+        }
+    }
+    store_tile_avx512(sums, rows, c, ldc, init);
+}
