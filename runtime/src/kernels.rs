@@ -420,6 +420,35 @@ pub fn matmul(
     epi: impl Fn(usize, &mut [f32]),
 ) {
     let (m, k, n) = (g.m, g.k, g.n);
+    // with threads, batches too small to split (attention heads): whole batches each
+    #[cfg(feature = "threads")]
+    {
+        let batches: usize = g.batch.iter().product();
+        let threads = crate::threads::current();
+        let (each, all) = (m * k * n, batches * m * k * n);
+        let simd = crate::simd::avx2_fma();
+        if simd
+            && threads > 1
+            && batches > 1
+            && each < PARALLEL_MIN_MACS
+            && all >= PARALLEL_MIN_MACS
+        {
+            let mut starts = alloc::vec::Vec::with_capacity(batches);
+            walk(g.batch, [g.a_batch_strides, g.b_batch_strides], |_, at| {
+                starts.push(at)
+            });
+            let per_part = batches.div_ceil(threads);
+            let out = &mut out[..batches * m * n];
+            crate::threads::for_each_chunk(out, per_part * m * n, |i, chunk| {
+                for (j, o) in chunk.chunks_exact_mut((m * n).max(1)).enumerate() {
+                    let [ia, ib] = starts[i * per_part + j];
+                    gemm(simd, &a[ia..ia + m * k], &b[ib..ib + k * n], o, (m, k, n));
+                }
+            });
+            each_row(simd, out, n, 0, &epi);
+            return;
+        }
+    }
     walk(
         g.batch,
         [g.a_batch_strides, g.b_batch_strides],
@@ -430,7 +459,7 @@ pub fn matmul(
             if crate::simd::avx2_fma() {
                 let threads = crate::threads::current();
                 let rows = if threads > 1 && m * k * n >= PARALLEL_MIN_MACS {
-                    m.div_ceil(threads).div_ceil(TILE_ROWS) * TILE_ROWS
+                    m.div_ceil(threads).div_ceil(MAX_TILE_ROWS) * MAX_TILE_ROWS
                 } else {
                     m
                 };
@@ -491,7 +520,7 @@ pub fn matmul_panels(
     let out = &mut out[..m * n];
     let threads = crate::threads::current();
     let rows = if threads > 1 && m * k * n >= PARALLEL_MIN_MACS {
-        m.div_ceil(threads).div_ceil(TILE_ROWS) * TILE_ROWS
+        m.div_ceil(threads).div_ceil(MAX_TILE_ROWS) * MAX_TILE_ROWS
     } else {
         m.max(1)
     };
@@ -516,6 +545,25 @@ pub fn matmul_panels_to(
     (store, run): (impl Fn(usize) -> usize, usize),
 ) {
     let simd = crate::simd::avx2_fma();
+    // with threads: the products of row ranges in parallel, each into a buffer of its
+    // own, then the epilogue and the scattered stores here
+    #[cfg(feature = "threads")]
+    {
+        let threads = crate::threads::current();
+        if threads > 1 && m * k * n >= PARALLEL_MIN_MACS {
+            let rows = m.div_ceil(threads).div_ceil(MAX_TILE_ROWS) * MAX_TILE_ROWS;
+            let parts = crate::threads::map_parts(m.div_ceil(rows), |i| {
+                let (r0, r1) = (i * rows, m.min((i + 1) * rows));
+                let mut part = alloc::vec![0.0f32; (r1 - r0) * n];
+                gemm_panels(simd, &a[r0 * k..r1 * k], panels, &mut part, (r1 - r0, k, n));
+                part
+            });
+            for (i, part) in parts.iter().enumerate() {
+                store_runs(part, i * rows * n, out, &epi, (&store, run));
+            }
+            return;
+        }
+    }
     let mut block = [0.0f32; MM_BLOCK_LEN];
     // at least one row at a time: a row wider than the buffer goes a panel at a time
     let rows = (MM_BLOCK_LEN / n.max(1)).clamp(1, m.max(1));
@@ -679,6 +727,36 @@ pub fn matmul_to(
 ) {
     const CHUNK: usize = 64;
     let (m, k, n) = (g.m, g.k, g.n);
+    // with threads: the products of the batches in parallel, each into a buffer of its
+    // own, then the epilogue and the scattered stores here
+    #[cfg(feature = "threads")]
+    {
+        let batches: usize = g.batch.iter().product();
+        let threads = crate::threads::current();
+        let simd = crate::simd::avx2_fma();
+        if simd && threads > 1 && batches > 1 && batches * m * k * n >= PARALLEL_MIN_MACS {
+            let mut starts = alloc::vec::Vec::with_capacity(batches);
+            walk(g.batch, [g.a_batch_strides, g.b_batch_strides], |_, at| {
+                starts.push(at)
+            });
+            let parts = crate::threads::map_parts(batches, |i| {
+                let [ia, ib] = starts[i];
+                let mut part = alloc::vec![0.0f32; m * n];
+                gemm(
+                    simd,
+                    &a[ia..ia + m * k],
+                    &b[ib..ib + k * n],
+                    &mut part,
+                    (m, k, n),
+                );
+                part
+            });
+            for (batch, part) in parts.iter().enumerate() {
+                store_runs(part, batch * m * n, out, &epi, (&store, run));
+            }
+            return;
+        }
+    }
     walk(
         g.batch,
         [g.a_batch_strides, g.b_batch_strides],
@@ -4015,6 +4093,66 @@ mod tests {
             matmul_panels(&a, &panels, &mut two, (m, k, n), store_rows)
         });
         assert_eq!(one, two);
+        // stored transposed (`matmul_panels_to`): row ranges in parallel
+        let (mt, kt, nt) = (128, 96, 100);
+        let at = data(mt * kt, 9);
+        let bt = data(kt * nt, 10);
+        let mut panels_t = std::vec![0.0; nt.div_ceil(WEIGHT_PANEL) * kt * WEIGHT_PANEL];
+        pack_panels(&bt, &mut panels_t, nt, kt);
+        let transposed = |o: usize| (o % nt) * mt + o / nt;
+        let epi = |i: usize, v: f32| v + i as f32 * 1e-3;
+        let mut one = std::vec![f32::NAN; mt * nt];
+        matmul_panels_to(&at, &panels_t, &mut one, (mt, kt, nt), epi, (transposed, 1));
+        for threads in [2, 3] {
+            let mut many = std::vec![f32::NAN; mt * nt];
+            crate::threads::with_threads(threads, || {
+                matmul_panels_to(
+                    &at,
+                    &panels_t,
+                    &mut many,
+                    (mt, kt, nt),
+                    epi,
+                    (transposed, 1),
+                )
+            });
+            assert_eq!(one, many, "matmul_panels_to, {threads} threads");
+        }
+        // attention heads: 12 batches too small to split each, whole batches per thread
+        // (`matmul`), and stored transposed (`matmul_to`)
+        let (heads, mh, kh, nh) = (12, 64, 32, 64);
+        let ah = data(heads * mh * kh, 11);
+        let bh = data(heads * kh * nh, 12);
+        let geom_h = MatMulGeom {
+            batch: &[heads],
+            a_batch_strides: &[mh * kh],
+            b_batch_strides: &[kh * nh],
+            m: mh,
+            k: kh,
+            n: nh,
+        };
+        let rows = |base: usize, row: &mut [f32]| {
+            for (j, v) in row.iter_mut().enumerate() {
+                *v += (base + j) as f32 * 1e-3;
+            }
+        };
+        let swap = |o: usize| {
+            let (h, ij) = (o / (mh * nh), o % (mh * nh));
+            h * mh * nh + (ij % nh) * mh + ij / nh
+        };
+        let mut one = std::vec![f32::NAN; heads * mh * nh];
+        matmul(&ah, &bh, &mut one, &geom_h, rows);
+        let mut one_t = std::vec![f32::NAN; heads * mh * nh];
+        matmul_to(&ah, &bh, &mut one_t, &geom_h, epi, (swap, 1));
+        for threads in [2, 3] {
+            let mut many = std::vec![f32::NAN; heads * mh * nh];
+            crate::threads::with_threads(threads, || matmul(&ah, &bh, &mut many, &geom_h, rows));
+            assert_eq!(one, many, "batched matmul, {threads} threads");
+            let mut many = std::vec![f32::NAN; heads * mh * nh];
+            crate::threads::with_threads(threads, || {
+                matmul_to(&ah, &bh, &mut many, &geom_h, epi, (swap, 1))
+            });
+            assert_eq!(one_t, many, "batched matmul_to, {threads} threads");
+        }
         // a transposed convolution: 2x upsampling, 64 -> 33 channels on 24x24
         let g = Conv2dGeom {
             n: 1,
