@@ -75,14 +75,36 @@ pub fn store_rows(_base: usize, _row: &mut [f32]) {}
 /// Runs a row epilogue over `data` (rows of `width` floats, the first at flat `base`):
 /// `epi(base + r * width, row)`. With `simd`, from code compiled for AVX2 and FMA
 /// (`simd::each_row_avx2`), so a fused epilogue (GELU, batch norm, ...) inlined there
-/// vectorizes eight wide.
+/// vectorizes eight wide. With threads, large outputs split their rows over them (the
+/// same values: each row's epilogue is computed once, by one thread).
 #[inline]
 pub(crate) fn each_row(
     simd: bool,
     data: &mut [f32],
     width: usize,
     base: usize,
-    epi: &impl Fn(usize, &mut [f32]),
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
+) {
+    let threads = crate::threads::current();
+    let rows = data.len() / width.max(1);
+    if threads > 1 && data.len() >= PARALLEL_MIN_FLOATS && rows > 1 {
+        let per_part = rows.div_ceil(threads) * width;
+        crate::threads::for_each_chunk(data, per_part, |i, part| {
+            each_row_on(simd, part, width, base + i * per_part, epi)
+        });
+        return;
+    }
+    each_row_on(simd, data, width, base, epi);
+}
+
+/// [`each_row`] on this thread.
+#[inline]
+fn each_row_on(
+    simd: bool,
+    data: &mut [f32],
+    width: usize,
+    base: usize,
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
     #[cfg(target_arch = "x86_64")]
     if simd {
@@ -103,7 +125,7 @@ pub(crate) fn each_row_here(
     data: &mut [f32],
     width: usize,
     base: usize,
-    epi: &impl Fn(usize, &mut [f32]),
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
     for (r, row) in data.chunks_exact_mut(width.max(1)).enumerate() {
         epi(base + r * width, row);
@@ -350,7 +372,7 @@ pub fn linear(
     rows: usize,
     in_features: usize,
     out_features: usize,
-    epi: impl Fn(usize, &mut [f32]),
+    epi: impl Fn(usize, &mut [f32]) + Sync,
 ) {
     debug_assert!(
         x.len() == rows * in_features
@@ -417,7 +439,7 @@ pub fn matmul(
     b: &[f32],
     out: &mut [f32],
     g: &MatMulGeom<'_>,
-    epi: impl Fn(usize, &mut [f32]),
+    epi: impl Fn(usize, &mut [f32]) + Sync,
 ) {
     let (m, k, n) = (g.m, g.k, g.n);
     // with threads, batches too small to split (attention heads): whole batches each
@@ -514,7 +536,7 @@ pub fn matmul_panels(
     panels: &[f32],
     out: &mut [f32],
     (m, k, n): (usize, usize, usize),
-    epi: impl Fn(usize, &mut [f32]),
+    epi: impl Fn(usize, &mut [f32]) + Sync,
 ) {
     let simd = crate::simd::avx2_fma();
     let out = &mut out[..m * n];
@@ -946,7 +968,7 @@ pub fn conv2d(
     bias: Option<&[f32]>,
     out: &mut [f32],
     g: &Conv2dGeom,
-    epi: impl Fn(usize, &mut [f32]),
+    epi: impl Fn(usize, &mut [f32]) + Sync,
 ) {
     let simd = crate::simd::avx2_fma();
     if g.c_in == g.groups && g.c_out == g.groups {
@@ -1043,7 +1065,7 @@ fn conv2d_blocked(
     bias: Option<&[f32]>,
     out: &mut [f32],
     g: &Conv2dGeom,
-    epi: &impl Fn(usize, &mut [f32]),
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
     let (cin_g, cout_g) = (g.c_in / g.groups, g.c_out / g.groups);
     let (plane, in_plane) = (g.oh * g.ow, g.h * g.w);
@@ -1134,7 +1156,7 @@ fn depthwise_portable(
     bias: Option<&[f32]>,
     out: &mut [f32],
     g: &Conv2dGeom,
-    epi: &impl Fn(usize, &mut [f32]),
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
     depthwise_rows(x, w, bias, out, g, epi);
 }
@@ -1247,6 +1269,8 @@ const TILE_ROWS: usize = crate::simd::GEMM_MR;
 /// Multiply-adds below which a kernel does not split its work over threads (the hand-off
 /// costs a few microseconds).
 const PARALLEL_MIN_MACS: usize = 1 << 20;
+/// Outputs below which an epilogue does not split its rows over threads.
+const PARALLEL_MIN_FLOATS: usize = 1 << 15;
 
 /// Depth of one packed panel (`PANEL * PANEL_DEPTH` floats: 16 KiB on desktop CPUs, which
 /// stay in L1; 2 KiB where stacks are small).
@@ -1270,7 +1294,7 @@ fn conv2d_gemm(
     bias: Option<&[f32]>,
     out: &mut [f32],
     g: &Conv2dGeom,
-    epi: &impl Fn(usize, &mut [f32]),
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
     simd: bool,
 ) {
     conv2d_gemm_with(x, w, false, bias, out, g, epi, simd);
@@ -1287,7 +1311,7 @@ fn conv2d_gemm_with(
     bias: Option<&[f32]>,
     out: &mut [f32],
     g: &Conv2dGeom,
-    epi: &impl Fn(usize, &mut [f32]),
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
     simd: bool,
 ) {
     let (cin_g, cout_g) = (g.c_in / g.groups, g.c_out / g.groups);
@@ -1552,7 +1576,7 @@ pub fn conv2d_tiled(
     bias: Option<&[f32]>,
     out: &mut [f32],
     g: &Conv2dGeom,
-    epi: impl Fn(usize, &mut [f32]),
+    epi: impl Fn(usize, &mut [f32]) + Sync,
 ) {
     assert!(
         !(g.c_in == g.groups && g.c_out == g.groups),
@@ -2478,7 +2502,7 @@ pub(crate) fn depthwise_rows(
     bias: Option<&[f32]>,
     out: &mut [f32],
     g: &Conv2dGeom,
-    epi: &impl Fn(usize, &mut [f32]),
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
     let plane = g.oh * g.ow;
     let in_plane = g.h * g.w;
@@ -2610,7 +2634,7 @@ fn depthwise_by_rows(
     bias: Option<&[f32]>,
     out: &mut [f32],
     g: &Conv2dGeom,
-    epi: &impl Fn(usize, &mut [f32]),
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
     let plane = g.oh * g.ow;
     let in_plane = g.h * g.w;
@@ -4343,7 +4367,7 @@ mod tests {
     }
 
     /// An element epilogue as a row one.
-    fn rows_of(epi: impl Fn(usize, f32) -> f32) -> impl Fn(usize, &mut [f32]) {
+    fn rows_of(epi: impl Fn(usize, f32) -> f32 + Sync) -> impl Fn(usize, &mut [f32]) + Sync {
         move |base, row| {
             for (k, v) in row.iter_mut().enumerate() {
                 *v = epi(base + k, *v);

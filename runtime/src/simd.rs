@@ -522,7 +522,7 @@ pub unsafe fn conv2d_avx2(
     bias: Option<&[f32]>,
     out: &mut [f32],
     g: &crate::kernels::Conv2dGeom,
-    epi: &impl Fn(usize, &mut [f32]),
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
     use core::arch::x86_64::*;
     let (cin_g, cout_g) = (g.c_in / g.groups, g.c_out / g.groups);
@@ -1088,7 +1088,7 @@ pub unsafe fn depthwise_conv2d_avx2(
     bias: Option<&[f32]>,
     out: &mut [f32],
     g: &crate::kernels::Conv2dGeom,
-    epi: &impl Fn(usize, &mut [f32]),
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
     crate::kernels::depthwise_rows(x, w, bias, out, g, epi);
 }
@@ -1124,7 +1124,7 @@ pub unsafe fn each_row_avx2(
     data: &mut [f32],
     width: usize,
     base: usize,
-    epi: &impl Fn(usize, &mut [f32]),
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
     crate::kernels::each_row_here(data, width, base, epi);
 }
