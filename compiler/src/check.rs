@@ -546,7 +546,10 @@ pub fn check(graph: &Graph) -> Result<(), String> {
                 _ => false,
             }),
             Op::TileConvWeights { groups } => shapes.first().is_some_and(|w| {
-                w.len() == 4 && w[..] == out[..] && *groups > 0 && w[0] % groups == 0
+                w.len() == 4
+                    && w[..] == out[..]
+                    && *groups > 0
+                    && w.first().is_some_and(|c| c % groups == 0)
             }),
             Op::Conv2d(attrs) => shapes.first().is_some_and(|x| {
                 conv2d(x, attrs, out.get(1).copied().unwrap_or(0)).is_ok_and(|s| s == out)

@@ -1475,7 +1475,7 @@ fn conv_weight_tiles(w: &ArrayD<f32>, groups: usize, tile: bool) -> Result<Array
         ));
     }
     let per_group = out_channels / groups;
-    let depth: usize = w.shape()[1..].iter().product();
+    let depth: usize = w.shape().iter().skip(1).product();
     let tiled_rows = per_group / WEIGHT_TILE_ROWS * WEIGHT_TILE_ROWS;
     let flat: Vec<f32> = w.iter().copied().collect();
     let mut out = vec![0.0f32; flat.len()];

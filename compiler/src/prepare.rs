@@ -40,8 +40,8 @@ const TILE_MIN_WEIGHTS: usize = 4096;
 /// call (it used to repack `Wᵀ`'s panels on every call: a fifth of a 6-layer BERT's time).
 /// A `linear` with fewer than four rows (a matrix-vector product, bound by reading the
 /// weights) or fewer than sixteen outputs keeps its weight as it is; so do nodes listed in
-/// `keep`. Likewise a `conv2d` (not depthwise) with at least [`TILE_MIN_CHANNELS`]
-/// output channels per group and [`TILE_MIN_WEIGHTS`] weights reads its weight as
+/// `keep`. Likewise a `conv2d` (not depthwise) with at least 16 output channels per
+/// group and 4096 weights (`TILE_MIN_CHANNELS`, `TILE_MIN_WEIGHTS`) reads its weight as
 /// `tile_conv_weights(W)` (`Op::TileConvWeights`: blocks of 16 output channels
 /// interleaved, so the AVX-512 register tile's sixteen broadcasts per step read one cache
 /// line; 1.3-1.6x on resnet18's convolutions). Returns the new graph and, per node of
@@ -97,8 +97,9 @@ pub fn pack_weights(graph: &Graph, keep: &[usize]) -> (Graph, Vec<Option<usize>>
         // the last node a linear becomes writes the linear's own value: operands keep
         // their ids
         let mut inputs = node.inputs.clone();
-        if let (Some(tile_op), Op::Conv2d(attrs)) = (tiles(n, node), &node.op) {
-            let w = inputs[1];
+        if let (Some(tile_op), Op::Conv2d(attrs), Some(&w)) =
+            (tiles(n, node), &node.op, inputs.get(1))
+        {
             let name = graph
                 .values
                 .get(node.output)
@@ -111,7 +112,9 @@ pub fn pack_weights(graph: &Graph, keep: &[usize]) -> (Graph, Vec<Option<usize>>
                 output: id,
                 span: node.span,
             });
-            inputs[1] = id;
+            if let Some(slot) = inputs.get_mut(1) {
+                *slot = id;
+            }
             let index = out.nodes.len();
             if let Some(v) = out.values.get_mut(node.output) {
                 v.kind = ValueKind::Node(index);

@@ -1017,6 +1017,7 @@ pub fn conv2d(
     // small weights (those a model's `prepare` leaves row-major) tiled per call on
     // AVX-512: a copy of at most 64 KiB, against the sixteen row pointers of the
     // row-major tile at every step
+    #[cfg(target_arch = "x86_64")]
     if simd && crate::simd::avx512() && w.len() <= CALL_TILES_LEN && g.c_out / g.groups >= 16 {
         let mut tiles = [0.0f32; CALL_TILES_LEN];
         let tiles = &mut tiles[..w.len()];
@@ -1027,8 +1028,9 @@ pub fn conv2d(
     conv2d_gemm(x, w, bias, out, g, &epi, simd);
 }
 
-/// Weights up to which [`conv2d`] tiles them per call on AVX-512 (64 KiB on desktop CPUs).
-const CALL_TILES_LEN: usize = stack_floats(16384, 0);
+/// Weights up to which [`conv2d`] tiles them per call on AVX-512 (64 KiB).
+#[cfg(target_arch = "x86_64")]
+const CALL_TILES_LEN: usize = 16384;
 
 /// Floats of [`conv2d_blocked`]'s row buffer (2.25 KiB on a microcontroller: the 10 rows
 /// of 54 floats a keyword-spotting convolution reads fit).
@@ -1663,6 +1665,7 @@ fn edge_tile(
 }
 
 /// Panels of `b` up to which [`gemm`] reads `a` in place rather than packing it.
+#[cfg(target_arch = "x86_64")]
 const PACK_MIN_PANELS: usize = 4;
 
 /// Rows of `a` packed at a time by [`gemm`] (a multiple of every tile's rows: 6 and 16).
