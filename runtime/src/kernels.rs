@@ -4070,30 +4070,26 @@ mod tests {
                 }
             };
             let len = g.n * g.c_out * g.oh * g.ow;
-            let mut one = std::vec![f32::NAN; len];
-            conv2d(&x, &w, Some(&b), &mut one, g, epi);
-            for threads in [2, 3] {
-                let mut many = std::vec![f32::NAN; len];
-                crate::threads::with_threads(threads, || {
-                    conv2d(&x, &w, Some(&b), &mut many, g, epi)
-                });
-                assert_eq!(one, many, "conv case {case}, {threads} threads");
-            }
+            // one thread, then 2 and 3: the same bits
+            let one_and_many = |what: &str, run: &(dyn Fn(&mut [f32]) + Sync)| {
+                let mut one = std::vec![f32::NAN; len];
+                run(&mut one);
+                for threads in [2, 3] {
+                    let mut many = std::vec![f32::NAN; len];
+                    crate::threads::with_threads(threads, || run(&mut many));
+                    assert_eq!(one, many, "{what} case {case}, {threads} threads");
+                }
+            };
+            one_and_many("conv", &|out| conv2d(&x, &w, Some(&b), out, g, epi));
             if g.c_in == g.groups && g.c_out == g.groups {
                 continue;
             }
             // tiled weights: the threads split at tile edges, the sums stay the same
             let mut tiled = std::vec![f32::NAN; w.len()];
             tile_conv2d_weights(&w, &mut tiled, g.c_out, g.groups);
-            let mut one = std::vec![f32::NAN; len];
-            conv2d_tiled(&x, &tiled, Some(&b), &mut one, g, epi);
-            for threads in [2, 3] {
-                let mut many = std::vec![f32::NAN; len];
-                crate::threads::with_threads(threads, || {
-                    conv2d_tiled(&x, &tiled, Some(&b), &mut many, g, epi)
-                });
-                assert_eq!(one, many, "tiled conv case {case}, {threads} threads");
-            }
+            one_and_many("tiled conv", &|out| {
+                conv2d_tiled(&x, &tiled, Some(&b), out, g, epi)
+            });
         }
         let (m, k, n) = (200, 300, 130);
         let a = data(m * k, 5);
