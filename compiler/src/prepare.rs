@@ -619,6 +619,58 @@ mod tests {
     }
 
     #[test]
+    fn large_convolutions_read_tiled_weights_and_small_or_depthwise_ones_do_not() {
+        let conv = |groups: usize| {
+            Op::Conv2d(crate::ir::Conv2d {
+                kernel: [3, 3],
+                stride: [1, 1],
+                padding: [1, 1, 1, 1],
+                dilation: [1, 1],
+                groups,
+                tiled: false,
+            })
+        };
+        let mut g = Graph::default();
+        let x = g.add_value("x".into(), vec![1, 32, 8, 8], ValueKind::Input(0));
+        g.inputs = vec![x];
+        // 32 x 32 x 3 x 3 = 9216 weights: tiled; 16 x 2 x 3 x 3 (groups 16): too few;
+        // depthwise 32: never
+        let big_w = param(&mut g, "big", vec![32, 32, 3, 3]);
+        let small_w = param(&mut g, "small", vec![16, 2, 3, 3]);
+        let dw_w = param(&mut g, "dw", vec![32, 1, 3, 3]);
+        let big = node(&mut g, conv(1), vec![x, big_w], vec![1, 32, 8, 8]);
+        let small = node(&mut g, conv(16), vec![x, small_w], vec![1, 16, 8, 8]);
+        let dw = node(&mut g, conv(32), vec![x, dw_w], vec![1, 32, 8, 8]);
+        g.outputs = vec![big, small, dw];
+        let (tiled, map) = pack_weights(&g, &[]);
+        let ops: Vec<&Op> = tiled.nodes.iter().map(|n| &n.op).collect();
+        let Op::Conv2d(attrs) = conv(1) else {
+            unreachable!("conv builds a conv2d")
+        };
+        let tiled_conv = Op::Conv2d(crate::ir::Conv2d {
+            tiled: true,
+            ..attrs
+        });
+        assert_eq!(
+            ops,
+            [
+                &Op::TileConvWeights { groups: 1 },
+                &tiled_conv,
+                &conv(16),
+                &conv(32)
+            ]
+        );
+        assert_eq!(map, vec![Some(1), Some(2), Some(3)]);
+        assert_eq!(tiled.shape(tiled.nodes[0].output), &[32, 32, 3, 3]);
+        assert_eq!(tiled.nodes[1].inputs, vec![x, tiled.nodes[0].output]);
+        crate::check::check(&tiled).unwrap();
+        // the tiling reads only a parameter: split moves it to load time
+        assert_eq!(split(&tiled, &[]).load.map(|l| l.nodes.len()), Some(1));
+        // kept nodes (fuse groups) keep their weight
+        assert_eq!(pack_weights(&g, &[0]).0.nodes.len(), 3);
+    }
+
+    #[test]
     fn kept_nodes_and_broadcasts_stay() {
         let g = sample();
         assert!(split(&g, &[0]).load.is_none());
