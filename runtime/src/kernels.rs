@@ -665,12 +665,12 @@ fn gemm_panels(simd: bool, a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usiz
             let lhs = if simd {
                 let rows = (&a[i0 * k + k0..], k);
                 pack_row_tiles(rows, (mc, kc), WEIGHT_TILE_ROWS, &mut tiles);
-                Lhs::Tiled {
+                Lhs::Tiled(Tiles {
                     w: &tiles,
                     depth: kc,
                     tiled: mc.next_multiple_of(WEIGHT_TILE_ROWS),
                     k0: 0,
-                }
+                })
             } else {
                 Lhs::Strided(&a[i0 * k + k0..], k, 1)
             };
@@ -1442,51 +1442,48 @@ enum Lhs<'a> {
     /// row `i`, column `k` at `a[i * row_step + k * k_step]` (a row-major matrix read in
     /// place, or a transposed one)
     Strided(&'a [f32], usize, usize),
-    /// convolution weights laid out by [`tile_conv2d_weights`] (rows of `depth` floats),
-    /// read from column `k0` on: the first `tiled` rows in interleaved tiles of
-    /// [`WEIGHT_TILE_ROWS`] rows, the rest row-major after them
-    Tiled {
-        w: &'a [f32],
-        depth: usize,
-        tiled: usize,
-        k0: usize,
-    },
+    /// weights in interleaved tiles
+    Tiled(Tiles<'a>),
+}
+
+/// Convolution weights laid out by [`tile_conv2d_weights`] (rows of `depth` floats), read
+/// from column `k0` on: the first `tiled` rows in interleaved tiles of
+/// [`WEIGHT_TILE_ROWS`] rows, the rest row-major after them.
+#[derive(Clone, Copy)]
+struct Tiles<'a> {
+    w: &'a [f32],
+    depth: usize,
+    tiled: usize,
+    k0: usize,
 }
 
 impl<'a> Lhs<'a> {
     /// Row-major weights with rows `depth` floats long (`tiled` when laid out by
     /// [`tile_conv2d_weights`]).
     fn weights(w: &'a [f32], depth: usize, rows: usize, tiled: bool) -> Lhs<'a> {
-        if tiled {
-            let tiled = rows / WEIGHT_TILE_ROWS * WEIGHT_TILE_ROWS;
-            Lhs::Tiled {
-                w,
-                depth,
-                tiled,
-                k0: 0,
-            }
-        } else {
-            Lhs::Strided(w, depth, 1)
+        if !tiled {
+            return Lhs::Strided(w, depth, 1);
         }
+        let tiled = rows / WEIGHT_TILE_ROWS * WEIGHT_TILE_ROWS;
+        Lhs::Tiled(Tiles {
+            w,
+            depth,
+            tiled,
+            k0: 0,
+        })
     }
 
     /// The operand from row `m0` on (inside the tiles, `m0` must start one).
     fn skip_rows(self, m0: usize) -> Lhs<'a> {
         match self {
             Lhs::Strided(a, row, k) => Lhs::Strided(&a[m0 * row..], row, k),
-            Lhs::Tiled {
-                w,
-                depth,
-                tiled,
-                k0,
-            } => {
-                debug_assert!(m0 >= tiled || m0.is_multiple_of(WEIGHT_TILE_ROWS));
-                Lhs::Tiled {
-                    w: &w[m0 * depth..],
-                    depth,
-                    tiled: tiled.saturating_sub(m0),
-                    k0,
-                }
+            Lhs::Tiled(t) => {
+                debug_assert!(m0 >= t.tiled || m0.is_multiple_of(WEIGHT_TILE_ROWS));
+                Lhs::Tiled(Tiles {
+                    w: &t.w[m0 * t.depth..],
+                    tiled: t.tiled.saturating_sub(m0),
+                    ..t
+                })
             }
         }
     }
@@ -1495,17 +1492,7 @@ impl<'a> Lhs<'a> {
     fn skip_columns(self, k: usize) -> Lhs<'a> {
         match self {
             Lhs::Strided(a, row, step) => Lhs::Strided(&a[k * step..], row, step),
-            Lhs::Tiled {
-                w,
-                depth,
-                tiled,
-                k0,
-            } => Lhs::Tiled {
-                w,
-                depth,
-                tiled,
-                k0: k0 + k,
-            },
+            Lhs::Tiled(t) => Lhs::Tiled(Tiles { k0: t.k0 + k, ..t }),
         }
     }
 
@@ -1514,18 +1501,18 @@ impl<'a> Lhs<'a> {
     fn rows_at(self, m0: usize, want: usize) -> ((&'a [f32], usize, usize), usize) {
         match self {
             Lhs::Strided(a, row, k) => ((&a[m0 * row..], row, k), want),
-            Lhs::Tiled {
+            Lhs::Tiled(Tiles {
                 w,
                 depth,
                 tiled,
                 k0,
-            } if m0 < tiled => {
+            }) if m0 < tiled => {
                 let (tile, within) = (m0 / WEIGHT_TILE_ROWS, m0 % WEIGHT_TILE_ROWS);
                 let at = tile * WEIGHT_TILE_ROWS * depth + k0 * WEIGHT_TILE_ROWS + within;
                 let reach = want.min(WEIGHT_TILE_ROWS - within);
                 ((&w[at..], 1, WEIGHT_TILE_ROWS), reach)
             }
-            Lhs::Tiled { w, depth, k0, .. } => ((&w[m0 * depth + k0..], depth, 1), want),
+            Lhs::Tiled(Tiles { w, depth, k0, .. }) => ((&w[m0 * depth + k0..], depth, 1), want),
         }
     }
 }
@@ -2034,8 +2021,7 @@ fn banded_products(
     let mut panel = [0.0f32; PANEL * PANEL_DEPTH];
     // every row in whole interleaved tiles on AVX-512: a panel inside one output row is
     // read straight from the band (`indirect_panel`), not packed
-    let indirect =
-        matches!((a, Isa::of(simd)), (Lhs::Tiled { tiled, .. }, Isa::Avx512) if tiled >= rows);
+    let indirect = matches!((a, Isa::of(simd)), (Lhs::Tiled(t), Isa::Avx512) if t.tiled >= rows);
     let mut offsets = [0u32; PANEL_DEPTH];
     for b0 in (lo..hi).step_by(plan.pixels) {
         let b1 = hi.min(b0 + plan.pixels);
@@ -2045,19 +2031,26 @@ fn banded_products(
             let channels = (k0 / taps, (k0 + kc - 1) / taps + 1);
             fill_band(xg, g, plan, oy0, channels, band);
             let start = Start::of(k0, bias);
-            // where patch row `k0 + k` of a pixel starts in the band, from that pixel's
+            // where patch row `k0 + k` of a pixel is in the band, from the pixel's place
+            // (once per block, for every panel read from the band)
             let first = k0 / taps;
-            for (k, slot) in offsets.iter_mut().enumerate().take(kc) {
+            for (k, slot) in offsets
+                .iter_mut()
+                .enumerate()
+                .take(if indirect { kc } else { 0 })
+            {
                 let (ic, tap) = ((k0 + k) / taps - first, (k0 + k) % taps);
                 *slot = (ic * plan.channel_len + plan.tap_offset[tap]) as u32;
             }
+            #[cfg(target_arch = "x86_64")]
+            let row_offsets = crate::simd::RowOffsets::new(&offsets[..kc]);
             for p0 in (b0..b1).step_by(PANEL) {
                 let cols = PANEL.min(b1 - p0);
                 let (oy, ox) = (p0 / g.ow, p0 % g.ow);
                 #[cfg(target_arch = "x86_64")]
                 if indirect && cols == PANEL && ox + PANEL <= g.ow {
                     let pixel = (oy - oy0) * plan.cols + ox;
-                    let b = (&*band, (&offsets[..kc], pixel));
+                    let b = (&*band, (&row_offsets, pixel));
                     let c = (&mut out[p0 - lo..], ldc);
                     indirect_panel(a.skip_columns(k0), rows, b, c, start);
                     continue;
@@ -2084,11 +2077,10 @@ fn banded_products(
 fn indirect_panel(
     a: Lhs<'_>,
     rows: usize,
-    (band, (offsets, pixel)): (&[f32], (&[u32], usize)),
+    (band, (offsets, pixel)): (&[f32], (&crate::simd::RowOffsets<'_>, usize)),
     (c, ldc): (&mut [f32], usize),
     start: Start<'_>,
 ) {
-    let offsets = crate::simd::RowOffsets::new(offsets);
     for m0 in (0..rows).step_by(WEIGHT_TILE_ROWS) {
         let ((tile, _, _), count) = a.rows_at(m0, WEIGHT_TILE_ROWS.min(rows - m0));
         let init = match start {
@@ -2104,7 +2096,7 @@ fn indirect_panel(
                 tile,
                 count,
                 band,
-                (&offsets, pixel),
+                (offsets, pixel),
                 &mut c[m0 * ldc..],
                 ldc,
                 init,
