@@ -6,8 +6,9 @@
 //! `kernels::matmul` at 512x512x512 (sgemm) and at the BERT-384 projection shapes.
 //!
 //! Run: `cargo run --release -p dnnfusion-runtime --features std --example conv_classes`
-//! (`-- --json` for one JSON object per line; with `--features threads`, `-- --threads N`
-//! runs every kernel inside `threads::with_threads(N, ..)`).
+//! (`-- --json` for one JSON object per line; `-- --only TEXT` runs the classes whose name
+//! contains TEXT; with `--features threads`, `-- --threads N` runs every kernel inside
+//! `threads::with_threads(N, ..)`).
 
 use std::time::Instant;
 
@@ -90,7 +91,16 @@ fn main() {
 
 fn run(args: &[String]) {
     let json = args.iter().any(|a| a == "--json");
+    // `--only TEXT`: the classes whose name contains TEXT (to profile one)
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map_or("", String::as_str);
     for &(name, c_in, size, c_out, k, stride, groups) in CLASSES {
+        if !name.contains(only) {
+            continue;
+        }
         let pad = k / 2;
         let o = (size + 2 * pad - k) / stride + 1;
         let g = square(c_in, (size, o), c_out, (k, stride, pad), groups);
@@ -132,6 +142,9 @@ fn run(args: &[String]) {
         }
     }
     for &(name, c_in, size, c_out, k, stride, pad) in TRANSPOSED {
+        if !name.contains(only) {
+            continue;
+        }
         let o = (size - 1) * stride + k - 2 * pad;
         let g = square(c_in, (size, o), c_out, (k, stride, pad), 1);
         let x = input(c_in * size * size);
@@ -150,6 +163,9 @@ fn run(args: &[String]) {
         ("bert-384 ffn in 128x384x1536", 128, 384, 1536),
         ("bert-384 ffn out 128x1536x384", 128, 1536, 384),
     ] {
+        if !name.contains(only) {
+            continue;
+        }
         let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1).collect();
         let b: Vec<f32> = (0..k * n).map(|i| (i % 7) as f32 * 0.01).collect();
         let mut c = vec![0.0f32; m * n];
