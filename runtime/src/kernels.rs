@@ -1160,7 +1160,7 @@ fn depthwise_portable(
     g: &Conv2dGeom,
     epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
-    depthwise_rows(x, w, bias, out, g, epi);
+    depthwise_rows(x, w, bias, out, g, epi, false);
 }
 
 /// The direct AVX2 convolution (one group) with its output channels split over `threads`
@@ -1241,7 +1241,7 @@ fn depthwise_threaded(
                 return;
             }
             let _ = simd;
-            depthwise_rows(xs, ws, bs, oc, &sub, &store_rows);
+            depthwise_rows(xs, ws, bs, oc, &sub, &store_rows, false);
         });
     }
 }
@@ -2580,8 +2580,9 @@ pub(crate) fn depthwise_rows(
     out: &mut [f32],
     g: &Conv2dGeom,
     epi: &(impl Fn(usize, &mut [f32]) + Sync),
+    fused: bool,
 ) {
-    depthwise_planes(x, w, bias, out, g, epi);
+    depthwise_planes(x, w, bias, out, g, epi, fused);
 }
 
 /// [`depthwise_rows`] for small maps: each channel's input copied once, zero padding
@@ -2598,6 +2599,7 @@ fn depthwise_planes(
     out: &mut [f32],
     g: &Conv2dGeom,
     epi: &(impl Fn(usize, &mut [f32]) + Sync),
+    fused: bool,
 ) {
     let plane = g.oh * g.ow;
     let in_plane = g.h * g.w;
@@ -2615,7 +2617,7 @@ fn depthwise_planes(
     // then the wide output plane
     let needed = s * s * phase + pitch + g.oh * pitch;
     if g.stride_h != g.stride_w || needed > CONV_STACK {
-        depthwise_ring(x, w, bias, out, g, epi);
+        depthwise_ring(x, w, bias, out, g, epi, fused);
         return;
     }
     // where each tap reads in the phase planes (kernels of up to DEPTHWISE_TAPS taps)
@@ -2652,7 +2654,7 @@ fn depthwise_planes(
             let start = bias.map_or(0.0, |b| b[c]);
             let weights = &w[c * taps..(c + 1) * taps];
             match tap_at.get(..taps) {
-                Some(tap_at) => depthwise_taps(phases, weights, tap_at, start, wide),
+                Some(tap_at) => depthwise_taps(phases, weights, tap_at, start, wide, fused),
                 None => {
                     wide.fill(start);
                     for (&wv, at) in weights.iter().zip(tap_offsets(g, s, phase, pitch)) {
@@ -2688,6 +2690,7 @@ fn depthwise_ring(
     out: &mut [f32],
     g: &Conv2dGeom,
     epi: &(impl Fn(usize, &mut [f32]) + Sync),
+    fused: bool,
 ) {
     let plane = g.oh * g.ow;
     let in_plane = g.h * g.w;
@@ -2742,7 +2745,7 @@ fn depthwise_ring(
                 }
                 let row = &mut out[base + oy * g.ow..base + (oy + 1) * g.ow];
                 match tap_at.get(..taps) {
-                    Some(tap_at) => depthwise_taps(ring, weights, tap_at, start, row),
+                    Some(tap_at) => depthwise_taps(ring, weights, tap_at, start, row, fused),
                     None => {
                         // more taps than `DEPTHWISE_TAPS`: one pass per tap
                         row.fill(start);
@@ -2813,8 +2816,33 @@ fn tap_offsets(
 /// `wide[i] = start + sum over taps t of weights[t] * phases[tap_at[t] + i]`, summed in
 /// tap order (the same bits as one pass per tap), [`DEPTHWISE_RUN`] outputs at a time with
 /// the sums in registers: each output is stored once instead of once per tap.
+/// With `fused` (only in the AVX2 and FMA build), 3x3 kernels take fused multiply-adds
+/// (`simd::depthwise_taps9_avx2`).
 #[inline(always)]
-fn depthwise_taps(phases: &[f32], weights: &[f32], tap_at: &[usize], start: f32, wide: &mut [f32]) {
+fn depthwise_taps(
+    phases: &[f32],
+    weights: &[f32],
+    tap_at: &[usize],
+    start: f32,
+    wide: &mut [f32],
+    fused: bool,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if fused {
+        if let (Ok(w9), Ok(at9)) = (
+            <&[f32; 9]>::try_from(weights),
+            <&[usize; 9]>::try_from(tap_at),
+        ) {
+            // SAFETY: `fused` is true only under `simd::depthwise_conv2d_avx2`, which runs
+            // on CPUs with AVX2 and FMA
+            #[allow(unsafe_code)]
+            unsafe {
+                crate::simd::depthwise_taps9_avx2(phases, w9, at9, start, wide)
+            };
+            return;
+        }
+    }
+    let _ = fused;
     let mut runs = wide.chunks_exact_mut(DEPTHWISE_RUN);
     let mut i = 0;
     for run in &mut runs {

@@ -1091,7 +1091,68 @@ pub unsafe fn depthwise_conv2d_avx2(
     g: &crate::kernels::Conv2dGeom,
     epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
-    crate::kernels::depthwise_rows(x, w, bias, out, g, epi);
+    crate::kernels::depthwise_rows(x, w, bias, out, g, epi, true);
+}
+
+/// `wide[i] = start + sum over the 9 taps t of weights[t] * phases[tap_at[t] + i]` (a
+/// 3x3 depthwise kernel), fused multiply-adds in tap order: 32 outputs at a time in four
+/// registers with the nine weights in nine more, then 8 and fewer (masked loads and
+/// stores, nothing read or written past the runs).
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+#[allow(unsafe_code)]
+pub unsafe fn depthwise_taps9_avx2(
+    phases: &[f32],
+    weights: &[f32; 9],
+    tap_at: &[usize; 9],
+    start: f32,
+    wide: &mut [f32],
+) {
+    use core::arch::x86_64::*;
+    let len = wide.len();
+    assert!(
+        tap_at.iter().all(|&at| at + len <= phases.len()),
+        "depthwise_taps9_avx2: a tap reads past the phases"
+    );
+    let (p, o) = (phases.as_ptr(), wide.as_mut_ptr());
+    let mut w = [_mm256_setzero_ps(); 9];
+    for (wv, &v) in w.iter_mut().zip(weights) {
+        *wv = _mm256_set1_ps(v);
+    }
+    let s0 = _mm256_set1_ps(start);
+    let mut i = 0;
+    while i + 32 <= len {
+        let mut acc = [s0; 4];
+        for (wt, &at) in w.iter().zip(tap_at) {
+            for (j, a) in acc.iter_mut().enumerate() {
+                // SAFETY: at + i + 8 * j + 8 <= at + len <= phases.len() (asserted)
+                *a = _mm256_fmadd_ps(*wt, _mm256_loadu_ps(p.add(at + i + 8 * j)), *a);
+            }
+        }
+        for (j, a) in acc.iter().enumerate() {
+            // SAFETY: i + 8 * j + 8 <= len
+            _mm256_storeu_ps(o.add(i + 8 * j), *a);
+        }
+        i += 32;
+    }
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    while i < len {
+        let n = (len - i).min(8);
+        let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n as i32), lanes);
+        let mut acc = s0;
+        for (wt, &at) in w.iter().zip(tap_at) {
+            // SAFETY: the first n lanes: at + i + n <= at + len <= phases.len()
+            acc = _mm256_fmadd_ps(*wt, _mm256_maskload_ps(p.add(at + i), mask), acc);
+        }
+        // SAFETY: the first n lanes: i + n <= len
+        _mm256_maskstore_ps(o.add(i), mask, acc);
+        i += n;
+    }
 }
 
 /// [`crate::kernels::max_pool2d_rows`] compiled for AVX2 and FMA, so its
