@@ -3635,13 +3635,22 @@ pub fn log_softmax(
     }
 }
 
-/// Mean and biased variance of a slice (two passes).
-#[inline]
+/// Mean and biased variance of a slice (two passes, each summed in eight interleaved
+/// lanes as [`lanes`] does: one chain of additions in order waited on each addition).
+#[inline(always)]
 fn moments(v: &[f32]) -> (f32, f32) {
     let n = v.len().max(1) as f32;
-    let mean = v.iter().sum::<f32>() / n;
-    let var = v.iter().map(|&x| (x - mean) * (x - mean)).sum::<f32>() / n;
-    (mean, var)
+    let mean = lanes(v, 0.0, |a, b| a + b) / n;
+    let mut acc = [0.0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += (x - mean) * (x - mean);
+        }
+    }
+    let total = rest.iter().fold(0.0, |t, &x| t + (x - mean) * (x - mean));
+    (mean, acc.iter().fold(total, |t, &a| t + a) / n)
 }
 
 /// Layer normalization of `rows` rows of `cols` floats, with optional affine. Reads each
@@ -3657,6 +3666,29 @@ pub fn layer_norm(
     eps: f32,
     epi: impl Fn(usize, f32) -> f32,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx2_fma() {
+        // SAFETY: `avx2_fma` has just found AVX2 and FMA on this CPU.
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::simd::layer_norm_rows_avx2(&x, (w, b), out, (rows, cols), eps, &epi)
+        };
+        return;
+    }
+    layer_norm_rows(&x, (w, b), out, (rows, cols), eps, &epi);
+}
+
+/// [`layer_norm`]'s loop; public within the crate so the AVX2 build
+/// (`simd::layer_norm_rows_avx2`) compiles the same code with wider vectors.
+#[inline(always)]
+pub(crate) fn layer_norm_rows(
+    x: &impl Source,
+    (w, b): (Option<&[f32]>, Option<&[f32]>),
+    out: &mut [f32],
+    (rows, cols): (usize, usize),
+    eps: f32,
+    epi: &impl Fn(usize, f32) -> f32,
+) {
     for r in 0..rows {
         let or = &mut out[r * cols..(r + 1) * cols];
         for (c, o) in or.iter_mut().enumerate() {
@@ -3664,15 +3696,30 @@ pub fn layer_norm(
         }
         let (mean, var) = moments(or);
         let inv = 1.0 / math::sqrt(var + eps);
-        for (c, o) in or.iter_mut().enumerate() {
-            let mut y = (*o - mean) * inv;
-            if let Some(w) = w {
-                y *= w[c];
+        let base = r * cols;
+        // one loop per affine form, so that each vectorizes (no test per element)
+        match (w, b) {
+            (Some(w), Some(b)) => {
+                let wb = w[..cols].iter().zip(&b[..cols]);
+                for (c, (o, (&wv, &bv))) in or.iter_mut().zip(wb).enumerate() {
+                    *o = epi(base + c, (*o - mean) * inv * wv + bv);
+                }
             }
-            if let Some(b) = b {
-                y += b[c];
+            (Some(w), None) => {
+                for (c, (o, &wv)) in or.iter_mut().zip(&w[..cols]).enumerate() {
+                    *o = epi(base + c, (*o - mean) * inv * wv);
+                }
             }
-            *o = epi(r * cols + c, y);
+            (None, Some(b)) => {
+                for (c, (o, &bv)) in or.iter_mut().zip(&b[..cols]).enumerate() {
+                    *o = epi(base + c, (*o - mean) * inv + bv);
+                }
+            }
+            (None, None) => {
+                for (c, o) in or.iter_mut().enumerate() {
+                    *o = epi(base + c, (*o - mean) * inv);
+                }
+            }
         }
     }
 }

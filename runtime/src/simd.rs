@@ -1210,6 +1210,26 @@ pub unsafe fn softmax_rows_avx2(
     crate::kernels::softmax_rows(x, out, outer, len, epi);
 }
 
+/// [`crate::kernels::layer_norm_rows`] compiled for AVX2 and FMA (the same code; its
+/// loops and a fused prologue or epilogue inlined into them vectorize eight wide).
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn layer_norm_rows_avx2(
+    x: &impl crate::kernels::Source,
+    affine: (Option<&[f32]>, Option<&[f32]>),
+    out: &mut [f32],
+    shape: (usize, usize),
+    eps: f32,
+    epi: &impl Fn(usize, f32) -> f32,
+) {
+    crate::kernels::layer_norm_rows(x, affine, out, shape, eps, epi);
+}
+
 /// Adds a register tile's sums to its start (`init[i]`, or what `c` holds) and stores
 /// rows `0..rows` of it at `c[i * ldc ..]`.
 #[cfg(target_arch = "x86_64")]
