@@ -2600,18 +2600,9 @@ mod tests {
 
     /// Deterministic pseudo-random values in [-1, 1).
     fn rand(shape: &[usize], seed: u64) -> ArrayD<f32> {
-        let mut state = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        let mut rng = dnnfusion_test_support::Rng::new(seed);
         let n: usize = shape.iter().product();
-        let data: Vec<f32> = (0..n)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect();
+        let data: Vec<f32> = (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect();
         t(shape, &data)
     }
 

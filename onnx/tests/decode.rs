@@ -31,16 +31,9 @@ fn prefixes_and_garbage_are_errors_not_panics() {
             let _ = dnnfusion_onnx::import(&b, &options());
         }
     }
-    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut rng = dnnfusion_test_support::Rng::new(11);
     for len in [1usize, 7, 64, 300, 4096] {
-        let noise: Vec<u8> = (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
+        let noise: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         let _ = dnnfusion_onnx::import(&noise, &options());
     }
 }

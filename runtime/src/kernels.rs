@@ -4093,18 +4093,10 @@ mod tests {
         cfg!(miri) && work > 20_000
     }
 
-    /// Seeded values in [-1, 1).
+    /// Seeded values in [-1, 1) (the tests' shared generator).
     fn data(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                s ^= s >> 12;
-                s ^= s << 25;
-                s ^= s >> 27;
-                ((s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32) * 2.0
-                    - 1.0
-            })
-            .collect()
+        let mut rng = dnnfusion_test_support::Rng::new(seed);
+        (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect()
     }
 
     /// The convolution by its definition, in f64: per output, its value and the sum of

@@ -377,6 +377,7 @@ pub(super) fn tokens(ix: &Ix) -> TokenStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dnnfusion_test_support::Rng;
 
     fn var(k: usize) -> Ix {
         Ix::Var(k)
@@ -424,18 +425,13 @@ mod tests {
         assert_eq!(operand_tokens(&var(1)).to_string(), "i1");
     }
 
-    /// A random index expression over `vars` variables (xorshift, seeded).
-    fn random_ix(state: &mut u64, vars: usize, depth: usize) -> Ix {
-        let mut next = |n: u64| {
-            *state ^= *state << 13;
-            *state ^= *state >> 7;
-            *state ^= *state << 17;
-            (*state % n) as usize
-        };
+    /// A random index expression over `vars` variables (the tests' shared generator).
+    fn random_ix(state: &mut Rng, vars: usize, depth: usize) -> Ix {
+        let mut next = |n: usize| state.below(n);
         let pick = next(if depth == 0 { 2 } else { 8 });
         let c = 1 + next(20);
         match pick {
-            0 => Ix::Var(next(vars as u64)),
+            0 => Ix::Var(next(vars)),
             1 => Ix::Const(next(40)),
             2 | 3 => add(
                 random_ix(state, vars, depth - 1),
@@ -457,7 +453,7 @@ mod tests {
 
     #[test]
     fn simplified_indices_agree_everywhere() {
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut state = Rng::new(7);
         let extents = [1, 3, 4, 2];
         for _ in 0..3000 {
             let ix = random_ix(&mut state, extents.len(), 4);
