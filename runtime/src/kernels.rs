@@ -2754,12 +2754,11 @@ fn depthwise_ring(
                     None => {
                         // more taps than `DEPTHWISE_TAPS`: one pass per tap
                         row.fill(start);
-                        for t in 0..taps {
+                        for (t, &wv) in weights.iter().enumerate() {
                             let (ky, kx) = (t / g.kw, t % g.kw);
                             let slot = (oy * sh + ky * g.dilation_h) % span;
                             let dx = kx * g.dilation_w;
                             let at = slot * row_len + (dx % sw) * pitch + dx / sw;
-                            let wv = weights[t];
                             for (o, &v) in row.iter_mut().zip(&ring[at..]) {
                                 *o += wv * v;
                             }
