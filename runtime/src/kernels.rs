@@ -2640,19 +2640,7 @@ fn depthwise_planes(
                 for qx in 0..s {
                     let dst = &mut phases[(qy * s + qx) * phase..(qy * s + qx + 1) * phase];
                     for (r, drow) in dst.chunks_exact_mut(pitch).enumerate() {
-                        let iy = (r * s + qy).wrapping_sub(g.pad_top);
-                        if iy >= g.h {
-                            drow.fill(0.0);
-                            continue;
-                        }
-                        let xrow = &xp[iy * g.w..(iy + 1) * g.w];
-                        // the columns whose input `col * s + qx - pad_left` is inside
-                        let (c0, c1) = valid_range(pitch, g.w, s, g.pad_left, qx);
-                        drow[..c0].fill(0.0);
-                        drow[c1..].fill(0.0);
-                        if c0 < c1 {
-                            gather_strided(&mut drow[c0..c1], &xrow[c0 * s + qx - g.pad_left..], s);
-                        }
+                        fill_phase(drow, xp, g, r * s + qy, qx);
                     }
                 }
             }
@@ -2776,24 +2764,32 @@ fn depthwise_ring(
 const DEPTHWISE_SPAN: usize = 16;
 
 /// Fills `dst` (`stride_w` phases of `pitch` columns) with padded input row `r` of the
-/// channel plane `xp`: zeros where the row or column falls in the padding.
+/// channel plane `xp` ([`fill_phase`] per phase).
 #[inline(always)]
 fn fill_phase_row(dst: &mut [f32], xp: &[f32], g: &Conv2dGeom, r: usize, pitch: usize) {
+    for (qx, drow) in dst.chunks_exact_mut(pitch).enumerate() {
+        fill_phase(drow, xp, g, r, qx);
+    }
+}
+
+/// Fills `drow` with phase `qx` of padded input row `r` of the channel plane `xp`: its
+/// padded columns `c * stride_w + qx` for `c < drow.len()`, zeros where the row or the
+/// column falls in the padding.
+#[inline(always)]
+fn fill_phase(drow: &mut [f32], xp: &[f32], g: &Conv2dGeom, r: usize, qx: usize) {
     let sw = g.stride_w.max(1);
     let iy = r.wrapping_sub(g.pad_top);
     if iy >= g.h {
-        dst.fill(0.0);
+        drow.fill(0.0);
         return;
     }
     let xrow = &xp[iy * g.w..(iy + 1) * g.w];
-    for (qx, drow) in dst.chunks_exact_mut(pitch).enumerate() {
-        // the columns whose input `col * sw + qx - pad_left` is inside
-        let (c0, c1) = valid_range(pitch, g.w, sw, g.pad_left, qx);
-        drow[..c0].fill(0.0);
-        drow[c1..].fill(0.0);
-        if c0 < c1 {
-            gather_strided(&mut drow[c0..c1], &xrow[c0 * sw + qx - g.pad_left..], sw);
-        }
+    // the columns whose input `col * sw + qx - pad_left` is inside
+    let (c0, c1) = valid_range(drow.len(), g.w, sw, g.pad_left, qx);
+    drow[..c0].fill(0.0);
+    drow[c1..].fill(0.0);
+    if c0 < c1 {
+        gather_strided(&mut drow[c0..c1], &xrow[c0 * sw + qx - g.pad_left..], sw);
     }
 }
 
