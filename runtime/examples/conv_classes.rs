@@ -3,7 +3,8 @@
 //! (memory-bound) also in GB/s of input read plus output written, the others also on
 //! weights laid out by `tile_conv2d_weights` (`conv2d_tiled`, what models run); then
 //! `kernels::conv_transpose2d` on unet_small's upsamplings and two wider ones, and
-//! `kernels::matmul` at 512x512x512 (sgemm) and at the BERT-384 projection shapes.
+//! `kernels::matmul` at 512x512x512 (sgemm) and at the BERT-384 projection shapes, and
+//! `kernels::matmul_panels` (linear layers: weights packed at load) at the same shapes.
 //!
 //! Run: `cargo run --release -p dnnfusion-runtime --features std --example conv_classes`
 //! (`-- --json` for one JSON object per line; `-- --only TEXT` runs the classes whose name
@@ -13,8 +14,8 @@
 use std::time::Instant;
 
 use dnnfusion_runtime::kernels::{
-    conv2d, conv2d_tiled, conv_transpose2d, matmul, store, store_rows, tile_conv2d_weights,
-    Conv2dGeom, MatMulGeom,
+    conv2d, conv2d_tiled, conv_transpose2d, matmul, matmul_panels, pack_panels, store, store_rows,
+    tile_conv2d_weights, Conv2dGeom, MatMulGeom, WEIGHT_PANEL,
 };
 
 /// (name, c_in, size, c_out, kernel, stride, groups)
@@ -178,6 +179,23 @@ fn run(args: &[String]) {
             n,
         };
         let median = median_time(|| matmul(&a, &b, &mut c, &g, store_rows));
+        report(json, name, median, 2.0 * (m * k * n) as f64 / median / 1e9);
+    }
+    // linear layers as models run them: weights `[n, k]` packed into panels at load
+    for (name, m, k, n) in [
+        ("linear 128x384 @ 384x384", 128, 384, 384usize),
+        ("linear 128x384 @ 384x1536", 128, 384, 1536),
+        ("linear 128x1536 @ 1536x384", 128, 1536, 384),
+    ] {
+        if !name.contains(only) {
+            continue;
+        }
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 13) as f32 * 0.1).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 * 0.01).collect();
+        let mut panels = vec![0.0f32; n.div_ceil(WEIGHT_PANEL) * WEIGHT_PANEL * k];
+        pack_panels(&w, &mut panels, n, k);
+        let mut c = vec![0.0f32; m * n];
+        let median = median_time(|| matmul_panels(&a, &panels, &mut c, (m, k, n), store_rows));
         report(json, name, median, 2.0 * (m * k * n) as f64 / median / 1e9);
     }
 }

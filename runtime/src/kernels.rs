@@ -705,6 +705,16 @@ fn pack_row_tiles(
 ) {
     let tiles = rows.div_ceil(tile_rows);
     for (t, packed) in out.chunks_exact_mut(kc * tile_rows).take(tiles).enumerate() {
+        #[cfg(target_arch = "x86_64")]
+        if tile_rows == MAX_TILE_ROWS && rows - t * tile_rows >= tile_rows && crate::simd::avx512()
+        {
+            // SAFETY: AVX-512F was just found on this CPU
+            #[allow(unsafe_code)]
+            unsafe {
+                crate::simd::pack_tile_avx512((&a[t * tile_rows * lda..], lda), kc, packed)
+            };
+            continue;
+        }
         // the tile's rows, read front to back together; each step written whole
         let mut src: [&[f32]; MAX_TILE_ROWS] = [&[]; MAX_TILE_ROWS];
         let present = tile_rows.min(rows - t * tile_rows);
@@ -1519,6 +1529,17 @@ impl<'a> Start<'a> {
             _ => Start::Accumulate,
         }
     }
+
+    /// What a register tile of rows `m0..m0 + rows` starts from: its values, or `None`
+    /// for what `c` holds.
+    #[inline(always)]
+    fn rows(self, m0: usize, rows: usize) -> Option<&'a [f32]> {
+        match self {
+            Start::Zero => Some(&ZEROS[..rows]),
+            Start::Bias(v) => Some(&v[m0..m0 + rows]),
+            Start::Accumulate => None,
+        }
+    }
 }
 
 /// Rows of one tile of convolution weights laid out by [`tile_conv2d_weights`].
@@ -1685,11 +1706,7 @@ fn tile_panel(
     let mut m0 = 0;
     while m0 < m {
         let (at, rows) = a.rows_at(m0, tile_rows.min(m - m0));
-        let init = match start {
-            Start::Zero => Some(&ZEROS[..rows]),
-            Start::Bias(v) => Some(&v[m0..m0 + rows]),
-            Start::Accumulate => None,
-        };
+        let init = start.rows(m0, rows);
         if cols == PANEL {
             let tile = &mut c[m0 * ldc..];
             gemm_tile(isa, kc, at, rows, b, ldb, tile, ldc, init);
@@ -1747,7 +1764,7 @@ fn edge_tile(
 const PACK_MIN_PANELS: usize = 4;
 
 /// Rows of `a` packed at a time by [`gemm`] (a multiple of every tile's rows: 6 and 16).
-const GEMM_MC: usize = stack_floats(96, TILE_ROWS);
+const GEMM_MC: usize = stack_floats(192, TILE_ROWS);
 
 /// `c = a @ b` for row-major `a [m, k]`, `b [k, n]`, `c [m, n]`, blocked and packed as
 /// BLIS does ([`gemm_packed`]: every register tile reads both operands front to back);
@@ -1767,69 +1784,67 @@ fn gemm(simd: bool, a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usiz
     gemm_in_place(simd, a, b, c, (m, k, n));
 }
 
-/// [`gemm`] on AVX-512 (tiles of 16 x 16) or AVX2 and FMA (6 x 16), packed: per block of
-/// [`PANEL_DEPTH`] along `k` and [`GEMM_MC`] rows of `a`, the rows are packed once into
-/// tiles of interleaved rows (a strided gather, the costly copy), then each panel of `NR`
-/// columns of `b` is copied into a contiguous buffer (row runs, cheap) and multiplied by
-/// every tile.
+/// [`gemm`] packed: per block of [`PANEL_DEPTH`] along `k` and [`GEMM_MC`] rows of `a`,
+/// the rows are packed once into interleaved tiles ([`pack_row_tiles`], a strided
+/// gather, the costly copy), then each panel of `b` is copied into a contiguous buffer
+/// ([`pack_panel`], row runs, cheap) and multiplied by every tile ([`tile_panel`]: 16 x
+/// 16 on AVX-512, 6 x 16 on AVX2).
 #[cfg(target_arch = "x86_64")]
 fn gemm_packed(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, usize)) {
-    const NR: usize = PANEL;
-    let isa = Isa::of(true);
-    let mr = isa.tile_rows();
     let mut bpack = [0.0f32; PANEL_DEPTH * PANEL];
-    let mut apack = [0.0f32; PANEL_DEPTH * GEMM_MC];
-    let mut edge = [0.0f32; MAX_TILE_ROWS * NR];
-    let zeros = [0.0f32; MAX_TILE_ROWS];
+    let mut apack = [0.0f32; A_TILES_LEN];
     for k0 in (0..k).step_by(PANEL_DEPTH) {
         let kc = PANEL_DEPTH.min(k - k0);
-        let init = (k0 == 0).then_some(&zeros[..]);
+        let start = if k0 == 0 {
+            Start::Zero
+        } else {
+            Start::Accumulate
+        };
         for i0 in (0..m).step_by(GEMM_MC) {
             let mc = GEMM_MC.min(m - i0);
-            let tiles = mc.div_ceil(mr);
-            pack_row_tiles((&a[i0 * k + k0..], k), (mc, kc), mr, &mut apack);
-            for j0 in (0..n).step_by(NR) {
-                let cols = NR.min(n - j0);
-                let bp = &mut bpack[..kc * NR];
-                for (r, row) in bp.chunks_exact_mut(NR).enumerate() {
-                    let at = (k0 + r) * n + j0;
-                    let full: Result<&mut [f32; NR], _> = row.try_into();
-                    match (full, b.get(at..at + NR)) {
-                        // a whole row of the panel: a fixed-size copy (vector moves, not a
-                        // call to memmove per 64 bytes)
-                        (Ok(dst), Some(src)) if cols == NR => {
-                            if let Ok(src) = <&[f32; NR]>::try_from(src) {
-                                *dst = *src;
-                            }
-                        }
-                        (Ok(dst), _) => {
-                            dst[..cols].copy_from_slice(&b[at..at + cols]);
-                            dst[cols..].fill(0.0);
-                        }
-                        (Err(_), _) => {}
-                    }
-                }
-                let bp = &bpack[..kc * NR];
-                for t in 0..tiles {
-                    let rows = mr.min(mc - t * mr);
-                    let ap = &apack[t * kc * mr..(t + 1) * kc * mr];
-                    let at = (i0 + t * mr) * n + j0;
-                    let init = init.map(|z| &z[..rows]);
-                    if cols == NR {
-                        gemm_tile(isa, kc, (ap, 1, mr), rows, bp, NR, &mut c[at..], n, init);
-                        continue;
-                    }
-                    for i in 0..rows {
-                        edge[i * NR..i * NR + cols]
-                            .copy_from_slice(&c[at + i * n..at + i * n + cols]);
-                    }
-                    gemm_tile(isa, kc, (ap, 1, mr), rows, bp, NR, &mut edge, NR, init);
-                    for i in 0..rows {
-                        c[at + i * n..at + i * n + cols]
-                            .copy_from_slice(&edge[i * NR..i * NR + cols]);
-                    }
-                }
+            pack_row_tiles(
+                (&a[i0 * k + k0..], k),
+                (mc, kc),
+                WEIGHT_TILE_ROWS,
+                &mut apack,
+            );
+            let lhs = Lhs::Tiled(Tiles {
+                w: &apack,
+                depth: kc,
+                tiled: mc.next_multiple_of(WEIGHT_TILE_ROWS),
+                k0: 0,
+            });
+            for j0 in (0..n).step_by(PANEL) {
+                let cols = PANEL.min(n - j0);
+                pack_panel((b, n), (k0, kc), j0, &mut bpack);
+                let c = (&mut c[i0 * n + j0..], n);
+                tile_panel(true, (mc, kc, cols), lhs, (&bpack, PANEL), c, start);
             }
+        }
+    }
+}
+
+/// Copies rows `k0..k0 + kc` of the [`PANEL`] columns of `b` (row-major, `n` wide) from
+/// column `j0` into `out` (`kc` rows of [`PANEL`]), zero past column `n`.
+#[cfg(target_arch = "x86_64")]
+fn pack_panel((b, n): (&[f32], usize), (k0, kc): (usize, usize), j0: usize, out: &mut [f32]) {
+    let cols = PANEL.min(n - j0);
+    let rows = out.chunks_exact_mut(PANEL).take(kc).enumerate();
+    if cols < PANEL {
+        for (r, row) in rows {
+            let at = (k0 + r) * n + j0;
+            row[..cols].copy_from_slice(&b[at..at + cols]);
+            row[cols..].fill(0.0);
+        }
+        return;
+    }
+    // whole rows: fixed-size copies (vector moves; a length known only at run time
+    // became a call to memcpy per 64 bytes, 12% of sgemm's time)
+    for (r, row) in rows {
+        let at = (k0 + r) * n + j0;
+        let src = <&[f32; PANEL]>::try_from(&b[at..at + PANEL]);
+        if let (Ok(dst), Ok(src)) = (<&mut [f32; PANEL]>::try_from(row), src) {
+            *dst = *src;
         }
     }
 }
@@ -2174,11 +2189,7 @@ fn indirect_panel(
 ) {
     for m0 in (0..rows).step_by(WEIGHT_TILE_ROWS) {
         let ((tile, _, _), count) = a.rows_at(m0, WEIGHT_TILE_ROWS.min(rows - m0));
-        let init = match start {
-            Start::Zero => Some(&ZEROS[..count]),
-            Start::Bias(v) => Some(&v[m0..m0 + count]),
-            Start::Accumulate => None,
-        };
+        let init = start.rows(m0, count);
         // SAFETY: callers run this only on `Isa::Avx512`, chosen when `avx512` found
         // AVX-512F on this CPU
         #[allow(unsafe_code)]
@@ -4713,8 +4724,12 @@ mod tests {
             (13, 300, 50),
             (6, 513, 33),
             (12, 40, 64),
-            // two blocks of rows (96 and 4: a partial interleaved tile)
+            // a partial interleaved tile (100 = 6 x 16 + 4)
             (100, 30, 20),
+            // packed `b` (more than four panels), whole tiles of `a` packed by transposes
+            // of 16 x 16 (300 = 256 + 2 x 16 + 12 deep), two blocks of rows (200 > 192)
+            (40, 300, 70),
+            (200, 21, 67),
             // rows wider than the `*_to` kernels' stack buffer
             (2, 3, MM_BLOCK_LEN + 40),
         ];

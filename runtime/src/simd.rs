@@ -1074,6 +1074,72 @@ unsafe fn store_tile_avx512(
     }
 }
 
+/// Sixteen rows of `a` (row `i` at `a[i * lda..]`, `kc` floats each) as one interleaved
+/// tile: `out[k * 16 + i] = a[i * lda + k]` for `k < kc`. Blocks of sixteen columns go
+/// through a 16 x 16 transpose in zmm registers (sixteen loads, sixty-four shuffles and
+/// sixteen stores, where the scalar copy makes 256 loads and stores); the last `kc % 16`
+/// columns are copied one by one.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F. The slices are checked (a short one panics).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn pack_tile_avx512((a, lda): (&[f32], usize), kc: usize, out: &mut [f32]) {
+    use core::arch::x86_64::*;
+    const R: usize = GEMM_MR_AVX512;
+    assert!(kc > 0 && a.len() >= (R - 1) * lda + kc && out.len() >= kc * R);
+    let full = kc / R * R;
+    for k0 in (0..full).step_by(R) {
+        // SAFETY: row i < 16 reads a[i * lda + k0..][..16], inside `a` since k0 + 16 <=
+        // kc (asserted above)
+        let rows: [__m512; R] =
+            core::array::from_fn(|i| _mm512_loadu_ps(a.as_ptr().add(i * lda + k0)));
+        // within each 128-bit lane: pairs of rows, then quadruples (row 4g + r at
+        // column 4L + q in lane L of quads[q][g])
+        let mut quads = [[_mm512_setzero_ps(); 4]; 4];
+        for (g, four) in rows.chunks_exact(4).enumerate() {
+            let (lo01, hi01) = (
+                _mm512_unpacklo_ps(four[0], four[1]),
+                _mm512_unpackhi_ps(four[0], four[1]),
+            );
+            let (lo23, hi23) = (
+                _mm512_unpacklo_ps(four[2], four[3]),
+                _mm512_unpackhi_ps(four[2], four[3]),
+            );
+            quads[0][g] = _mm512_shuffle_ps::<0x44>(lo01, lo23);
+            quads[1][g] = _mm512_shuffle_ps::<0xEE>(lo01, lo23);
+            quads[2][g] = _mm512_shuffle_ps::<0x44>(hi01, hi23);
+            quads[3][g] = _mm512_shuffle_ps::<0xEE>(hi01, hi23);
+        }
+        // across lanes: column 4L + q gathers lane L of quads[q][0..4]
+        for (q, [g0, g1, g2, g3]) in quads.into_iter().enumerate() {
+            let even01 = _mm512_shuffle_f32x4::<0x88>(g0, g1);
+            let odd01 = _mm512_shuffle_f32x4::<0xDD>(g0, g1);
+            let even23 = _mm512_shuffle_f32x4::<0x88>(g2, g3);
+            let odd23 = _mm512_shuffle_f32x4::<0xDD>(g2, g3);
+            let columns = [
+                (0, _mm512_shuffle_f32x4::<0x88>(even01, even23)),
+                (1, _mm512_shuffle_f32x4::<0x88>(odd01, odd23)),
+                (2, _mm512_shuffle_f32x4::<0xDD>(even01, even23)),
+                (3, _mm512_shuffle_f32x4::<0xDD>(odd01, odd23)),
+            ];
+            for (lane, column) in columns {
+                let at = (k0 + 4 * lane + q) * R;
+                let dst = &mut out[at..at + R];
+                // SAFETY: `dst` holds exactly 16 floats (a checked slice of that length)
+                _mm512_storeu_ps(dst.as_mut_ptr(), column);
+            }
+        }
+    }
+    for k in full..kc {
+        for (i, slot) in out[k * R..(k + 1) * R].iter_mut().enumerate() {
+            *slot = a[i * lda + k];
+        }
+    }
+}
+
 /// [`crate::kernels::depthwise_conv2d`] compiled for AVX2 and FMA, so its row loops
 /// vectorize eight wide (the same code as the portable path).
 ///
