@@ -14,8 +14,9 @@
 use std::time::Instant;
 
 use dnnfusion_runtime::kernels::{
-    conv2d, conv2d_tiled, conv_transpose2d, matmul, matmul_panels, pack_panels, store, store_rows,
-    tile_conv2d_weights, Conv2dGeom, MatMulGeom, WEIGHT_PANEL,
+    conv2d, conv2d_tiled, conv2d_winograd, conv_transpose2d, matmul, matmul_panels, pack_panels,
+    store, store_rows, tile_conv2d_weights, winograd_fits, winograd_weights, winograd_weights_len,
+    Conv2dGeom, MatMulGeom, WEIGHT_PANEL,
 };
 
 /// (name, c_in, size, c_out, kernel, stride, groups)
@@ -125,17 +126,30 @@ fn run(args: &[String]) {
                 median_time(|| conv2d_tiled(&x, &tiled, Some(&b), &mut out, &g, store_rows));
             flops / median / 1e9
         });
+        // 3x3 stride 1: Winograd F(2x2, 3x3) on transformed weights, in GFLOP/s of the
+        // direct convolution's count (what the same work takes, not what it multiplies)
+        let winograd = winograd_fits(&g).then(|| {
+            let mut u = vec![0.0f32; winograd_weights_len(c_out, c_in)];
+            winograd_weights(&w, &mut u, c_out, c_in);
+            let median =
+                median_time(|| conv2d_winograd(&x, &u, Some(&b), &mut out, &g, store_rows));
+            flops / median / 1e9
+        });
         if json {
             let tiled = tiled.map_or("null".to_string(), |t| format!("{t:.2}"));
+            let winograd = winograd.map_or("null".to_string(), |t| format!("{t:.2}"));
             println!(
-                "{{\"class\":\"{name}\",\"ms\":{:.4},\"gflops\":{gflops:.2},\"tiled_gflops\":{tiled},\"gbs\":{gbs:.2},\"depthwise\":{depthwise}}}",
+                "{{\"class\":\"{name}\",\"ms\":{:.4},\"gflops\":{gflops:.2},\"tiled_gflops\":{tiled},\"winograd_gflops\":{winograd},\"gbs\":{gbs:.2},\"depthwise\":{depthwise}}}",
                 median * 1e3,
             );
         } else {
-            let extra = match tiled {
+            let mut extra = match tiled {
                 Some(t) => format!("  tiled weights {t:6.1} GFLOP/s"),
                 None => format!("  {gbs:6.1} GB/s"),
             };
+            if let Some(t) = winograd {
+                extra += &format!("  winograd {t:6.1} GFLOP/s (direct count)");
+            }
             println!(
                 "{name:32} {:9.3} ms {gflops:7.1} GFLOP/s{extra}",
                 median * 1e3
@@ -157,6 +171,13 @@ fn run(args: &[String]) {
         let flops = 2.0 * (c_in * size * size * c_out * k * k) as f64;
         let median = median_time(|| conv_transpose2d(&x, &w, Some(&b), &mut out, &g, store));
         report(json, name, median, flops / median / 1e9);
+    }
+    // one core's multiply-add peak in this run, for the products' percent of it
+    let peak_name = "fma peak (register-only loop)";
+    if peak_name.contains(only) {
+        let mut flops = 0;
+        let median = median_time(|| flops = dnnfusion_runtime::kernels::fma_peak(1 << 20));
+        report(json, peak_name, median, flops as f64 / median / 1e9);
     }
     for (name, m, k, n) in [
         ("sgemm 512x512x512", 512, 512, 512),

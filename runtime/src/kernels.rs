@@ -6,6 +6,13 @@
 
 use crate::math;
 
+pub use crate::simd::fma_peak;
+pub use winograd::{
+    conv2d_winograd, winograd_fits, winograd_weights, winograd_weights_len, WINOGRAD_POINTS,
+};
+
+mod winograd;
+
 /// `i - before` mirrored into `0..len` (numpy `reflect` padding), for fused index code.
 #[inline(always)]
 pub fn reflect_index(i: usize, before: usize, len: usize) -> usize {
@@ -4178,6 +4185,59 @@ mod tests {
             dilation_h: dilation,
             dilation_w: dilation,
             groups,
+        }
+    }
+
+    /// The Winograd F(2x2, 3x3) convolution on every path (the best this CPU has, AVX2
+    /// only, portable) against the definition, on geometries with odd output sides (tiles
+    /// cut by the edge), padding 0 and 1, a partial panel of tiles, output channels in
+    /// whole blocks of 16 and a row-major tail, more input channels than one transformed
+    /// block, and a batch; with two threads too. Tolerance: the conv's bound (it holds
+    /// with the sum-of-terms part cut to 0.3x: the transforms' extra sums stay inside it).
+    #[test]
+    fn conv2d_winograd_matches_the_definition() {
+        let cases = [
+            geom(1, (3, 5, 7), 2, 3, [1, 1], 1, 1, 1),
+            geom(2, (4, 6, 6), 16, 3, [1, 1], 1, 1, 1),
+            geom(1, (5, 9, 11), 35, 3, [1, 1], 0, 1, 1),
+            geom(1, (130, 6, 5), 17, 3, [1, 1], 1, 1, 1),
+            geom(1, (16, 14, 14), 48, 3, [1, 1], 1, 1, 1),
+        ];
+        for (case, g) in cases.iter().enumerate() {
+            let terms = g.c_in * 9;
+            if too_slow_for_miri(g.n * g.c_out * g.oh * g.ow * terms) {
+                continue;
+            }
+            assert!(winograd_fits(g));
+            let x = data(g.n * g.c_in * g.h * g.w, 900 + case as u64);
+            let w = data(g.c_out * g.c_in * 9, 950 + case as u64);
+            let bias = data(g.c_out, 990 + case as u64);
+            let epi = |i: usize, v: f32| v * 2.0 + i as f32 * 1e-3;
+            let want: Vec<(f32, f32)> = conv2d_reference(&x, &w, &bias, g)
+                .iter()
+                .enumerate()
+                .map(|(i, &(v, size))| (epi(i, v), 2.0 * size))
+                .collect();
+            let mut u = std::vec![f32::NAN; winograd_weights_len(g.c_out, g.c_in)];
+            winograd_weights(&w, &mut u, g.c_out, g.c_in);
+            // (the forced paths hold on the calling thread only: threads with "best")
+            for (path, threads) in [("best", 1), ("best", 2), ("avx2", 1), ("portable", 1)] {
+                {
+                    let mut out = std::vec![f32::NAN; want.len()];
+                    let mut run = || {
+                        crate::threads::with_threads(threads, || {
+                            conv2d_winograd(&x, &u, Some(&bias), &mut out, g, rows_of(epi))
+                        })
+                    };
+                    match path {
+                        "avx2" => crate::simd::avx2_only(run),
+                        "portable" => crate::simd::portable(run),
+                        _ => run(),
+                    }
+                    let label = std::format!("case {case} ({path}, {threads} threads)");
+                    assert_close(&label, &out, &want, terms);
+                }
+            }
         }
     }
 

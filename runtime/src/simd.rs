@@ -101,6 +101,89 @@ pub fn avx2_fma() -> bool {
     }
 }
 
+/// One core's fused multiply-add peak, for benchmarks to quote kernels against in the
+/// same run: `steps` rounds of 24 independent multiply-add chains in registers (zmm with
+/// AVX-512F, else ymm with AVX2 and FMA), nothing read or written. Returns the
+/// floating-point operations done (2 per multiply-add per lane), 0 on CPUs with neither.
+pub fn fma_peak(steps: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let lanes = if avx512() {
+            16
+        } else if avx2_fma() {
+            8
+        } else {
+            return 0;
+        };
+        // SAFETY: the loop's ISA was just found on this CPU
+        #[allow(unsafe_code)]
+        let sum = unsafe {
+            if lanes == 16 {
+                fma_chains_avx512(steps)
+            } else {
+                fma_chains_avx2(steps)
+            }
+        };
+        core::hint::black_box(sum);
+        2 * FMA_CHAINS * lanes * steps
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = steps;
+        0
+    }
+}
+
+/// Independent chains of [`fma_peak`]: more than latency (4) x ports (2) needs.
+const FMA_CHAINS: usize = 24;
+
+/// [`fma_peak`]'s loop on zmm registers; returns a lane of the sums.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(unsafe_code)]
+unsafe fn fma_chains_avx512(steps: usize) -> f32 {
+    use core::arch::x86_64::*;
+    let (scale, shift) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+    let mut sums = [_mm512_set1_ps(1.0); FMA_CHAINS];
+    for _ in 0..steps {
+        for sum in &mut sums {
+            *sum = _mm512_fmadd_ps(*sum, scale, shift);
+        }
+    }
+    let total = sums
+        .iter()
+        .fold(_mm512_setzero_ps(), |t, &s| _mm512_add_ps(t, s));
+    _mm512_cvtss_f32(total)
+}
+
+/// [`fma_peak`]'s loop on ymm registers; returns a lane of the sums.
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(unsafe_code)]
+unsafe fn fma_chains_avx2(steps: usize) -> f32 {
+    use core::arch::x86_64::*;
+    let (scale, shift) = (_mm256_set1_ps(0.999_999), _mm256_set1_ps(1e-7));
+    // (twelve chains: the sixteen ymm registers hold no more beside the constants)
+    let mut sums = [_mm256_set1_ps(1.0); FMA_CHAINS / 2];
+    for _ in 0..2 * steps {
+        for sum in &mut sums {
+            *sum = _mm256_fmadd_ps(*sum, scale, shift);
+        }
+    }
+    let total = sums
+        .iter()
+        .fold(_mm256_setzero_ps(), |t, &s| _mm256_add_ps(t, s));
+    _mm256_cvtss_f32(total)
+}
+
 /// Square root of an f32, correctly rounded (IEEE 754), for [`crate::math::sqrt`].
 ///
 /// On 32-bit ARM with the hard-float ABI (Cortex-M4F, M7, M33, R, A: every FPU of those

@@ -1,0 +1,279 @@
+//! 3x3 convolutions of unit stride as Winograd's F(2x2, 3x3): each 2 x 2 block of output
+//! pixels (a tile) comes from a 4 x 4 block of input through 16 products per input
+//! channel instead of 36 (2.25x fewer multiply-adds), the products being 16 independent
+//! matrix products over the channels, one per point of the transformed tile:
+//!
+//! ```text
+//!   U[p] = (G w G^T)[p]     per (c_out, c_in), once at load (`winograd_weights`)
+//!   V[p] = (B^T d B)[p]     per (c_in, tile), d the tile's 4 x 4 input block
+//!   M[p] = U[p] @ V[p]      c_out x c_in by c_in x tiles: the GEMM's register tiles
+//!   y    = A^T M A          per (c_out, tile): its 2 x 2 outputs
+//! ```
+//!
+//! The transforms add and subtract (and halve, for `G`), so the result differs from the
+//! direct sum only by rounding: the tests bound it like the GEMM's, with a factor for the
+//! transforms' extra sums.
+
+use super::{
+    each_row, stack_floats, tile_panel, Conv2dGeom, Lhs, Start, MAX_TILE_ROWS, PANEL,
+    PARALLEL_MIN_MACS, WEIGHT_TILE_ROWS,
+};
+
+/// Points of a transformed tile (4 x 4): products per tile and input channel.
+pub const WINOGRAD_POINTS: usize = 16;
+
+/// Input channels transformed at a time (the transformed panel is `WINOGRAD_POINTS * this
+/// * 16` floats on the stack: 128 KiB on desktop CPUs, 8 KiB elsewhere).
+const CHANNEL_BLOCK: usize = stack_floats(128, 8);
+
+/// True when [`conv2d_winograd`] computes this convolution: a 3x3 kernel, unit stride
+/// and dilation, one group.
+pub fn winograd_fits(g: &Conv2dGeom) -> bool {
+    (g.kh, g.kw, g.stride_h, g.stride_w) == (3, 3, 1, 1)
+        && (g.dilation_h, g.dilation_w, g.groups) == (1, 1, 1)
+}
+
+/// Floats of [`winograd_weights`]' output for a convolution of `c_out` by `c_in` channels.
+pub const fn winograd_weights_len(c_out: usize, c_in: usize) -> usize {
+    WINOGRAD_POINTS * c_out * c_in
+}
+
+/// Transforms 3x3 convolution weights (`w`, `[c_out, c_in, 3, 3]`) into the 16 matrices
+/// `U[p] = (G w G^T)[p]` that [`conv2d_winograd`] reads: `out[p * c_out * c_in..]` holds
+/// `U[p]`, `[c_out, c_in]` laid out as [`super::tile_conv2d_weights`] lays a weight of
+/// depth `c_in` (blocks of 16 output channels interleaved, the rest row-major).
+pub fn winograd_weights(w: &[f32], out: &mut [f32], c_out: usize, c_in: usize) {
+    let (w, out) = (
+        &w[..c_out * c_in * 9],
+        &mut out[..winograd_weights_len(c_out, c_in)],
+    );
+    let tiled = c_out / WEIGHT_TILE_ROWS * WEIGHT_TILE_ROWS;
+    let at = |oc: usize, ic: usize| {
+        if oc < tiled {
+            let (tile, within) = (oc / WEIGHT_TILE_ROWS, oc % WEIGHT_TILE_ROWS);
+            (tile * c_in + ic) * WEIGHT_TILE_ROWS + within
+        } else {
+            oc * c_in + ic
+        }
+    };
+    // G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
+    let g_rows = |[a, b, c]: [f32; 3]| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
+    for (k, g) in w.chunks_exact(9).enumerate() {
+        let (oc, ic) = (k / c_in, k % c_in);
+        // G g: four rows of three, column by column
+        let cols: [[f32; 4]; 3] = core::array::from_fn(|c| g_rows([g[c], g[3 + c], g[6 + c]]));
+        for r in 0..4 {
+            let u = g_rows([cols[0][r], cols[1][r], cols[2][r]]);
+            for (c, &value) in u.iter().enumerate() {
+                out[(r * 4 + c) * c_out * c_in + at(oc, ic)] = value;
+            }
+        }
+    }
+}
+
+/// A 3x3 convolution of unit stride ([`winograd_fits`]) on weights transformed by
+/// [`winograd_weights`], as [`super::conv2d`] computes it (bias, padding, the row
+/// epilogue `epi(base, row)` once each output plane is complete). Per panel of 16 tiles
+/// and block of input channels, the tiles' input is transformed into a stack buffer, then
+/// each block of 16 output channels runs 16 register tiles (one per point) and
+/// transforms their sums back into output pixels. With threads, output channels split in
+/// blocks of 16.
+pub fn conv2d_winograd(
+    x: &[f32],
+    u: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &Conv2dGeom,
+    epi: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    debug_assert!(winograd_fits(g));
+    let simd = crate::simd::avx2_fma();
+    let pixels = g.oh * g.ow;
+    let in_len = g.c_in * g.h * g.w;
+    if pixels == 0 || g.c_out == 0 {
+        return;
+    }
+    let threads = crate::threads::current();
+    let macs = g.c_out * g.c_in * 9 * pixels;
+    let chunk = if threads > 1 && macs >= PARALLEL_MIN_MACS {
+        g.c_out.div_ceil(threads).div_ceil(MAX_TILE_ROWS) * MAX_TILE_ROWS
+    } else {
+        g.c_out
+    };
+    for n in 0..g.n {
+        let xn = &x[n * in_len..(n + 1) * in_len];
+        let on = &mut out[n * g.c_out * pixels..(n + 1) * g.c_out * pixels];
+        crate::threads::for_each_chunk(on, chunk * pixels, |i, part| {
+            let bias = bias.map(|b| &b[i * chunk..]);
+            winograd_channels(simd, xn, (u, i * chunk), bias, part, g);
+        });
+        each_row(simd, on, g.ow, n * g.c_out * pixels, &epi);
+    }
+}
+
+/// [`conv2d_winograd`] for the output channels `oc0..` that `out` holds (whole planes).
+fn winograd_channels(
+    simd: bool,
+    x: &[f32],
+    (u, oc0): (&[f32], usize),
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &Conv2dGeom,
+) {
+    let pixels = g.oh * g.ow;
+    let rows = out.len() / pixels;
+    let tiles_x = g.ow.div_ceil(2);
+    let tiles = g.oh.div_ceil(2) * tiles_x;
+    let per_point = g.c_out * g.c_in;
+    let mut v = [0.0f32; WINOGRAD_POINTS * CHANNEL_BLOCK * PANEL];
+    let mut m = [0.0f32; WINOGRAD_POINTS * MAX_TILE_ROWS * PANEL];
+    for p0 in (0..tiles).step_by(PANEL) {
+        let cols = PANEL.min(tiles - p0);
+        // each tile's top-left output pixel
+        let corners: [(usize, usize); PANEL] = core::array::from_fn(|t| {
+            let tile = (p0 + t).min(tiles - 1);
+            (tile / tiles_x * 2, tile % tiles_x * 2)
+        });
+        let panel = (&corners, cols);
+        for ic0 in (0..g.c_in).step_by(CHANNEL_BLOCK) {
+            let depth = CHANNEL_BLOCK.min(g.c_in - ic0);
+            transform_inputs(x, g, panel, (ic0, depth), &mut v);
+            for r0 in (0..rows).step_by(MAX_TILE_ROWS) {
+                let count = MAX_TILE_ROWS.min(rows - r0);
+                for (p, sums) in m.chunks_exact_mut(MAX_TILE_ROWS * PANEL).enumerate() {
+                    let up = &u[p * per_point..(p + 1) * per_point];
+                    let a = Lhs::weights(up, g.c_in, g.c_out, true);
+                    let a = a.skip_rows(oc0 + r0).skip_columns(ic0);
+                    let b = (&v[p * depth * PANEL..], PANEL);
+                    tile_panel(
+                        simd,
+                        (count, depth, PANEL),
+                        a,
+                        b,
+                        (sums, PANEL),
+                        Start::Zero,
+                    );
+                }
+                let start = match (ic0, bias) {
+                    (0, Some(b)) => Start::Bias(&b[r0..r0 + count]),
+                    (0, None) => Start::Zero,
+                    _ => Start::Accumulate,
+                };
+                let dst = &mut out[r0 * pixels..(r0 + count) * pixels];
+                transform_outputs(&m, count, panel, start, dst, g);
+            }
+        }
+    }
+}
+
+/// The transformed input `V = B^T d B` of the panel's tiles (`corners`, the first `cols`
+/// present; the rest zero) for input channels `ic0..ic0 + depth`: `v[(p * depth + ic) *
+/// 16 + t]` is point `p` of tile `t`, channel `ic0 + ic`.
+fn transform_inputs(
+    x: &[f32],
+    g: &Conv2dGeom,
+    (corners, cols): (&[(usize, usize); PANEL], usize),
+    (ic0, depth): (usize, usize),
+    v: &mut [f32],
+) {
+    let plane = g.h * g.w;
+    for ic in 0..depth {
+        let input = &x[(ic0 + ic) * plane..(ic0 + ic + 1) * plane];
+        // d[r * 4 + c][t]: the tile's input at row r, column c (zero outside the image)
+        let mut d = [[0.0f32; PANEL]; WINOGRAD_POINTS];
+        for (t, &(oy, ox)) in corners.iter().enumerate().take(cols) {
+            for r in 0..4 {
+                let Some(iy) = (oy + r).checked_sub(g.pad_top).filter(|&iy| iy < g.h) else {
+                    continue;
+                };
+                let row = &input[iy * g.w..(iy + 1) * g.w];
+                for c in 0..4 {
+                    if let Some(&value) =
+                        (ox + c).checked_sub(g.pad_left).and_then(|ix| row.get(ix))
+                    {
+                        d[r * 4 + c][t] = value;
+                    }
+                }
+            }
+        }
+        // B^T d B, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], along rows then columns
+        let mut rows = [[0.0f32; PANEL]; WINOGRAD_POINTS];
+        for c in 0..4 {
+            for t in 0..PANEL {
+                let [d0, d1, d2, d3] = [d[c][t], d[4 + c][t], d[8 + c][t], d[12 + c][t]];
+                rows[c][t] = d0 - d2;
+                rows[4 + c][t] = d1 + d2;
+                rows[8 + c][t] = d2 - d1;
+                rows[12 + c][t] = d1 - d3;
+            }
+        }
+        for r in 0..4 {
+            let [s0, s1, s2, s3] = [
+                rows[4 * r],
+                rows[4 * r + 1],
+                rows[4 * r + 2],
+                rows[4 * r + 3],
+            ];
+            let point = |c: usize| (r * 4 + c) * depth + ic;
+            for t in 0..PANEL {
+                v[point(0) * PANEL + t] = s0[t] - s2[t];
+                v[point(1) * PANEL + t] = s1[t] + s2[t];
+                v[point(2) * PANEL + t] = s2[t] - s1[t];
+                v[point(3) * PANEL + t] = s1[t] - s3[t];
+            }
+        }
+    }
+}
+
+/// Turns the products `m` (`m[(p * 16 + i) * 16 + t]`: point `p`, output channel `i`,
+/// tile `t`) of `count` output channels into their 2 x 2 output pixels `A^T M A`, added
+/// to `start` (bias, zero, or what `out` holds) in `out` (`count` planes).
+fn transform_outputs(
+    m: &[f32],
+    count: usize,
+    (corners, cols): (&[(usize, usize); PANEL], usize),
+    start: Start<'_>,
+    out: &mut [f32],
+    g: &Conv2dGeom,
+) {
+    let pixels = g.oh * g.ow;
+    let at = |p: usize, i: usize| &m[(p * MAX_TILE_ROWS + i) * PANEL..][..PANEL];
+    for (i, plane) in out.chunks_exact_mut(pixels).enumerate().take(count) {
+        // A^T = [1 1 1 0; 0 1 -1 -1], along rows then columns
+        let mut rows = [[0.0f32; PANEL]; 8];
+        for c in 0..4 {
+            let [m0, m1, m2, m3] = [at(c, i), at(4 + c, i), at(8 + c, i), at(12 + c, i)];
+            for t in 0..PANEL {
+                rows[c][t] = m0[t] + m1[t] + m2[t];
+                rows[4 + c][t] = m1[t] - m2[t] - m3[t];
+            }
+        }
+        let mut y = [[0.0f32; PANEL]; 4];
+        for r in 0..2 {
+            let [s0, s1, s2, s3] = [
+                rows[4 * r],
+                rows[4 * r + 1],
+                rows[4 * r + 2],
+                rows[4 * r + 3],
+            ];
+            for t in 0..PANEL {
+                y[2 * r][t] = s0[t] + s1[t] + s2[t];
+                y[2 * r + 1][t] = s1[t] - s2[t] - s3[t];
+            }
+        }
+        let first = match start {
+            Start::Bias(b) => Some(b[i]),
+            Start::Zero => Some(0.0),
+            Start::Accumulate => None,
+        };
+        for (t, &(oy, ox)) in corners.iter().enumerate().take(cols) {
+            for (k, y) in y.iter().enumerate() {
+                let (py, px) = (oy + k / 2, ox + k % 2);
+                if py < g.oh && px < g.ow {
+                    let slot = &mut plane[py * g.ow + px];
+                    *slot = first.unwrap_or(*slot) + y[t];
+                }
+            }
+        }
+    }
+}
