@@ -1223,6 +1223,40 @@ pub unsafe fn pack_tile_avx512((a, lda): (&[f32], usize), kc: usize, out: &mut [
     }
 }
 
+/// The Winograd convolution's work on a block of output channels
+/// (`kernels::winograd::winograd_channels`) compiled for AVX-512F: its transforms run
+/// sixteen tiles per zmm vector.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn winograd_channels_avx512(
+    operands: crate::kernels::WinogradOperands<'_>,
+    out: &mut [f32],
+    g: &crate::kernels::Conv2dGeom,
+) {
+    crate::kernels::winograd_channels(true, operands, out, g);
+}
+
+/// [`winograd_channels_avx512`] for AVX2 and FMA (eight tiles per ymm vector).
+///
+/// # Safety
+///
+/// The CPU must support AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn winograd_channels_avx2(
+    operands: crate::kernels::WinogradOperands<'_>,
+    out: &mut [f32],
+    g: &crate::kernels::Conv2dGeom,
+) {
+    crate::kernels::winograd_channels(true, operands, out, g);
+}
+
 /// [`crate::kernels::depthwise_conv2d`] compiled for AVX2 and FMA, so its row loops
 /// vectorize eight wide (the same code as the portable path).
 ///

@@ -105,18 +105,38 @@ pub fn conv2d_winograd(
         let on = &mut out[n * g.c_out * pixels..(n + 1) * g.c_out * pixels];
         crate::threads::for_each_chunk(on, chunk * pixels, |i, part| {
             let bias = bias.map(|b| &b[i * chunk..]);
-            winograd_channels(simd, xn, (u, i * chunk), bias, part, g);
+            let operands = (xn, (u, i * chunk), bias);
+            #[cfg(target_arch = "x86_64")]
+            if simd {
+                // SAFETY: `simd` is true only when `avx2_fma` found AVX2 and FMA, and the
+                // AVX-512 form runs only when `avx512` found AVX-512F
+                #[allow(unsafe_code)]
+                unsafe {
+                    if crate::simd::avx512() {
+                        crate::simd::winograd_channels_avx512(operands, part, g);
+                    } else {
+                        crate::simd::winograd_channels_avx2(operands, part, g);
+                    }
+                }
+                return;
+            }
+            winograd_channels(simd, operands, part, g);
         });
         each_row(simd, on, g.ow, n * g.c_out * pixels, &epi);
     }
 }
 
+/// The operands of [`winograd_channels`]: the input, the transformed weights with the
+/// first output channel computed, the bias from that channel on.
+pub(crate) type WinogradOperands<'a> = (&'a [f32], (&'a [f32], usize), Option<&'a [f32]>);
+
 /// [`conv2d_winograd`] for the output channels `oc0..` that `out` holds (whole planes).
-fn winograd_channels(
+/// Inlined into `simd::winograd_channels_avx512` and `_avx2`, where the transforms'
+/// sixteen-tile loops compile to whole vectors.
+#[inline(always)]
+pub(crate) fn winograd_channels(
     simd: bool,
-    x: &[f32],
-    (u, oc0): (&[f32], usize),
-    bias: Option<&[f32]>,
+    (x, (u, oc0), bias): WinogradOperands<'_>,
     out: &mut [f32],
     g: &Conv2dGeom,
 ) {
@@ -129,17 +149,13 @@ fn winograd_channels(
     let mut m = [0.0f32; WINOGRAD_POINTS * MAX_TILE_ROWS * PANEL];
     for p0 in (0..tiles).step_by(PANEL) {
         let cols = PANEL.min(tiles - p0);
-        // each tile's top-left output pixel
-        let corners: [(usize, usize); PANEL] = core::array::from_fn(|t| {
-            let tile = (p0 + t).min(tiles - 1);
-            (tile / tiles_x * 2, tile % tiles_x * 2)
-        });
-        let panel = (&corners, cols);
+        let (runs, count) = tile_runs(p0, cols, tiles_x);
+        let runs = &runs[..count];
         for ic0 in (0..g.c_in).step_by(CHANNEL_BLOCK) {
             let depth = CHANNEL_BLOCK.min(g.c_in - ic0);
-            transform_inputs(x, g, panel, (ic0, depth), &mut v);
+            transform_inputs(x, g, runs, (ic0, depth), &mut v);
             for r0 in (0..rows).step_by(MAX_TILE_ROWS) {
-                let count = MAX_TILE_ROWS.min(rows - r0);
+                let present = MAX_TILE_ROWS.min(rows - r0);
                 for (p, sums) in m.chunks_exact_mut(MAX_TILE_ROWS * PANEL).enumerate() {
                     let up = &u[p * per_point..(p + 1) * per_point];
                     let a = Lhs::weights(up, g.c_in, g.c_out, true);
@@ -147,7 +163,7 @@ fn winograd_channels(
                     let b = (&v[p * depth * PANEL..], PANEL);
                     tile_panel(
                         simd,
-                        (count, depth, PANEL),
+                        (present, depth, PANEL),
                         a,
                         b,
                         (sums, PANEL),
@@ -155,44 +171,106 @@ fn winograd_channels(
                     );
                 }
                 let start = match (ic0, bias) {
-                    (0, Some(b)) => Start::Bias(&b[r0..r0 + count]),
+                    (0, Some(b)) => Start::Bias(&b[r0..r0 + present]),
                     (0, None) => Start::Zero,
                     _ => Start::Accumulate,
                 };
-                let dst = &mut out[r0 * pixels..(r0 + count) * pixels];
-                transform_outputs(&m, count, panel, start, dst, g);
+                let dst = &mut out[r0 * pixels..(r0 + present) * pixels];
+                transform_outputs(&m, present, runs, start, dst, g);
             }
         }
     }
 }
 
-/// The transformed input `V = B^T d B` of the panel's tiles (`corners`, the first `cols`
-/// present; the rest zero) for input channels `ic0..ic0 + depth`: `v[(p * depth + ic) *
-/// 16 + t]` is point `p` of tile `t`, channel `ic0 + ic`.
+/// Input columns under a run of [`PANEL`] tiles.
+const LINE: usize = 2 * PANEL + 2;
+
+/// A panel's tiles along one row of tiles: the first tile's place in the panel, how many,
+/// and the first tile's top-left output pixel.
+#[derive(Clone, Copy, Default)]
+struct Run {
+    first: usize,
+    len: usize,
+    corner: (usize, usize),
+}
+
+/// The panel's tiles `p0..p0 + cols` as runs along rows of tiles (`tiles_x` per row), and
+/// how many runs.
+fn tile_runs(p0: usize, cols: usize, tiles_x: usize) -> ([Run; PANEL], usize) {
+    let mut runs = [Run::default(); PANEL];
+    let (mut t, mut count) = (0, 0);
+    while t < cols {
+        let tile = p0 + t;
+        let len = (tiles_x - tile % tiles_x).min(cols - t);
+        runs[count] = Run {
+            first: t,
+            len,
+            corner: (tile / tiles_x * 2, tile % tiles_x * 2),
+        };
+        (t, count) = (t + len, count + 1);
+    }
+    (runs, count)
+}
+
+/// The transformed input `V = B^T d B` of the panel's tiles (`runs`; tiles past them
+/// zero) for input channels `ic0..ic0 + depth`: `v[(p * depth + ic) * 16 + t]` is point
+/// `p` of tile `t`, channel `ic0 + ic`. Each run's four input rows are copied into a
+/// zero-padded line, whose even and odd columns are the tiles' columns.
+#[inline(always)]
 fn transform_inputs(
     x: &[f32],
     g: &Conv2dGeom,
-    (corners, cols): (&[(usize, usize); PANEL], usize),
+    runs: &[Run],
     (ic0, depth): (usize, usize),
     v: &mut [f32],
 ) {
     let plane = g.h * g.w;
     for ic in 0..depth {
         let input = &x[(ic0 + ic) * plane..(ic0 + ic + 1) * plane];
-        // d[r * 4 + c][t]: the tile's input at row r, column c (zero outside the image)
-        let mut d = [[0.0f32; PANEL]; WINOGRAD_POINTS];
-        for (t, &(oy, ox)) in corners.iter().enumerate().take(cols) {
+        // d[r * 4 + c][t]: the tile's input at row r, column c (zero outside the image);
+        // each run writes sixteen lanes from its first (fixed-size copies), the next run
+        // overwriting those past its own, lanes past the last run unused
+        let mut d = [[0.0f32; 2 * PANEL]; WINOGRAD_POINTS];
+        for run in runs {
+            let (oy, ox) = run.corner;
+            let width = 2 * run.len + 2;
+            // the line's columns j whose input column ox + j - pad_left exists
+            let lo = g.pad_left.saturating_sub(ox).min(width);
+            let hi = (g.w + g.pad_left).saturating_sub(ox).clamp(lo, width);
             for r in 0..4 {
-                let Some(iy) = (oy + r).checked_sub(g.pad_top).filter(|&iy| iy < g.h) else {
-                    continue;
-                };
-                let row = &input[iy * g.w..(iy + 1) * g.w];
-                for c in 0..4 {
-                    if let Some(&value) =
-                        (ox + c).checked_sub(g.pad_left).and_then(|ix| row.get(ix))
-                    {
-                        d[r * 4 + c][t] = value;
+                let mut line = [0.0f32; LINE];
+                if let Some(iy) = (oy + r).checked_sub(g.pad_top).filter(|&iy| iy < g.h) {
+                    // the LINE floats from the line's first column, when the plane holds
+                    // them (past the row's end too), those outside the row then cleared:
+                    // a fixed-size copy (vector moves; a length known only at run time
+                    // is a call to memcpy, 6% of the convolution)
+                    let start = (iy * g.w + ox).checked_sub(g.pad_left);
+                    let window = start.and_then(|at| input.get(at..at + LINE));
+                    match window.map(<&[f32; LINE]>::try_from) {
+                        Some(Ok(window)) => {
+                            line = *window;
+                            for (j, slot) in line.iter_mut().enumerate() {
+                                if j < lo || j >= hi {
+                                    *slot = 0.0;
+                                }
+                            }
+                        }
+                        _ => {
+                            let from = iy * g.w + ox + lo - g.pad_left;
+                            line[lo..hi].copy_from_slice(&input[from..from + hi - lo]);
+                        }
                     }
+                }
+                // the line's even and odd columns: tile t's columns are even[t],
+                // odd[t], even[t + 1], odd[t + 1]
+                let (mut even, mut odd) = ([0.0f32; PANEL + 1], [0.0f32; PANEL + 1]);
+                for ((e, o), pair) in even.iter_mut().zip(&mut odd).zip(line.chunks_exact(2)) {
+                    (*e, *o) = (pair[0], pair[1]);
+                }
+                let columns = [&even[..PANEL], &odd[..PANEL], &even[1..], &odd[1..]];
+                for (c, column) in columns.into_iter().enumerate() {
+                    let dst = &mut d[r * 4 + c][run.first..run.first + PANEL];
+                    dst.copy_from_slice(column);
                 }
             }
         }
@@ -228,10 +306,11 @@ fn transform_inputs(
 /// Turns the products `m` (`m[(p * 16 + i) * 16 + t]`: point `p`, output channel `i`,
 /// tile `t`) of `count` output channels into their 2 x 2 output pixels `A^T M A`, added
 /// to `start` (bias, zero, or what `out` holds) in `out` (`count` planes).
+#[inline(always)]
 fn transform_outputs(
     m: &[f32],
     count: usize,
-    (corners, cols): (&[(usize, usize); PANEL], usize),
+    runs: &[Run],
     start: Start<'_>,
     out: &mut [f32],
     g: &Conv2dGeom,
@@ -266,12 +345,17 @@ fn transform_outputs(
             Start::Zero => Some(0.0),
             Start::Accumulate => None,
         };
-        for (t, &(oy, ox)) in corners.iter().enumerate().take(cols) {
+        for run in runs {
+            let (oy, ox) = run.corner;
             for (k, y) in y.iter().enumerate() {
                 let (py, px) = (oy + k / 2, ox + k % 2);
-                if py < g.oh && px < g.ow {
-                    let slot = &mut plane[py * g.ow + px];
-                    *slot = first.unwrap_or(*slot) + y[t];
+                if py >= g.oh {
+                    continue;
+                }
+                let row = &mut plane[py * g.ow..(py + 1) * g.ow];
+                let tiles = y[run.first..run.first + run.len].iter();
+                for (slot, &value) in row.iter_mut().skip(px).step_by(2).zip(tiles) {
+                    *slot = first.unwrap_or(*slot) + value;
                 }
             }
         }
