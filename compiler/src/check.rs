@@ -11,7 +11,10 @@
 //!   add([2, 1, 4], [3, 1])                       ->  [2, 3, 4]   (numpy broadcasting)
 //! ```
 
-use crate::ir::{Conv2d, ConvTranspose2d, Graph, Op, Pool2d, ResizeMode, ValueKind, WEIGHT_PANEL};
+use crate::ir::{
+    Conv2d, ConvTranspose2d, Graph, Op, Pool2d, ResizeMode, ValueKind, WEIGHT_PANEL,
+    WINOGRAD_POINTS,
+};
 
 /// A rule's complaint: what went wrong and which operand is at fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -491,6 +494,7 @@ pub fn check(graph: &Graph) -> Result<(), String> {
             | Op::Resample(_)
             | Op::PackPanels
             | Op::TileConvWeights { .. }
+            | Op::WinogradWeights
             | Op::Cumsum { .. } => shapes.len() == 1,
             Op::Binary(_)
             | Op::Prelu
@@ -551,6 +555,10 @@ pub fn check(graph: &Graph) -> Result<(), String> {
                     && *groups > 0
                     && w.first().is_some_and(|c| c % groups == 0)
             }),
+            Op::WinogradWeights => shapes.first().is_some_and(|w| match w[..] {
+                [o, i, 3, 3] => out[..] == [WINOGRAD_POINTS, o, i],
+                _ => false,
+            }),
             Op::Conv2d(attrs) => shapes.first().is_some_and(|x| {
                 conv2d(x, attrs, out.get(1).copied().unwrap_or(0)).is_ok_and(|s| s == out)
             }),
@@ -598,7 +606,7 @@ mod tests {
             padding: [0; 4],
             dilation: [1, 1],
             groups: 1,
-            tiled: false,
+            weights: crate::ir::ConvWeights::RowMajor,
         };
         assert_eq!(conv2d(&[1, 1, 28, 28], &c, 6), Ok(vec![1, 6, 24, 24]));
         let c = Conv2d {
@@ -607,7 +615,7 @@ mod tests {
             padding: [1; 4],
             dilation: [1, 1],
             groups: 1,
-            tiled: false,
+            weights: crate::ir::ConvWeights::RowMajor,
         };
         assert_eq!(conv2d(&[1, 3, 224, 224], &c, 32), Ok(vec![1, 32, 112, 112]));
         // torch.nn.MaxPool2d(3, 2, ceil_mode=True) on 6x6 gives 3x3 (floor would give 2x2)

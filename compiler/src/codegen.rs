@@ -1780,6 +1780,14 @@ fn kernel_call(
                 #k::tile_conv2d_weights(#in0, #out, #c_out, #groups);
             }
         }
+        Op::WinogradWeights => {
+            let (c_out, c_in) = (dim(s0, 0), dim(s0, 1));
+            quote! {
+                const _: () = ::core::assert!(#k::WEIGHT_TILE_ROWS == #WEIGHT_TILE_ROWS);
+                const _: () = ::core::assert!(#k::WINOGRAD_POINTS == #WINOGRAD_POINTS);
+                #k::winograd_weights(#in0, #out, #c_out, #c_in);
+            }
+        }
         Op::Conv2d(c) => {
             let in1 = ins.get(1).cloned();
             let bias = opt(2);
@@ -1791,10 +1799,10 @@ fn kernel_call(
             let [dh, dw] = c.dilation;
             let groups = c.groups;
             let rows = row_epilogue(epilogue);
-            let kernel = if c.tiled {
-                quote! { conv2d_tiled }
-            } else {
-                quote! { conv2d }
+            let kernel = match c.weights {
+                ConvWeights::RowMajor => quote! { conv2d },
+                ConvWeights::Tiled => quote! { conv2d_tiled },
+                ConvWeights::Winograd => quote! { conv2d_winograd },
             };
             quote! {
                 #k::#kernel(#in0, #in1, #bias, #out, &#k::Conv2dGeom {

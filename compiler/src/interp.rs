@@ -14,9 +14,9 @@
 //! ```
 
 use crate::ir::{
-    BinaryOp, Conv2d, ConvTranspose2d, CoordMode, Graph, Interpolation, NearestMode, Op, PadMode,
-    Pool2d, ReduceKind, Resample, ResizeMode, UnaryOp, Value, ValueId, WEIGHT_PANEL,
-    WEIGHT_TILE_ROWS,
+    BinaryOp, Conv2d, ConvTranspose2d, ConvWeights, CoordMode, Graph, Interpolation, NearestMode,
+    Op, PadMode, Pool2d, ReduceKind, Resample, ResizeMode, UnaryOp, Value, ValueId, WEIGHT_PANEL,
+    WEIGHT_TILE_ROWS, WINOGRAD_POINTS,
 };
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice, Zip};
 use std::fmt;
@@ -726,13 +726,21 @@ fn eval_refs(op: &Op, xs: &[&ArrayD<f32>], out_shape: &[usize]) -> Result<ArrayD
             let [w] = exactly(xs)?;
             conv_weight_tiles(w, *groups, true)?
         }
-        Op::Conv2d(attrs) if attrs.tiled => {
+        Op::WinogradWeights => {
+            let [w] = exactly(xs)?;
+            winograd_weights(w)?
+        }
+        Op::Conv2d(attrs) if attrs.weights != ConvWeights::RowMajor => {
             let (x, w, b) = two_or_three(xs)?;
             let plain = Conv2d {
-                tiled: false,
+                weights: ConvWeights::RowMajor,
                 ..*attrs
             };
-            conv2d(&plain, x, &conv_weight_tiles(w, attrs.groups, false)?, b)?
+            let w = match attrs.weights {
+                ConvWeights::Winograd => winograd_taps(w)?,
+                _ => conv_weight_tiles(w, attrs.groups, false)?,
+            };
+            conv2d(&plain, x, &w, b)?
         }
         Op::Conv2d(attrs) => {
             let (x, w, b) = two_or_three(xs)?;
@@ -1497,6 +1505,93 @@ fn conv_weight_tiles(w: &ArrayD<f32>, groups: usize, tile: bool) -> Result<Array
         }
     }
     from_vec(w.shape(), out)
+}
+
+/// A 3x3 convolution weight `[out, in, 3, 3]` transformed as `Op::WinogradWeights`
+/// stores it: `U = G w G^T` per channel pair (in f64, rounded once), point `p` of the
+/// 4 x 4 result in matrix `p`, each `[out, in]` matrix tiled as `Op::TileConvWeights`
+/// tiles a weight of depth `in`.
+fn winograd_weights(w: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    let &[out_channels, in_channels, 3, 3] = w.shape() else {
+        return fail(format!(
+            "winograd_weights takes [out, in, 3, 3], got {:?}",
+            w.shape()
+        ));
+    };
+    // G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
+    const G: [[f64; 3]; 4] = [
+        [1.0, 0.0, 0.0],
+        [0.5, 0.5, 0.5],
+        [0.5, -0.5, 0.5],
+        [0.0, 0.0, 1.0],
+    ];
+    let pairs = out_channels * in_channels;
+    let flat: Vec<f32> = w.iter().copied().collect();
+    let mut points = vec![0.0f32; WINOGRAD_POINTS * pairs];
+    for (pair, taps) in flat.chunks_exact(9).enumerate() {
+        for (r, gr) in G.iter().enumerate() {
+            for (c, gc) in G.iter().enumerate() {
+                // (G w G^T)[r][c] = sum over a, b of G[r][a] w[a][b] G[c][b]
+                let mut u = 0.0;
+                for (row, &ga) in taps.chunks_exact(3).zip(gr) {
+                    for (&tap, &gb) in row.iter().zip(gc) {
+                        u += ga * f64::from(tap) * gb;
+                    }
+                }
+                if let Some(slot) = points.get_mut((r * 4 + c) * pairs + pair) {
+                    *slot = u as f32;
+                }
+            }
+        }
+    }
+    let mut tiled = Vec::with_capacity(points.len());
+    for point in points.chunks_exact(pairs) {
+        let plain = from_vec(&[out_channels, in_channels, 1, 1], point.to_vec())?;
+        tiled.extend(conv_weight_tiles(&plain, 1, true)?.iter().copied());
+    }
+    from_vec(&[WINOGRAD_POINTS, out_channels, in_channels], tiled)
+}
+
+/// The 3x3 taps `[out, in, 3, 3]` that `Op::WinogradWeights` transformed into `u`
+/// (`[16, out, in]`): `G` has the left inverse `P = [1 0 0 0; 0 1 -1 0; 0 0 0 1]`, so
+/// `w = P U P^T`.
+fn winograd_taps(u: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    let &[WINOGRAD_POINTS, out_channels, in_channels] = u.shape() else {
+        return fail(format!(
+            "a Winograd weight is [16, out, in], got {:?}",
+            u.shape()
+        ));
+    };
+    const P: [[f64; 4]; 3] = [
+        [1.0, 0.0, 0.0, 0.0],
+        [0.0, 1.0, -1.0, 0.0],
+        [0.0, 0.0, 0.0, 1.0],
+    ];
+    let pairs = out_channels * in_channels;
+    let flat: Vec<f32> = u.iter().copied().collect();
+    let mut points = Vec::with_capacity(flat.len());
+    for point in flat.chunks_exact(pairs.max(1)) {
+        let tiled = from_vec(&[out_channels, in_channels, 1, 1], point.to_vec())?;
+        points.push(conv_weight_tiles(&tiled, 1, false)?);
+    }
+    let plain: Vec<Vec<f32>> = points.iter().map(|p| p.iter().copied().collect()).collect();
+    let mut taps = vec![0.0f32; pairs * 9];
+    for (pair, out) in taps.chunks_exact_mut(9).enumerate() {
+        for (slot, (pa, pb)) in out
+            .iter_mut()
+            .zip(P.iter().flat_map(|pa| P.iter().map(move |pb| (pa, pb))))
+        {
+            // (P U P^T)[a][b] = sum over r, c of P[a][r] U[r][c] P[b][c]
+            let mut sum = 0.0;
+            for (row, &ar) in plain.chunks_exact(4).zip(pa) {
+                for (point, &bc) in row.iter().zip(pb) {
+                    sum += ar * f64::from(at(point, pair)?) * bc;
+                }
+            }
+            *slot = sum as f32;
+        }
+    }
+    from_vec(&[out_channels, in_channels, 3, 3], taps)
 }
 
 /// The `[k, n]` matrix that `[n / 16 rounded up, k, 16]` panels hold.
@@ -3056,7 +3151,7 @@ mod tests {
             padding: [0; 4],
             dilation: [1, 1],
             groups: 1,
-            tiled: false,
+            weights: crate::ir::ConvWeights::RowMajor,
         };
         let y = eval(Op::Conv2d(attrs), &[x.clone(), w.clone()], &[]);
         assert_eq!(y, t(&[1, 1, 2, 2], &[12.0, 16.0, 24.0, 28.0]));
@@ -3089,7 +3184,7 @@ mod tests {
                 padding,
                 dilation,
                 groups,
-                tiled: false,
+                weights: crate::ir::ConvWeights::RowMajor,
             };
             let x = rand(&[n, c, h, wi], seed as u64 * 3);
             let w = rand(&[o, c / groups, k[0], k[1]], seed as u64 * 3 + 1);
@@ -3108,7 +3203,7 @@ mod tests {
             padding: [0; 4],
             dilation: [1, 1],
             groups: 2,
-            tiled: false,
+            weights: crate::ir::ConvWeights::RowMajor,
         };
         let x = rand(&[1, 4, 5, 5], 1);
         // weight in-channels must be C / groups = 2
@@ -3125,6 +3220,40 @@ mod tests {
             ..attrs
         };
         assert!(eval_op(&Op::Conv2d(big), &[x, rand(&[2, 4, 7, 7], 2)], &[]).is_err());
+    }
+
+    /// `G w G^T` by hand for all-ones taps (`G`'s row sums are 1, 3/2, 1/2, 1, so `U[r][c]`
+    /// is their product), and a convolution on transformed weights against the plain one
+    /// (17 output channels: a whole tile and a row-major tail).
+    #[test]
+    fn winograd_weights_hand_example_and_convolution() {
+        let u = eval_op(&Op::WinogradWeights, &[t(&[1, 1, 3, 3], &[1.0; 9])], &[]).unwrap();
+        let sums = [1.0, 1.5, 0.5, 1.0];
+        let want: Vec<f32> = (0..16).map(|p| sums[p / 4] * sums[p % 4]).collect();
+        assert_eq!(u.shape(), &[16, 1, 1]);
+        assert_eq!(u.iter().copied().collect::<Vec<f32>>(), want);
+        let attrs = Conv2d {
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 0, 2, 1],
+            dilation: [1, 1],
+            groups: 1,
+            weights: crate::ir::ConvWeights::RowMajor,
+        };
+        let (x, w) = (rand(&[2, 5, 6, 7], 1), rand(&[17, 5, 3, 3], 2));
+        let plain = eval_op(&Op::Conv2d(attrs), &[x.clone(), w.clone()], &[]).unwrap();
+        let u = eval_op(&Op::WinogradWeights, &[w], &[]).unwrap();
+        assert_eq!(u.shape(), &[16, 17, 5]);
+        let winograd = Conv2d {
+            weights: ConvWeights::Winograd,
+            ..attrs
+        };
+        let got = eval_op(&Op::Conv2d(winograd), &[x, u], &[]).unwrap();
+        assert_eq!(got.shape(), plain.shape());
+        // the taps come back from U through one rounding to f32 each way
+        for (a, b) in got.iter().zip(plain.iter()) {
+            assert!((a - b).abs() <= 1e-5, "{a} vs {b}");
+        }
     }
 
     #[test]
@@ -3198,7 +3327,7 @@ mod tests {
                 padding: [pad[0], pad[1], pad[0], pad[1]],
                 dilation,
                 groups,
-                tiled: false,
+                weights: crate::ir::ConvWeights::RowMajor,
             };
             let x = rand(&[2, c, h, wi], seed);
             let w = rand(&[o, c / groups, k[0], k[1]], seed + 1);

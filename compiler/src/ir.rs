@@ -258,8 +258,21 @@ pub struct Conv2d {
     pub dilation: [usize; 2],
     /// channel groups (`groups == in == out` is depthwise)
     pub groups: usize,
-    /// the weight is laid out by [`Op::TileConvWeights`] (set by stage `prepare`)
-    pub tiled: bool,
+    /// how the weight operand is laid out (set by stage `prepare`)
+    pub weights: ConvWeights,
+}
+
+/// The layout of a [`Conv2d`]'s weight operand.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConvWeights {
+    /// `[out, in / groups, kh, kw]` as given
+    #[default]
+    RowMajor,
+    /// laid out by [`Op::TileConvWeights`] (the same shape)
+    Tiled,
+    /// transformed by [`Op::WinogradWeights`] (`[16, out, in]`): a 3x3 convolution of
+    /// unit stride and dilation, one group, computed as Winograd's F(2x2, 3x3)
+    Winograd,
 }
 
 /// Attributes of `conv_transpose2d`. Weight `[in, out / groups, kh, kw]`.
@@ -557,6 +570,10 @@ pub const WEIGHT_PANEL: usize = 16;
 /// generated code asserts they agree).
 pub const WEIGHT_TILE_ROWS: usize = 16;
 
+/// Points of a transformed tile of [`Op::WinogradWeights`] (4 x 4; the runtime's
+/// `kernels::WINOGRAD_POINTS`, the generated code asserts they agree).
+pub const WINOGRAD_POINTS: usize = 16;
+
 /// An operation of the graph. The operand list of each variant is in its doc.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
@@ -585,12 +602,19 @@ pub enum Op {
     /// `[w [out, in / groups, kh, kw]]` -> the same shape: a convolution's weight laid out
     /// as the runtime's `kernels::tile_conv2d_weights` lays it (per group, blocks of
     /// [`WEIGHT_TILE_ROWS`] output channels interleaved along the patch, the remaining
-    /// channels row-major after them), read by a [`Conv2d`] with `tiled` set. Computed
+    /// channels row-major after them), read by a [`Conv2d`] with [`ConvWeights::Tiled`]. Computed
     /// once, when the weights load (stage `prepare`).
     TileConvWeights {
         /// channel groups of the convolution
         groups: usize,
     },
+    /// `[w [out, in, 3, 3]]` -> `[16, out, in]`: a 3x3 convolution's weight transformed
+    /// for Winograd's F(2x2, 3x3) as the runtime's `kernels::winograd_weights` does it
+    /// (`U = G w G^T` per channel pair, point `p` of the 4 x 4 transform in matrix `p`,
+    /// each laid out as [`Op::TileConvWeights`] lays a `[out, in]` weight), read by a
+    /// [`Conv2d`] with [`ConvWeights::Winograd`]. Computed once, when the weights load
+    /// (stage `prepare`).
+    WinogradWeights,
     /// `[x, weight, bias?]`, NCHW.
     Conv2d(Conv2d),
     /// `[x, weight, bias?]`, NCHW.
@@ -731,6 +755,7 @@ impl Op {
             Op::MatMulPanels { .. } => "matmul_panels",
             Op::PackPanels => "pack_panels",
             Op::TileConvWeights { .. } => "tile_conv_weights",
+            Op::WinogradWeights => "winograd_weights",
             Op::Conv2d(_) => "conv2d",
             Op::ConvTranspose2d(_) => "conv_transpose2d",
             Op::MaxPool2d(_) => "max_pool2d",

@@ -896,7 +896,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 padding,
                 dilation,
                 groups,
-                tiled: false,
+                weights: crate::ir::ConvWeights::RowMajor,
             };
             let shape = match check::conv2d(&b.shape(x.0), &attrs, out) {
                 Ok(s) => s,

@@ -15,10 +15,12 @@
 //! Two kinds of parameter-only op stay in `run`, where they cost less: a reshape (there it
 //! aliases its operand; at load time it would copy the weight), and an op whose result
 //! is larger than its largest operand (an `expand` of a bias: fused into its consumer it
-//! is index arithmetic; stored, it would be a tensor of broadcast copies).
+//! is index arithmetic; stored, it would be a tensor of broadcast copies), unless it is a
+//! weight layout made for the kernels (Winograd's transform is 16/9 of the taps).
 
 use crate::ir::{
-    BinaryOp, Graph, Node, Op, Param, ValueId, ValueKind, WEIGHT_PANEL, WEIGHT_TILE_ROWS,
+    BinaryOp, ConvWeights, Graph, Node, Op, Param, ValueId, ValueKind, WEIGHT_PANEL,
+    WEIGHT_TILE_ROWS, WINOGRAD_POINTS,
 };
 use crate::work::{self, Stage};
 
@@ -32,6 +34,12 @@ const TILE_MIN_CHANNELS: usize = WEIGHT_TILE_ROWS;
 /// convolutions of microcontroller models, keep the register-blocked direct kernels that
 /// read row-major weights.
 const TILE_MIN_WEIGHTS: usize = 4096;
+/// Fewest input and output channels of a 3x3 stride-1 `conv2d` whose weight is
+/// transformed for Winograd's F(2x2, 3x3) instead of tiled: with fewer, the input and
+/// output transforms cost more than the products they save (conv_classes, resnet18's
+/// 3x3 convolutions: 64 channels on 56x56 ran at 0.8-1.0x the tiled GEMM, 128 and more
+/// at 1.1-1.4x).
+const WINOGRAD_MIN_CHANNELS: usize = 128;
 
 /// Stores the weights of large `linear`s packed, in the layout the matrix-product
 /// kernel's register tiles read (BLIS's packed panels): `linear(x, W, b)` becomes
@@ -68,7 +76,8 @@ pub fn pack_weights(graph: &Graph, keep: &[usize]) -> (Graph, Vec<Option<usize>>
             && outs >= PACK_MIN_OUTPUTS
             && param_only.get(*w).copied().unwrap_or(false)
     };
-    let tiles = |n: usize, node: &Node| -> Option<Op> {
+    // a conv's weight layout: Winograd's transform, tiles, or none (as it is)
+    let tiles = |n: usize, node: &Node| -> Option<(Op, Vec<usize>, ConvWeights)> {
         let (Op::Conv2d(attrs), [x, w, ..]) = (&node.op, node.inputs.as_slice()) else {
             return None;
         };
@@ -78,12 +87,30 @@ pub fn pack_weights(graph: &Graph, keep: &[usize]) -> (Graph, Vec<Option<usize>>
         let depthwise = groups == c_in && groups == c_out;
         let wanted = !kept.get(n).copied().unwrap_or(false)
             && !depthwise
-            && !attrs.tiled
+            && attrs.weights == ConvWeights::RowMajor
             && c_out % groups == 0
             && c_out / groups >= TILE_MIN_CHANNELS
             && ws.iter().product::<usize>() >= TILE_MIN_WEIGHTS
             && param_only.get(*w).copied().unwrap_or(false);
-        wanted.then_some(Op::TileConvWeights { groups })
+        let winograd = attrs.kernel == [3, 3]
+            && attrs.stride == [1, 1]
+            && attrs.dilation == [1, 1]
+            && groups == 1
+            && c_in >= WINOGRAD_MIN_CHANNELS
+            && c_out >= WINOGRAD_MIN_CHANNELS;
+        match (wanted, winograd) {
+            (false, _) => None,
+            (true, true) => Some((
+                Op::WinogradWeights,
+                vec![WINOGRAD_POINTS, c_out, c_in],
+                ConvWeights::Winograd,
+            )),
+            (true, false) => Some((
+                Op::TileConvWeights { groups },
+                ws.to_vec(),
+                ConvWeights::Tiled,
+            )),
+        }
     };
     let mut out = Graph {
         values: graph.values.clone(),
@@ -97,14 +124,17 @@ pub fn pack_weights(graph: &Graph, keep: &[usize]) -> (Graph, Vec<Option<usize>>
         // the last node a linear becomes writes the linear's own value: operands keep
         // their ids
         let mut inputs = node.inputs.clone();
-        if let (Some(tile_op), Op::Conv2d(attrs), Some(&w)) =
+        if let (Some((tile_op, shape, weights)), Op::Conv2d(attrs), Some(&w)) =
             (tiles(n, node), &node.op, inputs.get(1))
         {
+            let suffix = match weights {
+                ConvWeights::Winograd => "weight_winograd",
+                _ => "weight_tiles",
+            };
             let name = graph
                 .values
                 .get(node.output)
-                .map_or(String::new(), |v| format!("{}_weight_tiles", v.name));
-            let shape = graph.shape(w).to_vec();
+                .map_or(String::new(), |v| format!("{}_{suffix}", v.name));
             let id = out.add_value(name, shape, ValueKind::Node(out.nodes.len()));
             out.nodes.push(Node {
                 op: tile_op,
@@ -120,10 +150,7 @@ pub fn pack_weights(graph: &Graph, keep: &[usize]) -> (Graph, Vec<Option<usize>>
                 v.kind = ValueKind::Node(index);
             }
             out.nodes.push(Node {
-                op: Op::Conv2d(crate::ir::Conv2d {
-                    tiled: true,
-                    ..*attrs
-                }),
+                op: Op::Conv2d(crate::ir::Conv2d { weights, ..*attrs }),
                 inputs,
                 output: node.output,
                 span: node.span,
@@ -401,8 +428,16 @@ fn reads_only(node: &Node, marked: &[bool]) -> bool {
             .all(|&v| marked.get(v).copied().unwrap_or(false))
 }
 
-/// A reshape (free at run time), or an op whose result outgrows its operands.
+/// A reshape (free at run time), or an op whose result outgrows its operands; never a
+/// weight layout made for the kernels (packed panels padded to whole panels, Winograd's
+/// transform at 16/9 the taps): computing those per call is what they exist to avoid.
 fn cheaper_at_run_time(graph: &Graph, node: &Node) -> bool {
+    if matches!(
+        node.op,
+        Op::PackPanels | Op::TileConvWeights { .. } | Op::WinogradWeights
+    ) {
+        return false;
+    }
     let out = graph.values.get(node.output).map_or(0, |v| v.len());
     let largest_operand = node
         .inputs
@@ -627,7 +662,7 @@ mod tests {
                 padding: [1, 1, 1, 1],
                 dilation: [1, 1],
                 groups,
-                tiled: false,
+                weights: crate::ir::ConvWeights::RowMajor,
             })
         };
         let mut g = Graph::default();
@@ -648,7 +683,7 @@ mod tests {
             unreachable!("conv builds a conv2d")
         };
         let tiled_conv = Op::Conv2d(crate::ir::Conv2d {
-            tiled: true,
+            weights: crate::ir::ConvWeights::Tiled,
             ..attrs
         });
         assert_eq!(
@@ -668,6 +703,47 @@ mod tests {
         assert_eq!(split(&tiled, &[]).load.map(|l| l.nodes.len()), Some(1));
         // kept nodes (fuse groups) keep their weight
         assert_eq!(pack_weights(&g, &[0]).0.nodes.len(), 3);
+    }
+
+    #[test]
+    fn wide_3x3_stride_1_convolutions_read_winograd_weights() {
+        let conv = |stride: usize| {
+            Op::Conv2d(crate::ir::Conv2d {
+                kernel: [3, 3],
+                stride: [stride, stride],
+                padding: [1, 1, 1, 1],
+                dilation: [1, 1],
+                groups: 1,
+                weights: ConvWeights::RowMajor,
+            })
+        };
+        let mut g = Graph::default();
+        let x = g.add_value("x".into(), vec![1, 128, 8, 8], ValueKind::Input(0));
+        g.inputs = vec![x];
+        // 128 -> 160 stride 1: Winograd; the same with stride 2: tiles
+        let w1 = param(&mut g, "w1", vec![160, 128, 3, 3]);
+        let w2 = param(&mut g, "w2", vec![160, 128, 3, 3]);
+        let y1 = node(&mut g, conv(1), vec![x, w1], vec![1, 160, 8, 8]);
+        let y2 = node(&mut g, conv(2), vec![x, w2], vec![1, 160, 4, 4]);
+        g.outputs = vec![y1, y2];
+        let (packed, _) = pack_weights(&g, &[]);
+        let ops: Vec<&str> = packed.nodes.iter().map(|n| n.op.name()).collect();
+        assert_eq!(
+            ops,
+            ["winograd_weights", "conv2d", "tile_conv_weights", "conv2d"]
+        );
+        assert_eq!(packed.shape(packed.nodes[0].output), &[16, 160, 128]);
+        let layouts: Vec<ConvWeights> = packed
+            .nodes
+            .iter()
+            .filter_map(|n| match n.op {
+                Op::Conv2d(attrs) => Some(attrs.weights),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(layouts, [ConvWeights::Winograd, ConvWeights::Tiled]);
+        crate::check::check(&packed).unwrap();
+        assert_eq!(split(&packed, &[]).load.map(|l| l.nodes.len()), Some(2));
     }
 
     #[test]

@@ -110,7 +110,9 @@ pub fn classify_op(op: &Op, same_shape: bool) -> MappingType {
         | Op::LayerNorm { .. }
         | Op::GroupNorm { .. }
         | Op::InstanceNorm { .. }
-        | Op::Cumsum { .. } => ManyToMany,
+        | Op::Cumsum { .. }
+        // (every transformed weight reads the nine taps of its channel pair)
+        | Op::WinogradWeights => ManyToMany,
         Op::Reshape(_) => Reorganize,
         Op::Transpose { .. } | Op::PackPanels | Op::TileConvWeights { .. } => Shuffle,
     }
@@ -250,7 +252,8 @@ pub fn algebraic(op: &Op) -> bool {
         // `prepare`); no rule knows them
         | Op::MatMulPanels { .. }
         | Op::PackPanels
-        | Op::TileConvWeights { .. } => false,
+        | Op::TileConvWeights { .. }
+        | Op::WinogradWeights => false,
     }
 }
 
