@@ -36,10 +36,10 @@ const TILE_MIN_CHANNELS: usize = WEIGHT_TILE_ROWS;
 const TILE_MIN_WEIGHTS: usize = 4096;
 /// Fewest input and output channels of a 3x3 stride-1 `conv2d` whose weight is
 /// transformed for Winograd's F(2x2, 3x3) instead of tiled: with fewer, the input and
-/// output transforms cost more than the products they save (conv_classes, resnet18's
-/// 3x3 convolutions: 64 channels on 56x56 ran at 0.8-1.0x the tiled GEMM, 128 and more
-/// at 1.1-1.4x).
-const WINOGRAD_MIN_CHANNELS: usize = 128;
+/// output transforms cost about what the products save (conv_classes, three runs, time
+/// against the tiled GEMM: 16 channels on 128x128 0.8-1.2x, 32 on 64x64 1.0-1.3x faster,
+/// 64 and more 1.3-2.0x).
+const WINOGRAD_MIN_CHANNELS: usize = 32;
 
 /// Stores the weights of large `linear`s packed, in the layout the matrix-product
 /// kernel's register tiles read (BLIS's packed panels): `linear(x, W, b)` becomes

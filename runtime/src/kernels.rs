@@ -10,7 +10,7 @@ pub use crate::simd::fma_peak;
 pub use winograd::{
     conv2d_winograd, winograd_fits, winograd_weights, winograd_weights_len, WINOGRAD_POINTS,
 };
-pub(crate) use winograd::{winograd_channels, WinogradOperands};
+pub(crate) use winograd::{winograd_channels, Run as WinogradRun, WinogradOperands};
 
 mod winograd;
 
@@ -4193,7 +4193,8 @@ mod tests {
     /// only, portable) against the definition, on geometries with odd output sides (tiles
     /// cut by the edge), padding 0 and 1, a partial panel of tiles, output channels in
     /// whole blocks of 16 and a row-major tail, more input channels than one transformed
-    /// block, and a batch; with two threads too. Tolerance: the conv's bound (it holds
+    /// block, a batch, several runs of tiles per panel (7-tile rows) and whole runs of 16
+    /// (the AVX-512 transforms' permutes and masks); with two threads too. Tolerance: the conv's bound (it holds
     /// with the sum-of-terms part cut to 0.3x: the transforms' extra sums stay inside it).
     #[test]
     fn conv2d_winograd_matches_the_definition() {
@@ -4203,6 +4204,8 @@ mod tests {
             geom(1, (5, 9, 11), 35, 3, [1, 1], 0, 1, 1),
             geom(1, (130, 6, 5), 17, 3, [1, 1], 1, 1, 1),
             geom(1, (16, 14, 14), 48, 3, [1, 1], 1, 1, 1),
+            // whole runs of 16 tiles (and 2) along 20-tile rows
+            geom(1, (3, 40, 39), 16, 3, [1, 1], 1, 1, 1),
         ];
         for (case, g) in cases.iter().enumerate() {
             let terms = g.c_in * 9;

@@ -1238,7 +1238,7 @@ pub unsafe fn winograd_channels_avx512(
     out: &mut [f32],
     g: &crate::kernels::Conv2dGeom,
 ) {
-    crate::kernels::winograd_channels(true, operands, out, g);
+    crate::kernels::winograd_channels((true, true), operands, out, g);
 }
 
 /// [`winograd_channels_avx512`] for AVX2 and FMA (eight tiles per ymm vector).
@@ -1254,7 +1254,236 @@ pub unsafe fn winograd_channels_avx2(
     out: &mut [f32],
     g: &crate::kernels::Conv2dGeom,
 ) {
-    crate::kernels::winograd_channels(true, operands, out, g);
+    crate::kernels::winograd_channels((true, false), operands, out, g);
+}
+
+/// Lane indices `(2 * (t - first) + odd) mod 32` for lanes `t` of a zmm vector: where
+/// tile `t` of a run starting at lane `first` finds its column in the two 16-float
+/// windows of an input row (even columns, or odd).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+#[allow(unsafe_code)]
+unsafe fn run_columns(first: usize, odd: i32) -> core::arch::x86_64::__m512i {
+    use core::arch::x86_64::*;
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let shifted = _mm512_sub_epi32(lanes, _mm512_set1_epi32(first as i32));
+    let columns = _mm512_add_epi32(_mm512_slli_epi32::<1>(shifted), _mm512_set1_epi32(odd));
+    _mm512_and_si512(columns, _mm512_set1_epi32(31))
+}
+
+/// The lanes `lo..hi` among `offset..offset + 16`, as a mask.
+fn window_mask(offset: usize, (lo, hi): (usize, usize)) -> u16 {
+    (0..16)
+        .filter(|l| (lo..hi).contains(&(offset + l)))
+        .fold(0, |mask, l| mask | 1 << l)
+}
+
+/// The Winograd convolution's input transform
+/// (`kernels::winograd::transform_inputs`, same contract) on AVX-512F: per input channel
+/// and run of tiles, each of the tiles' four input rows is read as four masked windows of
+/// sixteen columns (from the run's first column and two further; columns outside the
+/// image are masked to zero and never read), whose even and odd columns two-source
+/// permutes spread over the run's lanes; `B^T d B` is then sixteen vectors of adds.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F. The slices are checked (a short one panics); the
+/// masked loads read only columns and rows inside the input plane.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn winograd_inputs_avx512(
+    x: &[f32],
+    g: &crate::kernels::Conv2dGeom,
+    runs: &[crate::kernels::WinogradRun],
+    (ic0, depth): (usize, usize),
+    v: &mut [f32],
+) {
+    use core::arch::x86_64::*;
+    const P: usize = crate::kernels::WINOGRAD_POINTS;
+    let plane = g.h * g.w;
+    assert!(runs.len() <= GEMM_NR && x.len() >= (ic0 + depth) * plane);
+    assert!(v.len() >= P * depth * GEMM_NR);
+    // per run: its lanes, the permute indices, the four windows' masks, where its line
+    // starts (input column of line column 0, maybe -pad) and its first input row
+    let mut plans = [(0u16, [_mm512_setzero_si512(); 2], [0u16; 4], 0isize, 0usize); GEMM_NR];
+    for (plan, run) in plans.iter_mut().zip(runs) {
+        assert!(run.len >= 1 && run.first + run.len <= GEMM_NR);
+        let (oy, ox) = run.corner;
+        let width = 2 * run.len + 2;
+        // line columns j whose input column ox + j - pad_left exists
+        let lo = g.pad_left.saturating_sub(ox).min(width);
+        let hi = (g.w + g.pad_left).saturating_sub(ox).clamp(lo, width);
+        let lanes = (((1u32 << run.len) - 1) << run.first) as u16;
+        let index = [run_columns(run.first, 0), run_columns(run.first, 1)];
+        let masks = [0, 16, 2, 18].map(|offset| window_mask(offset, (lo, hi)));
+        *plan = (lanes, index, masks, ox as isize - g.pad_left as isize, oy);
+    }
+    let plans = &plans[..runs.len()];
+    for ic in 0..depth {
+        let input = x.as_ptr().add((ic0 + ic) * plane);
+        let mut d = [_mm512_setzero_ps(); P];
+        for &(lanes, [even, odd], masks, column, oy) in plans {
+            for r in 0..4 {
+                let Some(iy) = (oy + r).checked_sub(g.pad_top).filter(|&iy| iy < g.h) else {
+                    continue;
+                };
+                let line = input.add(iy * g.w).wrapping_offset(column);
+                // SAFETY: lane l of the window at `offset` reads line column offset + l,
+                // and its mask holds exactly the columns inside the row (an input row of
+                // the plane, asserted inside `x` above)
+                let [a0, a1, b0, b1] = [0, 16, 2, 18]
+                    .map(|offset| line.wrapping_add(offset))
+                    .into_iter()
+                    .zip(masks)
+                    .map(|(at, mask)| _mm512_maskz_loadu_ps(mask, at))
+                    .collect::<ArrayOf4>()
+                    .0;
+                let spread = [(a0, even, a1), (a0, odd, a1), (b0, even, b1), (b0, odd, b1)];
+                for (c, (lo, index, hi)) in spread.into_iter().enumerate() {
+                    let columns = _mm512_permutex2var_ps(lo, index, hi);
+                    d[r * 4 + c] = _mm512_mask_mov_ps(d[r * 4 + c], lanes, columns);
+                }
+            }
+        }
+        // B^T d B, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]: rows, then columns
+        let mut rows = [_mm512_setzero_ps(); P];
+        for c in 0..4 {
+            let [d0, d1, d2, d3] = [d[c], d[4 + c], d[8 + c], d[12 + c]];
+            rows[c] = _mm512_sub_ps(d0, d2);
+            rows[4 + c] = _mm512_add_ps(d1, d2);
+            rows[8 + c] = _mm512_sub_ps(d2, d1);
+            rows[12 + c] = _mm512_sub_ps(d1, d3);
+        }
+        for (r, [s0, s1, s2, s3]) in rows
+            .chunks_exact(4)
+            .map(|s| [s[0], s[1], s[2], s[3]])
+            .enumerate()
+        {
+            let values = [
+                _mm512_sub_ps(s0, s2),
+                _mm512_add_ps(s1, s2),
+                _mm512_sub_ps(s2, s1),
+                _mm512_sub_ps(s1, s3),
+            ];
+            for (c, value) in values.into_iter().enumerate() {
+                let at = ((r * 4 + c) * depth + ic) * GEMM_NR;
+                let dst = &mut v[at..at + GEMM_NR];
+                // SAFETY: `dst` holds exactly 16 floats (a checked slice of that length)
+                _mm512_storeu_ps(dst.as_mut_ptr(), value);
+            }
+        }
+    }
+}
+
+/// Four vectors collected from an iterator (the windows of [`winograd_inputs_avx512`]).
+#[cfg(target_arch = "x86_64")]
+struct ArrayOf4([core::arch::x86_64::__m512; 4]);
+
+#[cfg(target_arch = "x86_64")]
+impl FromIterator<core::arch::x86_64::__m512> for ArrayOf4 {
+    fn from_iter<I: IntoIterator<Item = core::arch::x86_64::__m512>>(iter: I) -> ArrayOf4 {
+        // SAFETY: an all-zero bit pattern is a valid vector
+        #[allow(unsafe_code)]
+        let mut out = ArrayOf4(unsafe { core::mem::zeroed() });
+        for (slot, v) in out.0.iter_mut().zip(iter) {
+            *slot = v;
+        }
+        out
+    }
+}
+
+/// The Winograd convolution's output transform
+/// (`kernels::winograd::transform_outputs`, same contract: `m[(p * 16 + i) * 16 + t]`,
+/// `out` holding `init.len()` or, without `init`, as many output planes as the runs'
+/// sums are added to) on AVX-512F: per output channel, `A^T M A` in vectors of sixteen
+/// tiles, then per run and output row the two columns of each tile interleaved by
+/// two-source permutes into two masked stores of sixteen pixels.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F. The slices are checked (a short one panics).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn winograd_outputs_avx512(
+    m: &[f32],
+    runs: &[crate::kernels::WinogradRun],
+    init: Option<&[f32]>,
+    out: &mut [f32],
+    g: &crate::kernels::Conv2dGeom,
+) {
+    use core::arch::x86_64::*;
+    const P: usize = crate::kernels::WINOGRAD_POINTS;
+    let pixels = g.oh * g.ow;
+    let count = out.len() / pixels.max(1);
+    assert!(m.len() >= P * GEMM_MR_AVX512 * GEMM_NR && count <= GEMM_MR_AVX512);
+    assert!(init.is_none_or(|v| v.len() >= count));
+    // per run: the permutes interleaving its tiles' two columns (first 8 tiles, next 8)
+    // and how many output columns it has
+    let lanes = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let mut plans = [([_mm512_setzero_si512(); 2], 0usize); GEMM_NR];
+    for (plan, run) in plans.iter_mut().zip(runs) {
+        let first = _mm512_set1_epi32(run.first as i32);
+        let low = _mm512_and_si512(_mm512_add_epi32(lanes, first), _mm512_set1_epi32(31));
+        let high = _mm512_and_si512(
+            _mm512_add_epi32(low, _mm512_set1_epi32(8)),
+            _mm512_set1_epi32(31),
+        );
+        let columns = (2 * run.len).min(g.ow.saturating_sub(run.corner.1));
+        *plan = ([low, high], columns);
+    }
+    for (i, plane) in out.chunks_exact_mut(pixels).enumerate().take(count) {
+        let at = |p: usize| {
+            let sums = &m[(p * GEMM_MR_AVX512 + i) * GEMM_NR..][..GEMM_NR];
+            // SAFETY: `sums` holds exactly 16 floats (a checked slice of that length)
+            _mm512_loadu_ps(sums.as_ptr())
+        };
+        // A^T = [1 1 1 0; 0 1 -1 -1]: rows, then columns
+        let mut rows = [_mm512_setzero_ps(); 8];
+        for c in 0..4 {
+            let [m0, m1, m2, m3] = [at(c), at(4 + c), at(8 + c), at(12 + c)];
+            rows[c] = _mm512_add_ps(_mm512_add_ps(m0, m1), m2);
+            rows[4 + c] = _mm512_sub_ps(_mm512_sub_ps(m1, m2), m3);
+        }
+        let y: [[__m512; 2]; 2] = core::array::from_fn(|r| {
+            let [s0, s1, s2, s3] = [
+                rows[4 * r],
+                rows[4 * r + 1],
+                rows[4 * r + 2],
+                rows[4 * r + 3],
+            ];
+            [
+                _mm512_add_ps(_mm512_add_ps(s0, s1), s2),
+                _mm512_sub_ps(_mm512_sub_ps(s1, s2), s3),
+            ]
+        });
+        let start = init.map(|v| _mm512_set1_ps(v[i]));
+        for (run, &([low, high], columns)) in runs.iter().zip(&plans) {
+            let (oy, ox) = run.corner;
+            for (r, [left, right]) in y.iter().enumerate() {
+                let py = oy + r;
+                if py >= g.oh || columns == 0 {
+                    continue;
+                }
+                let row = &mut plane[py * g.ow + ox..py * g.ow + ox + columns];
+                for (half, index) in [low, high].into_iter().enumerate() {
+                    let n = columns.saturating_sub(16 * half).min(16);
+                    if n == 0 {
+                        continue;
+                    }
+                    let mask = ((1u32 << n) - 1) as u16;
+                    let dst = row[16 * half..16 * half + n].as_mut_ptr();
+                    let values = _mm512_permutex2var_ps(*left, index, *right);
+                    // SAFETY: the mask covers the `n` floats of the checked slice `dst`
+                    // points into
+                    let base = start.unwrap_or_else(|| _mm512_maskz_loadu_ps(mask, dst));
+                    _mm512_mask_storeu_ps(dst, mask, _mm512_add_ps(base, values));
+                }
+            }
+        }
+    }
 }
 
 /// [`crate::kernels::depthwise_conv2d`] compiled for AVX2 and FMA, so its row loops

@@ -120,7 +120,7 @@ pub fn conv2d_winograd(
                 }
                 return;
             }
-            winograd_channels(simd, operands, part, g);
+            winograd_channels((simd, false), operands, part, g);
         });
         each_row(simd, on, g.ow, n * g.c_out * pixels, &epi);
     }
@@ -132,10 +132,11 @@ pub(crate) type WinogradOperands<'a> = (&'a [f32], (&'a [f32], usize), Option<&'
 
 /// [`conv2d_winograd`] for the output channels `oc0..` that `out` holds (whole planes).
 /// Inlined into `simd::winograd_channels_avx512` and `_avx2`, where the transforms'
-/// sixteen-tile loops compile to whole vectors.
+/// sixteen-tile loops compile to whole vectors; with `zmm` (AVX-512F, the first) the
+/// transforms are `simd::winograd_inputs_avx512` and `_outputs_avx512` instead.
 #[inline(always)]
 pub(crate) fn winograd_channels(
-    simd: bool,
+    (simd, zmm): (bool, bool),
     (x, (u, oc0), bias): WinogradOperands<'_>,
     out: &mut [f32],
     g: &Conv2dGeom,
@@ -153,6 +154,17 @@ pub(crate) fn winograd_channels(
         let runs = &runs[..count];
         for ic0 in (0..g.c_in).step_by(CHANNEL_BLOCK) {
             let depth = CHANNEL_BLOCK.min(g.c_in - ic0);
+            #[cfg(target_arch = "x86_64")]
+            if zmm {
+                // SAFETY: `zmm` is set only when `avx512` found AVX-512F on this CPU
+                #[allow(unsafe_code)]
+                unsafe {
+                    crate::simd::winograd_inputs_avx512(x, g, runs, (ic0, depth), &mut v)
+                };
+            } else {
+                transform_inputs(x, g, runs, (ic0, depth), &mut v);
+            }
+            #[cfg(not(target_arch = "x86_64"))]
             transform_inputs(x, g, runs, (ic0, depth), &mut v);
             for r0 in (0..rows).step_by(MAX_TILE_ROWS) {
                 let present = MAX_TILE_ROWS.min(rows - r0);
@@ -176,6 +188,16 @@ pub(crate) fn winograd_channels(
                     _ => Start::Accumulate,
                 };
                 let dst = &mut out[r0 * pixels..(r0 + present) * pixels];
+                #[cfg(target_arch = "x86_64")]
+                if zmm {
+                    let init = start.rows(0, present);
+                    // SAFETY: as above
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        crate::simd::winograd_outputs_avx512(&m, runs, init, dst, g)
+                    };
+                    continue;
+                }
                 transform_outputs(&m, present, runs, start, dst, g);
             }
         }
@@ -188,10 +210,13 @@ const LINE: usize = 2 * PANEL + 2;
 /// A panel's tiles along one row of tiles: the first tile's place in the panel, how many,
 /// and the first tile's top-left output pixel.
 #[derive(Clone, Copy, Default)]
-struct Run {
-    first: usize,
-    len: usize,
-    corner: (usize, usize),
+pub(crate) struct Run {
+    /// the first tile's lane in the panel
+    pub(crate) first: usize,
+    /// tiles in the run (at most [`PANEL`] - `first`)
+    pub(crate) len: usize,
+    /// the first tile's top-left output pixel (row, column)
+    pub(crate) corner: (usize, usize),
 }
 
 /// The panel's tiles `p0..p0 + cols` as runs along rows of tiles (`tiles_x` per row), and
