@@ -10,6 +10,7 @@ pub use crate::simd::fma_peak;
 pub use winograd::{
     conv2d_winograd, winograd_fits, winograd_weights, winograd_weights_len, WINOGRAD_POINTS,
 };
+#[cfg(target_arch = "x86_64")]
 pub(crate) use winograd::{winograd_channels, Run as WinogradRun, WinogradOperands};
 
 mod winograd;

@@ -141,6 +141,9 @@ pub(crate) fn winograd_channels(
     out: &mut [f32],
     g: &Conv2dGeom,
 ) {
+    // (the AVX-512 transforms exist on x86_64 only)
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = zmm;
     let pixels = g.oh * g.ow;
     let rows = out.len() / pixels;
     let tiles_x = g.ow.div_ceil(2);
