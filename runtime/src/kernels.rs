@@ -11,7 +11,9 @@ pub use winograd::{
     conv2d_winograd, winograd_fits, winograd_weights, winograd_weights_len, WINOGRAD_POINTS,
 };
 #[cfg(target_arch = "x86_64")]
-pub(crate) use winograd::{winograd_channels, Run as WinogradRun, WinogradOperands};
+pub(crate) use winograd::{
+    winograd_channels, Part as WinogradPart, Run as WinogradRun, WinogradOperands,
+};
 
 mod winograd;
 
@@ -4195,7 +4197,8 @@ mod tests {
     /// cut by the edge), padding 0 and 1, a partial panel of tiles, output channels in
     /// whole blocks of 16 and a row-major tail, more input channels than one transformed
     /// block, a batch, several runs of tiles per panel (7-tile rows) and whole runs of 16
-    /// (the AVX-512 transforms' permutes and masks); with two threads too. Tolerance: the conv's bound (it holds
+    /// (the AVX-512 transforms' permutes and masks); with two threads too (output
+    /// channels or rows of tiles split over them). Tolerance: the conv's bound (it holds
     /// with the sum-of-terms part cut to 0.3x: the transforms' extra sums stay inside it).
     #[test]
     fn conv2d_winograd_matches_the_definition() {
@@ -4207,6 +4210,10 @@ mod tests {
             geom(1, (16, 14, 14), 48, 3, [1, 1], 1, 1, 1),
             // whole runs of 16 tiles (and 2) along 20-tile rows
             geom(1, (3, 40, 39), 16, 3, [1, 1], 1, 1, 1),
+            // enough work for threads: few tiles (output channels split), then many (rows
+            // of tiles split), the last row of tiles cut by the edge
+            geom(1, (32, 15, 13), 40, 3, [1, 1], 1, 1, 1),
+            geom(1, (16, 33, 31), 20, 3, [1, 1], 1, 1, 1),
         ];
         for (case, g) in cases.iter().enumerate() {
             let terms = g.c_in * 9;
@@ -4230,9 +4237,12 @@ mod tests {
                 {
                     let mut out = std::vec![f32::NAN; want.len()];
                     let mut run = || {
-                        crate::threads::with_threads(threads, || {
-                            conv2d_winograd(&x, &u, Some(&bias), &mut out, g, rows_of(epi))
-                        })
+                        let mut conv =
+                            || conv2d_winograd(&x, &u, Some(&bias), &mut out, g, rows_of(epi));
+                        #[cfg(feature = "threads")]
+                        crate::threads::with_threads(threads, &mut conv);
+                        #[cfg(not(feature = "threads"))]
+                        conv();
                     };
                     match path {
                         "avx2" => crate::simd::avx2_only(run),

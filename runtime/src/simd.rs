@@ -1235,10 +1235,11 @@ pub unsafe fn pack_tile_avx512((a, lda): (&[f32], usize), kc: usize, out: &mut [
 #[allow(unsafe_code)]
 pub unsafe fn winograd_channels_avx512(
     operands: crate::kernels::WinogradOperands<'_>,
+    part: crate::kernels::WinogradPart,
     out: &mut [f32],
     g: &crate::kernels::Conv2dGeom,
 ) {
-    crate::kernels::winograd_channels((true, true), operands, out, g);
+    crate::kernels::winograd_channels((true, true), operands, part, out, g);
 }
 
 /// [`winograd_channels_avx512`] for AVX2 and FMA (eight tiles per ymm vector).
@@ -1251,10 +1252,11 @@ pub unsafe fn winograd_channels_avx512(
 #[allow(unsafe_code)]
 pub unsafe fn winograd_channels_avx2(
     operands: crate::kernels::WinogradOperands<'_>,
+    part: crate::kernels::WinogradPart,
     out: &mut [f32],
     g: &crate::kernels::Conv2dGeom,
 ) {
-    crate::kernels::winograd_channels((true, false), operands, out, g);
+    crate::kernels::winograd_channels((true, false), operands, part, out, g);
 }
 
 /// Lane indices `(2 * (t - first) + odd) mod 32` for lanes `t` of a zmm vector: where
@@ -1395,9 +1397,9 @@ impl FromIterator<core::arch::x86_64::__m512> for ArrayOf4 {
 }
 
 /// The Winograd convolution's output transform
-/// (`kernels::winograd::transform_outputs`, same contract: `m[(p * 16 + i) * 16 + t]`,
-/// `out` holding `init.len()` or, without `init`, as many output planes as the runs'
-/// sums are added to) on AVX-512F: per output channel, `A^T M A` in vectors of sixteen
+/// (`kernels::winograd::transform_outputs`, same contract: `m[(p * 16 + i) * 16 + t]`;
+/// `out` holds the planes of `count` output channels, each the pixels from `first_pixel`
+/// on, `count` being `init.len()`, or without `init` at most 16) on AVX-512F: per output channel, `A^T M A` in vectors of sixteen
 /// tiles, then per run and output row the two columns of each tile interleaved by
 /// two-source permutes into two masked stores of sixteen pixels.
 ///
@@ -1411,13 +1413,13 @@ pub unsafe fn winograd_outputs_avx512(
     m: &[f32],
     runs: &[crate::kernels::WinogradRun],
     init: Option<&[f32]>,
-    out: &mut [f32],
+    (out, first_pixel): (&mut [f32], usize),
+    count: usize,
     g: &crate::kernels::Conv2dGeom,
 ) {
     use core::arch::x86_64::*;
     const P: usize = crate::kernels::WINOGRAD_POINTS;
-    let pixels = g.oh * g.ow;
-    let count = out.len() / pixels.max(1);
+    let plane_len = out.len() / count.max(1);
     assert!(m.len() >= P * GEMM_MR_AVX512 * GEMM_NR && count <= GEMM_MR_AVX512);
     assert!(init.is_none_or(|v| v.len() >= count));
     // per run: the permutes interleaving its tiles' two columns (first 8 tiles, next 8)
@@ -1434,7 +1436,7 @@ pub unsafe fn winograd_outputs_avx512(
         let columns = (2 * run.len).min(g.ow.saturating_sub(run.corner.1));
         *plan = ([low, high], columns);
     }
-    for (i, plane) in out.chunks_exact_mut(pixels).enumerate().take(count) {
+    for (i, plane) in out.chunks_exact_mut(plane_len).enumerate().take(count) {
         let at = |p: usize| {
             let sums = &m[(p * GEMM_MR_AVX512 + i) * GEMM_NR..][..GEMM_NR];
             // SAFETY: `sums` holds exactly 16 floats (a checked slice of that length)
@@ -1467,7 +1469,8 @@ pub unsafe fn winograd_outputs_avx512(
                 if py >= g.oh || columns == 0 {
                     continue;
                 }
-                let row = &mut plane[py * g.ow + ox..py * g.ow + ox + columns];
+                let at = py * g.ow + ox - first_pixel;
+                let row = &mut plane[at..at + columns];
                 for (half, index) in [low, high].into_iter().enumerate() {
                     let n = columns.saturating_sub(16 * half).min(16);
                     if n == 0 {

@@ -16,7 +16,7 @@
 
 use super::{
     each_row, stack_floats, tile_panel, Conv2dGeom, Lhs, Start, MAX_TILE_ROWS, PANEL,
-    PARALLEL_MIN_MACS, WEIGHT_TILE_ROWS,
+    WEIGHT_TILE_ROWS,
 };
 
 /// Points of a transformed tile (4 x 4): products per tile and input channel.
@@ -93,44 +93,118 @@ pub fn conv2d_winograd(
     if pixels == 0 || g.c_out == 0 {
         return;
     }
-    let threads = crate::threads::current();
-    let macs = g.c_out * g.c_in * 9 * pixels;
-    let chunk = if threads > 1 && macs >= PARALLEL_MIN_MACS {
-        g.c_out.div_ceil(threads).div_ceil(MAX_TILE_ROWS) * MAX_TILE_ROWS
-    } else {
-        g.c_out
+    let tiles_x = g.ow.div_ceil(2);
+    let tile_rows = g.oh.div_ceil(2);
+    let whole = Part {
+        tiles: (0, tile_rows * tiles_x),
+        first_pixel: 0,
+        plane_len: pixels,
     };
     for n in 0..g.n {
         let xn = &x[n * in_len..(n + 1) * in_len];
         let on = &mut out[n * g.c_out * pixels..(n + 1) * g.c_out * pixels];
-        crate::threads::for_each_chunk(on, chunk * pixels, |i, part| {
-            let bias = bias.map(|b| &b[i * chunk..]);
-            let operands = (xn, (u, i * chunk), bias);
-            #[cfg(target_arch = "x86_64")]
-            if simd {
-                // SAFETY: `simd` is true only when `avx2_fma` found AVX2 and FMA, and the
-                // AVX-512 form runs only when `avx512` found AVX-512F
-                #[allow(unsafe_code)]
-                unsafe {
-                    if crate::simd::avx512() {
-                        crate::simd::winograd_channels_avx512(operands, part, g);
-                    } else {
-                        crate::simd::winograd_channels_avx2(operands, part, g);
+        // with threads, on maps of many tiles: rows of tiles split over them, each part's
+        // outputs (every channel) summed into a buffer of its own and copied into place
+        // (output channels split would transform the whole input on every thread);
+        // on small maps output channels split (rows split would leave panels part empty)
+        #[cfg(feature = "threads")]
+        {
+            let threads = crate::threads::current().min(tile_rows);
+            let worth = threads > 1 && g.c_out * g.c_in * 9 * pixels >= super::PARALLEL_MIN_MACS;
+            if worth && tile_rows * tiles_x < threads * SPLIT_MIN_TILES {
+                let chunk = g.c_out.div_ceil(threads).div_ceil(MAX_TILE_ROWS) * MAX_TILE_ROWS;
+                crate::threads::for_each_chunk(on, chunk * pixels, |i, part| {
+                    let bias = bias.map(|b| &b[i * chunk..]);
+                    winograd_part(simd, (xn, (u, i * chunk), bias), whole, part, g);
+                });
+                each_row(simd, on, g.ow, n * g.c_out * pixels, &epi);
+                continue;
+            }
+            if worth {
+                let per_part = tile_rows.div_ceil(threads);
+                let part = |i: usize| {
+                    let (ty0, ty1) = (i * per_part, tile_rows.min((i + 1) * per_part));
+                    let first_pixel = 2 * ty0 * g.ow;
+                    Part {
+                        tiles: (ty0 * tiles_x, ty1 * tiles_x),
+                        first_pixel,
+                        plane_len: pixels.min(2 * ty1 * g.ow) - first_pixel,
+                    }
+                };
+                let sums = crate::threads::map_parts(tile_rows.div_ceil(per_part), |i| {
+                    let mut sums = alloc::vec![0.0f32; g.c_out * part(i).plane_len];
+                    winograd_part(simd, (xn, (u, 0), bias), part(i), &mut sums, g);
+                    sums
+                });
+                for (i, sums) in sums.iter().enumerate() {
+                    let Part {
+                        first_pixel,
+                        plane_len,
+                        ..
+                    } = part(i);
+                    for (dst, src) in on
+                        .chunks_exact_mut(pixels)
+                        .zip(sums.chunks_exact(plane_len))
+                    {
+                        dst[first_pixel..first_pixel + plane_len].copy_from_slice(src);
                     }
                 }
-                return;
+                each_row(simd, on, g.ow, n * g.c_out * pixels, &epi);
+                continue;
             }
-            winograd_channels((simd, false), operands, part, g);
-        });
+        }
+        winograd_part(simd, (xn, (u, 0), bias), whole, on, g);
         each_row(simd, on, g.ow, n * g.c_out * pixels, &epi);
     }
+}
+
+/// Tiles per thread from which [`conv2d_winograd`] splits rows of tiles over threads
+/// rather than output channels (resnet18 at 2 threads, alternating: rows split on every
+/// map 1.09x slower, their 14x14 and 7x7 maps leaving panels part empty; unet_small, all
+/// maps of 256+ tiles, 0.91x).
+#[cfg(feature = "threads")]
+const SPLIT_MIN_TILES: usize = 4 * PANEL;
+
+/// The tiles a call of [`winograd_channels`] computes (whole rows of tiles), and where
+/// its output planes sit: `plane_len` pixels from output pixel `first_pixel` on.
+#[derive(Clone, Copy)]
+pub(crate) struct Part {
+    tiles: (usize, usize),
+    first_pixel: usize,
+    plane_len: usize,
+}
+
+/// [`winograd_channels`] on the best code for this CPU.
+fn winograd_part(
+    simd: bool,
+    operands: WinogradOperands<'_>,
+    part: Part,
+    out: &mut [f32],
+    g: &Conv2dGeom,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if simd {
+        // SAFETY: `simd` is true only when `avx2_fma` found AVX2 and FMA, and the AVX-512
+        // form runs only when `avx512` found AVX-512F
+        #[allow(unsafe_code)]
+        unsafe {
+            if crate::simd::avx512() {
+                crate::simd::winograd_channels_avx512(operands, part, out, g);
+            } else {
+                crate::simd::winograd_channels_avx2(operands, part, out, g);
+            }
+        }
+        return;
+    }
+    winograd_channels((simd, false), operands, part, out, g);
 }
 
 /// The operands of [`winograd_channels`]: the input, the transformed weights with the
 /// first output channel computed, the bias from that channel on.
 pub(crate) type WinogradOperands<'a> = (&'a [f32], (&'a [f32], usize), Option<&'a [f32]>);
 
-/// [`conv2d_winograd`] for the output channels `oc0..` that `out` holds (whole planes).
+/// [`conv2d_winograd`] for the output channels `oc0..` that `out` holds and the tiles of
+/// `part` (`out`: the part's planes, `part.plane_len` pixels each).
 /// Inlined into `simd::winograd_channels_avx512` and `_avx2`, where the transforms'
 /// sixteen-tile loops compile to whole vectors; with `zmm` (AVX-512F, the first) the
 /// transforms are `simd::winograd_inputs_avx512` and `_outputs_avx512` instead.
@@ -138,21 +212,22 @@ pub(crate) type WinogradOperands<'a> = (&'a [f32], (&'a [f32], usize), Option<&'
 pub(crate) fn winograd_channels(
     (simd, zmm): (bool, bool),
     (x, (u, oc0), bias): WinogradOperands<'_>,
+    part: Part,
     out: &mut [f32],
     g: &Conv2dGeom,
 ) {
     // (the AVX-512 transforms exist on x86_64 only)
     #[cfg(not(target_arch = "x86_64"))]
     let _ = zmm;
-    let pixels = g.oh * g.ow;
-    let rows = out.len() / pixels;
+    let plane_len = part.plane_len;
+    let rows = out.len() / plane_len;
     let tiles_x = g.ow.div_ceil(2);
-    let tiles = g.oh.div_ceil(2) * tiles_x;
+    let (t0, t1) = part.tiles;
     let per_point = g.c_out * g.c_in;
     let mut v = [0.0f32; WINOGRAD_POINTS * CHANNEL_BLOCK * PANEL];
     let mut m = [0.0f32; WINOGRAD_POINTS * MAX_TILE_ROWS * PANEL];
-    for p0 in (0..tiles).step_by(PANEL) {
-        let cols = PANEL.min(tiles - p0);
+    for p0 in (t0..t1).step_by(PANEL) {
+        let cols = PANEL.min(t1 - p0);
         let (runs, count) = tile_runs(p0, cols, tiles_x);
         let runs = &runs[..count];
         for ic0 in (0..g.c_in).step_by(CHANNEL_BLOCK) {
@@ -190,18 +265,19 @@ pub(crate) fn winograd_channels(
                     (0, None) => Start::Zero,
                     _ => Start::Accumulate,
                 };
-                let dst = &mut out[r0 * pixels..(r0 + present) * pixels];
+                let dst = &mut out[r0 * plane_len..(r0 + present) * plane_len];
                 #[cfg(target_arch = "x86_64")]
                 if zmm {
                     let init = start.rows(0, present);
                     // SAFETY: as above
                     #[allow(unsafe_code)]
                     unsafe {
-                        crate::simd::winograd_outputs_avx512(&m, runs, init, dst, g)
+                        let dst = (dst, part.first_pixel);
+                        crate::simd::winograd_outputs_avx512(&m, runs, init, dst, present, g)
                     };
                     continue;
                 }
-                transform_outputs(&m, present, runs, start, dst, g);
+                transform_outputs(&m, present, runs, start, (dst, part.first_pixel), g);
             }
         }
     }
@@ -333,19 +409,20 @@ fn transform_inputs(
 
 /// Turns the products `m` (`m[(p * 16 + i) * 16 + t]`: point `p`, output channel `i`,
 /// tile `t`) of `count` output channels into their 2 x 2 output pixels `A^T M A`, added
-/// to `start` (bias, zero, or what `out` holds) in `out` (`count` planes).
+/// to `start` (bias, zero, or what `out` holds) in `out` (`count` planes of a part's
+/// pixels, output pixel `first_pixel` first).
 #[inline(always)]
 fn transform_outputs(
     m: &[f32],
     count: usize,
     runs: &[Run],
     start: Start<'_>,
-    out: &mut [f32],
+    (out, first_pixel): (&mut [f32], usize),
     g: &Conv2dGeom,
 ) {
-    let pixels = g.oh * g.ow;
+    let plane_len = out.len() / count.max(1);
     let at = |p: usize, i: usize| &m[(p * MAX_TILE_ROWS + i) * PANEL..][..PANEL];
-    for (i, plane) in out.chunks_exact_mut(pixels).enumerate().take(count) {
+    for (i, plane) in out.chunks_exact_mut(plane_len).enumerate().take(count) {
         // A^T = [1 1 1 0; 0 1 -1 -1], along rows then columns
         let mut rows = [[0.0f32; PANEL]; 8];
         for c in 0..4 {
@@ -380,7 +457,7 @@ fn transform_outputs(
                 if py >= g.oh {
                     continue;
                 }
-                let row = &mut plane[py * g.ow..(py + 1) * g.ow];
+                let row = &mut plane[py * g.ow - first_pixel..(py + 1) * g.ow - first_pixel];
                 let tiles = y[run.first..run.first + run.len].iter();
                 for (slot, &value) in row.iter_mut().skip(px).step_by(2).zip(tiles) {
                     *slot = first.unwrap_or(*slot) + value;
