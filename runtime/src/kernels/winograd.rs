@@ -22,9 +22,10 @@ use super::{
 /// Points of a transformed tile (4 x 4): products per tile and input channel.
 pub const WINOGRAD_POINTS: usize = 16;
 
-/// Input channels transformed at a time (the transformed panel is `WINOGRAD_POINTS * this
-/// * 16` floats on the stack: 128 KiB on desktop CPUs, 8 KiB elsewhere).
-const CHANNEL_BLOCK: usize = stack_floats(128, 8);
+/// Input channels transformed at a time (the transformed panel, 16 points by this many
+/// channels by 16 tiles, is on the stack: 128 KiB on desktop CPUs, 4 KiB elsewhere,
+/// beside the 16 KiB of products of a block of output channels).
+const CHANNEL_BLOCK: usize = stack_floats(128, 4);
 
 /// True when [`conv2d_winograd`] computes this convolution: a 3x3 kernel, unit stride
 /// and dilation, one group.
