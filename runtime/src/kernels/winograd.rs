@@ -11,8 +11,8 @@
 //! ```
 //!
 //! The transforms add and subtract (and halve, for `G`), so the result differs from the
-//! direct sum only by rounding: the tests bound it like the GEMM's, with a factor for the
-//! transforms' extra sums.
+//! direct sum only by rounding: the tests hold it to the direct sum's bound
+//! (`n * eps * sum |terms|`).
 
 use super::{
     each_row, stack_floats, tile_panel, Conv2dGeom, Lhs, Start, MAX_TILE_ROWS, PANEL,
@@ -77,8 +77,8 @@ pub fn winograd_weights(w: &[f32], out: &mut [f32], c_out: usize, c_in: usize) {
 /// epilogue `epi(base, row)` once each output plane is complete). Per panel of 16 tiles
 /// and block of input channels, the tiles' input is transformed into a stack buffer, then
 /// each block of 16 output channels runs 16 register tiles (one per point) and
-/// transforms their sums back into output pixels. With threads, output channels split in
-/// blocks of 16.
+/// transforms their sums back into output pixels. With threads, rows of tiles split over
+/// them on large maps, output channels (blocks of 16) on small ones.
 pub fn conv2d_winograd(
     x: &[f32],
     u: &[f32],
