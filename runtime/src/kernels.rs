@@ -1657,23 +1657,27 @@ pub fn tile_conv2d_weights(w: &[f32], out: &mut [f32], c_out: usize, groups: usi
     let cout_g = c_out / groups;
     let depth = w.len() / c_out.max(1);
     let group_len = cout_g * depth;
-    let tiled = cout_g / WEIGHT_TILE_ROWS * WEIGHT_TILE_ROWS;
     for (src, dst) in w
         .chunks_exact(group_len.max(1))
         .zip(out.chunks_exact_mut(group_len.max(1)))
     {
-        let tiles = tiled * depth;
-        for (t, tile) in dst[..tiles]
-            .chunks_exact_mut(WEIGHT_TILE_ROWS * depth)
-            .enumerate()
-        {
-            for (k, step) in tile.chunks_exact_mut(WEIGHT_TILE_ROWS).enumerate() {
-                for (i, slot) in step.iter_mut().enumerate() {
-                    *slot = src[(t * WEIGHT_TILE_ROWS + i) * depth + k];
-                }
-            }
+        for (at, &value) in src.iter().enumerate() {
+            dst[weight_tile_index((at / depth, at % depth), (cout_g, depth))] = value;
         }
-        dst[tiles..].copy_from_slice(&src[tiles..]);
+    }
+}
+
+/// Where [`tile_conv2d_weights`] puts row `row`, column `k` of a `[rows, depth]` weight:
+/// inside the whole tiles of [`WEIGHT_TILE_ROWS`] rows, step `k` of the row's tile holds
+/// its rows side by side; the rows past the last whole tile stay row-major after them.
+/// (The one statement of the layout; `winograd_weights` lays each point's matrix out
+/// through it too.)
+pub(crate) fn weight_tile_index((row, k): (usize, usize), (rows, depth): (usize, usize)) -> usize {
+    if row < rows / WEIGHT_TILE_ROWS * WEIGHT_TILE_ROWS {
+        let (tile, within) = (row / WEIGHT_TILE_ROWS, row % WEIGHT_TILE_ROWS);
+        (tile * depth + k) * WEIGHT_TILE_ROWS + within
+    } else {
+        row * depth + k
     }
 }
 

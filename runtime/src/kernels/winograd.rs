@@ -15,8 +15,8 @@
 //! (`n * eps * sum |terms|`).
 
 use super::{
-    each_row, stack_floats, tile_panel, Conv2dGeom, Lhs, Start, MAX_TILE_ROWS, PANEL,
-    WEIGHT_TILE_ROWS,
+    each_row, stack_floats, tile_panel, weight_tile_index, Conv2dGeom, Lhs, Start, MAX_TILE_ROWS,
+    PANEL,
 };
 
 /// Points of a transformed tile (4 x 4): products per tile and input channel.
@@ -48,15 +48,7 @@ pub fn winograd_weights(w: &[f32], out: &mut [f32], c_out: usize, c_in: usize) {
         &w[..c_out * c_in * 9],
         &mut out[..winograd_weights_len(c_out, c_in)],
     );
-    let tiled = c_out / WEIGHT_TILE_ROWS * WEIGHT_TILE_ROWS;
-    let at = |oc: usize, ic: usize| {
-        if oc < tiled {
-            let (tile, within) = (oc / WEIGHT_TILE_ROWS, oc % WEIGHT_TILE_ROWS);
-            (tile * c_in + ic) * WEIGHT_TILE_ROWS + within
-        } else {
-            oc * c_in + ic
-        }
-    };
+    let at = |oc: usize, ic: usize| weight_tile_index((oc, ic), (c_out, c_in));
     // G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
     let g_rows = |[a, b, c]: [f32; 3]| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
     for (k, g) in w.chunks_exact(9).enumerate() {
