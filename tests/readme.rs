@@ -1,8 +1,8 @@
 //! The README's op lists cannot drift: the "Supported ops" table names exactly the ops of
-//! `ops::OPS`, and the ONNX table is what `onnx::readme_table()` generates from
+//! `ops::ops()`, and the ONNX table is what `onnx::readme_table()` generates from
 //! `onnx::ONNX_OPS`, and the op reference (README and `src/op_reference.md`, which the
 //! rustdoc of `dnn!` includes) is what `ops::reference_markdown()` generates from
-//! `ops::OPS` (`DNNFUSION_BLESS=1` rewrites both).
+//! `ops::ops()` (`DNNFUSION_BLESS=1` rewrites both).
 
 use std::collections::BTreeSet;
 
@@ -33,8 +33,7 @@ fn supported_ops_table_lists_exactly_the_dsl_ops() {
             }
         }
     }
-    let ops: BTreeSet<String> = dnnfusion_compiler::ops::OPS
-        .iter()
+    let ops: BTreeSet<String> = dnnfusion_compiler::ops::ops()
         .map(|o| o.name.to_string())
         .collect();
     let missing: Vec<&String> = ops.difference(&listed).collect();
@@ -80,7 +79,7 @@ fn check_generated(path: &str, start: &str, end: &str, want: &str) {
             let updated = format!("{}{want}{}", &text[..body_start], &text[stop..]);
             std::fs::write(path, updated).unwrap();
         } else {
-            panic!("{path}: the op reference differs from ops::OPS; rewrite it with\n  DNNFUSION_BLESS=1 cargo test --test readme");
+            panic!("{path}: the op reference differs from ops::ops(); rewrite it with\n  DNNFUSION_BLESS=1 cargo test --test readme");
         }
     }
 }

@@ -35,6 +35,7 @@ use crate::element::{self, row_major_strides, ElementProgram, Ex, Ix};
 use crate::fuse::{self, Block, FusionPlan};
 use crate::ir::*;
 use crate::lower::ModelIr;
+use crate::ops::unary::f32_lit;
 use crate::plan::{MemoryPlan, Slot};
 use crate::work::{self, Stage};
 
@@ -1031,12 +1032,7 @@ fn ex_tokens(ex: &Ex, prefix: &str) -> TokenStream {
         }
         Ex::Anchor => quote! { acc },
         Ex::Const(c) => f32_lit(*c),
-        // `v * v` reads its operand twice: name it once
-        Ex::Unary(UnaryOp::Square, a) => {
-            let a = ex_tokens(a);
-            quote! { { let v: f32 = #a; v * v } }
-        }
-        Ex::Unary(op, a) => unary_expr(*op, &operand(a, prefix, unary_operand_level(*op))),
+        Ex::Unary(op, a) => unary_expr(*op, &operand(a, prefix, op.binds().1)),
         Ex::Binary(op, a, b) => {
             let (left, right) = binary_operand_levels(*op);
             binary_expr(*op, &operand(a, prefix, left), &operand(b, prefix, right))
@@ -1086,17 +1082,7 @@ fn level(ex: &Ex) -> u8 {
         Ex::Binary(BinaryOp::Add | BinaryOp::Sub, ..) => 1,
         Ex::Binary(BinaryOp::Mul | BinaryOp::Div, ..) => 2,
         Ex::Binary(BinaryOp::Max | BinaryOp::Min | BinaryOp::Pow, ..) => 9,
-        Ex::Unary(op, _) => match op {
-            UnaryOp::AddScalar(_) | UnaryOp::SubScalar(_) | UnaryOp::ScalarSub(_) => 1,
-            UnaryOp::MulScalar(_)
-            | UnaryOp::DivScalar(_)
-            | UnaryOp::ScalarDiv(_)
-            | UnaryOp::Recip
-            | UnaryOp::Rsqrt => 2,
-            UnaryOp::Neg => 3,
-            UnaryOp::Square => 0,
-            _ => 9,
-        },
+        Ex::Unary(op, _) => op.binds().0,
         Ex::Select(..) | Ex::Prelu(..) | Ex::InRange { .. } => 0,
     }
 }
@@ -1109,17 +1095,6 @@ fn operand(ex: &Ex, prefix: &str, at_least: u8) -> TokenStream {
         quote! { (#tokens) }
     } else {
         tokens
-    }
-}
-
-/// The binding `unary_expr` needs of its operand: a left operand of `+` needs 1, a right
-/// one 2, and so on; a call argument needs nothing.
-fn unary_operand_level(op: UnaryOp) -> u8 {
-    match op {
-        UnaryOp::AddScalar(_) | UnaryOp::SubScalar(_) => 1,
-        UnaryOp::MulScalar(_) | UnaryOp::DivScalar(_) | UnaryOp::ScalarSub(_) => 2,
-        UnaryOp::ScalarDiv(_) | UnaryOp::Recip | UnaryOp::HardSigmoid { .. } | UnaryOp::Neg => 3,
-        _ => 0,
     }
 }
 
@@ -1518,94 +1493,9 @@ fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
         .collect()
 }
 
-fn f32_lit(x: f32) -> TokenStream {
-    if x.is_nan() {
-        quote! { f32::NAN }
-    } else if x == f32::INFINITY {
-        quote! { f32::INFINITY }
-    } else if x == f32::NEG_INFINITY {
-        quote! { f32::NEG_INFINITY }
-    } else {
-        let lit = proc_macro2::Literal::f32_suffixed(x);
-        quote! { #lit }
-    }
-}
-
-/// A unary op applied to the operand `v` (parenthesized as [`unary_operand_level`]
-/// asks). `Square` reads it twice: pass a name there.
+/// A unary op applied to the operand `v` (parenthesized as [`UnaryOp::binds`] asks).
 fn unary_expr(op: UnaryOp, v: &TokenStream) -> TokenStream {
-    let m = quote! { ::dnnfusion::runtime::math };
-    match op {
-        UnaryOp::Neg => quote! { -#v },
-        UnaryOp::Abs => quote! { #m::abs(#v) },
-        UnaryOp::Exp => quote! { #m::exp(#v) },
-        UnaryOp::Log => quote! { #m::ln(#v) },
-        UnaryOp::Sqrt => quote! { #m::sqrt(#v) },
-        UnaryOp::Rsqrt => quote! { 1.0f32 / #m::sqrt(#v) },
-        UnaryOp::Recip => quote! { 1.0f32 / #v },
-        UnaryOp::Square => quote! { #v * #v },
-        UnaryOp::Relu => quote! { #m::relu(#v) },
-        UnaryOp::Relu6 => quote! { #m::clip(#v, 0.0, 6.0) },
-        UnaryOp::LeakyRelu(a) => {
-            let a = f32_lit(a);
-            quote! { #m::leaky_relu(#v, #a) }
-        }
-        UnaryOp::Elu(a) => {
-            let a = f32_lit(a);
-            quote! { #m::elu(#v, #a) }
-        }
-        UnaryOp::Selu => quote! { #m::selu(#v) },
-        UnaryOp::Sigmoid => quote! { #m::sigmoid(#v) },
-        UnaryOp::Tanh => quote! { #m::tanh(#v) },
-        UnaryOp::Gelu => quote! { #m::gelu(#v) },
-        UnaryOp::GeluTanh => quote! { #m::gelu_tanh(#v) },
-        UnaryOp::Silu => quote! { #m::silu(#v) },
-        UnaryOp::HardSigmoid { alpha, beta } => {
-            let (a, b) = (f32_lit(alpha), f32_lit(beta));
-            quote! { #m::clip(#a * #v + #b, 0.0, 1.0) }
-        }
-        UnaryOp::HardSwish => quote! { #m::hard_swish(#v) },
-        UnaryOp::Mish => quote! { #m::mish(#v) },
-        UnaryOp::Softplus => quote! { #m::softplus(#v) },
-        UnaryOp::Erf => quote! { #m::erf(#v) },
-        UnaryOp::Sin => quote! { #m::sin(#v) },
-        UnaryOp::Cos => quote! { #m::cos(#v) },
-        UnaryOp::Floor => quote! { #m::floor(#v) },
-        UnaryOp::Ceil => quote! { #m::ceil(#v) },
-        UnaryOp::Round => quote! { #m::round_half_even(#v) },
-        UnaryOp::Clip { min, max } => {
-            let (a, b) = (f32_lit(min), f32_lit(max));
-            quote! { #m::clip(#v, #a, #b) }
-        }
-        UnaryOp::PowScalar(c) => {
-            let c = f32_lit(c);
-            quote! { #m::pow(#v, #c) }
-        }
-        UnaryOp::AddScalar(c) => {
-            let c = f32_lit(c);
-            quote! { #v + #c }
-        }
-        UnaryOp::SubScalar(c) => {
-            let c = f32_lit(c);
-            quote! { #v - #c }
-        }
-        UnaryOp::ScalarSub(c) => {
-            let c = f32_lit(c);
-            quote! { #c - #v }
-        }
-        UnaryOp::MulScalar(c) => {
-            let c = f32_lit(c);
-            quote! { #v * #c }
-        }
-        UnaryOp::DivScalar(c) => {
-            let c = f32_lit(c);
-            quote! { #v / #c }
-        }
-        UnaryOp::ScalarDiv(c) => {
-            let c = f32_lit(c);
-            quote! { #c / #v }
-        }
-    }
+    op.emit(&quote! { ::dnnfusion::runtime::math }, v)
 }
 
 /// A binary op on the operands `a` and `b` (parenthesized as [`binary_operand_levels`]

@@ -114,92 +114,7 @@ impl Graph {
     }
 }
 
-/// One-input elementwise functions. Scalar operands are folded in as fields.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum UnaryOp {
-    /// `-x`
-    Neg,
-    /// `|x|`
-    Abs,
-    /// `e^x`
-    Exp,
-    /// natural logarithm
-    Log,
-    /// square root
-    Sqrt,
-    /// `1 / sqrt(x)`
-    Rsqrt,
-    /// `1 / x`
-    Recip,
-    /// `x * x`
-    Square,
-    /// `max(x, 0)`
-    Relu,
-    /// `min(max(x, 0), 6)`
-    Relu6,
-    /// `x` if positive else `alpha * x`
-    LeakyRelu(f32),
-    /// `x` if positive else `alpha * (e^x - 1)`
-    Elu(f32),
-    /// scaled ELU with the fixed constants of Klambauer et al.
-    Selu,
-    /// `1 / (1 + e^-x)`
-    Sigmoid,
-    /// hyperbolic tangent
-    Tanh,
-    /// `x * Phi(x)` with the exact erf
-    Gelu,
-    /// GELU with the tanh approximation
-    GeluTanh,
-    /// `x * sigmoid(x)`
-    Silu,
-    /// `clamp(alpha * x + beta, 0, 1)`
-    HardSigmoid {
-        /// slope
-        alpha: f32,
-        /// offset
-        beta: f32,
-    },
-    /// `x * relu6(x + 3) / 6`
-    HardSwish,
-    /// `x * tanh(softplus(x))`
-    Mish,
-    /// `ln(1 + e^x)`
-    Softplus,
-    /// error function
-    Erf,
-    /// sine
-    Sin,
-    /// cosine
-    Cos,
-    /// round down
-    Floor,
-    /// round up
-    Ceil,
-    /// round half to even
-    Round,
-    /// `clamp(x, min, max)`
-    Clip {
-        /// lower bound
-        min: f32,
-        /// upper bound
-        max: f32,
-    },
-    /// `x ^ c`
-    PowScalar(f32),
-    /// `x + c`
-    AddScalar(f32),
-    /// `x - c`
-    SubScalar(f32),
-    /// `c - x`
-    ScalarSub(f32),
-    /// `x * c`
-    MulScalar(f32),
-    /// `x / c`
-    DivScalar(f32),
-    /// `c / x`
-    ScalarDiv(f32),
-}
+pub use crate::ops::unary::UnaryOp;
 
 /// Two-input elementwise functions with numpy broadcasting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -794,48 +709,6 @@ impl Op {
             Op::Expand => "expand",
             Op::Resize(_) | Op::Resample(_) => "resize",
             Op::Cumsum { .. } => "cumsum",
-        }
-    }
-}
-
-impl UnaryOp {
-    /// The DSL name of the function.
-    pub fn name(&self) -> &'static str {
-        match self {
-            UnaryOp::Neg => "neg",
-            UnaryOp::Abs => "abs",
-            UnaryOp::Exp => "exp",
-            UnaryOp::Log => "log",
-            UnaryOp::Sqrt => "sqrt",
-            UnaryOp::Rsqrt => "rsqrt",
-            UnaryOp::Recip => "reciprocal",
-            UnaryOp::Square => "square",
-            UnaryOp::Relu => "relu",
-            UnaryOp::Relu6 => "relu6",
-            UnaryOp::LeakyRelu(_) => "leaky_relu",
-            UnaryOp::Elu(_) => "elu",
-            UnaryOp::Selu => "selu",
-            UnaryOp::Sigmoid => "sigmoid",
-            UnaryOp::Tanh => "tanh",
-            UnaryOp::Gelu => "gelu",
-            UnaryOp::GeluTanh => "gelu_tanh",
-            UnaryOp::Silu => "silu",
-            UnaryOp::HardSigmoid { .. } => "hard_sigmoid",
-            UnaryOp::HardSwish => "hard_swish",
-            UnaryOp::Mish => "mish",
-            UnaryOp::Softplus => "softplus",
-            UnaryOp::Erf => "erf",
-            UnaryOp::Sin => "sin",
-            UnaryOp::Cos => "cos",
-            UnaryOp::Floor => "floor",
-            UnaryOp::Ceil => "ceil",
-            UnaryOp::Round => "round",
-            UnaryOp::Clip { .. } => "clip",
-            UnaryOp::PowScalar(_) => "pow",
-            UnaryOp::AddScalar(_) => "add",
-            UnaryOp::SubScalar(_) | UnaryOp::ScalarSub(_) => "sub",
-            UnaryOp::MulScalar(_) => "mul",
-            UnaryOp::DivScalar(_) | UnaryOp::ScalarDiv(_) => "div",
         }
     }
 }

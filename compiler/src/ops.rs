@@ -1,7 +1,7 @@
 //! The DSL's built-in ops: argument binding and lowering of each call to graph nodes.
 //!
 //! Part of the `lower` stage. Every op takes positional arguments in the order of its
-//! signature in [`OPS`], or keywords; attribute defaults follow PyTorch.
+//! signature in [`ops`], or keywords; attribute defaults follow PyTorch.
 
 use proc_macro2::Span;
 use syn::Ident;
@@ -9,6 +9,8 @@ use syn::Ident;
 use crate::check::{self, fmt_shape};
 use crate::ir::*;
 use crate::lower::{as_f64, Eval, Lowerer, Reported, Val};
+
+pub mod unary;
 
 /// One built-in op of the DSL: its name, signature and the parameters it creates, for
 /// errors and for the op reference ([`reference_markdown`]).
@@ -25,9 +27,8 @@ pub struct OpSignature {
 
 macro_rules! signatures {
     ($($name:literal => $sig:literal $(; params $params:literal)?,)*) => {
-        /// Every built-in op with its signature (the README's op list and op reference are
-        /// checked against this).
-        pub const OPS: &[OpSignature] = &[$(OpSignature {
+        /// The built-in ops other than [`unary`]'s functions, with their signatures.
+        const OTHER_OPS: &[OpSignature] = &[$(OpSignature {
             name: $name,
             signature: $sig,
             params: concat!("" $(, $params)?),
@@ -36,13 +37,7 @@ macro_rules! signatures {
 }
 
 signatures! {
-    "neg" => "x", "abs" => "x", "exp" => "x", "log" => "x", "sqrt" => "x", "rsqrt" => "x",
-    "reciprocal" => "x", "square" => "x", "relu" => "x", "relu6" => "x",
-    "leaky_relu" => "x, negative_slope = 0.01", "elu" => "x, alpha = 1.0", "selu" => "x",
-    "sigmoid" => "x", "tanh" => "x", "gelu" => "x, approximate = \"none\"", "gelu_tanh" => "x",
-    "silu" => "x", "hard_sigmoid" => "x, *, alpha = 1/6, beta = 0.5", "hard_swish" => "x",
-    "mish" => "x", "softplus" => "x", "erf" => "x", "sin" => "x", "cos" => "x",
-    "floor" => "x", "ceil" => "x", "round" => "x", "clip" => "x, min = -inf, max = inf",
+    "gelu" => "x, approximate = \"none\"",
     "add" => "a, b", "sub" => "a, b", "mul" => "a, b", "div" => "a, b",
     "maximum" => "a, b", "minimum" => "a, b", "pow" => "a, b",
     "where" => "cond, a, b", "prelu" => "x, num_parameters = 1"; params "weight [num_parameters]",
@@ -80,14 +75,14 @@ signatures! {
     "dropout" => "x, p = 0.5, *, training = false, inplace = false", "identity" => "x",
 }
 
-/// The op reference: one row per op of [`OPS`] with its signature, the parameters it
+/// The op reference: one row per op of [`ops`] with its signature, the parameters it
 /// creates and the other spellings its keywords accept (the README and the rustdoc of
 /// `dnn!` include it; a test keeps them current).
 pub fn reference_markdown() -> String {
     let mut out = String::from(
         "| op | arguments (after `*`: keyword only) | parameters it creates |\n|---|---|---|\n",
     );
-    for op in OPS {
+    for op in ops() {
         let names = argument_names(op.name);
         let aliases: Vec<String> = KEYWORD_ALIASES
             .iter()
@@ -112,9 +107,16 @@ pub fn reference_markdown() -> String {
     out
 }
 
+/// Every built-in op with its signature: the unary functions called by name (their rows
+/// in [`unary`]), then the rest (the README's op list and op reference are checked
+/// against this).
+pub fn ops() -> impl Iterator<Item = &'static OpSignature> {
+    unary::SIGNATURES.iter().flatten().chain(OTHER_OPS)
+}
+
 /// True when `name` is a built-in op.
 pub fn is_op(name: &str) -> bool {
-    OPS.iter().any(|op| op.name == name)
+    ops().any(|op| op.name == name)
 }
 
 /// The arguments of one call, consumed by name as an op binds them.
@@ -224,8 +226,7 @@ impl CallArgs {
     }
 
     fn signature(&self) -> String {
-        let sig = OPS
-            .iter()
+        let sig = ops()
             .find(|o| o.name == self.op)
             .map_or("", |o| o.signature);
         format!("{}({sig})", self.op)
@@ -562,56 +563,6 @@ impl Bind<'_, '_> {
     }
 }
 
-fn unary_of(name: &str) -> Option<UnaryOp> {
-    Some(match name {
-        "neg" => UnaryOp::Neg,
-        "abs" => UnaryOp::Abs,
-        "exp" => UnaryOp::Exp,
-        "log" => UnaryOp::Log,
-        "sqrt" => UnaryOp::Sqrt,
-        "rsqrt" => UnaryOp::Rsqrt,
-        "reciprocal" => UnaryOp::Recip,
-        "square" => UnaryOp::Square,
-        "relu" => UnaryOp::Relu,
-        "relu6" => UnaryOp::Relu6,
-        "selu" => UnaryOp::Selu,
-        "sigmoid" => UnaryOp::Sigmoid,
-        "tanh" => UnaryOp::Tanh,
-        "gelu_tanh" => UnaryOp::GeluTanh,
-        "silu" => UnaryOp::Silu,
-        "hard_swish" => UnaryOp::HardSwish,
-        "mish" => UnaryOp::Mish,
-        "softplus" => UnaryOp::Softplus,
-        "erf" => UnaryOp::Erf,
-        "sin" => UnaryOp::Sin,
-        "cos" => UnaryOp::Cos,
-        "floor" => UnaryOp::Floor,
-        "ceil" => UnaryOp::Ceil,
-        "round" => UnaryOp::Round,
-        _ => return None,
-    })
-}
-
-/// Folds a unary function of a compile-time number.
-fn fold_unary(op: UnaryOp, x: f64) -> Option<f64> {
-    Some(match op {
-        UnaryOp::Neg => -x,
-        UnaryOp::Abs => x.abs(),
-        UnaryOp::Exp => x.exp(),
-        UnaryOp::Log => x.ln(),
-        UnaryOp::Sqrt => x.sqrt(),
-        UnaryOp::Rsqrt => 1.0 / x.sqrt(),
-        UnaryOp::Recip => 1.0 / x,
-        UnaryOp::Square => x * x,
-        UnaryOp::Tanh => x.tanh(),
-        UnaryOp::Sin => x.sin(),
-        UnaryOp::Cos => x.cos(),
-        UnaryOp::Floor => x.floor(),
-        UnaryOp::Ceil => x.ceil(),
-        _ => return None,
-    })
-}
-
 /// The strings of a list value (`["a", "b"]`), or `None` when it is anything else.
 fn string_list(val: &Val) -> Option<Vec<String>> {
     let Val::List(items) = val else { return None };
@@ -658,7 +609,7 @@ impl From<Reported> for LowerError {
 }
 
 fn closest(name: &str) -> Option<&'static str> {
-    closest_of(name, OPS.iter().map(|o| o.name))
+    closest_of(name, ops().map(|o| o.name))
 }
 
 /// The candidate nearest to `name` by edit distance (with transpositions), if it is near
@@ -710,7 +661,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// The argument names in an op's signature (`conv2d`: `x`, `out_channels`, `kernel`, ...).
 pub fn argument_names(op: &str) -> Vec<&'static str> {
-    let Some(sig) = OPS.iter().find(|o| o.name == op).map(|o| o.signature) else {
+    let Some(sig) = ops().find(|o| o.name == op).map(|o| o.signature) else {
         return Vec::new();
     };
     let mut names = Vec::new();
@@ -741,30 +692,10 @@ fn leading_name(part: &str) -> Option<&str> {
 }
 
 fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
-    if let Some(u) = unary_of(name) {
-        return unary(b, u);
+    if let Some(val) = unary_call(b, name) {
+        return val;
     }
     let val = match name {
-        "leaky_relu" => {
-            let alpha = peek_float(b, "negative_slope", 0.01)?;
-            return unary(b, UnaryOp::LeakyRelu(alpha));
-        }
-        "elu" => {
-            let alpha = peek_float(b, "alpha", 1.0)?;
-            return unary(b, UnaryOp::Elu(alpha));
-        }
-        "hard_sigmoid" => {
-            let x = b.tensor("x")?;
-            b.keywords_only();
-            let alpha = b.float("alpha", Some(1.0 / 6.0))? as f32;
-            let beta = b.float("beta", Some(0.5))? as f32;
-            let shape = b.shape(x.0);
-            b.node(
-                Op::Unary(UnaryOp::HardSigmoid { alpha, beta }),
-                vec![x.0],
-                shape,
-            )?
-        }
         "gelu" => {
             let x = b.tensor("x")?;
             let (approx, _) = b.string("approximate", "none", &["none", "tanh"])?;
@@ -775,13 +706,6 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             };
             let shape = b.shape(x.0);
             b.node(Op::Unary(op), vec![x.0], shape)?
-        }
-        "clip" | "clamp" => {
-            let x = b.tensor("x")?;
-            let min = b.float("min", Some(f64::NEG_INFINITY))? as f32;
-            let max = b.float("max", Some(f64::INFINITY))? as f32;
-            let shape = b.shape(x.0);
-            b.node(Op::Unary(UnaryOp::Clip { min, max }), vec![x.0], shape)?
         }
         "add" | "sub" | "mul" | "div" | "maximum" | "minimum" | "pow" => {
             let op = match name {
@@ -2173,14 +2097,29 @@ fn adaptive_avg_pool2d(
     Ok(Val::Tensor(current))
 }
 
-fn peek_float(b: &mut Bind<'_, '_>, name: &str, default: f64) -> Result<f32, LowerError> {
-    // the scalar is the second argument; take the tensor first to keep positions right
+/// A DSL call of a unary function by name (its row in [`unary`] says which parameters it
+/// reads), or `None` when `name` is none.
+fn unary_call(b: &mut Bind<'_, '_>, name: &str) -> Option<Result<Val, LowerError>> {
+    // the parameters come after `x`: set it aside so that positions stay right
     let x = b.args.positional.pop_front();
-    let v = b.float(name, Some(default));
+    let op = UnaryOp::from_call(name, b);
+    b.args.keywords_only = false;
     if let Some(x) = x {
         b.args.positional.push_front(x);
     }
-    Ok(v? as f32)
+    Some(op?.map_err(LowerError::from).and_then(|op| unary(b, op)))
+}
+
+impl unary::CallArgs for Bind<'_, '_> {
+    type Error = Reported;
+
+    fn keywords_only(&mut self) {
+        Bind::keywords_only(self);
+    }
+
+    fn float(&mut self, keyword: &str, default: Option<f64>) -> Result<f32, Reported> {
+        Ok(Bind::float(self, keyword, default)? as f32)
+    }
 }
 
 fn unary(b: &mut Bind<'_, '_>, op: UnaryOp) -> Result<Val, LowerError> {
@@ -2189,16 +2128,8 @@ fn unary(b: &mut Bind<'_, '_>, op: UnaryOp) -> Result<Val, LowerError> {
             let shape = b.shape(id);
             Ok(b.node(Op::Unary(op), vec![id], shape)?)
         }
-        Some((v @ (Val::Int(_) | Val::Float(_)), s)) => match fold_unary(op, as_f64(&v)) {
-            Some(r) => Ok(Val::Float(r)),
-            None => Ok(b.lw.fail(
-                s,
-                format!(
-                    "`{}` of a number is not folded at compile time; apply it to a tensor",
-                    op.name()
-                ),
-            )?),
-        },
+        // a number folds here, by the function's one f64 semantics
+        Some((v @ (Val::Int(_) | Val::Float(_)), _)) => Ok(Val::Float(op.reference(as_f64(&v)))),
         Some((Val::Poison, _)) => Err(Failed),
         Some((other, s)) => Ok(b.wrong("x", "a tensor", &other, s)?),
         None => Ok(b.missing("x")?),

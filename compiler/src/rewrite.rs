@@ -178,7 +178,7 @@ pub struct Rewritten {
 /// the number of ops.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cost {
-    /// Floating-point operations, weighted (see [`flops_per_element`]).
+    /// Floating-point operations, weighted (see [`UnaryOp::cost`]).
     pub flops: u64,
     /// Elements read plus elements written.
     pub loads: u64,
@@ -236,50 +236,6 @@ impl Gain {
     }
 }
 
-/// FLOPs one output element of an elementwise function costs. Our weights, not the
-/// paper's (it counts every op as one FLOP per element, which cannot tell `x / c` from
-/// `x * (1 / c)` or `pow(x, 2)` from `x * x`): 1 for add, multiply, compare and friends,
-/// 4 for division and square roots, 8 for transcendental functions, sums for composites.
-pub fn flops_per_element(op: UnaryOp) -> u64 {
-    match op {
-        UnaryOp::Neg
-        | UnaryOp::Abs
-        | UnaryOp::Square
-        | UnaryOp::Relu
-        | UnaryOp::Relu6
-        | UnaryOp::LeakyRelu(_)
-        | UnaryOp::HardSigmoid { .. }
-        | UnaryOp::Floor
-        | UnaryOp::Ceil
-        | UnaryOp::Round
-        | UnaryOp::Clip { .. }
-        | UnaryOp::AddScalar(_)
-        | UnaryOp::SubScalar(_)
-        | UnaryOp::ScalarSub(_)
-        | UnaryOp::MulScalar(_) => 1,
-        UnaryOp::Sqrt
-        | UnaryOp::Rsqrt
-        | UnaryOp::Recip
-        | UnaryOp::DivScalar(_)
-        | UnaryOp::ScalarDiv(_)
-        | UnaryOp::HardSwish => 4,
-        UnaryOp::Exp
-        | UnaryOp::Log
-        | UnaryOp::Elu(_)
-        | UnaryOp::Selu
-        | UnaryOp::Sigmoid
-        | UnaryOp::Tanh
-        | UnaryOp::Softplus
-        | UnaryOp::Erf
-        | UnaryOp::Sin
-        | UnaryOp::Cos
-        | UnaryOp::PowScalar(_) => 8,
-        UnaryOp::Silu => 9,
-        UnaryOp::Gelu | UnaryOp::GeluTanh => 10,
-        UnaryOp::Mish => 17,
-    }
-}
-
 fn elements(shape: &[usize]) -> u64 {
     shape.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64))
 }
@@ -293,7 +249,7 @@ pub fn op_cost(op: &Op, inputs: &[&[usize]], out: &[usize]) -> Cost {
         .map(|s| elements(s))
         .fold(0, u64::saturating_add);
     let flops = match op {
-        Op::Unary(u) => n.saturating_mul(flops_per_element(*u)),
+        Op::Unary(u) => n.saturating_mul(u.cost()),
         Op::Binary(b) => n.saturating_mul(match b {
             crate::ir::BinaryOp::Div => 4,
             crate::ir::BinaryOp::Pow => 8,

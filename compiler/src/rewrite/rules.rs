@@ -10,6 +10,7 @@ use super::{Operand, Operand::Old, Patch};
 use crate::ir::{
     BinaryOp, Graph, Node, Op, ReduceKind, ReshapeKind, ResizeMode, UnaryOp, ValueId, ValueKind,
 };
+use crate::ops::unary::{Order, Sign};
 
 // ---------------------------------------------------------------------------------------
 // Matching helpers
@@ -113,41 +114,10 @@ pub fn nonneg(g: &Graph, v: ValueId, depth: usize) -> bool {
     let all = |n: &Node| n.inputs.iter().all(|&x| nonneg(g, x, depth - 1));
     let first = |n: &Node| n.inputs.first().is_some_and(|&x| nonneg(g, x, depth - 1));
     match &n.op {
-        Op::Unary(u) => match u {
-            UnaryOp::Abs
-            | UnaryOp::Relu
-            | UnaryOp::Relu6
-            | UnaryOp::Exp
-            | UnaryOp::Sqrt
-            | UnaryOp::Square
-            | UnaryOp::Sigmoid
-            | UnaryOp::Softplus => true,
-            UnaryOp::HardSigmoid { .. } => true,
-            UnaryOp::Clip { min, .. } => *min >= 0.0,
-            UnaryOp::PowScalar(c) => (c.fract() == 0.0 && (*c as i64) % 2 == 0) || first(n),
-            UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Round | UnaryOp::Tanh | UnaryOp::Erf => {
-                first(n)
-            }
-            UnaryOp::MulScalar(c) | UnaryOp::DivScalar(c) | UnaryOp::AddScalar(c) => {
-                *c >= 0.0 && first(n)
-            }
-            UnaryOp::LeakyRelu(a) | UnaryOp::Elu(a) => *a >= 0.0 && first(n),
-            // 1 / -0 is -inf: a zero's sign matters here
-            UnaryOp::Recip
-            | UnaryOp::Rsqrt
-            | UnaryOp::Neg
-            | UnaryOp::Log
-            | UnaryOp::Selu
-            | UnaryOp::Gelu
-            | UnaryOp::GeluTanh
-            | UnaryOp::Silu
-            | UnaryOp::HardSwish
-            | UnaryOp::Mish
-            | UnaryOp::Sin
-            | UnaryOp::Cos
-            | UnaryOp::SubScalar(_)
-            | UnaryOp::ScalarSub(_)
-            | UnaryOp::ScalarDiv(_) => false,
+        Op::Unary(u) => match u.sign() {
+            Sign::Nonneg => true,
+            Sign::KeepsNonneg => first(n),
+            Sign::Any => false,
         },
         Op::Softmax { .. } => true,
         Op::Binary(BinaryOp::Add | BinaryOp::Mul | BinaryOp::Min) => all(n),
@@ -182,35 +152,12 @@ pub fn nonneg(g: &Graph, v: ValueId, depth: usize) -> bool {
 
 /// Nondecreasing on every input, NaN to NaN (so it commutes with max and min).
 fn increasing(u: UnaryOp) -> bool {
-    match u {
-        UnaryOp::Relu
-        | UnaryOp::Relu6
-        | UnaryOp::Exp
-        | UnaryOp::Sigmoid
-        | UnaryOp::Tanh
-        | UnaryOp::Erf
-        | UnaryOp::Softplus
-        | UnaryOp::Selu
-        | UnaryOp::Floor
-        | UnaryOp::Ceil
-        | UnaryOp::Round
-        | UnaryOp::Clip { .. }
-        | UnaryOp::AddScalar(_)
-        | UnaryOp::SubScalar(_) => true,
-        UnaryOp::MulScalar(c) | UnaryOp::DivScalar(c) => c > 0.0,
-        UnaryOp::LeakyRelu(a) | UnaryOp::Elu(a) => a >= 0.0,
-        UnaryOp::HardSigmoid { alpha, .. } => alpha >= 0.0,
-        _ => false,
-    }
+    u.order() == Order::Increasing
 }
 
 /// Nonincreasing on every input, NaN to NaN.
 fn decreasing(u: UnaryOp) -> bool {
-    match u {
-        UnaryOp::Neg | UnaryOp::ScalarSub(_) => true,
-        UnaryOp::MulScalar(c) | UnaryOp::DivScalar(c) => c < 0.0,
-        _ => false,
-    }
+    u.order() == Order::Decreasing
 }
 
 /// A scalar scale: `x * c`, `x / c` or `-x` (commutes with sums, means and products).
@@ -2640,18 +2587,7 @@ pub fn commutative_unary_past_where(g: &Graph, n: usize) -> Option<Patch> {
 
 /// `u(v)` for the functions the compiler evaluates exactly as the generated code does.
 fn eval_simple(u: UnaryOp, v: f32) -> Option<f32> {
-    Some(match u {
-        UnaryOp::Neg => -v,
-        UnaryOp::Abs => v.abs(),
-        UnaryOp::Relu => v.max(0.0),
-        UnaryOp::Square => v * v,
-        UnaryOp::MulScalar(c) => v * c,
-        UnaryOp::DivScalar(c) => v / c,
-        UnaryOp::AddScalar(c) => v + c,
-        UnaryOp::SubScalar(c) => v - c,
-        UnaryOp::ScalarSub(c) => c - v,
-        _ => return None,
-    })
+    u.exact().then(|| u.reference(f64::from(v)) as f32)
 }
 
 /// `u(pad(x)) -> pad(u(x))`: the function runs on the smaller tensor (a constant border
