@@ -47,6 +47,11 @@ op_cases! {
             (relu6(x * 4.0), leaky_relu(x, 0.2), elu(x, alpha = 0.5), selu(x), hard_sigmoid(x), hard_swish(x * 3.0), mish(x))
         }
     }
+    unary_activations_3 {
+        model Case(x: [3, 7]) -> (a: [3, 7], b: [3, 7], c: [3, 7], d: [3, 7]) {
+            (softsign(x * 3.0), celu(x, alpha = 0.5), celu(x), thresholded_relu(x, alpha = 0.25))
+        }
+    }
     unary_math {
         model Case(x: [3, 8], pos: [3, 8]) -> (a: [3, 8], b: [3, 8], c: [3, 8], d: [3, 8], e: [3, 8], f: [3, 8], g: [3, 8], h: [3, 8]) {
             (exp(x), log(pos), sqrt(pos), rsqrt(pos), reciprocal(pos), square(x), abs(x), neg(x))

@@ -364,6 +364,16 @@ pub mod test_ceil_example {
     }
 }
 
+pub mod test_celu {
+    dnnfusion::dnn! {
+        /// Imported from ONNX (1 nodes, opset 28, written by backend-test).
+        pub model Case(x: [3, 3, 3, 1]) -> [3, 3, 3, 1] {
+            let y = celu(x, alpha = 2.0);
+            y
+        }
+    }
+}
+
 pub mod test_clip {
     dnnfusion::dnn! {
         /// Imported from ONNX (1 nodes, opset 13, written by backend-test).
@@ -6190,6 +6200,26 @@ pub mod test_softplus_example {
     }
 }
 
+pub mod test_softsign {
+    dnnfusion::dnn! {
+        /// Imported from ONNX (1 nodes, opset 22, written by backend-test).
+        pub model Case(x: [3, 4, 5]) -> [3, 4, 5] {
+            let y = softsign(x);
+            y
+        }
+    }
+}
+
+pub mod test_softsign_example {
+    dnnfusion::dnn! {
+        /// Imported from ONNX (1 nodes, opset 22, written by backend-test).
+        pub model Case(x: [3]) -> [3] {
+            let y = softsign(x);
+            y
+        }
+    }
+}
+
 pub mod test_spacetodepth {
     dnnfusion::dnn! {
         /// Imported from ONNX (1 nodes, opset 28, written by backend-test).
@@ -6508,6 +6538,36 @@ pub mod test_tanh_example {
     }
 }
 
+pub mod test_thresholdedrelu {
+    dnnfusion::dnn! {
+        /// Imported from ONNX (1 nodes, opset 22, written by backend-test).
+        pub model Case(x: [3, 4, 5]) -> [3, 4, 5] {
+            let y = thresholded_relu(x, alpha = 2.0);
+            y
+        }
+    }
+}
+
+pub mod test_thresholdedrelu_default {
+    dnnfusion::dnn! {
+        /// Imported from ONNX (1 nodes, opset 22, written by backend-test).
+        pub model Case(x: [3, 4, 5]) -> [3, 4, 5] {
+            let y = thresholded_relu(x, alpha = 1.0);
+            y
+        }
+    }
+}
+
+pub mod test_thresholdedrelu_example {
+    dnnfusion::dnn! {
+        /// Imported from ONNX (1 nodes, opset 22, written by backend-test).
+        pub model Case(x: [5]) -> [5] {
+            let y = thresholded_relu(x, alpha = 2.0);
+            y
+        }
+    }
+}
+
 pub mod test_tile {
     dnnfusion::dnn! {
         /// Imported from ONNX (1 nodes, opset 13, written by backend-test).
@@ -6708,6 +6768,7 @@ pub fn run(case: &str, inputs: &[Vec<f32>], params: &dyn Fn(&str) -> Option<Vec<
         "test_causal_conv_with_state_with_past_state_expanded" => crate::run_model::<test_causal_conv_with_state_with_past_state_expanded::Case>(inputs, params),
         "test_ceil" => crate::run_model::<test_ceil::Case>(inputs, params),
         "test_ceil_example" => crate::run_model::<test_ceil_example::Case>(inputs, params),
+        "test_celu" => crate::run_model::<test_celu::Case>(inputs, params),
         "test_clip" => crate::run_model::<test_clip::Case>(inputs, params),
         "test_clip_default_inbounds" => crate::run_model::<test_clip_default_inbounds::Case>(inputs, params),
         "test_clip_default_inbounds_expanded" => crate::run_model::<test_clip_default_inbounds_expanded::Case>(inputs, params),
@@ -7146,6 +7207,8 @@ pub fn run(case: &str, inputs: &[Vec<f32>], params: &dyn Fn(&str) -> Option<Vec<
         "test_softmax_negative_axis_expanded_ver18" => crate::run_model::<test_softmax_negative_axis_expanded_ver18::Case>(inputs, params),
         "test_softplus" => crate::run_model::<test_softplus::Case>(inputs, params),
         "test_softplus_example" => crate::run_model::<test_softplus_example::Case>(inputs, params),
+        "test_softsign" => crate::run_model::<test_softsign::Case>(inputs, params),
+        "test_softsign_example" => crate::run_model::<test_softsign_example::Case>(inputs, params),
         "test_spacetodepth" => crate::run_model::<test_spacetodepth::Case>(inputs, params),
         "test_spacetodepth_crd_mode_example" => crate::run_model::<test_spacetodepth_crd_mode_example::Case>(inputs, params),
         "test_spacetodepth_crd_mode_example_expanded" => crate::run_model::<test_spacetodepth_crd_mode_example_expanded::Case>(inputs, params),
@@ -7177,6 +7240,9 @@ pub fn run(case: &str, inputs: &[Vec<f32>], params: &dyn Fn(&str) -> Option<Vec<
         "test_sub_example" => crate::run_model::<test_sub_example::Case>(inputs, params),
         "test_tanh" => crate::run_model::<test_tanh::Case>(inputs, params),
         "test_tanh_example" => crate::run_model::<test_tanh_example::Case>(inputs, params),
+        "test_thresholdedrelu" => crate::run_model::<test_thresholdedrelu::Case>(inputs, params),
+        "test_thresholdedrelu_default" => crate::run_model::<test_thresholdedrelu_default::Case>(inputs, params),
+        "test_thresholdedrelu_example" => crate::run_model::<test_thresholdedrelu_example::Case>(inputs, params),
         "test_tile" => crate::run_model::<test_tile::Case>(inputs, params),
         "test_tile_precomputed" => crate::run_model::<test_tile_precomputed::Case>(inputs, params),
         "test_transpose_all_permutations_0" => crate::run_model::<test_transpose_all_permutations_0::Case>(inputs, params),

@@ -243,6 +243,9 @@ def unary_probe():
         a * np.clip(a + 3.0, 0.0, 6.0) / 6.0,
         a * np.tanh(softplus(a)),
         softplus(a),
+        a / (1.0 + np.abs(a)),  # softsign
+        np.where(a > 0, a, np.expm1(a)),  # celu, alpha 1
+        np.where(a > 1.0, a, 0.0),  # thresholded_relu, alpha 1
         erf(a),
         np.sin(a),
         np.cos(a),

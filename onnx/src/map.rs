@@ -835,19 +835,12 @@ fn pow(c: &mut Ctx<'_>) -> R<Vec<String>> {
     Ok(vec![format!("pow({a}, {b})")])
 }
 
-fn leaky_relu(c: &mut Ctx<'_>) -> R<Vec<String>> {
-    let alpha = c.float("alpha", 0.01)?;
+/// A function of one float attribute `alpha` (default `default`), passed to the DSL
+/// function `dsl` as its parameter `keyword`.
+fn unary_alpha(c: &mut Ctx<'_>, dsl: &str, keyword: &str, default: f32) -> R<Vec<String>> {
+    let alpha = c.float("alpha", default)?;
     let x = c.float_data(0)?;
-    Ok(vec![format!(
-        "leaky_relu({x}, negative_slope = {})",
-        flt(alpha)
-    )])
-}
-
-fn elu(c: &mut Ctx<'_>) -> R<Vec<String>> {
-    let alpha = c.float("alpha", 1.0)?;
-    let x = c.float_data(0)?;
-    Ok(vec![format!("elu({x}, alpha = {})", flt(alpha))])
+    Ok(vec![format!("{dsl}({x}, {keyword} = {})", flt(alpha))])
 }
 
 /// ONNX's f32 defaults for Selu.
@@ -2547,8 +2540,11 @@ onnx_ops! {
     "HardSwish" => "hard_swish", [], "", |c| unary(c, "hard_swish");
     "Mish" => "mish", [], "", |c| unary(c, "mish");
     "Softplus" => "softplus", [], "", |c| unary(c, "softplus");
-    "LeakyRelu" => "leaky_relu", ["alpha"], "", leaky_relu;
-    "Elu" => "elu", ["alpha"], "", elu;
+    "Softsign" => "softsign", [], "", |c| unary(c, "softsign");
+    "LeakyRelu" => "leaky_relu", ["alpha"], "", |c| unary_alpha(c, "leaky_relu", "negative_slope", 0.01);
+    "Elu" => "elu", ["alpha"], "", |c| unary_alpha(c, "elu", "alpha", 1.0);
+    "Celu" => "celu", ["alpha"], "", |c| unary_alpha(c, "celu", "alpha", 1.0);
+    "ThresholdedRelu" => "thresholded_relu", ["alpha"], "", |c| unary_alpha(c, "thresholded_relu", "alpha", 1.0);
     "Selu" => "selu, elu", ["alpha", "gamma"], "non-default constants: `elu(x, alpha) * gamma`", selu;
     "HardSigmoid" => "hard_sigmoid", ["alpha", "beta"], "", hard_sigmoid;
     "Gelu" => "gelu", ["approximate"], "", gelu;

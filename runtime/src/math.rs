@@ -339,6 +339,32 @@ pub fn silu(x: f32) -> f32 {
     x * sigmoid(x)
 }
 
+/// `x / (1 + |x|)`
+#[inline(always)]
+pub fn softsign(x: f32) -> f32 {
+    x / (1.0 + abs(x))
+}
+
+/// `x` if positive, else `alpha * (e^(x / alpha) - 1)` (CELU)
+#[inline(always)]
+pub fn celu(x: f32, alpha: f32) -> f32 {
+    if x > 0.0 {
+        x
+    } else {
+        alpha * libm::expm1f(x / alpha)
+    }
+}
+
+/// `x` above `alpha`, else 0; NaN stays NaN
+#[inline(always)]
+pub fn thresholded_relu(x: f32, alpha: f32) -> f32 {
+    if x <= alpha {
+        0.0
+    } else {
+        x
+    }
+}
+
 /// `x * relu6(x + 3) / 6`
 #[inline(always)]
 pub fn hard_swish(x: f32) -> f32 {

@@ -429,6 +429,35 @@ unary_functions! {
         f64: |x| x * sigmoid(x),
         emit: |m, v| quote! { #m::silu(#v) },
     }
+    /// `x / (1 + |x|)`
+    Softsign => {
+        name: "softsign", dsl: call, cost: 6,
+        sign: Sign::KeepsNonneg, order: Order::Increasing, exact: false, binds: (9, 0),
+        f64: |x| x / (1.0 + x.abs()),
+        emit: |m, v| quote! { #m::softsign(#v) },
+    }
+    /// `x` if positive else `alpha * (e^(x / alpha) - 1)` (CELU, Barron 2017)
+    Celu(alpha = 1.0) => {
+        name: "celu", dsl: call, cost: 13,
+        sign: Sign::KeepsNonneg, order: increasing_if(alpha > 0.0), exact: false, binds: (9, 0),
+        f64: |x| if x > 0.0 { x } else { wide(alpha) * (x / wide(alpha)).exp_m1() },
+        emit: |m, v| {
+            let a = f32_lit(alpha);
+            quote! { #m::celu(#v, #a) }
+        },
+    }
+    /// `x` above `alpha`, else 0 (ONNX's ThresholdedRelu)
+    ThresholdedRelu(alpha = 1.0) => {
+        name: "thresholded_relu", dsl: call, cost: 1,
+        sign: if alpha >= 0.0 { Sign::Nonneg } else { Sign::KeepsNonneg },
+        order: increasing_if(alpha >= 0.0), exact: true, binds: (9, 0),
+        // NaN stays NaN: the comparison fails for it
+        f64: |x| if x <= wide(alpha) { 0.0 } else { x },
+        emit: |m, v| {
+            let a = f32_lit(alpha);
+            quote! { #m::thresholded_relu(#v, #a) }
+        },
+    }
     /// `clamp(alpha * x + beta, 0, 1)`
     HardSigmoid {
         /// slope
