@@ -3,8 +3,11 @@
 //! Input: an op, its operand shapes; output: the result shape or a message saying what
 //! was expected and what was found. `lower` calls these rules as it builds the graph
 //! (block calls bind their shape patterns from the shapes it infers), attaching the span
-//! of the token at fault; [`check`] re-validates a finished [`Graph`] (used after every
-//! later pass in tests and debug builds).
+//! of the token at fault. [`infer`] is the one result-shape rule of every op (an
+//! exhaustive `match`: a new op does not compile without its rule): [`check`] holds every
+//! node of a finished [`Graph`] to it after lowering and after every rewrite round,
+//! rewrite patches take their nodes' shapes from it, and the reference interpreter
+//! compares each result it computes with it.
 //!
 //! ```text
 //!   conv2d([1, 1, 28, 28], weight [6, 1, 5, 5])  ->  [1, 6, 24, 24]
@@ -12,7 +15,7 @@
 //! ```
 
 use crate::ir::{
-    Conv2d, ConvTranspose2d, Graph, Op, Pool2d, ResizeMode, ValueKind, WEIGHT_PANEL,
+    Conv2d, ConvTranspose2d, ConvWeights, Graph, Op, Pool2d, ValueKind, WEIGHT_PANEL,
     WINOGRAD_POINTS,
 };
 
@@ -448,8 +451,496 @@ pub fn reshape(x: &[usize], target: &[i64]) -> Result<Vec<usize>, ShapeError> {
     Ok(out)
 }
 
-/// Re-validates every node of a finished graph: operand counts and result shapes. A
-/// failure here is an internal error of the pass that produced the graph.
+/// The operands of an op, exactly `K` of them, or the complaint that names the count.
+fn operands<'a, const K: usize>(
+    name: &str,
+    inputs: &[&'a [usize]],
+) -> Result<[&'a [usize]; K], ShapeError> {
+    <[&[usize]; K]>::try_from(inputs).or_else(|_| {
+        err(
+            None,
+            format!("{name}: takes {K} operands, found {}", inputs.len()),
+        )
+    })
+}
+
+/// The data operand of an op that takes `required` operands or `all` (with its optional
+/// trailing parameters, as `weight, bias`).
+fn leading<'a>(
+    name: &str,
+    inputs: &[&'a [usize]],
+    required: usize,
+    all: usize,
+) -> Result<&'a [usize], ShapeError> {
+    match inputs.first() {
+        Some(x) if inputs.len() == required || inputs.len() == all => Ok(x),
+        _ => err(
+            None,
+            format!(
+                "{name}: takes {required} or {all} operands, found {}",
+                inputs.len()
+            ),
+        ),
+    }
+}
+
+/// Operand `index` (if given) must have shape `want`.
+fn expect_shape(
+    name: &str,
+    what: &str,
+    inputs: &[&[usize]],
+    index: usize,
+    want: &[usize],
+) -> Result<(), ShapeError> {
+    match inputs.get(index) {
+        Some(s) if *s != want => err(
+            Some(index),
+            format!(
+                "{name}: {what} must have shape {}, found {}",
+                fmt_shape(want),
+                fmt_shape(s)
+            ),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// `axis` must be below the rank of `x`.
+fn expect_axis(name: &str, x: &[usize], axis: usize) -> Result<(), ShapeError> {
+    if axis >= x.len() {
+        return err(
+            Some(0),
+            format!(
+                "{name}: axis {axis} is out of range for shape {}",
+                fmt_shape(x)
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// The result shape of `op` on operands of shapes `inputs`: the one shape inference of
+/// every op, used by [`check`] after lowering and after every rewrite round. `given` is
+/// the result value's recorded shape, read only by the ops whose result shape is their
+/// attribute (`reshape`, `expand`, `resize`), which validate it against their operand.
+pub fn infer(op: &Op, inputs: &[&[usize]], given: &[usize]) -> Result<Vec<usize>, ShapeError> {
+    let name = op.name();
+    match op {
+        Op::Unary(_) => Ok(operands::<1>(name, inputs)?[0].to_vec()),
+        Op::Binary(_) => {
+            let [a, b] = operands(name, inputs)?;
+            broadcast(name, a, b)
+        }
+        Op::Where => {
+            let [c, a, b] = operands(name, inputs)?;
+            broadcast(name, &broadcast(name, c, a)?, b)
+        }
+        Op::Prelu => {
+            let [x, slope] = operands(name, inputs)?;
+            let n: usize = slope.iter().product();
+            if n != 1 && x.get(1) != Some(&n) {
+                return err(
+                    Some(1),
+                    format!(
+                        "prelu: {} slopes for input {} (one, or one per channel)",
+                        n,
+                        fmt_shape(x)
+                    ),
+                );
+            }
+            Ok(x.to_vec())
+        }
+        Op::Linear => {
+            let x = leading(name, inputs, 2, 3)?;
+            let w = inputs.get(1).copied().unwrap_or(&[]);
+            let (Some(&k), [n, k2]) = (x.last(), w) else {
+                return err(
+                    Some(1),
+                    format!(
+                        "linear: input {} and weight {} (the weight is [out, in])",
+                        fmt_shape(x),
+                        fmt_shape(w)
+                    ),
+                );
+            };
+            if k != *k2 {
+                return err(
+                    Some(1),
+                    format!(
+                        "linear: weight {} does not take {k} input features",
+                        fmt_shape(w)
+                    ),
+                );
+            }
+            expect_shape(name, "the bias", inputs, 2, &[*n])?;
+            let mut out = x.to_vec();
+            if let Some(last) = out.last_mut() {
+                *last = *n;
+            }
+            Ok(out)
+        }
+        Op::MatMul => {
+            let [a, b] = operands(name, inputs)?;
+            matmul(a, b)
+        }
+        Op::MatMulPanels { n } => {
+            let [a, p] = operands(name, inputs)?;
+            let k = a.last().copied().unwrap_or(0);
+            let panels = [n.div_ceil(WEIGHT_PANEL), k, WEIGHT_PANEL];
+            if a.len() < 2 || p != panels {
+                return err(
+                    Some(1),
+                    format!(
+                        "matmul (packed): operands {} and {} (panels {} expected)",
+                        fmt_shape(a),
+                        fmt_shape(p),
+                        fmt_shape(&panels)
+                    ),
+                );
+            }
+            let mut out = a.to_vec();
+            if let Some(last) = out.last_mut() {
+                *last = *n;
+            }
+            Ok(out)
+        }
+        Op::PackPanels => match operands::<1>(name, inputs)?[0] {
+            [n, k] => Ok(vec![n.div_ceil(WEIGHT_PANEL), *k, WEIGHT_PANEL]),
+            w => err(
+                Some(0),
+                format!("pack_panels: a 2-d weight expected, found {}", fmt_shape(w)),
+            ),
+        },
+        Op::TileConvWeights { groups } => {
+            let [w] = operands(name, inputs)?;
+            match w.first() {
+                Some(o) if w.len() == 4 && *groups > 0 && o % groups == 0 => Ok(w.to_vec()),
+                _ => err(
+                    Some(0),
+                    format!(
+                        "tile_conv_weights: a 4-d weight whose {groups} groups divide its outputs expected, found {}",
+                        fmt_shape(w)
+                    ),
+                ),
+            }
+        }
+        Op::WinogradWeights => match operands::<1>(name, inputs)?[0] {
+            [o, i, 3, 3] => Ok(vec![WINOGRAD_POINTS, *o, *i]),
+            w => err(
+                Some(0),
+                format!(
+                    "winograd_weights: a 3x3 weight expected, found {}",
+                    fmt_shape(w)
+                ),
+            ),
+        },
+        Op::Conv2d(attrs) => {
+            let x = leading(name, inputs, 2, 3)?;
+            let w = inputs.get(1).copied().unwrap_or(&[]);
+            let c = x.get(1).copied().unwrap_or(0);
+            let per_group = c.checked_div(attrs.groups).unwrap_or(0);
+            let [kh, kw] = attrs.kernel;
+            let out_channels = match (attrs.weights, w) {
+                (ConvWeights::Winograd, [p, o, i])
+                    if *p == WINOGRAD_POINTS && *i == c && attrs.kernel == [3, 3] =>
+                {
+                    *o
+                }
+                (ConvWeights::RowMajor | ConvWeights::Tiled, [o, i, h, k])
+                    if *i == per_group && [*h, *k] == [kh, kw] =>
+                {
+                    *o
+                }
+                _ => {
+                    return err(
+                        Some(1),
+                        format!(
+                            "conv2d: weight {} ({:?} layout) does not fit input {} with {} groups and kernel {kh}x{kw}",
+                            fmt_shape(w),
+                            attrs.weights,
+                            fmt_shape(x),
+                            attrs.groups
+                        ),
+                    )
+                }
+            };
+            expect_shape(name, "the bias", inputs, 2, &[out_channels])?;
+            conv2d(x, attrs, out_channels)
+        }
+        Op::ConvTranspose2d(attrs) => {
+            let x = leading(name, inputs, 2, 3)?;
+            let w = inputs.get(1).copied().unwrap_or(&[]);
+            let out_channels = match w {
+                [i, o, h, k]
+                    if Some(i) == x.get(1) && [*h, *k] == attrs.kernel =>
+                {
+                    o.saturating_mul(attrs.groups)
+                }
+                _ => {
+                    return err(
+                        Some(1),
+                        format!(
+                            "conv_transpose2d: weight {} does not fit input {} (the weight is [in, out / groups, kh, kw])",
+                            fmt_shape(w),
+                            fmt_shape(x)
+                        ),
+                    )
+                }
+            };
+            expect_shape(name, "the bias", inputs, 2, &[out_channels])?;
+            conv_transpose2d(x, attrs, out_channels)
+        }
+        Op::MaxPool2d(attrs) | Op::AvgPool2d(attrs) => {
+            let [x] = operands(name, inputs)?;
+            pool2d(name, x, attrs)
+        }
+        Op::GlobalAvgPool | Op::GlobalMaxPool => {
+            let [x] = operands(name, inputs)?;
+            if x.len() < 2 {
+                return err(
+                    Some(0),
+                    format!("{name}: needs [N, C, ...], found {}", fmt_shape(x)),
+                );
+            }
+            Ok(x.iter()
+                .enumerate()
+                .map(|(axis, &d)| if axis < 2 { d } else { 1 })
+                .collect())
+        }
+        Op::Reduce { axes, keepdims, .. } => {
+            let [x] = operands(name, inputs)?;
+            let sorted = axes.windows(2).all(|p| matches!(p, [a, b] if a < b));
+            if !sorted || axes.iter().any(|&a| a >= x.len()) {
+                return err(
+                    Some(0),
+                    format!(
+                        "{name}: axes {axes:?} must be sorted, distinct and below the rank of {}",
+                        fmt_shape(x)
+                    ),
+                );
+            }
+            Ok(x.iter()
+                .enumerate()
+                .filter_map(|(axis, &d)| match (axes.contains(&axis), keepdims) {
+                    (false, _) => Some(d),
+                    (true, true) => Some(1),
+                    (true, false) => None,
+                })
+                .collect())
+        }
+        Op::Softmax { axis } | Op::LogSoftmax { axis } | Op::Cumsum { axis, .. } => {
+            let [x] = operands(name, inputs)?;
+            expect_axis(name, x, *axis)?;
+            Ok(x.to_vec())
+        }
+        Op::LayerNorm { dims, .. } => {
+            let x = leading(name, inputs, 1, 3)?;
+            let Some(normalized) = x
+                .get(x.len().saturating_sub(*dims)..)
+                .filter(|_| *dims <= x.len())
+            else {
+                return err(
+                    Some(0),
+                    format!(
+                        "layer_norm: {dims} normalized axes for shape {}",
+                        fmt_shape(x)
+                    ),
+                );
+            };
+            expect_shape(name, "the weight", inputs, 1, normalized)?;
+            expect_shape(name, "the bias", inputs, 2, normalized)?;
+            Ok(x.to_vec())
+        }
+        Op::BatchNorm { .. } => {
+            let [x, ..] = operands::<5>(name, inputs)?;
+            let c = channels(name, x)?;
+            for (i, what) in [
+                (1, "the weight"),
+                (2, "the bias"),
+                (3, "the running mean"),
+                (4, "the running variance"),
+            ] {
+                expect_shape(name, what, inputs, i, &[c])?;
+            }
+            Ok(x.to_vec())
+        }
+        Op::GroupNorm { .. } | Op::InstanceNorm { .. } => {
+            let x = leading(name, inputs, 1, 3)?;
+            let c = channels(name, x)?;
+            if let Op::GroupNorm { groups, .. } = op {
+                if *groups == 0 || c % groups != 0 {
+                    return err(
+                        None,
+                        format!("group_norm: {groups} groups do not divide {c} channels"),
+                    );
+                }
+            }
+            expect_shape(name, "the weight", inputs, 1, &[c])?;
+            expect_shape(name, "the bias", inputs, 2, &[c])?;
+            Ok(x.to_vec())
+        }
+        Op::Reshape(_) => {
+            let [x] = operands(name, inputs)?;
+            if elements(x) != elements(given) {
+                return err(
+                    Some(0),
+                    format!(
+                        "{name}: {} and {} hold different numbers of elements",
+                        fmt_shape(x),
+                        fmt_shape(given)
+                    ),
+                );
+            }
+            Ok(given.to_vec())
+        }
+        Op::Transpose { perm } => {
+            let [x] = operands(name, inputs)?;
+            let mut seen = vec![false; x.len()];
+            let out: Option<Vec<usize>> = perm
+                .iter()
+                .map(|&p| {
+                    let slot = seen.get_mut(p)?;
+                    (!std::mem::replace(slot, true)).then_some(())?;
+                    x.get(p).copied()
+                })
+                .collect();
+            match out {
+                Some(out) if perm.len() == x.len() => Ok(out),
+                _ => err(
+                    None,
+                    format!(
+                        "transpose: {perm:?} is not a permutation of the axes of {}",
+                        fmt_shape(x)
+                    ),
+                ),
+            }
+        }
+        Op::Concat { axis } => {
+            let Some(first) = inputs.first() else {
+                return err(None, "concat: takes at least one operand".to_string());
+            };
+            expect_axis(name, first, *axis)?;
+            let mut out = first.to_vec();
+            for (i, s) in inputs.iter().enumerate().skip(1) {
+                let fits = s.len() == first.len()
+                    && s.iter()
+                        .zip(first.iter())
+                        .enumerate()
+                        .all(|(a, (d, f))| a == *axis || d == f);
+                if !fits {
+                    return err(
+                        Some(i),
+                        format!(
+                            "concat: {} does not join {} along axis {axis}",
+                            fmt_shape(s),
+                            fmt_shape(first)
+                        ),
+                    );
+                }
+                if let (Some(slot), Some(d)) = (out.get_mut(*axis), s.get(*axis)) {
+                    *slot += d;
+                }
+            }
+            Ok(out)
+        }
+        Op::Slice {
+            starts,
+            ends,
+            steps,
+        } => {
+            let [x] = operands(name, inputs)?;
+            let rank = x.len();
+            if starts.len() != rank
+                || ends.len() != rank
+                || steps.len() != rank
+                || steps.contains(&0)
+            {
+                return err(
+                    None,
+                    format!(
+                        "slice: {} needs one start, end and positive step per axis, found {starts:?} {ends:?} {steps:?}",
+                        fmt_shape(x)
+                    ),
+                );
+            }
+            Ok(x.iter()
+                .zip(starts.iter().zip(ends).zip(steps))
+                .map(|(&len, ((&start, &end), &step))| {
+                    let start = start.min(len);
+                    (end.min(len).max(start) - start).div_ceil(step)
+                })
+                .collect())
+        }
+        Op::Pad { pads, .. } => {
+            let [x] = operands(name, inputs)?;
+            if pads.len() != x.len() {
+                return err(
+                    None,
+                    format!("pad: {} pads for shape {}", pads.len(), fmt_shape(x)),
+                );
+            }
+            Ok(x.iter()
+                .zip(pads)
+                .map(|(&d, &(before, after))| d.saturating_add(before).saturating_add(after))
+                .collect())
+        }
+        Op::Gather { axis } => {
+            let [x, indices] = operands(name, inputs)?;
+            expect_axis(name, x, *axis)?;
+            let mut out = x.get(..*axis).unwrap_or_default().to_vec();
+            out.extend_from_slice(indices);
+            out.extend_from_slice(x.get(axis + 1..).unwrap_or_default());
+            Ok(out)
+        }
+        Op::Expand => {
+            let [x] = operands(name, inputs)?;
+            if broadcast(name, x, given).ok().as_deref() != Some(given) {
+                return err(
+                    Some(0),
+                    format!(
+                        "expand: {} does not broadcast to {}",
+                        fmt_shape(x),
+                        fmt_shape(given)
+                    ),
+                );
+            }
+            Ok(given.to_vec())
+        }
+        Op::Resize(_) | Op::Resample(_) => {
+            let [x] = operands(name, inputs)?;
+            let axes_ok = match op {
+                Op::Resample(spec) => spec.scales.len() == x.len() && spec.roi.len() == x.len(),
+                _ => x.len() >= 3,
+            };
+            if x.len() != given.len() || !axes_ok {
+                return err(
+                    Some(0),
+                    format!(
+                        "resize: input {} and output {} disagree in rank",
+                        fmt_shape(x),
+                        fmt_shape(given)
+                    ),
+                );
+            }
+            Ok(given.to_vec())
+        }
+    }
+}
+
+/// The channel count (axis 1) of a normalization's input.
+fn channels(name: &str, x: &[usize]) -> Result<usize, ShapeError> {
+    match x.get(1) {
+        Some(&c) => Ok(c),
+        None => err(
+            Some(0),
+            format!("{name}: needs [N, C, ...], found {}", fmt_shape(x)),
+        ),
+    }
+}
+
+/// Re-validates every node of a finished graph: each node owns its output, reads only
+/// earlier values, and its result shape is what [`infer`] says. A failure here is an
+/// internal error of the pass that produced the graph.
 pub fn check(graph: &Graph) -> Result<(), String> {
     crate::work::add(crate::work::Stage::Check, graph.nodes.len());
     for (i, node) in graph.nodes.iter().enumerate() {
@@ -476,107 +967,18 @@ pub fn check(graph: &Graph) -> Result<(), String> {
                 _ => {}
             }
         }
-        let arity_ok = match &node.op {
-            Op::Unary(_)
-            | Op::MaxPool2d(_)
-            | Op::AvgPool2d(_)
-            | Op::GlobalAvgPool
-            | Op::GlobalMaxPool
-            | Op::Reduce { .. }
-            | Op::Softmax { .. }
-            | Op::LogSoftmax { .. }
-            | Op::Reshape(_)
-            | Op::Transpose { .. }
-            | Op::Slice { .. }
-            | Op::Pad { .. }
-            | Op::Expand
-            | Op::Resize(_)
-            | Op::Resample(_)
-            | Op::PackPanels
-            | Op::TileConvWeights { .. }
-            | Op::WinogradWeights
-            | Op::Cumsum { .. } => shapes.len() == 1,
-            Op::Binary(_)
-            | Op::Prelu
-            | Op::MatMul
-            | Op::MatMulPanels { .. }
-            | Op::Gather { .. } => shapes.len() == 2,
-            Op::Where => shapes.len() == 3,
-            Op::Linear | Op::Conv2d(_) | Op::ConvTranspose2d(_) => matches!(shapes.len(), 2 | 3),
-            Op::LayerNorm { .. } | Op::GroupNorm { .. } | Op::InstanceNorm { .. } => {
-                matches!(shapes.len(), 1 | 3)
+        match infer(&node.op, &shapes, out) {
+            Ok(inferred) if inferred == out => {}
+            Ok(inferred) => {
+                let found: Vec<String> = shapes.iter().map(|s| fmt_shape(s)).collect();
+                return Err(format!(
+                    "node {i} ({name}) has operands {} and result {}, but they give {}",
+                    found.join(", "),
+                    fmt_shape(out),
+                    fmt_shape(&inferred)
+                ));
             }
-            Op::BatchNorm { .. } => shapes.len() == 5,
-            Op::Concat { .. } => !shapes.is_empty(),
-        };
-        if !arity_ok {
-            return Err(format!("node {i} ({name}) has {} operands", shapes.len()));
-        }
-        let in_len: usize = shapes.first().map_or(0, |s| s.iter().product());
-        let out_len: usize = out.iter().product();
-        let consistent = match &node.op {
-            Op::Unary(_)
-            | Op::Softmax { .. }
-            | Op::LogSoftmax { .. }
-            | Op::Cumsum { .. }
-            | Op::LayerNorm { .. }
-            | Op::BatchNorm { .. }
-            | Op::GroupNorm { .. }
-            | Op::InstanceNorm { .. }
-            | Op::Prelu => shapes.first() == Some(&out),
-            Op::Reshape(_) | Op::Transpose { .. } => in_len == out_len,
-            Op::Binary(_) => match (shapes.first(), shapes.get(1)) {
-                (Some(a), Some(b)) => broadcast(name, a, b).is_ok_and(|s| s == out),
-                _ => false,
-            },
-            Op::MatMul => match (shapes.first(), shapes.get(1)) {
-                (Some(a), Some(b)) => matmul(a, b).is_ok_and(|s| s == out),
-                _ => false,
-            },
-            Op::MatMulPanels { n } => match (shapes.first(), shapes.get(1)) {
-                (Some(a), Some(p)) => {
-                    let k = a.last().copied();
-                    let mut want = a.to_vec();
-                    if let Some(last) = want.last_mut() {
-                        *last = *n;
-                    }
-                    let panels = [n.div_ceil(WEIGHT_PANEL), k.unwrap_or(0), WEIGHT_PANEL];
-                    a.len() >= 2 && p[..] == panels && want[..] == out[..]
-                }
-                _ => false,
-            },
-            Op::PackPanels => shapes.first().is_some_and(|w| match w[..] {
-                [n, k] => out[..] == [n.div_ceil(WEIGHT_PANEL), k, WEIGHT_PANEL],
-                _ => false,
-            }),
-            Op::TileConvWeights { groups } => shapes.first().is_some_and(|w| {
-                w.len() == 4
-                    && w[..] == out[..]
-                    && *groups > 0
-                    && w.first().is_some_and(|c| c % groups == 0)
-            }),
-            Op::WinogradWeights => shapes.first().is_some_and(|w| match w[..] {
-                [o, i, 3, 3] => out[..] == [WINOGRAD_POINTS, o, i],
-                _ => false,
-            }),
-            Op::Conv2d(attrs) => shapes.first().is_some_and(|x| {
-                conv2d(x, attrs, out.get(1).copied().unwrap_or(0)).is_ok_and(|s| s == out)
-            }),
-            Op::MaxPool2d(attrs) | Op::AvgPool2d(attrs) => shapes
-                .first()
-                .is_some_and(|x| pool2d(name, x, attrs).is_ok_and(|s| s == out)),
-            Op::Resize(ResizeMode::Nearest | ResizeMode::Bilinear { .. }) => shapes
-                .first()
-                .is_some_and(|x| x.len() == out.len() && x.len() >= 3),
-            _ => true,
-        };
-        if !consistent {
-            let found: Vec<String> = shapes.iter().map(|s| fmt_shape(s)).collect();
-            return Err(format!(
-                "node {i} ({name}) has operands {} but result {}",
-                found.join(", "),
-                fmt_shape(out)
-            ));
+            Err(e) => return Err(format!("node {i}: {}", e.message)),
         }
     }
     for &o in &graph.outputs {
@@ -671,5 +1073,105 @@ mod tests {
     fn matmul_broadcasts_batches() {
         assert_eq!(matmul(&[2, 1, 3, 4], &[5, 4, 6]), Ok(vec![2, 5, 3, 6]));
         assert!(matmul(&[3, 4], &[5, 6]).is_err());
+    }
+
+    #[test]
+    fn infer_gives_each_ops_result_shape_and_refuses_misfits() {
+        use crate::ir::{PadMode, ReduceKind, UnaryOp};
+        let ok = |op: Op, inputs: &[&[usize]], want: &[usize]| {
+            assert_eq!(infer(&op, inputs, want).as_deref(), Ok(want), "{op:?}");
+        };
+        ok(Op::Unary(UnaryOp::Relu), &[&[2, 3]], &[2, 3]);
+        ok(Op::Where, &[&[3, 1], &[1, 4], &[4]], &[3, 4]);
+        ok(Op::Linear, &[&[2, 5, 19], &[7, 19], &[7]], &[2, 5, 7]);
+        ok(
+            Op::Reduce {
+                kind: ReduceKind::Sum,
+                axes: vec![1, 2],
+                keepdims: false,
+            },
+            &[&[2, 3, 4, 5]],
+            &[2, 5],
+        );
+        ok(
+            Op::Reduce {
+                kind: ReduceKind::Max,
+                axes: vec![0],
+                keepdims: true,
+            },
+            &[&[2, 3]],
+            &[1, 3],
+        );
+        ok(
+            Op::Concat { axis: 1 },
+            &[&[2, 3], &[2, 4], &[2, 1]],
+            &[2, 8],
+        );
+        ok(
+            Op::Slice {
+                starts: vec![0, 1],
+                ends: vec![2, 9],
+                steps: vec![1, 3],
+            },
+            &[&[2, 8]],
+            &[2, 3],
+        );
+        ok(
+            Op::Pad {
+                pads: vec![(1, 2), (0, 0)],
+                mode: PadMode::Edge,
+            },
+            &[&[2, 3]],
+            &[5, 3],
+        );
+        ok(
+            Op::Gather { axis: 1 },
+            &[&[4, 5, 6], &[2, 3]],
+            &[4, 2, 3, 6],
+        );
+        ok(
+            Op::Transpose {
+                perm: vec![2, 0, 1],
+            },
+            &[&[2, 3, 4]],
+            &[4, 2, 3],
+        );
+        ok(Op::GlobalAvgPool, &[&[1, 8, 5, 5]], &[1, 8, 1, 1]);
+        ok(Op::Expand, &[&[3, 1]], &[2, 3, 4]);
+        ok(
+            Op::WinogradWeights,
+            &[&[8, 4, 3, 3]],
+            &[WINOGRAD_POINTS, 8, 4],
+        );
+        let conv = Conv2d {
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1, 1, 1],
+            dilation: [1, 1],
+            groups: 2,
+            weights: ConvWeights::RowMajor,
+        };
+        ok(
+            Op::Conv2d(conv),
+            &[&[1, 4, 8, 8], &[6, 2, 3, 3], &[6]],
+            &[1, 6, 8, 8],
+        );
+        // misfits: a weight for the wrong group count, a bias of the wrong length, an
+        // axis past the rank, a reshape that changes the element count, a bad permutation
+        let bad = |op: Op, inputs: &[&[usize]], given: &[usize]| {
+            assert!(infer(&op, inputs, given).is_err(), "{op:?} on {inputs:?}");
+        };
+        bad(Op::Conv2d(conv), &[&[1, 4, 8, 8], &[6, 4, 3, 3]], &[]);
+        bad(Op::Conv2d(conv), &[&[1, 4, 8, 8], &[6, 2, 3, 3], &[5]], &[]);
+        bad(Op::Linear, &[&[2, 19], &[7, 18]], &[]);
+        bad(Op::Softmax { axis: 2 }, &[&[2, 3]], &[]);
+        bad(
+            Op::Reshape(crate::ir::ReshapeKind::Reshape),
+            &[&[2, 3]],
+            &[7],
+        );
+        bad(Op::Transpose { perm: vec![0, 0] }, &[&[2, 3]], &[]);
+        bad(Op::Concat { axis: 0 }, &[&[2, 3], &[2, 4]], &[]);
+        bad(Op::Binary(crate::ir::BinaryOp::Add), &[&[2, 3]], &[]);
     }
 }

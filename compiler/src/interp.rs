@@ -845,7 +845,17 @@ fn eval_refs(op: &Op, xs: &[&ArrayD<f32>], out_shape: &[usize]) -> Result<ArrayD
             cumsum(x, *axis, *exclusive, *reverse)?
         }
     };
-    Ok(standard_layout(result))
+    // the evaluation and the one shape inference must agree on every op
+    let shapes: Vec<&[usize]> = xs.iter().map(|x| x.shape()).collect();
+    match crate::check::infer(op, &shapes, out_shape) {
+        Ok(inferred) if inferred[..] == *result.shape() => Ok(standard_layout(result)),
+        Ok(inferred) => fail(format!(
+            "{}: evaluation gives shape {:?}, shape inference {inferred:?}",
+            op.name(),
+            result.shape()
+        )),
+        Err(e) => fail(e.message),
+    }
 }
 
 // ---------------------------------------------------------------------------------------

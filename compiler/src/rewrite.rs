@@ -99,16 +99,31 @@ impl Patch {
         }
     }
 
-    /// Adds a node with a known output shape.
-    pub fn push(&mut self, op: Op, inputs: Vec<Operand>, shape: Vec<usize>) -> Operand {
+    /// Adds a node; its shape is what [`crate::check::infer`] gives for its operands
+    /// (`given` is read only by the ops whose result shape is their attribute: reshape,
+    /// expand, resize). `None` when the operands do not fit the op.
+    pub fn node(
+        &mut self,
+        graph: &Graph,
+        op: Op,
+        inputs: Vec<Operand>,
+        given: Vec<usize>,
+    ) -> Option<Operand> {
+        let shapes: Vec<&[usize]> = inputs.iter().map(|&x| self.shape(graph, x)).collect();
+        let shape = crate::check::infer(&op, &shapes, &given).ok()?;
         self.nodes.push(NewNode { op, inputs, shape });
-        Operand::New(self.nodes.len() - 1)
+        Some(Operand::New(self.nodes.len() - 1))
     }
 
     /// Adds an elementwise unary op.
     pub fn unary(&mut self, graph: &Graph, op: UnaryOp, x: Operand) -> Operand {
         let shape = self.shape(graph, x).to_vec();
-        self.push(Op::Unary(op), vec![x], shape)
+        self.nodes.push(NewNode {
+            op: Op::Unary(op),
+            inputs: vec![x],
+            shape,
+        });
+        Operand::New(self.nodes.len() - 1)
     }
 
     /// Adds a broadcasting binary op; `None` when the shapes do not broadcast.
@@ -119,9 +134,7 @@ impl Patch {
         a: Operand,
         b: Operand,
     ) -> Option<Operand> {
-        let shape =
-            crate::check::broadcast("rewrite", self.shape(graph, a), self.shape(graph, b)).ok()?;
-        Some(self.push(Op::Binary(op), vec![a, b], shape))
+        self.node(graph, Op::Binary(op), vec![a, b], Vec::new())
     }
 
     /// Finishes the patch with its result.

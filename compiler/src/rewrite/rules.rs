@@ -182,25 +182,34 @@ fn slice_of(n: &Node) -> Option<SliceSpec> {
     }
 }
 
-/// Adds `slice(x)` with output `shape`, or returns `x` when the slice takes all of it.
-fn make_slice(p: &mut Patch, g: &Graph, x: Operand, spec: SliceSpec, shape: Vec<usize>) -> Operand {
+/// Adds `slice(x)` with output `shape`, or returns `x` when the slice takes all of it;
+/// `None` when the slice of `x` does not have that shape.
+fn make_slice(
+    p: &mut Patch,
+    g: &Graph,
+    x: Operand,
+    spec: SliceSpec,
+    shape: Vec<usize>,
+) -> Option<Operand> {
     let full = {
         let in_shape = p.shape(g, x);
         in_shape == shape.as_slice() && spec.0.iter().all(|&s| s == 0)
     };
     if full {
-        return x;
+        return Some(x);
     }
     let (starts, ends, steps) = spec;
-    p.push(
+    let slice = p.node(
+        g,
         Op::Slice {
             starts,
             ends,
             steps,
         },
         vec![x],
-        shape,
-    )
+        Vec::new(),
+    )?;
+    (p.shape(g, slice) == shape.as_slice()).then_some(slice)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -390,7 +399,7 @@ pub fn identity_reshape_reshape(g: &Graph, n: usize) -> Option<Patch> {
         return None;
     }
     let mut p = Patch::default();
-    let r = p.push(Op::Reshape(*kind), vec![Old(*x)], out_shape(g, n));
+    let r = p.node(g, Op::Reshape(*kind), vec![Old(*x)], out_shape(g, n))?;
     p.done(r)
 }
 
@@ -440,7 +449,7 @@ pub fn identity_transpose_transpose(g: &Graph, n: usize) -> Option<Patch> {
         return None;
     }
     let mut p = Patch::default();
-    let r = p.push(Op::Transpose { perm }, vec![Old(*x)], out_shape(g, n));
+    let r = p.node(g, Op::Transpose { perm }, vec![Old(*x)], out_shape(g, n))?;
     p.done(r)
 }
 
@@ -461,11 +470,12 @@ pub fn identity_transpose_to_reshape(g: &Graph, n: usize) -> Option<Patch> {
         return None;
     }
     let mut p = Patch::default();
-    let r = p.push(
+    let r = p.node(
+        g,
         Op::Reshape(ReshapeKind::Reshape),
         vec![Old(x)],
         out_shape(g, n),
-    );
+    )?;
     p.done(r)
 }
 
@@ -499,7 +509,7 @@ pub fn identity_slice_slice(g: &Graph, n: usize) -> Option<Patch> {
         spec.2.push(step);
     }
     let mut p = Patch::default();
-    let r = make_slice(&mut p, g, Old(*x), spec, out);
+    let r = make_slice(&mut p, g, Old(*x), spec, out)?;
     p.done(r)
 }
 
@@ -521,7 +531,7 @@ pub fn identity_slice_of_concat(g: &Graph, n: usize) -> Option<Patch> {
             *starts.get_mut(axis)? -= offset;
             *ends.get_mut(axis)? = last - offset + 1;
             let mut p = Patch::default();
-            let r = make_slice(&mut p, g, Old(part), (starts, ends, steps), out);
+            let r = make_slice(&mut p, g, Old(part), (starts, ends, steps), out)?;
             return p.done(r);
         }
         offset += len;
@@ -572,7 +582,7 @@ pub fn identity_concat_adjacent_slices(g: &Graph, n: usize) -> Option<Patch> {
         }
     }
     let mut p = Patch::default();
-    let r = make_slice(&mut p, g, Old(source?), spec?, out_shape(g, n));
+    let r = make_slice(&mut p, g, Old(source?), spec?, out_shape(g, n))?;
     p.done(r)
 }
 
@@ -606,7 +616,7 @@ pub fn identity_concat_of_concat(g: &Graph, n: usize) -> Option<Patch> {
         return None;
     }
     let mut p = Patch::default();
-    let r = p.push(Op::Concat { axis }, flat, out_shape(g, n));
+    let r = p.node(g, Op::Concat { axis }, flat, out_shape(g, n))?;
     p.done(r)
 }
 
@@ -648,11 +658,12 @@ pub fn identity_reduce_unit_axes(g: &Graph, n: usize) -> Option<Patch> {
         return Some(Patch::alias(x));
     }
     let mut p = Patch::default();
-    let r = p.push(
+    let r = p.node(
+        g,
         Op::Reshape(ReshapeKind::Squeeze),
         vec![Old(x)],
         out_shape(g, n),
-    );
+    )?;
     p.done(r)
 }
 
@@ -1777,16 +1788,17 @@ pub fn associative_reduce_extreme_chain(g: &Graph, n: usize) -> Option<Patch> {
         axes,
         keepdims: true,
     };
-    let kept = p.push(op, vec![Old(*x)], kept_shape);
+    let kept = p.node(g, op, vec![Old(*x)], kept_shape)?;
     if *keepdims {
         return p.done(kept);
     }
     // the axes the inner reduction kept at length 1 stay; the outer ones go
-    let r = p.push(
+    let r = p.node(
+        g,
         Op::Reshape(ReshapeKind::Reshape),
         vec![kept],
         out_shape(g, n),
-    );
+    )?;
     p.done(r)
 }
 
@@ -1802,11 +1814,12 @@ pub fn associative_shift_into_bias(g: &Graph, n: usize) -> Option<Patch> {
     };
     let mut p = Patch::default();
     let shifted = p.unary(g, u, Old(b));
-    let q = p.push(
+    let q = p.node(
+        g,
         node.op.clone(),
         vec![Old(x), Old(w), shifted],
         out_shape(g, n),
-    );
+    )?;
     p.done(q)
 }
 
@@ -2023,7 +2036,7 @@ pub fn distributive_matmul_left(g: &Graph, n: usize) -> Option<Patch> {
     }
     let mut p = Patch::default();
     let s = p.binary(g, op, Old(b), Old(c))?;
-    let q = p.push(Op::MatMul, vec![Old(a), s], out_shape(g, n));
+    let q = p.node(g, Op::MatMul, vec![Old(a), s], out_shape(g, n))?;
     p.done(q)
 }
 
@@ -2039,7 +2052,7 @@ pub fn distributive_matmul_right(g: &Graph, n: usize) -> Option<Patch> {
     }
     let mut p = Patch::default();
     let s = p.binary(g, op, Old(a), Old(b))?;
-    let q = p.push(Op::MatMul, vec![s, Old(c)], out_shape(g, n));
+    let q = p.node(g, Op::MatMul, vec![s, Old(c)], out_shape(g, n))?;
     p.done(q)
 }
 
@@ -2085,7 +2098,7 @@ pub fn distributive_where_common_operand(g: &Graph, n: usize) -> Option<Patch> {
         &crate::check::broadcast("rewrite", g.shape(a), g.shape(b)).ok()?,
     )
     .ok()?;
-    let sel = p.push(Op::Where, vec![Old(*c), Old(a), Old(b)], sel_shape);
+    let sel = p.node(g, Op::Where, vec![Old(*c), Old(a), Old(b)], sel_shape)?;
     let q = if x_right {
         p.binary(g, op, sel, Old(x))?
     } else {
@@ -2170,7 +2183,7 @@ pub fn distributive_reduce_of_sum(g: &Graph, n: usize) -> Option<Patch> {
     }
     let mut p = Patch::default();
     let s = p.binary(g, op, Old(*a), Old(*b))?;
-    let q = p.push(ln.op.clone(), vec![s], out_shape(g, n));
+    let q = p.node(g, ln.op.clone(), vec![s], out_shape(g, n))?;
     p.done(q)
 }
 
@@ -2224,7 +2237,7 @@ fn shared_input(g: &Graph, n: usize, is_op: impl Fn(&Op) -> bool) -> Option<Patc
     let mut p = Patch::default();
     let mut inputs = vec![Old(lx), p.binary(g, BinaryOp::Add, Old(lw), Old(rw))?];
     inputs.extend(bias_sum(&mut p, g, lb, rb)?);
-    let q = p.push(ln.op.clone(), inputs, out_shape(g, n));
+    let q = p.node(g, ln.op.clone(), inputs, out_shape(g, n))?;
     p.done(q)
 }
 
@@ -2243,7 +2256,7 @@ pub fn distributive_scale_into_weights(g: &Graph, n: usize) -> Option<Patch> {
     if let Some(b) = b {
         inputs.push(p.unary(g, u, Old(b)));
     }
-    let q = p.push(node.op.clone(), inputs, out_shape(g, n));
+    let q = p.node(g, node.op.clone(), inputs, out_shape(g, n))?;
     p.done(q)
 }
 
@@ -2264,7 +2277,7 @@ fn unary_inside(g: &Graph, n: usize, accept: impl Fn(&Op, UnaryOp) -> bool) -> O
     let y = p.unary(g, u, Old(*x));
     let mut inputs = vec![y];
     inputs.extend(rest.iter().map(|&v| Old(v)));
-    let r = p.push(inner.op.clone(), inputs, out_shape(g, n));
+    let r = p.node(g, inner.op.clone(), inputs, out_shape(g, n))?;
     p.done(r)
 }
 
@@ -2298,11 +2311,12 @@ pub fn commutative_transpose_past_unary(g: &Graph, n: usize) -> Option<Patch> {
     };
     let mut p = Patch::default();
     let y = p.unary(g, u, Old(*x));
-    let r = p.push(
+    let r = p.node(
+        g,
         Op::Transpose { perm: perm.clone() },
         vec![y],
         out_shape(g, n),
-    );
+    )?;
     p.done(r)
 }
 
@@ -2318,7 +2332,7 @@ pub fn commutative_slice_past_unary(g: &Graph, n: usize) -> Option<Patch> {
     let spec = slice_of(node)?;
     let (u, x) = un(g, y)?;
     let mut p = Patch::default();
-    let s = make_slice(&mut p, g, Old(x), spec, out_shape(g, n));
+    let s = make_slice(&mut p, g, Old(x), spec, out_shape(g, n))?;
     let r = p.unary(g, u, s);
     p.done(r)
 }
@@ -2333,11 +2347,11 @@ pub fn commutative_slice_past_binary(g: &Graph, n: usize) -> Option<Patch> {
     }
     let out = out_shape(g, n);
     let mut p = Patch::default();
-    let sa = make_slice(&mut p, g, Old(a), spec.clone(), out.clone());
+    let sa = make_slice(&mut p, g, Old(a), spec.clone(), out.clone())?;
     let sb = if a == b {
         sa
     } else {
-        make_slice(&mut p, g, Old(b), spec, out)
+        make_slice(&mut p, g, Old(b), spec, out)?
     };
     let r = p.binary(g, op, sa, sb)?;
     p.done(r)
@@ -2377,11 +2391,12 @@ pub fn commutative_concat_of_unary(g: &Graph, n: usize) -> Option<Patch> {
         return None;
     }
     let mut p = Patch::default();
-    let c = p.push(
+    let c = p.node(
+        g,
         Op::Concat { axis },
         parts.iter().map(|(_, x)| Old(*x)).collect(),
         out_shape(g, n),
-    );
+    )?;
     let r = p.unary(g, u, c);
     p.done(r)
 }
@@ -2401,7 +2416,7 @@ pub fn commutative_reduce_sum_of_scale(g: &Graph, n: usize) -> Option<Patch> {
         return None;
     }
     let mut p = Patch::default();
-    let red = p.push(node.op.clone(), vec![Old(x)], out_shape(g, n));
+    let red = p.node(g, node.op.clone(), vec![Old(x)], out_shape(g, n))?;
     let r = p.unary(g, u, red);
     p.done(r)
 }
@@ -2421,7 +2436,7 @@ pub fn commutative_reduce_extreme_of_increasing(g: &Graph, n: usize) -> Option<P
         return None;
     }
     let mut p = Patch::default();
-    let red = p.push(node.op.clone(), vec![Old(x)], out_shape(g, n));
+    let red = p.node(g, node.op.clone(), vec![Old(x)], out_shape(g, n))?;
     let r = p.unary(g, u, red);
     p.done(r)
 }
@@ -2447,7 +2462,8 @@ pub fn commutative_reduce_extreme_of_decreasing(g: &Graph, n: usize) -> Option<P
         return None;
     }
     let mut p = Patch::default();
-    let red = p.push(
+    let red = p.node(
+        g,
         Op::Reduce {
             kind: flipped,
             axes: axes.clone(),
@@ -2455,7 +2471,7 @@ pub fn commutative_reduce_extreme_of_decreasing(g: &Graph, n: usize) -> Option<P
         },
         vec![Old(x)],
         out_shape(g, n),
-    );
+    )?;
     let r = p.unary(g, u, red);
     p.done(r)
 }
@@ -2472,7 +2488,7 @@ pub fn commutative_max_pool_of_increasing(g: &Graph, n: usize) -> Option<Patch> 
         return None;
     }
     let mut p = Patch::default();
-    let red = p.push(node.op.clone(), vec![Old(x)], out_shape(g, n));
+    let red = p.node(g, node.op.clone(), vec![Old(x)], out_shape(g, n))?;
     let r = p.unary(g, u, red);
     p.done(r)
 }
@@ -2488,7 +2504,7 @@ pub fn commutative_global_max_pool_of_increasing(g: &Graph, n: usize) -> Option<
         return None;
     }
     let mut p = Patch::default();
-    let red = p.push(Op::GlobalMaxPool, vec![Old(x)], out_shape(g, n));
+    let red = p.node(g, Op::GlobalMaxPool, vec![Old(x)], out_shape(g, n))?;
     let r = p.unary(g, u, red);
     p.done(r)
 }
@@ -2504,7 +2520,7 @@ pub fn commutative_avg_pool_of_scale(g: &Graph, n: usize) -> Option<Patch> {
         return None;
     }
     let mut p = Patch::default();
-    let red = p.push(node.op.clone(), vec![Old(x)], out_shape(g, n));
+    let red = p.node(g, node.op.clone(), vec![Old(x)], out_shape(g, n))?;
     let r = p.unary(g, u, red);
     p.done(r)
 }
@@ -2519,7 +2535,7 @@ pub fn commutative_matmul_of_scale(g: &Graph, n: usize) -> Option<Patch> {
         _ => return None,
     };
     let mut p = Patch::default();
-    let m = p.push(Op::MatMul, inputs, out_shape(g, n));
+    let m = p.node(g, Op::MatMul, inputs, out_shape(g, n))?;
     let r = p.unary(g, u, m);
     p.done(r)
 }
@@ -2537,7 +2553,8 @@ pub fn commutative_reduce_prod_of_exp(g: &Graph, n: usize) -> Option<Patch> {
     };
     let x = un_of(g, y, UnaryOp::Exp)?;
     let mut p = Patch::default();
-    let red = p.push(
+    let red = p.node(
+        g,
         Op::Reduce {
             kind: ReduceKind::Sum,
             axes: axes.clone(),
@@ -2545,7 +2562,7 @@ pub fn commutative_reduce_prod_of_exp(g: &Graph, n: usize) -> Option<Patch> {
         },
         vec![Old(x)],
         out_shape(g, n),
-    );
+    )?;
     let r = p.unary(g, UnaryOp::Exp, red);
     p.done(r)
 }
@@ -2565,7 +2582,7 @@ pub fn commutative_scale_into_matmul(g: &Graph, n: usize) -> Option<Patch> {
     } else {
         vec![Old(a), p.unary(g, u, Old(b))]
     };
-    let r = p.push(Op::MatMul, inputs, out_shape(g, n));
+    let r = p.node(g, Op::MatMul, inputs, out_shape(g, n))?;
     p.done(r)
 }
 
@@ -2580,7 +2597,7 @@ pub fn commutative_unary_past_where(g: &Graph, n: usize) -> Option<Patch> {
         return None;
     }
     let mut p = Patch::default();
-    let sel = p.push(Op::Where, vec![Old(*c), Old(a), Old(b)], out_shape(g, n));
+    let sel = p.node(g, Op::Where, vec![Old(*c), Old(a), Old(b)], out_shape(g, n))?;
     let q = p.unary(g, ul, sel);
     p.done(q)
 }
@@ -2610,14 +2627,15 @@ pub fn commutative_unary_past_pad(g: &Graph, n: usize) -> Option<Patch> {
     };
     let mut p = Patch::default();
     let y = p.unary(g, u, Old(*x));
-    let r = p.push(
+    let r = p.node(
+        g,
         Op::Pad {
             pads: pads.clone(),
             mode,
         },
         vec![y],
         out_shape(g, n),
-    );
+    )?;
     p.done(r)
 }
 
@@ -2671,11 +2689,12 @@ pub fn folding_batch_norm_into_conv(g: &Graph, n: usize) -> Option<Patch> {
     let shifted = p.unary(g, UnaryOp::AddScalar(*eps), Old(*var));
     let inv = p.unary(g, UnaryOp::Rsqrt, shifted);
     let scale = p.binary(g, BinaryOp::Mul, Old(*gamma), inv)?;
-    let scale4 = p.push(
+    let scale4 = p.node(
+        g,
         Op::Reshape(ReshapeKind::Reshape),
         vec![scale],
         vec![channels, 1, 1, 1],
-    );
+    )?;
     let weight = p.binary(g, BinaryOp::Mul, Old(w), scale4)?;
     let bias = match bias {
         Some(b) => {
@@ -2688,11 +2707,12 @@ pub fn folding_batch_norm_into_conv(g: &Graph, n: usize) -> Option<Patch> {
             p.binary(g, BinaryOp::Sub, Old(*beta), moved)?
         }
     };
-    let folded = p.push(
+    let folded = p.node(
+        g,
         Op::Conv2d(*attrs),
         vec![Old(x), weight, bias],
         out_shape(g, n),
-    );
+    )?;
     p.done(folded)
 }
 
@@ -2720,11 +2740,12 @@ pub fn folding_batch_norm_into_linear(g: &Graph, n: usize) -> Option<Patch> {
     let shifted = p.unary(g, UnaryOp::AddScalar(*eps), Old(*var));
     let inv = p.unary(g, UnaryOp::Rsqrt, shifted);
     let scale = p.binary(g, BinaryOp::Mul, Old(*gamma), inv)?;
-    let column = p.push(
+    let column = p.node(
+        g,
         Op::Reshape(ReshapeKind::Reshape),
         vec![scale],
         vec![channels, 1],
-    );
+    )?;
     let weight = p.binary(g, BinaryOp::Mul, Old(w), column)?;
     let bias = match bias {
         Some(b) => {
@@ -2737,6 +2758,6 @@ pub fn folding_batch_norm_into_linear(g: &Graph, n: usize) -> Option<Patch> {
             p.binary(g, BinaryOp::Sub, Old(*beta), moved)?
         }
     };
-    let folded = p.push(Op::Linear, vec![Old(x), weight, bias], out_shape(g, n));
+    let folded = p.node(g, Op::Linear, vec![Old(x), weight, bias], out_shape(g, n))?;
     p.done(folded)
 }
