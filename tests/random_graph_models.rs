@@ -5,7 +5,7 @@
 //! cargo test -p dnnfusion-compiler --test random_graphs -- --ignored regenerate_dnn_sample
 //! ```
 //!
-//! Ten random graphs of the generator (seeds in the module names), compiled by `dnn!` end
+//! Fifty random graphs of the generator (seeds in the module names), compiled by `dnn!` end
 //! to end, fused and with `#![fusion(off)]`, and checked against the reference interpreter
 //! on seeded random inputs as `tests/ops.rs` does. Tolerance: max |generated - interpreter|
 //! <= 1e-4 * max(1, max |interpreter|) (chains of f32 kernels against the f64 interpreter).
@@ -161,6 +161,90 @@ graph_cases! {
             v16
         }
     }
+    seed_14 {
+        model Case(x0: [6, 2, 3]) -> [6, 2, 1] {
+            let v0 = pad(x0, [0, 1], mode = "reflect");
+            let v1 = slice(v0, 2, 0, 1);
+            let v2 = maximum(v0, v1);
+            let v3 = param([4, 2]);
+            let v4 = matmul(v2, v3);
+            let v5 = erf(v1);
+            let v6 = relu6(v5);
+            let v7 = sigmoid(v5);
+            let v8 = permute(v6, [0, 2, 1]);
+            let v9 = minimum(v8, 0.5);
+            let v10 = flatten(v9, start = 0, end = 1);
+            let v11 = reduce_mean(v10, axes = [1], keepdims = true);
+            let v12 = transpose(v2, 2, -2);
+            let v13 = unsqueeze(v12, -3);
+            let v14 = reduce_mean(v11, axes = [-1]);
+            let v15 = reshape(v0, [-1]);
+            let v16 = transpose(v9, 1, 2);
+            v16
+        }
+    }
+    seed_15 {
+        model Case(x0: [2, 6, 4], x1: [2, 1], idx0: [2]) -> [4, 2, 2, 4] {
+            let v0 = elu(x1);
+            let v1 = expand(v0, [2, -1, 2]);
+            let v2 = param([2, 3]);
+            let v3 = matmul(v1, v2);
+            let v4 = group_norm(v3, 2);
+            let v5 = where(x1, x1, v0);
+            let v6 = hard_swish(v1);
+            let v7 = v0 + v6;
+            let v8 = unsqueeze(v7, -1);
+            let v9 = linear(v8, 4);
+            let v10 = relu(v9);
+            let v11 = selu(v10);
+            let v12 = concat([v11, v11], axis = 0);
+            let v13 = v12 + 1.25;
+            v13
+        }
+    }
+    seed_16 {
+        model Case(x0: [4, 5, 5]) -> (o0: [1, 2, 70], o1: [8, 5, 7], o2: [4, 7, 5]) {
+            let v0 = pad(x0, [2, 0, 0, 0], mode = "replicate");
+            let v1 = transpose(v0, 1, -1);
+            let v2 = permute(v1, [0, 2, 1]);
+            let v3 = concat([v2, v2], axis = -3);
+            let v4 = reshape(x0, [50, 1, 2]);
+            let v5 = reshape(v2, [1, 2, 70]);
+            let v6 = gelu(v0, approximate = "tanh");
+            let v7 = transpose(v6, -1, -2);
+            let v8 = matmul(v6, v7);
+            let v9 = unsqueeze(v8, 1);
+            let v10 = reduce_min(v9, axes = [0, 2], keepdims = true);
+            let v11 = maximum(v10, v10);
+            let v12 = minimum(v1, v11);
+            let v13 = reduce_max(v5, axes = 1, keepdims = true);
+            let v14 = v13 * v5;
+            (v14, v3, v7)
+        }
+    }
+    seed_18 {
+        model Case(x0: [2]) -> (o0: [2, 1, 2], o1: [2, 1, 2]) {
+            let v0 = unsqueeze(x0, 1);
+            let v1 = transpose(v0, 0, 1);
+            let v2 = unsqueeze(v0, 1);
+            let v3 = transpose(v0, 1, -2);
+            let v4 = v2 - v3;
+            let v5 = transpose(v3, 0, 1);
+            let v6 = squeeze(v5, axes = 1);
+            let v7 = linear(v6, 5);
+            let v8 = transpose(v2, -1, -2);
+            let v9 = matmul(v8, v2);
+            let v10 = batch_norm(v9);
+            let v11 = gelu(v4);
+            let v12 = transpose(v11, 2, -3);
+            let v13 = log_softmax(v12, axis = -2);
+            let v14 = reduce_min(x0, axes = [0], keepdims = true);
+            let v15 = v14 + v12;
+            let v16 = transpose(v15, 2, 1);
+            let v17 = relu(v12);
+            (v17, v13)
+        }
+    }
     seed_19 {
         model Case(x0: [1, 3, 4, 4], x1: [1, 3, 4, 4]) -> [3, 5, 1, 4] {
             let (v0, v1) = split(x0, chunks = 2, axis = 2);
@@ -174,6 +258,390 @@ graph_cases! {
             let v9 = transpose(v8, 3, 0);
             let v10 = permute(v4, [1, 3, 0, 2]);
             v10
+        }
+    }
+    seed_20 {
+        model Case(x0: [1], x1: [1]) -> [3] {
+            let v0 = squeeze(x1);
+            let v1 = linear(x1, 3);
+            let v2 = v1 + v1;
+            v2
+        }
+    }
+    seed_21 {
+        model Case(x0: [5, 2, 6], x1: [5, 2, 6], x2: [5, 2, 6]) -> [5, 1, 1, 1] {
+            let v0 = slice(x0, 2, 5);
+            let v1 = slice(v0, 1, -2, 1);
+            let v2 = unsqueeze(v1, 2);
+            v2
+        }
+    }
+    seed_22 {
+        model Case(x0: [2, 4, 4, 5], idx0: [2]) -> [7, 7, 4, 2] {
+            let v0 = resize(x0, size = [7, 7]);
+            let v1 = avg_pool2d(v0, 2);
+            let v2 = log_softmax(v1, axis = 0);
+            let v3 = reduce_min(v0, axes = [-4, -3]);
+            let v4 = prelu(v3, num_parameters = 7);
+            let v5 = tanh(x0);
+            let v6 = slice(v3, 1, 4);
+            let v7 = instance_norm(v0);
+            let v8 = mish(v7);
+            let v9 = permute(v8, [3, 2, 1, 0]);
+            v9
+        }
+    }
+    seed_23 {
+        model Case(x0: [5], x1: [3, 4, 3]) -> [4, 3, 3] {
+            let v0 = pad(x1, [2, 0, 2, 0]);
+            let v1 = permute(v0, [1, 0, 2]);
+            let v2 = param([5, 5]);
+            let v3 = matmul(v1, v2);
+            let v4 = layer_norm(v3, dims = 2);
+            let v5 = maximum(v4, 0.25);
+            let v6 = transpose(x1, 1, 2);
+            let v7 = v0 - x0;
+            let v8 = matmul(v7, v2);
+            let v9 = v7 - x0;
+            let v10 = pad(v9, [1, 1]);
+            let v11 = permute(x1, [1, 0, 2]);
+            let v12 = slice(v11, 2, 0, 1);
+            let v13 = v11 + v12;
+            v13
+        }
+    }
+    seed_27 {
+        model Case(x0: [5], x1: [6], x2: [5]) -> [3, 1] {
+            let v0 = linear(x2, 2, bias = false);
+            let v1 = reduce_sum(v0, axes = 0, keepdims = true);
+            let v2 = v1 + v0;
+            let v3 = linear(x1, 3, bias = false);
+            let v4 = unsqueeze(v2, 1);
+            let v5 = linear(v1, 3, bias = false);
+            let v6 = v5 + v5;
+            let v7 = v4 + v6;
+            let v8 = expand(v4, [3, 2, 1]);
+            let v9 = unsqueeze(v3, 1);
+            v9
+        }
+    }
+    seed_28 {
+        model Case(x0: [2, 3, 2, 5], x1: [2, 3, 2, 5]) -> [1, 3, 2, 5] {
+            let v0 = transpose(x1, 3, 2);
+            let v1 = elu(x1);
+            let v2 = unsqueeze(v1, -4);
+            let v3 = where(v0, v0, v0);
+            let v4 = slice(v1, 0, 1, 2);
+            v4
+        }
+    }
+    seed_29 {
+        model Case(x0: [2]) -> [2, 1, 1] {
+            let v0 = softmax(x0, axis = 0);
+            let v1 = minimum(v0, v0);
+            let v2 = leaky_relu(v1, 0.1);
+            let v3 = unsqueeze(v2, -1);
+            let v4 = abs(x0);
+            let v5 = unsqueeze(x0, 1);
+            let v6 = v5 + v0;
+            let v7 = hard_swish(v5);
+            let v8 = erf(v7);
+            let v9 = tanh(v8);
+            let v10 = unsqueeze(v9, 2);
+            let v11 = v9 - v10;
+            let v12 = slice(v11, 1, 1, 2);
+            v12
+        }
+    }
+    seed_31 {
+        model Case(x0: [5, 6]) -> (o0: [30], o1: [1, 6]) {
+            let v0 = reduce_sum(x0, axes = 0, keepdims = true);
+            let v1 = v0 * x0;
+            let v2 = relu6(v1);
+            let v3 = softplus(v2);
+            let v4 = pad(v3, [1, 1], mode = "replicate");
+            let v5 = minimum(v0, v1);
+            let v6 = flatten(v5);
+            let v7 = abs(v1);
+            let v8 = reduce_min(v2, axes = 0, keepdims = true);
+            let v9 = batch_norm(v8);
+            let v10 = reshape(x0, [-1]);
+            let v11 = v10 * 0.5;
+            let v12 = slice(v11, 0, 15, 16);
+            let v13 = v11 + v12;
+            let v14 = maximum(v12, v13);
+            let v15 = v14 * 0.5;
+            (v15, v0)
+        }
+    }
+    seed_32 {
+        model Case(x0: [2, 4, 3, 3], x1: [1, 1, 3], x2: [2, 4, 3, 3]) -> [2, 4, 1, 3] {
+            let v0 = x2 - x2;
+            let v1 = minimum(v0, 0.5);
+            let v2 = pad(v1, [0, 2], mode = "reflect");
+            let v3 = v2 + 1.25;
+            let v4 = where(x0, x1, x0);
+            let v5 = relu(v4);
+            let v6 = concat([v1, x2], axis = 2);
+            let v7 = transpose(v1, -1, -2);
+            let v8 = matmul(v1, v7);
+            let v9 = minimum(v8, 0.5);
+            let v10 = transpose(v9, 1, 0);
+            let v11 = v10 * 0.5;
+            let v12 = x1 + v11;
+            let v13 = unsqueeze(x1, 1);
+            let v14 = slice(v13, 3, 0, 2, step = 2);
+            let v15 = reduce_sum(v14, axes = [-4, -3, -2]);
+            let v16 = slice(v7, 2, 0, 1);
+            v16
+        }
+    }
+    seed_33 {
+        model Case(x0: [2, 2, 5], x1: [1]) -> (o0: [5], o1: [2, 5, 2]) {
+            let v0 = sin(x1);
+            let v1 = concat([v0, v0], axis = -1);
+            let (v2, v3) = split(v1, chunks = 2, axis = 0);
+            let v4 = softmax(x0);
+            let v5 = v4 + 1.25;
+            let v6 = permute(v5, [1, 2, 0]);
+            let v7 = permute(v6, [2, 1, 0]);
+            let v8 = squeeze(x1, axes = 0);
+            let v9 = unsqueeze(v8, 0);
+            let v10 = pad(v9, [2, 2], value = 0.5);
+            (v10, v6)
+        }
+    }
+    seed_35 {
+        model Case(x0: [5, 5, 6]) -> [5, 5, 1, 3] {
+            let v0 = slice(x0, 0, 3, 4);
+            let v1 = x0 + v0;
+            let v2 = unsqueeze(v1, 2);
+            let v3 = linear(v2, 2);
+            let v4 = softplus(v2);
+            let v5 = resize(v4, size = [1, 3]);
+            let v6 = transpose(v5, 1, 2);
+            let v7 = instance_norm(v4);
+            let v8 = concat([v5, v7], axis = 3);
+            let v9 = v8 + v8;
+            let v10 = batch_norm(v9);
+            let v11 = slice(v10, 3, -3, 9);
+            v11
+        }
+    }
+    seed_36 {
+        model Case(x0: [1, 2, 4, 2], x1: [1, 2, 4, 2], x2: [4, 6, 4]) -> [4, 27] {
+            let v0 = flatten(x2);
+            let v1 = flatten(v0);
+            let v2 = log_softmax(v0, axis = 0);
+            let v3 = leaky_relu(v2, 0.1);
+            let v4 = pad(v1, [2, 1], mode = "reflect");
+            let v5 = gelu(v3, approximate = "tanh");
+            let v6 = slice(v5, 1, -10, 23);
+            let v7 = concat([v6, v6], axis = -1);
+            let v8 = x2 / 4;
+            let v9 = param([24, 3]);
+            let v10 = matmul(v1, v9);
+            let v11 = relu(v3);
+            let v12 = concat([v11, v11, v3], axis = 0);
+            let v13 = elu(v4);
+            let v14 = reduce_mean(v13, axes = 0, keepdims = true);
+            let v15 = v14 * v13;
+            let v16 = v15 * 0.5;
+            v16
+        }
+    }
+    seed_37 {
+        model Case(x0: [2, 3, 4, 3], x1: [1]) -> [2, 1, 8, 12] {
+            let v0 = maximum(x0, x1);
+            let v1 = linear(v0, 6);
+            let v2 = linear(x1, 5, bias = false);
+            let v3 = unsqueeze(v2, 0);
+            let v4 = conv_transpose2d(v1, 1, kernel = 2, stride = 2);
+            let v5 = batch_norm(v4);
+            v5
+        }
+    }
+    seed_38 {
+        model Case(x0: [2, 4], x1: [5, 3, 2]) -> (o0: [2, 4], o1: [5, 3, 2]) {
+            let v0 = gelu(x1, approximate = "tanh");
+            let v1 = slice(v0, 2, 0, 1);
+            let v2 = v1 + v0;
+            let v3 = v1 * v2;
+            let v4 = layer_norm(v3, dims = 2);
+            let v5 = prelu(v4);
+            let v6 = tanh(x0);
+            let v7 = slice(v6, 1, 3);
+            let v8 = concat([v6, v7, v7], axis = 1);
+            let v9 = permute(v1, [1, 0, 2]);
+            let v10 = where(x0, x0, v6);
+            (v10, v4)
+        }
+    }
+    seed_39 {
+        model Case(x0: [5], x1: [1], x2: [1]) -> (o0: [3], o1: [6], o2: [5]) {
+            let v0 = x2 + x0;
+            let v1 = linear(x0, 3);
+            let v2 = where(x0, v0, v0);
+            let v3 = linear(x1, 6);
+            let v4 = gelu(v3);
+            let v5 = expand(v4, [3, 6]);
+            let v6 = maximum(x1, v0);
+            let v7 = where(x0, v6, v0);
+            let v8 = where(x1, v7, x1);
+            let v9 = where(x0, v8, v8);
+            let v10 = linear(v8, 3, bias = false);
+            (v10, v4, v0)
+        }
+    }
+    seed_40 {
+        model Case(x0: [2, 4, 2, 2]) -> [2, 2, 2, 2, 1] {
+            let v0 = gelu(x0, approximate = "tanh");
+            let v1 = permute(x0, [0, 2, 3, 1]);
+            let (v2, v3) = split(v1, chunks = 2, axis = 3);
+            let v4 = transpose(v3, 0, -3);
+            let v5 = reduce_max(v4, axes = 0, keepdims = true);
+            let v6 = v5 + v4;
+            let v7 = permute(v3, [2, 1, 0, 3]);
+            let v8 = matmul(v7, v7);
+            let v9 = log_softmax(v8, axis = -4);
+            let v10 = unsqueeze(v6, -1);
+            v10
+        }
+    }
+    seed_43 {
+        model Case(x0: [4], x1: [4], x2: [3, 5]) -> [6] {
+            let v0 = linear(x1, 6);
+            let v1 = unsqueeze(v0, -2);
+            let v2 = softplus(v0);
+            let v3 = elu(v2);
+            v3
+        }
+    }
+    seed_44 {
+        model Case(x0: [1]) -> [6] {
+            let v0 = linear(x0, 6);
+            let v1 = mish(v0);
+            let v2 = gelu(v0);
+            let v3 = maximum(v2, x0);
+            let v4 = where(x0, v3, x0);
+            let v5 = unsqueeze(v4, 0);
+            let v6 = cos(v5);
+            let (v7, v8) = split(v6, chunks = 2, axis = 1);
+            let v9 = transpose(v8, 1, -2);
+            let v10 = transpose(v9, 1, -2);
+            let v11 = matmul(v10, v9);
+            let v12 = v11 + v5;
+            let v13 = v1 * v3;
+            let v14 = linear(v6, 6, bias = false);
+            let v15 = pad(v9, [0, 0], mode = "reflect");
+            let v16 = reduce_prod(v15, axes = 0);
+            let v17 = erf(v3);
+            v17
+        }
+    }
+    seed_47 {
+        model Case(x0: [1, 1, 4, 4], x1: [1, 1, 4, 4]) -> (o0: [1, 1, 4, 3], o1: [1, 1, 4, 4, 5], o2: [1, 1, 4, 4, 1]) {
+            let v0 = unsqueeze(x1, 4);
+            let v1 = param([1, 2]);
+            let v2 = matmul(v0, v1);
+            let v3 = cumsum(v2, 3);
+            let v4 = linear(v3, 5, bias = false);
+            let v5 = relu(v4);
+            let v6 = permute(v5, [1, 0, 4, 3, 2]);
+            let v7 = reduce_max(v6, axes = [0, 1, 3]);
+            let v8 = slice(x1, 3, -4, 3, step = 2);
+            let v9 = unsqueeze(v8, 2);
+            let v10 = reshape(v9, [1, -1, 1]);
+            let v11 = concat([v8, v8, v8], axis = -3);
+            let v12 = reduce_max(v11, axes = [1, 3]);
+            let v13 = prelu(v12);
+            let v14 = reduce_sum(v13, axes = 0, keepdims = true);
+            let v15 = linear(v14, 2);
+            let v16 = elu(v15);
+            let v17 = prelu(v8, num_parameters = 1);
+            let v18 = pad(v17, [1, 0], value = 0.5);
+            (v18, v5, v0)
+        }
+    }
+    seed_48 {
+        model Case(x0: [6, 1], x1: [6, 4]) -> [6, 5, 6] {
+            let v0 = squeeze(x0);
+            let v1 = abs(v0);
+            let v2 = x0 + v1;
+            let v3 = v1 - v2;
+            let v4 = minimum(v3, v3);
+            let v5 = v4 + v1;
+            let v6 = sin(x0);
+            let v7 = param([1, 5]);
+            let v8 = matmul(v6, v7);
+            let v9 = v8 + x0;
+            let v10 = cos(v9);
+            let v11 = unsqueeze(v10, 2);
+            let v12 = reduce_prod(v11, axes = [1, 2], keepdims = true);
+            let v13 = batch_norm(v12);
+            let v14 = linear(v11, 6, bias = false);
+            v14
+        }
+    }
+    seed_51 {
+        model Case(x0: [2, 2, 2, 5]) -> (o0: [2, 2, 2, 2], o1: [2, 2, 2, 5]) {
+            let v0 = resize(x0, scale = 2, mode = "bilinear");
+            let v1 = reduce_max(x0, axes = 3, keepdims = true);
+            let v2 = minimum(x0, v1);
+            let v3 = log_softmax(v2, axis = -4);
+            let v4 = transpose(v1, -1, -2);
+            let v5 = matmul(v1, v4);
+            let v6 = relu6(v5);
+            (v6, v2)
+        }
+    }
+    seed_52 {
+        model Case(x0: [3, 3, 5]) -> (o0: [1, 1], o1: [3, 3, 5]) {
+            let v0 = x0 / 4;
+            let v1 = slice(v0, 0, 1, 2);
+            let v2 = flatten(v1, start = 0);
+            let v3 = reduce_max(v2, axes = 0);
+            let v4 = maximum(v2, v3);
+            let v5 = unsqueeze(v4, 1);
+            let v6 = linear(v5, 2, bias = false);
+            let v7 = gelu(v6);
+            let v8 = transpose(v7, 0, 1);
+            let v9 = where(x0, v0, x0);
+            let v10 = maximum(v3, v9);
+            let v11 = linear(v1, 5);
+            let v12 = hard_swish(v10);
+            let v13 = unsqueeze(v2, -1);
+            let v14 = reduce_mean(v1, axes = [0]);
+            let v15 = matmul(v8, v13);
+            let v16 = exp(v15);
+            let (v17, v18) = split(v16, chunks = 2, axis = 0);
+            let v19 = v18 + v17;
+            (v19, v10)
+        }
+    }
+    seed_53 {
+        model Case(x0: [5], x1: [5], x2: [5]) -> [1, 5, 4] {
+            let v0 = unsqueeze(x1, -1);
+            let v1 = abs(x0);
+            let v2 = linear(x1, 4);
+            let v3 = v0 + v2;
+            let v4 = maximum(x2, 0.25);
+            let v5 = slice(v4, 0, -5, 5);
+            let v6 = v5 + v0;
+            let v7 = unsqueeze(x2, -1);
+            let v8 = param([1, 5]);
+            let v9 = matmul(v7, v8);
+            let v10 = v8 + v9;
+            let v11 = reduce_max(v9, axes = [-2, -1], keepdims = true);
+            let v12 = unsqueeze(v7, 0);
+            let v13 = maximum(v12, v6);
+            let v14 = instance_norm(v12);
+            let v15 = gelu(v14, approximate = "tanh");
+            let v16 = minimum(x0, v9);
+            let v17 = flatten(v16, start = 0);
+            let v18 = linear(v14, 4);
+            let v19 = cos(v18);
+            v19
         }
     }
     seed_59 {
@@ -191,6 +659,245 @@ graph_cases! {
             let v10 = maximum(v4, v9);
             let v11 = concat([v9, v9, v7], axis = 1);
             v11
+        }
+    }
+    seed_62 {
+        model Case(x0: [3, 4]) -> [3, 4] {
+            let v0 = where(x0, x0, x0);
+            let v1 = transpose(v0, -1, -2);
+            let v2 = matmul(v0, v1);
+            let v3 = transpose(v2, 1, 0);
+            let v4 = linear(v3, 4);
+            v4
+        }
+    }
+    seed_70 {
+        model Case(x0: [1, 2, 4, 6]) -> (o0: [1, 2, 2, 3], o1: [2, 1, 8, 6]) {
+            let v0 = maximum(x0, 0.25);
+            let v1 = concat([v0, v0], axis = 0);
+            let v2 = log(v1);
+            let v3 = concat([v2, v2], axis = 2);
+            let v4 = slice(v3, 0, 0);
+            let v5 = silu(v4);
+            let v6 = reduce_mean(v5, axes = 1, keepdims = true);
+            let v7 = v5 + v6;
+            let v8 = reshape(v2, [2, 16, 3]);
+            let v9 = max_pool2d(v0, 2);
+            (v9, v6)
+        }
+    }
+    seed_78 {
+        model Case(x0: [2, 2, 2, 6]) -> [12, 5] {
+            let v0 = flatten(x0);
+            let v1 = reduce_max(v0, axes = 1, keepdims = true);
+            let v2 = v0 + v1;
+            let v3 = transpose(v0, 1, 0);
+            let v4 = expand(v3, [3, -1, -1]);
+            let v5 = minimum(v4, v4);
+            let v6 = hard_swish(v5);
+            let v7 = slice(v6, 1, 7, 17);
+            let v8 = softmax(v6, axis = -2);
+            let v9 = v8 + v3;
+            let v10 = reduce_sum(v9, axes = [0]);
+            let v11 = linear(v10, 5);
+            let v12 = v11 + v11;
+            let v13 = softmax(v12);
+            let v14 = reshape(v13, [120]);
+            let v15 = softmax(v14);
+            let v16 = reduce_sum(v2, axes = 0);
+            let (v17, v18) = split(v13, chunks = 2, axis = 0);
+            v18
+        }
+    }
+    seed_83 {
+        model Case(x0: [1, 1, 5, 2], x1: [5, 5, 1], x2: [5]) -> (o0: [1, 2], o1: [2], o2: [1, 4, 6, 2]) {
+            let v0 = pad(x2, [1, 0]);
+            let v1 = where(x2, x2, x2);
+            let v2 = unsqueeze(x1, -3);
+            let v3 = transpose(v2, 0, -1);
+            let v4 = transpose(v3, 2, -1);
+            let v5 = transpose(v4, 2, 1);
+            let v6 = minimum(v5, v5);
+            let v7 = reduce_mean(v6, axes = [0, 1], keepdims = true);
+            let v8 = prelu(v7);
+            let v9 = pad(x2, [1, 2]);
+            let v10 = conv2d(v7, 4, kernel = 2, padding = 1);
+            let v11 = linear(v1, 2);
+            let v12 = permute(v10, [0, 1, 3, 2]);
+            let v13 = elu(v12);
+            let v14 = resize(x0, size = [3, 4], mode = "bilinear");
+            let v15 = sigmoid(v14);
+            let v16 = unsqueeze(v11, 0);
+            (v16, v11, v12)
+        }
+    }
+    seed_86 {
+        model Case(x0: [5], x1: [5], x2: [1], idx0: [3]) -> [1, 5] {
+            let v0 = unsqueeze(x0, 0);
+            let v1 = transpose(v0, 0, -1);
+            let v2 = layer_norm(v1, dims = 2, affine = false);
+            let v3 = slice(v2, 0, 3);
+            let v4 = softmax(v0);
+            let v5 = batch_norm(v4);
+            v5
+        }
+    }
+    seed_89 {
+        model Case(x0: [2, 4, 2, 5]) -> [1, 5, 4, 6] {
+            let v0 = slice(x0, 0, 1, 2);
+            let v1 = v0 - v0;
+            let v2 = where(v0, v1, v1);
+            let v3 = permute(v2, [1, 2, 3, 0]);
+            let v4 = permute(v3, [3, 2, 1, 0]);
+            let v5 = reduce_max(v4, axes = 2, keepdims = true);
+            let v6 = maximum(v4, v5);
+            let v7 = mish(v2);
+            let v8 = expand(v4, [4, 5, 2, -1]);
+            let v9 = minimum(v1, v7);
+            let v10 = conv2d(v6, 5, kernel = 3, padding = 2, groups = 5);
+            let v11 = v10 + v10;
+            let v12 = squeeze(v11);
+            let v13 = softmax(v12, axis = 0);
+            let v14 = v13 + v10;
+            v14
+        }
+    }
+    seed_94 {
+        model Case(x0: [2, 3, 4, 5], x1: [1, 5, 1], x2: [5]) -> [1, 1, 1] {
+            let v0 = concat([x2, x2, x2], axis = -1);
+            let v1 = v0 + 1.25;
+            let v2 = unsqueeze(v0, 1);
+            let v3 = squeeze(v2, axes = 1);
+            let v4 = erf(v1);
+            let v5 = maximum(v0, v1);
+            let v6 = linear(v5, 6, bias = false);
+            let v7 = v6 - v6;
+            let v8 = reduce_mean(v4, axes = [0]);
+            let v9 = relu(v8);
+            let v10 = maximum(x1, 0.25);
+            let v11 = slice(v10, 1, -2, 4, step = 2);
+            let v12 = layer_norm(v11);
+            let v13 = sigmoid(v12);
+            v13
+        }
+    }
+    seed_98 {
+        model Case(x0: [5], x1: [5], x2: [1]) -> (o0: [3], o1: [1], o2: [1]) {
+            let v0 = layer_norm(x1);
+            let v1 = slice(x0, 0, 1, 4);
+            let v2 = maximum(x2, v1);
+            let v3 = minimum(v2, v2);
+            let v4 = slice(v3, 0, -2, 2, step = 2);
+            let v5 = hard_sigmoid(v4);
+            let v6 = log_softmax(v5, axis = 0);
+            let v7 = minimum(v6, v6);
+            let v8 = tanh(v7);
+            let v9 = layer_norm(v1, affine = false);
+            let v10 = where(v1, v9, v9);
+            let v11 = slice(v1, 0, 2, 3);
+            let v12 = softmax(v11);
+            let v13 = pad(v11, [0, 0], mode = "reflect");
+            let v14 = where(x1, v0, x1);
+            let v15 = softmax(x1);
+            let v16 = minimum(v1, v9);
+            (v16, v8, v11)
+        }
+    }
+    seed_110 {
+        model Case(x0: [2, 2, 4, 5], x1: [5]) -> (o0: [1], o1: [1, 2], o2: [4]) {
+            let v0 = reduce_prod(x1, axes = [0], keepdims = true);
+            let v1 = v0 - v0;
+            let v2 = pad(v1, [0, 0], mode = "reflect");
+            let v3 = linear(v0, 4, bias = false);
+            let v4 = unsqueeze(v3, 0);
+            let (v5, v6) = split(v4, chunks = 2, axis = 1);
+            let v7 = layer_norm(v6, dims = 2, affine = false);
+            let v8 = v7 + v2;
+            let v9 = neg(v0);
+            (v9, v7, v3)
+        }
+    }
+    seed_139 {
+        model Case(x0: [2, 1, 6, 6]) -> (o0: [3, 2, 12], o1: [6, 4]) {
+            let v0 = param([6, 4]);
+            let v1 = matmul(x0, v0);
+            let v2 = maximum(v1, 0.25);
+            let v3 = softmax(v2, axis = 1);
+            let v4 = hard_sigmoid(v3);
+            let v5 = hard_swish(v4);
+            let v6 = gelu(v0);
+            let v7 = transpose(v6, 0, -1);
+            let v8 = transpose(v7, 0, 1);
+            let v9 = linear(v8, 5, bias = false);
+            let v10 = v9 * v9;
+            let v11 = linear(v4, 6);
+            let v12 = maximum(v11, 0.25);
+            let v13 = reshape(v12, [3, 2, 12]);
+            (v13, v8)
+        }
+    }
+    seed_143 {
+        model Case(x0: [4, 4, 3], x1: [3], x2: [4, 4, 3]) -> [1] {
+            let v0 = hard_swish(x0);
+            let v1 = param([3, 3]);
+            let v2 = matmul(v0, v1);
+            let v3 = softmax(x1);
+            let v4 = reciprocal(v3);
+            let v5 = reduce_sum(v4, axes = 0, keepdims = true);
+            let v6 = 1.5 - v5;
+            v6
+        }
+    }
+    seed_153 {
+        model Case(x0: [6, 6], idx0: [2, 2]) -> [6, 6] {
+            let v0 = reduce_mean(x0, axes = 0, keepdims = true);
+            let v1 = v0 + x0;
+            let (v2, v3) = split(v1, chunks = 2, axis = 1);
+            let v4 = transpose(v3, 0, -1);
+            let v5 = softmax(x0, axis = 0);
+            let v6 = sin(v5);
+            let v7 = param([6, 2]);
+            let v8 = matmul(v6, v7);
+            let v9 = transpose(v8, 0, 1);
+            let v10 = layer_norm(v5);
+            let v11 = maximum(v10, 0.25);
+            let v12 = transpose(v11, 0, 1);
+            let v13 = reduce_min(v12, axes = 1, keepdims = true);
+            let v14 = v1 - v13;
+            let v15 = param([6, 3]);
+            let v16 = matmul(v5, v15);
+            let v17 = 1.5 - v16;
+            let v18 = linear(v0, 4);
+            let v19 = linear(x0, 4);
+            let v20 = transpose(v19, 0, 1);
+            let v21 = v14 - v13;
+            let v22 = v21 - x0;
+            v22
+        }
+    }
+    seed_161 {
+        model Case(x0: [1, 1, 5, 6]) -> [1, 1, 5, 5] {
+            let v0 = reshape(x0, [30]);
+            let v1 = pad(v0, [1, 0], mode = "replicate");
+            let v2 = linear(v1, 6);
+            let v3 = v2 * 0.5;
+            let v4 = softmax(v3, axis = 0);
+            let v5 = minimum(x0, v4);
+            let v6 = v5 + 1.25;
+            let v7 = pad(v6, [2, 2, 2, 1], value = 0.5);
+            let v8 = reshape(v6, [3, 5, 2]);
+            let v9 = permute(v8, [1, 2, 0]);
+            let v10 = reduce_sum(v9, axes = [0, 1, 2], keepdims = true);
+            let v11 = v10 * v6;
+            let v12 = permute(v11, [3, 1, 2, 0]);
+            let v13 = permute(v12, [3, 0, 2, 1]);
+            let v14 = transpose(v6, -1, -2);
+            let v15 = matmul(v6, v14);
+            let v16 = v15 + v15;
+            let v17 = transpose(v5, -1, -2);
+            let v18 = matmul(v5, v17);
+            let v19 = v18 + v16;
+            v19
         }
     }
 }

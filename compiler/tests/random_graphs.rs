@@ -25,7 +25,7 @@
 //! DNNFUSION_RANDOM_GRAPHS=100000 DNNFUSION_RANDOM_GRAPHS_ALL=1 cargo test -p dnnfusion-compiler --test random_graphs -- --nocapture
 //! ```
 //!
-//! Ten generated models are also compiled by `dnn!` end to end in the root package
+//! Fifty generated models are also compiled by `dnn!` end to end in the root package
 //! (`tests/random_graph_models.rs`); that file is written by the ignored test
 //! `regenerate_dnn_sample` here and kept in step by `dnn_sample_is_current`.
 
@@ -1725,14 +1725,13 @@ fn random_graphs_fuse_correctly() {
 // ---------------------------------------------------------------------------------------
 
 const SAMPLE_PATH: &str = "../tests/random_graph_models.rs";
-const SAMPLE_SIZE: usize = 10;
+const SAMPLE_SIZE: usize = 50;
 
 /// The seeds of the sample: the first seeds that pass every check of
 /// `random_graphs_fuse_correctly` and whose `dnn!` plan (after rewrites) has a multi-node
-/// block, three
-/// with a prologue, three with an anchor and an epilogue, four without anchor.
+/// block: 15 with a prologue, 15 with an anchor and an epilogue, 20 without anchor.
 fn sample_seeds() -> Vec<u64> {
-    let wanted = [3usize, 3, 4];
+    let wanted = [15usize, 15, 20];
     let mut picked: [Vec<u64>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     for seed in 0.. {
         if picked.iter().map(Vec::len).sum::<usize>() >= SAMPLE_SIZE {
@@ -1782,7 +1781,7 @@ fn sample_file() -> String {
 //! cargo test -p dnnfusion-compiler --test random_graphs -- --ignored regenerate_dnn_sample
 //! ```
 //!
-//! Ten random graphs of the generator (seeds in the module names), compiled by `dnn!` end
+//! Fifty random graphs of the generator (seeds in the module names), compiled by `dnn!` end
 //! to end, fused and with `#![fusion(off)]`, and checked against the reference interpreter
 //! on seeded random inputs as `tests/ops.rs` does. Tolerance: max |generated - interpreter|
 //! <= 1e-4 * max(1, max |interpreter|) (chains of f32 kernels against the f64 interpreter).
