@@ -1034,7 +1034,7 @@ fn ex_tokens(ex: &Ex, prefix: &str) -> TokenStream {
         Ex::Const(c) => f32_lit(*c),
         Ex::Unary(op, a) => unary_expr(*op, &operand(a, prefix, op.binds().1)),
         Ex::Binary(op, a, b) => {
-            let (left, right) = binary_operand_levels(*op);
+            let (_, left, right) = op.binds();
             binary_expr(*op, &operand(a, prefix, left), &operand(b, prefix, right))
         }
         Ex::Select(c, a, b) => {
@@ -1079,9 +1079,7 @@ fn ex_tokens(ex: &Ex, prefix: &str) -> TokenStream {
 fn level(ex: &Ex) -> u8 {
     match ex {
         Ex::Load(..) | Ex::Anchor | Ex::Const(_) | Ex::Let(_) => 9,
-        Ex::Binary(BinaryOp::Add | BinaryOp::Sub, ..) => 1,
-        Ex::Binary(BinaryOp::Mul | BinaryOp::Div, ..) => 2,
-        Ex::Binary(BinaryOp::Max | BinaryOp::Min | BinaryOp::Pow, ..) => 9,
+        Ex::Binary(op, ..) => op.binds().0,
         Ex::Unary(op, _) => op.binds().0,
         Ex::Select(..) | Ex::Prelu(..) | Ex::InRange { .. } => 0,
     }
@@ -1095,16 +1093,6 @@ fn operand(ex: &Ex, prefix: &str, at_least: u8) -> TokenStream {
         quote! { (#tokens) }
     } else {
         tokens
-    }
-}
-
-/// The binding `binary_expr` needs of its (left, right) operands: floating-point `+` and
-/// `*` do not associate, so a right operand of the same level keeps its parentheses.
-fn binary_operand_levels(op: BinaryOp) -> (u8, u8) {
-    match op {
-        BinaryOp::Add | BinaryOp::Sub => (1, 2),
-        BinaryOp::Mul | BinaryOp::Div => (2, 3),
-        BinaryOp::Max | BinaryOp::Min | BinaryOp::Pow => (0, 0),
     }
 }
 
@@ -1500,17 +1488,10 @@ fn unary_expr(op: UnaryOp, v: &TokenStream) -> TokenStream {
 
 /// A binary op on the operands `a` and `b` (parenthesized as [`binary_operand_levels`]
 /// asks).
+/// A binary op applied to operands `a` and `b` (parenthesized as [`BinaryOp::binds`]
+/// asks).
 fn binary_expr(op: BinaryOp, a: &TokenStream, b: &TokenStream) -> TokenStream {
-    let m = quote! { ::dnnfusion::runtime::math };
-    match op {
-        BinaryOp::Add => quote! { #a + #b },
-        BinaryOp::Sub => quote! { #a - #b },
-        BinaryOp::Mul => quote! { #a * #b },
-        BinaryOp::Div => quote! { #a / #b },
-        BinaryOp::Max => quote! { #m::max(#a, #b) },
-        BinaryOp::Min => quote! { #m::min(#a, #b) },
-        BinaryOp::Pow => quote! { #m::pow(#a, #b) },
-    }
+    op.emit(&quote! { ::dnnfusion::runtime::math }, a, b)
 }
 
 fn dim(shape: &[usize], i: usize) -> usize {

@@ -655,27 +655,7 @@ fn eval_ex(e: &Ex, vars: &[usize], operands: &[&[f32]], anchor: f32, lets: &[f32
                 eval_ex(a, vars, operands, anchor, lets),
                 eval_ex(b, vars, operands, anchor, lets),
             );
-            match op {
-                BinaryOp::Add => x + y,
-                BinaryOp::Sub => x - y,
-                BinaryOp::Mul => x * y,
-                BinaryOp::Div => x / y,
-                BinaryOp::Max => {
-                    if x.is_nan() || y.is_nan() {
-                        f32::NAN
-                    } else {
-                        x.max(y)
-                    }
-                }
-                BinaryOp::Min => {
-                    if x.is_nan() || y.is_nan() {
-                        f32::NAN
-                    } else {
-                        x.min(y)
-                    }
-                }
-                BinaryOp::Pow => x.powf(y),
-            }
+            op.reference(f64::from(x), f64::from(y)) as f32
         }
         Ex::Select(c, a, b) => {
             if eval_ex(c, vars, operands, anchor, lets) != 0.0 {

@@ -18,6 +18,7 @@ use crate::ir::{
     Op, PadMode, Pool2d, ReduceKind, Resample, ResizeMode, UnaryOp, Value, ValueId, WEIGHT_PANEL,
     WEIGHT_TILE_ROWS, WINOGRAD_POINTS,
 };
+use crate::ops::binary::{max_nan, min_nan};
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice, Zip};
 use std::fmt;
 
@@ -991,24 +992,6 @@ fn inside(pos: i64, len: usize) -> Option<usize> {
     usize::try_from(pos).ok().filter(|&p| p < len)
 }
 
-/// Max that propagates NaN (like numpy's `maximum` and PyTorch's `max`).
-fn max_nan(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() {
-        f64::NAN
-    } else {
-        a.max(b)
-    }
-}
-
-/// Min that propagates NaN.
-fn min_nan(a: f64, b: f64) -> f64 {
-    if a.is_nan() || b.is_nan() {
-        f64::NAN
-    } else {
-        a.min(b)
-    }
-}
-
 /// Calls `f` with every multi-index of `shape`, in row-major order.
 fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize]) -> Result<()>) -> Result<()> {
     if shape.contains(&0) {
@@ -1045,19 +1028,9 @@ fn unary(op: UnaryOp, v: f32) -> f32 {
     op.reference(f64::from(v)) as f32
 }
 
-/// One binary function, evaluated in f64.
+/// One binary function, evaluated in f64 (its row's reference semantics).
 fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
-    let (x, y) = (f64::from(a), f64::from(b));
-    let r = match op {
-        BinaryOp::Add => x + y,
-        BinaryOp::Sub => x - y,
-        BinaryOp::Mul => x * y,
-        BinaryOp::Div => x / y,
-        BinaryOp::Max => max_nan(x, y),
-        BinaryOp::Min => min_nan(x, y),
-        BinaryOp::Pow => x.powf(y),
-    };
-    r as f32
+    op.reference(f64::from(a), f64::from(b)) as f32
 }
 
 /// The numpy broadcast of two shapes (trailing axes aligned, length 1 stretches).

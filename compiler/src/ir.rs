@@ -116,24 +116,7 @@ impl Graph {
 
 pub use crate::ops::unary::UnaryOp;
 
-/// Two-input elementwise functions with numpy broadcasting.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BinaryOp {
-    /// `a + b`
-    Add,
-    /// `a - b`
-    Sub,
-    /// `a * b`
-    Mul,
-    /// `a / b`
-    Div,
-    /// `max(a, b)`
-    Max,
-    /// `min(a, b)`
-    Min,
-    /// `a ^ b`
-    Pow,
-}
+pub use crate::ops::binary::BinaryOp;
 
 /// Reduction functions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -654,15 +637,7 @@ impl Op {
     pub fn name(&self) -> &'static str {
         match self {
             Op::Unary(u) => u.name(),
-            Op::Binary(b) => match b {
-                BinaryOp::Add => "add",
-                BinaryOp::Sub => "sub",
-                BinaryOp::Mul => "mul",
-                BinaryOp::Div => "div",
-                BinaryOp::Max => "maximum",
-                BinaryOp::Min => "minimum",
-                BinaryOp::Pow => "pow",
-            },
+            Op::Binary(b) => b.name(),
             Op::Where => "where",
             Op::Prelu => "prelu",
             Op::Linear => "linear",

@@ -1113,13 +1113,10 @@ impl Lowerer<'_> {
             }
             (Val::Tensor(t), s @ (Val::Int(_) | Val::Float(_))) => {
                 let c = as_f64(&s) as f32;
-                let unary = match op {
-                    BinOp::Add => UnaryOp::AddScalar(c),
-                    BinOp::Sub => UnaryOp::SubScalar(c),
-                    BinOp::Mul => UnaryOp::MulScalar(c),
-                    BinOp::Div => UnaryOp::DivScalar(c),
-                    BinOp::Rem => return self.fail(op_span, "`%` takes integers only"),
+                let Some(bop) = tensor_op(op) else {
+                    return self.fail(op_span, "`%` takes integers only");
                 };
+                let unary = bop.with_constant_right(c);
                 Ok(Val::Tensor(self.push_node(
                     Op::Unary(unary),
                     vec![t],
@@ -1129,12 +1126,8 @@ impl Lowerer<'_> {
             }
             (s @ (Val::Int(_) | Val::Float(_)), Val::Tensor(t)) => {
                 let c = as_f64(&s) as f32;
-                let unary = match op {
-                    BinOp::Add => UnaryOp::AddScalar(c),
-                    BinOp::Sub => UnaryOp::ScalarSub(c),
-                    BinOp::Mul => UnaryOp::MulScalar(c),
-                    BinOp::Div => UnaryOp::ScalarDiv(c),
-                    BinOp::Rem => return self.fail(op_span, "`%` takes integers only"),
+                let Some(unary) = tensor_op(op).and_then(|bop| bop.with_constant_left(c)) else {
+                    return self.fail(op_span, "`%` takes integers only");
                 };
                 Ok(Val::Tensor(self.push_node(
                     Op::Unary(unary),
@@ -1144,12 +1137,8 @@ impl Lowerer<'_> {
                 )))
             }
             (Val::Tensor(a), Val::Tensor(b)) => {
-                let bop = match op {
-                    BinOp::Add => BinaryOp::Add,
-                    BinOp::Sub => BinaryOp::Sub,
-                    BinOp::Mul => BinaryOp::Mul,
-                    BinOp::Div => BinaryOp::Div,
-                    BinOp::Rem => return self.fail(op_span, "`%` takes integers only"),
+                let Some(bop) = tensor_op(op) else {
+                    return self.fail(op_span, "`%` takes integers only");
                 };
                 self.binary_op(bop, op_span, (a, ls), (b, rs))
                     .map(Val::Tensor)
@@ -1458,6 +1447,17 @@ pub(crate) fn as_f64(v: &Val) -> f64 {
         Val::Int(n) => *n as f64,
         Val::Float(x) => *x,
         _ => f64::NAN,
+    }
+}
+
+/// The tensor function of an arithmetic operator (`%` has none: integers only).
+fn tensor_op(op: BinOp) -> Option<BinaryOp> {
+    match op {
+        BinOp::Add => Some(BinaryOp::Add),
+        BinOp::Sub => Some(BinaryOp::Sub),
+        BinOp::Mul => Some(BinaryOp::Mul),
+        BinOp::Div => Some(BinaryOp::Div),
+        BinOp::Rem => None,
     }
 }
 

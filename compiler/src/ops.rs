@@ -10,6 +10,7 @@ use crate::check::{self, fmt_shape};
 use crate::ir::*;
 use crate::lower::{as_f64, Eval, Lowerer, Reported, Val};
 
+pub mod binary;
 pub mod unary;
 
 /// One built-in op of the DSL: its name, signature and the parameters it creates, for
@@ -723,21 +724,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 Some((Val::Tensor(t), s)) => Val::Tensor(b.lw.binary_op(op, span, a, (t, s))?),
                 Some((v @ (Val::Int(_) | Val::Float(_)), _)) => {
                     let c = as_f64(&v) as f32;
-                    let u = match op {
-                        BinaryOp::Add => UnaryOp::AddScalar(c),
-                        BinaryOp::Sub => UnaryOp::SubScalar(c),
-                        BinaryOp::Mul => UnaryOp::MulScalar(c),
-                        BinaryOp::Div => UnaryOp::DivScalar(c),
-                        BinaryOp::Max => UnaryOp::Clip {
-                            min: c,
-                            max: f32::INFINITY,
-                        },
-                        BinaryOp::Min => UnaryOp::Clip {
-                            min: f32::NEG_INFINITY,
-                            max: c,
-                        },
-                        BinaryOp::Pow => UnaryOp::PowScalar(c),
-                    };
+                    let u = op.with_constant_right(c);
                     let shape = b.shape(a.0);
                     b.node(Op::Unary(u), vec![a.0], shape)?
                 }

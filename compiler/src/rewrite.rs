@@ -263,11 +263,7 @@ pub fn op_cost(op: &Op, inputs: &[&[usize]], out: &[usize]) -> Cost {
         .fold(0, u64::saturating_add);
     let flops = match op {
         Op::Unary(u) => n.saturating_mul(u.cost()),
-        Op::Binary(b) => n.saturating_mul(match b {
-            crate::ir::BinaryOp::Div => 4,
-            crate::ir::BinaryOp::Pow => 8,
-            _ => 1,
-        }),
+        Op::Binary(b) => n.saturating_mul(b.cost()),
         Op::Where | Op::Prelu => n,
         Op::Linear => {
             let k = inputs.first().and_then(|s| s.last()).copied().unwrap_or(0) as u64;
