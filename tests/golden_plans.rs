@@ -23,7 +23,7 @@ use std::process::{Command, Stdio};
 
 use proc_macro2::{Delimiter, TokenTree};
 
-use dnnfusion_compiler::ir::{Graph, ValueId, ValueKind};
+use dnnfusion_compiler::ir::{Graph, ValueId};
 use dnnfusion_compiler::plan::{MemoryPlan, Slot};
 use dnnfusion_compiler::{compile_model, lower_str, CompiledModel};
 
@@ -83,22 +83,7 @@ fn plan_text(compiled: &CompiledModel) -> String {
     for (i, block) in fusion.blocks.iter().enumerate() {
         let op_at = |n: usize| format!("{}#{n}", graph.nodes[n].op.name());
         let anchor = block.anchor.map_or_else(|| "-".to_string(), op_at);
-        // members with a path to the anchor inside the block
-        let mut prologue: Vec<usize> = Vec::new();
-        if let Some(a) = block.anchor {
-            let mut frontier = vec![a];
-            while let Some(n) = frontier.pop() {
-                for &v in &graph.nodes[n].inputs {
-                    if let ValueKind::Node(p) = graph.values[v].kind {
-                        if block.nodes.contains(&p) && !prologue.contains(&p) {
-                            prologue.push(p);
-                            frontier.push(p);
-                        }
-                    }
-                }
-            }
-            prologue.sort_unstable();
-        }
+        let prologue = dnnfusion_compiler::fuse::prologue_nodes(graph, block);
         let prologue_text = if prologue.is_empty() {
             String::new()
         } else {

@@ -580,22 +580,8 @@ fn run_anchor<'a>(
         .get(anchor)
         .ok_or_else(|| InterpError::new(format!("anchor {anchor} does not exist")))?;
     let out_shape = graph.shape(node.output);
-    let producer = |v: ValueId| match graph.values.get(v).map(|v| &v.kind) {
-        Some(crate::ir::ValueKind::Node(p)) => Some(*p),
-        _ => None,
-    };
-    // members with a path to the anchor inside the block
-    let mut feeds: Vec<usize> = Vec::new();
-    let mut frontier = vec![anchor];
-    while let Some(n) = frontier.pop() {
-        for &v in graph.nodes.get(n).map_or(&[][..], |n| n.inputs.as_slice()) {
-            if let Some(p) = producer(v).filter(|p| block.nodes.contains(p) && !feeds.contains(p)) {
-                feeds.push(p);
-                frontier.push(p);
-            }
-        }
-    }
-    feeds.sort_unstable();
+    // the members computed before the anchor (the planner's one rule for it)
+    let feeds = crate::fuse::prologue_nodes(graph, block);
     let (op, operands): (Op, Vec<ArrayD<f32>>) = match (feeds.as_slice(), &node.op) {
         ([], _) => {
             let operands = node.inputs.iter().map(|&v| stored(v).cloned()).collect::<Result<_>>()?;

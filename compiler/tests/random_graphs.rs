@@ -1747,14 +1747,9 @@ fn sample_seeds() -> Vec<u64> {
         if multi.is_empty() {
             continue;
         }
-        let prologue = multi.iter().any(|b| {
-            b.anchor.is_some_and(|a| {
-                graph.nodes[a]
-                    .inputs
-                    .iter()
-                    .any(|&v| producer(graph, v).is_some_and(|p| b.nodes.contains(&p)))
-            })
-        });
+        let prologue = multi
+            .iter()
+            .any(|b| !fuse::prologue_nodes(graph, b).is_empty());
         let kind = if prologue {
             0
         } else if multi.iter().any(|b| b.anchor.is_some()) {
