@@ -46,26 +46,22 @@ fn supported_ops_table_lists_exactly_the_dsl_ops() {
 
 #[test]
 fn onnx_table_is_generated_from_the_mapping() {
-    let text = readme();
-    let start = text
-        .find(START)
-        .expect("README has no ONNX table start marker");
-    let body_start = start + text[start..].find("-->\n").unwrap() + 4;
-    let end = text.find(END).expect("README has no ONNX table end marker");
-    let want = dnnfusion_onnx::readme_table();
-    if text[body_start..end] != want {
-        if std::env::var_os("DNNFUSION_BLESS").is_some() {
-            let updated = format!("{}{want}{}", &text[..body_start], &text[end..]);
-            std::fs::write(README, updated).unwrap();
-        } else {
-            panic!("README's ONNX table differs from onnx::ONNX_OPS; rewrite it with\n  DNNFUSION_BLESS=1 cargo test -p dnnfusion-tests --test readme");
-        }
-    }
+    check_generated(
+        README,
+        START,
+        END,
+        &dnnfusion_onnx::readme_table(),
+        "the ONNX table differs from onnx::ONNX_OPS",
+    );
 }
 
+/// Bless runs rewrite the README from more than one test: one at a time.
+static REWRITING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Replaces what lies between the line holding `start` and `end` in `path` by `want`, or
-/// fails, unless `DNNFUSION_BLESS` is set (then it rewrites the file).
-fn check_generated(path: &str, start: &str, end: &str, want: &str) {
+/// fails saying `what`, unless `DNNFUSION_BLESS` is set (then it rewrites the file).
+fn check_generated(path: &str, start: &str, end: &str, want: &str, what: &str) {
+    let _one_at_a_time = REWRITING.lock().unwrap_or_else(|e| e.into_inner());
     let text = std::fs::read_to_string(path).unwrap();
     let begin = text
         .find(start)
@@ -79,7 +75,7 @@ fn check_generated(path: &str, start: &str, end: &str, want: &str) {
             let updated = format!("{}{want}{}", &text[..body_start], &text[stop..]);
             std::fs::write(path, updated).unwrap();
         } else {
-            panic!("{path}: the op reference differs from ops::ops(); rewrite it with\n  DNNFUSION_BLESS=1 cargo test --test readme");
+            panic!("{path}: {what}; rewrite it with\n  DNNFUSION_BLESS=1 cargo test -p dnnfusion-tests --test readme");
         }
     }
 }
@@ -94,6 +90,7 @@ fn op_reference_is_generated_from_the_op_definitions() {
             "<!-- op-reference:start",
             "<!-- op-reference:end -->",
             &want,
+            "the op reference differs from ops::ops()",
         );
     }
 }
