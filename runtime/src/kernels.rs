@@ -1004,12 +1004,7 @@ pub fn conv2d(
         }
         #[cfg(target_arch = "x86_64")]
         if simd {
-            // SAFETY: `depthwise_conv2d_avx2` needs AVX2 and FMA, and `avx2_fma` has just
-            // checked that this CPU has both.
-            #[allow(unsafe_code)]
-            unsafe {
-                crate::simd::depthwise_conv2d_avx2(x, w, bias, out, g, &epi)
-            };
+            depthwise_simd(x, w, bias, out, g, &epi);
             return;
         }
         depthwise_portable(x, w, bias, out, g, &epi);
@@ -1226,6 +1221,34 @@ fn conv2d_direct_threaded(
     }
 }
 
+/// A depthwise convolution on this CPU's vector units: stride 2 on AVX-512F by the
+/// kernel that reads the input in place (`simd::depthwise_conv2d_avx512`), the rest by
+/// the AVX2 build of the phase planes.
+/// Call only when [`crate::simd::avx2_fma`] holds.
+#[cfg(target_arch = "x86_64")]
+fn depthwise_simd(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &Conv2dGeom,
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
+) {
+    if crate::simd::avx512() && crate::simd::depthwise_avx512_fits(g) {
+        // SAFETY: `avx512` found AVX-512F (and AVX2 and FMA) on this CPU, and `g` fits.
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::simd::depthwise_conv2d_avx512(x, w, bias, out, g, epi)
+        };
+        return;
+    }
+    // SAFETY: the caller checked `avx2_fma` (AVX2 and FMA).
+    #[allow(unsafe_code)]
+    unsafe {
+        crate::simd::depthwise_conv2d_avx2(x, w, bias, out, g, epi)
+    };
+}
+
 /// A depthwise convolution with its channels split over `threads` threads, without the
 /// epilogue (the caller runs it once the planes are complete).
 fn depthwise_threaded(
@@ -1255,11 +1278,7 @@ fn depthwise_threaded(
             let bs = bias.map(|b| &b[c0..c0 + count]);
             #[cfg(target_arch = "x86_64")]
             if simd {
-                // SAFETY: `simd` is true only when `avx2_fma` found AVX2 and FMA.
-                #[allow(unsafe_code)]
-                unsafe {
-                    crate::simd::depthwise_conv2d_avx2(xs, ws, bs, oc, &sub, &store_rows)
-                };
+                depthwise_simd(xs, ws, bs, oc, &sub, &store_rows);
                 return;
             }
             let _ = simd;
@@ -4323,6 +4342,15 @@ mod tests {
             geom(1, (3, 150, 150), 3, 3, [1, 1], 1, 1, 3),
             geom(1, (2, 160, 150), 2, 5, [2, 2], 4, 2, 2),
             geom(1, (2, 3, 8000), 2, 3, [1, 1], 1, 1, 2),
+            // depthwise stride 2 read in place on AVX-512 (masked loads, even lanes kept):
+            // rows of 2 parts and a half, padding 0 and 2, stride 1 down and 2 across, a
+            // 7x7 kernel, a 1x1 map, rows wider than that kernel's 64 parts (AVX2 then)
+            geom(1, (5, 37, 41), 5, 3, [2, 2], 1, 1, 5),
+            geom(1, (3, 9, 70), 3, 5, [1, 2], 2, 1, 3),
+            geom(2, (4, 8, 8), 4, 3, [2, 2], 0, 1, 4),
+            geom(1, (4, 15, 33), 4, 7, [2, 2], 3, 1, 4),
+            geom(1, (6, 1, 1), 6, 3, [2, 2], 1, 1, 6),
+            geom(1, (2, 4, 2100), 2, 3, [2, 2], 1, 1, 2),
             // tiled weights: two tiles and 8 row-major channels; per group one tile and 4
             geom(1, (12, 9, 11), 40, 3, [1, 1], 1, 1, 1),
             geom(1, (8, 10, 10), 40, 3, [2, 2], 1, 1, 2),

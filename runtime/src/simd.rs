@@ -1570,6 +1570,201 @@ pub unsafe fn depthwise_taps9_avx2(
     }
 }
 
+/// True when [`depthwise_conv2d_avx512`] takes `g`: horizontal stride 2, rows of up to
+/// [`DEPTHWISE_MAX_PARTS`] x 16 outputs, kernels up to [`DEPTHWISE_MAX_KW`] wide (any
+/// height, vertical stride, padding and dilation).
+///
+/// Stride 1 stays on the AVX2 phase planes: the same loads straight from the input ran
+/// 1.4-2x slower there (mobilenet_v2's 32@112 0.55-0.66 -> 0.72-1.0 ms, 144@56 0.53-0.72
+/// -> 0.8-1.3 ms, alternating; also on a 4@56 map that stays in L1), while for stride 2
+/// the phase planes' strided gather is the cost the permutes remove.
+#[cfg(target_arch = "x86_64")]
+pub fn depthwise_avx512_fits(g: &crate::kernels::Conv2dGeom) -> bool {
+    g.stride_w == 2
+        && g.stride_h > 0
+        && g.ow.div_ceil(16) <= DEPTHWISE_MAX_PARTS
+        && g.kw <= DEPTHWISE_MAX_KW
+        && g.w <= i32::MAX as usize
+        && (2 * g.ow)
+            .saturating_add(g.kw.saturating_mul(g.dilation_w))
+            .saturating_add(g.pad_left)
+            <= i32::MAX as usize
+}
+
+/// Parts of 16 outputs in the widest row [`depthwise_conv2d_avx512`] takes.
+const DEPTHWISE_MAX_PARTS: usize = 64;
+
+/// The widest kernel [`depthwise_conv2d_avx512`] takes.
+const DEPTHWISE_MAX_KW: usize = 8;
+
+/// Jobs (16 outputs of one output row each) whose sums [`depthwise_conv2d_avx512`] keeps
+/// in registers at once: four chains of fused multiply-adds in flight.
+const DEPTHWISE_JOBS: usize = 4;
+
+/// Where one tap of one part of a row reads in its input row: the column of lane 0
+/// (negative in the left padding) and which of the 32 lanes from there (of which the even
+/// ones are kept) fall inside the row.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, Default)]
+struct TapLoad {
+    at: isize,
+    mask: u32,
+}
+
+/// A depthwise convolution (`groups == c_in == c_out`) of horizontal stride 2 on
+/// AVX-512F, read straight from the input: no phase planes or padded copies. Each job is
+/// 16 outputs of one output row; per tap, two masked loads of the 32 input columns from
+/// its first one and a permute that keeps the even ones, lanes in the padding masked to
+/// zero, then a fused multiply-add (mobilenet_v2's 96@112: 1.19-1.39 -> 0.84-1.02 ms,
+/// 192@28: 0.21-0.36 -> 0.11-0.13 ms, 3 alternating runs of `conv_classes`). Where each tap of each part of a row reads is worked out
+/// once per call ([`TapLoad`]). Jobs run [`DEPTHWISE_JOBS`] at a time: along a row on
+/// wide maps, over several rows on narrow ones (a 7-column map fills 7 of 16 lanes, four
+/// rows at once). Each finished row goes to `epi` while it is in cache.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F and FMA; `g` must pass [`depthwise_avx512_fits`]. The
+/// slices are checked (a short one panics).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn depthwise_conv2d_avx512(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &crate::kernels::Conv2dGeom,
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
+) {
+    let (plane, in_plane, taps) = (g.oh * g.ow, g.h * g.w, g.kh * g.kw);
+    assert!(depthwise_avx512_fits(g) && g.c_in == g.c_out && g.groups == g.c_out);
+    assert!(x.len() >= g.n * g.c_in * in_plane && out.len() >= g.n * g.c_out * plane);
+    assert!(w.len() >= g.c_out * taps && bias.is_none_or(|b| b.len() >= g.c_out));
+    if plane == 0 {
+        return;
+    }
+    let parts = g.ow.div_ceil(16);
+    let lanes = 32;
+    let mut table = [TapLoad::default(); DEPTHWISE_MAX_PARTS * DEPTHWISE_MAX_KW];
+    for (i, load) in table.iter_mut().enumerate().take(parts * g.kw) {
+        let (part, kx) = (i / g.kw, i % g.kw);
+        let at = (32 * part + kx * g.dilation_w) as isize - g.pad_left as isize;
+        // lanes `lo..hi` read columns inside the row
+        let lo = (-at).clamp(0, lanes as isize) as u32;
+        let hi = (g.w as isize - at).clamp(0, lanes as isize) as u32;
+        let below = |n: u32| if n >= 32 { u32::MAX } else { (1u32 << n) - 1 };
+        *load = TapLoad {
+            at,
+            mask: below(hi) & !below(lo),
+        };
+    }
+    let table = &table[..parts * g.kw];
+    // rows per group of jobs when a row has fewer parts than there are jobs
+    let rows_at_once = (DEPTHWISE_JOBS / parts).max(1);
+    for image_channel in 0..g.n * g.c_out {
+        let c = image_channel % g.c_out;
+        let xp = &x[image_channel * in_plane..(image_channel + 1) * in_plane];
+        let op = &mut out[image_channel * plane..(image_channel + 1) * plane];
+        let weights = &w[c * taps..(c + 1) * taps];
+        let start = bias.map_or(0.0, |b| b[c]);
+        let mut oy = 0;
+        while oy < g.oh {
+            let rows = rows_at_once.min(g.oh - oy);
+            let total = rows * parts;
+            let mut done = 0;
+            while done < total {
+                let count = (total - done).min(DEPTHWISE_JOBS);
+                // (output row, part) of each job; the unused ones repeat the last
+                let mut batch = [(0usize, 0usize); DEPTHWISE_JOBS];
+                for (i, job) in batch.iter_mut().enumerate() {
+                    let k = done + i.min(count - 1);
+                    *job = (oy + k / parts, k % parts);
+                }
+                let jobs = (xp, weights, start, table);
+                // SAFETY: AVX-512F and FMA (this function's contract); the rows are below
+                // `g.oh`, the parts below `parts`
+                match count {
+                    1 => depthwise_jobs_avx512::<1>(jobs, op, g, &batch),
+                    2 => depthwise_jobs_avx512::<2>(jobs, op, g, &batch),
+                    3 => depthwise_jobs_avx512::<3>(jobs, op, g, &batch),
+                    _ => depthwise_jobs_avx512::<4>(jobs, op, g, &batch),
+                }
+                done += count;
+            }
+            for r in oy..oy + rows {
+                epi(
+                    image_channel * plane + r * g.ow,
+                    &mut op[r * g.ow..(r + 1) * g.ow],
+                );
+            }
+            oy += rows;
+        }
+    }
+}
+
+/// The first `N` jobs of `batch` (output row, part of 16 columns) of
+/// [`depthwise_conv2d_avx512`] for one channel: its input plane,
+/// weights, bias and the loads of every (part, kx); the sums stored into the output
+/// plane `op`.
+///
+/// # Safety
+///
+/// AVX-512F and FMA; every job's row is below `g.oh` and its part below `g.ow / 16`
+/// rounded up, and `table` holds that many parts of `g.kw` loads, each of whose masked
+/// lanes lies inside an input row.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+#[allow(unsafe_code)]
+unsafe fn depthwise_jobs_avx512<const N: usize>(
+    (xp, weights, start, table): (&[f32], &[f32], f32, &[TapLoad]),
+    op: &mut [f32],
+    g: &crate::kernels::Conv2dGeom,
+    batch: &[(usize, usize); DEPTHWISE_JOBS],
+) {
+    use core::arch::x86_64::*;
+    let mut acc = [_mm512_set1_ps(start); N];
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let mut loads: [&[TapLoad]; N] = [&[]; N];
+    for (load, &(_, part)) in loads.iter_mut().zip(batch) {
+        *load = &table[part * g.kw..(part + 1) * g.kw];
+    }
+    for ky in 0..g.kh {
+        // each job's input row for this `ky` (null in the padding)
+        let mut rows = [core::ptr::null::<f32>(); N];
+        for (row, &(oy, _)) in rows.iter_mut().zip(batch) {
+            let iy = (oy * g.stride_h + ky * g.dilation_h).wrapping_sub(g.pad_top);
+            if iy < g.h {
+                *row = xp[iy * g.w..(iy + 1) * g.w].as_ptr();
+            }
+        }
+        for kx in 0..g.kw {
+            let wt = _mm512_set1_ps(weights[ky * g.kw + kx]);
+            for j in 0..N {
+                if rows[j].is_null() {
+                    continue;
+                }
+                let load = loads[j][kx];
+                let p = rows[j].wrapping_offset(load.at);
+                // SAFETY: the masks enable only lanes whose column `load.at + lane` is
+                // inside the row `rows[j]` points to (a checked slice of `g.w` floats);
+                // disabled lanes are not accessed (AVX-512 masked loads suppress their
+                // faults), so `p` itself may lie before the row
+                let lo = _mm512_maskz_loadu_ps(load.mask as u16, p);
+                let hi = _mm512_maskz_loadu_ps((load.mask >> 16) as u16, p.wrapping_add(16));
+                acc[j] = _mm512_fmadd_ps(wt, _mm512_permutex2var_ps(lo, even, hi), acc[j]);
+            }
+        }
+    }
+    for (a, &(oy, part)) in acc.iter().zip(batch) {
+        let ox0 = 16 * part;
+        let dst = &mut op[oy * g.ow + ox0..oy * g.ow + g.ow.min(ox0 + 16)];
+        let mask = ((1u32 << dst.len()) - 1) as u16;
+        // SAFETY: the mask covers the `dst.len()` floats of the checked slice `dst`
+        _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, *a);
+    }
+}
+
 /// [`crate::kernels::max_pool2d_rows`] compiled for AVX2 and FMA, so its
 /// compare-and-select runs vectorize eight wide (the same code as the portable path).
 ///
