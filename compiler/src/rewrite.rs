@@ -99,10 +99,18 @@ impl Patch {
         }
     }
 
-    /// Adds a node; its shape is what [`crate::check::infer`] gives for its operands
-    /// (`given` is read only by the ops whose result shape is their attribute: reshape,
-    /// expand, resize). `None` when the operands do not fit the op.
-    pub fn node(
+    /// Adds a node whose result shape follows from its operands (every op but reshape,
+    /// expand and resize: [`Patch::node_shaped`]); its shape is what
+    /// [`crate::check::infer`] gives. `None` when the operands do not fit the op.
+    pub fn node(&mut self, graph: &Graph, op: Op, inputs: Vec<Operand>) -> Option<Operand> {
+        self.node_shaped(graph, op, inputs, Vec::new())
+    }
+
+    /// [`Patch::node`] for an op whose result shape is its attribute (reshape, expand,
+    /// resize: `given`, which [`crate::check::infer`] validates against the operands), or
+    /// for a copy of a matched node's op, which may be one of them. Other ops ignore
+    /// `given`.
+    pub fn node_shaped(
         &mut self,
         graph: &Graph,
         op: Op,
@@ -134,7 +142,7 @@ impl Patch {
         a: Operand,
         b: Operand,
     ) -> Option<Operand> {
-        self.node(graph, Op::Binary(op), vec![a, b], Vec::new())
+        self.node(graph, Op::Binary(op), vec![a, b])
     }
 
     /// Finishes the patch with its result.

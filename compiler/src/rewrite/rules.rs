@@ -207,7 +207,6 @@ fn make_slice(
             steps,
         },
         vec![x],
-        Vec::new(),
     )?;
     (p.shape(g, slice) == shape.as_slice()).then_some(slice)
 }
@@ -399,7 +398,7 @@ pub fn identity_reshape_reshape(g: &Graph, n: usize) -> Option<Patch> {
         return None;
     }
     let mut p = Patch::default();
-    let r = p.node(g, Op::Reshape(*kind), vec![Old(*x)], out_shape(g, n))?;
+    let r = p.node_shaped(g, Op::Reshape(*kind), vec![Old(*x)], out_shape(g, n))?;
     p.done(r)
 }
 
@@ -449,7 +448,7 @@ pub fn identity_transpose_transpose(g: &Graph, n: usize) -> Option<Patch> {
         return None;
     }
     let mut p = Patch::default();
-    let r = p.node(g, Op::Transpose { perm }, vec![Old(*x)], out_shape(g, n))?;
+    let r = p.node(g, Op::Transpose { perm }, vec![Old(*x)])?;
     p.done(r)
 }
 
@@ -470,7 +469,7 @@ pub fn identity_transpose_to_reshape(g: &Graph, n: usize) -> Option<Patch> {
         return None;
     }
     let mut p = Patch::default();
-    let r = p.node(
+    let r = p.node_shaped(
         g,
         Op::Reshape(ReshapeKind::Reshape),
         vec![Old(x)],
@@ -616,7 +615,7 @@ pub fn identity_concat_of_concat(g: &Graph, n: usize) -> Option<Patch> {
         return None;
     }
     let mut p = Patch::default();
-    let r = p.node(g, Op::Concat { axis }, flat, out_shape(g, n))?;
+    let r = p.node(g, Op::Concat { axis }, flat)?;
     p.done(r)
 }
 
@@ -658,7 +657,7 @@ pub fn identity_reduce_unit_axes(g: &Graph, n: usize) -> Option<Patch> {
         return Some(Patch::alias(x));
     }
     let mut p = Patch::default();
-    let r = p.node(
+    let r = p.node_shaped(
         g,
         Op::Reshape(ReshapeKind::Squeeze),
         vec![Old(x)],
@@ -1776,24 +1775,18 @@ pub fn associative_reduce_extreme_chain(g: &Graph, n: usize) -> Option<Patch> {
     axes.extend(outer_axes.iter().copied());
     axes.sort_unstable();
     axes.dedup();
-    let kept_shape: Vec<usize> = g
-        .shape(*x)
-        .iter()
-        .enumerate()
-        .map(|(i, &d)| if axes.contains(&i) { 1 } else { d })
-        .collect();
     let mut p = Patch::default();
     let op = Op::Reduce {
         kind: *kind,
         axes,
         keepdims: true,
     };
-    let kept = p.node(g, op, vec![Old(*x)], kept_shape)?;
+    let kept = p.node(g, op, vec![Old(*x)])?;
     if *keepdims {
         return p.done(kept);
     }
     // the axes the inner reduction kept at length 1 stay; the outer ones go
-    let r = p.node(
+    let r = p.node_shaped(
         g,
         Op::Reshape(ReshapeKind::Reshape),
         vec![kept],
@@ -1814,12 +1807,7 @@ pub fn associative_shift_into_bias(g: &Graph, n: usize) -> Option<Patch> {
     };
     let mut p = Patch::default();
     let shifted = p.unary(g, u, Old(b));
-    let q = p.node(
-        g,
-        node.op.clone(),
-        vec![Old(x), Old(w), shifted],
-        out_shape(g, n),
-    )?;
+    let q = p.node(g, node.op.clone(), vec![Old(x), Old(w), shifted])?;
     p.done(q)
 }
 
@@ -2036,7 +2024,7 @@ pub fn distributive_matmul_left(g: &Graph, n: usize) -> Option<Patch> {
     }
     let mut p = Patch::default();
     let s = p.binary(g, op, Old(b), Old(c))?;
-    let q = p.node(g, Op::MatMul, vec![Old(a), s], out_shape(g, n))?;
+    let q = p.node(g, Op::MatMul, vec![Old(a), s])?;
     p.done(q)
 }
 
@@ -2052,7 +2040,7 @@ pub fn distributive_matmul_right(g: &Graph, n: usize) -> Option<Patch> {
     }
     let mut p = Patch::default();
     let s = p.binary(g, op, Old(a), Old(b))?;
-    let q = p.node(g, Op::MatMul, vec![s, Old(c)], out_shape(g, n))?;
+    let q = p.node(g, Op::MatMul, vec![s, Old(c)])?;
     p.done(q)
 }
 
@@ -2092,13 +2080,7 @@ pub fn distributive_where_common_operand(g: &Graph, n: usize) -> Option<Patch> {
         return None;
     };
     let mut p = Patch::default();
-    let sel_shape = crate::check::broadcast(
-        "rewrite",
-        g.shape(*c),
-        &crate::check::broadcast("rewrite", g.shape(a), g.shape(b)).ok()?,
-    )
-    .ok()?;
-    let sel = p.node(g, Op::Where, vec![Old(*c), Old(a), Old(b)], sel_shape)?;
+    let sel = p.node(g, Op::Where, vec![Old(*c), Old(a), Old(b)])?;
     let q = if x_right {
         p.binary(g, op, sel, Old(x))?
     } else {
@@ -2183,7 +2165,7 @@ pub fn distributive_reduce_of_sum(g: &Graph, n: usize) -> Option<Patch> {
     }
     let mut p = Patch::default();
     let s = p.binary(g, op, Old(*a), Old(*b))?;
-    let q = p.node(g, ln.op.clone(), vec![s], out_shape(g, n))?;
+    let q = p.node(g, ln.op.clone(), vec![s])?;
     p.done(q)
 }
 
@@ -2237,7 +2219,7 @@ fn shared_input(g: &Graph, n: usize, is_op: impl Fn(&Op) -> bool) -> Option<Patc
     let mut p = Patch::default();
     let mut inputs = vec![Old(lx), p.binary(g, BinaryOp::Add, Old(lw), Old(rw))?];
     inputs.extend(bias_sum(&mut p, g, lb, rb)?);
-    let q = p.node(g, ln.op.clone(), inputs, out_shape(g, n))?;
+    let q = p.node(g, ln.op.clone(), inputs)?;
     p.done(q)
 }
 
@@ -2256,7 +2238,7 @@ pub fn distributive_scale_into_weights(g: &Graph, n: usize) -> Option<Patch> {
     if let Some(b) = b {
         inputs.push(p.unary(g, u, Old(b)));
     }
-    let q = p.node(g, node.op.clone(), inputs, out_shape(g, n))?;
+    let q = p.node(g, node.op.clone(), inputs)?;
     p.done(q)
 }
 
@@ -2277,7 +2259,7 @@ fn unary_inside(g: &Graph, n: usize, accept: impl Fn(&Op, UnaryOp) -> bool) -> O
     let y = p.unary(g, u, Old(*x));
     let mut inputs = vec![y];
     inputs.extend(rest.iter().map(|&v| Old(v)));
-    let r = p.node(g, inner.op.clone(), inputs, out_shape(g, n))?;
+    let r = p.node_shaped(g, inner.op.clone(), inputs, out_shape(g, n))?;
     p.done(r)
 }
 
@@ -2311,12 +2293,7 @@ pub fn commutative_transpose_past_unary(g: &Graph, n: usize) -> Option<Patch> {
     };
     let mut p = Patch::default();
     let y = p.unary(g, u, Old(*x));
-    let r = p.node(
-        g,
-        Op::Transpose { perm: perm.clone() },
-        vec![y],
-        out_shape(g, n),
-    )?;
+    let r = p.node(g, Op::Transpose { perm: perm.clone() }, vec![y])?;
     p.done(r)
 }
 
@@ -2395,7 +2372,6 @@ pub fn commutative_concat_of_unary(g: &Graph, n: usize) -> Option<Patch> {
         g,
         Op::Concat { axis },
         parts.iter().map(|(_, x)| Old(*x)).collect(),
-        out_shape(g, n),
     )?;
     let r = p.unary(g, u, c);
     p.done(r)
@@ -2416,7 +2392,7 @@ pub fn commutative_reduce_sum_of_scale(g: &Graph, n: usize) -> Option<Patch> {
         return None;
     }
     let mut p = Patch::default();
-    let red = p.node(g, node.op.clone(), vec![Old(x)], out_shape(g, n))?;
+    let red = p.node(g, node.op.clone(), vec![Old(x)])?;
     let r = p.unary(g, u, red);
     p.done(r)
 }
@@ -2436,7 +2412,7 @@ pub fn commutative_reduce_extreme_of_increasing(g: &Graph, n: usize) -> Option<P
         return None;
     }
     let mut p = Patch::default();
-    let red = p.node(g, node.op.clone(), vec![Old(x)], out_shape(g, n))?;
+    let red = p.node(g, node.op.clone(), vec![Old(x)])?;
     let r = p.unary(g, u, red);
     p.done(r)
 }
@@ -2470,7 +2446,6 @@ pub fn commutative_reduce_extreme_of_decreasing(g: &Graph, n: usize) -> Option<P
             keepdims: *keepdims,
         },
         vec![Old(x)],
-        out_shape(g, n),
     )?;
     let r = p.unary(g, u, red);
     p.done(r)
@@ -2488,7 +2463,7 @@ pub fn commutative_max_pool_of_increasing(g: &Graph, n: usize) -> Option<Patch> 
         return None;
     }
     let mut p = Patch::default();
-    let red = p.node(g, node.op.clone(), vec![Old(x)], out_shape(g, n))?;
+    let red = p.node(g, node.op.clone(), vec![Old(x)])?;
     let r = p.unary(g, u, red);
     p.done(r)
 }
@@ -2504,7 +2479,7 @@ pub fn commutative_global_max_pool_of_increasing(g: &Graph, n: usize) -> Option<
         return None;
     }
     let mut p = Patch::default();
-    let red = p.node(g, Op::GlobalMaxPool, vec![Old(x)], out_shape(g, n))?;
+    let red = p.node(g, Op::GlobalMaxPool, vec![Old(x)])?;
     let r = p.unary(g, u, red);
     p.done(r)
 }
@@ -2520,7 +2495,7 @@ pub fn commutative_avg_pool_of_scale(g: &Graph, n: usize) -> Option<Patch> {
         return None;
     }
     let mut p = Patch::default();
-    let red = p.node(g, node.op.clone(), vec![Old(x)], out_shape(g, n))?;
+    let red = p.node(g, node.op.clone(), vec![Old(x)])?;
     let r = p.unary(g, u, red);
     p.done(r)
 }
@@ -2535,7 +2510,7 @@ pub fn commutative_matmul_of_scale(g: &Graph, n: usize) -> Option<Patch> {
         _ => return None,
     };
     let mut p = Patch::default();
-    let m = p.node(g, Op::MatMul, inputs, out_shape(g, n))?;
+    let m = p.node(g, Op::MatMul, inputs)?;
     let r = p.unary(g, u, m);
     p.done(r)
 }
@@ -2561,7 +2536,6 @@ pub fn commutative_reduce_prod_of_exp(g: &Graph, n: usize) -> Option<Patch> {
             keepdims: *keepdims,
         },
         vec![Old(x)],
-        out_shape(g, n),
     )?;
     let r = p.unary(g, UnaryOp::Exp, red);
     p.done(r)
@@ -2582,7 +2556,7 @@ pub fn commutative_scale_into_matmul(g: &Graph, n: usize) -> Option<Patch> {
     } else {
         vec![Old(a), p.unary(g, u, Old(b))]
     };
-    let r = p.node(g, Op::MatMul, inputs, out_shape(g, n))?;
+    let r = p.node(g, Op::MatMul, inputs)?;
     p.done(r)
 }
 
@@ -2597,7 +2571,7 @@ pub fn commutative_unary_past_where(g: &Graph, n: usize) -> Option<Patch> {
         return None;
     }
     let mut p = Patch::default();
-    let sel = p.node(g, Op::Where, vec![Old(*c), Old(a), Old(b)], out_shape(g, n))?;
+    let sel = p.node(g, Op::Where, vec![Old(*c), Old(a), Old(b)])?;
     let q = p.unary(g, ul, sel);
     p.done(q)
 }
@@ -2634,7 +2608,6 @@ pub fn commutative_unary_past_pad(g: &Graph, n: usize) -> Option<Patch> {
             mode,
         },
         vec![y],
-        out_shape(g, n),
     )?;
     p.done(r)
 }
@@ -2689,7 +2662,7 @@ pub fn folding_batch_norm_into_conv(g: &Graph, n: usize) -> Option<Patch> {
     let shifted = p.unary(g, UnaryOp::AddScalar(*eps), Old(*var));
     let inv = p.unary(g, UnaryOp::Rsqrt, shifted);
     let scale = p.binary(g, BinaryOp::Mul, Old(*gamma), inv)?;
-    let scale4 = p.node(
+    let scale4 = p.node_shaped(
         g,
         Op::Reshape(ReshapeKind::Reshape),
         vec![scale],
@@ -2707,12 +2680,7 @@ pub fn folding_batch_norm_into_conv(g: &Graph, n: usize) -> Option<Patch> {
             p.binary(g, BinaryOp::Sub, Old(*beta), moved)?
         }
     };
-    let folded = p.node(
-        g,
-        Op::Conv2d(*attrs),
-        vec![Old(x), weight, bias],
-        out_shape(g, n),
-    )?;
+    let folded = p.node(g, Op::Conv2d(*attrs), vec![Old(x), weight, bias])?;
     p.done(folded)
 }
 
@@ -2740,7 +2708,7 @@ pub fn folding_batch_norm_into_linear(g: &Graph, n: usize) -> Option<Patch> {
     let shifted = p.unary(g, UnaryOp::AddScalar(*eps), Old(*var));
     let inv = p.unary(g, UnaryOp::Rsqrt, shifted);
     let scale = p.binary(g, BinaryOp::Mul, Old(*gamma), inv)?;
-    let column = p.node(
+    let column = p.node_shaped(
         g,
         Op::Reshape(ReshapeKind::Reshape),
         vec![scale],
@@ -2758,6 +2726,6 @@ pub fn folding_batch_norm_into_linear(g: &Graph, n: usize) -> Option<Patch> {
             p.binary(g, BinaryOp::Sub, Old(*beta), moved)?
         }
     };
-    let folded = p.node(g, Op::Linear, vec![Old(x), weight, bias], out_shape(g, n))?;
+    let folded = p.node(g, Op::Linear, vec![Old(x), weight, bias])?;
     p.done(folded)
 }
