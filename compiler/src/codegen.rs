@@ -850,31 +850,15 @@ fn block_fn(
         let ins: Vec<Ident> = (0..node.inputs.len())
             .map(|k| format_ident!("in{}", k))
             .collect();
-        let mut shapes: Vec<&[usize]> = node.inputs.iter().map(|&v| graph.shape(v)).collect();
-        let mut op = node.op.clone();
+        // how the kernel reads its operands: as stored, through a pad folded into a
+        // conv's padding, or with operand 0 computed by the prologue
         let prologue = fuse::prologue_in(&context.facts, block);
-        match prologue.as_slice() {
+        let form = fuse::anchor_form(graph, anchor, &prologue).ok()?;
+        let shapes: Vec<&[usize]> = form.operands.iter().map(|&v| graph.shape(v)).collect();
+        let op = form.op.clone();
+        match form.prologue.as_slice() {
             [] => {
-                params.extend(ins.iter().cloned().zip(node.inputs.iter().copied()));
-            }
-            [pad] if matches!(node.op, Op::Conv2d(_)) => {
-                // conv2d(pad(x)) reads x with the pad added to its own padding
-                let pad_node = graph.nodes.get(*pad)?;
-                let (Op::Pad { pads, .. }, Op::Conv2d(mut attrs)) = (&pad_node.op, &node.op) else {
-                    return None;
-                };
-                let (h, w) = (pads.get(2)?, pads.get(3)?);
-                attrs.padding = [
-                    attrs.padding[0] + h.0,
-                    attrs.padding[1] + w.0,
-                    attrs.padding[2] + h.1,
-                    attrs.padding[3] + w.1,
-                ];
-                op = Op::Conv2d(attrs);
-                let x = *pad_node.inputs.first()?;
-                *shapes.first_mut()? = graph.shape(x);
-                let inputs = std::iter::once(x).chain(node.inputs.iter().skip(1).copied());
-                params.extend(ins.iter().cloned().zip(inputs));
+                params.extend(ins.iter().cloned().zip(form.operands.iter().copied()));
             }
             feeds => {
                 let sub = Block {
@@ -889,7 +873,12 @@ fn block_fn(
                 stmts.push(table_stmts(&pro_tables, pro_first, "p"));
                 let in0 = ins.first()?;
                 let source = prologue_source(&pro);
-                params.extend(ins.iter().cloned().zip(node.inputs.iter().copied()).skip(1));
+                params.extend(
+                    ins.iter()
+                        .cloned()
+                        .zip(form.operands.iter().copied())
+                        .skip(1),
+                );
                 params.extend(
                     pro.operands
                         .iter()

@@ -27,7 +27,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::ir::{Graph, Op, ResizeMode, ValueKind};
+use crate::ir::{Graph, Op, ResizeMode, ValueId, ValueKind};
 use crate::tables::{classify, classify_op, fusion_cell, Colour, FusionCell, MappingType};
 use crate::work::{self, Stage};
 
@@ -854,6 +854,90 @@ pub fn prologue_in(facts: &Facts<'_>, block: &Block) -> Vec<usize> {
     feeds
 }
 
+/// How an anchor's kernel reads its operands, decided once from its block's prologue
+/// ([`anchor_form`]) and consumed by both codegen and the plan executor
+/// (`interp::run_plan`), so the two cannot disagree about a fold.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnchorForm {
+    /// The op the kernel runs: the anchor's own, or a `conv2d` whose padding includes the
+    /// folded `pad` before it.
+    pub op: Op,
+    /// The value each operand of the kernel reads from memory; when `prologue` is not
+    /// empty, operand 0 is computed by it instead (and names the prologue's result).
+    pub operands: Vec<ValueId>,
+    /// The members computed on the fly for operand 0 (one elementwise program), in order.
+    pub prologue: Vec<usize>,
+}
+
+/// The [`AnchorForm`] of `anchor` with the block members `prologue` computed before it
+/// ([`prologue_in`]): none, the operands as stored; a `pad` before a `conv2d`, folded into
+/// the convolution's padding (the conv reads the pad's operand); otherwise an elementwise
+/// prologue that computes operand 0. An error says which form the planner should not
+/// have made (a kernel computes only its operand 0 on the fly, and a conv only folds a pad).
+pub fn anchor_form(graph: &Graph, anchor: usize, prologue: &[usize]) -> Result<AnchorForm, String> {
+    let node = graph
+        .nodes
+        .get(anchor)
+        .ok_or_else(|| format!("anchor {anchor} does not exist"))?;
+    let plain = AnchorForm {
+        op: node.op.clone(),
+        operands: node.inputs.clone(),
+        prologue: Vec::new(),
+    };
+    match (prologue, &node.op) {
+        ([], _) => Ok(plain),
+        ([pad], Op::Conv2d(attrs)) => {
+            let pad_node = graph
+                .nodes
+                .get(*pad)
+                .ok_or_else(|| format!("node {pad} does not exist"))?;
+            let Op::Pad { pads, .. } = &pad_node.op else {
+                return Err(format!(
+                    "the prologue of conv2d {anchor} is `{}`, and a conv folds only a `pad`",
+                    pad_node.op.name()
+                ));
+            };
+            let (Some(h), Some(w)) = (pads.get(2), pads.get(3)) else {
+                return Err(format!("the pad {pad} before conv2d {anchor} is not 4-d"));
+            };
+            let source = pad_node
+                .inputs
+                .first()
+                .ok_or_else(|| format!("the pad {pad} has no operand"))?;
+            let mut attrs = *attrs;
+            let [t, l, b, r] = attrs.padding;
+            attrs.padding = [t + h.0, l + w.0, b + h.1, r + w.1];
+            let mut operands = plain.operands;
+            *operands
+                .first_mut()
+                .ok_or_else(|| format!("conv2d {anchor} has no operand"))? = *source;
+            Ok(AnchorForm {
+                op: Op::Conv2d(attrs),
+                operands,
+                prologue: Vec::new(),
+            })
+        }
+        (_, Op::Conv2d(_)) => Err(format!(
+            "the prologue {prologue:?} of conv2d {anchor} is not one pad (a conv folds only a pad)"
+        )),
+        (feeds, _) => {
+            let sink = feeds
+                .last()
+                .and_then(|&f| graph.nodes.get(f))
+                .map(|n| n.output);
+            if sink.is_none() || sink != node.inputs.first().copied() {
+                return Err(format!(
+                    "the prologue {feeds:?} of anchor {anchor} does not end in the anchor's operand 0 (the only operand a kernel computes on the fly)"
+                ));
+            }
+            Ok(AnchorForm {
+                prologue: feeds.to_vec(),
+                ..plain
+            })
+        }
+    }
+}
+
 /// True when the anchor's kernel can store each value at a translated position (a
 /// transpose into the consumer's layout).
 pub fn takes_store_map(op: &Op) -> bool {
@@ -1079,5 +1163,64 @@ mod tests {
             }",
         );
         assert_eq!(p.blocks.len(), 1, "{:?}", names(&g, &p));
+    }
+
+    #[test]
+    fn anchor_form_folds_a_pad_into_a_conv_and_refuses_other_prologues() {
+        let (g, _) = plan_of(
+            "model M(x: [1, 2, 4, 4]) -> [1, 1, 6, 6] {
+                let c = conv2d(pad(x, [1, 2, 0, 1]), 1, kernel = 2, padding = [1, 0]);
+                c
+            }",
+        );
+        let (pad, conv) = (0, 1);
+        assert_eq!(g.nodes[conv].op.name(), "conv2d");
+        // none: the anchor's operands as stored
+        let plain = anchor_form(&g, conv, &[]).unwrap();
+        assert_eq!(
+            (plain.op.clone(), plain.operands.clone()),
+            (g.nodes[conv].op.clone(), g.nodes[conv].inputs.clone())
+        );
+        // the pad folded: the conv reads x with the pad's h and w added to its padding
+        // (3 rows and 3 columns in all, as the 4 -> 6 output of a 2x2 kernel needs)
+        let folded = anchor_form(&g, conv, &[pad]).unwrap();
+        let (Op::Pad { pads, .. }, Op::Conv2d(before), Op::Conv2d(attrs)) =
+            (&g.nodes[pad].op, &g.nodes[conv].op, &folded.op)
+        else {
+            panic!("{:?}", folded.op)
+        };
+        let [t, l, b, r] = before.padding;
+        let want = [t + pads[2].0, l + pads[3].0, b + pads[2].1, r + pads[3].1];
+        assert_eq!(attrs.padding, want);
+        assert_eq!((want[0] + want[2], want[1] + want[3]), (3, 3));
+        assert_eq!(folded.operands[0], g.nodes[pad].inputs[0]);
+        assert!(folded.prologue.is_empty());
+        // a conv computes no prologue; another anchor's prologue must end in operand 0
+        let (g, _) = plan_of(
+            "model M(x: [2, 3], y: [3, 4]) -> [2, 4] {
+                matmul(x, relu(y))
+            }",
+        );
+        let (relu, matmul) = (0, 1);
+        assert!(anchor_form(&g, matmul, &[relu]).is_err());
+        let (g, _) = plan_of(
+            "model M(x: [2, 3], y: [3, 4]) -> [2, 4] {
+                matmul(relu(x), y)
+            }",
+        );
+        let form = anchor_form(&g, 1, &[0]).unwrap();
+        assert_eq!(form.prologue, vec![0]);
+        assert_eq!(form.operands, g.nodes[1].inputs);
+        let (g, _) = plan_of(
+            "model M(x: [1, 2, 4, 4]) -> [1, 1, 3, 3] {
+                let c = conv2d(relu(x), 1, kernel = 2);
+                c
+            }",
+        );
+        let refused = anchor_form(&g, 1, &[0]).unwrap_err();
+        assert!(refused.contains("folds only a `pad`"), "{refused}");
+        assert!(anchor_form(&g, 1, &[0, 0])
+            .unwrap_err()
+            .contains("not one pad"));
     }
 }

@@ -580,76 +580,51 @@ fn run_anchor<'a>(
         .get(anchor)
         .ok_or_else(|| InterpError::new(format!("anchor {anchor} does not exist")))?;
     let out_shape = graph.shape(node.output);
-    // the members computed before the anchor (the planner's one rule for it)
+    // the members computed before the anchor (the planner's one rule for it), and how
+    // the kernel reads its operands with them (the form codegen emits)
     let feeds = crate::fuse::prologue_nodes(graph, block);
-    let (op, operands): (Op, Vec<ArrayD<f32>>) = match (feeds.as_slice(), &node.op) {
-        ([], _) => {
-            let operands = node.inputs.iter().map(|&v| stored(v).cloned()).collect::<Result<_>>()?;
-            (node.op.clone(), operands)
-        }
-        ([pad], Op::Conv2d(attrs)) => {
-            // conv2d(pad(x)): x read with the pad's h and w added to the conv's padding
-            let pad_node = graph
-                .nodes
-                .get(*pad)
-                .ok_or_else(|| InterpError::new(format!("node {pad} does not exist")))?;
-            let Op::Pad { pads, .. } = &pad_node.op else {
-                return fail(format!(
-                    "the prologue of conv2d {anchor} is `{}`, codegen only folds a `pad` into a conv",
-                    pad_node.op.name()
-                ));
+    let form = crate::fuse::anchor_form(graph, anchor, &feeds).map_err(InterpError::new)?;
+    let operands: Vec<ArrayD<f32>> = match form.prologue.as_slice() {
+        [] => form
+            .operands
+            .iter()
+            .map(|&v| stored(v).cloned())
+            .collect::<Result<_>>()?,
+        feeds => {
+            let sub = crate::fuse::Block {
+                nodes: feeds.to_vec(),
+                anchor: None,
+                mapping: block.mapping,
             };
-            let (Some(h), Some(w)) = (pads.get(2), pads.get(3)) else {
-                return fail(format!("the pad {pad} before conv2d {anchor} is not 4-d"));
-            };
-            let mut attrs = *attrs;
-            let [t, l, b, r] = attrs.padding;
-            attrs.padding = [t + h.0, l + w.0, b + h.1, r + w.1];
-            let x = pad_node
-                .inputs
-                .first()
-                .ok_or_else(|| InterpError::new(format!("the pad {pad} has no operand")))?;
-            let mut operands = vec![stored(*x)?.clone()];
-            for &v in node.inputs.iter().skip(1) {
-                operands.push(stored(v)?.clone());
-            }
-            (Op::Conv2d(attrs), operands)
-        }
-        (_, Op::Conv2d(_)) => {
-            return fail(format!(
-                "the prologue {feeds:?} of conv2d {anchor} is not one pad (codegen only folds a pad into a conv)"
-            ))
-        }
-        (_, op) => {
-            let sub = crate::fuse::Block { nodes: feeds.clone(), anchor: None, mapping: block.mapping };
-            let main = node.inputs.first().copied();
-            let sink_output = graph.nodes.get(sub.sink()).map(|n| n.output);
-            if main.is_none() || main != sink_output {
-                return fail(format!(
-                    "the prologue {feeds:?} of anchor {anchor} does not end in the anchor's operand 0 (the only operand a kernel computes on the fly)"
-                ));
-            }
-            let program = crate::element::build(graph, &sub)
-                .ok_or_else(|| InterpError::new(format!("element::build cannot express the prologue {feeds:?}")))?;
-            let main_shape = main.map_or(&[][..], |v| graph.shape(v));
+            let program = crate::element::build(graph, &sub).ok_or_else(|| {
+                InterpError::new(format!(
+                    "element::build cannot express the prologue {feeds:?}"
+                ))
+            })?;
+            let main_shape = form.operands.first().map_or(&[][..], |&v| graph.shape(v));
             if program.shape != main_shape {
                 return fail(format!(
                     "the prologue program has shape {:?}, the anchor's operand 0 {main_shape:?}",
                     program.shape
                 ));
             }
-            let loads = program.operands.iter().map(|&v| stored(v).map(row_major)).collect::<Result<Vec<Vec<f32>>>>()?;
+            let loads = program
+                .operands
+                .iter()
+                .map(|&v| stored(v).map(row_major))
+                .collect::<Result<Vec<Vec<f32>>>>()?;
             let slices: Vec<&[f32]> = loads.iter().map(Vec::as_slice).collect();
-            check_program(&program, &slices, None)
-                .map_err(|e| InterpError::new(format!("the generated prologue would fail: {}", e.message)))?;
+            check_program(&program, &slices, None).map_err(|e| {
+                InterpError::new(format!("the generated prologue would fail: {}", e.message))
+            })?;
             let mut operands = vec![from_vec(main_shape, program.eval(&slices, None))?];
-            for &v in node.inputs.iter().skip(1) {
+            for &v in form.operands.iter().skip(1) {
                 operands.push(stored(v)?.clone());
             }
-            (op.clone(), operands)
+            operands
         }
     };
-    let result = eval_op(&op, &operands, out_shape).map_err(|e| {
+    let result = eval_op(&form.op, &operands, out_shape).map_err(|e| {
         InterpError::new(format!(
             "anchor {anchor} ({}): {}",
             node.op.name(),
