@@ -783,36 +783,6 @@ struct BlockContext<'g> {
     runs: HashMap<(Ix, Vec<usize>), usize>,
 }
 
-/// The element program of a multi-node block, and its store chain (the layout ops after
-/// the anchor that become the kernel's store map, not part of the program).
-fn block_program(
-    graph: &Graph,
-    block: &Block,
-    facts: &fuse::Facts<'_>,
-) -> Option<(ElementProgram, Vec<usize>)> {
-    let chain = fuse::store_chain_in(facts, block);
-    let program = if chain.is_empty() {
-        element::build(graph, block)?
-    } else {
-        // the epilogue ends before the layout change; the change becomes the store map
-        let nodes: Vec<usize> = block
-            .nodes
-            .iter()
-            .copied()
-            .filter(|n| !chain.contains(n))
-            .collect();
-        element::build(
-            graph,
-            &Block {
-                nodes,
-                anchor: block.anchor,
-                mapping: block.mapping,
-            },
-        )?
-    };
-    Some((program, chain))
-}
-
 /// Builds the function of a multi-node block; `None` when the block is not expressible
 /// (the planner only makes expressible blocks, so this is an internal error).
 fn block_fn(
@@ -823,8 +793,13 @@ fn block_fn(
     context: &mut BlockContext<'_>,
 ) -> Option<BlockFn> {
     let graph = &model.graph;
-    let (program, chain) = block_program(graph, block, &context.facts)?;
-    let mut program = program;
+    // the block as the planner decided it (the plan executor runs the same description)
+    let fuse::BlockForm {
+        mut program,
+        store_chain: chain,
+        store_map,
+        anchor: anchor_form,
+    } = fuse::block_form(&context.facts, block).ok()?;
     let first_table = program.operands.len();
     let mut tables = hoist(&mut program);
     simplify_program(&mut program, &mut tables);
@@ -853,7 +828,7 @@ fn block_fn(
         // how the kernel reads its operands: as stored, through a pad folded into a
         // conv's padding, or with operand 0 computed by the prologue
         let prologue = fuse::prologue_in(&context.facts, block);
-        let form = fuse::anchor_form(graph, anchor, &prologue).ok()?;
+        let form = anchor_form?;
         let shapes: Vec<&[usize]> = form.operands.iter().map(|&v| graph.shape(v)).collect();
         let op = form.op.clone();
         match form.prologue.as_slice() {
@@ -894,7 +869,7 @@ fn block_fn(
         let store = if chain.is_empty() {
             None
         } else {
-            let map = element::store_map(graph, &chain, &program.shape)?;
+            let map = store_map.clone()?;
             let run = *context
                 .runs
                 .entry((map.clone(), program.shape.clone()))
@@ -2044,7 +2019,7 @@ mod tests {
                 let graph = &model.model.graph;
                 let facts = fuse::Facts::new(graph);
                 for block in model.fusion.blocks.iter().filter(|b| b.nodes.len() > 1) {
-                    let (epilogue, _) = block_program(graph, block, &facts).unwrap();
+                    let epilogue = fuse::block_form(&facts, block).unwrap().program;
                     let prologue = fuse::prologue_in(&facts, block);
                     let prologue = (!prologue.is_empty()).then_some(Block {
                         nodes: prologue,

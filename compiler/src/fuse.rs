@@ -24,6 +24,12 @@
 //! the anchor's values, at the same index) or side computations feeding the epilogue.
 //! Reorganize, Shuffle, slice, concat, pad and broadcasting ops inside a block are index
 //! translations, never copies (see [`crate::element`]).
+//!
+//! How a multi-node block runs is decided here too, as data ([`block_form`]): its element
+//! program, the layout ops its kernel applies as a store map, and how the anchor reads its
+//! operands ([`anchor_form`]: a pad folded into a conv's padding, or a prologue computing
+//! operand 0). Codegen and the plan executor (`interp::run_plan`) both consume that one
+//! description.
 
 use std::collections::BTreeSet;
 
@@ -936,6 +942,70 @@ pub fn anchor_form(graph: &Graph, anchor: usize, prologue: &[usize]) -> Result<A
             })
         }
     }
+}
+
+/// A multi-node block as data, everything decided: the one description codegen turns
+/// into a function and the plan executor (`interp::run_plan`) runs, so the two cannot
+/// lower a block differently.
+#[derive(Clone, Debug)]
+pub struct BlockForm {
+    /// The members as one element program: the whole block (a loop nest), or for an
+    /// anchor block its epilogue on the anchor's values. Without the store chain.
+    pub program: crate::element::ElementProgram,
+    /// The layout ops at the end of an anchor's epilogue that the kernel applies as a
+    /// translation of its store index ([`store_chain_in`]); empty when none.
+    pub store_chain: Vec<usize>,
+    /// The store index of the program's element `o` (over `program.shape`) when there is
+    /// a store chain.
+    pub store_map: Option<crate::element::Ix>,
+    /// How the anchor's kernel reads its operands, if the block has an anchor.
+    pub anchor: Option<AnchorForm>,
+}
+
+/// The [`BlockForm`] of a multi-node `block`; an error names what the planner should not
+/// have made (a block `element::build` cannot express, a store chain without a map, an
+/// anchor form [`anchor_form`] refuses).
+pub fn block_form(facts: &Facts<'_>, block: &Block) -> Result<BlockForm, String> {
+    let graph = facts.graph;
+    let store_chain = store_chain_in(facts, block);
+    let program = if store_chain.is_empty() {
+        crate::element::build(graph, block)
+    } else {
+        // the epilogue ends before the layout change; the change becomes the store map
+        let nodes: Vec<usize> = block
+            .nodes
+            .iter()
+            .copied()
+            .filter(|n| !store_chain.contains(n))
+            .collect();
+        crate::element::build(
+            graph,
+            &Block {
+                nodes,
+                anchor: block.anchor,
+                mapping: block.mapping,
+            },
+        )
+    }
+    .ok_or("element::build cannot express the block")?;
+    let store_map = if store_chain.is_empty() {
+        None
+    } else {
+        Some(
+            crate::element::store_map(graph, &store_chain, &program.shape)
+                .ok_or("the store chain has no store map")?,
+        )
+    };
+    let anchor = match block.anchor {
+        Some(anchor) => Some(anchor_form(graph, anchor, &prologue_in(facts, block))?),
+        None => None,
+    };
+    Ok(BlockForm {
+        program,
+        store_chain,
+        store_map,
+        anchor,
+    })
 }
 
 /// True when the anchor's kernel can store each value at a translated position (a

@@ -302,14 +302,16 @@ pub fn run_plan(
         let result = if let [only] = block.nodes.as_slice() {
             run_node(*only)?
         } else {
-            let anchor_out = match block.anchor {
-                Some(anchor) => {
-                    if !block.nodes.contains(&anchor) {
-                        return Err(context(&format!(
-                            "the anchor {anchor} is not a member of the block"
-                        )));
-                    }
-                    let a = run_anchor(graph, block, anchor, &stored)
+            if let Some(anchor) = block.anchor.filter(|a| !block.nodes.contains(a)) {
+                return Err(context(&format!(
+                    "the anchor {anchor} is not a member of the block"
+                )));
+            }
+            // the block as the planner decided it (codegen emits the same description)
+            let form = crate::fuse::block_form(&facts, block).map_err(|e| context(&e))?;
+            let anchor_out = match (block.anchor, &form.anchor) {
+                (Some(anchor), Some(reads)) => {
+                    let a = run_anchor(graph, block, anchor, reads, &stored)
                         .map_err(|e| context(&e.message))?;
                     if a.len() != out.len() {
                         return Err(context(&format!(
@@ -320,38 +322,11 @@ pub fn run_plan(
                     }
                     Some(row_major(&a))
                 }
-                None => None,
+                _ => None,
             };
             // a store chain (transposes at the end of an anchor's epilogue) is not part of
             // the element program: the kernel stores through its map instead
-            let chain = crate::fuse::store_chain_in(&facts, block);
-            let program = if chain.is_empty() {
-                crate::element::build(graph, block)
-            } else {
-                let nodes: Vec<usize> = block
-                    .nodes
-                    .iter()
-                    .copied()
-                    .filter(|n| !chain.contains(n))
-                    .collect();
-                crate::element::build(
-                    graph,
-                    &crate::fuse::Block {
-                        nodes,
-                        anchor: block.anchor,
-                        mapping: block.mapping,
-                    },
-                )
-            }
-            .ok_or_else(|| context("element::build cannot express the block"))?;
-            let store_map = if chain.is_empty() {
-                None
-            } else {
-                Some(
-                    crate::element::store_map(graph, &chain, &program.shape)
-                        .ok_or_else(|| context("the store chain has no store map"))?,
-                )
-            };
+            let (program, store_map) = (form.program, form.store_map);
             let expected_shape: Vec<usize> = if store_map.is_some() {
                 program.shape.clone()
             } else {
@@ -567,12 +542,13 @@ fn check_program(
     Ok(())
 }
 
-/// The anchor of a multi-node block, with its prologue (see [`run_plan`]); `stored` gives
-/// the values in memory.
+/// The anchor of a multi-node block, reading its operands as `form` says (with its
+/// prologue; see [`run_plan`]); `stored` gives the values in memory.
 fn run_anchor<'a>(
     graph: &Graph,
     block: &crate::fuse::Block,
     anchor: usize,
+    form: &crate::fuse::AnchorForm,
     stored: &dyn Fn(ValueId) -> Result<&'a ArrayD<f32>>,
 ) -> Result<ArrayD<f32>> {
     let node = graph
@@ -580,10 +556,6 @@ fn run_anchor<'a>(
         .get(anchor)
         .ok_or_else(|| InterpError::new(format!("anchor {anchor} does not exist")))?;
     let out_shape = graph.shape(node.output);
-    // the members computed before the anchor (the planner's one rule for it), and how
-    // the kernel reads its operands with them (the form codegen emits)
-    let feeds = crate::fuse::prologue_nodes(graph, block);
-    let form = crate::fuse::anchor_form(graph, anchor, &feeds).map_err(InterpError::new)?;
     let operands: Vec<ArrayD<f32>> = match form.prologue.as_slice() {
         [] => form
             .operands
