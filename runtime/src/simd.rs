@@ -1575,9 +1575,10 @@ pub unsafe fn depthwise_taps9_avx2(
 /// height, vertical stride, padding and dilation).
 ///
 /// Stride 1 stays on the AVX2 phase planes: the same loads straight from the input ran
-/// 1.4-2x slower there (mobilenet_v2's 32@112 0.55-0.66 -> 0.72-1.0 ms, 144@56 0.53-0.72
-/// -> 0.8-1.3 ms, alternating; also on a 4@56 map that stays in L1), while for stride 2
-/// the phase planes' strided gather is the cost the permutes remove.
+/// 1.4-2x slower there (mobilenet_v2's 32@112 0.48-0.59 -> 0.70-0.98 ms, 144@56
+/// 0.53-0.67 -> 0.80-1.22 ms, alternating; 1.7-2x on a 4@56 map that stays in L1:
+/// `benches/record/x86_64/2026-12-03e-depthwise-stride2.txt`), while for stride 2 the
+/// phase planes' strided gather is the cost the permutes remove.
 #[cfg(target_arch = "x86_64")]
 pub fn depthwise_avx512_fits(g: &crate::kernels::Conv2dGeom) -> bool {
     g.stride_w == 2
