@@ -14,9 +14,9 @@
 use std::time::Instant;
 
 use dnnfusion_runtime::kernels::{
-    conv2d, conv2d_tiled, conv2d_winograd, conv_transpose2d, matmul, matmul_panels, pack_panels,
-    store, store_rows, tile_conv2d_weights, winograd_fits, winograd_weights, winograd_weights_len,
-    Conv2dGeom, MatMulGeom, WEIGHT_PANEL,
+    conv2d, conv2d_tiled, conv2d_winograd, conv_transpose2d, linear, matmul, matmul_panels,
+    pack_panels, store, store_rows, tile_conv2d_weights, winograd_fits, winograd_weights,
+    winograd_weights_len, Conv2dGeom, MatMulGeom, WEIGHT_PANEL,
 };
 
 /// (name, c_in, size, c_out, kernel, stride, groups)
@@ -221,6 +221,26 @@ fn run(args: &[String]) {
         let mut c = vec![0.0f32; m * n];
         let median = median_time(|| matmul_panels(&a, &panels, &mut c, (m, k, n), store_rows));
         report(json, name, median, 2.0 * (m * k * n) as f64 / median / 1e9);
+    }
+    // classifiers: one row of activations by weights `[n, k]` as stored (matrix-vector,
+    // bound by reading the weights once)
+    for (name, k, n) in [
+        (
+            "mobilenet_v2 classifier 1x1280 @ 1280x1000",
+            1280,
+            1000usize,
+        ),
+        ("resnet18 classifier 1x512 @ 512x1000", 512, 1000),
+    ] {
+        if !name.contains(only) {
+            continue;
+        }
+        let a: Vec<f32> = (0..k).map(|i| (i % 13) as f32 * 0.1).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| (i % 7) as f32 * 0.01).collect();
+        let bias = vec![0.5f32; n];
+        let mut c = vec![0.0f32; n];
+        let median = median_time(|| linear(&a, &w, Some(&bias), &mut c, 1, k, n, store_rows));
+        report(json, name, median, 2.0 * (k * n) as f64 / median / 1e9);
     }
 }
 
