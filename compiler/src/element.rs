@@ -304,6 +304,9 @@ impl Builder<'_> {
     fn compute(&mut self, node: usize, idx: &[Ix]) -> Option<Ex> {
         let graph = self.graph;
         let n = graph.nodes.get(node)?;
+        if !translates(&n.op) {
+            return None;
+        }
         let out_shape = graph.shape(n.output).to_vec();
         let input = |i: usize| n.inputs.get(i).copied();
         let shape_of = |i: usize| {
@@ -475,6 +478,7 @@ impl Builder<'_> {
                     .collect();
                 self.value(input(0)?, &in_idx)?
             }
+            // (the ops `translates` refuses, returned above)
             _ => return None,
         })
     }
@@ -519,6 +523,50 @@ pub fn contiguous_run(map: &Ix, shape: &[usize]) -> usize {
         prev = here;
     }
     run.max(1)
+}
+
+/// True when [`build`] evaluates the op element by element (index translation): the
+/// one list of such ops, which the planner reads (`fuse::is_translatable`). Exhaustive, so
+/// a new op does not compile until it is placed on one side; an op moved to `true` needs
+/// its arm in the element builder.
+pub fn translates(op: &Op) -> bool {
+    match op {
+        Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Where
+        | Op::Prelu
+        | Op::BatchNorm { .. }
+        | Op::Reshape(_)
+        | Op::Transpose { .. }
+        | Op::Slice { .. }
+        | Op::Expand
+        | Op::Concat { .. }
+        | Op::Pad { .. } => true,
+        // nearest neighbour reads one input element per output; the other modes several
+        Op::Resize(mode) => *mode == ResizeMode::Nearest,
+        // kernels, index data (gather), multi-tap resampling, load-time layouts
+        Op::Linear
+        | Op::MatMul
+        | Op::MatMulPanels { .. }
+        | Op::PackPanels
+        | Op::TileConvWeights { .. }
+        | Op::WinogradWeights
+        | Op::Conv2d(_)
+        | Op::ConvTranspose2d(_)
+        | Op::MaxPool2d(_)
+        | Op::AvgPool2d(_)
+        | Op::GlobalAvgPool
+        | Op::GlobalMaxPool
+        | Op::Reduce { .. }
+        | Op::Softmax { .. }
+        | Op::LogSoftmax { .. }
+        | Op::LayerNorm { .. }
+        | Op::GroupNorm { .. }
+        | Op::InstanceNorm { .. }
+        | Op::Gather { .. }
+        | Op::Resample(_)
+        | Op::Cumsum { .. } => false,
+    }
 }
 
 /// The flat position in the last node's output where the value at index `i0, i1, ...` of

@@ -33,7 +33,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::ir::{Graph, Op, ResizeMode, ValueId, ValueKind};
+use crate::ir::{Graph, Op, ValueId, ValueKind};
 use crate::tables::{classify, classify_op, fusion_cell, Colour, FusionCell, MappingType};
 use crate::work::{self, Stage};
 
@@ -83,28 +83,11 @@ impl FusionPlan {
     }
 }
 
-/// True when codegen can evaluate the op element by element through index translation.
-/// Many-to-Many ops never are (they run their kernel); neither are the index-data ops
-/// (gather), multi-tap resampling, nor an op added without a translation here.
+/// True when codegen can evaluate the op element by element through index translation:
+/// the element builder's one list ([`crate::element::translates`]), less the
+/// Many-to-Many ops (they run their kernel).
 pub fn is_translatable(op: &Op) -> bool {
-    if classify_op(op, true) == MappingType::ManyToMany {
-        return false;
-    }
-    matches!(
-        op,
-        Op::Unary(_)
-            | Op::Binary(_)
-            | Op::Where
-            | Op::Prelu
-            | Op::BatchNorm { .. }
-            | Op::Reshape(_)
-            | Op::Transpose { .. }
-            | Op::Slice { .. }
-            | Op::Expand
-            | Op::Concat { .. }
-            | Op::Pad { .. }
-            | Op::Resize(ResizeMode::Nearest)
-    )
+    classify_op(op, true) != MappingType::ManyToMany && crate::element::translates(op)
 }
 
 /// True when the op's kernel takes an epilogue applied before its store: every
