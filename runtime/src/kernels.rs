@@ -1341,6 +1341,7 @@ const TILE_ROWS: usize = crate::simd::GEMM_MR;
 const PARALLEL_MIN_MACS: usize = 1 << 20;
 /// [`PARALLEL_MIN_MACS`] for a matrix-vector `linear` (a classifier), which reads each
 /// weight once: resnet18's 512 -> 1000 (0.5 M) took 0.11-0.16 ms on one thread.
+#[cfg(target_arch = "x86_64")]
 const MATVEC_PARALLEL_MIN_MACS: usize = 1 << 18;
 /// [`PARALLEL_MIN_MACS`] for depthwise convolutions, whose multiply-adds run several
 /// times slower than a GEMM's: mobilenet_v2's on 14x14 and 7x7 maps (0.25-1 M) ran on one
