@@ -406,15 +406,16 @@ pub fn linear(
             crate::threads::for_each_chunk(out, per, |i, part| {
                 let (o0, outs) = (i * per, part.len());
                 let ws = &w[o0 * in_features..(o0 + outs) * in_features];
-                let sink = |_: usize, o: usize, v: f32| {
+                matvec(x, ws, (in_features, outs), |o, v| {
                     part[o] = bias.map_or(0.0, |b| b[o0 + o]) + v;
-                };
-                // SAFETY: as below; every part has at least a tile's worth of outputs
-                // (`last` is the shortest)
-                #[allow(unsafe_code)]
-                unsafe {
-                    crate::simd::linear_avx2(x, ws, (1, in_features, outs), sink)
-                };
+                });
+            });
+            each_row(true, out, out_features, 0, &epi);
+            return;
+        }
+        if rows == 1 {
+            matvec(x, w, (in_features, out_features), |o, v| {
+                out[o] = bias.map_or(0.0, |b| b[o]) + v;
             });
             each_row(true, out, out_features, 0, &epi);
             return;
@@ -451,6 +452,27 @@ pub fn linear(
         // dot-product loop lets that loop compile as it does without one)
         epi(r * out_features, or);
     }
+}
+
+/// A matrix-vector product `x[k] @ w[outs, k]^T` on x86_64 with AVX2 and FMA (the
+/// caller checks them and [`crate::simd::linear_avx2_fits`]`(1, outs)`): the AVX-512
+/// kernel where the CPU has it (every output summed in one order, whatever `outs`), else
+/// the AVX2 tiles. Each value goes to `sink(output, value)`.
+#[cfg(target_arch = "x86_64")]
+fn matvec(x: &[f32], w: &[f32], (k, outs): (usize, usize), mut sink: impl FnMut(usize, f32)) {
+    if crate::simd::avx512() {
+        // SAFETY: `avx512` has just checked AVX-512F; the kernel checks the slices
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::simd::matvec_avx512(x, w, (k, outs), sink)
+        };
+        return;
+    }
+    // SAFETY: AVX2, FMA and a tile's worth of outputs: the caller's contract
+    #[allow(unsafe_code)]
+    unsafe {
+        crate::simd::linear_avx2(x, w, (1, k, outs), |_, o, v| sink(o, v))
+    };
 }
 
 /// Shapes of a batched matrix product: `batch` is the output's batch dims; the operand
@@ -1711,8 +1733,18 @@ pub fn tile_conv2d_weights(w: &[f32], out: &mut [f32], c_out: usize, groups: usi
         .chunks_exact(group_len.max(1))
         .zip(out.chunks_exact_mut(group_len.max(1)))
     {
-        for (at, &value) in src.iter().enumerate() {
-            dst[weight_tile_index((at / depth, at % depth), (cout_g, depth))] = value;
+        // a row at a time: the tile's columns step by the tile's rows (LeNet tiles its
+        // small weights per call: an index with two divisions per float was 12% of it)
+        for (row, weights) in src.chunks_exact(depth.max(1)).enumerate() {
+            let at = weight_tile_index((row, 0), (cout_g, depth));
+            let step = if row < cout_g / WEIGHT_TILE_ROWS * WEIGHT_TILE_ROWS {
+                WEIGHT_TILE_ROWS
+            } else {
+                1
+            };
+            for (&value, slot) in weights.iter().zip(dst[at..].iter_mut().step_by(step)) {
+                *slot = value;
+            }
         }
     }
 }
@@ -3201,7 +3233,20 @@ pub struct Pool2dGeom {
 ///
 /// In place when `x` is empty: `out` then holds the input (`planes * h * w` floats) and
 /// receives the output at its start (see `pool2d_in_place` for when that is possible).
+/// On AVX-512, 2x2 windows of stride 2 have their own kernel (`simd::max_pool2x2_avx512`,
+/// 16 outputs per vector); other windows split rows into stride phases.
 pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: impl Fn(usize, f32) -> f32) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx512() && crate::simd::max_pool2x2_fits(g) {
+        let x = (!x.is_empty()).then_some(x);
+        // SAFETY: `max_pool2x2_avx512` needs AVX-512F, which `avx512` has just checked,
+        // and a geometry that `max_pool2x2_fits`.
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::simd::max_pool2x2_avx512(x, out, g, &epi)
+        };
+        return;
+    }
     if x.is_empty() {
         max_pool2d_in_place(out, g, &epi);
         return;
@@ -4880,6 +4925,11 @@ mod tests {
             (5, 17, 5),
             (1, 20, 7),
             (2, 9, 4),
+            // matrix-vector products on AVX-512: whole steps of 16 along k and overlapping
+            // last outputs, one step of 8 outputs with a masked tail, many outputs
+            (1, 784, 10),
+            (1, 35, 8),
+            (1, 16, 130),
             // several blocks along k (256 deep), rows not a multiple of six, edge panels
             (13, 300, 50),
             (6, 513, 33),
@@ -5086,6 +5136,8 @@ mod tests {
             (3, 2, 1, 9, 11),
             (3, 3, 1, 10, 10),
             (2, 2, 0, 2, POOL_ROW + 6),
+            // 2x2 stride 2 on AVX-512: rows of 35 outputs (two whole vectors and 3 lanes)
+            (2, 2, 0, 5, 71),
             // a row that fits the buffer but whose stride phases would not
             (3, 3, 0, 3, POOL_ROW),
         ];
@@ -5093,6 +5145,8 @@ mod tests {
             let g = square_pool(3, h, w, k, s, pad);
             let mut x = data(3 * h * w, 900 + case as u64);
             x[h * w + 4] = f32::NAN;
+            // one more, last in its 2x2 window (the vector kernel's NaN rule)
+            x[2 * h * w + w + 3] = f32::NAN;
             let mut out = std::vec![0.0; 3 * g.oh * g.ow];
             // exact, and index-dependent: a value stored at the wrong place shows
             let epi = |i: usize, v: f32| if i.is_multiple_of(2) { v * 2.0 } else { -v };
@@ -5148,6 +5202,7 @@ mod tests {
         // (n * c, h, w, k, s, pad)
         let cases = [
             (6, 24, 24, 2, 2, 0),
+            (3, 9, 70, 2, 2, 0),
             (3, 7, 9, 2, 1, 0),
             (4, 11, 10, 3, 2, 1),
             (2, 5, 5, 5, 5, 0),
@@ -5179,6 +5234,25 @@ mod tests {
                     crate::simd::blocked(|| max_pool2d(&[], &mut buf, &g, epi));
                     assert_eq!(buf[..n_out], want[..], "case {case}, register-blocked");
                 }
+            }
+        }
+    }
+
+    /// The weight tiles hold each weight where `weight_tile_index` (the layout's one
+    /// statement) says: whole tiles, the row-major rest, per group.
+    #[test]
+    fn tiled_weights_follow_the_tile_index() {
+        // (c_out, groups, depth): two tiles and 3 rows, two groups of 20, rows only
+        for (c_out, groups, depth) in [(35, 1, 7), (40, 2, 3), (5, 1, 25)] {
+            let w = data(c_out * depth, 2100 + c_out as u64);
+            let mut tiled = std::vec![0.0; w.len()];
+            tile_conv2d_weights(&w, &mut tiled, c_out, groups);
+            let cout_g = c_out / groups;
+            for (at, &value) in w.iter().enumerate() {
+                let (row, k) = (at / depth, at % depth);
+                let (group, row) = (row / cout_g, row % cout_g);
+                let i = group * cout_g * depth + weight_tile_index((row, k), (cout_g, depth));
+                assert_eq!(tiled[i], value, "{c_out} channels: row {row} column {k}");
             }
         }
     }

@@ -870,6 +870,68 @@ pub unsafe fn linear_avx2(
     }
 }
 
+/// Outputs one step of [`matvec_avx512`] computes: eight weight rows streamed at once.
+const MATVEC_OUTS: usize = 8;
+
+/// `x[k] @ w[outs, k]^T` (a matrix-vector product: a classifier, an MLP at batch 1) on
+/// AVX-512F, the weights read row-major where they lie: eight rows at a time, per 16
+/// floats along `k` one load of `x` and eight of the rows into eight vector sums (the
+/// last `k % 16` through masked loads, nothing one by one), each then added across.
+/// Every output's sum runs in the same order wherever its row falls in a step, so any
+/// split of the outputs (threads) gives the same bits. Each finished value goes to
+/// `sink(output, value)`; the last step overlaps the one before it (fewer than eight
+/// outputs repeat the last row, and are given once).
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F. The slices are checked (a short one panics).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn matvec_avx512(
+    x: &[f32],
+    w: &[f32],
+    (k, outs): (usize, usize),
+    mut sink: impl FnMut(usize, f32),
+) {
+    use core::arch::x86_64::*;
+    assert!(x.len() >= k && w.len() >= outs * k);
+    if outs == 0 {
+        return;
+    }
+    let main = k / 16 * 16;
+    let tail = if k == main {
+        0
+    } else {
+        (1u16 << (k - main)) - 1
+    };
+    for o0 in tile_starts(outs, MATVEC_OUTS) {
+        let rows: [*const f32; MATVEC_OUTS] =
+            core::array::from_fn(|o| w[(o0 + o).min(outs - 1) * k..].as_ptr());
+        let mut acc = [_mm512_setzero_ps(); MATVEC_OUTS];
+        let xp = x.as_ptr();
+        for i in (0..main).step_by(16) {
+            // SAFETY: i + 16 <= main <= k: inside `x` and inside each row (`k` floats
+            // from its start, rows below `outs`: inside `w`, asserted above)
+            let xv = _mm512_loadu_ps(xp.add(i));
+            for (a, row) in acc.iter_mut().zip(&rows) {
+                *a = _mm512_fmadd_ps(_mm512_loadu_ps(row.add(i)), xv, *a);
+            }
+        }
+        if tail != 0 {
+            // SAFETY: the mask enables the `k - main` floats from `main`, inside `x` and
+            // each row
+            let xv = _mm512_maskz_loadu_ps(tail, xp.add(main));
+            for (a, row) in acc.iter_mut().zip(&rows) {
+                *a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, row.add(main)), xv, *a);
+            }
+        }
+        for (o, a) in acc.iter().enumerate().take(outs - o0) {
+            sink(o0 + o, _mm512_reduce_add_ps(*a));
+        }
+    }
+}
+
 /// Three rows' `acc + x * w` against one weight vector.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
@@ -1782,6 +1844,99 @@ pub unsafe fn max_pool2d_avx2(
     epi: &impl Fn(usize, f32) -> f32,
 ) {
     crate::kernels::max_pool2d_rows(x, out, g, epi);
+}
+
+/// True when [`max_pool2x2_avx512`] can run `g`: 2x2 windows of stride 2, no padding, no
+/// dilation (LeNet's, U-Net's and VGG's pooling).
+pub fn max_pool2x2_fits(g: &crate::kernels::Pool2dGeom) -> bool {
+    g.kh == 2
+        && g.kw == 2
+        && g.stride_h == 2
+        && g.stride_w == 2
+        && g.pad_top == 0
+        && g.pad_left == 0
+        && g.pad_bottom == 0
+        && g.pad_right == 0
+        && g.dilation_h == 1
+        && g.dilation_w == 1
+        && 2 * g.oh <= g.h
+        && 2 * g.ow <= g.w
+}
+
+/// Max pooling over 2x2 windows of stride 2 on AVX-512F, 16 outputs per vector: per input
+/// row, two masked loads of 32 columns and two permutes split them into the windows' left
+/// and right columns; the four taps then meet in the order of the portable path
+/// (`v > best || v is NaN` picks `v`: a NaN wins its window), so the results are the same
+/// bits. Each finished output row goes through `epi` while in cache. In place when `x` is
+/// `None`: `out` then holds the input and receives the output at its start (each output
+/// lies at or before the first input it reads, and outputs are stored in order after
+/// their loads, so no store reaches an input still to be read).
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F; `g` must pass [`max_pool2x2_fits`]. The lengths are
+/// checked (a short buffer panics).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn max_pool2x2_avx512(
+    x: Option<&[f32]>,
+    out: &mut [f32],
+    g: &crate::kernels::Pool2dGeom,
+    epi: &impl Fn(usize, f32) -> f32,
+) {
+    use core::arch::x86_64::*;
+    assert!(max_pool2x2_fits(g));
+    let (in_plane, plane) = (g.h * g.w, g.oh * g.ow);
+    assert!(x.map_or(out.len(), <[f32]>::len) >= g.planes * in_plane);
+    assert!(out.len() >= g.planes * plane);
+    let dst = out.as_mut_ptr();
+    let src = x.map_or(dst.cast_const(), <[f32]>::as_ptr);
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    // `v > best || v is NaN` picks `v`, as `max_pool2d_row` does (`max(v, best)` is
+    // `v > best ? v : best`)
+    let tap = |best: __m512, v: __m512| {
+        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+        _mm512_mask_mov_ps(_mm512_max_ps(v, best), nan, v)
+    };
+    for p in 0..g.planes {
+        for oy in 0..g.oh {
+            let row0 = p * in_plane + 2 * oy * g.w;
+            let base = (p * g.oh + oy) * g.ow;
+            for ox0 in (0..g.ow).step_by(16) {
+                let cols = (g.ow - ox0).min(16);
+                // the 2 * cols input columns of these outputs, in two halves of 16 lanes
+                let lanes = |n: usize| if n >= 16 { 0xffff } else { (1u16 << n) - 1 };
+                let (lo_mask, hi_mask) = (lanes(2 * cols), lanes((2 * cols).saturating_sub(16)));
+                let load = |at: usize| {
+                    // SAFETY: the masks enable the 2 * cols columns from `2 * ox0` of input
+                    // rows 2 oy and 2 oy + 1 of plane `p`, inside the `planes * h * w`
+                    // input floats asserted above (2 ox0 + 2 cols <= 2 ow <= w, 2 oy + 1 < h)
+                    let p = src.add(at + 2 * ox0);
+                    let lo = _mm512_maskz_loadu_ps(lo_mask, p);
+                    let hi = _mm512_maskz_loadu_ps(hi_mask, p.wrapping_add(16));
+                    (
+                        _mm512_permutex2var_ps(lo, even, hi),
+                        _mm512_permutex2var_ps(lo, odd, hi),
+                    )
+                };
+                let (top_left, top_right) = load(row0);
+                let (bottom_left, bottom_right) = load(row0 + g.w);
+                let best = tap(tap(tap(top_left, top_right), bottom_left), bottom_right);
+                // SAFETY: outputs `base + ox0 ..` (`cols` of them) lie inside the
+                // `planes * oh * ow` floats asserted above; in place, they lie at or before
+                // every input still to be read (see above)
+                _mm512_mask_storeu_ps(dst.add(base + ox0), lanes(cols), best);
+            }
+            // SAFETY: the output row just stored, inside `out` (asserted above); no other
+            // reference to it is alive
+            let row = core::slice::from_raw_parts_mut(dst.add(base), g.ow);
+            for (k, o) in row.iter_mut().enumerate() {
+                *o = epi(base + k, *o);
+            }
+        }
+    }
 }
 
 /// [`crate::kernels::each_row_here`] compiled for AVX2 and FMA: the row epilogue closure,
