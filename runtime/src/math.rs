@@ -79,7 +79,8 @@ pub fn exp(x: f32) -> f32 {
     const MAX: f32 = 88.722_84; // ln(f32::MAX)
     const MIN: f32 = -87.336_55; // ln(f32::MIN_POSITIVE)
     let xc = x.clamp(MIN, MAX);
-    let n = (xc * LOG2_E + ROUND) - ROUND;
+    let shifted = xc * LOG2_E + ROUND;
+    let n = shifted - ROUND;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
@@ -87,10 +88,15 @@ pub fn exp(x: f32) -> f32 {
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0
                         + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    // n is in -126..=128; 2^128 is not a float, so take 2^127 and double p
-    let n = n as i32;
+    // n is in -126..=128; 2^128 is not a float, so take 2^127 and double p. `shifted`
+    // lies in [2^23, 2^24), where floats step by 1: its bits are ROUND's plus n (integer
+    // arithmetic that vectorizes, where `n as i32` saturates lane by lane; a NaN `x`
+    // gives some n, and a NaN result through `p`)
+    let n = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
     let n1 = n.min(127);
-    let scaled = p * f32::from_bits(((n1 + 127) as u32) << 23) * (1 + n - n1) as f32;
+    let scaled = p
+        * f32::from_bits((n1.wrapping_add(127) as u32).wrapping_shl(23))
+        * (1i32.wrapping_add(n).wrapping_sub(n1)) as f32;
     if x > MAX {
         f32::INFINITY
     } else if x < MIN {
