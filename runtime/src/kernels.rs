@@ -3251,17 +3251,18 @@ pub struct Pool2dGeom {
 ///
 /// In place when `x` is empty: `out` then holds the input (`planes * h * w` floats) and
 /// receives the output at its start (see `pool2d_in_place` for when that is possible).
-/// On AVX-512, 2x2 windows of stride 2 have their own kernel (`simd::max_pool2x2_avx512`,
-/// 16 outputs per vector); other windows split rows into stride phases.
+/// On AVX-512, windows of horizontal stride 2 have their own kernel
+/// (`simd::max_pool_s2_avx512`, 16 outputs per vector); other windows split rows into
+/// stride phases.
 pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: impl Fn(usize, f32) -> f32) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::avx512() && crate::simd::max_pool2x2_fits(g) {
+    if crate::simd::avx512() && crate::simd::max_pool_s2_fits(g) {
         let x = (!x.is_empty()).then_some(x);
-        // SAFETY: `max_pool2x2_avx512` needs AVX-512F, which `avx512` has just checked,
-        // and a geometry that `max_pool2x2_fits`.
+        // SAFETY: `max_pool_s2_avx512` needs AVX-512F, which `avx512` has just checked,
+        // and a geometry that `max_pool_s2_fits`.
         #[allow(unsafe_code)]
         unsafe {
-            crate::simd::max_pool2x2_avx512(x, out, g, &epi)
+            crate::simd::max_pool_s2_avx512(x, out, g, &epi)
         };
         return;
     }
@@ -5154,8 +5155,11 @@ mod tests {
             (3, 2, 1, 9, 11),
             (3, 3, 1, 10, 10),
             (2, 2, 0, 2, POOL_ROW + 6),
-            // 2x2 stride 2 on AVX-512: rows of 35 outputs (two whole vectors and 3 lanes)
+            // stride 2 on AVX-512: rows of 35 outputs (two whole vectors and 3 lanes),
+            // padding wider than a window's reach past the edge
             (2, 2, 0, 5, 71),
+            (3, 2, 1, 6, 70),
+            (4, 2, 2, 7, 33),
             // a row that fits the buffer but whose stride phases would not
             (3, 3, 0, 3, POOL_ROW),
         ];

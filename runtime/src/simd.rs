@@ -1846,94 +1846,129 @@ pub unsafe fn max_pool2d_avx2(
     crate::kernels::max_pool2d_rows(x, out, g, epi);
 }
 
-/// True when [`max_pool2x2_avx512`] can run `g`: 2x2 windows of stride 2, no padding, no
-/// dilation (LeNet's, U-Net's and VGG's pooling).
-pub fn max_pool2x2_fits(g: &crate::kernels::Pool2dGeom) -> bool {
-    g.kh == 2
-        && g.kw == 2
-        && g.stride_h == 2
-        && g.stride_w == 2
-        && g.pad_top == 0
-        && g.pad_left == 0
-        && g.pad_bottom == 0
-        && g.pad_right == 0
+/// Widest window [`max_pool_s2_avx512`] takes.
+const POOL_S2_MAX_KW: usize = 8;
+
+/// True when [`max_pool_s2_avx512`] can run `g`: windows of stride 2 along rows, up to
+/// [`POOL_S2_MAX_KW`] wide, any padding, no dilation, output rows up to
+/// `kernels::IN_PLACE_POOL_ROW` wide (LeNet's and U-Net's 2x2, resnet18's 3x3 with
+/// padding).
+pub fn max_pool_s2_fits(g: &crate::kernels::Pool2dGeom) -> bool {
+    g.stride_w == 2
+        && g.stride_h > 0
+        && (1..=POOL_S2_MAX_KW).contains(&g.kw)
+        && g.kh > 0
+        && g.pad_left < g.kw
         && g.dilation_h == 1
         && g.dilation_w == 1
-        && 2 * g.oh <= g.h
-        && 2 * g.ow <= g.w
+        && g.ow <= crate::kernels::IN_PLACE_POOL_ROW
 }
 
-/// Max pooling over 2x2 windows of stride 2 on AVX-512F, 16 outputs per vector: per input
-/// row, two masked loads of 32 columns and two permutes split them into the windows' left
-/// and right columns; the four taps then meet in the order of the portable path
-/// (`v > best || v is NaN` picks `v`: a NaN wins its window), so the results are the same
-/// bits. Each finished output row goes through `epi` while in cache. In place when `x` is
-/// `None`: `out` then holds the input and receives the output at its start (each output
-/// lies at or before the first input it reads, and outputs are stored in order after
-/// their loads, so no store reaches an input still to be read).
+/// Max pooling of horizontal stride 2 on AVX-512F, 16 outputs per vector: per window
+/// tap, two masked loads of the 32 input columns from the tap's first one (columns in
+/// the padding read as -inf) and a permute keeping the even ones. Taps meet in the
+/// portable path's order (rows, then columns) by its rule (`v > best || v is NaN` picks
+/// `v`: a NaN wins its window), so the results are the same bits. Each finished output
+/// row goes through `epi` while in cache. In place when `x` is `None` (`out` then holds
+/// the input and receives the output at its start), under the memory plan's condition
+/// for pooling in place (see `kernels::pool2d_in_place`).
 ///
 /// # Safety
 ///
-/// The CPU must support AVX-512F; `g` must pass [`max_pool2x2_fits`]. The lengths are
+/// The CPU must support AVX-512F; `g` must pass [`max_pool_s2_fits`]. The lengths are
 /// checked (a short buffer panics).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(unsafe_code)]
-pub unsafe fn max_pool2x2_avx512(
+pub unsafe fn max_pool_s2_avx512(
     x: Option<&[f32]>,
     out: &mut [f32],
     g: &crate::kernels::Pool2dGeom,
     epi: &impl Fn(usize, f32) -> f32,
 ) {
     use core::arch::x86_64::*;
-    assert!(max_pool2x2_fits(g));
+    assert!(max_pool_s2_fits(g));
     let (in_plane, plane) = (g.h * g.w, g.oh * g.ow);
     assert!(x.map_or(out.len(), <[f32]>::len) >= g.planes * in_plane);
     assert!(out.len() >= g.planes * plane);
     let dst = out.as_mut_ptr();
     let src = x.map_or(dst.cast_const(), <[f32]>::as_ptr);
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
-    // `v > best || v is NaN` picks `v`, as `max_pool2d_row` does (`max(v, best)` is
-    // `v > best ? v : best`)
-    let tap = |best: __m512, v: __m512| {
-        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-        _mm512_mask_mov_ps(_mm512_max_ps(v, best), nan, v)
-    };
+    let below = _mm512_set1_ps(f32::NEG_INFINITY);
+    // the 32 lanes each (part of 16 outputs, tap column) loads: those of its 2 * cols
+    // columns inside the row
+    let parts = g.ow.div_ceil(16);
+    let mut masks = [0u32; crate::kernels::IN_PLACE_POOL_ROW / 16 * POOL_S2_MAX_KW];
+    for (i, mask) in masks.iter_mut().enumerate().take(parts * g.kw) {
+        let (part, kx) = (i / g.kw, i % g.kw);
+        let at = (32 * part + kx) as isize - g.pad_left as isize;
+        let cols = (g.ow - 16 * part).min(16) as isize;
+        let lo = (-at).clamp(0, 32) as u32;
+        let hi = (g.w as isize - at).clamp(0, 2 * cols) as u32;
+        let under = |n: u32| if n >= 32 { u32::MAX } else { (1u32 << n) - 1 };
+        *mask = under(hi) & !under(lo);
+    }
+    // in place with padding, rows go through a stack row (stored whole, as the memory
+    // plan's condition assumes); else straight to `out`: out of place, or in place
+    // without padding, where each output lies at or before the first input its window
+    // reads, and is stored after every load of its own window and before none of a later
+    // one's (those read further on)
+    let direct = x.is_some() || (g.pad_top == 0 && g.pad_left == 0);
+    let mut buffer = [0.0f32; crate::kernels::IN_PLACE_POOL_ROW];
     for p in 0..g.planes {
         for oy in 0..g.oh {
-            let row0 = p * in_plane + 2 * oy * g.w;
             let base = (p * g.oh + oy) * g.ow;
-            for ox0 in (0..g.ow).step_by(16) {
-                let cols = (g.ow - ox0).min(16);
-                // the 2 * cols input columns of these outputs, in two halves of 16 lanes
-                let lanes = |n: usize| if n >= 16 { 0xffff } else { (1u16 << n) - 1 };
-                let (lo_mask, hi_mask) = (lanes(2 * cols), lanes((2 * cols).saturating_sub(16)));
-                let load = |at: usize| {
-                    // SAFETY: the masks enable the 2 * cols columns from `2 * ox0` of input
-                    // rows 2 oy and 2 oy + 1 of plane `p`, inside the `planes * h * w`
-                    // input floats asserted above (2 ox0 + 2 cols <= 2 ow <= w, 2 oy + 1 < h)
-                    let p = src.add(at + 2 * ox0);
-                    let lo = _mm512_maskz_loadu_ps(lo_mask, p);
-                    let hi = _mm512_maskz_loadu_ps(hi_mask, p.wrapping_add(16));
-                    (
-                        _mm512_permutex2var_ps(lo, even, hi),
-                        _mm512_permutex2var_ps(lo, odd, hi),
-                    )
-                };
-                let (top_left, top_right) = load(row0);
-                let (bottom_left, bottom_right) = load(row0 + g.w);
-                let best = tap(tap(tap(top_left, top_right), bottom_left), bottom_right);
-                // SAFETY: outputs `base + ox0 ..` (`cols` of them) lie inside the
-                // `planes * oh * ow` floats asserted above; in place, they lie at or before
-                // every input still to be read (see above)
-                _mm512_mask_storeu_ps(dst.add(base + ox0), lanes(cols), best);
+            let row: *mut f32 = if direct {
+                dst.add(base)
+            } else {
+                buffer.as_mut_ptr()
+            };
+            let top = (oy * g.stride_h) as isize - g.pad_top as isize;
+            for part in 0..parts {
+                let mut best = below;
+                for ky in 0..g.kh {
+                    let iy = top + ky as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    let line = src.add(p * in_plane + iy as usize * g.w);
+                    for kx in 0..g.kw {
+                        let mask = masks[part * g.kw + kx];
+                        let at = (32 * part + kx) as isize - g.pad_left as isize;
+                        let first = line.wrapping_offset(at);
+                        // SAFETY: the mask enables only lanes whose column `at + lane` is
+                        // inside input row `iy` of plane `p` (inside the `planes * h * w`
+                        // input floats asserted above); masked lanes are not accessed, so
+                        // `first` itself may lie before the row
+                        let lo = _mm512_mask_loadu_ps(below, mask as u16, first);
+                        let hi = _mm512_mask_loadu_ps(
+                            below,
+                            (mask >> 16) as u16,
+                            first.wrapping_add(16),
+                        );
+                        let v = _mm512_permutex2var_ps(lo, even, hi);
+                        // `v > best || v is NaN` picks `v` (`max(v, best)` is
+                        // `v > best ? v : best`)
+                        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+                        best = _mm512_mask_mov_ps(_mm512_max_ps(v, best), nan, v);
+                    }
+                }
+                let lanes = ((1u32 << (g.ow - 16 * part).min(16)) - 1) as u16;
+                // SAFETY: the mask covers outputs `16 * part ..` of this row (below `ow`):
+                // inside `out` (asserted above) or the stack row (`ow` fits it)
+                _mm512_mask_storeu_ps(row.add(16 * part), lanes, best);
             }
-            // SAFETY: the output row just stored, inside `out` (asserted above); no other
-            // reference to it is alive
-            let row = core::slice::from_raw_parts_mut(dst.add(base), g.ow);
-            for (k, o) in row.iter_mut().enumerate() {
+            // SAFETY: the `ow` floats just stored, in `out` or the stack row; no other
+            // reference to them is alive
+            let values = core::slice::from_raw_parts_mut(row, g.ow);
+            for (k, o) in values.iter_mut().enumerate() {
                 *o = epi(base + k, *o);
+            }
+            if !direct {
+                // SAFETY: output row `oy` of plane `p`, inside `out` (asserted above),
+                // apart from the stack row; every input it overlaps has been read (the
+                // memory plan's condition)
+                core::ptr::copy_nonoverlapping(row, dst.add(base), g.ow);
             }
         }
     }
