@@ -424,7 +424,7 @@ pub fn linear(
             out[r * out_features + o] = bias.map_or(0.0, |b| b[o]) + v;
         };
         // SAFETY: `linear_avx2` needs AVX2 and FMA, which `avx2_fma` has just checked,
-        // and a tile's worth of rows and outputs, which `linear_avx2_fits` has.
+        // and a row and an output, which `linear_avx2_fits` has.
         #[allow(unsafe_code)]
         unsafe {
             crate::simd::linear_avx2(x, w, (rows, in_features, out_features), sink)
@@ -4949,6 +4949,9 @@ mod tests {
             (1, 784, 10),
             (1, 35, 8),
             (1, 16, 130),
+            // fewer outputs than the AVX2 tile's four (regression heads)
+            (5, 17, 2),
+            (7, 33, 1),
             // several blocks along k (256 deep), rows not a multiple of six, edge panels
             (13, 300, 50),
             (6, 513, 33),

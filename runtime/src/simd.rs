@@ -800,7 +800,7 @@ const LIN_OUTS: usize = 4;
 
 /// True when [`linear_avx2`] can compute `rows x out_features` outputs.
 pub fn linear_avx2_fits(rows: usize, out_features: usize) -> bool {
-    rows >= 1 && out_features >= LIN_OUTS
+    rows >= 1 && out_features >= 1
 }
 
 /// `x[rows, k] @ w[outs, k]^T` (PyTorch `Linear`, both operands contiguous along `k`) in
@@ -810,7 +810,9 @@ pub fn linear_avx2_fits(rows: usize, out_features: usize) -> bool {
 /// goes to `sink(row, output, value)`. Tiles at the edges end at the edge and overlap the
 /// tiles before them; with fewer than [`LIN_ROWS`] rows (a
 /// matrix-vector product) the tile repeats the last row, which costs nothing there: the
-/// weights' loads, not the multiply-adds, set the pace.
+/// weights' loads, not the multiply-adds, set the pace. Likewise with fewer than
+/// [`LIN_OUTS`] outputs (a regression head) it repeats the last output's weights (whose
+/// value is given once).
 ///
 /// # Safety
 ///
@@ -832,8 +834,9 @@ pub unsafe fn linear_avx2(
         let xr: [&[f32]; LIN_ROWS] =
             core::array::from_fn(|r| &x[row_of(r0, r) * k..(row_of(r0, r) + 1) * k]);
         for o0 in tile_starts(outs, LIN_OUTS) {
+            let out_of = |o: usize| (o0 + o).min(outs - 1);
             let wr: [&[f32]; LIN_OUTS] =
-                core::array::from_fn(|o| &w[(o0 + o) * k..(o0 + o + 1) * k]);
+                core::array::from_fn(|o| &w[out_of(o) * k..(out_of(o) + 1) * k]);
             let zero = (
                 _mm256_setzero_ps(),
                 _mm256_setzero_ps(),
@@ -853,7 +856,7 @@ pub unsafe fn linear_avx2(
                 c3 = madd3(xv, load(wr[3]), c3);
             }
             let per_output = [c0, c1, c2, c3];
-            for (o, c) in per_output.into_iter().enumerate() {
+            for (o, c) in per_output.into_iter().enumerate().take(outs - o0) {
                 for (r, v) in [c.0, c.1, c.2].into_iter().enumerate() {
                     let mut lanes = [0.0f32; 8];
                     // SAFETY: `lanes` is an array of 8 floats: the store writes inside it.
