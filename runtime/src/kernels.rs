@@ -1848,8 +1848,9 @@ const ZEROS: [f32; MAX_TILE_ROWS] = [0.0; MAX_TILE_ROWS];
 /// Floats of [`edge_tile`]'s buffer: the largest tile this CPU may run.
 const EDGE_LEN: usize = stack_floats(MAX_TILE_ROWS * PANEL, TILE_ROWS * PANEL);
 
-/// A register tile of [`tile_panel`] whose panel is `cols < PANEL` wide: through a
-/// full-width buffer (a function of its own, so that only edge panels clear it).
+/// A register tile of [`tile_panel`] whose panel is `cols < PANEL` wide: on AVX-512 with
+/// masked loads and stores of `c`, else through a full-width buffer (a function of its
+/// own, so that only edge panels clear it).
 #[allow(clippy::too_many_arguments)]
 #[inline(never)]
 fn edge_tile(
@@ -1862,6 +1863,16 @@ fn edge_tile(
     cols: usize,
     init: Option<&[f32]>,
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: `Isa::Avx512` is chosen only when `avx512` found AVX-512F (and AVX2
+        // and FMA) on this CPU; the kernel checks the slices.
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::simd::gemm_edge_tile_avx512(kc, at, rows, b, ldb, (c, ldc, cols), init)
+        };
+        return;
+    }
     let mut edge = [0.0f32; EDGE_LEN];
     for i in 0..rows {
         let src = &c[i * ldc..i * ldc + cols];

@@ -1079,7 +1079,7 @@ pub fn avx512() -> bool {
 #[allow(unsafe_code, clippy::too_many_arguments)]
 pub unsafe fn gemm_tile_avx512(
     kc: usize,
-    (a, a_row, a_k): (&[f32], usize, usize),
+    a: (&[f32], usize, usize),
     rows: usize,
     b: &[f32],
     ldb: usize,
@@ -1087,18 +1087,59 @@ pub unsafe fn gemm_tile_avx512(
     ldc: usize,
     init: Option<&[f32]>,
 ) {
+    tile_avx512(kc, a, rows, (b, ldb), (c, ldc, GEMM_NR), init);
+}
+
+/// [`gemm_tile_avx512`] storing only the first `cols` (at most [`GEMM_NR`]) columns of
+/// each row, through masked loads and stores: the last panel of a product whose width is
+/// not a multiple of 16 (a 14x14 or 7x7 map), with no buffer to clear and copy. `b` must
+/// still hold 16 readable columns per row (a packed panel, zero-padded).
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F. The slices are checked (a short one panics).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(unsafe_code, clippy::too_many_arguments)]
+pub unsafe fn gemm_edge_tile_avx512(
+    kc: usize,
+    a: (&[f32], usize, usize),
+    rows: usize,
+    b: &[f32],
+    ldb: usize,
+    (c, ldc, cols): (&mut [f32], usize, usize),
+    init: Option<&[f32]>,
+) {
+    tile_avx512(kc, a, rows, (b, ldb), (c, ldc, cols), init);
+}
+
+/// The body of [`gemm_tile_avx512`] and [`gemm_edge_tile_avx512`]: the tile stores the
+/// first `cols` columns of each row.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+#[allow(unsafe_code)]
+unsafe fn tile_avx512(
+    kc: usize,
+    (a, a_row, a_k): (&[f32], usize, usize),
+    rows: usize,
+    (b, ldb): (&[f32], usize),
+    (c, ldc, cols): (&mut [f32], usize, usize),
+    init: Option<&[f32]>,
+) {
     use core::arch::x86_64::*;
     assert!((1..=GEMM_MR_AVX512).contains(&rows) && kc > 0);
+    assert!((1..=GEMM_NR).contains(&cols));
     assert!(a.len() > (rows - 1) * a_row + (kc - 1) * a_k);
     assert!(b.len() >= (kc - 1) * ldb + GEMM_NR);
-    assert!(c.len() >= (rows - 1) * ldc + GEMM_NR);
+    assert!(c.len() >= (rows - 1) * ldc + cols);
     assert!(init.is_none_or(|s| s.len() >= rows));
     let bp = b.as_ptr();
     if a_row == 1 && a_k == GEMM_MR_AVX512 && a.len() >= kc * GEMM_MR_AVX512 {
         // SAFETY: the interleaved tile holds `kc` steps of 16 floats (just checked), `b`
         // holds `kc` rows (asserted above)
         let sums = interleaved_sums_avx512(kc, a.as_ptr(), bp, ldb);
-        store_tile_avx512(&sums, rows, c, ldc, init);
+        store_tile_avx512(&sums, rows, (c, ldc, cols), init);
         return;
     }
     let row = |i: usize| a.as_ptr().add(i.min(rows - 1) * a_row);
@@ -1163,7 +1204,7 @@ pub unsafe fn gemm_tile_avx512(
     let sums = [
         c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15,
     ];
-    store_tile_avx512(&sums, rows, c, ldc, init);
+    store_tile_avx512(&sums, rows, (c, ldc, cols), init);
 }
 
 /// The sums of [`gemm_tile_avx512`] over an interleaved tile (`a[k * 16 + i]` is row `i`
@@ -1196,7 +1237,8 @@ unsafe fn interleaved_sums_avx512(
     sums
 }
 
-/// Stores the first `rows` sums of an AVX-512 tile as [`gemm_tile_avx512`] says.
+/// Stores the first `rows` sums of an AVX-512 tile as [`gemm_tile_avx512`] says, the
+/// first `cols` columns of each (all 16: plain loads and stores; fewer: masked).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
@@ -1204,21 +1246,35 @@ unsafe fn interleaved_sums_avx512(
 unsafe fn store_tile_avx512(
     sums: &[core::arch::x86_64::__m512; GEMM_MR_AVX512],
     rows: usize,
-    c: &mut [f32],
-    ldc: usize,
+    (c, ldc, cols): (&mut [f32], usize, usize),
     init: Option<&[f32]>,
 ) {
     use core::arch::x86_64::*;
+    let mask = if cols >= GEMM_NR {
+        u16::MAX
+    } else {
+        (1u16 << cols) - 1
+    };
     // (by reference: `into_iter` on the array copied its 1 KiB with memcpy per tile)
     for (i, &sum) in sums.iter().enumerate().take(rows) {
-        let dst = &mut c[i * ldc..i * ldc + GEMM_NR];
+        let dst = &mut c[i * ldc..i * ldc + cols.min(GEMM_NR)];
+        if mask == u16::MAX {
+            let start = match init {
+                Some(v) => _mm512_set1_ps(v[i]),
+                // SAFETY: `dst` holds exactly 16 floats (a checked slice of that length)
+                None => _mm512_loadu_ps(dst.as_ptr()),
+            };
+            // SAFETY: as above, 16 floats
+            _mm512_storeu_ps(dst.as_mut_ptr(), _mm512_add_ps(start, sum));
+            continue;
+        }
         let start = match init {
             Some(v) => _mm512_set1_ps(v[i]),
-            // SAFETY: `dst` holds exactly 16 floats (a checked slice of that length)
-            None => _mm512_loadu_ps(dst.as_ptr()),
+            // SAFETY: the mask enables the `cols` floats of the checked slice `dst`
+            None => _mm512_maskz_loadu_ps(mask, dst.as_ptr()),
         };
-        // SAFETY: as above, 16 floats
-        _mm512_storeu_ps(dst.as_mut_ptr(), _mm512_add_ps(start, sum));
+        // SAFETY: as above, `cols` floats
+        _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, _mm512_add_ps(start, sum));
     }
 }
 
@@ -2119,5 +2175,5 @@ pub unsafe fn gemm_tile_avx512_indirect(
             *sum = _mm512_fmadd_ps(_mm512_set1_ps(*ak.add(i)), bk, *sum);
         }
     }
-    store_tile_avx512(&sums, rows, c, ldc, init);
+    store_tile_avx512(&sums, rows, (c, ldc, GEMM_NR), init);
 }
