@@ -468,7 +468,7 @@ fn matvec(x: &[f32], w: &[f32], (k, outs): (usize, usize), mut sink: impl FnMut(
         };
         return;
     }
-    // SAFETY: AVX2, FMA and a tile's worth of outputs: the caller's contract
+    // SAFETY: AVX2, FMA, a row and an output: the caller's contract
     #[allow(unsafe_code)]
     unsafe {
         crate::simd::linear_avx2(x, w, (1, k, outs), |_, o, v| sink(o, v))
