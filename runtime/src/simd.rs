@@ -1238,7 +1238,8 @@ unsafe fn interleaved_sums_avx512(
 }
 
 /// Stores the first `rows` sums of an AVX-512 tile as [`gemm_tile_avx512`] says, the
-/// first `cols` columns of each (all 16: plain loads and stores; fewer: masked).
+/// first `cols` columns of each, through masked loads and stores (all 16 lanes for a
+/// whole tile: the same cost as plain ones).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
@@ -1250,24 +1251,11 @@ unsafe fn store_tile_avx512(
     init: Option<&[f32]>,
 ) {
     use core::arch::x86_64::*;
-    let mask = if cols >= GEMM_NR {
-        u16::MAX
-    } else {
-        (1u16 << cols) - 1
-    };
+    let cols = cols.min(GEMM_NR);
+    let mask = (u32::MAX >> (32 - cols)) as u16;
     // (by reference: `into_iter` on the array copied its 1 KiB with memcpy per tile)
     for (i, &sum) in sums.iter().enumerate().take(rows) {
-        let dst = &mut c[i * ldc..i * ldc + cols.min(GEMM_NR)];
-        if mask == u16::MAX {
-            let start = match init {
-                Some(v) => _mm512_set1_ps(v[i]),
-                // SAFETY: `dst` holds exactly 16 floats (a checked slice of that length)
-                None => _mm512_loadu_ps(dst.as_ptr()),
-            };
-            // SAFETY: as above, 16 floats
-            _mm512_storeu_ps(dst.as_mut_ptr(), _mm512_add_ps(start, sum));
-            continue;
-        }
+        let dst = &mut c[i * ldc..i * ldc + cols];
         let start = match init {
             Some(v) => _mm512_set1_ps(v[i]),
             // SAFETY: the mask enables the `cols` floats of the checked slice `dst`
