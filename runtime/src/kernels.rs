@@ -1283,6 +1283,18 @@ fn depthwise_simd(
     g: &Conv2dGeom,
     epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
+    if crate::simd::avx512() && crate::simd::depthwise_s1_avx512_fits(g) {
+        // SAFETY: `avx512` found AVX-512F (and AVX2 and FMA) on this CPU, and `g` fits
+        // with the kernel size each call names.
+        #[allow(unsafe_code)]
+        unsafe {
+            match g.kh {
+                3 => crate::simd::depthwise_s1_avx512::<3, 3>(x, w, bias, out, g, epi),
+                _ => crate::simd::depthwise_s1_avx512::<5, 5>(x, w, bias, out, g, epi),
+            }
+        };
+        return;
+    }
     if crate::simd::avx512() && crate::simd::depthwise_avx512_fits(g) {
         // SAFETY: `avx512` found AVX-512F (and AVX2 and FMA) on this CPU, and `g` fits.
         #[allow(unsafe_code)]
@@ -4457,6 +4469,15 @@ mod tests {
             geom(1, (4, 15, 33), 4, 7, [2, 2], 3, 1, 4),
             geom(1, (6, 1, 1), 6, 3, [2, 2], 1, 1, 6),
             geom(1, (2, 4, 2100), 2, 3, [2, 2], 1, 1, 2),
+            // depthwise stride 1 read in place on AVX-512 (3x3 and 5x5): 7 parts with a run
+            // of whole ones, no padding (whole parts, then a masked one), stride 2 down and
+            // 1 across with 3 parts, padding 4 on a 5x5 kernel (rows of zeros, four rows
+            // at once), a row of exactly 4 parts
+            geom(1, (3, 11, 100), 3, 3, [1, 1], 1, 1, 3),
+            geom(2, (4, 13, 35), 4, 3, [1, 1], 0, 1, 4),
+            geom(1, (3, 10, 40), 3, 5, [2, 1], 2, 1, 3),
+            geom(1, (5, 6, 12), 5, 5, [1, 1], 4, 1, 5),
+            geom(1, (2, 3, 64), 2, 3, [1, 1], 1, 1, 2),
             // tiled weights: two tiles and 8 row-major channels; per group one tile and 4
             geom(1, (12, 9, 11), 40, 3, [1, 1], 1, 1, 1),
             geom(1, (8, 10, 10), 40, 3, [2, 2], 1, 1, 2),

@@ -1875,6 +1875,299 @@ unsafe fn depthwise_jobs_avx512<const N: usize>(
     }
 }
 
+/// True when [`depthwise_s1_avx512`] takes `g`: horizontal stride 1, a 3x3 or 5x5 kernel
+/// without horizontal dilation (any vertical stride, dilation and padding), input and
+/// output rows of up to [`DEPTHWISE_S1_MAX_W`] columns.
+#[cfg(target_arch = "x86_64")]
+pub fn depthwise_s1_avx512_fits(g: &crate::kernels::Conv2dGeom) -> bool {
+    g.stride_w == 1
+        && g.dilation_w == 1
+        && g.stride_h > 0
+        && matches!((g.kh, g.kw), (3, 3) | (5, 5))
+        && g.w <= DEPTHWISE_S1_MAX_W
+        && g.ow <= DEPTHWISE_S1_MAX_W
+        && g.pad_left <= DEPTHWISE_S1_MAX_W
+}
+
+/// The widest input and output rows [`depthwise_s1_avx512`] takes (its row of zeros for
+/// the rows in the padding is this long, on the stack).
+pub const DEPTHWISE_S1_MAX_W: usize = 1024;
+
+/// A depthwise convolution (`groups == c_in == c_out`) of horizontal stride 1 and a
+/// `KH x KW` kernel on AVX-512F, read straight from the input (no padded copies): 16
+/// outputs per register, four registers at once, the weights in registers. Each part of
+/// 16 outputs of a row reads its `KH` input rows (a row of zeros for those in the
+/// padding) from its first column on: four whole parts whose taps all lie inside the row
+/// load whole vectors folded into the multiply-adds, the others (a padded map's first
+/// and last) load through per-tap masks that read the padding as zeros. Wide maps run
+/// four parts of a row at once, narrow ones (up to three parts) several rows. Each
+/// finished row goes to `epi` while it is in cache.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F and FMA; `g` must pass [`depthwise_s1_avx512_fits`] with
+/// `g.kh == KH` and `g.kw == KW`. The slices are checked (a short one panics).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn depthwise_s1_avx512<const KH: usize, const KW: usize>(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &crate::kernels::Conv2dGeom,
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
+) {
+    use core::arch::x86_64::*;
+    const MAX_PARTS: usize = DEPTHWISE_S1_MAX_W / 16;
+    let (plane, in_plane, taps) = (g.oh * g.ow, g.h * g.w, KH * KW);
+    assert!(depthwise_s1_avx512_fits(g) && (g.kh, g.kw) == (KH, KW));
+    assert!(g.c_in == g.c_out && g.groups == g.c_out);
+    assert!(x.len() >= g.n * g.c_in * in_plane && out.len() >= g.n * g.c_out * plane);
+    assert!(w.len() >= g.c_out * taps && bias.is_none_or(|b| b.len() >= g.c_out));
+    if plane == 0 {
+        return;
+    }
+    let parts = g.ow.div_ceil(16);
+    // per part: the lanes of each tap inside the input row, and whether the part is
+    // whole (16 outputs) with every lane of every tap inside (no mask needed)
+    let mut masks = [[0u16; KW]; MAX_PARTS];
+    let mut whole = [false; MAX_PARTS];
+    for (part, (tap_masks, whole)) in masks.iter_mut().zip(&mut whole).enumerate().take(parts) {
+        *whole = 16 * part + 16 <= g.ow;
+        for (kx, tap_mask) in tap_masks.iter_mut().enumerate() {
+            let at = (16 * part + kx) as isize - g.pad_left as isize;
+            let lo = (-at).clamp(0, 16) as u32;
+            let hi = (g.w as isize - at).clamp(0, 16) as u32;
+            let mask = ((1u32 << hi) - 1) & !((1u32 << lo) - 1);
+            *tap_mask = mask as u16;
+            *whole &= mask == 0xffff;
+        }
+    }
+    // the whole parts are one run `first..end` (the padding touches only the ends)
+    let first = whole[..parts].iter().position(|&p| p).unwrap_or(parts);
+    let end = first + whole[first..parts].iter().take_while(|&&p| p).count();
+    let zeros = [0.0f32; DEPTHWISE_S1_MAX_W];
+    for image_channel in 0..g.n * g.c_out {
+        let c = image_channel % g.c_out;
+        let xp = &x[image_channel * in_plane..(image_channel + 1) * in_plane];
+        let op = &mut out[image_channel * plane..(image_channel + 1) * plane];
+        let start = _mm512_set1_ps(bias.map_or(0.0, |b| b[c]));
+        // (loops, not `array::from_fn`: its closures are not inlined into this
+        // function's target features)
+        let mut weights = [[_mm512_setzero_ps(); KW]; KH];
+        let channel_taps = w[c * taps..(c + 1) * taps].chunks_exact(KW);
+        for (row, taps_row) in weights.iter_mut().zip(channel_taps) {
+            for (wt, &v) in row.iter_mut().zip(taps_row) {
+                *wt = _mm512_set1_ps(v);
+            }
+        }
+        // the input rows output row `oy` reads, each from column `column - pad_left`
+        // (wrapping: a masked load may start before the row)
+        let rows_of = |oy: usize, column: usize| -> [*const f32; KH] {
+            let mut rows = [core::ptr::null(); KH];
+            for (ky, row) in rows.iter_mut().enumerate() {
+                let iy = (oy * g.stride_h + ky * g.dilation_h).wrapping_sub(g.pad_top);
+                let inside = if iy < g.h {
+                    &xp[iy * g.w..(iy + 1) * g.w]
+                } else {
+                    &zeros[..g.w]
+                };
+                *row = inside
+                    .as_ptr()
+                    .wrapping_add(column)
+                    .wrapping_sub(g.pad_left);
+            }
+            rows
+        };
+        let mut oy = 0;
+        while oy < g.oh {
+            if parts == 1 {
+                // narrow maps: four rows at once, each job with its rows
+                let count = (g.oh - oy).min(DEPTHWISE_JOBS);
+                let mut jobs = [[core::ptr::null(); KH]; DEPTHWISE_JOBS];
+                for (i, job) in jobs.iter_mut().enumerate() {
+                    *job = rows_of(oy + i.min(count - 1), 0);
+                }
+                let (w, jobs, job_masks) = (&weights, &jobs, &[masks[0]; DEPTHWISE_JOBS]);
+                // SAFETY: AVX-512F and FMA (this function's contract); each job's rows are
+                // rows of the plane or of `zeros` (`g.w` floats each), and the masks
+                // enable the lanes inside them
+                let sums = match count {
+                    1 => depthwise_s1_jobs::<KH, KW, 1>(w, start, jobs, job_masks),
+                    2 => depthwise_s1_jobs::<KH, KW, 2>(w, start, jobs, job_masks),
+                    3 => depthwise_s1_jobs::<KH, KW, 3>(w, start, jobs, job_masks),
+                    _ => depthwise_s1_jobs::<KH, KW, 4>(w, start, jobs, job_masks),
+                };
+                for (i, sum) in sums.iter().enumerate().take(count) {
+                    depthwise_s1_store(op, g.ow, oy + i, 0, *sum);
+                    let row = oy + i;
+                    epi(
+                        image_channel * plane + row * g.ow,
+                        &mut op[row * g.ow..(row + 1) * g.ow],
+                    );
+                }
+                oy += count;
+                continue;
+            }
+            let rows = rows_of(oy, 0);
+            // the parts that need masks (a padded map's first and last) at once
+            let mut edge = (0..first).chain(end..parts).peekable();
+            while edge.peek().is_some() {
+                let mut chosen = [0usize; DEPTHWISE_JOBS];
+                let mut count = 0;
+                for (slot, part) in chosen.iter_mut().zip(edge.by_ref()) {
+                    *slot = part;
+                    count += 1;
+                }
+                let mut jobs = [rows; DEPTHWISE_JOBS];
+                let mut job_masks = [[0u16; KW]; DEPTHWISE_JOBS];
+                for (i, (job, job_mask)) in jobs.iter_mut().zip(&mut job_masks).enumerate() {
+                    let part = chosen[i.min(count - 1)];
+                    *job = rows.map(|row| row.wrapping_add(16 * part));
+                    *job_mask = masks[part];
+                }
+                let (w, jobs, job_masks) = (&weights, &jobs, &job_masks);
+                // SAFETY: AVX-512F and FMA; the jobs read rows of the plane or of
+                // `zeros` (`g.w` floats each) from their first column, through masks
+                // enabling the lanes inside them
+                let sums = match count {
+                    1 => depthwise_s1_jobs::<KH, KW, 1>(w, start, jobs, job_masks),
+                    2 => depthwise_s1_jobs::<KH, KW, 2>(w, start, jobs, job_masks),
+                    3 => depthwise_s1_jobs::<KH, KW, 3>(w, start, jobs, job_masks),
+                    _ => depthwise_s1_jobs::<KH, KW, 4>(w, start, jobs, job_masks),
+                };
+                for (sum, &part) in sums.iter().zip(&chosen).take(count) {
+                    depthwise_s1_store(op, g.ow, oy, part, *sum);
+                }
+            }
+            // the whole parts, four at a time
+            let mut part = first;
+            while part < end {
+                let count = (end - part).min(DEPTHWISE_JOBS);
+                let (w, rows) = (&weights, rows.map(|row| row.wrapping_add(16 * part)));
+                // SAFETY: AVX-512F and FMA; the parts are whole: their 16 lanes of every
+                // tap lie inside each row (of the plane or `zeros`)
+                let sums = match count {
+                    1 => depthwise_s1_whole::<KH, KW, 1>(w, start, &rows),
+                    2 => depthwise_s1_whole::<KH, KW, 2>(w, start, &rows),
+                    3 => depthwise_s1_whole::<KH, KW, 3>(w, start, &rows),
+                    _ => depthwise_s1_whole::<KH, KW, 4>(w, start, &rows),
+                };
+                for (i, sum) in sums.iter().enumerate().take(count) {
+                    depthwise_s1_store(op, g.ow, oy, part + i, *sum);
+                }
+                part += count;
+            }
+            epi(
+                image_channel * plane + oy * g.ow,
+                &mut op[oy * g.ow..(oy + 1) * g.ow],
+            );
+            oy += 1;
+        }
+    }
+}
+
+/// The first `N` sums of a group of [`DEPTHWISE_JOBS`], the rest zeros.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+fn depthwise_sums<const N: usize>(
+    acc: [core::arch::x86_64::__m512; N],
+) -> [core::arch::x86_64::__m512; DEPTHWISE_JOBS] {
+    let mut sums = [core::arch::x86_64::_mm512_setzero_ps(); DEPTHWISE_JOBS];
+    sums[..N].copy_from_slice(&acc);
+    sums
+}
+
+/// The sums of the first `N` jobs of [`depthwise_s1_avx512`] that need masks: job `j`
+/// reads, for tap `(ky, kx)`, the lanes of `masks[j][kx]` from `rows[j][ky] + kx` (the
+/// others are zeros).
+///
+/// # Safety
+///
+/// AVX-512F and FMA; every enabled lane lies inside an allocation (disabled lanes are not
+/// accessed: AVX-512 masked loads suppress their faults).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+#[allow(unsafe_code)]
+unsafe fn depthwise_s1_jobs<const KH: usize, const KW: usize, const N: usize>(
+    weights: &[[core::arch::x86_64::__m512; KW]; KH],
+    start: core::arch::x86_64::__m512,
+    rows: &[[*const f32; KH]; DEPTHWISE_JOBS],
+    masks: &[[u16; KW]; DEPTHWISE_JOBS],
+) -> [core::arch::x86_64::__m512; DEPTHWISE_JOBS] {
+    use core::arch::x86_64::*;
+    let mut acc = [start; N];
+    for ky in 0..KH {
+        for kx in 0..KW {
+            for (j, a) in acc.iter_mut().enumerate() {
+                let p = rows[j][ky].wrapping_add(kx);
+                // SAFETY: the enabled lanes are inside the row (the caller's contract)
+                let values = _mm512_maskz_loadu_ps(masks[j][kx], p);
+                *a = _mm512_fmadd_ps(weights[ky][kx], values, *a);
+            }
+        }
+    }
+    depthwise_sums(acc)
+}
+
+/// The sums of `N` consecutive whole parts of one output row of [`depthwise_s1_avx512`]:
+/// part `j` reads, for tap `(ky, kx)`, 16 floats from `rows[ky] + 16 * j + kx`.
+///
+/// # Safety
+///
+/// AVX-512F and FMA; all those floats lie inside an allocation.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+#[allow(unsafe_code)]
+unsafe fn depthwise_s1_whole<const KH: usize, const KW: usize, const N: usize>(
+    weights: &[[core::arch::x86_64::__m512; KW]; KH],
+    start: core::arch::x86_64::__m512,
+    rows: &[*const f32; KH],
+) -> [core::arch::x86_64::__m512; DEPTHWISE_JOBS] {
+    use core::arch::x86_64::*;
+    let mut acc = [start; N];
+    for (row, row_weights) in rows.iter().zip(weights) {
+        for (kx, &wt) in row_weights.iter().enumerate() {
+            for (j, a) in acc.iter_mut().enumerate() {
+                // SAFETY: inside the row (the caller's contract)
+                let values = _mm512_loadu_ps(row.wrapping_add(16 * j + kx));
+                *a = _mm512_fmadd_ps(wt, values, *a);
+            }
+        }
+    }
+    depthwise_sums(acc)
+}
+
+/// Stores the sums of part `part` of output row `oy` into the plane `op` (rows of `ow`),
+/// the columns inside the row.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+#[allow(unsafe_code)]
+fn depthwise_s1_store(
+    op: &mut [f32],
+    ow: usize,
+    oy: usize,
+    part: usize,
+    sum: core::arch::x86_64::__m512,
+) {
+    use core::arch::x86_64::*;
+    let dst = &mut op[oy * ow + 16 * part..oy * ow + ow.min(16 * part + 16)];
+    if dst.len() == 16 {
+        // SAFETY: `dst` holds 16 floats (a plain store: a masked one stalls the
+        // epilogue's loads of the same row)
+        unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), sum) };
+        return;
+    }
+    let mask = ((1u32 << dst.len()) - 1) as u16;
+    // SAFETY: the mask covers the `dst.len()` floats of the checked slice `dst`
+    unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, sum) };
+}
+
 /// [`crate::kernels::max_pool2d_rows`] compiled for AVX2 and FMA, so its
 /// compare-and-select runs vectorize eight wide (the same code as the portable path).
 ///
