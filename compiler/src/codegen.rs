@@ -1257,8 +1257,10 @@ fn epilogue_row_closure(program: &ElementProgram, row_len: usize) -> Option<Toke
         proc_macro2::Literal::usize_unsuffixed(row_len),
         proc_macro2::Literal::usize_unsuffixed(last_len),
     );
+    // (the row's constant length, not `row.len()`: a short row then unrolls into
+    // vectors where a loop of unknown length ran its remainder one float at a time)
     let (first, row_loop) = match (reads_last, whole_axis) {
-        (false, _) => (quote! {}, quote! { for slot in row.iter_mut() }),
+        (false, _) => (quote! {}, quote! { for slot in row[..#row_len].iter_mut() }),
         (true, true) => (
             quote! {},
             quote! { for (#last, slot) in row[..#row_len].iter_mut().enumerate() },
