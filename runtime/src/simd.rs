@@ -1093,7 +1093,10 @@ pub unsafe fn gemm_tile_avx512(
 /// [`gemm_tile_avx512`] storing only the first `cols` (at most [`GEMM_NR`]) columns of
 /// each row, through masked loads and stores: the last panel of a product whose width is
 /// not a multiple of 16 (a 14x14 or 7x7 map), with no buffer to clear and copy. `b` must
-/// still hold 16 readable columns per row (a packed panel, zero-padded).
+/// still hold 16 readable columns per row (a packed panel, zero-padded). Panels of up to
+/// [`EDGE_COLUMNS_MAX`] columns over an interleaved tile of `a` run by columns instead
+/// ([`edge_columns_avx512`]): the same sums, bit for bit, in `cols` multiply-adds per
+/// step instead of 16.
 ///
 /// # Safety
 ///
@@ -1110,7 +1113,75 @@ pub unsafe fn gemm_edge_tile_avx512(
     (c, ldc, cols): (&mut [f32], usize, usize),
     init: Option<&[f32]>,
 ) {
+    let (a_all, a_row, a_k) = a;
+    let interleaved = a_row == 1 && a_k == GEMM_MR_AVX512 && a_all.len() >= kc * GEMM_MR_AVX512;
+    if interleaved && kc > 0 && (1..=GEMM_MR_AVX512).contains(&rows) {
+        let (a, b) = (&a_all[..kc * GEMM_MR_AVX512], (b, ldb));
+        let out = (&mut *c, ldc, rows);
+        match cols {
+            1 => return edge_columns_avx512::<1>(kc, a, b, out, init),
+            2 => return edge_columns_avx512::<2>(kc, a, b, out, init),
+            3 => return edge_columns_avx512::<3>(kc, a, b, out, init),
+            4 => return edge_columns_avx512::<4>(kc, a, b, out, init),
+            5 => return edge_columns_avx512::<5>(kc, a, b, out, init),
+            6 => return edge_columns_avx512::<6>(kc, a, b, out, init),
+            7 => return edge_columns_avx512::<7>(kc, a, b, out, init),
+            EDGE_COLUMNS_MAX => {
+                return edge_columns_avx512::<EDGE_COLUMNS_MAX>(kc, a, b, out, init)
+            }
+            _ => {}
+        }
+    }
     tile_avx512(kc, a, rows, (b, ldb), (c, ldc, cols), init);
+}
+
+/// Widest edge panel [`gemm_edge_tile_avx512`] runs by columns.
+const EDGE_COLUMNS_MAX: usize = 8;
+
+/// The first `rows` rows of the `COLS` columns of an edge panel, by columns: one
+/// accumulator per column holds its 16 rows, and each step along `k` loads the 16 rows of
+/// the interleaved `a` once and multiplies them by each column's `b[k * ldb + p]`. Each
+/// sum is the fused multiply-adds of [`gemm_tile_avx512`] in the same order from zero,
+/// so the bits are the same; then `init` (or what `c` holds) is added and the values go
+/// to `c[i * ldc + p]` through the stack.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F; `a` holds `kc` steps of 16 floats, `b` holds
+/// `(kc - 1) * ldb + COLS` floats, `c` and `init` hold `rows` rows (checked: a short
+/// slice panics).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+#[allow(unsafe_code)]
+unsafe fn edge_columns_avx512<const COLS: usize>(
+    kc: usize,
+    a: &[f32],
+    (b, ldb): (&[f32], usize),
+    (c, ldc, rows): (&mut [f32], usize, usize),
+    init: Option<&[f32]>,
+) {
+    use core::arch::x86_64::*;
+    assert!(kc > 0 && a.len() >= kc * GEMM_MR_AVX512 && b.len() >= (kc - 1) * ldb + COLS);
+    assert!(c.len() >= (rows - 1) * ldc + COLS && init.is_none_or(|v| v.len() >= rows));
+    let mut sums = [_mm512_setzero_ps(); COLS];
+    for (k, ak) in a.chunks_exact(GEMM_MR_AVX512).take(kc).enumerate() {
+        // SAFETY: `ak` holds 16 floats
+        let ak = _mm512_loadu_ps(ak.as_ptr());
+        let bk = &b[k * ldb..k * ldb + COLS];
+        for (sum, &bv) in sums.iter_mut().zip(bk) {
+            *sum = _mm512_fmadd_ps(ak, _mm512_set1_ps(bv), *sum);
+        }
+    }
+    let mut column = [0.0f32; GEMM_MR_AVX512];
+    for (p, sum) in sums.iter().enumerate() {
+        // SAFETY: `column` holds 16 floats
+        _mm512_storeu_ps(column.as_mut_ptr(), *sum);
+        for (i, &v) in column.iter().enumerate().take(rows) {
+            let slot = &mut c[i * ldc + p];
+            *slot = init.map_or(*slot, |start| start[i]) + v;
+        }
+    }
 }
 
 /// The body of [`gemm_tile_avx512`] and [`gemm_edge_tile_avx512`]: the tile stores the
