@@ -1283,23 +1283,20 @@ fn depthwise_simd(
     g: &Conv2dGeom,
     epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
-    if crate::simd::avx512() && crate::simd::depthwise_s1_avx512_fits(g) {
-        // SAFETY: `avx512` found AVX-512F (and AVX2 and FMA) on this CPU, and `g` fits
-        // with the kernel size each call names.
-        #[allow(unsafe_code)]
-        unsafe {
-            match g.kh {
-                3 => crate::simd::depthwise_s1_avx512::<3, 3>(x, w, bias, out, g, epi),
-                _ => crate::simd::depthwise_s1_avx512::<5, 5>(x, w, bias, out, g, epi),
-            }
-        };
-        return;
-    }
     if crate::simd::avx512() && crate::simd::depthwise_avx512_fits(g) {
-        // SAFETY: `avx512` found AVX-512F (and AVX2 and FMA) on this CPU, and `g` fits.
+        use crate::simd::depthwise_conv2d_avx512 as kernel;
+        // SAFETY: `avx512` found AVX-512F (and AVX2 and FMA) on this CPU, and `g` fits
+        // with the kernel size and stride each call names.
         #[allow(unsafe_code)]
         unsafe {
-            crate::simd::depthwise_conv2d_avx512(x, w, bias, out, g, epi)
+            match (g.kh, g.stride_w) {
+                (3, 1) => kernel::<3, 3, 1>(x, w, bias, out, g, epi),
+                (3, _) => kernel::<3, 3, 2>(x, w, bias, out, g, epi),
+                (5, 1) => kernel::<5, 5, 1>(x, w, bias, out, g, epi),
+                (5, _) => kernel::<5, 5, 2>(x, w, bias, out, g, epi),
+                (_, 1) => kernel::<7, 7, 1>(x, w, bias, out, g, epi),
+                _ => kernel::<7, 7, 2>(x, w, bias, out, g, epi),
+            }
         };
         return;
     }
@@ -4478,6 +4475,13 @@ mod tests {
             geom(1, (3, 10, 40), 3, 5, [2, 1], 2, 1, 3),
             geom(1, (5, 6, 12), 5, 5, [1, 1], 4, 1, 5),
             geom(1, (2, 3, 64), 2, 3, [1, 1], 1, 1, 2),
+            // stride 2 across with runs of whole parts (7 and 5 parts), a last output
+            // whose last tap reads the row's last column in the upper 16 of its 32 lanes,
+            // 7x7 stride 1
+            geom(1, (3, 9, 200), 3, 3, [2, 2], 1, 1, 3),
+            geom(1, (2, 5, 53), 2, 3, [2, 2], 0, 1, 2),
+            geom(1, (2, 11, 150), 2, 5, [1, 2], 2, 1, 2),
+            geom(1, (2, 10, 40), 2, 7, [1, 1], 3, 1, 2),
             // tiled weights: two tiles and 8 row-major channels; per group one tile and 4
             geom(1, (12, 9, 11), 40, 3, [1, 1], 1, 1, 1),
             geom(1, (8, 10, 10), 40, 3, [2, 2], 1, 1, 2),

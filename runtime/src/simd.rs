@@ -1750,238 +1750,54 @@ pub unsafe fn depthwise_taps9_avx2(
     }
 }
 
-/// True when [`depthwise_conv2d_avx512`] takes `g`: horizontal stride 2, rows of up to
-/// [`DEPTHWISE_MAX_PARTS`] x 16 outputs, kernels up to [`DEPTHWISE_MAX_KW`] wide (any
-/// height, vertical stride, padding and dilation).
-///
-/// Stride 1 stays on the AVX2 phase planes: the same loads straight from the input ran
-/// 1.4-2x slower there (mobilenet_v2's 32@112 0.48-0.59 -> 0.70-0.98 ms, 144@56
-/// 0.53-0.67 -> 0.80-1.22 ms, alternating; 1.7-2x on a 4@56 map that stays in L1:
-/// `benches/record/x86_64/2026-12-03e-depthwise-stride2.txt`), while for stride 2 the
-/// phase planes' strided gather is the cost the permutes remove.
-#[cfg(target_arch = "x86_64")]
-pub fn depthwise_avx512_fits(g: &crate::kernels::Conv2dGeom) -> bool {
-    g.stride_w == 2
-        && g.stride_h > 0
-        && g.ow.div_ceil(16) <= DEPTHWISE_MAX_PARTS
-        && g.kw <= DEPTHWISE_MAX_KW
-        && g.w <= i32::MAX as usize
-        && (2 * g.ow)
-            .saturating_add(g.kw.saturating_mul(g.dilation_w))
-            .saturating_add(g.pad_left)
-            <= i32::MAX as usize
-}
-
-/// Parts of 16 outputs in the widest row [`depthwise_conv2d_avx512`] takes.
-const DEPTHWISE_MAX_PARTS: usize = 64;
-
-/// The widest kernel [`depthwise_conv2d_avx512`] takes.
-const DEPTHWISE_MAX_KW: usize = 8;
-
-/// Jobs (16 outputs of one output row each) whose sums [`depthwise_conv2d_avx512`] keeps
-/// in registers at once: four chains of fused multiply-adds in flight.
+/// Jobs (16 outputs each) whose sums [`depthwise_conv2d_avx512`] keeps in registers at
+/// once: four chains of fused multiply-adds in flight.
 const DEPTHWISE_JOBS: usize = 4;
 
-/// Where one tap of one part of a row reads in its input row: the column of lane 0
-/// (negative in the left padding) and which of the 32 lanes from there (of which the even
-/// ones are kept) fall inside the row.
+/// True when [`depthwise_conv2d_avx512`] takes `g`: horizontal stride 1 or 2, a 3x3, 5x5
+/// or 7x7 kernel without horizontal dilation (any vertical stride, dilation and
+/// padding), input and output rows of up to [`DEPTHWISE_MAX_W`] columns.
 #[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy, Default)]
-struct TapLoad {
-    at: isize,
-    mask: u32,
-}
-
-/// A depthwise convolution (`groups == c_in == c_out`) of horizontal stride 2 on
-/// AVX-512F, read straight from the input: no phase planes or padded copies. Each job is
-/// 16 outputs of one output row; per tap, two masked loads of the 32 input columns from
-/// its first one and a permute that keeps the even ones, lanes in the padding masked to
-/// zero, then a fused multiply-add (mobilenet_v2's 96@112: 1.19-1.39 -> 0.84-1.02 ms,
-/// 192@28: 0.21-0.36 -> 0.11-0.13 ms, 3 alternating runs of `conv_classes`). Where each tap of each part of a row reads is worked out
-/// once per call ([`TapLoad`]). Jobs run [`DEPTHWISE_JOBS`] at a time: along a row on
-/// wide maps, over several rows on narrow ones (a 7-column map fills 7 of 16 lanes, four
-/// rows at once). Each finished row goes to `epi` while it is in cache.
-///
-/// # Safety
-///
-/// The CPU must support AVX-512F and FMA; `g` must pass [`depthwise_avx512_fits`]. The
-/// slices are checked (a short one panics).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-#[allow(unsafe_code)]
-pub unsafe fn depthwise_conv2d_avx512(
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    out: &mut [f32],
-    g: &crate::kernels::Conv2dGeom,
-    epi: &(impl Fn(usize, &mut [f32]) + Sync),
-) {
-    let (plane, in_plane, taps) = (g.oh * g.ow, g.h * g.w, g.kh * g.kw);
-    assert!(depthwise_avx512_fits(g) && g.c_in == g.c_out && g.groups == g.c_out);
-    assert!(x.len() >= g.n * g.c_in * in_plane && out.len() >= g.n * g.c_out * plane);
-    assert!(w.len() >= g.c_out * taps && bias.is_none_or(|b| b.len() >= g.c_out));
-    if plane == 0 {
-        return;
-    }
-    let parts = g.ow.div_ceil(16);
-    let lanes = 32;
-    let mut table = [TapLoad::default(); DEPTHWISE_MAX_PARTS * DEPTHWISE_MAX_KW];
-    for (i, load) in table.iter_mut().enumerate().take(parts * g.kw) {
-        let (part, kx) = (i / g.kw, i % g.kw);
-        let at = (32 * part + kx * g.dilation_w) as isize - g.pad_left as isize;
-        // lanes `lo..hi` read columns inside the row
-        let lo = (-at).clamp(0, lanes as isize) as u32;
-        let hi = (g.w as isize - at).clamp(0, lanes as isize) as u32;
-        let below = |n: u32| if n >= 32 { u32::MAX } else { (1u32 << n) - 1 };
-        *load = TapLoad {
-            at,
-            mask: below(hi) & !below(lo),
-        };
-    }
-    let table = &table[..parts * g.kw];
-    // rows per group of jobs when a row has fewer parts than there are jobs
-    let rows_at_once = (DEPTHWISE_JOBS / parts).max(1);
-    for image_channel in 0..g.n * g.c_out {
-        let c = image_channel % g.c_out;
-        let xp = &x[image_channel * in_plane..(image_channel + 1) * in_plane];
-        let op = &mut out[image_channel * plane..(image_channel + 1) * plane];
-        let weights = &w[c * taps..(c + 1) * taps];
-        let start = bias.map_or(0.0, |b| b[c]);
-        let mut oy = 0;
-        while oy < g.oh {
-            let rows = rows_at_once.min(g.oh - oy);
-            let total = rows * parts;
-            let mut done = 0;
-            while done < total {
-                let count = (total - done).min(DEPTHWISE_JOBS);
-                // (output row, part) of each job; the unused ones repeat the last
-                let mut batch = [(0usize, 0usize); DEPTHWISE_JOBS];
-                for (i, job) in batch.iter_mut().enumerate() {
-                    let k = done + i.min(count - 1);
-                    *job = (oy + k / parts, k % parts);
-                }
-                let jobs = (xp, weights, start, table);
-                // SAFETY: AVX-512F and FMA (this function's contract); the rows are below
-                // `g.oh`, the parts below `parts`
-                match count {
-                    1 => depthwise_jobs_avx512::<1>(jobs, op, g, &batch),
-                    2 => depthwise_jobs_avx512::<2>(jobs, op, g, &batch),
-                    3 => depthwise_jobs_avx512::<3>(jobs, op, g, &batch),
-                    _ => depthwise_jobs_avx512::<4>(jobs, op, g, &batch),
-                }
-                done += count;
-            }
-            for r in oy..oy + rows {
-                epi(
-                    image_channel * plane + r * g.ow,
-                    &mut op[r * g.ow..(r + 1) * g.ow],
-                );
-            }
-            oy += rows;
-        }
-    }
-}
-
-/// The first `N` jobs of `batch` (output row, part of 16 columns) of
-/// [`depthwise_conv2d_avx512`] for one channel: its input plane,
-/// weights, bias and the loads of every (part, kx); the sums stored into the output
-/// plane `op`.
-///
-/// # Safety
-///
-/// AVX-512F and FMA; every job's row is below `g.oh` and its part below `g.ow / 16`
-/// rounded up, and `table` holds that many parts of `g.kw` loads, each of whose masked
-/// lanes lies inside an input row.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-#[inline]
-#[allow(unsafe_code)]
-unsafe fn depthwise_jobs_avx512<const N: usize>(
-    (xp, weights, start, table): (&[f32], &[f32], f32, &[TapLoad]),
-    op: &mut [f32],
-    g: &crate::kernels::Conv2dGeom,
-    batch: &[(usize, usize); DEPTHWISE_JOBS],
-) {
-    use core::arch::x86_64::*;
-    let mut acc = [_mm512_set1_ps(start); N];
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let mut loads: [&[TapLoad]; N] = [&[]; N];
-    for (load, &(_, part)) in loads.iter_mut().zip(batch) {
-        *load = &table[part * g.kw..(part + 1) * g.kw];
-    }
-    for ky in 0..g.kh {
-        // each job's input row for this `ky` (null in the padding)
-        let mut rows = [core::ptr::null::<f32>(); N];
-        for (row, &(oy, _)) in rows.iter_mut().zip(batch) {
-            let iy = (oy * g.stride_h + ky * g.dilation_h).wrapping_sub(g.pad_top);
-            if iy < g.h {
-                *row = xp[iy * g.w..(iy + 1) * g.w].as_ptr();
-            }
-        }
-        for kx in 0..g.kw {
-            let wt = _mm512_set1_ps(weights[ky * g.kw + kx]);
-            for j in 0..N {
-                if rows[j].is_null() {
-                    continue;
-                }
-                let load = loads[j][kx];
-                let p = rows[j].wrapping_offset(load.at);
-                // SAFETY: the masks enable only lanes whose column `load.at + lane` is
-                // inside the row `rows[j]` points to (a checked slice of `g.w` floats);
-                // disabled lanes are not accessed (AVX-512 masked loads suppress their
-                // faults), so `p` itself may lie before the row
-                let lo = _mm512_maskz_loadu_ps(load.mask as u16, p);
-                let hi = _mm512_maskz_loadu_ps((load.mask >> 16) as u16, p.wrapping_add(16));
-                acc[j] = _mm512_fmadd_ps(wt, _mm512_permutex2var_ps(lo, even, hi), acc[j]);
-            }
-        }
-    }
-    for (a, &(oy, part)) in acc.iter().zip(batch) {
-        let ox0 = 16 * part;
-        let dst = &mut op[oy * g.ow + ox0..oy * g.ow + g.ow.min(ox0 + 16)];
-        let mask = ((1u32 << dst.len()) - 1) as u16;
-        // SAFETY: the mask covers the `dst.len()` floats of the checked slice `dst`
-        _mm512_mask_storeu_ps(dst.as_mut_ptr(), mask, *a);
-    }
-}
-
-/// True when [`depthwise_s1_avx512`] takes `g`: horizontal stride 1, a 3x3 or 5x5 kernel
-/// without horizontal dilation (any vertical stride, dilation and padding), input and
-/// output rows of up to [`DEPTHWISE_S1_MAX_W`] columns.
-#[cfg(target_arch = "x86_64")]
-pub fn depthwise_s1_avx512_fits(g: &crate::kernels::Conv2dGeom) -> bool {
-    g.stride_w == 1
+pub fn depthwise_avx512_fits(g: &crate::kernels::Conv2dGeom) -> bool {
+    (1..=2).contains(&g.stride_w)
         && g.dilation_w == 1
         && g.stride_h > 0
-        && matches!((g.kh, g.kw), (3, 3) | (5, 5))
-        && g.w <= DEPTHWISE_S1_MAX_W
-        && g.ow <= DEPTHWISE_S1_MAX_W
-        && g.pad_left <= DEPTHWISE_S1_MAX_W
+        && matches!((g.kh, g.kw), (3, 3) | (5, 5) | (7, 7))
+        && g.w <= DEPTHWISE_MAX_W
+        && g.ow <= DEPTHWISE_MAX_W
+        && g.pad_left <= DEPTHWISE_MAX_W
 }
 
-/// The widest input and output rows [`depthwise_s1_avx512`] takes (its row of zeros for
-/// the rows in the padding is this long, on the stack).
-pub const DEPTHWISE_S1_MAX_W: usize = 1024;
+/// The widest input and output rows [`depthwise_conv2d_avx512`] takes (its row of zeros
+/// for the rows in the padding is this long, on the stack).
+pub const DEPTHWISE_MAX_W: usize = 1024;
 
-/// A depthwise convolution (`groups == c_in == c_out`) of horizontal stride 1 and a
-/// `KH x KW` kernel on AVX-512F, read straight from the input (no padded copies): 16
-/// outputs per register, four registers at once, the weights in registers. Each part of
-/// 16 outputs of a row reads its `KH` input rows (a row of zeros for those in the
-/// padding) from its first column on: four whole parts whose taps all lie inside the row
-/// load whole vectors folded into the multiply-adds, the others (a padded map's first
-/// and last) load through per-tap masks that read the padding as zeros. Wide maps run
-/// four parts of a row at once, narrow ones (up to three parts) several rows. Each
-/// finished row goes to `epi` while it is in cache.
+/// A depthwise convolution (`groups == c_in == c_out`) of horizontal stride `STRIDE` (1
+/// or 2) and a `KH x KW` kernel on AVX-512F, read straight from the input (no padded
+/// copies or phase planes): 16 outputs per register, four registers at once, the weights
+/// in registers. Each part of 16 outputs of a row reads its `KH` input rows (a row of
+/// zeros for those in the padding) from its first column on, per tap 16 columns at
+/// stride 1 or, at stride 2, 32 of which a permute keeps the even ones. Four whole parts whose
+/// taps all lie inside the row load whole vectors (folded into the multiply-adds at
+/// stride 1); the others (a padded map's first and last) load through per-tap masks that
+/// read the padding as zeros. Wide maps run four parts of a row at once, maps of one part
+/// four rows. Each finished row goes to `epi` while it is in cache.
+///
+/// Against the AVX2 phase planes (copies of each channel, zero padding included), stride
+/// 1: mobilenet_v2's dw 32@112 0.28 -> 0.21 ms, 576@14 0.137 -> 0.065, 960@7 0.116 ->
+/// 0.061 (`conv_classes`, three alternating runs; 144@56 unchanged). Against the earlier
+/// stride-2 kernel (a table of loads per tap, every load masked), 96@112 0.45 -> 0.28 ms,
+/// 192@28 0.053 -> 0.036.
 ///
 /// # Safety
 ///
-/// The CPU must support AVX-512F and FMA; `g` must pass [`depthwise_s1_avx512_fits`] with
-/// `g.kh == KH` and `g.kw == KW`. The slices are checked (a short one panics).
+/// The CPU must support AVX-512F and FMA; `g` must pass [`depthwise_avx512_fits`] with
+/// `g.kh == KH`, `g.kw == KW` and `g.stride_w == STRIDE`. The slices are checked (a short
+/// one panics).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(unsafe_code)]
-pub unsafe fn depthwise_s1_avx512<const KH: usize, const KW: usize>(
+pub unsafe fn depthwise_conv2d_avx512<const KH: usize, const KW: usize, const STRIDE: usize>(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
@@ -1990,9 +1806,9 @@ pub unsafe fn depthwise_s1_avx512<const KH: usize, const KW: usize>(
     epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
     use core::arch::x86_64::*;
-    const MAX_PARTS: usize = DEPTHWISE_S1_MAX_W / 16;
+    const MAX_PARTS: usize = DEPTHWISE_MAX_W / 16;
     let (plane, in_plane, taps) = (g.oh * g.ow, g.h * g.w, KH * KW);
-    assert!(depthwise_s1_avx512_fits(g) && (g.kh, g.kw) == (KH, KW));
+    assert!(depthwise_avx512_fits(g) && (g.kh, g.kw, g.stride_w) == (KH, KW, STRIDE));
     assert!(g.c_in == g.c_out && g.groups == g.c_out);
     assert!(x.len() >= g.n * g.c_in * in_plane && out.len() >= g.n * g.c_out * plane);
     assert!(w.len() >= g.c_out * taps && bias.is_none_or(|b| b.len() >= g.c_out));
@@ -2000,25 +1816,29 @@ pub unsafe fn depthwise_s1_avx512<const KH: usize, const KW: usize>(
         return;
     }
     let parts = g.ow.div_ceil(16);
-    // per part: the lanes of each tap inside the input row, and whether the part is
-    // whole (16 outputs) with every lane of every tap inside (no mask needed)
-    let mut masks = [[0u16; KW]; MAX_PARTS];
+    // per part: the lanes of each tap's `16 * STRIDE` columns inside the input row, and
+    // whether the part is whole (16 outputs) with every lane of every tap inside (no mask
+    // needed)
+    let lanes = 16 * STRIDE;
+    let all = (u64::MAX >> (64 - lanes)) as u32;
+    let mut masks = [[0u32; KW]; MAX_PARTS];
     let mut whole = [false; MAX_PARTS];
     for (part, (tap_masks, whole)) in masks.iter_mut().zip(&mut whole).enumerate().take(parts) {
         *whole = 16 * part + 16 <= g.ow;
         for (kx, tap_mask) in tap_masks.iter_mut().enumerate() {
-            let at = (16 * part + kx) as isize - g.pad_left as isize;
-            let lo = (-at).clamp(0, 16) as u32;
-            let hi = (g.w as isize - at).clamp(0, 16) as u32;
-            let mask = ((1u32 << hi) - 1) & !((1u32 << lo) - 1);
-            *tap_mask = mask as u16;
-            *whole &= mask == 0xffff;
+            let at = (lanes * part + kx) as isize - g.pad_left as isize;
+            let lo = (-at).clamp(0, lanes as isize) as u32;
+            let hi = (g.w as isize - at).clamp(0, lanes as isize) as u32;
+            let below = |n: u32| (u64::MAX >> (64 - n.max(1))) as u32 * u32::from(n > 0);
+            let mask = below(hi) & !below(lo);
+            *tap_mask = mask;
+            *whole &= mask == all;
         }
     }
     // the whole parts are one run `first..end` (the padding touches only the ends)
     let first = whole[..parts].iter().position(|&p| p).unwrap_or(parts);
     let end = first + whole[first..parts].iter().take_while(|&&p| p).count();
-    let zeros = [0.0f32; DEPTHWISE_S1_MAX_W];
+    let zeros = [0.0f32; DEPTHWISE_MAX_W];
     for image_channel in 0..g.n * g.c_out {
         let c = image_channel % g.c_out;
         let xp = &x[image_channel * in_plane..(image_channel + 1) * in_plane];
@@ -2065,13 +1885,13 @@ pub unsafe fn depthwise_s1_avx512<const KH: usize, const KW: usize>(
                 // rows of the plane or of `zeros` (`g.w` floats each), and the masks
                 // enable the lanes inside them
                 let sums = match count {
-                    1 => depthwise_s1_jobs::<KH, KW, 1>(w, start, jobs, job_masks),
-                    2 => depthwise_s1_jobs::<KH, KW, 2>(w, start, jobs, job_masks),
-                    3 => depthwise_s1_jobs::<KH, KW, 3>(w, start, jobs, job_masks),
-                    _ => depthwise_s1_jobs::<KH, KW, 4>(w, start, jobs, job_masks),
+                    1 => depthwise_jobs_avx512::<KH, KW, STRIDE, 1>(w, start, jobs, job_masks),
+                    2 => depthwise_jobs_avx512::<KH, KW, STRIDE, 2>(w, start, jobs, job_masks),
+                    3 => depthwise_jobs_avx512::<KH, KW, STRIDE, 3>(w, start, jobs, job_masks),
+                    _ => depthwise_jobs_avx512::<KH, KW, STRIDE, 4>(w, start, jobs, job_masks),
                 };
                 for (i, sum) in sums.iter().enumerate().take(count) {
-                    depthwise_s1_store(op, g.ow, oy + i, 0, *sum);
+                    depthwise_store_avx512(op, g.ow, oy + i, 0, *sum);
                     let row = oy + i;
                     epi(
                         image_channel * plane + row * g.ow,
@@ -2092,10 +1912,10 @@ pub unsafe fn depthwise_s1_avx512<const KH: usize, const KW: usize>(
                     count += 1;
                 }
                 let mut jobs = [rows; DEPTHWISE_JOBS];
-                let mut job_masks = [[0u16; KW]; DEPTHWISE_JOBS];
+                let mut job_masks = [[0u32; KW]; DEPTHWISE_JOBS];
                 for (i, (job, job_mask)) in jobs.iter_mut().zip(&mut job_masks).enumerate() {
                     let part = chosen[i.min(count - 1)];
-                    *job = rows.map(|row| row.wrapping_add(16 * part));
+                    *job = rows.map(|row| row.wrapping_add(lanes * part));
                     *job_mask = masks[part];
                 }
                 let (w, jobs, job_masks) = (&weights, &jobs, &job_masks);
@@ -2103,30 +1923,30 @@ pub unsafe fn depthwise_s1_avx512<const KH: usize, const KW: usize>(
                 // `zeros` (`g.w` floats each) from their first column, through masks
                 // enabling the lanes inside them
                 let sums = match count {
-                    1 => depthwise_s1_jobs::<KH, KW, 1>(w, start, jobs, job_masks),
-                    2 => depthwise_s1_jobs::<KH, KW, 2>(w, start, jobs, job_masks),
-                    3 => depthwise_s1_jobs::<KH, KW, 3>(w, start, jobs, job_masks),
-                    _ => depthwise_s1_jobs::<KH, KW, 4>(w, start, jobs, job_masks),
+                    1 => depthwise_jobs_avx512::<KH, KW, STRIDE, 1>(w, start, jobs, job_masks),
+                    2 => depthwise_jobs_avx512::<KH, KW, STRIDE, 2>(w, start, jobs, job_masks),
+                    3 => depthwise_jobs_avx512::<KH, KW, STRIDE, 3>(w, start, jobs, job_masks),
+                    _ => depthwise_jobs_avx512::<KH, KW, STRIDE, 4>(w, start, jobs, job_masks),
                 };
                 for (sum, &part) in sums.iter().zip(&chosen).take(count) {
-                    depthwise_s1_store(op, g.ow, oy, part, *sum);
+                    depthwise_store_avx512(op, g.ow, oy, part, *sum);
                 }
             }
             // the whole parts, four at a time
             let mut part = first;
             while part < end {
                 let count = (end - part).min(DEPTHWISE_JOBS);
-                let (w, rows) = (&weights, rows.map(|row| row.wrapping_add(16 * part)));
+                let (w, rows) = (&weights, rows.map(|row| row.wrapping_add(lanes * part)));
                 // SAFETY: AVX-512F and FMA; the parts are whole: their 16 lanes of every
                 // tap lie inside each row (of the plane or `zeros`)
                 let sums = match count {
-                    1 => depthwise_s1_whole::<KH, KW, 1>(w, start, &rows),
-                    2 => depthwise_s1_whole::<KH, KW, 2>(w, start, &rows),
-                    3 => depthwise_s1_whole::<KH, KW, 3>(w, start, &rows),
-                    _ => depthwise_s1_whole::<KH, KW, 4>(w, start, &rows),
+                    1 => depthwise_whole_avx512::<KH, KW, STRIDE, 1>(w, start, &rows),
+                    2 => depthwise_whole_avx512::<KH, KW, STRIDE, 2>(w, start, &rows),
+                    3 => depthwise_whole_avx512::<KH, KW, STRIDE, 3>(w, start, &rows),
+                    _ => depthwise_whole_avx512::<KH, KW, STRIDE, 4>(w, start, &rows),
                 };
                 for (i, sum) in sums.iter().enumerate().take(count) {
-                    depthwise_s1_store(op, g.ow, oy, part + i, *sum);
+                    depthwise_store_avx512(op, g.ow, oy, part + i, *sum);
                 }
                 part += count;
             }
@@ -2151,23 +1971,62 @@ fn depthwise_sums<const N: usize>(
     sums
 }
 
-/// The sums of the first `N` jobs of [`depthwise_s1_avx512`] that need masks: job `j`
-/// reads, for tap `(ky, kx)`, the lanes of `masks[j][kx]` from `rows[j][ky] + kx` (the
-/// others are zeros).
+/// The 16 inputs of one tap of a [`depthwise_conv2d_avx512`] job from `p`: at stride 1
+/// the 16 columns from `p`, at stride 2 the even ones of the 32 from `p`; with `MASKED`,
+/// only the lanes of `mask` (bit `l` for column `p + l`; the others read as zeros).
 ///
 /// # Safety
 ///
-/// AVX-512F and FMA; every enabled lane lies inside an allocation (disabled lanes are not
-/// accessed: AVX-512 masked loads suppress their faults).
+/// AVX-512F; every column read lies inside an allocation (disabled lanes are not accessed:
+/// AVX-512 masked loads suppress their faults).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
 #[allow(unsafe_code)]
-unsafe fn depthwise_s1_jobs<const KH: usize, const KW: usize, const N: usize>(
+unsafe fn depthwise_tap_avx512<const STRIDE: usize, const MASKED: bool>(
+    p: *const f32,
+    mask: u32,
+) -> core::arch::x86_64::__m512 {
+    use core::arch::x86_64::*;
+    let load = |p: *const f32, mask: u16| {
+        if MASKED {
+            _mm512_maskz_loadu_ps(mask, p)
+        } else {
+            _mm512_loadu_ps(p)
+        }
+    };
+    if STRIDE == 1 {
+        return load(p, mask as u16);
+    }
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let (lo, hi) = (
+        load(p, mask as u16),
+        load(p.wrapping_add(16), (mask >> 16) as u16),
+    );
+    _mm512_permutex2var_ps(lo, even, hi)
+}
+
+/// The sums of the first `N` jobs of [`depthwise_conv2d_avx512`] that need masks: job
+/// `j` reads, for tap `(ky, kx)`, the lanes of `masks[j][kx]` from `rows[j][ky] + kx`
+/// ([`depthwise_tap_avx512`]).
+///
+/// # Safety
+///
+/// AVX-512F and FMA; every enabled lane lies inside an allocation.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+#[allow(unsafe_code)]
+unsafe fn depthwise_jobs_avx512<
+    const KH: usize,
+    const KW: usize,
+    const STRIDE: usize,
+    const N: usize,
+>(
     weights: &[[core::arch::x86_64::__m512; KW]; KH],
     start: core::arch::x86_64::__m512,
     rows: &[[*const f32; KH]; DEPTHWISE_JOBS],
-    masks: &[[u16; KW]; DEPTHWISE_JOBS],
+    masks: &[[u32; KW]; DEPTHWISE_JOBS],
 ) -> [core::arch::x86_64::__m512; DEPTHWISE_JOBS] {
     use core::arch::x86_64::*;
     let mut acc = [start; N];
@@ -2176,7 +2035,7 @@ unsafe fn depthwise_s1_jobs<const KH: usize, const KW: usize, const N: usize>(
             for (j, a) in acc.iter_mut().enumerate() {
                 let p = rows[j][ky].wrapping_add(kx);
                 // SAFETY: the enabled lanes are inside the row (the caller's contract)
-                let values = _mm512_maskz_loadu_ps(masks[j][kx], p);
+                let values = depthwise_tap_avx512::<STRIDE, true>(p, masks[j][kx]);
                 *a = _mm512_fmadd_ps(weights[ky][kx], values, *a);
             }
         }
@@ -2184,17 +2043,23 @@ unsafe fn depthwise_s1_jobs<const KH: usize, const KW: usize, const N: usize>(
     depthwise_sums(acc)
 }
 
-/// The sums of `N` consecutive whole parts of one output row of [`depthwise_s1_avx512`]:
-/// part `j` reads, for tap `(ky, kx)`, 16 floats from `rows[ky] + 16 * j + kx`.
+/// The sums of `N` consecutive whole parts of one output row of
+/// [`depthwise_conv2d_avx512`]: part `j` reads, for tap `(ky, kx)`, all `16 * STRIDE`
+/// columns from `rows[ky] + 16 * STRIDE * j + kx` ([`depthwise_tap_avx512`]).
 ///
 /// # Safety
 ///
-/// AVX-512F and FMA; all those floats lie inside an allocation.
+/// AVX-512F and FMA; all those columns lie inside an allocation.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
 #[allow(unsafe_code)]
-unsafe fn depthwise_s1_whole<const KH: usize, const KW: usize, const N: usize>(
+unsafe fn depthwise_whole_avx512<
+    const KH: usize,
+    const KW: usize,
+    const STRIDE: usize,
+    const N: usize,
+>(
     weights: &[[core::arch::x86_64::__m512; KW]; KH],
     start: core::arch::x86_64::__m512,
     rows: &[*const f32; KH],
@@ -2204,8 +2069,9 @@ unsafe fn depthwise_s1_whole<const KH: usize, const KW: usize, const N: usize>(
     for (row, row_weights) in rows.iter().zip(weights) {
         for (kx, &wt) in row_weights.iter().enumerate() {
             for (j, a) in acc.iter_mut().enumerate() {
+                let p = row.wrapping_add(16 * STRIDE * j + kx);
                 // SAFETY: inside the row (the caller's contract)
-                let values = _mm512_loadu_ps(row.wrapping_add(16 * j + kx));
+                let values = depthwise_tap_avx512::<STRIDE, false>(p, u32::MAX);
                 *a = _mm512_fmadd_ps(wt, values, *a);
             }
         }
@@ -2219,7 +2085,7 @@ unsafe fn depthwise_s1_whole<const KH: usize, const KW: usize, const N: usize>(
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
 #[allow(unsafe_code)]
-fn depthwise_s1_store(
+fn depthwise_store_avx512(
     op: &mut [f32],
     ow: usize,
     oy: usize,
