@@ -1026,8 +1026,8 @@ pub(crate) fn valid_range(
 /// values of one channel and output row, starting at flat index `base`) in place before
 /// the next row is computed; pass [`store_rows`] for none.
 ///
-/// Paths: depthwise convolutions their own kernel (phase planes, sums of every tap in
-/// registers); on CPUs with AVX-512F every other convolution runs the implicit GEMM
+/// Paths: depthwise convolutions their own kernel (on AVX-512 read in place, else phase
+/// planes; sums of every tap in registers); on CPUs with AVX-512F every other convolution runs the implicit GEMM
 /// (`conv2d_gemm`: AVX-512 register tiles over patches packed from input bands); with
 /// AVX2 and FMA alone, the direct AVX2 tiles (`simd::conv2d_avx2`) take the shapes they
 /// win (few output channels, rows of 17-31 columns) and the GEMM the rest; CPUs with
@@ -1270,9 +1270,9 @@ fn conv2d_direct_threaded(
     }
 }
 
-/// A depthwise convolution on this CPU's vector units: stride 2 on AVX-512F by the
-/// kernel that reads the input in place (`simd::depthwise_conv2d_avx512`), the rest by
-/// the AVX2 build of the phase planes.
+/// A depthwise convolution on this CPU's vector units: stride 1 and 2 with 3x3, 5x5 and
+/// 7x7 kernels on AVX-512F by the kernel that reads the input in place
+/// (`simd::depthwise_conv2d_avx512`), the rest by the AVX2 build of the phase planes.
 /// Call only when [`crate::simd::avx2_fma`] holds.
 #[cfg(target_arch = "x86_64")]
 fn depthwise_simd(
