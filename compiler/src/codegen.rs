@@ -1229,6 +1229,10 @@ fn epilogue_closure(program: &ElementProgram) -> TokenStream {
 /// compiler sees the last index stay below it (no bounds checks inside). `None` when a row
 /// could cross the last axis of the epilogue's index space (a reshape in the epilogue
 /// whose last axis `row_len` does not divide): then the per-element closure is used.
+/// Rows shorter than this get row epilogues over their constant length
+/// ([`epilogue_row_closure`]).
+const SHORT_ROW: usize = 16;
+
 fn epilogue_row_closure(program: &ElementProgram, row_len: usize) -> Option<TokenStream> {
     let (&last_len, _) = program.shape.split_last()?;
     if row_len == 0 || last_len % row_len != 0 {
@@ -1253,14 +1257,18 @@ fn epilogue_row_closure(program: &ElementProgram, row_len: usize) -> Option<Toke
     // rows start at multiples of `row_len`: a row is a whole last axis, or a part of one
     // starting at `base % last_len`
     let whole_axis = last_len == row_len;
+    let short_row = row_len < SHORT_ROW;
     let (row_len, last_len) = (
         proc_macro2::Literal::usize_unsuffixed(row_len),
         proc_macro2::Literal::usize_unsuffixed(last_len),
     );
-    // (the row's constant length, not `row.len()`: a short row then unrolls into
-    // vectors where a loop of unknown length ran its remainder one float at a time)
+    // a short row loops over its constant length, so that it unrolls into vectors where a
+    // loop of unknown length ran its remainder one float at a time; a long one over
+    // `row.len()`: unrolled at its constant length, the closure grew past what the
+    // kernels inline and ran compiled for the baseline CPU
     let (first, row_loop) = match (reads_last, whole_axis) {
-        (false, _) => (quote! {}, quote! { for slot in row[..#row_len].iter_mut() }),
+        (false, _) if short_row => (quote! {}, quote! { for slot in row[..#row_len].iter_mut() }),
+        (false, _) => (quote! {}, quote! { for slot in row.iter_mut() }),
         (true, true) => (
             quote! {},
             quote! { for (#last, slot) in row[..#row_len].iter_mut().enumerate() },

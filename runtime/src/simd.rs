@@ -1892,12 +1892,14 @@ pub unsafe fn depthwise_conv2d_avx512<const KH: usize, const KW: usize, const ST
                 };
                 for (i, sum) in sums.iter().enumerate().take(count) {
                     depthwise_store_avx512(op, g.ow, oy + i, 0, *sum);
-                    let row = oy + i;
-                    epi(
-                        image_channel * plane + row * g.ow,
-                        &mut op[row * g.ow..(row + 1) * g.ow],
-                    );
                 }
+                // SAFETY: AVX2 and FMA (this function's contract)
+                each_row_avx2(
+                    &mut op[oy * g.ow..(oy + count) * g.ow],
+                    g.ow,
+                    image_channel * plane + oy * g.ow,
+                    epi,
+                );
                 oy += count;
                 continue;
             }
@@ -1950,9 +1952,14 @@ pub unsafe fn depthwise_conv2d_avx512<const KH: usize, const KW: usize, const ST
                 }
                 part += count;
             }
-            epi(
-                image_channel * plane + oy * g.ow,
+            // (the epilogue through `each_row_avx2`, where it inlines: called here, a long
+            // one stayed out of line, compiled for the baseline CPU)
+            // SAFETY: AVX2 and FMA (this function's contract)
+            each_row_avx2(
                 &mut op[oy * g.ow..(oy + 1) * g.ow],
+                g.ow,
+                image_channel * plane + oy * g.ow,
+                epi,
             );
             oy += 1;
         }
