@@ -1222,17 +1222,18 @@ fn epilogue_closure(program: &ElementProgram) -> TokenStream {
     quote! { |#o: usize, #acc: f32| -> f32 { #vars #value } }
 }
 
-/// The epilogue over one finished row of `row_len` outputs (the kernel's rows start at
-/// multiples of `row_len`): the indices of every axis but the last are computed once, from
-/// the row's first position, so per-channel values are read once per row and the loop
-/// over the row vectorizes. The row is cut to `row_len` before the loop, so that the
-/// compiler sees the last index stay below it (no bounds checks inside). `None` when a row
-/// could cross the last axis of the epilogue's index space (a reshape in the epilogue
-/// whose last axis `row_len` does not divide): then the per-element closure is used.
 /// Rows shorter than this get row epilogues over their constant length
 /// ([`epilogue_row_closure`]).
 const SHORT_ROW: usize = 16;
 
+/// The epilogue over one finished row of `row_len` outputs (the kernel's rows start at
+/// multiples of `row_len`): the indices of every axis but the last are computed once, from
+/// the row's first position, so per-channel values are read once per row and the loop
+/// over the row vectorizes. The row is cut to `row_len` before the loop, so that the
+/// compiler sees the last index stay below it (no bounds checks inside), when the epilogue
+/// reads that index or the row is shorter than [`SHORT_ROW`]. `None` when a row
+/// could cross the last axis of the epilogue's index space (a reshape in the epilogue
+/// whose last axis `row_len` does not divide): then the per-element closure is used.
 fn epilogue_row_closure(program: &ElementProgram, row_len: usize) -> Option<TokenStream> {
     let (&last_len, _) = program.shape.split_last()?;
     if row_len == 0 || last_len % row_len != 0 {

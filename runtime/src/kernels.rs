@@ -1027,8 +1027,9 @@ pub(crate) fn valid_range(
 /// the next row is computed; pass [`store_rows`] for none.
 ///
 /// Paths: depthwise convolutions their own kernel (on AVX-512 read in place, else phase
-/// planes; sums of every tap in registers); on CPUs with AVX-512F every other convolution runs the implicit GEMM
-/// (`conv2d_gemm`: AVX-512 register tiles over patches packed from input bands); with
+/// planes; sums of every tap in registers); on CPUs with AVX-512F every other
+/// convolution runs the implicit GEMM (`conv2d_gemm`: AVX-512 register tiles over
+/// patches packed from input bands); with
 /// AVX2 and FMA alone, the direct AVX2 tiles (`simd::conv2d_avx2`) take the shapes they
 /// win (few output channels, rows of 17-31 columns) and the GEMM the rest; CPUs with
 /// scalar FPUs run register-blocked direct tiles, other CPUs the GEMM's portable tiles.
