@@ -1103,10 +1103,22 @@ const CALL_TILES_LEN: usize = 16384;
 /// of 54 floats a keyword-spotting convolution reads fit).
 const BLOCKED_ROWS_LEN: usize = stack_floats(4096, 576);
 
+/// The register tile [`conv2d_blocked`] runs for `g`, as (output channels, output
+/// columns): two by eight (`simd::conv_tile_2x8`) when the taps of a row are consecutive
+/// inputs (unit stride and dilation along the row), else four by four
+/// (`simd::conv_tile_4x4`).
+fn blocked_tile(g: &Conv2dGeom) -> (usize, usize) {
+    if g.stride_w == 1 && g.dilation_w == 1 {
+        (2, 8)
+    } else {
+        (4, 4)
+    }
+}
+
 /// The width of [`conv2d_blocked`]'s packed rows: every column an output row reads, from
-/// `-pad_left` on, plus what a last register tile of 4 columns reads past the row's end.
+/// `-pad_left` on, plus what a last register tile reads past the row's end.
 fn blocked_row_width(g: &Conv2dGeom) -> usize {
-    (g.ow + 3) * g.stride_w + (g.kw - 1) * g.dilation_w + 1
+    (g.ow + blocked_tile(g).1 - 1) * g.stride_w + (g.kw - 1) * g.dilation_w + 1
 }
 
 /// True when [`conv2d_blocked`] can run `g`: one input channel's window rows fit its
@@ -1121,10 +1133,10 @@ fn conv2d_blocked_fits(g: &Conv2dGeom) -> bool {
 /// Per image, group and output row: the input rows its window reads (only those inside
 /// the input: the kernel rows are cut to them) are copied, horizontal zero padding
 /// included, into a stack buffer, as many input channels at a time as fit. Then output
-/// channels go in blocks of four and columns in blocks of four (`simd::conv_tile_4x4`:
-/// per tap, four weights and four inputs feed sixteen multiply-adds into sums kept in
-/// registers); a last block of fewer channels repeats its last one, and of fewer columns
-/// reads zeros; only real outputs are stored. The first channel chunk starts from the
+/// channels and columns go in register tiles ([`blocked_tile`]: per tap, two weights and
+/// eight consecutive inputs, or four weights and four inputs, feed sixteen multiply-adds
+/// into sums kept in registers); a last block of fewer channels repeats its last one, and
+/// of fewer columns reads zeros; only real outputs are stored. The first channel chunk starts from the
 /// bias, later ones from the stored sums. Each output row gets the epilogue once its
 /// sums are complete. (An output row whose window lies wholly in the padding gets the
 /// bias: one pass over zero packed rows.)
@@ -1167,13 +1179,14 @@ fn conv2d_blocked(
                         }
                     }
                     let packed = &buf[..count * rows * wp];
+                    let (tile_oc, tile_ox) = blocked_tile(g);
                     let mut oc = 0;
                     while oc < cout_g {
-                        let real = 4.min(cout_g - oc);
-                        let weights: [&[f32]; 4] = core::array::from_fn(|c| {
+                        let real = tile_oc.min(cout_g - oc);
+                        let channel = |c: usize| {
                             let ch = grp * cout_g + oc + c.min(real - 1);
                             &w[ch * taps..(ch + 1) * taps]
-                        });
+                        };
                         let shape = crate::simd::ConvTile {
                             c0,
                             count,
@@ -1185,10 +1198,9 @@ fn conv2d_blocked(
                             dilation: g.dilation_w,
                             stride: g.stride_w,
                         };
-                        for ox0 in (0..g.ow).step_by(4) {
-                            let sums = crate::simd::conv_tile_4x4(weights, packed, &shape, ox0);
-                            let cols = 4.min(g.ow - ox0);
-                            for (c, row) in sums.iter().enumerate().take(real) {
+                        for ox0 in (0..g.ow).step_by(tile_ox) {
+                            let cols = tile_ox.min(g.ow - ox0);
+                            let mut store = |c: usize, row: &[f32]| {
                                 let at = (first + oc + c) * plane + oy * g.ow + ox0;
                                 let dst = &mut out[at..at + cols];
                                 if c0 == 0 {
@@ -1200,6 +1212,19 @@ fn conv2d_blocked(
                                     for (d, &s) in dst.iter_mut().zip(row) {
                                         *d += s;
                                     }
+                                }
+                            };
+                            if tile_oc == 2 {
+                                let weights = [channel(0), channel(1)];
+                                let sums = crate::simd::conv_tile_2x8(weights, packed, &shape, ox0);
+                                for (c, row) in sums.iter().enumerate().take(real) {
+                                    store(c, row);
+                                }
+                            } else {
+                                let weights = [channel(0), channel(1), channel(2), channel(3)];
+                                let sums = crate::simd::conv_tile_4x4(weights, packed, &shape, ox0);
+                                for (c, row) in sums.iter().enumerate().take(real) {
+                                    store(c, row);
                                 }
                             }
                         }

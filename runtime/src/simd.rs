@@ -550,6 +550,75 @@ fn full_rows<const UNIT: bool>(
     ]
 }
 
+/// The register tile of `kernels::conv2d_blocked` for unit stride and dilation along the
+/// row: two output channels (weights `w[c]`, `[c_in / groups, kh, kw]` each) by eight
+/// output columns from `ox0`, `sums[c][j] = sum of w[c][(ic, ky, kx)] * packed[(ic - c0, ky
+/// - ky0) row][ox0 + j + kx]`, in sixteen registers. Per tap two weights and eight
+/// consecutive inputs feed sixteen multiply-adds, against eight loads for
+/// [`conv_tile_4x4`]'s four weights of four rows and four inputs plus the address
+/// arithmetic of four weight rows. Each sum runs in order of the taps from 0. The packed
+/// rows are checked once to hold the last value read, then read without bounds checks.
+#[inline(never)]
+pub(crate) fn conv_tile_2x8(
+    [w0, w1]: [&[f32]; 2],
+    packed: &[f32],
+    t: &ConvTile,
+    ox0: usize,
+) -> [[f32; 8]; 2] {
+    debug_assert!(t.stride == 1 && t.dilation == 1);
+    let mut s = [[0.0f32; 8]; 2];
+    if t.count == 0 || t.rows == 0 || t.kw == 0 {
+        return s;
+    }
+    // the last input read: row (count - 1, rows - 1), column ox0 + 7 + kw - 1; all
+    // arithmetic checked, so the cut proves every read in bounds
+    let last = (t.count * t.rows - 1)
+        .checked_mul(t.wp)
+        .and_then(|v| v.checked_add(ox0.checked_add(6)?.checked_add(t.kw)?))
+        .unwrap_or(usize::MAX);
+    let packed = &packed[..last.saturating_add(1)];
+    let [[mut s00, mut s01, mut s02, mut s03, mut s04, mut s05, mut s06, mut s07], [mut s10, mut s11, mut s12, mut s13, mut s14, mut s15, mut s16, mut s17]] =
+        s;
+    for ic in 0..t.count {
+        for r in 0..t.rows {
+            let wat = ((t.c0 + ic) * t.kh + t.ky0 + r) * t.kw;
+            let (r0, r1) = (&w0[wat..wat + t.kw], &w1[wat..wat + t.kw]);
+            let mut at = (ic * t.rows + r) * t.wp + ox0;
+            for (&a0, &a1) in r0.iter().zip(r1) {
+                // SAFETY: `at = row * wp + ox0 + kx` with row <= count * rows - 1 and kx
+                // <= kw - 1, so `at + 7 <= last < packed.len()` (checked above): the
+                // eight floats from `at` lie in `packed`, and `[f32; 8]` has the
+                // alignment of `f32`.
+                #[allow(unsafe_code)]
+                let [x0, x1, x2, x3, x4, x5, x6, x7] =
+                    unsafe { packed.as_ptr().add(at).cast::<[f32; 8]>().read() };
+                at += 1;
+                s00 += a0 * x0;
+                s01 += a0 * x1;
+                s02 += a0 * x2;
+                s03 += a0 * x3;
+                s04 += a0 * x4;
+                s05 += a0 * x5;
+                s06 += a0 * x6;
+                s07 += a0 * x7;
+                s10 += a1 * x0;
+                s11 += a1 * x1;
+                s12 += a1 * x2;
+                s13 += a1 * x3;
+                s14 += a1 * x4;
+                s15 += a1 * x5;
+                s16 += a1 * x6;
+                s17 += a1 * x7;
+            }
+        }
+    }
+    s = [
+        [s00, s01, s02, s03, s04, s05, s06, s07],
+        [s10, s11, s12, s13, s14, s15, s16, s17],
+    ];
+    s
+}
+
 /// The starts of tiles of `tile` covering `0..len` (`len >= tile`): every `tile`, and a
 /// last one flush with the end, which overlaps the one before when `tile` does not divide
 /// `len` (its values are computed twice, alike).
