@@ -554,10 +554,11 @@ fn full_rows<const UNIT: bool>(
 /// row: two output channels (weights `w[c]`, `[c_in / groups, kh, kw]` each) by eight
 /// output columns from `ox0`, `sums[c][j] = sum of w[c][(ic, ky, kx)] * packed[(ic - c0, ky
 /// - ky0) row][ox0 + j + kx]`, in sixteen registers. Per tap two weights and eight
-/// consecutive inputs feed sixteen multiply-adds, against eight loads for
-/// [`conv_tile_4x4`]'s four weights of four rows and four inputs plus the address
-/// arithmetic of four weight rows. Each sum runs in order of the taps from 0. The packed
-/// rows are checked once to hold the last value read, then read without bounds checks.
+/// consecutive inputs feed sixteen multiply-adds. Rows of 3 and 5 taps are written out
+/// ([`row_taps_2x8`]): the taps of a row share their inputs, so such a row loads 10 or 12
+/// inputs instead of 24 or 40 (a scalar FPU's compiler at opt-level "s" unrolls no loop).
+/// Each sum runs in order of the taps from 0. The packed rows are checked once to hold the
+/// last value read, then read without bounds checks.
 #[inline(never)]
 pub(crate) fn conv_tile_2x8(
     [w0, w1]: [&[f32]; 2],
@@ -566,9 +567,9 @@ pub(crate) fn conv_tile_2x8(
     ox0: usize,
 ) -> [[f32; 8]; 2] {
     debug_assert!(t.stride == 1 && t.dilation == 1);
-    let mut s = [[0.0f32; 8]; 2];
+    let mut s = [0.0f32; 16];
     if t.count == 0 || t.rows == 0 || t.kw == 0 {
-        return s;
+        return [[0.0; 8]; 2];
     }
     // the last input read: row (count - 1, rows - 1), column ox0 + 7 + kw - 1; all
     // arithmetic checked, so the cut proves every read in bounds
@@ -577,46 +578,86 @@ pub(crate) fn conv_tile_2x8(
         .and_then(|v| v.checked_add(ox0.checked_add(6)?.checked_add(t.kw)?))
         .unwrap_or(usize::MAX);
     let packed = &packed[..last.saturating_add(1)];
-    let [[mut s00, mut s01, mut s02, mut s03, mut s04, mut s05, mut s06, mut s07], [mut s10, mut s11, mut s12, mut s13, mut s14, mut s15, mut s16, mut s17]] =
-        s;
     for ic in 0..t.count {
         for r in 0..t.rows {
             let wat = ((t.c0 + ic) * t.kh + t.ky0 + r) * t.kw;
             let (r0, r1) = (&w0[wat..wat + t.kw], &w1[wat..wat + t.kw]);
-            let mut at = (ic * t.rows + r) * t.wp + ox0;
-            for (&a0, &a1) in r0.iter().zip(r1) {
-                // SAFETY: `at = row * wp + ox0 + kx` with row <= count * rows - 1 and kx
-                // <= kw - 1, so `at + 7 <= last < packed.len()` (checked above): the
-                // eight floats from `at` lie in `packed`, and `[f32; 8]` has the
-                // alignment of `f32`.
-                #[allow(unsafe_code)]
-                let [x0, x1, x2, x3, x4, x5, x6, x7] =
-                    unsafe { packed.as_ptr().add(at).cast::<[f32; 8]>().read() };
-                at += 1;
-                s00 += a0 * x0;
-                s01 += a0 * x1;
-                s02 += a0 * x2;
-                s03 += a0 * x3;
-                s04 += a0 * x4;
-                s05 += a0 * x5;
-                s06 += a0 * x6;
-                s07 += a0 * x7;
-                s10 += a1 * x0;
-                s11 += a1 * x1;
-                s12 += a1 * x2;
-                s13 += a1 * x3;
-                s14 += a1 * x4;
-                s15 += a1 * x5;
-                s16 += a1 * x6;
-                s17 += a1 * x7;
+            let at = (ic * t.rows + r) * t.wp + ox0;
+            // SAFETY: `at = row * wp + ox0` with row <= count * rows - 1, so `at + kw + 6
+            // <= last < packed.len()` (checked above): the `kw + 7` floats from `at` lie
+            // in `packed`.
+            #[allow(unsafe_code)]
+            match t.kw {
+                3 => unsafe { row_taps_2x8::<3, 10>(&mut s, (r0, r1), packed.as_ptr().add(at)) },
+                5 => unsafe { row_taps_2x8::<5, 12>(&mut s, (r0, r1), packed.as_ptr().add(at)) },
+                _ => {
+                    for (kx, (&a0, &a1)) in r0.iter().zip(r1).enumerate() {
+                        // SAFETY: as above, with kx <= kw - 1: `at + kx + 7 <= last`.
+                        let x = unsafe { packed.as_ptr().add(at + kx).cast::<[f32; 8]>().read() };
+                        tap_2x8!(s, a0, a1, x, 0);
+                    }
+                }
             }
         }
     }
-    s = [
+    let [s00, s01, s02, s03, s04, s05, s06, s07, s10, s11, s12, s13, s14, s15, s16, s17] = s;
+    [
         [s00, s01, s02, s03, s04, s05, s06, s07],
         [s10, s11, s12, s13, s14, s15, s16, s17],
-    ];
-    s
+    ]
+}
+
+/// One tap of [`conv_tile_2x8`]: weights `$a0`, `$a1` times the eight inputs from `$x[$k]`
+/// into the sums `$s` (`[f32; 16]`, channel-major), at constant indices (so the sums stay
+/// in registers).
+macro_rules! tap_2x8 {
+    ($s:ident, $a0:expr, $a1:expr, $x:ident, $k:expr) => {{
+        let (a0, a1) = ($a0, $a1);
+        $s[0] += a0 * $x[$k];
+        $s[1] += a0 * $x[$k + 1];
+        $s[2] += a0 * $x[$k + 2];
+        $s[3] += a0 * $x[$k + 3];
+        $s[4] += a0 * $x[$k + 4];
+        $s[5] += a0 * $x[$k + 5];
+        $s[6] += a0 * $x[$k + 6];
+        $s[7] += a0 * $x[$k + 7];
+        $s[8] += a1 * $x[$k];
+        $s[9] += a1 * $x[$k + 1];
+        $s[10] += a1 * $x[$k + 2];
+        $s[11] += a1 * $x[$k + 3];
+        $s[12] += a1 * $x[$k + 4];
+        $s[13] += a1 * $x[$k + 5];
+        $s[14] += a1 * $x[$k + 6];
+        $s[15] += a1 * $x[$k + 7];
+    }};
+}
+use tap_2x8;
+
+/// A row of `KW` (3 or 5) taps of [`conv_tile_2x8`] written out: its `SPAN = KW + 7`
+/// inputs loaded once, each tap reading eight of them from its offset.
+///
+/// # Safety
+///
+/// `x` must be valid for reads of `SPAN` floats; `w.0` and `w.1` hold at least `KW`.
+#[inline(always)]
+#[allow(unsafe_code)]
+unsafe fn row_taps_2x8<const KW: usize, const SPAN: usize>(
+    s: &mut [f32; 16],
+    (w0, w1): (&[f32], &[f32]),
+    x: *const f32,
+) {
+    debug_assert!(SPAN == KW + 7 && (KW == 3 || KW == 5));
+    // SAFETY: the caller guarantees `SPAN` floats from `x`; `[f32; SPAN]` has the
+    // alignment of `f32`.
+    let x = unsafe { x.cast::<[f32; SPAN]>().read() };
+    let (w0, w1) = (&w0[..KW], &w1[..KW]);
+    tap_2x8!(s, w0[0], w1[0], x, 0);
+    tap_2x8!(s, w0[1], w1[1], x, 1);
+    tap_2x8!(s, w0[2], w1[2], x, 2);
+    if KW == 5 {
+        tap_2x8!(s, w0[3], w1[3], x, 3);
+        tap_2x8!(s, w0[4], w1[4], x, 4);
+    }
 }
 
 /// The starts of tiles of `tile` covering `0..len` (`len >= tile`): every `tile`, and a
