@@ -567,7 +567,6 @@ pub(crate) fn conv_tile_2x8(
     ox0: usize,
 ) -> [[f32; 8]; 2] {
     debug_assert!(t.stride == 1 && t.dilation == 1);
-    let mut s = [0.0f32; 16];
     if t.count == 0 || t.rows == 0 || t.kw == 0 {
         return [[0.0; 8]; 2];
     }
@@ -578,33 +577,59 @@ pub(crate) fn conv_tile_2x8(
         .and_then(|v| v.checked_add(ox0.checked_add(6)?.checked_add(t.kw)?))
         .unwrap_or(usize::MAX);
     let packed = &packed[..last.saturating_add(1)];
-    for ic in 0..t.count {
-        for r in 0..t.rows {
-            let wat = ((t.c0 + ic) * t.kh + t.ky0 + r) * t.kw;
-            let (r0, r1) = (&w0[wat..wat + t.kw], &w1[wat..wat + t.kw]);
-            let at = (ic * t.rows + r) * t.wp + ox0;
-            // SAFETY: `at = row * wp + ox0` with row <= count * rows - 1, so `at + kw + 6
-            // <= last < packed.len()` (checked above): the `kw + 7` floats from `at` lie
-            // in `packed`.
-            #[allow(unsafe_code)]
-            match t.kw {
-                3 => unsafe { row_taps_2x8::<3, 10>(&mut s, (r0, r1), packed.as_ptr().add(at)) },
-                5 => unsafe { row_taps_2x8::<5, 12>(&mut s, (r0, r1), packed.as_ptr().add(at)) },
-                _ => {
-                    for (kx, (&a0, &a1)) in r0.iter().zip(r1).enumerate() {
-                        // SAFETY: as above, with kx <= kw - 1: `at + kx + 7 <= last`.
-                        let x = unsafe { packed.as_ptr().add(at + kx).cast::<[f32; 8]>().read() };
-                        tap_2x8!(s, a0, a1, x, 0);
-                    }
-                }
-            }
-        }
-    }
-    let [s00, s01, s02, s03, s04, s05, s06, s07, s10, s11, s12, s13, s14, s15, s16, s17] = s;
+    let w = [w0, w1];
+    let [s00, s01, s02, s03, s04, s05, s06, s07, s10, s11, s12, s13, s14, s15, s16, s17] =
+        match t.kw {
+            3 => rows_2x8::<3>(w, packed, t, ox0),
+            5 => rows_2x8::<5>(w, packed, t, ox0),
+            _ => rows_2x8::<0>(w, packed, t, ox0),
+        };
     [
         [s00, s01, s02, s03, s04, s05, s06, s07],
         [s10, s11, s12, s13, s14, s15, s16, s17],
     ]
+}
+
+/// The loop of [`conv_tile_2x8`] over the packed rows, for rows of `KW` taps (3 or 5,
+/// written out by [`row_taps_2x8`]) or of any length (`KW == 0`, a loop over the taps).
+/// `packed` holds the last value the tile reads (its caller cut it there).
+#[inline(always)]
+fn rows_2x8<const KW: usize>(
+    [w0, w1]: [&[f32]; 2],
+    packed: &[f32],
+    t: &ConvTile,
+    ox0: usize,
+) -> [f32; 16] {
+    let kw = if KW > 0 { KW } else { t.kw };
+    let mut s = [0.0f32; 16];
+    for ic in 0..t.count {
+        let from = ((t.c0 + ic) * t.kh + t.ky0) * kw;
+        let (c0, c1) = (&w0[from..from + t.rows * kw], &w1[from..from + t.rows * kw]);
+        // packed row (ic, r) starts at (ic * rows + r) * wp
+        let mut at = ic * t.rows * t.wp + ox0;
+        for (r0, r1) in c0.chunks_exact(kw).zip(c1.chunks_exact(kw)) {
+            // SAFETY: `at = row * wp + ox0` with row <= count * rows - 1, so `at + kw + 6
+            // <= last < packed.len()` (the caller's cut): the `kw + 7` floats from `at`
+            // lie in `packed`, and the rows `r0`, `r1` hold `kw` weights.
+            #[allow(unsafe_code)]
+            unsafe {
+                let x = packed.as_ptr().add(at);
+                match KW {
+                    3 => row_taps_2x8::<3, 10>(&mut s, (r0, r1), x),
+                    5 => row_taps_2x8::<5, 12>(&mut s, (r0, r1), x),
+                    _ => {
+                        for (kx, (&a0, &a1)) in r0.iter().zip(r1).enumerate() {
+                            // with kx <= kw - 1: `at + kx + 7 <= last`
+                            let x = x.add(kx).cast::<[f32; 8]>().read();
+                            tap_2x8!(s, a0, a1, x, 0);
+                        }
+                    }
+                }
+            }
+            at += t.wp;
+        }
+    }
+    s
 }
 
 /// One tap of [`conv_tile_2x8`]: weights `$a0`, `$a1` times the eight inputs from `$x[$k]`
