@@ -1202,17 +1202,13 @@ fn conv2d_blocked(
                             let cols = tile_ox.min(g.ow - ox0);
                             let mut store = |c: usize, row: &[f32]| {
                                 let at = (first + oc + c) * plane + oy * g.ow + ox0;
-                                let dst = &mut out[at..at + cols];
-                                if c0 == 0 {
-                                    let b = bias.map_or(0.0, |b| b[grp * cout_g + oc + c]);
-                                    for (d, &s) in dst.iter_mut().zip(row) {
-                                        *d = b + s;
-                                    }
-                                } else {
-                                    for (d, &s) in dst.iter_mut().zip(row) {
-                                        *d += s;
-                                    }
-                                }
+                                // the first channel chunk starts from the bias
+                                let b = match (c0, bias) {
+                                    (0, Some(b)) => Some(b[grp * cout_g + oc + c]),
+                                    (0, None) => Some(0.0),
+                                    _ => None,
+                                };
+                                store_sums(&mut out[at..at + cols], &row[..cols], b);
                             };
                             if tile_oc == 2 {
                                 let weights = [channel(0), channel(1)];
@@ -1236,6 +1232,26 @@ fn conv2d_blocked(
                     let base = (first + oc) * plane + oy * g.ow;
                     epi(base, &mut out[base..base + g.ow]);
                 }
+            }
+        }
+    }
+}
+
+/// Stores a register tile's row of sums: `dst = bias + sums` when `bias` is given (the
+/// first channel chunk), else `dst += sums`. Indexed, not zipped: at opt-level "s" a
+/// `zip` stays a call per row.
+#[inline(always)]
+fn store_sums(dst: &mut [f32], sums: &[f32], bias: Option<f32>) {
+    let sums = &sums[..dst.len()];
+    match bias {
+        Some(b) => {
+            for i in 0..dst.len() {
+                dst[i] = b + sums[i];
+            }
+        }
+        None => {
+            for i in 0..dst.len() {
+                dst[i] += sums[i];
             }
         }
     }

@@ -552,8 +552,8 @@ fn full_rows<const UNIT: bool>(
 
 /// The register tile of `kernels::conv2d_blocked` for unit stride and dilation along the
 /// row: two output channels (weights `w[c]`, `[c_in / groups, kh, kw]` each) by eight
-/// output columns from `ox0`, `sums[c][j] = sum of w[c][(ic, ky, kx)] * packed[(ic - c0, ky
-/// - ky0) row][ox0 + j + kx]`, in sixteen registers. Per tap two weights and eight
+/// output columns from `ox0`, `sums[c][j] = sum of w[c][(ic, ky, kx)] *
+/// packed[(ic - c0, ky - ky0) row][ox0 + j + kx]`, in sixteen registers. Per tap two weights and eight
 /// consecutive inputs feed sixteen multiply-adds. Rows of 3 and 5 taps are written out
 /// ([`row_taps_2x8`]): the taps of a row share their inputs, so such a row loads 10 or 12
 /// inputs instead of 24 or 40 (a scalar FPU's compiler at opt-level "s" unrolls no loop).
@@ -607,7 +607,10 @@ fn rows_2x8<const KW: usize>(
         let (c0, c1) = (&w0[from..from + t.rows * kw], &w1[from..from + t.rows * kw]);
         // packed row (ic, r) starts at (ic * rows + r) * wp
         let mut at = ic * t.rows * t.wp + ox0;
-        for (r0, r1) in c0.chunks_exact(kw).zip(c1.chunks_exact(kw)) {
+        // (not `zip`: at opt-level "s" its constructor stays a call per channel)
+        let mut rows1 = c1.chunks_exact(kw);
+        for r0 in c0.chunks_exact(kw) {
+            let Some(r1) = rows1.next() else { break };
             // SAFETY: `at = row * wp + ox0` with row <= count * rows - 1, so `at + kw + 6
             // <= last < packed.len()` (the caller's cut): the `kw + 7` floats from `at`
             // lie in `packed`, and the rows `r0`, `r1` hold `kw` weights.
