@@ -847,7 +847,7 @@ fn block_fn(
                 simplify_program(&mut pro, &mut pro_tables);
                 stmts.push(table_stmts(&pro_tables, pro_first, "p"));
                 let in0 = ins.first()?;
-                let source = prologue_source(&pro);
+                let source = prologue_source(&pro, prologue_row_len(&op, &pro.shape));
                 params.extend(
                     ins.iter()
                         .cloned()
@@ -888,7 +888,7 @@ fn block_fn(
             Op::Conv2d(_) | Op::MatMul | Op::MatMulPanels { .. } | Op::Linear => graph
                 .shape(node.output)
                 .last()
-                .and_then(|&len| epilogue_row_closure(&program, len)),
+                .and_then(|&len| row_closure(&program, len, "e")),
             _ => None,
         };
         let mut parts = Vec::new();
@@ -1223,18 +1223,19 @@ fn epilogue_closure(program: &ElementProgram) -> TokenStream {
 }
 
 /// Rows shorter than this get row epilogues over their constant length
-/// ([`epilogue_row_closure`]).
+/// ([`row_closure`]).
 const SHORT_ROW: usize = 16;
 
-/// The epilogue over one finished row of `row_len` outputs (the kernel's rows start at
-/// multiples of `row_len`): the indices of every axis but the last are computed once, from
-/// the row's first position, so per-channel values are read once per row and the loop
-/// over the row vectorizes. The row is cut to `row_len` before the loop, so that the
+/// The epilogue over one finished row of `row_len` outputs, or with `prefix` "p" the
+/// prologue filling one (the kernel's rows start at multiples of `row_len`), its
+/// operands read from `<prefix>k`: the indices of every axis but the last are computed
+/// once, from the row's first position, so per-channel values are read once per row and
+/// the loop over the row vectorizes. The row is cut to `row_len` before the loop, so that the
 /// compiler sees the last index stay below it (no bounds checks inside), when the epilogue
 /// reads that index or the row is shorter than [`SHORT_ROW`]. `None` when a row
 /// could cross the last axis of the epilogue's index space (a reshape in the epilogue
 /// whose last axis `row_len` does not divide): then the per-element closure is used.
-fn epilogue_row_closure(program: &ElementProgram, row_len: usize) -> Option<TokenStream> {
+fn row_closure(program: &ElementProgram, row_len: usize, prefix: &str) -> Option<TokenStream> {
     let (&last_len, _) = program.shape.split_last()?;
     if row_len == 0 || last_len % row_len != 0 {
         return None;
@@ -1248,7 +1249,7 @@ fn epilogue_row_closure(program: &ElementProgram, row_len: usize) -> Option<Toke
     if let Some(u) = used.get_mut(last_axis) {
         *u = false;
     }
-    let value = element_value(program, "e");
+    let value = element_value(program, prefix);
     let last = format_ident!("i{}", last_axis);
     let read_acc = if reads_acc {
         quote! { let acc: f32 = *slot; }
@@ -1299,13 +1300,41 @@ fn epilogue_row_closure(program: &ElementProgram, row_len: usize) -> Option<Toke
     })
 }
 
-/// The prologue of an anchor block: element `o` of the anchor's main operand.
-fn prologue_source(program: &ElementProgram) -> TokenStream {
+/// The prologue of an anchor block: element `o` of the anchor's main operand, and with
+/// `row_len` (a kernel that reads the operand in rows of that length, see
+/// [`prologue_row_len`]) whole rows too, when [`row_closure`] can write them.
+fn prologue_source(program: &ElementProgram, row_len: Option<usize>) -> TokenStream {
     let (used, _) = reads(program);
     let value = element_value(program, "p");
     let vars = index_vars(&program.shape, &used, "o");
     let o = binding("o", used.contains(&true));
-    quote! { ::dnnfusion::runtime::kernels::Computed(|#o: usize| -> f32 { #vars #value }) }
+    let at = quote! { |#o: usize| -> f32 { #vars #value } };
+    // (an identity program has no row form to fill a row with; a prologue is never one)
+    let row_len = row_len.filter(|_| !is_identity(program));
+    match row_len.and_then(|len| Some((len, row_closure(program, len, "p")?))) {
+        Some((len, rows)) => {
+            let len = proc_macro2::Literal::usize_unsuffixed(len);
+            quote! {
+                ::dnnfusion::runtime::kernels::ComputedRows { at: #at, rows: #rows, len: #len }
+            }
+        }
+        None => quote! { ::dnnfusion::runtime::kernels::Computed(#at) },
+    }
+}
+
+/// The length of the rows in which `op`'s kernel reads its main operand of shape `shape`
+/// (`Source::fill`): a softmax along its last axis and a layer norm read whole rows of
+/// what they normalize; other kernels read element by element.
+fn prologue_row_len(op: &Op, shape: &[usize]) -> Option<usize> {
+    match op {
+        Op::Softmax { axis } if shape.iter().skip(axis + 1).all(|&d| d == 1) => {
+            shape.get(*axis).copied()
+        }
+        Op::LayerNorm { dims, .. } => {
+            Some(shape.iter().skip(shape.len().checked_sub(*dims)?).product())
+        }
+        _ => None,
+    }
 }
 
 /// `let i1 = o / s1 % d1; ...`: the index of flat position `flat` on each axis `used`

@@ -41,10 +41,19 @@ pub fn clamp_index(i: usize, before: usize, len: usize) -> usize {
 /// Highest rank the strided kernels handle.
 pub const MAX_RANK: usize = 8;
 
-/// Where a kernel reads its main operand: a slice, or a fused prologue ([`Computed`]).
+/// Where a kernel reads its main operand: a slice, or a fused prologue ([`Computed`],
+/// [`ComputedRows`]).
 pub trait Source {
     /// Element `i` (flat, row-major).
     fn at(&self, i: usize) -> f32;
+
+    /// Elements `base..base + row.len()` into `row`.
+    #[inline(always)]
+    fn fill(&self, base: usize, row: &mut [f32]) {
+        for (k, slot) in row.iter_mut().enumerate() {
+            *slot = self.at(base + k);
+        }
+    }
 }
 
 impl Source for &[f32] {
@@ -69,6 +78,37 @@ impl<F: Fn(usize) -> f32> Source for Computed<F> {
     #[inline(always)]
     fn at(&self, i: usize) -> f32 {
         (self.0)(i)
+    }
+}
+
+/// A fused prologue that also computes whole rows: `at` gives element `o` as
+/// [`Computed`] does, and `rows(base, row)` fills a row of `len` elements starting at a
+/// multiple of `len` (its indices but the last computed once per row, so the loop over
+/// the row vectorizes). [`Source::fill`] takes `rows` for such rows, `at` for any other.
+pub struct ComputedRows<F, R> {
+    /// element `o`
+    pub at: F,
+    /// a row of `len` elements from `base`, a multiple of `len`
+    pub rows: R,
+    /// the row length `rows` is written for
+    pub len: usize,
+}
+
+impl<F: Fn(usize) -> f32, R: Fn(usize, &mut [f32])> Source for ComputedRows<F, R> {
+    #[inline(always)]
+    fn at(&self, i: usize) -> f32 {
+        (self.at)(i)
+    }
+
+    #[inline(always)]
+    fn fill(&self, base: usize, row: &mut [f32]) {
+        if row.len() == self.len && base.is_multiple_of(self.len.max(1)) {
+            (self.rows)(base, row);
+        } else {
+            for (k, slot) in row.iter_mut().enumerate() {
+                *slot = (self.at)(base + k);
+            }
+        }
     }
 }
 
@@ -3775,9 +3815,7 @@ pub(crate) fn softmax_rows(
     for o in 0..outer {
         let base = o * len;
         let row = &mut out[base..base + len];
-        for (k, slot) in row.iter_mut().enumerate() {
-            *slot = x.at(base + k);
-        }
+        x.fill(base, row);
         let m = lanes(row, f32::NEG_INFINITY, math::max);
         for v in row.iter_mut() {
             *v = math::exp(*v - m);
@@ -3893,9 +3931,7 @@ pub(crate) fn layer_norm_rows(
 ) {
     for r in 0..rows {
         let or = &mut out[r * cols..(r + 1) * cols];
-        for (c, o) in or.iter_mut().enumerate() {
-            *o = x.at(r * cols + c);
-        }
+        x.fill(r * cols, or);
         let (mean, var) = moments(or);
         let inv = 1.0 / math::sqrt(var + eps);
         let base = r * cols;
@@ -5343,6 +5379,61 @@ mod tests {
 
     /// The weight tiles hold each weight where `weight_tile_index` (the layout's one
     /// statement) says: whole tiles, the row-major rest, per group; on every path.
+    /// A row prologue fills the rows it is written for and no other: softmax and layer
+    /// norm over a `ComputedRows` give what they give over the stored operand, and when
+    /// the kernel's rows are not the prologue's (other length), `at` fills them.
+    #[test]
+    fn row_prologues_fill_only_their_rows() {
+        let x = data(6 * 8, 21);
+        let scaled: Vec<f32> = x.iter().map(|v| v * 0.5).collect();
+        let at = |o: usize| x[o] * 0.5;
+        // a row closure for rows of 8 (what the generated code emits for a last axis of 8)
+        let rows_of_8 = |base: usize, row: &mut [f32]| {
+            for (k, slot) in row[..8].iter_mut().enumerate() {
+                *slot = x[base + k] * 0.5;
+            }
+        };
+        let mut want = std::vec![0.0; 48];
+        let mut got = std::vec![0.0; 48];
+        // rows of 8: the row closure runs
+        softmax(&scaled[..], &mut want, 6, 8, 1, store);
+        let src = ComputedRows {
+            at,
+            rows: rows_of_8,
+            len: 8,
+        };
+        softmax(src, &mut got, 6, 8, 1, store);
+        assert_eq!(got, want);
+        layer_norm(&scaled[..], None, None, &mut want, 6, 8, 1e-5, store);
+        let src = ComputedRows {
+            at,
+            rows: rows_of_8,
+            len: 8,
+        };
+        layer_norm(src, None, None, &mut got, 6, 8, 1e-5, store);
+        assert_eq!(got, want);
+        // rows of 12 and of 4: not the closure's; one that would write NaN is never run
+        let poisoned = |_: usize, row: &mut [f32]| row.fill(f32::NAN);
+        for len in [12, 4] {
+            softmax(&scaled[..], &mut want, 48 / len, len, 1, store);
+            let src = ComputedRows {
+                at,
+                rows: poisoned,
+                len: 8,
+            };
+            softmax(src, &mut got, 48 / len, len, 1, store);
+            assert_eq!(got, want, "softmax over rows of {len}");
+        }
+        // and with rows of 8 it is run (the check above is not vacuous)
+        let src = ComputedRows {
+            at,
+            rows: poisoned,
+            len: 8,
+        };
+        softmax(src, &mut got, 6, 8, 1, store);
+        assert!(got.iter().all(|v| v.is_nan()));
+    }
+
     #[test]
     fn tiled_weights_follow_the_tile_index() {
         // (c_out, groups, depth): two tiles and 3 rows, two groups of 20, rows only
