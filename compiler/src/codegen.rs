@@ -1749,18 +1749,7 @@ fn kernel_call(
                     kept_strides.push(s);
                 }
             }
-            let kind = match kind {
-                ReduceKind::Sum => quote! { Sum },
-                ReduceKind::Mean => quote! { Mean },
-                ReduceKind::Max => quote! { Max },
-                ReduceKind::Min => quote! { Min },
-                ReduceKind::Prod => quote! { Prod },
-                ReduceKind::L1 => quote! { L1 },
-                ReduceKind::L2 => quote! { L2 },
-                ReduceKind::SumSquare => quote! { SumSquare },
-                ReduceKind::LogSum => quote! { LogSum },
-                ReduceKind::LogSumExp => quote! { LogSumExp },
-            };
+            let kind = format_ident!("{}", kind.facts().runtime);
             quote! {
                 #k::reduce(#in0, #out, &[#(#kept_dims),*], &[#(#kept_strides),*], &[#(#red_dims),*], &[#(#red_strides),*], #k::Reduction::#kind, #epi);
             }

@@ -18,7 +18,7 @@ use crate::ir::{
     Op, PadMode, Pool2d, ReduceKind, Resample, ResizeMode, UnaryOp, Value, ValueId, WEIGHT_PANEL,
     WEIGHT_TILE_ROWS, WINOGRAD_POINTS,
 };
-use crate::ops::binary::{max_nan, min_nan};
+use crate::ops::binary::max_nan;
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice, Zip};
 use std::fmt;
 
@@ -1676,51 +1676,29 @@ fn reduce(
             "axes {axes:?} must be sorted, distinct and below rank {rank}"
         ));
     }
-    if kind == ReduceKind::LogSumExp {
+    let facts = kind.facts();
+    if facts.shifted {
         // max + ln(sum(exp(x - max))): no overflow; an empty set gives -inf
         let m = reduce(ReduceKind::Max, axes, true, x)?.mapv(f64::from);
         let shift = m.mapv(|v| if v.is_finite() { v } else { 0.0 });
-        let e = (&x.mapv(f64::from) - &shift).mapv(f64::exp);
-        let sums = reduce_f64(&e, axes, 0.0, |s, v| s + v);
-        let mut out = sums.mapv(f64::ln);
+        let e = (&x.mapv(f64::from) - &shift).mapv(facts.map);
+        let count: usize = axes.iter().map(|&a| x.len_of(Axis(a))).product();
+        let sums = reduce_f64(&e, axes, facts.start, facts.fold);
+        let mut out = sums.mapv(|v| (facts.finish)(v, count));
         let shift = shift
             .into_shape_with_order(out.shape().to_vec())
             .map_err(|e| InterpError::new(e.to_string()))?;
         out = out + shift;
         return finish_reduce(out, axes, keepdims);
     }
-    let pre: fn(f64) -> f64 = match kind {
-        ReduceKind::L1 => f64::abs,
-        ReduceKind::L2 | ReduceKind::SumSquare => |v| v * v,
-        _ => |v| v,
-    };
-    let mut acc: ArrayD<f64> = x.mapv(|v| pre(f64::from(v)));
+    let mut acc: ArrayD<f64> = x.mapv(|v| (facts.map)(f64::from(v)));
     let mut count = 1usize;
     // From the last axis down, so the remaining axis numbers stay valid.
     for &axis in axes.iter().rev() {
         count *= acc.len_of(Axis(axis));
-        acc = match kind {
-            ReduceKind::Sum
-            | ReduceKind::Mean
-            | ReduceKind::L1
-            | ReduceKind::L2
-            | ReduceKind::SumSquare
-            | ReduceKind::LogSum
-            | ReduceKind::LogSumExp => acc.fold_axis(Axis(axis), 0.0, |s, &v| s + v),
-            ReduceKind::Prod => acc.fold_axis(Axis(axis), 1.0, |s, &v| s * v),
-            ReduceKind::Max => acc.fold_axis(Axis(axis), f64::NEG_INFINITY, |s, &v| max_nan(*s, v)),
-            ReduceKind::Min => acc.fold_axis(Axis(axis), f64::INFINITY, |s, &v| min_nan(*s, v)),
-        };
+        acc = acc.fold_axis(Axis(axis), facts.start, |&s, &v| (facts.fold)(s, v));
     }
-    match kind {
-        ReduceKind::Mean => {
-            let count = count as f64;
-            acc.mapv_inplace(|v| v / count);
-        }
-        ReduceKind::L2 => acc.mapv_inplace(f64::sqrt),
-        ReduceKind::LogSum => acc.mapv_inplace(f64::ln),
-        _ => {}
-    }
+    acc.mapv_inplace(|v| (facts.finish)(v, count));
     finish_reduce(acc, axes, keepdims)
 }
 

@@ -118,30 +118,7 @@ pub use crate::ops::unary::UnaryOp;
 
 pub use crate::ops::binary::BinaryOp;
 
-/// Reduction functions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ReduceKind {
-    /// sum
-    Sum,
-    /// arithmetic mean
-    Mean,
-    /// maximum
-    Max,
-    /// minimum
-    Min,
-    /// product
-    Prod,
-    /// sum of absolute values
-    L1,
-    /// square root of the sum of squares
-    L2,
-    /// sum of squares
-    SumSquare,
-    /// natural log of the sum
-    LogSum,
-    /// natural log of the sum of exponentials (computed without overflow)
-    LogSumExp,
-}
+pub use crate::ops::reduce::ReduceKind;
 
 /// Attributes of `conv2d`. Weight `[out, in / groups, kh, kw]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -652,18 +629,7 @@ impl Op {
             Op::AvgPool2d(_) => "avg_pool2d",
             Op::GlobalAvgPool => "global_avg_pool2d",
             Op::GlobalMaxPool => "global_max_pool2d",
-            Op::Reduce { kind, .. } => match kind {
-                ReduceKind::Sum => "reduce_sum",
-                ReduceKind::Mean => "reduce_mean",
-                ReduceKind::Max => "reduce_max",
-                ReduceKind::Min => "reduce_min",
-                ReduceKind::Prod => "reduce_prod",
-                ReduceKind::L1 => "reduce_l1",
-                ReduceKind::L2 => "reduce_l2",
-                ReduceKind::SumSquare => "reduce_sum_square",
-                ReduceKind::LogSum => "reduce_log_sum",
-                ReduceKind::LogSumExp => "reduce_log_sum_exp",
-            },
+            Op::Reduce { kind, .. } => kind.name(),
             Op::Softmax { .. } => "softmax",
             Op::LogSoftmax { .. } => "log_softmax",
             Op::LayerNorm { .. } => "layer_norm",

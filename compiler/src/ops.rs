@@ -11,10 +11,12 @@ use crate::ir::*;
 use crate::lower::{as_f64, Eval, Lowerer, Reported, Val};
 
 pub mod binary;
+pub mod reduce;
 pub mod unary;
 
 /// One built-in op of the DSL: its name, signature and the parameters it creates, for
 /// errors and for the op reference ([`reference_markdown`]).
+#[derive(Clone, Copy, Debug)]
 pub struct OpSignature {
     /// The name users call.
     pub name: &'static str,
@@ -50,12 +52,6 @@ signatures! {
     "avg_pool2d" => "x, kernel, stride = kernel, padding = 0, ceil_mode = false, count_include_pad = true, *, dilation = 1",
     "global_avg_pool2d" => "x", "global_max_pool2d" => "x",
     "adaptive_avg_pool2d" => "x, output_size",
-    "reduce_sum" => "x, axes = all, keepdims = false", "reduce_mean" => "x, axes = all, keepdims = false",
-    "reduce_max" => "x, axes = all, keepdims = false", "reduce_min" => "x, axes = all, keepdims = false",
-    "reduce_prod" => "x, axes = all, keepdims = false",
-    "reduce_l1" => "x, axes = all, keepdims = false", "reduce_l2" => "x, axes = all, keepdims = false",
-    "reduce_sum_square" => "x, axes = all, keepdims = false", "reduce_log_sum" => "x, axes = all, keepdims = false",
-    "reduce_log_sum_exp" => "x, axes = all, keepdims = false",
     "softmax" => "x, axis = -1", "log_softmax" => "x, axis = -1",
     "layer_norm" => "x, normalized_shape = the last axis, *, dims = 1, eps = 1e-5, affine = true"; params "weight [normalized_shape], bias [normalized_shape] (affine)",
     "batch_norm" => "x, num_features = channels, *, eps = 1e-5, momentum = 0.1, affine = true, track_running_stats = true"; params "weight [C], bias [C], running_mean [C], running_var [C] (a `num_batches_tracked` in the weights is ignored)",
@@ -109,10 +105,16 @@ pub fn reference_markdown() -> String {
 }
 
 /// Every built-in op with its signature: the unary functions called by name (their rows
-/// in [`unary`]), then the rest (the README's op list and op reference are checked
-/// against this).
-pub fn ops() -> impl Iterator<Item = &'static OpSignature> {
-    unary::SIGNATURES.iter().flatten().chain(OTHER_OPS)
+/// in [`unary`]), then the rest, the reduce functions ([`reduce`]) among them (the
+/// README's op list and op reference are checked against this).
+pub fn ops() -> impl Iterator<Item = OpSignature> {
+    // the reduce functions (their rows in [`reduce`]) after the poolings
+    let at = OTHER_OPS.iter().position(|o| o.name == "softmax");
+    let (pools, rest) = OTHER_OPS.split_at(at.unwrap_or(OTHER_OPS.len()));
+    let first = unary::SIGNATURES.iter().flatten().chain(pools).copied();
+    first
+        .chain(reduce::signatures())
+        .chain(rest.iter().copied())
 }
 
 /// True when `name` is a built-in op.
@@ -696,6 +698,9 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
     if let Some(val) = unary_call(b, name) {
         return val;
     }
+    if let Some(kind) = ReduceKind::named(name) {
+        return reduce_call(b, name, kind);
+    }
     let val = match name {
         "gelu" => {
             let x = b.tensor("x")?;
@@ -945,61 +950,6 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 Op::GlobalMaxPool
             };
             b.node(op, vec![x.0], shape)?
-        }
-        "reduce_sum" | "reduce_mean" | "reduce_max" | "reduce_min" | "reduce_prod"
-        | "reduce_l1" | "reduce_l2" | "reduce_sum_square" | "reduce_log_sum"
-        | "reduce_log_sum_exp" => {
-            let kind = match name {
-                "reduce_sum" => ReduceKind::Sum,
-                "reduce_mean" => ReduceKind::Mean,
-                "reduce_max" => ReduceKind::Max,
-                "reduce_min" => ReduceKind::Min,
-                "reduce_l1" => ReduceKind::L1,
-                "reduce_l2" => ReduceKind::L2,
-                "reduce_sum_square" => ReduceKind::SumSquare,
-                "reduce_log_sum" => ReduceKind::LogSum,
-                "reduce_log_sum_exp" => ReduceKind::LogSumExp,
-                _ => ReduceKind::Prod,
-            };
-            let x = b.tensor("x")?;
-            let shape = b.shape(x.0);
-            let axes_arg = b.ints("axes")?;
-            let keepdims = b.boolean("keepdims", false)?;
-            let axes = match axes_arg {
-                None => (0..shape.len()).collect(),
-                Some((list, s)) => {
-                    let mut axes = Vec::new();
-                    for a in list {
-                        let a = b.axis(a, shape.len(), s)?;
-                        if axes.contains(&a) {
-                            return Ok(b
-                                .lw
-                                .fail(s, format!("{name}: axis {a} is listed twice"))?);
-                        }
-                        axes.push(a);
-                    }
-                    axes.sort_unstable();
-                    axes
-                }
-            };
-            let out: Vec<usize> = shape
-                .iter()
-                .enumerate()
-                .filter_map(|(i, &d)| match (axes.contains(&i), keepdims) {
-                    (true, true) => Some(1),
-                    (true, false) => None,
-                    (false, _) => Some(d),
-                })
-                .collect();
-            b.node(
-                Op::Reduce {
-                    kind,
-                    axes,
-                    keepdims,
-                },
-                vec![x.0],
-                out,
-            )?
         }
         "softmax" | "log_softmax" => {
             let x = b.tensor("x")?;
@@ -2086,6 +2036,48 @@ fn adaptive_avg_pool2d(
 
 /// A DSL call of a unary function by name (its row in [`unary`] says which parameters it
 /// reads), or `None` when `name` is none.
+/// A `reduce_*` call (see [`reduce`]): the function `kind` over `axes` (all by default),
+/// kept as length-1 axes with `keepdims`.
+fn reduce_call(b: &mut Bind<'_, '_>, name: &str, kind: ReduceKind) -> Result<Val, LowerError> {
+    let x = b.tensor("x")?;
+    let shape = b.shape(x.0);
+    let axes_arg = b.ints("axes")?;
+    let keepdims = b.boolean("keepdims", false)?;
+    let axes = match axes_arg {
+        None => (0..shape.len()).collect(),
+        Some((list, s)) => {
+            let mut axes = Vec::new();
+            for a in list {
+                let a = b.axis(a, shape.len(), s)?;
+                if axes.contains(&a) {
+                    return Ok(b.lw.fail(s, format!("{name}: axis {a} is listed twice"))?);
+                }
+                axes.push(a);
+            }
+            axes.sort_unstable();
+            axes
+        }
+    };
+    let out: Vec<usize> = shape
+        .iter()
+        .enumerate()
+        .filter_map(|(i, &d)| match (axes.contains(&i), keepdims) {
+            (true, true) => Some(1),
+            (true, false) => None,
+            (false, _) => Some(d),
+        })
+        .collect();
+    Ok(b.node(
+        Op::Reduce {
+            kind,
+            axes,
+            keepdims,
+        },
+        vec![x.0],
+        out,
+    )?)
+}
+
 fn unary_call(b: &mut Bind<'_, '_>, name: &str) -> Option<Result<Val, LowerError>> {
     // the parameters come after `x`: set it aside so that positions stay right
     let x = b.args.positional.pop_front();

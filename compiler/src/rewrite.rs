@@ -46,7 +46,7 @@ pub mod rules;
 
 use std::collections::HashMap;
 
-use crate::ir::{Graph, Node, Op, ReduceKind, ResizeMode, UnaryOp, ValueId, ValueKind};
+use crate::ir::{Graph, Node, Op, ResizeMode, UnaryOp, ValueId, ValueKind};
 use crate::tables::{Family, Rule, RULES};
 use crate::work::{self, Stage};
 
@@ -297,9 +297,7 @@ pub fn op_cost(op: &Op, inputs: &[&[usize]], out: &[usize]) -> Cost {
         }
         Op::MaxPool2d(p) | Op::AvgPool2d(p) => n.saturating_mul((p.kernel[0] * p.kernel[1]) as u64),
         Op::GlobalAvgPool | Op::GlobalMaxPool | Op::Cumsum { .. } => first,
-        Op::Reduce { kind, .. } => {
-            first.saturating_add(if *kind == ReduceKind::Mean { n } else { 0 })
-        }
+        Op::Reduce { kind, .. } => first.saturating_add(n.saturating_mul(kind.facts().finish_cost)),
         Op::Softmax { .. } | Op::LogSoftmax { .. } => n.saturating_mul(12),
         Op::LayerNorm { .. } | Op::GroupNorm { .. } | Op::InstanceNorm { .. } => {
             n.saturating_mul(8)

@@ -122,16 +122,12 @@ pub fn nonneg(g: &Graph, v: ValueId, depth: usize) -> bool {
         Op::Softmax { .. } => true,
         Op::Binary(BinaryOp::Add | BinaryOp::Mul | BinaryOp::Min) => all(n),
         Op::Binary(BinaryOp::Max) => n.inputs.iter().any(|&x| nonneg(g, x, depth - 1)),
-        Op::Reduce {
-            kind:
-                ReduceKind::Sum
-                | ReduceKind::Mean
-                | ReduceKind::Max
-                | ReduceKind::Min
-                | ReduceKind::Prod,
-            ..
-        }
-        | Op::Reshape(_)
+        Op::Reduce { kind, .. } => match kind.facts().sign {
+            Sign::Nonneg => true,
+            Sign::KeepsNonneg => first(n),
+            Sign::Any => false,
+        },
+        Op::Reshape(_)
         | Op::Transpose { .. }
         | Op::Slice { .. }
         | Op::Expand
@@ -640,15 +636,12 @@ pub fn identity_pad_zero(g: &Graph, n: usize) -> Option<Patch> {
 pub fn identity_reduce_unit_axes(g: &Graph, n: usize) -> Option<Patch> {
     let (node, x) = root_single(g, n)?;
     // an L1 or L2 norm, a sum of squares or a log of one element is not the element
-    let Op::Reduce {
-        kind:
-            ReduceKind::Sum | ReduceKind::Mean | ReduceKind::Max | ReduceKind::Min | ReduceKind::Prod,
-        axes,
-        ..
-    } = &node.op
-    else {
+    let Op::Reduce { kind, axes, .. } = &node.op else {
         return None;
     };
+    if !kind.facts().of_one_is_element {
+        return None;
+    }
     let shape = g.shape(x);
     if !axes.iter().all(|&a| shape.get(a) == Some(&1)) {
         return None;

@@ -1,0 +1,298 @@
+//! Reductions over axes (`reduce_sum(x, axes = [1], keepdims = false)` and friends):
+//! every fact about each reduce function, in one arm of [`ReduceKind::facts`].
+//!
+//! An arm gives the function's DSL name, the runtime kernel's variant
+//! (`kernels::Reduction`), its f64 semantics (each value mapped, folded from a start,
+//! the fold finished with the count; `shifted` for log-sum-exp's overflow guard: the
+//! f64 oracle and constant folding both use them), the sign fact the rewrite rules use,
+//! whether a reduction over one element is that element, and the FLOPs its finish costs.
+//! Everything else a reduce op needs (argument binding, shape inference, mapping type,
+//! fusion role) is the same for every function and lives with the `reduce` op.
+//!
+//! Adding a function is one variant with its arm here, its variant and its loop in the
+//! runtime's `kernels::reduce`, and a test; [`ReduceKind::facts`] is exhaustive, and every
+//! field of [`ReduceFacts`] must be given, so a function without its facts does not
+//! compile.
+//!
+//! ```text
+//!   reduce_l2(x [2, 3], axes = [1])   map v -> v * v, fold +, start 0, finish sqrt
+//!   -> [2]                            y[i] = sqrt(x[i, 0]^2 + x[i, 1]^2 + x[i, 2]^2)
+//! ```
+
+use crate::ops::binary::{max_nan, min_nan};
+use crate::ops::unary::Sign;
+
+/// The function a reduce op applies along its axes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceKind {
+    /// sum
+    Sum,
+    /// arithmetic mean
+    Mean,
+    /// maximum
+    Max,
+    /// minimum
+    Min,
+    /// product
+    Prod,
+    /// sum of absolute values
+    L1,
+    /// square root of the sum of squares
+    L2,
+    /// sum of squares
+    SumSquare,
+    /// natural log of the sum
+    LogSum,
+    /// natural log of the sum of exponentials (computed without overflow)
+    LogSumExp,
+}
+
+/// Every reduce function, in the order the op reference lists them.
+pub const ALL: [ReduceKind; 10] = [
+    ReduceKind::Sum,
+    ReduceKind::Mean,
+    ReduceKind::Max,
+    ReduceKind::Min,
+    ReduceKind::Prod,
+    ReduceKind::L1,
+    ReduceKind::L2,
+    ReduceKind::SumSquare,
+    ReduceKind::LogSum,
+    ReduceKind::LogSumExp,
+];
+
+/// The DSL signature every reduce function shares.
+pub const SIGNATURE: &str = "x, axes = all, keepdims = false";
+
+/// What one reduce function is (see the module docs).
+pub struct ReduceFacts {
+    /// what the DSL calls it and what reports and errors print
+    pub name: &'static str,
+    /// its variant of the runtime's `kernels::Reduction`
+    pub runtime: &'static str,
+    /// f64: each value before folding
+    pub map: fn(f64) -> f64,
+    /// f64: the fold's start (the result over no elements, before `finish`)
+    pub start: f64,
+    /// f64: one step of the fold
+    pub fold: fn(f64, f64) -> f64,
+    /// f64: the folded value and the number of elements folded -> the result
+    pub finish: fn(f64, usize) -> f64,
+    /// log-sum-exp: the values are shifted by their maximum before `map` (exp) and the
+    /// maximum added back after `finish` (ln), so that no exponential overflows
+    pub shifted: bool,
+    /// the sign of the result, given the input's
+    pub sign: Sign,
+    /// a reduction over a single element gives that element
+    pub of_one_is_element: bool,
+    /// FLOPs `finish` costs per output element folded (the mean's division)
+    pub finish_cost: u64,
+}
+
+fn same(v: f64) -> f64 {
+    v
+}
+
+fn square(v: f64) -> f64 {
+    v * v
+}
+
+fn add(a: f64, b: f64) -> f64 {
+    a + b
+}
+
+fn done(v: f64, _count: usize) -> f64 {
+    v
+}
+
+impl ReduceKind {
+    /// Every fact about this function.
+    pub fn facts(self) -> ReduceFacts {
+        match self {
+            ReduceKind::Sum => ReduceFacts {
+                name: "reduce_sum",
+                runtime: "Sum",
+                map: same,
+                start: 0.0,
+                fold: add,
+                finish: done,
+                shifted: false,
+                sign: Sign::KeepsNonneg,
+                of_one_is_element: true,
+                finish_cost: 0,
+            },
+            ReduceKind::Mean => ReduceFacts {
+                name: "reduce_mean",
+                runtime: "Mean",
+                map: same,
+                start: 0.0,
+                fold: add,
+                finish: |v, count| v / count as f64,
+                shifted: false,
+                sign: Sign::KeepsNonneg,
+                of_one_is_element: true,
+                finish_cost: 1,
+            },
+            ReduceKind::Max => ReduceFacts {
+                name: "reduce_max",
+                runtime: "Max",
+                map: same,
+                start: f64::NEG_INFINITY,
+                fold: max_nan,
+                finish: done,
+                shifted: false,
+                sign: Sign::KeepsNonneg,
+                of_one_is_element: true,
+                finish_cost: 0,
+            },
+            ReduceKind::Min => ReduceFacts {
+                name: "reduce_min",
+                runtime: "Min",
+                map: same,
+                start: f64::INFINITY,
+                fold: min_nan,
+                finish: done,
+                shifted: false,
+                sign: Sign::KeepsNonneg,
+                of_one_is_element: true,
+                finish_cost: 0,
+            },
+            ReduceKind::Prod => ReduceFacts {
+                name: "reduce_prod",
+                runtime: "Prod",
+                map: same,
+                start: 1.0,
+                fold: |a, b| a * b,
+                finish: done,
+                shifted: false,
+                sign: Sign::KeepsNonneg,
+                of_one_is_element: true,
+                finish_cost: 0,
+            },
+            ReduceKind::L1 => ReduceFacts {
+                name: "reduce_l1",
+                runtime: "L1",
+                map: f64::abs,
+                start: 0.0,
+                fold: add,
+                finish: done,
+                shifted: false,
+                sign: Sign::Nonneg,
+                // |x| is not x
+                of_one_is_element: false,
+                finish_cost: 0,
+            },
+            ReduceKind::L2 => ReduceFacts {
+                name: "reduce_l2",
+                runtime: "L2",
+                map: square,
+                start: 0.0,
+                fold: add,
+                finish: |v, _| v.sqrt(),
+                shifted: false,
+                sign: Sign::Nonneg,
+                of_one_is_element: false,
+                finish_cost: 0,
+            },
+            ReduceKind::SumSquare => ReduceFacts {
+                name: "reduce_sum_square",
+                runtime: "SumSquare",
+                map: square,
+                start: 0.0,
+                fold: add,
+                finish: done,
+                shifted: false,
+                sign: Sign::Nonneg,
+                of_one_is_element: false,
+                finish_cost: 0,
+            },
+            ReduceKind::LogSum => ReduceFacts {
+                name: "reduce_log_sum",
+                runtime: "LogSum",
+                map: same,
+                start: 0.0,
+                fold: add,
+                finish: |v, _| v.ln(),
+                shifted: false,
+                sign: Sign::Any,
+                of_one_is_element: false,
+                finish_cost: 0,
+            },
+            ReduceKind::LogSumExp => ReduceFacts {
+                name: "reduce_log_sum_exp",
+                runtime: "LogSumExp",
+                map: f64::exp,
+                start: 0.0,
+                fold: add,
+                finish: |v, _| v.ln(),
+                shifted: true,
+                sign: Sign::Any,
+                of_one_is_element: false,
+                finish_cost: 0,
+            },
+        }
+    }
+
+    /// What the DSL calls this function.
+    pub fn name(self) -> &'static str {
+        self.facts().name
+    }
+
+    /// The function the DSL calls `name`.
+    pub fn named(name: &str) -> Option<ReduceKind> {
+        ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// The DSL signatures of the reduce functions, for the op list and reference.
+pub fn signatures() -> impl Iterator<Item = crate::ops::OpSignature> {
+    ALL.into_iter().map(|k| crate::ops::OpSignature {
+        name: k.name(),
+        signature: SIGNATURE,
+        params: "",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every function has its own name and runtime variant, and `named` finds it.
+    #[test]
+    fn names_are_distinct_and_found() {
+        for (i, a) in ALL.into_iter().enumerate() {
+            assert_eq!(ReduceKind::named(a.name()), Some(a));
+            for b in ALL.into_iter().skip(i + 1) {
+                assert_ne!(a.name(), b.name());
+                assert_ne!(a.facts().runtime, b.facts().runtime);
+            }
+        }
+        assert_eq!(ReduceKind::named("reduce_median"), None);
+    }
+
+    /// The facts agree with the f64 semantics they sit beside: a function said to give
+    /// the element over one element does, and a nonnegative one is nonnegative on a
+    /// negative input.
+    #[test]
+    fn facts_agree_with_the_semantics() {
+        for k in ALL {
+            let f = k.facts();
+            let one = |v: f64| {
+                let shift = if f.shifted { v } else { 0.0 };
+                (f.finish)((f.fold)(f.start, (f.map)(v - shift)), 1) + shift
+            };
+            for v in [-2.5, 0.0, 3.0] {
+                if f.of_one_is_element {
+                    assert_eq!(one(v), v, "{}", f.name);
+                }
+                if f.sign == Sign::Nonneg {
+                    assert!(one(v) >= 0.0, "{}", f.name);
+                }
+            }
+            // log-sum-exp over one element is the element too (not claimed: rounding)
+            if f.shifted {
+                assert!((one(-2.5) + 2.5).abs() < 1e-12);
+            }
+        }
+    }
+}
