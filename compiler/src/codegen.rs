@@ -740,6 +740,7 @@ fn node_call(model: &ModelIr, plan: &MemoryPlan, names: &[Ident], node: &Node) -
         apply: quote! { ::dnnfusion::runtime::kernels::store },
         store: None,
         rows: Some(quote! { ::dnnfusion::runtime::kernels::store_rows }),
+        identity: true,
     };
     let call = kernel_call(
         &node.op,
@@ -930,6 +931,7 @@ fn block_fn(
                 apply: epilogue,
                 store,
                 rows,
+                identity: is_identity(&program),
             },
         ));
     } else {
@@ -1234,10 +1236,13 @@ const SHORT_ROW: usize = 16;
 /// compiler sees the last index stay below it (no bounds checks inside), when the epilogue
 /// reads that index or the row is shorter than [`SHORT_ROW`]. `None` when a row
 /// could cross the last axis of the epilogue's index space (a reshape in the epilogue
-/// whose last axis `row_len` does not divide): then the per-element closure is used.
+/// whose last axis neither divides `row_len` nor is divided by it): then the per-element
+/// closure is used. A row that spans whole last axes (a reshape splitting the kernel's
+/// row, as a transformer's heads do) loops over them, its indices computed once per axis.
 fn row_closure(program: &ElementProgram, row_len: usize, prefix: &str) -> Option<TokenStream> {
     let (&last_len, _) = program.shape.split_last()?;
-    if row_len == 0 || last_len % row_len != 0 {
+    let spans = last_len > 0 && row_len > last_len && row_len.is_multiple_of(last_len);
+    if row_len == 0 || (last_len % row_len != 0 && !spans) {
         return None;
     }
     if is_identity(program) {
@@ -1256,6 +1261,39 @@ fn row_closure(program: &ElementProgram, row_len: usize, prefix: &str) -> Option
     } else {
         quote! {}
     };
+    if spans {
+        // one last axis at a time (`chunks_exact_mut`: the compiler sees each part's length)
+        let vars = index_vars(&program.shape, &used, "at");
+        let at = binding("at", used.contains(&true));
+        let lanes = if reads_last {
+            quote! { for (#last, slot) in part.iter_mut().enumerate() }
+        } else {
+            quote! { for slot in part.iter_mut() }
+        };
+        let (row_len, last_len) = (
+            proc_macro2::Literal::usize_unsuffixed(row_len),
+            proc_macro2::Literal::usize_unsuffixed(last_len),
+        );
+        let base = binding("base", used.contains(&true));
+        let first = if used.contains(&true) {
+            quote! { let #at = base + c * #last_len; }
+        } else {
+            quote! {}
+        };
+        let c = binding("c", used.contains(&true));
+        return Some(quote! {
+            |#base: usize, row: &mut [f32]| {
+                for (#c, part) in row[..#row_len].chunks_exact_mut(#last_len).enumerate() {
+                    #first
+                    #vars
+                    #lanes {
+                        #read_acc
+                        *slot = #value;
+                    }
+                }
+            }
+        });
+    }
     // rows start at multiples of `row_len`: a row is a whole last axis, or a part of one
     // starting at `base % last_len`
     let whole_axis = last_len == row_len;
@@ -1517,6 +1555,8 @@ struct Epilogue {
     /// the store map and how many values it keeps contiguous from each multiple of that
     store: Option<(TokenStream, usize)>,
     rows: Option<TokenStream>,
+    /// the epilogue leaves the kernel's values as they are
+    identity: bool,
 }
 
 /// The row form of an epilogue (for the kernels that hand theirs whole output rows):
@@ -1533,6 +1573,22 @@ fn row_epilogue(epilogue: &Epilogue) -> TokenStream {
             }
         }
     })
+}
+
+/// The epilogue of a kernel that stores through a store map, for output rows of
+/// `row_len`: with its row form when there is one (`kernels::EpilogueRows`), else the
+/// per-element closure.
+fn store_epilogue(epilogue: &Epilogue, row_len: usize) -> TokenStream {
+    let apply = &epilogue.apply;
+    match &epilogue.rows {
+        Some(rows) if !epilogue.identity => {
+            let len = proc_macro2::Literal::usize_unsuffixed(row_len);
+            quote! {
+                ::dnnfusion::runtime::kernels::EpilogueRows { at: #apply, rows: #rows, len: #len }
+            }
+        }
+        _ => apply.clone(),
+    }
 }
 
 fn kernel_call(
@@ -1623,6 +1679,7 @@ fn kernel_call(
                     quote! { #k::matmul(#in0, #in1, #out, #geom, #rows_epi); }
                 }
                 Some((store, run)) => {
+                    let epi = store_epilogue(epilogue, n);
                     quote! { #k::matmul_to(#in0, #in1, #out, #geom, #epi, (#store, #run)); }
                 }
             }
@@ -1637,6 +1694,7 @@ fn kernel_call(
                     quote! { #k::matmul_panels(#in0, #in1, #out, (#m, #kk, #n), #rows_epi); }
                 }
                 Some((store, run)) => {
+                    let epi = store_epilogue(epilogue, *n);
                     quote! { #k::matmul_panels_to(#in0, #in1, #out, (#m, #kk, #n), #epi, (#store, #run)); }
                 }
             }

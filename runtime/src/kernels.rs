@@ -112,6 +112,67 @@ impl<F: Fn(usize) -> f32, R: Fn(usize, &mut [f32])> Source for ComputedRows<F, R
     }
 }
 
+/// A fused epilogue of a kernel that stores through a store map ([`matmul_to`],
+/// [`matmul_panels_to`]): output `i`'s value from the kernel's `v`, and whole rows at a
+/// time where it can ([`EpilogueRows`]). Every `Fn(usize, f32) -> f32` is one.
+pub trait Epilogue: Sync {
+    /// The value of output `i` from the kernel's `v`.
+    fn at(&self, i: usize, v: f32) -> f32;
+
+    /// The epilogue over `data`, outputs `base..` in place, rows of `width` (the
+    /// kernel's output rows: `base` a multiple of `width`). By default element by element.
+    #[inline(always)]
+    fn rows(&self, base: usize, data: &mut [f32], width: usize) {
+        let _ = width;
+        for (k, v) in data.iter_mut().enumerate() {
+            *v = self.at(base + k, *v);
+        }
+    }
+}
+
+impl<F: Fn(usize, f32) -> f32 + Sync> Epilogue for F {
+    #[inline(always)]
+    fn at(&self, i: usize, v: f32) -> f32 {
+        self(i, v)
+    }
+}
+
+/// An [`Epilogue`] with a row form: `at` per element, and `rows(base, row)` over one
+/// output row of `len` elements starting at a multiple of `len` (its indices but the last
+/// computed once per row, so the loop vectorizes), run from code compiled for AVX2 where
+/// the CPU has it. Rows of another width take `at`.
+pub struct EpilogueRows<F, R> {
+    /// output `i` from the kernel's value
+    pub at: F,
+    /// one row of `len` outputs from `base`, in place
+    pub rows: R,
+    /// the row length `rows` is written for
+    pub len: usize,
+}
+
+impl<F, R> Epilogue for EpilogueRows<F, R>
+where
+    F: Fn(usize, f32) -> f32 + Sync,
+    R: Fn(usize, &mut [f32]) + Sync,
+{
+    #[inline(always)]
+    fn at(&self, i: usize, v: f32) -> f32 {
+        (self.at)(i, v)
+    }
+
+    #[inline(always)]
+    fn rows(&self, base: usize, data: &mut [f32], width: usize) {
+        let whole = width == self.len && width > 0;
+        if whole && base.is_multiple_of(width) && data.len().is_multiple_of(width) {
+            each_row_on(crate::simd::avx2_fma(), data, width, base, &self.rows);
+        } else {
+            for (k, v) in data.iter_mut().enumerate() {
+                *v = (self.at)(base + k, *v);
+            }
+        }
+    }
+}
+
 /// The identity epilogue, for a kernel whose result is stored as computed.
 #[inline(always)]
 pub fn store(_index: usize, value: f32) -> f32 {
@@ -663,7 +724,7 @@ pub fn matmul_panels_to(
     panels: &[f32],
     out: &mut [f32],
     (m, k, n): (usize, usize, usize),
-    epi: impl Fn(usize, f32) -> f32,
+    epi: impl Epilogue,
     (store, run): (impl Fn(usize) -> usize, usize),
 ) {
     let simd = crate::simd::avx2_fma();
@@ -674,14 +735,14 @@ pub fn matmul_panels_to(
         let threads = crate::threads::current();
         if threads > 1 && m * k * n >= PARALLEL_MIN_MACS {
             let rows = m.div_ceil(threads).div_ceil(MAX_TILE_ROWS) * MAX_TILE_ROWS;
-            let parts = crate::threads::map_parts(m.div_ceil(rows), |i| {
+            let mut parts = crate::threads::map_parts(m.div_ceil(rows), |i| {
                 let (r0, r1) = (i * rows, m.min((i + 1) * rows));
                 let mut part = alloc::vec![0.0f32; (r1 - r0) * n];
                 gemm_panels(simd, &a[r0 * k..r1 * k], panels, &mut part, (r1 - r0, k, n));
                 part
             });
-            for (i, part) in parts.iter().enumerate() {
-                store_runs(part, i * rows * n, out, &epi, (&store, run));
+            for (i, part) in parts.iter_mut().enumerate() {
+                store_runs(part, i * rows * n, out, (&epi, n), (&store, run));
             }
             return;
         }
@@ -697,7 +758,7 @@ pub fn matmul_panels_to(
                 let first = j0 / PANEL;
                 let sub = &panels[first * k * PANEL..];
                 gemm_panels(simd, &a[i * k..(i + 1) * k], sub, part, (1, k, width));
-                store_runs(part, i * n + j0, out, &epi, (&store, run));
+                store_runs(part, i * n + j0, out, (&epi, n), (&store, run));
             }
         }
         return;
@@ -712,30 +773,34 @@ pub fn matmul_panels_to(
             part,
             (count, k, n),
         );
-        store_runs(part, i0 * n, out, &epi, (&store, run));
+        store_runs(part, i0 * n, out, (&epi, n), (&store, run));
     }
 }
 
-/// Stores `values` (outputs `base..`) through `epi` at `out[store(i)]`, asking `store`
-/// only at multiples of `run` (the `run` values from there land contiguous); a run of 1
-/// asks it for every value.
+/// Stores `values` (outputs `base..`, in rows of `width`) through `epi` at
+/// `out[store(i)]`, asking `store` only at multiples of `run` (the `run` values from there
+/// land contiguous); a run of 1 asks it for every value. The epilogue runs first, over
+/// `values` in place (a row epilogue vectorizes there), then the runs are copied.
 fn store_runs(
-    values: &[f32],
+    values: &mut [f32],
     base: usize,
     out: &mut [f32],
-    epi: &impl Fn(usize, f32) -> f32,
+    (epi, width): (&impl Epilogue, usize),
     (store, run): (&impl Fn(usize) -> usize, usize),
 ) {
-    let run = run.max(1);
+    epi.rows(base, values, width);
+    if run <= 1 {
+        for (t, &v) in values.iter().enumerate() {
+            out[store(base + t)] = v;
+        }
+        return;
+    }
     let (mut o, mut done) = (base, 0);
     while done < values.len() {
         let into = o % run;
         let len = (run - into).min(values.len() - done);
         let at = store(o - into) + into;
-        let dst = &mut out[at..at + len];
-        for (t, (slot, &v)) in dst.iter_mut().zip(&values[done..done + len]).enumerate() {
-            *slot = epi(o + t, v);
-        }
+        out[at..at + len].copy_from_slice(&values[done..done + len]);
         o += len;
         done += len;
     }
@@ -854,7 +919,7 @@ pub fn matmul_to(
     b: &[f32],
     out: &mut [f32],
     g: &MatMulGeom<'_>,
-    epi: impl Fn(usize, f32) -> f32,
+    epi: impl Epilogue,
     (store, run): (impl Fn(usize) -> usize, usize),
 ) {
     const CHUNK: usize = 64;
@@ -871,7 +936,7 @@ pub fn matmul_to(
             walk(g.batch, [g.a_batch_strides, g.b_batch_strides], |_, at| {
                 starts.push(at)
             });
-            let parts = crate::threads::map_parts(batches, |i| {
+            let mut parts = crate::threads::map_parts(batches, |i| {
                 let [ia, ib] = starts[i];
                 let mut part = alloc::vec![0.0f32; m * n];
                 gemm(
@@ -883,8 +948,8 @@ pub fn matmul_to(
                 );
                 part
             });
-            for (batch, part) in parts.iter().enumerate() {
-                store_runs(part, batch * m * n, out, &epi, (&store, run));
+            for (batch, part) in parts.iter_mut().enumerate() {
+                store_runs(part, batch * m * n, out, (&epi, n), (&store, run));
             }
             return;
         }
@@ -904,7 +969,7 @@ pub fn matmul_to(
                     let count = rows.min(m - i0);
                     let part = &mut block[..count * n];
                     gemm(true, &a[i0 * k..(i0 + count) * k], b, part, (count, k, n));
-                    store_runs(part, (batch * m + i0) * n, out, &epi, (&store, run));
+                    store_runs(part, (batch * m + i0) * n, out, (&epi, n), (&store, run));
                 }
                 return;
             }
@@ -931,7 +996,7 @@ pub fn matmul_to(
                         } else {
                             at + 1
                         };
-                        out[at] = epi(o, v);
+                        out[at] = epi.at(o, v);
                     }
                     j0 += width;
                 }
@@ -951,14 +1016,14 @@ pub fn linear_to(
     rows: usize,
     in_features: usize,
     out_features: usize,
-    epi: impl Fn(usize, f32) -> f32,
+    epi: impl Epilogue,
     store: impl Fn(usize) -> usize,
 ) {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::linear_avx2_fits(rows, out_features) && crate::simd::avx2_fma() {
         let sink = |r: usize, o: usize, v: f32| {
             let i = r * out_features + o;
-            out[store(i)] = epi(i, bias.map_or(0.0, |b| b[o]) + v);
+            out[store(i)] = epi.at(i, bias.map_or(0.0, |b| b[o]) + v);
         };
         // SAFETY: as in `linear`.
         #[allow(unsafe_code)]
@@ -972,7 +1037,7 @@ pub fn linear_to(
             let xr = &x[r * in_features..(r + 1) * in_features];
             dots_blocked(xr, w, out_features, |o, v| {
                 let i = r * out_features + o;
-                out[store(i)] = epi(i, bias.map_or(0.0, |b| b[o]) + v);
+                out[store(i)] = epi.at(i, bias.map_or(0.0, |b| b[o]) + v);
             });
         }
         return;
@@ -991,7 +1056,7 @@ pub fn linear_to(
             }
             for (j, &v) in acc[..width].iter().enumerate() {
                 let i = r * out_features + o0 + j;
-                out[store(i)] = epi(i, v);
+                out[store(i)] = epi.at(i, v);
             }
             o0 += width;
         }
