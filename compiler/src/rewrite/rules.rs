@@ -142,7 +142,25 @@ pub fn nonneg(g: &Graph, v: ValueId, depth: usize) -> bool {
             .inputs
             .get(1..)
             .is_some_and(|xs| xs.iter().all(|&x| nonneg(g, x, depth - 1))),
-        _ => false,
+        // weights laid out again (zero padding), a running sum of nonnegative values
+        Op::PackPanels | Op::TileConvWeights { .. } | Op::Cumsum { .. } => first(n),
+        // signs mixed by the op, or not looked into (a pad's value, a resampling's weights)
+        Op::Binary(BinaryOp::Sub | BinaryOp::Div | BinaryOp::Pow)
+        | Op::Prelu
+        | Op::Linear
+        | Op::MatMul
+        | Op::MatMulPanels { .. }
+        | Op::WinogradWeights
+        | Op::Conv2d(_)
+        | Op::ConvTranspose2d(_)
+        | Op::LogSoftmax { .. }
+        | Op::LayerNorm { .. }
+        | Op::BatchNorm { .. }
+        | Op::GroupNorm { .. }
+        | Op::InstanceNorm { .. }
+        | Op::Pad { .. }
+        | Op::Resize(ResizeMode::Bilinear { .. })
+        | Op::Resample(_) => false,
     }
 }
 
