@@ -1209,11 +1209,10 @@ const CALL_TILES_LEN: usize = 16384;
 const BLOCKED_ROWS_LEN: usize = stack_floats(4096, 576);
 
 /// The register tile [`conv2d_blocked`] runs for `g`, as (output channels, output
-/// columns): two by eight (`simd::conv_tile_2x8`) when the taps of a row are consecutive
-/// inputs (unit stride and dilation along the row), else four by four
-/// (`simd::conv_tile_4x4`).
+/// columns): two by eight (`simd::conv_tile_2x8`) for dilation 1 and stride 1 or 2 along
+/// the row on rows of at least 8 outputs, else four by four (`simd::conv_tile_4x4`).
 fn blocked_tile(g: &Conv2dGeom) -> (usize, usize) {
-    if g.stride_w == 1 && g.dilation_w == 1 {
+    if g.dilation_w == 1 && (g.stride_w == 1 || g.stride_w == 2) && g.ow >= 8 {
         (2, 8)
     } else {
         (4, 4)
@@ -1221,9 +1220,13 @@ fn blocked_tile(g: &Conv2dGeom) -> (usize, usize) {
 }
 
 /// The width of [`conv2d_blocked`]'s packed rows: every column an output row reads, from
-/// `-pad_left` on, plus what a last register tile reads past the row's end.
+/// `-pad_left` on, plus (four-by-four tiles) what a last tile reads past the row's end;
+/// the last two-by-eight tile ends flush with the row instead, overlapping the one before.
 fn blocked_row_width(g: &Conv2dGeom) -> usize {
-    (g.ow + blocked_tile(g).1 - 1) * g.stride_w + (g.kw - 1) * g.dilation_w + 1
+    match blocked_tile(g) {
+        (2, _) => (g.ow - 1) * g.stride_w + g.kw,
+        _ => (g.ow + 3) * g.stride_w + (g.kw - 1) * g.dilation_w + 1,
+    }
 }
 
 /// True when [`conv2d_blocked`] can run `g`: one input channel's window rows fit its
@@ -1303,29 +1306,43 @@ fn conv2d_blocked(
                             dilation: g.dilation_w,
                             stride: g.stride_w,
                         };
-                        for ox0 in (0..g.ow).step_by(tile_ox) {
-                            let cols = tile_ox.min(g.ow - ox0);
-                            let mut store = |c: usize, row: &[f32]| {
-                                let at = (first + oc + c) * plane + oy * g.ow + ox0;
-                                // the first channel chunk starts from the bias
+                        // stores columns `cols` of a tile's row from `ox0`; the first
+                        // channel chunk starts from the bias
+                        let mut store =
+                            |c: usize, ox0: usize, cols: core::ops::Range<usize>, row: &[f32]| {
+                                let at = (first + oc + c) * plane + oy * g.ow + ox0 + cols.start;
                                 let b = match (c0, bias) {
                                     (0, Some(b)) => Some(b[grp * cout_g + oc + c]),
                                     (0, None) => Some(0.0),
                                     _ => None,
                                 };
-                                store_sums(&mut out[at..at + cols], &row[..cols], b);
+                                store_sums(&mut out[at..at + cols.len()], &row[cols], b);
                             };
-                            if tile_oc == 2 {
+                        if tile_oc == 2 {
+                            // the last tile overlaps the one before: only its new columns
+                            // are stored
+                            let mut done = 0;
+                            for ox0 in crate::simd::tile_starts(g.ow, tile_ox) {
                                 let weights = [channel(0), channel(1)];
-                                let sums = crate::simd::conv_tile_2x8(weights, packed, &shape, ox0);
+                                let sums = if g.stride_w == 1 {
+                                    crate::simd::conv_tile_2x8::<1, 8>(weights, packed, &shape, ox0)
+                                } else {
+                                    crate::simd::conv_tile_2x8::<2, 15>(
+                                        weights, packed, &shape, ox0,
+                                    )
+                                };
                                 for (c, row) in sums.iter().enumerate().take(real) {
-                                    store(c, row);
+                                    store(c, ox0, done - ox0..tile_ox, row);
                                 }
-                            } else {
+                                done = ox0 + tile_ox;
+                            }
+                        } else {
+                            for ox0 in (0..g.ow).step_by(tile_ox) {
                                 let weights = [channel(0), channel(1), channel(2), channel(3)];
                                 let sums = crate::simd::conv_tile_4x4(weights, packed, &shape, ox0);
+                                let cols = tile_ox.min(g.ow - ox0);
                                 for (c, row) in sums.iter().enumerate().take(real) {
-                                    store(c, row);
+                                    store(c, ox0, 0..cols, row);
                                 }
                             }
                         }

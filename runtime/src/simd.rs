@@ -550,39 +550,41 @@ fn full_rows<const UNIT: bool>(
     ]
 }
 
-/// The register tile of `kernels::conv2d_blocked` for unit stride and dilation along the
-/// row: two output channels (weights `w[c]`, `[c_in / groups, kh, kw]` each) by eight
-/// output columns from `ox0`, `sums[c][j] = sum of w[c][(ic, ky, kx)] *
-/// packed[(ic - c0, ky - ky0) row][ox0 + j + kx]`, in sixteen registers. Per tap two weights and eight
-/// consecutive inputs feed sixteen multiply-adds. Rows of 3 and 5 taps are written out
-/// ([`row_taps_2x8`]): the taps of a row share their inputs, so such a row loads 10 or 12
-/// inputs instead of 24 or 40 (a scalar FPU's compiler at opt-level "s" unrolls no loop).
-/// Each sum runs in order of the taps from 0. The packed rows are checked once to hold the
-/// last value read, then read without bounds checks.
+/// The register tile of `kernels::conv2d_blocked` for dilation 1 and stride `S` (1 or 2)
+/// along the row: two output channels (weights `w[c]`, `[c_in / groups, kh, kw]` each) by
+/// eight output columns from `ox0`, `sums[c][j] = sum of w[c][(ic, ky, kx)] *
+/// packed[(ic - c0, ky - ky0) row][(ox0 + j) * S + kx]`, in sixteen registers. Per tap two
+/// weights and eight inputs (`XSPAN = 7 * S + 1` floats from the first) feed sixteen
+/// multiply-adds. At stride 1, rows of 3 and 5 taps are written out ([`row_taps_2x8`]):
+/// the taps of a row share their inputs, so such a row loads 10 or 12 inputs instead of 24
+/// or 40 (a scalar FPU's compiler at opt-level "s" unrolls no loop). Each sum runs in
+/// order of the taps from 0. The packed rows are checked once to hold the last value read,
+/// then read without bounds checks.
 #[inline(never)]
-pub(crate) fn conv_tile_2x8(
+pub(crate) fn conv_tile_2x8<const S: usize, const XSPAN: usize>(
     [w0, w1]: [&[f32]; 2],
     packed: &[f32],
     t: &ConvTile,
     ox0: usize,
 ) -> [[f32; 8]; 2] {
-    debug_assert!(t.stride == 1 && t.dilation == 1);
+    debug_assert!(t.stride == S && t.dilation == 1 && XSPAN == 7 * S + 1);
     if t.count == 0 || t.rows == 0 || t.kw == 0 {
         return [[0.0; 8]; 2];
     }
-    // the last input read: row (count - 1, rows - 1), column ox0 + 7 + kw - 1; all
+    // the last input read: row (count - 1, rows - 1), column (ox0 + 7) * S + kw - 1; all
     // arithmetic checked, so the cut proves every read in bounds
     let last = (t.count * t.rows - 1)
         .checked_mul(t.wp)
-        .and_then(|v| v.checked_add(ox0.checked_add(6)?.checked_add(t.kw)?))
+        .and_then(|v| v.checked_add(ox0.checked_add(7)?.checked_mul(S)?))
+        .and_then(|v| v.checked_add(t.kw - 1))
         .unwrap_or(usize::MAX);
     let packed = &packed[..last.saturating_add(1)];
     let w = [w0, w1];
     let [s00, s01, s02, s03, s04, s05, s06, s07, s10, s11, s12, s13, s14, s15, s16, s17] =
-        match t.kw {
-            3 => rows_2x8::<3>(w, packed, t, ox0),
-            5 => rows_2x8::<5>(w, packed, t, ox0),
-            _ => rows_2x8::<0>(w, packed, t, ox0),
+        match (S, t.kw) {
+            (1, 3) => rows_2x8::<1, XSPAN, 3>(w, packed, t, ox0),
+            (1, 5) => rows_2x8::<1, XSPAN, 5>(w, packed, t, ox0),
+            _ => rows_2x8::<S, XSPAN, 0>(w, packed, t, ox0),
         };
     [
         [s00, s01, s02, s03, s04, s05, s06, s07],
@@ -590,11 +592,11 @@ pub(crate) fn conv_tile_2x8(
     ]
 }
 
-/// The loop of [`conv_tile_2x8`] over the packed rows, for rows of `KW` taps (3 or 5,
-/// written out by [`row_taps_2x8`]) or of any length (`KW == 0`, a loop over the taps).
-/// `packed` holds the last value the tile reads (its caller cut it there).
+/// The loop of [`conv_tile_2x8`] over the packed rows, for rows of `KW` taps (3 or 5 at
+/// stride 1, written out by [`row_taps_2x8`]) or of any length (`KW == 0`, a loop over the
+/// taps). `packed` holds the last value the tile reads (its caller cut it there).
 #[inline(always)]
-fn rows_2x8<const KW: usize>(
+fn rows_2x8<const S: usize, const XSPAN: usize, const KW: usize>(
     [w0, w1]: [&[f32]; 2],
     packed: &[f32],
     t: &ConvTile,
@@ -606,14 +608,14 @@ fn rows_2x8<const KW: usize>(
         let from = ((t.c0 + ic) * t.kh + t.ky0) * kw;
         let (c0, c1) = (&w0[from..from + t.rows * kw], &w1[from..from + t.rows * kw]);
         // packed row (ic, r) starts at (ic * rows + r) * wp
-        let mut at = ic * t.rows * t.wp + ox0;
+        let mut at = ic * t.rows * t.wp + ox0 * S;
         // (not `zip`: at opt-level "s" its constructor stays a call per channel)
         let mut rows1 = c1.chunks_exact(kw);
         for r0 in c0.chunks_exact(kw) {
             let Some(r1) = rows1.next() else { break };
-            // SAFETY: `at = row * wp + ox0` with row <= count * rows - 1, so `at + kw + 6
-            // <= last < packed.len()` (the caller's cut): the `kw + 7` floats from `at`
-            // lie in `packed`, and the rows `r0`, `r1` hold `kw` weights.
+            // SAFETY: `at = row * wp + ox0 * S` with row <= count * rows - 1, so `at + 7 *
+            // S + kw - 1 <= last < packed.len()` (the caller's cut): the `7 * S + kw`
+            // floats from `at` lie in `packed`, and the rows `r0`, `r1` hold `kw` weights.
             #[allow(unsafe_code)]
             unsafe {
                 let x = packed.as_ptr().add(at);
@@ -622,9 +624,9 @@ fn rows_2x8<const KW: usize>(
                     5 => row_taps_2x8::<5, 12>(&mut s, (r0, r1), x),
                     _ => {
                         for (kx, (&a0, &a1)) in r0.iter().zip(r1).enumerate() {
-                            // with kx <= kw - 1: `at + kx + 7 <= last`
-                            let x = x.add(kx).cast::<[f32; 8]>().read();
-                            tap_2x8!(s, a0, a1, x, 0);
+                            // with kx <= kw - 1: `at + kx + 7 * S <= last`
+                            let x = x.add(kx).cast::<[f32; XSPAN]>().read();
+                            tap_2x8!(s, a0, a1, x, 0, S);
                         }
                     }
                 }
@@ -635,34 +637,34 @@ fn rows_2x8<const KW: usize>(
     s
 }
 
-/// One tap of [`conv_tile_2x8`]: weights `$a0`, `$a1` times the eight inputs from `$x[$k]`
-/// into the sums `$s` (`[f32; 16]`, channel-major), at constant indices (so the sums stay
-/// in registers).
+/// One tap of [`conv_tile_2x8`]: weights `$a0`, `$a1` times the eight inputs `$x[$k + j *
+/// $st]` into the sums `$s` (`[f32; 16]`, channel-major), at constant indices (so the sums
+/// stay in registers).
 macro_rules! tap_2x8 {
-    ($s:ident, $a0:expr, $a1:expr, $x:ident, $k:expr) => {{
+    ($s:ident, $a0:expr, $a1:expr, $x:ident, $k:expr, $st:expr) => {{
         let (a0, a1) = ($a0, $a1);
         $s[0] += a0 * $x[$k];
-        $s[1] += a0 * $x[$k + 1];
-        $s[2] += a0 * $x[$k + 2];
-        $s[3] += a0 * $x[$k + 3];
-        $s[4] += a0 * $x[$k + 4];
-        $s[5] += a0 * $x[$k + 5];
-        $s[6] += a0 * $x[$k + 6];
-        $s[7] += a0 * $x[$k + 7];
+        $s[1] += a0 * $x[$k + $st];
+        $s[2] += a0 * $x[$k + 2 * $st];
+        $s[3] += a0 * $x[$k + 3 * $st];
+        $s[4] += a0 * $x[$k + 4 * $st];
+        $s[5] += a0 * $x[$k + 5 * $st];
+        $s[6] += a0 * $x[$k + 6 * $st];
+        $s[7] += a0 * $x[$k + 7 * $st];
         $s[8] += a1 * $x[$k];
-        $s[9] += a1 * $x[$k + 1];
-        $s[10] += a1 * $x[$k + 2];
-        $s[11] += a1 * $x[$k + 3];
-        $s[12] += a1 * $x[$k + 4];
-        $s[13] += a1 * $x[$k + 5];
-        $s[14] += a1 * $x[$k + 6];
-        $s[15] += a1 * $x[$k + 7];
+        $s[9] += a1 * $x[$k + $st];
+        $s[10] += a1 * $x[$k + 2 * $st];
+        $s[11] += a1 * $x[$k + 3 * $st];
+        $s[12] += a1 * $x[$k + 4 * $st];
+        $s[13] += a1 * $x[$k + 5 * $st];
+        $s[14] += a1 * $x[$k + 6 * $st];
+        $s[15] += a1 * $x[$k + 7 * $st];
     }};
 }
 use tap_2x8;
 
-/// A row of `KW` (3 or 5) taps of [`conv_tile_2x8`] written out: its `SPAN = KW + 7`
-/// inputs loaded once, each tap reading eight of them from its offset.
+/// A row of `KW` (3 or 5) taps of [`conv_tile_2x8`] at stride 1 written out: its `SPAN =
+/// KW + 7` inputs loaded once, each tap reading eight of them from its offset.
 ///
 /// # Safety
 ///
@@ -679,12 +681,12 @@ unsafe fn row_taps_2x8<const KW: usize, const SPAN: usize>(
     // alignment of `f32`.
     let x = unsafe { x.cast::<[f32; SPAN]>().read() };
     let (w0, w1) = (&w0[..KW], &w1[..KW]);
-    tap_2x8!(s, w0[0], w1[0], x, 0);
-    tap_2x8!(s, w0[1], w1[1], x, 1);
-    tap_2x8!(s, w0[2], w1[2], x, 2);
+    tap_2x8!(s, w0[0], w1[0], x, 0, 1);
+    tap_2x8!(s, w0[1], w1[1], x, 1, 1);
+    tap_2x8!(s, w0[2], w1[2], x, 2, 1);
     if KW == 5 {
-        tap_2x8!(s, w0[3], w1[3], x, 3);
-        tap_2x8!(s, w0[4], w1[4], x, 4);
+        tap_2x8!(s, w0[3], w1[3], x, 3, 1);
+        tap_2x8!(s, w0[4], w1[4], x, 4, 1);
     }
 }
 
