@@ -238,6 +238,17 @@ op_cases! {
             (cumsum(x, 1), cumsum(x, 0, exclusive = true), cumsum(x, -1, reverse = true, exclusive = true))
         }
     }
+    scans {
+        model Case(x: [3, 4, 5]) -> (a: [3, 4, 5], b: [3, 4, 5], c: [3, 4, 5], d: [3, 4, 5], e: [3, 4, 5], f: [3, 4, 5]) {
+            let a = cumprod(x * 0.5 + 1.0, 2);
+            let b = cummax(x, 1, reverse = true);
+            let c = cummin(x, 0, exclusive = true);
+            let d = logcumsumexp(x * 40.0, -1);
+            let e = logcumsumexp(x, 1, exclusive = true, reverse = true);
+            let f = cumsum(cummax(x, 2), 0);
+            (a, b, c, d, e, f)
+        }
+    }
     reductions_onnx {
         model Case(x: [2, 3, 4], pos: [2, 3, 4]) -> (a: [2, 4], b: [2, 1, 1], c: [3], d: [], e: [2, 3, 1]) {
             (reduce_l1(x, axes = 1), reduce_l2(x, axes = [1, 2], keepdims = true), reduce_sum_square(x, axes = [0, -1]), reduce_log_sum(pos), reduce_log_sum_exp(x * 30.0, axes = -1, keepdims = true))

@@ -728,7 +728,7 @@ pub fn infer(op: &Op, inputs: &[&[usize]], given: &[usize]) -> Result<Vec<usize>
                 })
                 .collect())
         }
-        Op::Softmax { axis } | Op::LogSoftmax { axis } | Op::Cumsum { axis, .. } => {
+        Op::Softmax { axis } | Op::LogSoftmax { axis } | Op::Scan { axis, .. } => {
             let [x] = operands(name, inputs)?;
             expect_axis(name, x, *axis)?;
             Ok(x.to_vec())

@@ -1935,16 +1935,12 @@ fn kernel_call(
             let e = f32_lit(spec.extrapolation);
             quote! { #k::resample(#in0, &[#(#s0),*], #out, &[#(#out_shape),*], &[#(#axes),*], #e); }
         }
-        Op::Cumsum {
+        Op::Scan {
+            kind,
             axis,
             exclusive,
             reverse,
-        } => {
-            let outer = product(s0.get(..*axis).unwrap_or(&[]));
-            let len = dim(s0, *axis);
-            let inner = product(s0.get(axis + 1..).unwrap_or(&[]));
-            quote! { #k::cumsum(#in0, #out, #outer, #len, #inner, #exclusive, #reverse); }
-        }
+        } => crate::ops::scan::kernel_call(&k, *kind, &in0, out, s0, *axis, *exclusive, *reverse),
     }
 }
 

@@ -565,7 +565,7 @@ pub fn translates(op: &Op) -> bool {
         | Op::InstanceNorm { .. }
         | Op::Gather { .. }
         | Op::Resample(_)
-        | Op::Cumsum { .. } => false,
+        | Op::Scan { .. } => false,
     }
 }
 

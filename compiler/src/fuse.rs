@@ -91,9 +91,10 @@ pub fn is_translatable(op: &Op) -> bool {
 }
 
 /// True when the op's kernel takes an epilogue applied before its store: every
-/// Many-to-Many op of the mapping-type table except `cumsum` (its kernel scans in place).
+/// Many-to-Many op of the mapping-type table except the scans (their kernel reads back
+/// its own output).
 pub fn takes_epilogue(op: &Op) -> bool {
-    classify_op(op, true) == MappingType::ManyToMany && !matches!(op, Op::Cumsum { .. })
+    classify_op(op, true) == MappingType::ManyToMany && !matches!(op, Op::Scan { .. })
 }
 
 /// True for the ops whose element at an index reads their main operand at the same index.

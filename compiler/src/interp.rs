@@ -770,13 +770,20 @@ fn eval_refs(op: &Op, xs: &[&ArrayD<f32>], out_shape: &[usize]) -> Result<ArrayD
             let [x] = exactly(xs)?;
             resample(spec, x, out_shape)?
         }
-        Op::Cumsum {
+        Op::Scan {
+            kind,
             axis,
             exclusive,
             reverse,
         } => {
             let [x] = exactly(xs)?;
-            cumsum(x, *axis, *exclusive, *reverse)?
+            let values: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+            let scanned =
+                crate::ops::scan::evaluate(*kind, &values, x.shape(), *axis, *exclusive, *reverse);
+            let Some(scanned) = scanned else {
+                return fail(format!("{}: axis {axis} of {:?}", kind.name(), x.shape()));
+            };
+            from_vec(x.shape(), scanned.into_iter().map(|v| v as f32).collect())?
         }
     };
     // the evaluation and the one shape inference must agree on every op
@@ -2320,33 +2327,6 @@ fn resize(x: &ArrayD<f32>, mode: ResizeMode, out_shape: &[usize]) -> Result<Arra
 }
 
 /// ONNX CumSum along `axis`.
-fn cumsum(x: &ArrayD<f32>, axis: usize, exclusive: bool, reverse: bool) -> Result<ArrayD<f32>> {
-    let shape = x.shape();
-    let len = dim(shape, axis)?;
-    let outer = product(dims_before(shape, axis));
-    let inner = product(dims_from(shape, axis + 1));
-    let xd = row_major(x);
-    let mut out = vec![0.0f64; xd.len()];
-    for o in 0..outer {
-        for i in 0..inner {
-            let mut running = 0.0f64;
-            for step in 0..len {
-                let k = if reverse { len - 1 - step } else { step };
-                let flat = (o * len + k) * inner + i;
-                let v = f64::from(at(&xd, flat)?);
-                if exclusive {
-                    *at_mut(&mut out, flat)? = running;
-                    running += v;
-                } else {
-                    running += v;
-                    *at_mut(&mut out, flat)? = running;
-                }
-            }
-        }
-    }
-    from_vec(shape, out.into_iter().map(|v| v as f32).collect())
-}
-
 #[cfg(test)]
 #[allow(
     clippy::indexing_slicing,
@@ -3665,7 +3645,8 @@ mod tests {
         let x = t(&[5], &[1.0, 2.0, 3.0, 4.0, 5.0]);
         let cs = |exclusive, reverse| {
             eval1(
-                Op::Cumsum {
+                Op::Scan {
+                    kind: crate::ir::ScanKind::Sum,
                     axis: 0,
                     exclusive,
                     reverse,
@@ -3679,7 +3660,8 @@ mod tests {
         assert_eq!(cs(true, true), t(&[5], &[14.0, 12.0, 9.0, 5.0, 0.0]));
         let m = seq(&[2, 3]);
         let y = eval1(
-            Op::Cumsum {
+            Op::Scan {
+                kind: crate::ir::ScanKind::Sum,
                 axis: 0,
                 exclusive: false,
                 reverse: false,
@@ -3688,7 +3670,8 @@ mod tests {
         );
         assert_eq!(y, t(&[2, 3], &[0.0, 1.0, 2.0, 3.0, 5.0, 7.0]));
         let y = eval1(
-            Op::Cumsum {
+            Op::Scan {
+                kind: crate::ir::ScanKind::Sum,
                 axis: 1,
                 exclusive: false,
                 reverse: false,

@@ -120,6 +120,8 @@ pub use crate::ops::binary::BinaryOp;
 
 pub use crate::ops::reduce::ReduceKind;
 
+pub use crate::ops::scan::ScanKind;
+
 /// Attributes of `conv2d`. Weight `[out, in / groups, kh, kw]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2d {
@@ -585,9 +587,11 @@ pub enum Op {
     Resize(ResizeMode),
     /// `[x]`: ONNX `Resize` on any axes (output lengths are the output value's shape).
     Resample(Box<Resample>),
-    /// `[x]`: running sum along `axis`.
-    Cumsum {
-        /// the summed axis
+    /// `[x]`: a running fold along `axis` (`cumsum`, `cumprod`, ...), same shape.
+    Scan {
+        /// the function
+        kind: ScanKind,
+        /// the scanned axis
         axis: usize,
         /// each output excludes its own element
         exclusive: bool,
@@ -649,7 +653,7 @@ impl Op {
             Op::Gather { .. } => "gather",
             Op::Expand => "expand",
             Op::Resize(_) | Op::Resample(_) => "resize",
-            Op::Cumsum { .. } => "cumsum",
+            Op::Scan { kind, .. } => kind.name(),
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::lower::{as_f64, Eval, Lowerer, Reported, Val};
 
 pub mod binary;
 pub mod reduce;
+pub mod scan;
 pub mod unary;
 
 /// One built-in op of the DSL: its name, signature and the parameters it creates, for
@@ -67,7 +68,6 @@ signatures! {
     "embedding" => "indices, num_embeddings, embedding_dim"; params "weight [num_embeddings, embedding_dim]",
     "expand" => "x, shape", "tile" => "x, repeats",
     "depth_to_space" => "x, blocksize, mode = \"DCR\"", "space_to_depth" => "x, blocksize, mode = \"DCR\"", "resize" => "x, size = [h, w] | scale = s, mode = \"nearest\", align_corners = false; or (ONNX) x, sizes = [per axis] and/or scales = [per axis], mode = \"nearest\" | \"linear\" | \"cubic\", coordinate_transformation_mode = \"half_pixel\", nearest_mode = \"round_prefer_floor\", cubic_coeff_a = -0.75, exclude_outside = false, antialias = false, roi = [starts, ends], extrapolation_value = 0.0",
-    "cumsum" => "x, axis, exclusive = false, reverse = false",
     "param" => "shape"; params "the binding's name itself, of `shape`",
     "dropout" => "x, p = 0.5, *, training = false, inplace = false", "identity" => "x",
 }
@@ -108,13 +108,17 @@ pub fn reference_markdown() -> String {
 /// in [`unary`]), then the rest, the reduce functions ([`reduce`]) among them (the
 /// README's op list and op reference are checked against this).
 pub fn ops() -> impl Iterator<Item = OpSignature> {
-    // the reduce functions (their rows in [`reduce`]) after the poolings
-    let at = OTHER_OPS.iter().position(|o| o.name == "softmax");
-    let (pools, rest) = OTHER_OPS.split_at(at.unwrap_or(OTHER_OPS.len()));
+    // the reduce functions (their rows in [`reduce`]) after the poolings, the scan
+    // functions ([`scan`]) after the layout ops
+    let at = |ops: &[OpSignature], name: &str| ops.iter().position(|o| o.name == name);
+    let (pools, rest) = OTHER_OPS.split_at(at(OTHER_OPS, "softmax").unwrap_or(OTHER_OPS.len()));
+    let (layout, last) = rest.split_at(at(rest, "param").unwrap_or(rest.len()));
     let first = unary::SIGNATURES.iter().flatten().chain(pools).copied();
     first
         .chain(reduce::signatures())
-        .chain(rest.iter().copied())
+        .chain(layout.iter().copied())
+        .chain(scan::signatures())
+        .chain(last.iter().copied())
 }
 
 /// True when `name` is a built-in op.
@@ -700,6 +704,9 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
     }
     if let Some(kind) = ReduceKind::named(name) {
         return reduce_call(b, name, kind);
+    }
+    if let Some(kind) = ScanKind::named(name) {
+        return scan::bind(b, kind);
     }
     let val = match name {
         "gelu" => {
@@ -1711,23 +1718,6 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 ow,
             ];
             b.node(Op::Resize(mode), vec![x.0], out)?
-        }
-        "cumsum" => {
-            let x = b.tensor("x")?;
-            let shape = b.shape(x.0);
-            let (axis, s) = b.int("axis", None)?;
-            let axis = b.axis(axis, shape.len(), s)?;
-            let exclusive = b.boolean("exclusive", false)?;
-            let reverse = b.boolean("reverse", false)?;
-            b.node(
-                Op::Cumsum {
-                    axis,
-                    exclusive,
-                    reverse,
-                },
-                vec![x.0],
-                shape,
-            )?
         }
         "param" => {
             let Some((list, s)) = b.ints("shape")? else {

@@ -602,7 +602,8 @@ mod tests {
         );
         let c = node(
             &mut g,
-            Op::Cumsum {
+            Op::Scan {
+                kind: crate::ir::ScanKind::Sum,
                 axis: 0,
                 exclusive: false,
                 reverse: false,

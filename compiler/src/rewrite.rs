@@ -296,7 +296,8 @@ pub fn op_cost(op: &Op, inputs: &[&[usize]], out: &[usize]) -> Cost {
             first.saturating_mul(2).saturating_mul(per)
         }
         Op::MaxPool2d(p) | Op::AvgPool2d(p) => n.saturating_mul((p.kernel[0] * p.kernel[1]) as u64),
-        Op::GlobalAvgPool | Op::GlobalMaxPool | Op::Cumsum { .. } => first,
+        Op::GlobalAvgPool | Op::GlobalMaxPool => first,
+        Op::Scan { kind, .. } => first.saturating_mul(kind.facts().cost),
         Op::Reduce { kind, .. } => first.saturating_add(n.saturating_mul(kind.facts().finish_cost)),
         Op::Softmax { .. } | Op::LogSoftmax { .. } => n.saturating_mul(12),
         Op::LayerNorm { .. } | Op::GroupNorm { .. } | Op::InstanceNorm { .. } => {

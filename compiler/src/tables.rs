@@ -110,7 +110,7 @@ pub fn classify_op(op: &Op, same_shape: bool) -> MappingType {
         | Op::LayerNorm { .. }
         | Op::GroupNorm { .. }
         | Op::InstanceNorm { .. }
-        | Op::Cumsum { .. }
+        | Op::Scan { .. }
         // (every transformed weight reads the nine taps of its channel pair)
         | Op::WinogradWeights => ManyToMany,
         Op::Reshape(_) => Reorganize,
@@ -247,7 +247,7 @@ pub fn algebraic(op: &Op) -> bool {
         | Op::InstanceNorm { .. }
         | Op::Pad { .. }
         | Op::Resample(_)
-        | Op::Cumsum { .. }
+        | Op::Scan { .. }
         // load-time weight layout and its product: made after the rewrites (stage
         // `prepare`); no rule knows them
         | Op::MatMulPanels { .. }
@@ -367,7 +367,7 @@ rules! {
     identity_pool_unit_window: Identity, true, "max_pool2d / avg_pool2d with a 1x1 window, stride 1 -> x";
     identity_global_pool_unit: Identity, true, "global pooling of a 1x1 image -> x";
     identity_resize_same: Identity, true, "resize(x) (nearest) to its own size -> x";
-    identity_cumsum_unit_axis: Identity, true, "cumsum(x) along a length-1 axis -> x";
+    identity_scan_unit_axis: Identity, true, "cumsum(x) (any inclusive scan) along a length-1 axis -> x";
     cse_identical: Cse, true, "a node equal to an earlier one (op, operands, shape) -> the earlier one";
     cse_commuted: Cse, true, "b + a after a + b (also *, maximum, minimum) -> the earlier one";
     folding_mul_mul: Folding, true, "(x * a) * b -> x * (a * b)";

@@ -647,9 +647,9 @@ fn identity_resize_same() {
 }
 
 #[test]
-fn identity_cumsum_unit_axis() {
+fn identity_scan_unit_axis() {
     check(
-        "identity_cumsum_unit_axis",
+        "identity_scan_unit_axis",
         "(x: [2, 1, 3]) -> [2, 1, 3] { cumsum(exp(x), 1) }",
     );
 }

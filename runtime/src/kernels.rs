@@ -4363,9 +4363,26 @@ pub fn resample(
     }
 }
 
-/// Running sum along an axis of `[outer, len, inner]` (ONNX `CumSum`).
+/// The function [`scan`] folds along its axis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// running sum (`cumsum`)
+    Sum,
+    /// running product (`cumprod`)
+    Prod,
+    /// running maximum, NaN from the first NaN on (`cummax`)
+    Max,
+    /// running minimum, NaN from the first NaN on (`cummin`)
+    Min,
+    /// running `ln(sum(exp(x)))`, without overflow (`logcumsumexp`)
+    LogSumExp,
+}
+
+/// A running fold along the middle axis of `[outer, len, inner]`: element `k` folds
+/// elements `0..=k` (`0..k` when `exclusive`; counted from the end when `reverse`).
+/// Works a whole row of `inner` at a time, each from the row before it.
 #[allow(clippy::too_many_arguments)]
-pub fn cumsum(
+pub fn scan(
     x: &[f32],
     out: &mut [f32],
     outer: usize,
@@ -4373,21 +4390,55 @@ pub fn cumsum(
     inner: usize,
     exclusive: bool,
     reverse: bool,
+    kind: Scan,
 ) {
+    let rows = (outer, len, inner, exclusive, reverse);
+    match kind {
+        Scan::Sum => scan_rows(x, out, rows, 0.0, |a, b| a + b),
+        Scan::Prod => scan_rows(x, out, rows, 1.0, |a, b| a * b),
+        Scan::Max => scan_rows(x, out, rows, f32::NEG_INFINITY, math::max),
+        Scan::Min => scan_rows(x, out, rows, f32::INFINITY, math::min),
+        Scan::LogSumExp => scan_rows(x, out, rows, f32::NEG_INFINITY, log_add_exp),
+    }
+}
+
+/// `ln(exp(a) + exp(b))` without overflow; NaN if either is.
+fn log_add_exp(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        return f32::NAN;
+    }
+    let (hi, lo) = if a >= b { (a, b) } else { (b, a) };
+    if hi.is_infinite() {
+        hi
+    } else {
+        hi + math::ln(1.0 + math::exp(lo - hi))
+    }
+}
+
+/// [`scan`] with its fold: `rows` is `(outer, len, inner, exclusive, reverse)`.
+fn scan_rows(
+    x: &[f32],
+    out: &mut [f32],
+    rows: (usize, usize, usize, bool, bool),
+    start: f32,
+    step: impl Fn(f32, f32) -> f32,
+) {
+    let (outer, len, inner, exclusive, reverse) = rows;
     for o in 0..outer {
-        for i in 0..inner {
-            let mut acc = 0.0f32;
-            for step in 0..len {
-                let k = if reverse { len - 1 - step } else { step };
-                let at = (o * len + k) * inner + i;
-                if exclusive {
-                    out[at] = acc;
-                    acc += x[at];
-                } else {
-                    acc += x[at];
-                    out[at] = acc;
-                }
+        // the row before along the axis, once there is one
+        let mut before: Option<usize> = None;
+        for k in 0..len {
+            let at = (o * len + if reverse { len - 1 - k } else { k }) * inner;
+            for i in 0..inner {
+                let running = match before {
+                    Some(b) if exclusive => step(out[b + i], x[b + i]),
+                    Some(b) => step(out[b + i], x[at + i]),
+                    None if exclusive => start,
+                    None => step(start, x[at + i]),
+                };
+                out[at + i] = running;
             }
+            before = Some(at);
         }
     }
 }
@@ -4395,6 +4446,38 @@ pub fn cumsum(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// ONNX's `CumSum` examples, a running maximum along the outer axis of a matrix and
+    /// one along its rows with a NaN, and log-sum-exp where the definition overflows
+    /// (values worked by hand).
+    #[test]
+    fn scans_fold_along_the_axis() {
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0];
+        let mut out = [0.0f32; 5];
+        let mut cumsum = |exclusive, reverse| {
+            scan(&x, &mut out, 1, 5, 1, exclusive, reverse, Scan::Sum);
+            out
+        };
+        assert_eq!(cumsum(false, false), [1.0, 3.0, 6.0, 10.0, 15.0]);
+        assert_eq!(cumsum(true, false), [0.0, 1.0, 3.0, 6.0, 10.0]);
+        assert_eq!(cumsum(false, true), [15.0, 14.0, 12.0, 9.0, 5.0]);
+        assert_eq!(cumsum(true, true), [14.0, 12.0, 9.0, 5.0, 0.0]);
+        // [[1, 3, 2], [0, 9, f32::NAN]] along axis 0 (`inner` 3), exclusive
+        let m = [1.0, 3.0, 2.0, 0.0, 9.0, f32::NAN];
+        let mut out = [0.0f32; 6];
+        scan(&m, &mut out, 1, 2, 3, true, false, Scan::Max);
+        let inf = f32::INFINITY;
+        assert_eq!(out, [-inf, -inf, -inf, 1.0, 3.0, 2.0]);
+        // along the rows (`outer` 2), inclusive: NaN from the NaN on
+        scan(&m, &mut out, 2, 3, 1, false, false, Scan::Min);
+        assert_eq!(out[..5], [1.0, 1.0, 1.0, 0.0, 0.0]);
+        assert!(out[5].is_nan());
+        let big = [100.0f32, 100.0];
+        let mut out = [0.0f32; 2];
+        scan(&big, &mut out, 1, 2, 1, false, false, Scan::LogSumExp);
+        assert_eq!(out[0], 100.0);
+        assert!((out[1] - (100.0 + core::f32::consts::LN_2)).abs() < 1e-5);
+    }
 
     #[test]
     fn walk_visits_broadcast_offsets() {

@@ -142,8 +142,11 @@ pub fn nonneg(g: &Graph, v: ValueId, depth: usize) -> bool {
             .inputs
             .get(1..)
             .is_some_and(|xs| xs.iter().all(|&x| nonneg(g, x, depth - 1))),
-        // weights laid out again (zero padding), a running sum of nonnegative values
-        Op::PackPanels | Op::TileConvWeights { .. } | Op::Cumsum { .. } => first(n),
+        // weights laid out again (zero padding)
+        Op::PackPanels | Op::TileConvWeights { .. } => first(n),
+        Op::Scan {
+            kind, exclusive, ..
+        } => kind.keeps_nonneg(*exclusive) && first(n),
         // signs mixed by the op, or not looked into (a pad's value, a resampling's weights)
         Op::Binary(BinaryOp::Sub | BinaryOp::Div | BinaryOp::Pow)
         | Op::Prelu
@@ -704,10 +707,10 @@ pub fn identity_resize_same(g: &Graph, n: usize) -> Option<Patch> {
         .then(|| Patch::alias(x))
 }
 
-/// `cumsum(x)` (inclusive) along a length-1 axis `-> x`
-pub fn identity_cumsum_unit_axis(g: &Graph, n: usize) -> Option<Patch> {
+/// `cumsum(x)` (any inclusive scan) along a length-1 axis `-> x`
+pub fn identity_scan_unit_axis(g: &Graph, n: usize) -> Option<Patch> {
     let (node, x) = root_single(g, n)?;
-    let Op::Cumsum {
+    let Op::Scan {
         axis,
         exclusive: false,
         ..
