@@ -848,7 +848,7 @@ fn block_fn(
                 simplify_program(&mut pro, &mut pro_tables);
                 stmts.push(table_stmts(&pro_tables, pro_first, "p"));
                 let in0 = ins.first()?;
-                let source = prologue_source(&pro, prologue_row_len(&op, &pro.shape));
+                let source = prologue_source(&pro, kernel_rows(&op, &pro.shape).prologue);
                 params.extend(
                     ins.iter()
                         .cloned()
@@ -883,15 +883,9 @@ fn block_fn(
             let o = binding("o", used.contains(&true));
             Some((quote! { |#o: usize| -> usize { #vars #target } }, run))
         };
-        // conv2d, matmul and linear hand their epilogue whole output rows (the last
-        // axis of their result)
-        let rows = match &op {
-            Op::Conv2d(_) | Op::MatMul | Op::MatMulPanels { .. } | Op::Linear => graph
-                .shape(node.output)
-                .last()
-                .and_then(|&len| row_closure(&program, len, "e")),
-            _ => None,
-        };
+        let rows = kernel_rows(&op, graph.shape(node.output))
+            .epilogue
+            .and_then(|len| row_closure(&program, len, "e"));
         let mut parts = Vec::new();
         if !prologue.is_empty() {
             parts.push(format!(
@@ -1340,7 +1334,7 @@ fn row_closure(program: &ElementProgram, row_len: usize, prefix: &str) -> Option
 
 /// The prologue of an anchor block: element `o` of the anchor's main operand, and with
 /// `row_len` (a kernel that reads the operand in rows of that length, see
-/// [`prologue_row_len`]) whole rows too, when [`row_closure`] can write them.
+/// [`kernel_rows`]) whole rows too, when [`row_closure`] can write them.
 fn prologue_source(program: &ElementProgram, row_len: Option<usize>) -> TokenStream {
     let (used, _) = reads(program);
     let value = element_value(program, "p");
@@ -1360,18 +1354,62 @@ fn prologue_source(program: &ElementProgram, row_len: Option<usize>) -> TokenStr
     }
 }
 
-/// The length of the rows in which `op`'s kernel reads its main operand of shape `shape`
-/// (`Source::fill`): a softmax along its last axis and a layer norm read whole rows of
-/// what they normalize; other kernels read element by element.
-fn prologue_row_len(op: &Op, shape: &[usize]) -> Option<usize> {
-    match op {
-        Op::Softmax { axis } if shape.iter().skip(axis + 1).all(|&d| d == 1) => {
-            shape.get(*axis).copied()
+/// The rows a kernel works in, where it works in rows: see [`kernel_rows`].
+struct KernelRows {
+    /// the length of the rows it reads its main operand in (a prologue fills them whole)
+    prologue: Option<usize>,
+    /// the length of the finished rows it hands its epilogue (row epilogues)
+    epilogue: Option<usize>,
+}
+
+/// The rows the kernel of `op` works in, for its main operand or its output of `shape`:
+/// a softmax along an axis with nothing after it and a layer norm read rows of the
+/// normalized length; conv2d, matmul and linear hand their epilogue whole output rows (the
+/// last axis of their result). Every op is listed: a new kernel states its rows.
+fn kernel_rows(op: &Op, shape: &[usize]) -> KernelRows {
+    let (prologue, epilogue) = match op {
+        Op::Softmax { axis } => {
+            let last = shape.iter().skip(axis + 1).all(|&d| d == 1);
+            (shape.get(*axis).copied().filter(|_| last), None)
         }
         Op::LayerNorm { dims, .. } => {
-            Some(shape.iter().skip(shape.len().checked_sub(*dims)?).product())
+            let first = shape.len().checked_sub(*dims);
+            (first.map(|k| shape.iter().skip(k).product()), None)
         }
-        _ => None,
+        Op::Conv2d(_) | Op::MatMul | Op::MatMulPanels { .. } | Op::Linear => {
+            (None, shape.last().copied())
+        }
+        Op::Unary(_)
+        | Op::Binary(_)
+        | Op::Where
+        | Op::Prelu
+        | Op::PackPanels
+        | Op::TileConvWeights { .. }
+        | Op::WinogradWeights
+        | Op::ConvTranspose2d(_)
+        | Op::MaxPool2d(_)
+        | Op::AvgPool2d(_)
+        | Op::GlobalAvgPool
+        | Op::GlobalMaxPool
+        | Op::Reduce { .. }
+        | Op::LogSoftmax { .. }
+        | Op::BatchNorm { .. }
+        | Op::GroupNorm { .. }
+        | Op::InstanceNorm { .. }
+        | Op::Reshape(_)
+        | Op::Transpose { .. }
+        | Op::Concat { .. }
+        | Op::Slice { .. }
+        | Op::Pad { .. }
+        | Op::Gather { .. }
+        | Op::Expand
+        | Op::Resize(_)
+        | Op::Resample(_)
+        | Op::Scan { .. } => (None, None),
+    };
+    KernelRows {
+        prologue,
+        epilogue,
     }
 }
 
