@@ -1407,10 +1407,7 @@ fn kernel_rows(op: &Op, shape: &[usize]) -> KernelRows {
         | Op::Resample(_)
         | Op::Scan { .. } => (None, None),
     };
-    KernelRows {
-        prologue,
-        epilogue,
-    }
+    KernelRows { prologue, epilogue }
 }
 
 /// `let i1 = o / s1 % d1; ...`: the index of flat position `flat` on each axis `used`

@@ -2236,6 +2236,10 @@ struct BandPlan {
     tap_offset: [usize; BAND_MAX_TAPS],
     /// floats of one input channel's planes
     channel_len: usize,
+    /// the band is the input where it lies, unpadded (stride 1, no padding, every row a
+    /// band reads inside the input, each as wide as the input): nothing is copied, and
+    /// one channel's planes are `h * w` floats apart
+    in_place: bool,
     /// floats of the largest band (the most channels one block of patch rows reads)
     len: usize,
 }
@@ -2295,8 +2299,23 @@ impl BandPlan {
             count_x,
             tap_offset,
             channel_len: count_y * count_x * rows * cols,
+            in_place: g.stride_h == 1
+                && g.stride_w == 1
+                && g.pad_top == 0
+                && g.pad_left == 0
+                && cols == g.w
+                && g.oh + reach_y <= g.h,
             len: channels * count_y * count_x * rows * cols,
         })
+    }
+
+    /// Floats from one input channel's planes to the next's in the band.
+    fn channel_stride(&self, g: &Conv2dGeom) -> usize {
+        if self.in_place {
+            g.h * g.w
+        } else {
+            self.channel_len
+        }
     }
 
     /// The stride phases `(t * dilation) % stride` that taps `t < side` use, in order of
@@ -2395,9 +2414,12 @@ fn gemm_banded(
     (out, ldc): (&mut [f32], usize),
     simd: bool,
 ) {
-    // a band buffer no larger than needed: it is cleared on every call
+    // a band buffer no larger than needed (none when the band is the input): it is
+    // cleared on every call
     let (mut small, mut large);
-    let band: &mut [f32] = if plan.len <= SMALL_BAND_LEN {
+    let band: &mut [f32] = if plan.in_place {
+        &mut []
+    } else if plan.len <= SMALL_BAND_LEN {
         small = [0.0f32; SMALL_BAND_LEN];
         &mut small
     } else {
@@ -2408,7 +2430,8 @@ fn gemm_banded(
     banded_products(band, xg, g, plan, operands, (lo, hi), (out, ldc), simd);
 }
 
-/// [`gemm_banded`]'s loops, on a band buffer of at least `plan.len` floats.
+/// [`gemm_banded`]'s loops, on a band buffer of at least `plan.len` floats (none when
+/// `plan.in_place`).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn banded_products(
@@ -2428,13 +2451,19 @@ fn banded_products(
     // read straight from the band (`indirect_panel`), not packed
     let indirect = matches!((a, Isa::of(simd)), (Lhs::Tiled(t), Isa::Avx512) if t.tiled >= rows);
     let mut offsets = [0u32; PANEL_DEPTH];
+    let channel_len = plan.channel_stride(g);
     for b0 in (lo..hi).step_by(plan.pixels) {
         let b1 = hi.min(b0 + plan.pixels);
         let oy0 = b0 / g.ow;
         for k0 in (0..depth).step_by(PANEL_DEPTH) {
             let kc = PANEL_DEPTH.min(depth - k0);
             let channels = (k0 / taps, (k0 + kc - 1) / taps + 1);
-            fill_band(xg, g, plan, oy0, channels, band);
+            let band: &[f32] = if plan.in_place {
+                &xg[channels.0 * g.h * g.w + oy0 * g.w..]
+            } else {
+                fill_band(xg, g, plan, oy0, channels, band);
+                band
+            };
             let start = Start::of(k0, bias);
             // where patch row `k0 + k` of a pixel is in the band, from the pixel's place
             // (once per block, for every panel read from the band)
@@ -2445,7 +2474,7 @@ fn banded_products(
                 .take(if indirect { kc } else { 0 })
             {
                 let (ic, tap) = ((k0 + k) / taps - first, (k0 + k) % taps);
-                *slot = (ic * plan.channel_len + plan.tap_offset[tap]) as u32;
+                *slot = (ic * channel_len + plan.tap_offset[tap]) as u32;
             }
             #[cfg(target_arch = "x86_64")]
             let row_offsets = crate::simd::RowOffsets::new(&offsets[..kc]);
@@ -2455,13 +2484,14 @@ fn banded_products(
                 #[cfg(target_arch = "x86_64")]
                 if indirect && cols == PANEL && ox + PANEL <= g.ow {
                     let pixel = (oy - oy0) * plan.cols + ox;
-                    let b = (&*band, (&row_offsets, pixel));
+                    let b = (band, (&row_offsets, pixel));
                     let c = (&mut out[p0 - lo..], ldc);
                     indirect_panel(a.skip_columns(k0), rows, b, c, start);
                     continue;
                 }
                 let _ = (oy, ox, indirect);
-                pack_band(band, g, plan, (p0, cols, oy0), (k0, kc), &mut panel);
+                let at = (p0, cols, oy0, channel_len);
+                pack_band(band, g, plan, at, (k0, kc), &mut panel);
                 tile_panel(
                     simd,
                     (rows, kc, cols),
@@ -2576,7 +2606,7 @@ fn pack_band(
     band: &[f32],
     g: &Conv2dGeom,
     plan: &BandPlan,
-    (p0, cols, oy0): (usize, usize, usize),
+    (p0, cols, oy0, channel_len): (usize, usize, usize, usize),
     (k0, kc): (usize, usize),
     panel: &mut [f32; PANEL * PANEL_DEPTH],
 ) {
@@ -2586,7 +2616,7 @@ fn pack_band(
     // `ic` counts the band's channels, the first being the one patch row `k0` reads
     let (mut ic, mut tap) = (0, k0 % taps);
     for row in panel.chunks_exact_mut(PANEL).take(kc) {
-        let at = ic * plan.channel_len + plan.tap_offset[tap];
+        let at = ic * channel_len + plan.tap_offset[tap];
         match (count, <&mut [f32; PANEL]>::try_from(&mut *row)) {
             // the whole panel in one output row: a fixed-size copy (vector moves)
             (1, Ok(dst)) if cols == PANEL => {
@@ -2598,7 +2628,7 @@ fn pack_band(
             _ => {
                 for &(j, len, offset) in &runs[..count] {
                     let from = at + offset;
-                    row[j..j + len].copy_from_slice(&band[from..from + len]);
+                    copy_short(&mut row[j..j + len], &band[from..from + len]);
                 }
                 row[cols..].fill(0.0);
             }
@@ -2608,6 +2638,23 @@ fn pack_band(
             tap = 0;
             ic += 1;
         }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the short runs of a panel row (at most [`PANEL`]
+/// floats): moves of four floats and a scalar tail, where `copy_from_slice` of a length
+/// the compiler cannot see calls `memcpy` (its call and dispatch cost more than the copy).
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let mut quads = dst.chunks_exact_mut(4);
+    let mut from = src.chunks_exact(4);
+    for (d, s) in (&mut quads).zip(&mut from) {
+        if let (Ok(d), Ok(s)) = (<&mut [f32; 4]>::try_from(d), <&[f32; 4]>::try_from(s)) {
+            *d = *s;
+        }
+    }
+    for (d, s) in quads.into_remainder().iter_mut().zip(from.remainder()) {
+        *d = *s;
     }
 }
 
@@ -4662,6 +4709,10 @@ mod tests {
             // block and an overlapping one), 11 columns
             geom(1, (6, 12, 12), 16, 5, [1, 1], 0, 1, 1),
             geom(2, (3, 11, 11), 6, 3, [1, 1], 1, 1, 1),
+            // unpadded at stride 1, the band read in place: two bands (the second from the
+            // middle of a row), and with dilation 2
+            geom(1, (32, 20, 20), 12, 3, [1, 1], 0, 1, 1),
+            geom(1, (32, 22, 21), 7, 3, [1, 1], 0, 2, 1),
             // the shape classes of resnet18 and mobilenet_v2, scaled down: the 7x7 stride-2
             // stem, 3x3 stride 2, 1x1 stride 2 downsample, 1x1 pointwise, maps down to 1x1,
             // depthwise 3x3 stride 1 and 2, a wide depthwise row (past the stack buffer),

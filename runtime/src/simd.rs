@@ -2377,16 +2377,18 @@ pub unsafe fn max_pool_s2_avx512(
                         best = _mm512_mask_mov_ps(_mm512_max_ps(v, best), nan, v);
                     }
                 }
-                let lanes = ((1u32 << (g.ow - 16 * part).min(16)) - 1) as u16;
-                // SAFETY: the mask covers outputs `16 * part ..` of this row (below `ow`):
-                // inside `out` (asserted above) or the stack row (`ow` fits it)
-                _mm512_mask_storeu_ps(row.add(16 * part), lanes, best);
-            }
-            // SAFETY: the `ow` floats just stored, in `out` or the stack row; no other
-            // reference to them is alive
-            let values = core::slice::from_raw_parts_mut(row, g.ow);
-            for (k, o) in values.iter_mut().enumerate() {
-                *o = epi(base + k, *o);
+                // the epilogue on the sixteen maxima from a whole store (loads from a
+                // masked store, as the row's own, wait for it to reach the cache)
+                let mut maxima = [0.0f32; 16];
+                _mm512_storeu_ps(maxima.as_mut_ptr(), best);
+                let count = (g.ow - 16 * part).min(16);
+                // SAFETY: outputs `16 * part ..` of this row, `count` of them (below
+                // `ow`): inside `out` (asserted above) or the stack row (`ow` fits it); no
+                // other reference to them is alive
+                let outputs = core::slice::from_raw_parts_mut(row.add(16 * part), count);
+                for (k, (o, &m)) in outputs.iter_mut().zip(&maxima).enumerate() {
+                    *o = epi(base + 16 * part + k, m);
+                }
             }
             if !direct {
                 // SAFETY: output row `oy` of plane `p`, inside `out` (asserted above),
