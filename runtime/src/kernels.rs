@@ -1511,12 +1511,14 @@ fn depthwise_threaded(
 
 /// True when the direct register-tiled convolution (`simd::conv2d_avx2`) beats the
 /// implicit GEMM on `g` (measured per shape class: BENCHMARKS.md, "Convolution paths").
-/// With the AVX-512 tile and patches packed from input bands the GEMM wins everywhere
-/// (unet_small, whose convolutions have 16 and 32 output channels: fastest calls 20.0 ->
-/// 16.8 ms); on AVX2 alone the direct tiles keep the shapes they won before the bands.
+/// With the AVX-512 tile and patches packed from input bands the GEMM wins from 16 output
+/// channels (unet_small, whose convolutions have 16 and 32: fastest calls 20.0 -> 16.8
+/// ms); below that its tiles run mostly empty and every panel is packed (LeNet's first
+/// convolution, 6 channels: the model 20.6 -> 19.8 us); on AVX2 alone the direct tiles
+/// keep the shapes they won before the bands.
 #[cfg(target_arch = "x86_64")]
 fn conv2d_direct_wins(g: &Conv2dGeom) -> bool {
-    if crate::simd::avx512() {
+    if crate::simd::avx512() && g.c_out / g.groups >= 16 {
         return false;
     }
     // the GEMM packs each patch panel once for all output channels: with few channels
