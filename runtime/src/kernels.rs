@@ -1514,7 +1514,7 @@ fn depthwise_threaded(
 /// With the AVX-512 tile and patches packed from input bands the GEMM wins from 16 output
 /// channels (unet_small, whose convolutions have 16 and 32: fastest calls 20.0 -> 16.8
 /// ms); below that its tiles run mostly empty and every panel is packed (LeNet's first
-/// convolution, 6 channels: the model 20.6 -> 19.8 us); on AVX2 alone the direct tiles
+/// convolution, 6 channels: the model 20.5 -> 19.7 us); on AVX2 alone the direct tiles
 /// keep the shapes they won before the bands.
 #[cfg(target_arch = "x86_64")]
 fn conv2d_direct_wins(g: &Conv2dGeom) -> bool {
