@@ -1336,27 +1336,6 @@ fn split_matrix(shape: &[usize]) -> Option<(&[usize], &[usize; 2])> {
     Some((batch, <&[usize; 2]>::try_from(matrix).ok()?))
 }
 
-/// Output length of a convolution or pooling window sweep, floor rounding.
-fn conv_out_len(
-    size: usize,
-    pad: usize,
-    kernel: usize,
-    dilation: usize,
-    stride: usize,
-) -> Result<usize> {
-    if kernel == 0 || dilation == 0 || stride == 0 {
-        return fail("kernel, dilation and stride must be positive");
-    }
-    let span = dilation * (kernel - 1) + 1;
-    let num = (size + pad).checked_sub(span).ok_or_else(|| {
-        InterpError::new(format!(
-            "window of extent {span} is larger than the padded input {}",
-            size + pad
-        ))
-    })?;
-    Ok(num / stride + 1)
-}
-
 /// PyTorch `conv2d`: weight `[out, in / groups, kh, kw]`, zero padding
 /// `[top, left, bottom, right]`.
 fn conv2d(
@@ -1384,9 +1363,12 @@ fn conv2d(
     }
     let [sh, sw] = attrs.stride;
     let [dh, dw] = attrs.dilation;
-    let [pt, pl, pb, pr] = attrs.padding;
-    let oh = conv_out_len(h, pt + pb, kh, dh, sh)?;
-    let ow = conv_out_len(wi, pl + pr, kw, dw, sw)?;
+    let [pt, pl, _, _] = attrs.padding;
+    // the one shape inference (`check`)
+    let out_shape = crate::check::conv2d(x.shape(), attrs, o).map_err(shape_error)?;
+    let [_, _, oh, ow] = out_shape[..] else {
+        return fail(format!("conv2d: output shape {out_shape:?} is not 4-d"));
+    };
     let b = match bias {
         Some(b) => channel_vector(b, o, "bias")?,
         None => vec![0.0; o],
@@ -1454,14 +1436,15 @@ fn conv_transpose2d(
     let [sh, sw] = attrs.stride;
     let [dh, dw] = attrs.dilation;
     let [ph, pw] = attrs.padding;
-    let [oph, opw] = attrs.output_padding;
     if sh == 0 || sw == 0 || dh == 0 || dw == 0 || kh == 0 || kw == 0 || h == 0 || wi == 0 {
         return fail("stride, dilation, kernel and input extent must be positive");
     }
-    let full_h = (h - 1) * sh + dh * (kh - 1) + oph + 1;
-    let full_w = (wi - 1) * sw + dw * (kw - 1) + opw + 1;
-    let (Some(oh), Some(ow)) = (full_h.checked_sub(2 * ph), full_w.checked_sub(2 * pw)) else {
-        return fail("padding removes more than the whole output");
+    // the one shape inference (`check`)
+    let out_shape = crate::check::conv_transpose2d(x.shape(), attrs, cout).map_err(shape_error)?;
+    let [_, _, oh, ow] = out_shape[..] else {
+        return fail(format!(
+            "conv_transpose2d: output shape {out_shape:?} is not 4-d"
+        ));
     };
     let b = match bias {
         Some(b) => channel_vector(b, cout, "bias")?,
@@ -1507,29 +1490,6 @@ fn conv_transpose2d(
 // Pooling
 // ---------------------------------------------------------------------------------------
 
-/// Output length of a pooling sweep with PyTorch's `ceil_mode` rule: with ceil rounding,
-/// a last window that would start inside the right padding is dropped.
-fn pool_out_len(
-    size: usize,
-    pad_begin: usize,
-    pad_end: usize,
-    kernel: usize,
-    dilation: usize,
-    stride: usize,
-    ceil_mode: bool,
-) -> Result<usize> {
-    let floor = conv_out_len(size, pad_begin + pad_end, kernel, dilation, stride)?;
-    if !ceil_mode {
-        return Ok(floor);
-    }
-    let num = size + pad_begin + pad_end - (dilation * (kernel - 1) + 1);
-    let mut out = num.div_ceil(stride) + 1;
-    if (out - 1) * stride >= size + pad_begin {
-        out -= 1;
-    }
-    Ok(out)
-}
-
 /// The window geometry of a 2-d pooling over `[N, C, H, W]`.
 struct PoolGeometry {
     n: usize,
@@ -1540,21 +1500,25 @@ struct PoolGeometry {
     ow: usize,
 }
 
-/// Checks a pooling input and computes its output extent.
-fn pool_geometry(attrs: &Pool2d, x: &ArrayD<f32>) -> Result<PoolGeometry> {
+/// Checks a pooling input and computes its output extent (the one shape inference,
+/// `check::pool2d`).
+fn pool_geometry(op: &str, attrs: &Pool2d, x: &ArrayD<f32>) -> Result<PoolGeometry> {
     let [n, c, h, w] = dims4(x, "input")?;
-    let [kh, kw] = attrs.kernel;
-    let [sh, sw] = attrs.stride;
-    let [dh, dw] = attrs.dilation;
-    let [pt, pl, pb, pr] = attrs.padding;
-    let oh = pool_out_len(h, pt, pb, kh, dh, sh, attrs.ceil_mode)?;
-    let ow = pool_out_len(w, pl, pr, kw, dw, sw, attrs.ceil_mode)?;
+    let out_shape = crate::check::pool2d(op, x.shape(), attrs).map_err(shape_error)?;
+    let [_, _, oh, ow] = out_shape[..] else {
+        return fail(format!("{op}: output shape {out_shape:?} is not 4-d"));
+    };
     Ok(PoolGeometry { n, c, h, w, oh, ow })
+}
+
+/// A shape inference's refusal as the interpreter's error.
+fn shape_error(e: crate::check::ShapeError) -> InterpError {
+    InterpError::new(e.message)
 }
 
 /// Max over each window; padding never wins, NaN does.
 fn max_pool2d(attrs: &Pool2d, x: &ArrayD<f32>) -> Result<ArrayD<f32>> {
-    let PoolGeometry { n, c, h, w, oh, ow } = pool_geometry(attrs, x)?;
+    let PoolGeometry { n, c, h, w, oh, ow } = pool_geometry("max_pool2d", attrs, x)?;
     let [kh, kw] = attrs.kernel;
     let [sh, sw] = attrs.stride;
     let [dh, dw] = attrs.dilation;
@@ -1593,7 +1557,7 @@ fn max_pool2d(attrs: &Pool2d, x: &ArrayD<f32>) -> Result<ArrayD<f32>> {
 /// the window positions inside the padded extent (`count_include_pad`) or inside the
 /// input.
 fn avg_pool2d(attrs: &Pool2d, x: &ArrayD<f32>) -> Result<ArrayD<f32>> {
-    let PoolGeometry { n, c, h, w, oh, ow } = pool_geometry(attrs, x)?;
+    let PoolGeometry { n, c, h, w, oh, ow } = pool_geometry("avg_pool2d", attrs, x)?;
     let [kh, kw] = attrs.kernel;
     let [sh, sw] = attrs.stride;
     let [dh, dw] = attrs.dilation;

@@ -1660,8 +1660,9 @@ fn pool(c: &mut Ctx<'_>, max: bool) -> R<Vec<String>> {
     }
 }
 
-/// Output length of a pooling sweep (the DSL's rule, PyTorch's: with ceil rounding, a
-/// last window that would start inside the end padding is dropped).
+/// Output length of a pooling sweep: the compiler's one shape inference
+/// (`check::pool_out`, PyTorch's rule: with ceil rounding, a last window that would start
+/// inside the end padding is dropped).
 fn pool_out_len(
     size: usize,
     (pad_begin, pad_end): (usize, usize),
@@ -1670,25 +1671,10 @@ fn pool_out_len(
     stride: usize,
     ceil: bool,
 ) -> R<usize> {
-    let span = dilation
-        .checked_mul(kernel.saturating_sub(1))
-        .and_then(|v| v.checked_add(1))
-        .ok_or("the pooling window is too large")?;
-    let padded = size + pad_begin + pad_end;
-    let Some(num) = padded.checked_sub(span) else {
-        return Err(format!(
-            "the pooling window ({span}) is larger than the padded input ({padded})"
-        ));
-    };
-    let stride = stride.max(1);
-    if !ceil {
-        return Ok(num / stride + 1);
-    }
-    let mut out = num.div_ceil(stride) + 1;
-    if (out - 1) * stride >= size + pad_begin {
-        out -= 1;
-    }
-    Ok(out)
+    dnnfusion_compiler::check::pool_out(
+        "pooling", "an axis", size, pad_begin, pad_end, kernel, stride, dilation, ceil,
+    )
+    .map_err(|e| e.message)
 }
 
 fn global_pool(c: &mut Ctx<'_>, dsl: &str) -> R<Vec<String>> {
