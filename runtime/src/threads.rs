@@ -8,6 +8,7 @@
 mod pool {
     extern crate std;
 
+    use std::any::Any;
     use std::boxed::Box;
     use std::cell::{Cell, UnsafeCell};
     use std::hint::spin_loop;
@@ -107,8 +108,7 @@ mod pool {
                     #[allow(unsafe_code)]
                     let posted = unsafe { *self.job.get() };
                     if let Some((job, parts)) = posted {
-                        let taken = catch_unwind(AssertUnwindSafe(|| self.take_parts(job, parts)));
-                        if taken.is_err() {
+                        if self.take_parts(job, parts).is_some() {
                             self.panicked.store(true, SeqCst);
                         }
                     }
@@ -117,12 +117,15 @@ mod pool {
             }
         }
 
-        /// Runs parts of `job` until none is left.
-        fn take_parts(&self, job: Job, parts: usize) {
+        /// Runs parts of `job` until none is left, also after a part panics (the
+        /// leader never waits on parts that only a queued helper could take); the
+        /// payload of the first part that panicked.
+        fn take_parts(&self, job: Job, parts: usize) -> Option<Box<dyn Any + Send>> {
+            let mut first = None;
             loop {
                 let part = self.next_part.fetch_add(1, SeqCst);
                 if part >= parts {
-                    return;
+                    return first;
                 }
                 // a part that panics is still counted, so the leader never waits forever
                 let _done = Done(&self.done_parts);
@@ -130,9 +133,10 @@ mod pool {
                 // waits until every part is done and no helper is `busy` before it
                 // returns: the closure is alive here.
                 #[allow(unsafe_code)]
-                unsafe {
-                    (*job)(part)
-                };
+                let ran = catch_unwind(AssertUnwindSafe(|| unsafe { (*job)(part) }));
+                if let Err(payload) = ran {
+                    first.get_or_insert(payload);
+                }
             }
         }
 
@@ -159,11 +163,11 @@ mod pool {
             self.next_part.store(0, SeqCst);
             self.done_parts.store(0, SeqCst);
             self.generation.store(generation + 2, SeqCst);
-            let mine = catch_unwind(AssertUnwindSafe(|| self.take_parts(job, parts)));
+            let mine = self.take_parts(job, parts);
             while self.done_parts.load(SeqCst) < parts || self.busy.load(SeqCst) != 0 {
                 spin_loop();
             }
-            if let Err(payload) = mine {
+            if let Some(payload) = mine {
                 resume_unwind(payload);
             }
             if self.panicked.swap(false, SeqCst) {
