@@ -61,6 +61,33 @@ pub fn fmt_shape(shape: &[usize]) -> String {
     format!("[{}]", dims.join(", "))
 }
 
+/// Refuses a result shape above the supported rank ([`crate::MAX_RANK`]) or size
+/// ([`crate::MAX_ELEMENTS`]).
+pub fn within_limits(op: &str, shape: &[usize]) -> Result<(), ShapeError> {
+    if shape.len() > crate::MAX_RANK {
+        return err(
+            None,
+            format!(
+                "{op}: the result {} has rank {}, above the supported maximum of {}",
+                fmt_shape(shape),
+                shape.len(),
+                crate::MAX_RANK
+            ),
+        );
+    }
+    if elements(shape).is_none() {
+        return err(
+            None,
+            format!(
+                "{op}: the result {} has more than {} elements, the supported maximum",
+                fmt_shape(shape),
+                crate::MAX_ELEMENTS
+            ),
+        );
+    }
+    Ok(())
+}
+
 /// numpy broadcasting of two shapes.
 pub fn broadcast(op: &str, a: &[usize], b: &[usize]) -> Result<Vec<usize>, ShapeError> {
     let rank = a.len().max(b.len());
@@ -533,7 +560,11 @@ pub fn infer(op: &Op, inputs: &[&[usize]], given: &[usize]) -> Result<Vec<usize>
         }
         Op::Where => {
             let [c, a, b] = operands(name, inputs)?;
-            broadcast(name, &broadcast(name, c, a)?, b)
+            // the second broadcast's fault is operand 2
+            broadcast(name, &broadcast(name, c, a)?, b).map_err(|e| ShapeError {
+                operand: e.operand.map(|_| 2),
+                ..e
+            })
         }
         Op::Prelu => {
             let [x, slope] = operands(name, inputs)?;
@@ -831,9 +862,9 @@ pub fn infer(op: &Op, inputs: &[&[usize]], given: &[usize]) -> Result<Vec<usize>
                     return err(
                         Some(i),
                         format!(
-                            "concat: {} does not join {} along axis {axis}",
-                            fmt_shape(s),
-                            fmt_shape(first)
+                            "concat: along axis {axis}, every tensor must match {} on the other axes, found {}",
+                            fmt_shape(first),
+                            fmt_shape(s)
                         ),
                     );
                 }

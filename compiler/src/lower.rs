@@ -978,12 +978,9 @@ impl Lowerer<'_> {
                         }
                     },
                     Val::Float(x) => Val::Float(-x),
-                    Val::Tensor(id) => Val::Tensor(self.push_node(
-                        Op::Unary(UnaryOp::Neg),
-                        vec![id],
-                        self.graph.shape(id).to_vec(),
-                        *minus,
-                    )),
+                    Val::Tensor(id) => {
+                        Val::Tensor(self.node(Op::Unary(UnaryOp::Neg), vec![id], &[s], *minus)?)
+                    }
                     other => return self.fail(s, format!("cannot negate {}", other.kind())),
                 }
             }
@@ -1117,24 +1114,24 @@ impl Lowerer<'_> {
                     return self.fail(op_span, "`%` takes integers only");
                 };
                 let unary = bop.with_constant_right(c);
-                Ok(Val::Tensor(self.push_node(
+                Ok(Val::Tensor(self.node(
                     Op::Unary(unary),
                     vec![t],
-                    self.graph.shape(t).to_vec(),
+                    &[],
                     op_span,
-                )))
+                )?))
             }
             (s @ (Val::Int(_) | Val::Float(_)), Val::Tensor(t)) => {
                 let c = as_f64(&s) as f32;
                 let Some(unary) = tensor_op(op).and_then(|bop| bop.with_constant_left(c)) else {
                     return self.fail(op_span, "`%` takes integers only");
                 };
-                Ok(Val::Tensor(self.push_node(
+                Ok(Val::Tensor(self.node(
                     Op::Unary(unary),
                     vec![t],
-                    self.graph.shape(t).to_vec(),
+                    &[],
                     op_span,
-                )))
+                )?))
             }
             (Val::Tensor(a), Val::Tensor(b)) => {
                 let Some(bop) = tensor_op(op) else {
@@ -1154,28 +1151,26 @@ impl Lowerer<'_> {
         &mut self,
         op: BinaryOp,
         span: Span,
-        (a, _as): (ValueId, Span),
+        (a, as_): (ValueId, Span),
         (b, bs): (ValueId, Span),
     ) -> Eval<ValueId> {
-        let name = Op::Binary(op).name();
-        match check::broadcast(name, self.graph.shape(a), self.graph.shape(b)) {
-            Ok(shape) if check::elements(&shape).is_none() => self.fail(
-                bs,
-                format!("{name}: the broadcast result {} has more than {} elements, the supported maximum", fmt_shape(&shape), crate::MAX_ELEMENTS),
-            ),
-            Ok(shape) => Ok(self.push_node(Op::Binary(op), vec![a, b], shape, span)),
-            Err(e) => self.fail(bs, e.message),
-        }
+        self.node(Op::Binary(op), vec![a, b], &[as_, bs], span)
     }
 
-    /// Appends a node and returns its output value.
+    /// Appends a node and returns its output value. Its result shape is [`check::infer`]'s,
+    /// the one shape inference of every op; `given` is the shape a reshape, expand or
+    /// resize names (the ops whose result shape is an attribute), empty for the others.
+    /// A result above the supported rank or size is refused.
     pub(crate) fn push_node(
         &mut self,
         op: Op,
         inputs: Vec<ValueId>,
-        shape: Vec<usize>,
+        given: &[usize],
         span: Span,
-    ) -> ValueId {
+    ) -> Result<ValueId, ShapeError> {
+        let shapes: Vec<&[usize]> = inputs.iter().map(|&v| self.graph.shape(v)).collect();
+        let shape = check::infer(&op, &shapes, given)?;
+        check::within_limits(op.name(), &shape)?;
         let index = self.graph.nodes.len();
         let name = format!("%{index}");
         let output = self.graph.add_value(name, shape, ValueKind::Node(index));
@@ -1185,7 +1180,22 @@ impl Lowerer<'_> {
             output,
             span,
         });
-        output
+        Ok(output)
+    }
+
+    /// [`Lowerer::push_node`] for an op whose result shape follows from its operands,
+    /// reporting a shape error at the operand at fault (`operand_spans`) or at `span`.
+    pub(crate) fn node(
+        &mut self,
+        op: Op,
+        inputs: Vec<ValueId>,
+        operand_spans: &[Span],
+        span: Span,
+    ) -> Eval<ValueId> {
+        match self.push_node(op, inputs, &[], span) {
+            Ok(id) => Ok(id),
+            Err(e) => self.shape_fail(e, operand_spans, span),
+        }
     }
 
     /// Reports a shape rule's error at the operand at fault (or the call).

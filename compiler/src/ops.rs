@@ -517,31 +517,43 @@ impl Bind<'_, '_> {
         }
     }
 
-    fn node(&mut self, op: Op, inputs: Vec<ValueId>, shape: Vec<usize>) -> Eval<Val> {
+    /// A node whose result shape [`check::infer`] gives from its operands; a shape error
+    /// is reported at the operand at fault (`operand_spans`, in the order of `inputs`),
+    /// the attribute at fault, or the call.
+    fn node(&mut self, op: Op, inputs: Vec<ValueId>, operand_spans: &[Span]) -> Eval<Val> {
+        self.node_shaped(op, inputs, &[], operand_spans)
+    }
+
+    /// A reshape, expand or resize: `given` is the result shape it names, which
+    /// [`check::infer`] validates against its operand.
+    fn node_shaped(
+        &mut self,
+        op: Op,
+        inputs: Vec<ValueId>,
+        given: &[usize],
+        operand_spans: &[Span],
+    ) -> Eval<Val> {
+        Ok(Val::Tensor(self.inner_node(
+            op,
+            inputs,
+            given,
+            operand_spans,
+        )?))
+    }
+
+    /// One of the nodes a call lowers to, before its last ([`Bind::node_shaped`]).
+    fn inner_node(
+        &mut self,
+        op: Op,
+        inputs: Vec<ValueId>,
+        given: &[usize],
+        operand_spans: &[Span],
+    ) -> Eval<ValueId> {
         let span = self.args.call_span;
-        let name = self.args.op.clone();
-        if shape.len() > crate::MAX_RANK {
-            return self.lw.fail(
-                span,
-                format!(
-                    "{name}: the result {} has rank {}, above the supported maximum of {}",
-                    fmt_shape(&shape),
-                    shape.len(),
-                    crate::MAX_RANK
-                ),
-            );
+        match self.lw.push_node(op, inputs, given, span) {
+            Ok(id) => Ok(id),
+            Err(e) => self.shape_fail(e, operand_spans),
         }
-        if check::elements(&shape).is_none() {
-            return self.lw.fail(
-                span,
-                format!(
-                    "{name}: the result {} has more than {} elements, the supported maximum",
-                    fmt_shape(&shape),
-                    crate::MAX_ELEMENTS
-                ),
-            );
-        }
-        Ok(Val::Tensor(self.lw.push_node(op, inputs, shape, span)))
     }
 
     fn param(&mut self, key: &Option<String>, suffix: &str, shape: Vec<usize>) -> Eval<ValueId> {
@@ -717,8 +729,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             } else {
                 UnaryOp::Gelu
             };
-            let shape = b.shape(x.0);
-            b.node(Op::Unary(op), vec![x.0], shape)?
+            b.node(Op::Unary(op), vec![x.0], &[x.1])?
         }
         "add" | "sub" | "mul" | "div" | "maximum" | "minimum" | "pow" => {
             let op = match name {
@@ -737,8 +748,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 Some((v @ (Val::Int(_) | Val::Float(_)), _)) => {
                     let c = as_f64(&v) as f32;
                     let u = op.with_constant_right(c);
-                    let shape = b.shape(a.0);
-                    b.node(Op::Unary(u), vec![a.0], shape)?
+                    b.node(Op::Unary(u), vec![a.0], &[a.1])?
                 }
                 Some((other, s)) => return Ok(b.wrong("b", "a tensor or a number", &other, s)?),
                 None => return Ok(b.missing("b")?),
@@ -748,15 +758,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let c = b.tensor("cond")?;
             let x = b.tensor("a")?;
             let y = b.tensor("b")?;
-            let s1 = match check::broadcast("where", &b.shape(c.0), &b.shape(x.0)) {
-                Ok(s) => s,
-                Err(e) => return Ok(b.lw.fail(x.1, e.message)?),
-            };
-            let shape = match check::broadcast("where", &s1, &b.shape(y.0)) {
-                Ok(s) => s,
-                Err(e) => return Ok(b.lw.fail(y.1, e.message)?),
-            };
-            b.node(Op::Where, vec![c.0, x.0, y.0], shape)?
+            b.node(Op::Where, vec![c.0, x.0, y.0], &[c.1, x.1, y.1])?
         }
         "prelu" => {
             let x = b.tensor("x")?;
@@ -773,36 +775,30 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             }
             let key = b.key();
             let w = b.param(&key, "weight", vec![n])?;
-            b.node(Op::Prelu, vec![x.0, w], shape)?
+            b.node(Op::Prelu, vec![x.0, w], &[x.1])?
         }
         "linear" => {
             let x = b.tensor("x")?;
             let (out, _) = b.positive("out_features", None)?;
             let bias = b.boolean("bias", true)?;
-            let mut shape = b.shape(x.0);
-            let Some(last) = shape.last_mut() else {
+            let Some(&in_features) = b.shape(x.0).last() else {
                 return Ok(b.lw.fail(
                     x.1,
                     "linear: the input must be at least 1-d, found a scalar".to_string(),
                 )?);
             };
-            let in_features = *last;
-            *last = out;
             let key = b.key();
             let w = b.param(&key, "weight", vec![out, in_features])?;
             let mut inputs = vec![x.0, w];
             if bias {
                 inputs.push(b.param(&key, "bias", vec![out])?);
             }
-            b.node(Op::Linear, inputs, shape)?
+            b.node(Op::Linear, inputs, &[x.1])?
         }
         "matmul" => {
             let x = b.tensor("a")?;
             let y = b.tensor("b")?;
-            match check::matmul(&b.shape(x.0), &b.shape(y.0)) {
-                Ok(shape) => b.node(Op::MatMul, vec![x.0, y.0], shape)?,
-                Err(e) => return Ok(b.shape_fail(e, &[x.1, y.1])?),
-            }
+            b.node(Op::MatMul, vec![x.0, y.0], &[x.1, y.1])?
         }
         "conv2d" => {
             let x = b.tensor("x")?;
@@ -821,10 +817,10 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 groups,
                 weights: crate::ir::ConvWeights::RowMajor,
             };
-            let shape = match check::conv2d(&b.shape(x.0), &attrs, out) {
-                Ok(s) => s,
-                Err(e) => return Ok(b.shape_fail(e, &[x.1])?),
-            };
+            // the attributes checked against the input before the weight is shaped by them
+            if let Err(e) = check::conv2d(&b.shape(x.0), &attrs, out) {
+                return Ok(b.shape_fail(e, &[x.1])?);
+            }
             let cin = b.shape(x.0).get(1).copied().unwrap_or(1);
             let key = b.key();
             let w = b.param(
@@ -836,7 +832,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             if bias {
                 inputs.push(b.param(&key, "bias", vec![out])?);
             }
-            b.node(Op::Conv2d(attrs), inputs, shape)?
+            b.node(Op::Conv2d(attrs), inputs, &[x.1])?
         }
         "conv_transpose2d" => {
             let x = b.tensor("x")?;
@@ -857,10 +853,10 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 dilation,
                 groups,
             };
-            let shape = match check::conv_transpose2d(&b.shape(x.0), &attrs, out) {
-                Ok(s) => s,
-                Err(e) => return Ok(b.shape_fail(e, &[x.1])?),
-            };
+            // the attributes checked against the input before the weight is shaped by them
+            if let Err(e) = check::conv_transpose2d(&b.shape(x.0), &attrs, out) {
+                return Ok(b.shape_fail(e, &[x.1])?);
+            }
             let cin = b.shape(x.0).get(1).copied().unwrap_or(1);
             let key = b.key();
             let w = b.param(
@@ -872,7 +868,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             if bias {
                 inputs.push(b.param(&key, "bias", vec![out])?);
             }
-            b.node(Op::ConvTranspose2d(attrs), inputs, shape)?
+            b.node(Op::ConvTranspose2d(attrs), inputs, &[x.1])?
         }
         "max_pool2d" | "avg_pool2d" => {
             let x = b.tensor("x")?;
@@ -899,16 +895,12 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 ceil_mode,
                 count_include_pad,
             };
-            let shape = match check::pool2d(name, &b.shape(x.0), &attrs) {
-                Ok(s) => s,
-                Err(e) => return Ok(b.shape_fail(e, &[x.1])?),
-            };
             let op = if name == "max_pool2d" {
                 Op::MaxPool2d(attrs)
             } else {
                 Op::AvgPool2d(attrs)
             };
-            b.node(op, vec![x.0], shape)?
+            b.node(op, vec![x.0], &[x.1])?
         }
         "dropout" | "identity" => {
             // no-ops at inference (PyTorch's `eval()` mode), accepted so pasted code compiles
@@ -938,7 +930,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
         }
         "global_avg_pool2d" | "global_max_pool2d" => {
             let x = b.tensor("x")?;
-            let mut shape = b.shape(x.0);
+            let shape = b.shape(x.0);
             if shape.len() < 3 {
                 return Ok(b.lw.fail(
                     x.1,
@@ -948,15 +940,12 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                     ),
                 )?);
             }
-            for d in shape.iter_mut().skip(2) {
-                *d = 1;
-            }
             let op = if name == "global_avg_pool2d" {
                 Op::GlobalAvgPool
             } else {
                 Op::GlobalMaxPool
             };
-            b.node(op, vec![x.0], shape)?
+            b.node(op, vec![x.0], &[x.1])?
         }
         "softmax" | "log_softmax" => {
             let x = b.tensor("x")?;
@@ -968,7 +957,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             } else {
                 Op::LogSoftmax { axis }
             };
-            b.node(op, vec![x.0], shape)?
+            b.node(op, vec![x.0], &[x.1])?
         }
         "layer_norm" => {
             let x = b.tensor("x")?;
@@ -1037,7 +1026,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 inputs.push(b.param(&key, "weight", norm_shape.clone())?);
                 inputs.push(b.param(&key, "bias", norm_shape)?);
             }
-            b.node(Op::LayerNorm { dims, eps }, inputs, shape)?
+            b.node(Op::LayerNorm { dims, eps }, inputs, &[x.1])?
         }
         "batch_norm" | "group_norm" | "instance_norm" => {
             let x = b.tensor("x")?;
@@ -1144,7 +1133,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 "group_norm" => Op::GroupNorm { groups, eps },
                 _ => Op::InstanceNorm { eps },
             };
-            b.node(op, inputs, shape)?
+            b.node(op, inputs, &[x.1])?
         }
         "reshape" => {
             let x = b.tensor("x")?;
@@ -1152,7 +1141,9 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 return Ok(b.missing("shape")?);
             };
             match check::reshape(&b.shape(x.0), &target) {
-                Ok(shape) => b.node(Op::Reshape(ReshapeKind::Reshape), vec![x.0], shape)?,
+                Ok(shape) => {
+                    b.node_shaped(Op::Reshape(ReshapeKind::Reshape), vec![x.0], &shape, &[x.1])?
+                }
                 Err(e) => return Ok(b.lw.fail(s, e.message)?),
             }
         }
@@ -1173,7 +1164,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let mut out: Vec<usize> = shape.get(..start).unwrap_or(&[]).to_vec();
             out.push(shape.get(start..=end).unwrap_or(&[]).iter().product());
             out.extend(shape.get(end + 1..).unwrap_or(&[]));
-            b.node(Op::Reshape(ReshapeKind::Flatten), vec![x.0], out)?
+            b.node_shaped(Op::Reshape(ReshapeKind::Flatten), vec![x.0], &out, &[x.1])?
         }
         "squeeze" => {
             let x = b.tensor("x")?;
@@ -1207,7 +1198,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 .filter(|(i, _)| !axes.contains(i))
                 .map(|(_, &d)| d)
                 .collect();
-            b.node(Op::Reshape(ReshapeKind::Squeeze), vec![x.0], out)?
+            b.node_shaped(Op::Reshape(ReshapeKind::Squeeze), vec![x.0], &out, &[x.1])?
         }
         "unsqueeze" => {
             let x = b.tensor("x")?;
@@ -1215,7 +1206,12 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let (axis, s) = b.int("axis", None)?;
             let axis = b.axis(axis, shape.len() + 1, s)?;
             shape.insert(axis, 1);
-            b.node(Op::Reshape(ReshapeKind::Unsqueeze), vec![x.0], shape)?
+            b.node_shaped(
+                Op::Reshape(ReshapeKind::Unsqueeze),
+                vec![x.0],
+                &shape,
+                &[x.1],
+            )?
         }
         "transpose" | "permute" => {
             let x = b.tensor("x")?;
@@ -1250,11 +1246,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 }
                 perm
             };
-            let out: Vec<usize> = perm
-                .iter()
-                .map(|&p| shape.get(p).copied().unwrap_or(0))
-                .collect();
-            b.node(Op::Transpose { perm }, vec![x.0], out)?
+            b.node(Op::Transpose { perm }, vec![x.0], &[x.1])?
         }
         "concat" => {
             let xs = b.tensors("tensors")?;
@@ -1265,28 +1257,10 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                     "concat: needs at least one tensor".to_string(),
                 )?);
             };
-            let first_shape = b.shape(first.0);
-            let axis = b.axis(axis, first_shape.len(), s)?;
-            let mut out = first_shape.clone();
-            for &(id, span) in xs.iter().skip(1) {
-                let sh = b.shape(id);
-                let same_rest = sh.len() == first_shape.len()
-                    && sh
-                        .iter()
-                        .zip(&first_shape)
-                        .enumerate()
-                        .all(|(i, (a, c))| i == axis || a == c);
-                if !same_rest {
-                    return Ok(b.lw.fail(
-                        span,
-                        format!("concat: along axis {axis}, every tensor must match {} on the other axes, found {}", fmt_shape(&first_shape), fmt_shape(&sh)),
-                    )?);
-                }
-                if let (Some(o), Some(d)) = (out.get_mut(axis), sh.get(axis)) {
-                    *o += d;
-                }
-            }
-            b.node(Op::Concat { axis }, xs.iter().map(|x| x.0).collect(), out)?
+            let rank = b.shape(first.0).len();
+            let axis = b.axis(axis, rank, s)?;
+            let (ids, spans): (Vec<ValueId>, Vec<Span>) = xs.into_iter().unzip();
+            b.node(Op::Concat { axis }, ids, &spans)?
         }
         "slice" => {
             let x = b.tensor("x")?;
@@ -1319,48 +1293,32 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 let e = end.map_or(-1, |e| resolve(e).clamp(-1, len - 1)).min(s);
                 if len > 1 {
                     let mut pads = vec![(0usize, 0usize); shape.len()];
-                    let mut padded = shape.clone();
-                    if let (Some(p), Some(d)) = (pads.get_mut(axis), padded.get_mut(axis)) {
+                    if let Some(p) = pads.get_mut(axis) {
                         *p = (len as usize - 1, 0);
-                        *d = 2 * len as usize - 1;
                     }
-                    let span = b.args.call_span;
-                    source = b.lw.push_node(
-                        Op::Pad {
-                            pads,
-                            mode: PadMode::Reflect,
-                        },
-                        vec![x.0],
-                        padded,
-                        span,
-                    );
+                    let mode = PadMode::Reflect;
+                    source = b.inner_node(Op::Pad { pads, mode }, vec![x.0], &[], &[x.1])?;
                 }
                 (len - 1 - s, len - 1 - e)
             };
             let mut starts = vec![0; shape.len()];
             let mut ends = shape.clone();
             let mut steps = vec![1; shape.len()];
-            let mut out = shape.clone();
-            if let (Some(a), Some(e), Some(st), Some(o)) = (
+            if let (Some(a), Some(e), Some(st)) = (
                 starts.get_mut(axis),
                 ends.get_mut(axis),
                 steps.get_mut(axis),
-                out.get_mut(axis),
             ) {
                 *a = s0 as usize;
                 *e = e0 as usize;
                 *st = stride;
-                *o = ((e0 - s0) as usize).div_ceil(stride);
             }
-            b.node(
-                Op::Slice {
-                    starts,
-                    ends,
-                    steps,
-                },
-                vec![source],
-                out,
-            )?
+            let op = Op::Slice {
+                starts,
+                ends,
+                steps,
+            };
+            b.node(op, vec![source], &[x.1])?
         }
         "split" => {
             let x = b.tensor("x")?;
@@ -1435,27 +1393,18 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             for size in sizes {
                 let mut starts = vec![0; shape.len()];
                 let mut ends = shape.clone();
-                let mut out = shape.clone();
-                if let (Some(a), Some(e), Some(o)) =
-                    (starts.get_mut(axis), ends.get_mut(axis), out.get_mut(axis))
-                {
+                if let (Some(a), Some(e)) = (starts.get_mut(axis), ends.get_mut(axis)) {
                     *a = offset;
                     *e = offset + size;
-                    *o = size;
                 }
                 offset += size;
                 let steps = vec![1; shape.len()];
-                let span = b.args.call_span;
-                ids.push(b.lw.push_node(
-                    Op::Slice {
-                        starts,
-                        ends,
-                        steps,
-                    },
-                    vec![x.0],
-                    out,
-                    span,
-                ));
+                let op = Op::Slice {
+                    starts,
+                    ends,
+                    steps,
+                };
+                ids.push(b.inner_node(op, vec![x.0], &[], &[x.1])?);
             }
             Val::Tuple(ids)
         }
@@ -1500,12 +1449,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 "replicate" => PadMode::Edge,
                 _ => PadMode::Constant(value),
             };
-            let out: Vec<usize> = shape
-                .iter()
-                .zip(&pads)
-                .map(|(d, (a, c))| d.saturating_add(*a).saturating_add(*c))
-                .collect();
-            b.node(Op::Pad { pads, mode }, vec![x.0], out)?
+            b.node(Op::Pad { pads, mode }, vec![x.0], &[x.1])?
         }
         "gather" => {
             let x = b.tensor("x")?;
@@ -1513,10 +1457,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let (axis, s) = b.int("axis", Some(0))?;
             let shape = b.shape(x.0);
             let axis = b.axis(axis, shape.len(), s)?;
-            let mut out: Vec<usize> = shape.get(..axis).unwrap_or(&[]).to_vec();
-            out.extend(b.shape(idx.0));
-            out.extend(shape.get(axis + 1..).unwrap_or(&[]));
-            b.node(Op::Gather { axis }, vec![x.0, idx.0], out)?
+            b.node(Op::Gather { axis }, vec![x.0, idx.0], &[x.1, idx.1])?
         }
         "embedding" => {
             let idx = b.tensor("indices")?;
@@ -1524,9 +1465,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let (dim, _) = b.positive("embedding_dim", None)?;
             let key = b.key();
             let w = b.param(&key, "weight", vec![num, dim])?;
-            let mut out = b.shape(idx.0);
-            out.push(dim);
-            b.node(Op::Gather { axis: 0 }, vec![w, idx.0], out)?
+            b.node(Op::Gather { axis: 0 }, vec![w, idx.0], &[idx.1, idx.1])?
         }
         "expand" => {
             let x = b.tensor("x")?;
@@ -1561,7 +1500,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 };
                 out.push(d);
             }
-            b.node(Op::Expand, vec![x.0], out)?
+            b.node_shaped(Op::Expand, vec![x.0], &out, &[x.1])?
         }
         "tile" => {
             let x = b.tensor("x")?;
@@ -1589,11 +1528,10 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             if lifted.len() > crate::MAX_RANK {
                 return Ok(b.lw.fail(s, format!("tile: repeating {} axes of {} needs rank {}, above the supported maximum of {}", lifted.len() - shape.len(), fmt_shape(&shape), lifted.len(), crate::MAX_RANK))?);
             }
-            let span = b.args.call_span;
-            let r =
-                b.lw.push_node(Op::Reshape(ReshapeKind::Reshape), vec![x.0], lifted, span);
-            let e = b.lw.push_node(Op::Expand, vec![r], expanded, span);
-            b.node(Op::Reshape(ReshapeKind::Reshape), vec![e], out)?
+            let reshape = Op::Reshape(ReshapeKind::Reshape);
+            let r = b.inner_node(reshape.clone(), vec![x.0], &lifted, &[x.1])?;
+            let e = b.inner_node(Op::Expand, vec![r], &expanded, &[x.1])?;
+            b.node_shaped(reshape, vec![e], &out, &[x.1])?
         }
         "depth_to_space" | "space_to_depth" => {
             let x = b.tensor("x")?;
@@ -1649,16 +1587,10 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 };
                 (six, perm, vec![n, c * bs * bs, h / bs, w / bs])
             };
-            let permuted: Vec<usize> = perm
-                .iter()
-                .map(|&p| six.get(p).copied().unwrap_or(1))
-                .collect();
-            let span = b.args.call_span;
-            let r =
-                b.lw.push_node(Op::Reshape(ReshapeKind::Reshape), vec![x.0], six, span);
-            let t =
-                b.lw.push_node(Op::Transpose { perm }, vec![r], permuted, span);
-            b.node(Op::Reshape(ReshapeKind::Reshape), vec![t], out)?
+            let reshape = Op::Reshape(ReshapeKind::Reshape);
+            let r = b.inner_node(reshape.clone(), vec![x.0], &six, &[x.1])?;
+            let t = b.inner_node(Op::Transpose { perm }, vec![r], &[], &[x.1])?;
+            b.node_shaped(reshape, vec![t], &out, &[x.1])?
         }
         "resize" => {
             let x = b.tensor("x")?;
@@ -1717,7 +1649,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 oh,
                 ow,
             ];
-            b.node(Op::Resize(mode), vec![x.0], out)?
+            b.node_shaped(Op::Resize(mode), vec![x.0], &out, &[x.1])?
         }
         "param" => {
             let Some((list, s)) = b.ints("shape")? else {
@@ -1917,7 +1849,7 @@ fn resize_nd(b: &mut Bind<'_, '_>, x: (ValueId, Span)) -> Result<Val, LowerError
         scales,
         roi,
     };
-    Ok(b.node(Op::Resample(Box::new(spec)), vec![x.0], out)?)
+    Ok(b.node_shaped(Op::Resample(Box::new(spec)), vec![x.0], &out, &[x.1])?)
 }
 
 /// PyTorch's adaptive average pooling: output cell `i` of an axis of length `n` averages
@@ -1931,7 +1863,7 @@ fn adaptive_avg_pool2d(
     shape: &[usize],
     size: [usize; 2],
 ) -> Result<Val, LowerError> {
-    let [n, c, h, w] = shape else {
+    let [_, _, h, w] = shape else {
         return Ok(b.lw.fail(
             x.1,
             format!(
@@ -1940,7 +1872,7 @@ fn adaptive_avg_pool2d(
             ),
         )?);
     };
-    let (n, c, h, w) = (*n, *c, *h, *w);
+    let (h, w) = (*h, *w);
     if h == 0 || w == 0 {
         return Ok(b.lw.fail(
             x.1,
@@ -1952,7 +1884,7 @@ fn adaptive_avg_pool2d(
     }
     let [oh, ow] = size;
     if [oh, ow] == [1, 1] {
-        return Ok(b.node(Op::GlobalAvgPool, vec![x.0], vec![n, c, 1, 1])?);
+        return Ok(b.node(Op::GlobalAvgPool, vec![x.0], &[x.1])?);
     }
     if h % oh == 0 && w % ow == 0 {
         let kernel = [h / oh, w / ow];
@@ -1964,68 +1896,42 @@ fn adaptive_avg_pool2d(
             ceil_mode: false,
             count_include_pad: true,
         };
-        return Ok(b.node(Op::AvgPool2d(attrs), vec![x.0], vec![n, c, oh, ow])?);
+        return Ok(b.node(Op::AvgPool2d(attrs), vec![x.0], &[x.1])?);
     }
-    let span = b.args.call_span;
     let mut current = x.0;
-    let mut current_shape = shape.to_vec();
     for (axis, out) in [(2usize, oh), (3usize, ow)] {
+        let current_shape = b.shape(current);
         let len = current_shape.get(axis).copied().unwrap_or(1);
         if len == out {
             continue;
         }
         let mut parts = Vec::new();
         for i in 0..out {
-            let start = i * len / out;
-            let end = ((i + 1) * len).div_ceil(out);
             let mut starts = vec![0; 4];
             let mut ends = current_shape.clone();
-            let mut sliced = current_shape.clone();
-            if let (Some(a), Some(e), Some(o)) = (
-                starts.get_mut(axis),
-                ends.get_mut(axis),
-                sliced.get_mut(axis),
-            ) {
-                *a = start;
-                *e = end;
-                *o = end - start;
+            if let (Some(a), Some(e)) = (starts.get_mut(axis), ends.get_mut(axis)) {
+                *a = i * len / out;
+                *e = ((i + 1) * len).div_ceil(out);
             }
-            let window = b.lw.push_node(
-                Op::Slice {
-                    starts,
-                    ends,
-                    steps: vec![1; 4],
-                },
-                vec![current],
-                sliced.clone(),
-                span,
-            );
-            let mut reduced = sliced;
-            if let Some(o) = reduced.get_mut(axis) {
-                *o = 1;
-            }
-            parts.push(b.lw.push_node(
-                Op::Reduce {
-                    kind: ReduceKind::Mean,
-                    axes: vec![axis],
-                    keepdims: true,
-                },
-                vec![window],
-                reduced,
-                span,
-            ));
+            let steps = vec![1; 4];
+            let slice = Op::Slice {
+                starts,
+                ends,
+                steps,
+            };
+            let window = b.inner_node(slice, vec![current], &[], &[x.1])?;
+            let mean = Op::Reduce {
+                kind: ReduceKind::Mean,
+                axes: vec![axis],
+                keepdims: true,
+            };
+            parts.push(b.inner_node(mean, vec![window], &[], &[x.1])?);
         }
-        if let Some(o) = current_shape.get_mut(axis) {
-            *o = out;
-        }
-        current =
-            b.lw.push_node(Op::Concat { axis }, parts, current_shape.clone(), span);
+        current = b.inner_node(Op::Concat { axis }, parts, &[], &[x.1])?;
     }
     Ok(Val::Tensor(current))
 }
 
-/// A DSL call of a unary function by name (its row in [`unary`] says which parameters it
-/// reads), or `None` when `name` is none.
 /// A `reduce_*` call (see [`reduce`]): the function `kind` over `axes` (all by default),
 /// kept as length-1 axes with `keepdims`.
 fn reduce_call(b: &mut Bind<'_, '_>, name: &str, kind: ReduceKind) -> Result<Val, LowerError> {
@@ -2048,26 +1954,16 @@ fn reduce_call(b: &mut Bind<'_, '_>, name: &str, kind: ReduceKind) -> Result<Val
             axes
         }
     };
-    let out: Vec<usize> = shape
-        .iter()
-        .enumerate()
-        .filter_map(|(i, &d)| match (axes.contains(&i), keepdims) {
-            (true, true) => Some(1),
-            (true, false) => None,
-            (false, _) => Some(d),
-        })
-        .collect();
-    Ok(b.node(
-        Op::Reduce {
-            kind,
-            axes,
-            keepdims,
-        },
-        vec![x.0],
-        out,
-    )?)
+    let op = Op::Reduce {
+        kind,
+        axes,
+        keepdims,
+    };
+    Ok(b.node(op, vec![x.0], &[x.1])?)
 }
 
+/// A DSL call of a unary function by name (its row in [`unary`] says which parameters it
+/// reads), or `None` when `name` is none.
 fn unary_call(b: &mut Bind<'_, '_>, name: &str) -> Option<Result<Val, LowerError>> {
     // the parameters come after `x`: set it aside so that positions stay right
     let x = b.args.positional.pop_front();
@@ -2093,10 +1989,7 @@ impl unary::CallArgs for Bind<'_, '_> {
 
 fn unary(b: &mut Bind<'_, '_>, op: UnaryOp) -> Result<Val, LowerError> {
     match b.args.take("x") {
-        Some((Val::Tensor(id), _)) => {
-            let shape = b.shape(id);
-            Ok(b.node(Op::Unary(op), vec![id], shape)?)
-        }
+        Some((Val::Tensor(id), s)) => Ok(b.node(Op::Unary(op), vec![id], &[s])?),
         // a number folds here, by the function's one f64 semantics
         Some((v @ (Val::Int(_) | Val::Float(_)), _)) => Ok(Val::Float(op.reference(as_f64(&v)))),
         Some((Val::Poison, _)) => Err(Failed),

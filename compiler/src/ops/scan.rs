@@ -177,7 +177,7 @@ pub(super) fn bind(b: &mut super::Bind<'_, '_>, kind: ScanKind) -> Result<Val, s
         exclusive,
         reverse,
     };
-    Ok(b.node(op, vec![x.0], shape)?)
+    Ok(b.node(op, vec![x.0], &[x.1])?)
 }
 
 /// `[outer, len, inner]`: the elements before the axis, along it and after it.
