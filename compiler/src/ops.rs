@@ -324,19 +324,36 @@ impl Bind<'_, '_> {
         }
     }
 
-    fn int(&mut self, name: &str, default: Option<i64>) -> Eval<(i64, Span)> {
-        match self.args.take(name) {
-            Some((Val::Int(n), s)) => Ok((n, s)),
-            Some((other, s)) => self.wrong(name, "an integer", &other, s),
-            None => match default {
-                Some(d) => Ok((d, self.args.func_span)),
-                None => self.missing(name),
+    /// The default the op's signature writes for `name`, read as a `T` (a quoted string
+    /// without its quotes); `missing` when the signature gives none. The signature
+    /// ([`ops`]) is the one place a default is written.
+    fn default<T: std::str::FromStr>(&mut self, name: &str, what: &str) -> Eval<T> {
+        let op = self.args.op.clone();
+        match signature_default(&op, name) {
+            None => self.missing(name),
+            Some(text) => match text.trim_matches('"').parse::<T>() {
+                Ok(value) => Ok(value),
+                Err(_) => {
+                    let span = self.args.func_span;
+                    self.lw.fail(
+                        span,
+                        format!("internal error: the signature of `{op}` gives `{name}` the default `{text}`, not {what}"),
+                    )
+                }
             },
         }
     }
 
-    fn positive(&mut self, name: &str, default: Option<i64>) -> Eval<(usize, Span)> {
-        let (n, s) = self.int(name, default)?;
+    fn int(&mut self, name: &str) -> Eval<(i64, Span)> {
+        match self.args.take(name) {
+            Some((Val::Int(n), s)) => Ok((n, s)),
+            Some((other, s)) => self.wrong(name, "an integer", &other, s),
+            None => Ok((self.default(name, "an integer")?, self.args.func_span)),
+        }
+    }
+
+    fn positive(&mut self, name: &str) -> Eval<(usize, Span)> {
+        let (n, s) = self.int(name)?;
         if n < 1 {
             let op = self.args.op.clone();
             return self.lw.fail(
@@ -347,30 +364,27 @@ impl Bind<'_, '_> {
         Ok((n as usize, s))
     }
 
-    fn float(&mut self, name: &str, default: Option<f64>) -> Eval<f64> {
+    fn float(&mut self, name: &str) -> Eval<f64> {
         match self.args.take(name) {
             Some((v @ (Val::Int(_) | Val::Float(_)), _)) => Ok(as_f64(&v)),
             Some((other, s)) => self.wrong(name, "a number", &other, s),
-            None => match default {
-                Some(d) => Ok(d),
-                None => self.missing(name),
-            },
+            None => self.default(name, "a number"),
         }
     }
 
-    fn boolean(&mut self, name: &str, default: bool) -> Eval<bool> {
+    fn boolean(&mut self, name: &str) -> Eval<bool> {
         match self.args.take(name) {
             Some((Val::Bool(b), _)) => Ok(b),
             Some((other, s)) => self.wrong(name, "`true` or `false`", &other, s),
-            None => Ok(default),
+            None => self.default(name, "`true` or `false`"),
         }
     }
 
-    fn string(&mut self, name: &str, default: &str, allowed: &[&str]) -> Eval<(String, Span)> {
+    fn string(&mut self, name: &str, allowed: &[&str]) -> Eval<(String, Span)> {
         let (value, span) = match self.args.take(name) {
             Some((Val::Str(s), span)) => (s, span),
             Some((other, s)) => return self.wrong(name, "a string", &other, s),
-            None => (default.to_string(), self.args.func_span),
+            None => (self.default(name, "a string")?, self.args.func_span),
         };
         if !allowed.contains(&value.as_str()) {
             let op = self.args.op.clone();
@@ -425,13 +439,33 @@ impl Bind<'_, '_> {
     }
 
     /// A per-axis pair (`3` or `[3, 5]`) of non-negative integers, at least `min`.
-    fn pair(&mut self, name: &str, default: Option<[usize; 2]>, min: i64) -> Eval<[usize; 2]> {
-        let op = self.args.op.clone();
+    fn pair(&mut self, name: &str, min: i64) -> Eval<[usize; 2]> {
         match self.ints(name)? {
-            None => match default {
-                Some(d) => Ok(d),
-                None => self.missing(name),
-            },
+            None => {
+                let d: usize = self.default(name, "an integer")?;
+                Ok([d, d])
+            }
+            given => self.pair_of(name, given, min),
+        }
+    }
+
+    /// [`Bind::pair`] whose default the signature states in words (`stride = kernel`).
+    fn pair_or(&mut self, name: &str, default: [usize; 2], min: i64) -> Eval<[usize; 2]> {
+        match self.ints(name)? {
+            None => Ok(default),
+            given => self.pair_of(name, given, min),
+        }
+    }
+
+    fn pair_of(
+        &mut self,
+        name: &str,
+        given: Option<(Vec<i64>, Span)>,
+        min: i64,
+    ) -> Eval<[usize; 2]> {
+        let op = self.args.op.clone();
+        match given {
+            None => self.missing(name),
             Some((v, s)) => {
                 if v.iter().any(|&n| n < min) {
                     return self.lw.fail(
@@ -680,10 +714,23 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// The argument names in an op's signature (`conv2d`: `x`, `out_channels`, `kernel`, ...).
 pub fn argument_names(op: &str) -> Vec<&'static str> {
-    let Some(sig) = ops().find(|o| o.name == op).map(|o| o.signature) else {
-        return Vec::new();
-    };
-    let mut names = Vec::new();
+    signature_parts(op).filter_map(leading_name).collect()
+}
+
+/// The default an op's signature writes for argument `name` (`conv2d`, `stride`: `1`;
+/// `max_pool2d`, `stride`: `kernel`), `None` when the argument is required.
+fn signature_default(op: &str, name: &str) -> Option<&'static str> {
+    signature_parts(op)
+        .find(|part| leading_name(part) == Some(name))?
+        .split_once('=')
+        .map(|(_, default)| default.trim())
+}
+
+/// The arguments of an op's signature as written (`stride = 1`), split at the commas,
+/// semicolons and bars outside brackets.
+fn signature_parts(op: &str) -> impl Iterator<Item = &'static str> {
+    let sig = ops().find(|o| o.name == op).map_or("", |o| o.signature);
+    let mut parts = Vec::new();
     let mut depth = 0usize;
     let mut start = 0usize;
     for (i, c) in sig.char_indices() {
@@ -691,14 +738,14 @@ pub fn argument_names(op: &str) -> Vec<&'static str> {
             '[' | '(' => depth += 1,
             ']' | ')' => depth = depth.saturating_sub(1),
             ',' | ';' | '|' if depth == 0 => {
-                names.extend(leading_name(sig.get(start..i).unwrap_or("")));
+                parts.extend(sig.get(start..i));
                 start = i + 1;
             }
             _ => {}
         }
     }
-    names.extend(leading_name(sig.get(start..).unwrap_or("")));
-    names
+    parts.extend(sig.get(start..));
+    parts.into_iter()
 }
 
 fn leading_name(part: &str) -> Option<&str> {
@@ -723,7 +770,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
     let val = match name {
         "gelu" => {
             let x = b.tensor("x")?;
-            let (approx, _) = b.string("approximate", "none", &["none", "tanh"])?;
+            let (approx, _) = b.string("approximate", &["none", "tanh"])?;
             let op = if approx == "tanh" {
                 UnaryOp::GeluTanh
             } else {
@@ -762,7 +809,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
         }
         "prelu" => {
             let x = b.tensor("x")?;
-            let (n, ns) = b.positive("num_parameters", Some(1))?;
+            let (n, ns) = b.positive("num_parameters")?;
             let shape = b.shape(x.0);
             if n != 1 && shape.get(1) != Some(&n) {
                 return Ok(b.lw.fail(
@@ -779,8 +826,8 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
         }
         "linear" => {
             let x = b.tensor("x")?;
-            let (out, _) = b.positive("out_features", None)?;
-            let bias = b.boolean("bias", true)?;
+            let (out, _) = b.positive("out_features")?;
+            let bias = b.boolean("bias")?;
             let Some(&in_features) = b.shape(x.0).last() else {
                 return Ok(b.lw.fail(
                     x.1,
@@ -802,13 +849,13 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
         }
         "conv2d" => {
             let x = b.tensor("x")?;
-            let (out, _) = b.positive("out_channels", None)?;
-            let kernel = b.pair("kernel", None, 1)?;
-            let stride = b.pair("stride", Some([1, 1]), 1)?;
+            let (out, _) = b.positive("out_channels")?;
+            let kernel = b.pair("kernel", 1)?;
+            let stride = b.pair("stride", 1)?;
             let padding = padding4(b, kernel, stride)?;
-            let dilation = b.pair("dilation", Some([1, 1]), 1)?;
-            let (groups, _) = b.positive("groups", Some(1))?;
-            let bias = b.boolean("bias", true)?;
+            let dilation = b.pair("dilation", 1)?;
+            let (groups, _) = b.positive("groups")?;
+            let bias = b.boolean("bias")?;
             let attrs = Conv2d {
                 kernel,
                 stride,
@@ -836,15 +883,15 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
         }
         "conv_transpose2d" => {
             let x = b.tensor("x")?;
-            let (out, _) = b.positive("out_channels", None)?;
-            let kernel = b.pair("kernel", None, 1)?;
-            let stride = b.pair("stride", Some([1, 1]), 1)?;
-            let padding = b.pair("padding", Some([0, 0]), 0)?;
-            let output_padding = b.pair("output_padding", Some([0, 0]), 0)?;
+            let (out, _) = b.positive("out_channels")?;
+            let kernel = b.pair("kernel", 1)?;
+            let stride = b.pair("stride", 1)?;
+            let padding = b.pair("padding", 0)?;
+            let output_padding = b.pair("output_padding", 0)?;
             // PyTorch's order: groups, bias, then dilation
-            let (groups, _) = b.positive("groups", Some(1))?;
-            let bias = b.boolean("bias", true)?;
-            let dilation = b.pair("dilation", Some([1, 1]), 1)?;
+            let (groups, _) = b.positive("groups")?;
+            let bias = b.boolean("bias")?;
+            let dilation = b.pair("dilation", 1)?;
             let attrs = ConvTranspose2d {
                 kernel,
                 stride,
@@ -872,20 +919,20 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
         }
         "max_pool2d" | "avg_pool2d" => {
             let x = b.tensor("x")?;
-            let kernel = b.pair("kernel", None, 1)?;
-            let stride = b.pair("stride", Some(kernel), 1)?;
+            let kernel = b.pair("kernel", 1)?;
+            let stride = b.pair_or("stride", kernel, 1)?;
             let padding = padding4(b, kernel, stride)?;
             // PyTorch's orders: max_pool2d(x, kernel, stride, padding, dilation, ceil_mode),
             // avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad)
             let (dilation, ceil_mode, count_include_pad) = if name == "avg_pool2d" {
-                let ceil_mode = b.boolean("ceil_mode", false)?;
-                let count_include_pad = b.boolean("count_include_pad", true)?;
+                let ceil_mode = b.boolean("ceil_mode")?;
+                let count_include_pad = b.boolean("count_include_pad")?;
                 b.keywords_only();
-                let dilation = b.pair("dilation", Some([1, 1]), 1)?;
+                let dilation = b.pair("dilation", 1)?;
                 (dilation, ceil_mode, count_include_pad)
             } else {
-                let dilation = b.pair("dilation", Some([1, 1]), 1)?;
-                (dilation, b.boolean("ceil_mode", false)?, false)
+                let dilation = b.pair("dilation", 1)?;
+                (dilation, b.boolean("ceil_mode")?, false)
             };
             let attrs = Pool2d {
                 kernel,
@@ -906,7 +953,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             // no-ops at inference (PyTorch's `eval()` mode), accepted so pasted code compiles
             let x = b.tensor("x")?;
             if name == "dropout" {
-                let p = b.float("p", Some(0.5))?;
+                let p = b.float("p")?;
                 if !(0.0..=1.0).contains(&p) {
                     let span = b.args.span_of("p").unwrap_or(b.args.call_span);
                     return Ok(b
@@ -914,18 +961,18 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                         .fail(span, format!("dropout: p must be in [0, 1], found {p}"))?);
                 }
                 b.keywords_only();
-                if b.boolean("training", false)? {
+                if b.boolean("training")? {
                     let span = b.args.span_of("training").unwrap_or(b.args.call_span);
                     return Ok(b.lw.fail(span, "dropout: training = true is not supported: the compiled model runs inference, where dropout passes its input through".to_string())?);
                 }
-                b.boolean("inplace", false)?;
+                b.boolean("inplace")?;
             }
             Val::Tensor(x.0)
         }
         "adaptive_avg_pool2d" => {
             let x = b.tensor("x")?;
             let shape = b.shape(x.0);
-            let size = b.pair("output_size", None, 1)?;
+            let size = b.pair("output_size", 1)?;
             adaptive_avg_pool2d(b, x, &shape, size)?
         }
         "global_avg_pool2d" | "global_max_pool2d" => {
@@ -949,7 +996,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
         }
         "softmax" | "log_softmax" => {
             let x = b.tensor("x")?;
-            let (axis, s) = b.int("axis", Some(-1))?;
+            let (axis, s) = b.int("axis")?;
             let shape = b.shape(x.0);
             let axis = b.axis(axis, shape.len(), s)?;
             let op = if name == "softmax" {
@@ -965,8 +1012,8 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let normalized = b.ints("normalized_shape")?;
             b.keywords_only();
             let dims_arg = b.ints("dims")?;
-            let eps = b.float("eps", Some(1e-5))? as f32;
-            let affine = b.boolean("affine", true)?;
+            let eps = b.float("eps")? as f32;
+            let affine = b.boolean("affine")?;
             let (dims, ds) = match (normalized, dims_arg) {
                 (Some(_), Some((_, ds))) => {
                     return Ok(b.lw.fail(
@@ -1042,7 +1089,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             }
             let c = shape.get(1).copied().unwrap_or(1);
             let groups = if name == "group_norm" {
-                let (g, gs) = b.positive("num_groups", None)?;
+                let (g, gs) = b.positive("num_groups")?;
                 if c % g != 0 {
                     return Ok(b.lw.fail(
                         gs,
@@ -1089,21 +1136,15 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 }
             }
             b.keywords_only();
-            let eps = b.float("eps", Some(1e-5))? as f32;
+            let eps = b.float("eps")? as f32;
             if name != "group_norm" {
                 // the running statistics' update rate: no effect at inference
-                b.float("momentum", Some(0.1))?;
+                b.float("momentum")?;
             }
             let (affine, track_stats) = match name {
-                "batch_norm" => (
-                    b.boolean("affine", true)?,
-                    b.boolean("track_running_stats", true)?,
-                ),
-                "group_norm" => (b.boolean("affine", true)?, false),
-                _ => (
-                    b.boolean("affine", false)?,
-                    b.boolean("track_running_stats", false)?,
-                ),
+                "batch_norm" => (b.boolean("affine")?, b.boolean("track_running_stats")?),
+                "group_norm" => (b.boolean("affine")?, false),
+                _ => (b.boolean("affine")?, b.boolean("track_running_stats")?),
             };
             let unsupported = match name {
                 "batch_norm" if !affine => Some(("affine", "false", "batch_norm without `weight` and `bias`: give affine = true and load ones and zeros")),
@@ -1150,8 +1191,8 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
         "flatten" => {
             let x = b.tensor("x")?;
             let shape = b.shape(x.0);
-            let (start, ss) = b.int("start", Some(1))?;
-            let (end, es) = b.int("end", Some(-1))?;
+            let (start, ss) = b.int("start")?;
+            let (end, es) = b.int("end")?;
             let rank = shape.len().max(1);
             let start = b.axis(start, rank, ss)?;
             let end = b.axis(end, rank, es)?;
@@ -1203,7 +1244,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
         "unsqueeze" => {
             let x = b.tensor("x")?;
             let mut shape = b.shape(x.0);
-            let (axis, s) = b.int("axis", None)?;
+            let (axis, s) = b.int("axis")?;
             let axis = b.axis(axis, shape.len() + 1, s)?;
             shape.insert(axis, 1);
             b.node_shaped(
@@ -1217,8 +1258,8 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let x = b.tensor("x")?;
             let shape = b.shape(x.0);
             let perm: Vec<usize> = if name == "transpose" {
-                let (a0, s0) = b.int("axis0", None)?;
-                let (a1, s1) = b.int("axis1", None)?;
+                let (a0, s0) = b.int("axis0")?;
+                let (a1, s1) = b.int("axis1")?;
                 let a0 = b.axis(a0, shape.len(), s0)?;
                 let a1 = b.axis(a1, shape.len(), s1)?;
                 let mut perm: Vec<usize> = (0..shape.len()).collect();
@@ -1250,7 +1291,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
         }
         "concat" => {
             let xs = b.tensors("tensors")?;
-            let (axis, s) = b.int("axis", Some(0))?;
+            let (axis, s) = b.int("axis")?;
             let Some(first) = xs.first().copied() else {
                 return Ok(b.lw.fail(
                     b.args.call_span,
@@ -1265,16 +1306,16 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
         "slice" => {
             let x = b.tensor("x")?;
             let shape = b.shape(x.0);
-            let (axis, axs) = b.int("axis", None)?;
+            let (axis, axs) = b.int("axis")?;
             let axis = b.axis(axis, shape.len(), axs)?;
             let len = shape.get(axis).copied().unwrap_or(0) as i64;
-            let (start, _) = b.int("start", None)?;
+            let (start, _) = b.int("start")?;
             let end = match b.args.take("end") {
                 Some((Val::Int(n), _)) => Some(n),
                 Some((other, s)) => return Ok(b.wrong("end", "an integer", &other, s)?),
                 None => None,
             };
-            let (step, sts) = b.int("step", Some(1))?;
+            let (step, sts) = b.int("step")?;
             if step == 0 {
                 return Ok(b.lw.fail(sts, "slice: step must not be 0".to_string())?);
             }
@@ -1324,7 +1365,7 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let x = b.tensor("x")?;
             let shape = b.shape(x.0);
             let parts = b.args.take("sizes");
-            let (axis, axs) = b.int("axis", Some(0))?;
+            let (axis, axs) = b.int("axis")?;
             b.keywords_only();
             let chunks = b.args.take("chunks");
             let split_size = b.args.take("split_size");
@@ -1420,8 +1461,8 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                     format!("pad: pads are non-negative (before, after) pairs starting from the last axis, at most {} pairs for {}, found {list:?}", shape.len(), fmt_shape(&shape)),
                 )?);
             }
-            let (mode, ms) = b.string("mode", "constant", &["constant", "reflect", "replicate"])?;
-            let value = b.float("value", Some(0.0))? as f32;
+            let (mode, ms) = b.string("mode", &["constant", "reflect", "replicate"])?;
+            let value = b.float("value")? as f32;
             let mut pads = vec![(0usize, 0usize); shape.len()];
             for (k, pair) in list.chunks(2).enumerate() {
                 let axis = shape.len() - 1 - k;
@@ -1454,15 +1495,15 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
         "gather" => {
             let x = b.tensor("x")?;
             let idx = b.tensor("indices")?;
-            let (axis, s) = b.int("axis", Some(0))?;
+            let (axis, s) = b.int("axis")?;
             let shape = b.shape(x.0);
             let axis = b.axis(axis, shape.len(), s)?;
             b.node(Op::Gather { axis }, vec![x.0, idx.0], &[x.1, idx.1])?
         }
         "embedding" => {
             let idx = b.tensor("indices")?;
-            let (num, _) = b.positive("num_embeddings", None)?;
-            let (dim, _) = b.positive("embedding_dim", None)?;
+            let (num, _) = b.positive("num_embeddings")?;
+            let (dim, _) = b.positive("embedding_dim")?;
             let key = b.key();
             let w = b.param(&key, "weight", vec![num, dim])?;
             b.node(Op::Gather { axis: 0 }, vec![w, idx.0], &[idx.1, idx.1])?
@@ -1536,8 +1577,8 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
         "depth_to_space" | "space_to_depth" => {
             let x = b.tensor("x")?;
             let shape = b.shape(x.0);
-            let (bs, bss) = b.positive("blocksize", None)?;
-            let (mode, _) = b.string("mode", "DCR", &["DCR", "CRD"])?;
+            let (bs, bss) = b.positive("blocksize")?;
+            let (mode, _) = b.string("mode", &["DCR", "CRD"])?;
             let [n, c, h, w] = match shape.as_slice() {
                 [n, c, h, w] => [*n, *c, *h, *w],
                 _ => {
@@ -1617,8 +1658,8 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 Some((other, s)) => return Ok(b.wrong("scale", "a number", &other, s)?),
                 None => None,
             };
-            let (mode, _) = b.string("mode", "nearest", &["nearest", "bilinear"])?;
-            let align_corners = b.boolean("align_corners", false)?;
+            let (mode, _) = b.string("mode", &["nearest", "bilinear"])?;
+            let align_corners = b.boolean("align_corners")?;
             let (h, w) = (
                 shape.get(2).copied().unwrap_or(1),
                 shape.get(3).copied().unwrap_or(1),
@@ -1700,7 +1741,7 @@ fn resize_nd(b: &mut Bind<'_, '_>, x: (ValueId, Span)) -> Result<Val, LowerError
     let rank = shape.len();
     let sizes = b.ints("sizes")?;
     let scales = b.floats("scales")?;
-    let (mode, _) = b.string("mode", "nearest", &["nearest", "linear", "cubic"])?;
+    let (mode, _) = b.string("mode", &["nearest", "linear", "cubic"])?;
     let coords = [
         "half_pixel",
         "half_pixel_symmetric",
@@ -1709,17 +1750,16 @@ fn resize_nd(b: &mut Bind<'_, '_>, x: (ValueId, Span)) -> Result<Val, LowerError
         "asymmetric",
         "tf_crop_and_resize",
     ];
-    let (coord, _) = b.string("coordinate_transformation_mode", "half_pixel", &coords)?;
+    let (coord, _) = b.string("coordinate_transformation_mode", &coords)?;
     let (nearest, _) = b.string(
         "nearest_mode",
-        "round_prefer_floor",
         &["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"],
     )?;
-    let a = b.float("cubic_coeff_a", Some(-0.75))? as f32;
-    let exclude_outside = b.boolean("exclude_outside", false)?;
-    let antialias = b.boolean("antialias", false)?;
+    let a = b.float("cubic_coeff_a")? as f32;
+    let exclude_outside = b.boolean("exclude_outside")?;
+    let antialias = b.boolean("antialias")?;
     let roi = b.floats("roi")?;
-    let extrapolation = b.float("extrapolation_value", Some(0.0))? as f32;
+    let extrapolation = b.float("extrapolation_value")? as f32;
     let call = b.args.call_span;
     let roi: Vec<(f64, f64)> = match roi {
         None => vec![(0.0, 1.0); rank],
@@ -1938,7 +1978,7 @@ fn reduce_call(b: &mut Bind<'_, '_>, name: &str, kind: ReduceKind) -> Result<Val
     let x = b.tensor("x")?;
     let shape = b.shape(x.0);
     let axes_arg = b.ints("axes")?;
-    let keepdims = b.boolean("keepdims", false)?;
+    let keepdims = b.boolean("keepdims")?;
     let axes = match axes_arg {
         None => (0..shape.len()).collect(),
         Some((list, s)) => {
@@ -1983,7 +2023,13 @@ impl unary::CallArgs for Bind<'_, '_> {
     }
 
     fn float(&mut self, keyword: &str, default: Option<f64>) -> Result<f32, Reported> {
-        Ok(Bind::float(self, keyword, default)? as f32)
+        // the row's macro writes this default and the signature's text from one place
+        match (self.args.take(keyword), default) {
+            (Some((v @ (Val::Int(_) | Val::Float(_)), _)), _) => Ok(as_f64(&v) as f32),
+            (Some((other, s)), _) => self.wrong(keyword, "a number", &other, s),
+            (None, Some(d)) => Ok(d as f32),
+            (None, None) => self.missing(keyword),
+        }
     }
 }
 
@@ -2006,7 +2052,10 @@ fn padding4(
 ) -> Result<[usize; 4], LowerError> {
     let op = b.args.op.clone();
     match b.args.take("padding") {
-        None => Ok([0; 4]),
+        None => {
+            let p: usize = b.default("padding", "an integer")?;
+            Ok([p; 4])
+        }
         Some((Val::Str(s), span)) => match s.as_str() {
             "valid" => Ok([0; 4]),
             "same" => {
@@ -2055,5 +2104,30 @@ fn padding4(
                 _ => Ok(b.lw.fail(span, format!("{op}: padding takes 1, 2 (h, w) or 4 (top, left, bottom, right) integers, found {}", u.len()))?),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_read_from_the_signatures() {
+        assert_eq!(signature_default("conv2d", "stride"), Some("1"));
+        assert_eq!(signature_default("max_pool2d", "stride"), Some("kernel"));
+        assert_eq!(signature_default("avg_pool2d", "dilation"), Some("1"));
+        assert_eq!(signature_default("layer_norm", "eps"), Some("1e-5"));
+        assert_eq!(
+            signature_default("resize", "nearest_mode"),
+            Some("\"round_prefer_floor\"")
+        );
+        assert_eq!(signature_default("cumsum", "reverse"), Some("false"));
+        assert_eq!(signature_default("slice", "axis"), None);
+        assert_eq!(signature_default("no_such_op", "axis"), None);
+        assert_eq!(
+            argument_names("pad"),
+            ["x", "pads", "mode", "value"],
+            "names come from the same split"
+        );
     }
 }

@@ -167,10 +167,10 @@ pub fn signatures() -> impl Iterator<Item = crate::ops::OpSignature> {
 pub(super) fn bind(b: &mut super::Bind<'_, '_>, kind: ScanKind) -> Result<Val, super::LowerError> {
     let x = b.tensor("x")?;
     let shape = b.shape(x.0);
-    let (axis, s) = b.int("axis", None)?;
+    let (axis, s) = b.int("axis")?;
     let axis = b.axis(axis, shape.len(), s)?;
-    let exclusive = b.boolean("exclusive", false)?;
-    let reverse = b.boolean("reverse", false)?;
+    let exclusive = b.boolean("exclusive")?;
+    let reverse = b.boolean("reverse")?;
     let op = Op::Scan {
         kind,
         axis,
