@@ -973,35 +973,10 @@ fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
     op.reference(f64::from(a), f64::from(b)) as f32
 }
 
-/// The numpy broadcast of two shapes (trailing axes aligned, length 1 stretches).
+/// The numpy broadcast of two shapes (trailing axes aligned, length 1 stretches): the
+/// shape rule of `check`, the one every op's inference uses.
 fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
-    let rank = a.len().max(b.len());
-    let mut out = Vec::with_capacity(rank);
-    for k in 1..=rank {
-        // k-th axis from the end; a missing axis counts as length 1.
-        let da = a
-            .len()
-            .checked_sub(k)
-            .and_then(|i| a.get(i))
-            .copied()
-            .unwrap_or(1);
-        let db = b
-            .len()
-            .checked_sub(k)
-            .and_then(|i| b.get(i))
-            .copied()
-            .unwrap_or(1);
-        let d = if da == db || db == 1 {
-            da
-        } else if da == 1 {
-            db
-        } else {
-            return fail(format!("shapes {a:?} and {b:?} do not broadcast"));
-        };
-        out.push(d);
-    }
-    out.reverse();
-    Ok(out)
+    crate::check::broadcast("broadcast", a, b).map_err(shape_error)
 }
 
 /// A broadcast view of `x` with this shape.

@@ -1770,47 +1770,27 @@ fn matmul(c: &mut Ctx<'_>) -> R<Vec<String>> {
     }
 }
 
-/// numpy's `matmul` result shape (1-d operands promoted, then their axis dropped).
+/// numpy's `matmul` result shape: 1-d operands promoted to matrices, the compiler's
+/// shape rule ([`dnnfusion_compiler::check::matmul`]), then the promoted axes dropped.
 fn matmul_shape(sa: &[usize], sb: &[usize]) -> R<Vec<usize>> {
-    let a: Vec<usize> = if sa.len() == 1 {
+    let a = if sa.len() == 1 {
         [&[1], sa].concat()
     } else {
         sa.to_vec()
     };
-    let b: Vec<usize> = if sb.len() == 1 {
+    let b = if sb.len() == 1 {
         [sb, &[1]].concat()
     } else {
         sb.to_vec()
     };
-    let (ba, bb) = (
-        a.get(..a.len().saturating_sub(2)).unwrap_or(&[]),
-        b.get(..b.len().saturating_sub(2)).unwrap_or(&[]),
-    );
-    let rank = ba.len().max(bb.len());
-    let mut out = Vec::new();
-    for i in 0..rank {
-        let da = if i + ba.len() >= rank {
-            dim(ba, i + ba.len() - rank)
-        } else {
-            1
-        };
-        let db = if i + bb.len() >= rank {
-            dim(bb, i + bb.len() - rank)
-        } else {
-            1
-        };
-        out.push(match (da, db) {
-            (x, y) if x == y => x,
-            (1, y) => y,
-            (x, 1) => x,
-            _ => return Err(format!("{sa:?} @ {sb:?} do not broadcast")),
-        });
-    }
-    if sa.len() != 1 {
-        out.push(dim(&a, a.len().saturating_sub(2)));
+    // [batch.., m, n]
+    let mut out = dnnfusion_compiler::check::matmul(&a, &b).map_err(|e| e.message)?;
+    let n = out.pop();
+    if sa.len() == 1 {
+        out.pop();
     }
     if sb.len() != 1 {
-        out.push(dim(&b, b.len().saturating_sub(1)));
+        out.extend(n);
     }
     Ok(out)
 }
