@@ -18,9 +18,9 @@
 //! is index arithmetic; stored, it would be a tensor of broadcast copies), unless it is a
 //! weight layout made for the kernels (Winograd's transform is 16/9 of the taps).
 
+use crate::check;
 use crate::ir::{
-    BinaryOp, ConvWeights, Graph, Node, Op, Param, ValueId, ValueKind, WEIGHT_PANEL,
-    WEIGHT_TILE_ROWS, WINOGRAD_POINTS,
+    BinaryOp, ConvWeights, Graph, Node, Op, Param, ValueId, ValueKind, WEIGHT_TILE_ROWS,
 };
 use crate::work::{self, Stage};
 
@@ -63,20 +63,30 @@ pub fn pack_weights(graph: &Graph, keep: &[usize]) -> (Graph, Vec<Option<usize>>
             *x = true;
         }
     }
-    let packs = |n: usize, node: &Node| -> bool {
+    // a linear whose weight packs into panels: the product op and the shapes
+    // `check::infer` gives the panels and the product
+    let packs = |n: usize, node: &Node| -> Option<(Op, Vec<usize>, Vec<usize>)> {
         let (Op::Linear, [x, w, ..]) = (&node.op, node.inputs.as_slice()) else {
-            return false;
+            return None;
         };
-        let xs = graph.shape(*x);
+        let (xs, ws) = (graph.shape(*x), graph.shape(*w));
         let rows: usize = xs.iter().take(xs.len().saturating_sub(1)).product();
-        let outs = graph.shape(*w).first().copied().unwrap_or(0);
-        !kept.get(n).copied().unwrap_or(false)
+        let outs = ws.first().copied().unwrap_or(0);
+        let wanted = !kept.get(n).copied().unwrap_or(false)
             && xs.len() >= 2
             && rows >= PACK_MIN_ROWS
             && outs >= PACK_MIN_OUTPUTS
-            && param_only.get(*w).copied().unwrap_or(false)
+            && param_only.get(*w).copied().unwrap_or(false);
+        if !wanted {
+            return None;
+        }
+        let panels = check::infer(&Op::PackPanels, &[ws], &[]).ok()?;
+        let product = Op::MatMulPanels { n: outs };
+        let y = check::infer(&product, &[xs, &panels], &[]).ok()?;
+        Some((product, panels, y))
     };
-    // a conv's weight layout: Winograd's transform, tiles, or none (as it is)
+    // a conv's weight layout: Winograd's transform, tiles, or none (as it is); with the
+    // shape `check::infer` gives the transformed weight
     let tiles = |n: usize, node: &Node| -> Option<(Op, Vec<usize>, ConvWeights)> {
         let (Op::Conv2d(attrs), [x, w, ..]) = (&node.op, node.inputs.as_slice()) else {
             return None;
@@ -98,19 +108,13 @@ pub fn pack_weights(graph: &Graph, keep: &[usize]) -> (Graph, Vec<Option<usize>>
             && groups == 1
             && c_in >= WINOGRAD_MIN_CHANNELS
             && c_out >= WINOGRAD_MIN_CHANNELS;
-        match (wanted, winograd) {
-            (false, _) => None,
-            (true, true) => Some((
-                Op::WinogradWeights,
-                vec![WINOGRAD_POINTS, c_out, c_in],
-                ConvWeights::Winograd,
-            )),
-            (true, false) => Some((
-                Op::TileConvWeights { groups },
-                ws.to_vec(),
-                ConvWeights::Tiled,
-            )),
-        }
+        let (op, weights) = match (wanted, winograd) {
+            (false, _) => return None,
+            (true, true) => (Op::WinogradWeights, ConvWeights::Winograd),
+            (true, false) => (Op::TileConvWeights { groups }, ConvWeights::Tiled),
+        };
+        let shape = check::infer(&op, &[ws], &[]).ok()?;
+        Some((op, shape, weights))
     };
     let mut out = Graph {
         values: graph.values.clone(),
@@ -160,7 +164,10 @@ pub fn pack_weights(graph: &Graph, keep: &[usize]) -> (Graph, Vec<Option<usize>>
             }
             continue;
         }
-        if !packs(n, node) {
+        let packing = packs(n, node);
+        let (Some((product_op, packed_shape, y_shape)), Some(&x), Some(&w)) =
+            (packing, inputs.first(), inputs.get(1))
+        else {
             if let Some(slot) = node_map.get_mut(n) {
                 *slot = Some(out.nodes.len());
             }
@@ -175,21 +182,11 @@ pub fn pack_weights(graph: &Graph, keep: &[usize]) -> (Graph, Vec<Option<usize>>
                 span: node.span,
             });
             continue;
-        }
-        let (Some(&x), Some(&w)) = (inputs.first(), inputs.get(1)) else {
-            continue;
         };
         let name = graph
             .values
             .get(node.output)
             .map_or(String::new(), |v| v.name.clone());
-        let w_shape = graph.shape(w).to_vec();
-        let outs = w_shape.first().copied().unwrap_or(0);
-        let packed_shape = vec![
-            outs.div_ceil(WEIGHT_PANEL),
-            w_shape.get(1).copied().unwrap_or(0),
-            WEIGHT_PANEL,
-        ];
         let push =
             |out: &mut Graph, op: Op, inputs: Vec<ValueId>, name: String, shape: Vec<usize>| {
                 let id = out.add_value(name, shape, ValueKind::Node(out.nodes.len()));
@@ -208,8 +205,6 @@ pub fn pack_weights(graph: &Graph, keep: &[usize]) -> (Graph, Vec<Option<usize>>
             format!("{name}_weight_panels"),
             packed_shape,
         );
-        let y_shape = graph.shape(node.output).to_vec();
-        let product_op = Op::MatMulPanels { n: outs };
         let (op, inputs) = match inputs.get(2) {
             None => (product_op, vec![x, packed]),
             Some(&b) => {
