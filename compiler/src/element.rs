@@ -478,8 +478,29 @@ impl Builder<'_> {
                     .collect();
                 self.value(input(0)?, &in_idx)?
             }
-            // (the ops `translates` refuses, returned above)
-            _ => return None,
+            // the ops `translates` refuses (returned above): no index translation
+            Op::Resize(ResizeMode::Bilinear { .. })
+            | Op::Linear
+            | Op::MatMul
+            | Op::MatMulPanels { .. }
+            | Op::PackPanels
+            | Op::TileConvWeights { .. }
+            | Op::WinogradWeights
+            | Op::Conv2d(_)
+            | Op::ConvTranspose2d(_)
+            | Op::MaxPool2d(_)
+            | Op::AvgPool2d(_)
+            | Op::GlobalAvgPool
+            | Op::GlobalMaxPool
+            | Op::Reduce { .. }
+            | Op::Softmax { .. }
+            | Op::LogSoftmax { .. }
+            | Op::LayerNorm { .. }
+            | Op::GroupNorm { .. }
+            | Op::InstanceNorm { .. }
+            | Op::Gather { .. }
+            | Op::Resample(_)
+            | Op::Scan { .. } => return None,
         })
     }
 }
