@@ -937,25 +937,33 @@ pub fn infer(op: &Op, inputs: &[&[usize]], given: &[usize]) -> Result<Vec<usize>
             }
             Ok(given.to_vec())
         }
-        Op::Resize(_) | Op::Resample(_) => {
-            let [x] = operands(name, inputs)?;
-            let axes_ok = match op {
-                Op::Resample(spec) => spec.scales.len() == x.len() && spec.roi.len() == x.len(),
-                _ => x.len() >= 3,
-            };
-            if x.len() != given.len() || !axes_ok {
-                return err(
-                    Some(0),
-                    format!(
-                        "resize: input {} and output {} disagree in rank",
-                        fmt_shape(x),
-                        fmt_shape(given)
-                    ),
-                );
-            }
-            Ok(given.to_vec())
-        }
+        Op::Resize(_) => resized(name, inputs, given, |x| x.len() >= 3),
+        Op::Resample(spec) => resized(name, inputs, given, |x| {
+            spec.scales.len() == x.len() && spec.roi.len() == x.len()
+        }),
     }
+}
+
+/// A resize's result: the shape it names (`given`), of its operand's rank, on operands
+/// `axes_ok` accepts.
+fn resized(
+    name: &str,
+    inputs: &[&[usize]],
+    given: &[usize],
+    axes_ok: impl Fn(&[usize]) -> bool,
+) -> Result<Vec<usize>, ShapeError> {
+    let [x] = operands(name, inputs)?;
+    if x.len() != given.len() || !axes_ok(x) {
+        return err(
+            Some(0),
+            format!(
+                "resize: input {} and output {} disagree in rank",
+                fmt_shape(x),
+                fmt_shape(given)
+            ),
+        );
+    }
+    Ok(given.to_vec())
 }
 
 /// The channel count (axis 1) of a normalization's input.

@@ -1642,6 +1642,14 @@ fn kernel_call(
         Some(id) => quote! { ::core::option::Option::Some(#id) },
         None => quote! { ::core::option::Option::None },
     };
+    let group_norm = |groups: usize, eps: f32| {
+        let (w, b) = (opt(1), opt(2));
+        let n = dim(s0, 0);
+        let c = dim(s0, 1);
+        let inner = product(s0.get(2..).unwrap_or(&[]));
+        let eps = f32_lit(eps);
+        quote! { #k::group_norm(#in0, #w, #b, #out, #n, #c, #inner, #groups, #eps, #epi); }
+    };
     match op {
         Op::Unary(u) => {
             let body = unary_expr(*u, &quote! { v });
@@ -1877,19 +1885,9 @@ fn kernel_call(
             let eps = f32_lit(*eps);
             quote! { #k::batch_norm(#in0, #w, #b, #mean, #var, #out, #n, #c, #inner, #eps); }
         }
-        Op::GroupNorm { .. } | Op::InstanceNorm { .. } => {
-            let (groups, eps) = match op {
-                Op::GroupNorm { groups, eps } => (*groups, *eps),
-                Op::InstanceNorm { eps } => (dim(s0, 1), *eps),
-                _ => (1, 0.0),
-            };
-            let (w, b) = (opt(1), opt(2));
-            let n = dim(s0, 0);
-            let c = dim(s0, 1);
-            let inner = product(s0.get(2..).unwrap_or(&[]));
-            let eps = f32_lit(eps);
-            quote! { #k::group_norm(#in0, #w, #b, #out, #n, #c, #inner, #groups, #eps, #epi); }
-        }
+        Op::GroupNorm { groups, eps } => group_norm(*groups, *eps),
+        // one channel per group
+        Op::InstanceNorm { eps } => group_norm(dim(s0, 1), *eps),
         Op::Reshape(_) => quote! { #out.copy_from_slice(#in0); },
         Op::Transpose { perm } => {
             let strides = row_major_strides(s0);
