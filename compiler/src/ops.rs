@@ -1032,4 +1032,45 @@ mod tests {
             "names come from the same split"
         );
     }
+
+    /// Every default a signature writes reads as a value (an integer, a number, `true` or
+    /// `false`, a quoted string) or is one of the defaults stated in words, which the
+    /// bindings compute: a typo in a signature fails here, not in a user's build. (The
+    /// unary functions' signatures are written from their rows' Rust defaults, which
+    /// their binding reads directly.)
+    #[test]
+    fn every_default_reads_as_a_value_or_is_stated_in_words() {
+        let words = [
+            "kernel",
+            "channels",
+            "the last axis",
+            "all length-1 axes",
+            "to the end",
+            "all",
+            "n",
+            "s",
+            "[h, w]",
+            "[a, b, ...]",
+            "[per axis] and/or scales = [per axis]",
+            "[starts, ends]",
+        ];
+        let unary = |name: &str| unary::SIGNATURES.iter().flatten().any(|u| u.name == name);
+        for op in ops().filter(|op| !unary(op.name)) {
+            for part in signature_parts(op.name) {
+                let Some((name, text)) = part.split_once('=') else {
+                    continue;
+                };
+                let text = text.trim();
+                let value = text.parse::<f64>().is_ok()
+                    || text.parse::<bool>().is_ok()
+                    || (text.len() >= 2 && text.starts_with('"') && text.ends_with('"'));
+                assert!(
+                    value || words.contains(&text),
+                    "`{}` argument `{}`: default `{text}`",
+                    op.name,
+                    name.trim()
+                );
+            }
+        }
+    }
 }

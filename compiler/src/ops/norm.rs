@@ -68,7 +68,7 @@ pub(super) fn layer_norm(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
                 )?)
             }
         },
-        (None, None) => (1, b.args.func_span),
+        (None, None) => (b.default("dims", "an integer")?, b.args.func_span),
     };
     if dims > shape.len() {
         return Ok(b.lw.fail(
