@@ -29,16 +29,8 @@ pub(super) fn conv2d(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
         return Ok(b.shape_fail(e, &[x.1])?);
     }
     let cin = b.shape(x.0).get(1).copied().unwrap_or(1);
-    let key = b.key();
-    let w = b.param(
-        &key,
-        "weight",
-        vec![out, cin / groups, kernel[0], kernel[1]],
-    )?;
-    let mut inputs = vec![x.0, w];
-    if bias {
-        inputs.push(b.param(&key, "bias", vec![out])?);
-    }
+    let weight = [out, cin / groups, kernel[0], kernel[1]];
+    let inputs = with_params(b, x.0, weight, bias.then_some(out))?;
     Ok(b.node(Op::Conv2d(attrs), inputs, &[x.1])?)
 }
 
@@ -67,17 +59,25 @@ pub(super) fn conv_transpose2d(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> 
         return Ok(b.shape_fail(e, &[x.1])?);
     }
     let cin = b.shape(x.0).get(1).copied().unwrap_or(1);
-    let key = b.key();
-    let w = b.param(
-        &key,
-        "weight",
-        vec![cin, out / groups, kernel[0], kernel[1]],
-    )?;
-    let mut inputs = vec![x.0, w];
-    if bias {
-        inputs.push(b.param(&key, "bias", vec![out])?);
-    }
+    let weight = [cin, out / groups, kernel[0], kernel[1]];
+    let inputs = with_params(b, x.0, weight, bias.then_some(out))?;
     Ok(b.node(Op::ConvTranspose2d(attrs), inputs, &[x.1])?)
+}
+
+/// A convolution's operands: `x`, then the learned `weight` of shape `weight` and, when
+/// given its length, the `bias`.
+fn with_params(
+    b: &mut Bind<'_, '_>,
+    x: ValueId,
+    weight: [usize; 4],
+    bias: Option<usize>,
+) -> Result<Vec<ValueId>, LowerError> {
+    let key = b.key();
+    let mut inputs = vec![x, b.param(&key, "weight", weight.to_vec())?];
+    if let Some(len) = bias {
+        inputs.push(b.param(&key, "bias", vec![len])?);
+    }
+    Ok(inputs)
 }
 
 /// `padding = p | [ph, pw] | [t, l, b, r] | "same" | "valid"`, as [top, left, bottom, right].

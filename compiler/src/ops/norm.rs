@@ -90,7 +90,7 @@ pub(super) fn layer_norm(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     Ok(b.node(Op::LayerNorm { dims, eps }, inputs, &[x.1])?)
 }
 
-/// Binds `batch_norm(..)` and `group_norm(..)` and `instance_norm(..)`.
+/// Binds `batch_norm(..)`, `group_norm(..)` and `instance_norm(..)`.
 pub(super) fn channel_norm(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let shape = b.shape(x.0);
