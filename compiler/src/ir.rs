@@ -226,6 +226,27 @@ pub enum CoordMode {
     TfCropAndResize,
 }
 
+impl CoordMode {
+    /// Every mode by its ONNX name (`coordinate_transformation_mode`): the DSL's
+    /// `resize` and the ONNX mapping accept exactly these.
+    pub const NAMED: [(&'static str, CoordMode); 6] = [
+        ("half_pixel", CoordMode::HalfPixel),
+        ("half_pixel_symmetric", CoordMode::HalfPixelSymmetric),
+        ("pytorch_half_pixel", CoordMode::PytorchHalfPixel),
+        ("align_corners", CoordMode::AlignCorners),
+        ("asymmetric", CoordMode::Asymmetric),
+        ("tf_crop_and_resize", CoordMode::TfCropAndResize),
+    ];
+
+    /// The mode ONNX calls `name`.
+    pub fn named(name: &str) -> Option<CoordMode> {
+        Self::NAMED
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|&(_, m)| m)
+    }
+}
+
 /// How `nearest` resampling rounds a fractional input coordinate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NearestMode {

@@ -2442,15 +2442,7 @@ fn resize(c: &mut Ctx<'_>, upsample: bool) -> R<Vec<String>> {
         "cubic" => format!("mode = \"cubic\", cubic_coeff_a = {}", flt(cubic_a)),
         other => return Err(format!("mode=\"{other}\" is not supported")),
     };
-    const COORDS: [&str; 6] = [
-        "half_pixel",
-        "half_pixel_symmetric",
-        "pytorch_half_pixel",
-        "align_corners",
-        "asymmetric",
-        "tf_crop_and_resize",
-    ];
-    if !COORDS.contains(&coord.as_str()) {
+    if dnnfusion_compiler::ir::CoordMode::named(&coord).is_none() {
         return Err(format!(
             "coordinate_transformation_mode=\"{coord}\" is not supported"
         ));

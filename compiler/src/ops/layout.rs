@@ -585,14 +585,7 @@ fn resize_nd(b: &mut Bind<'_, '_>, x: (ValueId, Span)) -> Result<Val, LowerError
     let sizes = b.ints("sizes")?;
     let scales = b.floats("scales")?;
     let (mode, _) = b.string("mode", &["nearest", "linear", "cubic"])?;
-    let coords = [
-        "half_pixel",
-        "half_pixel_symmetric",
-        "pytorch_half_pixel",
-        "align_corners",
-        "asymmetric",
-        "tf_crop_and_resize",
-    ];
+    let coords = CoordMode::NAMED.map(|(name, _)| name);
     let (coord, _) = b.string("coordinate_transformation_mode", &coords)?;
     let (nearest, _) = b.string(
         "nearest_mode",
@@ -715,14 +708,8 @@ fn resize_nd(b: &mut Bind<'_, '_>, x: (ValueId, Span)) -> Result<Val, LowerError
             })
         }
     };
-    let coord = match coord.as_str() {
-        "half_pixel_symmetric" => CoordMode::HalfPixelSymmetric,
-        "pytorch_half_pixel" => CoordMode::PytorchHalfPixel,
-        "align_corners" => CoordMode::AlignCorners,
-        "asymmetric" => CoordMode::Asymmetric,
-        "tf_crop_and_resize" => CoordMode::TfCropAndResize,
-        _ => CoordMode::HalfPixel,
-    };
+    // `string` allowed only these names
+    let coord = CoordMode::named(&coord).unwrap_or(CoordMode::HalfPixel);
     let spec = Resample {
         interpolation,
         coord,
