@@ -15,9 +15,9 @@
 //! ```
 
 use crate::ir::{
-    Conv2d, ConvTranspose2d, ConvWeights, Graph, Op, Pool2d, ValueKind, WEIGHT_PANEL,
-    WINOGRAD_POINTS,
+    Conv2d, ConvTranspose2d, ConvWeights, Graph, Op, ValueKind, WEIGHT_PANEL, WINOGRAD_POINTS,
 };
+use crate::ops::{norm, pool};
 
 /// A rule's complaint: what went wrong and which operand is at fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub struct ShapeError {
     pub message: String,
 }
 
-fn err<T>(operand: Option<usize>, message: String) -> Result<T, ShapeError> {
+pub(crate) fn err<T>(operand: Option<usize>, message: String) -> Result<T, ShapeError> {
     Err(ShapeError {
         operand,
         attr: None,
@@ -39,7 +39,7 @@ fn err<T>(operand: Option<usize>, message: String) -> Result<T, ShapeError> {
 }
 
 /// An error whose cause is the attribute `attr` of the call.
-fn attr_err<T>(attr: &'static str, message: String) -> Result<T, ShapeError> {
+pub(crate) fn attr_err<T>(attr: &'static str, message: String) -> Result<T, ShapeError> {
     Err(ShapeError {
         operand: None,
         attr: Some(attr),
@@ -140,7 +140,7 @@ pub fn normalize_axis(op: &str, axis: i64, rank: usize) -> Result<usize, ShapeEr
     Ok(resolved as usize)
 }
 
-fn expect_rank(
+pub(crate) fn expect_rank(
     op: &str,
     what: &str,
     shape: &[usize],
@@ -160,7 +160,7 @@ fn expect_rank(
     Ok(())
 }
 
-fn dims4(shape: &[usize]) -> [usize; 4] {
+pub(crate) fn dims4(shape: &[usize]) -> [usize; 4] {
     [
         shape.first().copied().unwrap_or(0),
         shape.get(1).copied().unwrap_or(0),
@@ -172,7 +172,7 @@ fn dims4(shape: &[usize]) -> [usize; 4] {
 /// Output length of a strided window along one axis (rounding down), or an error when
 /// the window does not fit in the padded input.
 #[allow(clippy::too_many_arguments)]
-fn window_out(
+pub(crate) fn window_out(
     op: &str,
     axis: &str,
     len: usize,
@@ -288,93 +288,6 @@ pub fn conv_transpose2d(
     Ok(vec![n, out_channels, out[0], out[1]])
 }
 
-/// Output shape of `max_pool2d` / `avg_pool2d` on `[N, C, H, W]`.
-pub fn pool2d(op: &str, x: &[usize], attrs: &Pool2d) -> Result<Vec<usize>, ShapeError> {
-    expect_rank(op, "the input", x, 4, 0)?;
-    let [n, c, h, w] = dims4(x);
-    let [pt, pl, pb, pr] = attrs.padding;
-    // every window must overlap the input (ONNX allows more padding than PyTorch's
-    // "at most half the kernel", so the DSL does too)
-    for (k, d, p) in [
-        (attrs.kernel[0], attrs.dilation[0], pt.max(pb)),
-        (attrs.kernel[1], attrs.dilation[1], pl.max(pr)),
-    ] {
-        let span = d.saturating_mul(k.saturating_sub(1)).saturating_add(1);
-        if p >= span {
-            return attr_err(
-                "padding",
-                format!(
-                    "{op}: padding ({p}) must be smaller than the window ({span} with dilation)"
-                ),
-            );
-        }
-    }
-    let oh = pool_out(
-        op,
-        "height",
-        h,
-        pt,
-        pb,
-        attrs.kernel[0],
-        attrs.stride[0],
-        attrs.dilation[0],
-        attrs.ceil_mode,
-    )?;
-    let ow = pool_out(
-        op,
-        "width",
-        w,
-        pl,
-        pr,
-        attrs.kernel[1],
-        attrs.stride[1],
-        attrs.dilation[1],
-        attrs.ceil_mode,
-    )?;
-    Ok(vec![n, c, oh, ow])
-}
-
-/// Pooling output length with PyTorch's ceil-mode rule (the last window starts inside the
-/// input or the begin padding).
-#[allow(clippy::too_many_arguments)]
-pub fn pool_out(
-    op: &str,
-    axis: &str,
-    len: usize,
-    begin: usize,
-    end: usize,
-    kernel: usize,
-    stride: usize,
-    dilation: usize,
-    ceil: bool,
-) -> Result<usize, ShapeError> {
-    let out = window_out(
-        op,
-        axis,
-        len,
-        begin.saturating_add(end),
-        kernel,
-        stride,
-        dilation,
-    )?;
-    if !ceil {
-        return Ok(out);
-    }
-    // window_out accepted these, so the window fits in the padded input
-    let span = dilation
-        .saturating_mul(kernel.saturating_sub(1))
-        .saturating_add(1);
-    let num = len
-        .saturating_add(begin)
-        .saturating_add(end)
-        .saturating_sub(span);
-    let mut out = num.div_ceil(stride.max(1)).saturating_add(1);
-    if (out - 1).saturating_mul(stride) >= len.saturating_add(begin) {
-        out -= 1;
-    }
-    Ok(out)
-}
-
 /// Output shape of `matmul` (batched, batch axes broadcast).
 pub fn matmul(a: &[usize], b: &[usize]) -> Result<Vec<usize>, ShapeError> {
     if a.len() < 2 {
@@ -479,7 +392,7 @@ pub fn reshape(x: &[usize], target: &[i64]) -> Result<Vec<usize>, ShapeError> {
 }
 
 /// The operands of an op, exactly `K` of them, or the complaint that names the count.
-fn operands<'a, const K: usize>(
+pub(crate) fn operands<'a, const K: usize>(
     name: &str,
     inputs: &[&'a [usize]],
 ) -> Result<[&'a [usize]; K], ShapeError> {
@@ -493,7 +406,7 @@ fn operands<'a, const K: usize>(
 
 /// The data operand of an op that takes `required` operands or `all` (with its optional
 /// trailing parameters, as `weight, bias`).
-fn leading<'a>(
+pub(crate) fn leading<'a>(
     name: &str,
     inputs: &[&'a [usize]],
     required: usize,
@@ -512,7 +425,7 @@ fn leading<'a>(
 }
 
 /// Operand `index` (if given) must have shape `want`.
-fn expect_shape(
+pub(crate) fn expect_shape(
     name: &str,
     what: &str,
     inputs: &[&[usize]],
@@ -533,7 +446,7 @@ fn expect_shape(
 }
 
 /// `axis` must be below the rank of `x`.
-fn expect_axis(name: &str, x: &[usize], axis: usize) -> Result<(), ShapeError> {
+pub(crate) fn expect_axis(name: &str, x: &[usize], axis: usize) -> Result<(), ShapeError> {
     if axis >= x.len() {
         return err(
             Some(0),
@@ -723,20 +636,11 @@ pub fn infer(op: &Op, inputs: &[&[usize]], given: &[usize]) -> Result<Vec<usize>
         }
         Op::MaxPool2d(attrs) | Op::AvgPool2d(attrs) => {
             let [x] = operands(name, inputs)?;
-            pool2d(name, x, attrs)
+            pool::window_shape(name, x, attrs)
         }
         Op::GlobalAvgPool | Op::GlobalMaxPool => {
             let [x] = operands(name, inputs)?;
-            if x.len() < 2 {
-                return err(
-                    Some(0),
-                    format!("{name}: needs [N, C, ...], found {}", fmt_shape(x)),
-                );
-            }
-            Ok(x.iter()
-                .enumerate()
-                .map(|(axis, &d)| if axis < 2 { d } else { 1 })
-                .collect())
+            pool::global_shape(name, x)
         }
         Op::Reduce { axes, keepdims, .. } => {
             let [x] = operands(name, inputs)?;
@@ -764,52 +668,10 @@ pub fn infer(op: &Op, inputs: &[&[usize]], given: &[usize]) -> Result<Vec<usize>
             expect_axis(name, x, *axis)?;
             Ok(x.to_vec())
         }
-        Op::LayerNorm { dims, .. } => {
-            let x = leading(name, inputs, 1, 3)?;
-            let Some(normalized) = x
-                .get(x.len().saturating_sub(*dims)..)
-                .filter(|_| *dims <= x.len())
-            else {
-                return err(
-                    Some(0),
-                    format!(
-                        "layer_norm: {dims} normalized axes for shape {}",
-                        fmt_shape(x)
-                    ),
-                );
-            };
-            expect_shape(name, "the weight", inputs, 1, normalized)?;
-            expect_shape(name, "the bias", inputs, 2, normalized)?;
-            Ok(x.to_vec())
-        }
-        Op::BatchNorm { .. } => {
-            let [x, ..] = operands::<5>(name, inputs)?;
-            let c = channels(name, x)?;
-            for (i, what) in [
-                (1, "the weight"),
-                (2, "the bias"),
-                (3, "the running mean"),
-                (4, "the running variance"),
-            ] {
-                expect_shape(name, what, inputs, i, &[c])?;
-            }
-            Ok(x.to_vec())
-        }
-        Op::GroupNorm { .. } | Op::InstanceNorm { .. } => {
-            let x = leading(name, inputs, 1, 3)?;
-            let c = channels(name, x)?;
-            if let Op::GroupNorm { groups, .. } = op {
-                if *groups == 0 || c % groups != 0 {
-                    return err(
-                        None,
-                        format!("group_norm: {groups} groups do not divide {c} channels"),
-                    );
-                }
-            }
-            expect_shape(name, "the weight", inputs, 1, &[c])?;
-            expect_shape(name, "the bias", inputs, 2, &[c])?;
-            Ok(x.to_vec())
-        }
+        Op::LayerNorm { dims, .. } => norm::layer_norm_shape(name, inputs, *dims),
+        Op::BatchNorm { .. } => norm::batch_norm_shape(name, inputs),
+        Op::GroupNorm { groups, .. } => norm::group_norm_shape(name, inputs, Some(*groups)),
+        Op::InstanceNorm { .. } => norm::group_norm_shape(name, inputs, None),
         Op::Reshape(_) => {
             let [x] = operands(name, inputs)?;
             if elements(x) != elements(given) {
@@ -967,7 +829,7 @@ fn resized(
 }
 
 /// The channel count (axis 1) of a normalization's input.
-fn channels(name: &str, x: &[usize]) -> Result<usize, ShapeError> {
+pub(crate) fn channels(name: &str, x: &[usize]) -> Result<usize, ShapeError> {
     match x.get(1) {
         Some(&c) => Ok(c),
         None => err(
@@ -1059,33 +921,6 @@ mod tests {
             weights: crate::ir::ConvWeights::RowMajor,
         };
         assert_eq!(conv2d(&[1, 3, 224, 224], &c, 32), Ok(vec![1, 32, 112, 112]));
-        // torch.nn.MaxPool2d(3, 2, ceil_mode=True) on 6x6 gives 3x3 (floor would give 2x2)
-        let p = Pool2d {
-            kernel: [3, 3],
-            stride: [2, 2],
-            padding: [0; 4],
-            dilation: [1, 1],
-            ceil_mode: true,
-            count_include_pad: true,
-        };
-        assert_eq!(
-            pool2d("max_pool2d", &[1, 1, 6, 6], &p),
-            Ok(vec![1, 1, 3, 3])
-        );
-        // ceil_mode with padding 1, kernel 2, stride 2 on 5: floor gives 3, ceil gives 4, and
-        // the 4th window starts at 6 - 1 = 5 >= 5 + 1? no: (4-1)*2 = 6 >= 6 -> 3
-        let p = Pool2d {
-            kernel: [2, 2],
-            stride: [2, 2],
-            padding: [1; 4],
-            dilation: [1, 1],
-            ceil_mode: true,
-            count_include_pad: true,
-        };
-        assert_eq!(
-            pool2d("max_pool2d", &[1, 1, 5, 5], &p),
-            Ok(vec![1, 1, 3, 3])
-        );
         let t = ConvTranspose2d {
             kernel: [2, 2],
             stride: [2, 2],

@@ -36,6 +36,7 @@ use crate::fuse::{self, Block, FusionPlan};
 use crate::ir::*;
 use crate::lower::ModelIr;
 use crate::ops::unary::f32_lit;
+use crate::ops::{norm, pool};
 use crate::plan::{MemoryPlan, Slot};
 use crate::work::{self, Stage};
 
@@ -1642,14 +1643,8 @@ fn kernel_call(
         Some(id) => quote! { ::core::option::Option::Some(#id) },
         None => quote! { ::core::option::Option::None },
     };
-    let group_norm = |groups: usize, eps: f32| {
-        let (w, b) = (opt(1), opt(2));
-        let n = dim(s0, 0);
-        let c = dim(s0, 1);
-        let inner = product(s0.get(2..).unwrap_or(&[]));
-        let eps = f32_lit(eps);
-        quote! { #k::group_norm(#in0, #w, #b, #out, #n, #c, #inner, #groups, #eps, #epi); }
-    };
+    let io = [&in0, out];
+    let affine = [&opt(1), &opt(2)];
     match op {
         Op::Unary(u) => {
             let body = unary_expr(*u, &quote! { v });
@@ -1806,37 +1801,10 @@ fn kernel_call(
                 }, #epi);
             }
         }
-        Op::MaxPool2d(p) | Op::AvgPool2d(p) => {
-            let planes = dim(s0, 0) * dim(s0, 1);
-            let [h, w] = [dim(s0, 2), dim(s0, 3)];
-            let [oh, ow] = [dim(out_shape, 2), dim(out_shape, 3)];
-            let [kh, kw] = p.kernel;
-            let [sh, sw] = p.stride;
-            let [pt, pl, pb, pr] = p.padding;
-            let [dh, dw] = p.dilation;
-            let geom = quote! {
-                &#k::Pool2dGeom {
-                    planes: #planes, h: #h, w: #w, oh: #oh, ow: #ow, kh: #kh, kw: #kw,
-                    stride_h: #sh, stride_w: #sw, pad_top: #pt, pad_left: #pl, pad_bottom: #pb, pad_right: #pr,
-                    dilation_h: #dh, dilation_w: #dw,
-                }
-            };
-            if matches!(op, Op::MaxPool2d(_)) {
-                quote! { #k::max_pool2d(#in0, #out, #geom, #epi); }
-            } else {
-                let cip = p.count_include_pad;
-                quote! { #k::avg_pool2d(#in0, #out, #geom, #cip, #epi); }
-            }
-        }
-        Op::GlobalAvgPool | Op::GlobalMaxPool => {
-            let planes = dim(s0, 0) * dim(s0, 1);
-            let plane = product(s0.get(2..).unwrap_or(&[]));
-            if matches!(op, Op::GlobalAvgPool) {
-                quote! { #k::global_avg_pool(#in0, #out, #planes, #plane, #epi); }
-            } else {
-                quote! { #k::global_max_pool(#in0, #out, #planes, #plane, #epi); }
-            }
-        }
+        Op::MaxPool2d(p) => pool::kernel_call(&k, true, Some(p), &in0, out, s0, out_shape, &epi),
+        Op::AvgPool2d(p) => pool::kernel_call(&k, false, Some(p), &in0, out, s0, out_shape, &epi),
+        Op::GlobalMaxPool => pool::kernel_call(&k, true, None, &in0, out, s0, out_shape, &epi),
+        Op::GlobalAvgPool => pool::kernel_call(&k, false, None, &in0, out, s0, out_shape, &epi),
         Op::Reduce { kind, axes, .. } => {
             let strides = row_major_strides(s0);
             let (mut kept_dims, mut kept_strides, mut red_dims, mut red_strides) =
@@ -1855,39 +1823,22 @@ fn kernel_call(
                 #k::reduce(#in0, #out, &[#(#kept_dims),*], &[#(#kept_strides),*], &[#(#red_dims),*], &[#(#red_strides),*], #k::Reduction::#kind, #epi);
             }
         }
-        Op::Softmax { axis } | Op::LogSoftmax { axis } => {
-            let outer = product(s0.get(..*axis).unwrap_or(&[]));
-            let len = dim(s0, *axis);
-            let inner = product(s0.get(axis + 1..).unwrap_or(&[]));
-            if matches!(op, Op::Softmax { .. }) {
-                quote! { #k::softmax(#in0, #out, #outer, #len, #inner, #epi); }
-            } else {
-                quote! { #k::log_softmax(#in0, #out, #outer, #len, #inner, #epi); }
-            }
-        }
+        Op::Softmax { axis } => norm::softmax_call(&k, false, *axis, io, s0, &epi),
+        Op::LogSoftmax { axis } => norm::softmax_call(&k, true, *axis, io, s0, &epi),
         Op::LayerNorm { dims, eps } => {
-            let cols = product(s0.get(s0.len().saturating_sub(*dims)..).unwrap_or(&[]));
-            let rows = product(s0) / cols.max(1);
-            let (w, b) = (opt(1), opt(2));
-            let eps = f32_lit(*eps);
-            quote! { #k::layer_norm(#in0, #w, #b, #out, #rows, #cols, #eps, #epi); }
+            norm::layer_norm_call(&k, (*dims, *eps), io, affine, s0, &epi)
         }
         Op::BatchNorm { eps } => {
-            let (w, b, mean, var) = (
-                ins.get(1).cloned(),
-                ins.get(2).cloned(),
-                ins.get(3).cloned(),
-                ins.get(4).cloned(),
-            );
-            let n = dim(s0, 0);
-            let c = dim(s0, 1);
-            let inner = product(s0.get(2..).unwrap_or(&[]));
-            let eps = f32_lit(*eps);
-            quote! { #k::batch_norm(#in0, #w, #b, #mean, #var, #out, #n, #c, #inner, #eps); }
+            let vectors = [ins.get(1), ins.get(2), ins.get(3), ins.get(4)];
+            norm::batch_norm_call(&k, *eps, io, vectors, s0)
         }
-        Op::GroupNorm { groups, eps } => group_norm(*groups, *eps),
+        Op::GroupNorm { groups, eps } => {
+            norm::group_norm_call(&k, (*groups, *eps), io, affine, s0, &epi)
+        }
         // one channel per group
-        Op::InstanceNorm { eps } => group_norm(dim(s0, 1), *eps),
+        Op::InstanceNorm { eps } => {
+            norm::group_norm_call(&k, (dim(s0, 1), *eps), io, affine, s0, &epi)
+        }
         Op::Reshape(_) => quote! { #out.copy_from_slice(#in0); },
         Op::Transpose { perm } => {
             let strides = row_major_strides(s0);

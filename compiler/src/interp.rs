@@ -18,7 +18,7 @@ use crate::ir::{
     Op, PadMode, Pool2d, ReduceKind, Resample, ResizeMode, UnaryOp, Value, ValueId, WEIGHT_PANEL,
     WEIGHT_TILE_ROWS, WINOGRAD_POINTS,
 };
-use crate::ops::binary::max_nan;
+use crate::ops::{norm, pool};
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice, Zip};
 use std::fmt;
 
@@ -686,19 +686,19 @@ fn eval_refs(op: &Op, xs: &[&ArrayD<f32>], out_shape: &[usize]) -> Result<ArrayD
         }
         Op::MaxPool2d(attrs) => {
             let [x] = exactly(xs)?;
-            max_pool2d(attrs, x)?
+            window_pool(op, true, attrs, x)?
         }
         Op::AvgPool2d(attrs) => {
             let [x] = exactly(xs)?;
-            avg_pool2d(attrs, x)?
+            window_pool(op, false, attrs, x)?
         }
         Op::GlobalAvgPool => {
             let [x] = exactly(xs)?;
-            global_pool(x, false)?
+            global_pool(op, x, false)?
         }
         Op::GlobalMaxPool => {
             let [x] = exactly(xs)?;
-            global_pool(x, true)?
+            global_pool(op, x, true)?
         }
         Op::Reduce {
             kind,
@@ -1465,25 +1465,28 @@ fn conv_transpose2d(
 // Pooling
 // ---------------------------------------------------------------------------------------
 
-/// The window geometry of a 2-d pooling over `[N, C, H, W]`.
-struct PoolGeometry {
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    oh: usize,
-    ow: usize,
-}
-
-/// Checks a pooling input and computes its output extent (the one shape inference,
-/// `check::pool2d`).
-fn pool_geometry(op: &str, attrs: &Pool2d, x: &ArrayD<f32>) -> Result<PoolGeometry> {
-    let [n, c, h, w] = dims4(x, "input")?;
-    let out_shape = crate::check::pool2d(op, x.shape(), attrs).map_err(shape_error)?;
+/// A window pooling of `x` (`ops::pool`'s evaluation on `check::infer`'s shape).
+fn window_pool(op: &Op, max: bool, attrs: &Pool2d, x: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+    let shape = dims4(x, "input")?;
+    let out_shape = crate::check::infer(op, &[x.shape()], &[]).map_err(shape_error)?;
     let [_, _, oh, ow] = out_shape[..] else {
-        return fail(format!("{op}: output shape {out_shape:?} is not 4-d"));
+        return fail(format!(
+            "{}: output shape {out_shape:?} is not 4-d",
+            op.name()
+        ));
     };
-    Ok(PoolGeometry { n, c, h, w, oh, ow })
+    let xd = row_major(x);
+    let input = pool::WindowInput {
+        x: &xd,
+        shape,
+        out: [oh, ow],
+    };
+    let out = if max {
+        pool::evaluate_max(attrs, &input)
+    } else {
+        pool::evaluate_avg(attrs, &input)
+    };
+    from_vec(&out_shape, out.ok_or_else(shorter)?)
 }
 
 /// A shape inference's refusal as the interpreter's error.
@@ -1491,116 +1494,12 @@ fn shape_error(e: crate::check::ShapeError) -> InterpError {
     InterpError::new(e.message)
 }
 
-/// Max over each window; padding never wins, NaN does.
-fn max_pool2d(attrs: &Pool2d, x: &ArrayD<f32>) -> Result<ArrayD<f32>> {
-    let PoolGeometry { n, c, h, w, oh, ow } = pool_geometry("max_pool2d", attrs, x)?;
-    let [kh, kw] = attrs.kernel;
-    let [sh, sw] = attrs.stride;
-    let [dh, dw] = attrs.dilation;
-    let [pt, pl, _, _] = attrs.padding;
-    let xd = row_major(x);
-    let mut out = Vec::with_capacity(n * c * oh * ow);
-    for plane in 0..n * c {
-        for y in 0..oh {
-            for xo in 0..ow {
-                let mut m = f32::NEG_INFINITY;
-                for ky in 0..kh {
-                    let Some(iy) = inside((y * sh + ky * dh) as i64 - pt as i64, h) else {
-                        continue;
-                    };
-                    for kx in 0..kw {
-                        let Some(ix) = inside((xo * sw + kx * dw) as i64 - pl as i64, w) else {
-                            continue;
-                        };
-                        let v = at(&xd, (plane * h + iy) * w + ix)?;
-                        if v > m || v.is_nan() {
-                            m = v;
-                        }
-                        if m.is_nan() {
-                            break;
-                        }
-                    }
-                }
-                out.push(m);
-            }
-        }
-    }
-    from_vec(&[n, c, oh, ow], out)
-}
-
-/// Mean over each window. The sum covers real input elements only; the divisor counts
-/// the window positions inside the padded extent (`count_include_pad`) or inside the
-/// input.
-fn avg_pool2d(attrs: &Pool2d, x: &ArrayD<f32>) -> Result<ArrayD<f32>> {
-    let PoolGeometry { n, c, h, w, oh, ow } = pool_geometry("avg_pool2d", attrs, x)?;
-    let [kh, kw] = attrs.kernel;
-    let [sh, sw] = attrs.stride;
-    let [dh, dw] = attrs.dilation;
-    let [pt, pl, pb, pr] = attrs.padding;
-    let xd = row_major(x);
-    let mut out = Vec::with_capacity(n * c * oh * ow);
-    for plane in 0..n * c {
-        for y in 0..oh {
-            for xo in 0..ow {
-                let mut sum = 0.0f64;
-                let mut real = 0usize;
-                let mut padded = 0usize;
-                for ky in 0..kh {
-                    // Position relative to the top of the padded input.
-                    let py = y * sh + ky * dh;
-                    let in_padded_y = py < pt + h + pb;
-                    let iy = inside(py as i64 - pt as i64, h);
-                    for kx in 0..kw {
-                        let px = xo * sw + kx * dw;
-                        let in_padded_x = px < pl + w + pr;
-                        if in_padded_y && in_padded_x {
-                            padded += 1;
-                        }
-                        let ix = inside(px as i64 - pl as i64, w);
-                        if let (Some(iy), Some(ix)) = (iy, ix) {
-                            real += 1;
-                            sum += f64::from(at(&xd, (plane * h + iy) * w + ix)?);
-                        }
-                    }
-                }
-                let divisor = if attrs.count_include_pad {
-                    padded
-                } else {
-                    real
-                };
-                out.push((sum / divisor as f64) as f32);
-            }
-        }
-    }
-    from_vec(&[n, c, oh, ow], out)
-}
-
 /// Mean (or max) over axes `2..` of `[N, C, ...]`, keeping them with length 1.
-fn global_pool(x: &ArrayD<f32>, max: bool) -> Result<ArrayD<f32>> {
-    let shape = x.shape();
-    if shape.len() < 2 {
-        return fail(format!("global pooling needs [N, C, ...], got {shape:?}"));
-    }
-    let outer = product(dims_before(shape, 2));
-    let inner = product(dims_from(shape, 2));
-    let xd = row_major(x);
-    let mut out = Vec::with_capacity(outer);
-    for p in 0..outer {
-        let values = run(&xd, p * inner, inner)?;
-        let r = if max {
-            values
-                .iter()
-                .fold(f64::NEG_INFINITY, |m, &v| max_nan(m, f64::from(v)))
-        } else {
-            values.iter().map(|&v| f64::from(v)).sum::<f64>() / inner as f64
-        };
-        out.push(r as f32);
-    }
-    let out_shape: Vec<usize> = shape
-        .iter()
-        .enumerate()
-        .map(|(axis, &d)| if axis < 2 { d } else { 1 })
-        .collect();
+fn global_pool(op: &Op, x: &ArrayD<f32>, max: bool) -> Result<ArrayD<f32>> {
+    let out_shape = crate::check::infer(op, &[x.shape()], &[]).map_err(shape_error)?;
+    let planes = product(dims_before(x.shape(), 2));
+    let plane = product(dims_from(x.shape(), 2));
+    let out = pool::evaluate_global(max, &row_major(x), planes, plane).ok_or_else(shorter)?;
     from_vec(&out_shape, out)
 }
 
@@ -1672,35 +1571,20 @@ fn finish_reduce(mut acc: ArrayD<f64>, axes: &[usize], keepdims: bool) -> Result
     Ok(acc.mapv(|v| v as f32))
 }
 
-/// Softmax (or log-softmax) along `axis`, max subtracted first.
+/// Softmax (or log-softmax) along `axis` (`ops::norm`'s evaluation).
 fn softmax(x: &ArrayD<f32>, axis: usize, log: bool) -> Result<ArrayD<f32>> {
     if axis >= x.ndim() {
         return fail(format!("axis {axis} out of rank {}", x.ndim()));
     }
-    let mut y: ArrayD<f64> = x.mapv(f64::from);
-    for mut lane in y.lanes_mut(Axis(axis)) {
-        let m = lane.fold(f64::NEG_INFINITY, |m, &v| max_nan(m, v));
-        let sum: f64 = lane.iter().map(|&v| (v - m).exp()).sum();
-        if log {
-            let log_sum = sum.ln();
-            lane.mapv_inplace(|v| v - m - log_sum);
-        } else {
-            lane.mapv_inplace(|v| (v - m).exp() / sum);
-        }
-    }
-    Ok(y.mapv(|v| v as f32))
+    let extents = norm::around_axis(x.shape(), axis);
+    let out = norm::evaluate_softmax(&row_major(x), extents, log).ok_or_else(shorter)?;
+    from_vec(x.shape(), out)
 }
 
-/// Mean and biased variance of a run of values, in f64 (two passes).
-fn mean_var(values: &[f32]) -> (f64, f64) {
-    let count = values.len() as f64;
-    let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / count;
-    let var = values
-        .iter()
-        .map(|&v| (f64::from(v) - mean).powi(2))
-        .sum::<f64>()
-        / count;
-    (mean, var)
+/// The error of an evaluation whose operand is shorter than its shape says: an internal
+/// error, as the shapes were checked.
+fn shorter() -> InterpError {
+    InterpError::new("internal: an operand is shorter than its shape")
 }
 
 /// An optional affine parameter of this exact shape, or `fill` repeated.
@@ -1720,7 +1604,8 @@ fn affine_param(
     }
 }
 
-/// Normalizes over the last `dims` axes, then `* weight + bias`.
+/// Normalizes over the last `dims` axes, then `* weight + bias` (`ops::norm`'s
+/// evaluation).
 fn layer_norm(
     x: &ArrayD<f32>,
     dims: usize,
@@ -1735,23 +1620,12 @@ fn layer_norm(
     let norm_shape = dims_from(shape, split);
     let w = affine_param(weight, norm_shape, 1.0, "weight")?;
     let b = affine_param(bias, norm_shape, 0.0, "bias")?;
-    let inner = product(norm_shape);
-    let rows = product(dims_before(shape, split));
-    let eps = f64::from(eps);
-    let xd = row_major(x);
-    let mut out = Vec::with_capacity(xd.len());
-    for r in 0..rows {
-        let values = run(&xd, r * inner, inner)?;
-        let (mean, var) = mean_var(values);
-        let inv_std = 1.0 / (var + eps).sqrt();
-        for ((&v, &wj), &bj) in values.iter().zip(&w).zip(&b) {
-            out.push(((f64::from(v) - mean) * inv_std * f64::from(wj) + f64::from(bj)) as f32);
-        }
-    }
+    let cols = product(norm_shape);
+    let out = norm::evaluate_layer_norm(&row_major(x), cols, &w, &b, eps).ok_or_else(shorter)?;
     from_vec(shape, out)
 }
 
-/// Inference batch norm, channels on axis 1.
+/// Inference batch norm, channels on axis 1 (`ops::norm`'s evaluation).
 fn batch_norm(
     x: &ArrayD<f32>,
     weight: &ArrayD<f32>,
@@ -1766,23 +1640,19 @@ fn batch_norm(
     let b = channel_vector(bias, channels, "bias")?;
     let m = channel_vector(mean, channels, "running_mean")?;
     let v = channel_vector(var, channels, "running_var")?;
-    let eps = f64::from(eps);
-    let data = x
-        .iter()
-        .enumerate()
-        .map(|(i, &xv)| {
-            let ch = (i / inner) % channels;
-            let norm =
-                (f64::from(xv) - f64::from(at(&m, ch)?)) / (f64::from(at(&v, ch)?) + eps).sqrt();
-            Ok((norm * f64::from(at(&w, ch)?) + f64::from(at(&b, ch)?)) as f32)
-        })
-        .collect::<Result<Vec<f32>>>()?;
-    from_vec(x.shape(), data)
+    let params = norm::BatchNormParams {
+        weight: &w,
+        bias: &b,
+        mean: &m,
+        var: &v,
+    };
+    let out = norm::evaluate_batch_norm(&row_major(x), channels, inner, &params, eps)
+        .ok_or_else(shorter)?;
+    from_vec(x.shape(), out)
 }
 
-/// Normalizes each group of `C / groups` consecutive channels of each sample (over
-/// those channels and all positions), then `* weight[c] + bias[c]`. Instance norm is
-/// the case `groups == C`.
+/// Group norm in `groups` groups of consecutive channels; instance norm is the case
+/// `groups == C` (`ops::norm`'s evaluation).
 fn group_norm(
     x: &ArrayD<f32>,
     groups: usize,
@@ -1791,7 +1661,6 @@ fn group_norm(
     bias: Option<&ArrayD<f32>>,
 ) -> Result<ArrayD<f32>> {
     let shape = x.shape();
-    let n = dim(shape, 0)?;
     let channels = dim(shape, 1)?;
     if groups == 0 || channels % groups != 0 {
         return fail(format!("{groups} groups do not divide {channels} channels"));
@@ -1799,24 +1668,8 @@ fn group_norm(
     let w = affine_param(weight, &[channels], 1.0, "weight")?;
     let b = affine_param(bias, &[channels], 0.0, "bias")?;
     let inner = product(dims_from(shape, 2));
-    let per_group = channels / groups;
-    let block = per_group * inner;
-    let eps = f64::from(eps);
-    let xd = row_major(x);
-    let mut out = Vec::with_capacity(xd.len());
-    for s in 0..n {
-        for g in 0..groups {
-            let values = run(&xd, (s * groups + g) * block, block)?;
-            let (mean, var) = mean_var(values);
-            let inv_std = 1.0 / (var + eps).sqrt();
-            for (j, &v) in values.iter().enumerate() {
-                let ch = g * per_group + j / inner;
-                let y = (f64::from(v) - mean) * inv_std * f64::from(at(&w, ch)?)
-                    + f64::from(at(&b, ch)?);
-                out.push(y as f32);
-            }
-        }
-    }
+    let out = norm::evaluate_group_norm(&row_major(x), [channels, inner], groups, &w, &b, eps)
+        .ok_or_else(shorter)?;
     from_vec(shape, out)
 }
 

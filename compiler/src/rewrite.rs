@@ -47,6 +47,7 @@ pub mod rules;
 use std::collections::HashMap;
 
 use crate::ir::{Graph, Node, Op, ResizeMode, UnaryOp, ValueId, ValueKind};
+use crate::ops::{norm, pool};
 use crate::tables::{Family, Rule, RULES};
 use crate::work::{self, Stage};
 
@@ -295,15 +296,15 @@ pub fn op_cost(op: &Op, inputs: &[&[usize]], out: &[usize]) -> Cost {
                 (cout / c.groups.max(1) as u64).saturating_mul((c.kernel[0] * c.kernel[1]) as u64);
             first.saturating_mul(2).saturating_mul(per)
         }
-        Op::MaxPool2d(p) | Op::AvgPool2d(p) => n.saturating_mul((p.kernel[0] * p.kernel[1]) as u64),
-        Op::GlobalAvgPool | Op::GlobalMaxPool => first,
+        Op::MaxPool2d(p) | Op::AvgPool2d(p) => pool::window_cost(n, p),
+        Op::GlobalAvgPool | Op::GlobalMaxPool => pool::global_cost(first),
         Op::Scan { kind, .. } => first.saturating_mul(kind.facts().cost),
         Op::Reduce { kind, .. } => first.saturating_add(n.saturating_mul(kind.facts().finish_cost)),
-        Op::Softmax { .. } | Op::LogSoftmax { .. } => n.saturating_mul(12),
+        Op::Softmax { .. } | Op::LogSoftmax { .. } => n.saturating_mul(norm::SOFTMAX_COST),
         Op::LayerNorm { .. } | Op::GroupNorm { .. } | Op::InstanceNorm { .. } => {
-            n.saturating_mul(8)
+            n.saturating_mul(norm::STATISTICS_COST)
         }
-        Op::BatchNorm { .. } => n.saturating_mul(2),
+        Op::BatchNorm { .. } => n.saturating_mul(norm::BATCH_NORM_COST),
         Op::Resize(ResizeMode::Bilinear { .. }) => n.saturating_mul(4),
         // per output: one multiply-add per tap combination; 4 is the bilinear case
         Op::Resample(_) => n.saturating_mul(4),

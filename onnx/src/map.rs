@@ -1661,7 +1661,7 @@ fn pool(c: &mut Ctx<'_>, max: bool) -> R<Vec<String>> {
 }
 
 /// Output length of a pooling sweep: the compiler's one shape inference
-/// (`check::pool_out`, PyTorch's rule: with ceil rounding, a last window that would start
+/// (`ops::pool::pool_out`, PyTorch's rule: with ceil rounding, a last window that would start
 /// inside the end padding is dropped).
 fn pool_out_len(
     size: usize,
@@ -1671,7 +1671,7 @@ fn pool_out_len(
     stride: usize,
     ceil: bool,
 ) -> R<usize> {
-    dnnfusion_compiler::check::pool_out(
+    dnnfusion_compiler::ops::pool::pool_out(
         "pooling", "an axis", size, pad_begin, pad_end, kernel, stride, dilation, ceil,
     )
     .map_err(|e| e.message)
