@@ -14,10 +14,8 @@
 //!   add([2, 1, 4], [3, 1])                       ->  [2, 3, 4]   (numpy broadcasting)
 //! ```
 
-use crate::ir::{
-    Conv2d, ConvTranspose2d, ConvWeights, Graph, Op, ValueKind, WEIGHT_PANEL, WINOGRAD_POINTS,
-};
-use crate::ops::{norm, pool};
+use crate::ir::{Graph, Op, ValueKind, WEIGHT_PANEL};
+use crate::ops::{conv, norm, pool};
 
 /// A rule's complaint: what went wrong and which operand is at fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -202,90 +200,6 @@ pub(crate) fn window_out(
         return attr_err("stride", format!("{op}: stride must be at least 1"));
     }
     Ok((padded - span) / stride + 1)
-}
-
-/// Output shape of `conv2d` for input `[N, C, H, W]` and weight `[O, C/g, kh, kw]`.
-pub fn conv2d(x: &[usize], attrs: &Conv2d, out_channels: usize) -> Result<Vec<usize>, ShapeError> {
-    expect_rank("conv2d", "the input", x, 4, 0)?;
-    let [n, c, h, w] = dims4(x);
-    if attrs.groups == 0 || c % attrs.groups != 0 || !out_channels.is_multiple_of(attrs.groups) {
-        return attr_err(
-            "groups",
-            format!(
-                "conv2d: groups = {} must divide both the input channels ({c}) and the output channels ({out_channels})",
-                attrs.groups
-            ),
-        );
-    }
-    let [pt, pl, pb, pr] = attrs.padding;
-    let oh = window_out(
-        "conv2d",
-        "height",
-        h,
-        pt.saturating_add(pb),
-        attrs.kernel[0],
-        attrs.stride[0],
-        attrs.dilation[0],
-    )?;
-    let ow = window_out(
-        "conv2d",
-        "width",
-        w,
-        pl.saturating_add(pr),
-        attrs.kernel[1],
-        attrs.stride[1],
-        attrs.dilation[1],
-    )?;
-    Ok(vec![n, out_channels, oh, ow])
-}
-
-/// Output shape of `conv_transpose2d` for input `[N, C, H, W]`.
-pub fn conv_transpose2d(
-    x: &[usize],
-    attrs: &ConvTranspose2d,
-    out_channels: usize,
-) -> Result<Vec<usize>, ShapeError> {
-    expect_rank("conv_transpose2d", "the input", x, 4, 0)?;
-    let [n, c, h, w] = dims4(x);
-    if attrs.groups == 0 || c % attrs.groups != 0 || !out_channels.is_multiple_of(attrs.groups) {
-        return attr_err(
-            "groups",
-            format!(
-                "conv_transpose2d: groups = {} must divide both the input channels ({c}) and the output channels ({out_channels})",
-                attrs.groups
-            ),
-        );
-    }
-    let mut out = [0usize; 2];
-    for (i, (len, slot)) in [h, w].into_iter().zip(out.iter_mut()).enumerate() {
-        let s = attrs.stride.get(i).copied().unwrap_or(1);
-        let p = attrs.padding.get(i).copied().unwrap_or(0);
-        let d = attrs.dilation.get(i).copied().unwrap_or(1);
-        let k = attrs.kernel.get(i).copied().unwrap_or(1);
-        let op = attrs.output_padding.get(i).copied().unwrap_or(0);
-        if s == 0 || d == 0 || k == 0 {
-            return err(
-                None,
-                "conv_transpose2d: kernel, stride and dilation must be at least 1".to_string(),
-            );
-        }
-        if op >= s && op >= d {
-            return attr_err("output_padding", format!("conv_transpose2d: output_padding ({op}) must be smaller than the stride ({s}) or the dilation ({d})"));
-        }
-        let full = len
-            .saturating_sub(1)
-            .checked_mul(s)
-            .and_then(|n| n.checked_add(d.checked_mul(k - 1)?))
-            .and_then(|n| n.checked_add(op)?.checked_add(1));
-        let Some(full) = full.filter(|&n| n <= crate::MAX_ELEMENTS) else {
-            return err(None, format!("conv_transpose2d: the output is too large (above {} along one axis); use a smaller kernel, stride or dilation", crate::MAX_ELEMENTS));
-        };
-        if p.saturating_mul(2) >= full {
-            return attr_err("padding", format!("conv_transpose2d: padding {p} removes the whole output (size {full} before padding)"));
-        }
-        *slot = full - 2 * p;
-    }
-    Ok(vec![n, out_channels, out[0], out[1]])
 }
 
 /// Output shape of `matmul` (batched, batch axes broadcast).
@@ -555,85 +469,10 @@ pub fn infer(op: &Op, inputs: &[&[usize]], given: &[usize]) -> Result<Vec<usize>
                 format!("pack_panels: a 2-d weight expected, found {}", fmt_shape(w)),
             ),
         },
-        Op::TileConvWeights { groups } => {
-            let [w] = operands(name, inputs)?;
-            match w.first() {
-                Some(o) if w.len() == 4 && *groups > 0 && o % groups == 0 => Ok(w.to_vec()),
-                _ => err(
-                    Some(0),
-                    format!(
-                        "tile_conv_weights: a 4-d weight whose {groups} groups divide its outputs expected, found {}",
-                        fmt_shape(w)
-                    ),
-                ),
-            }
-        }
-        Op::WinogradWeights => match operands::<1>(name, inputs)?[0] {
-            [o, i, 3, 3] => Ok(vec![WINOGRAD_POINTS, *o, *i]),
-            w => err(
-                Some(0),
-                format!(
-                    "winograd_weights: a 3x3 weight expected, found {}",
-                    fmt_shape(w)
-                ),
-            ),
-        },
-        Op::Conv2d(attrs) => {
-            let x = leading(name, inputs, 2, 3)?;
-            let w = inputs.get(1).copied().unwrap_or(&[]);
-            let c = x.get(1).copied().unwrap_or(0);
-            let per_group = c.checked_div(attrs.groups).unwrap_or(0);
-            let [kh, kw] = attrs.kernel;
-            let out_channels = match (attrs.weights, w) {
-                (ConvWeights::Winograd, [p, o, i])
-                    if *p == WINOGRAD_POINTS && *i == c && attrs.kernel == [3, 3] =>
-                {
-                    *o
-                }
-                (ConvWeights::RowMajor | ConvWeights::Tiled, [o, i, h, k])
-                    if *i == per_group && [*h, *k] == [kh, kw] =>
-                {
-                    *o
-                }
-                _ => {
-                    return err(
-                        Some(1),
-                        format!(
-                            "conv2d: weight {} ({:?} layout) does not fit input {} with {} groups and kernel {kh}x{kw}",
-                            fmt_shape(w),
-                            attrs.weights,
-                            fmt_shape(x),
-                            attrs.groups
-                        ),
-                    )
-                }
-            };
-            expect_shape(name, "the bias", inputs, 2, &[out_channels])?;
-            conv2d(x, attrs, out_channels)
-        }
-        Op::ConvTranspose2d(attrs) => {
-            let x = leading(name, inputs, 2, 3)?;
-            let w = inputs.get(1).copied().unwrap_or(&[]);
-            let out_channels = match w {
-                [i, o, h, k]
-                    if Some(i) == x.get(1) && [*h, *k] == attrs.kernel =>
-                {
-                    o.saturating_mul(attrs.groups)
-                }
-                _ => {
-                    return err(
-                        Some(1),
-                        format!(
-                            "conv_transpose2d: weight {} does not fit input {} (the weight is [in, out / groups, kh, kw])",
-                            fmt_shape(w),
-                            fmt_shape(x)
-                        ),
-                    )
-                }
-            };
-            expect_shape(name, "the bias", inputs, 2, &[out_channels])?;
-            conv_transpose2d(x, attrs, out_channels)
-        }
+        Op::TileConvWeights { groups } => conv::tiled_weight_shape(name, inputs, *groups),
+        Op::WinogradWeights => conv::winograd_weight_shape(name, inputs),
+        Op::Conv2d(attrs) => conv::conv2d_operands_shape(name, inputs, attrs),
+        Op::ConvTranspose2d(attrs) => conv::conv_transpose2d_operands_shape(name, inputs, attrs),
         Op::MaxPool2d(attrs) | Op::AvgPool2d(attrs) => {
             let [x] = operands(name, inputs)?;
             pool::window_shape(name, x, attrs)
@@ -893,46 +732,13 @@ pub fn check(graph: &Graph) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ir::{Conv2d, ConvWeights, WINOGRAD_POINTS};
 
     #[test]
     fn broadcasting_follows_numpy() {
         assert_eq!(broadcast("add", &[2, 1, 4], &[3, 1]), Ok(vec![2, 3, 4]));
         assert_eq!(broadcast("add", &[], &[5]), Ok(vec![5]));
         assert!(broadcast("add", &[2, 3], &[4, 3]).is_err());
-    }
-
-    #[test]
-    fn conv_and_pool_sizes_match_pytorch() {
-        let c = Conv2d {
-            kernel: [5, 5],
-            stride: [1, 1],
-            padding: [0; 4],
-            dilation: [1, 1],
-            groups: 1,
-            weights: crate::ir::ConvWeights::RowMajor,
-        };
-        assert_eq!(conv2d(&[1, 1, 28, 28], &c, 6), Ok(vec![1, 6, 24, 24]));
-        let c = Conv2d {
-            kernel: [3, 3],
-            stride: [2, 2],
-            padding: [1; 4],
-            dilation: [1, 1],
-            groups: 1,
-            weights: crate::ir::ConvWeights::RowMajor,
-        };
-        assert_eq!(conv2d(&[1, 3, 224, 224], &c, 32), Ok(vec![1, 32, 112, 112]));
-        let t = ConvTranspose2d {
-            kernel: [2, 2],
-            stride: [2, 2],
-            padding: [0, 0],
-            output_padding: [0, 0],
-            dilation: [1, 1],
-            groups: 1,
-        };
-        assert_eq!(
-            conv_transpose2d(&[1, 64, 32, 32], &t, 32),
-            Ok(vec![1, 32, 64, 64])
-        );
     }
 
     #[test]

@@ -36,7 +36,7 @@ use crate::fuse::{self, Block, FusionPlan};
 use crate::ir::*;
 use crate::lower::ModelIr;
 use crate::ops::unary::f32_lit;
-use crate::ops::{norm, pool};
+use crate::ops::{conv, norm, pool};
 use crate::plan::{MemoryPlan, Slot};
 use crate::work::{self, Stage};
 
@@ -1645,6 +1645,13 @@ fn kernel_call(
     };
     let io = [&in0, out];
     let affine = [&opt(1), &opt(2)];
+    let conv_bias = opt(2);
+    let conv_call = conv::ConvCall {
+        input: &in0,
+        weight: ins.get(1),
+        bias: &conv_bias,
+        out,
+    };
     match op {
         Op::Unary(u) => {
             let body = unary_expr(*u, &quote! { v });
@@ -1744,67 +1751,19 @@ fn kernel_call(
                 #k::pack_panels(#in0, #out, #n, #kk);
             }
         }
-        Op::TileConvWeights { groups } => {
-            let c_out = dim(s0, 0);
-            quote! {
-                const _: () = ::core::assert!(#k::WEIGHT_TILE_ROWS == #WEIGHT_TILE_ROWS);
-                #k::tile_conv2d_weights(#in0, #out, #c_out, #groups);
-            }
-        }
-        Op::WinogradWeights => {
-            let (c_out, c_in) = (dim(s0, 0), dim(s0, 1));
-            quote! {
-                const _: () = ::core::assert!(#k::WEIGHT_TILE_ROWS == #WEIGHT_TILE_ROWS);
-                const _: () = ::core::assert!(#k::WINOGRAD_POINTS == #WINOGRAD_POINTS);
-                #k::winograd_weights(#in0, #out, #c_out, #c_in);
-            }
-        }
+        Op::TileConvWeights { groups } => conv::tiled_weights_call(&k, *groups, io, s0),
+        Op::WinogradWeights => conv::winograd_weights_call(&k, io, s0),
         Op::Conv2d(c) => {
-            let in1 = ins.get(1).cloned();
-            let bias = opt(2);
-            let [n, cin, h, w] = [dim(s0, 0), dim(s0, 1), dim(s0, 2), dim(s0, 3)];
-            let [cout, oh, ow] = [dim(out_shape, 1), dim(out_shape, 2), dim(out_shape, 3)];
-            let [kh, kw] = c.kernel;
-            let [sh, sw] = c.stride;
-            let [pt, pl, _, _] = c.padding;
-            let [dh, dw] = c.dilation;
-            let groups = c.groups;
             let rows = row_epilogue(epilogue);
-            let kernel = match c.weights {
-                ConvWeights::RowMajor => quote! { conv2d },
-                ConvWeights::Tiled => quote! { conv2d_tiled },
-                ConvWeights::Winograd => quote! { conv2d_winograd },
-            };
-            quote! {
-                #k::#kernel(#in0, #in1, #bias, #out, &#k::Conv2dGeom {
-                    n: #n, c_in: #cin, h: #h, w: #w, c_out: #cout, oh: #oh, ow: #ow,
-                    kh: #kh, kw: #kw, stride_h: #sh, stride_w: #sw, pad_top: #pt, pad_left: #pl,
-                    dilation_h: #dh, dilation_w: #dw, groups: #groups,
-                }, #rows);
-            }
+            conv::conv2d_call(&k, c, &conv_call, [s0, out_shape], &rows)
         }
         Op::ConvTranspose2d(c) => {
-            let in1 = ins.get(1).cloned();
-            let bias = opt(2);
-            let [n, cin, h, w] = [dim(s0, 0), dim(s0, 1), dim(s0, 2), dim(s0, 3)];
-            let [cout, oh, ow] = [dim(out_shape, 1), dim(out_shape, 2), dim(out_shape, 3)];
-            let [kh, kw] = c.kernel;
-            let [sh, sw] = c.stride;
-            let [ph, pw] = c.padding;
-            let [dh, dw] = c.dilation;
-            let groups = c.groups;
-            quote! {
-                #k::conv_transpose2d(#in0, #in1, #bias, #out, &#k::Conv2dGeom {
-                    n: #n, c_in: #cin, h: #h, w: #w, c_out: #cout, oh: #oh, ow: #ow,
-                    kh: #kh, kw: #kw, stride_h: #sh, stride_w: #sw, pad_top: #ph, pad_left: #pw,
-                    dilation_h: #dh, dilation_w: #dw, groups: #groups,
-                }, #epi);
-            }
+            conv::conv_transpose2d_call(&k, c, &conv_call, [s0, out_shape], epi)
         }
-        Op::MaxPool2d(p) => pool::kernel_call(&k, true, Some(p), &in0, out, s0, out_shape, &epi),
-        Op::AvgPool2d(p) => pool::kernel_call(&k, false, Some(p), &in0, out, s0, out_shape, &epi),
-        Op::GlobalMaxPool => pool::kernel_call(&k, true, None, &in0, out, s0, out_shape, &epi),
-        Op::GlobalAvgPool => pool::kernel_call(&k, false, None, &in0, out, s0, out_shape, &epi),
+        Op::MaxPool2d(p) => pool::kernel_call(&k, true, Some(p), &in0, out, s0, out_shape, epi),
+        Op::AvgPool2d(p) => pool::kernel_call(&k, false, Some(p), &in0, out, s0, out_shape, epi),
+        Op::GlobalMaxPool => pool::kernel_call(&k, true, None, &in0, out, s0, out_shape, epi),
+        Op::GlobalAvgPool => pool::kernel_call(&k, false, None, &in0, out, s0, out_shape, epi),
         Op::Reduce { kind, axes, .. } => {
             let strides = row_major_strides(s0);
             let (mut kept_dims, mut kept_strides, mut red_dims, mut red_strides) =
@@ -1823,21 +1782,21 @@ fn kernel_call(
                 #k::reduce(#in0, #out, &[#(#kept_dims),*], &[#(#kept_strides),*], &[#(#red_dims),*], &[#(#red_strides),*], #k::Reduction::#kind, #epi);
             }
         }
-        Op::Softmax { axis } => norm::softmax_call(&k, false, *axis, io, s0, &epi),
-        Op::LogSoftmax { axis } => norm::softmax_call(&k, true, *axis, io, s0, &epi),
+        Op::Softmax { axis } => norm::softmax_call(&k, false, *axis, io, s0, epi),
+        Op::LogSoftmax { axis } => norm::softmax_call(&k, true, *axis, io, s0, epi),
         Op::LayerNorm { dims, eps } => {
-            norm::layer_norm_call(&k, (*dims, *eps), io, affine, s0, &epi)
+            norm::layer_norm_call(&k, (*dims, *eps), io, affine, s0, epi)
         }
         Op::BatchNorm { eps } => {
             let vectors = [ins.get(1), ins.get(2), ins.get(3), ins.get(4)];
             norm::batch_norm_call(&k, *eps, io, vectors, s0)
         }
         Op::GroupNorm { groups, eps } => {
-            norm::group_norm_call(&k, (*groups, *eps), io, affine, s0, &epi)
+            norm::group_norm_call(&k, (*groups, *eps), io, affine, s0, epi)
         }
         // one channel per group
         Op::InstanceNorm { eps } => {
-            norm::group_norm_call(&k, (dim(s0, 1), *eps), io, affine, s0, &epi)
+            norm::group_norm_call(&k, (dim(s0, 1), *eps), io, affine, s0, epi)
         }
         Op::Reshape(_) => quote! { #out.copy_from_slice(#in0); },
         Op::Transpose { perm } => {

@@ -14,11 +14,11 @@
 //! ```
 
 use crate::ir::{
-    BinaryOp, Conv2d, ConvTranspose2d, ConvWeights, CoordMode, Graph, Interpolation, NearestMode,
-    Op, PadMode, Pool2d, ReduceKind, Resample, ResizeMode, UnaryOp, Value, ValueId, WEIGHT_PANEL,
-    WEIGHT_TILE_ROWS, WINOGRAD_POINTS,
+    BinaryOp, Conv2d, ConvWeights, CoordMode, Graph, Interpolation, NearestMode, Op, PadMode,
+    Pool2d, ReduceKind, Resample, ResizeMode, UnaryOp, Value, ValueId, WEIGHT_PANEL,
+    WINOGRAD_POINTS,
 };
-use crate::ops::{norm, pool};
+use crate::ops::{conv, norm, pool};
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice, Zip};
 use std::fmt;
 
@@ -658,7 +658,7 @@ fn eval_refs(op: &Op, xs: &[&ArrayD<f32>], out_shape: &[usize]) -> Result<ArrayD
         }
         Op::TileConvWeights { groups } => {
             let [w] = exactly(xs)?;
-            conv_weight_tiles(w, *groups, true)?
+            tiled_weights(w, *groups, true)?
         }
         Op::WinogradWeights => {
             let [w] = exactly(xs)?;
@@ -672,17 +672,23 @@ fn eval_refs(op: &Op, xs: &[&ArrayD<f32>], out_shape: &[usize]) -> Result<ArrayD
             };
             let w = match attrs.weights {
                 ConvWeights::Winograd => winograd_taps(w)?,
-                _ => conv_weight_tiles(w, attrs.groups, false)?,
+                _ => tiled_weights(w, attrs.groups, false)?,
             };
-            conv2d(&plain, x, &w, b)?
+            convolution(&Op::Conv2d(plain), [x, &w], b, |(x, w, b, out)| {
+                conv::evaluate_conv2d(&plain, x, w, b, out)
+            })?
         }
         Op::Conv2d(attrs) => {
             let (x, w, b) = two_or_three(xs)?;
-            conv2d(attrs, x, w, b)?
+            convolution(op, [x, w], b, |(x, w, b, out)| {
+                conv::evaluate_conv2d(attrs, x, w, b, out)
+            })?
         }
         Op::ConvTranspose2d(attrs) => {
             let (x, w, b) = two_or_three(xs)?;
-            conv_transpose2d(attrs, x, w, b)?
+            convolution(op, [x, w], b, |(x, w, b, out)| {
+                conv::evaluate_conv_transpose2d(attrs, x, w, b, out)
+            })?
         }
         Op::MaxPool2d(attrs) => {
             let [x] = exactly(xs)?;
@@ -896,13 +902,6 @@ fn at(data: &[f32], i: usize) -> Result<f32> {
     data.get(i)
         .copied()
         .ok_or_else(|| InterpError::new(format!("internal: index {i} out of {}", data.len())))
-}
-
-/// Mutable element `i` of an accumulator; `i` is in range by construction.
-fn at_mut(data: &mut [f64], i: usize) -> Result<&mut f64> {
-    let len = data.len();
-    data.get_mut(i)
-        .ok_or_else(|| InterpError::new(format!("internal: index {i} out of {len}")))
 }
 
 /// `len` elements of row-major data from `start`.
@@ -1151,49 +1150,24 @@ fn pack_panels(w: &ArrayD<f32>) -> Result<ArrayD<f32>> {
     from_vec(&[panels, k, WEIGHT_PANEL], out)
 }
 
-/// A convolution weight `[out, in / groups, kh, kw]` laid out as `Op::TileConvWeights`
-/// stores it (`tile`), or back (`!tile`): per group, output channel `i` of tile `t` at
-/// patch row `k` is at `(t * depth + k) * 16 + i`, the group's channels past its last
-/// whole tile row-major after the tiles.
-fn conv_weight_tiles(w: &ArrayD<f32>, groups: usize, tile: bool) -> Result<ArrayD<f32>> {
-    let &[out_channels, ..] = w.shape() else {
-        return fail(format!("a convolution weight is 4-d, got {:?}", w.shape()));
-    };
-    if w.ndim() != 4 || groups == 0 || out_channels % groups != 0 {
+/// A convolution weight laid out as `Op::TileConvWeights` stores it (`tile`), or back
+/// (`ops::conv`'s evaluation).
+fn tiled_weights(w: &ArrayD<f32>, groups: usize, tile: bool) -> Result<ArrayD<f32>> {
+    let dims = dims4(w, "a convolution weight")?;
+    if groups == 0 || dims[0] % groups != 0 {
         return fail(format!(
             "weight {:?} does not split into {groups} groups",
             w.shape()
         ));
     }
-    let per_group = out_channels / groups;
-    let depth: usize = w.shape().iter().skip(1).product();
-    let tiled_rows = per_group / WEIGHT_TILE_ROWS * WEIGHT_TILE_ROWS;
-    let flat: Vec<f32> = w.iter().copied().collect();
-    let mut out = vec![0.0f32; flat.len()];
-    for o in 0..out_channels {
-        let (group, row) = (o / per_group, o % per_group);
-        let base = group * per_group * depth;
-        for k in 0..depth {
-            let plain = o * depth + k;
-            let tiled = if row < tiled_rows {
-                let (t, i) = (row / WEIGHT_TILE_ROWS, row % WEIGHT_TILE_ROWS);
-                base + (t * depth + k) * WEIGHT_TILE_ROWS + i
-            } else {
-                plain
-            };
-            let (from, to) = if tile { (plain, tiled) } else { (tiled, plain) };
-            if let Some(slot) = out.get_mut(to) {
-                *slot = at(&flat, from)?;
-            }
-        }
-    }
+    let data = row_major(w);
+    let weight = conv::Tensor4 { data: &data, dims };
+    let out = conv::evaluate_tiled_weights(weight, groups, tile).ok_or_else(shorter)?;
     from_vec(w.shape(), out)
 }
 
 /// A 3x3 convolution weight `[out, in, 3, 3]` transformed as `Op::WinogradWeights`
-/// stores it: `U = G w G^T` per channel pair (in f64, rounded once), point `p` of the
-/// 4 x 4 result in matrix `p`, each `[out, in]` matrix tiled as `Op::TileConvWeights`
-/// tiles a weight of depth `in`.
+/// stores it (`ops::conv`'s evaluation).
 fn winograd_weights(w: &ArrayD<f32>) -> Result<ArrayD<f32>> {
     let &[out_channels, in_channels, 3, 3] = w.shape() else {
         return fail(format!(
@@ -1201,43 +1175,13 @@ fn winograd_weights(w: &ArrayD<f32>) -> Result<ArrayD<f32>> {
             w.shape()
         ));
     };
-    // G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
-    const G: [[f64; 3]; 4] = [
-        [1.0, 0.0, 0.0],
-        [0.5, 0.5, 0.5],
-        [0.5, -0.5, 0.5],
-        [0.0, 0.0, 1.0],
-    ];
-    let pairs = out_channels * in_channels;
-    let flat: Vec<f32> = w.iter().copied().collect();
-    let mut points = vec![0.0f32; WINOGRAD_POINTS * pairs];
-    for (pair, taps) in flat.chunks_exact(9).enumerate() {
-        for (r, gr) in G.iter().enumerate() {
-            for (c, gc) in G.iter().enumerate() {
-                // (G w G^T)[r][c] = sum over a, b of G[r][a] w[a][b] G[c][b]
-                let mut u = 0.0;
-                for (row, &ga) in taps.chunks_exact(3).zip(gr) {
-                    for (&tap, &gb) in row.iter().zip(gc) {
-                        u += ga * f64::from(tap) * gb;
-                    }
-                }
-                if let Some(slot) = points.get_mut((r * 4 + c) * pairs + pair) {
-                    *slot = u as f32;
-                }
-            }
-        }
-    }
-    let mut tiled = Vec::with_capacity(points.len());
-    for point in points.chunks_exact(pairs) {
-        let plain = from_vec(&[out_channels, in_channels, 1, 1], point.to_vec())?;
-        tiled.extend(conv_weight_tiles(&plain, 1, true)?.iter().copied());
-    }
-    from_vec(&[WINOGRAD_POINTS, out_channels, in_channels], tiled)
+    let out = conv::evaluate_winograd_weights(&row_major(w), [out_channels, in_channels])
+        .ok_or_else(shorter)?;
+    from_vec(&[WINOGRAD_POINTS, out_channels, in_channels], out)
 }
 
 /// The 3x3 taps `[out, in, 3, 3]` that `Op::WinogradWeights` transformed into `u`
-/// (`[16, out, in]`): `G` has the left inverse `P = [1 0 0 0; 0 1 -1 0; 0 0 0 1]`, so
-/// `w = P U P^T`.
+/// (`[16, out, in]`; `ops::conv`'s evaluation).
 fn winograd_taps(u: &ArrayD<f32>) -> Result<ArrayD<f32>> {
     let &[WINOGRAD_POINTS, out_channels, in_channels] = u.shape() else {
         return fail(format!(
@@ -1245,36 +1189,9 @@ fn winograd_taps(u: &ArrayD<f32>) -> Result<ArrayD<f32>> {
             u.shape()
         ));
     };
-    const P: [[f64; 4]; 3] = [
-        [1.0, 0.0, 0.0, 0.0],
-        [0.0, 1.0, -1.0, 0.0],
-        [0.0, 0.0, 0.0, 1.0],
-    ];
-    let pairs = out_channels * in_channels;
-    let flat: Vec<f32> = u.iter().copied().collect();
-    let mut points = Vec::with_capacity(flat.len());
-    for point in flat.chunks_exact(pairs.max(1)) {
-        let tiled = from_vec(&[out_channels, in_channels, 1, 1], point.to_vec())?;
-        points.push(conv_weight_tiles(&tiled, 1, false)?);
-    }
-    let plain: Vec<Vec<f32>> = points.iter().map(|p| p.iter().copied().collect()).collect();
-    let mut taps = vec![0.0f32; pairs * 9];
-    for (pair, out) in taps.chunks_exact_mut(9).enumerate() {
-        for (slot, (pa, pb)) in out
-            .iter_mut()
-            .zip(P.iter().flat_map(|pa| P.iter().map(move |pb| (pa, pb))))
-        {
-            // (P U P^T)[a][b] = sum over r, c of P[a][r] U[r][c] P[b][c]
-            let mut sum = 0.0;
-            for (row, &ar) in plain.chunks_exact(4).zip(pa) {
-                for (point, &bc) in row.iter().zip(pb) {
-                    sum += ar * f64::from(at(point, pair)?) * bc;
-                }
-            }
-            *slot = sum as f32;
-        }
-    }
-    from_vec(&[out_channels, in_channels, 3, 3], taps)
+    let out = conv::evaluate_winograd_taps(&row_major(u), [out_channels, in_channels])
+        .ok_or_else(shorter)?;
+    from_vec(&[out_channels, in_channels, 3, 3], out)
 }
 
 /// The `[k, n]` matrix that `[n / 16 rounded up, k, 16]` panels hold.
@@ -1311,154 +1228,41 @@ fn split_matrix(shape: &[usize]) -> Option<(&[usize], &[usize; 2])> {
     Some((batch, <&[usize; 2]>::try_from(matrix).ok()?))
 }
 
-/// PyTorch `conv2d`: weight `[out, in / groups, kh, kw]`, zero padding
-/// `[top, left, bottom, right]`.
-fn conv2d(
-    attrs: &Conv2d,
-    x: &ArrayD<f32>,
-    w: &ArrayD<f32>,
-    bias: Option<&ArrayD<f32>>,
-) -> Result<ArrayD<f32>> {
-    let [n, c, h, wi] = dims4(x, "input")?;
-    let [o, cpg, kh, kw] = dims4(w, "weight")?;
-    if [kh, kw] != attrs.kernel {
-        return fail(format!(
-            "weight {:?} does not match kernel {:?}",
-            w.shape(),
-            attrs.kernel
-        ));
-    }
-    let g = attrs.groups;
-    if g == 0 || c % g != 0 || o % g != 0 || cpg != c / g {
-        return fail(format!(
-            "groups {g} do not fit input {:?} and weight {:?}",
-            x.shape(),
-            w.shape()
-        ));
-    }
-    let [sh, sw] = attrs.stride;
-    let [dh, dw] = attrs.dilation;
-    let [pt, pl, _, _] = attrs.padding;
-    // the one shape inference (`check`)
-    let out_shape = crate::check::conv2d(x.shape(), attrs, o).map_err(shape_error)?;
-    let [_, _, oh, ow] = out_shape[..] else {
-        return fail(format!("conv2d: output shape {out_shape:?} is not 4-d"));
-    };
-    let b = match bias {
-        Some(b) => channel_vector(b, o, "bias")?,
-        None => vec![0.0; o],
-    };
-    let xd = row_major(x);
-    let wd = row_major(w);
-    let opg = o / g;
-    let mut out = Vec::with_capacity(n * o * oh * ow);
-    for ni in 0..n {
-        for (oc, &bo) in b.iter().enumerate() {
-            let group = oc / opg;
-            for y in 0..oh {
-                for xo in 0..ow {
-                    let mut acc = f64::from(bo);
-                    for icl in 0..cpg {
-                        let ic = group * cpg + icl;
-                        for ky in 0..kh {
-                            let pos = (y * sh + ky * dh) as i64 - pt as i64;
-                            let Some(iy) = inside(pos, h) else { continue };
-                            // x[ni, ic, iy, :] and w[oc, icl, ky, :]
-                            let xrow = run(&xd, ((ni * c + ic) * h + iy) * wi, wi)?;
-                            let wrow = run(&wd, ((oc * cpg + icl) * kh + ky) * kw, kw)?;
-                            for (kx, &wv) in wrow.iter().enumerate() {
-                                let pos = (xo * sw + kx * dw) as i64 - pl as i64;
-                                let Some(ix) = inside(pos, wi) else { continue };
-                                acc += f64::from(at(xrow, ix)?) * f64::from(wv);
-                            }
-                        }
-                    }
-                    out.push(acc as f32);
-                }
-            }
-        }
-    }
-    from_vec(&[n, o, oh, ow], out)
-}
+/// The operands of a convolution evaluation: input, weight, bias, output height and width.
+type ConvOperands<'a> = (conv::Tensor4<'a>, conv::Tensor4<'a>, &'a [f32], [usize; 2]);
 
-/// PyTorch `conv_transpose2d`: weight `[in, out / groups, kh, kw]`; every input element
-/// scatters `x * w` into the output at `in_pos * stride + k * dilation - padding`.
-fn conv_transpose2d(
-    attrs: &ConvTranspose2d,
-    x: &ArrayD<f32>,
-    w: &ArrayD<f32>,
+/// A convolution `op` of `x` by `w` plus the optional bias, on `check::infer`'s output
+/// shape, by `evaluate` (one of `ops::conv`'s evaluations).
+fn convolution(
+    op: &Op,
+    [x, w]: [&ArrayD<f32>; 2],
     bias: Option<&ArrayD<f32>>,
+    evaluate: impl FnOnce(ConvOperands<'_>) -> Option<Vec<f32>>,
 ) -> Result<ArrayD<f32>> {
-    let [n, cin, h, wi] = dims4(x, "input")?;
-    let [wc, opg, kh, kw] = dims4(w, "weight")?;
-    if [kh, kw] != attrs.kernel {
+    let mut shapes = vec![x.shape(), w.shape()];
+    shapes.extend(bias.map(|b| b.shape()));
+    let out_shape = crate::check::infer(op, &shapes, &[]).map_err(shape_error)?;
+    let [_, out_channels, oh, ow] = out_shape[..] else {
         return fail(format!(
-            "weight {:?} does not match kernel {:?}",
-            w.shape(),
-            attrs.kernel
-        ));
-    }
-    let g = attrs.groups;
-    if wc != cin || g == 0 || cin % g != 0 {
-        return fail(format!(
-            "groups {g} do not fit input {:?} and weight {:?}",
-            x.shape(),
-            w.shape()
-        ));
-    }
-    let ipg = cin / g;
-    let cout = opg * g;
-    let [sh, sw] = attrs.stride;
-    let [dh, dw] = attrs.dilation;
-    let [ph, pw] = attrs.padding;
-    if sh == 0 || sw == 0 || dh == 0 || dw == 0 || kh == 0 || kw == 0 || h == 0 || wi == 0 {
-        return fail("stride, dilation, kernel and input extent must be positive");
-    }
-    // the one shape inference (`check`)
-    let out_shape = crate::check::conv_transpose2d(x.shape(), attrs, cout).map_err(shape_error)?;
-    let [_, _, oh, ow] = out_shape[..] else {
-        return fail(format!(
-            "conv_transpose2d: output shape {out_shape:?} is not 4-d"
+            "{}: output shape {out_shape:?} is not 4-d",
+            op.name()
         ));
     };
     let b = match bias {
-        Some(b) => channel_vector(b, cout, "bias")?,
-        None => vec![0.0; cout],
+        Some(b) => row_major(b),
+        None => vec![0.0; out_channels],
     };
-    let xd = row_major(x);
-    let wd = row_major(w);
-    let mut acc = vec![0.0f64; n * cout * oh * ow];
-    for ni in 0..n {
-        for ic in 0..cin {
-            let group = ic / ipg;
-            for iy in 0..h {
-                for ix in 0..wi {
-                    let xv = f64::from(at(&xd, ((ni * cin + ic) * h + iy) * wi + ix)?);
-                    for ocl in 0..opg {
-                        let oc = group * opg + ocl;
-                        for ky in 0..kh {
-                            let pos = (iy * sh + ky * dh) as i64 - ph as i64;
-                            let Some(oy) = inside(pos, oh) else { continue };
-                            for kx in 0..kw {
-                                let pos = (ix * sw + kx * dw) as i64 - pw as i64;
-                                let Some(ox) = inside(pos, ow) else { continue };
-                                let wv = at(&wd, ((ic * opg + ocl) * kh + ky) * kw + kx)?;
-                                *at_mut(&mut acc, ((ni * cout + oc) * oh + oy) * ow + ox)? +=
-                                    xv * f64::from(wv);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let plane = oh * ow;
-    let out = acc
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| Ok((v + f64::from(at(&b, (i / plane) % cout)?)) as f32))
-        .collect::<Result<Vec<f32>>>()?;
-    from_vec(&[n, cout, oh, ow], out)
+    let (xd, wd) = (row_major(x), row_major(w));
+    let x = conv::Tensor4 {
+        data: &xd,
+        dims: dims4(x, "input")?,
+    };
+    let w = conv::Tensor4 {
+        data: &wd,
+        dims: dims4(w, "weight")?,
+    };
+    let out = evaluate((x, w, &b, [oh, ow])).ok_or_else(shorter)?;
+    from_vec(&out_shape, out)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2129,7 +1933,7 @@ fn resize(x: &ArrayD<f32>, mode: ResizeMode, out_shape: &[usize]) -> Result<Arra
 )]
 mod tests {
     use super::*;
-    use crate::ir::{Node, Param, ReshapeKind, ValueKind};
+    use crate::ir::{ConvTranspose2d, Node, Param, ReshapeKind, ValueKind};
     use ndarray::{s, Array2, Array4};
     use proc_macro2::Span;
 

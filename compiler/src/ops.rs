@@ -11,7 +11,7 @@ use crate::ir::*;
 use crate::lower::{as_f64, Eval, Lowerer, Reported, Val};
 
 pub mod binary;
-mod conv;
+pub mod conv;
 mod layout;
 pub mod norm;
 pub mod pool;

@@ -47,7 +47,7 @@ pub mod rules;
 use std::collections::HashMap;
 
 use crate::ir::{Graph, Node, Op, ResizeMode, UnaryOp, ValueId, ValueKind};
-use crate::ops::{norm, pool};
+use crate::ops::{conv, norm, pool};
 use crate::tables::{Family, Rule, RULES};
 use crate::work::{self, Stage};
 
@@ -286,15 +286,11 @@ pub fn op_cost(op: &Op, inputs: &[&[usize]], out: &[usize]) -> Cost {
         }
         Op::Conv2d(c) => {
             let cin = inputs.first().and_then(|s| s.get(1)).copied().unwrap_or(0) as u64;
-            let per =
-                (cin / c.groups.max(1) as u64).saturating_mul((c.kernel[0] * c.kernel[1]) as u64);
-            n.saturating_mul(2).saturating_mul(per)
+            conv::conv2d_cost(n, cin, c)
         }
         Op::ConvTranspose2d(c) => {
             let cout = out.get(1).copied().unwrap_or(0) as u64;
-            let per =
-                (cout / c.groups.max(1) as u64).saturating_mul((c.kernel[0] * c.kernel[1]) as u64);
-            first.saturating_mul(2).saturating_mul(per)
+            conv::conv_transpose2d_cost(first, cout, c)
         }
         Op::MaxPool2d(p) | Op::AvgPool2d(p) => pool::window_cost(n, p),
         Op::GlobalAvgPool | Op::GlobalMaxPool => pool::global_cost(first),
