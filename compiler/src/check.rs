@@ -15,7 +15,7 @@
 //! ```
 
 use crate::ir::{Graph, Op, ValueKind, WEIGHT_PANEL};
-use crate::ops::{conv, norm, pool};
+use crate::ops::{conv, layout, norm, pool};
 
 /// A rule's complaint: what went wrong and which operand is at fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -511,160 +511,22 @@ pub fn infer(op: &Op, inputs: &[&[usize]], given: &[usize]) -> Result<Vec<usize>
         Op::BatchNorm { .. } => norm::batch_norm_shape(name, inputs),
         Op::GroupNorm { groups, .. } => norm::group_norm_shape(name, inputs, Some(*groups)),
         Op::InstanceNorm { .. } => norm::group_norm_shape(name, inputs, None),
-        Op::Reshape(_) => {
-            let [x] = operands(name, inputs)?;
-            if elements(x) != elements(given) {
-                return err(
-                    Some(0),
-                    format!(
-                        "{name}: {} and {} hold different numbers of elements",
-                        fmt_shape(x),
-                        fmt_shape(given)
-                    ),
-                );
-            }
-            Ok(given.to_vec())
-        }
-        Op::Transpose { perm } => {
-            let [x] = operands(name, inputs)?;
-            let mut seen = vec![false; x.len()];
-            let out: Option<Vec<usize>> = perm
-                .iter()
-                .map(|&p| {
-                    let slot = seen.get_mut(p)?;
-                    (!std::mem::replace(slot, true)).then_some(())?;
-                    x.get(p).copied()
-                })
-                .collect();
-            match out {
-                Some(out) if perm.len() == x.len() => Ok(out),
-                _ => err(
-                    None,
-                    format!(
-                        "transpose: {perm:?} is not a permutation of the axes of {}",
-                        fmt_shape(x)
-                    ),
-                ),
-            }
-        }
-        Op::Concat { axis } => {
-            let Some(first) = inputs.first() else {
-                return err(None, "concat: takes at least one operand".to_string());
-            };
-            expect_axis(name, first, *axis)?;
-            let mut out = first.to_vec();
-            for (i, s) in inputs.iter().enumerate().skip(1) {
-                let fits = s.len() == first.len()
-                    && s.iter()
-                        .zip(first.iter())
-                        .enumerate()
-                        .all(|(a, (d, f))| a == *axis || d == f);
-                if !fits {
-                    return err(
-                        Some(i),
-                        format!(
-                            "concat: along axis {axis}, every tensor must match {} on the other axes, found {}",
-                            fmt_shape(first),
-                            fmt_shape(s)
-                        ),
-                    );
-                }
-                if let (Some(slot), Some(d)) = (out.get_mut(*axis), s.get(*axis)) {
-                    *slot += d;
-                }
-            }
-            Ok(out)
-        }
+        Op::Reshape(_) => layout::reshape_shape(name, inputs, given),
+        Op::Transpose { perm } => layout::transpose_shape(name, inputs, perm),
+        Op::Concat { axis } => layout::concat_shape(name, inputs, *axis),
         Op::Slice {
             starts,
             ends,
             steps,
-        } => {
-            let [x] = operands(name, inputs)?;
-            let rank = x.len();
-            if starts.len() != rank
-                || ends.len() != rank
-                || steps.len() != rank
-                || steps.contains(&0)
-            {
-                return err(
-                    None,
-                    format!(
-                        "slice: {} needs one start, end and positive step per axis, found {starts:?} {ends:?} {steps:?}",
-                        fmt_shape(x)
-                    ),
-                );
-            }
-            Ok(x.iter()
-                .zip(starts.iter().zip(ends).zip(steps))
-                .map(|(&len, ((&start, &end), &step))| {
-                    let start = start.min(len);
-                    (end.min(len).max(start) - start).div_ceil(step)
-                })
-                .collect())
-        }
-        Op::Pad { pads, .. } => {
-            let [x] = operands(name, inputs)?;
-            if pads.len() != x.len() {
-                return err(
-                    None,
-                    format!("pad: {} pads for shape {}", pads.len(), fmt_shape(x)),
-                );
-            }
-            Ok(x.iter()
-                .zip(pads)
-                .map(|(&d, &(before, after))| d.saturating_add(before).saturating_add(after))
-                .collect())
-        }
-        Op::Gather { axis } => {
-            let [x, indices] = operands(name, inputs)?;
-            expect_axis(name, x, *axis)?;
-            let mut out = x.get(..*axis).unwrap_or_default().to_vec();
-            out.extend_from_slice(indices);
-            out.extend_from_slice(x.get(axis + 1..).unwrap_or_default());
-            Ok(out)
-        }
-        Op::Expand => {
-            let [x] = operands(name, inputs)?;
-            if broadcast(name, x, given).ok().as_deref() != Some(given) {
-                return err(
-                    Some(0),
-                    format!(
-                        "expand: {} does not broadcast to {}",
-                        fmt_shape(x),
-                        fmt_shape(given)
-                    ),
-                );
-            }
-            Ok(given.to_vec())
-        }
-        Op::Resize(_) => resized(name, inputs, given, |x| x.len() >= 3),
-        Op::Resample(spec) => resized(name, inputs, given, |x| {
+        } => layout::slice_shape(name, inputs, [starts, ends, steps]),
+        Op::Pad { pads, .. } => layout::pad_shape(name, inputs, pads),
+        Op::Gather { axis } => layout::gather_shape(name, inputs, *axis),
+        Op::Expand => layout::expand_shape(name, inputs, given),
+        Op::Resize(_) => layout::resized_shape(name, inputs, given, |x| x.len() >= 3),
+        Op::Resample(spec) => layout::resized_shape(name, inputs, given, |x| {
             spec.scales.len() == x.len() && spec.roi.len() == x.len()
         }),
     }
-}
-
-/// A resize's result: the shape it names (`given`), of its operand's rank, on operands
-/// `axes_ok` accepts.
-fn resized(
-    name: &str,
-    inputs: &[&[usize]],
-    given: &[usize],
-    axes_ok: impl Fn(&[usize]) -> bool,
-) -> Result<Vec<usize>, ShapeError> {
-    let [x] = operands(name, inputs)?;
-    if x.len() != given.len() || !axes_ok(x) {
-        return err(
-            Some(0),
-            format!(
-                "resize: input {} and output {} disagree in rank",
-                fmt_shape(x),
-                fmt_shape(given)
-            ),
-        );
-    }
-    Ok(given.to_vec())
 }
 
 /// The channel count (axis 1) of a normalization's input.

@@ -31,12 +31,12 @@ use std::collections::HashMap;
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote};
 
-use crate::element::{self, row_major_strides, ElementProgram, Ex, Ix};
+use crate::element::{self, broadcast_strides, row_major_strides, ElementProgram, Ex, Ix};
 use crate::fuse::{self, Block, FusionPlan};
 use crate::ir::*;
 use crate::lower::ModelIr;
 use crate::ops::unary::f32_lit;
-use crate::ops::{conv, norm, pool};
+use crate::ops::{conv, layout, norm, pool};
 use crate::plan::{MemoryPlan, Slot};
 use crate::work::{self, Stage};
 
@@ -1540,25 +1540,6 @@ fn describe(model: &ModelIr, node: &Node) -> String {
     )
 }
 
-/// Strides of `shape` broadcast into `out` (0 on broadcast axes).
-fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
-    let own = row_major_strides(shape);
-    let offset = out.len() - shape.len().min(out.len());
-    (0..out.len())
-        .map(|i| {
-            if i < offset {
-                return 0;
-            }
-            let d = shape.get(i - offset).copied().unwrap_or(1);
-            if d == 1 {
-                0
-            } else {
-                own.get(i - offset).copied().unwrap_or(0)
-            }
-        })
-        .collect()
-}
-
 /// A unary op applied to the operand `v` (parenthesized as [`UnaryOp::binds`] asks).
 fn unary_expr(op: UnaryOp, v: &TokenStream) -> TokenStream {
     op.emit(&quote! { ::dnnfusion::runtime::math }, v)
@@ -1798,86 +1779,17 @@ fn kernel_call(
         Op::InstanceNorm { eps } => {
             norm::group_norm_call(&k, (dim(s0, 1), *eps), io, affine, s0, epi)
         }
-        Op::Reshape(_) => quote! { #out.copy_from_slice(#in0); },
-        Op::Transpose { perm } => {
-            let strides = row_major_strides(s0);
-            let permuted: Vec<usize> = perm
-                .iter()
-                .map(|&p| strides.get(p).copied().unwrap_or(0))
-                .collect();
-            quote! { #k::strided_copy(#in0, 0, &[#(#permuted),*], #out, &[#(#out_shape),*]); }
-        }
+        Op::Reshape(_) => layout::reshape_call(io),
+        Op::Transpose { perm } => layout::transpose_call(&k, perm, io, [s0, out_shape]),
         Op::Slice { starts, steps, .. } => {
-            let strides = row_major_strides(s0);
-            let offset: usize = starts.iter().zip(&strides).map(|(a, s)| a * s).sum();
-            let stepped: Vec<usize> = strides.iter().zip(steps).map(|(s, st)| s * st).collect();
-            quote! { #k::strided_copy(#in0, #offset, &[#(#stepped),*], #out, &[#(#out_shape),*]); }
+            layout::slice_call(&k, [starts, steps], io, [s0, out_shape])
         }
-        Op::Expand => {
-            let strides = broadcast_strides(s0, out_shape);
-            quote! { #k::strided_copy(#in0, 0, &[#(#strides),*], #out, &[#(#out_shape),*]); }
-        }
-        Op::Concat { axis } => {
-            let outer = product(out_shape.get(..*axis).unwrap_or(&[]));
-            let inner = product(out_shape.get(axis + 1..).unwrap_or(&[]));
-            let chunks: Vec<usize> = shapes.iter().map(|s| dim(s, *axis) * inner).collect();
-            quote! { #k::concat(&[#(#ins),*], &[#(#chunks),*], #out, #outer); }
-        }
-        Op::Pad { pads, mode } => {
-            let before: Vec<usize> = pads.iter().map(|p| p.0).collect();
-            let mode = match mode {
-                PadMode::Constant(v) => {
-                    let v = f32_lit(*v);
-                    quote! { #k::PadMode::Constant(#v) }
-                }
-                PadMode::Reflect => quote! { #k::PadMode::Reflect },
-                PadMode::Edge => quote! { #k::PadMode::Edge },
-            };
-            quote! { #k::pad(#in0, &[#(#s0),*], &[#(#before),*], #out, &[#(#out_shape),*], #mode); }
-        }
-        Op::Gather { axis } => {
-            let in1 = ins.get(1).cloned();
-            let outer = product(s0.get(..*axis).unwrap_or(&[]));
-            let len = dim(s0, *axis);
-            let inner = product(s0.get(axis + 1..).unwrap_or(&[]));
-            quote! { #k::gather(#in0, #in1, #out, #outer, #len, #inner); }
-        }
-        Op::Resize(mode) => {
-            let planes = dim(s0, 0) * dim(s0, 1);
-            let [h, w] = [dim(s0, 2), dim(s0, 3)];
-            let [oh, ow] = [dim(out_shape, 2), dim(out_shape, 3)];
-            match mode {
-                ResizeMode::Nearest => {
-                    quote! { #k::resize_nearest(#in0, #out, #planes, #h, #w, #oh, #ow); }
-                }
-                ResizeMode::Bilinear { align_corners } => {
-                    quote! { #k::resize_bilinear(#in0, #out, #planes, #h, #w, #oh, #ow, #align_corners); }
-                }
-            }
-        }
-        Op::Resample(spec) => {
-            let mut axes = Vec::new();
-            for (a, (&len, &out_len)) in s0.iter().zip(out_shape).enumerate() {
-                let (mut start, mut index, mut weight, mut outside) =
-                    (vec![0usize], Vec::new(), Vec::new(), Vec::new());
-                for t in spec.axis_taps(a, len, out_len) {
-                    for (i, w) in t.taps {
-                        index.push(i);
-                        weight.push(f32_lit(w as f32));
-                    }
-                    start.push(index.len());
-                    outside.push(t.outside);
-                }
-                let outside = if outside.contains(&true) {
-                    quote! { &[#(#outside),*] }
-                } else {
-                    quote! { &[] }
-                };
-                axes.push(quote! { #k::ResampleAxis { start: &[#(#start),*], index: &[#(#index),*], weight: &[#(#weight),*], outside: #outside } });
-            }
-            let e = f32_lit(spec.extrapolation);
-            quote! { #k::resample(#in0, &[#(#s0),*], #out, &[#(#out_shape),*], &[#(#axes),*], #e); }
-        }
+        Op::Expand => layout::expand_call(&k, io, [s0, out_shape]),
+        Op::Concat { axis } => layout::concat_call(&k, *axis, (ins, out), shapes, out_shape),
+        Op::Pad { pads, mode } => layout::pad_call(&k, pads, *mode, io, [s0, out_shape]),
+        Op::Gather { axis } => layout::gather_call(&k, *axis, (&in0, ins.get(1), out), s0),
+        Op::Resize(mode) => layout::resize_call(&k, *mode, io, [s0, out_shape]),
+        Op::Resample(spec) => layout::resample_call(&k, spec, io, [s0, out_shape]),
         Op::Scan {
             kind,
             axis,

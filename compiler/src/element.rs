@@ -237,6 +237,25 @@ pub fn row_major_strides(shape: &[usize]) -> Vec<usize> {
     strides
 }
 
+/// Strides of `shape` broadcast into `out` (0 on broadcast axes).
+pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
+    let own = row_major_strides(shape);
+    let offset = out.len() - shape.len().min(out.len());
+    (0..out.len())
+        .map(|i| {
+            if i < offset {
+                return 0;
+            }
+            let d = shape.get(i - offset).copied().unwrap_or(1);
+            if d == 1 {
+                0
+            } else {
+                own.get(i - offset).copied().unwrap_or(0)
+            }
+        })
+        .collect()
+}
+
 /// Flat offset of `idx` in a row-major tensor of `shape`.
 fn flat(idx: &[Ix], shape: &[usize]) -> Ix {
     let strides = row_major_strides(shape);

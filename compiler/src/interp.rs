@@ -14,12 +14,11 @@
 //! ```
 
 use crate::ir::{
-    BinaryOp, Conv2d, ConvWeights, CoordMode, Graph, Interpolation, NearestMode, Op, PadMode,
-    Pool2d, ReduceKind, Resample, ResizeMode, UnaryOp, Value, ValueId, WEIGHT_PANEL,
-    WINOGRAD_POINTS,
+    BinaryOp, Conv2d, ConvWeights, Graph, Op, Pool2d, ReduceKind, UnaryOp, Value, ValueId,
+    WEIGHT_PANEL, WINOGRAD_POINTS,
 };
-use crate::ops::{conv, norm, pool};
-use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice, Zip};
+use crate::ops::{conv, layout, norm, pool};
+use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Zip};
 use std::fmt;
 
 /// Error of the interpreter (bad operand count, shape mismatch it detected, non-integer
@@ -31,7 +30,7 @@ pub struct InterpError {
 }
 
 impl InterpError {
-    fn new(message: impl Into<String>) -> Self {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
         InterpError {
             message: message.into(),
         }
@@ -46,10 +45,10 @@ impl fmt::Display for InterpError {
 
 impl std::error::Error for InterpError {}
 
-type Result<T> = std::result::Result<T, InterpError>;
+pub(crate) type Result<T> = std::result::Result<T, InterpError>;
 
 /// Shorthand for an `Err` with a message.
-fn fail<T>(message: impl Into<String>) -> Result<T> {
+pub(crate) fn fail<T>(message: impl Into<String>) -> Result<T> {
     Err(InterpError::new(message))
 }
 
@@ -741,28 +740,28 @@ fn eval_refs(op: &Op, xs: &[&ArrayD<f32>], out_shape: &[usize]) -> Result<ArrayD
         }
         Op::Reshape(_) => {
             let [x] = exactly(xs)?;
-            reshape(x, out_shape)?
+            layout::evaluate::reshape(x, out_shape)?
         }
         Op::Transpose { perm } => {
             let [x] = exactly(xs)?;
-            transpose(x, perm)?
+            layout::evaluate::transpose(x, perm)?
         }
-        Op::Concat { axis } => concat(xs, *axis)?,
+        Op::Concat { axis } => layout::evaluate::concat(xs, *axis)?,
         Op::Slice {
             starts,
             ends,
             steps,
         } => {
             let [x] = exactly(xs)?;
-            slice(x, starts, ends, steps)?
+            layout::evaluate::slice(x, starts, ends, steps)?
         }
         Op::Pad { pads, mode } => {
             let [x] = exactly(xs)?;
-            pad(x, pads, *mode)?
+            layout::evaluate::pad(x, pads, *mode)?
         }
         Op::Gather { axis } => {
             let [x, indices] = exactly(xs)?;
-            gather(x, indices, *axis)?
+            layout::evaluate::gather(x, indices, *axis)?
         }
         Op::Expand => {
             let [x] = exactly(xs)?;
@@ -770,11 +769,11 @@ fn eval_refs(op: &Op, xs: &[&ArrayD<f32>], out_shape: &[usize]) -> Result<ArrayD
         }
         Op::Resize(mode) => {
             let [x] = exactly(xs)?;
-            resize(x, *mode, out_shape)?
+            layout::evaluate::resize(x, *mode, out_shape)?
         }
         Op::Resample(spec) => {
             let [x] = exactly(xs)?;
-            resample(spec, x, out_shape)?
+            layout::evaluate::resample(spec, x, out_shape)?
         }
         Op::Scan {
             kind,
@@ -845,12 +844,12 @@ fn affine_operands<'a>(xs: &[&'a ArrayD<f32>]) -> Result<AffineOperands<'a>> {
 }
 
 /// The elements in row-major order (whatever the memory layout).
-fn row_major(x: &ArrayD<f32>) -> Vec<f32> {
+pub(crate) fn row_major(x: &ArrayD<f32>) -> Vec<f32> {
     x.iter().copied().collect()
 }
 
 /// An array of this shape from row-major data.
-fn from_vec(shape: &[usize], data: Vec<f32>) -> Result<ArrayD<f32>> {
+pub(crate) fn from_vec(shape: &[usize], data: Vec<f32>) -> Result<ArrayD<f32>> {
     ArrayD::from_shape_vec(IxDyn(shape), data)
         .map_err(|e| InterpError::new(format!("cannot build an array of shape {shape:?}: {e}")))
 }
@@ -865,12 +864,12 @@ fn standard_layout(a: ArrayD<f32>) -> ArrayD<f32> {
 }
 
 /// Product of the dimensions (1 for none).
-fn product(dims: &[usize]) -> usize {
+pub(crate) fn product(dims: &[usize]) -> usize {
     dims.iter().product()
 }
 
 /// Length of axis `axis`.
-fn dim(shape: &[usize], axis: usize) -> Result<usize> {
+pub(crate) fn dim(shape: &[usize], axis: usize) -> Result<usize> {
     shape
         .get(axis)
         .copied()
@@ -878,12 +877,12 @@ fn dim(shape: &[usize], axis: usize) -> Result<usize> {
 }
 
 /// Dimensions from `axis` on (empty past the end).
-fn dims_from(shape: &[usize], axis: usize) -> &[usize] {
+pub(crate) fn dims_from(shape: &[usize], axis: usize) -> &[usize] {
     shape.get(axis..).unwrap_or(&[])
 }
 
 /// Dimensions before `axis` (all of them past the end).
-fn dims_before(shape: &[usize], axis: usize) -> &[usize] {
+pub(crate) fn dims_before(shape: &[usize], axis: usize) -> &[usize] {
     shape.get(..axis).unwrap_or(shape)
 }
 
@@ -898,14 +897,14 @@ fn dims4(a: &ArrayD<f32>, what: &str) -> Result<[usize; 4]> {
 }
 
 /// Element `i` of row-major data; `i` is in range by construction, checked anyway.
-fn at(data: &[f32], i: usize) -> Result<f32> {
+pub(crate) fn at(data: &[f32], i: usize) -> Result<f32> {
     data.get(i)
         .copied()
         .ok_or_else(|| InterpError::new(format!("internal: index {i} out of {}", data.len())))
 }
 
 /// `len` elements of row-major data from `start`.
-fn run(data: &[f32], start: usize, len: usize) -> Result<&[f32]> {
+pub(crate) fn run(data: &[f32], start: usize, len: usize) -> Result<&[f32]> {
     data.get(start..start + len).ok_or_else(|| {
         InterpError::new(format!(
             "internal: run {start}..{} out of {}",
@@ -927,12 +926,15 @@ fn channel_vector(p: &ArrayD<f32>, channels: usize, what: &str) -> Result<Vec<f3
 }
 
 /// `pos` as an index into an axis of length `len`, if it lies inside.
-fn inside(pos: i64, len: usize) -> Option<usize> {
+pub(crate) fn inside(pos: i64, len: usize) -> Option<usize> {
     usize::try_from(pos).ok().filter(|&p| p < len)
 }
 
 /// Calls `f` with every multi-index of `shape`, in row-major order.
-fn for_each_index(shape: &[usize], mut f: impl FnMut(&[usize]) -> Result<()>) -> Result<()> {
+pub(crate) fn for_each_index(
+    shape: &[usize],
+    mut f: impl FnMut(&[usize]) -> Result<()>,
+) -> Result<()> {
     if shape.contains(&0) {
         return Ok(());
     }
@@ -1477,451 +1479,6 @@ fn group_norm(
     from_vec(shape, out)
 }
 
-// ---------------------------------------------------------------------------------------
-// Data movement
-// ---------------------------------------------------------------------------------------
-
-/// Same elements in row-major order, new shape.
-fn reshape(x: &ArrayD<f32>, out_shape: &[usize]) -> Result<ArrayD<f32>> {
-    if product(out_shape) != x.len() {
-        return fail(format!(
-            "cannot reshape {:?} ({} elements) to {out_shape:?}",
-            x.shape(),
-            x.len()
-        ));
-    }
-    from_vec(out_shape, row_major(x))
-}
-
-/// Output axis `i` is input axis `perm[i]`.
-fn transpose(x: &ArrayD<f32>, perm: &[usize]) -> Result<ArrayD<f32>> {
-    let mut seen = vec![false; x.ndim()];
-    let valid = perm.len() == x.ndim()
-        && perm
-            .iter()
-            .all(|&p| seen.get_mut(p).is_some_and(|s| !std::mem::replace(s, true)));
-    if !valid {
-        return fail(format!(
-            "{perm:?} is not a permutation of the axes of {:?}",
-            x.shape()
-        ));
-    }
-    Ok(x.view().permuted_axes(IxDyn(perm)).to_owned())
-}
-
-/// All operands joined along `axis`.
-fn concat(xs: &[&ArrayD<f32>], axis: usize) -> Result<ArrayD<f32>> {
-    let Some(first) = xs.first() else {
-        return fail("concat needs at least one operand");
-    };
-    if axis >= first.ndim() || xs.iter().any(|a| a.ndim() != first.ndim()) {
-        return fail(format!(
-            "cannot join shapes {:?} along axis {axis}",
-            xs.iter().map(|a| a.shape()).collect::<Vec<_>>()
-        ));
-    }
-    let views: Vec<ArrayViewD<f32>> = xs.iter().map(|a| a.view()).collect();
-    ndarray::concatenate(Axis(axis), &views).map_err(|e| {
-        InterpError::new(format!(
-            "cannot join shapes {:?} along axis {axis}: {e}",
-            xs.iter().map(|a| a.shape()).collect::<Vec<_>>()
-        ))
-    })
-}
-
-/// Per axis, indices `start, start + step, ...` below `end` (both clamped to the axis).
-fn slice(
-    x: &ArrayD<f32>,
-    starts: &[usize],
-    ends: &[usize],
-    steps: &[usize],
-) -> Result<ArrayD<f32>> {
-    let rank = x.ndim();
-    if starts.len() != rank || ends.len() != rank || steps.len() != rank || steps.contains(&0) {
-        return fail(format!(
-            "slice of {:?} needs one start, end and positive step per axis, \
-             got {starts:?} {ends:?} {steps:?}",
-            x.shape()
-        ));
-    }
-    let to_isize = |v: usize| {
-        isize::try_from(v).map_err(|_| InterpError::new(format!("slice bound {v} too large")))
-    };
-    let mut view = x.view();
-    for (axis, ((&start, &end), &step)) in starts.iter().zip(ends).zip(steps).enumerate() {
-        let len = view.len_of(Axis(axis));
-        let start = start.min(len);
-        let end = end.min(len).max(start);
-        view.slice_axis_inplace(
-            Axis(axis),
-            Slice::new(to_isize(start)?, Some(to_isize(end)?), to_isize(step)?),
-        );
-    }
-    Ok(view.to_owned())
-}
-
-/// Input coordinate of output coordinate `j - before` along an axis of length `len`,
-/// `None` for a constant fill.
-fn pad_source(pos: i64, len: usize, mode: PadMode) -> Result<Option<usize>> {
-    if let Some(i) = inside(pos, len) {
-        return Ok(Some(i));
-    }
-    let last = len as i64 - 1;
-    match mode {
-        PadMode::Constant(_) => Ok(None),
-        _ if len == 0 => fail("cannot reflect or extend an empty axis"),
-        PadMode::Edge => Ok(Some(pos.clamp(0, last) as usize)),
-        PadMode::Reflect if len == 1 => Ok(Some(0)),
-        PadMode::Reflect => {
-            // numpy 'reflect': period 2 (len - 1), the edge is not repeated.
-            let period = 2 * last;
-            let r = pos.rem_euclid(period);
-            Ok(Some((if r > last { period - r } else { r }) as usize))
-        }
-    }
-}
-
-/// Adds `(before, after)` elements per axis.
-fn pad(x: &ArrayD<f32>, pads: &[(usize, usize)], mode: PadMode) -> Result<ArrayD<f32>> {
-    let shape = x.shape();
-    if pads.len() != shape.len() {
-        return fail(format!("{} pads for rank {}", pads.len(), shape.len()));
-    }
-    let fill = match mode {
-        PadMode::Constant(v) => v,
-        _ => 0.0,
-    };
-    // For every axis, the input coordinate of each output coordinate.
-    let mut tables = Vec::with_capacity(shape.len());
-    let mut out_shape = Vec::with_capacity(shape.len());
-    for (&len, &(before, after)) in shape.iter().zip(pads) {
-        let out_len = before + len + after;
-        let table = (0..out_len)
-            .map(|j| pad_source(j as i64 - before as i64, len, mode))
-            .collect::<Result<Vec<Option<usize>>>>()?;
-        tables.push(table);
-        out_shape.push(out_len);
-    }
-    let strides: Vec<usize> = (0..shape.len())
-        .map(|axis| product(dims_from(shape, axis + 1)))
-        .collect();
-    let xd = row_major(x);
-    let mut out = Vec::with_capacity(product(&out_shape));
-    for_each_index(&out_shape, |index| {
-        let mut flat = Some(0usize);
-        for ((&j, table), &stride) in index.iter().zip(&tables).zip(&strides) {
-            let source = table.get(j).copied().flatten();
-            flat = flat.zip(source).map(|(f, s)| f + s * stride);
-        }
-        out.push(match flat {
-            Some(f) => at(&xd, f)?,
-            None => fill,
-        });
-        Ok(())
-    })?;
-    from_vec(&out_shape, out)
-}
-
-/// ONNX Gather: `x.shape[..axis] ++ indices.shape ++ x.shape[axis + 1..]`.
-fn gather(x: &ArrayD<f32>, indices: &ArrayD<f32>, axis: usize) -> Result<ArrayD<f32>> {
-    let shape = x.shape();
-    let len = dim(shape, axis)?;
-    let picks = indices
-        .iter()
-        .map(|&v| {
-            if !v.is_finite() || v.fract() != 0.0 {
-                return fail(format!("gather index {v} is not a whole number"));
-            }
-            let i = v as i64;
-            let i = if i < 0 { i + len as i64 } else { i };
-            inside(i, len).ok_or_else(|| {
-                InterpError::new(format!("gather index {v} out of range for length {len}"))
-            })
-        })
-        .collect::<Result<Vec<usize>>>()?;
-    let outer = product(dims_before(shape, axis));
-    let inner = product(dims_from(shape, axis + 1));
-    let xd = row_major(x);
-    let mut out = Vec::with_capacity(outer * picks.len() * inner);
-    for o in 0..outer {
-        for &p in &picks {
-            out.extend_from_slice(run(&xd, (o * len + p) * inner, inner)?);
-        }
-    }
-    let out_shape = [
-        dims_before(shape, axis),
-        indices.shape(),
-        dims_from(shape, axis + 1),
-    ]
-    .concat();
-    from_vec(&out_shape, out)
-}
-
-/// Sampling position along one axis for bilinear resize: `(i0, i1, lambda)`.
-fn bilinear_source(
-    o: usize,
-    in_len: usize,
-    out_len: usize,
-    align_corners: bool,
-) -> (usize, usize, f64) {
-    let src = if align_corners {
-        if out_len > 1 {
-            o as f64 * (in_len as f64 - 1.0) / (out_len as f64 - 1.0)
-        } else {
-            0.0
-        }
-    } else {
-        ((o as f64 + 0.5) * in_len as f64 / out_len as f64 - 0.5).max(0.0)
-    };
-    let i0 = (src.floor() as usize).min(in_len - 1);
-    let i1 = (i0 + 1).min(in_len - 1);
-    (i0, i1, src - i0 as f64)
-}
-
-/// ONNX `Resize`, as ONNX's reference evaluator computes it: each output element
-/// interpolates, along the first axis, values that are themselves interpolations of the
-/// remaining axes (in f64), each 1-d step taking the `n` input neighbours nearest to the
-/// output's input coordinate (found by sorting, edge-padded) with the mode's weights.
-fn resample(spec: &Resample, x: &ArrayD<f32>, out_shape: &[usize]) -> Result<ArrayD<f32>> {
-    let in_shape = x.shape().to_vec();
-    if in_shape.len() != out_shape.len()
-        || spec.scales.len() != in_shape.len()
-        || spec.roi.len() != in_shape.len()
-    {
-        return fail(format!(
-            "resize: input {in_shape:?}, output {out_shape:?} and {} scales disagree",
-            spec.scales.len()
-        ));
-    }
-    let data: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
-    let mut out = Vec::with_capacity(product(out_shape));
-    for_each_index(out_shape, |o| {
-        out.push(resample_at(spec, &data, &in_shape, out_shape, 0, o)? as f32);
-        Ok(())
-    })?;
-    from_vec(out_shape, out)
-}
-
-/// The value at output index `o` of the sub-tensor `data` (shape `shape`, whose first
-/// axis is axis `axis` of the input).
-fn resample_at(
-    spec: &Resample,
-    data: &[f64],
-    shape: &[usize],
-    out_shape: &[usize],
-    axis: usize,
-    o: &[usize],
-) -> Result<f64> {
-    let (Some(&len), Some(&x), Some(&out_len)) = (shape.first(), o.first(), out_shape.get(axis))
-    else {
-        return data
-            .first()
-            .copied()
-            .ok_or_else(|| InterpError::new("resize: empty input"));
-    };
-    let inner: usize = product(shape.get(1..).unwrap_or(&[]));
-    let weights = match resample_weights(spec, axis, len, out_len, x) {
-        None => return Ok(f64::from(spec.extrapolation)),
-        Some(w) => w,
-    };
-    let mut sum = 0.0;
-    for (i, w) in weights {
-        let sub = data
-            .get(i * inner..(i + 1) * inner)
-            .ok_or_else(|| InterpError::new("resize: index out of range"))?;
-        let v = resample_at(
-            spec,
-            sub,
-            shape.get(1..).unwrap_or(&[]),
-            out_shape,
-            axis + 1,
-            o.get(1..).unwrap_or(&[]),
-        )?;
-        sum += w * v;
-    }
-    Ok(sum)
-}
-
-/// The `(input index, weight)` pairs of output coordinate `x` along `axis` (length
-/// `len`), or `None` for an output outside the region of interest.
-fn resample_weights(
-    spec: &Resample,
-    axis: usize,
-    len: usize,
-    out_len: usize,
-    x: usize,
-) -> Option<Vec<(usize, f64)>> {
-    let scale = spec.scales.get(axis).copied().unwrap_or(1.0);
-    let (r0, r1) = spec.roi.get(axis).copied().unwrap_or((0.0, 1.0));
-    let input_width = len as f64;
-    let output_width = scale * input_width;
-    let x = x as f64;
-    let x_ori = match spec.coord {
-        CoordMode::AlignCorners if output_width == 1.0 => 0.0,
-        CoordMode::AlignCorners => x * (input_width - 1.0) / (output_width - 1.0),
-        CoordMode::Asymmetric => x / scale,
-        CoordMode::TfCropAndResize => {
-            let x_ori = if output_width == 1.0 {
-                (r1 - r0) * (input_width - 1.0) / 2.0
-            } else {
-                x * (r1 - r0) * (input_width - 1.0) / (output_width - 1.0)
-            } + r0 * (input_width - 1.0);
-            if x_ori < 0.0 || x_ori > input_width - 1.0 {
-                return None;
-            }
-            x_ori
-        }
-        CoordMode::PytorchHalfPixel if output_width == 1.0 => -0.5,
-        CoordMode::PytorchHalfPixel | CoordMode::HalfPixel => (x + 0.5) / scale - 0.5,
-        CoordMode::HalfPixelSymmetric => {
-            // the output length actually produced, against the ideal `scale * len`
-            let adjustment = out_len as f64 / output_width;
-            input_width / 2.0 * (1.0 - adjustment) + (x + 0.5) / scale - 0.5
-        }
-    };
-    let ratio = if x_ori.fract() == 0.0 {
-        1.0
-    } else {
-        x_ori - x_ori.floor()
-    };
-    let mut coeffs: Vec<f64> = match spec.interpolation {
-        Interpolation::Nearest(mode) => {
-            let right = ratio == 1.0
-                || match mode {
-                    NearestMode::RoundPreferFloor => ratio > 0.5,
-                    NearestMode::RoundPreferCeil => ratio >= 0.5,
-                    NearestMode::Floor => false,
-                    NearestMode::Ceil => true,
-                };
-            vec![f64::from(u8::from(!right)), f64::from(u8::from(right))]
-        }
-        Interpolation::Linear if spec.antialias => {
-            let s = scale.min(1.0);
-            let start = (-1.0 / s).floor() as i64 + 1;
-            let footprint = 2 - 2 * start;
-            let c: Vec<f64> = (start..start + footprint)
-                .map(|i| (1.0 - ((i as f64 - ratio) * s).abs()).clamp(0.0, 1.0))
-                .collect();
-            let total: f64 = c.iter().sum();
-            c.iter().map(|v| v / total).collect()
-        }
-        Interpolation::Linear => vec![1.0 - ratio, ratio],
-        Interpolation::Cubic { a } => {
-            let a = f64::from(a);
-            let keys = |d: f64| {
-                let d = d.abs();
-                if d <= 1.0 {
-                    (a + 2.0) * d.powi(3) - (a + 3.0) * d * d + 1.0
-                } else if d < 2.0 {
-                    a * d.powi(3) - 5.0 * a * d * d + 8.0 * a * d - 4.0 * a
-                } else {
-                    0.0
-                }
-            };
-            if spec.antialias {
-                let s = scale.min(1.0);
-                let start = (-2.0 / s).floor() as i64 + 1;
-                let c: Vec<f64> = (start..2 - start)
-                    .map(|i| keys(s * (i as f64 - ratio)))
-                    .collect();
-                let total: f64 = c.iter().sum();
-                c.iter().map(|v| v / total).collect()
-            } else {
-                vec![
-                    keys(ratio + 1.0),
-                    keys(ratio),
-                    keys(1.0 - ratio),
-                    keys(2.0 - ratio),
-                ]
-            }
-        }
-    };
-    // the n nearest indices to x_ori in the edge-padded axis, ties to the smaller one
-    let n = coeffs.len();
-    let pad = n.div_ceil(2) as i64;
-    let mut candidates: Vec<i64> = (-pad..len as i64 + pad).collect();
-    candidates.sort_by(|&p, &q| {
-        let (dp, dq) = ((x_ori - p as f64).abs(), (x_ori - q as f64).abs());
-        dp.total_cmp(&dq).then(p.cmp(&q))
-    });
-    let mut neighbours: Vec<i64> = candidates.into_iter().take(n).collect();
-    neighbours.sort_unstable();
-    if spec.exclude_outside {
-        for (c, &i) in coeffs.iter_mut().zip(&neighbours) {
-            if i < 0 || i >= len as i64 {
-                *c = 0.0;
-            }
-        }
-        let total: f64 = coeffs.iter().sum();
-        coeffs.iter_mut().for_each(|c| *c /= total);
-    }
-    Some(
-        neighbours
-            .iter()
-            .zip(coeffs)
-            .map(|(&i, c)| (i.clamp(0, len as i64 - 1) as usize, c))
-            .collect(),
-    )
-}
-
-/// Resamples the last two axes to those of `out_shape`.
-fn resize(x: &ArrayD<f32>, mode: ResizeMode, out_shape: &[usize]) -> Result<ArrayD<f32>> {
-    let shape = x.shape();
-    let rank = shape.len();
-    let lead = rank.checked_sub(2);
-    let same_lead = lead.is_some_and(|l| {
-        out_shape.len() == rank && dims_before(shape, l) == dims_before(out_shape, l)
-    });
-    let (Some(l), true) = (lead, same_lead) else {
-        return fail(format!("cannot resize {shape:?} to {out_shape:?}"));
-    };
-    let (ih, iw, oh, ow) = (
-        dim(shape, l)?,
-        dim(shape, l + 1)?,
-        dim(out_shape, l)?,
-        dim(out_shape, l + 1)?,
-    );
-    if (ih == 0 && oh > 0) || (iw == 0 && ow > 0) {
-        return fail(format!("cannot resize empty {shape:?} to {out_shape:?}"));
-    }
-    let planes = product(dims_before(shape, l));
-    let xd = row_major(x);
-    let mut out = Vec::with_capacity(planes * oh * ow);
-    match mode {
-        ResizeMode::Nearest => {
-            // floor(o * in / out), exact in integers.
-            let rows: Vec<usize> = (0..oh).map(|o| (o * ih / oh).min(ih - 1)).collect();
-            let cols: Vec<usize> = (0..ow).map(|o| (o * iw / ow).min(iw - 1)).collect();
-            for p in 0..planes {
-                for &r in &rows {
-                    for &c in &cols {
-                        out.push(at(&xd, (p * ih + r) * iw + c)?);
-                    }
-                }
-            }
-        }
-        ResizeMode::Bilinear { align_corners } => {
-            let rows: Vec<_> = (0..oh)
-                .map(|o| bilinear_source(o, ih, oh, align_corners))
-                .collect();
-            let cols: Vec<_> = (0..ow)
-                .map(|o| bilinear_source(o, iw, ow, align_corners))
-                .collect();
-            for p in 0..planes {
-                let px = |r: usize, c: usize| at(&xd, (p * ih + r) * iw + c).map(f64::from);
-                for &(r0, r1, ly) in &rows {
-                    for &(c0, c1, lx) in &cols {
-                        let top = (1.0 - lx) * px(r0, c0)? + lx * px(r0, c1)?;
-                        let bottom = (1.0 - lx) * px(r1, c0)? + lx * px(r1, c1)?;
-                        out.push(((1.0 - ly) * top + ly * bottom) as f32);
-                    }
-                }
-            }
-        }
-    }
-    from_vec(out_shape, out)
-}
-
 /// ONNX CumSum along `axis`.
 #[cfg(test)]
 #[allow(
@@ -1933,7 +1490,7 @@ fn resize(x: &ArrayD<f32>, mode: ResizeMode, out_shape: &[usize]) -> Result<Arra
 )]
 mod tests {
     use super::*;
-    use crate::ir::{ConvTranspose2d, Node, Param, ReshapeKind, ValueKind};
+    use crate::ir::{ConvTranspose2d, Node, PadMode, Param, ReshapeKind, ResizeMode, ValueKind};
     use ndarray::{s, Array2, Array4};
     use proc_macro2::Span;
 

@@ -12,7 +12,7 @@ use crate::lower::{as_f64, Eval, Lowerer, Reported, Val};
 
 pub mod binary;
 pub mod conv;
-mod layout;
+pub mod layout;
 pub mod norm;
 pub mod pool;
 pub mod reduce;

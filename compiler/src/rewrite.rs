@@ -47,7 +47,7 @@ pub mod rules;
 use std::collections::HashMap;
 
 use crate::ir::{Graph, Node, Op, ResizeMode, UnaryOp, ValueId, ValueKind};
-use crate::ops::{conv, norm, pool};
+use crate::ops::{conv, layout, norm, pool};
 use crate::tables::{Family, Rule, RULES};
 use crate::work::{self, Stage};
 
@@ -301,9 +301,9 @@ pub fn op_cost(op: &Op, inputs: &[&[usize]], out: &[usize]) -> Cost {
             n.saturating_mul(norm::STATISTICS_COST)
         }
         Op::BatchNorm { .. } => n.saturating_mul(norm::BATCH_NORM_COST),
-        Op::Resize(ResizeMode::Bilinear { .. }) => n.saturating_mul(4),
-        // per output: one multiply-add per tap combination; 4 is the bilinear case
-        Op::Resample(_) => n.saturating_mul(4),
+        Op::Resize(ResizeMode::Bilinear { .. }) | Op::Resample(_) => {
+            n.saturating_mul(layout::INTERPOLATION_COST)
+        }
         Op::Resize(ResizeMode::Nearest)
         | Op::Reshape(_)
         | Op::Transpose { .. }

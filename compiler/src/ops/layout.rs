@@ -1,14 +1,28 @@
 //! The layout ops: reshapes (`reshape`, `flatten`, `squeeze`, `unsqueeze`), `transpose`
 //! and `permute`, `concat`, `slice` and `split`, `pad`, `gather` and `embedding`,
-//! `expand` and `tile`, `depth_to_space` and `space_to_depth`, `resize`: their argument
-//! binding (defaults from their signatures in [`super::ops`]).
+//! `expand` and `tile`, `depth_to_space` and `space_to_depth`, `resize`. Everything the
+//! family knows is here: the argument binding (defaults from the signatures in
+//! [`super::ops`]; several DSL ops bind to one IR op), the shape inference
+//! `check::infer` calls, the cost, the reference interpreter's evaluation and the
+//! kernel calls `codegen` emits for a layout op that runs on its own (inside a fused
+//! block, `element` turns it into index arithmetic instead). The mapping types are
+//! Reorganize or Shuffle (`tables::mapping_type`).
+//!
+//! ```text
+//!   transpose(x [2, 3], 0, 1)        [[1, 2, 3],      ->   [[1, 4],
+//!                                     [4, 5, 6]]            [2, 5],
+//!                                                           [3, 6]]
+//! ```
 
-use proc_macro2::Span;
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::quote;
 
 use super::{Bind, LowerError};
-use crate::check::{self, fmt_shape};
+use crate::check::{self, broadcast, elements, err, expect_axis, fmt_shape, operands, ShapeError};
+use crate::element::{broadcast_strides, row_major_strides};
 use crate::ir::*;
 use crate::lower::{as_f64, Val};
+use crate::ops::unary::f32_lit;
 
 /// Binds `reshape(..)`.
 pub(super) fn reshape(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
@@ -720,4 +734,814 @@ fn resize_nd(b: &mut Bind<'_, '_>, x: (ValueId, Span)) -> Result<Val, LowerError
         roi,
     };
     Ok(b.node_shaped(Op::Resample(Box::new(spec)), vec![x.0], &out, &[x.1])?)
+}
+
+// ---------------------------------------------------------------------------------------
+// Shape inference
+// ---------------------------------------------------------------------------------------
+
+/// Shape of `reshape` (and its flatten, squeeze and unsqueeze forms): the shape it names
+/// (`given`), when it holds as many elements as its operand.
+pub fn reshape_shape(
+    name: &str,
+    inputs: &[&[usize]],
+    given: &[usize],
+) -> Result<Vec<usize>, ShapeError> {
+    let [x] = operands(name, inputs)?;
+    if elements(x) != elements(given) {
+        return err(
+            Some(0),
+            format!(
+                "{name}: {} and {} hold different numbers of elements",
+                fmt_shape(x),
+                fmt_shape(given)
+            ),
+        );
+    }
+    Ok(given.to_vec())
+}
+
+/// Shape of `transpose`: output axis `i` is input axis `perm[i]`.
+pub fn transpose_shape(
+    name: &str,
+    inputs: &[&[usize]],
+    perm: &[usize],
+) -> Result<Vec<usize>, ShapeError> {
+    let [x] = operands(name, inputs)?;
+    let mut seen = vec![false; x.len()];
+    let out: Option<Vec<usize>> = perm
+        .iter()
+        .map(|&p| {
+            let slot = seen.get_mut(p)?;
+            (!std::mem::replace(slot, true)).then_some(())?;
+            x.get(p).copied()
+        })
+        .collect();
+    match out {
+        Some(out) if perm.len() == x.len() => Ok(out),
+        _ => err(
+            None,
+            format!(
+                "transpose: {perm:?} is not a permutation of the axes of {}",
+                fmt_shape(x)
+            ),
+        ),
+    }
+}
+
+/// Shape of `concat`: the operands' lengths along `axis` summed, every other axis equal.
+pub fn concat_shape(
+    name: &str,
+    inputs: &[&[usize]],
+    axis: usize,
+) -> Result<Vec<usize>, ShapeError> {
+    let Some(first) = inputs.first() else {
+        return err(None, "concat: takes at least one operand".to_string());
+    };
+    expect_axis(name, first, axis)?;
+    let mut out = first.to_vec();
+    for (i, s) in inputs.iter().enumerate().skip(1) {
+        let fits = s.len() == first.len()
+            && s.iter()
+                .zip(first.iter())
+                .enumerate()
+                .all(|(a, (d, f))| a == axis || d == f);
+        if !fits {
+            return err(
+                Some(i),
+                format!(
+                    "concat: along axis {axis}, every tensor must match {} on the other axes, found {}",
+                    fmt_shape(first),
+                    fmt_shape(s)
+                ),
+            );
+        }
+        if let (Some(slot), Some(d)) = (out.get_mut(axis), s.get(axis)) {
+            *slot += d;
+        }
+    }
+    Ok(out)
+}
+
+/// Shape of `slice`: per axis, the indices `start, start + step, ...` below `end`, both
+/// clamped to the axis.
+pub fn slice_shape(
+    name: &str,
+    inputs: &[&[usize]],
+    [starts, ends, steps]: [&[usize]; 3],
+) -> Result<Vec<usize>, ShapeError> {
+    let [x] = operands(name, inputs)?;
+    let rank = x.len();
+    if starts.len() != rank || ends.len() != rank || steps.len() != rank || steps.contains(&0) {
+        return err(
+            None,
+            format!(
+                "slice: {} needs one start, end and positive step per axis, found {starts:?} {ends:?} {steps:?}",
+                fmt_shape(x)
+            ),
+        );
+    }
+    Ok(x.iter()
+        .zip(starts.iter().zip(ends).zip(steps))
+        .map(|(&len, ((&start, &end), &step))| {
+            let start = start.min(len);
+            (end.min(len).max(start) - start).div_ceil(step)
+        })
+        .collect())
+}
+
+/// Shape of `pad`: `(before, after)` added per axis.
+pub fn pad_shape(
+    name: &str,
+    inputs: &[&[usize]],
+    pads: &[(usize, usize)],
+) -> Result<Vec<usize>, ShapeError> {
+    let [x] = operands(name, inputs)?;
+    if pads.len() != x.len() {
+        return err(
+            None,
+            format!("pad: {} pads for shape {}", pads.len(), fmt_shape(x)),
+        );
+    }
+    Ok(x.iter()
+        .zip(pads)
+        .map(|(&d, &(before, after))| d.saturating_add(before).saturating_add(after))
+        .collect())
+}
+
+/// Shape of `gather`: `x.shape[..axis] ++ indices.shape ++ x.shape[axis + 1..]`.
+pub fn gather_shape(
+    name: &str,
+    inputs: &[&[usize]],
+    axis: usize,
+) -> Result<Vec<usize>, ShapeError> {
+    let [x, indices] = operands(name, inputs)?;
+    expect_axis(name, x, axis)?;
+    let mut out = x.get(..axis).unwrap_or_default().to_vec();
+    out.extend_from_slice(indices);
+    out.extend_from_slice(x.get(axis + 1..).unwrap_or_default());
+    Ok(out)
+}
+
+/// Shape of `expand`: the shape it names (`given`), when its operand broadcasts to it.
+pub fn expand_shape(
+    name: &str,
+    inputs: &[&[usize]],
+    given: &[usize],
+) -> Result<Vec<usize>, ShapeError> {
+    let [x] = operands(name, inputs)?;
+    if broadcast(name, x, given).ok().as_deref() != Some(given) {
+        return err(
+            Some(0),
+            format!(
+                "expand: {} does not broadcast to {}",
+                fmt_shape(x),
+                fmt_shape(given)
+            ),
+        );
+    }
+    Ok(given.to_vec())
+}
+
+/// A resize's result: the shape it names (`given`), of its operand's rank, on operands
+/// `axes_ok` accepts.
+pub fn resized_shape(
+    name: &str,
+    inputs: &[&[usize]],
+    given: &[usize],
+    axes_ok: impl Fn(&[usize]) -> bool,
+) -> Result<Vec<usize>, ShapeError> {
+    let [x] = operands(name, inputs)?;
+    if x.len() != given.len() || !axes_ok(x) {
+        return err(
+            Some(0),
+            format!(
+                "resize: input {} and output {} disagree in rank",
+                fmt_shape(x),
+                fmt_shape(given)
+            ),
+        );
+    }
+    Ok(given.to_vec())
+}
+
+// ---------------------------------------------------------------------------------------
+// Cost
+// ---------------------------------------------------------------------------------------
+
+/// Operations per output element of a bilinear resize and of an ONNX resize (4, the
+/// bilinear case: one multiply-add per tap combination); every other layout op moves
+/// data without arithmetic (cost 0).
+pub const INTERPOLATION_COST: u64 = 4;
+
+// ---------------------------------------------------------------------------------------
+// The reference interpreter's evaluation
+// ---------------------------------------------------------------------------------------
+
+/// The layout ops on the interpreter's arrays (in f64 where they interpolate).
+#[cfg(feature = "interp")]
+pub mod evaluate {
+    use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Slice};
+
+    use crate::interp::{
+        at, dim, dims_before, dims_from, fail, for_each_index, from_vec, inside, product,
+        row_major, run, InterpError, Result,
+    };
+    use crate::ir::*;
+
+    /// Same elements in row-major order, new shape.
+    pub fn reshape(x: &ArrayD<f32>, out_shape: &[usize]) -> Result<ArrayD<f32>> {
+        if product(out_shape) != x.len() {
+            return fail(format!(
+                "cannot reshape {:?} ({} elements) to {out_shape:?}",
+                x.shape(),
+                x.len()
+            ));
+        }
+        from_vec(out_shape, row_major(x))
+    }
+
+    /// Output axis `i` is input axis `perm[i]`.
+    pub fn transpose(x: &ArrayD<f32>, perm: &[usize]) -> Result<ArrayD<f32>> {
+        let mut seen = vec![false; x.ndim()];
+        let valid = perm.len() == x.ndim()
+            && perm
+                .iter()
+                .all(|&p| seen.get_mut(p).is_some_and(|s| !std::mem::replace(s, true)));
+        if !valid {
+            return fail(format!(
+                "{perm:?} is not a permutation of the axes of {:?}",
+                x.shape()
+            ));
+        }
+        Ok(x.view().permuted_axes(IxDyn(perm)).to_owned())
+    }
+
+    /// All operands joined along `axis`.
+    pub fn concat(xs: &[&ArrayD<f32>], axis: usize) -> Result<ArrayD<f32>> {
+        let Some(first) = xs.first() else {
+            return fail("concat needs at least one operand");
+        };
+        if axis >= first.ndim() || xs.iter().any(|a| a.ndim() != first.ndim()) {
+            return fail(format!(
+                "cannot join shapes {:?} along axis {axis}",
+                xs.iter().map(|a| a.shape()).collect::<Vec<_>>()
+            ));
+        }
+        let views: Vec<ArrayViewD<f32>> = xs.iter().map(|a| a.view()).collect();
+        ndarray::concatenate(Axis(axis), &views).map_err(|e| {
+            InterpError::new(format!(
+                "cannot join shapes {:?} along axis {axis}: {e}",
+                xs.iter().map(|a| a.shape()).collect::<Vec<_>>()
+            ))
+        })
+    }
+
+    /// Per axis, indices `start, start + step, ...` below `end` (both clamped to the axis).
+    pub fn slice(
+        x: &ArrayD<f32>,
+        starts: &[usize],
+        ends: &[usize],
+        steps: &[usize],
+    ) -> Result<ArrayD<f32>> {
+        let rank = x.ndim();
+        if starts.len() != rank || ends.len() != rank || steps.len() != rank || steps.contains(&0) {
+            return fail(format!(
+                "slice of {:?} needs one start, end and positive step per axis, \
+                 got {starts:?} {ends:?} {steps:?}",
+                x.shape()
+            ));
+        }
+        let to_isize = |v: usize| {
+            isize::try_from(v).map_err(|_| InterpError::new(format!("slice bound {v} too large")))
+        };
+        let mut view = x.view();
+        for (axis, ((&start, &end), &step)) in starts.iter().zip(ends).zip(steps).enumerate() {
+            let len = view.len_of(Axis(axis));
+            let start = start.min(len);
+            let end = end.min(len).max(start);
+            view.slice_axis_inplace(
+                Axis(axis),
+                Slice::new(to_isize(start)?, Some(to_isize(end)?), to_isize(step)?),
+            );
+        }
+        Ok(view.to_owned())
+    }
+
+    /// Input coordinate of output coordinate `j - before` along an axis of length `len`,
+    /// `None` for a constant fill.
+    fn pad_source(pos: i64, len: usize, mode: PadMode) -> Result<Option<usize>> {
+        if let Some(i) = inside(pos, len) {
+            return Ok(Some(i));
+        }
+        let last = len as i64 - 1;
+        match mode {
+            PadMode::Constant(_) => Ok(None),
+            _ if len == 0 => fail("cannot reflect or extend an empty axis"),
+            PadMode::Edge => Ok(Some(pos.clamp(0, last) as usize)),
+            PadMode::Reflect if len == 1 => Ok(Some(0)),
+            PadMode::Reflect => {
+                // numpy 'reflect': period 2 (len - 1), the edge is not repeated.
+                let period = 2 * last;
+                let r = pos.rem_euclid(period);
+                Ok(Some((if r > last { period - r } else { r }) as usize))
+            }
+        }
+    }
+
+    /// Adds `(before, after)` elements per axis.
+    pub fn pad(x: &ArrayD<f32>, pads: &[(usize, usize)], mode: PadMode) -> Result<ArrayD<f32>> {
+        let shape = x.shape();
+        if pads.len() != shape.len() {
+            return fail(format!("{} pads for rank {}", pads.len(), shape.len()));
+        }
+        let fill = match mode {
+            PadMode::Constant(v) => v,
+            _ => 0.0,
+        };
+        // For every axis, the input coordinate of each output coordinate.
+        let mut tables = Vec::with_capacity(shape.len());
+        let mut out_shape = Vec::with_capacity(shape.len());
+        for (&len, &(before, after)) in shape.iter().zip(pads) {
+            let out_len = before + len + after;
+            let table = (0..out_len)
+                .map(|j| pad_source(j as i64 - before as i64, len, mode))
+                .collect::<Result<Vec<Option<usize>>>>()?;
+            tables.push(table);
+            out_shape.push(out_len);
+        }
+        let strides: Vec<usize> = (0..shape.len())
+            .map(|axis| product(dims_from(shape, axis + 1)))
+            .collect();
+        let xd = row_major(x);
+        let mut out = Vec::with_capacity(product(&out_shape));
+        for_each_index(&out_shape, |index| {
+            let mut flat = Some(0usize);
+            for ((&j, table), &stride) in index.iter().zip(&tables).zip(&strides) {
+                let source = table.get(j).copied().flatten();
+                flat = flat.zip(source).map(|(f, s)| f + s * stride);
+            }
+            out.push(match flat {
+                Some(f) => at(&xd, f)?,
+                None => fill,
+            });
+            Ok(())
+        })?;
+        from_vec(&out_shape, out)
+    }
+
+    /// ONNX Gather: `x.shape[..axis] ++ indices.shape ++ x.shape[axis + 1..]`.
+    pub fn gather(x: &ArrayD<f32>, indices: &ArrayD<f32>, axis: usize) -> Result<ArrayD<f32>> {
+        let shape = x.shape();
+        let len = dim(shape, axis)?;
+        let picks = indices
+            .iter()
+            .map(|&v| {
+                if !v.is_finite() || v.fract() != 0.0 {
+                    return fail(format!("gather index {v} is not a whole number"));
+                }
+                let i = v as i64;
+                let i = if i < 0 { i + len as i64 } else { i };
+                inside(i, len).ok_or_else(|| {
+                    InterpError::new(format!("gather index {v} out of range for length {len}"))
+                })
+            })
+            .collect::<Result<Vec<usize>>>()?;
+        let outer = product(dims_before(shape, axis));
+        let inner = product(dims_from(shape, axis + 1));
+        let xd = row_major(x);
+        let mut out = Vec::with_capacity(outer * picks.len() * inner);
+        for o in 0..outer {
+            for &p in &picks {
+                out.extend_from_slice(run(&xd, (o * len + p) * inner, inner)?);
+            }
+        }
+        let out_shape = [
+            dims_before(shape, axis),
+            indices.shape(),
+            dims_from(shape, axis + 1),
+        ]
+        .concat();
+        from_vec(&out_shape, out)
+    }
+
+    /// Sampling position along one axis for bilinear resize: `(i0, i1, lambda)`.
+    fn bilinear_source(
+        o: usize,
+        in_len: usize,
+        out_len: usize,
+        align_corners: bool,
+    ) -> (usize, usize, f64) {
+        let src = if align_corners {
+            if out_len > 1 {
+                o as f64 * (in_len as f64 - 1.0) / (out_len as f64 - 1.0)
+            } else {
+                0.0
+            }
+        } else {
+            ((o as f64 + 0.5) * in_len as f64 / out_len as f64 - 0.5).max(0.0)
+        };
+        let i0 = (src.floor() as usize).min(in_len - 1);
+        let i1 = (i0 + 1).min(in_len - 1);
+        (i0, i1, src - i0 as f64)
+    }
+
+    /// ONNX `Resize`, as ONNX's reference evaluator computes it: each output element
+    /// interpolates, along the first axis, values that are themselves interpolations of the
+    /// remaining axes (in f64), each 1-d step taking the `n` input neighbours nearest to the
+    /// output's input coordinate (found by sorting, edge-padded) with the mode's weights.
+    pub fn resample(spec: &Resample, x: &ArrayD<f32>, out_shape: &[usize]) -> Result<ArrayD<f32>> {
+        let in_shape = x.shape().to_vec();
+        if in_shape.len() != out_shape.len()
+            || spec.scales.len() != in_shape.len()
+            || spec.roi.len() != in_shape.len()
+        {
+            return fail(format!(
+                "resize: input {in_shape:?}, output {out_shape:?} and {} scales disagree",
+                spec.scales.len()
+            ));
+        }
+        let data: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+        let mut out = Vec::with_capacity(product(out_shape));
+        for_each_index(out_shape, |o| {
+            out.push(resample_at(spec, &data, &in_shape, out_shape, 0, o)? as f32);
+            Ok(())
+        })?;
+        from_vec(out_shape, out)
+    }
+
+    /// The value at output index `o` of the sub-tensor `data` (shape `shape`, whose first
+    /// axis is axis `axis` of the input).
+    fn resample_at(
+        spec: &Resample,
+        data: &[f64],
+        shape: &[usize],
+        out_shape: &[usize],
+        axis: usize,
+        o: &[usize],
+    ) -> Result<f64> {
+        let (Some(&len), Some(&x), Some(&out_len)) =
+            (shape.first(), o.first(), out_shape.get(axis))
+        else {
+            return data
+                .first()
+                .copied()
+                .ok_or_else(|| InterpError::new("resize: empty input"));
+        };
+        let inner: usize = product(shape.get(1..).unwrap_or(&[]));
+        let weights = match resample_weights(spec, axis, len, out_len, x) {
+            None => return Ok(f64::from(spec.extrapolation)),
+            Some(w) => w,
+        };
+        let mut sum = 0.0;
+        for (i, w) in weights {
+            let sub = data
+                .get(i * inner..(i + 1) * inner)
+                .ok_or_else(|| InterpError::new("resize: index out of range"))?;
+            let v = resample_at(
+                spec,
+                sub,
+                shape.get(1..).unwrap_or(&[]),
+                out_shape,
+                axis + 1,
+                o.get(1..).unwrap_or(&[]),
+            )?;
+            sum += w * v;
+        }
+        Ok(sum)
+    }
+
+    /// The `(input index, weight)` pairs of output coordinate `x` along `axis` (length
+    /// `len`), or `None` for an output outside the region of interest.
+    fn resample_weights(
+        spec: &Resample,
+        axis: usize,
+        len: usize,
+        out_len: usize,
+        x: usize,
+    ) -> Option<Vec<(usize, f64)>> {
+        let scale = spec.scales.get(axis).copied().unwrap_or(1.0);
+        let (r0, r1) = spec.roi.get(axis).copied().unwrap_or((0.0, 1.0));
+        let input_width = len as f64;
+        let output_width = scale * input_width;
+        let x = x as f64;
+        let x_ori = match spec.coord {
+            CoordMode::AlignCorners if output_width == 1.0 => 0.0,
+            CoordMode::AlignCorners => x * (input_width - 1.0) / (output_width - 1.0),
+            CoordMode::Asymmetric => x / scale,
+            CoordMode::TfCropAndResize => {
+                let x_ori = if output_width == 1.0 {
+                    (r1 - r0) * (input_width - 1.0) / 2.0
+                } else {
+                    x * (r1 - r0) * (input_width - 1.0) / (output_width - 1.0)
+                } + r0 * (input_width - 1.0);
+                if x_ori < 0.0 || x_ori > input_width - 1.0 {
+                    return None;
+                }
+                x_ori
+            }
+            CoordMode::PytorchHalfPixel if output_width == 1.0 => -0.5,
+            CoordMode::PytorchHalfPixel | CoordMode::HalfPixel => (x + 0.5) / scale - 0.5,
+            CoordMode::HalfPixelSymmetric => {
+                // the output length actually produced, against the ideal `scale * len`
+                let adjustment = out_len as f64 / output_width;
+                input_width / 2.0 * (1.0 - adjustment) + (x + 0.5) / scale - 0.5
+            }
+        };
+        let ratio = if x_ori.fract() == 0.0 {
+            1.0
+        } else {
+            x_ori - x_ori.floor()
+        };
+        let mut coeffs: Vec<f64> = match spec.interpolation {
+            Interpolation::Nearest(mode) => {
+                let right = ratio == 1.0
+                    || match mode {
+                        NearestMode::RoundPreferFloor => ratio > 0.5,
+                        NearestMode::RoundPreferCeil => ratio >= 0.5,
+                        NearestMode::Floor => false,
+                        NearestMode::Ceil => true,
+                    };
+                vec![f64::from(u8::from(!right)), f64::from(u8::from(right))]
+            }
+            Interpolation::Linear if spec.antialias => {
+                let s = scale.min(1.0);
+                let start = (-1.0 / s).floor() as i64 + 1;
+                let footprint = 2 - 2 * start;
+                let c: Vec<f64> = (start..start + footprint)
+                    .map(|i| (1.0 - ((i as f64 - ratio) * s).abs()).clamp(0.0, 1.0))
+                    .collect();
+                let total: f64 = c.iter().sum();
+                c.iter().map(|v| v / total).collect()
+            }
+            Interpolation::Linear => vec![1.0 - ratio, ratio],
+            Interpolation::Cubic { a } => {
+                let a = f64::from(a);
+                let keys = |d: f64| {
+                    let d = d.abs();
+                    if d <= 1.0 {
+                        (a + 2.0) * d.powi(3) - (a + 3.0) * d * d + 1.0
+                    } else if d < 2.0 {
+                        a * d.powi(3) - 5.0 * a * d * d + 8.0 * a * d - 4.0 * a
+                    } else {
+                        0.0
+                    }
+                };
+                if spec.antialias {
+                    let s = scale.min(1.0);
+                    let start = (-2.0 / s).floor() as i64 + 1;
+                    let c: Vec<f64> = (start..2 - start)
+                        .map(|i| keys(s * (i as f64 - ratio)))
+                        .collect();
+                    let total: f64 = c.iter().sum();
+                    c.iter().map(|v| v / total).collect()
+                } else {
+                    vec![
+                        keys(ratio + 1.0),
+                        keys(ratio),
+                        keys(1.0 - ratio),
+                        keys(2.0 - ratio),
+                    ]
+                }
+            }
+        };
+        // the n nearest indices to x_ori in the edge-padded axis, ties to the smaller one
+        let n = coeffs.len();
+        let pad = n.div_ceil(2) as i64;
+        let mut candidates: Vec<i64> = (-pad..len as i64 + pad).collect();
+        candidates.sort_by(|&p, &q| {
+            let (dp, dq) = ((x_ori - p as f64).abs(), (x_ori - q as f64).abs());
+            dp.total_cmp(&dq).then(p.cmp(&q))
+        });
+        let mut neighbours: Vec<i64> = candidates.into_iter().take(n).collect();
+        neighbours.sort_unstable();
+        if spec.exclude_outside {
+            for (c, &i) in coeffs.iter_mut().zip(&neighbours) {
+                if i < 0 || i >= len as i64 {
+                    *c = 0.0;
+                }
+            }
+            let total: f64 = coeffs.iter().sum();
+            coeffs.iter_mut().for_each(|c| *c /= total);
+        }
+        Some(
+            neighbours
+                .iter()
+                .zip(coeffs)
+                .map(|(&i, c)| (i.clamp(0, len as i64 - 1) as usize, c))
+                .collect(),
+        )
+    }
+
+    /// Resamples the last two axes to those of `out_shape`.
+    pub fn resize(x: &ArrayD<f32>, mode: ResizeMode, out_shape: &[usize]) -> Result<ArrayD<f32>> {
+        let shape = x.shape();
+        let rank = shape.len();
+        let lead = rank.checked_sub(2);
+        let same_lead = lead.is_some_and(|l| {
+            out_shape.len() == rank && dims_before(shape, l) == dims_before(out_shape, l)
+        });
+        let (Some(l), true) = (lead, same_lead) else {
+            return fail(format!("cannot resize {shape:?} to {out_shape:?}"));
+        };
+        let (ih, iw, oh, ow) = (
+            dim(shape, l)?,
+            dim(shape, l + 1)?,
+            dim(out_shape, l)?,
+            dim(out_shape, l + 1)?,
+        );
+        if (ih == 0 && oh > 0) || (iw == 0 && ow > 0) {
+            return fail(format!("cannot resize empty {shape:?} to {out_shape:?}"));
+        }
+        let planes = product(dims_before(shape, l));
+        let xd = row_major(x);
+        let mut out = Vec::with_capacity(planes * oh * ow);
+        match mode {
+            ResizeMode::Nearest => {
+                // floor(o * in / out), exact in integers.
+                let rows: Vec<usize> = (0..oh).map(|o| (o * ih / oh).min(ih - 1)).collect();
+                let cols: Vec<usize> = (0..ow).map(|o| (o * iw / ow).min(iw - 1)).collect();
+                for p in 0..planes {
+                    for &r in &rows {
+                        for &c in &cols {
+                            out.push(at(&xd, (p * ih + r) * iw + c)?);
+                        }
+                    }
+                }
+            }
+            ResizeMode::Bilinear { align_corners } => {
+                let rows: Vec<_> = (0..oh)
+                    .map(|o| bilinear_source(o, ih, oh, align_corners))
+                    .collect();
+                let cols: Vec<_> = (0..ow)
+                    .map(|o| bilinear_source(o, iw, ow, align_corners))
+                    .collect();
+                for p in 0..planes {
+                    let px = |r: usize, c: usize| at(&xd, (p * ih + r) * iw + c).map(f64::from);
+                    for &(r0, r1, ly) in &rows {
+                        for &(c0, c1, lx) in &cols {
+                            let top = (1.0 - lx) * px(r0, c0)? + lx * px(r0, c1)?;
+                            let bottom = (1.0 - lx) * px(r1, c0)? + lx * px(r1, c1)?;
+                            out.push(((1.0 - ly) * top + ly * bottom) as f32);
+                        }
+                    }
+                }
+            }
+        }
+        from_vec(out_shape, out)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Code generation (`k` is the path of the runtime's `kernels` module; `io` the operand
+// and the output)
+// ---------------------------------------------------------------------------------------
+
+fn product(dims: Option<&[usize]>) -> usize {
+    dims.unwrap_or(&[]).iter().product()
+}
+
+/// A reshape's copy: the same elements in the same order.
+pub fn reshape_call([input, out]: [&Ident; 2]) -> TokenStream {
+    quote! { #out.copy_from_slice(#input); }
+}
+
+/// A transpose's strided copy from `shape` to `out_shape`.
+pub fn transpose_call(
+    k: &TokenStream,
+    perm: &[usize],
+    [input, out]: [&Ident; 2],
+    [shape, out_shape]: [&[usize]; 2],
+) -> TokenStream {
+    let strides = row_major_strides(shape);
+    let permuted: Vec<usize> = perm
+        .iter()
+        .map(|&p| strides.get(p).copied().unwrap_or(0))
+        .collect();
+    quote! { #k::strided_copy(#input, 0, &[#(#permuted),*], #out, &[#(#out_shape),*]); }
+}
+
+/// A slice's strided copy from `shape` to `out_shape`.
+pub fn slice_call(
+    k: &TokenStream,
+    [starts, steps]: [&[usize]; 2],
+    [input, out]: [&Ident; 2],
+    [shape, out_shape]: [&[usize]; 2],
+) -> TokenStream {
+    let strides = row_major_strides(shape);
+    let offset: usize = starts.iter().zip(&strides).map(|(a, s)| a * s).sum();
+    let stepped: Vec<usize> = strides.iter().zip(steps).map(|(s, st)| s * st).collect();
+    quote! { #k::strided_copy(#input, #offset, &[#(#stepped),*], #out, &[#(#out_shape),*]); }
+}
+
+/// An expand's strided copy (stride 0 on the broadcast axes).
+pub fn expand_call(
+    k: &TokenStream,
+    [input, out]: [&Ident; 2],
+    [shape, out_shape]: [&[usize]; 2],
+) -> TokenStream {
+    let strides = broadcast_strides(shape, out_shape);
+    quote! { #k::strided_copy(#input, 0, &[#(#strides),*], #out, &[#(#out_shape),*]); }
+}
+
+/// A concat's copy of its operands (of `shapes`) along `axis`.
+pub fn concat_call(
+    k: &TokenStream,
+    axis: usize,
+    (inputs, out): (&[Ident], &Ident),
+    shapes: &[&[usize]],
+    out_shape: &[usize],
+) -> TokenStream {
+    let outer = product(out_shape.get(..axis));
+    let inner = product(out_shape.get(axis + 1..));
+    let chunks: Vec<usize> = shapes
+        .iter()
+        .map(|s| s.get(axis).copied().unwrap_or(1) * inner)
+        .collect();
+    quote! { #k::concat(&[#(#inputs),*], &[#(#chunks),*], #out, #outer); }
+}
+
+/// A pad's copy from `shape` to `out_shape`.
+pub fn pad_call(
+    k: &TokenStream,
+    pads: &[(usize, usize)],
+    mode: PadMode,
+    [input, out]: [&Ident; 2],
+    [shape, out_shape]: [&[usize]; 2],
+) -> TokenStream {
+    let before: Vec<usize> = pads.iter().map(|p| p.0).collect();
+    let mode = match mode {
+        PadMode::Constant(v) => {
+            let v = f32_lit(v);
+            quote! { #k::PadMode::Constant(#v) }
+        }
+        PadMode::Reflect => quote! { #k::PadMode::Reflect },
+        PadMode::Edge => quote! { #k::PadMode::Edge },
+    };
+    quote! { #k::pad(#input, &[#(#shape),*], &[#(#before),*], #out, &[#(#out_shape),*], #mode); }
+}
+
+/// A gather of `x` (of `shape`) at `indices` along `axis`.
+pub fn gather_call(
+    k: &TokenStream,
+    axis: usize,
+    (x, indices, out): (&Ident, Option<&Ident>, &Ident),
+    shape: &[usize],
+) -> TokenStream {
+    let outer = product(shape.get(..axis));
+    let len = shape.get(axis).copied().unwrap_or(1);
+    let inner = product(shape.get(axis + 1..));
+    quote! { #k::gather(#x, #indices, #out, #outer, #len, #inner); }
+}
+
+/// A DSL resize of the last two axes of `[N, C, H, W]`.
+pub fn resize_call(
+    k: &TokenStream,
+    mode: ResizeMode,
+    [input, out]: [&Ident; 2],
+    [shape, out_shape]: [&[usize]; 2],
+) -> TokenStream {
+    let dim = |s: &[usize], axis: usize| s.get(axis).copied().unwrap_or(1);
+    let planes = dim(shape, 0) * dim(shape, 1);
+    let [h, w] = [dim(shape, 2), dim(shape, 3)];
+    let [oh, ow] = [dim(out_shape, 2), dim(out_shape, 3)];
+    match mode {
+        ResizeMode::Nearest => {
+            quote! { #k::resize_nearest(#input, #out, #planes, #h, #w, #oh, #ow); }
+        }
+        ResizeMode::Bilinear { align_corners } => {
+            quote! { #k::resize_bilinear(#input, #out, #planes, #h, #w, #oh, #ow, #align_corners); }
+        }
+    }
+}
+
+/// An ONNX resize: per axis, the taps (input index and weight) of every output position,
+/// as literal tables.
+pub fn resample_call(
+    k: &TokenStream,
+    spec: &Resample,
+    [input, out]: [&Ident; 2],
+    [shape, out_shape]: [&[usize]; 2],
+) -> TokenStream {
+    let mut axes = Vec::new();
+    for (a, (&len, &out_len)) in shape.iter().zip(out_shape).enumerate() {
+        let (mut start, mut index, mut weight, mut outside) =
+            (vec![0usize], Vec::new(), Vec::new(), Vec::new());
+        for t in spec.axis_taps(a, len, out_len) {
+            for (i, w) in t.taps {
+                index.push(i);
+                weight.push(f32_lit(w as f32));
+            }
+            start.push(index.len());
+            outside.push(t.outside);
+        }
+        let outside = if outside.contains(&true) {
+            quote! { &[#(#outside),*] }
+        } else {
+            quote! { &[] }
+        };
+        axes.push(quote! { #k::ResampleAxis { start: &[#(#start),*], index: &[#(#index),*], weight: &[#(#weight),*], outside: #outside } });
+    }
+    let e = f32_lit(spec.extrapolation);
+    quote! { #k::resample(#input, &[#(#shape),*], #out, &[#(#out_shape),*], &[#(#axes),*], #e); }
 }
