@@ -14,8 +14,8 @@
 //!   add([2, 1, 4], [3, 1])                       ->  [2, 3, 4]   (numpy broadcasting)
 //! ```
 
-use crate::ir::{Graph, Op, ValueKind, WEIGHT_PANEL};
-use crate::ops::{conv, layout, norm, pool};
+use crate::ir::{Graph, Op, ValueKind};
+use crate::ops::{conv, layout, norm, pool, product};
 
 /// A rule's complaint: what went wrong and which operand is at fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -202,51 +202,6 @@ pub(crate) fn window_out(
     Ok((padded - span) / stride + 1)
 }
 
-/// Output shape of `matmul` (batched, batch axes broadcast).
-pub fn matmul(a: &[usize], b: &[usize]) -> Result<Vec<usize>, ShapeError> {
-    if a.len() < 2 {
-        return err(
-            Some(0),
-            format!(
-                "matmul: operands must be at least 2-d, found {}",
-                fmt_shape(a)
-            ),
-        );
-    }
-    if b.len() < 2 {
-        return err(
-            Some(1),
-            format!(
-                "matmul: operands must be at least 2-d, found {}",
-                fmt_shape(b)
-            ),
-        );
-    }
-    let (ab, am) = a.split_at(a.len() - 2);
-    let (bb, bm) = b.split_at(b.len() - 2);
-    let (m, k) = (
-        am.first().copied().unwrap_or(0),
-        am.get(1).copied().unwrap_or(0),
-    );
-    let (k2, n) = (
-        bm.first().copied().unwrap_or(0),
-        bm.get(1).copied().unwrap_or(0),
-    );
-    if k != k2 {
-        return err(
-            Some(1),
-            format!(
-                "matmul: inner dimensions differ: {} @ {} needs the last axis of the left ({k}) to equal the second-to-last of the right ({k2})",
-                fmt_shape(a),
-                fmt_shape(b)
-            ),
-        );
-    }
-    let mut out = broadcast("matmul (batch axes)", ab, bb)?;
-    out.extend([m, n]);
-    Ok(out)
-}
-
 /// The shape after a reshape, resolving one `-1`.
 pub fn reshape(x: &[usize], target: &[i64]) -> Result<Vec<usize>, ShapeError> {
     let total: usize = x.iter().product();
@@ -408,67 +363,13 @@ pub fn infer(op: &Op, inputs: &[&[usize]], given: &[usize]) -> Result<Vec<usize>
             }
             Ok(x.to_vec())
         }
-        Op::Linear => {
-            let x = leading(name, inputs, 2, 3)?;
-            let w = inputs.get(1).copied().unwrap_or(&[]);
-            let (Some(&k), [n, k2]) = (x.last(), w) else {
-                return err(
-                    Some(1),
-                    format!(
-                        "linear: input {} and weight {} (the weight is [out, in])",
-                        fmt_shape(x),
-                        fmt_shape(w)
-                    ),
-                );
-            };
-            if k != *k2 {
-                return err(
-                    Some(1),
-                    format!(
-                        "linear: weight {} does not take {k} input features",
-                        fmt_shape(w)
-                    ),
-                );
-            }
-            expect_shape(name, "the bias", inputs, 2, &[*n])?;
-            let mut out = x.to_vec();
-            if let Some(last) = out.last_mut() {
-                *last = *n;
-            }
-            Ok(out)
-        }
+        Op::Linear => product::linear_shape(name, inputs),
         Op::MatMul => {
             let [a, b] = operands(name, inputs)?;
-            matmul(a, b)
+            product::matmul_shape(a, b)
         }
-        Op::MatMulPanels { n } => {
-            let [a, p] = operands(name, inputs)?;
-            let k = a.last().copied().unwrap_or(0);
-            let panels = [n.div_ceil(WEIGHT_PANEL), k, WEIGHT_PANEL];
-            if a.len() < 2 || p != panels {
-                return err(
-                    Some(1),
-                    format!(
-                        "matmul (packed): operands {} and {} (panels {} expected)",
-                        fmt_shape(a),
-                        fmt_shape(p),
-                        fmt_shape(&panels)
-                    ),
-                );
-            }
-            let mut out = a.to_vec();
-            if let Some(last) = out.last_mut() {
-                *last = *n;
-            }
-            Ok(out)
-        }
-        Op::PackPanels => match operands::<1>(name, inputs)?[0] {
-            [n, k] => Ok(vec![n.div_ceil(WEIGHT_PANEL), *k, WEIGHT_PANEL]),
-            w => err(
-                Some(0),
-                format!("pack_panels: a 2-d weight expected, found {}", fmt_shape(w)),
-            ),
-        },
+        Op::MatMulPanels { n } => product::panels_matmul_shape(name, inputs, *n),
+        Op::PackPanels => product::pack_panels_shape(name, inputs),
         Op::TileConvWeights { groups } => conv::tiled_weight_shape(name, inputs, *groups),
         Op::WinogradWeights => conv::winograd_weight_shape(name, inputs),
         Op::Conv2d(attrs) => conv::conv2d_operands_shape(name, inputs, attrs),
@@ -609,12 +510,6 @@ mod tests {
         assert!(reshape(&[2, 3, 4], &[5, -1]).is_err());
         assert!(reshape(&[2, 3, 4], &[-1, -1]).is_err());
         assert!(reshape(&[2, 3, 4], &[25]).is_err());
-    }
-
-    #[test]
-    fn matmul_broadcasts_batches() {
-        assert_eq!(matmul(&[2, 1, 3, 4], &[5, 4, 6]), Ok(vec![2, 5, 3, 6]));
-        assert!(matmul(&[3, 4], &[5, 6]).is_err());
     }
 
     #[test]

@@ -36,7 +36,7 @@ use crate::fuse::{self, Block, FusionPlan};
 use crate::ir::*;
 use crate::lower::ModelIr;
 use crate::ops::unary::f32_lit;
-use crate::ops::{conv, layout, norm, pool};
+use crate::ops::{conv, layout, norm, pool, product};
 use crate::plan::{MemoryPlan, Slot};
 use crate::work::{self, Stage};
 
@@ -1626,12 +1626,32 @@ fn kernel_call(
     };
     let io = [&in0, out];
     let affine = [&opt(1), &opt(2)];
-    let conv_bias = opt(2);
+    let bias = opt(2);
     let conv_call = conv::ConvCall {
         input: &in0,
         weight: ins.get(1),
-        bias: &conv_bias,
+        bias: &bias,
         out,
+    };
+    let product_call = product::ProductCall {
+        a: &in0,
+        b: ins.get(1),
+        bias: &bias,
+        out,
+    };
+    // a product's finish: its row epilogue, or its epilogue and store map (`linear`'s
+    // stored form takes the per-element epilogue)
+    let finish = |per_element: bool| match &epilogue.store {
+        None => product::Finish::Rows(row_epilogue(epilogue)),
+        Some((store, run)) => product::Finish::Stored {
+            epilogue: if per_element {
+                epi.clone()
+            } else {
+                store_epilogue(epilogue, out_shape.last().copied().unwrap_or(1))
+            },
+            store: store.clone(),
+            run: *run,
+        },
     };
     match op {
         Op::Unary(u) => {
@@ -1663,75 +1683,15 @@ fn kernel_call(
             let inner = product(s0.get(2..).unwrap_or(&[]));
             quote! { #k::prelu(#in0, #in1, #out, #channels, #inner); }
         }
-        Op::Linear => {
-            let in1 = ins.get(1).cloned();
-            let bias = opt(2);
-            let in_f = s0.last().copied().unwrap_or(1);
-            let out_f = out_shape.last().copied().unwrap_or(1);
-            let rows = product(s0) / in_f.max(1);
-            match &epilogue.store {
-                None => {
-                    let rows_epi = row_epilogue(epilogue);
-                    quote! { #k::linear(#in0, #in1, #bias, #out, #rows, #in_f, #out_f, #rows_epi); }
-                }
-                Some((store, _)) => {
-                    quote! { #k::linear_to(#in0, #in1, #bias, #out, #rows, #in_f, #out_f, #epi, #store); }
-                }
-            }
-        }
+        Op::Linear => product::linear_call(&k, &product_call, [s0, out_shape], &finish(true)),
         Op::MatMul => {
-            let in1 = ins.get(1).cloned();
             let s1: &[usize] = shapes.get(1).copied().unwrap_or(&[]);
-            let r = out_shape.len();
-            let batch = out_shape.get(..r.saturating_sub(2)).unwrap_or(&[]);
-            let m = dim(out_shape, r.saturating_sub(2));
-            let n = dim(out_shape, r.saturating_sub(1));
-            let kk = dim(s0, s0.len().saturating_sub(1));
-            let a_batch =
-                broadcast_strides(s0.get(..s0.len().saturating_sub(2)).unwrap_or(&[]), batch);
-            let b_batch =
-                broadcast_strides(s1.get(..s1.len().saturating_sub(2)).unwrap_or(&[]), batch);
-            let a_batch: Vec<usize> = a_batch.iter().map(|s| s * m * kk).collect();
-            let b_batch: Vec<usize> = b_batch.iter().map(|s| s * kk * n).collect();
-            let geom = quote! {
-                &#k::MatMulGeom {
-                    batch: &[#(#batch),*], a_batch_strides: &[#(#a_batch),*], b_batch_strides: &[#(#b_batch),*],
-                    m: #m, k: #kk, n: #n,
-                }
-            };
-            match &epilogue.store {
-                None => {
-                    let rows_epi = row_epilogue(epilogue);
-                    quote! { #k::matmul(#in0, #in1, #out, #geom, #rows_epi); }
-                }
-                Some((store, run)) => {
-                    let epi = store_epilogue(epilogue, n);
-                    quote! { #k::matmul_to(#in0, #in1, #out, #geom, #epi, (#store, #run)); }
-                }
-            }
+            product::matmul_call(&k, &product_call, [s0, s1, out_shape], &finish(false))
         }
         Op::MatMulPanels { n } => {
-            let in1 = ins.get(1).cloned();
-            let kk = s0.last().copied().unwrap_or(1);
-            let m = product(s0) / kk.max(1);
-            match &epilogue.store {
-                None => {
-                    let rows_epi = row_epilogue(epilogue);
-                    quote! { #k::matmul_panels(#in0, #in1, #out, (#m, #kk, #n), #rows_epi); }
-                }
-                Some((store, run)) => {
-                    let epi = store_epilogue(epilogue, *n);
-                    quote! { #k::matmul_panels_to(#in0, #in1, #out, (#m, #kk, #n), #epi, (#store, #run)); }
-                }
-            }
+            product::panels_matmul_call(&k, *n, &product_call, s0, &finish(false))
         }
-        Op::PackPanels => {
-            let (n, kk) = (dim(s0, 0), dim(s0, 1));
-            quote! {
-                const _: () = ::core::assert!(#k::WEIGHT_PANEL == #WEIGHT_PANEL);
-                #k::pack_panels(#in0, #out, #n, #kk);
-            }
-        }
+        Op::PackPanels => product::pack_panels_call(&k, io, s0),
         Op::TileConvWeights { groups } => conv::tiled_weights_call(&k, *groups, io, s0),
         Op::WinogradWeights => conv::winograd_weights_call(&k, io, s0),
         Op::Conv2d(c) => {

@@ -15,9 +15,9 @@
 
 use crate::ir::{
     BinaryOp, Conv2d, ConvWeights, Graph, Op, Pool2d, ReduceKind, UnaryOp, Value, ValueId,
-    WEIGHT_PANEL, WINOGRAD_POINTS,
+    WINOGRAD_POINTS,
 };
-use crate::ops::{conv, layout, norm, pool};
+use crate::ops::{conv, layout, norm, pool, product};
 use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Zip};
 use std::fmt;
 
@@ -641,19 +641,19 @@ fn eval_refs(op: &Op, xs: &[&ArrayD<f32>], out_shape: &[usize]) -> Result<ArrayD
         }
         Op::Linear => {
             let (x, w, b) = two_or_three(xs)?;
-            linear(x, w, b)?
+            product::evaluate::linear(x, w, b)?
         }
         Op::MatMul => {
             let [a, b] = exactly(xs)?;
-            matmul(a, b)?
+            product::evaluate::matmul(a, b)?
         }
         Op::MatMulPanels { n } => {
             let [a, panels] = exactly(xs)?;
-            matmul(a, &unpack_panels(panels, *n)?)?
+            product::evaluate::matmul(a, &product::evaluate::unpack_panels(panels, *n)?)?
         }
         Op::PackPanels => {
             let [w] = exactly(xs)?;
-            pack_panels(w)?
+            product::evaluate::pack_panels(w)?
         }
         Op::TileConvWeights { groups } => {
             let [w] = exactly(xs)?;
@@ -915,7 +915,7 @@ pub(crate) fn run(data: &[f32], start: usize, len: usize) -> Result<&[f32]> {
 }
 
 /// A per-channel parameter vector: shape must be exactly `[channels]`.
-fn channel_vector(p: &ArrayD<f32>, channels: usize, what: &str) -> Result<Vec<f32>> {
+pub(crate) fn channel_vector(p: &ArrayD<f32>, channels: usize, what: &str) -> Result<Vec<f32>> {
     if p.shape() != [channels] {
         return fail(format!(
             "{what} must have shape [{channels}], has {:?}",
@@ -976,12 +976,12 @@ fn binary(op: BinaryOp, a: f32, b: f32) -> f32 {
 
 /// The numpy broadcast of two shapes (trailing axes aligned, length 1 stretches): the
 /// shape rule of `check`, the one every op's inference uses.
-fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     crate::check::broadcast("broadcast", a, b).map_err(shape_error)
 }
 
 /// A broadcast view of `x` with this shape.
-fn broadcast_to<'a>(x: &'a ArrayD<f32>, shape: &[usize]) -> Result<ArrayViewD<'a, f32>> {
+pub(crate) fn broadcast_to<'a>(x: &'a ArrayD<f32>, shape: &[usize]) -> Result<ArrayViewD<'a, f32>> {
     x.broadcast(IxDyn(shape)).ok_or_else(|| {
         InterpError::new(format!(
             "shape {:?} does not broadcast to {shape:?}",
@@ -1043,115 +1043,6 @@ fn prelu(x: &ArrayD<f32>, slope: &ArrayD<f32>) -> Result<ArrayD<f32>> {
 // Matrix products and convolutions
 // ---------------------------------------------------------------------------------------
 
-/// `y[..., o] = sum_i x[..., i] * w[o, i] + b[o]`.
-fn linear(x: &ArrayD<f32>, w: &ArrayD<f32>, bias: Option<&ArrayD<f32>>) -> Result<ArrayD<f32>> {
-    let xs = x.shape();
-    let Some((&in_features, lead)) = xs.split_last() else {
-        return fail("the input of linear must have rank >= 1");
-    };
-    let [out_features, w_in] = <[usize; 2]>::try_from(w.shape())
-        .map_err(|_| InterpError::new(format!("weight must have rank 2, has {:?}", w.shape())))?;
-    if w_in != in_features {
-        return fail(format!(
-            "weight {:?} does not match input {xs:?}",
-            w.shape()
-        ));
-    }
-    let b = match bias {
-        Some(b) => channel_vector(b, out_features, "bias")?,
-        None => vec![0.0; out_features],
-    };
-    let xd = row_major(x);
-    let wd = row_major(w);
-    let rows = product(lead);
-    let mut out = Vec::with_capacity(rows * out_features);
-    for r in 0..rows {
-        let xrow = run(&xd, r * in_features, in_features)?;
-        for (o, &bo) in b.iter().enumerate() {
-            let wrow = run(&wd, o * in_features, in_features)?;
-            let dot: f64 = xrow
-                .iter()
-                .zip(wrow)
-                .map(|(&p, &q)| f64::from(p) * f64::from(q))
-                .sum();
-            out.push((dot + f64::from(bo)) as f32);
-        }
-    }
-    let mut shape = lead.to_vec();
-    shape.push(out_features);
-    from_vec(&shape, out)
-}
-
-/// numpy `matmul` for operands of rank >= 2: batch axes broadcast.
-fn matmul(a: &ArrayD<f32>, b: &ArrayD<f32>) -> Result<ArrayD<f32>> {
-    let (Some((a_batch, &[m, k])), Some((b_batch, &[k2, n]))) =
-        (split_matrix(a.shape()), split_matrix(b.shape()))
-    else {
-        return fail(format!(
-            "matmul needs operands of rank >= 2, got {:?} and {:?}",
-            a.shape(),
-            b.shape()
-        ));
-    };
-    if k != k2 {
-        return fail(format!(
-            "inner dimensions differ: {:?} @ {:?}",
-            a.shape(),
-            b.shape()
-        ));
-    }
-    let batch = broadcast_shape(a_batch, b_batch)?;
-    let a_full: Vec<f32> = broadcast_to(a, &[batch.as_slice(), &[m, k]].concat())?
-        .iter()
-        .copied()
-        .collect();
-    let b_full: Vec<f32> = broadcast_to(b, &[batch.as_slice(), &[k, n]].concat())?
-        .iter()
-        .copied()
-        .collect();
-    let batches = product(&batch);
-    let mut out = Vec::with_capacity(batches * m * n);
-    for t in 0..batches {
-        for i in 0..m {
-            // out[t, i, :] = sum_p a[t, i, p] * b[t, p, :]
-            let arow = run(&a_full, (t * m + i) * k, k)?;
-            let mut acc = vec![0.0f64; n];
-            for (p, &av) in arow.iter().enumerate() {
-                let brow = run(&b_full, (t * k + p) * n, n)?;
-                for (sum, &bv) in acc.iter_mut().zip(brow) {
-                    *sum += f64::from(av) * f64::from(bv);
-                }
-            }
-            out.extend(acc.iter().map(|&v| v as f32));
-        }
-    }
-    from_vec(&[batch.as_slice(), &[m, n]].concat(), out)
-}
-
-/// `w [n, k]` as `[n / 16 rounded up, k, 16]` panels: `p[j / 16, kk, j % 16] = w[j, kk]`,
-/// zero past `n` (what `Op::PackPanels` stores at load time).
-fn pack_panels(w: &ArrayD<f32>) -> Result<ArrayD<f32>> {
-    let &[n, k] = w.shape() else {
-        return fail(format!(
-            "pack_panels needs a 2-d weight, got {:?}",
-            w.shape()
-        ));
-    };
-    let panels = n.div_ceil(WEIGHT_PANEL);
-    let w: Vec<f32> = w.iter().copied().collect();
-    let mut out = vec![0.0f32; panels * k * WEIGHT_PANEL];
-    for (j, row) in w.chunks_exact(k.max(1)).enumerate().take(n) {
-        for (kk, &v) in row.iter().enumerate() {
-            if let Some(slot) =
-                out.get_mut(((j / WEIGHT_PANEL) * k + kk) * WEIGHT_PANEL + j % WEIGHT_PANEL)
-            {
-                *slot = v;
-            }
-        }
-    }
-    from_vec(&[panels, k, WEIGHT_PANEL], out)
-}
-
 /// A convolution weight laid out as `Op::TileConvWeights` stores it (`tile`), or back
 /// (`ops::conv`'s evaluation).
 fn tiled_weights(w: &ArrayD<f32>, groups: usize, tile: bool) -> Result<ArrayD<f32>> {
@@ -1194,40 +1085,6 @@ fn winograd_taps(u: &ArrayD<f32>) -> Result<ArrayD<f32>> {
     let out = conv::evaluate_winograd_taps(&row_major(u), [out_channels, in_channels])
         .ok_or_else(shorter)?;
     from_vec(&[out_channels, in_channels, 3, 3], out)
-}
-
-/// The `[k, n]` matrix that `[n / 16 rounded up, k, 16]` panels hold.
-fn unpack_panels(p: &ArrayD<f32>, n: usize) -> Result<ArrayD<f32>> {
-    let &[panels, k, width] = p.shape() else {
-        return fail(format!(
-            "matmul_panels needs 3-d panels, got {:?}",
-            p.shape()
-        ));
-    };
-    if width != WEIGHT_PANEL || panels != n.div_ceil(WEIGHT_PANEL) {
-        return fail(format!(
-            "matmul_panels: panels {:?} do not hold {n} columns",
-            p.shape()
-        ));
-    }
-    let p: Vec<f32> = p.iter().copied().collect();
-    let mut out = Vec::with_capacity(k * n);
-    for kk in 0..k {
-        for j in 0..n {
-            out.push(at(
-                &p,
-                ((j / WEIGHT_PANEL) * k + kk) * WEIGHT_PANEL + j % WEIGHT_PANEL,
-            )?);
-        }
-    }
-    from_vec(&[k, n], out)
-}
-
-/// `(batch dims, [rows, cols])` of a shape of rank >= 2.
-fn split_matrix(shape: &[usize]) -> Option<(&[usize], &[usize; 2])> {
-    let split = shape.len().checked_sub(2)?;
-    let (batch, matrix) = shape.split_at_checked(split)?;
-    Some((batch, <&[usize; 2]>::try_from(matrix).ok()?))
 }
 
 /// The operands of a convolution evaluation: input, weight, bias, output height and width.

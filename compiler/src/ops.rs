@@ -15,6 +15,7 @@ pub mod conv;
 pub mod layout;
 pub mod norm;
 pub mod pool;
+pub mod product;
 pub mod reduce;
 pub mod scan;
 pub mod unary;
@@ -828,29 +829,8 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
             let w = b.param(&key, "weight", vec![n])?;
             b.node(Op::Prelu, vec![x.0, w], &[x.1])?
         }
-        "linear" => {
-            let x = b.tensor("x")?;
-            let (out, _) = b.positive("out_features")?;
-            let bias = b.boolean("bias")?;
-            let Some(&in_features) = b.shape(x.0).last() else {
-                return Ok(b.lw.fail(
-                    x.1,
-                    "linear: the input must be at least 1-d, found a scalar".to_string(),
-                )?);
-            };
-            let key = b.key();
-            let w = b.param(&key, "weight", vec![out, in_features])?;
-            let mut inputs = vec![x.0, w];
-            if bias {
-                inputs.push(b.param(&key, "bias", vec![out])?);
-            }
-            b.node(Op::Linear, inputs, &[x.1])?
-        }
-        "matmul" => {
-            let x = b.tensor("a")?;
-            let y = b.tensor("b")?;
-            b.node(Op::MatMul, vec![x.0, y.0], &[x.1, y.1])?
-        }
+        "linear" => return product::linear(b),
+        "matmul" => return product::matmul(b),
         "conv2d" => return conv::conv2d(b),
         "conv_transpose2d" => return conv::conv_transpose2d(b),
         "max_pool2d" | "avg_pool2d" => return pool::window_pool(b, name),

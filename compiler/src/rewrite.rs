@@ -47,7 +47,7 @@ pub mod rules;
 use std::collections::HashMap;
 
 use crate::ir::{Graph, Node, Op, ResizeMode, UnaryOp, ValueId, ValueKind};
-use crate::ops::{conv, layout, norm, pool};
+use crate::ops::{conv, layout, norm, pool, product};
 use crate::tables::{Family, Rule, RULES};
 use crate::work::{self, Stage};
 
@@ -276,13 +276,11 @@ pub fn op_cost(op: &Op, inputs: &[&[usize]], out: &[usize]) -> Cost {
         Op::Where | Op::Prelu => n,
         Op::Linear => {
             let k = inputs.first().and_then(|s| s.last()).copied().unwrap_or(0) as u64;
-            n.saturating_mul(2)
-                .saturating_mul(k)
-                .saturating_add(if inputs.len() > 2 { n } else { 0 })
+            product::cost(n, k, inputs.len() > 2)
         }
         Op::MatMul | Op::MatMulPanels { .. } => {
             let k = inputs.first().and_then(|s| s.last()).copied().unwrap_or(0) as u64;
-            n.saturating_mul(2).saturating_mul(k)
+            product::cost(n, k, false)
         }
         Op::Conv2d(c) => {
             let cin = inputs.first().and_then(|s| s.get(1)).copied().unwrap_or(0) as u64;

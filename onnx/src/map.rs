@@ -1771,7 +1771,7 @@ fn matmul(c: &mut Ctx<'_>) -> R<Vec<String>> {
 }
 
 /// numpy's `matmul` result shape: 1-d operands promoted to matrices, the compiler's
-/// shape rule ([`dnnfusion_compiler::check::matmul`]), then the promoted axes dropped.
+/// shape rule ([`dnnfusion_compiler::ops::product::matmul_shape`]), then the promoted axes dropped.
 fn matmul_shape(sa: &[usize], sb: &[usize]) -> R<Vec<usize>> {
     let a = if sa.len() == 1 {
         [&[1], sa].concat()
@@ -1784,7 +1784,7 @@ fn matmul_shape(sa: &[usize], sb: &[usize]) -> R<Vec<usize>> {
         sb.to_vec()
     };
     // [batch.., m, n]
-    let mut out = dnnfusion_compiler::check::matmul(&a, &b).map_err(|e| e.message)?;
+    let mut out = dnnfusion_compiler::ops::product::matmul_shape(&a, &b).map_err(|e| e.message)?;
     let n = out.pop();
     if sa.len() == 1 {
         out.pop();
