@@ -15,7 +15,7 @@
 //! ```
 
 use crate::ir::{Graph, Op, ValueKind};
-use crate::ops::{conv, layout, norm, pool, product};
+use crate::ops::{conv, layout, norm, pool, product, reduce};
 
 /// A rule's complaint: what went wrong and which operand is at fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -384,24 +384,7 @@ pub fn infer(op: &Op, inputs: &[&[usize]], given: &[usize]) -> Result<Vec<usize>
         }
         Op::Reduce { axes, keepdims, .. } => {
             let [x] = operands(name, inputs)?;
-            let sorted = axes.windows(2).all(|p| matches!(p, [a, b] if a < b));
-            if !sorted || axes.iter().any(|&a| a >= x.len()) {
-                return err(
-                    Some(0),
-                    format!(
-                        "{name}: axes {axes:?} must be sorted, distinct and below the rank of {}",
-                        fmt_shape(x)
-                    ),
-                );
-            }
-            Ok(x.iter()
-                .enumerate()
-                .filter_map(|(axis, &d)| match (axes.contains(&axis), keepdims) {
-                    (false, _) => Some(d),
-                    (true, true) => Some(1),
-                    (true, false) => None,
-                })
-                .collect())
+            reduce::shape(name, x, axes, *keepdims)
         }
         Op::Softmax { axis } | Op::LogSoftmax { axis } | Op::Scan { axis, .. } => {
             let [x] = operands(name, inputs)?;

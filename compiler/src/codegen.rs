@@ -36,7 +36,7 @@ use crate::fuse::{self, Block, FusionPlan};
 use crate::ir::*;
 use crate::lower::ModelIr;
 use crate::ops::unary::f32_lit;
-use crate::ops::{conv, layout, norm, pool, product};
+use crate::ops::{conv, layout, norm, pool, product, reduce};
 use crate::plan::{MemoryPlan, Slot};
 use crate::work::{self, Stage};
 
@@ -1705,24 +1705,7 @@ fn kernel_call(
         Op::AvgPool2d(p) => pool::kernel_call(&k, false, Some(p), &in0, out, s0, out_shape, epi),
         Op::GlobalMaxPool => pool::kernel_call(&k, true, None, &in0, out, s0, out_shape, epi),
         Op::GlobalAvgPool => pool::kernel_call(&k, false, None, &in0, out, s0, out_shape, epi),
-        Op::Reduce { kind, axes, .. } => {
-            let strides = row_major_strides(s0);
-            let (mut kept_dims, mut kept_strides, mut red_dims, mut red_strides) =
-                (vec![], vec![], vec![], vec![]);
-            for (i, (&d, &s)) in s0.iter().zip(&strides).enumerate() {
-                if axes.contains(&i) {
-                    red_dims.push(d);
-                    red_strides.push(s);
-                } else {
-                    kept_dims.push(d);
-                    kept_strides.push(s);
-                }
-            }
-            let kind = format_ident!("{}", kind.facts().runtime);
-            quote! {
-                #k::reduce(#in0, #out, &[#(#kept_dims),*], &[#(#kept_strides),*], &[#(#red_dims),*], &[#(#red_strides),*], #k::Reduction::#kind, #epi);
-            }
-        }
+        Op::Reduce { kind, axes, .. } => reduce::kernel_call(&k, *kind, axes, io, s0, epi),
         Op::Softmax { axis } => norm::softmax_call(&k, false, *axis, io, s0, epi),
         Op::LogSoftmax { axis } => norm::softmax_call(&k, true, *axis, io, s0, epi),
         Op::LayerNorm { dims, eps } => {

@@ -14,11 +14,10 @@
 //! ```
 
 use crate::ir::{
-    BinaryOp, Conv2d, ConvWeights, Graph, Op, Pool2d, ReduceKind, UnaryOp, Value, ValueId,
-    WINOGRAD_POINTS,
+    BinaryOp, Conv2d, ConvWeights, Graph, Op, Pool2d, UnaryOp, Value, ValueId, WINOGRAD_POINTS,
 };
-use crate::ops::{conv, layout, norm, pool, product};
-use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn, Zip};
+use crate::ops::{conv, layout, norm, pool, product, reduce};
+use ndarray::{ArrayD, ArrayViewD, IxDyn, Zip};
 use std::fmt;
 
 /// Error of the interpreter (bad operand count, shape mismatch it detected, non-integer
@@ -711,7 +710,7 @@ fn eval_refs(op: &Op, xs: &[&ArrayD<f32>], out_shape: &[usize]) -> Result<ArrayD
             keepdims,
         } => {
             let [x] = exactly(xs)?;
-            reduce(*kind, axes, *keepdims, x)?
+            reduce::evaluate(*kind, axes, *keepdims, x)?
         }
         Op::Softmax { axis } => {
             let [x] = exactly(xs)?;
@@ -1170,70 +1169,6 @@ fn global_pool(op: &Op, x: &ArrayD<f32>, max: bool) -> Result<ArrayD<f32>> {
 // Reductions and normalizations
 // ---------------------------------------------------------------------------------------
 
-/// Reduces `axes` (sorted, distinct) in f64, one axis at a time.
-fn reduce(
-    kind: ReduceKind,
-    axes: &[usize],
-    keepdims: bool,
-    x: &ArrayD<f32>,
-) -> Result<ArrayD<f32>> {
-    let rank = x.ndim();
-    let sorted = axes.windows(2).all(|p| matches!(p, [a, b] if a < b));
-    if !sorted || axes.iter().any(|&a| a >= rank) {
-        return fail(format!(
-            "axes {axes:?} must be sorted, distinct and below rank {rank}"
-        ));
-    }
-    let facts = kind.facts();
-    if facts.shifted {
-        // max + ln(sum(exp(x - max))): no overflow; an empty set gives -inf
-        let m = reduce(ReduceKind::Max, axes, true, x)?.mapv(f64::from);
-        let shift = m.mapv(|v| if v.is_finite() { v } else { 0.0 });
-        let e = (&x.mapv(f64::from) - &shift).mapv(facts.map);
-        let count: usize = axes.iter().map(|&a| x.len_of(Axis(a))).product();
-        let sums = reduce_f64(&e, axes, facts.start, facts.fold);
-        let mut out = sums.mapv(|v| (facts.finish)(v, count));
-        let shift = shift
-            .into_shape_with_order(out.shape().to_vec())
-            .map_err(|e| InterpError::new(e.to_string()))?;
-        out = out + shift;
-        return finish_reduce(out, axes, keepdims);
-    }
-    let mut acc: ArrayD<f64> = x.mapv(|v| (facts.map)(f64::from(v)));
-    let mut count = 1usize;
-    // From the last axis down, so the remaining axis numbers stay valid.
-    for &axis in axes.iter().rev() {
-        count *= acc.len_of(Axis(axis));
-        acc = acc.fold_axis(Axis(axis), facts.start, |&s, &v| (facts.fold)(s, v));
-    }
-    acc.mapv_inplace(|v| (facts.finish)(v, count));
-    finish_reduce(acc, axes, keepdims)
-}
-
-/// Sums (or folds) `x` over `axes` (sorted), dropping them.
-fn reduce_f64(
-    x: &ArrayD<f64>,
-    axes: &[usize],
-    init: f64,
-    f: impl Fn(f64, f64) -> f64 + Copy,
-) -> ArrayD<f64> {
-    let mut acc = x.clone();
-    for &axis in axes.iter().rev() {
-        acc = acc.fold_axis(Axis(axis), init, |s, &v| f(*s, v));
-    }
-    acc
-}
-
-/// Re-inserts the reduced axes (with `keepdims`) and rounds to f32.
-fn finish_reduce(mut acc: ArrayD<f64>, axes: &[usize], keepdims: bool) -> Result<ArrayD<f32>> {
-    if keepdims {
-        for &axis in axes {
-            acc = acc.insert_axis(Axis(axis));
-        }
-    }
-    Ok(acc.mapv(|v| v as f32))
-}
-
 /// Softmax (or log-softmax) along `axis` (`ops::norm`'s evaluation).
 fn softmax(x: &ArrayD<f32>, axis: usize, log: bool) -> Result<ArrayD<f32>> {
     if axis >= x.ndim() {
@@ -1347,7 +1282,9 @@ fn group_norm(
 )]
 mod tests {
     use super::*;
-    use crate::ir::{ConvTranspose2d, Node, PadMode, Param, ReshapeKind, ResizeMode, ValueKind};
+    use crate::ir::{
+        ConvTranspose2d, Node, PadMode, Param, ReduceKind, ReshapeKind, ResizeMode, ValueKind,
+    };
     use ndarray::{s, Array2, Array4};
     use proc_macro2::Span;
 

@@ -19,6 +19,11 @@
 //!   -> [2]                            y[i] = sqrt(x[i, 0]^2 + x[i, 1]^2 + x[i, 2]^2)
 //! ```
 
+use proc_macro2::{Ident, TokenStream};
+use quote::{format_ident, quote};
+
+use crate::check::{err, fmt_shape, ShapeError};
+use crate::element::row_major_strides;
 use crate::ops::binary::{max_nan, min_nan};
 use crate::ops::unary::Sign;
 
@@ -251,6 +256,141 @@ pub fn signatures() -> impl Iterator<Item = crate::ops::OpSignature> {
         signature: SIGNATURE,
         params: "",
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// Shape inference, evaluation and code generation shared by every reduce function
+// ---------------------------------------------------------------------------------------
+
+/// Shape of a reduction of `x` over `axes` (sorted, distinct): the axes dropped, or kept
+/// with length 1 (`keepdims`).
+pub fn shape(
+    name: &str,
+    x: &[usize],
+    axes: &[usize],
+    keepdims: bool,
+) -> Result<Vec<usize>, ShapeError> {
+    let sorted = axes.windows(2).all(|p| matches!(p, [a, b] if a < b));
+    if !sorted || axes.iter().any(|&a| a >= x.len()) {
+        return err(
+            Some(0),
+            format!(
+                "{name}: axes {axes:?} must be sorted, distinct and below the rank of {}",
+                fmt_shape(x)
+            ),
+        );
+    }
+    Ok(x.iter()
+        .enumerate()
+        .filter_map(|(axis, &d)| match (axes.contains(&axis), keepdims) {
+            (false, _) => Some(d),
+            (true, true) => Some(1),
+            (true, false) => None,
+        })
+        .collect())
+}
+
+/// The reductions on the interpreter's arrays, in f64 (the facts' map, fold and finish).
+#[cfg(feature = "interp")]
+mod oracle {
+    use ndarray::{ArrayD, Axis};
+
+    use super::ReduceKind;
+    use crate::interp::{fail, InterpError, Result};
+
+    /// Reduces `axes` (sorted, distinct) in f64, one axis at a time.
+    pub fn evaluate(
+        kind: ReduceKind,
+        axes: &[usize],
+        keepdims: bool,
+        x: &ArrayD<f32>,
+    ) -> Result<ArrayD<f32>> {
+        let rank = x.ndim();
+        let sorted = axes.windows(2).all(|p| matches!(p, [a, b] if a < b));
+        if !sorted || axes.iter().any(|&a| a >= rank) {
+            return fail(format!(
+                "axes {axes:?} must be sorted, distinct and below rank {rank}"
+            ));
+        }
+        let facts = kind.facts();
+        if facts.shifted {
+            // max + ln(sum(exp(x - max))): no overflow; an empty set gives -inf
+            let m = evaluate(ReduceKind::Max, axes, true, x)?.mapv(f64::from);
+            let shift = m.mapv(|v| if v.is_finite() { v } else { 0.0 });
+            let e = (&x.mapv(f64::from) - &shift).mapv(facts.map);
+            let count: usize = axes.iter().map(|&a| x.len_of(Axis(a))).product();
+            let sums = reduce_f64(&e, axes, facts.start, facts.fold);
+            let mut out = sums.mapv(|v| (facts.finish)(v, count));
+            let shift = shift
+                .into_shape_with_order(out.shape().to_vec())
+                .map_err(|e| InterpError::new(e.to_string()))?;
+            out = out + shift;
+            return finish_reduce(out, axes, keepdims);
+        }
+        let mut acc: ArrayD<f64> = x.mapv(|v| (facts.map)(f64::from(v)));
+        let mut count = 1usize;
+        // From the last axis down, so the remaining axis numbers stay valid.
+        for &axis in axes.iter().rev() {
+            count *= acc.len_of(Axis(axis));
+            acc = acc.fold_axis(Axis(axis), facts.start, |&s, &v| (facts.fold)(s, v));
+        }
+        acc.mapv_inplace(|v| (facts.finish)(v, count));
+        finish_reduce(acc, axes, keepdims)
+    }
+
+    /// Sums (or folds) `x` over `axes` (sorted), dropping them.
+    fn reduce_f64(
+        x: &ArrayD<f64>,
+        axes: &[usize],
+        init: f64,
+        f: impl Fn(f64, f64) -> f64 + Copy,
+    ) -> ArrayD<f64> {
+        let mut acc = x.clone();
+        for &axis in axes.iter().rev() {
+            acc = acc.fold_axis(Axis(axis), init, |s, &v| f(*s, v));
+        }
+        acc
+    }
+
+    /// Re-inserts the reduced axes (with `keepdims`) and rounds to f32.
+    fn finish_reduce(mut acc: ArrayD<f64>, axes: &[usize], keepdims: bool) -> Result<ArrayD<f32>> {
+        if keepdims {
+            for &axis in axes {
+                acc = acc.insert_axis(Axis(axis));
+            }
+        }
+        Ok(acc.mapv(|v| v as f32))
+    }
+}
+#[cfg(feature = "interp")]
+pub use oracle::evaluate;
+
+/// The kernel call that reduces `input` (of `shape`) over `axes` into `out`, with the
+/// epilogue `epilogue`; `k` is the path of the runtime's `kernels` module.
+pub fn kernel_call(
+    k: &TokenStream,
+    kind: ReduceKind,
+    axes: &[usize],
+    [input, out]: [&Ident; 2],
+    s0: &[usize],
+    epi: &TokenStream,
+) -> TokenStream {
+    let strides = row_major_strides(s0);
+    let (mut kept_dims, mut kept_strides, mut red_dims, mut red_strides) =
+        (vec![], vec![], vec![], vec![]);
+    for (i, (&d, &s)) in s0.iter().zip(&strides).enumerate() {
+        if axes.contains(&i) {
+            red_dims.push(d);
+            red_strides.push(s);
+        } else {
+            kept_dims.push(d);
+            kept_strides.push(s);
+        }
+    }
+    let kind = format_ident!("{}", kind.facts().runtime);
+    quote! {
+        #k::reduce(#input, #out, &[#(#kept_dims),*], &[#(#kept_strides),*], &[#(#red_dims),*], &[#(#red_strides),*], #k::Reduction::#kind, #epi);
+    }
 }
 
 #[cfg(test)]
