@@ -7,7 +7,9 @@
 //! exhaustive `match`: a new op does not compile without its rule): [`check`] holds every
 //! node of a finished [`Graph`] to it after lowering and after every rewrite round,
 //! rewrite patches take their nodes' shapes from it, and the reference interpreter
-//! compares each result it computes with it.
+//! compares each result it computes with it. The rules of the op families live with the
+//! rest of each family's facts in `ops/` (`ops::conv::conv2d_shape`, `ops::pool::window_shape`,
+//! ...); `infer` dispatches to them and keeps the elementwise ones.
 //!
 //! ```text
 //!   conv2d([1, 1, 28, 28], weight [6, 1, 5, 5])  ->  [1, 6, 24, 24]

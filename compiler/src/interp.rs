@@ -3,7 +3,10 @@
 //! It is the independent oracle that every numeric test compares generated code
 //! against, so it is written straight from the PyTorch / ONNX definition of each op and
 //! shares nothing with the code generator. It is deliberately simple: one obvious loop
-//! (or one `ndarray` call) per op, no fusion, no layout tricks. Sums that can be long
+//! (or one `ndarray` call) per op, no fusion, no layout tricks. The evaluation of each op
+//! family is written beside the family's other facts in `ops/` (`ops::conv::evaluate_conv2d`,
+//! `ops::layout::evaluate`, ...); this module dispatches, checks operands and keeps the
+//! elementwise ops, the fused-plan runner and the helpers those evaluations share. Sums that can be long
 //! (matmul, linear, convolution, reductions, normalization statistics) are accumulated
 //! in `f64`, and elementwise functions are evaluated in `f64`, so the oracle is closer
 //! to the exact answer than an `f32` implementation can be.
