@@ -1134,7 +1134,9 @@ pub(crate) fn valid_range(
 /// Paths: depthwise convolutions their own kernel (on AVX-512 read in place, else phase
 /// planes; sums of every tap in registers); on CPUs with AVX-512F every other
 /// convolution runs the implicit GEMM (`conv2d_gemm`: AVX-512 register tiles over
-/// patches packed from input bands); with
+/// patches packed from input bands), except fewer than 16 output channels per group at
+/// unit horizontal stride, which run direct tiles of all the block's channels
+/// (`simd::conv2d_few_avx512`; on one thread, else the AVX2 direct tiles); with
 /// AVX2 and FMA alone, the direct AVX2 tiles (`simd::conv2d_avx2`) take the shapes they
 /// win (few output channels, rows of 17-31 columns) and the GEMM the rest; CPUs with
 /// scalar FPUs run register-blocked direct tiles, other CPUs the GEMM's portable tiles.
@@ -1166,10 +1168,25 @@ pub fn conv2d(
         return;
     }
     #[cfg(target_arch = "x86_64")]
+    let threaded = {
+        let work = g.c_out * g.oh * g.ow * g.c_in / g.groups * g.kh * g.kw;
+        crate::threads::current() > 1 && g.groups == 1 && work >= PARALLEL_MIN_MACS
+    };
+    // few output channels on AVX-512: the direct tiles of all the block's channels
+    #[cfg(target_arch = "x86_64")]
+    if simd && crate::simd::avx512() && !threaded && crate::simd::conv2d_few_avx512_fits(g) {
+        // SAFETY: `conv2d_few_avx512` needs AVX-512F and FMA: `avx512` and `avx2_fma`
+        // have just checked that this CPU has both
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::simd::conv2d_few_avx512(x, w, bias, out, g, &epi)
+        };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if simd && conv2d_direct_wins(g) {
         let threads = crate::threads::current();
-        let work = g.c_out * g.oh * g.ow * g.c_in / g.groups * g.kh * g.kw;
-        if threads > 1 && g.groups == 1 && work >= PARALLEL_MIN_MACS {
+        if threaded {
             conv2d_direct_threaded(x, w, bias, out, g, threads);
             each_row(simd, out, g.ow, 0, &epi);
             return;
@@ -4711,6 +4728,10 @@ mod tests {
             // block and an overlapping one), 11 columns
             geom(1, (6, 12, 12), 16, 5, [1, 1], 0, 1, 1),
             geom(2, (3, 11, 11), 6, 3, [1, 1], 1, 1, 1),
+            // LeNet's first convolution (one block of 6 channels, rows of 24: a whole
+            // vector and one of 8 lanes); 15 channels in two blocks of 8 on rows of 40
+            geom(1, (1, 28, 28), 6, 5, [1, 1], 0, 1, 1),
+            geom(1, (4, 6, 42), 15, 3, [1, 1], 0, 1, 1),
             // unpadded at stride 1, the band read in place: two bands (the second from the
             // middle of a row), and with dilation 2
             geom(1, (32, 20, 20), 12, 3, [1, 1], 0, 1, 1),
@@ -4818,6 +4839,16 @@ mod tests {
                 crate::simd::blocked(|| conv2d(&x, &w, Some(&b), &mut out, g, epi))
             });
             paths.push(("conv2d portable register-blocked", out));
+            #[cfg(target_arch = "x86_64")]
+            if crate::simd::avx512() && crate::simd::conv2d_few_avx512_fits(g) {
+                let mut out = std::vec![f32::NAN; len];
+                // SAFETY: the CPU has AVX-512F and FMA (`avx512` checked both)
+                #[allow(unsafe_code)]
+                unsafe {
+                    crate::simd::conv2d_few_avx512(&x, &w, Some(&b), &mut out, g, &epi)
+                };
+                paths.push(("avx512 few channels", out));
+            }
             #[cfg(target_arch = "x86_64")]
             if crate::simd::avx2_fma() && crate::simd::conv2d_avx2_fits(g) {
                 let mut out = std::vec![f32::NAN; len];

@@ -916,6 +916,305 @@ pub unsafe fn conv2d_avx2(
     }
 }
 
+/// Output channels of the widest register tile of [`conv2d_few_avx512`].
+const FEW_OC: usize = 8;
+
+/// True when [`conv2d_few_avx512`] can run `g`: 1 to 15 output channels per group (where
+/// the implicit GEMM's 16-row tiles run mostly empty), unit horizontal stride, and the
+/// window rows of one input channel, widened to whole vectors, fit the pack buffer.
+pub fn conv2d_few_avx512_fits(g: &crate::kernels::Conv2dGeom) -> bool {
+    let reach = g.kw.saturating_sub(1) * g.dilation_w;
+    let wp = g.ow.div_ceil(16) * 16 + reach;
+    g.stride_w == 1
+        && g.groups > 0
+        && (1..16).contains(&(g.c_out / g.groups))
+        && g.kh > 0
+        && g.kw > 0
+        && g.kh * wp <= PACK_LEN
+}
+
+/// [`crate::kernels::conv2d`] with few output channels per group, for geometries
+/// [`conv2d_few_avx512_fits`] accepts, on AVX-512F.
+///
+/// For each output row, the input rows its window reads are copied, zero padding
+/// included, into a stack buffer, rows widened to whole vectors (so every load is a plain
+/// one), as many input channels at a time as fit. A register tile holds all of a block's
+/// output channels (up to [`FEW_OC`]; LeNet's first convolution, 6 channels, is one
+/// block) by two vectors of 16 columns: per tap, two loads and one broadcast per channel
+/// feed two multiply-adds per channel, and the sums stay in registers until the tile is
+/// stored. Against the AVX2 direct tiles (4 channels by 16 columns, tiles and channel
+/// blocks overlapping at the edges) a 6-channel, 24-column row takes 12 vector
+/// multiply-adds per tap instead of 32 (each of 8 lanes), and no tile's start values go
+/// through the stack. The last vector of a row stores whole when the channel's plane has
+/// room (its extra lanes land on the next row, computed after this one), masked at the
+/// plane's end. When the channel count is not a multiple of the block, the last block
+/// ends at the last channel and stores only the channels the block before did not.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F and FMA. The slices are checked (a short one panics).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub unsafe fn conv2d_few_avx512(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &crate::kernels::Conv2dGeom,
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
+) {
+    let cout_g = g.c_out / g.groups.max(1);
+    // blocks of at most FEW_OC channels, as even as they come (12 -> two of 6)
+    let oc = cout_g.div_ceil(cout_g.div_ceil(FEW_OC).max(1));
+    let mut run = |pack: &mut [f32]| {
+        // SAFETY: AVX-512F and FMA (this function's contract)
+        unsafe {
+            match oc {
+                1 => conv2d_few_oc::<1>(x, w, bias, out, g, pack, epi),
+                2 => conv2d_few_oc::<2>(x, w, bias, out, g, pack, epi),
+                3 => conv2d_few_oc::<3>(x, w, bias, out, g, pack, epi),
+                4 => conv2d_few_oc::<4>(x, w, bias, out, g, pack, epi),
+                5 => conv2d_few_oc::<5>(x, w, bias, out, g, pack, epi),
+                6 => conv2d_few_oc::<6>(x, w, bias, out, g, pack, epi),
+                7 => conv2d_few_oc::<7>(x, w, bias, out, g, pack, epi),
+                _ => conv2d_few_oc::<FEW_OC>(x, w, bias, out, g, pack, epi),
+            }
+        }
+    };
+    // a small buffer when the whole window fits it: the 32 KiB one is cleared per call
+    let wp = g.ow.div_ceil(16) * 16 + g.kw.saturating_sub(1) * g.dilation_w;
+    if (g.c_in / g.groups.max(1)) * g.kh * wp <= FEW_SMALL_PACK {
+        run(&mut [0.0f32; FEW_SMALL_PACK]);
+    } else {
+        run(&mut [0.0f32; PACK_LEN]);
+    }
+}
+
+/// Floats of the small pack buffer of [`conv2d_few_avx512`] (4 KiB).
+const FEW_SMALL_PACK: usize = 1024;
+
+/// One call of [`conv2d_few_avx512`]'s register tile: where its operands are.
+#[cfg(target_arch = "x86_64")]
+struct FewTile<'a> {
+    /// the packed rows of the chunk's input channels, `rows` per channel, `wp` floats each
+    pack: &'a [f32],
+    wp: usize,
+    rows: usize,
+    /// input channels of the chunk, and the first one's index in the group
+    channels: usize,
+    c0: usize,
+    /// the weights of the block's first channel on (`taps` per channel)
+    weights: &'a [f32],
+    taps: usize,
+    /// the first kernel row inside the input
+    ky0: usize,
+}
+
+/// The sums of `OC` channels by `V` vectors of 16 columns from column `16 * v`, starting
+/// from `acc`.
+///
+/// # Safety
+///
+/// AVX-512F and FMA; `t.pack` holds `t.channels * t.rows` rows of `t.wp` floats with
+/// `16 * (v + V) + (kw - 1) * dilation <= t.wp`; `t.weights` holds `OC * t.taps` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+#[allow(unsafe_code)]
+unsafe fn few_tile<const OC: usize, const V: usize>(
+    t: &FewTile<'_>,
+    g: &crate::kernels::Conv2dGeom,
+    v: usize,
+    mut acc: [[core::arch::x86_64::__m512; V]; OC],
+) -> [[core::arch::x86_64::__m512; V]; OC] {
+    use core::arch::x86_64::*;
+    assert!(t.pack.len() >= t.channels * t.rows * t.wp);
+    assert!(16 * (v + V) + (g.kw - 1) * g.dilation_w <= t.wp);
+    assert!(t.weights.len() >= OC * t.taps);
+    let (pack, weights) = (t.pack.as_ptr(), t.weights.as_ptr());
+    for k in 0..t.channels {
+        for r in 0..t.rows {
+            let row = pack.wrapping_add((k * t.rows + r) * t.wp + 16 * v);
+            let tap0 = ((t.c0 + k) * g.kh + t.ky0 + r) * g.kw;
+            for kx in 0..g.kw {
+                let at = row.wrapping_add(kx * g.dilation_w);
+                let mut xs = [_mm512_setzero_ps(); V];
+                for (j, xv) in xs.iter_mut().enumerate() {
+                    // SAFETY: column 16 * (v + j) + kx * dilation + 15 of a packed row is
+                    // below `wp` (asserted above), and the row lies inside `pack`
+                    *xv = unsafe { _mm512_loadu_ps(at.wrapping_add(16 * j)) };
+                }
+                for (c, sums) in acc.iter_mut().enumerate() {
+                    // SAFETY: tap0 + kx < taps and c < OC: inside `weights` (asserted)
+                    let wv = _mm512_set1_ps(unsafe { *weights.add(c * t.taps + tap0 + kx) });
+                    for (sum, &xv) in sums.iter_mut().zip(&xs) {
+                        *sum = _mm512_fmadd_ps(wv, xv, *sum);
+                    }
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// [`conv2d_few_avx512`] with register tiles of `OC` channels.
+///
+/// # Safety
+///
+/// AVX-512F and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(unsafe_code)]
+unsafe fn conv2d_few_oc<const OC: usize>(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &crate::kernels::Conv2dGeom,
+    pack: &mut [f32],
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
+) {
+    use core::arch::x86_64::*;
+    assert!(conv2d_few_avx512_fits(g));
+    let (cin_g, cout_g) = (g.c_in / g.groups, g.c_out / g.groups);
+    let (plane, in_plane) = (g.oh * g.ow, g.h * g.w);
+    let taps = cin_g * g.kh * g.kw;
+    assert!(x.len() >= g.n * g.c_in * in_plane && out.len() >= g.n * g.c_out * plane);
+    assert!(w.len() >= g.c_out * taps && bias.is_none_or(|b| b.len() >= g.c_out));
+    let vectors = g.ow.div_ceil(16);
+    let wp = vectors * 16 + (g.kw - 1) * g.dilation_w;
+    // the lanes of the last vector inside the row
+    let tail = (g.ow - 16 * (vectors - 1)) as u32;
+    let tail_mask = (u32::MAX >> (32 - tail)) as u16;
+    assert!(g.kh * wp <= pack.len());
+    for n in 0..g.n {
+        for grp in 0..g.groups {
+            let first = grp * cout_g;
+            let xg = &x[(n * g.c_in + grp * cin_g) * in_plane
+                ..(n * g.c_in + (grp + 1) * cin_g) * in_plane];
+            for oy in 0..g.oh {
+                let (ky0, ky1) = crate::kernels::valid_range(
+                    g.kh,
+                    g.h,
+                    g.dilation_h,
+                    g.pad_top,
+                    oy * g.stride_h,
+                );
+                let rows = ky1 - ky0;
+                let chunk = (pack.len() / (rows * wp).max(1)).clamp(1, cin_g.max(1));
+                let mut c0 = 0;
+                loop {
+                    let c1 = (c0 + chunk).min(cin_g);
+                    // pack[(k * rows + r) * wp + p] = x[c0 + k, iy(ky0 + r), p - pad_left],
+                    // 0 outside the row
+                    for k in 0..c1 - c0 {
+                        for r in 0..rows {
+                            let iy = oy * g.stride_h + (ky0 + r) * g.dilation_h - g.pad_top;
+                            let at = (c0 + k) * in_plane + iy * g.w;
+                            let src = &xg[at..at + g.w];
+                            let dst = &mut pack[(k * rows + r) * wp..(k * rows + r + 1) * wp];
+                            let start = g.pad_left.min(wp);
+                            let len = g.w.min(wp - start);
+                            dst[..start].fill(0.0);
+                            dst[start..start + len].copy_from_slice(&src[..len]);
+                            dst[start + len..].fill(0.0);
+                        }
+                    }
+                    let mut done = 0usize; // channels of the group stored by earlier blocks
+                    for block in tile_starts(cout_g, OC) {
+                        let oc0 = first + block;
+                        let fresh = done.saturating_sub(block); // first channel to store
+                        done = block + OC;
+                        let tile = FewTile {
+                            pack,
+                            wp,
+                            rows,
+                            channels: c1 - c0,
+                            c0,
+                            weights: &w[oc0 * taps..(oc0 + OC) * taps],
+                            taps,
+                            ky0,
+                        };
+                        // the channel's plane and where the row starts in it
+                        let plane_of = |c: usize| (n * g.c_out + oc0 + c) * plane;
+                        let row = oy * g.ow;
+                        // what a vector starts from: the bias, or the sums so far
+                        let start = |out: &[f32], c: usize, col: usize| {
+                            if c0 == 0 {
+                                return _mm512_set1_ps(bias.map_or(0.0, |b| b[oc0 + c]));
+                            }
+                            let at = plane_of(c) + row + col;
+                            let lanes = g.ow - col;
+                            if lanes >= 16 {
+                                let src = &out[at..at + 16];
+                                // SAFETY: `src` holds 16 floats
+                                unsafe { _mm512_loadu_ps(src.as_ptr()) }
+                            } else {
+                                let src = &out[at..at + lanes];
+                                // SAFETY: the mask enables the `lanes` floats of `src`
+                                unsafe { _mm512_maskz_loadu_ps(tail_mask, src.as_ptr()) }
+                            }
+                        };
+                        let store = |out: &mut [f32], c: usize, col: usize, sum: __m512| {
+                            let (at, end) = (plane_of(c) + row + col, plane_of(c) + plane);
+                            if at + 16 <= end {
+                                let dst = &mut out[at..at + 16];
+                                // SAFETY: `dst` holds 16 floats (past the row's end they
+                                // are the next row's, computed after this one)
+                                unsafe { _mm512_storeu_ps(dst.as_mut_ptr(), sum) };
+                            } else {
+                                let dst = &mut out[at..end];
+                                // SAFETY: the mask covers the floats of `dst` (the row's
+                                // last, at the plane's end)
+                                unsafe { _mm512_mask_storeu_ps(dst.as_mut_ptr(), tail_mask, sum) };
+                            }
+                        };
+                        let mut v = 0;
+                        while v < vectors {
+                            if vectors - v >= 2 {
+                                let mut acc = [[_mm512_setzero_ps(); 2]; OC];
+                                for (c, sums) in acc.iter_mut().enumerate() {
+                                    for (j, sum) in sums.iter_mut().enumerate() {
+                                        *sum = start(out, c, 16 * (v + j));
+                                    }
+                                }
+                                // SAFETY: AVX-512F and FMA; 16 * (v + 2) <= 16 * vectors
+                                // and the pack rows are `wp` wide
+                                let acc = unsafe { few_tile::<OC, 2>(&tile, g, v, acc) };
+                                for (c, sums) in acc.iter().enumerate().skip(fresh) {
+                                    for (j, &sum) in sums.iter().enumerate() {
+                                        store(out, c, 16 * (v + j), sum);
+                                    }
+                                }
+                                v += 2;
+                            } else {
+                                let mut acc = [[_mm512_setzero_ps(); 1]; OC];
+                                for (c, sums) in acc.iter_mut().enumerate() {
+                                    sums[0] = start(out, c, 16 * v);
+                                }
+                                // SAFETY: as above, one vector
+                                let acc = unsafe { few_tile::<OC, 1>(&tile, g, v, acc) };
+                                for (c, sums) in acc.iter().enumerate().skip(fresh) {
+                                    store(out, c, 16 * v, sums[0]);
+                                }
+                                v += 1;
+                            }
+                        }
+                    }
+                    if c1 >= cin_g {
+                        break;
+                    }
+                    c0 = c1;
+                }
+                for oc in first..first + cout_g {
+                    let at = (n * g.c_out + oc) * plane + oy * g.ow;
+                    epi(at, &mut out[at..at + g.ow]);
+                }
+            }
+        }
+    }
+}
+
 /// `acc + w * x` on a pair of 8-float vectors, with one rounding per element.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
