@@ -1134,8 +1134,9 @@ pub(crate) fn valid_range(
 /// Paths: depthwise convolutions their own kernel (on AVX-512 read in place, else phase
 /// planes; sums of every tap in registers); on CPUs with AVX-512F every other
 /// convolution runs the implicit GEMM (`conv2d_gemm`: AVX-512 register tiles over
-/// patches packed from input bands), except fewer than 16 output channels per group at
-/// unit horizontal stride, which run direct tiles of all the block's channels
+/// patches packed from input bands), except fewer than 16 output channels per group (or
+/// 16 on rows of at most 8) at unit horizontal stride, which run direct tiles of all the
+/// block's channels
 /// (`simd::conv2d_few_avx512`; on one thread, else the AVX2 direct tiles); with
 /// AVX2 and FMA alone, the direct AVX2 tiles (`simd::conv2d_avx2`) take the shapes they
 /// win (few output channels, rows of 17-31 columns) and the GEMM the rest; CPUs with
@@ -4732,6 +4733,9 @@ mod tests {
             // vector and one of 8 lanes); 15 channels in two blocks of 8 on rows of 40
             geom(1, (1, 28, 28), 6, 5, [1, 1], 0, 1, 1),
             geom(1, (4, 6, 42), 15, 3, [1, 1], 0, 1, 1),
+            // rows of at most 8, two to a vector: 200 input channels in two chunks, an odd
+            // number of rows, padding (rows of zeros in the window)
+            geom(1, (200, 7, 6), 5, 3, [1, 1], 1, 1, 1),
             // unpadded at stride 1, the band read in place: two bands (the second from the
             // middle of a row), and with dilation 2
             geom(1, (32, 20, 20), 12, 3, [1, 1], 0, 1, 1),

@@ -920,17 +920,19 @@ pub unsafe fn conv2d_avx2(
 const FEW_OC: usize = 8;
 
 /// True when [`conv2d_few_avx512`] can run `g`: 1 to 15 output channels per group (where
-/// the implicit GEMM's 16-row tiles run mostly empty), unit horizontal stride, and the
-/// window rows of one input channel, widened to whole vectors, fit the pack buffer.
+/// the implicit GEMM's 16-row tiles run mostly empty), or 16 on rows of at most 8 columns
+/// (two rows to a vector), unit horizontal stride, and the window rows of one input
+/// channel for two output rows, widened to whole vectors, fit the pack buffer.
 pub fn conv2d_few_avx512_fits(g: &crate::kernels::Conv2dGeom) -> bool {
     let reach = g.kw.saturating_sub(1) * g.dilation_w;
     let wp = g.ow.div_ceil(16) * 16 + reach;
+    let cout_g = g.c_out / g.groups.max(1);
     g.stride_w == 1
         && g.groups > 0
-        && (1..16).contains(&(g.c_out / g.groups))
+        && ((1..16).contains(&cout_g) || (cout_g == 16 && g.ow <= 8))
         && g.kh > 0
         && g.kw > 0
-        && g.kh * wp <= PACK_LEN
+        && 2 * g.kh * wp <= PACK_LEN
 }
 
 /// [`crate::kernels::conv2d`] with few output channels per group, for geometries
@@ -967,6 +969,22 @@ pub unsafe fn conv2d_few_avx512(
     // blocks of at most FEW_OC channels, as even as they come (12 -> two of 6)
     let oc = cout_g.div_ceil(cout_g.div_ceil(FEW_OC).max(1));
     let mut run = |pack: &mut [f32]| {
+        if g.ow <= 8 {
+            // SAFETY: AVX-512F and FMA (this function's contract)
+            unsafe {
+                match oc {
+                    1 => conv2d_few_pairs::<1>(x, w, bias, out, g, pack, epi),
+                    2 => conv2d_few_pairs::<2>(x, w, bias, out, g, pack, epi),
+                    3 => conv2d_few_pairs::<3>(x, w, bias, out, g, pack, epi),
+                    4 => conv2d_few_pairs::<4>(x, w, bias, out, g, pack, epi),
+                    5 => conv2d_few_pairs::<5>(x, w, bias, out, g, pack, epi),
+                    6 => conv2d_few_pairs::<6>(x, w, bias, out, g, pack, epi),
+                    7 => conv2d_few_pairs::<7>(x, w, bias, out, g, pack, epi),
+                    _ => conv2d_few_pairs::<FEW_OC>(x, w, bias, out, g, pack, epi),
+                }
+            }
+            return;
+        }
         // SAFETY: AVX-512F and FMA (this function's contract)
         unsafe {
             match oc {
@@ -983,7 +1001,7 @@ pub unsafe fn conv2d_few_avx512(
     };
     // a small buffer when the whole window fits it: the 32 KiB one is cleared per call
     let wp = g.ow.div_ceil(16) * 16 + g.kw.saturating_sub(1) * g.dilation_w;
-    if (g.c_in / g.groups.max(1)) * g.kh * wp <= FEW_SMALL_PACK {
+    if (g.c_in / g.groups.max(1)) * 2 * g.kh * wp <= FEW_SMALL_PACK {
         run(&mut [0.0f32; FEW_SMALL_PACK]);
     } else {
         run(&mut [0.0f32; PACK_LEN]);
@@ -1055,6 +1073,182 @@ unsafe fn few_tile<const OC: usize, const V: usize>(
         }
     }
     acc
+}
+
+/// The sums of `OC` channels for two output rows of at most 8 columns, one vector each
+/// (the first row in lanes 0-7, the second in lanes 8-15), starting from `acc`: `t.pack`
+/// holds per input channel the `kh` window rows of the first output row, then those of
+/// the second, each `t.wp` floats; `t.rows` is `kh`.
+///
+/// # Safety
+///
+/// AVX-512F and FMA; `t.pack` holds `2 * t.channels * kh` rows of `t.wp` floats with
+/// `8 + (kw - 1) * dilation <= t.wp`; `t.weights` holds `OC * t.taps` floats.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+#[allow(unsafe_code)]
+unsafe fn few_pairs_tile<const OC: usize>(
+    t: &FewTile<'_>,
+    g: &crate::kernels::Conv2dGeom,
+    mut acc: [core::arch::x86_64::__m512; OC],
+) -> [core::arch::x86_64::__m512; OC] {
+    use core::arch::x86_64::*;
+    assert!(t.rows == g.kh && t.pack.len() >= 2 * t.channels * g.kh * t.wp);
+    assert!(8 + (g.kw - 1) * g.dilation_w <= t.wp);
+    assert!(t.weights.len() >= OC * t.taps);
+    let (pack, weights) = (t.pack.as_ptr(), t.weights.as_ptr());
+    for k in 0..t.channels {
+        for ky in 0..g.kh {
+            let first = pack.wrapping_add(((2 * k) * g.kh + ky) * t.wp);
+            let second = pack.wrapping_add(((2 * k + 1) * g.kh + ky) * t.wp);
+            let tap0 = ((t.c0 + k) * g.kh + ky) * g.kw;
+            for kx in 0..g.kw {
+                let at = kx * g.dilation_w;
+                // SAFETY: 8 floats from column `at` of a packed row end within `wp`
+                // (asserted), and both rows lie inside `pack`
+                let xv = unsafe {
+                    let low = _mm512_castps256_ps512(_mm256_loadu_ps(first.wrapping_add(at)));
+                    let high = _mm256_loadu_ps(second.wrapping_add(at));
+                    _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                        _mm512_castps_pd(low),
+                        _mm256_castps_pd(high),
+                    ))
+                };
+                for (c, sum) in acc.iter_mut().enumerate() {
+                    // SAFETY: tap0 + kx < taps and c < OC: inside `weights` (asserted)
+                    let wv = _mm512_set1_ps(unsafe { *weights.add(c * t.taps + tap0 + kx) });
+                    *sum = _mm512_fmadd_ps(wv, xv, *sum);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// [`conv2d_few_avx512`] on rows of at most 8 columns, two output rows to a vector, with
+/// register tiles of `OC` channels: per tap, two 8-float loads (one per row's window)
+/// joined into one vector feed one multiply-add per channel (LeNet's second convolution,
+/// rows of 8: every lane used).
+///
+/// # Safety
+///
+/// AVX-512F and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(unsafe_code)]
+unsafe fn conv2d_few_pairs<const OC: usize>(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+    g: &crate::kernels::Conv2dGeom,
+    pack: &mut [f32],
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
+) {
+    use core::arch::x86_64::*;
+    assert!(conv2d_few_avx512_fits(g) && g.ow <= 8);
+    let (cin_g, cout_g) = (g.c_in / g.groups, g.c_out / g.groups);
+    let (plane, in_plane) = (g.oh * g.ow, g.h * g.w);
+    let taps = cin_g * g.kh * g.kw;
+    assert!(x.len() >= g.n * g.c_in * in_plane && out.len() >= g.n * g.c_out * plane);
+    assert!(w.len() >= g.c_out * taps && bias.is_none_or(|b| b.len() >= g.c_out));
+    let wp = 8 + (g.kw - 1) * g.dilation_w;
+    let per_channel = 2 * g.kh * wp;
+    assert!(per_channel <= pack.len());
+    let chunk = (pack.len() / per_channel).clamp(1, cin_g.max(1));
+    for n in 0..g.n {
+        for grp in 0..g.groups {
+            let first = grp * cout_g;
+            let xg = &x[(n * g.c_in + grp * cin_g) * in_plane
+                ..(n * g.c_in + (grp + 1) * cin_g) * in_plane];
+            for oy in (0..g.oh).step_by(2) {
+                let both = oy + 1 < g.oh;
+                let mut c0 = 0;
+                loop {
+                    let c1 = (c0 + chunk).min(cin_g);
+                    // pack[((2k + half) * kh + ky) * wp + p] = x[c0 + k, iy, p - pad_left]
+                    // for output row oy + half, 0 outside the input (all kh rows)
+                    for k in 0..c1 - c0 {
+                        for half in 0..2 {
+                            for ky in 0..g.kh {
+                                let at = ((2 * k + half) * g.kh + ky) * wp;
+                                let dst = &mut pack[at..at + wp];
+                                let iy = ((oy + half) * g.stride_h + ky * g.dilation_h)
+                                    .checked_sub(g.pad_top)
+                                    .filter(|&iy| iy < g.h && (half == 0 || both));
+                                let Some(iy) = iy else {
+                                    dst.fill(0.0);
+                                    continue;
+                                };
+                                let src = &xg[(c0 + k) * in_plane + iy * g.w..][..g.w];
+                                let start = g.pad_left.min(wp);
+                                let len = g.w.min(wp - start);
+                                dst[..start].fill(0.0);
+                                dst[start..start + len].copy_from_slice(&src[..len]);
+                                dst[start + len..].fill(0.0);
+                            }
+                        }
+                    }
+                    let mut done = 0usize; // channels of the group stored by earlier blocks
+                    for block in tile_starts(cout_g, OC) {
+                        let oc0 = first + block;
+                        let fresh = done.saturating_sub(block); // first channel to store
+                        done = block + OC;
+                        let tile = FewTile {
+                            pack,
+                            wp,
+                            rows: g.kh,
+                            channels: c1 - c0,
+                            c0,
+                            weights: &w[oc0 * taps..(oc0 + OC) * taps],
+                            taps,
+                            ky0: 0,
+                        };
+                        // the two rows of channel c
+                        let rows_at = |c: usize| (n * g.c_out + oc0 + c) * plane + oy * g.ow;
+                        let mut acc = [_mm512_setzero_ps(); OC];
+                        for (c, sum) in acc.iter_mut().enumerate() {
+                            let mut start = [bias.map_or(0.0, |b| b[oc0 + c]); 16];
+                            if c0 > 0 {
+                                // the sums so far
+                                let at = rows_at(c);
+                                start[..g.ow].copy_from_slice(&out[at..at + g.ow]);
+                                if both {
+                                    start[8..8 + g.ow]
+                                        .copy_from_slice(&out[at + g.ow..at + 2 * g.ow]);
+                                }
+                            }
+                            // SAFETY: `start` holds 16 floats
+                            *sum = unsafe { _mm512_loadu_ps(start.as_ptr()) };
+                        }
+                        // SAFETY: AVX-512F and FMA; the pack rows are `wp` wide
+                        let acc = unsafe { few_pairs_tile::<OC>(&tile, g, acc) };
+                        for (c, &sum) in acc.iter().enumerate().skip(fresh) {
+                            let mut values = [0.0f32; 16];
+                            // SAFETY: `values` holds 16 floats
+                            unsafe { _mm512_storeu_ps(values.as_mut_ptr(), sum) };
+                            let at = rows_at(c);
+                            out[at..at + g.ow].copy_from_slice(&values[..g.ow]);
+                            if both {
+                                out[at + g.ow..at + 2 * g.ow].copy_from_slice(&values[8..8 + g.ow]);
+                            }
+                        }
+                    }
+                    if c1 >= cin_g {
+                        break;
+                    }
+                    c0 = c1;
+                }
+                for oc in first..first + cout_g {
+                    for row in oy..(oy + 2).min(g.oh) {
+                        let at = (n * g.c_out + oc) * plane + row * g.ow;
+                        epi(at, &mut out[at..at + g.ow]);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// [`conv2d_few_avx512`] with register tiles of `OC` channels.
