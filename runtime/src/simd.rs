@@ -1014,9 +1014,14 @@ const FEW_SMALL_PACK: usize = 1024;
 /// One call of [`conv2d_few_avx512`]'s register tile: where its operands are.
 #[cfg(target_arch = "x86_64")]
 struct FewTile<'a> {
-    /// the packed rows of the chunk's input channels, `rows` per channel, `wp` floats each
-    pack: &'a [f32],
-    wp: usize,
+    /// the rows the tile reads: packed ones, or the input itself; input channel `k`'s
+    /// kernel row `r` (of the first output row) starts at `start + k * channel + r * row`,
+    /// and the second output row's (two rows to a vector) `second` floats after it
+    from: &'a [f32],
+    start: usize,
+    channel: usize,
+    row: usize,
+    second: usize,
     rows: usize,
     /// input channels of the chunk, and the first one's index in the group
     channels: usize,
@@ -1033,8 +1038,8 @@ struct FewTile<'a> {
 ///
 /// # Safety
 ///
-/// AVX-512F and FMA; `t.pack` holds `t.channels * t.rows` rows of `t.wp` floats with
-/// `16 * (v + V) + (kw - 1) * dilation <= t.wp`; `t.weights` holds `OC * t.taps` floats.
+/// AVX-512F and FMA (the reads are checked against `t.from`, the weights against
+/// `t.weights`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
@@ -1046,20 +1051,22 @@ unsafe fn few_tile<const OC: usize, const V: usize>(
     mut acc: [[core::arch::x86_64::__m512; V]; OC],
 ) -> [[core::arch::x86_64::__m512; V]; OC] {
     use core::arch::x86_64::*;
-    assert!(t.pack.len() >= t.channels * t.rows * t.wp);
-    assert!(16 * (v + V) + (g.kw - 1) * g.dilation_w <= t.wp);
+    // the floats read from a row's start, and the end of the last row's
+    let reach = 16 * (v + V) + (g.kw - 1) * g.dilation_w;
+    let end = (t.channels.max(1) - 1) * t.channel + (t.rows.max(1) - 1) * t.row + reach;
+    assert!(t.channels == 0 || t.rows == 0 || t.start + end <= t.from.len());
     assert!(t.weights.len() >= OC * t.taps);
-    let (pack, weights) = (t.pack.as_ptr(), t.weights.as_ptr());
+    let (from, weights) = (t.from.as_ptr(), t.weights.as_ptr());
     for k in 0..t.channels {
         for r in 0..t.rows {
-            let row = pack.wrapping_add((k * t.rows + r) * t.wp + 16 * v);
+            let row = from.wrapping_add(t.start + k * t.channel + r * t.row + 16 * v);
             let tap0 = ((t.c0 + k) * g.kh + t.ky0 + r) * g.kw;
             for kx in 0..g.kw {
                 let at = row.wrapping_add(kx * g.dilation_w);
                 let mut xs = [_mm512_setzero_ps(); V];
                 for (j, xv) in xs.iter_mut().enumerate() {
-                    // SAFETY: column 16 * (v + j) + kx * dilation + 15 of a packed row is
-                    // below `wp` (asserted above), and the row lies inside `pack`
+                    // SAFETY: column 16 * (v + j) + kx * dilation + 15 of a row is below
+                    // `reach`, and the last row's reach ends inside `from` (asserted)
                     *xv = unsafe { _mm512_loadu_ps(at.wrapping_add(16 * j)) };
                 }
                 for (c, sums) in acc.iter_mut().enumerate() {
@@ -1076,14 +1083,13 @@ unsafe fn few_tile<const OC: usize, const V: usize>(
 }
 
 /// The sums of `OC` channels for two output rows of at most 8 columns, one vector each
-/// (the first row in lanes 0-7, the second in lanes 8-15), starting from `acc`: `t.pack`
-/// holds per input channel the `kh` window rows of the first output row, then those of
-/// the second, each `t.wp` floats; `t.rows` is `kh`.
+/// (the first row in lanes 0-7, the second in lanes 8-15), starting from `acc`; `t.rows`
+/// is `kh` (rows in the padding are rows of zeros).
 ///
 /// # Safety
 ///
-/// AVX-512F and FMA; `t.pack` holds `2 * t.channels * kh` rows of `t.wp` floats with
-/// `8 + (kw - 1) * dilation <= t.wp`; `t.weights` holds `OC * t.taps` floats.
+/// AVX-512F and FMA (the reads are checked against `t.from`, the weights against
+/// `t.weights`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
@@ -1094,19 +1100,20 @@ unsafe fn few_pairs_tile<const OC: usize>(
     mut acc: [core::arch::x86_64::__m512; OC],
 ) -> [core::arch::x86_64::__m512; OC] {
     use core::arch::x86_64::*;
-    assert!(t.rows == g.kh && t.pack.len() >= 2 * t.channels * g.kh * t.wp);
-    assert!(8 + (g.kw - 1) * g.dilation_w <= t.wp);
+    let reach = 8 + (g.kw - 1) * g.dilation_w;
+    let end = (t.channels.max(1) - 1) * t.channel + (g.kh - 1) * t.row + t.second + reach;
+    assert!(t.rows == g.kh && (t.channels == 0 || t.start + end <= t.from.len()));
     assert!(t.weights.len() >= OC * t.taps);
-    let (pack, weights) = (t.pack.as_ptr(), t.weights.as_ptr());
+    let (from, weights) = (t.from.as_ptr(), t.weights.as_ptr());
     for k in 0..t.channels {
         for ky in 0..g.kh {
-            let first = pack.wrapping_add(((2 * k) * g.kh + ky) * t.wp);
-            let second = pack.wrapping_add(((2 * k + 1) * g.kh + ky) * t.wp);
+            let first = from.wrapping_add(t.start + k * t.channel + ky * t.row);
+            let second = first.wrapping_add(t.second);
             let tap0 = ((t.c0 + k) * g.kh + ky) * g.kw;
             for kx in 0..g.kw {
                 let at = kx * g.dilation_w;
-                // SAFETY: 8 floats from column `at` of a packed row end within `wp`
-                // (asserted), and both rows lie inside `pack`
+                // SAFETY: 8 floats from column `at` of a row end within `reach`, and the
+                // last row's reach ends inside `from` (asserted)
                 let xv = unsafe {
                     let low = _mm512_castps256_ps512(_mm256_loadu_ps(first.wrapping_add(at)));
                     let high = _mm256_loadu_ps(second.wrapping_add(at));
@@ -1157,6 +1164,11 @@ unsafe fn conv2d_few_pairs<const OC: usize>(
     let per_channel = 2 * g.kh * wp;
     assert!(per_channel <= pack.len());
     let chunk = (pack.len() / per_channel).clamp(1, cin_g.max(1));
+    // no padding, and every kept output's window inside its row and the input
+    let unpadded = g.pad_top == 0
+        && g.pad_left == 0
+        && g.ow + (g.kw - 1) * g.dilation_w <= g.w
+        && (g.oh - 1) * g.stride_h + (g.kh - 1) * g.dilation_h < g.h;
     for n in 0..g.n {
         for grp in 0..g.groups {
             let first = grp * cout_g;
@@ -1164,12 +1176,20 @@ unsafe fn conv2d_few_pairs<const OC: usize>(
                 ..(n * g.c_in + (grp + 1) * cin_g) * in_plane];
             for oy in (0..g.oh).step_by(2) {
                 let both = oy + 1 < g.oh;
+                // the input's own rows where no window reaches into the padding and the
+                // reads (8 floats from each row's window start: past a short row, lanes
+                // whose sums are not kept) stay inside the group's input
+                let window = oy * g.stride_h * g.w;
+                let second = g.stride_h * g.w;
+                let end = (cin_g - 1) * in_plane + (g.kh - 1) * g.dilation_h * g.w + second + wp;
+                let in_place = unpadded && window + end <= xg.len();
+                let chunk = if in_place { cin_g.max(1) } else { chunk };
                 let mut c0 = 0;
                 loop {
                     let c1 = (c0 + chunk).min(cin_g);
                     // pack[((2k + half) * kh + ky) * wp + p] = x[c0 + k, iy, p - pad_left]
                     // for output row oy + half, 0 outside the input (all kh rows)
-                    for k in 0..c1 - c0 {
+                    for k in 0..(c1 - c0) * usize::from(!in_place) {
                         for half in 0..2 {
                             for ky in 0..g.kh {
                                 let at = ((2 * k + half) * g.kh + ky) * wp;
@@ -1195,15 +1215,34 @@ unsafe fn conv2d_few_pairs<const OC: usize>(
                         let oc0 = first + block;
                         let fresh = done.saturating_sub(block); // first channel to store
                         done = block + OC;
-                        let tile = FewTile {
-                            pack,
-                            wp,
-                            rows: g.kh,
-                            channels: c1 - c0,
-                            c0,
-                            weights: &w[oc0 * taps..(oc0 + OC) * taps],
-                            taps,
-                            ky0: 0,
+                        let tile = if in_place {
+                            FewTile {
+                                from: xg,
+                                start: window,
+                                channel: in_plane,
+                                row: g.dilation_h * g.w,
+                                second,
+                                rows: g.kh,
+                                channels: c1 - c0,
+                                c0,
+                                weights: &w[oc0 * taps..(oc0 + OC) * taps],
+                                taps,
+                                ky0: 0,
+                            }
+                        } else {
+                            FewTile {
+                                from: pack,
+                                start: 0,
+                                channel: 2 * g.kh * wp,
+                                row: wp,
+                                second: g.kh * wp,
+                                rows: g.kh,
+                                channels: c1 - c0,
+                                c0,
+                                weights: &w[oc0 * taps..(oc0 + OC) * taps],
+                                taps,
+                                ky0: 0,
+                            }
                         };
                         // the two rows of channel c
                         let rows_at = |c: usize| (n * g.c_out + oc0 + c) * plane + oy * g.ow;
@@ -1281,6 +1320,7 @@ unsafe fn conv2d_few_oc<const OC: usize>(
     let tail = (g.ow - 16 * (vectors - 1)) as u32;
     let tail_mask = (u32::MAX >> (32 - tail)) as u16;
     assert!(g.kh * wp <= pack.len());
+    let unpadded_across = g.pad_left == 0 && g.ow + (g.kw - 1) * g.dilation_w <= g.w;
     for n in 0..g.n {
         for grp in 0..g.groups {
             let first = grp * cout_g;
@@ -1295,13 +1335,26 @@ unsafe fn conv2d_few_oc<const OC: usize>(
                     oy * g.stride_h,
                 );
                 let rows = ky1 - ky0;
-                let chunk = (pack.len() / (rows * wp).max(1)).clamp(1, cin_g.max(1));
+                // the input's own rows when the windows reach no padding across and the
+                // reads (whole vectors from each row's start: past the row's end, lanes
+                // whose sums are not kept) stay inside the group's input
+                let start = (oy * g.stride_h + ky0 * g.dilation_h).saturating_sub(g.pad_top) * g.w;
+                let end = (cin_g - 1) * in_plane
+                    + rows.saturating_sub(1) * g.dilation_h * g.w
+                    + 16 * vectors
+                    + (g.kw - 1) * g.dilation_w;
+                let in_place = unpadded_across && rows > 0 && start + end <= xg.len();
+                let chunk = if in_place {
+                    cin_g.max(1)
+                } else {
+                    (pack.len() / (rows * wp).max(1)).clamp(1, cin_g.max(1))
+                };
                 let mut c0 = 0;
                 loop {
                     let c1 = (c0 + chunk).min(cin_g);
                     // pack[(k * rows + r) * wp + p] = x[c0 + k, iy(ky0 + r), p - pad_left],
                     // 0 outside the row
-                    for k in 0..c1 - c0 {
+                    for k in 0..(c1 - c0) * usize::from(!in_place) {
                         for r in 0..rows {
                             let iy = oy * g.stride_h + (ky0 + r) * g.dilation_h - g.pad_top;
                             let at = (c0 + k) * in_plane + iy * g.w;
@@ -1319,9 +1372,17 @@ unsafe fn conv2d_few_oc<const OC: usize>(
                         let oc0 = first + block;
                         let fresh = done.saturating_sub(block); // first channel to store
                         done = block + OC;
+                        let (from, start, channel, row) = if in_place {
+                            (xg, start, in_plane, g.dilation_h * g.w)
+                        } else {
+                            (&*pack, 0, rows * wp, wp)
+                        };
                         let tile = FewTile {
-                            pack,
-                            wp,
+                            from,
+                            start,
+                            channel,
+                            row,
+                            second: 0,
                             rows,
                             channels: c1 - c0,
                             c0,
