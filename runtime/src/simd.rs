@@ -777,21 +777,7 @@ pub unsafe fn conv2d_avx2(
                 let mut c0 = 0;
                 loop {
                     let c1 = (c0 + chunk).min(cin_g);
-                    // pack[(k * rows + r) * wp + p] = x[c0 + k, iy(ky0 + r), p - pad_left],
-                    // 0 outside the row
-                    for k in 0..c1 - c0 {
-                        for r in 0..rows {
-                            let iy = oy * g.stride_h + (ky0 + r) * g.dilation_h - g.pad_top;
-                            let at = (c0 + k) * in_plane + iy * g.w;
-                            let src = &xg[at..at + g.w];
-                            let dst = &mut pack[(k * rows + r) * wp..(k * rows + r + 1) * wp];
-                            let start = g.pad_left.min(wp);
-                            let len = g.w.min(wp - start);
-                            dst[..start].fill(0.0);
-                            dst[start..start + len].copy_from_slice(&src[..len]);
-                            dst[start + len..].fill(0.0);
-                        }
-                    }
+                    pack_window_rows(&mut pack, xg, g, (oy, ky0, rows), c0..c1, wp);
                     let blocks = tile_starts(cout_g, CONV_OC);
                     let mut done = 0usize; // channels of the group stored by earlier blocks
                     for block in blocks {
@@ -1352,20 +1338,8 @@ unsafe fn conv2d_few_oc<const OC: usize>(
                 let mut c0 = 0;
                 loop {
                     let c1 = (c0 + chunk).min(cin_g);
-                    // pack[(k * rows + r) * wp + p] = x[c0 + k, iy(ky0 + r), p - pad_left],
-                    // 0 outside the row
-                    for k in 0..(c1 - c0) * usize::from(!in_place) {
-                        for r in 0..rows {
-                            let iy = oy * g.stride_h + (ky0 + r) * g.dilation_h - g.pad_top;
-                            let at = (c0 + k) * in_plane + iy * g.w;
-                            let src = &xg[at..at + g.w];
-                            let dst = &mut pack[(k * rows + r) * wp..(k * rows + r + 1) * wp];
-                            let start = g.pad_left.min(wp);
-                            let len = g.w.min(wp - start);
-                            dst[..start].fill(0.0);
-                            dst[start..start + len].copy_from_slice(&src[..len]);
-                            dst[start + len..].fill(0.0);
-                        }
+                    if !in_place {
+                        pack_window_rows(pack, xg, g, (oy, ky0, rows), c0..c1, wp);
                     }
                     let mut done = 0usize; // channels of the group stored by earlier blocks
                     for block in tile_starts(cout_g, OC) {
@@ -1466,6 +1440,34 @@ unsafe fn conv2d_few_oc<const OC: usize>(
                     epi(at, &mut out[at..at + g.ow]);
                 }
             }
+        }
+    }
+}
+
+/// Copies the window rows of output row `oy` (kernel rows `ky0..ky0 + rows`, all inside
+/// the input) of input channels `channels` of `xg` (one group's input) into `pack`:
+/// `pack[(k * rows + r) * wp + p] = x[c0 + k, iy(ky0 + r), p - pad_left]`, 0 outside the
+/// row.
+fn pack_window_rows(
+    pack: &mut [f32],
+    xg: &[f32],
+    g: &crate::kernels::Conv2dGeom,
+    (oy, ky0, rows): (usize, usize, usize),
+    channels: core::ops::Range<usize>,
+    wp: usize,
+) {
+    let in_plane = g.h * g.w;
+    for (k, c) in channels.enumerate() {
+        for r in 0..rows {
+            let iy = oy * g.stride_h + (ky0 + r) * g.dilation_h - g.pad_top;
+            let at = c * in_plane + iy * g.w;
+            let src = &xg[at..at + g.w];
+            let dst = &mut pack[(k * rows + r) * wp..(k * rows + r + 1) * wp];
+            let start = g.pad_left.min(wp);
+            let len = g.w.min(wp - start);
+            dst[..start].fill(0.0);
+            dst[start..start + len].copy_from_slice(&src[..len]);
+            dst[start + len..].fill(0.0);
         }
     }
 }

@@ -163,6 +163,19 @@ pub(super) fn padding4(
 // Shape inference
 // ---------------------------------------------------------------------------------------
 
+/// An error unless `groups` divides both channel counts.
+fn groups_divide(op: &str, groups: usize, c: usize, out_channels: usize) -> Result<(), ShapeError> {
+    if groups == 0 || !c.is_multiple_of(groups) || !out_channels.is_multiple_of(groups) {
+        return attr_err(
+            "groups",
+            format!(
+                "{op}: groups = {groups} must divide both the input channels ({c}) and the output channels ({out_channels})"
+            ),
+        );
+    }
+    Ok(())
+}
+
 /// Output shape of `conv2d` for input `[N, C, H, W]` and weight `[O, C/g, kh, kw]`.
 pub fn conv2d_shape(
     x: &[usize],
@@ -171,15 +184,7 @@ pub fn conv2d_shape(
 ) -> Result<Vec<usize>, ShapeError> {
     expect_rank("conv2d", "the input", x, 4, 0)?;
     let [n, c, h, w] = dims4(x);
-    if attrs.groups == 0 || c % attrs.groups != 0 || !out_channels.is_multiple_of(attrs.groups) {
-        return attr_err(
-            "groups",
-            format!(
-                "conv2d: groups = {} must divide both the input channels ({c}) and the output channels ({out_channels})",
-                attrs.groups
-            ),
-        );
-    }
+    groups_divide("conv2d", attrs.groups, c, out_channels)?;
     let [pt, pl, pb, pr] = attrs.padding;
     let oh = window_out(
         "conv2d",
@@ -210,15 +215,7 @@ pub fn conv_transpose2d_shape(
 ) -> Result<Vec<usize>, ShapeError> {
     expect_rank("conv_transpose2d", "the input", x, 4, 0)?;
     let [n, c, h, w] = dims4(x);
-    if attrs.groups == 0 || c % attrs.groups != 0 || !out_channels.is_multiple_of(attrs.groups) {
-        return attr_err(
-            "groups",
-            format!(
-                "conv_transpose2d: groups = {} must divide both the input channels ({c}) and the output channels ({out_channels})",
-                attrs.groups
-            ),
-        );
-    }
+    groups_divide("conv_transpose2d", attrs.groups, c, out_channels)?;
     let mut out = [0usize; 2];
     for (i, (len, slot)) in [h, w].into_iter().zip(out.iter_mut()).enumerate() {
         let s = attrs.stride.get(i).copied().unwrap_or(1);
