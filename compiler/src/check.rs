@@ -17,7 +17,7 @@
 //! ```
 
 use crate::ir::{Graph, Op, ValueKind};
-use crate::ops::{conv, layout, norm, pool, product, reduce};
+use crate::ops::{conv, layout, norm, pool, product, reduce, select};
 
 /// A rule's complaint: what went wrong and which operand is at fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -342,29 +342,8 @@ pub fn infer(op: &Op, inputs: &[&[usize]], given: &[usize]) -> Result<Vec<usize>
             let [a, b] = operands(name, inputs)?;
             broadcast(name, a, b)
         }
-        Op::Where => {
-            let [c, a, b] = operands(name, inputs)?;
-            // the second broadcast's fault is operand 2
-            broadcast(name, &broadcast(name, c, a)?, b).map_err(|e| ShapeError {
-                operand: e.operand.map(|_| 2),
-                ..e
-            })
-        }
-        Op::Prelu => {
-            let [x, slope] = operands(name, inputs)?;
-            let n: usize = slope.iter().product();
-            if n != 1 && x.get(1) != Some(&n) {
-                return err(
-                    Some(1),
-                    format!(
-                        "prelu: {} slopes for input {} (one, or one per channel)",
-                        n,
-                        fmt_shape(x)
-                    ),
-                );
-            }
-            Ok(x.to_vec())
-        }
+        Op::Where => select::where_shape(name, inputs),
+        Op::Prelu => select::prelu_shape(name, inputs),
         Op::Linear => product::linear_shape(name, inputs),
         Op::MatMul => {
             let [a, b] = operands(name, inputs)?;

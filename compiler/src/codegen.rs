@@ -36,7 +36,7 @@ use crate::fuse::{self, Block, FusionPlan};
 use crate::ir::*;
 use crate::lower::ModelIr;
 use crate::ops::unary::f32_lit;
-use crate::ops::{conv, layout, norm, pool, product, reduce};
+use crate::ops::{conv, layout, norm, pool, product, reduce, select};
 use crate::plan::{MemoryPlan, Slot};
 use crate::work::{self, Stage};
 
@@ -1557,10 +1557,6 @@ fn dim(shape: &[usize], i: usize) -> usize {
     shape.get(i).copied().unwrap_or(1)
 }
 
-fn product(shape: &[usize]) -> usize {
-    shape.iter().product()
-}
-
 /// The kernel call of one op; operands are bound to `ins`, the output to `out`.
 /// What a kernel does with each result: `apply` maps it before the store, `store` (when
 /// set) translates the store index (only `matmul` and `linear` take one), and `rows`
@@ -1671,17 +1667,12 @@ fn kernel_call(
             }
         }
         Op::Where => {
-            let (in1, in2) = (ins.get(1).cloned(), ins.get(2).cloned());
-            let sc = broadcast_strides(s0, out_shape);
-            let sa = broadcast_strides(shapes.get(1).copied().unwrap_or(&[]), out_shape);
-            let sb = broadcast_strides(shapes.get(2).copied().unwrap_or(&[]), out_shape);
-            quote! { #k::select(#in0, &[#(#sc),*], #in1, &[#(#sa),*], #in2, &[#(#sb),*], #out, &[#(#out_shape),*]); }
+            let operands = [Some(&in0), ins.get(1), ins.get(2), Some(out)];
+            select::where_call(&k, operands, shapes, out_shape)
         }
         Op::Prelu => {
-            let in1 = ins.get(1).cloned();
-            let channels = product(shapes.get(1).copied().unwrap_or(&[1]));
-            let inner = product(s0.get(2..).unwrap_or(&[]));
-            quote! { #k::prelu(#in0, #in1, #out, #channels, #inner); }
+            let slope_shape = shapes.get(1).copied().unwrap_or(&[1]);
+            select::prelu_call(&k, [Some(&in0), ins.get(1), Some(out)], s0, slope_shape)
         }
         Op::Linear => product::linear_call(&k, &product_call, [s0, out_shape], &finish(true)),
         Op::MatMul => {

@@ -19,7 +19,7 @@
 use crate::ir::{
     BinaryOp, Conv2d, ConvWeights, Graph, Op, Pool2d, UnaryOp, Value, ValueId, WINOGRAD_POINTS,
 };
-use crate::ops::{conv, layout, norm, pool, product, reduce};
+use crate::ops::{conv, layout, norm, pool, product, reduce, select};
 use ndarray::{ArrayD, ArrayViewD, IxDyn, Zip};
 use std::fmt;
 
@@ -635,11 +635,11 @@ fn eval_refs(op: &Op, xs: &[&ArrayD<f32>], out_shape: &[usize]) -> Result<ArrayD
         }
         Op::Where => {
             let [cond, a, b] = exactly(xs)?;
-            where_op(cond, a, b)?
+            select::evaluate::where_(cond, a, b)?
         }
         Op::Prelu => {
             let [x, slope] = exactly(xs)?;
-            prelu(x, slope)?
+            select::evaluate::prelu(x, slope)?
         }
         Op::Linear => {
             let (x, w, b) = two_or_three(xs)?;
@@ -1000,45 +1000,6 @@ fn binary_broadcast(op: BinaryOp, a: &ArrayD<f32>, b: &ArrayD<f32>) -> Result<Ar
     Ok(Zip::from(&av)
         .and(&bv)
         .map_collect(|&x, &y| binary(op, x, y)))
-}
-
-/// `a` where `cond != 0`, else `b`; all three broadcast.
-fn where_op(cond: &ArrayD<f32>, a: &ArrayD<f32>, b: &ArrayD<f32>) -> Result<ArrayD<f32>> {
-    let shape = broadcast_shape(&broadcast_shape(cond.shape(), a.shape())?, b.shape())?;
-    let cv = broadcast_to(cond, &shape)?;
-    let av = broadcast_to(a, &shape)?;
-    let bv = broadcast_to(b, &shape)?;
-    Ok(Zip::from(&cv)
-        .and(&av)
-        .and(&bv)
-        .map_collect(|&c, &x, &y| if c != 0.0 { x } else { y }))
-}
-
-/// `x` if positive else `slope[c] * x`, `c` the index along axis 1 (or one slope for all).
-fn prelu(x: &ArrayD<f32>, slope: &ArrayD<f32>) -> Result<ArrayD<f32>> {
-    let slopes = row_major(slope);
-    let (channels, inner) = if slopes.len() == 1 {
-        (1, 1)
-    } else {
-        let c = dim(x.shape(), 1)?;
-        if slopes.len() != c {
-            return fail(format!(
-                "slope has {} elements, the input has {c} channels (shape {:?})",
-                slopes.len(),
-                x.shape()
-            ));
-        }
-        (c, product(dims_from(x.shape(), 2)))
-    };
-    let data = x
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let s = at(&slopes, (i / inner) % channels)?;
-            Ok(if v > 0.0 { v } else { s * v })
-        })
-        .collect::<Result<Vec<f32>>>()?;
-    from_vec(x.shape(), data)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@
 use proc_macro2::Span;
 use syn::Ident;
 
-use crate::check::{self, fmt_shape};
+use crate::check;
 use crate::ir::*;
 use crate::lower::{as_f64, Eval, Lowerer, Reported, Val};
 
@@ -18,6 +18,7 @@ pub mod pool;
 pub mod product;
 pub mod reduce;
 pub mod scan;
+pub mod select;
 pub mod unary;
 
 /// One built-in op of the DSL: its name, signature and the parameters it creates, for
@@ -806,29 +807,8 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
                 None => return Ok(b.missing("b")?),
             }
         }
-        "where" => {
-            let c = b.tensor("cond")?;
-            let x = b.tensor("a")?;
-            let y = b.tensor("b")?;
-            b.node(Op::Where, vec![c.0, x.0, y.0], &[c.1, x.1, y.1])?
-        }
-        "prelu" => {
-            let x = b.tensor("x")?;
-            let (n, ns) = b.positive("num_parameters")?;
-            let shape = b.shape(x.0);
-            if n != 1 && shape.get(1) != Some(&n) {
-                return Ok(b.lw.fail(
-                    ns,
-                    format!(
-                        "prelu: num_parameters ({n}) must be 1 or the channel count (axis 1 of {})",
-                        fmt_shape(&shape)
-                    ),
-                )?);
-            }
-            let key = b.key();
-            let w = b.param(&key, "weight", vec![n])?;
-            b.node(Op::Prelu, vec![x.0, w], &[x.1])?
-        }
+        "where" => return select::where_(b),
+        "prelu" => return select::prelu(b),
         "linear" => return product::linear(b),
         "matmul" => return product::matmul(b),
         "conv2d" => return conv::conv2d(b),

@@ -47,7 +47,7 @@ pub mod rules;
 use std::collections::HashMap;
 
 use crate::ir::{Graph, Node, Op, ResizeMode, UnaryOp, ValueId, ValueKind};
-use crate::ops::{conv, layout, norm, pool, product};
+use crate::ops::{conv, layout, norm, pool, product, select};
 use crate::tables::{Family, Rule, RULES};
 use crate::work::{self, Stage};
 
@@ -273,7 +273,7 @@ pub fn op_cost(op: &Op, inputs: &[&[usize]], out: &[usize]) -> Cost {
     let flops = match op {
         Op::Unary(u) => n.saturating_mul(u.cost()),
         Op::Binary(b) => n.saturating_mul(b.cost()),
-        Op::Where | Op::Prelu => n,
+        Op::Where | Op::Prelu => n.saturating_mul(select::COST),
         Op::Linear => {
             let k = inputs.first().and_then(|s| s.last()).copied().unwrap_or(0) as u64;
             product::cost(n, k, inputs.len() > 2)
