@@ -4704,6 +4704,31 @@ mod tests {
         }
     }
 
+    /// The few-channel AVX-512 tiles take only geometries with an input channel per group
+    /// and an output (their row arithmetic assumes both), and take LeNet's shapes.
+    #[test]
+    fn few_channel_tiles_refuse_empty_geometries() {
+        let lenet = geom(1, (1, 28, 28), 6, 5, [1, 1], 0, 1, 1);
+        assert!(crate::simd::conv2d_few_avx512_fits(&lenet));
+        assert!(crate::simd::conv2d_few_avx512_fits(&geom(
+            1,
+            (6, 12, 12),
+            16,
+            5,
+            [1, 1],
+            0,
+            1,
+            1
+        )));
+        for empty in [
+            Conv2dGeom { c_in: 0, ..lenet },
+            Conv2dGeom { oh: 0, ..lenet },
+            Conv2dGeom { ow: 0, ..lenet },
+        ] {
+            assert!(!crate::simd::conv2d_few_avx512_fits(&empty), "{empty:?}");
+        }
+    }
+
     /// Every conv2d path (the dispatched one, the AVX2 tiles when the CPU has them, the
     /// portable loop) against
     /// the definition, on geometries that exercise full tiles, channel and column tails,

@@ -907,8 +907,9 @@ const FEW_OC: usize = 8;
 
 /// True when [`conv2d_few_avx512`] can run `g`: 1 to 15 output channels per group (where
 /// the implicit GEMM's 16-row tiles run mostly empty), or 16 on rows of at most 8 columns
-/// (two rows to a vector), unit horizontal stride, and the window rows of one input
-/// channel for two output rows, widened to whole vectors, fit the pack buffer.
+/// (two rows to a vector), at least one input channel per group and one output, unit
+/// horizontal stride, and the window rows of one input channel for two output rows,
+/// widened to whole vectors, fit the pack buffer.
 pub fn conv2d_few_avx512_fits(g: &crate::kernels::Conv2dGeom) -> bool {
     let reach = g.kw.saturating_sub(1) * g.dilation_w;
     let wp = g.ow.div_ceil(16) * 16 + reach;
@@ -916,6 +917,9 @@ pub fn conv2d_few_avx512_fits(g: &crate::kernels::Conv2dGeom) -> bool {
     g.stride_w == 1
         && g.groups > 0
         && ((1..16).contains(&cout_g) || (cout_g == 16 && g.ow <= 8))
+        && g.c_in / g.groups > 0
+        && g.oh > 0
+        && g.ow > 0
         && g.kh > 0
         && g.kw > 0
         && 2 * g.kh * wp <= PACK_LEN
