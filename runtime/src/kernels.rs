@@ -5553,6 +5553,7 @@ mod tests {
             // stride 2 on AVX-512: rows of 35 outputs (two whole vectors and 3 lanes),
             // padding wider than a window's reach past the edge
             (2, 2, 0, 5, 71),
+            (2, 2, 1, 5, 9),
             (3, 2, 1, 6, 70),
             (4, 2, 2, 7, 33),
             // a row that fits the buffer but whose stride phases would not
@@ -5564,6 +5565,9 @@ mod tests {
             x[h * w + 4] = f32::NAN;
             // one more, last in its 2x2 window (the vector kernel's NaN rule)
             x[2 * h * w + w + 3] = f32::NAN;
+            // a window whose maximum is a zero of either sign: the first one counts
+            x[..w + 2].fill(-1.0);
+            (x[0], x[1], x[w], x[w + 1]) = (-0.0, 0.0, 0.0, -0.0);
             let mut out = std::vec![0.0; 3 * g.oh * g.ow];
             // exact, and index-dependent: a value stored at the wrong place shows
             let epi = |i: usize, v: f32| if i.is_multiple_of(2) { v * 2.0 } else { -v };
@@ -5575,9 +5579,9 @@ mod tests {
                 crate::simd::portable(|| max_pool2d(&x, &mut blocked, &g, epi))
             });
             for (i, ((a, b), c)) in out.iter().zip(&portable).zip(&blocked).enumerate() {
+                let same = |a: f32, b: f32| a.to_bits() == b.to_bits() || a.is_nan() && b.is_nan();
                 assert!(
-                    (a == b || (a.is_nan() && b.is_nan()))
-                        && (a == c || (a.is_nan() && c.is_nan())),
+                    same(*a, *b) && same(*a, *c),
                     "case {case}: {i}: {a} vs {b} vs {c}"
                 );
             }
@@ -5601,7 +5605,7 @@ mod tests {
                         let got = out[i];
                         let want = epi(i, want);
                         assert!(
-                            got == want || (got.is_nan() && want.is_nan()),
+                            got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
                             "case {case}: plane {p} ({oy}, {ox}): {got} vs {want}"
                         );
                     }

@@ -2878,6 +2878,7 @@ pub unsafe fn max_pool_s2_avx512(
     let dst = out.as_mut_ptr();
     let src = x.map_or(dst.cast_const(), <[f32]>::as_ptr);
     let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     let below = _mm512_set1_ps(f32::NEG_INFINITY);
     // the 32 lanes each (part of 16 outputs, tap column) loads: those of its 2 * cols
     // columns inside the row
@@ -2916,6 +2917,32 @@ pub unsafe fn max_pool_s2_avx512(
                         continue;
                     }
                     let line = src.add(p * in_plane + iy as usize * g.w);
+                    if g.kw == 2 {
+                        // both taps of the row from one pair of loads: the tap at column
+                        // 0 in the even lanes, the one at column 1 in the odd lanes
+                        let mask = masks[2 * part];
+                        let at = (32 * part) as isize - g.pad_left as isize;
+                        let first = line.wrapping_offset(at);
+                        // SAFETY: as below: the first tap's mask enables lane `l` only
+                        // when column `at + l` is inside input row `iy` of plane `p`; an
+                        // odd lane it leaves out is a second-tap column outside the row
+                        // (read as -inf, as that tap's own mask would)
+                        let lo = _mm512_mask_loadu_ps(below, mask as u16, first);
+                        let hi = _mm512_mask_loadu_ps(
+                            below,
+                            (mask >> 16) as u16,
+                            first.wrapping_add(16),
+                        );
+                        let row_best = pool_pick(
+                            _mm512_permutex2var_ps(lo, even, hi),
+                            _mm512_permutex2var_ps(lo, odd, hi),
+                        );
+                        // the row's pick meets the rows before it in order, which is
+                        // the tap-by-tap order's result (the last NaN, else the first
+                        // maximum)
+                        best = pool_pick(best, row_best);
+                        continue;
+                    }
                     for kx in 0..g.kw {
                         let mask = masks[part * g.kw + kx];
                         let at = (32 * part + kx) as isize - g.pad_left as isize;
@@ -2930,25 +2957,26 @@ pub unsafe fn max_pool_s2_avx512(
                             (mask >> 16) as u16,
                             first.wrapping_add(16),
                         );
-                        let v = _mm512_permutex2var_ps(lo, even, hi);
-                        // `v > best || v is NaN` picks `v` (`max(v, best)` is
-                        // `v > best ? v : best`)
-                        let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-                        best = _mm512_mask_mov_ps(_mm512_max_ps(v, best), nan, v);
+                        best = pool_pick(best, _mm512_permutex2var_ps(lo, even, hi));
                     }
                 }
-                // the epilogue on the sixteen maxima from a whole store (loads from a
-                // masked store, as the row's own, wait for it to reach the cache)
+                // the epilogue on all sixteen lanes (a loop of fixed length, which the
+                // compiler keeps in registers), then one masked store of the row's lanes
                 let mut maxima = [0.0f32; 16];
                 _mm512_storeu_ps(maxima.as_mut_ptr(), best);
-                let count = (g.ow - 16 * part).min(16);
-                // SAFETY: outputs `16 * part ..` of this row, `count` of them (below
-                // `ow`): inside `out` (asserted above) or the stack row (`ow` fits it); no
-                // other reference to them is alive
-                let outputs = core::slice::from_raw_parts_mut(row.add(16 * part), count);
-                for (k, (o, &m)) in outputs.iter_mut().zip(&maxima).enumerate() {
-                    *o = epi(base + 16 * part + k, m);
+                let first = base + 16 * part;
+                for (k, m) in maxima.iter_mut().enumerate() {
+                    *m = epi(first + k, *m);
                 }
+                let count = (g.ow - 16 * part).min(16);
+                // SAFETY: outputs `16 * part ..` of this row, the `count` lanes the mask
+                // enables (below `ow`): inside `out` (asserted above) or the stack row
+                // (`ow` fits it)
+                _mm512_mask_storeu_ps(
+                    row.add(16 * part),
+                    ((1u32 << count) - 1) as u16,
+                    _mm512_loadu_ps(maxima.as_ptr()),
+                );
             }
             if !direct {
                 // SAFETY: output row `oy` of plane `p`, inside `out` (asserted above),
@@ -2958,6 +2986,21 @@ pub unsafe fn max_pool_s2_avx512(
             }
         }
     }
+}
+
+/// The max pooling's rule per lane: `v` replaces `best` when `v > best` or `v` is NaN (a
+/// NaN wins its window; among equal maxima the first stays). `max(v, best)` is
+/// `v > best ? v : best`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn pool_pick(
+    best: core::arch::x86_64::__m512,
+    v: core::arch::x86_64::__m512,
+) -> core::arch::x86_64::__m512 {
+    use core::arch::x86_64::*;
+    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+    _mm512_mask_mov_ps(_mm512_max_ps(v, best), nan, v)
 }
 
 /// [`crate::kernels::each_row_here`] compiled for AVX2 and FMA: the row epilogue closure,
