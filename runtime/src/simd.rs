@@ -998,8 +998,9 @@ pub unsafe fn conv2d_few_avx512(
     }
 }
 
-/// Floats of the small pack buffer of [`conv2d_few_avx512`] (4 KiB).
-const FEW_SMALL_PACK: usize = 1024;
+/// Floats of the small pack buffer of [`conv2d_few_avx512`] (8 KiB: LeNet's second
+/// convolution, six channels of two rows' windows, fits it).
+const FEW_SMALL_PACK: usize = 2048;
 
 /// One call of [`conv2d_few_avx512`]'s register tile: where its operands are.
 #[cfg(target_arch = "x86_64")]
