@@ -90,19 +90,86 @@ pub fn is_translatable(op: &Op) -> bool {
     classify_op(op, true) != MappingType::ManyToMany && crate::element::translates(op)
 }
 
-/// True when the op's kernel takes an epilogue applied before its store: every
-/// Many-to-Many op of the mapping-type table except the scans (their kernel reads back
-/// its own output).
-pub fn takes_epilogue(op: &Op) -> bool {
-    classify_op(op, true) == MappingType::ManyToMany && !matches!(op, Op::Scan { .. })
+/// What an op may be in a fused block besides its mapping type: the fusion-role column
+/// of the op table, read by the planner. See [`role`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Role {
+    /// Its kernel applies an epilogue to its values before their one store (an anchor).
+    pub epilogue: bool,
+    /// Its kernel reads its main operand through a [`prologue`] computed on the fly:
+    /// row-wise ops read each element once, so recomputing it costs nothing.
+    ///
+    /// [`prologue`]: crate::element
+    pub prologue: bool,
+    /// Its kernel can store each value at a translated position (a transpose into the
+    /// consumer's layout).
+    pub store_map: bool,
+    /// Its element at an index reads its main operand at the same index.
+    pub index_preserving: bool,
 }
 
-/// True for the ops whose element at an index reads their main operand at the same index.
-fn is_index_preserving(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Prelu | Op::BatchNorm { .. }
-    )
+/// An anchor whose kernel takes an epilogue and nothing else.
+const KERNEL: Role = Role {
+    epilogue: true,
+    prologue: false,
+    store_map: false,
+    index_preserving: false,
+};
+/// A row-wise anchor: an epilogue and a prologue.
+const ROWS: Role = Role {
+    prologue: true,
+    ..KERNEL
+};
+/// A matrix product: an epilogue and a store map.
+const PRODUCT: Role = Role {
+    store_map: true,
+    ..KERNEL
+};
+/// An elementwise op.
+const ELEMENTWISE: Role = Role {
+    epilogue: false,
+    index_preserving: true,
+    ..KERNEL
+};
+/// Neither an anchor nor index preserving: layout ops, broadcasts, the scans (their kernel
+/// reads back its own output, so it takes no epilogue).
+const PLAIN: Role = Role {
+    epilogue: false,
+    ..KERNEL
+};
+
+/// The fusion role of an op: one `match`, no `_` arm, so a new op does not compile until
+/// its role is stated here.
+pub fn role(op: &Op) -> Role {
+    match op {
+        Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Prelu | Op::BatchNorm { .. } => ELEMENTWISE,
+        Op::Softmax { .. }
+        | Op::LogSoftmax { .. }
+        | Op::LayerNorm { .. }
+        | Op::Reduce { .. }
+        | Op::GlobalAvgPool
+        | Op::GlobalMaxPool => ROWS,
+        Op::MatMul | Op::MatMulPanels { .. } | Op::Linear => PRODUCT,
+        Op::Conv2d(_)
+        | Op::ConvTranspose2d(_)
+        | Op::MaxPool2d(_)
+        | Op::AvgPool2d(_)
+        | Op::GroupNorm { .. }
+        | Op::InstanceNorm { .. }
+        | Op::WinogradWeights => KERNEL,
+        Op::Scan { .. }
+        | Op::Reshape(_)
+        | Op::Transpose { .. }
+        | Op::Slice { .. }
+        | Op::Expand
+        | Op::Concat { .. }
+        | Op::Pad { .. }
+        | Op::Gather { .. }
+        | Op::Resize(_)
+        | Op::Resample(_)
+        | Op::PackPanels
+        | Op::TileConvWeights { .. } => PLAIN,
+    }
 }
 
 /// Facts about the graph the planner keeps asking (mapping types, consumers, outputs),
@@ -716,7 +783,7 @@ fn fits(facts: &Facts<'_>, members: &[usize]) -> bool {
             .iter()
             .all(|&m| facts.op(m).is_some_and(is_translatable)),
         Some(&anchor) => {
-            if !facts.op(anchor).is_some_and(takes_epilogue) {
+            if !facts.op(anchor).is_some_and(|op| role(op).epilogue) {
                 return false;
             }
             let feeds = feeds_anchor(facts, members, anchor);
@@ -742,22 +809,6 @@ fn fits(facts: &Facts<'_>, members: &[usize]) -> bool {
             })
         }
     }
-}
-
-/// True when the anchor's kernel reads its main operand through a [`prologue`]: row-wise
-/// Many-to-Many ops read each element once, so computing it on the fly costs nothing.
-///
-/// [`prologue`]: crate::element
-pub fn takes_prologue(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Softmax { .. }
-            | Op::LogSoftmax { .. }
-            | Op::LayerNorm { .. }
-            | Op::Reduce { .. }
-            | Op::GlobalAvgPool
-            | Op::GlobalMaxPool
-    )
 }
 
 /// A zero `pad` of the two spatial axes feeding a `conv2d`: absorbed into the conv's own
@@ -810,7 +861,7 @@ fn prologue_fits(facts: &Facts<'_>, members: &[usize], anchor: usize, feeds: &[u
             return false;
         }
     }
-    if takes_prologue(&anchor_node.op) {
+    if role(&anchor_node.op).prologue {
         return feeds
             .iter()
             .all(|&f| facts.op(f).is_some_and(is_translatable));
@@ -992,12 +1043,6 @@ pub fn block_form(facts: &Facts<'_>, block: &Block) -> Result<BlockForm, String>
     })
 }
 
-/// True when the anchor's kernel can store each value at a translated position (a
-/// transpose into the consumer's layout).
-pub fn takes_store_map(op: &Op) -> bool {
-    matches!(op, Op::MatMul | Op::MatMulPanels { .. } | Op::Linear)
-}
-
 /// The *store chain* of an anchor block: the transposes (and the reshapes after them) at
 /// the end of the epilogue, applied as a translation of the kernel's store index. `Some`
 /// (possibly empty) when the block's epilogue is expressible, `None` otherwise: the chain
@@ -1024,7 +1069,7 @@ fn store_chain(
     if chain.is_empty() {
         return Some(chain);
     }
-    if !facts.op(anchor).is_some_and(takes_store_map) {
+    if !facts.op(anchor).is_some_and(|op| role(op).store_map) {
         return None;
     }
     let sink = *members.iter().max()?;
@@ -1071,7 +1116,7 @@ fn keeps_flat_position(facts: &Facts<'_>, node: usize, depends: &[usize]) -> boo
     if matches!(n.op, Op::Reshape(_)) {
         return true;
     }
-    if !is_index_preserving(&n.op) {
+    if !role(&n.op).index_preserving {
         return false;
     }
     let out = facts.graph.shape(n.output);
