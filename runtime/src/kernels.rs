@@ -3437,13 +3437,39 @@ fn transpose_products(
                 );
             }
             // col2im: each product to the output pixel its tap reaches
+            let mut paired = false; // the row was added with the one before it
             for (r, values) in products.chunks_exact(PANEL).take(rows).enumerate() {
+                if core::mem::take(&mut paired) {
+                    continue;
+                }
                 let (oc, tap) = ((b0 + r) / taps - r0 / taps, (b0 + r) % taps);
                 let dy = ((tap / g.kw) * g.dilation_h) as isize;
                 let dx = ((tap % g.kw) * g.dilation_w) as isize;
                 let o = &mut out[oc * plane..(oc + 1) * plane];
                 let (oy, first, last) = (top[0] + dy, left[0] + dx, left[PANEL - 1] + dx);
-                if one_row && oy >= 0 && (oy as usize) < g.oh && first >= 0 && last < ow {
+                let inside = one_row && oy >= 0 && (oy as usize) < g.oh && first >= 0;
+                if inside
+                    && g.stride_w == 2
+                    && g.kw == 2
+                    && g.dilation_w == 1
+                    && tap % 2 == 0
+                    && r + 1 < rows
+                    && last + 1 < ow
+                {
+                    // a window as wide as the stride: this tap and the next (the row
+                    // after this one) fill the run of 2 * PANEL outputs between them,
+                    // interleaved
+                    let at = oy as usize * g.ow + first as usize;
+                    let next = &products[(r + 1) * PANEL..(r + 2) * PANEL];
+                    let run = &mut o[at..at + 2 * PANEL];
+                    for ((pair, &a), &b) in run.chunks_exact_mut(2).zip(values).zip(next) {
+                        pair[0] += a;
+                        pair[1] += b;
+                    }
+                    paired = true;
+                    continue;
+                }
+                if inside && last < ow {
                     // the whole panel lands on one output row, `stride` apart
                     let at = oy as usize * g.ow + first as usize;
                     let run = &mut o[at..at + (PANEL - 1) * g.stride_w + 1];
@@ -5246,6 +5272,10 @@ mod tests {
             transpose(1, (6, 5, 5), 150, 3, 1, 1, 1, 0, 1),
             transpose(1, (8, 1, 1), 6, 4, 2, 0, 1, 0, 2),
             transpose(2, (12, 9, 10), 12, 3, 2, 1, 1, 1, 12),
+            // windows as wide as the stride on rows a panel wide (the taps' pairs
+            // interleaved), with padding cropping the first panel's, and groups
+            transpose(1, (3, 2, 16), 5, 2, 2, 0, 1, 0, 1),
+            transpose(1, (4, 3, 32), 6, 2, 2, 1, 1, 1, 2),
         ];
         for (case, g) in cases.iter().enumerate() {
             if too_slow_for_miri(g.n * g.c_in * g.h * g.w * g.c_out / g.groups * g.kh * g.kw) {
