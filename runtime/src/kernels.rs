@@ -4787,6 +4787,10 @@ mod tests {
             // rows of at most 8, two to a vector: 200 input channels in two chunks, an odd
             // number of rows, padding (rows of zeros in the window)
             geom(1, (200, 7, 6), 5, 3, [1, 1], 1, 1, 1),
+            // two rows of 17 to 24 columns in three vectors: 200 input channels in four
+            // chunks, an odd number of rows, padding; stride 2 down, read in place
+            geom(1, (200, 5, 22), 5, 3, [1, 1], 1, 1, 1),
+            geom(1, (3, 9, 20), 6, 3, [2, 1], 0, 1, 1),
             // unpadded at stride 1, the band read in place: two bands (the second from the
             // middle of a row), and with dilation 2
             geom(1, (32, 20, 20), 12, 3, [1, 1], 0, 1, 1),

@@ -963,14 +963,30 @@ pub unsafe fn conv2d_few_avx512(
             // SAFETY: AVX-512F and FMA (this function's contract)
             unsafe {
                 match oc {
-                    1 => conv2d_few_pairs::<1>(x, w, bias, out, g, pack, epi),
-                    2 => conv2d_few_pairs::<2>(x, w, bias, out, g, pack, epi),
-                    3 => conv2d_few_pairs::<3>(x, w, bias, out, g, pack, epi),
-                    4 => conv2d_few_pairs::<4>(x, w, bias, out, g, pack, epi),
-                    5 => conv2d_few_pairs::<5>(x, w, bias, out, g, pack, epi),
-                    6 => conv2d_few_pairs::<6>(x, w, bias, out, g, pack, epi),
-                    7 => conv2d_few_pairs::<7>(x, w, bias, out, g, pack, epi),
-                    _ => conv2d_few_pairs::<FEW_OC>(x, w, bias, out, g, pack, epi),
+                    1 => conv2d_few_pairs::<1, 1>(x, w, bias, out, g, pack, epi),
+                    2 => conv2d_few_pairs::<2, 1>(x, w, bias, out, g, pack, epi),
+                    3 => conv2d_few_pairs::<3, 1>(x, w, bias, out, g, pack, epi),
+                    4 => conv2d_few_pairs::<4, 1>(x, w, bias, out, g, pack, epi),
+                    5 => conv2d_few_pairs::<5, 1>(x, w, bias, out, g, pack, epi),
+                    6 => conv2d_few_pairs::<6, 1>(x, w, bias, out, g, pack, epi),
+                    7 => conv2d_few_pairs::<7, 1>(x, w, bias, out, g, pack, epi),
+                    _ => conv2d_few_pairs::<FEW_OC, 1>(x, w, bias, out, g, pack, epi),
+                }
+            }
+            return;
+        }
+        if (17..=24).contains(&g.ow) {
+            // SAFETY: AVX-512F and FMA (this function's contract)
+            unsafe {
+                match oc {
+                    1 => conv2d_few_pairs::<1, 3>(x, w, bias, out, g, pack, epi),
+                    2 => conv2d_few_pairs::<2, 3>(x, w, bias, out, g, pack, epi),
+                    3 => conv2d_few_pairs::<3, 3>(x, w, bias, out, g, pack, epi),
+                    4 => conv2d_few_pairs::<4, 3>(x, w, bias, out, g, pack, epi),
+                    5 => conv2d_few_pairs::<5, 3>(x, w, bias, out, g, pack, epi),
+                    6 => conv2d_few_pairs::<6, 3>(x, w, bias, out, g, pack, epi),
+                    7 => conv2d_few_pairs::<7, 3>(x, w, bias, out, g, pack, epi),
+                    _ => conv2d_few_pairs::<FEW_OC, 3>(x, w, bias, out, g, pack, epi),
                 }
             }
             return;
@@ -1073,9 +1089,11 @@ unsafe fn few_tile<const OC: usize, const V: usize>(
     acc
 }
 
-/// The sums of `OC` channels for two output rows of at most 8 columns, one vector each
-/// (the first row in lanes 0-7, the second in lanes 8-15), starting from `acc`; `t.rows`
-/// is `kh` (rows in the padding are rows of zeros).
+/// The sums of `OC` channels for two output rows of at most `8 * Q` columns in `Q`
+/// vectors, starting from `acc`: the two rows' chunks of 8 columns in order (the first
+/// row's `Q`, then the second's), two to a vector; `t.rows` is `kh` (rows in the padding
+/// are rows of zeros). With `Q = 1` a vector holds the first row in lanes 0-7 and the
+/// second in lanes 8-15.
 ///
 /// # Safety
 ///
@@ -1085,38 +1103,46 @@ unsafe fn few_tile<const OC: usize, const V: usize>(
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
 #[allow(unsafe_code)]
-unsafe fn few_pairs_tile<const OC: usize>(
+unsafe fn few_pairs_tile<const OC: usize, const Q: usize>(
     t: &FewTile<'_>,
     g: &crate::kernels::Conv2dGeom,
-    mut acc: [core::arch::x86_64::__m512; OC],
-) -> [core::arch::x86_64::__m512; OC] {
+    mut acc: [[core::arch::x86_64::__m512; Q]; OC],
+) -> [[core::arch::x86_64::__m512; Q]; OC] {
     use core::arch::x86_64::*;
-    let reach = 8 + (g.kw - 1) * g.dilation_w;
+    let reach = 8 * Q + (g.kw - 1) * g.dilation_w;
     let end = (t.channels.max(1) - 1) * t.channel + (g.kh - 1) * t.row + t.second + reach;
     assert!(t.rows == g.kh && (t.channels == 0 || t.start + end <= t.from.len()));
     assert!(t.weights.len() >= OC * t.taps);
     let (from, weights) = (t.from.as_ptr(), t.weights.as_ptr());
+    // chunk `i` of the two rows: row `i / Q`, columns from `8 * (i % Q)`
+    let chunk = |i: usize| (i / Q) * t.second + 8 * (i % Q);
     for k in 0..t.channels {
         for ky in 0..g.kh {
             let first = from.wrapping_add(t.start + k * t.channel + ky * t.row);
-            let second = first.wrapping_add(t.second);
             let tap0 = ((t.c0 + k) * g.kh + ky) * g.kw;
             for kx in 0..g.kw {
-                let at = kx * g.dilation_w;
-                // SAFETY: 8 floats from column `at` of a row end within `reach`, and the
-                // last row's reach ends inside `from` (asserted)
-                let xv = unsafe {
-                    let low = _mm512_castps256_ps512(_mm256_loadu_ps(first.wrapping_add(at)));
-                    let high = _mm256_loadu_ps(second.wrapping_add(at));
-                    _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-                        _mm512_castps_pd(low),
-                        _mm256_castps_pd(high),
-                    ))
-                };
-                for (c, sum) in acc.iter_mut().enumerate() {
+                let at = first.wrapping_add(kx * g.dilation_w);
+                let mut xs = [_mm512_setzero_ps(); Q];
+                for (j, xv) in xs.iter_mut().enumerate() {
+                    // SAFETY: 8 floats from column `8 * q + kx * dilation` (q < Q) of a
+                    // row end within `reach`, and the last row's reach ends inside
+                    // `from` (asserted)
+                    *xv = unsafe {
+                        let low =
+                            _mm512_castps256_ps512(_mm256_loadu_ps(at.wrapping_add(chunk(2 * j))));
+                        let high = _mm256_loadu_ps(at.wrapping_add(chunk(2 * j + 1)));
+                        _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                            _mm512_castps_pd(low),
+                            _mm256_castps_pd(high),
+                        ))
+                    };
+                }
+                for (c, sums) in acc.iter_mut().enumerate() {
                     // SAFETY: tap0 + kx < taps and c < OC: inside `weights` (asserted)
                     let wv = _mm512_set1_ps(unsafe { *weights.add(c * t.taps + tap0 + kx) });
-                    *sum = _mm512_fmadd_ps(wv, xv, *sum);
+                    for (sum, &xv) in sums.iter_mut().zip(&xs) {
+                        *sum = _mm512_fmadd_ps(wv, xv, *sum);
+                    }
                 }
             }
         }
@@ -1124,10 +1150,12 @@ unsafe fn few_pairs_tile<const OC: usize>(
     acc
 }
 
-/// [`conv2d_few_avx512`] on rows of at most 8 columns, two output rows to a vector, with
-/// register tiles of `OC` channels: per tap, two 8-float loads (one per row's window)
-/// joined into one vector feed one multiply-add per channel (LeNet's second convolution,
-/// rows of 8: every lane used).
+/// [`conv2d_few_avx512`] on two output rows at a time in `Q` vectors (rows of at most
+/// `8 * Q` columns, cut into chunks of 8, two chunks to a vector), with register tiles of
+/// `OC` channels: per tap and vector, two 8-float loads joined feed one multiply-add per
+/// channel. `Q = 1`: rows of at most 8, two to a vector (LeNet's second convolution, rows
+/// of 8: every lane used); `Q = 3`: rows of 17 to 24 columns in three vectors where one
+/// row at a time takes four (LeNet's first, rows of 24: 25% fewer multiply-adds).
 ///
 /// # Safety
 ///
@@ -1135,7 +1163,7 @@ unsafe fn few_pairs_tile<const OC: usize>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(unsafe_code)]
-unsafe fn conv2d_few_pairs<const OC: usize>(
+unsafe fn conv2d_few_pairs<const OC: usize, const Q: usize>(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
@@ -1145,14 +1173,16 @@ unsafe fn conv2d_few_pairs<const OC: usize>(
     epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
     use core::arch::x86_64::*;
-    assert!(conv2d_few_avx512_fits(g) && g.ow <= 8);
+    assert!(conv2d_few_avx512_fits(g) && g.ow <= 8 * Q && Q % 2 == 1);
     let (cin_g, cout_g) = (g.c_in / g.groups, g.c_out / g.groups);
     let (plane, in_plane) = (g.oh * g.ow, g.h * g.w);
     let taps = cin_g * g.kh * g.kw;
     assert!(x.len() >= g.n * g.c_in * in_plane && out.len() >= g.n * g.c_out * plane);
     assert!(w.len() >= g.c_out * taps && bias.is_none_or(|b| b.len() >= g.c_out));
-    let wp = 8 + (g.kw - 1) * g.dilation_w;
+    let wp = 8 * Q + (g.kw - 1) * g.dilation_w;
     let per_channel = 2 * g.kh * wp;
+    // where the second row starts in a tile's values (its first chunk's vector lane)
+    let row2 = 8 * Q;
     assert!(per_channel <= pack.len());
     let chunk = (pack.len() / per_channel).clamp(1, cin_g.max(1));
     // no padding, and every kept output's window inside its row and the input
@@ -1168,8 +1198,8 @@ unsafe fn conv2d_few_pairs<const OC: usize>(
             for oy in (0..g.oh).step_by(2) {
                 let both = oy + 1 < g.oh;
                 // the input's own rows where no window reaches into the padding and the
-                // reads (8 floats from each row's window start: past a short row, lanes
-                // whose sums are not kept) stay inside the group's input
+                // reads (8 * Q floats from each row's window start: past a short row,
+                // lanes whose sums are not kept) stay inside the group's input
                 let window = oy * g.stride_h * g.w;
                 let second = g.stride_h * g.w;
                 let end = (cin_g - 1) * in_plane + (g.kh - 1) * g.dilation_h * g.w + second + wp;
@@ -1237,31 +1267,50 @@ unsafe fn conv2d_few_pairs<const OC: usize>(
                         };
                         // the two rows of channel c
                         let rows_at = |c: usize| (n * g.c_out + oc0 + c) * plane + oy * g.ow;
-                        let mut acc = [_mm512_setzero_ps(); OC];
-                        for (c, sum) in acc.iter_mut().enumerate() {
-                            let mut start = [bias.map_or(0.0, |b| b[oc0 + c]); 16];
+                        let mut acc = [[_mm512_setzero_ps(); Q]; OC];
+                        for (c, sums) in acc.iter_mut().enumerate() {
+                            // the Q vectors' lanes in order: the first row from 0, the
+                            // second from `row2`
+                            let mut start = [[bias.map_or(0.0, |b| b[oc0 + c]); 16]; Q];
                             if c0 > 0 {
                                 // the sums so far
                                 let at = rows_at(c);
-                                start[..g.ow].copy_from_slice(&out[at..at + g.ow]);
+                                let lanes = start.as_flattened_mut();
+                                lanes[..g.ow].copy_from_slice(&out[at..at + g.ow]);
                                 if both {
-                                    start[8..8 + g.ow]
+                                    lanes[row2..row2 + g.ow]
                                         .copy_from_slice(&out[at + g.ow..at + 2 * g.ow]);
                                 }
                             }
-                            // SAFETY: `start` holds 16 floats
-                            *sum = unsafe { _mm512_loadu_ps(start.as_ptr()) };
+                            for (sum, lanes) in sums.iter_mut().zip(&start) {
+                                // SAFETY: `lanes` holds 16 floats
+                                *sum = unsafe { _mm512_loadu_ps(lanes.as_ptr()) };
+                            }
                         }
                         // SAFETY: AVX-512F and FMA; the pack rows are `wp` wide
-                        let acc = unsafe { few_pairs_tile::<OC>(&tile, g, acc) };
-                        for (c, &sum) in acc.iter().enumerate().skip(fresh) {
-                            let mut values = [0.0f32; 16];
-                            // SAFETY: `values` holds 16 floats
-                            unsafe { _mm512_storeu_ps(values.as_mut_ptr(), sum) };
+                        let acc = unsafe { few_pairs_tile::<OC, Q>(&tile, g, acc) };
+                        for (c, sums) in acc.iter().enumerate().skip(fresh) {
                             let at = rows_at(c);
+                            if both && g.ow == row2 {
+                                // rows of exactly 8 * Q: the two rows are the vectors'
+                                // lanes in order, stored whole
+                                let rows = &mut out[at..at + 2 * g.ow];
+                                for (lanes, &sum) in rows.chunks_exact_mut(16).zip(sums) {
+                                    // SAFETY: `lanes` holds 16 floats
+                                    unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), sum) };
+                                }
+                                continue;
+                            }
+                            let mut values = [[0.0f32; 16]; Q];
+                            for (lanes, &sum) in values.iter_mut().zip(sums) {
+                                // SAFETY: `lanes` holds 16 floats
+                                unsafe { _mm512_storeu_ps(lanes.as_mut_ptr(), sum) };
+                            }
+                            let values = values.as_flattened();
                             out[at..at + g.ow].copy_from_slice(&values[..g.ow]);
                             if both {
-                                out[at + g.ow..at + 2 * g.ow].copy_from_slice(&values[8..8 + g.ow]);
+                                out[at + g.ow..at + 2 * g.ow]
+                                    .copy_from_slice(&values[row2..row2 + g.ow]);
                             }
                         }
                     }
