@@ -941,6 +941,9 @@ pub fn conv2d_few_avx512_fits(g: &crate::kernels::Conv2dGeom) -> bool {
 /// room (its extra lanes land on the next row, computed after this one), masked at the
 /// plane's end. When the channel count is not a multiple of the block, the last block
 /// ends at the last channel and stores only the channels the block before did not.
+/// Rows of at most 8 columns, and of 17 to 24, go two at a time through
+/// [`conv2d_few_pairs`] instead (fewer lanes idle: one vector for two rows of 8, three for
+/// two rows of 24).
 ///
 /// # Safety
 ///
