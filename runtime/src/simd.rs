@@ -2422,7 +2422,7 @@ pub unsafe fn winograd_outputs_avx512(
     }
 }
 
-/// [`crate::kernels::depthwise_conv2d`] compiled for AVX2 and FMA, so its row loops
+/// `crate::kernels::depthwise_rows` compiled for AVX2 and FMA, so its row loops
 /// vectorize eight wide (the same code as the portable path).
 ///
 /// # Safety
