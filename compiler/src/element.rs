@@ -18,6 +18,7 @@ use std::collections::HashMap;
 
 use crate::fuse::Block;
 use crate::ir::{BinaryOp, Graph, Op, PadMode, ResizeMode, UnaryOp, ValueId, ValueKind};
+use crate::ops::layout;
 
 /// An index expression over the output index variables `i0, i1, ...`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -57,14 +58,16 @@ pub enum Ix {
 }
 
 impl Ix {
-    fn add(a: Ix, b: Ix) -> Ix {
+    /// `a + b`, folded where constant
+    pub(crate) fn add(a: Ix, b: Ix) -> Ix {
         match (a, b) {
             (Ix::Const(0), x) | (x, Ix::Const(0)) => x,
             (Ix::Const(x), Ix::Const(y)) => Ix::Const(x + y),
             (x, y) => Ix::Add(Box::new(x), Box::new(y)),
         }
     }
-    fn mul(a: Ix, c: usize) -> Ix {
+    /// `a * c`, folded where constant
+    pub(crate) fn mul(a: Ix, c: usize) -> Ix {
         match (a, c) {
             (_, 0) => Ix::Const(0),
             (x, 1) => x,
@@ -72,21 +75,24 @@ impl Ix {
             (x, c) => Ix::Mul(Box::new(x), c),
         }
     }
-    fn div(a: Ix, c: usize) -> Ix {
+    /// `a / c`, folded where constant
+    pub(crate) fn div(a: Ix, c: usize) -> Ix {
         match (a, c) {
             (x, 1) => x,
             (Ix::Const(x), c) => Ix::Const(x / c.max(1)),
             (x, c) => Ix::Div(Box::new(x), c),
         }
     }
-    fn rem(a: Ix, c: usize) -> Ix {
+    /// `a % c`, folded where constant
+    pub(crate) fn rem(a: Ix, c: usize) -> Ix {
         match (a, c) {
             (_, 1) => Ix::Const(0),
             (Ix::Const(x), c) => Ix::Const(x % c.max(1)),
             (x, c) => Ix::Rem(Box::new(x), c),
         }
     }
-    fn sub(a: Ix, c: usize) -> Ix {
+    /// `a - c` (saturating), folded where constant
+    pub(crate) fn sub(a: Ix, c: usize) -> Ix {
         match (a, c) {
             (x, 0) => x,
             (Ix::Const(x), c) => Ix::Const(x.saturating_sub(c)),
@@ -257,7 +263,7 @@ pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
 }
 
 /// Flat offset of `idx` in a row-major tensor of `shape`.
-fn flat(idx: &[Ix], shape: &[usize]) -> Ix {
+pub(crate) fn flat(idx: &[Ix], shape: &[usize]) -> Ix {
     let strides = row_major_strides(shape);
     idx.iter().zip(&strides).fold(Ix::Const(0), |acc, (i, &s)| {
         Ix::add(acc, Ix::mul(i.clone(), s))
@@ -349,73 +355,39 @@ impl Builder<'_> {
             }
             Op::Prelu => {
                 let x = self.value(input(0)?, idx)?;
-                let channel = if shape_of(1).iter().product::<usize>() > 1 {
-                    idx.get(1).cloned()?
-                } else {
-                    Ix::Const(0)
-                };
+                let channel = crate::ops::select::prelu_slope_index(idx, &shape_of(1))?;
                 let s = self.value(input(1)?, &[channel])?;
                 Ex::Prelu(Box::new(x), Box::new(s))
             }
             Op::BatchNorm { eps } => {
-                // (x - mean) * (w / sqrt(var + eps)) + b, per channel (axis 1)
                 let c = [idx.get(1).cloned()?];
                 let x = self.value(input(0)?, idx)?;
-                let w = self.value(input(1)?, &c)?;
-                let b = self.value(input(2)?, &c)?;
-                let mean = self.value(input(3)?, &c)?;
-                let var = self.value(input(4)?, &c)?;
-                let inv = Ex::Unary(
-                    UnaryOp::Rsqrt,
-                    Box::new(Ex::Unary(UnaryOp::AddScalar(*eps), Box::new(var))),
-                );
-                let scale = Ex::Binary(BinaryOp::Mul, Box::new(w), Box::new(inv));
-                let centred = Ex::Binary(BinaryOp::Sub, Box::new(x), Box::new(mean));
-                Ex::Binary(
-                    BinaryOp::Add,
-                    Box::new(Ex::Binary(
-                        BinaryOp::Mul,
-                        Box::new(centred),
-                        Box::new(scale),
-                    )),
-                    Box::new(b),
-                )
+                let [w, b, mean, var] =
+                    [1, 2, 3, 4].map(|i| input(i).and_then(|v| self.value(v, &c)));
+                crate::ops::norm::batch_norm_element(x, [w?, b?, mean?, var?], *eps)
             }
             Op::Reshape(_) => {
-                let in_shape = shape_of(0);
-                let in_idx = reshape_index(idx, &out_shape, &in_shape);
+                let in_idx = layout::reshape_index(idx, &out_shape, &shape_of(0));
                 self.value(input(0)?, &in_idx)?
             }
             Op::Transpose { perm } => {
-                let mut in_idx = vec![Ix::Const(0); perm.len()];
-                for (i, &p) in perm.iter().enumerate() {
-                    *in_idx.get_mut(p)? = idx.get(i)?.clone();
-                }
-                self.value(input(0)?, &in_idx)?
+                self.value(input(0)?, &layout::transpose_index(idx, perm)?)?
             }
             Op::Slice { starts, steps, .. } => {
-                let in_idx: Vec<Ix> = idx
-                    .iter()
-                    .zip(starts.iter().zip(steps))
-                    .map(|(i, (&s, &st))| Ix::add(Ix::mul(i.clone(), st), Ix::Const(s)))
-                    .collect();
-                self.value(input(0)?, &in_idx)?
+                self.value(input(0)?, &layout::slice_index(idx, starts, steps))?
             }
             Op::Expand => self.value(input(0)?, &broadcast_index(idx, &shape_of(0)))?,
             Op::Concat { axis } => {
                 let axis = *axis;
-                let mut offsets = Vec::new();
-                let mut at = 0;
-                for i in 0..n.inputs.len() {
-                    let len = shape_of(i).get(axis).copied().unwrap_or(0);
-                    offsets.push((at, len));
-                    at += len;
-                }
+                let shapes: Vec<Vec<usize>> = (0..n.inputs.len()).map(shape_of).collect();
                 let axis_ix = idx.get(axis)?.clone();
                 let mut result: Option<Ex> = None;
-                for (i, &(start, len)) in offsets.iter().enumerate().rev() {
-                    let mut in_idx = idx.to_vec();
-                    *in_idx.get_mut(axis)? = Ix::sub(axis_ix.clone(), start);
+                for (i, (start, len)) in layout::concat_parts(&shapes, axis)
+                    .into_iter()
+                    .enumerate()
+                    .rev()
+                {
+                    let in_idx = layout::concat_index(idx, axis, start)?;
                     self.guarded += 1;
                     let part = self.value(input(i)?, &in_idx);
                     self.guarded -= 1;
@@ -434,32 +406,7 @@ impl Builder<'_> {
                 result?
             }
             Op::Pad { pads, mode } => {
-                let in_shape = shape_of(0);
-                let mut in_idx = Vec::new();
-                let mut tests = Vec::new();
-                for (k, (&(before, after), &d)) in pads.iter().zip(&in_shape).enumerate() {
-                    let i = idx.get(k)?.clone();
-                    if before == 0 && after == 0 {
-                        in_idx.push(i);
-                        continue;
-                    }
-                    match mode {
-                        PadMode::Constant(_) => {
-                            tests.push((i.clone(), before, before + d));
-                            in_idx.push(Ix::sub(i, before));
-                        }
-                        PadMode::Reflect => in_idx.push(Ix::Reflect {
-                            index: Box::new(i),
-                            before,
-                            len: d,
-                        }),
-                        PadMode::Edge => in_idx.push(Ix::Clamp {
-                            index: Box::new(i),
-                            before,
-                            len: d,
-                        }),
-                    }
-                }
+                let (in_idx, tests) = layout::pad_index(idx, pads, *mode, &shape_of(0))?;
                 let guard = usize::from(!tests.is_empty());
                 self.guarded += guard;
                 let value = self.value(input(0)?, &in_idx);
@@ -479,22 +426,7 @@ impl Builder<'_> {
                 value
             }
             Op::Resize(ResizeMode::Nearest) => {
-                let in_shape = shape_of(0);
-                let in_idx: Vec<Ix> = idx
-                    .iter()
-                    .enumerate()
-                    .map(|(k, i)| {
-                        let (a, b) = (
-                            in_shape.get(k).copied().unwrap_or(1),
-                            out_shape.get(k).copied().unwrap_or(1),
-                        );
-                        if a == b {
-                            i.clone()
-                        } else {
-                            Ix::div(Ix::mul(i.clone(), a), b)
-                        }
-                    })
-                    .collect();
+                let in_idx = layout::resize_nearest_index(idx, &shape_of(0), &out_shape);
                 self.value(input(0)?, &in_idx)?
             }
             // the ops `translates` refuses (returned above): no index translation
@@ -652,51 +584,6 @@ pub fn store_map(graph: &Graph, chain: &[usize], shape: &[usize]) -> Option<Ix> 
         current = out;
     }
     Some(flat_pos.unwrap_or_else(|| flat(&idx, &current)))
-}
-
-/// The input index of a reshape: shared leading and trailing axes map directly, the rest
-/// goes through the flat offset.
-fn reshape_index(idx: &[Ix], out_shape: &[usize], in_shape: &[usize]) -> Vec<Ix> {
-    // drop unit axes on both sides and compare what is left
-    let out_non_unit: Vec<(usize, usize)> = out_shape
-        .iter()
-        .copied()
-        .enumerate()
-        .filter(|&(_, d)| d != 1)
-        .collect();
-    let in_non_unit: Vec<(usize, usize)> = in_shape
-        .iter()
-        .copied()
-        .enumerate()
-        .filter(|&(_, d)| d != 1)
-        .collect();
-    if out_non_unit
-        .iter()
-        .map(|p| p.1)
-        .eq(in_non_unit.iter().map(|p| p.1))
-    {
-        let mut in_idx = vec![Ix::Const(0); in_shape.len()];
-        for ((oi, _), (ii, _)) in out_non_unit.iter().zip(&in_non_unit) {
-            if let (Some(slot), Some(i)) = (in_idx.get_mut(*ii), idx.get(*oi)) {
-                *slot = i.clone();
-            }
-        }
-        return in_idx;
-    }
-    let flat_ix = flat(idx, out_shape);
-    let strides = row_major_strides(in_shape);
-    in_shape
-        .iter()
-        .zip(&strides)
-        .enumerate()
-        .map(|(k, (&d, &s))| {
-            if k == 0 {
-                Ix::div(flat_ix.clone(), s)
-            } else {
-                Ix::rem(Ix::div(flat_ix.clone(), s), d)
-            }
-        })
-        .collect()
 }
 
 impl ElementProgram {

@@ -4,8 +4,9 @@
 //! family knows is here: the argument binding (defaults from the signatures in
 //! [`super::ops`]; several DSL ops bind to one IR op), the shape inference
 //! `check::infer` calls, the cost, the reference interpreter's evaluation and the
-//! kernel calls `codegen` emits for a layout op that runs on its own (inside a fused
-//! block, `element` turns it into index arithmetic instead). The mapping types are
+//! kernel calls `codegen` emits for a layout op that runs on its own, and the index
+//! translation that replaces it inside a fused block (the input index an output index
+//! reads, which `element` builds the block's expression from). The mapping types are
 //! Reorganize or Shuffle (`tables::mapping_type`).
 //!
 //! ```text
@@ -19,7 +20,7 @@ use quote::quote;
 
 use super::{Bind, LowerError};
 use crate::check::{self, broadcast, elements, err, expect_axis, fmt_shape, operands, ShapeError};
-use crate::element::{broadcast_strides, row_major_strides};
+use crate::element::{broadcast_strides, flat, row_major_strides, Ix};
 use crate::ir::*;
 use crate::lower::{as_f64, Val};
 use crate::ops::unary::f32_lit;
@@ -923,6 +924,152 @@ pub fn resized_shape(
         );
     }
     Ok(given.to_vec())
+}
+
+// ---------------------------------------------------------------------------------------
+// Index translation: inside a fused block a layout op is no copy but the index of its input
+// that an output index reads (`element` builds the block's expression from these)
+// ---------------------------------------------------------------------------------------
+
+/// The input index of a reshape: shared leading and trailing axes map directly, the rest
+/// goes through the flat offset.
+pub fn reshape_index(idx: &[Ix], out_shape: &[usize], in_shape: &[usize]) -> Vec<Ix> {
+    // drop unit axes on both sides and compare what is left
+    let out_non_unit: Vec<(usize, usize)> = out_shape
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|&(_, d)| d != 1)
+        .collect();
+    let in_non_unit: Vec<(usize, usize)> = in_shape
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|&(_, d)| d != 1)
+        .collect();
+    if out_non_unit
+        .iter()
+        .map(|p| p.1)
+        .eq(in_non_unit.iter().map(|p| p.1))
+    {
+        let mut in_idx = vec![Ix::Const(0); in_shape.len()];
+        for ((oi, _), (ii, _)) in out_non_unit.iter().zip(&in_non_unit) {
+            if let (Some(slot), Some(i)) = (in_idx.get_mut(*ii), idx.get(*oi)) {
+                *slot = i.clone();
+            }
+        }
+        return in_idx;
+    }
+    let flat_ix = flat(idx, out_shape);
+    let strides = row_major_strides(in_shape);
+    in_shape
+        .iter()
+        .zip(&strides)
+        .enumerate()
+        .map(|(k, (&d, &s))| {
+            if k == 0 {
+                Ix::div(flat_ix.clone(), s)
+            } else {
+                Ix::rem(Ix::div(flat_ix.clone(), s), d)
+            }
+        })
+        .collect()
+}
+
+/// The input index of a transpose by `perm` (output axis `i` is input axis `perm[i]`).
+pub fn transpose_index(idx: &[Ix], perm: &[usize]) -> Option<Vec<Ix>> {
+    let mut in_idx = vec![Ix::Const(0); perm.len()];
+    for (i, &p) in perm.iter().enumerate() {
+        *in_idx.get_mut(p)? = idx.get(i)?.clone();
+    }
+    Some(in_idx)
+}
+
+/// The input index of a slice: `start + i * step` on every axis.
+pub fn slice_index(idx: &[Ix], starts: &[usize], steps: &[usize]) -> Vec<Ix> {
+    idx.iter()
+        .zip(starts.iter().zip(steps))
+        .map(|(i, (&s, &st))| Ix::add(Ix::mul(i.clone(), st), Ix::Const(s)))
+        .collect()
+}
+
+/// Where each operand of a concat along `axis` starts on that axis, and its length there.
+pub fn concat_parts(shapes: &[Vec<usize>], axis: usize) -> Vec<(usize, usize)> {
+    let mut at = 0;
+    shapes
+        .iter()
+        .map(|shape| {
+            let len = shape.get(axis).copied().unwrap_or(0);
+            at += len;
+            (at - len, len)
+        })
+        .collect()
+}
+
+/// The index in the concat operand starting at `start` on `axis` (valid where the output
+/// index lies inside that operand: the caller tests the range).
+pub fn concat_index(idx: &[Ix], axis: usize, start: usize) -> Option<Vec<Ix>> {
+    let mut in_idx = idx.to_vec();
+    let at = in_idx.get_mut(axis)?;
+    *at = Ix::sub(at.clone(), start);
+    Some(in_idx)
+}
+
+/// `(index, lo, hi)`: the read is inside the input when `lo <= index < hi`.
+pub type RangeTest = (Ix, usize, usize);
+
+/// The input index of a pad, and for constant padding the range tests `(index, lo, hi)`
+/// that keep the read inside the input (outside them the value is the constant).
+pub fn pad_index(
+    idx: &[Ix],
+    pads: &[(usize, usize)],
+    mode: PadMode,
+    in_shape: &[usize],
+) -> Option<(Vec<Ix>, Vec<RangeTest>)> {
+    let mut in_idx = Vec::new();
+    let mut tests = Vec::new();
+    for (k, (&(before, after), &d)) in pads.iter().zip(in_shape).enumerate() {
+        let i = idx.get(k)?.clone();
+        if before == 0 && after == 0 {
+            in_idx.push(i);
+            continue;
+        }
+        match mode {
+            PadMode::Constant(_) => {
+                tests.push((i.clone(), before, before + d));
+                in_idx.push(Ix::sub(i, before));
+            }
+            PadMode::Reflect => in_idx.push(Ix::Reflect {
+                index: Box::new(i),
+                before,
+                len: d,
+            }),
+            PadMode::Edge => in_idx.push(Ix::Clamp {
+                index: Box::new(i),
+                before,
+                len: d,
+            }),
+        }
+    }
+    Some((in_idx, tests))
+}
+
+/// The input index of a nearest-neighbour resize: `i * in / out` on every resized axis.
+pub fn resize_nearest_index(idx: &[Ix], in_shape: &[usize], out_shape: &[usize]) -> Vec<Ix> {
+    idx.iter()
+        .enumerate()
+        .map(|(k, i)| {
+            let (a, b) = (
+                in_shape.get(k).copied().unwrap_or(1),
+                out_shape.get(k).copied().unwrap_or(1),
+            );
+            if a == b {
+                i.clone()
+            } else {
+                Ix::div(Ix::mul(i.clone(), a), b)
+            }
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------

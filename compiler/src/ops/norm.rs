@@ -17,6 +17,7 @@ use quote::quote;
 
 use super::{Bind, LowerError};
 use crate::check::{channels, err, expect_shape, fmt_shape, leading, ShapeError};
+use crate::element::Ex;
 use crate::ir::*;
 use crate::lower::Val;
 use crate::ops::unary::f32_lit;
@@ -283,6 +284,30 @@ pub fn group_norm_shape(
     expect_shape(op, "the weight", inputs, 1, &[c])?;
     expect_shape(op, "the bias", inputs, 2, &[c])?;
     Ok(x.to_vec())
+}
+
+// ---------------------------------------------------------------------------------------
+// Element translation (batch norm inside a fused block)
+// ---------------------------------------------------------------------------------------
+
+/// Batch norm of `x` as element arithmetic, from its channel's `[weight, bias, mean, var]`:
+/// `(x - mean) * (weight / sqrt(var + eps)) + bias`.
+pub fn batch_norm_element(x: Ex, [w, b, mean, var]: [Ex; 4], eps: f32) -> Ex {
+    let inv = Ex::Unary(
+        UnaryOp::Rsqrt,
+        Box::new(Ex::Unary(UnaryOp::AddScalar(eps), Box::new(var))),
+    );
+    let scale = Ex::Binary(BinaryOp::Mul, Box::new(w), Box::new(inv));
+    let centred = Ex::Binary(BinaryOp::Sub, Box::new(x), Box::new(mean));
+    Ex::Binary(
+        BinaryOp::Add,
+        Box::new(Ex::Binary(
+            BinaryOp::Mul,
+            Box::new(centred),
+            Box::new(scale),
+        )),
+        Box::new(b),
+    )
 }
 
 // ---------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ use quote::quote;
 
 use super::{Bind, LowerError};
 use crate::check::{broadcast, err, fmt_shape, operands, ShapeError};
-use crate::element::broadcast_strides;
+use crate::element::{broadcast_strides, Ix};
 use crate::ir::*;
 use crate::lower::Val;
 
@@ -44,6 +44,20 @@ pub(super) fn prelu(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let key = b.key();
     let w = b.param(&key, "weight", vec![n])?;
     Ok(b.node(Op::Prelu, vec![x.0, w], &[x.1])?)
+}
+
+// ---------------------------------------------------------------------------------------
+// Element translation (prelu inside a fused block)
+// ---------------------------------------------------------------------------------------
+
+/// The index into prelu's slopes (of shape `slopes`) for output index `idx`: the channel
+/// (axis 1) when there is one slope per channel, else the one slope.
+pub fn prelu_slope_index(idx: &[Ix], slopes: &[usize]) -> Option<Ix> {
+    if slopes.iter().product::<usize>() > 1 {
+        idx.get(1).cloned()
+    } else {
+        Some(Ix::Const(0))
+    }
 }
 
 // ---------------------------------------------------------------------------------------
