@@ -817,7 +817,26 @@ fn gemm_panels(simd: bool, a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usiz
         c[..m * n].fill(0.0);
         return;
     }
-    let mut tiles = [0.0f32; A_TILES_LEN];
+    // the packed tiles' buffer no larger than the call needs (clearing the whole one cost
+    // bert_tiny 3% of its time)
+    let needed = m.min(GEMM_MC).next_multiple_of(WEIGHT_TILE_ROWS) * k.min(PANEL_DEPTH);
+    if needed <= A_TILES_LEN / 3 {
+        gemm_panels_in(simd, a, b, c, (m, k, n), &mut [0.0f32; A_TILES_LEN / 3]);
+    } else {
+        gemm_panels_in(simd, a, b, c, (m, k, n), &mut [0.0f32; A_TILES_LEN]);
+    }
+}
+
+/// [`gemm_panels`] with a tile buffer of at least `min(m, GEMM_MC)` rows (rounded up to
+/// whole tiles) by `min(k, PANEL_DEPTH)`.
+fn gemm_panels_in(
+    simd: bool,
+    a: &[f32],
+    b: &[f32],
+    c: &mut [f32],
+    (m, k, n): (usize, usize, usize),
+    tiles: &mut [f32],
+) {
     for k0 in (0..k).step_by(PANEL_DEPTH) {
         let kc = PANEL_DEPTH.min(k - k0);
         let start = if k0 == 0 {
@@ -829,9 +848,9 @@ fn gemm_panels(simd: bool, a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usiz
             let mc = GEMM_MC.min(m - i0);
             let lhs = if simd {
                 let rows = (&a[i0 * k + k0..], k);
-                pack_row_tiles(rows, (mc, kc), WEIGHT_TILE_ROWS, &mut tiles);
+                pack_row_tiles(rows, (mc, kc), WEIGHT_TILE_ROWS, tiles);
                 Lhs::Tiled(Tiles {
-                    w: &tiles,
+                    w: tiles,
                     depth: kc,
                     tiled: mc.next_multiple_of(WEIGHT_TILE_ROWS),
                     k0: 0,
