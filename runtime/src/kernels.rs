@@ -820,8 +820,8 @@ fn gemm_panels(simd: bool, a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usiz
     // the packed tiles' buffer no larger than the call needs (clearing the whole one cost
     // bert_tiny 3% of its time)
     let needed = m.min(GEMM_MC).next_multiple_of(WEIGHT_TILE_ROWS) * k.min(PANEL_DEPTH);
-    if needed <= A_TILES_LEN / 3 {
-        gemm_panels_in(simd, a, b, c, (m, k, n), &mut [0.0f32; A_TILES_LEN / 3]);
+    if needed <= A_TILES_SMALL_LEN {
+        gemm_panels_in(simd, a, b, c, (m, k, n), &mut [0.0f32; A_TILES_SMALL_LEN]);
     } else {
         gemm_panels_in(simd, a, b, c, (m, k, n), &mut [0.0f32; A_TILES_LEN]);
     }
@@ -877,6 +877,10 @@ fn gemm_panels_in(
 /// with `simd`: x86_64 CPUs; none elsewhere).
 const A_TILES_LEN: usize =
     stack_floats(GEMM_MC.next_multiple_of(WEIGHT_TILE_ROWS) * PANEL_DEPTH, 0);
+
+/// Floats of [`gemm_panels`]'s smaller tile buffer, a third of the whole (unused without
+/// SIMD, where the rows are read in place).
+const A_TILES_SMALL_LEN: usize = stack_floats(A_TILES_LEN / 3, 1);
 
 /// Copies `rows` rows of `kc` floats (`a`, rows `lda` apart) into `out` as interleaved
 /// tiles of `tile_rows` rows (`out[(t * kc + kk) * tile_rows + i]` = row `t * tile_rows +
