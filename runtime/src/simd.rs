@@ -962,49 +962,29 @@ pub unsafe fn conv2d_few_avx512(
     // blocks of at most FEW_OC channels, as even as they come (12 -> two of 6)
     let oc = cout_g.div_ceil(cout_g.div_ceil(FEW_OC).max(1));
     let mut run = |pack: &mut [f32]| {
-        if g.ow <= 8 {
-            // SAFETY: AVX-512F and FMA (this function's contract)
-            unsafe {
+        // the kernel monomorphized for the block's channel count (`$q`: vectors per two rows)
+        macro_rules! by_block {
+            ($kernel:ident $(, $q:literal)?) => {
                 match oc {
-                    1 => conv2d_few_pairs::<1, 1>(x, w, bias, out, g, pack, epi),
-                    2 => conv2d_few_pairs::<2, 1>(x, w, bias, out, g, pack, epi),
-                    3 => conv2d_few_pairs::<3, 1>(x, w, bias, out, g, pack, epi),
-                    4 => conv2d_few_pairs::<4, 1>(x, w, bias, out, g, pack, epi),
-                    5 => conv2d_few_pairs::<5, 1>(x, w, bias, out, g, pack, epi),
-                    6 => conv2d_few_pairs::<6, 1>(x, w, bias, out, g, pack, epi),
-                    7 => conv2d_few_pairs::<7, 1>(x, w, bias, out, g, pack, epi),
-                    _ => conv2d_few_pairs::<FEW_OC, 1>(x, w, bias, out, g, pack, epi),
+                    1 => $kernel::<1 $(, $q)?>(x, w, bias, out, g, pack, epi),
+                    2 => $kernel::<2 $(, $q)?>(x, w, bias, out, g, pack, epi),
+                    3 => $kernel::<3 $(, $q)?>(x, w, bias, out, g, pack, epi),
+                    4 => $kernel::<4 $(, $q)?>(x, w, bias, out, g, pack, epi),
+                    5 => $kernel::<5 $(, $q)?>(x, w, bias, out, g, pack, epi),
+                    6 => $kernel::<6 $(, $q)?>(x, w, bias, out, g, pack, epi),
+                    7 => $kernel::<7 $(, $q)?>(x, w, bias, out, g, pack, epi),
+                    _ => $kernel::<FEW_OC $(, $q)?>(x, w, bias, out, g, pack, epi),
                 }
-            }
-            return;
-        }
-        if (17..=24).contains(&g.ow) {
-            // SAFETY: AVX-512F and FMA (this function's contract)
-            unsafe {
-                match oc {
-                    1 => conv2d_few_pairs::<1, 3>(x, w, bias, out, g, pack, epi),
-                    2 => conv2d_few_pairs::<2, 3>(x, w, bias, out, g, pack, epi),
-                    3 => conv2d_few_pairs::<3, 3>(x, w, bias, out, g, pack, epi),
-                    4 => conv2d_few_pairs::<4, 3>(x, w, bias, out, g, pack, epi),
-                    5 => conv2d_few_pairs::<5, 3>(x, w, bias, out, g, pack, epi),
-                    6 => conv2d_few_pairs::<6, 3>(x, w, bias, out, g, pack, epi),
-                    7 => conv2d_few_pairs::<7, 3>(x, w, bias, out, g, pack, epi),
-                    _ => conv2d_few_pairs::<FEW_OC, 3>(x, w, bias, out, g, pack, epi),
-                }
-            }
-            return;
+            };
         }
         // SAFETY: AVX-512F and FMA (this function's contract)
         unsafe {
-            match oc {
-                1 => conv2d_few_oc::<1>(x, w, bias, out, g, pack, epi),
-                2 => conv2d_few_oc::<2>(x, w, bias, out, g, pack, epi),
-                3 => conv2d_few_oc::<3>(x, w, bias, out, g, pack, epi),
-                4 => conv2d_few_oc::<4>(x, w, bias, out, g, pack, epi),
-                5 => conv2d_few_oc::<5>(x, w, bias, out, g, pack, epi),
-                6 => conv2d_few_oc::<6>(x, w, bias, out, g, pack, epi),
-                7 => conv2d_few_oc::<7>(x, w, bias, out, g, pack, epi),
-                _ => conv2d_few_oc::<FEW_OC>(x, w, bias, out, g, pack, epi),
+            if g.ow <= 8 {
+                by_block!(conv2d_few_pairs, 1)
+            } else if (17..=24).contains(&g.ow) {
+                by_block!(conv2d_few_pairs, 3)
+            } else {
+                by_block!(conv2d_few_oc)
             }
         }
     };
