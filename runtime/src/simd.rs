@@ -2960,12 +2960,7 @@ pub unsafe fn max_pool_s2_avx512(
                         // when column `at + l` is inside input row `iy` of plane `p`; an
                         // odd lane it leaves out is a second-tap column outside the row
                         // (read as -inf, as that tap's own mask would)
-                        let lo = _mm512_mask_loadu_ps(below, mask as u16, first);
-                        let hi = _mm512_mask_loadu_ps(
-                            below,
-                            (mask >> 16) as u16,
-                            first.wrapping_add(16),
-                        );
+                        let (lo, hi) = masked_columns(first, mask, below);
                         let row_best = pool_pick(
                             _mm512_permutex2var_ps(lo, even, hi),
                             _mm512_permutex2var_ps(lo, odd, hi),
@@ -2984,12 +2979,7 @@ pub unsafe fn max_pool_s2_avx512(
                         // inside input row `iy` of plane `p` (inside the `planes * h * w`
                         // input floats asserted above); masked lanes are not accessed, so
                         // `first` itself may lie before the row
-                        let lo = _mm512_mask_loadu_ps(below, mask as u16, first);
-                        let hi = _mm512_mask_loadu_ps(
-                            below,
-                            (mask >> 16) as u16,
-                            first.wrapping_add(16),
-                        );
+                        let (lo, hi) = masked_columns(first, mask, below);
                         best = pool_pick(best, _mm512_permutex2var_ps(lo, even, hi));
                     }
                 }
@@ -3018,6 +3008,31 @@ pub unsafe fn max_pool_s2_avx512(
                 core::ptr::copy_nonoverlapping(row, dst.add(base), g.ow);
             }
         }
+    }
+}
+
+/// The 32 floats from `first` as two vectors, lane `l` read only where bit `l` of `mask`
+/// is set (`fill` elsewhere).
+///
+/// # Safety
+///
+/// AVX-512F; every enabled lane's float is readable (masked ones are not accessed).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+#[allow(unsafe_code)]
+unsafe fn masked_columns(
+    first: *const f32,
+    mask: u32,
+    fill: core::arch::x86_64::__m512,
+) -> (core::arch::x86_64::__m512, core::arch::x86_64::__m512) {
+    use core::arch::x86_64::*;
+    // SAFETY: the caller's contract
+    unsafe {
+        (
+            _mm512_mask_loadu_ps(fill, mask as u16, first),
+            _mm512_mask_loadu_ps(fill, (mask >> 16) as u16, first.wrapping_add(16)),
+        )
     }
 }
 
