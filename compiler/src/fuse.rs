@@ -34,6 +34,7 @@
 use std::collections::BTreeSet;
 
 use crate::ir::{Graph, Op, ValueId, ValueKind};
+use crate::ops;
 use crate::tables::{classify, classify_op, fusion_cell, Colour, FusionCell, MappingType};
 use crate::work::{self, Stage};
 
@@ -88,88 +89,6 @@ impl FusionPlan {
 /// Many-to-Many ops (they run their kernel).
 pub fn is_translatable(op: &Op) -> bool {
     classify_op(op, true) != MappingType::ManyToMany && crate::element::translates(op)
-}
-
-/// What an op may be in a fused block besides its mapping type: the fusion-role column
-/// of the op table, read by the planner. See [`role`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Role {
-    /// Its kernel applies an epilogue to its values before their one store (an anchor).
-    pub epilogue: bool,
-    /// Its kernel reads its main operand through a [`prologue`] computed on the fly:
-    /// row-wise ops read each element once, so recomputing it costs nothing.
-    ///
-    /// [`prologue`]: crate::element
-    pub prologue: bool,
-    /// Its kernel can store each value at a translated position (a transpose into the
-    /// consumer's layout).
-    pub store_map: bool,
-    /// Its element at an index reads its main operand at the same index.
-    pub index_preserving: bool,
-}
-
-/// An anchor whose kernel takes an epilogue and nothing else.
-const KERNEL: Role = Role {
-    epilogue: true,
-    prologue: false,
-    store_map: false,
-    index_preserving: false,
-};
-/// A row-wise anchor: an epilogue and a prologue.
-const ROWS: Role = Role {
-    prologue: true,
-    ..KERNEL
-};
-/// A matrix product: an epilogue and a store map.
-const PRODUCT: Role = Role {
-    store_map: true,
-    ..KERNEL
-};
-/// An elementwise op.
-const ELEMENTWISE: Role = Role {
-    epilogue: false,
-    index_preserving: true,
-    ..KERNEL
-};
-/// Neither an anchor nor index preserving: layout ops, broadcasts, the scans (their kernel
-/// reads back its own output, so it takes no epilogue).
-const PLAIN: Role = Role {
-    epilogue: false,
-    ..KERNEL
-};
-
-/// The fusion role of an op: one `match`, no `_` arm, so a new op does not compile until
-/// its role is stated here.
-pub fn role(op: &Op) -> Role {
-    match op {
-        Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Prelu | Op::BatchNorm { .. } => ELEMENTWISE,
-        Op::Softmax { .. }
-        | Op::LogSoftmax { .. }
-        | Op::LayerNorm { .. }
-        | Op::Reduce { .. }
-        | Op::GlobalAvgPool
-        | Op::GlobalMaxPool => ROWS,
-        Op::MatMul | Op::MatMulPanels { .. } | Op::Linear => PRODUCT,
-        Op::Conv2d(_)
-        | Op::ConvTranspose2d(_)
-        | Op::MaxPool2d(_)
-        | Op::AvgPool2d(_)
-        | Op::GroupNorm { .. }
-        | Op::InstanceNorm { .. }
-        | Op::WinogradWeights => KERNEL,
-        Op::Scan { .. }
-        | Op::Reshape(_)
-        | Op::Transpose { .. }
-        | Op::Slice { .. }
-        | Op::Expand
-        | Op::Concat { .. }
-        | Op::Pad { .. }
-        | Op::Gather { .. }
-        | Op::Resize(_)
-        | Op::Resample(_)
-        | Op::PackPanels
-        | Op::TileConvWeights { .. } => PLAIN,
-    }
 }
 
 /// Facts about the graph the planner keeps asking (mapping types, consumers, outputs),
@@ -783,7 +702,10 @@ fn fits(facts: &Facts<'_>, members: &[usize]) -> bool {
             .iter()
             .all(|&m| facts.op(m).is_some_and(is_translatable)),
         Some(&anchor) => {
-            if !facts.op(anchor).is_some_and(|op| role(op).epilogue) {
+            if !facts
+                .op(anchor)
+                .is_some_and(|op| ops::facts(op).role.epilogue)
+            {
                 return false;
             }
             let feeds = feeds_anchor(facts, members, anchor);
@@ -861,7 +783,7 @@ fn prologue_fits(facts: &Facts<'_>, members: &[usize], anchor: usize, feeds: &[u
             return false;
         }
     }
-    if role(&anchor_node.op).prologue {
+    if ops::facts(&anchor_node.op).role.prologue {
         return feeds
             .iter()
             .all(|&f| facts.op(f).is_some_and(is_translatable));
@@ -1069,7 +991,10 @@ fn store_chain(
     if chain.is_empty() {
         return Some(chain);
     }
-    if !facts.op(anchor).is_some_and(|op| role(op).store_map) {
+    if !facts
+        .op(anchor)
+        .is_some_and(|op| ops::facts(op).role.store_map)
+    {
         return None;
     }
     let sink = *members.iter().max()?;
@@ -1116,7 +1041,7 @@ fn keeps_flat_position(facts: &Facts<'_>, node: usize, depends: &[usize]) -> boo
     if matches!(n.op, Op::Reshape(_)) {
         return true;
     }
-    if !role(&n.op).index_preserving {
+    if !ops::facts(&n.op).role.index_preserving {
         return false;
     }
     let out = facts.graph.shape(n.output);

@@ -637,44 +637,6 @@ pub enum ReshapeKind {
 impl Op {
     /// The DSL name of the op (`conv2d`, `relu`, `add`).
     pub fn name(&self) -> &'static str {
-        match self {
-            Op::Unary(u) => u.name(),
-            Op::Binary(b) => b.name(),
-            Op::Where => "where",
-            Op::Prelu => "prelu",
-            Op::Linear => "linear",
-            Op::MatMul => "matmul",
-            Op::MatMulPanels { .. } => "matmul_panels",
-            Op::PackPanels => "pack_panels",
-            Op::TileConvWeights { .. } => "tile_conv_weights",
-            Op::WinogradWeights => "winograd_weights",
-            Op::Conv2d(_) => "conv2d",
-            Op::ConvTranspose2d(_) => "conv_transpose2d",
-            Op::MaxPool2d(_) => "max_pool2d",
-            Op::AvgPool2d(_) => "avg_pool2d",
-            Op::GlobalAvgPool => "global_avg_pool2d",
-            Op::GlobalMaxPool => "global_max_pool2d",
-            Op::Reduce { kind, .. } => kind.name(),
-            Op::Softmax { .. } => "softmax",
-            Op::LogSoftmax { .. } => "log_softmax",
-            Op::LayerNorm { .. } => "layer_norm",
-            Op::BatchNorm { .. } => "batch_norm",
-            Op::GroupNorm { .. } => "group_norm",
-            Op::InstanceNorm { .. } => "instance_norm",
-            Op::Reshape(kind) => match kind {
-                ReshapeKind::Reshape => "reshape",
-                ReshapeKind::Flatten => "flatten",
-                ReshapeKind::Squeeze => "squeeze",
-                ReshapeKind::Unsqueeze => "unsqueeze",
-            },
-            Op::Transpose { .. } => "transpose",
-            Op::Concat { .. } => "concat",
-            Op::Slice { .. } => "slice",
-            Op::Pad { .. } => "pad",
-            Op::Gather { .. } => "gather",
-            Op::Expand => "expand",
-            Op::Resize(_) | Op::Resample(_) => "resize",
-            Op::Scan { kind, .. } => kind.name(),
-        }
+        crate::ops::facts(self).name
     }
 }

@@ -9,6 +9,7 @@ use syn::Ident;
 use crate::check;
 use crate::ir::*;
 use crate::lower::{as_f64, Eval, Lowerer, Reported, Val};
+use crate::tables::MappingType;
 
 pub mod binary;
 pub mod conv;
@@ -20,6 +21,168 @@ pub mod reduce;
 pub mod scan;
 pub mod select;
 pub mod unary;
+
+/// What the stages ask of an op besides its binding, shape and evaluation: its name, its
+/// mapping type (paper Table 2), its role in a fused block and what it does to signs.
+/// Each family file states the facts of its ops; [`facts`] finds an op's family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpFacts {
+    /// The DSL name (`conv2d`, `relu`, `add`).
+    pub name: &'static str,
+    /// Its mapping type, read by `classify` and the planner.
+    pub mapping: Mapping,
+    /// What it may be in a fused block.
+    pub role: Role,
+    /// When its output is nonnegative (for the rewrite rules).
+    pub nonneg: NonnegWhen,
+}
+
+impl OpFacts {
+    /// The facts of an op whose mapping type does not depend on its operands.
+    pub const fn new(
+        name: &'static str,
+        mapping: MappingType,
+        role: Role,
+        nonneg: NonnegWhen,
+    ) -> Self {
+        OpFacts {
+            name,
+            mapping: Mapping::Always(mapping),
+            role,
+            nonneg,
+        }
+    }
+}
+
+/// An op's mapping type: fixed, or decided by its operands' shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mapping {
+    /// The same for every call.
+    Always(MappingType),
+    /// One-to-One when every data operand has the output's shape, else One-to-Many (numpy
+    /// broadcasting).
+    Broadcasting,
+}
+
+impl Mapping {
+    /// The mapping type of a call; `same_shape` says whether its data operands all have the
+    /// output's shape.
+    pub fn of(self, same_shape: bool) -> MappingType {
+        match self {
+            Mapping::Always(t) => t,
+            Mapping::Broadcasting if same_shape => MappingType::OneToOne,
+            Mapping::Broadcasting => MappingType::OneToMany,
+        }
+    }
+}
+
+/// What an op may be in a fused block besides its mapping type (read by the planner).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Role {
+    /// Its kernel applies an epilogue to its values before their one store (an anchor).
+    pub epilogue: bool,
+    /// Its kernel reads its main operand through a [`prologue`] computed on the fly:
+    /// row-wise ops read each element once, so recomputing it costs nothing.
+    ///
+    /// [`prologue`]: crate::element
+    pub prologue: bool,
+    /// Its kernel can store each value at a translated position (a transpose into the
+    /// consumer's layout).
+    pub store_map: bool,
+    /// Its element at an index reads its main operand at the same index.
+    pub index_preserving: bool,
+}
+
+impl Role {
+    /// An anchor whose kernel takes an epilogue and nothing else.
+    pub const KERNEL: Role = Role {
+        epilogue: true,
+        prologue: false,
+        store_map: false,
+        index_preserving: false,
+    };
+    /// A row-wise anchor: an epilogue and a prologue.
+    pub const ROWS: Role = Role {
+        prologue: true,
+        ..Role::KERNEL
+    };
+    /// A matrix product: an epilogue and a store map.
+    pub const PRODUCT: Role = Role {
+        store_map: true,
+        ..Role::KERNEL
+    };
+    /// An elementwise op.
+    pub const ELEMENTWISE: Role = Role {
+        epilogue: false,
+        index_preserving: true,
+        ..Role::KERNEL
+    };
+    /// Neither an anchor nor index preserving: layout ops, broadcasts, the scans (their
+    /// kernel reads back its own output, so it takes no epilogue).
+    pub const PLAIN: Role = Role {
+        epilogue: false,
+        ..Role::KERNEL
+    };
+}
+
+/// When an op's output is `>= 0` (or NaN) for every input, by construction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NonnegWhen {
+    /// Always.
+    Always,
+    /// When its first operand is.
+    FirstIs,
+    /// When all its operands are.
+    AllAre,
+    /// When any of its operands is.
+    AnyIs,
+    /// When its operands after the first are (`where`'s two branches).
+    BranchesAre,
+    /// Not known: the op mixes signs, or its sign is not looked into.
+    Unknown,
+}
+
+/// The facts of `op`, from its family file. One `match`, no `_` arm: a new op does not
+/// compile until its family states them.
+pub fn facts(op: &Op) -> OpFacts {
+    match op {
+        Op::Unary(u) => unary::facts(*u),
+        Op::Binary(b) => b.facts(),
+        Op::Where => select::WHERE,
+        Op::Prelu => select::PRELU,
+        Op::Linear => product::LINEAR,
+        Op::MatMul => product::MATMUL,
+        Op::MatMulPanels { .. } => product::MATMUL_PANELS,
+        Op::PackPanels => product::PACK_PANELS,
+        Op::Conv2d(_) => conv::CONV2D,
+        Op::ConvTranspose2d(_) => conv::CONV_TRANSPOSE2D,
+        Op::TileConvWeights { .. } => conv::TILE_CONV_WEIGHTS,
+        Op::WinogradWeights => conv::WINOGRAD_WEIGHTS,
+        Op::MaxPool2d(_) => pool::MAX_POOL2D,
+        Op::AvgPool2d(_) => pool::AVG_POOL2D,
+        Op::GlobalAvgPool => pool::GLOBAL_AVG_POOL2D,
+        Op::GlobalMaxPool => pool::GLOBAL_MAX_POOL2D,
+        Op::Reduce { kind, .. } => reduce::facts(*kind),
+        Op::Softmax { .. } => norm::SOFTMAX,
+        Op::LogSoftmax { .. } => norm::LOG_SOFTMAX,
+        Op::LayerNorm { .. } => norm::LAYER_NORM,
+        Op::BatchNorm { .. } => norm::BATCH_NORM,
+        Op::GroupNorm { .. } => norm::GROUP_NORM,
+        Op::InstanceNorm { .. } => norm::INSTANCE_NORM,
+        Op::Reshape(kind) => layout::reshape_facts(*kind),
+        Op::Transpose { .. } => layout::TRANSPOSE,
+        Op::Concat { .. } => layout::CONCAT,
+        Op::Slice { .. } => layout::SLICE,
+        Op::Pad { .. } => layout::PAD,
+        Op::Gather { .. } => layout::GATHER,
+        Op::Expand => layout::EXPAND,
+        Op::Resize(mode) => layout::resize_facts(mode),
+        Op::Resample(_) => layout::RESAMPLE,
+        Op::Scan {
+            kind, exclusive, ..
+        } => scan::facts(*kind, *exclusive),
+    }
+}
 
 /// One built-in op of the DSL: its name, signature and the parameters it creates, for
 /// errors and for the op reference ([`reference_markdown`]).

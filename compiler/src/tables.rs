@@ -1,6 +1,7 @@
-//! The facts of the paper, as data, in one place: the mapping type of every op
-//! (Table 2, DESIGN.md §3), the fusion lattice (Table 3, DESIGN.md §4), the ops with
-//! algebraic properties and the rewrite-rule registry (§4.2, DESIGN.md §5).
+//! The facts of the paper, as data, in one place: the mapping types (Table 2, DESIGN.md
+//! §3; each op states its own in its family file, [`crate::ops::facts`]), the fusion
+//! lattice (Table 3, DESIGN.md §4), the ops with algebraic properties and the
+//! rewrite-rule registry (§4.2, DESIGN.md §5).
 //!
 //! The planner (`fuse`), the rewriter (`rewrite`), the report and the docs read these
 //! tables; nothing else encodes them again.
@@ -77,45 +78,11 @@ pub fn classify(graph: &Graph, node: &Node) -> MappingType {
     classify_op(&node.op, data_operands_match)
 }
 
-/// The mapping type of an op; `same_shape` says whether its data operands all have the
-/// output's shape (decides elementwise vs broadcasting ops). One `match`, no `_` arm.
+/// The mapping type of an op, as its family file states it ([`crate::ops::facts`]);
+/// `same_shape` says whether its data operands all have the output's shape (decides
+/// elementwise vs broadcasting ops).
 pub fn classify_op(op: &Op, same_shape: bool) -> MappingType {
-    use MappingType::*;
-    match op {
-        Op::Unary(_) | Op::Prelu | Op::BatchNorm { .. } | Op::Concat { .. } | Op::Slice { .. } => {
-            OneToOne
-        }
-        Op::Binary(_) | Op::Where => {
-            if same_shape {
-                OneToOne
-            } else {
-                OneToMany
-            }
-        }
-        Op::Expand | Op::Gather { .. } | Op::Resize(_) | Op::Resample(_) | Op::Pad { .. } => {
-            OneToMany
-        }
-        Op::Linear
-        | Op::MatMul
-        | Op::MatMulPanels { .. }
-        | Op::Conv2d(_)
-        | Op::ConvTranspose2d(_)
-        | Op::MaxPool2d(_)
-        | Op::AvgPool2d(_)
-        | Op::GlobalAvgPool
-        | Op::GlobalMaxPool
-        | Op::Reduce { .. }
-        | Op::Softmax { .. }
-        | Op::LogSoftmax { .. }
-        | Op::LayerNorm { .. }
-        | Op::GroupNorm { .. }
-        | Op::InstanceNorm { .. }
-        | Op::Scan { .. }
-        // (every transformed weight reads the nine taps of its channel pair)
-        | Op::WinogradWeights => ManyToMany,
-        Op::Reshape(_) => Reorganize,
-        Op::Transpose { .. } | Op::PackPanels | Op::TileConvWeights { .. } => Shuffle,
-    }
+    crate::ops::facts(op).mapping.of(same_shape)
 }
 
 /// Whether a pair may fuse (the colours of Table 3).

@@ -2,8 +2,8 @@
 //! in one row.
 //!
 //! A row gives the DSL `name`, the `cost` in FLOPs per element (see
-//! [`crate::ops::unary`]), how tightly the emitted Rust binds and what it needs of its
-//! left and right operands (`binds`), the one f64 semantics (`f64`: the reference
+//! [`crate::ops::unary`]), when the output is nonnegative (`nonneg`), how tightly the
+//! emitted Rust binds and what it needs of its left and right operands (`binds`), the one f64 semantics (`f64`: the reference
 //! interpreter, the fused-block evaluator and constant folding), the Rust the generated
 //! code runs (`emit`), and the unary functions it becomes with a constant right or left
 //! operand (`x + 2.0`, `2.0 - x`). Every `match` the rows expand into is exhaustive.
@@ -12,6 +12,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use crate::ops::unary::UnaryOp;
+use crate::ops::{Mapping, NonnegWhen, OpFacts, Role};
 
 macro_rules! binary_functions {
     ($(
@@ -19,6 +20,7 @@ macro_rules! binary_functions {
         $variant:ident => {
             name: $name:literal,
             cost: $cost:expr,
+            nonneg: $nonneg:ident,
             binds: ($level:expr, $left:expr, $right:expr),
             f64: $f64:expr,
             emit: $emit:expr,
@@ -37,6 +39,20 @@ macro_rules! binary_functions {
             pub fn name(self) -> &'static str {
                 match self {
                     $(BinaryOp::$variant => $name,)*
+                }
+            }
+
+            /// The op's facts: elementwise with broadcasting, and when its output is
+            /// nonnegative.
+            pub fn facts(self) -> OpFacts {
+                let nonneg = match self {
+                    $(BinaryOp::$variant => NonnegWhen::$nonneg,)*
+                };
+                OpFacts {
+                    name: self.name(),
+                    mapping: Mapping::Broadcasting,
+                    role: Role::ELEMENTWISE,
+                    nonneg,
                 }
             }
 
@@ -113,7 +129,7 @@ fn apply_constant<T>(f: impl FnOnce(f32) -> T, c: f32) -> T {
 binary_functions! {
     /// `a + b`
     Add => {
-        name: "add", cost: 1, binds: (1, 1, 2),
+        name: "add", cost: 1, nonneg: AllAre, binds: (1, 1, 2),
         f64: |x, y| x + y,
         emit: |_, a, b| quote! { #a + #b },
         constant_right: UnaryOp::AddScalar,
@@ -121,7 +137,7 @@ binary_functions! {
     }
     /// `a - b`
     Sub => {
-        name: "sub", cost: 1, binds: (1, 1, 2),
+        name: "sub", cost: 1, nonneg: Unknown, binds: (1, 1, 2),
         f64: |x, y| x - y,
         emit: |_, a, b| quote! { #a - #b },
         constant_right: UnaryOp::SubScalar,
@@ -129,7 +145,7 @@ binary_functions! {
     }
     /// `a * b`
     Mul => {
-        name: "mul", cost: 1, binds: (2, 2, 3),
+        name: "mul", cost: 1, nonneg: AllAre, binds: (2, 2, 3),
         f64: |x, y| x * y,
         emit: |_, a, b| quote! { #a * #b },
         constant_right: UnaryOp::MulScalar,
@@ -137,7 +153,7 @@ binary_functions! {
     }
     /// `a / b`
     Div => {
-        name: "div", cost: 4, binds: (2, 2, 3),
+        name: "div", cost: 4, nonneg: Unknown, binds: (2, 2, 3),
         f64: |x, y| x / y,
         emit: |_, a, b| quote! { #a / #b },
         constant_right: UnaryOp::DivScalar,
@@ -145,7 +161,7 @@ binary_functions! {
     }
     /// `max(a, b)`, NaN if either is
     Max => {
-        name: "maximum", cost: 1, binds: (9, 0, 0),
+        name: "maximum", cost: 1, nonneg: AnyIs, binds: (9, 0, 0),
         f64: max_nan,
         emit: |m, a, b| quote! { #m::max(#a, #b) },
         constant_right: |c| UnaryOp::Clip { min: c, max: f32::INFINITY },
@@ -153,7 +169,7 @@ binary_functions! {
     }
     /// `min(a, b)`, NaN if either is
     Min => {
-        name: "minimum", cost: 1, binds: (9, 0, 0),
+        name: "minimum", cost: 1, nonneg: AllAre, binds: (9, 0, 0),
         f64: min_nan,
         emit: |m, a, b| quote! { #m::min(#a, #b) },
         constant_right: |c| UnaryOp::Clip { min: f32::NEG_INFINITY, max: c },
@@ -161,7 +177,7 @@ binary_functions! {
     }
     /// `a ^ b`
     Pow => {
-        name: "pow", cost: 8, binds: (9, 0, 0),
+        name: "pow", cost: 8, nonneg: Unknown, binds: (9, 0, 0),
         f64: f64::powf,
         emit: |m, a, b| quote! { #m::pow(#a, #b) },
         constant_right: UnaryOp::PowScalar,

@@ -3,8 +3,8 @@
 //! knows is here: the argument binding (defaults from the signatures in [`super::ops`])
 //! and the learned tensors each call creates, the shape inference `check::infer` calls,
 //! the cost, the reference interpreter's f64 evaluation and the kernel calls `codegen`
-//! emits. The mapping type is Many-to-Many (`tables::mapping_type`); the choice of
-//! weight layout is `prepare`'s.
+//! emits, and the facts the stages ask (name, mapping type, fusion role, sign:
+//! [`CONV2D`], ...); the choice of weight layout is `prepare`'s.
 //!
 //! ```text
 //!   conv2d(x [1, 1, 28, 28], 6, kernel = 5)     weight [6, 1, 5, 5], bias [6]
@@ -21,6 +21,33 @@ use crate::check::{
 };
 use crate::ir::*;
 use crate::lower::Val;
+use crate::ops::{NonnegWhen, OpFacts, Role};
+use crate::tables::MappingType::*;
+
+/// `conv2d`: Many-to-Many, an anchor taking an epilogue.
+pub const CONV2D: OpFacts = OpFacts::new("conv2d", ManyToMany, Role::KERNEL, NonnegWhen::Unknown);
+/// `conv_transpose2d`: the same.
+pub const CONV_TRANSPOSE2D: OpFacts = OpFacts::new(
+    "conv_transpose2d",
+    ManyToMany,
+    Role::KERNEL,
+    NonnegWhen::Unknown,
+);
+/// A convolution's weight in tiles: a Shuffle (zero padding keeps the sign).
+pub const TILE_CONV_WEIGHTS: OpFacts = OpFacts::new(
+    "tile_conv_weights",
+    Shuffle,
+    Role::PLAIN,
+    NonnegWhen::FirstIs,
+);
+/// A 3x3 weight's Winograd transform: Many-to-Many (every transformed weight reads the nine
+/// taps of its channel pair); an anchor like the convolutions.
+pub const WINOGRAD_WEIGHTS: OpFacts = OpFacts::new(
+    "winograd_weights",
+    ManyToMany,
+    Role::KERNEL,
+    NonnegWhen::Unknown,
+);
 
 /// Binds `conv2d(..)`.
 pub(super) fn conv2d(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {

@@ -6,8 +6,8 @@
 //! `check::infer` calls, the cost, the reference interpreter's evaluation and the
 //! kernel calls `codegen` emits for a layout op that runs on its own, and the index
 //! translation that replaces it inside a fused block (the input index an output index
-//! reads, which `element` builds the block's expression from). The mapping types are
-//! Reorganize or Shuffle (`tables::mapping_type`).
+//! reads, which `element` builds the block's expression from), and the facts the stages
+//! ask (name, mapping type, fusion role, sign: [`TRANSPOSE`], ...).
 //!
 //! ```text
 //!   transpose(x [2, 3], 0, 1)        [[1, 2, 3],      ->   [[1, 4],
@@ -24,6 +24,43 @@ use crate::element::{broadcast_strides, flat, row_major_strides, Ix};
 use crate::ir::*;
 use crate::lower::{as_f64, Val};
 use crate::ops::unary::f32_lit;
+use crate::ops::{NonnegWhen, OpFacts, Role};
+use crate::tables::MappingType::*;
+
+/// The reshapes (`reshape`, `flatten`, `squeeze`, `unsqueeze`): Reorganize, the same data.
+pub fn reshape_facts(kind: ReshapeKind) -> OpFacts {
+    let name = match kind {
+        ReshapeKind::Reshape => "reshape",
+        ReshapeKind::Flatten => "flatten",
+        ReshapeKind::Squeeze => "squeeze",
+        ReshapeKind::Unsqueeze => "unsqueeze",
+    };
+    OpFacts::new(name, Reorganize, Role::PLAIN, NonnegWhen::FirstIs)
+}
+/// `transpose`: a Shuffle.
+pub const TRANSPOSE: OpFacts = OpFacts::new("transpose", Shuffle, Role::PLAIN, NonnegWhen::FirstIs);
+/// `concat`: One-to-One (each output element is one input element).
+pub const CONCAT: OpFacts = OpFacts::new("concat", OneToOne, Role::PLAIN, NonnegWhen::AllAre);
+/// `slice`: One-to-One.
+pub const SLICE: OpFacts = OpFacts::new("slice", OneToOne, Role::PLAIN, NonnegWhen::FirstIs);
+/// `pad`: One-to-Many (a reflected element is read twice); its fill value is not looked
+/// into.
+pub const PAD: OpFacts = OpFacts::new("pad", OneToMany, Role::PLAIN, NonnegWhen::Unknown);
+/// `gather`: One-to-Many (an index may repeat).
+pub const GATHER: OpFacts = OpFacts::new("gather", OneToMany, Role::PLAIN, NonnegWhen::FirstIs);
+/// `expand`: One-to-Many.
+pub const EXPAND: OpFacts = OpFacts::new("expand", OneToMany, Role::PLAIN, NonnegWhen::FirstIs);
+/// `resize` on NCHW: One-to-Many; nearest picks input elements, bilinear weights are not
+/// looked into.
+pub fn resize_facts(mode: &ResizeMode) -> OpFacts {
+    let nonneg = match mode {
+        ResizeMode::Nearest => NonnegWhen::FirstIs,
+        ResizeMode::Bilinear { .. } => NonnegWhen::Unknown,
+    };
+    OpFacts::new("resize", OneToMany, Role::PLAIN, nonneg)
+}
+/// ONNX `Resize` on any axes: One-to-Many; its weights are not looked into.
+pub const RESAMPLE: OpFacts = OpFacts::new("resize", OneToMany, Role::PLAIN, NonnegWhen::Unknown);
 
 /// Binds `reshape(..)`.
 pub(super) fn reshape(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {

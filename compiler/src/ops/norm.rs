@@ -2,9 +2,8 @@
 //! last axes, and the per-channel `batch_norm`, `group_norm` and `instance_norm`.
 //! Everything the family knows is here: the argument binding (defaults from the
 //! signatures in [`super::ops`]), the shape inference `check::infer` calls, the cost, the
-//! reference interpreter's f64 evaluation and the kernel calls `codegen` emits. The
-//! mapping types are in `tables::mapping_type` (softmax and the statistics norms
-//! Many-to-Many, batch norm One-to-One).
+//! reference interpreter's f64 evaluation and the kernel calls `codegen` emits, and the
+//! facts the stages ask (name, mapping type, fusion role, sign: [`SOFTMAX`], ...).
 //!
 //! ```text
 //!   layer_norm(x [2, 4], [4])           each row: (x - mean) / sqrt(var + eps)
@@ -21,6 +20,34 @@ use crate::element::Ex;
 use crate::ir::*;
 use crate::lower::Val;
 use crate::ops::unary::f32_lit;
+use crate::ops::{NonnegWhen, OpFacts, Role};
+use crate::tables::MappingType::*;
+
+/// `softmax`: Many-to-Many, row-wise (an epilogue and a prologue); always nonnegative.
+pub const SOFTMAX: OpFacts = OpFacts::new("softmax", ManyToMany, Role::ROWS, NonnegWhen::Always);
+/// `log_softmax`: the same, never positive.
+pub const LOG_SOFTMAX: OpFacts =
+    OpFacts::new("log_softmax", ManyToMany, Role::ROWS, NonnegWhen::Unknown);
+/// `layer_norm`: Many-to-Many, row-wise.
+pub const LAYER_NORM: OpFacts =
+    OpFacts::new("layer_norm", ManyToMany, Role::ROWS, NonnegWhen::Unknown);
+/// `batch_norm` at inference: One-to-One (its statistics are parameters), elementwise.
+pub const BATCH_NORM: OpFacts = OpFacts::new(
+    "batch_norm",
+    OneToOne,
+    Role::ELEMENTWISE,
+    NonnegWhen::Unknown,
+);
+/// `group_norm`: Many-to-Many, an anchor taking an epilogue.
+pub const GROUP_NORM: OpFacts =
+    OpFacts::new("group_norm", ManyToMany, Role::KERNEL, NonnegWhen::Unknown);
+/// `instance_norm`: the same.
+pub const INSTANCE_NORM: OpFacts = OpFacts::new(
+    "instance_norm",
+    ManyToMany,
+    Role::KERNEL,
+    NonnegWhen::Unknown,
+);
 
 /// Binds `softmax(..)` and `log_softmax(..)`.
 pub(super) fn softmax(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {

@@ -2,7 +2,8 @@
 //! the global poolings. Everything the family knows is here: the argument binding
 //! (defaults from the signatures in [`super::ops`]), the shape inference `check::infer`
 //! calls, the cost, the reference interpreter's evaluation and the kernel call
-//! `codegen` emits. The mapping type is Many-to-Many (`tables::mapping_type`).
+//! `codegen` emits, and the facts the stages ask (name, mapping type, fusion role, sign:
+//! [`MAX_POOL2D`], ...).
 //!
 //! ```text
 //!   max_pool2d(x [1, 1, 4, 4], 2)          each output is the max of a 2x2 window
@@ -21,6 +22,29 @@ use super::{Bind, LowerError};
 use crate::check::{attr_err, dims4, err, expect_rank, fmt_shape, window_out, ShapeError};
 use crate::ir::*;
 use crate::lower::Val;
+use crate::ops::{NonnegWhen, OpFacts, Role};
+use crate::tables::MappingType::*;
+
+/// `max_pool2d`: Many-to-Many, an anchor taking an epilogue; picks one of its inputs.
+pub const MAX_POOL2D: OpFacts =
+    OpFacts::new("max_pool2d", ManyToMany, Role::KERNEL, NonnegWhen::FirstIs);
+/// `avg_pool2d`: the same; a mean keeps the sign.
+pub const AVG_POOL2D: OpFacts =
+    OpFacts::new("avg_pool2d", ManyToMany, Role::KERNEL, NonnegWhen::FirstIs);
+/// `global_avg_pool2d`: Many-to-Many, row-wise (an epilogue and a prologue).
+pub const GLOBAL_AVG_POOL2D: OpFacts = OpFacts::new(
+    "global_avg_pool2d",
+    ManyToMany,
+    Role::ROWS,
+    NonnegWhen::FirstIs,
+);
+/// `global_max_pool2d`: the same.
+pub const GLOBAL_MAX_POOL2D: OpFacts = OpFacts::new(
+    "global_max_pool2d",
+    ManyToMany,
+    Role::ROWS,
+    NonnegWhen::FirstIs,
+);
 
 /// Binds `max_pool2d(..)` and `avg_pool2d(..)`.
 pub(super) fn window_pool(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {

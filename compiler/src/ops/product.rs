@@ -3,8 +3,7 @@
 //! product that reads it (`MatMulPanels`, chosen by `prepare`). Everything the family
 //! knows is here: the argument binding, the shape inference `check::infer` calls, the
 //! cost, the reference interpreter's f64 evaluation and the kernel calls `codegen` emits
-//! (with the epilogue it hands them). The mapping type is Many-to-Many
-//! (`tables::mapping_type`).
+//! (with the epilogue it hands them), and the facts the stages ask ([`LINEAR`], ...).
 //!
 //! ```text
 //!   linear(x [4, 8], 16)       weight [16, 8], bias [16]      ->  [4, 16]
@@ -19,6 +18,24 @@ use crate::check::{broadcast, err, expect_shape, fmt_shape, leading, operands, S
 use crate::element::broadcast_strides;
 use crate::ir::*;
 use crate::lower::Val;
+use crate::ops::{NonnegWhen, OpFacts, Role};
+use crate::tables::MappingType::*;
+
+/// `linear`: Many-to-Many, an anchor with an epilogue and a store map.
+pub const LINEAR: OpFacts = OpFacts::new("linear", ManyToMany, Role::PRODUCT, NonnegWhen::Unknown);
+/// `matmul`: the same.
+pub const MATMUL: OpFacts = OpFacts::new("matmul", ManyToMany, Role::PRODUCT, NonnegWhen::Unknown);
+/// The product reading packed panels: the same.
+pub const MATMUL_PANELS: OpFacts = OpFacts::new(
+    "matmul_panels",
+    ManyToMany,
+    Role::PRODUCT,
+    NonnegWhen::Unknown,
+);
+/// The panel layout of a weight: a Shuffle (each value moves once; the padding is zeros,
+/// so it keeps the sign).
+pub const PACK_PANELS: OpFacts =
+    OpFacts::new("pack_panels", Shuffle, Role::PLAIN, NonnegWhen::FirstIs);
 
 /// Binds `linear(..)`: creates its weight `[out, in]` and, with `bias`, its bias.
 pub(super) fn linear(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {

@@ -7,7 +7,7 @@
 //! f64 oracle and constant folding both use them), the sign fact the rewrite rules use,
 //! whether a reduction over one element is that element, and the FLOPs its finish costs.
 //! Everything else a reduce op needs (argument binding, shape inference, mapping type,
-//! fusion role) is the same for every function and lives with the `reduce` op.
+//! fusion role: [`facts`]) is the same for every function and lives with the `reduce` op.
 //!
 //! Adding a function is one variant with its arm here, its variant and its loop in the
 //! runtime's `kernels::reduce`, and a test; [`ReduceKind::facts`] is exhaustive, and every
@@ -26,6 +26,19 @@ use crate::check::{err, fmt_shape, ShapeError};
 use crate::element::row_major_strides;
 use crate::ops::binary::{max_nan, min_nan};
 use crate::ops::unary::Sign;
+use crate::ops::{OpFacts, Role};
+use crate::tables::MappingType::*;
+
+/// The facts of a reduce op applying `kind`: Many-to-Many, row-wise (an epilogue and a
+/// prologue), its function's sign.
+pub fn facts(kind: ReduceKind) -> OpFacts {
+    OpFacts::new(
+        kind.name(),
+        ManyToMany,
+        Role::ROWS,
+        kind.facts().sign.nonneg_when(),
+    )
+}
 
 /// The function a reduce op applies along its axes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

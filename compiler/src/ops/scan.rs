@@ -30,6 +30,20 @@ use crate::ir::Op;
 use crate::lower::Val;
 use crate::ops::binary::{max_nan, min_nan};
 use crate::ops::unary::Sign;
+use crate::ops::{NonnegWhen, OpFacts, Role};
+use crate::tables::MappingType::*;
+
+/// The facts of a scan op applying `kind`: Many-to-Many (each output reads a run of the
+/// axis), its own kernel without an epilogue (the kernel reads back its own output), and
+/// the sign it keeps.
+pub fn facts(kind: ScanKind, exclusive: bool) -> OpFacts {
+    let nonneg = if kind.keeps_nonneg(exclusive) {
+        NonnegWhen::FirstIs
+    } else {
+        NonnegWhen::Unknown
+    };
+    OpFacts::new(kind.name(), ManyToMany, Role::PLAIN, nonneg)
+}
 
 /// The function a scan op folds along its axis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -3,7 +3,7 @@
 //! channel). Everything they know is here: the argument binding, the shape inference
 //! `check::infer` calls, the cost, the reference interpreter's evaluation and the kernel
 //! calls `codegen` emits when they run on their own (inside a fused block, `element`
-//! translates them). Both are One-to-One (`tables::mapping_type`).
+//! translates them), and their facts ([`WHERE`], [`PRELU`]).
 //!
 //! ```text
 //!   where([1, 0], [1, 2], [3, 4])  ->  [1, 4]
@@ -18,6 +18,21 @@ use crate::check::{broadcast, err, fmt_shape, operands, ShapeError};
 use crate::element::{broadcast_strides, Ix};
 use crate::ir::*;
 use crate::lower::Val;
+use crate::ops::{NonnegWhen, OpFacts, Role};
+use crate::tables::MappingType::*;
+
+/// `where`: elementwise (its operands broadcast); nonnegative when both branches are.
+pub const WHERE: OpFacts = OpFacts {
+    mapping: crate::ops::Mapping::Broadcasting,
+    ..OpFacts::new(
+        "where",
+        OneToOne,
+        Role::ELEMENTWISE,
+        NonnegWhen::BranchesAre,
+    )
+};
+/// `prelu`: One-to-One (its slope is a parameter); a negative slope mixes signs.
+pub const PRELU: OpFacts = OpFacts::new("prelu", OneToOne, Role::ELEMENTWISE, NonnegWhen::Unknown);
 
 /// Binds `where(..)`.
 pub(super) fn where_(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {

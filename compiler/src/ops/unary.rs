@@ -21,6 +21,9 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
+use crate::ops::{NonnegWhen, OpFacts, Role};
+use crate::tables::MappingType;
+
 /// What a function's output sign is, given its input's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sign {
@@ -272,6 +275,27 @@ fn increasing_if(cond: bool) -> Order {
     } else {
         Order::Neither
     }
+}
+
+impl Sign {
+    /// The op-level sign fact of a function with this sign.
+    pub fn nonneg_when(self) -> NonnegWhen {
+        match self {
+            Sign::Nonneg => NonnegWhen::Always,
+            Sign::KeepsNonneg => NonnegWhen::FirstIs,
+            Sign::Any => NonnegWhen::Unknown,
+        }
+    }
+}
+
+/// The facts of the elementwise op applying `u`: One-to-One, elementwise, its sign.
+pub fn facts(u: UnaryOp) -> OpFacts {
+    OpFacts::new(
+        u.name(),
+        MappingType::OneToOne,
+        Role::ELEMENTWISE,
+        u.sign().nonneg_when(),
+    )
 }
 
 /// `KeepsNonneg` when `cond`, else `Any`.

@@ -10,7 +10,8 @@ use super::{Operand, Operand::Old, Patch};
 use crate::ir::{
     BinaryOp, Graph, Node, Op, ReduceKind, ReshapeKind, ResizeMode, UnaryOp, ValueId, ValueKind,
 };
-use crate::ops::unary::{Order, Sign};
+use crate::ops::unary::Order;
+use crate::ops::NonnegWhen;
 
 // ---------------------------------------------------------------------------------------
 // Matching helpers
@@ -113,57 +114,16 @@ pub fn nonneg(g: &Graph, v: ValueId, depth: usize) -> bool {
     let Some(n) = def(g, v) else { return false };
     let all = |n: &Node| n.inputs.iter().all(|&x| nonneg(g, x, depth - 1));
     let first = |n: &Node| n.inputs.first().is_some_and(|&x| nonneg(g, x, depth - 1));
-    match &n.op {
-        Op::Unary(u) => match u.sign() {
-            Sign::Nonneg => true,
-            Sign::KeepsNonneg => first(n),
-            Sign::Any => false,
-        },
-        Op::Softmax { .. } => true,
-        Op::Binary(BinaryOp::Add | BinaryOp::Mul | BinaryOp::Min) => all(n),
-        Op::Binary(BinaryOp::Max) => n.inputs.iter().any(|&x| nonneg(g, x, depth - 1)),
-        Op::Reduce { kind, .. } => match kind.facts().sign {
-            Sign::Nonneg => true,
-            Sign::KeepsNonneg => first(n),
-            Sign::Any => false,
-        },
-        Op::Reshape(_)
-        | Op::Transpose { .. }
-        | Op::Slice { .. }
-        | Op::Expand
-        | Op::MaxPool2d(_)
-        | Op::AvgPool2d(_)
-        | Op::GlobalAvgPool
-        | Op::GlobalMaxPool
-        | Op::Resize(ResizeMode::Nearest)
-        | Op::Gather { .. } => first(n),
-        Op::Concat { .. } => all(n),
-        Op::Where => n
+    match crate::ops::facts(&n.op).nonneg {
+        NonnegWhen::Always => true,
+        NonnegWhen::FirstIs => first(n),
+        NonnegWhen::AllAre => all(n),
+        NonnegWhen::AnyIs => n.inputs.iter().any(|&x| nonneg(g, x, depth - 1)),
+        NonnegWhen::BranchesAre => n
             .inputs
             .get(1..)
             .is_some_and(|xs| xs.iter().all(|&x| nonneg(g, x, depth - 1))),
-        // weights laid out again (zero padding)
-        Op::PackPanels | Op::TileConvWeights { .. } => first(n),
-        Op::Scan {
-            kind, exclusive, ..
-        } => kind.keeps_nonneg(*exclusive) && first(n),
-        // signs mixed by the op, or not looked into (a pad's value, a resampling's weights)
-        Op::Binary(BinaryOp::Sub | BinaryOp::Div | BinaryOp::Pow)
-        | Op::Prelu
-        | Op::Linear
-        | Op::MatMul
-        | Op::MatMulPanels { .. }
-        | Op::WinogradWeights
-        | Op::Conv2d(_)
-        | Op::ConvTranspose2d(_)
-        | Op::LogSoftmax { .. }
-        | Op::LayerNorm { .. }
-        | Op::BatchNorm { .. }
-        | Op::GroupNorm { .. }
-        | Op::InstanceNorm { .. }
-        | Op::Pad { .. }
-        | Op::Resize(ResizeMode::Bilinear { .. })
-        | Op::Resample(_) => false,
+        NonnegWhen::Unknown => false,
     }
 }
 
@@ -2742,4 +2702,74 @@ pub fn folding_batch_norm_into_linear(g: &Graph, n: usize) -> Option<Patch> {
     };
     let folded = p.node(g, Op::Linear, vec![Old(x), weight, bias])?;
     p.done(folded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether [`nonneg`] proves each of the model's outputs nonnegative.
+    fn proved(body: &str) -> Vec<bool> {
+        let g = crate::lower_str(&format!("pub model M{body}"))
+            .unwrap()
+            .remove(0)
+            .graph;
+        g.outputs.iter().map(|&o| nonneg(&g, o, 8)).collect()
+    }
+
+    /// Each kind of op-level sign fact, read from the family files' facts: proved where
+    /// the op keeps the sign of the operands it names, not proved where an operand may be
+    /// negative.
+    #[test]
+    fn nonneg_follows_each_ops_stated_fact() {
+        let same = "[1, 2, 4, 4]";
+        let cases: &[(&str, &str, [bool; 2])] = &[
+            // always
+            ("softmax(x, 1), log_softmax(x, 1)", same, [true, false]),
+            // its first operand
+            (
+                "max_pool2d(exp(x), 2), max_pool2d(x, 2)",
+                "[1, 2, 2, 2]",
+                [true, false],
+            ),
+            (
+                "transpose(relu(x), 2, 3), transpose(x, 2, 3)",
+                same,
+                [true, false],
+            ),
+            // all operands
+            (
+                "concat([exp(x), relu(x)], 1), concat([exp(x), x], 1)",
+                "[1, 4, 4, 4]",
+                [true, false],
+            ),
+            (
+                "exp(x) * sigmoid(x), exp(x) - sigmoid(x)",
+                same,
+                [true, false],
+            ),
+            // any operand
+            (
+                "maximum(x, exp(x)), minimum(x, exp(x))",
+                same,
+                [true, false],
+            ),
+            // the branches after the condition
+            (
+                "where(x, exp(x), relu(x)), where(exp(x), x, relu(x))",
+                same,
+                [true, false],
+            ),
+            // mixed by the op
+            (
+                "conv2d(exp(x), 2, 1, key = \"c\"), batch_norm(exp(x), 2, key = \"b\")",
+                same,
+                [false, false],
+            ),
+        ];
+        for (outputs, shape, expected) in cases {
+            let body = format!("(x: {same}) -> ({shape}, {shape}) {{ ({outputs}) }}");
+            assert_eq!(proved(&body), expected, "{outputs}");
+        }
+    }
 }
