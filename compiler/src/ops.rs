@@ -11,6 +11,21 @@ use crate::ir::*;
 use crate::lower::{as_f64, Eval, Lowerer, Reported, Val};
 use crate::tables::MappingType;
 
+/// A table of DSL ops: `"name" => "signature"; params "what it creates" => binder,`, one
+/// row per op, in the op reference's order (each family file keeps its own).
+macro_rules! dsl_ops {
+    ($($name:literal => $sig:literal $(; params $params:literal)? => $bind:expr,)*) => {
+        &[$($crate::ops::DslOp {
+            signature: $crate::ops::OpSignature {
+                name: $name,
+                signature: $sig,
+                params: concat!("" $(, $params)?),
+            },
+            bind: $bind,
+        },)*]
+    };
+}
+
 pub mod binary;
 pub mod conv;
 pub mod layout;
@@ -198,48 +213,40 @@ pub struct OpSignature {
     pub params: &'static str,
 }
 
-macro_rules! signatures {
-    ($($name:literal => $sig:literal $(; params $params:literal)?,)*) => {
-        /// The built-in ops other than [`unary`]'s functions, with their signatures.
-        const OTHER_OPS: &[OpSignature] = &[$(OpSignature {
-            name: $name,
-            signature: $sig,
-            params: concat!("" $(, $params)?),
-        },)*];
-    };
+/// A DSL op a family file defines: its signature and the function that binds a call.
+struct DslOp {
+    signature: OpSignature,
+    bind: Binder,
 }
 
-signatures! {
-    "gelu" => "x, approximate = \"none\"",
-    "add" => "a, b", "sub" => "a, b", "mul" => "a, b", "div" => "a, b",
-    "maximum" => "a, b", "minimum" => "a, b", "pow" => "a, b",
-    "where" => "cond, a, b", "prelu" => "x, num_parameters = 1"; params "weight [num_parameters]",
-    "linear" => "x, out_features, bias = true"; params "weight [out_features, in_features], bias [out_features]",
-    "matmul" => "a, b",
-    "conv2d" => "x, out_channels, kernel, stride = 1, padding = 0, dilation = 1, groups = 1, bias = true"; params "weight [out_channels, in_channels / groups, kh, kw], bias [out_channels]",
-    "conv_transpose2d" => "x, out_channels, kernel, stride = 1, padding = 0, output_padding = 0, groups = 1, bias = true, dilation = 1"; params "weight [in_channels, out_channels / groups, kh, kw], bias [out_channels]",
-    "max_pool2d" => "x, kernel, stride = kernel, padding = 0, dilation = 1, ceil_mode = false",
-    "avg_pool2d" => "x, kernel, stride = kernel, padding = 0, ceil_mode = false, count_include_pad = true, *, dilation = 1",
-    "global_avg_pool2d" => "x", "global_max_pool2d" => "x",
-    "adaptive_avg_pool2d" => "x, output_size",
-    "softmax" => "x, axis = -1", "log_softmax" => "x, axis = -1",
-    "layer_norm" => "x, normalized_shape = the last axis, *, dims = 1, eps = 1e-5, affine = true"; params "weight [normalized_shape], bias [normalized_shape] (affine)",
-    "batch_norm" => "x, num_features = channels, *, eps = 1e-5, momentum = 0.1, affine = true, track_running_stats = true"; params "weight [C], bias [C], running_mean [C], running_var [C] (a `num_batches_tracked` in the weights is ignored)",
-    "group_norm" => "x, num_groups, num_channels = channels, *, eps = 1e-5, affine = true"; params "weight [C], bias [C] (affine)",
-    "instance_norm" => "x, num_features = channels, *, eps = 1e-5, momentum = 0.1, affine = false, track_running_stats = false"; params "weight [C], bias [C] (affine)",
-    "reshape" => "x, shape", "flatten" => "x, start = 1, end = -1",
-    "squeeze" => "x, axes = all length-1 axes", "unsqueeze" => "x, axis",
-    "transpose" => "x, axis0, axis1", "permute" => "x, perm",
-    "concat" => "tensors, axis = 0", "slice" => "x, axis, start, end = to the end, step = 1",
-    "split" => "x, sizes = [a, b, ...], axis = 0, *, chunks = n | split_size = n",
-    "pad" => "x, pads, mode = \"constant\", value = 0.0",
-    "gather" => "x, indices, axis = 0",
-    "embedding" => "indices, num_embeddings, embedding_dim"; params "weight [num_embeddings, embedding_dim]",
-    "expand" => "x, shape", "tile" => "x, repeats",
-    "depth_to_space" => "x, blocksize, mode = \"DCR\"", "space_to_depth" => "x, blocksize, mode = \"DCR\"", "resize" => "x, size = [h, w] | scale = s, mode = \"nearest\", align_corners = false; or (ONNX) x, sizes = [per axis] and/or scales = [per axis], mode = \"nearest\" | \"linear\" | \"cubic\", coordinate_transformation_mode = \"half_pixel\", nearest_mode = \"round_prefer_floor\", cubic_coeff_a = -0.75, exclude_outside = false, antialias = false, roi = [starts, ends], extrapolation_value = 0.0",
-    "param" => "shape"; params "the binding's name itself, of `shape`",
-    "dropout" => "x, p = 0.5, *, training = false, inplace = false", "identity" => "x",
-}
+/// Binds one call of the op named by the second argument.
+type Binder = fn(&mut Bind<'_, '_>, &str) -> Result<Val, LowerError>;
+
+/// `gelu`, a unary function with a string argument.
+const GELU: &[DslOp] = dsl_ops! {
+    "gelu" => "x, approximate = \"none\"" => gelu,
+};
+
+/// The ops that are not computations: a named parameter and PyTorch's inference no-ops.
+const NOT_COMPUTATIONS: &[DslOp] = dsl_ops! {
+    "param" => "shape"; params "the binding's name itself, of `shape`" => param,
+    "dropout" => "x, p = 0.5, *, training = false, inplace = false" => dropout,
+    "identity" => "x" => dropout,
+};
+
+/// The family tables of the ops other than the unary, reduce and scan functions, in the op
+/// reference's order.
+const TABLES: [&[DslOp]; 9] = [
+    GELU,
+    binary::DSL_OPS,
+    select::DSL_OPS,
+    product::DSL_OPS,
+    conv::DSL_OPS,
+    pool::DSL_OPS,
+    norm::DSL_OPS,
+    layout::DSL_OPS,
+    NOT_COMPUTATIONS,
+];
 
 /// The op reference: one row per op of [`ops`] with its signature, the parameters it
 /// creates and the other spellings its keywords accept (the README and the rustdoc of
@@ -277,17 +284,21 @@ pub fn reference_markdown() -> String {
 /// in [`unary`]), then the rest, the reduce functions ([`reduce`]) among them (the
 /// README's op list and op reference are checked against this).
 pub fn ops() -> impl Iterator<Item = OpSignature> {
-    // the reduce functions (their rows in [`reduce`]) after the poolings, the scan
-    // functions ([`scan`]) after the layout ops
-    let at = |ops: &[OpSignature], name: &str| ops.iter().position(|o| o.name == name);
-    let (pools, rest) = OTHER_OPS.split_at(at(OTHER_OPS, "softmax").unwrap_or(OTHER_OPS.len()));
-    let (layout, last) = rest.split_at(at(rest, "param").unwrap_or(rest.len()));
-    let first = unary::SIGNATURES.iter().flatten().chain(pools).copied();
-    first
+    let table = |ops: &'static [DslOp]| ops.iter().map(|op| op.signature);
+    let [gelu, binary, select, product, conv, pool, norm, layout, last] = TABLES;
+    let unary = unary::SIGNATURES.iter().flatten().copied();
+    unary
+        .chain(table(gelu))
+        .chain(table(binary))
+        .chain(table(select))
+        .chain(table(product))
+        .chain(table(conv))
+        .chain(table(pool))
         .chain(reduce::signatures())
-        .chain(layout.iter().copied())
+        .chain(table(norm))
+        .chain(table(layout))
         .chain(scan::signatures())
-        .chain(last.iter().copied())
+        .chain(table(last))
 }
 
 /// True when `name` is a built-in op.
@@ -926,6 +937,8 @@ fn leading_name(part: &str) -> Option<&str> {
     (!name.is_empty() && name != "or").then_some(name)
 }
 
+/// Binds a call of the op `name`: the unary, reduce and scan functions by their rows,
+/// every other op by its family table's binder.
 fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
     if let Some(val) = unary_call(b, name) {
         return val;
@@ -936,122 +949,81 @@ fn lower_named(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
     if let Some(kind) = ScanKind::named(name) {
         return scan::bind(b, kind);
     }
-    let val = match name {
-        "gelu" => {
-            let x = b.tensor("x")?;
-            let (approx, _) = b.string("approximate", &["none", "tanh"])?;
-            let op = if approx == "tanh" {
-                UnaryOp::GeluTanh
-            } else {
-                UnaryOp::Gelu
-            };
-            b.node(Op::Unary(op), vec![x.0], &[x.1])?
-        }
-        "add" | "sub" | "mul" | "div" | "maximum" | "minimum" | "pow" => {
-            let op = match name {
-                "add" => BinaryOp::Add,
-                "sub" => BinaryOp::Sub,
-                "mul" => BinaryOp::Mul,
-                "div" => BinaryOp::Div,
-                "maximum" => BinaryOp::Max,
-                "minimum" => BinaryOp::Min,
-                _ => BinaryOp::Pow,
-            };
-            let a = b.tensor("a")?;
-            let span = b.args.call_span;
-            match b.args.take("b") {
-                Some((Val::Tensor(t), s)) => Val::Tensor(b.lw.binary_op(op, span, a, (t, s))?),
-                Some((v @ (Val::Int(_) | Val::Float(_)), _)) => {
-                    let c = as_f64(&v) as f32;
-                    let u = op.with_constant_right(c);
-                    b.node(Op::Unary(u), vec![a.0], &[a.1])?
-                }
-                Some((other, s)) => return Ok(b.wrong("b", "a tensor or a number", &other, s)?),
-                None => return Ok(b.missing("b")?),
-            }
-        }
-        "where" => return select::where_(b),
-        "prelu" => return select::prelu(b),
-        "linear" => return product::linear(b),
-        "matmul" => return product::matmul(b),
-        "conv2d" => return conv::conv2d(b),
-        "conv_transpose2d" => return conv::conv_transpose2d(b),
-        "max_pool2d" | "avg_pool2d" => return pool::window_pool(b, name),
-        "dropout" | "identity" => {
-            // no-ops at inference (PyTorch's `eval()` mode), accepted so pasted code compiles
-            let x = b.tensor("x")?;
-            if name == "dropout" {
-                let p = b.float("p")?;
-                if !(0.0..=1.0).contains(&p) {
-                    let span = b.args.span_of("p").unwrap_or(b.args.call_span);
-                    return Ok(b
-                        .lw
-                        .fail(span, format!("dropout: p must be in [0, 1], found {p}"))?);
-                }
-                b.keywords_only();
-                if b.boolean("training")? {
-                    let span = b.args.span_of("training").unwrap_or(b.args.call_span);
-                    return Ok(b.lw.fail(span, "dropout: training = true is not supported: the compiled model runs inference, where dropout passes its input through".to_string())?);
-                }
-                b.boolean("inplace")?;
-            }
-            Val::Tensor(x.0)
-        }
-        "adaptive_avg_pool2d" => return pool::adaptive_pool(b),
-        "global_avg_pool2d" | "global_max_pool2d" => return pool::global_pool(b, name),
-        "softmax" | "log_softmax" => return norm::softmax(b, name),
-        "layer_norm" => return norm::layer_norm(b),
-        "batch_norm" | "group_norm" | "instance_norm" => return norm::channel_norm(b, name),
-        "reshape" => return layout::reshape(b),
-        "flatten" => return layout::flatten(b),
-        "squeeze" => return layout::squeeze(b),
-        "unsqueeze" => return layout::unsqueeze(b),
-        "transpose" | "permute" => return layout::transpose(b, name),
-        "concat" => return layout::concat(b),
-        "slice" => return layout::slice(b),
-        "split" => return layout::split(b),
-        "pad" => return layout::pad(b),
-        "gather" => return layout::gather(b),
-        "embedding" => return layout::embedding(b),
-        "expand" => return layout::expand(b),
-        "tile" => return layout::tile(b),
-        "depth_to_space" | "space_to_depth" => return layout::depth_space(b, name),
-        "resize" => return layout::resize(b),
-        "param" => {
-            let Some((list, s)) = b.ints("shape")? else {
-                return Ok(b.missing("shape")?);
-            };
-            if list.iter().any(|&d| d < 1) || list.len() > crate::MAX_RANK {
-                return Ok(b.lw.fail(
-                    s,
-                    format!(
-                        "param: shape {list:?} must have 0 to {} positive dimensions",
-                        crate::MAX_RANK
-                    ),
-                )?);
-            }
-            let key = b.key();
-            let shape: Vec<usize> = list.iter().map(|&d| d as usize).collect();
-            let span = b.args.call_span;
-            let base = match key {
-                Some(k) => k,
-                None => match b.lw_stmt_key() {
-                    Some(k) => k,
-                    None => {
-                        return Ok(b.lw.fail(
-                            span,
-                            "`param` needs a name: bind it with `let name = param(...)`"
-                                .to_string(),
-                        )?)
-                    }
-                },
-            };
-            // a bare `param` owns the key itself, not `<key>.weight`
-            Val::Tensor(b.lw.param_exact(base, shape, span)?)
-        }
-        _ => return Err(Unknown),
+    let op = TABLES
+        .iter()
+        .flat_map(|t| t.iter())
+        .find(|op| op.signature.name == name);
+    match op {
+        Some(op) => (op.bind)(b, name),
+        None => Err(Unknown),
+    }
+}
+
+/// Binds `gelu(x, approximate)`.
+fn gelu(b: &mut Bind<'_, '_>, _: &str) -> Result<Val, LowerError> {
+    let x = b.tensor("x")?;
+    let (approx, _) = b.string("approximate", &["none", "tanh"])?;
+    let op = if approx == "tanh" {
+        UnaryOp::GeluTanh
+    } else {
+        UnaryOp::Gelu
     };
-    Ok(val)
+    Ok(b.node(Op::Unary(op), vec![x.0], &[x.1])?)
+}
+
+/// Binds `dropout(..)` and `identity(x)`: no-ops at inference (PyTorch's `eval()` mode),
+/// accepted so pasted code compiles.
+fn dropout(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
+    let x = b.tensor("x")?;
+    if name == "dropout" {
+        let p = b.float("p")?;
+        if !(0.0..=1.0).contains(&p) {
+            let span = b.args.span_of("p").unwrap_or(b.args.call_span);
+            return Ok(b
+                .lw
+                .fail(span, format!("dropout: p must be in [0, 1], found {p}"))?);
+        }
+        b.keywords_only();
+        if b.boolean("training")? {
+            let span = b.args.span_of("training").unwrap_or(b.args.call_span);
+            return Ok(b.lw.fail(span, "dropout: training = true is not supported: the compiled model runs inference, where dropout passes its input through".to_string())?);
+        }
+        b.boolean("inplace")?;
+    }
+    Ok(Val::Tensor(x.0))
+}
+
+/// Binds `param(shape)`: a learned tensor named after its binding.
+fn param(b: &mut Bind<'_, '_>, _: &str) -> Result<Val, LowerError> {
+    let Some((list, s)) = b.ints("shape")? else {
+        return Ok(b.missing("shape")?);
+    };
+    if list.iter().any(|&d| d < 1) || list.len() > crate::MAX_RANK {
+        return Ok(b.lw.fail(
+            s,
+            format!(
+                "param: shape {list:?} must have 0 to {} positive dimensions",
+                crate::MAX_RANK
+            ),
+        )?);
+    }
+    let key = b.key();
+    let shape: Vec<usize> = list.iter().map(|&d| d as usize).collect();
+    let span = b.args.call_span;
+    let base = match key {
+        Some(k) => k,
+        None => match b.lw_stmt_key() {
+            Some(k) => k,
+            None => {
+                return Ok(b.lw.fail(
+                    span,
+                    "`param` needs a name: bind it with `let name = param(...)`".to_string(),
+                )?)
+            }
+        },
+    };
+    // a bare `param` owns the key itself, not `<key>.weight`
+    Ok(Val::Tensor(b.lw.param_exact(base, shape, span)?))
 }
 
 impl Bind<'_, '_> {
@@ -1154,6 +1126,26 @@ mod tests {
             ["x", "pads", "mode", "value"],
             "names come from the same split"
         );
+    }
+
+    /// Each DSL name belongs to one op (a family row shadowed by a unary, reduce or scan
+    /// function of the same name would never bind), and every op of the reference binds:
+    /// a call without arguments reaches its binder and fails on a missing argument, not
+    /// as an unknown op.
+    #[test]
+    fn every_op_has_one_name_and_binds() {
+        let names: Vec<&str> = ops().map(|op| op.name).collect();
+        for (i, name) in names.iter().enumerate() {
+            assert!(!names[i + 1..].contains(name), "`{name}` is listed twice");
+        }
+        for name in names {
+            let source = format!("pub model M(x: [2, 3]) -> [2, 3] {{ {name}() }}");
+            let errors = crate::lower_str(&source)
+                .err()
+                .unwrap_or_default()
+                .join("\n");
+            assert!(!errors.contains("unknown op"), "`{name}`: {errors}");
+        }
     }
 
     /// Every default a signature writes reads as a value (an integer, a number, `true` or

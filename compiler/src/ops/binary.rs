@@ -11,8 +11,38 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
+use crate::ir::Op;
+
+use super::{Bind, DslOp, LowerError};
+use crate::lower::{as_f64, Val};
 use crate::ops::unary::UnaryOp;
 use crate::ops::{Mapping, NonnegWhen, OpFacts, Role};
+
+/// The functions of two inputs as the DSL calls them.
+pub(super) const DSL_OPS: &[DslOp] = dsl_ops! {
+    "add" => "a, b" => bind, "sub" => "a, b" => bind, "mul" => "a, b" => bind,
+    "div" => "a, b" => bind, "maximum" => "a, b" => bind, "minimum" => "a, b" => bind,
+    "pow" => "a, b" => bind,
+};
+
+/// Binds `add(a, b)` and the other functions of two inputs; a number for `b` makes the
+/// unary function `a op b`.
+fn bind(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
+    let Some(op) = BinaryOp::named(name) else {
+        return Err(LowerError::Unknown);
+    };
+    let a = b.tensor("a")?;
+    let span = b.args.call_span;
+    match b.args.take("b") {
+        Some((Val::Tensor(t), s)) => Ok(Val::Tensor(b.lw.binary_op(op, span, a, (t, s))?)),
+        Some((v @ (Val::Int(_) | Val::Float(_)), _)) => {
+            let u = op.with_constant_right(as_f64(&v) as f32);
+            Ok(b.node(Op::Unary(u), vec![a.0], &[a.1])?)
+        }
+        Some((other, s)) => Ok(b.wrong("b", "a tensor or a number", &other, s)?),
+        None => Ok(b.missing("b")?),
+    }
+}
 
 macro_rules! binary_functions {
     ($(
@@ -35,6 +65,14 @@ macro_rules! binary_functions {
         }
 
         impl BinaryOp {
+            /// The function the DSL calls `name`.
+            pub fn named(name: &str) -> Option<BinaryOp> {
+                match name {
+                    $($name => Some(BinaryOp::$variant),)*
+                    _ => None,
+                }
+            }
+
             /// The DSL name of the function.
             pub fn name(self) -> &'static str {
                 match self {

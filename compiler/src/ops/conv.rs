@@ -1,10 +1,10 @@
 //! The convolutions: `conv2d` and `conv_transpose2d`, and the load-time layouts of a
 //! convolution's weight (`tile_conv_weights`, `winograd_weights`). Everything the family
-//! knows is here: the argument binding (defaults from the signatures in [`super::ops`])
-//! and the learned tensors each call creates, the shape inference `check::infer` calls,
-//! the cost, the reference interpreter's f64 evaluation and the kernel calls `codegen`
-//! emits, and the facts the stages ask (name, mapping type, fusion role, sign:
-//! [`CONV2D`], ...); the choice of weight layout is `prepare`'s.
+//! knows is here: the argument binding (each op's signature with its defaults, and its
+//! binder, a row of `DSL_OPS`) and the learned tensors each call creates, the shape
+//! inference `check::infer` calls, the cost, the reference interpreter's f64 evaluation
+//! and the kernel calls `codegen` emits, and the facts the stages ask (name, mapping
+//! type, fusion role, sign: [`CONV2D`], ...); the choice of weight layout is `prepare`'s.
 //!
 //! ```text
 //!   conv2d(x [1, 1, 28, 28], 6, kernel = 5)     weight [6, 1, 5, 5], bias [6]
@@ -14,7 +14,7 @@
 use proc_macro2::{Ident, TokenStream};
 use quote::quote;
 
-use super::{Bind, LowerError};
+use super::{Bind, DslOp, LowerError};
 use crate::check::{
     attr_err, dims4, err, expect_rank, expect_shape, fmt_shape, leading, operands, window_out,
     ShapeError,
@@ -23,6 +23,12 @@ use crate::ir::*;
 use crate::lower::Val;
 use crate::ops::{NonnegWhen, OpFacts, Role};
 use crate::tables::MappingType::*;
+
+/// The convolutions as the DSL calls them.
+pub(super) const DSL_OPS: &[DslOp] = dsl_ops! {
+    "conv2d" => "x, out_channels, kernel, stride = 1, padding = 0, dilation = 1, groups = 1, bias = true"; params "weight [out_channels, in_channels / groups, kh, kw], bias [out_channels]" => |b, _| conv2d(b),
+    "conv_transpose2d" => "x, out_channels, kernel, stride = 1, padding = 0, output_padding = 0, groups = 1, bias = true, dilation = 1"; params "weight [in_channels, out_channels / groups, kh, kw], bias [out_channels]" => |b, _| conv_transpose2d(b),
+};
 
 /// `conv2d`: Many-to-Many, an anchor taking an epilogue.
 pub const CONV2D: OpFacts = OpFacts::new("conv2d", ManyToMany, Role::KERNEL, NonnegWhen::Unknown);
@@ -50,7 +56,7 @@ pub const WINOGRAD_WEIGHTS: OpFacts = OpFacts::new(
 );
 
 /// Binds `conv2d(..)`.
-pub(super) fn conv2d(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
+fn conv2d(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let (out, _) = b.positive("out_channels")?;
     let kernel = b.pair("kernel", 1)?;
@@ -78,7 +84,7 @@ pub(super) fn conv2d(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
 }
 
 /// Binds `conv_transpose2d(..)`.
-pub(super) fn conv_transpose2d(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
+fn conv_transpose2d(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let (out, _) = b.positive("out_channels")?;
     let kernel = b.pair("kernel", 1)?;

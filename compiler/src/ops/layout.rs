@@ -1,10 +1,10 @@
 //! The layout ops: reshapes (`reshape`, `flatten`, `squeeze`, `unsqueeze`), `transpose`
 //! and `permute`, `concat`, `slice` and `split`, `pad`, `gather` and `embedding`,
 //! `expand` and `tile`, `depth_to_space` and `space_to_depth`, `resize`. Everything the
-//! family knows is here: the argument binding (defaults from the signatures in
-//! [`super::ops`]; several DSL ops bind to one IR op), the shape inference
-//! `check::infer` calls, the cost, the reference interpreter's evaluation and the
-//! kernel calls `codegen` emits for a layout op that runs on its own, and the index
+//! family knows is here: the argument binding (each op's signature with its defaults, and
+//! its binder, a row of `DSL_OPS`; several DSL ops bind to one IR op), the shape
+//! inference `check::infer` calls, the cost, the reference interpreter's evaluation and
+//! the kernel calls `codegen` emits for a layout op that runs on its own, and the index
 //! translation that replaces it inside a fused block (the input index an output index
 //! reads, which `element` builds the block's expression from), and the facts the stages
 //! ask (name, mapping type, fusion role, sign: [`TRANSPOSE`], ...).
@@ -18,7 +18,7 @@
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
 
-use super::{Bind, LowerError};
+use super::{Bind, DslOp, LowerError};
 use crate::check::{self, broadcast, elements, err, expect_axis, fmt_shape, operands, ShapeError};
 use crate::element::{broadcast_strides, flat, row_major_strides, Ix};
 use crate::ir::*;
@@ -26,6 +26,25 @@ use crate::lower::{as_f64, Val};
 use crate::ops::unary::f32_lit;
 use crate::ops::{NonnegWhen, OpFacts, Role};
 use crate::tables::MappingType::*;
+
+/// The layout ops as the DSL calls them.
+pub(super) const DSL_OPS: &[DslOp] = dsl_ops! {
+    "reshape" => "x, shape" => |b, _| reshape(b),
+    "flatten" => "x, start = 1, end = -1" => |b, _| flatten(b),
+    "squeeze" => "x, axes = all length-1 axes" => |b, _| squeeze(b),
+    "unsqueeze" => "x, axis" => |b, _| unsqueeze(b),
+    "transpose" => "x, axis0, axis1" => transpose, "permute" => "x, perm" => transpose,
+    "concat" => "tensors, axis = 0" => |b, _| concat(b),
+    "slice" => "x, axis, start, end = to the end, step = 1" => |b, _| slice(b),
+    "split" => "x, sizes = [a, b, ...], axis = 0, *, chunks = n | split_size = n" => |b, _| split(b),
+    "pad" => "x, pads, mode = \"constant\", value = 0.0" => |b, _| pad(b),
+    "gather" => "x, indices, axis = 0" => |b, _| gather(b),
+    "embedding" => "indices, num_embeddings, embedding_dim"; params "weight [num_embeddings, embedding_dim]" => |b, _| embedding(b),
+    "expand" => "x, shape" => |b, _| expand(b), "tile" => "x, repeats" => |b, _| tile(b),
+    "depth_to_space" => "x, blocksize, mode = \"DCR\"" => depth_space,
+    "space_to_depth" => "x, blocksize, mode = \"DCR\"" => depth_space,
+    "resize" => "x, size = [h, w] | scale = s, mode = \"nearest\", align_corners = false; or (ONNX) x, sizes = [per axis] and/or scales = [per axis], mode = \"nearest\" | \"linear\" | \"cubic\", coordinate_transformation_mode = \"half_pixel\", nearest_mode = \"round_prefer_floor\", cubic_coeff_a = -0.75, exclude_outside = false, antialias = false, roi = [starts, ends], extrapolation_value = 0.0" => |b, _| resize(b),
+};
 
 /// The reshapes (`reshape`, `flatten`, `squeeze`, `unsqueeze`): Reorganize, the same data.
 pub fn reshape_facts(kind: ReshapeKind) -> OpFacts {
@@ -63,7 +82,7 @@ pub fn resize_facts(mode: &ResizeMode) -> OpFacts {
 pub const RESAMPLE: OpFacts = OpFacts::new("resize", OneToMany, Role::PLAIN, NonnegWhen::Unknown);
 
 /// Binds `reshape(..)`.
-pub(super) fn reshape(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
+fn reshape(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let Some((target, s)) = b.ints("shape")? else {
         return Ok(b.missing("shape")?);
@@ -76,7 +95,7 @@ pub(super) fn reshape(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
 }
 
 /// Binds `flatten(..)`.
-pub(super) fn flatten(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
+fn flatten(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let shape = b.shape(x.0);
     let (start, ss) = b.int("start")?;
@@ -97,7 +116,7 @@ pub(super) fn flatten(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
 }
 
 /// Binds `squeeze(..)`.
-pub(super) fn squeeze(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
+fn squeeze(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let shape = b.shape(x.0);
     let axes = match b.ints("axes")? {
@@ -133,7 +152,7 @@ pub(super) fn squeeze(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
 }
 
 /// Binds `unsqueeze(..)`.
-pub(super) fn unsqueeze(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
+fn unsqueeze(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let mut shape = b.shape(x.0);
     let (axis, s) = b.int("axis")?;
@@ -144,7 +163,7 @@ pub(super) fn unsqueeze(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
 }
 
 /// Binds `transpose(..)` and `permute(..)`.
-pub(super) fn transpose(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
+fn transpose(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let shape = b.shape(x.0);
     let perm: Vec<usize> = if name == "transpose" {
@@ -181,7 +200,7 @@ pub(super) fn transpose(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerEr
 }
 
 /// Binds `concat(..)`.
-pub(super) fn concat(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
+fn concat(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let xs = b.tensors("tensors")?;
     let (axis, s) = b.int("axis")?;
     let Some(first) = xs.first().copied() else {
@@ -197,7 +216,7 @@ pub(super) fn concat(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
 }
 
 /// Binds `slice(..)`.
-pub(super) fn slice(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
+fn slice(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let shape = b.shape(x.0);
     let (axis, axs) = b.int("axis")?;
@@ -257,7 +276,7 @@ pub(super) fn slice(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
 }
 
 /// Binds `split(..)`.
-pub(super) fn split(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
+fn split(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let shape = b.shape(x.0);
     let parts = b.args.take("sizes");
@@ -352,7 +371,7 @@ pub(super) fn split(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
 }
 
 /// Binds `pad(..)`.
-pub(super) fn pad(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
+fn pad(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let shape = b.shape(x.0);
     let Some((list, s)) = b.ints("pads")? else {
@@ -397,7 +416,7 @@ pub(super) fn pad(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
 }
 
 /// Binds `gather(..)`.
-pub(super) fn gather(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
+fn gather(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let idx = b.tensor("indices")?;
     let (axis, s) = b.int("axis")?;
@@ -407,7 +426,7 @@ pub(super) fn gather(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
 }
 
 /// Binds `embedding(..)`.
-pub(super) fn embedding(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
+fn embedding(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let idx = b.tensor("indices")?;
     let (num, _) = b.positive("num_embeddings")?;
     let (dim, _) = b.positive("embedding_dim")?;
@@ -417,7 +436,7 @@ pub(super) fn embedding(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
 }
 
 /// Binds `expand(..)`.
-pub(super) fn expand(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
+fn expand(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let Some((target, s)) = b.ints("shape")? else {
         return Ok(b.missing("shape")?);
@@ -454,7 +473,7 @@ pub(super) fn expand(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
 }
 
 /// Binds `tile(..)`.
-pub(super) fn tile(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
+fn tile(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let shape = b.shape(x.0);
     let Some((repeats, s)) = b.ints("repeats")? else {
@@ -503,7 +522,7 @@ pub(super) fn tile(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
 }
 
 /// Binds `depth_to_space(..)` and `space_to_depth(..)`.
-pub(super) fn depth_space(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
+fn depth_space(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let shape = b.shape(x.0);
     let (bs, bss) = b.positive("blocksize")?;
@@ -570,7 +589,7 @@ pub(super) fn depth_space(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, Lower
 }
 
 /// Binds `resize(..)`.
-pub(super) fn resize(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
+fn resize(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     if b.args
         .named

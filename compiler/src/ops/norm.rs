@@ -1,9 +1,10 @@
 //! The normalizations: `softmax` and `log_softmax` along one axis, `layer_norm` over the
 //! last axes, and the per-channel `batch_norm`, `group_norm` and `instance_norm`.
-//! Everything the family knows is here: the argument binding (defaults from the
-//! signatures in [`super::ops`]), the shape inference `check::infer` calls, the cost, the
-//! reference interpreter's f64 evaluation and the kernel calls `codegen` emits, and the
-//! facts the stages ask (name, mapping type, fusion role, sign: [`SOFTMAX`], ...).
+//! Everything the family knows is here: the argument binding (each op's signature with
+//! its defaults, and its binder, a row of `DSL_OPS`), the shape inference `check::infer`
+//! calls, the cost, the reference interpreter's f64 evaluation and the kernel calls
+//! `codegen` emits, and the facts the stages ask (name, mapping type, fusion role, sign:
+//! [`SOFTMAX`], ...).
 //!
 //! ```text
 //!   layer_norm(x [2, 4], [4])           each row: (x - mean) / sqrt(var + eps)
@@ -14,7 +15,7 @@
 use proc_macro2::{Ident, TokenStream};
 use quote::quote;
 
-use super::{Bind, LowerError};
+use super::{Bind, DslOp, LowerError};
 use crate::check::{channels, err, expect_shape, fmt_shape, leading, ShapeError};
 use crate::element::Ex;
 use crate::ir::*;
@@ -22,6 +23,15 @@ use crate::lower::Val;
 use crate::ops::unary::f32_lit;
 use crate::ops::{NonnegWhen, OpFacts, Role};
 use crate::tables::MappingType::*;
+
+/// The normalizations as the DSL calls them.
+pub(super) const DSL_OPS: &[DslOp] = dsl_ops! {
+    "softmax" => "x, axis = -1" => softmax, "log_softmax" => "x, axis = -1" => softmax,
+    "layer_norm" => "x, normalized_shape = the last axis, *, dims = 1, eps = 1e-5, affine = true"; params "weight [normalized_shape], bias [normalized_shape] (affine)" => |b, _| layer_norm(b),
+    "batch_norm" => "x, num_features = channels, *, eps = 1e-5, momentum = 0.1, affine = true, track_running_stats = true"; params "weight [C], bias [C], running_mean [C], running_var [C] (a `num_batches_tracked` in the weights is ignored)" => channel_norm,
+    "group_norm" => "x, num_groups, num_channels = channels, *, eps = 1e-5, affine = true"; params "weight [C], bias [C] (affine)" => channel_norm,
+    "instance_norm" => "x, num_features = channels, *, eps = 1e-5, momentum = 0.1, affine = false, track_running_stats = false"; params "weight [C], bias [C] (affine)" => channel_norm,
+};
 
 /// `softmax`: Many-to-Many, row-wise (an epilogue and a prologue); always nonnegative.
 pub const SOFTMAX: OpFacts = OpFacts::new("softmax", ManyToMany, Role::ROWS, NonnegWhen::Always);
@@ -50,7 +60,7 @@ pub const INSTANCE_NORM: OpFacts = OpFacts::new(
 );
 
 /// Binds `softmax(..)` and `log_softmax(..)`.
-pub(super) fn softmax(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
+fn softmax(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let (axis, s) = b.int("axis")?;
     let shape = b.shape(x.0);
@@ -64,7 +74,7 @@ pub(super) fn softmax(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerErro
 }
 
 /// Binds `layer_norm(..)`.
-pub(super) fn layer_norm(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
+fn layer_norm(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let shape = b.shape(x.0);
     let normalized = b.ints("normalized_shape")?;
@@ -133,7 +143,7 @@ pub(super) fn layer_norm(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
 }
 
 /// Binds `batch_norm(..)`, `group_norm(..)` and `instance_norm(..)`.
-pub(super) fn channel_norm(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
+fn channel_norm(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let shape = b.shape(x.0);
     if shape.len() < 2 {

@@ -1,9 +1,9 @@
 //! The poolings: `max_pool2d` and `avg_pool2d` over windows, `adaptive_avg_pool2d`, and
-//! the global poolings. Everything the family knows is here: the argument binding
-//! (defaults from the signatures in [`super::ops`]), the shape inference `check::infer`
-//! calls, the cost, the reference interpreter's evaluation and the kernel call
-//! `codegen` emits, and the facts the stages ask (name, mapping type, fusion role, sign:
-//! [`MAX_POOL2D`], ...).
+//! the global poolings. Everything the family knows is here: the argument binding (each
+//! op's signature with its defaults, and its binder, a row of `DSL_OPS`), the shape
+//! inference `check::infer` calls, the cost, the reference interpreter's evaluation and
+//! the kernel call `codegen` emits, and the facts the stages ask (name, mapping type,
+//! fusion role, sign: [`MAX_POOL2D`], ...).
 //!
 //! ```text
 //!   max_pool2d(x [1, 1, 4, 4], 2)          each output is the max of a 2x2 window
@@ -18,12 +18,20 @@ use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
 
 use super::conv::padding4;
-use super::{Bind, LowerError};
+use super::{Bind, DslOp, LowerError};
 use crate::check::{attr_err, dims4, err, expect_rank, fmt_shape, window_out, ShapeError};
 use crate::ir::*;
 use crate::lower::Val;
 use crate::ops::{NonnegWhen, OpFacts, Role};
 use crate::tables::MappingType::*;
+
+/// The poolings as the DSL calls them.
+pub(super) const DSL_OPS: &[DslOp] = dsl_ops! {
+    "max_pool2d" => "x, kernel, stride = kernel, padding = 0, dilation = 1, ceil_mode = false" => window_pool,
+    "avg_pool2d" => "x, kernel, stride = kernel, padding = 0, ceil_mode = false, count_include_pad = true, *, dilation = 1" => window_pool,
+    "global_avg_pool2d" => "x" => global_pool, "global_max_pool2d" => "x" => global_pool,
+    "adaptive_avg_pool2d" => "x, output_size" => |b, _| adaptive_pool(b),
+};
 
 /// `max_pool2d`: Many-to-Many, an anchor taking an epilogue; picks one of its inputs.
 pub const MAX_POOL2D: OpFacts =
@@ -47,7 +55,7 @@ pub const GLOBAL_MAX_POOL2D: OpFacts = OpFacts::new(
 );
 
 /// Binds `max_pool2d(..)` and `avg_pool2d(..)`.
-pub(super) fn window_pool(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
+fn window_pool(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let kernel = b.pair("kernel", 1)?;
     let stride = b.pair_or("stride", kernel, 1)?;
@@ -81,7 +89,7 @@ pub(super) fn window_pool(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, Lower
 }
 
 /// Binds `adaptive_avg_pool2d(..)`.
-pub(super) fn adaptive_pool(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
+fn adaptive_pool(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let shape = b.shape(x.0);
     let size = b.pair("output_size", 1)?;
@@ -89,7 +97,7 @@ pub(super) fn adaptive_pool(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
 }
 
 /// Binds `global_avg_pool2d(..)` and `global_max_pool2d(..)`.
-pub(super) fn global_pool(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
+fn global_pool(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let shape = b.shape(x.0);
     if shape.len() < 3 {

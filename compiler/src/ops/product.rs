@@ -13,13 +13,19 @@
 use proc_macro2::{Ident, TokenStream};
 use quote::quote;
 
-use super::{Bind, LowerError};
+use super::{Bind, DslOp, LowerError};
 use crate::check::{broadcast, err, expect_shape, fmt_shape, leading, operands, ShapeError};
 use crate::element::broadcast_strides;
 use crate::ir::*;
 use crate::lower::Val;
 use crate::ops::{NonnegWhen, OpFacts, Role};
 use crate::tables::MappingType::*;
+
+/// The products as the DSL calls them.
+pub(super) const DSL_OPS: &[DslOp] = dsl_ops! {
+    "linear" => "x, out_features, bias = true"; params "weight [out_features, in_features], bias [out_features]" => |b, _| linear(b),
+    "matmul" => "a, b" => |b, _| matmul(b),
+};
 
 /// `linear`: Many-to-Many, an anchor with an epilogue and a store map.
 pub const LINEAR: OpFacts = OpFacts::new("linear", ManyToMany, Role::PRODUCT, NonnegWhen::Unknown);
@@ -38,7 +44,7 @@ pub const PACK_PANELS: OpFacts =
     OpFacts::new("pack_panels", Shuffle, Role::PLAIN, NonnegWhen::FirstIs);
 
 /// Binds `linear(..)`: creates its weight `[out, in]` and, with `bias`, its bias.
-pub(super) fn linear(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
+fn linear(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let (out, _) = b.positive("out_features")?;
     let bias = b.boolean("bias")?;
@@ -58,7 +64,7 @@ pub(super) fn linear(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
 }
 
 /// Binds `matmul(..)` (also the `@` operator's op).
-pub(super) fn matmul(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
+fn matmul(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let x = b.tensor("a")?;
     let y = b.tensor("b")?;
     Ok(b.node(Op::MatMul, vec![x.0, y.0], &[x.1, y.1])?)

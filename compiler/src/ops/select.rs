@@ -13,13 +13,19 @@
 use proc_macro2::{Ident, TokenStream};
 use quote::quote;
 
-use super::{Bind, LowerError};
+use super::{Bind, DslOp, LowerError};
 use crate::check::{broadcast, err, fmt_shape, operands, ShapeError};
 use crate::element::{broadcast_strides, Ix};
 use crate::ir::*;
 use crate::lower::Val;
 use crate::ops::{NonnegWhen, OpFacts, Role};
 use crate::tables::MappingType::*;
+
+/// `where` and `prelu` as the DSL calls them.
+pub(super) const DSL_OPS: &[DslOp] = dsl_ops! {
+    "where" => "cond, a, b" => |b, _| where_(b),
+    "prelu" => "x, num_parameters = 1"; params "weight [num_parameters]" => |b, _| prelu(b),
+};
 
 /// `where`: elementwise (its operands broadcast); nonnegative when both branches are.
 pub const WHERE: OpFacts = OpFacts {
@@ -35,7 +41,7 @@ pub const WHERE: OpFacts = OpFacts {
 pub const PRELU: OpFacts = OpFacts::new("prelu", OneToOne, Role::ELEMENTWISE, NonnegWhen::Unknown);
 
 /// Binds `where(..)`.
-pub(super) fn where_(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
+fn where_(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let c = b.tensor("cond")?;
     let x = b.tensor("a")?;
     let y = b.tensor("b")?;
@@ -43,7 +49,7 @@ pub(super) fn where_(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
 }
 
 /// Binds `prelu(..)`: creates its slope of `num_parameters` values.
-pub(super) fn prelu(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
+fn prelu(b: &mut Bind<'_, '_>) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     let (n, ns) = b.positive("num_parameters")?;
     let shape = b.shape(x.0);
