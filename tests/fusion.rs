@@ -104,10 +104,12 @@ fn compare_with_interpreter<M: Model>(source: &str, inputs: &[Vec<f32>]) {
     let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
     let got = dnnfusion::infer(&model, &refs).unwrap();
     for (got, expected) in got.iter().zip(&expected) {
-        let tol = 1e-5 * expected.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-        for (g, e) in got.iter().zip(expected.iter()) {
-            assert!((g - e).abs() <= tol, "generated {g}, interpreter {e}");
-        }
+        // 1e-5 of the output's largest magnitude (at least 1)
+        let mismatch = dnnfusion_test_support::first_mismatch(got, expected.iter(), 1e-5);
+        assert!(
+            mismatch.is_none(),
+            "generated against interpreter: {mismatch:?}"
+        );
     }
 }
 

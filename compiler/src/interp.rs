@@ -1283,9 +1283,8 @@ mod tests {
     fn assert_close(got: &ArrayD<f32>, want: &ArrayD<f32>, tol: f32) {
         assert_eq!(got.shape(), want.shape(), "shapes differ");
         for (i, (&g, &w)) in got.iter().zip(want.iter()).enumerate() {
-            let ok = (g - w).abs() <= tol * (1.0 + w.abs()) || (g.is_nan() && w.is_nan());
             assert!(
-                ok,
+                dnnfusion_test_support::within(g, w, tol * (1.0 + w.abs())),
                 "element {i}: got {g}, want {w}\ngot  {got}\nwant {want}"
             );
         }

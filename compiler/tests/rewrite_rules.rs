@@ -189,14 +189,10 @@ fn scale(shape: &[usize], values: &[ArrayD<f32>]) -> ArrayD<f32> {
     s
 }
 
+/// `a` and `b` agree to `rtol` of the larger of their magnitudes and the output's `scale`.
 fn agree(a: f32, b: f32, scale: f32, rtol: f32) -> bool {
-    if (a.is_nan() && b.is_nan()) || a == b {
-        return true;
-    }
-    if !a.is_finite() || !b.is_finite() {
-        return false;
-    }
-    (a - b).abs() <= rtol * a.abs().max(b.abs()).max(scale) + 1e-30
+    let magnitude = a.abs().max(b.abs()).max(scale);
+    dnnfusion_test_support::within(a, b, rtol * magnitude + 1e-30)
 }
 
 /// Evaluates both graphs on random and edge inputs and compares every output.

@@ -5370,8 +5370,9 @@ mod tests {
     fn assert_close(label: &str, got: &[f32], want: &[(f32, f32)], terms: usize) {
         assert_eq!(got.len(), want.len(), "{label}");
         for (i, (a, &(e, size))) in got.iter().zip(want).enumerate() {
+            let bound = 1e-5 * e.abs().max(1.0) + terms as f32 * f32::EPSILON * size;
             assert!(
-                (a - e).abs() <= 1e-5 * e.abs().max(1.0) + terms as f32 * f32::EPSILON * size,
+                dnnfusion_test_support::within(*a, e, bound),
                 "{label}: element {i}: {a} vs {e}"
             );
         }

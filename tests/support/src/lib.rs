@@ -102,6 +102,14 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     })
 }
 
+/// The one element comparison of every test: `got` is within `tolerance` of the reference
+/// `want`. NaN matches NaN and an infinity the same infinity; any other NaN is outside.
+pub fn within(got: f32, want: f32, tolerance: f32) -> bool {
+    let same_special = (got.is_nan() && want.is_nan()) || (got.is_infinite() && got == want);
+    // a NaN difference is not within tolerance
+    same_special || (got - want).abs() <= tolerance
+}
+
 /// An element outside the tolerance of [`first_mismatch`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Mismatch {
@@ -134,11 +142,7 @@ pub fn first_mismatch<'a>(
         .zip(want)
         .enumerate()
         .find_map(|(index, (&got, &want))| {
-            let same_special =
-                (got.is_nan() && want.is_nan()) || (got.is_infinite() && got == want);
-            // a NaN difference is not within tolerance
-            let close = (got - want).abs() <= tolerance;
-            (!same_special && !close).then_some(Mismatch {
+            (!within(got, want, tolerance)).then_some(Mismatch {
                 index,
                 got,
                 want,
@@ -183,5 +187,15 @@ mod tests {
         assert!(first_mismatch(&[f32::NAN], &[0.0], 1e-4).is_some());
         assert_eq!(max_abs_diff(&[1.0, f32::NAN], &[1.5, 0.0]), f32::INFINITY);
         assert_eq!(reference_tolerance(&[-3.0, 2.0]), 3e-5);
+    }
+
+    #[test]
+    fn within_matches_specials_only_with_themselves() {
+        assert!(within(1.0, 1.5, 0.5) && !within(1.0, 1.6, 0.5));
+        assert!(within(f32::NAN, f32::NAN, 0.0));
+        assert!(!within(f32::NAN, 1.0, f32::INFINITY) && !within(1.0, f32::NAN, 1.0));
+        assert!(within(f32::INFINITY, f32::INFINITY, 0.0));
+        assert!(!within(f32::INFINITY, f32::NEG_INFINITY, 1e30));
+        assert!(!within(f32::INFINITY, 1e30, 1e30));
     }
 }
