@@ -35,11 +35,13 @@ const TILE_MIN_CHANNELS: usize = WEIGHT_TILE_ROWS;
 /// read row-major weights.
 const TILE_MIN_WEIGHTS: usize = 4096;
 /// Fewest input and output channels of a 3x3 stride-1 `conv2d` whose weight is
-/// transformed for Winograd's F(2x2, 3x3) instead of tiled: with fewer, the input and
-/// output transforms cost about what the products save (conv_classes, three runs, time
-/// against the tiled GEMM: 16 channels on 128x128 0.8-1.2x, 32 on 64x64 1.0-1.3x faster,
-/// 64 and more 1.3-2.0x).
-const WINOGRAD_MIN_CHANNELS: usize = 32;
+/// transformed for Winograd's F(2x2, 3x3) instead of tiled. At 16 the transforms still
+/// cost less than the products save: `conv_classes` puts 16 channels on 128x128 at
+/// 1.07-1.14x the tiled GEMM (32 on 64x64 1.6x, 64 on 32x32 1.8x), and unet_small, whose
+/// four 16-channel convolutions then take it, runs 6-12% faster (2026-12-05, five
+/// alternating pairs). With fewer channels on either side the weight is tiled (or kept as
+/// it is, when small).
+const WINOGRAD_MIN_CHANNELS: usize = 16;
 
 /// Stores the weights of large `linear`s packed, in the layout the matrix-product
 /// kernel's register tiles read (BLIS's packed panels): `linear(x, W, b)` becomes
@@ -651,11 +653,12 @@ mod tests {
 
     #[test]
     fn large_convolutions_read_tiled_weights_and_small_or_depthwise_ones_do_not() {
-        let conv = |groups: usize| {
+        let conv = |groups: usize, kernel: usize| {
+            let pad = kernel / 2;
             Op::Conv2d(crate::ir::Conv2d {
-                kernel: [3, 3],
+                kernel: [kernel, kernel],
                 stride: [1, 1],
-                padding: [1, 1, 1, 1],
+                padding: [pad, pad, pad, pad],
                 dilation: [1, 1],
                 groups,
                 weights: crate::ir::ConvWeights::RowMajor,
@@ -664,18 +667,18 @@ mod tests {
         let mut g = Graph::default();
         let x = g.add_value("x".into(), vec![1, 32, 8, 8], ValueKind::Input(0));
         g.inputs = vec![x];
-        // 24 x 32 x 3 x 3 = 6912 weights: tiled (24 outputs: too few for Winograd);
+        // 24 x 32 x 5 x 5 = 19200 weights: tiled (5x5: not Winograd's);
         // 16 x 2 x 3 x 3 (groups 16): too few; depthwise 32: never
-        let big_w = param(&mut g, "big", vec![24, 32, 3, 3]);
+        let big_w = param(&mut g, "big", vec![24, 32, 5, 5]);
         let small_w = param(&mut g, "small", vec![16, 2, 3, 3]);
         let dw_w = param(&mut g, "dw", vec![32, 1, 3, 3]);
-        let big = node(&mut g, conv(1), vec![x, big_w], vec![1, 24, 8, 8]);
-        let small = node(&mut g, conv(16), vec![x, small_w], vec![1, 16, 8, 8]);
-        let dw = node(&mut g, conv(32), vec![x, dw_w], vec![1, 32, 8, 8]);
+        let big = node(&mut g, conv(1, 5), vec![x, big_w], vec![1, 24, 8, 8]);
+        let small = node(&mut g, conv(16, 3), vec![x, small_w], vec![1, 16, 8, 8]);
+        let dw = node(&mut g, conv(32, 3), vec![x, dw_w], vec![1, 32, 8, 8]);
         g.outputs = vec![big, small, dw];
         let (tiled, map) = pack_weights(&g, &[]);
         let ops: Vec<&Op> = tiled.nodes.iter().map(|n| &n.op).collect();
-        let Op::Conv2d(attrs) = conv(1) else {
+        let Op::Conv2d(attrs) = conv(1, 5) else {
             unreachable!("conv builds a conv2d")
         };
         let tiled_conv = Op::Conv2d(crate::ir::Conv2d {
@@ -687,12 +690,12 @@ mod tests {
             [
                 &Op::TileConvWeights { groups: 1 },
                 &tiled_conv,
-                &conv(16),
-                &conv(32)
+                &conv(16, 3),
+                &conv(32, 3)
             ]
         );
         assert_eq!(map, vec![Some(1), Some(2), Some(3)]);
-        assert_eq!(tiled.shape(tiled.nodes[0].output), &[24, 32, 3, 3]);
+        assert_eq!(tiled.shape(tiled.nodes[0].output), &[24, 32, 5, 5]);
         assert_eq!(tiled.nodes[1].inputs, vec![x, tiled.nodes[0].output]);
         crate::check::check(&tiled).unwrap();
         // the tiling reads only a parameter: split moves it to load time
