@@ -38,9 +38,9 @@ const TILE_MIN_WEIGHTS: usize = 4096;
 /// transformed for Winograd's F(2x2, 3x3) instead of tiled. At 16 the transforms still
 /// cost less than the products save: `conv_classes` puts 16 channels on 128x128 at
 /// 1.07-1.14x the tiled GEMM (32 on 64x64 1.6x, 64 on 32x32 1.8x), and unet_small, whose
-/// four 16-channel convolutions then take it, runs 6-12% faster (2026-12-05, five
+/// 16->32 and 32->16 convolutions then take it, runs 6-12% faster (2026-12-05, five
 /// alternating pairs). With fewer channels on either side the weight is tiled (or kept as
-/// it is, when small).
+/// it is, when small: [`TILE_MIN_WEIGHTS`] holds for Winograd too).
 const WINOGRAD_MIN_CHANNELS: usize = 16;
 
 /// Stores the weights of large `linear`s packed, in the layout the matrix-product
