@@ -8,6 +8,10 @@
 //! `tests/golden/<model>.expansion`. A change of the generated code shows up as a diff.
 //! They are compared as tokens, so only blessing needs `rustfmt`.
 //!
+//! Golden op facts: every op's name, mapping type, fusion role and sign fact as its
+//! family file states them (`ops::facts`), one line per op, in `tests/golden/op_facts.txt`
+//! (house rule 3's printed table; an op variant without an example does not compile).
+//!
 //! ```sh
 //! cargo test -p dnnfusion-tests --test golden_plans                    # compare
 //! DNNFUSION_BLESS=1 cargo test -p dnnfusion-tests --test golden_plans  # rewrite the files, then review them
@@ -23,7 +27,11 @@ use std::process::{Command, Stdio};
 
 use proc_macro2::{Delimiter, TokenTree};
 
-use dnnfusion_compiler::ir::{Graph, ValueId};
+use dnnfusion_compiler::ir::{
+    Conv2d, ConvTranspose2d, ConvWeights, CoordMode, Graph, Interpolation, Op, PadMode, Pool2d,
+    Resample, ReshapeKind, ResizeMode, ValueId,
+};
+use dnnfusion_compiler::ops::{facts, reduce, scan, unary, Mapping};
 use dnnfusion_compiler::plan::{MemoryPlan, Slot};
 use dnnfusion_compiler::{compile_model, lower_str, CompiledModel};
 
@@ -328,6 +336,268 @@ fn reference_expansions_match_the_golden_files() {
             problems.push(format!(
                 "{}: the generated code of {name} changed (golden -, now +):\n{diff}if the change is intended, rewrite the file with `{BLESS}` and review the diff",
                 path.display()
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
+/// Which variant an op is: one arm per variant and no `_`, so a new op does not compile
+/// here until [`every_op_variant`] has an example of it.
+fn variant_index(op: &Op) -> usize {
+    match op {
+        Op::Unary(_) => 0,
+        Op::Binary(_) => 1,
+        Op::Where => 2,
+        Op::Prelu => 3,
+        Op::Linear => 4,
+        Op::MatMul => 5,
+        Op::MatMulPanels { .. } => 6,
+        Op::PackPanels => 7,
+        Op::TileConvWeights { .. } => 8,
+        Op::WinogradWeights => 9,
+        Op::Conv2d(_) => 10,
+        Op::ConvTranspose2d(_) => 11,
+        Op::MaxPool2d(_) => 12,
+        Op::AvgPool2d(_) => 13,
+        Op::GlobalAvgPool => 14,
+        Op::GlobalMaxPool => 15,
+        Op::Reduce { .. } => 16,
+        Op::Softmax { .. } => 17,
+        Op::LogSoftmax { .. } => 18,
+        Op::LayerNorm { .. } => 19,
+        Op::BatchNorm { .. } => 20,
+        Op::GroupNorm { .. } => 21,
+        Op::InstanceNorm { .. } => 22,
+        Op::Reshape(_) => 23,
+        Op::Transpose { .. } => 24,
+        Op::Concat { .. } => 25,
+        Op::Slice { .. } => 26,
+        Op::Pad { .. } => 27,
+        Op::Gather { .. } => 28,
+        Op::Expand => 29,
+        Op::Resize(_) => 30,
+        Op::Resample(_) => 31,
+        Op::Scan { .. } => 32,
+    }
+}
+
+/// Variants of [`variant_index`].
+const VARIANTS: usize = 33;
+
+/// The ops whose facts the golden table lists: every elementwise function the DSL calls
+/// by name and every binary function (each as the DSL lowers it), every reduce and scan
+/// function, and one example of every other variant (its facts do not depend on its
+/// attributes, except where a second example shows they do).
+fn every_op_variant() -> Vec<Op> {
+    let mut ops: Vec<Op> = unary_ops();
+    ops.extend(binary_ops());
+    let conv = Conv2d {
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1, 1, 1],
+        dilation: [1, 1],
+        groups: 1,
+        weights: ConvWeights::RowMajor,
+    };
+    let pool = Pool2d {
+        kernel: [2, 2],
+        stride: [2, 2],
+        padding: [0; 4],
+        dilation: [1, 1],
+        ceil_mode: false,
+        count_include_pad: true,
+    };
+    ops.extend([
+        Op::Where,
+        Op::Prelu,
+        Op::Linear,
+        Op::MatMul,
+        Op::MatMulPanels { n: 16 },
+        Op::PackPanels,
+        Op::TileConvWeights { groups: 1 },
+        Op::WinogradWeights,
+        Op::Conv2d(conv),
+        Op::ConvTranspose2d(ConvTranspose2d {
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+            output_padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        }),
+        Op::MaxPool2d(pool),
+        Op::AvgPool2d(pool),
+        Op::GlobalAvgPool,
+        Op::GlobalMaxPool,
+    ]);
+    ops.extend(reduce::ALL.map(|kind| Op::Reduce {
+        kind,
+        axes: vec![1],
+        keepdims: false,
+    }));
+    ops.extend([
+        Op::Softmax { axis: 1 },
+        Op::LogSoftmax { axis: 1 },
+        Op::LayerNorm { dims: 1, eps: 1e-5 },
+        Op::BatchNorm { eps: 1e-5 },
+        Op::GroupNorm {
+            groups: 2,
+            eps: 1e-5,
+        },
+        Op::InstanceNorm { eps: 1e-5 },
+    ]);
+    ops.extend(
+        [
+            ReshapeKind::Reshape,
+            ReshapeKind::Flatten,
+            ReshapeKind::Squeeze,
+            ReshapeKind::Unsqueeze,
+        ]
+        .map(Op::Reshape),
+    );
+    ops.extend([
+        Op::Transpose { perm: vec![1, 0] },
+        Op::Concat { axis: 0 },
+        Op::Slice {
+            starts: vec![0],
+            ends: vec![1],
+            steps: vec![1],
+        },
+        Op::Pad {
+            pads: vec![(1, 1)],
+            mode: PadMode::Constant(0.0),
+        },
+        Op::Gather { axis: 0 },
+        Op::Expand,
+        Op::Resize(ResizeMode::Nearest),
+        Op::Resize(ResizeMode::Bilinear {
+            align_corners: false,
+        }),
+        Op::Resample(Box::new(Resample {
+            interpolation: Interpolation::Linear,
+            coord: CoordMode::HalfPixel,
+            exclude_outside: false,
+            antialias: false,
+            extrapolation: 0.0,
+            scales: vec![1.0, 2.0],
+            roi: vec![(0.0, 1.0); 2],
+        })),
+    ]);
+    for kind in scan::ALL {
+        for exclusive in [false, true] {
+            ops.push(Op::Scan {
+                kind,
+                axis: 0,
+                exclusive,
+                reverse: false,
+            });
+        }
+    }
+    ops
+}
+
+/// The elementwise functions of one input: those the DSL calls by name, as `name(x)`
+/// lowers them (defaults), then `gelu` and the forms with a constant operand.
+fn unary_ops() -> Vec<Op> {
+    let calls = unary::SIGNATURES
+        .iter()
+        .flatten()
+        .map(|sig| format!("{}(x)", sig.name));
+    let others = [
+        "gelu(x)", "x + 2.0", "x - 2.0", "2.0 - x", "x * 2.0", "x / 2.0", "2.0 / x",
+    ];
+    calls
+        .chain(others.map(String::from))
+        .map(|call| {
+            let source = format!("pub model M(x: [2]) -> [2] {{ {call} }}");
+            let models = lower_str(&source).unwrap_or_else(|e| panic!("{call}: {e:?}"));
+            models[0].graph.nodes[0].op.clone()
+        })
+        .collect()
+}
+
+/// The binary functions, as `name(a, b)` lowers them.
+fn binary_ops() -> Vec<Op> {
+    ["add", "sub", "mul", "div", "maximum", "minimum", "pow"]
+        .iter()
+        .map(|name| {
+            let source = format!("pub model M(a: [2], b: [2]) -> [2] {{ {name}(a, b) }}");
+            let models = lower_str(&source).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            models[0].graph.nodes[0].op.clone()
+        })
+        .collect()
+}
+
+/// One line per op: its name, mapping type, fusion role and sign fact
+/// (`dnnfusion_compiler::ops::facts`, stated in the ops' family files).
+fn op_facts_text() -> String {
+    let mut text = String::from(
+        "# every op's facts (ops::facts): name, mapping type, role (E epilogue, P prologue, \
+         S store map, I index preserving), nonneg when\n",
+    );
+    for op in every_op_variant() {
+        let f = facts(&op);
+        let mapping = match f.mapping {
+            Mapping::Always(t) => t.name().to_string(),
+            Mapping::Broadcasting => "one-to-one, one-to-many when broadcasting".to_string(),
+        };
+        let r = f.role;
+        let role: String = [
+            (r.epilogue, 'E'),
+            (r.prologue, 'P'),
+            (r.store_map, 'S'),
+            (r.index_preserving, 'I'),
+        ]
+        .iter()
+        .map(|&(on, c)| if on { c } else { '-' })
+        .collect();
+        let detail = match &op {
+            // a binary function with a constant operand
+            Op::Unary(u) if format!("{u:?}").contains("Scalar") => format!(" ({u:?})"),
+            Op::Scan {
+                exclusive: true, ..
+            } => " (exclusive)".into(),
+            Op::Resize(ResizeMode::Bilinear { .. }) => " (bilinear)".into(),
+            Op::Resize(ResizeMode::Nearest) => " (nearest)".into(),
+            Op::Resample(_) => " (any axes)".into(),
+            _ => String::new(),
+        };
+        writeln!(
+            text,
+            "{:<26} {:<42} {role} {:?}",
+            format!("{}{detail}", f.name),
+            mapping,
+            f.nonneg
+        )
+        .unwrap();
+    }
+    text
+}
+
+#[test]
+fn every_ops_facts_match_the_golden_file() {
+    let ops = every_op_variant();
+    let covered: std::collections::BTreeSet<usize> = ops.iter().map(variant_index).collect();
+    let missing: Vec<usize> = (0..VARIANTS).filter(|i| !covered.contains(i)).collect();
+    assert!(
+        missing.is_empty(),
+        "variants without an example: {missing:?}"
+    );
+    let text = op_facts_text();
+    let path = golden_dir().join("op_facts.txt");
+    if blessing() {
+        std::fs::create_dir_all(golden_dir()).unwrap();
+        std::fs::write(&path, &text).unwrap();
+        return;
+    }
+    let mut problems = Vec::new();
+    if let Some(golden) = read_golden(&path, &mut problems) {
+        if golden != text {
+            problems.push(format!(
+                "{}: an op's facts changed (golden -, now +):\n{}if the change is intended, rewrite the file with `{BLESS}` and review the diff",
+                path.display(),
+                line_diff(&golden, &text)
             ));
         }
     }
