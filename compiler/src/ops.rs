@@ -1,7 +1,11 @@
-//! The DSL's built-in ops: argument binding and lowering of each call to graph nodes.
+//! The DSL's built-in ops: argument binding and lowering of each call to graph nodes,
+//! and the facts every stage asks of an op ([`facts`]).
 //!
 //! Part of the `lower` stage. Every op takes positional arguments in the order of its
-//! signature in [`ops`], or keywords; attribute defaults follow PyTorch.
+//! signature in [`ops`], or keywords; attribute defaults follow PyTorch. Each op family
+//! lives in a file of its own (`ops/conv.rs`, `ops/pool.rs`, ...): its DSL table
+//! (signatures and binders), shape inference, cost, facts, element translation, f64
+//! evaluation and kernel call.
 
 use proc_macro2::Span;
 use syn::Ident;
