@@ -270,6 +270,24 @@ pub(crate) fn flat(idx: &[Ix], shape: &[usize]) -> Ix {
     })
 }
 
+/// The index in a row-major tensor of `shape` at flat offset `flat_ix` (the inverse of
+/// [`flat`]; the first axis is not reduced, so an offset past the end stays past it).
+pub(crate) fn unflatten(flat_ix: &Ix, shape: &[usize]) -> Vec<Ix> {
+    let strides = row_major_strides(shape);
+    shape
+        .iter()
+        .zip(&strides)
+        .enumerate()
+        .map(|(k, (&d, &s))| {
+            if k == 0 {
+                Ix::div(flat_ix.clone(), s)
+            } else {
+                Ix::rem(Ix::div(flat_ix.clone(), s), d)
+            }
+        })
+        .collect()
+}
+
 /// The index of an operand of shape `shape` broadcast into an output index `idx`.
 fn broadcast_index(idx: &[Ix], shape: &[usize]) -> Vec<Ix> {
     let offset = idx.len().saturating_sub(shape.len());
@@ -555,19 +573,7 @@ pub fn store_map(graph: &Graph, chain: &[usize], shape: &[usize]) -> Option<Ix> 
         match &node.op {
             Op::Transpose { perm } => {
                 if let Some(f) = flat_pos.take() {
-                    let strides = row_major_strides(&current);
-                    idx = current
-                        .iter()
-                        .zip(&strides)
-                        .enumerate()
-                        .map(|(k, (&d, &s))| {
-                            if k == 0 {
-                                Ix::div(f.clone(), s)
-                            } else {
-                                Ix::rem(Ix::div(f.clone(), s), d)
-                            }
-                        })
-                        .collect();
+                    idx = unflatten(&f, &current);
                 }
                 idx = perm
                     .iter()

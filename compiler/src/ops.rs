@@ -234,8 +234,8 @@ const GELU: &[DslOp] = dsl_ops! {
 /// The ops that are not computations: a named parameter and PyTorch's inference no-ops.
 const NOT_COMPUTATIONS: &[DslOp] = dsl_ops! {
     "param" => "shape"; params "the binding's name itself, of `shape`" => param,
-    "dropout" => "x, p = 0.5, *, training = false, inplace = false" => dropout,
-    "identity" => "x" => dropout,
+    "dropout" => "x, p = 0.5, *, training = false, inplace = false" => pass_through,
+    "identity" => "x" => pass_through,
 };
 
 /// The family tables of the ops other than the unary, reduce and scan functions, in the op
@@ -977,7 +977,7 @@ fn gelu(b: &mut Bind<'_, '_>, _: &str) -> Result<Val, LowerError> {
 
 /// Binds `dropout(..)` and `identity(x)`: no-ops at inference (PyTorch's `eval()` mode),
 /// accepted so pasted code compiles.
-fn dropout(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
+fn pass_through(b: &mut Bind<'_, '_>, name: &str) -> Result<Val, LowerError> {
     let x = b.tensor("x")?;
     if name == "dropout" {
         let p = b.float("p")?;

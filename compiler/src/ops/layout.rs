@@ -20,7 +20,7 @@ use quote::quote;
 
 use super::{Bind, DslOp, LowerError};
 use crate::check::{self, broadcast, elements, err, expect_axis, fmt_shape, operands, ShapeError};
-use crate::element::{broadcast_strides, flat, row_major_strides, Ix};
+use crate::element::{broadcast_strides, flat, row_major_strides, unflatten, Ix};
 use crate::ir::*;
 use crate::lower::{as_f64, Val};
 use crate::ops::unary::f32_lit;
@@ -62,8 +62,8 @@ pub const TRANSPOSE: OpFacts = OpFacts::new("transpose", Shuffle, Role::PLAIN, N
 pub const CONCAT: OpFacts = OpFacts::new("concat", OneToOne, Role::PLAIN, NonnegWhen::AllAre);
 /// `slice`: One-to-One.
 pub const SLICE: OpFacts = OpFacts::new("slice", OneToOne, Role::PLAIN, NonnegWhen::FirstIs);
-/// `pad`: One-to-Many (a reflected element is read twice); its fill value is not looked
-/// into.
+/// `pad`: One-to-Many (reflect and edge padding read an input element more than once);
+/// its fill value is not looked into.
 pub const PAD: OpFacts = OpFacts::new("pad", OneToMany, Role::PLAIN, NonnegWhen::Unknown);
 /// `gather`: One-to-Many (an index may repeat).
 pub const GATHER: OpFacts = OpFacts::new("gather", OneToMany, Role::PLAIN, NonnegWhen::FirstIs);
@@ -1016,20 +1016,7 @@ pub fn reshape_index(idx: &[Ix], out_shape: &[usize], in_shape: &[usize]) -> Vec
         }
         return in_idx;
     }
-    let flat_ix = flat(idx, out_shape);
-    let strides = row_major_strides(in_shape);
-    in_shape
-        .iter()
-        .zip(&strides)
-        .enumerate()
-        .map(|(k, (&d, &s))| {
-            if k == 0 {
-                Ix::div(flat_ix.clone(), s)
-            } else {
-                Ix::rem(Ix::div(flat_ix.clone(), s), d)
-            }
-        })
-        .collect()
+    unflatten(&flat(idx, out_shape), in_shape)
 }
 
 /// The input index of a transpose by `perm` (output axis `i` is input axis `perm[i]`).
