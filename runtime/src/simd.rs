@@ -2071,7 +2071,8 @@ unsafe fn store_tile_avx512(
 }
 
 /// Sixteen rows of `a` (row `i` at `a[i * lda..]`, `kc` floats each) as one interleaved
-/// tile: `out[k * 16 + i] = a[i * lda + k]` for `k < kc`. Blocks of sixteen columns go
+/// tile: `out[k * 16 + i] = a[i * lda + k]` for `k < kc` (each of those `16 * kc`
+/// floats written, so `out` may start uninitialized). Blocks of sixteen columns go
 /// through a 16 x 16 transpose in zmm registers (sixteen loads, sixty-four shuffles and
 /// sixteen stores, where the scalar copy makes 256 loads and stores); the last `kc % 16`
 /// columns are copied one by one.
@@ -2082,7 +2083,11 @@ unsafe fn store_tile_avx512(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(unsafe_code)]
-pub unsafe fn pack_tile_avx512((a, lda): (&[f32], usize), kc: usize, out: &mut [f32]) {
+pub unsafe fn pack_tile_avx512(
+    (a, lda): (&[f32], usize),
+    kc: usize,
+    out: &mut [core::mem::MaybeUninit<f32>],
+) {
     use core::arch::x86_64::*;
     const R: usize = GEMM_MR_AVX512;
     assert!(kc > 0 && a.len() >= (R - 1) * lda + kc && out.len() >= kc * R);
@@ -2125,13 +2130,13 @@ pub unsafe fn pack_tile_avx512((a, lda): (&[f32], usize), kc: usize, out: &mut [
                 let at = (k0 + 4 * lane + q) * R;
                 let dst = &mut out[at..at + R];
                 // SAFETY: `dst` holds exactly 16 floats (a checked slice of that length)
-                _mm512_storeu_ps(dst.as_mut_ptr(), column);
+                _mm512_storeu_ps(dst.as_mut_ptr().cast(), column);
             }
         }
     }
     for k in full..kc {
         for (i, slot) in out[k * R..(k + 1) * R].iter_mut().enumerate() {
-            *slot = a[i * lda + k];
+            slot.write(a[i * lda + k]);
         }
     }
 }
