@@ -203,6 +203,15 @@ op_cases! {
             (c, slice(s, 1, 0, 3), s2, p, q, r)
         }
     }
+    concat_in_place {
+        model Case(x: [1, 2, 4, 8]) -> (y: [1, 3, 4, 8], z: [1, 4, 4, 8]) {
+            let a = conv2d(x, 2, kernel = 1);
+            let b = conv2d(x, 2, kernel = 3, padding = 1);
+            let c = concat([a, b], axis = 1);
+            let y = conv2d(c, 3, kernel = 1);
+            (y, concat([b, x], axis = 1) + global_avg_pool2d(c))
+        }
+    }
     pad_modes {
         model Case(x: [1, 2, 4, 5]) -> (a: [1, 2, 6, 8], b: [1, 2, 6, 8], c: [1, 2, 6, 8]) {
             let a = pad(x, [1, 2, 0, 2], value = 0.5);

@@ -405,6 +405,10 @@ fn steps(
             // a reshape whose result shares its operand's memory: nothing to run
             continue;
         }
+        if plan.concatenated_in_place(sink_node.output) {
+            // a concatenation whose operands were stored in its range: nothing to run
+            continue;
+        }
         if let [only] = block.nodes.as_slice() {
             if let Some(node) = graph.nodes.get(*only) {
                 body.push(node_call(model, plan, &names, node));
