@@ -355,7 +355,7 @@ fn variant_index(op: &Op) -> usize {
         Op::MatMulPanels { .. } => 6,
         Op::PackPanels => 7,
         Op::TileConvWeights { .. } => 8,
-        Op::WinogradWeights => 9,
+        Op::WinogradWeights { .. } => 9,
         Op::Conv2d(_) => 10,
         Op::ConvTranspose2d(_) => 11,
         Op::MaxPool2d(_) => 12,
@@ -416,7 +416,7 @@ fn every_op_variant() -> Vec<Op> {
         Op::MatMulPanels { n: 16 },
         Op::PackPanels,
         Op::TileConvWeights { groups: 1 },
-        Op::WinogradWeights,
+        Op::WinogradWeights { tile: 2 },
         Op::Conv2d(conv),
         Op::ConvTranspose2d(ConvTranspose2d {
             kernel: [2, 2],

@@ -352,7 +352,7 @@ pub fn infer(op: &Op, inputs: &[&[usize]], given: &[usize]) -> Result<Vec<usize>
         Op::MatMulPanels { n } => product::panels_matmul_shape(name, inputs, *n),
         Op::PackPanels => product::pack_panels_shape(name, inputs),
         Op::TileConvWeights { groups } => conv::tiled_weight_shape(name, inputs, *groups),
-        Op::WinogradWeights => conv::winograd_weight_shape(name, inputs),
+        Op::WinogradWeights { tile } => conv::winograd_weight_shape(name, *tile, inputs),
         Op::Conv2d(attrs) => conv::conv2d_operands_shape(name, inputs, attrs),
         Op::ConvTranspose2d(attrs) => conv::conv_transpose2d_operands_shape(name, inputs, attrs),
         Op::MaxPool2d(attrs) | Op::AvgPool2d(attrs) => {
@@ -459,7 +459,7 @@ pub fn check(graph: &Graph) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ir::{Conv2d, ConvWeights, WINOGRAD_POINTS};
+    use crate::ir::{winograd_points, Conv2d, ConvWeights};
 
     #[test]
     fn broadcasting_follows_numpy() {
@@ -540,9 +540,14 @@ mod tests {
         ok(Op::GlobalAvgPool, &[&[1, 8, 5, 5]], &[1, 8, 1, 1]);
         ok(Op::Expand, &[&[3, 1]], &[2, 3, 4]);
         ok(
-            Op::WinogradWeights,
+            Op::WinogradWeights { tile: 2 },
             &[&[8, 4, 3, 3]],
-            &[WINOGRAD_POINTS, 8, 4],
+            &[winograd_points(2), 8, 4],
+        );
+        ok(
+            Op::WinogradWeights { tile: 4 },
+            &[&[8, 4, 3, 3]],
+            &[36, 8, 4],
         );
         let conv = Conv2d {
             kernel: [3, 3],

@@ -1390,7 +1390,7 @@ fn kernel_rows(op: &Op, shape: &[usize]) -> KernelRows {
         | Op::Prelu
         | Op::PackPanels
         | Op::TileConvWeights { .. }
-        | Op::WinogradWeights
+        | Op::WinogradWeights { .. }
         | Op::ConvTranspose2d(_)
         | Op::MaxPool2d(_)
         | Op::AvgPool2d(_)
@@ -1688,7 +1688,7 @@ fn kernel_call(
         }
         Op::PackPanels => product::pack_panels_call(&k, io, s0),
         Op::TileConvWeights { groups } => conv::tiled_weights_call(&k, *groups, io, s0),
-        Op::WinogradWeights => conv::winograd_weights_call(&k, io, s0),
+        Op::WinogradWeights { tile } => conv::winograd_weights_call(&k, *tile, io, s0),
         Op::Conv2d(c) => {
             let rows = row_epilogue(epilogue);
             conv::conv2d_call(&k, c, &conv_call, [s0, out_shape], &rows)

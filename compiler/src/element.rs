@@ -454,7 +454,7 @@ impl Builder<'_> {
             | Op::MatMulPanels { .. }
             | Op::PackPanels
             | Op::TileConvWeights { .. }
-            | Op::WinogradWeights
+            | Op::WinogradWeights { .. }
             | Op::Conv2d(_)
             | Op::ConvTranspose2d(_)
             | Op::MaxPool2d(_)
@@ -540,7 +540,7 @@ pub fn translates(op: &Op) -> bool {
         | Op::MatMulPanels { .. }
         | Op::PackPanels
         | Op::TileConvWeights { .. }
-        | Op::WinogradWeights
+        | Op::WinogradWeights { .. }
         | Op::Conv2d(_)
         | Op::ConvTranspose2d(_)
         | Op::MaxPool2d(_)

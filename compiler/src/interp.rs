@@ -17,7 +17,7 @@
 //! ```
 
 use crate::ir::{
-    BinaryOp, Conv2d, ConvWeights, Graph, Op, Pool2d, UnaryOp, Value, ValueId, WINOGRAD_POINTS,
+    winograd_points, BinaryOp, Conv2d, ConvWeights, Graph, Op, Pool2d, UnaryOp, Value, ValueId,
 };
 use crate::ops::{conv, layout, norm, pool, product, reduce, select};
 use ndarray::{ArrayD, ArrayViewD, IxDyn, Zip};
@@ -661,9 +661,9 @@ fn eval_refs(op: &Op, xs: &[&ArrayD<f32>], out_shape: &[usize]) -> Result<ArrayD
             let [w] = exactly(xs)?;
             tiled_weights(w, *groups, true)?
         }
-        Op::WinogradWeights => {
+        Op::WinogradWeights { tile } => {
             let [w] = exactly(xs)?;
-            winograd_weights(w)?
+            winograd_weights(w, *tile)?
         }
         Op::Conv2d(attrs) if attrs.weights != ConvWeights::RowMajor => {
             let (x, w, b) = two_or_three(xs)?;
@@ -672,7 +672,7 @@ fn eval_refs(op: &Op, xs: &[&ArrayD<f32>], out_shape: &[usize]) -> Result<ArrayD
                 ..*attrs
             };
             let w = match attrs.weights {
-                ConvWeights::Winograd => winograd_taps(w)?,
+                ConvWeights::Winograd { tile } => winograd_taps(w, tile)?,
                 _ => tiled_weights(w, attrs.groups, false)?,
             };
             convolution(&Op::Conv2d(plain), [x, &w], b, |(x, w, b, out)| {
@@ -1024,28 +1024,35 @@ fn tiled_weights(w: &ArrayD<f32>, groups: usize, tile: bool) -> Result<ArrayD<f3
 
 /// A 3x3 convolution weight `[out, in, 3, 3]` transformed as `Op::WinogradWeights`
 /// stores it (`ops::conv`'s evaluation).
-fn winograd_weights(w: &ArrayD<f32>) -> Result<ArrayD<f32>> {
+fn winograd_weights(w: &ArrayD<f32>, tile: usize) -> Result<ArrayD<f32>> {
     let &[out_channels, in_channels, 3, 3] = w.shape() else {
         return fail(format!(
             "winograd_weights takes [out, in, 3, 3], got {:?}",
             w.shape()
         ));
     };
-    let out = conv::evaluate_winograd_weights(&row_major(w), [out_channels, in_channels])
+    let out = conv::evaluate_winograd_weights(&row_major(w), [out_channels, in_channels], tile)
         .ok_or_else(shorter)?;
-    from_vec(&[WINOGRAD_POINTS, out_channels, in_channels], out)
+    from_vec(&[winograd_points(tile), out_channels, in_channels], out)
 }
 
 /// The 3x3 taps `[out, in, 3, 3]` that `Op::WinogradWeights` transformed into `u`
-/// (`[16, out, in]`; `ops::conv`'s evaluation).
-fn winograd_taps(u: &ArrayD<f32>) -> Result<ArrayD<f32>> {
-    let &[WINOGRAD_POINTS, out_channels, in_channels] = u.shape() else {
+/// (`[(tile + 2)^2, out, in]`; `ops::conv`'s evaluation).
+fn winograd_taps(u: &ArrayD<f32>, tile: usize) -> Result<ArrayD<f32>> {
+    let points = winograd_points(tile);
+    let &[p, out_channels, in_channels] = u.shape() else {
         return fail(format!(
-            "a Winograd weight is [16, out, in], got {:?}",
+            "a Winograd weight is [{points}, out, in], got {:?}",
             u.shape()
         ));
     };
-    let out = conv::evaluate_winograd_taps(&row_major(u), [out_channels, in_channels])
+    if p != points {
+        return fail(format!(
+            "a Winograd weight of tile {tile} is [{points}, out, in], got {:?}",
+            u.shape()
+        ));
+    }
+    let out = conv::evaluate_winograd_taps(&row_major(u), [out_channels, in_channels], tile)
         .ok_or_else(shorter)?;
     from_vec(&[out_channels, in_channels, 3, 3], out)
 }
@@ -1735,16 +1742,32 @@ mod tests {
         assert!(eval_op(&Op::Conv2d(big), &[x, rand(&[2, 4, 7, 7], 2)], &[]).is_err());
     }
 
-    /// `G w G^T` by hand for all-ones taps (`G`'s row sums are 1, 3/2, 1/2, 1, so `U[r][c]`
-    /// is their product), and a convolution on transformed weights against the plain one
-    /// (17 output channels: a whole tile and a row-major tail).
+    /// `G w G^T` by hand for all-ones taps (`G`'s row sums are 1, 3/2, 1/2, 1 for F(2x2)
+    /// and 1/4, -1/2, -1/6, 7/24, 1/8, 1 for F(4x4), so `U[r][c]` is their product), and
+    /// convolutions on transformed weights against the plain one (17 output channels: a
+    /// whole tile and a row-major tail).
     #[test]
     fn winograd_weights_hand_example_and_convolution() {
-        let u = eval_op(&Op::WinogradWeights, &[t(&[1, 1, 3, 3], &[1.0; 9])], &[]).unwrap();
+        let ones = t(&[1, 1, 3, 3], &[1.0; 9]);
+        let u = eval_op(
+            &Op::WinogradWeights { tile: 2 },
+            core::slice::from_ref(&ones),
+            &[],
+        )
+        .unwrap();
         let sums = [1.0, 1.5, 0.5, 1.0];
         let want: Vec<f32> = (0..16).map(|p| sums[p / 4] * sums[p % 4]).collect();
         assert_eq!(u.shape(), &[16, 1, 1]);
         assert_eq!(u.iter().copied().collect::<Vec<f32>>(), want);
+        let u = eval_op(&Op::WinogradWeights { tile: 4 }, &[ones], &[]).unwrap();
+        let sums = [0.25, -0.5, -1.0 / 6.0, 7.0 / 24.0, 0.125, 1.0f64];
+        let want: Vec<f32> = (0..36)
+            .map(|p| (sums[p / 6] * sums[p % 6]) as f32)
+            .collect();
+        assert_eq!(u.shape(), &[36, 1, 1]);
+        for (got, want) in u.iter().zip(&want) {
+            assert!((got - want).abs() <= 1e-7, "{got} vs {want}");
+        }
         let attrs = Conv2d {
             kernel: [3, 3],
             stride: [1, 1],
@@ -1755,17 +1778,24 @@ mod tests {
         };
         let (x, w) = (rand(&[2, 5, 6, 7], 1), rand(&[17, 5, 3, 3], 2));
         let plain = eval_op(&Op::Conv2d(attrs), &[x.clone(), w.clone()], &[]).unwrap();
-        let u = eval_op(&Op::WinogradWeights, &[w], &[]).unwrap();
-        assert_eq!(u.shape(), &[16, 17, 5]);
-        let winograd = Conv2d {
-            weights: ConvWeights::Winograd,
-            ..attrs
-        };
-        let got = eval_op(&Op::Conv2d(winograd), &[x, u], &[]).unwrap();
-        assert_eq!(got.shape(), plain.shape());
-        // the taps come back from U through one rounding to f32 each way
-        for (a, b) in got.iter().zip(plain.iter()) {
-            assert!((a - b).abs() <= 1e-5, "{a} vs {b}");
+        for (tile, points) in [(2, 16), (4, 36)] {
+            let u = eval_op(
+                &Op::WinogradWeights { tile },
+                core::slice::from_ref(&w),
+                &[],
+            )
+            .unwrap();
+            assert_eq!(u.shape(), &[points, 17, 5]);
+            let winograd = Conv2d {
+                weights: ConvWeights::Winograd { tile },
+                ..attrs
+            };
+            let got = eval_op(&Op::Conv2d(winograd), &[x.clone(), u], &[]).unwrap();
+            assert_eq!(got.shape(), plain.shape());
+            // the taps come back from U through one rounding to f32 each way
+            for (a, b) in got.iter().zip(plain.iter()) {
+                assert!((a - b).abs() <= 1e-5, "tile {tile}: {a} vs {b}");
+            }
         }
     }
 

@@ -147,9 +147,13 @@ pub enum ConvWeights {
     RowMajor,
     /// laid out by [`Op::TileConvWeights`] (the same shape)
     Tiled,
-    /// transformed by [`Op::WinogradWeights`] (`[16, out, in]`): a 3x3 convolution of
-    /// unit stride and dilation, one group, computed as Winograd's F(2x2, 3x3)
-    Winograd,
+    /// transformed by [`Op::WinogradWeights`] (`[(tile + 2)^2, out, in]`): a 3x3
+    /// convolution of unit stride and dilation, one group, computed as Winograd's
+    /// F(tile x tile, 3x3)
+    Winograd {
+        /// output pixels along each side of a tile: 2 or 4
+        tile: usize,
+    },
 }
 
 /// Attributes of `conv_transpose2d`. Weight `[in, out / groups, kh, kw]`.
@@ -468,9 +472,12 @@ pub const WEIGHT_PANEL: usize = 16;
 /// generated code asserts they agree).
 pub const WEIGHT_TILE_ROWS: usize = 16;
 
-/// Points of a transformed tile of [`Op::WinogradWeights`] (4 x 4; the runtime's
-/// `kernels::WINOGRAD_POINTS`, the generated code asserts they agree).
-pub const WINOGRAD_POINTS: usize = 16;
+/// Points of a transformed tile of [`Op::WinogradWeights`] for tiles of `tile` outputs a
+/// side: `(tile + 2)^2` (16 or 36; the runtime's `kernels::winograd_points`, the generated
+/// code asserts they agree).
+pub const fn winograd_points(tile: usize) -> usize {
+    (tile + 2) * (tile + 2)
+}
 
 /// An operation of the graph. The operand list of each variant is in its doc.
 #[derive(Clone, Debug, PartialEq)]
@@ -506,13 +513,16 @@ pub enum Op {
         /// channel groups of the convolution
         groups: usize,
     },
-    /// `[w [out, in, 3, 3]]` -> `[16, out, in]`: a 3x3 convolution's weight transformed
-    /// for Winograd's F(2x2, 3x3) as the runtime's `kernels::winograd_weights` does it
-    /// (`U = G w G^T` per channel pair, point `p` of the 4 x 4 transform in matrix `p`,
-    /// each laid out as [`Op::TileConvWeights`] lays a `[out, in]` weight), read by a
-    /// [`Conv2d`] with [`ConvWeights::Winograd`]. Computed once, when the weights load
-    /// (stage `prepare`).
-    WinogradWeights,
+    /// `[w [out, in, 3, 3]]` -> `[(tile + 2)^2, out, in]`: a 3x3 convolution's weight
+    /// transformed for Winograd's F(tile x tile, 3x3) as the runtime's
+    /// `kernels::winograd_weights` does it (`U = G w G^T` per channel pair, point `p` of
+    /// the transform in matrix `p`, each laid out as [`Op::TileConvWeights`] lays a `[out,
+    /// in]` weight), read by a [`Conv2d`] with [`ConvWeights::Winograd`] of the same tile.
+    /// Computed once, when the weights load (stage `prepare`).
+    WinogradWeights {
+        /// output pixels along each side of a tile: 2 or 4
+        tile: usize,
+    },
     /// `[x, weight, bias?]`, NCHW.
     Conv2d(Conv2d),
     /// `[x, weight, bias?]`, NCHW.

@@ -176,7 +176,7 @@ pub fn facts(op: &Op) -> OpFacts {
         Op::Conv2d(_) => conv::CONV2D,
         Op::ConvTranspose2d(_) => conv::CONV_TRANSPOSE2D,
         Op::TileConvWeights { .. } => conv::TILE_CONV_WEIGHTS,
-        Op::WinogradWeights => conv::WINOGRAD_WEIGHTS,
+        Op::WinogradWeights { .. } => conv::WINOGRAD_WEIGHTS,
         Op::MaxPool2d(_) => pool::MAX_POOL2D,
         Op::AvgPool2d(_) => pool::AVG_POOL2D,
         Op::GlobalAvgPool => pool::GLOBAL_AVG_POOL2D,

@@ -42,6 +42,14 @@ const TILE_MIN_WEIGHTS: usize = 4096;
 /// alternating pairs). With fewer channels on either side the weight is tiled (or kept as
 /// it is, when small: [`TILE_MIN_WEIGHTS`] holds for Winograd too).
 const WINOGRAD_MIN_CHANNELS: usize = 16;
+/// Fewest tiles of 4 x 4 output pixels on a Winograd convolution's map for F(4x4, 3x3)
+/// (36 products per 16 pixels, 4x fewer than the direct sum) rather than F(2x2, 3x3) (16
+/// per 4, 2.25x): maps of 32 x 32 and up. `conv_classes` (2026-12-05) puts F(4x4) at
+/// 1.2-1.3x F(2x2) on unet_small's 32@64 and 64@32 and resnet18's 64@56, 1.1x on 16@128;
+/// on 28x28 and 14x14 maps at 1.0-1.2x alone but not measurably faster in resnet18 (three
+/// alternating rounds), for 36 / 16 the transformed weights (16 MB more there); on 7x7
+/// maps (four tiles in a panel of sixteen) at 0.2x.
+const WINOGRAD4_MIN_TILES: usize = 64;
 
 /// Stores the weights of large `linear`s packed, in the layout the matrix-product
 /// kernel's register tiles read (BLIS's packed panels): `linear(x, W, b)` becomes
@@ -112,7 +120,17 @@ pub fn pack_weights(graph: &Graph, keep: &[usize]) -> (Graph, Vec<Option<usize>>
             && c_out >= WINOGRAD_MIN_CHANNELS;
         let (op, weights) = match (wanted, winograd) {
             (false, _) => return None,
-            (true, true) => (Op::WinogradWeights, ConvWeights::Winograd),
+            (true, true) => {
+                // the larger tile where the map fills a panel of 16 of them
+                let ys = graph.shape(node.output);
+                let (oh, ow) = (ys.get(2).copied()?, ys.get(3).copied()?);
+                let tile = if oh.div_ceil(4) * ow.div_ceil(4) >= WINOGRAD4_MIN_TILES {
+                    4
+                } else {
+                    2
+                };
+                (Op::WinogradWeights { tile }, ConvWeights::Winograd { tile })
+            }
             (true, false) => (Op::TileConvWeights { groups }, ConvWeights::Tiled),
         };
         let shape = check::infer(&op, &[ws], &[]).ok()?;
@@ -134,7 +152,7 @@ pub fn pack_weights(graph: &Graph, keep: &[usize]) -> (Graph, Vec<Option<usize>>
             (tiles(n, node), &node.op, inputs.get(1))
         {
             let suffix = match weights {
-                ConvWeights::Winograd => "weight_winograd",
+                ConvWeights::Winograd { .. } => "weight_winograd",
                 _ => "weight_tiles",
             };
             let name = graph
@@ -431,7 +449,7 @@ fn reads_only(node: &Node, marked: &[bool]) -> bool {
 fn cheaper_at_run_time(graph: &Graph, node: &Node) -> bool {
     if matches!(
         node.op,
-        Op::PackPanels | Op::TileConvWeights { .. } | Op::WinogradWeights
+        Op::PackPanels | Op::TileConvWeights { .. } | Op::WinogradWeights { .. }
     ) {
         return false;
     }
@@ -718,20 +736,32 @@ mod tests {
         };
         let mut g = Graph::default();
         let x = g.add_value("x".into(), vec![1, 128, 8, 8], ValueKind::Input(0));
-        g.inputs = vec![x];
-        // 128 -> 160 stride 1: Winograd; the same with stride 2: tiles
+        let big = g.add_value("big".into(), vec![1, 128, 32, 32], ValueKind::Input(1));
+        g.inputs = vec![x, big];
+        // 128 -> 160 stride 1: Winograd (F(2x2) on 8x8, F(4x4) on 32x32: 64 tiles of 4x4);
+        // the same with stride 2: tiles
         let w1 = param(&mut g, "w1", vec![160, 128, 3, 3]);
         let w2 = param(&mut g, "w2", vec![160, 128, 3, 3]);
+        let w3 = param(&mut g, "w3", vec![160, 128, 3, 3]);
         let y1 = node(&mut g, conv(1), vec![x, w1], vec![1, 160, 8, 8]);
         let y2 = node(&mut g, conv(2), vec![x, w2], vec![1, 160, 4, 4]);
-        g.outputs = vec![y1, y2];
+        let y3 = node(&mut g, conv(1), vec![big, w3], vec![1, 160, 32, 32]);
+        g.outputs = vec![y1, y2, y3];
         let (packed, _) = pack_weights(&g, &[]);
         let ops: Vec<&str> = packed.nodes.iter().map(|n| n.op.name()).collect();
         assert_eq!(
             ops,
-            ["winograd_weights", "conv2d", "tile_conv_weights", "conv2d"]
+            [
+                "winograd_weights",
+                "conv2d",
+                "tile_conv_weights",
+                "conv2d",
+                "winograd_weights",
+                "conv2d"
+            ]
         );
         assert_eq!(packed.shape(packed.nodes[0].output), &[16, 160, 128]);
+        assert_eq!(packed.shape(packed.nodes[4].output), &[36, 160, 128]);
         let layouts: Vec<ConvWeights> = packed
             .nodes
             .iter()
@@ -740,9 +770,10 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(layouts, [ConvWeights::Winograd, ConvWeights::Tiled]);
+        let winograd = |tile| ConvWeights::Winograd { tile };
+        assert_eq!(layouts, [winograd(2), ConvWeights::Tiled, winograd(4)]);
         crate::check::check(&packed).unwrap();
-        assert_eq!(split(&packed, &[]).load.map(|l| l.nodes.len()), Some(2));
+        assert_eq!(split(&packed, &[]).load.map(|l| l.nodes.len()), Some(3));
     }
 
     #[test]

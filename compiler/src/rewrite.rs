@@ -307,7 +307,7 @@ pub fn op_cost(op: &Op, inputs: &[&[usize]], out: &[usize]) -> Cost {
         | Op::Transpose { .. }
         | Op::PackPanels
         | Op::TileConvWeights { .. }
-        | Op::WinogradWeights
+        | Op::WinogradWeights { .. }
         | Op::Concat { .. }
         | Op::Slice { .. }
         | Op::Pad { .. }

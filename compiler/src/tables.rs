@@ -220,7 +220,7 @@ pub fn algebraic(op: &Op) -> bool {
         | Op::MatMulPanels { .. }
         | Op::PackPanels
         | Op::TileConvWeights { .. }
-        | Op::WinogradWeights => false,
+        | Op::WinogradWeights { .. } => false,
     }
 }
 

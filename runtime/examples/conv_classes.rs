@@ -129,20 +129,28 @@ fn run(args: &[String]) {
                 median_time(|| conv2d_tiled(&x, &tiled, Some(&b), &mut out, &g, store_rows));
             flops / median / 1e9
         });
-        // 3x3 stride 1: Winograd F(2x2, 3x3) on transformed weights, in GFLOP/s of the
-        // direct convolution's count (what the same work takes, not what it multiplies)
+        // 3x3 stride 1: Winograd F(2x2, 3x3) and F(4x4, 3x3) on transformed weights, in
+        // GFLOP/s of the direct convolution's count (what the same work takes, not what it
+        // multiplies)
         let winograd = winograd_fits(&g).then(|| {
-            let mut u = vec![0.0f32; winograd_weights_len(c_out, c_in)];
-            winograd_weights(&w, &mut u, c_out, c_in);
+            let mut u = vec![0.0f32; winograd_weights_len::<2>(c_out, c_in)];
+            winograd_weights::<2>(&w, &mut u, c_out, c_in);
             let median =
-                median_time(|| conv2d_winograd(&x, &u, Some(&b), &mut out, &g, store_rows));
-            flops / median / 1e9
+                median_time(|| conv2d_winograd::<2>(&x, &u, Some(&b), &mut out, &g, store_rows));
+            let mut u4 = vec![0.0f32; winograd_weights_len::<4>(c_out, c_in)];
+            winograd_weights::<4>(&w, &mut u4, c_out, c_in);
+            let median4 =
+                median_time(|| conv2d_winograd::<4>(&x, &u4, Some(&b), &mut out, &g, store_rows));
+            (flops / median / 1e9, flops / median4 / 1e9)
         });
         if json {
             let tiled = tiled.map_or("null".to_string(), |t| format!("{t:.2}"));
-            let winograd = winograd.map_or("null".to_string(), |t| format!("{t:.2}"));
+            let (winograd, winograd4) = winograd
+                .map_or(("null".to_string(), "null".to_string()), |(t, t4)| {
+                    (format!("{t:.2}"), format!("{t4:.2}"))
+                });
             println!(
-                "{{\"class\":\"{name}\",\"ms\":{:.4},\"gflops\":{gflops:.2},\"tiled_gflops\":{tiled},\"winograd_gflops\":{winograd},\"gbs\":{gbs:.2},\"depthwise\":{depthwise}}}",
+                "{{\"class\":\"{name}\",\"ms\":{:.4},\"gflops\":{gflops:.2},\"tiled_gflops\":{tiled},\"winograd_gflops\":{winograd},\"winograd4_gflops\":{winograd4},\"gbs\":{gbs:.2},\"depthwise\":{depthwise}}}",
                 median * 1e3,
             );
         } else {
@@ -150,8 +158,8 @@ fn run(args: &[String]) {
                 Some(t) => format!("  tiled weights {t:6.1} GFLOP/s"),
                 None => format!("  {gbs:6.1} GB/s"),
             };
-            if let Some(t) = winograd {
-                extra += &format!("  winograd {t:6.1} GFLOP/s (direct count)");
+            if let Some((t, t4)) = winograd {
+                extra += &format!("  F(2x2) {t:6.1} F(4x4) {t4:6.1} GFLOP/s (direct count)");
             }
             println!(
                 "{name:32} {:9.3} ms {gflops:7.1} GFLOP/s{extra}",

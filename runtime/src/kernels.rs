@@ -9,7 +9,7 @@ use core::mem::MaybeUninit;
 
 pub use crate::simd::fma_peak;
 pub use winograd::{
-    conv2d_winograd, winograd_fits, winograd_weights, winograd_weights_len, WINOGRAD_POINTS,
+    conv2d_winograd, winograd_fits, winograd_points, winograd_weights, winograd_weights_len,
 };
 #[cfg(target_arch = "x86_64")]
 pub(crate) use winograd::{
@@ -4726,8 +4726,8 @@ mod tests {
         }
     }
 
-    /// The Winograd F(2x2, 3x3) convolution on every path (the best this CPU has, AVX2
-    /// only, portable) against the definition, on geometries with odd output sides (tiles
+    /// The Winograd F(2x2, 3x3) and F(4x4, 3x3) convolutions on every path (the best this
+    /// CPU has, AVX2 only, portable) against the definition, on geometries with odd output sides (tiles
     /// cut by the edge), padding 0 and 1, a partial panel of tiles, output channels in
     /// whole blocks of 16 and a row-major tail, more input channels than one transformed
     /// block, a batch, several runs of tiles per panel (7-tile rows) and whole runs of 16
@@ -4744,6 +4744,8 @@ mod tests {
             geom(1, (16, 14, 14), 48, 3, [1, 1], 1, 1, 1),
             // whole runs of 16 tiles (and 2) along 20-tile rows
             geom(1, (3, 40, 39), 16, 3, [1, 1], 1, 1, 1),
+            // F(4x4): whole runs of 16 tiles along 18-tile rows, cut by the right edge
+            geom(1, (2, 9, 70), 3, 3, [1, 1], 1, 1, 1),
             // enough work for threads: few tiles (output channels split), then many (rows
             // of tiles split), the last row of tiles cut by the edge
             geom(1, (32, 15, 13), 40, 3, [1, 1], 1, 1, 1),
@@ -4764,15 +4766,34 @@ mod tests {
                 .enumerate()
                 .map(|(i, &(v, size))| (epi(i, v), 2.0 * size))
                 .collect();
-            let mut u = std::vec![f32::NAN; winograd_weights_len(g.c_out, g.c_in)];
-            winograd_weights(&w, &mut u, g.c_out, g.c_in);
+            let mut u2 = std::vec![f32::NAN; winograd_weights_len::<2>(g.c_out, g.c_in)];
+            winograd_weights::<2>(&w, &mut u2, g.c_out, g.c_in);
+            let mut u4 = std::vec![f32::NAN; winograd_weights_len::<4>(g.c_out, g.c_in)];
+            winograd_weights::<4>(&w, &mut u4, g.c_out, g.c_in);
             // (the forced paths hold on the calling thread only: threads with "best")
-            for (path, threads) in [("best", 1), ("best", 2), ("avx2", 1), ("portable", 1)] {
+            let paths = [("best", 1), ("best", 2), ("avx2", 1), ("portable", 1)];
+            for ((path, threads), tile) in paths.into_iter().flat_map(|p| [(p, 2), (p, 4)]) {
                 {
                     let mut out = std::vec![f32::NAN; want.len()];
                     let mut run = || {
-                        let mut conv =
-                            || conv2d_winograd(&x, &u, Some(&bias), &mut out, g, rows_of(epi));
+                        let mut conv = || match tile {
+                            2 => conv2d_winograd::<2>(
+                                &x,
+                                &u2,
+                                Some(&bias),
+                                &mut out,
+                                g,
+                                rows_of(epi),
+                            ),
+                            _ => conv2d_winograd::<4>(
+                                &x,
+                                &u4,
+                                Some(&bias),
+                                &mut out,
+                                g,
+                                rows_of(epi),
+                            ),
+                        };
                         #[cfg(feature = "threads")]
                         crate::threads::with_threads(threads, &mut conv);
                         #[cfg(not(feature = "threads"))]
@@ -4783,7 +4804,8 @@ mod tests {
                         "portable" => crate::simd::portable(run),
                         _ => run(),
                     }
-                    let label = std::format!("case {case} ({path}, {threads} threads)");
+                    let label =
+                        std::format!("case {case} (F({tile}x{tile}), {path}, {threads} threads)");
                     assert_close(&label, &out, &want, terms);
                 }
             }

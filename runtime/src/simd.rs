@@ -2141,9 +2141,9 @@ pub unsafe fn pack_tile_avx512(
     }
 }
 
-/// The Winograd convolution's work on a block of output channels
-/// (`kernels::winograd::winograd_channels`) compiled for AVX-512F: its transforms run
-/// sixteen tiles per zmm vector.
+/// The Winograd convolution's work on a block of output channels for tiles of `T`
+/// outputs a side (`kernels::winograd::winograd_channels`) compiled for AVX-512F: its
+/// transforms run sixteen tiles per zmm vector.
 ///
 /// # Safety
 ///
@@ -2151,13 +2151,13 @@ pub unsafe fn pack_tile_avx512(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[allow(unsafe_code)]
-pub unsafe fn winograd_channels_avx512(
+pub unsafe fn winograd_channels_avx512<const T: usize>(
     operands: crate::kernels::WinogradOperands<'_>,
     part: crate::kernels::WinogradPart,
     out: &mut [f32],
     g: &crate::kernels::Conv2dGeom,
 ) {
-    crate::kernels::winograd_channels((true, true), operands, part, out, g);
+    crate::kernels::winograd_channels::<T>((true, true), operands, part, out, g);
 }
 
 /// [`winograd_channels_avx512`] for AVX2 and FMA (eight tiles per ymm vector).
@@ -2168,13 +2168,13 @@ pub unsafe fn winograd_channels_avx512(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(unsafe_code)]
-pub unsafe fn winograd_channels_avx2(
+pub unsafe fn winograd_channels_avx2<const T: usize>(
     operands: crate::kernels::WinogradOperands<'_>,
     part: crate::kernels::WinogradPart,
     out: &mut [f32],
     g: &crate::kernels::Conv2dGeom,
 ) {
-    crate::kernels::winograd_channels((true, false), operands, part, out, g);
+    crate::kernels::winograd_channels::<T>((true, false), operands, part, out, g);
 }
 
 /// Lane indices `(2 * (t - first) + odd) mod 32` for lanes `t` of a zmm vector: where
@@ -2221,7 +2221,7 @@ pub unsafe fn winograd_inputs_avx512(
     v: &mut [f32],
 ) {
     use core::arch::x86_64::*;
-    const P: usize = crate::kernels::WINOGRAD_POINTS;
+    const P: usize = crate::kernels::winograd_points(2);
     let plane = g.h * g.w;
     assert!(runs.len() <= GEMM_NR && x.len() >= (ic0 + depth) * plane);
     assert!(v.len() >= P * depth * GEMM_NR);
@@ -2297,6 +2297,121 @@ pub unsafe fn winograd_inputs_avx512(
     }
 }
 
+/// F(4x4, 3x3)'s input columns for sixteen tiles: from a run's input line (`line = (plane,
+/// at, (lo, hi))`: line column `j` is `plane[at + j]`, for `lo <= j < hi` only, the others
+/// zeros; tile `t`'s columns are `4 t..4 t + 6`), column `c < 6` of every tile into lanes
+/// `first..first + 16` of `d[r * 6 + c]`. The line is read straight from the plane by
+/// masked loads (through a copy, the loads waited on its stores), then per column two
+/// two-source permutes (tiles 0-7 from the line's first 32 floats, 8-15 from the next 32;
+/// columns 4 and 5 from the line read 4 floats on) and a blend.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F; the columns `lo..hi` from `at` lie inside `plane`
+/// (checked: a violation panics), and `hi <= 68`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+#[allow(unsafe_code)]
+pub unsafe fn winograd4_columns_avx512(
+    (plane, at, (lo, hi)): (&[f32], isize, (usize, usize)),
+    d: &mut [[f32; 2 * GEMM_NR]; 36],
+    (r, first): (usize, usize),
+) {
+    use core::arch::x86_64::*;
+    assert!(hi <= 68);
+    assert!(lo >= hi || (at + lo as isize >= 0 && at + hi as isize <= plane.len() as isize));
+    let line = plane.as_ptr().wrapping_offset(at);
+    // the lanes of the 16 columns from `offset` that lie in `lo..hi`
+    let window = |offset: usize| {
+        let below = |n: usize| if n >= 16 { u16::MAX } else { (1u16 << n) - 1 };
+        below(hi.saturating_sub(offset)) & !below(lo.saturating_sub(offset))
+    };
+    // SAFETY: each load reads only the lanes of its mask, columns inside `lo..hi`, which
+    // lie in `plane` (asserted above); masked lanes are not accessed
+    let load = |offset: usize| _mm512_maskz_loadu_ps(window(offset), line.wrapping_add(offset));
+    let (v, w) = ([0, 16, 32, 48].map(load), [4, 20, 36, 52].map(load));
+    let four = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 0, 4, 8, 12, 16, 20, 24, 28);
+    for c in 0..6 {
+        let a = if c < 4 { &v } else { &w };
+        let index = _mm512_add_epi32(four, _mm512_set1_epi32((c % 4) as i32));
+        let low = _mm512_permutex2var_ps(a[0], index, a[1]);
+        let high = _mm512_permutex2var_ps(a[2], index, a[3]);
+        let columns = _mm512_mask_blend_ps(0xFF00, low, high);
+        let dst = &mut d[r * 6 + c][first..first + GEMM_NR];
+        // SAFETY: `dst` holds exactly 16 floats (a checked slice of that length)
+        _mm512_storeu_ps(dst.as_mut_ptr(), columns);
+    }
+}
+
+/// F(4x4, 3x3)'s output row `r` (of 4) of the run of tiles from lane `first`: `y[r * 4 +
+/// c][t]` is column `c` of tile `t`; `dst` (at most 64 floats) receives pixel `4 (t -
+/// first) + c` as `start + value`, or, without `start`, what it holds plus the value.
+/// The four columns rotate to lane 0, interleave by pairs, then by fours (two-source
+/// permutes), and go out sixteen pixels at a time.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F. The slices are checked (a short one panics).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+#[allow(unsafe_code)]
+pub unsafe fn winograd4_row_avx512(
+    y: &[[f32; GEMM_NR]; 16],
+    (r, first): (usize, usize),
+    dst: &mut [f32],
+    start: Option<f32>,
+) {
+    use core::arch::x86_64::*;
+    assert!(dst.len() <= 64 && first < GEMM_NR);
+    let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    let rotate = _mm512_and_si512(
+        _mm512_add_epi32(lanes, _mm512_set1_epi32(first as i32)),
+        _mm512_set1_epi32(15),
+    );
+    // SAFETY: each row of `y` holds exactly 16 floats
+    let [y0, y1, y2, y3] =
+        [0, 1, 2, 3].map(|c| _mm512_permutexvar_ps(rotate, _mm512_loadu_ps(y[r * 4 + c].as_ptr())));
+    let pairs_low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let pairs_high =
+        _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let (a01, b01) = (
+        _mm512_permutex2var_ps(y0, pairs_low, y1),
+        _mm512_permutex2var_ps(y0, pairs_high, y1),
+    );
+    let (a23, b23) = (
+        _mm512_permutex2var_ps(y2, pairs_low, y3),
+        _mm512_permutex2var_ps(y2, pairs_high, y3),
+    );
+    let fours_low = _mm512_setr_epi32(0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+    let fours_high =
+        _mm512_setr_epi32(8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31);
+    let pixels = [
+        _mm512_permutex2var_ps(a01, fours_low, a23),
+        _mm512_permutex2var_ps(a01, fours_high, a23),
+        _mm512_permutex2var_ps(b01, fours_low, b23),
+        _mm512_permutex2var_ps(b01, fours_high, b23),
+    ];
+    for (chunk, values) in dst.chunks_mut(GEMM_NR).zip(pixels) {
+        let n = chunk.len();
+        let mask = ((1u32 << n) - 1) as u16;
+        let at = chunk.as_mut_ptr();
+        // SAFETY: the mask covers the `n` floats of `chunk` (plain stores when whole: a
+        // masked one does not forward to later loads)
+        let base = match start {
+            Some(v) => _mm512_set1_ps(v),
+            None => _mm512_maskz_loadu_ps(mask, at),
+        };
+        let sum = _mm512_add_ps(base, values);
+        if n == GEMM_NR {
+            _mm512_storeu_ps(at, sum);
+        } else {
+            _mm512_mask_storeu_ps(at, mask, sum);
+        }
+    }
+}
+
 /// Four vectors collected from an iterator (the windows of [`winograd_inputs_avx512`]).
 #[cfg(target_arch = "x86_64")]
 struct ArrayOf4([core::arch::x86_64::__m512; 4]);
@@ -2336,7 +2451,7 @@ pub unsafe fn winograd_outputs_avx512(
     g: &crate::kernels::Conv2dGeom,
 ) {
     use core::arch::x86_64::*;
-    const P: usize = crate::kernels::WINOGRAD_POINTS;
+    const P: usize = crate::kernels::winograd_points(2);
     let plane_len = out.len() / count.max(1);
     assert!(m.len() >= P * GEMM_MR_AVX512 * GEMM_NR && count <= GEMM_MR_AVX512);
     assert!(init.is_none_or(|v| v.len() >= count));

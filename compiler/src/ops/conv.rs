@@ -302,10 +302,14 @@ pub fn tiled_weight_shape(
     }
 }
 /// Shape of `winograd_weights` (the load-time layout of `ConvWeights::Winograd`):
-/// `[16, out, in]` for a `[out, in, 3, 3]` weight.
-pub fn winograd_weight_shape(name: &str, inputs: &[&[usize]]) -> Result<Vec<usize>, ShapeError> {
+/// `[(tile + 2)^2, out, in]` for a `[out, in, 3, 3]` weight.
+pub fn winograd_weight_shape(
+    name: &str,
+    tile: usize,
+    inputs: &[&[usize]],
+) -> Result<Vec<usize>, ShapeError> {
     match operands::<1>(name, inputs)?[0] {
-        [o, i, 3, 3] => Ok(vec![WINOGRAD_POINTS, *o, *i]),
+        [o, i, 3, 3] => Ok(vec![winograd_points(tile), *o, *i]),
         w => err(
             Some(0),
             format!(
@@ -328,8 +332,8 @@ pub fn conv2d_operands_shape(
     let per_group = c.checked_div(attrs.groups).unwrap_or(0);
     let [kh, kw] = attrs.kernel;
     let out_channels = match (attrs.weights, w) {
-        (ConvWeights::Winograd, [p, o, i])
-            if *p == WINOGRAD_POINTS && *i == c && attrs.kernel == [3, 3] =>
+        (ConvWeights::Winograd { tile }, [p, o, i])
+            if *p == winograd_points(tile) && *i == c && attrs.kernel == [3, 3] =>
         {
             *o
         }
@@ -555,26 +559,69 @@ pub fn evaluate_tiled_weights(w: Tensor4<'_>, groups: usize, tile: bool) -> Opti
     Some(out)
 }
 
-/// A 3x3 weight `[out, in, 3, 3]` transformed as `winograd_weights` stores it: `U = G w
-/// G^T` per channel pair (in f64, rounded once), point `p` of the 4 x 4 result in matrix
-/// `p`, each `[out, in]` matrix tiled as `tile_conv_weights` tiles a weight of depth `in`.
+/// Winograd's `G` for tiles of `tile` outputs a side (`(tile + 2) x 3`): F(2x2, 3x3)
+/// interpolates at 0, 1, -1 and infinity, F(4x4, 3x3) at 0, 1, -1, 2, -2 and infinity.
 #[cfg(feature = "interp")]
-pub fn evaluate_winograd_weights(
-    w: &[f32],
-    [out_channels, in_channels]: [usize; 2],
-) -> Option<Vec<f32>> {
-    // G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
-    const G: [[f64; 3]; 4] = [
+fn winograd_g(tile: usize) -> Option<&'static [[f64; 3]]> {
+    const F2: [[f64; 3]; 4] = [
         [1.0, 0.0, 0.0],
         [0.5, 0.5, 0.5],
         [0.5, -0.5, 0.5],
         [0.0, 0.0, 1.0],
     ];
+    const F4: [[f64; 3]; 6] = [
+        [1.0 / 4.0, 0.0, 0.0],
+        [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+        [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+        [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+        [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+        [0.0, 0.0, 1.0],
+    ];
+    match tile {
+        2 => Some(&F2),
+        4 => Some(&F4),
+        _ => None,
+    }
+}
+
+/// A left inverse `P` of [`winograd_g`] (`P G = I`, `3 x (tile + 2)`), so that `w = P U
+/// P^T`: the taps come back from rows 0, 1 and 2 (F(2x2)) or 0, 1, 2 and 5 (F(4x4)).
+#[cfg(feature = "interp")]
+fn winograd_left_inverse(tile: usize) -> Option<&'static [&'static [f64]]> {
+    const F2: [&[f64]; 3] = [
+        &[1.0, 0.0, 0.0, 0.0],
+        &[0.0, 1.0, -1.0, 0.0],
+        &[0.0, 0.0, 0.0, 1.0],
+    ];
+    const F4: [&[f64]; 3] = [
+        &[4.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        &[0.0, -3.0, 3.0, 0.0, 0.0, 0.0],
+        &[0.0, 0.0, 0.0, 0.0, 0.0, 1.0],
+    ];
+    match tile {
+        2 => Some(&F2),
+        4 => Some(&F4),
+        _ => None,
+    }
+}
+
+/// A 3x3 weight `[out, in, 3, 3]` transformed as `winograd_weights` stores it for tiles of
+/// `tile` outputs a side: `U = G w G^T` per channel pair (in f64, rounded once), point `p`
+/// of the `(tile + 2)^2` results in matrix `p`, each `[out, in]` matrix tiled as
+/// `tile_conv_weights` tiles a weight of depth `in`.
+#[cfg(feature = "interp")]
+pub fn evaluate_winograd_weights(
+    w: &[f32],
+    [out_channels, in_channels]: [usize; 2],
+    tile: usize,
+) -> Option<Vec<f32>> {
+    let g = winograd_g(tile)?;
+    let side = g.len();
     let pairs = out_channels * in_channels;
-    let mut points = vec![0.0f32; WINOGRAD_POINTS * pairs];
+    let mut points = vec![0.0f32; winograd_points(tile) * pairs];
     for (pair, taps) in w.chunks_exact(9).enumerate() {
-        for (r, gr) in G.iter().enumerate() {
-            for (c, gc) in G.iter().enumerate() {
+        for (r, gr) in g.iter().enumerate() {
+            for (c, gc) in g.iter().enumerate() {
                 // (G w G^T)[r][c] = sum over a, b of G[r][a] w[a][b] G[c][b]
                 let mut u = 0.0;
                 for (row, &ga) in taps.chunks_exact(3).zip(gr) {
@@ -582,7 +629,7 @@ pub fn evaluate_winograd_weights(
                         u += ga * f64::from(tap) * gb;
                     }
                 }
-                *points.get_mut((r * 4 + c) * pairs + pair)? = u as f32;
+                *points.get_mut((r * side + c) * pairs + pair)? = u as f32;
             }
         }
     }
@@ -598,18 +645,16 @@ pub fn evaluate_winograd_weights(
 }
 
 /// The 3x3 taps `[out, in, 3, 3]` that `winograd_weights` transformed into `u`
-/// (`[16, out, in]`): `G` has the left inverse `P = [1 0 0 0; 0 1 -1 0; 0 0 0 1]`, so
-/// `w = P U P^T`.
+/// (`[(tile + 2)^2, out, in]`): `w = P U P^T` for the left inverse `P` of `G`
+/// ([`winograd_left_inverse`]).
 #[cfg(feature = "interp")]
 pub fn evaluate_winograd_taps(
     u: &[f32],
     [out_channels, in_channels]: [usize; 2],
+    tile: usize,
 ) -> Option<Vec<f32>> {
-    const P: [[f64; 4]; 3] = [
-        [1.0, 0.0, 0.0, 0.0],
-        [0.0, 1.0, -1.0, 0.0],
-        [0.0, 0.0, 0.0, 1.0],
-    ];
+    let p = winograd_left_inverse(tile)?;
+    let side = tile + 2;
     let pairs = out_channels * in_channels;
     let plain = u
         .chunks_exact(pairs.max(1))
@@ -625,12 +670,12 @@ pub fn evaluate_winograd_taps(
     for (pair, out) in taps.chunks_exact_mut(9).enumerate() {
         for (slot, (pa, pb)) in out
             .iter_mut()
-            .zip(P.iter().flat_map(|pa| P.iter().map(move |pb| (pa, pb))))
+            .zip(p.iter().flat_map(|pa| p.iter().map(move |pb| (pa, pb))))
         {
             // (P U P^T)[a][b] = sum over r, c of P[a][r] U[r][c] P[b][c]
             let mut sum = 0.0;
-            for (row, &ar) in plain.chunks_exact(4).zip(pa) {
-                for (point, &bc) in row.iter().zip(pb) {
+            for (row, &ar) in plain.chunks_exact(side).zip(pa.iter()) {
+                for (point, &bc) in row.iter().zip(pb.iter()) {
                     sum += ar * f64::from(*point.get(pair)?) * bc;
                 }
             }
@@ -707,7 +752,10 @@ pub fn conv2d_call(
     let kernel = match attrs.weights {
         ConvWeights::RowMajor => quote! { conv2d },
         ConvWeights::Tiled => quote! { conv2d_tiled },
-        ConvWeights::Winograd => quote! { conv2d_winograd },
+        ConvWeights::Winograd { tile } => {
+            let tile = proc_macro2::Literal::usize_unsuffixed(tile);
+            quote! { conv2d_winograd::<#tile> }
+        }
     };
     let ConvCall {
         input,
@@ -760,18 +808,22 @@ pub fn tiled_weights_call(
     }
 }
 
-/// The load-time call that transforms a 3x3 weight (of `shape`) for `conv2d_winograd`.
+/// The load-time call that transforms a 3x3 weight (of `shape`) for `conv2d_winograd`
+/// with tiles of `tile` outputs a side.
 pub fn winograd_weights_call(
     k: &TokenStream,
+    tile: usize,
     [input, out]: [&Ident; 2],
     shape: &[usize],
 ) -> TokenStream {
     let c_out = shape.first().copied().unwrap_or(1);
     let c_in = shape.get(1).copied().unwrap_or(1);
+    let points = winograd_points(tile);
+    let tile = proc_macro2::Literal::usize_unsuffixed(tile);
     quote! {
         const _: () = ::core::assert!(#k::WEIGHT_TILE_ROWS == #WEIGHT_TILE_ROWS);
-        const _: () = ::core::assert!(#k::WINOGRAD_POINTS == #WINOGRAD_POINTS);
-        #k::winograd_weights(#input, #out, #c_out, #c_in);
+        const _: () = ::core::assert!(#k::winograd_points(#tile) == #points);
+        #k::winograd_weights::<#tile>(#input, #out, #c_out, #c_in);
     }
 }
 

@@ -1,31 +1,54 @@
-//! 3x3 convolutions of unit stride as Winograd's F(2x2, 3x3): each 2 x 2 block of output
-//! pixels (a tile) comes from a 4 x 4 block of input through 16 products per input
-//! channel instead of 36 (2.25x fewer multiply-adds), the products being 16 independent
-//! matrix products over the channels, one per point of the transformed tile:
+//! 3x3 convolutions of unit stride as Winograd's F(2x2, 3x3) or F(4x4, 3x3): each `T x T`
+//! block of output pixels (a tile, `T` = 2 or 4) comes from a `(T + 2) x (T + 2)` block of
+//! input through `(T + 2)^2` products per input channel instead of `9 T^2` (2.25x fewer
+//! multiply-adds at `T` = 2, 4x at `T` = 4), the products being independent matrix
+//! products over the channels, one per point of the transformed tile:
 //!
 //! ```text
 //!   U[p] = (G w G^T)[p]     per (c_out, c_in), once at load (`winograd_weights`)
-//!   V[p] = (B^T d B)[p]     per (c_in, tile), d the tile's 4 x 4 input block
+//!   V[p] = (B^T d B)[p]     per (c_in, tile), d the tile's input block
 //!   M[p] = U[p] @ V[p]      c_out x c_in by c_in x tiles: the GEMM's register tiles
-//!   y    = A^T M A          per (c_out, tile): its 2 x 2 outputs
+//!   y    = A^T M A          per (c_out, tile): its T x T outputs
 //! ```
 //!
-//! The transforms add and subtract (and halve, for `G`), so the result differs from the
-//! direct sum only by rounding: the tests hold it to the direct sum's bound
-//! (`n * eps * sum |terms|`).
+//! `F(2x2, 3x3)` interpolates at 0, 1, -1 and infinity, `F(4x4, 3x3)` at 0, 1, -1, 2, -2
+//! and infinity (Lavin and Gray's matrices). The transforms add, subtract and scale, so
+//! the result differs from the direct sum by rounding only: the tests hold both to the
+//! direct sum's bound (`n * eps * sum |terms|`). The larger tile saves more products but
+//! stores 36 / 16 times the transformed weights, so `prepare` gives it the larger maps.
 
 use super::{
     each_row, stack_floats, tile_panel, weight_tile_index, Conv2dGeom, Lhs, Start, MAX_TILE_ROWS,
     PANEL,
 };
 
-/// Points of a transformed tile (4 x 4): products per tile and input channel.
-pub const WINOGRAD_POINTS: usize = 16;
+/// Points of a transformed tile of F(`tile` x `tile`, 3x3): `(tile + 2)^2` products per
+/// tile and input channel (16 for F(2x2, 3x3), 36 for F(4x4, 3x3)).
+pub const fn winograd_points(tile: usize) -> usize {
+    (tile + 2) * (tile + 2)
+}
 
-/// Input channels transformed at a time (the transformed panel, 16 points by this many
-/// channels by 16 tiles, is on the stack: 128 KiB on desktop CPUs, 4 KiB elsewhere,
-/// beside the 16 KiB of products of a block of output channels).
-const CHANNEL_BLOCK: usize = stack_floats(128, 4);
+/// Points of the largest transformed tile (F(4x4, 3x3)).
+const MAX_POINTS: usize = winograd_points(4);
+
+/// Floats of the transformed input panel (points by channels by 16 tiles) on the stack:
+/// 144 KiB on desktop CPUs (64 input channels at a time for F(4x4), 144 for F(2x2)),
+/// 9 KiB elsewhere; beside it the 36 KiB of products of a block of output channels.
+const PANEL_LEN: usize = stack_floats(MAX_POINTS * 64 * PANEL, MAX_POINTS * 4 * PANEL);
+
+/// Input channels transformed at a time for tiles of `T` outputs a side.
+const fn channel_block(tile: usize) -> usize {
+    PANEL_LEN / (winograd_points(tile) * PANEL)
+}
+
+/// Input columns under a run of [`PANEL`] tiles of `T` outputs a side.
+const fn line_len(tile: usize) -> usize {
+    tile * PANEL + 2
+}
+
+/// Floats of the line buffer: the longest [`line_len`], rounded up to whole groups of four
+/// (the phases read the last group whole).
+const MAX_LINE: usize = 4 * (PANEL + 1);
 
 /// True when [`conv2d_winograd`] computes this convolution: a 3x3 kernel, unit stride
 /// and dilation, one group.
@@ -34,44 +57,69 @@ pub fn winograd_fits(g: &Conv2dGeom) -> bool {
         && (g.dilation_h, g.dilation_w, g.groups) == (1, 1, 1)
 }
 
-/// Floats of [`winograd_weights`]' output for a convolution of `c_out` by `c_in` channels.
-pub const fn winograd_weights_len(c_out: usize, c_in: usize) -> usize {
-    WINOGRAD_POINTS * c_out * c_in
+/// Floats of [`winograd_weights`]' output for a convolution of `c_out` by `c_in` channels
+/// and tiles of `T` outputs a side.
+pub const fn winograd_weights_len<const T: usize>(c_out: usize, c_in: usize) -> usize {
+    winograd_points(T) * c_out * c_in
 }
 
-/// Transforms 3x3 convolution weights (`w`, `[c_out, c_in, 3, 3]`) into the 16 matrices
-/// `U[p] = (G w G^T)[p]` that [`conv2d_winograd`] reads: `out[p * c_out * c_in..]` holds
-/// `U[p]`, `[c_out, c_in]` laid out as [`super::tile_conv2d_weights`] lays a weight of
-/// depth `c_in` (blocks of 16 output channels interleaved, the rest row-major).
-pub fn winograd_weights(w: &[f32], out: &mut [f32], c_out: usize, c_in: usize) {
+/// `G g` for one column `g` of three taps: the `T + 2` rows (the rest zero). F(2x2):
+/// `G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]`; F(4x4): `G = [1/4 0 0; -1/6 -1/6
+/// -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]`, in f64 (its sixths and
+/// twenty-fourths are inexact in f32).
+fn weight_rows<const T: usize>([a, b, c]: [f64; 3]) -> [f64; 6] {
+    if T == 2 {
+        [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c, 0.0, 0.0]
+    } else {
+        [
+            a / 4.0,
+            -(a + b + c) / 6.0,
+            -(a - b + c) / 6.0,
+            a / 24.0 + b / 12.0 + c / 6.0,
+            a / 24.0 - b / 12.0 + c / 6.0,
+            c,
+        ]
+    }
+}
+
+/// Transforms 3x3 convolution weights (`w`, `[c_out, c_in, 3, 3]`) into the `(T + 2)^2`
+/// matrices `U[p] = (G w G^T)[p]` that [`conv2d_winograd`] reads for tiles of `T` (2 or
+/// 4) outputs a side, each value computed in f64 and rounded once: `out[p * c_out *
+/// c_in..]` holds `U[p]`, `[c_out, c_in]` laid out as [`super::tile_conv2d_weights`] lays
+/// a weight of depth `c_in` (blocks of 16 output channels interleaved, the rest
+/// row-major).
+pub fn winograd_weights<const T: usize>(w: &[f32], out: &mut [f32], c_out: usize, c_in: usize) {
+    const { assert!(T == 2 || T == 4) };
+    let side = T + 2;
     let (w, out) = (
         &w[..c_out * c_in * 9],
-        &mut out[..winograd_weights_len(c_out, c_in)],
+        &mut out[..winograd_weights_len::<T>(c_out, c_in)],
     );
     let at = |oc: usize, ic: usize| weight_tile_index((oc, ic), (c_out, c_in));
-    // G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
-    let g_rows = |[a, b, c]: [f32; 3]| [a, 0.5 * (a + b + c), 0.5 * (a - b + c), c];
     for (k, g) in w.chunks_exact(9).enumerate() {
         let (oc, ic) = (k / c_in, k % c_in);
-        // G g: four rows of three, column by column
-        let cols: [[f32; 4]; 3] = core::array::from_fn(|c| g_rows([g[c], g[3 + c], g[6 + c]]));
-        for r in 0..4 {
-            let u = g_rows([cols[0][r], cols[1][r], cols[2][r]]);
-            for (c, &value) in u.iter().enumerate() {
-                out[(r * 4 + c) * c_out * c_in + at(oc, ic)] = value;
+        let g: [f64; 9] = core::array::from_fn(|i| f64::from(g[i]));
+        // G g: `side` rows of three, column by column
+        let cols: [[f64; 6]; 3] =
+            core::array::from_fn(|c| weight_rows::<T>([g[c], g[3 + c], g[6 + c]]));
+        for r in 0..side {
+            let u = weight_rows::<T>([cols[0][r], cols[1][r], cols[2][r]]);
+            for (c, &value) in u.iter().enumerate().take(side) {
+                out[(r * side + c) * c_out * c_in + at(oc, ic)] = value as f32;
             }
         }
     }
 }
 
 /// A 3x3 convolution of unit stride ([`winograd_fits`]) on weights transformed by
-/// [`winograd_weights`], as [`super::conv2d`] computes it (bias, padding, the row
-/// epilogue `epi(base, row)` once each output plane is complete). Per panel of 16 tiles
-/// and block of input channels, the tiles' input is transformed into a stack buffer, then
-/// each block of 16 output channels runs 16 register tiles (one per point) and
-/// transforms their sums back into output pixels. With threads, rows of tiles split over
-/// them on large maps, output channels (blocks of 16) on small ones.
-pub fn conv2d_winograd(
+/// [`winograd_weights`] for tiles of `T` (2 or 4) outputs a side, as [`super::conv2d`]
+/// computes it (bias, padding, the row epilogue `epi(base, row)` once each output plane
+/// is complete). Per panel of 16 tiles and block of input channels, the tiles' input is
+/// transformed into a stack buffer, then each block of 16 output channels runs one
+/// register tile per point and transforms their sums back into output pixels. With
+/// threads, rows of tiles split over them on large maps, output channels (blocks of 16)
+/// on small ones.
+pub fn conv2d_winograd<const T: usize>(
     x: &[f32],
     u: &[f32],
     bias: Option<&[f32]>,
@@ -79,6 +127,7 @@ pub fn conv2d_winograd(
     g: &Conv2dGeom,
     epi: impl Fn(usize, &mut [f32]) + Sync,
 ) {
+    const { assert!(T == 2 || T == 4) };
     debug_assert!(winograd_fits(g));
     let simd = crate::simd::avx2_fma();
     let pixels = g.oh * g.ow;
@@ -86,8 +135,8 @@ pub fn conv2d_winograd(
     if pixels == 0 || g.c_out == 0 {
         return;
     }
-    let tiles_x = g.ow.div_ceil(2);
-    let tile_rows = g.oh.div_ceil(2);
+    let tiles_x = g.ow.div_ceil(T);
+    let tile_rows = g.oh.div_ceil(T);
     let whole = Part {
         tiles: (0, tile_rows * tiles_x),
         first_pixel: 0,
@@ -108,7 +157,7 @@ pub fn conv2d_winograd(
                 let chunk = g.c_out.div_ceil(threads).div_ceil(MAX_TILE_ROWS) * MAX_TILE_ROWS;
                 crate::threads::for_each_chunk(on, chunk * pixels, |i, part| {
                     let bias = bias.map(|b| &b[i * chunk..]);
-                    winograd_part(simd, (xn, (u, i * chunk), bias), whole, part, g);
+                    winograd_part::<T>(simd, (xn, (u, i * chunk), bias), whole, part, g);
                 });
                 each_row(simd, on, g.ow, n * g.c_out * pixels, &epi);
                 continue;
@@ -117,16 +166,16 @@ pub fn conv2d_winograd(
                 let per_part = tile_rows.div_ceil(threads);
                 let part = |i: usize| {
                     let (ty0, ty1) = (i * per_part, tile_rows.min((i + 1) * per_part));
-                    let first_pixel = 2 * ty0 * g.ow;
+                    let first_pixel = T * ty0 * g.ow;
                     Part {
                         tiles: (ty0 * tiles_x, ty1 * tiles_x),
                         first_pixel,
-                        plane_len: pixels.min(2 * ty1 * g.ow) - first_pixel,
+                        plane_len: pixels.min(T * ty1 * g.ow) - first_pixel,
                     }
                 };
                 let sums = crate::threads::map_parts(tile_rows.div_ceil(per_part), |i| {
                     let mut sums = alloc::vec![0.0f32; g.c_out * part(i).plane_len];
-                    winograd_part(simd, (xn, (u, 0), bias), part(i), &mut sums, g);
+                    winograd_part::<T>(simd, (xn, (u, 0), bias), part(i), &mut sums, g);
                     sums
                 });
                 for (i, sums) in sums.iter().enumerate() {
@@ -146,7 +195,7 @@ pub fn conv2d_winograd(
                 continue;
             }
         }
-        winograd_part(simd, (xn, (u, 0), bias), whole, on, g);
+        winograd_part::<T>(simd, (xn, (u, 0), bias), whole, on, g);
         each_row(simd, on, g.ow, n * g.c_out * pixels, &epi);
     }
 }
@@ -168,7 +217,7 @@ pub(crate) struct Part {
 }
 
 /// [`winograd_channels`] on the best code for this CPU.
-fn winograd_part(
+fn winograd_part<const T: usize>(
     simd: bool,
     operands: WinogradOperands<'_>,
     part: Part,
@@ -182,14 +231,14 @@ fn winograd_part(
         #[allow(unsafe_code)]
         unsafe {
             if crate::simd::avx512() {
-                crate::simd::winograd_channels_avx512(operands, part, out, g);
+                crate::simd::winograd_channels_avx512::<T>(operands, part, out, g);
             } else {
-                crate::simd::winograd_channels_avx2(operands, part, out, g);
+                crate::simd::winograd_channels_avx2::<T>(operands, part, out, g);
             }
         }
         return;
     }
-    winograd_channels((simd, false), operands, part, out, g);
+    winograd_channels::<T>((simd, false), operands, part, out, g);
 }
 
 /// The operands of [`winograd_channels`]: the input, the transformed weights with the
@@ -200,31 +249,35 @@ pub(crate) type WinogradOperands<'a> = (&'a [f32], (&'a [f32], usize), Option<&'
 /// `part` (`out`: the part's planes, `part.plane_len` pixels each).
 /// Inlined into `simd::winograd_channels_avx512` and `_avx2`, where the transforms'
 /// sixteen-tile loops compile to whole vectors; with `zmm` (AVX-512F, the first) the
-/// transforms are `simd::winograd_inputs_avx512` and `_outputs_avx512` instead.
+/// transforms of F(2x2) are `simd::winograd_inputs_avx512` and `_outputs_avx512` instead.
 #[inline(always)]
-pub(crate) fn winograd_channels(
+pub(crate) fn winograd_channels<const T: usize>(
     (simd, zmm): (bool, bool),
     (x, (u, oc0), bias): WinogradOperands<'_>,
     part: Part,
     out: &mut [f32],
     g: &Conv2dGeom,
 ) {
-    // (the AVX-512 transforms exist on x86_64 only)
+    // (the AVX-512 transforms exist on x86_64 only: F(2x2)'s whole, F(4x4)'s column
+    // gathers and pixel stores, `wide`)
+    let (zmm, wide) = (zmm && T == 2, zmm);
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = zmm;
+    let _ = (zmm, wide);
+    let points = winograd_points(T);
+    let block = channel_block(T);
     let plane_len = part.plane_len;
     let rows = out.len() / plane_len;
-    let tiles_x = g.ow.div_ceil(2);
+    let tiles_x = g.ow.div_ceil(T);
     let (t0, t1) = part.tiles;
     let per_point = g.c_out * g.c_in;
-    let mut v = [0.0f32; WINOGRAD_POINTS * CHANNEL_BLOCK * PANEL];
-    let mut m = [0.0f32; WINOGRAD_POINTS * MAX_TILE_ROWS * PANEL];
+    let mut v = [0.0f32; PANEL_LEN];
+    let mut m = [0.0f32; MAX_POINTS * MAX_TILE_ROWS * PANEL];
     for p0 in (t0..t1).step_by(PANEL) {
         let cols = PANEL.min(t1 - p0);
-        let (runs, count) = tile_runs(p0, cols, tiles_x);
+        let (runs, count) = tile_runs::<T>(p0, cols, tiles_x);
         let runs = &runs[..count];
-        for ic0 in (0..g.c_in).step_by(CHANNEL_BLOCK) {
-            let depth = CHANNEL_BLOCK.min(g.c_in - ic0);
+        for ic0 in (0..g.c_in).step_by(block) {
+            let depth = block.min(g.c_in - ic0);
             #[cfg(target_arch = "x86_64")]
             if zmm {
                 // SAFETY: `zmm` is set only when `avx512` found AVX-512F on this CPU
@@ -233,13 +286,14 @@ pub(crate) fn winograd_channels(
                     crate::simd::winograd_inputs_avx512(x, g, runs, (ic0, depth), &mut v)
                 };
             } else {
-                transform_inputs(x, g, runs, (ic0, depth), &mut v);
+                transform_inputs::<T>(wide, x, g, runs, (ic0, depth), &mut v);
             }
             #[cfg(not(target_arch = "x86_64"))]
-            transform_inputs(x, g, runs, (ic0, depth), &mut v);
+            transform_inputs::<T>(wide, x, g, runs, (ic0, depth), &mut v);
             for r0 in (0..rows).step_by(MAX_TILE_ROWS) {
                 let present = MAX_TILE_ROWS.min(rows - r0);
-                for (p, sums) in m.chunks_exact_mut(MAX_TILE_ROWS * PANEL).enumerate() {
+                let products = m.chunks_exact_mut(MAX_TILE_ROWS * PANEL).take(points);
+                for (p, sums) in products.enumerate() {
                     let up = &u[p * per_point..(p + 1) * per_point];
                     let a = Lhs::weights(up, g.c_in, g.c_out, true);
                     let a = a.skip_rows(oc0 + r0).skip_columns(ic0);
@@ -270,14 +324,12 @@ pub(crate) fn winograd_channels(
                     };
                     continue;
                 }
-                transform_outputs(&m, present, runs, start, (dst, part.first_pixel), g);
+                let dst = (dst, part.first_pixel);
+                transform_outputs::<T>(wide, &m, (present, runs), start, dst, g);
             }
         }
     }
 }
-
-/// Input columns under a run of [`PANEL`] tiles.
-const LINE: usize = 2 * PANEL + 2;
 
 /// A panel's tiles along one row of tiles: the first tile's place in the panel, how many,
 /// and the first tile's top-left output pixel.
@@ -291,9 +343,9 @@ pub(crate) struct Run {
     pub(crate) corner: (usize, usize),
 }
 
-/// The panel's tiles `p0..p0 + cols` as runs along rows of tiles (`tiles_x` per row), and
-/// how many runs.
-fn tile_runs(p0: usize, cols: usize, tiles_x: usize) -> ([Run; PANEL], usize) {
+/// The panel's tiles `p0..p0 + cols` (of `T` outputs a side) as runs along rows of tiles
+/// (`tiles_x` per row), and how many runs.
+fn tile_runs<const T: usize>(p0: usize, cols: usize, tiles_x: usize) -> ([Run; PANEL], usize) {
     let mut runs = [Run::default(); PANEL];
     let (mut t, mut count) = (0, 0);
     while t < cols {
@@ -302,140 +354,240 @@ fn tile_runs(p0: usize, cols: usize, tiles_x: usize) -> ([Run; PANEL], usize) {
         runs[count] = Run {
             first: t,
             len,
-            corner: (tile / tiles_x * 2, tile % tiles_x * 2),
+            corner: (tile / tiles_x * T, tile % tiles_x * T),
         };
         (t, count) = (t + len, count + 1);
     }
     (runs, count)
 }
 
+/// `B^T` applied to the `T + 2` values `d` of one line of a tile's input (the rest of the
+/// six zero). F(2x2): `B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]`; F(4x4): `B^T =
+/// [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0
+/// 1]`, as sums of shared differences.
+#[inline(always)]
+fn input_line<const T: usize>([d0, d1, d2, d3, d4, d5]: [f32; 6]) -> [f32; 6] {
+    if T == 2 {
+        return [d0 - d2, d1 + d2, d2 - d1, d1 - d3, 0.0, 0.0];
+    }
+    let (high, low) = (d4 - d2, d3 - d1);
+    [
+        high + 4.0 * (d0 - d2),
+        (d3 + d4) - 4.0 * (d1 + d2),
+        (d4 - d3) + 4.0 * (d1 - d2),
+        high + 2.0 * low,
+        high - 2.0 * low,
+        (d5 - d3) + 4.0 * (d1 - d3),
+    ]
+}
+
+/// `A^T` applied to the `T + 2` sums `m` of one line of a tile's products: its `T`
+/// outputs (the rest of the four zero). F(2x2): `A^T = [1 1 1 0; 0 1 -1 -1]`; F(4x4):
+/// `A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]`.
+#[inline(always)]
+fn output_line<const T: usize>([m0, m1, m2, m3, m4, m5]: [f32; 6]) -> [f32; 4] {
+    if T == 2 {
+        return [m0 + m1 + m2, m1 - m2 - m3, 0.0, 0.0];
+    }
+    let (sum12, diff12, sum34, diff34) = (m1 + m2, m1 - m2, m3 + m4, m3 - m4);
+    [
+        m0 + sum12 + sum34,
+        diff12 + 2.0 * diff34,
+        sum12 + 4.0 * sum34,
+        diff12 + 8.0 * diff34 + m5,
+    ]
+}
+
 /// The transformed input `V = B^T d B` of the panel's tiles (`runs`; tiles past them
 /// zero) for input channels `ic0..ic0 + depth`: `v[(p * depth + ic) * 16 + t]` is point
-/// `p` of tile `t`, channel `ic0 + ic`. Each run's four input rows are copied into a
-/// zero-padded line, whose even and odd columns are the tiles' columns.
+/// `p` of tile `t`, channel `ic0 + ic`. Each run's `T + 2` input rows are copied into a
+/// zero-padded line, whose columns of each phase modulo `T` are the tiles' columns.
 #[inline(always)]
-fn transform_inputs(
+fn transform_inputs<const T: usize>(
+    wide: bool,
     x: &[f32],
     g: &Conv2dGeom,
     runs: &[Run],
     (ic0, depth): (usize, usize),
     v: &mut [f32],
 ) {
-    let plane = g.h * g.w;
+    let (plane, side) = (g.h * g.w, T + 2);
     for ic in 0..depth {
         let input = &x[(ic0 + ic) * plane..(ic0 + ic + 1) * plane];
-        // d[r * 4 + c][t]: the tile's input at row r, column c (zero outside the image);
-        // each run writes sixteen lanes from its first (fixed-size copies), the next run
-        // overwriting those past its own, lanes past the last run unused
-        let mut d = [[0.0f32; 2 * PANEL]; WINOGRAD_POINTS];
+        // d[r * side + c][t]: the tile's input at row r, column c (zero outside the
+        // image); each run writes sixteen lanes from its first (fixed-size copies), the
+        // next run overwriting those past its own, lanes past the last run unused
+        let mut d = [[0.0f32; 2 * PANEL]; MAX_POINTS];
         for run in runs {
             let (oy, ox) = run.corner;
-            let width = 2 * run.len + 2;
+            let width = T * run.len + 2;
             // the line's columns j whose input column ox + j - pad_left exists
             let lo = g.pad_left.saturating_sub(ox).min(width);
             let hi = (g.w + g.pad_left).saturating_sub(ox).clamp(lo, width);
-            for r in 0..4 {
-                let mut line = [0.0f32; LINE];
-                if let Some(iy) = (oy + r).checked_sub(g.pad_top).filter(|&iy| iy < g.h) {
-                    // the LINE floats from the line's first column, when the plane holds
-                    // them (past the row's end too), those outside the row then cleared:
-                    // a fixed-size copy (vector moves; a length known only at run time
-                    // is a call to memcpy, 6% of the convolution)
+            for r in 0..side {
+                let iy = (oy + r).checked_sub(g.pad_top).filter(|&iy| iy < g.h);
+                #[cfg(target_arch = "x86_64")]
+                if wide && T == 4 {
+                    // the line's columns straight from the plane (rows outside it: zeros)
+                    let at = iy.map(|iy| (iy * g.w + ox) as isize - g.pad_left as isize);
+                    let (at, columns) = match at {
+                        Some(at) => (at, (lo, hi)),
+                        None => (0, (0, 0)),
+                    };
+                    // SAFETY: `wide` is set only when `avx512` found AVX-512F on this CPU;
+                    // the columns `lo..hi` from `at` lie inside row `iy` of the plane
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        let line = (input, at, columns);
+                        crate::simd::winograd4_columns_avx512(line, &mut d, (r, run.first))
+                    };
+                    continue;
+                }
+                let mut line = [0.0f32; MAX_LINE];
+                if let Some(iy) = iy {
                     let start = (iy * g.w + ox).checked_sub(g.pad_left);
-                    let window = start.and_then(|at| input.get(at..at + LINE));
-                    match window.map(<&[f32; LINE]>::try_from) {
-                        Some(Ok(window)) => {
-                            line = *window;
-                            for (j, slot) in line.iter_mut().enumerate() {
-                                if j < lo || j >= hi {
-                                    *slot = 0.0;
-                                }
-                            }
-                        }
-                        _ => {
-                            let from = iy * g.w + ox + lo - g.pad_left;
-                            line[lo..hi].copy_from_slice(&input[from..from + hi - lo]);
+                    if !copy_line::<T>(input, start, &mut line) {
+                        let from = iy * g.w + ox + lo - g.pad_left;
+                        line[lo..hi].copy_from_slice(&input[from..from + hi - lo]);
+                    }
+                    for (j, slot) in line.iter_mut().enumerate() {
+                        if j < lo || j >= hi {
+                            *slot = 0.0;
                         }
                     }
                 }
-                // the line's even and odd columns: tile t's columns are even[t],
-                // odd[t], even[t + 1], odd[t + 1]
-                let (mut even, mut odd) = ([0.0f32; PANEL + 1], [0.0f32; PANEL + 1]);
-                for ((e, o), pair) in even.iter_mut().zip(&mut odd).zip(line.chunks_exact(2)) {
-                    (*e, *o) = (pair[0], pair[1]);
+                // the line's columns by phase: tile t's column c is phases[c % T][t + c / T]
+                let mut phases = [[0.0f32; PANEL + 1]; 4];
+                for j in 0..PANEL + 1 {
+                    for (q, phase) in phases.iter_mut().enumerate().take(T) {
+                        phase[j] = line[T * j + q];
+                    }
                 }
-                let columns = [&even[..PANEL], &odd[..PANEL], &even[1..], &odd[1..]];
-                for (c, column) in columns.into_iter().enumerate() {
-                    let dst = &mut d[r * 4 + c][run.first..run.first + PANEL];
+                for c in 0..side {
+                    let column = &phases[c % T][c / T..c / T + PANEL];
+                    let dst = &mut d[r * side + c][run.first..run.first + PANEL];
                     dst.copy_from_slice(column);
                 }
             }
         }
-        // B^T d B, B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], along rows then columns
-        let mut rows = [[0.0f32; PANEL]; WINOGRAD_POINTS];
-        for c in 0..4 {
-            for t in 0..PANEL {
-                let [d0, d1, d2, d3] = [d[c][t], d[4 + c][t], d[8 + c][t], d[12 + c][t]];
-                rows[c][t] = d0 - d2;
-                rows[4 + c][t] = d1 + d2;
-                rows[8 + c][t] = d2 - d1;
-                rows[12 + c][t] = d1 - d3;
+        // B^T d B: along rows (each column's values), then along columns
+        let zeros = [0.0f32; PANEL];
+        let mut rows = [[0.0f32; PANEL]; MAX_POINTS];
+        let mut lines = [[0.0f32; PANEL]; 6];
+        for c in 0..side {
+            let column = core::array::from_fn(|r| match d.get(r * side + c) {
+                Some(lanes) if r < side => lanes.first_chunk::<PANEL>().unwrap_or(&zeros),
+                _ => &zeros,
+            });
+            input_lines::<T>(column, &mut lines);
+            for (r, line) in lines.iter().enumerate().take(side) {
+                rows[r * side + c] = *line;
             }
         }
-        for r in 0..4 {
-            let [s0, s1, s2, s3] = [
-                rows[4 * r],
-                rows[4 * r + 1],
-                rows[4 * r + 2],
-                rows[4 * r + 3],
-            ];
-            let point = |c: usize| (r * 4 + c) * depth + ic;
-            for t in 0..PANEL {
-                v[point(0) * PANEL + t] = s0[t] - s2[t];
-                v[point(1) * PANEL + t] = s1[t] + s2[t];
-                v[point(2) * PANEL + t] = s2[t] - s1[t];
-                v[point(3) * PANEL + t] = s1[t] - s3[t];
+        for r in 0..side {
+            let row = core::array::from_fn(|c| match rows.get(r * side + c) {
+                Some(lanes) if c < side => lanes,
+                _ => &zeros,
+            });
+            input_lines::<T>(row, &mut lines);
+            for (c, line) in lines.iter().enumerate().take(side) {
+                let at = ((r * side + c) * depth + ic) * PANEL;
+                v[at..at + PANEL].copy_from_slice(line);
             }
         }
     }
 }
 
+/// [`input_line`] on sixteen tiles at once (a loop that vectorizes).
+#[inline(always)]
+fn input_lines<const T: usize>(d: [&[f32; PANEL]; 6], out: &mut [[f32; PANEL]; 6]) {
+    for t in 0..PANEL {
+        let values = input_line::<T>([d[0][t], d[1][t], d[2][t], d[3][t], d[4][t], d[5][t]]);
+        for (o, value) in out.iter_mut().zip(values) {
+            o[t] = value;
+        }
+    }
+}
+
+/// [`output_line`] on sixteen tiles at once (a loop that vectorizes).
+#[inline(always)]
+fn output_lines<const T: usize>(m: [&[f32; PANEL]; 6], out: &mut [[f32; PANEL]; 4]) {
+    for t in 0..PANEL {
+        let values = output_line::<T>([m[0][t], m[1][t], m[2][t], m[3][t], m[4][t], m[5][t]]);
+        for (o, value) in out.iter_mut().zip(values) {
+            o[t] = value;
+        }
+    }
+}
+
+/// Copies the [`line_len`] floats from `start` of `input` into `line` when the plane holds
+/// them all (past the row's end too; the caller clears the columns outside the row): a
+/// fixed-size copy, vector moves where a length known only at run time is a call to
+/// memcpy (6% of the convolution). False when they do not all lie in the plane.
+#[inline(always)]
+fn copy_line<const T: usize>(
+    input: &[f32],
+    start: Option<usize>,
+    line: &mut [f32; MAX_LINE],
+) -> bool {
+    fn fixed<const N: usize>(input: &[f32], at: usize, line: &mut [f32; MAX_LINE]) -> bool {
+        let window = input.get(at..at + N).map(<&[f32; N]>::try_from);
+        match (window, line.first_chunk_mut::<N>()) {
+            (Some(Ok(window)), Some(dst)) => {
+                *dst = *window;
+                true
+            }
+            _ => false,
+        }
+    }
+    let Some(at) = start else { return false };
+    if T == 2 {
+        fixed::<{ line_len(2) }>(input, at, line)
+    } else {
+        fixed::<{ line_len(4) }>(input, at, line)
+    }
+}
+
 /// Turns the products `m` (`m[(p * 16 + i) * 16 + t]`: point `p`, output channel `i`,
-/// tile `t`) of `count` output channels into their 2 x 2 output pixels `A^T M A`, added
+/// tile `t`) of `count` output channels into their `T x T` output pixels `A^T M A`, added
 /// to `start` (bias, zero, or what `out` holds) in `out` (`count` planes of a part's
 /// pixels, output pixel `first_pixel` first).
 #[inline(always)]
-fn transform_outputs(
+fn transform_outputs<const T: usize>(
+    wide: bool,
     m: &[f32],
-    count: usize,
-    runs: &[Run],
+    (count, runs): (usize, &[Run]),
     start: Start<'_>,
     (out, first_pixel): (&mut [f32], usize),
     g: &Conv2dGeom,
 ) {
+    let side = T + 2;
     let plane_len = out.len() / count.max(1);
     let at = |p: usize, i: usize| &m[(p * MAX_TILE_ROWS + i) * PANEL..][..PANEL];
     for (i, plane) in out.chunks_exact_mut(plane_len).enumerate().take(count) {
-        // A^T = [1 1 1 0; 0 1 -1 -1], along rows then columns
-        let mut rows = [[0.0f32; PANEL]; 8];
-        for c in 0..4 {
-            let [m0, m1, m2, m3] = [at(c, i), at(4 + c, i), at(8 + c, i), at(12 + c, i)];
-            for t in 0..PANEL {
-                rows[c][t] = m0[t] + m1[t] + m2[t];
-                rows[4 + c][t] = m1[t] - m2[t] - m3[t];
+        // A^T M A: along rows (each column's sums), then along columns
+        let zeros = [0.0f32; PANEL];
+        let mut rows = [[0.0f32; PANEL]; 4 * 6];
+        let mut lines = [[0.0f32; PANEL]; 4];
+        for c in 0..side {
+            let column = core::array::from_fn(|r| match r < side {
+                true => at(r * side + c, i).first_chunk::<PANEL>().unwrap_or(&zeros),
+                false => &zeros,
+            });
+            output_lines::<T>(column, &mut lines);
+            for (r, line) in lines.iter().enumerate().take(T) {
+                rows[r * side + c] = *line;
             }
         }
-        let mut y = [[0.0f32; PANEL]; 4];
-        for r in 0..2 {
-            let [s0, s1, s2, s3] = [
-                rows[4 * r],
-                rows[4 * r + 1],
-                rows[4 * r + 2],
-                rows[4 * r + 3],
-            ];
-            for t in 0..PANEL {
-                y[2 * r][t] = s0[t] + s1[t] + s2[t];
-                y[2 * r + 1][t] = s1[t] - s2[t] - s3[t];
+        let mut y = [[0.0f32; PANEL]; 16];
+        for r in 0..T {
+            let row = core::array::from_fn(|c| match rows.get(r * side + c) {
+                Some(lanes) if c < side => lanes,
+                _ => &zeros,
+            });
+            output_lines::<T>(row, &mut lines);
+            for (c, line) in lines.iter().enumerate().take(T) {
+                y[r * T + c] = *line;
             }
         }
         let first = match start {
@@ -443,16 +595,37 @@ fn transform_outputs(
             Start::Zero => Some(0.0),
             Start::Accumulate => None,
         };
+        #[cfg(target_arch = "x86_64")]
+        if wide && T == 4 {
+            for run in runs {
+                let (oy, ox) = run.corner;
+                let columns = (4 * run.len).min(g.ow.saturating_sub(ox));
+                for r in 0..4 {
+                    let py = oy + r;
+                    if py >= g.oh || columns == 0 {
+                        continue;
+                    }
+                    let at = py * g.ow + ox - first_pixel;
+                    let dst = &mut plane[at..at + columns];
+                    // SAFETY: `wide` is set only when `avx512` found AVX-512F on this CPU
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        crate::simd::winograd4_row_avx512(&y, (r, run.first), dst, first)
+                    };
+                }
+            }
+            continue;
+        }
         for run in runs {
             let (oy, ox) = run.corner;
-            for (k, y) in y.iter().enumerate() {
-                let (py, px) = (oy + k / 2, ox + k % 2);
+            for (k, y) in y.iter().enumerate().take(T * T) {
+                let (py, px) = (oy + k / T, ox + k % T);
                 if py >= g.oh {
                     continue;
                 }
                 let row = &mut plane[py * g.ow - first_pixel..(py + 1) * g.ow - first_pixel];
                 let tiles = y[run.first..run.first + run.len].iter();
-                for (slot, &value) in row.iter_mut().skip(px).step_by(2).zip(tiles) {
+                for (slot, &value) in row.iter_mut().skip(px).step_by(T).zip(tiles) {
                     *slot = first.unwrap_or(*slot) + value;
                 }
             }
