@@ -418,6 +418,10 @@ fn transform_inputs<const T: usize>(
     // writes the same lanes: cleared once (per channel, the clearing was 10% of
     // unet_small's time)
     let mut d = [[0.0f32; 2 * PANEL]; MAX_POINTS];
+    // (the transform's buffers too: each channel overwrites what it reads)
+    let zeros = [0.0f32; PANEL];
+    let mut rows = [[0.0f32; PANEL]; MAX_POINTS];
+    let mut lines = [[0.0f32; PANEL]; 6];
     for ic in 0..depth {
         let input = &x[(ic0 + ic) * plane..(ic0 + ic + 1) * plane];
         for run in runs {
@@ -473,9 +477,6 @@ fn transform_inputs<const T: usize>(
             }
         }
         // B^T d B: along rows (each column's values), then along columns
-        let zeros = [0.0f32; PANEL];
-        let mut rows = [[0.0f32; PANEL]; MAX_POINTS];
-        let mut lines = [[0.0f32; PANEL]; 6];
         for c in 0..side {
             let column = core::array::from_fn(|r| match d.get(r * side + c) {
                 Some(lanes) if r < side => lanes.first_chunk::<PANEL>().unwrap_or(&zeros),
@@ -566,11 +567,13 @@ fn transform_outputs<const T: usize>(
     let side = T + 2;
     let plane_len = out.len() / count.max(1);
     let at = |p: usize, i: usize| &m[(p * MAX_TILE_ROWS + i) * PANEL..][..PANEL];
+    // (cleared once: each output channel overwrites what it reads)
+    let zeros = [0.0f32; PANEL];
+    let mut rows = [[0.0f32; PANEL]; 4 * 6];
+    let mut lines = [[0.0f32; PANEL]; 4];
+    let mut y = [[0.0f32; PANEL]; 16];
     for (i, plane) in out.chunks_exact_mut(plane_len).enumerate().take(count) {
         // A^T M A: along rows (each column's sums), then along columns
-        let zeros = [0.0f32; PANEL];
-        let mut rows = [[0.0f32; PANEL]; 4 * 6];
-        let mut lines = [[0.0f32; PANEL]; 4];
         for c in 0..side {
             let column = core::array::from_fn(|r| match r < side {
                 true => at(r * side + c, i).first_chunk::<PANEL>().unwrap_or(&zeros),
@@ -581,7 +584,6 @@ fn transform_outputs<const T: usize>(
                 rows[r * side + c] = *line;
             }
         }
-        let mut y = [[0.0f32; PANEL]; 16];
         for r in 0..T {
             let row = core::array::from_fn(|c| match rows.get(r * side + c) {
                 Some(lanes) if c < side => lanes,
