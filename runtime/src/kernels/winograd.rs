@@ -33,8 +33,9 @@ const MAX_POINTS: usize = winograd_points(4);
 
 /// Floats of the transformed input panel (points by channels by 16 tiles) on the stack:
 /// 144 KiB on desktop CPUs (64 input channels at a time for F(4x4), 144 for F(2x2)),
-/// 9 KiB elsewhere; beside it the 36 KiB of products of a block of output channels.
-const PANEL_LEN: usize = stack_floats(MAX_POINTS * 64 * PANEL, MAX_POINTS * 4 * PANEL);
+/// 4.5 KiB elsewhere (2 and 4); beside it the products of a block of 16 output channels
+/// (16 KiB for F(2x2), 36 KiB for F(4x4)).
+const PANEL_LEN: usize = stack_floats(MAX_POINTS * 64 * PANEL, MAX_POINTS * 2 * PANEL);
 
 /// Input channels transformed at a time for tiles of `T` outputs a side.
 const fn channel_block(tile: usize) -> usize {
@@ -252,18 +253,42 @@ pub(crate) type WinogradOperands<'a> = (&'a [f32], (&'a [f32], usize), Option<&'
 /// transforms of F(2x2) are `simd::winograd_inputs_avx512` and `_outputs_avx512` instead.
 #[inline(always)]
 pub(crate) fn winograd_channels<const T: usize>(
-    (simd, zmm): (bool, bool),
-    (x, (u, oc0), bias): WinogradOperands<'_>,
+    flags: (bool, bool),
+    operands: WinogradOperands<'_>,
     part: Part,
     out: &mut [f32],
     g: &Conv2dGeom,
 ) {
+    // the products of a block of 16 output channels (a whole tile of the tiled weights)
+    // for every point: 16 KiB for F(2x2), 36 KiB for F(4x4), only the one of this tile
+    // size on the stack
+    if T == 2 {
+        let mut m = [0.0f32; winograd_points(2) * MAX_TILE_ROWS * PANEL];
+        winograd_channels_in::<T>(flags, operands, part, (out, &mut m), g);
+    } else {
+        let mut m = [0.0f32; MAX_POINTS * MAX_TILE_ROWS * PANEL];
+        winograd_channels_in::<T>(flags, operands, part, (out, &mut m), g);
+    }
+}
+
+/// [`winograd_channels`] with its products in `m` (`(T + 2)^2` points by 16 output
+/// channels by 16 tiles).
+#[inline(always)]
+fn winograd_channels_in<const T: usize>(
+    (simd, zmm): (bool, bool),
+    (x, (u, oc0), bias): WinogradOperands<'_>,
+    part: Part,
+    (out, m): (&mut [f32], &mut [f32]),
+    g: &Conv2dGeom,
+) {
+    let points = winograd_points(T);
+    let block_rows = MAX_TILE_ROWS;
+    assert!(m.len() >= points * block_rows * PANEL);
     // (the AVX-512 transforms exist on x86_64 only: F(2x2)'s whole, F(4x4)'s column
     // gathers and pixel stores, `wide`)
     let (zmm, wide) = (zmm && T == 2, zmm);
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (zmm, wide);
-    let points = winograd_points(T);
     let block = channel_block(T);
     let plane_len = part.plane_len;
     let rows = out.len() / plane_len;
@@ -271,7 +296,6 @@ pub(crate) fn winograd_channels<const T: usize>(
     let (t0, t1) = part.tiles;
     let per_point = g.c_out * g.c_in;
     let mut v = [0.0f32; PANEL_LEN];
-    let mut m = [0.0f32; MAX_POINTS * MAX_TILE_ROWS * PANEL];
     for p0 in (t0..t1).step_by(PANEL) {
         let cols = PANEL.min(t1 - p0);
         let (runs, count) = tile_runs::<T>(p0, cols, tiles_x);
@@ -290,9 +314,9 @@ pub(crate) fn winograd_channels<const T: usize>(
             }
             #[cfg(not(target_arch = "x86_64"))]
             transform_inputs::<T>(wide, x, g, runs, (ic0, depth), &mut v);
-            for r0 in (0..rows).step_by(MAX_TILE_ROWS) {
-                let present = MAX_TILE_ROWS.min(rows - r0);
-                let products = m.chunks_exact_mut(MAX_TILE_ROWS * PANEL).take(points);
+            for r0 in (0..rows).step_by(block_rows) {
+                let present = block_rows.min(rows - r0);
+                let products = m.chunks_exact_mut(block_rows * PANEL).take(points);
                 for (p, sums) in products.enumerate() {
                     let up = &u[p * per_point..(p + 1) * per_point];
                     let a = Lhs::weights(up, g.c_in, g.c_out, true);
@@ -320,12 +344,12 @@ pub(crate) fn winograd_channels<const T: usize>(
                     #[allow(unsafe_code)]
                     unsafe {
                         let dst = (dst, part.first_pixel);
-                        crate::simd::winograd_outputs_avx512(&m, runs, init, dst, present, g)
+                        crate::simd::winograd_outputs_avx512(m, runs, init, dst, present, g)
                     };
                     continue;
                 }
                 let dst = (dst, part.first_pixel);
-                transform_outputs::<T>(wide, &m, (present, runs), start, dst, g);
+                transform_outputs::<T>(wide, (m, block_rows), (present, runs), start, dst, g);
             }
         }
     }
@@ -551,14 +575,14 @@ fn copy_line<const T: usize>(
     }
 }
 
-/// Turns the products `m` (`m[(p * 16 + i) * 16 + t]`: point `p`, output channel `i`,
-/// tile `t`) of `count` output channels into their `T x T` output pixels `A^T M A`, added
+/// Turns the products `m` (`m[(p * block_rows + i) * 16 + t]`: point `p`, output channel
+/// `i` of the block of 16, tile `t`) of `count` output channels into their `T x T` output pixels `A^T M A`, added
 /// to `start` (bias, zero, or what `out` holds) in `out` (`count` planes of a part's
 /// pixels, output pixel `first_pixel` first).
 #[inline(always)]
 fn transform_outputs<const T: usize>(
     wide: bool,
-    m: &[f32],
+    (m, block_rows): (&[f32], usize),
     (count, runs): (usize, &[Run]),
     start: Start<'_>,
     (out, first_pixel): (&mut [f32], usize),
@@ -566,7 +590,7 @@ fn transform_outputs<const T: usize>(
 ) {
     let side = T + 2;
     let plane_len = out.len() / count.max(1);
-    let at = |p: usize, i: usize| &m[(p * MAX_TILE_ROWS + i) * PANEL..][..PANEL];
+    let at = |p: usize, i: usize| &m[(p * block_rows + i) * PANEL..][..PANEL];
     // (cleared once: each output channel overwrites what it reads)
     let zeros = [0.0f32; PANEL];
     let mut rows = [[0.0f32; PANEL]; 4 * 6];
