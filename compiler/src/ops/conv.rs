@@ -646,7 +646,7 @@ pub fn evaluate_winograd_weights(
 
 /// The 3x3 taps `[out, in, 3, 3]` that `winograd_weights` transformed into `u`
 /// (`[(tile + 2)^2, out, in]`): `w = P U P^T` for the left inverse `P` of `G`
-/// ([`winograd_left_inverse`]).
+/// (`winograd_left_inverse`).
 #[cfg(feature = "interp")]
 pub fn evaluate_winograd_taps(
     u: &[f32],

@@ -435,6 +435,9 @@ fn transform_inputs<const T: usize>(
     (ic0, depth): (usize, usize),
     v: &mut [f32],
 ) {
+    // (F(4x4)'s AVX-512 column gathers exist on x86_64 only)
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = wide;
     let (plane, side) = (g.h * g.w, T + 2);
     // d[r * side + c][t]: the tile's input at row r, column c (zero outside the image);
     // each run writes sixteen lanes from its first (fixed-size copies), the next run
@@ -588,6 +591,9 @@ fn transform_outputs<const T: usize>(
     (out, first_pixel): (&mut [f32], usize),
     g: &Conv2dGeom,
 ) {
+    // (F(4x4)'s AVX-512 pixel stores exist on x86_64 only)
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = wide;
     let side = T + 2;
     let plane_len = out.len() / count.max(1);
     let at = |p: usize, i: usize| &m[(p * block_rows + i) * PANEL..][..PANEL];
