@@ -505,9 +505,8 @@ fn transform_inputs<const T: usize>(
         }
         // B^T d B: along rows (each column's values), then along columns
         for c in 0..side {
-            let column = core::array::from_fn(|r| match d.get(r * side + c) {
-                Some(lanes) if r < side => lanes.first_chunk::<PANEL>().unwrap_or(&zeros),
-                _ => &zeros,
+            let column = line_of(side, &zeros, |r| {
+                d.get(r * side + c).and_then(|l| l.first_chunk())
             });
             input_lines::<T>(column, &mut lines);
             for (r, line) in lines.iter().enumerate().take(side) {
@@ -515,10 +514,7 @@ fn transform_inputs<const T: usize>(
             }
         }
         for r in 0..side {
-            let row = core::array::from_fn(|c| match rows.get(r * side + c) {
-                Some(lanes) if c < side => lanes,
-                _ => &zeros,
-            });
+            let row = line_of(side, &zeros, |c| rows.get(r * side + c));
             input_lines::<T>(row, &mut lines);
             for (c, line) in lines.iter().enumerate().take(side) {
                 let at = ((r * side + c) * depth + ic) * PANEL;
@@ -526,6 +522,17 @@ fn transform_inputs<const T: usize>(
             }
         }
     }
+}
+
+/// One line of a transform pass over sixteen tiles: element `j < side` is `read(j)`, the
+/// rest of the six (and any `read` finds no lanes for) `zeros`.
+#[inline(always)]
+fn line_of<'a>(
+    side: usize,
+    zeros: &'a [f32; PANEL],
+    read: impl Fn(usize) -> Option<&'a [f32; PANEL]>,
+) -> [&'a [f32; PANEL]; 6] {
+    core::array::from_fn(|j| if j < side { read(j) } else { None }.unwrap_or(zeros))
 }
 
 /// [`input_line`] on sixteen tiles at once (a loop that vectorizes).
@@ -605,20 +612,14 @@ fn transform_outputs<const T: usize>(
     for (i, plane) in out.chunks_exact_mut(plane_len).enumerate().take(count) {
         // A^T M A: along rows (each column's sums), then along columns
         for c in 0..side {
-            let column = core::array::from_fn(|r| match r < side {
-                true => at(r * side + c, i).first_chunk::<PANEL>().unwrap_or(&zeros),
-                false => &zeros,
-            });
+            let column = line_of(side, &zeros, |r| at(r * side + c, i).first_chunk());
             output_lines::<T>(column, &mut lines);
             for (r, line) in lines.iter().enumerate().take(T) {
                 rows[r * side + c] = *line;
             }
         }
         for r in 0..T {
-            let row = core::array::from_fn(|c| match rows.get(r * side + c) {
-                Some(lanes) if c < side => lanes,
-                _ => &zeros,
-            });
+            let row = line_of(side, &zeros, |c| rows.get(r * side + c));
             output_lines::<T>(row, &mut lines);
             for (c, line) in lines.iter().enumerate().take(T) {
                 y[r * T + c] = *line;
