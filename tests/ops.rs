@@ -203,6 +203,17 @@ op_cases! {
             (c, slice(s, 1, 0, 3), s2, p, q, r)
         }
     }
+    product_then_gelu {
+        // a feed-forward layer's GELU over whole rows (`kernels::gelu_row`): with a bias,
+        // rows of 37 (two vectors and a masked tail), without one, and the tanh form
+        // (element by element)
+        model Case(x: [6, 20]) -> (a: [6, 37], b: [6, 40], c: [6, 16]) {
+            let a = gelu(linear(x, 37));
+            let b = gelu(linear(x, 40, bias = false));
+            let c = gelu(linear(x, 16), approximate = "tanh");
+            (a, b, c)
+        }
+    }
     concat_in_place {
         model Case(x: [1, 2, 4, 8]) -> (y: [1, 3, 4, 8], z: [1, 4, 4, 8]) {
             let a = conv2d(x, 2, kernel = 1);

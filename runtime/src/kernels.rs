@@ -185,6 +185,37 @@ pub fn store(_index: usize, value: f32) -> f32 {
 #[inline(always)]
 pub fn store_rows(_base: usize, _row: &mut [f32]) {}
 
+/// `row[i] = gelu(row[i] + bias[i])` (without a bias `gelu(row[i])`): the row epilogue
+/// the generated code calls for a product followed by a bias and GELU (a transformer's
+/// feed-forward layer). On AVX-512 a kernel of its own (a generated closure compiled for
+/// AVX-512 is not inlined where the kernels call it); elsewhere [`math::gelu`] per
+/// element, inlined into the caller's loop. A bias shorter than the row panics.
+#[inline]
+pub fn gelu_row(row: &mut [f32], bias: Option<&[f32]>) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx512() {
+        // SAFETY: AVX-512F was just found on this CPU; the kernel checks the slices
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::simd::gelu_row_avx512(row, bias)
+        };
+        return;
+    }
+    match bias {
+        Some(bias) => {
+            let bias = &bias[..row.len()];
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v = math::gelu(*v + b);
+            }
+        }
+        None => {
+            for v in row.iter_mut() {
+                *v = math::gelu(*v);
+            }
+        }
+    }
+}
+
 /// Runs a row epilogue over `data` (rows of `width` floats, the first at flat `base`):
 /// `epi(base + r * width, row)`. With `simd`, from code compiled for AVX2 and FMA
 /// (`simd::each_row_avx2`), so a fused epilogue (GELU, batch norm, ...) inlined there
@@ -4653,6 +4684,53 @@ mod tests {
     fn data(len: usize, seed: u64) -> Vec<f32> {
         let mut rng = dnnfusion_test_support::Rng::new(seed);
         (0..len).map(|_| rng.uniform(-1.0, 1.0)).collect()
+    }
+
+    /// `gelu_row` against GELU's definition in f64 (libm's `erf`) on every path, rows of
+    /// 0 to 40 floats (whole vectors and masked tails) with and without a bias, values
+    /// spread over [-12, 12] (both ends of erf's range) and the special ones: within
+    /// `2e-7 * max(1, |x|)` (`math::gelu`'s bound). A lane computed from its neighbour's
+    /// input or left unwritten shows.
+    #[test]
+    fn gelu_row_matches_its_definition() {
+        let gelu = |x: f32| {
+            let x = f64::from(x);
+            0.5 * x * (1.0 + libm::erf(x / core::f64::consts::SQRT_2))
+        };
+        for path in ["best", "portable"] {
+            let run = |f: &mut dyn FnMut()| match path {
+                "portable" => crate::simd::portable(f),
+                _ => f(),
+            };
+            for len in 0..=40 {
+                let x: Vec<f32> = data(len, 900 + len as u64)
+                    .iter()
+                    .map(|v| 12.0 * v)
+                    .collect();
+                let bias = data(len, 950 + len as u64);
+                for with_bias in [false, true] {
+                    let mut row = x.clone();
+                    run(&mut || gelu_row(&mut row, with_bias.then_some(&bias[..])));
+                    for (i, &got) in row.iter().enumerate() {
+                        let input = x[i] + if with_bias { bias[i] } else { 0.0 };
+                        let want = gelu(input);
+                        let bound = 2e-7 * f64::from(input.abs()).max(1.0);
+                        assert!(
+                            (f64::from(got) - want).abs() <= bound,
+                            "{path}, {len} floats, bias {with_bias}: element {i}: gelu({input}) = {got}, not {want}"
+                        );
+                    }
+                }
+            }
+            let mut special = [f32::NAN, f32::INFINITY, 0.0, -0.0, 1e-30, 40.0, -40.0];
+            run(&mut || gelu_row(&mut special, None));
+            assert!(special[0].is_nan(), "{path}");
+            assert_eq!(
+                special[1..],
+                [f32::INFINITY, 0.0, 0.0, 5e-31, 40.0, -0.0],
+                "{path}"
+            );
+        }
     }
 
     /// The convolution by its definition, in f64: per output, its value and the sum of

@@ -65,30 +65,45 @@ pub fn abs(x: f32) -> f32 {
     libm::fabsf(x)
 }
 
+/// `ln 2 = EXP_LN2_HI + EXP_LN2_LO`, the first with its low 12 bits zero (`n * EXP_LN2_HI`
+/// is exact for the `n` of [`exp`]).
+pub(crate) const EXP_LN2_HI: f32 = 0.693_145_75;
+/// See [`EXP_LN2_HI`].
+pub(crate) const EXP_LN2_LO: f32 = 1.428_606_8e-6;
+/// Adding then subtracting `1.5 * 2^23` rounds a float to the nearest integer.
+pub(crate) const EXP_ROUND: f32 = 12_582_912.0;
+/// `ln(f32::MIN_POSITIVE)`: [`exp`] of anything lower is 0.
+pub(crate) const EXP_MIN: f32 = -87.336_55;
+/// `1 / k!` for `k = 2..=7`: [`exp`]'s Taylor polynomial past `1 + r`.
+pub(crate) const EXP_TAYLOR: [f32; 6] = [
+    0.5,
+    1.0 / 6.0,
+    1.0 / 24.0,
+    1.0 / 120.0,
+    1.0 / 720.0,
+    1.0 / 5040.0,
+];
+
 /// `e^x` (see the module doc for its accuracy).
 ///
 /// `x = n ln 2 + r` with `|r| <= ln 2 / 2` (`ln 2` in two parts, so `r` is exact), `e^r` by
-/// its Taylor polynomial of degree 7, and `2^n` built from its bits.
+/// its Taylor polynomial of degree 7, and `2^n` built from its bits. (The AVX-512 GELU,
+/// `simd::gelu_row_avx512`, takes the same steps with the same constants.)
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2_E: f32 = core::f32::consts::LOG2_E;
-    // ln 2 = LN2_HI + LN2_LO, LN2_HI with its low 12 bits zero (n * LN2_HI is exact)
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // adding then subtracting 1.5 * 2^23 rounds to the nearest integer
-    const ROUND: f32 = 12_582_912.0;
+    const LN2_HI: f32 = EXP_LN2_HI;
+    const LN2_LO: f32 = EXP_LN2_LO;
+    const ROUND: f32 = EXP_ROUND;
     const MAX: f32 = 88.722_84; // ln(f32::MAX)
-    const MIN: f32 = -87.336_55; // ln(f32::MIN_POSITIVE)
+    const MIN: f32 = EXP_MIN;
+    const C: [f32; 6] = EXP_TAYLOR;
     let xc = x.clamp(MIN, MAX);
     let shifted = xc * LOG2_E + ROUND;
     let n = shifted - ROUND;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let p =
+        1.0 + r * (1.0 + r * (C[0] + r * (C[1] + r * (C[2] + r * (C[3] + r * (C[4] + r * C[5]))))));
     // n is in -126..=128; 2^128 is not a float, so take 2^127 and double p. `shifted`
     // lies in [2^23, 2^24), where floats step by 1: its bits are ROUND's plus n (integer
     // arithmetic that vectorizes, where `n as i32` saturates lane by lane; a NaN `x`
@@ -156,15 +171,26 @@ pub fn erf(x: f32) -> f32 {
     }
 }
 
+/// Abramowitz and Stegun's 7.1.26: `erf(x) = 1 - t (a1 + t (a2 + ...)) e^(-x^2)` with
+/// `t = 1 / (1 + ERF_P x)` for `x >= 0`.
+pub(crate) const ERF_P: f32 = 0.327_591_1;
+/// `a1..a5` of [`ERF_P`]'s formula.
+pub(crate) const ERF_A: [f32; 5] = [
+    0.254_829_6,
+    -0.284_496_74,
+    1.421_413_7,
+    -1.453_152,
+    1.061_405_4,
+];
+
 /// [`erf`] by Abramowitz and Stegun's 7.1.26 alone, on every `x`: within 1.5e-7 of the
 /// exact value (absolute; near 0 its relative error grows, where [`erf`] takes its series).
 #[inline(always)]
 fn erf_rational(x: f32) -> f32 {
+    const A: [f32; 5] = ERF_A;
     let a = x.abs();
-    let t = 1.0 / (1.0 + 0.327_591_1 * a);
-    let poly = t
-        * (0.254_829_6
-            + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152 + t * 1.061_405_4))));
+    let t = 1.0 / (1.0 + ERF_P * a);
+    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
     let tail = 1.0 - poly * exp(-(x * x));
     let tail = if tail > 1.0 { 1.0 } else { tail }; // (NaN stays NaN)
     if x < 0.0 {
