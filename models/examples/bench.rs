@@ -99,7 +99,8 @@ fn measure_here<M: Model>(model: &M, input: &[f32]) -> Vec<f64> {
         .iter()
         .map(|s| vec![0.0; s.iter().product()])
         .collect();
-    let mut arena = vec![0.0f32; M::ARENA_LEN];
+    // (on a cache line, as `infer` allocates it)
+    let mut arena = dnnfusion::runtime::AlignedFloats::zeroed(M::ARENA_LEN);
     let mut call = || {
         let mut views: Vec<&mut [f32]> = outputs.iter_mut().map(|o| o.as_mut_slice()).collect();
         model
