@@ -36,10 +36,9 @@ dnn! {
         b
     }
 
-    /// The reference UNet with its batch norms folded into the convolutions
-    /// (`fast_math`): the folding runs at compile time.
+    /// The reference UNet, whose batch norms fold into the convolutions: with embedded
+    /// weights the folding runs at compile time.
     #[weights = "../models/reference/unet_small/weights.safetensors"]
-    #[rewrite(fast_math)]
     pub model UNetSmall(input: [1, 3, 128, 128]) -> [1, 2, 128, 128] {
         let enc1 = double_conv(input, 16);
         let enc2 = double_conv(max_pool2d(enc1, 2), 32);
@@ -113,8 +112,7 @@ fn unet_small_with_batch_norms_folded_at_compile_time_matches_pytorch_and_run_ti
         )
     };
     let embedded = check_against_pytorch(&model, data);
-    let loaded =
-        dnnfusion_models::reference::fast_math::UNetSmall::from_safetensors(data.weights).unwrap();
+    let loaded = dnnfusion_models::reference::UNetSmall::from_safetensors(data.weights).unwrap();
     assert_eq!(model.params().len(), loaded.params().len());
     // folded in f64 by the interpreter vs in f32 by `prepare`: rounding apart
     let params_err = max_abs_diff(model.params(), loaded.params());

@@ -1,6 +1,5 @@
 //! Each reference model: fused (the default: rewriting and fusion on), fused with the
-//! value-changing rules too (`#![rewrite(fast_math)]`: unet_small's batch norms fold into
-//! its convolutions at load time), fused without rewriting (`#![rewrite(off)]`), unfused
+//! value-changing rules too (`#![rewrite(fast_math)]`), fused without rewriting (`#![rewrite(off)]`), unfused
 //! (`#![fusion(off)]`, one kernel per op) and the ndarray interpreter (op by op), in one
 //! criterion group per model.
 //! Throughput is in inferences (`Elements(1)`), so criterion's elem/s is inferences/s.

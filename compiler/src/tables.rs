@@ -348,8 +348,10 @@ rules! {
     folding_shift_shift: Folding, false, "(x + a) + b -> x + (a + b) (reassociates a sum: cancellation)";
     folding_affine_chain: Folding, false, "(x * a + b) * c + d (3+ scalar ops) -> x * m + k (reassociates sums)";
     folding_clamp_clamp: Folding, true, "clip(clip(x, a, b), c, d) -> clip(x, max(a, c), min(b, d)) (relu, relu6 are clips)";
-    folding_batch_norm_into_conv: Folding, false, "batch_norm(conv2d(x, w, b)) -> conv2d(x, w * s, (b - mean) * s + beta), s = gamma / sqrt(var + eps) (the scale moves inside the conv's sum: with a tiny var, w * s can overflow where the unfolded output is finite)";
-    folding_batch_norm_into_linear: Folding, false, "batch_norm(linear(x, w, b)) on [N, C] -> linear(x, w * s, (b - mean) * s + beta) (value-changing like the conv form)";
+    folding_batch_norm_into_conv_positive_eps: Folding, true, "batch_norm(conv2d(x, w, b)) -> conv2d(x, w * s, (b - mean) * s + beta), s = gamma / sqrt(var + eps), eps > 0 (s finite and at most |gamma| / sqrt(eps): the scale regroups into the conv's sum as (x * a) * b -> x * (a * b) does)";
+    folding_batch_norm_into_conv: Folding, false, "the same fold for eps <= 0 (a zero variance makes s infinite: the folded weights turn an infinite output into NaN)";
+    folding_batch_norm_into_linear_positive_eps: Folding, true, "batch_norm(linear(x, w, b)) on [N, C] -> linear(x, w * s, (b - mean) * s + beta), eps > 0 (exact like the conv form)";
+    folding_batch_norm_into_linear: Folding, false, "the same fold for eps <= 0 (value-changing like the conv form)";
     folding_leaky_relu_chain: Folding, true, "leaky_relu(leaky_relu(x, a), b) -> leaky_relu(x, a * b) for a, b > 0";
     folding_pow_pow_integer: Folding, true, "pow(pow(x, a), b) -> pow(x, a * b) for whole a, b";
     folding_scalar_div_scale: Folding, true, "c / (x * a) -> (c / a) / x, (c / x) * a -> (c * a) / x, ...";

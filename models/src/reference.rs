@@ -18,8 +18,7 @@ macro_rules! declare {
         }
 
         /// The same models with the value-changing rewrite rules on
-        /// (`#![rewrite(fast_math)]`): unet_small's batch norms fold into its convolutions,
-        /// the folded weights computed at load time.
+        /// (`#![rewrite(fast_math)]`).
         pub mod fast_math {
             dnnfusion::dnn! { #![rewrite(fast_math)] $($tokens)* }
         }

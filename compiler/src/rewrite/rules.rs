@@ -2611,18 +2611,94 @@ pub fn commutative_scale_into_conv_transpose(g: &Graph, n: usize) -> Option<Patc
 // ---------------------------------------------------------------------------------------
 
 /// `batch_norm(conv2d(x, w, b)) -> conv2d(x, w * s, (b - mean) * s + beta)` with
-/// `s = gamma / sqrt(var + eps)` per output channel. The folded weights are computed from
-/// the parameters by small per-channel ops, which stage `prepare` runs once at load time,
-/// so the parameters keep their names and shapes. Value-changing: the per-channel scale moves
-/// inside the convolution's sum, so with a tiny `var + eps` the scaled weights can overflow
-/// (and cancel to NaN) where the unfolded output is finite; it runs with `fast_math`.
+/// `s = gamma / sqrt(var + eps)` per output channel, when `eps > 0`. The folded weights are
+/// computed from the parameters by small per-channel ops, which stage `prepare` runs once
+/// at load time, so the parameters keep their names and shapes. Exact: the scale moves
+/// inside the convolution's sum (`s * sum(w * x)` becomes `sum((w * s) * x)`, as `(x * a) *
+/// b -> x * (a * b)` regroups a product) and the shift moves out of the epilogue, so the
+/// results differ by the rounding of the terms; a positive `eps` keeps `s` finite and at
+/// most `|gamma| / sqrt(eps)` for any variance a batch norm can hold, so `w * s` overflows
+/// only at extreme magnitudes, where the unfolded output overflows too (one form may give
+/// NaN where the other gives inf). A variance below `-eps` makes both forms NaN; exactly
+/// `-eps`, `s` infinite (the unfolded output inf, the folded one inf or NaN). PyTorch's
+/// ONNX exporter folds batch norms the same way.
+pub fn folding_batch_norm_into_conv_positive_eps(g: &Graph, n: usize) -> Option<Patch> {
+    fold_batch_norm_into_conv(g, n, true)
+}
+
+/// [`folding_batch_norm_into_conv_positive_eps`] for `eps <= 0` (value-changing: a zero
+/// variance makes `s` infinite, and the folded weights then turn an infinite unfolded
+/// output into NaN).
 pub fn folding_batch_norm_into_conv(g: &Graph, n: usize) -> Option<Patch> {
+    fold_batch_norm_into_conv(g, n, false)
+}
+
+/// `batch_norm(linear(x, w, b)) -> linear(x, w * s, (b - mean) * s + beta)` for a 2-d
+/// `[N, C]` linear output (the batch norm's channels are the linear's output features),
+/// `s = gamma / sqrt(var + eps)`, when `eps > 0`: exact for the reasons of
+/// [`folding_batch_norm_into_conv_positive_eps`].
+pub fn folding_batch_norm_into_linear_positive_eps(g: &Graph, n: usize) -> Option<Patch> {
+    fold_batch_norm_into_linear(g, n, true)
+}
+
+/// [`folding_batch_norm_into_linear_positive_eps`] for `eps <= 0` (value-changing, as
+/// [`folding_batch_norm_into_conv`]).
+pub fn folding_batch_norm_into_linear(g: &Graph, n: usize) -> Option<Patch> {
+    fold_batch_norm_into_linear(g, n, false)
+}
+
+/// The batch norm at `n` (its `eps` positive exactly when `positive_eps`), as
+/// `(output, gamma, beta, mean, var, eps)`.
+fn batch_norm_at(
+    g: &Graph,
+    n: usize,
+    positive_eps: bool,
+) -> Option<(ValueId, ValueId, ValueId, ValueId, ValueId, f32)> {
     let node = at(g, n)?;
-    let (Op::BatchNorm { eps }, [c, gamma, beta, mean, var]) = (&node.op, node.inputs.as_slice())
+    let (Op::BatchNorm { eps }, &[c, gamma, beta, mean, var]) = (&node.op, node.inputs.as_slice())
     else {
         return None;
     };
-    let conv = def(g, *c)?;
+    ((*eps > 0.0) == positive_eps).then_some((c, gamma, beta, mean, var, *eps))
+}
+
+/// The folded operands of a batch norm after a product with weight `w` (scaled along its
+/// first axis, whose other axes are `ones`) and optional bias: `(w * s, bias)`.
+#[allow(clippy::too_many_arguments)]
+fn folded_weight_and_bias(
+    g: &Graph,
+    p: &mut Patch,
+    (w, bias): (ValueId, Option<ValueId>),
+    ones: usize,
+    (gamma, beta, mean, var, eps): (ValueId, ValueId, ValueId, ValueId, f32),
+) -> Option<(Operand, Operand)> {
+    let channels = *g.shape(gamma).first()?;
+    let shifted = p.unary(g, UnaryOp::AddScalar(eps), Old(var));
+    let inv = p.unary(g, UnaryOp::Rsqrt, shifted);
+    let scale = p.binary(g, BinaryOp::Mul, Old(gamma), inv)?;
+    let mut shape = vec![channels];
+    shape.resize(1 + ones, 1);
+    let scale_along = p.node_shaped(g, Op::Reshape(ReshapeKind::Reshape), vec![scale], shape)?;
+    let weight = p.binary(g, BinaryOp::Mul, Old(w), scale_along)?;
+    let bias = match bias {
+        Some(b) => {
+            let centred = p.binary(g, BinaryOp::Sub, Old(b), Old(mean))?;
+            let scaled = p.binary(g, BinaryOp::Mul, centred, scale)?;
+            p.binary(g, BinaryOp::Add, scaled, Old(beta))?
+        }
+        None => {
+            let moved = p.binary(g, BinaryOp::Mul, Old(mean), scale)?;
+            p.binary(g, BinaryOp::Sub, Old(beta), moved)?
+        }
+    };
+    Some((weight, bias))
+}
+
+/// The two conv folds: [`folding_batch_norm_into_conv_positive_eps`] and
+/// [`folding_batch_norm_into_conv`].
+fn fold_batch_norm_into_conv(g: &Graph, n: usize, positive_eps: bool) -> Option<Patch> {
+    let (c, gamma, beta, mean, var, eps) = batch_norm_at(g, n, positive_eps)?;
+    let conv = def(g, c)?;
     let Op::Conv2d(attrs) = &conv.op else {
         return None;
     };
@@ -2631,45 +2707,19 @@ pub fn folding_batch_norm_into_conv(g: &Graph, n: usize) -> Option<Patch> {
         [x, w, b] => (*x, *w, Some(*b)),
         _ => return None,
     };
-    let channels = *g.shape(*gamma).first()?;
     let mut p = Patch::default();
-    let shifted = p.unary(g, UnaryOp::AddScalar(*eps), Old(*var));
-    let inv = p.unary(g, UnaryOp::Rsqrt, shifted);
-    let scale = p.binary(g, BinaryOp::Mul, Old(*gamma), inv)?;
-    let scale4 = p.node_shaped(
-        g,
-        Op::Reshape(ReshapeKind::Reshape),
-        vec![scale],
-        vec![channels, 1, 1, 1],
-    )?;
-    let weight = p.binary(g, BinaryOp::Mul, Old(w), scale4)?;
-    let bias = match bias {
-        Some(b) => {
-            let centred = p.binary(g, BinaryOp::Sub, Old(b), Old(*mean))?;
-            let scaled = p.binary(g, BinaryOp::Mul, centred, scale)?;
-            p.binary(g, BinaryOp::Add, scaled, Old(*beta))?
-        }
-        None => {
-            let moved = p.binary(g, BinaryOp::Mul, Old(*mean), scale)?;
-            p.binary(g, BinaryOp::Sub, Old(*beta), moved)?
-        }
-    };
+    let bn = (gamma, beta, mean, var, eps);
+    let (weight, bias) = folded_weight_and_bias(g, &mut p, (w, bias), 3, bn)?;
     let folded = p.node(g, Op::Conv2d(*attrs), vec![Old(x), weight, bias])?;
     p.done(folded)
 }
 
-/// `batch_norm(linear(x, w, b)) -> linear(x, w * s, (b - mean) * s + beta)` for a 2-d
-/// `[N, C]` linear output (the batch norm's channels are the linear's output features),
-/// `s = gamma / sqrt(var + eps)`. Value-changing for the same reason as
-/// [`folding_batch_norm_into_conv`].
-pub fn folding_batch_norm_into_linear(g: &Graph, n: usize) -> Option<Patch> {
-    let node = at(g, n)?;
-    let (Op::BatchNorm { eps }, [l, gamma, beta, mean, var]) = (&node.op, node.inputs.as_slice())
-    else {
-        return None;
-    };
-    let linear = def(g, *l)?;
-    if !matches!(linear.op, Op::Linear) || g.shape(*l).len() != 2 {
+/// The two linear folds: [`folding_batch_norm_into_linear_positive_eps`] and
+/// [`folding_batch_norm_into_linear`].
+fn fold_batch_norm_into_linear(g: &Graph, n: usize, positive_eps: bool) -> Option<Patch> {
+    let (l, gamma, beta, mean, var, eps) = batch_norm_at(g, n, positive_eps)?;
+    let linear = def(g, l)?;
+    if !matches!(linear.op, Op::Linear) || g.shape(l).len() != 2 {
         return None;
     }
     let (x, w, bias) = match linear.inputs.as_slice() {
@@ -2677,29 +2727,9 @@ pub fn folding_batch_norm_into_linear(g: &Graph, n: usize) -> Option<Patch> {
         [x, w, b] => (*x, *w, Some(*b)),
         _ => return None,
     };
-    let channels = *g.shape(*gamma).first()?;
     let mut p = Patch::default();
-    let shifted = p.unary(g, UnaryOp::AddScalar(*eps), Old(*var));
-    let inv = p.unary(g, UnaryOp::Rsqrt, shifted);
-    let scale = p.binary(g, BinaryOp::Mul, Old(*gamma), inv)?;
-    let column = p.node_shaped(
-        g,
-        Op::Reshape(ReshapeKind::Reshape),
-        vec![scale],
-        vec![channels, 1],
-    )?;
-    let weight = p.binary(g, BinaryOp::Mul, Old(w), column)?;
-    let bias = match bias {
-        Some(b) => {
-            let centred = p.binary(g, BinaryOp::Sub, Old(b), Old(*mean))?;
-            let scaled = p.binary(g, BinaryOp::Mul, centred, scale)?;
-            p.binary(g, BinaryOp::Add, scaled, Old(*beta))?
-        }
-        None => {
-            let moved = p.binary(g, BinaryOp::Mul, Old(*mean), scale)?;
-            p.binary(g, BinaryOp::Sub, Old(*beta), moved)?
-        }
-    };
+    let bn = (gamma, beta, mean, var, eps);
+    let (weight, bias) = folded_weight_and_bias(g, &mut p, (w, bias), 1, bn)?;
     let folded = p.node(g, Op::Linear, vec![Old(x), weight, bias])?;
     p.done(folded)
 }
