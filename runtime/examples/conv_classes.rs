@@ -61,6 +61,10 @@ const TRANSPOSED: &[(&str, usize, usize, usize, usize, usize, usize)] = &[
 ];
 
 /// Median seconds of `f` over at least 5 calls and 0.3 s, after one warm-up call.
+/// Copies of a weight [`main`] cycles through to measure a product on weights that are
+/// not in cache (64 MB and more: past the last-level cache).
+const COLD_COPIES: usize = 28;
+
 fn median_time(mut f: impl FnMut()) -> f64 {
     f();
     let mut times = Vec::new();
@@ -229,6 +233,16 @@ fn run(args: &[String]) {
         let mut c = vec![0.0f32; m * n];
         let median = median_time(|| matmul_panels(&a, &panels, &mut c, (m, k, n), store_rows));
         report(json, name, median, 2.0 * (m * k * n) as f64 / median / 1e9);
+        // the same product on weights out of cache, as a model with more weights than the
+        // last-level cache meets them: a different copy of the panels at each call
+        let copies: Vec<Vec<f32>> = (0..COLD_COPIES).map(|_| panels.clone()).collect();
+        let mut next = 0;
+        let median = median_time(|| {
+            next = (next + 1) % COLD_COPIES;
+            matmul_panels(&a, &copies[next], &mut c, (m, k, n), store_rows)
+        });
+        let cold = format!("{name} (cold weights)");
+        report(json, &cold, median, 2.0 * (m * k * n) as f64 / median / 1e9);
     }
     // classifiers: one row of activations by weights `[n, k]` as stored (matrix-vector,
     // bound by reading the weights once)

@@ -1781,6 +1781,25 @@ pub unsafe fn gemm_tile_avx2(
 /// 16-float vector each are sixteen accumulators of the thirty-two zmm registers.
 pub const GEMM_MR_AVX512: usize = 16;
 
+/// Asks the cache for the lines of `data` (one prefetch per 64 bytes; a hint: nothing
+/// is read, and off x86_64 nothing is done).
+#[inline]
+pub fn prefetch(data: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in data.chunks(16) {
+        // SAFETY: SSE is part of x86_64; a prefetch reads nothing and cannot fault, and
+        // the address is inside `data` anyway
+        #[allow(unsafe_code)]
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T1 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = data;
+}
+
 /// True when the AVX-512 register tile may run on this CPU (AVX-512F; asked at run time
 /// with `std`, else fixed at compile time).
 #[inline]
