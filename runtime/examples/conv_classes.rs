@@ -199,6 +199,10 @@ fn run(args: &[String]) {
         ("bert-384 projection 128x384x384", 128, 384, 384),
         ("bert-384 ffn in 128x384x1536", 128, 384, 1536),
         ("bert-384 ffn out 128x1536x384", 128, 1536, 384),
+        ("bert_tiny attention scores 128x64x128", 128, 64, 128),
+        ("bert_tiny attention values 128x128x64", 128, 128, 64),
+        ("bert6 attention scores 128x32x128", 128, 32, 128),
+        ("bert6 attention values 128x128x32", 128, 128, 32),
     ] {
         if !name.contains(only) {
             continue;
@@ -219,7 +223,10 @@ fn run(args: &[String]) {
     }
     // linear layers as models run them: weights `[n, k]` packed into panels at load
     for (name, m, k, n) in [
-        ("linear 128x384 @ 384x384", 128, 384, 384usize),
+        ("bert_tiny linear 128x128 @ 128x128", 128, 128, 128usize),
+        ("bert_tiny linear 128x128 @ 128x512", 128, 128, 512),
+        ("bert_tiny linear 128x512 @ 512x128", 128, 512, 128),
+        ("linear 128x384 @ 384x384", 128, 384, 384),
         ("linear 128x384 @ 384x1536", 128, 384, 1536),
         ("linear 128x1536 @ 1536x384", 128, 1536, 384),
     ] {
