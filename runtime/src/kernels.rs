@@ -823,7 +823,8 @@ fn store_runs(
     epi.rows(base, values, width);
     if run <= 1 {
         let width = width.max(1);
-        if values.len() > width && values.len() % width == 0 && base % width == 0 {
+        if values.len() > width && values.len().is_multiple_of(width) && base.is_multiple_of(width)
+        {
             // whole rows, stored by columns: a map that keeps no run moves the last axis
             // (a transpose: attention's keys stored as K^T), and down a column its
             // outputs land side by side, where along a row each store touched another
