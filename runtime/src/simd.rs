@@ -3245,13 +3245,19 @@ fn gelu_avx512(v: core::arch::x86_64::__m512) -> core::arch::x86_64::__m512 {
         poly = _mm512_fmadd_ps(poly, t, k(c));
     }
     let poly = _mm512_mul_ps(poly, t);
-    // e^(-a^2), -a^2 in [-256, 0]
-    let e = exp_nonpositive_avx512(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), a), a));
+    // e^(-a^2), -a^2 in [-256, 0] (never NaN): below `EXP_MIN` the exponential's
+    // smallest value, 2^-126, where `exp` gives 0, changes no tail (1 - poly * 2^-126
+    // rounds to 1), so neither the zeros nor the NaNs of `exp_nonpositive_avx512` are
+    // needed
+    let neg_square = _mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), a), a);
+    let e = exp_clamped_avx512(_mm512_max_ps(neg_square, k(crate::math::EXP_MIN)));
     let tail = _mm512_min_ps(_mm512_fnmadd_ps(poly, e, one), one);
     // erf(u): the tail (>= 0) with u's sign
     let sign = _mm512_and_si512(_mm512_castps_si512(u), _mm512_set1_epi32(i32::MIN));
     let erf = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(tail), sign));
-    _mm512_mul_ps(_mm512_mul_ps(k(0.5), v), _mm512_add_ps(one, erf))
+    // v / 2 * (1 + erf) as v / 2 + v / 2 * erf, one rounding
+    let half = _mm512_mul_ps(k(0.5), v);
+    _mm512_fmadd_ps(half, erf, half)
 }
 
 /// `e^x` of 16 lanes with `x <= 0` (greater ones count as 0): [`crate::math::exp`]'s
@@ -3261,11 +3267,26 @@ fn gelu_avx512(v: core::arch::x86_64::__m512) -> core::arch::x86_64::__m512 {
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
 fn exp_nonpositive_avx512(x: core::arch::x86_64::__m512) -> core::arch::x86_64::__m512 {
-    use crate::math::{EXP_LN2_HI, EXP_LN2_LO, EXP_MIN, EXP_ROUND, EXP_TAYLOR};
+    use crate::math::EXP_MIN;
     use core::arch::x86_64::*;
     let k = _mm512_set1_ps;
     // (a NaN clamps to EXP_MIN here, and is put back at the end)
     let xc = _mm512_min_ps(_mm512_max_ps(x, k(EXP_MIN)), _mm512_setzero_ps());
+    let e = exp_clamped_avx512(xc);
+    // 0 below EXP_MIN (not-less-than holds for NaN too), NaN where `x` is
+    let e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_NLT_UQ>(x, k(EXP_MIN)), e);
+    _mm512_mask_mov_ps(e, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), x)
+}
+
+/// The exponential of [`exp_nonpositive_avx512`] on lanes already in `[EXP_MIN, 0]`
+/// (`crate::math::EXP_MIN`): [`crate::math::exp`]'s steps and constants.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+fn exp_clamped_avx512(xc: core::arch::x86_64::__m512) -> core::arch::x86_64::__m512 {
+    use crate::math::{EXP_LN2_HI, EXP_LN2_LO, EXP_ROUND, EXP_TAYLOR};
+    use core::arch::x86_64::*;
+    let k = _mm512_set1_ps;
     let shifted = _mm512_fmadd_ps(xc, k(core::f32::consts::LOG2_E), k(EXP_ROUND));
     let n = _mm512_sub_ps(shifted, k(EXP_ROUND));
     let r = _mm512_fnmadd_ps(n, k(EXP_LN2_LO), _mm512_fnmadd_ps(n, k(EXP_LN2_HI), xc));
@@ -3282,10 +3303,7 @@ fn exp_nonpositive_avx512(x: core::arch::x86_64::__m512) -> core::arch::x86_64::
         n_bits,
         _mm512_set1_epi32(127),
     )));
-    let e = _mm512_mul_ps(p, scale);
-    // 0 below EXP_MIN (not-less-than holds for NaN too), NaN where `x` is
-    let e = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_NLT_UQ>(x, k(EXP_MIN)), e);
-    _mm512_mask_mov_ps(e, _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x), x)
+    _mm512_mul_ps(p, scale)
 }
 
 /// `row[i] = e^(row[i] - shift)` on AVX-512F, for `row[i] <= shift` (softmax after its
