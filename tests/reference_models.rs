@@ -256,6 +256,35 @@ mod torchvision {
         );
     }
 
+    /// Every batch norm of both networks (eps 1e-5) folds into the convolution before it,
+    /// as PyTorch's ONNX exporter folds them: no block applies one per element.
+    #[test]
+    fn torchvision_batch_norms_fold_into_their_convolutions() {
+        for (report, batch_norms) in [
+            (tv::ResNet18::FUSION_REPORT, 20),
+            (tv::MobileNetV2::FUSION_REPORT, 52),
+        ] {
+            let folds = report
+                .rewrites
+                .iter()
+                .filter(|r| **r == "folding_batch_norm_into_conv_positive_eps")
+                .count();
+            assert_eq!(
+                folds, batch_norms,
+                "{}: {:?}",
+                report.model, report.rewrites
+            );
+            assert!(
+                !report
+                    .block_list
+                    .iter()
+                    .any(|b| b.ops.contains("batch_norm")),
+                "{}",
+                report.model
+            );
+        }
+    }
+
     #[test]
     fn mobilenet_v2_matches_pytorch() {
         let weights = read("mobilenet_v2", "weights.safetensors");
