@@ -1581,6 +1581,20 @@ fn depthwise_simd(
     g: &Conv2dGeom,
     epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
+    if crate::simd::avx512() && crate::simd::depthwise_flat_fits(g) {
+        use crate::simd::depthwise_flat_avx512 as kernel;
+        // SAFETY: `avx512` found AVX-512F (and AVX2 and FMA) on this CPU, and `g` fits
+        // with the kernel size each call names.
+        #[allow(unsafe_code)]
+        unsafe {
+            match g.kh {
+                3 => kernel::<3, 3>(x, w, bias, out, g, epi),
+                5 => kernel::<5, 5>(x, w, bias, out, g, epi),
+                _ => kernel::<7, 7>(x, w, bias, out, g, epi),
+            }
+        };
+        return;
+    }
     if crate::simd::avx512() && crate::simd::depthwise_avx512_fits(g) {
         use crate::simd::depthwise_conv2d_avx512 as kernel;
         // SAFETY: `avx512` found AVX-512F (and AVX2 and FMA) on this CPU, and `g` fits
@@ -5159,6 +5173,19 @@ mod tests {
             geom(1, (2, 5, 53), 2, 3, [2, 2], 0, 1, 2),
             geom(1, (2, 11, 150), 2, 5, [1, 2], 2, 1, 2),
             geom(1, (2, 10, 40), 2, 7, [1, 1], 3, 1, 2),
+            // depthwise small maps flattened on AVX-512 (stride 1, the output the input's
+            // size): 7x7 (4 vectors, the last one partly), 14x14 (13), 16x16 (16), 32x32
+            // (64, the most), 33x32 (by rows), a 1x1 map, 5x5 and 7x7 kernels with two
+            // images, a 2x3 map
+            geom(1, (20, 7, 7), 20, 3, [1, 1], 1, 1, 20),
+            geom(1, (6, 14, 14), 6, 3, [1, 1], 1, 1, 6),
+            geom(1, (3, 16, 16), 3, 3, [1, 1], 1, 1, 3),
+            geom(1, (2, 32, 32), 2, 3, [1, 1], 1, 1, 2),
+            geom(1, (2, 33, 32), 2, 3, [1, 1], 1, 1, 2),
+            geom(1, (4, 1, 1), 4, 3, [1, 1], 1, 1, 4),
+            geom(2, (3, 9, 5), 3, 5, [1, 1], 2, 1, 3),
+            geom(2, (2, 6, 11), 2, 7, [1, 1], 3, 1, 2),
+            geom(1, (5, 2, 3), 5, 3, [1, 1], 1, 1, 5),
             // tiled weights: two tiles and 8 row-major channels; per group one tile and 4
             geom(1, (12, 9, 11), 40, 3, [1, 1], 1, 1, 1),
             geom(1, (8, 10, 10), 40, 3, [2, 2], 1, 1, 2),
