@@ -2670,9 +2670,7 @@ pub unsafe fn depthwise_flat_avx512<const KH: usize, const KW: usize>(
     const TAPS: usize = 49;
     let (plane, taps) = (g.oh * g.ow, KH * KW);
     assert!(depthwise_flat_fits(g) && (g.kh, g.kw) == (KH, KW));
-    assert!(g.c_in == g.c_out && g.groups == g.c_out);
-    assert!(x.len() >= g.n * g.c_in * plane && out.len() >= g.n * g.c_out * plane);
-    assert!(w.len() >= g.c_out * taps && bias.is_none_or(|b| b.len() >= g.c_out));
+    check_depthwise_operands(x, w, bias, out, g);
     let vectors = plane.div_ceil(16);
     // per vector and tap, the lanes whose input lies inside the map; per tap, its offset
     let mut masks = [[0u16; TAPS]; VECTORS];
@@ -2720,6 +2718,22 @@ pub unsafe fn depthwise_flat_avx512<const KH: usize, const KW: usize>(
         // SAFETY: AVX2 and FMA (this function's contract)
         each_row_avx2(op, g.ow, image_channel * plane, epi);
     }
+}
+
+/// The checks of the AVX-512 depthwise kernels: one input channel per output channel, and
+/// operands as long as `g` says (a short one panics).
+#[cfg(target_arch = "x86_64")]
+fn check_depthwise_operands(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &[f32],
+    g: &crate::kernels::Conv2dGeom,
+) {
+    let (plane, in_plane, taps) = (g.oh * g.ow, g.h * g.w, g.kh * g.kw);
+    assert!(g.c_in == g.c_out && g.groups == g.c_out);
+    assert!(x.len() >= g.n * g.c_in * in_plane && out.len() >= g.n * g.c_out * plane);
+    assert!(w.len() >= g.c_out * taps && bias.is_none_or(|b| b.len() >= g.c_out));
 }
 
 /// Jobs (16 outputs each) whose sums [`depthwise_conv2d_avx512`] keeps in registers at
@@ -2781,9 +2795,7 @@ pub unsafe fn depthwise_conv2d_avx512<const KH: usize, const KW: usize, const ST
     const MAX_PARTS: usize = DEPTHWISE_MAX_W / 16;
     let (plane, in_plane, taps) = (g.oh * g.ow, g.h * g.w, KH * KW);
     assert!(depthwise_avx512_fits(g) && (g.kh, g.kw, g.stride_w) == (KH, KW, STRIDE));
-    assert!(g.c_in == g.c_out && g.groups == g.c_out);
-    assert!(x.len() >= g.n * g.c_in * in_plane && out.len() >= g.n * g.c_out * plane);
-    assert!(w.len() >= g.c_out * taps && bias.is_none_or(|b| b.len() >= g.c_out));
+    check_depthwise_operands(x, w, bias, out, g);
     if plane == 0 {
         return;
     }
