@@ -659,8 +659,8 @@ pub fn matmul(
                     let [ia, ib] = starts[i * per_part + j];
                     gemm(simd, &a[ia..ia + m * k], &b[ib..ib + k * n], o, (m, k, n));
                 }
+                each_row_on(simd, chunk, n, i * per_part * m * n, &epi);
             });
-            each_row(simd, out, n, 0, &epi);
             return;
         }
     }
@@ -681,9 +681,9 @@ pub fn matmul(
                 crate::threads::for_each_chunk(o, rows * n, |i, oc| {
                     let a = &a[i * rows * k..];
                     gemm(true, a, b, oc, (oc.len() / n.max(1), k, n));
+                    // the epilogue in a loop of its own (see `linear`), a row at a time
+                    each_row_on(true, oc, n, (batch * m + i * rows) * n, &epi);
                 });
-                // the epilogue in a loop of its own (see `linear`), a row at a time
-                each_row(true, o, n, batch * m * n, &epi);
                 return;
             }
             o.fill(0.0);
@@ -742,8 +742,8 @@ pub fn matmul_panels(
     crate::threads::for_each_chunk(out, rows * n.max(1), |i, oc| {
         let count = oc.len() / n.max(1);
         gemm_panels(simd, &a[i * rows * k..], panels, oc, (count, k, n));
+        each_row_on(simd, oc, n, i * rows * n, &epi);
     });
-    each_row(simd, out, n, 0, &epi);
 }
 
 /// [`matmul_panels`] storing each result at `out[store(i)]` after `epi(i, value)` (a
@@ -1272,8 +1272,7 @@ pub fn conv2d(
         let plane = g.oh * g.ow;
         let macs = g.c_out * plane * g.kh * g.kw;
         if threads > 1 && macs >= DEPTHWISE_PARALLEL_MIN_MACS && plane > 0 {
-            depthwise_threaded(x, w, bias, out, g, simd, threads);
-            each_row(simd, out, g.ow, 0, &epi);
+            depthwise_threaded(x, w, bias, out, g, simd, threads, &epi);
             return;
         }
         #[cfg(target_arch = "x86_64")]
@@ -1304,8 +1303,7 @@ pub fn conv2d(
     if simd && conv2d_direct_wins(g) {
         let threads = crate::threads::current();
         if threaded {
-            conv2d_direct_threaded(x, w, bias, out, g, threads);
-            each_row(simd, out, g.ow, 0, &epi);
+            conv2d_direct_threaded(x, w, bias, out, g, threads, &epi);
             return;
         }
         // SAFETY: `conv2d_avx2` needs AVX2 and FMA, and `avx2_fma` has just checked that
@@ -1528,8 +1526,8 @@ fn depthwise_portable(
 }
 
 /// The direct AVX2 convolution (one group) with its output channels split over `threads`
-/// threads in blocks of whole register tiles, without the epilogue (the caller runs it
-/// once the planes are complete).
+/// threads in blocks of whole register tiles, each running the epilogue on its own
+/// channels' rows.
 #[cfg(target_arch = "x86_64")]
 fn conv2d_direct_threaded(
     x: &[f32],
@@ -1538,6 +1536,7 @@ fn conv2d_direct_threaded(
     out: &mut [f32],
     g: &Conv2dGeom,
     threads: usize,
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
     let (plane, in_image, taps) = (g.oh * g.ow, g.c_in * g.h * g.w, g.c_in * g.kh * g.kw);
     let tile = crate::simd::CONV_OC;
@@ -1555,14 +1554,16 @@ fn conv2d_direct_threaded(
             };
             let ws = &w[c0 * taps..(c0 + count) * taps];
             let bs = bias.map(|b| &b[c0..c0 + count]);
+            let first = (n * g.c_out + c0) * plane;
+            let epi = |base: usize, row: &mut [f32]| epi(first + base, row);
             if crate::simd::conv2d_avx2_fits(&sub) {
                 // SAFETY: the caller runs this only when `avx2_fma` found AVX2 and FMA.
                 #[allow(unsafe_code)]
                 unsafe {
-                    crate::simd::conv2d_avx2(xn, ws, bs, oc, &sub, &store_rows)
+                    crate::simd::conv2d_avx2(xn, ws, bs, oc, &sub, &epi)
                 };
             } else {
-                conv2d_gemm(xn, ws, bs, oc, &sub, &store_rows, true);
+                conv2d_gemm(xn, ws, bs, oc, &sub, &epi, true);
             }
         });
     }
@@ -1619,8 +1620,10 @@ fn depthwise_simd(
     };
 }
 
-/// A depthwise convolution with its channels split over `threads` threads, without the
-/// epilogue (the caller runs it once the planes are complete).
+/// A depthwise convolution with its channels split over `threads` threads, each running
+/// the epilogue on its own channels' rows (while they are in its cache; each row's
+/// epilogue still runs once, so the values are those of one thread).
+#[allow(clippy::too_many_arguments)]
 fn depthwise_threaded(
     x: &[f32],
     w: &[f32],
@@ -1629,6 +1632,7 @@ fn depthwise_threaded(
     g: &Conv2dGeom,
     simd: bool,
     threads: usize,
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
     let (plane, in_plane, taps) = (g.oh * g.ow, g.h * g.w, g.kh * g.kw);
     let per_chunk = g.c_out.div_ceil(threads);
@@ -1646,13 +1650,15 @@ fn depthwise_threaded(
             let xs = &x[(n * g.c_in + c0) * in_plane..(n * g.c_in + c0 + count) * in_plane];
             let ws = &w[c0 * taps..(c0 + count) * taps];
             let bs = bias.map(|b| &b[c0..c0 + count]);
+            let first = (n * g.c_out + c0) * plane;
+            let epi = |base: usize, row: &mut [f32]| epi(first + base, row);
             #[cfg(target_arch = "x86_64")]
             if simd {
-                depthwise_simd(xs, ws, bs, oc, &sub, &store_rows);
+                depthwise_simd(xs, ws, bs, oc, &sub, &epi);
                 return;
             }
             let _ = simd;
-            depthwise_rows(xs, ws, bs, oc, &sub, &store_rows, false);
+            depthwise_rows(xs, ws, bs, oc, &sub, &epi, false);
         });
     }
 }
@@ -1754,7 +1760,8 @@ fn conv2d_gemm_with(
         && g.pad_left == 0
         && g.oh == g.h
         && g.ow == g.w;
-    // output channels split over the threads (`threads::with_threads`), in whole tiles
+    // output channels split over the threads (`threads::with_threads`), in whole tiles,
+    // each part running the epilogue on its own rows
     let threads = crate::threads::current();
     let worth_splitting = cout_g * depth * pixels >= PARALLEL_MIN_MACS;
     // (tiled weights split at their tiles' edges)
@@ -1785,6 +1792,12 @@ fn conv2d_gemm_with(
                     continue;
                 }
             }
+            // as few in a large 1x1 convolution: split the rows of pixels
+            #[cfg(feature = "threads")]
+            if channels_outer && threads > 1 && worth_splitting && cout_g < 2 * threads * step {
+                pointwise_split(simd, (wg, depth), bg, xg, g, og, first * pixels, epi);
+                continue;
+            }
             crate::threads::for_each_chunk(og, chunk_rows * pixels, |i, oc| {
                 let m0 = i * chunk_rows;
                 let rows = oc.len() / pixels;
@@ -1801,11 +1814,23 @@ fn conv2d_gemm_with(
                         (oc, pixels),
                         simd,
                     );
+                    each_row_on(simd, oc, g.ow, (first + m0) * pixels, epi);
                     return;
                 }
                 if channels_outer {
                     let base = (first + m0) * pixels;
-                    pointwise_rows(simd, (a, depth), bias, xg, g, (oc, pixels), base, epi);
+                    let whole = (0, pixels);
+                    pointwise_rows(
+                        simd,
+                        (a, depth),
+                        bias,
+                        xg,
+                        g,
+                        whole,
+                        (oc, pixels),
+                        base,
+                        epi,
+                    );
                     return;
                 }
                 let mut panel = [0.0f32; PANEL * PANEL_DEPTH];
@@ -1832,11 +1857,8 @@ fn conv2d_gemm_with(
                         );
                     }
                 }
+                each_row_on(simd, oc, g.ow, (first + m0) * pixels, epi);
             });
-            // (the pointwise path ran the epilogue itself)
-            if !channels_outer {
-                each_row(simd, og, g.ow, first * pixels, &epi);
-            }
         }
     }
 }
@@ -1859,6 +1881,10 @@ const POINTWISE_CHUNK: usize = 1024;
 /// the planes in 16 + `depth` streams, where pixels outermost sent every panel's tiles to
 /// all `rows` planes, lines whose addresses share a few cache sets when the plane is a
 /// multiple of 1 KiB (mobilenet_v2's 1x1 16->96 on 112x112: 2.1-14 ms before).
+///
+/// Only output pixels `lo..hi` (whole output rows) are computed, into `out` (`[rows,
+/// ldc]`, pixel `lo` in column 0), the epilogue told their places in the whole output
+/// (from `base`).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn pointwise_rows(
@@ -1867,15 +1893,17 @@ fn pointwise_rows(
     bias: Option<&[f32]>,
     x: &[f32],
     g: &Conv2dGeom,
-    (out, pixels): (&mut [f32], usize),
+    (lo, hi): (usize, usize),
+    (out, ldc): (&mut [f32], usize),
     base: usize,
     epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
-    let rows = out.len() / pixels;
+    let pixels = g.oh * g.ow;
+    let rows = out.len() / ldc;
     // chunks of whole output rows that are whole panels too, where the map allows
     let unit = g.ow / gcd(g.ow, PANEL) * PANEL;
-    let chunk = if unit >= pixels {
-        pixels
+    let chunk = if unit >= hi - lo {
+        hi - lo
     } else {
         unit * (POINTWISE_CHUNK / unit).max(1)
     };
@@ -1884,8 +1912,8 @@ fn pointwise_rows(
         let mr = MAX_TILE_ROWS.min(rows - m0);
         let am = a.skip_rows(m0);
         let start = Start::of(0, bias.map(|b| &b[m0..m0 + mr]));
-        for c0 in (0..pixels).step_by(chunk) {
-            let c1 = (c0 + chunk).min(pixels);
+        for c0 in (lo..hi).step_by(chunk) {
+            let c1 = (c0 + chunk).min(hi);
             for p0 in (c0..c1).step_by(PANEL) {
                 let cols = PANEL.min(c1 - p0);
                 let (b, ldb): (&[f32], usize) = if cols == PANEL {
@@ -1894,15 +1922,50 @@ fn pointwise_rows(
                     pack_patches(x, g, p0, cols, 0, depth, &mut panel);
                     (&panel, PANEL)
                 };
-                let c = &mut out[m0 * pixels + p0..];
-                tile_panel(simd, (mr, depth, cols), am, (b, ldb), (c, pixels), start);
+                let c = &mut out[m0 * ldc + p0 - lo..];
+                tile_panel(simd, (mr, depth, cols), am, (b, ldb), (c, ldc), start);
             }
             for r in m0..m0 + mr {
-                let row = &mut out[r * pixels + c0..r * pixels + c1];
+                let row = &mut out[r * ldc + c0 - lo..r * ldc + c1 - lo];
                 each_row_on(simd, row, g.ow, base + r * pixels + c0, epi);
             }
         }
     }
+}
+
+/// [`pointwise_rows`] for all output channels of a group (too few to split in whole
+/// tiles) with the output rows split over the threads: each thread computes its pixels
+/// of every channel, epilogue included, into a buffer of its own and copies it into
+/// `out` (`[channels, oh * ow]`, whose first float is at `base` in the whole output).
+#[cfg(feature = "threads")]
+#[allow(clippy::too_many_arguments)]
+fn pointwise_split(
+    simd: bool,
+    (a, depth): (Lhs<'_>, usize),
+    bias: Option<&[f32]>,
+    x: &[f32],
+    g: &Conv2dGeom,
+    out: &mut [f32],
+    base: usize,
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
+) {
+    let pixels = g.oh * g.ow;
+    let rows = out.len() / pixels;
+    let threads = crate::threads::current().clamp(1, g.oh);
+    let per_part = g.oh.div_ceil(threads) * g.ow;
+    let out = SplitOutput::new(out);
+    crate::threads::for_each_part(pixels.div_ceil(per_part), |i| {
+        let (lo, hi) = (i * per_part, pixels.min((i + 1) * per_part));
+        let mut part = alloc::vec![0.0f32; rows * (hi - lo)];
+        let sums = (&mut part[..], hi - lo);
+        pointwise_rows(simd, (a, depth), bias, x, g, (lo, hi), sums, base, epi);
+        for (r, sums) in part.chunks_exact(hi - lo).enumerate() {
+            // SAFETY: part `i` alone writes pixels `lo..hi` of each channel
+            #[allow(unsafe_code)]
+            let dst = unsafe { out.range(r * pixels + lo, hi - lo) };
+            dst.copy_from_slice(sums);
+        }
+    });
 }
 
 /// Greatest common divisor.
@@ -2532,8 +2595,8 @@ impl BandPlan {
 
 /// [`gemm_banded`] for all output channels of a group with the output pixels split over
 /// the threads, whole bands each: each thread sums its pixels of every channel into a
-/// buffer of its own, copied into `out` (`[channels, oh * ow]`) once all are done. The
-/// same panels and sums as on one thread, so the same bits.
+/// buffer of its own and copies it into `out` (`[channels, oh * ow]`). The same panels
+/// and sums as on one thread, so the same bits.
 #[cfg(feature = "threads")]
 #[allow(clippy::too_many_arguments)]
 fn gemm_banded_split(
@@ -2550,9 +2613,9 @@ fn gemm_banded_split(
     let bands = pixels.div_ceil(plan.pixels);
     let threads = crate::threads::current().clamp(1, bands);
     let per_part = bands.div_ceil(threads) * plan.pixels;
-    let range = |i: usize| (i * per_part, pixels.min((i + 1) * per_part));
-    let parts = crate::threads::map_parts(pixels.div_ceil(per_part), |i| {
-        let (lo, hi) = range(i);
+    let out = SplitOutput::new(out);
+    crate::threads::for_each_part(pixels.div_ceil(per_part), |i| {
+        let (lo, hi) = (i * per_part, pixels.min((i + 1) * per_part));
         let mut part = alloc::vec![0.0f32; rows * (hi - lo)];
         gemm_banded(
             xg,
@@ -2564,15 +2627,56 @@ fn gemm_banded_split(
             (&mut part, hi - lo),
             simd,
         );
-        part
+        for (r, sums) in part.chunks_exact(hi - lo).enumerate() {
+            // SAFETY: part `i` alone writes pixels `lo..hi` of each channel
+            #[allow(unsafe_code)]
+            let dst = unsafe { out.range(r * pixels + lo, hi - lo) };
+            dst.copy_from_slice(sums);
+        }
     });
-    for (i, part) in parts.iter().enumerate() {
-        let (lo, hi) = range(i);
-        for (dst, src) in out.chunks_exact_mut(pixels).zip(part.chunks_exact(hi - lo)) {
-            dst[lo..hi].copy_from_slice(src);
+}
+
+/// An output the parts of a split write at disjoint places that are not whole chunks
+/// (pixels `lo..hi` of every channel), which `chunks_mut` cannot hand out.
+#[cfg(feature = "threads")]
+pub(crate) struct SplitOutput<'a> {
+    start: *mut f32,
+    len: usize,
+    _out: core::marker::PhantomData<&'a mut [f32]>,
+}
+
+#[cfg(feature = "threads")]
+impl<'a> SplitOutput<'a> {
+    pub(crate) fn new(out: &'a mut [f32]) -> SplitOutput<'a> {
+        SplitOutput {
+            start: out.as_mut_ptr(),
+            len: out.len(),
+            _out: core::marker::PhantomData,
         }
     }
+
+    /// `len` floats from `from`.
+    ///
+    /// # Safety
+    ///
+    /// No two ranges in use at the same time (on any thread) overlap.
+    #[allow(unsafe_code, clippy::mut_from_ref)]
+    pub(crate) unsafe fn range(&self, from: usize, len: usize) -> &mut [f32] {
+        assert!(
+            from <= self.len && len <= self.len - from,
+            "range outside the output"
+        );
+        // SAFETY: in bounds (checked above) of a buffer borrowed mutably for 'a; the
+        // caller keeps the ranges in use disjoint
+        unsafe { core::slice::from_raw_parts_mut(self.start.add(from), len) }
+    }
 }
+
+// SAFETY: a `SplitOutput` is a `&mut [f32]` (which is `Send` and `Sync`) whose ranges are
+// handed out only through the unsafe `range`, under its disjointness contract.
+#[cfg(feature = "threads")]
+#[allow(unsafe_code)]
+unsafe impl Sync for SplitOutput<'_> {}
 
 /// Output pixels `lo..hi` of a chunk of output channels of [`conv2d_gemm`] (weights `a`
 /// with row pitch `depth`), summed into `out` (`[rows, ldc]`, pixel `lo` in column 0),
@@ -5331,6 +5435,10 @@ mod tests {
             // through the ring of rows
             geom(1, (24, 56, 56), 144, 1, [1, 1], 0, 1, 1),
             geom(1, (8, 150, 150), 8, 3, [1, 1], 1, 1, 8),
+            // 1x1 convolutions with channels outermost and too few channels for two
+            // threads: rows of pixels split (a map of whole panels, and a ragged one)
+            geom(1, (144, 56, 56), 24, 1, [1, 1], 0, 1, 1),
+            geom(2, (40, 50, 45), 16, 1, [1, 1], 0, 1, 1),
         ];
         for (case, g) in cases.iter().enumerate() {
             let x = data(g.n * g.c_in * g.h * g.w, 1 + case as u64);

@@ -233,6 +233,10 @@ mod pool {
         team.split(parts, f);
     }
 
+    pub fn for_each_part(parts: usize, f: impl Fn(usize) + Sync) {
+        run_parts(parts, &f);
+    }
+
     pub fn map_parts<T: Send>(parts: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
         let results: Vec<Mutex<Option<T>>> = (0..parts).map(|_| Mutex::new(None)).collect();
         run_parts(parts, &|i| {
@@ -292,6 +296,13 @@ pub(crate) fn for_each_chunk(data: &mut [f32], chunk: usize, f: impl Fn(usize, &
     data.chunks_mut(chunk)
         .enumerate()
         .for_each(|(i, c)| f(i, c));
+}
+
+/// `f(i)` for every `i < parts`, on the pool when [`current`] is above 1 (each part
+/// writes its results itself, for example through a `kernels::SplitOutput`).
+#[cfg(feature = "threads")]
+pub(crate) fn for_each_part(parts: usize, f: impl Fn(usize) + Sync) {
+    pool::for_each_part(parts, f)
 }
 
 /// `f(i)` for every `i < parts`, on the pool when [`current`] is above 1; the results in

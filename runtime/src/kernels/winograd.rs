@@ -147,7 +147,8 @@ pub fn conv2d_winograd<const T: usize>(
         let xn = &x[n * in_len..(n + 1) * in_len];
         let on = &mut out[n * g.c_out * pixels..(n + 1) * g.c_out * pixels];
         // with threads, on maps of many tiles: rows of tiles split over them, each part's
-        // outputs (every channel) summed into a buffer of its own and copied into place
+        // outputs (every channel) summed into a buffer of its own, its epilogue run and
+        // copied into place
         // (output channels split would transform the whole input on every thread);
         // on small maps output channels split (rows split would leave panels part empty)
         #[cfg(feature = "threads")]
@@ -159,8 +160,9 @@ pub fn conv2d_winograd<const T: usize>(
                 crate::threads::for_each_chunk(on, chunk * pixels, |i, part| {
                     let bias = bias.map(|b| &b[i * chunk..]);
                     winograd_part::<T>(simd, (xn, (u, i * chunk), bias), whole, part, g);
+                    let first = (n * g.c_out + i * chunk) * pixels;
+                    super::each_row_on(simd, part, g.ow, first, &epi);
                 });
-                each_row(simd, on, g.ow, n * g.c_out * pixels, &epi);
                 continue;
             }
             if worth {
@@ -174,25 +176,21 @@ pub fn conv2d_winograd<const T: usize>(
                         plane_len: pixels.min(T * ty1 * g.ow) - first_pixel,
                     }
                 };
-                let sums = crate::threads::map_parts(tile_rows.div_ceil(per_part), |i| {
-                    let mut sums = alloc::vec![0.0f32; g.c_out * part(i).plane_len];
-                    winograd_part::<T>(simd, (xn, (u, 0), bias), part(i), &mut sums, g);
-                    sums
-                });
-                for (i, sums) in sums.iter().enumerate() {
-                    let Part {
-                        first_pixel,
-                        plane_len,
-                        ..
-                    } = part(i);
-                    for (dst, src) in on
-                        .chunks_exact_mut(pixels)
-                        .zip(sums.chunks_exact(plane_len))
-                    {
-                        dst[first_pixel..first_pixel + plane_len].copy_from_slice(src);
+                let on = super::SplitOutput::new(on);
+                crate::threads::for_each_part(tile_rows.div_ceil(per_part), |i| {
+                    let part = part(i);
+                    let mut sums = alloc::vec![0.0f32; g.c_out * part.plane_len];
+                    winograd_part::<T>(simd, (xn, (u, 0), bias), part, &mut sums, g);
+                    for (c, sums) in sums.chunks_exact_mut(part.plane_len).enumerate() {
+                        // whole output rows: the epilogue runs here, on this thread's sums
+                        let first = (n * g.c_out + c) * pixels + part.first_pixel;
+                        super::each_row_on(simd, sums, g.ow, first, &epi);
+                        // SAFETY: part `i` alone writes its rows of each output plane
+                        #[allow(unsafe_code)]
+                        let dst = unsafe { on.range(c * pixels + part.first_pixel, sums.len()) };
+                        dst.copy_from_slice(sums);
                     }
-                }
-                each_row(simd, on, g.ow, n * g.c_out * pixels, &epi);
+                });
                 continue;
             }
         }
