@@ -123,6 +123,43 @@ fn measure_here<M: Model>(model: &M, input: &[f32]) -> Vec<f64> {
     times
 }
 
+/// Nanoseconds for one round trip of a cache line between two threads (median of five
+/// rounds of 20,000): on this project's 2-core virtual machine it is about 70 ns while
+/// its two cores share a cache and 130-400 ns while they do not, and the threaded
+/// figures follow (BENCHMARKS.md, "Two cores that move").
+fn round_trip_ns() -> f64 {
+    use std::sync::atomic::{
+        AtomicUsize,
+        Ordering::{Acquire, Release},
+    };
+    const TRIPS: usize = 20_000;
+    let mut rounds: Vec<f64> = (0..5)
+        .map(|_| {
+            let flag = AtomicUsize::new(0);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    for i in 0..TRIPS {
+                        while flag.load(Acquire) != 2 * i + 1 {
+                            std::hint::spin_loop();
+                        }
+                        flag.store(2 * i + 2, Release);
+                    }
+                });
+                let start = Instant::now();
+                for i in 0..TRIPS {
+                    flag.store(2 * i + 1, Release);
+                    while flag.load(Acquire) != 2 * i + 2 {
+                        std::hint::spin_loop();
+                    }
+                }
+                start.elapsed().as_secs_f64() * 1e9 / TRIPS as f64
+            })
+        })
+        .collect();
+    rounds.sort_by(f64::total_cmp);
+    rounds[2]
+}
+
 fn run<M: Model + Sync>(weights: &[u8], input: &[f32], threads: usize) -> Result<Vec<f64>, String> {
     let model = dnnfusion::runtime::load_safetensors::<M>(weights).map_err(|e| e.to_string())?;
     Ok(measure(&model, input, threads))
@@ -138,6 +175,7 @@ fn main() {
     };
     // the kernels split their work over `--threads` threads (a persistent pool)
     let threads = options.threads;
+    let trip_before = (threads > 1).then(round_trip_ns);
     let result = data(&options.model).and_then(|(weights, input)| {
         use reference::{unfused as ru, BertTiny, LeNet, Mlp, UNetSmall};
         use torchvision::{unfused as tu, MobileNetV2, ResNet18};
@@ -166,20 +204,28 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // with threads, the cores' round trip before and after (see `round_trip_ns`)
+    let trips = trip_before.map(|before| (before, round_trip_ns()));
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let (min, max) = (times[0], times[times.len() - 1]);
     if options.json {
+        let trips = trips.map_or(String::new(), |(before, after)| {
+            format!(",\"round_trip_ns\":[{before:.0},{after:.0}]")
+        });
         println!(
-            "{{\"model\":\"{}\",\"runtime\":\"dnnfusion\",\"fused\":{},\"threads\":{},\"median_ms\":{median:.4},\"min_ms\":{min:.4},\"max_ms\":{max:.4},\"runs\":{}}}",
+            "{{\"model\":\"{}\",\"runtime\":\"dnnfusion\",\"fused\":{},\"threads\":{},\"median_ms\":{median:.4},\"min_ms\":{min:.4},\"max_ms\":{max:.4},\"runs\":{}{trips}}}",
             options.model,
             !options.unfused,
             options.threads,
             times.len()
         );
     } else {
+        let trips = trips.map_or(String::new(), |(before, after)| {
+            format!("; cores' round trip {before:.0} ns before, {after:.0} after")
+        });
         println!(
-            "{} ({}), {} thread: median {median:.3} ms, min {min:.3}, max {max:.3}, {} runs",
+            "{} ({}), {} thread: median {median:.3} ms, min {min:.3}, max {max:.3}, {} runs{trips}",
             options.model,
             if options.unfused {
                 "fusion off"
