@@ -2213,11 +2213,12 @@ fn tile_panel(
 const PREFETCH_MIN_FLOATS: usize = 128 * 1024;
 
 /// [`tile_panel`] asking the cache for `ahead` (the next panel of a packed `b`) while it
-/// runs, a share of its cache lines before each register tile, into L2 (into L1 they
-/// evicted the panel and tiles in use): weights packed at load are read once per
-/// product, from memory when the model's weights outgrow the caches (bert6's 42 MB,
-/// resnet18's 47 MB), where a tile that waited for each line ran 8-10% slower; 4%
-/// slower with the prefetches (`conv_classes`, "cold weights").
+/// runs, a share of its cache lines during each register tile (spread over the AVX-512
+/// tile's steps, before the others), into L2 (into L1 they evicted the panel and tiles
+/// in use): weights packed at load are read once per product, from memory when the
+/// model's weights outgrow the caches (bert6's 42 MB, resnet18's 47 MB), where a tile
+/// that waited for each line ran 8-10% slower; 4% slower with the prefetches
+/// (`conv_classes`, "cold weights").
 fn tile_panel_ahead(
     simd: bool,
     (m, kc, cols): (usize, usize, usize),
@@ -2233,15 +2234,14 @@ fn tile_panel_ahead(
     let mut ahead = ahead.chunks(share.max(1));
     let mut m0 = 0;
     while m0 < m {
-        if let Some(lines) = ahead.next() {
-            crate::simd::prefetch(lines);
-        }
+        let lines = ahead.next().unwrap_or(&[]);
         let (at, rows) = a.rows_at(m0, tile_rows.min(m - m0));
         let init = start.rows(m0, rows);
         if cols == PANEL {
             let tile = &mut c[m0 * ldc..];
-            gemm_tile(isa, kc, at, rows, b, ldb, tile, ldc, init);
+            gemm_tile(isa, kc, at, rows, (b, ldb), (tile, ldc), init, lines);
         } else {
+            crate::simd::prefetch(lines);
             edge_tile(
                 isa,
                 kc,
@@ -2294,7 +2294,7 @@ fn edge_tile(
         let src = &c[i * ldc..i * ldc + cols];
         edge[i * PANEL..i * PANEL + cols].copy_from_slice(src);
     }
-    gemm_tile(isa, kc, at, rows, b, ldb, &mut edge, PANEL, init);
+    gemm_tile(isa, kc, at, rows, (b, ldb), (&mut edge, PANEL), init, &[]);
     for i in 0..rows {
         let dst = &mut c[i * ldc..i * ldc + cols];
         dst.copy_from_slice(&edge[i * PANEL..i * PANEL + cols]);
@@ -3091,23 +3091,25 @@ fn gemm_tile(
     kc: usize,
     (a, a_row, a_k): (&[f32], usize, usize),
     rows: usize,
-    b: &[f32],
-    ldb: usize,
-    c: &mut [f32],
-    ldc: usize,
+    (b, ldb): (&[f32], usize),
+    (c, ldc): (&mut [f32], usize),
     init: Option<&[f32]>,
+    ahead: &[f32],
 ) {
     #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        // SAFETY: `Isa::Avx512` is chosen only when `avx512` found AVX-512F (and AVX2 and
+        // FMA) on this CPU.
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::simd::gemm_tile_avx512(kc, (a, a_row, a_k), rows, b, ldb, c, ldc, init, ahead)
+        };
+        return;
+    }
+    crate::simd::prefetch(ahead);
+    #[cfg(target_arch = "x86_64")]
     match isa {
-        Isa::Avx512 => {
-            // SAFETY: `Isa::Avx512` is chosen only when `avx512` found AVX-512F (and AVX2
-            // and FMA) on this CPU.
-            #[allow(unsafe_code)]
-            unsafe {
-                crate::simd::gemm_tile_avx512(kc, (a, a_row, a_k), rows, b, ldb, c, ldc, init)
-            };
-            return;
-        }
+        Isa::Avx512 => {}
         Isa::Avx2 => {
             // SAFETY: `Isa::Avx2` is chosen only when `avx2_fma` found AVX2 and FMA.
             #[allow(unsafe_code)]
@@ -5825,6 +5827,9 @@ mod tests {
             // of 16 x 16 (300 = 256 + 2 x 16 + 12 deep), two blocks of rows (200 > 192)
             (40, 300, 70),
             (200, 21, 67),
+            // packed `b` past `PREFETCH_MIN_FLOATS`: each next panel asked for during
+            // the tiles (three blocks along k, a partial last tile)
+            (40, 600, 240),
             // rows wider than the `*_to` kernels' stack buffer
             (2, 3, MM_BLOCK_LEN + 40),
         ];

@@ -1821,7 +1821,9 @@ pub fn avx512() -> bool {
 /// [`gemm_tile_avx2`] on AVX-512F: up to [`GEMM_MR_AVX512`] rows (instead of six) by
 /// [`GEMM_NR`] columns, one zmm accumulator per row. Per step along `k`: one vector load
 /// of `b`, sixteen broadcasts of `a` folded into sixteen fused multiply-adds. Rows past
-/// `rows` repeat the last row's loads and are not stored.
+/// `rows` repeat the last row's loads and are not stored. The cache lines of `ahead` (the
+/// next panel of `b`, or nothing) are asked for into L2 while the tile runs, spread over
+/// its steps.
 ///
 /// # Safety
 ///
@@ -1838,8 +1840,9 @@ pub unsafe fn gemm_tile_avx512(
     c: &mut [f32],
     ldc: usize,
     init: Option<&[f32]>,
+    ahead: &[f32],
 ) {
-    tile_avx512(kc, a, rows, (b, ldb), (c, ldc, GEMM_NR), init);
+    tile_avx512(kc, a, rows, (b, ldb), (c, ldc, GEMM_NR), init, ahead);
 }
 
 /// [`gemm_tile_avx512`] storing only the first `cols` (at most [`GEMM_NR`]) columns of
@@ -1884,7 +1887,7 @@ pub unsafe fn gemm_edge_tile_avx512(
             _ => {}
         }
     }
-    tile_avx512(kc, a, rows, (b, ldb), (c, ldc, cols), init);
+    tile_avx512(kc, a, rows, (b, ldb), (c, ldc, cols), init, &[]);
 }
 
 /// Widest edge panel [`gemm_edge_tile_avx512`] runs by columns.
@@ -1949,6 +1952,7 @@ unsafe fn tile_avx512(
     (b, ldb): (&[f32], usize),
     (c, ldc, cols): (&mut [f32], usize, usize),
     init: Option<&[f32]>,
+    ahead: &[f32],
 ) {
     use core::arch::x86_64::*;
     assert!((1..=GEMM_MR_AVX512).contains(&rows) && kc > 0);
@@ -1961,10 +1965,11 @@ unsafe fn tile_avx512(
     if a_row == 1 && a_k == GEMM_MR_AVX512 && a.len() >= kc * GEMM_MR_AVX512 {
         // SAFETY: the interleaved tile holds `kc` steps of 16 floats (just checked), `b`
         // holds `kc` rows (asserted above)
-        let sums = interleaved_sums_avx512(kc, a.as_ptr(), bp, ldb);
+        let sums = interleaved_sums_avx512(kc, a.as_ptr(), bp, ldb, ahead);
         store_tile_avx512(&sums, rows, (c, ldc, cols), init);
         return;
     }
+    prefetch(ahead);
     let row = |i: usize| a.as_ptr().add(i.min(rows - 1) * a_row);
     let (r0, r1, r2, r3, r4, r5, r6, r7, r8, r9, r10, r11, r12, r13, r14, r15) = (
         row(0),
@@ -2047,17 +2052,63 @@ unsafe fn interleaved_sums_avx512(
     a: *const f32,
     b: *const f32,
     ldb: usize,
+    ahead: &[f32],
 ) -> [core::arch::x86_64::__m512; GEMM_MR_AVX512] {
     use core::arch::x86_64::*;
+    // the cache lines of `ahead` asked for one every `every` steps, not all at once: a
+    // burst of prefetches that miss fills the core's miss buffers and stalls the tile
+    // (bert6: 6% of its time on the prefetch instructions)
+    let lines = ahead.len().div_ceil(16);
+    let every = kc
+        .checked_div(lines)
+        .map_or(usize::MAX, |steps| steps.max(1));
     let mut sums = [_mm512_setzero_ps(); GEMM_MR_AVX512];
-    for k in 0..kc {
-        // SAFETY: k < kc: inside both operands (the caller's contract)
+    if lines == 0 {
+        interleaved_steps(&mut sums, 0..kc, a, (b, ldb));
+        return sums;
+    }
+    let (mut k0, mut line) = (0, 0);
+    while k0 < kc {
+        // a run of steps, then one line asked for (none left: the rest of the steps)
+        let k1 = if line < lines { kc.min(k0 + every) } else { kc };
+        interleaved_steps(&mut sums, k0..k1, a, (b, ldb));
+        if line < lines {
+            // SAFETY: `line * 16 < ahead.len()`: inside `ahead`; a prefetch reads nothing
+            // and cannot fault
+            _mm_prefetch::<_MM_HINT_T1>(ahead.as_ptr().add(line * 16).cast());
+            line += 1;
+        }
+        k0 = k1;
+    }
+    if line < lines {
+        prefetch(&ahead[line * 16..]);
+    }
+    sums
+}
+
+/// Steps `steps` of [`interleaved_sums_avx512`] into `sums`.
+///
+/// # Safety
+///
+/// AVX-512F; every step inside both operands (the caller's contract).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+#[allow(unsafe_code)]
+unsafe fn interleaved_steps(
+    sums: &mut [core::arch::x86_64::__m512; GEMM_MR_AVX512],
+    steps: core::ops::Range<usize>,
+    a: *const f32,
+    (b, ldb): (*const f32, usize),
+) {
+    use core::arch::x86_64::*;
+    for k in steps {
+        // SAFETY: a step of the caller's range: inside both operands
         let (bk, ak) = (_mm512_loadu_ps(b.add(k * ldb)), a.add(k * GEMM_MR_AVX512));
         for (i, sum) in sums.iter_mut().enumerate() {
             *sum = _mm512_fmadd_ps(_mm512_set1_ps(*ak.add(i)), bk, *sum);
         }
     }
-    sums
 }
 
 /// Stores the first `rows` sums of an AVX-512 tile as [`gemm_tile_avx512`] says, the
