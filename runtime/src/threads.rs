@@ -347,6 +347,32 @@ mod tests {
         });
     }
 
+    /// Parts writing interleaved ranges of one output through `kernels::SplitOutput`
+    /// (pixels `lo..hi` of every channel, as the pixel splits do) on two threads: each
+    /// float written once, by its part (and, under miri, no borrow overlaps another).
+    #[test]
+    fn parts_write_interleaved_ranges_of_one_output() {
+        let (rows, width, parts) = (3, 10usize, 4);
+        let per = width.div_ceil(parts);
+        let mut out = std::vec![f32::NAN; rows * width];
+        with_threads(2, || {
+            let shared = crate::kernels::SplitOutput::new(&mut out);
+            for_each_part(parts, |i| {
+                let (lo, hi) = (i * per, width.min((i + 1) * per));
+                for r in 0..rows {
+                    // SAFETY: part `i` alone writes columns `lo..hi` of each row
+                    #[allow(unsafe_code)]
+                    let dst = unsafe { shared.range(r * width + lo, hi - lo) };
+                    dst.fill((r * 100 + i) as f32);
+                }
+            });
+        });
+        let want: std::vec::Vec<f32> = (0..rows * width)
+            .map(|k| ((k / width) * 100 + k % width / per) as f32)
+            .collect();
+        assert_eq!(out, want);
+    }
+
     /// A part that panics, on whichever thread, makes the split panic (never a wait
     /// forever), and the team keeps working afterwards.
     #[test]
