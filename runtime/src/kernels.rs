@@ -3096,20 +3096,31 @@ fn gemm_tile(
     init: Option<&[f32]>,
     ahead: &[f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 {
-        // SAFETY: `Isa::Avx512` is chosen only when `avx512` found AVX-512F (and AVX2 and
-        // FMA) on this CPU.
-        #[allow(unsafe_code)]
-        unsafe {
-            crate::simd::gemm_tile_avx512(kc, (a, a_row, a_k), rows, b, ldb, c, ldc, init, ahead)
-        };
-        return;
+    // (the AVX-512 tile spreads the prefetches over its steps; the others ask first)
+    if isa != Isa::Avx512 {
+        crate::simd::prefetch(ahead);
     }
-    crate::simd::prefetch(ahead);
     #[cfg(target_arch = "x86_64")]
     match isa {
-        Isa::Avx512 => {}
+        Isa::Avx512 => {
+            // SAFETY: `Isa::Avx512` is chosen only when `avx512` found AVX-512F (and AVX2
+            // and FMA) on this CPU.
+            #[allow(unsafe_code)]
+            unsafe {
+                crate::simd::gemm_tile_avx512(
+                    kc,
+                    (a, a_row, a_k),
+                    rows,
+                    b,
+                    ldb,
+                    c,
+                    ldc,
+                    init,
+                    ahead,
+                )
+            };
+            return;
+        }
         Isa::Avx2 => {
             // SAFETY: `Isa::Avx2` is chosen only when `avx2_fma` found AVX2 and FMA.
             #[allow(unsafe_code)]
