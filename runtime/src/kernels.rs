@@ -1914,16 +1914,29 @@ fn pointwise_rows(
         let start = Start::of(0, bias.map(|b| &b[m0..m0 + mr]));
         for c0 in (lo..hi).step_by(chunk) {
             let c1 = (c0 + chunk).min(hi);
-            for p0 in (c0..c1).step_by(PANEL) {
-                let cols = PANEL.min(c1 - p0);
-                let (b, ldb): (&[f32], usize) = if cols == PANEL {
-                    (&x[p0..], pixels)
-                } else {
-                    pack_patches(x, g, p0, cols, 0, depth, &mut panel);
-                    (&panel, PANEL)
-                };
+            // the whole panels read the input planes in place, the tail panel packed
+            let whole = (c1 - c0) / PANEL * PANEL;
+            let c = &mut out[m0 * ldc + c0 - lo..];
+            tile_strip(
+                simd,
+                (mr, depth, whole),
+                am,
+                (&x[c0..], pixels),
+                (c, ldc),
+                start,
+            );
+            if whole < c1 - c0 {
+                let (p0, cols) = (c0 + whole, c1 - c0 - whole);
+                pack_patches(x, g, p0, cols, 0, depth, &mut panel);
                 let c = &mut out[m0 * ldc + p0 - lo..];
-                tile_panel(simd, (mr, depth, cols), am, (b, ldb), (c, ldc), start);
+                tile_panel(
+                    simd,
+                    (mr, depth, cols),
+                    am,
+                    (&panel, PANEL),
+                    (c, ldc),
+                    start,
+                );
             }
             for r in m0..m0 + mr {
                 let row = &mut out[r * ldc + c0 - lo..r * ldc + c1 - lo];
@@ -2205,6 +2218,43 @@ fn tile_panel(
     start: Start<'_>,
 ) {
     tile_panel_ahead(simd, (m, kc, cols), a, (b, ldb), (c, ldc), start, &[]);
+}
+
+/// [`tile_panel`] over the `cols / PANEL` whole panels of `b` side by side (read in place:
+/// panel `j` at `b[PANEL * j..]`), into `c[.., PANEL * j..]`; on AVX-512 one call per row
+/// of register tiles ([`crate::simd::gemm_strip_avx512`]). The same sums as
+/// [`tile_panel`] on each panel.
+fn tile_strip(
+    simd: bool,
+    (m, kc, cols): (usize, usize, usize),
+    a: Lhs<'_>,
+    (b, ldb): (&[f32], usize),
+    (c, ldc): (&mut [f32], usize),
+    start: Start<'_>,
+) {
+    debug_assert!(cols.is_multiple_of(PANEL));
+    let isa = Isa::of(simd);
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512 {
+        let mut m0 = 0;
+        while m0 < m {
+            let (at, rows) = a.rows_at(m0, isa.tile_rows().min(m - m0));
+            let init = start.rows(m0, rows);
+            let tiles = (&mut c[m0 * ldc..], ldc, cols);
+            // SAFETY: `Isa::Avx512` is chosen only when `avx512` found AVX-512F (and AVX2
+            // and FMA) on this CPU; the kernel checks the slices.
+            #[allow(unsafe_code)]
+            unsafe {
+                crate::simd::gemm_strip_avx512(kc, at, rows, (b, ldb), tiles, init)
+            };
+            m0 += rows;
+        }
+        return;
+    }
+    for p0 in (0..cols).step_by(PANEL) {
+        let (b, c) = (&b[p0..], &mut c[p0..]);
+        tile_panel(simd, (m, kc, PANEL), a, (b, ldb), (c, ldc), start);
+    }
 }
 
 /// Floats of a packed `b` from which [`gemm_panels`] asks the cache for each next panel

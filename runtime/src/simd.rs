@@ -1845,6 +1845,40 @@ pub unsafe fn gemm_tile_avx512(
     tile_avx512(kc, a, rows, (b, ldb), (c, ldc, GEMM_NR), init, ahead);
 }
 
+/// [`gemm_tile_avx512`] along a strip: the same rows of `a` against the `cols / 16`
+/// whole panels of `b` side by side (panel `j` at `b[16 * j..]`, pitch `ldb`, read in
+/// place), into `c[.., 16 * j..]`, in one call. A 1x1 convolution over few input
+/// channels (mobilenet_v2's 16 -> 96 on 112x112: 16 steps per tile) spent a third of its
+/// time in the calls, checks and operand set-up around each tile.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F. The slices are checked (a short one panics).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn gemm_strip_avx512(
+    kc: usize,
+    a: (&[f32], usize, usize),
+    rows: usize,
+    (b, ldb): (&[f32], usize),
+    (c, ldc, cols): (&mut [f32], usize, usize),
+    init: Option<&[f32]>,
+) {
+    assert!(cols.is_multiple_of(GEMM_NR));
+    for j in (0..cols).step_by(GEMM_NR) {
+        tile_avx512(
+            kc,
+            a,
+            rows,
+            (&b[j..], ldb),
+            (&mut c[j..], ldc, GEMM_NR),
+            init,
+            &[],
+        );
+    }
+}
+
 /// [`gemm_tile_avx512`] storing only the first `cols` (at most [`GEMM_NR`]) columns of
 /// each row, through masked loads and stores: the last panel of a product whose width is
 /// not a multiple of 16 (a 14x14 or 7x7 map), with no buffer to clear and copy. `b` must
@@ -3453,8 +3487,11 @@ fn exp_clamped_avx512(xc: core::arch::x86_64::__m512) -> core::arch::x86_64::__m
     let shifted = _mm512_fmadd_ps(xc, k(core::f32::consts::LOG2_E), k(EXP_ROUND));
     let n = _mm512_sub_ps(shifted, k(EXP_ROUND));
     let r = _mm512_fnmadd_ps(n, k(EXP_LN2_LO), _mm512_fnmadd_ps(n, k(EXP_LN2_HI), xc));
-    let mut p = k(EXP_TAYLOR[5]);
-    for &c in EXP_TAYLOR[..5].iter().rev().chain(&[1.0, 1.0]) {
+    // Horner's steps from the highest coefficient, over a fixed-size array (a chained
+    // iterator stayed a loop with branches between the multiply-adds: 25% of the GELU)
+    let c = EXP_TAYLOR;
+    let mut p = k(c[5]);
+    for c in [c[4], c[3], c[2], c[1], c[0], 1.0, 1.0] {
         p = _mm512_fmadd_ps(p, r, k(c));
     }
     // 2^n from its bits: n in -126..=0
