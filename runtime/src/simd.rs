@@ -1996,6 +1996,13 @@ unsafe fn tile_avx512(
     assert!(c.len() >= (rows - 1) * ldc + cols);
     assert!(init.is_none_or(|s| s.len() >= rows));
     let bp = b.as_ptr();
+    if rows <= FEW_ROWS {
+        prefetch(ahead);
+        // SAFETY: the operands as asserted above
+        let sums = few_rows_sums_avx512(kc, (a.as_ptr(), a_row, a_k), rows, (bp, ldb));
+        store_tile_avx512(&sums, rows, (c, ldc, cols), init);
+        return;
+    }
     if a_row == 1 && a_k == GEMM_MR_AVX512 && a.len() >= kc * GEMM_MR_AVX512 {
         // SAFETY: the interleaved tile holds `kc` steps of 16 floats (just checked), `b`
         // holds `kc` rows (asserted above)
@@ -2067,6 +2074,42 @@ unsafe fn tile_avx512(
         c0, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15,
     ];
     store_tile_avx512(&sums, rows, (c, ldc, cols), init);
+}
+
+/// Rows up to which an AVX-512 tile sums [`FEW_ROWS`] rows instead of sixteen
+/// ([`few_rows_sums_avx512`]).
+const FEW_ROWS: usize = 8;
+
+/// The sums of a tile of at most [`FEW_ROWS`] rows (row `i`, step `k` of `a` at `a[i *
+/// a_row + k * a_k]`; rows past `rows` repeat the last one): eight multiply-adds per step
+/// where the sixteen-row form spends sixteen whatever the rows (mobilenet_v2's 24-channel
+/// projections ran a 16-row and a 16-row tile for 24 channels).
+///
+/// # Safety
+///
+/// AVX-512F; every row `i < rows` holds `kc` steps and `b` holds `(kc - 1) * ldb + 16`
+/// floats (the caller's checks).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+#[allow(unsafe_code)]
+unsafe fn few_rows_sums_avx512(
+    kc: usize,
+    (a, a_row, a_k): (*const f32, usize, usize),
+    rows: usize,
+    (b, ldb): (*const f32, usize),
+) -> [core::arch::x86_64::__m512; FEW_ROWS] {
+    use core::arch::x86_64::*;
+    let row: [*const f32; FEW_ROWS] = core::array::from_fn(|i| a.add(i.min(rows - 1) * a_row));
+    let mut sums = [_mm512_setzero_ps(); FEW_ROWS];
+    for k in 0..kc {
+        // SAFETY: k < kc: inside `b` and every row (the caller's contract)
+        let (bk, ak) = (_mm512_loadu_ps(b.add(k * ldb)), k * a_k);
+        for (sum, r) in sums.iter_mut().zip(row) {
+            *sum = _mm512_fmadd_ps(_mm512_set1_ps(*r.add(ak)), bk, *sum);
+        }
+    }
+    sums
 }
 
 /// The sums of [`gemm_tile_avx512`] over an interleaved tile (`a[k * 16 + i]` is row `i`
@@ -2153,7 +2196,7 @@ unsafe fn interleaved_steps(
 #[inline]
 #[allow(unsafe_code)]
 unsafe fn store_tile_avx512(
-    sums: &[core::arch::x86_64::__m512; GEMM_MR_AVX512],
+    sums: &[core::arch::x86_64::__m512],
     rows: usize,
     (c, ldc, cols): (&mut [f32], usize, usize),
     init: Option<&[f32]>,
