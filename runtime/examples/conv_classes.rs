@@ -61,10 +61,15 @@ const TRANSPOSED: &[(&str, usize, usize, usize, usize, usize, usize)] = &[
     ("dcgan up 4x4 s2 p1 128->64@16", 128, 16, 64, 4, 2, 1),
 ];
 
-/// Median seconds of `f` over at least 5 calls and 0.3 s, after one warm-up call.
 /// Copies of a weight [`main`] cycles through to measure a product on weights that are
-/// not in cache (64 MB and more: past the last-level cache).
+/// not in cache (64 MB and more for the linears: past the last-level cache; past L2 for
+/// every convolution weight of [`COLD_MIN_BYTES`] and more, past L3 from about 1.2 MB).
 const COLD_COPIES: usize = 28;
+
+/// Bytes of the smallest convolution weight also timed out of cache.
+const COLD_MIN_BYTES: usize = 256 * 1024;
+
+/// Median seconds of `f` over at least 5 calls and 0.3 s, after one warm-up call.
 
 fn median_time(mut f: impl FnMut()) -> f64 {
     f();
@@ -134,6 +139,19 @@ fn run(args: &[String]) {
                 median_time(|| conv2d_tiled(&x, &tiled, Some(&b), &mut out, &g, store_rows));
             flops / median / 1e9
         });
+        // and on weights out of cache (a different copy at each call), as a model meets
+        // the weights of its later layers, where they outgrow L2
+        let cold = (!depthwise && w.len() * 4 >= COLD_MIN_BYTES).then(|| {
+            let mut tiled = vec![0.0f32; w.len()];
+            tile_conv2d_weights(&w, &mut tiled, c_out, groups);
+            let copies: Vec<Vec<f32>> = (0..COLD_COPIES).map(|_| tiled.clone()).collect();
+            let mut next = 0;
+            let median = median_time(|| {
+                next = (next + 1) % COLD_COPIES;
+                conv2d_tiled(&x, &copies[next], Some(&b), &mut out, &g, store_rows)
+            });
+            flops / median / 1e9
+        });
         // 3x3 stride 1: Winograd F(2x2, 3x3) and F(4x4, 3x3) on transformed weights, in
         // GFLOP/s of the direct convolution's count (what the same work takes, not what it
         // multiplies)
@@ -150,12 +168,13 @@ fn run(args: &[String]) {
         });
         if json {
             let tiled = tiled.map_or("null".to_string(), |t| format!("{t:.2}"));
+            let cold = cold.map_or("null".to_string(), |t| format!("{t:.2}"));
             let (winograd, winograd4) = winograd
                 .map_or(("null".to_string(), "null".to_string()), |(t, t4)| {
                     (format!("{t:.2}"), format!("{t4:.2}"))
                 });
             println!(
-                "{{\"class\":\"{name}\",\"ms\":{:.4},\"gflops\":{gflops:.2},\"tiled_gflops\":{tiled},\"winograd_gflops\":{winograd},\"winograd4_gflops\":{winograd4},\"gbs\":{gbs:.2},\"depthwise\":{depthwise}}}",
+                "{{\"class\":\"{name}\",\"ms\":{:.4},\"gflops\":{gflops:.2},\"tiled_gflops\":{tiled},\"tiled_cold_gflops\":{cold},\"winograd_gflops\":{winograd},\"winograd4_gflops\":{winograd4},\"gbs\":{gbs:.2},\"depthwise\":{depthwise}}}",
                 median * 1e3,
             );
         } else {
@@ -163,6 +182,9 @@ fn run(args: &[String]) {
                 Some(t) => format!("  tiled weights {t:6.1} GFLOP/s"),
                 None => format!("  {gbs:6.1} GB/s"),
             };
+            if let Some(c) = cold {
+                extra += &format!("  cold {c:6.1} GFLOP/s");
+            }
             if let Some((t, t4)) = winograd {
                 extra += &format!("  F(2x2) {t:6.1} F(4x4) {t4:6.1} GFLOP/s (direct count)");
             }
