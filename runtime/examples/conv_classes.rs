@@ -70,7 +70,6 @@ const COLD_COPIES: usize = 28;
 const COLD_MIN_BYTES: usize = 256 * 1024;
 
 /// Median seconds of `f` over at least 5 calls and 0.3 s, after one warm-up call.
-
 fn median_time(mut f: impl FnMut()) -> f64 {
     f();
     let mut times = Vec::new();

@@ -2309,9 +2309,9 @@ fn tile_strip(
     start: Start<'_>,
 ) {
     debug_assert!(cols.is_multiple_of(PANEL));
-    let isa = Isa::of(simd);
     #[cfg(target_arch = "x86_64")]
-    if isa == Isa::Avx512 {
+    if Isa::of(simd) == Isa::Avx512 {
+        let isa = Isa::Avx512;
         let mut m0 = 0;
         while m0 < m {
             let (at, rows) = a.rows_at(m0, isa.tile_rows().min(m - m0));
