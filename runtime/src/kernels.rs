@@ -4520,6 +4520,15 @@ pub fn layer_norm(
     epi: impl Fn(usize, f32) -> f32,
 ) {
     #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx512() {
+        // SAFETY: `avx512` has just found AVX-512F, AVX2 and FMA on this CPU.
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::simd::layer_norm_rows_avx512(&x, (w, b), out, (rows, cols), eps, &epi)
+        };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if crate::simd::avx2_fma() {
         // SAFETY: `avx2_fma` has just found AVX2 and FMA on this CPU.
         #[allow(unsafe_code)]

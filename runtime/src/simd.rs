@@ -3637,6 +3637,26 @@ pub unsafe fn layer_norm_rows_avx2(
     crate::kernels::layer_norm_rows(x, affine, out, shape, eps, epi);
 }
 
+/// [`crate::kernels::layer_norm_rows`] compiled for AVX-512F (the same code and the same
+/// sums, sixteen lanes wide: the two passes over each row in half the vectors).
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn layer_norm_rows_avx512(
+    x: &impl crate::kernels::Source,
+    affine: (Option<&[f32]>, Option<&[f32]>),
+    out: &mut [f32],
+    shape: (usize, usize),
+    eps: f32,
+    epi: &impl Fn(usize, f32) -> f32,
+) {
+    crate::kernels::layer_norm_rows(x, affine, out, shape, eps, epi);
+}
+
 /// Adds a register tile's sums to its start (`init[i]`, or what `c` holds) and stores
 /// rows `0..rows` of it at `c[i * ldc ..]`.
 #[cfg(target_arch = "x86_64")]
