@@ -251,6 +251,15 @@ fn each_row_on(
     epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
     #[cfg(target_arch = "x86_64")]
+    if simd && crate::simd::avx512() {
+        // SAFETY: `avx512` has just found AVX-512F, AVX2 and FMA on this CPU.
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::simd::each_row_avx512(data, width, base, epi)
+        };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if simd {
         // SAFETY: callers pass `simd` true only when `avx2_fma` found AVX2 and FMA.
         #[allow(unsafe_code)]

@@ -2843,8 +2843,8 @@ pub unsafe fn depthwise_flat_avx512<const KH: usize, const KW: usize>(
             // floats: the last vector's first `plane % 16`)
             _mm512_mask_storeu_ps(op.as_mut_ptr().add(16 * v), keep, acc);
         }
-        // SAFETY: AVX2 and FMA (this function's contract)
-        each_row_avx2(op, g.ow, image_channel * plane, epi);
+        // SAFETY: AVX-512F, AVX2 and FMA (this function's contract)
+        each_row_avx512(op, g.ow, image_channel * plane, epi);
     }
 }
 
@@ -2895,7 +2895,7 @@ pub const DEPTHWISE_MAX_W: usize = 1024;
 /// taps all lie inside the row, run four at a time on plain loads (folded into the
 /// multiply-adds at stride 1); the others (a padded map's first and last) load through
 /// per-tap masks that read the padding as zeros. Maps of one part run four rows at once.
-/// Each finished row goes to `epi` (through [`each_row_avx2`]) while it is in cache.
+/// Each finished row goes to `epi` (through [`each_row_avx512`]) while it is in cache.
 ///
 /// Against the AVX2 phase planes (copies of each channel, zero padding included), stride
 /// 1: mobilenet_v2's dw 32@112 0.28 -> 0.21 ms, 576@14 0.137 -> 0.065, 960@7 0.116 ->
@@ -3005,8 +3005,8 @@ pub unsafe fn depthwise_conv2d_avx512<const KH: usize, const KW: usize, const ST
                 for (i, sum) in sums.iter().enumerate().take(count) {
                     depthwise_store_avx512(op, g.ow, oy + i, 0, *sum);
                 }
-                // SAFETY: AVX2 and FMA (this function's contract)
-                each_row_avx2(
+                // SAFETY: AVX-512F, AVX2 and FMA (this function's contract)
+                each_row_avx512(
                     &mut op[oy * g.ow..(oy + count) * g.ow],
                     g.ow,
                     image_channel * plane + oy * g.ow,
@@ -3064,10 +3064,10 @@ pub unsafe fn depthwise_conv2d_avx512<const KH: usize, const KW: usize, const ST
                 }
                 part += count;
             }
-            // (the epilogue through `each_row_avx2`, where it inlines: called here, a long
-            // one stayed out of line, compiled for the baseline CPU)
-            // SAFETY: AVX2 and FMA (this function's contract)
-            each_row_avx2(
+            // (the epilogue through `each_row_avx512`, where it inlines: called here, a
+            // long one stayed out of line, compiled for the baseline CPU)
+            // SAFETY: AVX-512F, AVX2 and FMA (this function's contract)
+            each_row_avx512(
                 &mut op[oy * g.ow..(oy + 1) * g.ow],
                 g.ow,
                 image_channel * plane + oy * g.ow,
@@ -3578,6 +3578,24 @@ pub unsafe fn exp_shifted_avx512(row: &mut [f32], shift: f32) -> f32 {
         _mm512_mask_storeu_ps(at, mask, e);
     }
     _mm512_reduce_add_ps(sum)
+}
+
+/// [`crate::kernels::each_row_here`] compiled for AVX-512F: the row epilogue closure,
+/// inlined here, vectorizes sixteen wide (the same values).
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F, AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn each_row_avx512(
+    data: &mut [f32],
+    width: usize,
+    base: usize,
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
+) {
+    crate::kernels::each_row_here(data, width, base, epi);
 }
 
 /// [`crate::kernels::each_row_here`] compiled for AVX2 and FMA: the row epilogue closure,
