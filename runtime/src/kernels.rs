@@ -251,20 +251,16 @@ fn each_row_on(
     epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
     #[cfg(target_arch = "x86_64")]
-    if simd && crate::simd::avx512() {
-        // SAFETY: `avx512` has just found AVX-512F, AVX2 and FMA on this CPU.
-        #[allow(unsafe_code)]
-        unsafe {
-            crate::simd::each_row_avx512(data, width, base, epi)
-        };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
     if simd {
-        // SAFETY: callers pass `simd` true only when `avx2_fma` found AVX2 and FMA.
+        // SAFETY: callers pass `simd` true only when `avx2_fma` found AVX2 and FMA;
+        // `avx512` has just found AVX-512F.
         #[allow(unsafe_code)]
         unsafe {
-            crate::simd::each_row_avx2(data, width, base, epi)
+            if crate::simd::avx512() {
+                crate::simd::each_row_avx512(data, width, base, epi)
+            } else {
+                crate::simd::each_row_avx2(data, width, base, epi)
+            }
         };
         return;
     }
@@ -4529,20 +4525,16 @@ pub fn layer_norm(
     epi: impl Fn(usize, f32) -> f32,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::avx512() {
-        // SAFETY: `avx512` has just found AVX-512F, AVX2 and FMA on this CPU.
-        #[allow(unsafe_code)]
-        unsafe {
-            crate::simd::layer_norm_rows_avx512(&x, (w, b), out, (rows, cols), eps, &epi)
-        };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
     if crate::simd::avx2_fma() {
-        // SAFETY: `avx2_fma` has just found AVX2 and FMA on this CPU.
+        let shape = (rows, cols);
+        // SAFETY: `avx2_fma` has just found AVX2 and FMA on this CPU, `avx512` AVX-512F.
         #[allow(unsafe_code)]
         unsafe {
-            crate::simd::layer_norm_rows_avx2(&x, (w, b), out, (rows, cols), eps, &epi)
+            if crate::simd::avx512() {
+                crate::simd::layer_norm_rows_avx512(&x, (w, b), out, shape, eps, &epi)
+            } else {
+                crate::simd::layer_norm_rows_avx2(&x, (w, b), out, shape, eps, &epi)
+            }
         };
         return;
     }
