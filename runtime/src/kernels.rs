@@ -188,8 +188,10 @@ pub fn store_rows(_base: usize, _row: &mut [f32]) {}
 /// `row[i] = gelu(row[i] + bias[i])` (without a bias `gelu(row[i])`): the row epilogue
 /// the generated code calls for a product followed by a bias and GELU (a transformer's
 /// feed-forward layer). On AVX-512 a kernel of its own (a generated closure compiled for
-/// AVX-512 is not inlined where the kernels call it); elsewhere [`math::gelu`] per
-/// element, inlined into the caller's loop. A bias shorter than the row panics.
+/// AVX-512 is not inlined where the kernels call it), by a rational form that needs
+/// fused multiply-adds (`math::GELU_P`); elsewhere [`math::gelu`] per element, inlined
+/// into the caller's loop. Both within `2e-7 * max(1, |x|)` of the exact value. A bias
+/// shorter than the row panics.
 #[inline]
 pub fn gelu_row(row: &mut [f32], bias: Option<&[f32]>) {
     #[cfg(target_arch = "x86_64")]

@@ -3430,13 +3430,12 @@ fn pool_pick(
     _mm512_mask_mov_ps(_mm512_max_ps(v, best), nan, v)
 }
 
-/// `row[i] = gelu(row[i] + bias[i])` (without a bias `gelu(row[i])`) on AVX-512F: the
-/// steps of [`crate::math::gelu`] on 16 lanes with fused multiply-adds (its erf by
-/// Abramowitz and Stegun's 7.1.26, `e^(-u^2)` by `math::exp`'s reduction and polynomial,
-/// the same constants), `1 / (1 + p |u|)` by the 14-bit reciprocal and one Newton step;
-/// the last `len % 16` through masked loads and stores. The row epilogue of a product
-/// followed by a bias and GELU (a transformer's feed-forward layer): as a generated
-/// closure it ran eight lanes wide with spills (13% of bert_tiny's time).
+/// `row[i] = gelu(row[i] + bias[i])` (without a bias `gelu(row[i])`) on AVX-512F, by
+/// the rational form of `crate::math::GELU_P` (its bound is [`crate::math::gelu`]'s,
+/// `2e-7 * max(1, |x|)`, with fused multiply-adds): about 20 operations per vector where
+/// `math::gelu`'s erf (Abramowitz and Stegun's 7.1.26 with an exponential) takes 33; the
+/// last `len % 16` through masked loads and stores. The row epilogue of a product
+/// followed by a bias and GELU (a transformer's feed-forward layer).
 ///
 /// # Safety
 ///
@@ -3463,41 +3462,31 @@ pub unsafe fn gelu_row_avx512(row: &mut [f32], bias: Option<&[f32]>) {
     }
 }
 
-/// GELU of 16 lanes ([`gelu_row_avx512`]). NaN stays NaN.
+/// GELU of 16 lanes ([`gelu_row_avx512`]): `x / 2 + x * w` with `w = xc * P(xc^2) /
+/// Q(xc^2)` (`crate::math::GELU_P`, `GELU_Q`), `xc` the input clamped to
+/// `+-GELU_CLAMP`, where `w` is `+-0.5` exactly (so `gelu(-40)` is 0 and `gelu(40)` is 40).
+/// NaN stays NaN (it clamps to a number, and reaches the result through `x`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
 fn gelu_avx512(v: core::arch::x86_64::__m512) -> core::arch::x86_64::__m512 {
-    use crate::math::{ERF_A, ERF_P};
+    use crate::math::{GELU_CLAMP, GELU_P, GELU_Q};
     use core::arch::x86_64::*;
     let k = _mm512_set1_ps;
-    let one = k(1.0);
-    let u = _mm512_mul_ps(v, k(core::f32::consts::FRAC_1_SQRT_2));
-    // erf(|u|) is 1 in f32 from 4 on: |u| capped at 16 changes nothing, and keeps an
-    // infinite `v` from a NaN in the reciprocal's Newton step (a NaN `u` caps to 16 too;
-    // the result is NaN through `v`)
-    let a = _mm512_min_ps(_mm512_abs_ps(u), k(16.0));
-    let d = _mm512_fmadd_ps(a, k(ERF_P), one);
-    let r = _mm512_rcp14_ps(d);
-    let t = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, k(2.0)));
-    let mut poly = k(ERF_A[4]);
-    for &c in ERF_A[..4].iter().rev() {
-        poly = _mm512_fmadd_ps(poly, t, k(c));
+    let xc = _mm512_max_ps(_mm512_min_ps(v, k(GELU_CLAMP)), k(-GELU_CLAMP));
+    let s = _mm512_mul_ps(xc, xc);
+    let mut p = k(GELU_P[6]);
+    for i in (0..6).rev() {
+        p = _mm512_fmadd_ps(p, s, k(GELU_P[i]));
     }
-    let poly = _mm512_mul_ps(poly, t);
-    // e^(-a^2), -a^2 in [-256, 0] (never NaN): below `EXP_MIN` the exponential's
-    // smallest value, 2^-126, where `exp` gives 0, changes no tail (1 - poly * 2^-126
-    // rounds to 1), so neither the zeros nor the NaNs of `exp_nonpositive_avx512` are
-    // needed
-    let neg_square = _mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), a), a);
-    let e = exp_clamped_avx512(_mm512_max_ps(neg_square, k(crate::math::EXP_MIN)));
-    let tail = _mm512_min_ps(_mm512_fnmadd_ps(poly, e, one), one);
-    // erf(u): the tail (>= 0) with u's sign
-    let sign = _mm512_and_si512(_mm512_castps_si512(u), _mm512_set1_epi32(i32::MIN));
-    let erf = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(tail), sign));
-    // (not `v / 2 + v / 2 * erf` in one rounding: near 0 erf's absolute error, about
-    // 1e-7, then reaches the result, where rounding `1 + erf` to 1 hides it)
-    _mm512_mul_ps(_mm512_mul_ps(k(0.5), v), _mm512_add_ps(one, erf))
+    let mut q = k(GELU_Q[4]);
+    for i in (0..4).rev() {
+        q = _mm512_fmadd_ps(q, s, k(GELU_Q[i]));
+    }
+    // (a division, not a reciprocal estimate: the divider works beside the two FMA pipes,
+    // and its correctly rounded quotient keeps `w` at exactly 0.5 past the clamp)
+    let w = _mm512_mul_ps(xc, _mm512_div_ps(p, q));
+    _mm512_fmadd_ps(v, w, _mm512_mul_ps(k(0.5), v))
 }
 
 /// `e^x` of 16 lanes with `x <= 0` (greater ones count as 0): [`crate::math::exp`]'s
