@@ -784,9 +784,10 @@ struct BlockFn {
 struct BlockContext<'g> {
     /// The graph's consumers and mapping types, computed once.
     facts: fuse::Facts<'g>,
-    /// [`element::contiguous_run`] of each store map and shape met so far: it walks every
-    /// element, and the layers of a deep model repeat the same few maps.
-    runs: HashMap<(Ix, Vec<usize>), usize>,
+    /// [`element::contiguous_run`] and [`element::column_step`] of each store map, shape
+    /// and row length met so far: they walk every element, and the layers of a deep model
+    /// repeat the same few maps.
+    runs: HashMap<(Ix, Vec<usize>, usize), (usize, usize)>,
 }
 
 /// Builds the function of a multi-node block; `None` when the block is not expressible
@@ -876,17 +877,29 @@ fn block_fn(
             None
         } else {
             let map = store_map.clone()?;
-            let run = *context
+            // the kernel's rows: the anchor's output rows (the program's shape may split
+            // them, as a reshape into heads does)
+            let width = graph.shape(node.output).last().copied().unwrap_or(1);
+            let (run, step) = *context
                 .runs
-                .entry((map.clone(), program.shape.clone()))
-                .or_insert_with(|| element::contiguous_run(&map, &program.shape));
+                .entry((map.clone(), program.shape.clone(), width))
+                .or_insert_with(|| {
+                    let run = element::contiguous_run(&map, &program.shape);
+                    // (the step matters only to maps without runs)
+                    let step = if run == 1 {
+                        element::column_step(&map, &program.shape, width)
+                    } else {
+                        0
+                    };
+                    (run, step)
+                });
             let map = index::simplify(&map, &program.shape);
             let mut used = vec![false; program.shape.len()];
             index::mark_vars(&map, &mut used);
             let vars = index_vars(&program.shape, &used, "o");
             let target = index::tokens(&map);
             let o = binding("o", used.contains(&true));
-            Some((quote! { |#o: usize| -> usize { #vars #target } }, run))
+            Some((quote! { |#o: usize| -> usize { #vars #target } }, run, step))
         };
         let rows = kernel_rows(&op, graph.shape(node.output))
             .epilogue
@@ -1609,8 +1622,9 @@ fn dim(shape: &[usize], i: usize) -> usize {
 /// `apply` is called per element of the row.
 struct Epilogue {
     apply: TokenStream,
-    /// the store map and how many values it keeps contiguous from each multiple of that
-    store: Option<(TokenStream, usize)>,
+    /// the store map, how many values it keeps contiguous from each multiple of that, and
+    /// its step down a column (`element::column_step`, 0 for none)
+    store: Option<(TokenStream, usize, usize)>,
     rows: Option<TokenStream>,
     /// the epilogue leaves the kernel's values as they are
     identity: bool,
@@ -1683,7 +1697,7 @@ fn kernel_call(
     // stored form takes the per-element epilogue)
     let finish = |per_element: bool| match &epilogue.store {
         None => product::Finish::Rows(row_epilogue(epilogue)),
-        Some((store, run)) => product::Finish::Stored {
+        Some((store, run, step)) => product::Finish::Stored {
             epilogue: if per_element {
                 epi.clone()
             } else {
@@ -1691,6 +1705,7 @@ fn kernel_call(
             },
             store: store.clone(),
             run: *run,
+            step: *step,
         },
     };
     match op {

@@ -515,6 +515,49 @@ pub fn contiguous_run(map: &Ix, shape: &[usize]) -> usize {
     run.max(1)
 }
 
+/// The constant step of a store map down a column of rows `width` long (a product's
+/// output rows, over `shape`'s flat positions): `step` such that `map(o + width) ==
+/// map(o) + step` for every `o` with `o + width` inside the shape, or 0 when there is
+/// none (the step varies or is not positive, a single row, or a shape over 2^22
+/// elements, not checked). A transposed store (attention's keys stored as K^T, `run` 1)
+/// keeps step 1: the kernel then asks the map once per column of a block and writes the
+/// column's values `step` apart.
+pub fn column_step(map: &Ix, shape: &[usize], width: usize) -> usize {
+    let total: usize = shape.iter().product();
+    let last = width.max(1);
+    if total <= last || total > 1 << 22 {
+        return 0;
+    }
+    let mut vars = vec![0usize; shape.len()];
+    let advance = |vars: &mut [usize]| {
+        for (v, &d) in vars.iter_mut().zip(shape).rev() {
+            *v += 1;
+            if *v < d {
+                return;
+            }
+            *v = 0;
+        }
+    };
+    crate::work::add(crate::work::Stage::Codegen, total);
+    // the map's values of the last `last` positions, by position modulo `last`
+    let mut row = vec![0usize; last];
+    let mut step = None;
+    for o in 0..total {
+        let here = map.eval(&vars);
+        if o >= last {
+            let above = row[o % last];
+            match (here.checked_sub(above), step) {
+                (Some(s), None) if s > 0 => step = Some(s),
+                (Some(s), Some(want)) if s == want => {}
+                _ => return 0,
+            }
+        }
+        row[o % last] = here;
+        advance(&mut vars);
+    }
+    step.unwrap_or(0)
+}
+
 /// True when [`build`] evaluates the op element by element (index translation): the
 /// one list of such ops, which the planner reads (`fuse::is_translatable`). Exhaustive, so
 /// a new op does not compile until it is placed on one side; an op moved to `true` needs
@@ -698,5 +741,32 @@ mod tests {
             Ix::rem(v(1), 3),
         );
         assert_eq!(contiguous_run(&halves, &[1, 6]), 3);
+    }
+
+    #[test]
+    fn column_steps_are_constant_or_zero() {
+        let v = Ix::Var;
+        // [2, 4] stored transposed: down a column, the next value
+        let transposed = Ix::add(Ix::mul(v(1), 2), v(0));
+        assert_eq!(column_step(&transposed, &[2, 4], 4), 1);
+        // the identity: a whole row down
+        let flat = Ix::add(Ix::mul(v(0), 4), v(1));
+        assert_eq!(column_step(&flat, &[3, 4], 4), 4);
+        // [2, 3, 4] stored as [3, 2, 4]: 8 apart within a batch, but 4 - 2 * 8 from the
+        // last row of the first to the first of the second
+        let swap = Ix::add(Ix::add(Ix::mul(v(1), 8), Ix::mul(v(0), 4)), v(2));
+        assert_eq!(column_step(&swap, &[2, 3, 4], 4), 0);
+        // rows reversed: a negative step
+        let row = Ix::rem(Ix::add(Ix::mul(v(0), 2), Ix::Const(2)), 3);
+        let reversed = Ix::add(Ix::mul(row, 4), v(1));
+        assert_eq!(column_step(&reversed, &[3, 4], 4), 0);
+        // a single row has no step
+        assert_eq!(column_step(&flat, &[1, 4], 4), 0);
+        // attention's keys, rows of 128 reshaped to [1, 128, 2, 64] (2 heads), stored as
+        // K^T [1, 2, 64, 128]: step 1 down the product's columns of 128
+        let heads = Ix::add(Ix::add(Ix::mul(v(2), 8192), Ix::mul(v(3), 128)), v(1));
+        assert_eq!(column_step(&heads, &[1, 128, 2, 64], 128), 1);
+        // (down the reshaped shape's own columns of 64 the step is not constant)
+        assert_eq!(column_step(&heads, &[1, 128, 2, 64], 64), 0);
     }
 }

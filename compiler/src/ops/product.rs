@@ -375,7 +375,7 @@ pub enum Finish {
     /// the row epilogue, applied to each finished output row in place
     Rows(TokenStream),
     /// the epilogue applied per result, then stored through `store`, which keeps `run`
-    /// values contiguous
+    /// values contiguous (and, with `run` 1, values down a column `step` apart, or 0)
     Stored {
         /// the epilogue (per element, or with its row form)
         epilogue: TokenStream,
@@ -383,6 +383,8 @@ pub enum Finish {
         store: TokenStream,
         /// the contiguous run of the store map
         run: usize,
+        /// the store map's step down a column (`element::column_step`), 0 for none
+        step: usize,
     },
 }
 
@@ -453,7 +455,8 @@ pub fn matmul_call(
             epilogue,
             store,
             run,
-        } => quote! { #k::matmul_to(#a, #b, #out, #geom, #epilogue, (#store, #run)); },
+            step,
+        } => quote! { #k::matmul_to(#a, #b, #out, #geom, #epilogue, (#store, #run, #step)); },
     }
 }
 
@@ -476,8 +479,9 @@ pub fn panels_matmul_call(
             epilogue,
             store,
             run,
+            step,
         } => {
-            quote! { #k::matmul_panels_to(#a, #b, #out, (#m, #kk, #n), #epilogue, (#store, #run)); }
+            quote! { #k::matmul_panels_to(#a, #b, #out, (#m, #kk, #n), #epilogue, (#store, #run, #step)); }
         }
     }
 }
