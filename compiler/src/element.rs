@@ -544,15 +544,17 @@ pub fn column_step(map: &Ix, shape: &[usize], width: usize) -> usize {
     let mut step = None;
     for o in 0..total {
         let here = map.eval(&vars);
+        let Some(slot) = row.get_mut(o % last) else {
+            return 0;
+        };
         if o >= last {
-            let above = row[o % last];
-            match (here.checked_sub(above), step) {
+            match (here.checked_sub(*slot), step) {
                 (Some(s), None) if s > 0 => step = Some(s),
                 (Some(s), Some(want)) if s == want => {}
                 _ => return 0,
             }
         }
-        row[o % last] = here;
+        *slot = here;
         advance(&mut vars);
     }
     step.unwrap_or(0)
