@@ -88,8 +88,8 @@ pub(crate) const EXP_TAYLOR: [f32; 6] = [
 /// `e^x` (see the module doc for its accuracy).
 ///
 /// `x = n ln 2 + r` with `|r| <= ln 2 / 2` (`ln 2` in two parts, so `r` is exact), `e^r` by
-/// its Taylor polynomial of degree 7, and `2^n` built from its bits. (The AVX-512 GELU,
-/// `simd::gelu_row_avx512`, takes the same steps with the same constants.)
+/// its Taylor polynomial of degree 7, and `2^n` built from its bits. (The AVX-512
+/// softmax, `simd::exp_shifted_avx512`, takes the same steps with the same constants.)
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     const LOG2_E: f32 = core::f32::consts::LOG2_E;
