@@ -474,6 +474,17 @@ impl Builder<'_> {
     }
 }
 
+/// Advances `vars`, an index into `shape`, to the next flat position (row-major).
+fn next_index(vars: &mut [usize], shape: &[usize]) {
+    for (v, &d) in vars.iter_mut().zip(shape).rev() {
+        *v += 1;
+        if *v < d {
+            return;
+        }
+        *v = 0;
+    }
+}
+
 /// How many consecutive outputs a store map keeps contiguous: the largest `run` dividing
 /// the last axis's length such that `map(o + 1) == map(o) + 1` whenever `o + 1` is not a
 /// multiple of `run` (a transpose that keeps the last axis moves whole runs of it, and the
@@ -486,15 +497,6 @@ pub fn contiguous_run(map: &Ix, shape: &[usize]) -> usize {
     }
     // the index of flat position `o`, advanced one position at a time
     let mut vars = vec![0usize; shape.len()];
-    let advance = |vars: &mut [usize]| {
-        for (v, &d) in vars.iter_mut().zip(shape).rev() {
-            *v += 1;
-            if *v < d {
-                return;
-            }
-            *v = 0;
-        }
-    };
     let gcd = |mut a: usize, mut b: usize| {
         while b != 0 {
             (a, b) = (b, a % b);
@@ -505,7 +507,7 @@ pub fn contiguous_run(map: &Ix, shape: &[usize]) -> usize {
     let mut run = last;
     let mut prev = map.eval(&vars);
     for o in 1..total {
-        advance(&mut vars);
+        next_index(&mut vars, shape);
         let here = map.eval(&vars);
         if o % run != 0 && here != prev.wrapping_add(1) {
             run = gcd(run, o % last);
@@ -529,15 +531,6 @@ pub fn column_step(map: &Ix, shape: &[usize], width: usize) -> usize {
         return 0;
     }
     let mut vars = vec![0usize; shape.len()];
-    let advance = |vars: &mut [usize]| {
-        for (v, &d) in vars.iter_mut().zip(shape).rev() {
-            *v += 1;
-            if *v < d {
-                return;
-            }
-            *v = 0;
-        }
-    };
     crate::work::add(crate::work::Stage::Codegen, total);
     // the map's values of the last `last` positions, by position modulo `last`
     let mut row = vec![0usize; last];
@@ -555,7 +548,7 @@ pub fn column_step(map: &Ix, shape: &[usize], width: usize) -> usize {
             }
         }
         *slot = here;
-        advance(&mut vars);
+        next_index(&mut vars, shape);
     }
     step.unwrap_or(0)
 }
