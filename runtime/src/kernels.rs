@@ -855,6 +855,11 @@ fn store_runs(
                 // included, was 2% of bert_tiny's and bert6's time)
                 for column in 0..width {
                     let first = store(base + column);
+                    // (the compiler's promise, checked in debug builds: the tests')
+                    debug_assert!(
+                        (0..rows).all(|r| store(base + column + r * width) == first + r * step),
+                        "a store map's column does not keep step {step}"
+                    );
                     for r in 0..rows {
                         out[first + r * step] = values[column + r * width];
                     }
