@@ -845,9 +845,49 @@ impl From<Reported> for LowerError {
     }
 }
 
+/// The op a user most likely meant by the unknown `name`: this DSL's name for a PyTorch or
+/// ONNX spelling ([`OTHER_OP_NAMES`]), else the nearest op name if `name` is a typo.
 fn closest(name: &str) -> Option<&'static str> {
-    closest_of(name, ops().map(|o| o.name))
+    OTHER_OP_NAMES
+        .iter()
+        .find(|(other, _)| *other == name)
+        .map(|(_, ours)| *ours)
+        .or_else(|| closest_of(name, ops().map(|o| o.name)))
 }
+
+/// Op names users bring from PyTorch (`torch`, `torch.nn.functional`, module names in
+/// snake case) or ONNX (operator names in snake case) that are too far from this DSL's
+/// name to be found as a typo: `(theirs, ours)`. The ops' own names stay the DSL's (a
+/// name per op); these only feed the unknown-op hint.
+const OTHER_OP_NAMES: &[(&str, &str)] = &[
+    ("global_average_pool", "global_avg_pool2d"),
+    ("global_max_pool", "global_max_pool2d"),
+    ("average_pool", "avg_pool2d"),
+    ("avg_pool", "avg_pool2d"),
+    ("max_pool", "max_pool2d"),
+    ("batch_normalization", "batch_norm"),
+    ("batch_norm2d", "batch_norm"),
+    ("layer_normalization", "layer_norm"),
+    ("group_normalization", "group_norm"),
+    ("instance_normalization", "instance_norm"),
+    ("gemm", "linear"),
+    ("dense", "linear"),
+    ("fully_connected", "linear"),
+    ("mm", "matmul"),
+    ("bmm", "matmul"),
+    ("cat", "concat"),
+    ("concatenate", "concat"),
+    ("view", "reshape"),
+    ("clamp", "clip"),
+    ("hardtanh", "clip"),
+    ("swish", "silu"),
+    ("interpolate", "resize"),
+    ("upsample", "resize"),
+    ("pixel_shuffle", "depth_to_space"),
+    ("pixel_unshuffle", "space_to_depth"),
+    ("mean", "reduce_mean"),
+    ("sum", "reduce_sum"),
+];
 
 /// The candidate nearest to `name` by edit distance (with transpositions), if it is near
 /// enough to be a typo: at most 2 edits, and fewer than half the letters.
@@ -1111,6 +1151,23 @@ fn unary(b: &mut Bind<'_, '_>, op: UnaryOp) -> Result<Val, LowerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every PyTorch or ONNX spelling the unknown-op hint knows leads to an op of this
+    /// DSL, and none shadows one (a name in both would never reach the hint).
+    #[test]
+    fn other_op_names_lead_to_ops() {
+        let names: Vec<&str> = ops().map(|o| o.name).collect();
+        for (theirs, ours) in OTHER_OP_NAMES {
+            assert!(
+                names.contains(ours),
+                "`{theirs}` leads to `{ours}`, not an op"
+            );
+            assert!(!names.contains(theirs), "`{theirs}` is an op of its own");
+        }
+        assert_eq!(closest("global_average_pool"), Some("global_avg_pool2d"));
+        assert_eq!(closest("sofmax"), Some("softmax"), "typos still found");
+        assert_eq!(closest("no_such_thing"), None);
+    }
 
     #[test]
     fn defaults_are_read_from_the_signatures() {
