@@ -508,9 +508,20 @@ fn prepare_steps(
 ) -> Result<(TokenStream, usize, usize), TokenStream> {
     let graph = &model.graph;
     let layout = &stage.layout;
-    let (loaded_len, derived_len, live_len) =
-        (layout.loaded_len, layout.derived_len, layout.live_len);
-    let param_len = loaded_len + derived_len + stage.memory.arena_len;
+    let (loaded_len, derived_len, live_len, derived_start) = (
+        layout.loaded_len,
+        layout.derived_len,
+        layout.live_len,
+        layout.derived_start,
+    );
+    // (a derived block that moves past the loaded parameters, to its cache line, ends
+    // before the buffer's last float: the mark `compact` leaves)
+    let param_len =
+        (loaded_len + derived_len + stage.memory.arena_len).max(if derived_start > loaded_len {
+            layout.run_len() + 1
+        } else {
+            0
+        });
     let mut ranges = Vec::new();
     for param in graph.params.iter().skip(loaded_params) {
         let Some(Slot::Param { offset, len }) = run_plan.slots.get(param.value) else {
@@ -520,12 +531,20 @@ fn prepare_steps(
             );
             return Err(quote! { ::core::compile_error!(#msg); });
         };
-        let start = offset - live_len;
+        let start = offset - derived_start;
         ranges.push(quote! { (#start, #len) });
     }
     let load_model = load_model(model, stage);
     let outputs = &load_model.output_names;
     let body = steps(&load_model, &stage.fusion, &stage.memory, "load", block_fns)?;
+    // the padding between derived parameters (each on a cache line) made zeros, as in an
+    // embedded buffer
+    let lens: usize = layout.derived.iter().map(|&(_, len)| len).sum();
+    let clear = if lens < derived_len {
+        quote! { derived.fill(0.0); }
+    } else {
+        quote! {}
+    };
     let arena_binding = if stage.memory.arena_len > 0 {
         quote! {}
     } else {
@@ -544,7 +563,7 @@ fn prepare_steps(
                 ::dnnfusion::runtime::prepare::compact(
                     buffer,
                     &[#(#moves),*],
-                    (#loaded_len, #derived_len, #live_len),
+                    (#loaded_len, #derived_len, #live_len, #derived_start),
                 );
             },
         )
@@ -558,6 +577,7 @@ fn prepare_steps(
                 let (p, derived) = buffer.split_at_mut(#loaded_len);
                 let p: &[f32] = p;
                 let (derived, arena) = derived.split_at_mut(#derived_len);
+                #clear
                 let [#(#outputs),*] = ::dnnfusion::runtime::arena::disjoint(derived, [#(#ranges),*]);
                 #arena_binding
                 #(#body)*

