@@ -802,6 +802,7 @@ pub fn matmul_panels(
     let simd = crate::simd::avx2_fma();
     let out = &mut out[..m * n];
     let threads = crate::threads::current();
+    #[cfg(feature = "threads")]
     if m == 1 && threads > 1 && k * n >= MATVEC_PARALLEL_MIN_MACS {
         // whole panels to each thread, the epilogue over the finished row
         let per = n.div_ceil(threads).next_multiple_of(PANEL);
@@ -1812,9 +1813,9 @@ const TILE_ROWS: usize = crate::simd::GEMM_MR;
 /// Multiply-adds below which a kernel does not split its work over threads (the hand-off
 /// costs a few microseconds).
 const PARALLEL_MIN_MACS: usize = 1 << 20;
-/// [`PARALLEL_MIN_MACS`] for a matrix-vector `linear` (a classifier), which reads each
+/// [`PARALLEL_MIN_MACS`] for a matrix-vector product (a classifier), which reads each
 /// weight once: resnet18's 512 -> 1000 (0.5 M) took 0.11-0.16 ms on one thread.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", feature = "threads"))]
 const MATVEC_PARALLEL_MIN_MACS: usize = 1 << 18;
 /// [`PARALLEL_MIN_MACS`] for depthwise convolutions, whose multiply-adds run several
 /// times slower than a GEMM's: mobilenet_v2's on 14x14 and 7x7 maps (0.25-1 M) ran on one
