@@ -596,8 +596,8 @@ pub fn linear(
 
 /// A matrix-vector product `x[k] @ w[outs, k]^T` on x86_64 with AVX2 and FMA (the
 /// caller checks them and [`crate::simd::linear_avx2_fits`]`(1, outs)`): the AVX-512
-/// kernel where the CPU has it (every output summed in one order, whatever `outs`), else
-/// the AVX2 tiles. Each value goes to `sink(output, value)`.
+/// kernel where the CPU has it, else its AVX2 form (every output summed in one order,
+/// whatever `outs`). Each value goes to `sink(output, value)`.
 #[cfg(target_arch = "x86_64")]
 fn matvec(x: &[f32], w: &[f32], (k, outs): (usize, usize), mut sink: impl FnMut(usize, f32)) {
     if crate::simd::avx512() {
@@ -608,10 +608,10 @@ fn matvec(x: &[f32], w: &[f32], (k, outs): (usize, usize), mut sink: impl FnMut(
         };
         return;
     }
-    // SAFETY: AVX2, FMA, a row and an output: the caller's contract
+    // SAFETY: AVX2 and FMA: the caller's contract; the kernel checks the slices
     #[allow(unsafe_code)]
     unsafe {
-        crate::simd::linear_avx2(x, w, (1, k, outs), |_, o, v| sink(o, v))
+        crate::simd::matvec_avx2(x, w, (k, outs), sink)
     };
 }
 
