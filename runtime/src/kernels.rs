@@ -599,7 +599,7 @@ pub fn linear(
 /// kernel where the CPU has it, else its AVX2 form (every output summed in one order,
 /// whatever `outs`). Each value goes to `sink(output, value)`.
 #[cfg(target_arch = "x86_64")]
-fn matvec(x: &[f32], w: &[f32], (k, outs): (usize, usize), mut sink: impl FnMut(usize, f32)) {
+fn matvec(x: &[f32], w: &[f32], (k, outs): (usize, usize), sink: impl FnMut(usize, f32)) {
     if crate::simd::avx512() {
         // SAFETY: `avx512` has just checked AVX-512F; the kernel checks the slices
         #[allow(unsafe_code)]
