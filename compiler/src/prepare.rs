@@ -63,7 +63,7 @@ const WINOGRAD4_MIN_TILES: usize = 64;
 /// parameter, [`split`] computes it once at load time; the product then packs nothing per
 /// call (it used to repack `Wᵀ`'s panels on every call: a fifth of a 6-layer BERT's time).
 /// A `linear` with two or three rows, or one row and fewer than
-/// [`MATVEC_PACK_MIN_WEIGHTS`] weights, or fewer than sixteen outputs keeps its weight as
+/// `MATVEC_PACK_MIN_WEIGHTS` (65,536) weights, or fewer than sixteen outputs keeps its weight as
 /// it is; so do nodes listed in `keep`. Likewise a `conv2d` (not depthwise) with at least 16 output channels per
 /// group and 4096 weights (`TILE_MIN_CHANNELS`, `TILE_MIN_WEIGHTS`) reads its weight as
 /// `tile_conv_weights(W)` (`Op::TileConvWeights`: blocks of 16 output channels

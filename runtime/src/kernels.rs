@@ -791,7 +791,7 @@ pub(crate) fn matvec_panels_here(x: &[f32], panels: &[f32], out: &mut [f32], k: 
 /// `out [rows, n] = a [rows, k] @ b` for `b [k, n]` packed by [`pack_panels`] (its
 /// transpose); the row epilogue `epi(base, row)` runs over each finished output row.
 /// Rows split over the threads (`threads::with_threads`, feature `threads`); a single
-/// row ([`matvec_panels`]) splits its panels instead.
+/// row (a matrix-vector product) splits its panels instead.
 pub fn matmul_panels(
     a: &[f32],
     panels: &[f32],

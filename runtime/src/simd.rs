@@ -1642,8 +1642,7 @@ pub unsafe fn matvec_avx512(
         (1u16 << (k - main)) - 1
     };
     for o0 in tile_starts(outs, MATVEC_OUTS) {
-        let rows: [*const f32; MATVEC_OUTS] =
-            core::array::from_fn(|o| w[(o0 + o).min(outs - 1) * k..].as_ptr());
+        let rows = matvec_rows(w, o0, (k, outs));
         let mut acc = [_mm512_setzero_ps(); MATVEC_OUTS];
         let xp = x.as_ptr();
         for i in (0..main).step_by(16) {
@@ -1666,6 +1665,12 @@ pub unsafe fn matvec_avx512(
             sink(o0 + o, _mm512_reduce_add_ps(*a));
         }
     }
+}
+
+/// The first floats of the weight rows of a matrix-vector step from output `o0` (the
+/// last row again past `outs`).
+fn matvec_rows(w: &[f32], o0: usize, (k, outs): (usize, usize)) -> [*const f32; MATVEC_OUTS] {
+    core::array::from_fn(|o| w[(o0 + o).min(outs - 1) * k..].as_ptr())
 }
 
 /// [`matvec_avx512`] on AVX2 and FMA: eight weight rows at a time, per 8 floats along `k`
@@ -1695,8 +1700,7 @@ pub unsafe fn matvec_avx2(
     }
     let main = k / 8 * 8;
     for o0 in tile_starts(outs, MATVEC_OUTS) {
-        let first = |o: usize| (o0 + o).min(outs - 1) * k;
-        let rows: [*const f32; MATVEC_OUTS] = core::array::from_fn(|o| w[first(o)..].as_ptr());
+        let rows = matvec_rows(w, o0, (k, outs));
         let mut acc = [_mm256_setzero_ps(); MATVEC_OUTS];
         let xp = x.as_ptr();
         for i in (0..main).step_by(8) {
@@ -1713,7 +1717,7 @@ pub unsafe fn matvec_avx2(
             _mm256_storeu_ps(lanes.as_mut_ptr(), *a);
             let mut sum = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
                 + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
-            let row = &w[first(o)..first(o) + k];
+            let row = &w[(o0 + o) * k..(o0 + o + 1) * k];
             for (xv, wv) in x[main..k].iter().zip(&row[main..]) {
                 sum += xv * wv;
             }
