@@ -63,13 +63,13 @@ const WINOGRAD4_MIN_TILES: usize = 64;
 /// parameter, [`split`] computes it once at load time; the product then packs nothing per
 /// call (it used to repack `Wᵀ`'s panels on every call: a fifth of a 6-layer BERT's time).
 /// A `linear` with two or three rows, or one row and fewer than
-/// `MATVEC_PACK_MIN_WEIGHTS` (65,536) weights, or fewer than sixteen outputs keeps its weight as
-/// it is; so do nodes listed in `keep`. Likewise a `conv2d` (not depthwise) with at least 16 output channels per
-/// group and 4096 weights (`TILE_MIN_CHANNELS`, `TILE_MIN_WEIGHTS`) reads its weight as
-/// `tile_conv_weights(W)` (`Op::TileConvWeights`: blocks of 16 output channels
-/// interleaved, so the AVX-512 register tile's sixteen broadcasts per step read one cache
-/// line; 1.3-1.6x on resnet18's convolutions). Returns the new graph and, per node of
-/// `graph`, its index there (the product).
+/// `MATVEC_PACK_MIN_WEIGHTS` (65,536) weights, or fewer than sixteen outputs keeps its
+/// weight as it is; so do nodes listed in `keep`. Likewise a `conv2d` (not depthwise) with
+/// at least 16 output channels per group and 4096 weights (`TILE_MIN_CHANNELS`,
+/// `TILE_MIN_WEIGHTS`) reads its weight as `tile_conv_weights(W)` (`Op::TileConvWeights`:
+/// blocks of 16 output channels interleaved, so the AVX-512 register tile's sixteen
+/// broadcasts per step read one cache line; 1.3-1.6x on resnet18's convolutions). Returns
+/// the new graph and, per node of `graph`, its index there (the product).
 pub fn pack_weights(graph: &Graph, keep: &[usize]) -> (Graph, Vec<Option<usize>>) {
     let param_only = parameter_only(graph);
     work::add(Stage::Prepare, graph.nodes.len() + graph.values.len());
