@@ -298,3 +298,46 @@ mod torchvision {
         );
     }
 }
+
+#[test]
+fn run_observed_reports_each_block_once_in_order_with_the_same_output() {
+    // unet_small: its concatenations are stored in place (listed blocks that run no code,
+    // observed all the same)
+    let data = &dnnfusion_models::UNET_SMALL_DATA;
+    let model = reference::UNetSmall::from_safetensors(data.weights).unwrap();
+    let input: Vec<f32> = npy::read_f32(data.input).unwrap().iter().copied().collect();
+    let output_len: usize = reference::UNetSmall::OUTPUT_SHAPES[0].iter().product();
+    let mut arena = vec![0.0; reference::UNetSmall::ARENA_LEN];
+    let (mut plain, mut observed_out) = (vec![0.0; output_len], vec![0.0; output_len]);
+    model
+        .run_slices(&[&input], &mut [&mut plain], &mut arena)
+        .unwrap();
+    let mut seen = Vec::new();
+    model
+        .run_slices_observed(&[&input], &mut [&mut observed_out], &mut arena, &mut |k| {
+            seen.push(k)
+        })
+        .unwrap();
+    let blocks = reference::UNetSmall::FUSION_REPORT.block_list.len();
+    assert!(blocks > 10);
+    assert_eq!(seen, (0..blocks).collect::<Vec<_>>());
+    assert_eq!(
+        plain.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        observed_out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    );
+    // lenet without fusion: one block per op but its flatten, which aliases its operand
+    // (runs no code, not listed): still one call per listed block
+    use reference::unfused::LeNet;
+    let model = LeNet::from_safetensors(dnnfusion_models::LENET_DATA.weights).unwrap();
+    let input = vec![0.5; 784];
+    let (mut out, mut arena) = (vec![0.0; 10], vec![0.0; LeNet::ARENA_LEN]);
+    let mut seen = Vec::new();
+    model
+        .run_slices_observed(&[&input], &mut [&mut out], &mut arena, &mut |k| {
+            seen.push(k)
+        })
+        .unwrap();
+    let blocks = LeNet::FUSION_REPORT.block_list.len();
+    assert_eq!(blocks, LeNet::OP_COUNT - 1);
+    assert_eq!(seen, (0..blocks).collect::<Vec<_>>());
+}

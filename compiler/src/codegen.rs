@@ -129,7 +129,7 @@ pub fn codegen(
     let output_positions: Vec<usize> = (0..output_idents.len()).collect();
 
     let mut block_fns: Vec<SharedFn> = Vec::new();
-    let body = match steps(model, fusion, plan, "blk", &mut block_fns) {
+    let body = match steps(model, fusion, plan, ("blk", true), &mut block_fns) {
         Ok(body) => body,
         Err(error) => return error,
     };
@@ -297,6 +297,14 @@ pub fn codegen(
             #[doc = #run_doc]
             #[allow(clippy::too_many_arguments)]
             pub fn run(&self, #(#input_args,)* #(#output_args,)* arena: &mut [f32; #arena_len]) {
+                self.run_observed(#(#input_idents,)* #(#output_idents,)* arena, &mut |_| {});
+            }
+
+            /// [`Self::run`], calling `observe(block)` as each block of
+            /// `FUSION_REPORT.block_list` finishes (its index there), in order: a clock read
+            /// there times each block of the model (`bench --blocks`).
+            #[allow(clippy::too_many_arguments)]
+            pub fn run_observed(&self, #(#input_args,)* #(#output_args,)* arena: &mut [f32; #arena_len], observe: &mut dyn ::core::ops::FnMut(usize)) {
                 #(#input_bindings)*
                 #params_binding
                 #arena_binding
@@ -324,6 +332,7 @@ pub fn codegen(
             const RUN_LEN: usize = #run_len;
             const PARAMS: &'static [::dnnfusion::runtime::ParamSpec] = Self::PARAMS;
             const OP_COUNT: usize = #op_count;
+            const FUSION_REPORT: ::dnnfusion::runtime::FusionReport = Self::FUSION_REPORT;
 
             fn from_static_params(params: ::dnnfusion::runtime::Params<'static>) -> ::core::result::Result<Self, ::dnnfusion::runtime::LoadError> {
                 Self::from_params(params)
@@ -333,7 +342,7 @@ pub fn codegen(
                 Self::prepare(buffer)
             }
 
-            fn run_slices(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], arena: &mut [f32]) -> ::core::result::Result<(), ::dnnfusion::runtime::RunError> {
+            fn run_slices_observed(&self, inputs: &[&[f32]], outputs: &mut [&mut [f32]], arena: &mut [f32], observe: &mut dyn ::core::ops::FnMut(usize)) -> ::core::result::Result<(), ::dnnfusion::runtime::RunError> {
                 ::dnnfusion::runtime::RunError::check_counts(inputs.len(), outputs.len(), Self::INPUT_SHAPES.len(), Self::OUTPUT_SHAPES.len())?;
                 #(
                     let #input_idents = &::dnnfusion::runtime::RunError::#slice_inputs(inputs, #input_positions)?;
@@ -345,7 +354,7 @@ pub fn codegen(
                     let #output_idents = ::dnnfusion::runtime::RunError::output(#output_idents, #output_positions)?;
                 )*
                 let arena = ::dnnfusion::runtime::RunError::arena(arena)?;
-                self.run(#(#input_idents,)* #(#output_idents,)* arena);
+                self.run_observed(#(#input_idents,)* #(#output_idents,)* arena, observe);
                 ::core::result::Result::Ok(())
             }
         }
@@ -373,11 +382,13 @@ type SharedFn = (BlockFn, String, Vec<String>);
 /// The statements that execute `fusion`'s blocks in order (one kernel call or one fused
 /// function call each), then copy the outputs that are not written in place. Block
 /// functions go to `block_fns`, named `{prefix}NN_ops` and shared by identical blocks.
+/// When `observed`, each block the fusion report lists is followed by `observe(k)`, `k`
+/// its index in the report's `block_list` (`report::Report` skips the same aliases).
 fn steps(
     model: &ModelIr,
     fusion: &FusionPlan,
     plan: &MemoryPlan,
-    prefix: &str,
+    (prefix, observed): (&str, bool),
     block_fns: &mut Vec<SharedFn>,
 ) -> Result<Vec<TokenStream>, TokenStream> {
     let graph = &model.graph;
@@ -388,6 +399,8 @@ fn steps(
         facts: fuse::Facts::new(graph),
         runs: HashMap::new(),
     };
+    // the blocks the fusion report lists so far (all but the aliases)
+    let mut reported = 0usize;
     // the shared functions by key, so that finding one does not scan them all
     let mut shared: HashMap<String, usize> = block_fns
         .iter()
@@ -405,14 +418,21 @@ fn steps(
             // a reshape whose result shares its operand's memory: nothing to run
             continue;
         }
+        let observe = observed.then(|| {
+            let k = reported;
+            quote! { observe(#k); }
+        });
+        reported += 1;
         if plan.concatenated_in_place(sink_node.output) {
             // a concatenation whose operands were stored in its range: nothing to run
+            body.extend(observe);
             continue;
         }
         if let [only] = block.nodes.as_slice() {
             if let Some(node) = graph.nodes.get(*only) {
                 body.push(node_call(model, plan, &names, node));
             }
+            body.extend(observe);
             continue;
         }
         // a pooling planned in place reads and writes one range of the arena: its operand
@@ -464,6 +484,7 @@ fn steps(
                 Self::#call_name(#(#args,)* #out_arg);
             }
         });
+        body.extend(observe);
     }
     for &(position, value) in &plan.output_copies {
         let dst = model
@@ -536,7 +557,13 @@ fn prepare_steps(
     }
     let load_model = load_model(model, stage);
     let outputs = &load_model.output_names;
-    let body = steps(&load_model, &stage.fusion, &stage.memory, "load", block_fns)?;
+    let body = steps(
+        &load_model,
+        &stage.fusion,
+        &stage.memory,
+        ("load", false),
+        block_fns,
+    )?;
     // the padding between derived parameters (each on a cache line) made zeros, as in an
     // embedded buffer
     let lens: usize = layout.derived.iter().map(|&(_, len)| len).sum();

@@ -619,13 +619,28 @@ fn stub_types(tokens: &TokenStream) -> TokenStream {
                             const RUN_LEN: usize = 0;
                             const PARAMS: &'static [::dnnfusion::runtime::ParamSpec] = &[];
                             const OP_COUNT: usize = 0;
+                            const FUSION_REPORT: ::dnnfusion::runtime::FusionReport = ::dnnfusion::runtime::FusionReport {
+                                model: "",
+                                ops: 0,
+                                ops_after_rewrite: 0,
+                                ops_at_load: 0,
+                                rewrites: &[],
+                                flops_before: 0,
+                                flops_after: 0,
+                                blocks: 0,
+                                fusion: false,
+                                irs_bytes_before: 0,
+                                irs_bytes_after: 0,
+                                arena_bytes: 0,
+                                block_list: &[],
+                            };
                             fn from_static_params(_: ::dnnfusion::runtime::Params<'static>) -> ::core::result::Result<Self, ::dnnfusion::runtime::LoadError> {
                                 ::core::result::Result::Err(::dnnfusion::runtime::LoadError::Malformed { reason: "the model did not compile" })
                             }
                             fn prepare(_: &mut [f32]) -> ::core::result::Result<(), ::dnnfusion::runtime::LoadError> {
                                 ::core::result::Result::Err(::dnnfusion::runtime::LoadError::Malformed { reason: "the model did not compile" })
                             }
-                            fn run_slices(&self, _: &[&[f32]], _: &mut [&mut [f32]], _: &mut [f32]) -> ::core::result::Result<(), ::dnnfusion::runtime::RunError> {
+                            fn run_slices_observed(&self, _: &[&[f32]], _: &mut [&mut [f32]], _: &mut [f32], _: &mut dyn ::core::ops::FnMut(usize)) -> ::core::result::Result<(), ::dnnfusion::runtime::RunError> {
                                 ::core::result::Result::Ok(())
                             }
                         }

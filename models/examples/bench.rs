@@ -11,10 +11,12 @@
 //! (weights read from `../shared/reference/<name>/`), bert6 (weights read from
 //! `dnnfusion_models::bert6::reference_dir()`, made by `bash models/bert6/setup.sh`).
 //! `--threads N` runs the model inside `dnnfusion::runtime::threads::with_threads(N, ..)`.
+//! `--blocks` also times each block of the fusion report in every timed call (through
+//! `Model::run_slices_observed`) and prints each block's median, slowest first.
 
 use std::time::Instant;
 
-use dnnfusion::{npy, Model};
+use dnnfusion::{npy, runtime::FusionReport, Model};
 use dnnfusion_models::{bert6, reference, torchvision, ReferenceData};
 
 struct Options {
@@ -22,6 +24,7 @@ struct Options {
     threads: usize,
     json: bool,
     unfused: bool,
+    blocks: bool,
 }
 
 fn parse() -> Result<Options, String> {
@@ -30,6 +33,7 @@ fn parse() -> Result<Options, String> {
         threads: 1,
         json: false,
         unfused: false,
+        blocks: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -43,9 +47,10 @@ fn parse() -> Result<Options, String> {
             }
             "--json" => options.json = true,
             "--unfused" => options.unfused = true,
+            "--blocks" => options.blocks = true,
             other => {
                 return Err(format!(
-                    "unknown option `{other}`; options: --model NAME --threads N --json --unfused"
+                    "unknown option `{other}`; options: --model NAME --threads N --json --unfused --blocks"
                 ))
             }
         }
@@ -90,37 +95,57 @@ fn data(name: &str) -> Result<(Vec<u8>, Vec<f32>), String> {
     Ok((weights, input))
 }
 
-fn measure<M: Model + Sync>(model: &M, input: &[f32], threads: usize) -> Vec<f64> {
-    dnnfusion::runtime::threads::with_threads(threads, || measure_here(model, input))
+/// The timed calls: each call's time, and with `--blocks` each block's times (ms), by the
+/// block's index in the fusion report.
+struct Measured {
+    times: Vec<f64>,
+    blocks: Vec<Vec<f64>>,
 }
 
-fn measure_here<M: Model>(model: &M, input: &[f32]) -> Vec<f64> {
+fn measure<M: Model + Sync>(model: &M, input: &[f32], threads: usize, blocks: bool) -> Measured {
+    dnnfusion::runtime::threads::with_threads(threads, || measure_here(model, input, blocks))
+}
+
+fn measure_here<M: Model>(model: &M, input: &[f32], by_block: bool) -> Measured {
     let mut outputs: Vec<Vec<f32>> = M::OUTPUT_SHAPES
         .iter()
         .map(|s| vec![0.0; s.iter().product()])
         .collect();
     // (on a cache line, as `infer` allocates it)
     let mut arena = dnnfusion::runtime::AlignedFloats::zeroed(M::ARENA_LEN);
-    let mut call = || {
+    let mut blocks: Vec<Vec<f64>> = Vec::new();
+    let mut call = |timed: bool| {
         let mut views: Vec<&mut [f32]> = outputs.iter_mut().map(|o| o.as_mut_slice()).collect();
-        model
-            .run_slices(&[input], &mut views, &mut arena)
-            .expect("shapes checked by the model's consts");
+        let ran = if by_block && timed {
+            // each block's time: from the end of the one before (or the call's start)
+            let mut last = Instant::now();
+            model.run_slices_observed(&[input], &mut views, &mut arena, &mut |k| {
+                let now = Instant::now();
+                if blocks.len() <= k {
+                    blocks.resize(k + 1, Vec::new());
+                }
+                blocks[k].push((now - last).as_secs_f64() * 1e3);
+                last = now;
+            })
+        } else {
+            model.run_slices(&[input], &mut views, &mut arena)
+        };
+        ran.expect("shapes checked by the model's consts");
     };
     let start = Instant::now();
     let mut warmup = 0;
     while warmup < 10 || start.elapsed().as_secs_f64() < 1.0 {
-        call();
+        call(false);
         warmup += 1;
     }
     let mut times = Vec::new();
     let start = Instant::now();
     while times.len() < 30 || start.elapsed().as_secs_f64() < 3.0 {
         let t = Instant::now();
-        call();
+        call(true);
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    times
+    Measured { times, blocks }
 }
 
 /// Nanoseconds for one round trip of a cache line between two threads (median of five
@@ -160,9 +185,18 @@ fn round_trip_ns() -> f64 {
     rounds[2]
 }
 
-fn run<M: Model + Sync>(weights: &[u8], input: &[f32], threads: usize) -> Result<Vec<f64>, String> {
+fn run<M: Model + Sync>(
+    (weights, input): (&[u8], &[f32]),
+    threads: usize,
+    blocks: bool,
+) -> Result<(Measured, FusionReport), String> {
     let model = dnnfusion::runtime::load_safetensors::<M>(weights).map_err(|e| e.to_string())?;
-    Ok(measure(&model, input, threads))
+    Ok((measure(&model, input, threads, blocks), M::FUSION_REPORT))
+}
+
+fn median_of(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn main() {
@@ -176,29 +210,31 @@ fn main() {
     // the kernels split their work over `--threads` threads (a persistent pool)
     let threads = options.threads;
     let trip_before = (threads > 1).then(round_trip_ns);
+    let blocks = options.blocks;
     let result = data(&options.model).and_then(|(weights, input)| {
+        let data = (weights.as_slice(), input.as_slice());
         use reference::{unfused as ru, BertTiny, LeNet, Mlp, UNetSmall};
         use torchvision::{unfused as tu, MobileNetV2, ResNet18};
         match (options.model.as_str(), options.unfused) {
-            ("mlp", false) => run::<Mlp>(&weights, &input, threads),
-            ("mlp", true) => run::<ru::Mlp>(&weights, &input, threads),
-            ("lenet", false) => run::<LeNet>(&weights, &input, threads),
-            ("lenet", true) => run::<ru::LeNet>(&weights, &input, threads),
-            ("bert_tiny", false) => run::<BertTiny>(&weights, &input, threads),
-            ("bert_tiny", true) => run::<ru::BertTiny>(&weights, &input, threads),
-            ("unet_small", false) => run::<UNetSmall>(&weights, &input, threads),
-            ("unet_small", true) => run::<ru::UNetSmall>(&weights, &input, threads),
-            ("resnet18", false) => run::<ResNet18>(&weights, &input, threads),
-            ("resnet18", true) => run::<tu::ResNet18>(&weights, &input, threads),
-            ("mobilenet_v2", false) => run::<MobileNetV2>(&weights, &input, threads),
-            ("mobilenet_v2", true) => run::<tu::MobileNetV2>(&weights, &input, threads),
-            ("bert6", false) => run::<bert6::Bert6>(&weights, &input, threads),
-            ("bert6", true) => run::<bert6::unfused::Bert6>(&weights, &input, threads),
+            ("mlp", false) => run::<Mlp>(data, threads, blocks),
+            ("mlp", true) => run::<ru::Mlp>(data, threads, blocks),
+            ("lenet", false) => run::<LeNet>(data, threads, blocks),
+            ("lenet", true) => run::<ru::LeNet>(data, threads, blocks),
+            ("bert_tiny", false) => run::<BertTiny>(data, threads, blocks),
+            ("bert_tiny", true) => run::<ru::BertTiny>(data, threads, blocks),
+            ("unet_small", false) => run::<UNetSmall>(data, threads, blocks),
+            ("unet_small", true) => run::<ru::UNetSmall>(data, threads, blocks),
+            ("resnet18", false) => run::<ResNet18>(data, threads, blocks),
+            ("resnet18", true) => run::<tu::ResNet18>(data, threads, blocks),
+            ("mobilenet_v2", false) => run::<MobileNetV2>(data, threads, blocks),
+            ("mobilenet_v2", true) => run::<tu::MobileNetV2>(data, threads, blocks),
+            ("bert6", false) => run::<bert6::Bert6>(data, threads, blocks),
+            ("bert6", true) => run::<bert6::unfused::Bert6>(data, threads, blocks),
             (other, _) => Err(format!("unknown model `{other}`")),
         }
     });
-    let mut times = match result {
-        Ok(t) => t,
+    let (Measured { mut times, blocks }, report) = match result {
+        Ok(found) => found,
         Err(e) => {
             eprintln!("bench: {}: {e}", options.model);
             std::process::exit(1);
@@ -209,12 +245,33 @@ fn main() {
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let (min, max) = (times[0], times[times.len() - 1]);
+    // each block's median time, its ops and mapping type (`--blocks`)
+    let block_medians: Vec<(usize, f64, &str, &str)> = blocks
+        .into_iter()
+        .enumerate()
+        .map(|(k, mut t)| {
+            let block = report.block_list.get(k);
+            let (ops, mapping) = block.map_or(("?", "?"), |b| (b.ops, b.mapping));
+            (k, median_of(&mut t), ops, mapping)
+        })
+        .collect();
     if options.json {
         let trips = trips.map_or(String::new(), |(before, after)| {
             format!(",\"round_trip_ns\":[{before:.0},{after:.0}]")
         });
+        let blocks = if options.blocks {
+            let items: Vec<String> = block_medians
+                .iter()
+                .map(|(k, ms, ops, mapping)| {
+                    format!("{{\"block\":{k},\"ops\":\"{ops}\",\"mapping\":\"{mapping}\",\"median_ms\":{ms:.4}}}")
+                })
+                .collect();
+            format!(",\"blocks\":[{}]", items.join(","))
+        } else {
+            String::new()
+        };
         println!(
-            "{{\"model\":\"{}\",\"runtime\":\"dnnfusion\",\"fused\":{},\"threads\":{},\"median_ms\":{median:.4},\"min_ms\":{min:.4},\"max_ms\":{max:.4},\"runs\":{}{trips}}}",
+            "{{\"model\":\"{}\",\"runtime\":\"dnnfusion\",\"fused\":{},\"threads\":{},\"median_ms\":{median:.4},\"min_ms\":{min:.4},\"max_ms\":{max:.4},\"runs\":{}{trips}{blocks}}}",
             options.model,
             !options.unfused,
             options.threads,
@@ -235,5 +292,16 @@ fn main() {
             options.threads,
             times.len()
         );
+        if options.blocks {
+            // slowest first, with each block's share of the blocks' medians together
+            let total: f64 = block_medians.iter().map(|b| b.1).sum();
+            let mut sorted = block_medians;
+            sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
+            println!("block  median ms  share  mapping       ops");
+            for (k, ms, ops, mapping) in sorted {
+                let share = 100.0 * ms / total.max(f64::MIN_POSITIVE);
+                println!("{k:5}  {ms:9.4}  {share:4.1}%  {mapping:12}  {ops}");
+            }
+        }
     }
 }

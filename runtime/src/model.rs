@@ -746,6 +746,8 @@ pub trait Model: Sized {
     const PARAMS: &'static [ParamSpec];
     /// Number of ops executed.
     const OP_COUNT: usize;
+    /// What the compiler did, with the blocks `run_slices_observed` reports.
+    const FUSION_REPORT: FusionReport;
 
     /// Builds the model around a parameter buffer of `PARAM_LEN` floats.
     fn from_static_params(params: Params<'static>) -> Result<Self, LoadError>;
@@ -759,6 +761,18 @@ pub trait Model: Sized {
         inputs: &[&[f32]],
         outputs: &mut [&mut [f32]],
         arena: &mut [f32],
+    ) -> Result<(), RunError> {
+        self.run_slices_observed(inputs, outputs, arena, &mut |_| {})
+    }
+
+    /// [`Model::run_slices`], calling `observe(block)` as each block of the model's fusion
+    /// report (`FUSION_REPORT.block_list`) finishes, with its index there, in order.
+    fn run_slices_observed(
+        &self,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+        arena: &mut [f32],
+        observe: &mut dyn FnMut(usize),
     ) -> Result<(), RunError>;
 }
 
