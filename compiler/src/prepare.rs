@@ -48,6 +48,15 @@ const TILE_MIN_WEIGHTS: usize = 4096;
 /// alternating pairs). With fewer channels on either side the weight is tiled (or kept as
 /// it is, when small: [`TILE_MIN_WEIGHTS`] holds for Winograd too).
 const WINOGRAD_MIN_CHANNELS: usize = 16;
+/// Fewest output pixels of a 3x3 stride-1 `conv2d` run by Winograd's F(2x2, 3x3): a
+/// smaller map's weight is tiled. On resnet18's 512@7 layers the transformed weights (16
+/// points per 9 taps: 16.8 MB a layer, read from memory once per inference) cost more
+/// than the 2.25x fewer products save: the tiled direct sum runs them 10% faster inside
+/// the model (`bench --blocks`, 2026-12-06, two rounds of three alternated: 3.08-3.37 ->
+/// 2.87-3.02 ms each), though F(2x2) is faster alone on weights in cache (`conv_classes`:
+/// 102 against 87 GFLOP/s). 14x14 maps (196 pixels) stay Winograd: faster than ONNX
+/// Runtime's direct sum there (1.85-1.90 against 2.05 ms).
+const WINOGRAD_MIN_PIXELS: usize = 65;
 /// Fewest tiles of 4 x 4 output pixels on a Winograd convolution's map for F(4x4, 3x3)
 /// (36 products per 16 pixels, 4x fewer than the direct sum) rather than F(2x2, 3x3) (16
 /// per 4, 2.25x): maps of 32 x 32 and up. `conv_classes` (2026-12-05) puts F(4x4) at
@@ -119,7 +128,9 @@ pub fn pack_weights(graph: &Graph, keep: &[usize]) -> (Graph, Vec<Option<usize>>
             && c_out / groups >= TILE_MIN_CHANNELS
             && ws.iter().product::<usize>() >= TILE_MIN_WEIGHTS
             && param_only.get(*w).copied().unwrap_or(false);
+        let pixels = graph.shape(node.output).iter().skip(2).product::<usize>();
         let winograd = attrs.kernel == [3, 3]
+            && pixels >= WINOGRAD_MIN_PIXELS
             && attrs.stride == [1, 1]
             && attrs.dilation == [1, 1]
             && groups == 1
@@ -771,18 +782,21 @@ mod tests {
             })
         };
         let mut g = Graph::default();
-        let x = g.add_value("x".into(), vec![1, 128, 8, 8], ValueKind::Input(0));
+        let x = g.add_value("x".into(), vec![1, 128, 9, 9], ValueKind::Input(0));
         let big = g.add_value("big".into(), vec![1, 128, 32, 32], ValueKind::Input(1));
-        g.inputs = vec![x, big];
-        // 128 -> 160 stride 1: Winograd (F(2x2) on 8x8, F(4x4) on 32x32: 64 tiles of 4x4);
-        // the same with stride 2: tiles
+        let small = g.add_value("small".into(), vec![1, 128, 8, 8], ValueKind::Input(2));
+        g.inputs = vec![x, big, small];
+        // 128 -> 160 stride 1: Winograd (F(2x2) on 9x9, F(4x4) on 32x32: 64 tiles of 4x4);
+        // the same with stride 2, or on a map of 64 pixels: tiles
         let w1 = param(&mut g, "w1", vec![160, 128, 3, 3]);
         let w2 = param(&mut g, "w2", vec![160, 128, 3, 3]);
         let w3 = param(&mut g, "w3", vec![160, 128, 3, 3]);
-        let y1 = node(&mut g, conv(1), vec![x, w1], vec![1, 160, 8, 8]);
-        let y2 = node(&mut g, conv(2), vec![x, w2], vec![1, 160, 4, 4]);
+        let w4 = param(&mut g, "w4", vec![160, 128, 3, 3]);
+        let y1 = node(&mut g, conv(1), vec![x, w1], vec![1, 160, 9, 9]);
+        let y2 = node(&mut g, conv(2), vec![x, w2], vec![1, 160, 5, 5]);
         let y3 = node(&mut g, conv(1), vec![big, w3], vec![1, 160, 32, 32]);
-        g.outputs = vec![y1, y2, y3];
+        let y4 = node(&mut g, conv(1), vec![small, w4], vec![1, 160, 8, 8]);
+        g.outputs = vec![y1, y2, y3, y4];
         let (packed, _) = pack_weights(&g, &[]);
         let ops: Vec<&str> = packed.nodes.iter().map(|n| n.op.name()).collect();
         assert_eq!(
@@ -793,6 +807,8 @@ mod tests {
                 "tile_conv_weights",
                 "conv2d",
                 "winograd_weights",
+                "conv2d",
+                "tile_conv_weights",
                 "conv2d"
             ]
         );
@@ -807,9 +823,10 @@ mod tests {
             })
             .collect();
         let winograd = |tile| ConvWeights::Winograd { tile };
-        assert_eq!(layouts, [winograd(2), ConvWeights::Tiled, winograd(4)]);
+        let tiled = ConvWeights::Tiled;
+        assert_eq!(layouts, [winograd(2), tiled, winograd(4), tiled]);
         crate::check::check(&packed).unwrap();
-        assert_eq!(split(&packed, &[]).load.map(|l| l.nodes.len()), Some(3));
+        assert_eq!(split(&packed, &[]).load.map(|l| l.nodes.len()), Some(4));
     }
 
     #[test]
