@@ -5548,8 +5548,10 @@ mod tests {
             geom(1, (40, 1, 1), 20, 3, [1, 1], 1, 1, 1),
             // a depthwise kernel of more taps than its register-summed form takes
             geom(1, (4, 12, 12), 4, 9, [1, 1], 4, 1, 4),
-            // depthwise planes past `simd::DEPTHWISE_PLANE_EPILOGUE` (the epilogue by rows)
+            // depthwise planes past `simd::DEPTHWISE_PLANE_EPILOGUE` (the epilogue by rows),
+            // and a 40x40 one, flat (`simd::DEPTHWISE_FLAT_MAX`)
             geom(1, (2, 66, 66), 2, 3, [1, 1], 1, 1, 2),
+            geom(1, (3, 40, 40), 3, 3, [1, 1], 1, 1, 3),
             geom(1, (2, 130, 130), 2, 3, [2, 2], 1, 1, 2),
             // maps of at most 64 pixels by blocks of k (`small_map_gemm`): two blocks of
             // 400 input channels (384 + 16), three tiles of rows (40 channels: the third

@@ -2877,9 +2877,11 @@ pub unsafe fn depthwise_taps9_avx2(
 }
 
 /// Outputs per channel up to which [`depthwise_flat_avx512`] takes a depthwise
-/// convolution: a 32 x 32 map, 64 vectors (mobilenet_v2's dw 192@28 0.097-0.101 ->
-/// 0.078-0.096 ms; on its 56 x 56 maps the row kernel stays ahead, 0.22 against 0.23 ms).
-pub const DEPTHWISE_FLAT_MAX: usize = 1024;
+/// convolution: a 64 x 64 map, 256 vectors (mobilenet_v2's dw 192@28 0.097-0.101 ->
+/// 0.078-0.096 ms alone; its 144@56 inside the model 0.279-0.293 -> 0.256-0.258 ms,
+/// `bench --blocks`, two rounds of three alternated, where alone the row kernel was a
+/// little ahead, 0.22 against 0.23 ms).
+pub const DEPTHWISE_FLAT_MAX: usize = 4096;
 
 /// True when [`depthwise_flat_avx512`] takes `g`: stride and dilation 1, a 3x3, 5x5 or
 /// 7x7 kernel, the output as large as the input (padding `(k - 1) / 2` each side, as
