@@ -3,10 +3,10 @@
 //! compiler can prove each read in bounds; this test checks that it does. It builds the
 //! `tests/asm-probe` crate (one `dnn!` model whose block is a loop nest of 24 elements: a
 //! broadcast, a scalar and a transpose read as index arithmetic) in release with
-//! `--emit asm`, then reads the assembly: the model's `run`, with its block inlined, must
-//! contain the block's arithmetic and no call to `panic_bounds_check`, while the crate's
-//! control function (an index the compiler cannot bound) must contain one, which shows
-//! the search finds what it looks for.
+//! `--emit asm`, then reads the assembly: the model's `run` (with `run_observed`, its
+//! body), its block inlined, must contain the block's arithmetic and no call to
+//! `panic_bounds_check`, while the crate's control function (an index the compiler cannot
+//! bound) must contain one, which shows the search finds what it looks for.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -98,10 +98,11 @@ fn a_generated_loop_nest_has_no_bounds_check() {
         calls_bounds_panic(&body("control_read")),
         "the control keeps its bounds check"
     );
-    // the model's run, with the block it calls (inlined, or out of line as `blk00_...`)
+    // the model's run, with the body it calls (`run_observed`, inlined or not) and the
+    // block that calls (inlined, or out of line as `blk00_...`)
     let mut run = body("5Probe3run");
     for (symbol, lines) in &functions {
-        if symbol.contains("blk00") {
+        if symbol.contains("blk00") || symbol.contains("5Probe12run_observed") {
             run.extend(lines.iter().copied());
         }
     }
