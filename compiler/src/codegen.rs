@@ -383,7 +383,8 @@ type SharedFn = (BlockFn, String, Vec<String>);
 /// function call each), then copy the outputs that are not written in place. Block
 /// functions go to `block_fns`, named `{prefix}NN_ops` and shared by identical blocks.
 /// When `observed`, each block the fusion report lists is followed by `observe(k)`, `k`
-/// its index in the report's `block_list` (`report::Report` skips the same aliases).
+/// its index in the report's `block_list` (`report::FusionReport::new` skips the same
+/// aliases).
 fn steps(
     model: &ModelIr,
     fusion: &FusionPlan,
