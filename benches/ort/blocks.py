@@ -2,8 +2,9 @@
 """Layer by layer: each block of a dnnfusion model beside ONNX Runtime's node.
 
 Runs `bench --model NAME --blocks --json` (our blocks' median times, in execution order)
-and ONNX Runtime on the same ONNX file with its profiler on (`enable_profiling`, one
-thread, 300 calls; each node's median kernel time), then prints both lists side by side
+and ONNX Runtime on the same ONNX file with its profiler on (`enable_profiling`, 300
+calls; each node's median kernel time), both on `--threads` threads (1 by default),
+then prints both lists side by side
 with ours / ORT per row. The rows pair by position: meaningful where the two list the
 same layers in the same order (mobilenet_v2 and resnet18 do: one block per convolution
 with its epilogue, as ORT fuses them); the totals line says when the counts differ.
@@ -24,18 +25,18 @@ SHARED = os.path.join(os.path.dirname(REPO), "shared")
 SKIPPED = ("Flatten", "ReorderInput", "ReorderOutput")
 
 
-def ours(model, target):
+def ours(model, threads, target):
     cmd = [os.path.join(target, "release", "examples", "bench"), "--model", model,
-           "--blocks", "--json"]
+           "--threads", str(threads), "--blocks", "--json"]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def ort_nodes(model, calls):
+def ort_nodes(model, threads, calls):
     import numpy as np
     import onnxruntime as ort
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.enable_profiling = True
     options.profile_file_prefix = "/tmp/dnnfusion-ort-profile"
@@ -59,13 +60,14 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", required=True)
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
-    mine = ours(args.model, target)
-    nodes = ort_nodes(args.model, args.calls)
+    mine = ours(args.model, args.threads, target)
+    nodes = ort_nodes(args.model, args.threads, args.calls)
     rows = [n for n in nodes if n[1] not in SKIPPED]
     blocks = mine["blocks"]
-    print(f"{args.model}: ours {mine['median_ms']:.3f} ms a call, "
+    print(f"{args.model}, {args.threads} thread(s): ours {mine['median_ms']:.3f} ms a call, "
           f"{sum(b['median_ms'] for b in blocks):.3f} in {len(blocks)} blocks; "
           f"ORT {sum(n[2] for n in nodes):.3f} ms in {len(nodes)} nodes "
           f"({len(rows)} beside ours)")

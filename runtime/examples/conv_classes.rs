@@ -48,7 +48,9 @@ const CLASSES: &[(&str, usize, usize, usize, usize, usize, usize)] = &[
     ("mobilenet_v2 dw 3x3 s2 96@112", 96, 112, 96, 3, 2, 96),
     ("mobilenet_v2 dw 3x3 s1 144@56", 144, 56, 144, 3, 1, 144),
     ("mobilenet_v2 dw 3x3 s1 192@28", 192, 28, 192, 3, 1, 192),
+    ("mobilenet_v2 dw 3x3 s2 144@56", 144, 56, 144, 3, 2, 144),
     ("mobilenet_v2 dw 3x3 s2 192@28", 192, 28, 192, 3, 2, 192),
+    ("mobilenet_v2 dw 3x3 s2 576@14", 576, 14, 576, 3, 2, 576),
     ("mobilenet_v2 dw 3x3 s1 576@14", 576, 14, 576, 3, 1, 576),
     ("mobilenet_v2 dw 3x3 s1 960@7", 960, 7, 960, 3, 1, 960),
 ];

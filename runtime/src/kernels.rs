@@ -1913,8 +1913,8 @@ fn conv2d_gemm_with(
             #[cfg(feature = "threads")]
             if let (Some(plan), false) = (&banded, pointwise) {
                 if threads > 1 && worth_splitting && cout_g < 2 * threads * MAX_TILE_ROWS {
-                    gemm_banded_split(xg, g, plan, (wg, depth), bg, og, simd);
-                    each_row(simd, og, g.ow, first * pixels, &epi);
+                    let sums = (og, first * pixels);
+                    gemm_banded_split(xg, g, plan, (wg, depth), bg, sums, simd, epi);
                     continue;
                 }
             }
@@ -2159,15 +2159,16 @@ fn pointwise_split(
     let out = SplitOutput::new(out);
     crate::threads::for_each_part(pixels.div_ceil(per_part), |i| {
         let (lo, hi) = (i * per_part, pixels.min((i + 1) * per_part));
-        let mut part = alloc::vec![0.0f32; rows * (hi - lo)];
-        let sums = (&mut part[..], hi - lo);
-        pointwise_rows(simd, (a, depth), bias, x, g, (lo, hi), sums, base, epi);
-        for (r, sums) in part.chunks_exact(hi - lo).enumerate() {
-            // SAFETY: part `i` alone writes pixels `lo..hi` of each channel
-            #[allow(unsafe_code)]
-            let dst = unsafe { out.range(r * pixels + lo, hi - lo) };
-            dst.copy_from_slice(sums);
-        }
+        crate::threads::with_scratch(rows * (hi - lo), |part| {
+            let sums = (&mut part[..], hi - lo);
+            pointwise_rows(simd, (a, depth), bias, x, g, (lo, hi), sums, base, epi);
+            for (r, sums) in part.chunks_exact(hi - lo).enumerate() {
+                // SAFETY: part `i` alone writes pixels `lo..hi` of each channel
+                #[allow(unsafe_code)]
+                let dst = unsafe { out.range(r * pixels + lo, hi - lo) };
+                dst.copy_from_slice(sums);
+            }
+        });
     });
 }
 
@@ -2848,10 +2849,16 @@ impl BandPlan {
     }
 }
 
-/// [`gemm_banded`] for all output channels of a group with the output pixels split over
-/// the threads, whole bands each: each thread sums its pixels of every channel into a
-/// buffer of its own and copies it into `out` (`[channels, oh * ow]`). The same panels
-/// and sums as on one thread, so the same bits.
+/// [`gemm_banded`] for all output channels of a group with the output rows split over
+/// the threads: each thread sums its pixels of every channel into a buffer of its own
+/// ([`crate::threads::with_scratch`]), runs the epilogue on them and copies them into
+/// `out` (`[channels, oh * ow]`, whose first float is at `base` in the whole output).
+/// Each pixel's sums are those of one thread (the same multiply-adds in the same order
+/// whichever panel holds the pixel), so the same bits.
+///
+/// Against whole bands per thread, each buffer allocated and cleared per call and the
+/// epilogue run over the whole output after the split: mobilenet_v2's stem on two
+/// threads (BENCHMARKS.md, twenty-seventh session).
 #[cfg(feature = "threads")]
 #[allow(clippy::too_many_arguments)]
 fn gemm_banded_split(
@@ -2860,34 +2867,29 @@ fn gemm_banded_split(
     plan: &BandPlan,
     (a, depth): (Lhs<'_>, usize),
     bias: Option<&[f32]>,
-    out: &mut [f32],
+    (out, base): (&mut [f32], usize),
     simd: bool,
+    epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
     let pixels = g.oh * g.ow;
     let rows = out.len() / pixels;
-    let bands = pixels.div_ceil(plan.pixels);
-    let threads = crate::threads::current().clamp(1, bands);
-    let per_part = bands.div_ceil(threads) * plan.pixels;
+    let threads = crate::threads::current().clamp(1, g.oh);
+    // whole output rows, so that each part runs the row epilogue on its own pixels
+    let per_part = g.oh.div_ceil(threads) * g.ow;
     let out = SplitOutput::new(out);
     crate::threads::for_each_part(pixels.div_ceil(per_part), |i| {
         let (lo, hi) = (i * per_part, pixels.min((i + 1) * per_part));
-        let mut part = alloc::vec![0.0f32; rows * (hi - lo)];
-        gemm_banded(
-            xg,
-            g,
-            plan,
-            (a, depth),
-            bias,
-            (lo, hi),
-            (&mut part, hi - lo),
-            simd,
-        );
-        for (r, sums) in part.chunks_exact(hi - lo).enumerate() {
-            // SAFETY: part `i` alone writes pixels `lo..hi` of each channel
-            #[allow(unsafe_code)]
-            let dst = unsafe { out.range(r * pixels + lo, hi - lo) };
-            dst.copy_from_slice(sums);
-        }
+        crate::threads::with_scratch(rows * (hi - lo), |part| {
+            let sums = (&mut part[..], hi - lo);
+            gemm_banded(xg, g, plan, (a, depth), bias, (lo, hi), sums, simd);
+            for (r, sums) in part.chunks_exact_mut(hi - lo).enumerate() {
+                each_row_on(simd, sums, g.ow, base + r * pixels + lo, epi);
+                // SAFETY: part `i` alone writes pixels `lo..hi` of each channel
+                #[allow(unsafe_code)]
+                let dst = unsafe { out.range(r * pixels + lo, hi - lo) };
+                dst.copy_from_slice(sums);
+            }
+        });
     });
 }
 
@@ -5608,6 +5610,17 @@ mod tests {
             geom(2, (3, 9, 5), 3, 5, [1, 1], 2, 1, 3),
             geom(2, (2, 6, 11), 2, 7, [1, 1], 3, 1, 2),
             geom(1, (5, 2, 3), 5, 3, [1, 1], 1, 1, 5),
+            // stride 2 on small maps: 14x14 to 7x7 (as mobilenet_v2's 576@14), an odd
+            // map with two images, 5x5 and 7x7 kernels, padding 2 on a 3x3 kernel (taps
+            // two rows up), 32x32 and 33x33 out, an unpadded odd map
+            geom(1, (6, 14, 14), 6, 3, [2, 2], 1, 1, 6),
+            geom(2, (5, 13, 13), 5, 3, [2, 2], 1, 1, 5),
+            geom(1, (4, 14, 14), 4, 5, [2, 2], 2, 1, 4),
+            geom(1, (3, 28, 27), 3, 7, [2, 2], 3, 1, 3),
+            geom(1, (3, 10, 10), 3, 3, [2, 2], 2, 1, 3),
+            geom(1, (2, 64, 64), 2, 3, [2, 2], 1, 1, 2),
+            geom(1, (2, 66, 66), 2, 3, [2, 2], 1, 1, 2),
+            geom(1, (3, 15, 15), 3, 3, [2, 2], 0, 1, 3),
             // tiled weights: two tiles and 8 row-major channels; per group one tile and 4
             geom(1, (12, 9, 11), 40, 3, [1, 1], 1, 1, 1),
             geom(1, (8, 10, 10), 40, 3, [2, 2], 1, 1, 2),
@@ -5747,6 +5760,10 @@ mod tests {
             // 16 output channels, 2 groups: pixels split over the threads on AVX-512
             geom(1, (16, 64, 64), 16, 3, [1, 1], 1, 1, 1),
             geom(1, (16, 33, 35), 32, 3, [2, 2], 1, 1, 2),
+            // a stem (3 input channels, stride 2): 57 output rows split in whole rows
+            // (29 and 28 on two threads, 19 each on three), each part's epilogue on its
+            // own rows
+            geom(1, (3, 113, 89), 32, 3, [2, 2], 1, 1, 1),
             geom(2, (64, 30, 30), 96, 1, [2, 2], 0, 1, 1),
             geom(1, (64, 80, 80), 64, 3, [1, 1], 1, 1, 64),
             // a 1x1 convolution with channels outermost (a large map), a depthwise one

@@ -10,7 +10,7 @@ mod pool {
 
     use std::any::Any;
     use std::boxed::Box;
-    use std::cell::{Cell, UnsafeCell};
+    use std::cell::{Cell, RefCell, UnsafeCell};
     use std::hint::spin_loop;
     use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -22,6 +22,26 @@ mod pool {
         static THREADS: Cell<usize> = const { Cell::new(1) };
         /// The team this thread leads inside `with_threads` (null outside).
         static TEAM: Cell<*const Team> = const { Cell::new(core::ptr::null()) };
+        /// This thread's buffer for [`with_scratch`], kept between calls.
+        static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut kept) => {
+                if kept.len() < len {
+                    kept.resize(len, 0.0);
+                }
+                let buffer = &mut kept[..len];
+                // (debug builds: stale floats a caller fails to write show as NaN)
+                if cfg!(debug_assertions) {
+                    buffer.fill(f32::NAN);
+                }
+                f(buffer)
+            }
+            // (a caller inside another's `f`: a buffer of its own)
+            Err(_) => f(&mut std::vec![f32::NAN; len]),
+        })
     }
 
     /// One pool per thread count asked for, built on first use and kept.
@@ -303,6 +323,15 @@ pub(crate) fn for_each_chunk(data: &mut [f32], chunk: usize, f: impl Fn(usize, &
 #[cfg(feature = "threads")]
 pub(crate) fn for_each_part(parts: usize, f: impl Fn(usize) + Sync) {
     pool::for_each_part(parts, f)
+}
+
+/// Calls `f` with `len` floats of this thread's own, kept between calls for the next
+/// caller on this thread (a split's part of a 224x224 stem, 800 KB, was allocated and
+/// zeroed on every call). The floats hold whatever the last caller left (NaN in debug
+/// builds): `f` must write each float before it reads it.
+#[cfg(feature = "threads")]
+pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    pool::with_scratch(len, f)
 }
 
 /// `f(i)` for every `i < parts`, on the pool when [`current`] is above 1; the results in
