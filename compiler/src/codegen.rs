@@ -1274,6 +1274,8 @@ fn epilogue_closure(program: &ElementProgram) -> TokenStream {
     if is_identity(program) {
         return quote! { ::dnnfusion::runtime::kernels::store };
     }
+    let flat = flat_form(program);
+    let program = flat.as_ref().unwrap_or(program);
     let (used, reads_acc) = reads(program);
     let value = element_value(program, "e");
     let vars = index_vars(&program.shape, &used, "o");
@@ -1282,6 +1284,62 @@ fn epilogue_closure(program: &ElementProgram) -> TokenStream {
         binding("acc", reads_acc),
     );
     quote! { |#o: usize, #acc: f32| -> f32 { #vars #value } }
+}
+
+/// `program` over one axis, its elements in row-major order, when it reads every
+/// operand at the flat position of the element it computes and tests no index: a
+/// closure of single elements then reads `p0[o]` where it took `o` apart into each
+/// axis' index and put the offset back together (the ReLU6 before mobilenet_v2's
+/// global pool read its 1280 x 7 x 7 input so, element by element).
+fn flat_form(program: &ElementProgram) -> Option<ElementProgram> {
+    let shape = &program.shape;
+    if shape.iter().filter(|&&d| d > 1).count() < 2 {
+        return None;
+    }
+    let flat = row_major_strides(shape)
+        .iter()
+        .enumerate()
+        .fold(Ix::Const(0), |sum, (k, &s)| {
+            Ix::Add(Box::new(sum), Box::new(Ix::Mul(Box::new(Ix::Var(k)), s)))
+        });
+    let flat = index::simplify(&flat, shape);
+    // (an axis of extent 1 first: the flat index is then `o % len`, which the compiler
+    // sees stay inside an operand of `len` floats, as every index is kept by its extent)
+    let mut flattened = program.clone();
+    flattened.shape = vec![1, shape.iter().product()];
+    for e in flattened
+        .lets
+        .iter_mut()
+        .chain(std::iter::once(&mut flattened.value))
+    {
+        if !reads_flat(e, &flat, shape) {
+            return None;
+        }
+    }
+    Some(flattened)
+}
+
+/// Rewrites every load of `ex` at index `flat` (over `shape`) to a load at `Var(1)`;
+/// false when `ex` reads an operand elsewhere or tests an index.
+fn reads_flat(ex: &mut Ex, flat: &Ix, shape: &[usize]) -> bool {
+    match ex {
+        Ex::Load(_, ix) => {
+            let at_flat = index::simplify(ix, shape) == *flat;
+            if at_flat {
+                *ix = Ix::Var(1);
+            }
+            at_flat
+        }
+        Ex::Anchor | Ex::Const(_) | Ex::Let(_) => true,
+        Ex::Unary(_, a) => reads_flat(a, flat, shape),
+        Ex::Binary(_, a, b) | Ex::Prelu(a, b) => {
+            reads_flat(a, flat, shape) && reads_flat(b, flat, shape)
+        }
+        Ex::Select(c, a, b) => {
+            reads_flat(c, flat, shape) && reads_flat(a, flat, shape) && reads_flat(b, flat, shape)
+        }
+        Ex::InRange { .. } => false,
+    }
 }
 
 /// Rows shorter than this get row epilogues over their constant length
@@ -1442,6 +1500,9 @@ fn gelu_row_call(
 /// `row_len` (a kernel that reads the operand in rows of that length, see
 /// [`kernel_rows`]) whole rows too, when [`row_closure`] can write them.
 fn prologue_source(program: &ElementProgram, row_len: Option<usize>) -> TokenStream {
+    if let Some(flat) = flat_form(program) {
+        return flat_prologue(&flat);
+    }
     let (used, _) = reads(program);
     let value = element_value(program, "p");
     let vars = index_vars(&program.shape, &used, "o");
@@ -1457,6 +1518,59 @@ fn prologue_source(program: &ElementProgram, row_len: Option<usize>) -> TokenStr
             }
         }
         None => quote! { ::dnnfusion::runtime::kernels::Computed(#at) },
+    }
+}
+
+/// The prologue of a program in [`flat_form`]: element `o`, and any run of elements
+/// from `base` over runs of its operands (`p0[base..][..len]`), a loop the compiler
+/// vectorizes whatever the run's length (a global pool fills its planes so).
+fn flat_prologue(flat: &ElementProgram) -> TokenStream {
+    let value = element_value(flat, "p");
+    let vars = index_vars(&flat.shape, &[false, true], "o");
+    let mut operands = std::collections::BTreeSet::new();
+    for e in flat.lets.iter().chain(std::iter::once(&flat.value)) {
+        loaded_operands(e, &mut operands);
+    }
+    let runs = operands.iter().map(|k| {
+        let p = format_ident!("p{}", k);
+        quote! { let #p = &#p[base..][..row.len()]; }
+    });
+    quote! {
+        ::dnnfusion::runtime::kernels::ComputedRuns {
+            at: |o: usize| -> f32 { #vars #value },
+            runs: |base: usize, row: &mut [f32]| {
+                #(#runs)*
+                for (i1, slot) in row.iter_mut().enumerate() {
+                    *slot = #value;
+                }
+            },
+        }
+    }
+}
+
+/// The operands `ex` loads.
+fn loaded_operands(ex: &Ex, out: &mut std::collections::BTreeSet<usize>) {
+    match ex {
+        Ex::Load(k, _) => {
+            out.insert(*k);
+        }
+        Ex::Anchor | Ex::Const(_) | Ex::Let(_) => {}
+        Ex::Unary(_, a) => loaded_operands(a, out),
+        Ex::Binary(_, a, b) | Ex::Prelu(a, b) => {
+            loaded_operands(a, out);
+            loaded_operands(b, out);
+        }
+        Ex::Select(c, a, b) => {
+            loaded_operands(c, out);
+            loaded_operands(a, out);
+            loaded_operands(b, out);
+        }
+        Ex::InRange {
+            then, otherwise, ..
+        } => {
+            loaded_operands(then, out);
+            loaded_operands(otherwise, out);
+        }
     }
 }
 
