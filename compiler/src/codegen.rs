@@ -1500,7 +1500,9 @@ fn gelu_row_call(
 /// `row_len` (a kernel that reads the operand in rows of that length, see
 /// [`kernel_rows`]) whole rows too, when [`row_closure`] can write them.
 fn prologue_source(program: &ElementProgram, row_len: Option<usize>) -> TokenStream {
-    if let Some(flat) = flat_form(program) {
+    // (rows of a vector or more keep their constant length, which unrolls: softmax over
+    // bert_tiny's rows of 128 took 0.022 ms from runs, 0.018 from rows)
+    if let Some(flat) = flat_form(program).filter(|_| row_len.is_none_or(|len| len < SHORT_ROW)) {
         return flat_prologue(&flat);
     }
     let (used, _) = reads(program);
@@ -1523,7 +1525,8 @@ fn prologue_source(program: &ElementProgram, row_len: Option<usize>) -> TokenStr
 
 /// The prologue of a program in [`flat_form`]: element `o`, and any run of elements
 /// from `base` over runs of its operands (`p0[base..][..len]`), a loop the compiler
-/// vectorizes whatever the run's length (a global pool fills its planes so).
+/// vectorizes whatever the run's length (a global pool fills runs of whole 7x7 planes
+/// so, where rows of 7 went one closure call each).
 fn flat_prologue(flat: &ElementProgram) -> TokenStream {
     let value = element_value(flat, "p");
     let vars = index_vars(&flat.shape, &[false, true], "o");
