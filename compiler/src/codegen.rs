@@ -2043,6 +2043,33 @@ mod tests {
         }
     }
 
+    /// A prologue that reads its operand where it computes (ReLU6 and ReLU of a residual
+    /// sum before a global pool) fills runs from runs of its operands and reads element
+    /// `o` at `o % len`; one that broadcasts (a per-channel scale) keeps the index per
+    /// axis.
+    #[test]
+    fn prologues_at_the_flat_position_read_runs() {
+        let source =
+            "pub model Heads(x: [1, 8, 5, 5], y: [1, 8, 5, 5], s: [1, 8, 1, 1]) -> [1, 24] {
+            let a = global_avg_pool2d(clip(x, 0.0, 6.0));
+            let b = global_avg_pool2d(relu(x + y));
+            let c = global_avg_pool2d(x * s);
+            concat([flatten(a), flatten(b), flatten(c)], axis = 1)
+        }";
+        let code = squeezed(&compiled(source)[0].tokens);
+        let runs = code
+            .matches("::dnnfusion::runtime::kernels::ComputedRuns{")
+            .count();
+        assert_eq!(runs, 2, "two flat prologues in\n{code}");
+        for expected in [
+            "at:|o:usize|->f32{leti1=o%200;",
+            "runs:|base:usize,row:&mut[f32]|{letp0=&p0[base..][..row.len()];letp1=&p1[base..][..row.len()];foru(i1,slot)inrow.iter_mut().enumerate(){",
+        ] {
+            let expected = expected.replace("foru", "for");
+            assert!(code.contains(&expected), "`{expected}` missing from\n{code}");
+        }
+    }
+
     #[test]
     fn block_functions_bind_nothing_they_do_not_use() {
         for source in references() {
