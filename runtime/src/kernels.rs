@@ -71,6 +71,47 @@ impl<const N: usize> Source for &[f32; N] {
     }
 }
 
+/// A source read from element `.1` on: a part of a split over rows sees its first row at
+/// index 0.
+struct Shifted<'a, S>(&'a S, usize);
+
+impl<S: Source> Source for Shifted<'_, S> {
+    #[inline(always)]
+    fn at(&self, i: usize) -> f32 {
+        self.0.at(i + self.1)
+    }
+
+    #[inline(always)]
+    fn fill(&self, base: usize, row: &mut [f32]) {
+        self.0.fill(base + self.1, row)
+    }
+}
+
+/// Elements from which a row kernel (softmax, layer normalization) splits its rows over
+/// the threads (`threads::with_threads`): bert6's 12 x 128 x 128 softmax took 0.174 ms
+/// on two threads against 0.142 on one while it ran on the leader alone, reading scores
+/// that both threads wrote (BENCHMARKS.md, twenty-eighth session).
+const ROWS_PARALLEL_MIN: usize = 16384;
+
+/// `f(first_row, rows_out, rows)` over `out` (`rows` rows of `cols` floats): once, or with
+/// threads on large enough inputs once per contiguous part of the rows, in parallel.
+fn over_rows(
+    out: &mut [f32],
+    rows: usize,
+    cols: usize,
+    f: impl Fn(usize, &mut [f32], usize) + Sync,
+) {
+    let threads = crate::threads::current();
+    if threads > 1 && rows >= 2 && cols > 0 && rows * cols >= ROWS_PARALLEL_MIN {
+        let per = rows.div_ceil(threads);
+        crate::threads::for_each_chunk(&mut out[..rows * cols], per * cols, |i, part| {
+            f(i * per, part, part.len() / cols)
+        });
+        return;
+    }
+    f(0, out, rows);
+}
+
 /// A fused prologue: each element of the operand computed on the fly from its flat index.
 /// Kernels taking a [`Source`] read every element once.
 pub struct Computed<F>(pub F);
@@ -4529,27 +4570,32 @@ fn log_sum_exp(x: &impl Source, base: usize, red_dims: &[usize], red_strides: &[
 }
 
 /// Softmax along an axis of length `len`, for `outer * inner` rows with stride `inner`.
-/// Reads each element of `x` once (into `out`), then works in place.
+/// Reads each element of `x` once (into `out`), then works in place. Along the last axis
+/// (`inner == 1`), with threads, the rows split over them.
 pub fn softmax(
-    x: impl Source,
+    x: impl Source + Sync,
     out: &mut [f32],
     outer: usize,
     len: usize,
     inner: usize,
-    epi: impl Fn(usize, f32) -> f32,
+    epi: impl Fn(usize, f32) -> f32 + Sync,
 ) {
     if inner == 1 {
-        // along the last axis: contiguous rows
-        #[cfg(target_arch = "x86_64")]
-        if crate::simd::avx2_fma() {
-            // SAFETY: `avx2_fma` has just found AVX2 and FMA on this CPU.
-            #[allow(unsafe_code)]
-            unsafe {
-                crate::simd::softmax_rows_avx2(&x, out, outer, len, &epi)
-            };
-            return;
-        }
-        softmax_rows(&x, out, outer, len, &epi);
+        // along the last axis: contiguous rows (with threads, split over them)
+        over_rows(out, outer, len, |first, out, rows| {
+            let x = Shifted(&x, first * len);
+            let epi = |i: usize, v: f32| epi(i + first * len, v);
+            #[cfg(target_arch = "x86_64")]
+            if crate::simd::avx2_fma() {
+                // SAFETY: `avx2_fma` has just found AVX2 and FMA on this CPU.
+                #[allow(unsafe_code)]
+                unsafe {
+                    crate::simd::softmax_rows_avx2(&x, out, rows, len, &epi)
+                };
+                return;
+            }
+            softmax_rows(&x, out, rows, len, &epi);
+        });
         return;
     }
     for o in 0..outer {
@@ -4703,33 +4749,40 @@ fn moments(v: &[f32]) -> (f32, f32) {
 }
 
 /// Layer normalization of `rows` rows of `cols` floats, with optional affine. Reads each
-/// element of `x` once (into `out`), then normalizes in place.
+/// element of `x` once (into `out`), then normalizes in place. With threads, the rows
+/// split over them.
 #[allow(clippy::too_many_arguments)]
 pub fn layer_norm(
-    x: impl Source,
+    x: impl Source + Sync,
     w: Option<&[f32]>,
     b: Option<&[f32]>,
     out: &mut [f32],
     rows: usize,
     cols: usize,
     eps: f32,
-    epi: impl Fn(usize, f32) -> f32,
+    epi: impl Fn(usize, f32) -> f32 + Sync,
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::simd::avx2_fma() {
-        let shape = (rows, cols);
-        // SAFETY: `avx2_fma` has just found AVX2 and FMA on this CPU, `avx512` AVX-512F.
-        #[allow(unsafe_code)]
-        unsafe {
-            if crate::simd::avx512() {
-                crate::simd::layer_norm_rows_avx512(&x, (w, b), out, shape, eps, &epi)
-            } else {
-                crate::simd::layer_norm_rows_avx2(&x, (w, b), out, shape, eps, &epi)
-            }
-        };
-        return;
-    }
-    layer_norm_rows(&x, (w, b), out, (rows, cols), eps, &epi);
+    // (with threads, the rows split over them)
+    over_rows(out, rows, cols, |first, out, rows| {
+        let x = Shifted(&x, first * cols);
+        let epi = |i: usize, v: f32| epi(i + first * cols, v);
+        #[cfg(target_arch = "x86_64")]
+        if crate::simd::avx2_fma() {
+            let shape = (rows, cols);
+            // SAFETY: `avx2_fma` has just found AVX2 and FMA on this CPU, `avx512`
+            // AVX-512F.
+            #[allow(unsafe_code)]
+            unsafe {
+                if crate::simd::avx512() {
+                    crate::simd::layer_norm_rows_avx512(&x, (w, b), out, shape, eps, &epi)
+                } else {
+                    crate::simd::layer_norm_rows_avx2(&x, (w, b), out, shape, eps, &epi)
+                }
+            };
+            return;
+        }
+        layer_norm_rows(&x, (w, b), out, (rows, cols), eps, &epi);
+    });
 }
 
 /// [`layer_norm`]'s loop; public within the crate so the AVX2 build
@@ -5997,6 +6050,37 @@ mod tests {
                 matmul_to(&ah, &bh, &mut many, &geom_h, epi, (swap, 1, 0))
             });
             assert_eq!(one_t, many, "batched matmul_to, {threads} threads");
+        }
+        // row kernels: 301 softmax rows of 64 (parts of 151 and 150 on two threads, 101,
+        // 101 and 99 on three) and 203 layer-norm rows of 96, each part reading and
+        // writing from its own first row (the epilogue sees whole-output indices)
+        let (rows_s, len_s, rows_l, cols_l) = (301, 64, 203, 96);
+        let xs = data(rows_s * len_s, 13);
+        let xl = data(rows_l * cols_l, 14);
+        let (gamma, beta) = (data(cols_l, 15), data(cols_l, 16));
+        let shift = |i: usize, v: f32| v * 2.0 + i as f32 * 1e-4;
+        let row_kernels = |soft: &mut [f32], norm: &mut [f32]| {
+            softmax(&xs[..], soft, rows_s, len_s, 1, shift);
+            layer_norm(
+                &xl[..],
+                Some(&gamma),
+                Some(&beta),
+                norm,
+                rows_l,
+                cols_l,
+                1e-5,
+                shift,
+            );
+        };
+        let mut soft_one = std::vec![f32::NAN; xs.len()];
+        let mut norm_one = std::vec![f32::NAN; xl.len()];
+        row_kernels(&mut soft_one, &mut norm_one);
+        for threads in [2, 3] {
+            let mut soft = std::vec![f32::NAN; xs.len()];
+            let mut norm = std::vec![f32::NAN; xl.len()];
+            crate::threads::with_threads(threads, || row_kernels(&mut soft, &mut norm));
+            assert_eq!(soft_one, soft, "softmax, {threads} threads");
+            assert_eq!(norm_one, norm, "layer_norm, {threads} threads");
         }
         // a transposed convolution: 2x upsampling, 64 -> 33 channels on 24x24
         let g = Conv2dGeom {
