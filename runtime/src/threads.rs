@@ -1,6 +1,7 @@
 //! Threads for the kernels (feature `threads`, which needs `std`): `with_threads` runs a
 //! closure, typically a model's `run`, with the heavy kernels (convolutions, matrix
-//! products) splitting their output rows over a persistent pool of that many threads,
+//! products, softmax, layer norm) splitting their output rows over a persistent pool of
+//! that many threads,
 //! kept alive between calls (rayon's). Without the feature, or with one thread, every
 //! kernel runs on the calling thread and this module costs nothing.
 
