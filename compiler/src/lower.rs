@@ -358,6 +358,12 @@ impl Env {
     fn get(&self, name: &str) -> Option<&Val> {
         self.frames.iter().rev().find_map(|f| f.get(name))
     }
+    /// Every name in scope (for a typo's hint).
+    fn names(&self) -> impl Iterator<Item = &str> {
+        self.frames
+            .iter()
+            .flat_map(|f| f.keys().map(String::as_str))
+    }
     fn bind(&mut self, name: String, val: Val) {
         if let Some(frame) = self.frames.last_mut() {
             frame.insert(name, val);
@@ -910,6 +916,11 @@ impl Lowerer<'_> {
                     let name = ident.to_string();
                     let hint = if crate::ops::is_op(&name) || self.blocks.contains_key(&name) {
                         format!("; `{name}` is an op: call it, as in `{name}(x)`")
+                    } else if let Some(near) = (name.chars().count() > 1)
+                        .then(|| crate::ops::closest_of(&name, env.names()))
+                        .flatten()
+                    {
+                        format!(" (did you mean `{near}`?)")
                     } else {
                         String::new()
                     };

@@ -891,7 +891,10 @@ const OTHER_OP_NAMES: &[(&str, &str)] = &[
 
 /// The candidate nearest to `name` by edit distance (with transpositions), if it is near
 /// enough to be a typo: at most 2 edits, and fewer than half the letters.
-fn closest_of<'c>(name: &str, candidates: impl Iterator<Item = &'c str>) -> Option<&'c str> {
+pub(crate) fn closest_of<'c>(
+    name: &str,
+    candidates: impl Iterator<Item = &'c str>,
+) -> Option<&'c str> {
     let limit = (name.chars().count() / 2).clamp(1, 2);
     candidates
         .map(|c| (edit_distance(name, c), c))
