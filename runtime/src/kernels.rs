@@ -2202,8 +2202,9 @@ fn pointwise_rows(
 
 /// [`pointwise_rows`] for all output channels of a group (too few to split in whole
 /// tiles) with the output rows split over the threads: each thread computes its pixels
-/// of every channel, epilogue included, into a buffer of its own and copies it into
-/// `out` (`[channels, oh * ow]`, whose first float is at `base` in the whole output).
+/// of every channel, epilogue included, band by band ([`split_band`]) into a buffer of
+/// its own and copies each band into `out` (`[channels, oh * ow]`, whose first float is
+/// at `base` in the whole output).
 #[cfg(feature = "threads")]
 #[allow(clippy::too_many_arguments)]
 fn pointwise_split(
@@ -2221,19 +2222,39 @@ fn pointwise_split(
     let threads = crate::threads::current().clamp(1, g.oh);
     let per_part = g.oh.div_ceil(threads) * g.ow;
     let out = SplitOutput::new(out);
+    let band = split_band(g, rows);
     crate::threads::for_each_part(pixels.div_ceil(per_part), |i| {
-        let (lo, hi) = (i * per_part, pixels.min((i + 1) * per_part));
-        crate::threads::with_scratch(rows * (hi - lo), |part| {
-            let sums = (&mut part[..], hi - lo);
-            pointwise_rows(simd, (a, depth), bias, x, g, (lo, hi), sums, base, epi);
-            for (r, sums) in part.chunks_exact(hi - lo).enumerate() {
-                // SAFETY: part `i` alone writes pixels `lo..hi` of each channel
-                #[allow(unsafe_code)]
-                let dst = unsafe { out.range(r * pixels + lo, hi - lo) };
-                dst.copy_from_slice(sums);
-            }
-        });
+        let (first, last) = (i * per_part, pixels.min((i + 1) * per_part));
+        for lo in (first..last).step_by(band) {
+            let hi = last.min(lo + band);
+            crate::threads::with_scratch(rows * (hi - lo), |part| {
+                let sums = (&mut part[..], hi - lo);
+                pointwise_rows(simd, (a, depth), bias, x, g, (lo, hi), sums, base, epi);
+                for (r, sums) in part.chunks_exact(hi - lo).enumerate() {
+                    // SAFETY: part `i` alone writes pixels `first..last` of each channel
+                    #[allow(unsafe_code)]
+                    let dst = unsafe { out.range(r * pixels + lo, hi - lo) };
+                    dst.copy_from_slice(sums);
+                }
+            });
+        }
     });
+}
+
+/// Floats of the buffer one band of a split by pixels fills before its copy into the
+/// output (128 KiB: the copy then reads it from L2; a thread's whole part, 800 KB for a
+/// 224x224 stem, came back from L3). mobilenet_v2 on two threads, fast mode: the stem
+/// 0.266 -> 0.250 and 0.373 -> 0.306 ms in two alternated runs, the 1x1 32 -> 16 at
+/// 112x112 0.097 -> 0.094 and 0.140 -> 0.114 (BENCHMARKS.md, twenty-ninth session).
+#[cfg(feature = "threads")]
+const SPLIT_BAND_FLOATS: usize = 32768;
+
+/// Pixels of one band of a split by pixels over `channels` output channels: whole output
+/// rows, as many as [`SPLIT_BAND_FLOATS`] hold (at least one).
+#[cfg(feature = "threads")]
+fn split_band(g: &Conv2dGeom, channels: usize) -> usize {
+    let rows = SPLIT_BAND_FLOATS / (channels * g.ow).max(1);
+    rows.max(1) * g.ow
 }
 
 /// Greatest common divisor.
@@ -2914,9 +2935,10 @@ impl BandPlan {
 }
 
 /// [`gemm_banded`] for all output channels of a group with the output rows split over
-/// the threads: each thread sums its pixels of every channel into a buffer of its own
-/// ([`crate::threads::with_scratch`]), runs the epilogue on them and copies them into
-/// `out` (`[channels, oh * ow]`, whose first float is at `base` in the whole output).
+/// the threads: each thread sums its pixels of every channel, band by band
+/// ([`split_band`]), into a buffer of its own ([`crate::threads::with_scratch`]), runs
+/// the epilogue on them and copies them into `out` (`[channels, oh * ow]`, whose first
+/// float is at `base` in the whole output).
 /// Each pixel's sums are those of one thread (the same multiply-adds in the same order
 /// whichever panel holds the pixel), so the same bits.
 ///
@@ -2941,19 +2963,23 @@ fn gemm_banded_split(
     // whole output rows, so that each part runs the row epilogue on its own pixels
     let per_part = g.oh.div_ceil(threads) * g.ow;
     let out = SplitOutput::new(out);
+    let band = split_band(g, rows);
     crate::threads::for_each_part(pixels.div_ceil(per_part), |i| {
-        let (lo, hi) = (i * per_part, pixels.min((i + 1) * per_part));
-        crate::threads::with_scratch(rows * (hi - lo), |part| {
-            let sums = (&mut part[..], hi - lo);
-            gemm_banded(xg, g, plan, (a, depth), bias, (lo, hi), sums, simd);
-            for (r, sums) in part.chunks_exact_mut(hi - lo).enumerate() {
-                each_row_on(simd, sums, g.ow, base + r * pixels + lo, epi);
-                // SAFETY: part `i` alone writes pixels `lo..hi` of each channel
-                #[allow(unsafe_code)]
-                let dst = unsafe { out.range(r * pixels + lo, hi - lo) };
-                dst.copy_from_slice(sums);
-            }
-        });
+        let (first, last) = (i * per_part, pixels.min((i + 1) * per_part));
+        for lo in (first..last).step_by(band) {
+            let hi = last.min(lo + band);
+            crate::threads::with_scratch(rows * (hi - lo), |part| {
+                let sums = (&mut part[..], hi - lo);
+                gemm_banded(xg, g, plan, (a, depth), bias, (lo, hi), sums, simd);
+                for (r, sums) in part.chunks_exact_mut(hi - lo).enumerate() {
+                    each_row_on(simd, sums, g.ow, base + r * pixels + lo, epi);
+                    // SAFETY: part `i` alone writes pixels `first..last` of each channel
+                    #[allow(unsafe_code)]
+                    let dst = unsafe { out.range(r * pixels + lo, hi - lo) };
+                    dst.copy_from_slice(sums);
+                }
+            });
+        }
     });
 }
 
@@ -5880,7 +5906,7 @@ mod tests {
             geom(1, (16, 33, 35), 32, 3, [2, 2], 1, 1, 2),
             // a stem (3 input channels, stride 2): 57 output rows split in whole rows
             // (29 and 28 on two threads, 19 each on three), each part's epilogue on its
-            // own rows
+            // own rows, each part of two threads in two bands (22 rows, then the rest)
             geom(1, (3, 113, 89), 32, 3, [2, 2], 1, 1, 1),
             geom(2, (64, 30, 30), 96, 1, [2, 2], 0, 1, 1),
             geom(1, (64, 80, 80), 64, 3, [1, 1], 1, 1, 64),
@@ -5889,7 +5915,8 @@ mod tests {
             geom(1, (24, 56, 56), 144, 1, [1, 1], 0, 1, 1),
             geom(1, (8, 150, 150), 8, 3, [1, 1], 1, 1, 8),
             // 1x1 convolutions with channels outermost and too few channels for two
-            // threads: rows of pixels split (a map of whole panels, and a ragged one)
+            // threads: rows of pixels split (a map of whole panels, each part of two
+            // threads in two bands of 24 and 4 rows; and a ragged one)
             geom(1, (144, 56, 56), 24, 1, [1, 1], 0, 1, 1),
             geom(2, (40, 50, 45), 16, 1, [1, 1], 0, 1, 1),
         ];
