@@ -2202,9 +2202,9 @@ fn pointwise_rows(
 
 /// [`pointwise_rows`] for all output channels of a group (too few to split in whole
 /// tiles) with the output rows split over the threads: each thread computes its pixels
-/// of every channel, epilogue included, band by band ([`split_band`]) into a buffer of
-/// its own and copies each band into `out` (`[channels, oh * ow]`, whose first float is
-/// at `base` in the whole output).
+/// of every channel, epilogue included, band by band ([`split_by_pixel_bands`]) into a
+/// buffer of its own and copies each band into `out` (`[channels, oh * ow]`, whose
+/// first float is at `base` in the whole output).
 #[cfg(feature = "threads")]
 #[allow(clippy::too_many_arguments)]
 fn pointwise_split(
@@ -2217,23 +2217,40 @@ fn pointwise_split(
     base: usize,
     epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
+    split_by_pixel_bands(g, out, |(lo, hi), sums| {
+        let sums = (sums, hi - lo);
+        pointwise_rows(simd, (a, depth), bias, x, g, (lo, hi), sums, base, epi);
+    });
+}
+
+/// A split by pixels: the output rows of `g` over the threads in whole rows, each
+/// thread's part in bands of whole rows ([`split_band`]). `fill((lo, hi), sums)` writes
+/// pixels `lo..hi` of every channel of `out` (`[channels, oh * ow]`) into `sums`
+/// (`[channels, hi - lo]`, a buffer of the thread's own: [`crate::threads::with_scratch`]),
+/// which is then copied into `out`.
+#[cfg(feature = "threads")]
+fn split_by_pixel_bands(
+    g: &Conv2dGeom,
+    out: &mut [f32],
+    fill: impl Fn((usize, usize), &mut [f32]) + Sync,
+) {
     let pixels = g.oh * g.ow;
-    let rows = out.len() / pixels;
+    let channels = out.len() / pixels;
     let threads = crate::threads::current().clamp(1, g.oh);
+    // whole output rows, so that each part runs the row epilogue on its own pixels
     let per_part = g.oh.div_ceil(threads) * g.ow;
+    let band = split_band(g, channels);
     let out = SplitOutput::new(out);
-    let band = split_band(g, rows);
     crate::threads::for_each_part(pixels.div_ceil(per_part), |i| {
         let (first, last) = (i * per_part, pixels.min((i + 1) * per_part));
         for lo in (first..last).step_by(band) {
             let hi = last.min(lo + band);
-            crate::threads::with_scratch(rows * (hi - lo), |part| {
-                let sums = (&mut part[..], hi - lo);
-                pointwise_rows(simd, (a, depth), bias, x, g, (lo, hi), sums, base, epi);
-                for (r, sums) in part.chunks_exact(hi - lo).enumerate() {
+            crate::threads::with_scratch(channels * (hi - lo), |sums| {
+                fill((lo, hi), sums);
+                for (c, sums) in sums.chunks_exact(hi - lo).enumerate() {
                     // SAFETY: part `i` alone writes pixels `first..last` of each channel
                     #[allow(unsafe_code)]
-                    let dst = unsafe { out.range(r * pixels + lo, hi - lo) };
+                    let dst = unsafe { out.range(c * pixels + lo, hi - lo) };
                     dst.copy_from_slice(sums);
                 }
             });
@@ -2936,9 +2953,9 @@ impl BandPlan {
 
 /// [`gemm_banded`] for all output channels of a group with the output rows split over
 /// the threads: each thread sums its pixels of every channel, band by band
-/// ([`split_band`]), into a buffer of its own ([`crate::threads::with_scratch`]), runs
-/// the epilogue on them and copies them into `out` (`[channels, oh * ow]`, whose first
-/// float is at `base` in the whole output).
+/// ([`split_by_pixel_bands`]), into a buffer of its own, runs the epilogue on them and
+/// copies them into `out` (`[channels, oh * ow]`, whose first float is at `base` in the
+/// whole output).
 /// Each pixel's sums are those of one thread (the same multiply-adds in the same order
 /// whichever panel holds the pixel), so the same bits.
 ///
@@ -2958,27 +2975,19 @@ fn gemm_banded_split(
     epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
     let pixels = g.oh * g.ow;
-    let rows = out.len() / pixels;
-    let threads = crate::threads::current().clamp(1, g.oh);
-    // whole output rows, so that each part runs the row epilogue on its own pixels
-    let per_part = g.oh.div_ceil(threads) * g.ow;
-    let out = SplitOutput::new(out);
-    let band = split_band(g, rows);
-    crate::threads::for_each_part(pixels.div_ceil(per_part), |i| {
-        let (first, last) = (i * per_part, pixels.min((i + 1) * per_part));
-        for lo in (first..last).step_by(band) {
-            let hi = last.min(lo + band);
-            crate::threads::with_scratch(rows * (hi - lo), |part| {
-                let sums = (&mut part[..], hi - lo);
-                gemm_banded(xg, g, plan, (a, depth), bias, (lo, hi), sums, simd);
-                for (r, sums) in part.chunks_exact_mut(hi - lo).enumerate() {
-                    each_row_on(simd, sums, g.ow, base + r * pixels + lo, epi);
-                    // SAFETY: part `i` alone writes pixels `first..last` of each channel
-                    #[allow(unsafe_code)]
-                    let dst = unsafe { out.range(r * pixels + lo, hi - lo) };
-                    dst.copy_from_slice(sums);
-                }
-            });
+    split_by_pixel_bands(g, out, |(lo, hi), sums| {
+        gemm_banded(
+            xg,
+            g,
+            plan,
+            (a, depth),
+            bias,
+            (lo, hi),
+            (&mut *sums, hi - lo),
+            simd,
+        );
+        for (c, sums) in sums.chunks_exact_mut(hi - lo).enumerate() {
+            each_row_on(simd, sums, g.ow, base + c * pixels + lo, epi);
         }
     });
 }
