@@ -19,6 +19,7 @@ import os
 import re
 import statistics
 import subprocess
+import sys
 
 
 def run(bench, model, threads):
@@ -75,6 +76,10 @@ def against(args):
             if model_median(head) < args.cut and len(kept) < args.rounds:
                 kept.append(blocks)
     a, b = medians(rounds[args.bench]), medians(rounds[args.against])
+    if a is None or b is None:
+        short = [bench for bench, kept in rounds.items() if not kept]
+        sys.exit("no fast-mode round (two-thread median under --cut %s ms) in %d tries for %s; "
+                 "raise --max-tries or --cut" % (args.cut, args.max_tries, ", ".join(short)))
     print("block sums: %s %.3f, %s %.3f" % (args.bench, sum(a.values()), args.against, sum(b.values())))
     ops = rounds[args.bench][0]
     for k in sorted(a, key=lambda k: -abs(b[k] / a[k] - 1)):
