@@ -712,7 +712,7 @@ pub fn matmul(
         let batches: usize = g.batch.iter().product();
         let threads = crate::threads::current();
         let (each, all) = (m * k * n, batches * m * k * n);
-        let simd = crate::simd::avx2_fma();
+        let simd = crate::simd::register_tiles();
         if simd
             && threads > 1
             && batches > 1
@@ -742,7 +742,7 @@ pub fn matmul(
             let o = &mut out[batch * m * n..(batch + 1) * m * n];
             let a = &a[ia..ia + m * k];
             let b = &b[ib..ib + k * n];
-            if crate::simd::avx2_fma() {
+            if crate::simd::register_tiles() {
                 let threads = crate::threads::current();
                 let rows = if threads > 1 && m * k * n >= PARALLEL_MIN_MACS {
                     m.div_ceil(threads).div_ceil(MAX_TILE_ROWS) * MAX_TILE_ROWS
@@ -1224,7 +1224,7 @@ pub fn matmul_to(
     {
         let batches: usize = g.batch.iter().product();
         let threads = crate::threads::current();
-        let simd = crate::simd::avx2_fma();
+        let simd = crate::simd::register_tiles();
         if simd && threads > 1 && batches > 1 && batches * m * k * n >= PARALLEL_MIN_MACS {
             let mut starts = alloc::vec::Vec::with_capacity(batches);
             walk(g.batch, [g.a_batch_strides, g.b_batch_strides], |_, at| {
@@ -1255,7 +1255,7 @@ pub fn matmul_to(
         |batch, [ia, ib]| {
             let a = &a[ia..ia + m * k];
             let b = &b[ib..ib + k * n];
-            if n > 0 && n <= MM_BLOCK_LEN && crate::simd::avx2_fma() {
+            if n > 0 && n <= MM_BLOCK_LEN && crate::simd::register_tiles() {
                 // as many rows as fit the stack buffer at a time through the packed GEMM,
                 // then the epilogue and the scattered stores in a loop of their own (the
                 // buffer cleared once for all batches: per batch, the attention heads
@@ -3413,15 +3413,19 @@ enum Isa {
     Avx2,
     /// 16 x 16 tiles in zmm registers (`simd::gemm_tile_avx512`)
     Avx512,
+    /// 6 x 16 tiles in NEON registers (`simd::gemm_tile_neon`, aarch64)
+    Neon,
 }
 
 /// Rows of the largest register tile.
 const MAX_TILE_ROWS: usize = crate::simd::GEMM_MR_AVX512;
 
 impl Isa {
-    /// The best tile when `simd` (the CPU has AVX2 and FMA), else the portable one.
+    /// NEON's tile on aarch64, else the best when `simd` (the CPU has AVX2 and FMA), else
+    /// the portable one.
     fn of(simd: bool) -> Isa {
         match (simd, crate::simd::avx512()) {
+            _ if crate::simd::neon() => Isa::Neon,
             (false, _) => Isa::Portable,
             (true, false) => Isa::Avx2,
             (true, true) => Isa::Avx512,
@@ -3431,14 +3435,14 @@ impl Isa {
     /// Rows of its register tile.
     fn tile_rows(self) -> usize {
         match self {
-            Isa::Portable | Isa::Avx2 => TILE_ROWS,
+            Isa::Portable | Isa::Avx2 | Isa::Neon => TILE_ROWS,
             Isa::Avx512 => crate::simd::GEMM_MR_AVX512,
         }
     }
 }
 
 /// One register tile of the implicit GEMM (see `simd::gemm_tile_avx2` for the contract),
-/// at most `isa.tile_rows()` rows: the AVX-512 or AVX2 kernel, or the same sums in
+/// at most `isa.tile_rows()` rows: the AVX-512, AVX2 or NEON kernel, or the same sums in
 /// portable code.
 #[allow(clippy::too_many_arguments)]
 #[inline]
@@ -3485,7 +3489,12 @@ fn gemm_tile(
             };
             return;
         }
-        Isa::Portable => {}
+        Isa::Portable | Isa::Neon => {}
+    }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    if isa == Isa::Neon {
+        crate::simd::gemm_tile_neon(kc, (a, a_row, a_k), rows, b, ldb, c, ldc, init);
+        return;
     }
     let _ = isa;
     if a_k == 1 && crate::simd::register_blocked() {

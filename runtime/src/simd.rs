@@ -1903,6 +1903,95 @@ pub unsafe fn gemm_tile_avx2(
     store_tile(sums, rows, c, ldc, init);
 }
 
+/// True when the NEON register tile ([`gemm_tile_neon`]) runs: on every aarch64 CPU, where
+/// NEON is part of the base ISA (the `neon` target feature is on by default), so the
+/// answer is fixed at compile time.
+#[inline]
+pub fn neon() -> bool {
+    #[cfg(test)]
+    if FORCE_PORTABLE.get() {
+        return false;
+    }
+    cfg!(all(target_arch = "aarch64", target_feature = "neon"))
+}
+
+/// True when the matrix products run on vector register tiles: AVX2 and FMA on x86_64
+/// (there exactly [`avx2_fma`], so a caller may take it as that answer), NEON on aarch64.
+#[inline]
+pub fn register_tiles() -> bool {
+    avx2_fma() || neon()
+}
+
+/// [`gemm_tile_avx2`]'s contract on NEON: six rows by [`GEMM_NR`] columns are twenty-four
+/// accumulators of the thirty-two 128-bit registers, leaving four for `b` and one for
+/// `a`. Per step along `k`: four vector loads of `b`, six scalar loads of `a`, each
+/// multiplied into four accumulators by lane (`fmla v.4s, v.4s, v.s[0]`), twenty-four
+/// fused multiply-adds in all, where the portable loop (one row at a time, its sixteen
+/// sums in four registers) loads `b` once per row and chains each accumulator's
+/// multiply-adds back to back. Rows past `rows` repeat the last row's loads and are not
+/// stored. The slices are checked (a short one panics).
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_tile_neon(
+    kc: usize,
+    (a, a_row, a_k): (&[f32], usize, usize),
+    rows: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    init: Option<&[f32]>,
+) {
+    use core::arch::aarch64::*;
+    assert!((1..=GEMM_MR).contains(&rows) && kc > 0);
+    assert!(a.len() > (rows - 1) * a_row + (kc - 1) * a_k);
+    assert!(b.len() >= (kc - 1) * ldb + GEMM_NR);
+    assert!(c.len() >= (rows - 1) * ldc + GEMM_NR);
+    assert!(init.is_none_or(|s| s.len() >= rows));
+    let starts: [*const f32; GEMM_MR] =
+        core::array::from_fn(|i| a[i.min(rows - 1) * a_row..].as_ptr());
+    let bp = b.as_ptr();
+    #[allow(unsafe_code)]
+    // SAFETY: NEON is enabled at compile time (this function's cfg). For k < kc the loads
+    // read `b[k * ldb .. k * ldb + 16]` and `a[i * a_row + k * a_k]` for i < rows (rows
+    // past `rows` read row `rows - 1`), all inside the slices as asserted above.
+    let sums = unsafe {
+        let mut acc = [[vdupq_n_f32(0.0); 4]; GEMM_MR];
+        for k in 0..kc {
+            let bk = bp.add(k * ldb);
+            let bv = [
+                vld1q_f32(bk),
+                vld1q_f32(bk.add(4)),
+                vld1q_f32(bk.add(8)),
+                vld1q_f32(bk.add(12)),
+            ];
+            for (sums, start) in acc.iter_mut().zip(starts) {
+                let x = *start.add(k * a_k);
+                for (sum, b) in sums.iter_mut().zip(bv) {
+                    *sum = vfmaq_n_f32(*sum, b, x);
+                }
+            }
+        }
+        acc
+    };
+    for (i, vectors) in sums.iter().enumerate().take(rows) {
+        let dst = &mut c[i * ldc..i * ldc + GEMM_NR];
+        #[allow(unsafe_code)]
+        // SAFETY: NEON is enabled at compile time; each access reads or writes four of
+        // the sixteen floats of the checked slice `dst` (q < 4)
+        unsafe {
+            for (q, &sum) in vectors.iter().enumerate() {
+                let at = dst.as_mut_ptr().add(4 * q);
+                let start = match init {
+                    Some(v) => vdupq_n_f32(v[i]),
+                    None => vld1q_f32(at),
+                };
+                vst1q_f32(at, vaddq_f32(start, sum));
+            }
+        }
+    }
+}
+
 /// Rows of the AVX-512 GEMM register tile ([`gemm_tile_avx512`]): sixteen rows of one
 /// 16-float vector each are sixteen accumulators of the thirty-two zmm registers.
 pub const GEMM_MR_AVX512: usize = 16;
