@@ -13,6 +13,8 @@
 //! `--threads N` runs the model inside `dnnfusion::runtime::threads::with_threads(N, ..)`.
 //! `--blocks` also times each block of the fusion report in every timed call (through
 //! `Model::run_slices_observed`) and prints each block's median, slowest first.
+//! `--calls N` makes exactly N calls and no warm-up, for counting instructions under an
+//! emulator (`benches/tools/aarch64/count.sh`), where a call's time means nothing.
 
 use std::time::Instant;
 
@@ -24,7 +26,15 @@ struct Options {
     threads: usize,
     json: bool,
     unfused: bool,
+    plan: Plan,
+}
+
+/// What the calls do besides running the model: time each block (`--blocks`), make a
+/// fixed number of calls (`--calls`).
+#[derive(Clone, Copy)]
+struct Plan {
     blocks: bool,
+    calls: Option<usize>,
 }
 
 fn parse() -> Result<Options, String> {
@@ -33,7 +43,10 @@ fn parse() -> Result<Options, String> {
         threads: 1,
         json: false,
         unfused: false,
-        blocks: false,
+        plan: Plan {
+            blocks: false,
+            calls: None,
+        },
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -47,10 +60,17 @@ fn parse() -> Result<Options, String> {
             }
             "--json" => options.json = true,
             "--unfused" => options.unfused = true,
-            "--blocks" => options.blocks = true,
+            "--blocks" => options.plan.blocks = true,
+            "--calls" => {
+                let n = args.next().ok_or("--calls needs a number")?;
+                match n.parse() {
+                    Ok(calls) if calls > 0 => options.plan.calls = Some(calls),
+                    _ => return Err(format!("--calls takes a number of 1 or more, found `{n}`")),
+                }
+            }
             other => {
                 return Err(format!(
-                    "unknown option `{other}`; options: --model NAME --threads N --json --unfused --blocks"
+                    "unknown option `{other}`; options: --model NAME --threads N --json --unfused --blocks --calls N"
                 ))
             }
         }
@@ -102,11 +122,12 @@ struct Measured {
     blocks: Vec<Vec<f64>>,
 }
 
-fn measure<M: Model + Sync>(model: &M, input: &[f32], threads: usize, blocks: bool) -> Measured {
-    dnnfusion::runtime::threads::with_threads(threads, || measure_here(model, input, blocks))
+fn measure<M: Model + Sync>(model: &M, input: &[f32], threads: usize, plan: Plan) -> Measured {
+    dnnfusion::runtime::threads::with_threads(threads, || measure_here(model, input, plan))
 }
 
-fn measure_here<M: Model>(model: &M, input: &[f32], by_block: bool) -> Measured {
+fn measure_here<M: Model>(model: &M, input: &[f32], plan: Plan) -> Measured {
+    let by_block = plan.blocks;
     let mut outputs: Vec<Vec<f32>> = M::OUTPUT_SHAPES
         .iter()
         .map(|s| vec![0.0; s.iter().product()])
@@ -132,13 +153,21 @@ fn measure_here<M: Model>(model: &M, input: &[f32], by_block: bool) -> Measured 
         };
         ran.expect("shapes checked by the model's consts");
     };
+    let mut times = Vec::new();
+    if let Some(calls) = plan.calls {
+        for _ in 0..calls {
+            let t = Instant::now();
+            call(true);
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        return Measured { times, blocks };
+    }
     let start = Instant::now();
     let mut warmup = 0;
     while warmup < 10 || start.elapsed().as_secs_f64() < 1.0 {
         call(false);
         warmup += 1;
     }
-    let mut times = Vec::new();
     let start = Instant::now();
     while times.len() < 30 || start.elapsed().as_secs_f64() < 3.0 {
         let t = Instant::now();
@@ -188,10 +217,10 @@ fn round_trip_ns() -> f64 {
 fn run<M: Model + Sync>(
     (weights, input): (&[u8], &[f32]),
     threads: usize,
-    blocks: bool,
+    plan: Plan,
 ) -> Result<(Measured, FusionReport), String> {
     let model = dnnfusion::runtime::load_safetensors::<M>(weights).map_err(|e| e.to_string())?;
-    Ok((measure(&model, input, threads, blocks), M::FUSION_REPORT))
+    Ok((measure(&model, input, threads, plan), M::FUSION_REPORT))
 }
 
 fn median_of(values: &mut [f64]) -> f64 {
@@ -210,26 +239,26 @@ fn main() {
     // the kernels split their work over `--threads` threads (a persistent pool)
     let threads = options.threads;
     let trip_before = (threads > 1).then(round_trip_ns);
-    let blocks = options.blocks;
+    let plan = options.plan;
     let result = data(&options.model).and_then(|(weights, input)| {
         let data = (weights.as_slice(), input.as_slice());
         use reference::{unfused as ru, BertTiny, LeNet, Mlp, UNetSmall};
         use torchvision::{unfused as tu, MobileNetV2, ResNet18};
         match (options.model.as_str(), options.unfused) {
-            ("mlp", false) => run::<Mlp>(data, threads, blocks),
-            ("mlp", true) => run::<ru::Mlp>(data, threads, blocks),
-            ("lenet", false) => run::<LeNet>(data, threads, blocks),
-            ("lenet", true) => run::<ru::LeNet>(data, threads, blocks),
-            ("bert_tiny", false) => run::<BertTiny>(data, threads, blocks),
-            ("bert_tiny", true) => run::<ru::BertTiny>(data, threads, blocks),
-            ("unet_small", false) => run::<UNetSmall>(data, threads, blocks),
-            ("unet_small", true) => run::<ru::UNetSmall>(data, threads, blocks),
-            ("resnet18", false) => run::<ResNet18>(data, threads, blocks),
-            ("resnet18", true) => run::<tu::ResNet18>(data, threads, blocks),
-            ("mobilenet_v2", false) => run::<MobileNetV2>(data, threads, blocks),
-            ("mobilenet_v2", true) => run::<tu::MobileNetV2>(data, threads, blocks),
-            ("bert6", false) => run::<bert6::Bert6>(data, threads, blocks),
-            ("bert6", true) => run::<bert6::unfused::Bert6>(data, threads, blocks),
+            ("mlp", false) => run::<Mlp>(data, threads, plan),
+            ("mlp", true) => run::<ru::Mlp>(data, threads, plan),
+            ("lenet", false) => run::<LeNet>(data, threads, plan),
+            ("lenet", true) => run::<ru::LeNet>(data, threads, plan),
+            ("bert_tiny", false) => run::<BertTiny>(data, threads, plan),
+            ("bert_tiny", true) => run::<ru::BertTiny>(data, threads, plan),
+            ("unet_small", false) => run::<UNetSmall>(data, threads, plan),
+            ("unet_small", true) => run::<ru::UNetSmall>(data, threads, plan),
+            ("resnet18", false) => run::<ResNet18>(data, threads, plan),
+            ("resnet18", true) => run::<tu::ResNet18>(data, threads, plan),
+            ("mobilenet_v2", false) => run::<MobileNetV2>(data, threads, plan),
+            ("mobilenet_v2", true) => run::<tu::MobileNetV2>(data, threads, plan),
+            ("bert6", false) => run::<bert6::Bert6>(data, threads, plan),
+            ("bert6", true) => run::<bert6::unfused::Bert6>(data, threads, plan),
             (other, _) => Err(format!("unknown model `{other}`")),
         }
     });
@@ -259,7 +288,7 @@ fn main() {
         let trips = trips.map_or(String::new(), |(before, after)| {
             format!(",\"round_trip_ns\":[{before:.0},{after:.0}]")
         });
-        let blocks = if options.blocks {
+        let blocks = if options.plan.blocks {
             let items: Vec<String> = block_medians
                 .iter()
                 .map(|(k, ms, ops, mapping)| {
@@ -292,7 +321,7 @@ fn main() {
             options.threads,
             times.len()
         );
-        if options.blocks {
+        if options.plan.blocks {
             // slowest first, with each block's share of the blocks' medians together
             let total: f64 = block_medians.iter().map(|b| b.1).sum();
             let mut sorted = block_medians;
