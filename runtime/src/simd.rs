@@ -1,9 +1,10 @@
-//! The SIMD kernels (x86_64 AVX2 + FMA, through `core::arch`) and the one question that
-//! picks them: [`avx2_fma`]. With feature `std` it is answered at run time
-//! (`is_x86_feature_detected!`, which caches its answer); without std at compile time
-//! (`-C target-feature=+avx2,+fma`, or a `-C target-cpu` that has them). Every kernel here
-//! has a portable counterpart in [`crate::kernels`], which other CPUs, and miri, run; the
-//! two agree within rounding (a fused multiply-add rounds once).
+//! The SIMD kernels (x86_64 AVX2 + FMA and AVX-512F, aarch64 NEON, through `core::arch`)
+//! and the questions that pick them: [`avx2_fma`] and [`avx512`]. With feature `std` they
+//! are answered at run time (`is_x86_feature_detected!`, which caches its answer); without
+//! std at compile time (`-C target-feature=+avx2,+fma`, or a `-C target-cpu` that has
+//! them). NEON is part of every aarch64 CPU, so [`neon`] is fixed at compile time. Every
+//! kernel here has a portable counterpart in [`crate::kernels`], which other CPUs, and
+//! miri, run; the two agree within rounding (a fused multiply-add rounds once).
 //!
 //! It also holds what CPUs without vector units run instead (see [`register_blocked`]):
 //! the register-blocked scalar tiles of the matrix product and of the direct convolution
