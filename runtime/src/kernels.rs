@@ -5554,6 +5554,9 @@ mod tests {
             geom(1, (3, 40, 39), 16, 3, [1, 1], 1, 1, 1),
             // F(4x4): whole runs of 16 tiles along 18-tile rows, cut by the right edge
             geom(1, (2, 9, 70), 3, 3, [1, 1], 1, 1, 1),
+            // F(4x4): more input channels than one block (64), the later blocks adding to
+            // the stored pixels along runs of whole tiles
+            geom(1, (70, 8, 20), 16, 3, [1, 1], 1, 1, 1),
             // enough work for threads: few tiles (output channels split), then many (rows
             // of tiles split), the last row of tiles cut by the edge
             geom(1, (32, 15, 13), 40, 3, [1, 1], 1, 1, 1),

@@ -2707,6 +2707,58 @@ pub unsafe fn winograd4_columns_avx512(
     }
 }
 
+/// [`winograd4_row_avx512`]'s contract on NEON: F(4x4, 3x3)'s output row `r` (of 4) of
+/// the run of tiles from lane `first`, `y[r * 4 + c][t]` going to pixel `4 (t - first) +
+/// c` of `dst` as `start + value` (without `start`, what `dst` holds plus the value; the
+/// same single addition as the portable loop, so the same bits). Four tiles at a time:
+/// four vector loads, one from each column's row of `y`, and one interleaving store
+/// (`st4`) of their sixteen pixels (with the pixels before them read by the
+/// de-interleaving `ld4` when accumulating); the last tiles of a short row one by one.
+/// `dst` holds at most the run's pixels (`4 * (16 - first)`); a longer one panics.
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+pub fn winograd4_row_neon(
+    y: &[[f32; GEMM_NR]; 16],
+    (r, first): (usize, usize),
+    dst: &mut [f32],
+    start: Option<f32>,
+) {
+    use core::arch::aarch64::*;
+    assert!(first < GEMM_NR && dst.len() <= 4 * (GEMM_NR - first));
+    let columns = [&y[r * 4], &y[r * 4 + 1], &y[r * 4 + 2], &y[r * 4 + 3]];
+    let mut tile = first;
+    let mut chunks = dst.chunks_exact_mut(16);
+    for chunk in &mut chunks {
+        // (whole chunks of sixteen pixels are four tiles below lane 16, as asserted)
+        let [c0, c1, c2, c3] = columns.map(|column| &column[tile..tile + 4]);
+        #[allow(unsafe_code)]
+        // SAFETY: NEON is enabled at compile time; each load reads the four floats of a
+        // checked slice of four, `ld4` and `st4` the sixteen of the checked `chunk`
+        unsafe {
+            let base = match start {
+                Some(v) => float32x4x4_t(
+                    vdupq_n_f32(v),
+                    vdupq_n_f32(v),
+                    vdupq_n_f32(v),
+                    vdupq_n_f32(v),
+                ),
+                None => vld4q_f32(chunk.as_ptr()),
+            };
+            let pixels = float32x4x4_t(
+                vaddq_f32(base.0, vld1q_f32(c0.as_ptr())),
+                vaddq_f32(base.1, vld1q_f32(c1.as_ptr())),
+                vaddq_f32(base.2, vld1q_f32(c2.as_ptr())),
+                vaddq_f32(base.3, vld1q_f32(c3.as_ptr())),
+            );
+            vst4q_f32(chunk.as_mut_ptr(), pixels);
+        }
+        tile += 4;
+    }
+    for (i, slot) in chunks.into_remainder().iter_mut().enumerate() {
+        let value = columns[i % 4][tile + i / 4];
+        *slot = start.unwrap_or(*slot) + value;
+    }
+}
+
 /// F(4x4, 3x3)'s output row `r` (of 4) of the run of tiles from lane `first`: `y[r * 4 +
 /// c][t]` is column `c` of tile `t`; `dst` (at most 64 floats) receives pixel `4 (t -
 /// first) + c` as `start + value`, or, without `start`, what it holds plus the value.

@@ -649,6 +649,19 @@ fn transform_outputs<const T: usize>(
             }
             continue;
         }
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        if T == 4 && crate::simd::neon() {
+            for run in runs {
+                let (oy, ox) = run.corner;
+                let columns = (4 * run.len).min(g.ow.saturating_sub(ox));
+                for r in (0..4).filter(|r| oy + r < g.oh && columns > 0) {
+                    let at = (oy + r) * g.ow + ox - first_pixel;
+                    let dst = &mut plane[at..at + columns];
+                    crate::simd::winograd4_row_neon(&y, (r, run.first), dst, first);
+                }
+            }
+            continue;
+        }
         for run in runs {
             let (oy, ox) = run.corner;
             for (k, y) in y.iter().enumerate().take(T * T) {
