@@ -3836,7 +3836,8 @@ fn tap_offsets(
 /// tap order (the same bits as one pass per tap), [`DEPTHWISE_RUN`] outputs at a time with
 /// the sums in registers: each output is stored once instead of once per tap.
 /// With `fused` (only in the AVX2 and FMA build), 3x3 kernels take fused multiply-adds
-/// (`simd::depthwise_taps9_avx2`).
+/// (`simd::depthwise_taps9_avx2`); on aarch64 every kernel does
+/// (`simd::depthwise_taps_neon`).
 #[inline(always)]
 fn depthwise_taps(
     phases: &[f32],
@@ -3862,6 +3863,11 @@ fn depthwise_taps(
         }
     }
     let _ = fused;
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    if crate::simd::neon() {
+        crate::simd::depthwise_taps_neon(phases, weights, tap_at, start, wide);
+        return;
+    }
     let mut runs = wide.chunks_exact_mut(DEPTHWISE_RUN);
     let mut i = 0;
     for run in &mut runs {

@@ -2707,6 +2707,74 @@ pub unsafe fn winograd4_columns_avx512(
     }
 }
 
+/// `wide[i] = start + sum over taps t of weights[t] * phases[tap_at[t] + i]` (any
+/// depthwise kernel) on NEON: fused multiply-adds in tap order, 32 outputs at a time in
+/// eight registers, then four at a time, then the last one to three through a vector of
+/// four (the portable loop's `fmul` and `fadd` per tap, and its bounds check per tap
+/// and run, become one `fmla`). Panics when a tap would read past `phases` or the taps
+/// and weights differ in number.
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+pub fn depthwise_taps_neon(
+    phases: &[f32],
+    weights: &[f32],
+    tap_at: &[usize],
+    start: f32,
+    wide: &mut [f32],
+) {
+    use core::arch::aarch64::*;
+    let len = wide.len();
+    assert!(
+        weights.len() == tap_at.len() && tap_at.iter().all(|&at| at + len <= phases.len()),
+        "depthwise_taps_neon: a tap reads past the phases"
+    );
+    let (p, o) = (phases.as_ptr(), wide.as_mut_ptr());
+    let mut i = 0;
+    #[allow(unsafe_code)]
+    // SAFETY: NEON is enabled at compile time. Every load reads `phases[at + i + j..][..4]`
+    // with `i + j + 4 <= len`, so below `at + len <= phases.len()` (asserted); every
+    // store writes `wide[i + j..][..4]` with `i + j + 4 <= len`.
+    unsafe {
+        let s0 = vdupq_n_f32(start);
+        while i + 32 <= len {
+            let mut acc = [s0; 8];
+            for (&wv, &at) in weights.iter().zip(tap_at) {
+                let src = p.add(at + i);
+                for (j, a) in acc.iter_mut().enumerate() {
+                    *a = vfmaq_n_f32(*a, vld1q_f32(src.add(4 * j)), wv);
+                }
+            }
+            for (j, a) in acc.iter().enumerate() {
+                vst1q_f32(o.add(i + 4 * j), *a);
+            }
+            i += 32;
+        }
+        while i + 4 <= len {
+            let mut acc = s0;
+            for (&wv, &at) in weights.iter().zip(tap_at) {
+                acc = vfmaq_n_f32(acc, vld1q_f32(p.add(at + i)), wv);
+            }
+            vst1q_f32(o.add(i), acc);
+            i += 4;
+        }
+    }
+    if i < len {
+        // the last one to three: each tap's values copied into a vector of four
+        let n = len - i;
+        let mut acc = [start; 4];
+        for (&wv, &at) in weights.iter().zip(tap_at) {
+            let mut values = [0.0f32; 4];
+            values[..n].copy_from_slice(&phases[at + i..at + i + n]);
+            #[allow(unsafe_code)]
+            // SAFETY: NEON is enabled at compile time; the arrays hold four floats each
+            unsafe {
+                let sum = vfmaq_n_f32(vld1q_f32(acc.as_ptr()), vld1q_f32(values.as_ptr()), wv);
+                vst1q_f32(acc.as_mut_ptr(), sum);
+            }
+        }
+        wide[i..].copy_from_slice(&acc[..n]);
+    }
+}
+
 /// [`winograd4_row_avx512`]'s contract on NEON: F(4x4, 3x3)'s output row `r` (of 4) of
 /// the run of tiles from lane `first`, `y[r * 4 + c][t]` going to pixel `4 (t - first) +
 /// c` of `dst` as `start + value` (without `start`, what `dst` holds plus the value; the
