@@ -820,6 +820,11 @@ fn matvec_panels(simd: bool, x: &[f32], panels: &[f32], out: &mut [f32], k: usiz
         return;
     }
     let _ = simd;
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    if crate::simd::neon() {
+        crate::simd::matvec_panels_neon(x, panels, out, k);
+        return;
+    }
     matvec_panels_here(x, panels, out, k);
 }
 

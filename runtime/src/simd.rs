@@ -2775,6 +2775,58 @@ pub fn depthwise_taps_neon(
     }
 }
 
+/// [`crate::kernels::matvec_panels_here`]'s contract on NEON: `out[j] = x @ column j`
+/// of the panels (`panels[p * k * 16 + kk * 16 + j % 16]` for output `j = 16 p + ..`),
+/// each output summed in the same fixed order whatever the panel (four partial sums by
+/// `kk % 4`, added as `(s0 + s1) + (s2 + s3)`), so any split of the panels gives the same
+/// bits. Per four values of `x`: one load of them, sixteen of the panel, sixteen fused
+/// multiply-adds by lane (the portable loop: a broadcast, four loads, four `fmul` and
+/// four `fadd` per value). Panics when `panels` is shorter than `out` needs.
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+pub fn matvec_panels_neon(x: &[f32], panels: &[f32], out: &mut [f32], k: usize) {
+    use core::arch::aarch64::*;
+    let x = &x[..k];
+    assert!(k > 0 && panels.len() >= out.len().div_ceil(GEMM_NR) * k * GEMM_NR);
+    let (quads, rest) = x.as_chunks::<4>();
+    for (outs, panel) in out
+        .chunks_mut(GEMM_NR)
+        .zip(panels.chunks_exact(k * GEMM_NR))
+    {
+        let (rows, _) = panel.as_chunks::<GEMM_NR>();
+        let (rows, tail_rows) = rows.split_at(4 * quads.len());
+        let mut sums = [0.0f32; GEMM_NR];
+        #[allow(unsafe_code)]
+        // SAFETY: NEON is enabled at compile time; every load reads four floats of an
+        // array of four (`xs`) or sixteen (a panel row), every store four of `sums`
+        unsafe {
+            // acc[q][kk % 4]: columns 4q..4q + 4, the partial sum of `kk % 4`
+            let mut acc = [[vdupq_n_f32(0.0); 4]; 4];
+            for (xs, [r0, r1, r2, r3]) in quads.iter().zip(rows.as_chunks::<4>().0) {
+                let xv = vld1q_f32(xs.as_ptr());
+                for (q, [a0, a1, a2, a3]) in acc.iter_mut().enumerate() {
+                    let w = |row: &[f32; GEMM_NR]| vld1q_f32(row.as_ptr().add(4 * q));
+                    *a0 = vfmaq_laneq_f32::<0>(*a0, w(r0), xv);
+                    *a1 = vfmaq_laneq_f32::<1>(*a1, w(r1), xv);
+                    *a2 = vfmaq_laneq_f32::<2>(*a2, w(r2), xv);
+                    *a3 = vfmaq_laneq_f32::<3>(*a3, w(r3), xv);
+                }
+            }
+            // the last `k % 4` values, into the partial sums of their `kk % 4`
+            for ((lane, &xv), row) in rest.iter().enumerate().zip(tail_rows) {
+                for (q, a) in acc.iter_mut().enumerate() {
+                    a[lane] = vfmaq_n_f32(a[lane], vld1q_f32(row.as_ptr().add(4 * q)), xv);
+                }
+            }
+            for (q, [a0, a1, a2, a3]) in acc.iter().enumerate() {
+                let total = vaddq_f32(vaddq_f32(*a0, *a1), vaddq_f32(*a2, *a3));
+                vst1q_f32(sums.as_mut_ptr().add(4 * q), total);
+            }
+        }
+        let n = outs.len();
+        outs.copy_from_slice(&sums[..n]);
+    }
+}
+
 /// [`winograd4_row_avx512`]'s contract on NEON: F(4x4, 3x3)'s output row `r` (of 4) of
 /// the run of tiles from lane `first`, `y[r * 4 + c][t]` going to pixel `4 (t - first) +
 /// c` of `dst` as `start + value` (without `start`, what `dst` holds plus the value; the
