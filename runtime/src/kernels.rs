@@ -4691,6 +4691,13 @@ pub(crate) fn softmax_rows(
         let base = o * len;
         let row = &mut out[base..base + len];
         x.fill(base, row);
+        // the maximum only shifts the exponents, and a NaN makes every output NaN
+        // through `exp` whichever maximum it gives: on aarch64 `f32::max` (`fmaxnm`, which
+        // vectorizes there; `math::max`'s NaN test compiled to a compare and a select per
+        // float: a fifth of bert_tiny's softmax instructions)
+        #[cfg(target_arch = "aarch64")]
+        let m = lanes(row, f32::NEG_INFINITY, f32::max);
+        #[cfg(not(target_arch = "aarch64"))]
         let m = lanes(row, f32::NEG_INFINITY, math::max);
         let inv = 1.0 / exp_shifted(row, m);
         for (k, v) in row.iter_mut().enumerate() {
