@@ -253,9 +253,9 @@ pub fn store_rows(_base: usize, _row: &mut [f32]) {}
 /// the generated code calls for a product followed by a bias and GELU (a transformer's
 /// feed-forward layer). On AVX-512 a kernel of its own (a generated closure compiled for
 /// AVX-512 is not inlined where the kernels call it), by a rational form that needs
-/// fused multiply-adds (`math::GELU_P`); elsewhere [`math::gelu`] per element, inlined
-/// into the caller's loop. Both within `2e-7 * max(1, |x|)` of the exact value. A bias
-/// shorter than the row panics.
+/// fused multiply-adds (`math::GELU_P`), and on aarch64 the same form in NEON; elsewhere
+/// [`math::gelu`] per element, inlined into the caller's loop. All within
+/// `2e-7 * max(1, |x|)` of the exact value. A bias shorter than the row panics.
 #[inline]
 pub fn gelu_row(row: &mut [f32], bias: Option<&[f32]>) {
     #[cfg(target_arch = "x86_64")]
@@ -265,6 +265,11 @@ pub fn gelu_row(row: &mut [f32], bias: Option<&[f32]>) {
         unsafe {
             crate::simd::gelu_row_avx512(row, bias)
         };
+        return;
+    }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    if crate::simd::neon() {
+        crate::simd::gelu_row_neon(row, bias);
         return;
     }
     match bias {
@@ -5460,11 +5465,16 @@ mod tests {
         let x: Vec<f32> = (0..1 << 18)
             .map(|i| -10.0 + i as f32 * (20.0 / (1 << 18) as f32))
             .collect();
-        for path in ["best", "portable"] {
-            let mut row = x.clone();
+        // the grid in the row, then as the bias of a row of zeros three shorter (the
+        // kernels' last partial vector)
+        for (path, biased) in [("best", false), ("best", true), ("portable", false)] {
+            let (mut row, bias) = match biased {
+                false => (x.clone(), None),
+                true => (std::vec![0.0; x.len() - 3], Some(&x[..])),
+            };
             match path {
-                "portable" => crate::simd::portable(|| gelu_row(&mut row, None)),
-                _ => gelu_row(&mut row, None),
+                "portable" => crate::simd::portable(|| gelu_row(&mut row, bias)),
+                _ => gelu_row(&mut row, bias),
             }
             let mut worst = 0.0f64;
             for (&input, &got) in x.iter().zip(&row) {
@@ -5477,7 +5487,7 @@ mod tests {
                     "{path}: gelu({input}) = {got}, not {want}"
                 );
             }
-            std::println!("{path}: worst error {worst:.3} of the bound");
+            std::println!("{path} (bias: {biased}): worst error {worst:.3} of the bound");
         }
     }
 

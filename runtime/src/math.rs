@@ -373,17 +373,17 @@ pub fn gelu(x: f32) -> f32 {
 /// Clamp of [`GELU_P`] / [`GELU_Q`]'s rational form of GELU: `x` beyond it counts as
 /// `+-GELU_CLAMP`, where `x * P(x^2) / Q(x^2)` is `+-0.5` in f32 (`Phi(-5.6)` is 1.1e-8,
 /// under half an ulp of 0.5).
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) const GELU_CLAMP: f32 = 5.6;
-/// Numerator of the rational form of GELU taken by the AVX-512 kernel
-/// (`simd::gelu_row_avx512`): `gelu(x) = x / 2 + x * w`, `w = x * P(x^2) / Q(x^2)`
+/// Numerator of the rational form of GELU taken by the AVX-512 and NEON kernels
+/// (`simd::gelu_row_avx512`, `simd::gelu_row_neon`): `gelu(x) = x / 2 + x * w`, `w = x * P(x^2) / Q(x^2)`
 /// approximating `Phi(x) - 1/2` on `[-GELU_CLAMP, GELU_CLAMP]`. Our own fit (Lawson's
 /// weighted least squares toward the minimax, weights `min(1, |x|)` following the bound;
 /// `benches/tools/gelu_fit.py` reproduces it): 2.2e-8 from `Phi(x) - 1/2` in f64, within
 /// `2e-7 * max(1, |x|)` of GELU in f32 with fused multiply-adds (0.87 of it at worst on
 /// a grid of 400 001 points of [-10, 10]). Without fused multiply-adds its roundings reach
 /// the bound, so [`gelu`] keeps [`erf`]'s formula.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) const GELU_P: [f32; 7] = [
     0.398_941_93,
     0.037_736_33,
@@ -394,7 +394,7 @@ pub(crate) const GELU_P: [f32; 7] = [
     1.084_630_4e-10,
 ];
 /// Denominator of [`GELU_P`]'s rational form (every coefficient positive: no pole).
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 pub(crate) const GELU_Q: [f32; 5] = [
     1.0,
     0.261_253_42,

@@ -2827,6 +2827,68 @@ pub fn matvec_panels_neon(x: &[f32], panels: &[f32], out: &mut [f32], k: usize) 
     }
 }
 
+/// [`gelu_row_avx512`] on NEON: `row[i] = gelu(row[i] + bias[i])` by the same rational
+/// form and constants (`crate::math::GELU_P`, `GELU_Q`, with fused multiply-adds and a
+/// division), four lanes at a time, the last one to three through a vector of four. The
+/// portable `math::gelu` takes an erf with an exponential and a division: about three
+/// times the instructions. A bias shorter than the row panics.
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+pub fn gelu_row_neon(row: &mut [f32], bias: Option<&[f32]>) {
+    use crate::math::{GELU_CLAMP, GELU_P, GELU_Q};
+    use core::arch::aarch64::*;
+    assert!(bias.is_none_or(|b| b.len() >= row.len()));
+    // SAFETY (every block below): NEON is enabled at compile time
+    #[allow(unsafe_code)]
+    let gelu = |v: float32x4_t| unsafe {
+        // (NaN clamps to a number here and reaches the result through `v`)
+        let xc = vmaxnmq_f32(
+            vminnmq_f32(v, vdupq_n_f32(GELU_CLAMP)),
+            vdupq_n_f32(-GELU_CLAMP),
+        );
+        let s = vmulq_f32(xc, xc);
+        let mut p = vdupq_n_f32(GELU_P[6]);
+        for &c in GELU_P[..6].iter().rev() {
+            p = vfmaq_f32(vdupq_n_f32(c), p, s);
+        }
+        let mut q = vdupq_n_f32(GELU_Q[4]);
+        for &c in GELU_Q[..4].iter().rev() {
+            q = vfmaq_f32(vdupq_n_f32(c), q, s);
+        }
+        let w = vmulq_f32(xc, vdivq_f32(p, q));
+        vfmaq_f32(vmulq_f32(vdupq_n_f32(0.5), v), v, w)
+    };
+    let len = row.len();
+    let (quads, rest) = row.as_chunks_mut::<4>();
+    for (i, quad) in quads.iter_mut().enumerate() {
+        #[allow(unsafe_code)]
+        // SAFETY: the loads and the store cover the four floats of `quad`, and of the
+        // bias from `4 i` (asserted at least as long as the row)
+        unsafe {
+            let mut v = vld1q_f32(quad.as_ptr());
+            if let Some(b) = bias {
+                v = vaddq_f32(v, vld1q_f32(b[4 * i..4 * i + 4].as_ptr()));
+            }
+            vst1q_f32(quad.as_mut_ptr(), gelu(v));
+        }
+    }
+    if !rest.is_empty() {
+        let n = rest.len();
+        let mut values = [0.0f32; 4];
+        values[..n].copy_from_slice(rest);
+        if let Some(b) = bias {
+            for (v, &b) in values.iter_mut().zip(&b[len - n..len]) {
+                *v += b;
+            }
+        }
+        #[allow(unsafe_code)]
+        // SAFETY: the load and the store cover the array of four
+        unsafe {
+            vst1q_f32(values.as_mut_ptr(), gelu(vld1q_f32(values.as_ptr())));
+        }
+        rest.copy_from_slice(&values[..n]);
+    }
+}
+
 /// [`winograd4_row_avx512`]'s contract on NEON: F(4x4, 3x3)'s output row `r` (of 4) of
 /// the run of tiles from lane `first`, `y[r * 4 + c][t]` going to pixel `4 (t - first) +
 /// c` of `dst` as `start + value` (without `start`, what `dst` holds plus the value; the
