@@ -1824,6 +1824,28 @@ fn madd3(
     )
 }
 
+/// The bounds a 6 x 16 register tile ([`gemm_tile_avx2`], `gemm_tile_neon`) reads and
+/// writes within, checked once per tile (panics when a slice is short).
+#[inline(always)]
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+fn check_tile_operands(
+    kc: usize,
+    (a, a_row, a_k): (&[f32], usize, usize),
+    rows: usize,
+    (b, ldb): (&[f32], usize),
+    (c, ldc): (&[f32], usize),
+    init: Option<&[f32]>,
+) {
+    assert!((1..=GEMM_MR).contains(&rows) && kc > 0);
+    assert!(a.len() > (rows - 1) * a_row + (kc - 1) * a_k);
+    assert!(b.len() >= (kc - 1) * ldb + GEMM_NR);
+    assert!(c.len() >= (rows - 1) * ldc + GEMM_NR);
+    assert!(init.is_none_or(|s| s.len() >= rows));
+}
+
 /// Rows of the GEMM register tile ([`gemm_tile_avx2`]): six rows by [`GEMM_NR`] columns are
 /// twelve accumulators of the sixteen ymm registers, leaving two for `b` and one for `a`.
 pub const GEMM_MR: usize = 6;
@@ -1857,11 +1879,7 @@ pub unsafe fn gemm_tile_avx2(
     init: Option<&[f32]>,
 ) {
     use core::arch::x86_64::*;
-    assert!((1..=GEMM_MR).contains(&rows) && kc > 0);
-    assert!(a.len() > (rows - 1) * a_row + (kc - 1) * a_k);
-    assert!(b.len() >= (kc - 1) * ldb + GEMM_NR);
-    assert!(c.len() >= (rows - 1) * ldc + GEMM_NR);
-    assert!(init.is_none_or(|s| s.len() >= rows));
+    check_tile_operands(kc, (a, a_row, a_k), rows, (b, ldb), (c, ldc), init);
     let row = |i: usize| a.as_ptr().add(i.min(rows - 1) * a_row);
     let (r0, r1, r2, r3, r4, r5) = (row(0), row(1), row(2), row(3), row(4), row(5));
     let bp = b.as_ptr();
@@ -1944,11 +1962,7 @@ pub fn gemm_tile_neon(
     init: Option<&[f32]>,
 ) {
     use core::arch::aarch64::*;
-    assert!((1..=GEMM_MR).contains(&rows) && kc > 0);
-    assert!(a.len() > (rows - 1) * a_row + (kc - 1) * a_k);
-    assert!(b.len() >= (kc - 1) * ldb + GEMM_NR);
-    assert!(c.len() >= (rows - 1) * ldc + GEMM_NR);
-    assert!(init.is_none_or(|s| s.len() >= rows));
+    check_tile_operands(kc, (a, a_row, a_k), rows, (b, ldb), (c, ldc), init);
     let starts: [*const f32; GEMM_MR] =
         core::array::from_fn(|i| a[i.min(rows - 1) * a_row..].as_ptr());
     let bp = b.as_ptr();
