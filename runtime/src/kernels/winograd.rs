@@ -483,7 +483,8 @@ fn transform_inputs<const T: usize>(
                     }
                     // the columns outside the row (the padding); those past `width` feed
                     // only the lanes of later runs, which overwrite them (a test of every
-                    // column against `lo..hi` was 6-8% of resnet18's and unet_small's instructions on aarch64)
+                    // column against `lo..hi` was 6-8% of resnet18's and unet_small's
+                    // instructions on aarch64)
                     line[..lo].fill(0.0);
                     line[hi..width].fill(0.0);
                 }
@@ -583,6 +584,38 @@ fn copy_line<const T: usize>(
     }
 }
 
+/// [`transform_outputs`]' row of F(4x4) pixels (see `simd::winograd4_row_avx512` for the
+/// contract): the AVX-512 kernel with `wide`, else NEON's (callers ask for one of them).
+#[inline(always)]
+fn winograd4_row(
+    wide: bool,
+    y: &[[f32; PANEL]; 16],
+    (r, first): (usize, usize),
+    dst: &mut [f32],
+    start: Option<f32>,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if wide {
+        // SAFETY: `wide` is set only when `avx512` found AVX-512F on this CPU
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::simd::winograd4_row_avx512(y, (r, first), dst, start)
+        };
+        return;
+    }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    {
+        let _ = wide;
+        crate::simd::winograd4_row_neon(y, (r, first), dst, start);
+    }
+    #[cfg(not(all(target_arch = "aarch64", target_feature = "neon")))]
+    {
+        // (reached only without `wide`: a caller that asked when neither kernel exists)
+        debug_assert!(wide, "winograd4_row: no vector kernel on this CPU");
+        let _ = (y, r, first, dst, start);
+    }
+}
+
 /// Turns the products `m` (`m[(p * block_rows + i) * 16 + t]`: point `p`, output channel
 /// `i` of the block of 16, tile `t`) of `count` output channels into their `T x T` output pixels `A^T M A`, added
 /// to `start` (bias, zero, or what `out` holds) in `out` (`count` planes of a part's
@@ -596,9 +629,6 @@ fn transform_outputs<const T: usize>(
     (out, first_pixel): (&mut [f32], usize),
     g: &Conv2dGeom,
 ) {
-    // (F(4x4)'s AVX-512 pixel stores exist on x86_64 only)
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = wide;
     let side = T + 2;
     let plane_len = out.len() / count.max(1);
     let at = |p: usize, i: usize| &m[(p * block_rows + i) * PANEL..][..PANEL];
@@ -628,36 +658,16 @@ fn transform_outputs<const T: usize>(
             Start::Zero => Some(0.0),
             Start::Accumulate => None,
         };
-        #[cfg(target_arch = "x86_64")]
-        if wide && T == 4 {
-            for run in runs {
-                let (oy, ox) = run.corner;
-                let columns = (4 * run.len).min(g.ow.saturating_sub(ox));
-                for r in 0..4 {
-                    let py = oy + r;
-                    if py >= g.oh || columns == 0 {
-                        continue;
-                    }
-                    let at = py * g.ow + ox - first_pixel;
-                    let dst = &mut plane[at..at + columns];
-                    // SAFETY: `wide` is set only when `avx512` found AVX-512F on this CPU
-                    #[allow(unsafe_code)]
-                    unsafe {
-                        crate::simd::winograd4_row_avx512(&y, (r, run.first), dst, first)
-                    };
-                }
-            }
-            continue;
-        }
-        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-        if T == 4 && crate::simd::neon() {
+        // F(4x4)'s pixels a row of a run at a time, by a vector kernel where there is one
+        // (AVX-512's permutes with `wide`, NEON's interleaving stores on aarch64)
+        if T == 4 && (wide || crate::simd::neon()) {
             for run in runs {
                 let (oy, ox) = run.corner;
                 let columns = (4 * run.len).min(g.ow.saturating_sub(ox));
                 for r in (0..4).filter(|r| oy + r < g.oh && columns > 0) {
                     let at = (oy + r) * g.ow + ox - first_pixel;
                     let dst = &mut plane[at..at + columns];
-                    crate::simd::winograd4_row_neon(&y, (r, run.first), dst, first);
+                    winograd4_row(wide, &y, (r, run.first), dst, first);
                 }
             }
             continue;
