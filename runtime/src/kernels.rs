@@ -3309,7 +3309,8 @@ fn copy_short(dst: &mut [f32], src: &[f32]) {
 }
 
 /// `dst[i] = src[i * stride]` for every `i < dst.len()` (`src` must hold them): a copy for
-/// stride 1, pairs for stride 2 (loops the compiler vectorizes), a strided walk else.
+/// stride 1, pairs for stride 2 (loops the compiler vectorizes on x86_64; `ld2` on
+/// aarch64, where it does not), a strided walk else.
 #[inline(always)]
 fn gather_strided(dst: &mut [f32], src: &[f32], stride: usize) {
     let n = dst.len();
@@ -3319,6 +3320,8 @@ fn gather_strided(dst: &mut [f32], src: &[f32], stride: usize) {
     );
     match stride {
         1 => dst.copy_from_slice(&src[..n]),
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        2 if crate::simd::neon() => crate::simd::gather_even_neon(dst, src),
         2 => {
             let pairs = (src.len() / 2).min(n);
             for (d, pair) in dst.iter_mut().zip(src.chunks_exact(2)) {
@@ -3659,6 +3662,8 @@ fn depthwise_planes(
     for (slot, at) in tap_at.iter_mut().zip(tap_offsets(g, s, phase, pitch)) {
         *slot = at;
     }
+    // zeros once: every channel writes its pixels to the same places of the phase
+    // planes, so the padding around them stays zero
     let mut buffer = [0.0f32; CONV_STACK];
     let (phases, wide) = buffer.split_at_mut(s * s * phase + pitch);
     let wide = &mut wide[..g.oh * pitch];
@@ -3666,15 +3671,39 @@ fn depthwise_planes(
         for c in 0..g.c_out {
             let xp = &x[(n * g.c_in + c) * in_plane..(n * g.c_in + c + 1) * in_plane];
             for qy in 0..s {
+                // the phase rows `r` whose input row `r * s + qy - pad_top` exists
+                let (r0, r1) = valid_range(rows, g.h, s, g.pad_top, qy);
                 for qx in 0..s {
+                    let (c0, c1) = valid_range(pitch, g.w, s, g.pad_left, qx);
+                    if c0 >= c1 {
+                        continue;
+                    }
                     let dst = &mut phases[(qy * s + qx) * phase..(qy * s + qx + 1) * phase];
-                    for (r, drow) in dst.chunks_exact_mut(pitch).enumerate() {
-                        fill_phase(drow, xp, g, r * s + qy, qx);
+                    for r in r0..r1 {
+                        let iy = r * s + qy - g.pad_top;
+                        let from = iy * g.w + c0 * s + qx - g.pad_left;
+                        gather_strided(&mut dst[r * pitch + c0..r * pitch + c1], &xp[from..], s);
                     }
                 }
             }
             let start = bias.map_or(0.0, |b| b[c]);
             let weights = &w[c * taps..(c + 1) * taps];
+            let base = (n * g.c_out + c) * plane;
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            if crate::simd::neon() {
+                if let Some(tap_at) = tap_at.get(..taps) {
+                    // the rows summed straight into `out`: no wide plane to copy out (rows
+                    // of 7 to 56 cost as much to copy as to sum on NEON)
+                    let op = &mut out[base..base + plane];
+                    crate::simd::depthwise_rows_neon(
+                        phases, weights, tap_at, start, op, g.ow, pitch,
+                    );
+                    for (oy, row) in op.chunks_exact_mut(g.ow).enumerate() {
+                        epi(base + oy * g.ow, row);
+                    }
+                    continue;
+                }
+            }
             match tap_at.get(..taps) {
                 Some(tap_at) => depthwise_taps(phases, weights, tap_at, start, wide, fused),
                 None => {
@@ -3687,7 +3716,6 @@ fn depthwise_planes(
                     }
                 }
             }
-            let base = (n * g.c_out + c) * plane;
             for oy in 0..g.oh {
                 let row = &mut out[base + oy * g.ow..base + (oy + 1) * g.ow];
                 row.copy_from_slice(&wide[oy * pitch..oy * pitch + g.ow]);
@@ -3731,6 +3759,7 @@ fn depthwise_ring(
         depthwise_by_rows(x, w, bias, out, g, epi);
         return;
     }
+    // zeros once: the rows' padding columns stay zero (`fill_phase`)
     let mut ring = [0.0f32; CONV_STACK];
     // (slack after the rows: the last run of a row reads past its end)
     let ring = &mut ring[..span * row_len + DEPTHWISE_RUN];
@@ -3802,8 +3831,9 @@ fn fill_phase_row(dst: &mut [f32], xp: &[f32], g: &Conv2dGeom, r: usize, pitch: 
 }
 
 /// Fills `drow` with phase `qx` of padded input row `r` of the channel plane `xp`: its
-/// padded columns `c * stride_w + qx` for `c < drow.len()`, zeros where the row or the
-/// column falls in the padding.
+/// padded columns `c * stride_w + qx` for `c < drow.len()`, zeros where the row falls in
+/// the padding. Columns in the padding are not written: every row writes zeros or nothing
+/// there, so they stay as the caller zeroed them.
 #[inline(always)]
 fn fill_phase(drow: &mut [f32], xp: &[f32], g: &Conv2dGeom, r: usize, qx: usize) {
     let sw = g.stride_w.max(1);
@@ -3815,8 +3845,6 @@ fn fill_phase(drow: &mut [f32], xp: &[f32], g: &Conv2dGeom, r: usize, qx: usize)
     let xrow = &xp[iy * g.w..(iy + 1) * g.w];
     // the columns whose input `col * sw + qx - pad_left` is inside
     let (c0, c1) = valid_range(drow.len(), g.w, sw, g.pad_left, qx);
-    drow[..c0].fill(0.0);
-    drow[c1..].fill(0.0);
     if c0 < c1 {
         gather_strided(&mut drow[c0..c1], &xrow[c0 * sw + qx - g.pad_left..], sw);
     }
@@ -3847,7 +3875,7 @@ fn tap_offsets(
 /// the sums in registers: each output is stored once instead of once per tap.
 /// With `fused` (only in the AVX2 and FMA build), 3x3 kernels take fused multiply-adds
 /// (`simd::depthwise_taps9_avx2`); on aarch64 every kernel does
-/// (`simd::depthwise_taps_neon`).
+/// (`simd::depthwise_rows_neon`).
 #[inline(always)]
 fn depthwise_taps(
     phases: &[f32],
@@ -3875,7 +3903,8 @@ fn depthwise_taps(
     let _ = fused;
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
     if crate::simd::neon() {
-        crate::simd::depthwise_taps_neon(phases, weights, tap_at, start, wide);
+        let run = wide.len();
+        crate::simd::depthwise_rows_neon(phases, weights, tap_at, start, wide, run, 0);
         return;
     }
     let mut runs = wide.chunks_exact_mut(DEPTHWISE_RUN);
@@ -5814,6 +5843,11 @@ mod tests {
             geom(1, (2, 64, 64), 2, 3, [2, 2], 1, 1, 2),
             geom(1, (2, 66, 66), 2, 3, [2, 2], 1, 1, 2),
             geom(1, (3, 15, 15), 3, 3, [2, 2], 0, 1, 3),
+            // depthwise 1x1 kernels (a scale per channel) on rows of 2 and 1: phase planes
+            // a pitch of 2 and 1 wide, whose last row leaves no room to read a vector of
+            // four in place on NEON
+            geom(1, (3, 3, 2), 3, 1, [1, 1], 0, 1, 3),
+            geom(2, (4, 5, 1), 4, 1, [1, 1], 0, 1, 4),
             // tiled weights: two tiles and 8 row-major channels; per group one tile and 4
             geom(1, (12, 9, 11), 40, 3, [1, 1], 1, 1, 1),
             geom(1, (8, 10, 10), 40, 3, [2, 2], 1, 1, 2),

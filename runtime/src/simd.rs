@@ -2721,71 +2721,203 @@ pub unsafe fn winograd4_columns_avx512(
     }
 }
 
-/// `wide[i] = start + sum over taps t of weights[t] * phases[tap_at[t] + i]` (any
-/// depthwise kernel) on NEON: fused multiply-adds in tap order, 32 outputs at a time in
-/// eight registers, then four at a time, then the last one to three through a vector of
-/// four (the portable loop's `fmul` and `fadd` per tap, and its bounds check per tap
-/// and run, become one `fmla`). Panics when a tap would read past `phases` or the taps
-/// and weights differ in number.
+/// `dst[i] = src[2 * i]` for every `i < dst.len()` on NEON: four at a time by `ld2` (one
+/// load of eight floats, the even ones in one register) while eight lie in `src`, then
+/// one by one. Panics when `src` is shorter than `2 * dst.len() - 1`.
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-pub fn depthwise_taps_neon(
+pub fn gather_even_neon(dst: &mut [f32], src: &[f32]) {
+    use core::arch::aarch64::*;
+    let n = dst.len();
+    assert!(
+        n == 0 || src.len() > 2 * (n - 1),
+        "gather_even_neon: past the source"
+    );
+    // the runs of four whose eight floats lie in `src`
+    let quads = (n / 4).min(src.len() / 8);
+    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
+    for q in 0..quads {
+        #[allow(unsafe_code)]
+        // SAFETY: NEON is enabled at compile time; the load reads `src[8 q..8 q + 8]`
+        // (`8 q + 8 <= 8 * quads <= src.len()`), the store writes `dst[4 q..4 q + 4]`
+        // (`4 q + 4 <= 4 * quads <= n`)
+        unsafe {
+            vst1q_f32(d.add(4 * q), vld2q_f32(s.add(8 * q)).0)
+        };
+    }
+    for i in 4 * quads..n {
+        dst[i] = src[2 * i];
+    }
+}
+
+/// `out[oy * ow + ox] = start + sum over taps t of weights[t] * phases[tap_at[t] + oy *
+/// pitch + ox]` for the rows of `ow` outputs that make up `out` (a depthwise kernel of any
+/// size on NEON; one row, `ow == out.len()`, for a run of outputs). Per row, fused
+/// multiply-adds in tap order, 32 outputs at a time in eight registers and the rest of the
+/// row in one to eight more, its last one to three lanes included where every tap may
+/// read four floats there (else they are copied into a vector of four). 3x3 kernels have
+/// their nine taps unrolled, weights and offsets in registers: a loop over the taps loads
+/// both and branches per tap, on rows of a few vectors as much work as the multiply-adds.
+/// Panics when a tap would read past `phases`, the taps and weights differ in number, or
+/// `out` is not whole rows.
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+pub fn depthwise_rows_neon(
     phases: &[f32],
     weights: &[f32],
     tap_at: &[usize],
     start: f32,
-    wide: &mut [f32],
+    out: &mut [f32],
+    ow: usize,
+    pitch: usize,
+) {
+    if out.is_empty() {
+        return;
+    }
+    let rows = out.len() / ow.max(1);
+    assert!(
+        rows * ow == out.len(),
+        "depthwise_rows_neon: not whole rows"
+    );
+    // how far past its offset a tap reads: all rows, and the last row rounded up to four
+    let reach = (rows - 1) * pitch + ow;
+    assert!(
+        weights.len() == tap_at.len() && tap_at.iter().all(|&at| at + reach <= phases.len()),
+        "depthwise_rows_neon: a tap reads past the phases"
+    );
+    let last_reach = reach - ow + ow.next_multiple_of(4);
+    let room = tap_at.iter().all(|&at| at + last_reach <= phases.len());
+    if let (Ok(w9), Ok(at9)) = (
+        <&[f32; 9]>::try_from(weights),
+        <&[usize; 9]>::try_from(tap_at),
+    ) {
+        depthwise_rows_neon_here(phases, *w9, *at9, start, out, ow, pitch, room);
+    } else {
+        depthwise_rows_neon_here(phases, weights, tap_at, start, out, ow, pitch, room);
+    }
+}
+
+/// [`depthwise_rows_neon`] once its operands are checked (`room`: every tap may read its
+/// last row rounded up to four outputs), inlined into each call so that a fixed number
+/// of taps unrolls (`weights` and `tap_at` by value: arrays stay in registers).
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn depthwise_rows_neon_here(
+    phases: &[f32],
+    weights: impl AsRef<[f32]>,
+    tap_at: impl AsRef<[usize]>,
+    start: f32,
+    out: &mut [f32],
+    ow: usize,
+    pitch: usize,
+    room: bool,
 ) {
     use core::arch::aarch64::*;
-    let len = wide.len();
-    assert!(
-        weights.len() == tap_at.len() && tap_at.iter().all(|&at| at + len <= phases.len()),
-        "depthwise_taps_neon: a tap reads past the phases"
-    );
-    let (p, o) = (phases.as_ptr(), wide.as_mut_ptr());
-    let mut i = 0;
-    #[allow(unsafe_code)]
-    // SAFETY: NEON is enabled at compile time. Every load reads `phases[at + i + j..][..4]`
-    // with `i + j + 4 <= len`, so below `at + len <= phases.len()` (asserted); every
-    // store writes `wide[i + j..][..4]` with `i + j + 4 <= len`.
-    unsafe {
-        let s0 = vdupq_n_f32(start);
-        while i + 32 <= len {
-            let mut acc = [s0; 8];
-            for (&wv, &at) in weights.iter().zip(tap_at) {
-                let src = p.add(at + i);
-                for (j, a) in acc.iter_mut().enumerate() {
-                    *a = vfmaq_n_f32(*a, vld1q_f32(src.add(4 * j)), wv);
-                }
+    let (weights, tap_at) = (weights.as_ref(), tap_at.as_ref());
+    let reach = (out.len() / ow - 1) * pitch + ow;
+    for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
+        let first = oy * pitch;
+        // a row's last one to three sums come from one more vector read in place where
+        // every tap may read four (all rows but the last, and the last with `room`)
+        let in_place = room || first + ow.next_multiple_of(4) <= reach;
+        let vectors = if in_place { ow.div_ceil(4) } else { ow / 4 };
+        let (mut i, mut left) = (0, vectors);
+        #[allow(unsafe_code)]
+        // SAFETY: the calls' vectors start below `4 * vectors`, inside the row, and every
+        // tap reads below `at + first + 4 * vectors`: at most `at + reach` (asserted by
+        // `depthwise_rows_neon`) when `4 * vectors <= ow`, else, `in_place`, at most the
+        // last row's reach rounded up to four (inside with `room`) or at most `at +
+        // reach` (the condition above)
+        unsafe {
+            let (w, at) = (weights, tap_at);
+            while left > 8 {
+                depthwise_vectors_neon::<8>(phases, w, at, start, row, first, i);
+                (i, left) = (i + 32, left - 8);
             }
-            for (j, a) in acc.iter().enumerate() {
-                vst1q_f32(o.add(i + 4 * j), *a);
+            match left {
+                1 => depthwise_vectors_neon::<1>(phases, w, at, start, row, first, i),
+                2 => depthwise_vectors_neon::<2>(phases, w, at, start, row, first, i),
+                3 => depthwise_vectors_neon::<3>(phases, w, at, start, row, first, i),
+                4 => depthwise_vectors_neon::<4>(phases, w, at, start, row, first, i),
+                5 => depthwise_vectors_neon::<5>(phases, w, at, start, row, first, i),
+                6 => depthwise_vectors_neon::<6>(phases, w, at, start, row, first, i),
+                7 => depthwise_vectors_neon::<7>(phases, w, at, start, row, first, i),
+                8 => depthwise_vectors_neon::<8>(phases, w, at, start, row, first, i),
+                _ => {}
             }
-            i += 32;
         }
-        while i + 4 <= len {
-            let mut acc = s0;
-            for (&wv, &at) in weights.iter().zip(tap_at) {
-                acc = vfmaq_n_f32(acc, vld1q_f32(p.add(at + i)), wv);
-            }
-            vst1q_f32(o.add(i), acc);
-            i += 4;
+        let done = 4 * vectors;
+        if done >= ow {
+            continue;
         }
-    }
-    if i < len {
-        // the last one to three: each tap's values copied into a vector of four
-        let n = len - i;
-        let mut acc = [start; 4];
+        // the last row without room: each tap's last one to three values copied into a
+        // vector of four
+        let n = ow - done;
+        let mut sums = [start; 4];
         for (&wv, &at) in weights.iter().zip(tap_at) {
             let mut values = [0.0f32; 4];
-            values[..n].copy_from_slice(&phases[at + i..at + i + n]);
+            values[..n].copy_from_slice(&phases[at + first + done..at + first + ow]);
             #[allow(unsafe_code)]
-            // SAFETY: NEON is enabled at compile time; the arrays hold four floats each
+            // SAFETY: NEON is enabled at compile time; the arrays hold four floats
             unsafe {
-                let sum = vfmaq_n_f32(vld1q_f32(acc.as_ptr()), vld1q_f32(values.as_ptr()), wv);
-                vst1q_f32(acc.as_mut_ptr(), sum);
+                let acc = vld1q_f32(sums.as_ptr());
+                let sum = vfmaq_n_f32(acc, vld1q_f32(values.as_ptr()), wv);
+                vst1q_f32(sums.as_mut_ptr(), sum);
             }
         }
-        wide[i..].copy_from_slice(&acc[..n]);
+        row[done..].copy_from_slice(&sums[..n]);
+    }
+}
+
+/// `N` vectors of [`depthwise_rows_neon`]'s sums from `row[i]` on, each tap reading from
+/// `phases[at + first + i..]`, all summed in registers (the taps' loads at fixed offsets
+/// from one address per tap); the last vector keeps only the lanes inside `row`.
+///
+/// # Safety
+///
+/// `i + 4 (N - 1) < row.len()`, and `at + first + i + 4 N <= phases.len()` for every
+/// `at` of `tap_at` (checked once by the caller for all rows, not per vector).
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+#[inline(always)]
+#[allow(unsafe_code, clippy::too_many_arguments)]
+unsafe fn depthwise_vectors_neon<const N: usize>(
+    phases: &[f32],
+    weights: &[f32],
+    tap_at: &[usize],
+    start: f32,
+    row: &mut [f32],
+    first: usize,
+    i: usize,
+) {
+    use core::arch::aarch64::*;
+    debug_assert!(i + 4 * (N - 1) < row.len());
+    debug_assert!(tap_at
+        .iter()
+        .all(|&at| at + first + i + 4 * N <= phases.len()));
+    let (p, o) = (phases.as_ptr().wrapping_add(first + i), row.as_mut_ptr());
+    // SAFETY: NEON is enabled at compile time. Every load reads `phases[at + first + i + 4
+    // j..][..4]` with `j < N`, inside `phases`; every store writes `row[i + 4 j..][..4]`
+    // for `j < N - 1` and for the last when it lies in `row`, inside `row` (this
+    // function's contract), else four floats of `last`.
+    unsafe {
+        let mut acc = [vdupq_n_f32(start); N];
+        for (&wv, &at) in weights.iter().zip(tap_at) {
+            let src = p.add(at);
+            for (j, a) in acc.iter_mut().enumerate() {
+                *a = vfmaq_n_f32(*a, vld1q_f32(src.add(4 * j)), wv);
+            }
+        }
+        for (j, a) in acc.iter().enumerate().take(N - 1) {
+            vst1q_f32(o.add(i + 4 * j), *a);
+        }
+        let at = i + 4 * (N - 1);
+        if at + 4 <= row.len() {
+            vst1q_f32(o.add(at), acc[N - 1]);
+        } else {
+            let mut last = [0.0f32; 4];
+            vst1q_f32(last.as_mut_ptr(), acc[N - 1]);
+            let n = row.len() - at;
+            row[at..].copy_from_slice(&last[..n]);
+        }
     }
 }
 
