@@ -3035,6 +3035,32 @@ pub fn gelu_row_neon(row: &mut [f32], bias: Option<&[f32]>) {
     }
 }
 
+/// F(4x4)'s input line split by column phase on NEON: `phases[q][j] = line[4 j + q]`, the
+/// sixteen tiles' columns `q` (and the seventeenth's, which the next tile shares) by four
+/// de-interleaving loads (`ld4`) and sixteen stores instead of 68 single moves.
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+pub fn winograd4_phases_neon(
+    line: &[f32; 4 * (GEMM_NR + 1)],
+    phases: &mut [[f32; GEMM_NR + 1]; 4],
+) {
+    use core::arch::aarch64::*;
+    for j in (0..GEMM_NR).step_by(4) {
+        #[allow(unsafe_code)]
+        // SAFETY: NEON is enabled at compile time; the load reads `line[4 j..4 j + 16]`
+        // and each store `phases[q][j..j + 4]`, with `j + 4 <= GEMM_NR`, inside the arrays
+        unsafe {
+            let v = vld4q_f32(line.as_ptr().add(4 * j));
+            vst1q_f32(phases[0].as_mut_ptr().add(j), v.0);
+            vst1q_f32(phases[1].as_mut_ptr().add(j), v.1);
+            vst1q_f32(phases[2].as_mut_ptr().add(j), v.2);
+            vst1q_f32(phases[3].as_mut_ptr().add(j), v.3);
+        }
+    }
+    for (q, phase) in phases.iter_mut().enumerate() {
+        phase[GEMM_NR] = line[4 * GEMM_NR + q];
+    }
+}
+
 /// [`winograd4_row_avx512`]'s contract on NEON: F(4x4, 3x3)'s output row `r` (of 4) of
 /// the run of tiles from lane `first`, `y[r * 4 + c][t]` going to pixel `4 (t - first) +
 /// c` of `dst` as `start + value` (without `start`, what `dst` holds plus the value; the

@@ -490,11 +490,7 @@ fn transform_inputs<const T: usize>(
                 }
                 // the line's columns by phase: tile t's column c is phases[c % T][t + c / T]
                 let mut phases = [[0.0f32; PANEL + 1]; 4];
-                for j in 0..PANEL + 1 {
-                    for (q, phase) in phases.iter_mut().enumerate().take(T) {
-                        phase[j] = line[T * j + q];
-                    }
-                }
+                split_phases::<T>(&line, &mut phases);
                 for c in 0..side {
                     let column = &phases[c % T][c / T..c / T + PANEL];
                     let dst = &mut d[r * side + c][run.first..run.first + PANEL];
@@ -519,6 +515,22 @@ fn transform_inputs<const T: usize>(
                 let at = ((r * side + c) * depth + ic) * PANEL;
                 v[at..at + PANEL].copy_from_slice(line);
             }
+        }
+    }
+}
+
+/// `phases[q][j] = line[T j + q]` for `q < T`: a zero-padded input line's columns by phase
+/// modulo `T` (by `ld4` on NEON for F(4x4), where the compiler leaves the loop scalar).
+#[inline(always)]
+fn split_phases<const T: usize>(line: &[f32; MAX_LINE], phases: &mut [[f32; PANEL + 1]; 4]) {
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    if T == 4 && crate::simd::neon() {
+        crate::simd::winograd4_phases_neon(line, phases);
+        return;
+    }
+    for j in 0..PANEL + 1 {
+        for (q, phase) in phases.iter_mut().enumerate().take(T) {
+            phase[j] = line[T * j + q];
         }
     }
 }
