@@ -3097,9 +3097,13 @@ fn banded_products(
     let rows = out.len() / ldc;
     let taps = g.kh * g.kw;
     let mut panel = [0.0f32; PANEL * PANEL_DEPTH];
-    // every row in whole interleaved tiles on AVX-512: a panel inside one output row is
-    // read straight from the band (`indirect_panel`), not packed
-    let indirect = matches!((a, Isa::of(simd)), (Lhs::Tiled(t), Isa::Avx512) if t.tiled >= rows);
+    // every row in whole interleaved tiles on AVX-512, any rows on NEON: a panel inside
+    // one output row is read straight from the band (`indirect_panel`), not packed
+    let isa = Isa::of(simd);
+    let indirect = match (a, isa) {
+        (Lhs::Tiled(t), Isa::Avx512) => t.tiled >= rows,
+        (_, isa) => isa == Isa::Neon,
+    };
     let mut offsets = [0u32; PANEL_DEPTH];
     let channel_len = plan.channel_stride(g);
     for b0 in (lo..hi).step_by(plan.pixels) {
@@ -3126,20 +3130,17 @@ fn banded_products(
                 let (ic, tap) = ((k0 + k) / taps - first, (k0 + k) % taps);
                 *slot = (ic * channel_len + plan.tap_offset[tap]) as u32;
             }
-            #[cfg(target_arch = "x86_64")]
             let row_offsets = crate::simd::RowOffsets::new(&offsets[..kc]);
             for p0 in (b0..b1).step_by(PANEL) {
                 let cols = PANEL.min(b1 - p0);
                 let (oy, ox) = (p0 / g.ow, p0 % g.ow);
-                #[cfg(target_arch = "x86_64")]
                 if indirect && cols == PANEL && ox + PANEL <= g.ow {
                     let pixel = (oy - oy0) * plan.cols + ox;
                     let b = (band, (&row_offsets, pixel));
                     let c = (&mut out[p0 - lo..], ldc);
-                    indirect_panel(a.skip_columns(k0), rows, b, c, start);
+                    indirect_panel(isa, a.skip_columns(k0), rows, b, c, start);
                     continue;
                 }
-                let _ = (oy, ox, indirect);
                 let at = (p0, cols, oy0, channel_len);
                 pack_band(band, g, plan, at, (k0, kc), &mut panel);
                 tile_panel(
@@ -3156,33 +3157,49 @@ fn banded_products(
 }
 
 /// The register tiles of one panel of [`banded_products`] whose `b` is read from the band
-/// (`b[offsets[k] + pixel..][..16]` is its row `k`), on interleaved tiles of `a` covering
-/// all `rows` (AVX-512).
-#[cfg(target_arch = "x86_64")]
+/// (`b[offsets[k] + pixel..][..16]` is its row `k`) covering all `rows`: on AVX-512
+/// interleaved tiles of `a`, on NEON six rows of any layout at a time.
 fn indirect_panel(
+    isa: Isa,
     a: Lhs<'_>,
     rows: usize,
     (band, (offsets, pixel)): (&[f32], (&crate::simd::RowOffsets<'_>, usize)),
     (c, ldc): (&mut [f32], usize),
     start: Start<'_>,
 ) {
-    for m0 in (0..rows).step_by(WEIGHT_TILE_ROWS) {
-        let ((tile, _, _), count) = a.rows_at(m0, WEIGHT_TILE_ROWS.min(rows - m0));
-        let init = start.rows(m0, count);
-        // SAFETY: callers run this only on `Isa::Avx512`, chosen when `avx512` found
-        // AVX-512F on this CPU
-        #[allow(unsafe_code)]
-        unsafe {
-            crate::simd::gemm_tile_avx512_indirect(
-                tile,
-                count,
-                band,
-                (offsets, pixel),
-                &mut c[m0 * ldc..],
-                ldc,
-                init,
-            )
+    let mut m0 = 0;
+    while m0 < rows {
+        let want = if isa == Isa::Avx512 {
+            WEIGHT_TILE_ROWS
+        } else {
+            isa.tile_rows()
         };
+        let (tile, count) = a.rows_at(m0, want.min(rows - m0));
+        let (init, c) = (start.rows(m0, count), &mut c[m0 * ldc..]);
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512 {
+            // SAFETY: `Isa::Avx512` is chosen only when `avx512` found AVX-512F on this
+            // CPU; callers pass interleaved tiles of `a` there (`tile.0` read as
+            // `a[k * 16 + i]`)
+            #[allow(unsafe_code)]
+            unsafe {
+                crate::simd::gemm_tile_avx512_indirect(
+                    tile.0,
+                    count,
+                    band,
+                    (offsets, pixel),
+                    c,
+                    ldc,
+                    init,
+                )
+            };
+        }
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        if isa == Isa::Neon {
+            crate::simd::gemm_tile_neon_indirect(tile, count, band, (offsets, pixel), c, ldc, init);
+        }
+        let _ = (tile, band, offsets, pixel, init, c);
+        m0 += count;
     }
 }
 

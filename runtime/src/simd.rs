@@ -1961,19 +1961,71 @@ pub fn gemm_tile_neon(
     ldc: usize,
     init: Option<&[f32]>,
 ) {
-    use core::arch::aarch64::*;
     check_tile_operands(kc, (a, a_row, a_k), rows, (b, ldb), (c, ldc), init);
+    let bp = b.as_ptr();
+    // SAFETY: for k < kc, `b[k * ldb..k * ldb + 16]` lies in `b` (asserted above)
+    #[allow(unsafe_code)]
+    let row_of_b = |k: usize| unsafe { bp.add(k * ldb) };
+    gemm_tile_neon_rows(kc, (a, a_row, a_k), rows, row_of_b, (c, ldc), init);
+}
+
+/// [`gemm_tile_neon`] whose step `k` reads its sixteen columns of `b` at `b[base +
+/// offsets[k]..]` instead of a packed panel (a convolution's patch row read straight from
+/// the input band, where the panel's pixels are contiguous): the same sums without the
+/// packing, one offset loaded per step. `kc` is `offsets`' length. The slices are checked
+/// (a short one panics).
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+pub fn gemm_tile_neon_indirect(
+    (a, a_row, a_k): (&[f32], usize, usize),
+    rows: usize,
+    b: &[f32],
+    (offsets, base): (&RowOffsets<'_>, usize),
+    c: &mut [f32],
+    ldc: usize,
+    init: Option<&[f32]>,
+) {
+    let kc = offsets.offsets.len();
+    // (as a packed panel of one row, then the offsets' reach)
+    check_tile_operands(
+        kc,
+        (a, a_row, a_k),
+        rows,
+        (&b[..GEMM_NR], 0),
+        (c, ldc),
+        init,
+    );
+    assert!(base + offsets.max + GEMM_NR <= b.len());
+    let (bp, offs) = (b.as_ptr(), offsets.offsets);
+    // SAFETY: every offset is at most `max`, and `b` holds `base + max + 16` floats
+    // (asserted above)
+    #[allow(unsafe_code)]
+    let row_of_b = |k: usize| unsafe { bp.add(base + offs[k] as usize) };
+    gemm_tile_neon_rows(kc, (a, a_row, a_k), rows, row_of_b, (c, ldc), init);
+}
+
+/// The loop of [`gemm_tile_neon`] and [`gemm_tile_neon_indirect`], on operands their
+/// callers checked: step `k < kc` reads sixteen floats of `b` from `row_of_b(k)`.
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+#[inline(always)]
+fn gemm_tile_neon_rows(
+    kc: usize,
+    (a, a_row, a_k): (&[f32], usize, usize),
+    rows: usize,
+    row_of_b: impl Fn(usize) -> *const f32,
+    (c, ldc): (&mut [f32], usize),
+    init: Option<&[f32]>,
+) {
+    use core::arch::aarch64::*;
     let starts: [*const f32; GEMM_MR] =
         core::array::from_fn(|i| a[i.min(rows - 1) * a_row..].as_ptr());
-    let bp = b.as_ptr();
     #[allow(unsafe_code)]
     // SAFETY: NEON is enabled at compile time (this function's cfg). For k < kc the loads
-    // read `b[k * ldb .. k * ldb + 16]` and `a[i * a_row + k * a_k]` for i < rows (rows
-    // past `rows` read row `rows - 1`), all inside the slices as asserted above.
+    // read sixteen floats from `row_of_b(k)` and `a[i * a_row + k * a_k]` for i < rows
+    // (rows past `rows` read row `rows - 1`), inside the slices as the callers asserted.
     let sums = unsafe {
         let mut acc = [[vdupq_n_f32(0.0); 4]; GEMM_MR];
         for k in 0..kc {
-            let bk = bp.add(k * ldb);
+            let bk = row_of_b(k);
             let bv = [
                 vld1q_f32(bk),
                 vld1q_f32(bk.add(4)),
@@ -4335,8 +4387,8 @@ unsafe fn store_tile(
 }
 
 /// Where each step along `k` of an indirect register tile reads its row of `b` (offsets
-/// into one buffer), with the largest kept for [`gemm_tile_avx512_indirect`]'s bounds
-/// check.
+/// into one buffer), with the largest kept for the bounds check of
+/// `gemm_tile_avx512_indirect` and `gemm_tile_neon_indirect`.
 pub struct RowOffsets<'a> {
     offsets: &'a [u32],
     max: usize,
