@@ -5865,6 +5865,10 @@ mod tests {
             // four in place on NEON
             geom(1, (3, 3, 2), 3, 1, [1, 1], 0, 1, 3),
             geom(2, (4, 5, 1), 4, 1, [1, 1], 0, 1, 4),
+            // depthwise phase planes with dilation 2 and with stride 3 (taps spread over
+            // rows and phases, rows summed straight into the output on NEON)
+            geom(1, (3, 11, 13), 3, 3, [1, 1], 2, 2, 3),
+            geom(1, (2, 10, 11), 2, 3, [3, 3], 1, 1, 2),
             // tiled weights: two tiles and 8 row-major channels; per group one tile and 4
             geom(1, (12, 9, 11), 40, 3, [1, 1], 1, 1, 1),
             geom(1, (8, 10, 10), 40, 3, [2, 2], 1, 1, 2),
