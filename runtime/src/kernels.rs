@@ -3198,6 +3198,7 @@ fn indirect_panel(
         if isa == Isa::Neon {
             crate::simd::gemm_tile_neon_indirect(tile, count, band, (offsets, pixel), c, ldc, init);
         }
+        // (other CPUs never take indirect panels: `banded_products` packs theirs)
         let _ = (tile, band, offsets, pixel, init, c);
         m0 += count;
     }
