@@ -4235,8 +4235,77 @@ pub struct Pool2dGeom {
 /// receives the output at its start (see `pool2d_in_place` for when that is possible).
 /// On AVX-512, windows of horizontal stride 2 have their own kernel
 /// (`simd::max_pool_s2_avx512`, 16 outputs per vector); other windows split rows into
-/// stride phases.
-pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: impl Fn(usize, f32) -> f32) {
+/// stride phases. With threads, large poolings out of place split bands of output rows
+/// over them ([`pool_by_row_bands`]).
+pub fn max_pool2d(
+    x: &[f32],
+    out: &mut [f32],
+    g: &Pool2dGeom,
+    epi: impl Fn(usize, f32) -> f32 + Sync,
+) {
+    #[cfg(feature = "threads")]
+    if !x.is_empty() && pool_worth_splitting(g) {
+        pool_by_row_bands(x, out, g, |x, out, band, base| {
+            max_pool2d_on(x, out, band, &|k, v| epi(base + k, v))
+        });
+        return;
+    }
+    max_pool2d_on(x, out, g, &epi);
+}
+
+/// Input floats from which a pooling splits over threads.
+#[cfg(feature = "threads")]
+const POOL_PARALLEL_MIN_INPUT: usize = 1 << 15;
+
+/// True when [`pool_by_row_bands`] runs a pooling on the threads.
+#[cfg(feature = "threads")]
+fn pool_worth_splitting(g: &Pool2dGeom) -> bool {
+    crate::threads::current() > 1 && g.oh > 1 && g.planes * g.h * g.w >= POOL_PARALLEL_MIN_INPUT
+}
+
+/// A pooling with bands of output rows split over the threads, each band of every plane
+/// computed by `pool(input, output, geometry, base)` (`base`: the index of the band's
+/// first output, for the epilogue) on the plane's input rows from
+/// the first the band's windows read, as a pooling of its own (one plane, the band's
+/// rows, its top padding what is left of the map's above those rows). The same rows of
+/// every plane stay with the same thread, as in the convolutions before and after
+/// (`conv2d_winograd` splits rows of tiles): when the two cores share no cache, a core
+/// reading what the other wrote waits on it.
+#[cfg(feature = "threads")]
+fn pool_by_row_bands(
+    x: &[f32],
+    out: &mut [f32],
+    g: &Pool2dGeom,
+    pool: impl Fn(&[f32], &mut [f32], &Pool2dGeom, usize) + Sync,
+) {
+    let (in_plane, plane) = (g.h * g.w, g.oh * g.ow);
+    let parts = crate::threads::current().min(g.oh);
+    let per_part = g.oh.div_ceil(parts);
+    let out = SplitOutput::new(&mut out[..g.planes * plane]);
+    crate::threads::for_each_part(g.oh.div_ceil(per_part), |i| {
+        let (r0, r1) = (i * per_part, g.oh.min((i + 1) * per_part));
+        let top = r0 * g.stride_h;
+        let first_row = top.saturating_sub(g.pad_top).min(g.h);
+        let band = Pool2dGeom {
+            planes: 1,
+            h: g.h - first_row,
+            oh: r1 - r0,
+            pad_top: g.pad_top.saturating_sub(top),
+            ..*g
+        };
+        for p in 0..g.planes {
+            let from = p * plane + r0 * g.ow;
+            let input = &x[p * in_plane + first_row * g.w..(p + 1) * in_plane];
+            // SAFETY: part `i` alone writes output rows `r0..r1` of each plane
+            #[allow(unsafe_code)]
+            let rows = unsafe { out.range(from, band.oh * g.ow) };
+            pool(input, rows, &band, from);
+        }
+    });
+}
+
+/// [`max_pool2d`] on the calling thread.
+fn max_pool2d_on(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: &impl Fn(usize, f32) -> f32) {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::avx512() && crate::simd::max_pool_s2_fits(g) {
         let x = (!x.is_empty()).then_some(x);
@@ -4244,12 +4313,12 @@ pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: impl Fn(usize
         // and a geometry that `max_pool_s2_fits`.
         #[allow(unsafe_code)]
         unsafe {
-            crate::simd::max_pool_s2_avx512(x, out, g, &epi)
+            crate::simd::max_pool_s2_avx512(x, out, g, epi)
         };
         return;
     }
     if x.is_empty() {
-        max_pool2d_in_place(out, g, &epi);
+        max_pool2d_in_place(out, g, epi);
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -4258,11 +4327,11 @@ pub fn max_pool2d(x: &[f32], out: &mut [f32], g: &Pool2dGeom, epi: impl Fn(usize
         // that this CPU has both.
         #[allow(unsafe_code)]
         unsafe {
-            crate::simd::max_pool2d_avx2(x, out, g, &epi)
+            crate::simd::max_pool2d_avx2(x, out, g, epi)
         };
         return;
     }
-    max_pool2d_portable(x, out, g, &epi);
+    max_pool2d_portable(x, out, g, epi);
 }
 
 /// [`max_pool2d_rows`] kept out of line: its phase rows (1 KiB on a microcontroller) then
@@ -6242,6 +6311,28 @@ mod tests {
         let mut two = std::vec![f32::NAN; 33 * 48 * 48];
         crate::threads::with_threads(2, || conv_transpose2d(&x, &w, Some(&b), &mut two, &g, epi));
         assert_eq!(one, two);
+        // max poolings split in bands of output rows (`pool_by_row_bands`): unet_small's
+        // 2x2 stride 2, resnet18's 3x3 stride 2 with padding on odd maps (the AVX-512
+        // kernel), stride 3 (the phase rows); a stride-1 window whose bands' first rows
+        // lie in the padding on three threads
+        let pools = [
+            square_pool(16, 64, 64, 2, 2, 0),
+            square_pool(16, 57, 45, 3, 2, 1),
+            square_pool(4, 100, 90, 3, 3, 1),
+            square_pool(200, 3, 60, 5, 1, 2),
+        ];
+        for (case, g) in pools.iter().enumerate() {
+            let x = data(g.planes * g.h * g.w, 20 + case as u64);
+            let epi = |i: usize, v: f32| if i.is_multiple_of(3) { v * 2.0 } else { -v };
+            let len = g.planes * g.oh * g.ow;
+            let mut one = std::vec![f32::NAN; len];
+            max_pool2d(&x, &mut one, g, epi);
+            for threads in [2, 3] {
+                let mut many = std::vec![f32::NAN; len];
+                crate::threads::with_threads(threads, || max_pool2d(&x, &mut many, g, epi));
+                assert_eq!(one, many, "pool case {case}, {threads} threads");
+            }
+        }
     }
 
     /// The transposed convolution by its definition, in f64: every input pixel adds
