@@ -3668,9 +3668,16 @@ fn depthwise_planes(
     let extent_w = (g.ow - 1) * g.stride_w + (g.kw - 1) * g.dilation_w + 1;
     let (rows, pitch) = (extent_h.div_ceil(s), extent_w.div_ceil(s));
     let phase = rows * pitch;
+    // on NEON the rows of kernels of up to DEPTHWISE_TAPS taps are summed straight into
+    // `out`, without the wide plane
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    let rows_to_out = crate::simd::neon() && taps <= DEPTHWISE_TAPS;
+    #[cfg(not(all(target_arch = "aarch64", target_feature = "neon")))]
+    let rows_to_out = false;
+    let wide_len = if rows_to_out { 0 } else { g.oh * pitch };
     // phase planes, one pitch of slack (the dropped columns read past the last plane),
     // then the wide output plane
-    let needed = s * s * phase + pitch + g.oh * pitch;
+    let needed = s * s * phase + pitch + wide_len;
     if g.stride_h != g.stride_w || needed > CONV_STACK {
         depthwise_ring(x, w, bias, out, g, epi, fused);
         return;
@@ -3684,7 +3691,7 @@ fn depthwise_planes(
     // planes, so the padding around them stays zero
     let mut buffer = [0.0f32; CONV_STACK];
     let (phases, wide) = buffer.split_at_mut(s * s * phase + pitch);
-    let wide = &mut wide[..g.oh * pitch];
+    let wide = &mut wide[..wide_len];
     for n in 0..g.n {
         for c in 0..g.c_out {
             let xp = &x[(n * g.c_in + c) * in_plane..(n * g.c_in + c + 1) * in_plane];
@@ -3708,7 +3715,7 @@ fn depthwise_planes(
             let weights = &w[c * taps..(c + 1) * taps];
             let base = (n * g.c_out + c) * plane;
             #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-            if crate::simd::neon() {
+            if rows_to_out {
                 if let Some(tap_at) = tap_at.get(..taps) {
                     // the rows summed straight into `out`: no wide plane to copy out (rows
                     // of 7 to 56 cost as much to copy as to sum on NEON)
@@ -5939,6 +5946,10 @@ mod tests {
             // rows and phases, rows summed straight into the output on NEON)
             geom(1, (3, 11, 13), 3, 3, [1, 1], 2, 2, 3),
             geom(1, (2, 10, 11), 2, 3, [3, 3], 1, 1, 2),
+            // a map whose phase plane (102 x 102) and wide output plane together pass the
+            // stack buffer: through the ring, but on NEON, which has no wide plane, through
+            // the phase plane
+            geom(1, (2, 100, 100), 2, 3, [1, 1], 1, 1, 2),
             // tiled weights: two tiles and 8 row-major channels; per group one tile and 4
             geom(1, (12, 9, 11), 40, 3, [1, 1], 1, 1, 1),
             geom(1, (8, 10, 10), 40, 3, [2, 2], 1, 1, 2),
