@@ -4029,15 +4029,16 @@ fn depthwise_by_rows(
 /// are computed a panel of [`WEIGHT_PANEL`] input pixels at a time into a stack buffer, by the
 /// register tiles of the implicit GEMM (the weight read transposed in place), and every
 /// value is then added to the output pixel its tap reaches,
-/// `(iy * stride + ky * dilation - pad, ix * stride + kx * dilation - pad)`. Output
-/// channels split over the threads (`threads::with_threads`, feature `threads`).
+/// `(iy * stride + ky * dilation - pad, ix * stride + kx * dilation - pad)`. With threads
+/// (`threads::with_threads`, feature `threads`), bands of input rows split over them when
+/// their output rows never meet (`transpose_by_row_bands`), output channels otherwise.
 pub fn conv_transpose2d(
     x: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
     out: &mut [f32],
     g: &Conv2dGeom,
-    epi: impl Fn(usize, f32) -> f32,
+    epi: impl Fn(usize, f32) -> f32 + Sync,
 ) {
     conv_transpose2d_with(crate::simd::avx2_fma(), x, w, bias, out, g, &epi);
 }
@@ -4053,7 +4054,7 @@ fn conv_transpose2d_with(
     bias: Option<&[f32]>,
     out: &mut [f32],
     g: &Conv2dGeom,
-    epi: &impl Fn(usize, f32) -> f32,
+    epi: &(impl Fn(usize, f32) -> f32 + Sync),
 ) {
     let (cin_g, cout_g) = (g.c_in / g.groups, g.c_out / g.groups);
     let taps = g.kh * g.kw;
@@ -4065,6 +4066,11 @@ fn conv_transpose2d_with(
     }
     let threads = crate::threads::current();
     let worth_splitting = m * cin_g * in_plane >= PARALLEL_MIN_MACS;
+    #[cfg(feature = "threads")]
+    if threads > 1 && worth_splitting && g.h > 1 && transpose_rows_apart(g) {
+        transpose_by_row_bands(simd, (x, w, bias), out, g, epi, threads.min(g.h));
+        return;
+    }
     let chunk_channels = if threads > 1 && worth_splitting {
         cout_g.div_ceil(threads)
     } else {
@@ -4084,7 +4090,11 @@ fn conv_transpose2d_with(
                     o.fill(bg.map_or(0.0, |b| b[c0 + c]));
                 }
                 let rows = (c0 * taps, (c0 + oc.len() / plane) * taps);
-                transpose_products(simd, (wg, m), xg, cin_g, rows, g, oc);
+                let band = TransposeBand {
+                    pixels: (0, in_plane),
+                    out_rows: (0, g.oh),
+                };
+                transpose_products(simd, (wg, m), xg, cin_g, rows, band, g, oc);
             });
         }
         let sample = g.c_out * plane;
@@ -4092,27 +4102,108 @@ fn conv_transpose2d_with(
     }
 }
 
+/// True when the output rows of different input rows of a transposed convolution never
+/// meet (`(kh - 1) * dilation_h < stride_h`: a 2x2 kernel of stride 2, as U-Nets
+/// upsample), so bands of input rows write bands of output rows of their own.
+#[cfg(feature = "threads")]
+fn transpose_rows_apart(g: &Conv2dGeom) -> bool {
+    (g.kh - 1) * g.dilation_h < g.stride_h
+}
+
+/// [`conv_transpose2d`] with bands of input rows split over `parts` threads, each writing
+/// the band of output rows its input rows reach (every channel; the rows between bands'
+/// reaches, which no tap reaches, go to the band above) and running the epilogue on them.
+/// The same rows of every plane stay with the same thread, as in the convolutions before
+/// and after (`conv2d_winograd` splits rows of tiles): when the two cores share no cache,
+/// a core reading what the other wrote waits on it.
+#[cfg(feature = "threads")]
+fn transpose_by_row_bands(
+    simd: bool,
+    (x, w, bias): (&[f32], &[f32], Option<&[f32]>),
+    out: &mut [f32],
+    g: &Conv2dGeom,
+    epi: &(impl Fn(usize, f32) -> f32 + Sync),
+    parts: usize,
+) {
+    let (cin_g, cout_g) = (g.c_in / g.groups, g.c_out / g.groups);
+    let m = cout_g * g.kh * g.kw;
+    let (plane, in_plane) = (g.oh * g.ow, g.h * g.w);
+    let per_part = g.h.div_ceil(parts);
+    // the first output row of input row `iy`'s band (clipped to the map)
+    let reach = |iy: usize| (iy * g.stride_h).saturating_sub(g.pad_top).min(g.oh);
+    let out = SplitOutput::new(out);
+    crate::threads::for_each_part(g.h.div_ceil(per_part), |i| {
+        let (y0, y1) = (i * per_part, g.h.min((i + 1) * per_part));
+        let from = if i == 0 { 0 } else { reach(y0) };
+        let to = if y1 == g.h { g.oh } else { reach(y1) };
+        let band = TransposeBand {
+            pixels: (y0 * g.w, y1 * g.w),
+            out_rows: (from, to),
+        };
+        let len = (to - from) * g.ow;
+        // the band's rows of every output plane, summed in a buffer of the thread's own
+        // (the rows of one band are not contiguous in `out`), then stored
+        crate::threads::with_scratch(g.c_out * len, |sums| {
+            for n in 0..g.n {
+                for (c, rows) in sums.chunks_exact_mut(len).enumerate() {
+                    rows.fill(bias.map_or(0.0, |b| b[c]));
+                }
+                for grp in 0..g.groups {
+                    let wg = &w[grp * cin_g * m..(grp + 1) * cin_g * m];
+                    let xg = &x[(n * g.c_in + grp * cin_g) * in_plane
+                        ..(n * g.c_in + (grp + 1) * cin_g) * in_plane];
+                    let og = &mut sums[grp * cout_g * len..(grp + 1) * cout_g * len];
+                    transpose_products(simd, (wg, m), xg, cin_g, (0, m), band, g, og);
+                }
+                for (c, rows) in sums.chunks_exact(len).enumerate() {
+                    let at = (n * g.c_out + c) * plane + from * g.ow;
+                    // SAFETY: part `i` alone writes output rows `from..to` of each plane
+                    #[allow(unsafe_code)]
+                    let dst = unsafe { out.range(at, len) };
+                    dst.copy_from_slice(rows);
+                    finish(dst, at, epi);
+                }
+            }
+        });
+    });
+}
+
+/// The input pixels `pixels.0..pixels.1` (of each input plane) a call of
+/// [`transpose_products`] reads, and the output rows `out_rows.0..out_rows.1` its output
+/// planes hold: products reaching other rows are cropped.
+#[derive(Clone, Copy)]
+struct TransposeBand {
+    pixels: (usize, usize),
+    out_rows: (usize, usize),
+}
+
 /// Rows `r0..r1` of the transposed convolution's products (row `oc * taps + tap`) for
-/// every panel of input pixels, each added to its output pixel in `out` (the planes of
-/// output channels `r0 / taps..`). `wg` is the group's weight with `m` rows a column.
+/// every panel of the `band`'s input pixels, each added to its output pixel in `out`
+/// (the band's output rows of the planes of output channels `r0 / taps..`, one after
+/// another). `wg` is the group's weight with `m` rows a column.
+#[allow(clippy::too_many_arguments)]
 fn transpose_products(
     simd: bool,
     (wg, m): (&[f32], usize),
     xg: &[f32],
     depth: usize,
     (r0, r1): (usize, usize),
+    band: TransposeBand,
     g: &Conv2dGeom,
     out: &mut [f32],
 ) {
     let taps = g.kh * g.kw;
-    let (plane, in_plane) = (g.oh * g.ow, g.h * g.w);
+    let in_plane = g.h * g.w;
+    let (p_first, p_end) = band.pixels;
+    let (row_first, row_end) = band.out_rows;
+    let plane = (row_end - row_first) * g.ow;
     let mut products = [0.0f32; TRANSPOSE_ROWS * PANEL];
     let mut panel = [0.0f32; PANEL * PANEL_DEPTH];
     // where each pixel of the panel lands for tap (0, 0) (may be negative: cropped)
     let mut top = [0isize; PANEL];
     let mut left = [0isize; PANEL];
-    for p0 in (0..in_plane).step_by(PANEL) {
-        let cols = PANEL.min(in_plane - p0);
+    for p0 in (p_first..p_end).step_by(PANEL) {
+        let cols = PANEL.min(p_end - p0);
         for j in 0..cols {
             let (iy, ix) = ((p0 + j) / g.w, (p0 + j) % g.w);
             top[j] = (iy * g.stride_h) as isize - g.pad_top as isize;
@@ -4159,7 +4250,8 @@ fn transpose_products(
                 let dx = ((tap % g.kw) * g.dilation_w) as isize;
                 let o = &mut out[oc * plane..(oc + 1) * plane];
                 let (oy, first, last) = (top[0] + dy, left[0] + dx, left[PANEL - 1] + dx);
-                let inside = one_row && oy >= 0 && (oy as usize) < g.oh && first >= 0;
+                let held = row_first as isize..row_end as isize;
+                let inside = one_row && held.contains(&oy) && first >= 0;
                 if inside
                     && g.stride_w == 2
                     && g.kw == 2
@@ -4171,7 +4263,7 @@ fn transpose_products(
                     // a window as wide as the stride: this tap and the next (the row
                     // after this one) fill the run of 2 * PANEL outputs between them,
                     // interleaved
-                    let at = oy as usize * g.ow + first as usize;
+                    let at = (oy as usize - row_first) * g.ow + first as usize;
                     let next = &products[(r + 1) * PANEL..(r + 2) * PANEL];
                     let run = &mut o[at..at + 2 * PANEL];
                     for ((pair, &a), &b) in run.chunks_exact_mut(2).zip(values).zip(next) {
@@ -4183,7 +4275,7 @@ fn transpose_products(
                 }
                 if inside && last < ow {
                     // the whole panel lands on one output row, `stride` apart
-                    let at = oy as usize * g.ow + first as usize;
+                    let at = (oy as usize - row_first) * g.ow + first as usize;
                     let run = &mut o[at..at + (PANEL - 1) * g.stride_w + 1];
                     for (slot, &v) in run.iter_mut().step_by(g.stride_w).zip(values) {
                         *slot += v;
@@ -4192,8 +4284,8 @@ fn transpose_products(
                 }
                 for j in 0..cols {
                     let (oy, ox) = (top[j] + dy, left[j] + dx);
-                    if oy >= 0 && ox >= 0 && (oy as usize) < g.oh && (ox as usize) < g.ow {
-                        o[oy as usize * g.ow + ox as usize] += values[j];
+                    if held.contains(&oy) && ox >= 0 && (ox as usize) < g.ow {
+                        o[(oy as usize - row_first) * g.ow + ox as usize] += values[j];
                     }
                 }
             }
@@ -4243,7 +4335,7 @@ pub struct Pool2dGeom {
 /// On AVX-512, windows of horizontal stride 2 have their own kernel
 /// (`simd::max_pool_s2_avx512`, 16 outputs per vector); other windows split rows into
 /// stride phases. With threads, large poolings out of place split bands of output rows
-/// over them ([`pool_by_row_bands`]).
+/// over them (`pool_by_row_bands`).
 pub fn max_pool2d(
     x: &[f32],
     out: &mut [f32],
@@ -6294,34 +6386,53 @@ mod tests {
             assert_eq!(soft_one, soft, "softmax, {threads} threads");
             assert_eq!(norm_one, norm, "layer_norm, {threads} threads");
         }
-        // a transposed convolution: 2x upsampling, 64 -> 33 channels on 24x24
-        let g = Conv2dGeom {
-            n: 1,
-            c_in: 64,
-            h: 24,
-            w: 24,
-            c_out: 33,
-            oh: 48,
-            ow: 48,
-            kh: 2,
-            kw: 2,
-            stride_h: 2,
-            stride_w: 2,
-            pad_top: 0,
-            pad_left: 0,
-            dilation_h: 1,
-            dilation_w: 1,
-            groups: 1,
-        };
-        let x = data(64 * 24 * 24, 7);
-        let w = data(64 * 33 * 4, 8);
-        let b = data(33, 9);
-        let epi = |i: usize, v: f32| v * 2.0 + i as f32 * 1e-3;
-        let mut one = std::vec![f32::NAN; 33 * 48 * 48];
-        conv_transpose2d(&x, &w, Some(&b), &mut one, &g, epi);
-        let mut two = std::vec![f32::NAN; 33 * 48 * 48];
-        crate::threads::with_threads(2, || conv_transpose2d(&x, &w, Some(&b), &mut two, &g, epi));
-        assert_eq!(one, two);
+        // transposed convolutions: 2x upsampling, 64 -> 33 channels on 24x24; two images
+        // in two groups, padding cropping the first and last rows; windows that leave
+        // rows between the input rows' reaches (stride 3, dilation 2) and a row of
+        // output past them: bands of input rows split (`transpose_by_row_bands`); a
+        // 3x3 window of stride 2, whose rows overlap: output channels split
+        let transposes = [
+            ((1, 64, 24, 24), (33, 48, 48), (2, 2, 0, 1), 1),
+            ((2, 32, 33, 35), (32, 64, 68), (2, 2, 1, 1), 2),
+            ((1, 16, 40, 41), (24, 119, 122), (2, 3, 1, 2), 1),
+            ((1, 32, 20, 20), (16, 39, 39), (3, 2, 1, 1), 1),
+        ];
+        for (case, ((n, c_in, h, w), (c_out, oh, ow), (k, stride, pad, dilation), groups)) in
+            transposes.into_iter().enumerate()
+        {
+            let g = Conv2dGeom {
+                n,
+                c_in,
+                h,
+                w,
+                c_out,
+                oh,
+                ow,
+                kh: k,
+                kw: k,
+                stride_h: stride,
+                stride_w: stride,
+                pad_top: pad,
+                pad_left: pad,
+                dilation_h: dilation,
+                dilation_w: dilation,
+                groups,
+            };
+            let x = data(n * c_in * h * w, 7 + case as u64);
+            let wt = data(c_in * c_out / groups * k * k, 8 + case as u64);
+            let b = data(c_out, 9 + case as u64);
+            let epi = |i: usize, v: f32| v * 2.0 + i as f32 * 1e-3;
+            let len = n * c_out * oh * ow;
+            let mut one = std::vec![f32::NAN; len];
+            conv_transpose2d(&x, &wt, Some(&b), &mut one, &g, epi);
+            for threads in [2, 3] {
+                let mut many = std::vec![f32::NAN; len];
+                crate::threads::with_threads(threads, || {
+                    conv_transpose2d(&x, &wt, Some(&b), &mut many, &g, epi)
+                });
+                assert_eq!(one, many, "transpose case {case}, {threads} threads");
+            }
+        }
         // max poolings split in bands of output rows (`pool_by_row_bands`): unet_small's
         // 2x2 stride 2, resnet18's 3x3 stride 2 with padding on odd maps (the AVX-512
         // kernel), stride 3 (the phase rows); a stride-1 window whose bands' first rows
