@@ -60,8 +60,10 @@ def modes(args):
     total = lambda m: "%.3f" % sum(m.values()) if m else "-"
     print("block sums: one thread %s, two fast %s, two slow %s" % (total(m1), total(mf), total(ms)))
     print("block  one     fast    x     slow    x     ops")
-    cell = lambda m, k: "%.4f %.2f" % (m[k], m1[k] / m[k]) if m else "-"
-    for k in sorted(m1, key=lambda k: m1[k] / (ms or mf or m1)[k]):
+    # (a block under the clock's 0.1 us, a concatenation in place, has no ratio)
+    speedup = lambda m, k: m1[k] / m[k] if m[k] > 0 else 1.0
+    cell = lambda m, k: "%.4f %.2f" % (m[k], speedup(m, k)) if m else "-"
+    for k in sorted(m1, key=lambda k: speedup(ms or mf or m1, k)):
         print("%5d %.4f  %s  %s  %s" % (k, m1[k], cell(mf, k), cell(ms, k), one[0][k][1]))
 
 
@@ -82,8 +84,10 @@ def against(args):
                  "raise --max-tries or --cut" % (args.cut, args.max_tries, ", ".join(short)))
     print("block sums: %s %.3f, %s %.3f" % (args.bench, sum(a.values()), args.against, sum(b.values())))
     ops = rounds[args.bench][0]
-    for k in sorted(a, key=lambda k: -abs(b[k] / a[k] - 1)):
-        print("%5d %.4f %.4f %.2f %s" % (k, a[k], b[k], b[k] / a[k], ops[k][1]))
+    # (a block under the clock's 0.1 us, a concatenation in place, has no ratio)
+    ratio = lambda k: b[k] / a[k] if a[k] > 0 else 1.0
+    for k in sorted(a, key=lambda k: -abs(ratio(k) - 1)):
+        print("%5d %.4f %.4f %.2f %s" % (k, a[k], b[k], ratio(k), ops[k][1]))
 
 
 def main():
