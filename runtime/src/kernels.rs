@@ -6392,43 +6392,23 @@ mod tests {
         // output past them: bands of input rows split (`transpose_by_row_bands`); a
         // 3x3 window of stride 2, whose rows overlap: output channels split
         let transposes = [
-            ((1, 64, 24, 24), (33, 48, 48), (2, 2, 0, 1), 1),
-            ((2, 32, 33, 35), (32, 64, 68), (2, 2, 1, 1), 2),
-            ((1, 16, 40, 41), (24, 119, 122), (2, 3, 1, 2), 1),
-            ((1, 32, 20, 20), (16, 39, 39), (3, 2, 1, 1), 1),
+            transpose_geom(1, (64, 24, 24), 33, 2, 2, 0, 1, 0, 1),
+            transpose_geom(2, (32, 33, 35), 32, 2, 2, 1, 1, 0, 2),
+            transpose_geom(1, (16, 40, 41), 24, 2, 3, 1, 2, 1, 1),
+            transpose_geom(1, (32, 20, 20), 16, 3, 2, 1, 1, 0, 1),
         ];
-        for (case, ((n, c_in, h, w), (c_out, oh, ow), (k, stride, pad, dilation), groups)) in
-            transposes.into_iter().enumerate()
-        {
-            let g = Conv2dGeom {
-                n,
-                c_in,
-                h,
-                w,
-                c_out,
-                oh,
-                ow,
-                kh: k,
-                kw: k,
-                stride_h: stride,
-                stride_w: stride,
-                pad_top: pad,
-                pad_left: pad,
-                dilation_h: dilation,
-                dilation_w: dilation,
-                groups,
-            };
-            let x = data(n * c_in * h * w, 7 + case as u64);
-            let wt = data(c_in * c_out / groups * k * k, 8 + case as u64);
-            let b = data(c_out, 9 + case as u64);
+        for (case, g) in transposes.iter().enumerate() {
+            let x = data(g.n * g.c_in * g.h * g.w, 7 + case as u64);
+            let wt = data(g.c_in * g.c_out / g.groups * g.kh * g.kw, 8 + case as u64);
+            let b = data(g.c_out, 9 + case as u64);
             let epi = |i: usize, v: f32| v * 2.0 + i as f32 * 1e-3;
-            let len = n * c_out * oh * ow;
+            let len = g.n * g.c_out * g.oh * g.ow;
             let mut one = std::vec![f32::NAN; len];
-            conv_transpose2d(&x, &wt, Some(&b), &mut one, &g, epi);
+            conv_transpose2d(&x, &wt, Some(&b), &mut one, g, epi);
             for threads in [2, 3] {
                 let mut many = std::vec![f32::NAN; len];
                 crate::threads::with_threads(threads, || {
-                    conv_transpose2d(&x, &wt, Some(&b), &mut many, &g, epi)
+                    conv_transpose2d(&x, &wt, Some(&b), &mut many, g, epi)
                 });
                 assert_eq!(one, many, "transpose case {case}, {threads} threads");
             }
@@ -6454,6 +6434,42 @@ mod tests {
                 crate::threads::with_threads(threads, || max_pool2d(&x, &mut many, g, epi));
                 assert_eq!(one, many, "pool case {case}, {threads} threads");
             }
+        }
+    }
+
+    /// The geometry of a square transposed convolution: `n` images of `c_in x h x w` to
+    /// `c_out` channels, a `k x k` kernel of stride `s`, padding `pad`, dilation `d`,
+    /// `extra` more output rows and columns (`output_padding`), in `groups` groups.
+    #[allow(clippy::too_many_arguments)]
+    fn transpose_geom(
+        n: usize,
+        (c_in, h, w): (usize, usize, usize),
+        c_out: usize,
+        k: usize,
+        s: usize,
+        pad: usize,
+        d: usize,
+        extra: usize,
+        groups: usize,
+    ) -> Conv2dGeom {
+        let out_len = |len: usize| (len - 1) * s + d * (k - 1) + 1 + extra - 2 * pad;
+        Conv2dGeom {
+            n,
+            c_in,
+            h,
+            w,
+            c_out,
+            oh: out_len(h),
+            ow: out_len(w),
+            kh: k,
+            kw: k,
+            stride_h: s,
+            stride_w: s,
+            pad_top: pad,
+            pad_left: pad,
+            dilation_h: d,
+            dilation_w: d,
+            groups,
         }
     }
 
@@ -6522,35 +6538,7 @@ mod tests {
     /// the epilogue depends on the index.
     #[test]
     fn conv_transpose2d_matches_the_definition() {
-        let transpose = |n,
-                         (c_in, h, w),
-                         c_out,
-                         k: usize,
-                         s: usize,
-                         pad: usize,
-                         d: usize,
-                         extra: usize,
-                         groups| {
-            let out_len = |len: usize| (len - 1) * s + d * (k - 1) + 1 + extra - 2 * pad;
-            Conv2dGeom {
-                n,
-                c_in,
-                h,
-                w,
-                c_out,
-                oh: out_len(h),
-                ow: out_len(w),
-                kh: k,
-                kw: k,
-                stride_h: s,
-                stride_w: s,
-                pad_top: pad,
-                pad_left: pad,
-                dilation_h: d,
-                dilation_w: d,
-                groups,
-            }
-        };
+        let transpose = transpose_geom;
         let cases = [
             transpose(1, (4, 5, 7), 3, 2, 2, 0, 1, 0, 1),
             transpose(2, (2, 4, 6), 4, 3, 2, 1, 1, 1, 2),
