@@ -191,3 +191,58 @@ fn resize_takes_its_output_shape_from_the_scales() {
         [1., 1., 2., 2., 1., 1., 2., 2., 3., 3., 4., 4., 3., 3., 4., 4.]
     );
 }
+
+/// An imported model runs the kernels its `dnn!` declaration runs: the same blocks, each
+/// with the same ops (block order may differ). Before the compiler packed a `MatMul` by an
+/// initializer and knew the exported GELU, the imported bert_tiny ran its products on
+/// weights repacked per call and its GELU as five ops with a scalar erf: 1.4x the
+/// declaration's time (`bench` against an imported copy, 2026-12-07).
+#[test]
+fn imported_models_fuse_like_their_declarations() {
+    use dnnfusion::runtime::FusionReport;
+    use dnnfusion_models::{reference, torchvision};
+    // (`flatten` is the DSL's name of an ONNX `Reshape` to two axes, and mobilenet_v2's
+    // `clip`s, between 0 and 6, are `relu6`: the same ops)
+    fn blocks(report: &FusionReport) -> Vec<String> {
+        let mut ops: Vec<String> = report
+            .block_list
+            .iter()
+            .map(|b| b.ops.replace("flatten", "reshape").replace("clip", "relu6"))
+            .collect();
+        ops.sort_unstable();
+        ops
+    }
+    let mut mismatched = Vec::new();
+    for (imported, declared) in [
+        (imported::Mlp::FUSION_REPORT, reference::Mlp::FUSION_REPORT),
+        (
+            imported::LeNet::FUSION_REPORT,
+            reference::LeNet::FUSION_REPORT,
+        ),
+        (
+            imported::BertTiny::FUSION_REPORT,
+            reference::BertTiny::FUSION_REPORT,
+        ),
+        (
+            imported::UNetSmall::FUSION_REPORT,
+            reference::UNetSmall::FUSION_REPORT,
+        ),
+        (
+            imported::MobileNetV2::FUSION_REPORT,
+            torchvision::MobileNetV2::FUSION_REPORT,
+        ),
+        (
+            imported::ResNet18::FUSION_REPORT,
+            torchvision::ResNet18::FUSION_REPORT,
+        ),
+    ] {
+        let (got, want) = (blocks(&imported), blocks(&declared));
+        if got != want {
+            mismatched.push(format!(
+                "{}:\n  imported {got:?}\n  declared {want:?}",
+                declared.model
+            ));
+        }
+    }
+    assert!(mismatched.is_empty(), "{}", mismatched.join("\n"));
+}

@@ -1035,6 +1035,40 @@ fn strength_silu_pattern() {
 }
 
 #[test]
+fn strength_gelu_pattern() {
+    // as PyTorch exports it (Div, Erf, Add, Mul, Mul)
+    check(
+        "strength_gelu_pattern",
+        "(x: [2, 3]) -> [2, 3] { x * (erf(x / 1.4142135) + 1.0) * 0.5 }",
+    );
+    // grouped the other way, the constant as its reciprocal
+    check(
+        "strength_gelu_pattern",
+        "(x: [2, 3]) -> [2, 3] { (0.5 * x) * (1.0 + erf(x * 0.70710677)) }",
+    );
+}
+
+#[test]
+fn strength_gelu_pattern_needs_the_whole_formula() {
+    let only = options(false, &["strength_gelu_pattern"]);
+    for source in [
+        // another scale inside erf, outside, or another value in the product
+        "(x: [2, 3]) -> [2, 3] { x * (erf(x / 1.5) + 1.0) * 0.5 }",
+        "(x: [2, 3]) -> [2, 3] { x * (erf(x / 1.4142135) + 1.0) * 0.25 }",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { y * (erf(x / 1.4142135) + 1.0) * 0.5 }",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { x * y * (erf(x / 1.4142135) + 1.0) * 0.5 }",
+        "(x: [2, 3]) -> [2, 3] { x * (erf(x / 1.4142135) + 2.0) * 0.5 }",
+    ] {
+        let graph = graph_of(&format!("pub model M{source}"));
+        let r = rewrite(&graph, &only);
+        assert!(
+            !r.applied.contains(&"strength_gelu_pattern"),
+            "fired on {source}"
+        );
+    }
+}
+
+#[test]
 fn strength_softplus_pattern() {
     check_rule(
         "strength_softplus_pattern",

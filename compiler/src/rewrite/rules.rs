@@ -1339,6 +1339,73 @@ pub fn strength_silu_pattern(g: &Graph, n: usize) -> Option<Patch> {
     None
 }
 
+/// The factors of a product of `Mul`s and scalar multiplies or divides rooted at `v`, at
+/// most `depth` nodes deep, not looking inside `stop`: `(factors, their scalar)`.
+fn product_factors(
+    g: &Graph,
+    v: ValueId,
+    stop: Option<ValueId>,
+    depth: usize,
+) -> (Vec<ValueId>, f64) {
+    if depth > 0 && Some(v) != stop {
+        if let Some((a, b)) = bin_of(g, v, BinaryOp::Mul) {
+            let (mut fa, sa) = product_factors(g, a, stop, depth - 1);
+            let (fb, sb) = product_factors(g, b, stop, depth - 1);
+            fa.extend(fb);
+            return (fa, sa * sb);
+        }
+        match un(g, v) {
+            Some((UnaryOp::MulScalar(c), x)) => {
+                let (f, s) = product_factors(g, x, stop, depth - 1);
+                return (f, s * f64::from(c));
+            }
+            Some((UnaryOp::DivScalar(c), x)) => {
+                let (f, s) = product_factors(g, x, stop, depth - 1);
+                return (f, s / f64::from(c));
+            }
+            _ => {}
+        }
+    }
+    (vec![v], 1.0)
+}
+
+/// `1 + erf(x / sqrt 2)` (also `erf(x * (1 / sqrt 2)) + 1`): `x`. The constant may be
+/// either f32 rounding (of `1 / sqrt 2`, or of `sqrt 2` then divided).
+fn one_plus_erf_of_scaled(g: &Graph, v: ValueId) -> Option<ValueId> {
+    let e = un_of(g, v, UnaryOp::AddScalar(1.0))?;
+    let arg = un_of(g, e, UnaryOp::Erf)?;
+    let near = |c: f64, want: f64| (c - want).abs() <= 1e-7 * want;
+    match un(g, arg)? {
+        (UnaryOp::MulScalar(k), x) if near(f64::from(k), core::f64::consts::FRAC_1_SQRT_2) => {
+            Some(x)
+        }
+        (UnaryOp::DivScalar(d), x) if near(f64::from(d), core::f64::consts::SQRT_2) => Some(x),
+        _ => None,
+    }
+}
+
+/// `x * (1 + erf(x / sqrt 2)) * 0.5 -> gelu(x)`, the product grouped in any way (ONNX
+/// exporters write GELU so: PyTorch's `Div, Erf, Add, Mul, Mul`)
+pub fn strength_gelu_pattern(g: &Graph, n: usize) -> Option<Patch> {
+    let root = at(g, n)?.output;
+    let (first, _) = product_factors(g, root, None, 4);
+    let x = first.iter().find_map(|&f| one_plus_erf_of_scaled(g, f))?;
+    let (factors, scalar) = product_factors(g, root, Some(x), 4);
+    let erf_factor = factors.iter().position(|&f| f != x)?;
+    let rest: Vec<ValueId> = factors
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != erf_factor)
+        .map(|(_, &f)| f)
+        .collect();
+    if rest != [x] || scalar != 0.5 || one_plus_erf_of_scaled(g, factors[erf_factor]) != Some(x) {
+        return None;
+    }
+    let mut p = Patch::default();
+    let r = p.unary(g, UnaryOp::Gelu, Old(x));
+    p.done(r)
+}
+
 /// `log(1 + exp(x)) -> softplus(x)` (value-changing: the left side is inf for `x > 88`)
 pub fn strength_softplus_pattern(g: &Graph, n: usize) -> Option<Patch> {
     let y = un_of(g, at(g, n)?.output, UnaryOp::Log)?;
