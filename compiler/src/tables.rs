@@ -383,7 +383,7 @@ rules! {
     strength_reciprocal_scalar_div: Strength, true, "c / reciprocal(x) -> x * c, reciprocal(c / x) -> x / c";
     strength_sigmoid_pattern: Strength, true, "1 / (1 + exp(-x)) -> sigmoid(x)";
     strength_silu_pattern: Strength, true, "x * sigmoid(x) -> silu(x)";
-    strength_gelu_pattern: Strength, true, "x * (1 + erf(x / sqrt 2)) * 0.5 -> gelu(x), grouped in any way (an ONNX export's GELU)";
+    strength_gelu_pattern: Strength, true, "x * (1 + erf(x / sqrt 2)) * 0.5 -> gelu(x), x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 x^3))) * 0.5 -> gelu_tanh(x), grouped in any way (an ONNX export's GELU)";
     strength_softplus_pattern: Strength, false, "log(1 + exp(x)) -> softplus(x) (inf becomes x for x > 88)";
     strength_neg_times_neg: Strength, true, "(-a) * (-b) -> a * b";
     strength_add_of_neg: Strength, true, "a + (-b) -> a - b";

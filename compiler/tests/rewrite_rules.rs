@@ -1046,6 +1046,39 @@ fn strength_gelu_pattern() {
         "strength_gelu_pattern",
         "(x: [2, 3]) -> [2, 3] { (0.5 * x) * (1.0 + erf(x * 0.70710677)) }",
     );
+    // the tanh form as GPT-2 writes it, the cube as a power, a product or with a square
+    for cube in ["pow(x, 3.0)", "x * x * x", "x * square(x)"] {
+        check(
+            "strength_gelu_pattern",
+            &format!(
+                "(x: [2, 3]) -> [2, 3] {{ 0.5 * x * (1.0 + tanh(0.7978846 * (x + 0.044715 * {cube}))) }}"
+            ),
+        );
+    }
+}
+
+#[test]
+fn strength_gelu_pattern_fires_among_all_rules() {
+    // the exporters' forms, between two products (the scale could also move past them)
+    for (form, op) in [
+        ("h * (erf(h / 1.4142135) + 1.0) * 0.5", "gelu"),
+        (
+            "0.5 * h * (1.0 + tanh(0.7978846 * (h + 0.044715 * pow(h, 3.0))))",
+            "gelu_tanh",
+        ),
+    ] {
+        let source = format!(
+            "pub model M(x: [4, 8], w: [8, 8]) -> [4, 8] {{ let h = matmul(x, w); let y = {form}; matmul(y, w) }}"
+        );
+        let r = rewrite(&graph_of(&source), &RewriteOptions::default());
+        assert!(
+            r.applied.contains(&"strength_gelu_pattern"),
+            "{form}: {:?}",
+            r.applied
+        );
+        let ops: Vec<&str> = r.graph.nodes.iter().map(|n| n.op.name()).collect();
+        assert_eq!(ops, ["matmul", op, "matmul"], "{form}");
+    }
 }
 
 #[test]
@@ -1058,6 +1091,9 @@ fn strength_gelu_pattern_needs_the_whole_formula() {
         "(x: [2, 3], y: [2, 3]) -> [2, 3] { y * (erf(x / 1.4142135) + 1.0) * 0.5 }",
         "(x: [2, 3], y: [2, 3]) -> [2, 3] { x * y * (erf(x / 1.4142135) + 1.0) * 0.5 }",
         "(x: [2, 3]) -> [2, 3] { x * (erf(x / 1.4142135) + 2.0) * 0.5 }",
+        "(x: [2, 3]) -> [2, 3] { 0.5 * x * (1.0 + tanh(0.7978846 * (x + 0.05 * pow(x, 3.0)))) }",
+        "(x: [2, 3]) -> [2, 3] { 0.5 * x * (1.0 + tanh(0.7978846 * (x + 0.044715 * x * x))) }",
+        "(x: [2, 3], y: [2, 3]) -> [2, 3] { 0.5 * x * (1.0 + tanh(0.7978846 * (y + 0.044715 * x * x * x))) }",
     ] {
         let graph = graph_of(&format!("pub model M{source}"));
         let r = rewrite(&graph, &only);

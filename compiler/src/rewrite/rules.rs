@@ -1369,40 +1369,73 @@ fn product_factors(
     (vec![v], 1.0)
 }
 
-/// `1 + erf(x / sqrt 2)` (also `erf(x * (1 / sqrt 2)) + 1`): `x`. The constant may be
-/// either f32 rounding (of `1 / sqrt 2`, or of `sqrt 2` then divided).
+/// Whether a constant is `want` rounded to f32 (within 1e-7 of it, relative: an f32
+/// rounding is within 6e-8).
+fn near(c: f64, want: f64) -> bool {
+    (c - want).abs() <= 1e-7 * want.abs()
+}
+
+/// `1 + erf(x / sqrt 2)` (also `erf(x * (1 / sqrt 2)) + 1`): `x`.
 fn one_plus_erf_of_scaled(g: &Graph, v: ValueId) -> Option<ValueId> {
     let e = un_of(g, v, UnaryOp::AddScalar(1.0))?;
-    let arg = un_of(g, e, UnaryOp::Erf)?;
-    let near = |c: f64, want: f64| (c - want).abs() <= 1e-7 * want;
-    match un(g, arg)? {
-        (UnaryOp::MulScalar(k), x) if near(f64::from(k), core::f64::consts::FRAC_1_SQRT_2) => {
-            Some(x)
-        }
-        (UnaryOp::DivScalar(d), x) if near(f64::from(d), core::f64::consts::SQRT_2) => Some(x),
+    match un(g, un_of(g, e, UnaryOp::Erf)?)? {
+        (UnaryOp::MulScalar(k), x) if near(k.into(), core::f64::consts::FRAC_1_SQRT_2) => Some(x),
+        (UnaryOp::DivScalar(d), x) if near(d.into(), core::f64::consts::SQRT_2) => Some(x),
         _ => None,
     }
 }
 
-/// `x * (1 + erf(x / sqrt 2)) * 0.5 -> gelu(x)`, the product grouped in any way (ONNX
+/// `1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3))`, the cube as `pow(x, 3)`, `x * x * x`
+/// or `x * square(x)`: `x`.
+fn one_plus_tanh_of_cubic(g: &Graph, v: ValueId) -> Option<ValueId> {
+    let e = un_of(g, v, UnaryOp::AddScalar(1.0))?;
+    let (inner, k) = product_factors(g, un_of(g, e, UnaryOp::Tanh)?, None, 2);
+    let (&[sum], true) = (
+        inner.as_slice(),
+        near(k, (2.0 / core::f64::consts::PI).sqrt()),
+    ) else {
+        return None;
+    };
+    let (a, b) = bin_of(g, sum, BinaryOp::Add)?;
+    orders(a, b).into_iter().find_map(|(x, cubic)| {
+        let (factors, c) = product_factors(g, cubic, Some(x), 3);
+        let cube = match factors.as_slice() {
+            [p, q, r] => [p, q, r].iter().all(|&&f| f == x),
+            [p, q] => orders(*p, *q)
+                .iter()
+                .any(|&(y, sq)| y == x && un_of(g, sq, UnaryOp::Square) == Some(x)),
+            [p] => un_of(g, *p, UnaryOp::PowScalar(3.0)) == Some(x),
+            _ => false,
+        };
+        (cube && near(c, 0.044715)).then_some(x)
+    })
+}
+
+/// `x * (1 + erf(x / sqrt 2)) * 0.5 -> gelu(x)` and `x * (1 + tanh(sqrt(2 / pi) * (x +
+/// 0.044715 x^3))) * 0.5 -> gelu_tanh(x)`, each product grouped in any way (ONNX
 /// exporters write GELU so: PyTorch's `Div, Erf, Add, Mul, Mul`)
 pub fn strength_gelu_pattern(g: &Graph, n: usize) -> Option<Patch> {
     let root = at(g, n)?.output;
     let (first, _) = product_factors(g, root, None, 4);
-    let x = first.iter().find_map(|&f| one_plus_erf_of_scaled(g, f))?;
+    let (x, op) = first.iter().find_map(|&f| {
+        one_plus_erf_of_scaled(g, f)
+            .map(|x| (x, UnaryOp::Gelu))
+            .or_else(|| one_plus_tanh_of_cubic(g, f).map(|x| (x, UnaryOp::GeluTanh)))
+    })?;
     let (factors, scalar) = product_factors(g, root, Some(x), 4);
-    let erf_factor = factors.iter().position(|&f| f != x)?;
-    let rest: Vec<ValueId> = factors
-        .iter()
-        .enumerate()
-        .filter(|&(i, _)| i != erf_factor)
-        .map(|(_, &f)| f)
-        .collect();
-    if rest != [x] || scalar != 0.5 || one_plus_erf_of_scaled(g, factors[erf_factor]) != Some(x) {
+    let &[a, b] = factors.as_slice() else {
+        return None;
+    };
+    let other = if a == x { b } else { a };
+    let matches = match op {
+        UnaryOp::Gelu => one_plus_erf_of_scaled(g, other),
+        _ => one_plus_tanh_of_cubic(g, other),
+    };
+    if !(a == x || b == x) || matches != Some(x) || scalar != 0.5 {
         return None;
     }
     let mut p = Patch::default();
-    let r = p.unary(g, UnaryOp::Gelu, Old(x));
+    let r = p.unary(g, op, Old(x));
     p.done(r)
 }
 
