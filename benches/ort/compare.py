@@ -9,6 +9,7 @@ round medians, and ours / ORT. Needs the `bench` example built
 `onnxruntime==1.32.0 numpy` (`bash benches/ort/setup.sh` makes one in /tmp/ort).
 
     /tmp/ort/bin/python benches/ort/compare.py --models resnet18,mobilenet_v2 --threads 1
+    /tmp/ort/bin/python benches/ort/compare.py --onnx    # also ours imported from ORT's files
 """
 import argparse
 import json
@@ -22,11 +23,13 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 SHARED = os.path.join(os.path.dirname(REPO), "shared")
 
 
-def ours(model, threads, unfused, target):
+def ours(model, threads, unfused, target, onnx=False):
     cmd = [os.path.join(target, "release", "examples", "bench"), "--model", model,
            "--threads", str(threads), "--json"]
     if unfused:
         cmd.append("--unfused")
+    if onnx:
+        cmd.append("--onnx")
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])["median_ms"]
 
@@ -72,27 +75,36 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--unfused", action="store_true", help="also time ours with fusion off")
+    p.add_argument("--onnx", action="store_true",
+                   help="also time ours imported from the ONNX file ORT runs (not bert6)")
     a = p.parse_args()
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
     peers = peers_dir()
     rows = []
     for model in a.models.split(","):
-        mine, theirs, off = [], [], []
+        mine, theirs, off, imported = [], [], [], []
         for _ in range(a.rounds):
             mine.append(ours(model, a.threads, False, target))
             theirs.append(ort(model, a.threads, peers))
             if a.unfused:
                 off.append(ours(model, a.threads, True, target))
+            if a.onnx and model != "bert6":
+                imported.append(ours(model, a.threads, False, target, onnx=True))
         m, t = statistics.median(mine), statistics.median(theirs)
         u = statistics.median(off) if off else None
-        rows.append((model, m, t, u, mine, theirs))
+        i = statistics.median(imported) if imported else None
+        rows.append((model, m, t, u, i))
         print(f"{model}: ours {m:.3f} ms {mine}, ORT {t:.3f} ms {theirs}"
-              + (f", ours unfused {u:.3f} ms" if u else ""), file=sys.stderr)
+              + (f", ours unfused {u:.3f} ms {off}" if u else "")
+              + (f", ours imported {i:.3f} ms {imported}" if i else ""), file=sys.stderr)
     print(f"| model | threads | dnnfusion ms | ORT 1.32 ms | ours / ORT |"
-          + (" fusion off ms |" if a.unfused else ""))
-    print("|---|---|---|---|---|" + ("---|" if a.unfused else ""))
-    for model, m, t, u, _, _ in rows:
-        extra = f" {u:.3f} |" if u else ""
+          + (" fusion off ms |" if a.unfused else "")
+          + (" imported from ONNX ms | imported / ORT |" if a.onnx else ""))
+    print("|---|---|---|---|---|" + ("---|" if a.unfused else "") + ("---|---|" if a.onnx else ""))
+    for model, m, t, u, i in rows:
+        extra = f" {u:.3f} |" if a.unfused else ""
+        if a.onnx:
+            extra += f" {i:.3f} | {i / t:.2f} |" if i else " - | - |"
         print(f"| {model} | {a.threads} | {m:.3f} | {t:.3f} | {m / t:.2f} |{extra}")
 
 

@@ -5,11 +5,15 @@
 //! ```sh
 //! cargo run --release -p dnnfusion-models --example bench -- --model resnet18 --json
 //! cargo run --release -p dnnfusion-models --example bench -- --model bert_tiny --unfused
+//! cargo run --release -p dnnfusion-models --example bench -- --model bert_tiny --onnx
 //! ```
 //!
 //! Models: mlp, lenet, bert_tiny, unet_small (weights embedded), resnet18, mobilenet_v2
 //! (weights read from `../shared/reference/<name>/`), bert6 (weights read from
 //! `dnnfusion_models::bert6::reference_dir()`, made by `bash models/bert6/setup.sh`).
+//! `--onnx` runs the model imported from its ONNX file instead (`model X = onnx("...")`,
+//! weights by `from_onnx` from the same file: `../shared/tools/peers/onnx/<name>.onnx`, the
+//! files ONNX Runtime runs; not bert6), the path a user who brings a model takes.
 //! `--threads N` runs the model inside `dnnfusion::runtime::threads::with_threads(N, ..)`.
 //! `--blocks` also times each block of the fusion report in every timed call (through
 //! `Model::run_slices_observed`) and prints each block's median, slowest first.
@@ -26,6 +30,7 @@ struct Options {
     threads: usize,
     json: bool,
     unfused: bool,
+    onnx: bool,
     plan: Plan,
 }
 
@@ -43,6 +48,7 @@ fn parse() -> Result<Options, String> {
         threads: 1,
         json: false,
         unfused: false,
+        onnx: false,
         plan: Plan {
             blocks: false,
             calls: None,
@@ -60,6 +66,7 @@ fn parse() -> Result<Options, String> {
             }
             "--json" => options.json = true,
             "--unfused" => options.unfused = true,
+            "--onnx" => options.onnx = true,
             "--blocks" => options.plan.blocks = true,
             "--calls" => {
                 let n = args.next().ok_or("--calls needs a number")?;
@@ -70,7 +77,7 @@ fn parse() -> Result<Options, String> {
             }
             other => {
                 return Err(format!(
-                    "unknown option `{other}`; options: --model NAME --threads N --json --unfused --blocks --calls N"
+                    "unknown option `{other}`; options: --model NAME --threads N --json --unfused --onnx --blocks --calls N"
                 ))
             }
         }
@@ -83,13 +90,33 @@ fn parse() -> Result<Options, String> {
     if options.threads == 0 {
         return Err("--threads takes 1 or more".into());
     }
+    if options.onnx && options.unfused {
+        return Err(
+            "--onnx runs the imported model fused; --unfused is for the declared ones".into(),
+        );
+    }
     Ok(options)
 }
 
+/// The six reference models imported from the ONNX files ONNX Runtime runs (`--onnx`).
+mod imported {
+    dnnfusion::dnn! {
+        pub model Mlp = onnx("../../shared/tools/peers/onnx/mlp.onnx");
+        pub model LeNet = onnx("../../shared/tools/peers/onnx/lenet.onnx");
+        pub model BertTiny = onnx("../../shared/tools/peers/onnx/bert_tiny.onnx");
+        pub model UNetSmall = onnx("../../shared/tools/peers/onnx/unet_small.onnx");
+        pub model MobileNetV2 = onnx("../../shared/tools/peers/onnx/mobilenet_v2.onnx");
+        pub model ResNet18 = onnx("../../shared/tools/peers/onnx/resnet18.onnx");
+    }
+}
+
+/// Where `imported`'s files are.
+const PEERS_ONNX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/tools/peers/onnx");
+
 /// Weights and input of a model: embedded for the four small ones, read from
 /// `../shared/reference/<name>/` for the torchvision ones and from
-/// [`bert6::reference_dir`] for bert6.
-fn data(name: &str) -> Result<(Vec<u8>, Vec<f32>), String> {
+/// [`bert6::reference_dir`] for bert6; with `onnx`, the weights are the ONNX file.
+fn data(name: &str, onnx: bool) -> Result<(Vec<u8>, Vec<f32>), String> {
     let embedded: Option<&ReferenceData> = match name {
         "mlp" => Some(&dnnfusion_models::MLP_DATA),
         "lenet" => Some(&dnnfusion_models::LENET_DATA),
@@ -112,6 +139,11 @@ fn data(name: &str) -> Result<(Vec<u8>, Vec<f32>), String> {
         }
     };
     let input = npy::read_f32(&input)?.iter().copied().collect();
+    if onnx {
+        let path = format!("{PEERS_ONNX}/{name}.onnx");
+        let file = std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?;
+        return Ok((file, input));
+    }
     Ok((weights, input))
 }
 
@@ -219,7 +251,18 @@ fn run<M: Model + Sync>(
     threads: usize,
     plan: Plan,
 ) -> Result<(Measured, FusionReport), String> {
-    let model = dnnfusion::runtime::load_safetensors::<M>(weights).map_err(|e| e.to_string())?;
+    let model = dnnfusion::runtime::load_safetensors::<M>(weights);
+    time_loaded(model, input, threads, plan)
+}
+
+/// [`run`] for a model loaded otherwise (`from_onnx`).
+fn time_loaded<M: Model + Sync>(
+    model: Result<M, dnnfusion::LoadError>,
+    input: &[f32],
+    threads: usize,
+    plan: Plan,
+) -> Result<(Measured, FusionReport), String> {
+    let model = model.map_err(|e| e.to_string())?;
     Ok((measure(&model, input, threads, plan), M::FUSION_REPORT))
 }
 
@@ -240,8 +283,28 @@ fn main() {
     let threads = options.threads;
     let trip_before = (threads > 1).then(round_trip_ns);
     let plan = options.plan;
-    let result = data(&options.model).and_then(|(weights, input)| {
+    let result = data(&options.model, options.onnx).and_then(|(weights, input)| {
         let data = (weights.as_slice(), input.as_slice());
+        if options.onnx {
+            let (file, input) = data;
+            return match options.model.as_str() {
+                "mlp" => time_loaded(imported::Mlp::from_onnx(file), input, threads, plan),
+                "lenet" => time_loaded(imported::LeNet::from_onnx(file), input, threads, plan),
+                "bert_tiny" => {
+                    time_loaded(imported::BertTiny::from_onnx(file), input, threads, plan)
+                }
+                "unet_small" => {
+                    time_loaded(imported::UNetSmall::from_onnx(file), input, threads, plan)
+                }
+                "mobilenet_v2" => {
+                    time_loaded(imported::MobileNetV2::from_onnx(file), input, threads, plan)
+                }
+                "resnet18" => {
+                    time_loaded(imported::ResNet18::from_onnx(file), input, threads, plan)
+                }
+                other => Err(format!("no imported model `{other}`")),
+            };
+        }
         use reference::{unfused as ru, BertTiny, LeNet, Mlp, UNetSmall};
         use torchvision::{unfused as tu, MobileNetV2, ResNet18};
         match (options.model.as_str(), options.unfused) {
@@ -300,9 +363,10 @@ fn main() {
             String::new()
         };
         println!(
-            "{{\"model\":\"{}\",\"runtime\":\"dnnfusion\",\"fused\":{},\"threads\":{},\"median_ms\":{median:.4},\"min_ms\":{min:.4},\"max_ms\":{max:.4},\"runs\":{}{trips}{blocks}}}",
+            "{{\"model\":\"{}\",\"runtime\":\"dnnfusion\",\"fused\":{},\"onnx\":{},\"threads\":{},\"median_ms\":{median:.4},\"min_ms\":{min:.4},\"max_ms\":{max:.4},\"runs\":{}{trips}{blocks}}}",
             options.model,
             !options.unfused,
+            options.onnx,
             options.threads,
             times.len()
         );
@@ -313,10 +377,10 @@ fn main() {
         println!(
             "{} ({}), {} thread: median {median:.3} ms, min {min:.3}, max {max:.3}, {} runs{trips}",
             options.model,
-            if options.unfused {
-                "fusion off"
-            } else {
-                "fused"
+            match (options.unfused, options.onnx) {
+                (true, _) => "fusion off",
+                (false, true) => "fused, imported from ONNX",
+                (false, false) => "fused",
             },
             options.threads,
             times.len()
