@@ -1342,6 +1342,114 @@ fn reads_flat(ex: &mut Ex, flat: &Ix, shape: &[usize]) -> bool {
     }
 }
 
+/// The program over one axis of `row_len` in place of the trailing axes a row spans,
+/// when every index it reads puts those axes back together (a transformer's heads:
+/// `bias[i2 * 64 + i3]` over `[.., 2, 64]` is `bias[j]` over `[.., 128]`), so that the
+/// row epilogue is one loop over the row rather than one per last axis (bert6's bias
+/// over twelve heads of 32 ran unrolled per head, compiled for the baseline CPU).
+/// `None` when the row does not span whole trailing axes or an index still takes the
+/// merged one apart.
+fn merged_row_form(program: &ElementProgram, row_len: usize) -> Option<ElementProgram> {
+    let shape = &program.shape;
+    let (mut first, mut spanned) = (shape.len(), 1usize);
+    while spanned < row_len && first > 0 {
+        first -= 1;
+        spanned = spanned.saturating_mul(*shape.get(first)?);
+    }
+    if spanned != row_len || first + 1 >= shape.len() {
+        return None;
+    }
+    let merged_shape: Vec<usize> = shape[..first].iter().copied().chain([row_len]).collect();
+    // axis k >= first is (j / stride) % extent of the merged index j
+    let strides = row_major_strides(&shape[first..]);
+    let parts: Vec<(usize, usize)> = strides
+        .into_iter()
+        .zip(shape[first..].iter().copied())
+        .collect();
+    let mut merged = program.clone();
+    merged.shape = merged_shape;
+    for e in merged
+        .lets
+        .iter_mut()
+        .chain(std::iter::once(&mut merged.value))
+    {
+        if !merge_loads(e, first, &parts, &merged.shape) {
+            return None;
+        }
+    }
+    Some(merged)
+}
+
+/// [`merged_row_form`] on one expression: every load's index with axes `first..` read
+/// from the merged axis, simplified; false when one still divides it (or the expression
+/// tests an index).
+fn merge_loads(ex: &mut Ex, first: usize, parts: &[(usize, usize)], shape: &[usize]) -> bool {
+    match ex {
+        Ex::Load(_, ix) => {
+            let merged = index::simplify(&from_merged(ix, first, parts), shape);
+            let affine = !divides(&merged, first);
+            *ix = merged;
+            affine
+        }
+        Ex::Anchor | Ex::Const(_) | Ex::Let(_) => true,
+        Ex::Unary(_, a) => merge_loads(a, first, parts, shape),
+        Ex::Binary(_, a, b) | Ex::Prelu(a, b) => {
+            merge_loads(a, first, parts, shape) && merge_loads(b, first, parts, shape)
+        }
+        Ex::Select(c, a, b) => {
+            merge_loads(c, first, parts, shape)
+                && merge_loads(a, first, parts, shape)
+                && merge_loads(b, first, parts, shape)
+        }
+        Ex::InRange { .. } => false,
+    }
+}
+
+/// `ix` with axis `first + i` replaced by `(Var(first) / parts[i].0) % parts[i].1`.
+fn from_merged(ix: &Ix, first: usize, parts: &[(usize, usize)]) -> Ix {
+    let go = |a: &Ix| Box::new(from_merged(a, first, parts));
+    match ix {
+        Ix::Var(k) => match k.checked_sub(first).and_then(|i| parts.get(i)) {
+            Some(&(stride, extent)) => {
+                Ix::Rem(Box::new(Ix::Div(Box::new(Ix::Var(first)), stride)), extent)
+            }
+            None => Ix::Var(*k),
+        },
+        Ix::Const(c) => Ix::Const(*c),
+        Ix::Add(a, b) => Ix::Add(go(a), go(b)),
+        Ix::Mul(a, c) => Ix::Mul(go(a), *c),
+        Ix::Div(a, c) => Ix::Div(go(a), *c),
+        Ix::Rem(a, c) => Ix::Rem(go(a), *c),
+        Ix::Sub(a, c) => Ix::Sub(go(a), *c),
+        Ix::Reflect { index, before, len } => Ix::Reflect {
+            index: go(index),
+            before: *before,
+            len: *len,
+        },
+        Ix::Clamp { index, before, len } => Ix::Clamp {
+            index: go(index),
+            before: *before,
+            len: *len,
+        },
+    }
+}
+
+/// Whether `ix` reads `Var(v)` under a division, a remainder or a padding's map.
+fn divides(ix: &Ix, v: usize) -> bool {
+    let reads = |a: &Ix| {
+        let mut used = vec![false; v + 1];
+        index::mark_vars(a, &mut used);
+        used[v]
+    };
+    match ix {
+        Ix::Var(_) | Ix::Const(_) => false,
+        Ix::Add(a, b) => divides(a, v) || divides(b, v),
+        Ix::Mul(a, _) | Ix::Sub(a, _) => divides(a, v),
+        Ix::Div(a, _) | Ix::Rem(a, _) => reads(a),
+        Ix::Reflect { index, .. } | Ix::Clamp { index, .. } => reads(index),
+    }
+}
+
 /// Rows shorter than this get row epilogues over their constant length
 /// ([`row_closure`]).
 const SHORT_ROW: usize = 16;
@@ -1362,6 +1470,11 @@ fn row_closure(program: &ElementProgram, row_len: usize, prefix: &str) -> Option
     let spans = last_len > 0 && row_len > last_len && row_len.is_multiple_of(last_len);
     if row_len == 0 || (last_len % row_len != 0 && !spans) {
         return None;
+    }
+    if spans {
+        if let Some(merged) = merged_row_form(program, row_len) {
+            return row_closure(&merged, row_len, prefix);
+        }
     }
     if is_identity(program) {
         return Some(quote! { ::dnnfusion::runtime::kernels::store_rows });
@@ -2025,6 +2138,30 @@ mod tests {
     /// The generated code without whitespace, for matching.
     fn squeezed(tokens: &TokenStream) -> String {
         tokens.to_string().split_whitespace().collect()
+    }
+
+    /// A row that spans whole heads (a projection stored as `[batch, heads, seq, dim]`)
+    /// is one loop when its epilogue reads the row as one axis (a bias over the row), and
+    /// one loop per head when it reads the head alone (a scale per head).
+    #[test]
+    fn row_epilogues_over_whole_heads_merge_them_where_the_index_allows() {
+        let merged = "pub model Merged(x: [1, 8, 32]) -> [1, 2, 8, 16] {
+            let proj = linear(x, 32);
+            transpose(reshape(proj, [1, 8, 2, 16]), 1, 2)
+        }";
+        let code = squeezed(&compiled(merged)[0].tokens);
+        assert!(
+            code.contains("for(i2,slot)inrow[..32].iter_mut().enumerate(){")
+                && !code.contains("chunks_exact_mut"),
+            "{code}"
+        );
+        let per_head = "pub model PerHead(x: [1, 8, 32]) -> [1, 2, 8, 16] {
+            let scale = param([2, 1], key = \"scale\");
+            let proj = linear(x, 32, bias = false);
+            transpose(reshape(proj, [1, 8, 2, 16]) * scale, 1, 2)
+        }";
+        let code = squeezed(&compiled(per_head)[0].tokens);
+        assert!(code.contains("row[..32].chunks_exact_mut(16)"), "{code}");
     }
 
     #[test]

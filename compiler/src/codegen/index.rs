@@ -30,6 +30,7 @@ pub(super) fn simplify(ix: &Ix, extents: &[usize]) -> Ix {
         Ix::Add(a, b) => {
             let mut sum = Affine::of(&simplify(a, extents));
             sum.add(Affine::of(&simplify(b, extents)));
+            sum.merge_quotient_remainder();
             sum.into_ix()
         }
         Ix::Mul(a, c) => {
@@ -198,6 +199,31 @@ impl Affine {
             }
         }
         (exact, rest)
+    }
+
+    /// `(x / a) * a * c + (x % a) * c` -> `x * c`, pair by pair (an index taken apart
+    /// into two axes and put back together: a row epilogue over merged axes).
+    fn merge_quotient_remainder(&mut self) {
+        loop {
+            let pair = self.terms.iter().enumerate().find_map(|(i, (q, cq))| {
+                let Ix::Div(x, a) = q else { return None };
+                self.terms
+                    .iter()
+                    .position(|(r, cr)| {
+                        matches!(r, Ix::Rem(y, b) if y == x && b == a)
+                            && cr.checked_mul(*a) == Some(*cq)
+                    })
+                    .map(|j| (i, j, (**x).clone()))
+            });
+            let Some((i, j, x)) = pair else { return };
+            let c = self.terms[j].1;
+            let (first, second) = (i.max(j), i.min(j));
+            self.terms.remove(first);
+            self.terms.remove(second);
+            let mut whole = Affine::of(&x);
+            whole.scale(c);
+            self.add(whole);
+        }
     }
 
     /// Back to an index: largest coefficients first (the outer axes), the constant last.
@@ -447,6 +473,30 @@ mod tests {
                     before,
                     len: c,
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_quotient_and_its_remainder_put_back_together_are_the_index() {
+        let v = || Box::new(Ix::Var(1));
+        let q = |a: usize| Box::new(Ix::Div(v(), a));
+        let r = |a: usize| Box::new(Ix::Rem(v(), a));
+        let extents = [1, 128];
+        // (v / 64) * 64 + v % 64 = v; times 3: (v / 64) * 192 + (v % 64) * 3 = v * 3
+        let whole = Ix::Add(Box::new(Ix::Mul(q(64), 64)), r(64));
+        assert_eq!(simplify(&whole, &extents), Ix::Var(1));
+        let scaled = Ix::Add(Box::new(Ix::Mul(q(64), 192)), Box::new(Ix::Mul(r(64), 3)));
+        assert_eq!(simplify(&scaled, &extents), Ix::Mul(v(), 3));
+        // other divisors or coefficients stay apart
+        for ix in [
+            Ix::Add(Box::new(Ix::Mul(q(64), 64)), r(32)),
+            Ix::Add(Box::new(Ix::Mul(q(64), 32)), r(64)),
+        ] {
+            let s = simplify(&ix, &extents);
+            assert!(matches!(s, Ix::Add(..)), "{ix:?} -> {s:?}");
+            for p in 0..128 {
+                assert_eq!(ix.eval(&[0, p]), s.eval(&[0, p]));
             }
         }
     }
