@@ -1359,12 +1359,13 @@ fn merged_row_form(program: &ElementProgram, row_len: usize) -> Option<ElementPr
     if spanned != row_len || first + 1 >= shape.len() {
         return None;
     }
-    let merged_shape: Vec<usize> = shape[..first].iter().copied().chain([row_len]).collect();
+    let (outer, spanned_axes) = (shape.get(..first)?, shape.get(first..)?);
+    let merged_shape: Vec<usize> = outer.iter().copied().chain([row_len]).collect();
     // axis k >= first is (j / stride) % extent of the merged index j
-    let strides = row_major_strides(&shape[first..]);
+    let strides = row_major_strides(spanned_axes);
     let parts: Vec<(usize, usize)> = strides
         .into_iter()
-        .zip(shape[first..].iter().copied())
+        .zip(spanned_axes.iter().copied())
         .collect();
     let mut merged = program.clone();
     merged.shape = merged_shape;
@@ -1439,7 +1440,7 @@ fn divides(ix: &Ix, v: usize) -> bool {
     let reads = |a: &Ix| {
         let mut used = vec![false; v + 1];
         index::mark_vars(a, &mut used);
-        used[v]
+        used.get(v).copied().unwrap_or(false)
     };
     match ix {
         Ix::Var(_) | Ix::Const(_) => false,

@@ -216,7 +216,9 @@ impl Affine {
                     .map(|j| (i, j, (**x).clone()))
             });
             let Some((i, j, x)) = pair else { return };
-            let c = self.terms[j].1;
+            let Some(&(_, c)) = self.terms.get(j) else {
+                return;
+            };
             let (first, second) = (i.max(j), i.min(j));
             self.terms.remove(first);
             self.terms.remove(second);
