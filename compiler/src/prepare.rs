@@ -83,9 +83,9 @@ struct Packing {
 /// A `matmul(x, W)` by a 2-d parameter `W [k, n]` (how ONNX exports a linear layer:
 /// `MatMul` then `Add`) becomes `matmul_panels(x, pack_panels(transpose(W)))`, both
 /// computed at load time: the same product as a `linear`'s (an imported bert_tiny ran
-/// 1.4x slower than the DSL's before). A `linear` with two or three rows, or one row and fewer than
-/// `MATVEC_PACK_MIN_WEIGHTS` (65,536) weights, or fewer than sixteen outputs keeps its
-/// weight as it is; so do nodes listed in `keep`. Likewise a `conv2d` (not depthwise) with
+/// 1.4x slower than the DSL's before). A product with two or three rows, or one row and
+/// fewer than `MATVEC_PACK_MIN_WEIGHTS` (65,536) weights, or fewer than sixteen outputs
+/// keeps its weight as it is; so do nodes listed in `keep`. Likewise a `conv2d` (not depthwise) with
 /// at least 16 output channels per group and 4096 weights (`TILE_MIN_CHANNELS`,
 /// `TILE_MIN_WEIGHTS`) reads its weight as `tile_conv_weights(W)` (`Op::TileConvWeights`:
 /// blocks of 16 output channels interleaved, so the AVX-512 register tile's sixteen
