@@ -287,19 +287,6 @@ mod pool {
         run_parts(parts, &f);
     }
 
-    pub fn map_parts<T: Send>(parts: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-        let results: Vec<Mutex<Option<T>>> = (0..parts).map(|_| Mutex::new(None)).collect();
-        run_parts(parts, &|i| {
-            let value = f(i);
-            *results[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(value);
-        });
-        results
-            .into_iter()
-            .map(|r| r.into_inner().unwrap_or_else(PoisonError::into_inner))
-            .map(|r| r.unwrap_or_else(|| unreachable!("every part ran")))
-            .collect()
-    }
-
     pub fn for_each_chunk(data: &mut [f32], chunk: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
         let chunks: Vec<Mutex<Option<&mut [f32]>>> = data
             .chunks_mut(chunk)
@@ -364,16 +351,6 @@ pub(crate) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R 
     pool::with_scratch(len, f)
 }
 
-/// `f(i)` for every `i < parts`, on the pool when [`current`] is above 1; the results in
-/// order of `i`.
-#[cfg(feature = "threads")]
-pub(crate) fn map_parts<T: Send>(
-    parts: usize,
-    f: impl Fn(usize) -> T + Sync,
-) -> alloc::vec::Vec<T> {
-    pool::map_parts(parts, f)
-}
-
 #[cfg(all(test, feature = "threads"))]
 mod tests {
     extern crate std;
@@ -381,7 +358,7 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Many splits in a row, of every size, each part run exactly once, results in order;
+    /// Many splits in a row, of every size, each part run exactly once;
     /// chunks handed out whole and disjoint (on two threads and on three, whose home
     /// ranges are uneven for most sizes).
     #[test]
@@ -396,14 +373,14 @@ mod tests {
         with_threads(threads, || {
             for n in 0..splits {
                 let parts = n % 8;
-                let calls = AtomicUsize::new(0);
-                let got = map_parts(parts, |i| {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    i * 3 + n
+                let calls: std::vec::Vec<AtomicUsize> =
+                    (0..parts).map(|_| AtomicUsize::new(0)).collect();
+                for_each_part(parts, |i| {
+                    calls[i].fetch_add(1, Ordering::SeqCst);
                 });
-                let want: std::vec::Vec<usize> = (0..parts).map(|i| i * 3 + n).collect();
-                assert_eq!(got, want);
-                assert_eq!(calls.load(Ordering::SeqCst), parts);
+                let got: std::vec::Vec<usize> =
+                    calls.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+                assert_eq!(got, std::vec![1; parts]);
                 let mut data = std::vec![0.0f32; 10 + n % 7];
                 for_each_chunk(&mut data, 3, |i, chunk| chunk.fill(i as f32 + 1.0));
                 let want: std::vec::Vec<f32> =
@@ -439,6 +416,36 @@ mod tests {
         assert_eq!(out, want);
     }
 
+    /// Parts storing through one output shared by atomics (`kernels::SharedStores`, a
+    /// fused transpose's scattered stores), single floats and runs, on two threads: the
+    /// floats the one-thread loop stores (under miri: no data race, no bad borrow).
+    #[test]
+    fn parts_store_through_one_shared_output() {
+        use crate::kernels::{SharedStores, Stores};
+        let (parts, run) = (4, 3);
+        let mut out = std::vec![f32::NAN; parts * run * 2];
+        with_threads(2, || {
+            let shared = SharedStores::new(&mut out);
+            for_each_part(parts, |i| {
+                let mut into = shared;
+                let run_of = [i as f32, i as f32 + 0.25, i as f32 + 0.5];
+                into.put_run((parts - 1 - i) * run, &run_of);
+                for (j, v) in run_of.iter().enumerate() {
+                    into.put(parts * run + j * parts + i, -v);
+                }
+            });
+        });
+        let mut want = std::vec![f32::NAN; parts * run * 2];
+        for i in 0..parts {
+            for j in 0..run {
+                let v = i as f32 + j as f32 * 0.25;
+                want[(parts - 1 - i) * run + j] = v;
+                want[parts * run + j * parts + i] = -v;
+            }
+        }
+        assert_eq!(out, want);
+    }
+
     /// A part that panics, on whichever thread, makes the split panic (never a wait
     /// forever), and the team keeps working afterwards.
     #[test]
@@ -446,13 +453,14 @@ mod tests {
         with_threads(2, || {
             for bad in 0..4 {
                 let caught = std::panic::catch_unwind(|| {
-                    map_parts(4, |i| {
-                        assert!(i != bad, "part {i} fails");
-                        i
-                    })
+                    for_each_part(4, |i| assert!(i != bad, "part {i} fails"))
                 });
                 assert!(caught.is_err(), "part {bad} panicked, the split must too");
-                assert_eq!(map_parts(3, |i| i), [0, 1, 2]);
+                let calls = AtomicUsize::new(0);
+                for_each_part(3, |_| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                });
+                assert_eq!(calls.load(Ordering::SeqCst), 3);
             }
         });
     }
