@@ -112,6 +112,10 @@ extern crate self as dnnfusion;
 ///   compiles them in as static data: the model gets `const fn embedded()`, with nothing
 ///   to load at run time. A mismatched file is a compile error on the op owning the
 ///   tensor.
+/// - `#[scalars("key" = 1.5, ...)]` on a model (the ONNX import writes it): one-value
+///   tensors of the weights file that the model uses as the numbers written in its body.
+///   The ONNX loaders (`from_onnx`, `from_onnx_in`, `#[weights = "file.onnx"]`) check that
+///   the file holds exactly these values (`LoadError::ScalarDiffers` otherwise).
 /// - `fuse { ... }` makes the ops of its statements one fused block (their bindings stay
 ///   visible after it); a group the fusion table forbids is a compile error naming both
 ///   ops and their mapping types.

@@ -165,3 +165,27 @@ fn a_file_written_in_declaration_order_is_read_in_place_and_others_are_refused_b
         Zoo::from_safetensors_in_place(&room[aligned + 1..aligned + 1 + file.len()]).unwrap_err();
     assert!(err.to_string().contains("aligned"), "{err}");
 }
+
+dnn! {
+    /// GELU written with one-value initializers, imported: the scalars are compiled into
+    /// the code (`#[scalars(...)]`), and the compile-time load of the same file checks
+    /// them as `from_onnx` does at run time (the model has no other parameter).
+    #[weights = "onnx/scalar_initializers.onnx"]
+    pub model ScalarInitializers = onnx("onnx/scalar_initializers.onnx");
+}
+
+/// The embedded imported model equals the one loaded at run time from the same file, bit
+/// for bit (tests/onnx_import.rs checks that one against Python's erf).
+#[test]
+fn imported_scalars_embedded() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/onnx");
+    let bytes = std::fs::read(format!("{dir}/scalar_initializers.onnx")).unwrap();
+    let input = std::fs::read(format!("{dir}/scalar_initializers_input.npy")).unwrap();
+    let x = npy::read_f32(&input).unwrap();
+    let embedded = ScalarInitializers::embedded();
+    let loaded = ScalarInitializers::from_onnx(&bytes).unwrap();
+    let a = embedded.infer_arrays(&[x.view()]).unwrap().remove(0);
+    let b = loaded.infer_arrays(&[x.view()]).unwrap().remove(0);
+    assert_eq!(a, b);
+    assert_eq!(ScalarInitializers::SCALARS.len(), 4);
+}

@@ -22,6 +22,7 @@ mod imported {
         pub model ResNet18 = onnx("../../shared/tools/peers/onnx/resnet18.onnx");
         pub model ConstantTensor = onnx("onnx/constant_tensor.onnx");
         pub model ResizeNoShape = onnx("onnx/resize_no_shape.onnx");
+        pub model ScalarInitializers = onnx("onnx/scalar_initializers.onnx");
     }
 }
 
@@ -171,6 +172,72 @@ fn constant_tensors_are_parameters_read_from_their_nodes() {
         (4.0 + 0.25) * 0.5,
     ];
     assert_eq!(got.iter().copied().collect::<Vec<f32>>(), want);
+}
+
+/// `tests/onnx/scalar_initializers.onnx`: GELU written with one-value float initializers
+/// (`x / sqrt2`, `+ one`, `* half`), as `onnx.helper` files write it, then `* alpha`. The
+/// importer folds each into the code (`#[scalars(...)]`), so the GELU rule matches, and
+/// `from_onnx` checks that the file it loads holds those values: another value or a file
+/// without them is an error naming the tensor, never the compiled value used silently.
+#[test]
+fn one_value_initializers_are_compiled_in_and_checked_at_load() {
+    use imported::ScalarInitializers as M;
+    assert_eq!(
+        M::SCALARS,
+        [
+            ("sqrt2", std::f32::consts::SQRT_2),
+            ("one", 1.0),
+            ("half", 0.5),
+            ("alpha", 1.25)
+        ]
+    );
+    assert!(M::PARAMS.is_empty());
+    let ops: Vec<&str> = M::FUSION_REPORT.block_list.iter().map(|b| b.ops).collect();
+    assert_eq!(ops, ["gelu+mul"]);
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/onnx");
+    let onnx = read(&format!("{dir}/scalar_initializers.onnx"));
+    let model = M::from_onnx(&onnx).unwrap();
+    let x = npy::read_f32(&read(&format!("{dir}/scalar_initializers_input.npy"))).unwrap();
+    // computed by make_models.py in f64 with Python's math.erf; the GELU kernel is within
+    // 2e-7 * max(1, |x|) of the exact value (runtime::math::gelu), times alpha 1.25, plus
+    // the rounding of the product
+    let want = npy::read_f32(&read(&format!("{dir}/scalar_initializers_output.npy"))).unwrap();
+    let got = model.infer_arrays(&[x.view()]).unwrap().remove(0);
+    for ((g, w), x) in got.iter().zip(&want).zip(&x) {
+        assert!(
+            (g - w).abs() <= 4e-7 * x.abs().max(1.0),
+            "x {x}: got {g}, want {w}"
+        );
+    }
+    // alpha 1.25 (0x3fa00000) is stored once in the file: another value is refused
+    let at = onnx
+        .windows(4)
+        .position(|w| w == 1.25f32.to_le_bytes())
+        .unwrap();
+    assert_eq!(
+        onnx.windows(4)
+            .filter(|w| *w == 1.25f32.to_le_bytes())
+            .count(),
+        1
+    );
+    let mut retrained = onnx.clone();
+    retrained[at..at + 4].copy_from_slice(&1.5f32.to_le_bytes());
+    let err = M::from_onnx(&retrained).err().unwrap();
+    assert_eq!(
+        err,
+        dnnfusion::LoadError::ScalarDiffers {
+            tensor: "alpha",
+            compiled: 1.25,
+            found: 1.5
+        }
+    );
+    assert!(err.to_string().contains("import this file again"), "{err}");
+    // a file without them
+    let other = read(&format!("{dir}/constant_tensor.onnx"));
+    let err = M::from_onnx(&other).err().unwrap();
+    assert_eq!(err, dnnfusion::LoadError::MissingTensor { tensor: "sqrt2" });
+    let mut buffer = vec![0.0f32; 0];
+    assert!(M::from_onnx_in(&retrained, &mut buffer).is_err());
 }
 
 /// `tests/onnx/resize_no_shape.onnx`: nearest Resize x2 whose output has no shape in

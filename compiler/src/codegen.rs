@@ -57,6 +57,25 @@ pub fn codegen(
     let param_len = plan.param_len;
     let op_count = graph.nodes.len();
     let name_str = name.to_string();
+    // the scalars compiled in (`#[scalars(...)]`, ONNX imports): listed for the loaders,
+    // and checked by `from_onnx_in` before it reads the parameters
+    let (scalars_const, check_scalars) = if model.options.scalars.is_empty() {
+        (quote! {}, quote! {})
+    } else {
+        let scalars = model
+            .options
+            .scalars
+            .iter()
+            .map(|(key, value)| quote! { (#key, #value) });
+        (
+            // (values read from a file: one may be close to a named constant)
+            quote! {
+                #[allow(clippy::approx_constant)]
+                const SCALARS: &'static [(&'static str, f32)] = &[#(#scalars),*];
+            },
+            quote! { ::dnnfusion::runtime::onnx_weights::check_scalars(bytes, <Self as ::dnnfusion::runtime::Model>::SCALARS)?; },
+        )
+    };
 
     let input_shapes = graph.inputs.iter().map(|&v| shape_tokens(graph.shape(v)));
     let output_shapes = graph.outputs.iter().map(|&v| shape_tokens(graph.shape(v)));
@@ -267,6 +286,7 @@ pub fn codegen(
             /// Reads the initializers of an ONNX file (the model's parameters, by name) into
             /// `buffer` of [`Self::PARAM_LEN`] floats (no allocation), prepares it and borrows it.
             pub fn from_onnx_in(bytes: &[u8], buffer: &'p mut [f32]) -> ::core::result::Result<Self, ::dnnfusion::runtime::LoadError> {
+                #check_scalars
                 ::dnnfusion::runtime::onnx_weights::load_into(bytes, Self::PARAMS, buffer)?;
                 Self::from_params(::dnnfusion::runtime::Params::borrowed_mut(buffer))
             }
@@ -331,6 +351,7 @@ pub fn codegen(
             const LOADED_LEN: usize = #loaded_len;
             const RUN_LEN: usize = #run_len;
             const PARAMS: &'static [::dnnfusion::runtime::ParamSpec] = Self::PARAMS;
+            #scalars_const
             const OP_COUNT: usize = #op_count;
             const FUSION_REPORT: ::dnnfusion::runtime::FusionReport = Self::FUSION_REPORT;
 

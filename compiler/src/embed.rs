@@ -44,6 +44,9 @@ pub struct WeightsRequest<'a> {
     pub params: &'a [WeightsParam],
     /// Floats of all loaded parameters.
     pub loaded_len: usize,
+    /// Single values the model was compiled with (`#[scalars(...)]`), by key: an ONNX
+    /// file must hold exactly these.
+    pub scalars: &'a [(String, f32)],
 }
 
 /// What the reader gives back.
@@ -104,6 +107,7 @@ pub fn embed(
         path: &path,
         params: &params,
         loaded_len: offset,
+        scalars: &compiled.model.options.scalars,
     };
     let read = reader(&request).map_err(|e| {
         let span = e

@@ -67,7 +67,7 @@ pub struct FuseGroup {
 }
 
 /// Options given as attributes on a model.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ModelOptions {
     /// `#[fusion(off)]`: one kernel call per op, for side-by-side measurement.
     pub fusion_off: bool,
@@ -78,6 +78,10 @@ pub struct ModelOptions {
     /// `#[weights = "file.safetensors"]`: the parameters, read and prepared at compile
     /// time and compiled into the program (see [`crate::embed`]).
     pub weights: Option<syn::LitStr>,
+    /// `#[scalars("key" = value, ...)]`: single values of the weights file compiled in
+    /// as constants (the ONNX import writes it for the scalars it folds); the ONNX loader
+    /// checks the file holds exactly these.
+    pub scalars: Vec<(String, f32)>,
 }
 
 /// Which rewrite rules run on a model (README "Floating-point policy").
@@ -164,6 +168,38 @@ fn weights_option(attr: &Attribute) -> Result<syn::LitStr, syn::Error> {
         },
         other => Err(syn::Error::new_spanned(other, EXPECTED)),
     }
+}
+
+/// Reads `scalars("key" = value, ...)`: keys (strings) and the finite f32 values the
+/// model was compiled with.
+fn scalars_option(attr: &Attribute) -> Result<Vec<(String, f32)>, syn::Error> {
+    const EXPECTED: &str = "expected `#[scalars(\"key\" = 1.5, ...)]`: each a tensor key of the weights file and the one value the model is compiled with";
+    let entry = |input: syn::parse::ParseStream<'_>| -> syn::Result<(String, f32)> {
+        let key: syn::LitStr = input.parse()?;
+        input.parse::<syn::Token![=]>()?;
+        let negative = input.parse::<Option<syn::Token![-]>>()?.is_some();
+        let lit: syn::Lit = input.parse()?;
+        let magnitude = match &lit {
+            syn::Lit::Float(f) => f.base10_parse::<f32>(),
+            syn::Lit::Int(i) => i.base10_parse::<f32>(),
+            other => Err(syn::Error::new_spanned(other, EXPECTED)),
+        }?;
+        if !magnitude.is_finite() {
+            return Err(syn::Error::new_spanned(
+                &lit,
+                "a scalar must be a finite f32 value",
+            ));
+        }
+        Ok((key.value(), if negative { -magnitude } else { magnitude }))
+    };
+    let parsed = attr
+        .parse_args_with(|input: syn::parse::ParseStream<'_>| {
+            syn::punctuated::Punctuated::<(String, f32), syn::Token![,]>::parse_terminated_with(
+                input, entry,
+            )
+        })
+        .map_err(|e| syn::Error::new(e.span(), format!("{e}; {EXPECTED}")))?;
+    Ok(parsed.into_iter().collect())
 }
 
 /// Largest number of iterations a `for` loop may unroll to.
@@ -419,6 +455,11 @@ fn lower_model(
             if let Err(e) = rewrite_option(attr, &mut options) {
                 diags.push(e);
             }
+        } else if attr.path().is_ident("scalars") {
+            match scalars_option(attr) {
+                Ok(mut scalars) => options.scalars.append(&mut scalars),
+                Err(e) => diags.push(e),
+            }
         } else if attr.path().is_ident("weights") {
             match weights_option(attr) {
                 Ok(path) if options.weights.is_some() => diags.push(syn::Error::new_spanned(
@@ -431,7 +472,7 @@ fn lower_model(
         } else {
             diags.push(syn::Error::new_spanned(
                 attr.path(),
-                "unknown model attribute; a model takes `///` docs, `#[fusion(off)]`, `#[rewrite(off | on | fast_math, max_rewrites = N)]` and `#[weights = \"file.safetensors\"]`",
+                "unknown model attribute; a model takes `///` docs, `#[fusion(off)]`, `#[rewrite(off | on | fast_math, max_rewrites = N)]`, `#[weights = \"file.safetensors\"]` and `#[scalars(\"key\" = value, ...)]`",
             ));
         }
     }

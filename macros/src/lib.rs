@@ -56,13 +56,24 @@ mod weights {
         let onnx = path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("onnx"));
+        let scalars: Vec<(&'static str, f32)> = request
+            .scalars
+            .iter()
+            .map(|(key, value)| (&*Box::leak(key.clone().into_boxed_str()), *value))
+            .collect();
         let loaded = if onnx {
-            onnx_weights::load_into(&bytes, &specs, &mut floats)
+            onnx_weights::check_scalars(&bytes, &scalars)
+                .and_then(|()| onnx_weights::load_into(&bytes, &specs, &mut floats))
         } else {
             safetensors::load_into(&bytes, &specs, &mut floats)
         };
         loaded.map_err(|e| {
             let hint = match e {
+                dnnfusion_runtime::LoadError::MissingTensor { tensor }
+                    if scalars.iter().any(|(key, _)| *key == tensor) =>
+                {
+                    "; the model was compiled with it as one value (`#[scalars(...)]`, written by the ONNX import): the file must hold it"
+                }
                 dnnfusion_runtime::LoadError::MissingTensor { .. } => {
                     "; the file must hold every parameter of the model, keyed by the `let` name or `key = \"...\"` of the op that owns it"
                 }

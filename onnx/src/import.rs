@@ -59,7 +59,7 @@ pub struct ImportOptions {
 }
 
 /// An imported model.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Imported {
     /// `model Name(...) -> ... { ... }`, as written inside `dnn! { ... }`.
     pub dsl: String,
@@ -71,6 +71,9 @@ pub struct Imported {
     pub folded: usize,
     /// Initializers the model loads, in declaration order.
     pub params: Vec<String>,
+    /// Float initializers of one value written as numbers (the `#[scalars(...)]`
+    /// attribute: the loaders check the file holds these values).
+    pub scalars: Vec<(String, f32)>,
 }
 
 /// What is known of a value of the graph.
@@ -205,6 +208,7 @@ pub fn import_model(
     // initializer name -> binding of its `param(...)` statement
     let mut declared: HashMap<String, String> = HashMap::new();
     let mut params: Vec<String> = Vec::new();
+    let mut scalars: Vec<(String, f32)> = Vec::new();
     let mut folded = 0usize;
     for node in &graph.node {
         let op = node.op_type.clone().unwrap_or_default();
@@ -342,7 +346,9 @@ pub fn import_model(
         }
         // a scalar constant operand of an arithmetic op is a number in the DSL (when
         // another operand is a tensor of at least its rank, the result's shape is that
-        // tensor's)
+        // tensor's). So is a float initializer of one value beside a computed tensor,
+        // listed in `scalars` for the loaders to check (it stays a parameter wherever
+        // else it is used): a rule can then match it (GELU's `x / sqrt 2`)
         if matches!(op.as_str(), "Add" | "Sub" | "Mul" | "Div" | "Pow") {
             let tensor_rank = |slot: usize| -> Option<usize> {
                 match node.input.get(slot).and_then(|n| values.get(n)) {
@@ -354,15 +360,43 @@ pub fn import_model(
                 }
             };
             let ranks: Vec<usize> = (0..node.input.len()).filter_map(tensor_rank).collect();
+            let computed_ranks: Vec<usize> = node
+                .input
+                .iter()
+                .filter_map(|n| match values.get(n) {
+                    Some(Value::Tensor { shape, .. }) => Some(shape.len()),
+                    _ => None,
+                })
+                .collect();
             for slot in 0..node.input.len() {
-                let Some(Value::Const(t)) = node.input.get(slot).and_then(|n| values.get(n)) else {
-                    continue;
+                let input_name = node.input.get(slot);
+                let (t, others, initializer) = match input_name.and_then(|n| values.get(n)) {
+                    Some(Value::Const(t)) => (t, &ranks, None),
+                    Some(Value::Initializer(_)) => {
+                        let Some(Some(input)) = inputs.get(slot) else {
+                            continue;
+                        };
+                        let Some(t) = input.value.as_ref().filter(|_| input.dtype == "float32")
+                        else {
+                            continue;
+                        };
+                        (t, &computed_ranks, input_name)
+                    }
+                    _ => continue,
                 };
-                if let [x] = t.floats().as_slice() {
-                    if x.is_finite() && ranks.iter().any(|&r| r >= t.shape.len()) {
-                        if let Some(e) = scope.inputs.get_mut(slot) {
-                            *e = Some(format!("({})", literal(*x as f32)));
-                        }
+                let [x] = t.floats()[..] else { continue };
+                if !(x.is_finite() && others.iter().any(|&r| r >= t.shape.len())) {
+                    continue;
+                }
+                if let Some(e) = scope.inputs.get_mut(slot) {
+                    *e = Some(format!("({})", literal(x as f32)));
+                }
+                if let Some(name) = initializer {
+                    if let Some(init) = scope.initializers.get_mut(slot) {
+                        *init = None;
+                    }
+                    if !scalars.iter().any(|(n, _)| n == name) {
+                        scalars.push((name.clone(), x as f32));
                     }
                 }
             }
@@ -497,6 +531,13 @@ pub fn import_model(
             format!(", written by {producer}")
         }
     );
+    if !scalars.is_empty() {
+        let listed: Vec<String> = scalars
+            .iter()
+            .map(|(name, v)| format!("{name:?} = {}", literal(*v)))
+            .collect();
+        let _ = writeln!(dsl, "#[scalars({})]", listed.join(", "));
+    }
     let vis = if options.public { "pub " } else { "" };
     let _ = write!(
         dsl,
@@ -527,6 +568,7 @@ pub fn import_model(
         nodes: graph.node.len(),
         folded,
         params,
+        scalars,
     })
 }
 
@@ -1033,6 +1075,38 @@ mod tests {
         );
         let err = import(&bytes, &options()).unwrap_err();
         assert!(err.contains("relu_node") && err.contains("[1, 5]"), "{err}");
+    }
+
+    /// A float initializer of one value beside a computed tensor is a number, listed in
+    /// `#[scalars]`; used as a tensor elsewhere (a `MatMul`), it is also a parameter; two
+    /// initializers alone are left as they are (no computed tensor to give the shape), and
+    /// so is an integer one.
+    #[test]
+    fn one_value_initializers_beside_a_tensor_are_numbers_the_loader_checks() {
+        let bytes = model_bytes(
+            vec![
+                node("Mul", &["x", "s"], &["a"]),
+                node("MatMul", &["a", "s"], &["b"]),
+                node("Add", &["t", "s"], &["c"]),
+                node("Add", &["b", "c"], &["y"]),
+            ],
+            vec![value("x", Some(&[1, 1]))],
+            vec![value("y", Some(&[1, 1]))],
+            vec![
+                floats("s", &[1, 1], &[-0.375]),
+                floats("t", &[1, 1], &[2.0]),
+            ],
+            vec![],
+        );
+        let m = import(&bytes, &options()).unwrap();
+        assert_eq!(m.scalars, [("s".to_string(), -0.375)]);
+        assert!(
+            m.dsl.contains("#[scalars(\"s\" = -0.375)]\nmodel M"),
+            "{}",
+            m.dsl
+        );
+        assert!(m.dsl.contains("* (-0.375)"), "{}", m.dsl);
+        assert_eq!(m.params, ["s", "t"], "{}", m.dsl);
     }
 
     #[test]

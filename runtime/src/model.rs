@@ -271,7 +271,7 @@ impl fmt::Debug for Params<'_> {
 }
 
 /// Why weights could not be loaded. Every variant that concerns a tensor names it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum LoadError {
     /// The file is not a well-formed safetensors file.
     Malformed {
@@ -356,6 +356,17 @@ pub enum LoadError {
         /// what is wrong
         reason: &'static str,
     },
+    /// A scalar of the file that the model was compiled with as a constant (an ONNX
+    /// import folds single-value initializers into the code: `#[scalars(...)]`) holds
+    /// another value in this file.
+    ScalarDiffers {
+        /// its key
+        tensor: &'static str,
+        /// the value compiled into the model
+        compiled: f32,
+        /// the value in the file
+        found: f32,
+    },
     /// A flat parameter buffer has the wrong length.
     BufferLength {
         /// floats the model needs
@@ -371,7 +382,8 @@ impl LoadError {
         let name = match self {
             LoadError::MissingTensor { tensor }
             | LoadError::WrongDtype { tensor, .. }
-            | LoadError::WrongShape { tensor, .. } => tensor,
+            | LoadError::WrongShape { tensor, .. }
+            | LoadError::ScalarDiffers { tensor, .. } => tensor,
             LoadError::Truncated { tensor, .. }
             | LoadError::UnexpectedTensor { tensor }
             | LoadError::MalformedOnnx { tensor, .. }
@@ -486,6 +498,14 @@ impl fmt::Display for LoadError {
             } => write!(
                 f,
                 "the parameter buffer was prepared for model `{prepared_for}`, not `{model}`"
+            ),
+            LoadError::ScalarDiffers {
+                tensor,
+                compiled,
+                found,
+            } => write!(
+                f,
+                "tensor `{tensor}` holds {found} in this file, but the model was compiled with {compiled} (a scalar folded into the code at import): import this file again"
             ),
             LoadError::MalformedOnnx { tensor, reason } => {
                 if tensor.as_str().is_empty() {
@@ -744,6 +764,9 @@ pub trait Model: Sized {
     const RUN_LEN: usize;
     /// The parameters loaded from a weights file.
     const PARAMS: &'static [ParamSpec];
+    /// Scalars of the weights file compiled into the code as constants (`#[scalars(...)]`,
+    /// written by the ONNX import), by key: the ONNX loader checks the file holds them.
+    const SCALARS: &'static [(&'static str, f32)] = &[];
     /// Number of ops executed.
     const OP_COUNT: usize;
     /// What the compiler did, with the blocks `run_slices_observed` reports.
@@ -788,6 +811,7 @@ pub fn load_safetensors<M: Model>(bytes: &[u8]) -> Result<M, LoadError> {
 /// (see [`onnx_weights::load_into`](crate::onnx_weights::load_into)).
 #[cfg(feature = "alloc")]
 pub fn load_onnx<M: Model>(bytes: &[u8]) -> Result<M, LoadError> {
+    crate::onnx_weights::check_scalars(bytes, M::SCALARS)?;
     let mut buffer = AlignedFloats::zeroed(M::PARAM_LEN);
     crate::onnx_weights::load_into(bytes, M::PARAMS, buffer.as_mut_slice())?;
     M::from_static_params(Params(Storage::Owned(buffer)))

@@ -6,6 +6,7 @@
 Each file is a few hundred bytes; they are committed, so the tests need no Python.
 """
 
+import math
 import os
 
 import numpy as np
@@ -68,3 +69,27 @@ save("resize_no_shape", [
     helper.make_node("Resize", ["x", "", "scales"], ["y"], name="up", mode="nearest"),
 ], [f32("x", [1, 1, 2, 2])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
     initializers=[helper.make_tensor("scales", TensorProto.FLOAT, [4], [1.0, 1.0, 2.0, 2.0])])
+
+# GELU written with float initializers of one value (as onnx.helper builders and some
+# exporters write it), times a one-value "alpha": the importer folds them into the code
+# (`#[scalars(...)]`), and `from_onnx` checks the file still holds them. The expected
+# output is computed here, in f64 with Python's math.erf.
+scalar_x = np.array([[-3.0, -1.5, -0.5, -0.125, 0.0, 0.25, 1.0, 2.75]], dtype=np.float32)
+scalar_alpha = 1.25
+save("scalar_initializers", [
+    helper.make_node("Div", ["x", "sqrt2"], ["scaled"], name="gelu_div"),
+    helper.make_node("Erf", ["scaled"], ["erf"], name="gelu_erf"),
+    helper.make_node("Add", ["erf", "one"], ["shifted"], name="gelu_add"),
+    helper.make_node("Mul", ["x", "shifted"], ["product"], name="gelu_mul"),
+    helper.make_node("Mul", ["product", "half"], ["gelu"], name="gelu_half"),
+    helper.make_node("Mul", ["gelu", "alpha"], ["y"], name="times_alpha"),
+], [f32("x", [1, 8])], [f32("y", [1, 8])], initializers=[
+    helper.make_tensor("sqrt2", TensorProto.FLOAT, [], [math.sqrt(2.0)]),
+    helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
+    helper.make_tensor("half", TensorProto.FLOAT, [1], [0.5]),
+    helper.make_tensor("alpha", TensorProto.FLOAT, [1], [scalar_alpha]),
+])
+np.save(os.path.join(HERE, "scalar_initializers_input.npy"), scalar_x)
+np.save(os.path.join(HERE, "scalar_initializers_output.npy"), np.array(
+    [[0.5 * float(v) * (1.0 + math.erf(float(v) / math.sqrt(2.0))) * scalar_alpha
+      for v in scalar_x[0]]], dtype=np.float32))
