@@ -1343,21 +1343,25 @@ fn flat_form(program: &ElementProgram) -> Option<ElementProgram> {
 /// Rewrites every load of `ex` at index `flat` (over `shape`) to a load at `Var(1)`;
 /// false when `ex` reads an operand elsewhere or tests an index.
 fn reads_flat(ex: &mut Ex, flat: &Ix, shape: &[usize]) -> bool {
+    each_load(ex, &mut |ix| {
+        let at_flat = index::simplify(ix, shape) == *flat;
+        if at_flat {
+            *ix = Ix::Var(1);
+        }
+        at_flat
+    })
+}
+
+/// Calls `rewrite` on the index of each load of `ex`, in order, while it returns true;
+/// false when one returns false or `ex` tests an index (`InRange`).
+fn each_load(ex: &mut Ex, rewrite: &mut impl FnMut(&mut Ix) -> bool) -> bool {
     match ex {
-        Ex::Load(_, ix) => {
-            let at_flat = index::simplify(ix, shape) == *flat;
-            if at_flat {
-                *ix = Ix::Var(1);
-            }
-            at_flat
-        }
+        Ex::Load(_, ix) => rewrite(ix),
         Ex::Anchor | Ex::Const(_) | Ex::Let(_) => true,
-        Ex::Unary(_, a) => reads_flat(a, flat, shape),
-        Ex::Binary(_, a, b) | Ex::Prelu(a, b) => {
-            reads_flat(a, flat, shape) && reads_flat(b, flat, shape)
-        }
+        Ex::Unary(_, a) => each_load(a, rewrite),
+        Ex::Binary(_, a, b) | Ex::Prelu(a, b) => each_load(a, rewrite) && each_load(b, rewrite),
         Ex::Select(c, a, b) => {
-            reads_flat(c, flat, shape) && reads_flat(a, flat, shape) && reads_flat(b, flat, shape)
+            each_load(c, rewrite) && each_load(a, rewrite) && each_load(b, rewrite)
         }
         Ex::InRange { .. } => false,
     }
@@ -1406,25 +1410,12 @@ fn merged_row_form(program: &ElementProgram, row_len: usize) -> Option<ElementPr
 /// from the merged axis, simplified; false when one still divides it (or the expression
 /// tests an index).
 fn merge_loads(ex: &mut Ex, first: usize, parts: &[(usize, usize)], shape: &[usize]) -> bool {
-    match ex {
-        Ex::Load(_, ix) => {
-            let merged = index::simplify(&from_merged(ix, first, parts), shape);
-            let affine = !divides(&merged, first);
-            *ix = merged;
-            affine
-        }
-        Ex::Anchor | Ex::Const(_) | Ex::Let(_) => true,
-        Ex::Unary(_, a) => merge_loads(a, first, parts, shape),
-        Ex::Binary(_, a, b) | Ex::Prelu(a, b) => {
-            merge_loads(a, first, parts, shape) && merge_loads(b, first, parts, shape)
-        }
-        Ex::Select(c, a, b) => {
-            merge_loads(c, first, parts, shape)
-                && merge_loads(a, first, parts, shape)
-                && merge_loads(b, first, parts, shape)
-        }
-        Ex::InRange { .. } => false,
-    }
+    each_load(ex, &mut |ix| {
+        let merged = index::simplify(&from_merged(ix, first, parts), shape);
+        let affine = !divides(&merged, first);
+        *ix = merged;
+        affine
+    })
 }
 
 /// `ix` with axis `first + i` replaced by `(Var(first) / parts[i].0) % parts[i].1`.
