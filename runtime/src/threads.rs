@@ -15,7 +15,7 @@ mod pool {
     use std::hint::spin_loop;
     use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-    use std::sync::{Mutex, OnceLock, PoisonError};
+    use std::sync::{Arc, Mutex, OnceLock, PoisonError};
     use std::vec::Vec;
 
     std::thread_local! {
@@ -114,6 +114,12 @@ mod pool {
     // (see `help`); every other field is atomic. The job itself is `Sync`.
     #[allow(unsafe_code)]
     unsafe impl Sync for Team {}
+
+    // SAFETY: the only field that is not `Send` is `job`'s pointer, dereferenced only
+    // under the protocol above, whichever thread holds the team (the helpers hold it by
+    // `Arc`, and the last one to let go drops it: nothing in it needs its thread).
+    #[allow(unsafe_code)]
+    unsafe impl Send for Team {}
 
     impl Team {
         fn new(threads: usize) -> Team {
@@ -239,18 +245,19 @@ mod pool {
             // the closure runs on a pool thread, the pool's other threads spin beside it
             // as its team until it returns
             Some(p) if threads > 1 => p.install(move || {
-                let team = Team::new(threads);
-                rayon::scope(|s| {
-                    for me in 1..threads {
-                        let team = &team;
-                        s.spawn(move |_| team.help(me));
-                    }
-                    let before = TEAM.replace(&team);
-                    let result = catch_unwind(AssertUnwindSafe(|| with_count(threads, f)));
-                    TEAM.set(before);
-                    team.stop.0.store(true, SeqCst);
-                    result.unwrap_or_else(|payload| resume_unwind(payload))
-                })
+                // the helpers hold the team by `Arc` and leave when they see `stop`: the
+                // leader does not wait for them (a `rayon::scope` did, and freed its
+                // scope while a finished helper's job still held it: miri, Tree Borrows)
+                let team = Arc::new(Team::new(threads));
+                for me in 1..threads {
+                    let team = Arc::clone(&team);
+                    p.spawn(move || team.help(me));
+                }
+                let before = TEAM.replace(&*team);
+                let result = catch_unwind(AssertUnwindSafe(|| with_count(threads, f)));
+                TEAM.set(before);
+                team.stop.0.store(true, SeqCst);
+                result.unwrap_or_else(|payload| resume_unwind(payload))
             }),
             _ => with_count(threads, f),
         }
