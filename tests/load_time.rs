@@ -341,6 +341,7 @@ fn a_pytorch_checkpoint_loads_leniently_with_half_precision_weights() {
     dnnfusion::runtime::safetensors::load_into_with(
         &strict,
         Net::PARAMS,
+        &[],
         &mut loaded,
         LoadOptions::STRICT,
         |_| {},

@@ -240,6 +240,63 @@ fn one_value_initializers_are_compiled_in_and_checked_at_load() {
     assert!(M::from_onnx_in(&retrained, &mut buffer).is_err());
 }
 
+/// The same model's scalars in a safetensors file (the ONNX initializers saved with their
+/// names, as a converter writes them): strict and lenient loads check each one a file
+/// holds against the compiled value, so a retrained value is an error in both, never
+/// skipped and run with the old one; a file without them loads (the model has them).
+#[test]
+fn folded_scalars_in_a_safetensors_file_are_checked_too() {
+    use dnnfusion::runtime::LoadOptions;
+    use imported::ScalarInitializers as M;
+    // every scalar as a rank-0 F32 tensor, alpha's value given
+    let file = |alpha: f32| {
+        let values = [std::f32::consts::SQRT_2, 1.0, 0.5, alpha];
+        let entries: Vec<String> = ["sqrt2", "one", "half", "alpha"]
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                format!(
+                    r#""{name}":{{"dtype":"F32","shape":[],"data_offsets":[{},{}]}}"#,
+                    4 * i,
+                    4 * i + 4
+                )
+            })
+            .collect();
+        let header = format!("{{{}}}", entries.join(","));
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend(header.as_bytes());
+        values.iter().for_each(|v| bytes.extend(v.to_le_bytes()));
+        bytes
+    };
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/onnx");
+    let x = npy::read_f32(&read(&format!("{dir}/scalar_initializers_input.npy"))).unwrap();
+    let from_onnx = M::from_onnx(&read(&format!("{dir}/scalar_initializers.onnx"))).unwrap();
+    let want = from_onnx.infer_arrays(&[x.view()]).unwrap().remove(0);
+    let same = file(1.25);
+    for options in [LoadOptions::STRICT, LoadOptions::LENIENT] {
+        let (model, report) = dnnfusion::load_safetensors_with::<M>(&same, options).unwrap();
+        assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+        assert_eq!(model.infer_arrays(&[x.view()]).unwrap().remove(0), want);
+        let err = dnnfusion::load_safetensors_with::<M>(&file(1.5), options)
+            .err()
+            .unwrap();
+        assert_eq!(
+            err,
+            dnnfusion::LoadError::ScalarDiffers {
+                tensor: "alpha",
+                compiled: 1.25,
+                found: 1.5
+            }
+        );
+    }
+    assert!(M::from_safetensors(&same).is_ok());
+    assert!(M::from_safetensors_in(&file(1.5), &mut []).is_err());
+    assert!(M::from_safetensors_in(&same, &mut []).is_ok());
+    // no tensor at all: the model's own values
+    let empty = [&2u64.to_le_bytes()[..], b"{}"].concat();
+    assert!(M::from_safetensors(&empty).is_ok());
+}
+
 /// `tests/onnx/resize_no_shape.onnx`: nearest Resize x2 whose output has no shape in
 /// the file; the importer takes it from the scales.
 #[test]

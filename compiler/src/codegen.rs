@@ -57,8 +57,9 @@ pub fn codegen(
     let param_len = plan.param_len;
     let op_count = graph.nodes.len();
     let name_str = name.to_string();
-    // the scalars compiled in (`#[scalars(...)]`, ONNX imports): listed for the loaders,
-    // and checked by `from_onnx_in` before it reads the parameters
+    // the scalars compiled in (`#[scalars(...)]`, ONNX imports): listed for the loaders
+    // (a safetensors file may hold them, checked as it is read), and checked by
+    // `from_onnx_in` before it reads the parameters
     let (scalars_const, check_scalars) = if model.options.scalars.is_empty() {
         (quote! {}, quote! {})
     } else {
@@ -279,7 +280,7 @@ pub fn codegen(
             /// Reads a safetensors file into `buffer` of [`Self::PARAM_LEN`] floats (no
             /// allocation), prepares it and borrows it.
             pub fn from_safetensors_in(bytes: &[u8], buffer: &'p mut [f32]) -> ::core::result::Result<Self, ::dnnfusion::runtime::LoadError> {
-                ::dnnfusion::runtime::safetensors::load_into(bytes, Self::PARAMS, buffer)?;
+                ::dnnfusion::runtime::safetensors::load_into_with(bytes, Self::PARAMS, <Self as ::dnnfusion::runtime::Model>::SCALARS, buffer, ::dnnfusion::runtime::LoadOptions::STRICT, |_| {})?;
                 Self::from_params(::dnnfusion::runtime::Params::borrowed_mut(buffer))
             }
 

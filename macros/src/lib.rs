@@ -65,7 +65,15 @@ mod weights {
             onnx_weights::check_scalars(&bytes, &scalars)
                 .and_then(|()| onnx_weights::load_into(&bytes, &specs, &mut floats))
         } else {
-            safetensors::load_into(&bytes, &specs, &mut floats)
+            safetensors::load_into_with(
+                &bytes,
+                &specs,
+                &scalars,
+                &mut floats,
+                dnnfusion_runtime::LoadOptions::STRICT,
+                |_| {},
+            )
+            .map(|_| ())
         };
         loaded.map_err(|e| {
             let hint = match e {

@@ -799,12 +799,12 @@ pub trait Model: Sized {
     ) -> Result<(), RunError>;
 }
 
-/// Loads a safetensors file into a fresh owned buffer and builds the model.
+/// Loads a safetensors file into a fresh owned buffer and builds the model. The file must
+/// hold exactly the model's tensors, and may hold its [`Model::SCALARS`] with their
+/// compiled values (see [`safetensors::load_into_with`](crate::safetensors::load_into_with)).
 #[cfg(feature = "alloc")]
 pub fn load_safetensors<M: Model>(bytes: &[u8]) -> Result<M, LoadError> {
-    let mut buffer = AlignedFloats::zeroed(M::PARAM_LEN);
-    crate::safetensors::load_into(bytes, M::PARAMS, buffer.as_mut_slice())?;
-    M::from_static_params(Params(Storage::Owned(buffer)))
+    load_safetensors_with(bytes, crate::LoadOptions::STRICT).map(|(model, _)| model)
 }
 
 /// Loads the initializers of an ONNX file into a fresh owned buffer and builds the model
@@ -839,9 +839,14 @@ pub fn load_safetensors_with<M: Model>(
     use alloc::string::ToString;
     let mut buffer = AlignedFloats::zeroed(M::PARAM_LEN);
     let mut report = LoadReport::default();
-    crate::safetensors::load_into_with(bytes, M::PARAMS, buffer.as_mut_slice(), options, |name| {
-        report.skipped.push(name.to_string())
-    })?;
+    crate::safetensors::load_into_with(
+        bytes,
+        M::PARAMS,
+        M::SCALARS,
+        buffer.as_mut_slice(),
+        options,
+        |name| report.skipped.push(name.to_string()),
+    )?;
     Ok((
         M::from_static_params(Params(Storage::Owned(buffer)))?,
         report,

@@ -49,7 +49,7 @@ impl Default for LoadOptions {
 /// the declared shape and a float dtype, and the file may hold no other tensor (see
 /// [`load_into_with`] for the dtypes, batch-norm counters and a lenient mode).
 pub fn load_into(bytes: &[u8], specs: &[ParamSpec], dest: &mut [f32]) -> Result<(), LoadError> {
-    load_into_with(bytes, specs, dest, LoadOptions::STRICT, |_| {}).map(|_| ())
+    load_into_with(bytes, specs, &[], dest, LoadOptions::STRICT, |_| {}).map(|_| ())
 }
 
 /// Fills `dest` from the file as [`load_into`] does, with `options`; returns how many
@@ -62,11 +62,16 @@ pub fn load_into(bytes: &[u8], specs: &[ParamSpec], dest: &mut [f32]) -> Result<
 /// - `<prefix>.num_batches_tracked` (a PyTorch batch-norm counter, any dtype) is ignored
 ///   whenever the model has `<prefix>.running_mean` and `<prefix>.running_var`; it is
 ///   not reported as skipped.
+/// - A tensor named like one of `scalars` (the model's `SCALARS`: single values an ONNX
+///   import compiled into the code) is optional; when present it must hold one value
+///   (any rank, every dimension 1), bit for bit the compiled one, else
+///   [`LoadError::ScalarDiffers`]; it is neither unexpected nor reported as skipped.
 /// - A tensor the model does not use is [`LoadError::UnexpectedTensor`] when
 ///   `options.strict`, else skipped (its data must still lie inside the file).
 pub fn load_into_with(
     bytes: &[u8],
     specs: &[ParamSpec],
+    scalars: &[(&'static str, f32)],
     dest: &mut [f32],
     options: LoadOptions,
     skipped: impl FnMut(&str),
@@ -80,9 +85,14 @@ pub fn load_into_with(
     }
     // fresh parameters: the buffer may be prepared again
     crate::prepare::clear_mark(dest);
-    walk(bytes, specs, options, skipped, |entry, spec, data| {
-        copy(entry, spec, data, dest)
-    })
+    walk(
+        bytes,
+        specs,
+        scalars,
+        options,
+        skipped,
+        |entry, spec, data| copy(entry, spec, data, dest),
+    )
     .map(|(skipped, _)| skipped)
 }
 
@@ -101,6 +111,7 @@ pub fn in_place<'a>(bytes: &'a [u8], specs: &[ParamSpec]) -> Result<&'a [f32], L
     let (_, data) = walk(
         bytes,
         specs,
+        &[],
         LoadOptions::STRICT,
         |_| {},
         |entry, spec, data| {
@@ -134,11 +145,12 @@ pub fn in_place<'a>(bytes: &'a [u8], specs: &[ParamSpec]) -> Result<&'a [f32], L
 }
 
 /// Walks the header: every tensor of `specs` must be present exactly once (`on_param`
-/// sees each with its spec and the file's data), other tensors as [`load_into_with`]
-/// says. Returns how many were skipped, and the data.
+/// sees each with its spec and the file's data), `scalars` and other tensors as
+/// [`load_into_with`] says. Returns how many were skipped, and the data.
 fn walk<'a>(
     bytes: &'a [u8],
     specs: &[ParamSpec],
+    scalars: &[(&'static str, f32)],
     options: LoadOptions,
     mut skipped: impl FnMut(&str),
     mut on_param: impl FnMut(&Entry<'_>, &ParamSpec, &[u8]) -> Result<(), LoadError>,
@@ -175,6 +187,10 @@ fn walk<'a>(
                     }
                     on_param(&entry, spec, data)?;
                     loaded += 1;
+                } else if let Some(&(key, compiled)) =
+                    scalars.iter().find(|(key, _)| *key == entry.name)
+                {
+                    check_scalar(&entry, key, compiled, data)?;
                 } else if is_batch_norm_counter(entry.name, specs) {
                     check_bounds(&entry, data)?;
                 } else if options.strict {
@@ -233,6 +249,33 @@ fn is_batch_norm_counter(name: &str, specs: &[ParamSpec]) -> bool {
         })
     };
     has("running_mean") && has("running_var")
+}
+
+/// Checks that the tensor of a scalar compiled into the model as `compiled` holds one
+/// value, bit for bit that one.
+fn check_scalar(
+    entry: &Entry<'_>,
+    key: &'static str,
+    compiled: f32,
+    data: &[u8],
+) -> Result<(), LoadError> {
+    // a single value's shape: rank r, every dimension 1
+    const ONES: [usize; MAX_RANK] = [1; MAX_RANK];
+    let single = ParamSpec {
+        name: key,
+        shape: ONES.get(..entry.rank).unwrap_or(&[]),
+        offset: 0,
+    };
+    let mut value = [f32::NAN];
+    copy(entry, &single, data, &mut value)?;
+    if value[0].to_bits() != compiled.to_bits() {
+        return Err(LoadError::ScalarDiffers {
+            tensor: key,
+            compiled,
+            found: value[0],
+        });
+    }
+    Ok(())
 }
 
 /// Checks that a tensor the model does not read lies inside the data.
@@ -893,10 +936,14 @@ mod tests {
             assert_eq!(load_into(&b[..l], BN_SPECS, &mut dest), Ok(()), "{extra:?}");
             assert_eq!(dest, [1.0, 2.0, 3.0, 4.0]);
             let mut names = 0;
-            let skipped =
-                load_into_with(&b[..l], BN_SPECS, &mut dest, LoadOptions::LENIENT, |_| {
-                    names += 1
-                });
+            let skipped = load_into_with(
+                &b[..l],
+                BN_SPECS,
+                &[],
+                &mut dest,
+                LoadOptions::LENIENT,
+                |_| names += 1,
+            );
             assert_eq!((skipped, names), (Ok(0), 0), "a counter is not reported");
         }
         // a counter without its batch norm is a tensor the model does not use
@@ -936,10 +983,17 @@ mod tests {
         ));
         let mut names = [TensorName::new(""); 2];
         let mut n = 0;
-        let skipped = load_into_with(&b[..l], BN_SPECS, &mut dest, LoadOptions::LENIENT, |name| {
-            names[n] = TensorName::new(name);
-            n += 1;
-        });
+        let skipped = load_into_with(
+            &b[..l],
+            BN_SPECS,
+            &[],
+            &mut dest,
+            LoadOptions::LENIENT,
+            |name| {
+                names[n] = TensorName::new(name);
+                n += 1;
+            },
+        );
         assert_eq!(skipped, Ok(2));
         assert_eq!(
             [names[0].as_str(), names[1].as_str()],
@@ -959,17 +1013,85 @@ mod tests {
             },
         ];
         assert_eq!(
-            load_into_with(&b[..l], more, &mut [0.0; 5], LoadOptions::LENIENT, |_| {}),
+            load_into_with(
+                &b[..l],
+                more,
+                &[],
+                &mut [0.0; 5],
+                LoadOptions::LENIENT,
+                |_| {}
+            ),
             Err(LoadError::MissingTensor {
                 tensor: "fc.weight"
             })
         );
         // and so is a skipped tensor whose data is not in the file
         assert!(matches!(
-            load_into_with(&b[..l - 1], BN_SPECS, &mut dest, LoadOptions::LENIENT, |_| {}),
+            load_into_with(&b[..l - 1], BN_SPECS, &[], &mut dest, LoadOptions::LENIENT, |_| {}),
             Err(LoadError::Truncated { tensor, .. }) if tensor.as_str() == "head.mask"
         ));
         assert_eq!(LoadOptions::default(), LoadOptions::STRICT);
+    }
+
+    #[test]
+    fn a_compiled_scalar_in_the_file_must_hold_the_compiled_value() {
+        // `alpha`: F32, rank 0, 0.5 (bytes 16..20); `beta`: F16 [1, 1], 1.0 (bytes 20..22)
+        let alpha = r#""alpha":{"dtype":"F32","shape":[],"data_offsets":[16,20]}"#;
+        let beta = r#""beta":{"dtype":"F16","shape":[1,1],"data_offsets":[20,22]}"#;
+        let (mut b, l) = bn_file(&[alpha, beta]);
+        // the data: 16 bytes of batch norm, 8 for each extra entry
+        let data = l - 32;
+        b[data + 16..][..4].copy_from_slice(&0.5f32.to_le_bytes());
+        b[data + 20..][..2].copy_from_slice(&0x3c00u16.to_le_bytes());
+        let scalars = [("alpha", 0.5), ("beta", 1.0)];
+        for options in [LoadOptions::STRICT, LoadOptions::LENIENT] {
+            let mut dest = [0.0; 4];
+            let mut names = 0;
+            let load = load_into_with(&b[..l], BN_SPECS, &scalars, &mut dest, options, |_| {
+                names += 1;
+            });
+            // checked, neither unexpected nor skipped
+            assert_eq!((load, names), (Ok(0), 0));
+            assert_eq!(dest, [1.0, 2.0, 3.0, 4.0]);
+            // another value, even one ulp off, in either mode
+            let off = [("alpha", 0.5f32.next_up()), ("beta", 1.0)];
+            assert_eq!(
+                load_into_with(&b[..l], BN_SPECS, &off, &mut dest, options, |_| {}),
+                Err(LoadError::ScalarDiffers {
+                    tensor: "alpha",
+                    compiled: 0.5f32.next_up(),
+                    found: 0.5
+                })
+            );
+            // a scalar the file does not hold is fine: the model has its value
+            let more = [("alpha", 0.5), ("beta", 1.0), ("gamma", 2.0)];
+            assert_eq!(
+                load_into_with(&b[..l], BN_SPECS, &more, &mut dest, options, |_| {}),
+                Ok(0)
+            );
+        }
+        // without the model's scalars, the strict load refuses them, the lenient one skips
+        assert!(matches!(
+            load_into(&b[..l], BN_SPECS, &mut [0.0; 4]),
+            Err(LoadError::UnexpectedTensor { tensor }) if tensor.as_str() == "alpha"
+        ));
+        // a tensor of more than one value under a scalar's name
+        let wide = r#""alpha":{"dtype":"F32","shape":[2],"data_offsets":[16,24]}"#;
+        let (b, l) = bn_file(&[wide]);
+        assert!(matches!(
+            load_into_with(
+                &b[..l],
+                BN_SPECS,
+                &scalars,
+                &mut [0.0; 4],
+                LoadOptions::LENIENT,
+                |_| {}
+            ),
+            Err(LoadError::WrongShape {
+                tensor: "alpha",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -1098,7 +1220,7 @@ mod tests {
         for ((bytes, len), specs) in files {
             for options in [LoadOptions::STRICT, LoadOptions::LENIENT] {
                 let load = |b: &[u8], dest: &mut [f32]| {
-                    let _ = load_into_with(b, specs, dest, options, |_| {});
+                    let _ = load_into_with(b, specs, &[("x", 1.0)], dest, options, |_| {});
                 };
                 // every byte natively; under miri (which interprets) every 13th
                 let step = if cfg!(miri) { 13 } else { 1 };
