@@ -71,6 +71,22 @@ const COLD_COPIES: usize = 28;
 /// Bytes of the smallest convolution weight also timed out of cache.
 const COLD_MIN_BYTES: usize = 256 * 1024;
 
+/// GFLOP/s of `run` on `weights` out of cache (a different copy at each call, as a model
+/// meets the weights of its later layers, where they outgrow L2), for weights of at least
+/// [`COLD_MIN_BYTES`].
+fn cold_gflops(flops: f64, weights: &[f32], mut run: impl FnMut(&[f32])) -> Option<f64> {
+    if weights.len() * 4 < COLD_MIN_BYTES {
+        return None;
+    }
+    let copies: Vec<Vec<f32>> = (0..COLD_COPIES).map(|_| weights.to_vec()).collect();
+    let mut next = 0;
+    let median = median_time(|| {
+        next = (next + 1) % COLD_COPIES;
+        run(&copies[next])
+    });
+    Some(flops / median / 1e9)
+}
+
 /// Median seconds of `f` over at least 5 calls and 0.3 s, after one warm-up call.
 fn median_time(mut f: impl FnMut()) -> f64 {
     f();
@@ -142,17 +158,14 @@ fn run(args: &[String]) {
         });
         // and on weights out of cache (a different copy at each call), as a model meets
         // the weights of its later layers, where they outgrow L2
-        let cold = (!depthwise && w.len() * 4 >= COLD_MIN_BYTES).then(|| {
+        let cold = (!depthwise).then(|| {
             let mut tiled = vec![0.0f32; w.len()];
             tile_conv2d_weights(&w, &mut tiled, c_out, groups);
-            let copies: Vec<Vec<f32>> = (0..COLD_COPIES).map(|_| tiled.clone()).collect();
-            let mut next = 0;
-            let median = median_time(|| {
-                next = (next + 1) % COLD_COPIES;
-                conv2d_tiled(&x, &copies[next], Some(&b), &mut out, &g, store_rows)
-            });
-            flops / median / 1e9
+            cold_gflops(flops, &tiled, |w| {
+                conv2d_tiled(&x, w, Some(&b), &mut out, &g, store_rows)
+            })
         });
+        let cold = cold.flatten();
         // 3x3 stride 1: Winograd F(2x2, 3x3) and F(4x4, 3x3) on transformed weights, in
         // GFLOP/s of the direct convolution's count (what the same work takes, not what it
         // multiplies)
@@ -161,21 +174,29 @@ fn run(args: &[String]) {
             winograd_weights::<2>(&w, &mut u, c_out, c_in);
             let median =
                 median_time(|| conv2d_winograd::<2>(&x, &u, Some(&b), &mut out, &g, store_rows));
+            // both on weights out of cache too, as resnet18's 14x14 layers meet them
+            let cold = cold_gflops(flops, &u, |u| {
+                conv2d_winograd::<2>(&x, u, Some(&b), &mut out, &g, store_rows)
+            });
             let mut u4 = vec![0.0f32; winograd_weights_len::<4>(c_out, c_in)];
             winograd_weights::<4>(&w, &mut u4, c_out, c_in);
             let median4 =
                 median_time(|| conv2d_winograd::<4>(&x, &u4, Some(&b), &mut out, &g, store_rows));
-            (flops / median / 1e9, flops / median4 / 1e9)
+            let cold4 = cold_gflops(flops, &u4, |u| {
+                conv2d_winograd::<4>(&x, u, Some(&b), &mut out, &g, store_rows)
+            });
+            ((flops / median / 1e9, cold), (flops / median4 / 1e9, cold4))
         });
         if json {
             let tiled = tiled.map_or("null".to_string(), |t| format!("{t:.2}"));
             let cold = cold.map_or("null".to_string(), |t| format!("{t:.2}"));
-            let (winograd, winograd4) = winograd
-                .map_or(("null".to_string(), "null".to_string()), |(t, t4)| {
-                    (format!("{t:.2}"), format!("{t4:.2}"))
-                });
+            let null = || "null".to_string();
+            let figure = |f: Option<f64>| f.map_or(null(), |f| format!("{f:.2}"));
+            let [winograd, winograd_cold, winograd4, winograd4_cold] = winograd
+                .map_or([None; 4], |((t, c), (t4, c4))| [Some(t), c, Some(t4), c4])
+                .map(figure);
             println!(
-                "{{\"class\":\"{name}\",\"ms\":{:.4},\"gflops\":{gflops:.2},\"tiled_gflops\":{tiled},\"tiled_cold_gflops\":{cold},\"winograd_gflops\":{winograd},\"winograd4_gflops\":{winograd4},\"gbs\":{gbs:.2},\"depthwise\":{depthwise}}}",
+                "{{\"class\":\"{name}\",\"ms\":{:.4},\"gflops\":{gflops:.2},\"tiled_gflops\":{tiled},\"tiled_cold_gflops\":{cold},\"winograd_gflops\":{winograd},\"winograd_cold_gflops\":{winograd_cold},\"winograd4_gflops\":{winograd4},\"winograd4_cold_gflops\":{winograd4_cold},\"gbs\":{gbs:.2},\"depthwise\":{depthwise}}}",
                 median * 1e3,
             );
         } else {
@@ -186,8 +207,13 @@ fn run(args: &[String]) {
             if let Some(c) = cold {
                 extra += &format!("  cold {c:6.1} GFLOP/s");
             }
-            if let Some((t, t4)) = winograd {
-                extra += &format!("  F(2x2) {t:6.1} F(4x4) {t4:6.1} GFLOP/s (direct count)");
+            if let Some(((t, cold), (t4, cold4))) = winograd {
+                let shown = |c: Option<f64>| c.map_or(String::new(), |c| format!(" cold {c:6.1}"));
+                extra += &format!(
+                    "  F(2x2) {t:6.1}{} F(4x4) {t4:6.1}{} GFLOP/s (direct count)",
+                    shown(cold),
+                    shown(cold4)
+                );
             }
             println!(
                 "{name:32} {:9.3} ms {gflops:7.1} GFLOP/s{extra}",

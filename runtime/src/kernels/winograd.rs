@@ -18,8 +18,8 @@
 //! stores 36 / 16 times the transformed weights, so `prepare` gives it the larger maps.
 
 use super::{
-    each_row, stack_floats, tile_panel, weight_tile_index, Conv2dGeom, Lhs, Start, MAX_TILE_ROWS,
-    PANEL,
+    each_row, stack_floats, tile_panel_ahead, weight_tile_index, Conv2dGeom, Lhs, Start,
+    MAX_TILE_ROWS, PANEL,
 };
 
 /// Points of a transformed tile of F(`tile` x `tile`, 3x3): `(tile + 2)^2` products per
@@ -41,6 +41,11 @@ const PANEL_LEN: usize = stack_floats(MAX_POINTS * 64 * PANEL, MAX_POINTS * 2 * 
 const fn channel_block(tile: usize) -> usize {
     PANEL_LEN / (winograd_points(tile) * PANEL)
 }
+
+/// Products of a panel ahead of which [`winograd_channels`] asks the cache for a block of
+/// weights (each block, 16 output channels by up to 144 input channels of one point, is a
+/// run of at most 9 KiB).
+const WEIGHTS_AHEAD: usize = 2;
 
 /// Input columns under a run of [`PANEL`] tiles of `T` outputs a side.
 const fn line_len(tile: usize) -> usize {
@@ -312,21 +317,37 @@ fn winograd_channels_in<const T: usize>(
             }
             #[cfg(not(target_arch = "x86_64"))]
             transform_inputs::<T>(wide, x, g, runs, (ic0, depth), &mut v);
+            // the block of weights of point `p` and output channels `r0..` (from `ic0`)
+            let weights = |r0: usize, p: usize| {
+                let up = &u[p * per_point..(p + 1) * per_point];
+                let a = Lhs::weights(up, g.c_in, g.c_out, true);
+                a.skip_rows(oc0 + r0).skip_columns(ic0)
+            };
             for r0 in (0..rows).step_by(block_rows) {
                 let present = block_rows.min(rows - r0);
                 let products = m.chunks_exact_mut(block_rows * PANEL).take(points);
                 for (p, sums) in products.enumerate() {
-                    let up = &u[p * per_point..(p + 1) * per_point];
-                    let a = Lhs::weights(up, g.c_in, g.c_out, true);
-                    let a = a.skip_rows(oc0 + r0).skip_columns(ic0);
+                    let a = weights(r0, p);
                     let b = (&v[p * depth * PANEL..], PANEL);
-                    tile_panel(
+                    // the block WEIGHTS_AHEAD products on asked for while this one runs:
+                    // on maps of few tiles each block is read from memory once per panel
+                    let (r_next, p_next) = match p + WEIGHTS_AHEAD {
+                        next if next < points => (r0, next),
+                        next => (r0 + block_rows, next - points),
+                    };
+                    let ahead = if r_next + block_rows <= rows {
+                        weights(r_next, p_next).tile_block(0, depth)
+                    } else {
+                        None
+                    };
+                    tile_panel_ahead(
                         simd,
                         (present, depth, PANEL),
                         a,
                         b,
                         (sums, PANEL),
                         Start::Zero,
+                        ahead.unwrap_or(&[]),
                     );
                 }
                 let start = match (ic0, bias) {
