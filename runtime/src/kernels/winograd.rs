@@ -340,9 +340,11 @@ fn winograd_channels_in<const T: usize>(
                     } else {
                         None
                     };
+                    // (a tail panel of fewer tiles: only its columns, on AVX-512 by
+                    // columns; resnet18's 14x14 maps end in a panel of one tile)
                     tile_panel_ahead(
                         simd,
-                        (present, depth, PANEL),
+                        (present, depth, cols),
                         a,
                         b,
                         (sums, PANEL),
