@@ -49,14 +49,14 @@ const TILE_MIN_WEIGHTS: usize = 4096;
 /// it is, when small: [`TILE_MIN_WEIGHTS`] holds for Winograd too).
 const WINOGRAD_MIN_CHANNELS: usize = 16;
 /// Fewest output pixels of a 3x3 stride-1 `conv2d` run by Winograd's F(2x2, 3x3): a
-/// smaller map's weight is tiled. On resnet18's 512@7 layers the transformed weights (16
-/// points per 9 taps: 16.8 MB a layer, read from memory once per inference) cost more
-/// than the 2.25x fewer products save: the tiled direct sum runs them 10% faster inside
-/// the model (`bench --blocks`, 2026-12-06, two rounds of three alternated: 3.08-3.37 ->
-/// 2.87-3.02 ms each), though F(2x2) is faster alone on weights in cache (`conv_classes`:
-/// 102 against 87 GFLOP/s). 14x14 maps (196 pixels) stay Winograd: faster than ONNX
-/// Runtime's direct sum there (1.85-1.90 against 2.05 ms).
-const WINOGRAD_MIN_PIXELS: usize = 65;
+/// smaller map's weight is tiled. 7x7 maps (sixteen tiles: one panel) take it since
+/// Winograd asks for each block of weights two products ahead (thirty-fifth session):
+/// resnet18's 512@7 layers read their transformed weights (16 points per 9 taps: 16.8 MB
+/// a layer) from memory at 196 GFLOP/s (direct count, `conv_classes` "cold"), where the
+/// tiled direct sum reads its 9.4 MB at 146, and the model runs 11% faster on a Zen 5
+/// core (three alternated rounds: 16.0-16.5 -> 14.2-14.8 ms). Before the prefetch the
+/// direct sum was 10% faster inside the model (2026-12-06, Zen 4).
+const WINOGRAD_MIN_PIXELS: usize = 49;
 /// Fewest tiles of 4 x 4 output pixels on a Winograd convolution's map for F(4x4, 3x3)
 /// (36 products per 16 pixels, 4x fewer than the direct sum) rather than F(2x2, 3x3) (16
 /// per 4, 2.25x): maps of 32 x 32 and up. `conv_classes` (2026-12-05) puts F(4x4) at
@@ -870,10 +870,10 @@ mod tests {
         let mut g = Graph::default();
         let x = g.add_value("x".into(), vec![1, 128, 9, 9], ValueKind::Input(0));
         let big = g.add_value("big".into(), vec![1, 128, 32, 32], ValueKind::Input(1));
-        let small = g.add_value("small".into(), vec![1, 128, 8, 8], ValueKind::Input(2));
+        let small = g.add_value("small".into(), vec![1, 128, 6, 6], ValueKind::Input(2));
         g.inputs = vec![x, big, small];
         // 128 -> 160 stride 1: Winograd (F(2x2) on 9x9, F(4x4) on 32x32: 64 tiles of 4x4);
-        // the same with stride 2, or on a map of 64 pixels: tiles
+        // the same with stride 2, or on a map of 36 pixels: tiles
         let w1 = param(&mut g, "w1", vec![160, 128, 3, 3]);
         let w2 = param(&mut g, "w2", vec![160, 128, 3, 3]);
         let w3 = param(&mut g, "w3", vec![160, 128, 3, 3]);
@@ -881,7 +881,7 @@ mod tests {
         let y1 = node(&mut g, conv(1), vec![x, w1], vec![1, 160, 9, 9]);
         let y2 = node(&mut g, conv(2), vec![x, w2], vec![1, 160, 5, 5]);
         let y3 = node(&mut g, conv(1), vec![big, w3], vec![1, 160, 32, 32]);
-        let y4 = node(&mut g, conv(1), vec![small, w4], vec![1, 160, 8, 8]);
+        let y4 = node(&mut g, conv(1), vec![small, w4], vec![1, 160, 6, 6]);
         g.outputs = vec![y1, y2, y3, y4];
         let (packed, _) = pack_weights(&g, &[]);
         let ops: Vec<&str> = packed.nodes.iter().map(|n| n.op.name()).collect();
