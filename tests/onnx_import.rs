@@ -174,6 +174,13 @@ fn constant_tensors_are_parameters_read_from_their_nodes() {
     assert_eq!(got.iter().copied().collect::<Vec<f32>>(), want);
 }
 
+/// What loading `scalar_initializers.onnx`'s model from a file whose `alpha` is 1.5 gives.
+const ALPHA_RETRAINED: dnnfusion::LoadError = dnnfusion::LoadError::ScalarDiffers {
+    tensor: "alpha",
+    compiled: 1.25,
+    found: 1.5,
+};
+
 /// `tests/onnx/scalar_initializers.onnx`: GELU written with one-value float initializers
 /// (`x / sqrt2`, `+ one`, `* half`), as `onnx.helper` files write it, then `* alpha`. The
 /// importer folds each into the code (`#[scalars(...)]`), so the GELU rule matches, and
@@ -223,14 +230,7 @@ fn one_value_initializers_are_compiled_in_and_checked_at_load() {
     let mut retrained = onnx.clone();
     retrained[at..at + 4].copy_from_slice(&1.5f32.to_le_bytes());
     let err = M::from_onnx(&retrained).err().unwrap();
-    assert_eq!(
-        err,
-        dnnfusion::LoadError::ScalarDiffers {
-            tensor: "alpha",
-            compiled: 1.25,
-            found: 1.5
-        }
-    );
+    assert_eq!(err, ALPHA_RETRAINED);
     assert!(err.to_string().contains("import this file again"), "{err}");
     // a file without them
     let other = read(&format!("{dir}/constant_tensor.onnx"));
@@ -280,14 +280,7 @@ fn folded_scalars_in_a_safetensors_file_are_checked_too() {
         let err = dnnfusion::load_safetensors_with::<M>(&file(1.5), options)
             .err()
             .unwrap();
-        assert_eq!(
-            err,
-            dnnfusion::LoadError::ScalarDiffers {
-                tensor: "alpha",
-                compiled: 1.25,
-                found: 1.5
-            }
-        );
+        assert_eq!(err, ALPHA_RETRAINED);
     }
     assert!(M::from_safetensors(&same).is_ok());
     assert!(M::from_safetensors_in(&file(1.5), &mut []).is_err());
