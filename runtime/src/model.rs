@@ -20,6 +20,17 @@ impl ParamSpec {
         self.shape.iter().product()
     }
 
+    /// The spec through which a loader reads a folded scalar's tensor (`Model::SCALARS`):
+    /// `rank` dimensions of 1 (one value, as `[]`, `[1]`, `[1, 1]`, ...), at offset 0.
+    pub(crate) fn single_value(name: &'static str, rank: usize) -> ParamSpec {
+        const ONES: [usize; 8] = [1; 8];
+        ParamSpec {
+            name,
+            shape: ONES.get(..rank).unwrap_or(&ONES),
+            offset: 0,
+        }
+    }
+
     /// True for a parameter without elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -377,6 +388,24 @@ pub enum LoadError {
 }
 
 impl LoadError {
+    /// The rule every loader checks a folded scalar by: the value read from the file must
+    /// have the bits of the one compiled into the model, else [`LoadError::ScalarDiffers`].
+    pub(crate) fn check_scalar(
+        tensor: &'static str,
+        compiled: f32,
+        found: f32,
+    ) -> Result<(), LoadError> {
+        if found.to_bits() == compiled.to_bits() {
+            Ok(())
+        } else {
+            Err(LoadError::ScalarDiffers {
+                tensor,
+                compiled,
+                found,
+            })
+        }
+    }
+
     /// The key of the tensor at fault, when the error concerns one.
     pub fn tensor(&self) -> Option<&str> {
         let name = match self {

@@ -337,8 +337,6 @@ pub fn load_into(bytes: &[u8], specs: &[ParamSpec], dest: &mut [f32]) -> Result<
 /// model was compiled with as constants: each must be an initializer (or a `Constant`
 /// node's tensor) of one element, of exactly that value. Never panics or allocates.
 pub fn check_scalars(bytes: &[u8], scalars: &[(&'static str, f32)]) -> Result<(), LoadError> {
-    // a single value's shape: rank r, every dimension 1
-    const ONES: [usize; MAX_RANK] = [1; MAX_RANK];
     for &(name, compiled) in scalars {
         let mut found = None;
         for_each_initializer(bytes, |t| {
@@ -354,27 +352,13 @@ pub fn check_scalars(bytes: &[u8], scalars: &[(&'static str, f32)]) -> Result<()
                 });
             }
             // the same read as a parameter's, whatever its rank ([], [1], ...)
-            let single = ParamSpec {
-                name,
-                shape: ONES.get(..t.rank).unwrap_or(&[]),
-                offset: 0,
-            };
             let mut value = [f32::NAN];
-            copy(&t, &single, &mut value)?;
+            copy(&t, &ParamSpec::single_value(name, t.rank), &mut value)?;
             found = Some(value[0]);
             Ok(())
         })?;
-        match found {
-            None => return Err(LoadError::MissingTensor { tensor: name }),
-            Some(v) if v.to_bits() != compiled.to_bits() => {
-                return Err(LoadError::ScalarDiffers {
-                    tensor: name,
-                    compiled,
-                    found: v,
-                })
-            }
-            Some(_) => {}
-        }
+        let found = found.ok_or(LoadError::MissingTensor { tensor: name })?;
+        LoadError::check_scalar(name, compiled, found)?;
     }
     Ok(())
 }

@@ -259,23 +259,14 @@ fn check_scalar(
     compiled: f32,
     data: &[u8],
 ) -> Result<(), LoadError> {
-    // a single value's shape: rank r, every dimension 1
-    const ONES: [usize; MAX_RANK] = [1; MAX_RANK];
-    let single = ParamSpec {
-        name: key,
-        shape: ONES.get(..entry.rank).unwrap_or(&[]),
-        offset: 0,
-    };
     let mut value = [f32::NAN];
-    copy(entry, &single, data, &mut value)?;
-    if value[0].to_bits() != compiled.to_bits() {
-        return Err(LoadError::ScalarDiffers {
-            tensor: key,
-            compiled,
-            found: value[0],
-        });
-    }
-    Ok(())
+    copy(
+        entry,
+        &ParamSpec::single_value(key, entry.rank),
+        data,
+        &mut value,
+    )?;
+    LoadError::check_scalar(key, compiled, value[0])
 }
 
 /// Checks that a tensor the model does not read lies inside the data.
