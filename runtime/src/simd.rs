@@ -2161,6 +2161,118 @@ pub unsafe fn gemm_strip_avx512(
     }
 }
 
+/// Output channels by pixels, the other way round from [`gemm_tile_avx512`]: `T`
+/// interleaved weight tiles (16 output channels each, `tiles[t][k * 16 + i]` is channel
+/// `16 * t + i` at step `k`) against `P` pixels (`b[k * ldb + p]`), one accumulator per
+/// tile and pixel holding its 16 channels. Per step along `k`: `T` vector loads of
+/// weights and `P` broadcasts of inputs for `T * P` multiply-adds (4 and 7: 11 loads for
+/// 28, where the 16 x 16 tile makes 17 for 16). The product runs the whole `depth`, in
+/// blocks of `block` steps whose sums add up one after another onto `start` (16 floats
+/// per tile: a bias or zeros), as the 16 x 16 tile's blocks do, so the bits are the same;
+/// then each of the `16 * T` channels goes to `c[(16 * t + i) * ldc + p]`. The cache lines
+/// of `ahead` (the next tiles, or nothing) are asked for into L2 meanwhile, spread over
+/// the steps. For maps of up to 64 pixels (7x7), whose 16-column panels leave a last one
+/// of 1 to 15 columns.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F. The slices are checked (a short one panics).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn gemm_channels_avx512<const T: usize, const P: usize>(
+    (depth, block): (usize, usize),
+    tiles: [&[f32]; T],
+    (b, ldb): (&[f32], usize),
+    start: &[f32],
+    (c, ldc): (&mut [f32], usize),
+    ahead: &[f32],
+) {
+    use core::arch::x86_64::*;
+    assert!(depth > 0 && block > 0 && start.len() >= 16 * T);
+    assert!(tiles.iter().all(|t| t.len() >= depth * 16));
+    assert!(b.len() >= (depth - 1) * ldb + P);
+    assert!(c.len() >= (16 * T - 1) * ldc + P);
+    let mut totals = [[_mm512_setzero_ps(); P]; T];
+    for (t, row) in totals.iter_mut().enumerate() {
+        // SAFETY: `start` holds `16 * T` floats (asserted)
+        let first = _mm512_loadu_ps(start.as_ptr().add(16 * t));
+        *row = [first; P];
+    }
+    let tiles = tiles.map(|t| t.as_ptr());
+    // the cache lines of `ahead` asked for one every `every` steps (as the 16 x 16 tile
+    // does)
+    let lines = ahead.len().div_ceil(16);
+    let every = depth
+        .checked_div(lines)
+        .map_or(usize::MAX, |steps| steps.max(1));
+    let mut line = 0;
+    for k0 in (0..depth).step_by(block) {
+        let end = depth.min(k0 + block);
+        let mut sums = [[_mm512_setzero_ps(); P]; T];
+        let mut k = k0;
+        while k < end {
+            let run = k..end.min(k.saturating_add(every));
+            k = run.end;
+            // SAFETY: every step is below `depth`: inside each tile and `b` (asserted)
+            channel_sums_avx512::<T, P>(&mut sums, run, tiles, (b.as_ptr(), ldb));
+            if line < lines {
+                // SAFETY: `line * 16 < ahead.len()`: inside `ahead`; a prefetch reads
+                // nothing and cannot fault
+                _mm_prefetch::<_MM_HINT_T1>(ahead.as_ptr().add(line * 16).cast());
+                line += 1;
+            }
+        }
+        for (total, sum) in totals.iter_mut().zip(&sums) {
+            for (t, s) in total.iter_mut().zip(sum) {
+                *t = _mm512_add_ps(*t, *s);
+            }
+        }
+    }
+    let mut lanes = [0.0f32; 16];
+    for (t, total) in totals.iter().enumerate() {
+        for (p, v) in total.iter().enumerate() {
+            // SAFETY: `lanes` holds 16 floats
+            _mm512_storeu_ps(lanes.as_mut_ptr(), *v);
+            for (i, &value) in lanes.iter().enumerate() {
+                c[(16 * t + i) * ldc + p] = value;
+            }
+        }
+    }
+}
+
+/// Steps `steps` of [`gemm_channels_avx512`] added into `sums`.
+///
+/// # Safety
+///
+/// AVX-512F; every step inside each tile (`k * 16 + 16` floats) and `b` (`k * ldb + P`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+#[allow(unsafe_code)]
+unsafe fn channel_sums_avx512<const T: usize, const P: usize>(
+    sums: &mut [[core::arch::x86_64::__m512; P]; T],
+    steps: core::ops::Range<usize>,
+    tiles: [*const f32; T],
+    (b, ldb): (*const f32, usize),
+) {
+    use core::arch::x86_64::*;
+    for k in steps {
+        let mut weights = [_mm512_setzero_ps(); T];
+        for (w, tile) in weights.iter_mut().zip(tiles) {
+            // SAFETY: inside the tile (the caller's contract)
+            *w = _mm512_loadu_ps(tile.add(k * 16));
+        }
+        for p in 0..P {
+            // SAFETY: inside `b` (the caller's contract)
+            let x = _mm512_set1_ps(*b.add(k * ldb + p));
+            for (row, w) in sums.iter_mut().zip(&weights) {
+                row[p] = _mm512_fmadd_ps(*w, x, row[p]);
+            }
+        }
+    }
+}
+
 /// [`gemm_tile_avx512`] storing only the first `cols` (at most [`GEMM_NR`]) columns of
 /// each row, through masked loads and stores: the last panel of a product whose width is
 /// not a multiple of 16 (a 14x14 or 7x7 map), with no buffer to clear and copy. `b` must
