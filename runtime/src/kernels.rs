@@ -1833,9 +1833,11 @@ fn conv2d_direct_threaded(
     }
 }
 
-/// A depthwise convolution on this CPU's vector units: stride 1 and 2 with 3x3, 5x5 and
-/// 7x7 kernels on AVX-512F by the kernel that reads the input in place
-/// (`simd::depthwise_conv2d_avx512`), the rest by the AVX2 build of the phase planes.
+/// A depthwise convolution on this CPU's vector units: on AVX-512F 3x3 kernels of stride 1
+/// or 2 on rows of up to 128 outputs from staged rows (`simd::depthwise3_avx512`), small
+/// maps at stride 1 flat (`simd::depthwise_flat_avx512`), other 3x3, 5x5 and 7x7 kernels
+/// of horizontal stride 1 or 2 read in place (`simd::depthwise_conv2d_avx512`); the rest
+/// by the AVX2 build of the phase planes.
 /// Call only when [`crate::simd::avx2_fma`] holds.
 #[cfg(target_arch = "x86_64")]
 fn depthwise_simd(
@@ -1846,7 +1848,40 @@ fn depthwise_simd(
     g: &Conv2dGeom,
     epi: &(impl Fn(usize, &mut [f32]) + Sync),
 ) {
-    if crate::simd::avx512() && crate::simd::depthwise_flat_fits(g) {
+    let avx512 = crate::simd::avx512();
+    let staged = avx512 && crate::simd::depthwise3_avx512_fits(g);
+    let flat = avx512 && crate::simd::depthwise_flat_fits(g);
+    // rows of one or two vectors leave lanes of the staged rows idle: flat there at
+    // stride 1 (`conv_classes`: dw 192@28 0.038 ms flat, 0.044 staged; 144@56 0.113
+    // both, 0.150-0.152 against 0.163-0.164 in the model)
+    if staged && (g.ow > 2 * 16 || !flat) {
+        use crate::simd::depthwise3_avx512 as kernel;
+        // SAFETY: `avx512` found AVX-512F (and AVX2 and FMA) on this CPU, and `g` fits
+        // with the stride and row vectors each call names.
+        #[allow(unsafe_code)]
+        unsafe {
+            match (g.stride_w, g.ow.div_ceil(16)) {
+                (1, 1) => kernel::<1, 1>(x, w, bias, out, g, epi),
+                (1, 2) => kernel::<1, 2>(x, w, bias, out, g, epi),
+                (1, 3) => kernel::<1, 3>(x, w, bias, out, g, epi),
+                (1, 4) => kernel::<1, 4>(x, w, bias, out, g, epi),
+                (1, 5) => kernel::<1, 5>(x, w, bias, out, g, epi),
+                (1, 6) => kernel::<1, 6>(x, w, bias, out, g, epi),
+                (1, 7) => kernel::<1, 7>(x, w, bias, out, g, epi),
+                (1, _) => kernel::<1, 8>(x, w, bias, out, g, epi),
+                (_, 1) => kernel::<2, 1>(x, w, bias, out, g, epi),
+                (_, 2) => kernel::<2, 2>(x, w, bias, out, g, epi),
+                (_, 3) => kernel::<2, 3>(x, w, bias, out, g, epi),
+                (_, 4) => kernel::<2, 4>(x, w, bias, out, g, epi),
+                (_, 5) => kernel::<2, 5>(x, w, bias, out, g, epi),
+                (_, 6) => kernel::<2, 6>(x, w, bias, out, g, epi),
+                (_, 7) => kernel::<2, 7>(x, w, bias, out, g, epi),
+                _ => kernel::<2, 8>(x, w, bias, out, g, epi),
+            }
+        };
+        return;
+    }
+    if flat {
         use crate::simd::depthwise_flat_avx512 as kernel;
         // SAFETY: `avx512` found AVX-512F (and AVX2 and FMA) on this CPU, and `g` fits
         // with the kernel size each call names.
@@ -6185,6 +6220,10 @@ mod tests {
             geom(1, (2, 5, 53), 2, 3, [2, 2], 0, 1, 2),
             geom(1, (2, 11, 150), 2, 5, [1, 2], 2, 1, 2),
             geom(1, (2, 10, 40), 2, 7, [1, 1], 3, 1, 2),
+            // 3x3 depthwise from staged rows on AVX-512: rows of 8 vectors at stride 1, and
+            // at stride 2 with padding 2 (126 outputs, a row of zeros twice at each end)
+            geom(1, (3, 6, 128), 3, 3, [1, 1], 1, 1, 3),
+            geom(1, (2, 9, 250), 2, 3, [2, 2], 2, 1, 2),
             // depthwise small maps flattened on AVX-512 (stride 1, the output the input's
             // size): 7x7 (4 vectors, the last one partly), 14x14 (13), 16x16 (16), 32x32
             // (64, the most), 33x32 (by rows), a 1x1 map, 5x5 and 7x7 kernels with two
