@@ -42,6 +42,7 @@ const CLASSES: &[(&str, usize, usize, usize, usize, usize, usize)] = &[
     ("mobilenet_v2 1x1 32->192@28", 32, 28, 192, 1, 1, 1),
     ("mobilenet_v2 1x1 384->64@14", 384, 14, 64, 1, 1, 1),
     ("mobilenet_v2 1x1 96->576@14", 96, 14, 576, 1, 1, 1),
+    ("mobilenet_v2 1x1 576->96@14", 576, 14, 96, 1, 1, 1),
     ("mobilenet_v2 1x1 960->320@7", 960, 7, 320, 1, 1, 1),
     ("mobilenet_v2 1x1 320->1280@7", 320, 7, 1280, 1, 1, 1),
     ("mobilenet_v2 dw 3x3 s1 32@112", 32, 112, 32, 3, 1, 32),
