@@ -2105,11 +2105,12 @@ fn conv2d_gemm_with(
                 let rows = oc.len() / pixels;
                 let a = wg.skip_rows(m0);
                 let bias = bg.map(|b| &b[m0..m0 + rows]);
-                // deep 1x1 convolutions on maps a little larger (14x14) by channels too
+                // 1x1 convolutions on small maps, and deep ones on maps a little larger
+                // (14x14), by channels on AVX-512
                 #[cfg(target_arch = "x86_64")]
                 if pointwise
-                    && pixels <= CHANNELS_MAX_PIXELS
-                    && depth >= CHANNELS_MIN_DEPTH
+                    && (pixels <= SMALL_MAP_PIXELS
+                        || (pixels <= CHANNELS_MAX_PIXELS && depth >= CHANNELS_MIN_DEPTH))
                     && Isa::of(simd) == Isa::Avx512
                     && small_map_channels((a, depth), bias, xg, pixels, oc)
                 {
@@ -2195,8 +2196,9 @@ const SMALL_MAP_PIXELS: usize = stack_floats(4 * PANEL, PANEL);
 /// runs here, whatever its kernel: resnet18's 3x3 512@7 layers, which went through
 /// [`gemm_banded`]'s panel-outer loops, read their 9.4 MB of weights from memory there
 /// at 96 GFLOP/s on a Zen 5 core (`conv_classes`, "cold"), here at 148. The same sums in
-/// the same order as the panel-outer loops. On AVX-512 a 1x1 convolution read in place
-/// whose rows are all in interleaved tiles runs by channels ([`small_map_channels`]).
+/// the same order as the panel-outer loops. (On AVX-512 a 1x1 convolution read in place
+/// whose rows are all in interleaved tiles runs by channels before it gets here:
+/// [`small_map_channels`].)
 fn small_map_gemm(
     simd: bool,
     (a, depth): (Lhs<'_>, usize),
@@ -2209,13 +2211,6 @@ fn small_map_gemm(
     let pixels = g.oh * g.ow;
     let rows = out.len() / pixels;
     debug_assert!(pixels <= SMALL_MAP_PIXELS);
-    #[cfg(target_arch = "x86_64")]
-    if pointwise
-        && Isa::of(simd) == Isa::Avx512
-        && small_map_channels((a, depth), bias, x, pixels, out)
-    {
-        return;
-    }
     let mut panels = [[0.0f32; PANEL * PANEL_DEPTH]; SMALL_MAP_PIXELS / PANEL];
     for k0 in (0..depth).step_by(PANEL_DEPTH) {
         let kc = PANEL_DEPTH.min(depth - k0);
@@ -2271,8 +2266,9 @@ const CHANNEL_TILES: usize = 4;
 #[cfg(target_arch = "x86_64")]
 const CHANNEL_PIXELS: usize = 7;
 
-/// [`small_map_gemm`] for a 1x1 convolution read in place on AVX-512, every row in whole
-/// interleaved tiles: by channels, [`CHANNEL_TILES`] tiles against [`CHANNEL_PIXELS`]
+/// The implicit GEMM of [`conv2d_gemm_with`] for a 1x1 convolution read in place on
+/// AVX-512 on a map of at most [`SMALL_MAP_PIXELS`] (or [`CHANNELS_MAX_PIXELS`] with
+/// [`CHANNELS_MIN_DEPTH`] input channels), every row in whole interleaved tiles: by channels, [`CHANNEL_TILES`] tiles against [`CHANNEL_PIXELS`]
 /// pixels at a time over the whole depth (`simd::gemm_channels_avx512`), the same sums
 /// bit for bit. A 16-column panel leaves 1 of a 7x7 map's 49 pixels to a last panel that
 /// takes half a panel's time (its sums one chain), and spends 17 loads on 16
