@@ -4313,16 +4313,13 @@ fn conv_transpose2d_with(
             let og = &mut out[first * plane..(first + cout_g) * plane];
             let bg = bias.map(|b| &b[grp * cout_g..(grp + 1) * cout_g]);
             crate::threads::for_each_chunk(og, chunk_channels * plane, |i, oc| {
-                let c0 = i * chunk_channels;
-                for (c, o) in oc.chunks_exact_mut(plane).enumerate() {
-                    o.fill(bg.map_or(0.0, |b| b[c0 + c]));
-                }
-                let rows = (c0 * taps, (c0 + oc.len() / plane) * taps);
+                let (c0, c1) = (i * chunk_channels, i * chunk_channels + oc.len() / plane);
                 let band = TransposeBand {
                     pixels: (0, in_plane),
                     out_rows: (0, g.oh),
                 };
-                transpose_products(simd, (wg, m), xg, cin_g, rows, band, g, oc);
+                let (rows, bias) = ((c0 * taps, c1 * taps), bg.map(|b| &b[c0..c1]));
+                transpose_products(simd, (wg, m), xg, cin_g, rows, bias, band, g, oc);
             });
         }
         let sample = g.c_out * plane;
@@ -4373,15 +4370,13 @@ fn transpose_by_row_bands(
         // (the rows of one band are not contiguous in `out`), then stored
         crate::threads::with_scratch(g.c_out * len, |sums| {
             for n in 0..g.n {
-                for (c, rows) in sums.chunks_exact_mut(len).enumerate() {
-                    rows.fill(bias.map_or(0.0, |b| b[c]));
-                }
                 for grp in 0..g.groups {
                     let wg = &w[grp * cin_g * m..(grp + 1) * cin_g * m];
                     let xg = &x[(n * g.c_in + grp * cin_g) * in_plane
                         ..(n * g.c_in + (grp + 1) * cin_g) * in_plane];
                     let og = &mut sums[grp * cout_g * len..(grp + 1) * cout_g * len];
-                    transpose_products(simd, (wg, m), xg, cin_g, (0, m), band, g, og);
+                    let bg = bias.map(|b| &b[grp * cout_g..(grp + 1) * cout_g]);
+                    transpose_products(simd, (wg, m), xg, cin_g, (0, m), bg, band, g, og);
                 }
                 for (c, rows) in sums.chunks_exact(len).enumerate() {
                     let at = (n * g.c_out + c) * plane + from * g.ow;
@@ -4408,7 +4403,10 @@ struct TransposeBand {
 /// Rows `r0..r1` of the transposed convolution's products (row `oc * taps + tap`) for
 /// every panel of the `band`'s input pixels, each added to its output pixel in `out`
 /// (the band's output rows of the planes of output channels `r0 / taps..`, one after
-/// another). `wg` is the group's weight with `m` rows a column.
+/// another), which starts from `bias` (of those channels) or zeros. `wg` is the group's
+/// weight with `m` rows a column. On AVX-512 a 2x2 kernel of stride 2 whose taps reach
+/// each output pixel once writes its sums straight to their pixels instead
+/// ([`transpose2x2_band`]).
 #[allow(clippy::too_many_arguments)]
 fn transpose_products(
     simd: bool,
@@ -4416,6 +4414,7 @@ fn transpose_products(
     xg: &[f32],
     depth: usize,
     (r0, r1): (usize, usize),
+    bias: Option<&[f32]>,
     band: TransposeBand,
     g: &Conv2dGeom,
     out: &mut [f32],
@@ -4425,6 +4424,23 @@ fn transpose_products(
     let (p_first, p_end) = band.pixels;
     let (row_first, row_end) = band.out_rows;
     let plane = (row_end - row_first) * g.ow;
+    #[cfg(target_arch = "x86_64")]
+    if Isa::of(simd) == Isa::Avx512 && transpose_one_tap_each(g) {
+        transpose2x2_band(
+            (wg, m),
+            xg,
+            depth,
+            (r0 / taps, r1 / taps),
+            bias,
+            band,
+            g,
+            out,
+        );
+        return;
+    }
+    for (c, o) in out.chunks_exact_mut(plane).enumerate() {
+        o.fill(bias.map_or(0.0, |b| b[c]));
+    }
     let mut products = [0.0f32; TRANSPOSE_ROWS * PANEL];
     let mut panel = [0.0f32; PANEL * PANEL_DEPTH];
     // where each pixel of the panel lands for tap (0, 0) (may be negative: cropped)
@@ -4516,6 +4532,90 @@ fn transpose_products(
                         o[(oy as usize - row_first) * g.ow + ox as usize] += values[j];
                     }
                 }
+            }
+        }
+    }
+}
+
+/// True when a transposed convolution reaches each output pixel by exactly one tap of
+/// a 2x2 kernel: stride 2, no padding or dilation, the output twice the input (U-Nets'
+/// upsampling).
+#[cfg(target_arch = "x86_64")]
+fn transpose_one_tap_each(g: &Conv2dGeom) -> bool {
+    (
+        g.kh,
+        g.kw,
+        g.stride_h,
+        g.stride_w,
+        g.dilation_h,
+        g.dilation_w,
+    ) == (2, 2, 2, 2, 1, 1)
+        && (g.pad_top, g.pad_left) == (0, 0)
+        && (g.oh, g.ow) == (2 * g.h, 2 * g.w)
+}
+
+/// [`transpose_products`] for [`transpose_one_tap_each`] on AVX-512: output channels
+/// `c0..c1` of the `band`'s input rows, 32 pixels of a row and three channels at a time,
+/// each sum written to its pixel (`simd::transpose2x2_avx512`, from the bias).
+/// unet_small's upsamplings (`conv_classes`, two runs): 64 -> 32 on 32x32 140 -> 240-250
+/// GFLOP/s, 32 -> 16 on 64x64 98 -> 215-218 (inside the model 0.127-0.129 -> 0.074 ms and
+/// 0.184-0.187 -> 0.085-0.089, two rounds alternated), where the products' path stored
+/// them, filled the output with the bias and added each one.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn transpose2x2_band(
+    (wg, m): (&[f32], usize),
+    xg: &[f32],
+    depth: usize,
+    (c0, c1): (usize, usize),
+    bias: Option<&[f32]>,
+    band: TransposeBand,
+    g: &Conv2dGeom,
+    out: &mut [f32],
+) {
+    use crate::simd::transpose2x2_avx512;
+    let in_plane = g.h * g.w;
+    let (row_first, row_end) = band.out_rows;
+    let plane = (row_end - row_first) * g.ow;
+    // the band's input rows; their outputs, rows `2 * iy` and `2 * iy + 1`, are the band's
+    debug_assert!(band.pixels.0.is_multiple_of(g.w) && band.pixels.1.is_multiple_of(g.w));
+    let (y0, y1) = (band.pixels.0 / g.w, band.pixels.1 / g.w);
+    debug_assert!(2 * y0 >= row_first && 2 * y1 <= row_end);
+    for iy in y0..y1 {
+        for ix0 in (0..g.w).step_by(2 * PANEL) {
+            let cols = (2 * PANEL).min(g.w - ix0);
+            let x = (&xg[iy * g.w + ix0..], in_plane);
+            let mut c = c0;
+            while c < c1 {
+                // three channels at a time, two where three would leave one
+                let r = match c1 - c {
+                    1 => 1,
+                    2 | 4 => 2,
+                    _ => 3,
+                };
+                let w = (&wg[4 * c..], m);
+                let at = (c - c0) * plane + (2 * iy - row_first) * g.ow + 2 * ix0;
+                let o = (&mut out[at..], g.ow, plane);
+                let b = |i: usize| bias.filter(|_| i < r).map_or(0.0, |b| b[c - c0 + i]);
+                // SAFETY: `simd` is true only where the CPU has AVX-512F (`Isa::of`); the
+                // kernel checks its slices
+                #[allow(unsafe_code)]
+                unsafe {
+                    let bias = core::array::from_fn(b);
+                    match (r, cols > PANEL) {
+                        (1, false) => transpose2x2_avx512::<1, 1>(w, x, depth, [bias[0]], cols, o),
+                        (1, true) => transpose2x2_avx512::<1, 2>(w, x, depth, [bias[0]], cols, o),
+                        (2, false) => {
+                            transpose2x2_avx512::<2, 1>(w, x, depth, [bias[0], bias[1]], cols, o)
+                        }
+                        (2, true) => {
+                            transpose2x2_avx512::<2, 2>(w, x, depth, [bias[0], bias[1]], cols, o)
+                        }
+                        (_, false) => transpose2x2_avx512::<3, 1>(w, x, depth, bias, cols, o),
+                        (_, true) => transpose2x2_avx512::<3, 2>(w, x, depth, bias, cols, o),
+                    }
+                }
+                c += r;
             }
         }
     }
@@ -6808,7 +6908,7 @@ mod tests {
     }
 
     /// conv_transpose2d (dispatched, portable, AVX2) against the definition: stride 2
-    /// kernel 2 (UNet upsampling), kernel 3 with padding and an extra output row, dilation,
+    /// kernel 2 (UNet upsampling; on AVX-512 `transpose2x2_band`), kernel 3 with padding and an extra output row, dilation,
     /// groups, a batch of two, a kernel larger than its stride (overlapping taps), more
     /// input channels than one panel's depth, more products than the stack buffer's rows,
     /// a 1x1 input and maps whose pixels are not a multiple of the panel. Tolerance
@@ -6831,6 +6931,16 @@ mod tests {
             // interleaved), with padding cropping the first panel's, and groups
             transpose(1, (3, 2, 16), 5, 2, 2, 0, 1, 0, 1),
             transpose(1, (4, 3, 32), 6, 2, 2, 1, 1, 1, 2),
+            // each output pixel reached by one tap (on AVX-512 written straight from the
+            // registers): rows of two 32-pixel runs and 16 channels (three at a time, then
+            // two and two); a 20-pixel row (the second vector masked) and 7 channels in
+            // two images; a 9-pixel row in two groups; one channel; an output padding
+            // (two taps short of exact: the products' path)
+            transpose(1, (32, 4, 64), 16, 2, 2, 0, 1, 0, 1),
+            transpose(2, (5, 3, 20), 7, 2, 2, 0, 1, 0, 1),
+            transpose(1, (6, 2, 9), 4, 2, 2, 0, 1, 0, 2),
+            transpose(1, (3, 2, 5), 1, 2, 2, 0, 1, 0, 1),
+            transpose(1, (4, 3, 16), 3, 2, 2, 0, 1, 1, 1),
         ];
         for (case, g) in cases.iter().enumerate() {
             if too_slow_for_miri(g.n * g.c_in * g.h * g.w * g.c_out / g.groups * g.kh * g.kw) {

@@ -2161,6 +2161,123 @@ pub unsafe fn gemm_strip_avx512(
     }
 }
 
+/// A transposed convolution whose 2x2 kernel has stride 2 (no padding or dilation, each
+/// output pixel reached by one tap: U-Nets' upsampling) on `R` output channels and `16 *
+/// P` pixels of one input row (the first `cols`), its sums written straight to the output:
+/// channel `r`'s tap `(ky, kx)` of input column `j` lands on `out[r * plane + ky * ow + 2 *
+/// j + kx]`. `w[k * m + 4 * r + tap]` is the weight of input channel `k` (the layout
+/// ONNX and PyTorch give it, read in place), `x[k * in_plane + j]` its pixel; each sum
+/// starts from `bias[r]`. Per step along `k`: `P` vector loads of pixels and `4 * R`
+/// broadcasts of weights for `4 * R * P` multiply-adds (3 and 2: 14 loads for 24); then
+/// the two taps of each output row are interleaved in registers (`vpermt2ps`) and stored
+/// once, where the GEMM-and-scatter path ([`crate::kernels::conv_transpose2d`]'s
+/// portable one) stores its products, fills the output with the bias and adds each
+/// product to it.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F. The slices are checked (a short one panics).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn transpose2x2_avx512<const R: usize, const P: usize>(
+    (w, m): (&[f32], usize),
+    (x, in_plane): (&[f32], usize),
+    depth: usize,
+    bias: [f32; R],
+    cols: usize,
+    (out, ow, plane): (&mut [f32], usize, usize),
+) {
+    use core::arch::x86_64::*;
+    assert!(depth > 0 && cols > 16 * (P - 1) && cols <= 16 * P && 4 * R <= m);
+    assert!(w.len() >= (depth - 1) * m + 4 * R);
+    assert!(x.len() >= (depth - 1) * in_plane + cols);
+    assert!(out.len() >= (R - 1) * plane + ow + 2 * cols);
+    let full = cols == 16 * P;
+    let last = lanes_inside(0, cols - 16 * (P - 1), 16) as __mmask16;
+    let mut sums = [[[_mm512_setzero_ps(); P]; 4]; R];
+    for (sum, &b) in sums.iter_mut().zip(&bias) {
+        *sum = [[_mm512_set1_ps(b); P]; 4];
+    }
+    let (w, x) = (w.as_ptr(), x.as_ptr());
+    // SAFETY: every step is below `depth`: inside `w` and `x` (asserted); the last vector
+    // of pixels is masked to `cols` unless full
+    if full {
+        transpose2x2_sums::<R, P, false>(&mut sums, depth, (w, m), (x, in_plane), last);
+    } else {
+        transpose2x2_sums::<R, P, true>(&mut sums, depth, (w, m), (x, in_plane), last);
+    }
+    let low = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    let high = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+    let o = out.as_mut_ptr();
+    for (r, taps) in sums.iter().enumerate() {
+        for ky in 0..2 {
+            let (left, right) = (&taps[2 * ky], &taps[2 * ky + 1]);
+            for p in 0..P {
+                let at = r * plane + ky * ow + 32 * p;
+                let pairs = [
+                    _mm512_permutex2var_ps(left[p], low, right[p]),
+                    _mm512_permutex2var_ps(left[p], high, right[p]),
+                ];
+                // the outputs of this vector's pixels inside `cols` (all 32 unless last)
+                let outputs = 2 * (cols - 16 * p).min(16);
+                for (half, v) in pairs.into_iter().enumerate() {
+                    let lanes = lanes_inside(16 * half as isize, outputs, 16) as __mmask16;
+                    // SAFETY: output `at + 16 * half + l` for lane `l` of `lanes` is below
+                    // `(R - 1) * plane + ow + 2 * cols`, inside `out` (asserted)
+                    if lanes == 0xffff {
+                        _mm512_storeu_ps(o.add(at + 16 * half), v);
+                    } else if lanes != 0 {
+                        _mm512_mask_storeu_ps(o.add(at + 16 * half), lanes, v);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The steps along `k` of [`transpose2x2_avx512`], added into `sums` (`[channel][tap]
+/// [vector]`); the last vector of pixels loaded through `last` when `MASKED`.
+///
+/// # Safety
+///
+/// AVX-512F; steps `0..depth` inside `w` (`k * m + 4 * R`) and `x` (`k * in_plane + 16 *
+/// P`, or the lanes of `last` in the last vector when `MASKED`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+#[allow(unsafe_code)]
+unsafe fn transpose2x2_sums<const R: usize, const P: usize, const MASKED: bool>(
+    sums: &mut [[[core::arch::x86_64::__m512; P]; 4]; R],
+    depth: usize,
+    (w, m): (*const f32, usize),
+    (x, in_plane): (*const f32, usize),
+    last: core::arch::x86_64::__mmask16,
+) {
+    use core::arch::x86_64::*;
+    for k in 0..depth {
+        let mut pixels = [_mm512_setzero_ps(); P];
+        for (p, v) in pixels.iter_mut().enumerate() {
+            // SAFETY: inside `x` (the caller's contract)
+            let at = x.add(k * in_plane + 16 * p);
+            *v = if MASKED && p == P - 1 {
+                _mm512_maskz_loadu_ps(last, at)
+            } else {
+                _mm512_loadu_ps(at)
+            };
+        }
+        for (r, taps) in sums.iter_mut().enumerate() {
+            for (tap, row) in taps.iter_mut().enumerate() {
+                // SAFETY: inside `w` (the caller's contract)
+                let weight = _mm512_set1_ps(*w.add(k * m + 4 * r + tap));
+                for (s, v) in row.iter_mut().zip(&pixels) {
+                    *s = _mm512_fmadd_ps(weight, *v, *s);
+                }
+            }
+        }
+    }
+}
+
 /// Output channels by pixels, the other way round from [`gemm_tile_avx512`]: `T`
 /// interleaved weight tiles (16 output channels each, `tiles[t][k * 16 + i]` is channel
 /// `16 * t + i` at step `k`) against `P` pixels (`b[k * ldb + p]`), one accumulator per
