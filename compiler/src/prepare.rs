@@ -46,7 +46,8 @@ const TILE_MIN_WEIGHTS: usize = 4096;
 /// 1.07-1.14x the tiled GEMM (32 on 64x64 1.6x, 64 on 32x32 1.8x), and unet_small, whose
 /// 16->32 and 32->16 convolutions then take it, runs 6-12% faster (2026-12-05, five
 /// alternating pairs). With fewer channels on either side the weight is tiled (or kept as
-/// it is, when small: [`TILE_MIN_WEIGHTS`] holds for Winograd too).
+/// it is, when small: [`TILE_MIN_WEIGHTS`] holds for Winograd too, but on maps of
+/// [`WINOGRAD_SMALL_WEIGHTS_MIN_PIXELS`]).
 const WINOGRAD_MIN_CHANNELS: usize = 16;
 /// Fewest output pixels of a 3x3 stride-1 `conv2d` run by Winograd's F(2x2, 3x3): a
 /// smaller map's weight is tiled. 7x7 maps (sixteen tiles: one panel) take it since
@@ -65,6 +66,13 @@ const WINOGRAD_MIN_PIXELS: usize = 49;
 /// alternating rounds), for 36 / 16 the transformed weights (16 MB more there); on 7x7
 /// maps (four tiles in a panel of sixteen) at 0.2x.
 const WINOGRAD4_MIN_TILES: usize = 64;
+/// Fewest output pixels of a convolution that takes Winograd's transform although its
+/// weight is smaller than [`TILE_MIN_WEIGHTS`] (64x64 maps and up): beside such a map's
+/// activations the transformed weight (4x the floats for F(4x4)) is small. unet_small's
+/// two 16 -> 16 on 128x128 maps (2304 weights, 9216 transformed) 0.391-0.393 -> 0.338-0.344
+/// ms each by F(4x4), the model 3.15-3.45 -> 3.06-3.13 ms (two rounds alternated,
+/// 2026-12-07, Zen 5); microcontroller models' maps are smaller.
+const WINOGRAD_SMALL_WEIGHTS_MIN_PIXELS: usize = 4096;
 
 /// How [`pack_weights`] rewrites one product: its packed op, the shapes of the panels and
 /// of the product, and for a `matmul` the shape of its weight transposed to `[n, k]`.
@@ -147,13 +155,6 @@ pub fn pack_weights(graph: &Graph, keep: &[usize]) -> (Graph, Vec<Option<usize>>
         let (c_in, c_out) = (xs.get(1).copied()?, ws.first().copied()?);
         let groups = attrs.groups.max(1);
         let depthwise = groups == c_in && groups == c_out;
-        let wanted = !kept.get(n).copied().unwrap_or(false)
-            && !depthwise
-            && attrs.weights == ConvWeights::RowMajor
-            && c_out % groups == 0
-            && c_out / groups >= TILE_MIN_CHANNELS
-            && ws.iter().product::<usize>() >= TILE_MIN_WEIGHTS
-            && param_only.get(*w).copied().unwrap_or(false);
         let pixels = graph.shape(node.output).iter().skip(2).product::<usize>();
         let winograd = attrs.kernel == [3, 3]
             && pixels >= WINOGRAD_MIN_PIXELS
@@ -162,6 +163,15 @@ pub fn pack_weights(graph: &Graph, keep: &[usize]) -> (Graph, Vec<Option<usize>>
             && groups == 1
             && c_in >= WINOGRAD_MIN_CHANNELS
             && c_out >= WINOGRAD_MIN_CHANNELS;
+        let large = ws.iter().product::<usize>() >= TILE_MIN_WEIGHTS
+            || (winograd && pixels >= WINOGRAD_SMALL_WEIGHTS_MIN_PIXELS);
+        let wanted = !kept.get(n).copied().unwrap_or(false)
+            && !depthwise
+            && attrs.weights == ConvWeights::RowMajor
+            && c_out % groups == 0
+            && c_out / groups >= TILE_MIN_CHANNELS
+            && large
+            && param_only.get(*w).copied().unwrap_or(false);
         let (op, weights) = match (wanted, winograd) {
             (false, _) => return None,
             (true, true) => {
@@ -913,6 +923,34 @@ mod tests {
         assert_eq!(layouts, [winograd(2), tiled, winograd(4), tiled]);
         crate::check::check(&packed).unwrap();
         assert_eq!(split(&packed, &[]).load.map(|l| l.nodes.len()), Some(4));
+    }
+
+    #[test]
+    fn small_weights_take_winograd_on_large_maps_only() {
+        let conv = Op::Conv2d(crate::ir::Conv2d {
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1, 1, 1],
+            dilation: [1, 1],
+            groups: 1,
+            weights: ConvWeights::RowMajor,
+        });
+        let mut g = Graph::default();
+        let large = g.add_value("large".into(), vec![1, 16, 64, 64], ValueKind::Input(0));
+        let small = g.add_value("small".into(), vec![1, 16, 32, 32], ValueKind::Input(1));
+        g.inputs = vec![large, small];
+        // 16 -> 16 (2304 weights, below TILE_MIN_WEIGHTS): F(4x4) on 64x64, as it is on
+        // 32x32
+        let w1 = param(&mut g, "w1", vec![16, 16, 3, 3]);
+        let w2 = param(&mut g, "w2", vec![16, 16, 3, 3]);
+        let y1 = node(&mut g, conv.clone(), vec![large, w1], vec![1, 16, 64, 64]);
+        let y2 = node(&mut g, conv, vec![small, w2], vec![1, 16, 32, 32]);
+        g.outputs = vec![y1, y2];
+        let (packed, _) = pack_weights(&g, &[]);
+        let ops: Vec<&str> = packed.nodes.iter().map(|n| n.op.name()).collect();
+        assert_eq!(ops, ["winograd_weights", "conv2d", "conv2d"]);
+        assert_eq!(packed.shape(packed.nodes[0].output), &[36, 16, 16]);
+        crate::check::check(&packed).unwrap();
     }
 
     #[test]
