@@ -2926,6 +2926,10 @@ fn gemm(simd: bool, a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usiz
 /// 16 on AVX-512, 6 x 16 on AVX2).
 #[cfg(target_arch = "x86_64")]
 fn gemm_packed(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, usize)) {
+    if crate::simd::avx512() && n >= WIDE_COLUMNS {
+        gemm_packed_wide(a, b, c, (m, k, n));
+        return;
+    }
     let mut bpack = [0.0f32; PANEL_DEPTH * PANEL];
     let mut apack = uninit_floats::<A_TILES_LEN>();
     for k0 in (0..k).step_by(PANEL_DEPTH) {
@@ -2954,6 +2958,84 @@ fn gemm_packed(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, us
                 pack_panel((b, n), (k0, kc), j0, &mut bpack);
                 let c = (&mut c[i0 * n + j0..], n);
                 tile_panel(true, (mc, kc, cols), lhs, (&bpack, PANEL), c, start);
+            }
+        }
+    }
+}
+
+/// Columns of [`gemm_packed_wide`]'s register tile.
+#[cfg(target_arch = "x86_64")]
+const WIDE_COLUMNS: usize = crate::simd::WIDE_PANELS * PANEL;
+
+/// Depth of a block along `k` in [`gemm_packed_wide`]: its three panels (24 KiB) stay in
+/// L1 while every row tile runs against them.
+#[cfg(target_arch = "x86_64")]
+const WIDE_DEPTH: usize = 128;
+
+/// [`gemm_packed`] on AVX-512 through the 8 x 48 register tile
+/// ([`crate::simd::gemm_wide_avx512`]): per block of [`WIDE_DEPTH`] along `k` and
+/// [`GEMM_MC`] rows of `a` (packed into interleaved 16-row tiles), three panels of `b`
+/// packed side by side, then each half tile of rows against them; columns past the last
+/// whole 48 by the 16 x 16 tile. sgemm 512^3 195-197 -> 214-224 GFLOP/s (84-88% of the
+/// Zen 5 core's 256), bert-384's products 128x384x384 166-197 -> 210-216, 128x384x1536
+/// 161-193 -> 212-218 (`conv_classes`, alternated); blocks of 192 and 256 along `k` ran
+/// the same.
+#[cfg(target_arch = "x86_64")]
+fn gemm_packed_wide(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, usize)) {
+    use crate::simd::{WIDE_PANELS, WIDE_ROWS};
+    let mut bpack = [0.0f32; WIDE_PANELS * WIDE_DEPTH * PANEL];
+    let mut apack = uninit_floats::<A_TILES_LEN>();
+    let wide_end = n / WIDE_COLUMNS * WIDE_COLUMNS;
+    for k0 in (0..k).step_by(WIDE_DEPTH) {
+        let kc = WIDE_DEPTH.min(k - k0);
+        for i0 in (0..m).step_by(GEMM_MC) {
+            let mc = GEMM_MC.min(m - i0);
+            let tiles = pack_row_tiles(
+                (&a[i0 * k + k0..], k),
+                (mc, kc),
+                WEIGHT_TILE_ROWS,
+                &mut apack,
+            );
+            for j0 in (0..wide_end).step_by(WIDE_COLUMNS) {
+                let panels = &mut bpack[..WIDE_PANELS * kc * PANEL];
+                for (j, panel) in panels.chunks_exact_mut(kc * PANEL).enumerate() {
+                    pack_panel((b, n), (k0, kc), j0 + j * PANEL, panel);
+                }
+                let mut b3 = panels.chunks_exact(kc * PANEL);
+                let b3 = core::array::from_fn(|_| b3.next().unwrap_or(&[]));
+                for r0 in (0..mc).step_by(WIDE_ROWS) {
+                    let (t, half) = (r0 / WEIGHT_TILE_ROWS, r0 % WEIGHT_TILE_ROWS);
+                    let at = t * kc * WEIGHT_TILE_ROWS + half;
+                    let rows = WIDE_ROWS.min(mc - r0);
+                    let c = (&mut c[(i0 + r0) * n + j0..], n, rows);
+                    // SAFETY: AVX-512F was found on this CPU (`gemm_packed`); the kernel
+                    // checks its slices
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        crate::simd::gemm_wide_avx512(kc, &tiles[at..], b3, c, k0 > 0)
+                    };
+                }
+            }
+            if wide_end == n {
+                continue;
+            }
+            let lhs = Lhs::Tiled(Tiles {
+                w: tiles,
+                depth: kc,
+                tiled: mc.next_multiple_of(WEIGHT_TILE_ROWS),
+                k0: 0,
+            });
+            let start = if k0 == 0 {
+                Start::Zero
+            } else {
+                Start::Accumulate
+            };
+            for j0 in (wide_end..n).step_by(PANEL) {
+                let cols = PANEL.min(n - j0);
+                let panel = &mut bpack[..kc * PANEL];
+                pack_panel((b, n), (k0, kc), j0, panel);
+                let c = (&mut c[i0 * n + j0..], n);
+                tile_panel(true, (mc, kc, cols), lhs, (panel, PANEL), c, start);
             }
         }
     }
@@ -7053,6 +7135,10 @@ mod tests {
             // packed `b` past `PREFETCH_MIN_FLOATS`: each next panel asked for during
             // the tiles (three blocks along k, a partial last tile)
             (40, 800, 240),
+            // on AVX-512 the 8 x 48 tile (`gemm_packed_wide`): two runs of 48 columns, 21
+            // rows (the last half tile of 5), two blocks along k (128 + 22); above, 70
+            // and 67 columns leave edge panels to the 16 x 16 tile, 240 none
+            (21, 150, 96),
             // rows wider than the `*_to` kernels' stack buffer
             (2, 3, MM_BLOCK_LEN + 40),
         ];

@@ -2161,6 +2161,73 @@ pub unsafe fn gemm_strip_avx512(
     }
 }
 
+/// Rows of [`gemm_wide_avx512`]'s register tile: half of an interleaved 16-row tile.
+#[cfg(target_arch = "x86_64")]
+pub const WIDE_ROWS: usize = 8;
+
+/// Packed panels of 16 columns [`gemm_wide_avx512`]'s register tile spans.
+#[cfg(target_arch = "x86_64")]
+pub const WIDE_PANELS: usize = 3;
+
+/// An 8 x 48 register tile for large products: rows `a[k * 16 + r]` (`r` below 8: half of
+/// an interleaved 16-row tile) by three packed panels `b[j][k * 16 + col]`, into
+/// `c[r * ldc + 16 * j + col]` for the first `rows` rows, from `c` when `accumulate`, else
+/// from zero. Per step along `k`: three vector loads and eight broadcasts for 24 fused
+/// multiply-adds (the 16 x 16 tile makes 17 loads for 16), so the multiply-adds, not the
+/// loads, set its pace. The sums run in the same order as the 16 x 16 tile's: the same
+/// bits.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512F. The slices are checked (a short one panics).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(unsafe_code)]
+pub unsafe fn gemm_wide_avx512(
+    kc: usize,
+    a: &[f32],
+    b: [&[f32]; WIDE_PANELS],
+    (c, ldc, rows): (&mut [f32], usize, usize),
+    accumulate: bool,
+) {
+    use core::arch::x86_64::*;
+    assert!(kc > 0 && (1..=WIDE_ROWS).contains(&rows));
+    assert!(a.len() >= (kc - 1) * GEMM_NR + WIDE_ROWS);
+    assert!(b.iter().all(|panel| panel.len() >= kc * GEMM_NR));
+    assert!(c.len() >= (rows - 1) * ldc + WIDE_PANELS * GEMM_NR);
+    let mut sums = [[_mm512_setzero_ps(); WIDE_PANELS]; WIDE_ROWS];
+    let c = c.as_mut_ptr();
+    if accumulate {
+        for (r, row) in sums.iter_mut().enumerate().take(rows) {
+            for (j, sum) in row.iter_mut().enumerate() {
+                // SAFETY: row `r < rows`, columns below 48: inside `c` (asserted)
+                *sum = _mm512_loadu_ps(c.add(r * ldc + j * GEMM_NR));
+            }
+        }
+    }
+    let (a, b) = (a.as_ptr(), b.map(|panel| panel.as_ptr()));
+    for k in 0..kc {
+        let mut columns = [_mm512_setzero_ps(); WIDE_PANELS];
+        for (v, panel) in columns.iter_mut().zip(b) {
+            // SAFETY: step `k < kc`: inside each panel (asserted)
+            *v = _mm512_loadu_ps(panel.add(k * GEMM_NR));
+        }
+        for (r, row) in sums.iter_mut().enumerate() {
+            // SAFETY: `k * 16 + r` with `r < 8`: inside `a` (asserted)
+            let x = _mm512_set1_ps(*a.add(k * GEMM_NR + r));
+            for (sum, v) in row.iter_mut().zip(&columns) {
+                *sum = _mm512_fmadd_ps(x, *v, *sum);
+            }
+        }
+    }
+    for (r, row) in sums.iter().enumerate().take(rows) {
+        for (j, sum) in row.iter().enumerate() {
+            // SAFETY: as for the loads
+            _mm512_storeu_ps(c.add(r * ldc + j * GEMM_NR), *sum);
+        }
+    }
+}
+
 /// A transposed convolution whose 2x2 kernel has stride 2 (no padding or dilation, each
 /// output pixel reached by one tap: U-Nets' upsampling) on `R` output channels and `16 *
 /// P` pixels of one input row (the first `cols`), its sums written straight to the output:
