@@ -1161,10 +1161,17 @@ fn gemm_panels_in(
         };
         for i0 in (0..m).step_by(GEMM_MC) {
             let mc = GEMM_MC.min(m - i0);
+            let mut first_panel = 0;
             let lhs = if simd {
                 let rows = (&a[i0 * k + k0..], k);
+                let packed = pack_row_tiles(rows, (mc, kc), WEIGHT_TILE_ROWS, tiles);
+                #[cfg(target_arch = "x86_64")]
+                if crate::simd::avx512() {
+                    let c = &mut c[i0 * n..];
+                    first_panel = panels_wide(packed, (b, k0, k), c, (mc, kc, n));
+                }
                 Lhs::Tiled(Tiles {
-                    w: pack_row_tiles(rows, (mc, kc), WEIGHT_TILE_ROWS, tiles),
+                    w: packed,
                     depth: kc,
                     tiled: mc.next_multiple_of(WEIGHT_TILE_ROWS),
                     k0: 0,
@@ -1172,7 +1179,7 @@ fn gemm_panels_in(
             } else {
                 Lhs::Strided(&a[i0 * k + k0..], k, 1)
             };
-            for (p, j0) in (0..n).step_by(PANEL).enumerate() {
+            for (p, j0) in (0..n).step_by(PANEL).enumerate().skip(first_panel) {
                 let cols = PANEL.min(n - j0);
                 // the next panel's block, or the next block's first panel
                 let next = if j0 + PANEL < n {
@@ -1196,6 +1203,64 @@ fn gemm_panels_in(
             }
         }
     }
+}
+
+/// The whole runs of three panels of [`gemm_panels`]' packed `b` (`[n / 16, k, 16]`, its
+/// steps `k0..k0 + kc`) against `mc` rows of `a` packed in interleaved tiles, by the 8 x 48
+/// tile ([`crate::simd::gemm_wide_avx512`], [`WIDE_DEPTH`] steps at a time so that the
+/// three panels' blocks stay in L1), into `c` (`n` wide), from `c` unless `k0` is 0.
+/// Returns the panels done. The same sums in the same order as the 16 x 16 tile.
+/// `conv_classes` (alternated): the linears of bert-384 203-212 -> 232-252 GFLOP/s on
+/// weights in cache, 200-207 -> 220-227 on weights from memory (the next block asked for:
+/// without it 205-219); bert_tiny 0.613-0.651 -> 0.597-0.615 ms, bert6 14.36-14.52 ->
+/// 14.06-14.38 ms (three rounds alternated, where its products were already 8 x 48).
+#[cfg(target_arch = "x86_64")]
+fn panels_wide(
+    tiles: &[f32],
+    (b, k0, k): (&[f32], usize, usize),
+    c: &mut [f32],
+    (mc, kc, n): (usize, usize, usize),
+) -> usize {
+    use crate::simd::{WIDE_PANELS, WIDE_ROWS};
+    let runs = n / WIDE_COLUMNS;
+    // panel `j` of run `run` from step `s0` of the block, `len` steps
+    let block = |run: usize, j: usize, s0: usize, len: usize| {
+        let at = ((run * WIDE_PANELS + j) * k + k0 + s0) * PANEL;
+        b.get(at..at + len * PANEL).unwrap_or(&[])
+    };
+    let calls = mc.div_ceil(WIDE_ROWS);
+    for run in 0..runs {
+        for s0 in (0..kc).step_by(WIDE_DEPTH) {
+            let sc = WIDE_DEPTH.min(kc - s0);
+            let b3 = core::array::from_fn(|j| block(run, j, s0, sc));
+            // the next block of the three panels (of this run, else of the next) asked
+            // for while this one runs, a share per call: on weights from memory (a
+            // transformer's linears) the products would wait on them
+            let (next_run, next_s0) = match s0 + WIDE_DEPTH {
+                s if s < kc => (run, s),
+                _ => (run + 1, 0),
+            };
+            let next_len = WIDE_DEPTH.min(kc - next_s0);
+            let share = (WIDE_PANELS * next_len * PANEL).div_ceil(calls).max(1);
+            let mut ahead = (0..WIDE_PANELS)
+                .filter(|_| next_run < runs)
+                .flat_map(|j| block(next_run, j, next_s0, next_len).chunks(share));
+            for r0 in (0..mc).step_by(WIDE_ROWS) {
+                let (t, half) = (r0 / WEIGHT_TILE_ROWS, r0 % WEIGHT_TILE_ROWS);
+                let a = &tiles[(t * kc + s0) * WEIGHT_TILE_ROWS + half..];
+                let rows = WIDE_ROWS.min(mc - r0);
+                let c = (&mut c[r0 * n + run * WIDE_COLUMNS..], n, rows);
+                // SAFETY: AVX-512F was found on this CPU (the caller's check); the kernel
+                // checks its slices
+                #[allow(unsafe_code)]
+                unsafe {
+                    let ahead = ahead.next().unwrap_or(&[]);
+                    crate::simd::gemm_wide_avx512(sc, a, b3, c, k0 + s0 > 0, ahead)
+                };
+            }
+        }
+    }
+    runs * WIDE_PANELS
 }
 
 /// Floats of the interleaved tiles [`gemm_panels`] copies a block of `a` into (only
@@ -3012,7 +3077,7 @@ fn gemm_packed_wide(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usiz
                     // checks its slices
                     #[allow(unsafe_code)]
                     unsafe {
-                        crate::simd::gemm_wide_avx512(kc, &tiles[at..], b3, c, k0 > 0)
+                        crate::simd::gemm_wide_avx512(kc, &tiles[at..], b3, c, k0 > 0, &[])
                     };
                 }
             }

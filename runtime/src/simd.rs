@@ -2175,7 +2175,8 @@ pub const WIDE_PANELS: usize = 3;
 /// from zero. Per step along `k`: three vector loads and eight broadcasts for 24 fused
 /// multiply-adds (the 16 x 16 tile makes 17 loads for 16), so the multiply-adds, not the
 /// loads, set its pace. The sums run in the same order as the 16 x 16 tile's: the same
-/// bits.
+/// bits. The cache lines of `ahead` (the next panels' block, or nothing) are asked for into
+/// L2 meanwhile, spread over the steps.
 ///
 /// # Safety
 ///
@@ -2189,6 +2190,7 @@ pub unsafe fn gemm_wide_avx512(
     b: [&[f32]; WIDE_PANELS],
     (c, ldc, rows): (&mut [f32], usize, usize),
     accumulate: bool,
+    ahead: &[f32],
 ) {
     use core::arch::x86_64::*;
     assert!(kc > 0 && (1..=WIDE_ROWS).contains(&rows));
@@ -2206,7 +2208,19 @@ pub unsafe fn gemm_wide_avx512(
         }
     }
     let (a, b) = (a.as_ptr(), b.map(|panel| panel.as_ptr()));
+    // a line of `ahead` asked for every `every` steps
+    let lines = ahead.len().div_ceil(16);
+    let every = kc
+        .checked_div(lines)
+        .map_or(usize::MAX, |steps| steps.max(1));
+    let mut line = 0;
     for k in 0..kc {
+        if k % every == 0 && line < lines {
+            // SAFETY: `line * 16 < ahead.len()`: inside `ahead`; a prefetch reads nothing
+            // and cannot fault
+            _mm_prefetch::<_MM_HINT_T1>(ahead.as_ptr().add(line * 16).cast());
+            line += 1;
+        }
         let mut columns = [_mm512_setzero_ps(); WIDE_PANELS];
         for (v, panel) in columns.iter_mut().zip(b) {
             // SAFETY: step `k < kc`: inside each panel (asserted)
