@@ -1213,7 +1213,8 @@ fn gemm_panels_in(
 /// `conv_classes` (alternated): the linears of bert-384 203-212 -> 232-252 GFLOP/s on
 /// weights in cache, 200-207 -> 220-227 on weights from memory (the next block asked for:
 /// without it 205-219); bert_tiny 0.613-0.651 -> 0.597-0.615 ms, bert6 14.36-14.52 ->
-/// 14.06-14.38 ms (three rounds alternated, where its products were already 8 x 48).
+/// 14.06-14.38 ms (three rounds alternated with the build whose `gemm_packed` alone ran
+/// the 8 x 48 tile).
 #[cfg(target_arch = "x86_64")]
 fn panels_wide(
     tiles: &[f32],
