@@ -1209,7 +1209,8 @@ fn gemm_panels_in(
 /// steps `k0..k0 + kc`) against `mc` rows of `a` packed in interleaved tiles, by the 8 x 48
 /// tile ([`crate::simd::gemm_wide_avx512`], [`WIDE_DEPTH`] steps at a time so that the
 /// three panels' blocks stay in L1), into `c` (`n` wide), from `c` unless `k0` is 0.
-/// Returns the panels done. The same sums in the same order as the 16 x 16 tile.
+/// Returns the panels done. Each block of [`WIDE_DEPTH`] steps is added to `c` as the 16 x
+/// 16 tile adds its block of [`PANEL_DEPTH`]: other bits, the same rounding bound.
 /// `conv_classes` (alternated): the linears of bert-384 203-212 -> 232-252 GFLOP/s on
 /// weights in cache, 200-207 -> 220-227 on weights from memory (the next block asked for:
 /// without it 205-219); bert_tiny 0.613-0.651 -> 0.597-0.615 ms, bert6 14.36-14.52 ->
@@ -1256,7 +1257,8 @@ fn panels_wide(
                 #[allow(unsafe_code)]
                 unsafe {
                     let ahead = ahead.next().unwrap_or(&[]);
-                    crate::simd::gemm_wide_avx512(sc, a, b3, c, k0 + s0 > 0, ahead)
+                    let init = Start::of(k0 + s0, None).rows(0, rows);
+                    crate::simd::gemm_wide_avx512(sc, a, (b3, PANEL), c, init, ahead)
                 };
             }
         }
@@ -3041,7 +3043,8 @@ const WIDE_DEPTH: usize = 128;
 /// [`gemm_packed`] on AVX-512 through the 8 x 48 register tile
 /// ([`crate::simd::gemm_wide_avx512`]): per block of [`WIDE_DEPTH`] along `k` and
 /// [`GEMM_MC`] rows of `a` (packed into interleaved 16-row tiles), three panels of `b`
-/// packed side by side, then each half tile of rows against them; columns past the last
+/// packed side by side, then each half tile of rows against them (each block's sums added
+/// to `c`, as the 16 x 16 tile adds its blocks of [`PANEL_DEPTH`]); columns past the last
 /// whole 48 by the 16 x 16 tile. sgemm 512^3 195-197 -> 214-224 GFLOP/s (84-88% of the
 /// Zen 5 core's 256), bert-384's products 128x384x384 166-197 -> 210-216, 128x384x1536
 /// 161-193 -> 212-218 (`conv_classes`, alternated); blocks of 192 and 256 along `k` ran
@@ -3054,6 +3057,11 @@ fn gemm_packed_wide(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usiz
     let wide_end = n / WIDE_COLUMNS * WIDE_COLUMNS;
     for k0 in (0..k).step_by(WIDE_DEPTH) {
         let kc = WIDE_DEPTH.min(k - k0);
+        let start = if k0 == 0 {
+            Start::Zero
+        } else {
+            Start::Accumulate
+        };
         for i0 in (0..m).step_by(GEMM_MC) {
             let mc = GEMM_MC.min(m - i0);
             let tiles = pack_row_tiles(
@@ -3078,7 +3086,9 @@ fn gemm_packed_wide(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usiz
                     // checks its slices
                     #[allow(unsafe_code)]
                     unsafe {
-                        crate::simd::gemm_wide_avx512(kc, &tiles[at..], b3, c, k0 > 0, &[])
+                        let init = start.rows(0, rows);
+                        let b3 = (b3, PANEL);
+                        crate::simd::gemm_wide_avx512(kc, &tiles[at..], b3, c, init, &[])
                     };
                 }
             }
@@ -3091,11 +3101,6 @@ fn gemm_packed_wide(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usiz
                 tiled: mc.next_multiple_of(WEIGHT_TILE_ROWS),
                 k0: 0,
             });
-            let start = if k0 == 0 {
-                Start::Zero
-            } else {
-                Start::Accumulate
-            };
             for j0 in (wide_end..n).step_by(PANEL) {
                 let cols = PANEL.min(n - j0);
                 let panel = &mut bpack[..kc * PANEL];

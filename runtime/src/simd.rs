@@ -2170,13 +2170,13 @@ pub const WIDE_ROWS: usize = 8;
 pub const WIDE_PANELS: usize = 3;
 
 /// An 8 x 48 register tile for large products: rows `a[k * 16 + r]` (`r` below 8: half of
-/// an interleaved 16-row tile) by three packed panels `b[j][k * 16 + col]`, into
-/// `c[r * ldc + 16 * j + col]` for the first `rows` rows, from `c` when `accumulate`, else
-/// from zero. Per step along `k`: three vector loads and eight broadcasts for 24 fused
-/// multiply-adds (the 16 x 16 tile makes 17 loads for 16), so the multiply-adds, not the
-/// loads, set its pace. The sums run in the same order as the 16 x 16 tile's: the same
-/// bits. The cache lines of `ahead` (the next panels' block, or nothing) are asked for into
-/// L2 meanwhile, spread over the steps.
+/// an interleaved 16-row tile) by three panels `b[j][k * ldb + col]`, into `c[r * ldc + 16
+/// * j + col]` for the first `rows` rows: the sums over the `kc` steps added to `init[r]`,
+/// or to `c` itself when `init` is `None`, as [`gemm_tile_avx512`] does. Per step along
+/// `k`: three vector loads and eight broadcasts for 24 fused multiply-adds (the 16 x 16
+/// tile makes 17 loads for 16), so the multiply-adds, not the loads, set its pace. The
+/// cache lines of `ahead` (the next panels' block, or nothing) are asked for into L2
+/// meanwhile, spread over the steps.
 ///
 /// # Safety
 ///
@@ -2187,26 +2187,21 @@ pub const WIDE_PANELS: usize = 3;
 pub unsafe fn gemm_wide_avx512(
     kc: usize,
     a: &[f32],
-    b: [&[f32]; WIDE_PANELS],
+    (b, ldb): ([&[f32]; WIDE_PANELS], usize),
     (c, ldc, rows): (&mut [f32], usize, usize),
-    accumulate: bool,
+    init: Option<&[f32]>,
     ahead: &[f32],
 ) {
     use core::arch::x86_64::*;
     assert!(kc > 0 && (1..=WIDE_ROWS).contains(&rows));
     assert!(a.len() >= (kc - 1) * GEMM_NR + WIDE_ROWS);
-    assert!(b.iter().all(|panel| panel.len() >= kc * GEMM_NR));
+    assert!(b
+        .iter()
+        .all(|panel| panel.len() >= (kc - 1) * ldb + GEMM_NR));
     assert!(c.len() >= (rows - 1) * ldc + WIDE_PANELS * GEMM_NR);
+    assert!(init.is_none_or(|v| v.len() >= rows));
     let mut sums = [[_mm512_setzero_ps(); WIDE_PANELS]; WIDE_ROWS];
     let c = c.as_mut_ptr();
-    if accumulate {
-        for (r, row) in sums.iter_mut().enumerate().take(rows) {
-            for (j, sum) in row.iter_mut().enumerate() {
-                // SAFETY: row `r < rows`, columns below 48: inside `c` (asserted)
-                *sum = _mm512_loadu_ps(c.add(r * ldc + j * GEMM_NR));
-            }
-        }
-    }
     let (a, b) = (a.as_ptr(), b.map(|panel| panel.as_ptr()));
     // a line of `ahead` asked for every `every` steps
     let lines = ahead.len().div_ceil(16);
@@ -2224,7 +2219,7 @@ pub unsafe fn gemm_wide_avx512(
         let mut columns = [_mm512_setzero_ps(); WIDE_PANELS];
         for (v, panel) in columns.iter_mut().zip(b) {
             // SAFETY: step `k < kc`: inside each panel (asserted)
-            *v = _mm512_loadu_ps(panel.add(k * GEMM_NR));
+            *v = _mm512_loadu_ps(panel.add(k * ldb));
         }
         for (r, row) in sums.iter_mut().enumerate() {
             // SAFETY: `k * 16 + r` with `r < 8`: inside `a` (asserted)
@@ -2236,8 +2231,10 @@ pub unsafe fn gemm_wide_avx512(
     }
     for (r, row) in sums.iter().enumerate().take(rows) {
         for (j, sum) in row.iter().enumerate() {
-            // SAFETY: as for the loads
-            _mm512_storeu_ps(c.add(r * ldc + j * GEMM_NR), *sum);
+            // SAFETY: row `r < rows`, columns below 48: inside `c` (asserted)
+            let at = c.add(r * ldc + j * GEMM_NR);
+            let start = init.map_or_else(|| _mm512_loadu_ps(at), |v| _mm512_set1_ps(v[r]));
+            _mm512_storeu_ps(at, _mm512_add_ps(start, *sum));
         }
     }
 }
