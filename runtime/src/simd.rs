@@ -2170,13 +2170,13 @@ pub const WIDE_ROWS: usize = 8;
 pub const WIDE_PANELS: usize = 3;
 
 /// An 8 x 48 register tile for large products: rows `a[k * 16 + r]` (`r` below 8: half of
-/// an interleaved 16-row tile) by three panels `b[j][k * ldb + col]`, into `c[r * ldc + 16
-/// * j + col]` for the first `rows` rows: the sums over the `kc` steps added to `init[r]`,
-/// or to `c` itself when `init` is `None`, as [`gemm_tile_avx512`] does. Per step along
-/// `k`: three vector loads and eight broadcasts for 24 fused multiply-adds (the 16 x 16
-/// tile makes 17 loads for 16), so the multiply-adds, not the loads, set its pace. The
-/// cache lines of `ahead` (the next panels' block, or nothing) are asked for into L2
-/// meanwhile, spread over the steps.
+/// an interleaved 16-row tile) by three panels `b[j][k * ldb + col]`, into
+/// `c[r * ldc + 16 * j + col]` for the first `rows` rows: the sums over the `kc` steps
+/// added to `init[r]`, or to `c` itself when `init` is `None`, as [`gemm_tile_avx512`]
+/// does. Per step along `k`: three vector loads and eight broadcasts for 24 fused
+/// multiply-adds (the 16 x 16 tile makes 17 loads for 16), so the multiply-adds, not the
+/// loads, set its pace. The cache lines of `ahead` (the next panels' block, or nothing)
+/// are asked for into L2 meanwhile, spread over the steps.
 ///
 /// # Safety
 ///
