@@ -2833,8 +2833,13 @@ fn tile_panel(
 
 /// [`tile_panel`] over the `cols / PANEL` whole panels of `b` side by side (read in place:
 /// panel `j` at `b[PANEL * j..]`), into `c[.., PANEL * j..]`; on AVX-512 one call per row
-/// of register tiles ([`crate::simd::gemm_strip_avx512`]). The same sums as
-/// [`tile_panel`] on each panel.
+/// of register tiles ([`crate::simd::gemm_strip_avx512`]), runs of three panels against
+/// an interleaved tile by the 8 x 48 tile (`crate::simd::gemm_wide_avx512`, twice). The
+/// same sums as [`tile_panel`] on each panel. With the 8 x 48 tile mobilenet_v2's 1x1
+/// convolutions on 112x112 and 56x56 maps (`pointwise_rows`) ran 16 -> 96 144-149 ->
+/// 197-199 GFLOP/s, 96 -> 24 169 -> 190-196, 24 -> 144 164-165 -> 210-219
+/// (`conv_classes`, tiled weights, two runs alternated); the model 4.28-4.37 -> 4.10-4.24
+/// ms (three rounds alternated).
 fn tile_strip(
     simd: bool,
     (m, kc, cols): (usize, usize, usize),
@@ -2850,7 +2855,32 @@ fn tile_strip(
         let mut m0 = 0;
         while m0 < m {
             let (at, rows) = a.rows_at(m0, isa.tile_rows().min(m - m0));
+            // an interleaved tile: runs of 48 columns by the 8 x 48 tile, twice
+            let interleaved = at.1 == 1 && at.2 == WEIGHT_TILE_ROWS && rows > WIDE_ROWS_HALF;
+            let wide = if interleaved {
+                cols / WIDE_COLUMNS * WIDE_COLUMNS
+            } else {
+                0
+            };
+            for j0 in (0..wide).step_by(WIDE_COLUMNS) {
+                for h0 in (0..rows).step_by(WIDE_ROWS_HALF) {
+                    let h = WIDE_ROWS_HALF.min(rows - h0);
+                    let b3 = core::array::from_fn(|j| &b[j0 + j * PANEL..]);
+                    let c = (&mut c[(m0 + h0) * ldc + j0..], ldc, h);
+                    let init = start.rows(m0 + h0, h);
+                    // SAFETY: as below
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        crate::simd::gemm_wide_avx512(kc, &at.0[h0..], (b3, ldb), c, init, &[])
+                    };
+                }
+            }
             let init = start.rows(m0, rows);
+            let (b, c, cols) = (&b[wide..], &mut c[wide..], cols - wide);
+            if cols == 0 {
+                m0 += rows;
+                continue;
+            }
             let tiles = (&mut c[m0 * ldc..], ldc, cols);
             // SAFETY: `Isa::Avx512` is chosen only when `avx512` found AVX-512F (and AVX2
             // and FMA) on this CPU; the kernel checks the slices.
@@ -3030,6 +3060,10 @@ fn gemm_packed(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, us
         }
     }
 }
+
+/// Rows of the 8 x 48 register tile (half an interleaved tile).
+#[cfg(target_arch = "x86_64")]
+const WIDE_ROWS_HALF: usize = crate::simd::WIDE_ROWS;
 
 /// Columns of [`gemm_packed_wide`]'s register tile.
 #[cfg(target_arch = "x86_64")]
