@@ -2856,15 +2856,16 @@ fn tile_strip(
         while m0 < m {
             let (at, rows) = a.rows_at(m0, isa.tile_rows().min(m - m0));
             // an interleaved tile: runs of 48 columns by the 8 x 48 tile, twice
-            let interleaved = at.1 == 1 && at.2 == WEIGHT_TILE_ROWS && rows > WIDE_ROWS_HALF;
+            let interleaved =
+                at.1 == 1 && at.2 == WEIGHT_TILE_ROWS && rows > crate::simd::WIDE_ROWS;
             let wide = if interleaved {
                 cols / WIDE_COLUMNS * WIDE_COLUMNS
             } else {
                 0
             };
             for j0 in (0..wide).step_by(WIDE_COLUMNS) {
-                for h0 in (0..rows).step_by(WIDE_ROWS_HALF) {
-                    let h = WIDE_ROWS_HALF.min(rows - h0);
+                for h0 in (0..rows).step_by(crate::simd::WIDE_ROWS) {
+                    let h = crate::simd::WIDE_ROWS.min(rows - h0);
                     let b3 = core::array::from_fn(|j| &b[j0 + j * PANEL..]);
                     let c = (&mut c[(m0 + h0) * ldc + j0..], ldc, h);
                     let init = start.rows(m0 + h0, h);
@@ -3017,85 +3018,29 @@ fn gemm(simd: bool, a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usiz
     gemm_in_place(simd, a, b, c, (m, k, n));
 }
 
-/// [`gemm`] packed: per block of [`PANEL_DEPTH`] along `k` and [`GEMM_MC`] rows of `a`,
-/// the rows are packed once into interleaved tiles ([`pack_row_tiles`], a strided
-/// gather, the costly copy), then each panel of `b` is copied into a contiguous buffer
-/// ([`pack_panel`], row runs, cheap) and multiplied by every tile ([`tile_panel`]: 16 x
-/// 16 on AVX-512, 6 x 16 on AVX2).
+/// [`gemm`] packed: per block along `k` and [`GEMM_MC`] rows of `a`, the rows are packed
+/// once into interleaved 16-row tiles ([`pack_row_tiles`], a strided gather, the costly
+/// copy), then the panels of `b` are copied into a contiguous buffer ([`pack_panel`], row
+/// runs, cheap) and multiplied by every tile. On AVX-512, runs of three panels go through
+/// the 8 x 48 register tile ([`crate::simd::gemm_wide_avx512`], twice per tile of rows) in
+/// blocks of [`WIDE_DEPTH`] along `k` (each block's sums added to `c`, as the 16 x 16 tile
+/// adds its blocks of [`PANEL_DEPTH`]); the other panels through [`tile_panel`] (16 x 16
+/// on AVX-512, 6 x 16 on AVX2). With the 8 x 48 tile sgemm 512^3 ran 195-197 -> 214-224
+/// GFLOP/s (84-88% of a Zen 5 core's 256), bert-384's products 128x384x384 166-197 ->
+/// 210-216, 128x384x1536 161-193 -> 212-218 (`conv_classes`, alternated); blocks of 192
+/// and 256 along `k` ran the same.
 #[cfg(target_arch = "x86_64")]
 fn gemm_packed(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, usize)) {
-    if crate::simd::avx512() && n >= WIDE_COLUMNS {
-        gemm_packed_wide(a, b, c, (m, k, n));
-        return;
-    }
-    let mut bpack = [0.0f32; PANEL_DEPTH * PANEL];
-    let mut apack = uninit_floats::<A_TILES_LEN>();
-    for k0 in (0..k).step_by(PANEL_DEPTH) {
-        let kc = PANEL_DEPTH.min(k - k0);
-        let start = if k0 == 0 {
-            Start::Zero
-        } else {
-            Start::Accumulate
-        };
-        for i0 in (0..m).step_by(GEMM_MC) {
-            let mc = GEMM_MC.min(m - i0);
-            let tiles = pack_row_tiles(
-                (&a[i0 * k + k0..], k),
-                (mc, kc),
-                WEIGHT_TILE_ROWS,
-                &mut apack,
-            );
-            let lhs = Lhs::Tiled(Tiles {
-                w: tiles,
-                depth: kc,
-                tiled: mc.next_multiple_of(WEIGHT_TILE_ROWS),
-                k0: 0,
-            });
-            for j0 in (0..n).step_by(PANEL) {
-                let cols = PANEL.min(n - j0);
-                pack_panel((b, n), (k0, kc), j0, &mut bpack);
-                let c = (&mut c[i0 * n + j0..], n);
-                tile_panel(true, (mc, kc, cols), lhs, (&bpack, PANEL), c, start);
-            }
-        }
-    }
-}
-
-/// Rows of the 8 x 48 register tile (half an interleaved tile).
-#[cfg(target_arch = "x86_64")]
-const WIDE_ROWS_HALF: usize = crate::simd::WIDE_ROWS;
-
-/// Columns of [`gemm_packed_wide`]'s register tile.
-#[cfg(target_arch = "x86_64")]
-const WIDE_COLUMNS: usize = crate::simd::WIDE_PANELS * PANEL;
-
-/// Depth of a block along `k` in [`gemm_packed_wide`]: its three panels (24 KiB) stay in
-/// L1 while every row tile runs against them.
-#[cfg(target_arch = "x86_64")]
-const WIDE_DEPTH: usize = 128;
-
-/// [`gemm_packed`] on AVX-512 through the 8 x 48 register tile
-/// ([`crate::simd::gemm_wide_avx512`]): per block of [`WIDE_DEPTH`] along `k` and
-/// [`GEMM_MC`] rows of `a` (packed into interleaved 16-row tiles), three panels of `b`
-/// packed side by side, then each half tile of rows against them (each block's sums added
-/// to `c`, as the 16 x 16 tile adds its blocks of [`PANEL_DEPTH`]); columns past the last
-/// whole 48 by the 16 x 16 tile. sgemm 512^3 195-197 -> 214-224 GFLOP/s (84-88% of the
-/// Zen 5 core's 256), bert-384's products 128x384x384 166-197 -> 210-216, 128x384x1536
-/// 161-193 -> 212-218 (`conv_classes`, alternated); blocks of 192 and 256 along `k` ran
-/// the same.
-#[cfg(target_arch = "x86_64")]
-fn gemm_packed_wide(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, usize)) {
     use crate::simd::{WIDE_PANELS, WIDE_ROWS};
-    let mut bpack = [0.0f32; WIDE_PANELS * WIDE_DEPTH * PANEL];
+    let (depth, wide_end) = match crate::simd::avx512() {
+        true => (WIDE_DEPTH, n / WIDE_COLUMNS * WIDE_COLUMNS),
+        false => (PANEL_DEPTH, 0),
+    };
+    let mut bpack = [0.0f32; GEMM_PANELS_LEN];
     let mut apack = uninit_floats::<A_TILES_LEN>();
-    let wide_end = n / WIDE_COLUMNS * WIDE_COLUMNS;
-    for k0 in (0..k).step_by(WIDE_DEPTH) {
-        let kc = WIDE_DEPTH.min(k - k0);
-        let start = if k0 == 0 {
-            Start::Zero
-        } else {
-            Start::Accumulate
-        };
+    for k0 in (0..k).step_by(depth) {
+        let kc = depth.min(k - k0);
+        let start = Start::of(k0, None);
         for i0 in (0..m).step_by(GEMM_MC) {
             let mc = GEMM_MC.min(m - i0);
             let tiles = pack_row_tiles(
@@ -3116,8 +3061,8 @@ fn gemm_packed_wide(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usiz
                     let at = t * kc * WEIGHT_TILE_ROWS + half;
                     let rows = WIDE_ROWS.min(mc - r0);
                     let c = (&mut c[(i0 + r0) * n + j0..], n, rows);
-                    // SAFETY: AVX-512F was found on this CPU (`gemm_packed`); the kernel
-                    // checks its slices
+                    // SAFETY: runs of 48 only where `avx512` found AVX-512F on this CPU;
+                    // the kernel checks its slices
                     #[allow(unsafe_code)]
                     unsafe {
                         let init = start.rows(0, rows);
@@ -3125,9 +3070,6 @@ fn gemm_packed_wide(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usiz
                         crate::simd::gemm_wide_avx512(kc, &tiles[at..], b3, c, init, &[])
                     };
                 }
-            }
-            if wide_end == n {
-                continue;
             }
             let lhs = Lhs::Tiled(Tiles {
                 w: tiles,
@@ -3145,6 +3087,31 @@ fn gemm_packed_wide(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usiz
         }
     }
 }
+
+/// Columns of the 8 x 48 register tile.
+#[cfg(target_arch = "x86_64")]
+const WIDE_COLUMNS: usize = crate::simd::WIDE_PANELS * PANEL;
+
+/// Depth of a block along `k` for the 8 x 48 register tile ([`gemm_packed`],
+/// [`panels_wide`]): its three panels (24 KiB) stay in L1 while every row tile runs
+/// against them.
+#[cfg(target_arch = "x86_64")]
+const WIDE_DEPTH: usize = 128;
+
+/// Floats of [`gemm_packed`]'s buffer of packed panels: one of [`PANEL_DEPTH`] steps, or
+/// three of [`WIDE_DEPTH`].
+#[cfg(target_arch = "x86_64")]
+const GEMM_PANELS_LEN: usize = {
+    let (one, three) = (
+        PANEL_DEPTH * PANEL,
+        crate::simd::WIDE_PANELS * WIDE_DEPTH * PANEL,
+    );
+    if one > three {
+        one
+    } else {
+        three
+    }
+};
 
 /// Copies rows `k0..k0 + kc` of the [`PANEL`] columns of `b` (row-major, `n` wide) from
 /// column `j0` into `out` (`kc` rows of [`PANEL`]), zero past column `n`.
@@ -7240,7 +7207,7 @@ mod tests {
             // packed `b` past `PREFETCH_MIN_FLOATS`: each next panel asked for during
             // the tiles (three blocks along k, a partial last tile)
             (40, 800, 240),
-            // on AVX-512 the 8 x 48 tile (`gemm_packed_wide`): two runs of 48 columns, 21
+            // on AVX-512 the 8 x 48 tile (`gemm_packed`): two runs of 48 columns, 21
             // rows (the last half tile of 5), two blocks along k (128 + 22); above, 70
             // and 67 columns leave edge panels to the 16 x 16 tile, 240 none
             (21, 150, 96),
