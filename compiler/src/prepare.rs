@@ -865,18 +865,21 @@ mod tests {
         assert_eq!(pack_weights(&g, &[0]).0.nodes.len(), 3);
     }
 
+    /// A 3x3 convolution of one group with padding 1 on row-major weights.
+    fn conv3x3(stride: usize) -> Op {
+        Op::Conv2d(crate::ir::Conv2d {
+            kernel: [3, 3],
+            stride: [stride, stride],
+            padding: [1, 1, 1, 1],
+            dilation: [1, 1],
+            groups: 1,
+            weights: ConvWeights::RowMajor,
+        })
+    }
+
     #[test]
     fn wide_3x3_stride_1_convolutions_read_winograd_weights() {
-        let conv = |stride: usize| {
-            Op::Conv2d(crate::ir::Conv2d {
-                kernel: [3, 3],
-                stride: [stride, stride],
-                padding: [1, 1, 1, 1],
-                dilation: [1, 1],
-                groups: 1,
-                weights: ConvWeights::RowMajor,
-            })
-        };
+        let conv = conv3x3;
         let mut g = Graph::default();
         let x = g.add_value("x".into(), vec![1, 128, 9, 9], ValueKind::Input(0));
         let big = g.add_value("big".into(), vec![1, 128, 32, 32], ValueKind::Input(1));
@@ -927,14 +930,7 @@ mod tests {
 
     #[test]
     fn small_weights_take_winograd_on_large_maps_only() {
-        let conv = Op::Conv2d(crate::ir::Conv2d {
-            kernel: [3, 3],
-            stride: [1, 1],
-            padding: [1, 1, 1, 1],
-            dilation: [1, 1],
-            groups: 1,
-            weights: ConvWeights::RowMajor,
-        });
+        let conv = conv3x3(1);
         let mut g = Graph::default();
         let large = g.add_value("large".into(), vec![1, 16, 64, 64], ValueKind::Input(0));
         let small = g.add_value("small".into(), vec![1, 16, 32, 32], ValueKind::Input(1));
