@@ -1161,23 +1161,26 @@ fn gemm_panels_in(
         };
         for i0 in (0..m).step_by(GEMM_MC) {
             let mc = GEMM_MC.min(m - i0);
-            let mut first_panel = 0;
-            let lhs = if simd {
+            // (on AVX-512 the runs of three panels first, by the 8 x 48 tile)
+            let (lhs, first_panel) = if simd {
                 let rows = (&a[i0 * k + k0..], k);
                 let packed = pack_row_tiles(rows, (mc, kc), WEIGHT_TILE_ROWS, tiles);
                 #[cfg(target_arch = "x86_64")]
-                if crate::simd::avx512() {
-                    let c = &mut c[i0 * n..];
-                    first_panel = panels_wide(packed, (b, k0, k), c, (mc, kc, n));
-                }
-                Lhs::Tiled(Tiles {
+                let done = match crate::simd::avx512() {
+                    true => panels_wide(packed, (b, k0, k), &mut c[i0 * n..], (mc, kc, n)),
+                    false => 0,
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let done = 0;
+                let lhs = Lhs::Tiled(Tiles {
                     w: packed,
                     depth: kc,
                     tiled: mc.next_multiple_of(WEIGHT_TILE_ROWS),
                     k0: 0,
-                })
+                });
+                (lhs, done)
             } else {
-                Lhs::Strided(&a[i0 * k + k0..], k, 1)
+                (Lhs::Strided(&a[i0 * k + k0..], k, 1), 0)
             };
             for (p, j0) in (0..n).step_by(PANEL).enumerate().skip(first_panel) {
                 let cols = PANEL.min(n - j0);
