@@ -1250,20 +1250,10 @@ fn panels_wide(
             let mut ahead = (0..WIDE_PANELS)
                 .filter(|_| next_run < runs)
                 .flat_map(|j| block(next_run, j, next_s0, next_len).chunks(share));
-            for r0 in (0..mc).step_by(WIDE_ROWS) {
-                let (t, half) = (r0 / WEIGHT_TILE_ROWS, r0 % WEIGHT_TILE_ROWS);
-                let a = &tiles[(t * kc + s0) * WEIGHT_TILE_ROWS + half..];
-                let rows = WIDE_ROWS.min(mc - r0);
-                let c = (&mut c[r0 * n + run * WIDE_COLUMNS..], n, rows);
-                // SAFETY: AVX-512F was found on this CPU (the caller's check); the kernel
-                // checks its slices
-                #[allow(unsafe_code)]
-                unsafe {
-                    let ahead = ahead.next().unwrap_or(&[]);
-                    let init = Start::of(k0 + s0, None).rows(0, rows);
-                    crate::simd::gemm_wide_avx512(sc, a, (b3, PANEL), c, init, ahead)
-                };
-            }
+            let a = (&tiles[s0 * WEIGHT_TILE_ROWS..], kc * WEIGHT_TILE_ROWS);
+            let c = (&mut c[run * WIDE_COLUMNS..], n, mc);
+            let start = (Start::of(k0 + s0, None), 0);
+            wide_rows(sc, a, (b3, PANEL), c, start, &mut ahead);
         }
     }
     runs * WIDE_PANELS
@@ -2867,17 +2857,10 @@ fn tile_strip(
                 0
             };
             for j0 in (0..wide).step_by(WIDE_COLUMNS) {
-                for h0 in (0..rows).step_by(crate::simd::WIDE_ROWS) {
-                    let h = crate::simd::WIDE_ROWS.min(rows - h0);
-                    let b3 = core::array::from_fn(|j| &b[j0 + j * PANEL..]);
-                    let c = (&mut c[(m0 + h0) * ldc + j0..], ldc, h);
-                    let init = start.rows(m0 + h0, h);
-                    // SAFETY: as below
-                    #[allow(unsafe_code)]
-                    unsafe {
-                        crate::simd::gemm_wide_avx512(kc, &at.0[h0..], (b3, ldb), c, init, &[])
-                    };
-                }
+                let b3 = core::array::from_fn(|j| &b[j0 + j * PANEL..]);
+                let c = (&mut c[m0 * ldc + j0..], ldc, rows);
+                let a = (at.0, 0);
+                wide_rows(kc, a, (b3, ldb), c, (start, m0), &mut core::iter::empty());
             }
             let init = start.rows(m0, rows);
             let (b, c, cols) = (&b[wide..], &mut c[wide..], cols - wide);
@@ -3034,7 +3017,7 @@ fn gemm(simd: bool, a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usiz
 /// and 256 along `k` ran the same.
 #[cfg(target_arch = "x86_64")]
 fn gemm_packed(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, usize)) {
-    use crate::simd::{WIDE_PANELS, WIDE_ROWS};
+    use crate::simd::WIDE_PANELS;
     let (depth, wide_end) = match crate::simd::avx512() {
         true => (WIDE_DEPTH, n / WIDE_COLUMNS * WIDE_COLUMNS),
         false => (PANEL_DEPTH, 0),
@@ -3059,20 +3042,9 @@ fn gemm_packed(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, us
                 }
                 let mut b3 = panels.chunks_exact(kc * PANEL);
                 let b3 = core::array::from_fn(|_| b3.next().unwrap_or(&[]));
-                for r0 in (0..mc).step_by(WIDE_ROWS) {
-                    let (t, half) = (r0 / WEIGHT_TILE_ROWS, r0 % WEIGHT_TILE_ROWS);
-                    let at = t * kc * WEIGHT_TILE_ROWS + half;
-                    let rows = WIDE_ROWS.min(mc - r0);
-                    let c = (&mut c[(i0 + r0) * n + j0..], n, rows);
-                    // SAFETY: runs of 48 only where `avx512` found AVX-512F on this CPU;
-                    // the kernel checks its slices
-                    #[allow(unsafe_code)]
-                    unsafe {
-                        let init = start.rows(0, rows);
-                        let b3 = (b3, PANEL);
-                        crate::simd::gemm_wide_avx512(kc, &tiles[at..], b3, c, init, &[])
-                    };
-                }
+                let a = (tiles, kc * WEIGHT_TILE_ROWS);
+                let c = (&mut c[i0 * n + j0..], n, mc);
+                wide_rows(kc, a, (b3, PANEL), c, (start, 0), &mut core::iter::empty());
             }
             let lhs = Lhs::Tiled(Tiles {
                 w: tiles,
@@ -3088,6 +3060,35 @@ fn gemm_packed(a: &[f32], b: &[f32], c: &mut [f32], (m, k, n): (usize, usize, us
                 tile_panel(true, (mc, kc, cols), lhs, (panel, PANEL), c, start);
             }
         }
+    }
+}
+
+/// Rows `0..rows` of interleaved 16-row tiles (tile `t` at `tiles[t * stride..]`) against
+/// three panels of `b` (pitch `ldb`) by the 8 x 48 register tile, half a tile per call
+/// (`crate::simd::gemm_wide_avx512`), into `c` (`ldc` apart); row `r` starts from
+/// `start.rows(m0 + r, ..)`, and each call asks the cache for the next slice of `ahead`.
+/// The caller has found AVX-512F on this CPU.
+#[cfg(target_arch = "x86_64")]
+fn wide_rows<'a>(
+    kc: usize,
+    (tiles, stride): (&[f32], usize),
+    b: ([&[f32]; crate::simd::WIDE_PANELS], usize),
+    (c, ldc, rows): (&mut [f32], usize, usize),
+    (start, m0): (Start<'_>, usize),
+    ahead: &mut impl Iterator<Item = &'a [f32]>,
+) {
+    use crate::simd::WIDE_ROWS;
+    for r0 in (0..rows).step_by(WIDE_ROWS) {
+        let (t, half) = (r0 / WEIGHT_TILE_ROWS, r0 % WEIGHT_TILE_ROWS);
+        let h = WIDE_ROWS.min(rows - r0);
+        let c = (&mut c[r0 * ldc..], ldc, h);
+        let init = start.rows(m0 + r0, h);
+        let lines = ahead.next().unwrap_or(&[]);
+        // SAFETY: the caller found AVX-512F on this CPU; the kernel checks its slices
+        #[allow(unsafe_code)]
+        unsafe {
+            crate::simd::gemm_wide_avx512(kc, &tiles[t * stride + half..], b, c, init, lines)
+        };
     }
 }
 
